@@ -1,0 +1,130 @@
+// autograd.cpp: recording Nodes during forward, and the reverse topological walk.
+#include "engine/autograd.h"
+
+#include <unordered_set>
+
+#include "engine/ops/accumulate.h"
+
+namespace nimbus {
+
+namespace {
+thread_local bool t_grad_enabled = true;
+}
+
+bool grad_enabled() { return t_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void record(const char* op, const std::vector<Tensor>& inputs, Tensor& out, BackwardFn backward) {
+  if (!any_requires_grad(inputs)) return;
+  auto node = std::make_shared<Node>();
+  node->op = op;
+  node->edges.reserve(inputs.size());
+  for (const Tensor& t : inputs) {
+    Edge e;
+    if (t.defined() && t.requires_grad()) {
+      if (t.grad_fn()) e.fn = t.grad_fn();
+      else e.leaf = t.impl_ptr();
+      e.shape = t.shape();
+    }
+    node->edges.push_back(std::move(e));
+  }
+  node->backward = std::move(backward);
+  TensorImpl* impl = out.impl();
+  impl->grad_fn = std::move(node);
+  impl->requires_grad = true;
+}
+
+namespace {
+// Nodes reachable from root, ordered so that every node comes after all nodes
+// that consume its output (iterative DFS post-order, reversed).
+std::vector<Node*> topological_order(Node* root) {
+  std::vector<Node*> post;
+  std::unordered_set<Node*> seen{root};
+  std::vector<std::pair<Node*, size_t>> stack{{root, 0}};
+  while (!stack.empty()) {
+    auto& [node, next] = stack.back();
+    if (next < node->edges.size()) {
+      Node* child = node->edges[next++].fn.get();
+      if (child && seen.insert(child).second) stack.push_back({child, 0});
+    } else {
+      post.push_back(node);
+      stack.pop_back();
+    }
+  }
+  return {post.rbegin(), post.rend()};
+}
+
+void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
+  if (!leaf.grad) leaf.grad = g.clone().impl_ptr();
+  else {
+    Tensor acc(leaf.grad);
+    add_inplace(acc, g);
+  }
+}
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& grad_output) {
+  NIMBUS_CHECK(root.requires_grad(), "backward: tensor ", describe(root),
+               " does not require grad (no parameter or input with requires_grad reached it)");
+  Tensor seed = grad_output;
+  if (!seed.defined()) {
+    NIMBUS_CHECK(root.numel() == 1, "backward: implicit gradient needs a 1-element output, got ", describe(root));
+    seed = Tensor::ones(root.shape(), root.device());
+  }
+  NIMBUS_CHECK(seed.shape() == root.shape(), "backward: grad_output ", describe(seed), " for output ", describe(root));
+  if (root.is_leaf()) {
+    accumulate_leaf(*root.impl(), seed);
+    return;
+  }
+  Node* top = root.grad_fn().get();
+  NIMBUS_CHECK(top->backward, "backward: the graph through ", top->op,
+               " was already used by an earlier backward() and its saved tensors freed");
+  top->grad_out = seed;
+  // Keep the graph alive while we walk it even if the caller drops `root`.
+  std::shared_ptr<Node> keep = root.grad_fn();
+  for (Node* node : topological_order(top)) {
+    if (!node->grad_out.defined()) continue;  // no gradient flowed here (e.g. unused branch)
+    NIMBUS_CHECK(node->backward, "backward: the graph through ", node->op, " was already freed");
+    GradSink sink(node->edges);
+    node->backward(node->grad_out, sink);
+    node->backward = nullptr;  // frees the saved activations now
+    node->grad_out = Tensor();
+    for (size_t i = 0; i < node->edges.size(); ++i) {
+      const Edge& e = node->edges[i];
+      Tensor& g = sink.grads()[i];
+      if (!e.needed()) continue;
+      NIMBUS_CHECK(g.defined(), "backward of ", node->op, " produced no gradient for input ", i);
+      NIMBUS_CHECK(g.shape() == e.shape, "backward of ", node->op, " gave gradient ", describe(g), " for input ", i,
+                   " of shape ", e.shape.str());
+      if (e.fn) {
+        // The first gradient may be shared (add passes gy to both inputs), so
+        // sum into a fresh tensor instead of writing into it.
+        if (!e.fn->grad_out.defined()) e.fn->grad_out = g;
+        else {
+          Tensor sum = e.fn->grad_out.clone();
+          add_inplace(sum, g);
+          e.fn->grad_out = sum;
+        }
+      } else {
+        accumulate_leaf(*e.leaf, g);
+      }
+    }
+  }
+}
+
+}  // namespace nimbus

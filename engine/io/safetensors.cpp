@@ -1,0 +1,213 @@
+// safetensors.cpp: checked reader, atomic writer (format in safetensors.h).
+#include "engine/io/safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "engine/io/json.h"
+
+namespace nimbus {
+
+const Tensor* SafetensorsFile::find(const std::string& name) const {
+  for (const auto& [n, t] : tensors)
+    if (n == name) return &t;
+  return nullptr;
+}
+
+const Tensor& SafetensorsFile::at(const std::string& name) const {
+  const Tensor* t = find(name);
+  NIMBUS_CHECK(t, "safetensors: no tensor named '", name, "'");
+  return *t;
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  NIMBUS_CHECK(fd >= 0, path, ": cannot create temporary file ", tmp, ": ", std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw Error(str(path, ": write failed: ", std::strerror(err)));
+    }
+    done += size_t(w);
+  }
+  bool ok = ::fsync(fd) == 0;
+  ok = (::close(fd) == 0) && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error(str(path, ": could not finish writing: ", std::strerror(err)));
+  }
+}
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const Metadata& metadata) {
+  std::ostringstream hdr;
+  hdr << "{";
+  bool first = true;
+  if (!metadata.empty()) {
+    hdr << "\"__metadata__\":{";
+    for (auto it = metadata.begin(); it != metadata.end(); ++it)
+      hdr << (it == metadata.begin() ? "" : ",") << json::quote(it->first) << ":" << json::quote(it->second);
+    hdr << "}";
+    first = false;
+  }
+  std::set<std::string> names;
+  size_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    NIMBUS_CHECK(names.insert(name).second, path, ": duplicate tensor name '", name, "'");
+    size_t nbytes = size_t(t.numel()) * sizeof(float);
+    hdr << (first ? "" : ",") << json::quote(name) << ":{\"dtype\":\"F32\",\"shape\":[";
+    for (int d = 0; d < t.ndim(); ++d) hdr << (d ? "," : "") << t.size(d);
+    hdr << "],\"data_offsets\":[" << offset << "," << offset + nbytes << "]}";
+    offset += nbytes;
+    first = false;
+  }
+  hdr << "}";
+  std::string header = hdr.str();
+  while ((8 + header.size()) % 8) header += ' ';  // align the data to 8 bytes, as the spec recommends
+  std::string out;
+  out.reserve(8 + header.size() + offset);
+  uint64_t n = header.size();
+  for (int b = 0; b < 8; ++b) out += char((n >> (8 * b)) & 0xFF);
+  out += header;
+  for (const auto& [name, t] : tensors) {
+    std::vector<float> v = t.to_vector();
+    out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+  }
+  write_file_atomic(path, out);
+}
+
+namespace {
+size_t dtype_size(const std::string& dt) {
+  if (dt == "F32" || dt == "I32") return 4;
+  if (dt == "F64" || dt == "I64") return 8;
+  if (dt == "F16" || dt == "BF16" || dt == "I16") return 2;
+  if (dt == "U8" || dt == "BOOL" || dt == "I8") return 1;
+  return 0;
+}
+
+float half_to_float(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
+  uint32_t bits;
+  if (exp == 0) {
+    if (man == 0) bits = sign;
+    else {  // subnormal: renormalise
+      exp = 127 - 15 + 1;
+      while (!(man & 0x400)) { man <<= 1; --exp; }
+      bits = sign | (exp << 23) | ((man & 0x3FF) << 13);
+    }
+  } else if (exp == 31) bits = sign | 0x7F800000 | (man << 13);
+  else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+template <typename T>
+T load_le(const unsigned char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));  // x86-64 and aarch64 are little-endian
+  return v;
+}
+
+void convert(const std::string& dt, const unsigned char* src, float* dst, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char* p = src + i * dtype_size(dt);
+    if (dt == "F32") dst[i] = load_le<float>(p);
+    else if (dt == "F64") dst[i] = float(load_le<double>(p));
+    else if (dt == "I64") dst[i] = float(load_le<int64_t>(p));
+    else if (dt == "I32") dst[i] = float(load_le<int32_t>(p));
+    else if (dt == "I16") dst[i] = float(load_le<int16_t>(p));
+    else if (dt == "I8") dst[i] = float(int8_t(*p));
+    else if (dt == "U8" || dt == "BOOL") dst[i] = float(*p);
+    else if (dt == "F16") dst[i] = half_to_float(load_le<uint16_t>(p));
+    else if (dt == "BF16") {
+      uint32_t bits = uint32_t(load_le<uint16_t>(p)) << 16;
+      std::memcpy(&dst[i], &bits, 4);
+    }
+  }
+}
+}  // namespace
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  NIMBUS_CHECK(f, path, ": cannot open safetensors file: ", std::strerror(errno));
+  f.seekg(0, std::ios::end);
+  const uint64_t file_size = uint64_t(f.tellg());
+  f.seekg(0);
+  NIMBUS_CHECK(file_size >= 8, path, ": not a safetensors file (", file_size, " bytes, shorter than the 8-byte header)");
+  unsigned char lenb[8];
+  f.read(reinterpret_cast<char*>(lenb), 8);
+  uint64_t hlen = load_le<uint64_t>(lenb);
+  NIMBUS_CHECK(hlen <= file_size - 8 && hlen < (uint64_t(100) << 20), path, ": corrupt safetensors header length ", hlen,
+               " (file has ", file_size, " bytes)");
+  std::string header(size_t(hlen), '\0');
+  f.read(header.data(), std::streamsize(hlen));
+  NIMBUS_CHECK(f, path, ": truncated safetensors header");
+  json::Value root;
+  try {
+    root = json::parse(header);
+  } catch (const Error& e) {
+    throw Error(str(path, ": corrupt safetensors header: ", e.what()));
+  }
+  NIMBUS_CHECK(root.is(json::Value::Type::Object), path, ": safetensors header is not a JSON object");
+  const uint64_t data_size = file_size - 8 - hlen;
+  std::vector<unsigned char> data(static_cast<size_t>(data_size));
+  f.read(reinterpret_cast<char*>(data.data()), std::streamsize(data_size));
+  NIMBUS_CHECK(f || data_size == 0, path, ": could not read tensor data");
+
+  SafetensorsFile out;
+  for (const auto& [name, v] : root.obj) {
+    if (name == "__metadata__") {
+      NIMBUS_CHECK(v.is(json::Value::Type::Object), path, ": __metadata__ is not an object");
+      for (const auto& [k, mv] : v.obj) {
+        NIMBUS_CHECK(mv.is(json::Value::Type::String), path, ": metadata value for '", k, "' is not a string");
+        out.metadata[k] = mv.s;
+      }
+      continue;
+    }
+    const json::Value* dt = v.get("dtype");
+    const json::Value* shp = v.get("shape");
+    const json::Value* off = v.get("data_offsets");
+    NIMBUS_CHECK(dt && dt->is(json::Value::Type::String) && shp && shp->is(json::Value::Type::Array) && off &&
+                     off->is(json::Value::Type::Array) && off->arr.size() == 2,
+                 path, ": tensor '", name, "' lacks dtype, shape or data_offsets");
+    size_t esize = dtype_size(dt->s);
+    NIMBUS_CHECK(esize, path, ": tensor '", name, "' has unsupported dtype ", dt->s);
+    std::vector<int64_t> dims;
+    uint64_t numel = 1;
+    for (const auto& d : shp->arr) {
+      NIMBUS_CHECK(d.is(json::Value::Type::Number) && d.num >= 0 && d.num < 1e12 && d.num == double(int64_t(d.num)),
+                   path, ": tensor '", name, "' has a bad shape");
+      dims.push_back(int64_t(d.num));
+      numel *= uint64_t(d.num);
+    }
+    NIMBUS_CHECK(dims.size() <= size_t(Shape::kMaxDims), path, ": tensor '", name, "' has ", dims.size(), " dims (max ",
+                 Shape::kMaxDims, ")");
+    double b = off->arr[0].num, e = off->arr[1].num;
+    NIMBUS_CHECK(b >= 0 && e >= b && e <= double(data_size), path, ": tensor '", name, "' data_offsets [", b, ",", e,
+                 "] outside the ", data_size, "-byte data section (truncated file?)");
+    NIMBUS_CHECK(uint64_t(e - b) == numel * esize, path, ": tensor '", name, "' has ", uint64_t(e - b),
+                 " bytes but its shape and dtype need ", numel * esize);
+    Tensor t = Tensor::empty(Shape(dims));
+    convert(dt->s, data.data() + uint64_t(b), t.data(), size_t(numel));
+    out.dtypes[name] = dt->s;
+    out.tensors.emplace_back(name, t);
+  }
+  return out;
+}
+
+}  // namespace nimbus

@@ -1,0 +1,150 @@
+// tensor.cpp: storage, factories, host<->device copies and the autograd accessors.
+#include "engine/tensor.h"
+
+#include <cstring>
+
+#include "engine/allocator.h"
+#include "engine/autograd.h"
+#include "engine/random.h"
+
+namespace nimbus {
+
+Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
+  data = device_runtime(dev).allocator->allocate(nbytes);
+}
+
+Storage::~Storage() { device_runtime(device).allocator->deallocate(data); }
+
+namespace {
+std::shared_ptr<TensorImpl> make_impl(const Shape& shape, Device device) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->storage = std::make_shared<Storage>(size_t(shape.numel()) * sizeof(float), device);
+  return impl;
+}
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, Device device) { return Tensor(make_impl(shape, device)); }
+
+Tensor Tensor::zeros(const Shape& shape, Device device) { return full(shape, 0.f, device); }
+
+Tensor Tensor::full(const Shape& shape, float value, Device device) {
+  Tensor t = empty(shape, device);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values, Device device) {
+  NIMBUS_CHECK(int64_t(values.size()) == shape.numel(), "from_vector: ", values.size(),
+               " values for shape ", shape.str());
+  Tensor t = empty(shape, device);
+  device_runtime(device).copy(t.data(), device, values.data(), Device::CPU, values.size() * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::randn(const Shape& shape, Rng& rng, float mean, float std) {
+  Tensor t = empty(shape);
+  float* p = t.data();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = mean + std * float(rng.normal());
+  return t;
+}
+
+Tensor Tensor::uniform(const Shape& shape, Rng& rng, float lo, float hi) {
+  Tensor t = empty(shape);
+  float* p = t.data();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.uniform(lo, hi);
+  return t;
+}
+
+TensorImpl& Tensor::checked() const {
+  NIMBUS_CHECK(impl_, "use of an undefined tensor");
+  return *impl_;
+}
+
+const Shape& Tensor::shape() const { return checked().shape; }
+Device Tensor::device() const { return checked().storage->device; }
+float* Tensor::data() { return static_cast<float*>(checked().storage->data); }
+const float* Tensor::data() const { return static_cast<const float*>(checked().storage->data); }
+
+float Tensor::item() const {
+  NIMBUS_CHECK(numel() == 1, "item: tensor of shape ", shape().str(), " has ", numel(), " elements, not 1");
+  return to_vector()[0];
+}
+
+std::vector<float> Tensor::to_vector() const {
+  std::vector<float> v(static_cast<size_t>(numel()));
+  device_runtime(device()).copy(v.data(), Device::CPU, data(), device(), v.size() * sizeof(float));
+  return v;
+}
+
+Tensor Tensor::to(Device dst) const {
+  if (device() == dst) return *this;
+  Tensor t = empty(shape(), dst);
+  Device src = device();
+  // The non-CPU side owns the copy routine (it knows its own memory).
+  const DeviceRuntime& rt = device_runtime(dst == Device::CPU ? src : dst);
+  rt.copy(t.data(), dst, data(), src, size_t(numel()) * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(shape(), device());
+  device_runtime(device()).copy(t.data(), device(), data(), device(), size_t(numel()) * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = checked().storage;
+  impl->shape = impl_->shape;
+  return Tensor(impl);
+}
+
+void Tensor::copy_(const Tensor& src) {
+  NIMBUS_CHECK(shape() == src.shape(), "copy_: destination ", describe(*this), " vs source ", describe(src));
+  if (src.data() == data()) return;
+  Device dd = device(), sd = src.device();
+  const DeviceRuntime& rt = device_runtime(dd == Device::CPU ? sd : dd);
+  rt.copy(data(), dd, src.data(), sd, size_t(numel()) * sizeof(float));
+}
+
+void Tensor::fill_(float value) { device_runtime(device()).fill(data(), value, size_t(numel())); }
+
+Tensor Tensor::view(const Shape& s) const {
+  NIMBUS_CHECK(s.numel() == numel(), "view: cannot view ", describe(*this), " as ", s.str());
+  Tensor t = detach();
+  t.impl_->shape = s;
+  return t;
+}
+
+bool Tensor::requires_grad() const { return checked().requires_grad; }
+
+Tensor& Tensor::set_requires_grad(bool on) {
+  NIMBUS_CHECK(!on || !checked().grad_fn, "set_requires_grad: only leaf tensors can be marked; this one comes from ",
+               impl_->grad_fn ? impl_->grad_fn->op : "?");
+  checked().requires_grad = on;
+  return *this;
+}
+
+Tensor Tensor::grad() const { return Tensor(checked().grad); }
+
+void Tensor::set_grad(const Tensor& g) {
+  NIMBUS_CHECK(!g.defined() || g.shape() == shape(), "set_grad: gradient ", describe(g), " for tensor ",
+               describe(*this));
+  checked().grad = g.impl_ptr();
+}
+
+void Tensor::zero_grad() { checked().grad.reset(); }
+
+bool Tensor::is_leaf() const { return !checked().grad_fn; }
+
+const std::shared_ptr<Node>& Tensor::grad_fn() const { return checked().grad_fn; }
+
+void Tensor::backward(const Tensor& grad_output) const { run_backward(*this, grad_output); }
+
+std::string describe(const Tensor& t) {
+  if (!t.defined()) return "(undefined)";
+  return t.shape().str() + " " + device_name(t.device());
+}
+
+}  // namespace nimbus

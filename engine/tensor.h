@@ -1,0 +1,107 @@
+// tensor.h: the float32 tensor every part of nimbus passes around.
+//
+// A Tensor is a handle (shared_ptr) to a TensorImpl: a contiguous row-major
+// float32 buffer on one device plus its Shape. Images are NCHW. Copying a
+// Tensor copies the handle, not the data (like torch.Tensor); clone() copies
+// the data. reshape()/view share storage. There are no strides: every tensor is
+// contiguous, which keeps every kernel a plain loop over memory.
+//
+// Autograd state lives on the impl: requires_grad, the accumulated .grad of a
+// leaf, and grad_fn, the Node that produced a non-leaf (see autograd.h).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/shape.h"
+
+namespace nimbus {
+
+class Rng;
+struct Node;
+
+// One device buffer, returned to its device's caching allocator when the last
+// tensor using it goes away.
+struct Storage {
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  void* data = nullptr;
+  size_t bytes = 0;
+  Device device = Device::CPU;
+};
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  bool requires_grad = false;
+  std::shared_ptr<TensorImpl> grad;  // leaves only: dL/dthis, accumulated by backward()
+  std::shared_ptr<Node> grad_fn;     // non-leaves: the op that produced this tensor
+};
+
+class Tensor {
+ public:
+  Tensor() = default;  // an undefined tensor (like an empty torch Optional)
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  // ---- factories (memory from the device's caching allocator) ----
+  static Tensor empty(const Shape& shape, Device device = Device::CPU);  // uninitialised
+  static Tensor zeros(const Shape& shape, Device device = Device::CPU);
+  static Tensor full(const Shape& shape, float value, Device device = Device::CPU);
+  static Tensor ones(const Shape& shape, Device device = Device::CPU) { return full(shape, 1.f, device); }
+  static Tensor from_vector(const Shape& shape, const std::vector<float>& values, Device device = Device::CPU);
+  static Tensor scalar(float value) { return from_vector(Shape{}, {value}); }
+  static Tensor randn(const Shape& shape, Rng& rng, float mean = 0.f, float std = 1.f);
+  static Tensor uniform(const Shape& shape, Rng& rng, float lo, float hi);
+
+  // ---- what it is ----
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const;
+  int ndim() const { return shape().ndim(); }
+  int64_t size(int dim) const { return shape()[dim]; }
+  int64_t numel() const { return shape().numel(); }
+  Device device() const;
+  bool is_cpu() const { return device() == Device::CPU; }
+
+  // Raw data. On a non-CPU device this is a device pointer: pass it to kernels, never dereference.
+  float* data();
+  const float* data() const;
+
+  // ---- values (copies to the host when needed) ----
+  float item() const;  // the one value of a 1-element tensor
+  std::vector<float> to_vector() const;
+  Tensor to(Device device) const;  // same tensor if already there; never records autograd
+  Tensor clone() const;            // deep copy of the data, no autograd history
+  Tensor detach() const;           // same storage, no autograd history, requires_grad false
+  void copy_(const Tensor& src);   // overwrite data in place; shapes must match; not recorded
+  void fill_(float value);         // not recorded
+  Tensor view(const Shape& shape) const;  // same storage and history-free; numel must match
+
+  // ---- autograd ----
+  bool requires_grad() const;
+  Tensor& set_requires_grad(bool on);
+  Tensor grad() const;  // undefined until backward() reached this leaf
+  void set_grad(const Tensor& g);
+  void zero_grad();     // drops the accumulated gradient
+  bool is_leaf() const;
+  const std::shared_ptr<Node>& grad_fn() const;
+  // Reverse-mode autodiff from this tensor. With no argument it must have one
+  // element and dL/dthis = 1 (a loss); otherwise grad_output has this shape.
+  void backward(const Tensor& grad_output = Tensor()) const;
+
+  TensorImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  bool same(const Tensor& o) const { return impl_ == o.impl_; }
+
+ private:
+  TensorImpl& checked() const;
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// "(2,3,8,8) cpu" style description for error messages.
+std::string describe(const Tensor& t);
+
+}  // namespace nimbus

@@ -1,0 +1,20 @@
+// elementwise.h: CPU kernels for pointwise ops over n contiguous floats.
+//
+// Each op: forward and backward side by side. Templated on T so the tests can
+// run the same code in double for finite-difference checks; the engine uses float.
+// Gradient convention: *_backward writes (=) its input-gradient buffers.
+#pragma once
+#include <cstdint>
+
+namespace nimbus::cpu {
+
+template <typename T> void fill(T* y, T value, int64_t n);
+// y += x  (the gradient accumulator)
+template <typename T> void add_inplace(T* y, const T* x, int64_t n);
+
+// ReLU: y = max(x, 0). Backward from the output: dx = dy where y > 0, else 0
+// (the derivative at 0 is taken as 0, as PyTorch does).
+template <typename T> void relu_forward(T* y, const T* x, int64_t n);
+template <typename T> void relu_backward(T* dx, const T* dy, const T* y, int64_t n);
+
+}  // namespace nimbus::cpu

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# install_deps.sh: install the Debian packages nimbus needs, only those missing.
+#   scripts/install_deps.sh          build + test dependencies
+#   scripts/install_deps.sh --dev    also the Python tools that regenerate test
+#                                    fixtures (python3-torch, rasterio, scipy, skimage)
+# Safe to run again: it does nothing when everything is present.
+set -euo pipefail
+
+pkgs=(cmake ninja-build g++ pkg-config libopenblas-dev doctest-dev libtiff-dev libgeotiff-dev zlib1g-dev libpng-dev)
+if [[ "${1:-}" == "--dev" ]]; then
+  pkgs+=(python3-torch python3-torchvision python3-numpy python3-scipy python3-rasterio python3-skimage)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install_deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+echo "install_deps: installing ${missing[*]}"
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

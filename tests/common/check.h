@@ -1,0 +1,86 @@
+// check.h: helpers every test uses: closeness checks that report the worst
+// element, finite-difference gradients in double, and fixture paths.
+//
+// Tolerance rule (llm.c): |got - want| <= atol + rtol * |want| per element.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/random.h"
+#include "engine/tensor.h"
+
+namespace nimbus::test {
+
+inline std::string fixture(const std::string& name) { return std::string(NIMBUS_FIXTURES) + "/" + name; }
+inline std::string shared_path(const std::string& rel) { return std::string(NIMBUS_SHARED) + "/" + rel; }
+
+// Largest violation of the tolerance; 0 when everything is within it.
+template <typename A, typename B>
+double worst_violation(const A& got, const B& want, double atol, double rtol, size_t* where = nullptr) {
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double g = double(got[i]), w = double(want[i]);
+    double excess = std::fabs(g - w) - (atol + rtol * std::fabs(w));
+    if (std::isnan(g) != std::isnan(w)) excess = INFINITY;
+    if (excess > worst) {
+      worst = excess;
+      if (where) *where = i;
+    }
+  }
+  return worst;
+}
+
+// CHECKs that got and want (any indexable containers) agree elementwise.
+template <typename A, typename B>
+void check_close(const A& got, const B& want, double atol, double rtol, const std::string& what = "") {
+  REQUIRE_MESSAGE(got.size() == want.size(), what, ": size ", got.size(), " vs ", want.size());
+  size_t at = 0;
+  double v = worst_violation(got, want, atol, rtol, &at);
+  CHECK_MESSAGE(v == 0, what, ": element ", at, " is ", double(got[at]), ", expected ", double(want[at]),
+                " (atol ", atol, ", rtol ", rtol, ")");
+}
+
+inline void check_close(const Tensor& got, const Tensor& want, double atol, double rtol, const std::string& what = "") {
+  REQUIRE_MESSAGE(got.shape() == want.shape(), what, ": shape ", got.shape().str(), " vs ", want.shape().str());
+  check_close(got.to_vector(), want.to_vector(), atol, rtol, what);
+}
+
+// Central finite differences of a scalar function f at x, in double:
+// d f / d x_i ~ (f(x + h e_i) - f(x - h e_i)) / 2h.
+inline std::vector<double> numeric_grad(const std::function<double(const std::vector<double>&)>& f,
+                                        std::vector<double> x, double h = 1e-6) {
+  std::vector<double> g(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    double xi = x[i];
+    x[i] = xi + h;
+    double fp = f(x);
+    x[i] = xi - h;
+    double fm = f(x);
+    x[i] = xi;
+    g[i] = (fp - fm) / (2 * h);
+  }
+  return g;
+}
+
+inline std::vector<double> random_vec(size_t n, Rng& rng, double lo = -1, double hi = 1) {
+  std::vector<double> v(n);
+  for (auto& x : v) x = lo + (hi - lo) * rng.uniform();
+  return v;
+}
+
+inline std::vector<float> to_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+inline std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+// sum_i a_i * b_i: turns an op's output into the scalar loss L = <y, r> whose
+// gradient wrt y is r, the standard way to test a backward with a random dy.
+inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace nimbus::test

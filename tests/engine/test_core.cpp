@@ -1,0 +1,144 @@
+// test_core.cpp: tensors, the caching allocator, the RNG and the autograd walk.
+#include <doctest/doctest.h>
+
+#include "engine/allocator.h"
+#include "engine/autograd.h"
+#include "engine/ops/activation.h"
+#include "kernels/cpu/elementwise.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+
+TEST_CASE("shape: numel, indexing, printing, errors") {
+  Shape s{2, 3, 4, 5};
+  CHECK(s.ndim() == 4);
+  CHECK(s.numel() == 120);
+  CHECK(s[-1] == 5);
+  CHECK(s.str() == "(2,3,4,5)");
+  CHECK(Shape{}.numel() == 1);
+  CHECK_THROWS_AS(s[4], Error);
+  CHECK_THROWS_AS((Shape{1, 2, 3, 4, 5, 6, 7}), Error);
+}
+
+TEST_CASE("tensor: factories, copies and views") {
+  Tensor a = Tensor::from_vector({2, 2}, {1, 2, 3, 4});
+  CHECK(a.to_vector() == std::vector<float>{1, 2, 3, 4});
+  Tensor b = a.clone();
+  b.data()[0] = 9;
+  CHECK(a.data()[0] == 1);  // clone is deep
+  Tensor v = a.view({4});
+  v.data()[1] = 7;
+  CHECK(a.data()[1] == 7);  // view shares storage
+  CHECK_THROWS_AS(a.view({3}), Error);
+  CHECK(Tensor::zeros({3}).to_vector() == std::vector<float>{0, 0, 0});
+  CHECK(Tensor::full({2}, 2.5f).to_vector() == std::vector<float>{2.5f, 2.5f});
+  CHECK_THROWS_AS(Tensor::from_vector({2}, {1, 2, 3}), Error);
+  CHECK_THROWS_AS(Tensor().shape(), Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2}, Device::CUDA), doctest::Contains("cuda"), Error);
+}
+
+TEST_CASE("allocator: freed blocks are reused, not returned to the system") {
+  CachingAllocator& a = cpu_allocator();
+  const size_t big = 3 << 20;  // 3 MiB: glibc would mmap this every time
+  void* p = a.allocate(big);
+  a.deallocate(p);
+  AllocatorStats before = a.stats();
+  void* q = a.allocate(big);
+  AllocatorStats after = a.stats();
+  CHECK(q == p);
+  CHECK(after.system_allocs == before.system_allocs);
+  CHECK(after.cache_hits == before.cache_hits + 1);
+  a.deallocate(q);
+  CHECK(CachingAllocator::round_size(1) == 512);
+  CHECK(CachingAllocator::round_size((1 << 20) + 1) == (1 << 20) + (1 << 18));  // 1.25 MiB class
+  for (size_t n : {size_t(1), size_t(1000), size_t(5) << 20, size_t(77777777)}) {
+    size_t r = CachingAllocator::round_size(n);
+    CHECK(r >= n);
+    CHECK(double(r) <= 1.25 * double(n) + 512);
+  }
+}
+
+TEST_CASE("rng: deterministic, state round trip, unbiased below()") {
+  Rng a(42), b(42);
+  for (int i = 0; i < 10; ++i) CHECK(a.next_u64() == b.next_u64());
+  auto st = a.state();
+  uint64_t x = a.next_u64();
+  a.set_state(st);
+  CHECK(a.next_u64() == x);
+  int counts[3] = {0, 0, 0};
+  for (int i = 0; i < 30000; ++i) counts[a.below(3)]++;
+  for (int c : counts) CHECK(std::abs(c - 10000) < 500);
+  double m = 0, m2 = 0;
+  for (int i = 0; i < 20000; ++i) {
+    double z = a.normal();
+    m += z;
+    m2 += z * z;
+  }
+  CHECK(std::fabs(m / 20000) < 0.05);
+  CHECK(std::fabs(m2 / 20000 - 1) < 0.05);
+}
+
+TEST_CASE("relu kernel: backward matches finite differences in double") {
+  Rng rng(1);
+  const int n = 37;
+  auto x = random_vec(n, rng);
+  for (auto& v : x)
+    if (std::fabs(v) < 1e-3) v = 0.5;  // keep away from the kink
+  auto r = random_vec(n, rng);
+  auto loss = [&](const std::vector<double>& xs) {
+    std::vector<double> y(n);
+    cpu::relu_forward(y.data(), xs.data(), n);
+    return dot(y, r);
+  };
+  std::vector<double> y(n), dx(n);
+  cpu::relu_forward(y.data(), x.data(), n);
+  cpu::relu_backward(dx.data(), r.data(), y.data(), n);
+  check_close(dx, numeric_grad(loss, x), 1e-7, 1e-6, "relu dx");
+}
+
+TEST_CASE("autograd: leaf gradients accumulate until zero_grad") {
+  Tensor x = Tensor::from_vector({4}, {-1, 2, -3, 4});
+  x.set_requires_grad(true);
+  Tensor dy = Tensor::from_vector({4}, {1, 1, 1, 1});
+  relu(x).backward(dy);
+  CHECK(x.grad().to_vector() == std::vector<float>{0, 1, 0, 1});
+  relu(x).backward(dy);
+  CHECK(x.grad().to_vector() == std::vector<float>{0, 2, 0, 2});
+  x.zero_grad();
+  CHECK(!x.grad().defined());
+}
+
+TEST_CASE("autograd: a tensor used twice gets the sum of both gradients") {
+  // z = relu(relu(x)) and w = relu(x) share the node relu(x); backward through
+  // a graph where one node has two consumers must add their contributions.
+  Tensor x = Tensor::from_vector({3}, {1, -1, 2});
+  x.set_requires_grad(true);
+  Tensor h = relu(x);
+  Tensor a = relu(h);
+  a.backward(Tensor::ones({3}));
+  Tensor h2 = relu(x);
+  Tensor b1 = relu(h2), b2 = relu(h2);
+  (void)b2;
+  b1.backward(Tensor::full({3}, 2.f));
+  CHECK(x.grad().to_vector() == std::vector<float>{3, 0, 3});
+}
+
+TEST_CASE("autograd: no-grad mode records nothing; a used graph cannot be reused") {
+  Tensor x = Tensor::from_vector({2}, {1, 2});
+  x.set_requires_grad(true);
+  {
+    NoGradGuard ng;
+    Tensor y = relu(x);
+    CHECK(!y.requires_grad());
+    CHECK(!y.grad_fn());
+  }
+  Tensor y = relu(x);
+  CHECK(y.grad_fn());
+  CHECK(y.grad_fn()->op == "relu");
+  y.backward(Tensor::ones({2}));
+  CHECK(!y.grad_fn()->backward);  // saved tensors freed after use
+  CHECK_THROWS_WITH_AS(y.backward(Tensor::ones({2})), doctest::Contains("already"), Error);
+  CHECK_THROWS_AS(relu(x).backward(), Error);  // 2 elements: no implicit gradient
+  CHECK_THROWS_AS(relu(x).backward(Tensor::ones({3})), Error);
+}
