@@ -1,0 +1,65 @@
+// geotiff.h: read and write Sentinel GeoTIFFs with libtiff (+ libgeotiff tags).
+//
+// In memory every raster is float32, band-major (C, H, W), whatever the file's
+// sample type: uint8, uint16 and int16 are exact in float32, and the engine
+// works in float32 anyway. The georeferencing tags are carried as they are
+// (pixel scale, tie points or transformation, GeoKeys, double and ASCII
+// params) so an output written with the input's GeoInfo opens aligned with it
+// in GDAL or QGIS.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nimbus::data {
+
+enum class SampleType { UInt8, UInt16, Int16, Float32 };
+const char* sample_type_name(SampleType t);  // "uint8", ...
+
+struct GeoInfo {
+  std::vector<double> pixel_scale;      // ModelPixelScaleTag (33550)
+  std::vector<double> tiepoints;        // ModelTiepointTag (33922)
+  std::vector<double> transformation;   // ModelTransformationTag (34264)
+  std::vector<uint16_t> geokeys;        // GeoKeyDirectoryTag (34735)
+  std::vector<double> geo_double_params;  // GeoDoubleParamsTag (34736)
+  std::string geo_ascii_params;         // GeoAsciiParamsTag (34737)
+  bool present() const { return !geokeys.empty() || !tiepoints.empty() || !transformation.empty(); }
+};
+
+struct TiffInfo {
+  int width = 0, height = 0, bands = 0;
+  SampleType type = SampleType::UInt16;
+  bool tiled = false;
+  bool planar_separate = false;  // PlanarConfiguration 2 (band-interleaved)
+  int compression = 1;           // TIFF code: 1 none, 5 LZW, 8/32946 Deflate
+  GeoInfo geo;
+};
+
+// A pixel window: columns [x0, x0 + width), rows [y0, y0 + height).
+struct Window {
+  int x0 = 0, y0 = 0, width = 0, height = 0;
+};
+
+struct Raster {
+  int width = 0, height = 0, bands = 0;
+  SampleType type = SampleType::Float32;  // the file's type (what a write will use by default)
+  std::vector<float> data;                // bands * height * width, band-major
+  GeoInfo geo;
+  float* band(int c) { return data.data() + size_t(c) * size_t(height) * size_t(width); }
+  const float* band(int c) const { return data.data() + size_t(c) * size_t(height) * size_t(width); }
+};
+
+TiffInfo read_tiff_info(const std::string& path);
+// Reads the whole image, or only `window` (only the strips/tiles it touches).
+Raster read_geotiff(const std::string& path);
+Raster read_geotiff(const std::string& path, const Window& window);
+
+struct WriteOptions {
+  SampleType type = SampleType::UInt16;
+  bool deflate = false;  // uncompressed by default, like the distributed datasets
+};
+// Values are rounded and clamped to the type's range for integer types.
+// Written to a temporary file and renamed into place.
+void write_geotiff(const std::string& path, const Raster& raster, const WriteOptions& options);
+
+}  // namespace nimbus::data

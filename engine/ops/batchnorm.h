@@ -1,0 +1,18 @@
+// batchnorm.h: 2-D batch normalisation with PyTorch's semantics.
+//
+//   x: (N, C, H, W)   weight, bias: (C)   running_mean, running_var: (C)
+//   training: normalise with the batch statistics over (N, H, W) (biased
+//     variance), then update the running statistics in place:
+//     running = (1 - momentum) * running + momentum * batch, using the
+//     UNBIASED variance (n / (n - 1)) for running_var, as PyTorch does.
+//   eval: normalise with the running statistics; nothing is updated.
+//   y = (x - mean) / sqrt(var + eps) * weight + bias
+#pragma once
+#include "engine/tensor.h"
+
+namespace nimbus {
+
+Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                    Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+
+}  // namespace nimbus

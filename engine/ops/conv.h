@@ -1,0 +1,14 @@
+// conv.h: 2-D convolution (cross-correlation, as PyTorch's nn.Conv2d).
+//
+//   x: (N, C, H, W)   w: (K, C, R, S)   b: (K) or undefined
+//   y: (N, K, P, Q)   P = (H + 2*padding - R) / stride + 1, Q likewise with W, S
+// Zero padding on all four sides; square stride and padding (all ResNet and
+// DSen2-CR need). Backward gives dx, dw and db, each only when needed.
+#pragma once
+#include "engine/tensor.h"
+
+namespace nimbus {
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1, int padding = 0);
+
+}  // namespace nimbus
