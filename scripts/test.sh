@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# test.sh: install what is missing, build, and run the whole test suite.
+#   scripts/test.sh              Release build in build/, all tests (ctest)
+#   scripts/test.sh --sanitize   the same with AddressSanitizer + UndefinedBehaviorSanitizer, in build-asan/
+# Extra arguments after the option go to ctest (e.g. -R conv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=build
+flags=(-DNIMBUS_WERROR=ON)
+if [[ "${1:-}" == "--sanitize" ]]; then
+  shift
+  build=build-asan
+  flags+=(-DNIMBUS_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
+  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+fi
+
+scripts/install_deps.sh
+jobs=$(nproc)
+cmake -S . -B "$build" -G Ninja "${flags[@]}" > "$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+cmake --build "$build" -j "$jobs"
+ctest --test-dir "$build" -j "$jobs" --output-on-failure "$@"
