@@ -29,9 +29,23 @@ void relu_backward(T* dx, const T* dy, const T* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
 }
 
+template <typename T>
+void add(T* y, const T* a, const T* b, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+template <typename T>
+void scale(T* y, const T* x, T s, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) y[i] = s * x[i];
+}
+
 #define NIMBUS_INSTANTIATE(T)                                      \
   template void relu_forward<T>(T*, const T*, int64_t);           \
-  template void relu_backward<T>(T*, const T*, const T*, int64_t);
+  template void relu_backward<T>(T*, const T*, const T*, int64_t); \
+  template void add<T>(T*, const T*, const T*, int64_t);          \
+  template void scale<T>(T*, const T*, T, int64_t);
 NIMBUS_INSTANTIATE(float)
 NIMBUS_INSTANTIATE(double)
 #undef NIMBUS_INSTANTIATE

@@ -17,4 +17,9 @@ template <typename T> void add_inplace(T* y, const T* x, int64_t n);
 template <typename T> void relu_forward(T* y, const T* x, int64_t n);
 template <typename T> void relu_backward(T* dx, const T* dy, const T* y, int64_t n);
 
+// y = a + b. Its backward is the identity for both inputs (no kernel needed).
+template <typename T> void add(T* y, const T* a, const T* b, int64_t n);
+// y = s * x; also the backward of itself (dx = s * dy). y may alias x.
+template <typename T> void scale(T* y, const T* x, T s, int64_t n);
+
 }  // namespace nimbus::cpu

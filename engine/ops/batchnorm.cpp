@@ -1,0 +1,68 @@
+// batchnorm.cpp: batch_norm2d forward and, right below it, its backward (PyTorch semantics).
+//
+// Training: normalise with the batch mean and biased variance, update the
+// running statistics in place (momentum, unbiased variance), and backpropagate
+// through the batch statistics. Eval: normalise with the running statistics;
+// backward is the plain per-channel affine gradient.
+#include "engine/ops/batchnorm.h"
+
+#include "engine/autograd.h"
+#include "kernels/cpu/batchnorm.h"
+
+namespace nimbus {
+
+namespace {
+// A per-channel parameter: undefined is allowed when `optional`, else it must be (C) on x's device.
+void check_channel_param(const Tensor& p, const char* name, const Tensor& x, bool optional) {
+  if (!p.defined() && optional) return;
+  NIMBUS_CHECK(p.defined(), "batch_norm2d: ", name, " is undefined");
+  NIMBUS_CHECK(p.shape() == Shape{x.size(1)}, "batch_norm2d: input ", x.shape().str(), " has ", x.size(1),
+               " channels but ", name, " has shape ", p.shape().str());
+  NIMBUS_CHECK(p.device() == x.device(), "batch_norm2d: ", name, " ", describe(p), " is not on the device of input ",
+               describe(x));
+}
+}  // namespace
+
+Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                    Tensor& running_var, bool training, float momentum, float eps) {
+  NIMBUS_CHECK(x.ndim() == 4, "batch_norm2d: input must be (N,C,H,W), got ", x.shape().str());
+  NIMBUS_CHECK(x.is_cpu(), "batch_norm2d: device ", device_name(x.device()), " not supported yet");
+  check_channel_param(weight, "weight", x, true);
+  check_channel_param(bias, "bias", x, true);
+  check_channel_param(running_mean, "running_mean", x, false);
+  check_channel_param(running_var, "running_var", x, false);
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  NIMBUS_CHECK(!training || N * HW > 1, "batch_norm2d: training needs more than 1 value per channel, input ",
+               x.shape().str());
+
+  Tensor mean = Tensor::empty({C}), invstd = Tensor::empty({C});
+  if (training) {
+    Tensor var = Tensor::empty({C});
+    cpu::batchnorm_stats(mean.data(), var.data(), x.data(), N, C, HW);
+    cpu::batchnorm_invstd(invstd.data(), var.data(), eps, C);
+    cpu::batchnorm_update_running(running_mean.data(), running_var.data(), mean.data(), var.data(), momentum, N * HW,
+                                  C);
+  } else {
+    mean.copy_(running_mean);  // a copy: later training steps must not change what backward sees
+    cpu::batchnorm_invstd(invstd.data(), running_var.data(), eps, C);
+  }
+  const float* w = weight.defined() ? weight.data() : nullptr;
+  const float* b = bias.defined() ? bias.data() : nullptr;
+  Tensor y = Tensor::empty(x.shape());
+  cpu::batchnorm_forward(y.data(), x.data(), mean.data(), invstd.data(), w, b, N, C, HW);
+
+  if (!any_requires_grad({&x, &weight, &bias})) return y;
+  Tensor xs = x.detach(), ws = weight.defined() ? weight.detach() : Tensor();
+  record("batch_norm2d", {x, weight, bias}, y, [=](const Tensor& dy, GradSink& sink) {
+    Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape()) : Tensor();
+    Tensor dw = Tensor::empty({C}), db = Tensor::empty({C});
+    cpu::batchnorm_backward(dx.defined() ? dx.data() : nullptr, dw.data(), db.data(), dy.data(), xs.data(), mean.data(),
+                            invstd.data(), ws.defined() ? ws.data() : nullptr, N, C, HW, training);
+    if (sink.needs(0)) sink.set(0, dx);
+    if (sink.needs(1)) sink.set(1, dw);
+    if (sink.needs(2)) sink.set(2, db);
+  });
+  return y;
+}
+
+}  // namespace nimbus

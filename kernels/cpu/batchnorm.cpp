@@ -1,0 +1,170 @@
+// batchnorm.cpp: batch-norm CPU kernels, the reference and the fast float path (see batchnorm.h).
+#include "kernels/cpu/batchnorm.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/parallel.h"
+
+namespace nimbus::cpu {
+
+// ---------------------------------------------------------------- reference
+
+template <typename T>
+void batchnorm_stats_ref(T* mean, T* var, const T* x, int64_t N, int64_t C, int64_t HW) {
+  const T M = T(N * HW);
+  for (int64_t c = 0; c < C; ++c) {
+    T s = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) s += x[(n * C + c) * HW + i];
+    T m = s / M, ss = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) {
+        T d = x[(n * C + c) * HW + i] - m;
+        ss += d * d;
+      }
+    mean[c] = m;
+    var[c] = ss / M;
+  }
+}
+
+template <typename T>
+void batchnorm_forward_ref(T* y, const T* x, const T* mean, const T* invstd, const T* weight, const T* bias,
+                           int64_t N, int64_t C, int64_t HW) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < HW; ++i) {
+        int64_t k = (n * C + c) * HW + i;
+        y[k] = (x[k] - mean[c]) * invstd[c] * (weight ? weight[c] : T(1)) + (bias ? bias[c] : T(0));
+      }
+}
+
+template <typename T>
+void batchnorm_backward_ref(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T* mean, const T* invstd,
+                            const T* weight, int64_t N, int64_t C, int64_t HW, bool training) {
+  const T M = T(N * HW);
+  for (int64_t c = 0; c < C; ++c) {
+    T sdy = 0, sdyx = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) {
+        int64_t k = (n * C + c) * HW + i;
+        sdy += dy[k];
+        sdyx += dy[k] * (x[k] - mean[c]) * invstd[c];
+      }
+    dbias[c] = sdy;
+    dweight[c] = sdyx;
+    if (!dx) continue;
+    T g = (weight ? weight[c] : T(1)) * invstd[c];
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) {
+        int64_t k = (n * C + c) * HW + i;
+        T xhat = (x[k] - mean[c]) * invstd[c];
+        dx[k] = training ? g * (dy[k] - sdy / M - xhat * sdyx / M) : g * dy[k];
+      }
+  }
+}
+
+// ---------------------------------------------------------------- fast float
+
+void batchnorm_stats(float* mean, float* var, const float* x, int64_t N, int64_t C, int64_t HW) {
+  const double M = double(N * HW);
+#pragma omp parallel for if (N * C * HW > kParallelGrain)
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0, ss = 0;  // one pass: var = E[x^2] - E[x]^2, safe in double for float data
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xc = x + (n * C + c) * HW;
+#pragma omp simd reduction(+ : s, ss)
+      for (int64_t i = 0; i < HW; ++i) {
+        double v = xc[i];
+        s += v;
+        ss += v * v;
+      }
+    }
+    double m = s / M;
+    mean[c] = float(m);
+    var[c] = float(std::max(ss / M - m * m, 0.0));
+  }
+}
+
+void batchnorm_forward(float* y, const float* x, const float* mean, const float* invstd, const float* weight,
+                       const float* bias, int64_t N, int64_t C, int64_t HW) {
+  // y = (x - mean) * scale + shift with the per-channel constants folded; subtracting the
+  // mean first (not folding it into shift) avoids cancellation when |mean| >> std.
+#pragma omp parallel for collapse(2) if (N * C * HW > kParallelGrain)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const float m = mean[c], scale = invstd[c] * (weight ? weight[c] : 1.f), shift = bias ? bias[c] : 0.f;
+      const float* xc = x + (n * C + c) * HW;
+      float* yc = y + (n * C + c) * HW;
+#pragma omp simd
+      for (int64_t i = 0; i < HW; ++i) yc[i] = (xc[i] - m) * scale + shift;
+    }
+}
+
+void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
+                        const float* invstd, const float* weight, int64_t N, int64_t C, int64_t HW, bool training) {
+  const double M = double(N * HW);
+#pragma omp parallel for if (N * C * HW > kParallelGrain)
+  for (int64_t c = 0; c < C; ++c) {
+    const double m = mean[c], is = invstd[c];
+    double sdy = 0, sdyx = 0;  // sum dy and sum dy * (x - mean); xhat's invstd applied once after
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xc = x + (n * C + c) * HW;
+      const float* dyc = dy + (n * C + c) * HW;
+#pragma omp simd reduction(+ : sdy, sdyx)
+      for (int64_t i = 0; i < HW; ++i) {
+        sdy += dyc[i];
+        sdyx += double(dyc[i]) * (double(xc[i]) - m);
+      }
+    }
+    sdyx *= is;
+    dbias[c] = float(sdy);
+    dweight[c] = float(sdyx);
+    if (!dx) continue;
+    // dx = g * dy + a * (x - mean) + b, with the per-channel constants folded.
+    const float g = float((weight ? weight[c] : 1.f) * is), mf = mean[c];
+    float a = 0, b = 0;
+    if (training) {
+      a = float(-double(g) * is * sdyx / M);
+      b = float(-double(g) * sdy / M);
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xc = x + (n * C + c) * HW;
+      const float* dyc = dy + (n * C + c) * HW;
+      float* dxc = dx + (n * C + c) * HW;
+#pragma omp simd
+      for (int64_t i = 0; i < HW; ++i) dxc[i] = g * dyc[i] + a * (xc[i] - mf) + b;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- per-channel helpers
+
+template <typename T>
+void batchnorm_invstd(T* invstd, const T* var, T eps, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) invstd[c] = T(1) / std::sqrt(var[c] + eps);
+}
+
+template <typename T>
+void batchnorm_update_running(T* running_mean, T* running_var, const T* mean, const T* var, T momentum, int64_t M,
+                              int64_t C) {
+  const T unbias = T(M) / T(M - 1);
+  for (int64_t c = 0; c < C; ++c) {
+    running_mean[c] = (T(1) - momentum) * running_mean[c] + momentum * mean[c];
+    running_var[c] = (T(1) - momentum) * running_var[c] + momentum * var[c] * unbias;
+  }
+}
+
+#define NIMBUS_INSTANTIATE(T)                                                                                   \
+  template void batchnorm_stats_ref<T>(T*, T*, const T*, int64_t, int64_t, int64_t);                           \
+  template void batchnorm_forward_ref<T>(T*, const T*, const T*, const T*, const T*, const T*, int64_t, int64_t, \
+                                         int64_t);                                                              \
+  template void batchnorm_backward_ref<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, \
+                                          int64_t, int64_t, bool);                                              \
+  template void batchnorm_invstd<T>(T*, const T*, T, int64_t);                                                  \
+  template void batchnorm_update_running<T>(T*, T*, const T*, const T*, T, int64_t, int64_t);
+NIMBUS_INSTANTIATE(float)
+NIMBUS_INSTANTIATE(double)
+#undef NIMBUS_INSTANTIATE
+
+}  // namespace nimbus::cpu
