@@ -57,6 +57,11 @@ Raster read_geotiff(const std::string& path, const Window& window);
 struct WriteOptions {
   SampleType type = SampleType::UInt16;
   bool deflate = false;  // uncompressed by default, like the distributed datasets
+  // Layout (added; the defaults give what GDAL writes by default):
+  bool tiled = false;            // square tiles of tile_size (a multiple of 16) instead of strips
+  int tile_size = 256;
+  bool planar_separate = false;  // PlanarConfiguration 2: each band in its own strips/tiles
+  int rows_per_strip = 0;        // 0: libtiff's default (about 8 KiB per strip)
 };
 // Values are rounded and clamped to the type's range for integer types.
 // Written to a temporary file and renamed into place.

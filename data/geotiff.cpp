@@ -1,0 +1,424 @@
+// geotiff.cpp: GeoTIFF reading and writing on top of libtiff.
+//
+// Files are opened with libtiff's TIFFOpenExt after libgeotiff's
+// XTIFFInitialize() has registered the GeoTIFF tags (exactly what XTIFFOpen
+// does), because TIFFOpenExt lets every handle carry its own error handler:
+// libtiff's messages land in the nimbus::Error for that file instead of on
+// stderr, and loader threads never share a global handler.
+//
+// Pixels move block by block (a strip or a tile, one band of it when the file
+// is band-interleaved): a read decodes only the blocks its window touches and
+// scatters them into the band-major (C, H, W) float buffer.
+#include "data/geotiff.h"
+
+#include <tiffio.h>
+#include <unistd.h>
+#include <xtiffio.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <mutex>
+
+#include "engine/error.h"
+
+namespace nimbus::data {
+
+const char* sample_type_name(SampleType t) {
+  switch (t) {
+    case SampleType::UInt8: return "uint8";
+    case SampleType::UInt16: return "uint16";
+    case SampleType::Int16: return "int16";
+    case SampleType::Float32: return "float32";
+  }
+  return "?";
+}
+
+namespace {
+
+int bytes_of(SampleType t) { return t == SampleType::UInt8 ? 1 : t == SampleType::Float32 ? 4 : 2; }
+
+// ---- libtiff handle with its own error capture ----
+
+int on_error(TIFF*, void* user, const char* module, const char* fmt, va_list ap) {
+  auto* msg = static_cast<std::string*>(user);
+  if (msg->empty()) {  // the first error is the cause; later ones are consequences
+    char buf[512];
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    *msg = buf;
+  }
+  return 1;  // handled: libtiff prints nothing
+}
+int on_warning(TIFF*, void*, const char*, const char*, va_list) { return 1; }  // e.g. unknown private tags
+
+class TiffFile {
+ public:
+  TiffFile(const std::string& path, const char* mode) : path_(path) {
+    static std::once_flag once;
+    std::call_once(once, XTIFFInitialize);
+    TIFFOpenOptions* opts = TIFFOpenOptionsAlloc();
+    TIFFOpenOptionsSetErrorHandlerExtR(opts, on_error, &error_);
+    TIFFOpenOptionsSetWarningHandlerExtR(opts, on_warning, nullptr);
+    tif_ = TIFFOpenExt(path.c_str(), mode, opts);
+    TIFFOpenOptionsFree(opts);
+    if (!tif_) fail(mode[0] == 'r' ? "cannot open as a TIFF" : "cannot create");
+  }
+  ~TiffFile() {
+    if (tif_) TIFFClose(tif_);
+  }
+  TiffFile(const TiffFile&) = delete;
+  TiffFile& operator=(const TiffFile&) = delete;
+
+  TIFF* get() const { return tif_; }
+  // Closes (flushing a written file); a failure throws.
+  void close() {
+    bool ok = TIFFFlush(tif_) == 1;
+    TIFFClose(tif_);
+    tif_ = nullptr;
+    if (!ok) fail("cannot finish writing");
+  }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw Error(str("geotiff: ", path_, ": ", what, error_.empty() ? "" : " (libtiff: " + error_ + ")"));
+  }
+
+ private:
+  std::string path_;
+  std::string error_;
+  TIFF* tif_ = nullptr;
+};
+
+// ---- tags ----
+
+const char* sample_format_name(uint16_t f) {
+  switch (f) {
+    case SAMPLEFORMAT_UINT: return "unsigned integer";
+    case SAMPLEFORMAT_INT: return "signed integer";
+    case SAMPLEFORMAT_IEEEFP: return "float";
+    case SAMPLEFORMAT_VOID: return "untyped";
+    case SAMPLEFORMAT_COMPLEXINT: return "complex integer";
+    case SAMPLEFORMAT_COMPLEXIEEEFP: return "complex float";
+  }
+  return "unknown-format";
+}
+
+GeoInfo read_geo(TIFF* tif) {
+  GeoInfo g;
+  auto doubles = [&](ttag_t tag, std::vector<double>& out) {
+    uint16_t n = 0;
+    double* v = nullptr;
+    if (TIFFGetField(tif, tag, &n, &v) && v) out.assign(v, v + n);
+  };
+  doubles(TIFFTAG_GEOPIXELSCALE, g.pixel_scale);
+  doubles(TIFFTAG_GEOTIEPOINTS, g.tiepoints);
+  doubles(TIFFTAG_GEOTRANSMATRIX, g.transformation);
+  doubles(TIFFTAG_GEODOUBLEPARAMS, g.geo_double_params);
+  uint16_t n = 0;
+  uint16_t* keys = nullptr;
+  if (TIFFGetField(tif, TIFFTAG_GEOKEYDIRECTORY, &n, &keys) && keys) g.geokeys.assign(keys, keys + n);
+  char* ascii = nullptr;
+  if (TIFFGetField(tif, TIFFTAG_GEOASCIIPARAMS, &ascii) && ascii) g.geo_ascii_params = ascii;
+  return g;
+}
+
+void write_geo(TIFF* tif, const GeoInfo& g) {
+  auto doubles = [&](ttag_t tag, const std::vector<double>& v) {
+    if (!v.empty()) TIFFSetField(tif, tag, int(v.size()), v.data());
+  };
+  doubles(TIFFTAG_GEOPIXELSCALE, g.pixel_scale);
+  doubles(TIFFTAG_GEOTIEPOINTS, g.tiepoints);
+  doubles(TIFFTAG_GEOTRANSMATRIX, g.transformation);
+  doubles(TIFFTAG_GEODOUBLEPARAMS, g.geo_double_params);
+  if (!g.geokeys.empty()) TIFFSetField(tif, TIFFTAG_GEOKEYDIRECTORY, int(g.geokeys.size()), g.geokeys.data());
+  if (!g.geo_ascii_params.empty()) TIFFSetField(tif, TIFFTAG_GEOASCIIPARAMS, g.geo_ascii_params.c_str());
+}
+
+// The georeferencing of the sub-image starting at pixel (x0, y0): a single
+// tie point with a pixel scale moves its model point, a transformation moves
+// its translation, and a set of control points moves their raster positions.
+GeoInfo shift_geo(GeoInfo g, int x0, int y0) {
+  if (x0 == 0 && y0 == 0) return g;
+  if (g.transformation.size() == 16) {
+    auto& m = g.transformation;  // row-major 4x4: X = m0*i + m1*j + m3, Y = m4*i + m5*j + m7
+    m[3] += m[0] * x0 + m[1] * y0;
+    m[7] += m[4] * x0 + m[5] * y0;
+  }
+  if (g.tiepoints.size() == 6 && g.pixel_scale.size() >= 2) {
+    g.tiepoints[3] += x0 * g.pixel_scale[0];
+    g.tiepoints[4] -= y0 * g.pixel_scale[1];  // rows go south
+  } else {
+    for (size_t k = 0; k + 5 < g.tiepoints.size(); k += 6) {
+      g.tiepoints[k] -= x0;
+      g.tiepoints[k + 1] -= y0;
+    }
+  }
+  return g;
+}
+
+TiffInfo info_of(const TiffFile& f) {
+  TIFF* tif = f.get();
+  TiffInfo info;
+  uint32_t w = 0, h = 0;
+  uint16_t spp = 1, bps = 1, fmt = SAMPLEFORMAT_UINT, planar = PLANARCONFIG_CONTIG, comp = 1, photo = 0;
+  if (!TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w) || !TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &h))
+    f.fail("no image width/length tag");
+  TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLESPERPIXEL, &spp);
+  TIFFGetFieldDefaulted(tif, TIFFTAG_BITSPERSAMPLE, &bps);
+  TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLEFORMAT, &fmt);
+  TIFFGetFieldDefaulted(tif, TIFFTAG_PLANARCONFIG, &planar);
+  TIFFGetFieldDefaulted(tif, TIFFTAG_COMPRESSION, &comp);
+  TIFFGetField(tif, TIFFTAG_PHOTOMETRIC, &photo);
+  if (w == 0 || h == 0 || spp == 0) f.fail(str("empty image (", w, "x", h, "x", spp, ")"));
+  if (uint64_t(w) * h * spp > (uint64_t(1) << 31)) f.fail(str("image too large (", w, "x", h, "x", spp, ")"));
+  if (fmt == SAMPLEFORMAT_UINT && bps == 8)
+    info.type = SampleType::UInt8;
+  else if (fmt == SAMPLEFORMAT_UINT && bps == 16)
+    info.type = SampleType::UInt16;
+  else if (fmt == SAMPLEFORMAT_INT && bps == 16)
+    info.type = SampleType::Int16;
+  else if (fmt == SAMPLEFORMAT_IEEEFP && bps == 32)
+    info.type = SampleType::Float32;
+  else
+    f.fail(str("unsupported sample type: ", bps, "-bit ", sample_format_name(fmt),
+               " (supported: uint8, uint16, int16, float32)"));
+  if (photo == PHOTOMETRIC_YCBCR || photo == PHOTOMETRIC_PALETTE)
+    f.fail(str("unsupported photometric interpretation ", photo, " (YCbCr/palette)"));
+  if (!TIFFIsCODECConfigured(comp)) f.fail(str("compression ", comp, " is not supported by this libtiff"));
+  info.width = int(w);
+  info.height = int(h);
+  info.bands = spp;
+  info.tiled = TIFFIsTiled(tif);
+  info.planar_separate = planar == PLANARCONFIG_SEPARATE;
+  info.compression = comp;
+  info.geo = read_geo(tif);
+  return info;
+}
+
+// Block geometry: a strip is a full-width block of rows_per_strip rows.
+struct Blocks {
+  int bw = 0, bh = 0;  // block width and height in pixels
+};
+
+Blocks blocks_of(const TiffFile& f, const TiffInfo& info) {
+  Blocks b;
+  if (info.tiled) {
+    uint32_t tw = 0, th = 0;
+    if (!TIFFGetField(f.get(), TIFFTAG_TILEWIDTH, &tw) || !TIFFGetField(f.get(), TIFFTAG_TILELENGTH, &th) || tw == 0 ||
+        th == 0)
+      f.fail("tiled image without a valid tile size");
+    b.bw = int(tw);
+    b.bh = int(th);
+  } else {
+    uint32_t rps = 0;
+    TIFFGetFieldDefaulted(f.get(), TIFFTAG_ROWSPERSTRIP, &rps);
+    b.bw = info.width;
+    b.bh = int(std::min<uint32_t>(rps == 0 ? 1 : rps, uint32_t(info.height)));
+  }
+  return b;
+}
+
+template <typename T>
+void scatter(const unsigned char* src, int bw, int spp_blk, int band0, int nbands_blk, int bx0, int by0, int r0, int r1,
+             int c0, int c1, const Window& win, Raster& out) {
+  const T* s = reinterpret_cast<const T*>(src);
+  for (int r = r0; r < r1; ++r)
+    for (int c = c0; c < c1; ++c) {
+      const T* px = s + (size_t(r - by0) * bw + (c - bx0)) * spp_blk;
+      for (int k = 0; k < nbands_blk; ++k)
+        out.band(band0 + k)[size_t(r - win.y0) * win.width + (c - win.x0)] = float(px[k]);
+    }
+}
+
+Raster read_window(const std::string& path, const Window* window) {
+  TiffFile f(path, "r");
+  TiffInfo info = info_of(f);
+  Window win = window ? *window : Window{0, 0, info.width, info.height};
+  if (win.width <= 0 || win.height <= 0 || win.x0 < 0 || win.y0 < 0 || win.x0 + win.width > info.width ||
+      win.y0 + win.height > info.height)
+    f.fail(str("window x0=", win.x0, " y0=", win.y0, " ", win.width, "x", win.height, " is outside the ",
+               info.width, "x", info.height, " image"));
+  Raster out;
+  out.width = win.width;
+  out.height = win.height;
+  out.bands = info.bands;
+  out.type = info.type;
+  out.geo = shift_geo(info.geo, win.x0, win.y0);
+  out.data.assign(size_t(out.bands) * out.width * out.height, 0.f);
+
+  TIFF* tif = f.get();
+  Blocks b = blocks_of(f, info);
+  const int nbytes = bytes_of(info.type);
+  const int spp_blk = info.planar_separate ? 1 : info.bands;  // samples per pixel inside one block
+  const tmsize_t block_bytes = info.tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
+  const tmsize_t want_max = tmsize_t(b.bw) * b.bh * spp_blk * nbytes;
+  if (block_bytes < want_max) f.fail(str("block size ", block_bytes, " bytes is smaller than its pixels need"));
+  std::vector<unsigned char> buf(static_cast<size_t>(block_bytes));
+
+  const int planes = info.planar_separate ? info.bands : 1;
+  for (int by0 = (win.y0 / b.bh) * b.bh; by0 < win.y0 + win.height; by0 += b.bh)
+    for (int bx0 = (win.x0 / b.bw) * b.bw; bx0 < win.x0 + win.width; bx0 += b.bw)
+      for (int p = 0; p < planes; ++p) {
+        const int r0 = std::max(by0, win.y0), r1 = std::min({by0 + b.bh, win.y0 + win.height, info.height});
+        const int c0 = std::max(bx0, win.x0), c1 = std::min(bx0 + b.bw, win.x0 + win.width);
+        uint32_t id;
+        tmsize_t got;
+        if (info.tiled) {
+          id = TIFFComputeTile(tif, uint32_t(bx0), uint32_t(by0), 0, uint16_t(p));
+          got = TIFFReadEncodedTile(tif, id, buf.data(), block_bytes);
+        } else {
+          id = TIFFComputeStrip(tif, uint32_t(by0), uint16_t(p));
+          got = TIFFReadEncodedStrip(tif, id, buf.data(), block_bytes);
+        }
+        const char* kind = info.tiled ? "tile" : "strip";
+        if (got < 0) f.fail(str("cannot decode ", kind, " ", id, " (truncated or corrupt file?)"));
+        // Bytes up to the end of the last row this window uses.
+        const tmsize_t need = tmsize_t(r1 - by0) * b.bw * spp_blk * nbytes;
+        if (got < need) f.fail(str(kind, " ", id, " is truncated: ", got, " of ", need, " bytes"));
+        const int band0 = info.planar_separate ? p : 0, nb = info.planar_separate ? 1 : info.bands;
+        switch (info.type) {
+          case SampleType::UInt8:
+            scatter<uint8_t>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
+            break;
+          case SampleType::UInt16:
+            scatter<uint16_t>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
+            break;
+          case SampleType::Int16:
+            scatter<int16_t>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
+            break;
+          case SampleType::Float32:
+            scatter<float>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
+            break;
+        }
+      }
+  return out;
+}
+
+// One float -> the file's type: round to nearest and clamp for integers.
+template <typename T>
+T encode(float v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else {
+    double r = std::round(double(v));
+    r = std::clamp(r, double(std::numeric_limits<T>::min()), double(std::numeric_limits<T>::max()));
+    return T(r);
+  }
+}
+
+template <typename T>
+void gather(const Raster& in, int band0, int nbands_blk, int bx0, int by0, int bw, int bh, unsigned char* dst) {
+  T* d = reinterpret_cast<T*>(dst);
+  for (int r = 0; r < bh; ++r)
+    for (int c = 0; c < bw; ++c)
+      for (int k = 0; k < nbands_blk; ++k) {
+        int y = by0 + r, x = bx0 + c;
+        // Tiles past the image edge are padded with zeros.
+        float v = (y < in.height && x < in.width) ? in.band(band0 + k)[size_t(y) * in.width + x] : 0.f;
+        d[(size_t(r) * bw + c) * nbands_blk + k] = encode<T>(v);
+      }
+}
+
+std::atomic<uint64_t> g_tmp_counter{0};
+
+void write_to(TiffFile& f, const Raster& raster, const WriteOptions& opt) {
+  TIFF* tif = f.get();
+  const uint16_t bps = uint16_t(8 * bytes_of(opt.type));
+  const uint16_t fmt = opt.type == SampleType::Float32 ? SAMPLEFORMAT_IEEEFP
+                       : opt.type == SampleType::Int16 ? SAMPLEFORMAT_INT
+                                                       : SAMPLEFORMAT_UINT;
+  TIFFSetField(tif, TIFFTAG_IMAGEWIDTH, uint32_t(raster.width));
+  TIFFSetField(tif, TIFFTAG_IMAGELENGTH, uint32_t(raster.height));
+  TIFFSetField(tif, TIFFTAG_SAMPLESPERPIXEL, uint16_t(raster.bands));
+  TIFFSetField(tif, TIFFTAG_BITSPERSAMPLE, bps);
+  TIFFSetField(tif, TIFFTAG_SAMPLEFORMAT, fmt);
+  TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+  TIFFSetField(tif, TIFFTAG_PLANARCONFIG, opt.planar_separate ? PLANARCONFIG_SEPARATE : PLANARCONFIG_CONTIG);
+  if (raster.bands > 1) {  // like GDAL: the bands after the first are "unspecified" extra samples
+    std::vector<uint16_t> extra(size_t(raster.bands - 1), EXTRASAMPLE_UNSPECIFIED);
+    TIFFSetField(tif, TIFFTAG_EXTRASAMPLES, uint16_t(extra.size()), extra.data());
+  }
+  TIFFSetField(tif, TIFFTAG_COMPRESSION, opt.deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_NONE);
+  Blocks b;
+  if (opt.tiled) {
+    TIFFSetField(tif, TIFFTAG_TILEWIDTH, uint32_t(opt.tile_size));
+    TIFFSetField(tif, TIFFTAG_TILELENGTH, uint32_t(opt.tile_size));
+    b.bw = b.bh = opt.tile_size;
+  } else {
+    uint32_t rps = opt.rows_per_strip > 0 ? uint32_t(opt.rows_per_strip) : TIFFDefaultStripSize(tif, 0);
+    rps = std::min<uint32_t>(std::max<uint32_t>(rps, 1), uint32_t(raster.height));
+    TIFFSetField(tif, TIFFTAG_ROWSPERSTRIP, rps);
+    b.bw = raster.width;
+    b.bh = int(rps);
+  }
+  write_geo(tif, raster.geo);
+
+  const int planes = opt.planar_separate ? raster.bands : 1;
+  const int nb = opt.planar_separate ? 1 : raster.bands;
+  std::vector<unsigned char> buf;
+  for (int p = 0; p < planes; ++p)
+    for (int by0 = 0; by0 < raster.height; by0 += b.bh)
+      for (int bx0 = 0; bx0 < raster.width; bx0 += b.bw) {
+        // Strips end at the image; tiles are always whole.
+        const int bh = opt.tiled ? b.bh : std::min(b.bh, raster.height - by0);
+        buf.assign(size_t(b.bw) * bh * nb * bytes_of(opt.type), 0);
+        const int band0 = opt.planar_separate ? p : 0;
+        switch (opt.type) {
+          case SampleType::UInt8: gather<uint8_t>(raster, band0, nb, bx0, by0, b.bw, bh, buf.data()); break;
+          case SampleType::UInt16: gather<uint16_t>(raster, band0, nb, bx0, by0, b.bw, bh, buf.data()); break;
+          case SampleType::Int16: gather<int16_t>(raster, band0, nb, bx0, by0, b.bw, bh, buf.data()); break;
+          case SampleType::Float32: gather<float>(raster, band0, nb, bx0, by0, b.bw, bh, buf.data()); break;
+        }
+        tmsize_t wrote;
+        if (opt.tiled)
+          wrote = TIFFWriteEncodedTile(tif, TIFFComputeTile(tif, uint32_t(bx0), uint32_t(by0), 0, uint16_t(p)),
+                                       buf.data(), tmsize_t(buf.size()));
+        else
+          wrote = TIFFWriteEncodedStrip(tif, TIFFComputeStrip(tif, uint32_t(by0), uint16_t(p)), buf.data(),
+                                        tmsize_t(buf.size()));
+        if (wrote < 0) f.fail("cannot write pixel data");
+      }
+  f.close();
+}
+
+}  // namespace
+
+TiffInfo read_tiff_info(const std::string& path) {
+  TiffFile f(path, "r");
+  return info_of(f);
+}
+
+Raster read_geotiff(const std::string& path) { return read_window(path, nullptr); }
+Raster read_geotiff(const std::string& path, const Window& window) { return read_window(path, &window); }
+
+void write_geotiff(const std::string& path, const Raster& raster, const WriteOptions& options) {
+  NIMBUS_CHECK(raster.width > 0 && raster.height > 0 && raster.bands > 0 && raster.bands < 65536, "geotiff: ", path,
+               ": cannot write a ", raster.width, "x", raster.height, "x", raster.bands, " raster");
+  NIMBUS_CHECK(raster.data.size() == size_t(raster.bands) * raster.width * raster.height, "geotiff: ", path,
+               ": raster holds ", raster.data.size(), " values but ", raster.bands, "x", raster.height, "x",
+               raster.width, " needs ", size_t(raster.bands) * raster.width * raster.height);
+  NIMBUS_CHECK(!options.tiled || (options.tile_size >= 16 && options.tile_size % 16 == 0), "geotiff: ", path,
+               ": tile size ", options.tile_size, " must be a positive multiple of 16");
+  if (options.type != SampleType::Float32)
+    for (float v : raster.data)
+      NIMBUS_CHECK(!std::isnan(v), "geotiff: ", path, ": cannot write NaN as ", sample_type_name(options.type));
+  // Written next to the target and renamed, so a reader never sees half a file.
+  const std::string tmp =
+      str(path, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
+  try {
+    TiffFile f(tmp, "w");
+    write_to(f, raster, options);
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    NIMBUS_CHECK(!ec, "geotiff: ", path, ": cannot rename temporary file into place: ", ec.message());
+  } catch (...) {
+    std::error_code ignore;
+    std::filesystem::remove(tmp, ignore);
+    throw;
+  }
+}
+
+}  // namespace nimbus::data

@@ -1,0 +1,320 @@
+// test_geotiff.cpp: the GeoTIFF reader against rasterio/tifffile on every
+// fixture file (expected values in tests/fixtures/geotiff/expected.json, made by
+// tests/torch/gen_expected_geotiff.py), window reads, write->read round trips
+// for every type and layout, and clear errors for bad files.
+#include <doctest/doctest.h>
+#include <tiffio.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "data/geotiff.h"
+#include "engine/io/json.h"
+#include "tests/common/check.h"
+#include "tests/data/data_test_util.h"
+
+using namespace nimbus;
+using namespace nimbus::data;
+using namespace nimbus::test;
+
+namespace {
+
+const json::Value& expected_files() {
+  static json::Value v = json::parse(slurp(fixture("geotiff/expected.json")));
+  const json::Value* files = v.get("files");
+  REQUIRE(files != nullptr);
+  return *files;
+}
+
+std::vector<double> nums(const json::Value& a) {
+  std::vector<double> out;
+  for (auto& x : a.arr) out.push_back(x.num);
+  return out;
+}
+
+// (key in expected.json, path on disk) for every .tif the tests must cover.
+std::vector<std::pair<std::string, std::string>> all_fixture_tifs() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& p : glob_files(shared_path("fixtures"), ".tif"))
+    out.push_back({fs::relative(p, shared_path("")).string(), p});
+  for (auto& p : glob_files(fixture("geotiff"), ".tif"))
+    out.push_back({"tests/fixtures/geotiff/" + fs::path(p).filename().string(), p});
+  return out;
+}
+
+const char* real_s2 = "fixtures/real/sen12ms_cr/xufangchn+GLF-CR/data/s2_cloudy/ROIs1970_fall_139_p839.tif";
+
+}  // namespace
+
+TEST_CASE("geotiff: every fixture file reads exactly what rasterio reads") {
+  auto files = all_fixture_tifs();
+  CHECK(files.size() >= 41 + 5);  // 33 real + 8 torchgeo + our 5 GDAL-written layouts
+  for (auto& [key, path] : files) {
+    CAPTURE(key);
+    const json::Value* e = expected_files().get(key);
+    REQUIRE_MESSAGE(e != nullptr, "no expected values for ", key, ": rerun tests/torch/gen_expected_geotiff.py");
+    TiffInfo info = read_tiff_info(path);
+    CHECK(info.width == int(e->get("width")->num));
+    CHECK(info.height == int(e->get("height")->num));
+    CHECK(info.bands == int(e->get("bands")->num));
+    CHECK(std::string(sample_type_name(info.type)) == e->get("dtype")->s);
+    CHECK(info.tiled == e->get("tiled")->b);
+    CHECK(info.planar_separate == e->get("planar_separate")->b);
+    CHECK(info.compression == int(e->get("compression")->num));
+
+    Raster r = read_geotiff(path);
+    REQUIRE(r.bands == info.bands);
+    const size_t hw = size_t(r.width) * r.height;
+    std::vector<double> mn, mx, mean;
+    for (int c = 0; c < r.bands; ++c) {
+      const float* b = r.band(c);
+      double lo = b[0], hi = b[0], sum = 0;
+      for (size_t i = 0; i < hw; ++i) lo = std::min(lo, double(b[i])), hi = std::max(hi, double(b[i])), sum += b[i];
+      mn.push_back(lo), mx.push_back(hi), mean.push_back(sum / double(hw));
+    }
+    check_close(mn, nums(*e->get("min")), 0, 0, key + " min");
+    check_close(mx, nums(*e->get("max")), 0, 0, key + " max");
+    check_close(mean, nums(*e->get("mean")), 1e-9, 1e-9, key + " mean");
+    for (auto& px : e->get("pixels")->arr) {
+      int row = int(px.get("row")->num), col = int(px.get("col")->num);
+      std::vector<double> got;
+      for (int c = 0; c < r.bands; ++c) got.push_back(r.band(c)[size_t(row) * r.width + col]);
+      check_close(got, nums(*px.get("values")), 0, 0, str(key, " pixel (", row, ",", col, ")"));
+    }
+
+    // GeoTIFF tags, compared with tifffile's raw values.
+    const json::Value* tags = e->get("tags");
+    auto tag = [&](const char* k) { return tags->get(k) ? nums(*tags->get(k)) : std::vector<double>{}; };
+    check_close(r.geo.pixel_scale, tag("pixel_scale"), 0, 0, key + " pixel scale");
+    check_close(r.geo.tiepoints, tag("tiepoints"), 0, 0, key + " tiepoints");
+    check_close(r.geo.transformation, tag("transformation"), 0, 0, key + " transformation");
+    check_close(r.geo.geo_double_params, tag("geo_double_params"), 0, 0, key + " double params");
+    check_close(std::vector<double>(r.geo.geokeys.begin(), r.geo.geokeys.end()), tag("geokeys"), 0, 0, key + " keys");
+    CHECK(r.geo.geo_ascii_params == (tags->get("geo_ascii_params") ? tags->get("geo_ascii_params")->s : ""));
+    CHECK(r.geo.present());
+
+    // A window: its values and its shifted origin, against rasterio's window_transform.
+    const json::Value* w = e->get("window");
+    Window win{int(w->get("x0")->num), int(w->get("y0")->num), int(w->get("width")->num), int(w->get("height")->num)};
+    Raster rw = read_geotiff(path, win);
+    REQUIRE(rw.width == win.width);
+    REQUIRE(rw.height == win.height);
+    std::vector<double> wmean, first;
+    for (int c = 0; c < rw.bands; ++c) {
+      double sum = 0;
+      for (size_t i = 0; i < size_t(win.width) * win.height; ++i) sum += rw.band(c)[i];
+      wmean.push_back(sum / (double(win.width) * win.height));
+      first.push_back(rw.band(c)[0]);
+    }
+    check_close(wmean, nums(*w->get("mean")), 1e-9, 1e-9, key + " window mean");
+    check_close(first, nums(*w->get("first")), 0, 0, key + " window first pixel");
+    REQUIRE(rw.geo.tiepoints.size() == 6);
+    check_close(std::vector<double>{rw.geo.tiepoints[3], rw.geo.tiepoints[4]}, nums(*w->get("origin")), 1e-6, 0,
+                key + " window origin");
+  }
+}
+
+TEST_CASE("geotiff: a window reads only the strips it touches") {
+  TempDir tmp;
+  const std::string src = shared_path(real_s2);  // 256 strips of one row each
+  std::string bytes = slurp(src);
+  const std::string cut = tmp / "half.tif";
+  spit(cut, bytes.substr(0, bytes.size() / 2));  // rows >= ~128 are gone
+  Window top{30, 10, 100, 60};
+  Raster want = read_geotiff(src, top);
+  Raster got = read_geotiff(cut, top);
+  check_close(got.data, want.data, 0, 0, "window from the truncated file");
+  Raster full = read_geotiff(src);
+  for (int c = 0; c < 13; ++c)
+    for (int y = 0; y < top.height; ++y)
+      for (int x = 0; x < top.width; ++x)
+        REQUIRE(got.band(c)[y * top.width + x] == full.band(c)[(y + top.y0) * 256 + x + top.x0]);
+  // Reading rows that are gone fails, naming the file.
+  CHECK_THROWS_WITH_AS(read_geotiff(cut), doctest::Contains(cut.c_str()), Error);
+  CHECK_THROWS_WITH_AS(read_geotiff(cut, Window{0, 200, 10, 10}), doctest::Contains("strip"), Error);
+}
+
+TEST_CASE("geotiff: write -> read round trip for every type and layout") {
+  TempDir tmp;
+  struct TypeCase {
+    SampleType type;
+    double lo, hi;
+  };
+  const TypeCase types[] = {{SampleType::UInt8, 0, 255},
+                            {SampleType::UInt16, 0, 65535},
+                            {SampleType::Int16, -32768, 32767},
+                            {SampleType::Float32, -35, 10000}};
+  struct Layout {
+    const char* name;
+    bool deflate, tiled, separate;
+  };
+  const Layout layouts[] = {{"plain", false, false, false},     {"deflate", true, false, false},
+                            {"tiled", false, true, false},      {"separate", false, false, true},
+                            {"tiled+separate+deflate", true, true, true}};
+  int n = 0;
+  for (auto& tc : types)
+    for (auto& lay : layouts) {
+      CAPTURE(sample_type_name(tc.type));
+      CAPTURE(lay.name);
+      Raster r = random_raster(3, 37, 41, tc.lo, tc.hi, 7 + uint64_t(n), tc.type);  // odd sizes: partial tiles
+      if (tc.type == SampleType::Float32)
+        for (size_t i = 0; i < r.data.size(); ++i) r.data[i] = r.data[i] * 0.37f - 12.5f;  // non-integers
+      r.data[0] = float(tc.lo);
+      r.data[1] = float(tc.hi);
+      WriteOptions o;
+      o.type = tc.type;
+      o.deflate = lay.deflate;
+      o.tiled = lay.tiled;
+      o.tile_size = 16;
+      o.planar_separate = lay.separate;
+      const std::string path = tmp / str("rt", n++, ".tif");
+      write_geotiff(path, r, o);
+      TiffInfo info = read_tiff_info(path);
+      CHECK(info.type == tc.type);
+      CHECK(info.tiled == lay.tiled);
+      CHECK(info.planar_separate == lay.separate);
+      CHECK(info.compression == (lay.deflate ? 8 : 1));
+      Raster back = read_geotiff(path);
+      CHECK(back.type == tc.type);
+      REQUIRE(back.width == 41);
+      REQUIRE(back.height == 37);
+      check_close(back.data, r.data, 0, 0, "pixels");
+      CHECK(back.geo.pixel_scale == r.geo.pixel_scale);
+      CHECK(back.geo.tiepoints == r.geo.tiepoints);
+      CHECK(back.geo.geokeys == r.geo.geokeys);
+      CHECK(back.geo.geo_ascii_params == r.geo.geo_ascii_params);
+      // A window of a tiled/separate file equals the same part of the full read.
+      Raster w = read_geotiff(path, Window{17, 5, 20, 30});
+      for (int c = 0; c < 3; ++c)
+        for (int y = 0; y < 30; ++y)
+          for (int x = 0; x < 20; ++x)
+            REQUIRE(w.band(c)[y * 20 + x] == r.band(c)[(y + 5) * 41 + x + 17]);
+      CHECK(w.geo.tiepoints[3] == 399960 + 17 * 10);
+      CHECK(w.geo.tiepoints[4] == 5800020 - 5 * 10);
+    }
+  // No temporary files are left behind.
+  int left = 0;
+  for (auto& e : fs::directory_iterator(tmp.path)) left += e.path().string().find(".tmp") != std::string::npos;
+  CHECK(left == 0);
+}
+
+TEST_CASE("geotiff: real files keep their georeferencing through write and read") {
+  TempDir tmp;
+  Raster r = read_geotiff(shared_path(real_s2));
+  WriteOptions o;
+  o.type = SampleType::UInt16;
+  o.deflate = true;
+  write_geotiff(tmp / "copy.tif", r, o);
+  Raster back = read_geotiff(tmp / "copy.tif");
+  check_close(back.data, r.data, 0, 0, "pixels");
+  CHECK(back.geo.pixel_scale == r.geo.pixel_scale);
+  CHECK(back.geo.tiepoints == r.geo.tiepoints);
+  CHECK(back.geo.geokeys == r.geo.geokeys);
+  CHECK(back.geo.geo_ascii_params == r.geo.geo_ascii_params);
+  CHECK(back.geo.geo_ascii_params.find("UTM zone 50N") != std::string::npos);
+}
+
+TEST_CASE("geotiff: transformation matrix and double params are carried and shifted") {
+  TempDir tmp;
+  Raster r = random_raster(2, 20, 30, 0, 1000, 3);
+  r.geo = GeoInfo{};
+  r.geo.transformation = {10, 0.5, 0, 500000, 0.25, -10, 0, 4000000, 0, 0, 0, 0, 0, 0, 0, 1};
+  r.geo.geokeys = {1, 1, 0, 2, 1024, 0, 1, 1, 2057, 34736, 1, 0};
+  r.geo.geo_double_params = {6378137.0};
+  r.geo.geo_ascii_params = "custom|";
+  write_geotiff(tmp / "m.tif", r, WriteOptions{});
+  Raster back = read_geotiff(tmp / "m.tif");
+  CHECK(back.geo.transformation == r.geo.transformation);
+  CHECK(back.geo.geo_double_params == r.geo.geo_double_params);
+  CHECK(back.geo.geokeys == r.geo.geokeys);
+  CHECK(back.geo.geo_ascii_params == "custom|");
+  Raster w = read_geotiff(tmp / "m.tif", Window{4, 6, 10, 10});
+  CHECK(w.geo.transformation[3] == doctest::Approx(500000 + 10 * 4 + 0.5 * 6));
+  CHECK(w.geo.transformation[7] == doctest::Approx(4000000 + 0.25 * 4 - 10 * 6));
+}
+
+TEST_CASE("geotiff: integer writes round to nearest and clamp to the type") {
+  TempDir tmp;
+  Raster r;
+  r.bands = 1, r.height = 1, r.width = 6;
+  r.data = {-3.f, 2.4f, 2.5f, 254.6f, 300.f, 70000.f};
+  WriteOptions o;
+  o.type = SampleType::UInt8;
+  write_geotiff(tmp / "u8.tif", r, o);
+  CHECK(read_geotiff(tmp / "u8.tif").data == std::vector<float>{0, 2, 3, 255, 255, 255});
+  o.type = SampleType::Int16;
+  r.data = {-40000.f, -2.5f, -0.4f, 1.6f, 32767.4f, 40000.f};
+  write_geotiff(tmp / "i16.tif", r, o);
+  CHECK(read_geotiff(tmp / "i16.tif").data == std::vector<float>{-32768, -3, 0, 2, 32767, 32767});
+  o.type = SampleType::UInt16;
+  r.data[0] = NAN;
+  CHECK_THROWS_WITH_AS(write_geotiff(tmp / "nan.tif", r, o), doctest::Contains("NaN"), Error);
+  CHECK(!fs::exists(tmp / "nan.tif"));
+}
+
+namespace {
+// A 4x4 single-band TIFF with an arbitrary sample layout, written by libtiff directly.
+void write_raw_tiff(const std::string& path, uint16_t bps, uint16_t fmt) {
+  TIFF* t = TIFFOpen(path.c_str(), "w");
+  REQUIRE(t != nullptr);
+  TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 4u);
+  TIFFSetField(t, TIFFTAG_IMAGELENGTH, 4u);
+  TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, uint16_t(1));
+  TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, bps);
+  TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, fmt);
+  TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+  TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, 4u);
+  std::vector<unsigned char> buf(size_t(4) * 4 * bps / 8, 1);
+  TIFFWriteEncodedStrip(t, 0, buf.data(), tmsize_t(buf.size()));
+  TIFFClose(t);
+}
+}  // namespace
+
+TEST_CASE("geotiff: bad input gives an Error naming the file and the problem") {
+  TempDir tmp;
+  const std::string missing = tmp / "nope.tif";
+  CHECK_THROWS_WITH_AS(read_geotiff(missing), doctest::Contains(missing.c_str()), Error);
+
+  const std::string text = tmp / "text.tif";
+  spit(text, "this is not a tiff at all, just text\n");
+  CHECK_THROWS_WITH_AS(read_geotiff(text), doctest::Contains(text.c_str()), Error);
+  CHECK_THROWS_AS(read_tiff_info(text), Error);
+
+  const std::string empty = tmp / "empty.tif";
+  spit(empty, "");
+  CHECK_THROWS_WITH_AS(read_geotiff(empty), doctest::Contains(empty.c_str()), Error);
+
+  // Truncated at several points: in the header, in the IFD, in the pixels.
+  std::string bytes = slurp(shared_path(real_s2));
+  for (size_t cut : {size_t(6), size_t(100), size_t(1000), size_t(2500), bytes.size() - 7}) {
+    CAPTURE(cut);
+    const std::string p = tmp / str("cut", cut, ".tif");
+    spit(p, bytes.substr(0, cut));
+    CHECK_THROWS_WITH_AS(read_geotiff(p), doctest::Contains(p.c_str()), Error);
+  }
+
+  struct Bad {
+    uint16_t bps, fmt;
+    const char* what;
+  };
+  for (Bad b : {Bad{64, SAMPLEFORMAT_IEEEFP, "64-bit float"}, Bad{32, SAMPLEFORMAT_COMPLEXINT, "complex integer"},
+                Bad{64, SAMPLEFORMAT_COMPLEXIEEEFP, "complex float"}, Bad{32, SAMPLEFORMAT_UINT, "32-bit unsigned"},
+                Bad{8, SAMPLEFORMAT_INT, "8-bit signed"}}) {
+    const std::string p = tmp / str("bad", b.bps, "_", b.fmt, ".tif");
+    write_raw_tiff(p, b.bps, b.fmt);
+    CHECK_THROWS_WITH_AS(read_geotiff(p), doctest::Contains("unsupported sample type"), Error);
+    CHECK_THROWS_WITH_AS(read_tiff_info(p), doctest::Contains(b.what), Error);
+    CHECK_THROWS_WITH_AS(read_geotiff(p), doctest::Contains(p.c_str()), Error);
+  }
+
+  // Windows outside the image, and rasters that do not match their size.
+  CHECK_THROWS_WITH_AS(read_geotiff(shared_path(real_s2), Window{200, 0, 100, 10}), doctest::Contains("outside"),
+                       Error);
+  CHECK_THROWS_AS(read_geotiff(shared_path(real_s2), Window{0, 0, 0, 10}), Error);
+  Raster r = random_raster(2, 4, 4, 0, 9, 1);
+  r.data.pop_back();
+  CHECK_THROWS_WITH_AS(write_geotiff(tmp / "short.tif", r, WriteOptions{}), doctest::Contains("31 values"), Error);
+  Raster ok = random_raster(2, 4, 4, 0, 9, 1);
+  CHECK_THROWS_WITH_AS(write_geotiff(tmp / "no/such/dir/x.tif", ok, WriteOptions{}), doctest::Contains("x.tif"),
+                       Error);
+}

@@ -1,0 +1,123 @@
+#!/usr/bin/python3
+"""gen_expected_geotiff.py: expected values for the GeoTIFF reader, from independent readers.
+
+Run with Debian's /usr/bin/python3 (rasterio 1.3 / GDAL 3.6, tifffile). It
+  1. writes small format fixtures with GDAL (via rasterio) into tests/fixtures/geotiff/: the layouts
+     the real files do not have (tiled, band-interleaved, LZW, Deflate with predictors, int16, RGB+alpha
+     uint8), so the C++ reader is checked against a writer that is not ours;
+  2. reads every .tif under /work/shared/fixtures and tests/fixtures/geotiff with rasterio (pixels,
+     stats, a window and its transform) and tifffile (raw GeoTIFF tags), and writes
+     tests/fixtures/geotiff/expected.json. The C++ test globs the .tif files at test time and fails on
+     any file that has no entry here.
+"""
+import glob
+import json
+import os
+
+import numpy as np
+import rasterio
+import tifffile
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+OUT = os.path.join(REPO, "tests", "fixtures", "geotiff")
+SHARED = os.path.abspath(os.path.join(REPO, "..", "shared"))
+
+
+def smooth(rng, bands, h, w):
+    """Spatially smooth random fields (cumulative sums), so tile seams would show in a wrong read."""
+    x = rng.standard_normal((bands, h, w)).cumsum(1).cumsum(2)
+    return (x - x.min()) / (x.max() - x.min() + 1e-12)
+
+
+def write_format_fixtures():
+    rng = np.random.default_rng(20261124)
+    crs = "EPSG:32631"
+    tr = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5700000.0)
+    cases = [
+        # name, dtype, bands, h, w, creation options
+        ("lzw_tiled_uint16.tif", "uint16", 3, 37, 45,
+         dict(tiled=True, blockxsize=16, blockysize=16, compress="lzw", predictor=2, interleave="pixel")),
+        ("deflate_stripped_separate_int16.tif", "int16", 2, 33, 40,
+         dict(tiled=False, blockysize=5, compress="deflate", interleave="band")),
+        ("deflate_tiled_separate_float32.tif", "float32", 2, 35, 50,
+         dict(tiled=True, blockxsize=16, blockysize=32, compress="deflate", predictor=3, interleave="band")),
+        ("lzw_stripped_uint8_rgba.tif", "uint8", 4, 20, 27,
+         dict(tiled=False, blockysize=3, compress="lzw", interleave="pixel", photometric="RGB", alpha="YES")),
+        ("none_tiled_uint16.tif", "uint16", 13, 24, 33,
+         dict(tiled=True, blockxsize=16, blockysize=16, interleave="pixel")),
+    ]
+    for name, dtype, bands, h, w, opts in cases:
+        f = smooth(rng, bands, h, w)
+        if dtype == "uint16":
+            a = (f * 12000).astype(np.uint16)
+        elif dtype == "int16":
+            a = (f * 60000 - 30000).astype(np.int16)
+        elif dtype == "uint8":
+            a = (f * 255).astype(np.uint8)
+        else:
+            a = (f * 35 - 35).astype(np.float32)
+        with rasterio.open(os.path.join(OUT, name), "w", driver="GTiff", width=w, height=h, count=bands,
+                           dtype=dtype, crs=crs, transform=tr, **opts) as dst:
+            dst.write(a)
+
+
+def positions(h, w):
+    return [(0, 0), (h - 1, w - 1), (h // 2, w // 3), (h // 3, w - 2), (1, 2), (h - 2, 0)]
+
+
+def describe(path):
+    e = {}
+    with rasterio.open(path) as src:
+        a = src.read()  # (bands, h, w)
+        h, w = src.height, src.width
+        e.update(width=w, height=h, bands=src.count, dtype=str(a.dtype))
+        d = a.astype(np.float64)
+        e["min"] = [float(v) for v in d.min(axis=(1, 2))]
+        e["max"] = [float(v) for v in d.max(axis=(1, 2))]
+        e["mean"] = [float(v) for v in d.mean(axis=(1, 2))]
+        e["pixels"] = [{"row": r, "col": c, "values": [float(v) for v in d[:, r, c]]} for r, c in positions(h, w)]
+        win = Window(col_off=w // 4, row_off=h // 3, width=w // 2, height=h // 3)
+        wa = src.read(window=win).astype(np.float64)
+        wt = src.window_transform(win)
+        e["window"] = {"x0": w // 4, "y0": h // 3, "width": w // 2, "height": h // 3,
+                       "mean": [float(v) for v in wa.mean(axis=(1, 2))],
+                       "first": [float(v) for v in wa[:, 0, 0]],
+                       "origin": [wt.c, wt.f]}
+        e["origin"] = [src.transform.c, src.transform.f]
+    with tifffile.TiffFile(path) as t:
+        p = t.pages[0]
+        tags = {}
+        for code, key in [(33550, "pixel_scale"), (33922, "tiepoints"), (34264, "transformation"),
+                          (34735, "geokeys"), (34736, "geo_double_params"), (34737, "geo_ascii_params")]:
+            if code in p.tags:
+                v = p.tags[code].value
+                tags[key] = v if isinstance(v, str) else [float(x) if code != 34735 else int(x) for x in v]
+        e["tags"] = tags
+        e["tiled"] = bool(p.is_tiled)
+        e["planar_separate"] = int(p.planarconfig) == 2
+        e["compression"] = int(p.compression)
+    return e
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    write_format_fixtures()
+    files = {}
+    for path in sorted(glob.glob(os.path.join(SHARED, "fixtures", "**", "*.tif"), recursive=True)):
+        files[os.path.relpath(path, SHARED)] = describe(path)
+    for path in sorted(glob.glob(os.path.join(OUT, "*.tif"))):
+        files[os.path.relpath(path, REPO)] = describe(path)
+    gen = "tests/torch/gen_expected_geotiff.py (rasterio %s, GDAL %s, tifffile %s)" % (
+        rasterio.__version__, rasterio.__gdal_version__, tifffile.__version__)
+    with open(os.path.join(OUT, "expected.json"), "w") as f:  # one line per file keeps diffs readable
+        f.write('{"generator": %s,\n "files": {\n' % json.dumps(gen))
+        f.write(",\n".join("  %s: %s" % (json.dumps(k), json.dumps(v)) for k, v in files.items()))
+        f.write("\n }\n}\n")
+    print("wrote", len(files), "entries")
+
+
+if __name__ == "__main__":
+    main()
