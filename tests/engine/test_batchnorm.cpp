@@ -1,0 +1,168 @@
+// test_batchnorm.cpp: batch_norm2d: reference kernels vs finite differences (double),
+// fast float kernels vs the reference, the op vs PyTorch fixtures, and error cases.
+#include <doctest/doctest.h>
+
+#include "engine/autograd.h"
+#include "engine/io/safetensors.h"
+#include "engine/ops/batchnorm.h"
+#include "kernels/cpu/batchnorm.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+
+namespace {
+const SafetensorsFile& fixtures() {
+  static const SafetensorsFile f = load_safetensors(fixture("ops_norm_loss.safetensors"));
+  return f;
+}
+Tensor fx(const std::string& name) { return fixtures().at(name).clone(); }
+
+// The reference forward as a function of (x, w, b): training uses the batch
+// statistics of x, eval the given running statistics.
+struct RefBN {
+  int64_t N, C, HW;
+  bool training;
+  std::vector<double> rmean, rvar;
+  double eps = 1e-5;
+  std::vector<double> y(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& b,
+                        std::vector<double>* mean_out = nullptr, std::vector<double>* invstd_out = nullptr) const {
+    std::vector<double> mean(C), var(C), invstd(C), out(x.size());
+    if (training) cpu::batchnorm_stats_ref(mean.data(), var.data(), x.data(), N, C, HW);
+    else mean = rmean, var = rvar;
+    cpu::batchnorm_invstd(invstd.data(), var.data(), eps, C);
+    cpu::batchnorm_forward_ref(out.data(), x.data(), mean.data(), invstd.data(), w.data(), b.data(), N, C, HW);
+    if (mean_out) *mean_out = mean;
+    if (invstd_out) *invstd_out = invstd;
+    return out;
+  }
+};
+
+void check_ref_grads(bool training) {
+  Rng rng(training ? 11 : 12);
+  RefBN bn{2, 3, 5, training, {}, {}};
+  const size_t n = size_t(bn.N * bn.C * bn.HW);
+  auto x = random_vec(n, rng, -2, 3), w = random_vec(3, rng, 0.5, 1.5), b = random_vec(3, rng);
+  auto r = random_vec(n, rng);  // dL/dy
+  bn.rmean = random_vec(3, rng), bn.rvar = random_vec(3, rng, 0.5, 2);
+  std::vector<double> mean, invstd, dx(n), dw(3), db(3);
+  bn.y(x, w, b, &mean, &invstd);
+  cpu::batchnorm_backward_ref(dx.data(), dw.data(), db.data(), r.data(), x.data(), mean.data(), invstd.data(), w.data(),
+                              bn.N, bn.C, bn.HW, training);
+  auto gx = numeric_grad([&](const std::vector<double>& v) { return dot(bn.y(v, w, b), r); }, x);
+  auto gw = numeric_grad([&](const std::vector<double>& v) { return dot(bn.y(x, v, b), r); }, w);
+  auto gb = numeric_grad([&](const std::vector<double>& v) { return dot(bn.y(x, w, v), r); }, b);
+  check_close(dx, gx, 1e-7, 1e-6, "dx");
+  check_close(dw, gw, 1e-7, 1e-6, "dweight");
+  check_close(db, gb, 1e-7, 1e-6, "dbias");
+}
+
+// Fast float kernels vs the double reference on the same float data.
+void check_fast_vs_ref(int64_t N, int64_t C, int64_t HW, double offset, bool training) {
+  Rng rng(uint64_t(N * 1000 + C * 10 + HW));
+  const size_t n = size_t(N * C * HW);
+  auto x = random_vec(n, rng, offset - 2, offset + 2), dy = random_vec(n, rng);
+  auto w = random_vec(size_t(C), rng, 0.5, 1.5), b = random_vec(size_t(C), rng);
+  auto xf = to_float(x), dyf = to_float(dy), wf = to_float(w), bf = to_float(b);
+  x = to_double(xf), dy = to_double(dyf), w = to_double(wf), b = to_double(bf);  // identical inputs
+
+  std::vector<double> mean(C), var(C), invstd(C), y(n), dx(n), dw(C), db(C);
+  std::vector<float> meanf(C), varf(C), invstdf(C), yf(n), dxf(n), dwf(C), dbf(C);
+  if (training) {
+    cpu::batchnorm_stats_ref(mean.data(), var.data(), x.data(), N, C, HW);
+    cpu::batchnorm_stats(meanf.data(), varf.data(), xf.data(), N, C, HW);
+    check_close(meanf, mean, 1e-6, 1e-6, "mean");
+    check_close(varf, var, 1e-6, 1e-5, "var");
+    // From here both get the same (float) statistics: a float mean of ~1000 is off by
+    // up to 3e-5 by rounding alone, which is not what the remaining checks are about.
+    mean = to_double(meanf), var = to_double(varf);
+  } else {
+    for (int64_t c = 0; c < C; ++c) mean[c] = meanf[c] = float(offset + 0.1 * double(c)), var[c] = varf[c] = 1.5f;
+  }
+  cpu::batchnorm_invstd(invstd.data(), var.data(), 1e-5, C);
+  cpu::batchnorm_invstd(invstdf.data(), varf.data(), 1e-5f, C);
+  cpu::batchnorm_forward_ref(y.data(), x.data(), mean.data(), invstd.data(), w.data(), b.data(), N, C, HW);
+  cpu::batchnorm_forward(yf.data(), xf.data(), meanf.data(), invstdf.data(), wf.data(), bf.data(), N, C, HW);
+  check_close(yf, y, 1e-5, 1e-4, "y");
+  cpu::batchnorm_backward_ref(dx.data(), dw.data(), db.data(), dy.data(), x.data(), mean.data(), invstd.data(),
+                              w.data(), N, C, HW, training);
+  cpu::batchnorm_backward(dxf.data(), dwf.data(), dbf.data(), dyf.data(), xf.data(), meanf.data(), invstdf.data(),
+                          wf.data(), N, C, HW, training);
+  check_close(dxf, dx, 1e-5, 1e-4, "dx");
+  check_close(dwf, dw, 1e-4, 1e-4, "dweight");
+  check_close(dbf, db, 1e-4, 1e-4, "dbias");
+}
+}  // namespace
+
+TEST_CASE("batchnorm reference: training backward (through batch stats) matches finite differences") {
+  check_ref_grads(true);
+}
+
+TEST_CASE("batchnorm reference: eval backward matches finite differences") { check_ref_grads(false); }
+
+TEST_CASE("batchnorm fast float kernels match the reference") {
+  for (bool training : {true, false}) {
+    CAPTURE(training);
+    check_fast_vs_ref(2, 3, 7, 0.0, training);       // serial path
+    check_fast_vs_ref(4, 8, 40 * 40, 0.5, training);  // OpenMP path (> kParallelGrain elements)
+    check_fast_vs_ref(3, 2, 50, 1000.0, training);    // |mean| >> std: one-pass variance must hold up
+  }
+}
+
+TEST_CASE("batch_norm2d training: output, gradients and running stats match PyTorch") {
+  Tensor x = fx("bn_train.x").set_requires_grad(true);
+  Tensor w = fx("bn_train.weight").set_requires_grad(true);
+  Tensor b = fx("bn_train.bias").set_requires_grad(true);
+  Tensor rm = fx("bn_train.running_mean0"), rv = fx("bn_train.running_var0");
+  Tensor y = batch_norm2d(x, w, b, rm, rv, /*training=*/true);
+  check_close(y, fixtures().at("bn_train.y"), 1e-5, 1e-4, "y");
+  check_close(rm, fixtures().at("bn_train.running_mean1"), 1e-6, 1e-5, "running_mean");
+  check_close(rv, fixtures().at("bn_train.running_var1"), 1e-6, 1e-5, "running_var (unbiased)");
+  y.backward(fixtures().at("bn_train.dy"));
+  check_close(x.grad(), fixtures().at("bn_train.dx"), 1e-5, 1e-4, "dx");
+  check_close(w.grad(), fixtures().at("bn_train.dweight"), 1e-5, 1e-4, "dweight");
+  check_close(b.grad(), fixtures().at("bn_train.dbias"), 1e-5, 1e-4, "dbias");
+}
+
+TEST_CASE("batch_norm2d eval: uses running stats, updates nothing, gradients match PyTorch") {
+  Tensor x = fx("bn_eval.x").set_requires_grad(true);
+  Tensor w = fx("bn_eval.weight").set_requires_grad(true);
+  Tensor b = fx("bn_eval.bias").set_requires_grad(true);
+  Tensor rm = fx("bn_eval.running_mean"), rv = fx("bn_eval.running_var");
+  Tensor y = batch_norm2d(x, w, b, rm, rv, /*training=*/false);
+  check_close(y, fixtures().at("bn_eval.y"), 1e-5, 1e-4, "y");
+  CHECK(rm.to_vector() == fixtures().at("bn_eval.running_mean").to_vector());
+  CHECK(rv.to_vector() == fixtures().at("bn_eval.running_var").to_vector());
+  y.backward(fixtures().at("bn_eval.dy"));
+  check_close(x.grad(), fixtures().at("bn_eval.dx"), 1e-5, 1e-4, "dx");
+  check_close(w.grad(), fixtures().at("bn_eval.dweight"), 1e-5, 1e-4, "dweight");
+  check_close(b.grad(), fixtures().at("bn_eval.dbias"), 1e-5, 1e-4, "dbias");
+}
+
+TEST_CASE("batch_norm2d: only the inputs that require grad get one; no-grad records nothing") {
+  Tensor x = fx("bn_train.x").set_requires_grad(true);
+  Tensor w = fx("bn_train.weight"), b = fx("bn_train.bias");
+  Tensor rm = Tensor::zeros({4}), rv = Tensor::ones({4});
+  batch_norm2d(x, w, b, rm, rv, true).backward(fixtures().at("bn_train.dy"));
+  check_close(x.grad(), fixtures().at("bn_train.dx"), 1e-5, 1e-4, "dx");
+  CHECK(!w.grad().defined());
+  NoGradGuard ng;
+  Tensor y = batch_norm2d(x, w, b, rm, rv, true);
+  CHECK(!y.grad_fn());
+}
+
+TEST_CASE("batch_norm2d: bad shapes give errors naming the op and the shapes") {
+  Tensor x = Tensor::zeros({2, 3, 4, 4}), w = Tensor::ones({3}), b = Tensor::zeros({3});
+  Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3}), bad = Tensor::ones({5});
+  CHECK_THROWS_WITH_AS(batch_norm2d(x, bad, b, rm, rv, true),
+                       doctest::Contains("batch_norm2d: input (2,3,4,4) has 3 channels but weight has shape (5)"), Error);
+  CHECK_THROWS_WITH_AS(batch_norm2d(x, w, b, rm, bad, false), doctest::Contains("running_var has shape (5)"), Error);
+  Tensor x3 = Tensor::zeros({2, 3, 4});
+  CHECK_THROWS_WITH_AS(batch_norm2d(x3, w, b, rm, rv, true), doctest::Contains("batch_norm2d: input must be (N,C,H,W), got (2,3,4)"),
+                       Error);
+  Tensor one = Tensor::zeros({1, 3, 1, 1});
+  CHECK_THROWS_WITH_AS(batch_norm2d(one, w, b, rm, rv, true), doctest::Contains("more than 1 value per channel"), Error);
+  CHECK_NOTHROW(batch_norm2d(one, w, b, rm, rv, false));
+  Tensor undef;
+  CHECK_THROWS_WITH_AS(batch_norm2d(x, w, b, undef, rv, true), doctest::Contains("running_mean is undefined"), Error);
+}
