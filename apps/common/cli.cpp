@@ -1,0 +1,226 @@
+// cli.cpp: the declarative command-line parser (see cli.h).
+#include "apps/common/cli.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include "engine/random.h"
+
+namespace nimbus::cli {
+
+int64_t parse_int(const std::string& s, const std::string& what) {
+  errno = 0;
+  char* end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || errno == ERANGE)
+    throw UsageError(str(what, ": expected an integer, got '", s, "'"));
+  return int64_t(v);
+}
+
+double parse_double(const std::string& s, const std::string& what) {
+  errno = 0;
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v))
+    throw UsageError(str(what, ": expected a number, got '", s, "'"));
+  return v;
+}
+
+std::vector<int64_t> parse_int_list(const std::string& s, const std::string& what) {
+  std::vector<int64_t> out;
+  if (s.empty()) return out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(parse_int(item, str(what, " (list item)")));
+  if (s.back() == ',') throw UsageError(str(what, ": trailing comma in '", s, "'"));
+  return out;
+}
+
+Parser::Parser(std::string program, std::string description)
+    : program_(std::move(program)), description_(std::move(description)) {}
+
+Parser& Parser::add(Option o) {
+  NIMBUS_CHECK(!o.name.empty() && o.name != "help", "cli: option name '", o.name, "' is reserved or empty");
+  for (const Option& e : options_) NIMBUS_CHECK(e.name != o.name, "cli: option --", o.name, " declared twice");
+  o.value = o.def;
+  set_value(o, o.def);  // validates the default
+  o.given = false;
+  options_.push_back(std::move(o));
+  return *this;
+}
+
+Parser& Parser::add_string(const std::string& name, const std::string& def, const std::string& help,
+                           const std::string& metavar) {
+  return add({name, help, metavar, "", def, Kind::String, {}});
+}
+Parser& Parser::add_int(const std::string& name, int64_t def, const std::string& help, const std::string& metavar) {
+  return add({name, help, metavar, "", std::to_string(def), Kind::Int, {}});
+}
+Parser& Parser::add_double(const std::string& name, double def, const std::string& help,
+                           const std::string& metavar) {
+  std::ostringstream os;
+  os << def;  // shortest readable form for the usage text ("0.001", "1e-05")
+  return add({name, help, metavar, "", os.str(), Kind::Double, {}});
+}
+Parser& Parser::add_int_list(const std::string& name, const std::string& def, const std::string& help,
+                             const std::string& metavar) {
+  return add({name, help, metavar, "", def, Kind::IntList, {}});
+}
+Parser& Parser::add_choice(const std::string& name, const std::string& def,
+                           const std::vector<std::string>& choices, const std::string& help) {
+  std::string mv;
+  for (const auto& c : choices) mv += (mv.empty() ? "" : "|") + c;
+  return add({name, help, mv, "", def, Kind::Choice, choices});
+}
+Parser& Parser::add_flag(const std::string& name, const std::string& help) {
+  return add({name, help, "", "", "false", Kind::Flag, {}});
+}
+Parser& Parser::add_positional(const std::string& name, const std::string& help) {
+  positional_name_ = name;
+  positional_help_ = help;
+  return *this;
+}
+
+// Checks v against the option's type and stores it.
+void Parser::set_value(Option& o, const std::string& v) {
+  const std::string what = "--" + o.name;
+  switch (o.kind) {
+    case Kind::Int: parse_int(v, what); break;
+    case Kind::Double: parse_double(v, what); break;
+    case Kind::IntList: parse_int_list(v, what); break;
+    case Kind::Flag:
+      if (v != "true" && v != "false") throw UsageError(str(what, ": expected true or false, got '", v, "'"));
+      break;
+    case Kind::Choice:
+      if (std::find(o.choices.begin(), o.choices.end(), v) == o.choices.end())
+        throw UsageError(str(what, ": expected one of ", o.metavar, ", got '", v, "'"));
+      break;
+    case Kind::String: break;
+  }
+  o.value = v;
+  o.given = true;
+}
+
+Parser::Result Parser::parse(const std::vector<std::string>& args) {
+  bool options_done = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (options_done || a.size() < 2 || a[0] != '-' || (a[1] != '-' && a != "-h")) {
+      if (!options_done && a.size() >= 2 && a[0] == '-' && !std::isdigit((unsigned char)a[1]))
+        throw UsageError(str("unknown option '", a, "' (options are spelled --name)"));
+      if (positional_name_.empty()) throw UsageError(str("unexpected argument '", a, "'"));
+      positionals_.push_back(a);
+      continue;
+    }
+    if (a == "--") {
+      options_done = true;
+      continue;
+    }
+    if (a == "--help" || a == "-h") return Result::Help;
+    size_t eq = a.find('=');
+    std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    auto it = std::find_if(options_.begin(), options_.end(), [&](const Option& o) { return o.name == name; });
+    if (it == options_.end()) throw UsageError(str("unknown option '--", name, "'"));
+    if (eq != std::string::npos) {
+      set_value(*it, a.substr(eq + 1));
+    } else if (it->kind == Kind::Flag) {
+      set_value(*it, "true");
+    } else {
+      if (i + 1 >= args.size()) throw UsageError(str("option '--", name, "' needs a value (", it->metavar, ")"));
+      set_value(*it, args[++i]);
+    }
+  }
+  return Result::Ok;
+}
+
+void Parser::parse_or_exit(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (parse(args) == Result::Help) {
+      std::fputs(usage().c_str(), stdout);
+      std::exit(0);
+    }
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: %s\nTry '%s --help' for the list of options.\n", program_.c_str(), e.what(),
+                 program_.c_str());
+    std::exit(2);
+  }
+}
+
+std::string Parser::usage() const {
+  std::ostringstream os;
+  os << "Usage: " << program_ << " [options]";
+  if (!positional_name_.empty()) os << " " << positional_name_ << "...";
+  os << "\n\n" << description_ << "\n\n";
+  if (!positional_name_.empty()) os << "Arguments:\n  " << positional_name_ << "...\n      " << positional_help_ << "\n\n";
+  os << "Options:\n";
+  for (const Option& o : options_) {
+    os << "  --" << o.name;
+    if (o.kind != Kind::Flag) os << " " << o.metavar;
+    os << "\n      " << o.help;
+    if (o.kind != Kind::Flag && !o.def.empty()) os << " (default: " << o.def << ")";
+    os << "\n";
+  }
+  os << "  --help\n      show this help and exit\n";
+  return os.str();
+}
+
+const Parser::Option& Parser::find(const std::string& name, Kind want) const {
+  for (const Option& o : options_) {
+    if (o.name != name) continue;
+    bool ok = o.kind == want || (want == Kind::String && o.kind == Kind::Choice);
+    NIMBUS_CHECK(ok, "cli: option --", name, " read with the wrong type");
+    return o;
+  }
+  throw Error(str("cli: option --", name, " was never declared"));
+}
+
+std::string Parser::get_string(const std::string& name) const { return find(name, Kind::String).value; }
+int64_t Parser::get_int(const std::string& name) const { return parse_int(find(name, Kind::Int).value, name); }
+double Parser::get_double(const std::string& name) const {
+  return parse_double(find(name, Kind::Double).value, name);
+}
+bool Parser::get_flag(const std::string& name) const { return find(name, Kind::Flag).value == "true"; }
+std::vector<int64_t> Parser::get_int_list(const std::string& name) const {
+  return parse_int_list(find(name, Kind::IntList).value, name);
+}
+bool Parser::given(const std::string& name) const {
+  for (const Option& o : options_)
+    if (o.name == name) return o.given;
+  throw Error(str("cli: option --", name, " was never declared"));
+}
+
+void add_common_options(Parser& p) {
+  p.add_choice("device", "auto", {"cpu", "cuda", "auto"}, "where to compute; auto picks cuda when available");
+  p.add_int("threads", 0, "CPU threads (0 = all cores)");
+  p.add_int("seed", 42, "random seed: the same seed repeats a run exactly");
+}
+
+CommonOptions apply_common_options(const Parser& p) {
+  CommonOptions c;
+  std::string dev = p.get_string("device");
+  if (dev == "auto") {
+    c.device = device_available(Device::CUDA) ? Device::CUDA : Device::CPU;
+  } else {
+    c.device = parse_device(dev);
+    NIMBUS_CHECK(device_available(c.device), p.program(), ": --device ", dev,
+                 " was asked for but no CUDA device is available in this build or on this machine");
+  }
+  int64_t t = p.get_int("threads");
+  NIMBUS_CHECK(t >= 0 && t <= 4096, p.program(), ": --threads must be 0 (all cores) or a positive count, got ", t);
+  c.threads = t > 0 ? int(t) : omp_get_num_procs();
+  omp_set_num_threads(c.threads);
+  int64_t seed = p.get_int("seed");
+  NIMBUS_CHECK(seed >= 0, p.program(), ": --seed must be non-negative, got ", seed);
+  c.seed = uint64_t(seed);
+  manual_seed(c.seed);
+  return c;
+}
+
+}  // namespace nimbus::cli

@@ -1,0 +1,107 @@
+// cli.h: a tiny declarative command-line parser for the nimbus apps.
+//
+// Declare options (long names only), then parse:
+//   cli::Parser p("train_resnet", "Train the land-cover classifier.");
+//   p.add_string("data", "", "EuroSAT MS root folder", "DIR");
+//   p.add_int("epochs", 200, "number of epochs");
+//   p.add_int_list("milestones", "50,100,200,250", "epochs where the LR is divided by 5");
+//   p.add_flag("resume", "continue from the last checkpoint in --out");
+//   p.add_positional("inputs", "GeoTIFF files or folders");
+//   cli::add_common_options(p);               // --device, --threads, --seed
+//   p.parse_or_exit(argc, argv);              // --help: usage, exit 0; bad input: exit 2
+//   int epochs = p.get_int("epochs");
+//
+// Accepted forms: --name value, --name=value, --flag, --flag=true|false, and
+// "--" to end options. Values are checked against the declared type while
+// parsing, so a bad number is a usage error (exit 2), not an exception later.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/error.h"
+
+namespace nimbus::cli {
+
+// A mistake on the command line (unknown option, missing or malformed value).
+struct UsageError : Error {
+  using Error::Error;
+};
+
+class Parser {
+ public:
+  enum class Result { Ok, Help };
+  enum class Kind { String, Int, Double, IntList, Flag, Choice };
+
+  Parser(std::string program, std::string description);
+
+  // Each returns *this so declarations chain. `metavar` names the value in the usage text.
+  Parser& add_string(const std::string& name, const std::string& def, const std::string& help,
+                     const std::string& metavar = "STR");
+  Parser& add_int(const std::string& name, int64_t def, const std::string& help, const std::string& metavar = "N");
+  Parser& add_double(const std::string& name, double def, const std::string& help,
+                     const std::string& metavar = "X");
+  // Comma-separated integers, e.g. "50,100,200"; "" is the empty list.
+  Parser& add_int_list(const std::string& name, const std::string& def, const std::string& help,
+                       const std::string& metavar = "N,N,..");
+  // One of `choices`; the default must be one of them.
+  Parser& add_choice(const std::string& name, const std::string& def, const std::vector<std::string>& choices,
+                     const std::string& help);
+  Parser& add_flag(const std::string& name, const std::string& help);  // false unless given
+  // Positional arguments: all non-option words, in order, under one name for the usage text.
+  Parser& add_positional(const std::string& name, const std::string& help);
+
+  // Parse argv[1..]. Returns Help when --help/-h was given; throws UsageError otherwise.
+  Result parse(const std::vector<std::string>& args);
+  // What apps call: prints usage to stdout and exits 0 on --help; prints
+  // "<program>: <problem>" and a hint to stderr and exits 2 on a usage error.
+  void parse_or_exit(int argc, char** argv);
+
+  std::string usage() const;  // the full --help text
+
+  // Typed getters: the value given, or the default. Asking for an undeclared
+  // option or with the wrong type is a programming error (throws Error).
+  std::string get_string(const std::string& name) const;  // works for String and Choice
+  int64_t get_int(const std::string& name) const;
+  double get_double(const std::string& name) const;
+  bool get_flag(const std::string& name) const;
+  std::vector<int64_t> get_int_list(const std::string& name) const;
+  bool given(const std::string& name) const;  // true when the option appeared on the command line
+  const std::vector<std::string>& positionals() const { return positionals_; }
+  const std::string& program() const { return program_; }
+
+ private:
+  struct Option {
+    std::string name, help, metavar, value, def;
+    Kind kind;
+    std::vector<std::string> choices;
+    bool given = false;
+  };
+  Parser& add(Option o);
+  const Option& find(const std::string& name, Kind want) const;
+  void set_value(Option& o, const std::string& v);
+
+  std::string program_, description_, positional_name_, positional_help_;
+  std::vector<Option> options_;
+  std::vector<std::string> positionals_;
+};
+
+// Parsers for option values (also used by the Parser): throw UsageError naming `what`.
+int64_t parse_int(const std::string& s, const std::string& what);
+double parse_double(const std::string& s, const std::string& what);
+std::vector<int64_t> parse_int_list(const std::string& s, const std::string& what);
+
+// The options every app shares.
+struct CommonOptions {
+  Device device = Device::CPU;  // "auto" resolved: cuda when available, else cpu
+  int threads = 0;              // CPU threads actually set (0 never after apply)
+  uint64_t seed = 42;
+};
+// Adds --device cpu|cuda|auto (default auto), --threads N (0 = all cores), --seed N (default 42).
+void add_common_options(Parser& p);
+// Reads them back, sets the OpenMP thread count and seeds the global RNG.
+// Throws Error when --device cuda is asked for but no CUDA runtime is present.
+CommonOptions apply_common_options(const Parser& p);
+
+}  // namespace nimbus::cli

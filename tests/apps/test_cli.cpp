@@ -1,0 +1,137 @@
+// test_cli.cpp: the command-line parser: values, defaults, types, errors, --help, exit codes.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "apps/common/cli.h"
+
+using namespace nimbus;
+using namespace nimbus::cli;
+
+namespace {
+Parser make() {
+  Parser p("demo", "A demo program.");
+  p.add_string("data", "", "dataset root", "DIR")
+      .add_int("epochs", 200, "number of epochs")
+      .add_double("lr", 1e-3, "learning rate")
+      .add_int_list("milestones", "50,100,200", "LR milestones")
+      .add_flag("resume", "resume training")
+      .add_positional("inputs", "files to process");
+  add_common_options(p);
+  return p;
+}
+}  // namespace
+
+TEST_CASE("cli: defaults when nothing is given") {
+  Parser p = make();
+  CHECK(p.parse({}) == Parser::Result::Ok);
+  CHECK(p.get_string("data") == "");
+  CHECK(p.get_int("epochs") == 200);
+  CHECK(p.get_double("lr") == doctest::Approx(1e-3));
+  CHECK(p.get_int_list("milestones") == std::vector<int64_t>{50, 100, 200});
+  CHECK_FALSE(p.get_flag("resume"));
+  CHECK(p.get_string("device") == "auto");
+  CHECK(p.get_int("threads") == 0);
+  CHECK(p.get_int("seed") == 42);
+  CHECK_FALSE(p.given("epochs"));
+  CHECK(p.positionals().empty());
+}
+
+TEST_CASE("cli: values in both spellings, flags, positionals and --") {
+  Parser p = make();
+  CHECK(p.parse({"a.tif", "--data", "/x", "--epochs=7", "--lr", "-0.5", "--resume", "--milestones", "3,4",
+                 "b.tif", "--device=cpu", "--", "--c.tif"}) == Parser::Result::Ok);
+  CHECK(p.get_string("data") == "/x");
+  CHECK(p.get_int("epochs") == 7);
+  CHECK(p.given("epochs"));
+  CHECK(p.get_double("lr") == -0.5);
+  CHECK(p.get_flag("resume"));
+  CHECK(p.get_int_list("milestones") == std::vector<int64_t>{3, 4});
+  CHECK(p.get_string("device") == "cpu");
+  CHECK(p.positionals() == std::vector<std::string>{"a.tif", "b.tif", "--c.tif"});
+  Parser q = make();
+  q.parse({"--resume=false", "--milestones="});
+  CHECK_FALSE(q.get_flag("resume"));
+  CHECK(q.get_int_list("milestones").empty());
+}
+
+TEST_CASE("cli: usage errors name the option") {
+  auto err = [](std::vector<std::string> args, const char* needle) {
+    Parser p = make();
+    CHECK_THROWS_WITH_AS(p.parse(args), doctest::Contains(needle), UsageError);
+  };
+  err({"--bogus"}, "unknown option '--bogus'");
+  err({"-x"}, "unknown option '-x'");
+  err({"--epochs"}, "'--epochs' needs a value");
+  err({"--epochs", "ten"}, "--epochs: expected an integer, got 'ten'");
+  err({"--epochs=3.5"}, "expected an integer");
+  err({"--lr", "fast"}, "--lr: expected a number");
+  err({"--milestones", "1,x"}, "expected an integer, got 'x'");
+  err({"--milestones", "1,2,"}, "trailing comma");
+  err({"--device", "tpu"}, "--device: expected one of cpu|cuda|auto, got 'tpu'");
+  err({"--resume=maybe"}, "expected true or false");
+  Parser nopos("p", "no positionals");
+  CHECK_THROWS_WITH_AS(nopos.parse({"file"}), doctest::Contains("unexpected argument 'file'"), UsageError);
+}
+
+TEST_CASE("cli: programming errors are Errors, not usage errors") {
+  Parser p = make();
+  CHECK_THROWS_AS(p.get_int("nope"), Error);
+  CHECK_THROWS_AS(p.get_int("data"), Error);  // declared as a string
+  CHECK_THROWS_AS(p.add_int("epochs", 1, "again"), Error);
+  CHECK_THROWS_AS(Parser("x", "").add_int("n", 0, "").add_choice("c", "z", {"a", "b"}, ""), Error);
+}
+
+TEST_CASE("cli: --help lists every option with its help and default") {
+  Parser p = make();
+  CHECK(p.parse({"--epochs", "3", "--help"}) == Parser::Result::Help);
+  std::string u = p.usage();
+  for (const char* s : {"Usage: demo [options] inputs...", "A demo program.", "--data DIR", "dataset root",
+                        "--epochs N", "(default: 200)", "--lr X", "(default: 0.001)", "--milestones",
+                        "(default: 50,100,200)", "--resume", "--device cpu|cuda|auto", "--threads", "--seed",
+                        "(default: 42)", "--help", "files to process"})
+    CHECK_MESSAGE(u.find(s) != std::string::npos, "usage lacks '", s, "'\n", u);
+}
+
+// parse_or_exit runs in a child so that its exit codes can be checked.
+TEST_CASE("cli: parse_or_exit exits 0 on --help and 2 on a usage error") {
+  auto run = [](std::vector<std::string> args) {
+    std::fflush(nullptr);
+    pid_t pid = fork();
+    if (pid == 0) {
+      std::freopen("/dev/null", "w", stdout);
+      std::freopen("/dev/null", "w", stderr);
+      std::vector<char*> argv{const_cast<char*>("demo")};
+      for (auto& a : args) argv.push_back(a.data());
+      Parser p = make();
+      p.parse_or_exit(int(argv.size()), argv.data());
+      _exit(7);  // parsed fine
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  CHECK(run({"--help"}) == 0);
+  CHECK(run({"--nope"}) == 2);
+  CHECK(run({"--epochs"}) == 2);
+  CHECK(run({"--epochs", "3"}) == 7);
+}
+
+TEST_CASE("cli: common options resolve the device, threads and seed") {
+  Parser p = make();
+  p.parse({"--threads", "1", "--seed", "5", "--device", "auto"});
+  CommonOptions c = apply_common_options(p);
+  CHECK(c.threads == 1);
+  CHECK(c.seed == 5);
+  CHECK(c.device == (device_available(Device::CUDA) ? Device::CUDA : Device::CPU));
+  Parser bad = make();
+  bad.parse({"--threads", "-3"});
+  CHECK_THROWS_WITH_AS(apply_common_options(bad), doctest::Contains("--threads"), Error);
+  if (!device_available(Device::CUDA)) {
+    Parser cuda = make();
+    cuda.parse({"--device", "cuda"});
+    CHECK_THROWS_WITH_AS(apply_common_options(cuda), doctest::Contains("no CUDA device"), Error);
+  }
+}
