@@ -1,0 +1,65 @@
+// conv.cpp: the conv2d autograd op: shape checks, the im2col + GEMM forward,
+// and right below it the backward (dx, dw, db, each only when asked for).
+#include "engine/ops/conv.h"
+
+#include <algorithm>
+
+#include "engine/autograd.h"
+#include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/gemm.h"
+
+namespace nimbus {
+
+namespace {
+cpu::ConvGeom check_conv(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {
+  NIMBUS_CHECK(x.defined() && w.defined(), "conv2d: input and weight must be defined");
+  NIMBUS_CHECK(x.ndim() == 4, "conv2d: input ", x.shape().str(), " must be 4-D (N,C,H,W)");
+  NIMBUS_CHECK(w.ndim() == 4, "conv2d: weight ", w.shape().str(), " must be 4-D (K,C,R,S)");
+  NIMBUS_CHECK(stride >= 1 && padding >= 0, "conv2d: stride ", stride, " must be >= 1 and padding ", padding,
+               " >= 0");
+  NIMBUS_CHECK(x.size(1) == w.size(1), "conv2d: input ", x.shape().str(), " has ", x.size(1),
+               " channels but weight ", w.shape().str(), " expects ", w.size(1));
+  NIMBUS_CHECK(w.size(2) <= x.size(2) + 2 * padding && w.size(3) <= x.size(3) + 2 * padding, "conv2d: kernel ",
+               w.size(2), "x", w.size(3), " of weight ", w.shape().str(), " is larger than input ", x.shape().str(),
+               " with padding ", padding);
+  NIMBUS_CHECK(w.size(0) > 0 && w.size(2) > 0 && w.size(3) > 0, "conv2d: empty weight ", w.shape().str());
+  NIMBUS_CHECK(x.device() == w.device(), "conv2d: input ", describe(x), " and weight ", describe(w),
+               " are on different devices");
+  if (b.defined()) {
+    NIMBUS_CHECK(b.ndim() == 1 && b.size(0) == w.size(0), "conv2d: bias ", b.shape().str(), " does not match weight ",
+                 w.shape().str(), " (expected (", w.size(0), "))");
+    NIMBUS_CHECK(b.device() == x.device(), "conv2d: bias ", describe(b), " and input ", describe(x),
+                 " are on different devices");
+  }
+  NIMBUS_CHECK(x.is_cpu(), "conv2d: device ", device_name(x.device()), " not supported yet");
+  return {x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2), w.size(3), stride, padding};
+}
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {
+  const cpu::ConvGeom g = check_conv(x, w, b, stride, padding);
+  Tensor y = Tensor::empty({g.N, g.K, g.P(), g.Q()}, x.device());
+  Tensor ws = Tensor::empty({std::max<int64_t>(cpu::conv2d_workspace(g), 1)}, x.device());
+  cpu::conv2d_forward(y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, g, ws.data());
+
+  // Save only what backward can use: x for dw, w for dx.
+  Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();
+  Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();
+  const bool has_bias = b.defined();
+  record("conv2d", {x, w, b}, y, [x_saved, w_saved, g, has_bias](const Tensor& dy, GradSink& sink) {
+    Tensor dx, dw, db;
+    if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dy.device());
+    if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dy.device());
+    if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dy.device());
+    Tensor ws = Tensor::empty({std::max<int64_t>(cpu::conv2d_workspace(g), 1)}, dy.device());
+    cpu::conv2d_backward(dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
+                         db.defined() ? db.data() : nullptr, dy.data(), dw.defined() ? x_saved.data() : nullptr,
+                         dx.defined() ? w_saved.data() : nullptr, g, ws.data());
+    if (dx.defined()) sink.set(0, dx);
+    if (dw.defined()) sink.set(1, dw);
+    if (db.defined()) sink.set(2, db);
+  });
+  return y;
+}
+
+}  // namespace nimbus

@@ -1,0 +1,46 @@
+// linear.cpp: the fully connected autograd op, y = x w^T + b, and its backward.
+#include "engine/ops/linear.h"
+
+#include "engine/autograd.h"
+#include "kernels/cpu/gemm.h"
+
+namespace nimbus {
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  NIMBUS_CHECK(x.defined() && w.defined(), "linear: input and weight must be defined");
+  NIMBUS_CHECK(x.ndim() == 2, "linear: input ", x.shape().str(), " must be 2-D (N,in)");
+  NIMBUS_CHECK(w.ndim() == 2, "linear: weight ", w.shape().str(), " must be 2-D (out,in)");
+  NIMBUS_CHECK(x.size(1) == w.size(1), "linear: input ", x.shape().str(), " has ", x.size(1),
+               " features but weight ", w.shape().str(), " expects ", w.size(1));
+  NIMBUS_CHECK(x.device() == w.device(), "linear: input ", describe(x), " and weight ", describe(w),
+               " are on different devices");
+  if (b.defined()) {
+    NIMBUS_CHECK(b.ndim() == 1 && b.size(0) == w.size(0), "linear: bias ", b.shape().str(), " does not match weight ",
+                 w.shape().str(), " (expected (", w.size(0), "))");
+    NIMBUS_CHECK(b.device() == x.device(), "linear: bias ", describe(b), " and input ", describe(x),
+                 " are on different devices");
+  }
+  NIMBUS_CHECK(x.is_cpu(), "linear: device ", device_name(x.device()), " not supported yet");
+  const int64_t N = x.size(0), in = x.size(1), out = w.size(0);
+  Tensor y = Tensor::empty({N, out}, x.device());
+  cpu::linear_forward(y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, N, in, out);
+
+  Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();  // for dw
+  Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();  // for dx
+  const bool has_bias = b.defined();
+  record("linear", {x, w, b}, y, [x_saved, w_saved, N, in, out, has_bias](const Tensor& dy, GradSink& sink) {
+    Tensor dx, dw, db;
+    if (sink.needs(0)) dx = Tensor::empty({N, in}, dy.device());
+    if (sink.needs(1)) dw = Tensor::empty({out, in}, dy.device());
+    if (has_bias && sink.needs(2)) db = Tensor::empty({out}, dy.device());
+    cpu::linear_backward(dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
+                         db.defined() ? db.data() : nullptr, dy.data(), dw.defined() ? x_saved.data() : nullptr,
+                         dx.defined() ? w_saved.data() : nullptr, N, in, out);
+    if (dx.defined()) sink.set(0, dx);
+    if (dw.defined()) sink.set(1, dw);
+    if (db.defined()) sink.set(2, db);
+  });
+  return y;
+}
+
+}  // namespace nimbus

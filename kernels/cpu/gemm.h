@@ -1,0 +1,41 @@
+// gemm.h: matrix multiply, the workhorse under conv2d and linear.
+//
+//   C (M x N) = alpha * op(A) op(B) + beta * C      all matrices row-major
+//   op(A) is M x K: A is stored M x K (lda >= K), or K x M (lda >= M) when trans_a.
+//   op(B) is K x N: B is stored K x N (ldb >= N), or N x K (ldb >= K) when trans_b.
+//   beta == 0 means C is write-only (it may hold garbage or NaN), as in BLAS.
+//
+// gemm_ref is the plain triple loop (the definition, usable in double).
+// gemm<float> is the fast path: OpenBLAS cblas_sgemm, which threads itself over
+// both cores (never call it from inside an OpenMP parallel region).
+// gemm<double> runs gemm_ref, so every caller can be tested in double.
+//
+// The fully connected layer is one GEMM plus a bias, so it lives here too:
+//   x (N, in), w (out, in), b (out) -> y = x w^T + b (N, out).
+#pragma once
+#include <cstdint>
+
+namespace nimbus::cpu {
+
+template <typename T>
+void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+              const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// Bias over a (N, K, inner) tensor: y[n,k,i] = b[k] (fill; a GEMM then adds
+// with beta = 1), and its gradient db[k] = sum_{n,i} dy[n,k,i] (written, not
+// accumulated). Linear is inner = 1, conv2d is inner = P*Q.
+template <typename T> void bias_fill(T* y, const T* b, int64_t N, int64_t K, int64_t inner);
+template <typename T> void bias_backward(T* db, const T* dy, int64_t N, int64_t K, int64_t inner);
+
+// Linear: y = x w^T + b (b may be null). Backward writes each of dx, dw, db
+// that is non-null: dx = dy w (N, in), dw = dy^T x (out, in), db = sum_n dy.
+template <typename T>
+void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t in, int64_t out);
+template <typename T>
+void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, int64_t N, int64_t in, int64_t out);
+
+}  // namespace nimbus::cpu

@@ -1,0 +1,177 @@
+// test_conv.cpp: conv2d: reference backward vs finite differences (double),
+// the im2col + GEMM fast path vs the reference, the autograd op vs PyTorch
+// fixtures, only-what-is-needed gradients, and error cases.
+#include <doctest/doctest.h>
+
+#include "engine/autograd.h"
+#include "engine/io/safetensors.h"
+#include "engine/ops/conv.h"
+#include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/gemm.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+using cpu::ConvGeom;
+
+namespace {
+const SafetensorsFile& conv_fixtures() {
+  static const SafetensorsFile f = load_safetensors(fixture("ops_conv.safetensors"));
+  return f;
+}
+Tensor fx(const std::string& name) { return conv_fixtures().at(name).clone(); }
+
+size_t x_size(const ConvGeom& g) { return size_t(g.N * g.C * g.H * g.W); }
+size_t w_size(const ConvGeom& g) { return size_t(g.K * g.C * g.R * g.S); }
+size_t y_size(const ConvGeom& g) { return size_t(g.N * g.K * g.P() * g.Q()); }
+
+// The odd small shapes of the brief: N=2, C=3, H=7, W=5, K=4 with the kernel sizes,
+// strides and paddings ResNet and DSen2-CR use.
+std::vector<ConvGeom> small_geoms() {
+  std::vector<ConvGeom> gs;
+  for (auto [R, stride, pad] : std::vector<std::array<int64_t, 3>>{
+           {3, 1, 1}, {3, 1, 0}, {3, 2, 0}, {3, 2, 1}, {1, 1, 0}, {1, 2, 0}, {1, 1, 1}, {7, 2, 3}, {7, 1, 1}})
+    gs.push_back(ConvGeom{2, 3, 7, 5, 4, R, R, stride, pad});
+  gs.push_back(ConvGeom{1, 2, 6, 7, 3, 3, 2, 1, 1});  // non-square kernel
+  return gs;
+}
+}  // namespace
+
+TEST_CASE("conv2d reference: backward matches finite differences in double") {
+  Rng rng(7);
+  for (const ConvGeom& g : small_geoms()) {
+    CAPTURE(g.R);
+    CAPTURE(g.stride);
+    CAPTURE(g.pad);
+    auto x = random_vec(x_size(g), rng), w = random_vec(w_size(g), rng), b = random_vec(size_t(g.K), rng);
+    auto r = random_vec(y_size(g), rng);  // dL/dy for L = <y, r>
+    auto loss = [&](const std::vector<double>& xs, const std::vector<double>& ws, const std::vector<double>& bs) {
+      std::vector<double> y(y_size(g));
+      cpu::conv2d_forward_ref(y.data(), xs.data(), ws.data(), bs.data(), g);
+      return dot(y, r);
+    };
+    std::vector<double> dx(x.size()), dw(w.size()), db(b.size());
+    cpu::conv2d_backward_data_ref(dx.data(), r.data(), w.data(), g);
+    cpu::conv2d_backward_weight_ref(dw.data(), r.data(), x.data(), g);
+    cpu::bias_backward(db.data(), r.data(), g.N, g.K, g.P() * g.Q());
+    check_close(dx, numeric_grad([&](const std::vector<double>& v) { return loss(v, w, b); }, x), 1e-7, 1e-6, "dx");
+    check_close(dw, numeric_grad([&](const std::vector<double>& v) { return loss(x, v, b); }, w), 1e-7, 1e-6, "dw");
+    check_close(db, numeric_grad([&](const std::vector<double>& v) { return loss(x, w, v); }, b), 1e-7, 1e-6, "db");
+  }
+}
+
+TEST_CASE("conv2d reference: forward matches a hand-computed 1x1x3x3 example") {
+  // x = 1..9 in a 3x3 image, w = all-ones 2x2 kernel, stride 1, no pad, bias 0.5:
+  // each output is the sum of a 2x2 block plus 0.5.
+  ConvGeom g{1, 1, 3, 3, 1, 2, 2, 1, 0};
+  std::vector<double> x{1, 2, 3, 4, 5, 6, 7, 8, 9}, w{1, 1, 1, 1}, b{0.5}, y(4);
+  cpu::conv2d_forward_ref(y.data(), x.data(), w.data(), b.data(), g);
+  CHECK(y == std::vector<double>{12.5, 16.5, 24.5, 28.5});
+}
+
+TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
+  std::vector<ConvGeom> gs = small_geoms();
+  gs.push_back(ConvGeom{4, 3, 20, 20, 5, 3, 3, 1, 1});   // 3 images per GEMM group, then a group of 1
+  gs.push_back(ConvGeom{5, 6, 3, 4, 7, 1, 1, 1, 0});     // pointwise, grouped (im2col is a gather)
+  gs.push_back(ConvGeom{1, 17, 9, 11, 13, 1, 1, 1, 0});  // pointwise, one image: x is the matrix
+  gs.push_back(ConvGeom{2, 33, 12, 10, 19, 3, 3, 2, 1}); // channel counts off every SIMD width
+  gs.push_back(ConvGeom{1, 3, 40, 37, 8, 3, 3, 1, 1});   // one image, PQ > the group target
+  Rng rng(11);
+  for (const ConvGeom& g : gs) {
+    CAPTURE(g.N);
+    CAPTURE(g.C);
+    CAPTURE(g.R);
+    CAPTURE(g.stride);
+    CAPTURE(g.pad);
+    auto xd = random_vec(x_size(g), rng), wd = random_vec(w_size(g), rng), bd = random_vec(size_t(g.K), rng);
+    auto dyd = random_vec(y_size(g), rng);
+    // The reference runs in double on the same float-representable values.
+    for (auto* v : {&xd, &wd, &bd, &dyd})
+      for (double& e : *v) e = double(float(e));
+    std::vector<double> y_ref(y_size(g)), dx_ref(xd.size()), dw_ref(wd.size()), db_ref(bd.size());
+    cpu::conv2d_forward_ref(y_ref.data(), xd.data(), wd.data(), bd.data(), g);
+    cpu::conv2d_backward_data_ref(dx_ref.data(), dyd.data(), wd.data(), g);
+    cpu::conv2d_backward_weight_ref(dw_ref.data(), dyd.data(), xd.data(), g);
+    cpu::bias_backward(db_ref.data(), dyd.data(), g.N, g.K, g.P() * g.Q());
+
+    auto x = to_float(xd), w = to_float(wd), b = to_float(bd), dy = to_float(dyd);
+    std::vector<float> ws(size_t(std::max<int64_t>(cpu::conv2d_workspace(g), 1)));
+    std::vector<float> y(y_size(g), NAN), dx(x.size(), NAN), dw(w.size(), NAN), db(b.size(), NAN);
+    cpu::conv2d_forward(y.data(), x.data(), w.data(), b.data(), g, ws.data());
+    cpu::conv2d_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), g, ws.data());
+    check_close(y, y_ref, 1e-5, 1e-5, "y");
+    check_close(dx, dx_ref, 1e-5, 1e-5, "dx");
+    check_close(dw, dw_ref, 1e-4, 1e-5, "dw");
+    check_close(db, db_ref, 1e-4, 1e-5, "db");
+
+    // Without bias, and asking for dw only / dx only.
+    std::vector<float> y2(y.size(), NAN), dw2(w.size(), NAN), dx2(x.size(), NAN);
+    cpu::conv2d_forward(y2.data(), x.data(), w.data(), nullptr, g, ws.data());
+    std::vector<double> y2_ref(y_ref);
+    const int64_t PQ = g.P() * g.Q();
+    for (size_t i = 0; i < y2_ref.size(); ++i) y2_ref[i] -= bd[size_t(int64_t(i) / PQ % g.K)];
+    check_close(y2, y2_ref, 1e-5, 1e-5, "y without bias");
+    cpu::conv2d_backward(nullptr, dw2.data(), nullptr, dy.data(), x.data(), nullptr, g, ws.data());
+    check_close(dw2, dw_ref, 1e-4, 1e-5, "dw alone");
+    cpu::conv2d_backward(dx2.data(), nullptr, nullptr, dy.data(), nullptr, w.data(), g, ws.data());
+    check_close(dx2, dx_ref, 1e-5, 1e-5, "dx alone");
+  }
+}
+
+TEST_CASE("conv2d op: forward and gradients match PyTorch") {
+  int cases = 0;
+  for (int i = 0; conv_fixtures().find(str("conv", i, ".x")); ++i, ++cases) {
+    const std::string c = str("conv", i, ".");
+    CAPTURE(c);
+    Tensor x = fx(c + "x"), w = fx(c + "w"), cfg = fx(c + "cfg");
+    x.set_requires_grad(true);
+    w.set_requires_grad(true);
+    Tensor b;
+    if (conv_fixtures().find(c + "b")) {
+      b = fx(c + "b");
+      b.set_requires_grad(true);
+    }
+    Tensor y = conv2d(x, w, b, int(cfg.to_vector()[0]), int(cfg.to_vector()[1]));
+    check_close(y, conv_fixtures().at(c + "y"), 1e-5, 1e-4, "y");
+    y.backward(conv_fixtures().at(c + "dy"));
+    check_close(x.grad(), conv_fixtures().at(c + "dx"), 1e-5, 1e-4, "dx");
+    check_close(w.grad(), conv_fixtures().at(c + "dw"), 1e-4, 1e-4, "dw");
+    if (b.defined()) check_close(b.grad(), conv_fixtures().at(c + "db"), 1e-4, 1e-4, "db");
+  }
+  CHECK(cases == 6);
+}
+
+TEST_CASE("conv2d op: computes only the gradients that are needed") {
+  Rng rng(3);
+  Tensor x = Tensor::randn({2, 3, 7, 5}, rng), w = Tensor::randn({4, 3, 3, 3}, rng), b = Tensor::randn({4}, rng);
+  w.set_requires_grad(true);  // x is data: the first conv of a network needs no dx
+  Tensor y = conv2d(x, w, b, 1, 1);
+  y.backward(Tensor::ones(y.shape()));
+  CHECK(w.grad().defined());
+  CHECK(!x.grad().defined());
+  CHECK(!b.grad().defined());
+  {
+    NoGradGuard ng;
+    Tensor x2 = x.clone().set_requires_grad(true);
+    CHECK(!conv2d(x2, w, b, 1, 1).requires_grad());  // nothing recorded in no-grad mode
+  }
+}
+
+TEST_CASE("conv2d op: bad shapes raise errors that name the op and the shapes") {
+  Tensor x = Tensor::zeros({2, 3, 8, 8}), w = Tensor::zeros({4, 5, 3, 3});
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Tensor()),
+                       "conv2d: input (2,3,8,8) has 3 channels but weight (4,5,3,3) expects 5", Error);
+  CHECK_THROWS_WITH_AS(conv2d(Tensor::zeros({3, 8, 8}), Tensor::zeros({4, 3, 3, 3}), Tensor()),
+                       doctest::Contains("conv2d: input (3,8,8) must be 4-D"), Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, Tensor::zeros({4, 3, 3}), Tensor()), doctest::Contains("conv2d: weight (4,3,3)"),
+                       Error);
+  CHECK_THROWS_WITH_AS(conv2d(Tensor::zeros({1, 3, 4, 4}), Tensor::zeros({2, 3, 7, 7}), Tensor(), 1, 1),
+                       doctest::Contains("conv2d: kernel 7x7"), Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, Tensor::zeros({4, 3, 3, 3}), Tensor::zeros({5})),
+                       doctest::Contains("conv2d: bias (5)"), Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, Tensor::zeros({4, 3, 3, 3}), Tensor(), 0), doctest::Contains("conv2d: stride 0"),
+                       Error);
+  // A kernel exactly as large as the padded input is fine: one output pixel.
+  CHECK(conv2d(Tensor::zeros({1, 3, 5, 5}), Tensor::zeros({2, 3, 7, 7}), Tensor(), 1, 1).shape() ==
+        Shape{1, 2, 1, 1});
+}
