@@ -1,0 +1,62 @@
+// cloud_detector.h: the rule-based cloud / cloud-shadow detector of DSen2-CR
+// (reference/dsen2cr-sen12mscr.md §3), reproduced to the float.
+//
+// Input: one raw Sentinel-2 window, 13 bands (B1..B8, B8A, B9..B12), DN on the
+// x10000 reflectance scale, float32, band-major (13, H, W), exactly as read from
+// the GeoTIFF (not clipped, not normalised). The shadow thresholds use the
+// window's min and mean, so run the detector on the final crop.
+//
+// Output per pixel: +1 cloud, -1 shadow, 0 clear (cloud wins over shadow); for
+// the CARL loss any non-zero is 1. The arithmetic follows the numpy dtypes of
+// the original code (float32 band tests, float64 box mean), so masks agree with
+// scipy bit for bit except at ties.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "data/geotiff.h"
+
+namespace nimbus::data {
+
+struct CloudDetectorOptions {
+  double cloud_threshold = 0.2;  // cloud where the smoothed score >= this (DSen2-CR main)
+  // B1 + B10 test range: DSen2-CR uses (0.15, 0.20); UnCRtainTS / SEN12MS-CR-TS use (0.40, 0.90).
+  double b1_b10_lo = 0.15, b1_b10_hi = 0.20;
+};
+
+struct CloudShadowMasks {
+  int height = 0, width = 0;
+  std::vector<double> cloud_score;  // (H, W) after closing, box mean and clip to [1e-5, 1]
+  std::vector<uint8_t> cloud;       // (H, W) 1 where cloud_score >= threshold
+  std::vector<uint8_t> shadow;      // (H, W) 1 where the median-filtered shadow test holds
+  float shadow_csi_threshold = 0, shadow_blue_threshold = 0;  // T3, T4 of §3 (this window's)
+
+  // +1 cloud, -1 shadow, 0 clear: cloud wins.
+  std::vector<int8_t> map() const;
+  // 0/1 float mask for the loss: cloud or shadow.
+  std::vector<float> binary() const;
+  double cloud_fraction() const;   // fraction of pixels that are cloud
+  double shadow_fraction() const;  // fraction of pixels that are shadow and not cloud
+};
+
+// dn: 13 * height * width floats, band-major. Throws nimbus::Error on a wrong
+// band count or an empty window.
+CloudShadowMasks detect_clouds(const float* dn, int bands, int height, int width,
+                               const CloudDetectorOptions& options = {});
+CloudShadowMasks detect_clouds(const Raster& s2, const CloudDetectorOptions& options = {});
+
+// The pieces, exposed for tests and for callers that need only one of them.
+std::vector<double> cloud_score(const float* dn, int bands, int height, int width,
+                                const CloudDetectorOptions& options = {});
+std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int width, float* t3 = nullptr,
+                                 float* t4 = nullptr);
+
+// 0/1 mask (cloud or shadow) for the CARL loss, (H, W) floats.
+std::vector<float> cloud_shadow_mask(const float* dn, int bands, int height, int width,
+                                     const CloudDetectorOptions& options = {});
+// Fraction of the window's pixels that the detector calls cloud (shadow not counted).
+double cloud_cover_fraction(const float* dn, int bands, int height, int width,
+                            const CloudDetectorOptions& options = {});
+double cloud_cover_fraction(const Raster& s2, const CloudDetectorOptions& options = {});
+
+}  // namespace nimbus::data
