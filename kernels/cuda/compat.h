@@ -1,0 +1,49 @@
+/* compat.h: the only header a kernel (.cu) includes. Real CUDA under nvcc, the emulator otherwise.
+ *
+ * Both worlds get the same spelling for the three things plain CUDA does not share with g++:
+ *   launch(kernel, grid, block, smem, stream, args...)   == kernel<<<grid, block, smem, stream>>>(args...)
+ *   DYNAMIC_SMEM(T, p);                                    T* p = the block's dynamic shared memory
+ *   check_launch("what")                                   throws nimbus::Error if the launch failed
+ * Kernel contract (what may appear in a .cu): ../shared/reference/cuda-on-cpu.md §2.5 and
+ * docs/cuda-emulator.md. __CUDA_ARCH__ branches belong here, never in kernels.
+ */
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#ifdef __CUDACC__
+#include <cuda_runtime.h>
+
+template <typename... P, typename... A>
+inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
+  static_assert((std::is_trivially_copyable_v<std::decay_t<P>> && ...), "launch: kernel parameters must be POD");
+  kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
+}
+#else
+#include "kernels/emu/device.h"
+#endif
+
+// The one name for dynamic shared memory in the whole project (the emulator defines it once;
+// CUDA requires every extern __shared__ array to agree anyway). Uninitialised at block start:
+// the emulator fills it with NaN bytes for every block.
+#define DYNAMIC_SMEM(T, p)                                        \
+  extern __shared__ __align__(16) unsigned char nimbus_dyn_smem[]; \
+  T* p = reinterpret_cast<T*>(nimbus_dyn_smem)
+
+namespace nimbus::cuda {
+// Host side: raise the pending launch error (bad configuration, ...) as a nimbus::Error naming `what`.
+void check_launch(const char* what);
+// Grid size for a grid-stride loop over n elements: enough blocks to cover n, capped (more
+// blocks than that only add scheduling overhead; each thread then loops).
+inline unsigned grid_for(int64_t n, int block, unsigned cap = 4096) {
+  int64_t g = (n + block - 1) / block;
+  return unsigned(g < 1 ? 1 : (g > cap ? cap : g));
+}
+}  // namespace nimbus::cuda
+
+// Grid-stride loop bounds for 1-D launches: for (i = grid_first(); i < n; i += grid_step()).
+__device__ __forceinline__ int64_t grid_first() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ int64_t grid_step() { return int64_t(gridDim.x) * blockDim.x; }

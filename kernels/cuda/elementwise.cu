@@ -1,0 +1,77 @@
+/* elementwise.cu: pointwise kernels (one grid-stride loop each) and their launchers.
+ *
+ * Shapes: every buffer is n contiguous floats. One thread per element, grid-stride so a capped
+ * grid covers any n. No shared memory, no barriers: each element is written by one thread, so
+ * the result does not depend on thread or block order. CPU twins: kernels/cpu/elementwise.h.
+ */
+#include "kernels/cuda/elementwise.h"
+
+#include "kernels/cuda/compat.h"
+
+namespace nimbus::cuda {
+
+// ---------------------------------------------------------------------------------------------
+// Kernels.
+__global__ void fill_kernel(float* y, float value, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = value;
+}
+
+__global__ void add_inplace_kernel(float* y, const float* x, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] += x[i];
+}
+
+__global__ void relu_forward_kernel(float* y, const float* x, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+__global__ void relu_backward_kernel(float* dx, const float* dy, const float* y, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+__global__ void add_kernel(float* y, const float* a, const float* b, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = a[i] + b[i];
+}
+
+__global__ void scale_kernel(float* y, const float* x, float s, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = s * x[i];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launchers.
+void fill(float* y, float value, int64_t n, int block) {
+  if (n <= 0) return;
+  launch(fill_kernel, grid_for(n, block), block, 0, nullptr, y, value, n);
+  check_launch("cuda::fill");
+}
+
+void add_inplace(float* y, const float* x, int64_t n, int block) {
+  if (n <= 0) return;
+  launch(add_inplace_kernel, grid_for(n, block), block, 0, nullptr, y, x, n);
+  check_launch("cuda::add_inplace");
+}
+
+void relu_forward(float* y, const float* x, int64_t n, int block) {
+  if (n <= 0) return;
+  launch(relu_forward_kernel, grid_for(n, block), block, 0, nullptr, y, x, n);
+  check_launch("cuda::relu_forward");
+}
+
+void relu_backward(float* dx, const float* dy, const float* y, int64_t n, int block) {
+  if (n <= 0) return;
+  launch(relu_backward_kernel, grid_for(n, block), block, 0, nullptr, dx, dy, y, n);
+  check_launch("cuda::relu_backward");
+}
+
+void add(float* y, const float* a, const float* b, int64_t n, int block) {
+  if (n <= 0) return;
+  launch(add_kernel, grid_for(n, block), block, 0, nullptr, y, a, b, n);
+  check_launch("cuda::add");
+}
+
+void scale(float* y, const float* x, float s, int64_t n, int block) {
+  if (n <= 0) return;
+  launch(scale_kernel, grid_for(n, block), block, 0, nullptr, y, x, s, n);
+  check_launch("cuda::scale");
+}
+
+}  // namespace nimbus::cuda

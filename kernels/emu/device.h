@@ -1,0 +1,229 @@
+/* device.h: the CUDA-on-CPU emulator's device side, what a .cu file sees when g++ compiles it.
+ *
+ * Included only through kernels/cuda/compat.h (never directly by kernels). Every CUDA thread
+ * is a fiber on the calling OS thread; the scheduler (scheduler.cpp) runs them in a chosen
+ * order, releases __syncthreads() once every live thread of the block has arrived at the
+ * same call site, and runs warp primitives behind a barrier that spans only the warp.
+ * Anything a kernel uses that is not declared here fails to compile, on purpose.
+ * Design and limits: docs/cuda-emulator.md; kernel contract: ../shared/reference/cuda-on-cpu.md §2.5.
+ */
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "kernels/emu/runtime.h"
+
+// ---------------------------------------------------------------------------------------------
+// Qualifiers. __shared__ is thread_local: all fibers of a block share the OS thread's copy.
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __shared__ thread_local
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
+
+struct uint3 {
+  unsigned int x, y, z;
+};
+
+namespace nimbus::emu {
+
+// ---------------------------------------------------------------------------------------------
+// Thread coordinates. Tiny accessors reading the current fiber's values from TLS; TSan must not
+// see them (the scheduler writes these fields while switching fibers without synchronisation).
+#define EMU_NO_TSAN __attribute__((no_sanitize("thread")))
+struct Coords {
+  uint3 thread_idx, block_idx;
+  dim3 block_dim, grid_dim;
+};
+extern thread_local const Coords* tls_coords;  // set by the scheduler before each switch
+EMU_NO_TSAN inline uint3 thread_idx() { return tls_coords->thread_idx; }
+EMU_NO_TSAN inline uint3 block_idx() { return tls_coords->block_idx; }
+EMU_NO_TSAN inline dim3 block_dim() { return tls_coords->block_dim; }
+EMU_NO_TSAN inline dim3 grid_dim() { return tls_coords->grid_dim; }
+
+// ---------------------------------------------------------------------------------------------
+// Synchronisation (scheduler.cpp). `file`/`line` identify the call site.
+void syncthreads(const char* file, int line);
+
+enum class WarpOp : int { Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Syncwarp };
+// One lane's part in a warp-wide operation: waits for every lane in `mask`, returns this lane's
+// result (the shuffled 32-bit value, or the ballot/any/all word). `arg` is srcLane/delta/laneMask.
+uint32_t warp_op(WarpOp op, uint32_t mask, uint32_t value, int arg, int width, const char* file, int line);
+
+template <typename T>
+inline T shfl_generic(WarpOp op, uint32_t mask, T var, int arg, int width, const char* file, int line) {
+  static_assert(sizeof(T) == 4 && std::is_trivially_copyable_v<T>, "emulated shuffles move 32-bit values only");
+  uint32_t bits;
+  std::memcpy(&bits, &var, 4);
+  bits = warp_op(op, mask, bits, arg, width, file, line);
+  std::memcpy(&var, &bits, 4);
+  return var;
+}
+
+// Dynamic shared memory: one agreed name for the whole project (see DYNAMIC_SMEM in compat.h).
+constexpr size_t kMaxDynamicSmem = 48 * 1024;  // CUDA's default limit without an opt-in attribute
+
+// ---------------------------------------------------------------------------------------------
+// Launch. Runs fn(ctx) once per CUDA thread of every block. Errors in the kernel (barrier
+// divergence, deadlock, a thread exiting while others wait, bad warp-op masks) throw
+// nimbus::Error; an invalid configuration sets cudaErrorInvalidConfiguration like CUDA does.
+void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* ctx);
+
+}  // namespace nimbus::emu
+
+extern thread_local __attribute__((aligned(16))) unsigned char nimbus_dyn_smem[];
+
+#define threadIdx (::nimbus::emu::thread_idx())
+#define blockIdx (::nimbus::emu::block_idx())
+#define blockDim (::nimbus::emu::block_dim())
+#define gridDim (::nimbus::emu::grid_dim())
+constexpr int warpSize = 32;
+
+#define __syncthreads() ::nimbus::emu::syncthreads(__FILE__, __LINE__)
+// (mask, var, arg[, width]) -> shfl_generic(op, mask, var, arg, width, file, line)
+namespace nimbus::emu {
+template <typename T>
+inline T shfl_call(WarpOp op, const char* f, int l, uint32_t mask, T var, int arg, int width = 32) {
+  return shfl_generic(op, mask, var, arg, width, f, l);
+}
+}  // namespace nimbus::emu
+#define __shfl_sync(...) ::nimbus::emu::shfl_call(::nimbus::emu::WarpOp::Shfl, __FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_up_sync(...) ::nimbus::emu::shfl_call(::nimbus::emu::WarpOp::ShflUp, __FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_down_sync(...) \
+  ::nimbus::emu::shfl_call(::nimbus::emu::WarpOp::ShflDown, __FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_xor_sync(...) ::nimbus::emu::shfl_call(::nimbus::emu::WarpOp::ShflXor, __FILE__, __LINE__, __VA_ARGS__)
+#define __ballot_sync(mask, pred) \
+  ::nimbus::emu::warp_op(::nimbus::emu::WarpOp::Ballot, (mask), (pred) ? 1u : 0u, 0, 32, __FILE__, __LINE__)
+#define __any_sync(mask, pred) \
+  int(::nimbus::emu::warp_op(::nimbus::emu::WarpOp::Any, (mask), (pred) ? 1u : 0u, 0, 32, __FILE__, __LINE__))
+#define __all_sync(mask, pred) \
+  int(::nimbus::emu::warp_op(::nimbus::emu::WarpOp::All, (mask), (pred) ? 1u : 0u, 0, 32, __FILE__, __LINE__))
+#define __syncwarp(...) ::nimbus::emu::syncwarp_call(__FILE__, __LINE__ __VA_OPT__(, ) __VA_ARGS__)
+namespace nimbus::emu {
+inline void syncwarp_call(const char* f, int l, uint32_t mask = 0xffffffffu) {
+  warp_op(WarpOp::Syncwarp, mask, 0, 0, 32, f, l);
+}
+}  // namespace nimbus::emu
+
+// ---------------------------------------------------------------------------------------------
+// Atomics: exactly the overloads CUDA has (no float atomicSub/Max/Min there, so none here).
+// Relaxed __atomic builtins, so TSan sees atomics and OpenMP block parallelism is safe.
+#define EMU_ATOMIC_RMW(name, T, builtin) \
+  inline T name(T* a, T v) { return builtin(a, v, __ATOMIC_RELAXED); }
+EMU_ATOMIC_RMW(atomicAdd, int, __atomic_fetch_add)
+EMU_ATOMIC_RMW(atomicAdd, unsigned int, __atomic_fetch_add)
+EMU_ATOMIC_RMW(atomicAdd, unsigned long long, __atomic_fetch_add)
+EMU_ATOMIC_RMW(atomicSub, int, __atomic_fetch_sub)
+EMU_ATOMIC_RMW(atomicSub, unsigned int, __atomic_fetch_sub)
+EMU_ATOMIC_RMW(atomicExch, int, __atomic_exchange_n)
+EMU_ATOMIC_RMW(atomicExch, unsigned int, __atomic_exchange_n)
+EMU_ATOMIC_RMW(atomicExch, unsigned long long, __atomic_exchange_n)
+#undef EMU_ATOMIC_RMW
+namespace nimbus::emu {
+// Compare-and-swap loop: *a = f(*a, v) atomically, returns the old value.
+template <typename T, typename F>
+inline T atomic_update(T* a, T v, F f) {
+  T old = __atomic_load_n(a, __ATOMIC_RELAXED);
+  while (!__atomic_compare_exchange_n(a, &old, f(old, v), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+  return old;
+}
+}  // namespace nimbus::emu
+inline int atomicMax(int* a, int v) { return nimbus::emu::atomic_update(a, v, [](int x, int y) { return x > y ? x : y; }); }
+inline unsigned int atomicMax(unsigned int* a, unsigned int v) {
+  return nimbus::emu::atomic_update(a, v, [](unsigned x, unsigned y) { return x > y ? x : y; });
+}
+inline int atomicMin(int* a, int v) { return nimbus::emu::atomic_update(a, v, [](int x, int y) { return x < y ? x : y; }); }
+inline unsigned int atomicMin(unsigned int* a, unsigned int v) {
+  return nimbus::emu::atomic_update(a, v, [](unsigned x, unsigned y) { return x < y ? x : y; });
+}
+inline float atomicAdd(float* a, float v) {
+  static_assert(sizeof(float) == sizeof(unsigned int));
+  auto* u = reinterpret_cast<unsigned int*>(a);
+  unsigned int old = __atomic_load_n(u, __ATOMIC_RELAXED), next;
+  do {
+    float f;
+    std::memcpy(&f, &old, 4);
+    f += v;
+    std::memcpy(&next, &f, 4);
+  } while (!__atomic_compare_exchange_n(u, &old, next, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+  float r;
+  std::memcpy(&r, &old, 4);
+  return r;
+}
+inline float atomicExch(float* a, float v) {
+  float old;
+  __atomic_exchange(a, &v, &old, __ATOMIC_RELAXED);
+  return old;
+}
+inline int atomicCAS(int* a, int compare, int val) {
+  __atomic_compare_exchange_n(a, &compare, val, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return compare;  // the old value either way
+}
+inline unsigned int atomicCAS(unsigned int* a, unsigned int compare, unsigned int val) {
+  __atomic_compare_exchange_n(a, &compare, val, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return compare;
+}
+inline unsigned long long atomicCAS(unsigned long long* a, unsigned long long compare, unsigned long long val) {
+  __atomic_compare_exchange_n(a, &compare, val, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return compare;
+}
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+// ---------------------------------------------------------------------------------------------
+// Intrinsics mapped to host math. The fast-math ones are exact here; a GPU differs in the last bits.
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __powf(float x, float y) { return powf(x, y); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }  // NaN -> 0 on GPU
+template <typename T>
+inline T __ldg(const T* p) { return *p; }
+inline int __popc(unsigned int x) { return __builtin_popcount(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+inline int __float_as_int(float x) { int i; std::memcpy(&i, &x, 4); return i; }
+inline unsigned int __float_as_uint(float x) { unsigned u; std::memcpy(&u, &x, 4); return u; }
+inline float __int_as_float(int i) { float x; std::memcpy(&x, &i, 4); return x; }
+inline float __uint_as_float(unsigned int u) { float x; std::memcpy(&x, &u, 4); return x; }
+// CUDA's global min/max overloads for the types our kernels use.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned int min(unsigned int a, unsigned int b) { return a < b ? a : b; }
+inline unsigned int max(unsigned int a, unsigned int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }
+
+// ---------------------------------------------------------------------------------------------
+// launch(kernel, grid, block, smem, stream, args...): the one way to start a kernel (it is
+// kernel<<<grid, block, smem, stream>>>(args...) under nvcc). Arguments are converted to the
+// kernel's parameter types and copied once, like CUDA's by-value parameter buffer.
+template <typename... P, typename... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
+  static_assert((std::is_trivially_copyable_v<std::decay_t<P>> && ...), "launch: kernel parameters must be POD");
+  (void)stream;  // streams are serial no-ops in the emulator
+  struct Call {
+    void (*kernel)(P...);
+    std::tuple<std::decay_t<P>...> params;
+  } call{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
+  ::nimbus::emu::run_kernel(grid, block, smem, [](void* c) {
+    auto* call = static_cast<Call*>(c);
+    std::apply(call->kernel, call->params);
+  }, &call);
+}

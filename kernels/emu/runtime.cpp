@@ -1,0 +1,239 @@
+/* runtime.cpp: the cuda* runtime subset on the CPU, and the emulator's global settings.
+ *
+ * Device memory is host memory kept in a registry (start -> size), so every copy and memset can
+ * be checked: a copy's direction must match where its pointers live, and a device range must lie
+ * inside one allocation. New allocations are filled with 0xFF bytes (a float NaN), so reading
+ * memory nobody wrote shows up. Errors are sticky until cudaGetLastError(), as in CUDA; the
+ * detailed text is in last_error_detail(). Streams and events exist only as handles: everything
+ * runs synchronously.
+ */
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "engine/error.h"
+#include "kernels/emu/runtime.h"
+
+struct EmuStream {};
+struct EmuEvent {};
+
+namespace nimbus::emu {
+namespace {
+
+std::mutex registry_mutex;
+std::map<uintptr_t, size_t> registry;  // device allocations: start -> bytes
+
+thread_local cudaError_t last_error = cudaSuccess;  // per host thread, as in CUDA
+thread_local std::string last_detail;
+
+// The allocation containing [p, p + bytes), or nullptr. Caller holds registry_mutex.
+const std::pair<const uintptr_t, size_t>* find_allocation(const void* p, size_t bytes) {
+  auto a = uintptr_t(p);
+  auto it = registry.upper_bound(a);
+  if (it == registry.begin()) return nullptr;
+  --it;
+  if (a >= it->first + it->second && !(a == it->first && it->second == 0)) return nullptr;
+  if (a + bytes > it->first + it->second) return nullptr;
+  return &*it;
+}
+
+cudaError_t fail(cudaError_t e, const std::string& detail) {
+  set_last_error(e, detail);
+  return e;
+}
+
+OrderSpec parse_order_env() {
+  OrderSpec s;
+  const char* e = std::getenv("EMU_ORDER");
+  if (!e) return s;
+  std::string v = e;
+  if (v == "forward") s.order = Order::Forward;
+  else if (v == "reverse") s.order = Order::Reverse;
+  else if (v.rfind("shuffle", 0) == 0) {
+    s.order = Order::Shuffle;
+    if (v.size() > 8 && v[7] == ':') s.seed = std::strtoull(v.c_str() + 8, nullptr, 10);
+  } else {
+    throw Error(str("EMU_ORDER=", v, ": expected forward, reverse or shuffle[:seed]"));
+  }
+  return s;
+}
+
+OrderSpec& order_setting() {
+  static OrderSpec s = parse_order_env();
+  return s;
+}
+bool& strict_setting() {
+  static bool s = [] {
+    const char* e = std::getenv("EMU_STRICT");
+    return !(e && std::string(e) == "0");
+  }();
+  return s;
+}
+
+}  // namespace
+
+void set_order(OrderSpec spec) { order_setting() = spec; }
+OrderSpec order() { return order_setting(); }
+const char* order_name(Order o) {
+  return o == Order::Forward ? "forward" : o == Order::Reverse ? "reverse" : "shuffled";
+}
+void set_strict(bool s) { strict_setting() = s; }
+bool strict() { return strict_setting(); }
+
+bool is_device_pointer(const void* p) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  return find_allocation(p, 0) != nullptr;
+}
+size_t live_allocations() {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  return registry.size();
+}
+std::string last_error_detail() { return last_detail; }
+void set_last_error(cudaError_t e, const std::string& detail) {
+  last_error = e;
+  last_detail = detail;
+}
+
+}  // namespace nimbus::emu
+
+using namespace nimbus::emu;
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  if (!ptr) return fail(cudaErrorInvalidValue, "cudaMalloc: null output pointer");
+  size_t rounded = (bytes + 255) / 256 * 256;  // CUDA allocations are 256-byte aligned
+  void* p = std::aligned_alloc(256, rounded ? rounded : 256);
+  if (!p) return fail(cudaErrorMemoryAllocation, nimbus::str("cudaMalloc: out of memory for ", bytes, " bytes"));
+  std::memset(p, 0xFF, bytes);
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  registry[uintptr_t(p)] = bytes;
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (!ptr) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    auto it = registry.find(uintptr_t(ptr));
+    if (it == registry.end())
+      return fail(cudaErrorInvalidValue, nimbus::str("cudaFree: ", ptr, " is not the start of a live allocation"));
+    registry.erase(it);
+  }
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (bytes == 0) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    bool dst_dev = find_allocation(dst, 0), src_dev = find_allocation(src, 0);
+    if (kind == cudaMemcpyDefault) kind = cudaMemcpyKind((src_dev ? 2 : 0) | (dst_dev ? 1 : 0));
+    static const char* names[] = {"HostToHost", "HostToDevice", "DeviceToHost", "DeviceToDevice"};
+    bool want_dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    bool want_src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    if (kind < 0 || kind > 3)
+      return fail(cudaErrorInvalidValue, nimbus::str("cudaMemcpy: invalid kind ", int(kind)));
+    if (dst_dev != want_dst_dev || src_dev != want_src_dev)
+      return fail(cudaErrorInvalidValue,
+                  nimbus::str("cudaMemcpy", names[kind], ": destination is ", dst_dev ? "device" : "host",
+                              " memory and source is ", src_dev ? "device" : "host", " memory"));
+    if (dst_dev && !find_allocation(dst, bytes))
+      return fail(cudaErrorInvalidValue, nimbus::str("cudaMemcpy: ", bytes, " bytes at ", dst,
+                                                     " run past the end of the destination allocation"));
+    if (src_dev && !find_allocation(src, bytes))
+      return fail(cudaErrorInvalidValue, nimbus::str("cudaMemcpy: ", bytes, " bytes at ", src,
+                                                     " run past the end of the source allocation"));
+  }
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (bytes == 0) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    if (!find_allocation(ptr, bytes))
+      return fail(cudaErrorInvalidValue,
+                  nimbus::str("cudaMemset: ", bytes, " bytes at ", ptr, " are not inside one device allocation"));
+  }
+  std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) { return cudaMemset(ptr, value, bytes); }
+
+cudaError_t cudaGetLastError() {
+  cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return last_error; }
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+  }
+  return "unknown error";
+}
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (!count) return fail(cudaErrorInvalidValue, "cudaGetDeviceCount: null pointer");
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  return device == 0 ? cudaSuccess
+                     : fail(cudaErrorInvalidDevice, nimbus::str("cudaSetDevice(", device, "): the emulator has device 0 only"));
+}
+cudaError_t cudaGetDevice(int* device) {
+  if (!device) return fail(cudaErrorInvalidValue, "cudaGetDevice: null pointer");
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaStreamCreate(cudaStream_t* s) {
+  if (!s) return fail(cudaErrorInvalidValue, "cudaStreamCreate: null pointer");
+  *s = new EmuStream;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete s;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  if (!e) return fail(cudaErrorInvalidValue, "cudaEventCreate: null pointer");
+  *e = new EmuEvent;
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
+  if (!ms) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: null pointer");
+  *ms = 0.0f;
+  return cudaSuccess;
+}

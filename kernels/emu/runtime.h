@@ -1,0 +1,96 @@
+/* runtime.h: the emulator's host side: the CUDA runtime types and the cuda* subset our backend
+ * uses (runtime.cpp), plus the emulator's own controls (execution order, strictness, stats).
+ *
+ * Self-contained on purpose: the CPU build needs no CUDA toolkit. Types and error codes carry
+ * CUDA's names and values. There is no libcudart: device memory is host memory from a registry
+ * (so direction and bounds of every copy can be checked), filled with NaN bytes when allocated.
+ */
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+struct dim3 {
+  unsigned int x, y, z;
+  constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1) : x(vx), y(vy), z(vz) {}
+};
+
+enum cudaError_t : int {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorLaunchFailure = 719,
+};
+enum cudaMemcpyKind : int {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+using cudaStream_t = struct EmuStream*;
+using cudaEvent_t = struct EmuEvent*;
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes);
+template <typename T>
+inline cudaError_t cudaMalloc(T** ptr, size_t bytes) { return cudaMalloc(reinterpret_cast<void**>(ptr), bytes); }
+cudaError_t cudaFree(void* ptr);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream = nullptr);
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream = nullptr);
+cudaError_t cudaGetLastError();
+cudaError_t cudaPeekAtLastError();
+const char* cudaGetErrorString(cudaError_t e);
+const char* cudaGetErrorName(cudaError_t e);
+cudaError_t cudaGetDeviceCount(int* count);  // 1: the emulated device
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaStreamCreate(cudaStream_t* stream);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaEventCreate(cudaEvent_t* event);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);  // always 0: no timings here
+
+namespace nimbus::emu {
+
+// Order in which threads within a block, and blocks within a grid, are run.
+// Forward and Reverse are fixed; Shuffle draws a new permutation per block and per scheduling
+// round from `seed`, deterministically. Default from EMU_ORDER=forward|reverse|shuffle[:seed].
+enum class Order { Forward, Reverse, Shuffle };
+struct OrderSpec {
+  Order order = Order::Forward;
+  uint64_t seed = 1;
+};
+void set_order(OrderSpec spec);
+OrderSpec order();
+const char* order_name(Order o);
+
+// Strict (default; EMU_STRICT=0 turns it off): a thread that exits while others of its block wait
+// at a barrier is an error. Non-strict follows PTX `exit`: the barrier then releases without it.
+void set_strict(bool strict);
+bool strict();
+
+// What the last launch did, for tests (summed over blocks).
+struct LaunchStats {
+  int64_t blocks = 0, threads = 0;
+  int64_t barriers = 0;    // __syncthreads releases
+  int64_t warp_syncs = 0;  // warp-primitive releases (one per warp per call site reached)
+  int64_t max_stacks = 0;  // most fibers suspended at once (stacks in use)
+};
+LaunchStats last_launch_stats();
+
+// Registry queries: is p inside a live cudaMalloc allocation? The detail of the last runtime error
+// (cudaGetErrorString only gives the generic text).
+bool is_device_pointer(const void* p);
+size_t live_allocations();
+std::string last_error_detail();
+void set_last_error(cudaError_t e, const std::string& detail);  // used by the scheduler
+
+}  // namespace nimbus::emu

@@ -1,0 +1,552 @@
+/* scheduler.cpp: runs an emulated kernel: one fiber per CUDA thread, blocks one after another.
+ *
+ * A block's threads run in the chosen order (forward / reverse / seeded shuffle), each until it
+ * finishes or waits: at __syncthreads() (block scope) or at a warp primitive (warp scope). A warp
+ * primitive completes the moment every lane of its mask has arrived; a block barrier releases
+ * when nothing can run and every live thread waits at the same call site. Anything else with
+ * nothing runnable is a bug in the kernel and is reported with thread ids: barrier reached from
+ * two sites, a thread exited while others wait (strict mode), or a deadlock.
+ *
+ * Fibers never move between OS threads (TLS addresses are cached by the compiler): with
+ * EMU_THREADS=n, blocks run in parallel under OpenMP, each OS thread with its own scheduler,
+ * stack pool and shared memory. Sanitizer fiber hooks: EMU_ASAN / EMU_TSAN (set automatically
+ * under -fsanitize=address / thread).
+ */
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/emu/device.h"
+
+#if defined(__SANITIZE_ADDRESS__) && !defined(EMU_ASAN)
+#define EMU_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(EMU_TSAN)
+#define EMU_TSAN 1
+#endif
+#ifdef EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+#ifdef EMU_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
+// The one dynamic shared memory array (see DYNAMIC_SMEM in compat.h), per OS thread.
+thread_local __attribute__((aligned(16))) unsigned char nimbus_dyn_smem[nimbus::emu::kMaxDynamicSmem];
+
+namespace nimbus::emu {
+
+thread_local const Coords* tls_coords = nullptr;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Context switch: the only two functions that know about ucontext (~270 ns per switch, one
+// sigprocmask syscall each). A register-swapping asm version can replace just these two.
+struct Context {
+  ucontext_t uc;
+};
+void context_make(Context& c, char* stack, size_t size, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;  // entry never returns: it switches away for the last time
+  makecontext(&c.uc, entry, 0);
+}
+void context_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+
+// ---------------------------------------------------------------------------------------------
+// Fiber stacks: EMU_STACK_KB (default 64) each, with a PROT_NONE guard page below so an
+// overflow faults instead of corrupting the neighbour. Pooled per OS thread: a stack is taken
+// when a thread starts and returned when it finishes, so a barrier-free kernel needs one.
+size_t stack_bytes() {
+  static const size_t bytes = [] {
+    const char* e = std::getenv("EMU_STACK_KB");
+    size_t kb = e ? std::strtoul(e, nullptr, 10) : 64;
+    return std::max<size_t>(kb, 16) * 1024;
+  }();
+  return bytes;
+}
+
+struct Stack {
+  char* base = nullptr;  // usable memory, above the guard page
+  size_t size = 0;
+};
+
+class StackPool {
+ public:
+  Stack get() {
+    if (!free_.empty()) {
+      Stack s = free_.back();
+      free_.pop_back();
+#ifdef EMU_ASAN
+      ASAN_UNPOISON_MEMORY_REGION(s.base, s.size);  // frames of an abandoned fiber stay poisoned
+#endif
+      return s;
+    }
+    size_t page = size_t(sysconf(_SC_PAGESIZE)), size = stack_bytes();
+    void* m = mmap(nullptr, size + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    NIMBUS_CHECK(m != MAP_FAILED, "cuda emulator: cannot map a ", size, "-byte fiber stack");
+    mprotect(m, page, PROT_NONE);
+    all_.push_back(m);
+    return {static_cast<char*>(m) + page, size};
+  }
+  void put(Stack s) { free_.push_back(s); }
+  size_t in_use() const { return all_.size() - free_.size(); }
+  ~StackPool() {
+    size_t page = size_t(sysconf(_SC_PAGESIZE));
+    for (void* m : all_) munmap(m, stack_bytes() + page);
+  }
+
+ private:
+  std::vector<Stack> free_;
+  std::vector<void*> all_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// One emulated CUDA thread and one block.
+enum class State : unsigned char { Fresh, Ready, Running, AtBarrier, AtWarp, Done, Faulted };
+
+struct Thread {
+  Coords coords;
+  int tid = 0;  // linear id in the block: x + y*bx + z*bx*by
+  State state = State::Fresh;
+  Stack stack;
+  Context ctx;
+  const char* file = nullptr;  // site of the barrier / warp primitive it waits at
+  int line = 0;
+  WarpOp op = WarpOp::Syncwarp;  // the pending warp primitive
+  uint32_t mask = 0, value = 0, result = 0;
+  int arg = 0, width = 32;
+  void* asan_fake_stack = nullptr;
+  void* tsan_fiber = nullptr;
+};
+
+struct Block {
+  std::vector<Thread> threads;
+  Context sched;
+  Thread* current = nullptr;
+  void (*fn)(void*) = nullptr;
+  void* arg = nullptr;
+  std::string error;  // set by a faulting fiber or by the scheduler
+  LaunchStats stats;
+  StackPool pool;
+  const void* main_stack_bottom = nullptr;  // the scheduler's stack, for ASan
+  size_t main_stack_size = 0;
+  void* tsan_sched = nullptr;
+  char barrier_token = 0, launch_token = 0, exit_token = 0;  // TSan sync objects (addresses)
+  char warp_token[32] = {};
+};
+thread_local Block tls_block;
+
+std::string site(const char* file, int line) { return str(file, ":", line); }
+
+// "0-9,12,40-43": compact list of linear thread ids.
+std::string ids(const std::vector<int>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size();) {
+    size_t j = i;
+    while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
+    if (!s.empty()) s += ",";
+    s += std::to_string(v[i]);
+    if (j > i) s += "-" + std::to_string(v[j]);
+    i = j + 1;
+  }
+  return s;
+}
+
+const char* op_name(WarpOp op) {
+  switch (op) {
+    case WarpOp::Shfl: return "__shfl_sync";
+    case WarpOp::ShflUp: return "__shfl_up_sync";
+    case WarpOp::ShflDown: return "__shfl_down_sync";
+    case WarpOp::ShflXor: return "__shfl_xor_sync";
+    case WarpOp::Ballot: return "__ballot_sync";
+    case WarpOp::Any: return "__any_sync";
+    case WarpOp::All: return "__all_sync";
+    case WarpOp::Syncwarp: return "__syncwarp";
+  }
+  return "?";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Switching between the scheduler and a fiber, with the sanitizer bookkeeping.
+EMU_NO_TSAN void fiber_entry();
+
+EMU_NO_TSAN void switch_to_thread(Block& b, Thread& t) {
+#ifdef EMU_TSAN
+  __tsan_switch_to_fiber(t.tsan_fiber, __tsan_switch_to_fiber_no_sync);
+#endif
+#ifdef EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, t.stack.base, t.stack.size);
+#endif
+  context_switch(b.sched, t.ctx);
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+// From the running fiber back to the scheduler; returns when the scheduler resumes it.
+EMU_NO_TSAN void switch_to_scheduler(Block& b, Thread& t, bool final) {
+#ifdef EMU_TSAN
+  __tsan_switch_to_fiber(b.tsan_sched, __tsan_switch_to_fiber_no_sync);
+#endif
+#ifdef EMU_ASAN
+  __sanitizer_start_switch_fiber(final ? nullptr : &t.asan_fake_stack, b.main_stack_bottom, b.main_stack_size);
+#endif
+  context_switch(t.ctx, b.sched);
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(t.asan_fake_stack, &b.main_stack_bottom, &b.main_stack_size);
+#endif
+  (void)final;
+}
+
+// A kernel bug found inside a fiber: record it and leave for good (the fiber is abandoned).
+[[noreturn]] EMU_NO_TSAN void fault(Block& b, Thread& t, const std::string& msg) {
+  b.error = msg;
+  t.state = State::Faulted;
+  switch_to_scheduler(b, t, false);
+  __builtin_unreachable();
+}
+
+EMU_NO_TSAN void fiber_entry() {
+  Block& b = tls_block;
+  Thread& t = *b.current;
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &b.main_stack_bottom, &b.main_stack_size);
+#endif
+#ifdef EMU_TSAN
+  __tsan_acquire(&b.launch_token);  // the kernel sees the host's writes before the launch
+#endif
+  try {
+    b.fn(b.arg);
+  } catch (const std::exception& e) {
+    fault(b, t, str("exception escaped the kernel: ", e.what()));
+  }
+#ifdef EMU_TSAN
+  __tsan_release(&b.exit_token);  // the host sees the kernel's writes after the launch
+#endif
+  t.state = State::Done;
+  switch_to_scheduler(b, t, true);
+  __builtin_unreachable();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warp primitives: computed for the whole group once the last lane of the mask arrives.
+EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask) {
+  Thread* lanes = &b.threads[size_t(warp) * 32];
+  for (int l = 0; l < 32; ++l) {
+    if (!(mask >> l & 1)) continue;
+    const Thread& o = lanes[l];
+    if (o.op != me.op || o.mask != mask)
+      fault(b, me, str("warp ", warp, ": lane ", l, " is in ", op_name(o.op), "(mask 0x", std::hex, o.mask, ") at ",
+                       site(o.file, o.line), " while lane ", me.tid % 32, " is in ", op_name(me.op), "(mask 0x",
+                       mask, std::dec, ") at ", site(me.file, me.line), ": lanes of a mask must meet at one primitive"));
+  }
+  uint32_t ballot = 0;
+  for (int l = 0; l < 32; ++l)
+    if ((mask >> l & 1) && lanes[l].value) ballot |= 1u << l;
+  for (int l = 0; l < 32; ++l) {
+    if (!(mask >> l & 1)) continue;
+    Thread& t = lanes[l];
+    int w = t.width, lo = l & ~(w - 1), hi = lo + w - 1, j = l;
+    bool valid = true;
+    switch (t.op) {  // PTX shfl.sync rules: an out-of-segment source returns the lane's own value
+      case WarpOp::Shfl: j = lo | (t.arg & (w - 1)); break;
+      case WarpOp::ShflUp: j = l - t.arg; valid = t.arg >= 0 && j >= lo; break;
+      case WarpOp::ShflDown: j = l + t.arg; valid = t.arg >= 0 && j <= hi; break;
+      case WarpOp::ShflXor: j = l ^ (t.arg & 31); valid = j <= hi; break;  // earlier segments are reachable
+      default: break;
+    }
+    switch (t.op) {
+      case WarpOp::Ballot: t.result = ballot; break;
+      case WarpOp::Any: t.result = ballot != 0; break;
+      case WarpOp::All: t.result = ballot == mask; break;
+      case WarpOp::Syncwarp: t.result = 0; break;
+      default:
+        if (valid && !(mask >> j & 1))
+          fault(b, me, str(op_name(t.op), " at ", site(t.file, t.line), ": lane ", l, " reads lane ", j,
+                           " which is not in mask 0x", std::hex, mask, std::dec, " (undefined on a GPU)"));
+        t.result = valid ? lanes[j].value : t.value;
+    }
+    t.state = State::Ready;
+  }
+  me.state = State::Running;  // the last arrival goes on without a switch
+  ++b.stats.warp_syncs;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The block loop.
+std::vector<int> permutation(int n, const OrderSpec& o, std::mt19937_64& rng) {
+  std::vector<int> p(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) p[size_t(i)] = o.order == Order::Reverse ? n - 1 - i : i;
+  if (o.order == Order::Shuffle) std::shuffle(p.begin(), p.end(), rng);
+  return p;
+}
+
+EMU_NO_TSAN void start_or_resume(Block& b, Thread& t) {
+  if (t.state == State::Fresh) {
+    t.stack = b.pool.get();
+    b.stats.max_stacks = std::max<int64_t>(b.stats.max_stacks, int64_t(b.pool.in_use()));
+    context_make(t.ctx, t.stack.base, t.stack.size, fiber_entry);
+#ifdef EMU_TSAN
+    t.tsan_fiber = __tsan_create_fiber(0);
+#endif
+  }
+  t.state = State::Running;
+  b.current = &t;
+  tls_coords = &t.coords;
+  switch_to_thread(b, t);
+  if (t.state == State::Done) {
+    b.pool.put(t.stack);
+    t.stack = {};
+#ifdef EMU_TSAN
+    __tsan_destroy_fiber(t.tsan_fiber);
+    t.tsan_fiber = nullptr;
+#endif
+  }
+}
+
+// Nothing is runnable and not everyone is done: release the barrier if that is legal, else
+// describe the problem.
+EMU_NO_TSAN std::string release_or_diagnose(Block& b, bool strict_mode) {
+  std::vector<int> done, at_barrier, at_warp;
+  for (const Thread& t : b.threads)
+    (t.state == State::Done ? done : t.state == State::AtBarrier ? at_barrier : at_warp).push_back(t.tid);
+  if (!at_warp.empty()) {
+    std::string msg = "deadlock: no thread can run.";
+    for (size_t w = 0; w * 32 < b.threads.size(); ++w) {
+      std::vector<int> waiting, missing;
+      const Thread* first = nullptr;
+      for (int l = 0; l < 32 && w * 32 + size_t(l) < b.threads.size(); ++l) {
+        const Thread& t = b.threads[w * 32 + size_t(l)];
+        if (t.state == State::AtWarp) waiting.push_back(t.tid), first = first ? first : &t;
+      }
+      if (!first) continue;
+      for (int l = 0; l < 32; ++l)
+        if ((first->mask >> l & 1) && b.threads[w * 32 + size_t(l)].state != State::AtWarp)
+          missing.push_back(int(w * 32) + l);
+      msg += str(" Threads ", ids(waiting), " wait in ", op_name(first->op), " at ", site(first->file, first->line),
+                 " for threads ", ids(missing), " of its mask, which");
+      bool exited = std::all_of(missing.begin(), missing.end(),
+                                [&](int id) { return b.threads[size_t(id)].state == State::Done; });
+      msg += exited ? " exited." : " wait elsewhere.";
+    }
+    if (!at_barrier.empty())
+      msg += str(" Threads ", ids(at_barrier), " wait at __syncthreads() at ",
+                 site(b.threads[size_t(at_barrier[0])].file, b.threads[size_t(at_barrier[0])].line), ".");
+    return msg;
+  }
+  // Everyone alive waits at a block barrier.
+  const Thread& t0 = b.threads[size_t(at_barrier[0])];
+  std::vector<int> elsewhere;
+  for (int id : at_barrier) {
+    const Thread& t = b.threads[size_t(id)];
+    if (t.line != t0.line || std::string(t.file) != t0.file) elsewhere.push_back(id);
+  }
+  if (!elsewhere.empty()) {
+    const Thread& t1 = b.threads[size_t(elsewhere[0])];
+    std::vector<int> same;
+    for (int id : at_barrier)
+      if (std::find(elsewhere.begin(), elsewhere.end(), id) == elsewhere.end()) same.push_back(id);
+    return str("__syncthreads() reached from different call sites: threads ", ids(same), " at ",
+               site(t0.file, t0.line), ", threads ", ids(elsewhere), " at ", site(t1.file, t1.line),
+               " (every thread of a block must reach the same barrier)");
+  }
+  if (!done.empty() && strict_mode)
+    return str("threads ", ids(done), " exited while threads ", ids(at_barrier), " wait at __syncthreads() at ",
+               site(t0.file, t0.line), " (barriers must be reached by all threads: guard work with `bool active`, "
+               "do not return early; EMU_STRICT=0 releases the barrier as PTX exit would)");
+  for (Thread& t : b.threads)
+    if (t.state == State::AtBarrier) t.state = State::Ready;
+  ++b.stats.barriers;
+  return "";
+}
+
+// Runs one block; returns "" or the error.
+EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem, void (*fn)(void*), void* arg,
+                                  const OrderSpec& order_spec, bool strict_mode, uint64_t block_linear) {
+  Block& b = tls_block;
+  int n = int(block.x * block.y * block.z);
+  b.threads.resize(size_t(n));
+  b.fn = fn;
+  b.arg = arg;
+  b.error.clear();
+  for (int i = 0; i < n; ++i) {
+    Thread& t = b.threads[size_t(i)];
+    t.tid = i;
+    t.state = State::Fresh;
+    t.coords = {{unsigned(i) % block.x, unsigned(i) / block.x % block.y, unsigned(i) / (block.x * block.y)},
+                bidx, block, grid};
+  }
+  std::memset(nimbus_dyn_smem, 0xFF, smem);  // NaN bytes: reading before writing shows up
+#ifdef EMU_ASAN
+  ASAN_POISON_MEMORY_REGION(nimbus_dyn_smem + smem, kMaxDynamicSmem - smem);  // past the requested size
+#endif
+#ifdef EMU_TSAN
+  b.tsan_sched = __tsan_get_current_fiber();
+  __tsan_release(&b.launch_token);
+#endif
+  std::mt19937_64 rng(order_spec.seed * 0x9E3779B97F4A7C15ull + block_linear);
+  ++b.stats.blocks;
+  b.stats.threads += n;
+  for (;;) {
+    bool ran = false;
+    for (int i : permutation(n, order_spec, rng)) {
+      Thread& t = b.threads[size_t(i)];
+      if (t.state != State::Fresh && t.state != State::Ready) continue;
+      start_or_resume(b, t);
+      ran = true;
+      if (!b.error.empty()) break;
+    }
+    if (!b.error.empty()) break;
+    if (ran) continue;
+    if (std::all_of(b.threads.begin(), b.threads.end(), [](const Thread& t) { return t.state == State::Done; }))
+      break;
+    b.error = release_or_diagnose(b, strict_mode);
+    if (!b.error.empty()) break;
+  }
+  // Abandon whatever did not finish (only after an error): its stack goes back to the pool.
+  for (Thread& t : b.threads) {
+    if (t.stack.base) b.pool.put(t.stack), t.stack = {};
+#ifdef EMU_TSAN
+    if (t.tsan_fiber) __tsan_destroy_fiber(t.tsan_fiber), t.tsan_fiber = nullptr;
+#endif
+  }
+#ifdef EMU_TSAN
+  __tsan_acquire(&b.exit_token);
+#endif
+#ifdef EMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(nimbus_dyn_smem, kMaxDynamicSmem);
+#endif
+  tls_coords = nullptr;
+  if (b.error.empty()) return "";
+  return str("block (", bidx.x, ",", bidx.y, ",", bidx.z, "): ", b.error);
+}
+
+LaunchStats last_stats;  // of the last launch (host side, one launch at a time)
+
+int emu_threads() {
+  static const int n = [] {
+    const char* e = std::getenv("EMU_THREADS");
+    return e ? std::max(1, std::atoi(e)) : 1;
+  }();
+  return n;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Device-side entry points.
+EMU_NO_TSAN void syncthreads(const char* file, int line) {
+  Block& b = tls_block;
+  Thread& t = *b.current;
+  t.state = State::AtBarrier;
+  t.file = file;
+  t.line = line;
+#ifdef EMU_TSAN
+  __tsan_release(&b.barrier_token);
+#endif
+  switch_to_scheduler(b, t, false);
+#ifdef EMU_TSAN
+  __tsan_acquire(&b.barrier_token);
+#endif
+}
+
+EMU_NO_TSAN uint32_t warp_op(WarpOp op, uint32_t mask, uint32_t value, int arg, int width, const char* file,
+                             int line) {
+  Block& b = tls_block;
+  Thread& t = *b.current;
+  int lane = t.tid % 32, warp = t.tid / 32;
+  if (b.threads.size() % 32 != 0)
+    fault(b, t, str(op_name(op), " at ", site(file, line), ": block of ", b.threads.size(),
+                    " threads; warp primitives need a multiple of 32"));
+  if (!(mask >> lane & 1))
+    fault(b, t, str(op_name(op), " at ", site(file, line), ": lane ", lane, " of warp ", warp, " calls it with mask 0x",
+                    std::hex, mask, std::dec, " that excludes itself"));
+  if (width < 1 || width > 32 || (width & (width - 1)))
+    fault(b, t, str(op_name(op), " at ", site(file, line), ": width ", width, " is not a power of two in [1, 32]"));
+  t.op = op;
+  t.mask = mask;
+  t.value = value;
+  t.arg = arg;
+  t.width = width;
+  t.file = file;
+  t.line = line;
+  t.state = State::AtWarp;
+#ifdef EMU_TSAN
+  __tsan_release(&b.warp_token[warp]);
+#endif
+  bool complete = true;
+  for (int l = 0; l < 32; ++l)
+    if ((mask >> l & 1) && b.threads[size_t(warp * 32 + l)].state != State::AtWarp) complete = false;
+  if (complete)
+    complete_warp_op(b, t, warp, mask);
+  else
+    switch_to_scheduler(b, t, false);
+#ifdef EMU_TSAN
+  __tsan_acquire(&b.warp_token[warp]);
+#endif
+  return t.result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host-side launch.
+void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg) {
+  uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.y > 65535 || grid.z > 65535 || smem > kMaxDynamicSmem) {
+    set_last_error(cudaErrorInvalidConfiguration,
+                   str("launch: grid (", grid.x, ",", grid.y, ",", grid.z, ") block (", block.x, ",", block.y, ",",
+                       block.z, ") with ", smem, " bytes of dynamic shared memory is not a valid configuration "
+                       "(at most 1024 threads per block, block.z <= 64, grid.y/z <= 65535, smem <= ",
+                       kMaxDynamicSmem, ")"));
+    return;
+  }
+  const OrderSpec spec = order();
+  const bool strict_mode = strict();
+  int64_t nblocks = int64_t(grid.x) * grid.y * grid.z;
+  std::vector<int64_t> blocks(static_cast<size_t>(nblocks));
+  for (int64_t i = 0; i < nblocks; ++i) blocks[size_t(i)] = spec.order == Order::Reverse ? nblocks - 1 - i : i;
+  if (spec.order == Order::Shuffle) std::shuffle(blocks.begin(), blocks.end(), std::mt19937_64(spec.seed));
+
+  std::vector<std::string> errors(static_cast<size_t>(nblocks));
+  bool failed = false;  // stop at the first broken block
+  LaunchStats total;
+  int nthreads = int(std::min<int64_t>(emu_threads(), nblocks));
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+  {
+    tls_block.stats = {};
+#pragma omp for schedule(dynamic)
+    for (int64_t k = 0; k < nblocks; ++k) {
+      if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
+      int64_t lin = blocks[size_t(k)];
+      uint3 bidx{unsigned(lin % grid.x), unsigned(lin / grid.x % grid.y), unsigned(lin / (int64_t(grid.x) * grid.y))};
+      errors[size_t(k)] = run_block(grid, block, bidx, smem, fn, arg, spec, strict_mode, uint64_t(lin));
+      if (!errors[size_t(k)].empty()) __atomic_store_n(&failed, true, __ATOMIC_RELAXED);
+    }
+#pragma omp critical
+    {
+      const LaunchStats& s = tls_block.stats;
+      total.blocks += s.blocks, total.threads += s.threads, total.barriers += s.barriers;
+      total.warp_syncs += s.warp_syncs, total.max_stacks = std::max(total.max_stacks, s.max_stacks);
+    }
+  }
+  last_stats = total;
+  for (const std::string& e : errors)
+    NIMBUS_CHECK(e.empty(), "cuda emulator: kernel with grid (", grid.x, ",", grid.y, ",", grid.z, ") block (",
+                 block.x, ",", block.y, ",", block.z, "), ", order_name(spec.order), " order: ", e);
+}
+
+LaunchStats last_launch_stats() { return last_stats; }
+
+}  // namespace nimbus::emu
