@@ -1,0 +1,112 @@
+// test_pool.cpp: max_pool2d and global_avg_pool: backward vs finite differences
+// (double), the ops vs PyTorch fixtures (including tied maxima), error cases.
+#include <doctest/doctest.h>
+
+#include "engine/autograd.h"
+#include "engine/io/safetensors.h"
+#include "engine/ops/pool.h"
+#include "kernels/cpu/pool.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+using cpu::PoolGeom;
+
+namespace {
+const SafetensorsFile& pool_fixtures() {
+  static const SafetensorsFile f = load_safetensors(fixture("ops_conv.safetensors"));
+  return f;
+}
+}  // namespace
+
+TEST_CASE("max_pool2d kernel: backward matches finite differences in double") {
+  Rng rng(5);
+  for (auto [k, s, p] : std::vector<std::array<int64_t, 3>>{{3, 2, 1}, {2, 2, 0}, {3, 1, 1}, {3, 3, 0}, {5, 2, 2}}) {
+    const PoolGeom g{2, 3, 7, 5, k, s, p};
+    CAPTURE(k);
+    CAPTURE(s);
+    CAPTURE(p);
+    // Distinct values (a shuffled ramp) spaced far more than the FD step: no ties, no kinks.
+    std::vector<double> x(size_t(g.N * g.C * g.H * g.W));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.01 * double((i * 37) % x.size()) - 1;
+    auto r = random_vec(size_t(g.N * g.C * g.P() * g.Q()), rng);
+    auto loss = [&](const std::vector<double>& xs) {
+      std::vector<double> y(r.size());
+      cpu::max_pool2d_forward(y.data(), xs.data(), g);
+      return dot(y, r);
+    };
+    std::vector<double> dx(x.size());
+    cpu::max_pool2d_backward(dx.data(), r.data(), x.data(), g);
+    check_close(dx, numeric_grad(loss, x), 1e-7, 1e-6, "dx");
+  }
+}
+
+TEST_CASE("max_pool2d kernel: ties go to the first maximum, padding never wins") {
+  // One 2x2 plane of equal values, kernel 2: the gradient lands on the top-left cell only.
+  const PoolGeom g{1, 1, 2, 2, 2, 1, 0};
+  std::vector<float> x{3, 3, 3, 3}, y(1), dx(4);
+  std::vector<float> dy{1.5f};
+  cpu::max_pool2d_forward(y.data(), x.data(), g);
+  cpu::max_pool2d_backward(dx.data(), dy.data(), x.data(), g);
+  CHECK(y[0] == 3);
+  CHECK(dx == std::vector<float>{1.5f, 0, 0, 0});
+  // All-negative input with padding 1: the max is a real cell (-1), not the zero padding.
+  const PoolGeom gp{1, 1, 2, 2, 3, 1, 1};
+  std::vector<float> xn{-4, -1, -3, -2}, yn(4);
+  cpu::max_pool2d_forward(yn.data(), xn.data(), gp);
+  CHECK(yn == std::vector<float>{-1, -1, -1, -1});
+}
+
+TEST_CASE("global_avg_pool kernel: backward matches finite differences in double") {
+  Rng rng(6);
+  const int64_t planes = 6, hw = 35;
+  auto x = random_vec(size_t(planes * hw), rng), r = random_vec(size_t(planes), rng);
+  auto loss = [&](const std::vector<double>& xs) {
+    std::vector<double> y(static_cast<size_t>(planes));
+    cpu::global_avg_pool_forward(y.data(), xs.data(), planes, hw);
+    return dot(y, r);
+  };
+  std::vector<double> dx(x.size());
+  cpu::global_avg_pool_backward(dx.data(), r.data(), planes, hw);
+  check_close(dx, numeric_grad(loss, x), 1e-8, 1e-6, "dx");
+}
+
+TEST_CASE("max_pool2d op: forward and gradient match PyTorch (incl. ties)") {
+  int cases = 0;
+  for (int i = 0; pool_fixtures().find(str("maxpool", i, ".x")); ++i, ++cases) {
+    const std::string c = str("maxpool", i, ".");
+    CAPTURE(c);
+    Tensor x = pool_fixtures().at(c + "x").clone();
+    x.set_requires_grad(true);
+    auto cfg = pool_fixtures().at(c + "cfg").to_vector();
+    Tensor y = max_pool2d(x, int(cfg[0]), int(cfg[1]), int(cfg[2]));
+    check_close(y, pool_fixtures().at(c + "y"), 0, 0, "y");  // a max is exact
+    y.backward(pool_fixtures().at(c + "dy"));
+    check_close(x.grad(), pool_fixtures().at(c + "dx"), 1e-6, 1e-6, "dx");
+  }
+  CHECK(cases == 4);
+}
+
+TEST_CASE("global_avg_pool op: forward and gradient match PyTorch") {
+  Tensor x = pool_fixtures().at("gap.x").clone();
+  x.set_requires_grad(true);
+  Tensor y = global_avg_pool(x);
+  CHECK(y.shape() == Shape{2, 3});
+  check_close(y, pool_fixtures().at("gap.y"), 1e-6, 1e-5, "y");
+  y.backward(pool_fixtures().at("gap.dy"));
+  check_close(x.grad(), pool_fixtures().at("gap.dx"), 1e-7, 1e-5, "dx");
+}
+
+TEST_CASE("pool ops: bad input raises errors naming the op") {
+  CHECK_THROWS_WITH_AS(max_pool2d(Tensor::zeros({3, 8, 8}), 3, 2, 1), doctest::Contains("max_pool2d: input (3,8,8)"),
+                       Error);
+  CHECK_THROWS_WITH_AS(max_pool2d(Tensor::zeros({1, 1, 2, 2}), 5, 1, 1),
+                       doctest::Contains("max_pool2d: kernel 5x5 is larger than input (1,1,2,2)"), Error);
+  CHECK_THROWS_WITH_AS(max_pool2d(Tensor::zeros({1, 1, 8, 8}), 3, 1, 2), doctest::Contains("max_pool2d: padding 2"),
+                       Error);
+  CHECK_THROWS_WITH_AS(max_pool2d(Tensor::zeros({1, 1, 8, 8}), 3, 0, 1), doctest::Contains("max_pool2d: kernel 3"),
+                       Error);
+  CHECK_THROWS_WITH_AS(global_avg_pool(Tensor::zeros({2, 3})), doctest::Contains("global_avg_pool: input (2,3)"),
+                       Error);
+  CHECK_THROWS_WITH_AS(global_avg_pool(Tensor::zeros({2, 3, 0, 4})), doctest::Contains("global_avg_pool"), Error);
+}
