@@ -18,12 +18,13 @@ def save(path, tensors, metadata=None):
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     for name, t in tensors.items():
         a = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+        shape = list(a.shape)  # ascontiguousarray turns 0-d into (1,); keep () (num_batches_tracked)
         if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
             a, dtype = np.ascontiguousarray(a, dtype="<i8"), "I64"
         else:
             a, dtype = np.ascontiguousarray(a, dtype="<f4"), "F32"
         b = a.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(b)]}
         blobs.append(b)
         offset += len(b)
     h = json.dumps(header, separators=(",", ":")).encode()

@@ -1,0 +1,79 @@
+// layers.cpp: each layer = its parameters + a call to the op that does the work.
+#include "engine/nn/layers.h"
+
+#include <cmath>
+
+#include "engine/nn/init.h"
+#include "engine/ops/activation.h"
+#include "engine/ops/batchnorm.h"
+#include "engine/ops/conv.h"
+#include "engine/ops/linear.h"
+#include "engine/ops/pool.h"
+#include "engine/ops/shape_ops.h"
+
+namespace nimbus {
+
+namespace {
+// PyTorch's reset_parameters() for Conv/Linear (see layers.h).
+void torch_default_init(Tensor& weight, Tensor* bias, Rng& rng) {
+  init::kaiming_uniform_(weight, rng, std::sqrt(5.0));
+  if (bias) {
+    float b = float(1.0 / std::sqrt(double(init::fan_in(weight.shape()))));
+    init::uniform_(*bias, rng, -b, b);
+  }
+}
+}  // namespace
+
+Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride, int padding, bool with_bias,
+               Rng& rng)
+    : stride(stride), padding(padding) {
+  NIMBUS_CHECK(in_channels > 0 && out_channels > 0 && kernel > 0 && stride > 0 && padding >= 0,
+               "Conv2d: bad configuration in=", in_channels, " out=", out_channels, " kernel=", kernel,
+               " stride=", stride, " padding=", padding);
+  weight = register_parameter("weight", Tensor::empty({out_channels, in_channels, kernel, kernel}));
+  if (with_bias) bias = register_parameter("bias", Tensor::empty({out_channels}));
+  torch_default_init(weight, with_bias ? &bias : nullptr, rng);
+}
+
+Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, stride, padding); }
+
+BatchNorm2d::BatchNorm2d(int64_t num_features, float eps, float momentum) : eps(eps), momentum(momentum) {
+  NIMBUS_CHECK(num_features > 0, "BatchNorm2d: num_features must be positive, got ", num_features);
+  weight = register_parameter("weight", Tensor::ones({num_features}));
+  bias = register_parameter("bias", Tensor::zeros({num_features}));
+  running_mean = register_buffer("running_mean", Tensor::zeros({num_features}));
+  running_var = register_buffer("running_var", Tensor::ones({num_features}));
+  num_batches_tracked = register_buffer("num_batches_tracked", Tensor::zeros({}));
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  Tensor y = batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+  if (is_training()) num_batches_tracked.fill_(num_batches_tracked.item() + 1.f);  // exact up to 2^24 steps
+  return y;
+}
+
+Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Rng& rng) {
+  NIMBUS_CHECK(in_features > 0 && out_features > 0, "Linear: bad configuration in=", in_features,
+               " out=", out_features);
+  weight = register_parameter("weight", Tensor::empty({out_features, in_features}));
+  if (with_bias) bias = register_parameter("bias", Tensor::empty({out_features}));
+  torch_default_init(weight, with_bias ? &bias : nullptr, rng);
+}
+
+Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
+
+Tensor ReLU::forward(const Tensor& x) { return relu(x); }
+
+MaxPool2d::MaxPool2d(int kernel, int stride, int padding)
+    : kernel(kernel), stride(stride > 0 ? stride : kernel), padding(padding) {
+  NIMBUS_CHECK(kernel > 0 && stride >= 0 && padding >= 0, "MaxPool2d: bad configuration kernel=", kernel,
+               " stride=", stride, " padding=", padding);
+}
+
+Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, kernel, stride, padding); }
+
+Tensor GlobalAvgPool::forward(const Tensor& x) { return global_avg_pool(x); }
+
+Tensor Flatten::forward(const Tensor& x) { return flatten(x, start_dim); }
+
+}  // namespace nimbus

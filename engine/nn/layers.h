@@ -1,0 +1,67 @@
+// layers.h: the standard layers as Modules, with PyTorch's parameter names,
+// shapes and default initialisation, so torch state_dicts load one to one.
+//
+//   Conv2d(in, out, k, stride, pad, bias)  weight (out,in,k,k), bias (out)
+//   BatchNorm2d(C)                         weight (C)=1, bias (C)=0,
+//                                          buffers running_mean (C)=0, running_var (C)=1,
+//                                          num_batches_tracked ()=0, +1 per training forward
+//   Linear(in, out, bias)                  weight (out,in), bias (out)
+//   ReLU, MaxPool2d(k, stride, pad), GlobalAvgPool ((N,C,H,W) -> (N,C)), Flatten
+// Conv2d and Linear use PyTorch's reset_parameters(): weight kaiming_uniform
+// with a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and bias
+// U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Models wanting another init re-initialise.
+#pragma once
+#include "engine/nn/module.h"
+#include "engine/random.h"
+
+namespace nimbus {
+
+class Conv2d : public UnaryModule {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride = 1, int padding = 0, bool bias = true,
+         Rng& rng = global_rng());
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;  // bias undefined when built without one
+  int stride, padding;
+};
+
+class BatchNorm2d : public UnaryModule {
+ public:
+  explicit BatchNorm2d(int64_t num_features, float eps = 1e-5f, float momentum = 0.1f);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  float eps, momentum;
+};
+
+class Linear : public UnaryModule {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias = true, Rng& rng = global_rng());
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;
+};
+
+class ReLU : public UnaryModule {
+ public:
+  Tensor forward(const Tensor& x) override;
+};
+
+class MaxPool2d : public UnaryModule {
+ public:
+  explicit MaxPool2d(int kernel, int stride = 0 /* 0: = kernel, as PyTorch */, int padding = 0);
+  Tensor forward(const Tensor& x) override;
+  int kernel, stride, padding;
+};
+
+class GlobalAvgPool : public UnaryModule {
+ public:
+  Tensor forward(const Tensor& x) override;
+};
+
+class Flatten : public UnaryModule {
+ public:
+  explicit Flatten(int start_dim = 1) : start_dim(start_dim) {}
+  Tensor forward(const Tensor& x) override;
+  int start_dim;
+};
+
+}  // namespace nimbus

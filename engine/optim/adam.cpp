@@ -1,0 +1,43 @@
+// adam.cpp: one fused loop per parameter (see adam.h for the update).
+#include "engine/optim/adam.h"
+
+#include <cmath>
+
+#include "kernels/cpu/parallel.h"
+
+namespace nimbus {
+
+Adam::Adam(const NamedTensors& params, const AdamOptions& o) : Optimizer(params, o.lr, {"exp_avg", "exp_avg_sq"}), opt_(o) {
+  NIMBUS_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps >= 0 && o.weight_decay >= 0,
+               "adam: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0; got beta1=", o.beta1,
+               " beta2=", o.beta2, " eps=", o.eps, " weight_decay=", o.weight_decay);
+}
+
+void Adam::update(ParamState& s, const Tensor& grad) {
+  float* p = s.param.data();
+  float* m = s.slots[0].data();
+  float* v = s.slots[1].data();
+  const float* g = grad.data();
+  const int64_t n = s.param.numel();
+  const double t = double(s.step);
+  const float b1 = float(opt_.beta1), b2 = float(opt_.beta2);
+  const float one_m_b1 = float(1 - opt_.beta1), one_m_b2 = float(1 - opt_.beta2);
+  const float wd = float(opt_.weight_decay), eps = float(opt_.eps);
+  const float step_size = float(lr_ / (1 - std::pow(opt_.beta1, t)));
+  const float bc2_sqrt = float(std::sqrt(1 - std::pow(opt_.beta2, t)));
+#pragma omp parallel for simd if (n > cpu::kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    float gi = wd != 0.f ? g[i] + wd * p[i] : g[i];
+    m[i] = m[i] * b1 + one_m_b1 * gi;
+    v[i] = v[i] * b2 + one_m_b2 * (gi * gi);
+    float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
+    p[i] += -step_size * (m[i] / denom);
+  }
+}
+
+std::map<std::string, std::string> Adam::hyperparameters() const {
+  return {{"beta1", str(opt_.beta1)}, {"beta2", str(opt_.beta2)}, {"eps", str(opt_.eps)},
+          {"weight_decay", str(opt_.weight_decay)}};
+}
+
+}  // namespace nimbus

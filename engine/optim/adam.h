@@ -1,0 +1,36 @@
+// adam.h: Adam with PyTorch's torch.optim.Adam semantics (amsgrad off).
+//
+//   t = this parameter's update count (1, 2, ...)
+//   g = grad + weight_decay * p                     (L2 added to the gradient, not AdamW)
+//   m = beta1 * m + (1 - beta1) * g                 state "<param>.exp_avg"
+//   v = beta2 * v + (1 - beta2) * g^2               state "<param>.exp_avg_sq"
+//   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// The arithmetic follows PyTorch's order so float32 results agree to rounding.
+#pragma once
+#include "engine/optim/optimizer.h"
+
+namespace nimbus {
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;
+};
+
+class Adam : public Optimizer {
+ public:
+  Adam(const NamedTensors& params, const AdamOptions& options);
+  const char* type() const override { return "adam"; }
+  const AdamOptions& options() const { return opt_; }
+
+ protected:
+  void update(ParamState& s, const Tensor& grad) override;
+  std::map<std::string, std::string> hyperparameters() const override;
+
+ private:
+  AdamOptions opt_;
+};
+
+}  // namespace nimbus

@@ -1,0 +1,54 @@
+// nadam.cpp: the Keras-2 schedule per step, then one fused loop per parameter.
+#include "engine/optim/nadam.h"
+
+#include <cmath>
+
+#include "kernels/cpu/parallel.h"
+
+namespace nimbus {
+
+Nadam::Nadam(const NamedTensors& params, const NadamOptions& o) : Optimizer(params, o.lr, {"m", "v"}), opt_(o) {
+  NIMBUS_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps >= 0 && o.schedule_decay >= 0,
+               "nadam: need 0 <= beta1, beta2 < 1 and eps, schedule_decay >= 0; got beta1=", o.beta1,
+               " beta2=", o.beta2, " eps=", o.eps, " schedule_decay=", o.schedule_decay);
+  register_scalar("m_schedule", &m_schedule_);
+}
+
+void Nadam::begin_step() {
+  const double t = double(steps_);
+  auto mu = [&](double k) { return opt_.beta1 * (1 - 0.5 * std::pow(0.96, k * opt_.schedule_decay)); };
+  mu_t_ = mu(t);
+  mu_next_ = mu(t + 1);
+  s_t_ = double(m_schedule_) * mu_t_;
+  s_next_ = s_t_ * mu_next_;
+  m_schedule_ = float(s_t_);
+}
+
+void Nadam::update(ParamState& s, const Tensor& grad) {
+  float* p = s.param.data();
+  float* m = s.slots[0].data();
+  float* v = s.slots[1].data();
+  const float* g = grad.data();
+  const int64_t n = s.param.numel();
+  const float b1 = float(opt_.beta1), b2 = float(opt_.beta2);
+  const float one_m_b1 = float(1 - opt_.beta1), one_m_b2 = float(1 - opt_.beta2);
+  const float g_scale = float(1 / (1 - s_t_));                            // g' = g * g_scale
+  const float m_scale = float(1 / (1 - s_next_));                         // m' = m * m_scale
+  const float v_scale = float(1 / (1 - std::pow(opt_.beta2, double(steps_))));  // v' = v * v_scale
+  const float c_g = float(1 - mu_t_), c_m = float(mu_next_);
+  const float lr = float(lr_), eps = float(opt_.eps);
+#pragma omp parallel for simd if (n > cpu::kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    m[i] = b1 * m[i] + one_m_b1 * g[i];
+    v[i] = b2 * v[i] + one_m_b2 * (g[i] * g[i]);
+    float m_bar = c_g * (g[i] * g_scale) + c_m * (m[i] * m_scale);
+    p[i] -= lr * m_bar / (std::sqrt(v[i] * v_scale) + eps);
+  }
+}
+
+std::map<std::string, std::string> Nadam::hyperparameters() const {
+  return {{"beta1", str(opt_.beta1)}, {"beta2", str(opt_.beta2)}, {"eps", str(opt_.eps)},
+          {"schedule_decay", str(opt_.schedule_decay)}};
+}
+
+}  // namespace nimbus

@@ -1,0 +1,150 @@
+// optimizer.cpp: parameter bookkeeping and state export/import (see optimizer.h).
+#include "engine/optim/optimizer.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+
+namespace nimbus {
+
+namespace {
+std::string exact(double x) {  // shortest text that reads back to the same double
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
+}
+}  // namespace
+
+Optimizer::Optimizer(const NamedTensors& params, double lr, std::vector<std::string> slot_names)
+    : slot_names_(std::move(slot_names)), lr_(lr) {
+  set_lr(lr);
+  std::set<std::string> names;
+  std::set<TensorImpl*> seen;
+  for (const auto& [name, t] : params) {
+    NIMBUS_CHECK(t.defined(), "optimizer: parameter '", name, "' is undefined");
+    NIMBUS_CHECK(t.requires_grad() && t.is_leaf(), "optimizer: '", name, "' is not a trainable leaf tensor");
+    NIMBUS_CHECK(names.insert(name).second, "optimizer: parameter name '", name, "' given twice");
+    NIMBUS_CHECK(seen.insert(t.impl()).second, "optimizer: parameter '", name, "' is the same tensor as another");
+    params_.push_back({name, t, 0, {}});
+  }
+  register_scalar("step", nullptr);  // steps_, handled specially (an integer)
+}
+
+void Optimizer::set_lr(double lr) {
+  NIMBUS_CHECK(std::isfinite(lr) && lr >= 0, "optimizer: learning rate must be finite and >= 0, got ", lr);
+  lr_ = lr;
+}
+
+void Optimizer::zero_grad() {
+  for (auto& p : params_) p.param.zero_grad();
+}
+
+void Optimizer::step() {
+  ++steps_;
+  begin_step();
+  for (auto& p : params_) {
+    Tensor g = p.param.grad();
+    if (!g.defined()) continue;
+    NIMBUS_CHECK(p.param.is_cpu() && g.is_cpu(), type(), ": parameter '", p.name, "' is on ",
+                 device_name(p.param.device()), "; only CPU updates are implemented");
+    if (p.step == 0) {
+      p.slots.clear();
+      for (size_t i = 0; i < slot_names_.size(); ++i) p.slots.push_back(Tensor::zeros(p.param.shape()));
+    }
+    ++p.step;
+    update(p, g);
+  }
+}
+
+OptimizerState Optimizer::state_dict() const {
+  OptimizerState st;
+  for (const auto& [name, v] : scalars_)
+    st.tensors.emplace_back(name, Tensor::scalar(v ? *v : float(steps_)));
+  for (const auto& p : params_) {
+    if (p.step == 0) continue;
+    st.tensors.emplace_back(p.name + ".step", Tensor::scalar(float(p.step)));
+    for (size_t i = 0; i < slot_names_.size(); ++i)
+      st.tensors.emplace_back(p.name + "." + slot_names_[i], p.slots[i].clone());
+  }
+  st.info = hyperparameters();
+  st.info["type"] = type();
+  st.info["lr"] = exact(lr_);
+  return st;
+}
+
+void Optimizer::load_state_dict(const OptimizerState& st) {
+  std::map<std::string, const Tensor*> src;
+  for (const auto& [n, t] : st.tensors) src[n] = &t;
+  std::vector<std::string> problems;
+  std::set<std::string> used;
+  auto take = [&](const std::string& name, const Shape& shape) -> const Tensor* {
+    auto it = src.find(name);
+    if (it == src.end()) {
+      problems.push_back("missing " + name);
+      return nullptr;
+    }
+    used.insert(name);
+    if (it->second->shape() != shape) {
+      problems.push_back(str(name, " has shape ", it->second->shape(), ", expected ", shape));
+      return nullptr;
+    }
+    return it->second;
+  };
+  auto type_it = st.info.find("type");
+  if (type_it == st.info.end()) problems.push_back("no optimizer type recorded");
+  else if (type_it->second != type()) problems.push_back(str("saved by ", type_it->second, ", loading into ", type()));
+  double lr = lr_;
+  if (auto it = st.info.find("lr"); it != st.info.end()) {
+    char* end = nullptr;
+    lr = std::strtod(it->second.c_str(), &end);
+    if (end == it->second.c_str() || *end || !std::isfinite(lr) || lr < 0) problems.push_back("bad lr '" + it->second + "'");
+  }
+
+  // Scalars; "step" counts must be non-negative integers.
+  auto count = [&](const Tensor* t, const std::string& name) -> int64_t {
+    if (!t) return 0;
+    float v = t->item();
+    if (!(v >= 0 && v == std::floor(v) && v < 16777216.f)) {
+      problems.push_back(str(name, " = ", v, " is not a valid step count"));
+      return 0;
+    }
+    return int64_t(v);
+  };
+  std::vector<float> scalar_values;
+  int64_t steps = 0;
+  for (const auto& [name, v] : scalars_) {
+    const Tensor* t = take(name, Shape{});
+    if (!v) steps = count(t, name);
+    scalar_values.push_back(t ? t->item() : 0.f);
+  }
+  // Per parameter: present (step + every slot) or absent (not updated yet).
+  std::vector<int64_t> steps_of(params_.size(), 0);
+  std::vector<std::vector<const Tensor*>> slots_of(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const ParamState& p = params_[i];
+    if (!src.count(p.name + ".step")) continue;
+    steps_of[i] = count(take(p.name + ".step", Shape{}), p.name + ".step");
+    for (const auto& s : slot_names_) slots_of[i].push_back(take(p.name + "." + s, p.param.shape()));
+  }
+  for (const auto& [n, t] : st.tensors)
+    if (!used.count(n)) problems.push_back("unexpected " + n);
+  if (!problems.empty()) {
+    std::string msg = str(type(), ": cannot load optimizer state: ");
+    for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
+    throw Error(msg);
+  }
+
+  lr_ = lr;
+  steps_ = steps;
+  for (size_t k = 0; k < scalars_.size(); ++k)
+    if (scalars_[k].second) *scalars_[k].second = scalar_values[k];
+  for (size_t i = 0; i < params_.size(); ++i) {
+    ParamState& p = params_[i];
+    p.step = steps_of[i];
+    p.slots.clear();
+    for (const Tensor* t : slots_of[i]) p.slots.push_back(t->clone().to(p.param.device()));
+  }
+}
+
+}  // namespace nimbus

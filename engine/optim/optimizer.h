@@ -1,0 +1,72 @@
+// optimizer.h: the base of SGD, Adam and Nadam: the parameter list, per-parameter
+// state, the learning rate, and state export/import for checkpoints.
+//
+// Parameters are given by name (Module::named_parameters()), so a checkpoint
+// stores optimiser state under the same names as the weights:
+//   "<param>.step"        updates this parameter has had (PyTorch keeps it per parameter)
+//   "<param>.<slot>"      the optimiser's tensors: momentum_buffer | exp_avg, exp_avg_sq | m, v
+//   "step"                step() calls so far; plus scalars a subclass adds (Nadam: "m_schedule")
+// All are float32 tensors (0-d for scalars: counts are exact up to 2^24).
+// A parameter's slots are created (zeros, from the caching allocator) at its
+// first update; one with no .grad at a step() is skipped, as in PyTorch.
+// The learning rate is not state: a schedule (lr_schedule.h) sets it, and the
+// checkpoint keeps it as text in the metadata so that it round-trips exactly.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/nn/module.h"
+
+namespace nimbus {
+
+struct OptimizerState {
+  NamedTensors tensors;                      // names as above
+  std::map<std::string, std::string> info;   // "type", "lr" (%.17g), hyper-parameters for the record
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  void step();       // one update of every parameter that has a .grad
+  void zero_grad();  // drops every parameter's .grad
+  double lr() const { return lr_; }
+  void set_lr(double lr);
+  int64_t steps() const { return steps_; }
+  virtual const char* type() const = 0;  // "sgd", "adam", "nadam"
+
+  OptimizerState state_dict() const;
+  // Replaces all state. Throws ONE Error listing every missing, unexpected or
+  // wrongly shaped tensor, or a type mismatch; on error nothing is changed.
+  void load_state_dict(const OptimizerState& state);
+
+ protected:
+  struct ParamState {
+    std::string name;
+    Tensor param;
+    int64_t step = 0;           // updates so far; 0 = no slots yet
+    std::vector<Tensor> slots;  // one per slot name, allocated at the first update
+  };
+  Optimizer(const NamedTensors& params, double lr, std::vector<std::string> slot_names);
+  // Subclass hooks: once per step() before the parameters; then once per
+  // parameter with a gradient, after s.step was incremented and slots exist.
+  virtual void begin_step() {}
+  virtual void update(ParamState& s, const Tensor& grad) = 0;
+  // Optimiser-wide float scalars saved with the state (name -> variable).
+  void register_scalar(const std::string& name, float* value) { scalars_.emplace_back(name, value); }
+  virtual std::map<std::string, std::string> hyperparameters() const { return {}; }
+
+  std::vector<ParamState> params_;
+  std::vector<std::string> slot_names_;
+  double lr_;
+  int64_t steps_ = 0;
+
+ private:
+  std::vector<std::pair<std::string, float*>> scalars_;
+};
+
+}  // namespace nimbus
