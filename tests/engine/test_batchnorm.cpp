@@ -28,8 +28,10 @@ struct RefBN {
   std::vector<double> y(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& b,
                         std::vector<double>* mean_out = nullptr, std::vector<double>* invstd_out = nullptr) const {
     std::vector<double> mean(C), var(C), invstd(C), out(x.size());
-    if (training) cpu::batchnorm_stats_ref(mean.data(), var.data(), x.data(), N, C, HW);
-    else mean = rmean, var = rvar;
+    if (training)
+      cpu::batchnorm_stats_ref(mean.data(), var.data(), x.data(), N, C, HW);
+    else
+      mean = rmean, var = rvar;
     cpu::batchnorm_invstd(invstd.data(), var.data(), eps, C);
     cpu::batchnorm_forward_ref(out.data(), x.data(), mean.data(), invstd.data(), w.data(), b.data(), N, C, HW);
     if (mean_out) *mean_out = mean;
@@ -103,7 +105,7 @@ TEST_CASE("batchnorm reference: eval backward matches finite differences") { che
 TEST_CASE("batchnorm fast float kernels match the reference") {
   for (bool training : {true, false}) {
     CAPTURE(training);
-    check_fast_vs_ref(2, 3, 7, 0.0, training);       // serial path
+    check_fast_vs_ref(2, 3, 7, 0.0, training);        // serial path
     check_fast_vs_ref(4, 8, 40 * 40, 0.5, training);  // OpenMP path (> kParallelGrain elements)
     check_fast_vs_ref(3, 2, 50, 1000.0, training);    // |mean| >> std: one-pass variance must hold up
   }
@@ -155,13 +157,15 @@ TEST_CASE("batch_norm2d: bad shapes give errors naming the op and the shapes") {
   Tensor x = Tensor::zeros({2, 3, 4, 4}), w = Tensor::ones({3}), b = Tensor::zeros({3});
   Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3}), bad = Tensor::ones({5});
   CHECK_THROWS_WITH_AS(batch_norm2d(x, bad, b, rm, rv, true),
-                       doctest::Contains("batch_norm2d: input (2,3,4,4) has 3 channels but weight has shape (5)"), Error);
+                       doctest::Contains("batch_norm2d: input (2,3,4,4) has 3 channels but weight has shape (5)"),
+                       Error);
   CHECK_THROWS_WITH_AS(batch_norm2d(x, w, b, rm, bad, false), doctest::Contains("running_var has shape (5)"), Error);
   Tensor x3 = Tensor::zeros({2, 3, 4});
-  CHECK_THROWS_WITH_AS(batch_norm2d(x3, w, b, rm, rv, true), doctest::Contains("batch_norm2d: input must be (N,C,H,W), got (2,3,4)"),
-                       Error);
+  CHECK_THROWS_WITH_AS(batch_norm2d(x3, w, b, rm, rv, true),
+                       doctest::Contains("batch_norm2d: input must be (N,C,H,W), got (2,3,4)"), Error);
   Tensor one = Tensor::zeros({1, 3, 1, 1});
-  CHECK_THROWS_WITH_AS(batch_norm2d(one, w, b, rm, rv, true), doctest::Contains("more than 1 value per channel"), Error);
+  CHECK_THROWS_WITH_AS(batch_norm2d(one, w, b, rm, rv, true), doctest::Contains("more than 1 value per channel"),
+                       Error);
   CHECK_NOTHROW(batch_norm2d(one, w, b, rm, rv, false));
   Tensor undef;
   CHECK_THROWS_WITH_AS(batch_norm2d(x, w, b, undef, rv, true), doctest::Contains("running_mean is undefined"), Error);
