@@ -22,16 +22,19 @@ inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
   static_assert((std::is_trivially_copyable_v<std::decay_t<P>> && ...), "launch: kernel parameters must be POD");
   kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
 }
-#else
-#include "kernels/emu/device.h"
-#endif
-
-// The one name for dynamic shared memory in the whole project (the emulator defines it once;
-// CUDA requires every extern __shared__ array to agree anyway). Uninitialised at block start:
-// the emulator fills it with NaN bytes for every block.
 #define DYNAMIC_SMEM(T, p)                                        \
   extern __shared__ __align__(16) unsigned char nimbus_dyn_smem[]; \
   T* p = reinterpret_cast<T*>(nimbus_dyn_smem)
+#else
+#include "kernels/emu/device.h"
+// Declared once at global scope by the emulator: a block-scope extern would name a different
+// variable inside namespaces.
+#define DYNAMIC_SMEM(T, p) T* p = reinterpret_cast<T*>(::nimbus_dyn_smem)
+#endif
+// DYNAMIC_SMEM(T, p): p points to the block's dynamic shared memory, under one name for the whole
+// project (CUDA requires all extern __shared__ arrays to agree anyway). Uninitialised at block
+// start: the emulator fills it with NaN bytes for every block.
+
 
 namespace nimbus::cuda {
 // Host side: raise the pending launch error (bad configuration, ...) as a nimbus::Error naming `what`.

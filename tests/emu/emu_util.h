@@ -1,0 +1,48 @@
+/* emu_util.h: small helpers for the emulator tests: device buffers and scoped order/strict settings. */
+#pragma once
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "kernels/cuda/compat.h"
+
+namespace nimbus::test {
+
+// A cudaMalloc'd array of T, freed on scope exit; copies checked.
+template <typename T>
+struct DeviceBuffer {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit DeviceBuffer(size_t count) : n(count) { REQUIRE(cudaMalloc(&p, n * sizeof(T)) == cudaSuccess); }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
+  ~DeviceBuffer() { cudaFree(p); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void upload(const std::vector<T>& host) {
+    REQUIRE(host.size() == n);
+    REQUIRE(cudaMemcpy(p, host.data(), n * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n);
+    REQUIRE(cudaMemcpy(host.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+    return host;
+  }
+};
+
+// Sets the emulator's thread/block order (and strictness) for one scope.
+struct ScopedOrder {
+  emu::OrderSpec saved = emu::order();
+  bool saved_strict = emu::strict();
+  explicit ScopedOrder(emu::Order o, uint64_t seed = 1, bool strict = true) {
+    emu::set_order({o, seed});
+    emu::set_strict(strict);
+  }
+  ~ScopedOrder() {
+    emu::set_order(saved);
+    emu::set_strict(saved_strict);
+  }
+};
+
+inline const emu::Order kAllOrders[] = {emu::Order::Forward, emu::Order::Reverse, emu::Order::Shuffle};
+
+}  // namespace nimbus::test

@@ -1,0 +1,157 @@
+/* test_cuda_kernels.cpp: every CUDA kernel (kernels/cuda/ .cu files), run by the emulator, against the CPU
+ * kernels (kernels/cpu/) or a double-precision loop.
+ *
+ * Odd sizes (including a partial last block and n smaller than one block), two block sizes, and
+ * forward / reversed / shuffled thread and block order. Pointwise kernels must equal the CPU
+ * kernel bitwise (same float operation per element); reductions must agree with a double sum
+ * within float tolerance and be bitwise identical across orders (no float atomics, fixed tree).
+ */
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+
+#include "engine/random.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/reduce.h"
+#include "tests/common/check.h"
+#include "tests/emu/emu_util.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+using emu::Order;
+
+namespace {
+
+const int64_t kSizes[] = {1, 31, 257, 1000, 4099};
+const int kBlocks[] = {64, 256};
+
+std::vector<float> random_floats(int64_t n, uint64_t seed) {
+  Rng rng(seed);
+  return to_float(random_vec(size_t(n), rng, -2, 2));
+}
+
+// Runs `gpu` (which writes into the device buffers) for every size, block size and order, and
+// checks each output against `cpu` computed on the host copies, bitwise.
+// inputs: number of random input arrays; the output buffer starts as random too (for in-place ops).
+void check_pointwise(const char* name, int inputs,
+                     const std::function<void(float* y, std::vector<const float*> in, int64_t n, int block)>& gpu,
+                     const std::function<void(float* y, std::vector<const float*> in, int64_t n)>& cpu) {
+  for (int64_t n : kSizes) {
+    std::vector<std::vector<float>> host;
+    for (int k = 0; k < inputs; ++k) host.push_back(random_floats(n, uint64_t(10 * n + k)));
+    std::vector<float> y0 = random_floats(n, uint64_t(7 * n + 99));
+    std::vector<float> want = y0;
+    std::vector<const float*> hin;
+    for (auto& h : host) hin.push_back(h.data());
+    cpu(want.data(), hin, n);
+    for (int block : kBlocks) {
+      std::vector<float> first;
+      for (Order o : kAllOrders) {
+        ScopedOrder so(o, uint64_t(n));
+        std::vector<std::unique_ptr<DeviceBuffer<float>>> din;
+        std::vector<const float*> dptr;
+        for (auto& h : host) din.push_back(std::make_unique<DeviceBuffer<float>>(h)), dptr.push_back(din.back()->p);
+        DeviceBuffer<float> y(y0);
+        gpu(y.p, dptr, n, block);
+        auto got = y.download();
+        CAPTURE(name);
+        CAPTURE(n);
+        CAPTURE(block);
+        CAPTURE(emu::order_name(o));
+        check_close(got, want, 0, 0, name);  // bitwise (NaN-free inputs)
+        if (first.empty())
+          first = got;
+        else
+          CHECK(std::memcmp(first.data(), got.data(), got.size() * sizeof(float)) == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda kernels: fill") {
+  check_pointwise(
+      "fill", 0, [](float* y, auto, int64_t n, int block) { cuda::fill(y, 0.25f, n, block); },
+      [](float* y, auto, int64_t n) { cpu::fill(y, 0.25f, n); });
+}
+
+TEST_CASE("cuda kernels: add_inplace") {
+  check_pointwise(
+      "add_inplace", 1, [](float* y, auto in, int64_t n, int block) { cuda::add_inplace(y, in[0], n, block); },
+      [](float* y, auto in, int64_t n) { cpu::add_inplace(y, in[0], n); });
+}
+
+TEST_CASE("cuda kernels: relu_forward and relu_backward") {
+  check_pointwise(
+      "relu_forward", 1, [](float* y, auto in, int64_t n, int block) { cuda::relu_forward(y, in[0], n, block); },
+      [](float* y, auto in, int64_t n) { cpu::relu_forward(y, in[0], n); });
+  // in[1] plays the forward output y: random signs, so both branches are taken.
+  check_pointwise(
+      "relu_backward", 2,
+      [](float* dx, auto in, int64_t n, int block) { cuda::relu_backward(dx, in[0], in[1], n, block); },
+      [](float* dx, auto in, int64_t n) { cpu::relu_backward(dx, in[0], in[1], n); });
+}
+
+TEST_CASE("cuda kernels: add and scale") {
+  check_pointwise(
+      "add", 2, [](float* y, auto in, int64_t n, int block) { cuda::add(y, in[0], in[1], n, block); },
+      [](float* y, auto in, int64_t n) { cpu::add(y, in[0], in[1], n); });
+  check_pointwise(
+      "scale", 1, [](float* y, auto in, int64_t n, int block) { cuda::scale(y, in[0], -1.75f, n, block); },
+      [](float* y, auto in, int64_t n) { cpu::scale(y, in[0], -1.75f, n); });
+}
+
+TEST_CASE("cuda kernels: scale in place (y aliases x)") {
+  std::vector<float> x = random_floats(333, 5), want(x.size());
+  cpu::scale(want.data(), x.data(), 3.0f, int64_t(x.size()));
+  DeviceBuffer<float> d(x);
+  cuda::scale(d.p, d.p, 3.0f, int64_t(x.size()), 64);
+  check_close(d.download(), want, 0, 0, "scale in place");
+}
+
+TEST_CASE("cuda kernels: sum and mean (block reduction with shuffles and barriers)") {
+  const int64_t sizes[] = {1, 31, 257, 1000, 4099, 70001};  // 70001 at block 64 needs > 1024 blocks: capped grid
+  for (int64_t n : sizes) {
+    std::vector<float> x = random_floats(n, uint64_t(n) + 3);
+    double want = 0;
+    for (float v : x) want += double(v);
+    DeviceBuffer<float> dx(x), out(1);
+    for (int block : kBlocks) {
+      if (n == 70001 && block == 256) continue;  // one large case is enough for the emulator's time budget
+      DeviceBuffer<float> scratch(size_t(cuda::reduce_scratch_floats(n, block)));
+      float first_sum = 0, first_mean = 0;
+      for (Order o : kAllOrders) {
+        ScopedOrder so(o, 11);
+        CAPTURE(n);
+        CAPTURE(block);
+        CAPTURE(emu::order_name(o));
+        cuda::sum(out.p, dx.p, n, scratch.p, block);
+        float s = out.download()[0];
+        cuda::mean(out.p, dx.p, n, scratch.p, block);
+        float m = out.download()[0];
+        // float accumulation of |x| <= 2 over n terms: error well under 1e-6 * n
+        CHECK(std::fabs(double(s) - want) <= 1e-5 + 1e-6 * double(n));
+        CHECK(std::fabs(double(m) - want / double(n)) <= 1e-6 + 1e-6 * std::fabs(want / double(n)));
+        if (o == Order::Forward) {
+          first_sum = s, first_mean = m;
+        } else {
+          CHECK(std::memcmp(&s, &first_sum, 4) == 0);
+          CHECK(std::memcmp(&m, &first_mean, 4) == 0);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda kernels: reductions reject block sizes that are not whole warps") {
+  DeviceBuffer<float> x(10), out(1), scratch(10);
+  CHECK_THROWS_WITH_AS(cuda::sum(out.p, x.p, 10, scratch.p, 48), doctest::Contains("multiple of 32"), Error);
+}
+
+TEST_CASE("cuda kernels: a bad launch surfaces as nimbus::Error naming the launcher") {
+  DeviceBuffer<float> y(10);
+  CHECK_THROWS_WITH_AS(cuda::fill(y.p, 1.0f, 10, 2048), doctest::Contains("cuda::fill: CUDA launch failed"), Error);
+}
+
+}  // namespace
