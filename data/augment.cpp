@@ -1,0 +1,64 @@
+// augment.cpp: crop draw, flips and numpy-style rot90; see augment.h.
+#include "data/augment.h"
+
+#include <utility>
+
+#include "engine/error.h"
+
+namespace nimbus::data {
+
+AugmentDraw draw_augment(Rng& rng, int height, int width, const AugmentConfig& cfg) {
+  NIMBUS_CHECK(cfg.crop <= 0 || (cfg.crop <= height && cfg.crop <= width), "augment: crop ", cfg.crop,
+               " is larger than the ", width, "x", height, " image");
+  AugmentDraw d;
+  if (cfg.crop > 0 && cfg.random_crop) {
+    // {0 .. H - crop - 1}, as the reference draws it (never the last offset).
+    if (height > cfg.crop) d.y0 = int(rng.below(uint64_t(height - cfg.crop)));
+    if (width > cfg.crop) d.x0 = int(rng.below(uint64_t(width - cfg.crop)));
+  }
+  if (cfg.flip_rotate) {
+    d.flip = int(rng.below(3));
+    d.rot = int(rng.below(4));
+  }
+  return d;
+}
+
+Window crop_window(const AugmentDraw& d, int height, int width, const AugmentConfig& cfg) {
+  if (cfg.crop <= 0) return Window{0, 0, width, height};
+  return Window{d.x0, d.y0, cfg.crop, cfg.crop};
+}
+
+void flip_rotate(const float* in, float* out, int channels, int h, int w, int flip, int rot) {
+  NIMBUS_CHECK(flip >= 0 && flip <= 2 && rot >= 0 && rot <= 3, "flip_rotate: flip ", flip, " rot ", rot,
+               " (flip must be 0..2, rot 0..3)");
+  const bool swap = rot % 2 == 1;
+  const int oh = swap ? w : h, ow = swap ? h : w;
+  for (int c = 0; c < channels; ++c) {
+    const float* src = in + size_t(c) * h * w;
+    float* dst = out + size_t(c) * h * w;
+    for (int i = 0; i < oh; ++i)
+      for (int j = 0; j < ow; ++j) {
+        // (y, x) in the flipped image that lands on output (i, j) after rot90^k.
+        int y, x;
+        switch (rot) {
+          case 0: y = i, x = j; break;
+          case 1: y = j, x = w - 1 - i; break;
+          case 2: y = h - 1 - i, x = w - 1 - j; break;
+          default: y = h - 1 - j, x = i; break;
+        }
+        if (flip == 1) y = h - 1 - y;
+        if (flip == 2) x = w - 1 - x;
+        dst[size_t(i) * ow + j] = src[size_t(y) * w + x];
+      }
+  }
+}
+
+void flip_rotate(Raster& r, int flip, int rot) {
+  if (flip == 0 && rot == 0) return;
+  std::vector<float> out(r.data.size());
+  flip_rotate(r.data.data(), out.data(), r.bands, r.height, r.width, flip, rot);
+  r.data = std::move(out);
+  if (rot % 2 == 1) std::swap(r.width, r.height);
+}
+
+}  // namespace nimbus::data

@@ -1,0 +1,165 @@
+// eurosat.cpp: EuroSAT MS folder index, splits and samples; see eurosat.h.
+#include "data/eurosat.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+
+#include "engine/error.h"
+#include "engine/random.h"
+
+namespace nimbus::data {
+
+namespace fs = std::filesystem;
+
+const std::array<std::string, kEuroSatClasses>& eurosat_class_names() {
+  static const std::array<std::string, kEuroSatClasses> names = {
+      "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
+      "Pasture",    "PermanentCrop", "Residential", "River", "SeaLake"};  // alphabetical = class index
+  return names;
+}
+
+namespace {
+int class_index(const std::string& name) {
+  auto& n = eurosat_class_names();
+  auto it = std::find(n.begin(), n.end(), name);
+  return it == n.end() ? -1 : int(it - n.begin());
+}
+std::string all_names() {
+  std::string s;
+  for (auto& n : eurosat_class_names()) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+bool is_tif(const fs::path& p) {
+  auto e = p.extension().string();
+  return e == ".tif" || e == ".tiff";
+}
+}  // namespace
+
+namespace {
+// The tile's header, checked to be 13-band uint16.
+TiffInfo checked_info(const std::string& path) {
+  TiffInfo info = read_tiff_info(path);
+  NIMBUS_CHECK(info.bands == 13 && info.type == SampleType::UInt16, "eurosat: ", path,
+               ": a EuroSAT MS tile must be 13-band uint16 but this is ", info.bands, "-band ",
+               sample_type_name(info.type));
+  return info;
+}
+}  // namespace
+
+Raster load_eurosat_tile(const std::string& path) {
+  checked_info(path);
+  return read_geotiff(path);
+}
+
+EuroSat::EuroSat(const std::string& root, bool check_files) : root_(root) {
+  NIMBUS_CHECK(fs::is_directory(root), "eurosat: ", root, " is not a directory");
+  std::vector<std::vector<EuroSatItem>> by_class(kEuroSatClasses);
+  std::vector<bool> seen(kEuroSatClasses, false);
+  for (auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || name.starts_with(".")) continue;  // READMEs, split files, hidden folders
+    const int label = class_index(name);
+    NIMBUS_CHECK(label >= 0, "eurosat: ", e.path().string(), ": unknown class folder '", name, "' (expected ",
+                 all_names(), ")");
+    seen[size_t(label)] = true;
+    for (auto& f : fs::directory_iterator(e.path())) {
+      if (!f.is_regular_file() || !is_tif(f.path())) continue;
+      const std::string fname = f.path().filename().string();
+      // A file named after another class ("River_3.tif" in Forest/) is mislabelled.
+      for (int c = 0; c < kEuroSatClasses; ++c)
+        NIMBUS_CHECK(c == label || !fname.starts_with(eurosat_class_names()[size_t(c)] + "_"), "eurosat: ",
+                     f.path().string(), ": a ", eurosat_class_names()[size_t(c)], " file in the ", name, " folder");
+      if (check_files) checked_info(f.path().string());
+      by_class[size_t(label)].push_back({f.path().string(), name + "/" + fname, label});
+    }
+    NIMBUS_CHECK(!by_class[size_t(label)].empty(), "eurosat: ", e.path().string(), ": class folder has no .tif files");
+  }
+  for (int c = 0; c < kEuroSatClasses; ++c)
+    NIMBUS_CHECK(seen[size_t(c)], "eurosat: ", root, ": class folder ", eurosat_class_names()[size_t(c)],
+                 " is missing");
+  for (auto& v : by_class) {
+    std::sort(v.begin(), v.end(), [](const EuroSatItem& a, const EuroSatItem& b) { return a.rel < b.rel; });
+    items_.insert(items_.end(), v.begin(), v.end());
+  }
+}
+
+EuroSatSplit EuroSat::stratified_split(uint64_t seed, double train_frac, double val_frac) const {
+  NIMBUS_CHECK(train_frac >= 0 && val_frac >= 0 && train_frac + val_frac <= 1 + 1e-9, "eurosat: split fractions ",
+               train_frac, " (train) and ", val_frac, " (val) must be >= 0 and sum to at most 1");
+  std::vector<std::vector<size_t>> by_class(kEuroSatClasses);
+  for (size_t i = 0; i < items_.size(); ++i) by_class[size_t(items_[i].label)].push_back(i);
+  Rng rng(seed);
+  EuroSatSplit s;
+  for (auto& idx : by_class) {
+    for (size_t i = idx.size(); i > 1; --i) std::swap(idx[i - 1], idx[rng.below(i)]);
+    const size_t n = idx.size();
+    const size_t nt = std::min(n, size_t(std::llround(train_frac * double(n))));
+    const size_t nv = std::min(n - nt, size_t(std::llround(val_frac * double(n))));
+    s.train.insert(s.train.end(), idx.begin(), idx.begin() + long(nt));
+    s.val.insert(s.val.end(), idx.begin() + long(nt), idx.begin() + long(nt + nv));
+    s.test.insert(s.test.end(), idx.begin() + long(nt + nv), idx.end());
+  }
+  for (auto* v : {&s.train, &s.val, &s.test}) std::sort(v->begin(), v->end());
+  return s;
+}
+
+std::vector<size_t> EuroSat::read_split_file(const std::string& path) const {
+  std::ifstream in(path);
+  NIMBUS_CHECK(in.good(), "eurosat: cannot read split file ", path);
+  std::map<std::string, size_t> by_rel;
+  for (size_t i = 0; i < items_.size(); ++i) by_rel[items_[i].rel] = i;
+  std::vector<size_t> out;
+  std::vector<bool> taken(items_.size(), false);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+    size_t a = line.find_first_not_of(" \t");
+    if (a == std::string::npos || line[a] == '#') continue;
+    line = line.substr(a);
+    auto it = by_rel.find(line);
+    NIMBUS_CHECK(it != by_rel.end(), "eurosat: ", path, " line ", lineno, ": '", line, "' is not a tile under ",
+                 root_);
+    NIMBUS_CHECK(!taken[it->second], "eurosat: ", path, " line ", lineno, ": '", line, "' is listed twice");
+    taken[it->second] = true;
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+void EuroSat::write_split_file(const std::string& path, const std::vector<size_t>& indices) const {
+  std::ofstream out(path);
+  NIMBUS_CHECK(out.good(), "eurosat: cannot write split file ", path);
+  for (size_t i : indices) {
+    NIMBUS_CHECK(i < items_.size(), "eurosat: index ", i, " out of ", items_.size());
+    out << items_[i].rel << "\n";
+  }
+  NIMBUS_CHECK(out.good(), "eurosat: error writing ", path);
+}
+
+SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroSatSampleOptions options) {
+  for (size_t i : indices) NIMBUS_CHECK(i < ds.size(), "eurosat: index ", i, " out of ", ds.size());
+  auto items = std::make_shared<const std::vector<EuroSatItem>>(ds.items());
+  auto idx = std::make_shared<const std::vector<size_t>>(std::move(indices));
+  return [items, idx, options](size_t k, Rng& rng) {
+    NIMBUS_CHECK(k < idx->size(), "eurosat: sample ", k, " of ", idx->size());
+    const EuroSatItem& item = (*items)[(*idx)[k]];
+    const TiffInfo info = checked_info(item.path);
+    const AugmentDraw d = draw_augment(rng, info.height, info.width, options.augment);
+    Raster r = read_geotiff(item.path, crop_window(d, info.height, info.width, options.augment));
+    flip_rotate(r, d.flip, d.rot);
+    if (options.transform) options.transform(r.data, r.height, r.width);
+    Sample s;
+    s.path = item.path;
+    s.label = item.label;
+    s.add("image", Shape{13, r.height, r.width}, std::move(r.data));
+    return s;
+  };
+}
+
+}  // namespace nimbus::data

@@ -1,0 +1,66 @@
+// eurosat.h: the EuroSAT MS dataset (experiment.md): 64x64, 13-band uint16
+// tiles in 10 class folders, <root>/<Class>/<Class>_<n>.tif.
+//
+// Class index = alphabetical order of the 10 official names (AnnualCrop = 0 ...
+// SeaLake = 9). The index holds paths only; tiles are read when a sample is
+// made. Splits are stratified (per class) from a seed and fractions, or come
+// from split files listing relative paths, one per line.
+#pragma once
+#include <array>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/augment.h"
+#include "data/geotiff.h"
+#include "data/loader.h"
+
+namespace nimbus::data {
+
+constexpr int kEuroSatClasses = 10;
+const std::array<std::string, kEuroSatClasses>& eurosat_class_names();
+
+struct EuroSatItem {
+  std::string path;  // full path
+  std::string rel;   // "<Class>/<file>.tif", what split files list
+  int label = 0;
+};
+
+struct EuroSatSplit {
+  std::vector<size_t> train, val, test;  // indices into EuroSat::items()
+};
+
+class EuroSat {
+ public:
+  // Indexes root. check_files: read every tile's header now and reject any that
+  // is not 13-band uint16 (costs one small read per file); otherwise that check
+  // happens when the tile is loaded.
+  explicit EuroSat(const std::string& root, bool check_files = true);
+
+  const std::vector<EuroSatItem>& items() const { return items_; }
+  size_t size() const { return items_.size(); }
+  const std::string& root() const { return root_; }
+
+  // Per class: shuffle (seed), first round(train*n) -> train, next round(val*n) -> val, rest -> test.
+  EuroSatSplit stratified_split(uint64_t seed, double train_frac, double val_frac) const;
+  // Indices of the relative paths listed in a split file ('#' comments and blank lines skipped).
+  std::vector<size_t> read_split_file(const std::string& path) const;
+  void write_split_file(const std::string& path, const std::vector<size_t>& indices) const;
+
+ private:
+  std::string root_;
+  std::vector<EuroSatItem> items_;  // by class, then file name
+};
+
+// A tile, checked to be 13-band uint16; values stay raw DN.
+Raster load_eurosat_tile(const std::string& path);
+
+struct EuroSatSampleOptions {
+  AugmentConfig augment{0, false, false};  // default: whole tile, no flip/rotation
+  // Optional in-place transform of the (13, h, w) DN tile (the classifier's input scaling).
+  std::function<void(std::vector<float>& chw, int h, int w)> transform;
+};
+// Sample k of the loader is items()[indices[k]]: field "image" (13, h, w), label = class.
+SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroSatSampleOptions options);
+
+}  // namespace nimbus::data

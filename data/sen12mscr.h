@@ -1,0 +1,75 @@
+// sen12mscr.h: the SEN12MS-CR dataset (reference §5.2, §6): finding its
+// (S1, cloud-free S2, cloudy S2) triplets on disk, the benchmark split, and
+// turning one triplet into a training sample for the loader.
+//
+// Nested layout, exactly as distributed (season seed 1158 spring, 1868 summer,
+// 1970 fall, 2017 winter):
+//   <root>/ROIs1158_spring_s1/s1_<roi>/ROIs1158_spring_s1_<roi>_p<n>.tif
+//   <root>/ROIs1158_spring_s2/s2_<roi>/ROIs1158_spring_s2_<roi>_p<n>.tif
+//   <root>/ROIs1158_spring_s2_cloudy/s2_cloudy_<roi>/ROIs1158_spring_s2_cloudy_<roi>_p<n>.tif
+//   and, when SEN12MS land cover is present (under root or lc_root):
+//   <lc_root>/ROIs1158_spring_lc/lc_<roi>/ROIs1158_spring_lc_<roi>_p<n>.tif
+// Flat list form: a CSV, one triplet per line, "s1,s2,s2_cloudy[,lc]" paths
+// (relative to the CSV's folder or absolute); '#' comments and an "s1,..." header
+// are skipped. Season, ROI and patch come from the file names (original names,
+// or the DSen2-CR flattened ROIs1158_spring_<roi>_p<n>.tif).
+//
+// Triplets pair by (season, ROI, patch). Incomplete ones are skipped and
+// reported in ONE warning line on stderr (also kept in the index).
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/augment.h"
+#include "data/geotiff.h"
+#include "data/loader.h"
+
+namespace nimbus::data {
+
+struct Sen12mscrTriplet {
+  std::string s1, s2, s2_cloudy;  // paths
+  std::string lc;                 // SEN12MS land cover, empty when absent
+  int seed = 0;                   // 1158, 1868, 1970, 2017
+  std::string season;             // spring, summer, fall, winter
+  int roi = 0, patch = 0;
+  std::string name() const;  // "ROIs1158_spring_106_p30"
+};
+
+enum class Split { Train, Val, Test };
+const char* split_name(Split s);
+
+// The UnCRtainTS benchmark split (§5.2): 10 test and 10 val ROI folders by
+// season, everything else train. Matched on the exact (season, ROI) pair, so
+// s1_1 is never confused with s1_106.
+Split benchmark_split(const std::string& season, int roi);
+
+struct Sen12mscrIndex {
+  std::vector<Sen12mscrTriplet> triplets;  // complete triplets, sorted by (seed, roi, patch)
+  size_t incomplete = 0;                   // skipped: some member missing
+  size_t missing_s1 = 0, missing_s2 = 0, missing_s2_cloudy = 0;
+  size_t with_lc = 0;
+  std::string warning;  // the warning line printed (empty when nothing was skipped)
+  std::vector<Sen12mscrTriplet> split(Split s) const;
+};
+
+// Walks the nested layout. lc_root: where ROIsXXXX_<season>_lc lives (default: root).
+Sen12mscrIndex scan_sen12mscr(const std::string& root, const std::string& lc_root = "");
+// Reads the flat CSV form.
+Sen12mscrIndex read_sen12mscr_list(const std::string& csv_path);
+
+// ---- one triplet -> one training sample ----
+struct TripletSampleOptions {
+  AugmentConfig augment;         // default: random 128 crop + flip/rot90 (training)
+  bool keep_raw_cloudy = false;  // also "cloudy_raw": the cloudy DN after flip/rot, before clipping
+  // Optional cloud/shadow mask from the raw cloudy crop (13, h, w DN) -> h*w values, as "mask" (1, h, w).
+  std::function<std::vector<float>(const Raster& cloudy_raw)> mask_fn;
+};
+
+// Reads the same window of all three files, fills NaNs (window mean), applies
+// the same flip and rotation, computes the mask on raw DN, then normalises (§4).
+// Fields: "cloudy" (13,h,w), "target" (13,h,w), "sar" (2,h,w) [, "cloudy_raw", "mask"].
+Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOptions& options);
+SampleFn sen12mscr_sample_fn(std::vector<Sen12mscrTriplet> triplets, TripletSampleOptions options);
+
+}  // namespace nimbus::data

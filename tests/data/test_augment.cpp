@@ -1,0 +1,111 @@
+// test_augment.cpp: flips and rot90 against hand-computed small arrays (numpy
+// semantics), the crop draw range, and one draw shared by all of a sample's rasters.
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "data/augment.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::data;
+using namespace nimbus::test;
+
+namespace {
+std::vector<float> fr(const std::vector<float>& in, int c, int h, int w, int flip, int rot) {
+  std::vector<float> out(in.size());
+  flip_rotate(in.data(), out.data(), c, h, w, flip, rot);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("augment: flips and counter-clockwise rot90 like numpy on a 2x3 array") {
+  const std::vector<float> m = {1, 2, 3, 4, 5, 6};  // [[1,2,3],[4,5,6]]
+  CHECK(fr(m, 1, 2, 3, 0, 0) == m);
+  CHECK(fr(m, 1, 2, 3, 0, 1) == std::vector<float>{3, 6, 2, 5, 1, 4});  // np.rot90: [[3,6],[2,5],[1,4]]
+  CHECK(fr(m, 1, 2, 3, 0, 2) == std::vector<float>{6, 5, 4, 3, 2, 1});
+  CHECK(fr(m, 1, 2, 3, 0, 3) == std::vector<float>{4, 1, 5, 2, 6, 3});  // [[4,1],[5,2],[6,3]]
+  CHECK(fr(m, 1, 2, 3, 1, 0) == std::vector<float>{4, 5, 6, 1, 2, 3});  // flipud
+  CHECK(fr(m, 1, 2, 3, 2, 0) == std::vector<float>{3, 2, 1, 6, 5, 4});  // fliplr
+  CHECK(fr(m, 1, 2, 3, 1, 1) == std::vector<float>{6, 3, 5, 2, 4, 1});  // rot90(flipud): flip first
+  CHECK(fr(m, 1, 2, 3, 2, 3) == std::vector<float>{6, 3, 5, 2, 4, 1});  // rot90(fliplr, 3)
+  // Channels move together; the raster form swaps width and height for odd k.
+  Raster r;
+  r.bands = 2, r.height = 2, r.width = 3;
+  r.data = {1, 2, 3, 4, 5, 6, 10, 20, 30, 40, 50, 60};
+  flip_rotate(r, 0, 1);
+  CHECK(r.height == 3);
+  CHECK(r.width == 2);
+  CHECK(r.data == std::vector<float>{3, 6, 2, 5, 1, 4, 30, 60, 20, 50, 10, 40});
+  CHECK_THROWS_AS(fr(m, 1, 2, 3, 3, 0), Error);
+}
+
+TEST_CASE("augment: draws cover offsets 0..127, every flip and rotation, deterministically") {
+  AugmentConfig cfg;  // 128 of 256
+  Rng rng(1);
+  std::set<int> ys, xs, flips, rots;
+  for (int i = 0; i < 4000; ++i) {
+    AugmentDraw d = draw_augment(rng, 256, 256, cfg);
+    ys.insert(d.y0), xs.insert(d.x0), flips.insert(d.flip), rots.insert(d.rot);
+  }
+  CHECK(*ys.begin() == 0);
+  CHECK(*ys.rbegin() == 127);
+  CHECK(ys.size() == 128);
+  CHECK(xs.size() == 128);
+  CHECK(flips == std::set<int>{0, 1, 2});
+  CHECK(rots == std::set<int>{0, 1, 2, 3});
+  Rng a(9), b(9);
+  for (int i = 0; i < 10; ++i) {
+    AugmentDraw da = draw_augment(a, 256, 256, cfg), db = draw_augment(b, 256, 256, cfg);
+    CHECK((da.y0 == db.y0 && da.x0 == db.x0 && da.flip == db.flip && da.rot == db.rot));
+  }
+  // Off switches, other crop sizes, and a crop bigger than the image.
+  AugmentConfig fixed{128, false, false};
+  AugmentDraw d = draw_augment(rng, 256, 256, fixed);
+  CHECK((d.y0 == 0 && d.x0 == 0 && d.flip == 0 && d.rot == 0));
+  Window w = crop_window(d, 256, 256, fixed);
+  CHECK((w.x0 == 0 && w.y0 == 0 && w.width == 128 && w.height == 128));
+  AugmentConfig small{32, true, true};
+  for (int i = 0; i < 100; ++i) {
+    AugmentDraw s = draw_augment(rng, 40, 50, small);
+    CHECK((s.y0 >= 0 && s.y0 < 8 && s.x0 >= 0 && s.x0 < 18));
+  }
+  CHECK(crop_window(d, 64, 64, AugmentConfig{0, true, true}).width == 64);
+  CHECK(draw_augment(rng, 64, 64, AugmentConfig{64, true, true}).y0 == 0);
+  CHECK_THROWS_WITH_AS(draw_augment(rng, 64, 64, cfg), doctest::Contains("crop 128"), Error);
+}
+
+TEST_CASE("augment: one draw keeps a sample's rasters aligned") {
+  // Three rasters of one scene: pixel (y, x) of each encodes the same location.
+  auto scene = [](int bands, float scale) {
+    Raster r;
+    r.bands = bands, r.height = 16, r.width = 16;
+    for (int c = 0; c < bands; ++c)
+      for (int y = 0; y < 16; ++y)
+        for (int x = 0; x < 16; ++x) r.data.push_back(scale * float(y * 16 + x) + float(c) * 1000);
+    return r;
+  };
+  Rng rng(5);
+  AugmentConfig cfg{8, true, true};
+  for (int t = 0; t < 20; ++t) {
+    AugmentDraw d = draw_augment(rng, 16, 16, cfg);
+    Raster s1 = scene(2, 1), s2 = scene(13, 1), cloudy = scene(13, 2);
+    Window w = crop_window(d, 16, 16, cfg);
+    auto crop = [&](Raster& r) {
+      Raster c = r;
+      c.width = c.height = 8;
+      c.data.clear();
+      for (int b = 0; b < r.bands; ++b)
+        for (int y = 0; y < 8; ++y)
+          for (int x = 0; x < 8; ++x) c.data.push_back(r.band(b)[(y + w.y0) * 16 + x + w.x0]);
+      return c;
+    };
+    Raster a = crop(s1), b = crop(s2), c = crop(cloudy);
+    flip_rotate(a, d.flip, d.rot), flip_rotate(b, d.flip, d.rot), flip_rotate(c, d.flip, d.rot);
+    for (int i = 0; i < 64; ++i) {
+      REQUIRE(a.data[i] == b.data[i]);                     // same location in S1 and S2
+      REQUIRE(c.data[i] == 2 * b.data[i]);                 // and in the cloudy twin
+      REQUIRE(b.band(12)[i] == b.data[i] + 12000);         // all bands moved together
+    }
+  }
+}
