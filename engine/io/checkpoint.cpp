@@ -94,12 +94,15 @@ Metadata load_checkpoint(const std::string& path, Module& module, Optimizer* opt
       return user;
     }
     NIMBUS_CHECK(ost.info.count("type"), "the file holds no optimizer state");
-    OptimizerState before = optimizer->state_dict();
-    optimizer->load_state_dict(ost);  // all or nothing
+    // The model first (its errors explain most optimiser mismatches); each load is
+    // all or nothing, and a failing optimiser load puts the model back as it was.
+    NamedTensors before;
+    for (auto& [n, t] : module.state_dict()) before.emplace_back(n, t.clone());
+    module.load_state_dict(model, strict);
     try {
-      module.load_state_dict(model, strict);  // all or nothing
+      optimizer->load_state_dict(ost);
     } catch (...) {
-      optimizer->load_state_dict(before);
+      module.load_state_dict(before, true);
       throw;
     }
   } catch (const Error& e) {

@@ -1,0 +1,258 @@
+// test_checkpoint.cpp: checkpoint round trip (weights, buffers, optimiser state,
+// metadata, rng), resumed training equals uninterrupted training, corrupt or
+// truncated files give an Error, and writes leave no temporary files.
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+
+#include "engine/io/checkpoint.h"
+#include "engine/nn/layers.h"
+#include "engine/ops/loss.h"
+#include "engine/optim/adam.h"
+#include "engine/optim/nadam.h"
+#include "engine/optim/sgd.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/nimbus_ckpt_XXXXXX";
+    REQUIRE(::mkdtemp(tmpl));
+    path = tmpl;
+  }
+  ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+  std::vector<std::string> files() const {
+    std::vector<std::string> out;
+    if (DIR* d = ::opendir(path.c_str())) {
+      while (dirent* e = ::readdir(d))
+        if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") out.push_back(e->d_name);
+      ::closedir(d);
+    }
+    return out;
+  }
+};
+
+std::string read_all(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), {}};
+}
+void write_all(const std::string& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+
+// conv-bn-relu-gap-linear: parameters and buffers of every kind.
+std::shared_ptr<Sequential> small_model(uint64_t seed) {
+  Rng rng(seed);
+  return std::make_shared<Sequential>(std::initializer_list<std::shared_ptr<UnaryModule>>{
+      std::make_shared<Conv2d>(2, 3, 3, 1, 1, true, rng), std::make_shared<BatchNorm2d>(3), std::make_shared<ReLU>(),
+      std::make_shared<GlobalAvgPool>(), std::make_shared<Linear>(3, 2, true, rng)});
+}
+
+struct Batch {
+  Tensor x, y;
+};
+Batch batch(Rng& rng) {
+  return {Tensor::randn({4, 2, 5, 5}, rng), Tensor::from_vector({4}, {float(rng.below(2)), float(rng.below(2)), 0, 1})};
+}
+
+void train_step(Sequential& m, Optimizer& opt, Rng& data_rng) {
+  Batch b = batch(data_rng);
+  opt.zero_grad();
+  cross_entropy(m.forward(b.x), b.y).backward();
+  opt.step();
+}
+
+void check_same_state(const Module& a, const Module& b) {
+  auto sa = a.state_dict(), sb = b.state_dict();
+  REQUIRE(sa.size() == sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    CHECK(sa[i].first == sb[i].first);
+    CHECK_MESSAGE(sa[i].second.to_vector() == sb[i].second.to_vector(), sa[i].first);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint: round trip of weights, buffers, optimiser state and metadata; resume is exact") {
+  TempDir dir;
+  std::string path = dir.path + "/ckpt.safetensors";
+  auto model = small_model(1);
+  Adam opt(model->named_parameters(), {.lr = 0.01, .weight_decay = 1e-4});
+  Rng data_rng(99);
+  for (int i = 0; i < 3; ++i) train_step(*model, opt, data_rng);
+  opt.set_lr(0.0123456789012345);
+  Metadata meta = {{"epoch", "3"}, {"config", R"({"lr": 0.01, "model": "small"})"},
+                   {"rng", rng_state_to_string(data_rng)}};
+  save_checkpoint(path, *model, &opt, meta);
+  CHECK(dir.files() == std::vector<std::string>{"ckpt.safetensors"});  // no temporary left behind
+
+  auto fresh = small_model(2);  // different initial weights
+  Adam fresh_opt(fresh->named_parameters(), {.lr = 0.01, .weight_decay = 1e-4});
+  Metadata got = load_checkpoint(path, *fresh, &fresh_opt);
+  CHECK(got == meta);  // exactly the caller's metadata, reserved keys stripped
+  check_same_state(*model, *fresh);
+  auto bn = std::dynamic_pointer_cast<BatchNorm2d>(fresh->children()[1].second);
+  CHECK(bn->num_batches_tracked.item() == 3);
+  CHECK(fresh_opt.lr() == 0.0123456789012345);  // exact, via text
+  CHECK(fresh_opt.steps() == 3);
+  auto so = opt.state_dict().tensors, sf = fresh_opt.state_dict().tensors;
+  REQUIRE(so.size() == sf.size());
+  REQUIRE(so.size() == 1 + 6 * 3);  // "step", and per parameter step, exp_avg, exp_avg_sq
+  for (size_t i = 0; i < so.size(); ++i) {
+    CHECK(so[i].first == sf[i].first);
+    CHECK(so[i].second.to_vector() == sf[i].second.to_vector());
+  }
+  Rng resumed_rng;
+  rng_state_from_string(resumed_rng, got.at("rng"));
+  CHECK(resumed_rng.state() == data_rng.state());
+
+  // Training on from the checkpoint gives bit-identical weights to never stopping.
+  for (int i = 0; i < 3; ++i) {
+    train_step(*model, opt, data_rng);
+    train_step(*fresh, fresh_opt, resumed_rng);
+  }
+  check_same_state(*model, *fresh);
+
+  // Weights only: no optimiser passed, optimiser tensors in the file are ignored.
+  auto eval_model = small_model(3);
+  load_checkpoint(path, *eval_model);
+  // Optimiser requested but none saved.
+  save_checkpoint(path, *model, nullptr, {});
+  Adam another(eval_model->named_parameters(), {});
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, *eval_model, &another), doctest::Contains("holds no optimizer state"),
+                       Error);
+}
+
+TEST_CASE("checkpoint: Nadam's m_schedule and SGD's momentum survive a round trip") {
+  TempDir dir;
+  std::string path = dir.path + "/n.safetensors";
+  auto model = small_model(4);
+  Nadam nadam(model->named_parameters(), {.lr = 1e-3});
+  Rng data(5);
+  for (int i = 0; i < 4; ++i) train_step(*model, nadam, data);
+  save_checkpoint(path, *model, &nadam);
+  auto m2 = small_model(4);
+  Nadam n2(m2->named_parameters(), {.lr = 1e-3});
+  load_checkpoint(path, *m2, &n2);
+  CHECK(n2.m_schedule() == nadam.m_schedule());
+  CHECK(n2.m_schedule() < 0.5f);  // really advanced (S_4 ~ 0.9^4 / 2^4)
+  Rng data2 = data;
+  for (int i = 0; i < 2; ++i) {
+    train_step(*model, nadam, data);
+    train_step(*m2, n2, data2);
+  }
+  check_same_state(*model, *m2);
+
+  // Wrong optimiser type: an Error naming both, and the model is left as it was.
+  SGD sgd(m2->named_parameters(), {.lr = 0.1, .momentum = 0.9});
+  std::vector<float> before = m2->state_dict()[0].second.to_vector();
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, *small_model(9), &sgd), doctest::Contains("saved by nadam, loading into sgd"),
+                       Error);
+  CHECK(m2->state_dict()[0].second.to_vector() == before);
+}
+
+TEST_CASE("checkpoint: a model mismatch fails with the path and leaves model and optimiser unchanged") {
+  TempDir dir;
+  std::string path = dir.path + "/m.safetensors";
+  auto model = small_model(1);
+  Adam opt(model->named_parameters(), {});
+  Rng data(1);
+  train_step(*model, opt, data);
+  save_checkpoint(path, *model, &opt);
+  // Same parameter names for the optimiser, different conv width in the model.
+  Rng rng(0);
+  Sequential other{std::make_shared<Conv2d>(2, 4, 3, 1, 1, true, rng), std::make_shared<BatchNorm2d>(4),
+                   std::make_shared<ReLU>(), std::make_shared<GlobalAvgPool>(), std::make_shared<Linear>(4, 2, true, rng)};
+  Adam other_opt(other.named_parameters(), {});
+  auto w_before = other.state_dict()[0].second.to_vector();
+  try {
+    load_checkpoint(path, other, &other_opt);
+    FAIL("no error");
+  } catch (const Error& e) {
+    std::string m = e.what();
+    CHECK(m.find(path) != std::string::npos);
+    CHECK(m.find("wrongly shaped") != std::string::npos);
+  }
+  CHECK(other.state_dict()[0].second.to_vector() == w_before);
+  CHECK(other_opt.steps() == 0);
+  CHECK(other_opt.state_dict().tensors.size() == 1);  // the optimiser was rolled back too
+
+  CHECK_THROWS_WITH_AS(save_checkpoint(path, *model, &opt, {{"optim.lr", "1"}}), doctest::Contains("reserved"), Error);
+  CHECK_THROWS_AS(save_checkpoint(dir.path + "/no/such/dir/x.safetensors", *model, &opt), Error);
+  CHECK(dir.files() == std::vector<std::string>{"m.safetensors"});
+}
+
+TEST_CASE("checkpoint: truncated, bit-flipped and foreign files are clear Errors") {
+  TempDir dir;
+  std::string good = dir.path + "/good.safetensors", bad = dir.path + "/bad.safetensors";
+  auto model = small_model(1);
+  Adam opt(model->named_parameters(), {});
+  Rng data(1);
+  train_step(*model, opt, data);
+  save_checkpoint(good, *model, &opt, {{"epoch", "7"}});
+  const std::string bytes = read_all(good);
+  uint64_t hlen = 0;
+  for (int b = 0; b < 8; ++b) hlen |= uint64_t(uint8_t(bytes[b])) << (8 * b);
+  REQUIRE(8 + hlen < bytes.size());
+
+  auto fails = [&](const std::string& content) {
+    write_all(bad, content);
+    auto target = small_model(2);
+    Adam target_opt(target->named_parameters(), {});
+    try {
+      load_checkpoint(bad, *target, &target_opt);
+    } catch (const Error& e) {
+      return std::string(e.what()).find(bad) != std::string::npos;  // names the file
+    }
+    return false;
+  };
+  CHECK_FALSE(fails(bytes));  // the unmodified file loads
+
+  // Truncated anywhere: empty, inside the length, inside the header, inside the data, one byte short.
+  for (size_t cut : {size_t(0), size_t(5), size_t(8), size_t(8 + hlen / 2), size_t(8 + hlen),
+                     size_t(8 + hlen + 10), bytes.size() / 2 + hlen / 2, bytes.size() - 1}) {
+    CAPTURE(cut);
+    CHECK(fails(bytes.substr(0, cut)));
+  }
+  // Every single header byte flipped (two different masks): never a crash, always an Error.
+  int undetected = 0;
+  for (size_t i = 0; i < 8 + hlen; ++i)
+    for (unsigned char mask : {0x01, 0x20}) {
+      std::string c = bytes;
+      c[i] = char(c[i] ^ mask);
+      if (!fails(c)) {
+        ++undetected;
+        MESSAGE("header flip undetected at byte ", i, " mask ", int(mask), ": '", bytes.substr(i > 20 ? i - 20 : 0, 40), "'");
+      }
+    }
+  CHECK(undetected == 0);
+  // Data bytes flipped: caught by the checksum.
+  for (size_t i : {size_t(8 + hlen), size_t(8 + hlen + 101), bytes.size() - 1}) {
+    std::string c = bytes;
+    c[i] = char(c[i] ^ 0x04);
+    CHECK(fails(c));
+  }
+  // A valid safetensors file that is not a checkpoint.
+  save_safetensors(bad, model->state_dict());
+  auto target = small_model(2);
+  CHECK_THROWS_WITH_AS(load_checkpoint(bad, *target), doctest::Contains("not a nimbus checkpoint"), Error);
+  CHECK_THROWS_WITH_AS(load_checkpoint(dir.path + "/absent.safetensors", *target), doctest::Contains("absent"), Error);
+}
+
+TEST_CASE("checkpoint: rng state text round trip and malformed text") {
+  Rng a(123);
+  a.next_u64();
+  Rng b;
+  rng_state_from_string(b, rng_state_to_string(a));
+  CHECK(a.next_u64() == b.next_u64());
+  for (const char* bad : {"", "1,2,3", "1,2,3,4,5", "1,2,x,4", "-1,2,3,4", "1,2,3,99999999999999999999999"})
+    CHECK_THROWS_WITH_AS(rng_state_from_string(b, bad), doctest::Contains("rng state"), Error);
+}
