@@ -283,7 +283,7 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   Raster r[3];
   for (int i = 0; i < 3; ++i) {
     r[i] = read_geotiff(*parts[i].path, win);
-    fill_nan_with_mean(r[i].data.data(), r[i].data.size());
+    if (parts[i].type == SampleType::Float32) fill_nan_with_mean(r[i].data.data(), r[i].data.size());  // ints have no NaN
     flip_rotate(r[i], d.flip, d.rot);
   }
   Raster& sar = r[0];
@@ -309,6 +309,15 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   s.add("sar", Shape{2, h, w}, std::move(sar.data));
   if (o.keep_raw_cloudy) s.add("cloudy_raw", Shape{13, h, w}, std::move(raw));
   if (o.mask_fn) s.add("mask", Shape{1, h, w}, std::move(mask));
+  if (o.with_lc) {
+    NIMBUS_CHECK(!t.lc.empty(), "sen12mscr: ", t.name(), " (", t.s1, ") has no land-cover file");
+    TiffInfo info = read_tiff_info(t.lc);
+    NIMBUS_CHECK(info.bands == 4 && info.height == H && info.width == W, "sen12mscr: ", t.lc, ": land cover must be ",
+                 W, "x", H, " with 4 bands but is ", info.width, "x", info.height, " with ", info.bands);
+    Raster lc = read_geotiff(t.lc, win);
+    flip_rotate(lc, d.flip, d.rot);
+    s.add("lc", Shape{4, h, w}, std::move(lc.data));
+  }
   return s;
 }
 

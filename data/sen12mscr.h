@@ -62,13 +62,14 @@ Sen12mscrIndex read_sen12mscr_list(const std::string& csv_path);
 struct TripletSampleOptions {
   AugmentConfig augment;         // default: random 128 crop + flip/rot90 (training)
   bool keep_raw_cloudy = false;  // also "cloudy_raw": the cloudy DN after flip/rot, before clipping
+  bool with_lc = false;          // also "lc" (4, h, w): SEN12MS land cover, same window/flip/rot; required then
   // Optional cloud/shadow mask from the raw cloudy crop (13, h, w DN) -> h*w values, as "mask" (1, h, w).
   std::function<std::vector<float>(const Raster& cloudy_raw)> mask_fn;
 };
 
 // Reads the same window of all three files, fills NaNs (window mean), applies
 // the same flip and rotation, computes the mask on raw DN, then normalises (§4).
-// Fields: "cloudy" (13,h,w), "target" (13,h,w), "sar" (2,h,w) [, "cloudy_raw", "mask"].
+// Fields: "cloudy" (13,h,w), "target" (13,h,w), "sar" (2,h,w) [, "cloudy_raw", "mask", "lc"].
 Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOptions& options);
 SampleFn sen12mscr_sample_fn(std::vector<Sen12mscrTriplet> triplets, TripletSampleOptions options);
 

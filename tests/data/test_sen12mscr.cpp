@@ -152,6 +152,24 @@ TEST_CASE("sen12mscr: SEN12MS land cover is paired when present, here or under l
     if (t.name() == "ROIs1868_summer_5_p3") CHECK(t.lc == lc2);
   for (auto& t : a.triplets) CHECK(t.lc == (t.name() == "ROIs1158_spring_1_p1" ? lc1 : ""));
   CHECK(b.incomplete == 0);
+  // Loaded with the triplet: same window, flip and rotation as the rest.
+  TripletSampleOptions o;
+  o.augment = AugmentConfig{4, true, true};
+  o.with_lc = true;
+  for (auto& t : b.triplets) {
+    Rng rng(3), again(3);
+    if (t.lc.empty()) {
+      CHECK_THROWS_WITH_AS(load_triplet(t, rng, o), doctest::Contains("no land-cover file"), Error);
+      continue;
+    }
+    Sample s = load_triplet(t, rng, o);
+    AugmentDraw d = draw_augment(again, 8, 8, o.augment);
+    Raster want = read_geotiff(t.lc, Window{d.x0, d.y0, 4, 4});
+    flip_rotate(want, d.flip, d.rot);
+    REQUIRE(s.names.back() == "lc");
+    CHECK(s.shapes.back() == Shape{4, 4, 4});
+    CHECK(s.values.back() == want.data);
+  }
   // The real lc file is 4-band uint8 tagged RGB + alpha and reads as such.
   TiffInfo info = read_tiff_info(shared_path(
       "fixtures/real/sen12ms/AnupamaRajkumar+PolSARFeatureExtraction/features/data/ROIs1158_spring_lc_1_p30.tif"));

@@ -1,0 +1,115 @@
+// bench_loader.cpp: SEN12MS-CR triplets per second from disk through the
+// streaming loader (window read of the crop, NaN fill, flip/rot90, §4 scaling,
+// batching into Tensors). Prints one JSON line.
+//
+//   bench_loader [--root DIR] [--triplets N] [--threads T] [--batch B]
+//                [--prefetch P] [--crop C] [--epochs E]
+// Without --root it writes N real-format 256x256 triplets (13-band uint16 S2
+// pair, 2-band float32 S1, uncompressed, in the nested layout) to a temp
+// folder and removes it afterwards. Files just written sit in the page cache,
+// so that figure is decode + crop + augment speed, not cold-disk speed.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "data/sen12mscr.h"
+#include "engine/error.h"
+#include "engine/random.h"
+
+using namespace nimbus;
+using namespace nimbus::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Writes n triplets under root (ROI 1, patches 1..n, spring).
+void make_tree(const fs::path& root, int n) {
+  Rng rng(1);
+  for (int p = 1; p <= n; ++p)
+    for (const char* mod : {"s1", "s2", "s2_cloudy"}) {
+      const bool s1 = std::strcmp(mod, "s1") == 0;
+      Raster r;
+      r.width = r.height = 256;
+      r.bands = s1 ? 2 : 13;
+      r.data.resize(size_t(r.bands) * 256 * 256);
+      for (auto& v : r.data) v = s1 ? rng.uniform(-30.f, 0.f) : float(rng.below(9000));
+      r.geo.pixel_scale = {10, 10, 0};
+      r.geo.tiepoints = {0, 0, 0, 399960, 5800020, 0};
+      WriteOptions o;
+      o.type = s1 ? SampleType::Float32 : SampleType::UInt16;
+      const std::string pre = str("ROIs1158_spring_", mod);
+      fs::create_directories(root / pre / str(mod, "_1"));
+      write_geotiff((root / pre / str(mod, "_1") / str(pre, "_1_p", p, ".tif")).string(), r, o);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string root;
+  int triplets = 32, threads = 2, batch = 8, prefetch = 4, crop = 128, epochs = 2;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_loader: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--root") root = val();
+    else if (a == "--triplets") triplets = std::stoi(val());
+    else if (a == "--threads") threads = std::stoi(val());
+    else if (a == "--batch") batch = std::stoi(val());
+    else if (a == "--prefetch") prefetch = std::stoi(val());
+    else if (a == "--crop") crop = std::stoi(val());
+    else if (a == "--epochs") epochs = std::stoi(val());
+    else {
+      std::fprintf(stderr, "usage: bench_loader [--root DIR] [--triplets N] [--threads T] [--batch B] "
+                           "[--prefetch P] [--crop C] [--epochs E]\n");
+      return 2;
+    }
+  }
+  fs::path tmp;  // the generated tree, removed on every exit path
+  try {
+    if (root.empty()) {
+      std::string tmpl = (fs::temp_directory_path() / "bench_loader_XXXXXX").string();
+      if (!::mkdtemp(tmpl.data())) throw Error("bench_loader: cannot make a temp folder");
+      tmp = tmpl;
+      make_tree(tmp, triplets);
+      root = tmp.string();
+    }
+    Sen12mscrIndex idx = scan_sen12mscr(root);
+    TripletSampleOptions so;
+    so.augment.crop = crop;
+    LoaderOptions lo;
+    lo.batch_size = size_t(batch);
+    lo.threads = threads;
+    lo.prefetch = prefetch;
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t samples = 0;
+    {
+      Loader loader(idx.triplets.size(), sen12mscr_sample_fn(idx.triplets, so), lo);
+      const size_t n = loader.batches_per_epoch() * size_t(epochs);
+      for (size_t b = 0; b < n; ++b) samples += loader.next().indices.size();
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf(
+        "{\"bench\":\"loader\",\"dataset\":\"sen12mscr\",\"root\":\"%s\",\"triplets\":%zu,\"threads\":%d,"
+        "\"batch\":%d,\"prefetch\":%d,\"crop\":%d,\"samples\":%zu,\"seconds\":%.4f,\"samples_per_s\":%.2f}\n",
+        tmp.empty() ? root.c_str() : "(temp, page-cached)", idx.triplets.size(), threads, batch, prefetch, crop,
+        samples, s, double(samples) / s);
+    if (!tmp.empty()) fs::remove_all(tmp);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_loader: %s\n", e.what());
+    std::error_code ec;
+    if (!tmp.empty()) fs::remove_all(tmp, ec);
+    return 1;
+  }
+  return 0;
+}
