@@ -17,7 +17,11 @@ constexpr float kCirrusDN[kS2Bands] = {900, 900, 850, 800, 750, 700, 700, 700, 7
 // Shadow darkening at full strength: less in the visible (diffuse sky light), most in NIR/SWIR.
 constexpr float kShadowDark[kS2Bands] = {0.35f, 0.45f, 0.5f, 0.55f, 0.6f, 0.65f, 0.7f, 0.7f, 0.7f, 0.6f, 0.3f,
                                          0.72f, 0.72f};
-constexpr float kEdge = 0.35f;  // soft-edge half width in noise standard deviations
+constexpr float kEdge = 0.25f;  // soft-edge half width in noise standard deviations
+// The mask's cloud edge: pixels with a tenth of their signal from the cloud (~600 DN in the
+// visible, more than half a clear pixel's reflectance) are
+// cloud: their ground is no longer usable as is. The same for shadows.
+constexpr float kMaskOpacity = 0.1f;
 
 }  // namespace
 
@@ -27,12 +31,12 @@ CloudLayer make_clouds(int h, int w, double cover, Rng& rng) {
   c.width = w;
   const size_t n = size_t(h) * w;
   cover = std::clamp(cover, 0.0, 1.0);
-  // Opacity 0.5 exactly at the threshold q: opacity = 0.5 + (F - q) / (2 kEdge).
+  // Opacity kMaskOpacity exactly at the threshold q, rising to 1 over 2 kEdge.
   Field f = fractal_noise(h, w, float(std::max(h, w)) / 3.f, 5, rng);
   const float q = threshold_for_fraction(f, cover);
   c.opacity.resize(n);
   for (size_t i = 0; i < n; ++i)
-    c.opacity[i] = std::isinf(q) ? 0.f : std::clamp(0.5f + (f[i] - q) / (2 * kEdge), 0.f, 1.f);
+    c.opacity[i] = std::isinf(q) ? 0.f : std::clamp(kMaskOpacity + (f[i] - q) / (2 * kEdge), 0.f, 1.f);
   // Cirrus: present in about half the scenes, faint.
   Field ci = fractal_noise(h, w, float(std::max(h, w)) / 2.f, 3, rng);
   const float cirrus_amount = rng.uniform() < 0.5 ? rng.uniform(0.05f, 0.3f) : 0.f;
@@ -50,10 +54,10 @@ CloudLayer make_clouds(int h, int w, double cover, Rng& rng) {
       size_t i = size_t(y) * w + x;
       int sx = x - c.shadow_dx, sy = y - c.shadow_dy;
       float s = (sx >= 0 && sx < w && sy >= 0 && sy < h) ? c.opacity[size_t(sy) * w + sx] : 0.f;
-      if (c.opacity[i] >= 0.5f) {
+      if (c.opacity[i] >= kMaskOpacity) {
         c.mask[i] = 1;
         ++clouds;
-      } else if (s >= 0.5f) {
+      } else if (s >= kMaskOpacity) {
         c.mask[i] = 2;
         ++shadows;
       }

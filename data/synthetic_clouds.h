@@ -1,8 +1,8 @@
 // synthetic_clouds.h: clouds for the synthetic SEN12MS-CR-like scenes.
 //
 // Thick clouds: a fractal noise field thresholded so that exactly the requested
-// fraction of pixels has opacity >= 0.5 (the generator's own cloud mask), with
-// soft edges; bright in every band, strongest in B1..B4, raised in B10 (cirrus).
+// fraction of pixels has opacity >= 0.1 (the generator's own cloud mask), with
+// soft edges (opacity from 0.1 at the mask edge to 1 inside); bright in every band, strongest in B1..B4, raised in B10 (cirrus).
 // Thin cirrus: a faint, large-scale veil that shows mostly in B10.
 // Shadows: the thick-cloud opacity shifted by (dx, dy) (sun direction), hidden
 // under the clouds themselves, darkening every band, NIR and SWIR the most.
@@ -20,8 +20,8 @@ struct CloudLayer {
   Field opacity;        // (H, W) thick-cloud opacity in [0, 1]
   Field cirrus;         // (H, W) cirrus opacity in [0, ~0.3]
   Field shadow;         // (H, W) shadow strength in [0, 1] (0 under clouds)
-  // The generator's own mask: 1 cloud (opacity >= 0.5), 2 shadow (shifted
-  // opacity >= 0.5, not cloud), 0 clear.
+  // The generator's own mask: 1 cloud (opacity >= 0.1), 2 shadow (shifted
+  // opacity >= 0.1, not cloud), 0 clear.
   std::vector<uint8_t> mask;
   double cloud_fraction = 0, shadow_fraction = 0;
   int shadow_dx = 0, shadow_dy = 0;
