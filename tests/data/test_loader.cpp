@@ -89,7 +89,7 @@ TEST_CASE("loader: epochs of floor(N/B) batches, reshuffled each epoch, in order
   CHECK(sorted == Loader::epoch_order(23, 11, 0, false));  // a permutation of 0..22
 }
 
-TEST_CASE("loader: same seed -> same batches, whatever the thread count; new seed -> new order") {
+TEST_CASE("loader: same seed -> same batches, whatever the thread count, new seed -> new order") {
   LoaderOptions o;
   o.batch_size = 5;
   o.seed = 3;
@@ -133,7 +133,7 @@ TEST_CASE("loader: memory is bounded by the prefetch depth") {
   CHECK(l.max_outstanding() >= 1);
 }
 
-TEST_CASE("loader: a worker's error reaches the consumer naming the file; shutdown mid-epoch is clean") {
+TEST_CASE("loader: a worker's error reaches the consumer naming the file, shutdown mid-epoch is clean") {
   LoaderOptions o;
   o.batch_size = 2;
   o.threads = 2;
