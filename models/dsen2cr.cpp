@@ -1,0 +1,63 @@
+// dsen2cr.cpp: DSen2-CR from nimbus layers (see dsen2cr.h).
+#include "models/dsen2cr.h"
+
+#include "engine/nn/init.h"
+#include "engine/ops/activation.h"
+#include "engine/ops/arith.h"
+#include "engine/ops/shape_ops.h"
+
+namespace nimbus::models {
+
+std::string DSen2CRConfig::str() const {
+  return nimbus::str("dsen2cr(B=", blocks, ", F=", features, sar ? ", SAR)" : ", no SAR)");
+}
+
+namespace {
+// Keras 'same' 3x3 conv with he_uniform kernel and zero bias.
+std::shared_ptr<Conv2d> conv3x3(int64_t in, int64_t out, Rng& rng) {
+  auto c = std::make_shared<Conv2d>(in, out, 3, 1, 1, /*bias=*/true, rng);
+  init::he_uniform_(c->weight, rng);
+  init::zeros_(c->bias);
+  return c;
+}
+
+std::string shape_of(const Tensor& t) { return t.defined() ? t.shape().str() : "undefined"; }
+}  // namespace
+
+DSen2CRBlock::DSen2CRBlock(int64_t features, Rng& rng) {
+  conv1 = register_module("conv1", conv3x3(features, features, rng));
+  conv2 = register_module("conv2", conv3x3(features, features, rng));
+}
+
+Tensor DSen2CRBlock::forward(const Tensor& x) {
+  return add(x, mul_scalar(conv2->forward(relu(conv1->forward(x))), kResidualScale));
+}
+
+DSen2CR::DSen2CR(const DSen2CRConfig& c, Rng& rng) : config_(c) {
+  NIMBUS_CHECK(c.blocks >= 0 && c.features > 0, "DSen2CR: bad configuration ", c.str());
+  head_ = register_module("head", conv3x3(c.in_channels(), c.features, rng));
+  blocks_ = register_module("blocks", std::make_shared<Sequential>());
+  for (int i = 0; i < c.blocks; ++i) blocks_->push_back(std::make_shared<DSen2CRBlock>(c.features, rng));
+  tail_ = register_module("tail", conv3x3(c.features, kS2Bands, rng));
+}
+
+Tensor DSen2CR::forward(const Tensor& s2, const Tensor& s1) {
+  NIMBUS_CHECK(s2.defined() && s2.ndim() == 4 && s2.size(1) == kS2Bands, "dsen2cr: S2 input ", shape_of(s2),
+               " is not (N,13,H,W)");
+  Tensor x = s2;
+  if (config_.sar) {
+    NIMBUS_CHECK(s1.defined(), "dsen2cr: ", config_.str(), " needs the S1 input (N,2,H,W), none given");
+    NIMBUS_CHECK(s1.ndim() == 4 && s1.size(0) == s2.size(0) && s1.size(1) == kS1Bands && s1.size(2) == s2.size(2) &&
+                     s1.size(3) == s2.size(3),
+                 "dsen2cr: S1 input ", s1.shape().str(), " does not match S2 input ", s2.shape().str(),
+                 " (expected (N,2,H,W) with the same N, H, W)");
+    x = concat_channels({s2, s1});
+  } else {
+    NIMBUS_CHECK(!s1.defined(), "dsen2cr: ", config_.str(), " takes no S1 input, but got ", s1.shape().str());
+  }
+  Tensor h = relu(head_->forward(x));
+  h = blocks_->forward(h);
+  return add(tail_->forward(h), s2);
+}
+
+}  // namespace nimbus::models

@@ -1,0 +1,87 @@
+// model.cpp: model configuration <-> JSON, and building a model from it.
+#include "models/model.h"
+
+#include <cmath>
+
+#include "engine/io/json.h"
+
+namespace nimbus::models {
+
+std::string ModelConfig::to_json() const {
+  if (arch == Arch::DSen2CR)
+    return nimbus::str("{\"arch\":\"dsen2cr\",\"blocks\":", dsen2cr.blocks, ",\"features\":", dsen2cr.features,
+               ",\"sar\":", dsen2cr.sar ? "true" : "false", "}");
+  const auto& r = resnet;
+  return nimbus::str("{\"arch\":\"resnet\",\"block\":\"", block_type_name(r.block), "\",\"blocks\":[", r.blocks[0], ",",
+             r.blocks[1], ",", r.blocks[2], ",", r.blocks[3], "],\"width\":", r.width, ",\"in_channels\":",
+             r.in_channels, ",\"classes\":", r.classes, "}");
+}
+
+namespace {
+struct Reader {
+  const json::Value& v;
+  const std::string& where;
+  const json::Value& field(const char* key, json::Value::Type type, const char* what) const {
+    const json::Value* f = v.get(key);
+    NIMBUS_CHECK(f && f->is(type), where, ": model config needs \"", key, "\" (", what, ")");
+    return *f;
+  }
+  int integer(const char* key) const { return as_int(field(key, json::Value::Type::Number, "an integer"), key); }
+  int as_int(const json::Value& f, const char* key) const {
+    NIMBUS_CHECK(f.is(json::Value::Type::Number) && f.num == std::floor(f.num) && std::fabs(f.num) < 1e9, where,
+                 ": model config field \"", key, "\" must be an integer");
+    return int(f.num);
+  }
+};
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const std::string& text, const std::string& where) {
+  json::Value v;
+  try {
+    v = json::parse(text);
+  } catch (const Error& e) {
+    throw Error(nimbus::str(where, ": model config is not valid JSON: ", e.what()));
+  }
+  NIMBUS_CHECK(v.is(json::Value::Type::Object), where, ": model config must be a JSON object");
+  Reader r{v, where};
+  const std::string arch = r.field("arch", json::Value::Type::String, "\"resnet\" or \"dsen2cr\"").s;
+  ModelConfig c;
+  if (arch == "dsen2cr") {
+    c.arch = Arch::DSen2CR;
+    c.dsen2cr.blocks = r.integer("blocks");
+    c.dsen2cr.features = r.integer("features");
+    c.dsen2cr.sar = r.field("sar", json::Value::Type::Bool, "true or false").b;
+    return c;
+  }
+  NIMBUS_CHECK(arch == "resnet", where, ": unknown model arch \"", arch, "\" (expected resnet or dsen2cr)");
+  c.arch = Arch::ResNet;
+  const std::string block = r.field("block", json::Value::Type::String, "\"basic\" or \"bottleneck\"").s;
+  NIMBUS_CHECK(block == "basic" || block == "bottleneck", where, ": unknown block \"", block,
+               "\" (expected basic or bottleneck)");
+  c.resnet.block = block == "basic" ? BlockType::Basic : BlockType::Bottleneck;
+  const json::Value& blocks = r.field("blocks", json::Value::Type::Array, "four integers");
+  NIMBUS_CHECK(blocks.arr.size() == 4, where, ": model config \"blocks\" needs four integers, got ",
+               blocks.arr.size());
+  for (int s = 0; s < 4; ++s) c.resnet.blocks[s] = r.as_int(blocks.arr[s], "blocks");
+  c.resnet.width = r.integer("width");
+  c.resnet.in_channels = r.integer("in_channels");
+  c.resnet.classes = r.integer("classes");
+  return c;
+}
+
+std::string ModelConfig::str() const { return arch == Arch::ResNet ? resnet.str() : dsen2cr.str(); }
+
+Module& Model::module() const {
+  if (classifier) return *classifier;
+  NIMBUS_CHECK(dsen2cr, "Model: empty (built from no configuration)");
+  return *dsen2cr;
+}
+
+Model build_model(const ModelConfig& config, Rng& rng) {
+  Model m{config, nullptr, nullptr};
+  if (config.arch == Arch::ResNet) m.classifier = std::make_shared<Classifier>(config.resnet, rng);
+  else m.dsen2cr = std::make_shared<DSen2CR>(config.dsen2cr, rng);
+  return m;
+}
+
+}  // namespace nimbus::models

@@ -1,0 +1,40 @@
+// model.h: "a model" as the apps see it: a configuration (JSON-serialisable,
+// stored in every checkpoint) and the network it builds.
+//
+//   {"arch":"resnet","block":"bottleneck","blocks":[3,4,6,3],"width":64,"in_channels":13,"classes":10}
+//   {"arch":"dsen2cr","blocks":16,"features":256,"sar":true}
+// A ResNet config builds a Classifier (ResNet + input normalisation);
+// a DSen2-CR config builds a DSen2CR.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "models/classifier.h"
+#include "models/dsen2cr.h"
+
+namespace nimbus::models {
+
+enum class Arch { ResNet, DSen2CR };
+
+struct ModelConfig {
+  Arch arch = Arch::ResNet;
+  ResNetConfig resnet;    // used when arch == ResNet
+  DSen2CRConfig dsen2cr;  // used when arch == DSen2CR
+  static ModelConfig of(const ResNetConfig& c) { return {Arch::ResNet, c, {}}; }
+  static ModelConfig of(const DSen2CRConfig& c) { return {Arch::DSen2CR, {}, c}; }
+  std::string to_json() const;
+  // Throws an Error naming `where` (a file, an option) and the bad field.
+  static ModelConfig from_json(const std::string& text, const std::string& where = "model config");
+  std::string str() const;  // the human-readable form of the active config
+};
+
+struct Model {
+  ModelConfig config;
+  std::shared_ptr<Classifier> classifier;  // set when config.arch == ResNet
+  std::shared_ptr<DSen2CR> dsen2cr;        // set when config.arch == DSen2CR
+  Module& module() const;                  // whichever is set
+};
+
+Model build_model(const ModelConfig& config, Rng& rng = global_rng());
+
+}  // namespace nimbus::models

@@ -1,0 +1,149 @@
+// model_io.cpp: save/load of self-describing model checkpoints (see model_io.h).
+#include "models/model_io.h"
+
+#include <set>
+
+#include "engine/io/checkpoint.h"
+
+namespace nimbus::models {
+
+namespace {
+const char* const kModelKey = "model";
+const char* const kEpochKey = "epoch";
+const char* const kRngKey = "rng";
+const char* const kInputNorm[] = {"input_norm.mean", "input_norm.std"};
+
+bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
+
+int64_t parse_epoch(const Metadata& meta, const std::string& path) {
+  auto it = meta.find(kEpochKey);
+  if (it == meta.end()) return -1;
+  try {
+    size_t used = 0;
+    long long e = std::stoll(it->second, &used);
+    if (used == it->second.size() && e >= 0) return e;
+  } catch (const std::exception&) {
+  }
+  throw Error(str(path, ": metadata \"epoch\" is not a non-negative integer: '", it->second, "'"));
+}
+
+// Largest N + 1 over names "<prefix>N.<rest>"; 0 when there is none.
+int count_indexed(const SafetensorsFile& f, const std::string& prefix) {
+  int n = 0;
+  for (const auto& [name, t] : f.tensors) {
+    if (!starts_with(name, prefix)) continue;
+    size_t dot = name.find('.', prefix.size());
+    std::string idx = name.substr(prefix.size(), dot == std::string::npos ? std::string::npos : dot - prefix.size());
+    if (idx.empty() || idx.find_first_not_of("0123456789") != std::string::npos || idx.size() > 6) continue;
+    n = std::max(n, std::stoi(idx) + 1);
+  }
+  return n;
+}
+}  // namespace
+
+ModelConfig infer_config(const SafetensorsFile& f, const std::string& where) {
+  if (const Tensor* head = f.find("head.weight")) {
+    NIMBUS_CHECK(head->ndim() == 4, where, ": head.weight ", head->shape().str(), " is not a conv weight (F,C,3,3)");
+    const int64_t cin = head->size(1);
+    NIMBUS_CHECK(cin == kS2Bands || cin == kS2Bands + kS1Bands, where, ": head.weight ", head->shape().str(),
+                 " takes ", cin, " channels; DSen2-CR takes 13 (S2) or 15 (S2 + S1)");
+    DSen2CRConfig c;
+    c.features = int(head->size(0));
+    c.sar = cin == kS2Bands + kS1Bands;
+    c.blocks = count_indexed(f, "blocks.");
+    return ModelConfig::of(c);
+  }
+  const Tensor* conv1 = f.find("conv1.weight");
+  const Tensor* fc = f.find("fc.weight");
+  NIMBUS_CHECK(conv1 && fc, where, ": cannot tell the architecture: no head.weight (DSen2-CR) and no ",
+               "conv1.weight + fc.weight (ResNet)");
+  NIMBUS_CHECK(conv1->ndim() == 4 && fc->ndim() == 2, where, ": conv1.weight ", conv1->shape().str(),
+               " / fc.weight ", fc->shape().str(), " are not a ResNet's (w,C,7,7) / (classes,features)");
+  ResNetConfig c;
+  c.block = f.find("layer1.0.conv3.weight") ? BlockType::Bottleneck : BlockType::Basic;
+  for (int s = 0; s < 4; ++s) c.blocks[s] = count_indexed(f, "layer" + std::to_string(s + 1) + ".");
+  c.width = int(conv1->size(0));
+  c.in_channels = int(conv1->size(1));
+  c.classes = int(fc->size(0));
+  for (int s = 0; s < 4; ++s)
+    NIMBUS_CHECK(c.blocks[s] > 0, where, ": ResNet tensors have no layer", s + 1, ".0.* (", c.str(), ")");
+  return ModelConfig::of(c);
+}
+
+void save_model(const std::string& path, const Model& model, const SaveOptions& o) {
+  Metadata meta = o.extra;
+  for (const char* k : {kModelKey, kEpochKey, kRngKey})
+    NIMBUS_CHECK(!meta.count(k), path, ": metadata key \"", k, "\" is reserved by save_model");
+  meta[kModelKey] = model.config.to_json();
+  if (o.epoch >= 0) meta[kEpochKey] = std::to_string(o.epoch);
+  if (o.rng) meta[kRngKey] = rng_state_to_string(*o.rng);
+  save_checkpoint(path, model.module(), o.optimizer, meta);
+}
+
+LoadedModel load_model(const std::string& path) {
+  SafetensorsFile file = load_safetensors(path);
+  LoadedModel out;
+  const bool ours = file.metadata.count("nimbus.checksum") > 0;
+  auto cfg = file.metadata.find(kModelKey);
+  const ModelConfig config =
+      cfg != file.metadata.end() ? ModelConfig::from_json(cfg->second, path) : infer_config(file, path);
+  out.from_pytorch = !ours;
+  try {
+    out.model = build_model(config);
+  } catch (const Error& e) {
+    throw Error(str(path, ": ", e.what()));
+  }
+  Module& m = out.model.module();
+  if (ours) {
+    out.metadata = load_checkpoint(path, m);  // checksum, strict names and shapes, all problems listed
+  } else {
+    // PyTorch's tensors: strict, except that a classifier may lack input_norm (identity then).
+    NamedTensors src;
+    std::set<std::string> names;
+    for (auto& [n, t] : file.tensors) {
+      src.emplace_back(n, t);
+      names.insert(n);
+    }
+    if (out.model.classifier) {
+      for (const char* n : kInputNorm) {
+        if (names.count(n)) continue;
+        out.has_input_norm = false;
+        for (auto& [mn, mt] : m.state_dict())
+          if (mn == n) src.emplace_back(n, mt.clone());
+      }
+    }
+    try {
+      m.load_state_dict(src, /*strict=*/true);
+    } catch (const Error& e) {
+      throw Error(str(path, ": does not fit ", config.str(), ": ", e.what()));
+    }
+    for (const auto& [k, v] : file.metadata)
+      if (!starts_with(k, "nimbus.") && !starts_with(k, "optim.")) out.metadata[k] = v;
+  }
+  out.epoch = parse_epoch(out.metadata, path);
+  m.eval();
+  return out;
+}
+
+int64_t load_training_state(const std::string& path, Model& model, Optimizer& optimizer, Rng* rng) {
+  SafetensorsFile file = load_safetensors(path);
+  auto cfg = file.metadata.find(kModelKey);
+  NIMBUS_CHECK(cfg != file.metadata.end(), path, ": not a nimbus model checkpoint (no \"model\" metadata)");
+  ModelConfig saved = ModelConfig::from_json(cfg->second, path);
+  NIMBUS_CHECK(saved.to_json() == model.config.to_json(), path, ": holds ", saved.str(), " but the model is ",
+               model.config.str());
+  Metadata meta = load_checkpoint(path, model.module(), &optimizer);
+  if (rng) {
+    auto it = meta.find(kRngKey);
+    if (it != meta.end()) {
+      try {
+        rng_state_from_string(*rng, it->second);
+      } catch (const Error& e) {
+        throw Error(str(path, ": ", e.what()));
+      }
+    }
+  }
+  return parse_epoch(meta, path);
+}
+
+}  // namespace nimbus::models
