@@ -241,6 +241,16 @@ Raster read_window(const std::string& path, const Window* window) {
       win.y0 + win.height > info.height)
     f.fail(str("window x0=", win.x0, " y0=", win.y0, " ", win.width, "x", win.height, " is outside the ",
                info.width, "x", info.height, " image"));
+  // A corrupt header can claim any size: the pixels a window asks for must fit in
+  // the file (uncompressed) or a generous inflation of it (compressed), before
+  // anything is allocated.
+  std::error_code ec;
+  const uint64_t file_bytes = std::filesystem::file_size(path, ec);
+  const uint64_t want = uint64_t(win.width) * uint64_t(win.height) * uint64_t(info.bands) * bytes_of(info.type);
+  const uint64_t limit = info.compression == COMPRESSION_NONE ? file_bytes : file_bytes * 4096 + (1u << 20);
+  if (!ec && want > limit)
+    f.fail(str("header claims ", info.width, "x", info.height, "x", info.bands, " ", sample_type_name(info.type),
+               " pixels but the file has only ", file_bytes, " bytes (truncated or corrupt)"));
   Raster out;
   out.width = win.width;
   out.height = win.height;

@@ -63,7 +63,8 @@ struct WriteOptions {
   bool planar_separate = false;  // PlanarConfiguration 2: each band in its own strips/tiles
   int rows_per_strip = 0;        // 0: libtiff's default (about 8 KiB per strip)
 };
-// Values are rounded and clamped to the type's range for integer types.
+// Values are rounded (halves away from zero) and clamped to the type's range for
+// integer types; NaN cannot be written to an integer type (Error).
 // Written to a temporary file and renamed into place.
 void write_geotiff(const std::string& path, const Raster& raster, const WriteOptions& options);
 

@@ -318,3 +318,30 @@ TEST_CASE("geotiff: bad input gives an Error naming the file and the problem") {
   CHECK_THROWS_WITH_AS(write_geotiff(tmp / "no/such/dir/x.tif", ok, WriteOptions{}), doctest::Contains("x.tif"),
                        Error);
 }
+
+TEST_CASE("geotiff: corrupted bytes give an Error or a read, never a crash") {
+  // Random damage to the header, the IFD and the strip tables of a real
+  // EuroSAT tile (IFD at the start, pixels from byte 748). Run under ASan.
+  TempDir tmp;
+  const std::string bytes = slurp(shared_path(
+      "fixtures/real/eurosat_ms/shrey160+EuroSAT_MS_Deep_Learning/data/Euro_MS_Test_red/test/Forest/Forest_32.tif"));
+  Rng rng(2026);
+  int errors = 0, reads = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    std::string b = bytes;
+    for (int k = 0; k < 4; ++k) b[rng.below(900)] = char(rng.below(256));
+    const std::string p = tmp / "fuzz.tif";
+    spit(p, b);
+    try {
+      Raster r = read_geotiff(p);
+      REQUIRE(r.data.size() == size_t(r.bands) * r.width * r.height);
+      ++reads;
+    } catch (const Error& e) {
+      REQUIRE_MESSAGE(std::string(e.what()).find(p) != std::string::npos, e.what());
+      ++errors;
+    }
+  }
+  CHECK(errors + reads == 200);
+  CHECK(errors > 0);
+  MESSAGE("corrupted files: ", errors, " errors, ", reads, " reads");
+}
