@@ -84,14 +84,20 @@ OpticalScene make_optical_scene(int h, int w, int dominant, double dominant_shar
     // Within each cluster, the texture re-standardised: it feeds z's first
     // component, which must stay mean 0, variance 1 there to keep the cluster's
     // mean and covariance.
+    double sum[2] = {0, 0}, sum2[2] = {0, 0}, cnt[2] = {0, 0};
+    for (size_t i = 0; i < n; ++i)
+      if (in[i]) {
+        int k = textured[i];
+        sum[k] += t[i], sum2[k] += double(t[i]) * t[i], cnt[k] += 1;
+      }
+    float mean[2], inv_sd[2];
     for (int k = 0; k < 2; ++k) {
-      std::vector<uint8_t> part(n);
-      for (size_t i = 0; i < n; ++i) part[i] = in[i] && textured[i] == k;
-      Field tk = t;
-      standardise(tk, part);
-      for (size_t i = 0; i < n; ++i)
-        if (part[i]) within[i] = tk[i];
+      double m = cnt[k] > 0 ? sum[k] / cnt[k] : 0, var = cnt[k] > 0 ? sum2[k] / cnt[k] - m * m : 1;
+      mean[k] = float(m);
+      inv_sd[k] = float(1.0 / std::sqrt(std::max(var, 1e-12)));
     }
+    for (size_t i = 0; i < n; ++i)
+      if (in[i]) within[i] = (t[i] - mean[textured[i]]) * inv_sd[textured[i]];
   }
   // z: 13 unit-variance fields, smooth (0.8) plus white (0.6); the first one
   // carries the texture half of its variance, so structure shows in every band

@@ -15,31 +15,23 @@ constexpr float kPi = std::numbers::pi_v<float>;
 
 inline float smoothstep(float t) { return t * t * (3.f - 2.f * t); }
 
-// Distance from (x, y) to the polyline pts (pairs of points).
-float distance_to_polyline(float x, float y, const std::vector<std::array<float, 2>>& pts) {
-  float best = std::numeric_limits<float>::max();
-  for (size_t i = 0; i + 1 < pts.size(); ++i) {
-    float ax = pts[i][0], ay = pts[i][1], bx = pts[i + 1][0], by = pts[i + 1][1];
-    float dx = bx - ax, dy = by - ay, len2 = dx * dx + dy * dy;
-    float t = len2 > 0 ? std::clamp(((x - ax) * dx + (y - ay) * dy) / len2, 0.f, 1.f) : 0.f;
-    float ex = ax + t * dx - x, ey = ay + t * dy - y;
-    best = std::min(best, ex * ex + ey * ey);
+// A line across the scene at a random angle through a random point, displaced
+// sideways by amplitude * sin(2 pi s / wavelength + phase) (meanders).
+struct WavyLine {
+  float cx, cy, ux, uy, amplitude, k, phase;
+  // Distance from (x, y), to first order: the offset from the curve across the
+  // line, over sqrt(1 + slope^2). O(1) per pixel; exact for straight lines.
+  float distance(float x, float y) const {
+    float s = (x - cx) * ux + (y - cy) * uy, t = -(x - cx) * uy + (y - cy) * ux;
+    float a = k * s + phase;
+    float off = amplitude * std::sin(a), slope = amplitude * k * std::cos(a);
+    return std::fabs(t - off) / std::sqrt(1.f + slope * slope);
   }
-  return std::sqrt(best);
-}
+};
 
-// A line across the scene at a random angle through a random point, as a polyline
-// displaced sideways by amplitude * sin (meanders) plus a little noise.
-std::vector<std::array<float, 2>> wavy_line(int h, int w, float amplitude, float wavelength, Rng& rng) {
+WavyLine wavy_line(int h, int w, float amplitude, float wavelength, Rng& rng) {
   float angle = rng.uniform(0.f, kPi), cx = rng.uniform(0.2f, 0.8f) * w, cy = rng.uniform(0.2f, 0.8f) * h;
-  float ux = std::cos(angle), uy = std::sin(angle), phase = rng.uniform(0.f, 2 * kPi);
-  float half = float(std::hypot(h, w));
-  std::vector<std::array<float, 2>> pts;
-  for (float s = -half; s <= half; s += 3.f) {
-    float off = amplitude * std::sin(2 * kPi * s / wavelength + phase);
-    pts.push_back({cx + ux * s - uy * off, cy + uy * s + ux * off});
-  }
-  return pts;
+  return {cx, cy, std::cos(angle), std::sin(angle), amplitude, 2 * kPi / wavelength, rng.uniform(0.f, 2 * kPi)};
 }
 
 // Rotated grid cells of size cell: returns the cell id and the position in the cell (0..1).
@@ -176,8 +168,8 @@ Field class_texture(int cls, int h, int w, Rng& rng) {
       bool two = rng.uniform() < 0.35;
       Field bg = value_noise(h, w, 12.f, rng);
       each([&](float x, float y) {
-        float d = distance_to_polyline(x, y, road);
-        if (two) d = std::min(d, distance_to_polyline(x, y, road2));
+        float d = road.distance(x, y);
+        if (two) d = std::min(d, road2.distance(x, y));
         return 2.5f * std::exp(-d * d / 18.f) + 0.5f * bg[size_t(y) * w + size_t(x)];
       });
       break;
@@ -198,7 +190,7 @@ Field class_texture(int cls, int h, int w, Rng& rng) {
       auto river = wavy_line(h, w, rng.uniform(4, 14), rng.uniform(40, 120), rng);
       Field bank = value_noise(h, w, 6.f, rng);
       each([&](float x, float y) {
-        float d = distance_to_polyline(x, y, river);
+        float d = river.distance(x, y);
         return -d / 8.f + 0.3f * bank[size_t(y) * w + size_t(x)];
       });
       break;
