@@ -36,7 +36,8 @@ void Classifier::set_input_norm(const std::vector<float>& mean, const std::vecto
   const size_t C = size_t(config().in_channels);
   NIMBUS_CHECK(mean.size() == C && std.size() == C, "Classifier::set_input_norm: got ", mean.size(), " means and ",
                std.size(), " stds for ", C, " input channels");
-  for (float s : std) NIMBUS_CHECK(s > 0 && std::isfinite(s), "Classifier::set_input_norm: std ", s, " is not positive");
+  for (float s : std)
+    NIMBUS_CHECK(s > 0 && std::isfinite(s), "Classifier::set_input_norm: std ", s, " is not positive");
   norm_->mean.copy_(Tensor::from_vector({int64_t(C)}, mean));
   norm_->std.copy_(Tensor::from_vector({int64_t(C)}, std));
 }

@@ -1,0 +1,208 @@
+// test_model_io.cpp: self-describing model checkpoints: config JSON, save/load
+// round trips (weights, buffers, optimiser, epoch, RNG), loading files that hold
+// only PyTorch's tensors, names saved for torchvision, and the errors for corrupt
+// or mismatched files (naming the file, listing every problem).
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include "engine/io/checkpoint.h"
+#include "engine/ops/loss.h"
+#include "engine/optim/adam.h"
+#include "models/model_io.h"
+#include "tests/models/models_test_util.h"
+
+using namespace nimbus;
+using namespace nimbus::models;
+using namespace nimbus::test;
+
+namespace {
+const ResNetConfig kTiny{BlockType::Bottleneck, {1, 2, 1, 1}, 4, 13, 10};
+
+void check_same_state(const Module& a, const Module& b) {
+  auto sa = a.state_dict(), sb = b.state_dict();
+  REQUIRE(sa.size() == sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    CHECK(sa[i].first == sb[i].first);
+    check_close(sa[i].second, sb[i].second, 0, 0, sa[i].first);
+  }
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+void write_bytes(const std::string& path, const std::string& b) { std::ofstream(path, std::ios::binary) << b; }
+}  // namespace
+
+TEST_CASE("model config: JSON round trip and errors naming the field") {
+  for (const ModelConfig& c : {ModelConfig::of(resnet50_config()), ModelConfig::of(kTiny),
+                               ModelConfig::of(DSen2CRConfig{16, 256, true}),
+                               ModelConfig::of(DSen2CRConfig{2, 8, false})}) {
+    ModelConfig back = ModelConfig::from_json(c.to_json());
+    CHECK(back.to_json() == c.to_json());
+    CHECK(back.str() == c.str());
+  }
+  CHECK(ModelConfig::of(resnet50_config()).to_json() ==
+        R"({"arch":"resnet","block":"bottleneck","blocks":[3,4,6,3],"width":64,"in_channels":13,"classes":10})");
+  CHECK_THROWS_WITH_AS(ModelConfig::from_json(R"({"arch":"vgg"})", "f.st"),
+                       doctest::Contains("f.st: unknown model arch \"vgg\""), Error);
+  CHECK_THROWS_WITH_AS(ModelConfig::from_json(R"({"arch":"dsen2cr","blocks":2,"features":8})", "f.st"),
+                       doctest::Contains("needs \"sar\""), Error);
+  CHECK_THROWS_WITH_AS(ModelConfig::from_json(R"({"arch":"resnet","block":"basic","blocks":[1,1,1],"width":4,)"
+                                              R"("in_channels":13,"classes":10})"),
+                       doctest::Contains("four integers"), Error);
+  CHECK_THROWS_WITH_AS(ModelConfig::from_json("{oops", "f.st"),
+                       doctest::Contains("f.st: model config is not valid JSON"), Error);
+}
+
+TEST_CASE("save_model / load_model: the file rebuilds the same model (classifier and DSen2-CR)") {
+  TempDir dir;
+  Rng rng(5);
+  Model m = build_model(ModelConfig::of(kTiny), rng);
+  std::vector<float> mean(13), std(13);
+  for (int c = 0; c < 13; ++c) mean[c] = 0.01f * float(c), std[c] = 0.1f + 0.01f * float(c);
+  m.classifier->set_input_norm(mean, std);
+  Tensor dn = Tensor::uniform({2, 13, 32, 32}, rng, 0.f, 6000.f);
+  m.classifier->train();
+  m.classifier->logits(dn);  // moves the BN running stats off their defaults
+  m.classifier->eval();
+  save_model(dir / "c.safetensors", m, SaveOptions{nullptr, 7, nullptr, {{"note", "hello"}}});
+  LoadedModel lm = load_model(dir / "c.safetensors");
+  CHECK_FALSE(lm.from_pytorch);
+  CHECK(lm.epoch == 7);
+  CHECK(lm.metadata.at("note") == "hello");
+  CHECK(lm.model.config.to_json() == m.config.to_json());
+  REQUIRE(lm.model.classifier);
+  check_same_state(*lm.model.classifier, *m.classifier);
+  check_close(lm.model.classifier->probabilities(dn), m.classifier->probabilities(dn), 0, 0, "probabilities");
+
+  Model d = build_model(ModelConfig::of(DSen2CRConfig{2, 8, false}), rng);
+  save_model(dir / "d.safetensors", d);
+  LoadedModel ld = load_model(dir / "d.safetensors");
+  REQUIRE(ld.model.dsen2cr);
+  CHECK(ld.model.config.dsen2cr == DSen2CRConfig{2, 8, false});
+  CHECK(ld.epoch == -1);
+  check_same_state(*ld.model.dsen2cr, *d.dsen2cr);
+  CHECK_THROWS_WITH_AS(save_model(dir / "x.safetensors", d, SaveOptions{nullptr, -1, nullptr, {{"model", "x"}}}),
+                       doctest::Contains("\"model\" is reserved"), Error);
+}
+
+TEST_CASE("load_training_state: weights, Adam state, epoch and RNG resume exactly") {
+  TempDir dir;
+  Rng rng(9);
+  Model m = build_model(ModelConfig::of(DSen2CRConfig{1, 4, true}), rng);
+  Adam adam(m.module().named_parameters(), AdamOptions{});
+  Tensor s2 = Tensor::uniform({1, 13, 8, 8}, rng, 0, 1), s1 = Tensor::uniform({1, 2, 8, 8}, rng, 0, 1);
+  auto step = [&](Model& mm, Adam& opt) {
+    opt.zero_grad();
+    l1_loss(mm.dsen2cr->forward(s2, s1), Tensor::zeros({1, 13, 8, 8})).backward();
+    opt.step();
+  };
+  step(m, adam);
+  Rng data_rng(77);
+  data_rng.next_u64();
+  save_model(dir / "t.safetensors", m, SaveOptions{&adam, 3, &data_rng, {}});
+
+  Model r = build_model(ModelConfig::of(DSen2CRConfig{1, 4, true}));
+  Adam radam(r.module().named_parameters(), AdamOptions{});
+  Rng rrng(1);
+  CHECK(load_training_state(dir / "t.safetensors", r, radam, &rrng) == 3);
+  CHECK(rrng.next_u64() == data_rng.next_u64());
+  step(m, adam);
+  step(r, radam);  // the same second step from the restored state
+  check_same_state(r.module(), m.module());
+
+  Model other = build_model(ModelConfig::of(DSen2CRConfig{1, 8, true}));
+  Adam oadam(other.module().named_parameters(), AdamOptions{});
+  CHECK_THROWS_WITH_AS(load_training_state(dir / "t.safetensors", other, oadam),
+                       doctest::Contains("holds dsen2cr(B=1, F=4, SAR) but the model is dsen2cr(B=1, F=8, SAR)"),
+                       Error);
+}
+
+TEST_CASE("resnet50 checkpoint: saved names and shapes are torchvision's (what torch loads strictly)") {
+  TempDir dir;
+  Model m = build_model(ModelConfig::of(resnet50_config()));
+  save_model(dir / "r50.safetensors", m);
+  SafetensorsFile f = load_safetensors(dir / "r50.safetensors");
+  std::ifstream in(fixture("models_resnet50_names.txt"));
+  std::string line;
+  size_t i = 0, n = 0;
+  for (; std::getline(in, line); ++n) {
+    const std::string name = line.substr(0, line.find(' '));
+    const Tensor* t = f.find(name);
+    REQUIRE_MESSAGE(t, name);
+    std::string d;
+    for (int k = 0; k < t->ndim(); ++k) d += (k ? "," : "") + std::to_string(t->size(k));
+    CHECK_MESSAGE(d == line.substr(line.find(' ') + 1), name);
+    CHECK_MESSAGE(f.tensors[i++].first == name, "order at ", name);
+  }
+  CHECK(n == 320);
+  // What else is in the file: exactly the classifier's input statistics (torch drops these).
+  REQUIRE(f.tensors.size() == n + 2);
+  CHECK(f.tensors[n].first == "input_norm.mean");
+  CHECK(f.tensors[n + 1].first == "input_norm.std");
+  CHECK(f.metadata.at("model") == ModelConfig::of(resnet50_config()).to_json());
+}
+
+TEST_CASE("load_model: PyTorch-only files (config inferred; input_norm optional)") {
+  TempDir dir;
+  SafetensorsFile torch_file = load_safetensors(fixture("models_resnet_basic.safetensors"));
+  NamedTensors no_norm;
+  for (auto& [n, t] : torch_file.tensors)
+    if (!n.starts_with("input_norm.")) no_norm.emplace_back(n, t);
+  save_safetensors(dir / "bare.safetensors", no_norm);
+  LoadedModel lm = load_model(dir / "bare.safetensors");
+  CHECK(lm.from_pytorch);
+  CHECK_FALSE(lm.has_input_norm);
+  CHECK(lm.model.config.resnet == ResNetConfig{BlockType::Basic, {2, 1, 1, 2}, 8, 13, 10});
+  CHECK(lm.model.classifier->input_norm().mean.to_vector() == std::vector<float>(13, 0.f));
+  CHECK(lm.model.classifier->input_norm().std.to_vector() == std::vector<float>(13, 1.f));
+
+  CHECK(infer_config(load_safetensors(fixture("models_resnet_bottleneck.safetensors")), "x").str() ==
+        "resnet(bottleneck [1,1,1,1] width 8, 13 -> 10)");
+  CHECK(infer_config(load_safetensors(fixture("models_dsen2cr_nosar.safetensors")), "x").str() ==
+        "dsen2cr(B=1, F=8, no SAR)");
+  save_safetensors(dir / "other.safetensors", {{"encoder.weight", Tensor::zeros({2, 2})}});
+  CHECK_THROWS_WITH_AS(load_model(dir / "other.safetensors"),
+                       doctest::Contains("other.safetensors: cannot tell the architecture"), Error);
+}
+
+TEST_CASE("load_model: mismatched tensors are listed all at once, naming the file") {
+  TempDir dir;
+  SafetensorsFile f = load_safetensors(fixture("models_dsen2cr_sar.safetensors"));
+  NamedTensors bad;
+  for (auto& [n, t] : f.tensors) {
+    if (n == "blocks.0.conv2.bias") continue;                                          // missing
+    if (n == "tail.bias") bad.emplace_back(n, Tensor::zeros({12}));                    // wrong shape
+    else bad.emplace_back(n == "blocks.1.conv1.weight" ? "blocks.1.convX.weight" : n, t);  // renamed
+  }
+  save_safetensors(dir / "bad.safetensors", bad);
+  try {
+    load_model(dir / "bad.safetensors");
+    FAIL("no error");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find("bad.safetensors") != std::string::npos);
+    CHECK(msg.find("dsen2cr(B=2, F=16, SAR)") != std::string::npos);
+    CHECK(msg.find("blocks.0.conv2.bias") != std::string::npos);
+    CHECK(msg.find("blocks.1.conv1.weight") != std::string::npos);
+    CHECK(msg.find("blocks.1.convX.weight") != std::string::npos);
+    CHECK(msg.find("tail.bias: checkpoint (12) vs model (13)") != std::string::npos);
+  }
+}
+
+TEST_CASE("load_model: corrupt and truncated checkpoints are errors naming the file") {
+  TempDir dir;
+  Model m = build_model(ModelConfig::of(DSen2CRConfig{1, 4, false}));
+  save_model(dir / "ok.safetensors", m);
+  std::string bytes = read_bytes(dir / "ok.safetensors");
+  std::string flipped = bytes;
+  flipped[flipped.size() - 5] ^= 0x40;  // a weight's byte
+  write_bytes(dir / "flip.safetensors", flipped);
+  CHECK_THROWS_WITH_AS(load_model(dir / "flip.safetensors"), doctest::Contains("flip.safetensors: checksum mismatch"),
+                       Error);
+  write_bytes(dir / "cut.safetensors", bytes.substr(0, bytes.size() / 2));
+  CHECK_THROWS_WITH_AS(load_model(dir / "cut.safetensors"), doctest::Contains("cut.safetensors"), Error);
+  CHECK_THROWS_WITH_AS(load_model(dir / "absent.safetensors"), doctest::Contains("absent.safetensors"), Error);
+}
