@@ -1,0 +1,216 @@
+// bench_models.cpp: whole-model timings, the same cases as
+// /work/shared/tools/torch_ref_bench.py so the numbers compare side by side
+// with perf-baseline.md (PyTorch 1.13 / oneDNN / OpenBLAS on this machine).
+//
+//   bench_models [--cases a,b,...] [--iters N] [--list]
+//
+//   resnet50_train                 ResNet-50 (13 in, 10 classes), b32 x 13x64x64: fwd + CE + bwd + Adam(1e-4)
+//   resnet50_infer_b32_64          same model, eval, no grad, b32 x 13x64x64
+//   dsen2cr_train_B4_F64_b8_64     DSen2-CR B=4 F=64 (SAR), b8 x 15x64x64: fwd + L1 + bwd + Adam(1e-4)
+//   dsen2cr_train_B16_F256_b1_128  DSen2-CR B=16 F=256, b1 x 15x128x128 (forward only if a step > 60 s)
+//   dsen2cr_infer_B16_F256_b1_128  same model, eval, no grad
+// Like the script: random inputs (the same batch every step), the script's
+// warm-up and default iteration counts, median of the timed iterations. Each
+// case runs in its own forked process so that its peak RSS (getrusage
+// ru_maxrss) is its own. One JSON line per case:
+//   {"case","name","median_ms","min_ms","iters","img_per_s","gflops","peak_rss_mib"}
+// FLOP counts (conv + linear, 2 per MAC, training = 3 fwd - 2 first-conv MACs)
+// are perf-baseline.md's, hard-coded per case.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops/loss.h"
+#include "engine/optim/adam.h"
+#include "models/classifier.h"
+#include "models/dsen2cr.h"
+
+using namespace nimbus;
+using namespace nimbus::models;
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double peak_rss_mib() {
+  rusage r{};
+  getrusage(RUSAGE_SELF, &r);
+  return double(r.ru_maxrss) / 1024.0;  // Linux: KiB
+}
+
+void report(const std::string& key, const std::string& name, const std::vector<double>& ms, int batch,
+            double gflop_per_img) {
+  const double med = median(ms);
+  std::printf("{\"case\":\"%s\",\"name\":\"%s\",\"median_ms\":%.2f,\"min_ms\":%.2f,\"iters\":%zu,"
+              "\"img_per_s\":%.3f,\"gflops\":%.1f,\"peak_rss_mib\":%.1f}\n",
+              key.c_str(), name.c_str(), med, *std::min_element(ms.begin(), ms.end()), ms.size(),
+              batch / (med * 1e-3), batch * gflop_per_img / (med * 1e-3), peak_rss_mib());
+  std::fflush(stdout);
+}
+
+std::vector<double> time_it(const std::function<void()>& f, int warmup, int iters) {
+  for (int i = 0; i < warmup; ++i) f();
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = Clock::now();
+    f();
+    ms.push_back(ms_since(t0));
+  }
+  return ms;
+}
+
+// ResNet-50 at 13x64x64: 0.7316 GFLOP/img forward, 2.111 training (perf-baseline.md).
+constexpr double kResNet50Fwd64 = 0.7316, kResNet50Train64 = 2.111;
+
+void resnet50_train(int iters) {
+  Rng rng(0);
+  const int N = 32;
+  ResNet net(resnet50_config(13, 10), rng);
+  net.train();
+  Adam adam(net.named_parameters(), AdamOptions{1e-4});
+  Tensor x = Tensor::randn({N, 13, 64, 64}, rng);
+  std::vector<float> labels(N);
+  for (auto& l : labels) l = float(rng.below(10));
+  Tensor y = Tensor::from_vector({N}, labels);
+  auto step = [&] {
+    adam.zero_grad();
+    cross_entropy(net.forward(x), y).backward();
+    adam.step();
+  };
+  report("resnet50_train", "resnet50(13ch,10cls) train step b32 13x64x64 (fwd+CE+bwd+Adam)",
+         time_it(step, 2, iters ? iters : 5), N, kResNet50Train64);
+}
+
+void resnet50_infer_b32_64(int iters) {
+  Rng rng(0);
+  const int N = 32;
+  ResNet net(resnet50_config(13, 10), rng);
+  net.eval();
+  Tensor x = Tensor::randn({N, 13, 64, 64}, rng);
+  auto f = [&] {
+    NoGradGuard no_grad;
+    net.forward(x);
+  };
+  report("resnet50_infer_b32_64", "resnet50(13ch,10cls) inference eval/no_grad b32 13x64x64",
+         time_it(f, 2, iters ? iters : 10), N, kResNet50Fwd64);
+}
+
+// The script's _dsen2cr(): analytic FLOPs, one warm-up step that also decides
+// whether training is affordable (> 60 s: forward only), a second warm-up
+// unless the first took > 10 s.
+void dsen2cr(const std::string& key, int B, int F, int N, int H, bool train, int iters) {
+  const double fwd = 2.0 * 9 * H * H * (15.0 * F + 2.0 * B * F * F + 13.0 * F) / 1e9;
+  const double trn = 3 * fwd - 2.0 * 9 * H * H * 15.0 * F / 1e9;
+  const int default_iters = F == 64 ? (train ? 10 : 20) : 5;
+  iters = iters ? iters : default_iters;
+  Rng rng(0);
+  DSen2CR net(DSen2CRConfig{B, F, true}, rng);
+  Tensor s2 = Tensor::randn({N, 13, H, H}, rng), s1 = Tensor::randn({N, 2, H, H}, rng);
+  Tensor target = Tensor::randn({N, 13, H, H}, rng);
+  const std::string tag = "dsen2cr(B=" + std::to_string(B) + ",F=" + std::to_string(F) + ") b" + std::to_string(N) +
+                          " 15x" + std::to_string(H) + "x" + std::to_string(H);
+  auto infer = [&] {
+    NoGradGuard no_grad;
+    net.forward(s2, s1);
+  };
+  if (!train) {
+    net.eval();
+    report(key, tag + " inference (no_grad)", time_it(infer, 1, iters), N, fwd);
+    return;
+  }
+  net.train();
+  Adam adam(net.named_parameters(), AdamOptions{1e-4});
+  auto step = [&] {
+    adam.zero_grad();
+    l1_loss(net.forward(s2, s1), target).backward();
+    adam.step();
+  };
+  auto t0 = Clock::now();
+  step();
+  const double first_s = ms_since(t0) / 1e3;
+  if (first_s > 60) {
+    net.eval();
+    report(key, tag + " FORWARD ONLY (train step > 60 s)", time_it(infer, 1, iters), N, fwd);
+    return;
+  }
+  report(key, tag + " train step (fwd+L1+bwd+Adam)", time_it(step, first_s > 10 ? 0 : 1, iters), N, trn);
+}
+
+struct Case {
+  const char* key;
+  std::function<void(int)> run;
+};
+
+const std::vector<Case>& cases() {
+  static const std::vector<Case> all = {
+      {"resnet50_train", resnet50_train},
+      {"resnet50_infer_b32_64", resnet50_infer_b32_64},
+      {"dsen2cr_train_B4_F64_b8_64", [](int it) { dsen2cr("dsen2cr_train_B4_F64_b8_64", 4, 64, 8, 64, true, it); }},
+      {"dsen2cr_train_B16_F256_b1_128",
+       [](int it) { dsen2cr("dsen2cr_train_B16_F256_b1_128", 16, 256, 1, 128, true, it); }},
+      {"dsen2cr_infer_B16_F256_b1_128",
+       [](int it) { dsen2cr("dsen2cr_infer_B16_F256_b1_128", 16, 256, 1, 128, false, it); }},
+  };
+  return all;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string want;
+  int iters = 0;  // 0: the script's default per case
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--cases" && i + 1 < argc) want = argv[++i];
+    else if (a == "--iters" && i + 1 < argc) iters = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--list") {
+      for (const Case& c : cases()) std::printf("%s\n", c.key);
+      return 0;
+    } else {
+      std::fprintf(stderr, "usage: %s [--cases a,b,...] [--iters N] [--list]\n", argv[0]);
+      return 2;
+    }
+  }
+  int failed = 0, ran = 0;
+  for (const Case& c : cases()) {
+    if (!want.empty() && ("," + want + ",").find(std::string(",") + c.key + ",") == std::string::npos) continue;
+    ++ran;
+    std::fflush(stdout);
+    pid_t pid = fork();  // own process per case: its own peak RSS, no allocator cache carried over
+    if (pid == 0) {
+      try {
+        c.run(iters);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_models: %s: %s\n", c.key, e.what());
+        _exit(1);
+      }
+      _exit(0);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      std::fprintf(stderr, "bench_models: case %s failed\n", c.key);
+      ++failed;
+    }
+  }
+  if (!ran) {
+    std::fprintf(stderr, "bench_models: no case matches --cases %s (see --list)\n", want.c_str());
+    return 2;
+  }
+  return failed ? 1 : 0;
+}
