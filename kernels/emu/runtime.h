@@ -77,6 +77,11 @@ const char* order_name(Order o);
 void set_strict(bool strict);
 bool strict();
 
+// OS threads running blocks in parallel (OpenMP); default from EMU_THREADS, else 1 (serial,
+// deterministic). Results of a correct kernel must not depend on it.
+void set_block_threads(int n);
+int block_threads();
+
 // What the last launch did, for tests (summed over blocks).
 struct LaunchStats {
   int64_t blocks = 0, threads = 0;

@@ -99,7 +99,17 @@ class StackPool {
     all_.push_back(m);
     return {static_cast<char*>(m) + page, size};
   }
-  void put(Stack s) { free_.push_back(s); }
+  void put(Stack s) {
+#ifdef EMU_TSAN
+    // TSan cannot be told that a stack changed owner, so fibers get fresh memory (munmap resets
+    // TSan's shadow); otherwise two fibers' frames on one stack would look like a race.
+    size_t page = size_t(sysconf(_SC_PAGESIZE));
+    munmap(s.base - page, s.size + page);
+    all_.erase(std::find(all_.begin(), all_.end(), static_cast<void*>(s.base - page)));
+    return;
+#endif
+    free_.push_back(s);
+  }
   size_t in_use() const { return all_.size() - free_.size(); }
   ~StackPool() {
     size_t page = size_t(sysconf(_SC_PAGESIZE));
@@ -198,6 +208,9 @@ EMU_NO_TSAN void switch_to_thread(Block& b, Thread& t) {
 // From the running fiber back to the scheduler; returns when the scheduler resumes it.
 EMU_NO_TSAN void switch_to_scheduler(Block& b, Thread& t, bool final) {
 #ifdef EMU_TSAN
+  // The host acquires this after the block: everything the thread did so far, even if the block is
+  // abandoned after an error, happens before the launch returns. Threads never acquire it.
+  __tsan_release(&b.exit_token);
   __tsan_switch_to_fiber(b.tsan_sched, __tsan_switch_to_fiber_no_sync);
 #endif
 #ifdef EMU_ASAN
@@ -232,9 +245,6 @@ EMU_NO_TSAN void fiber_entry() {
   } catch (const std::exception& e) {
     fault(b, t, str("exception escaped the kernel: ", e.what()));
   }
-#ifdef EMU_TSAN
-  __tsan_release(&b.exit_token);  // the host sees the kernel's writes after the launch
-#endif
   t.state = State::Done;
   switch_to_scheduler(b, t, true);
   __builtin_unreachable();
@@ -306,6 +316,9 @@ EMU_NO_TSAN void start_or_resume(Block& b, Thread& t) {
   b.current = &t;
   tls_coords = &t.coords;
   switch_to_thread(b, t);
+#ifdef EMU_TSAN
+  __tsan_acquire(&b.exit_token);  // the scheduler reads what the fiber left (error text); fibers never acquire it
+#endif
   if (t.state == State::Done) {
     b.pool.put(t.stack);
     t.stack = {};
@@ -435,8 +448,8 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
 
 LaunchStats last_stats;  // of the last launch (host side, one launch at a time)
 
-int emu_threads() {
-  static const int n = [] {
+int& block_threads_setting() {
+  static int n = [] {
     const char* e = std::getenv("EMU_THREADS");
     return e ? std::max(1, std::atoi(e)) : 1;
   }();
@@ -522,7 +535,7 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
   std::vector<std::string> errors(static_cast<size_t>(nblocks));
   bool failed = false;  // stop at the first broken block
   LaunchStats total;
-  int nthreads = int(std::min<int64_t>(emu_threads(), nblocks));
+  int nthreads = int(std::min<int64_t>(block_threads(), nblocks));
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
     tls_block.stats = {};
@@ -531,7 +544,11 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
       if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
       int64_t lin = blocks[size_t(k)];
       uint3 bidx{unsigned(lin % grid.x), unsigned(lin / grid.x % grid.y), unsigned(lin / (int64_t(grid.x) * grid.y))};
-      errors[size_t(k)] = run_block(grid, block, bidx, smem, fn, arg, spec, strict_mode, uint64_t(lin));
+      try {
+        errors[size_t(k)] = run_block(grid, block, bidx, smem, fn, arg, spec, strict_mode, uint64_t(lin));
+      } catch (const std::exception& e) {  // e.g. no memory for stacks; must not leave an OpenMP region
+        errors[size_t(k)] = e.what();
+      }
       if (!errors[size_t(k)].empty()) __atomic_store_n(&failed, true, __ATOMIC_RELAXED);
     }
 #pragma omp critical
@@ -548,5 +565,7 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
 }
 
 LaunchStats last_launch_stats() { return last_stats; }
+void set_block_threads(int n) { block_threads_setting() = std::max(1, n); }
+int block_threads() { return block_threads_setting(); }
 
 }  // namespace nimbus::emu

@@ -43,6 +43,13 @@ struct ScopedOrder {
   }
 };
 
+// Runs blocks on n OS threads for one scope.
+struct ScopedBlockThreads {
+  int saved = emu::block_threads();
+  explicit ScopedBlockThreads(int n) { emu::set_block_threads(n); }
+  ~ScopedBlockThreads() { emu::set_block_threads(saved); }
+};
+
 inline const emu::Order kAllOrders[] = {emu::Order::Forward, emu::Order::Reverse, emu::Order::Shuffle};
 
 }  // namespace nimbus::test

@@ -27,9 +27,12 @@ namespace {
 const int64_t kSizes[] = {1, 31, 257, 1000, 4099};
 const int kBlocks[] = {64, 256};
 
+// Uniform in [-2, 2], with every 7th element exactly 0 (ReLU's kink must follow the convention).
 std::vector<float> random_floats(int64_t n, uint64_t seed) {
   Rng rng(seed);
-  return to_float(random_vec(size_t(n), rng, -2, 2));
+  std::vector<float> v = to_float(random_vec(size_t(n), rng, -2, 2));
+  for (size_t i = seed % 7; i < v.size(); i += 7) v[i] = 0.0f;  // zeros at different places per seed
+  return v;
 }
 
 // Runs `gpu` (which writes into the device buffers) for every size, block size and order, and
@@ -142,6 +145,24 @@ TEST_CASE("cuda kernels: sum and mean (block reduction with shuffles and barrier
       }
     }
   }
+}
+
+TEST_CASE("cuda kernels: blocks in parallel on 2 OS threads give the serial results") {
+  const int64_t n = 20011;
+  std::vector<float> x = random_floats(n, 77), want_relu(static_cast<size_t>(n));
+  cpu::relu_forward(want_relu.data(), x.data(), n);
+  DeviceBuffer<float> dx(x), y(static_cast<size_t>(n)), out(1), scratch(size_t(cuda::reduce_scratch_floats(n, 64)));
+  cuda::sum(out.p, dx.p, n, scratch.p, 64);
+  float serial = out.download()[0];
+  float parallel = 0;
+  {
+    ScopedBlockThreads threads(2);
+    cuda::sum(out.p, dx.p, n, scratch.p, 64);
+    parallel = out.download()[0];
+    cuda::relu_forward(y.p, dx.p, n, 64);
+  }
+  CHECK(std::memcmp(&serial, &parallel, 4) == 0);
+  check_close(y.download(), want_relu, 0, 0, "relu_forward with 2 block threads");
 }
 
 TEST_CASE("cuda kernels: reductions reject block sizes that are not whole warps") {

@@ -113,6 +113,11 @@ TEST_CASE("emu: a thread returning before a barrier is an error in strict mode, 
       CHECK_MESSAGE(m.find("test_emulator.cpp") != std::string::npos, m);
     }
   }
+  {  // the same error when blocks run on 2 OS threads
+    ScopedBlockThreads threads(2);
+    CHECK_THROWS_WITH_AS(launch(early_exit_kernel, 4, 64, 0, nullptr, arrivals.p),
+                         doctest::Contains("exited while threads 10-63 wait"), Error);
+  }
   // Non-strict follows PTX exit: the barrier releases for the 54 live threads, each counted once.
   for (Order o : kAllOrders) {
     ScopedOrder so(o, 1, /*strict=*/false);
@@ -310,8 +315,8 @@ __global__ void atomics_kernel(int* ints, unsigned* uints, float* floats) {
   atomicMin(&uints[2], unsigned(t) + 5u);
   atomicSub(&uints[3], 1u);
   atomicAdd(&floats[0], 0.5f);
-  // A CAS loop doubling a counter's low bits: each thread adds 1 via CAS.
-  int old = ints[4], assumed;
+  // A CAS loop: each thread adds 1 to ints[4] by compare-and-swap.
+  int old = atomicAdd(&ints[4], 0), assumed;  // an atomic read: a plain one would race with the CAS
   do {
     assumed = old;
     old = atomicCAS(&ints[4], assumed, assumed + 1);
