@@ -3,8 +3,10 @@
 //
 // Input: one raw Sentinel-2 window, 13 bands (B1..B8, B8A, B9..B12), DN on the
 // x10000 reflectance scale, float32, band-major (13, H, W), exactly as read from
-// the GeoTIFF (not clipped, not normalised). The shadow thresholds use the
-// window's min and mean, so run the detector on the final crop.
+// the GeoTIFF (not clipped, not normalised), NaN-free (DSen2-CR fills NaN with
+// the window mean when it reads). The shadow thresholds use the window's min
+// and mean, so run the detector on the final crop (after flips / rot90 is fine:
+// they commute with it).
 //
 // Output per pixel: +1 cloud, -1 shadow, 0 clear (cloud wins over shadow); for
 // the CARL loss any non-zero is 1. The arithmetic follows the numpy dtypes of

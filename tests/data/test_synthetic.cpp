@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "data/cloud_detector.h"
 #include "data/eurosat.h"
 #include "data/sen12mscr.h"
