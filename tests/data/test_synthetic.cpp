@@ -111,16 +111,26 @@ TEST_CASE("synthetic: layouts, names and types are the real ones and the dataset
 TEST_CASE("synthetic: EuroSAT-like tiles reproduce the measured class means, in EuroSAT band order") {
   const auto& spectra = eurosat_spectra();
   for (int c = 0; c < kNumClasses; ++c) {
-    std::array<double, kS2Bands> mean{};
+    std::array<double, kS2Bands> mean{}, sq{};
     const int tiles = 24;
     for (int i = 0; i < tiles; ++i) {
       Raster r = make_eurosat_tile(11, c, i);
       for (int fb = 0; fb < kS2Bands; ++fb) {
-        double s = 0;
-        for (int p = 0; p < 64 * 64; ++p) s += r.band(fb)[p];
+        double s = 0, s2 = 0;
+        for (int p = 0; p < 64 * 64; ++p) s += r.band(fb)[p], s2 += double(r.band(fb)[p]) * r.band(fb)[p];
         mean[size_t(kEuroSatFileOrder[size_t(fb)])] += s / (64.0 * 64 * tiles);
+        sq[size_t(kEuroSatFileOrder[size_t(fb)])] += s2 / (64.0 * 64 * tiles);
       }
     }
+    // Spread: per-band std within 10% of the measured one (bands B1..B8A, B11, B12;
+    // B9 and B10 are a few DN wide, where uint16 rounding dominates).
+    double worst_sd = 0;
+    for (int b : {B1, B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12}) {
+      double sd = std::sqrt(sq[size_t(b)] - mean[size_t(b)] * mean[size_t(b)]);
+      double want = std::sqrt(spectra[size_t(c)].cov[size_t(b) * kS2Bands + b]);
+      worst_sd = std::max(worst_sd, std::fabs(sd / want - 1));
+    }
+    CHECK_MESSAGE(worst_sd < 0.1, spectra[size_t(c)].name, ": band std off by ", worst_sd);
     double worst = 0;
     int worst_band = 0;
     for (int b = 0; b < kS2Bands; ++b) {
@@ -130,7 +140,7 @@ TEST_CASE("synthetic: EuroSAT-like tiles reproduce the measured class means, in 
       if (z > worst) worst = z, worst_band = b;
     }
     MESSAGE(spectra[size_t(c)].name, ": worst band ", worst_band, " off by ", worst, " class std (B8 ",
-            mean[B8], " vs ", spectra[size_t(c)].mean[B8], ")");
+            mean[B8], " vs ", spectra[size_t(c)].mean[B8], "); worst band std ratio off by ", worst_sd);
     CHECK(worst < 0.1);
   }
 }
