@@ -85,6 +85,10 @@ namespace {
 // and a cap on the im2col buffer (64 MiB).
 constexpr int64_t kTargetCols = 1024;
 constexpr int64_t kMaxColFloats = int64_t(16) << 20;
+#ifndef NIMBUS_SHIFTED_MIN_C
+#define NIMBUS_SHIFTED_MIN_C 64
+#endif
+constexpr int64_t kShiftedMinChannels = NIMBUS_SHIFTED_MIN_C;
 
 // Output positions o in [lo, hi) whose input coordinate o*stride - pad + r lies
 // inside [0, extent): the rest read zero padding.
@@ -157,14 +161,115 @@ int64_t conv2d_group(const ConvGeom& g) {
   return std::max<int64_t>(G, 1);
 }
 
-int64_t conv2d_workspace(const ConvGeom& g) {
-  const int64_t G = conv2d_group(g), PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S;
-  const int64_t col = (g.pointwise() && G == 1) ? 0 : CRS * G * PQ;
-  const int64_t tmp = G > 1 ? g.K * G * PQ : 0;
-  return col + tmp;
+namespace {
+// Which fast path a geometry takes:
+//   Direct:  1x1 stride 1 pad 0, one image per GEMM: x_n is the GEMM operand itself.
+//   Shifted: stride 1, one image per GEMM: R*S GEMMs on the zero-padded image (below).
+//   Im2col:  everything else (strided convs, small images grouped G at a time).
+enum class Path { Direct, Shifted, Im2col };
+Path path_of(const ConvGeom& g) {
+  if (conv2d_group(g) > 1) return Path::Im2col;
+  if (g.pointwise()) return Path::Direct;
+  // Each shifted GEMM has inner dimension C (forward) or K (dx): too few
+  // channels and re-reading the output per tap costs more than im2col saves.
+  const bool wide = g.C >= kShiftedMinChannels && g.K >= kShiftedMinChannels;
+  return g.stride == 1 && wide ? Path::Shifted : Path::Im2col;
 }
 
-namespace {
+// ---- the stride-1 path: shifted GEMMs, no im2col ----
+// With stride 1, output (p,q) reads the padded image at (p+r, q+s). Put the
+// output on the padded grid's width Wp, column j = p*Wp + q. Then kernel tap
+// (r,s) needs the padded image shifted by off = r*Wp + s: a plain strided
+// matrix, xpad[:, off : off + P*Wp], so
+//   ypad (K, P*Wp) = sum_{r,s} W_rs (K, C) xpad_shifted (C, P*Wp)
+// is R*S GEMMs that read a C*Hp*Wp image instead of a 9x larger im2col
+// buffer. Columns q in [Q, Wp) wrap into the next row: junk, dropped on the
+// way out (and zero in dy on the way back, so they add nothing).
+// W_rs is w repacked tap-major: wr[rs][k][c].
+struct Shifted {
+  int64_t Hp, Wp, J, Lp;  // padded size, output columns J = P*Wp, per-channel stride Lp
+  explicit Shifted(const ConvGeom& g)
+      : Hp(g.H + 2 * g.pad), Wp(g.W + 2 * g.pad), J(g.P() * (g.W + 2 * g.pad)),
+        Lp((g.H + 2 * g.pad) * (g.W + 2 * g.pad) + g.S) {}  // + S: the last junk columns stay in bounds
+};
+
+void pad_image(float* xp, const float* x, const ConvGeom& g, const Shifted& sh) {
+#pragma omp parallel for if (g.C * sh.Lp > kParallelGrain)
+  for (int64_t c = 0; c < g.C; ++c) {
+    float* d = xp + c * sh.Lp;
+    std::fill(d, d + sh.Lp, 0.f);
+    for (int64_t h = 0; h < g.H; ++h)
+      std::memcpy(d + (h + g.pad) * sh.Wp + g.pad, x + (c * g.H + h) * g.W, sizeof(float) * g.W);
+  }
+}
+
+// w (K, C, R, S) <-> wr (R*S, K, C)
+void pack_taps(float* wr, const float* w, const ConvGeom& g) {
+  const int64_t RS = g.R * g.S;
+#pragma omp parallel for if (g.K * g.C * RS > kParallelGrain)
+  for (int64_t k = 0; k < g.K; ++k)
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t t = 0; t < RS; ++t) wr[(t * g.K + k) * g.C + c] = w[(k * g.C + c) * RS + t];
+}
+void unpack_taps(float* w, const float* wr, const ConvGeom& g) {
+  const int64_t RS = g.R * g.S;
+#pragma omp parallel for if (g.K * g.C * RS > kParallelGrain)
+  for (int64_t k = 0; k < g.K; ++k)
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t t = 0; t < RS; ++t) w[(k * g.C + c) * RS + t] = wr[(t * g.K + k) * g.C + c];
+}
+
+int64_t tap_offset(int64_t t, const ConvGeom& g, const Shifted& sh) { return (t / g.S) * sh.Wp + t % g.S; }
+
+// One image. ws: xpad (C*Lp) | wr (RS*K*C) | ypad (K*J).
+void shifted_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
+  const Shifted sh(g);
+  const int64_t RS = g.R * g.S, P = g.P(), Q = g.Q();
+  float *xp = ws, *wr = xp + g.C * sh.Lp, *yp = wr + RS * g.K * g.C;
+  pad_image(xp, x, g, sh);
+  pack_taps(wr, w, g);
+  for (int64_t t = 0; t < RS; ++t)
+    gemm<float>(false, false, g.K, sh.J, g.C, 1.f, wr + t * g.K * g.C, g.C, xp + tap_offset(t, g, sh), sh.Lp,
+                t == 0 ? 0.f : 1.f, yp, sh.J);
+#pragma omp parallel for if (g.K * sh.J > kParallelGrain)
+  for (int64_t k = 0; k < g.K; ++k) {
+    const float bk = b ? b[k] : 0.f;
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q = 0; q < Q; ++q) y[(k * P + p) * Q + q] = yp[k * sh.J + p * sh.Wp + q] + bk;
+  }
+}
+
+// One image; dwr (RS*K*C) accumulates over images when accumulate is set.
+// ws: xpad (C*Lp) | wr (RS*K*C) | dypad (K*J) | dwr (RS*K*C) | dxpad (C*Lp).
+void shifted_backward(float* dx, float* dwr, const float* dy, const float* x, const float* wr, bool accumulate,
+                      const ConvGeom& g, float* xp, float* dyp, float* dxp) {
+  const Shifted sh(g);
+  const int64_t RS = g.R * g.S, P = g.P(), Q = g.Q();
+#pragma omp parallel for if (g.K * sh.J > kParallelGrain)
+  for (int64_t k = 0; k < g.K; ++k)
+    for (int64_t p = 0; p < P; ++p) {
+      float* d = dyp + k * sh.J + p * sh.Wp;
+      std::memcpy(d, dy + (k * P + p) * Q, sizeof(float) * Q);
+      std::fill(d + Q, d + sh.Wp, 0.f);  // junk columns carry no gradient
+    }
+  if (dwr) {  // dW_rs (K, C) += dypad (K, J) xpad_shifted^T (J, C)
+    pad_image(xp, x, g, sh);
+    for (int64_t t = 0; t < RS; ++t)
+      gemm<float>(false, true, g.K, g.C, sh.J, 1.f, dyp, sh.J, xp + tap_offset(t, g, sh), sh.Lp,
+                  accumulate ? 1.f : 0.f, dwr + t * g.K * g.C, g.C);
+  }
+  if (dx) {  // dxpad[:, off_rs + j] += W_rs^T (C, K) dypad (K, J), then crop the padding
+    std::fill(dxp, dxp + g.C * sh.Lp, 0.f);
+    for (int64_t t = 0; t < RS; ++t)
+      gemm<float>(true, false, g.C, sh.J, g.K, 1.f, wr + t * g.K * g.C, g.C, dyp, sh.J, 1.f,
+                  dxp + tap_offset(t, g, sh), sh.Lp);
+#pragma omp parallel for if (g.C * sh.Lp > kParallelGrain)
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t h = 0; h < g.H; ++h)
+        std::memcpy(dx + (c * g.H + h) * g.W, dxp + c * sh.Lp + (h + g.pad) * sh.Wp + g.pad, sizeof(float) * g.W);
+  }
+}
+
 // (K, count*PQ) <-> (count, K, PQ): the layout change around a grouped GEMM.
 // scatter also adds the bias (b may be null).
 void scatter(float* y, const float* tmp, const float* b, int64_t count, int64_t K, int64_t PQ) {
@@ -185,15 +290,33 @@ void gather(float* tmp, const float* dy, int64_t count, int64_t K, int64_t PQ) {
 }
 }  // namespace
 
+int64_t conv2d_workspace(const ConvGeom& g) {
+  const int64_t G = conv2d_group(g), PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S;
+  switch (path_of(g)) {
+    case Path::Direct: return 0;
+    case Path::Shifted: {
+      const Shifted sh(g);
+      return 2 * g.C * sh.Lp + 2 * g.R * g.S * g.K * g.C + g.K * sh.J;
+    }
+    case Path::Im2col: break;
+  }
+  return CRS * G * PQ + (G > 1 ? g.K * G * PQ : 0);  // col | the grouped GEMM's output / dy
+}
+
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
   const int64_t G = conv2d_group(g), PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S;
   const int64_t CHW = g.C * g.H * g.W, KPQ = g.K * PQ;
+  const Path path = path_of(g);
   float* col = ws;
-  float* tmp = ws + ((g.pointwise() && G == 1) ? 0 : CRS * G * PQ);
+  float* tmp = G > 1 ? ws + CRS * G * PQ : nullptr;  // the grouped GEMM's output / dy
   for (int64_t n0 = 0; n0 < g.N; n0 += G) {
     const int64_t cnt = std::min(G, g.N - n0), cols = cnt * PQ;
-    const float* B = x + n0 * CHW;  // pointwise, one image: x_n (C, HW) is the matrix
-    if (!(g.pointwise() && G == 1)) {
+    if (path == Path::Shifted) {
+      shifted_forward(y + n0 * KPQ, x + n0 * CHW, w, b, g, ws);
+      continue;
+    }
+    const float* B = x + n0 * CHW;  // Direct: x_n (C, HW) is the matrix
+    if (path == Path::Im2col) {
       im2col(col, x + n0 * CHW, cnt, g);
       B = col;
     }
@@ -212,11 +335,24 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
                      const ConvGeom& g, float* ws) {
   const int64_t G = conv2d_group(g), PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S;
   const int64_t CHW = g.C * g.H * g.W, KPQ = g.K * PQ;
-  const bool direct = g.pointwise() && G == 1;  // x_n / dx_n are the GEMM matrices themselves
-  float* col = ws;
-  float* tmp = ws + (direct ? 0 : CRS * G * PQ);
+  const Path path = path_of(g);
   if (db) bias_backward(db, dy, g.N, g.K, PQ);
   if (dw && g.N == 0) std::fill(dw, dw + g.K * CRS, 0.f);  // no image, no GEMM to write it
+
+  if (path == Path::Shifted) {
+    const Shifted sh(g);
+    const int64_t RSKC = g.R * g.S * g.K * g.C;
+    float *xp = ws, *wr = xp + g.C * sh.Lp, *dyp = wr + RSKC, *dwr = dyp + g.K * sh.J, *dxp = dwr + RSKC;
+    if (dx) pack_taps(wr, w, g);
+    for (int64_t n = 0; n < g.N; ++n)
+      shifted_backward(dx ? dx + n * CHW : nullptr, dw ? dwr : nullptr, dy + n * KPQ, x ? x + n * CHW : nullptr, wr,
+                       n > 0, g, xp, dyp, dxp);
+    if (dw && g.N > 0) unpack_taps(dw, dwr, g);
+    return;
+  }
+
+  float* col = ws;
+  float* tmp = G > 1 ? ws + CRS * G * PQ : nullptr;  // the grouped GEMM's output / dy
   for (int64_t n0 = 0; n0 < g.N; n0 += G) {
     const int64_t cnt = std::min(G, g.N - n0), cols = cnt * PQ;
     const float* dyg = dy + n0 * KPQ;  // (K, cols)
@@ -226,16 +362,16 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
     }
     if (dw) {  // dW (K, CRS) += dy_g (K, cols) col^T (cols, CRS)
       const float* B = x + n0 * CHW;
-      if (!direct) {
+      if (path == Path::Im2col) {
         im2col(col, x + n0 * CHW, cnt, g);
         B = col;
       }
       gemm<float>(false, true, g.K, CRS, cols, 1.f, dyg, cols, B, cols, n0 == 0 ? 0.f : 1.f, dw, CRS);
     }
     if (dx) {  // dcol (CRS, cols) = W^T (CRS, K) dy_g (K, cols), then folded into dx
-      float* out = direct ? dx + n0 * CHW : col;
+      float* out = path == Path::Direct ? dx + n0 * CHW : col;
       gemm<float>(true, false, CRS, cols, g.K, 1.f, w, CRS, dyg, cols, 0.f, out, cols);
-      if (!direct) col2im(dx + n0 * CHW, col, cnt, g);
+      if (path == Path::Im2col) col2im(dx + n0 * CHW, col, cnt, g);
     }
   }
 }

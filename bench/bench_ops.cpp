@@ -1,0 +1,123 @@
+// bench_ops.cpp: timings of the compute-heavy CPU ops against the machine's FP32 peak.
+//
+//   bench_ops [--cases gemm2048,conv256_fwd,conv256_fwdbwd] [--iters N] [--warmup N]
+//
+// Each case: warm-up iterations (untimed: first-touch page faults, allocator
+// cache, OpenBLAS thread start-up), then the median of N timed iterations.
+// One JSON line per case: {"case":..,"median_ms":..,"gflops":..,"pct_peak":..}.
+// FLOP counting as in /work/shared/reference/perf-baseline.md: 2 per multiply-add,
+// conv backward = dx + dw = 2x forward (the bias is not counted), so the
+// comparison with tools/torch_ref_bench.py is like for like.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops/conv.h"
+#include "engine/random.h"
+#include "kernels/cpu/gemm.h"
+
+using namespace nimbus;
+
+namespace {
+constexpr double kPeakGflops = 230.4;  // 2 cores x 32 FLOP/cycle x 3.6 GHz (perf-baseline.md)
+
+struct Case {
+  const char* name;
+  double flop;
+  std::function<void()> setup;  // builds the inputs (untimed)
+  std::function<void()> step;   // one timed iteration
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void run(const Case& c, int warmup, int iters) {
+  c.setup();
+  for (int i = 0; i < warmup; ++i) c.step();
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    c.step();
+    auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  const double med = median(ms), gflops = c.flop / (med * 1e-3) / 1e9;
+  std::printf("{\"case\":\"%s\",\"median_ms\":%.3f,\"min_ms\":%.3f,\"gflops\":%.1f,\"pct_peak\":%.1f,\"iters\":%d}\n",
+              c.name, med, *std::min_element(ms.begin(), ms.end()), gflops, 100.0 * gflops / kPeakGflops, iters);
+  std::fflush(stdout);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string cases = "gemm2048,conv256_fwd,conv256_fwdbwd";
+  int iters = 10, warmup = 3;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--cases" && i + 1 < argc) cases = argv[++i];
+    else if (a == "--iters" && i + 1 < argc) iters = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--warmup" && i + 1 < argc) warmup = std::max(0, std::atoi(argv[++i]));
+    else {
+      std::fprintf(stderr, "usage: %s [--cases gemm2048,conv256_fwd,conv256_fwdbwd] [--iters N] [--warmup N]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+
+  Rng rng(0);
+  // gemm2048: C = A B, 2048^3, through nimbus's gemm (OpenBLAS sgemm).
+  const int64_t n = 2048;
+  Tensor A, B, C;
+  // conv256: Conv2d(256, 256, 3, padding=1) on 1x256x64x64, with bias (as the torch reference).
+  Tensor x, w, b, gy;
+  auto conv_setup = [&] {
+    x = Tensor::randn({1, 256, 64, 64}, rng);
+    w = Tensor::randn({256, 256, 3, 3}, rng, 0.f, 0.02f);
+    b = Tensor::randn({256}, rng);
+    gy = Tensor::randn({1, 256, 64, 64}, rng);
+  };
+  const double conv_fwd_flop = 2.0 * 256 * 256 * 9 * 64 * 64;
+  std::vector<Case> all = {
+      {"gemm2048", 2.0 * n * n * n,
+       [&] {
+         A = Tensor::randn({n, n}, rng);
+         B = Tensor::randn({n, n}, rng);
+         C = Tensor::empty({n, n});
+       },
+       [&] { cpu::gemm<float>(false, false, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n); }},
+      {"conv256_fwd", conv_fwd_flop, conv_setup,
+       [&] {
+         NoGradGuard no_grad;
+         Tensor y = conv2d(x, w, b, 1, 1);
+       }},
+      {"conv256_fwdbwd", 3 * conv_fwd_flop,
+       [&] {
+         conv_setup();
+         for (Tensor* t : {&x, &w, &b}) t->set_requires_grad(true);
+       },
+       [&] {
+         for (Tensor* t : {&x, &w, &b}) t->zero_grad();
+         Tensor y = conv2d(x, w, b, 1, 1);
+         y.backward(gy);
+       }},
+  };
+  bool any = false;
+  for (const Case& c : all)
+    if (("," + cases + ",").find(std::string(",") + c.name + ",") != std::string::npos) {
+      run(c, warmup, iters);
+      any = true;
+    }
+  if (!any) {
+    std::fprintf(stderr, "bench_ops: no case matches --cases %s\n", cases.c_str());
+    return 2;
+  }
+  return 0;
+}
