@@ -1,0 +1,16 @@
+// device.h: what every nimbus app does with --device, --threads and --seed.
+//
+// setup_device() wraps cli::apply_common_options() (OpenMP threads, global
+// seed) and adds what the apps need on top:
+//   --device cuda  with no usable CUDA backend -> Error "no usable CUDA device/backend ..."
+//                  (the app prints it and exits 1);
+//   --device auto  without CUDA -> one line on stderr "<app>: no usable CUDA device/backend, running on the CPU";
+//   --threads N    also sets OpenBLAS's thread count (the GEMMs of conv/linear).
+#pragma once
+#include "apps/common/cli.h"
+
+namespace nimbus::apps {
+
+cli::CommonOptions setup_device(const cli::Parser& p);
+
+}  // namespace nimbus::apps

@@ -1,0 +1,146 @@
+// training.cpp: shared pieces of the training apps (see training.h).
+#include "apps/common/training.h"
+
+#include <csignal>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "engine/io/checkpoint.h"
+#include "engine/optim/adam.h"
+#include "engine/optim/nadam.h"
+
+namespace nimbus::apps {
+
+namespace fs = std::filesystem;
+
+RunPaths::RunPaths(const std::string& out_dir) : out(out_dir) {
+  NIMBUS_CHECK(!out.empty(), "--out DIR is required");
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  NIMBUS_CHECK(!ec && fs::is_directory(out), out, ": cannot create the output folder (", ec.message(), ")");
+  last = out + "/last.safetensors";
+  best = out + "/best.safetensors";
+  metrics = out + "/metrics.csv";
+}
+
+MetricsCsv::MetricsCsv(std::string path, std::vector<std::string> columns, int keep_through_epoch)
+    : path_(std::move(path)), columns_(std::move(columns)) {
+  std::ifstream in(path_);
+  std::string line;
+  bool header = true;
+  while (in && std::getline(in, line)) {
+    if (header) {
+      header = false;
+      continue;
+    }
+    if (line.empty()) continue;
+    // Rows are ours: the first field is the integer epoch.
+    long epoch = std::strtol(line.c_str(), nullptr, 10);
+    if (epoch >= 1 && epoch <= keep_through_epoch) rows_.push_back(line);
+  }
+}
+
+void MetricsCsv::append(const std::vector<double>& row) {
+  NIMBUS_CHECK(row.size() == columns_.size(), path_, ": a row of ", row.size(), " values for ", columns_.size(),
+               " columns");
+  std::ostringstream r;
+  for (size_t i = 0; i < row.size(); ++i) {
+    char buf[64];
+    if (i == 0)
+      std::snprintf(buf, sizeof buf, "%lld", (long long)row[0]);
+    else
+      std::snprintf(buf, sizeof buf, "%.9g", row[i]);
+    r << (i ? "," : "") << buf;
+  }
+  rows_.push_back(r.str());
+  std::ostringstream all;
+  for (size_t i = 0; i < columns_.size(); ++i) all << (i ? "," : "") << columns_[i];
+  all << "\n";
+  for (auto& l : rows_) all << l << "\n";
+  write_file_atomic(path_, all.str());
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTensors& params, double lr) {
+  NIMBUS_CHECK(lr > 0 && std::isfinite(lr), "--lr must be positive, got ", lr);
+  if (type == "adam") {
+    AdamOptions o;
+    o.lr = lr;
+    return std::make_unique<Adam>(params, o);
+  }
+  if (type == "nadam") {
+    NadamOptions o;
+    o.lr = lr;
+    return std::make_unique<Nadam>(params, o);
+  }
+  throw Error(str("unknown optimiser '", type, "' (adam or nadam)"));
+}
+
+int resume_or_start(bool resume, const std::string& program, const std::string& last, models::Model& model,
+                    Optimizer& optimizer, Metadata* metadata) {
+  if (!resume) return 0;
+  if (!fs::exists(last)) {
+    std::fprintf(stderr, "%s: --resume: no %s yet, starting from epoch 1\n", program.c_str(), last.c_str());
+    return 0;
+  }
+  const int64_t epoch = models::load_training_state(last, model, optimizer, &global_rng());
+  NIMBUS_CHECK(epoch >= 0, last, ": has no \"epoch\" metadata, cannot resume from it");
+  // Only the metadata (load_model would build a model, drawing from the just-restored global Rng).
+  if (metadata) *metadata = load_safetensors(last).metadata;
+  std::fprintf(stderr, "%s: resuming from %s after epoch %lld\n", program.c_str(), last.c_str(), (long long)epoch);
+  return int(epoch);
+}
+
+void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const std::string& kept) {
+  if (std::isfinite(loss)) return;
+  throw Error(str("loss is ", std::isnan(loss) ? "NaN" : "infinite", " at step ", step, " (epoch ", epoch + 1,
+                  ", batch ", batch + 1, "); training stopped, the last good checkpoint is kept: ",
+                  fs::exists(kept) ? kept : std::string("(none written yet)")));
+}
+
+void DebugHooks::before_step(int64_t step) const {
+  if (step == kill_at_step) {
+    std::fflush(nullptr);
+    std::raise(SIGKILL);
+  }
+}
+
+double DebugHooks::loss(double value, int64_t step) const {
+  return step == nan_at_step ? std::numeric_limits<double>::quiet_NaN() : value;
+}
+
+void add_debug_options(cli::Parser& p) {
+  p.add_int("debug-inject-nan-at-step", -1, "(testing) make the loss of this global step (0-based) NaN (-1: never)");
+  p.add_int("debug-sigkill-at-step", -1, "(testing) SIGKILL this process at the start of this step (-1: never)");
+}
+
+DebugHooks read_debug_options(const cli::Parser& p) {
+  return {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step")};
+}
+
+Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& name) {
+  NIMBUS_CHECK(!samples.empty(), "stack_field: no samples");
+  std::vector<int64_t> dims;
+  std::vector<float> all;
+  size_t per = 0;
+  for (const data::Sample& s : samples) {
+    size_t k = 0;
+    while (k < s.names.size() && s.names[k] != name) ++k;
+    NIMBUS_CHECK(k < s.names.size(), "stack_field: sample ", s.path, " has no '", name, "'");
+    if (dims.empty()) {
+      dims = s.shapes[k].vec();
+      dims.insert(dims.begin(), int64_t(samples.size()));
+      per = s.values[k].size();
+      all.reserve(samples.size() * per);
+    }
+    NIMBUS_CHECK(s.values[k].size() == per, "stack_field: sample ", s.path, ": '", name,
+                 "' is ", s.shapes[k].str(), ", unlike the first sample's");
+    all.insert(all.end(), s.values[k].begin(), s.values[k].end());
+  }
+  return Tensor::from_vector(Shape(dims), all);
+}
+
+}  // namespace nimbus::apps

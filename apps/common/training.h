@@ -1,0 +1,74 @@
+// training.h: what train_resnet and train_dsen2cr share: the run folder
+// (checkpoints, metrics.csv), resuming, the optimiser choice, stopping on a
+// non-finite loss, the hidden fault-injection hooks the reliability tests use,
+// and stacking samples into batch tensors for evaluation.
+//
+// Run folder <out>/:
+//   last.safetensors   after every epoch: model, optimiser, "epoch" = epochs done,
+//                      "rng" = global Rng, the app's extra keys (best score...)
+//   metrics.csv        one row per epoch, rewritten atomically after each epoch
+// Checkpoints are written atomically (temp file + rename), so a SIGKILL at any
+// moment leaves the previous complete file. Resuming loads last.safetensors
+// and restarts at epoch "epoch"; the loader is a pure function of
+// (seed, epoch, index), so the resumed run sees the same batches.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "apps/common/cli.h"
+#include "data/loader.h"
+#include "engine/optim/optimizer.h"
+#include "models/model_io.h"
+
+namespace nimbus::apps {
+
+struct RunPaths {
+  explicit RunPaths(const std::string& out_dir);  // creates the folder
+  std::string out, last, best, metrics;
+};
+
+// metrics.csv: header fixed at construction; on resume the rows of epochs
+// <= keep_through_epoch are kept from the existing file, later ones (from the
+// interrupted epoch) dropped. Epochs are 1-based in the file.
+class MetricsCsv {
+ public:
+  MetricsCsv(std::string path, std::vector<std::string> columns, int keep_through_epoch);
+  void append(const std::vector<double>& row);  // row[0] = epoch; same length as the columns
+ private:
+  std::string path_;
+  std::vector<std::string> columns_;
+  std::vector<std::string> rows_;
+};
+
+// "adam" (PyTorch Adam) or "nadam" (Keras-2 Nadam), at learning rate lr.
+std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTensors& params, double lr);
+
+// Loads <last> into model + optimiser + global Rng when `resume` and the file
+// exists. Returns the number of epochs already done (0 when starting afresh),
+// printing what happened. A corrupt or mismatched file is an Error naming it.
+int resume_or_start(bool resume, const std::string& program, const std::string& last, models::Model& model,
+                    Optimizer& optimizer, Metadata* metadata = nullptr);
+
+// Stops training on a NaN or infinite loss: Error naming the global step, the
+// epoch and batch, and the checkpoint that is kept.
+void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const std::string& kept);
+
+// Testing hooks, listed in --help under "debug-": --debug-inject-nan-at-step S
+// replaces the loss of global step S (0-based) by NaN before the check (the
+// input is not poisoned: ReLU maps NaN to 0 in our kernels, so a NaN pixel may
+// never reach a ResNet's loss); --debug-sigkill-at-step S makes the process
+// SIGKILL itself at the start of step S (as if killed from outside).
+struct DebugHooks {
+  int64_t nan_at_step = -1, kill_at_step = -1;
+  void before_step(int64_t step) const;      // raises SIGKILL at kill_at_step
+  double loss(double value, int64_t step) const;  // NaN at nan_at_step, else value
+};
+void add_debug_options(cli::Parser& p);
+DebugHooks read_debug_options(const cli::Parser& p);
+
+// Stacks field `name` of each sample into one (B, ...) tensor.
+Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& name);
+
+}  // namespace nimbus::apps

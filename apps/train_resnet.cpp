@@ -1,0 +1,258 @@
+// train_resnet: train the land-cover classifier (a ResNet, default ResNet-50)
+// on EuroSAT MS, with the set-up of Aarnoutse & Witte (reference/experiment.md):
+// Adam lr 1e-3, divided by 5 at epochs 50/100/200/250, 13 bands, flips and
+// rot90, random uniform-ish init (torchvision's), no pretraining.
+//
+//   train_resnet --data EuroSAT_MS/ --out runs/resnet [--epochs N] [--batch-size B] [--resume]
+//
+// Band order: EuroSAT files store B8A last; tiles are reordered to the
+// SEN12MS-CR order (apps/common/band_order.h) before anything else, so the
+// checkpoint expects sen12ms-ordered DN, like DSen2-CR's output.
+// The split (stratified per class, from --seed) is written to <out>/split_*.txt;
+// input_norm mean/std (reflectance, per band) come from training tiles only
+// and are stored in the checkpoint. After every epoch: validation loss and
+// accuracy, <out>/last.safetensors (+ optimiser, epoch, RNG: --resume),
+// <out>/best.safetensors when validation accuracy improved, <out>/metrics.csv.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "apps/common/band_order.h"
+#include "apps/common/device.h"
+#include "apps/common/progress.h"
+#include "apps/common/training.h"
+#include "data/eurosat.h"
+#include "engine/autograd.h"
+#include "engine/ops/loss.h"
+#include "engine/optim/lr_schedule.h"
+
+using namespace nimbus;
+
+namespace {
+
+struct Score {
+  double loss = 0;
+  int64_t correct = 0, n = 0;
+  double acc() const { return n ? double(correct) / double(n) : std::nan(""); }
+  void add(const Tensor& logits, const std::vector<int64_t>& labels, double batch_loss) {
+    const std::vector<float> l = logits.to_vector();
+    const size_t K = size_t(logits.size(1));
+    for (size_t i = 0; i < labels.size(); ++i) {
+      const float* row = l.data() + i * K;
+      correct += int64_t(std::max_element(row, row + K) - row) == labels[i];
+    }
+    loss += batch_loss * double(labels.size());
+    n += int64_t(labels.size());
+  }
+  double mean_loss() const { return n ? loss / double(n) : std::nan(""); }
+};
+
+Tensor label_tensor(const std::vector<int64_t>& labels) {
+  std::vector<float> v(labels.begin(), labels.end());
+  return Tensor::from_vector({int64_t(v.size())}, v);
+}
+
+// Per-band mean and std of reflectance clip(DN, 0, 1e4) / 1e4 over (at most n) evenly spaced training tiles.
+void input_norm_stats(const data::SampleFn& fn, size_t count, size_t n, std::vector<float>& mean,
+                      std::vector<float>& std) {
+  const size_t use = n == 0 ? count : std::min(n, count);
+  std::vector<double> s(13, 0.0), s2(13, 0.0);
+  double pixels = 0;
+  Progress bar("input_norm statistics", int64_t(use), stderr, Progress::Mode::Auto, "img");
+  for (size_t k = 0; k < use; ++k) {
+    Rng rng(0);
+    const data::Sample smp = fn(k * count / use, rng);
+    const std::vector<float>& v = smp.values[0];
+    const size_t hw = v.size() / 13;
+    for (size_t c = 0; c < 13; ++c)
+      for (size_t i = 0; i < hw; ++i) {
+        const double r = std::clamp(double(v[c * hw + i]), 0.0, 10000.0) / 10000.0;
+        s[c] += r;
+        s2[c] += r * r;
+      }
+    pixels += double(hw);
+    bar.update(int64_t(k + 1));
+  }
+  bar.finish();
+  mean.assign(13, 0.f);
+  std.assign(13, 1.f);
+  for (size_t c = 0; c < 13; ++c) {
+    const double m = s[c] / pixels, var = std::max(0.0, s2[c] / pixels - m * m);
+    mean[c] = float(m);
+    std[c] = float(std::max(std::sqrt(var), 1e-6));  // a constant band must not divide by zero
+  }
+}
+
+Score evaluate(models::Classifier& clf, const data::SampleFn& fn, size_t count, size_t batch, Device dev) {
+  NoGradGuard ng;
+  clf.eval();
+  Score sc;
+  Progress bar("validation", int64_t(count), stderr, Progress::Mode::Auto, "img");
+  for (size_t b0 = 0; b0 < count; b0 += batch) {
+    std::vector<data::Sample> samples;
+    std::vector<int64_t> labels;
+    for (size_t k = b0; k < std::min(count, b0 + batch); ++k) {
+      Rng rng(0);
+      samples.push_back(fn(k, rng));
+      labels.push_back(samples.back().label);
+    }
+    Tensor logits = clf.logits(apps::stack_field(samples, "image").to(dev));
+    sc.add(logits, labels, double(cross_entropy(logits, label_tensor(labels).to(dev)).item()));
+    bar.update(int64_t(sc.n));
+  }
+  bar.finish();
+  return sc;
+}
+
+int run(int argc, char** argv) {
+  cli::Parser p("train_resnet",
+                "Train the ResNet land-cover classifier on EuroSAT MS (13 bands, 10 classes), resumable. Writes "
+                "last.safetensors, best.safetensors, metrics.csv and the split files into --out.");
+  p.add_string("data", "", "EuroSAT MS root: <Class>/<Class>_<n>.tif, 13-band uint16", "DIR");
+  p.add_string("out", "", "run folder for checkpoints, metrics.csv and split_{train,val,test}.txt", "DIR");
+  p.add_int("epochs", 200, "epochs to train in total (a resumed run stops at the same total)");
+  p.add_int("batch-size", 32, "training batch size (the last incomplete batch of an epoch is dropped)");
+  p.add_double("lr", 1e-3, "Adam learning rate at epoch 1");
+  p.add_int_list("milestones", "50,100,200,250", "epochs (0-based) from which the learning rate is divided again");
+  p.add_double("lr-divisor", 5, "divisor applied at each milestone");
+  p.add_choice("block", "bottleneck", {"basic", "bottleneck"}, "residual block type (bottleneck: ResNet-50 family)");
+  p.add_int_list("blocks", "3,4,6,3", "blocks per stage, 4 numbers (3,4,6,3 = ResNet-50; 2,2,2,2 = ResNet-18)");
+  p.add_int("width", 64, "channels of the first stage (64 = torchvision); smaller for CPU demos");
+  p.add_double("train-fraction", 0.8, "share of each class for training (stratified split from --seed)");
+  p.add_double("val-fraction", 0.1, "share of each class for validation; the rest is the test split");
+  p.add_choice("band-order", "eurosat", {"eurosat", "sen12ms"},
+               "band order of the tiles under --data: eurosat = B1..B8,B9..B12,B8A (EuroSAT MS files), sen12ms = "
+               "B1..B8,B8A,B9..B12; tiles are reordered to sen12ms, the order the checkpoint expects");
+  p.add_int("norm-samples", 2000, "training tiles used for the input_norm mean/std (0 = all of them)");
+  p.add_flag("no-augment", "no flips / rot90 (default: random flip and quarter turn per tile and epoch)");
+  p.add_int("workers", 2, "data loader threads");
+  p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, loader order)");
+  apps::add_debug_options(p);
+  cli::add_common_options(p);
+  p.parse_or_exit(argc, argv);
+
+  const std::string data_root = p.get_string("data");
+  const int64_t epochs = p.get_int("epochs"), batch = p.get_int("batch-size"), workers = p.get_int("workers");
+  const std::vector<int64_t> blocks = p.get_int_list("blocks");
+  try {
+    if (data_root.empty()) throw cli::UsageError("--data DIR is required");
+    if (p.get_string("out").empty()) throw cli::UsageError("--out DIR is required");
+    if (epochs < 1 || batch < 1 || workers < 1) throw cli::UsageError("--epochs, --batch-size, --workers must be >= 1");
+    if (blocks.size() != 4) throw cli::UsageError("--blocks needs 4 numbers (blocks per stage)");
+    if (p.get_int("width") < 1) throw cli::UsageError("--width must be >= 1");
+  } catch (const cli::UsageError& e) {
+    std::fprintf(stderr, "train_resnet: %s (see --help)\n", e.what());
+    return 2;
+  }
+  const cli::CommonOptions common = apps::setup_device(p);
+  const apps::DebugHooks debug = apps::read_debug_options(p);
+  const apps::RunPaths paths(p.get_string("out"));
+
+  // Data: index, split, sample functions (tiles reordered to sen12ms order).
+  data::EuroSat ds(data_root, /*check_files=*/false);
+  const data::EuroSatSplit split =
+      ds.stratified_split(common.seed, p.get_double("train-fraction"), p.get_double("val-fraction"));
+  NIMBUS_CHECK(split.train.size() >= size_t(batch), data_root, ": ", split.train.size(),
+               " training tiles, fewer than one batch of ", batch);
+  ds.write_split_file(paths.out + "/split_train.txt", split.train);
+  ds.write_split_file(paths.out + "/split_val.txt", split.val);
+  ds.write_split_file(paths.out + "/split_test.txt", split.test);
+  const apps::BandOrder order = apps::parse_band_order(p.get_string("band-order"));
+  data::EuroSatSampleOptions train_opt, eval_opt;
+  train_opt.transform = [order](std::vector<float>& chw, int h, int w) {
+    apps::to_sen12ms_order(chw.data(), 13, size_t(h) * size_t(w), order, "EuroSAT tile");
+  };
+  eval_opt.transform = train_opt.transform;
+  train_opt.augment = data::AugmentConfig{0, false, !p.get_flag("no-augment")};
+  const data::SampleFn train_fn = data::eurosat_sample_fn(ds, split.train, train_opt);
+  const data::SampleFn stats_fn = data::eurosat_sample_fn(ds, split.train, eval_opt);
+  const data::SampleFn val_fn = data::eurosat_sample_fn(ds, split.val, eval_opt);
+
+  // Model and optimiser, then (maybe) the saved state over them.
+  models::ResNetConfig rc;
+  rc.block = p.get_string("block") == "basic" ? models::BlockType::Basic : models::BlockType::Bottleneck;
+  for (int s = 0; s < 4; ++s) rc.blocks[size_t(s)] = int(blocks[size_t(s)]);
+  rc.width = int(p.get_int("width"));
+  models::Model model = models::build_model(models::ModelConfig::of(rc), global_rng());
+  models::Classifier& clf = *model.classifier;
+  std::unique_ptr<Optimizer> opt = apps::make_optimizer("adam", clf.named_parameters(), p.get_double("lr"));
+  Metadata saved;
+  const int done = apps::resume_or_start(p.get_flag("resume"), "train_resnet", paths.last, model, *opt, &saved);
+  if (done == 0) {
+    std::vector<float> mean, std;
+    input_norm_stats(stats_fn, split.train.size(), size_t(std::max<int64_t>(0, p.get_int("norm-samples"))), mean,
+                     std);
+    clf.set_input_norm(mean, std);
+  }
+  double best = saved.count("best_val_acc") ? std::stod(saved["best_val_acc"]) : -1.0;
+  clf.to(common.device);
+  std::vector<int> ms;
+  for (int64_t m : p.get_int_list("milestones")) ms.push_back(int(m));
+  const StepLr schedule(p.get_double("lr"), ms, p.get_double("lr-divisor"));
+  std::fprintf(stderr, "train_resnet: %s, %lld parameters; %zu train / %zu val tiles; epochs %d..%lld\n",
+               model.config.str().c_str(), (long long)clf.num_parameters(), split.train.size(), split.val.size(),
+               done + 1, (long long)epochs);
+
+  apps::MetricsCsv csv(paths.metrics, {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"}, done);
+  data::LoaderOptions lo;
+  lo.batch_size = size_t(batch);
+  lo.threads = int(workers);
+  lo.prefetch = int(std::max<int64_t>(4, workers));
+  lo.seed = common.seed;
+  lo.first_epoch = done;
+  data::Loader loader(split.train.size(), train_fn, lo);
+  const size_t nb = loader.batches_per_epoch();
+
+  for (int epoch = done; epoch < epochs; ++epoch) {
+    opt->set_lr(schedule.lr_at(epoch));
+    clf.train();
+    Score tr;
+    Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(nb) * batch, stderr, Progress::Mode::Auto, "img");
+    for (size_t b = 0; b < nb; ++b) {
+      const int64_t step = int64_t(epoch) * int64_t(nb) + int64_t(b);
+      debug.before_step(step);
+      data::Batch bt = loader.next();
+      Tensor logits = clf.logits(bt["image"].to(common.device));
+      Tensor loss = cross_entropy(logits, label_tensor(bt.labels).to(common.device));
+      const double l = debug.loss(loss.item(), step);
+      apps::check_loss_finite(l, step, epoch, b, paths.last);
+      opt->zero_grad();
+      loss.backward();
+      opt->step();
+      tr.add(logits.detach(), bt.labels, l);
+      bar.update(tr.n);
+      char note[64];
+      std::snprintf(note, sizeof note, "loss %.4f acc %.3f", tr.mean_loss(), tr.acc());
+      bar.set_note(note);
+    }
+    bar.finish();
+    const Score va = split.val.empty() ? Score{} : evaluate(clf, val_fn, split.val.size(), size_t(batch), common.device);
+    const bool improved = va.n > 0 && va.acc() > best;
+    if (improved) best = va.acc();
+    models::SaveOptions so;
+    so.epoch = epoch + 1;
+    so.extra["best_val_acc"] = str(best);
+    so.extra["band_order"] = "sen12ms";
+    if (improved) models::save_model(paths.best, model, so);
+    so.optimizer = opt.get();
+    so.rng = &global_rng();
+    models::save_model(paths.last, model, so);
+    csv.append({double(epoch + 1), opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc()});
+    std::fprintf(stderr, "train_resnet: epoch %d/%lld  lr %.3g  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s\n",
+                 epoch + 1, (long long)epochs, opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc(),
+                 improved ? "  (best)" : "");
+  }
+  std::printf("train_resnet: done, best validation accuracy %.4f; checkpoints in %s\n", best, paths.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "train_resnet: %s\n", e.what());
+    return 1;
+  }
+}
