@@ -78,7 +78,9 @@ TEST_CASE("progress: tty mode redraws in place, throttled to ~10/s") {
   std::fclose(f);
   int redraws = 0;
   for (char c : s) redraws += c == '\r';
-  CHECK(redraws == 3);  // initial draw, one after the pause, the final line
+  // Initial draw, one after the pause, the final line (one more if this process was descheduled >100 ms).
+  CHECK(redraws >= 3);
+  CHECK(redraws <= 4);
   CHECK(s.find("\rtrain  [####################]  1000/1000") != std::string::npos);
   CHECK(s.find("\rtrain: 1000/1000 in 0:00") != std::string::npos);
   CHECK(s.back() == '\n');
