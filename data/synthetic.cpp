@@ -99,13 +99,13 @@ OpticalScene make_optical_scene(int h, int w, int dominant, double dominant_shar
     for (size_t i = 0; i < n; ++i)
       if (in[i]) within[i] = (t[i] - mean[textured[i]]) * inv_sd[textured[i]];
   }
-  // z: 13 unit-variance fields, smooth (0.8) plus white (0.6); the first one
+  // z: 13 unit-variance fields, smooth (0.95) plus white (0.31, sensor-like); the first one
   // carries the texture half of its variance, so structure shows in every band
   // through L's first column while z stays N(0, I) per pixel.
   std::vector<Field> z(kS2Bands);
   for (int b = 0; b < kS2Bands; ++b) {
     z[size_t(b)] = value_noise(h, w, 5.f, rng);
-    for (float& v : z[size_t(b)]) v = 0.8f * v + 0.6f * fast_normal(rng);
+    for (float& v : z[size_t(b)]) v = 0.95f * v + 0.312f * fast_normal(rng);
   }
   const float rho = std::sqrt(0.5f);
   sc.s2.resize(size_t(kS2Bands) * n);

@@ -147,8 +147,8 @@ Field class_texture(int cls, int h, int w, Rng& rng) {
       each([&](float x, float y) {
         GridCell c = grid_cell(x, y, ca, sa, cu, cv);
         float v = 2.f * hash01(c.id, salt) - 1.f;
-        if (perm) v += 0.35f * std::sin(2 * kPi * c.u * cu / 3.f);
-        return v + 0.15f * fine[size_t(y) * w + size_t(x)];
+        if (perm) v += 0.3f * std::sin(2 * kPi * c.u * cu / 6.f);  // rows every 6 px
+        return v + 0.05f * fine[size_t(y) * w + size_t(x)];
       });
       break;
     }

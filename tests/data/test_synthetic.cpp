@@ -224,7 +224,7 @@ TEST_CASE("synthetic: SAR follows land cover: water dark, built-up bright, VH be
 TEST_CASE("synthetic: the DSen2-CR detector finds the generator's clouds") {
   // Agreement of the detector's cloud class with the generator's own cloud mask
   // over patches with 10..60% cover; floors set below the measured values
-  // (0.927, 0.969, 0.845 when written). Precision is limited by the detector
+  // (0.941, 0.968, 0.876 when written). Precision is limited by the detector
   // itself: it flags bright clear ground (bare parcels, roofs, roads) as cloud,
   // on real tiles as on synthetic ones (next test).
   size_t agree = 0, total = 0, tp = 0, fp = 0, fn = 0, sh_tp = 0, sh_gen = 0;
@@ -243,9 +243,9 @@ TEST_CASE("synthetic: the DSen2-CR detector finds the generator's clouds") {
          precision = double(tp) / double(tp + fp), shadow_recall = double(sh_tp) / double(std::max<size_t>(sh_gen, 1));
   MESSAGE("detector vs generator cloud mask: agreement ", acc, ", recall ", recall, ", precision ", precision,
           "; shadow recall ", shadow_recall);
-  CHECK(acc >= 0.9);
+  CHECK(acc >= 0.92);
   CHECK(recall >= 0.95);
-  CHECK(precision >= 0.8);
+  CHECK(precision >= 0.85);
 }
 
 TEST_CASE("synthetic: the detector's false clouds on clear tiles match the real EuroSAT tiles per class") {
@@ -273,7 +273,7 @@ TEST_CASE("synthetic: the detector's false clouds on clear tiles match the real 
     const int n_syn = 16;
     for (int i = 0; i < n_syn; ++i) syn += cloud_cover_fraction(s2_order(make_eurosat_tile(5, c, i))) / n_syn;
     MESSAGE(class_name(c), ": detector cloud fraction on clear tiles: real ", real, ", synthetic ", syn);
-    CHECK(std::fabs(real - syn) <= 0.1);  // measured: largest gap 0.067 (AnnualCrop)
+    CHECK(std::fabs(real - syn) <= 0.06);  // measured: largest gap 0.023 (Industrial)
   }
 }
 
