@@ -59,7 +59,8 @@ void save_checkpoint(const std::string& path, const Module& module, const Optimi
   }
   NamedTensors tensors = module.state_dict();
   for (const auto& [n, t] : tensors)
-    NIMBUS_CHECK(!starts_with(n, kOptim), path, ": module tensor '", n, "' collides with the optimiser prefix 'optim.'");
+    NIMBUS_CHECK(!starts_with(n, kOptim), path, ": module tensor '", n,
+                 "' collides with the optimiser prefix 'optim.'");
   if (optimizer) {
     OptimizerState st = optimizer->state_dict();
     for (auto& [n, t] : st.tensors) tensors.emplace_back(kOptim + n, t);
@@ -79,13 +80,17 @@ Metadata load_checkpoint(const std::string& path, Module& module, Optimizer* opt
   NamedTensors model;
   OptimizerState ost;
   for (auto& [n, t] : file.tensors) {
-    if (starts_with(n, kOptim)) ost.tensors.emplace_back(n.substr(std::strlen(kOptim)), t);
-    else model.emplace_back(n, t);
+    if (starts_with(n, kOptim))
+      ost.tensors.emplace_back(n.substr(std::strlen(kOptim)), t);
+    else
+      model.emplace_back(n, t);
   }
   Metadata user;
   for (const auto& [k, v] : file.metadata) {
-    if (starts_with(k, kOptim)) ost.info[k.substr(std::strlen(kOptim))] = v;
-    else if (!starts_with(k, "nimbus.")) user[k] = v;
+    if (starts_with(k, kOptim))
+      ost.info[k.substr(std::strlen(kOptim))] = v;
+    else if (!starts_with(k, "nimbus."))
+      user[k] = v;
   }
 
   try {
@@ -124,8 +129,8 @@ void rng_state_from_string(Rng& rng, const std::string& text) {
     errno = 0;
     bool digit = *p >= '0' && *p <= '9';
     s[i] = std::strtoull(p, &end, 10);
-    NIMBUS_CHECK(digit && end != p && errno == 0 && *end == (i < 3 ? ',' : '\0'), "rng state: malformed text '",
-                 text, "' (expected four comma-separated 64-bit integers)");
+    NIMBUS_CHECK(digit && end != p && errno == 0 && *end == (i < 3 ? ',' : '\0'), "rng state: malformed text '", text,
+                 "' (expected four comma-separated 64-bit integers)");
     p = end + 1;
   }
   rng.set_state(s);

@@ -26,8 +26,7 @@ void save_checkpoint(const std::string& path, const Module& module, const Optimi
 // Loads into `module` (and `optimizer` when given; the file must then hold
 // optimiser state of the same type). Returns the caller's metadata. Any problem
 // throws an Error naming the file; module and optimiser are then unchanged.
-Metadata load_checkpoint(const std::string& path, Module& module, Optimizer* optimizer = nullptr,
-                         bool strict = true);
+Metadata load_checkpoint(const std::string& path, Module& module, Optimizer* optimizer = nullptr, bool strict = true);
 
 // An Rng's state as text for the metadata, and back (throws on malformed text).
 std::string rng_state_to_string(const Rng& rng);

@@ -24,8 +24,7 @@ void torch_default_init(Tensor& weight, Tensor* bias, Rng& rng) {
 }
 }  // namespace
 
-Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride, int padding, bool with_bias,
-               Rng& rng)
+Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride, int padding, bool with_bias, Rng& rng)
     : stride(stride), padding(padding) {
   NIMBUS_CHECK(in_channels > 0 && out_channels > 0 && kernel > 0 && stride > 0 && padding >= 0,
                "Conv2d: bad configuration in=", in_channels, " out=", out_channels, " kernel=", kernel,

@@ -13,8 +13,8 @@ void Module::check_new_name(const std::string& name, const char* what) const {
       if (n == name) return true;
     return false;
   };
-  NIMBUS_CHECK(!taken(params_) && !taken(buffers_) && !taken(children_), "Module: cannot register ", what, " '",
-               name, "': the name is already used in this module");
+  NIMBUS_CHECK(!taken(params_) && !taken(buffers_) && !taken(children_), "Module: cannot register ", what, " '", name,
+               "': the name is already used in this module");
 }
 
 Tensor Module::register_parameter(const std::string& name, Tensor t) {
@@ -111,7 +111,8 @@ LoadResult Module::load_state_dict(const NamedTensors& source, bool strict) {
   for (auto& [n, t] : mine) {
     known.insert(n);
     auto it = src.find(n);
-    if (it == src.end()) result.missing.push_back(n);
+    if (it == src.end())
+      result.missing.push_back(n);
     else if (it->second->shape() != t.shape())
       bad_shape.push_back(str(n, ": checkpoint ", it->second->shape(), " vs model ", t.shape()));
   }

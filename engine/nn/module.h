@@ -110,4 +110,10 @@ class Sequential : public UnaryModule {
   std::vector<std::shared_ptr<UnaryModule>> layers_;
 };
 
+// make_sequential(a, b, c): a shared Sequential of any UnaryModule subclasses.
+template <typename... L>
+std::shared_ptr<Sequential> make_sequential(std::shared_ptr<L>... layers) {
+  return std::make_shared<Sequential>(std::initializer_list<std::shared_ptr<UnaryModule>>{layers...});
+}
+
 }  // namespace nimbus

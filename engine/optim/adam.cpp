@@ -7,10 +7,11 @@
 
 namespace nimbus {
 
-Adam::Adam(const NamedTensors& params, const AdamOptions& o) : Optimizer(params, o.lr, {"exp_avg", "exp_avg_sq"}), opt_(o) {
+Adam::Adam(const NamedTensors& params, const AdamOptions& o)
+    : Optimizer(params, o.lr, {"exp_avg", "exp_avg_sq"}), opt_(o) {
   NIMBUS_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps >= 0 && o.weight_decay >= 0,
-               "adam: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0; got beta1=", o.beta1,
-               " beta2=", o.beta2, " eps=", o.eps, " weight_decay=", o.weight_decay);
+               "adam: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0; got beta1=", o.beta1, " beta2=", o.beta2,
+               " eps=", o.eps, " weight_decay=", o.weight_decay);
 }
 
 void Adam::update(ParamState& s, const Tensor& grad) {
@@ -36,7 +37,9 @@ void Adam::update(ParamState& s, const Tensor& grad) {
 }
 
 std::map<std::string, std::string> Adam::hyperparameters() const {
-  return {{"beta1", str(opt_.beta1)}, {"beta2", str(opt_.beta2)}, {"eps", str(opt_.eps)},
+  return {{"beta1", str(opt_.beta1)},
+          {"beta2", str(opt_.beta2)},
+          {"eps", str(opt_.eps)},
           {"weight_decay", str(opt_.weight_decay)}};
 }
 

@@ -32,8 +32,8 @@ void Nadam::update(ParamState& s, const Tensor& grad) {
   const int64_t n = s.param.numel();
   const float b1 = float(opt_.beta1), b2 = float(opt_.beta2);
   const float one_m_b1 = float(1 - opt_.beta1), one_m_b2 = float(1 - opt_.beta2);
-  const float g_scale = float(1 / (1 - s_t_));                            // g' = g * g_scale
-  const float m_scale = float(1 / (1 - s_next_));                         // m' = m * m_scale
+  const float g_scale = float(1 / (1 - s_t_));                                  // g' = g * g_scale
+  const float m_scale = float(1 / (1 - s_next_));                               // m' = m * m_scale
   const float v_scale = float(1 / (1 - std::pow(opt_.beta2, double(steps_))));  // v' = v * v_scale
   const float c_g = float(1 - mu_t_), c_m = float(mu_next_);
   const float lr = float(lr_), eps = float(opt_.eps);
@@ -47,7 +47,9 @@ void Nadam::update(ParamState& s, const Tensor& grad) {
 }
 
 std::map<std::string, std::string> Nadam::hyperparameters() const {
-  return {{"beta1", str(opt_.beta1)}, {"beta2", str(opt_.beta2)}, {"eps", str(opt_.eps)},
+  return {{"beta1", str(opt_.beta1)},
+          {"beta2", str(opt_.beta2)},
+          {"eps", str(opt_.eps)},
           {"schedule_decay", str(opt_.schedule_decay)}};
 }
 

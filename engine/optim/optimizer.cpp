@@ -50,7 +50,8 @@ void Optimizer::step() {
                  device_name(p.param.device()), "; only CPU updates are implemented");
     if (p.step == 0) {
       p.slots.clear();
-      for (size_t i = 0; i < slot_names_.size(); ++i) p.slots.push_back(Tensor::zeros(p.param.shape()));
+      for (size_t i = 0; i < slot_names_.size(); ++i)
+        p.slots.push_back(Tensor::zeros(p.param.shape(), p.param.device()));
     }
     ++p.step;
     update(p, g);
@@ -59,8 +60,7 @@ void Optimizer::step() {
 
 OptimizerState Optimizer::state_dict() const {
   OptimizerState st;
-  for (const auto& [name, v] : scalars_)
-    st.tensors.emplace_back(name, Tensor::scalar(v ? *v : float(steps_)));
+  for (const auto& [name, v] : scalars_) st.tensors.emplace_back(name, Tensor::scalar(v ? *v : float(steps_)));
   for (const auto& p : params_) {
     if (p.step == 0) continue;
     st.tensors.emplace_back(p.name + ".step", Tensor::scalar(float(p.step)));
@@ -92,13 +92,16 @@ void Optimizer::load_state_dict(const OptimizerState& st) {
     return it->second;
   };
   auto type_it = st.info.find("type");
-  if (type_it == st.info.end()) problems.push_back("no optimizer type recorded");
-  else if (type_it->second != type()) problems.push_back(str("saved by ", type_it->second, ", loading into ", type()));
+  if (type_it == st.info.end())
+    problems.push_back("no optimizer type recorded");
+  else if (type_it->second != type())
+    problems.push_back(str("saved by ", type_it->second, ", loading into ", type()));
   double lr = lr_;
   if (auto it = st.info.find("lr"); it != st.info.end()) {
     char* end = nullptr;
     lr = std::strtod(it->second.c_str(), &end);
-    if (end == it->second.c_str() || *end || !std::isfinite(lr) || lr < 0) problems.push_back("bad lr '" + it->second + "'");
+    if (end == it->second.c_str() || *end || !std::isfinite(lr) || lr < 0)
+      problems.push_back("bad lr '" + it->second + "'");
   }
 
   // Scalars; "step" counts must be non-negative integers.

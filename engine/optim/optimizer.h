@@ -22,8 +22,8 @@
 namespace nimbus {
 
 struct OptimizerState {
-  NamedTensors tensors;                      // names as above
-  std::map<std::string, std::string> info;   // "type", "lr" (%.17g), hyper-parameters for the record
+  NamedTensors tensors;                     // names as above
+  std::map<std::string, std::string> info;  // "type", "lr" (%.17g), hyper-parameters for the record
 };
 
 class Optimizer {

@@ -51,9 +51,9 @@ void write_all(const std::string& p, const std::string& s) { std::ofstream(p, st
 // conv-bn-relu-gap-linear: parameters and buffers of every kind.
 std::shared_ptr<Sequential> small_model(uint64_t seed) {
   Rng rng(seed);
-  return std::make_shared<Sequential>(std::initializer_list<std::shared_ptr<UnaryModule>>{
-      std::make_shared<Conv2d>(2, 3, 3, 1, 1, true, rng), std::make_shared<BatchNorm2d>(3), std::make_shared<ReLU>(),
-      std::make_shared<GlobalAvgPool>(), std::make_shared<Linear>(3, 2, true, rng)});
+  return make_sequential(std::make_shared<Conv2d>(2, 3, 3, 1, 1, true, rng), std::make_shared<BatchNorm2d>(3),
+                         std::make_shared<ReLU>(), std::make_shared<GlobalAvgPool>(),
+                         std::make_shared<Linear>(3, 2, true, rng));
 }
 
 struct Batch {
@@ -89,8 +89,8 @@ TEST_CASE("checkpoint: round trip of weights, buffers, optimiser state and metad
   Rng data_rng(99);
   for (int i = 0; i < 3; ++i) train_step(*model, opt, data_rng);
   opt.set_lr(0.0123456789012345);
-  Metadata meta = {{"epoch", "3"}, {"config", R"({"lr": 0.01, "model": "small"})"},
-                   {"rng", rng_state_to_string(data_rng)}};
+  Metadata meta = {
+      {"epoch", "3"}, {"config", R"({"lr": 0.01, "model": "small"})"}, {"rng", rng_state_to_string(data_rng)}};
   save_checkpoint(path, *model, &opt, meta);
   CHECK(dir.files() == std::vector<std::string>{"ckpt.safetensors"});  // no temporary left behind
 
@@ -154,8 +154,8 @@ TEST_CASE("checkpoint: Nadam's m_schedule and SGD's momentum survive a round tri
   // Wrong optimiser type: an Error naming both, and the model is left as it was.
   SGD sgd(m2->named_parameters(), {.lr = 0.1, .momentum = 0.9});
   std::vector<float> before = m2->state_dict()[0].second.to_vector();
-  CHECK_THROWS_WITH_AS(load_checkpoint(path, *small_model(9), &sgd), doctest::Contains("saved by nadam, loading into sgd"),
-                       Error);
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, *small_model(9), &sgd),
+                       doctest::Contains("saved by nadam, loading into sgd"), Error);
   CHECK(m2->state_dict()[0].second.to_vector() == before);
 }
 
@@ -170,7 +170,8 @@ TEST_CASE("checkpoint: a model mismatch fails with the path and leaves model and
   // Same parameter names for the optimiser, different conv width in the model.
   Rng rng(0);
   Sequential other{std::make_shared<Conv2d>(2, 4, 3, 1, 1, true, rng), std::make_shared<BatchNorm2d>(4),
-                   std::make_shared<ReLU>(), std::make_shared<GlobalAvgPool>(), std::make_shared<Linear>(4, 2, true, rng)};
+                   std::make_shared<ReLU>(), std::make_shared<GlobalAvgPool>(),
+                   std::make_shared<Linear>(4, 2, true, rng)};
   Adam other_opt(other.named_parameters(), {});
   auto w_before = other.state_dict()[0].second.to_vector();
   try {
@@ -217,8 +218,8 @@ TEST_CASE("checkpoint: truncated, bit-flipped and foreign files are clear Errors
   CHECK_FALSE(fails(bytes));  // the unmodified file loads
 
   // Truncated anywhere: empty, inside the length, inside the header, inside the data, one byte short.
-  for (size_t cut : {size_t(0), size_t(5), size_t(8), size_t(8 + hlen / 2), size_t(8 + hlen),
-                     size_t(8 + hlen + 10), bytes.size() / 2 + hlen / 2, bytes.size() - 1}) {
+  for (size_t cut : {size_t(0), size_t(5), size_t(8), size_t(8 + hlen / 2), size_t(8 + hlen), size_t(8 + hlen + 10),
+                     bytes.size() / 2 + hlen / 2, bytes.size() - 1}) {
     CAPTURE(cut);
     CHECK(fails(bytes.substr(0, cut)));
   }
@@ -230,7 +231,8 @@ TEST_CASE("checkpoint: truncated, bit-flipped and foreign files are clear Errors
       c[i] = char(c[i] ^ mask);
       if (!fails(c)) {
         ++undetected;
-        MESSAGE("header flip undetected at byte ", i, " mask ", int(mask), ": '", bytes.substr(i > 20 ? i - 20 : 0, 40), "'");
+        MESSAGE("header flip undetected at byte ", i, " mask ", int(mask), ": '", bytes.substr(i > 20 ? i - 20 : 0, 40),
+                "'");
       }
     }
   CHECK(undetected == 0);

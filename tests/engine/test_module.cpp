@@ -33,9 +33,9 @@ struct Block : UnaryModule {
     conv2 = register_module("conv2", std::make_shared<Conv2d>(cout, cout, 3, 1, 1, false));
     bn2 = register_module("bn2", std::make_shared<BatchNorm2d>(cout));
     if (stride != 1 || cin != cout)
-      downsample = register_module("downsample", std::make_shared<Sequential>(std::initializer_list<std::shared_ptr<UnaryModule>>{
-                                                     std::make_shared<Conv2d>(cin, cout, 1, stride, 0, false),
-                                                     std::make_shared<BatchNorm2d>(cout)}));
+      downsample =
+          register_module("downsample", make_sequential(std::make_shared<Conv2d>(cin, cout, 1, stride, 0, false),
+                                                        std::make_shared<BatchNorm2d>(cout)));
   }
   Tensor forward(const Tensor& x) override {
     Tensor y = relu(bn1->forward(conv1->forward(x)));
@@ -49,12 +49,11 @@ struct Net : Module {
   std::shared_ptr<Linear> fc;
   Tensor scale, offset;
   Net() {
-    stem = register_module("stem", std::make_shared<Sequential>(std::initializer_list<std::shared_ptr<UnaryModule>>{
-                                       std::make_shared<Conv2d>(3, 4, 3, 1, 1), std::make_shared<BatchNorm2d>(4),
-                                       std::make_shared<ReLU>(), std::make_shared<MaxPool2d>(2)}));
+    stem = register_module("stem",
+                           make_sequential(std::make_shared<Conv2d>(3, 4, 3, 1, 1), std::make_shared<BatchNorm2d>(4),
+                                           std::make_shared<ReLU>(), std::make_shared<MaxPool2d>(2)));
     blocks = {std::make_shared<Block>(4, 8, 2), std::make_shared<Block>(8, 8, 1)};
-    layer1 = register_module("layer1", std::make_shared<Sequential>(std::initializer_list<std::shared_ptr<UnaryModule>>{
-                                           blocks[0], blocks[1]}));
+    layer1 = register_module("layer1", make_sequential(blocks[0], blocks[1]));
     fc = register_module("fc", std::make_shared<Linear>(8, 5));
     scale = register_parameter("scale", Tensor::full({5}, 0.5f));
     offset = register_buffer("offset", Tensor::from_vector({5}, {0, 1, 2, 3, 4}));
@@ -87,18 +86,27 @@ std::vector<std::string> keys(const NamedTensors& nt) {
 TEST_CASE("module: state_dict names and order are PyTorch's") {
   Net net;
   // What torch prints for the same structure (own tensors first, then children in order).
-  std::vector<std::string> want = {"scale", "offset", "stem.0.weight", "stem.0.bias", "stem.1.weight", "stem.1.bias",
-                                   "stem.1.running_mean", "stem.1.running_var", "stem.1.num_batches_tracked"};
+  std::vector<std::string> want = {"scale",
+                                   "offset",
+                                   "stem.0.weight",
+                                   "stem.0.bias",
+                                   "stem.1.weight",
+                                   "stem.1.bias",
+                                   "stem.1.running_mean",
+                                   "stem.1.running_var",
+                                   "stem.1.num_batches_tracked"};
   for (std::string b : {"layer1.0.", "layer1.1."}) {
     for (std::string m : {"conv1", "bn1", "conv2", "bn2"}) {
-      if (m[0] == 'c') want.push_back(b + m + ".weight");
+      if (m[0] == 'c')
+        want.push_back(b + m + ".weight");
       else
         for (std::string s : {".weight", ".bias", ".running_mean", ".running_var", ".num_batches_tracked"})
           want.push_back(b + m + s);
     }
     if (b == "layer1.0.")
-      for (std::string s : {"downsample.0.weight", "downsample.1.weight", "downsample.1.bias",
-                            "downsample.1.running_mean", "downsample.1.running_var", "downsample.1.num_batches_tracked"})
+      for (std::string s :
+           {"downsample.0.weight", "downsample.1.weight", "downsample.1.bias", "downsample.1.running_mean",
+            "downsample.1.running_var", "downsample.1.num_batches_tracked"})
         want.push_back(b + s);
   }
   want.push_back("fc.weight");
@@ -166,9 +174,12 @@ TEST_CASE("module: load_state_dict reports every problem at once and changes not
   NamedTensors bad;
   for (auto& [n, t] : sd) {
     if (n == "fc.bias" || n == "stem.1.running_var") continue;  // 2 missing
-    if (n == "layer1.1.conv2.weight") bad.emplace_back(n, Tensor::zeros({8, 8, 1, 1}));  // wrong shape
-    else if (n == "stem.0.weight") bad.emplace_back(n, Tensor::zeros({3, 3, 3, 3}));   // wrong shape
-    else bad.emplace_back(n, Tensor::full(t.shape(), 7.f));
+    if (n == "layer1.1.conv2.weight")
+      bad.emplace_back(n, Tensor::zeros({8, 8, 1, 1}));  // wrong shape
+    else if (n == "stem.0.weight")
+      bad.emplace_back(n, Tensor::zeros({3, 3, 3, 3}));  // wrong shape
+    else
+      bad.emplace_back(n, Tensor::full(t.shape(), 7.f));
   }
   bad.emplace_back("fc.extra", Tensor::zeros({1}));
   bad.emplace_back("layer2.0.conv1.weight", Tensor::zeros({1}));

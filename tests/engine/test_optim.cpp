@@ -45,21 +45,32 @@ std::vector<Setup> setups() {
       {"sgd", [](auto& p) { return std::make_unique<SGD>(p, SGDOptions{.lr = 0.1}); }, -1, -1, {}},
       {"sgd_momentum_wd",
        [](auto& p) { return std::make_unique<SGD>(p, SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 0.01}); },
-       -1, -1, {"momentum_buffer"}},
+       -1,
+       -1,
+       {"momentum_buffer"}},
       {"sgd_nesterov",
        [](auto& p) { return std::make_unique<SGD>(p, SGDOptions{.lr = 0.05, .momentum = 0.9, .nesterov = true}); },
-       -1, -1, {"momentum_buffer"}},
+       -1,
+       -1,
+       {"momentum_buffer"}},
       {"sgd_dampening",
        [](auto& p) { return std::make_unique<SGD>(p, SGDOptions{.lr = 0.05, .momentum = 0.9, .dampening = 0.3}); },
-       0.02, 3, {"momentum_buffer"}},
-      {"adam", [](auto& p) { return std::make_unique<Adam>(p, AdamOptions{.lr = 0.01}); }, -1, -1,
+       0.02,
+       3,
+       {"momentum_buffer"}},
+      {"adam",
+       [](auto& p) { return std::make_unique<Adam>(p, AdamOptions{.lr = 0.01}); },
+       -1,
+       -1,
        {"exp_avg", "exp_avg_sq", "step"}},
       {"adam_wd",
        [](auto& p) {
          return std::make_unique<Adam>(
              p, AdamOptions{.lr = 0.02, .beta1 = 0.8, .beta2 = 0.99, .eps = 1e-6, .weight_decay = 0.1});
        },
-       0.01, 3, {"exp_avg", "exp_avg_sq", "step"}},
+       0.01,
+       3,
+       {"exp_avg", "exp_avg_sq", "step"}},
       {"nadam", [](auto& p) { return std::make_unique<Nadam>(p, NadamOptions{.lr = 0.01}); }, -1, -1, {"m", "v"}},
   };
 }
@@ -149,8 +160,9 @@ TEST_CASE("optim: load_state_dict lists every problem and changes nothing on err
   OptimizerState st = adam.state_dict();
   for (auto& [n, t] : st.tensors)
     if (n == "w.exp_avg") t = Tensor::zeros({4, 3});
-  st.tensors.erase(std::remove_if(st.tensors.begin(), st.tensors.end(), [](auto& nt) { return nt.first == "b.exp_avg_sq"; }),
-                   st.tensors.end());
+  st.tensors.erase(
+      std::remove_if(st.tensors.begin(), st.tensors.end(), [](auto& nt) { return nt.first == "b.exp_avg_sq"; }),
+      st.tensors.end());
   st.tensors.emplace_back("bogus", Tensor::zeros({1}));
   st.info["lr"] = "0.5";
   std::vector<float> before = adam.state_dict().tensors.back().second.to_vector();
@@ -180,9 +192,9 @@ TEST_CASE("optim: parameters without a gradient are skipped; bad configuration i
   CHECK(sgd.state_dict().tensors.size() == 1);  // just "step"
   CHECK_THROWS_AS(SGD(ps.named(), {.lr = 0.1, .nesterov = true}), Error);
   CHECK_THROWS_AS(Adam(ps.named(), {.beta1 = 1.0}), Error);
-  CHECK_THROWS_AS(Adam({{"w", ps.w}, {"w", ps.b}}, {}), Error);           // duplicate name
-  CHECK_THROWS_AS(Adam({{"w", ps.w}, {"w2", ps.w}}, {}), Error);          // same tensor twice
-  CHECK_THROWS_AS(Adam({{"x", Tensor::zeros({2})}}, {}), Error);          // not trainable
+  CHECK_THROWS_AS(Adam({{"w", ps.w}, {"w", ps.b}}, {}), Error);   // duplicate name
+  CHECK_THROWS_AS(Adam({{"w", ps.w}, {"w2", ps.w}}, {}), Error);  // same tensor twice
+  CHECK_THROWS_AS(Adam({{"x", Tensor::zeros({2})}}, {}), Error);  // not trainable
   CHECK_THROWS_AS(sgd.set_lr(-1), Error);
 }
 
@@ -191,8 +203,11 @@ TEST_CASE("lr_schedule: constant, step at milestones (divide by 5), cosine") {
   CHECK(c.lr_at(0) == 7e-5);
   CHECK(c.lr_at(1000) == 7e-5);
   StepLr s(1e-3, {50, 100, 200, 250}, 5);
-  struct { int epoch; double lr; } want[] = {{0, 1e-3},   {49, 1e-3},     {50, 2e-4},   {99, 2e-4}, {100, 4e-5},
-                                            {199, 4e-5}, {200, 8e-6},    {249, 8e-6},  {250, 1.6e-6}, {400, 1.6e-6}};
+  struct {
+    int epoch;
+    double lr;
+  } want[] = {{0, 1e-3},   {49, 1e-3},  {50, 2e-4},  {99, 2e-4},    {100, 4e-5},
+              {199, 4e-5}, {200, 8e-6}, {249, 8e-6}, {250, 1.6e-6}, {400, 1.6e-6}};
   for (auto [e, lr] : want) {
     CAPTURE(e);
     CHECK(s.lr_at(e) == doctest::Approx(lr).epsilon(1e-14));

@@ -20,12 +20,12 @@ using namespace nimbus::test;
 
 namespace {
 std::shared_ptr<Sequential> small_cnn(Rng& rng) {
-  return std::make_shared<Sequential>(std::initializer_list<std::shared_ptr<UnaryModule>>{
+  return make_sequential(
       std::make_shared<Conv2d>(3, 8, 3, 1, 1, false, rng), std::make_shared<BatchNorm2d>(8), std::make_shared<ReLU>(),
-      std::make_shared<MaxPool2d>(2),                                                   // (8,8,8,8)
-      std::make_shared<Conv2d>(8, 16, 3, 1, 1, false, rng), std::make_shared<BatchNorm2d>(16),
-      std::make_shared<ReLU>(), std::make_shared<GlobalAvgPool>(),                      // (8,16)
-      std::make_shared<Linear>(16, 4, true, rng)});                                     // (8,4)
+      std::make_shared<MaxPool2d>(2),  // (8,8,8,8)
+      std::make_shared<Conv2d>(8, 16, 3, 1, 1, false, rng), std::make_shared<BatchNorm2d>(16), std::make_shared<ReLU>(),
+      std::make_shared<GlobalAvgPool>(),            // (8,16)
+      std::make_shared<Linear>(16, 4, true, rng));  // (8,4)
 }
 
 float eval_loss(Sequential& m, const Tensor& x, const Tensor& y) {
