@@ -27,9 +27,7 @@ inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
   T* p = reinterpret_cast<T*>(nimbus_dyn_smem)
 #else
 #include "kernels/emu/device.h"
-// Declared once at global scope by the emulator: a block-scope extern would name a different
-// variable inside namespaces.
-#define DYNAMIC_SMEM(T, p) T* p = reinterpret_cast<T*>(::nimbus_dyn_smem)
+#define DYNAMIC_SMEM(T, p) T* p = reinterpret_cast<T*>(::nimbus::emu::dynamic_smem())
 #endif
 // DYNAMIC_SMEM(T, p): p points to the block's dynamic shared memory, under one name for the whole
 // project (CUDA requires all extern __shared__ arrays to agree anyway). Uninitialised at block

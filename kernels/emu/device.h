@@ -37,18 +37,19 @@ struct uint3 {
 namespace nimbus::emu {
 
 // ---------------------------------------------------------------------------------------------
-// Thread coordinates. Tiny accessors reading the current fiber's values from TLS; TSan must not
-// see them (the scheduler writes these fields while switching fibers without synchronisation).
+// Thread coordinates of the running fiber (scheduler.cpp). Out of line on purpose: an inline
+// read of an extern thread_local trips a g++ 12 + binutils UBSan false positive (the null check
+// on the TLS address tests flags that the linker's TLS relaxation no longer sets).
 #define EMU_NO_TSAN __attribute__((no_sanitize("thread")))
 struct Coords {
   uint3 thread_idx, block_idx;
   dim3 block_dim, grid_dim;
 };
-extern thread_local const Coords* tls_coords;  // set by the scheduler before each switch
-EMU_NO_TSAN inline uint3 thread_idx() { return tls_coords->thread_idx; }
-EMU_NO_TSAN inline uint3 block_idx() { return tls_coords->block_idx; }
-EMU_NO_TSAN inline dim3 block_dim() { return tls_coords->block_dim; }
-EMU_NO_TSAN inline dim3 grid_dim() { return tls_coords->grid_dim; }
+uint3 thread_idx();
+uint3 block_idx();
+dim3 block_dim();
+dim3 grid_dim();
+unsigned char* dynamic_smem();  // the block's dynamic shared memory (kMaxDynamicSmem bytes)
 
 // ---------------------------------------------------------------------------------------------
 // Synchronisation (scheduler.cpp). `file`/`line` identify the call site.
@@ -79,8 +80,6 @@ constexpr size_t kMaxDynamicSmem = 48 * 1024;  // CUDA's default limit without a
 void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* ctx);
 
 }  // namespace nimbus::emu
-
-extern thread_local __attribute__((aligned(16))) unsigned char nimbus_dyn_smem[];
 
 #define threadIdx (::nimbus::emu::thread_idx())
 #define blockIdx (::nimbus::emu::block_idx())

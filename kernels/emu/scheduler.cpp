@@ -39,14 +39,13 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
-// The one dynamic shared memory array (see DYNAMIC_SMEM in compat.h), per OS thread.
-thread_local __attribute__((aligned(16))) unsigned char nimbus_dyn_smem[nimbus::emu::kMaxDynamicSmem];
-
 namespace nimbus::emu {
-
-thread_local const Coords* tls_coords = nullptr;
-
 namespace {
+
+// Per OS thread: the running fiber's coordinates, and the dynamic shared memory
+// (see DYNAMIC_SMEM in compat.h).
+thread_local const Coords* tls_coords = nullptr;
+thread_local __attribute__((aligned(16))) unsigned char nimbus_dyn_smem[kMaxDynamicSmem];
 
 // ---------------------------------------------------------------------------------------------
 // Context switch: the only two functions that know about ucontext (~270 ns per switch, one
@@ -223,9 +222,10 @@ EMU_NO_TSAN void switch_to_scheduler(Block& b, Thread& t, bool final) {
   (void)final;
 }
 
-// A kernel bug found inside a fiber: record it and leave for good (the fiber is abandoned).
-[[noreturn]] EMU_NO_TSAN void fault(Block& b, Thread& t, const std::string& msg) {
-  b.error = msg;
+// A kernel bug found inside a fiber: record it and leave for good (the fiber is abandoned, so
+// nothing on its stack is destroyed: the message is moved out, not copied, to leak nothing).
+[[noreturn]] EMU_NO_TSAN void fault(Block& b, Thread& t, std::string&& msg) {
+  b.error = std::move(msg);
   t.state = State::Faulted;
   switch_to_scheduler(b, t, false);
   __builtin_unreachable();
@@ -240,11 +240,13 @@ EMU_NO_TSAN void fiber_entry() {
 #ifdef EMU_TSAN
   __tsan_acquire(&b.launch_token);  // the kernel sees the host's writes before the launch
 #endif
+  std::string escaped;
   try {
     b.fn(b.arg);
   } catch (const std::exception& e) {
-    fault(b, t, str("exception escaped the kernel: ", e.what()));
+    escaped = str("exception escaped the kernel: ", e.what());
   }
+  if (!escaped.empty()) fault(b, t, std::move(escaped));  // outside the handler: the exception is freed
   t.state = State::Done;
   switch_to_scheduler(b, t, true);
   __builtin_unreachable();
@@ -257,10 +259,12 @@ EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask)
   for (int l = 0; l < 32; ++l) {
     if (!(mask >> l & 1)) continue;
     const Thread& o = lanes[l];
-    if (o.op != me.op || o.mask != mask)
-      fault(b, me, str("warp ", warp, ": lane ", l, " is in ", op_name(o.op), "(mask 0x", std::hex, o.mask, ") at ",
-                       site(o.file, o.line), " while lane ", me.tid % 32, " is in ", op_name(me.op), "(mask 0x",
-                       mask, std::dec, ") at ", site(me.file, me.line), ": lanes of a mask must meet at one primitive"));
+    if (o.op == me.op && o.mask == mask) continue;
+    std::string msg = str("warp ", warp, ": lane ", l, " is in ", op_name(o.op), "(mask 0x", std::hex, o.mask, ") at ",
+                          site(o.file, o.line), " while lane ", me.tid % 32, " is in ", op_name(me.op), "(mask 0x",
+                          mask, std::dec, ") at ", site(me.file, me.line),
+                          ": lanes of a mask must meet at one primitive");
+    fault(b, me, std::move(msg));
   }
   uint32_t ballot = 0;
   for (int l = 0; l < 32; ++l)
@@ -283,9 +287,11 @@ EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask)
       case WarpOp::All: t.result = ballot == mask; break;
       case WarpOp::Syncwarp: t.result = 0; break;
       default:
-        if (valid && !(mask >> j & 1))
-          fault(b, me, str(op_name(t.op), " at ", site(t.file, t.line), ": lane ", l, " reads lane ", j,
-                           " which is not in mask 0x", std::hex, mask, std::dec, " (undefined on a GPU)"));
+        if (valid && !(mask >> j & 1)) {
+          std::string msg = str(op_name(t.op), " at ", site(t.file, t.line), ": lane ", l, " reads lane ", j,
+                                " which is not in mask 0x", std::hex, mask, std::dec, " (undefined on a GPU)");
+          fault(b, me, std::move(msg));
+        }
         t.result = valid ? lanes[j].value : t.value;
     }
     t.state = State::Ready;
@@ -442,8 +448,10 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
   ASAN_UNPOISON_MEMORY_REGION(nimbus_dyn_smem, kMaxDynamicSmem);
 #endif
   tls_coords = nullptr;
-  if (b.error.empty()) return "";
-  return str("block (", bidx.x, ",", bidx.y, ",", bidx.z, "): ", b.error);
+  std::string error = std::move(b.error);
+  b.error = std::string();  // tls_block outlives the launch (and OpenMP workers are never joined)
+  if (error.empty()) return "";
+  return str("block (", bidx.x, ",", bidx.y, ",", bidx.z, "): ", error);
 }
 
 LaunchStats last_stats;  // of the last launch (host side, one launch at a time)
@@ -460,6 +468,12 @@ int& block_threads_setting() {
 
 // ---------------------------------------------------------------------------------------------
 // Device-side entry points.
+EMU_NO_TSAN uint3 thread_idx() { return tls_coords->thread_idx; }
+EMU_NO_TSAN uint3 block_idx() { return tls_coords->block_idx; }
+EMU_NO_TSAN dim3 block_dim() { return tls_coords->block_dim; }
+EMU_NO_TSAN dim3 grid_dim() { return tls_coords->grid_dim; }
+unsigned char* dynamic_smem() { return nimbus_dyn_smem; }
+
 EMU_NO_TSAN void syncthreads(const char* file, int line) {
   Block& b = tls_block;
   Thread& t = *b.current;
@@ -480,14 +494,16 @@ EMU_NO_TSAN uint32_t warp_op(WarpOp op, uint32_t mask, uint32_t value, int arg, 
   Block& b = tls_block;
   Thread& t = *b.current;
   int lane = t.tid % 32, warp = t.tid / 32;
+  std::string msg;  // built before fault(): temporaries of its own statement are freed
   if (b.threads.size() % 32 != 0)
-    fault(b, t, str(op_name(op), " at ", site(file, line), ": block of ", b.threads.size(),
-                    " threads; warp primitives need a multiple of 32"));
-  if (!(mask >> lane & 1))
-    fault(b, t, str(op_name(op), " at ", site(file, line), ": lane ", lane, " of warp ", warp, " calls it with mask 0x",
-                    std::hex, mask, std::dec, " that excludes itself"));
-  if (width < 1 || width > 32 || (width & (width - 1)))
-    fault(b, t, str(op_name(op), " at ", site(file, line), ": width ", width, " is not a power of two in [1, 32]"));
+    msg = str(op_name(op), " at ", site(file, line), ": block of ", b.threads.size(),
+              " threads; warp primitives need a multiple of 32");
+  else if (!(mask >> lane & 1))
+    msg = str(op_name(op), " at ", site(file, line), ": lane ", lane, " of warp ", warp, " calls it with mask 0x",
+              std::hex, mask, std::dec, " that excludes itself");
+  else if (width < 1 || width > 32 || (width & (width - 1)))
+    msg = str(op_name(op), " at ", site(file, line), ": width ", width, " is not a power of two in [1, 32]");
+  if (!msg.empty()) fault(b, t, std::move(msg));
   t.op = op;
   t.mask = mask;
   t.value = value;
