@@ -81,7 +81,7 @@ void check_same_state(const Module& a, const Module& b) {
 
 }  // namespace
 
-TEST_CASE("checkpoint: round trip of weights, buffers, optimiser state and metadata; resume is exact") {
+TEST_CASE("checkpoint: round trip of weights, buffers, optimiser state and metadata, and exact resume") {
   TempDir dir;
   std::string path = dir.path + "/ckpt.safetensors";
   auto model = small_model(1);

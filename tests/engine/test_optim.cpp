@@ -183,7 +183,7 @@ TEST_CASE("optim: load_state_dict lists every problem and changes nothing on err
   CHECK_THROWS_WITH_AS(adam.load_state_dict(sgd_state), doctest::Contains("saved by sgd, loading into adam"), Error);
 }
 
-TEST_CASE("optim: parameters without a gradient are skipped; bad configuration is an Error") {
+TEST_CASE("optim: parameters without a gradient are skipped, bad configuration is an Error") {
   Params ps;
   SGD sgd(ps.named(), {.lr = 0.1, .momentum = 0.9});
   std::vector<float> w0 = ps.w.to_vector();

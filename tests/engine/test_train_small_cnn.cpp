@@ -37,7 +37,7 @@ float eval_loss(Sequential& m, const Tensor& x, const Tensor& y) {
 }
 }  // namespace
 
-TEST_CASE("train: a small CNN overfits one batch with Adam; a checkpoint reproduces its eval loss") {
+TEST_CASE("train: a small CNN overfits one batch with Adam, and a checkpoint reproduces its eval loss") {
   Rng rng(2024);
   auto model = small_cnn(rng);
   Tensor x = Tensor::randn({8, 3, 16, 16}, rng);
