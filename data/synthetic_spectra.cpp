@@ -32,6 +32,8 @@ SpectrumCluster make_cluster(const RawCluster& r) {
   k.cov = r.cov;
   std::vector<double> l = cholesky(std::vector<double>(r.cov.begin(), r.cov.end()), kS2Bands);
   std::copy(l.begin(), l.end(), k.chol.begin());
+  for (size_t i = 0; i < k.chol.size(); ++i) k.chol_f[i] = float(k.chol[i]);
+  for (size_t i = 0; i < k.mean.size(); ++i) k.mean_f[i] = float(k.mean[i]);
   return k;
 }
 

@@ -25,6 +25,8 @@ struct SpectrumCluster {
   std::array<double, kS2Bands> mean{};  // DN
   std::array<double, kS2Bands * kS2Bands> cov{};
   std::array<double, kS2Bands * kS2Bands> chol{};  // lower-triangular L, L L^T = cov (+ tiny jitter)
+  std::array<float, kS2Bands> mean_f{};             // float copies for the per-pixel draw
+  std::array<float, kS2Bands * kS2Bands> chol_f{};
 };
 
 struct ClassSpectrum {
@@ -47,12 +49,12 @@ const std::string& class_name(int c);
 // a tiny diagonal jitter keeps near-singular covariances factorable.
 std::vector<double> cholesky(const std::vector<double>& a, int n);
 
-// out[b] = mean[b] + sum_j L[b][j] z[j]
+// out[b] = mean[b] + sum_j L[b][j] z[j], in float (DN to ~1e-3, far below uint16 rounding).
 inline void draw_pixel(const SpectrumCluster& k, const float* z, float* out) {
   for (int b = 0; b < kS2Bands; ++b) {
-    double v = k.mean[b];
-    for (int j = 0; j <= b; ++j) v += k.chol[b * kS2Bands + j] * z[j];
-    out[b] = float(v);
+    float v = k.mean_f[b];
+    for (int j = 0; j <= b; ++j) v += k.chol_f[b * kS2Bands + j] * z[j];
+    out[b] = v;
   }
 }
 

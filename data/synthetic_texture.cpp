@@ -67,17 +67,28 @@ float fast_normal(Rng& rng) {
 }
 
 void standardise(Field& f, const std::vector<uint8_t>& mask) {
-  double s = 0, s2 = 0;
+  // 8 independent partial sums: the compiler vectorises them (a single running
+  // sum is a dependency chain it may not reorder).
+  constexpr int L = 8;
+  double s[L] = {}, s2[L] = {};
+  const size_t n_all = f.size();
   size_t n = 0;
-  for (size_t i = 0; i < f.size(); ++i) {
-    if (!mask.empty() && !mask[i]) continue;
-    s += f[i];
-    s2 += double(f[i]) * f[i];
-    ++n;
+  if (mask.empty()) {
+    size_t i = 0;
+    for (; i + L <= n_all; i += L)
+      for (int k = 0; k < L; ++k) s[k] += f[i + k], s2[k] += double(f[i + k]) * f[i + k];
+    for (; i < n_all; ++i) s[0] += f[i], s2[0] += double(f[i]) * f[i];
+    n = n_all;
+  } else {
+    for (size_t i = 0; i < n_all; ++i)
+      if (mask[i]) s[i % L] += f[i], s2[i % L] += double(f[i]) * f[i], ++n;
   }
   if (n == 0) return;
-  double mean = s / n, sd = std::sqrt(std::max(s2 / n - mean * mean, 1e-12));
-  for (float& v : f) v = float((v - mean) / sd);
+  double sum = 0, sum2 = 0;
+  for (int k = 0; k < L; ++k) sum += s[k], sum2 += s2[k];
+  const double mean = sum / double(n), sd = std::sqrt(std::max(sum2 / double(n) - mean * mean, 1e-12));
+  const float m = float(mean), inv = float(1.0 / sd);
+  for (float& v : f) v = (v - m) * inv;
 }
 
 Field value_noise(int h, int w, float scale, Rng& rng) {
@@ -85,19 +96,27 @@ Field value_noise(int h, int w, float scale, Rng& rng) {
   int gh = int(h / scale) + 2, gw = int(w / scale) + 2;
   std::vector<float> g(size_t(gh) * gw);
   for (float& v : g) v = fast_normal(rng);
+  // Column positions and weights are the same for every row: compute them once.
+  std::vector<int> ix(static_cast<size_t>(w));
+  std::vector<float> tx(static_cast<size_t>(w));
+  for (int x = 0; x < w; ++x) {
+    float fx = x / scale;
+    ix[size_t(x)] = int(fx);
+    tx[size_t(x)] = smoothstep(fx - float(ix[size_t(x)]));
+  }
   Field f(size_t(h) * w);
   for (int y = 0; y < h; ++y) {
     float fy = y / scale;
     int iy = int(fy);
     float ty = smoothstep(fy - iy);
+    const float* r0 = &g[size_t(iy) * gw];
+    const float* r1 = r0 + gw;
+    float* out = f.data() + size_t(y) * w;
     for (int x = 0; x < w; ++x) {
-      float fx = x / scale;
-      int ix = int(fx);
-      float tx = smoothstep(fx - ix);
-      const float* r0 = &g[size_t(iy) * gw + ix];
-      const float* r1 = r0 + gw;
-      float a = r0[0] + tx * (r0[1] - r0[0]), b = r1[0] + tx * (r1[1] - r1[0]);
-      f[size_t(y) * w + x] = a + ty * (b - a);
+      const int i = ix[size_t(x)];
+      const float t = tx[size_t(x)];
+      float a = r0[i] + t * (r0[i + 1] - r0[i]), b = r1[i] + t * (r1[i + 1] - r1[i]);
+      out[x] = a + ty * (b - a);
     }
   }
   standardise(f);
