@@ -100,7 +100,7 @@ TEST_CASE("batchnorm reference: training backward (through batch stats) matches 
   check_ref_grads(true);
 }
 
-TEST_CASE("batchnorm reference: eval backward matches finite differences") { check_ref_grads(false); }
+TEST_CASE("batchnorm reference: eval backward matches finite differences") { check_ref_grads(false) - }
 
 TEST_CASE("batchnorm fast float kernels match the reference") {
   for (bool training : {true, false}) {
@@ -141,7 +141,7 @@ TEST_CASE("batch_norm2d eval: uses running stats, updates nothing, gradients mat
   check_close(b.grad(), fixtures().at("bn_eval.dbias"), 1e-5, 1e-4, "dbias");
 }
 
-TEST_CASE("batch_norm2d: only the inputs that require grad get one; no-grad records nothing") {
+TEST_CASE("batch_norm2d: only the inputs that require grad get one - no-grad records nothing") {
   Tensor x = fx("bn_train.x").set_requires_grad(true);
   Tensor w = fx("bn_train.weight"), b = fx("bn_train.bias");
   Tensor rm = Tensor::zeros({4}), rv = Tensor::ones({4});

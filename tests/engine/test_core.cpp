@@ -124,7 +124,7 @@ TEST_CASE("autograd: a tensor used twice gets the sum of both gradients") {
   CHECK(x.grad().to_vector() == std::vector<float>{3, 0, 3});
 }
 
-TEST_CASE("autograd: no-grad mode records nothing; a used graph cannot be reused") {
+TEST_CASE("autograd: no-grad mode records nothing - a used graph cannot be reused") {
   Tensor x = Tensor::from_vector({2}, {1, 2});
   x.set_requires_grad(true);
   {

@@ -33,7 +33,7 @@ void away_from_kinks(std::vector<double>& v, const std::vector<double>& a, const
 
 // ---------------------------------------------------------------- kernels in double
 
-TEST_CASE("cross_entropy kernel: gradient matches finite differences; softmax rows sum to 1") {
+TEST_CASE("cross_entropy kernel: gradient matches finite differences - softmax rows sum to 1") {
   Rng rng(21);
   const int64_t N = 4, K = 5;
   auto x = random_vec(N * K, rng, -3, 3);

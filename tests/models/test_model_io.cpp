@@ -145,7 +145,7 @@ TEST_CASE("resnet50 checkpoint: saved names and shapes are torchvision's (what t
   CHECK(f.metadata.at("model") == ModelConfig::of(resnet50_config()).to_json());
 }
 
-TEST_CASE("load_model: PyTorch-only files (config inferred; input_norm optional)") {
+TEST_CASE("load_model: PyTorch-only files (config inferred - input_norm optional)") {
   TempDir dir;
   SafetensorsFile torch_file = load_safetensors(fixture("models_resnet_basic.safetensors"));
   NamedTensors no_norm;

@@ -37,7 +37,7 @@ std::string dims(const Shape& s) {  // "64,13,7,7" as in the names file ("" for 
 }
 }  // namespace
 
-TEST_CASE("resnet50: state_dict names, order and shapes are torchvision's; 23,559,882 parameters") {
+TEST_CASE("resnet50: state_dict names, order and shapes are torchvision's - 23,559,882 parameters") {
   ResNet net(resnet50_config(13, 10));
   auto want = torchvision_resnet50_names();
   auto got = net.state_dict();
