@@ -100,7 +100,7 @@ TEST_CASE("batchnorm reference: training backward (through batch stats) matches 
   check_ref_grads(true);
 }
 
-TEST_CASE("batchnorm reference: eval backward matches finite differences") { check_ref_grads(false) - }
+TEST_CASE("batchnorm reference: eval backward matches finite differences") { check_ref_grads(false); }
 
 TEST_CASE("batchnorm fast float kernels match the reference") {
   for (bool training : {true, false}) {
