@@ -10,7 +10,7 @@ namespace nimbus::apps {
 cli::CommonOptions setup_device(const cli::Parser& p) {
   const std::string asked = p.get_string("device");
   if (asked == "cuda" && !device_available(Device::CUDA))
-    throw Error(str(p.program(), ": --device cuda: no usable CUDA device/backend (this build has no CUDA runtime "
+    throw Error(str("--device cuda: no usable CUDA device/backend (this build has no CUDA runtime "
                                  "registered); use --device cpu or auto"));
   cli::CommonOptions c = cli::apply_common_options(p);
   if (asked == "auto" && c.device == Device::CPU)

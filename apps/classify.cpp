@@ -1,0 +1,158 @@
+// classify: land-cover class of Sentinel-2 GeoTIFFs with a trained classifier.
+//
+//   classify --weights best.safetensors --out predictions.csv a.tif dir/ ...
+// Folders are searched recursively for .tif/.tiff files (sorted). One CSV row
+// per image: path, class_index, class_name, then one probability per class
+// (columns p_<ClassName>). The checkpoint's input_norm is applied (DN ->
+// clip/10000 -> standardise), as in training.
+//
+// Band order: the classifier takes SEN12MS-CR order (B1..B8, B8A, B9..B12;
+// train_resnet reorders EuroSAT tiles to it). --band-order says what the
+// files hold: eurosat (B8A stored last, the EuroSAT MS tifs), sen12ms
+// (SEN12MS-CR S2, DSen2-CR output), or auto (default): 64x64 images are taken
+// as EuroSAT tiles, anything else as sen12ms. See apps/common/band_order.h.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "apps/common/band_order.h"
+#include "apps/common/device.h"
+#include "apps/common/progress.h"
+#include "data/eurosat.h"
+#include "engine/autograd.h"
+#include "engine/io/safetensors.h"
+#include "models/model_io.h"
+
+using namespace nimbus;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_tif(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return e == ".tif" || e == ".tiff";
+}
+
+std::vector<std::string> collect_inputs(const std::vector<std::string>& args) {
+  std::vector<std::string> files;
+  for (const std::string& a : args) {
+    std::error_code ec;
+    if (fs::is_directory(a, ec)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(a))
+        if (e.is_regular_file() && is_tif(e.path())) found.push_back(e.path().string());
+      std::sort(found.begin(), found.end());
+      NIMBUS_CHECK(!found.empty(), a, ": folder has no .tif files");
+      files.insert(files.end(), found.begin(), found.end());
+    } else {
+      NIMBUS_CHECK(fs::is_regular_file(a, ec), a, ": no such file or folder");
+      files.push_back(a);
+    }
+  }
+  return files;
+}
+
+std::string class_name(int k, int classes) {
+  if (classes == data::kEuroSatClasses) return data::eurosat_class_names()[size_t(k)];
+  return "class" + std::to_string(k);
+}
+
+int run(int argc, char** argv) {
+  cli::Parser p("classify",
+                "Classify Sentinel-2 GeoTIFFs (13 bands, DN) with a trained land-cover classifier; one CSV row per "
+                "image with the predicted class and every class probability.");
+  p.add_string("weights", "", "classifier checkpoint (train_resnet's, or a torchvision-named safetensors)", "FILE");
+  p.add_string("out", "", "output CSV (written atomically)", "FILE");
+  p.add_choice("band-order", "auto", {"auto", "eurosat", "sen12ms"},
+               "band order of the input files: eurosat = B1..B8,B9..B12,B8A (EuroSAT MS tifs), sen12ms = "
+               "B1..B8,B8A,B9..B12 (SEN12MS-CR, DSen2-CR output), auto = eurosat for 64x64 images, else sen12ms");
+  p.add_int("batch-size", 32, "images per forward pass (consecutive images of the same size are batched)");
+  p.add_positional("inputs", "GeoTIFF files, or folders searched recursively for .tif files");
+  cli::add_common_options(p);
+  p.parse_or_exit(argc, argv);
+  const std::string weights = p.get_string("weights"), out = p.get_string("out");
+  const int64_t batch = p.get_int("batch-size");
+  try {
+    if (weights.empty() || out.empty()) throw cli::UsageError("--weights FILE and --out FILE are required");
+    if (p.positionals().empty()) throw cli::UsageError("give at least one GeoTIFF or folder");
+    if (batch < 1) throw cli::UsageError("--batch-size must be >= 1");
+  } catch (const cli::UsageError& e) {
+    std::fprintf(stderr, "classify: %s (see --help)\n", e.what());
+    return 2;
+  }
+  const cli::CommonOptions common = apps::setup_device(p);
+  const std::vector<std::string> files = collect_inputs(p.positionals());
+
+  models::LoadedModel lm = models::load_model(weights);
+  NIMBUS_CHECK(lm.model.classifier, weights, ": holds ", lm.model.config.str(), ", not a land-cover classifier");
+  models::Classifier& clf = *lm.model.classifier;
+  if (!lm.has_input_norm)
+    std::fprintf(stderr, "classify: %s has no input_norm.mean/std: using plain reflectance (mean 0, std 1)\n",
+                 weights.c_str());
+  clf.to(common.device);
+  clf.eval();
+  const int C = clf.config().in_channels, K = clf.config().classes;
+  const std::string order_opt = p.get_string("band-order");
+
+  std::ostringstream csv;
+  csv << "path,class_index,class_name";
+  for (int k = 0; k < K; ++k) csv << ",p_" << class_name(k, K);
+  csv << "\n";
+  NoGradGuard ng;
+  Progress bar("classify", int64_t(files.size()), stderr, Progress::Mode::Auto, "img");
+  size_t eurosat_order = 0;
+  for (size_t i0 = 0; i0 < files.size();) {
+    // One batch: consecutive images of the first one's size.
+    std::vector<float> dn;
+    std::vector<std::string> names;
+    int H = 0, W = 0;
+    size_t i = i0;
+    for (; i < files.size() && names.size() < size_t(batch); ++i) {
+      data::Raster r = data::read_geotiff(files[i]);
+      NIMBUS_CHECK(r.bands == C, files[i], ": has ", r.bands, " bands but the classifier (", weights, ") expects ", C,
+                   " (Sentinel-2 B1..B12 with B8A)");
+      if (names.empty()) H = r.height, W = r.width;
+      if (r.height != H || r.width != W) break;  // starts the next batch
+      const apps::BandOrder order =
+          order_opt == "auto" ? apps::guess_band_order(r.height, r.width) : apps::parse_band_order(order_opt);
+      eurosat_order += order == apps::BandOrder::EuroSat;
+      apps::to_sen12ms_order(r.data.data(), r.bands, size_t(r.height) * size_t(r.width), order, files[i]);
+      dn.insert(dn.end(), r.data.begin(), r.data.end());
+      names.push_back(files[i]);
+    }
+    const int64_t n = int64_t(names.size());
+    const std::vector<float> prob =
+        clf.probabilities(Tensor::from_vector({n, C, H, W}, dn).to(common.device)).to_vector();
+    for (int64_t b = 0; b < n; ++b) {
+      const float* row = prob.data() + b * K;
+      const int best = int(std::max_element(row, row + K) - row);
+      csv << names[size_t(b)] << "," << best << "," << class_name(best, K);
+      for (int k = 0; k < K; ++k) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, ",%.9g", double(row[k]));
+        csv << buf;
+      }
+      csv << "\n";
+    }
+    i0 = i0 + size_t(n);
+    bar.update(int64_t(i0));
+  }
+  bar.finish();
+  write_file_atomic(out, csv.str());
+  std::printf("classify: %zu images (%zu read as EuroSAT band order, %zu as SEN12MS-CR) -> %s\n", files.size(),
+              eurosat_order, files.size() - eurosat_order, out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "classify: %s\n", e.what());
+    return 1;
+  }
+}

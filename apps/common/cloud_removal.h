@@ -1,0 +1,30 @@
+// cloud_removal.h: DSen2-CR over a whole raster of any size, in overlapping
+// tiles blended with apps/common/tiling.h, batched.
+//
+// Inputs and output are in the model's normalised domain (data/normalize.h):
+// s2n (13, H, W) = clip(DN, 0, 10000) / 2000, s1n (2, H, W) or null for a
+// model without SAR. Returns the cloud-free estimate (13, H, W), normalised
+// (DN = x * 2000).
+#pragma once
+#include <vector>
+
+#include "engine/device.h"
+#include "models/dsen2cr.h"
+
+namespace nimbus::apps {
+
+struct TileOptions {
+  int tile = 256;    // tile side; images up to this size run in one piece
+  int overlap = -1;  // -1: automatic, 2 * margin + 32 (capped at tile - 1)
+  int batch = 4;     // tiles per forward pass
+  Device device = Device::CPU;
+};
+
+// Radius in pixels of the model's receptive field: one per 3x3 conv (head, 2 per block, tail).
+int receptive_radius(const models::DSen2CRConfig& c);
+
+// Error when the model needs SAR and s1n is null. Prints nothing.
+std::vector<float> remove_clouds_tiled(models::DSen2CR& net, const float* s2n, const float* s1n, int height,
+                                       int width, const TileOptions& options);
+
+}  // namespace nimbus::apps

@@ -1,0 +1,129 @@
+// test_tiling.cpp: tile plans and blend weights, band-order conversion, and
+// tiled DSen2-CR inference equal to one untiled forward pass.
+#include <doctest/doctest.h>
+
+#include <numeric>
+
+#include "apps/common/band_order.h"
+#include "apps/common/cloud_removal.h"
+#include "apps/common/tiling.h"
+#include "data/synthetic_spectra.h"
+#include "engine/autograd.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::apps;
+
+TEST_CASE("tiling: corners cover the image, last tile flush with the edge") {
+  TilePlan p = plan_tiles(100, 70, 40, 10, 2);
+  CHECK(p.tile_h == 40);
+  CHECK(p.tile_w == 40);
+  CHECK(p.ys == std::vector<int>{0, 30, 60});
+  CHECK(p.xs == std::vector<int>{0, 30});
+  TilePlan small = plan_tiles(20, 30, 64, 10, 2);  // smaller than a tile: one tile of the image's size
+  CHECK(small.count() == 1);
+  CHECK(small.tile_h == 20);
+  CHECK(small.tile_w == 30);
+}
+
+TEST_CASE("tiling: weights are 0 in the margin, ramp linearly and sum to 1 across an exact overlap") {
+  // Width 70, tile 40, overlap 10 -> x corners 0 and 30: overlap exactly 10 columns [30, 40).
+  TilePlan p = plan_tiles(40, 70, 40, 10, 2);
+  REQUIRE(p.xs == std::vector<int>{0, 30});
+  std::vector<float> a = tile_weights(p, 0, 0), b = tile_weights(p, 0, 30);
+  const int row = 5;
+  for (int x = 0; x < 70; ++x) {
+    const float wa = x < 40 ? a[size_t(row * 40 + x)] : 0.f;
+    const float wb = x >= 30 ? b[size_t(row * 40 + x - 30)] : 0.f;
+    if (x < 30 || x >= 40) CHECK(wa + wb == doctest::Approx(1.0));  // one tile only: weight 1
+    if (x >= 30 && x < 40) CHECK(wa + wb == doctest::Approx(1.0).epsilon(1e-6));
+  }
+  // Margin of 2 at the shared edge: tile b's columns 0, 1 and tile a's columns 38, 39 get nothing.
+  CHECK(b[size_t(row * 40 + 0)] == 0.f);
+  CHECK(b[size_t(row * 40 + 1)] == 0.f);
+  CHECK(b[size_t(row * 40 + 2)] > 0.f);
+  CHECK(a[size_t(row * 40 + 39)] == 0.f);
+  CHECK(a[size_t(row * 40 + 38)] == 0.f);
+  // Ramp of R = 10 - 4 = 6: (d - 2 + 1) / 7.
+  CHECK(b[size_t(row * 40 + 4)] == doctest::Approx(3.0 / 7.0));
+  // Image borders get no ramp.
+  CHECK(a[0] == 1.f);
+}
+
+TEST_CASE("tiling: bad plans are errors") {
+  CHECK_THROWS_WITH_AS(plan_tiles(100, 100, 32, 32, 0), doctest::Contains("overlap 32"), Error);
+  CHECK_THROWS_WITH_AS(plan_tiles(100, 100, 32, 8, 4), doctest::Contains("no blending ramp"), Error);
+  CHECK_THROWS_AS(plan_tiles(0, 10, 32, 8, 1), Error);
+  CHECK_NOTHROW(plan_tiles(20, 20, 32, 8, 4));  // one tile: no ramp needed
+}
+
+TEST_CASE("band order: EuroSAT B8A (file band 12) moves to index 8, the rest shift") {
+  const size_t hw = 2;
+  std::vector<float> x(13 * hw);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i / hw);  // value = file band index
+  to_sen12ms_order(x.data(), 13, hw, BandOrder::EuroSat, "t.tif");
+  // SEN12MS order: B1..B8 (file 0..7), B8A (file 12), B9..B12 (file 8..11).
+  const std::vector<float> want = {0, 1, 2, 3, 4, 5, 6, 7, 12, 8, 9, 10, 11};
+  for (size_t c = 0; c < 13; ++c) {
+    CHECK(x[c * hw] == want[c]);
+    CHECK(x[c * hw + 1] == want[c]);
+  }
+  std::vector<float> y(13 * hw, 1.f), y0 = y;
+  to_sen12ms_order(y.data(), 13, hw, BandOrder::Sen12ms, "t.tif");
+  CHECK(y == y0);
+  std::vector<float> four(4 * hw);
+  CHECK_THROWS_WITH_AS(to_sen12ms_order(four.data(), 4, hw, BandOrder::EuroSat, "four.tif"),
+                       doctest::Contains("four.tif: has 4 bands"), Error);
+  CHECK(guess_band_order(64, 64) == BandOrder::EuroSat);
+  CHECK(guess_band_order(256, 256) == BandOrder::Sen12ms);
+  CHECK(parse_band_order("eurosat") == BandOrder::EuroSat);
+  CHECK_THROWS_AS(parse_band_order("rgb"), Error);
+}
+
+namespace {
+std::vector<float> random_vec(size_t n, Rng& rng, float lo, float hi) {
+  std::vector<float> v(n);
+  for (float& x : v) x = rng.uniform(lo, hi);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("cloud removal: tiled inference equals one untiled forward pass (SAR and no SAR)") {
+  for (bool sar : {true, false}) {
+    Rng rng(7);
+    models::DSen2CRConfig c;
+    c.blocks = 2;
+    c.features = 8;
+    c.sar = sar;
+    models::DSen2CR net(c, rng);
+    const int H = 70, W = 90;
+    std::vector<float> s2 = random_vec(size_t(13 * H * W), rng, 0.f, 5.f);
+    std::vector<float> s1 = random_vec(size_t(2 * H * W), rng, 0.f, 2.f);
+    std::vector<float> want;
+    {
+      NoGradGuard ng;
+      net.eval();
+      want = net.forward(Tensor::from_vector({1, 13, H, W}, s2),
+                         sar ? Tensor::from_vector({1, 2, H, W}, s1) : Tensor())
+                 .to_vector();
+    }
+    TileOptions o;
+    o.tile = 40;
+    o.overlap = 20;  // radius 6 -> margin 6, ramp 8; corners y 0,20,30 and x 0,20,40,50: 12 tiles
+    o.batch = 5;     // a last batch of 2
+    std::vector<float> got = remove_clouds_tiled(net, s2.data(), sar ? s1.data() : nullptr, H, W, o);
+    test::check_close(got, want, 1e-5, 1e-5, sar ? "tiled vs untiled (SAR)" : "tiled vs untiled (no SAR)");
+    // A margin smaller than the receptive field is not exact: the test would see it.
+    o.overlap = 9;  // margin 4 < radius 6
+    std::vector<float> rough = remove_clouds_tiled(net, s2.data(), sar ? s1.data() : nullptr, H, W, o);
+    CHECK(test::worst_violation(rough, want, 1e-5, 1e-5) > 0);
+  }
+  models::DSen2CRConfig c;
+  c.blocks = 1;
+  c.features = 4;
+  Rng rng(1);
+  models::DSen2CR net(c, rng);
+  std::vector<float> s2(13 * 8 * 8, 1.f);
+  CHECK_THROWS_WITH_AS(remove_clouds_tiled(net, s2.data(), nullptr, 8, 8, {}), doctest::Contains("needs S1 SAR"),
+                       Error);
+}
