@@ -101,8 +101,10 @@ using namespace nimbus::emu;
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (!ptr) return fail(cudaErrorInvalidValue, "cudaMalloc: null output pointer");
-  size_t rounded = (bytes + 255) / 256 * 256;  // CUDA allocations are 256-byte aligned
-  void* p = std::aligned_alloc(256, rounded ? rounded : 256);
+  // 256-byte aligned like CUDA's, but exactly `bytes` long (no rounding up), so ASan flags a kernel
+  // reading one element past the end, which a GPU's allocation granularity would hide.
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, bytes ? bytes : 1) != 0) p = nullptr;
   if (!p) return fail(cudaErrorMemoryAllocation, nimbus::str("cudaMalloc: out of memory for ", bytes, " bytes"));
   std::memset(p, 0xFF, bytes);
   std::lock_guard<std::mutex> lock(registry_mutex);

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <random>
 #include <vector>
 
@@ -552,8 +553,13 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
   bool failed = false;  // stop at the first broken block
   LaunchStats total;
   int nthreads = int(std::min<int64_t>(block_threads(), nblocks));
+  // A mutex rather than `omp critical`: TSan sees pthread mutexes but not libgomp's own sync, so
+  // locking it on entry and exit of the region orders host -> blocks -> host for TSan too.
+  std::mutex merge;
+  { std::lock_guard<std::mutex> lock(merge); }
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
+    { std::lock_guard<std::mutex> lock(merge); }
     tls_block.stats = {};
 #pragma omp for schedule(dynamic)
     for (int64_t k = 0; k < nblocks; ++k) {
@@ -567,13 +573,14 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
       }
       if (!errors[size_t(k)].empty()) __atomic_store_n(&failed, true, __ATOMIC_RELAXED);
     }
-#pragma omp critical
     {
+      std::lock_guard<std::mutex> lock(merge);
       const LaunchStats& s = tls_block.stats;
       total.blocks += s.blocks, total.threads += s.threads, total.barriers += s.barriers;
       total.warp_syncs += s.warp_syncs, total.max_stacks = std::max(total.max_stacks, s.max_stacks);
     }
   }
+  std::lock_guard<std::mutex> lock(merge);
   last_stats = total;
   for (const std::string& e : errors)
     NIMBUS_CHECK(e.empty(), "cuda emulator: kernel with grid (", grid.x, ",", grid.y, ",", grid.z, ") block (",
