@@ -27,7 +27,7 @@ Rng item_rng(uint64_t seed, uint64_t kind, uint64_t index) {
   uint64_t s = mix.next_u64() ^ (index * 0xD1B54A32D192ED03ull + kind);
   return Rng(s);
 }
-enum : uint64_t { kEuroSat = 1, kTriplet = 2, kCover = 3 };
+enum : uint64_t { kEuroSat = 1, kTriplet = 2, kCover = 3, kRoi = 4 };
 
 const char* kSeasons[4] = {"ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter"};
 
@@ -145,7 +145,8 @@ double triplet_cover(uint64_t seed, int index, double lo, double hi) {
   return lo + (hi - lo) * rng.uniform();
 }
 
-SyntheticTriplet make_triplet(uint64_t seed, int index, double cover, int size) {
+SyntheticTriplet make_triplet(uint64_t seed, int index, double cover, int size, int patches_per_roi) {
+  NIMBUS_CHECK(patches_per_roi > 0, "make_triplet: patches_per_roi must be positive, got ", patches_per_roi);
   Rng rng = item_rng(seed, kTriplet, uint64_t(index));
   const int dominant = int(rng.below(kNumClasses));
   const double share = 0.55 + 0.35 * rng.uniform();
@@ -154,11 +155,14 @@ SyntheticTriplet make_triplet(uint64_t seed, int index, double cover, int size) 
   SyntheticTriplet t;
   t.layout = sc.layout;
   t.requested_cover = cover;
-  // Location: one UTM zone per ROI-ish draw, 10 m pixels, patches 2.56 km apart.
-  const int zone = 29 + int(rng.below(8));
-  const int epsg = (rng.uniform() < 0.8 ? 32600 : 32700) + zone;
-  GeoInfo geo = utm_geo(epsg, 200000 + 2560.0 * double(rng.below(200)), 1000000 + 2560.0 * double(rng.below(2000)),
-                        10.0, 10.0);
+  // Location: the ROI fixes the UTM zone and an origin; its patches tile the
+  // ROI side by side (8 per row, 256 px = 2.56 km apart), 10 m pixels.
+  const int roi_index = index / patches_per_roi, patch = index % patches_per_roi;
+  Rng roi_rng = item_rng(seed, kRoi, uint64_t(roi_index));
+  const int zone = 29 + int(roi_rng.below(8));
+  const int epsg = (roi_rng.uniform() < 0.8 ? 32600 : 32700) + zone;
+  const double east = 200000 + 2560.0 * double(roi_rng.below(100)), north = 1000000 + 2560.0 * double(roi_rng.below(2000));
+  GeoInfo geo = utm_geo(epsg, east + 10.0 * size * (patch % 8), north - 10.0 * size * (patch / 8), 10.0, 10.0);
   auto raster = [&](int bands, SampleType type) {
     Raster r;
     r.width = r.height = size;
@@ -221,7 +225,7 @@ std::string labels_header() {
 
 std::string write_triplet(const std::string& root, const SyntheticOptions& o, int index) {
   const double cover = triplet_cover(o.seed, index, o.cover_lo, o.cover_hi);
-  SyntheticTriplet t = make_triplet(o.seed, index, cover, o.size);
+  SyntheticTriplet t = make_triplet(o.seed, index, cover, o.size, o.patches_per_roi);
   TripletName nm = triplet_name(index, o.patches_per_roi);
   write(root + "/" + nm.s1, t.s1, SampleType::Float32);
   write(root + "/" + nm.s2, t.s2, SampleType::UInt16);

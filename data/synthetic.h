@@ -40,8 +40,9 @@ struct SyntheticTriplet {
   SceneLayout layout;
   double requested_cover = 0, cloud_fraction = 0, shadow_fraction = 0, cirrus = 0;
 };
-// cover: the wanted cloud fraction for this patch.
-SyntheticTriplet make_triplet(uint64_t seed, int index, double cover, int size = 256);
+// cover: the wanted cloud fraction for this patch. patches_per_roi places it:
+// patches of one ROI share a UTM zone and sit side by side.
+SyntheticTriplet make_triplet(uint64_t seed, int index, double cover, int size = 256, int patches_per_roi = 25);
 // The cover make_sen12mscr draws for triplet `index` from [lo, hi].
 double triplet_cover(uint64_t seed, int index, double lo, double hi);
 

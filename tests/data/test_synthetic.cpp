@@ -79,7 +79,7 @@ TEST_CASE("synthetic: layouts, names and types are the real ones and the dataset
   SyntheticOptions o;
   o.size = 256;
   o.patches_per_roi = 2;
-  for (int i = 0; i < 5; ++i) write_triplet(root + "/sen12mscr", o, i);
+  for (int i = 0; i < 6; ++i) write_triplet(root + "/sen12mscr", o, i);
   for (int c = 0; c < kNumClasses; ++c) write_eurosat_tile(root + "/eurosat", o.seed, c, 0);
 
   TripletName n = triplet_name(4, 2);  // third ROI -> fall, ROI 1, patch 1
@@ -96,9 +96,14 @@ TEST_CASE("synthetic: layouts, names and types are the real ones and the dataset
   CHECK(s2.geo.pixel_scale[0] == 10.0);
   CHECK(s2.geo.tiepoints == s1.geo.tiepoints);  // triplet members share the georeferencing
   CHECK(s2.geo.tiepoints == cl.geo.tiepoints);
+  // Patches of one ROI share the zone and sit side by side (256 px x 10 m).
+  TiffInfo next = read_tiff_info(root + "/sen12mscr/" + triplet_name(5, 2).s2);
+  CHECK(next.geo.geokeys == s2.geo.geokeys);
+  CHECK(next.geo.tiepoints[3] - s2.geo.tiepoints[3] == 2560.0);
+  CHECK(next.geo.tiepoints[4] == s2.geo.tiepoints[4]);
 
   Sen12mscrIndex idx = scan_sen12mscr(root + "/sen12mscr");
-  CHECK(idx.triplets.size() == 5);
+  CHECK(idx.triplets.size() == 6);
   CHECK(idx.incomplete == 0);
 
   EuroSat es(root + "/eurosat", true);
