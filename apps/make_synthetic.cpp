@@ -26,7 +26,8 @@ namespace {
 
 std::pair<double, double> parse_range(const std::string& s) {
   size_t comma = s.find(',');
-  if (comma == std::string::npos) throw cli::UsageError("--cloud-cover: expected lo,hi (fractions 0..1), got '" + s + "'");
+  if (comma == std::string::npos)
+    throw cli::UsageError("--cloud-cover: expected lo,hi (fractions 0..1), got '" + s + "'");
   double lo = cli::parse_double(s.substr(0, comma), "--cloud-cover lo");
   double hi = cli::parse_double(s.substr(comma + 1), "--cloud-cover hi");
   if (!(0 <= lo && lo <= hi && hi <= 1))
@@ -94,7 +95,8 @@ int run(int argc, char** argv) {
     for (const auto& r : rows) csv << r << "\n";
     write_file_atomic(cr_root + "/labels.csv", csv.str());
   }
-  std::printf("make_synthetic: %lld EuroSAT-like tiles in %s, %lld SEN12MS-CR-like triplets in %s (seed %llu, %d threads)\n",
+  std::printf("make_synthetic: %lld EuroSAT-like tiles in %s, %lld SEN12MS-CR-like triplets in %s (seed %llu, "
+              "%d threads)\n",
               (long long)(n_eurosat * data::kNumClasses), eurosat_root.c_str(), (long long)n_cr, cr_root.c_str(),
               (unsigned long long)o.seed, common.threads);
   return 0;

@@ -161,7 +161,8 @@ SyntheticTriplet make_triplet(uint64_t seed, int index, double cover, int size, 
   Rng roi_rng = item_rng(seed, kRoi, uint64_t(roi_index));
   const int zone = 29 + int(roi_rng.below(8));
   const int epsg = (roi_rng.uniform() < 0.8 ? 32600 : 32700) + zone;
-  const double east = 200000 + 2560.0 * double(roi_rng.below(100)), north = 1000000 + 2560.0 * double(roi_rng.below(2000));
+  const double east = 200000 + 2560.0 * double(roi_rng.below(100));
+  const double north = 1000000 + 2560.0 * double(roi_rng.below(2000));
   GeoInfo geo = utm_geo(epsg, east + 10.0 * size * (patch % 8), north - 10.0 * size * (patch / 8), 10.0, 10.0);
   auto raster = [&](int bands, SampleType type) {
     Raster r;

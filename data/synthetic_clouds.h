@@ -2,7 +2,8 @@
 //
 // Thick clouds: a fractal noise field thresholded so that exactly the requested
 // fraction of pixels has opacity >= 0.1 (the generator's own cloud mask), with
-// soft edges (opacity from 0.1 at the mask edge to 1 inside); bright in every band, strongest in B1..B4, raised in B10 (cirrus).
+// soft edges (opacity 0.1 at the mask edge, 1 inside); bright in every band,
+// strongest in B1..B4, raised in B10 (cirrus).
 // Thin cirrus: a faint, large-scale veil that shows mostly in B10.
 // Shadows: the thick-cloud opacity shifted by (dx, dy) (sun direction), hidden
 // under the clouds themselves, darkening every band, NIR and SWIR the most.
