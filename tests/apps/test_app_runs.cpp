@@ -1,0 +1,391 @@
+// test_app_runs.cpp: the four apps run end to end on tiny models and tiny
+// synthetic data (data/synthetic.h), each case in seconds:
+//   train_resnet / train_dsen2cr: SIGKILL mid-training then --resume ends with
+//     byte-identical tensors to an uninterrupted run; NaN loss stops with the
+//     step named and the last good checkpoint kept; corrupt / mismatched
+//     checkpoints are clear errors; input_norm = training-set statistics.
+//   classify: probabilities equal the model's forward; wrong band count errors.
+//   remove_clouds: output equals the model's forward (within uint16 rounding),
+//     tiled equals untiled, georeferencing carried, missing SAR errors, folder mode.
+//   all: --device cuda is a clear error (exit 1), --help exits 0.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "apps/common/band_order.h"
+#include "data/eurosat.h"
+#include "data/geotiff.h"
+#include "data/normalize.h"
+#include "data/sen12mscr.h"
+#include "data/synthetic.h"
+#include "data/synthetic_spectra.h"
+#include "engine/autograd.h"
+#include "engine/io/safetensors.h"
+#include "models/model_io.h"
+#include "tests/apps/app_runner.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// 6 EuroSAT-like tiles per class: stratified 0.8 / 0.1 -> 5 train, 1 val per class; 50 train = 6 batches of 8.
+std::string make_eurosat(const TempDir& d) {
+  const std::string root = d / "eurosat";
+  for (int c = 0; c < 10; ++c)
+    for (int i = 0; i < 6; ++i) data::write_eurosat_tile(root, 42, c, i);
+  return root;
+}
+
+std::vector<std::string> resnet_args(const std::string& data, const std::string& out) {
+  return {"--data", data,   "--out",   out, "--epochs", "3", "--batch-size", "8", "--block", "basic", "--blocks",
+          "1,1,1,1", "--width", "4", "--milestones", "2", "--threads", "1", "--workers", "1"};
+}
+
+// 64x64 triplets: indices 0..3 are train ROIs, index 64 (spring ROI 17) is a benchmark val ROI.
+std::string make_sen12mscr(const TempDir& d) {
+  const std::string root = d / "sen12mscr";
+  data::SyntheticOptions o;
+  o.size = 64;
+  o.patches_per_roi = 1;
+  o.cover_lo = 0.2;
+  o.cover_hi = 0.6;
+  for (int i : {0, 1, 2, 3, 64}) data::write_triplet(root, o, i);
+  return root;
+}
+
+std::vector<std::string> dsen2cr_args(const std::string& data, const std::string& out) {
+  return {"--data",   data, "--out",      out, "--epochs",   "3", "--batch-size", "2",       "--crop", "32",
+          "--blocks", "1",  "--features", "8", "--threads", "1", "--workers",    "1"};
+}
+
+std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& more) {
+  a.insert(a.end(), more.begin(), more.end());
+  return a;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Every tensor (weights, buffers, optimiser state) bit-identical.
+void check_same_tensors(const std::string& a, const std::string& b) {
+  SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);
+  REQUIRE(fa.tensors.size() == fb.tensors.size());
+  size_t differ = 0;
+  for (const auto& [name, t] : fa.tensors) {
+    const Tensor* u = fb.find(name);
+    REQUIRE_MESSAGE(u, name, " missing in ", b);
+    if (t.to_vector() != u->to_vector()) {
+      ++differ;
+      MESSAGE("differs: ", name);
+    }
+  }
+  CHECK(differ == 0);
+  CHECK(fa.metadata.at("epoch") == fb.metadata.at("epoch"));
+  CHECK(fa.metadata.count("rng") == fb.metadata.count("rng"));
+  if (fa.metadata.count("rng")) CHECK(fa.metadata.at("rng") == fb.metadata.at("rng"));
+}
+
+void check_kill_resume(const std::string& app, const std::vector<std::string>& args_a,
+                       const std::vector<std::string>& args_b, int64_t kill_step) {
+  AppResult a = run_app(app, args_a);
+  REQUIRE_MESSAGE(a.exit_code == 0, a.output);
+  AppResult killed = run_app(app, with(args_b, {"--debug-sigkill-at-step", std::to_string(kill_step)}));
+  CHECK(killed.signal == SIGKILL);
+  AppResult resumed = run_app(app, with(args_b, {"--resume"}));
+  REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.output);
+  CHECK(resumed.output.find("resuming from") != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("train_resnet: SIGKILL mid-epoch, then --resume ends with the weights of an uninterrupted run") {
+  TempDir d("resnet_kill");
+  const std::string data = make_eurosat(d);
+  // 6 batches per epoch: step 10 is inside epoch 2, after epoch 1's checkpoint.
+  check_kill_resume("train_resnet", resnet_args(data, d / "a"), resnet_args(data, d / "b"), 10);
+  check_same_tensors(d / "a/last.safetensors", d / "b/last.safetensors");
+  check_same_tensors(d / "a/best.safetensors", d / "b/best.safetensors");
+  CHECK(read_text(d / "a/metrics.csv") == read_text(d / "b/metrics.csv"));
+  // metrics.csv: header + one row per epoch; lr divided by 5 from epoch index 2 (the third epoch).
+  const std::string csv = read_text(d / "a/metrics.csv");
+  CHECK(csv.rfind("epoch,lr,train_loss,train_acc,val_loss,val_acc\n1,0.001,", 0) == 0);
+  CHECK(csv.find("\n3,0.0002,") != std::string::npos);
+  models::LoadedModel lm = models::load_model(d / "a/last.safetensors");
+  CHECK(lm.epoch == 3);
+  CHECK(lm.model.classifier->config().width == 4);
+}
+
+TEST_CASE("train_resnet: a NaN loss stops training naming the step and keeps the last good checkpoint") {
+  TempDir d("resnet_nan");
+  const std::string data = make_eurosat(d);
+  AppResult r = run_app("train_resnet", with(resnet_args(data, d / "run"), {"--debug-inject-nan-at-step", "8"}));
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(r.output.find("loss is NaN at step 8 (epoch 2, batch 3)") != std::string::npos, r.output);
+  CHECK(r.output.find("last good checkpoint is kept") != std::string::npos);
+  CHECK(models::load_model(d / "run/last.safetensors").epoch == 1);
+  const std::string csv = read_text(d / "run/metrics.csv");
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 2);  // header + epoch 1
+}
+
+TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear error") {
+  TempDir d("resnet_corrupt");
+  const std::string data = make_eurosat(d);
+  std::vector<std::string> one = resnet_args(data, d / "run");
+  one[5] = "1";  // --epochs 1
+  REQUIRE(run_app("train_resnet", one).exit_code == 0);
+  // A different architecture: refused, naming the file.
+  std::vector<std::string> wider = with(resnet_args(data, d / "run"), {"--resume"});
+  wider[13] = "8";  // --width 8
+  AppResult m = run_app("train_resnet", wider);
+  CHECK(m.exit_code == 1);
+  CHECK_MESSAGE(m.output.find("last.safetensors: holds resnet") != std::string::npos, m.output);
+  // One flipped byte in the tensor data: the checksum catches it.
+  const std::string last = d / "run/last.safetensors";
+  {
+    std::fstream f(last, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-100, std::ios::end);
+    char c = 0;
+    f.read(&c, 1);
+    f.seekp(-100, std::ios::end);
+    c = char(c ^ 0x10);
+    f.write(&c, 1);
+  }
+  AppResult r = run_app("train_resnet", with(resnet_args(data, d / "run"), {"--resume"}));
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(r.output.find(last) != std::string::npos, r.output);
+  // Truncated.
+  fs::resize_file(last, 100);
+  r = run_app("train_resnet", with(resnet_args(data, d / "run"), {"--resume"}));
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(r.output.find(last) != std::string::npos, r.output);
+}
+
+TEST_CASE("train_resnet: input_norm holds the training split's per-band reflectance mean and std (SEN12MS order)") {
+  TempDir d("resnet_norm");
+  const std::string data = make_eurosat(d);
+  std::vector<std::string> args = resnet_args(data, d / "run");
+  args[5] = "1";
+  REQUIRE(run_app("train_resnet", with(args, {"--norm-samples", "0"})).exit_code == 0);
+  // Recompute from the split file it wrote, independently: EuroSAT file band i is S2 band kEuroSatFileOrder[i].
+  data::EuroSat ds(data);
+  const std::vector<size_t> train = ds.read_split_file(d / "run/split_train.txt");
+  REQUIRE(train.size() == 50);
+  std::vector<double> s(13), s2(13);
+  double n = 0;
+  for (size_t i : train) {
+    data::Raster r = data::read_geotiff(ds.items()[i].path);
+    const size_t hw = size_t(r.width * r.height);
+    for (size_t fb = 0; fb < 13; ++fb) {
+      const size_t band = size_t(data::kEuroSatFileOrder[fb]);
+      for (size_t k = 0; k < hw; ++k) {
+        const double v = std::min(std::max(double(r.data[fb * hw + k]), 0.0), 10000.0) / 10000.0;
+        s[band] += v;
+        s2[band] += v * v;
+      }
+    }
+    n += double(hw);
+  }
+  std::vector<double> mean(13), sd(13);
+  for (size_t c = 0; c < 13; ++c) {
+    mean[c] = s[c] / n;
+    sd[c] = std::sqrt(s2[c] / n - mean[c] * mean[c]);
+  }
+  SafetensorsFile f = load_safetensors(d / "run/last.safetensors");
+  check_close(f.at("input_norm.mean").to_vector(), mean, 1e-6, 1e-5, "input_norm.mean");
+  check_close(f.at("input_norm.std").to_vector(), sd, 1e-6, 1e-4, "input_norm.std");
+  CHECK(f.metadata.at("band_order") == "sen12ms");
+}
+
+TEST_CASE("train_dsen2cr: SIGKILL, --resume equals an uninterrupted run; metrics per epoch") {
+  TempDir d("dsen2cr_kill");
+  const std::string data = make_sen12mscr(d);
+  // 4 train triplets, batch 2: 2 steps per epoch; step 3 is in epoch 2.
+  check_kill_resume("train_dsen2cr", dsen2cr_args(data, d / "a"), dsen2cr_args(data, d / "b"), 3);
+  check_same_tensors(d / "a/last.safetensors", d / "b/last.safetensors");
+  const std::string csv = read_text(d / "a/metrics.csv");
+  CHECK(csv == read_text(d / "b/metrics.csv"));
+  CHECK(csv.rfind("epoch,lr,train_loss,val_loss,val_mae,val_rmse,val_psnr,val_ssim,val_sam\n", 0) == 0);
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 4);
+  CHECK(csv.find("nan") == std::string::npos);  // one val triplet: every metric exists
+  SafetensorsFile f = load_safetensors(d / "a/last.safetensors");
+  CHECK(f.metadata.at("optim.type") == "nadam");
+  models::LoadedModel lm = models::load_model(d / "a/last.safetensors");
+  REQUIRE(lm.model.dsen2cr);
+  CHECK(lm.model.dsen2cr->config() == models::DSen2CRConfig{1, 8, true});
+}
+
+TEST_CASE("train_dsen2cr: NaN loss stops naming the step; l1 / adam / no-sar options build what they say") {
+  TempDir d("dsen2cr_nan");
+  const std::string data = make_sen12mscr(d);
+  AppResult r = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "run"), {"--debug-inject-nan-at-step", "2"}));
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(r.output.find("loss is NaN at step 2 (epoch 2, batch 1)") != std::string::npos, r.output);
+  CHECK(models::load_model(d / "run/last.safetensors").epoch == 1);
+  std::vector<std::string> args = dsen2cr_args(data, d / "l1");
+  args[5] = "1";
+  AppResult ok = run_app("train_dsen2cr", with(args, {"--loss", "l1", "--optimizer", "adam", "--no-sar"}));
+  REQUIRE_MESSAGE(ok.exit_code == 0, ok.output);
+  SafetensorsFile f = load_safetensors(d / "l1/last.safetensors");
+  CHECK(f.metadata.at("optim.type") == "adam");
+  CHECK(f.at("head.weight").size(1) == 13);
+}
+
+TEST_CASE("classify: probabilities equal the model's forward; band order auto; wrong band count is an error") {
+  TempDir d("classify");
+  Rng rng(3);
+  models::ResNetConfig rc;
+  rc.block = models::BlockType::Basic;
+  rc.blocks = {1, 1, 1, 1};
+  rc.width = 4;
+  models::Model m = models::build_model(models::ModelConfig::of(rc), rng);
+  std::vector<float> mean(13), sd(13);
+  for (int c = 0; c < 13; ++c) mean[size_t(c)] = 0.05f + 0.01f * float(c), sd[size_t(c)] = 0.02f + 0.003f * float(c);
+  m.classifier->set_input_norm(mean, sd);
+  const std::string ckpt = d / "clf.safetensors";
+  models::save_model(ckpt, m);
+  // Two EuroSAT tiles (64x64, B8A last) and one 40x40 SEN12MS-ordered image.
+  data::write_eurosat_tile(d / "eu", 42, 1, 0);
+  data::write_eurosat_tile(d / "eu", 42, 8, 0);
+  data::Raster s12;
+  s12.width = s12.height = 40;
+  s12.bands = 13;
+  s12.data.resize(13 * 40 * 40);
+  for (float& v : s12.data) v = float(rng.below(4000));
+  data::WriteOptions wo;
+  data::write_geotiff(d / "s12.tif", s12, wo);
+  AppResult r = run_app("classify", {"--weights", ckpt, "--out", d / "p.csv", "--threads", "1", d / "eu", d / "s12.tif"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  std::ifstream in(d / "p.csv");
+  std::string line;
+  std::getline(in, line);
+  CHECK(line.rfind("path,class_index,class_name,p_AnnualCrop,p_Forest,", 0) == 0);
+  int rows = 0;
+  NoGradGuard ng;
+  m.classifier->eval();
+  while (std::getline(in, line)) {
+    ++rows;
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    REQUIRE(f.size() == 13);
+    data::Raster img = data::read_geotiff(f[0]);
+    const bool eurosat = img.width == 64;
+    apps::to_sen12ms_order(img.data.data(), 13, size_t(img.width * img.height),
+                           eurosat ? apps::BandOrder::EuroSat : apps::BandOrder::Sen12ms, f[0]);
+    std::vector<float> want =
+        m.classifier->probabilities(Tensor::from_vector({1, 13, img.height, img.width}, img.data)).to_vector();
+    std::vector<double> got;
+    for (int k = 0; k < 10; ++k) got.push_back(std::stod(f[size_t(3 + k)]));
+    check_close(got, want, 1e-7, 1e-6, f[0]);
+    const int best = int(std::max_element(want.begin(), want.end()) - want.begin());
+    CHECK(std::stoi(f[1]) == best);
+    CHECK(f[2] == data::eurosat_class_names()[size_t(best)]);
+  }
+  CHECK(rows == 3);
+  // Forcing the wrong order changes the answer for a EuroSAT tile (B8A moved): the option is live.
+  AppResult forced =
+      run_app("classify", {"--weights", ckpt, "--out", d / "q.csv", "--band-order", "sen12ms", "--threads", "1", d / "eu"});
+  REQUIRE(forced.exit_code == 0);
+  CHECK(read_text(d / "q.csv") != read_text(d / "p.csv").substr(0, read_text(d / "q.csv").size()));
+  // 4 bands: error naming the file, exit 1.
+  data::Raster four = s12;
+  four.bands = 4;
+  four.data.resize(4 * 40 * 40);
+  data::write_geotiff(d / "four.tif", four, wo);
+  AppResult bad = run_app("classify", {"--weights", ckpt, "--out", d / "b.csv", "--threads", "1", d / "four.tif"});
+  CHECK(bad.exit_code == 1);
+  CHECK_MESSAGE(bad.output.find("four.tif: has 4 bands but the classifier") != std::string::npos, bad.output);
+  CHECK_FALSE(fs::exists(d / "b.csv"));
+  // A DSen2-CR checkpoint is not a classifier.
+  models::Model cr = models::build_model(models::ModelConfig::of(models::DSen2CRConfig{1, 4, true}), rng);
+  models::save_model(d / "cr.safetensors", cr);
+  AppResult wrong = run_app("classify", {"--weights", d / "cr.safetensors", "--out", d / "c.csv", d / "s12.tif"});
+  CHECK(wrong.exit_code == 1);
+  CHECK(wrong.output.find("not a land-cover classifier") != std::string::npos);
+}
+
+TEST_CASE("remove_clouds: output = model forward in DN, tiled = untiled, georeferencing kept, SAR required") {
+  TempDir d("remove_clouds");
+  const std::string data = make_sen12mscr(d);
+  Rng rng(5);
+  models::Model m = models::build_model(models::ModelConfig::of(models::DSen2CRConfig{2, 8, true}), rng);
+  const std::string ckpt = d / "cr.safetensors";
+  models::save_model(ckpt, m);
+  data::Sen12mscrIndex idx = data::scan_sen12mscr(data);
+  REQUIRE(idx.triplets.size() == 5);
+  const data::Sen12mscrTriplet& t = idx.triplets[0];
+  AppResult whole = run_app("remove_clouds", {"--weights", ckpt, "--s2", t.s2_cloudy, "--s1", t.s1, "--out",
+                                              d / "whole.tif", "--threads", "1"});
+  REQUIRE_MESSAGE(whole.exit_code == 0, whole.output);
+  AppResult tiled = run_app("remove_clouds", {"--weights", ckpt, "--s2", t.s2_cloudy, "--s1", t.s1, "--out",
+                                              d / "tiled.tif", "--tile", "40", "--overlap", "20", "--batch-size", "3",
+                                              "--threads", "1"});
+  REQUIRE_MESSAGE(tiled.exit_code == 0, tiled.output);
+  // The model's own forward on the whole image, in DN.
+  data::Raster s2 = data::read_geotiff(t.s2_cloudy), s1 = data::read_geotiff(t.s1);
+  std::vector<float> a = s2.data, b = s1.data;
+  data::normalize_s2(a.data(), a.size());
+  data::normalize_s1(b.data(), size_t(64 * 64));
+  NoGradGuard ng;
+  m.dsen2cr->eval();
+  std::vector<float> want =
+      m.dsen2cr->forward(Tensor::from_vector({1, 13, 64, 64}, a), Tensor::from_vector({1, 2, 64, 64}, b)).to_vector();
+  for (float& v : want) v = std::min(std::max(std::round(v * 2000.f), 0.f), 65535.f);
+  data::Raster w = data::read_geotiff(d / "whole.tif"), tl = data::read_geotiff(d / "tiled.tif");
+  CHECK(w.type == data::SampleType::UInt16);
+  check_close(w.data, want, 1.0, 0, "whole vs forward (DN)");
+  check_close(tl.data, w.data, 1.0, 0, "tiled vs whole (DN)");
+  // Georeferencing carried over.
+  REQUIRE(s2.geo.present());
+  CHECK(w.geo.pixel_scale == s2.geo.pixel_scale);
+  CHECK(w.geo.tiepoints == s2.geo.tiepoints);
+  CHECK(w.geo.geokeys == s2.geo.geokeys);
+  // Missing SAR for a SAR model.
+  AppResult nosar = run_app("remove_clouds", {"--weights", ckpt, "--s2", t.s2_cloudy, "--out", d / "x.tif"});
+  CHECK(nosar.exit_code == 1);
+  CHECK_MESSAGE(nosar.output.find("needs S1 SAR input: give --s1") != std::string::npos, nosar.output);
+  CHECK_FALSE(fs::exists(d / "x.tif"));
+  // Wrong band count for --s2 (the SAR file).
+  AppResult bands = run_app("remove_clouds", {"--weights", ckpt, "--s2", t.s1, "--s1", t.s1, "--out", d / "x.tif"});
+  CHECK(bands.exit_code == 1);
+  CHECK(bands.output.find("has 2 bands; DSen2-CR needs 13") != std::string::npos);
+  // Folder mode over the val split (one triplet): same bytes as the single-image run of it.
+  AppResult folder = run_app("remove_clouds", {"--weights", ckpt, "--data", data, "--split", "val", "--out-dir",
+                                               d / "out", "--threads", "1"});
+  REQUIRE_MESSAGE(folder.exit_code == 0, folder.output);
+  const data::Sen12mscrTriplet v = idx.split(data::Split::Val).at(0);
+  const std::string produced = d / ("out/" + fs::path(v.s2_cloudy).filename().string());
+  REQUIRE(fs::exists(produced));
+  AppResult single = run_app("remove_clouds", {"--weights", ckpt, "--s2", v.s2_cloudy, "--s1", v.s1, "--out",
+                                               d / "v.tif", "--threads", "1"});
+  REQUIRE(single.exit_code == 0);
+  CHECK(read_text(produced) == read_text(d / "v.tif"));
+}
+
+TEST_CASE("apps: --device cuda is a clear error (exit 1); --help documents every app (exit 0)") {
+  for (const char* app : {"train_resnet", "train_dsen2cr", "classify", "remove_clouds"}) {
+    AppResult h = run_app(app, {"--help"});
+    CHECK(h.exit_code == 0);
+    CHECK(h.output.find("--device") != std::string::npos);
+    CHECK(h.output.find("--threads") != std::string::npos);
+    CHECK(h.output.find("--seed") != std::string::npos);
+    AppResult u = run_app(app, {"--no-such-option"});
+    CHECK(u.exit_code == 2);
+  }
+  TempDir d("cuda");
+  const std::string data = make_eurosat(d);
+  AppResult r = run_app("train_resnet", with(resnet_args(data, d / "run"), {"--device", "cuda"}));
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(r.output.find("no usable CUDA device/backend") != std::string::npos, r.output);
+  CHECK_FALSE(fs::exists(d / "run/last.safetensors"));
+}
