@@ -146,18 +146,13 @@ inline unsigned int atomicMin(unsigned int* a, unsigned int v) {
   return nimbus::emu::atomic_update(a, v, [](unsigned x, unsigned y) { return x < y ? x : y; });
 }
 inline float atomicAdd(float* a, float v) {
-  static_assert(sizeof(float) == sizeof(unsigned int));
-  auto* u = reinterpret_cast<unsigned int*>(a);
-  unsigned int old = __atomic_load_n(u, __ATOMIC_RELAXED), next;
+  // Generic __atomic CAS compares bytes, so a NaN already stored cannot make this loop forever.
+  float old, next;
+  __atomic_load(a, &old, __ATOMIC_RELAXED);
   do {
-    float f;
-    std::memcpy(&f, &old, 4);
-    f += v;
-    std::memcpy(&next, &f, 4);
-  } while (!__atomic_compare_exchange_n(u, &old, next, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-  float r;
-  std::memcpy(&r, &old, 4);
-  return r;
+    next = old + v;
+  } while (!__atomic_compare_exchange(a, &old, &next, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+  return old;
 }
 inline float atomicExch(float* a, float v) {
   float old;
