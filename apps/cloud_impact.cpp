@@ -1,0 +1,235 @@
+// cloud_impact: the experiment of Aarnoutse & Witte (reference/experiment.md),
+// end to end: how much does DSen2-CR cloud removal help a land-cover classifier?
+//
+//   cloud_impact --classifier resnet/best.safetensors --cr dsen2cr/best.safetensors
+//                [--cr-nosar dsen2cr_nosar/best.safetensors] --data SEN12MS-CR/ --split test --out runs/impact
+//
+// For every scene of the split: the classifier labels the pristine S2 image
+// (the reference), the cloudy image as is, and each cloud-removed image; each
+// method's output is also scored against the target (MAE, RMSE, PSNR, SSIM,
+// SAM; Meraner et al. units). Results go into the run folder (report.md,
+// results.json, CSVs, PNG figures: apps/common/experiment_report.h,
+// docs/experiment.md). Table 1 is printed at the end.
+//
+// True labels: when <data>/labels.csv exists (make_synthetic writes it) or
+// --labels is given, every table is also computed against the true classes.
+// Band order: SEN12MS-CR files and DSen2-CR output are already in the order
+// the classifier takes (apps/common/band_order.h), so no reordering here.
+#include <cstdio>
+#include <filesystem>
+
+#include "apps/common/device.h"
+#include "apps/common/experiment.h"
+#include "apps/common/experiment_report.h"
+#include "apps/common/progress.h"
+#include "data/eurosat.h"
+#include "models/model_io.h"
+
+using namespace nimbus;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<data::Sen12mscrTriplet> select_split(const std::string& data_root, const std::string& split,
+                                                 int64_t limit) {
+  const bool csv = data_root.size() > 4 && data_root.substr(data_root.size() - 4) == ".csv";
+  const data::Sen12mscrIndex index = csv ? data::read_sen12mscr_list(data_root) : data::scan_sen12mscr(data_root);
+  std::vector<data::Sen12mscrTriplet> t = split == "all"     ? index.triplets
+                                          : split == "train" ? index.split(data::Split::Train)
+                                          : split == "val"   ? index.split(data::Split::Val)
+                                                             : index.split(data::Split::Test);
+  NIMBUS_CHECK(!t.empty(), data_root, ": no complete triplets in split '", split, "' (", index.triplets.size(),
+               " in all; synthetic data has no benchmark test ROIs unless it is large: use --split all)");
+  if (limit > 0 && size_t(limit) < t.size()) {  // evenly spread, deterministic
+    std::vector<data::Sen12mscrTriplet> v;
+    for (int64_t k = 0; k < limit; ++k) v.push_back(t[size_t(k) * t.size() / size_t(limit)]);
+    t = std::move(v);
+  }
+  return t;
+}
+
+std::shared_ptr<models::DSen2CR> load_cr(const std::string& path, bool want_sar) {
+  models::LoadedModel lm = models::load_model(path);
+  NIMBUS_CHECK(lm.model.dsen2cr, path, ": holds ", lm.model.config.str(), ", not a DSen2-CR model");
+  NIMBUS_CHECK(lm.model.dsen2cr->config().sar == want_sar, path, ": is ", lm.model.config.str(), " but ",
+               want_sar ? "--cr expects a model with SAR" : "--cr-nosar expects a model without SAR");
+  return lm.model.dsen2cr;
+}
+
+int run(int argc, char** argv) {
+  cli::Parser p("cloud_impact",
+                "The cloud-impact experiment: classify pristine, cloudy and cloud-removed SEN12MS-CR scenes with a "
+                "land-cover classifier, score them against the pristine-derived (and true) labels, measure the "
+                "cloud-removal quality, and write a report (report.md, results.json, CSVs, figures).");
+  p.add_string("classifier", "", "classifier checkpoint (train_resnet's best.safetensors)", "FILE");
+  p.add_string("cr", "", "DSen2-CR checkpoint with SAR (train_dsen2cr's)", "FILE");
+  p.add_string("cr-nosar", "", "optional DSen2-CR checkpoint without SAR (train_dsen2cr --no-sar)", "FILE");
+  p.add_string("data", "", "SEN12MS-CR root (nested layout) or a triplet list CSV", "PATH");
+  p.add_choice("split", "test", {"test", "val", "train", "all"}, "benchmark split (by ROI) to evaluate; all = every triplet");
+  p.add_string("out", "", "run folder for the report, tables and figures", "DIR");
+  p.add_string("labels", "", "true labels CSV (default: <data>/labels.csv when it exists)", "FILE");
+  p.add_string("classifier-metrics", "", "train_resnet's metrics.csv for the training-curve figure (default: "
+                                        "metrics.csv next to --classifier when it exists)", "FILE");
+  p.add_choice("classify", "tiles", {"tiles", "center", "full"},
+               "how a scene larger than the classifier's tiles is classified: tiles = softmax averaged over the "
+               "non-overlapping tiles, center = the centre tile only, full = the whole scene at once");
+  p.add_int("classifier-tile", 64, "the classifier's training tile size (EuroSAT: 64)");
+  p.add_int("limit", 0, "evaluate at most this many scenes, spread evenly over the split (0 = all)");
+  p.add_int("examples", 4, "example panels across the cloud-cover range");
+  p.add_double("cloud-threshold", 0.2, "cloud score threshold of the detector (DSen2-CR: 0.2)");
+  p.add_int("tile", 256, "DSen2-CR tile size (scenes up to this size run in one piece)");
+  p.add_int("batch-size", 4, "DSen2-CR tiles per forward pass");
+  cli::add_common_options(p);
+  p.parse_or_exit(argc, argv);
+  const std::string classifier = p.get_string("classifier"), cr = p.get_string("cr"),
+                    cr_nosar = p.get_string("cr-nosar"), data_root = p.get_string("data"), out = p.get_string("out");
+  try {
+    if (classifier.empty() || data_root.empty() || out.empty())
+      throw cli::UsageError("--classifier FILE, --data PATH and --out DIR are required");
+    if (cr.empty() && cr_nosar.empty()) throw cli::UsageError("give --cr FILE (and/or --cr-nosar FILE)");
+    if (p.get_int("classifier-tile") < 1 || p.get_int("tile") < 1 || p.get_int("batch-size") < 1 ||
+        p.get_int("limit") < 0 || p.get_int("examples") < 0)
+      throw cli::UsageError("--classifier-tile, --tile, --batch-size must be >= 1; --limit, --examples >= 0");
+  } catch (const cli::UsageError& e) {
+    std::fprintf(stderr, "cloud_impact: %s (see --help)\n", e.what());
+    return 2;
+  }
+  const cli::CommonOptions common = apps::setup_device(p);
+
+  // Models.
+  models::LoadedModel lm = models::load_model(classifier);
+  NIMBUS_CHECK(lm.model.classifier, classifier, ": holds ", lm.model.config.str(), ", not a land-cover classifier");
+  NIMBUS_CHECK(lm.model.classifier->config().in_channels == models::kS2Bands, classifier, ": takes ",
+               lm.model.classifier->config().in_channels, " bands, the experiment needs 13 (Sentinel-2)");
+  if (!lm.has_input_norm)
+    std::fprintf(stderr, "cloud_impact: %s has no input_norm.mean/std: using plain reflectance\n", classifier.c_str());
+  const int K = lm.model.classifier->config().classes;
+  std::vector<std::string> class_names;
+  for (int k = 0; k < K; ++k)
+    class_names.push_back(K == data::kEuroSatClasses ? data::eurosat_class_names()[size_t(k)] : "class" + str(k));
+  const apps::ClassifyMode mode = apps::parse_classify_mode(p.get_string("classify"));
+  const apps::ClassifyFn classify =
+      apps::classifier_fn(lm.model.classifier, mode, int(p.get_int("classifier-tile")), common.device);
+
+  apps::TileOptions tiles;
+  tiles.tile = int(p.get_int("tile"));
+  tiles.batch = int(p.get_int("batch-size"));
+  tiles.device = common.device;
+  std::vector<apps::Method> methods = {apps::cloudy_method()};
+  json::Value cr_json = json::string(""), cr_nosar_json = json::string("");
+  if (!cr.empty()) {
+    auto net = load_cr(cr, true);
+    cr_json = json::string(net->config().str());
+    methods.push_back(apps::dsen2cr_method("dsen2cr_sar", "DSen2-CR with SAR", net, tiles));
+  }
+  if (!cr_nosar.empty()) {
+    auto net = load_cr(cr_nosar, false);
+    cr_nosar_json = json::string(net->config().str());
+    methods.push_back(apps::dsen2cr_method("dsen2cr_nosar", "DSen2-CR without SAR", net, tiles));
+  }
+  methods.push_back(apps::pristine_method());
+  const int reference = int(methods.size()) - 1;
+
+  // Scenes and labels.
+  const std::string split = p.get_string("split");
+  const std::vector<data::Sen12mscrTriplet> triplets = select_split(data_root, split, p.get_int("limit"));
+  std::string labels_path = p.get_string("labels");
+  if (labels_path.empty() && fs::is_directory(data_root) && fs::is_regular_file(data_root + "/labels.csv"))
+    labels_path = data_root + "/labels.csv";
+  std::map<std::string, apps::TrueLabel> labels;
+  if (!labels_path.empty()) labels = apps::read_true_labels(labels_path);
+  for (const auto& [name, t] : labels)
+    NIMBUS_CHECK(t.label < K, labels_path, ": scene ", name, " has class ", t.label, " but the classifier has ", K);
+  std::string metrics_csv = p.get_string("classifier-metrics");
+  if (metrics_csv.empty()) {
+    const fs::path guess = fs::path(classifier).parent_path() / "metrics.csv";
+    if (fs::is_regular_file(guess)) metrics_csv = guess.string();
+  }
+  data::CloudDetectorOptions det;
+  det.cloud_threshold = p.get_double("cloud-threshold");
+
+  std::vector<std::string> names, method_labels;
+  for (const auto& m : methods) names.push_back(m.name), method_labels.push_back(m.label);
+  apps::Experiment exp(names, method_labels, reference, class_names);
+  std::fprintf(stderr, "cloud_impact: %zu scenes (split %s), methods:", triplets.size(), split.c_str());
+  for (const auto& m : methods) std::fprintf(stderr, " %s", m.name.c_str());
+  std::fprintf(stderr, "; classify %s; %zu true labels from %s\n", apps::classify_mode_name(mode), labels.size(),
+               labels_path.empty() ? "(none)" : labels_path.c_str());
+
+  size_t labelled = 0;
+  auto load = [&](const data::Sen12mscrTriplet& t) {
+    apps::Scene s = apps::load_scene(t, det);
+    if (auto it = labels.find(s.name); it != labels.end()) {
+      s.true_label = it->second.label;
+      s.true_cloud_fraction = it->second.cloud_fraction;
+    }
+    return s;
+  };
+  {
+    Progress bar("cloud_impact", int64_t(triplets.size()), stderr, Progress::Mode::Auto, "scene");
+    for (const auto& t : triplets) {
+      apps::Scene s = load(t);
+      labelled += s.true_label >= 0;
+      exp.add(apps::evaluate_scene(s, methods, classify));
+      bar.advance();
+    }
+    bar.finish();
+  }
+  if (!labels.empty() && labelled < triplets.size())
+    std::fprintf(stderr, "cloud_impact: warning: %zu of %zu scenes have no row in %s\n", triplets.size() - labelled,
+                 triplets.size(), labels_path.c_str());
+
+  // Example panels: re-run the first cloud-removal method on a few scenes spread over the cover range.
+  apps::ReportOptions ro;
+  ro.out_dir = out;
+  ro.classifier_metrics = metrics_csv;
+  std::vector<double> covers;
+  for (const auto& s : exp.scenes()) covers.push_back(s.cloud_cover);
+  const std::vector<size_t> picks = apps::pick_examples(covers, size_t(p.get_int("examples")));
+  if (!picks.empty()) {
+    Progress bar("examples", int64_t(picks.size()), stderr, Progress::Mode::Auto, "scene");
+    for (size_t i : picks) {
+      const apps::Scene s = load(triplets[i]);
+      const apps::SceneResult& r = exp.scenes()[i];
+      const std::vector<float> removed = methods[1].run(s);
+      std::string caption = str(s.name, ": cloud cover ", int(100 * s.cloud_cover + 0.5), "%, pristine -> ",
+                                class_names[size_t(r.pred[size_t(reference)])], ", cloudy -> ",
+                                class_names[size_t(r.pred[0])], ", ", methods[1].name, " -> ",
+                                class_names[size_t(r.pred[1])]);
+      if (s.true_label >= 0) caption += ", true " + class_names[size_t(s.true_label)];
+      ro.examples.push_back(apps::make_example(s, removed, methods[1].label, caption));
+      bar.advance();
+    }
+    bar.finish();
+  }
+  ro.settings = json::object({{"classifier", json::string(classifier)},
+                              {"classifier_config", json::string(lm.model.config.str())},
+                              {"cr", json::string(cr)},
+                              {"cr_config", cr_json},
+                              {"cr_nosar", json::string(cr_nosar)},
+                              {"cr_nosar_config", cr_nosar_json},
+                              {"data", json::string(data_root)},
+                              {"split", json::string(split)},
+                              {"labels", json::string(labels_path)},
+                              {"classify", json::string(apps::classify_mode_name(mode))},
+                              {"classifier_tile", json::number(double(p.get_int("classifier-tile")))},
+                              {"cloud_threshold", json::number(det.cloud_threshold)},
+                              {"limit", json::number(double(p.get_int("limit")))},
+                              {"seed", json::number(double(common.seed))}});
+  const std::string report = apps::write_report(exp, ro);
+  std::printf("\nTable 1 (%zu scenes):\n\n%s\n", triplets.size(), apps::table1_markdown(exp).c_str());
+  std::printf("Report: %s (results.json, predictions.csv, quality.csv, figures in %s)\n", report.c_str(),
+              out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cloud_impact: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,284 @@
+// experiment_report.cpp: tables, figures, results.json and report.md of a
+// cloud-impact run (see experiment_report.h).
+#include "apps/common/experiment_report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/normalize.h"
+#include "engine/io/safetensors.h"
+
+namespace nimbus::apps {
+
+namespace {
+
+std::string fixed(double v, int decimals) {
+  if (!std::isfinite(v)) return std::isnan(v) ? "n/a" : (v > 0 ? "inf" : "-inf");
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+std::string pct(double v) { return std::isnan(v) ? "n/a" : fixed(100 * v, 2) + "%"; }
+
+bool is_dsen2cr(const std::string& name) { return name.rfind("dsen2cr", 0) == 0; }
+
+}  // namespace
+
+std::string percent_ci(const Proportion& p) {
+  if (p.n == 0) return "n/a (0 images)";
+  return pct(p.value) + " [" + fixed(100 * p.lo, 1) + ", " + fixed(100 * p.hi, 1) + "]";
+}
+
+std::string table1_markdown(const Experiment& e) {
+  const bool truth = e.with_truth() > 0;
+  std::ostringstream s;
+  s << "| input to the classifier | accuracy vs pristine-derived labels (95% CI) |";
+  if (truth) s << " accuracy vs true labels (95% CI) |";
+  s << " paper (Aarnoutse & Witte) |\n|---|---|";
+  if (truth) s << "---|";
+  s << "---|\n";
+  for (int m = 0; m < e.methods(); ++m) {
+    const std::string& n = e.name(m);
+    const std::string paper = n == "cloudy" ? pct(kPaperCloudyAccuracy)
+                              : n == "dsen2cr_sar" ? pct(kPaperDsen2crAccuracy)
+                              : m == e.reference() ? "100% (by construction)"
+                                                   : "-";
+    s << "| " << e.label(m) << " | " << percent_ci(e.accuracy_vs_reference(m)) << " |";
+    if (truth) s << " " << percent_ci(e.accuracy_vs_truth(m)) << " |";
+    s << " " << paper << " |\n";
+  }
+  s << "\n" << e.scenes().size() << " scenes";
+  if (truth) s << " (" << e.with_truth() << " with true labels)";
+  s << ". CIs are Wilson score intervals.\n";
+  return s.str();
+}
+
+std::string cover_markdown(const Experiment& e) {
+  std::vector<CoverBins> bins;
+  for (int m = 0; m < e.methods(); ++m) bins.push_back(e.bins_vs_reference(m));
+  std::ostringstream s;
+  s << "| cloud cover (detector) | images |";
+  for (int m = 0; m < e.methods(); ++m)
+    if (m != e.reference()) s << " " << e.label(m) << " |";
+  s << "\n|---|---|";
+  for (int m = 0; m < e.methods(); ++m)
+    if (m != e.reference()) s << "---|";
+  s << "\n";
+  for (int b = 0; b < bins[0].bins(); ++b) {
+    s << "| " << bins[0].label(b) << " | " << bins[0].count(b) << " |";
+    for (int m = 0; m < e.methods(); ++m)
+      if (m != e.reference()) s << " " << percent_ci(bins[size_t(m)].accuracy(b)) << " |";
+    s << "\n";
+  }
+  return s.str();
+}
+
+std::string quality_markdown(const Experiment& e) {
+  std::ostringstream s;
+  s << "| method | MAE target | MAE reprod | MAE recon | RMSE target | PSNR (dB) | SAM target (deg) | SAM reprod | "
+       "SAM recon | SSIM | images |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (int m = 0; m < e.methods(); ++m) {
+    const MetricsMean q = e.quality(m);
+    const ImageMetrics v = q.mean();
+    s << "| " << e.label(m) << " (ours) | " << fixed(v.mae, 4) << " | " << fixed(v.mae_reprod, 4) << " | "
+      << fixed(v.mae_recon, 4) << " | " << fixed(v.rmse, 4) << " | " << fixed(v.psnr, 1) << " | " << fixed(v.sam, 2)
+      << " | " << fixed(v.sam_reprod, 2) << " | " << fixed(v.sam_recon, 2) << " | " << fixed(v.ssim, 3) << " | "
+      << q.images() << " (recon: " << q.count(10) << ") |\n";
+  }
+  s << "| DSen2-CR, CARL (Meraner et al.) | 0.0290 | 0.0204 | 0.0266 | 0.0366 | 28.7 | 8.15 | 3.94 | 8.04 | 0.875 | "
+       "|\n"
+       "| DSen2-CR, CARL, no SAR (Meraner et al.) | 0.0306 | 0.0188 | 0.0282 | 0.0387 | 27.6 | 8.98 | 3.86 | 8.97 | "
+       "0.870 | |\n";
+  s << "\nMAE/RMSE in reflectance (DN / 10000), PSNR = 20 log10(1 / RMSE) capped at " << fixed(kPsnrCapDb, 0)
+    << " dB, SAM in degrees, SSIM as tf.image.ssim (data range 1). target: vs the cloud-free image, whole scene; "
+       "reprod: vs the cloudy input on clear pixels; recon: vs the cloud-free image on cloud/shadow pixels (scenes "
+       "without any are skipped in that mean). The pristine row is the cap (identical images).\n";
+  return s.str();
+}
+
+plot::LineChart training_curve(const std::string& path) {
+  std::ifstream f(path);
+  NIMBUS_CHECK(f.good(), path, ": cannot open the classifier's metrics.csv");
+  auto split = [](const std::string& line) {
+    std::vector<std::string> out;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) out.push_back(cell);
+    return out;
+  };
+  std::string line;
+  NIMBUS_CHECK(std::getline(f, line), path, ": empty file");
+  const std::vector<std::string> header = split(line);
+  NIMBUS_CHECK(!header.empty() && header[0] == "epoch", path, ": expected an 'epoch' first column (train_resnet's "
+                                                              "metrics.csv)");
+  plot::LineChart c;
+  c.title = "classifier accuracy per epoch";
+  c.x_label = "epoch";
+  c.y_label = "accuracy";
+  std::vector<size_t> cols;
+  for (size_t i = 1; i < header.size(); ++i)
+    if (header[i].size() > 4 && header[i].substr(header[i].size() - 4) == "_acc") {
+      cols.push_back(i);
+      c.series.push_back({header[i], {}, {}});
+    }
+  NIMBUS_CHECK(!cols.empty(), path, ": no *_acc column");
+  for (int lineno = 2; std::getline(f, line); ++lineno) {
+    if (line.empty()) continue;
+    const std::vector<std::string> v = split(line);
+    NIMBUS_CHECK(v.size() == header.size(), path, ":", lineno, ": ", v.size(), " fields, the header has ",
+                 header.size());
+    try {
+      const double epoch = std::stod(v[0]);
+      for (size_t k = 0; k < cols.size(); ++k) {
+        c.series[k].x.push_back(epoch);
+        c.series[k].y.push_back(v[cols[k]] == "nan" ? std::nan("") : std::stod(v[cols[k]]));
+      }
+    } catch (const std::exception&) {
+      throw Error(str(path, ":", lineno, ": malformed number in '", line, "'"));
+    }
+  }
+  c.y_max = 1.0;
+  return c;
+}
+
+Example make_example(const Scene& s, const std::vector<float>& removed_dn, const std::string& removed_title,
+                     const std::string& caption) {
+  const int H = s.height, W = s.width, C = models::kS2Bands;
+  const size_t hw = size_t(H) * size_t(W);
+  Example ex;
+  ex.caption = caption;
+  ex.panels.push_back({"cloudy RGB", plot::s2_rgb(s.cloudy.data(), C, H, W)});
+  if (s.sar.size() == 2 * hw) ex.panels.push_back({"SAR VV (dB)", plot::grey(s.sar.data(), H, W, data::kS1VVMin, 0)});
+  if (s.mask.size() == hw) ex.panels.push_back({"cloud/shadow mask", plot::grey(s.mask.data(), H, W, 0, 1)});
+  if (removed_dn.size() == size_t(C) * hw)
+    ex.panels.push_back({removed_title, plot::s2_rgb(removed_dn.data(), C, H, W)});
+  ex.panels.push_back({"target RGB", plot::s2_rgb(s.target.data(), C, H, W)});
+  return ex;
+}
+
+std::vector<size_t> pick_examples(const std::vector<double>& covers, size_t n) {
+  std::vector<size_t> order(covers.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return covers[a] < covers[b]; });
+  if (n >= order.size()) return order;
+  std::vector<size_t> out;
+  for (size_t k = 0; k < n; ++k) out.push_back(order[n == 1 ? order.size() / 2 : k * (order.size() - 1) / (n - 1)]);
+  return out;
+}
+
+std::string write_report(const Experiment& e, const ReportOptions& o) {
+  namespace fs = std::filesystem;
+  fs::create_directories(o.out_dir);
+  const std::string dir = o.out_dir + "/";
+  const std::vector<std::string>& cls = e.class_names();
+
+  // Data files.
+  e.predictions_csv().write(dir + "predictions.csv");
+  e.quality_csv().write(dir + "quality.csv");
+  json::Value results = e.to_json();
+  results.obj.insert(results.obj.begin(), {"settings", o.settings});
+  results.obj.push_back(
+      {"paper", json::object({{"aarnoutse_witte_accuracy_cloudy", json::number(kPaperCloudyAccuracy)},
+                              {"aarnoutse_witte_accuracy_dsen2cr", json::number(kPaperDsen2crAccuracy)}})});
+  json::write(dir + "results.json", results);
+  const std::string t1 = table1_markdown(e);
+  write_file_atomic(dir + "table1.md", t1);
+
+  // Figures.
+  std::vector<std::string> figures;  // (file) in report order
+  std::ostringstream figs;
+  if (!o.classifier_metrics.empty()) {
+    plot::save_line_chart(dir + "fig_training_curve.png", training_curve(o.classifier_metrics));
+    figs << "### Classifier training curve\n\n![training curve](fig_training_curve.png)\n\nFrom "
+         << o.classifier_metrics << ".\n\n";
+  }
+  plot::BarChart dist;
+  dist.title = "predicted classes";
+  dist.y_label = "share of scenes";
+  dist.categories = cls;
+  if (e.with_truth() > 0) dist.groups.push_back({"true label", e.truth_distribution().fractions});
+  dist.groups.push_back({e.name(e.reference()), e.distribution(e.reference()).fractions});
+  for (int m = 0; m < e.methods(); ++m)
+    if (m != e.reference()) dist.groups.push_back({e.name(m), e.distribution(m).fractions});
+  plot::save_bar_chart(dir + "fig_class_distribution.png", dist);
+  figs << "### Class distributions (paper: Figure 6)\n\n![class distribution](fig_class_distribution.png)\n\n";
+
+  for (int m = 0; m < e.methods(); ++m) {
+    if (m == e.reference()) continue;
+    const ConfusionMatrix cm = e.confusion_vs_reference(m);
+    plot::Heatmap h;
+    h.title = e.label(m) + " vs pristine-derived labels";
+    h.x_label = "predicted (" + e.name(m) + ")";
+    h.y_label = "pristine-derived label";
+    h.row_labels = h.col_labels = cls;
+    h.values = cm.row_normalised();
+    for (int t = 0; t < cm.classes(); ++t)
+      for (int p = 0; p < cm.classes(); ++p) h.cell_text.push_back(std::to_string(cm.count(t, p)));
+    const std::string file = "fig_confusion_" + e.name(m) + ".png";
+    plot::save_heatmap(dir + file, h);
+    if (is_dsen2cr(e.name(m)) || e.name(m) == "cloudy")
+      figs << "### Confusion: " << e.label(m) << " (paper: Figure 7)\n\n![confusion](" << file
+           << ")\n\nRows: pristine-derived label, columns: prediction; colour = row share, text = count.\n\n";
+  }
+
+  plot::BarChart cover;
+  cover.title = "accuracy vs pristine-derived labels by cloud cover";
+  cover.y_label = "accuracy";
+  const CoverBins b0 = e.bins_vs_reference(0);
+  for (int b = 0; b < b0.bins(); ++b) cover.categories.push_back(b0.label(b) + " (n=" + std::to_string(b0.count(b)) + ")");
+  for (int m = 0; m < e.methods(); ++m) {
+    if (m == e.reference()) continue;
+    const CoverBins bins = e.bins_vs_reference(m);
+    std::vector<double> v;
+    for (int b = 0; b < bins.bins(); ++b) v.push_back(bins.count(b) ? bins.accuracy(b).value : 0.0);
+    cover.groups.push_back({e.name(m), v});
+  }
+  plot::save_bar_chart(dir + "fig_accuracy_by_cover.png", cover);
+  figs << "### Accuracy by cloud cover\n\n![accuracy by cover](fig_accuracy_by_cover.png)\n\n";
+
+  if (!o.examples.empty()) {
+    std::vector<plot::Canvas> rows;
+    int w = 0, h = 0;
+    for (const Example& ex : o.examples) {
+      rows.push_back(plot::render_panels(ex.panels, ex.caption));
+      w = std::max(w, rows.back().width());
+      h += rows.back().height();
+    }
+    plot::Canvas all(w, h);
+    int y = 0;
+    for (const auto& r : rows) {
+      all.blit(r, 0, y);
+      y += r.height();
+    }
+    plot::write_png(dir + "fig_examples.png", all);
+    figs << "### Examples across the cloud-cover range (paper: Figure 4)\n\n![examples](fig_examples.png)\n\n";
+  }
+
+  // report.md
+  std::ostringstream r;
+  r << "# Cloud impact on land-cover classification\n\n"
+    << "Does DSen2-CR cloud removal help a land-cover classifier? Replication of Aarnoutse & Witte (2021): the "
+       "classifier labels the pristine (cloud-free) scene, and those labels are the reference for the cloudy "
+       "scene and for the cloud-removed one. Settings: `results.json` (\"settings\").\n\n"
+    << "## Table 1: classification accuracy\n\n"
+    << t1 << "\n"
+    << "## Accuracy by cloud cover of the input\n\n"
+    << "Cover = fraction of the cloudy scene the DSen2-CR detector calls cloud; accuracy vs pristine-derived "
+       "labels.\n\n"
+    << cover_markdown(e) << "\n"
+    << "## Cloud-removal quality (Meraner et al. Table 1 units)\n\n"
+    << quality_markdown(e) << "\n"
+    << "Per scene: `quality.csv`; per-scene predictions: `predictions.csv`.\n\n"
+    << "## Figures\n\n"
+    << figs.str();
+  const std::string report = dir + "report.md";
+  write_file_atomic(report, r.str());
+  return report;
+}
+
+}  // namespace nimbus::apps

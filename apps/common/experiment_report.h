@@ -1,0 +1,60 @@
+// experiment_report.h: the cloud-impact run folder: tables (markdown), CSVs,
+// results.json, the figures and report.md, from an Experiment (experiment.h).
+//
+// Files written into the run folder (docs/experiment.md explains each):
+//   report.md                  tables + figures, the papers' numbers beside ours
+//   results.json               every number (Experiment::to_json + run settings)
+//   predictions.csv            one row per scene: cover, true label, each method's class
+//   quality.csv                one row per (scene, method): the 14 image metrics
+//   table1.md                  Table 1 alone (also printed by cloud_impact)
+//   fig_training_curve.png     classifier accuracy per epoch (when a metrics.csv is given)
+//   fig_class_distribution.png predicted class shares: pristine, cloudy, cloud-removed
+//   fig_confusion_<method>.png method vs pristine-derived labels, row-normalised
+//   fig_accuracy_by_cover.png  accuracy vs pristine-derived labels per cloud-cover bin
+//   fig_examples.png           example panels across the cloud-cover range
+#pragma once
+#include <string>
+#include <vector>
+
+#include "apps/common/experiment.h"
+#include "apps/common/plot.h"
+
+namespace nimbus::apps {
+
+// Paper figures we compare with (reference/experiment.md, dsen2cr-sen12mscr.md §5.3).
+inline constexpr double kPaperCloudyAccuracy = 0.3987;   // Aarnoutse & Witte, Table 1
+inline constexpr double kPaperDsen2crAccuracy = 0.7565;  // same, DSen2-CR (with SAR)
+
+// "39.87% [35.1, 44.9]" style cell.
+std::string percent_ci(const Proportion& p);
+// Markdown Table 1: one row per method, accuracy vs pristine-derived labels (and
+// vs true labels when the scenes have them), the paper's number where it has one.
+std::string table1_markdown(const Experiment& e);
+// Accuracy per cloud-cover bin (vs pristine-derived labels), one column per method, counts.
+std::string cover_markdown(const Experiment& e);
+// Mean cloud-removal quality per method, Meraner et al. Table 1 columns, with their rows.
+std::string quality_markdown(const Experiment& e);
+
+// train_resnet's metrics.csv -> accuracy-per-epoch chart (every *_acc column). Error naming the file.
+plot::LineChart training_curve(const std::string& metrics_csv);
+
+// One example: its panels (cloudy RGB, SAR, mask, cloud-removed RGB, target RGB) and a caption.
+struct Example {
+  std::string caption;
+  std::vector<plot::Panel> panels;
+};
+Example make_example(const Scene& s, const std::vector<float>& removed_dn, const std::string& removed_title,
+                     const std::string& caption);
+// Indices of up to n scenes spread over the cloud-cover range (sorted by cover, evenly spaced ranks).
+std::vector<size_t> pick_examples(const std::vector<double>& covers, size_t n);
+
+struct ReportOptions {
+  std::string out_dir;
+  std::string classifier_metrics;  // "" = no training-curve figure
+  json::Value settings;            // the run's settings, stored in results.json as "settings"
+  std::vector<Example> examples;
+};
+// Writes every file listed above. Returns the path of report.md.
+std::string write_report(const Experiment& e, const ReportOptions& o);
+
+}  // namespace nimbus::apps
