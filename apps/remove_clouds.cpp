@@ -82,7 +82,8 @@ int run(int argc, char** argv) {
     if (!folder && (s2.empty() || p.get_string("out").empty()))
       throw cli::UsageError("--s2 FILE and --out FILE are required (or --data DIR --out-dir DIR)");
     if (folder && p.get_string("out-dir").empty()) throw cli::UsageError("--out-dir DIR is required with --data");
-    if (p.get_int("tile") < 1 || p.get_int("batch-size") < 1) throw cli::UsageError("--tile, --batch-size must be >= 1");
+    if (p.get_int("tile") < 1 || p.get_int("batch-size") < 1)
+      throw cli::UsageError("--tile, --batch-size must be >= 1");
   } catch (const cli::UsageError& e) {
     std::fprintf(stderr, "remove_clouds: %s (see --help)\n", e.what());
     return 2;

@@ -231,7 +231,8 @@ int run(int argc, char** argv) {
     csv.append({double(epoch + 1), lr, loss_sum / double(nb), v.loss, v.images ? m.mae : nan,
                 v.images ? m.rmse : nan, v.images ? m.psnr : nan, v.images ? m.ssim : nan,
                 v.images ? m.sam : nan});
-    std::fprintf(stderr, "train_dsen2cr: epoch %d/%lld  train loss %.5f  val loss %.5f  MAE %.4f  PSNR %.2f  SAM %.2f%s\n",
+    std::fprintf(stderr,
+                 "train_dsen2cr: epoch %d/%lld  train loss %.5f  val loss %.5f  MAE %.4f  PSNR %.2f  SAM %.2f%s\n",
                  epoch + 1, (long long)epochs, loss_sum / double(nb), v.loss, v.images ? m.mae : nan,
                  v.images ? m.psnr : nan, v.images ? m.sam : nan, improved ? "  (best)" : "");
   }

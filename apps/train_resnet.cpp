@@ -226,7 +226,8 @@ int run(int argc, char** argv) {
       bar.set_note(note);
     }
     bar.finish();
-    const Score va = split.val.empty() ? Score{} : evaluate(clf, val_fn, split.val.size(), size_t(batch), common.device);
+    const Score va =
+        split.val.empty() ? Score{} : evaluate(clf, val_fn, split.val.size(), size_t(batch), common.device);
     const bool improved = va.n > 0 && va.acc() > best;
     if (improved) best = va.acc();
     models::SaveOptions so;

@@ -55,7 +55,8 @@ std::vector<float> remove_clouds_tiled(models::DSen2CR& net, const float* s2n, c
           const size_t k = size_t(y) * size_t(tw) + size_t(x), g = size_t(y0 + y) * size_t(W) + size_t(x0 + x);
           if (w[k] == 0.f) continue;
           wsum[g] += w[k];
-          for (int c = 0; c < C2; ++c) acc[size_t(c) * hw + g] += w[k] * pred[i * size_t(C2) * thw + size_t(c) * thw + k];
+          const float* pk = pred.data() + i * size_t(C2) * thw + k;
+          for (int c = 0; c < C2; ++c) acc[size_t(c) * hw + g] += w[k] * pk[size_t(c) * thw];
         }
     }
   }

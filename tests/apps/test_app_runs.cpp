@@ -263,7 +263,8 @@ TEST_CASE("classify: probabilities equal the model's forward; band order auto; w
   for (float& v : s12.data) v = float(rng.below(4000));
   data::WriteOptions wo;
   data::write_geotiff(d / "s12.tif", s12, wo);
-  AppResult r = run_app("classify", {"--weights", ckpt, "--out", d / "p.csv", "--threads", "1", d / "eu", d / "s12.tif"});
+  AppResult r =
+      run_app("classify", {"--weights", ckpt, "--out", d / "p.csv", "--threads", "1", d / "eu", d / "s12.tif"});
   REQUIRE_MESSAGE(r.exit_code == 0, r.output);
   std::ifstream in(d / "p.csv");
   std::string line;
@@ -294,7 +295,8 @@ TEST_CASE("classify: probabilities equal the model's forward; band order auto; w
   CHECK(rows == 3);
   // Forcing the wrong order changes the answer for a EuroSAT tile (B8A moved): the option is live.
   AppResult forced =
-      run_app("classify", {"--weights", ckpt, "--out", d / "q.csv", "--band-order", "sen12ms", "--threads", "1", d / "eu"});
+      run_app("classify", {"--weights", ckpt, "--out", d / "q.csv", "--band-order", "sen12ms", "--threads", "1",
+                           d / "eu"});
   REQUIRE(forced.exit_code == 0);
   CHECK(read_text(d / "q.csv") != read_text(d / "p.csv").substr(0, read_text(d / "q.csv").size()));
   // 4 bands: error naming the file, exit 1.
@@ -312,6 +314,11 @@ TEST_CASE("classify: probabilities equal the model's forward; band order auto; w
   AppResult wrong = run_app("classify", {"--weights", d / "cr.safetensors", "--out", d / "c.csv", d / "s12.tif"});
   CHECK(wrong.exit_code == 1);
   CHECK(wrong.output.find("not a land-cover classifier") != std::string::npos);
+  // A truncated checkpoint: error naming it.
+  fs::resize_file(ckpt, 64);
+  AppResult cut = run_app("classify", {"--weights", ckpt, "--out", d / "c.csv", d / "s12.tif"});
+  CHECK(cut.exit_code == 1);
+  CHECK_MESSAGE(cut.output.find(ckpt) != std::string::npos, cut.output);
 }
 
 TEST_CASE("remove_clouds: output = model forward in DN, tiled = untiled, georeferencing kept, SAR required") {
