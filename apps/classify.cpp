@@ -14,14 +14,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <sstream>
 
+#include "apps/common/accuracy.h"
 #include "apps/common/band_order.h"
 #include "apps/common/device.h"
 #include "apps/common/progress.h"
 #include "data/eurosat.h"
 #include "engine/autograd.h"
-#include "engine/io/safetensors.h"
 #include "models/model_io.h"
 
 using namespace nimbus;
@@ -96,10 +95,9 @@ int run(int argc, char** argv) {
   const int C = clf.config().in_channels, K = clf.config().classes;
   const std::string order_opt = p.get_string("band-order");
 
-  std::ostringstream csv;
-  csv << "path,class_index,class_name";
-  for (int k = 0; k < K; ++k) csv << ",p_" << class_name(k, K);
-  csv << "\n";
+  std::vector<std::string> header = {"path", "class_index", "class_name"};
+  for (int k = 0; k < K; ++k) header.push_back("p_" + class_name(k, K));
+  CsvTable csv(header);  // RFC 4180: a path with a comma is quoted
   NoGradGuard ng;
   Progress bar("classify", int64_t(files.size()), stderr, Progress::Mode::Auto, "img");
   size_t eurosat_order = 0;
@@ -128,19 +126,15 @@ int run(int argc, char** argv) {
     for (int64_t b = 0; b < n; ++b) {
       const float* row = prob.data() + b * K;
       const int best = int(std::max_element(row, row + K) - row);
-      csv << names[size_t(b)] << "," << best << "," << class_name(best, K);
-      for (int k = 0; k < K; ++k) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, ",%.9g", double(row[k]));
-        csv << buf;
-      }
-      csv << "\n";
+      std::vector<std::string> cells = {names[size_t(b)], std::to_string(best), class_name(best, K)};
+      for (int k = 0; k < K; ++k) cells.push_back(fmt_num(double(row[k]), 9));
+      csv.add_row(std::move(cells));
     }
     i0 = i0 + size_t(n);
     bar.update(int64_t(i0));
   }
   bar.finish();
-  write_file_atomic(out, csv.str());
+  csv.write(out);
   std::printf("classify: %zu images (%zu read as EuroSAT band order, %zu as SEN12MS-CR) -> %s\n", files.size(),
               eurosat_order, files.size() - eurosat_order, out.c_str());
   return 0;

@@ -1,6 +1,8 @@
 // training.cpp: shared pieces of the training apps (see training.h).
 #include "apps/common/training.h"
 
+#include "apps/common/accuracy.h"
+
 #include <csignal>
 #include <cmath>
 #include <cstdio>
@@ -48,14 +50,8 @@ void MetricsCsv::append(const std::vector<double>& row) {
   NIMBUS_CHECK(row.size() == columns_.size(), path_, ": a row of ", row.size(), " values for ", columns_.size(),
                " columns");
   std::ostringstream r;
-  for (size_t i = 0; i < row.size(); ++i) {
-    char buf[64];
-    if (i == 0)
-      std::snprintf(buf, sizeof buf, "%lld", (long long)row[0]);
-    else
-      std::snprintf(buf, sizeof buf, "%.9g", row[i]);
-    r << (i ? "," : "") << buf;
-  }
+  for (size_t i = 0; i < row.size(); ++i)
+    r << (i ? "," : "") << (i == 0 ? std::to_string((long long)row[0]) : fmt_num(row[i], 9));
   rows_.push_back(r.str());
   std::ostringstream all;
   for (size_t i = 0; i < columns_.size(); ++i) all << (i ? "," : "") << columns_[i];
