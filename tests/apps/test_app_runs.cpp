@@ -396,3 +396,40 @@ TEST_CASE("apps: --device cuda is a clear error (exit 1); --help documents every
   CHECK_MESSAGE(r.output.find("no usable CUDA device/backend") != std::string::npos, r.output);
   CHECK_FALSE(fs::exists(d / "run/last.safetensors"));
 }
+
+TEST_CASE("real fixtures: remove_clouds keeps the GeoTIFF's georeferencing, tiled = whole; classify reads EuroSAT") {
+  TempDir d("real");
+  const std::string dir = shared_path("fixtures/real/sen12ms_cr/zhangcy23+Mamba-SCR/img/");
+  const std::string s2 = dir + "ROIs1868_summer_s2_cloudy_19_p30.tif", s1 = dir + "ROIs1868_summer_s1_19_p30.tif";
+  Rng rng(9);
+  models::Model m = models::build_model(models::ModelConfig::of(models::DSen2CRConfig{2, 8, true}), rng);
+  models::save_model(d / "cr.safetensors", m);
+  AppResult whole = run_app("remove_clouds", {"--weights", d / "cr.safetensors", "--s2", s2, "--s1", s1, "--out",
+                                              d / "whole.tif", "--threads", "1"});
+  REQUIRE_MESSAGE(whole.exit_code == 0, whole.output);
+  AppResult tiled = run_app("remove_clouds", {"--weights", d / "cr.safetensors", "--s2", s2, "--s1", s1, "--out",
+                                              d / "tiled.tif", "--tile", "100", "--overlap", "30", "--threads", "1"});
+  REQUIRE_MESSAGE(tiled.exit_code == 0, tiled.output);
+  data::Raster in = data::read_geotiff(s2), w = data::read_geotiff(d / "whole.tif");
+  data::Raster t = data::read_geotiff(d / "tiled.tif");
+  CHECK(w.width == in.width);
+  CHECK(w.height == in.height);
+  CHECK(w.bands == 13);
+  check_close(t.data, w.data, 1.0, 0, "tiled vs whole on a real 256x256 patch (DN)");
+  CHECK(w.geo.pixel_scale == in.geo.pixel_scale);
+  CHECK(w.geo.tiepoints == in.geo.tiepoints);
+  CHECK(w.geo.geokeys == in.geo.geokeys);
+  CHECK(w.geo.geo_ascii_params == in.geo.geo_ascii_params);
+  CHECK(!w.geo.geo_ascii_params.empty());
+
+  models::ResNetConfig rc;
+  rc.block = models::BlockType::Basic;
+  rc.blocks = {1, 1, 1, 1};
+  rc.width = 4;
+  models::save_model(d / "clf.safetensors", models::build_model(models::ModelConfig::of(rc), rng));
+  AppResult c = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "p.csv", "--threads", "1",
+                                     shared_path("fixtures/real/eurosat_ms")});
+  REQUIRE_MESSAGE(c.exit_code == 0, c.output);
+  CHECK_MESSAGE(c.output.find("20 images (20 read as EuroSAT band order, 0 as SEN12MS-CR)") != std::string::npos,
+                c.output);
+}
