@@ -4,7 +4,9 @@
 //
 // Each case: warm-up iterations (untimed: first-touch page faults, allocator
 // cache, OpenBLAS thread start-up), then the median of N timed iterations.
-// One JSON line per case: {"case":..,"median_ms":..,"gflops":..,"pct_peak":..}.
+// One JSON line per case: {"case":..,"median_ms":..,"gflops":..,"pct_peak":..}, plus
+// own_cpu / foreign_cpu: CPUs kept busy by this process / by others meanwhile
+// (foreign_cpu well above 0 means the timing is contaminated).
 // FLOP counting as in /work/shared/reference/perf-baseline.md: 2 per multiply-add,
 // conv backward = dx + dw = 2x forward (the bias is not counted), so the
 // comparison with tools/torch_ref_bench.py is like for like.
@@ -16,6 +18,9 @@
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "engine/autograd.h"
 #include "engine/ops/conv.h"
@@ -34,6 +39,26 @@ struct Case {
   std::function<void()> step;   // one timed iteration
 };
 
+// Busy CPU seconds of the whole machine (/proc/stat) and of this process: their
+// difference over the timed loop is CPU used by OTHER processes, printed as
+// "foreign_cpu" so a contaminated number can be recognised (as torch_ref_bench.py does).
+double machine_busy_s() {
+  FILE* f = std::fopen("/proc/stat", "r");
+  if (!f) return 0;
+  unsigned long long v[8] = {};
+  int got = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                        &v[6], &v[7]);
+  std::fclose(f);
+  if (got != 8) return 0;
+  unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // all but idle and iowait
+  return double(busy) / double(sysconf(_SC_CLK_TCK));
+}
+double own_cpu_s() {
+  rusage r{};
+  getrusage(RUSAGE_SELF, &r);
+  return double(r.ru_utime.tv_sec + r.ru_stime.tv_sec) + 1e-6 * double(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -44,15 +69,21 @@ void run(const Case& c, int warmup, int iters) {
   c.setup();
   for (int i = 0; i < warmup; ++i) c.step();
   std::vector<double> ms;
+  const double b0 = machine_busy_s(), o0 = own_cpu_s();
+  const auto w0 = std::chrono::steady_clock::now();
   for (int i = 0; i < iters; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     c.step();
     auto t1 = std::chrono::steady_clock::now();
     ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
+  const double own = (own_cpu_s() - o0) / wall, foreign = std::max(0.0, (machine_busy_s() - b0) / wall - own);
   const double med = median(ms), gflops = c.flop / (med * 1e-3) / 1e9;
-  std::printf("{\"case\":\"%s\",\"median_ms\":%.3f,\"min_ms\":%.3f,\"gflops\":%.1f,\"pct_peak\":%.1f,\"iters\":%d}\n",
-              c.name, med, *std::min_element(ms.begin(), ms.end()), gflops, 100.0 * gflops / kPeakGflops, iters);
+  std::printf(
+      "{\"case\":\"%s\",\"median_ms\":%.3f,\"min_ms\":%.3f,\"gflops\":%.1f,\"pct_peak\":%.1f,\"iters\":%d,"
+      "\"own_cpu\":%.2f,\"foreign_cpu\":%.2f}\n",
+      c.name, med, *std::min_element(ms.begin(), ms.end()), gflops, 100.0 * gflops / kPeakGflops, iters, own, foreign);
   std::fflush(stdout);
 }
 }  // namespace

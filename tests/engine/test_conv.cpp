@@ -76,7 +76,8 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
   gs.push_back(ConvGeom{1, 17, 9, 11, 13, 1, 1, 1, 0});  // pointwise, one image: x is the matrix
   gs.push_back(ConvGeom{2, 33, 12, 10, 19, 3, 3, 2, 1}); // channel counts off every SIMD width
   gs.push_back(ConvGeom{1, 3, 40, 37, 8, 3, 3, 1, 1});   // one image, PQ > the group target: im2col
-  // Stride 1 with >= 64 channels in and out: shifted GEMMs on the padded image.
+  // Stride 1 with >= 32 input channels, one image per GEMM: shifted GEMMs on the padded image.
+  gs.push_back(ConvGeom{1, 32, 11, 12, 13, 3, 3, 1, 1});  // few output channels (DSen2-CR's tail)
   gs.push_back(ConvGeom{1, 64, 12, 13, 64, 3, 3, 1, 1});
   gs.push_back(ConvGeom{2, 64, 33, 32, 65, 3, 3, 1, 1});  // dw summed over 2 images
   gs.push_back(ConvGeom{1, 70, 10, 9, 64, 5, 5, 1, 2});   // 5x5, pad 2
