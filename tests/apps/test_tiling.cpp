@@ -14,7 +14,7 @@
 using namespace nimbus;
 using namespace nimbus::apps;
 
-TEST_CASE("tiling: corners cover the image, last tile flush with the edge") {
+TEST_CASE("tiling: corners cover the image with the last tile flush with the edge") {
   TilePlan p = plan_tiles(100, 70, 40, 10, 2);
   CHECK(p.tile_h == 40);
   CHECK(p.tile_w == 40);
@@ -26,7 +26,7 @@ TEST_CASE("tiling: corners cover the image, last tile flush with the edge") {
   CHECK(small.tile_w == 30);
 }
 
-TEST_CASE("tiling: weights are 0 in the margin, ramp linearly and sum to 1 across an exact overlap") {
+TEST_CASE("tiling: weights are 0 in the margin and ramp linearly and sum to 1 across an exact overlap") {
   // Width 70, tile 40, overlap 10 -> x corners 0 and 30: overlap exactly 10 columns [30, 40).
   TilePlan p = plan_tiles(40, 70, 40, 10, 2);
   REQUIRE(p.xs == std::vector<int>{0, 30});
@@ -57,7 +57,7 @@ TEST_CASE("tiling: bad plans are errors") {
   CHECK_NOTHROW(plan_tiles(20, 20, 32, 8, 4));  // one tile: no ramp needed
 }
 
-TEST_CASE("band order: EuroSAT B8A (file band 12) moves to index 8, the rest shift") {
+TEST_CASE("band order: EuroSAT B8A (file band 12) moves to index 8") {
   const size_t hw = 2;
   std::vector<float> x(13 * hw);
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(i / hw);  // value = file band index
