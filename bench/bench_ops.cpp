@@ -1,10 +1,11 @@
 // bench_ops.cpp: timings of the compute-heavy CPU ops against the machine's FP32 peak.
 //
-//   bench_ops [--cases gemm2048,conv256_fwd,conv256_fwdbwd] [--iters N] [--warmup N]
+//   bench_ops [--cases gemm2048,conv256_fwd,conv256_fwdbwd] [--iters N] [--warmup N] [--peak GFLOPS]
 //
 // Each case: warm-up iterations (untimed: first-touch page faults, allocator
 // cache, OpenBLAS thread start-up), then the median of N timed iterations.
 // One JSON line per case: {"case":..,"median_ms":..,"gflops":..,"pct_peak":..}, plus
+// cpu_ms (median CPU time of this process per iteration, all threads),
 // own_cpu / foreign_cpu: CPUs kept busy by this process / by others meanwhile
 // (foreign_cpu well above 0 means the timing is contaminated).
 // FLOP counting as in /work/shared/reference/perf-baseline.md: 2 per multiply-add,
@@ -30,7 +31,9 @@
 using namespace nimbus;
 
 namespace {
-constexpr double kPeakGflops = 230.4;  // 2 cores x 32 FLOP/cycle x 3.6 GHz (perf-baseline.md)
+// Default peak: the reference machine of perf-baseline.md (2 Zen 4 cores x 32
+// FLOP/cycle x 3.6 GHz). Another machine: pass its own with --peak.
+double g_peak_gflops = 230.4;
 
 struct Case {
   const char* name;
@@ -68,22 +71,25 @@ double median(std::vector<double> v) {
 void run(const Case& c, int warmup, int iters) {
   c.setup();
   for (int i = 0; i < warmup; ++i) c.step();
-  std::vector<double> ms;
+  std::vector<double> ms, cpu_ms;
   const double b0 = machine_busy_s(), o0 = own_cpu_s();
   const auto w0 = std::chrono::steady_clock::now();
   for (int i = 0; i < iters; ++i) {
+    const double c0 = own_cpu_s();
     auto t0 = std::chrono::steady_clock::now();
     c.step();
     auto t1 = std::chrono::steady_clock::now();
     ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    cpu_ms.push_back(1e3 * (own_cpu_s() - c0));
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
   const double own = (own_cpu_s() - o0) / wall, foreign = std::max(0.0, (machine_busy_s() - b0) / wall - own);
   const double med = median(ms), gflops = c.flop / (med * 1e-3) / 1e9;
   std::printf(
       "{\"case\":\"%s\",\"median_ms\":%.3f,\"min_ms\":%.3f,\"gflops\":%.1f,\"pct_peak\":%.1f,\"iters\":%d,"
-      "\"own_cpu\":%.2f,\"foreign_cpu\":%.2f}\n",
-      c.name, med, *std::min_element(ms.begin(), ms.end()), gflops, 100.0 * gflops / kPeakGflops, iters, own, foreign);
+      "\"cpu_ms\":%.3f,\"own_cpu\":%.2f,\"foreign_cpu\":%.2f}\n",
+      c.name, med, *std::min_element(ms.begin(), ms.end()), gflops, 100.0 * gflops / g_peak_gflops, iters,
+      median(cpu_ms), own, foreign);
   std::fflush(stdout);
 }
 }  // namespace
@@ -96,8 +102,9 @@ int main(int argc, char** argv) {
     if (a == "--cases" && i + 1 < argc) cases = argv[++i];
     else if (a == "--iters" && i + 1 < argc) iters = std::max(1, std::atoi(argv[++i]));
     else if (a == "--warmup" && i + 1 < argc) warmup = std::max(0, std::atoi(argv[++i]));
+    else if (a == "--peak" && i + 1 < argc) g_peak_gflops = std::atof(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--cases gemm2048,conv256_fwd,conv256_fwdbwd] [--iters N] [--warmup N]\n",
+      std::fprintf(stderr, "usage: %s [--cases gemm2048,conv256_fwd,conv256_fwdbwd] [--iters N] [--warmup N] [--peak GFLOPS]\n",
                    argv[0]);
       return 2;
     }
