@@ -170,7 +170,8 @@ int run(int argc, char** argv) {
   const double lr = p.get_double("lr");
   std::unique_ptr<Optimizer> opt = apps::make_optimizer(p.get_string("optimizer"), net.named_parameters(), lr);
   Metadata saved;
-  const int done = apps::resume_or_start(p.get_flag("resume"), "train_dsen2cr", paths.last, model, *opt, &saved);
+  const int done =
+      apps::resume_or_start(p.get_flag("resume"), "train_dsen2cr", paths.last, common.seed, model, *opt, &saved);
   double best = saved.count("best_val_loss") ? std::stod(saved["best_val_loss"]) : INFINITY;
   net.to(common.device);
   const std::string loss_kind = p.get_string("loss");
@@ -222,6 +223,7 @@ int run(int argc, char** argv) {
     models::SaveOptions so;
     so.epoch = epoch + 1;
     so.extra["best_val_loss"] = str(best);
+    so.extra[apps::kSeedKey] = std::to_string(common.seed);
     if (improved) models::save_model(paths.best, model, so);
     so.optimizer = opt.get();
     so.rng = &global_rng();

@@ -177,7 +177,8 @@ int run(int argc, char** argv) {
   models::Classifier& clf = *model.classifier;
   std::unique_ptr<Optimizer> opt = apps::make_optimizer("adam", clf.named_parameters(), p.get_double("lr"));
   Metadata saved;
-  const int done = apps::resume_or_start(p.get_flag("resume"), "train_resnet", paths.last, model, *opt, &saved);
+  const int done =
+      apps::resume_or_start(p.get_flag("resume"), "train_resnet", paths.last, common.seed, model, *opt, &saved);
   if (done == 0) {
     std::vector<float> mean, std;
     input_norm_stats(stats_fn, split.train.size(), size_t(std::max<int64_t>(0, p.get_int("norm-samples"))), mean,
@@ -234,6 +235,7 @@ int run(int argc, char** argv) {
     so.epoch = epoch + 1;
     so.extra["best_val_acc"] = str(best);
     so.extra["band_order"] = "sen12ms";
+    so.extra[apps::kSeedKey] = std::to_string(common.seed);
     if (improved) models::save_model(paths.best, model, so);
     so.optimizer = opt.get();
     so.rng = &global_rng();

@@ -75,17 +75,21 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTe
   throw Error(str("unknown optimiser '", type, "' (adam or nadam)"));
 }
 
-int resume_or_start(bool resume, const std::string& program, const std::string& last, models::Model& model,
-                    Optimizer& optimizer, Metadata* metadata) {
+int resume_or_start(bool resume, const std::string& program, const std::string& last, uint64_t seed,
+                    models::Model& model, Optimizer& optimizer, Metadata* metadata) {
   if (!resume) return 0;
   if (!fs::exists(last)) {
     std::fprintf(stderr, "%s: --resume: no %s yet, starting from epoch 1\n", program.c_str(), last.c_str());
     return 0;
   }
+  // The metadata first (not load_model: it would build a model, drawing from the global Rng).
+  const Metadata meta = load_safetensors(last).metadata;
+  auto s = meta.find(kSeedKey);
+  NIMBUS_CHECK(s == meta.end() || s->second == std::to_string(seed), last, ": the run used --seed ", s->second,
+               " (its split and sample order depend on it) but this one has --seed ", seed);
   const int64_t epoch = models::load_training_state(last, model, optimizer, &global_rng());
   NIMBUS_CHECK(epoch >= 0, last, ": has no \"epoch\" metadata, cannot resume from it");
-  // Only the metadata (load_model would build a model, drawing from the just-restored global Rng).
-  if (metadata) *metadata = load_safetensors(last).metadata;
+  if (metadata) *metadata = meta;
   std::fprintf(stderr, "%s: resuming from %s after epoch %lld\n", program.c_str(), last.c_str(), (long long)epoch);
   return int(epoch);
 }

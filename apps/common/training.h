@@ -45,11 +45,15 @@ class MetricsCsv {
 // "adam" (PyTorch Adam) or "nadam" (Keras-2 Nadam), at learning rate lr.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTensors& params, double lr);
 
+// Checkpoint metadata key holding the run's --seed: a resume must use the same one.
+inline constexpr const char* kSeedKey = "seed";
+
 // Loads <last> into model + optimiser + global Rng when `resume` and the file
 // exists. Returns the number of epochs already done (0 when starting afresh),
-// printing what happened. A corrupt or mismatched file is an Error naming it.
-int resume_or_start(bool resume, const std::string& program, const std::string& last, models::Model& model,
-                    Optimizer& optimizer, Metadata* metadata = nullptr);
+// printing what happened. A corrupt or mismatched file (other model, other
+// optimiser, other --seed) is an Error naming it.
+int resume_or_start(bool resume, const std::string& program, const std::string& last, uint64_t seed,
+                    models::Model& model, Optimizer& optimizer, Metadata* metadata = nullptr);
 
 // Stops training on a NaN or infinite loss: Error naming the global step, the
 // epoch and batch, and the checkpoint that is kept.

@@ -149,6 +149,10 @@ TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear
   AppResult m = run_app("train_resnet", wider);
   CHECK(m.exit_code == 1);
   CHECK_MESSAGE(m.output.find("last.safetensors: holds resnet") != std::string::npos, m.output);
+  // Another --seed would mean another split and sample order: refused.
+  AppResult seed = run_app("train_resnet", with(resnet_args(data, d / "run"), {"--resume", "--seed", "7"}));
+  CHECK(seed.exit_code == 1);
+  CHECK_MESSAGE(seed.output.find("the run used --seed 42") != std::string::npos, seed.output);
   // One flipped byte in the tensor data: the checksum catches it.
   const std::string last = d / "run/last.safetensors";
   {
