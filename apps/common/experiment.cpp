@@ -208,6 +208,8 @@ void Experiment::add(SceneResult r) {
                " methods");
   for (int p : r.pred)
     NIMBUS_CHECK(p >= 0 && p < classes(), "Experiment: scene ", r.name, ": class ", p, " outside 0..", classes() - 1);
+  NIMBUS_CHECK(r.cloud_cover >= edges_.front() && r.cloud_cover <= edges_.back(), "Experiment: scene ", r.name,
+               ": cloud cover ", r.cloud_cover, " outside [", edges_.front(), ", ", edges_.back(), "]");
   NIMBUS_CHECK(r.true_label >= -1 && r.true_label < classes(), "Experiment: scene ", r.name, ": true label ",
                r.true_label, " outside 0..", classes() - 1);
   scenes_.push_back(std::move(r));

@@ -1,0 +1,366 @@
+// test_cloud_impact.cpp: the cloud-impact experiment's accounting
+// (apps/common/experiment.h, experiment_report.h) on tiny hand-made scenes:
+// classification crops, labels vs pristine and vs truth, confusion matrix,
+// cover bins and quality metrics against hand-computed values; a "cloud
+// removal" returning the target scores 100% with PSNR at the documented cap,
+// one returning the cloudy input equals the cloudy row; synthetic triplets on
+// disk load with their true labels; the report files hold the same numbers.
+// (SSIM and SAM themselves are checked against numpy/skimage in test_image_metrics.)
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "apps/common/experiment.h"
+#include "apps/common/experiment_report.h"
+#include "data/normalize.h"
+#include "data/synthetic.h"
+#include "engine/io/json.h"
+
+using namespace nimbus;
+using namespace nimbus::apps;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string temp_dir(const std::string& tag) {
+  const fs::path d = fs::temp_directory_path() / ("nimbus_impact_" + tag + "_" + std::to_string(getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+constexpr int kC = 13;
+
+// A 16x16 scene whose target is flat at `level` DN in every band; the cloudy
+// image adds `cloud` DN on the covered pixels (the left `covered_cols` columns),
+// which are also the mask.
+Scene flat_scene(const std::string& name, float level, float cloud, int covered_cols, int true_label = -1) {
+  Scene s;
+  s.name = name;
+  s.height = s.width = 16;
+  const size_t hw = 256;
+  s.target.assign(kC * hw, level);
+  s.cloudy = s.target;
+  s.mask.assign(hw, 0.f);
+  for (int y = 0; y < 16; ++y)
+    for (int x = 0; x < covered_cols; ++x) {
+      s.mask[size_t(y * 16 + x)] = 1.f;
+      for (int c = 0; c < kC; ++c) s.cloudy[size_t(c) * hw + size_t(y * 16 + x)] += cloud;
+    }
+  s.cloud_cover = covered_cols / 16.0;
+  s.true_label = true_label;
+  return s;
+}
+
+// Fake classifier: class = mean DN of band 0 / 1000, rounded, clamped to 0..9 (one-hot "probabilities").
+ClassifyFn mean_level_classifier() {
+  return [](const float* dn, int h, int w) {
+    double sum = 0;
+    for (int i = 0; i < h * w; ++i) sum += dn[i];
+    const int k = std::clamp(int(std::lround(sum / (h * w) / 1000.0)), 0, 9);
+    std::vector<float> p(10, 0.f);
+    p[size_t(k)] = 1.f;
+    return p;
+  };
+}
+
+std::vector<std::string> class_names10() {
+  std::vector<std::string> v;
+  for (int k = 0; k < 10; ++k) v.push_back("c" + std::to_string(k));
+  return v;
+}
+
+SceneResult result(const std::string& name, double cover, int truth, std::vector<int> pred) {
+  SceneResult r;
+  r.name = name;
+  r.cloud_cover = cover;
+  r.true_label = truth;
+  r.pred = std::move(pred);
+  r.metrics.assign(r.pred.size(), ImageMetrics{});
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("cloud_impact: classification crops for tiles, center and full") {
+  auto c = classify_crops(256, 256, ClassifyMode::Tiles, 64);
+  REQUIRE(c.size() == 16);
+  CHECK(c.front() == std::pair<int, int>{0, 0});
+  CHECK(c[1] == std::pair<int, int>{0, 64});
+  CHECK(c.back() == std::pair<int, int>{192, 192});
+  // 100 x 70: rows at 0 and 36 (flush with the bottom), columns at 0 and 6.
+  c = classify_crops(100, 70, ClassifyMode::Tiles, 64);
+  REQUIRE(c.size() == 4);
+  CHECK(c[0] == std::pair<int, int>{0, 0});
+  CHECK(c[1] == std::pair<int, int>{0, 6});
+  CHECK(c[3] == std::pair<int, int>{36, 6});
+  CHECK(classify_crops(64, 64, ClassifyMode::Tiles, 64).size() == 1);
+  CHECK(classify_crops(256, 256, ClassifyMode::Center, 64) == std::vector<std::pair<int, int>>{{96, 96}});
+  CHECK(classify_crops(256, 200, ClassifyMode::Full, 64) == std::vector<std::pair<int, int>>{{0, 0}});
+  CHECK_THROWS_WITH_AS(classify_crops(32, 256, ClassifyMode::Tiles, 64), doctest::Contains("smaller than"), Error);
+  CHECK(parse_classify_mode("center") == ClassifyMode::Center);
+  CHECK_THROWS_AS(parse_classify_mode("middle"), Error);
+  // mean_rows: two rows of three.
+  const auto m = mean_rows({0.2f, 0.3f, 0.5f, 0.6f, 0.1f, 0.3f}, 2, 3);
+  CHECK(m[0] == doctest::Approx(0.4));
+  CHECK(m[1] == doctest::Approx(0.2));
+  CHECK(m[2] == doctest::Approx(0.4));
+  CHECK(argmax({0.1f, 0.7f, 0.2f}) == 1);
+}
+
+TEST_CASE("cloud_impact: the tiles classifier averages tile probabilities of a real classifier") {
+  // A tiny real Classifier: the tiles mode must equal the mean of the softmax of each 64x64 crop.
+  models::ResNetConfig rc;
+  rc.block = models::BlockType::Basic;
+  rc.blocks = {1, 1, 1, 1};
+  rc.width = 4;
+  Rng rng(3);
+  auto clf = std::make_shared<models::Classifier>(rc, rng);
+  std::vector<float> dn(size_t(kC) * 128 * 128);
+  for (size_t i = 0; i < dn.size(); ++i) dn[i] = float((i * 2654435761u) % 4000);
+  const auto p = classifier_fn(clf, ClassifyMode::Tiles, 64, Device::CPU)(dn.data(), 128, 128);
+  REQUIRE(p.size() == 10);
+  std::vector<double> want(10, 0.0);
+  for (auto [y0, x0] : classify_crops(128, 128, ClassifyMode::Tiles, 64)) {
+    std::vector<float> crop;
+    for (int c = 0; c < kC; ++c)
+      for (int y = 0; y < 64; ++y)
+        for (int x = 0; x < 64; ++x) crop.push_back(dn[size_t(c) * 128 * 128 + size_t(y0 + y) * 128 + size_t(x0 + x)]);
+    const auto q = classifier_fn(clf, ClassifyMode::Full, 64, Device::CPU)(crop.data(), 64, 64);
+    for (int k = 0; k < 10; ++k) want[size_t(k)] += q[size_t(k)] / 4.0;
+  }
+  for (int k = 0; k < 10; ++k) CHECK(p[size_t(k)] == doctest::Approx(want[size_t(k)]).epsilon(1e-5));
+}
+
+TEST_CASE("cloud_impact: accounting vs pristine and true labels, confusion, bins, distributions by hand") {
+  // Methods: cloudy, cr, pristine (reference). Six scenes.
+  Experiment e({"cloudy", "cr", "pristine"}, {"cloudy", "cr", "pristine"}, 2, class_names10());
+  //               name  cover truth  cloudy cr pristine
+  e.add(result("a", 0.05, 1, {1, 1, 1}));
+  e.add(result("b", 0.20, 2, {3, 2, 2}));
+  e.add(result("c", 0.50, 2, {3, 2, 1}));
+  e.add(result("d", 0.70, -1, {3, 4, 4}));
+  e.add(result("e", 1.00, 4, {3, 3, 4}));
+  e.add(result("f", 0.95, 4, {0, 4, 4}));
+  CHECK(e.with_truth() == 5);
+  // vs pristine labels: cloudy right on a only (1/6); cr right on a, b, d, f (4/6); pristine 6/6.
+  CHECK(e.accuracy_vs_reference(0).k == 1);
+  CHECK(e.accuracy_vs_reference(0).n == 6);
+  CHECK(e.accuracy_vs_reference(1).k == 4);
+  CHECK(e.accuracy_vs_reference(2).k == 6);
+  CHECK(e.accuracy_vs_reference(2).value == 1.0);
+  // vs truth (d has none): cloudy a = 1/5; cr a, b, c, f = 4/5; pristine a, b, e, f = 4/5.
+  CHECK(e.accuracy_vs_truth(0).k == 1);
+  CHECK(e.accuracy_vs_truth(0).n == 5);
+  CHECK(e.accuracy_vs_truth(1).k == 4);
+  CHECK(e.accuracy_vs_truth(2).k == 4);
+  CHECK(e.accuracy_vs_truth(2).lo == doctest::Approx(wilson_interval(4, 5).lo));
+  // Confusion of cr vs pristine: rows = pristine label.
+  const ConfusionMatrix cm = e.confusion_vs_reference(1);
+  CHECK(cm.count(1, 1) == 1);
+  CHECK(cm.count(1, 2) == 1);  // c: pristine 1, cr 2
+  CHECK(cm.count(2, 2) == 1);
+  CHECK(cm.count(4, 4) == 2);
+  CHECK(cm.count(4, 3) == 1);  // e
+  CHECK(cm.total() == 6);
+  // Bins [0,.1) [.1,.3) [.3,.6) [.6,1]: counts 1,1,1,3; cr correct 1,1,0,2.
+  const CoverBins b = e.bins_vs_reference(1);
+  CHECK(b.count(0) == 1);
+  CHECK(b.count(1) == 1);
+  CHECK(b.count(2) == 1);
+  CHECK(b.count(3) == 3);
+  CHECK(b.accuracy(2).k == 0);
+  CHECK(b.accuracy(3).k == 2);
+  const CoverBins bt = e.bins_vs_truth(0);  // d not counted: last bin has e, f; cloudy wrong on both
+  CHECK(bt.count(3) == 2);
+  CHECK(bt.accuracy(3).k == 0);
+  // Distributions: cloudy predicts 3 four times.
+  CHECK(e.distribution(0).counts[3] == 4);
+  CHECK(e.distribution(0).fractions[3] == doctest::Approx(4.0 / 6));
+  CHECK(e.truth_distribution().counts[4] == 2);
+  // CSV rows and the errors.
+  CHECK(e.predictions_csv().rows() == 6);
+  CHECK(e.quality_csv().rows() == 18);
+  CHECK_THROWS_WITH_AS(e.add(result("g", 0.1, 1, {1, 1})), doctest::Contains("3 methods"), Error);
+  CHECK_THROWS_WITH_AS(e.add(result("h", 0.1, 1, {1, 12, 1})), doctest::Contains("class 12"), Error);
+  CHECK_THROWS_WITH_AS(e.add(result("i", 1.5, 1, {1, 1, 1})), doctest::Contains("cloud cover 1.5"), Error);
+}
+
+TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR cap; the identity equals cloudy") {
+  // Targets at 2000 / 5000 / 8000 DN (classes 2, 5, 8); clouds add 6400 DN on 4, 8, 16 of 16 columns.
+  std::vector<Scene> scenes = {flat_scene("s1", 2000, 6400, 4, 2), flat_scene("s2", 5000, 6400, 8, 5),
+                               flat_scene("s3", 8000, 6400, 16, 8)};
+  const Method perfect{"perfect", "returns the target", [](const Scene& s) { return s.target; }};
+  const Method identity{"identity", "returns the cloudy input", [](const Scene& s) { return s.cloudy; }};
+  const std::vector<Method> methods = {cloudy_method(), perfect, identity, pristine_method()};
+  Experiment e({"cloudy", "perfect", "identity", "pristine"}, {"a", "b", "c", "d"}, 3, class_names10());
+  for (const Scene& s : scenes) e.add(evaluate_scene(s, methods, mean_level_classifier()));
+
+  // Hand: cloudy mean band-0 DN = level + 6400 * cols/16 -> 3600 (4), 8200 (8), 14400 (9): all wrong.
+  CHECK(e.scenes()[0].pred == std::vector<int>{4, 2, 4, 2});
+  CHECK(e.scenes()[1].pred == std::vector<int>{8, 5, 8, 5});
+  CHECK(e.scenes()[2].pred == std::vector<int>{9, 8, 9, 8});
+  CHECK(e.accuracy_vs_reference(0).k == 0);
+  CHECK(e.accuracy_vs_reference(1).k == 3);
+  CHECK(e.accuracy_vs_reference(1).value == 1.0);
+  CHECK(e.accuracy_vs_truth(1).value == 1.0);
+  CHECK(e.accuracy_vs_truth(3).value == 1.0);
+
+  const ImageMetrics perfect_mean = e.quality(1).mean();
+  CHECK(perfect_mean.mae == 0);
+  CHECK(perfect_mean.rmse == 0);
+  CHECK(perfect_mean.psnr == kPsnrCapDb);
+  CHECK(perfect_mean.ssim == doctest::Approx(1.0));
+  CHECK(perfect_mean.sam == 0);
+  CHECK(perfect_mean.mae_recon == 0);
+
+  // The identity remover equals the cloudy row exactly: predictions and every metric.
+  CHECK(e.accuracy_vs_reference(2).k == e.accuracy_vs_reference(0).k);
+  for (const SceneResult& r : e.scenes()) {
+    CHECK(r.pred[2] == r.pred[0]);
+    const auto a = r.metrics[2].values(), b = r.metrics[0].values();
+    for (size_t k = 0; k < a.size(); ++k) CHECK((a[k] == b[k] || (std::isnan(a[k]) && std::isnan(b[k]))));
+  }
+  // Cloudy metrics by hand (reflectance = DN / 1e4, the cloud adds 0.64 on a fraction f of pixels):
+  // MAE target = 0.64 f, RMSE = 0.64 sqrt(f), PSNR = 20 log10(1 / RMSE), MAE recon = 0.64, MAE reprod = 0 (clear
+  // pixels equal the cloudy input), and reprod is NaN for s3, which has no clear pixel.
+  const double f[3] = {0.25, 0.5, 1.0};
+  for (int i = 0; i < 3; ++i) {
+    const ImageMetrics& m = e.scenes()[size_t(i)].metrics[0];
+    CHECK(m.mae == doctest::Approx(0.64 * f[i]).epsilon(1e-6));
+    CHECK(m.rmse == doctest::Approx(0.64 * std::sqrt(f[i])).epsilon(1e-6));
+    CHECK(m.psnr == doctest::Approx(20 * std::log10(1 / (0.64 * std::sqrt(f[i])))).epsilon(1e-6));
+    CHECK(m.mae_recon == doctest::Approx(0.64).epsilon(1e-6));
+    CHECK(m.sam == doctest::Approx(0).epsilon(1e-6));  // flat spectra scaled: same direction
+    CHECK(m.cloud_fraction == doctest::Approx(f[i]));
+    if (i < 2) CHECK(m.mae_reprod == 0);
+    else CHECK(std::isnan(m.mae_reprod));
+  }
+  // Dataset means skip NaN: reprod over 2 scenes, MAE over 3.
+  const MetricsMean q = e.quality(0);
+  CHECK(q.count(5) == 2);
+  CHECK(q.mean().mae == doctest::Approx(0.64 * (0.25 + 0.5 + 1.0) / 3).epsilon(1e-6));
+  // The pristine row against the cloudy input on clear pixels is 0 too here (clear pixels are untouched).
+  CHECK(e.quality(3).mean().mae_reprod == 0);
+}
+
+TEST_CASE("cloud_impact: a method returning the wrong size is an error naming it") {
+  const Method bad{"bad", "bad", [](const Scene&) { return std::vector<float>(5); }};
+  CHECK_THROWS_WITH_AS(evaluate_scene(flat_scene("s", 1000, 0, 0), {bad}, mean_level_classifier()),
+                       doctest::Contains("method bad returned 5 values"), Error);
+}
+
+TEST_CASE("cloud_impact: DSen2-CR method equals the model on normalised input, rescaled to DN") {
+  models::DSen2CRConfig dc;
+  dc.blocks = 1;
+  dc.features = 4;
+  Rng rng(5);
+  auto net = std::make_shared<models::DSen2CR>(dc, rng);
+  Scene s = flat_scene("s", 3000, 4000, 6);
+  s.sar.assign(2 * 256, -12.f);
+  for (size_t i = 0; i < s.cloudy.size(); ++i) s.cloudy[i] += float(i % 97);
+  const std::vector<float> out = dsen2cr_method("cr", "cr", net, TileOptions{}).run(s);
+  std::vector<float> s2n = s.cloudy, s1n = s.sar;
+  data::normalize_s2(s2n.data(), s2n.size());
+  data::normalize_s1(s1n.data(), 256);
+  net->eval();
+  const std::vector<float> want =
+      net->forward(Tensor::from_vector({1, kC, 16, 16}, s2n), Tensor::from_vector({1, 2, 16, 16}, s1n)).to_vector();
+  REQUIRE(out.size() == want.size());
+  for (size_t i = 0; i < out.size(); i += 37) CHECK(out[i] == doctest::Approx(want[i] * 2000.0).epsilon(1e-5));
+  s.sar.clear();
+  CHECK_THROWS_WITH_AS(dsen2cr_method("cr", "cr", net, TileOptions{}).run(s), doctest::Contains("S1"), Error);
+}
+
+TEST_CASE("cloud_impact: synthetic triplets on disk load with their true labels and detector cover") {
+  const std::string root = temp_dir("synth");
+  data::SyntheticOptions o;
+  o.seed = 9;
+  o.size = 64;
+  o.patches_per_roi = 2;
+  std::ostringstream csv;
+  csv << data::labels_header() << "\n";
+  for (int i = 0; i < 3; ++i) csv << data::write_triplet(root, o, i) << "\n";
+  { std::ofstream(root + "/labels.csv") << csv.str(); }
+  const auto labels = read_true_labels(root + "/labels.csv");
+  const data::Sen12mscrIndex index = data::scan_sen12mscr(root);
+  REQUIRE(index.triplets.size() == 3);
+  for (const auto& t : index.triplets) {
+    const Scene s = load_scene(t);
+    CHECK(s.height == 64);
+    CHECK(s.cloudy.size() == size_t(kC) * 64 * 64);
+    CHECK(s.sar.size() == 2u * 64 * 64);
+    CHECK(s.cloud_cover == doctest::Approx(data::cloud_cover_fraction(s.cloudy.data(), kC, 64, 64)));
+    REQUIRE(labels.count(s.name) == 1);  // the labels file's keys are the triplet names
+    CHECK(labels.at(s.name).label >= 0);
+    CHECK(labels.at(s.name).label < 10);
+  }
+  // Malformed files name themselves.
+  { std::ofstream(root + "/bad.csv") << "season,roi\nx,1\n"; }
+  CHECK_THROWS_WITH_AS(read_true_labels(root + "/bad.csv"), doctest::Contains("bad.csv: no column 'patch'"), Error);
+  { std::ofstream(root + "/bad2.csv") << data::labels_header() << "\nROIs1158_spring,1,x,2,a,1,1,1,1,1,a,b,c,d\n"; }
+  CHECK_THROWS_WITH_AS(read_true_labels(root + "/bad2.csv"), doctest::Contains("bad2.csv:2: malformed"), Error);
+  fs::remove_all(root);
+}
+
+TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
+  const std::string dir = temp_dir("report");
+  Experiment e({"cloudy", "dsen2cr_sar", "pristine"}, {"cloudy S2", "DSen2-CR with SAR", "pristine S2"}, 2,
+               class_names10());
+  e.add(result("a", 0.05, 1, {1, 1, 1}));
+  e.add(result("b", 0.40, 2, {3, 2, 2}));
+  e.add(result("c", 0.90, 3, {3, 2, 3}));
+  { std::ofstream(dir + "/metrics.csv") << "epoch,lr,train_loss,train_acc,val_loss,val_acc\n1,0.001,1,0.5,1,0.6\n"
+                                           "2,0.001,0.5,0.8,0.7,0.75\n"; }
+  Scene s = flat_scene("a", 1000, 3000, 5);
+  s.sar.assign(512, -10.f);
+  ReportOptions ro;
+  ro.out_dir = dir + "/run";
+  ro.classifier_metrics = dir + "/metrics.csv";
+  ro.settings = json::object({{"split", json::string("all")}});
+  ro.examples.push_back(make_example(s, s.target, "cloud-removed", "example"));
+  const std::string report = write_report(e, ro);
+  for (const char* f : {"report.md", "results.json", "predictions.csv", "quality.csv", "table1.md",
+                        "fig_training_curve.png", "fig_class_distribution.png", "fig_confusion_dsen2cr_sar.png",
+                        "fig_confusion_cloudy.png", "fig_accuracy_by_cover.png", "fig_examples.png"})
+    CHECK_MESSAGE(fs::is_regular_file(ro.out_dir + "/" + f), f);
+  const json::Value r = json::parse(slurp(ro.out_dir + "/results.json"));
+  const json::Value* methods = r.get("methods");
+  REQUIRE(methods != nullptr);
+  REQUIRE(methods->arr.size() == 3);
+  // cloudy right on a, c (2/3) vs pristine; dsen2cr right on a, b (2/3) vs pristine and vs truth.
+  CHECK(methods->arr[0].get("accuracy_vs_pristine")->get("correct")->num == 2);
+  CHECK(methods->arr[1].get("accuracy_vs_pristine")->get("correct")->num == 2);
+  CHECK(methods->arr[1].get("accuracy_vs_truth")->get("correct")->num == 2);
+  CHECK(methods->arr[2].get("accuracy_vs_pristine")->get("accuracy")->num == 1.0);
+  CHECK(r.get("settings")->get("split")->s == "all");
+  const std::string t1 = slurp(ro.out_dir + "/table1.md");
+  CHECK(t1.find("| DSen2-CR with SAR | 66.67% [") != std::string::npos);
+  CHECK(t1.find("75.65%") != std::string::npos);  // the paper's number beside ours
+  CHECK(slurp(report).find("![examples](fig_examples.png)") != std::string::npos);
+  // Training curve: two series (train_acc, val_acc), two epochs.
+  const plot::LineChart c = training_curve(dir + "/metrics.csv");
+  REQUIRE(c.series.size() == 2);
+  CHECK(c.series[1].name == "val_acc");
+  CHECK(c.series[1].y == std::vector<double>{0.6, 0.75});
+  fs::remove_all(dir);
+}
+
+TEST_CASE("cloud_impact: examples are picked evenly over the cover range") {
+  const std::vector<double> covers = {0.9, 0.1, 0.5, 0.3, 0.7, 0.0, 1.0};
+  // Sorted: 5 (0.0), 1, 3, 2, 4, 0, 6 (1.0); 3 picks -> ranks 0, 3, 6.
+  CHECK(pick_examples(covers, 3) == std::vector<size_t>{5, 2, 6});
+  CHECK(pick_examples(covers, 10).size() == 7);
+  CHECK(pick_examples(covers, 0).empty());
+}
