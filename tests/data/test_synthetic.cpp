@@ -229,10 +229,12 @@ TEST_CASE("synthetic: SAR follows land cover: water dark, built-up bright, VH be
 TEST_CASE("synthetic: the DSen2-CR detector finds the generator's clouds") {
   // Agreement of the detector's cloud class with the generator's own cloud mask
   // over patches with 10..60% cover; floors set below the measured values
-  // (0.941, 0.968, 0.876 when written). Precision is limited by the detector
+  // (0.952, 0.963, 0.906 when written). Precision is limited by the detector
   // itself: it flags bright clear ground (bare parcels, roofs, roads) as cloud,
-  // on real tiles as on synthetic ones (next test).
-  size_t agree = 0, total = 0, tp = 0, fp = 0, fn = 0, sh_tp = 0, sh_gen = 0;
+  // on real tiles as on synthetic ones (next test). Its shadow test flags the
+  // darkest quarter-ish of any window (water, forest), so shadow precision and
+  // the 3-class agreement are low by design; they are reported, not floored.
+  size_t agree = 0, total = 0, tp = 0, fp = 0, fn = 0, sh_tp = 0, sh_gen = 0, sh_det = 0, map_agree = 0;
   for (int i = 0; i < 12; ++i) {
     SyntheticTriplet t = make_triplet(33, i, triplet_cover(33, i, 0.1, 0.6), 256);
     CloudShadowMasks m = detect_clouds(t.s2_cloudy);
@@ -240,15 +242,21 @@ TEST_CASE("synthetic: the DSen2-CR detector finds the generator's clouds") {
       bool gen = t.mask.data[p] == 1.f, det = m.cloud[p];
       agree += gen == det;
       tp += gen && det, fp += !gen && det, fn += gen && !det;
-      if (t.mask.data[p] == 2.f) ++sh_gen, sh_tp += !m.cloud[p] && m.shadow[p];
+      const bool det_shadow = !m.cloud[p] && m.shadow[p];
+      if (t.mask.data[p] == 2.f) ++sh_gen, sh_tp += det_shadow;
+      sh_det += det_shadow;
+      const float det_map = m.cloud[p] ? 1.f : (det_shadow ? 2.f : 0.f);
+      map_agree += det_map == t.mask.data[p];
     }
     total += m.cloud.size();
   }
   double acc = double(agree) / double(total), recall = double(tp) / double(tp + fn),
-         precision = double(tp) / double(tp + fp), shadow_recall = double(sh_tp) / double(std::max<size_t>(sh_gen, 1));
+         precision = double(tp) / double(tp + fp), shadow_recall = double(sh_tp) / double(std::max<size_t>(sh_gen, 1)),
+         shadow_precision = double(sh_tp) / double(std::max<size_t>(sh_det, 1));
   MESSAGE("detector vs generator cloud mask: agreement ", acc, ", recall ", recall, ", precision ", precision,
-          "; shadow recall ", shadow_recall);
-  CHECK(acc >= 0.92);
+          "; shadow recall ", shadow_recall, ", shadow precision ", shadow_precision,
+          "; 3-class map agreement ", double(map_agree) / double(total));
+  CHECK(acc >= 0.93);
   CHECK(recall >= 0.95);
   CHECK(precision >= 0.85);
 }
