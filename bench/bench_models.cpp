@@ -13,7 +13,8 @@
 // warm-up and default iteration counts, median of the timed iterations. Each
 // case runs in its own forked process so that its peak RSS (getrusage
 // ru_maxrss) is its own. One JSON line per case:
-//   {"case","name","median_ms","min_ms","iters","img_per_s","gflops","peak_rss_mib"}
+//   {"case","name","median_ms","min_ms","iters","img_per_s","gflops","peak_rss_mib","own_cpu","foreign_cpu"}
+// (own_cpu / foreign_cpu: CPUs used by this process / by others during the timed loop).
 // FLOP counts (conv + linear, 2 per MAC, training = 3 fwd - 2 first-conv MACs)
 // are perf-baseline.md's, hard-coded per case.
 #include <sys/resource.h>
@@ -49,6 +50,34 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// Busy CPU seconds of the whole machine (/proc/stat) and of this process: during
+// the timed loop, machine - own = what other processes used (the script's
+// contamination check; numbers with foreign_cpu > 0.1 are not comparable).
+double machine_busy_s() {
+  unsigned long long v[8] = {};
+  FILE* f = std::fopen("/proc/stat", "r");
+  if (!f) return 0;
+  int got = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                        &v[6], &v[7]);
+  std::fclose(f);
+  if (got != 8) return 0;
+  unsigned long long busy = 0;
+  for (int i = 0; i < 8; ++i)
+    if (i != 3 && i != 4) busy += v[i];  // all but idle and iowait
+  return double(busy) / double(sysconf(_SC_CLK_TCK));
+}
+
+double own_cpu_s() {
+  rusage r{};
+  getrusage(RUSAGE_SELF, &r);
+  return double(r.ru_utime.tv_sec + r.ru_stime.tv_sec) + 1e-6 * double(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
+}
+
+struct Load {
+  double own = 0, foreign = 0;  // CPUs kept busy during the timed loop
+};
+Load g_load;
+
 double peak_rss_mib() {
   rusage r{};
   getrusage(RUSAGE_SELF, &r);
@@ -59,20 +88,25 @@ void report(const std::string& key, const std::string& name, const std::vector<d
             double gflop_per_img) {
   const double med = median(ms);
   std::printf("{\"case\":\"%s\",\"name\":\"%s\",\"median_ms\":%.2f,\"min_ms\":%.2f,\"iters\":%zu,"
-              "\"img_per_s\":%.3f,\"gflops\":%.1f,\"peak_rss_mib\":%.1f}\n",
+              "\"img_per_s\":%.3f,\"gflops\":%.1f,\"peak_rss_mib\":%.1f,\"own_cpu\":%.2f,\"foreign_cpu\":%.2f}\n",
               key.c_str(), name.c_str(), med, *std::min_element(ms.begin(), ms.end()), ms.size(),
-              batch / (med * 1e-3), batch * gflop_per_img / (med * 1e-3), peak_rss_mib());
+              batch / (med * 1e-3), batch * gflop_per_img / (med * 1e-3), peak_rss_mib(), g_load.own,
+              g_load.foreign);
   std::fflush(stdout);
 }
 
 std::vector<double> time_it(const std::function<void()>& f, int warmup, int iters) {
   for (int i = 0; i < warmup; ++i) f();
   std::vector<double> ms;
+  const double b0 = machine_busy_s(), o0 = own_cpu_s();
+  const auto w0 = Clock::now();
   for (int i = 0; i < iters; ++i) {
     auto t0 = Clock::now();
     f();
     ms.push_back(ms_since(t0));
   }
+  const double wall = ms_since(w0) / 1e3, own = own_cpu_s() - o0;
+  g_load = {own / wall, std::max(0.0, machine_busy_s() - b0 - own) / wall};
   return ms;
 }
 
