@@ -1,6 +1,7 @@
 // accumulate.cpp: dst += src with a shape and device check.
 #include "engine/ops/accumulate.h"
 
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/elementwise.h"
 
 namespace nimbus {
@@ -8,8 +9,10 @@ namespace nimbus {
 void add_inplace(Tensor& dst, const Tensor& src) {
   NIMBUS_CHECK(dst.shape() == src.shape(), "add_inplace: shapes differ: ", describe(dst), " vs ", describe(src));
   NIMBUS_CHECK(dst.device() == src.device(), "add_inplace: devices differ: ", describe(dst), " vs ", describe(src));
-  NIMBUS_CHECK(dst.is_cpu(), "add_inplace: device ", device_name(dst.device()), " not supported yet");
-  cpu::add_inplace(dst.data(), src.data(), dst.numel());
+  if (dst.is_cpu())
+    cpu::add_inplace(dst.data(), src.data(), dst.numel());
+  else
+    cuda_ops("add_inplace").add_inplace(dst.data(), src.data(), dst.numel());
 }
 
 }  // namespace nimbus

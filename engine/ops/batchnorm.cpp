@@ -7,6 +7,7 @@
 #include "engine/ops/batchnorm.h"
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/batchnorm.h"
 
 namespace nimbus {
@@ -26,7 +27,6 @@ void check_channel_param(const Tensor& p, const char* name, const Tensor& x, boo
 Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum, float eps) {
   NIMBUS_CHECK(x.ndim() == 4, "batch_norm2d: input must be (N,C,H,W), got ", x.shape().str());
-  NIMBUS_CHECK(x.is_cpu(), "batch_norm2d: device ", device_name(x.device()), " not supported yet");
   check_channel_param(weight, "weight", x, true);
   check_channel_param(bias, "bias", x, true);
   check_channel_param(running_mean, "running_mean", x, false);
@@ -35,28 +35,32 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, T
   NIMBUS_CHECK(!training || N * HW > 1, "batch_norm2d: training needs more than 1 value per channel, input ",
                x.shape().str());
 
-  Tensor mean = Tensor::empty({C}), invstd = Tensor::empty({C});
+  const Device dev = x.device();
+  const bool on_cpu = dev == Device::CPU;
+  const CudaOps* cu = on_cpu ? nullptr : &cuda_ops("batch_norm2d");
+  Tensor mean = Tensor::empty({C}, dev), invstd = Tensor::empty({C}, dev);
   if (training) {
-    Tensor var = Tensor::empty({C});
-    cpu::batchnorm_stats(mean.data(), var.data(), x.data(), N, C, HW);
-    cpu::batchnorm_invstd(invstd.data(), var.data(), eps, C);
-    cpu::batchnorm_update_running(running_mean.data(), running_var.data(), mean.data(), var.data(), momentum, N * HW,
-                                  C);
+    Tensor var = Tensor::empty({C}, dev);
+    (on_cpu ? cpu::batchnorm_stats : cu->batchnorm_stats)(mean.data(), var.data(), x.data(), N, C, HW);
+    (on_cpu ? cpu::batchnorm_invstd<float> : cu->batchnorm_invstd)(invstd.data(), var.data(), eps, C);
+    (on_cpu ? cpu::batchnorm_update_running<float> : cu->batchnorm_update_running)(
+        running_mean.data(), running_var.data(), mean.data(), var.data(), momentum, N * HW, C);
   } else {
     mean.copy_(running_mean);  // a copy: later training steps must not change what backward sees
-    cpu::batchnorm_invstd(invstd.data(), running_var.data(), eps, C);
+    (on_cpu ? cpu::batchnorm_invstd<float> : cu->batchnorm_invstd)(invstd.data(), running_var.data(), eps, C);
   }
   const float* w = weight.defined() ? weight.data() : nullptr;
   const float* b = bias.defined() ? bias.data() : nullptr;
-  Tensor y = Tensor::empty(x.shape());
-  cpu::batchnorm_forward(y.data(), x.data(), mean.data(), invstd.data(), w, b, N, C, HW);
+  Tensor y = Tensor::empty(x.shape(), dev);
+  (on_cpu ? cpu::batchnorm_forward : cu->batchnorm_forward)(y.data(), x.data(), mean.data(), invstd.data(), w, b, N, C,
+                                                            HW);
 
   if (!any_requires_grad({&x, &weight, &bias})) return y;
   Tensor xs = x.detach(), ws = weight.defined() ? weight.detach() : Tensor();
   record("batch_norm2d", {x, weight, bias}, y, [=](const Tensor& dy, GradSink& sink) {
-    Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape()) : Tensor();
-    Tensor dw = Tensor::empty({C}), db = Tensor::empty({C});
-    cpu::batchnorm_backward(dx.defined() ? dx.data() : nullptr, dw.data(), db.data(), dy.data(), xs.data(), mean.data(),
+    Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape(), dev) : Tensor();
+    Tensor dw = Tensor::empty({C}, dev), db = Tensor::empty({C}, dev);
+    (on_cpu ? cpu::batchnorm_backward : cu->batchnorm_backward)(dx.defined() ? dx.data() : nullptr, dw.data(), db.data(), dy.data(), xs.data(), mean.data(),
                             invstd.data(), ws.defined() ? ws.data() : nullptr, N, C, HW, training);
     if (sink.needs(0)) sink.set(0, dx);
     if (sink.needs(1)) sink.set(1, dw);

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/gemm.h"
 
@@ -31,7 +32,6 @@ cpu::ConvGeom check_conv(const Tensor& x, const Tensor& w, const Tensor& b, int 
     NIMBUS_CHECK(b.device() == x.device(), "conv2d: bias ", describe(b), " and input ", describe(x),
                  " are on different devices");
   }
-  NIMBUS_CHECK(x.is_cpu(), "conv2d: device ", device_name(x.device()), " not supported yet");
   return {x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2), w.size(3), stride, padding};
 }
 }  // namespace
@@ -39,20 +39,22 @@ cpu::ConvGeom check_conv(const Tensor& x, const Tensor& w, const Tensor& b, int 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {
   const cpu::ConvGeom g = check_conv(x, w, b, stride, padding);
   Tensor y = Tensor::empty({g.N, g.K, g.P(), g.Q()}, x.device());
-  Tensor ws = Tensor::empty({std::max<int64_t>(cpu::conv2d_workspace(g), 1)}, x.device());
-  cpu::conv2d_forward(y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, g, ws.data());
+  const bool on_cpu = x.is_cpu();
+  auto workspace = on_cpu ? cpu::conv2d_workspace : cuda_ops("conv2d").conv2d_workspace;
+  Tensor ws = Tensor::empty({std::max<int64_t>(workspace(g), 1)}, x.device());
+  (on_cpu ? cpu::conv2d_forward : cuda_ops("conv2d").conv2d_forward)(y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, g, ws.data());
 
   // Save only what backward can use: x for dw, w for dx.
   Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();
   Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();
   const bool has_bias = b.defined();
-  record("conv2d", {x, w, b}, y, [x_saved, w_saved, g, has_bias](const Tensor& dy, GradSink& sink) {
+  record("conv2d", {x, w, b}, y, [x_saved, w_saved, g, has_bias, on_cpu, workspace](const Tensor& dy, GradSink& sink) {
     Tensor dx, dw, db;
     if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dy.device());
     if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dy.device());
     if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dy.device());
-    Tensor ws = Tensor::empty({std::max<int64_t>(cpu::conv2d_workspace(g), 1)}, dy.device());
-    cpu::conv2d_backward(dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
+    Tensor ws = Tensor::empty({std::max<int64_t>(workspace(g), 1)}, dy.device());
+    (on_cpu ? cpu::conv2d_backward : cuda_ops("conv2d").conv2d_backward)(dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
                          db.defined() ? db.data() : nullptr, dy.data(), dw.defined() ? x_saved.data() : nullptr,
                          dx.defined() ? w_saved.data() : nullptr, g, ws.data());
     if (dx.defined()) sink.set(0, dx);

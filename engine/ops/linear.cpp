@@ -2,6 +2,7 @@
 #include "engine/ops/linear.h"
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/gemm.h"
 
 namespace nimbus {
@@ -20,10 +21,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     NIMBUS_CHECK(b.device() == x.device(), "linear: bias ", describe(b), " and input ", describe(x),
                  " are on different devices");
   }
-  NIMBUS_CHECK(x.is_cpu(), "linear: device ", device_name(x.device()), " not supported yet");
   const int64_t N = x.size(0), in = x.size(1), out = w.size(0);
   Tensor y = Tensor::empty({N, out}, x.device());
-  cpu::linear_forward(y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, N, in, out);
+  (x.is_cpu() ? cpu::linear_forward<float> : cuda_ops("linear").linear_forward)(
+      y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, N, in, out);
 
   Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();  // for dw
   Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();  // for dx
@@ -33,7 +34,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     if (sink.needs(0)) dx = Tensor::empty({N, in}, dy.device());
     if (sink.needs(1)) dw = Tensor::empty({out, in}, dy.device());
     if (has_bias && sink.needs(2)) db = Tensor::empty({out}, dy.device());
-    cpu::linear_backward(dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
+    (dy.is_cpu() ? cpu::linear_backward<float> : cuda_ops("linear").linear_backward)(dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
                          db.defined() ? db.data() : nullptr, dy.data(), dw.defined() ? x_saved.data() : nullptr,
                          dx.defined() ? w_saved.data() : nullptr, N, in, out);
     if (dx.defined()) sink.set(0, dx);

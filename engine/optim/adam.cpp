@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/parallel.h"
 
 namespace nimbus {
@@ -26,6 +27,10 @@ void Adam::update(ParamState& s, const Tensor& grad) {
   const float wd = float(opt_.weight_decay), eps = float(opt_.eps);
   const float step_size = float(lr_ / (1 - std::pow(opt_.beta1, t)));
   const float bc2_sqrt = float(std::sqrt(1 - std::pow(opt_.beta2, t)));
+  if (!s.param.is_cpu()) {
+    cuda_ops("adam").adam_update(p, m, v, g, n, {b1, b2, one_m_b1, one_m_b2, wd, eps, step_size, bc2_sqrt});
+    return;
+  }
 #pragma omp parallel for simd if (n > cpu::kParallelGrain)
   for (int64_t i = 0; i < n; ++i) {
     float gi = wd != 0.f ? g[i] + wd * p[i] : g[i];

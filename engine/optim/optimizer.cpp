@@ -46,8 +46,8 @@ void Optimizer::step() {
   for (auto& p : params_) {
     Tensor g = p.param.grad();
     if (!g.defined()) continue;
-    NIMBUS_CHECK(p.param.is_cpu() && g.is_cpu(), type(), ": parameter '", p.name, "' is on ",
-                 device_name(p.param.device()), "; only CPU updates are implemented");
+    NIMBUS_CHECK(p.param.device() == g.device(), type(), ": parameter '", p.name, "' is on ",
+                 device_name(p.param.device()), " but its gradient on ", device_name(g.device()));
     if (p.step == 0) {
       p.slots.clear();
       for (size_t i = 0; i < slot_names_.size(); ++i)

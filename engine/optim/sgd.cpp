@@ -1,6 +1,7 @@
 // sgd.cpp: one fused loop per parameter (see sgd.h for the update).
 #include "engine/optim/sgd.h"
 
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/parallel.h"
 
 namespace nimbus {
@@ -20,6 +21,10 @@ void SGD::update(ParamState& s, const Tensor& grad) {
   const float lr = float(lr_), wd = float(opt_.weight_decay), mom = float(opt_.momentum);
   const float keep = float(1.0 - opt_.dampening);
   const bool first = s.step == 1, use_mom = opt_.momentum != 0, nesterov = opt_.nesterov;
+  if (!s.param.is_cpu()) {
+    cuda_ops("sgd").sgd_update(p, buf, g, n, {lr, wd, mom, keep, first, use_mom, nesterov});
+    return;
+  }
 #pragma omp parallel for simd if (n > cpu::kParallelGrain)
   for (int64_t i = 0; i < n; ++i) {
     float d = wd != 0.f ? g[i] + wd * p[i] : g[i];

@@ -1,0 +1,146 @@
+/* batchnorm.cu: batch norm statistics, forward and backward (training and eval).
+ *
+ * Reductions run one block per channel c over its M = N*HW values (j -> n = j / HW, i = j % HW),
+ * each thread striding by blockDim, then block_reduce_sum (fixed tree, no atomics): results are
+ * independent of thread and block order. The block total is broadcast through shared memory when
+ * every thread needs it (the variance pass, dx). Pointwise kernels (forward, invstd, running
+ * update) are one thread per element. CPU twin: kernels/cpu/batchnorm.h (double accumulators
+ * there, float tree sums here: equal within float tolerance).
+ */
+#include "kernels/cuda/batchnorm.h"
+
+#include "kernels/cuda/block_reduce.cuh"
+#include "kernels/cuda/compat.h"
+#include "kernels/cuda/elementwise.h"
+#include "engine/error.h"
+
+namespace nimbus::cuda {
+
+// The block-wide sum of v, returned to every thread.
+__device__ float block_sum_broadcast(float v) {
+  __shared__ float total;
+  v = block_reduce_sum(v);
+  if (threadIdx.x == 0) total = v;
+  __syncthreads();  // total written
+  v = total;
+  __syncthreads();  // total read by all before a next call overwrites it
+  return v;
+}
+
+__device__ __forceinline__ int64_t channel_index(int64_t j, int64_t c, int64_t C, int64_t HW) {
+  return ((j / HW) * C + c) * HW + j % HW;
+}
+
+__global__ void batchnorm_stats_kernel(float* mean, float* var, const float* x, int64_t C, int64_t HW, int64_t M) {
+  const int64_t c = blockIdx.x;
+  float acc = 0.0f;
+  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) acc += x[channel_index(j, c, C, HW)];
+  const float m = block_sum_broadcast(acc) / float(M);
+  acc = 0.0f;
+  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
+    const float d = x[channel_index(j, c, C, HW)] - m;
+    acc += d * d;
+  }
+  acc = block_reduce_sum(acc);
+  if (threadIdx.x == 0) {
+    mean[c] = m;
+    var[c] = acc / float(M);
+  }
+}
+
+__global__ void batchnorm_invstd_kernel(float* invstd, const float* var, float eps, int64_t C) {
+  for (int64_t c = grid_first(); c < C; c += grid_step()) invstd[c] = 1.0f / sqrtf(var[c] + eps);
+}
+
+__global__ void batchnorm_update_running_kernel(float* rm, float* rv, const float* mean, const float* var,
+                                                float momentum, float unbias, int64_t C) {
+  for (int64_t c = grid_first(); c < C; c += grid_step()) {
+    rm[c] = (1.0f - momentum) * rm[c] + momentum * mean[c];
+    rv[c] = (1.0f - momentum) * rv[c] + momentum * var[c] * unbias;
+  }
+}
+
+// y = (x - mean) * (invstd * w) + b, per channel constants as in the CPU kernel.
+__global__ void batchnorm_forward_kernel(float* y, const float* x, const float* mean, const float* invstd,
+                                         const float* weight, const float* bias, int64_t C, int64_t HW, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const int64_t c = (i / HW) % C;
+    const float scale = invstd[c] * (weight ? weight[c] : 1.0f), shift = bias ? bias[c] : 0.0f;
+    y[i] = (x[i] - mean[c]) * scale + shift;
+  }
+}
+
+// dbias = sum dy, dweight = invstd * sum dy (x - mean); dx = g dy + a (x - mean) + b with
+// g = w invstd, and in training a = -g invstd dweight / M, b = -g dbias / M (else a = b = 0).
+__global__ void batchnorm_backward_kernel(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
+                                          const float* mean, const float* invstd, const float* weight, int64_t C,
+                                          int64_t HW, int64_t M, bool training) {
+  const int64_t c = blockIdx.x;
+  const float m = mean[c], is = invstd[c];
+  float sdy = 0.0f, sdyx = 0.0f;
+  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
+    const int64_t i = channel_index(j, c, C, HW);
+    sdy += dy[i];
+    sdyx += dy[i] * (x[i] - m);
+  }
+  sdy = block_sum_broadcast(sdy);
+  sdyx = block_sum_broadcast(sdyx) * is;
+  if (threadIdx.x == 0) {
+    dbias[c] = sdy;
+    dweight[c] = sdyx;
+  }
+  if (!dx) return;  // after the last barrier: every thread has passed both reductions
+  const float g = (weight ? weight[c] : 1.0f) * is;
+  const float a = training ? -g * is * sdyx / float(M) : 0.0f, b = training ? -g * sdy / float(M) : 0.0f;
+  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
+    const int64_t i = channel_index(j, c, C, HW);
+    dx[i] = g * dy[i] + a * (x[i] - m) + b;
+  }
+}
+
+static void check_block(int block, const char* what) {
+  NIMBUS_CHECK(block >= 32 && block <= 1024 && block % 32 == 0, what, ": block of ", block,
+               " threads; the reductions need a multiple of 32 in [32, 1024]");
+}
+
+void batchnorm_stats(float* mean, float* var, const float* x, int64_t N, int64_t C, int64_t HW, int block) {
+  if (C <= 0) return;
+  check_block(block, "cuda::batchnorm_stats");
+  launch(batchnorm_stats_kernel, unsigned(C), block, 0, nullptr, mean, var, x, C, HW, N * HW);
+  check_launch("cuda::batchnorm_stats");
+}
+
+void batchnorm_invstd(float* invstd, const float* var, float eps, int64_t C) {
+  if (C <= 0) return;
+  launch(batchnorm_invstd_kernel, grid_for(C, kBlock), kBlock, 0, nullptr, invstd, var, eps, C);
+  check_launch("cuda::batchnorm_invstd");
+}
+
+void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
+                              float momentum, int64_t M, int64_t C) {
+  if (C <= 0) return;
+  const float unbias = float(M) / float(M - 1);
+  launch(batchnorm_update_running_kernel, grid_for(C, kBlock), kBlock, 0, nullptr, running_mean, running_var, mean,
+         var, momentum, unbias, C);
+  check_launch("cuda::batchnorm_update_running");
+}
+
+void batchnorm_forward(float* y, const float* x, const float* mean, const float* invstd, const float* weight,
+                       const float* bias, int64_t N, int64_t C, int64_t HW, int block) {
+  const int64_t n = N * C * HW;
+  if (n <= 0) return;
+  launch(batchnorm_forward_kernel, grid_for(n, block), block, 0, nullptr, y, x, mean, invstd, weight, bias, C, HW, n);
+  check_launch("cuda::batchnorm_forward");
+}
+
+void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
+                        const float* invstd, const float* weight, int64_t N, int64_t C, int64_t HW, bool training,
+                        int block) {
+  if (C <= 0) return;
+  check_block(block, "cuda::batchnorm_backward");
+  launch(batchnorm_backward_kernel, unsigned(C), block, 0, nullptr, dx, dweight, dbias, dy, x, mean, invstd, weight,
+         C, HW, N * HW, training);
+  check_launch("cuda::batchnorm_backward");
+}
+
+}  // namespace nimbus::cuda

@@ -1,0 +1,105 @@
+/* gemm.cu: shared-memory tiled SGEMM (the engine's default CUDA GEMM), bias fill/reduction, and the
+ * linear layer on top of them.
+ *
+ * SGEMM: one TILE x TILE thread block computes one TILE x TILE tile of C, one element per thread.
+ * Per step it stages a TILE x TILE slice of op(A) and of op(B) in shared memory (out-of-range
+ * cells as 0, so any M, N, K works), then every thread runs TILE multiply-adds from shared memory.
+ * Each C element is summed over k in increasing order by one thread: no atomics, the result does
+ * not depend on thread or block order. Faster variants (register blocking, ...) live in
+ * bench/cuda/ until they beat this one. CPU twin: kernels/cpu/gemm.h.
+ */
+#include "kernels/cuda/gemm.h"
+
+#include "kernels/cuda/block_reduce.cuh"
+#include "kernels/cuda/compat.h"
+#include "engine/error.h"
+
+namespace nimbus::cuda {
+
+// C = alpha op(A) op(B) + beta C. Block (TILE, TILE); grid (ceil(N/TILE), ceil(M/TILE)).
+template <int TILE>
+__global__ void sgemm_tiled_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                                   int64_t ldc) {
+  __shared__ float As[TILE][TILE + 1];  // +1: no bank conflicts when a column is read
+  __shared__ float Bs[TILE][TILE + 1];
+  const int tx = int(threadIdx.x), ty = int(threadIdx.y);
+  const int64_t row = int64_t(blockIdx.y) * TILE + ty, col = int64_t(blockIdx.x) * TILE + tx;
+  float acc = 0.0f;
+  for (int64_t k0 = 0; k0 < K; k0 += TILE) {
+    const int64_t ka = k0 + tx, kb = k0 + ty;
+    As[ty][tx] = (row < M && ka < K) ? (trans_a ? A[ka * lda + row] : A[row * lda + ka]) : 0.0f;
+    Bs[ty][tx] = (kb < K && col < N) ? (trans_b ? B[col * ldb + kb] : B[kb * ldb + col]) : 0.0f;
+    __syncthreads();  // both tiles staged
+    for (int kk = 0; kk < TILE; ++kk) acc += As[ty][kk] * Bs[kk][tx];
+    __syncthreads();  // everyone done reading before the next step overwrites the tiles
+  }
+  if (row < M && col < N) {
+    float* c = C + row * ldc + col;
+    *c = beta == 0.0f ? alpha * acc : alpha * acc + beta * *c;
+  }
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int tile) {
+  if (M <= 0 || N <= 0) return;
+  NIMBUS_CHECK(tile == 8 || tile == 16 || tile == 32, "cuda::gemm: tile ", tile, " must be 8, 16 or 32");
+  const int64_t gx = (N + tile - 1) / tile, gy = (M + tile - 1) / tile;
+  NIMBUS_CHECK(gy <= 65535, "cuda::gemm: M = ", M, " needs ", gy, " block rows (max 65535)");
+  const dim3 grid{unsigned(gx), unsigned(gy)}, block{unsigned(tile), unsigned(tile)};
+  if (tile == 8)
+    launch(sgemm_tiled_kernel<8>, grid, block, 0, nullptr, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
+           ldc);
+  else if (tile == 16)
+    launch(sgemm_tiled_kernel<16>, grid, block, 0, nullptr, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta,
+           C, ldc);
+  else
+    launch(sgemm_tiled_kernel<32>, grid, block, 0, nullptr, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta,
+           C, ldc);
+  check_launch("cuda::gemm");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bias: fill (pointwise) and its gradient (one block per channel, fixed-order block reduction).
+__global__ void bias_fill_kernel(float* y, const float* b, int64_t K, int64_t inner, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = b[(i / inner) % K];
+}
+
+__global__ void bias_backward_kernel(float* db, const float* dy, int64_t N, int64_t K, int64_t inner) {
+  const int64_t k = blockIdx.x, m = N * inner;
+  float acc = 0.0f;
+  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) acc += dy[((j / inner) * K + k) * inner + j % inner];
+  acc = block_reduce_sum(acc);
+  if (threadIdx.x == 0) db[k] = acc;
+}
+
+void bias_fill(float* y, const float* b, int64_t N, int64_t K, int64_t inner, int block) {
+  const int64_t n = N * K * inner;
+  if (n <= 0) return;
+  launch(bias_fill_kernel, grid_for(n, block), block, 0, nullptr, y, b, K, inner, n);
+  check_launch("cuda::bias_fill");
+}
+
+void bias_backward(float* db, const float* dy, int64_t N, int64_t K, int64_t inner, int block) {
+  if (K <= 0) return;
+  NIMBUS_CHECK(K <= 2147483647, "cuda::bias_backward: ", K, " channels");
+  launch(bias_backward_kernel, unsigned(K), block, 0, nullptr, db, dy, N, K, inner);
+  check_launch("cuda::bias_backward");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear: the same three GEMMs as kernels/cpu/gemm.cpp.
+void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t in, int64_t out,
+                    int tile) {
+  if (b) bias_fill(y, b, N, out, 1);
+  gemm(false, true, N, out, in, 1.0f, x, in, w, in, b ? 1.0f : 0.0f, y, out, tile);  // y (+)= x w^T
+}
+
+void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, int64_t N,
+                     int64_t in, int64_t out, int tile) {
+  if (dx) gemm(false, false, N, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in, tile);  // dx = dy w
+  if (dw) gemm(true, false, out, in, N, 1.0f, dy, out, x, in, 0.0f, dw, in, tile);   // dw = dy^T x
+  if (db) bias_backward(db, dy, N, out, 1);
+}
+
+}  // namespace nimbus::cuda

@@ -1,0 +1,28 @@
+/* gemm.h: launchers for the CUDA SGEMM and the linear layer built on it (gemm.cu), callable from plain C++.
+ *
+ * Same contract as kernels/cpu/gemm.h (row-major, op(A) M x K, op(B) K x N, beta == 0 means C is
+ * write-only). All pointers are device pointers. `tile` is the square thread-block tile of the
+ * shared-memory kernel: 8, 16 or 32 (tile*tile threads per block); tests run two of them.
+ */
+#pragma once
+#include <cstdint>
+
+namespace nimbus::cuda {
+
+constexpr int kGemmTile = 16;
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int tile = kGemmTile);
+
+// y[n,k,i] = b[k] over (N, K, inner); db[k] = sum_{n,i} dy[n,k,i] (written; block = threads per channel).
+void bias_fill(float* y, const float* b, int64_t N, int64_t K, int64_t inner, int block = 256);
+void bias_backward(float* db, const float* dy, int64_t N, int64_t K, int64_t inner, int block = 256);
+
+// x (N,in), w (out,in), b (out) or null -> y = x w^T + b (N,out). Backward writes each non-null
+// dx = dy w, dw = dy^T x, db = sum_n dy.
+void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t in, int64_t out,
+                    int tile = kGemmTile);
+void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, int64_t N,
+                     int64_t in, int64_t out, int tile = kGemmTile);
+
+}  // namespace nimbus::cuda

@@ -1,0 +1,143 @@
+/* loss.cu: softmax, cross-entropy, L1, MSE and the fused CARL loss, forward and backward.
+ *
+ * Forward = a pointwise kernel writing each element's (or row's) loss term into scratch, then
+ * cuda::mean (reduce.cu: two passes, fixed trees, no atomics), so the loss is bitwise the same in
+ * any thread or block order. Softmax/cross-entropy rows: one thread per row (K is the number of
+ * classes, small), max-subtracted as on the CPU. Backward kernels are pointwise.
+ * CPU twin: kernels/cpu/loss.h (which sums in double: equal within float tolerance).
+ */
+#include "kernels/cuda/loss.h"
+
+#include "kernels/cuda/compat.h"
+#include "kernels/cuda/reduce.h"
+
+namespace nimbus::cuda {
+
+__device__ __forceinline__ float sign(float d) { return float((d > 0.0f) - (d < 0.0f)); }
+
+// Softmax of one row into y; returns the row's logsumexp.
+__device__ float softmax_row(float* y, const float* x, int64_t K) {
+  float mx = x[0];
+  for (int64_t k = 1; k < K; ++k) mx = fmaxf(mx, x[k]);
+  float s = 0.0f;
+  for (int64_t k = 0; k < K; ++k) s += (y[k] = expf(x[k] - mx));
+  for (int64_t k = 0; k < K; ++k) y[k] /= s;
+  return mx + logf(s);
+}
+
+__global__ void softmax_kernel(float* y, const float* x, int64_t N, int64_t K) {
+  for (int64_t n = grid_first(); n < N; n += grid_step()) softmax_row(y + n * K, x + n * K, K);
+}
+
+__global__ void cross_entropy_terms_kernel(float* term, float* prob, const float* logits, const float* target,
+                                           int64_t N, int64_t K) {
+  for (int64_t n = grid_first(); n < N; n += grid_step())
+    term[n] = softmax_row(prob + n * K, logits + n * K, K) - logits[n * K + int64_t(target[n])];
+}
+
+__global__ void cross_entropy_backward_kernel(float* dl, const float* prob, const float* target, float scale,
+                                              int64_t K, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step())
+    dl[i] = scale * (prob[i] - float(i % K == int64_t(target[i / K])));
+}
+
+__global__ void l1_terms_kernel(float* term, const float* p, const float* t, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) term[i] = fabsf(p[i] - t[i]);
+}
+
+__global__ void l1_backward_kernel(float* dp, const float* p, const float* t, float scale, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) dp[i] = scale * sign(p[i] - t[i]);
+}
+
+__global__ void mse_terms_kernel(float* term, const float* p, const float* t, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const float d = p[i] - t[i];
+    term[i] = d * d;
+  }
+}
+
+__global__ void mse_backward_kernel(float* dp, const float* p, const float* t, float scale, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) dp[i] = scale * (p[i] - t[i]);
+}
+
+// Element i = (n, c, j): mask M[n*HW + j].
+__global__ void carl_terms_kernel(float* term, const float* P, const float* Tg, const float* I, const float* M,
+                                  float lambda, int64_t C, int64_t HW, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const float m = M[(i / (C * HW)) * HW + i % HW];
+    term[i] = (m + lambda) * fabsf(P[i] - Tg[i]) + (1.0f - m) * fabsf(P[i] - I[i]);
+  }
+}
+
+__global__ void carl_backward_kernel(float* dP, const float* P, const float* Tg, const float* I, const float* M,
+                                     float lambda, float scale, int64_t C, int64_t HW, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const float m = M[(i / (C * HW)) * HW + i % HW];
+    dP[i] = scale * ((m + lambda) * sign(P[i] - Tg[i]) + (1.0f - m) * sign(P[i] - I[i]));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launchers. scratch = [terms (n) | mean's partial sums].
+int64_t loss_scratch_floats(int64_t n) { return n + reduce_scratch_floats(n); }
+
+void softmax_forward(float* y, const float* x, int64_t N, int64_t K, int block) {
+  if (N <= 0 || K <= 0) return;
+  launch(softmax_kernel, grid_for(N, block), block, 0, nullptr, y, x, N, K);
+  check_launch("cuda::softmax_forward");
+}
+
+void cross_entropy_forward(float* loss, float* prob, const float* logits, const float* target, int64_t N, int64_t K,
+                           float* scratch, int block) {
+  launch(cross_entropy_terms_kernel, grid_for(N, block), block, 0, nullptr, scratch, prob, logits, target, N, K);
+  check_launch("cuda::cross_entropy_forward");
+  mean(loss, scratch, N, scratch + N, block);
+}
+
+void cross_entropy_backward(float* dlogits, const float* prob, const float* target, float g, int64_t N, int64_t K,
+                            int block) {
+  const int64_t n = N * K;
+  launch(cross_entropy_backward_kernel, grid_for(n, block), block, 0, nullptr, dlogits, prob, target, g / float(N), K,
+         n);
+  check_launch("cuda::cross_entropy_backward");
+}
+
+void l1_forward(float* loss, const float* p, const float* t, int64_t n, float* scratch, int block) {
+  launch(l1_terms_kernel, grid_for(n, block), block, 0, nullptr, scratch, p, t, n);
+  check_launch("cuda::l1_forward");
+  mean(loss, scratch, n, scratch + n, block);
+}
+
+void l1_backward(float* dp, const float* p, const float* t, float g, int64_t n, int block) {
+  launch(l1_backward_kernel, grid_for(n, block), block, 0, nullptr, dp, p, t, g / float(n), n);
+  check_launch("cuda::l1_backward");
+}
+
+void mse_forward(float* loss, const float* p, const float* t, int64_t n, float* scratch, int block) {
+  launch(mse_terms_kernel, grid_for(n, block), block, 0, nullptr, scratch, p, t, n);
+  check_launch("cuda::mse_forward");
+  mean(loss, scratch, n, scratch + n, block);
+}
+
+void mse_backward(float* dp, const float* p, const float* t, float g, int64_t n, int block) {
+  launch(mse_backward_kernel, grid_for(n, block), block, 0, nullptr, dp, p, t, 2.0f * g / float(n), n);
+  check_launch("cuda::mse_backward");
+}
+
+void carl_forward(float* loss, const float* P, const float* Tg, const float* I, const float* M, float lambda,
+                  int64_t N, int64_t C, int64_t HW, float* scratch, int block) {
+  const int64_t n = N * C * HW;
+  launch(carl_terms_kernel, grid_for(n, block), block, 0, nullptr, scratch, P, Tg, I, M, lambda, C, HW, n);
+  check_launch("cuda::carl_forward");
+  mean(loss, scratch, n, scratch + n, block);
+}
+
+void carl_backward(float* dP, const float* P, const float* Tg, const float* I, const float* M, float lambda, float g,
+                   int64_t N, int64_t C, int64_t HW, int block) {
+  const int64_t n = N * C * HW;
+  launch(carl_backward_kernel, grid_for(n, block), block, 0, nullptr, dP, P, Tg, I, M, lambda, g / float(n), C, HW,
+         n);
+  check_launch("cuda::carl_backward");
+}
+
+}  // namespace nimbus::cuda

@@ -1,0 +1,109 @@
+/* pool.cu: max pooling and global average pooling, forward and backward.
+ *
+ * max_pool2d forward: one thread per output, the window's argmax as in the CPU kernel.
+ * max_pool2d backward: one thread per INPUT cell, gathering dy from every window that covers it
+ *   and picked it (the argmax is recomputed from x), windows in increasing (p, q) order: the same
+ *   sums in the same order as the CPU kernel's scatter, and no atomics.
+ * global_avg_pool: one thread per plane sums its hw values in order (forward); backward spreads
+ *   dy / hw. All results are independent of thread and block order. CPU twin: kernels/cpu/pool.h.
+ */
+#include "kernels/cuda/pool.h"
+
+#include "kernels/cuda/compat.h"
+
+namespace nimbus::cuda {
+
+struct PoolDims {
+  int64_t planes, H, W, P, Q, kernel, stride, pad;
+};
+
+static PoolDims dims(const PoolGeom& g) { return {g.N * g.C, g.H, g.W, g.P(), g.Q(), g.kernel, g.stride, g.pad}; }
+
+// Index into the H*W plane of window (p, q)'s max: strictly greater keeps the first of equal
+// maxima, NaN always wins; -1 if the window is all padding.
+__device__ int64_t window_argmax(const float* plane, int64_t p, int64_t q, const PoolDims& d) {
+  int64_t best = -1;
+  float best_v = 0.0f;
+  for (int64_t r = 0; r < d.kernel; ++r) {
+    const int64_t ih = p * d.stride - d.pad + r;
+    if (ih < 0 || ih >= d.H) continue;
+    for (int64_t s = 0; s < d.kernel; ++s) {
+      const int64_t iw = q * d.stride - d.pad + s;
+      if (iw < 0 || iw >= d.W) continue;
+      const float v = plane[ih * d.W + iw];
+      if (best < 0 || v > best_v || isnan(v)) {
+        best = ih * d.W + iw;
+        best_v = v;
+      }
+    }
+  }
+  return best;
+}
+
+__global__ void max_pool2d_forward_kernel(float* y, const float* x, PoolDims d) {
+  const int64_t PQ = d.P * d.Q, n = d.planes * PQ;
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const float* plane = x + (i / PQ) * d.H * d.W;
+    const int64_t a = window_argmax(plane, (i % PQ) / d.Q, i % d.Q, d);
+    y[i] = a < 0 ? -INFINITY : plane[a];
+  }
+}
+
+__global__ void max_pool2d_backward_kernel(float* dx, const float* dy, const float* x, PoolDims d) {
+  const int64_t HW = d.H * d.W, n = d.planes * HW;
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const int64_t pl = i / HW, cell = i % HW, h = cell / d.W, w = cell % d.W;
+    const float* plane = x + pl * HW;
+    const float* dyp = dy + pl * d.P * d.Q;
+    // Windows covering row h: p*stride - pad <= h <= p*stride - pad + kernel - 1.
+    const int64_t hp = h + d.pad, wp = w + d.pad;
+    const int64_t p0 = hp < d.kernel ? 0 : (hp - d.kernel) / d.stride + 1, p1 = hp / d.stride < d.P ? hp / d.stride : d.P - 1;
+    const int64_t q0 = wp < d.kernel ? 0 : (wp - d.kernel) / d.stride + 1, q1 = wp / d.stride < d.Q ? wp / d.stride : d.Q - 1;
+    float acc = 0.0f;
+    for (int64_t p = p0; p <= p1; ++p)
+      for (int64_t q = q0; q <= q1; ++q)
+        if (window_argmax(plane, p, q, d) == cell) acc += dyp[p * d.Q + q];
+    dx[i] = acc;
+  }
+}
+
+__global__ void global_avg_pool_forward_kernel(float* y, const float* x, int64_t planes, int64_t hw) {
+  for (int64_t pl = grid_first(); pl < planes; pl += grid_step()) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < hw; ++i) acc += x[pl * hw + i];
+    y[pl] = acc / float(hw);
+  }
+}
+
+__global__ void global_avg_pool_backward_kernel(float* dx, const float* dy, int64_t hw, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) dx[i] = dy[i / hw] / float(hw);
+}
+
+void max_pool2d_forward(float* y, const float* x, const PoolGeom& g, int block) {
+  const int64_t n = g.N * g.C * g.P() * g.Q();
+  if (n <= 0) return;
+  launch(max_pool2d_forward_kernel, grid_for(n, block), block, 0, nullptr, y, x, dims(g));
+  check_launch("cuda::max_pool2d_forward");
+}
+
+void max_pool2d_backward(float* dx, const float* dy, const float* x, const PoolGeom& g, int block) {
+  const int64_t n = g.N * g.C * g.H * g.W;
+  if (n <= 0) return;
+  launch(max_pool2d_backward_kernel, grid_for(n, block), block, 0, nullptr, dx, dy, x, dims(g));
+  check_launch("cuda::max_pool2d_backward");
+}
+
+void global_avg_pool_forward(float* y, const float* x, int64_t planes, int64_t hw, int block) {
+  if (planes <= 0) return;
+  launch(global_avg_pool_forward_kernel, grid_for(planes, block), block, 0, nullptr, y, x, planes, hw);
+  check_launch("cuda::global_avg_pool_forward");
+}
+
+void global_avg_pool_backward(float* dx, const float* dy, int64_t planes, int64_t hw, int block) {
+  const int64_t n = planes * hw;
+  if (n <= 0) return;
+  launch(global_avg_pool_backward_kernel, grid_for(n, block), block, 0, nullptr, dx, dy, hw, n);
+  check_launch("cuda::global_avg_pool_backward");
+}
+
+}  // namespace nimbus::cuda
