@@ -5,7 +5,6 @@
 #include <cstring>
 
 #include "kernels/cpu/gemm.h"
-#include "kernels/cpu/parallel.h"
 
 namespace nimbus::cpu {
 
@@ -79,6 +78,13 @@ NIMBUS_INSTANTIATE(double)
 #undef NIMBUS_INSTANTIATE
 
 // ============================== fast path ==============================
+//
+// Threads: only the GEMMs run in parallel (OpenBLAS's own pthreads). Every
+// copy around them (im2col, col2im, pad, pack, crop, scatter) runs on the
+// calling thread ON PURPOSE: after an OpenMP loop, libgomp's worker keeps
+// spinning (GOMP_SPINCOUNT) on the core that OpenBLAS's threads need next.
+// Measured (CPU time, 2 threads): conv256 fwd / fwd+bwd 1.6x / 1.5x less with
+// serial copies; ResNet-like 32x64x16x16 convs 3-6x less.
 
 namespace {
 // GEMM columns we aim for per call (fewer leave BLAS starved on small images),
@@ -104,8 +110,6 @@ Range valid(int64_t r, int64_t extent, int64_t out, const ConvGeom& g) {
 
 void im2col(float* col, const float* x, int64_t count, const ConvGeom& g) {
   const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, HW = g.H * g.W, ld = count * PQ;
-  const int64_t work = g.C * g.R * g.S * ld;
-#pragma omp parallel for collapse(3) if (work > kParallelGrain)
   for (int64_t c = 0; c < g.C; ++c)
     for (int64_t r = 0; r < g.R; ++r)
       for (int64_t s = 0; s < g.S; ++s) {
@@ -131,9 +135,6 @@ void im2col(float* col, const float* x, int64_t count, const ConvGeom& g) {
 
 void col2im(float* dx, const float* col, int64_t count, const ConvGeom& g) {
   const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, HW = g.H * g.W, ld = count * PQ;
-  const int64_t work = g.C * g.R * g.S * ld;
-  // Each (image, channel) plane of dx is written by one thread only: no races.
-#pragma omp parallel for collapse(2) if (work > kParallelGrain)
   for (int64_t i = 0; i < count; ++i)
     for (int64_t c = 0; c < g.C; ++c) {
       float* dxc = dx + (i * g.C + c) * HW;
@@ -185,10 +186,6 @@ Path path_of(const ConvGeom& g) {
 // buffer. Columns q in [Q, Wp) wrap into the next row: junk, dropped on the
 // way out (and zero in dy on the way back, so they add nothing).
 // W_rs is w repacked tap-major: wr[rs][k][c].
-// The copies around the GEMMs (pad, pack, crop) run on one thread on purpose:
-// they are cheap, and after an OpenMP loop libgomp's worker keeps spinning
-// (GOMP_SPINCOUNT) on the core that OpenBLAS's threads need next. Measured:
-// conv256 forward / fwd+bwd use 1.6x / 1.5x less CPU time than with OpenMP copies.
 struct Shifted {
   int64_t Hp, Wp, J, Lp;  // padded size, output columns J = P*Wp, per-channel stride Lp
   explicit Shifted(const ConvGeom& g)
@@ -270,7 +267,6 @@ void shifted_backward(float* dx, float* dwr, const float* dy, const float* x, co
 // (K, count*PQ) <-> (count, K, PQ): the layout change around a grouped GEMM.
 // scatter also adds the bias (b may be null).
 void scatter(float* y, const float* tmp, const float* b, int64_t count, int64_t K, int64_t PQ) {
-#pragma omp parallel for collapse(2) if (count * K * PQ > kParallelGrain)
   for (int64_t i = 0; i < count; ++i)
     for (int64_t k = 0; k < K; ++k) {
       const float* src = tmp + k * count * PQ + i * PQ;
@@ -280,7 +276,6 @@ void scatter(float* y, const float* tmp, const float* b, int64_t count, int64_t 
     }
 }
 void gather(float* tmp, const float* dy, int64_t count, int64_t K, int64_t PQ) {
-#pragma omp parallel for collapse(2) if (count * K * PQ > kParallelGrain)
   for (int64_t i = 0; i < count; ++i)
     for (int64_t k = 0; k < K; ++k)
       std::memcpy(tmp + k * count * PQ + i * PQ, dy + (i * K + k) * PQ, sizeof(float) * PQ);

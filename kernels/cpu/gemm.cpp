@@ -4,7 +4,6 @@
 
 #include <cblas.h>
 
-#include "kernels/cpu/parallel.h"
 
 namespace nimbus::cpu {
 
@@ -45,7 +44,6 @@ void gemm<double>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, d
 
 template <typename T>
 void bias_fill(T* y, const T* b, int64_t N, int64_t K, int64_t inner) {
-#pragma omp parallel for collapse(2) if (N * K * inner > kParallelGrain)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) {
       T* row = y + (n * K + k) * inner;
@@ -55,7 +53,6 @@ void bias_fill(T* y, const T* b, int64_t N, int64_t K, int64_t inner) {
 
 template <typename T>
 void bias_backward(T* db, const T* dy, int64_t N, int64_t K, int64_t inner) {
-#pragma omp parallel for if (N * K * inner > kParallelGrain)
   for (int64_t k = 0; k < K; ++k) {
     T acc = 0;
     for (int64_t n = 0; n < N; ++n) {
