@@ -78,8 +78,9 @@ __global__ void carl_backward_kernel(float* dP, const float* P, const float* Tg,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Launchers. scratch = [terms (n) | mean's partial sums].
-int64_t loss_scratch_floats(int64_t n) { return n + reduce_scratch_floats(n); }
+// Launchers. scratch = [terms (n) | mean's partial sums]; the partials of the smallest block (32)
+// bound those of every block size.
+int64_t loss_scratch_floats(int64_t n) { return n + reduce_scratch_floats(n, 32); }
 
 void softmax_forward(float* y, const float* x, int64_t N, int64_t K, int block) {
   if (N <= 0 || K <= 0) return;

@@ -1,0 +1,478 @@
+/* test_cuda_ops.cpp: the CUDA backend (kernels/cuda/{gemm,conv2d,batchnorm,pool,loss,optim,copy}.cu and the
+ * engine wiring) run by the emulator, against the CPU kernels.
+ *
+ * Kernel tests: odd sizes, two block (or tile) sizes, forward / reversed / shuffled order; outputs must
+ * be bitwise identical across orders (no float atomics anywhere in these kernels) and agree with the
+ * CPU reference run in double within float tolerance. Engine tests: the same ops and a training step
+ * of a tiny ResNet and a tiny DSen2-CR on Device::CUDA equal the CPU backend within tolerance.
+ */
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "engine/cuda_ops.h"
+#include "engine/ops/activation.h"
+#include "engine/ops/arith.h"
+#include "engine/ops/batchnorm.h"
+#include "engine/ops/conv.h"
+#include "engine/ops/linear.h"
+#include "engine/ops/loss.h"
+#include "engine/ops/pool.h"
+#include "engine/ops/shape_ops.h"
+#include "engine/optim/adam.h"
+#include "engine/optim/nadam.h"
+#include "engine/optim/sgd.h"
+#include "engine/random.h"
+#include "kernels/cpu/batchnorm.h"
+#include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/loss.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/cuda/backend.h"
+#include "kernels/cuda/batchnorm.h"
+#include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/loss.h"
+#include "kernels/cuda/pool.h"
+#include "models/dsen2cr.h"
+#include "models/resnet.h"
+#include "tests/common/check.h"
+#include "tests/emu/emu_util.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+using emu::Order;
+
+namespace {
+
+std::vector<float> rand_floats(size_t n, uint64_t seed, double lo = -1, double hi = 1) {
+  Rng rng(seed);
+  return to_float(random_vec(n, rng, lo, hi));
+}
+
+std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+// Runs f (which launches kernels and returns their downloaded output) in every order; the
+// outputs must be bitwise equal. Returns the forward-order output.
+std::vector<float> same_in_all_orders(const std::string& what, const std::function<std::vector<float>()>& f) {
+  std::vector<float> first;
+  for (Order o : kAllOrders) {
+    ScopedOrder so(o, 5);
+    std::vector<float> got = f();
+    if (first.empty()) {
+      first = got;
+      continue;
+    }
+    REQUIRE(got.size() == first.size());
+    CHECK_MESSAGE(std::memcmp(got.data(), first.data(), got.size() * sizeof(float)) == 0, what, ": order ",
+                  emu::order_name(o), " differs from forward order");
+  }
+  return first;
+}
+
+void require_backend() { REQUIRE(cuda::register_cuda_backend()); }
+
+TEST_CASE("cuda backend: registration, status sentence, tensors and copies") {
+  require_backend();
+  CHECK(device_available(Device::CUDA));
+  CHECK(cuda_status().find("emulator") != std::string::npos);
+  std::vector<float> v = rand_floats(37, 1);
+  Tensor d = Tensor::from_vector({37}, v, Device::CUDA);
+  CHECK(d.device() == Device::CUDA);
+  CHECK(d.to_vector() == v);
+  CHECK(d.clone().to(Device::CPU).to_vector() == v);
+  Tensor z = Tensor::zeros({5, 3}, Device::CUDA);
+  CHECK(z.to_vector() == std::vector<float>(15, 0.0f));
+  Tensor h = Tensor::zeros({37});
+  h.copy_(d);
+  CHECK(h.to_vector() == v);
+  CHECK_THROWS_WITH_AS(add(d, Tensor::zeros({37})), doctest::Contains("devices differ"), Error);
+}
+
+TEST_CASE("cuda kernels: tiled sgemm, all transposes, odd sizes, two tiles, beta 0 and 0.5") {
+  require_backend();
+  struct Case {
+    int64_t M, N, K;
+  };
+  for (Case c : {Case{5, 7, 3}, Case{17, 13, 19}, Case{1, 33, 40}}) {
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      const int64_t lda = (ta ? c.M : c.K) + 2, ldb = (tb ? c.K : c.N) + 1, ldc = c.N + 3;
+      const std::vector<float> A = rand_floats(size_t((ta ? c.K : c.M) * lda), 3 + t);
+      const std::vector<float> B = rand_floats(size_t((tb ? c.N : c.K) * ldb), 7 + t);
+      const std::vector<float> C0 = rand_floats(size_t(c.M * ldc), 11 + t);
+      for (float beta : {0.0f, 0.5f}) {
+        std::vector<double> want = to_double(C0);
+        cpu::gemm_ref<double>(ta, tb, c.M, c.N, c.K, 1.5, to_double(A).data(), lda, to_double(B).data(), ldb, beta,
+                              want.data(), ldc);
+        for (int tile : {8, 16}) {
+          CAPTURE(c.M);
+          CAPTURE(c.N);
+          CAPTURE(c.K);
+          CAPTURE(t);
+          CAPTURE(tile);
+          CAPTURE(beta);
+          DeviceBuffer<float> dA(A), dB(B);
+          auto got = same_in_all_orders("sgemm", [&] {
+            std::vector<float> init = C0;
+            if (beta == 0.0f)  // write-only C: NaN must not leak in
+              for (int64_t i = 0; i < c.M; ++i) init[size_t(i * ldc)] = NAN;
+            DeviceBuffer<float> dC(init);
+            cuda::gemm(ta, tb, c.M, c.N, c.K, 1.5f, dA.p, lda, dB.p, ldb, beta, dC.p, ldc, tile);
+            return dC.download();
+          });
+          for (int64_t i = 0; i < c.M; ++i)  // padding columns of C stay untouched
+            for (int64_t j = c.N; j < ldc; ++j) want[size_t(i * ldc + j)] = got[size_t(i * ldc + j)];
+          check_close(got, want, 1e-5, 1e-5, "sgemm");
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda kernels: conv2d forward, backward-data, backward-weight, bias") {
+  require_backend();
+  const cpu::ConvGeom geoms[] = {
+      {2, 3, 7, 6, 4, 3, 3, 2, 1},  // strided, padded, odd sizes
+      {1, 5, 5, 5, 3, 1, 1, 1, 0},  // pointwise: no im2col
+      {2, 2, 6, 5, 3, 2, 3, 1, 2},  // rectangular kernel, pad > kernel/2
+  };
+  for (const cpu::ConvGeom& g : geoms) {
+    const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ys = g.N * g.K * g.P() * g.Q();
+    const std::vector<float> x = rand_floats(size_t(xs), 1), w = rand_floats(size_t(wsz), 2), b = rand_floats(size_t(g.K), 3),
+                             dy = rand_floats(size_t(ys), 4);
+    std::vector<double> y_ref(static_cast<size_t>(ys)), dx_ref(static_cast<size_t>(xs)), dw_ref(static_cast<size_t>(wsz)), db_ref(static_cast<size_t>(g.K));
+    cpu::conv2d_forward_ref<double>(y_ref.data(), to_double(x).data(), to_double(w).data(), to_double(b).data(), g);
+    cpu::conv2d_backward_data_ref<double>(dx_ref.data(), to_double(dy).data(), to_double(w).data(), g);
+    cpu::conv2d_backward_weight_ref<double>(dw_ref.data(), to_double(dy).data(), to_double(x).data(), g);
+    cpu::bias_backward<double>(db_ref.data(), to_double(dy).data(), g.N, g.K, g.P() * g.Q());
+    DeviceBuffer<float> dX(x), dW(w), dB(b), dDY(dy), ws(size_t(std::max<int64_t>(cuda::conv2d_workspace(g), 1)));
+    for (int tile : {8, 16}) {
+      CAPTURE(g.C);
+      CAPTURE(g.stride);
+      CAPTURE(tile);
+      auto y = same_in_all_orders("conv2d_forward", [&] {
+        DeviceBuffer<float> dY(static_cast<size_t>(ys));
+        cuda::conv2d_forward(dY.p, dX.p, dW.p, dB.p, g, ws.p, tile);
+        return dY.download();
+      });
+      check_close(y, y_ref, 1e-5, 1e-5, "conv2d forward");
+      auto grads = same_in_all_orders("conv2d_backward", [&] {
+        DeviceBuffer<float> gx(static_cast<size_t>(xs)), gw(static_cast<size_t>(wsz)), gb(static_cast<size_t>(g.K));
+        cuda::conv2d_backward(gx.p, gw.p, gb.p, dDY.p, dX.p, dW.p, g, ws.p, tile);
+        std::vector<float> all = gx.download(), vw = gw.download(), vb = gb.download();
+        all.insert(all.end(), vw.begin(), vw.end());
+        all.insert(all.end(), vb.begin(), vb.end());
+        return all;
+      });
+      check_close(std::vector<float>(grads.begin(), grads.begin() + xs), dx_ref, 1e-5, 1e-5, "conv2d dx");
+      check_close(std::vector<float>(grads.begin() + xs, grads.begin() + xs + wsz), dw_ref, 1e-5, 1e-5, "conv2d dw");
+      check_close(std::vector<float>(grads.begin() + xs + wsz, grads.end()), db_ref, 1e-5, 1e-5, "conv2d db");
+    }
+  }
+}
+
+TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and eval)") {
+  require_backend();
+  const int64_t N = 3, C = 5, HW = 7, M = N * HW, n = N * C * HW;
+  const std::vector<float> x = rand_floats(size_t(n), 21, 1, 3), dy = rand_floats(size_t(n), 22),
+                           w = rand_floats(size_t(C), 23), b = rand_floats(size_t(C), 24);
+  std::vector<double> mean(static_cast<size_t>(C)), var(static_cast<size_t>(C)), invstd(static_cast<size_t>(C)), y(static_cast<size_t>(n));
+  cpu::batchnorm_stats_ref<double>(mean.data(), var.data(), to_double(x).data(), N, C, HW);
+  cpu::batchnorm_invstd<double>(invstd.data(), var.data(), 1e-5, C);
+  DeviceBuffer<float> dX(x), dDY(dy), dW(w), dB(b);
+  for (int block : {32, 64}) {
+    CAPTURE(block);
+    auto stats = same_in_all_orders("batchnorm_stats", [&] {
+      DeviceBuffer<float> m(static_cast<size_t>(C)), v(static_cast<size_t>(C));
+      cuda::batchnorm_stats(m.p, v.p, dX.p, N, C, HW, block);
+      std::vector<float> r = m.download(), rv = v.download();
+      r.insert(r.end(), rv.begin(), rv.end());
+      return r;
+    });
+    check_close(std::vector<float>(stats.begin(), stats.begin() + C), mean, 1e-6, 1e-5, "mean");
+    check_close(std::vector<float>(stats.begin() + C, stats.end()), var, 1e-6, 1e-5, "var");
+    // The rest from the double statistics rounded to float, so only the kernel under test differs.
+    const std::vector<float> fm(mean.begin(), mean.end()), fi(invstd.begin(), invstd.end());
+    DeviceBuffer<float> dM(fm), dI(fi);
+    cpu::batchnorm_forward_ref<double>(y.data(), to_double(x).data(), to_double(fm).data(), to_double(fi).data(),
+                                       to_double(w).data(), to_double(b).data(), N, C, HW);
+    auto got_y = same_in_all_orders("batchnorm_forward", [&] {
+      DeviceBuffer<float> dY(static_cast<size_t>(n));
+      cuda::batchnorm_forward(dY.p, dX.p, dM.p, dI.p, dW.p, dB.p, N, C, HW, block);
+      return dY.download();
+    });
+    check_close(got_y, y, 1e-5, 1e-5, "batchnorm forward");
+    for (bool training : {true, false}) {
+      CAPTURE(training);
+      std::vector<double> dx(static_cast<size_t>(n)), dw(static_cast<size_t>(C)), db(static_cast<size_t>(C));
+      cpu::batchnorm_backward_ref<double>(dx.data(), dw.data(), db.data(), to_double(dy).data(), to_double(x).data(),
+                                          to_double(fm).data(), to_double(fi).data(), to_double(w).data(), N, C, HW,
+                                          training);
+      auto g = same_in_all_orders("batchnorm_backward", [&] {
+        DeviceBuffer<float> gx(static_cast<size_t>(n)), gw(static_cast<size_t>(C)), gb(static_cast<size_t>(C));
+        cuda::batchnorm_backward(gx.p, gw.p, gb.p, dDY.p, dX.p, dM.p, dI.p, dW.p, N, C, HW, training, block);
+        std::vector<float> r = gx.download(), rw = gw.download(), rb = gb.download();
+        r.insert(r.end(), rw.begin(), rw.end());
+        r.insert(r.end(), rb.begin(), rb.end());
+        return r;
+      });
+      check_close(std::vector<float>(g.begin(), g.begin() + n), dx, 1e-5, 1e-4, "batchnorm dx");
+      check_close(std::vector<float>(g.begin() + n, g.begin() + n + C), dw, 1e-5, 1e-5, "batchnorm dweight");
+      check_close(std::vector<float>(g.begin() + n + C, g.end()), db, 1e-5, 1e-5, "batchnorm dbias");
+    }
+  }
+  // Running statistics: unbiased variance, momentum.
+  std::vector<float> rm = rand_floats(size_t(C), 30), rv = rand_floats(size_t(C), 31, 0.5, 2);
+  std::vector<float> want_m = rm, want_v = rv;
+  const std::vector<float> fm(mean.begin(), mean.end()), fv(var.begin(), var.end());
+  cpu::batchnorm_update_running<float>(want_m.data(), want_v.data(), fm.data(), fv.data(), 0.1f, M, C);
+  DeviceBuffer<float> dRM(rm), dRV(rv), dM(fm), dV(fv);
+  cuda::batchnorm_update_running(dRM.p, dRV.p, dM.p, dV.p, 0.1f, M, C);
+  check_close(dRM.download(), want_m, 0, 0, "running_mean");
+  check_close(dRV.download(), want_v, 1e-7, 1e-6, "running_var");
+}
+
+TEST_CASE("cuda kernels: max pool (ties, padding) and global average pool") {
+  require_backend();
+  const cpu::PoolGeom geoms[] = {{2, 3, 7, 6, 3, 2, 1}, {1, 2, 5, 5, 2, 2, 0}, {1, 1, 6, 7, 3, 1, 1}};
+  for (const cpu::PoolGeom& g : geoms) {
+    const int64_t xs = g.N * g.C * g.H * g.W, ys = g.N * g.C * g.P() * g.Q();
+    std::vector<float> x = rand_floats(size_t(xs), 41);
+    for (float& v : x) v = std::round(v * 3) / 3;  // many ties: the first max must win
+    const std::vector<float> dy = rand_floats(size_t(ys), 42);
+    std::vector<float> y_want(static_cast<size_t>(ys)), dx_want(static_cast<size_t>(xs));
+    cpu::max_pool2d_forward<float>(y_want.data(), x.data(), g);
+    cpu::max_pool2d_backward<float>(dx_want.data(), dy.data(), x.data(), g);
+    DeviceBuffer<float> dX(x), dDY(dy);
+    for (int block : {32, 128}) {
+      CAPTURE(g.kernel);
+      CAPTURE(block);
+      auto y = same_in_all_orders("max_pool2d_forward", [&] {
+        DeviceBuffer<float> dY(static_cast<size_t>(ys));
+        cuda::max_pool2d_forward(dY.p, dX.p, g, block);
+        return dY.download();
+      });
+      check_close(y, y_want, 0, 0, "max_pool2d forward");
+      auto dx = same_in_all_orders("max_pool2d_backward", [&] {
+        DeviceBuffer<float> gx(static_cast<size_t>(xs));
+        cuda::max_pool2d_backward(gx.p, dDY.p, dX.p, g, block);
+        return gx.download();
+      });
+      check_close(dx, dx_want, 0, 0, "max_pool2d backward (same sums in the same order)");
+    }
+  }
+  const int64_t planes = 7, hw = 13;
+  const std::vector<float> x = rand_floats(size_t(planes * hw), 43), dy = rand_floats(size_t(planes), 44);
+  std::vector<double> y(static_cast<size_t>(planes)), dx(static_cast<size_t>(planes * hw));
+  cpu::global_avg_pool_forward<double>(y.data(), to_double(x).data(), planes, hw);
+  cpu::global_avg_pool_backward<double>(dx.data(), to_double(dy).data(), planes, hw);
+  DeviceBuffer<float> dX(x), dDY(dy);
+  for (int block : {32, 64}) {
+    auto gy = same_in_all_orders("gap forward", [&] {
+      DeviceBuffer<float> o(static_cast<size_t>(planes));
+      cuda::global_avg_pool_forward(o.p, dX.p, planes, hw, block);
+      return o.download();
+    });
+    check_close(gy, y, 1e-6, 1e-5, "global_avg_pool forward");
+    auto gx = same_in_all_orders("gap backward", [&] {
+      DeviceBuffer<float> o(static_cast<size_t>(planes * hw));
+      cuda::global_avg_pool_backward(o.p, dDY.p, planes, hw, block);
+      return o.download();
+    });
+    check_close(gx, dx, 1e-7, 1e-6, "global_avg_pool backward");
+  }
+}
+
+TEST_CASE("cuda kernels: softmax, cross-entropy, L1, MSE, CARL") {
+  require_backend();
+  const int64_t N = 3, C = 2, HW = 37, n = N * C * HW, Nc = 5, K = 7;
+  const std::vector<float> p = rand_floats(size_t(n), 51), t = rand_floats(size_t(n), 52), ci = rand_floats(size_t(n), 53);
+  std::vector<float> m = rand_floats(size_t(N * HW), 54, 0, 1);
+  for (size_t i = 0; i < m.size(); i += 3) m[i] = std::round(m[i]);  // binary and soft mask values
+  const std::vector<float> logits = rand_floats(size_t(Nc * K), 55, -3, 3);
+  const std::vector<float> target = {0, 6, 3, 3, 1};
+  DeviceBuffer<float> dP(p), dT(t), dI(ci), dMk(m), dL(logits), dTg(target), loss(1);
+  for (int block : {32, 64}) {
+    CAPTURE(block);
+    DeviceBuffer<float> scratch(static_cast<size_t>(cuda::loss_scratch_floats(n)));
+    auto run_loss = [&](const char* what, const std::function<void()>& f) {
+      return same_in_all_orders(what, [&] {
+        f();
+        return loss.download();
+      })[0];
+    };
+    CHECK(run_loss("l1", [&] { cuda::l1_forward(loss.p, dP.p, dT.p, n, scratch.p, block); }) ==
+          doctest::Approx(cpu::l1_forward<double>(to_double(p).data(), to_double(t).data(), n)).epsilon(1e-5));
+    CHECK(run_loss("mse", [&] { cuda::mse_forward(loss.p, dP.p, dT.p, n, scratch.p, block); }) ==
+          doctest::Approx(cpu::mse_forward<double>(to_double(p).data(), to_double(t).data(), n)).epsilon(1e-5));
+    CHECK(run_loss("carl", [&] { cuda::carl_forward(loss.p, dP.p, dT.p, dI.p, dMk.p, 1.0f, N, C, HW, scratch.p, block); }) ==
+          doctest::Approx(cpu::carl_forward<double>(to_double(p).data(), to_double(t).data(), to_double(ci).data(),
+                                                    to_double(m).data(), 1.0, N, C, HW))
+              .epsilon(1e-5));
+    std::vector<double> prob_ref(static_cast<size_t>(Nc * K));
+    const double ce_ref = cpu::cross_entropy_forward<double>(prob_ref.data(), to_double(logits).data(),
+                                                             to_double(target).data(), Nc, K);
+    DeviceBuffer<float> prob(static_cast<size_t>(Nc * K));
+    CHECK(run_loss("ce", [&] { cuda::cross_entropy_forward(loss.p, prob.p, dL.p, dTg.p, Nc, K, scratch.p, block); }) ==
+          doctest::Approx(ce_ref).epsilon(1e-5));
+    check_close(prob.download(), prob_ref, 1e-6, 1e-5, "cross_entropy prob");
+    DeviceBuffer<float> sm(static_cast<size_t>(Nc * K));
+    cuda::softmax_forward(sm.p, dL.p, Nc, K, block);
+    check_close(sm.download(), prob_ref, 1e-6, 1e-5, "softmax");
+    // Backward kernels: the CPU float kernels do the same float operations.
+    std::vector<float> want(static_cast<size_t>(n));
+    DeviceBuffer<float> g(static_cast<size_t>(n));
+    cpu::l1_backward<float>(want.data(), p.data(), t.data(), 0.7f, n);
+    cuda::l1_backward(g.p, dP.p, dT.p, 0.7f, n, block);
+    check_close(g.download(), want, 0, 0, "l1 backward");
+    cpu::mse_backward<float>(want.data(), p.data(), t.data(), 0.7f, n);
+    cuda::mse_backward(g.p, dP.p, dT.p, 0.7f, n, block);
+    check_close(g.download(), want, 0, 0, "mse backward");
+    cpu::carl_backward<float>(want.data(), p.data(), t.data(), ci.data(), m.data(), 1.0f, 0.7f, N, C, HW);
+    cuda::carl_backward(g.p, dP.p, dT.p, dI.p, dMk.p, 1.0f, 0.7f, N, C, HW, block);
+    check_close(g.download(), want, 0, 0, "carl backward");
+    std::vector<float> prob_f(prob_ref.begin(), prob_ref.end()), dl_want(static_cast<size_t>(Nc * K));
+    cpu::cross_entropy_backward<float>(dl_want.data(), prob_f.data(), target.data(), 0.7f, Nc, K);
+    DeviceBuffer<float> dprob(prob_f), dl(static_cast<size_t>(Nc * K));
+    cuda::cross_entropy_backward(dl.p, dprob.p, dTg.p, 0.7f, Nc, K, block);
+    check_close(dl.download(), dl_want, 0, 0, "cross_entropy backward");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine level: the same computation on Device::CPU and Device::CUDA.
+
+Tensor on(const Tensor& t, Device d) { return t.to(d).detach().set_requires_grad(t.requires_grad()); }
+
+TEST_CASE("cuda engine: a small graph of every op, forward and gradients, equals the CPU") {
+  require_backend();
+  Rng rng(7);
+  auto leaf = [&](Shape s) { return Tensor::randn(s, rng).set_requires_grad(true); };
+  Tensor x = leaf({2, 3, 9, 8}), w1 = leaf({4, 3, 3, 3}), b1 = leaf({4}), gamma = leaf({4}), beta = leaf({4});
+  Tensor w2 = leaf({5, 7, 1, 1}), fw = leaf({3, 5}), fb = leaf({3}), extra = leaf({2, 3, 5, 4});
+  Tensor target = Tensor::from_vector({2}, {2, 0});
+  const std::vector<Tensor> leaves = {x, w1, b1, gamma, beta, w2, fw, fb, extra};
+  auto run = [&](Device d, std::vector<Tensor>& grads, Tensor& rm_out) {
+    std::vector<Tensor> L;
+    for (const Tensor& t : leaves) L.push_back(on(t, d));
+    Tensor rm = Tensor::zeros({4}, d), rv = Tensor::ones({4}, d);
+    Tensor h = conv2d(L[0], L[1], L[2], 2, 1);                                   // (2,4,5,4)
+    h = relu(batch_norm2d(h, L[3], L[4], rm, rv, true, 0.1f, 1e-5f));            //
+    Tensor cat = concat_channels({h, L[8]});                                     // (2,7,5,4)
+    Tensor p = max_pool2d(conv2d(cat, L[5], Tensor(), 1, 0), 3, 2, 1);           // (2,5,3,2)
+    Tensor logits = linear(global_avg_pool(mul_scalar(p, 1.5f)), L[6], L[7]);    // (2,3)
+    Tensor loss = add(reshape(cross_entropy(logits, target.to(d)), {1}),
+                      reshape(mse_loss(p, Tensor::zeros(p.shape(), d)), {1}));
+    loss = add(loss, reshape(l1_loss(h, Tensor::full(h.shape(), 0.25f, d)), {1}));
+    reshape(loss, Shape{}).backward();
+    for (const Tensor& t : L) grads.push_back(t.grad().to(Device::CPU));
+    rm_out = rm.to(Device::CPU);
+    return loss.to(Device::CPU);
+  };
+  std::vector<Tensor> g_cpu, g_cuda;
+  Tensor rm_cpu, rm_cuda;
+  Tensor l_cpu = run(Device::CPU, g_cpu, rm_cpu), l_cuda = run(Device::CUDA, g_cuda, rm_cuda);
+  check_close(l_cuda, l_cpu, 1e-5, 1e-5, "loss");
+  check_close(rm_cuda, rm_cpu, 1e-6, 1e-5, "running_mean");
+  const char* names[] = {"x", "w1", "b1", "gamma", "beta", "w2", "fw", "fb", "extra"};
+  for (size_t i = 0; i < g_cpu.size(); ++i) check_close(g_cuda[i], g_cpu[i], 1e-5, 1e-4, names[i]);
+}
+
+TEST_CASE("cuda engine: fused Adam, Nadam and SGD updates equal the CPU loops") {
+  require_backend();
+  Rng rng(9);
+  Tensor p0 = Tensor::randn({3, 37}, rng), g0 = Tensor::randn({3, 37}, rng);
+  auto steps = [&](Device d, int which) {
+    Tensor p = p0.to(d).clone().set_requires_grad(true);
+    std::unique_ptr<Optimizer> opt;
+    if (which == 0) opt = std::make_unique<Adam>(NamedTensors{{"p", p}}, AdamOptions{1e-2, 0.9, 0.999, 1e-8, 0.01});
+    if (which == 1) opt = std::make_unique<Nadam>(NamedTensors{{"p", p}}, NadamOptions{});
+    if (which == 2) opt = std::make_unique<SGD>(NamedTensors{{"p", p}}, SGDOptions{0.1, 0.9, 0, 1e-3, true});
+    for (int s = 0; s < 3; ++s) {
+      p.set_grad(mul_scalar(g0.to(d), float(s + 1)));
+      opt->step();
+    }
+    return p.to(Device::CPU);
+  };
+  for (int which = 0; which < 3; ++which) {
+    CAPTURE(which);
+    check_close(steps(Device::CUDA, which), steps(Device::CPU, which), 1e-7, 1e-6, "parameter after 3 steps");
+  }
+}
+
+// One training step (forward, loss, backward, optimiser) of a module on `d`; returns its
+// gradients, then its parameters and buffers after the step, on the CPU.
+template <typename Model, typename Step>
+std::vector<Tensor> train_step(Model& model, Device d, Step step) {
+  model.to(d);
+  model.train();
+  step(model, d);
+  std::vector<Tensor> out;
+  for (const auto& [name, t] : model.named_parameters()) out.push_back(t.grad().to(Device::CPU));
+  for (const auto& [name, t] : model.state_dict()) out.push_back(t.to(Device::CPU));
+  return out;
+}
+
+// Each tensor within atol = 1e-4 * its largest |value| (+1e-6): gradients of weights differ in
+// scale by orders of magnitude between layers, and float sums in another order differ relatively.
+template <typename Model>
+void check_step(const std::vector<Tensor>& got, const std::vector<Tensor>& want, const Model& model) {
+  REQUIRE(got.size() == want.size());
+  std::vector<std::string> names;
+  for (const auto& [name, t] : model.named_parameters()) names.push_back("grad of " + name);
+  for (const auto& [name, t] : model.state_dict()) names.push_back(name + " after the step");
+  for (size_t i = 0; i < got.size(); ++i) {
+    double scale = 0;
+    for (float v : want[i].to_vector()) scale = std::max(scale, double(std::fabs(v)));
+    check_close(got[i], want[i], 1e-6 + 1e-4 * scale, 1e-4, names[i]);
+  }
+}
+
+TEST_CASE("cuda engine: one training step of a tiny ResNet equals the CPU backend") {
+  require_backend();
+  models::ResNetConfig cfg;
+  cfg.block = models::BlockType::Basic;
+  cfg.blocks = {1, 1, 1, 1};
+  cfg.width = 4;
+  cfg.in_channels = 3;
+  cfg.classes = 5;
+  Rng data_rng(3);
+  // 3 images of 32x32: layer4 still sees 3 values per channel in batch norm.
+  const Tensor x = Tensor::randn({3, 3, 32, 32}, data_rng), y = Tensor::from_vector({3}, {4, 1, 0});
+  auto step = [&](models::ResNet& m, Device d) {
+    SGD opt(m.named_parameters(), SGDOptions{0.1, 0.9});
+    Tensor loss = cross_entropy(m.forward(x.to(d)), y.to(d));
+    loss.backward();
+    opt.step();
+  };
+  Rng r1(11), r2(11);
+  models::ResNet cpu_model(cfg, r1), cuda_model(cfg, r2);
+  auto want = train_step(cpu_model, Device::CPU, step);
+  check_step(train_step(cuda_model, Device::CUDA, step), want, cuda_model);
+}
+
+TEST_CASE("cuda engine: one training step of a tiny DSen2-CR (CARL, Nadam) equals the CPU backend") {
+  require_backend();
+  models::DSen2CRConfig cfg;
+  cfg.blocks = 2;
+  cfg.features = 8;
+  Rng data_rng(4);
+  const Tensor s2 = Tensor::randn({2, 13, 6, 5}, data_rng), s1 = Tensor::randn({2, 2, 6, 5}, data_rng);
+  const Tensor target = Tensor::randn({2, 13, 6, 5}, data_rng);
+  const Tensor mask = Tensor::uniform({2, 1, 6, 5}, data_rng, 0, 1);
+  auto step = [&](models::DSen2CR& m, Device d) {
+    Nadam opt(m.named_parameters(), NadamOptions{7e-3});
+    Tensor loss = carl_loss(m.forward(s2.to(d), s1.to(d)), target.to(d), s2.to(d), mask.to(d), 1.0f);
+    loss.backward();
+    opt.step();
+  };
+  Rng r1(12), r2(12);
+  models::DSen2CR cpu_model(cfg, r1), cuda_model(cfg, r2);
+  auto want = train_step(cpu_model, Device::CPU, step);
+  check_step(train_step(cuda_model, Device::CUDA, step), want, cuda_model);
+}
+
+}  // namespace
