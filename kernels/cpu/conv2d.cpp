@@ -218,13 +218,12 @@ void unpack_taps(float* w, const float* wr, const ConvGeom& g) {
 
 int64_t tap_offset(int64_t t, const ConvGeom& g, const Shifted& sh) { return (t / g.S) * sh.Wp + t % g.S; }
 
-// One image. ws: xpad (C*Lp) | wr (RS*K*C) | ypad (K*J).
-void shifted_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
+// One image, taps already packed in wr. ws: xpad (C*Lp) | wr (RS*K*C) | ypad (K*J).
+void shifted_forward(float* y, const float* x, const float* b, const ConvGeom& g, float* ws) {
   const Shifted sh(g);
   const int64_t RS = g.R * g.S, P = g.P(), Q = g.Q();
   float *xp = ws, *wr = xp + g.C * sh.Lp, *yp = wr + RS * g.K * g.C;
   pad_image(xp, x, g, sh);
-  pack_taps(wr, w, g);
   for (int64_t t = 0; t < RS; ++t)
     gemm<float>(false, false, g.K, sh.J, g.C, 1.f, wr + t * g.K * g.C, g.C, xp + tap_offset(t, g, sh), sh.Lp,
                 t == 0 ? 0.f : 1.f, yp, sh.J);
@@ -304,7 +303,8 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
   for (int64_t n0 = 0; n0 < g.N; n0 += G) {
     const int64_t cnt = std::min(G, g.N - n0), cols = cnt * PQ;
     if (path == Path::Shifted) {
-      shifted_forward(y + n0 * KPQ, x + n0 * CHW, w, b, g, ws);
+      if (n0 == 0) pack_taps(ws + g.C * Shifted(g).Lp, w, g);  // once per call: the wr slot of ws
+      shifted_forward(y + n0 * KPQ, x + n0 * CHW, b, g, ws);
       continue;
     }
     const float* B = x + n0 * CHW;  // Direct: x_n (C, HW) is the matrix
