@@ -1,0 +1,171 @@
+/* bench/cuda/gemm.cu: numbered SGEMM kernels (llm.c dev/cuda style), each checked against the CPU
+ * reference, and on a GPU timed against cuBLAS.
+ *
+ *   version 1  naive: one thread per C element, every operand read from global memory
+ *   version 2  shared-memory tiles (the engine's kernel, kernels/cuda/gemm.cu, tile 16)
+ *   version 3  register blocking: a 64x64 C tile per 256-thread block, each thread 4x4 outputs
+ *              from 8-deep shared-memory slices of A and B (fewer shared loads per FMA)
+ *
+ * C (M x N) = A (M x K) B (K x N), row-major, no transposes (the conv forward case).
+ * Usage: bench_cuda_gemm [version] [M N K]. Under the emulator (g++ build) it only validates, on
+ * small sizes (timings from the emulator mean nothing). Built by nvcc (see docs/cuda-emulator.md,
+ * "Benchmarks on a GPU") it validates, then prints ms, GFLOP/s and the fraction of cuBLAS's speed.
+ */
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cuda/compat.h"
+#include "kernels/cuda/gemm.h"
+#ifdef NIMBUS_BENCH_CUBLAS
+#include <cublas_v2.h>
+#endif
+
+using namespace nimbus;
+
+// ---- version 1: naive -------------------------------------------------------------------------
+__global__ void gemm_naive_kernel(int M, int N, int K, const float* A, const float* B, float* C) {
+  const int row = int(blockIdx.y * blockDim.y + threadIdx.y), col = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (row >= M || col >= N) return;
+  float acc = 0.0f;
+  for (int k = 0; k < K; ++k) acc += A[row * K + k] * B[k * N + col];
+  C[row * N + col] = acc;
+}
+
+void gemm1(int M, int N, int K, const float* A, const float* B, float* C) {
+  launch(gemm_naive_kernel, dim3{unsigned((N + 15) / 16), unsigned((M + 15) / 16)}, dim3{16, 16}, 0, nullptr, M, N, K,
+         A, B, C);
+  cuda::check_launch("gemm1");
+}
+
+// ---- version 2: shared-memory tiles (the engine's kernel) ---------------------------------------
+void gemm2(int M, int N, int K, const float* A, const float* B, float* C) {
+  cuda::gemm(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N, 16);
+}
+
+// ---- version 3: register-blocked 64x64 tile, 4x4 per thread ---------------------------------
+constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4;  // 16x16 threads
+
+__global__ void gemm_regblock_kernel(int M, int N, int K, const float* A, const float* B, float* C) {
+  __shared__ float As[BK][BM];  // A slice transposed: As[k][m]
+  __shared__ float Bs[BK][BN];
+  const int tid = int(threadIdx.x), tr = tid / 16, tc = tid % 16;
+  const int row0 = int(blockIdx.y) * BM, col0 = int(blockIdx.x) * BN;
+  float acc[TM][TN] = {};
+  for (int k0 = 0; k0 < K; k0 += BK) {
+    // 256 threads load 64x8 of A and 8x64 of B: two elements each.
+    for (int e = tid; e < BM * BK; e += 256) {
+      const int m = e / BK, k = e % BK, gm = row0 + m, gk = k0 + k;
+      As[k][m] = (gm < M && gk < K) ? A[gm * K + gk] : 0.0f;
+      const int kb = e / BN, n = e % BN, gkb = k0 + kb, gn = col0 + n;
+      Bs[kb][n] = (gkb < K && gn < N) ? B[gkb * N + gn] : 0.0f;
+    }
+    __syncthreads();  // slices staged
+    for (int k = 0; k < BK; ++k) {
+      float a[TM], b[TN];
+      for (int i = 0; i < TM; ++i) a[i] = As[k][tr * TM + i];
+      for (int j = 0; j < TN; ++j) b[j] = Bs[k][tc * TN + j];
+      for (int i = 0; i < TM; ++i)
+        for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();  // slices consumed before the next load
+  }
+  for (int i = 0; i < TM; ++i)
+    for (int j = 0; j < TN; ++j) {
+      const int r = row0 + tr * TM + i, c = col0 + tc * TN + j;
+      if (r < M && c < N) C[r * N + c] = acc[i][j];
+    }
+}
+
+void gemm3(int M, int N, int K, const float* A, const float* B, float* C) {
+  launch(gemm_regblock_kernel, dim3{unsigned((N + BN - 1) / BN), unsigned((M + BM - 1) / BM)}, dim3{256}, 0, nullptr,
+         M, N, K, A, B, C);
+  cuda::check_launch("gemm3");
+}
+
+using GemmFn = void (*)(int, int, int, const float*, const float*, float*);
+const GemmFn kVersions[] = {nullptr, gemm1, gemm2, gemm3};
+
+// ---- driver -----------------------------------------------------------------------------------
+float* upload(const std::vector<float>& h) {
+  float* d = nullptr;
+  cudaMalloc(&d, h.size() * sizeof(float));
+  cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice);
+  return d;
+}
+
+// Max |got - ref| / (1e-4 + 1e-4 |ref|) over C: <= 1 passes.
+bool validate(int v, int M, int N, int K) {
+  std::vector<float> A(size_t(M) * K), B(size_t(K) * N), C(size_t(M) * N);
+  for (size_t i = 0; i < A.size(); ++i) A[i] = float((i * 37) % 17) / 8.0f - 1.0f;
+  for (size_t i = 0; i < B.size(); ++i) B[i] = float((i * 53) % 19) / 9.0f - 1.0f;
+  std::vector<double> ref(C.size());
+  std::vector<double> Ad(A.begin(), A.end()), Bd(B.begin(), B.end());
+  cpu::gemm_ref<double>(false, false, M, N, K, 1.0, Ad.data(), K, Bd.data(), N, 0.0, ref.data(), N);
+  float *dA = upload(A), *dB = upload(B), *dC = upload(C);
+  kVersions[v](M, N, K, dA, dB, dC);
+  cudaMemcpy(C.data(), dC, C.size() * sizeof(float), cudaMemcpyDeviceToHost);
+  cudaFree(dA), cudaFree(dB), cudaFree(dC);
+  double worst = 0;
+  for (size_t i = 0; i < C.size(); ++i)
+    worst = std::fmax(worst, std::fabs(double(C[i]) - ref[i]) / (1e-4 + 1e-4 * std::fabs(ref[i])));
+  std::printf("version %d: %dx%dx%d %s (worst error %.3g of tolerance)\n", v, M, N, K, worst <= 1 ? "OK" : "WRONG",
+              worst);
+  return worst <= 1;
+}
+
+#ifdef __CUDACC__
+// Median-free simple timing: warm-up, then the mean of `reps` launches between two events.
+template <typename F>
+float time_ms(F f, int reps = 20) {
+  f();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a), cudaEventCreate(&b);
+  cudaEventRecord(a);
+  for (int r = 0; r < reps; ++r) f();
+  cudaEventRecord(b);
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  return ms / float(reps);
+}
+
+void benchmark(int v, int M, int N, int K) {
+  std::vector<float> A(size_t(M) * K, 0.5f), B(size_t(K) * N, 0.25f), C(size_t(M) * N);
+  float *dA = upload(A), *dB = upload(B), *dC = upload(C);
+  const double flop = 2.0 * M * N * K;
+  const float ms = time_ms([&] { kVersions[v](M, N, K, dA, dB, dC); });
+  float ref_ms = 0;
+#ifdef NIMBUS_BENCH_CUBLAS
+  cublasHandle_t h;
+  cublasCreate(&h);
+  const float one = 1, zero = 0;
+  // Row-major C = A B is column-major C^T = B^T A^T.
+  ref_ms = time_ms([&] { cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, dB, N, dA, K, &zero, dC, N); });
+  cublasDestroy(h);
+#endif
+  std::printf("version %d: %dx%dx%d  %.3f ms  %.0f GFLOP/s", v, M, N, K, ms, flop / ms / 1e6);
+  if (ref_ms > 0) std::printf("  (cuBLAS %.3f ms, %.0f GFLOP/s; %.0f%% of cuBLAS)", ref_ms, flop / ref_ms / 1e6,
+                              100.0 * ref_ms / ms);
+  std::printf("\n");
+  cudaFree(dA), cudaFree(dB), cudaFree(dC);
+}
+#endif
+
+int main(int argc, char** argv) {
+  const int first = argc > 1 ? std::atoi(argv[1]) : 1, last = argc > 1 ? first : 3;
+  if (first < 1 || last > 3) {
+    std::fprintf(stderr, "usage: %s [version 1-3] [M N K]\n", argv[0]);
+    return 2;
+  }
+  bool ok = true;
+  for (int v = first; v <= last; ++v) ok = validate(v, 67, 45, 33) && validate(v, 130, 70, 19) && ok;  // odd sizes
+#ifdef __CUDACC__
+  const int M = argc > 4 ? std::atoi(argv[2]) : 4096, N = argc > 4 ? std::atoi(argv[3]) : 4096,
+            K = argc > 4 ? std::atoi(argv[4]) : 4096;
+  for (int v = first; v <= last; ++v) benchmark(v, M, N, K);
+#endif
+  return ok ? 0 : 1;
+}
