@@ -11,6 +11,7 @@
 // triplet of the split: DIR/<cloudy S2 file name>.
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 
 #include "apps/common/cloud_removal.h"
 #include "apps/common/device.h"
@@ -103,10 +104,14 @@ int run(int argc, char** argv) {
     const std::string s1 = p.get_string("s1");
     if (!net.config().sar && !s1.empty())
       std::fprintf(stderr, "remove_clouds: the model has no SAR input; ignoring --s1 %s\n", s1.c_str());
-    Progress bar("remove_clouds", 1, stderr, Progress::Mode::Auto, "img");
+    // One image: the bar counts tiles.
+    std::unique_ptr<Progress> bar;
+    to.on_tiles = [&bar](size_t done, size_t total) {
+      if (!bar) bar = std::make_unique<Progress>("remove_clouds", int64_t(total), stderr, Progress::Mode::Auto, "tile");
+      bar->update(int64_t(done));
+    };
     process(net, weights, s2, net.config().sar ? s1 : "", p.get_string("out"), to);
-    bar.update(1);
-    bar.finish();
+    if (bar) bar->finish();
     std::printf("remove_clouds: %s -> %s\n", s2.c_str(), p.get_string("out").c_str());
     return 0;
   }

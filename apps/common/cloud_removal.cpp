@@ -59,6 +59,7 @@ std::vector<float> remove_clouds_tiled(models::DSen2CR& net, const float* s2n, c
           for (int c = 0; c < C2; ++c) acc[size_t(c) * hw + g] += w[k] * pk[size_t(c) * thw];
         }
     }
+    if (o.on_tiles) o.on_tiles(t0 + n, tiles.size());
   }
   for (size_t g = 0; g < hw; ++g) {
     NIMBUS_CHECK(wsum[g] > 0, "remove_clouds: internal: pixel ", g, " got no tile weight");

@@ -6,6 +6,7 @@
 // model without SAR. Returns the cloud-free estimate (13, H, W), normalised
 // (DN = x * 2000).
 #pragma once
+#include <functional>
 #include <vector>
 
 #include "engine/device.h"
@@ -18,6 +19,7 @@ struct TileOptions {
   int overlap = -1;  // -1: automatic, 2 * margin + 32 (capped at tile - 1)
   int batch = 4;     // tiles per forward pass
   Device device = Device::CPU;
+  std::function<void(size_t done, size_t total)> on_tiles;  // optional: called after each batch of tiles
 };
 
 // Radius in pixels of the model's receptive field: one per 3x3 conv (head, 2 per block, tail).
