@@ -1,7 +1,7 @@
 // train_resnet: train the land-cover classifier (a ResNet, default ResNet-50)
 // on EuroSAT MS, with the set-up of Aarnoutse & Witte (reference/experiment.md):
 // Adam lr 1e-3, divided by 5 at epochs 50/100/200/250, 13 bands, flips and
-// rot90, random uniform-ish init (torchvision's), no pretraining.
+// rot90, no pretraining (torchvision's init; the paper says only "uniform random").
 //
 //   train_resnet --data EuroSAT_MS/ --out runs/resnet [--epochs N] [--batch-size B] [--resume]
 //
