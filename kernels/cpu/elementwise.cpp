@@ -20,7 +20,9 @@ void add_inplace(T* y, const T* x, int64_t n) {
 template <typename T>
 void relu_forward(T* y, const T* x, int64_t n) {
 #pragma omp parallel for simd if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+  // Written as "x < 0 ? 0 : x" so a NaN passes through, as in PyTorch: a diverged
+  // network must show NaN in its loss, not silently turn it into zeros.
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] < T(0) ? T(0) : x[i];
 }
 
 template <typename T>

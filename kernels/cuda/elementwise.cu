@@ -21,7 +21,7 @@ __global__ void add_inplace_kernel(float* y, const float* x, int64_t n) {
 }
 
 __global__ void relu_forward_kernel(float* y, const float* x, int64_t n) {
-  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = x[i] < 0.0f ? 0.0f : x[i];  // NaN passes through (see kernels/cpu)
 }
 
 __global__ void relu_backward_kernel(float* dx, const float* dy, const float* y, int64_t n) {

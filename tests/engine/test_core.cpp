@@ -97,6 +97,14 @@ TEST_CASE("relu kernel: backward matches finite differences in double") {
   check_close(dx, numeric_grad(loss, x), 1e-7, 1e-6, "relu dx");
 }
 
+TEST_CASE("relu propagates NaN like PyTorch (a diverged net must not look finite)") {
+  Tensor y = relu(Tensor::from_vector({3}, {NAN, -1.f, 2.f}));
+  std::vector<float> v = y.to_vector();
+  CHECK(std::isnan(v[0]));
+  CHECK(v[1] == 0.f);
+  CHECK(v[2] == 2.f);
+}
+
 TEST_CASE("autograd: leaf gradients accumulate until zero_grad") {
   Tensor x = Tensor::from_vector({4}, {-1, 2, -3, 4});
   x.set_requires_grad(true);
