@@ -33,8 +33,10 @@
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/batchnorm.h"
 #include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/copy.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/loss.h"
+#include "kernels/cuda/optim.h"
 #include "kernels/cuda/pool.h"
 #include "models/dsen2cr.h"
 #include "models/resnet.h"
@@ -89,6 +91,14 @@ TEST_CASE("cuda backend: registration, status sentence, tensors and copies") {
   h.copy_(d);
   CHECK(h.to_vector() == v);
   CHECK_THROWS_WITH_AS(add(d, Tensor::zeros({37})), doctest::Contains("devices differ"), Error);
+  Tensor x = Tensor::zeros({1, 2, 4, 4}, Device::CUDA);
+  CHECK_THROWS_WITH_AS(conv2d(x, Tensor::zeros({3, 2, 3, 3}), Tensor(), 1, 1),
+                       doctest::Contains("are on different devices"), Error);
+  CHECK_THROWS_WITH_AS(cross_entropy(Tensor::zeros({2, 3}, Device::CUDA), Tensor::zeros({2})),
+                       doctest::Contains("cross_entropy: logits (2,3) cuda and target (2) cpu are on different devices"),
+                       Error);
+  CHECK_THROWS_WITH_AS(cross_entropy(Tensor::zeros({2, 3}, Device::CUDA), Tensor::full({2}, 3.0f, Device::CUDA)),
+                       doctest::Contains("is not a class index"), Error);
 }
 
 TEST_CASE("cuda kernels: tiled sgemm, all transposes, odd sizes, two tiles, beta 0 and 0.5") {
@@ -339,6 +349,62 @@ TEST_CASE("cuda kernels: softmax, cross-entropy, L1, MSE, CARL") {
     DeviceBuffer<float> dprob(prob_f), dl(static_cast<size_t>(Nc * K));
     cuda::cross_entropy_backward(dl.p, dprob.p, dTg.p, 0.7f, Nc, K, block);
     check_close(dl.download(), dl_want, 0, 0, "cross_entropy backward");
+  }
+}
+
+TEST_CASE("cuda kernels: strided row copy and fused optimiser updates, two blocks, all orders") {
+  require_backend();
+  const int64_t rows = 3, len = 37, dst_stride = 50, src_stride = 41;
+  const std::vector<float> src = rand_floats(static_cast<size_t>(rows * src_stride), 61);
+  const std::vector<float> dst0 = rand_floats(static_cast<size_t>(rows * dst_stride), 62);
+  std::vector<float> want = dst0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < len; ++i) want[size_t(r * dst_stride + i)] = src[size_t(r * src_stride + i)];
+  const int64_t n = 301;
+  const std::vector<float> p0 = rand_floats(size_t(n), 63), m0 = rand_floats(size_t(n), 64),
+                           v0 = rand_floats(size_t(n), 65, 0, 1), g = rand_floats(size_t(n), 66);
+  // The CPU loops of engine/optim written out (same float expressions) for one element.
+  const cuda::AdamScalars a{0.9f, 0.999f, 0.1f, 0.001f, 0.01f, 1e-8f, 0.05f, 0.3f};
+  const cuda::NadamScalars na{0.9f, 0.999f, 0.1f, 0.001f, 1.2f, 1.1f, 1.3f, 0.2f, 0.8f, 0.01f, 1e-8f};
+  const cuda::SgdScalars sg{0.1f, 0.001f, 0.9f, 1.0f, false, true, true};
+  std::vector<float> pa = p0, ma = m0, va = v0, pn = p0, mn = m0, vn = v0, ps = p0, bs = m0;
+  for (size_t i = 0; i < size_t(n); ++i) {
+    float gi = g[i] + a.wd * pa[i];
+    ma[i] = ma[i] * a.b1 + a.one_m_b1 * gi;
+    va[i] = va[i] * a.b2 + a.one_m_b2 * (gi * gi);
+    pa[i] += -a.step_size * (ma[i] / (std::sqrt(va[i]) / a.bc2_sqrt + a.eps));
+    mn[i] = na.b1 * mn[i] + na.one_m_b1 * g[i];
+    vn[i] = na.b2 * vn[i] + na.one_m_b2 * (g[i] * g[i]);
+    pn[i] -= na.lr * (na.c_g * (g[i] * na.g_scale) + na.c_m * (mn[i] * na.m_scale)) /
+             (std::sqrt(vn[i] * na.v_scale) + na.eps);
+    float d = g[i] + sg.wd * ps[i];
+    bs[i] = bs[i] * sg.mom + sg.keep * d;
+    d = d + sg.mom * bs[i];
+    ps[i] += -sg.lr * d;
+  }
+  for (int block : {32, 128}) {
+    CAPTURE(block);
+    auto got = same_in_all_orders("copy_rows", [&] {
+      DeviceBuffer<float> s(src), d(dst0);
+      cuda::copy_rows(d.p, dst_stride, s.p, src_stride, rows, len, block);
+      return d.download();
+    });
+    check_close(got, want, 0, 0, "copy_rows");
+    auto opt = same_in_all_orders("optimisers", [&] {
+      DeviceBuffer<float> dg(g), P(p0), M(m0), V(v0), Pn(p0), Mn(m0), Vn(v0), Ps(p0), Bs(m0);
+      cuda::adam_update(P.p, M.p, V.p, dg.p, n, a, block);
+      cuda::nadam_update(Pn.p, Mn.p, Vn.p, dg.p, n, na, block);
+      cuda::sgd_update(Ps.p, Bs.p, dg.p, n, sg, block);
+      std::vector<float> r;
+      for (auto* b : {&P, &M, &V, &Pn, &Mn, &Vn, &Ps, &Bs}) {
+        std::vector<float> h = b->download();
+        r.insert(r.end(), h.begin(), h.end());
+      }
+      return r;
+    });
+    std::vector<float> all;
+    for (auto* h : {&pa, &ma, &va, &pn, &mn, &vn, &ps, &bs}) all.insert(all.end(), h->begin(), h->end());
+    check_close(opt, all, 0, 0, "adam, nadam, sgd (same float expressions as the CPU loops)");
   }
 }
 
