@@ -5,8 +5,9 @@
  * Per step it stages a TILE x TILE slice of op(A) and of op(B) in shared memory (out-of-range
  * cells as 0, so any M, N, K works), then every thread runs TILE multiply-adds from shared memory.
  * Each C element is summed over k in increasing order by one thread: no atomics, the result does
- * not depend on thread or block order. Faster variants (register blocking, ...) live in
- * bench/cuda/ until they beat this one. CPU twin: kernels/cpu/gemm.h.
+ * not depend on thread or block order. tile == 64 selects the register-blocked kernel below
+ * (bench/cuda/gemm.cu version 3); the default stays 16 until a GPU timing says otherwise.
+ * CPU twin: kernels/cpu/gemm.h.
  */
 #include "kernels/cuda/gemm.h"
 
@@ -40,10 +41,61 @@ __global__ void sgemm_tiled_kernel(bool trans_a, bool trans_b, int64_t M, int64_
   }
 }
 
+// Register-blocked variant (tile == 64): a 64x64 C tile per 256-thread block, each thread 4x4
+// outputs accumulated in registers from 8-deep shared slices of op(A) (stored k-major) and op(B),
+// so each shared value loaded feeds 4 FMAs instead of 1. Same k order per element as above.
+constexpr int kRbM = 64, kRbN = 64, kRbK = 8, kRbT = 4;
+
+__global__ void sgemm_regblock_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                                      int64_t ldc) {
+  __shared__ float As[kRbK][kRbM];
+  __shared__ float Bs[kRbK][kRbN];
+  const int tid = int(threadIdx.x), tr = tid / 16, tc = tid % 16;
+  const int64_t row0 = int64_t(blockIdx.y) * kRbM, col0 = int64_t(blockIdx.x) * kRbN;
+  float acc[kRbT][kRbT] = {};
+  for (int64_t k0 = 0; k0 < K; k0 += kRbK) {
+    for (int e = tid; e < kRbM * kRbK; e += 256) {  // 2 elements of each slice per thread
+      const int m = e / kRbK, k = e % kRbK;
+      const int64_t gm = row0 + m, gk = k0 + k;
+      As[k][m] = (gm < M && gk < K) ? (trans_a ? A[gk * lda + gm] : A[gm * lda + gk]) : 0.0f;
+      const int kb = e / kRbN, n = e % kRbN;
+      const int64_t gkb = k0 + kb, gn = col0 + n;
+      Bs[kb][n] = (gkb < K && gn < N) ? (trans_b ? B[gn * ldb + gkb] : B[gkb * ldb + gn]) : 0.0f;
+    }
+    __syncthreads();  // slices staged
+    for (int k = 0; k < kRbK; ++k) {
+      float a[kRbT], b[kRbT];
+      for (int i = 0; i < kRbT; ++i) a[i] = As[k][tr * kRbT + i];
+      for (int j = 0; j < kRbT; ++j) b[j] = Bs[k][tc * kRbT + j];
+      for (int i = 0; i < kRbT; ++i)
+        for (int j = 0; j < kRbT; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();  // slices consumed before the next step overwrites them
+  }
+  for (int i = 0; i < kRbT; ++i)
+    for (int j = 0; j < kRbT; ++j) {
+      const int64_t r = row0 + tr * kRbT + i, c = col0 + tc * kRbT + j;
+      if (r < M && c < N) {
+        float* out = C + r * ldc + c;
+        *out = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * *out;
+      }
+    }
+}
+
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int tile) {
   if (M <= 0 || N <= 0) return;
-  NIMBUS_CHECK(tile == 8 || tile == 16 || tile == 32, "cuda::gemm: tile ", tile, " must be 8, 16 or 32");
+  NIMBUS_CHECK(tile == 8 || tile == 16 || tile == 32 || tile == 64, "cuda::gemm: tile ", tile,
+               " must be 8, 16, 32 (shared-memory tiles) or 64 (register-blocked)");
+  if (tile == 64) {
+    const int64_t gx = (N + kRbN - 1) / kRbN, gy = (M + kRbM - 1) / kRbM;
+    NIMBUS_CHECK(gy <= 65535, "cuda::gemm: M = ", M, " needs ", gy, " block rows (max 65535)");
+    launch(sgemm_regblock_kernel, dim3{unsigned(gx), unsigned(gy)}, dim3{256}, 0, nullptr, trans_a, trans_b, M, N, K,
+           alpha, A, lda, B, ldb, beta, C, ldc);
+    check_launch("cuda::gemm");
+    return;
+  }
   const int64_t gx = (N + tile - 1) / tile, gy = (M + tile - 1) / tile;
   NIMBUS_CHECK(gy <= 65535, "cuda::gemm: M = ", M, " needs ", gy, " block rows (max 65535)");
   const dim3 grid{unsigned(gx), unsigned(gy)}, block{unsigned(tile), unsigned(tile)};

@@ -1,8 +1,9 @@
 /* gemm.h: launchers for the CUDA SGEMM and the linear layer built on it (gemm.cu), callable from plain C++.
  *
  * Same contract as kernels/cpu/gemm.h (row-major, op(A) M x K, op(B) K x N, beta == 0 means C is
- * write-only). All pointers are device pointers. `tile` is the square thread-block tile of the
- * shared-memory kernel: 8, 16 or 32 (tile*tile threads per block); tests run two of them.
+ * write-only). All pointers are device pointers. `tile` picks the kernel: 8, 16 or 32 is the
+ * shared-memory tiled kernel (tile*tile threads per block); 64 is the register-blocked one
+ * (64x64 C tile, 256 threads, 4x4 outputs each). Tests run several.
  */
 #pragma once
 #include <cstdint>

@@ -101,7 +101,7 @@ TEST_CASE("cuda backend: registration, status sentence, tensors and copies") {
                        doctest::Contains("is not a class index"), Error);
 }
 
-TEST_CASE("cuda kernels: tiled sgemm, all transposes, odd sizes, two tiles, beta 0 and 0.5") {
+TEST_CASE("cuda kernels: sgemm (tiles 8 and 16, register-blocked 64), all transposes, odd sizes, beta 0 and 0.5") {
   require_backend();
   struct Case {
     int64_t M, N, K;
@@ -117,7 +117,7 @@ TEST_CASE("cuda kernels: tiled sgemm, all transposes, odd sizes, two tiles, beta
         std::vector<double> want = to_double(C0);
         cpu::gemm_ref<double>(ta, tb, c.M, c.N, c.K, 1.5, to_double(A).data(), lda, to_double(B).data(), ldb, beta,
                               want.data(), ldc);
-        for (int tile : {8, 16}) {
+        for (int tile : {8, 16, 64}) {
           CAPTURE(c.M);
           CAPTURE(c.N);
           CAPTURE(c.K);
@@ -159,7 +159,7 @@ TEST_CASE("cuda kernels: conv2d forward, backward-data, backward-weight, bias") 
     cpu::conv2d_backward_weight_ref<double>(dw_ref.data(), to_double(dy).data(), to_double(x).data(), g);
     cpu::bias_backward<double>(db_ref.data(), to_double(dy).data(), g.N, g.K, g.P() * g.Q());
     DeviceBuffer<float> dX(x), dW(w), dB(b), dDY(dy), ws(size_t(std::max<int64_t>(cuda::conv2d_workspace(g), 1)));
-    for (int tile : {8, 16}) {
+    for (int tile : {8, 16, 64}) {
       CAPTURE(g.C);
       CAPTURE(g.stride);
       CAPTURE(tile);
