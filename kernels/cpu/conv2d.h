@@ -14,7 +14,7 @@
 //   (C, HW) already IS the matrix. Small images are processed in groups of G so
 //   each GEMM has enough columns (G*PQ) to run near peak; the GEMM output
 //   (K, G*PQ) is then scattered to (G, K, PQ).
-//   Stride-1 convs on large images (the 3x3 convs of DSen2-CR) skip im2col
+//   Stride-1 convs with >= 32 input channels on large images (DSen2-CR) skip im2col
 //   altogether: R*S GEMMs on shifted views of the zero-padded image (conv2d.cpp).
 #pragma once
 #include <cstdint>
