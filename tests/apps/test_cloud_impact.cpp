@@ -197,7 +197,7 @@ TEST_CASE("cloud_impact: accounting vs pristine and true labels, confusion, bins
   CHECK_THROWS_WITH_AS(e.add(result("i", 1.5, 1, {1, 1, 1})), doctest::Contains("cloud cover 1.5"), Error);
 }
 
-TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR cap; the identity equals cloudy") {
+TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR cap - the identity equals cloudy") {
   // Targets at 2000 / 5000 / 8000 DN (classes 2, 5, 8); clouds add 6400 DN on 4, 8, 16 of 16 columns.
   std::vector<Scene> scenes = {flat_scene("s1", 2000, 6400, 4, 2), flat_scene("s2", 5000, 6400, 8, 5),
                                flat_scene("s3", 8000, 6400, 16, 8)};
