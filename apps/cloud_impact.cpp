@@ -183,6 +183,8 @@ int run(int argc, char** argv) {
   apps::ReportOptions ro;
   ro.out_dir = out;
   ro.classifier_metrics = metrics_csv;
+  for (float v : lm.model.classifier->input_norm().std.to_vector())
+    ro.classifier_std_dn.push_back(double(v) * models::kReflectanceScale);
   std::vector<double> covers;
   for (const auto& s : exp.scenes()) covers.push_back(s.cloud_cover);
   const std::vector<size_t> picks = apps::pick_examples(covers, size_t(p.get_int("examples")));

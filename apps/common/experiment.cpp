@@ -179,6 +179,15 @@ SceneResult evaluate_scene(const Scene& s, const std::vector<Method>& methods, c
     const std::vector<float> o = rho(out);
     r.metrics.push_back(image_metrics({o.data(), models::kS2Bands, s.height, s.width}, tv, cv,
                                       s.mask.empty() ? nullptr : s.mask.data()));
+    std::vector<double> band(models::kS2Bands, 0.0);
+    const size_t hw = size_t(s.height) * size_t(s.width);
+    for (int c = 0; c < models::kS2Bands; ++c) {
+      const float* a = out.data() + size_t(c) * hw;
+      const float* t = s.target.data() + size_t(c) * hw;
+      for (size_t i = 0; i < hw; ++i) band[size_t(c)] += std::fabs(double(a[i]) - double(t[i]));
+      band[size_t(c)] /= double(hw);
+    }
+    r.band_mae_dn.push_back(std::move(band));
     if (outputs) outputs->push_back(std::move(out));
   }
   return r;
@@ -206,6 +215,11 @@ void Experiment::add(SceneResult r) {
   NIMBUS_CHECK(r.pred.size() == names_.size() && r.metrics.size() == names_.size(), "Experiment: scene ", r.name,
                " has ", r.pred.size(), " predictions and ", r.metrics.size(), " metric sets for ", names_.size(),
                " methods");
+  NIMBUS_CHECK(r.band_mae_dn.empty() || r.band_mae_dn.size() == names_.size(), "Experiment: scene ", r.name, " has ",
+               r.band_mae_dn.size(), " per-band error sets for ", names_.size(), " methods");
+  for (const auto& b : r.band_mae_dn)
+    NIMBUS_CHECK(b.size() == size_t(models::kS2Bands), "Experiment: scene ", r.name, ": ", b.size(),
+                 " per-band errors, expected 13");
   for (int p : r.pred)
     NIMBUS_CHECK(p >= 0 && p < classes(), "Experiment: scene ", r.name, ": class ", p, " outside 0..", classes() - 1);
   NIMBUS_CHECK(r.cloud_cover >= edges_.front() && r.cloud_cover <= edges_.back(), "Experiment: scene ", r.name,
@@ -256,6 +270,18 @@ ClassDistribution Experiment::truth_distribution() const {
   for (const auto& s : scenes_)
     if (s.true_label >= 0) v.push_back(s.true_label);
   return class_distribution(v, classes());
+}
+
+std::vector<double> Experiment::band_mae_dn(int m) const {
+  std::vector<double> mean(models::kS2Bands, 0.0);
+  int64_t n = 0;
+  for (const auto& s : scenes_) {
+    if (s.band_mae_dn.size() != names_.size()) continue;  // hand-made results without band errors
+    for (int c = 0; c < models::kS2Bands; ++c) mean[size_t(c)] += s.band_mae_dn[size_t(m)][size_t(c)];
+    ++n;
+  }
+  for (double& v : mean) v = n ? v / double(n) : std::nan("");
+  return mean;
 }
 
 MetricsMean Experiment::quality(int m) const {
@@ -320,7 +346,8 @@ json::Value Experiment::to_json() const {
         {"accuracy_vs_pristine_by_cover", nimbus::to_json(bins_vs_reference(m))},
         {"confusion_vs_pristine", nimbus::to_json(confusion_vs_reference(m), class_names_)},
         {"prediction_distribution", nimbus::to_json(distribution(m), class_names_)},
-        {"quality", metrics_json(quality(m))}};
+        {"quality", metrics_json(quality(m))},
+        {"band_mae_dn", json::numbers(band_mae_dn(m))}};
     if (truth) {
       o.emplace_back("accuracy_vs_truth", nimbus::to_json(accuracy_vs_truth(m)));
       o.emplace_back("accuracy_vs_truth_by_cover", nimbus::to_json(bins_vs_truth(m)));

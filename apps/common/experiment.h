@@ -94,6 +94,7 @@ struct SceneResult {
   int true_label = -1;
   std::vector<int> pred;
   std::vector<ImageMetrics> metrics;  // method output vs target / cloudy input (reflectance units)
+  std::vector<std::vector<double>> band_mae_dn;  // per method: mean |output - target| per band (13), DN
 };
 int argmax(const std::vector<float>& p);
 // Runs every method on the scene, classifies each output and computes its
@@ -130,6 +131,10 @@ class Experiment {
   ClassDistribution distribution(int m) const;  // of method m's predictions
   ClassDistribution truth_distribution() const;
   MetricsMean quality(int m) const;  // NaN-skipping means over scenes
+  // Mean over scenes of the per-band MAE against the target, in DN (13 values). The
+  // classifier standardises each band by its training std, so an error of a few DN in a
+  // near-constant band (B10: std ~3 DN in EuroSAT-like data) is many sigmas.
+  std::vector<double> band_mae_dn(int m) const;
 
   // Files: one row per scene (predictions) / per (scene, method) (quality).
   CsvTable predictions_csv() const;

@@ -101,6 +101,34 @@ std::string quality_markdown(const Experiment& e) {
   return s.str();
 }
 
+std::string band_error_markdown(const Experiment& e, const std::vector<double>& std_dn) {
+  static const char* kBands[] = {"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"};
+  const bool with_std = std_dn.size() == size_t(models::kS2Bands);
+  std::ostringstream s;
+  s << "| method |";
+  for (const char* b : kBands) s << " " << b << " |";
+  s << "\n|---|";
+  for (int c = 0; c < models::kS2Bands; ++c) s << "---|";
+  s << "\n";
+  if (with_std) {
+    s << "| classifier input std (DN) |";
+    for (double v : std_dn) s << " " << fixed(v, 1) << " |";
+    s << "\n";
+  }
+  for (int m = 0; m < e.methods(); ++m) {
+    if (m == e.reference()) continue;
+    const std::vector<double> mae = e.band_mae_dn(m);
+    s << "| " << e.label(m) << " |";
+    for (int c = 0; c < models::kS2Bands; ++c) {
+      s << " " << fixed(mae[size_t(c)], 0);
+      if (with_std && std_dn[size_t(c)] > 0) s << " (" << fixed(mae[size_t(c)] / std_dn[size_t(c)], 1) << " sd)";
+      s << " |";
+    }
+    s << "\n";
+  }
+  return s.str();
+}
+
 plot::LineChart training_curve(const std::string& path) {
   std::ifstream f(path);
   NIMBUS_CHECK(f.good(), path, ": cannot open the classifier's metrics.csv");
@@ -182,6 +210,7 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
   e.quality_csv().write(dir + "quality.csv");
   json::Value results = e.to_json();
   results.obj.insert(results.obj.begin(), {"settings", o.settings});
+  if (!o.classifier_std_dn.empty()) results.obj.push_back({"classifier_input_std_dn", json::numbers(o.classifier_std_dn)});
   results.obj.push_back(
       {"paper", json::object({{"aarnoutse_witte_accuracy_cloudy", json::number(kPaperCloudyAccuracy)},
                               {"aarnoutse_witte_accuracy_dsen2cr", json::number(kPaperDsen2crAccuracy)}})});
@@ -274,6 +303,12 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
     << "## Cloud-removal quality (Meraner et al. Table 1 units)\n\n"
     << quality_markdown(e) << "\n"
     << "Per scene: `quality.csv`; per-scene predictions: `predictions.csv`.\n\n"
+    << "## Per-band error against the target (DN)\n\n"
+    << "Mean absolute error per band over whole scenes. The classifier standardises each band by its "
+       "training std (first row), so what it sees of an error is the error in units of that std (in "
+       "brackets): a band that is nearly constant in the training tiles (B10, cirrus) turns a small error "
+       "into a large input shift.\n\n"
+    << band_error_markdown(e, o.classifier_std_dn) << "\n"
     << "## Figures\n\n"
     << figs.str();
   const std::string report = dir + "report.md";

@@ -34,6 +34,9 @@ std::string table1_markdown(const Experiment& e);
 std::string cover_markdown(const Experiment& e);
 // Mean cloud-removal quality per method, Meraner et al. Table 1 columns, with their rows.
 std::string quality_markdown(const Experiment& e);
+// Per-band MAE against the target in DN per method, and (when given, 13 values) the
+// classifier's input std per band in DN with each error in units of it.
+std::string band_error_markdown(const Experiment& e, const std::vector<double>& classifier_std_dn);
 
 // train_resnet's metrics.csv -> accuracy-per-epoch chart (every *_acc column). Error naming the file.
 plot::LineChart training_curve(const std::string& metrics_csv);
@@ -53,6 +56,7 @@ struct ReportOptions {
   std::string classifier_metrics;  // "" = no training-curve figure
   json::Value settings;            // the run's settings, stored in results.json as "settings"
   std::vector<Example> examples;
+  std::vector<double> classifier_std_dn;  // input_norm std x 10000 (13), or empty
 };
 // Writes every file listed above. Returns the path of report.md.
 std::string write_report(const Experiment& e, const ReportOptions& o);

@@ -247,6 +247,17 @@ TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR
     if (i < 2) CHECK(m.mae_reprod == 0);
     else CHECK(std::isnan(m.mae_reprod));
   }
+  // Per-band MAE in DN: the cloud adds 6400 DN on a fraction f, in every band; the perfect remover has none.
+  const std::vector<double> band = e.band_mae_dn(0);
+  REQUIRE(band.size() == 13);
+  for (double v : band) CHECK(v == doctest::Approx(6400 * (0.25 + 0.5 + 1.0) / 3).epsilon(1e-6));
+  for (double v : e.band_mae_dn(1)) CHECK(v == 0);
+  std::vector<double> std_dn(13, 100.0);
+  std_dn[10] = 3.2;
+  const std::string md = band_error_markdown(e, std_dn);
+  CHECK(md.find("| classifier input std (DN) | 100.0 |") != std::string::npos);
+  CHECK(md.find("3733 (37.3 sd)") != std::string::npos);   // 6400 * 1.75 / 3 = 3733.3 over std 100
+  CHECK(md.find("3733 (1166.7 sd)") != std::string::npos);  // the same error in B10 (std 3.2)
   // Dataset means skip NaN: reprod over 2 scenes, MAE over 3.
   const MetricsMean q = e.quality(0);
   CHECK(q.count(5) == 2);
