@@ -60,8 +60,9 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, T
   record("batch_norm2d", {x, weight, bias}, y, [=](const Tensor& dy, GradSink& sink) {
     Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape(), dev) : Tensor();
     Tensor dw = Tensor::empty({C}, dev), db = Tensor::empty({C}, dev);
-    (on_cpu ? cpu::batchnorm_backward : cu->batchnorm_backward)(dx.defined() ? dx.data() : nullptr, dw.data(), db.data(), dy.data(), xs.data(), mean.data(),
-                            invstd.data(), ws.defined() ? ws.data() : nullptr, N, C, HW, training);
+    (on_cpu ? cpu::batchnorm_backward : cu->batchnorm_backward)(
+        dx.defined() ? dx.data() : nullptr, dw.data(), db.data(), dy.data(), xs.data(), mean.data(), invstd.data(),
+        ws.defined() ? ws.data() : nullptr, N, C, HW, training);
     if (sink.needs(0)) sink.set(0, dx);
     if (sink.needs(1)) sink.set(1, dw);
     if (sink.needs(2)) sink.set(2, db);

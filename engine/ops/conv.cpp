@@ -42,7 +42,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int
   const bool on_cpu = x.is_cpu();
   auto workspace = on_cpu ? cpu::conv2d_workspace : cuda_ops("conv2d").conv2d_workspace;
   Tensor ws = Tensor::empty({std::max<int64_t>(workspace(g), 1)}, x.device());
-  (on_cpu ? cpu::conv2d_forward : cuda_ops("conv2d").conv2d_forward)(y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, g, ws.data());
+  (on_cpu ? cpu::conv2d_forward : cuda_ops("conv2d").conv2d_forward)(y.data(), x.data(), w.data(),
+                                                                     b.defined() ? b.data() : nullptr, g, ws.data());
 
   // Save only what backward can use: x for dw, w for dx.
   Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();
@@ -54,9 +55,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int
     if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dy.device());
     if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dy.device());
     Tensor ws = Tensor::empty({std::max<int64_t>(workspace(g), 1)}, dy.device());
-    (on_cpu ? cpu::conv2d_backward : cuda_ops("conv2d").conv2d_backward)(dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
-                         db.defined() ? db.data() : nullptr, dy.data(), dw.defined() ? x_saved.data() : nullptr,
-                         dx.defined() ? w_saved.data() : nullptr, g, ws.data());
+    (on_cpu ? cpu::conv2d_backward : cuda_ops("conv2d").conv2d_backward)(
+        dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr, db.defined() ? db.data() : nullptr,
+        dy.data(), dw.defined() ? x_saved.data() : nullptr, dx.defined() ? w_saved.data() : nullptr, g, ws.data());
     if (dx.defined()) sink.set(0, dx);
     if (dw.defined()) sink.set(1, dw);
     if (db.defined()) sink.set(2, db);

@@ -34,9 +34,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     if (sink.needs(0)) dx = Tensor::empty({N, in}, dy.device());
     if (sink.needs(1)) dw = Tensor::empty({out, in}, dy.device());
     if (has_bias && sink.needs(2)) db = Tensor::empty({out}, dy.device());
-    (dy.is_cpu() ? cpu::linear_backward<float> : cuda_ops("linear").linear_backward)(dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
-                         db.defined() ? db.data() : nullptr, dy.data(), dw.defined() ? x_saved.data() : nullptr,
-                         dx.defined() ? w_saved.data() : nullptr, N, in, out);
+    (dy.is_cpu() ? cpu::linear_backward<float> : cuda_ops("linear").linear_backward)(
+        dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr, db.defined() ? db.data() : nullptr,
+        dy.data(), dw.defined() ? x_saved.data() : nullptr, dx.defined() ? w_saved.data() : nullptr, N, in, out);
     if (dx.defined()) sink.set(0, dx);
     if (dw.defined()) sink.set(1, dw);
     if (db.defined()) sink.set(2, db);

@@ -97,7 +97,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
   Tensor ts = target.detach();
   record("cross_entropy", {logits}, loss, [prob, ts, N, K](const Tensor& dy, GradSink& sink) {
     Tensor dl = Tensor::empty(prob.shape(), prob.device());
-    (prob.is_cpu() ? cpu::cross_entropy_backward<float> : cuda_ops("cross_entropy").cross_entropy_backward)(dl.data(), prob.data(), ts.data(), dy.item(), N, K);
+    (prob.is_cpu() ? cpu::cross_entropy_backward<float> : cuda_ops("cross_entropy").cross_entropy_backward)(
+        dl.data(), prob.data(), ts.data(), dy.item(), N, K);
     sink.set(0, dl);
   });
   return loss;
@@ -154,7 +155,8 @@ Tensor carl_loss(const Tensor& pred, const Tensor& target, const Tensor& cloudy_
   Tensor p = pred.detach(), t = target.detach(), ci = cloudy_input.detach(), m = mask.detach();
   record("carl_loss", {pred}, loss, [=](const Tensor& dy, GradSink& sink) {
     Tensor dp = Tensor::empty(p.shape(), p.device());
-    (p.is_cpu() ? cpu::carl_backward<float> : cuda_ops("carl_loss").carl_backward)(dp.data(), p.data(), t.data(), ci.data(), m.data(), lambda, dy.item(), N, C, HW);
+    (p.is_cpu() ? cpu::carl_backward<float> : cuda_ops("carl_loss").carl_backward)(
+        dp.data(), p.data(), t.data(), ci.data(), m.data(), lambda, dy.item(), N, C, HW);
     sink.set(0, dp);
   });
   return loss;

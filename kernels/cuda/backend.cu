@@ -78,7 +78,7 @@ CudaOps make_ops() {
                         int64_t out) { linear_forward(y, x, w, b, N, in, out); };
   o.linear_backward = [](float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, int64_t N,
                          int64_t in, int64_t out) { linear_backward(dx, dw, db, dy, x, w, N, in, out); };
-  o.conv2d_workspace = cuda::conv2d_workspace;
+  o.conv2d_workspace = [](const ConvGeom& g) { return cuda::conv2d_workspace(g); };
   o.conv2d_forward = [](float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
     cuda::conv2d_forward(y, x, w, b, g, ws);
   };
@@ -126,11 +126,11 @@ CudaOps make_ops() {
   };
   o.mse_backward = [](float* dp, const float* p, const float* t, float g, int64_t n) { mse_backward(dp, p, t, g, n); };
   o.carl_forward = [](float* loss, const float* P, const float* Tg, const float* I, const float* M, float lambda,
-                      int64_t N, int64_t C, int64_t HW, float* s) { carl_forward(loss, P, Tg, I, M, lambda, N, C, HW, s); };
+                      int64_t N, int64_t C, int64_t HW,
+                      float* s) { carl_forward(loss, P, Tg, I, M, lambda, N, C, HW, s); };
   o.carl_backward = [](float* dP, const float* P, const float* Tg, const float* I, const float* M, float lambda,
-                       float g, int64_t N, int64_t C, int64_t HW) {
-    carl_backward(dP, P, Tg, I, M, lambda, g, N, C, HW);
-  };
+                       float g, int64_t N, int64_t C,
+                       int64_t HW) { carl_backward(dP, P, Tg, I, M, lambda, g, N, C, HW); };
   o.adam_update = [](float* p, float* m, float* v, const float* g, int64_t n, const AdamScalars& s) {
     adam_update(p, m, v, g, n, s);
   };
@@ -148,9 +148,10 @@ bool do_register() {
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0) {
     (void)cudaGetLastError();
-    set_cuda_status(str("no CUDA device: cudaGetDeviceCount returned ",
-                        e != cudaSuccess ? str(cudaGetErrorName(e), " (", cudaGetErrorString(e), ")") : str("0 devices"),
-                        " (", versions(), ")"));
+    set_cuda_status(
+        str("no CUDA device: cudaGetDeviceCount returned ",
+            e != cudaSuccess ? str(cudaGetErrorName(e), " (", cudaGetErrorString(e), ")") : str("0 devices"), " (",
+            versions(), ")"));
     return false;
   }
   // Never destroyed: tensors freed during static destruction still return their blocks here.

@@ -4,6 +4,7 @@
  * SGEMM: one TILE x TILE thread block computes one TILE x TILE tile of C, one element per thread.
  * Per step it stages a TILE x TILE slice of op(A) and of op(B) in shared memory (out-of-range
  * cells as 0, so any M, N, K works), then every thread runs TILE multiply-adds from shared memory.
+ * gemm_batched runs independent GEMMs side by side (blockIdx.z picks the matrices).
  * Each C element is summed over k in increasing order by one thread: no atomics, the result does
  * not depend on thread or block order. tile == 64 selects the register-blocked kernel below
  * (bench/cuda/gemm.cu version 3); the default stays 16 until a GPU timing says otherwise.
@@ -20,10 +21,11 @@ namespace nimbus::cuda {
 // C = alpha op(A) op(B) + beta C. Block (TILE, TILE); grid (ceil(N/TILE), ceil(M/TILE)).
 template <int TILE>
 __global__ void sgemm_tiled_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                                   int64_t ldc) {
+                                   const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
+                                   int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c) {
   __shared__ float As[TILE][TILE + 1];  // +1: no bank conflicts when a column is read
   __shared__ float Bs[TILE][TILE + 1];
+  A += blockIdx.z * stride_a, B += blockIdx.z * stride_b, C += blockIdx.z * stride_c;  // this block's matrices
   const int tx = int(threadIdx.x), ty = int(threadIdx.y);
   const int64_t row = int64_t(blockIdx.y) * TILE + ty, col = int64_t(blockIdx.x) * TILE + tx;
   float acc = 0.0f;
@@ -47,10 +49,11 @@ __global__ void sgemm_tiled_kernel(bool trans_a, bool trans_b, int64_t M, int64_
 constexpr int kRbM = 64, kRbN = 64, kRbK = 8, kRbT = 4;
 
 __global__ void sgemm_regblock_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                                      int64_t ldc) {
+                                      const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
+                                      int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c) {
   __shared__ float As[kRbK][kRbM];
   __shared__ float Bs[kRbK][kRbN];
+  A += blockIdx.z * stride_a, B += blockIdx.z * stride_b, C += blockIdx.z * stride_c;
   const int tid = int(threadIdx.x), tr = tid / 16, tc = tid % 16;
   const int64_t row0 = int64_t(blockIdx.y) * kRbM, col0 = int64_t(blockIdx.x) * kRbN;
   float acc[kRbT][kRbT] = {};
@@ -83,32 +86,30 @@ __global__ void sgemm_regblock_kernel(bool trans_a, bool trans_b, int64_t M, int
     }
 }
 
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int tile) {
-  if (M <= 0 || N <= 0) return;
+void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                  int64_t ldc, int64_t stride_c, int64_t batch, int tile) {
+  if (M <= 0 || N <= 0 || batch <= 0) return;
   NIMBUS_CHECK(tile == 8 || tile == 16 || tile == 32 || tile == 64, "cuda::gemm: tile ", tile,
                " must be 8, 16, 32 (shared-memory tiles) or 64 (register-blocked)");
-  if (tile == 64) {
-    const int64_t gx = (N + kRbN - 1) / kRbN, gy = (M + kRbM - 1) / kRbM;
-    NIMBUS_CHECK(gy <= 65535, "cuda::gemm: M = ", M, " needs ", gy, " block rows (max 65535)");
-    launch(sgemm_regblock_kernel, dim3{unsigned(gx), unsigned(gy)}, dim3{256}, 0, nullptr, trans_a, trans_b, M, N, K,
-           alpha, A, lda, B, ldb, beta, C, ldc);
-    check_launch("cuda::gemm");
-    return;
-  }
-  const int64_t gx = (N + tile - 1) / tile, gy = (M + tile - 1) / tile;
+  NIMBUS_CHECK(batch <= 65535, "cuda::gemm: batch of ", batch, " matrices (max 65535)");
+  const int64_t bm = tile == 64 ? kRbM : tile, bn = tile == 64 ? kRbN : tile;
+  const int64_t gx = (N + bn - 1) / bn, gy = (M + bm - 1) / bm;
   NIMBUS_CHECK(gy <= 65535, "cuda::gemm: M = ", M, " needs ", gy, " block rows (max 65535)");
-  const dim3 grid{unsigned(gx), unsigned(gy)}, block{unsigned(tile), unsigned(tile)};
-  if (tile == 8)
-    launch(sgemm_tiled_kernel<8>, grid, block, 0, nullptr, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
-           ldc);
-  else if (tile == 16)
-    launch(sgemm_tiled_kernel<16>, grid, block, 0, nullptr, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta,
-           C, ldc);
-  else
-    launch(sgemm_tiled_kernel<32>, grid, block, 0, nullptr, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta,
-           C, ldc);
+  const dim3 grid{unsigned(gx), unsigned(gy), unsigned(batch)};
+  const dim3 block = tile == 64 ? dim3{256} : dim3{unsigned(tile), unsigned(tile)};
+  auto kernel = tile == 64 ? sgemm_regblock_kernel
+                : tile == 8 ? sgemm_tiled_kernel<8>
+                : tile == 16 ? sgemm_tiled_kernel<16>
+                             : sgemm_tiled_kernel<32>;
+  launch(kernel, grid, block, 0, nullptr, trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
+         ldc, stride_c);
   check_launch("cuda::gemm");
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int tile) {
+  gemm_batched(trans_a, trans_b, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, tile);
 }
 
 // ---------------------------------------------------------------------------------------------

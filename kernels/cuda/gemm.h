@@ -15,6 +15,12 @@ constexpr int kGemmTile = 16;
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int tile = kGemmTile);
 
+// `batch` independent GEMMs in one launch: matrix i of A, B, C starts at A + i*stride_a, ...
+// (stride 0 shares one matrix, e.g. the conv weight). batch <= 65535.
+void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                  int64_t ldc, int64_t stride_c, int64_t batch, int tile = kGemmTile);
+
 // y[n,k,i] = b[k] over (N, K, inner); db[k] = sum_{n,i} dy[n,k,i] (written; block = threads per channel).
 void bias_fill(float* y, const float* b, int64_t N, int64_t K, int64_t inner, int block = 256);
 void bias_backward(float* db, const float* dy, int64_t N, int64_t K, int64_t inner, int block = 256);

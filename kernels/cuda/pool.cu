@@ -57,8 +57,10 @@ __global__ void max_pool2d_backward_kernel(float* dx, const float* dy, const flo
     const float* dyp = dy + pl * d.P * d.Q;
     // Windows covering row h: p*stride - pad <= h <= p*stride - pad + kernel - 1.
     const int64_t hp = h + d.pad, wp = w + d.pad;
-    const int64_t p0 = hp < d.kernel ? 0 : (hp - d.kernel) / d.stride + 1, p1 = hp / d.stride < d.P ? hp / d.stride : d.P - 1;
-    const int64_t q0 = wp < d.kernel ? 0 : (wp - d.kernel) / d.stride + 1, q1 = wp / d.stride < d.Q ? wp / d.stride : d.Q - 1;
+    const int64_t p0 = hp < d.kernel ? 0 : (hp - d.kernel) / d.stride + 1,
+                  p1 = hp / d.stride < d.P ? hp / d.stride : d.P - 1;
+    const int64_t q0 = wp < d.kernel ? 0 : (wp - d.kernel) / d.stride + 1,
+                  q1 = wp / d.stride < d.Q ? wp / d.stride : d.Q - 1;
     float acc = 0.0f;
     for (int64_t p = p0; p <= p1; ++p)
       for (int64_t q = q0; q <= q1; ++q)

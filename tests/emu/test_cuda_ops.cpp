@@ -94,9 +94,9 @@ TEST_CASE("cuda backend: registration, status sentence, tensors and copies") {
   Tensor x = Tensor::zeros({1, 2, 4, 4}, Device::CUDA);
   CHECK_THROWS_WITH_AS(conv2d(x, Tensor::zeros({3, 2, 3, 3}), Tensor(), 1, 1),
                        doctest::Contains("are on different devices"), Error);
-  CHECK_THROWS_WITH_AS(cross_entropy(Tensor::zeros({2, 3}, Device::CUDA), Tensor::zeros({2})),
-                       doctest::Contains("cross_entropy: logits (2,3) cuda and target (2) cpu are on different devices"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      cross_entropy(Tensor::zeros({2, 3}, Device::CUDA), Tensor::zeros({2})),
+      doctest::Contains("cross_entropy: logits (2,3) cuda and target (2) cpu are on different devices"), Error);
   CHECK_THROWS_WITH_AS(cross_entropy(Tensor::zeros({2, 3}, Device::CUDA), Tensor::full({2}, 3.0f, Device::CUDA)),
                        doctest::Contains("is not a class index"), Error);
 }
@@ -145,33 +145,38 @@ TEST_CASE("cuda kernels: sgemm (tiles 8 and 16, register-blocked 64), all transp
 TEST_CASE("cuda kernels: conv2d forward, backward-data, backward-weight, bias") {
   require_backend();
   const cpu::ConvGeom geoms[] = {
-      {2, 3, 7, 6, 4, 3, 3, 2, 1},  // strided, padded, odd sizes
+      {3, 3, 7, 6, 4, 3, 3, 2, 1},  // strided, padded, odd sizes
       {1, 5, 5, 5, 3, 1, 1, 1, 0},  // pointwise: no im2col
       {2, 2, 6, 5, 3, 2, 3, 1, 2},  // rectangular kernel, pad > kernel/2
   };
   for (const cpu::ConvGeom& g : geoms) {
     const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ys = g.N * g.K * g.P() * g.Q();
-    const std::vector<float> x = rand_floats(size_t(xs), 1), w = rand_floats(size_t(wsz), 2), b = rand_floats(size_t(g.K), 3),
-                             dy = rand_floats(size_t(ys), 4);
-    std::vector<double> y_ref(static_cast<size_t>(ys)), dx_ref(static_cast<size_t>(xs)), dw_ref(static_cast<size_t>(wsz)), db_ref(static_cast<size_t>(g.K));
+    const std::vector<float> x = rand_floats(size_t(xs), 1), w = rand_floats(size_t(wsz), 2),
+                             b = rand_floats(size_t(g.K), 3), dy = rand_floats(size_t(ys), 4);
+    std::vector<double> y_ref(static_cast<size_t>(ys)), dx_ref(static_cast<size_t>(xs));
+    std::vector<double> dw_ref(static_cast<size_t>(wsz)), db_ref(static_cast<size_t>(g.K));
     cpu::conv2d_forward_ref<double>(y_ref.data(), to_double(x).data(), to_double(w).data(), to_double(b).data(), g);
     cpu::conv2d_backward_data_ref<double>(dx_ref.data(), to_double(dy).data(), to_double(w).data(), g);
     cpu::conv2d_backward_weight_ref<double>(dw_ref.data(), to_double(dy).data(), to_double(x).data(), g);
     cpu::bias_backward<double>(db_ref.data(), to_double(dy).data(), g.N, g.K, g.P() * g.Q());
-    DeviceBuffer<float> dX(x), dW(w), dB(b), dDY(dy), ws(size_t(std::max<int64_t>(cuda::conv2d_workspace(g), 1)));
+    DeviceBuffer<float> dX(x), dW(w), dB(b), dDY(dy);
+    // group 0: automatic (all images in one im2col + batched GEMM); 1 and 2: several steps, a partial last one.
+    for (int64_t group : {int64_t(0), int64_t(1), int64_t(2)})
     for (int tile : {8, 16, 64}) {
       CAPTURE(g.C);
       CAPTURE(g.stride);
+      CAPTURE(group);
       CAPTURE(tile);
+      DeviceBuffer<float> ws(size_t(std::max<int64_t>(cuda::conv2d_workspace(g, group), 1)));
       auto y = same_in_all_orders("conv2d_forward", [&] {
         DeviceBuffer<float> dY(static_cast<size_t>(ys));
-        cuda::conv2d_forward(dY.p, dX.p, dW.p, dB.p, g, ws.p, tile);
+        cuda::conv2d_forward(dY.p, dX.p, dW.p, dB.p, g, ws.p, tile, group);
         return dY.download();
       });
       check_close(y, y_ref, 1e-5, 1e-5, "conv2d forward");
       auto grads = same_in_all_orders("conv2d_backward", [&] {
         DeviceBuffer<float> gx(static_cast<size_t>(xs)), gw(static_cast<size_t>(wsz)), gb(static_cast<size_t>(g.K));
-        cuda::conv2d_backward(gx.p, gw.p, gb.p, dDY.p, dX.p, dW.p, g, ws.p, tile);
+        cuda::conv2d_backward(gx.p, gw.p, gb.p, dDY.p, dX.p, dW.p, g, ws.p, tile, group);
         std::vector<float> all = gx.download(), vw = gw.download(), vb = gb.download();
         all.insert(all.end(), vw.begin(), vw.end());
         all.insert(all.end(), vb.begin(), vb.end());
@@ -189,7 +194,8 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
   const int64_t N = 3, C = 5, HW = 7, M = N * HW, n = N * C * HW;
   const std::vector<float> x = rand_floats(size_t(n), 21, 1, 3), dy = rand_floats(size_t(n), 22),
                            w = rand_floats(size_t(C), 23), b = rand_floats(size_t(C), 24);
-  std::vector<double> mean(static_cast<size_t>(C)), var(static_cast<size_t>(C)), invstd(static_cast<size_t>(C)), y(static_cast<size_t>(n));
+  std::vector<double> mean(static_cast<size_t>(C)), var(static_cast<size_t>(C)), invstd(static_cast<size_t>(C)),
+      y(static_cast<size_t>(n));
   cpu::batchnorm_stats_ref<double>(mean.data(), var.data(), to_double(x).data(), N, C, HW);
   cpu::batchnorm_invstd<double>(invstd.data(), var.data(), 1e-5, C);
   DeviceBuffer<float> dX(x), dDY(dy), dW(w), dB(b);
@@ -299,7 +305,8 @@ TEST_CASE("cuda kernels: max pool (ties, padding) and global average pool") {
 TEST_CASE("cuda kernels: softmax, cross-entropy, L1, MSE, CARL") {
   require_backend();
   const int64_t N = 3, C = 2, HW = 37, n = N * C * HW, Nc = 5, K = 7;
-  const std::vector<float> p = rand_floats(size_t(n), 51), t = rand_floats(size_t(n), 52), ci = rand_floats(size_t(n), 53);
+  const std::vector<float> p = rand_floats(size_t(n), 51), t = rand_floats(size_t(n), 52),
+                           ci = rand_floats(size_t(n), 53);
   std::vector<float> m = rand_floats(size_t(N * HW), 54, 0, 1);
   for (size_t i = 0; i < m.size(); i += 3) m[i] = std::round(m[i]);  // binary and soft mask values
   const std::vector<float> logits = rand_floats(size_t(Nc * K), 55, -3, 3);
@@ -318,7 +325,8 @@ TEST_CASE("cuda kernels: softmax, cross-entropy, L1, MSE, CARL") {
           doctest::Approx(cpu::l1_forward<double>(to_double(p).data(), to_double(t).data(), n)).epsilon(1e-5));
     CHECK(run_loss("mse", [&] { cuda::mse_forward(loss.p, dP.p, dT.p, n, scratch.p, block); }) ==
           doctest::Approx(cpu::mse_forward<double>(to_double(p).data(), to_double(t).data(), n)).epsilon(1e-5));
-    CHECK(run_loss("carl", [&] { cuda::carl_forward(loss.p, dP.p, dT.p, dI.p, dMk.p, 1.0f, N, C, HW, scratch.p, block); }) ==
+    CHECK(run_loss("carl",
+                   [&] { cuda::carl_forward(loss.p, dP.p, dT.p, dI.p, dMk.p, 1.0f, N, C, HW, scratch.p, block); }) ==
           doctest::Approx(cpu::carl_forward<double>(to_double(p).data(), to_double(t).data(), to_double(ci).data(),
                                                     to_double(m).data(), 1.0, N, C, HW))
               .epsilon(1e-5));
