@@ -3,7 +3,7 @@
 # what is missing, builds (Release), writes a small synthetic EuroSAT-like and
 # SEN12MS-CR-like dataset, trains a small classifier and a small DSen2-CR, runs
 # the cloud-impact experiment and prints Table 1 and where the report is.
-# About 15 minutes on 2 CPU cores, build included (docs/experiment.md).
+# About 5 minutes on 2 idle CPU cores, build included (limit: 15; docs/experiment.md).
 #
 #   scripts/demo.sh                 everything, into runs/demo/
 #   DEMO_DIR=/tmp/x scripts/demo.sh another run folder
@@ -16,10 +16,10 @@ stamp() { printf '[demo %s] %s\n' "$(date -u -d @$(( $(date +%s) - start )) +%M:
 
 DEMO_DIR=${DEMO_DIR:-runs/demo}
 EUROSAT_PER_CLASS=${EUROSAT_PER_CLASS:-80}  # 800 EuroSAT-like 64x64 tiles (80% train, 10% val, 10% test)
-CR_TRAIN=${CR_TRAIN:-96}                    # SEN12MS-CR-like 256x256 triplets to train DSen2-CR on
-CR_EVAL=${CR_EVAL:-40}                      # separate triplets (another seed) for the experiment
+CR_TRAIN=${CR_TRAIN:-300}                   # SEN12MS-CR-like 256x256 triplets to train DSen2-CR on
+CR_EVAL=${CR_EVAL:-100}                     # separate triplets (another seed) for the experiment
 RESNET_EPOCHS=${RESNET_EPOCHS:-3}
-CR_EPOCHS=${CR_EPOCHS:-20}
+CR_EPOCHS=${CR_EPOCHS:-12}
 THREADS=${THREADS:-$(nproc)}
 
 stamp "installing missing packages (scripts/install_deps.sh)"
@@ -46,9 +46,9 @@ stamp "training the classifier: ResNet (basic blocks 1,1,1,1, width 16), $RESNET
 # L1 to the target (Meraner et al.'s second loss) rather than CARL: the synthetic cloudy
 # acquisition differs from the target on clear pixels too (per-band gain, a cirrus veil that
 # raises B10), and CARL would teach the model to keep those differences.
-stamp "training DSen2-CR (B=4, F=32, with SAR, L1 loss), $CR_EPOCHS epochs on 64x64 crops"
+stamp "training DSen2-CR (B=4, F=48, with SAR, L1 loss), $CR_EPOCHS epochs on 64x64 crops"
 "$bin/train_dsen2cr" --data "$DEMO_DIR/data/sen12mscr" --out "$DEMO_DIR/dsen2cr" --epochs "$CR_EPOCHS" \
-  --blocks 4 --features 32 --crop 64 --batch-size 8 --loss l1 --optimizer adam --lr 1e-3 --threads "$THREADS" \
+  --blocks 4 --features 48 --crop 64 --batch-size 8 --loss l1 --optimizer adam --lr 1e-3 --threads "$THREADS" \
   --resume
 
 stamp "running the experiment (cloud_impact)"
