@@ -1,0 +1,119 @@
+// test_cloud_impact_app.cpp: the cloud_impact program end to end on a few tiny
+// synthetic triplets with tiny random models: exit codes, the files it writes,
+// and that results.json agrees with predictions.csv; clear errors for a wrong
+// checkpoint, an empty split and a missing option.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "apps/common/experiment.h"
+#include "app_runner.h"
+#include "data/synthetic.h"
+#include "engine/io/json.h"
+#include "models/model_io.h"
+
+using namespace nimbus;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_all(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+struct TinyRun {
+  std::string dir, data, clf, cr;
+  TinyRun() {
+    dir = (fs::temp_directory_path() / ("nimbus_impact_app_" + std::to_string(getpid()))).string();
+    fs::remove_all(dir);
+    data = dir + "/sen12mscr";
+    data::SyntheticOptions o;
+    o.seed = 3;
+    o.size = 64;
+    o.patches_per_roi = 2;
+    std::ostringstream csv;
+    csv << data::labels_header() << "\n";
+    for (int i = 0; i < 4; ++i) csv << data::write_triplet(data, o, i) << "\n";
+    std::ofstream(data + "/labels.csv") << csv.str();
+    models::ResNetConfig rc;
+    rc.block = models::BlockType::Basic;
+    rc.blocks = {1, 1, 1, 1};
+    rc.width = 4;
+    Rng rng(1);
+    clf = dir + "/clf.safetensors";
+    models::save_model(clf, models::build_model(models::ModelConfig::of(rc), rng));
+    models::DSen2CRConfig dc;
+    dc.blocks = 1;
+    dc.features = 4;
+    cr = dir + "/cr.safetensors";
+    models::save_model(cr, models::build_model(models::ModelConfig::of(dc), rng));
+  }
+  ~TinyRun() { fs::remove_all(dir); }
+};
+
+}  // namespace
+
+TEST_CASE("cloud_impact app: a tiny run writes every file and the numbers agree") {
+  TinyRun t;
+  const std::string out = t.dir + "/run";
+  const auto r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all",
+                                                "--out", out, "--threads", "1", "--examples", "2"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("Table 1 (4 scenes)") != std::string::npos);
+  CHECK(r.output.find("4 true labels") != std::string::npos);
+  for (const char* f : {"report.md", "results.json", "predictions.csv", "quality.csv", "table1.md",
+                        "fig_class_distribution.png", "fig_confusion_dsen2cr_sar.png", "fig_accuracy_by_cover.png",
+                        "fig_examples.png"})
+    CHECK_MESSAGE(fs::is_regular_file(out + "/" + f), f);
+  CHECK_FALSE(fs::exists(out + "/fig_training_curve.png"));  // no metrics.csv next to the classifier
+
+  // results.json vs predictions.csv: the pristine column is the reference, so count the cloudy matches.
+  const json::Value res = json::parse(read_all(out + "/results.json"));
+  CHECK(res.get("scenes")->num == 4);
+  CHECK(res.get("scenes_with_true_labels")->num == 4);
+  std::istringstream csv(read_all(out + "/predictions.csv"));
+  std::string line;
+  std::getline(csv, line);
+  CHECK(line.rfind("scene,cloud_cover,true_cloud_fraction,true_label,true_name,pred_cloudy,", 0) == 0);
+  int rows = 0, cloudy_right = 0;
+  while (std::getline(csv, line)) {
+    std::vector<std::string> c;
+    std::stringstream ss(line);
+    for (std::string cell; std::getline(ss, cell, ',');) c.push_back(cell);
+    REQUIRE(c.size() == 11);  // 5 + 2 per method (cloudy, dsen2cr_sar, pristine)
+    cloudy_right += c[5] == c[9];
+    ++rows;
+  }
+  CHECK(rows == 4);
+  const json::Value& cloudy = res.get("methods")->arr.at(0);
+  CHECK(cloudy.get("name")->s == "cloudy");
+  CHECK(cloudy.get("accuracy_vs_pristine")->get("correct")->num == cloudy_right);
+  CHECK(res.get("methods")->arr.at(2).get("accuracy_vs_pristine")->get("accuracy")->num == 1.0);
+}
+
+TEST_CASE("cloud_impact app: wrong checkpoint, empty split and missing options are clear errors") {
+  TinyRun t;
+  auto r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.clf, "--data", t.data, "--split", "all",
+                                          "--out", t.dir + "/a"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("not a DSen2-CR model") != std::string::npos);
+  r = test::run_app("cloud_impact", {"--classifier", t.cr, "--cr", t.cr, "--data", t.data, "--out", t.dir + "/b"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("not a land-cover classifier") != std::string::npos);
+  r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "test",
+                                     "--out", t.dir + "/c"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("no complete triplets in split 'test'") != std::string::npos);
+  r = test::run_app("cloud_impact", {"--classifier", t.clf, "--data", t.data, "--out", t.dir + "/d"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("--cr FILE") != std::string::npos);
+  r = test::run_app("cloud_impact", {"--help"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("--classify") != std::string::npos);
+}
