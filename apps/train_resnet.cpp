@@ -30,6 +30,9 @@ using namespace nimbus;
 
 namespace {
 
+// Lowest per-band standard deviation used for input standardisation, in reflectance.
+constexpr double kMinBandStd = 0.01;
+
 struct Score {
   double loss = 0;
   int64_t correct = 0, n = 0;
@@ -79,7 +82,11 @@ void input_norm_stats(const data::SampleFn& fn, size_t count, size_t n, std::vec
   for (size_t c = 0; c < 13; ++c) {
     const double m = s[c] / pixels, var = std::max(0.0, s2[c] / pixels - m * m);
     mean[c] = float(m);
-    std[c] = float(std::max(std::sqrt(var), 1e-6));  // a constant band must not divide by zero
+    // Floor the std at 0.01 reflectance (100 DN). Nearly flat bands (B10 cirrus: ~3 DN
+    // on clear EuroSAT tiles) would otherwise be scaled up ~300x, so that any small
+    // error there (a cirrus veil, DSen2-CR's ~70 DN residual) dominates the classifier's
+    // input: +50 DN on B10 alone turned every pristine demo scene into "Highway".
+    std[c] = float(std::max(std::sqrt(var), kMinBandStd));
   }
 }
 
