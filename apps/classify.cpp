@@ -142,11 +142,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "classify: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return nimbus::cli::guarded_main("classify", run, argc, argv); }

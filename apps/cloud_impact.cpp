@@ -227,11 +227,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "cloud_impact: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return nimbus::cli::guarded_main("cloud_impact", run, argc, argv); }

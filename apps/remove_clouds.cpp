@@ -137,11 +137,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "remove_clouds: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return nimbus::cli::guarded_main("remove_clouds", run, argc, argv); }

@@ -244,11 +244,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "train_dsen2cr: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return nimbus::cli::guarded_main("train_dsen2cr", run, argc, argv); }

@@ -223,4 +223,13 @@ CommonOptions apply_common_options(const Parser& p) {
   return c;
 }
 
+int guarded_main(const char* program, int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return 1;
+  }
+}
+
 }  // namespace nimbus::cli

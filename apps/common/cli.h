@@ -104,4 +104,8 @@ void add_common_options(Parser& p);
 // Throws Error when --device cuda is asked for but no CUDA runtime is present.
 CommonOptions apply_common_options(const Parser& p);
 
+// The main() of every app: returns run(argc, argv); an exception becomes
+// "<program>: <message>" on stderr and exit code 1 (usage errors exit 2 in parse_or_exit).
+int guarded_main(const char* program, int (*run)(int, char**), int argc, char** argv);
+
 }  // namespace nimbus::cli
