@@ -7,9 +7,11 @@
 
 #include <cmath>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "engine/io/safetensors.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 
@@ -17,6 +19,15 @@ namespace nimbus::test {
 
 inline std::string fixture(const std::string& name) { return std::string(NIMBUS_FIXTURES) + "/" + name; }
 inline std::string shared_path(const std::string& rel) { return std::string(NIMBUS_SHARED) + "/" + rel; }
+
+// The committed fixture file tests/fixtures/<name>, loaded once per test binary
+// (doctest runs the cases of one binary on one thread).
+inline const SafetensorsFile& fixture_file(const std::string& name) {
+  static std::map<std::string, SafetensorsFile> cache;
+  auto it = cache.find(name);
+  if (it == cache.end()) it = cache.emplace(name, load_safetensors(fixture(name))).first;
+  return it->second;
+}
 
 // Largest violation of the tolerance; 0 when everything is within it.
 template <typename A, typename B>

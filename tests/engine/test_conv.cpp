@@ -15,10 +15,7 @@ using namespace nimbus::test;
 using cpu::ConvGeom;
 
 namespace {
-const SafetensorsFile& conv_fixtures() {
-  static const SafetensorsFile f = load_safetensors(fixture("ops_conv.safetensors"));
-  return f;
-}
+const SafetensorsFile& conv_fixtures() { return fixture_file("ops_conv.safetensors"); }
 Tensor fx(const std::string& name) { return conv_fixtures().at(name).clone(); }
 
 size_t x_size(const ConvGeom& g) { return size_t(g.N * g.C * g.H * g.W); }

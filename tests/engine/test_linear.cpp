@@ -12,10 +12,7 @@ using namespace nimbus;
 using namespace nimbus::test;
 
 namespace {
-const SafetensorsFile& linear_fixtures() {
-  static const SafetensorsFile f = load_safetensors(fixture("ops_conv.safetensors"));
-  return f;
-}
+const SafetensorsFile& linear_fixtures() { return fixture_file("ops_conv.safetensors"); }
 }  // namespace
 
 TEST_CASE("gemm reference: a hand-computed 2x2 product with alpha and beta") {

@@ -16,10 +16,7 @@ using namespace nimbus;
 using namespace nimbus::test;
 
 namespace {
-const SafetensorsFile& fixtures() {
-  static const SafetensorsFile f = load_safetensors(fixture("ops_norm_loss.safetensors"));
-  return f;
-}
+const SafetensorsFile& fixtures() { return fixture_file("ops_norm_loss.safetensors"); }
 Tensor fx(const std::string& name) { return fixtures().at(name).clone(); }
 float fxs(const std::string& name) { return fixtures().at(name).item(); }
 

@@ -70,10 +70,7 @@ struct Net : Module {
   std::vector<std::shared_ptr<Block>> blocks;
 };
 
-const SafetensorsFile& fx() {
-  static SafetensorsFile f = load_safetensors(fixture("module_names.safetensors"));
-  return f;
-}
+const SafetensorsFile& fx() { return fixture_file("module_names.safetensors"); }
 
 std::vector<std::string> keys(const NamedTensors& nt) {
   std::vector<std::string> k;

@@ -19,10 +19,7 @@ using namespace nimbus::test;
 
 namespace {
 
-const SafetensorsFile& fx() {
-  static SafetensorsFile f = load_safetensors(fixture("optim.safetensors"));
-  return f;
-}
+const SafetensorsFile& fx() { return fixture_file("optim.safetensors"); }
 
 // g = a * (p - c) + 0.1 * p^3, the script's fixed problem, in float32.
 Tensor problem_grad(const Tensor& p, const std::string& which) {

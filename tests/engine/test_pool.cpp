@@ -13,10 +13,7 @@ using namespace nimbus::test;
 using cpu::PoolGeom;
 
 namespace {
-const SafetensorsFile& pool_fixtures() {
-  static const SafetensorsFile f = load_safetensors(fixture("ops_conv.safetensors"));
-  return f;
-}
+const SafetensorsFile& pool_fixtures() { return fixture_file("ops_conv.safetensors"); }
 }  // namespace
 
 TEST_CASE("max_pool2d kernel: backward matches finite differences in double") {

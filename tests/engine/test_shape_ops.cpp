@@ -14,10 +14,7 @@ using namespace nimbus;
 using namespace nimbus::test;
 
 namespace {
-const SafetensorsFile& shape_fixtures() {
-  static const SafetensorsFile f = load_safetensors(fixture("ops_conv.safetensors"));
-  return f;
-}
+const SafetensorsFile& shape_fixtures() { return fixture_file("ops_conv.safetensors"); }
 }  // namespace
 
 TEST_CASE("reshape op: shares data, gradient is dy in the input's shape") {
