@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "kernels/cpu/conv2d.h"
+#include "bench/cuda/bench_util.cuh"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/conv2d.h"
 #ifdef NIMBUS_BENCH_CUDNN
@@ -69,13 +70,6 @@ const ConvFn kVersions[] = {nullptr, conv1, conv2};
 constexpr int kLast = 2;
 
 // ---- driver -------------------------------------------------------------------------------------
-float* upload(const std::vector<float>& h) {
-  float* d = nullptr;
-  cudaMalloc(&d, h.size() * sizeof(float));
-  cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice);
-  return d;
-}
-
 struct Problem {
   ConvGeom g;
   std::vector<float> x, w;
@@ -110,20 +104,6 @@ bool validate(int v, const ConvGeom& g) {
 }
 
 #ifdef __CUDACC__
-template <typename F>
-float time_ms(F f, int reps = 10) {
-  f();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a), cudaEventCreate(&b);
-  cudaEventRecord(a);
-  for (int r = 0; r < reps; ++r) f();
-  cudaEventRecord(b);
-  cudaEventSynchronize(b);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, a, b);
-  return ms / float(reps);
-}
-
 #ifdef NIMBUS_BENCH_CUDNN
 float cudnn_ms(Problem& pr) {
   const ConvGeom& g = pr.g;
@@ -150,7 +130,7 @@ float cudnn_ms(Problem& pr) {
   const float one = 1, zero = 0;
   const float ms = time_ms([&] {
     cudnnConvolutionForward(h, &one, xd, pr.dx, wd, pr.dw, cd, perf[0].algo, work, bytes, &zero, yd, pr.dy);
-  });
+  }, 10);
   cudaFree(work);
   cudnnDestroyConvolutionDescriptor(cd), cudnnDestroyFilterDescriptor(wd);
   cudnnDestroyTensorDescriptor(xd), cudnnDestroyTensorDescriptor(yd);
@@ -162,7 +142,7 @@ float cudnn_ms(Problem& pr) {
 void benchmark(int v, const ConvGeom& g) {
   Problem pr(g);
   const double flop = 2.0 * double(g.N * g.K * g.P() * g.Q()) * double(g.C * g.R * g.S);
-  const float ms = time_ms([&] { kVersions[v](pr.dy, pr.dx, pr.dw, g, pr.ws); });
+  const float ms = time_ms([&] { kVersions[v](pr.dy, pr.dx, pr.dw, g, pr.ws); }, 10);
   std::printf("version %d: %.3f ms  %.0f GFLOP/s", v, ms, flop / ms / 1e6);
 #ifdef NIMBUS_BENCH_CUDNN
   const float ref = cudnn_ms(pr);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "bench/cuda/bench_util.cuh"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/gemm.h"
 #ifdef NIMBUS_BENCH_CUBLAS
@@ -55,13 +56,6 @@ using GemmFn = void (*)(int, int, int, const float*, const float*, float*);
 const GemmFn kVersions[] = {nullptr, gemm1, gemm2, gemm3};
 
 // ---- driver -----------------------------------------------------------------------------------
-float* upload(const std::vector<float>& h) {
-  float* d = nullptr;
-  cudaMalloc(&d, h.size() * sizeof(float));
-  cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice);
-  return d;
-}
-
 // Max |got - ref| / (1e-4 + 1e-4 |ref|) over C: <= 1 passes.
 bool validate(int v, int M, int N, int K) {
   std::vector<float> A(size_t(M) * K), B(size_t(K) * N), C(size_t(M) * N);
@@ -83,33 +77,19 @@ bool validate(int v, int M, int N, int K) {
 }
 
 #ifdef __CUDACC__
-// Median-free simple timing: warm-up, then the mean of `reps` launches between two events.
-template <typename F>
-float time_ms(F f, int reps = 20) {
-  f();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a), cudaEventCreate(&b);
-  cudaEventRecord(a);
-  for (int r = 0; r < reps; ++r) f();
-  cudaEventRecord(b);
-  cudaEventSynchronize(b);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, a, b);
-  return ms / float(reps);
-}
-
 void benchmark(int v, int M, int N, int K) {
   std::vector<float> A(size_t(M) * K, 0.5f), B(size_t(K) * N, 0.25f), C(size_t(M) * N);
   float *dA = upload(A), *dB = upload(B), *dC = upload(C);
   const double flop = 2.0 * M * N * K;
-  const float ms = time_ms([&] { kVersions[v](M, N, K, dA, dB, dC); });
+  const float ms = time_ms([&] { kVersions[v](M, N, K, dA, dB, dC); }, 20);
   float ref_ms = 0;
 #ifdef NIMBUS_BENCH_CUBLAS
   cublasHandle_t h;
   cublasCreate(&h);
   const float one = 1, zero = 0;
   // Row-major C = A B is column-major C^T = B^T A^T.
-  ref_ms = time_ms([&] { cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, dB, N, dA, K, &zero, dC, N); });
+  ref_ms = time_ms([&] { cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, dB, N, dA, K, &zero, dC, N); },
+                   20);
   cublasDestroy(h);
 #endif
   std::printf("version %d: %dx%dx%d  %.3f ms  %.0f GFLOP/s", v, M, N, K, ms, flop / ms / 1e6);
