@@ -7,18 +7,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/common/check.h"
 #include "apps/common/accuracy.h"
 #include "engine/error.h"
 
 using namespace nimbus;
 
 namespace {
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 }  // namespace
 
 TEST_CASE("accuracy: Wilson interval against hand-computed values") {
@@ -105,7 +100,7 @@ TEST_CASE("accuracy: CSV quoting and atomic write") {
   CHECK_THROWS_AS(t.add_row({"one"}), Error);
   std::string path = "/tmp/nimbus_test_accuracy_" + std::to_string(getpid()) + ".csv";
   t.write(path);
-  CHECK(slurp(path) == t.str());
+  CHECK(test::read_file(path) == t.str());
   std::remove(path.c_str());
   CHECK(fmt_num(1.0 / 3, 3) == "0.333");
 }
@@ -144,6 +139,6 @@ TEST_CASE("accuracy: JSON results round-trip through the parser") {
   CHECK_THROWS_AS(to_json(m, {"A"}), Error);
   std::string path = "/tmp/nimbus_test_accuracy_" + std::to_string(getpid()) + ".json";
   json::write(path, v);
-  CHECK(slurp(path) == text + "\n");
+  CHECK(test::read_file(path) == text + "\n");
   std::remove(path.c_str());
 }

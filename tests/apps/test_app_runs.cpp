@@ -69,13 +69,6 @@ std::vector<std::string> with(std::vector<std::string> a, const std::vector<std:
   return a;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Every tensor (weights, buffers, optimiser state) bit-identical.
 void check_same_tensors(const std::string& a, const std::string& b) {
   SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);
@@ -115,9 +108,9 @@ TEST_CASE("train_resnet: SIGKILL mid-epoch then --resume ends with the weights o
   check_kill_resume("train_resnet", resnet_args(data, d / "a"), resnet_args(data, d / "b"), 10);
   check_same_tensors(d / "a/last.safetensors", d / "b/last.safetensors");
   check_same_tensors(d / "a/best.safetensors", d / "b/best.safetensors");
-  CHECK(read_text(d / "a/metrics.csv") == read_text(d / "b/metrics.csv"));
+  CHECK(read_file(d / "a/metrics.csv") == read_file(d / "b/metrics.csv"));
   // metrics.csv: header + one row per epoch; lr divided by 5 from epoch index 2 (the third epoch).
-  const std::string csv = read_text(d / "a/metrics.csv");
+  const std::string csv = read_file(d / "a/metrics.csv");
   CHECK(csv.rfind("epoch,lr,train_loss,train_acc,val_loss,val_acc\n1,0.001,", 0) == 0);
   CHECK(csv.find("\n3,0.0002,") != std::string::npos);
   models::LoadedModel lm = models::load_model(d / "a/last.safetensors");
@@ -133,7 +126,7 @@ TEST_CASE("train_resnet: a NaN loss stops training naming the step and keeps the
   CHECK_MESSAGE(r.output.find("loss is NaN at step 8 (epoch 2, batch 3)") != std::string::npos, r.output);
   CHECK(r.output.find("last good checkpoint is kept") != std::string::npos);
   CHECK(models::load_model(d / "run/last.safetensors").epoch == 1);
-  const std::string csv = read_text(d / "run/metrics.csv");
+  const std::string csv = read_file(d / "run/metrics.csv");
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 2);  // header + epoch 1
 }
 
@@ -217,8 +210,8 @@ TEST_CASE("train_dsen2cr: SIGKILL then --resume equals an uninterrupted run with
   // 4 train triplets, batch 2: 2 steps per epoch; step 3 is in epoch 2.
   check_kill_resume("train_dsen2cr", dsen2cr_args(data, d / "a"), dsen2cr_args(data, d / "b"), 3);
   check_same_tensors(d / "a/last.safetensors", d / "b/last.safetensors");
-  const std::string csv = read_text(d / "a/metrics.csv");
-  CHECK(csv == read_text(d / "b/metrics.csv"));
+  const std::string csv = read_file(d / "a/metrics.csv");
+  CHECK(csv == read_file(d / "b/metrics.csv"));
   CHECK(csv.rfind("epoch,lr,train_loss,val_loss,val_mae,val_rmse,val_psnr,val_ssim,val_sam\n", 0) == 0);
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 4);
   CHECK(csv.find("nan") == std::string::npos);  // one val triplet: every metric exists
@@ -303,7 +296,7 @@ TEST_CASE("classify: probabilities equal the model's forward with band order aut
       run_app("classify", {"--weights", ckpt, "--out", d / "q.csv", "--band-order", "sen12ms", "--threads", "1",
                            d / "eu"});
   REQUIRE(forced.exit_code == 0);
-  CHECK(read_text(d / "q.csv") != read_text(d / "p.csv").substr(0, read_text(d / "q.csv").size()));
+  CHECK(read_file(d / "q.csv") != read_file(d / "p.csv").substr(0, read_file(d / "q.csv").size()));
   // 4 bands: error naming the file, exit 1.
   data::Raster four = s12;
   four.bands = 4;
@@ -381,7 +374,7 @@ TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with 
   AppResult single = run_app("remove_clouds", {"--weights", ckpt, "--s2", v.s2_cloudy, "--s1", v.s1, "--out",
                                                d / "v.tif", "--threads", "1"});
   REQUIRE(single.exit_code == 0);
-  CHECK(read_text(produced) == read_text(d / "v.tif"));
+  CHECK(read_file(produced) == read_file(d / "v.tif"));
 }
 
 TEST_CASE("apps: --device cuda is a clear error (exit 1) and --help works (exit 0)") {

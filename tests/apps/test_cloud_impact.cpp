@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/common/check.h"
 #include "apps/common/experiment.h"
 #include "apps/common/experiment_report.h"
 #include "data/normalize.h"
@@ -25,13 +26,6 @@ using namespace nimbus::apps;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 std::string temp_dir(const std::string& tag) {
   const fs::path d = fs::temp_directory_path() / ("nimbus_impact_" + tag + "_" + std::to_string(getpid()));
@@ -346,7 +340,7 @@ TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
                         "fig_training_curve.png", "fig_class_distribution.png", "fig_confusion_dsen2cr_sar.png",
                         "fig_confusion_cloudy.png", "fig_accuracy_by_cover.png", "fig_examples.png"})
     CHECK_MESSAGE(fs::is_regular_file(ro.out_dir + "/" + f), f);
-  const json::Value r = json::parse(slurp(ro.out_dir + "/results.json"));
+  const json::Value r = json::parse(test::read_file(ro.out_dir + "/results.json"));
   const json::Value* methods = r.get("methods");
   REQUIRE(methods != nullptr);
   REQUIRE(methods->arr.size() == 3);
@@ -356,10 +350,10 @@ TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
   CHECK(methods->arr[1].get("accuracy_vs_truth")->get("correct")->num == 2);
   CHECK(methods->arr[2].get("accuracy_vs_pristine")->get("accuracy")->num == 1.0);
   CHECK(r.get("settings")->get("split")->s == "all");
-  const std::string t1 = slurp(ro.out_dir + "/table1.md");
+  const std::string t1 = test::read_file(ro.out_dir + "/table1.md");
   CHECK(t1.find("| DSen2-CR with SAR | 66.67% [") != std::string::npos);
   CHECK(t1.find("75.65%") != std::string::npos);  // the paper's number beside ours
-  CHECK(slurp(report).find("![examples](fig_examples.png)") != std::string::npos);
+  CHECK(test::read_file(report).find("![examples](fig_examples.png)") != std::string::npos);
   // Training curve: two series (train_acc, val_acc), two epochs.
   const plot::LineChart c = training_curve(dir + "/metrics.csv");
   REQUIRE(c.series.size() == 2);

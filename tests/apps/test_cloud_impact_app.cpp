@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/common/check.h"
 #include "apps/common/experiment.h"
 #include "app_runner.h"
 #include "data/synthetic.h"
@@ -18,13 +19,6 @@ using namespace nimbus;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_all(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 struct TinyRun {
   std::string dir, data, clf, cr;
@@ -74,10 +68,10 @@ TEST_CASE("cloud_impact app: a tiny run writes every file and the numbers agree"
   CHECK_FALSE(fs::exists(out + "/fig_training_curve.png"));  // no metrics.csv next to the classifier
 
   // results.json vs predictions.csv: the pristine column is the reference, so count the cloudy matches.
-  const json::Value res = json::parse(read_all(out + "/results.json"));
+  const json::Value res = json::parse(test::read_file(out + "/results.json"));
   CHECK(res.get("scenes")->num == 4);
   CHECK(res.get("scenes_with_true_labels")->num == 4);
-  std::istringstream csv(read_all(out + "/predictions.csv"));
+  std::istringstream csv(test::read_file(out + "/predictions.csv"));
   std::string line;
   std::getline(csv, line);
   CHECK(line.rfind("scene,cloud_cover,true_cloud_fraction,true_label,true_name,pred_cloudy,", 0) == 0);

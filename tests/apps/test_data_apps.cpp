@@ -21,11 +21,6 @@ using namespace nimbus::test;
 namespace fs = std::filesystem;
 
 namespace {
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 const char* kCloudyFixture = "fixtures/real/sen12ms_cr/xufangchn+GLF-CR/data/s2_cloudy/ROIs1970_fall_139_p839.tif";
 const char* kSarFixture = "fixtures/real/sen12ms_cr/xufangchn+GLF-CR/data/s1/ROIs1970_fall_139_p839.tif";
 }  // namespace
@@ -49,7 +44,7 @@ TEST_CASE("make_synthetic: the same seed writes the same bytes in the real layou
       "sen12mscr/ROIs1158_spring_s2_cloudy/s2_cloudy_1/ROIs1158_spring_s2_cloudy_1_p2.tif"};
   for (const std::string& f : files) {
     REQUIRE_MESSAGE(fs::exists(a / f), f);
-    CHECK_MESSAGE(slurp(a / f) == slurp(b / f), f, " differs between two runs with the same seed");
+    CHECK_MESSAGE(read_file(a / f) == read_file(b / f), f, " differs between two runs with the same seed");
   }
   data::TiffInfo s2 = data::read_tiff_info(a / files[3]);
   CHECK(s2.bands == 13);
@@ -65,7 +60,7 @@ TEST_CASE("make_synthetic: the same seed writes the same bytes in the real layou
   std::vector<std::string> other = with_out(c.path.string());
   other.back() = "12";  // another seed
   REQUIRE(run_app("make_synthetic", other).exit_code == 0);
-  CHECK(slurp(a / files[3]) != slurp(c / files[3]));
+  CHECK(read_file(a / files[3]) != read_file(c / files[3]));
 
   CHECK(run_app("make_synthetic", {"--help"}).exit_code == 0);
   CHECK(run_app("make_synthetic", {"--out", c.path.string(), "--no-such-option"}).exit_code == 2);

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <string>
@@ -19,6 +20,12 @@ namespace nimbus::test {
 
 inline std::string fixture(const std::string& name) { return std::string(NIMBUS_FIXTURES) + "/" + name; }
 inline std::string shared_path(const std::string& rel) { return std::string(NIMBUS_SHARED) + "/" + rel; }
+
+// The whole file as bytes; empty when it cannot be read.
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 
 // The committed fixture file tests/fixtures/<name>, loaded once per test binary
 // (doctest runs the cases of one binary on one thread).

@@ -14,6 +14,7 @@
 
 #include "data/geotiff.h"
 #include "engine/random.h"
+#include "tests/common/check.h"
 
 namespace nimbus::test {
 
@@ -44,11 +45,8 @@ inline std::vector<std::string> glob_files(const std::string& root, const std::s
 }
 
 inline std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE_MESSAGE(f.good(), "cannot read ", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  REQUIRE_MESSAGE(std::ifstream(path).good(), "cannot read ", path);
+  return read_file(path);
 }
 
 inline void spit(const std::string& path, const std::string& bytes) {

@@ -24,13 +24,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
 // A fresh folder under the system temp dir, removed at scope exit.
 struct TempDir {
   fs::path path;
@@ -67,8 +60,8 @@ TEST_CASE("synthetic: same seed gives identical bytes, another seed does not") {
     if (!e.is_regular_file()) continue;
     fs::path rel = fs::relative(e.path(), a.path);
     ++files;
-    CHECK_MESSAGE(slurp(e.path().string()) == slurp((b.path / rel).string()), rel.string(), " differs");
-    CHECK_MESSAGE(slurp(e.path().string()) != slurp((c.path / rel).string()), rel.string(), " same for seed 8");
+    CHECK_MESSAGE(test::read_file(e.path().string()) == test::read_file((b.path / rel).string()), rel.string(), " differs");
+    CHECK_MESSAGE(test::read_file(e.path().string()) != test::read_file((c.path / rel).string()), rel.string(), " same for seed 8");
   }
   CHECK(files == 3 * 4 + 1);
 }

@@ -42,10 +42,6 @@ struct TempDir {
   }
 };
 
-std::string read_all(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), {}};
-}
 void write_all(const std::string& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 
 // conv-bn-relu-gap-linear: parameters and buffers of every kind.
@@ -199,7 +195,7 @@ TEST_CASE("checkpoint: truncated, bit-flipped and foreign files are clear Errors
   Rng data(1);
   train_step(*model, opt, data);
   save_checkpoint(good, *model, &opt, {{"epoch", "7"}});
-  const std::string bytes = read_all(good);
+  const std::string bytes = read_file(good);
   uint64_t hlen = 0;
   for (int b = 0; b < 8; ++b) hlen |= uint64_t(uint8_t(bytes[b])) << (8 * b);
   REQUIRE(8 + hlen < bytes.size());

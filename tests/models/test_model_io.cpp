@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "tests/common/check.h"
 #include "engine/io/checkpoint.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
@@ -28,10 +29,6 @@ void check_same_state(const Module& a, const Module& b) {
   }
 }
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 void write_bytes(const std::string& path, const std::string& b) { std::ofstream(path, std::ios::binary) << b; }
 }  // namespace
 
@@ -196,7 +193,7 @@ TEST_CASE("load_model: corrupt and truncated checkpoints are errors naming the f
   TempDir dir;
   Model m = build_model(ModelConfig::of(DSen2CRConfig{1, 4, false}));
   save_model(dir / "ok.safetensors", m);
-  std::string bytes = read_bytes(dir / "ok.safetensors");
+  std::string bytes = read_file(dir / "ok.safetensors");
   std::string flipped = bytes;
   flipped[flipped.size() - 5] ^= 0x40;  // a weight's byte
   write_bytes(dir / "flip.safetensors", flipped);
