@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/gemm.h"
 
 namespace nimbus::cpu {
@@ -161,14 +162,16 @@ int64_t conv2d_group(const ConvGeom& g) {
 
 namespace {
 // Which fast path a geometry takes:
-//   Direct:  1x1 stride 1 pad 0, one image per GEMM: x_n is the GEMM operand itself.
+//   Direct3x3: 3x3 stride 1 on rows of >= 16 pixels: no GEMM (conv2d_direct.cpp).
+//   Pointwise: 1x1 stride 1 pad 0, one image per GEMM: x_n is the GEMM operand itself.
 //   Shifted: stride 1, >= 32 input channels, one image per GEMM: R*S GEMMs on the
 //            zero-padded image (below).
 //   Im2col:  everything else (strided convs, small images grouped G at a time).
-enum class Path { Direct, Shifted, Im2col };
+enum class Path { Direct3x3, Pointwise, Shifted, Im2col };
 Path path_of(const ConvGeom& g) {
+  if (conv2d_direct_applies(g)) return Path::Direct3x3;
   if (conv2d_group(g) > 1) return Path::Im2col;
-  if (g.pointwise()) return Path::Direct;
+  if (g.pointwise()) return Path::Pointwise;
   // The forward's shifted GEMMs have inner dimension C and dW's have only C
   // columns: with few input channels one im2col GEMM is faster. Measured on
   // 64x64 images, one thread: 15 -> 64 channels is 1.6x faster via im2col;
@@ -284,7 +287,8 @@ void gather(float* tmp, const float* dy, int64_t count, int64_t K, int64_t PQ) {
 int64_t conv2d_workspace(const ConvGeom& g) {
   const int64_t G = conv2d_group(g), PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S;
   switch (path_of(g)) {
-    case Path::Direct: return 0;
+    case Path::Direct3x3: return conv2d_direct_workspace(g);
+    case Path::Pointwise: return 0;
     case Path::Shifted: {
       const Shifted sh(g);
       return 2 * g.C * sh.Lp + 2 * g.R * g.S * g.K * g.C + g.K * sh.J;
@@ -298,6 +302,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
   const int64_t G = conv2d_group(g), PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S;
   const int64_t CHW = g.C * g.H * g.W, KPQ = g.K * PQ;
   const Path path = path_of(g);
+  if (path == Path::Direct3x3) return conv2d_direct_forward(y, x, w, b, g, ws);
   float* col = ws;
   float* tmp = G > 1 ? ws + CRS * G * PQ : nullptr;  // the grouped GEMM's output / dy
   for (int64_t n0 = 0; n0 < g.N; n0 += G) {
@@ -307,7 +312,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
       shifted_forward(y + n0 * KPQ, x + n0 * CHW, b, g, ws);
       continue;
     }
-    const float* B = x + n0 * CHW;  // Direct: x_n (C, HW) is the matrix
+    const float* B = x + n0 * CHW;  // Pointwise: x_n (C, HW) is the matrix
     if (path == Path::Im2col) {
       im2col(col, x + n0 * CHW, cnt, g);
       B = col;
@@ -329,6 +334,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   const int64_t CHW = g.C * g.H * g.W, KPQ = g.K * PQ;
   const Path path = path_of(g);
   if (dw && g.N == 0) std::fill(dw, dw + g.K * CRS, 0.f);  // no image, no GEMM to write it
+  if (path == Path::Direct3x3) return conv2d_direct_backward(dx, dw, db, dy, x, w, g, ws);
 
   if (path == Path::Shifted) {
     const Shifted sh(g);
@@ -361,7 +367,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
       gemm<float>(false, true, g.K, CRS, cols, 1.f, dyg, cols, B, cols, n0 == 0 ? 0.f : 1.f, dw, CRS);
     }
     if (dx) {  // dcol (CRS, cols) = W^T (CRS, K) dy_g (K, cols), then folded into dx
-      float* out = path == Path::Direct ? dx + n0 * CHW : col;
+      float* out = path == Path::Pointwise ? dx + n0 * CHW : col;
       gemm<float>(true, false, CRS, cols, g.K, 1.f, w, CRS, dyg, cols, 0.f, out, cols);
       if (path == Path::Im2col) col2im(dx + n0 * CHW, col, cnt, g);
     }
