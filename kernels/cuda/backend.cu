@@ -2,9 +2,18 @@
  *
  * Host code only. Under nvcc it talks to the real runtime; compiled by g++ it talks to the
  * emulator's runtime shim (kernels/emu/runtime.h), whose one device runs kernels on the CPU.
+ *
+ * Why the caching allocator needs no stream bookkeeping (the argument of PyTorch's
+ * CUDACachingAllocator for a block used on one stream): a tensor's block returns to the cache when
+ * the host drops it, possibly while kernels queued earlier still read or write it. The next owner
+ * can only touch it through work queued later on the current stream, and all our work is on one
+ * stream at a time (stream.h: a switch is a join), so that work runs after every kernel that used
+ * the block before. The host itself only touches device memory through copies that synchronize the
+ * stream first. cudaFree (empty_cache) synchronizes the device before returning memory.
  */
 #include "kernels/cuda/backend.h"
 
+#include <cstdlib>
 #include <mutex>
 #include <string>
 
@@ -21,6 +30,10 @@
 #include "kernels/cuda/loss.h"
 #include "kernels/cuda/optim.h"
 #include "kernels/cuda/pool.h"
+#include "kernels/cuda/stream.h"
+#ifdef NIMBUS_CUDA_REFERENCES
+#include "kernels/cuda/real/reference.h"
+#endif
 
 namespace nimbus::cuda {
 
@@ -35,24 +48,31 @@ void* raw_alloc(size_t bytes) {
   return p;
 }
 
-void raw_free(void* p) { cudaFree(p); }
+// Only empty_cache() and the end of the process free: wait for every queued kernel first, rather
+// than rely on cudaFree's implicit synchronisation.
+void raw_free(void* p) {
+  cudaDeviceSynchronize();
+  cudaFree(p);
+}
 
+// On the current stream, in order with the kernels. The host waits when it is a side of the copy:
+// for device -> host it reads the data next; for host -> device the source may be freed or
+// overwritten once we return (cudaMemcpyAsync from pageable memory does not promise to have read it).
 void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
   if (bytes == 0) return;
   const cudaMemcpyKind kind = src_dev == Device::CPU
                                   ? (dst_dev == Device::CPU ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
                                   : (dst_dev == Device::CPU ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);
-  const cudaError_t e = cudaMemcpy(dst, src, bytes, kind);
+  cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, launch_stream());
+  if (e == cudaSuccess && kind != cudaMemcpyDeviceToDevice) e = cudaStreamSynchronize(launch_stream());
+  if (e != cudaSuccess) (void)cudaGetLastError();
   NIMBUS_CHECK(e == cudaSuccess, "cuda copy of ", bytes, " bytes (", device_name(src_dev), " -> ",
                device_name(dst_dev), ") failed: ", cudaGetErrorString(e));
 }
 
-void fill_n(float* dst, float value, size_t n) { fill(dst, value, int64_t(n)); }
+void fill_n(float* dst, float value, size_t n) { fill(dst, value, int64_t(n)); }  // a kernel: current stream
 
-void synchronize() {
-  const cudaError_t e = cudaDeviceSynchronize();
-  NIMBUS_CHECK(e == cudaSuccess, "cudaDeviceSynchronize failed: ", cudaGetErrorString(e));
-}
+void synchronize() { synchronize_stream(current_stream()); }
 
 std::string versions() {
 #ifdef __CUDACC__
@@ -143,6 +163,24 @@ CudaOps make_ops() {
   return o;
 }
 
+// ---- references (backend.h) ------------------------------------------------------------------
+Reference active_reference = Reference::None;
+
+#ifdef NIMBUS_CUDA_REFERENCES
+void install_reference(Reference r) {
+  CudaOps o = make_ops();
+  set_gemm_reference(r == Reference::None ? nullptr : ref::cublas_gemm_batched);
+  if (r == Reference::Cudnn) {
+    o.conv2d_workspace = ref::cudnn_conv2d_workspace;
+    o.conv2d_forward = ref::cudnn_conv2d_forward;
+    o.conv2d_backward = ref::cudnn_conv2d_backward;
+  }
+  set_cuda_ops(o);
+}
+#endif
+
+std::string base_status;  // the registration sentence, without the reference note
+
 bool do_register() {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
@@ -154,11 +192,21 @@ bool do_register() {
             versions(), ")"));
     return false;
   }
+  // Parse the environment before touching anything, so a typo fails cleanly and early.
+  const char* env = std::getenv("NIMBUS_CUDA_REFERENCE");
+  const Reference wanted = env ? parse_reference(env) : Reference::None;
+  // The compute stream, never destroyed (like the allocator: work may run until the process ends).
+  cudaStream_t stream = nullptr;
+  const cudaError_t se = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  NIMBUS_CHECK(se == cudaSuccess, "cuda backend: cudaStreamCreate failed: ", cudaGetErrorString(se));
+  install_compute_stream(stream);
   // Never destroyed: tensors freed during static destruction still return their blocks here.
   static CachingAllocator* allocator = new CachingAllocator(raw_alloc, raw_free);
   set_device_runtime(Device::CUDA, DeviceRuntime{allocator, copy, fill_n, synchronize});
   set_cuda_ops(make_ops());
-  set_cuda_status(str("CUDA backend: ", count, " device(s), using device 0 (", versions(), ")"));
+  base_status = str("CUDA backend: ", count, " device(s), using device 0 (", versions(), ")");
+  set_cuda_status(base_status);
+  if (wanted != Reference::None) set_reference(wanted);
   return true;
 }
 
@@ -170,5 +218,41 @@ bool register_cuda_backend() {
   std::call_once(once, [] { ok = do_register(); });
   return ok;
 }
+
+Reference parse_reference(const std::string& name) {
+  if (name == "none" || name.empty()) return Reference::None;
+  if (name == "cublas") return Reference::Cublas;
+  if (name == "cudnn") return Reference::Cudnn;
+  throw Error(str("NIMBUS_CUDA_REFERENCE=", name, ": expected none, cublas or cudnn"));
+}
+
+const char* reference_name(Reference r) {
+  return r == Reference::Cublas ? "cublas" : r == Reference::Cudnn ? "cudnn" : "none";
+}
+
+bool references_available() {
+#ifdef NIMBUS_CUDA_REFERENCES
+  return true;
+#else
+  return false;
+#endif
+}
+
+void set_reference(Reference r) {
+  NIMBUS_CHECK(r == Reference::None || references_available(), "cuda reference ", reference_name(r),
+               ": this build of the CUDA backend has no cuBLAS/cuDNN (only the real backend, "
+               "-DNIMBUS_CUDA_BACKEND=ON with cuBLAS and cuDNN under the CUDA toolkit, has them)");
+  NIMBUS_CHECK(!base_status.empty(), "cuda reference ", reference_name(r),
+               ": the CUDA backend is not registered (register_cuda_backend() found no device)");
+#ifdef NIMBUS_CUDA_REFERENCES
+  install_reference(r);
+#endif
+  active_reference = r;
+  set_cuda_status(r == Reference::None ? base_status
+                  : str(base_status, "; reference ", reference_name(r),
+                        r == Reference::Cublas ? ": every GEMM on cuBLAS" : ": conv2d on cuDNN, linear on cuBLAS"));
+}
+
+Reference reference() { return active_reference; }
 
 }  // namespace nimbus::cuda

@@ -1,15 +1,30 @@
 /* backend.h: registers the CUDA device with the engine (kernels/cuda/backend.cu).
  *
- * register_cuda_backend() checks cudaGetDeviceCount; if a device is usable it installs the CUDA
- * DeviceRuntime (caching allocator over cudaMalloc, cudaMemcpy copies, fill, synchronize) and the
- * op table of engine/cuda_ops.h, and returns true. Either way it records a sentence for
+ * register_cuda_backend() checks cudaGetDeviceCount; if a device is usable it creates the backend's
+ * compute stream (stream.h), installs the CUDA DeviceRuntime (caching allocator over cudaMalloc,
+ * copies ordered on the current stream, fill, synchronize = stream synchronize) and the op table
+ * of engine/cuda_ops.h, and returns true. Either way it records a sentence for
  * nimbus::cuda_status(). Idempotent and thread-safe. The same source is linked as nimbus_cuda_emu
  * (the emulated device, for tests) or, built by nvcc against cudart, as the real backend.
+ *
+ * References for A/B comparisons (never the default): with NIMBUS_CUDA_REFERENCE=cublas in the
+ * environment at registration, or set_reference(), every GEMM (linear layers and the GEMMs inside
+ * our im2col convolution) runs on cuBLAS; with =cudnn, convolutions run on cuDNN and linear layers
+ * on cuBLAS. Only the real backend built with cuBLAS and cuDNN has them (references_available());
+ * elsewhere asking for one is an Error. The status sentence names an active reference.
  */
 #pragma once
+#include <string>
 
 namespace nimbus::cuda {
 
 bool register_cuda_backend();
+
+enum class Reference { None, Cublas, Cudnn };
+Reference parse_reference(const std::string& name);  // "none", "cublas", "cudnn"; else Error
+const char* reference_name(Reference r);
+bool references_available();
+void set_reference(Reference r);  // Error if not registered or the reference is not available
+Reference reference();
 
 }  // namespace nimbus::cuda

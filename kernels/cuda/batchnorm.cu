@@ -106,13 +106,13 @@ static void check_block(int block, const char* what) {
 void batchnorm_stats(float* mean, float* var, const float* x, int64_t N, int64_t C, int64_t HW, int block) {
   if (C <= 0) return;
   check_block(block, "cuda::batchnorm_stats");
-  launch(batchnorm_stats_kernel, unsigned(C), block, 0, nullptr, mean, var, x, C, HW, N * HW);
+  launch(batchnorm_stats_kernel, unsigned(C), block, 0, launch_stream(), mean, var, x, C, HW, N * HW);
   check_launch("cuda::batchnorm_stats");
 }
 
 void batchnorm_invstd(float* invstd, const float* var, float eps, int64_t C) {
   if (C <= 0) return;
-  launch(batchnorm_invstd_kernel, grid_for(C, kBlock), kBlock, 0, nullptr, invstd, var, eps, C);
+  launch(batchnorm_invstd_kernel, grid_for(C, kBlock), kBlock, 0, launch_stream(), invstd, var, eps, C);
   check_launch("cuda::batchnorm_invstd");
 }
 
@@ -120,7 +120,7 @@ void batchnorm_update_running(float* running_mean, float* running_var, const flo
                               float momentum, int64_t M, int64_t C) {
   if (C <= 0) return;
   const float unbias = float(M) / float(M - 1);
-  launch(batchnorm_update_running_kernel, grid_for(C, kBlock), kBlock, 0, nullptr, running_mean, running_var, mean,
+  launch(batchnorm_update_running_kernel, grid_for(C, kBlock), kBlock, 0, launch_stream(), running_mean, running_var, mean,
          var, momentum, unbias, C);
   check_launch("cuda::batchnorm_update_running");
 }
@@ -129,7 +129,7 @@ void batchnorm_forward(float* y, const float* x, const float* mean, const float*
                        const float* bias, int64_t N, int64_t C, int64_t HW, int block) {
   const int64_t n = N * C * HW;
   if (n <= 0) return;
-  launch(batchnorm_forward_kernel, grid_for(n, block), block, 0, nullptr, y, x, mean, invstd, weight, bias, C, HW, n);
+  launch(batchnorm_forward_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, mean, invstd, weight, bias, C, HW, n);
   check_launch("cuda::batchnorm_forward");
 }
 
@@ -138,7 +138,7 @@ void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy
                         int block) {
   if (C <= 0) return;
   check_block(block, "cuda::batchnorm_backward");
-  launch(batchnorm_backward_kernel, unsigned(C), block, 0, nullptr, dx, dweight, dbias, dy, x, mean, invstd, weight,
+  launch(batchnorm_backward_kernel, unsigned(C), block, 0, launch_stream(), dx, dweight, dbias, dy, x, mean, invstd, weight,
          C, HW, N * HW, training);
   check_launch("cuda::batchnorm_backward");
 }

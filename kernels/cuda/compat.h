@@ -4,6 +4,7 @@
  *   launch(kernel, grid, block, smem, stream, args...)   == kernel<<<grid, block, smem, stream>>>(args...)
  *   DYNAMIC_SMEM(T, p);                                    T* p = the block's dynamic shared memory
  *   check_launch("what")                                   throws nimbus::Error if the launch failed
+ * Launchers pass launch_stream() (the backend's current stream, stream.h) as `stream`.
  * Kernel contract (what may appear in a .cu): ../shared/reference/cuda-on-cpu.md §2.5 and
  * docs/cuda-emulator.md. __CUDA_ARCH__ branches belong here, never in kernels.
  */
@@ -34,7 +35,11 @@ inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
 // start: the emulator fills it with NaN bytes for every block.
 
 
+#include "kernels/cuda/stream.h"
+
 namespace nimbus::cuda {
+// Host side: the stream every launcher uses (the current stream of stream.h).
+inline cudaStream_t launch_stream() { return static_cast<cudaStream_t>(current_stream()); }
 // Host side: raise the pending launch error (bad configuration, ...) as a nimbus::Error naming `what`.
 void check_launch(const char* what);
 // Grid size for a grid-stride loop over n elements: enough blocks to cover n, capped (more

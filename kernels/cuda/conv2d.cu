@@ -63,14 +63,14 @@ __global__ void col2im_kernel(float* dx, const float* col, ConvDims d, int64_t c
 void im2col(float* col, const float* x, int64_t count, const ConvGeom& g, int block) {
   const int64_t n = count * g.C * g.R * g.S * g.P() * g.Q();
   if (n <= 0) return;
-  launch(im2col_kernel, grid_for(n, block), block, 0, nullptr, col, x, dims(g), count);
+  launch(im2col_kernel, grid_for(n, block), block, 0, launch_stream(), col, x, dims(g), count);
   check_launch("cuda::im2col");
 }
 
 void col2im(float* dx, const float* col, int64_t count, const ConvGeom& g, int block) {
   const int64_t n = count * g.C * g.H * g.W;
   if (n <= 0) return;
-  launch(col2im_kernel, grid_for(n, block), block, 0, nullptr, dx, col, dims(g), count);
+  launch(col2im_kernel, grid_for(n, block), block, 0, launch_stream(), dx, col, dims(g), count);
   check_launch("cuda::col2im");
 }
 

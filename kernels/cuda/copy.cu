@@ -19,7 +19,7 @@ void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_str
                int block) {
   const int64_t n = rows * len;
   if (n <= 0) return;
-  launch(copy_rows_kernel, grid_for(n, block), block, 0, nullptr, dst, dst_stride, src, src_stride, len, n);
+  launch(copy_rows_kernel, grid_for(n, block), block, 0, launch_stream(), dst, dst_stride, src, src_stride, len, n);
   check_launch("cuda::copy_rows");
 }
 

@@ -40,37 +40,37 @@ __global__ void scale_kernel(float* y, const float* x, float s, int64_t n) {
 // Launchers.
 void fill(float* y, float value, int64_t n, int block) {
   if (n <= 0) return;
-  launch(fill_kernel, grid_for(n, block), block, 0, nullptr, y, value, n);
+  launch(fill_kernel, grid_for(n, block), block, 0, launch_stream(), y, value, n);
   check_launch("cuda::fill");
 }
 
 void add_inplace(float* y, const float* x, int64_t n, int block) {
   if (n <= 0) return;
-  launch(add_inplace_kernel, grid_for(n, block), block, 0, nullptr, y, x, n);
+  launch(add_inplace_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, n);
   check_launch("cuda::add_inplace");
 }
 
 void relu_forward(float* y, const float* x, int64_t n, int block) {
   if (n <= 0) return;
-  launch(relu_forward_kernel, grid_for(n, block), block, 0, nullptr, y, x, n);
+  launch(relu_forward_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, n);
   check_launch("cuda::relu_forward");
 }
 
 void relu_backward(float* dx, const float* dy, const float* y, int64_t n, int block) {
   if (n <= 0) return;
-  launch(relu_backward_kernel, grid_for(n, block), block, 0, nullptr, dx, dy, y, n);
+  launch(relu_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dx, dy, y, n);
   check_launch("cuda::relu_backward");
 }
 
 void add(float* y, const float* a, const float* b, int64_t n, int block) {
   if (n <= 0) return;
-  launch(add_kernel, grid_for(n, block), block, 0, nullptr, y, a, b, n);
+  launch(add_kernel, grid_for(n, block), block, 0, launch_stream(), y, a, b, n);
   check_launch("cuda::add");
 }
 
 void scale(float* y, const float* x, float s, int64_t n, int block) {
   if (n <= 0) return;
-  launch(scale_kernel, grid_for(n, block), block, 0, nullptr, y, x, s, n);
+  launch(scale_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, s, n);
   check_launch("cuda::scale");
 }
 

@@ -12,6 +12,8 @@
  */
 #include "kernels/cuda/gemm.h"
 
+#include <atomic>
+
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/compat.h"
 #include "engine/error.h"
@@ -90,6 +92,10 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                   int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
                   int64_t ldc, int64_t stride_c, int64_t batch, int tile) {
   if (M <= 0 || N <= 0 || batch <= 0) return;
+  if (GemmBatchedFn f = gemm_reference()) {
+    f(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, batch);
+    return;
+  }
   NIMBUS_CHECK(tile == 8 || tile == 16 || tile == 32 || tile == 64, "cuda::gemm: tile ", tile,
                " must be 8, 16, 32 (shared-memory tiles) or 64 (register-blocked)");
   NIMBUS_CHECK(batch <= 65535, "cuda::gemm: batch of ", batch, " matrices (max 65535)");
@@ -102,10 +108,14 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                 : tile == 8 ? sgemm_tiled_kernel<8>
                 : tile == 16 ? sgemm_tiled_kernel<16>
                              : sgemm_tiled_kernel<32>;
-  launch(kernel, grid, block, 0, nullptr, trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
+  launch(kernel, grid, block, 0, launch_stream(), trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
          ldc, stride_c);
   check_launch("cuda::gemm");
 }
+
+static std::atomic<GemmBatchedFn> gemm_reference_fn{nullptr};
+void set_gemm_reference(GemmBatchedFn f) { gemm_reference_fn.store(f); }
+GemmBatchedFn gemm_reference() { return gemm_reference_fn.load(std::memory_order_relaxed); }
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int tile) {
@@ -129,14 +139,14 @@ __global__ void bias_backward_kernel(float* db, const float* dy, int64_t N, int6
 void bias_fill(float* y, const float* b, int64_t N, int64_t K, int64_t inner, int block) {
   const int64_t n = N * K * inner;
   if (n <= 0) return;
-  launch(bias_fill_kernel, grid_for(n, block), block, 0, nullptr, y, b, K, inner, n);
+  launch(bias_fill_kernel, grid_for(n, block), block, 0, launch_stream(), y, b, K, inner, n);
   check_launch("cuda::bias_fill");
 }
 
 void bias_backward(float* db, const float* dy, int64_t N, int64_t K, int64_t inner, int block) {
   if (K <= 0) return;
   NIMBUS_CHECK(K <= 2147483647, "cuda::bias_backward: ", K, " channels");
-  launch(bias_backward_kernel, unsigned(K), block, 0, nullptr, db, dy, N, K, inner);
+  launch(bias_backward_kernel, unsigned(K), block, 0, launch_stream(), db, dy, N, K, inner);
   check_launch("cuda::bias_backward");
 }
 

@@ -21,6 +21,15 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                   int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
                   int64_t ldc, int64_t stride_c, int64_t batch, int tile = kGemmTile);
 
+// A/B switch for the real backend (backend.h set_reference): when set, gemm_batched (and so gemm,
+// linear and conv2d) calls `f` with its arguments (tile ignored) instead of our kernels. Null (the
+// default) restores our kernels. Process-wide; never set in the emulator.
+using GemmBatchedFn = void (*)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                               const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
+                               int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch);
+void set_gemm_reference(GemmBatchedFn f);
+GemmBatchedFn gemm_reference();
+
 // y[n,k,i] = b[k] over (N, K, inner); db[k] = sum_{n,i} dy[n,k,i] (written; block = threads per channel).
 void bias_fill(float* y, const float* b, int64_t N, int64_t K, int64_t inner, int block = 256);
 void bias_backward(float* db, const float* dy, int64_t N, int64_t K, int64_t inner, int block = 256);

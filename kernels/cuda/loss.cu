@@ -84,13 +84,13 @@ int64_t loss_scratch_floats(int64_t n) { return n + reduce_scratch_floats(n, 32)
 
 void softmax_forward(float* y, const float* x, int64_t N, int64_t K, int block) {
   if (N <= 0 || K <= 0) return;
-  launch(softmax_kernel, grid_for(N, block), block, 0, nullptr, y, x, N, K);
+  launch(softmax_kernel, grid_for(N, block), block, 0, launch_stream(), y, x, N, K);
   check_launch("cuda::softmax_forward");
 }
 
 void cross_entropy_forward(float* loss, float* prob, const float* logits, const float* target, int64_t N, int64_t K,
                            float* scratch, int block) {
-  launch(cross_entropy_terms_kernel, grid_for(N, block), block, 0, nullptr, scratch, prob, logits, target, N, K);
+  launch(cross_entropy_terms_kernel, grid_for(N, block), block, 0, launch_stream(), scratch, prob, logits, target, N, K);
   check_launch("cuda::cross_entropy_forward");
   mean(loss, scratch, N, scratch + N, block);
 }
@@ -98,37 +98,37 @@ void cross_entropy_forward(float* loss, float* prob, const float* logits, const 
 void cross_entropy_backward(float* dlogits, const float* prob, const float* target, float g, int64_t N, int64_t K,
                             int block) {
   const int64_t n = N * K;
-  launch(cross_entropy_backward_kernel, grid_for(n, block), block, 0, nullptr, dlogits, prob, target, g / float(N), K,
+  launch(cross_entropy_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dlogits, prob, target, g / float(N), K,
          n);
   check_launch("cuda::cross_entropy_backward");
 }
 
 void l1_forward(float* loss, const float* p, const float* t, int64_t n, float* scratch, int block) {
-  launch(l1_terms_kernel, grid_for(n, block), block, 0, nullptr, scratch, p, t, n);
+  launch(l1_terms_kernel, grid_for(n, block), block, 0, launch_stream(), scratch, p, t, n);
   check_launch("cuda::l1_forward");
   mean(loss, scratch, n, scratch + n, block);
 }
 
 void l1_backward(float* dp, const float* p, const float* t, float g, int64_t n, int block) {
-  launch(l1_backward_kernel, grid_for(n, block), block, 0, nullptr, dp, p, t, g / float(n), n);
+  launch(l1_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dp, p, t, g / float(n), n);
   check_launch("cuda::l1_backward");
 }
 
 void mse_forward(float* loss, const float* p, const float* t, int64_t n, float* scratch, int block) {
-  launch(mse_terms_kernel, grid_for(n, block), block, 0, nullptr, scratch, p, t, n);
+  launch(mse_terms_kernel, grid_for(n, block), block, 0, launch_stream(), scratch, p, t, n);
   check_launch("cuda::mse_forward");
   mean(loss, scratch, n, scratch + n, block);
 }
 
 void mse_backward(float* dp, const float* p, const float* t, float g, int64_t n, int block) {
-  launch(mse_backward_kernel, grid_for(n, block), block, 0, nullptr, dp, p, t, 2.0f * g / float(n), n);
+  launch(mse_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dp, p, t, 2.0f * g / float(n), n);
   check_launch("cuda::mse_backward");
 }
 
 void carl_forward(float* loss, const float* P, const float* Tg, const float* I, const float* M, float lambda,
                   int64_t N, int64_t C, int64_t HW, float* scratch, int block) {
   const int64_t n = N * C * HW;
-  launch(carl_terms_kernel, grid_for(n, block), block, 0, nullptr, scratch, P, Tg, I, M, lambda, C, HW, n);
+  launch(carl_terms_kernel, grid_for(n, block), block, 0, launch_stream(), scratch, P, Tg, I, M, lambda, C, HW, n);
   check_launch("cuda::carl_forward");
   mean(loss, scratch, n, scratch + n, block);
 }
@@ -136,7 +136,7 @@ void carl_forward(float* loss, const float* P, const float* Tg, const float* I, 
 void carl_backward(float* dP, const float* P, const float* Tg, const float* I, const float* M, float lambda, float g,
                    int64_t N, int64_t C, int64_t HW, int block) {
   const int64_t n = N * C * HW;
-  launch(carl_backward_kernel, grid_for(n, block), block, 0, nullptr, dP, P, Tg, I, M, lambda, g / float(n), C, HW,
+  launch(carl_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dP, P, Tg, I, M, lambda, g / float(n), C, HW,
          n);
   check_launch("cuda::carl_backward");
 }

@@ -40,19 +40,19 @@ __global__ void sgd_kernel(float* p, float* buf, const float* g, int64_t n, SgdS
 
 void adam_update(float* p, float* m, float* v, const float* g, int64_t n, const AdamScalars& s, int block) {
   if (n <= 0) return;
-  launch(adam_kernel, grid_for(n, block), block, 0, nullptr, p, m, v, g, n, s);
+  launch(adam_kernel, grid_for(n, block), block, 0, launch_stream(), p, m, v, g, n, s);
   check_launch("cuda::adam_update");
 }
 
 void nadam_update(float* p, float* m, float* v, const float* g, int64_t n, const NadamScalars& s, int block) {
   if (n <= 0) return;
-  launch(nadam_kernel, grid_for(n, block), block, 0, nullptr, p, m, v, g, n, s);
+  launch(nadam_kernel, grid_for(n, block), block, 0, launch_stream(), p, m, v, g, n, s);
   check_launch("cuda::nadam_update");
 }
 
 void sgd_update(float* p, float* buf, const float* g, int64_t n, const SgdScalars& s, int block) {
   if (n <= 0) return;
-  launch(sgd_kernel, grid_for(n, block), block, 0, nullptr, p, buf, g, n, s);
+  launch(sgd_kernel, grid_for(n, block), block, 0, launch_stream(), p, buf, g, n, s);
   check_launch("cuda::sgd_update");
 }
 

@@ -84,27 +84,27 @@ __global__ void global_avg_pool_backward_kernel(float* dx, const float* dy, int6
 void max_pool2d_forward(float* y, const float* x, const PoolGeom& g, int block) {
   const int64_t n = g.N * g.C * g.P() * g.Q();
   if (n <= 0) return;
-  launch(max_pool2d_forward_kernel, grid_for(n, block), block, 0, nullptr, y, x, dims(g));
+  launch(max_pool2d_forward_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, dims(g));
   check_launch("cuda::max_pool2d_forward");
 }
 
 void max_pool2d_backward(float* dx, const float* dy, const float* x, const PoolGeom& g, int block) {
   const int64_t n = g.N * g.C * g.H * g.W;
   if (n <= 0) return;
-  launch(max_pool2d_backward_kernel, grid_for(n, block), block, 0, nullptr, dx, dy, x, dims(g));
+  launch(max_pool2d_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dx, dy, x, dims(g));
   check_launch("cuda::max_pool2d_backward");
 }
 
 void global_avg_pool_forward(float* y, const float* x, int64_t planes, int64_t hw, int block) {
   if (planes <= 0) return;
-  launch(global_avg_pool_forward_kernel, grid_for(planes, block), block, 0, nullptr, y, x, planes, hw);
+  launch(global_avg_pool_forward_kernel, grid_for(planes, block), block, 0, launch_stream(), y, x, planes, hw);
   check_launch("cuda::global_avg_pool_forward");
 }
 
 void global_avg_pool_backward(float* dx, const float* dy, int64_t planes, int64_t hw, int block) {
   const int64_t n = planes * hw;
   if (n <= 0) return;
-  launch(global_avg_pool_backward_kernel, grid_for(n, block), block, 0, nullptr, dx, dy, hw, n);
+  launch(global_avg_pool_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dx, dy, hw, n);
   check_launch("cuda::global_avg_pool_backward");
 }
 

@@ -33,13 +33,13 @@ static void reduce(float* out, const float* x, int64_t n, float* scratch, int bl
                " threads; block_reduce_sum needs a multiple of 32 in [32, 1024]");
   unsigned grid = grid_for(n, block, unsigned(kMaxPartials));
   if (grid == 1) {
-    launch(sum_kernel, 1, block, 0, nullptr, out, x, n, scale);
+    launch(sum_kernel, 1, block, 0, launch_stream(), out, x, n, scale);
     check_launch(what);
     return;
   }
-  launch(sum_kernel, grid, block, 0, nullptr, scratch, x, n, 1.0f);
+  launch(sum_kernel, grid, block, 0, launch_stream(), scratch, x, n, 1.0f);
   check_launch(what);
-  launch(sum_kernel, 1, block, 0, nullptr, out, static_cast<const float*>(scratch), int64_t(grid), scale);
+  launch(sum_kernel, 1, block, 0, launch_stream(), out, static_cast<const float*>(scratch), int64_t(grid), scale);
   check_launch(what);
 }
 

@@ -4,18 +4,22 @@
  * be checked: a copy's direction must match where its pointers live, and a device range must lie
  * inside one allocation. New allocations are filled with 0xFF bytes (a float NaN), so reading
  * memory nobody wrote shows up. Errors are sticky until cudaGetLastError(), as in CUDA; the
- * detailed text is in last_error_detail(). Streams and events exist only as handles: everything
- * runs synchronously.
+ * detailed text is in last_error_detail(). Everything runs synchronously; streams are live handles
+ * in a set (use after destroy is an error) that count the work issued on them (stream_stats), and
+ * events are plain handles.
  */
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "engine/error.h"
 #include "kernels/emu/runtime.h"
 
-struct EmuStream {};
+struct EmuStream {
+  nimbus::emu::StreamStats stats;
+};
 struct EmuEvent {};
 
 namespace nimbus::emu {
@@ -23,6 +27,14 @@ namespace {
 
 std::mutex registry_mutex;
 std::map<uintptr_t, size_t> registry;  // device allocations: start -> bytes
+
+// Live streams, and the default stream's counters. Guarded by stream_mutex.
+std::mutex stream_mutex;
+std::set<cudaStream_t> live_streams;
+StreamStats default_stream_stats;
+
+// The counters of `s`, or nullptr (error set, naming `what`) if s is not live. Caller holds stream_mutex.
+StreamStats* stream_counters(cudaStream_t s, const char* what);
 
 thread_local cudaError_t last_error = cudaSuccess;  // per host thread, as in CUDA
 thread_local std::string last_detail;
@@ -71,7 +83,40 @@ bool& strict_setting() {
   return s;
 }
 
+StreamStats* stream_counters(cudaStream_t s, const char* what) {
+  if (!s) return &default_stream_stats;
+  if (live_streams.count(s)) return &s->stats;
+  fail(cudaErrorInvalidResourceHandle,
+       nimbus::str(what, ": stream ", static_cast<const void*>(s), " was never created or is already destroyed"));
+  return nullptr;
+}
+
+// Counts one copy/memset on `s`; false (error set) if s is not live.
+bool count_copy(cudaStream_t s, const char* what) {
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  StreamStats* st = stream_counters(s, what);
+  if (st) ++st->copies;
+  return st != nullptr;
+}
+
 }  // namespace
+
+StreamStats stream_stats(cudaStream_t s) {
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  NIMBUS_CHECK(!s || live_streams.count(s), "emu::stream_stats: stream ", static_cast<const void*>(s),
+               " was never created or is already destroyed");
+  return s ? s->stats : default_stream_stats;
+}
+bool is_live_stream(cudaStream_t s) {
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  return !s || live_streams.count(s);
+}
+bool begin_launch_on(cudaStream_t s) {
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  StreamStats* st = stream_counters(s, "launch");
+  if (st) ++st->launches;
+  return st != nullptr;
+}
 
 void set_order(OrderSpec spec) { order_setting() = spec; }
 OrderSpec order() { return order_setting(); }
@@ -126,7 +171,8 @@ cudaError_t cudaFree(void* ptr) {
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+namespace {
+cudaError_t memcpy_checked(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (bytes == 0) return cudaSuccess;
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
@@ -151,11 +197,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
-}
-
-cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+cudaError_t memset_checked(void* ptr, int value, size_t bytes) {
   if (bytes == 0) return cudaSuccess;
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
@@ -166,7 +208,20 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
   std::memset(ptr, value, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) { return cudaMemset(ptr, value, bytes); }
+}  // namespace
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  return count_copy(nullptr, "cudaMemcpy") ? memcpy_checked(dst, src, bytes, kind) : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
+  return count_copy(s, "cudaMemcpyAsync") ? memcpy_checked(dst, src, bytes, kind) : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  return count_copy(nullptr, "cudaMemset") ? memset_checked(ptr, value, bytes) : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t s) {
+  return count_copy(s, "cudaMemsetAsync") ? memset_checked(ptr, value, bytes) : cudaErrorInvalidResourceHandle;
+}
 
 cudaError_t cudaGetLastError() {
   cudaError_t e = last_error;
@@ -182,6 +237,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
   }
   return "cudaErrorUnknown";
@@ -193,6 +249,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
   }
   return "unknown error";
@@ -213,26 +270,53 @@ cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-cudaError_t cudaStreamCreate(cudaStream_t* s) {
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
   if (!s) return fail(cudaErrorInvalidValue, "cudaStreamCreate: null pointer");
+  if (flags > cudaStreamNonBlocking)
+    return fail(cudaErrorInvalidValue, nimbus::str("cudaStreamCreateWithFlags: unknown flags ", flags));
   *s = new EmuStream;
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  live_streams.insert(*s);
   return cudaSuccess;
 }
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (!s) return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy: the default stream cannot be destroyed");
+  {
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    if (!stream_counters(s, "cudaStreamDestroy")) return cudaErrorInvalidResourceHandle;
+    live_streams.erase(s);
+  }
   delete s;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventCreate(cudaEvent_t* e) {
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  return stream_counters(s, "cudaStreamSynchronize") ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: null event");
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  StreamStats* st = stream_counters(s, "cudaStreamWaitEvent");
+  if (st) ++st->waits;
+  return st ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
   if (!e) return fail(cudaErrorInvalidValue, "cudaEventCreate: null pointer");
+  if (flags & ~3u) return fail(cudaErrorInvalidValue, nimbus::str("cudaEventCreateWithFlags: unknown flags ", flags));
   *e = new EmuEvent;
   return cudaSuccess;
 }
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete e;
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: null event");
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  return stream_counters(s, "cudaEventRecord") ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
 cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
   if (!ms) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: null pointer");

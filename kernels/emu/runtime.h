@@ -21,6 +21,7 @@ enum cudaError_t : int {
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInvalidDevice = 101,
+  cudaErrorInvalidResourceHandle = 400,
   cudaErrorLaunchFailure = 719,
 };
 enum cudaMemcpyKind : int {
@@ -32,6 +33,8 @@ enum cudaMemcpyKind : int {
 };
 using cudaStream_t = struct EmuStream*;
 using cudaEvent_t = struct EmuEvent*;
+constexpr unsigned int cudaStreamDefault = 0, cudaStreamNonBlocking = 1;
+constexpr unsigned int cudaEventDefault = 0, cudaEventDisableTiming = 2;
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes);
 template <typename T>
@@ -50,9 +53,12 @@ cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDevice(int* device);
 cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaStreamCreate(cudaStream_t* stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags = 0);
 cudaError_t cudaEventCreate(cudaEvent_t* event);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
@@ -90,6 +96,20 @@ struct LaunchStats {
   int64_t max_stacks = 0;  // most fibers suspended at once (stacks in use)
 };
 LaunchStats last_launch_stats();
+
+// Streams run nothing asynchronously, but every stream is checked and counted, so tests can see
+// where work went: a launch, async copy/memset or wait on a stream that was never created or is
+// already destroyed fails with cudaErrorInvalidResourceHandle (the launch runs nothing). nullptr is
+// the default stream; synchronous cudaMemcpy/cudaMemset count there.
+struct StreamStats {
+  int64_t launches = 0;  // launch() calls on it
+  int64_t copies = 0;    // cudaMemcpy[Async] and cudaMemset[Async] on it
+  int64_t waits = 0;     // cudaStreamWaitEvent on it
+};
+StreamStats stream_stats(cudaStream_t s);  // throws nimbus::Error for a stream that is not live
+bool is_live_stream(cudaStream_t s);       // nullptr (the default stream) is always live
+// Called by launch() before running a kernel: false (error set) if `s` is not live.
+bool begin_launch_on(cudaStream_t s);
 
 // Registry queries: is p inside a live cudaMalloc allocation? The detail of the last runtime error
 // (cudaGetErrorString only gives the generic text).

@@ -1,0 +1,49 @@
+/* stream.h: which CUDA stream the backend's work goes on (stream.cu), callable from plain C++.
+ *
+ * The backend owns one compute stream, created (non-blocking) by register_cuda_backend(). Every
+ * kernel launch of the op table, every device fill and every copy goes on the *current* stream,
+ * which is the compute stream unless a user stream was made current (set_current_stream or, scoped,
+ * StreamGuard). Host<->device copies are cudaMemcpyAsync on it plus a stream synchronize, so the
+ * host sees finished data; DeviceRuntime::synchronize() synchronizes it.
+ *
+ * One stream at a time, by design: switching the current stream is a join (the new stream waits,
+ * through an event, for everything already queued on the old one), so all device work runs in the
+ * host's program order. That is what keeps the caching allocator's reuse safe (docs/cuda-backend.md).
+ * Handles are opaque (a cudaStream_t as void*) so this header needs no CUDA header. The current
+ * stream is process-wide: drive the device from one host thread.
+ */
+#pragma once
+
+namespace nimbus::cuda {
+
+using Stream = void*;  // a cudaStream_t; nullptr is CUDA's legacy default stream
+
+Stream current_stream();  // where the next launch/copy/fill goes
+Stream compute_stream();  // the backend's own stream (nullptr before registration)
+// Makes `s` current after making it wait for the work queued on the current stream (a no-op if
+// s is already current). Throws nimbus::Error if the CUDA runtime refuses (e.g. a destroyed stream).
+void set_current_stream(Stream s);
+
+// A new non-blocking stream, and its release (Error if `s` is current: switch away first).
+Stream create_stream();
+void destroy_stream(Stream s);
+void synchronize_stream(Stream s);  // the host waits until the work queued on s is done
+
+// Registration only (backend.cu): `s` becomes the compute stream and the current stream.
+void install_compute_stream(Stream s);
+
+// Makes `s` current for one scope; on exit the previous stream becomes current again (and waits
+// for what was queued on s, so later work sees its results). Destroying the previous stream
+// inside the scope is a bug; the join on exit then fails and terminates.
+class StreamGuard {
+ public:
+  explicit StreamGuard(Stream s) : previous_(current_stream()) { set_current_stream(s); }
+  ~StreamGuard() { set_current_stream(previous_); }
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  Stream previous_;
+};
+
+}  // namespace nimbus::cuda

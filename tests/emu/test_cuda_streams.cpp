@@ -1,0 +1,161 @@
+/* test_cuda_streams.cpp: the CUDA backend's stream use (kernels/cuda/stream.h), run by the emulator.
+ *
+ * The emulator runs everything in order, so what is checked here is *where* work goes (it counts
+ * launches, copies and event waits per stream, emu::stream_stats) and that results stay right:
+ * the backend's ops, fills and copies use its compute stream and never the default stream; under a
+ * StreamGuard they use the user's stream, with a join (one event wait) on entry and on exit; a
+ * destroyed stream is refused with a clear error instead of being used.
+ */
+#include <doctest/doctest.h>
+
+#include "engine/cuda_ops.h"
+#include "engine/ops/activation.h"
+#include "engine/ops/conv.h"
+#include "engine/ops/linear.h"
+#include "engine/ops/loss.h"
+#include "engine/ops/shape_ops.h"
+#include "engine/random.h"
+#include "kernels/cuda/backend.h"
+#include "kernels/cuda/compat.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/stream.h"
+#include "tests/common/check.h"
+#include "tests/emu/emu_util.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+
+namespace {
+
+cudaStream_t as_cuda(cuda::Stream s) { return static_cast<cudaStream_t>(s); }
+emu::StreamStats stats(cuda::Stream s) { return emu::stream_stats(as_cuda(s)); }
+
+// conv -> relu -> linear -> MSE on device d: the loss and the gradients of x, w, fw (on the CPU).
+struct Result {
+  Tensor loss, dx, dw, dfw;
+};
+Result small_step(Device d) {
+  Rng rng(21);
+  auto leaf = [&](Shape s) { return Tensor::randn(s, rng).to(d).set_requires_grad(true); };
+  Tensor x = leaf({2, 3, 7, 6}), w = leaf({4, 3, 3, 3}), b = leaf({4}), fw = leaf({5, 4 * 4 * 3}), fb = leaf({5});
+  Tensor h = relu(conv2d(x, w, b, 2, 1));  // (2,4,4,3)
+  Tensor y = linear(flatten(h, 1), fw, fb);  // (2,5)
+  Tensor loss = mse_loss(y, Tensor::full({2, 5}, 0.5f, d));
+  loss.backward();
+  return {loss.to(Device::CPU), x.grad().to(Device::CPU), w.grad().to(Device::CPU), fw.grad().to(Device::CPU)};
+}
+
+void check_equal_to_cpu(const Result& got) {
+  const Result want = small_step(Device::CPU);
+  check_close(got.loss, want.loss, 1e-5, 1e-5, "loss");
+  check_close(got.dx, want.dx, 1e-5, 1e-4, "dx");
+  check_close(got.dw, want.dw, 1e-5, 1e-4, "dw");
+  check_close(got.dfw, want.dfw, 1e-5, 1e-4, "dfw");
+}
+
+__global__ void set_one_kernel(float* p) { p[threadIdx.x] = 1.0f; }
+
+}  // namespace
+
+TEST_CASE("cuda streams: ops, fills and copies go on the backend's compute stream, none on the default stream") {
+  REQUIRE(cuda::register_cuda_backend());
+  const cuda::Stream s = cuda::compute_stream();
+  REQUIRE(s != nullptr);
+  CHECK(cuda::current_stream() == s);
+  const emu::StreamStats before = stats(s), default_before = stats(nullptr);
+  const Result got = small_step(Device::CUDA);
+  Tensor z = Tensor::zeros({3, 5}, Device::CUDA);  // a device fill
+  CHECK(z.to_vector() == std::vector<float>(15, 0.0f));
+  const emu::StreamStats after = stats(s), default_after = stats(nullptr);
+  CHECK(after.launches - before.launches >= 10);  // fill, im2col, gemm, relu, bias, ... forward and backward
+  CHECK(after.copies - before.copies >= 6);       // uploads of 5 leaves and 1 target, downloads of 4 results
+  CHECK(default_after.launches == default_before.launches);
+  CHECK(default_after.copies == default_before.copies);
+  check_equal_to_cpu(got);
+}
+
+TEST_CASE("cuda streams: a StreamGuard puts the ops on a user stream, joined on entry and exit") {
+  REQUIRE(cuda::register_cuda_backend());
+  const cuda::Stream compute = cuda::compute_stream();
+  const cuda::Stream user = cuda::create_stream();
+  REQUIRE(user != nullptr);
+  CHECK(user != compute);
+  const emu::StreamStats compute_before = stats(compute);
+  Result got;
+  {
+    cuda::StreamGuard guard(user);
+    CHECK(cuda::current_stream() == user);
+    CHECK(stats(user).waits == 1);  // the user stream waited for the compute stream's queue
+    got = small_step(Device::CUDA);
+    const emu::StreamStats u = stats(user), c = stats(compute);
+    CHECK(u.launches >= 10);
+    CHECK(u.copies >= 6);
+    CHECK(c.launches == compute_before.launches);  // nothing leaked onto the compute stream
+    CHECK(c.copies == compute_before.copies);
+    cuda::synchronize_stream(user);
+    device_runtime(Device::CUDA).synchronize();  // the runtime's synchronize: the current (user) stream
+  }
+  CHECK(cuda::current_stream() == compute);
+  CHECK(stats(compute).waits == compute_before.waits + 1);  // and the compute stream waited for the user's
+  check_equal_to_cpu(got);
+  // The launchers themselves (not only the op table) follow the current stream.
+  DeviceBuffer<float> buf(std::vector<float>(64, 0.0f));
+  {
+    cuda::StreamGuard guard(user);
+    const int64_t launches = stats(user).launches;
+    cuda::fill(buf.p, 2.0f, 64);
+    CHECK(stats(user).launches == launches + 1);
+  }
+  CHECK(buf.download() == std::vector<float>(64, 2.0f));
+  // Nested guards restore in order; a guard on the current stream is a no-op (no join).
+  {
+    cuda::StreamGuard a(compute);
+    CHECK(stats(compute).waits == compute_before.waits + 2);  // the two guards above, nothing now
+    cuda::StreamGuard b(user);
+    CHECK(cuda::current_stream() == user);
+  }
+  CHECK(cuda::current_stream() == compute);
+  {
+    cuda::StreamGuard guard(user);
+    CHECK_THROWS_WITH_AS(cuda::destroy_stream(user), doctest::Contains("is the current stream"), Error);
+  }
+  CHECK_THROWS_WITH_AS(cuda::destroy_stream(compute), doctest::Contains("compute stream"), Error);
+  cuda::destroy_stream(user);
+}
+
+TEST_CASE("cuda streams: a destroyed stream is refused, not used") {
+  REQUIRE(cuda::register_cuda_backend());
+  const cuda::Stream dead = cuda::create_stream();
+  cuda::destroy_stream(dead);
+  // Making it current fails in the join (the emulator knows it is gone), and nothing changes.
+  CHECK_THROWS_WITH_AS(cuda::set_current_stream(dead),
+                       doctest::Contains("never created or is already destroyed"), Error);
+  CHECK(cuda::current_stream() == cuda::compute_stream());
+  CHECK_THROWS_WITH_AS(cuda::destroy_stream(dead), doctest::Contains("cudaErrorInvalidResourceHandle"), Error);
+  CHECK_THROWS_WITH_AS(emu::stream_stats(as_cuda(dead)), doctest::Contains("already destroyed"), Error);
+  // A raw launch or async copy on it sets the error and runs nothing, as CUDA does.
+  DeviceBuffer<float> buf(std::vector<float>(4, 0.0f));
+  launch(set_one_kernel, 1, 4, 0, as_cuda(dead), buf.p);
+  CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle);
+  std::vector<float> host(4, 5.0f);
+  CHECK(cudaMemcpyAsync(buf.p, host.data(), 16, cudaMemcpyHostToDevice, as_cuda(dead)) ==
+        cudaErrorInvalidResourceHandle);
+  CHECK(emu::last_error_detail().find("cudaMemcpyAsync: stream") != std::string::npos);
+  (void)cudaGetLastError();
+  CHECK(buf.download() == std::vector<float>(4, 0.0f));
+}
+
+TEST_CASE("cuda backend: cuBLAS/cuDNN references are refused where the build has none") {
+  REQUIRE(cuda::register_cuda_backend());
+  CHECK_FALSE(cuda::references_available());  // the emulated backend never has them
+  CHECK(cuda::parse_reference("none") == cuda::Reference::None);
+  CHECK(cuda::parse_reference("cublas") == cuda::Reference::Cublas);
+  CHECK(cuda::parse_reference("cudnn") == cuda::Reference::Cudnn);
+  CHECK_THROWS_WITH_AS(cuda::parse_reference("cuBLAS"),
+                       doctest::Contains("NIMBUS_CUDA_REFERENCE=cuBLAS: expected none, cublas or cudnn"), Error);
+  const std::string status = cuda_status();
+  CHECK_THROWS_WITH_AS(cuda::set_reference(cuda::Reference::Cudnn), doctest::Contains("has no cuBLAS/cuDNN"), Error);
+  CHECK(cuda::reference() == cuda::Reference::None);
+  cuda::set_reference(cuda::Reference::None);
+  CHECK(cuda_status() == status);
+}
