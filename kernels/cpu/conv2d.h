@@ -40,6 +40,9 @@ template <typename T> void conv2d_backward_weight_ref(T* dw, const T* dy, const 
 // Images per GEMM, and the scratch floats the caller must pass as `ws`
 // (taken from the caching allocator once per call, never inside the loops).
 int64_t conv2d_group(const ConvGeom& g);
+// Which implementation runs the forward (forward = true) or the backward:
+// "direct3x3", "kvec" (forward only), "per_image", "pointwise", "shifted" or "im2col".
+const char* conv2d_path(const ConvGeom& g, bool forward);
 int64_t conv2d_workspace(const ConvGeom& g);
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws);
 // Writes each of dx, dw, db that is non-null; x is needed only for dw, w only for dx.

@@ -33,11 +33,16 @@ int64_t blocks(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Zero-padded planes: plane i (one channel of one image) at base + i*L, Hp rows
 // of Wp floats, so tap (r, s) of output (p, q) is base + (p+r)*Wp + q+s. Wp also
 // leaves room for a row's last vector to run past Q (lanes computed, then dropped).
+// min_wp: 0 when only scalars are read (the k-vectorised kernel).
 struct Planes {
   int64_t Hp, Wp, L;
-  Planes(int64_t H, int64_t W, int64_t pad, int64_t Q)
-      : Hp(H + 2 * pad), Wp(std::max(W + 2 * pad, round_up(Q, kLanes) + 2)), L(round_up(Hp * Wp, kLanes)) {}
+  Planes(int64_t H, int64_t W, int64_t pad, int64_t min_wp)
+      : Hp(H + 2 * pad), Wp(std::max(W + 2 * pad, min_wp)), L(Hp * Wp) {}
+  // Unpadded planes of exactly the tensor's layout: the tensor can be used as is.
+  bool is_identity(int64_t H, int64_t W) const { return Hp == H && Wp == W; }
 };
+// Planes for the q-vectorised 3x3 kernel producing rows of Q outputs.
+Planes row_planes(int64_t H, int64_t W, int64_t pad, int64_t Q) { return Planes(H, W, pad, round_up(Q, kLanes) + 2); }
 
 // `count` planes of H x W at src -> padded planes at dst.
 void pad_planes(float* dst, const float* src, int64_t count, int64_t H, int64_t W, int64_t pad, const Planes& pl) {
@@ -155,6 +160,89 @@ void direct_conv(float* y, const float* xp, const float* wpk, const float* b, in
     }
 }
 
+// ---------------- forward vectorised along k (any kernel size, stride, padding) ----------------
+// For images too small to fill a 16-pixel row vector (ResNet's 8x8 .. 2x2
+// stages) and for strided convolutions (ResNet's 7x7 stem): a tile is 6 output
+// pixels (anywhere in the batch) x 4 vectors of 16 output channels = 24
+// accumulators; per (c, r, s) it loads 4 weight vectors and broadcasts 6 input
+// floats (any stride: a broadcast reads one float). Outputs leave the vectors
+// as scalar stores into the NCHW planes (~2% of the work for the 7x7 stem).
+constexpr int kPT = 6;  // pixels per k-vectorised tile
+constexpr int kKT = 4;  // vectors of output channels per k-vectorised tile
+
+// wk[kv][i][t][lane]: weight from input i to output kv*16 + lane at tap t (0
+// past the last output). flip: the dx weights of a stride-1 conv, as pack_weights.
+void pack_weights_k(float* wk, const float* w, int64_t K, int64_t C, int64_t RS, bool flip) {
+  const int64_t O = flip ? C : K, I = flip ? K : C;
+  for (int64_t kv = 0; kv < blocks(O, kLanes); ++kv)
+    for (int64_t i = 0; i < I; ++i)
+      for (int64_t t = 0; t < RS; ++t)
+        for (int j = 0; j < kLanes; ++j) {
+          const int64_t o = kv * kLanes + j;
+          float v = 0.f;
+          if (o < O) v = flip ? w[(i * C + o) * RS + (RS - 1 - t)] : w[(o * C + i) * RS + t];
+          wk[((kv * I + i) * RS + t) * kLanes + j] = v;
+        }
+}
+
+// Outputs [k0, k0 + kn) (KT vectors from wk, kv_stride floats apart) at the
+// tile's pixels: pixel i reads from xb[i] (its window's corner at c = 0) and
+// writes y[yoff[i] + k*PQ]; yoff < 0 marks a padding pixel of the last tile.
+template <int KT>
+void kvec_tile(float* y, const float* const xb[kPT], const int64_t yoff[kPT], const float* wk, int64_t kv_stride,
+               const float* b, int64_t k0, int64_t kn, int64_t C, int64_t R, int64_t S, const Planes& pl,
+               int64_t PQ) {
+  Vec16 acc[kPT][KT] = {};
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t row = c * pl.L + r * pl.Wp;
+      const float* wr = wk + (c * R + r) * S * kLanes;
+      for (int64_t s = 0; s < S; ++s) {
+        Vec16 wv[KT];
+#pragma GCC unroll 4
+        for (int v = 0; v < KT; ++v) wv[v] = simd::load(wr + s * kLanes + v * kv_stride);
+#pragma GCC unroll 6
+        for (int i = 0; i < kPT; ++i) {
+          const Vec16 xs = simd::splat(xb[i][row + s]);
+#pragma GCC unroll 4
+          for (int v = 0; v < KT; ++v) acc[i][v] += xs * wv[v];
+        }
+      }
+    }
+  for (int i = 0; i < kPT; ++i) {
+    if (yoff[i] < 0) continue;
+    for (int64_t k = 0; k < kn; ++k)
+      y[yoff[i] + (k0 + k) * PQ] = acc[i][k / kLanes][k % kLanes] + (b ? b[k0 + k] : 0.f);
+  }
+}
+
+// y (N, K, P, Q) = b + convolution of the planes xp (N images x C planes of
+// pl, already padded) with wk (pack_weights_k). Threads split pixel tiles.
+void kvec_conv(float* y, const float* xp, const float* wk, const float* b, int64_t N, int64_t C, int64_t K, int64_t R,
+               int64_t S, int64_t stride, int64_t P, int64_t Q, const Planes& pl) {
+  const int64_t PQ = P * Q, npix = N * PQ, nkv = blocks(K, kLanes), kv_stride = C * R * S * kLanes;
+#pragma omp parallel for schedule(static)
+  for (int64_t tile = 0; tile < blocks(npix, kPT); ++tile) {
+    const float* xb[kPT];
+    int64_t yoff[kPT];
+    for (int i = 0; i < kPT; ++i) {
+      const int64_t j = std::min(tile * kPT + i, npix - 1), n = j / PQ, pq = j % PQ;
+      xb[i] = xp + n * C * pl.L + (pq / Q) * stride * pl.Wp + (pq % Q) * stride;
+      yoff[i] = tile * kPT + i < npix ? n * K * PQ + pq : -1;
+    }
+    for (int64_t kv0 = 0; kv0 < nkv; kv0 += kKT) {
+      const int64_t k0 = kv0 * kLanes, kn = std::min(K - k0, int64_t(kKT) * kLanes);
+      const float* wg = wk + kv0 * kv_stride;
+      switch (std::min<int64_t>(kKT, nkv - kv0)) {
+        case 4: kvec_tile<4>(y, xb, yoff, wg, kv_stride, b, k0, kn, C, R, S, pl, PQ); break;
+        case 3: kvec_tile<3>(y, xb, yoff, wg, kv_stride, b, k0, kn, C, R, S, pl, PQ); break;
+        case 2: kvec_tile<2>(y, xb, yoff, wg, kv_stride, b, k0, kn, C, R, S, pl, PQ); break;
+        default: kvec_tile<1>(y, xb, yoff, wg, kv_stride, b, k0, kn, C, R, S, pl, PQ); break;
+      }
+    }
+  }
+}
+
 // ---------------- weight gradient: vectorised along k ----------------
 
 // dyT[n][j][k] = dy[n][k][j] for the P*Q pixels j, Kp lanes (0 past K).
@@ -186,9 +274,14 @@ void weight_tile(float* dwT, const float* dyT, const float* xp, int64_t c, int64
     for (int t = 0; t < kTaps; ++t) acc[i][t] = simd::load(a + t * Kp + i * kLanes);
   const float* xc = xp + c * pl.L;
   for (int64_t p = p0; p < p1; ++p) {
-    const float* x[3] = {xc + p * pl.Wp, xc + (p + 1) * pl.Wp, xc + (p + 2) * pl.Wp};
+    const float *x0 = xc + p * pl.Wp, *x1 = x0 + pl.Wp, *x2 = x1 + pl.Wp;
     const float* d = dyT + p * Q * Kp + kv0 * kLanes;
-    for (int64_t q = 0; q < Q; ++q, d += Kp) {
+    for (int64_t q = 0; q < Q; ++q, d += Kp, ++x0, ++x1, ++x2) {
+      // Hide from the compiler that x0[1] now is x0[0] next time: it would keep
+      // the float in a register and broadcast it on port 5, which the 512-bit
+      // FMAs need; a broadcast straight from memory only uses a load port.
+      asm("" : "+r"(x0), "+r"(x1), "+r"(x2));
+      const float* x[3] = {x0, x1, x2};
       Vec16 dv[KV];
 #pragma GCC unroll 4
       for (int i = 0; i < KV; ++i) dv[i] = simd::load(d + i * kLanes);
@@ -196,7 +289,7 @@ void weight_tile(float* dwT, const float* dyT, const float* xp, int64_t c, int64
       for (int r = 0; r < 3; ++r)
 #pragma GCC unroll 3
         for (int s = 0; s < 3; ++s) {
-          const Vec16 xs = simd::splat(x[r][q + s]);
+          const Vec16 xs = simd::splat(x[r][s]);
 #pragma GCC unroll 4
           for (int i = 0; i < KV; ++i) acc[i][r * 3 + s] += dv[i] * xs;
         }
@@ -239,23 +332,47 @@ void direct_weight_grad(float* dw, float* dwT, const float* dyT, const float* xp
       for (int t = 0; t < kTaps; ++t) dw[(k * C + c) * kTaps + t] = dwT[(c * kTaps + t) * Kp + k];
 }
 
+// Planes for the input of a stride-1 3x3 convolution whose output rows are Q
+// wide: the q-vectorised kernel needs room for its last vector, the
+// k-vectorised one (rows too short for a vector) none.
+Planes planes_3x3(int64_t H, int64_t W, int64_t pad, int64_t Q) {
+  return Q >= kLanes ? row_planes(H, W, pad, Q) : Planes(H, W, pad, 0);
+}
+
+// 3x3 stride 1, forward or dx: y (N, K, P, Q) from the padded planes xp of C channels.
+void conv_3x3(float* y, const float* xp, float* wbuf, const float* w, const float* b, int64_t wK, int64_t wC, bool flip,
+              int64_t N, int64_t P, int64_t Q, const Planes& pl) {
+  const int64_t C = flip ? wK : wC, K = flip ? wC : wK;
+  if (Q >= kLanes) {
+    pack_weights(wbuf, w, wK, wC, flip);
+    direct_conv(y, xp, wbuf, b, N, C, K, P, Q, pl);
+  } else {
+    pack_weights_k(wbuf, w, wK, wC, kTaps, flip);
+    kvec_conv(y, xp, wbuf, b, N, C, K, 3, 3, 1, P, Q, pl);
+  }
+}
+
+// Packed weights of either kernel: O outputs, I inputs, RS taps.
+int64_t packed_floats(int64_t O, int64_t I, int64_t RS) {
+  return std::max(round_up(O, kKB) * I * RS, round_up(O, kLanes) * I * RS);
+}
+
 // Scratch: region A holds padded planes (x, later dy), region B the packed
 // weights or dy^T + dwT.
 struct Scratch {
   Planes px, pdy;  // x padded for forward / dw; dy padded for dx
   int64_t a, b;    // floats in A and B
   explicit Scratch(const ConvGeom& g)
-      : px(g.H, g.W, g.pad, g.Q()), pdy(g.P(), g.Q(), 2 - g.pad, g.W) {
+      : px(planes_3x3(g.H, g.W, g.pad, g.Q())), pdy(planes_3x3(g.P(), g.Q(), 2 - g.pad, g.W)) {
     const int64_t Kp = round_up(g.K, kLanes), PQ = g.P() * g.Q();
     a = std::max(g.N * g.C * px.L, g.N * g.K * pdy.L);
-    b = std::max({blocks(g.K, kKB) * kKB * g.C * kTaps, blocks(g.C, kKB) * kKB * g.K * kTaps,
-                  g.N * PQ * Kp + g.C * kTaps * Kp});
+    b = std::max({packed_floats(g.K, g.C, kTaps), packed_floats(g.C, g.K, kTaps), g.N * PQ * Kp + g.C * kTaps * Kp});
   }
 };
 }  // namespace
 
 bool conv2d_direct_applies(const ConvGeom& g) {
-  return g.R == 3 && g.S == 3 && g.stride == 1 && g.pad >= 0 && g.pad <= 2 && g.Q() >= kLanes && g.P() >= 1;
+  return g.R == 3 && g.S == 3 && g.stride == 1 && g.pad >= 0 && g.pad <= 2 && g.P() >= 1 && g.Q() >= kLanes;
 }
 
 int64_t conv2d_direct_workspace(const ConvGeom& g) {
@@ -265,10 +382,8 @@ int64_t conv2d_direct_workspace(const ConvGeom& g) {
 
 void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
   const Scratch sc(g);
-  float *xp = ws, *wpk = ws + sc.a;
-  pad_planes(xp, x, g.N * g.C, g.H, g.W, g.pad, sc.px);
-  pack_weights(wpk, w, g.K, g.C, false);
-  direct_conv(y, xp, wpk, b, g.N, g.C, g.K, g.P(), g.Q(), sc.px);
+  pad_planes(ws, x, g.N * g.C, g.H, g.W, g.pad, sc.px);
+  conv_3x3(y, ws, ws + sc.a, w, b, g.K, g.C, false, g.N, g.P(), g.Q(), sc.px);
 }
 
 void conv2d_direct_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
@@ -283,10 +398,26 @@ void conv2d_direct_backward(float* dx, float* dw, float* db, const float* dy, co
   }
   if (dx) {  // A: dy padded by 2 - pad, B: w transposed and flipped
     pad_planes(A, dy, g.N * g.K, P, Q, 2 - g.pad, sc.pdy);
-    pack_weights(B, w, g.K, g.C, true);
-    direct_conv(dx, A, B, nullptr, g.N, g.K, g.C, g.H, g.W, sc.pdy);
+    conv_3x3(dx, A, B, w, nullptr, g.K, g.C, true, g.N, g.H, g.W, sc.pdy);
   }
   if (db) bias_backward(db, dy, g.N, g.K, P * Q);
+}
+
+int64_t conv2d_kvec_workspace(const ConvGeom& g) {
+  const Planes pl(g.H, g.W, g.pad, 0);
+  return (pl.is_identity(g.H, g.W) ? 0 : g.N * g.C * pl.L) + packed_floats(g.K, g.C, g.R * g.S);
+}
+
+void conv2d_kvec_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
+  const Planes pl(g.H, g.W, g.pad, 0);
+  const float* xp = x;
+  if (!pl.is_identity(g.H, g.W)) {
+    pad_planes(ws, x, g.N * g.C, g.H, g.W, g.pad, pl);
+    xp = ws;
+    ws += g.N * g.C * pl.L;
+  }
+  pack_weights_k(ws, w, g.K, g.C, g.R * g.S, false);
+  kvec_conv(y, xp, ws, b, g.N, g.C, g.K, g.R, g.S, g.stride, g.P(), g.Q(), pl);
 }
 
 }  // namespace nimbus::cpu

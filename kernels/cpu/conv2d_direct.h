@@ -20,9 +20,17 @@
 //              channel = 18 accumulators, kept in memory between blocks of
 //              pixels so that each block of dy is read from cache, not DRAM.
 //
-// Applies when R = S = 3, stride 1, pad <= 2 and Q >= 16 (a row fills at least
-// one vector); everything else takes conv2d.cpp's GEMM paths. Shapes and the
-// meaning of ws are those of conv2d.h.
+//   k-vec      forward vectorised along k: a tile is 6 output pixels (anywhere
+//              in the batch) x 4 vectors of 16 output channels; per (c, r, s) it
+//              loads 4 weight vectors and broadcasts 6 input floats. A broadcast
+//              reads one float, so any stride and kernel size works: conv2d.cpp
+//              runs ResNet's 7x7/2 stem and 3x3/2 convs with it
+//              (conv2d_kvec_forward), and the 3x3 path uses it for a dx whose
+//              rows are shorter than a vector (pad 2).
+//
+// conv2d_direct_* apply when R = S = 3, stride 1, pad <= 2 and Q >= 16;
+// everything else takes conv2d.cpp's GEMM paths.
+// Shapes and the meaning of ws are those of conv2d.h.
 #pragma once
 #include <cstdint>
 
@@ -37,5 +45,9 @@ void conv2d_direct_forward(float* y, const float* x, const float* w, const float
 // Writes each of dx, dw, db that is non-null; x is needed only for dw, w only for dx.
 void conv2d_direct_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                             const ConvGeom& g, float* ws);
+
+// Forward of any geometry, vectorised along k.
+int64_t conv2d_kvec_workspace(const ConvGeom& g);
+void conv2d_kvec_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws);
 
 }  // namespace nimbus::cpu

@@ -7,7 +7,8 @@
 //
 // gemm_ref is the plain triple loop (the definition, usable in double).
 // gemm<float> is the fast path: OpenBLAS cblas_sgemm, which threads itself over
-// both cores (never call it from inside an OpenMP parallel region).
+// both cores, or runs on the calling thread inside an OpenMP parallel region
+// (the OpenMP build of OpenBLAS that CMakeLists.txt links).
 // gemm<double> runs gemm_ref, so every caller can be tested in double.
 //
 // The fully connected layer is one GEMM plus a bias, so it lives here too:

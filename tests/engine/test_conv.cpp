@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <string>
+#include <utility>
 
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
@@ -89,9 +91,23 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
       {1, 7, 10, 18, 13, 3, 3, 1, 0},   // no padding, 13 outputs (DSen2-CR's tail)
       {1, 5, 9, 20, 6, 3, 3, 1, 2},     // pad 2
       {3, 4, 16, 16, 64, 3, 3, 1, 1},   // rows of exactly one vector: a tile spans 4 rows
+      {2, 5, 9, 14, 20, 3, 3, 1, 2},    // pad 2, dx rows of 14: dx by the k-vectorised kernel
   };
-  for (const ConvGeom& g : direct) CHECK(cpu::conv2d_direct_applies(g));
+  for (const ConvGeom& g : direct) CHECK(cpu::conv2d_path(g, true) == std::string("direct3x3"));
   gs.insert(gs.end(), direct.begin(), direct.end());
+  // Batches of >= 64-pixel images: threads split the images (per-image GEMMs,
+  // per-thread dW sums); and the k-vectorised forward of strided convs.
+  const std::vector<std::pair<ConvGeom, std::string>> routed = {
+      {{3, 6, 8, 9, 7, 1, 1, 1, 0}, "per_image"},      // pointwise: GEMMs on the NCHW planes
+      {{2, 5, 17, 16, 9, 3, 3, 2, 1}, "per_image"},    // strided 3x3: per-thread im2col
+      {{5, 6, 9, 10, 5, 3, 3, 1, 1}, "per_image"},     // stride 1 but rows < 16
+      {{2, 11, 15, 13, 20, 7, 7, 2, 3}, "kvec"},       // a 7x7/2 stem, 20 outputs: one partial vector
+      {{1, 60, 9, 9, 70, 3, 3, 2, 1}, "kvec"},         // 70 outputs: a group of 4 vectors, then 1
+  };
+  for (const auto& [g, path] : routed) {
+    CHECK(cpu::conv2d_path(g, true) == path);
+    gs.push_back(g);
+  }
   Rng rng(11);
   for (const ConvGeom& g : gs) {
     CAPTURE(g.N);
