@@ -11,10 +11,11 @@ arch=${2:-90}
 nvcc=${NVCC:-nvcc}
 mkdir -p "$out"
 flags=(-std=c++20 -O3 -I"$root" -gencode "arch=compute_$arch,code=sm_$arch" -Werror all-warnings)
-cpu=("$root/kernels/cpu/gemm.cpp" "$root/kernels/cpu/conv2d.cpp" -Xcompiler -fopenmp -lopenblas -lgomp)
+cpu=("$root"/kernels/cpu/*.cpp -Xcompiler -fopenmp -lopenblas -lgomp)
 k="$root/kernels/cuda"
-"$nvcc" "${flags[@]}" -DNIMBUS_BENCH_CUBLAS "$root/bench/cuda/gemm.cu" "$k/gemm.cu" "$k/launch.cu" "${cpu[@]}" \
-  -lcublas -o "$out/bench_gemm"
-"$nvcc" "${flags[@]}" -DNIMBUS_BENCH_CUDNN "$root/bench/cuda/conv2d.cu" "$k/conv2d.cu" "$k/gemm.cu" \
-  "$k/elementwise.cu" "$k/launch.cu" "${cpu[@]}" -lcudnn -o "$out/bench_conv2d"
+# Our launchers (on the current stream) and the cuBLAS/cuDNN reference calls (kernels/cuda/real/reference.cu).
+gpu=("$k/gemm.cu" "$k/elementwise.cu" "$k/launch.cu" "$k/stream.cu" "$k/real/reference.cu" -lcublas -lcudnn)
+"$nvcc" "${flags[@]}" -DNIMBUS_BENCH_CUBLAS "$root/bench/cuda/gemm.cu" "${gpu[@]}" "${cpu[@]}" -o "$out/bench_gemm"
+"$nvcc" "${flags[@]}" -DNIMBUS_BENCH_CUDNN "$root/bench/cuda/conv2d.cu" "$k/conv2d.cu" "${gpu[@]}" "${cpu[@]}" \
+  -o "$out/bench_conv2d"
 echo "built $out/bench_gemm and $out/bench_conv2d (sm_$arch)"

@@ -9,7 +9,8 @@
  * Usage: bench_cuda_conv2d [version] [N C H W K R stride pad]. Under the emulator (g++ build) it only
  * validates, on small odd shapes. Built by nvcc (docs/cuda-emulator.md, "Benchmarks on a GPU") it
  * then times a DSen2-CR 3x3 conv (8x256x64x64 -> 256) by default and prints ms, GFLOP/s and the
- * fraction of cuDNN's speed (cuDNN's fastest algorithm by its own heuristic, workspace allowed).
+ * fraction of cuDNN's speed (the first fp32 algorithm of cuDNN's heuristic ranking: FMA math, no
+ * TF32, workspace allowed; kernels/cuda/real/reference.h, shared with the GPU test).
  */
 #include <cmath>
 #include <cstdio>
@@ -21,7 +22,7 @@
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/conv2d.h"
 #ifdef NIMBUS_BENCH_CUDNN
-#include <cudnn.h>
+#include "kernels/cuda/real/reference.h"
 #endif
 
 using namespace nimbus;
@@ -106,35 +107,11 @@ bool validate(int v, const ConvGeom& g) {
 #ifdef __CUDACC__
 #ifdef NIMBUS_BENCH_CUDNN
 float cudnn_ms(Problem& pr) {
-  const ConvGeom& g = pr.g;
-  cudnnHandle_t h;
-  cudnnCreate(&h);
-  cudnnTensorDescriptor_t xd, yd;
-  cudnnFilterDescriptor_t wd;
-  cudnnConvolutionDescriptor_t cd;
-  cudnnCreateTensorDescriptor(&xd), cudnnCreateTensorDescriptor(&yd), cudnnCreateFilterDescriptor(&wd);
-  cudnnCreateConvolutionDescriptor(&cd);
-  cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(g.N), int(g.C), int(g.H), int(g.W));
-  cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(g.N), int(g.K), int(g.P()), int(g.Q()));
-  cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, int(g.K), int(g.C), int(g.R), int(g.S));
-  cudnnSetConvolution2dDescriptor(cd, int(g.pad), int(g.pad), int(g.stride), int(g.stride), 1, 1,
-                                  CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
-  cudnnSetConvolutionMathType(cd, CUDNN_DEFAULT_MATH);  // fp32, no TF32: the same arithmetic as ours
-  cudnnConvolutionFwdAlgoPerf_t perf[8];
-  int found = 0;
-  cudnnGetConvolutionForwardAlgorithm_v7(h, xd, wd, cd, yd, 8, &found, perf);
-  size_t bytes = 0;
-  cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, yd, perf[0].algo, &bytes);
+  const cuda::ref::CudnnConv conv(pr.g);
   void* work = nullptr;
-  if (bytes) cudaMalloc(&work, bytes);
-  const float one = 1, zero = 0;
-  const float ms = time_ms([&] {
-    cudnnConvolutionForward(h, &one, xd, pr.dx, wd, pr.dw, cd, perf[0].algo, work, bytes, &zero, yd, pr.dy);
-  }, 10);
+  if (conv.workspace_bytes()) cudaMalloc(&work, conv.workspace_bytes());
+  const float ms = time_ms([&] { conv.forward(pr.dy, pr.dx, pr.dw, work); }, 10);
   cudaFree(work);
-  cudnnDestroyConvolutionDescriptor(cd), cudnnDestroyFilterDescriptor(wd);
-  cudnnDestroyTensorDescriptor(xd), cudnnDestroyTensorDescriptor(yd);
-  cudnnDestroy(h);
   return ms;
 }
 #endif

@@ -22,7 +22,7 @@
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/gemm.h"
 #ifdef NIMBUS_BENCH_CUBLAS
-#include <cublas_v2.h>
+#include "kernels/cuda/real/reference.h"  // cuBLAS, shared with the backend's reference and the GPU test
 #endif
 
 using namespace nimbus;
@@ -84,13 +84,7 @@ void benchmark(int v, int M, int N, int K) {
   const float ms = time_ms([&] { kVersions[v](M, N, K, dA, dB, dC); }, 20);
   float ref_ms = 0;
 #ifdef NIMBUS_BENCH_CUBLAS
-  cublasHandle_t h;
-  cublasCreate(&h);
-  const float one = 1, zero = 0;
-  // Row-major C = A B is column-major C^T = B^T A^T.
-  ref_ms = time_ms([&] { cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, dB, N, dA, K, &zero, dC, N); },
-                   20);
-  cublasDestroy(h);
+  ref_ms = time_ms([&] { cuda::ref::cublas_gemm(false, false, M, N, K, 1.0f, dA, K, dB, N, 0.0f, dC, N); }, 20);
 #endif
   std::printf("version %d: %dx%dx%d  %.3f ms  %.0f GFLOP/s", v, M, N, K, ms, flop / ms / 1e6);
   if (ref_ms > 0) std::printf("  (cuBLAS %.3f ms, %.0f GFLOP/s; %.0f%% of cuBLAS)", ref_ms, flop / ref_ms / 1e6,
