@@ -193,14 +193,16 @@ Path path_of(const ConvGeom& g) {
   return g.stride == 1 && g.C >= kShiftedMinChannels ? Path::Shifted : Path::Im2col;
 }
 
-// Strided forward with a long (c, r, s) reduction whose weights fit in L2: the
-// k-vectorised direct kernel beats im2col + GEMM there. Measured on ResNet-50's
-// b32 layers: 7x7/2 stem 13->64 12.3 vs 16.8 ms, 3x3/2 128->128 2.1 vs 2.9 ms;
-// it loses on short reductions (1x1/2 256->512: store-bound) and on weights of
-// >= 1 MiB (3x3/2 256->256, 1x1/2 512->1024: re-read from L3 per tile).
+// Forwards with taps and a long (c, r, s) reduction whose weights for 64
+// outputs fit in L2 (CRS <= 4096) run k-vectorised instead of im2col + GEMM.
+// Measured on ResNet-50's b32 layers (ms, k-vectorised vs GEMM): 7x7/2 stem
+// 13->64 10.7 vs 16.8; 3x3 128->128 at 8x8 2.4 vs 2.9; 3x3 256->256 at 4x4
+// 2.2 vs 2.4; 3x3/2 256->256 2.6 vs 2.4 (a wash). It loses without taps
+// (1x1: 64 scalar stores per pixel for 64 FMAs) and with 512 channels (3x3 at
+// 2x2: 3.6 vs 3.0).
 bool use_kvec(const ConvGeom& g) {
   const int64_t CRS = g.C * g.R * g.S;
-  return g.stride > 1 && CRS >= 512 && CRS * g.K <= (int64_t(1) << 18);
+  return g.R * g.S > 1 && CRS >= 512 && CRS <= 4096;
 }
 
 // ---- PerImage: threads split the images ----

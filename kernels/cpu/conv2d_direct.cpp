@@ -217,20 +217,23 @@ void kvec_tile(float* y, const float* const xb[kPT], const int64_t yoff[kPT], co
 }
 
 // y (N, K, P, Q) = b + convolution of the planes xp (N images x C planes of
-// pl, already padded) with wk (pack_weights_k). Threads split pixel tiles.
+// pl, already padded) with wk (pack_weights_k). Threads split (group of 64
+// outputs, pixel tile) pairs, group-major: a thread sweeps all its tiles
+// with one group's weights (C*R*S*64 floats) hot in its L2.
 void kvec_conv(float* y, const float* xp, const float* wk, const float* b, int64_t N, int64_t C, int64_t K, int64_t R,
                int64_t S, int64_t stride, int64_t P, int64_t Q, const Planes& pl) {
   const int64_t PQ = P * Q, npix = N * PQ, nkv = blocks(K, kLanes), kv_stride = C * R * S * kLanes;
-#pragma omp parallel for schedule(static)
-  for (int64_t tile = 0; tile < blocks(npix, kPT); ++tile) {
-    const float* xb[kPT];
-    int64_t yoff[kPT];
-    for (int i = 0; i < kPT; ++i) {
-      const int64_t j = std::min(tile * kPT + i, npix - 1), n = j / PQ, pq = j % PQ;
-      xb[i] = xp + n * C * pl.L + (pq / Q) * stride * pl.Wp + (pq % Q) * stride;
-      yoff[i] = tile * kPT + i < npix ? n * K * PQ + pq : -1;
-    }
-    for (int64_t kv0 = 0; kv0 < nkv; kv0 += kKT) {
+  const int64_t ntiles = blocks(npix, kPT);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t kv0 = 0; kv0 < nkv; kv0 += kKT)
+    for (int64_t tile = 0; tile < ntiles; ++tile) {
+      const float* xb[kPT];
+      int64_t yoff[kPT];
+      for (int i = 0; i < kPT; ++i) {
+        const int64_t j = std::min(tile * kPT + i, npix - 1), n = j / PQ, pq = j % PQ;
+        xb[i] = xp + n * C * pl.L + (pq / Q) * stride * pl.Wp + (pq % Q) * stride;
+        yoff[i] = tile * kPT + i < npix ? n * K * PQ + pq : -1;
+      }
       const int64_t k0 = kv0 * kLanes, kn = std::min(K - k0, int64_t(kKT) * kLanes);
       const float* wg = wk + kv0 * kv_stride;
       switch (std::min<int64_t>(kKT, nkv - kv0)) {
@@ -240,7 +243,6 @@ void kvec_conv(float* y, const float* xp, const float* wk, const float* b, int64
         default: kvec_tile<1>(y, xb, yoff, wg, kv_stride, b, k0, kn, C, R, S, pl, PQ); break;
       }
     }
-  }
 }
 
 // ---------------- weight gradient: vectorised along k ----------------

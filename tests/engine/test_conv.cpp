@@ -103,6 +103,7 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
       {{5, 6, 9, 10, 5, 3, 3, 1, 1}, "per_image"},     // stride 1 but rows < 16
       {{2, 11, 15, 13, 20, 7, 7, 2, 3}, "kvec"},       // a 7x7/2 stem, 20 outputs: one partial vector
       {{1, 60, 9, 9, 70, 3, 3, 2, 1}, "kvec"},         // 70 outputs: a group of 4 vectors, then 1
+      {{2, 60, 8, 8, 20, 3, 3, 1, 1}, "kvec"},         // stride 1, rows < 16 (ResNet's 8x8 stage)
   };
   for (const auto& [g, path] : routed) {
     CHECK(cpu::conv2d_path(g, true) == path);

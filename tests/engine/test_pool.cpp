@@ -2,6 +2,8 @@
 // (double), the ops vs PyTorch fixtures (including tied maxima), error cases.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops/pool.h"
@@ -52,6 +54,22 @@ TEST_CASE("max_pool2d kernel: ties go to the first maximum, padding never wins")
   std::vector<float> xn{-4, -1, -3, -2}, yn(4);
   cpu::max_pool2d_forward(yn.data(), xn.data(), gp);
   CHECK(yn == std::vector<float>{-1, -1, -1, -1});
+}
+
+TEST_CASE("max_pool2d kernel: a NaN wins its windows, inside the plane and at its border") {
+  // 4x4 plane, NaN at (1,2). Kernel 2 stride 2: only the window of output (0,1) holds it.
+  std::vector<float> x(16);
+  for (int i = 0; i < 16; ++i) x[size_t(i)] = float(i % 5) - 2.f;
+  x[1 * 4 + 2] = NAN;
+  std::vector<float> y(4);
+  cpu::max_pool2d_forward(y.data(), x.data(), PoolGeom{1, 1, 4, 4, 2, 2, 0});
+  for (int i = 0; i < 4; ++i) CHECK(std::isnan(y[size_t(i)]) == (i == 1));
+  // Kernel 3 stride 1 pad 1: outputs (p,q) with |p-1| <= 1 and |q-2| <= 1 see it,
+  // border windows (checked path) and interior ones (unchecked path) alike.
+  std::vector<float> y3(16);
+  cpu::max_pool2d_forward(y3.data(), x.data(), PoolGeom{1, 1, 4, 4, 3, 1, 1});
+  for (int p = 0; p < 4; ++p)
+    for (int q = 0; q < 4; ++q) CHECK(std::isnan(y3[size_t(p * 4 + q)]) == (std::abs(p - 1) <= 1 && std::abs(q - 2) <= 1));
 }
 
 TEST_CASE("global_avg_pool kernel: backward matches finite differences in double") {
