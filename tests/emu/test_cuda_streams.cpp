@@ -8,7 +8,7 @@
  */
 #include <doctest/doctest.h>
 
-#include "engine/cuda_ops.h"
+#include "engine/device.h"
 #include "engine/ops/activation.h"
 #include "engine/ops/conv.h"
 #include "engine/ops/linear.h"
@@ -143,19 +143,4 @@ TEST_CASE("cuda streams: a destroyed stream is refused, not used") {
   CHECK(emu::last_error_detail().find("cudaMemcpyAsync: stream") != std::string::npos);
   (void)cudaGetLastError();
   CHECK(buf.download() == std::vector<float>(4, 0.0f));
-}
-
-TEST_CASE("cuda backend: cuBLAS/cuDNN references are refused where the build has none") {
-  REQUIRE(cuda::register_cuda_backend());
-  CHECK_FALSE(cuda::references_available());  // the emulated backend never has them
-  CHECK(cuda::parse_reference("none") == cuda::Reference::None);
-  CHECK(cuda::parse_reference("cublas") == cuda::Reference::Cublas);
-  CHECK(cuda::parse_reference("cudnn") == cuda::Reference::Cudnn);
-  CHECK_THROWS_WITH_AS(cuda::parse_reference("cuBLAS"),
-                       doctest::Contains("NIMBUS_CUDA_REFERENCE=cuBLAS: expected none, cublas or cudnn"), Error);
-  const std::string status = cuda_status();
-  CHECK_THROWS_WITH_AS(cuda::set_reference(cuda::Reference::Cudnn), doctest::Contains("has no cuBLAS/cuDNN"), Error);
-  CHECK(cuda::reference() == cuda::Reference::None);
-  cuda::set_reference(cuda::Reference::None);
-  CHECK(cuda_status() == status);
 }
