@@ -16,8 +16,8 @@
 //              (r, s -> 2-r, 2-s).
 //   dw         dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] xpad[n, c, p+r, q+s],
 //              vectorised along k: dy is transposed to pixel-major (P*Q, K),
-//              a tile is 2 vectors of 16 output channels x 9 taps of one input
-//              channel = 18 accumulators, kept in memory between blocks of
+//              a tile is 3 vectors of 16 output channels x 9 taps of one input
+//              channel = 27 accumulators, kept in memory between blocks of
 //              pixels so that each block of dy is read from cache, not DRAM.
 //
 //   k-vec      forward vectorised along k: a tile is 6 output pixels (anywhere
