@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/cuda_ops.h"
@@ -50,7 +51,8 @@ void compare(const std::string& what, const std::vector<float>& got, const std::
   }
   const double tol = 1e-6 + rel * std::sqrt(std::max(terms, 1.0)) * scale;
   const bool ok = same_size && worst <= tol;
-  if (!ok || print_ok) std::printf("%-4s %s: max diff %.3g, tolerance %.3g\n", ok ? "OK" : "FAIL", what.c_str(), worst, tol);
+  if (!ok || print_ok)
+    std::printf("%-4s %s: max diff %.3g, tolerance %.3g\n", ok ? "OK" : "FAIL", what.c_str(), worst, tol);
   if (!ok) ++failures;
 }
 
@@ -111,8 +113,9 @@ void conv_case(const ConvGeom& g) {
 }
 
 // ---- one training step of a tiny bottleneck ResNet (7x7 stem, 1x1 and strided 3x3 convs, fc) -----
-// Returns every gradient and every parameter/buffer after an SGD step, on the CPU.
-std::vector<Tensor> resnet_step(Device d) {
+// Returns the loss, every gradient and every parameter/buffer after an SGD step, named, on the CPU.
+using Named = std::vector<std::pair<std::string, Tensor>>;
+Named resnet_step(Device d) {
   models::ResNetConfig cfg;
   cfg.block = models::BlockType::Bottleneck;
   cfg.blocks = {1, 1, 1, 1};
@@ -128,13 +131,13 @@ std::vector<Tensor> resnet_step(Device d) {
   Tensor loss = cross_entropy(m.forward(x.to(d)), y.to(d));
   loss.backward();
   opt.step();
-  std::vector<Tensor> out{loss.to(Device::CPU)};
-  for (const auto& [name, t] : m.named_parameters()) out.push_back(t.grad().to(Device::CPU));
-  for (const auto& [name, t] : m.state_dict()) out.push_back(t.to(Device::CPU));
+  Named out{{"loss", loss.to(Device::CPU)}};
+  for (const auto& [name, t] : m.named_parameters()) out.emplace_back("grad of " + name, t.grad().to(Device::CPU));
+  for (const auto& [name, t] : m.state_dict()) out.emplace_back(name + " after the step", t.to(Device::CPU));
   return out;
 }
 
-void compare_steps(const std::string& what, const std::vector<Tensor>& got, const std::vector<Tensor>& want) {
+void compare_steps(const std::string& what, const Named& got, const Named& want) {
   if (got.size() != want.size()) {
     std::printf("FAIL %s: %zu tensors vs %zu\n", what.c_str(), got.size(), want.size());
     ++failures;
@@ -144,7 +147,7 @@ void compare_steps(const std::string& what, const std::vector<Tensor>& got, cons
   int bad = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     const int before = failures;
-    compare(what + ", tensor " + std::to_string(i), got[i].to_vector(), want[i].to_vector(), 1.0, 1e-4, false);
+    compare(what + ": " + want[i].first, got[i].second.to_vector(), want[i].second.to_vector(), 1.0, 1e-4, false);
     bad += failures - before;
   }
   std::printf("%-4s %s: %zu tensors (loss, gradients, parameters and buffers after the step)\n",
@@ -178,11 +181,11 @@ int main() {
     conv_case(ConvGeom{4, 32, 17, 17, 48, 3, 3, 1, 1});
 
     // The same training step through the engine with each reference setting.
-    const std::vector<Tensor> cpu = resnet_step(Device::CPU), ours = resnet_step(Device::CUDA);
+    const Named cpu = resnet_step(Device::CPU), ours = resnet_step(Device::CUDA);
     cuda::set_reference(cuda::Reference::Cublas);
-    const std::vector<Tensor> cublas = resnet_step(Device::CUDA);
+    const Named cublas = resnet_step(Device::CUDA);
     cuda::set_reference(cuda::Reference::Cudnn);
-    const std::vector<Tensor> cudnn = resnet_step(Device::CUDA);
+    const Named cudnn = resnet_step(Device::CUDA);
     cuda::set_reference(cuda::Reference::None);
     compare_steps("resnet step: our kernels vs the CPU backend", ours, cpu);
     compare_steps("resnet step: NIMBUS_CUDA_REFERENCE=cublas vs our kernels", cublas, ours);
