@@ -312,6 +312,8 @@ void weight_tile(float* dwT, const float* dyT, const float* xp, int64_t c, int64
 void direct_weight_grad(float* dw, float* dwT, const float* dyT, const float* xp, int64_t N, int64_t C, int64_t K,
                         int64_t P, int64_t Q, int64_t Kp, const Planes& pl) {
   std::fill(dwT, dwT + C * kTaps * Kp, 0.f);
+  // Output vectors in groups of at most 3, as even as possible (16 = 3+3+3+3+2+2,
+  // not 3*5+1: a 1-vector tile runs at about half the speed).
   const int64_t nkv = Kp / kLanes, groups = blocks(nkv, kKV), tasks = C * groups;
   const int64_t rows = std::max<int64_t>(1, kBlockPixels / Q);
 #pragma omp parallel
@@ -324,8 +326,9 @@ void direct_weight_grad(float* dw, float* dwT, const float* dyT, const float* xp
         const float* dyn = dyT + n * P * Q * Kp;
         const float* xn = xp + n * C * pl.L;
         for (int64_t task = t0; task < t1; ++task) {
-          const int64_t c = task % C, kv0 = (task / C) * kKV;
-          switch (std::min<int64_t>(kKV, nkv - kv0)) {
+          const int64_t c = task % C, grp = task / C;
+          const int64_t kv0 = nkv * grp / groups, kv1 = nkv * (grp + 1) / groups;
+          switch (kv1 - kv0) {
             case 3: weight_tile<3>(dwT, dyn, xn, c, kv0, p0, p1, Q, Kp, pl); break;
             case 2: weight_tile<2>(dwT, dyn, xn, c, kv0, p0, p1, Q, Kp, pl); break;
             default: weight_tile<1>(dwT, dyn, xn, c, kv0, p0, p1, Q, Kp, pl); break;
@@ -333,6 +336,7 @@ void direct_weight_grad(float* dw, float* dwT, const float* dyT, const float* xp
         }
       }
   }
+#pragma omp parallel for if (K * C * kTaps > kParallelGrain)
   for (int64_t k = 0; k < K; ++k)
     for (int64_t c = 0; c < C; ++c)
       for (int t = 0; t < kTaps; ++t) dw[(k * C + c) * kTaps + t] = dwT[(c * kTaps + t) * Kp + k];

@@ -1,6 +1,7 @@
 // gemm.cpp: the reference GEMM, the OpenBLAS fast path, bias helpers and the
 // linear layer built from them (see gemm.h).
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/parallel.h"
 
 #include <cblas.h>
 
@@ -53,10 +54,12 @@ void bias_fill(T* y, const T* b, int64_t N, int64_t K, int64_t inner) {
 
 template <typename T>
 void bias_backward(T* db, const T* dy, int64_t N, int64_t K, int64_t inner) {
+#pragma omp parallel for if (N * K * inner > kParallelGrain)
   for (int64_t k = 0; k < K; ++k) {
     T acc = 0;
     for (int64_t n = 0; n < N; ++n) {
       const T* row = dy + (n * K + k) * inner;
+#pragma omp simd reduction(+ : acc)
       for (int64_t i = 0; i < inner; ++i) acc += row[i];
     }
     db[k] = acc;

@@ -28,9 +28,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
 
 // Bias over a (N, K, inner) tensor: y[n,k,i] = b[k] (fill; a GEMM then adds
 // with beta = 1), and its gradient db[k] = sum_{n,i} dy[n,k,i] (written, not
-// accumulated). Linear is inner = 1, conv2d is inner = P*Q. Single-threaded:
-// they sit next to GEMMs, and an OpenMP loop there leaves libgomp's worker
-// spinning on a core OpenBLAS needs (see conv2d.cpp).
+// accumulated). Linear is inner = 1, conv2d is inner = P*Q. bias_fill runs on
+// the calling thread (per-image conv paths call it inside their own parallel
+// loop); bias_backward splits the channels over threads.
 template <typename T> void bias_fill(T* y, const T* b, int64_t N, int64_t K, int64_t inner);
 template <typename T> void bias_backward(T* db, const T* dy, int64_t N, int64_t K, int64_t inner);
 
