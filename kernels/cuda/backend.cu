@@ -56,8 +56,8 @@ void raw_free(void* p) {
 }
 
 // On the current stream, in order with the kernels. The host waits when it is a side of the copy:
-// for device -> host it reads the data next; for host -> device the source may be freed or
-// overwritten once we return (cudaMemcpyAsync from pageable memory does not promise to have read it).
+// for device -> host it reads the data next; for host -> device the caller may free or reuse the
+// source once we return, and cudaMemcpyAsync promises to have read it only for pageable memory.
 void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
   if (bytes == 0) return;
   const cudaMemcpyKind kind = src_dev == Device::CPU

@@ -7,6 +7,7 @@
 #include "kernels/cuda/stream.h"
 
 #include <atomic>
+#include <string>
 
 #include "engine/error.h"
 #include "kernels/cuda/compat.h"
