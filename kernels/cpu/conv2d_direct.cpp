@@ -68,6 +68,7 @@ void pad_planes(float* dst, const float* src, int64_t count, int64_t H, int64_t 
 // C, inputs K, taps reversed (t -> 8 - t is (r, s) -> (2-r, 2-s)).
 void pack_weights(float* wpk, const float* w, int64_t K, int64_t C, bool flip) {
   const int64_t O = flip ? C : K, I = flip ? K : C;
+#pragma omp parallel for if (O * I * kTaps > kParallelGrain)
   for (int64_t ob = 0; ob < blocks(O, kKB); ++ob)
     for (int64_t i = 0; i < I; ++i)
       for (int t = 0; t < kTaps; ++t)
@@ -175,6 +176,7 @@ constexpr int kKT = 4;  // vectors of output channels per k-vectorised tile
 // past the last output). flip: the dx weights of a stride-1 conv, as pack_weights.
 void pack_weights_k(float* wk, const float* w, int64_t K, int64_t C, int64_t RS, bool flip) {
   const int64_t O = flip ? C : K, I = flip ? K : C;
+#pragma omp parallel for if (O * I * RS > kParallelGrain)
   for (int64_t kv = 0; kv < blocks(O, kLanes); ++kv)
     for (int64_t i = 0; i < I; ++i)
       for (int64_t t = 0; t < RS; ++t)
