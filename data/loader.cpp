@@ -82,8 +82,11 @@ std::shared_ptr<const std::vector<size_t>> Loader::order_of(int epoch) {
   auto order = std::make_shared<const std::vector<size_t>>(epoch_order(n_, opt_.seed, epoch, opt_.shuffle));
   std::lock_guard<std::mutex> lk(mu_);
   orders_.emplace(epoch, order);
-  while (orders_.size() > 3) orders_.erase(orders_.begin());  // epochs only move forward
-  return orders_.at(epoch);
+  // Keep the newest few. Workers run several epochs ahead when an epoch is one
+  // batch, so this epoch may itself be the oldest and go at once: return the
+  // order computed here, never a lookup that may miss.
+  while (orders_.size() > size_t(std::max(3, opt_.prefetch + 1))) orders_.erase(orders_.begin());
+  return order;
 }
 
 namespace {

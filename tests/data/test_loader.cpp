@@ -177,6 +177,28 @@ TEST_CASE("loader: a worker's error reaches the consumer naming the file, shutdo
   CHECK_THROWS_WITH_AS(l.next(), doctest::Contains("r1"), Error);
 }
 
+TEST_CASE("loader: one batch per epoch, many threads: every epoch's order is found (regression)") {
+  // Workers build the batches of several epochs at once here. A worker that got
+  // to an older epoch's order late used to insert it into the bounded cache of
+  // orders, see it evicted at once (oldest first) and throw map::at.
+  auto fn = [](size_t index, Rng&) {
+    Sample s;
+    s.add("x", Shape{1}, {float(index)});
+    return s;
+  };
+  LoaderOptions o;
+  o.batch_size = 2;
+  o.threads = 4;
+  o.prefetch = 16;
+  o.seed = 3;
+  Loader l(2, fn, o);
+  for (int k = 0; k < 400; ++k) {
+    Batch b = l.next();
+    REQUIRE(b.epoch == k);
+    CHECK(b["x"].to_vector() == std::vector<float>{float(b.indices[0]), float(b.indices[1])});
+  }
+}
+
 TEST_CASE("loader: SEN12MS-CR triplets from disk, cropped and augmented") {
   TempDir tmp;
   for (int p = 1; p <= 6; ++p) {
