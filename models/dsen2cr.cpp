@@ -30,7 +30,7 @@ DSen2CRBlock::DSen2CRBlock(int64_t features, Rng& rng) {
 }
 
 Tensor DSen2CRBlock::forward(const Tensor& x) {
-  return add(x, mul_scalar(conv2->forward(relu(conv1->forward(x))), kResidualScale));
+  return add_scaled(x, conv2->forward(relu(conv1->forward(x))), kResidualScale);
 }
 
 DSen2CR::DSen2CR(const DSen2CRConfig& c, Rng& rng) : config_(c) {

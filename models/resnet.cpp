@@ -54,10 +54,10 @@ ResidualBlock::ResidualBlock(BlockType type, int64_t in, int64_t planes, int str
 }
 
 Tensor ResidualBlock::forward(const Tensor& x) {
-  Tensor h = relu(bn1_->forward(conv1_->forward(x)));
-  h = bn2_->forward(conv2_->forward(h));
-  if (type_ == BlockType::Bottleneck) h = bn3_->forward(conv3_->forward(relu(h)));
-  return relu(add(h, downsample_ ? downsample_->forward(x) : x));
+  Tensor h = bn1_->forward_relu(conv1_->forward(x));
+  if (type_ == BlockType::Bottleneck) h = bn3_->forward(conv3_->forward(bn2_->forward_relu(conv2_->forward(h))));
+  else h = bn2_->forward(conv2_->forward(h));
+  return add_relu(h, downsample_ ? downsample_->forward(x) : x);
 }
 
 ResNet::ResNet(const ResNetConfig& c, Rng& rng) : config_(c) {
@@ -83,7 +83,7 @@ Tensor ResNet::forward(const Tensor& x) {
   NIMBUS_CHECK(x.defined() && x.ndim() == 4 && x.size(1) == config_.in_channels, "resnet: input ",
                x.defined() ? x.shape().str() : "undefined", " is not (N,", config_.in_channels, ",H,W) for ",
                config_.str());
-  Tensor h = maxpool_->forward(relu(bn1_->forward(conv1_->forward(x))));
+  Tensor h = maxpool_->forward(bn1_->forward_relu(conv1_->forward(x)));
   for (auto& layer : layers_) h = layer->forward(h);
   return fc_->forward(global_avg_pool(h));
 }

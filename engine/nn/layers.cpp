@@ -51,6 +51,12 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   return y;
 }
 
+Tensor BatchNorm2d::forward_relu(const Tensor& x) {
+  Tensor y = batch_norm2d_relu(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+  if (is_training()) num_batches_tracked.fill_(num_batches_tracked.item() + 1.f);
+  return y;
+}
+
 Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Rng& rng) {
   NIMBUS_CHECK(in_features > 0 && out_features > 0, "Linear: bad configuration in=", in_features,
                " out=", out_features);

@@ -29,6 +29,7 @@ class BatchNorm2d : public UnaryModule {
  public:
   explicit BatchNorm2d(int64_t num_features, float eps = 1e-5f, float momentum = 0.1f);
   Tensor forward(const Tensor& x) override;
+  Tensor forward_relu(const Tensor& x);  // relu(forward(x)), fused (batch_norm2d_relu)
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   float eps, momentum;
 };

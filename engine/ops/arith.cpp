@@ -24,6 +24,57 @@ Tensor add(const Tensor& a, const Tensor& b) {
   return y;
 }
 
+namespace {
+void check_pair(const char* op, const Tensor& a, const Tensor& b) {
+  NIMBUS_CHECK(a.shape() == b.shape(), op, ": shapes differ: a ", a.shape().str(), " vs b ", b.shape().str());
+  NIMBUS_CHECK(a.device() == b.device(), op, ": devices differ: a ", describe(a), " vs b ", describe(b));
+}
+}  // namespace
+
+Tensor add_relu(const Tensor& a, const Tensor& b) {
+  check_pair("add_relu", a, b);
+  Tensor y = Tensor::empty(a.shape(), a.device());
+  if (a.is_cpu()) {
+    cpu::add_relu(y.data(), a.data(), b.data(), y.numel());
+  } else {  // the CUDA backend composes its two kernels (elementwise: in place is safe)
+    cuda_ops("add_relu").add(y.data(), a.data(), b.data(), y.numel());
+    cuda_ops("add_relu").relu_forward(y.data(), y.data(), y.numel());
+  }
+  Tensor y_saved = y.detach();
+  record("add_relu", {a, b}, y, [y_saved](const Tensor& dy, GradSink& sink) {
+    Tensor d = Tensor::empty(dy.shape(), dy.device());  // dy where y > 0: the same for both inputs
+    if (dy.is_cpu())
+      cpu::relu_backward(d.data(), dy.data(), y_saved.data(), dy.numel());
+    else
+      cuda_ops("add_relu").relu_backward(d.data(), dy.data(), y_saved.data(), dy.numel());
+    sink.set(0, d);
+    sink.set(1, d);
+  });
+  return y;
+}
+
+Tensor add_scaled(const Tensor& a, const Tensor& b, float s) {
+  check_pair("add_scaled", a, b);
+  Tensor y = Tensor::empty(a.shape(), a.device());
+  if (a.is_cpu()) {
+    cpu::add_scaled(y.data(), a.data(), b.data(), s, y.numel());
+  } else {
+    cuda_ops("add_scaled").scale(y.data(), b.data(), s, y.numel());
+    cuda_ops("add_scaled").add(y.data(), a.data(), y.data(), y.numel());
+  }
+  record("add_scaled", {a, b}, y, [s](const Tensor& dy, GradSink& sink) {
+    sink.set(0, dy);
+    if (!sink.needs(1)) return;
+    Tensor db = Tensor::empty(dy.shape(), dy.device());
+    if (dy.is_cpu())
+      cpu::scale(db.data(), dy.data(), s, dy.numel());
+    else
+      cuda_ops("add_scaled").scale(db.data(), dy.data(), s, dy.numel());
+    sink.set(1, db);
+  });
+  return y;
+}
+
 Tensor mul_scalar(const Tensor& x, float s) {
   Tensor y = Tensor::empty(x.shape(), x.device());
   if (x.is_cpu())

@@ -3,12 +3,15 @@
 // Training: normalise with the batch mean and biased variance, update the
 // running statistics in place (momentum, unbiased variance), and backpropagate
 // through the batch statistics. Eval: normalise with the running statistics;
-// backward is the plain per-channel affine gradient.
+// backward is the plain per-channel affine gradient. batch_norm2d_relu is the
+// same op with a ReLU applied in the forward's pass (ResNet's bn -> relu: one
+// pass over the activations fewer) and undone first in backward.
 #include "engine/ops/batchnorm.h"
 
 #include "engine/autograd.h"
 #include "engine/cuda_ops.h"
 #include "kernels/cpu/batchnorm.h"
+#include "kernels/cpu/elementwise.h"
 
 namespace nimbus {
 
@@ -24,8 +27,10 @@ void check_channel_param(const Tensor& p, const char* name, const Tensor& x, boo
 }
 }  // namespace
 
-Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
-                    Tensor& running_var, bool training, float momentum, float eps) {
+namespace {
+// batch_norm2d, then ReLU when `relu` (in the same pass over the data on the CPU).
+Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                         Tensor& running_var, bool training, float momentum, float eps, bool relu) {
   NIMBUS_CHECK(x.ndim() == 4, "batch_norm2d: input must be (N,C,H,W), got ", x.shape().str());
   check_channel_param(weight, "weight", x, true);
   check_channel_param(bias, "bias", x, true);
@@ -52,12 +57,23 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, T
   const float* w = weight.defined() ? weight.data() : nullptr;
   const float* b = bias.defined() ? bias.data() : nullptr;
   Tensor y = Tensor::empty(x.shape(), dev);
-  (on_cpu ? cpu::batchnorm_forward : cu->batchnorm_forward)(y.data(), x.data(), mean.data(), invstd.data(), w, b, N, C,
-                                                            HW);
+  if (on_cpu) {
+    cpu::batchnorm_forward(y.data(), x.data(), mean.data(), invstd.data(), w, b, N, C, HW, relu);
+  } else {
+    cu->batchnorm_forward(y.data(), x.data(), mean.data(), invstd.data(), w, b, N, C, HW);
+    if (relu) cuda_ops("relu").relu_forward(y.data(), y.data(), y.numel());  // elementwise: in place is safe
+  }
 
   if (!any_requires_grad({&x, &weight, &bias})) return y;
   Tensor xs = x.detach(), ws = weight.defined() ? weight.detach() : Tensor();
-  record("batch_norm2d", {x, weight, bias}, y, [=](const Tensor& dy, GradSink& sink) {
+  Tensor ys = relu ? y.detach() : Tensor();  // the ReLU's mask: y > 0
+  record(relu ? "batch_norm2d_relu" : "batch_norm2d", {x, weight, bias}, y, [=](const Tensor& dy_out, GradSink& sink) {
+    Tensor dy = dy_out;
+    if (relu) {  // through the ReLU first: dy * (y > 0)
+      dy = Tensor::empty(dy_out.shape(), dev);
+      (on_cpu ? cpu::relu_backward<float> : cuda_ops("relu").relu_backward)(dy.data(), dy_out.data(), ys.data(),
+                                                                             dy.numel());
+    }
     Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape(), dev) : Tensor();
     Tensor dw = Tensor::empty({C}, dev), db = Tensor::empty({C}, dev);
     (on_cpu ? cpu::batchnorm_backward : cu->batchnorm_backward)(
@@ -68,6 +84,17 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, T
     if (sink.needs(2)) sink.set(2, db);
   });
   return y;
+}
+}  // namespace
+
+Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                    Tensor& running_var, bool training, float momentum, float eps) {
+  return batch_norm2d_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false);
+}
+
+Tensor batch_norm2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                         Tensor& running_var, bool training, float momentum, float eps) {
+  return batch_norm2d_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, true);
 }
 
 }  // namespace nimbus

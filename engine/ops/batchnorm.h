@@ -15,4 +15,9 @@ namespace nimbus {
 Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
 
+// relu(batch_norm2d(...)) as one op: the ReLU is applied in the normalisation's
+// pass over the data (on the CPU), saving a pass over the activations.
+Tensor batch_norm2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                         Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+
 }  // namespace nimbus

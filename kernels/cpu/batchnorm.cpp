@@ -87,7 +87,7 @@ void batchnorm_stats(float* mean, float* var, const float* x, int64_t N, int64_t
 }
 
 void batchnorm_forward(float* y, const float* x, const float* mean, const float* invstd, const float* weight,
-                       const float* bias, int64_t N, int64_t C, int64_t HW) {
+                       const float* bias, int64_t N, int64_t C, int64_t HW, bool relu) {
   // y = (x - mean) * scale + shift with the per-channel constants folded; subtracting the
   // mean first (not folding it into shift) avoids cancellation when |mean| >> std.
 #pragma omp parallel for collapse(2) if (N * C * HW > kParallelGrain)
@@ -96,8 +96,16 @@ void batchnorm_forward(float* y, const float* x, const float* mean, const float*
       const float m = mean[c], scale = invstd[c] * (weight ? weight[c] : 1.f), shift = bias ? bias[c] : 0.f;
       const float* xc = x + (n * C + c) * HW;
       float* yc = y + (n * C + c) * HW;
+      if (relu) {
 #pragma omp simd
-      for (int64_t i = 0; i < HW; ++i) yc[i] = (xc[i] - m) * scale + shift;
+        for (int64_t i = 0; i < HW; ++i) {
+          const float v = (xc[i] - m) * scale + shift;
+          yc[i] = v < 0.f ? 0.f : v;  // relu_forward's rule: a NaN passes through
+        }
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < HW; ++i) yc[i] = (xc[i] - m) * scale + shift;
+      }
     }
 }
 

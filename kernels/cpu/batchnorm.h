@@ -31,8 +31,9 @@ void batchnorm_backward_ref(T* dx, T* dweight, T* dbias, const T* dy, const T* x
                             const T* weight, int64_t N, int64_t C, int64_t HW, bool training);
 
 void batchnorm_stats(float* mean, float* var, const float* x, int64_t N, int64_t C, int64_t HW);
+// relu: y = max(y, 0) in the same pass (batch_norm2d_relu; NaN passes, as relu_forward).
 void batchnorm_forward(float* y, const float* x, const float* mean, const float* invstd, const float* weight,
-                       const float* bias, int64_t N, int64_t C, int64_t HW);
+                       const float* bias, int64_t N, int64_t C, int64_t HW, bool relu = false);
 void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
                         const float* invstd, const float* weight, int64_t N, int64_t C, int64_t HW, bool training);
 

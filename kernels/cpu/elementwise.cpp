@@ -43,7 +43,24 @@ void scale(T* y, const T* x, T s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = s * x[i];
 }
 
+template <typename T>
+void add_relu(T* y, const T* a, const T* b, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = a[i] + b[i];
+    y[i] = v < T(0) ? T(0) : v;  // relu_forward's rule: a NaN passes through
+  }
+}
+
+template <typename T>
+void add_scaled(T* y, const T* a, const T* b, T s, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + s * b[i];
+}
+
 #define NIMBUS_INSTANTIATE(T)                                      \
+  template void add_relu<T>(T*, const T*, const T*, int64_t);     \
+  template void add_scaled<T>(T*, const T*, const T*, T, int64_t); \
   template void relu_forward<T>(T*, const T*, int64_t);           \
   template void relu_backward<T>(T*, const T*, const T*, int64_t); \
   template void add<T>(T*, const T*, const T*, int64_t);          \

@@ -22,4 +22,10 @@ template <typename T> void add(T* y, const T* a, const T* b, int64_t n);
 // y = s * x; also the backward of itself (dx = s * dy). y may alias x.
 template <typename T> void scale(T* y, const T* x, T s, int64_t n);
 
+// Fused pairs, one pass instead of two (the residual connections):
+// y = relu(a + b) (ResNet; backward: relu_backward, then to both inputs), and
+// y = a + s * b (DSen2-CR's scaled residual; backward: dy to a, s * dy to b).
+template <typename T> void add_relu(T* y, const T* a, const T* b, int64_t n);
+template <typename T> void add_scaled(T* y, const T* a, const T* b, T s, int64_t n);
+
 }  // namespace nimbus::cpu

@@ -1,6 +1,8 @@
-// test_arith.cpp: add and mul_scalar: kernels vs finite differences (double),
+// test_arith.cpp: add, mul_scalar and the fused add_relu / add_scaled: kernels vs finite differences (double),
 // the ops vs PyTorch fixtures, shared-gradient accumulation, and shape errors.
 #include <doctest/doctest.h>
+
+#include <algorithm>
 
 #include "engine/io/safetensors.h"
 #include "engine/ops/arith.h"
@@ -63,6 +65,62 @@ TEST_CASE("add: a residual y = x + 0.1 x sums both paths' gradients") {
   Tensor z = Tensor::from_vector({2}, {1, 2}).set_requires_grad(true);
   add(z, z).backward(Tensor::ones({2}));  // the same tensor as both inputs
   CHECK(z.grad().to_vector() == std::vector<float>{2, 2});
+}
+
+TEST_CASE("add_relu and add_scaled kernels: gradients match finite differences in double") {
+  Rng rng(5);
+  const int n = 31;
+  auto a = random_vec(n, rng), b = random_vec(n, rng), r = random_vec(n, rng);
+  auto fused_loss = [&](bool relu, const std::vector<double>& x, const std::vector<double>& y) {
+    std::vector<double> out(n);
+    if (relu) cpu::add_relu(out.data(), x.data(), y.data(), n);
+    else cpu::add_scaled(out.data(), x.data(), y.data(), -0.37, n);
+    return dot(out, r);
+  };
+  // add_relu: both inputs get relu_backward(r, y); add_scaled: r and s * r.
+  std::vector<double> y(n), d(n), sr(n);
+  cpu::add_relu(y.data(), a.data(), b.data(), n);
+  cpu::relu_backward(d.data(), r.data(), y.data(), n);
+  CHECK(std::count(d.begin(), d.end(), 0.0) > 5);  // some sums are negative: the mask matters
+  cpu::scale(sr.data(), r.data(), -0.37, n);
+  for (bool relu : {true, false}) {
+    CAPTURE(relu);
+    check_close(relu ? d : r, numeric_grad([&](const std::vector<double>& v) { return fused_loss(relu, v, b); }, a),
+                1e-8, 1e-7, "da");
+    check_close(relu ? d : sr, numeric_grad([&](const std::vector<double>& v) { return fused_loss(relu, a, v); }, b),
+                1e-8, 1e-7, "db");
+  }
+}
+
+TEST_CASE("add_relu and add_scaled: forward and gradients on PyTorch's add fixtures") {
+  // relu(a + b) and a + s*b from torch's a + b and the fixtures' inputs.
+  const std::vector<float> a0 = fixtures().at("add.a").to_vector(), b0 = fixtures().at("add.b").to_vector();
+  const std::vector<float> sum = fixtures().at("add.y").to_vector(), dy = fixtures().at("add.dy").to_vector();
+  std::vector<double> want_relu(sum.size()), want_d(sum.size()), want_scaled(sum.size()), want_db(sum.size());
+  for (size_t i = 0; i < sum.size(); ++i) {
+    want_relu[i] = std::max(0.f, sum[i]);
+    want_d[i] = sum[i] > 0 ? dy[i] : 0.0;
+    want_scaled[i] = double(a0[i]) + 0.1 * double(b0[i]);
+    want_db[i] = 0.1 * double(dy[i]);
+  }
+  Tensor a = fx("add.a").set_requires_grad(true), b = fx("add.b").set_requires_grad(true);
+  Tensor y = add_relu(a, b);
+  check_close(y.to_vector(), want_relu, 1e-6, 1e-6, "add_relu y");
+  y.backward(fixtures().at("add.dy"));
+  check_close(a.grad().to_vector(), want_d, 0, 0, "add_relu da");
+  check_close(b.grad().to_vector(), want_d, 0, 0, "add_relu db");
+
+  Tensor a2 = fx("add.a").set_requires_grad(true), b2 = fx("add.b").set_requires_grad(true);
+  Tensor y2 = add_scaled(a2, b2, 0.1f);
+  check_close(y2.to_vector(), want_scaled, 1e-6, 1e-6, "add_scaled y");
+  y2.backward(fixtures().at("add.dy"));
+  check_close(a2.grad().to_vector(), std::vector<double>(dy.begin(), dy.end()), 0, 0, "add_scaled da");
+  check_close(b2.grad().to_vector(), want_db, 1e-7, 1e-6, "add_scaled db");
+  // The shape check names the fused op.
+  CHECK_THROWS_WITH_AS(add_relu(Tensor::zeros({2}), Tensor::zeros({3})), doctest::Contains("add_relu: shapes differ"),
+                       Error);
+  CHECK_THROWS_WITH_AS(add_scaled(Tensor::zeros({2}), Tensor::zeros({3}), 1.f),
+                       doctest::Contains("add_scaled: shapes differ"), Error);
 }
 
 TEST_CASE("add: shape mismatch names the op and both shapes") {

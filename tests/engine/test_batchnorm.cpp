@@ -2,8 +2,12 @@
 // fast float kernels vs the reference, the op vs PyTorch fixtures, and error cases.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
+#include "engine/ops/activation.h"
 #include "engine/ops/batchnorm.h"
 #include "kernels/cpu/batchnorm.h"
 #include "tests/common/check.h"
@@ -136,6 +140,38 @@ TEST_CASE("batch_norm2d eval: uses running stats, updates nothing, gradients mat
   check_close(x.grad(), fixtures().at("bn_eval.dx"), 1e-5, 1e-4, "dx");
   check_close(w.grad(), fixtures().at("bn_eval.dweight"), 1e-5, 1e-4, "dweight");
   check_close(b.grad(), fixtures().at("bn_eval.dbias"), 1e-5, 1e-4, "dbias");
+}
+
+TEST_CASE("batch_norm2d_relu equals relu(batch_norm2d): output, running stats, all gradients, NaN") {
+  // The fused op runs the same arithmetic in one pass: results must be identical,
+  // in training (gradient through the batch statistics) and in eval.
+  for (bool training : {true, false}) {
+    CAPTURE(training);
+    auto make = [](const char* name) { return fx(name).clone().set_requires_grad(true); };
+    Tensor x1 = make("bn_train.x"), w1 = make("bn_train.weight"), b1 = make("bn_train.bias");
+    Tensor x2 = make("bn_train.x"), w2 = make("bn_train.weight"), b2 = make("bn_train.bias");
+    Tensor rm1 = fx("bn_train.running_mean0").clone(), rv1 = fx("bn_train.running_var0").clone();
+    Tensor rm2 = rm1.clone(), rv2 = rv1.clone();
+    Tensor y1 = batch_norm2d_relu(x1, w1, b1, rm1, rv1, training);
+    Tensor y2 = relu(batch_norm2d(x2, w2, b2, rm2, rv2, training));
+    const std::vector<float> v1 = y1.to_vector();
+    CHECK(v1 == y2.to_vector());
+    CHECK(std::count(v1.begin(), v1.end(), 0.f) > int64_t(v1.size() / 4));  // the ReLU really cuts
+    CHECK(rm1.to_vector() == rm2.to_vector());
+    CHECK(rv1.to_vector() == rv2.to_vector());
+    y1.backward(fixtures().at("bn_train.dy"));
+    y2.backward(fixtures().at("bn_train.dy"));
+    check_close(x1.grad(), x2.grad(), 0, 0, "dx");
+    check_close(w1.grad(), w2.grad(), 0, 0, "dweight");
+    check_close(b1.grad(), b2.grad(), 0, 0, "dbias");
+  }
+  // A NaN input passes through the fused ReLU, as through relu().
+  Tensor x = Tensor::from_vector({1, 1, 1, 3}, {1.f, NAN, -1.f});
+  Tensor rm = Tensor::zeros({1}), rv = Tensor::ones({1});
+  const std::vector<float> y = batch_norm2d_relu(x, Tensor(), Tensor(), rm, rv, false).to_vector();
+  CHECK(y[0] > 0.f);
+  CHECK(std::isnan(y[1]));
+  CHECK(y[2] == 0.f);
 }
 
 TEST_CASE("batch_norm2d: only the inputs that require grad get one - no-grad records nothing") {
