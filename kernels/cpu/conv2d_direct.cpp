@@ -328,7 +328,7 @@ void direct_weight_grad(float* dw, float* dwT, const float* dyT, const float* xp
         const float* dyn = dyT + n * P * Q * Kp;
         const float* xn = xp + n * C * pl.L;
         for (int64_t task = t0; task < t1; ++task) {
-          const int64_t c = task % C, grp = task / C;
+          const int64_t c = task / groups, grp = task % groups;  // c-major: each thread gets whole channels, equal work
           const int64_t kv0 = nkv * grp / groups, kv1 = nkv * (grp + 1) / groups;
           switch (kv1 - kv0) {
             case 3: weight_tile<3>(dwT, dyn, xn, c, kv0, p0, p1, Q, Kp, pl); break;
