@@ -1,9 +1,11 @@
 // conv2d_direct.cpp: the direct 3x3 stride-1 kernels (see conv2d_direct.h for the maths).
 //
-// Tile sizes, measured on the 2-core AVX-512 VM (64 -> 72 channels, 8 x 64x64):
-// forward 6 x 4 vectors 157 GFLOP/s on one core against 131 for 4 x 4 and 138
-// for 8 x 2; fully unrolling the 3x3 taps (compile-time R, S) took it to 200
-// (81% of one core's FMA peak). Weight gradient, one core, 256 -> 256 at
+// Tile sizes, measured on the 2-core AVX-512 VM, one core: the forward's 3x3
+// taps fully unrolled (compile-time R, S) took a 6 x 4 tile from 157 to 200
+// GFLOP/s (64 -> 72 channels, 8 x 64x64, kernel alone). In place, padding and
+// packing included: 8 x 3 gives 188 (256 -> 256 at 128x128) and 191 (64 -> 64,
+// 8 x 64x64) GFLOP/s against 181 / 176 for 6 x 4 (GCC spends ~50 register moves
+// per 216 FMAs there), 180 / 172 for 9 x 3, and 4 x 4, 8 x 2, 5 x 4, 7 x 4 less. Weight gradient, one core, 256 -> 256 at
 // 128x128: 3 x 9 accumulators 162 GFLOP/s against 150 for 2 x 9.
 #include "kernels/cpu/conv2d_direct.h"
 
@@ -23,8 +25,8 @@ using simd::Vec16;
 
 namespace {
 constexpr int kTaps = 9;                // 3 x 3
-constexpr int kKB = 6;                  // forward tile: output channels ...
-constexpr int kV = 4;                   // ... x pixel vectors
+constexpr int kKB = 8;                  // forward tile: output channels ...
+constexpr int kV = 3;                   // ... x pixel vectors
 constexpr int kKV = 3;                  // weight-gradient tile: vectors of output channels (x 9 taps)
 constexpr int64_t kBlockPixels = 256;   // weight gradient: pixels per block of dy^T held in cache
 
@@ -153,7 +155,6 @@ void direct_conv(float* y, const float* xp, const float* wpk, const float* b, in
         const int64_t k0 = kb * kKB, kn = std::min<int64_t>(kKB, K - k0);
         const float* wb = wpk + kb * C * kTaps * kKB;
         switch (nv) {
-          case 4: forward_tile<4>(yn, xn, wb, b, k0, kn, C, PQ, pl, t); break;
           case 3: forward_tile<3>(yn, xn, wb, b, k0, kn, C, PQ, pl, t); break;
           case 2: forward_tile<2>(yn, xn, wb, b, k0, kn, C, PQ, pl, t); break;
           default: forward_tile<1>(yn, xn, wb, b, k0, kn, C, PQ, pl, t); break;

@@ -8,9 +8,9 @@
 // tensors directly, after zero-padding each plane once so a tap is an offset:
 //
 //   forward    y[k, p, q] = b[k] + sum_{c,r,s} w[k,c,r,s] xpad[c, p+r, q+s]
-//              vectorised along q: a tile is 6 output channels x 4 vectors of
-//              16 pixels = 24 accumulators in registers; per (c, r, s) it loads
-//              4 pixel vectors and broadcasts 6 weights.
+//              vectorised along q: a tile is 8 output channels x 3 vectors of
+//              16 pixels (anywhere in the image) = 24 accumulators in registers;
+//              per (c, r, s) it loads 3 pixel vectors and broadcasts 8 weights.
 //   dx         the same kernel: with stride 1, dx is the convolution of dy
 //              (padded by 2 - pad) with w transposed (k <-> c) and flipped
 //              (r, s -> 2-r, 2-s).

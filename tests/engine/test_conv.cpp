@@ -87,10 +87,10 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
   gs.push_back(ConvGeom{1, 64, 9, 10, 64, 2, 3, 1, 1});   // non-square kernel
   // 3x3 stride 1 with rows of >= 16 outputs: the direct kernels (conv2d_direct.cpp).
   const std::vector<ConvGeom> direct = {
-      {2, 15, 33, 17, 40, 3, 3, 1, 1},  // partial row vectors, 40 = 6*6+4 outputs, 3 vectors of k, 3 pixel blocks
+      {2, 15, 33, 17, 43, 3, 3, 1, 1},  // partial row vectors, 43 = 8*5+3 outputs, 3 vectors of k, 3 pixel blocks
       {1, 7, 10, 18, 13, 3, 3, 1, 0},   // no padding, 13 outputs (DSen2-CR's tail)
       {1, 5, 9, 20, 6, 3, 3, 1, 2},     // pad 2
-      {3, 4, 16, 16, 64, 3, 3, 1, 1},   // rows of exactly one vector: a tile spans 4 rows
+      {3, 4, 16, 16, 64, 3, 3, 1, 1},   // rows of exactly one vector: a tile spans 3 rows
       {2, 5, 9, 14, 20, 3, 3, 1, 2},    // pad 2, dx rows of 14: dx by the k-vectorised kernel
   };
   for (const ConvGeom& g : direct) CHECK(cpu::conv2d_path(g, true) == std::string("direct3x3"));
