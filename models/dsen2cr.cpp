@@ -30,7 +30,7 @@ DSen2CRBlock::DSen2CRBlock(int64_t features, Rng& rng) {
 }
 
 Tensor DSen2CRBlock::forward(const Tensor& x) {
-  return add_scaled(x, conv2->forward(relu(conv1->forward(x))), kResidualScale);
+  return add_scaled(x, conv2->forward(conv1->forward_relu(x)), kResidualScale);
 }
 
 DSen2CR::DSen2CR(const DSen2CRConfig& c, Rng& rng) : config_(c) {
@@ -55,7 +55,7 @@ Tensor DSen2CR::forward(const Tensor& s2, const Tensor& s1) {
   } else {
     NIMBUS_CHECK(!s1.defined(), "dsen2cr: ", config_.str(), " takes no S1 input, but got ", s1.shape().str());
   }
-  Tensor h = relu(head_->forward(x));
+  Tensor h = head_->forward_relu(x);
   h = blocks_->forward(h);
   return add(tail_->forward(h), s2);
 }

@@ -21,6 +21,7 @@ class Conv2d : public UnaryModule {
   Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride = 1, int padding = 0, bool bias = true,
          Rng& rng = global_rng());
   Tensor forward(const Tensor& x) override;
+  Tensor forward_relu(const Tensor& x);  // relu(forward(x)), fused (conv2d_relu)
   Tensor weight, bias;  // bias undefined when built without one
   int stride, padding;
 };

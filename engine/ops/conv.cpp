@@ -1,5 +1,6 @@
-// conv.cpp: the conv2d autograd op: shape checks, the im2col + GEMM forward,
-// and right below it the backward (dx, dw, db, each only when asked for).
+// conv.cpp: the conv2d autograd op (and conv2d_relu, the same with a fused
+// ReLU): shape checks, the forward kernels, and right below it the backward
+// (dx, dw, db, each only when asked for).
 #include "engine/ops/conv.h"
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include "engine/autograd.h"
 #include "engine/cuda_ops.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
 
 namespace nimbus {
@@ -36,33 +38,59 @@ cpu::ConvGeom check_conv(const Tensor& x, const Tensor& w, const Tensor& b, int 
 }
 }  // namespace
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {
+namespace {
+// conv2d, then ReLU when `relu` (applied as the output is stored on the CPU's
+// direct path, a second pass elsewhere).
+Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, bool relu) {
   const cpu::ConvGeom g = check_conv(x, w, b, stride, padding);
   Tensor y = Tensor::empty({g.N, g.K, g.P(), g.Q()}, x.device());
   const bool on_cpu = x.is_cpu();
   auto workspace = on_cpu ? cpu::conv2d_workspace : cuda_ops("conv2d").conv2d_workspace;
   Tensor ws = Tensor::empty({std::max<int64_t>(workspace(g), 1)}, x.device());
-  (on_cpu ? cpu::conv2d_forward : cuda_ops("conv2d").conv2d_forward)(y.data(), x.data(), w.data(),
-                                                                     b.defined() ? b.data() : nullptr, g, ws.data());
+  const float* bias = b.defined() ? b.data() : nullptr;
+  if (on_cpu) {
+    cpu::conv2d_forward(y.data(), x.data(), w.data(), bias, g, ws.data(), relu);
+  } else {
+    cuda_ops("conv2d").conv2d_forward(y.data(), x.data(), w.data(), bias, g, ws.data());
+    if (relu) cuda_ops("conv2d_relu").relu_forward(y.data(), y.data(), y.numel());  // elementwise: in place is safe
+  }
 
-  // Save only what backward can use: x for dw, w for dx.
+  // Save only what backward can use: x for dw, w for dx, y for the ReLU's mask.
   Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();
   Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();
+  Tensor y_saved = relu ? y.detach() : Tensor();
   const bool has_bias = b.defined();
-  record("conv2d", {x, w, b}, y, [x_saved, w_saved, g, has_bias, on_cpu, workspace](const Tensor& dy, GradSink& sink) {
-    Tensor dx, dw, db;
-    if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dy.device());
-    if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dy.device());
-    if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dy.device());
-    Tensor ws = Tensor::empty({std::max<int64_t>(workspace(g), 1)}, dy.device());
-    (on_cpu ? cpu::conv2d_backward : cuda_ops("conv2d").conv2d_backward)(
-        dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr, db.defined() ? db.data() : nullptr,
-        dy.data(), dw.defined() ? x_saved.data() : nullptr, dx.defined() ? w_saved.data() : nullptr, g, ws.data());
-    if (dx.defined()) sink.set(0, dx);
-    if (dw.defined()) sink.set(1, dw);
-    if (db.defined()) sink.set(2, db);
-  });
+  record(relu ? "conv2d_relu" : "conv2d", {x, w, b}, y,
+         [x_saved, w_saved, y_saved, g, has_bias, on_cpu, workspace, relu](const Tensor& dy_out, GradSink& sink) {
+           Tensor dy = dy_out;
+           if (relu) {  // through the ReLU first: dy * (y > 0)
+             dy = Tensor::empty(dy_out.shape(), dy_out.device());
+             (on_cpu ? cpu::relu_backward<float> : cuda_ops("conv2d_relu").relu_backward)(
+                 dy.data(), dy_out.data(), y_saved.data(), dy.numel());
+           }
+           Tensor dx, dw, db;
+           if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dy.device());
+           if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dy.device());
+           if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dy.device());
+           Tensor ws = Tensor::empty({std::max<int64_t>(workspace(g), 1)}, dy.device());
+           (on_cpu ? cpu::conv2d_backward : cuda_ops("conv2d").conv2d_backward)(
+               dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
+               db.defined() ? db.data() : nullptr, dy.data(), dw.defined() ? x_saved.data() : nullptr,
+               dx.defined() ? w_saved.data() : nullptr, g, ws.data());
+           if (dx.defined()) sink.set(0, dx);
+           if (dw.defined()) sink.set(1, dw);
+           if (db.defined()) sink.set(2, db);
+         });
   return y;
+}
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {
+  return conv2d_impl(x, w, b, stride, padding, false);
+}
+
+Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {
+  return conv2d_impl(x, w, b, stride, padding, true);
 }
 
 }  // namespace nimbus

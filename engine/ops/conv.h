@@ -10,5 +10,8 @@
 namespace nimbus {
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1, int padding = 0);
+// relu(conv2d(...)) as one op: on the CPU's direct 3x3 path the ReLU is
+// applied as each output tile is stored, saving a pass over the activations.
+Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1, int padding = 0);
 
 }  // namespace nimbus

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/cpu/conv2d_direct.h"
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 
@@ -405,11 +406,12 @@ int64_t conv2d_workspace(const ConvGeom& g) {
   return std::max(kvec, CRS * G * PQ + (G > 1 ? g.K * G * PQ : 0));  // col | the grouped GEMM's output / dy
 }
 
-void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
+namespace {
+// Every forward path but Direct3x3.
+void conv2d_forward_gemm(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
   const int64_t G = conv2d_group(g), PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S;
   const int64_t CHW = g.C * g.H * g.W, KPQ = g.K * PQ;
   const Path path = path_of(g);
-  if (path == Path::Direct3x3) return conv2d_direct_forward(y, x, w, b, g, ws);
   if (use_kvec(g)) return conv2d_kvec_forward(y, x, w, b, g, ws);
   if (path == Path::PerImage) return per_image_forward(y, x, w, b, g, ws);
   float* col = ws;
@@ -435,6 +437,14 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
       scatter(y + n0 * KPQ, tmp, b, cnt, g.K, PQ);
     }
   }
+}
+}  // namespace
+
+void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
+                    bool relu) {
+  if (path_of(g) == Path::Direct3x3) return conv2d_direct_forward(y, x, w, b, g, ws, relu);
+  conv2d_forward_gemm(y, x, w, b, g, ws);
+  if (relu) relu_forward(y, y, g.N * g.K * g.P() * g.Q());  // a second pass on the GEMM paths
 }
 
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,

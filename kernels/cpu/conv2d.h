@@ -44,7 +44,9 @@ int64_t conv2d_group(const ConvGeom& g);
 // "direct3x3", "kvec" (forward only), "per_image", "pointwise", "shifted" or "im2col".
 const char* conv2d_path(const ConvGeom& g, bool forward);
 int64_t conv2d_workspace(const ConvGeom& g);
-void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws);
+// relu: y = max(y, 0) afterwards, fused into the store where the path allows (conv2d_relu).
+void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
+                    bool relu = false);
 // Writes each of dx, dw, db that is non-null; x is needed only for dw, w only for dx.
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                      const ConvGeom& g, float* ws);

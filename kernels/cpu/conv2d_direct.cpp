@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/elementwise.h"  // relu_forward
 #include "kernels/cpu/gemm.h"  // bias_backward
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd.h"
@@ -96,7 +97,7 @@ struct PixelTile {
 // padded planes; wblk: the packed block of these outputs; y: the image (K, P*Q).
 template <int V>
 void forward_tile(float* y, const float* xp, const float* wblk, const float* b, int64_t k0, int64_t kn, int64_t C,
-                  int64_t PQ, const Planes& pl, const PixelTile& t) {
+                  int64_t PQ, const Planes& pl, const PixelTile& t, bool relu) {
   Vec16 acc[kKB][V];
 #pragma GCC unroll 8
   for (int i = 0; i < kKB; ++i) {
@@ -123,6 +124,11 @@ void forward_tile(float* y, const float* xp, const float* wblk, const float* b, 
         }
       }
   }
+  if (relu)  // the fused ReLU (conv2d_relu), relu_forward's rule: a NaN passes through
+#pragma GCC unroll 8
+    for (int i = 0; i < kKB; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[i][v] = acc[i][v] < 0.f ? Vec16{} : acc[i][v];
   for (int64_t i = 0; i < kn; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
@@ -135,7 +141,7 @@ void forward_tile(float* y, const float* xp, const float* wblk, const float* b, 
 // y (N, K, P, Q) = b + 3x3 convolution of the padded planes xp (N images x C
 // planes) with the packed weights wpk. Threads split (image, pixel tile) pairs.
 void direct_conv(float* y, const float* xp, const float* wpk, const float* b, int64_t N, int64_t C, int64_t K,
-                 int64_t P, int64_t Q, const Planes& pl) {
+                 int64_t P, int64_t Q, const Planes& pl, bool relu) {
   const int64_t per_row = blocks(Q, kLanes), nvec = P * per_row, ntiles = blocks(nvec, kV);
   const int64_t PQ = P * Q;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -155,9 +161,9 @@ void direct_conv(float* y, const float* xp, const float* wpk, const float* b, in
         const int64_t k0 = kb * kKB, kn = std::min<int64_t>(kKB, K - k0);
         const float* wb = wpk + kb * C * kTaps * kKB;
         switch (nv) {
-          case 3: forward_tile<3>(yn, xn, wb, b, k0, kn, C, PQ, pl, t); break;
-          case 2: forward_tile<2>(yn, xn, wb, b, k0, kn, C, PQ, pl, t); break;
-          default: forward_tile<1>(yn, xn, wb, b, k0, kn, C, PQ, pl, t); break;
+          case 3: forward_tile<3>(yn, xn, wb, b, k0, kn, C, PQ, pl, t, relu); break;
+          case 2: forward_tile<2>(yn, xn, wb, b, k0, kn, C, PQ, pl, t, relu); break;
+          default: forward_tile<1>(yn, xn, wb, b, k0, kn, C, PQ, pl, t, relu); break;
         }
       }
     }
@@ -354,14 +360,15 @@ Planes planes_3x3(int64_t H, int64_t W, int64_t pad, int64_t Q) {
 
 // 3x3 stride 1, forward or dx: y (N, K, P, Q) from the padded planes xp of C channels.
 void conv_3x3(float* y, const float* xp, float* wbuf, const float* w, const float* b, int64_t wK, int64_t wC, bool flip,
-              int64_t N, int64_t P, int64_t Q, const Planes& pl) {
+              int64_t N, int64_t P, int64_t Q, const Planes& pl, bool relu) {
   const int64_t C = flip ? wK : wC, K = flip ? wC : wK;
   if (Q >= kLanes) {
     pack_weights(wbuf, w, wK, wC, flip);
-    direct_conv(y, xp, wbuf, b, N, C, K, P, Q, pl);
+    direct_conv(y, xp, wbuf, b, N, C, K, P, Q, pl, relu);
   } else {
     pack_weights_k(wbuf, w, wK, wC, kTaps, flip);
     kvec_conv(y, xp, wbuf, b, N, C, K, 3, 3, 1, P, Q, pl);
+    if (relu) relu_forward(y, y, N * K * P * Q);
   }
 }
 
@@ -393,10 +400,11 @@ int64_t conv2d_direct_workspace(const ConvGeom& g) {
   return sc.a + sc.b;
 }
 
-void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
+void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
+                           bool relu) {
   const Scratch sc(g);
   pad_planes(ws, x, g.N * g.C, g.H, g.W, g.pad, sc.px);
-  conv_3x3(y, ws, ws + sc.a, w, b, g.K, g.C, false, g.N, g.P(), g.Q(), sc.px);
+  conv_3x3(y, ws, ws + sc.a, w, b, g.K, g.C, false, g.N, g.P(), g.Q(), sc.px, relu);
 }
 
 void conv2d_direct_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
@@ -411,7 +419,7 @@ void conv2d_direct_backward(float* dx, float* dw, float* db, const float* dy, co
   }
   if (dx) {  // A: dy padded by 2 - pad, B: w transposed and flipped
     pad_planes(A, dy, g.N * g.K, P, Q, 2 - g.pad, sc.pdy);
-    conv_3x3(dx, A, B, w, nullptr, g.K, g.C, true, g.N, g.H, g.W, sc.pdy);
+    conv_3x3(dx, A, B, w, nullptr, g.K, g.C, true, g.N, g.H, g.W, sc.pdy, false);
   }
   if (db) bias_backward(db, dy, g.N, g.K, P * Q);
 }

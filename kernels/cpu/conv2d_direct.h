@@ -41,7 +41,9 @@ namespace nimbus::cpu {
 bool conv2d_direct_applies(const ConvGeom& g);
 // Scratch floats for either direction (padded planes, packed weights, dy^T).
 int64_t conv2d_direct_workspace(const ConvGeom& g);
-void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws);
+// relu: y = max(y, 0) applied as the tile is stored (conv2d_relu).
+void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
+                           bool relu = false);
 // Writes each of dx, dw, db that is non-null; x is needed only for dw, w only for dx.
 void conv2d_direct_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                             const ConvGeom& g, float* ws);

@@ -3,12 +3,14 @@
 // fixtures, only-what-is-needed gradients, and error cases.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
 
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
+#include "engine/ops/activation.h"
 #include "engine/ops/conv.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/conv2d_direct.h"
@@ -177,6 +179,43 @@ TEST_CASE("conv2d op: forward and gradients match PyTorch") {
     if (b.defined()) check_close(b.grad(), conv_fixtures().at(c + "db"), 1e-4, 1e-4, "db");
   }
   CHECK(cases == 6);
+}
+
+TEST_CASE("conv2d_relu equals relu(conv2d) on every path: output, gradients, NaN") {
+  // Direct 3x3 (ReLU fused into the store), k-vectorised, per-image GEMM and
+  // im2col geometries (ReLU as a second pass): results must be identical.
+  Rng rng(23);
+  struct Case {
+    std::vector<int64_t> x, w;
+    int stride, pad;
+  };
+  for (const Case& c : {Case{{2, 5, 9, 20}, {7, 5, 3, 3}, 1, 1}, Case{{2, 60, 8, 8}, {20, 60, 3, 3}, 1, 1},
+                        Case{{3, 6, 8, 9}, {7, 6, 1, 1}, 1, 0}, Case{{1, 3, 9, 7}, {4, 3, 3, 3}, 2, 1}}) {
+    CAPTURE(c.x[1]);
+    CAPTURE(c.stride);
+    Tensor x1 = Tensor::randn(Shape(c.x), rng).set_requires_grad(true);
+    Tensor w1 = Tensor::randn(Shape(c.w), rng).set_requires_grad(true);
+    Tensor b1 = Tensor::randn({c.w[0]}, rng).set_requires_grad(true);
+    Tensor x2 = x1.detach().clone().set_requires_grad(true), w2 = w1.detach().clone().set_requires_grad(true);
+    Tensor b2 = b1.detach().clone().set_requires_grad(true);
+    Tensor y1 = conv2d_relu(x1, w1, b1, c.stride, c.pad), y2 = relu(conv2d(x2, w2, b2, c.stride, c.pad));
+    const std::vector<float> v1 = y1.to_vector();
+    CHECK(v1 == y2.to_vector());
+    CHECK(std::count(v1.begin(), v1.end(), 0.f) > int64_t(v1.size() / 4));  // the ReLU really cuts
+    Tensor dy = Tensor::randn(y1.shape(), rng);
+    y1.backward(dy);
+    y2.backward(dy);
+    check_close(x1.grad(), x2.grad(), 0, 0, "dx");
+    check_close(w1.grad(), w2.grad(), 0, 0, "dw");
+    check_close(b1.grad(), b2.grad(), 0, 0, "db");
+  }
+  // A NaN passes the fused ReLU, as it passes relu().
+  std::vector<float> xv(64, 0.f);
+  xv[20] = NAN;
+  Tensor x = Tensor::from_vector({1, 1, 4, 16}, xv), w = Tensor::ones({1, 1, 3, 3});
+  const std::vector<float> y = conv2d_relu(x, w, Tensor(), 1, 1).to_vector();
+  CHECK(std::isnan(y[20]));
+  CHECK(y[63] == 0.f);
 }
 
 TEST_CASE("conv2d op: computes only the gradients that are needed") {
