@@ -286,14 +286,16 @@ void weight_tile(float* dwT, const float* dyT, const float* xp, int64_t c, int64
     for (int t = 0; t < kTaps; ++t) acc[i][t] = simd::load(a + t * Kp + i * kLanes);
   const float* xc = xp + c * pl.L;
   for (int64_t p = p0; p < p1; ++p) {
-    const float *x0 = xc + p * pl.Wp, *x1 = x0 + pl.Wp, *x2 = x1 + pl.Wp;
+    const float* x0 = xc + p * pl.Wp;
+    const int64_t W1 = pl.Wp, W2 = 2 * pl.Wp;
     const float* d = dyT + p * Q * Kp + kv0 * kLanes;
-    for (int64_t q = 0; q < Q; ++q, d += Kp, ++x0, ++x1, ++x2) {
-      // Hide from the compiler that x0[1] now is x0[0] next time: it would keep
+    for (int64_t q = 0; q < Q; ++q, d += Kp) {
+      // Hide from the compiler that x0[q+1] now is x0[q] next time: it would keep
       // the float in a register and broadcast it on port 5, which the 512-bit
       // FMAs need; a broadcast straight from memory only uses a load port.
-      asm("" : "+r"(x0), "+r"(x1), "+r"(x2));
-      const float* x[3] = {x0, x1, x2};
+      int64_t j = q;
+      asm("" : "+r"(j));
+      const float* x[3] = {x0 + j, x0 + W1 + j, x0 + W2 + j};
       Vec16 dv[KV];
 #pragma GCC unroll 4
       for (int i = 0; i < KV; ++i) dv[i] = simd::load(d + i * kLanes);
