@@ -233,10 +233,14 @@ int run(int argc, char** argv) {
     csv.append({double(epoch + 1), lr, loss_sum / double(nb), v.loss, v.images ? m.mae : nan,
                 v.images ? m.rmse : nan, v.images ? m.psnr : nan, v.images ? m.ssim : nan,
                 v.images ? m.sam : nan});
-    std::fprintf(stderr,
-                 "train_dsen2cr: epoch %d/%lld  train loss %.5f  val loss %.5f  MAE %.4f  PSNR %.2f  SAM %.2f%s\n",
-                 epoch + 1, (long long)epochs, loss_sum / double(nb), v.loss, v.images ? m.mae : nan,
-                 v.images ? m.psnr : nan, v.images ? m.sam : nan, improved ? "  (best)" : "");
+    if (v.images > 0)
+      std::fprintf(stderr,
+                   "train_dsen2cr: epoch %d/%lld  train loss %.5f  val loss %.5f  MAE %.4f  PSNR %.2f  SAM %.2f%s\n",
+                   epoch + 1, (long long)epochs, loss_sum / double(nb), v.loss, m.mae, m.psnr, m.sam,
+                   improved ? "  (best)" : "");
+    else  // no validation set (said once at the start): no NaN columns on the console
+      std::fprintf(stderr, "train_dsen2cr: epoch %d/%lld  train loss %.5f  (no validation)\n", epoch + 1,
+                   (long long)epochs, loss_sum / double(nb));
   }
   std::printf("train_dsen2cr: done; checkpoints in %s\n", paths.out.c_str());
   return 0;
