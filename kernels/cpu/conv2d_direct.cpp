@@ -65,21 +65,23 @@ void pad_planes(float* dst, const float* src, int64_t count, int64_t H, int64_t 
   }
 }
 
-// Weights for the tile kernel: wpk[ob][i][t][j] = weight from input i to output
-// ob*6 + j at tap t (0 past the last output), so a tile broadcasts 6 consecutive
-// floats. w is (K, C, 3, 3). Forward: outputs K, inputs C. For dx (flip): outputs
-// C, inputs K, taps reversed (t -> 8 - t is (r, s) -> (2-r, 2-s)).
-void pack_weights(float* wpk, const float* w, int64_t K, int64_t C, bool flip) {
+// Weights for both tile kernels: wpk[ob][i][t][j] = weight from input i to
+// output ob*B + j at tap t (0 past the last output), so a tile reads B
+// consecutive floats: B = 8 broadcasts (q-vectorised) or one 16-lane vector
+// (k-vectorised). w is (K, C, R, S), RS = R*S taps. Forward: outputs K, inputs
+// C. For a stride-1 dx (flip): outputs C, inputs K, taps reversed
+// (t -> RS-1-t is (r, s) -> (R-1-r, S-1-s)).
+void pack_weights(float* wpk, const float* w, int64_t K, int64_t C, int64_t RS, bool flip, int B) {
   const int64_t O = flip ? C : K, I = flip ? K : C;
-#pragma omp parallel for if (O * I * kTaps > kParallelGrain)
-  for (int64_t ob = 0; ob < blocks(O, kKB); ++ob)
+#pragma omp parallel for if (O * I * RS > kParallelGrain)
+  for (int64_t ob = 0; ob < blocks(O, B); ++ob)
     for (int64_t i = 0; i < I; ++i)
-      for (int t = 0; t < kTaps; ++t)
-        for (int j = 0; j < kKB; ++j) {
-          const int64_t o = ob * kKB + j;
+      for (int64_t t = 0; t < RS; ++t)
+        for (int j = 0; j < B; ++j) {
+          const int64_t o = ob * B + j;
           float v = 0.f;
-          if (o < O) v = flip ? w[(i * C + o) * kTaps + (kTaps - 1 - t)] : w[(o * C + i) * kTaps + t];
-          wpk[((ob * I + i) * kTaps + t) * kKB + j] = v;
+          if (o < O) v = flip ? w[(i * C + o) * RS + (RS - 1 - t)] : w[(o * C + i) * RS + t];
+          wpk[((ob * I + i) * RS + t) * B + j] = v;
         }
 }
 
@@ -179,22 +181,6 @@ void direct_conv(float* y, const float* xp, const float* wpk, const float* b, in
 constexpr int kPT = 6;  // pixels per k-vectorised tile
 constexpr int kKT = 4;  // vectors of output channels per k-vectorised tile
 
-// wk[kv][i][t][lane]: weight from input i to output kv*16 + lane at tap t (0
-// past the last output). flip: the dx weights of a stride-1 conv, as pack_weights.
-void pack_weights_k(float* wk, const float* w, int64_t K, int64_t C, int64_t RS, bool flip) {
-  const int64_t O = flip ? C : K, I = flip ? K : C;
-#pragma omp parallel for if (O * I * RS > kParallelGrain)
-  for (int64_t kv = 0; kv < blocks(O, kLanes); ++kv)
-    for (int64_t i = 0; i < I; ++i)
-      for (int64_t t = 0; t < RS; ++t)
-        for (int j = 0; j < kLanes; ++j) {
-          const int64_t o = kv * kLanes + j;
-          float v = 0.f;
-          if (o < O) v = flip ? w[(i * C + o) * RS + (RS - 1 - t)] : w[(o * C + i) * RS + t];
-          wk[((kv * I + i) * RS + t) * kLanes + j] = v;
-        }
-}
-
 // Outputs [k0, k0 + kn) (KT vectors from wk, kv_stride floats apart) at the
 // tile's pixels: pixel i reads from xb[i] (its window's corner at c = 0) and
 // writes y[yoff[i] + k*PQ]; yoff < 0 marks a padding pixel of the last tile.
@@ -227,7 +213,7 @@ void kvec_tile(float* y, const float* const xb[kPT], const int64_t yoff[kPT], co
 }
 
 // y (N, K, P, Q) = b + convolution of the planes xp (N images x C planes of
-// pl, already padded) with wk (pack_weights_k). Threads split (group of 64
+// pl, already padded) with wk (pack_weights, B = 16). Threads split (group of 64
 // outputs, pixel tile) pairs, group-major: a thread sweeps all its tiles
 // with one group's weights (C*R*S*64 floats) hot in its L2.
 void kvec_conv(float* y, const float* xp, const float* wk, const float* b, int64_t N, int64_t C, int64_t K, int64_t R,
@@ -365,10 +351,10 @@ void conv_3x3(float* y, const float* xp, float* wbuf, const float* w, const floa
               int64_t N, int64_t P, int64_t Q, const Planes& pl, bool relu) {
   const int64_t C = flip ? wK : wC, K = flip ? wC : wK;
   if (Q >= kLanes) {
-    pack_weights(wbuf, w, wK, wC, flip);
+    pack_weights(wbuf, w, wK, wC, kTaps, flip, kKB);
     direct_conv(y, xp, wbuf, b, N, C, K, P, Q, pl, relu);
   } else {
-    pack_weights_k(wbuf, w, wK, wC, kTaps, flip);
+    pack_weights(wbuf, w, wK, wC, kTaps, flip, kLanes);
     kvec_conv(y, xp, wbuf, b, N, C, K, 3, 3, 1, P, Q, pl);
     if (relu) relu_forward(y, y, N * K * P * Q);
   }
@@ -439,7 +425,7 @@ void conv2d_kvec_forward(float* y, const float* x, const float* w, const float* 
     xp = ws;
     ws += g.N * g.C * pl.L;
   }
-  pack_weights_k(ws, w, g.K, g.C, g.R * g.S, false);
+  pack_weights(ws, w, g.K, g.C, g.R * g.S, false, kLanes);
   kvec_conv(y, xp, ws, b, g.N, g.C, g.K, g.R, g.S, g.stride, g.P(), g.Q(), pl);
 }
 
