@@ -15,9 +15,11 @@
 // ru_maxrss) is its own. One JSON line per case:
 //   {"case","name","median_ms","min_ms","iters","img_per_s","gflops","peak_rss_mib","own_cpu","foreign_cpu"}
 // (own_cpu / foreign_cpu: CPUs used by this process / by others during the timed loop).
-// Threads: OpenMP's default (active spin) waits fight OpenBLAS's own pthread
-// pool on 2 cores; OMP_WAIT_POLICY=PASSIVE measured ResNet-50 train 1.8x faster
-// (2026-11-24). The bench sets nothing itself: it measures the engine as it is.
+// Threads: the engine's OpenMP loops and OpenBLAS (its OpenMP build) share one
+// libgomp pool. The bench sets nothing itself: it measures the engine as it is.
+// (With the pthread build of OpenBLAS, OpenMP's spinning waits fought its pool
+// and OMP_WAIT_POLICY=PASSIVE made ResNet-50 train 1.8x faster; now passive
+// waits are 8% slower: 433 vs 397 ms, 2026-11-24.)
 // FLOP counts (conv + linear, 2 per MAC, training = 3 fwd - 2 first-conv MACs)
 // are perf-baseline.md's, hard-coded per case.
 #include <sys/resource.h>
