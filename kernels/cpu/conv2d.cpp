@@ -88,7 +88,8 @@ NIMBUS_INSTANTIATE(double)
 // around them (im2col, col2im, pad, pack, crop, scatter) are OpenMP loops on the
 // same libgomp pool. (With the pthread build of OpenBLAS these copies had to
 // stay serial: libgomp's spinning worker and OpenBLAS's threads fought over the
-// two cores. Measured 2026-11-24 after the switch: ResNet-50 train step ... )
+// two cores. With one pool, making them parallel took ResNet-50 b32 from 531
+// to 449 ms per training step and from 162 to 133 ms per inference batch.)
 
 namespace {
 // GEMM columns we aim for per call (fewer leave BLAS starved on small images),
