@@ -1,4 +1,4 @@
-// arith.cpp: add and mul_scalar, forward and backward side by side.
+// arith.cpp: add, mul_scalar, add_relu and add_scaled, forward and backward side by side.
 // No broadcasting: shapes must match exactly (see arith.h).
 #include "engine/ops/arith.h"
 
@@ -8,9 +8,15 @@
 
 namespace nimbus {
 
+namespace {
+void check_pair(const char* op, const Tensor& a, const Tensor& b) {
+  NIMBUS_CHECK(a.shape() == b.shape(), op, ": shapes differ: a ", a.shape().str(), " vs b ", b.shape().str());
+  NIMBUS_CHECK(a.device() == b.device(), op, ": devices differ: a ", describe(a), " vs b ", describe(b));
+}
+}  // namespace
+
 Tensor add(const Tensor& a, const Tensor& b) {
-  NIMBUS_CHECK(a.shape() == b.shape(), "add: shapes differ: a ", a.shape().str(), " vs b ", b.shape().str());
-  NIMBUS_CHECK(a.device() == b.device(), "add: devices differ: a ", describe(a), " vs b ", describe(b));
+  check_pair("add", a, b);
   Tensor y = Tensor::empty(a.shape(), a.device());
   if (a.is_cpu())
     cpu::add(y.data(), a.data(), b.data(), y.numel());
@@ -23,13 +29,6 @@ Tensor add(const Tensor& a, const Tensor& b) {
   });
   return y;
 }
-
-namespace {
-void check_pair(const char* op, const Tensor& a, const Tensor& b) {
-  NIMBUS_CHECK(a.shape() == b.shape(), op, ": shapes differ: a ", a.shape().str(), " vs b ", b.shape().str());
-  NIMBUS_CHECK(a.device() == b.device(), op, ": devices differ: a ", describe(a), " vs b ", describe(b));
-}
-}  // namespace
 
 Tensor add_relu(const Tensor& a, const Tensor& b) {
   check_pair("add_relu", a, b);
