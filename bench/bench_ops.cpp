@@ -1,6 +1,6 @@
 // bench_ops.cpp: timings of the compute-heavy CPU ops against the machine's FP32 peak.
 //
-//   bench_ops [--cases gemm2048,conv256_fwd,conv256_fwdbwd] [--iters N] [--warmup N] [--peak GFLOPS]
+//   bench_ops [--cases gemm2048,conv256_fwd,conv256_fwdbwd,conv256x128_fwd,conv256x128_dx,conv256x128_dw] [--iters N] [--warmup N] [--peak GFLOPS]
 //
 // Each case: warm-up iterations (untimed: first-touch page faults, allocator
 // cache, OpenBLAS thread start-up), then the median of N timed iterations.
@@ -26,6 +26,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/conv.h"
 #include "engine/random.h"
+#include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/gemm.h"
 
 using namespace nimbus;
@@ -123,6 +124,20 @@ int main(int argc, char** argv) {
     gy = Tensor::randn({1, 256, 64, 64}, rng);
   };
   const double conv_fwd_flop = 2.0 * 256 * 256 * 9 * 64 * 64;
+  // conv256x128_*: DSen2-CR F256's layer (1x256x128x128), one kernel per case
+  // (forward, dx alone, dw alone) through cpu::conv2d_* with its workspace.
+  const cpu::ConvGeom g128{1, 256, 128, 128, 256, 3, 3, 1, 1};
+  std::vector<float> ws;
+  auto conv128_setup = [&] {
+    x = Tensor::randn({1, 256, 128, 128}, rng);
+    w = Tensor::randn({256, 256, 3, 3}, rng, 0.f, 0.02f);
+    b = Tensor::randn({256}, rng);
+    gy = Tensor::randn({1, 256, 128, 128}, rng);
+    C = Tensor::empty({1, 256, 128, 128});  // y or dx
+    A = Tensor::empty({256, 256, 3, 3});    // dw
+    ws.assign(size_t(cpu::conv2d_workspace(g128)), 0.f);
+  };
+  const double conv128_flop = 2.0 * 256 * 256 * 9 * 128 * 128;
   std::vector<Case> all = {
       {"gemm2048", 2.0 * n * n * n,
        [&] {
@@ -146,6 +161,12 @@ int main(int argc, char** argv) {
          Tensor y = conv2d(x, w, b, 1, 1);
          y.backward(gy);
        }},
+      {"conv256x128_fwd", conv128_flop, conv128_setup,
+       [&] { cpu::conv2d_forward(C.data(), x.data(), w.data(), b.data(), g128, ws.data()); }},
+      {"conv256x128_dx", conv128_flop, conv128_setup,
+       [&] { cpu::conv2d_backward(C.data(), nullptr, nullptr, gy.data(), x.data(), w.data(), g128, ws.data()); }},
+      {"conv256x128_dw", conv128_flop, conv128_setup,
+       [&] { cpu::conv2d_backward(nullptr, A.data(), nullptr, gy.data(), x.data(), w.data(), g128, ws.data()); }},
   };
   bool any = false;
   for (const Case& c : all)
