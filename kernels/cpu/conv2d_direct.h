@@ -5,7 +5,9 @@
 // for the weight gradient, runs OpenBLAS on shapes it does badly: K x C
 // outputs with a pixel-long inner dimension (measured 49 GFLOP/s for
 // 64x64x4224 against 420 on square GEMMs). These kernels work on the NCHW
-// tensors directly, after zero-padding each plane once so a tap is an offset:
+// tensors after one copy that zero-pads each plane, so a tap is an offset, and
+// interleaves the channels' rows (row h of every channel side by side: a tile
+// reads all channels of 3 rows from one contiguous block; see Planes):
 //
 //   forward    y[k, p, q] = b[k] + sum_{c,r,s} w[k,c,r,s] xpad[c, p+r, q+s]
 //              vectorised along q: a tile is 8 output channels x 3 vectors of
@@ -16,9 +18,11 @@
 //              (r, s -> 2-r, 2-s).
 //   dw         dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] xpad[n, c, p+r, q+s],
 //              vectorised along k: dy is transposed to pixel-major (P*Q, K),
-//              a tile is 3 vectors of 16 output channels x 9 taps of one input
+//              blocked by groups of <= 3 vectors of output channels; a tile is
+//              one group (3 vectors of 16 output channels) x 9 taps of one input
 //              channel = 27 accumulators, kept in memory between blocks of
-//              pixels so that each block of dy is read from cache, not DRAM.
+//              pixels so that a block of a group's dy is read from L1 by every
+//              input channel, not from L2 or DRAM.
 //
 //   k-vec      forward vectorised along k: a tile is 6 output pixels (anywhere
 //              in the batch) x 4 vectors of 16 output channels; per (c, r, s) it

@@ -7,8 +7,9 @@
 //   order and NaN counts as the max, exactly as PyTorch picks its index.
 // global_avg_pool: x (N,C,H,W) -> y (N,C), the mean of each H*W plane.
 //
-// One implementation each: the loops are plain and already parallel over the
-// N*C planes, so there is no separate fast path.
+// All loops run in parallel over the N*C planes. The max-pool forward has a
+// plain reference (one window at a time) and a separable fast version that the
+// tests hold to it bit for bit; the rest is plain enough to be its own reference.
 #pragma once
 #include <cstdint>
 
@@ -21,6 +22,9 @@ struct PoolGeom {
   int64_t Q() const { return (W + 2 * pad - kernel) / stride + 1; }
 };
 
+// The reference: each window's max, one window at a time (window_argmax).
+template <typename T> void max_pool2d_forward_ref(T* y, const T* x, const PoolGeom& g);
+// The same values, separable (a row pass, then a column pass).
 template <typename T> void max_pool2d_forward(T* y, const T* x, const PoolGeom& g);
 // Writes dx (zero except at each window's argmax, where the dy of every window
 // choosing that cell is summed).

@@ -1,5 +1,6 @@
 // test_pool.cpp: max_pool2d and global_avg_pool: backward vs finite differences
-// (double), the ops vs PyTorch fixtures (including tied maxima), error cases.
+// (double), the separable max-pool forward vs the window-by-window reference,
+// the ops vs PyTorch fixtures (including tied maxima), error cases.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -37,6 +38,38 @@ TEST_CASE("max_pool2d kernel: backward matches finite differences in double") {
     std::vector<double> dx(x.size());
     cpu::max_pool2d_backward(dx.data(), r.data(), x.data(), g);
     check_close(dx, numeric_grad(loss, x), 1e-7, 1e-6, "dx");
+  }
+}
+
+TEST_CASE("max_pool2d kernel: the separable forward equals the window-by-window reference bit for bit") {
+  // Values from a tiny set, so windows hold ties (and -0 against +0, where
+  // keeping the first maximum shows in the sign) and some NaNs.
+  const float vals[] = {-1.f, -0.f, 0.f, 0.5f, 1.f, 2.f};
+  Rng rng(8);
+  for (auto [k, s, p] : std::vector<std::array<int64_t, 3>>{
+           {3, 2, 1}, {2, 2, 0}, {3, 1, 1}, {3, 3, 0}, {5, 2, 2}, {1, 1, 0}, {4, 3, 2}, {5, 1, 2}}) {
+    for (auto [H, W] : std::vector<std::array<int64_t, 2>>{{7, 5}, {5, 9}, {k, k}, {13, 16}}) {
+      const PoolGeom g{2, 3, H, W, k, s, p};
+      CAPTURE(k);
+      CAPTURE(s);
+      CAPTURE(p);
+      CAPTURE(H);
+      CAPTURE(W);
+      std::vector<float> x(size_t(g.N * g.C * H * W));
+      for (float& v : x) {
+        const double u = rng.uniform();
+        v = u < 0.03 ? NAN : vals[size_t(u * 6) % 6];
+      }
+      std::vector<float> y(size_t(g.N * g.C * g.P() * g.Q()), 7.f), y_ref(y.size(), -7.f);
+      cpu::max_pool2d_forward(y.data(), x.data(), g);
+      cpu::max_pool2d_forward_ref(y_ref.data(), x.data(), g);
+      int mismatches = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        const bool same = std::isnan(y_ref[i]) ? std::isnan(y[i]) : (y[i] == y_ref[i] && std::signbit(y[i]) == std::signbit(y_ref[i]));
+        mismatches += same ? 0 : 1;
+      }
+      CHECK(mismatches == 0);
+    }
   }
 }
 
