@@ -7,9 +7,9 @@
 //   order and NaN counts as the max, exactly as PyTorch picks its index.
 // global_avg_pool: x (N,C,H,W) -> y (N,C), the mean of each H*W plane.
 //
-// All loops run in parallel over the N*C planes. The max-pool forward has a
-// plain reference (one window at a time) and a separable fast version that the
-// tests hold to it bit for bit; the rest is plain enough to be its own reference.
+// All loops run in parallel over the N*C planes. Max pooling has plain
+// references (one window at a time) and separable fast versions that the tests
+// hold to them bit for bit; global_avg_pool is plain enough to be its own reference.
 #pragma once
 #include <cstdint>
 
@@ -29,6 +29,8 @@ template <typename T> void max_pool2d_forward(T* y, const T* x, const PoolGeom& 
 // Writes dx (zero except at each window's argmax, where the dy of every window
 // choosing that cell is summed).
 template <typename T> void max_pool2d_backward(T* dx, const T* dy, const T* x, const PoolGeom& g);
+// The same, one window at a time (the reference the fast version is held to).
+template <typename T> void max_pool2d_backward_ref(T* dx, const T* dy, const T* x, const PoolGeom& g);
 
 // planes = N*C, hw = H*W.
 template <typename T> void global_avg_pool_forward(T* y, const T* x, int64_t planes, int64_t hw);

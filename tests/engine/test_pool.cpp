@@ -41,7 +41,7 @@ TEST_CASE("max_pool2d kernel: backward matches finite differences in double") {
   }
 }
 
-TEST_CASE("max_pool2d kernel: the separable forward equals the window-by-window reference bit for bit") {
+TEST_CASE("max_pool2d kernel: the separable forward and backward equal the window-by-window references bit for bit") {
   // Values from a tiny set, so windows hold ties (and -0 against +0, where
   // keeping the first maximum shows in the sign) and some NaNs.
   const float vals[] = {-1.f, -0.f, 0.f, 0.5f, 1.f, 2.f};
@@ -69,6 +69,12 @@ TEST_CASE("max_pool2d kernel: the separable forward equals the window-by-window 
         mismatches += same ? 0 : 1;
       }
       CHECK(mismatches == 0);
+      // Backward: the same argmax for every window (ties, NaNs) and the same sums.
+      std::vector<float> dy(y.size()), dx(x.size(), 7.f), dx_ref(x.size(), -7.f);
+      for (float& v : dy) v = rng.uniform(-1.f, 1.f);
+      cpu::max_pool2d_backward(dx.data(), dy.data(), x.data(), g);
+      cpu::max_pool2d_backward_ref(dx_ref.data(), dy.data(), x.data(), g);
+      CHECK(dx == dx_ref);
     }
   }
 }
