@@ -180,7 +180,11 @@ namespace {
 //   Shifted: stride 1, >= 32 input channels, one image per GEMM: R*S GEMMs on the
 //            zero-padded image (below).
 //   Im2col:  everything else (strided convs, small images grouped G at a time).
-// The forward of a few strided geometries runs k-vectorised instead (use_kvec).
+// The forward of a few strided geometries runs k-vectorised instead (use_kvec),
+// and that of 1x1 convs on planes of a multiple of 16 pixels the direct 1x1
+// tile (conv2d_pointwise_forward): ResNet-50's b32 1x1 layers at 16x16, 8x8 and
+// 4x4 run at 310-375 GFLOP/s on 2 threads there, against 110-130 per core in
+// OpenBLAS's per-image GEMMs (and 90 at 4x4).
 enum class Path { Direct3x3, PerImage, Pointwise, Shifted, Im2col };
 constexpr int64_t kPerImageMinPixels = 64;
 Path path_of(const ConvGeom& g) {
@@ -381,6 +385,7 @@ void gather(float* tmp, const float* dy, int64_t count, int64_t K, int64_t PQ) {
 
 const char* conv2d_path(const ConvGeom& g, bool forward) {
   if (forward && path_of(g) != Path::Direct3x3 && use_kvec(g)) return "kvec";
+  if (forward && conv2d_pointwise_applies(g)) return "direct1x1";
   switch (path_of(g)) {
     case Path::Direct3x3: return "direct3x3";
     case Path::PerImage: return "per_image";
@@ -393,7 +398,10 @@ const char* conv2d_path(const ConvGeom& g, bool forward) {
 
 int64_t conv2d_workspace(const ConvGeom& g) {
   const int64_t G = conv2d_group(g), PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S;
-  const int64_t kvec = use_kvec(g) ? conv2d_kvec_workspace(g) : 0;  // forward only
+  // forward only: the k-vectorised and the direct 1x1 kernels
+  const int64_t kvec = use_kvec(g) ? conv2d_kvec_workspace(g)
+                       : conv2d_pointwise_applies(g) ? conv2d_pointwise_workspace(g)
+                                                     : 0;
   switch (path_of(g)) {
     case Path::Direct3x3: return conv2d_direct_workspace(g);
     case Path::PerImage: return std::max(kvec, omp_get_max_threads() * per_image_floats(g));
@@ -444,6 +452,7 @@ void conv2d_forward_gemm(float* y, const float* x, const float* w, const float* 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
                     bool relu) {
   if (path_of(g) == Path::Direct3x3) return conv2d_direct_forward(y, x, w, b, g, ws, relu);
+  if (conv2d_pointwise_applies(g)) return conv2d_pointwise_forward(y, x, w, b, g, ws, relu);
   conv2d_forward_gemm(y, x, w, b, g, ws);
   if (relu) relu_forward(y, y, g.N * g.K * g.P() * g.Q());  // a second pass on the GEMM paths
 }

@@ -115,9 +115,10 @@ struct PixelTile {
   int lanes[kV];
 };
 
-// Outputs [k0, k0 + kn) of one image over the tile's pixels. xp: the image's C
-// padded planes; wblk: the packed block of these outputs; y: the image (K, P*Q).
-template <int V>
+// Outputs [k0, k0 + kn) over the tile's pixels for a KS x KS kernel (3, or 1:
+// pointwise_conv). xp: C padded planes; wblk: the packed block of these
+// outputs; y: (K, P*Q) planes, PQ floats apart.
+template <int V, int KS = 3>
 void forward_tile(float* y, const float* xp, const float* wblk, const float* b, int64_t k0, int64_t kn, int64_t C,
                   int64_t PQ, const Planes& pl, const PixelTile& t, bool relu) {
   Vec16 acc[kKB][V];
@@ -129,15 +130,15 @@ void forward_tile(float* y, const float* xp, const float* wblk, const float* b, 
   }
   for (int64_t c = 0; c < C; ++c) {
     const float* xc = xp + c * pl.cs;
-    const float* wc = wblk + c * kTaps * kKB;
+    const float* wc = wblk + c * KS * KS * kKB;
 #pragma GCC unroll 3
-    for (int r = 0; r < 3; ++r)
+    for (int r = 0; r < KS; ++r)
 #pragma GCC unroll 3
-      for (int s = 0; s < 3; ++s) {
+      for (int s = 0; s < KS; ++s) {
         Vec16 xv[V];
 #pragma GCC unroll 4
         for (int v = 0; v < V; ++v) xv[v] = simd::load(xc + t.xoff[v] + r * pl.rs + s);
-        const float* wt = wc + (r * 3 + s) * kKB;
+        const float* wt = wc + (r * KS + s) * kKB;
 #pragma GCC unroll 8
         for (int i = 0; i < kKB; ++i) {
           const Vec16 wi = simd::splat(wt[i]);
@@ -189,6 +190,38 @@ void direct_conv(float* y, const float* xp, const float* wpk, const float* b, in
         }
       }
     }
+}
+
+// y (N, K, PQ) = b + w (K, C) x (N, C, PQ), a 1x1 convolution with PQ a
+// multiple of 16: forward_tile with one tap, straight on the NCHW tensor (no
+// padding needed). A tile's vectors may come from different images, so 4x4
+// images (one vector each) still fill 3-vector tiles. Against OpenBLAS's
+// per-image GEMMs this skips packing and C's zero fill and keeps 24 accumulators
+// in registers for the whole reduction.
+void pointwise_conv(float* y, const float* x, const float* wpk, const float* b, int64_t N, int64_t C, int64_t K,
+                    int64_t PQ, bool relu) {
+  const Planes pl(1, PQ, 0, 0);  // channel stride PQ
+  const int64_t per_img = PQ / kLanes, nvec = N * per_img, ntiles = blocks(nvec, kV);
+#pragma omp parallel for schedule(static)
+  for (int64_t tile = 0; tile < ntiles; ++tile) {
+    PixelTile t{};
+    const int nv = int(std::min<int64_t>(kV, nvec - tile * kV));
+    for (int v = 0; v < nv; ++v) {
+      const int64_t j = tile * kV + v, n = j / per_img, q = (j % per_img) * kLanes;
+      t.xoff[v] = n * C * PQ + q;
+      t.yoff[v] = n * K * PQ + q;
+      t.lanes[v] = kLanes;
+    }
+    for (int64_t kb = 0; kb < blocks(K, kKB); ++kb) {
+      const int64_t k0 = kb * kKB, kn = std::min<int64_t>(kKB, K - k0);
+      const float* wb = wpk + kb * C * kKB;
+      switch (nv) {
+        case 3: forward_tile<3, 1>(y, x, wb, b, k0, kn, C, PQ, pl, t, relu); break;
+        case 2: forward_tile<2, 1>(y, x, wb, b, k0, kn, C, PQ, pl, t, relu); break;
+        default: forward_tile<1, 1>(y, x, wb, b, k0, kn, C, PQ, pl, t, relu); break;
+      }
+    }
+  }
 }
 
 // ---------------- forward vectorised along k (any kernel size, stride, padding) ----------------
@@ -472,6 +505,18 @@ void conv2d_direct_backward(float* dx, float* dw, float* db, const float* dy, co
     conv_3x3(dx, A, B, w, nullptr, g.K, g.C, true, g.N, g.H, g.W, sc.pdy, false);
   }
   if (db) bias_backward(db, dy, g.N, g.K, P * Q);
+}
+
+bool conv2d_pointwise_applies(const ConvGeom& g) {
+  return g.pointwise() && g.H * g.W % kLanes == 0 && g.H * g.W > 0;
+}
+
+int64_t conv2d_pointwise_workspace(const ConvGeom& g) { return packed_floats(g.K, g.C, 1); }
+
+void conv2d_pointwise_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
+                              bool relu) {
+  pack_weights(ws, w, g.K, g.C, 1, false, kKB);
+  pointwise_conv(y, x, ws, b, g.N, g.C, g.K, g.H * g.W, relu);
 }
 
 int64_t conv2d_kvec_workspace(const ConvGeom& g) {

@@ -24,6 +24,9 @@
 //              pixels so that a block of a group's dy is read from L1 by every
 //              input channel, not from L2 or DRAM.
 //
+//   1x1        the forward tile with one tap, straight on NCHW planes of a
+//              multiple of 16 pixels (no padding); a tile's 3 vectors may lie in
+//              different images (conv2d_pointwise_forward).
 //   k-vec      forward vectorised along k: a tile is 6 output pixels (anywhere
 //              in the batch) x 4 vectors of 16 output channels; per (c, r, s) it
 //              loads 4 weight vectors and broadcasts 6 input floats. A broadcast
@@ -51,6 +54,13 @@ void conv2d_direct_forward(float* y, const float* x, const float* w, const float
 // Writes each of dx, dw, db that is non-null; x is needed only for dw, w only for dx.
 void conv2d_direct_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                             const ConvGeom& g, float* ws);
+
+// Forward of a 1x1 stride-1 unpadded convolution whose planes hold a multiple
+// of 16 pixels: the q-vectorised tile with one tap, on the NCHW tensor as is.
+bool conv2d_pointwise_applies(const ConvGeom& g);
+int64_t conv2d_pointwise_workspace(const ConvGeom& g);
+void conv2d_pointwise_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
+                              bool relu = false);
 
 // Forward of any geometry, vectorised along k.
 int64_t conv2d_kvec_workspace(const ConvGeom& g);

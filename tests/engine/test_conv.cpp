@@ -107,6 +107,10 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
       {{2, 11, 15, 13, 20, 7, 7, 2, 3}, "kvec"},       // a 7x7/2 stem, 20 outputs: one partial vector
       {{1, 60, 9, 9, 70, 3, 3, 2, 1}, "kvec"},         // 70 outputs: a group of 4 vectors, then 1
       {{2, 60, 8, 8, 20, 3, 3, 1, 1}, "kvec"},         // stride 1, rows < 16 (ResNet's 8x8 stage)
+      // 1x1 on planes of a multiple of 16 pixels: the q-vectorised tile with one tap.
+      {{3, 20, 4, 4, 37, 1, 1, 1, 0}, "direct1x1"},    // one vector per image: a tile spans 3 images; 37 = 8*4+5
+      {{2, 9, 8, 8, 16, 1, 1, 1, 0}, "direct1x1"},     // 8 vectors: tiles of 3, 3, 2
+      {{1, 5, 4, 8, 3, 1, 1, 1, 0}, "direct1x1"},      // one 2-vector tile, 3 outputs
   };
   for (const auto& [g, path] : routed) {
     CHECK(cpu::conv2d_path(g, true) == path);
@@ -183,15 +187,16 @@ TEST_CASE("conv2d op: forward and gradients match PyTorch") {
 }
 
 TEST_CASE("conv2d_relu equals relu(conv2d) on every path: output, gradients, NaN") {
-  // Direct 3x3 (ReLU fused into the store), k-vectorised, per-image GEMM and
-  // im2col geometries (ReLU as a second pass): results must be identical.
+  // Direct 3x3 and 1x1 (ReLU fused into the store), k-vectorised, per-image GEMM
+  // and im2col geometries (ReLU as a second pass): results must be identical.
   Rng rng(23);
   struct Case {
     std::vector<int64_t> x, w;
     int stride, pad;
   };
   for (const Case& c : {Case{{2, 5, 9, 20}, {7, 5, 3, 3}, 1, 1}, Case{{2, 60, 8, 8}, {20, 60, 3, 3}, 1, 1},
-                        Case{{3, 6, 8, 9}, {7, 6, 1, 1}, 1, 0}, Case{{1, 3, 9, 7}, {4, 3, 3, 3}, 2, 1}}) {
+                        Case{{3, 6, 8, 9}, {7, 6, 1, 1}, 1, 0}, Case{{1, 3, 9, 7}, {4, 3, 3, 3}, 2, 1},
+                        Case{{2, 6, 4, 8}, {11, 6, 1, 1}, 1, 0}}) {  // the last: direct 1x1, ReLU fused
     CAPTURE(c.x[1]);
     CAPTURE(c.stride);
     Tensor x1 = Tensor::randn(Shape(c.x), rng).set_requires_grad(true);
