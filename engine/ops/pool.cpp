@@ -1,6 +1,8 @@
 // pool.cpp: max_pool2d and global_avg_pool autograd ops, forward then backward.
 #include "engine/ops/pool.h"
 
+#include <cstdint>
+
 #include "engine/autograd.h"
 #include "engine/cuda_ops.h"
 #include "kernels/cpu/pool.h"
@@ -14,6 +16,8 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
   NIMBUS_CHECK(2 * padding <= kernel, "max_pool2d: padding ", padding, " must be at most half the kernel ", kernel);
   NIMBUS_CHECK(kernel <= x.size(2) + 2 * padding && kernel <= x.size(3) + 2 * padding, "max_pool2d: kernel ", kernel,
                "x", kernel, " is larger than input ", x.shape().str(), " with padding ", padding);
+  NIMBUS_CHECK(x.size(2) * x.size(3) <= INT32_MAX, "max_pool2d: planes of ", x.size(2), "x", x.size(3),
+               " are too large (the backward stores argmax positions as 32-bit indices)");
   const cpu::PoolGeom g{x.size(0), x.size(1), x.size(2), x.size(3), kernel, stride, padding};
   Tensor y = Tensor::empty({g.N, g.C, g.P(), g.Q()}, x.device());
   (x.is_cpu() ? cpu::max_pool2d_forward<float> : cuda_ops("max_pool2d").max_pool2d_forward)(y.data(), x.data(), g);

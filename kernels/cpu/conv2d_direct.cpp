@@ -391,11 +391,12 @@ void weight_tile(float* dwT, const float* dyT, const float* xp, int64_t c, int64
 }
 
 // dw (K, C, 3, 3) from dyT (transpose_dy) and the padded x planes. Tasks are
-// (input channel, lane group); each thread owns a fixed range of them, c-major
-// (whole channels: equal work; disjoint parts of dwT: no reduction between
-// threads), and sweeps every image in blocks of kBlockPixels, group-major
-// within a block: the group's slice of the dyT block (<= 24 KiB, contiguous)
-// stays in L1 while the thread's channels stream past it. (Sweeping all groups
+// (input channel, lane group); each thread owns an equal share of them,
+// numbered c-major (so a thread's share is whole channels but for its two ends;
+// tasks write disjoint parts of dwT: no reduction between threads), and sweeps
+// every image in blocks of kBlockPixels (at least one row), group-major within
+// a block: the group's slice of the dyT block (24 KiB for 128 pixels x 3
+// vectors, contiguous) stays in L1 while the thread's channels stream past it. (Sweeping all groups
 // per channel read the whole dyT block from L2 for every channel: 68% of peak
 // against 77% at 256 -> 256, 128x128, transposes included.)
 void direct_weight_grad(float* dw, float* dwT, const float* dyT, const float* xp, int64_t N, int64_t C, int64_t K,

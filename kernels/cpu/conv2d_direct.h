@@ -19,8 +19,8 @@
 //   dw         dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] xpad[n, c, p+r, q+s],
 //              vectorised along k: dy is transposed to pixel-major (P*Q, K),
 //              blocked by groups of <= 3 vectors of output channels; a tile is
-//              one group (3 vectors of 16 output channels) x 9 taps of one input
-//              channel = 27 accumulators, kept in memory between blocks of
+//              one group (up to 3 vectors of 16 output channels) x 9 taps of one
+//              input channel = up to 27 accumulators, kept in memory between blocks of
 //              pixels so that a block of a group's dy is read from L1 by every
 //              input channel, not from L2 or DRAM.
 //

@@ -55,7 +55,9 @@ inline bool takes(T a, T v) {
 // wins both passes, so the last NaN in row-major order is chosen either way.
 // 3 + 3 comparisons per output instead of 9 for ResNet's 3x3/2, branch-free
 // and vectorised inside the plane (only windows that reach into the padding
-// take the scalar loop).
+// take the scalar loop). Every window holds at least one cell of the plane
+// (the op checks 2*pad <= kernel <= H + 2*pad); positions fit in int32 (checked
+// there too).
 template <typename T, bool kIndex>
 void plane_max(T* y, int32_t* at, const T* xp, const PoolGeom& g, T* hm, int32_t* at_h) {
   const int64_t P = g.P(), Q = g.Q(), k = g.kernel, st = g.stride, pad = g.pad, W = g.W;
@@ -65,7 +67,7 @@ void plane_max(T* y, int32_t* at, const T* xp, const PoolGeom& g, T* hm, int32_t
   for (int64_t h = 0; h < g.H; ++h) {
     const T* row = xp + h * W;
     T* hr = hm + h * Q;
-    int32_t* ar = at_h + h * Q;
+    int32_t* ar = kIndex ? at_h + h * Q : nullptr;  // (no arithmetic on the forward's null pointers)
     const int32_t row0 = int32_t(h * W - pad);  // plane index of column q*st - pad is row0 + q*st
     auto border = [&](int64_t q) {
       const int64_t iw0 = q * st - pad, s0 = std::max<int64_t>(0, -iw0), s1 = std::min(k, W - iw0);
@@ -94,14 +96,14 @@ void plane_max(T* y, int32_t* at, const T* xp, const PoolGeom& g, T* hm, int32_t
   for (int64_t p = 0; p < P; ++p) {
     const int64_t ih0 = p * st - pad, r0 = std::max<int64_t>(0, -ih0), r1 = std::min(k, g.H - ih0);
     T* yr = y + p * Q;
-    int32_t* ar = at + p * Q;
+    int32_t* ar = kIndex ? at + p * Q : nullptr;
     for (int64_t q = 0; q < Q; ++q) {
       yr[q] = hm[(ih0 + r0) * Q + q];
       if (kIndex) ar[q] = at_h[(ih0 + r0) * Q + q];
     }
     for (int64_t r = r0 + 1; r < r1; ++r) {
       const T* hr = hm + (ih0 + r) * Q;
-      const int32_t* ahr = at_h + (ih0 + r) * Q;
+      const int32_t* ahr = kIndex ? at_h + (ih0 + r) * Q : nullptr;
 #pragma omp simd
       for (int64_t q = 0; q < Q; ++q) {
         const bool t = takes(yr[q], hr[q]);

@@ -7,9 +7,10 @@
 //   order and NaN counts as the max, exactly as PyTorch picks its index.
 // global_avg_pool: x (N,C,H,W) -> y (N,C), the mean of each H*W plane.
 //
-// All loops run in parallel over the N*C planes. Max pooling has plain
-// references (one window at a time) and separable fast versions that the tests
-// hold to them bit for bit; global_avg_pool is plain enough to be its own reference.
+// Max pooling has plain serial references (one window at a time) and
+// separable fast versions, parallel over the N*C planes, that the tests hold
+// to them bit for bit; global_avg_pool (parallel over planes) is plain enough
+// to be its own reference.
 #pragma once
 #include <cstdint>
 

@@ -95,6 +95,8 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
       {3, 4, 16, 16, 64, 3, 3, 1, 1},   // rows of exactly one vector: a tile spans 3 rows
       {2, 5, 9, 14, 20, 3, 3, 1, 2},    // pad 2, dx rows of 14: dx by the k-vectorised kernel
       {2, 9, 6, 17, 100, 3, 3, 1, 1},   // dw: 7 vectors of k in lane groups of 2, 2, 3, the last one partial
+      {1, 3, 3, 70, 5, 3, 3, 1, 1},     // rows of 70: dw blocks of one row
+      {2, 3, 3, 130, 20, 3, 3, 1, 0},   // rows of 128 outputs (DSen2-CR's 128x128), 2 images, no padding
   };
   for (const ConvGeom& g : direct) CHECK(cpu::conv2d_path(g, true) == std::string("direct3x3"));
   gs.insert(gs.end(), direct.begin(), direct.end());

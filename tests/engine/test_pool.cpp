@@ -47,12 +47,17 @@ TEST_CASE("max_pool2d kernel: the separable forward and backward equal the windo
   const float vals[] = {-1.f, -0.f, 0.f, 0.5f, 1.f, 2.f};
   Rng rng(8);
   for (auto [k, s, p] : std::vector<std::array<int64_t, 3>>{
-           {3, 2, 1}, {2, 2, 0}, {3, 1, 1}, {3, 3, 0}, {5, 2, 2}, {1, 1, 0}, {4, 3, 2}, {5, 1, 2}}) {
-    for (auto [H, W] : std::vector<std::array<int64_t, 2>>{{7, 5}, {5, 9}, {k, k}, {13, 16}}) {
-      const PoolGeom g{2, 3, H, W, k, s, p};
+           {3, 2, 1}, {2, 2, 0}, {3, 1, 1}, {3, 3, 0}, {5, 2, 2}, {1, 1, 0}, {4, 3, 2}, {5, 1, 2}, {2, 3, 0}}) {
+    // Planes smaller than the kernel (windows hang over both edges), and a batch
+    // large enough for the threaded path (N*C*P*Q*k*k above kParallelGrain).
+    for (auto [N, H, W] : std::vector<std::array<int64_t, 3>>{
+             {2, 7, 5}, {2, 5, 9}, {2, k, k}, {2, 13, 16}, {2, std::max<int64_t>(1, k - p), k + 1}, {24, 33, 31}}) {
+      if (k > H + 2 * p || k > W + 2 * p) continue;  // the op rejects these
+      const PoolGeom g{N, 3, H, W, k, s, p};
       CAPTURE(k);
       CAPTURE(s);
       CAPTURE(p);
+      CAPTURE(N);
       CAPTURE(H);
       CAPTURE(W);
       std::vector<float> x(size_t(g.N * g.C * H * W));
