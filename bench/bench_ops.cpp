@@ -1,6 +1,7 @@
 // bench_ops.cpp: timings of the compute-heavy CPU ops against the machine's FP32 peak.
 //
-//   bench_ops [--cases gemm2048,conv256_fwd,conv256_fwdbwd,conv256x128_fwd,conv256x128_dx,conv256x128_dw] [--iters N] [--warmup N] [--peak GFLOPS]
+//   bench_ops [--cases gemm2048,conv256_fwd,conv256_fwdbwd,conv256x128_fwd,conv256x128_dx,conv256x128_dw]
+//             [--iters N] [--warmup N] [--peak GFLOPS]
 //
 // Each case: warm-up iterations (untimed: first-touch page faults, allocator
 // cache, OpenBLAS thread start-up), then the median of N timed iterations.
@@ -105,7 +106,9 @@ int main(int argc, char** argv) {
     else if (a == "--warmup" && i + 1 < argc) warmup = std::max(0, std::atoi(argv[++i]));
     else if (a == "--peak" && i + 1 < argc) g_peak_gflops = std::atof(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--cases gemm2048,conv256_fwd,conv256_fwdbwd] [--iters N] [--warmup N] [--peak GFLOPS]\n",
+      std::fprintf(stderr,
+                   "usage: %s [--cases gemm2048,conv256_fwd,conv256_fwdbwd,conv256x128_fwd,conv256x128_dx,"
+                   "conv256x128_dw] [--iters N] [--warmup N] [--peak GFLOPS]\n",
                    argv[0]);
       return 2;
     }

@@ -341,7 +341,8 @@ void transpose_dy(float* dyT, const float* dy, int64_t N, int64_t K, int64_t PQ,
         const int64_t k0 = lg.kv0(g) * kLanes, k1 = lg.kv1(g) * kLanes, w = k1 - k0;
         float* d = dyT + n * PQ * Kp + k0 * PQ;
         for (int64_t kb = k0; kb < std::min(K, k1); kb += kLanes)
-          transpose(d + j0 * w + kb - k0, w, dy + (n * K + kb) * PQ + j0, PQ, std::min<int64_t>(kLanes, K - kb), j1 - j0);
+          transpose(d + j0 * w + kb - k0, w, dy + (n * K + kb) * PQ + j0, PQ, std::min<int64_t>(kLanes, K - kb),
+                    j1 - j0);
         if (K < k1)
           for (int64_t j = j0; j < j1; ++j) std::fill(d + j * w + std::max<int64_t>(K - k0, 0), d + (j + 1) * w, 0.f);
       }
@@ -396,9 +397,9 @@ void weight_tile(float* dwT, const float* dyT, const float* xp, int64_t c, int64
 // tasks write disjoint parts of dwT: no reduction between threads), and sweeps
 // every image in blocks of kBlockPixels (at least one row), group-major within
 // a block: the group's slice of the dyT block (24 KiB for 128 pixels x 3
-// vectors, contiguous) stays in L1 while the thread's channels stream past it. (Sweeping all groups
-// per channel read the whole dyT block from L2 for every channel: 68% of peak
-// against 77% at 256 -> 256, 128x128, transposes included.)
+// vectors, contiguous) stays in L1 while the thread's channels stream past it.
+// (Sweeping all groups per channel read the whole dyT block from L2 for every
+// channel: 68% of peak against 77% at 256 -> 256, 128x128, transposes included.)
 void direct_weight_grad(float* dw, float* dwT, const float* dyT, const float* xp, int64_t N, int64_t C, int64_t K,
                         int64_t P, int64_t Q, int64_t Kp, const Planes& pl) {
   std::fill(dwT, dwT + C * kTaps * Kp, 0.f);

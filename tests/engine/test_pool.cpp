@@ -70,7 +70,8 @@ TEST_CASE("max_pool2d kernel: the separable forward and backward equal the windo
       cpu::max_pool2d_forward_ref(y_ref.data(), x.data(), g);
       int mismatches = 0;
       for (size_t i = 0; i < y.size(); ++i) {
-        const bool same = std::isnan(y_ref[i]) ? std::isnan(y[i]) : (y[i] == y_ref[i] && std::signbit(y[i]) == std::signbit(y_ref[i]));
+        const bool same = std::isnan(y_ref[i]) ? std::isnan(y[i])
+                                               : (y[i] == y_ref[i] && std::signbit(y[i]) == std::signbit(y_ref[i]));
         mismatches += same ? 0 : 1;
       }
       CHECK(mismatches == 0);
