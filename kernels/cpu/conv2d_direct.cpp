@@ -161,6 +161,22 @@ void forward_tile(float* y, const float* xp, const float* wblk, const float* b, 
     }
 }
 
+// Every block of kKB outputs over one pixel tile of nv (1..kV) vectors; wpk
+// packed for a KS x KS kernel.
+template <int KS>
+void tile_all_outputs(float* y, const float* xp, const float* wpk, const float* b, int64_t C, int64_t K,
+                      int64_t PQ, const Planes& pl, const PixelTile& t, int nv, bool relu) {
+  for (int64_t kb = 0; kb < blocks(K, kKB); ++kb) {
+    const int64_t k0 = kb * kKB, kn = std::min<int64_t>(kKB, K - k0);
+    const float* wb = wpk + kb * C * KS * KS * kKB;
+    switch (nv) {
+      case 3: forward_tile<3, KS>(y, xp, wb, b, k0, kn, C, PQ, pl, t, relu); break;
+      case 2: forward_tile<2, KS>(y, xp, wb, b, k0, kn, C, PQ, pl, t, relu); break;
+      default: forward_tile<1, KS>(y, xp, wb, b, k0, kn, C, PQ, pl, t, relu); break;
+    }
+  }
+}
+
 // y (N, K, P, Q) = b + 3x3 convolution of the padded planes xp (N images x C
 // planes) with the packed weights wpk. Threads split (image, pixel tile) pairs.
 void direct_conv(float* y, const float* xp, const float* wpk, const float* b, int64_t N, int64_t C, int64_t K,
@@ -178,17 +194,7 @@ void direct_conv(float* y, const float* xp, const float* wpk, const float* b, in
         t.yoff[v] = p * Q + q;
         t.lanes[v] = int(std::min<int64_t>(kLanes, Q - q));
       }
-      float* yn = y + n * K * PQ;
-      const float* xn = xp + n * C * pl.L;
-      for (int64_t kb = 0; kb < blocks(K, kKB); ++kb) {
-        const int64_t k0 = kb * kKB, kn = std::min<int64_t>(kKB, K - k0);
-        const float* wb = wpk + kb * C * kTaps * kKB;
-        switch (nv) {
-          case 3: forward_tile<3>(yn, xn, wb, b, k0, kn, C, PQ, pl, t, relu); break;
-          case 2: forward_tile<2>(yn, xn, wb, b, k0, kn, C, PQ, pl, t, relu); break;
-          default: forward_tile<1>(yn, xn, wb, b, k0, kn, C, PQ, pl, t, relu); break;
-        }
-      }
+      tile_all_outputs<3>(y + n * K * PQ, xp + n * C * pl.L, wpk, b, C, K, PQ, pl, t, nv, relu);
     }
 }
 
@@ -212,15 +218,7 @@ void pointwise_conv(float* y, const float* x, const float* wpk, const float* b, 
       t.yoff[v] = n * K * PQ + q;
       t.lanes[v] = kLanes;
     }
-    for (int64_t kb = 0; kb < blocks(K, kKB); ++kb) {
-      const int64_t k0 = kb * kKB, kn = std::min<int64_t>(kKB, K - k0);
-      const float* wb = wpk + kb * C * kKB;
-      switch (nv) {
-        case 3: forward_tile<3, 1>(y, x, wb, b, k0, kn, C, PQ, pl, t, relu); break;
-        case 2: forward_tile<2, 1>(y, x, wb, b, k0, kn, C, PQ, pl, t, relu); break;
-        default: forward_tile<1, 1>(y, x, wb, b, k0, kn, C, PQ, pl, t, relu); break;
-      }
-    }
+    tile_all_outputs<1>(y, x, wpk, b, C, K, PQ, pl, t, nv, relu);
   }
 }
 

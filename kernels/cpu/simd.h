@@ -3,8 +3,8 @@
 // GCC vector extensions rather than intrinsics (__builtin_shuffle is GCC's):
 // with -march=native on an AVX-512 machine a Vec16 is one zmm register and
 // `a += b * c` is one FMA; on an AVX2 machine the same source becomes two ymm
-// halves. Loads and stores
-// accept any float address (the *U type has 4-byte alignment and may alias float).
+// halves. Loads and stores accept any float address (the *U type has 4-byte
+// alignment and may alias float).
 #pragma once
 
 namespace nimbus::cpu::simd {
