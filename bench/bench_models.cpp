@@ -2,7 +2,7 @@
 // /work/shared/tools/torch_ref_bench.py so the numbers compare side by side
 // with perf-baseline.md (PyTorch 1.13 / oneDNN / OpenBLAS on this machine).
 //
-//   bench_models [--cases a,b,...] [--iters N] [--list]
+//   bench_models [--device cpu|cuda] [--cases a,b,...] [--iters N] [--warmup N] [--list]
 //
 //   resnet50_train                 ResNet-50 (13 in, 10 classes), b32 x 13x64x64: fwd + CE + bwd + Adam(1e-4)
 //   resnet50_infer_b32_64          same model, eval, no grad, b32 x 13x64x64
@@ -22,6 +22,17 @@
 // waits are 8% slower: 433 vs 397 ms, 2026-11-24.)
 // FLOP counts (conv + linear, 2 per MAC, training = 3 fwd - 2 first-conv MACs)
 // are perf-baseline.md's, hard-coded per case.
+//
+// --device cuda runs the GPU cases (the models phase of scripts/gpu_check.sh, next to
+// bench/torch/gpu_reference.py on the same GPU):
+//   resnet50_train_b256_64  resnet50_infer_b256_64  dsen2cr_train_B16F256_b16_128  dsen2cr_infer_B16F256_b1_256
+// Each step ends with a device synchronisation (host clock around step + sync). The row adds, per
+// step, the kernel launches and host waits the backend counted (kernels/cuda/stream.h; the closing
+// synchronisation is not counted), the peak memory the CUDA caching allocator held (in use +
+// cached: PyTorch's max_memory_reserved), and, from one extra step under the op profiler
+// (kernels/cuda/op_profile.h), the device time per engine op. Built with the real backend
+// (-DNIMBUS_CUDA_BACKEND=ON) it runs on the GPU; in a CPU build on the CUDA emulator (slow: only
+// for checking the wiring).
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,11 +46,17 @@
 #include <string>
 #include <vector>
 
+#include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
+#include "engine/device.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
 #include "models/classifier.h"
 #include "models/dsen2cr.h"
+#include "kernels/cuda/backend.h"
+#include "kernels/cuda/op_profile.h"
+#include "kernels/cuda/stream.h"
 
 using namespace nimbus;
 using namespace nimbus::models;
@@ -82,6 +99,21 @@ struct Load {
   double own = 0, foreign = 0;  // CPUs kept busy during the timed loop
 };
 Load g_load;
+Device g_device = Device::CPU;
+int g_warmup = -1;  // -1: the case's default
+
+// Waits for the device (a no-op on the CPU): a step's time includes its device work.
+void sync_device() {
+  if (g_device == Device::CUDA) device_runtime(Device::CUDA).synchronize();
+}
+
+// Per-step figures of a CUDA case, filled by time_it() and profile_step().
+struct CudaStep {
+  double launches = 0, host_waits = 0;
+  size_t peak_reserved = 0;
+  std::vector<cuda::OpTime> ops;
+};
+CudaStep g_cuda;
 
 double peak_rss_mib() {
   rusage r{};
@@ -89,9 +121,30 @@ double peak_rss_mib() {
   return double(r.ru_maxrss) / 1024.0;  // Linux: KiB
 }
 
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[size_t(p * double(v.size() - 1) + 0.5)];
+}
+
 void report(const std::string& key, const std::string& name, const std::vector<double>& ms, int batch,
             double gflop_per_img) {
   const double med = median(ms);
+  if (g_device == Device::CUDA) {  // the results.jsonl row of scripts/gpu_check.sh
+    std::string ops = "[";
+    for (size_t i = 0; i < g_cuda.ops.size() && i < 12; ++i)
+      ops += str(i ? "," : "", "{\"name\":\"", g_cuda.ops[i].op, "\",\"ms\":", g_cuda.ops[i].ms,
+                 ",\"calls\":", g_cuda.ops[i].calls, "}");
+    ops += "]";
+    std::printf("{\"case\":\"%s\",\"name\":\"%s\",\"impl\":\"nimbus\",\"precision\":\"fp32\",\"ok\":true,"
+                "\"nimbus_ms\":%.3f,\"median_ms\":%.3f,\"p10_ms\":%.3f,\"p90_ms\":%.3f,\"iters\":%zu,"
+                "\"img_per_s\":%.2f,\"flops\":%.6g,\"launches_per_step\":%.0f,\"host_waits_per_step\":%.0f,"
+                "\"peak_mem_bytes\":%zu,\"ops\":%s,\"status\":\"%s\"}\n",
+                key.c_str(), name.c_str(), med, med, percentile(ms, 0.1), percentile(ms, 0.9), ms.size(),
+                batch / (med * 1e-3), batch * gflop_per_img * 1e9, g_cuda.launches, g_cuda.host_waits,
+                g_cuda.peak_reserved, ops.c_str(), cuda_status().c_str());
+    std::fflush(stdout);
+    return;
+  }
   std::printf("{\"case\":\"%s\",\"name\":\"%s\",\"median_ms\":%.2f,\"min_ms\":%.2f,\"iters\":%zu,"
               "\"img_per_s\":%.3f,\"gflops\":%.1f,\"peak_rss_mib\":%.1f,\"own_cpu\":%.2f,\"foreign_cpu\":%.2f}\n",
               key.c_str(), name.c_str(), med, *std::min_element(ms.begin(), ms.end()), ms.size(),
@@ -101,54 +154,67 @@ void report(const std::string& key, const std::string& name, const std::vector<d
 }
 
 std::vector<double> time_it(const std::function<void()>& f, int warmup, int iters) {
-  for (int i = 0; i < warmup; ++i) f();
+  if (g_warmup >= 0) warmup = g_warmup;
+  for (int i = 0; i < warmup; ++i) f(), sync_device();
+  if (g_device == Device::CUDA) device_runtime(Device::CUDA).allocator->reset_peaks();
   std::vector<double> ms;
   const double b0 = machine_busy_s(), o0 = own_cpu_s();
   const auto w0 = Clock::now();
   for (int i = 0; i < iters; ++i) {
     auto t0 = Clock::now();
+    const cuda::WorkCounts c0 = cuda::work_counts();
     f();
+    if (i == 0 && g_device == Device::CUDA) {  // what one step launches and how often the host waits in it
+      const cuda::WorkCounts c1 = cuda::work_counts();
+      g_cuda.launches = double(c1.launches - c0.launches);
+      g_cuda.host_waits = double(c1.host_waits - c0.host_waits);
+    }
+    sync_device();
     ms.push_back(ms_since(t0));
   }
   const double wall = ms_since(w0) / 1e3, own = own_cpu_s() - o0;
   g_load = {own / wall, std::max(0.0, machine_busy_s() - b0 - own) / wall};
+  if (g_device == Device::CUDA) {  // then one more step under the per-op profiler
+    g_cuda.peak_reserved = device_runtime(Device::CUDA).allocator->stats().peak_reserved;
+    cuda::start_op_profile();
+    f();
+    g_cuda.ops = cuda::stop_op_profile();
+  }
   return ms;
 }
 
 // ResNet-50 at 13x64x64: 0.7316 GFLOP/img forward, 2.111 training (perf-baseline.md).
 constexpr double kResNet50Fwd64 = 0.7316, kResNet50Train64 = 2.111;
 
-void resnet50_train(int iters) {
+// ResNet-50 (13 in, 10 classes) at N x 13xHxH, on g_device: a training step (fwd + CE + bwd + Adam
+// 1e-4) or inference (eval, no grad).
+void resnet50(const std::string& key, int N, bool train, int iters) {
   Rng rng(0);
-  const int N = 32;
   ResNet net(resnet50_config(13, 10), rng);
+  Tensor x = Tensor::randn({N, 13, 64, 64}, rng).to(g_device);
+  const std::string tag = str("resnet50(13ch,10cls) ", train ? "train step" : "inference eval/no_grad", " b", N,
+                              " 13x64x64", train ? " (fwd+CE+bwd+Adam)" : "");
+  net.to(g_device);
+  if (!train) {
+    net.eval();
+    auto f = [&] {
+      NoGradGuard no_grad;
+      net.forward(x);
+    };
+    report(key, tag, time_it(f, 2, iters ? iters : 10), N, kResNet50Fwd64);
+    return;
+  }
   net.train();
   Adam adam(net.named_parameters(), AdamOptions{1e-4});
-  Tensor x = Tensor::randn({N, 13, 64, 64}, rng);
-  std::vector<float> labels(N);
+  std::vector<float> labels(static_cast<size_t>(N));
   for (auto& l : labels) l = float(rng.below(10));
-  Tensor y = Tensor::from_vector({N}, labels);
+  Tensor y = Tensor::from_vector({N}, labels).to(g_device);
   auto step = [&] {
     adam.zero_grad();
     cross_entropy(net.forward(x), y).backward();
     adam.step();
   };
-  report("resnet50_train", "resnet50(13ch,10cls) train step b32 13x64x64 (fwd+CE+bwd+Adam)",
-         time_it(step, 2, iters ? iters : 5), N, kResNet50Train64);
-}
-
-void resnet50_infer_b32_64(int iters) {
-  Rng rng(0);
-  const int N = 32;
-  ResNet net(resnet50_config(13, 10), rng);
-  net.eval();
-  Tensor x = Tensor::randn({N, 13, 64, 64}, rng);
-  auto f = [&] {
-    NoGradGuard no_grad;
-    net.forward(x);
-  };
-  report("resnet50_infer_b32_64", "resnet50(13ch,10cls) inference eval/no_grad b32 13x64x64",
-         time_it(f, 2, iters ? iters : 10), N, kResNet50Fwd64);
+  report(key, tag, time_it(step, 2, iters ? iters : 5), N, kResNet50Train64);
 }
 
 // The script's _dsen2cr(): analytic FLOPs, one warm-up step that also decides
@@ -161,8 +227,9 @@ void dsen2cr(const std::string& key, int B, int F, int N, int H, bool train, int
   iters = iters ? iters : default_iters;
   Rng rng(0);
   DSen2CR net(DSen2CRConfig{B, F, true}, rng);
-  Tensor s2 = Tensor::randn({N, 13, H, H}, rng), s1 = Tensor::randn({N, 2, H, H}, rng);
-  Tensor target = Tensor::randn({N, 13, H, H}, rng);
+  Tensor s2 = Tensor::randn({N, 13, H, H}, rng).to(g_device), s1 = Tensor::randn({N, 2, H, H}, rng).to(g_device);
+  Tensor target = Tensor::randn({N, 13, H, H}, rng).to(g_device);
+  net.to(g_device);
   const std::string tag = "dsen2cr(B=" + std::to_string(B) + ",F=" + std::to_string(F) + ") b" + std::to_string(N) +
                           " 15x" + std::to_string(H) + "x" + std::to_string(H);
   auto infer = [&] {
@@ -183,6 +250,7 @@ void dsen2cr(const std::string& key, int B, int F, int N, int H, bool train, int
   };
   auto t0 = Clock::now();
   step();
+  sync_device();
   const double first_s = ms_since(t0) / 1e3;
   if (first_s > 60) {
     net.eval();
@@ -197,10 +265,11 @@ struct Case {
   std::function<void(int)> run;
 };
 
-const std::vector<Case>& cases() {
+// The CPU cases (PyTorch's CPU reference script's) and the GPU cases (--device cuda).
+const std::vector<Case>& cpu_cases() {
   static const std::vector<Case> all = {
-      {"resnet50_train", resnet50_train},
-      {"resnet50_infer_b32_64", resnet50_infer_b32_64},
+      {"resnet50_train", [](int it) { resnet50("resnet50_train", 32, true, it); }},
+      {"resnet50_infer_b32_64", [](int it) { resnet50("resnet50_infer_b32_64", 32, false, it); }},
       {"dsen2cr_train_B4_F64_b8_64", [](int it) { dsen2cr("dsen2cr_train_B4_F64_b8_64", 4, 64, 8, 64, true, it); }},
       {"dsen2cr_train_B16_F256_b1_128",
        [](int it) { dsen2cr("dsen2cr_train_B16_F256_b1_128", 16, 256, 1, 128, true, it); }},
@@ -209,31 +278,61 @@ const std::vector<Case>& cases() {
   };
   return all;
 }
+
+const std::vector<Case>& cuda_cases() {
+  static const std::vector<Case> all = {
+      {"resnet50_train_b256_64", [](int it) { resnet50("resnet50_train_b256_64", 256, true, it ? it : 10); }},
+      {"resnet50_infer_b256_64", [](int it) { resnet50("resnet50_infer_b256_64", 256, false, it ? it : 20); }},
+      {"dsen2cr_train_B16F256_b16_128",
+       [](int it) { dsen2cr("dsen2cr_train_B16F256_b16_128", 16, 256, 16, 128, true, it ? it : 2); }},
+      {"dsen2cr_infer_B16F256_b1_256",
+       [](int it) { dsen2cr("dsen2cr_infer_B16F256_b1_256", 16, 256, 1, 256, false, it ? it : 5); }},
+  };
+  return all;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string want;
   int iters = 0;  // 0: the script's default per case
+  bool list = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--cases" && i + 1 < argc) want = argv[++i];
     else if (a == "--iters" && i + 1 < argc) iters = std::max(1, std::atoi(argv[++i]));
-    else if (a == "--list") {
-      for (const Case& c : cases()) std::printf("%s\n", c.key);
-      return 0;
-    } else {
-      std::fprintf(stderr, "usage: %s [--cases a,b,...] [--iters N] [--list]\n", argv[0]);
+    else if (a == "--warmup" && i + 1 < argc) g_warmup = std::max(0, std::atoi(argv[++i]));
+    else if (a == "--device" && i + 1 < argc) {
+      try {
+        g_device = parse_device(argv[++i]);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_models: %s\n", e.what());
+        return 2;
+      }
+    } else if (a == "--list") list = true;
+    else {
+      std::fprintf(stderr, "usage: %s [--device cpu|cuda] [--cases a,b,...] [--iters N] [--warmup N] [--list]\n",
+                   argv[0]);
       return 2;
     }
   }
+  const std::vector<Case>& cases = g_device == Device::CUDA ? cuda_cases() : cpu_cases();
+  if (list) {
+    for (const Case& c : cases) std::printf("%s\n", c.key);
+    return 0;
+  }
   int failed = 0, ran = 0;
-  for (const Case& c : cases()) {
+  for (const Case& c : cases) {
     if (!want.empty() && ("," + want + ",").find(std::string(",") + c.key + ",") == std::string::npos) continue;
     ++ran;
     std::fflush(stdout);
     pid_t pid = fork();  // own process per case: its own peak RSS, no allocator cache carried over
     if (pid == 0) {
       try {
+        // In the child: CUDA must not be initialised before fork().
+        if (g_device == Device::CUDA && !cuda::register_cuda_backend()) {
+          std::fprintf(stderr, "bench_models: --device cuda: %s\n", cuda_status().c_str());
+          _exit(77);
+        }
         c.run(iters);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_models: %s: %s\n", c.key, e.what());
@@ -242,7 +341,9 @@ int main(int argc, char** argv) {
       _exit(0);
     }
     int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    const bool waited = pid > 0 && waitpid(pid, &status, 0) == pid;
+    if (waited && WIFEXITED(status) && WEXITSTATUS(status) == 77) return 77;  // no CUDA device: skipped
+    if (!waited || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       std::fprintf(stderr, "bench_models: case %s failed\n", c.key);
       ++failed;
     }

@@ -1,6 +1,7 @@
 // allocator.cpp: size classes, free lists and statistics; see allocator.h for why.
 #include "engine/allocator.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "engine/error.h"
@@ -54,6 +55,7 @@ void* CachingAllocator::allocate(size_t bytes) {
   live_[p] = size;
   stats_.bytes_in_use += size;
   if (stats_.bytes_in_use > stats_.peak_in_use) stats_.peak_in_use = stats_.bytes_in_use;
+  stats_.peak_reserved = std::max(stats_.peak_reserved, stats_.bytes_in_use + stats_.bytes_cached);
   return p;
 }
 
@@ -75,6 +77,12 @@ void CachingAllocator::empty_cache() {
     for (void* b : blocks) raw_free_(b);
   free_.clear();
   stats_.bytes_cached = 0;
+}
+
+void CachingAllocator::reset_peaks() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.peak_in_use = stats_.bytes_in_use;
+  stats_.peak_reserved = stats_.bytes_in_use + stats_.bytes_cached;
 }
 
 AllocatorStats CachingAllocator::stats() const {

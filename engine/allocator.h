@@ -24,6 +24,8 @@ struct AllocatorStats {
   size_t bytes_in_use = 0;     // handed out and not yet freed
   size_t bytes_cached = 0;     // freed, kept in the free lists for reuse
   size_t peak_in_use = 0;      // high-water mark of bytes_in_use
+  size_t peak_reserved = 0;    // high-water mark of in use + cached (what the system gave us; PyTorch's
+                               // max_memory_reserved)
   uint64_t allocations = 0;    // calls to allocate()
   uint64_t cache_hits = 0;     // allocations served from the free lists
   uint64_t system_allocs = 0;  // allocations that went to the system
@@ -44,6 +46,7 @@ class CachingAllocator {
   void empty_cache();               // give every cached block back to the system
   AllocatorStats stats() const;
   static size_t round_size(size_t bytes);
+  void reset_peaks();               // peak_in_use / peak_reserved := the current values
 
  private:
   RawAlloc raw_alloc_;

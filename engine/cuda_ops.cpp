@@ -12,6 +12,7 @@ struct Registry {
   std::mutex mu;
   bool registered = false;
   CudaOps ops{};
+  CudaOpMarker marker = nullptr;
   std::string status = "no CUDA backend: this program was built without one (no nvcc, or it does not call "
                        "register_cuda_backend())";
 };
@@ -25,6 +26,7 @@ const CudaOps& cuda_ops(const char* op) {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
   NIMBUS_CHECK(r.registered, op, ": device cuda is not available (", r.status, ")");
+  if (r.marker) r.marker(op);
   return r.ops;
 }
 
@@ -33,6 +35,12 @@ void set_cuda_ops(const CudaOps& ops) {
   std::lock_guard<std::mutex> lock(r.mu);
   r.ops = ops;
   r.registered = true;
+}
+
+void set_cuda_op_marker(CudaOpMarker marker) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.marker = marker;
 }
 
 std::string cuda_status() {

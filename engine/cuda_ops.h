@@ -69,8 +69,12 @@ struct CudaOps {
 };
 
 // The registered table; throws Error("<op>: ...") naming `op` when no CUDA backend is registered.
+// Every engine op calls it once per use, so it doubles as the op boundary for profiling: when a
+// marker is set, it is called with `op` first (the CUDA backend's per-op timer, op_profile.h).
 const CudaOps& cuda_ops(const char* op);
 void set_cuda_ops(const CudaOps& ops);
+using CudaOpMarker = void (*)(const char* op);  // `op` is a string literal
+void set_cuda_op_marker(CudaOpMarker marker);   // nullptr: none
 
 // One sentence on the CUDA backend for --device handling: what was found, or why it is unusable
 // ("no CUDA device: cudaGetDeviceCount returned ... (driver ..., runtime ...)"). Set by the

@@ -51,6 +51,7 @@ void* raw_alloc(size_t bytes) {
 // Only empty_cache() and the end of the process free: wait for every queued kernel first, rather
 // than rely on cudaFree's implicit synchronisation.
 void raw_free(void* p) {
+  count_host_wait();
   cudaDeviceSynchronize();
   cudaFree(p);
 }
@@ -64,7 +65,10 @@ void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t byt
                                   ? (dst_dev == Device::CPU ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
                                   : (dst_dev == Device::CPU ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);
   cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, launch_stream());
-  if (e == cudaSuccess && kind != cudaMemcpyDeviceToDevice) e = cudaStreamSynchronize(launch_stream());
+  if (e == cudaSuccess && kind != cudaMemcpyDeviceToDevice) {
+    count_host_wait();
+    e = cudaStreamSynchronize(launch_stream());
+  }
   if (e != cudaSuccess) (void)cudaGetLastError();
   NIMBUS_CHECK(e == cudaSuccess, "cuda copy of ", bytes, " bytes (", device_name(src_dev), " -> ",
                device_name(dst_dev), ") failed: ", cudaGetErrorString(e));

@@ -7,6 +7,10 @@
  * Launchers pass launch_stream() (the backend's current stream, stream.h) as `stream`.
  * Kernel contract (what may appear in a .cu): ../shared/reference/cuda-on-cpu.md §2.5 and
  * docs/cuda-emulator.md. __CUDA_ARCH__ branches belong here, never in kernels.
+ *
+ * A third world, for host-only C++ that drives the real device (the emulator's kernel tests
+ * rebuilt for a GPU, tests/CMakeLists.txt test_cuda_real): g++ with -DNIMBUS_CUDA_RUNTIME gets the
+ * real runtime API and the host helpers, but no launch() or device-side helpers (it holds no kernels).
  */
 #pragma once
 #include <cstddef>
@@ -14,13 +18,18 @@
 #include <type_traits>
 #include <utility>
 
-#ifdef __CUDACC__
+#include "kernels/cuda/stream.h"  // count_launch()
+
+#if defined(NIMBUS_CUDA_RUNTIME) && !defined(__CUDACC__)
+#include <cuda_runtime.h>
+#elif defined(__CUDACC__)
 #include <cuda_runtime.h>
 
 template <typename... P, typename... A>
 inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
   static_assert((std::is_trivially_copyable_v<std::decay_t<P>> && ...), "launch: kernel parameters must be POD");
+  ::nimbus::cuda::count_launch();
   kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
 }
 #define DYNAMIC_SMEM(T, p)                                        \
@@ -28,6 +37,11 @@ inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
   T* p = reinterpret_cast<T*>(nimbus_dyn_smem)
 #else
 #include "kernels/emu/device.h"
+template <typename... P, typename... A>
+inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
+  ::nimbus::cuda::count_launch();
+  emu_launch(kernel, grid, block, smem, stream, std::forward<A>(args)...);
+}
 #define DYNAMIC_SMEM(T, p) T* p = reinterpret_cast<T*>(::nimbus::emu::dynamic_smem())
 #endif
 // DYNAMIC_SMEM(T, p): p points to the block's dynamic shared memory, under one name for the whole
@@ -35,13 +49,14 @@ inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
 // start: the emulator fills it with NaN bytes for every block.
 
 
-#include "kernels/cuda/stream.h"
-
 namespace nimbus::cuda {
 // Host side: the stream every launcher uses (the current stream of stream.h).
 inline cudaStream_t launch_stream() { return static_cast<cudaStream_t>(current_stream()); }
-// Host side: raise the pending launch error (bad configuration, ...) as a nimbus::Error naming `what`.
+// Host side: raise the pending launch error (bad configuration, ...) as a nimbus::Error naming `what`;
+// with NIMBUS_CUDA_SYNC_CHECK=1, also wait for the kernel and raise its execution error (launch.cu).
 void check_launch(const char* what);
+bool sync_check_enabled();     // NIMBUS_CUDA_SYNC_CHECK at start-up, or the last set_sync_check()
+void set_sync_check(bool on);
 // Grid size for a grid-stride loop over n elements: enough blocks to cover n, capped (more
 // blocks than that only add scheduling overhead; each thread then loops).
 inline unsigned grid_for(int64_t n, int block, unsigned cap = 4096) {
@@ -50,6 +65,8 @@ inline unsigned grid_for(int64_t n, int block, unsigned cap = 4096) {
 }
 }  // namespace nimbus::cuda
 
+#if defined(__CUDACC__) || !defined(NIMBUS_CUDA_RUNTIME)
 // Grid-stride loop bounds for 1-D launches: for (i = grid_first(); i < n; i += grid_step()).
 __device__ __forceinline__ int64_t grid_first() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t grid_step() { return int64_t(gridDim.x) * blockDim.x; }
+#endif

@@ -1,14 +1,40 @@
-/* launch.cu: host helpers shared by every launcher (compiled by nvcc and, as C++, by g++). */
+/* launch.cu: host helpers shared by every launcher (compiled by nvcc and, as C++, by g++).
+ *
+ * Debug switch: with NIMBUS_CUDA_SYNC_CHECK=1 in the environment, check_launch() also waits for the
+ * kernel to finish and raises its execution error (an illegal address, say) as an Error naming the
+ * launcher that queued it. Without it such an error surfaces at the next synchronisation, named
+ * after whatever happened to wait. Each of those waits counts as a host wait (stream.h).
+ */
 #include "kernels/cuda/compat.h"
 
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "engine/error.h"
 
 namespace nimbus::cuda {
 
+namespace {
+std::atomic<bool> sync_check{[] {
+  const char* v = std::getenv("NIMBUS_CUDA_SYNC_CHECK");
+  return v && *v && std::strcmp(v, "0") != 0;
+}()};
+}  // namespace
+
+bool sync_check_enabled() { return sync_check.load(std::memory_order_relaxed); }
+void set_sync_check(bool on) { sync_check.store(on, std::memory_order_relaxed); }
+
 void check_launch(const char* what) {
   cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess && sync_check_enabled()) {
+    count_host_wait();
+    e = cudaStreamSynchronize(launch_stream());
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    if (e != cudaSuccess)
+      throw Error(str(what, ": CUDA kernel failed (NIMBUS_CUDA_SYNC_CHECK): ", cudaGetErrorString(e)));
+  }
   if (e == cudaSuccess) return;
 #ifdef __CUDACC__
   std::string detail;

@@ -18,6 +18,7 @@ namespace {
 
 std::atomic<void*> current{nullptr};
 std::atomic<void*> compute{nullptr};
+std::atomic<uint64_t> launches{0}, host_waits{0};
 
 cudaStream_t as_cuda(Stream s) { return static_cast<cudaStream_t>(s); }
 
@@ -34,6 +35,12 @@ void check(cudaError_t e, const char* what) {
 }
 
 }  // namespace
+
+WorkCounts work_counts() {
+  return {launches.load(std::memory_order_relaxed), host_waits.load(std::memory_order_relaxed)};
+}
+void count_launch() { launches.fetch_add(1, std::memory_order_relaxed); }
+void count_host_wait() { host_waits.fetch_add(1, std::memory_order_relaxed); }
 
 Stream current_stream() { return current.load(std::memory_order_relaxed); }
 Stream compute_stream() { return compute.load(std::memory_order_relaxed); }
@@ -64,7 +71,10 @@ void destroy_stream(Stream s) {
   check(cudaStreamDestroy(as_cuda(s)), "cuda::destroy_stream");
 }
 
-void synchronize_stream(Stream s) { check(cudaStreamSynchronize(as_cuda(s)), "cuda::synchronize_stream"); }
+void synchronize_stream(Stream s) {
+  count_host_wait();
+  check(cudaStreamSynchronize(as_cuda(s)), "cuda::synchronize_stream");
+}
 
 // For backend.cu's registration only: the compute stream becomes current.
 void install_compute_stream(Stream s) {

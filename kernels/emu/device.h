@@ -206,11 +206,12 @@ inline float min(float a, float b) { return fminf(a, b); }
 inline float max(float a, float b) { return fmaxf(a, b); }
 
 // ---------------------------------------------------------------------------------------------
-// launch(kernel, grid, block, smem, stream, args...): the one way to start a kernel (it is
+// emu_launch(kernel, grid, block, smem, stream, args...): runs a kernel. Kernels are started
+// through compat.h's launch(), which counts the launch and calls this (it is
 // kernel<<<grid, block, smem, stream>>>(args...) under nvcc). Arguments are converted to the
 // kernel's parameter types and copied once, like CUDA's by-value parameter buffer.
 template <typename... P, typename... A>
-void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
+void emu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
   static_assert((std::is_trivially_copyable_v<std::decay_t<P>> && ...), "launch: kernel parameters must be POD");
   // Streams run in order on the host; the stream is checked (live) and counted (emu::stream_stats).

@@ -1,4 +1,6 @@
-/* emu_util.h: small helpers for the emulator tests: device buffers and scoped order/strict settings. */
+/* emu_util.h: small helpers for the emulator tests: device buffers and scoped order/strict settings.
+ * Built with -DNIMBUS_CUDA_RUNTIME (test_cuda_real), the same tests run on a real GPU: the order
+ * settings become no-ops and kOnEmulator is false for the few checks that only hold on the emulator. */
 #pragma once
 #include <doctest/doctest.h>
 
@@ -29,6 +31,25 @@ struct DeviceBuffer {
   }
 };
 
+#ifdef NIMBUS_CUDA_RUNTIME
+// On a real GPU (test_cuda_real) the hardware picks the order: one pass, the scoped settings do nothing.
+}  // namespace nimbus::test
+namespace nimbus::emu {
+enum class Order { Forward };  // one pass, in whatever order the hardware runs it
+inline const char* order_name(Order) { return "hardware"; }
+}  // namespace nimbus::emu
+namespace nimbus::test {
+struct ScopedOrder {
+  explicit ScopedOrder(emu::Order, uint64_t = 1, bool = true) {}
+};
+struct ScopedBlockThreads {
+  explicit ScopedBlockThreads(int) {}
+};
+inline const emu::Order kAllOrders[] = {emu::Order::Forward};
+constexpr bool kOnEmulator = false;
+#else
+constexpr bool kOnEmulator = true;
+
 // Sets the emulator's thread/block order (and strictness) for one scope.
 struct ScopedOrder {
   emu::OrderSpec saved = emu::order();
@@ -51,5 +72,6 @@ struct ScopedBlockThreads {
 };
 
 inline const emu::Order kAllOrders[] = {emu::Order::Forward, emu::Order::Reverse, emu::Order::Shuffle};
+#endif
 
 }  // namespace nimbus::test

@@ -1,0 +1,155 @@
+"""results.py: the results.jsonl of scripts/gpu_check.sh: annotate rows as they arrive, and summarise.
+
+  <program> | python3 results.py annotate --phase PHASE   # rows -> $NIMBUS_RESULTS, all lines -> stdout
+  python3 results.py summary results.jsonl                # the markdown table of docs/gpu-results.md
+
+One JSON object per line: one case (a kernel problem, a model step, a ceiling) run by one
+implementation in one precision. Fields written by the programs (bench/cuda --case, bench_models
+--device cuda, bench/torch/gpu_reference.py, scripts/gpu/ceilings.py):
+  case, impl (nimbus_vN / nimbus / cudnn / cublas / torch_eager / torch_compile / torch), precision
+  (fp32 / tf32 / bf16), ok, rel_err (against a float64 reference on sampled outputs), median_ms,
+  p10_ms, p90_ms, flops, bytes (the fewest bytes that must move), nimbus_ms (ours: = median_ms;
+  others: null), reference and reference_ms (for ours: the library reference timed in the same
+  process; for a reference row: itself); model rows add launches_per_step, host_waits_per_step,
+  peak_mem_bytes and ops (per-op device time).
+Added here: phase, commit, date, gpu (nvidia-smi's name), sm_clock_mhz (read as the row arrives).
+"""
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+
+def sm_clock():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm,name", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        clock, name = [s.strip() for s in out.split(",", 1)]
+        return int(clock), name
+    except Exception:
+        return None, None
+
+
+def annotate(phase):
+    path = os.environ.get("NIMBUS_RESULTS", "results.jsonl")
+    commit = os.environ.get("NIMBUS_COMMIT", "unknown")
+    with open(path, "a") as sink:
+        for line in sys.stdin:
+            text = line.strip()
+            row = None
+            if text.startswith("{"):
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError:
+                    row = None
+            if row is None:
+                print(line, end="", flush=True)
+                continue
+            clock, name = sm_clock()
+            row.update(phase=phase, commit=commit, gpu=name, sm_clock_mhz=clock,
+                       date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            short = {k: row.get(k) for k in ("case", "impl", "precision", "ok", "median_ms", "rel_err")}
+            print("  row:", json.dumps(short), flush=True)
+
+
+def fmt(ms):
+    if ms is None:
+        return "-"
+    return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
+
+
+def summary(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    if not rows:
+        print("no results")
+        return 1
+    first = rows[0]
+    print(f"GPU: {first.get('gpu')}, commit {first.get('commit')}, {first.get('date')}\n")
+
+    ceil = {r["case"]: r for r in rows if r.get("case", "").startswith("ceiling_")}
+    bw = ceil.get("ceiling_copy", {}).get("tb_per_s")
+    tf = ceil.get("ceiling_bf16_gemm", {}).get("tflops")
+    if bw or tf:
+        print(f"Ceilings measured: copy {bw or 0:.2f} TB/s (read + write), bf16 GEMM {tf or 0:.0f} TFLOP/s\n")
+
+    def best(case, impl_prefix, precision=None, ok_only=True):
+        c = [r for r in rows if r.get("case") == case and r.get("impl", "").startswith(impl_prefix)
+             and (precision is None or r.get("precision") == precision) and (r.get("ok") or not ok_only)
+             and r.get("median_ms") is not None]
+        return min(c, key=lambda r: r["median_ms"]) if c else None
+
+    kernel_cases = [c for c in dict.fromkeys(r["case"] for r in rows if r.get("phase") == "kernels")]
+    if kernel_cases:
+        print("Kernels (ms, median; TFLOP/s of our best in brackets; lib = cuDNN for convs, cuBLAS for GEMM)\n")
+        print("| case | ours (best version) | lib fp32 | lib TF32 | lib bf16 | torch fp32 | torch TF32 | torch bf16 "
+              "| ours / lib fp32 | ours / lib bf16 |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for case in kernel_cases:
+            ours = best(case, "nimbus")
+            lib = {p: best(case, "cudnn", p) or best(case, "cublas", p) for p in ("fp32", "tf32", "bf16")}
+            tor = {p: best(case, "torch_eager", p) for p in ("fp32", "tf32", "bf16")}
+            o = ours["median_ms"] if ours else None
+            tfl = f" [{ours['flops'] / o / 1e9:.1f}]" if ours and ours.get("flops") else ""
+            name = f"{fmt(o)} ({ours['impl']}){tfl}" if ours else "-"
+            ratio = lambda r: f"{r['median_ms'] / o:.3f}" if (r and o) else "-"
+            print(f"| {case} | {name} | " + " | ".join(fmt(lib[p]["median_ms"]) if lib[p] else "-" for p in lib) + " | "
+                  + " | ".join(fmt(tor[p]["median_ms"]) if tor[p] else "-" for p in tor)
+                  + f" | {ratio(lib['fp32'])} | {ratio(lib['bf16'])} |")
+        bad = [r for r in rows if r.get("phase") == "kernels" and not r.get("ok")]
+        for r in bad:
+            print(f"\nFAILED: {r.get('case')} {r.get('impl')} {r.get('precision')}: rel_err {r.get('rel_err')} "
+                  f"{r.get('note', '')}")
+        print()
+
+    model_cases = [c for c in dict.fromkeys(r["case"] for r in rows if r.get("phase") == "models")]
+    if model_cases:
+        print("Models (ms per step, median; launches / host waits per step; peak reserved GiB)\n")
+        print("| case | nimbus fp32 | torch fp32 | torch TF32 | torch bf16 | torch.compile bf16 | nimbus launches / waits "
+              "| torch bf16 launches / waits | peak GiB nimbus / torch fp32 |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        gib = lambda r: f"{r['peak_mem_bytes'] / 2**30:.1f}" if r and r.get("peak_mem_bytes") else "-"
+        lw = lambda r: f"{r.get('launches_per_step')} / {r.get('host_waits_per_step')}" if r else "-"
+        for case in model_cases:
+            ours = best(case, "nimbus")
+            t = {p: best(case, "torch_eager", p) for p in ("fp32", "tf32", "bf16")}
+            comp = best(case, "torch_compile")
+            print(f"| {case} | {fmt(ours['median_ms']) if ours else '-'} | "
+                  + " | ".join(fmt(t[p]["median_ms"]) if t[p] else "-" for p in t)
+                  + f" | {fmt(comp['median_ms']) if comp else '-'} | {lw(ours)} | {lw(t['bf16'])} | "
+                  f"{gib(ours)} / {gib(t['fp32'])} |")
+        for case in model_cases:
+            ours = best(case, "nimbus")
+            if ours and ours.get("ops"):
+                total = sum(o["ms"] for o in ours["ops"])
+                top = ", ".join(f"{o['name']} {o['ms']:.1f} ms ({o['calls']})" for o in ours["ops"][:6])
+                print(f"\n{case}, nimbus per-op device time (top 6 of {total:.1f} ms): {top}")
+        print()
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("annotate")
+    a.add_argument("--phase", required=True)
+    s = sub.add_parser("summary")
+    s.add_argument("path")
+    args = ap.parse_args()
+    if args.cmd == "annotate":
+        annotate(args.phase)
+        return 0
+    return summary(args.path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

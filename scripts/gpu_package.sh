@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# gpu_package.sh [--check]: build every GPU target here and pack it for a bare GPU machine.
+#
+# Why: the GPU machines we borrow (docs/cuda-backend.md, "On a GPU machine") have nvcc, a driver and
+# cuBLAS/cuDNN only as Python wheels, but none of our Debian libraries (OpenBLAS, libtiff,
+# libgeotiff, libpng) and no internet. So the binaries are built here, with the same nvcc 13, for
+# sm_80 and sm_90 with a portable x86-64-v3 host ISA (AVX2; -Wno-psabi: simd.h's 16-float vectors then pass in two registers, inside one file), and carried with every shared library they
+# need that the device image does not have. cudart is linked statically; cuBLAS and cuDNN resolve
+# there from the wheels' versioned files (libcublas.so.13, libcudnn.so.9) through LD_LIBRARY_PATH,
+# which scripts/gpu_check.sh sets.
+#
+# Writes .gpu/nimbus-gpu.tar.gz (ignored by git through .git/info/exclude; name .gpu in the device
+# tool's carry list) holding nimbus-gpu/{bin,lib,MANIFEST}. With --check it then proves the
+# bundle self-contained: with LD_LIBRARY_PATH set to its lib/ only and the build tree's RUNPATHs
+# stripped, every library each binary loads comes from lib/ or from the list of what the device
+# image provides (glibc, libstdc++, libgcc_s, libgomp, the driver's libcuda, the cuBLAS/cuDNN
+# wheels), and the programs start (cuda_status reports no device here, exit 1).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${NIMBUS_GPU_BUILD:-$root/build-gpu}
+out=$root/.gpu
+stage=$out/nimbus-gpu
+check=0
+[[ ${1:-} == --check ]] && check=1
+
+targets=(cuda_status test_gpu_reference test_cuda_real gpu_bench_gemm gpu_bench_conv2d bench_models
+         make_synthetic train_resnet train_dsen2cr classify remove_clouds cloud_impact)
+
+"$root/scripts/install_deps.sh" > /dev/null
+echo "gpu_package: configuring $build (real CUDA backend, sm_80 + sm_90, -march=x86-64-v3)"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNIMBUS_CUDA_BACKEND=ON -DNIMBUS_WERROR=ON \
+  -DNIMBUS_NATIVE=OFF -DCMAKE_CXX_FLAGS="-march=x86-64-v3 -Wno-psabi" -DCMAKE_CUDA_FLAGS="-Xcompiler=-march=x86-64-v3" \
+  -DCMAKE_SKIP_BUILD_RPATH=ON -DNIMBUS_CUDART_STATIC=ON > "$build.configure.log" 2>&1 ||
+  { cat "$build.configure.log"; exit 1; }
+cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
+
+rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/lib"
+for t in "${targets[@]}"; do
+  f=$(find "$build" -type f -name "$t" -perm -u+x | head -1)
+  [[ -n $f ]] || { echo "gpu_package: no binary for $t"; exit 1; }
+  strip --strip-unneeded -o "$stage/bin/$t" "$f"
+done
+
+# What the device image has (so it is not carried): glibc's libraries, the compiler runtime that
+# its g++ brings, the driver, and the CUDA libraries of its wheels.
+provided='^(linux-vdso|ld-linux-x86-64|libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|libcuda|libcublas|libcublasLt|libcudnn[a-z_]*|libnvrtc)\.so'
+is_provided() { [[ $(basename "$1") =~ $provided ]]; }
+
+# Every library the binaries need, resolved here, minus what the device provides.
+for b in "$stage"/bin/*; do
+  ldd "$b" | awk '/=> \// {print $3}'
+done | sort -u | while read -r lib; do
+  is_provided "$lib" || cp -L "$lib" "$stage/lib/"
+done
+# OpenBLAS: the OpenMP build (it shares libgomp's pool with our kernels; CMakeLists.txt says why),
+# whatever Debian's alternatives point libopenblas.so.0 at.
+omp_blas=/usr/lib/$(gcc -dumpmachine)/openblas-openmp/libopenblas.so.0
+[[ -f $omp_blas ]] && cp -L "$omp_blas" "$stage/lib/libopenblas.so.0"
+# cuDNN 9 loads its engine libraries (libcudnn_cnn.so.9, ...) at run time; the wheels have them too.
+
+{
+  echo "nimbus GPU bundle"
+  echo "commit $(git -C "$root" rev-parse HEAD)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(nvcc --version 2>/dev/null | tail -1 || /usr/local/cuda/bin/nvcc --version | tail -1)"
+  echo "bin: $(ls "$stage/bin" | tr '\n' ' ')"
+  echo "lib: $(ls "$stage/lib" | tr '\n' ' ')"
+} > "$stage/MANIFEST"
+tar -C "$out" -czf "$out/nimbus-gpu.tar.gz" nimbus-gpu
+size=$(stat -c %s "$out/nimbus-gpu.tar.gz")
+echo "gpu_package: $out/nimbus-gpu.tar.gz, $((size / 1048576)) MiB ($(ls "$stage/bin" | wc -l) programs, $(ls "$stage/lib" | wc -l) libraries)"
+(( size < 48 * 1048576 )) || { echo "gpu_package: bundle over 48 MiB: the device tool carries 64 MiB in all"; exit 1; }
+
+if (( check )); then
+  echo "gpu_package: checking the bundle is self-contained"
+  bad=0
+  for b in "$stage"/bin/*; do
+    ! readelf -d "$b" | grep -qE 'R(UN)?PATH' || { echo "  $b has an RPATH/RUNPATH"; bad=1; }
+    while read -r name path; do
+      if [[ $path == "not found" ]]; then
+        is_provided "$name" || { echo "  $(basename "$b"): $name not found"; bad=1; }
+      elif [[ $path != "$stage/lib/"* ]] && ! is_provided "$path"; then
+        echo "  $(basename "$b"): $name would come from $path, outside the bundle"; bad=1
+      fi
+    done < <(env -i LD_LIBRARY_PATH="$stage/lib" ldd "$b" | awk '/=>/ {print $1, ($3 == "not" ? "not found" : $3)}')
+  done
+  (( bad == 0 )) || { echo "gpu_package: bundle check FAILED"; exit 1; }
+  set +e
+  msg=$(env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="$stage/lib" "$stage/bin/cuda_status" 2>&1); rc=$?
+  set -e
+  echo "  cuda_status -> exit $rc: $msg"
+  [[ $rc -eq 1 && $msg == *cudaGetDeviceCount* ]] || { echo "gpu_package: cuda_status did not start cleanly"; exit 1; }
+  env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/bench_models" --device cuda --list > /dev/null
+  env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/gpu_bench_conv2d" --list > /dev/null
+  env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/make_synthetic" --help > /dev/null
+  echo "gpu_package: bundle check passed (every library from the bundle or the device image; programs start)"
+fi

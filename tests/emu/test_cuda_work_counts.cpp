@@ -1,0 +1,169 @@
+/* test_cuda_work_counts.cpp: the launch and host-wait counters (kernels/cuda/stream.h), the per-op
+ * profiler (kernels/cuda/op_profile.h) and the NIMBUS_CUDA_SYNC_CHECK switch, on the emulator.
+ *
+ * The counters are what bench_models --device cuda reports per training step on the GPU; the same
+ * source counts here, so this file pins a training step's launches and host waits: a change that
+ * adds launches or waits to a step fails here, in CI, with the new figure, and the budget below is
+ * raised only on purpose (a GPU step pays ~3-5 us per launch and a full pipeline drain per wait).
+ * The budgets are today's exact counts: lowering them as the sync-free step lands is the point.
+ */
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+
+#include "engine/cuda_ops.h"
+#include "engine/ops/loss.h"
+#include "engine/optim/adam.h"
+#include "engine/random.h"
+#include "engine/tensor.h"
+#include "kernels/cuda/backend.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/op_profile.h"
+#include "kernels/cuda/stream.h"
+#include "models/dsen2cr.h"
+#include "models/resnet.h"
+#include "tests/emu/emu_util.h"
+
+using namespace nimbus;
+using nimbus::test::kOnEmulator;
+
+namespace {
+
+struct StepCounts {
+  uint64_t launches = 0, host_waits = 0;
+};
+
+// Runs `step` three times (the first two allocate and warm the optimiser state) and counts the third.
+template <typename F>
+StepCounts count_third_step(F step) {
+  step(), step();
+  device_runtime(Device::CUDA).synchronize();
+  const cuda::WorkCounts a = cuda::work_counts();
+  step();
+  const cuda::WorkCounts b = cuda::work_counts();
+  return {b.launches - a.launches, b.host_waits - a.host_waits};
+}
+
+models::ResNetConfig tiny_resnet() {
+  models::ResNetConfig cfg;
+  cfg.block = models::BlockType::Bottleneck;
+  cfg.blocks = {1, 1, 1, 1};
+  cfg.width = 4;
+  cfg.in_channels = 13;
+  cfg.classes = 10;
+  return cfg;
+}
+
+// Today's counts for one Adam training step (see the top of the file). The waits: ResNet's batch
+// norms and cross-entropy read scalars back to the host; DSen2-CR's L1 loss reads one.
+constexpr uint64_t kResNetStepLaunches = 292, kResNetStepWaits = 19;
+constexpr uint64_t kDSen2CRStepLaunches = 86, kDSen2CRStepWaits = 1;
+
+TEST_CASE("cuda work counts: one launch per kernel, none for a host copy; a stream sync is a host wait") {
+  REQUIRE(cuda::register_cuda_backend());
+  test::DeviceBuffer<float> y(1000);
+  const cuda::WorkCounts a = cuda::work_counts();
+  cuda::fill(y.p, 1.0f, 1000);
+  cuda::fill(y.p, 2.0f, 1000);
+  const cuda::WorkCounts b = cuda::work_counts();
+  CHECK(b.launches - a.launches == 2);
+  CHECK(b.host_waits == a.host_waits);
+  const Tensor t = Tensor::full({5}, 3.0f, Device::CUDA);  // a fill kernel
+  const cuda::WorkCounts c = cuda::work_counts();
+  CHECK(c.launches - b.launches == 1);
+  CHECK(t.to_vector() == std::vector<float>(5, 3.0f));  // device -> host: one wait
+  const cuda::WorkCounts d = cuda::work_counts();
+  CHECK(d.host_waits - c.host_waits == 1);
+  CHECK(d.launches == c.launches);
+  device_runtime(Device::CUDA).synchronize();
+  CHECK(cuda::work_counts().host_waits - d.host_waits == 1);
+}
+
+TEST_CASE("cuda work counts: a tiny ResNet-50-shaped Adam step stays within its launch and host-wait budget") {
+  REQUIRE(cuda::register_cuda_backend());
+  Rng rng(1);
+  models::ResNet net(tiny_resnet(), rng);
+  net.to(Device::CUDA);
+  net.train();
+  Adam adam(net.named_parameters(), AdamOptions{1e-4});
+  const Tensor x = Tensor::randn({2, 13, 32, 32}, rng).to(Device::CUDA);
+  const Tensor y = Tensor::from_vector({2}, {3, 7}).to(Device::CUDA);
+  const StepCounts n = count_third_step([&] {
+    adam.zero_grad();
+    cross_entropy(net.forward(x), y).backward();
+    adam.step();
+  });
+  MESSAGE("ResNet step: ", n.launches, " launches, ", n.host_waits, " host waits");
+  CHECK(n.launches > 0);
+  CHECK(n.launches <= kResNetStepLaunches);
+  CHECK(n.host_waits <= kResNetStepWaits);
+}
+
+TEST_CASE("cuda work counts: a tiny DSen2-CR Adam step stays within its launch and host-wait budget") {
+  REQUIRE(cuda::register_cuda_backend());
+  Rng rng(2);
+  models::DSen2CR net(models::DSen2CRConfig{2, 8, true}, rng);
+  net.to(Device::CUDA);
+  net.train();
+  Adam adam(net.named_parameters(), AdamOptions{1e-4});
+  const Tensor s2 = Tensor::randn({2, 13, 8, 8}, rng).to(Device::CUDA), s1 = Tensor::randn({2, 2, 8, 8}, rng).to(Device::CUDA);
+  const Tensor target = Tensor::randn({2, 13, 8, 8}, rng).to(Device::CUDA);
+  const StepCounts n = count_third_step([&] {
+    adam.zero_grad();
+    l1_loss(net.forward(s2, s1), target).backward();
+    adam.step();
+  });
+  MESSAGE("DSen2-CR step: ", n.launches, " launches, ", n.host_waits, " host waits");
+  CHECK(n.launches > 0);
+  CHECK(n.launches <= kDSen2CRStepLaunches);
+  CHECK(n.host_waits <= kDSen2CRStepWaits);
+}
+
+TEST_CASE("cuda op profile: every engine op entered is counted under its name, in order of time") {
+  REQUIRE(cuda::register_cuda_backend());
+  Rng rng(3);
+  models::DSen2CR net(models::DSen2CRConfig{2, 8, true}, rng);
+  net.to(Device::CUDA);
+  const Tensor s2 = Tensor::randn({1, 13, 6, 6}, rng).to(Device::CUDA), s1 = Tensor::randn({1, 2, 6, 6}, rng).to(Device::CUDA);
+  const Tensor target = Tensor::randn({1, 13, 6, 6}, rng).to(Device::CUDA);
+  CHECK_THROWS_WITH_AS(cuda::stop_op_profile(), doctest::Contains("none is open"), Error);
+  cuda::start_op_profile();
+  CHECK_THROWS_WITH_AS(cuda::start_op_profile(), doctest::Contains("already open"), Error);
+  l1_loss(net.forward(s2, s1), target).backward();
+  const std::vector<cuda::OpTime> ops = cuda::stop_op_profile();
+  auto calls = [&](const std::string& name) {
+    for (const cuda::OpTime& t : ops)
+      if (t.op == name) return t.calls;
+    return int64_t(0);
+  };
+  // DSen2-CR B=2: head conv, 2 blocks of 2 convs, tail conv = 6 convs forward, 6 backward.
+  CHECK(calls("conv2d") == 6);
+  CHECK(calls("conv2d_backward") == 6);
+  CHECK(calls("l1_loss") >= 1);
+  CHECK(calls("(before the first op)") == 0);
+  for (size_t i = 1; i < ops.size(); ++i) CHECK(ops[i - 1].ms >= ops[i].ms);
+  for (const cuda::OpTime& t : ops) CHECK((kOnEmulator ? t.ms == 0 : t.ms >= 0));  // emulator events read 0 ms
+  // Closed: later ops are not recorded (a second stop has nothing to stop).
+  (void)Tensor::full({3}, 1.0f, Device::CUDA);
+  CHECK_THROWS_AS(cuda::stop_op_profile(), Error);
+}
+
+TEST_CASE("cuda sync check: the NIMBUS_CUDA_SYNC_CHECK switch waits for every kernel") {
+  REQUIRE(cuda::register_cuda_backend());
+  const bool was = cuda::sync_check_enabled();
+  cuda::set_sync_check(true);
+  test::DeviceBuffer<float> y(100);
+  const cuda::WorkCounts a = cuda::work_counts();
+  cuda::fill(y.p, 1.0f, 100);
+  cuda::fill(y.p, 2.0f, 100);
+  const cuda::WorkCounts b = cuda::work_counts();
+  CHECK(b.launches - a.launches == 2);
+  CHECK(b.host_waits - a.host_waits == 2);
+  CHECK_THROWS_WITH_AS(cuda::fill(y.p, 1.0f, 100, 2048), doctest::Contains("cuda::fill: CUDA launch failed"), Error);
+  cuda::set_sync_check(false);
+  cuda::fill(y.p, 3.0f, 100);
+  CHECK(cuda::work_counts().host_waits == b.host_waits);  // a refused launch has nothing to wait for; off: no wait
+  cuda::set_sync_check(was);
+}
+
+}  // namespace
