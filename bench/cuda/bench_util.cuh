@@ -1,33 +1,319 @@
-// bench_util.cuh: what every numbered-kernel benchmark in bench/cuda shares:
-// copying a host vector to the device, and timing a launch sequence with events.
+/* bench_util.cuh: what every numbered-kernel benchmark in bench/cuda shares.
+ *
+ * Both builds (g++ + emulator, nvcc):  upload() a host vector, check() a CUDA call, split_ints().
+ * nvcc only (the `--case` mode, docs/cuda-backend.md "Kernel cases"), because only a real GPU gives
+ * timings and cudaDeviceProp:
+ *   fill_uniform    device inputs, uniform in [-1, 1) from a hash of (seed, index): fresh per case
+ *   sample_indices  ~1000 random output positions; gather() copies those elements back as float
+ *   rel_err         ||out - ref|| / ||ref|| over the samples (NaN if any sample is not finite)
+ *   time_runs       CUDA events around each run: 2 warm-ups, then >= 5 runs, more while under a budget
+ *   Row             one JSON object per line on stdout, flushed at once
+ *   require_device  exit 77 with "no CUDA device: ..." when there is none
+ */
 #pragma once
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/compat.h"
 
+// Throw std::runtime_error naming the call when a CUDA runtime call fails.
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+#define CK(call) check((call), #call)
+
 // A device copy of h (the caller frees it with cudaFree).
 inline float* upload(const std::vector<float>& h) {
   float* d = nullptr;
-  cudaMalloc(&d, h.size() * sizeof(float));
-  cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice);
+  CK(cudaMalloc(&d, h.size() * sizeof(float)));
+  CK(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
   return d;
 }
 
-#ifdef __CUDACC__
-// One warm-up call, then the mean of `reps` calls between two events (ms).
-// Timing only means something on a real GPU, hence nvcc only.
-template <typename F>
-float time_ms(F f, int reps) {
-  f();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a), cudaEventCreate(&b);
-  cudaEventRecord(a);
-  for (int r = 0; r < reps; ++r) f();
-  cudaEventRecord(b);
-  cudaEventSynchronize(b);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, a, b);
-  cudaEventDestroy(a), cudaEventDestroy(b);
-  return ms / float(reps);
+// "1,3" -> {1, 3}; an empty or malformed list -> {} (the caller reports it).
+inline std::vector<int> split_ints(const char* s) {
+  std::vector<int> out;
+  std::string cur;
+  for (const char* p = s;; ++p) {
+    if (*p == ',' || *p == '\0') {
+      if (cur.empty()) return {};
+      out.push_back(std::atoi(cur.c_str()));
+      cur.clear();
+      if (*p == '\0') break;
+    } else if (*p >= '0' && *p <= '9') {
+      cur += *p;
+    } else {
+      return {};
+    }
+  }
+  return out;
 }
-#endif
+
+#ifdef __CUDACC__
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <random>
+
+// Exit 77 (ctest's "skipped") with a clear message when the process sees no CUDA device.
+inline void require_device() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    std::fprintf(stderr, "no CUDA device: cudaGetDeviceCount returned %s (%s), %d device(s)\n", cudaGetErrorName(e),
+                 cudaGetErrorString(e), n);
+    std::exit(77);
+  }
+}
+
+inline std::string device_name() {
+  cudaDeviceProp p{};
+  CK(cudaGetDeviceProperties(&p, 0));
+  return p.name;
+}
+
+// ---- inputs: uniform in [-1, 1) from splitmix64(seed + i), so every element differs ----------------
+__global__ void fill_uniform_kernel(float* p, int64_t n, uint64_t seed) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    uint64_t z = seed + uint64_t(i) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    p[i] = float(z >> 40) * (2.0f / 16777216.0f) - 1.0f;  // 24 random bits -> [-1, 1)
+  }
+}
+inline void fill_uniform(float* p, int64_t n, uint64_t seed) {
+  launch(fill_uniform_kernel, nimbus::cuda::grid_for(n, 256, 65535), 256, 0, nullptr, p, n, seed);
+  CK(cudaGetLastError());
+}
+
+// A device buffer of n floats, freed on scope exit (bench code only: errors throw, nothing leaks
+// across cases).
+struct DevBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+  explicit DevBuf(size_t b = 0) : bytes(b) {
+    if (b) CK(cudaMalloc(&p, b));
+  }
+  ~DevBuf() {
+    if (p) cudaFree(p);
+  }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  float* f() const { return static_cast<float*>(p); }
+  // Every byte 0xFF: a NaN in fp32 and in bf16, so an output the run never writes is caught.
+  void poison() const { CK(cudaMemset(p, 0xFF, bytes)); }
+};
+
+inline std::vector<float> download(const float* d, int64_t n) {
+  std::vector<float> h(static_cast<size_t>(n));
+  CK(cudaMemcpy(h.data(), d, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// ---- validation on sampled outputs -------------------------------------------------------------
+constexpr int kSamples = 1000;
+
+// kSamples distinct-enough flat indices into an output of n elements (with replacement; fixed seed).
+inline std::vector<int64_t> sample_indices(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> pick(0, n - 1);
+  std::vector<int64_t> idx(kSamples);
+  for (auto& i : idx) i = pick(rng);
+  return idx;
+}
+
+// out[j] = float(src[idx[j]]): the sampled outputs, whatever the element type (float or bf16).
+template <typename T>
+__global__ void gather_kernel(float* out, const T* src, const int64_t* idx, int n) {
+  const int j = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (j < n) out[j] = float(src[idx[j]]);
+}
+template <typename T>
+std::vector<float> gather(const T* src, const std::vector<int64_t>& idx) {
+  DevBuf d_idx(idx.size() * sizeof(int64_t)), d_out(idx.size() * sizeof(float));
+  CK(cudaMemcpy(d_idx.p, idx.data(), idx.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
+  const int n = int(idx.size());
+  launch(gather_kernel<T>, dim3(unsigned((n + 255) / 256)), dim3(256), 0, nullptr, d_out.f(), src,
+         static_cast<const int64_t*>(d_idx.p), n);
+  CK(cudaGetLastError());
+  return download(d_out.f(), n);
+}
+
+// ||got - ref|| / ||ref|| over the samples; NaN when any sample is NaN or infinite.
+inline double rel_err(const std::vector<float>& got, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t j = 0; j < ref.size(); ++j) {
+    if (!std::isfinite(got[j])) return NAN;
+    num += (double(got[j]) - ref[j]) * (double(got[j]) - ref[j]);
+    den += ref[j] * ref[j];
+  }
+  return std::sqrt(num / (den > 0 ? den : 1.0));
+}
+
+// Pass bounds on rel_err, by the precision of the arithmetic (inputs are uniform in [-1, 1), sums of
+// 10^2..10^5 products). fp32: 1e-4 leaves ~10x headroom over sqrt(terms) * 2^-24 accumulation error.
+// TF32 (10-bit mantissa inputs, rel. rounding 2^-11 ~ 5e-4): 5e-3. bf16 (7-bit mantissa inputs and
+// bf16 outputs, 2^-8 ~ 4e-3 each): 2e-2.
+inline double bound(const std::string& precision) {
+  return precision == "fp32" ? 1e-4 : precision == "tf32" ? 5e-3 : 2e-2;
+}
+
+// ---- timing ------------------------------------------------------------------------------------
+struct Timing {
+  double p10 = 0, median = 0, p90 = 0;
+  int runs = 0;
+};
+
+// CUDA events around each call of f: 2 warm-ups, then at least 5 runs, more while the total stays
+// under budget_ms (and at most max_runs). Percentiles by nearest rank.
+inline Timing time_runs(const std::function<void()>& f, double budget_ms, int max_runs = 100) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int i = 0; i < 2; ++i) f();
+  CK(cudaGetLastError());
+  CK(cudaDeviceSynchronize());
+  std::vector<double> ms;
+  double total = 0;
+  while (ms.size() < 5 || (total < budget_ms && int(ms.size()) < max_runs)) {
+    CK(cudaEventRecord(a));
+    f();
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    CK(cudaGetLastError());
+    float t = 0;
+    CK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+    total += t;
+  }
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  const auto at = [&](double q) { return ms[size_t(q * double(ms.size() - 1) + 0.5)]; };
+  return Timing{at(0.1), at(0.5), at(0.9), int(ms.size())};
+}
+
+// ---- output: one JSON object per line ------------------------------------------------------------
+struct Row {
+  std::string s;
+  Row& raw(const char* key, const std::string& value) {
+    s.append(s.empty() ? "{\"" : ", \"").append(key).append("\": ").append(value);  // appends: g++ 12 -Wrestrict
+    return *this;
+  }
+  Row& str(const char* key, const std::string& v) { return raw(key, std::string("\"").append(v).append("\"")); }  // no escaping needed
+  Row& num(const char* key, double v) {
+    if (!std::isfinite(v)) return raw(key, "null");
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.8g", v);
+    return raw(key, buf);
+  }
+  Row& boolean(const char* key, bool v) { return raw(key, v ? "true" : "false"); }
+  Row& null(const char* key) { return raw(key, "null"); }
+  void print() const {
+    std::printf("%s}\n", s.c_str());
+    std::fflush(stdout);
+  }
+};
+
+inline std::string json_escape(const std::string& in) {
+  std::string out;
+  for (char c : in) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += (c == '\n' || c == '\t') ? ' ' : c;
+  }
+  return out;
+}
+
+// ---- one implementation across the layers of a case ----------------------------------------------
+// A case is one or more layers (a GEMM: one; ResNet-50: its unique conv geometries, each with a
+// count). Every implementation is validated on each layer, then timed; its case time is the sum over
+// layers of count x per-layer median (p10 and p90 summed the same way: an approximation, they are
+// per-layer percentiles). rel_err is the worst layer's. The first failure stops it: no more timing.
+struct Impl {
+  std::string name, precision;  // "nimbus_v2" / "cudnn" / "cublas";  "fp32" / "tf32" / "bf16"
+  bool ours = false;            // a numbered version of ours (else a library reference)
+  bool ok = true;
+  double err = 0, median = 0, p10 = 0, p90 = 0, bytes = 0;
+  std::vector<int> algos;  // cuDNN algorithm id per layer
+  std::string error;
+  Impl(std::string n, std::string p, bool our = false) : name(std::move(n)), precision(std::move(p)), ours(our) {}
+  std::string tag() const { return name + "_" + precision; }  // "cudnn_fp32"
+};
+
+// Validate `im` on one layer (poison the output, run once, compare the sampled outputs with `ref`),
+// then time it. prepare() (cuDNN's algorithm search, bf16 copies) runs first and is not timed.
+inline void measure(Impl& im, int count, const std::string& label, const std::function<void()>& prepare,
+                    const std::function<void()>& poison, const std::function<void()>& run,
+                    const std::function<std::vector<float>()>& sampled, const std::vector<double>& ref,
+                    double budget_ms) {
+  if (!im.ok) return;
+  try {
+    prepare();
+    poison();
+    run();
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    const double e = rel_err(sampled(), ref);
+    im.err = std::isfinite(e) ? std::max(im.err, e) : NAN;
+    if (!(e <= bound(im.precision))) {
+      im.ok = false;
+      im.error = std::isfinite(e) ? "rel_err above the bound" : "non-finite output (NaN/inf) among the samples";
+      std::fprintf(stderr, "%s: %s %s FAILED: rel_err %.3g (bound %.0e)\n", label.c_str(), im.name.c_str(),
+                   im.precision.c_str(), e, bound(im.precision));
+      return;
+    }
+    const Timing t = time_runs(run, budget_ms);
+    im.median += count * t.median, im.p10 += count * t.p10, im.p90 += count * t.p90;
+    std::fprintf(stderr, "%s: %-9s %s rel_err %.2e  median %.4f ms (p10 %.4f, p90 %.4f, %d runs)\n", label.c_str(),
+                 im.name.c_str(), im.precision.c_str(), e, t.median, t.p10, t.p90, t.runs);
+  } catch (const std::exception& ex) {
+    im.ok = false;
+    im.error = ex.what();
+    std::fprintf(stderr, "%s: %s %s FAILED: %s\n", label.c_str(), im.name.c_str(), im.precision.c_str(), ex.what());
+  }
+}
+
+// One JSON row per implementation. Ours name `reference_tag` (e.g. "cudnn_fp32") and its median as
+// reference_ms; a reference row names itself. Returns false if any implementation failed.
+inline bool print_rows(const std::string& case_name, const std::vector<Impl>& impls, double flops, int layers,
+                       const std::string& device, const std::string& reference_tag) {
+  const Impl* reference = nullptr;
+  for (const Impl& im : impls)
+    if (!im.ours && im.tag() == reference_tag && im.ok) reference = &im;
+  bool all_ok = true;
+  for (const Impl& im : impls) {
+    all_ok = all_ok && im.ok;
+    Row r;
+    r.str("case", case_name).str("impl", im.name).str("precision", im.precision).boolean("ok", im.ok);
+    r.num("rel_err", im.err);
+    const double nan = NAN;
+    r.num("median_ms", im.ok ? im.median : nan).num("p10_ms", im.ok ? im.p10 : nan).num("p90_ms", im.ok ? im.p90 : nan);
+    r.num("flops", flops).num("bytes", im.bytes).str("device", json_escape(device));
+    if (im.algos.empty()) {
+      r.null("algo");
+    } else if (im.algos.size() == 1) {
+      r.num("algo", im.algos[0]);
+    } else {
+      std::string a = "[";
+      for (size_t i = 0; i < im.algos.size(); ++i) a += (i ? ", " : "") + std::to_string(im.algos[i]);
+      r.raw("algo", a + "]");
+    }
+    if (im.ours) {
+      r.num("nimbus_ms", im.ok ? im.median : nan).str("reference", reference_tag);
+      r.num("reference_ms", reference ? reference->median : nan);
+    } else {
+      r.null("nimbus_ms").str("reference", im.tag()).num("reference_ms", im.ok ? im.median : nan);
+    }
+    r.num("layers", layers);
+    if (!im.ok) r.str("error", json_escape(im.error));
+    r.print();
+  }
+  return all_ok;
+}
+#endif  // __CUDACC__

@@ -1,28 +1,42 @@
-/* bench/cuda/conv2d.cu: numbered convolution-forward kernels (llm.c dev/cuda style), each checked
- * against the CPU reference (kernels/cpu/conv2d.h conv2d_forward_ref, in double), and on a GPU
- * timed against cuDNN.
+/* bench/cuda/conv2d.cu: numbered convolution kernels (llm.c dev/cuda style), forward, backward-data
+ * (dgrad) and backward-weight (wgrad), checked against the CPU reference and, on a GPU, timed
+ * against cuDNN in fp32, TF32 and bf16.
  *
- *   version 1  direct: one thread per output y[n,k,p,q], the C*R*S loop from global memory
- *   version 2  the engine's kernel: im2col + the shared-memory tiled SGEMM, per image
- *              (kernels/cuda/conv2d.cu)
+ *   x (N,C,H,W)  w (K,C,R,S)  y, dy (N,K,P,Q)  dx (N,C,H,W)  dw (K,C,R,S); cross-correlation, no bias
+ *   version 1  direct: one thread per output element, the whole sum from global memory
+ *              fwd   y[n,k,p,q]  = sum_{c,r,s} x[n,c,p*st-pad+r,q*st-pad+s] w[k,c,r,s]
+ *              dgrad dx[n,c,h,w] = sum_{k,r,s: h+pad-r = p*st, w+pad-s = q*st} dy[n,k,p,q] w[k,c,r,s]
+ *              wgrad dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] x[n,c,p*st-pad+r,q*st-pad+s]
+ *              (teaching references: readable, slow)
+ *   version 2  the engine's: im2col + the tiled SGEMM (kernels/cuda/conv2d.cu: cuda::conv2d_forward,
+ *              cuda::conv2d_backward with only dx, or only dw, requested)
  *
- * Usage: bench_cuda_conv2d [version] [N C H W K R stride pad]. Under the emulator (g++ build) it only
- * validates, on small odd shapes. Built by nvcc (docs/cuda-emulator.md, "Benchmarks on a GPU") it
- * then times a DSen2-CR 3x3 conv (8x256x64x64 -> 256) by default and prints ms, GFLOP/s and the
- * fraction of cuDNN's speed (the first fp32 algorithm of cuDNN's heuristic ranking: FMA math, no
- * TF32, workspace allowed; kernels/cuda/real/reference.h, shared with the GPU test).
+ * Usage:
+ *   bench_cuda_conv2d [--versions 1,2]    validate every version (3 directions) at small odd shapes
+ *                                         against kernels/cpu/conv2d.h's *_ref in double (both builds;
+ *                                         under the emulator this is all it does; a ctest test)
+ *   gpu_bench_conv2d --list               the case names (both builds; needs no GPU)
+ *   gpu_bench_conv2d --case NAME|all [--case ...] [--versions 1,2] [--budget-ms 150]
+ *                                         nvcc build only: validate at full size, then time, our
+ *                                         versions and cuDNN fp32/TF32/bf16; JSON rows on stdout
+ *                                         (docs/cuda-backend.md, "Kernel cases"). No GPU: exit 77.
+ * Exit status: 0 all passed, 1 a version failed validation, 2 bad usage, 77 no CUDA device.
  */
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
 #include <vector>
 
-#include "kernels/cpu/conv2d.h"
 #include "bench/cuda/bench_util.cuh"
+#include "kernels/cpu/conv2d.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/conv2d.h"
-#ifdef NIMBUS_BENCH_CUDNN
-#include "kernels/cuda/real/reference.h"
+#if defined(__CUDACC__) && defined(NIMBUS_BENCH_CUDNN)
+#include "bench/cuda/references.cuh"
+#define NIMBUS_BENCH_CASES 1
 #endif
 
 using namespace nimbus;
@@ -31,13 +45,17 @@ using cpu::ConvGeom;
 struct Dims {
   int N, C, H, W, K, R, S, P, Q, stride, pad;
 };
+Dims dims_of(const ConvGeom& g) {
+  return Dims{int(g.N), int(g.C), int(g.H), int(g.W), int(g.K), int(g.R), int(g.S), int(g.P()), int(g.Q()),
+              int(g.stride), int(g.pad)};
+}
 
-// ---- version 1: direct --------------------------------------------------------------------------
-__global__ void conv_direct_kernel(float* y, const float* x, const float* w, Dims d) {
-  const long n_out = long(d.N) * d.K * d.P * d.Q;
-  for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < n_out; i += long(gridDim.x) * blockDim.x) {
-    const int q = int(i % d.Q), p = int((i / d.Q) % d.P), k = int((i / (long(d.Q) * d.P)) % d.K),
-              n = int(i / (long(d.Q) * d.P * d.K));
+// ---- version 1: direct, one thread per output element ------------------------------------------
+__global__ void conv_fwd_direct_kernel(float* y, const float* x, const float* w, Dims d) {
+  const int64_t n_out = int64_t(d.N) * d.K * d.P * d.Q;
+  for (int64_t i = grid_first(); i < n_out; i += grid_step()) {
+    const int q = int(i % d.Q), p = int((i / d.Q) % d.P), k = int((i / (int64_t(d.Q) * d.P)) % d.K),
+              n = int(i / (int64_t(d.Q) * d.P * d.K));
     float acc = 0.0f;
     for (int c = 0; c < d.C; ++c)
       for (int r = 0; r < d.R; ++r) {
@@ -46,107 +64,386 @@ __global__ void conv_direct_kernel(float* y, const float* x, const float* w, Dim
         for (int s = 0; s < d.S; ++s) {
           const int ww = q * d.stride - d.pad + s;
           if (ww < 0 || ww >= d.W) continue;
-          acc += x[((long(n) * d.C + c) * d.H + h) * d.W + ww] * w[((long(k) * d.C + c) * d.R + r) * d.S + s];
+          acc += x[((int64_t(n) * d.C + c) * d.H + h) * d.W + ww] * w[((int64_t(k) * d.C + c) * d.R + r) * d.S + s];
         }
       }
     y[i] = acc;
   }
 }
 
-void conv1(float* y, const float* x, const float* w, const ConvGeom& g, float*) {
-  const Dims d{int(g.N), int(g.C), int(g.H), int(g.W), int(g.K), int(g.R), int(g.S), int(g.P()), int(g.Q()),
-               int(g.stride), int(g.pad)};
-  const int64_t n = g.N * g.K * g.P() * g.Q();
-  launch(conv_direct_kernel, cuda::grid_for(n, 256, 65535), 256, 0, nullptr, y, x, w, d);
-  cuda::check_launch("conv1");
+// dx[n,c,h,w]: every (k, r, s) whose output position p = (h + pad - r) / stride lands exactly on the grid.
+__global__ void conv_dgrad_direct_kernel(float* dx, const float* dy, const float* w, Dims d) {
+  const int64_t n_in = int64_t(d.N) * d.C * d.H * d.W;
+  for (int64_t i = grid_first(); i < n_in; i += grid_step()) {
+    const int ww = int(i % d.W), h = int((i / d.W) % d.H), c = int((i / (int64_t(d.W) * d.H)) % d.C),
+              n = int(i / (int64_t(d.W) * d.H * d.C));
+    float acc = 0.0f;
+    for (int k = 0; k < d.K; ++k)
+      for (int r = 0; r < d.R; ++r) {
+        const int ph = h + d.pad - r;
+        if (ph < 0 || ph % d.stride != 0 || ph / d.stride >= d.P) continue;
+        const int p = ph / d.stride;
+        for (int s = 0; s < d.S; ++s) {
+          const int qw = ww + d.pad - s;
+          if (qw < 0 || qw % d.stride != 0 || qw / d.stride >= d.Q) continue;
+          const int q = qw / d.stride;
+          acc += dy[((int64_t(n) * d.K + k) * d.P + p) * d.Q + q] * w[((int64_t(k) * d.C + c) * d.R + r) * d.S + s];
+        }
+      }
+    dx[i] = acc;
+  }
+}
+
+// dw[k,c,r,s]: a sum over every image and output position (N*P*Q terms per thread).
+__global__ void conv_wgrad_direct_kernel(float* dw, const float* dy, const float* x, Dims d) {
+  const int64_t n_w = int64_t(d.K) * d.C * d.R * d.S;
+  for (int64_t i = grid_first(); i < n_w; i += grid_step()) {
+    const int s = int(i % d.S), r = int((i / d.S) % d.R), c = int((i / (int64_t(d.S) * d.R)) % d.C),
+              k = int(i / (int64_t(d.S) * d.R * d.C));
+    float acc = 0.0f;
+    for (int n = 0; n < d.N; ++n)
+      for (int p = 0; p < d.P; ++p) {
+        const int h = p * d.stride - d.pad + r;
+        if (h < 0 || h >= d.H) continue;
+        for (int q = 0; q < d.Q; ++q) {
+          const int ww = q * d.stride - d.pad + s;
+          if (ww < 0 || ww >= d.W) continue;
+          acc += dy[((int64_t(n) * d.K + k) * d.P + p) * d.Q + q] * x[((int64_t(n) * d.C + c) * d.H + h) * d.W + ww];
+        }
+      }
+    dw[i] = acc;
+  }
+}
+
+// Every direction has one signature: out = f(a, b), with (a, b) = (x, w) fwd, (dy, w) dgrad, (dy, x) wgrad.
+using ConvFn = void (*)(float* out, const float* a, const float* b, const ConvGeom& g, float* ws);
+
+void fwd1(float* y, const float* x, const float* w, const ConvGeom& g, float*) {
+  launch(conv_fwd_direct_kernel, cuda::grid_for(g.N * g.K * g.P() * g.Q(), 256, 65535), 256, 0, nullptr, y, x, w,
+         dims_of(g));
+  cuda::check_launch("conv fwd v1");
+}
+void dgrad1(float* dx, const float* dy, const float* w, const ConvGeom& g, float*) {
+  launch(conv_dgrad_direct_kernel, cuda::grid_for(g.N * g.C * g.H * g.W, 256, 65535), 256, 0, nullptr, dx, dy, w,
+         dims_of(g));
+  cuda::check_launch("conv dgrad v1");
+}
+void wgrad1(float* dw, const float* dy, const float* x, const ConvGeom& g, float*) {
+  launch(conv_wgrad_direct_kernel, cuda::grid_for(g.K * g.C * g.R * g.S, 256, 65535), 256, 0, nullptr, dw, dy, x,
+         dims_of(g));
+  cuda::check_launch("conv wgrad v1");
 }
 
 // ---- version 2: im2col + tiled SGEMM (the engine's) ---------------------------------------------
-void conv2(float* y, const float* x, const float* w, const ConvGeom& g, float* ws) {
+void fwd2(float* y, const float* x, const float* w, const ConvGeom& g, float* ws) {
   cuda::conv2d_forward(y, x, w, nullptr, g, ws);
 }
+void dgrad2(float* dx, const float* dy, const float* w, const ConvGeom& g, float* ws) {
+  cuda::conv2d_backward(dx, nullptr, nullptr, dy, nullptr, w, g, ws);
+}
+void wgrad2(float* dw, const float* dy, const float* x, const ConvGeom& g, float* ws) {
+  cuda::conv2d_backward(nullptr, dw, nullptr, dy, x, nullptr, g, ws);
+}
 
-using ConvFn = void (*)(float*, const float*, const float*, const ConvGeom&, float*);
-const ConvFn kVersions[] = {nullptr, conv1, conv2};
+enum { kFwd, kDgrad, kWgrad };
+const char* const kDirName[] = {"fwd", "dgrad", "wgrad"};
+const ConvFn kVersions[][3] = {{nullptr, nullptr, nullptr}, {fwd1, dgrad1, wgrad1}, {fwd2, dgrad2, wgrad2}};
 constexpr int kLast = 2;
 
-// ---- driver -------------------------------------------------------------------------------------
-struct Problem {
-  ConvGeom g;
-  std::vector<float> x, w;
-  float *dx = nullptr, *dw = nullptr, *dy = nullptr, *ws = nullptr;
-  explicit Problem(const ConvGeom& geom) : g(geom) {
-    x.resize(size_t(g.N * g.C * g.H * g.W));
-    w.resize(size_t(g.K * g.C * g.R * g.S));
-    for (size_t i = 0; i < x.size(); ++i) x[i] = float((i * 37) % 17) / 8.0f - 1.0f;
-    for (size_t i = 0; i < w.size(); ++i) w[i] = float((i * 53) % 19) / 9.0f - 1.0f;
-    dx = upload(x), dw = upload(w);
-    cudaMalloc(&dy, sizeof(float) * size_t(g.N * g.K * g.P() * g.Q()));
-    cudaMalloc(&ws, sizeof(float) * size_t(cuda::conv2d_workspace(g) + 1));
-  }
-  ~Problem() { cudaFree(dx), cudaFree(dw), cudaFree(dy), cudaFree(ws); }
+// Element counts of the operands (a, b) and of the output, by direction.
+struct Sizes {
+  int64_t a, b, out;
 };
+Sizes sizes(const ConvGeom& g, int dir) {
+  const int64_t x = g.N * g.C * g.H * g.W, w = g.K * g.C * g.R * g.S, y = g.N * g.K * g.P() * g.Q();
+  return dir == kFwd ? Sizes{x, w, y} : dir == kDgrad ? Sizes{y, w, x} : Sizes{y, x, w};
+}
 
-bool validate(int v, const ConvGeom& g) {
-  Problem pr(g);
-  std::vector<double> ref(size_t(g.N * g.K * g.P() * g.Q()));
-  std::vector<double> xd(pr.x.begin(), pr.x.end()), wd(pr.w.begin(), pr.w.end());
-  cpu::conv2d_forward_ref<double>(ref.data(), xd.data(), wd.data(), nullptr, g);
-  kVersions[v](pr.dy, pr.dx, pr.dw, g, pr.ws);
-  std::vector<float> y(ref.size());
-  cudaMemcpy(y.data(), pr.dy, y.size() * sizeof(float), cudaMemcpyDeviceToHost);
+// ---- small validation (both builds): every element vs the double reference ----------------------
+// Max |got - ref| / (1e-4 + 1e-4 |ref|) over the output: <= 1 passes.
+bool validate(int v, int dir, const ConvGeom& g) {
+  const Sizes n = sizes(g, dir);
+  std::vector<float> a(size_t(n.a)), b(size_t(n.b));
+  for (size_t i = 0; i < a.size(); ++i) a[i] = float((i * 37) % 17) / 8.0f - 1.0f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = float((i * 53) % 19) / 9.0f - 1.0f;
+  std::vector<double> ad(a.begin(), a.end()), bd(b.begin(), b.end()), ref(size_t(n.out));
+  if (dir == kFwd) cpu::conv2d_forward_ref<double>(ref.data(), ad.data(), bd.data(), nullptr, g);
+  if (dir == kDgrad) cpu::conv2d_backward_data_ref<double>(ref.data(), ad.data(), bd.data(), g);
+  if (dir == kWgrad) cpu::conv2d_backward_weight_ref<double>(ref.data(), ad.data(), bd.data(), g);
+  float *da = upload(a), *db = upload(b), *dout = nullptr, *ws = nullptr;
+  CK(cudaMalloc(&dout, sizeof(float) * size_t(n.out)));
+  CK(cudaMemset(dout, 0xFF, sizeof(float) * size_t(n.out)));  // NaN: every element must be written
+  CK(cudaMalloc(&ws, sizeof(float) * size_t(cuda::conv2d_workspace(g) + 1)));
+  kVersions[v][dir](dout, da, db, g, ws);
+  std::vector<float> out(size_t(n.out));
+  CK(cudaMemcpy(out.data(), dout, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  cudaFree(da), cudaFree(db), cudaFree(dout), cudaFree(ws);
   double worst = 0;
-  for (size_t i = 0; i < y.size(); ++i)
-    worst = std::fmax(worst, std::fabs(double(y[i]) - ref[i]) / (1e-4 + 1e-4 * std::fabs(ref[i])));
-  std::printf("version %d: N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld p%ld %s (worst error %.3g of tolerance)\n", v, long(g.N),
-              long(g.C), long(g.H), long(g.W), long(g.K), long(g.R), long(g.S), long(g.stride), long(g.pad),
-              worst <= 1 ? "OK" : "WRONG", worst);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double e = std::fabs(double(out[i]) - ref[i]) / (1e-4 + 1e-4 * std::fabs(ref[i]));
+    worst = std::isnan(e) ? INFINITY : std::fmax(worst, e);
+  }
+  std::printf("version %d %-5s: N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld p%ld %s (worst error %.3g of tolerance)\n", v,
+              kDirName[dir], long(g.N), long(g.C), long(g.H), long(g.W), long(g.K), long(g.R), long(g.S),
+              long(g.stride), long(g.pad), worst <= 1 ? "OK" : "WRONG", worst);
   return worst <= 1;
 }
 
-#ifdef __CUDACC__
-#ifdef NIMBUS_BENCH_CUDNN
-float cudnn_ms(Problem& pr) {
-  const cuda::ref::CudnnConv conv(pr.g);
-  void* work = nullptr;
-  if (conv.workspace_bytes()) cudaMalloc(&work, conv.workspace_bytes());
-  const float ms = time_ms([&] { conv.forward(pr.dy, pr.dx, pr.dw, work); }, 10);
-  cudaFree(work);
-  return ms;
+// ---- the cases ------------------------------------------------------------------------------------
+struct Layer {
+  ConvGeom g;
+  int count;  // how many convs of the network have this geometry
+};
+struct Case {
+  const char* name;
+  int dir;
+  std::vector<Layer> layers;
+};
+
+// DSen2-CR's body conv: 256 -> 256 channels, 3x3, stride 1, pad 1, on 128x128 patches, batch 8.
+std::vector<Layer> dsen2cr_layers() { return {{ConvGeom{8, 256, 128, 128, 256, 3, 3, 1, 1}, 1}}; }
+
+// torchvision's ResNet-50 (v1.5: the stride sits on each stage's first 3x3 conv and on its 1x1
+// downsample), 13 input channels (Sentinel-2), input 64x64, batch 256. Bottleneck = 1x1 (in -> width),
+// 3x3 (width -> width), 1x1 (width -> 4 width); block 1 of each stage adds a 1x1 downsample.
+//   stem   13 -> 64, 7x7 s2 p3: 64 -> 32; then maxpool 3x3 s2: 32 -> 16                    1 conv
+//   layer1 3 blocks at 16x16, width 64, out 256 (no stride)                              10 convs
+//   layer2 4 blocks, width 128, out 512: 16 -> 8 in block 1 (3x3 and downsample s2)      13 convs
+//   layer3 6 blocks, width 256, out 1024: 8 -> 4                                         19 convs
+//   layer4 3 blocks, width 512, out 2048: 4 -> 2                                         10 convs
+// 1 + 10 + 13 + 19 + 10 = 53 convs in 23 distinct geometries. Per stage with b blocks, input
+// channels `in`, at resolution h (-> h/2 when strided):
+//   1x1 in -> width at h (1); 3x3 width at h, stride (1); 1x1 width -> out at h' (b: every block's
+//   conv3 ... b of them); downsample 1x1 in -> out, stride, at h (1); 1x1 out -> width at h' (b-1);
+//   3x3 width at h' (b-1). (layer1: stride 1, so its two 3x3 rows merge: 3 of them, and its 1x1
+//   64 -> 256 downsample merges with the conv3s: 4.)
+std::vector<Layer> resnet50_layers() {
+  constexpr int64_t B = 256;
+  return {
+      {{B, 13, 64, 64, 64, 7, 7, 2, 3}, 1},  // stem
+      // layer1, 16x16
+      {{B, 64, 16, 16, 64, 1, 1, 1, 0}, 1},    // block 1 conv1
+      {{B, 64, 16, 16, 64, 3, 3, 1, 1}, 3},    // conv2, all 3 blocks
+      {{B, 64, 16, 16, 256, 1, 1, 1, 0}, 4},   // conv3 x3 + downsample
+      {{B, 256, 16, 16, 64, 1, 1, 1, 0}, 2},   // blocks 2-3 conv1
+      // layer2, 16x16 -> 8x8
+      {{B, 256, 16, 16, 128, 1, 1, 1, 0}, 1},  // block 1 conv1
+      {{B, 128, 16, 16, 128, 3, 3, 2, 1}, 1},  // block 1 conv2, stride 2
+      {{B, 128, 8, 8, 512, 1, 1, 1, 0}, 4},    // conv3 x4
+      {{B, 256, 16, 16, 512, 1, 1, 2, 0}, 1},  // downsample, stride 2
+      {{B, 512, 8, 8, 128, 1, 1, 1, 0}, 3},    // blocks 2-4 conv1
+      {{B, 128, 8, 8, 128, 3, 3, 1, 1}, 3},    // blocks 2-4 conv2
+      // layer3, 8x8 -> 4x4
+      {{B, 512, 8, 8, 256, 1, 1, 1, 0}, 1},
+      {{B, 256, 8, 8, 256, 3, 3, 2, 1}, 1},
+      {{B, 256, 4, 4, 1024, 1, 1, 1, 0}, 6},
+      {{B, 512, 8, 8, 1024, 1, 1, 2, 0}, 1},
+      {{B, 1024, 4, 4, 256, 1, 1, 1, 0}, 5},
+      {{B, 256, 4, 4, 256, 3, 3, 1, 1}, 5},
+      // layer4, 4x4 -> 2x2
+      {{B, 1024, 4, 4, 512, 1, 1, 1, 0}, 1},
+      {{B, 512, 4, 4, 512, 3, 3, 2, 1}, 1},
+      {{B, 512, 2, 2, 2048, 1, 1, 1, 0}, 3},
+      {{B, 1024, 4, 4, 2048, 1, 1, 2, 0}, 1},
+      {{B, 2048, 2, 2, 512, 1, 1, 1, 0}, 2},
+      {{B, 512, 2, 2, 512, 3, 3, 1, 1}, 2},
+  };
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  for (int dir : {kFwd, kDgrad, kWgrad})
+    out.push_back({dir == kFwd ? "dsen2cr_conv3x3_fwd" : dir == kDgrad ? "dsen2cr_conv3x3_dgrad" : "dsen2cr_conv3x3_wgrad",
+                   dir, dsen2cr_layers()});
+  for (int dir : {kFwd, kDgrad, kWgrad})
+    out.push_back({dir == kFwd ? "resnet50_convs_fwd" : dir == kDgrad ? "resnet50_convs_dgrad" : "resnet50_convs_wgrad",
+                   dir, resnet50_layers()});
+  return out;
+}
+
+#ifdef NIMBUS_BENCH_CASES
+// ---- full-size cases (nvcc + cuDNN) ------------------------------------------------------------
+// The float64 reference of output element `i` (flat NCHW index) from the fp32 inputs on the host.
+double reference_at(int dir, const ConvGeom& g, const std::vector<float>& a, const std::vector<float>& b, int64_t i) {
+  const int64_t P = g.P(), Q = g.Q();
+  double acc = 0;
+  if (dir == kFwd) {  // a = x, b = w
+    const int64_t q = i % Q, p = (i / Q) % P, k = (i / (Q * P)) % g.K, n = i / (Q * P * g.K);
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t r = 0; r < g.R; ++r)
+        for (int64_t s = 0; s < g.S; ++s) {
+          const int64_t h = p * g.stride - g.pad + r, w = q * g.stride - g.pad + s;
+          if (h >= 0 && h < g.H && w >= 0 && w < g.W)
+            acc += double(a[size_t(((n * g.C + c) * g.H + h) * g.W + w)]) * b[size_t(((k * g.C + c) * g.R + r) * g.S + s)];
+        }
+  } else if (dir == kDgrad) {  // a = dy, b = w
+    const int64_t w = i % g.W, h = (i / g.W) % g.H, c = (i / (g.W * g.H)) % g.C, n = i / (g.W * g.H * g.C);
+    for (int64_t k = 0; k < g.K; ++k)
+      for (int64_t r = 0; r < g.R; ++r)
+        for (int64_t s = 0; s < g.S; ++s) {
+          const int64_t ph = h + g.pad - r, qw = w + g.pad - s;
+          if (ph < 0 || qw < 0 || ph % g.stride || qw % g.stride || ph / g.stride >= P || qw / g.stride >= Q) continue;
+          acc += double(a[size_t(((n * g.K + k) * P + ph / g.stride) * Q + qw / g.stride)]) *
+                 b[size_t(((k * g.C + c) * g.R + r) * g.S + s)];
+        }
+  } else {  // a = dy, b = x
+    const int64_t s = i % g.S, r = (i / g.S) % g.R, c = (i / (g.S * g.R)) % g.C, k = i / (g.S * g.R * g.C);
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t q = 0; q < Q; ++q) {
+          const int64_t h = p * g.stride - g.pad + r, w = q * g.stride - g.pad + s;
+          if (h >= 0 && h < g.H && w >= 0 && w < g.W)
+            acc += double(a[size_t(((n * g.K + k) * P + p) * Q + q)]) * b[size_t(((n * g.C + c) * g.H + h) * g.W + w)];
+        }
+  }
+  return acc;
+}
+
+// The 4-D NCHW shape of each operand, for the bf16 NHWC copies.
+struct Shapes {
+  bench::Dims4 a, b, out;
+};
+Shapes shapes(const ConvGeom& g, int dir) {
+  const bench::Dims4 x{g.N, g.C, g.H, g.W}, w{g.K, g.C, g.R, g.S}, y{g.N, g.K, g.P(), g.Q()};
+  return dir == kFwd ? Shapes{x, w, y} : dir == kDgrad ? Shapes{y, w, x} : Shapes{y, x, w};
+}
+
+bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms, const std::string& device) {
+  std::fprintf(stderr, "== %s (%zu distinct layers)\n", cs.name, cs.layers.size());
+  // Order matters: the fp32 reference first (ours report its time), then ours, then TF32 and bf16.
+  std::vector<Impl> impls;
+  impls.push_back(Impl{"cudnn", "fp32"});
+  for (int v : versions) impls.push_back(Impl{"nimbus_v" + std::to_string(v), "fp32", true});
+  impls.push_back(Impl{"cudnn", "tf32"});
+  impls.push_back(Impl{"cudnn", "bf16"});
+  double flops = 0;
+  int layers = 0;
+  uint64_t seed = std::hash<std::string>{}(cs.name);
+  for (size_t li = 0; li < cs.layers.size(); ++li) {
+    const ConvGeom& g = cs.layers[li].g;
+    const int count = cs.layers[li].count;
+    layers += count;
+    flops += count * 2.0 * double(g.N * g.K * g.P() * g.Q()) * double(g.C * g.R * g.S);
+    const Sizes n = sizes(g, cs.dir);
+    const Shapes sh = shapes(g, cs.dir);
+    char label[160];
+    std::snprintf(label, sizeof label, "%s [%zu/%zu] x%d N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld p%ld", cs.name, li + 1,
+                  cs.layers.size(), count, long(g.N), long(g.C), long(g.H), long(g.W), long(g.K), long(g.R), long(g.S),
+                  long(g.stride), long(g.pad));
+    // Inputs uniform in [-1, 1), fresh per case and layer; the float64 reference of the sampled outputs.
+    DevBuf a(size_t(n.a) * 4), b(size_t(n.b) * 4), out(size_t(n.out) * 4);
+    fill_uniform(a.f(), n.a, seed += 0x1234567);
+    fill_uniform(b.f(), n.b, seed += 0x1234567);
+    const std::vector<float> ha = download(a.f(), n.a), hb = download(b.f(), n.b);
+    const std::vector<int64_t> idx = sample_indices(n.out, seed);
+    std::vector<double> ref(idx.size());
+    for (size_t j = 0; j < idx.size(); ++j) ref[j] = reference_at(cs.dir, g, ha, hb, idx[j]);
+    DevBuf ws(sizeof(float) * size_t(cuda::conv2d_workspace(g) + 1));
+    const auto fp32_sampled = [&] { return gather(out.f(), idx); };
+    const auto poison = [&] { out.poison(); };
+    // bf16 copies (NHWC), made once per layer when the bf16 reference first needs them.
+    DevBuf a16(size_t(n.a) * 2), b16(size_t(n.b) * 2), out16(size_t(n.out) * 2);
+    std::vector<int64_t> idx16(idx.size());
+    for (size_t j = 0; j < idx.size(); ++j) idx16[j] = bench::nhwc_index(idx[j], sh.out);
+
+    for (Impl& im : impls) {
+      const bench::Precision p = im.precision == "fp32"   ? bench::Precision::fp32
+                                 : im.precision == "tf32" ? bench::Precision::tf32
+                                                          : bench::Precision::bf16;
+      const double elem = p == bench::Precision::bf16 ? 2 : 4;
+      im.bytes += count * elem * double(n.a + n.b + n.out);
+      if (im.ours) {
+        const ConvFn f = kVersions[std::atoi(im.name.c_str() + 8)][cs.dir];
+        measure(im, count, label, [] {}, poison, [&] { f(out.f(), a.f(), b.f(), g, ws.f()); }, fp32_sampled, ref,
+                budget_ms);
+        continue;
+      }
+      // cuDNN: descriptors and the algorithm search inside prepare(), so a refusal marks the row failed.
+      const bench::Dir d = cs.dir == kFwd ? bench::Dir::fwd : cs.dir == kDgrad ? bench::Dir::dgrad : bench::Dir::wgrad;
+      std::unique_ptr<bench::CudnnConv> conv;
+      if (p == bench::Precision::bf16) {
+        const auto prepare = [&] {
+          conv = std::make_unique<bench::CudnnConv>(g, p, d);
+          bench::to_bf16(a16.p, a.f(), sh.a, true);
+          bench::to_bf16(b16.p, b.f(), sh.b, true);
+          im.algos.push_back(conv->find(a16.p, b16.p, out16.p));
+        };
+        measure(im, count, label, prepare, [&] { out16.poison(); }, [&] { conv->run(a16.p, b16.p, out16.p); },
+                [&] { return gather(static_cast<const __nv_bfloat16*>(out16.p), idx16); }, ref, budget_ms);
+      } else {
+        const auto prepare = [&] {
+          conv = std::make_unique<bench::CudnnConv>(g, p, d);
+          im.algos.push_back(conv->find(a.p, b.p, out.p));
+        };
+        measure(im, count, label, prepare, poison, [&] { conv->run(a.p, b.p, out.p); }, fp32_sampled, ref, budget_ms);
+      }
+    }
+  }
+  return print_rows(cs.name, impls, flops, layers, device, "cudnn_fp32");
 }
 #endif
 
-void benchmark(int v, const ConvGeom& g) {
-  Problem pr(g);
-  const double flop = 2.0 * double(g.N * g.K * g.P() * g.Q()) * double(g.C * g.R * g.S);
-  const float ms = time_ms([&] { kVersions[v](pr.dy, pr.dx, pr.dw, g, pr.ws); }, 10);
-  std::printf("version %d: %.3f ms  %.0f GFLOP/s", v, ms, flop / ms / 1e6);
-#ifdef NIMBUS_BENCH_CUDNN
-  const float ref = cudnn_ms(pr);
-  std::printf("  (cuDNN %.3f ms, %.0f GFLOP/s; %.0f%% of cuDNN)", ref, flop / ref / 1e6, 100.0 * ref / ms);
-#endif
-  std::printf("\n");
+// ---- driver ---------------------------------------------------------------------------------------
+int usage(const char* prog) {
+  std::fprintf(stderr, "usage: %s [--versions 1,2] | --list | --case NAME|all [--case ...] [--versions 1,2] "
+                       "[--budget-ms MS]\n", prog);
+  return 2;
 }
-#endif
 
 int main(int argc, char** argv) {
-  const int first = argc > 1 ? std::atoi(argv[1]) : 1, last = argc > 1 ? first : kLast;
-  if (first < 1 || last > kLast) {
-    std::fprintf(stderr, "usage: %s [version 1-%d] [N C H W K R stride pad]\n", argv[0], kLast);
+  std::vector<int> versions;
+  for (int v = 1; v <= kLast; ++v) versions.push_back(v);
+  std::vector<std::string> names;
+  double budget_ms = 150;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--list") {
+      for (const Case& c : cases()) std::printf("%s\n", c.name);
+      return 0;
+    } else if (arg == "--case" && i + 1 < argc) {
+      names.push_back(argv[++i]);
+    } else if (arg == "--versions" && i + 1 < argc) {
+      versions = split_ints(argv[++i]);
+      if (versions.empty()) return usage(argv[0]);
+      for (int v : versions)
+        if (v < 1 || v > kLast) return usage(argv[0]);
+    } else if (arg == "--budget-ms" && i + 1 < argc) {
+      budget_ms = std::atof(argv[++i]);
+    } else {
+      return usage(argv[0]);
+    }
+  }
+  if (names.empty()) {  // small-size validation of every version and direction
+    const ConvGeom small[] = {{2, 3, 9, 7, 5, 3, 3, 1, 1}, {1, 4, 11, 10, 3, 3, 3, 2, 1}, {2, 6, 5, 5, 7, 1, 1, 1, 0},
+                              {2, 5, 9, 8, 4, 7, 7, 2, 3}};
+    bool ok = true;
+    for (int v : versions)
+      for (int dir : {kFwd, kDgrad, kWgrad})
+        for (const ConvGeom& g : small) ok = validate(v, dir, g) && ok;
+    return ok ? 0 : 1;
+  }
+  std::vector<Case> todo;
+  for (const std::string& nm : names)
+    for (const Case& c : cases())
+      if (nm == "all" || nm == c.name) todo.push_back(c);
+  if (todo.empty()) {
+    std::fprintf(stderr, "unknown case; --list prints the names\n");
     return 2;
   }
+#ifdef NIMBUS_BENCH_CASES
+  require_device();
+  const std::string device = device_name();
   bool ok = true;
-  const ConvGeom small[] = {{2, 3, 9, 7, 5, 3, 3, 1, 1}, {1, 4, 11, 10, 3, 3, 3, 2, 1}, {2, 6, 5, 5, 7, 1, 1, 1, 0}};
-  for (int v = first; v <= last; ++v)
-    for (const ConvGeom& g : small) ok = validate(v, g) && ok;
-#ifdef __CUDACC__
-  ConvGeom g{8, 256, 64, 64, 256, 3, 3, 1, 1};
-  if (argc > 9) {
-    const int64_t a[8] = {atol(argv[2]), atol(argv[3]), atol(argv[4]), atol(argv[5]),
-                          atol(argv[6]), atol(argv[7]), atol(argv[8]), atol(argv[9])};
-    g = ConvGeom{a[0], a[1], a[2], a[3], a[4], a[5], a[5], a[6], a[7]};
+  try {
+    for (const Case& c : todo) ok = run_case(c, versions, budget_ms, device) && ok;
+  } catch (const std::exception& e) {  // outside any one implementation: allocation, inputs, copies
+    std::fprintf(stderr, "gpu_bench_conv2d: %s\n", e.what());
+    return 1;
   }
-  for (int v = first; v <= last; ++v) benchmark(v, g);
-#endif
   return ok ? 0 : 1;
+#else
+  (void)budget_ms;
+  std::fprintf(stderr, "--case needs the nvcc build with cuDNN (gpu_bench_conv2d, bench/cuda/gpu.cmake)\n");
+  return 2;
+#endif
 }

@@ -4,7 +4,7 @@
  * Three users, one copy of the library calls:
  *   - the backend's A/B switch (NIMBUS_CUDA_REFERENCE=cublas|cudnn, backend.h set_reference);
  *   - the GPU test tests/gpu/test_gpu_reference.cu (our kernels vs these, several shapes);
- *   - the timing references of bench/cuda (gemm.cu, conv2d.cu).
+ *   (bench/cuda has its own fp32/TF32/bf16 references with algorithm search: bench/cuda/references.cuh).
  * Every call goes on the backend's current stream (stream.h), like our launchers, and uses fp32
  * arithmetic without TF32 (cuBLAS default math; cuDNN CUDNN_FMA_MATH), the arithmetic of our kernels.
  */

@@ -1,0 +1,26 @@
+# bench/cuda/gpu.cmake: the numbered-kernel benchmarks built by nvcc against the real backend:
+# gpu_bench_gemm and gpu_bench_conv2d in <build>/bin, with cuBLAS/cuDNN references in fp32, TF32 and
+# bf16 (bench/cuda/references.cuh). Their `--case NAME` mode is the kernel phase of
+# scripts/gpu_check.sh (docs/cuda-backend.md, "Kernel cases"). Included at the end of
+# kernels/cuda/real/CMakeLists.txt (-DNIMBUS_CUDA_BACKEND=ON), so nimbus_cuda and the cuDNN
+# variables exist here.
+# bench/cuda/CMakeLists.txt marks gemm.cu and conv2d.cu as C++ (the emulator build); that is a
+# per-directory property, so to be independent of it each program compiles a generated one-line
+# wrapper .cu that #includes its source.
+if(NOT (TARGET CUDA::cublas AND NIMBUS_CUDNN_LIBRARY AND NIMBUS_CUDNN_INCLUDE_DIR))
+  message(STATUS "nimbus: no cuBLAS/cuDNN: gpu_bench_gemm and gpu_bench_conv2d are not built")
+  return()
+endif()
+
+foreach(name gemm conv2d)
+  set(wrapper ${CMAKE_BINARY_DIR}/bench/cuda-gpu/gpu_bench_${name}.cu)
+  file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"bench/cuda/${name}.cu\"\n")
+  add_executable(gpu_bench_${name} ${wrapper})
+  set_target_properties(gpu_bench_${name} PROPERTIES CUDA_ARCHITECTURES "80;90" CUDA_STANDARD 20
+                        RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bin)
+  target_compile_options(gpu_bench_${name} PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:SHELL:-Werror all-warnings -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Werror>)
+  target_compile_definitions(gpu_bench_${name} PRIVATE NIMBUS_BENCH_CUBLAS NIMBUS_BENCH_CUDNN)
+  target_include_directories(gpu_bench_${name} PRIVATE ${PROJECT_SOURCE_DIR} ${NIMBUS_CUDNN_INCLUDE_DIR})
+  target_link_libraries(gpu_bench_${name} PRIVATE nimbus_cuda CUDA::cublas ${NIMBUS_CUDNN_LIBRARY})
+endforeach()
