@@ -76,20 +76,23 @@ if [[ -n $gpu_line ]]; then
 fi
 
 # ---- binaries and libraries -----------------------------------------------------------------------
+# Our programs get the bundle's libraries through NB (env LD_LIBRARY_PATH=...); the environment's own
+# LD_LIBRARY_PATH stays as it is, so that python3/PyTorch never load a carried Debian library.
 bin=${NIMBUS_GPU_BIN:-}
 manifest=""
+nimbus_ld=""
 if [[ -z $bin ]]; then
   bundle=$root/.gpu/nimbus-gpu.tar.gz
   if [[ -f $bundle ]]; then
     rm -rf /tmp/nimbus-gpu && mkdir -p /tmp/nimbus-gpu && tar -C /tmp/nimbus-gpu -xzf "$bundle"
     bin=/tmp/nimbus-gpu/nimbus-gpu/bin
     manifest=/tmp/nimbus-gpu/nimbus-gpu/MANIFEST
-    export LD_LIBRARY_PATH=/tmp/nimbus-gpu/nimbus-gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    nimbus_ld=/tmp/nimbus-gpu/nimbus-gpu/lib
   else
     echo "gpu_check: no bundle at $bundle: building here (needs our Debian libraries; see scripts/gpu_package.sh)"
     NIMBUS_GPU_BUILD=$root/build-gpu timeout 600 "$root/scripts/gpu_package.sh" && bin=$root/.gpu/nimbus-gpu/bin
     manifest=$root/.gpu/nimbus-gpu/MANIFEST
-    export LD_LIBRARY_PATH=$root/.gpu/nimbus-gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    nimbus_ld=$root/.gpu/nimbus-gpu/lib
   fi
 fi
 # cuBLAS/cuDNN: the toolkit's, else the Python wheels' (nvidia/<lib>/lib, versioned .so files only).
@@ -106,9 +109,11 @@ dirs = sorted({os.path.dirname(f) for r in roots for f in glob.glob(os.path.join
 print(":".join(dirs))
 EOF
   )
-  [[ -n $wheel_libs ]] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$wheel_libs
+  [[ -n $wheel_libs ]] && nimbus_ld=$nimbus_ld:$wheel_libs
 fi
-[[ -d /usr/local/cuda/lib64 ]] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
+[[ -d /usr/local/cuda/lib64 ]] && nimbus_ld=$nimbus_ld:/usr/local/cuda/lib64
+nimbus_ld=${nimbus_ld#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+NB=(env LD_LIBRARY_PATH="$nimbus_ld")
 commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || true)
 [[ -z $commit && -f ${manifest:-/nonexistent} ]] && commit=$(awk '/^commit/ {print substr($2, 1, 12)}' "$manifest")
 export NIMBUS_RESULTS=$results NIMBUS_COMMIT=${commit:-unknown}
@@ -128,7 +133,8 @@ t() {
   timeout -k 5 "$cap" "$@"
 }
 note_rc() {  # what, rc
-  case $2 in 0) echo "  -> $1: ok" ;; 124|137) echo "  -> $1: TIMED OUT"; phase_ok=0 ;; 77) echo "  -> $1: skipped" ;;
+  case $2 in 0) echo "  -> $1: ok" ;; 124|137) echo "  -> $1: TIMED OUT"; phase_ok=0 ;;
+    77) echo "  -> $1: FAILED: it saw no device (exit 77) on a machine with a GPU"; phase_ok=0 ;;
     *) echo "  -> $1: FAILED (exit $2)"; phase_ok=0 ;; esac
 }
 
@@ -140,11 +146,13 @@ phase_smoke() {
   (nvcc --version || /usr/local/cuda/bin/nvcc --version) 2>&1 | tail -2
   g++ --version | head -1; cmake --version | head -1; uname -r
   [[ -n $manifest && -f $manifest ]] && cat "$manifest"
-  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  echo "our programs' LD_LIBRARY_PATH=$nimbus_ld"
   [[ -n $bin && -x $bin/cuda_status ]] || { echo "  no binaries: nothing to run"; phase_ok=0; return; }
-  t 20 "$bin/cuda_status"; note_rc "carried binaries start (cuda_status)" $?
+  t 20 "${NB[@]}" "$bin/cuda_status"; note_rc "carried binaries start (cuda_status)" $?
   for b in "$bin"/*; do
-    if ldd "$b" | grep -q 'not found'; then echo "  $(basename "$b"): $(ldd "$b" | grep 'not found' | tr '\n' ' ')"; phase_ok=0; fi
+    if "${NB[@]}" ldd "$b" | grep -q 'not found'; then
+      echo "  $(basename "$b"): $("${NB[@]}" ldd "$b" | grep 'not found' | tr '\n' ' ')"; phase_ok=0
+    fi
   done
   rows smoke t 60 python3 "$root/scripts/gpu/ceilings.py"; note_rc "ceilings (copy bandwidth, bf16 GEMM via PyTorch)" $?
 }
@@ -152,29 +160,29 @@ phase_smoke() {
 phase_correctness() {
   local clog=$out/correctness.log
   echo "  test_cuda_real (the emulator's kernel tests, on the device); full output in correctness.log"
-  t 60 "$bin/test_cuda_real" > "$clog" 2>&1; local rc=$?
+  t 60 "${NB[@]}" "$bin/test_cuda_real" > "$clog" 2>&1; local rc=$?
   tail -4 "$clog"; grep -E 'ERROR|FATAL|logged' "$clog" | head -20
   note_rc "test_cuda_real" $rc
   echo "  test_gpu_reference (our GEMM/conv vs cuBLAS/cuDNN; a ResNet step each way)"
-  t 60 "$bin/test_gpu_reference" 2>&1 | tee -a "$clog" | grep -vE '^OK ' ; note_rc "test_gpu_reference" "${PIPESTATUS[0]}"
+  t 60 "${NB[@]}" "$bin/test_gpu_reference" 2>&1 | tee -a "$clog" | grep -vE '^OK ' ; note_rc "test_gpu_reference" "${PIPESTATUS[0]}"
   local cs; cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
   if [[ -z $cs ]]; then echo "  compute-sanitizer not found: memcheck/racecheck skipped"; return; fi
   # Small cases: every kernel of the elementwise/reduce tests, the tiled GEMMs, pooling and batch norm.
   local small='cuda kernels: fill,cuda kernels: sum and mean*,cuda kernels: sgemm*,cuda kernels: max pool*,cuda kernels: batch norm*,cuda kernels: softmax*'
   echo "  compute-sanitizer memcheck"
-  t 45 "$cs" --tool memcheck --error-exitcode 9 --print-limit 20 "$bin/test_cuda_real" -tc="$small" >> "$clog" 2>&1
+  t 45 "${NB[@]}" "$cs" --tool memcheck --error-exitcode 9 --print-limit 20 "$bin/test_cuda_real" -tc="$small" >> "$clog" 2>&1
   local m=$?; grep -E 'ERROR SUMMARY|Invalid|out of bounds' "$clog" | tail -5; note_rc "memcheck" $m
   echo "  compute-sanitizer racecheck (shared-memory kernels: tiled GEMMs, block reductions)"
   local racy='cuda kernels: sum and mean*,cuda kernels: sgemm*,cuda kernels: batch norm*'
-  t 45 "$cs" --tool racecheck --error-exitcode 9 --print-limit 20 "$bin/test_cuda_real" -tc="$racy" >> "$clog" 2>&1
+  t 45 "${NB[@]}" "$cs" --tool racecheck --error-exitcode 9 --print-limit 20 "$bin/test_cuda_real" -tc="$racy" >> "$clog" 2>&1
   local r=$?; grep -E 'RACECHECK SUMMARY|hazard' "$clog" | tail -5; note_rc "racecheck" $r
 }
 
 phase_kernels() {
-  for c in gemm_4096; do rows kernels t 30 "$bin/gpu_bench_gemm" --case "$c"; note_rc "gpu_bench_gemm $c" $?; done
+  for c in gemm_4096; do rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_gemm" --case "$c"; note_rc "gpu_bench_gemm $c" $?; done
   for c in dsen2cr_conv3x3_fwd dsen2cr_conv3x3_dgrad dsen2cr_conv3x3_wgrad resnet50_convs_fwd resnet50_convs_dgrad \
            resnet50_convs_wgrad; do
-    rows kernels t 30 "$bin/gpu_bench_conv2d" --case "$c"; note_rc "gpu_bench_conv2d $c" $?
+    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c"; note_rc "gpu_bench_conv2d $c" $?
   done
   rows kernels t 65 python3 "$root/bench/torch/gpu_reference.py" kernels --budget 55; note_rc "PyTorch kernels" $?
 }
@@ -183,7 +191,7 @@ phase_models() {
   local c
   for c in resnet50_train_b256_64:40 resnet50_infer_b256_64:25 dsen2cr_train_B16F256_b16_128:75 \
            dsen2cr_infer_B16F256_b1_256:25; do
-    rows models t "${c#*:}" "$bin/bench_models" --device cuda --cases "${c%:*}"
+    rows models t "${c#*:}" "${NB[@]}" "$bin/bench_models" --device cuda --cases "${c%:*}"
     note_rc "bench_models --device cuda ${c%:*}" $?
   done
   rows models t 80 python3 "$root/bench/torch/gpu_reference.py" models --configs fp32,tf32,bf16 --budget 70

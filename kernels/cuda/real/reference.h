@@ -1,7 +1,7 @@
 /* reference.h: cuBLAS SGEMM and cuDNN convolution as references for our hand-written kernels
  * (reference.cu). Real CUDA only (nvcc, cuBLAS, cuDNN); never the default path.
  *
- * Three users, one copy of the library calls:
+ * Two users, one copy of the library calls:
  *   - the backend's A/B switch (NIMBUS_CUDA_REFERENCE=cublas|cudnn, backend.h set_reference);
  *   - the GPU test tests/gpu/test_gpu_reference.cu (our kernels vs these, several shapes);
  *   (bench/cuda has its own fp32/TF32/bf16 references with algorithm search: bench/cuda/references.cuh).
