@@ -31,7 +31,7 @@ all_phases=(smoke correctness kernels sass models)
 # Seconds per phase; the whole run also stops starting work at --budget. Today's fp32 kernels make
 # the models phase the longest (a DSen2-CR training step takes seconds): 480 s in all for now, the
 # 6 minutes the issue asks for once the tensor-core kernels land.
-declare -A limit=([smoke]=45 [correctness]=110 [kernels]=120 [sass]=20 [models]=240)
+declare -A limit=([smoke]=45 [correctness]=110 [kernels]=150 [sass]=20 [models]=240)
 budget=480
 only=""
 out=${OUT:-$root/gpu-check}
@@ -114,8 +114,11 @@ fi
 [[ -d /usr/local/cuda/lib64 ]] && nimbus_ld=$nimbus_ld:/usr/local/cuda/lib64
 nimbus_ld=${nimbus_ld#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 NB=(env LD_LIBRARY_PATH="$nimbus_ld")
-commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || true)
-[[ -z $commit && -f ${manifest:-/nonexistent} ]] && commit=$(awk '/^commit/ {print substr($2, 1, 12)}' "$manifest")
+# The commit the binaries were built from: the bundle's MANIFEST (the device's copy of .git, if any,
+# can be stale: on 2026-12-04 it named an older commit than the one that ran), else git.
+commit=""
+[[ -f ${manifest:-/nonexistent} ]] && commit=$(awk '/^commit/ {print substr($2, 1, 12)}' "$manifest")
+[[ -z $commit ]] && commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || true)
 export NIMBUS_RESULTS=$results NIMBUS_COMMIT=${commit:-unknown}
 results_py=$root/scripts/gpu/results.py
 # Runs a program whose stdout has JSON rows: rows go to results.jsonl (annotated with the phase,
@@ -136,6 +139,15 @@ note_rc() {  # what, rc
   case $2 in 0) echo "  -> $1: ok" ;; 124|137) echo "  -> $1: TIMED OUT"; phase_ok=0 ;;
     77) echo "  -> $1: FAILED: it saw no device (exit 77) on a machine with a GPU"; phase_ok=0 ;;
     *) echo "  -> $1: FAILED (exit $2)"; phase_ok=0 ;; esac
+}
+
+# compute-sanitizer exits 9 (--error-exitcode) when it found errors, else with the program's own code.
+sanitizer_rc() {
+  case $2 in 9) echo "  -> $1: FAILED: the sanitizer reported errors"; phase_ok=0 ;;
+    0) echo "  -> $1: ok (no errors; the tests passed under it)" ;;
+    124|137) echo "  -> $1: TIMED OUT"; phase_ok=0 ;;
+    *) echo "  -> $1: no sanitizer errors, but the tests under it failed (exit $2): see correctness.log"; phase_ok=0 ;;
+  esac
 }
 
 # ---- phases ---------------------------------------------------------------------------------------
@@ -171,11 +183,11 @@ phase_correctness() {
   local small='cuda kernels: fill,cuda kernels: sum and mean*,cuda kernels: sgemm*,cuda kernels: max pool*,cuda kernels: batch norm*,cuda kernels: softmax*'
   echo "  compute-sanitizer memcheck"
   t 45 "${NB[@]}" "$cs" --tool memcheck --error-exitcode 9 --print-limit 20 "$bin/test_cuda_real" -tc="$small" >> "$clog" 2>&1
-  local m=$?; grep -E 'ERROR SUMMARY|Invalid|out of bounds' "$clog" | tail -5; note_rc "memcheck" $m
+  local m=$?; grep -E 'ERROR SUMMARY|Invalid|out of bounds' "$clog" | tail -5; sanitizer_rc "memcheck" $m
   echo "  compute-sanitizer racecheck (shared-memory kernels: tiled GEMMs, block reductions)"
   local racy='cuda kernels: sum and mean*,cuda kernels: sgemm*,cuda kernels: batch norm*'
   t 45 "${NB[@]}" "$cs" --tool racecheck --error-exitcode 9 --print-limit 20 "$bin/test_cuda_real" -tc="$racy" >> "$clog" 2>&1
-  local r=$?; grep -E 'RACECHECK SUMMARY|hazard' "$clog" | tail -5; note_rc "racecheck" $r
+  local r=$?; grep -E 'RACECHECK SUMMARY|hazard' "$clog" | tail -5; sanitizer_rc "racecheck" $r
 }
 
 phase_kernels() {
@@ -184,7 +196,8 @@ phase_kernels() {
            resnet50_convs_wgrad; do
     rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c"; note_rc "gpu_bench_conv2d $c" $?
   done
-  rows kernels t 65 python3 "$root/bench/torch/gpu_reference.py" kernels --budget 55; note_rc "PyTorch kernels" $?
+  # PyTorch needed ~60 s for the seven cases on 2026-12-04 (cudnn.benchmark tries algorithms per geometry).
+  rows kernels t 90 python3 "$root/bench/torch/gpu_reference.py" kernels --budget 85; note_rc "PyTorch kernels" $?
 }
 
 phase_models() {

@@ -6,7 +6,18 @@
  * memory nobody wrote shows up. Errors are sticky until cudaGetLastError(), as in CUDA; the
  * detailed text is in last_error_detail(). Everything runs synchronously; streams are live handles
  * in a set (use after destroy is an error) that count the work issued on them (stream_stats), and
- * events are plain handles.
+ * events remember the stream and the point in it where they were recorded.
+ *
+ * Ordering with the legacy default stream (strict mode). On a GPU, work on a stream created with
+ * cudaStreamNonBlocking is not ordered with the legacy default stream: a plain cudaMemcpy (or a
+ * launch on stream 0) issued while such a stream still has queued work may run before that work.
+ * Everything here runs at once, so such a bug would pass unseen; instead, each non-blocking stream
+ * counts the work issued on it and the work the host knows is finished (cudaStreamSynchronize,
+ * cudaDeviceSynchronize, cudaFree, cudaEventSynchronize, or stream 0 waiting on an event of it), and
+ * in strict mode legacy-stream work issued while any non-blocking stream has unfinished work fails
+ * with cudaErrorInvalidResourceHandle and a detail naming the stream. (Seen on an H200, 2026-12-04:
+ * tests that downloaded with cudaMemcpy after launching on the backend's non-blocking stream read
+ * stale data; under the old emulator they passed.)
  */
 #include <cstdlib>
 #include <cstring>
@@ -19,8 +30,14 @@
 
 struct EmuStream {
   nimbus::emu::StreamStats stats;
+  bool non_blocking = false;
+  uint64_t issued = 0;    // work items issued on it
+  uint64_t finished = 0;  // of those, how many the host (or stream 0) is known to be ordered after
 };
-struct EmuEvent {};
+struct EmuEvent {
+  cudaStream_t stream = nullptr;  // where it was last recorded (nullptr: never, or stream 0)
+  uint64_t at = 0;                // that stream's `issued` then
+};
 
 namespace nimbus::emu {
 namespace {
@@ -91,10 +108,35 @@ StreamStats* stream_counters(cudaStream_t s, const char* what) {
   return nullptr;
 }
 
-// Counts one copy/memset on `s`; false (error set) if s is not live.
+// Work is about to be issued on `s`: on a non-blocking stream it is queued (unfinished until the
+// host synchronises); on stream 0, in strict mode, no non-blocking stream may have unfinished work
+// (see the top of the file). False, with the error set, otherwise. Caller holds stream_mutex.
+bool issue_on(cudaStream_t s, const char* what) {
+  if (s) {
+    if (s->non_blocking) ++s->issued;
+    return true;
+  }
+  if (!strict_setting()) return true;
+  for (cudaStream_t o : live_streams)
+    if (o->non_blocking && o->issued > o->finished) {
+      fail(cudaErrorInvalidResourceHandle,
+           nimbus::str(what, " on the legacy default stream while non-blocking stream ", static_cast<const void*>(o),
+                       " has ", o->issued - o->finished, " unsynchronised work item(s): on a GPU it is not ordered "
+                       "after them (synchronize that stream first, or issue this on it)"));
+      return false;
+    }
+  return true;
+}
+
+void finish_all() {
+  for (cudaStream_t o : live_streams) o->finished = o->issued;
+}
+
+// Counts one copy/memset on `s`; false (error set) if s is not live or the copy would be unordered.
 bool count_copy(cudaStream_t s, const char* what) {
   std::lock_guard<std::mutex> lock(stream_mutex);
   StreamStats* st = stream_counters(s, what);
+  if (st && !issue_on(s, what)) return false;
   if (st) ++st->copies;
   return st != nullptr;
 }
@@ -114,6 +156,7 @@ bool is_live_stream(cudaStream_t s) {
 bool begin_launch_on(cudaStream_t s) {
   std::lock_guard<std::mutex> lock(stream_mutex);
   StreamStats* st = stream_counters(s, "launch");
+  if (st && !issue_on(s, "a kernel launch")) return false;
   if (st) ++st->launches;
   return st != nullptr;
 }
@@ -168,6 +211,8 @@ cudaError_t cudaFree(void* ptr) {
     registry.erase(it);
   }
   std::free(ptr);
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  finish_all();  // cudaFree synchronises the device
   return cudaSuccess;
 }
 
@@ -269,12 +314,17 @@ cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  finish_all();
+  return cudaSuccess;
+}
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
   if (!s) return fail(cudaErrorInvalidValue, "cudaStreamCreate: null pointer");
   if (flags > cudaStreamNonBlocking)
     return fail(cudaErrorInvalidValue, nimbus::str("cudaStreamCreateWithFlags: unknown flags ", flags));
   *s = new EmuStream;
+  (*s)->non_blocking = flags == cudaStreamNonBlocking;
   std::lock_guard<std::mutex> lock(stream_mutex);
   live_streams.insert(*s);
   return cudaSuccess;
@@ -292,13 +342,17 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   std::lock_guard<std::mutex> lock(stream_mutex);
-  return stream_counters(s, "cudaStreamSynchronize") ? cudaSuccess : cudaErrorInvalidResourceHandle;
+  if (!stream_counters(s, "cudaStreamSynchronize")) return cudaErrorInvalidResourceHandle;
+  if (s) s->finished = s->issued;
+  return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: null event");
   std::lock_guard<std::mutex> lock(stream_mutex);
   StreamStats* st = stream_counters(s, "cudaStreamWaitEvent");
   if (st) ++st->waits;
+  // Stream 0 waiting on an event of a non-blocking stream is ordered after that stream's work up to it.
+  if (st && !s && e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
   return st ? cudaSuccess : cudaErrorInvalidResourceHandle;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
@@ -315,9 +369,17 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: null event");
   std::lock_guard<std::mutex> lock(stream_mutex);
-  return stream_counters(s, "cudaEventRecord") ? cudaSuccess : cudaErrorInvalidResourceHandle;
+  if (!stream_counters(s, "cudaEventRecord")) return cudaErrorInvalidResourceHandle;
+  e->stream = s;
+  e->at = s ? s->issued : 0;
+  return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: null event");
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  if (e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
+  return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
   if (!ms) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: null pointer");
   *ms = 0.0f;

@@ -10,7 +10,10 @@
 
 namespace nimbus::test {
 
-// A cudaMalloc'd array of T, freed on scope exit; copies checked.
+// A cudaMalloc'd array of T, freed on scope exit; copies checked. Copies go on the backend's current
+// stream (where the launchers queue their kernels) and wait for it: a plain cudaMemcpy runs on the
+// legacy default stream, which the backend's non-blocking stream is not ordered with (a GPU then
+// reads stale data; the emulator's strict mode refuses it).
 template <typename T>
 struct DeviceBuffer {
   T* p = nullptr;
@@ -22,11 +25,15 @@ struct DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   void upload(const std::vector<T>& host) {
     REQUIRE(host.size() == n);
-    REQUIRE(cudaMemcpy(p, host.data(), n * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+    const cudaStream_t s = cuda::launch_stream();
+    REQUIRE(cudaMemcpyAsync(p, host.data(), n * sizeof(T), cudaMemcpyHostToDevice, s) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
   }
   std::vector<T> download() const {
     std::vector<T> host(n);
-    REQUIRE(cudaMemcpy(host.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+    const cudaStream_t s = cuda::launch_stream();
+    REQUIRE(cudaMemcpyAsync(host.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
     return host;
   }
 };

@@ -492,4 +492,61 @@ TEST_CASE("emu: cudaMalloc poisons, cudaMemcpy checks direction and bounds") {
   CHECK(cudaDeviceSynchronize() == cudaSuccess);
 }
 
+__global__ void fill_one_kernel(float* out) { out[threadIdx.x] = 1.0f; }
+
+TEST_CASE("emu: legacy-stream copies and launches must not overtake unsynchronised non-blocking streams") {
+  ScopedOrder strict(Order::Forward, 1, true);
+  float* d = nullptr;
+  REQUIRE(cudaMalloc(&d, 32 * sizeof(float)) == cudaSuccess);
+  std::vector<float> h(32);
+  cudaStream_t nb = nullptr, blocking = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&nb, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreate(&blocking) == cudaSuccess);
+  // A blocking stream is ordered with stream 0: no complaint.
+  launch(fill_one_kernel, 1, 32, 0, blocking, d);
+  CHECK(cudaMemcpy(h.data(), d, 128, cudaMemcpyDeviceToHost) == cudaSuccess);
+  // Work queued on the non-blocking stream: a plain copy, a memset or a stream-0 launch would race it.
+  launch(fill_one_kernel, 1, 32, 0, nb, d);
+  CHECK(cudaMemcpy(h.data(), d, 128, cudaMemcpyDeviceToHost) == cudaErrorInvalidResourceHandle);
+  CHECK(emu::last_error_detail().find("cudaMemcpy on the legacy default stream while non-blocking stream") !=
+        std::string::npos);
+  CHECK(emu::last_error_detail().find("1 unsynchronised work item") != std::string::npos);
+  cudaGetLastError();
+  CHECK(cudaMemset(d, 0, 128) == cudaErrorInvalidResourceHandle);
+  cudaGetLastError();
+  CHECK_THROWS_AS((launch(fill_one_kernel, 1, 32, 0, nullptr, d), cuda::check_launch("stream-0 launch")), Error);
+  // On the same stream, or after the host synchronised with it, it is ordered.
+  CHECK(cudaMemcpyAsync(h.data(), d, 128, cudaMemcpyDeviceToHost, nb) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(nb) == cudaSuccess);
+  CHECK(cudaMemcpy(h.data(), d, 128, cudaMemcpyDeviceToHost) == cudaSuccess);
+  // An event: synchronising on it, or stream 0 waiting on it, orders what came before it.
+  cudaEvent_t e = nullptr;
+  REQUIRE(cudaEventCreate(&e) == cudaSuccess);
+  launch(fill_one_kernel, 1, 32, 0, nb, d);
+  REQUIRE(cudaEventRecord(e, nb) == cudaSuccess);
+  REQUIRE(cudaEventSynchronize(e) == cudaSuccess);
+  CHECK(cudaMemcpy(h.data(), d, 128, cudaMemcpyDeviceToHost) == cudaSuccess);
+  launch(fill_one_kernel, 1, 32, 0, nb, d);
+  REQUIRE(cudaEventRecord(e, nb) == cudaSuccess);
+  REQUIRE(cudaStreamWaitEvent(nullptr, e) == cudaSuccess);
+  CHECK(cudaMemset(d, 0, 128) == cudaSuccess);
+  // Work after the event is not covered by it; cudaDeviceSynchronize covers everything.
+  REQUIRE(cudaEventRecord(e, nb) == cudaSuccess);
+  launch(fill_one_kernel, 1, 32, 0, nb, d);
+  REQUIRE(cudaEventSynchronize(e) == cudaSuccess);
+  CHECK(cudaMemcpy(h.data(), d, 128, cudaMemcpyDeviceToHost) == cudaErrorInvalidResourceHandle);
+  cudaGetLastError();
+  {
+    ScopedOrder lax(Order::Forward, 1, false);  // EMU_STRICT=0: not checked
+    CHECK(cudaMemcpy(h.data(), d, 128, cudaMemcpyDeviceToHost) == cudaSuccess);
+  }
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  CHECK(cudaMemcpy(h.data(), d, 128, cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(h == std::vector<float>(32, 1.0f));
+  cudaEventDestroy(e);
+  cudaStreamDestroy(nb);
+  cudaStreamDestroy(blocking);
+  CHECK(cudaFree(d) == cudaSuccess);
+}
+
 }  // namespace
