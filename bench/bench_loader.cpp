@@ -18,7 +18,7 @@
 #include <string>
 
 #include "data/sen12mscr.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "engine/random.h"
 
 using namespace nimbus;

@@ -30,7 +30,7 @@
 // step, the kernel launches and host waits the backend counted (kernels/cuda/stream.h; the closing
 // synchronisation is not counted), the peak memory the CUDA caching allocator held (in use +
 // cached: PyTorch's max_memory_reserved), and, from one extra step under the op profiler
-// (kernels/cuda/op_profile.h), the device time per engine op. Built with the real backend
+// (backends/cuda/op_profile.h), the device time per engine op. Built with the real backend
 // (-DNIMBUS_CUDA_BACKEND=ON) it runs on the GPU; in a CPU build on the CUDA emulator (slow: only
 // for checking the wiring).
 #include <sys/resource.h>
@@ -48,14 +48,14 @@
 
 #include "engine/allocator.h"
 #include "engine/autograd.h"
-#include "engine/cuda_ops.h"
+#include "engine/backend.h"
 #include "engine/device.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
 #include "models/classifier.h"
 #include "models/dsen2cr.h"
-#include "kernels/cuda/backend.h"
-#include "kernels/cuda/op_profile.h"
+#include "backends/cuda/backend.h"
+#include "backends/cuda/op_profile.h"
 #include "kernels/cuda/stream.h"
 
 using namespace nimbus;

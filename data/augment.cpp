@@ -3,7 +3,7 @@
 
 #include <utility>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::data {
 

@@ -10,8 +10,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/error.h"
-#include "kernels/cpu/parallel.h"
+#include "kernels/common/error.h"
+#include "kernels/common/parallel.h"
 
 namespace nimbus::data {
 namespace {

@@ -8,7 +8,7 @@
 #include <map>
 #include <memory>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "engine/random.h"
 
 namespace nimbus::data {

@@ -25,7 +25,7 @@
 #include <limits>
 #include <mutex>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::data {
 

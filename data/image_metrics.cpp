@@ -6,7 +6,7 @@
 #include <limits>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus {
 

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <numeric>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::data {
 

@@ -13,7 +13,7 @@
 #include <tuple>
 
 #include "data/normalize.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::data {
 

@@ -14,7 +14,7 @@
 
 #include "data/synthetic_sar.h"
 #include "data/synthetic_spectra.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::data {
 namespace {

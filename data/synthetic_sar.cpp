@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "data/synthetic_texture.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::data {
 namespace {

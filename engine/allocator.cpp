@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus {
 

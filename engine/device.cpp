@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "engine/allocator.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "kernels/cpu/elementwise.h"
 
 namespace nimbus {

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <limits>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "engine/io/safetensors.h"
 
 namespace nimbus {

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "data/synthetic_spectra.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::apps {
 

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "engine/device.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::cli {
 

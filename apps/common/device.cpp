@@ -5,9 +5,9 @@
 
 #include <cstdio>
 
-#include "engine/cuda_ops.h"
+#include "engine/backend.h"
 #ifdef NIMBUS_APPS_WITH_CUDA
-#include "kernels/cuda/backend.h"
+#include "backends/cuda/backend.h"
 #endif
 
 namespace nimbus::apps {

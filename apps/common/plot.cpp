@@ -10,7 +10,7 @@
 
 #include "apps/common/accuracy.h"
 #include "apps/common/font.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "engine/io/safetensors.h"
 
 namespace nimbus::plot {

@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::apps {
 

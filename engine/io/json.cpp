@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::json {
 

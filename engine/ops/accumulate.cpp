@@ -1,18 +1,14 @@
 // accumulate.cpp: dst += src with a shape and device check.
 #include "engine/ops/accumulate.h"
 
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/elementwise.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
 void add_inplace(Tensor& dst, const Tensor& src) {
   NIMBUS_CHECK(dst.shape() == src.shape(), "add_inplace: shapes differ: ", describe(dst), " vs ", describe(src));
   NIMBUS_CHECK(dst.device() == src.device(), "add_inplace: devices differ: ", describe(dst), " vs ", describe(src));
-  if (dst.is_cpu())
-    cpu::add_inplace(dst.data(), src.data(), dst.numel());
-  else
-    cuda_ops("add_inplace").add_inplace(dst.data(), src.data(), dst.numel());
+  backend(dst.device(), "add_inplace").add_inplace(dst.data(), src.data(), dst.numel());
 }
 
 }  // namespace nimbus

@@ -6,24 +6,17 @@
 #include "engine/ops/activation.h"
 
 #include "engine/autograd.h"
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/elementwise.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
 Tensor relu(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.device());
-  if (x.is_cpu())
-    cpu::relu_forward(y.data(), x.data(), x.numel());
-  else
-    cuda_ops("relu").relu_forward(y.data(), x.data(), x.numel());
+  backend(x.device(), "relu").relu_forward(y.data(), x.data(), x.numel());
   Tensor y_saved = y.detach();  // backward needs the output's sign only
   record("relu", {x}, y, [y_saved](const Tensor& dy, GradSink& sink) {
     Tensor dx = Tensor::empty(dy.shape(), dy.device());
-    if (dy.is_cpu())
-      cpu::relu_backward(dx.data(), dy.data(), y_saved.data(), dy.numel());
-    else
-      cuda_ops("relu").relu_backward(dx.data(), dy.data(), y_saved.data(), dy.numel());
+    backend(dy.device(), "relu").relu_backward(dx.data(), dy.data(), y_saved.data(), dy.numel());
     sink.set(0, dx);
   });
   return y;

@@ -3,8 +3,7 @@
 #include "engine/ops/arith.h"
 
 #include "engine/autograd.h"
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/elementwise.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
@@ -18,10 +17,7 @@ void check_pair(const char* op, const Tensor& a, const Tensor& b) {
 Tensor add(const Tensor& a, const Tensor& b) {
   check_pair("add", a, b);
   Tensor y = Tensor::empty(a.shape(), a.device());
-  if (a.is_cpu())
-    cpu::add(y.data(), a.data(), b.data(), y.numel());
-  else
-    cuda_ops("add").add(y.data(), a.data(), b.data(), y.numel());
+  backend(a.device(), "add").add(y.data(), a.data(), b.data(), y.numel());
   // dL/da = dL/db = dL/dy; autograd allows handing the same tensor to both.
   record("add", {a, b}, y, [](const Tensor& dy, GradSink& sink) {
     sink.set(0, dy);
@@ -33,19 +29,11 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor add_relu(const Tensor& a, const Tensor& b) {
   check_pair("add_relu", a, b);
   Tensor y = Tensor::empty(a.shape(), a.device());
-  if (a.is_cpu()) {
-    cpu::add_relu(y.data(), a.data(), b.data(), y.numel());
-  } else {  // the CUDA backend composes its two kernels (elementwise: in place is safe)
-    cuda_ops("add_relu").add(y.data(), a.data(), b.data(), y.numel());
-    cuda_ops("add_relu").relu_forward(y.data(), y.data(), y.numel());
-  }
+  backend(a.device(), "add_relu").add_relu(y.data(), a.data(), b.data(), y.numel());
   Tensor y_saved = y.detach();
   record("add_relu", {a, b}, y, [y_saved](const Tensor& dy, GradSink& sink) {
     Tensor d = Tensor::empty(dy.shape(), dy.device());  // dy where y > 0: the same for both inputs
-    if (dy.is_cpu())
-      cpu::relu_backward(d.data(), dy.data(), y_saved.data(), dy.numel());
-    else
-      cuda_ops("add_relu").relu_backward(d.data(), dy.data(), y_saved.data(), dy.numel());
+    backend(dy.device(), "add_relu").relu_backward(d.data(), dy.data(), y_saved.data(), dy.numel());
     sink.set(0, d);
     sink.set(1, d);
   });
@@ -55,20 +43,12 @@ Tensor add_relu(const Tensor& a, const Tensor& b) {
 Tensor add_scaled(const Tensor& a, const Tensor& b, float s) {
   check_pair("add_scaled", a, b);
   Tensor y = Tensor::empty(a.shape(), a.device());
-  if (a.is_cpu()) {
-    cpu::add_scaled(y.data(), a.data(), b.data(), s, y.numel());
-  } else {
-    cuda_ops("add_scaled").scale(y.data(), b.data(), s, y.numel());
-    cuda_ops("add_scaled").add(y.data(), a.data(), y.data(), y.numel());
-  }
+  backend(a.device(), "add_scaled").add_scaled(y.data(), a.data(), b.data(), s, y.numel());
   record("add_scaled", {a, b}, y, [s](const Tensor& dy, GradSink& sink) {
     sink.set(0, dy);
     if (!sink.needs(1)) return;
     Tensor db = Tensor::empty(dy.shape(), dy.device());
-    if (dy.is_cpu())
-      cpu::scale(db.data(), dy.data(), s, dy.numel());
-    else
-      cuda_ops("add_scaled").scale(db.data(), dy.data(), s, dy.numel());
+    backend(dy.device(), "add_scaled").scale(db.data(), dy.data(), s, dy.numel());
     sink.set(1, db);
   });
   return y;
@@ -76,16 +56,10 @@ Tensor add_scaled(const Tensor& a, const Tensor& b, float s) {
 
 Tensor mul_scalar(const Tensor& x, float s) {
   Tensor y = Tensor::empty(x.shape(), x.device());
-  if (x.is_cpu())
-    cpu::scale(y.data(), x.data(), s, y.numel());
-  else
-    cuda_ops("mul_scalar").scale(y.data(), x.data(), s, y.numel());
+  backend(x.device(), "mul_scalar").scale(y.data(), x.data(), s, y.numel());
   record("mul_scalar", {x}, y, [s](const Tensor& dy, GradSink& sink) {
     Tensor dx = Tensor::empty(dy.shape(), dy.device());
-    if (dy.is_cpu())
-      cpu::scale(dx.data(), dy.data(), s, dy.numel());
-    else
-      cuda_ops("mul_scalar").scale(dx.data(), dy.data(), s, dy.numel());
+    backend(dy.device(), "mul_scalar").scale(dx.data(), dy.data(), s, dy.numel());
     sink.set(0, dx);
   });
   return y;

@@ -9,9 +9,7 @@
 #include "engine/ops/batchnorm.h"
 
 #include "engine/autograd.h"
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/batchnorm.h"
-#include "kernels/cpu/elementwise.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
@@ -41,42 +39,35 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
                x.shape().str());
 
   const Device dev = x.device();
-  const bool on_cpu = dev == Device::CPU;
-  const CudaOps* cu = on_cpu ? nullptr : &cuda_ops("batch_norm2d");
+  const Backend& be = backend(dev, relu ? "batch_norm2d_relu" : "batch_norm2d");
   Tensor mean = Tensor::empty({C}, dev), invstd = Tensor::empty({C}, dev);
   if (training) {
     Tensor var = Tensor::empty({C}, dev);
-    (on_cpu ? cpu::batchnorm_stats : cu->batchnorm_stats)(mean.data(), var.data(), x.data(), N, C, HW);
-    (on_cpu ? cpu::batchnorm_invstd<float> : cu->batchnorm_invstd)(invstd.data(), var.data(), eps, C);
-    (on_cpu ? cpu::batchnorm_update_running<float> : cu->batchnorm_update_running)(
-        running_mean.data(), running_var.data(), mean.data(), var.data(), momentum, N * HW, C);
+    be.batchnorm_stats(mean.data(), var.data(), x.data(), N, C, HW);
+    be.batchnorm_invstd(invstd.data(), var.data(), eps, C);
+    be.batchnorm_update_running(running_mean.data(), running_var.data(), mean.data(), var.data(), momentum, N * HW, C);
   } else {
     mean.copy_(running_mean);  // a copy: later training steps must not change what backward sees
-    (on_cpu ? cpu::batchnorm_invstd<float> : cu->batchnorm_invstd)(invstd.data(), running_var.data(), eps, C);
+    be.batchnorm_invstd(invstd.data(), running_var.data(), eps, C);
   }
   const float* w = weight.defined() ? weight.data() : nullptr;
   const float* b = bias.defined() ? bias.data() : nullptr;
   Tensor y = Tensor::empty(x.shape(), dev);
-  if (on_cpu) {
-    cpu::batchnorm_forward(y.data(), x.data(), mean.data(), invstd.data(), w, b, N, C, HW, relu);
-  } else {
-    cu->batchnorm_forward(y.data(), x.data(), mean.data(), invstd.data(), w, b, N, C, HW);
-    if (relu) cuda_ops("relu").relu_forward(y.data(), y.data(), y.numel());  // elementwise: in place is safe
-  }
+  be.batchnorm_forward(y.data(), x.data(), mean.data(), invstd.data(), w, b, N, C, HW, relu);
 
   if (!any_requires_grad({&x, &weight, &bias})) return y;
   Tensor xs = x.detach(), ws = weight.defined() ? weight.detach() : Tensor();
   Tensor ys = relu ? y.detach() : Tensor();  // the ReLU's mask: y > 0
   record(relu ? "batch_norm2d_relu" : "batch_norm2d", {x, weight, bias}, y, [=](const Tensor& dy_out, GradSink& sink) {
+    const Backend& bb = backend(dev, relu ? "batch_norm2d_relu_backward" : "batch_norm2d_backward");
     Tensor dy = dy_out;
     if (relu) {  // through the ReLU first: dy * (y > 0)
       dy = Tensor::empty(dy_out.shape(), dev);
-      (on_cpu ? cpu::relu_backward<float> : cuda_ops("relu").relu_backward)(dy.data(), dy_out.data(), ys.data(),
-                                                                             dy.numel());
+      bb.relu_backward(dy.data(), dy_out.data(), ys.data(), dy.numel());
     }
     Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape(), dev) : Tensor();
     Tensor dw = Tensor::empty({C}, dev), db = Tensor::empty({C}, dev);
-    (on_cpu ? cpu::batchnorm_backward : cu->batchnorm_backward)(
+    bb.batchnorm_backward(
         dx.defined() ? dx.data() : nullptr, dw.data(), db.data(), dy.data(), xs.data(), mean.data(), invstd.data(),
         ws.defined() ? ws.data() : nullptr, N, C, HW, training);
     if (sink.needs(0)) sink.set(0, dx);

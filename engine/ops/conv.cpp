@@ -6,15 +6,12 @@
 #include <algorithm>
 
 #include "engine/autograd.h"
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/conv2d.h"
-#include "kernels/cpu/elementwise.h"
-#include "kernels/cpu/gemm.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
 namespace {
-cpu::ConvGeom check_conv(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {
+ConvGeom check_conv(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {
   NIMBUS_CHECK(x.defined() && w.defined(), "conv2d: input and weight must be defined");
   NIMBUS_CHECK(x.ndim() == 4, "conv2d: input ", x.shape().str(), " must be 4-D (N,C,H,W)");
   NIMBUS_CHECK(w.ndim() == 4, "conv2d: weight ", w.shape().str(), " must be 4-D (K,C,R,S)");
@@ -39,22 +36,14 @@ cpu::ConvGeom check_conv(const Tensor& x, const Tensor& w, const Tensor& b, int 
 }  // namespace
 
 namespace {
-// conv2d, then ReLU when `relu` (applied as the output is stored on the CPU's
-// direct path, a second pass elsewhere).
+// conv2d, then ReLU when `relu` (each backend fuses it where its kernel allows: the CPU's direct
+// path applies it as the output is stored).
 Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, bool relu) {
-  const cpu::ConvGeom g = check_conv(x, w, b, stride, padding);
+  const ConvGeom g = check_conv(x, w, b, stride, padding);
   Tensor y = Tensor::empty({g.N, g.K, g.P(), g.Q()}, x.device());
-  const bool on_cpu = x.is_cpu();
-  const CudaOps* cu = on_cpu ? nullptr : &cuda_ops("conv2d");  // once: one op boundary for the profiler
-  auto workspace = on_cpu ? cpu::conv2d_workspace : cu->conv2d_workspace;
-  Tensor ws = Tensor::empty({std::max<int64_t>(workspace(g), 1)}, x.device());
-  const float* bias = b.defined() ? b.data() : nullptr;
-  if (on_cpu) {
-    cpu::conv2d_forward(y.data(), x.data(), w.data(), bias, g, ws.data(), relu);
-  } else {
-    cu->conv2d_forward(y.data(), x.data(), w.data(), bias, g, ws.data());
-    if (relu) cuda_ops("conv2d_relu").relu_forward(y.data(), y.data(), y.numel());  // elementwise: in place is safe
-  }
+  const Backend& be = backend(x.device(), relu ? "conv2d_relu" : "conv2d");  // once: one op boundary
+  Tensor ws = Tensor::empty({std::max<int64_t>(be.conv2d_workspace(g), 1)}, x.device());
+  be.conv2d_forward(y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, g, ws.data(), relu);
 
   // Save only what backward can use: x for dw, w for dx, y for the ReLU's mask.
   Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();
@@ -62,19 +51,19 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, int stride
   Tensor y_saved = relu ? y.detach() : Tensor();
   const bool has_bias = b.defined();
   record(relu ? "conv2d_relu" : "conv2d", {x, w, b}, y,
-         [x_saved, w_saved, y_saved, g, has_bias, on_cpu, workspace, relu](const Tensor& dy_out, GradSink& sink) {
+         [x_saved, w_saved, y_saved, g, has_bias, relu](const Tensor& dy_out, GradSink& sink) {
+           const Backend& bb = backend(dy_out.device(), relu ? "conv2d_relu_backward" : "conv2d_backward");
            Tensor dy = dy_out;
            if (relu) {  // through the ReLU first: dy * (y > 0)
              dy = Tensor::empty(dy_out.shape(), dy_out.device());
-             (on_cpu ? cpu::relu_backward<float> : cuda_ops("conv2d_relu").relu_backward)(
-                 dy.data(), dy_out.data(), y_saved.data(), dy.numel());
+             bb.relu_backward(dy.data(), dy_out.data(), y_saved.data(), dy.numel());
            }
            Tensor dx, dw, db;
            if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dy.device());
            if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dy.device());
            if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dy.device());
-           Tensor ws = Tensor::empty({std::max<int64_t>(workspace(g), 1)}, dy.device());
-           (on_cpu ? cpu::conv2d_backward : cuda_ops("conv2d_backward").conv2d_backward)(
+           Tensor ws = Tensor::empty({std::max<int64_t>(bb.conv2d_workspace(g), 1)}, dy.device());
+           bb.conv2d_backward(
                dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
                db.defined() ? db.data() : nullptr, dy.data(), dw.defined() ? x_saved.data() : nullptr,
                dx.defined() ? w_saved.data() : nullptr, g, ws.data());

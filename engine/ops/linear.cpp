@@ -2,8 +2,7 @@
 #include "engine/ops/linear.h"
 
 #include "engine/autograd.h"
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/gemm.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
@@ -23,7 +22,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   }
   const int64_t N = x.size(0), in = x.size(1), out = w.size(0);
   Tensor y = Tensor::empty({N, out}, x.device());
-  (x.is_cpu() ? cpu::linear_forward<float> : cuda_ops("linear").linear_forward)(
+  backend(x.device(), "linear").linear_forward(
       y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, N, in, out);
 
   Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();  // for dw
@@ -34,7 +33,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     if (sink.needs(0)) dx = Tensor::empty({N, in}, dy.device());
     if (sink.needs(1)) dw = Tensor::empty({out, in}, dy.device());
     if (has_bias && sink.needs(2)) db = Tensor::empty({out}, dy.device());
-    (dy.is_cpu() ? cpu::linear_backward<float> : cuda_ops("linear").linear_backward)(
+    backend(dy.device(), "linear_backward").linear_backward(
         dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr, db.defined() ? db.data() : nullptr,
         dy.data(), dw.defined() ? x_saved.data() : nullptr, dx.defined() ? w_saved.data() : nullptr, N, in, out);
     if (dx.defined()) sink.set(0, dx);

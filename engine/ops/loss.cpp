@@ -3,11 +3,10 @@
 #include "engine/ops/loss.h"
 
 #include <cmath>
+#include <vector>
 
 #include "engine/autograd.h"
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/elementwise.h"
-#include "kernels/cpu/loss.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
@@ -21,14 +20,14 @@ void check_same_device(const char* op, const Tensor& a, const char* an, const Te
                " are on different devices");
 }
 
-// The 0-d loss on `dev`: a CPU scalar, or on CUDA a device float written by `forward(loss, scratch)`
-// with scratch of loss_scratch_floats(n) floats.
+// The 0-d loss on the device of `like`, written by `forward(backend, loss, scratch)` with scratch of
+// loss_scratch_floats(n) floats.
 template <typename Forward>
-Tensor cuda_loss(const char* op, const Tensor& like, int64_t n, Forward forward) {
-  const CudaOps& cu = cuda_ops(op);
+Tensor device_loss(const char* op, const Tensor& like, int64_t n, Forward forward) {
+  const Backend& be = backend(like.device(), op);
   Tensor loss = Tensor::empty(Shape{}, like.device());
-  Tensor scratch = Tensor::empty({cu.loss_scratch_floats(n)}, like.device());
-  forward(cu, loss.data(), scratch.data());
+  Tensor scratch = Tensor::empty({be.loss_scratch_floats(n)}, like.device());
+  forward(be, loss.data(), scratch.data());
   return loss;
 }
 
@@ -48,18 +47,19 @@ void check_logits(const char* op, const Tensor& logits) {
 }
 
 // Records a pointwise loss: dL/dpred = kernel(g), dL/dtarget = -dL/dpred.
-// bwd is the CPU or the CUDA kernel, matching pred's device.
-using PointwiseBackward = void (*)(float* dp, const float* p, const float* t, float g, int64_t n);
+// bwd picks the backend's kernel (l1_backward or mse_backward).
+using PointwiseBackward = decltype(Backend::l1_backward);
 void record_pointwise_loss(const char* op, const Tensor& pred, const Tensor& target, Tensor& loss,
-                           PointwiseBackward bwd) {
+                           PointwiseBackward Backend::*bwd) {
   if (!any_requires_grad({&pred, &target})) return;
   Tensor p = pred.detach(), t = target.detach();
   record(op, {pred, target}, loss, [op, p, t, bwd](const Tensor& dy, GradSink& sink) {
+    const Backend& be = backend(p.device(), op);
     Tensor dp = Tensor::empty(p.shape(), p.device());
-    bwd(dp.data(), p.data(), t.data(), dy.item(), p.numel());
+    (be.*bwd)(dp.data(), p.data(), t.data(), dy.item(), p.numel());
     if (sink.needs(1)) {
       Tensor dt = Tensor::empty(p.shape(), p.device());
-      (p.is_cpu() ? cpu::scale<float> : cuda_ops(op).scale)(dt.data(), dp.data(), -1.f, dp.numel());
+      be.scale(dt.data(), dp.data(), -1.f, dp.numel());
       sink.set(1, dt);
     }
     if (sink.needs(0)) sink.set(0, dp);
@@ -70,8 +70,7 @@ void record_pointwise_loss(const char* op, const Tensor& pred, const Tensor& tar
 Tensor softmax(const Tensor& logits) {
   check_logits("softmax", logits);
   Tensor y = Tensor::empty(logits.shape(), logits.device());
-  (logits.is_cpu() ? cpu::softmax_forward<float> : cuda_ops("softmax").softmax_forward)(
-      y.data(), logits.data(), logits.size(0), logits.size(1));
+  backend(logits.device(), "softmax").softmax_forward(y.data(), logits.data(), logits.size(0), logits.size(1));
   return y;
 }
 
@@ -82,23 +81,20 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
   const int64_t N = logits.size(0), K = logits.size(1);
   NIMBUS_CHECK(target.shape() == Shape{N}, "cross_entropy: logits ", logits.shape().str(), " need target (", N,
                ") but target is ", target.shape().str());
-  const bool on_cpu = logits.is_cpu();
-  const std::vector<float> t_host = on_cpu ? std::vector<float>() : target.to_vector();  // validated on the host
-  const float* t = on_cpu ? target.data() : t_host.data();
+  const std::vector<float> t = target.to_vector();  // validated on the host (a copy back from a device)
   for (int64_t n = 0; n < N; ++n)  // written so that NaN fails too
     NIMBUS_CHECK(t[n] >= 0 && t[n] < float(K) && t[n] == std::floor(t[n]), "cross_entropy: target[", n, "] = ", t[n],
                  " is not a class index in [0, ", K, ")");
   Tensor prob = Tensor::empty(logits.shape(), logits.device());
-  Tensor loss = on_cpu ? Tensor::scalar(cpu::cross_entropy_forward(prob.data(), logits.data(), t, N, K))
-                       : cuda_loss("cross_entropy", logits, N, [&](const CudaOps& cu, float* l, float* s) {
-                           cu.cross_entropy_forward(l, prob.data(), logits.data(), target.data(), N, K, s);
-                         });
+  Tensor loss = device_loss("cross_entropy", logits, N, [&](const Backend& be, float* l, float* s) {
+    be.cross_entropy_forward(l, prob.data(), logits.data(), target.data(), N, K, s);
+  });
   if (!any_requires_grad({&logits})) return loss;
   Tensor ts = target.detach();
   record("cross_entropy", {logits}, loss, [prob, ts, N, K](const Tensor& dy, GradSink& sink) {
     Tensor dl = Tensor::empty(prob.shape(), prob.device());
-    (prob.is_cpu() ? cpu::cross_entropy_backward<float> : cuda_ops("cross_entropy").cross_entropy_backward)(
-        dl.data(), prob.data(), ts.data(), dy.item(), N, K);
+    backend(prob.device(), "cross_entropy_backward")
+        .cross_entropy_backward(dl.data(), prob.data(), ts.data(), dy.item(), N, K);
     sink.set(0, dl);
   });
   return loss;
@@ -107,30 +103,20 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
 Tensor l1_loss(const Tensor& pred, const Tensor& target) {
   check_same_shape("l1_loss", pred, "pred", target, "target");
   const int64_t n = pred.numel();
-  if (!pred.is_cpu()) {
-    Tensor loss = cuda_loss("l1_loss", pred, n, [&](const CudaOps& cu, float* l, float* s) {
-      cu.l1_forward(l, pred.data(), target.data(), n, s);
-    });
-    record_pointwise_loss("l1_loss", pred, target, loss, cuda_ops("l1_loss").l1_backward);
-    return loss;
-  }
-  Tensor loss = Tensor::scalar(cpu::l1_forward(pred.data(), target.data(), pred.numel()));
-  record_pointwise_loss("l1_loss", pred, target, loss, cpu::l1_backward<float>);
+  Tensor loss = device_loss("l1_loss", pred, n, [&](const Backend& be, float* l, float* s) {
+    be.l1_forward(l, pred.data(), target.data(), n, s);
+  });
+  record_pointwise_loss("l1_loss", pred, target, loss, &Backend::l1_backward);
   return loss;
 }
 
 Tensor mse_loss(const Tensor& pred, const Tensor& target) {
   check_same_shape("mse_loss", pred, "pred", target, "target");
   const int64_t n = pred.numel();
-  if (!pred.is_cpu()) {
-    Tensor loss = cuda_loss("mse_loss", pred, n, [&](const CudaOps& cu, float* l, float* s) {
-      cu.mse_forward(l, pred.data(), target.data(), n, s);
-    });
-    record_pointwise_loss("mse_loss", pred, target, loss, cuda_ops("mse_loss").mse_backward);
-    return loss;
-  }
-  Tensor loss = Tensor::scalar(cpu::mse_forward(pred.data(), target.data(), pred.numel()));
-  record_pointwise_loss("mse_loss", pred, target, loss, cpu::mse_backward<float>);
+  Tensor loss = device_loss("mse_loss", pred, n, [&](const Backend& be, float* l, float* s) {
+    be.mse_forward(l, pred.data(), target.data(), n, s);
+  });
+  record_pointwise_loss("mse_loss", pred, target, loss, &Backend::mse_backward);
   return loss;
 }
 
@@ -144,19 +130,15 @@ Tensor carl_loss(const Tensor& pred, const Tensor& target, const Tensor& cloudy_
   const int64_t N = pred.size(0), C = pred.size(1), HW = pred.size(2) * pred.size(3);
   NIMBUS_CHECK(mask.shape() == (Shape{N, 1, pred.size(2), pred.size(3)}), "carl_loss: mask ", mask.shape().str(),
                " must be (N,1,H,W) = (", N, ",1,", pred.size(2), ",", pred.size(3), ") for pred ", pred.shape().str());
-  Tensor loss =
-      pred.is_cpu()
-          ? Tensor::scalar(
-                cpu::carl_forward(pred.data(), target.data(), cloudy_input.data(), mask.data(), lambda, N, C, HW))
-          : cuda_loss("carl_loss", pred, N * C * HW, [&](const CudaOps& cu, float* l, float* s) {
-              cu.carl_forward(l, pred.data(), target.data(), cloudy_input.data(), mask.data(), lambda, N, C, HW, s);
-            });
+  Tensor loss = device_loss("carl_loss", pred, N * C * HW, [&](const Backend& be, float* l, float* s) {
+    be.carl_forward(l, pred.data(), target.data(), cloudy_input.data(), mask.data(), lambda, N, C, HW, s);
+  });
   if (!any_requires_grad({&pred})) return loss;  // the gradient flows to pred only
   Tensor p = pred.detach(), t = target.detach(), ci = cloudy_input.detach(), m = mask.detach();
   record("carl_loss", {pred}, loss, [=](const Tensor& dy, GradSink& sink) {
     Tensor dp = Tensor::empty(p.shape(), p.device());
-    (p.is_cpu() ? cpu::carl_backward<float> : cuda_ops("carl_loss").carl_backward)(
-        dp.data(), p.data(), t.data(), ci.data(), m.data(), lambda, dy.item(), N, C, HW);
+    backend(p.device(), "carl_loss_backward")
+        .carl_backward(dp.data(), p.data(), t.data(), ci.data(), m.data(), lambda, dy.item(), N, C, HW);
     sink.set(0, dp);
   });
   return loss;

@@ -4,8 +4,7 @@
 #include <cstdint>
 
 #include "engine/autograd.h"
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/pool.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
@@ -18,16 +17,15 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
                "x", kernel, " is larger than input ", x.shape().str(), " with padding ", padding);
   NIMBUS_CHECK(x.size(2) * x.size(3) <= INT32_MAX, "max_pool2d: planes of ", x.size(2), "x", x.size(3),
                " are too large (the backward stores argmax positions as 32-bit indices)");
-  const cpu::PoolGeom g{x.size(0), x.size(1), x.size(2), x.size(3), kernel, stride, padding};
+  const PoolGeom g{x.size(0), x.size(1), x.size(2), x.size(3), kernel, stride, padding};
   Tensor y = Tensor::empty({g.N, g.C, g.P(), g.Q()}, x.device());
-  (x.is_cpu() ? cpu::max_pool2d_forward<float> : cuda_ops("max_pool2d").max_pool2d_forward)(y.data(), x.data(), g);
+  backend(x.device(), "max_pool2d").max_pool2d_forward(y.data(), x.data(), g);
   // Backward recomputes each window's argmax from x (no index tensor to keep;
   // x is usually a ReLU output that is saved anyway).
   Tensor x_saved = x.detach();
   record("max_pool2d", {x}, y, [x_saved, g](const Tensor& dy, GradSink& sink) {
     Tensor dx = Tensor::empty(x_saved.shape(), dy.device());
-    (dy.is_cpu() ? cpu::max_pool2d_backward<float> : cuda_ops("max_pool2d").max_pool2d_backward)(
-        dx.data(), dy.data(), x_saved.data(), g);
+    backend(dy.device(), "max_pool2d_backward").max_pool2d_backward(dx.data(), dy.data(), x_saved.data(), g);
     sink.set(0, dx);
   });
   return y;
@@ -38,13 +36,11 @@ Tensor global_avg_pool(const Tensor& x) {
   NIMBUS_CHECK(x.size(2) * x.size(3) > 0, "global_avg_pool: input ", x.shape().str(), " has an empty H*W plane");
   const int64_t planes = x.size(0) * x.size(1), hw = x.size(2) * x.size(3);
   Tensor y = Tensor::empty({x.size(0), x.size(1)}, x.device());
-  (x.is_cpu() ? cpu::global_avg_pool_forward<float> : cuda_ops("global_avg_pool").global_avg_pool_forward)(
-      y.data(), x.data(), planes, hw);
+  backend(x.device(), "global_avg_pool").global_avg_pool_forward(y.data(), x.data(), planes, hw);
   const Shape xs = x.shape();
   record("global_avg_pool", {x}, y, [xs, planes, hw](const Tensor& dy, GradSink& sink) {
     Tensor dx = Tensor::empty(xs, dy.device());
-    (dy.is_cpu() ? cpu::global_avg_pool_backward<float> : cuda_ops("global_avg_pool").global_avg_pool_backward)(
-        dx.data(), dy.data(), planes, hw);
+    backend(dy.device(), "global_avg_pool_backward").global_avg_pool_backward(dx.data(), dy.data(), planes, hw);
     sink.set(0, dx);
   });
   return y;

@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "engine/autograd.h"
-#include "engine/cuda_ops.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
@@ -66,11 +66,7 @@ Tensor concat_channels(const std::vector<Tensor>& xs) {
   int64_t off = 0;
   for (const Tensor& t : xs) {
     const int64_t block = t.size(1) * inner;
-    if (!t.is_cpu())
-      cuda_ops("concat_channels").copy_rows(y.data() + off * inner, channels * inner, t.data(), block, N, block);
-    else
-      for (int64_t n = 0; n < N; ++n)
-        std::memcpy(y.data() + (n * channels + off) * inner, t.data() + n * block, sizeof(float) * block);
+    backend(t.device(), "concat_channels").copy_rows(y.data() + off * inner, channels * inner, t.data(), block, N, block);
     offsets.push_back(off);
     shapes.push_back(t.shape());
     off += t.size(1);
@@ -80,14 +76,8 @@ Tensor concat_channels(const std::vector<Tensor>& xs) {
       if (!sink.needs(i)) continue;
       Tensor dx = Tensor::empty(shapes[i], dy.device());
       const int64_t block = shapes[i][1] * inner;
-      if (!dy.is_cpu()) {
-        cuda_ops("concat_channels").copy_rows(dx.data(), block, dy.data() + offsets[i] * inner, channels * inner, N,
-                                              block);
-        sink.set(i, dx);
-        continue;
-      }
-      for (int64_t n = 0; n < N; ++n)
-        std::memcpy(dx.data() + n * block, dy.data() + (n * channels + offsets[i]) * inner, sizeof(float) * block);
+      backend(dy.device(), "concat_channels")
+          .copy_rows(dx.data(), block, dy.data() + offsets[i] * inner, channels * inner, N, block);
       sink.set(i, dx);
     }
   });

@@ -3,8 +3,7 @@
 
 #include <cmath>
 
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/parallel.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
@@ -27,18 +26,8 @@ void Adam::update(ParamState& s, const Tensor& grad) {
   const float wd = float(opt_.weight_decay), eps = float(opt_.eps);
   const float step_size = float(lr_ / (1 - std::pow(opt_.beta1, t)));
   const float bc2_sqrt = float(std::sqrt(1 - std::pow(opt_.beta2, t)));
-  if (!s.param.is_cpu()) {
-    cuda_ops("adam").adam_update(p, m, v, g, n, {b1, b2, one_m_b1, one_m_b2, wd, eps, step_size, bc2_sqrt});
-    return;
-  }
-#pragma omp parallel for simd if (n > cpu::kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) {
-    float gi = wd != 0.f ? g[i] + wd * p[i] : g[i];
-    m[i] = m[i] * b1 + one_m_b1 * gi;
-    v[i] = v[i] * b2 + one_m_b2 * (gi * gi);
-    float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-    p[i] += -step_size * (m[i] / denom);
-  }
+  backend(s.param.device(), "adam").adam_update(p, m, v, g, n,
+                                                {b1, b2, one_m_b1, one_m_b2, wd, eps, step_size, bc2_sqrt});
 }
 
 std::map<std::string, std::string> Adam::hyperparameters() const {

@@ -3,8 +3,7 @@
 
 #include <cmath>
 
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/parallel.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
@@ -38,18 +37,8 @@ void Nadam::update(ParamState& s, const Tensor& grad) {
   const float v_scale = float(1 / (1 - std::pow(opt_.beta2, double(steps_))));  // v' = v * v_scale
   const float c_g = float(1 - mu_t_), c_m = float(mu_next_);
   const float lr = float(lr_), eps = float(opt_.eps);
-  if (!s.param.is_cpu()) {
-    cuda_ops("nadam").nadam_update(p, m, v, g, n,
-                                   {b1, b2, one_m_b1, one_m_b2, g_scale, m_scale, v_scale, c_g, c_m, lr, eps});
-    return;
-  }
-#pragma omp parallel for simd if (n > cpu::kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) {
-    m[i] = b1 * m[i] + one_m_b1 * g[i];
-    v[i] = b2 * v[i] + one_m_b2 * (g[i] * g[i]);
-    float m_bar = c_g * (g[i] * g_scale) + c_m * (m[i] * m_scale);
-    p[i] -= lr * m_bar / (std::sqrt(v[i] * v_scale) + eps);
-  }
+  backend(s.param.device(), "nadam")
+      .nadam_update(p, m, v, g, n, {b1, b2, one_m_b1, one_m_b2, g_scale, m_scale, v_scale, c_g, c_m, lr, eps});
 }
 
 std::map<std::string, std::string> Nadam::hyperparameters() const {

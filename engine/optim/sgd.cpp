@@ -1,8 +1,7 @@
 // sgd.cpp: one fused loop per parameter (see sgd.h for the update).
 #include "engine/optim/sgd.h"
 
-#include "engine/cuda_ops.h"
-#include "kernels/cpu/parallel.h"
+#include "engine/backend.h"
 
 namespace nimbus {
 
@@ -21,19 +20,7 @@ void SGD::update(ParamState& s, const Tensor& grad) {
   const float lr = float(lr_), wd = float(opt_.weight_decay), mom = float(opt_.momentum);
   const float keep = float(1.0 - opt_.dampening);
   const bool first = s.step == 1, use_mom = opt_.momentum != 0, nesterov = opt_.nesterov;
-  if (!s.param.is_cpu()) {
-    cuda_ops("sgd").sgd_update(p, buf, g, n, {lr, wd, mom, keep, first, use_mom, nesterov});
-    return;
-  }
-#pragma omp parallel for simd if (n > cpu::kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) {
-    float d = wd != 0.f ? g[i] + wd * p[i] : g[i];
-    if (use_mom) {
-      buf[i] = first ? d : buf[i] * mom + keep * d;
-      d = nesterov ? d + mom * buf[i] : buf[i];
-    }
-    p[i] += -lr * d;
-  }
+  backend(s.param.device(), "sgd").sgd_update(p, buf, g, n, {lr, wd, mom, keep, first, use_mom, nesterov});
 }
 
 std::map<std::string, std::string> SGD::hyperparameters() const {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/cpu/parallel.h"
+#include "kernels/common/parallel.h"
 
 namespace nimbus::cpu {
 

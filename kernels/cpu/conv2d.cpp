@@ -9,7 +9,7 @@
 #include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
-#include "kernels/cpu/parallel.h"
+#include "kernels/common/parallel.h"
 
 namespace nimbus::cpu {
 

@@ -19,16 +19,9 @@
 #pragma once
 #include <cstdint>
 
-namespace nimbus::cpu {
+#include "kernels/common/geometry.h"  // ConvGeom
 
-struct ConvGeom {
-  int64_t N, C, H, W;  // input
-  int64_t K, R, S;     // weight (K, C, R, S)
-  int64_t stride = 1, pad = 0;
-  int64_t P() const { return (H + 2 * pad - R) / stride + 1; }
-  int64_t Q() const { return (W + 2 * pad - S) / stride + 1; }
-  bool pointwise() const { return R == 1 && S == 1 && stride == 1 && pad == 0; }
-};
+namespace nimbus::cpu {
 
 // ---- reference (any T). Each writes (=) its output; b may be null. ----
 template <typename T> void conv2d_forward_ref(T* y, const T* x, const T* w, const T* b, const ConvGeom& g);

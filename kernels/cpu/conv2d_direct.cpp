@@ -20,7 +20,7 @@
 
 #include "kernels/cpu/elementwise.h"  // relu_forward
 #include "kernels/cpu/gemm.h"  // bias_backward
-#include "kernels/cpu/parallel.h"
+#include "kernels/common/parallel.h"
 #include "kernels/cpu/simd.h"
 
 namespace nimbus::cpu {

@@ -1,7 +1,7 @@
 // elementwise.cpp: pointwise CPU kernels (see elementwise.h).
 #include "kernels/cpu/elementwise.h"
 
-#include "kernels/cpu/parallel.h"
+#include "kernels/common/parallel.h"
 
 namespace nimbus::cpu {
 

@@ -1,7 +1,7 @@
 // gemm.cpp: the reference GEMM, the OpenBLAS fast path, bias helpers and the
 // linear layer built from them (see gemm.h).
 #include "kernels/cpu/gemm.h"
-#include "kernels/cpu/parallel.h"
+#include "kernels/common/parallel.h"
 
 #include <cblas.h>
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/cpu/parallel.h"
+#include "kernels/common/parallel.h"
 
 namespace nimbus::cpu {
 

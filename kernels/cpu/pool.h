@@ -14,14 +14,9 @@
 #pragma once
 #include <cstdint>
 
-namespace nimbus::cpu {
+#include "kernels/common/geometry.h"  // PoolGeom
 
-struct PoolGeom {
-  int64_t N, C, H, W;
-  int64_t kernel, stride, pad;
-  int64_t P() const { return (H + 2 * pad - kernel) / stride + 1; }
-  int64_t Q() const { return (W + 2 * pad - kernel) / stride + 1; }
-};
+namespace nimbus::cpu {
 
 // The reference: each window's max, one window at a time (window_argmax).
 template <typename T> void max_pool2d_forward_ref(T* y, const T* x, const PoolGeom& g);

@@ -12,7 +12,7 @@
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/elementwise.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::cuda {
 
@@ -62,11 +62,13 @@ __global__ void batchnorm_update_running_kernel(float* rm, float* rv, const floa
 
 // y = (x - mean) * (invstd * w) + b, per channel constants as in the CPU kernel.
 __global__ void batchnorm_forward_kernel(float* y, const float* x, const float* mean, const float* invstd,
-                                         const float* weight, const float* bias, int64_t C, int64_t HW, int64_t n) {
+                                         const float* weight, const float* bias, int64_t C, int64_t HW, int64_t n,
+                                         bool relu) {
   for (int64_t i = grid_first(); i < n; i += grid_step()) {
     const int64_t c = (i / HW) % C;
     const float scale = invstd[c] * (weight ? weight[c] : 1.0f), shift = bias ? bias[c] : 0.0f;
-    y[i] = (x[i] - mean[c]) * scale + shift;
+    const float v = (x[i] - mean[c]) * scale + shift;
+    y[i] = relu && v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
   }
 }
 
@@ -126,10 +128,11 @@ void batchnorm_update_running(float* running_mean, float* running_var, const flo
 }
 
 void batchnorm_forward(float* y, const float* x, const float* mean, const float* invstd, const float* weight,
-                       const float* bias, int64_t N, int64_t C, int64_t HW, int block) {
+                       const float* bias, int64_t N, int64_t C, int64_t HW, bool relu, int block) {
   const int64_t n = N * C * HW;
   if (n <= 0) return;
-  launch(batchnorm_forward_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, mean, invstd, weight, bias, C, HW, n);
+  launch(batchnorm_forward_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, mean, invstd, weight, bias, C, HW, n,
+         relu);
   check_launch("cuda::batchnorm_forward");
 }
 

@@ -17,7 +17,7 @@
 
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/elementwise.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::cuda {
 

@@ -8,7 +8,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cpu/conv2d.h"  // ConvGeom (a plain struct)
+#include "kernels/common/geometry.h"  // ConvGeom
 #include "kernels/cuda/gemm.h"
 
 namespace nimbus::cuda {

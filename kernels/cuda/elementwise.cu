@@ -36,6 +36,17 @@ __global__ void scale_kernel(float* y, const float* x, float s, int64_t n) {
   for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = s * x[i];
 }
 
+__global__ void add_relu_kernel(float* y, const float* a, const float* b, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const float v = a[i] + b[i];
+    y[i] = v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
+  }
+}
+
+__global__ void add_scaled_kernel(float* y, const float* a, const float* b, float s, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = a[i] + s * b[i];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Launchers.
 void fill(float* y, float value, int64_t n, int block) {
@@ -72,6 +83,18 @@ void scale(float* y, const float* x, float s, int64_t n, int block) {
   if (n <= 0) return;
   launch(scale_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, s, n);
   check_launch("cuda::scale");
+}
+
+void add_relu(float* y, const float* a, const float* b, int64_t n, int block) {
+  if (n <= 0) return;
+  launch(add_relu_kernel, grid_for(n, block), block, 0, launch_stream(), y, a, b, n);
+  check_launch("cuda::add_relu");
+}
+
+void add_scaled(float* y, const float* a, const float* b, float s, int64_t n, int block) {
+  if (n <= 0) return;
+  launch(add_scaled_kernel, grid_for(n, block), block, 0, launch_stream(), y, a, b, s, n);
+  check_launch("cuda::add_scaled");
 }
 
 }  // namespace nimbus::cuda

@@ -21,5 +21,9 @@ void relu_backward(float* dx, const float* dy, const float* y, int64_t n, int bl
 void add(float* y, const float* a, const float* b, int64_t n, int block = kBlock);
 // y = s * x (y may alias x)
 void scale(float* y, const float* x, float s, int64_t n, int block = kBlock);
+// Fused: y = max(a + b, 0) (ResNet's block output; a NaN passes through), y = a + s * b (DSen2-CR's
+// residual x + 0.1 F(x)); one pass each instead of two.
+void add_relu(float* y, const float* a, const float* b, int64_t n, int block = kBlock);
+void add_scaled(float* y, const float* a, const float* b, float s, int64_t n, int block = kBlock);
 
 }  // namespace nimbus::cuda

@@ -16,7 +16,7 @@
 
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/compat.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::cuda {
 

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <string>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 namespace nimbus::cuda {
 

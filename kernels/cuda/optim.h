@@ -7,18 +7,9 @@
 #pragma once
 #include <cstdint>
 
-namespace nimbus::cuda {
+#include "kernels/common/optim_scalars.h"  // AdamScalars, NadamScalars, SgdScalars
 
-struct AdamScalars {
-  float b1, b2, one_m_b1, one_m_b2, wd, eps, step_size, bc2_sqrt;
-};
-struct NadamScalars {
-  float b1, b2, one_m_b1, one_m_b2, g_scale, m_scale, v_scale, c_g, c_m, lr, eps;
-};
-struct SgdScalars {
-  float lr, wd, mom, keep;
-  bool first, use_mom, nesterov;
-};
+namespace nimbus::cuda {
 
 void adam_update(float* p, float* m, float* v, const float* g, int64_t n, const AdamScalars& s, int block = 256);
 void nadam_update(float* p, float* m, float* v, const float* g, int64_t n, const NadamScalars& s, int block = 256);

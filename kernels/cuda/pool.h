@@ -6,7 +6,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cpu/pool.h"  // PoolGeom (a plain struct)
+#include "kernels/common/geometry.h"  // PoolGeom
 
 namespace nimbus::cuda {
 

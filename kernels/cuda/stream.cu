@@ -9,7 +9,7 @@
 #include <atomic>
 #include <string>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "kernels/cuda/compat.h"
 
 namespace nimbus::cuda {

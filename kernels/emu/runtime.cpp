@@ -25,7 +25,7 @@
 #include <mutex>
 #include <set>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "kernels/emu/runtime.h"
 
 struct EmuStream {

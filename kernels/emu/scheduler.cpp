@@ -23,7 +23,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "kernels/emu/device.h"
 
 #if defined(__SANITIZE_ADDRESS__) && !defined(EMU_ASAN)

@@ -9,7 +9,7 @@
 
 #include "tests/common/check.h"
 #include "apps/common/accuracy.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 using namespace nimbus;
 

@@ -15,7 +15,7 @@
 
 #include "apps/common/font.h"
 #include "apps/common/plot.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 
 using namespace nimbus;
 using namespace nimbus::plot;

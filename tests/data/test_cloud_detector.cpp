@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "data/cloud_detector.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "engine/io/safetensors.h"
 #include "tests/common/check.h"
 

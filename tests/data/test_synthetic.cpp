@@ -15,7 +15,7 @@
 #include "data/synthetic.h"
 #include "data/synthetic_sar.h"
 #include "data/synthetic_spectra.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "tests/common/check.h"
 
 using namespace nimbus;

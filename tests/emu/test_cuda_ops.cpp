@@ -12,7 +12,7 @@
 #include <cstring>
 #include <functional>
 
-#include "engine/cuda_ops.h"
+#include "engine/backend.h"
 #include "engine/ops/activation.h"
 #include "engine/ops/arith.h"
 #include "engine/ops/batchnorm.h"
@@ -30,7 +30,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/pool.h"
-#include "kernels/cuda/backend.h"
+#include "backends/cuda/backend.h"
 #include "kernels/cuda/batchnorm.h"
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/copy.h"
@@ -217,7 +217,7 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
                                        to_double(w).data(), to_double(b).data(), N, C, HW);
     auto got_y = same_in_all_orders("batchnorm_forward", [&] {
       DeviceBuffer<float> dY(static_cast<size_t>(n));
-      cuda::batchnorm_forward(dY.p, dX.p, dM.p, dI.p, dW.p, dB.p, N, C, HW, block);
+      cuda::batchnorm_forward(dY.p, dX.p, dM.p, dI.p, dW.p, dB.p, N, C, HW, false, block);
       return dY.download();
     });
     check_close(got_y, y, 1e-5, 1e-5, "batchnorm forward");
@@ -517,8 +517,13 @@ TEST_CASE("cuda engine: one training step of a tiny ResNet equals the CPU backen
   cfg.in_channels = 3;
   cfg.classes = 5;
   Rng data_rng(3);
-  // 3 images of 32x32: layer4 still sees 3 values per channel in batch norm.
-  const Tensor x = Tensor::randn({3, 3, 32, 32}, data_rng), y = Tensor::from_vector({3}, {4, 1, 0});
+  // 3 images of 64x64: layer4 sees 12 values per channel in batch norm. Not 32x32 (3 values, 1x1
+  // planes): there the gradients that flow back through the batch norms of layer4 and layer3 are so
+  // ill-conditioned that the CPU backend alone moves grad of layer2.0.downsample.0.weight by 1.5e-4 of
+  // its largest |value| between OpenBLAS's Haswell, SkylakeX and Sandybridge kernels (each GEMM is
+  // accurate to ~1e-7 against a double reference), past check_step's 1e-4; at 64x64 every tensor agrees
+  // within 6e-6 of its scale across those kernels and the CUDA backend, for data seeds 3, 4, 5 and 7.
+  const Tensor x = Tensor::randn({3, 3, 64, 64}, data_rng), y = Tensor::from_vector({3}, {4, 1, 0});
   auto step = [&](models::ResNet& m, Device d) {
     SGD opt(m.named_parameters(), SGDOptions{0.1, 0.9});
     Tensor loss = cross_entropy(m.forward(x.to(d)), y.to(d));

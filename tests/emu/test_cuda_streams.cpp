@@ -15,7 +15,7 @@
 #include "engine/ops/loss.h"
 #include "engine/ops/shape_ops.h"
 #include "engine/random.h"
-#include "kernels/cuda/backend.h"
+#include "backends/cuda/backend.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/stream.h"

@@ -13,7 +13,7 @@
 #include <numeric>
 #include <string>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "tests/emu/emu_util.h"
 
 using namespace nimbus;

@@ -5,8 +5,8 @@
 
 #include <cstdio>
 
-#include "engine/cuda_ops.h"
-#include "kernels/cuda/backend.h"
+#include "engine/backend.h"
+#include "backends/cuda/backend.h"
 
 int main(int argc, char** argv) {
   if (!nimbus::cuda::register_cuda_backend()) {

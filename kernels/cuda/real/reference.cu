@@ -13,7 +13,7 @@
 #include <mutex>
 #include <tuple>
 
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"

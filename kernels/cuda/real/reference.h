@@ -15,7 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cpu/conv2d.h"  // ConvGeom
+#include "kernels/common/geometry.h"  // ConvGeom
 
 namespace nimbus::cuda::ref {
 
@@ -59,7 +59,7 @@ class CudnnConv {
   size_t ws_bytes_ = 0;
 };
 
-// The op-table shape of conv2d (engine/cuda_ops.h) on cuDNN: descriptors cached per geometry,
+// The kernel-list shape of conv2d (engine/kernel_list.def, without the fused ReLU) on cuDNN: descriptors cached per geometry,
 // `ws` has conv2d_workspace(g) floats; bias through our bias_fill / bias_backward (gemm.h).
 int64_t cudnn_conv2d_workspace(const cpu::ConvGeom& g);
 void cudnn_conv2d_forward(float* y, const float* x, const float* w, const float* b, const cpu::ConvGeom& g,

@@ -1,12 +1,12 @@
 /* op_profile.cu: per-op device time from events at op boundaries (see op_profile.h). Host code. */
-#include "kernels/cuda/op_profile.h"
+#include "backends/cuda/op_profile.h"
 
 #include <algorithm>
 #include <map>
 #include <utility>
 
-#include "engine/cuda_ops.h"
-#include "engine/error.h"
+#include "engine/backend.h"
+#include "kernels/common/error.h"
 #include "kernels/cuda/compat.h"
 
 namespace nimbus::cuda {
@@ -32,15 +32,15 @@ void record(const char* op) {
 
 void start_op_profile() {
   NIMBUS_CHECK(!open, "op profile: one is already open");
-  cuda_ops("op profile");  // Error if no backend is registered
+  backend(Device::CUDA, "op profile");  // Error if no CUDA backend is registered
   open = true;
   record("(before the first op)");
-  set_cuda_op_marker(record);
+  set_op_marker(Device::CUDA, record);
 }
 
 std::vector<OpTime> stop_op_profile() {
   NIMBUS_CHECK(open, "op profile: none is open");
-  set_cuda_op_marker(nullptr);
+  set_op_marker(Device::CUDA, nullptr);
   open = false;
   record("(end)");
   count_host_wait();

@@ -1,7 +1,7 @@
 /* op_profile.h: where a CUDA training step spends its device time, op by op (op_profile.cu).
  *
  * nsys does not run on our GPU machines, so the breakdown comes from CUDA events: while a profile
- * is open, every engine op (each cuda_ops("name") call, engine/cuda_ops.h) records an event on the
+ * is open, every engine op (each backend(device, "name") lookup, engine/backend.h) records an event on the
  * current stream, and the device time between one op's event and the next is charged to that op.
  * That includes whatever the engine queued in between (gradient fills and accumulations, copies),
  * and device idle time while the host is behind: when the GPU waits for the host, the op that was

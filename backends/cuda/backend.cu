@@ -11,16 +11,16 @@
  * the block before. The host itself only touches device memory through copies that synchronize the
  * stream first. cudaFree (empty_cache) synchronizes the device before returning memory.
  */
-#include "kernels/cuda/backend.h"
+#include "backends/cuda/backend.h"
 
 #include <cstdlib>
 #include <mutex>
 #include <string>
 
 #include "engine/allocator.h"
-#include "engine/cuda_ops.h"
+#include "engine/backend.h"
 #include "engine/device.h"
-#include "engine/error.h"
+#include "kernels/common/error.h"
 #include "kernels/cuda/batchnorm.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/conv2d.h"
@@ -90,81 +90,30 @@ std::string versions() {
 #endif
 }
 
-// The op table: the launchers with their default block sizes.
-CudaOps make_ops() {
-  CudaOps o{};
-  o.add_inplace = [](float* y, const float* x, int64_t n) { add_inplace(y, x, n); };
-  o.relu_forward = [](float* y, const float* x, int64_t n) { relu_forward(y, x, n); };
-  o.relu_backward = [](float* dx, const float* dy, const float* y, int64_t n) { relu_backward(dx, dy, y, n); };
-  o.add = [](float* y, const float* a, const float* b, int64_t n) { add(y, a, b, n); };
-  o.scale = [](float* y, const float* x, float s, int64_t n) { scale(y, x, s, n); };
-  o.linear_forward = [](float* y, const float* x, const float* w, const float* b, int64_t N, int64_t in,
-                        int64_t out) { linear_forward(y, x, w, b, N, in, out); };
-  o.linear_backward = [](float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, int64_t N,
-                         int64_t in, int64_t out) { linear_backward(dx, dw, db, dy, x, w, N, in, out); };
-  o.conv2d_workspace = [](const ConvGeom& g) { return cuda::conv2d_workspace(g); };
-  o.conv2d_forward = [](float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
-    cuda::conv2d_forward(y, x, w, b, g, ws);
-  };
-  o.conv2d_backward = [](float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
-                         const ConvGeom& g, float* ws) { cuda::conv2d_backward(dx, dw, db, dy, x, w, g, ws); };
-  o.batchnorm_stats = [](float* mean, float* var, const float* x, int64_t N, int64_t C, int64_t HW) {
-    batchnorm_stats(mean, var, x, N, C, HW);
-  };
-  o.batchnorm_invstd = batchnorm_invstd;
-  o.batchnorm_update_running = batchnorm_update_running;
-  o.batchnorm_forward = [](float* y, const float* x, const float* mean, const float* invstd, const float* w,
-                           const float* b, int64_t N, int64_t C, int64_t HW) {
-    batchnorm_forward(y, x, mean, invstd, w, b, N, C, HW);
-  };
-  o.batchnorm_backward = [](float* dx, float* dw, float* db, const float* dy, const float* x, const float* mean,
-                            const float* invstd, const float* w, int64_t N, int64_t C, int64_t HW, bool training) {
-    batchnorm_backward(dx, dw, db, dy, x, mean, invstd, w, N, C, HW, training);
-  };
-  o.max_pool2d_forward = [](float* y, const float* x, const PoolGeom& g) { cuda::max_pool2d_forward(y, x, g); };
-  o.max_pool2d_backward = [](float* dx, const float* dy, const float* x, const PoolGeom& g) {
-    cuda::max_pool2d_backward(dx, dy, x, g);
-  };
-  o.global_avg_pool_forward = [](float* y, const float* x, int64_t planes, int64_t hw) {
-    global_avg_pool_forward(y, x, planes, hw);
-  };
-  o.global_avg_pool_backward = [](float* dx, const float* dy, int64_t planes, int64_t hw) {
-    global_avg_pool_backward(dx, dy, planes, hw);
-  };
-  o.copy_rows = [](float* dst, int64_t ds, const float* src, int64_t ss, int64_t rows, int64_t len) {
-    copy_rows(dst, ds, src, ss, rows, len);
-  };
-  o.loss_scratch_floats = loss_scratch_floats;
-  o.softmax_forward = [](float* y, const float* x, int64_t N, int64_t K) { softmax_forward(y, x, N, K); };
-  o.cross_entropy_forward = [](float* loss, float* prob, const float* logits, const float* target, int64_t N,
-                               int64_t K, float* scratch) {
-    cross_entropy_forward(loss, prob, logits, target, N, K, scratch);
-  };
-  o.cross_entropy_backward = [](float* dl, const float* prob, const float* target, float g, int64_t N, int64_t K) {
-    cross_entropy_backward(dl, prob, target, g, N, K);
-  };
-  o.l1_forward = [](float* loss, const float* p, const float* t, int64_t n, float* s) { l1_forward(loss, p, t, n, s); };
-  o.l1_backward = [](float* dp, const float* p, const float* t, float g, int64_t n) { l1_backward(dp, p, t, g, n); };
-  o.mse_forward = [](float* loss, const float* p, const float* t, int64_t n, float* s) {
-    mse_forward(loss, p, t, n, s);
-  };
-  o.mse_backward = [](float* dp, const float* p, const float* t, float g, int64_t n) { mse_backward(dp, p, t, g, n); };
-  o.carl_forward = [](float* loss, const float* P, const float* Tg, const float* I, const float* M, float lambda,
-                      int64_t N, int64_t C, int64_t HW,
-                      float* s) { carl_forward(loss, P, Tg, I, M, lambda, N, C, HW, s); };
-  o.carl_backward = [](float* dP, const float* P, const float* Tg, const float* I, const float* M, float lambda,
-                       float g, int64_t N, int64_t C,
-                       int64_t HW) { carl_backward(dP, P, Tg, I, M, lambda, g, N, C, HW); };
-  o.adam_update = [](float* p, float* m, float* v, const float* g, int64_t n, const AdamScalars& s) {
-    adam_update(p, m, v, g, n, s);
-  };
-  o.nadam_update = [](float* p, float* m, float* v, const float* g, int64_t n, const NadamScalars& s) {
-    nadam_update(p, m, v, g, n, s);
-  };
-  o.sgd_update = [](float* p, float* buf, const float* g, int64_t n, const SgdScalars& s) {
-    sgd_update(p, buf, g, n, s);
-  };
-  return o;
+}  // namespace
+
+// ---- the kernel list on CUDA -------------------------------------------------------------------
+// Every entry of engine/kernel_list.def calls nimbus::cuda::<name>(arguments) with the launcher's
+// default block size, except the adapters declared here (they hide the launcher of the same name).
+namespace cuda_entries {
+using namespace ::nimbus::cuda;
+
+// The im2col + GEMM path has no epilogue yet: the ReLU is a second pass over y.
+void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
+                    bool relu) {
+  cuda::conv2d_forward(y, x, w, b, g, ws);
+  if (relu) cuda::relu_forward(y, y, g.N * g.K * g.P() * g.Q());
+}
+}  // namespace cuda_entries
+
+namespace {
+
+Backend make_backend() {
+  Backend t;
+#define NIMBUS_KERNEL(name, ret, params, args) NIMBUS_BACKEND_ENTRY(t, cuda_entries, name, ret, params, args)
+#include "engine/kernel_list.def"
+#undef NIMBUS_KERNEL
+  return t;
 }
 
 // ---- references (backend.h) ------------------------------------------------------------------
@@ -172,14 +121,18 @@ Reference active_reference = Reference::None;
 
 #ifdef NIMBUS_CUDA_REFERENCES
 void install_reference(Reference r) {
-  CudaOps o = make_ops();
+  Backend t = make_backend();
   set_gemm_reference(r == Reference::None ? nullptr : ref::cublas_gemm_batched);
   if (r == Reference::Cudnn) {
-    o.conv2d_workspace = ref::cudnn_conv2d_workspace;
-    o.conv2d_forward = ref::cudnn_conv2d_forward;
-    o.conv2d_backward = ref::cudnn_conv2d_backward;
+    t.conv2d_workspace = ref::cudnn_conv2d_workspace;
+    t.conv2d_forward = [](float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
+                          bool relu) {
+      ref::cudnn_conv2d_forward(y, x, w, b, g, ws);
+      if (relu) cuda::relu_forward(y, y, g.N * g.K * g.P() * g.Q());
+    };
+    t.conv2d_backward = ref::cudnn_conv2d_backward;
   }
-  set_cuda_ops(o);
+  set_backend(Device::CUDA, t);
 }
 #endif
 
@@ -207,7 +160,7 @@ bool do_register() {
   // Never destroyed: tensors freed during static destruction still return their blocks here.
   static CachingAllocator* allocator = new CachingAllocator(raw_alloc, raw_free);
   set_device_runtime(Device::CUDA, DeviceRuntime{allocator, copy, fill_n, synchronize});
-  set_cuda_ops(make_ops());
+  set_backend(Device::CUDA, make_backend());
   base_status = str("CUDA backend: ", count, " device(s), using device 0 (", versions(), ")");
   set_cuda_status(base_status);
   if (wanted != Reference::None) set_reference(wanted);

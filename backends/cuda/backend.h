@@ -1,9 +1,9 @@
-/* backend.h: registers the CUDA device with the engine (kernels/cuda/backend.cu).
+/* backend.h: registers the CUDA device with the engine (backends/cuda/backend.cu).
  *
  * register_cuda_backend() checks cudaGetDeviceCount; if a device is usable it creates the backend's
  * compute stream (stream.h), installs the CUDA DeviceRuntime (caching allocator over cudaMalloc,
  * copies ordered on the current stream, fill, synchronize = stream synchronize) and the op table
- * of engine/cuda_ops.h, and returns true. Either way it records a sentence for
+ * of engine/kernel_list.def (engine/backend.h), and returns true. Either way it records a sentence for
  * nimbus::cuda_status(). Idempotent and thread-safe. The same source is linked as nimbus_cuda_emu
  * (the emulated device, for tests) or, built by nvcc against cudart, as the real backend.
  *

@@ -2,8 +2,8 @@
  * exits 0 with a usable device, 1 without. For CI and for checking a GPU machine by hand. */
 #include <cstdio>
 
-#include "engine/cuda_ops.h"
-#include "kernels/cuda/backend.h"
+#include "engine/backend.h"
+#include "backends/cuda/backend.h"
 
 int main() {
   const bool ok = nimbus::cuda::register_cuda_backend();

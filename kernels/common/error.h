@@ -1,4 +1,5 @@
-// error.h: the one exception type nimbus throws, and a check macro.
+// error.h: the one exception type nimbus throws, and a check macro. A neutral header (kernels/common/):
+// kernels, the engine, data and apps all report errors this way, and kernels include nothing from engine/.
 //
 // Errors are for bad input (wrong shapes, devices, corrupt files), not for
 // internal invariants; their message says which op or file and what is wrong,
