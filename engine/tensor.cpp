@@ -5,6 +5,7 @@
 
 #include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "engine/random.h"
 
 namespace nimbus {
@@ -16,15 +17,18 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
 Storage::~Storage() { device_runtime(device).allocator->deallocate(data); }
 
 namespace {
-std::shared_ptr<TensorImpl> make_impl(const Shape& shape, Device device) {
+std::shared_ptr<TensorImpl> make_impl(const Shape& shape, Device device, DType dtype) {
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
-  impl->storage = std::make_shared<Storage>(size_t(shape.numel()) * sizeof(float), device);
+  impl->dtype = dtype;
+  impl->storage = std::make_shared<Storage>(size_t(shape.numel()) * dtype_size(dtype), device);
   return impl;
 }
 }  // namespace
 
-Tensor Tensor::empty(const Shape& shape, Device device) { return Tensor(make_impl(shape, device)); }
+Tensor Tensor::empty(const Shape& shape, Device device, DType dtype) {
+  return Tensor(make_impl(shape, device, dtype));
+}
 
 Tensor Tensor::zeros(const Shape& shape, Device device) { return full(shape, 0.f, device); }
 
@@ -63,8 +67,19 @@ TensorImpl& Tensor::checked() const {
 
 const Shape& Tensor::shape() const { return checked().shape; }
 Device Tensor::device() const { return checked().storage->device; }
-float* Tensor::data() { return static_cast<float*>(checked().storage->data); }
-const float* Tensor::data() const { return static_cast<const float*>(checked().storage->data); }
+DType Tensor::dtype() const { return checked().dtype; }
+
+float* Tensor::data() { return const_cast<float*>(static_cast<const Tensor*>(this)->data()); }
+const float* Tensor::data() const {
+  NIMBUS_CHECK(checked().dtype == DType::F32, "tensor ", describe(*this),
+               ": this operation needs float32 data (cast with .to(DType::F32))");
+  return static_cast<const float*>(impl_->storage->data);
+}
+uint16_t* Tensor::data_bf16() { return const_cast<uint16_t*>(static_cast<const Tensor*>(this)->data_bf16()); }
+const uint16_t* Tensor::data_bf16() const {
+  NIMBUS_CHECK(checked().dtype == DType::BF16, "tensor ", describe(*this), " is not bfloat16");
+  return static_cast<const uint16_t*>(impl_->storage->data);
+}
 
 float Tensor::item() const {
   NIMBUS_CHECK(numel() == 1, "item: tensor of shape ", shape().str(), " has ", numel(), " elements, not 1");
@@ -72,24 +87,36 @@ float Tensor::item() const {
 }
 
 std::vector<float> Tensor::to_vector() const {
+  const Tensor f = to(DType::F32);  // a cast on the tensor's device first, if bfloat16
   std::vector<float> v(static_cast<size_t>(numel()));
-  device_runtime(device()).copy(v.data(), Device::CPU, data(), device(), v.size() * sizeof(float));
+  device_runtime(device()).copy(v.data(), Device::CPU, f.data(), device(), v.size() * sizeof(float));
   return v;
 }
 
 Tensor Tensor::to(Device dst) const {
   if (device() == dst) return *this;
-  Tensor t = empty(shape(), dst);
+  Tensor t = empty(shape(), dst, dtype());
   Device src = device();
   // The non-CPU side owns the copy routine (it knows its own memory).
   const DeviceRuntime& rt = device_runtime(dst == Device::CPU ? src : dst);
-  rt.copy(t.data(), dst, data(), src, size_t(numel()) * sizeof(float));
+  rt.copy(t.impl_->storage->data, dst, impl_->storage->data, src, nbytes());
+  return t;
+}
+
+Tensor Tensor::to(DType dst) const {
+  if (dtype() == dst) return *this;
+  Tensor t = empty(shape(), device(), dst);
+  const Backend& be = backend(device(), "to(dtype)");
+  if (dst == DType::BF16)
+    be.cast_f32_to_bf16(t.data_bf16(), data(), numel());
+  else
+    be.cast_bf16_to_f32(t.data(), data_bf16(), numel());
   return t;
 }
 
 Tensor Tensor::clone() const {
-  Tensor t = empty(shape(), device());
-  device_runtime(device()).copy(t.data(), device(), data(), device(), size_t(numel()) * sizeof(float));
+  Tensor t = empty(shape(), device(), dtype());
+  device_runtime(device()).copy(t.impl_->storage->data, device(), impl_->storage->data, device(), nbytes());
   return t;
 }
 
@@ -97,15 +124,19 @@ Tensor Tensor::detach() const {
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = checked().storage;
   impl->shape = impl_->shape;
+  impl->dtype = impl_->dtype;
   return Tensor(impl);
 }
 
 void Tensor::copy_(const Tensor& src) {
-  NIMBUS_CHECK(shape() == src.shape(), "copy_: destination ", describe(*this), " vs source ", describe(src));
-  if (src.data() == data()) return;
+  NIMBUS_CHECK(shape() == src.shape() && dtype() == src.dtype(), "copy_: destination ", describe(*this),
+               " vs source ", describe(src));
+  void* d = checked().storage->data;
+  const void* s = src.checked().storage->data;
+  if (s == d) return;
   Device dd = device(), sd = src.device();
   const DeviceRuntime& rt = device_runtime(dd == Device::CPU ? sd : dd);
-  rt.copy(data(), dd, src.data(), sd, size_t(numel()) * sizeof(float));
+  rt.copy(d, dd, s, sd, nbytes());
 }
 
 void Tensor::fill_(float value) { device_runtime(device()).fill(data(), value, size_t(numel())); }
@@ -144,7 +175,7 @@ void Tensor::backward(const Tensor& grad_output) const { run_backward(*this, gra
 
 std::string describe(const Tensor& t) {
   if (!t.defined()) return "(undefined)";
-  return t.shape().str() + " " + device_name(t.device());
+  return t.shape().str() + " " + device_name(t.device()) + (t.dtype() == DType::F32 ? "" : " bfloat16");
 }
 
 }  // namespace nimbus

@@ -1,7 +1,8 @@
-// tensor.h: the float32 tensor every part of nimbus passes around.
+// tensor.h: the tensor every part of nimbus passes around.
 //
 // A Tensor is a handle (shared_ptr) to a TensorImpl: a contiguous row-major
-// float32 buffer on one device plus its Shape. Images are NCHW. Copying a
+// buffer on one device plus its Shape and its element type (DType: float32, the
+// default and what every op computes in, or bfloat16, kernels/common/dtype.h). Images are NCHW. Copying a
 // Tensor copies the handle, not the data (like torch.Tensor); clone() copies
 // the data. reshape()/view share storage. There are no strides: every tensor is
 // contiguous, which keeps every kernel a plain loop over memory.
@@ -16,6 +17,7 @@
 
 #include "engine/device.h"
 #include "engine/shape.h"
+#include "kernels/common/dtype.h"
 
 namespace nimbus {
 
@@ -37,6 +39,7 @@ struct Storage {
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
   Shape shape;
+  DType dtype = DType::F32;
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;  // leaves only: dL/dthis, accumulated by backward()
   std::shared_ptr<Node> grad_fn;     // non-leaves: the op that produced this tensor
@@ -48,7 +51,7 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   // ---- factories (memory from the device's caching allocator) ----
-  static Tensor empty(const Shape& shape, Device device = Device::CPU);  // uninitialised
+  static Tensor empty(const Shape& shape, Device device = Device::CPU, DType dtype = DType::F32);  // uninitialised
   static Tensor zeros(const Shape& shape, Device device = Device::CPU);
   static Tensor full(const Shape& shape, float value, Device device = Device::CPU);
   static Tensor ones(const Shape& shape, Device device = Device::CPU) { return full(shape, 1.f, device); }
@@ -65,19 +68,29 @@ class Tensor {
   int64_t numel() const { return shape().numel(); }
   Device device() const;
   bool is_cpu() const { return device() == Device::CPU; }
+  DType dtype() const;
+  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype()); }
 
   // Raw data. On a non-CPU device this is a device pointer: pass it to kernels, never dereference.
+  // data() is the float32 view every op uses: on a bfloat16 tensor it throws an Error saying so
+  // (cast with to(DType::F32) first); data_bf16() is the bit patterns of a bfloat16 tensor.
   float* data();
   const float* data() const;
+  uint16_t* data_bf16();
+  const uint16_t* data_bf16() const;
 
   // ---- values (copies to the host when needed) ----
   float item() const;  // the one value of a 1-element tensor
-  std::vector<float> to_vector() const;
+  std::vector<float> to_vector() const;  // bfloat16 values are widened (exactly)
   Tensor to(Device device) const;  // same tensor if already there; never records autograd
+  // Same tensor if already of that type; else a new one on the same device, cast by the device's
+  // backend (float32 -> bfloat16 rounds to nearest even, keeps NaN; back is exact). Not recorded:
+  // no gradient flows through a cast.
+  Tensor to(DType dtype) const;
   Tensor clone() const;            // deep copy of the data, no autograd history
   Tensor detach() const;           // same storage, no autograd history, requires_grad false
-  void copy_(const Tensor& src);   // overwrite data in place; shapes must match; not recorded
-  void fill_(float value);         // not recorded
+  void copy_(const Tensor& src);   // overwrite data in place; shapes and dtypes must match; not recorded
+  void fill_(float value);         // float32 only; not recorded
   Tensor view(const Shape& shape) const;  // same storage and history-free; numel must match
 
   // ---- autograd ----
@@ -101,7 +114,7 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
-// "(2,3,8,8) cpu" style description for error messages.
+// "(2,3,8,8) cpu" style description for error messages ("(2,3) cuda bfloat16" for bf16).
 std::string describe(const Tensor& t);
 
 }  // namespace nimbus

@@ -8,6 +8,7 @@
 
 #include "engine/backend.h"
 #include "kernels/cpu/batchnorm.h"
+#include "kernels/cpu/cast.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"

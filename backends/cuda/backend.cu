@@ -22,6 +22,7 @@
 #include "engine/device.h"
 #include "kernels/common/error.h"
 #include "kernels/cuda/batchnorm.h"
+#include "kernels/cuda/cast.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/copy.h"

@@ -68,8 +68,9 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   size_t offset = 0;
   for (const auto& [name, t] : tensors) {
     NIMBUS_CHECK(names.insert(name).second, path, ": duplicate tensor name '", name, "'");
-    size_t nbytes = size_t(t.numel()) * sizeof(float);
-    hdr << (first ? "" : ",") << json::quote(name) << ":{\"dtype\":\"F32\",\"shape\":[";
+    const size_t nbytes = t.nbytes();  // a tensor is stored in its own dtype: F32 or BF16
+    hdr << (first ? "" : ",") << json::quote(name) << ":{\"dtype\":\"" << (t.dtype() == DType::BF16 ? "BF16" : "F32")
+        << "\",\"shape\":[";
     for (int d = 0; d < t.ndim(); ++d) hdr << (d ? "," : "") << t.size(d);
     hdr << "],\"data_offsets\":[" << offset << "," << offset + nbytes << "]}";
     offset += nbytes;
@@ -84,8 +85,12 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   for (int b = 0; b < 8; ++b) out += char((n >> (8 * b)) & 0xFF);
   out += header;
   for (const auto& [name, t] : tensors) {
-    std::vector<float> v = t.to_vector();
-    out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+    const Tensor h = t.to(Device::CPU);
+    if (h.dtype() == DType::BF16) {
+      out.append(reinterpret_cast<const char*>(h.data_bf16()), h.nbytes());
+    } else {
+      out.append(reinterpret_cast<const char*>(h.data()), h.nbytes());
+    }
   }
   write_file_atomic(path, out);
 }

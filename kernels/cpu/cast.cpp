@@ -1,0 +1,19 @@
+// cast.cpp: the casts of cast.h, over both cores for large tensors.
+#include "kernels/cpu/cast.h"
+
+#include "kernels/common/bfloat16.h"
+#include "kernels/common/parallel.h"
+
+namespace nimbus::cpu {
+
+void cast_f32_to_bf16(uint16_t* y, const float* x, int64_t n) {
+#pragma omp parallel for if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_from_float_rne(x[i]);
+}
+
+void cast_bf16_to_f32(float* y, const uint16_t* x, int64_t n) {
+#pragma omp parallel for if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_float(x[i]);
+}
+
+}  // namespace nimbus::cpu

@@ -1,0 +1,31 @@
+/* cast.cu: float32 <-> bfloat16 casts, one grid-stride loop each (kernels/common/bfloat16.h holds
+ * the conversion, shared with the CPU, so both backends give the same bits). */
+#include "kernels/cuda/cast.h"
+
+#include "kernels/common/bfloat16.h"
+#include "kernels/cuda/compat.h"
+
+namespace nimbus::cuda {
+
+namespace {
+__global__ void cast_f32_to_bf16_kernel(uint16_t* y, const float* x, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = bf16_from_float_rne(x[i]);
+}
+__global__ void cast_bf16_to_f32_kernel(float* y, const uint16_t* x, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = bf16_to_float(x[i]);
+}
+}  // namespace
+
+void cast_f32_to_bf16(uint16_t* y, const float* x, int64_t n, int block) {
+  if (n <= 0) return;
+  launch(cast_f32_to_bf16_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, n);
+  check_launch("cuda::cast_f32_to_bf16");
+}
+
+void cast_bf16_to_f32(float* y, const uint16_t* x, int64_t n, int block) {
+  if (n <= 0) return;
+  launch(cast_bf16_to_f32_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, n);
+  check_launch("cuda::cast_bf16_to_f32");
+}
+
+}  // namespace nimbus::cuda

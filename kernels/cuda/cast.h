@@ -1,0 +1,11 @@
+/* cast.h: launchers for the dtype casts (cast.cu), callable from plain C++; the rules are
+ * kernels/common/bfloat16.h's, the same functions the CPU casts call. Device pointers. */
+#pragma once
+#include <cstdint>
+
+namespace nimbus::cuda {
+
+void cast_f32_to_bf16(uint16_t* y, const float* x, int64_t n, int block = 256);
+void cast_bf16_to_f32(float* y, const uint16_t* x, int64_t n, int block = 256);
+
+}  // namespace nimbus::cuda
