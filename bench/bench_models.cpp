@@ -16,10 +16,8 @@
 //   {"case","name","median_ms","min_ms","iters","img_per_s","gflops","peak_rss_mib","own_cpu","foreign_cpu"}
 // (own_cpu / foreign_cpu: CPUs used by this process / by others during the timed loop).
 // Threads: the engine's OpenMP loops and OpenBLAS (its OpenMP build) share one
-// libgomp pool. The bench sets nothing itself: it measures the engine as it is.
-// (With the pthread build of OpenBLAS, OpenMP's spinning waits fought its pool
-// and OMP_WAIT_POLICY=PASSIVE made ResNet-50 train 1.8x faster; now passive
-// waits are 8% slower: 433 vs 397 ms, 2026-11-24.)
+// libgomp pool. The bench sets nothing itself: it measures the engine as it is
+// (docs/perf-notes.md, "Threads").
 // FLOP counts (conv + linear, 2 per MAC, training = 3 fwd - 2 first-conv MACs)
 // are perf-baseline.md's, hard-coded per case.
 //

@@ -61,8 +61,8 @@ void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const
 
 // Testing hooks, listed in --help under "debug-": --debug-inject-nan-at-step S
 // replaces the loss of global step S (0-based) by NaN before the check (the
-// input is not poisoned: ReLU maps NaN to 0 in our kernels, so a NaN pixel may
-// never reach a ResNet's loss); --debug-sigkill-at-step S makes the process
+// loss itself, so the check is tested whatever the model does with a NaN
+// input); --debug-sigkill-at-step S makes the process
 // SIGKILL itself at the start of step S (as if killed from outside).
 struct DebugHooks {
   int64_t nan_at_step = -1, kill_at_step = -1;

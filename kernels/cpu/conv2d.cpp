@@ -173,18 +173,15 @@ namespace {
 //              images, each running single-threaded GEMMs (OpenBLAS runs
 //              serially inside a parallel region) straight on its image's
 //              NCHW planes: no gather/scatter copies around a batched GEMM.
-//              Measured, b32 1x1 64->256 at 16x16: 0.95 ms against 1.72 ms
-//              grouped; per-image GEMMs on fewer pixels lose (4x4: 90 GFLOP/s
-//              on one core, 2x2: 29).
+//              Below 64 output pixels per-image GEMMs lose.
 //   Pointwise: 1x1 stride 1 pad 0, one image per GEMM: x_n is the GEMM operand itself.
 //   Shifted: stride 1, >= 32 input channels, one image per GEMM: R*S GEMMs on the
 //            zero-padded image (below).
 //   Im2col:  everything else (strided convs, small images grouped G at a time).
 // The forward of a few strided geometries runs k-vectorised instead (use_kvec),
 // and that of 1x1 convs on planes of a multiple of 16 pixels the direct 1x1
-// tile (conv2d_pointwise_forward): ResNet-50's b32 1x1 layers at 16x16, 8x8 and
-// 4x4 run at 310-375 GFLOP/s on 2 threads there, against 110-130 per core in
-// OpenBLAS's per-image GEMMs (and 90 at 4x4).
+// tile (conv2d_pointwise_forward), ~3x OpenBLAS's per-image GEMMs there.
+// Every threshold here was set by measurement: docs/perf-notes.md, "CPU convolution paths".
 enum class Path { Direct3x3, PerImage, Pointwise, Shifted, Im2col };
 constexpr int64_t kPerImageMinPixels = 64;
 Path path_of(const ConvGeom& g) {
@@ -193,19 +190,14 @@ Path path_of(const ConvGeom& g) {
   if (conv2d_group(g) > 1) return Path::Im2col;
   if (g.pointwise()) return Path::Pointwise;
   // The forward's shifted GEMMs have inner dimension C and dW's have only C
-  // columns: with few input channels one im2col GEMM is faster. Measured on
-  // 64x64 images, one thread: 15 -> 64 channels is 1.6x faster via im2col;
-  // 32 -> 32, 64 -> 13 and 256 -> 256 are 1.1-2x faster shifted.
+  // columns: with few input channels one im2col GEMM is faster.
   return g.stride == 1 && g.C >= kShiftedMinChannels ? Path::Shifted : Path::Im2col;
 }
 
 // Forwards with taps and a long (c, r, s) reduction whose weights for 64
 // outputs fit in L2 (CRS <= 4096) run k-vectorised instead of im2col + GEMM.
-// Measured on ResNet-50's b32 layers (ms, k-vectorised vs GEMM): 7x7/2 stem
-// 13->64 10.7 vs 16.8; 3x3 128->128 at 8x8 2.4 vs 2.9; 3x3 256->256 at 4x4
-// 2.2 vs 2.4; 3x3/2 256->256 2.6 vs 2.4 (a wash). It loses without taps
-// (1x1: 64 scalar stores per pixel for 64 FMAs) and with 512 channels (3x3 at
-// 2x2: 3.6 vs 3.0).
+// It loses without taps (1x1: 64 scalar stores per pixel for 64 FMAs) and with
+// 512 channels.
 bool use_kvec(const ConvGeom& g) {
   const int64_t CRS = g.C * g.R * g.S;
   return g.R * g.S > 1 && CRS >= 512 && CRS <= 4096;

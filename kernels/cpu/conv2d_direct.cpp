@@ -1,16 +1,7 @@
 // conv2d_direct.cpp: the direct 3x3 stride-1 kernels (see conv2d_direct.h for the maths).
 //
-// Tile sizes, measured on the 2-core AVX-512 VM, one core. Forward: fully
-// unrolling the 3x3 taps (compile-time R, S) took a 6 x 4 tile from 157 to
-// 200 GFLOP/s (64 -> 72 channels, 8 x 64x64, kernel alone). In place, padding
-// and packing included, 8 x 3 gives 188 (256 -> 256 at 128x128) and 191
-// (64 -> 64, 8 x 64x64) GFLOP/s against 181 / 176 for 6 x 4 (GCC spends ~50
-// register moves per 216 FMAs there) and 180 / 172 for 9 x 3; 4 x 4, 8 x 2,
-// 5 x 4 and 7 x 4 are slower still. Weight gradient, 256 -> 256 at 128x128:
-// 3 x 9 accumulators 162 GFLOP/s against 150 for 2 x 9. (These comparisons
-// were made on planar planes; the row-interleaved layout (Planes) and the
-// blocked dyT later took 256 -> 256 at 128x128 from 77% to 87% of peak in the
-// forward and from 68% to 77% in dw, both threads.)
+// Tile sizes (forward 8 outputs x 3 pixel vectors with the taps unrolled at compile time, weight
+// gradient 3 x 9 accumulators) were chosen by measurement: docs/perf-notes.md, "Direct 3x3 tiles".
 #include "kernels/cpu/conv2d_direct.h"
 
 #include <omp.h>
