@@ -8,8 +8,9 @@
 #   smoke        GPU, driver, clocks, nvcc/g++ versions; the carried binaries start; the two ceilings
 #                (a large device-to-device copy, a large bf16 matrix product through PyTorch)
 #   correctness  the emulator's CUDA kernel tests on the device (test_cuda_real), our kernels against
-#                cuBLAS/cuDNN (test_gpu_reference), compute-sanitizer memcheck and racecheck on small
-#                cases of the shared-memory kernels
+#                cuBLAS/cuDNN (test_gpu_reference), the tensor-core conformance kernels against the
+#                emulator's models (gpu_bench_conformance), compute-sanitizer memcheck and racecheck
+#                on small cases of the shared-memory kernels
 #   kernels      every numbered version in bench/cuda on the fixed cases, validated then timed, with
 #                cuDNN/cuBLAS in fp32, TF32, bf16 (gpu_bench_*), and PyTorch (bench/torch/gpu_reference.py)
 #   sass         the hot kernels' SASS (cuobjdump), for reading on a machine without a GPU
@@ -177,6 +178,9 @@ phase_correctness() {
   note_rc "test_cuda_real" $rc
   echo "  test_gpu_reference (our GEMM/conv vs cuBLAS/cuDNN; a ResNet step each way)"
   t 60 "${NB[@]}" "$bin/test_gpu_reference" 2>&1 | tee -a "$clog" | grep -vE '^OK ' ; note_rc "test_gpu_reference" "${PIPESTATUS[0]}"
+  echo "  gpu_bench_conformance (tensor-core instructions: the GPU's data movement vs the emulator's, bit for bit)"
+  t 30 "${NB[@]}" "$bin/gpu_bench_conformance" --expect "$root/bench/cuda/conformance_expected.txt" 2>&1 | tee -a "$clog"
+  note_rc "conformance vs the emulator" "${PIPESTATUS[0]}"
   local cs; cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
   if [[ -z $cs ]]; then echo "  compute-sanitizer not found: memcheck/racecheck skipped"; return; fi
   # Small cases: every kernel of the elementwise/reduce tests, the tiled GEMMs, pooling and batch norm.

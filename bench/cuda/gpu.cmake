@@ -7,6 +7,21 @@
 # bench/cuda/CMakeLists.txt marks gemm.cu and conv2d.cu as C++ (the emulator build); that is a
 # per-directory property, so to be independent of it each program compiles a generated one-line
 # wrapper .cu that #includes its source.
+# gpu_bench_conformance (bench/cuda/conformance.cu): the tensor-core instructions bit for bit against
+# the emulator's hashes (bench/cuda/conformance_expected.txt); needs neither cuBLAS nor cuDNN, so it
+# is built before that check. sm_80 and sm_90 (the instructions need sm_80).
+foreach(name conformance)
+  set(wrapper ${CMAKE_BINARY_DIR}/bench/cuda-gpu/gpu_bench_${name}.cu)
+  file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"bench/cuda/${name}.cu\"\n")
+  add_executable(gpu_bench_${name} ${wrapper})
+  set_target_properties(gpu_bench_${name} PROPERTIES CUDA_ARCHITECTURES "80;90" CUDA_STANDARD 20
+                        RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bin)
+  target_compile_options(gpu_bench_${name} PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:SHELL:-Werror all-warnings -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Werror>)
+  target_include_directories(gpu_bench_${name} PRIVATE ${PROJECT_SOURCE_DIR})
+  target_link_libraries(gpu_bench_${name} PRIVATE nimbus_cuda)
+endforeach()
+
 if(NOT (TARGET CUDA::cublas AND NIMBUS_CUDNN_LIBRARY AND NIMBUS_CUDNN_INCLUDE_DIR))
   message(STATUS "nimbus: no cuBLAS/cuDNN: gpu_bench_gemm and gpu_bench_conv2d are not built")
   return()

@@ -34,6 +34,24 @@ struct uint3 {
   unsigned int x, y, z;
 };
 
+// CUDA's vector types with CUDA's size and alignment, so `reinterpret_cast<const float4*>(p)[i]`
+// compiles to one 16-byte access as on a GPU. A misaligned access is undefined there (a GPU faults);
+// here UBSan (-fsanitize=alignment, part of scripts/test.sh --sanitize) reports it, and the checked
+// load_vector/store_vector of kernels/cuda/tensor_core.h report it in every build.
+struct __attribute__((aligned(8))) float2 { float x, y; };
+struct __attribute__((aligned(16))) float4 { float x, y, z, w; };
+struct __attribute__((aligned(8))) int2 { int x, y; };
+struct __attribute__((aligned(16))) int4 { int x, y, z, w; };
+struct __attribute__((aligned(8))) uint2 { unsigned int x, y; };
+struct __attribute__((aligned(16))) uint4 { unsigned int x, y, z, w; };
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline int2 make_int2(int x, int y) { return {x, y}; }
+inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+inline uint2 make_uint2(unsigned int x, unsigned int y) { return {x, y}; }
+inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned int w) { return {x, y, z, w}; }
+static_assert(sizeof(float4) == 16 && alignof(float4) == 16 && sizeof(uint4) == 16 && alignof(uint4) == 16);
+
 namespace nimbus::emu {
 
 // ---------------------------------------------------------------------------------------------
@@ -49,13 +67,13 @@ uint3 thread_idx();
 uint3 block_idx();
 dim3 block_dim();
 dim3 grid_dim();
-unsigned char* dynamic_smem();  // the block's dynamic shared memory (kMaxDynamicSmem bytes)
+unsigned char* dynamic_smem();  // the block's dynamic shared memory (kMaxDynamicSmemOptIn bytes of storage)
 
 // ---------------------------------------------------------------------------------------------
 // Synchronisation (scheduler.cpp). `file`/`line` identify the call site.
 void syncthreads(const char* file, int line);
 
-enum class WarpOp : int { Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Syncwarp };
+enum class WarpOp : int { Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Syncwarp, Collective };
 // One lane's part in a warp-wide operation: waits for every lane in `mask`, returns this lane's
 // result (the shuffled 32-bit value, or the ballot/any/all word). `arg` is srcLane/delta/laneMask.
 uint32_t warp_op(WarpOp op, uint32_t mask, uint32_t value, int arg, int width, const char* file, int line);
@@ -71,13 +89,40 @@ inline T shfl_generic(WarpOp op, uint32_t mask, T var, int arg, int width, const
 }
 
 // Dynamic shared memory: one agreed name for the whole project (see DYNAMIC_SMEM in compat.h).
-constexpr size_t kMaxDynamicSmem = 48 * 1024;  // CUDA's default limit without an opt-in attribute
+constexpr size_t kMaxDynamicSmem = 48 * 1024;        // CUDA's default limit without an opt-in attribute
+constexpr size_t kMaxDynamicSmemOptIn = 227 * 1024;  // sm_90's most, after cudaFuncSetAttribute (sm_80: 163 KiB)
+
+// ---------------------------------------------------------------------------------------------
+// For the instruction models (tensor_core.cpp): warp-collective instructions and checks.
+//
+// warp_collective: one lane's part in a warp-wide instruction with per-lane operands (mma.sync,
+// ldmatrix.sync). Every lane of the warp must arrive from the same call site (`.aligned`: the same
+// instruction); a lane that exited, or one waiting elsewhere, is reported like a warp-op deadlock,
+// in both strict and lax mode (undefined on a GPU). The last lane to arrive calls
+// fn(lanes), lanes[l] being lane l's `lane_data` (each lane's operands and result slots, on its own
+// stack); fn returns "" or an error, which fails the launch naming the call site.
+using CollectiveFn = std::string (*)(void* const* lanes);
+void warp_collective(const char* name, CollectiveFn fn, void* lane_data, const char* file, int line);
+// Fails the running CUDA thread's block with `msg` (the launch throws nimbus::Error); never returns.
+[[noreturn]] void kernel_fault(std::string msg);
+// Where an address lies, as far as the emulator knows: the block's dynamic shared memory, a
+// cudaMalloc allocation (global), a fiber stack of the block (local), or elsewhere (a static
+// __shared__ array is an ordinary thread_local, so "elsewhere" is where those live).
+enum class MemSpace { DynamicShared, Global, Local, Other };
+MemSpace classify_address(const void* p, size_t bytes);
+int current_thread_id();          // linear id in the block of the running CUDA thread
+uint64_t current_block_serial();  // changes with every block run on this OS thread
+struct LaunchStats;
+LaunchStats& current_block_stats();  // the running block's counters (summed into last_launch_stats)
 
 // ---------------------------------------------------------------------------------------------
 // Launch. Runs fn(ctx) once per CUDA thread of every block. Errors in the kernel (barrier
 // divergence, deadlock, a thread exiting while others wait, bad warp-op masks) throw
 // nimbus::Error; an invalid configuration sets cudaErrorInvalidConfiguration like CUDA does.
-void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* ctx);
+// `smem_limit` is the kernel's dynamic shared memory limit (kMaxDynamicSmem unless raised with
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)).
+void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* ctx,
+                size_t smem_limit = kMaxDynamicSmem);
 
 }  // namespace nimbus::emu
 
@@ -223,5 +268,5 @@ void emu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaSt
   ::nimbus::emu::run_kernel(grid, block, smem, [](void* c) {
     auto* call = static_cast<Call*>(c);
     std::apply(call->kernel, call->params);
-  }, &call);
+  }, &call, ::nimbus::emu::dynamic_smem_limit(reinterpret_cast<const void*>(kernel)));
 }

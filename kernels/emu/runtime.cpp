@@ -26,6 +26,7 @@
 #include <set>
 
 #include "kernels/common/error.h"
+#include "kernels/emu/device.h"  // kMaxDynamicSmem, kMaxDynamicSmemOptIn
 #include "kernels/emu/runtime.h"
 
 struct EmuStream {
@@ -173,6 +174,20 @@ bool is_device_pointer(const void* p) {
   std::lock_guard<std::mutex> lock(registry_mutex);
   return find_allocation(p, 0) != nullptr;
 }
+bool is_device_range(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  return find_allocation(p, bytes) != nullptr;
+}
+
+namespace {
+std::mutex attribute_mutex;
+std::map<const void*, size_t> smem_opt_in;  // kernel -> cudaFuncAttributeMaxDynamicSharedMemorySize
+}  // namespace
+size_t dynamic_smem_limit(const void* kernel) {
+  std::lock_guard<std::mutex> lock(attribute_mutex);
+  auto it = smem_opt_in.find(kernel);
+  return it == smem_opt_in.end() ? kMaxDynamicSmem : it->second;
+}
 size_t live_allocations() {
   std::lock_guard<std::mutex> lock(registry_mutex);
   return registry.size();
@@ -281,6 +296,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
@@ -293,6 +309,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDeviceFunction: return "invalid device function";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
@@ -383,5 +400,22 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
   if (!ms) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: null pointer");
   *ms = 0.0f;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (!func) return fail(cudaErrorInvalidDeviceFunction, "cudaFuncSetAttribute: null kernel");
+  if (attr == cudaFuncAttributePreferredSharedMemoryCarveout) {
+    if (value < -1 || value > 100)
+      return fail(cudaErrorInvalidValue, nimbus::str("cudaFuncSetAttribute: carveout ", value, " not in -1..100"));
+    return cudaSuccess;
+  }
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
+    return fail(cudaErrorInvalidValue, nimbus::str("cudaFuncSetAttribute: attribute ", int(attr), " is not emulated"));
+  if (value < 0 || size_t(value) > kMaxDynamicSmemOptIn)
+    return fail(cudaErrorInvalidValue, nimbus::str("cudaFuncSetAttribute: cudaFuncAttributeMaxDynamicSharedMemorySize ",
+                                                   value, " is not in [0, ", kMaxDynamicSmemOptIn, "] (227 KiB on sm_90)"));
+  std::lock_guard<std::mutex> lock(attribute_mutex);
+  smem_opt_in[func] = size_t(value);
   return cudaSuccess;
 }

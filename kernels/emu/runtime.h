@@ -20,6 +20,7 @@ enum cudaError_t : int {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDeviceFunction = 98,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorLaunchFailure = 719,
@@ -64,6 +65,19 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);  // always 0: no timings here
 
+// Kernel attributes: only the dynamic shared memory opt-in. A kernel may use more than 48 KiB of
+// dynamic shared memory only after cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+// bytes), bytes <= 227 KiB (sm_90); the launch is checked against it (cudaErrorInvalidConfiguration).
+enum cudaFuncAttribute : int {
+  cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+  cudaFuncAttributePreferredSharedMemoryCarveout = 9,  // accepted (0..100, or -1), no effect
+};
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value);
+template <typename... P>
+inline cudaError_t cudaFuncSetAttribute(void (*func)(P...), cudaFuncAttribute attr, int value) {
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(func), attr, value);
+}
+
 namespace nimbus::emu {
 
 // Order in which threads within a block, and blocks within a grid, are run.
@@ -94,6 +108,12 @@ struct LaunchStats {
   int64_t barriers = 0;    // __syncthreads releases
   int64_t warp_syncs = 0;  // warp-primitive releases (one per warp per call site reached)
   int64_t max_stacks = 0;  // most fibers suspended at once (stacks in use)
+  // Tensor-core instruction models (kernels/emu/tensor_core.cpp), per warp-level instruction:
+  int64_t mma = 0;                   // mma.sync executed (one per warp)
+  int64_t ldmatrix = 0;              // ldmatrix executed (one per warp)
+  int64_t ldmatrix_wavefronts = 0;   // shared-memory wavefronts they took (at least one per 8x8 matrix)
+  int64_t smem_bank_conflicts = 0;   // extra wavefronts caused by bank conflicts (wavefronts - matrices)
+  int64_t cp_async = 0;              // cp.async copies issued (one per thread)
 };
 LaunchStats last_launch_stats();
 
@@ -114,6 +134,9 @@ bool begin_launch_on(cudaStream_t s);
 // Registry queries: is p inside a live cudaMalloc allocation? The detail of the last runtime error
 // (cudaGetErrorString only gives the generic text).
 bool is_device_pointer(const void* p);
+bool is_device_range(const void* p, size_t bytes);  // [p, p + bytes) inside one live allocation
+// The kernel's dynamic shared memory limit: kMaxDynamicSmem, or what cudaFuncSetAttribute set.
+size_t dynamic_smem_limit(const void* kernel);
 size_t live_allocations();
 std::string last_error_detail();
 void set_last_error(cudaError_t e, const std::string& detail);  // used by the scheduler

@@ -46,7 +46,9 @@ namespace {
 // Per OS thread: the running fiber's coordinates, and the dynamic shared memory
 // (see DYNAMIC_SMEM in compat.h).
 thread_local const Coords* tls_coords = nullptr;
-thread_local __attribute__((aligned(16))) unsigned char nimbus_dyn_smem[kMaxDynamicSmem];
+// Storage for the largest opt-in size (227 KiB); a launch may use what its kernel's limit allows.
+thread_local __attribute__((aligned(128))) unsigned char nimbus_dyn_smem[kMaxDynamicSmemOptIn];
+thread_local uint64_t tls_block_serial = 0;  // counts blocks run on this OS thread
 
 // ---------------------------------------------------------------------------------------------
 // Context switch: the only two functions that know about ucontext (~270 ns per switch, one
@@ -136,6 +138,9 @@ struct Thread {
   WarpOp op = WarpOp::Syncwarp;  // the pending warp primitive
   uint32_t mask = 0, value = 0, result = 0;
   int arg = 0, width = 32;
+  CollectiveFn coll_fn = nullptr;  // WarpOp::Collective: the instruction model, its name, this lane's operands
+  const char* coll_name = nullptr;
+  void* coll_data = nullptr;
   void* asan_fake_stack = nullptr;
   void* tsan_fiber = nullptr;
 };
@@ -183,9 +188,11 @@ const char* op_name(WarpOp op) {
     case WarpOp::Any: return "__any_sync";
     case WarpOp::All: return "__all_sync";
     case WarpOp::Syncwarp: return "__syncwarp";
+    case WarpOp::Collective: return "a warp-collective instruction";
   }
   return "?";
 }
+const char* op_name(const Thread& t) { return t.op == WarpOp::Collective && t.coll_name ? t.coll_name : op_name(t.op); }
 
 // ---------------------------------------------------------------------------------------------
 // Switching between the scheduler and a fiber, with the sanitizer bookkeeping.
@@ -260,12 +267,30 @@ EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask)
   for (int l = 0; l < 32; ++l) {
     if (!(mask >> l & 1)) continue;
     const Thread& o = lanes[l];
-    if (o.op == me.op && o.mask == mask) continue;
-    std::string msg = str("warp ", warp, ": lane ", l, " is in ", op_name(o.op), "(mask 0x", std::hex, o.mask, ") at ",
-                          site(o.file, o.line), " while lane ", me.tid % 32, " is in ", op_name(me.op), "(mask 0x",
+    // A collective instruction is `.aligned`: every lane at the same instruction (call site).
+    bool same = o.op == me.op && o.mask == mask &&
+                (me.op != WarpOp::Collective ||
+                 (o.coll_fn == me.coll_fn && o.line == me.line && std::string(o.file) == me.file));
+    if (same) continue;
+    std::string msg = str("warp ", warp, ": lane ", l, " is in ", op_name(o), "(mask 0x", std::hex, o.mask, ") at ",
+                          site(o.file, o.line), " while lane ", me.tid % 32, " is in ", op_name(me), "(mask 0x",
                           mask, std::dec, ") at ", site(me.file, me.line),
-                          ": lanes of a mask must meet at one primitive");
+                          me.op == WarpOp::Collective ? ": all 32 lanes must execute the same instruction (.aligned)"
+                                                      : ": lanes of a mask must meet at one primitive");
     fault(b, me, std::move(msg));
+  }
+  if (me.op == WarpOp::Collective) {
+    void* data[32];
+    for (int l = 0; l < 32; ++l) data[l] = lanes[l].coll_data;
+    std::string err = me.coll_fn(data);
+    if (!err.empty()) {
+      std::string msg = str(me.coll_name, " at ", site(me.file, me.line), ", warp ", warp, ": ", err);
+      fault(b, me, std::move(msg));
+    }
+    for (int l = 0; l < 32; ++l) lanes[l].state = State::Ready;
+    me.state = State::Running;
+    ++b.stats.warp_syncs;
+    return;
   }
   uint32_t ballot = 0;
   for (int l = 0; l < 32; ++l)
@@ -355,7 +380,7 @@ EMU_NO_TSAN std::string release_or_diagnose(Block& b, bool strict_mode) {
       for (int l = 0; l < 32; ++l)
         if ((first->mask >> l & 1) && b.threads[w * 32 + size_t(l)].state != State::AtWarp)
           missing.push_back(int(w * 32) + l);
-      msg += str(" Threads ", ids(waiting), " wait in ", op_name(first->op), " at ", site(first->file, first->line),
+      msg += str(" Threads ", ids(waiting), " wait in ", op_name(*first), " at ", site(first->file, first->line),
                  " for threads ", ids(missing), " of its mask, which");
       bool exited = std::all_of(missing.begin(), missing.end(),
                                 [&](int id) { return b.threads[size_t(id)].state == State::Done; });
@@ -409,8 +434,9 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
                 bidx, block, grid};
   }
   std::memset(nimbus_dyn_smem, 0xFF, smem);  // NaN bytes: reading before writing shows up
+  ++tls_block_serial;
 #ifdef EMU_ASAN
-  ASAN_POISON_MEMORY_REGION(nimbus_dyn_smem + smem, kMaxDynamicSmem - smem);  // past the requested size
+  ASAN_POISON_MEMORY_REGION(nimbus_dyn_smem + smem, kMaxDynamicSmemOptIn - smem);  // past the requested size
 #endif
 #ifdef EMU_TSAN
   b.tsan_sched = __tsan_get_current_fiber();
@@ -446,7 +472,7 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
   __tsan_acquire(&b.exit_token);
 #endif
 #ifdef EMU_ASAN
-  ASAN_UNPOISON_MEMORY_REGION(nimbus_dyn_smem, kMaxDynamicSmem);
+  ASAN_UNPOISON_MEMORY_REGION(nimbus_dyn_smem, kMaxDynamicSmemOptIn);
 #endif
   tls_coords = nullptr;
   std::string error = std::move(b.error);
@@ -490,22 +516,26 @@ EMU_NO_TSAN void syncthreads(const char* file, int line) {
 #endif
 }
 
-EMU_NO_TSAN uint32_t warp_op(WarpOp op, uint32_t mask, uint32_t value, int arg, int width, const char* file,
-                             int line) {
+namespace {
+EMU_NO_TSAN uint32_t warp_arrive(WarpOp op, uint32_t mask, uint32_t value, int arg, int width, const char* file,
+                                 int line, CollectiveFn fn, const char* name, void* data) {
   Block& b = tls_block;
   Thread& t = *b.current;
+  t.coll_fn = fn;
+  t.coll_name = name;
+  t.coll_data = data;
+  t.op = op;
   int lane = t.tid % 32, warp = t.tid / 32;
   std::string msg;  // built before fault(): temporaries of its own statement are freed
   if (b.threads.size() % 32 != 0)
-    msg = str(op_name(op), " at ", site(file, line), ": block of ", b.threads.size(),
+    msg = str(op_name(t), " at ", site(file, line), ": block of ", b.threads.size(),
               " threads; warp primitives need a multiple of 32");
   else if (!(mask >> lane & 1))
-    msg = str(op_name(op), " at ", site(file, line), ": lane ", lane, " of warp ", warp, " calls it with mask 0x",
+    msg = str(op_name(t), " at ", site(file, line), ": lane ", lane, " of warp ", warp, " calls it with mask 0x",
               std::hex, mask, std::dec, " that excludes itself");
   else if (width < 1 || width > 32 || (width & (width - 1)))
-    msg = str(op_name(op), " at ", site(file, line), ": width ", width, " is not a power of two in [1, 32]");
+    msg = str(op_name(t), " at ", site(file, line), ": width ", width, " is not a power of two in [1, 32]");
   if (!msg.empty()) fault(b, t, std::move(msg));
-  t.op = op;
   t.mask = mask;
   t.value = value;
   t.arg = arg;
@@ -528,18 +558,51 @@ EMU_NO_TSAN uint32_t warp_op(WarpOp op, uint32_t mask, uint32_t value, int arg, 
 #endif
   return t.result;
 }
+}  // namespace
+
+EMU_NO_TSAN uint32_t warp_op(WarpOp op, uint32_t mask, uint32_t value, int arg, int width, const char* file,
+                             int line) {
+  return warp_arrive(op, mask, value, arg, width, file, line, nullptr, nullptr, nullptr);
+}
+
+EMU_NO_TSAN void warp_collective(const char* name, CollectiveFn fn, void* lane_data, const char* file, int line) {
+  warp_arrive(WarpOp::Collective, 0xffffffffu, 0, 0, 32, file, line, fn, name, lane_data);
+}
+
+EMU_NO_TSAN void kernel_fault(std::string msg) {
+  Block& b = tls_block;
+  fault(b, *b.current, std::move(msg));
+}
+
+EMU_NO_TSAN MemSpace classify_address(const void* p, size_t bytes) {
+  auto a = reinterpret_cast<uintptr_t>(p), smem = reinterpret_cast<uintptr_t>(nimbus_dyn_smem);
+  if (a >= smem && a + bytes <= smem + kMaxDynamicSmemOptIn) return MemSpace::DynamicShared;
+  if (is_device_pointer(p)) return MemSpace::Global;
+  for (const Thread& t : tls_block.threads) {
+    auto lo = reinterpret_cast<uintptr_t>(t.stack.base);
+    if (t.stack.base && a >= lo && a < lo + t.stack.size) return MemSpace::Local;
+  }
+  return MemSpace::Other;
+}
+EMU_NO_TSAN int current_thread_id() { return tls_block.current->tid; }
+EMU_NO_TSAN uint64_t current_block_serial() { return tls_block_serial; }
+EMU_NO_TSAN LaunchStats& current_block_stats() { return tls_block.stats; }
 
 // ---------------------------------------------------------------------------------------------
 // Host-side launch.
-void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg) {
+void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg, size_t smem_limit) {
   uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  smem_limit = std::min(smem_limit, kMaxDynamicSmemOptIn);
   if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
-      grid.y > 65535 || grid.z > 65535 || smem > kMaxDynamicSmem) {
+      grid.y > 65535 || grid.z > 65535 || smem > smem_limit) {
     set_last_error(cudaErrorInvalidConfiguration,
                    str("launch: grid (", grid.x, ",", grid.y, ",", grid.z, ") block (", block.x, ",", block.y, ",",
                        block.z, ") with ", smem, " bytes of dynamic shared memory is not a valid configuration "
-                       "(at most 1024 threads per block, block.z <= 64, grid.y/z <= 65535, smem <= ",
-                       kMaxDynamicSmem, ")"));
+                       "(at most 1024 threads per block, block.z <= 64, grid.y/z <= 65535, smem <= ", smem_limit,
+                       smem_limit == kMaxDynamicSmem ? ": more needs cudaFuncSetAttribute(kernel, "
+                                                       "cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)"
+                                                     : " as set by cudaFuncSetAttribute",
+                       ")"));
     return;
   }
   const OrderSpec spec = order();
@@ -578,6 +641,8 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
       const LaunchStats& s = tls_block.stats;
       total.blocks += s.blocks, total.threads += s.threads, total.barriers += s.barriers;
       total.warp_syncs += s.warp_syncs, total.max_stacks = std::max(total.max_stacks, s.max_stacks);
+      total.mma += s.mma, total.ldmatrix += s.ldmatrix, total.ldmatrix_wavefronts += s.ldmatrix_wavefronts;
+      total.smem_bank_conflicts += s.smem_bank_conflicts, total.cp_async += s.cp_async;
     }
   }
   std::lock_guard<std::mutex> lock(merge);

@@ -10,7 +10,7 @@ mkdir -p "$out"
 g++ -std=gnu++20 -O1 -g -fsanitize=thread -fopenmp -I"$root" -DNIMBUS_FIXTURES='"unused"' -DNIMBUS_SHARED='"unused"' \
   -Wall -Wextra -Wno-unused-parameter -Werror \
   "$root"/tests/common/test_main.cpp "$root"/tests/emu/test_emulator.cpp "$root"/kernels/emu/*.cpp \
-  -x c++ -Wno-unknown-pragmas "$root"/kernels/cuda/launch.cu -o "$out/test_emulator_tsan"
+  -x c++ -Wno-unknown-pragmas "$root"/kernels/cuda/launch.cu "$root"/kernels/cuda/stream.cu -o "$out/test_emulator_tsan"
 log="$out/tsan.log"
 TSAN_OPTIONS="exitcode=0 ${TSAN_OPTIONS:-}" "$out/test_emulator_tsan" > "$log" 2>&1 && grep -q "Status: SUCCESS" "$log" || { cat "$log"; echo "tsan_check: tests failed" >&2; exit 1; }
 races=$(grep "SUMMARY: ThreadSanitizer" "$log" | sort | uniq -c || true)
