@@ -65,6 +65,20 @@ void record_pointwise_loss(const char* op, const Tensor& pred, const Tensor& tar
     if (sink.needs(0)) sink.set(0, dp);
   });
 }
+
+// A pointwise loss (L1, MSE): the backend's forward gives the mean over all elements; its backward
+// is recorded as above.
+using PointwiseForward = decltype(Backend::l1_forward);
+Tensor pointwise_loss(const char* op, const Tensor& pred, const Tensor& target, PointwiseForward Backend::*fwd,
+                      PointwiseBackward Backend::*bwd) {
+  check_same_shape(op, pred, "pred", target, "target");
+  const int64_t n = pred.numel();
+  Tensor loss = device_loss(op, pred, n, [&](const Backend& be, float* l, float* s) {
+    (be.*fwd)(l, pred.data(), target.data(), n, s);
+  });
+  record_pointwise_loss(op, pred, target, loss, bwd);
+  return loss;
+}
 }  // namespace
 
 Tensor softmax(const Tensor& logits) {
@@ -101,23 +115,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
 }
 
 Tensor l1_loss(const Tensor& pred, const Tensor& target) {
-  check_same_shape("l1_loss", pred, "pred", target, "target");
-  const int64_t n = pred.numel();
-  Tensor loss = device_loss("l1_loss", pred, n, [&](const Backend& be, float* l, float* s) {
-    be.l1_forward(l, pred.data(), target.data(), n, s);
-  });
-  record_pointwise_loss("l1_loss", pred, target, loss, &Backend::l1_backward);
-  return loss;
+  return pointwise_loss("l1_loss", pred, target, &Backend::l1_forward, &Backend::l1_backward);
 }
 
 Tensor mse_loss(const Tensor& pred, const Tensor& target) {
-  check_same_shape("mse_loss", pred, "pred", target, "target");
-  const int64_t n = pred.numel();
-  Tensor loss = device_loss("mse_loss", pred, n, [&](const Backend& be, float* l, float* s) {
-    be.mse_forward(l, pred.data(), target.data(), n, s);
-  });
-  record_pointwise_loss("mse_loss", pred, target, loss, &Backend::mse_backward);
-  return loss;
+  return pointwise_loss("mse_loss", pred, target, &Backend::mse_forward, &Backend::mse_backward);
 }
 
 Tensor carl_loss(const Tensor& pred, const Tensor& target, const Tensor& cloudy_input, const Tensor& mask,

@@ -17,15 +17,11 @@ __global__ void cast_bf16_to_f32_kernel(float* y, const uint16_t* x, int64_t n) 
 }  // namespace
 
 void cast_f32_to_bf16(uint16_t* y, const float* x, int64_t n, int block) {
-  if (n <= 0) return;
-  launch(cast_f32_to_bf16_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, n);
-  check_launch("cuda::cast_f32_to_bf16");
+  launch_n("cuda::cast_f32_to_bf16", cast_f32_to_bf16_kernel, n, block, y, x, n);
 }
 
 void cast_bf16_to_f32(float* y, const uint16_t* x, int64_t n, int block) {
-  if (n <= 0) return;
-  launch(cast_bf16_to_f32_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, n);
-  check_launch("cuda::cast_bf16_to_f32");
+  launch_n("cuda::cast_bf16_to_f32", cast_bf16_to_f32_kernel, n, block, y, x, n);
 }
 
 }  // namespace nimbus::cuda

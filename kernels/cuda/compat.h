@@ -63,6 +63,16 @@ inline unsigned grid_for(int64_t n, int block, unsigned cap = 4096) {
   int64_t g = (n + block - 1) / block;
   return unsigned(g < 1 ? 1 : (g > cap ? cap : g));
 }
+#if defined(__CUDACC__) || !defined(NIMBUS_CUDA_RUNTIME)
+// The launcher of a grid-stride kernel over n elements, on the current stream: nothing for n <= 0,
+// else `kernel` with enough blocks of `block` threads, then check_launch(what).
+template <typename... P, typename... A>
+void launch_n(const char* what, void (*kernel)(P...), int64_t n, int block, A&&... args) {
+  if (n <= 0) return;
+  launch(kernel, grid_for(n, block), block, 0, launch_stream(), std::forward<A>(args)...);
+  check_launch(what);
+}
+#endif
 }  // namespace nimbus::cuda
 
 #if defined(__CUDACC__) || !defined(NIMBUS_CUDA_RUNTIME)

@@ -50,51 +50,35 @@ __global__ void add_scaled_kernel(float* y, const float* a, const float* b, floa
 // ---------------------------------------------------------------------------------------------
 // Launchers.
 void fill(float* y, float value, int64_t n, int block) {
-  if (n <= 0) return;
-  launch(fill_kernel, grid_for(n, block), block, 0, launch_stream(), y, value, n);
-  check_launch("cuda::fill");
+  launch_n("cuda::fill", fill_kernel, n, block, y, value, n);
 }
 
 void add_inplace(float* y, const float* x, int64_t n, int block) {
-  if (n <= 0) return;
-  launch(add_inplace_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, n);
-  check_launch("cuda::add_inplace");
+  launch_n("cuda::add_inplace", add_inplace_kernel, n, block, y, x, n);
 }
 
 void relu_forward(float* y, const float* x, int64_t n, int block) {
-  if (n <= 0) return;
-  launch(relu_forward_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, n);
-  check_launch("cuda::relu_forward");
+  launch_n("cuda::relu_forward", relu_forward_kernel, n, block, y, x, n);
 }
 
 void relu_backward(float* dx, const float* dy, const float* y, int64_t n, int block) {
-  if (n <= 0) return;
-  launch(relu_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dx, dy, y, n);
-  check_launch("cuda::relu_backward");
+  launch_n("cuda::relu_backward", relu_backward_kernel, n, block, dx, dy, y, n);
 }
 
 void add(float* y, const float* a, const float* b, int64_t n, int block) {
-  if (n <= 0) return;
-  launch(add_kernel, grid_for(n, block), block, 0, launch_stream(), y, a, b, n);
-  check_launch("cuda::add");
+  launch_n("cuda::add", add_kernel, n, block, y, a, b, n);
 }
 
 void scale(float* y, const float* x, float s, int64_t n, int block) {
-  if (n <= 0) return;
-  launch(scale_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, s, n);
-  check_launch("cuda::scale");
+  launch_n("cuda::scale", scale_kernel, n, block, y, x, s, n);
 }
 
 void add_relu(float* y, const float* a, const float* b, int64_t n, int block) {
-  if (n <= 0) return;
-  launch(add_relu_kernel, grid_for(n, block), block, 0, launch_stream(), y, a, b, n);
-  check_launch("cuda::add_relu");
+  launch_n("cuda::add_relu", add_relu_kernel, n, block, y, a, b, n);
 }
 
 void add_scaled(float* y, const float* a, const float* b, float s, int64_t n, int block) {
-  if (n <= 0) return;
-  launch(add_scaled_kernel, grid_for(n, block), block, 0, launch_stream(), y, a, b, s, n);
-  check_launch("cuda::add_scaled");
+  launch_n("cuda::add_scaled", add_scaled_kernel, n, block, y, a, b, s, n);
 }
 
 }  // namespace nimbus::cuda

@@ -79,44 +79,43 @@ TEST_CASE("cuda work counts: one launch per kernel, none for a host copy; a stre
   CHECK(cuda::work_counts().host_waits - d.host_waits == 1);
 }
 
+// Trains `net` on the device with Adam, `loss(net)` giving each step's loss, and checks the third
+// step's counts against the budget.
+template <typename Net, typename Loss>
+void check_step_budget(const char* what, Net& net, Loss loss, uint64_t launches, uint64_t waits) {
+  net.to(Device::CUDA);
+  net.train();
+  Adam adam(net.named_parameters(), AdamOptions{1e-4});
+  const StepCounts n = count_third_step([&] {
+    adam.zero_grad();
+    loss(net).backward();
+    adam.step();
+  });
+  MESSAGE(what, " step: ", n.launches, " launches, ", n.host_waits, " host waits");
+  CHECK(n.launches > 0);
+  CHECK(n.launches <= launches);
+  CHECK(n.host_waits <= waits);
+}
+
 TEST_CASE("cuda work counts: a tiny ResNet-50-shaped Adam step stays within its launch and host-wait budget") {
   REQUIRE(cuda::register_cuda_backend());
   Rng rng(1);
   models::ResNet net(tiny_resnet(), rng);
-  net.to(Device::CUDA);
-  net.train();
-  Adam adam(net.named_parameters(), AdamOptions{1e-4});
   const Tensor x = Tensor::randn({2, 13, 32, 32}, rng).to(Device::CUDA);
   const Tensor y = Tensor::from_vector({2}, {3, 7}).to(Device::CUDA);
-  const StepCounts n = count_third_step([&] {
-    adam.zero_grad();
-    cross_entropy(net.forward(x), y).backward();
-    adam.step();
-  });
-  MESSAGE("ResNet step: ", n.launches, " launches, ", n.host_waits, " host waits");
-  CHECK(n.launches > 0);
-  CHECK(n.launches <= kResNetStepLaunches);
-  CHECK(n.host_waits <= kResNetStepWaits);
+  check_step_budget("ResNet", net, [&](models::ResNet& m) { return cross_entropy(m.forward(x), y); },
+                    kResNetStepLaunches, kResNetStepWaits);
 }
 
 TEST_CASE("cuda work counts: a tiny DSen2-CR Adam step stays within its launch and host-wait budget") {
   REQUIRE(cuda::register_cuda_backend());
   Rng rng(2);
   models::DSen2CR net(models::DSen2CRConfig{2, 8, true}, rng);
-  net.to(Device::CUDA);
-  net.train();
-  Adam adam(net.named_parameters(), AdamOptions{1e-4});
-  const Tensor s2 = Tensor::randn({2, 13, 8, 8}, rng).to(Device::CUDA), s1 = Tensor::randn({2, 2, 8, 8}, rng).to(Device::CUDA);
+  const Tensor s2 = Tensor::randn({2, 13, 8, 8}, rng).to(Device::CUDA);
+  const Tensor s1 = Tensor::randn({2, 2, 8, 8}, rng).to(Device::CUDA);
   const Tensor target = Tensor::randn({2, 13, 8, 8}, rng).to(Device::CUDA);
-  const StepCounts n = count_third_step([&] {
-    adam.zero_grad();
-    l1_loss(net.forward(s2, s1), target).backward();
-    adam.step();
-  });
-  MESSAGE("DSen2-CR step: ", n.launches, " launches, ", n.host_waits, " host waits");
-  CHECK(n.launches > 0);
-  CHECK(n.launches <= kDSen2CRStepLaunches);
-  CHECK(n.host_waits <= kDSen2CRStepWaits);
+  check_step_budget("DSen2-CR", net, [&](models::DSen2CR& m) { return l1_loss(m.forward(s2, s1), target); },
+                    kDSen2CRStepLaunches, kDSen2CRStepWaits);
 }
 
 TEST_CASE("cuda op profile: every engine op entered is counted under its name, in order of time") {
