@@ -1,0 +1,1225 @@
+// test_backend_ops.cpp: every kernel of engine/kernel_list.def, on every backend, against a float64
+// reference (in the manner of ggml's test-backend-ops). docs/backends.md explains the design.
+//
+// The table at the bottom of this file (BACKEND_CASE lines) holds one case per kernel or group of
+// kernels (a forward/backward pair, batch norm's five), keyed by the kernels it covers. Each case is
+// one TEST_CASE (one ctest entry), which runs:
+//   1. gradient mode (pairs only): the float64 reference's backward against central finite
+//      differences of the float64 reference's forward, at a few random coordinates (fd_check);
+//   2. for every backend (cpu, cuda) x every element type (float32 today, kTypes): random inputs of
+//      odd sizes (not multiples of 32 or of any block or tile size, so launches end with a partial
+//      block) with the kernel's edge values, rounded to the type; outputs poisoned with NaN first (an
+//      element a kernel forgets to write fails; in-place kernels start from values they must change);
+//      the kernel run through backend(device, ...).<name>(...) on buffers of that device; the result
+//      compared with the float64 reference run on the same rounded inputs (the kernels/cpu _ref
+//      templates or the double instantiations of the templated kernels).
+// The bound, per element i:  |got_i - ref_i| <= tol * scale_i, tol = 1e-5 for float32, and scale_i,
+// unless a case says otherwise, the sum of |terms| that make up ref_i: for the multilinear kernels
+// (linear, conv2d, pooling, add, scale) the same reference run on the inputs' absolute values.
+// Selections and conversions (relu, max pool forward, copies, casts) must be exact. NaN never passes,
+// except where the reference is NaN: there got must be NaN too (NaN positions match exactly).
+// The first case lists engine/kernel_list.def and fails naming every kernel no case covers.
+//
+// NIMBUS_BACKEND_SEED=<n> in the environment changes every case's seed (each case derives its own
+// from the base and its name); a failure prints the kernels, backend, dtype, shape and seed, and the
+// first (and the worst) element out of bound with got, expected and the bound.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/backend.h"
+#include "engine/backend.h"
+#include "engine/random.h"
+#include "engine/tensor.h"
+#include "kernels/cpu/batchnorm.h"
+#include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/loss.h"
+#include "kernels/cpu/pool.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+
+namespace {
+
+using V = std::vector<double>;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// ---------------------------------------------------------------------------------------------
+// Element types under test. Every compute kernel of the list is float32 today (bfloat16 is storage
+// and the two casts, which have their own exact case); when a kernel takes bf16 operands, an entry
+// here adds it with its own rounding and bound (and the buffers' element type in Run::up / down).
+
+struct TypeUnderTest {
+  DType dtype;
+  double tol;  // the base bound: |got - ref| <= tol * scale (f32: ~170 roundings of 2^-24)
+  double round(double v) const { return double(float(v)); }
+  const char* name() const { return dtype_name(dtype); }
+};
+const TypeUnderTest kF32{DType::F32, 1e-5};
+const TypeUnderTest* const kTypes[] = {&kF32};
+
+// ---------------------------------------------------------------------------------------------
+// One case on one backend and dtype: inputs, device buffers, the failure report.
+
+struct Run {
+  std::string kernels;  // the case's kernels, for the report
+  Device dev;
+  const TypeUnderTest& dt;
+  uint64_t seed;
+  Rng rng;
+  std::string shape;  // set by the case
+
+  Run(std::string k, Device d, const TypeUnderTest& t, uint64_t s)
+      : kernels(std::move(k)), dev(d), dt(t), seed(s), rng(s) {}
+
+  const Backend& be() const { return backend(dev, "test_backend"); }
+  std::string where() const {
+    std::ostringstream o;
+    o << "[" << kernels << "] backend " << device_name(dev) << ", dtype " << dt.name() << ", shape " << shape
+      << ", seed " << seed;
+    return o.str();
+  }
+  // n values uniform in [lo, hi), rounded to the dtype (the reference sees what the kernel sees).
+  V rand(size_t n, double lo = -1, double hi = 1) {
+    V v(n);
+    for (double& x : v) x = dt.round(lo + (hi - lo) * rng.uniform());
+    return v;
+  }
+  double scalar(double v) const { return dt.round(v); }
+  Tensor up(const V& v) const {
+    std::vector<float> f(v.begin(), v.end());
+    return Tensor::from_vector(Shape{int64_t(v.size())}, f, dev);
+  }
+  Tensor poison(size_t n) const { return Tensor::full(Shape{int64_t(n)}, NAN, dev); }
+  static std::vector<float> down(const Tensor& t) { return t.to_vector(); }
+};
+
+V absv(const V& v) {
+  V a(v.size());
+  for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(v[i]);
+  return a;
+}
+double max_abs(const V& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::fabs(x));
+  return m;
+}
+
+// The comparison. scale has one entry per element, or one for all.
+void expect(const Run& r, const std::string& what, const std::vector<float>& got, const V& ref, const V& scale,
+            double tol) {
+  REQUIRE_MESSAGE(got.size() == ref.size(), r.where(), ": ", what, ": ", got.size(), " elements, expected ",
+                  ref.size());
+  REQUIRE((scale.size() == ref.size() || scale.size() == 1));
+  size_t bad = 0, first = 0, worst = 0;
+  double worst_ratio = 0;
+  auto bound_at = [&](size_t i) { return tol * (scale.size() == 1 ? scale[0] : scale[i]); };
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double g = got[i], w = ref[i];
+    bool ok;
+    if (std::isnan(w) || std::isnan(g)) ok = std::isnan(w) && std::isnan(g);
+    else if (std::isinf(w) || std::isinf(g)) ok = g == w;
+    else ok = std::fabs(g - w) <= bound_at(i);
+    if (ok) continue;
+    const double ratio = std::isfinite(g - w) ? std::fabs(g - w) / std::max(bound_at(i), 1e-300) : INFINITY;
+    if (bad++ == 0) first = i;
+    if (ratio > worst_ratio || bad == 1) worst_ratio = ratio, worst = i;
+  }
+  if (bad == 0) {
+    CHECK(true);
+    return;
+  }
+  std::ostringstream o;
+  o.precision(9);
+  auto describe_at = [&](size_t i) {
+    o << "[" << i << "]: got " << got[i] << ", expected " << ref[i] << " (|diff| " << std::fabs(got[i] - ref[i])
+      << ", bound " << bound_at(i) << " = " << tol << " x scale " << (scale.size() == 1 ? scale[0] : scale[i]) << ")";
+  };
+  o << r.where() << ": " << what << ": " << bad << " of " << ref.size() << " elements out of bound; first ";
+  describe_at(first);
+  if (worst != first) {
+    o << "; worst ";
+    describe_at(worst);
+  }
+  FAIL_CHECK(o.str());
+}
+void expect_exact(const Run& r, const std::string& what, const std::vector<float>& got, const V& ref) {
+  expect(r, what, got, ref, V{0.0}, 0.0);
+}
+// A device scalar (a loss) against its reference.
+void expect_scalar(const Run& r, const std::string& what, const Tensor& t, double ref, double scale, double tol) {
+  expect(r, what, Run::down(t), V{ref}, V{scale}, tol);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient mode: the float64 reference's backward against central differences of its forward.
+//
+// f: the scalar L(x) (a loss, or <forward(x), r> for a random r, whose gradient wrt the output is r);
+// analytic: dL/dx from the reference backward. Checks `count` random coordinates i where usable(i)
+// (away from kinks: ReLU at 0, |.| at 0, max-pool ties):
+//   |fd_i - analytic_i| <= 1e-6 * (|analytic_i| + max_j |analytic_j|),  fd_i = (L(x + h e_i) - L(x - h e_i)) / 2h,
+// h = 1e-6. In double the difference quotient is good to ~1e-9 of the gradient's scale here.
+void fd_check(const std::string& what, uint64_t seed, V x, const std::function<double(const V&)>& f,
+              const V& analytic, Rng& rng, const std::function<bool(size_t)>& usable = nullptr, int count = 6) {
+  REQUIRE(x.size() == analytic.size());
+  const double h = 1e-6, tol = 1e-6, gmax = max_abs(analytic);
+  int done = 0;
+  for (int tries = 0; done < count && tries < 100 * count; ++tries) {
+    const size_t i = size_t(rng.below(x.size()));
+    if (usable && !usable(i)) continue;
+    const double xi = x[i];
+    x[i] = xi + h;
+    const double fp = f(x);
+    x[i] = xi - h;
+    const double fm = f(x);
+    x[i] = xi;
+    const double fd = (fp - fm) / (2 * h), a = analytic[i];
+    CHECK_MESSAGE(std::fabs(fd - a) <= tol * (std::fabs(a) + gmax), "gradient mode, ", what, ", seed ", seed,
+                  ": d/dx[", i, "] is ", a, " by the float64 backward, ", fd, " by central differences (bound ",
+                  tol * (std::fabs(a) + gmax), ")");
+    ++done;
+  }
+  CHECK_MESSAGE(done == count, "gradient mode, ", what, ": only ", done, " usable coordinates");
+}
+
+V rvec(Rng& rng, size_t n, double lo = -1, double hi = 1) { return test::random_vec(n, rng, lo, hi); }
+
+// ============================================================================================
+// The cases. Each *_check runs on one backend and dtype; each *_grad is gradient mode (float64 only).
+
+// ---- pointwise: n = 1037 = 4 blocks of 256 on CUDA plus a partial one of 13 (not a multiple of 32) ----
+constexpr int64_t kN = 1037;
+
+void add_inplace_check(Run& r) {
+  r.shape = "n=1037";
+  V y = r.rand(kN), x = r.rand(kN);
+  x[5] = kNaN;             // a NaN gradient must reach the accumulator
+  x[kN - 1] = -y[kN - 1];  // exact cancellation, in the partial last block
+  V want(kN), scale(kN);
+  for (int64_t i = 0; i < kN; ++i) want[i] = y[i] + x[i], scale[i] = std::fabs(y[i]) + std::fabs(x[i]);
+  Tensor Y = r.up(y), X = r.up(x);  // in place: y itself is the output (its old values would fail)
+  r.be().add_inplace(Y.data(), X.data(), kN);
+  expect(r, "add_inplace y", Run::down(Y), want, scale, r.dt.tol);
+}
+
+void relu_check(Run& r) {
+  r.shape = "n=1037";
+  V x = r.rand(kN);
+  // Edge values: 0 and -0 (y = x, dx = 0: the derivative at 0 is 0), NaN (passes through), +-inf,
+  // and 0 / NaN again in the partial last block.
+  x[0] = 0, x[1] = -0.0, x[2] = kNaN, x[3] = kInf, x[4] = -kInf, x[kN - 1] = 0, x[kN - 2] = kNaN;
+  V y(kN), dy = r.rand(kN), dx(kN);
+  cpu::relu_forward<double>(y.data(), x.data(), kN);
+  cpu::relu_backward<double>(dx.data(), dy.data(), y.data(), kN);
+  Tensor X = r.up(x), Y = r.poison(kN);
+  r.be().relu_forward(Y.data(), X.data(), kN);
+  expect_exact(r, "relu_forward y", Run::down(Y), y);
+  Tensor DY = r.up(dy), Yin = r.up(y), DX = r.poison(kN);
+  r.be().relu_backward(DX.data(), DY.data(), Yin.data(), kN);
+  expect_exact(r, "relu_backward dx", Run::down(DX), dx);
+}
+
+void relu_grad(uint64_t seed) {
+  Rng rng(seed);
+  const size_t n = 40;
+  const V x = rvec(rng, n), w = rvec(rng, n);
+  auto f = [&](const V& v) {
+    V y(n);
+    cpu::relu_forward<double>(y.data(), v.data(), int64_t(n));
+    return test::dot(y, w);
+  };
+  V y(n), dx(n);
+  cpu::relu_forward<double>(y.data(), x.data(), int64_t(n));
+  cpu::relu_backward<double>(dx.data(), w.data(), y.data(), int64_t(n));
+  fd_check("relu", seed, x, f, dx, rng, [&](size_t i) { return std::fabs(x[i]) > 1e-3; });
+}
+
+void add_check(Run& r) {
+  r.shape = "n=1037";
+  V a = r.rand(kN), b = r.rand(kN);
+  a[3] = kNaN, b[kN - 1] = kInf;
+  V want(kN), scale(kN);
+  for (int64_t i = 0; i < kN; ++i) want[i] = a[i] + b[i], scale[i] = std::fabs(a[i]) + std::fabs(b[i]);
+  Tensor A = r.up(a), B = r.up(b), Y = r.poison(kN);
+  r.be().add(Y.data(), A.data(), B.data(), kN);
+  expect(r, "add y", Run::down(Y), want, scale, r.dt.tol);
+}
+
+void add_relu_check(Run& r) {
+  r.shape = "n=1037";
+  V a = r.rand(kN), b = r.rand(kN);
+  a[0] = 0.25, b[0] = -0.25;  // a + b exactly 0
+  a[1] = -0.5, b[1] = 0.5;    // the other way round
+  a[2] = kNaN;                // NaN passes through
+  a[kN - 1] = 0.75, b[kN - 1] = -0.75;
+  V y(kN), scale(kN);
+  cpu::add_relu<double>(y.data(), a.data(), b.data(), kN);
+  for (int64_t i = 0; i < kN; ++i) scale[i] = std::fabs(a[i]) + std::fabs(b[i]);
+  Tensor A = r.up(a), B = r.up(b), Y = r.poison(kN);
+  r.be().add_relu(Y.data(), A.data(), B.data(), kN);
+  expect(r, "add_relu y", Run::down(Y), y, scale, r.dt.tol);
+}
+
+// Backward of y = relu(a + b): relu_backward(dy, y), to both inputs.
+void add_relu_grad(uint64_t seed) {
+  Rng rng(seed);
+  const size_t n = 40;
+  const V a = rvec(rng, n), b = rvec(rng, n), w = rvec(rng, n);
+  auto fwd = [&](const V& aa, const V& bb) {
+    V y(n);
+    cpu::add_relu<double>(y.data(), aa.data(), bb.data(), int64_t(n));
+    return y;
+  };
+  V y = fwd(a, b), g(n);
+  cpu::relu_backward<double>(g.data(), w.data(), y.data(), int64_t(n));
+  auto away = [&](size_t i) { return std::fabs(a[i] + b[i]) > 1e-3; };
+  fd_check("add_relu da", seed, a, [&](const V& v) { return test::dot(fwd(v, b), w); }, g, rng, away);
+  fd_check("add_relu db", seed, b, [&](const V& v) { return test::dot(fwd(a, v), w); }, g, rng, away);
+}
+
+void add_scaled_check(Run& r) {
+  r.shape = "n=1037";
+  const double s = r.scalar(0.1);  // DSen2-CR's residual scale, as the float the kernel gets
+  V a = r.rand(kN), b = r.rand(kN, -3, 3);
+  b[4] = kNaN;
+  V y(kN), scale(kN);
+  cpu::add_scaled<double>(y.data(), a.data(), b.data(), s, kN);
+  for (int64_t i = 0; i < kN; ++i) scale[i] = std::fabs(a[i]) + std::fabs(s * b[i]);
+  Tensor A = r.up(a), B = r.up(b), Y = r.poison(kN);
+  r.be().add_scaled(Y.data(), A.data(), B.data(), float(s), kN);
+  expect(r, "add_scaled y", Run::down(Y), y, scale, r.dt.tol);
+  // scale: y = s * x (add_scaled's backward to b), out of place and in place (y may alias x).
+  for (double s2 : {s, r.scalar(-2.5)}) {
+    V x = r.rand(kN, -4, 4), z(kN);
+    x[7] = kNaN;
+    cpu::scale<double>(z.data(), x.data(), s2, kN);
+    const V sc = absv(z);
+    Tensor X = r.up(x), Z = r.poison(kN);
+    r.be().scale(Z.data(), X.data(), float(s2), kN);
+    expect(r, "scale y (s = " + std::to_string(s2) + ")", Run::down(Z), z, sc, r.dt.tol);
+    r.be().scale(X.data(), X.data(), float(s2), kN);
+    expect(r, "scale in place (s = " + std::to_string(s2) + ")", Run::down(X), z, sc, r.dt.tol);
+  }
+}
+
+// Backward of y = a + s b: da = dy, db = scale(dy, s).
+void add_scaled_grad(uint64_t seed) {
+  Rng rng(seed);
+  const size_t n = 40;
+  const double s = double(0.1f);
+  const V a = rvec(rng, n), b = rvec(rng, n), w = rvec(rng, n);
+  auto fwd = [&](const V& aa, const V& bb) {
+    V y(n);
+    cpu::add_scaled<double>(y.data(), aa.data(), bb.data(), s, int64_t(n));
+    return y;
+  };
+  V db(n);
+  cpu::scale<double>(db.data(), w.data(), s, int64_t(n));
+  fd_check("add_scaled da", seed, a, [&](const V& v) { return test::dot(fwd(v, b), w); }, w, rng);
+  fd_check("add_scaled db (scale)", seed, b, [&](const V& v) { return test::dot(fwd(a, v), w); }, db, rng);
+}
+
+// ---- concat_channels' strided rows: rows of len floats; the gaps between rows must stay as they were ----
+void copy_rows_check(Run& r) {
+  const int64_t rows = 3, len = 291, src_stride = 301, dst_stride = 333;
+  r.shape = "rows=3 len=291 src_stride=301 dst_stride=333";
+  const V src = r.rand(size_t(rows * src_stride));
+  V dst(size_t(rows * dst_stride)), want(dst.size());
+  for (int64_t i = 0; i < rows * dst_stride; ++i) {
+    const bool in_row = i % dst_stride < len;
+    dst[i] = in_row ? kNaN : double(100 + i);  // poison where the kernel writes, sentinels in the gaps
+    want[i] = in_row ? src[(i / dst_stride) * src_stride + i % dst_stride] : dst[i];
+  }
+  Tensor S = r.up(src), D = r.up(dst);
+  r.be().copy_rows(D.data(), dst_stride, S.data(), src_stride, rows, len);
+  expect_exact(r, "copy_rows dst", Run::down(D), want);
+}
+
+// ---- linear: N=9, in=37, out=70: the CUDA GEMM's tiles (8, 16, 64) all end partial ----
+void linear_check(Run& r) {
+  const int64_t N = 9, in = 37, out = 70;
+  r.shape = "N=9 in=37 out=70";
+  const V x = r.rand(N * in), w = r.rand(out * in), b = r.rand(out), dy = r.rand(N * out);
+  const V ax = absv(x), aw = absv(w), ab = absv(b), ady = absv(dy);
+  V y(N * out), ys(N * out), y0(N * out), ys0(N * out);
+  cpu::linear_forward<double>(y.data(), x.data(), w.data(), b.data(), N, in, out);
+  cpu::linear_forward<double>(ys.data(), ax.data(), aw.data(), ab.data(), N, in, out);
+  cpu::linear_forward<double>(y0.data(), x.data(), w.data(), nullptr, N, in, out);
+  cpu::linear_forward<double>(ys0.data(), ax.data(), aw.data(), nullptr, N, in, out);
+  V dx(N * in), dw(out * in), db(out), sx(N * in), sw(out * in), sb(out);
+  cpu::linear_backward<double>(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), N, in, out);
+  cpu::linear_backward<double>(sx.data(), sw.data(), sb.data(), ady.data(), ax.data(), aw.data(), N, in, out);
+  const Backend& be = r.be();
+  Tensor X = r.up(x), W = r.up(w), B = r.up(b), DY = r.up(dy);
+  {
+    Tensor Y = r.poison(size_t(N * out));
+    be.linear_forward(Y.data(), X.data(), W.data(), B.data(), N, in, out);
+    expect(r, "linear_forward y", Run::down(Y), y, ys, r.dt.tol);
+    Tensor Y0 = r.poison(size_t(N * out));
+    be.linear_forward(Y0.data(), X.data(), W.data(), nullptr, N, in, out);
+    expect(r, "linear_forward y (no bias)", Run::down(Y0), y0, ys0, r.dt.tol);
+  }
+  {
+    Tensor DX = r.poison(size_t(N * in)), DW = r.poison(size_t(out * in)), DB = r.poison(size_t(out));
+    be.linear_backward(DX.data(), DW.data(), DB.data(), DY.data(), X.data(), W.data(), N, in, out);
+    expect(r, "linear_backward dx", Run::down(DX), dx, sx, r.dt.tol);
+    expect(r, "linear_backward dw", Run::down(DW), dw, sw, r.dt.tol);
+    expect(r, "linear_backward db", Run::down(DB), db, sb, r.dt.tol);
+  }
+  {  // what the engine passes when only some inputs need a gradient: null outputs, null unused inputs
+    Tensor DW = r.poison(size_t(out * in));
+    be.linear_backward(nullptr, DW.data(), nullptr, DY.data(), X.data(), nullptr, N, in, out);
+    expect(r, "linear_backward dw (dx, db, w null)", Run::down(DW), dw, sw, r.dt.tol);
+    Tensor DX = r.poison(size_t(N * in));
+    be.linear_backward(DX.data(), nullptr, nullptr, DY.data(), nullptr, W.data(), N, in, out);
+    expect(r, "linear_backward dx (dw, db, x null)", Run::down(DX), dx, sx, r.dt.tol);
+  }
+}
+
+void linear_grad(uint64_t seed) {
+  Rng rng(seed);
+  const int64_t N = 3, in = 5, out = 4;
+  const V x = rvec(rng, N * in), w = rvec(rng, out * in), b = rvec(rng, out), r = rvec(rng, N * out);
+  auto L = [&](const V& xx, const V& ww, const V& bb) {
+    V y(N * out);
+    cpu::linear_forward<double>(y.data(), xx.data(), ww.data(), bb.data(), N, in, out);
+    return test::dot(y, r);
+  };
+  V dx(N * in), dw(out * in), db(out);
+  cpu::linear_backward<double>(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), N, in, out);
+  fd_check("linear dx", seed, x, [&](const V& v) { return L(v, w, b); }, dx, rng);
+  fd_check("linear dw", seed, w, [&](const V& v) { return L(x, v, b); }, dw, rng);
+  fd_check("linear db", seed, b, [&](const V& v) { return L(x, w, v); }, db, rng, nullptr, 3);
+}
+
+// ---- conv2d ----
+std::string conv_str(const ConvGeom& g) {
+  std::ostringstream o;
+  o << "x (" << g.N << "," << g.C << "," << g.H << "," << g.W << ") w (" << g.K << "," << g.C << "," << g.R << ","
+    << g.S << ") stride " << g.stride << " pad " << g.pad;
+  return o.str();
+}
+// 3x3/1 pad 1 (ResNet, DSen2-CR), 1x1/2 (ResNet's downsample), 7x7/2 pad 3 with 13 input channels
+// (ResNet's stem on Sentinel-2), and a pointwise 1x1/1. The last three reach the CPU backend's other
+// paths (kernels/cpu/conv2d.cpp picks one by geometry; the report names it): direct 3x3 (rows of
+// >= 16 outputs; 19 = a full 16-lane tile and a partial one), direct 1x1 (H*W a multiple of 16:
+// that path's precondition, so H*W = 32 here) and the shifted GEMMs (stride 1, >= 32 input channels).
+const ConvGeom kConvGeoms[] = {
+    {2, 5, 9, 11, 7, 3, 3, 1, 1},   //
+    {2, 6, 9, 7, 5, 1, 1, 2, 0},    //
+    {2, 13, 15, 13, 6, 7, 7, 2, 3}, //
+    {2, 5, 5, 7, 3, 1, 1, 1, 0},    //
+    {2, 3, 5, 19, 5, 3, 3, 1, 1},   // direct3x3
+    {1, 7, 4, 8, 5, 1, 1, 1, 0},    // direct1x1 forward
+    {1, 33, 7, 9, 3, 3, 3, 1, 1},   // shifted
+};
+
+struct ConvRef {
+  V y, ys, yr, dx, sx, dw, sw, db, sb;  // ys, sx, ...: the same on |inputs| (the scales)
+};
+ConvRef conv_ref(const ConvGeom& g, const V& x, const V& w, const V& b, const V& dy) {
+  const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
+  ConvRef c{V(ysz), V(ysz), V(ysz), V(xs), V(xs), V(wsz), V(wsz), V(g.K), V(g.K)};
+  const V ax = absv(x), aw = absv(w), ab = absv(b), ady = absv(dy);
+  cpu::conv2d_forward_ref<double>(c.y.data(), x.data(), w.data(), b.data(), g);
+  cpu::conv2d_forward_ref<double>(c.ys.data(), ax.data(), aw.data(), ab.data(), g);
+  cpu::conv2d_forward_ref<double>(c.yr.data(), x.data(), w.data(), nullptr, g);  // no bias, then relu
+  cpu::relu_forward<double>(c.yr.data(), c.yr.data(), ysz);
+  cpu::conv2d_backward_data_ref<double>(c.dx.data(), dy.data(), w.data(), g);
+  cpu::conv2d_backward_data_ref<double>(c.sx.data(), ady.data(), aw.data(), g);
+  cpu::conv2d_backward_weight_ref<double>(c.dw.data(), dy.data(), x.data(), g);
+  cpu::conv2d_backward_weight_ref<double>(c.sw.data(), ady.data(), ax.data(), g);
+  cpu::bias_backward<double>(c.db.data(), dy.data(), g.N, g.K, g.P() * g.Q());
+  cpu::bias_backward<double>(c.sb.data(), ady.data(), g.N, g.K, g.P() * g.Q());
+  return c;
+}
+
+void conv2d_check(Run& r) {
+  for (const ConvGeom& g : kConvGeoms) {
+    r.shape = conv_str(g);
+    if (r.dev == Device::CPU)
+      r.shape += std::string(" (cpu paths: forward ") + cpu::conv2d_path(g, true) + ", backward " +
+                 cpu::conv2d_path(g, false) + ")";
+    const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
+    const V x = r.rand(xs), w = r.rand(wsz), b = r.rand(g.K), dy = r.rand(ysz);
+    const ConvRef c = conv_ref(g, x, w, b, dy);
+    V ysr(ysz);  // the relu variant's scale: no bias
+    {
+      const V ax = absv(x), aw = absv(w);
+      cpu::conv2d_forward_ref<double>(ysr.data(), ax.data(), aw.data(), nullptr, g);
+    }
+    const Backend& be = r.be();
+    const int64_t ws_floats = be.conv2d_workspace(g);
+    REQUIRE_MESSAGE(ws_floats >= 0, r.where(), ": conv2d_workspace ", ws_floats);
+    Tensor WS = Tensor::empty(Shape{std::max<int64_t>(ws_floats, 1)}, r.dev);
+    Tensor X = r.up(x), W = r.up(w), B = r.up(b), DY = r.up(dy);
+    Tensor Y = r.poison(ysz);
+    be.conv2d_forward(Y.data(), X.data(), W.data(), B.data(), g, WS.data(), false);
+    expect(r, "conv2d_forward y", Run::down(Y), c.y, c.ys, r.dt.tol);
+    Tensor YR = r.poison(ysz);  // the fused ReLU, without a bias (conv2d(x, w, Tensor()) then relu)
+    be.conv2d_forward(YR.data(), X.data(), W.data(), nullptr, g, WS.data(), true);
+    expect(r, "conv2d_forward y (relu, no bias)", Run::down(YR), c.yr, ysr, r.dt.tol);
+    {  // a NaN input reaches every output whose window holds it, through the ReLU (relu_forward's rule)
+      V xn = x;
+      xn[size_t(xs / 2 + 1)] = kNaN;
+      V yn(ysz);
+      cpu::conv2d_forward_ref<double>(yn.data(), xn.data(), w.data(), b.data(), g);
+      cpu::relu_forward<double>(yn.data(), yn.data(), ysz);
+      Tensor XN = r.up(xn), YN = r.poison(ysz);
+      be.conv2d_forward(YN.data(), XN.data(), W.data(), B.data(), g, WS.data(), true);
+      expect(r, "conv2d_forward y (relu, a NaN in x)", Run::down(YN), yn, c.ys, r.dt.tol);
+    }
+    Tensor DX = r.poison(xs), DW = r.poison(wsz), DB = r.poison(g.K);
+    be.conv2d_backward(DX.data(), DW.data(), DB.data(), DY.data(), X.data(), W.data(), g, WS.data());
+    expect(r, "conv2d_backward dx", Run::down(DX), c.dx, c.sx, r.dt.tol);
+    expect(r, "conv2d_backward dw", Run::down(DW), c.dw, c.sw, r.dt.tol);
+    expect(r, "conv2d_backward db", Run::down(DB), c.db, c.sb, r.dt.tol);
+    // The first layer (input needs no gradient: dx and w null) and a frozen layer (only dx).
+    Tensor DW2 = r.poison(wsz), DB2 = r.poison(g.K);
+    be.conv2d_backward(nullptr, DW2.data(), DB2.data(), DY.data(), X.data(), nullptr, g, WS.data());
+    expect(r, "conv2d_backward dw (dx, w null)", Run::down(DW2), c.dw, c.sw, r.dt.tol);
+    expect(r, "conv2d_backward db (dx, w null)", Run::down(DB2), c.db, c.sb, r.dt.tol);
+    Tensor DX2 = r.poison(xs);
+    be.conv2d_backward(DX2.data(), nullptr, nullptr, DY.data(), nullptr, W.data(), g, WS.data());
+    expect(r, "conv2d_backward dx (dw, db, x null)", Run::down(DX2), c.dx, c.sx, r.dt.tol);
+  }
+}
+
+void conv2d_grad(uint64_t seed) {
+  Rng rng(seed);
+  for (ConvGeom g : kConvGeoms) {
+    g.N = 1;  // smaller, same geometry
+    const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
+    const V x = rvec(rng, xs), w = rvec(rng, wsz), b = rvec(rng, g.K), r = rvec(rng, ysz);
+    auto L = [&](const V& xx, const V& ww, const V& bb) {
+      V y(ysz);
+      cpu::conv2d_forward_ref<double>(y.data(), xx.data(), ww.data(), bb.data(), g);
+      return test::dot(y, r);
+    };
+    const ConvRef c = conv_ref(g, x, w, b, r);
+    const std::string what = "conv2d " + conv_str(g);
+    fd_check(what + " dx", seed, x, [&](const V& v) { return L(v, w, b); }, c.dx, rng, nullptr, 4);
+    fd_check(what + " dw", seed, w, [&](const V& v) { return L(x, v, b); }, c.dw, rng, nullptr, 4);
+    fd_check(what + " db", seed, b, [&](const V& v) { return L(x, w, v); }, c.db, rng, nullptr, 2);
+  }
+}
+
+// ---- batch norm over (N, C, HW) = (3, 5, 97): M = 291 values per channel, more than one CUDA block ----
+struct BnShape {
+  int64_t N, C, HW;
+  int64_t n() const { return N * C * HW; }
+};
+constexpr BnShape kBn{3, 5, 97};
+
+void batchnorm_check(Run& r) {
+  const int64_t N = kBn.N, C = kBn.C, HW = kBn.HW, n = kBn.n(), M = N * HW;
+  r.shape = "N=3 C=5 HW=97";
+  const Backend& be = r.be();
+  V x = r.rand(n, 1, 3);  // mean ~2 >> std ~0.6: a one-pass variance would lose digits
+  // stats: mean to 1e-5 of mean |x|; var to 1e-5 of mean x^2 (the scale of a one-pass sum).
+  V mean(C), var(C), mean_s(C, 0.0), var_s(C, 0.0);
+  cpu::batchnorm_stats_ref<double>(mean.data(), var.data(), x.data(), N, C, HW);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t c = (k / HW) % C;
+    mean_s[c] += std::fabs(x[k]) / double(M);
+    var_s[c] += x[k] * x[k] / double(M);
+  }
+  Tensor X = r.up(x);
+  {
+    Tensor MEAN = r.poison(C), VAR = r.poison(C);
+    be.batchnorm_stats(MEAN.data(), VAR.data(), X.data(), N, C, HW);
+    expect(r, "batchnorm_stats mean", Run::down(MEAN), mean, mean_s, r.dt.tol);
+    expect(r, "batchnorm_stats var", Run::down(VAR), var, var_s, r.dt.tol);
+  }
+  // invstd = 1 / sqrt(var + eps), from the variance rounded to the dtype.
+  const double eps = r.scalar(1e-5);
+  V varq(C), invstd(C);
+  for (int64_t c = 0; c < C; ++c) varq[c] = r.dt.round(var[c]);
+  varq[C - 1] = 0;  // a constant channel: invstd = 1/sqrt(eps)
+  cpu::batchnorm_invstd<double>(invstd.data(), varq.data(), eps, C);
+  {
+    Tensor VAR = r.up(varq), IS = r.poison(C);
+    be.batchnorm_invstd(IS.data(), VAR.data(), float(eps), C);
+    expect(r, "batchnorm_invstd", Run::down(IS), invstd, absv(invstd), r.dt.tol);
+  }
+  // running statistics, in place: (1 - momentum) r + momentum b (unbiased: var * M / (M - 1)).
+  {
+    const double mom = r.scalar(0.1);
+    V rm = r.rand(C), rv = r.rand(C, 0.5, 2), meanq(C);
+    for (int64_t c = 0; c < C; ++c) meanq[c] = r.dt.round(mean[c]);
+    V rm_want = rm, rv_want = rv, rm_s = absv(rm), rv_s = rv;
+    cpu::batchnorm_update_running<double>(rm_want.data(), rv_want.data(), meanq.data(), varq.data(), mom, M, C);
+    const V am = absv(meanq);
+    cpu::batchnorm_update_running<double>(rm_s.data(), rv_s.data(), am.data(), varq.data(), mom, M, C);
+    Tensor RM = r.up(rm), RV = r.up(rv), MEAN = r.up(meanq), VAR = r.up(varq);
+    be.batchnorm_update_running(RM.data(), RV.data(), MEAN.data(), VAR.data(), float(mom), M, C);
+    expect(r, "batchnorm_update_running running_mean", Run::down(RM), rm_want, rm_s, r.dt.tol);
+    expect(r, "batchnorm_update_running running_var", Run::down(RV), rv_want, rv_s, r.dt.tol);
+  }
+  // forward and backward from the statistics rounded to the dtype, so only the kernel under test differs.
+  V meanq(C), isq(C);
+  for (int64_t c = 0; c < C; ++c) meanq[c] = r.dt.round(mean[c]), isq[c] = r.dt.round(invstd[c]);
+  isq[C - 1] = r.dt.round(1 / std::sqrt(var[C - 1] + eps));  // a real channel's (varq was zeroed above)
+  const V w = r.rand(C, 0.5, 1.5), b = r.rand(C), dy = r.rand(n);
+  Tensor MEAN = r.up(meanq), IS = r.up(isq), W = r.up(w), B = r.up(b), DY = r.up(dy);
+  for (bool affine : {true, false}) {
+    const V one(C, 1.0), zero(C, 0.0);
+    const V& wa = affine ? w : one;
+    const V& ba = affine ? b : zero;
+    V xf = x, y(n), scale(n);
+    xf[7] = kNaN, xf[size_t(n - 1)] = kNaN;  // NaN passes through the forward, with and without the ReLU
+    cpu::batchnorm_forward_ref<double>(y.data(), xf.data(), meanq.data(), isq.data(), wa.data(), ba.data(), N, C, HW);
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t c = (k / HW) % C;
+      scale[k] = (std::fabs(x[k]) + std::fabs(meanq[c])) * isq[c] * std::fabs(wa[c]) + std::fabs(ba[c]);
+    }
+    for (bool relu : {false, true}) {
+      V want = y;
+      if (relu) cpu::relu_forward<double>(want.data(), want.data(), n);
+      Tensor Y = r.poison(n), XF = r.up(xf);
+      be.batchnorm_forward(Y.data(), XF.data(), MEAN.data(), IS.data(), affine ? W.data() : nullptr,
+                           affine ? B.data() : nullptr, N, C, HW, relu);
+      expect(r, std::string("batchnorm_forward y (") + (affine ? "affine" : "no weight, no bias") +
+                    (relu ? ", relu)" : ")"),
+             Run::down(Y), want, scale, r.dt.tol);
+    }
+    for (bool training : {true, false}) {
+      V dx(n), dwt(C), dbs(C);
+      cpu::batchnorm_backward_ref<double>(dx.data(), dwt.data(), dbs.data(), dy.data(), x.data(), meanq.data(),
+                                          isq.data(), wa.data(), N, C, HW, training);
+      // scales: the sums of |terms| of the formulas in kernels/cpu/batchnorm.h
+      V sdy(C, 0.0), sdyx(C, 0.0), sx(n), sw(C), sb(C);
+      auto xhat_s = [&](int64_t k) { return (std::fabs(x[k]) + std::fabs(meanq[(k / HW) % C])) * isq[(k / HW) % C]; };
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t c = (k / HW) % C;
+        sdy[c] += std::fabs(dy[k]);
+        sdyx[c] += std::fabs(dy[k]) * xhat_s(k);
+      }
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t c = (k / HW) % C;
+        const double gk = std::fabs(wa[c]) * isq[c];
+        sx[k] = training ? gk * (std::fabs(dy[k]) + sdy[c] / double(M) + xhat_s(k) * sdyx[c] / double(M))
+                         : gk * std::fabs(dy[k]);
+      }
+      const std::string tag = std::string(training ? " (training" : " (eval") + (affine ? ")" : ", no weight)");
+      Tensor DX = r.poison(n), DWT = r.poison(C), DBS = r.poison(C);
+      be.batchnorm_backward(DX.data(), DWT.data(), DBS.data(), DY.data(), X.data(), MEAN.data(), IS.data(),
+                            affine ? W.data() : nullptr, N, C, HW, training);
+      expect(r, "batchnorm_backward dx" + tag, Run::down(DX), dx, sx, r.dt.tol);
+      expect(r, "batchnorm_backward dweight" + tag, Run::down(DWT), dwt, sdyx, r.dt.tol);
+      expect(r, "batchnorm_backward dbias" + tag, Run::down(DBS), dbs, sdy, r.dt.tol);
+      // dx null: the input needs no gradient; the parameter gradients are still written.
+      Tensor DWT2 = r.poison(C), DBS2 = r.poison(C);
+      be.batchnorm_backward(nullptr, DWT2.data(), DBS2.data(), DY.data(), X.data(), MEAN.data(), IS.data(),
+                            affine ? W.data() : nullptr, N, C, HW, training);
+      expect(r, "batchnorm_backward dweight (dx null)" + tag, Run::down(DWT2), dwt, sdyx, r.dt.tol);
+      expect(r, "batchnorm_backward dbias (dx null)" + tag, Run::down(DBS2), dbs, sdy, r.dt.tol);
+    }
+  }
+}
+
+// Training: L(x, w, b) = <bn(x; mean(x), invstd(var(x))), r>: the gradient flows through the batch
+// statistics. Eval: the statistics are constants (running ones).
+void batchnorm_grad(uint64_t seed) {
+  Rng rng(seed);
+  const int64_t N = 2, C = 3, HW = 5, n = N * C * HW;
+  const double eps = 1e-5;
+  const V x = rvec(rng, n, 1, 3), w = rvec(rng, C, 0.5, 1.5), b = rvec(rng, C), r = rvec(rng, n);
+  const V rm = rvec(rng, C, 1.5, 2.5), rv = rvec(rng, C, 0.2, 0.5);
+  for (bool training : {true, false}) {
+    auto stats = [&](const V& xx, V& mean, V& invstd) {
+      V var(C);
+      if (training) cpu::batchnorm_stats_ref<double>(mean.data(), var.data(), xx.data(), N, C, HW);
+      else mean = rm, var = rv;
+      cpu::batchnorm_invstd<double>(invstd.data(), var.data(), eps, C);
+    };
+    auto L = [&](const V& xx, const V& ww, const V& bb) {
+      V mean(C), invstd(C), y(n);
+      stats(xx, mean, invstd);
+      cpu::batchnorm_forward_ref<double>(y.data(), xx.data(), mean.data(), invstd.data(), ww.data(), bb.data(), N, C,
+                                         HW);
+      return test::dot(y, r);
+    };
+    V mean(C), invstd(C), dx(n), dw(C), db(C);
+    stats(x, mean, invstd);
+    cpu::batchnorm_backward_ref<double>(dx.data(), dw.data(), db.data(), r.data(), x.data(), mean.data(),
+                                        invstd.data(), w.data(), N, C, HW, training);
+    const std::string what = training ? "batchnorm (training)" : "batchnorm (eval)";
+    fd_check(what + " dx", seed, x, [&](const V& v) { return L(v, w, b); }, dx, rng);
+    fd_check(what + " dweight", seed, w, [&](const V& v) { return L(x, v, b); }, dw, rng, nullptr, 3);
+    fd_check(what + " dbias", seed, b, [&](const V& v) { return L(x, w, v); }, db, rng, nullptr, 3);
+  }
+}
+
+// ---- max pool ----
+std::string pool_str(const PoolGeom& g) {
+  std::ostringstream o;
+  o << "x (" << g.N << "," << g.C << "," << g.H << "," << g.W << ") kernel " << g.kernel << " stride " << g.stride
+    << " pad " << g.pad;
+  return o.str();
+}
+// ResNet's 3x3/2 pad 1 on odd planes, 2x2/2 with a dropped last row/column, 3x3/1 pad 1 (every cell in
+// up to 9 windows).
+const PoolGeom kPoolGeoms[] = {{2, 3, 9, 11, 3, 2, 1}, {1, 2, 8, 7, 2, 2, 0}, {1, 2, 7, 9, 3, 1, 1}};
+
+void max_pool2d_check(Run& r) {
+  for (const PoolGeom& g : kPoolGeoms) {
+    r.shape = pool_str(g);
+    const int64_t HW = g.H * g.W, xs = g.N * g.C * HW, ysz = g.N * g.C * g.P() * g.Q();
+    V x = r.rand(xs);
+    for (double& v : x) v = std::round(v * 4) / 4;  // values on a grid of 1/4: many ties (the first max wins)
+    for (int64_t i = 0; i < HW; ++i) x[i] -= 5;     // plane 0 all negative: a padded cell (-inf) never wins
+    x[HW + 2 * g.W + 3] = kNaN;                     // plane 1: a NaN wins its windows
+    const V dy = r.rand(ysz);
+    V y(ysz), dx(xs), sdx(xs);
+    cpu::max_pool2d_forward_ref<double>(y.data(), x.data(), g);
+    cpu::max_pool2d_backward_ref<double>(dx.data(), dy.data(), x.data(), g);
+    const V ady = absv(dy);
+    cpu::max_pool2d_backward_ref<double>(sdx.data(), ady.data(), x.data(), g);
+    Tensor X = r.up(x), DY = r.up(dy), Y = r.poison(ysz), DX = r.poison(xs);
+    r.be().max_pool2d_forward(Y.data(), X.data(), g);
+    expect_exact(r, "max_pool2d_forward y", Run::down(Y), y);
+    r.be().max_pool2d_backward(DX.data(), DY.data(), X.data(), g);
+    expect(r, "max_pool2d_backward dx", Run::down(DX), dx, sdx, r.dt.tol);  // sums of up to 9 dy
+  }
+}
+
+void max_pool2d_grad(uint64_t seed) {
+  Rng rng(seed);
+  for (const PoolGeom& g : kPoolGeoms) {
+    const int64_t xs = g.N * g.C * g.H * g.W, ysz = g.N * g.C * g.P() * g.Q();
+    const V x = rvec(rng, xs), r = rvec(rng, ysz);  // continuous values: no ties within h
+    auto L = [&](const V& v) {
+      V y(ysz);
+      cpu::max_pool2d_forward_ref<double>(y.data(), v.data(), g);
+      return test::dot(y, r);
+    };
+    V dx(xs);
+    cpu::max_pool2d_backward_ref<double>(dx.data(), r.data(), x.data(), g);
+    fd_check("max_pool2d " + pool_str(g), seed, x, L, dx, rng);
+  }
+}
+
+// ---- global average pool: 7 planes of 17 x 19 = 323 > 256 values ----
+void global_avg_pool_check(Run& r) {
+  const int64_t planes = 7, hw = 323;
+  r.shape = "planes=7 hw=323";
+  const V x = r.rand(planes * hw), dy = r.rand(planes);
+  V y(planes), sy(planes), dx(planes * hw);
+  const V ax = absv(x);
+  cpu::global_avg_pool_forward<double>(y.data(), x.data(), planes, hw);
+  cpu::global_avg_pool_forward<double>(sy.data(), ax.data(), planes, hw);
+  cpu::global_avg_pool_backward<double>(dx.data(), dy.data(), planes, hw);
+  Tensor X = r.up(x), DY = r.up(dy), Y = r.poison(planes), DX = r.poison(planes * hw);
+  r.be().global_avg_pool_forward(Y.data(), X.data(), planes, hw);
+  expect(r, "global_avg_pool_forward y", Run::down(Y), y, sy, r.dt.tol);
+  r.be().global_avg_pool_backward(DX.data(), DY.data(), planes, hw);
+  expect(r, "global_avg_pool_backward dx", Run::down(DX), dx, absv(dx), r.dt.tol);
+}
+
+void global_avg_pool_grad(uint64_t seed) {
+  Rng rng(seed);
+  const int64_t planes = 3, hw = 13;
+  const V x = rvec(rng, planes * hw), r = rvec(rng, planes);
+  auto L = [&](const V& v) {
+    V y(planes);
+    cpu::global_avg_pool_forward<double>(y.data(), v.data(), planes, hw);
+    return test::dot(y, r);
+  };
+  V dx(planes * hw);
+  cpu::global_avg_pool_backward<double>(dx.data(), r.data(), planes, hw);
+  fd_check("global_avg_pool", seed, x, L, dx, rng);
+}
+
+// ---- losses: a forward writes the mean loss to loss[0] on the device, with a scratch of
+// loss_scratch_floats(n) floats (n: rows for cross-entropy, elements otherwise) ----
+Tensor scratch_for(const Run& r, int64_t n) {
+  const int64_t k = r.be().loss_scratch_floats(n);
+  REQUIRE_MESSAGE(k >= 1, r.where(), ": loss_scratch_floats(", n, ") = ", k);
+  return r.poison(size_t(k));  // scratch: the kernel must not read it before writing
+}
+
+// softmax and cross-entropy, (N, K) = (300, 7) (rows over two CUDA blocks of 256) and (3, 300)
+// (long rows). Row 0: equal logits; row 1: logits near 100 (exp overflows without the max subtracted);
+// row 2: one logit 30 above the rest (probabilities near 1 and near 0). Targets include 0 and K - 1.
+void softmax_cross_entropy_check(Run& r) {
+  struct Shape2 {
+    int64_t N, K;
+  };
+  for (Shape2 s : {Shape2{300, 7}, Shape2{3, 300}}) {
+    const int64_t N = s.N, K = s.K, n = N * K;
+    r.shape = "N=" + std::to_string(N) + " K=" + std::to_string(K);
+    V x = r.rand(n, -3, 3);
+    for (int64_t k = 0; k < K; ++k) x[k] = 0.5, x[K + k] = r.dt.round(100 + x[K + k]);
+    x[2 * K + 1] = 30;
+    V t(N);
+    for (int64_t i = 0; i < N; ++i) t[i] = double(r.rng.below(uint64_t(K)));
+    t[0] = 0, t[1] = double(K - 1), t[2] = 1, t[N - 1] = double(K - 1);
+    V prob(n), sm(n);
+    const double loss = cpu::cross_entropy_forward<double>(prob.data(), x.data(), t.data(), N, K);
+    cpu::softmax_forward<double>(sm.data(), x.data(), N, K);
+    // scales: the largest probability of the row (1e-5 absolute on probabilities, whatever their size);
+    // the loss: mean (|logsumexp| + |x[target]|) (lse - x_t cancels when the target's probability is ~1).
+    V row_scale(n);
+    double loss_scale = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      double m = 0, mx = x[i * K];
+      for (int64_t k = 0; k < K; ++k) m = std::max(m, prob[i * K + k]), mx = std::max(mx, x[i * K + k]);
+      for (int64_t k = 0; k < K; ++k) row_scale[i * K + k] = m;
+      double se = 0;
+      for (int64_t k = 0; k < K; ++k) se += std::exp(x[i * K + k] - mx);
+      loss_scale += (std::fabs(mx + std::log(se)) + std::fabs(x[i * K + int64_t(t[i])])) / double(N);
+    }
+    const Backend& be = r.be();
+    Tensor X = r.up(x), T = r.up(t);
+    Tensor SM = r.poison(n);
+    be.softmax_forward(SM.data(), X.data(), N, K);
+    expect(r, "softmax_forward y", Run::down(SM), sm, row_scale, r.dt.tol);
+    Tensor LOSS = r.poison(1), PROB = r.poison(n), SCR = scratch_for(r, N);
+    be.cross_entropy_forward(LOSS.data(), PROB.data(), X.data(), T.data(), N, K, SCR.data());
+    expect_scalar(r, "cross_entropy_forward loss", LOSS, loss, loss_scale, r.dt.tol);
+    expect(r, "cross_entropy_forward prob", Run::down(PROB), prob, row_scale, r.dt.tol);
+    // backward from the probabilities rounded to the dtype: dlogits = g / N (prob - onehot)
+    const double g = r.scalar(0.7);
+    V probq(n), dl(n), dls(n);
+    for (int64_t i = 0; i < n; ++i) probq[i] = r.dt.round(prob[i]);
+    cpu::cross_entropy_backward<double>(dl.data(), probq.data(), t.data(), g, N, K);
+    for (int64_t i = 0; i < n; ++i) dls[i] = std::fabs(g / double(N)) * (probq[i] + 1);
+    Tensor PQ = r.up(probq), DL = r.poison(n);
+    be.cross_entropy_backward(DL.data(), PQ.data(), T.data(), float(g), N, K);
+    expect(r, "cross_entropy_backward dlogits", Run::down(DL), dl, dls, r.dt.tol);
+  }
+}
+
+void softmax_cross_entropy_grad(uint64_t seed) {
+  Rng rng(seed);
+  const int64_t N = 4, K = 5;
+  const double g = 0.7;
+  const V x = rvec(rng, N * K, -3, 3), t = {0, 4, 2, 2};
+  auto L = [&](const V& v) {
+    V prob(N * K);
+    return g * cpu::cross_entropy_forward<double>(prob.data(), v.data(), t.data(), N, K);
+  };
+  V prob(N * K), dl(N * K), sm(N * K);
+  cpu::cross_entropy_forward<double>(prob.data(), x.data(), t.data(), N, K);
+  cpu::cross_entropy_backward<double>(dl.data(), prob.data(), t.data(), g, N, K);
+  fd_check("cross_entropy dlogits", seed, x, L, dl, rng);
+  // softmax (no backward kernel of its own) is cross_entropy's prob
+  cpu::softmax_forward<double>(sm.data(), x.data(), N, K);
+  CHECK_MESSAGE(test::worst_violation(sm, prob, 0, 1e-15) == 0, "softmax_forward<double> != cross_entropy prob");
+}
+
+// L1 and MSE over n = 1037 elements; p == t at a few places (sign 0: gradient 0).
+void l1_mse_inputs(Run& r, V& p, V& t) {
+  p = r.rand(kN), t = r.rand(kN);
+  t[0] = p[0], t[300] = p[300], t[kN - 1] = p[kN - 1];
+}
+
+void l1_check(Run& r) {
+  r.shape = "n=1037";
+  V p, t;
+  l1_mse_inputs(r, p, t);
+  const double g = r.scalar(0.7);
+  const double loss = cpu::l1_forward<double>(p.data(), t.data(), kN);
+  V dp(kN);
+  cpu::l1_backward<double>(dp.data(), p.data(), t.data(), g, kN);
+  Tensor P = r.up(p), T = r.up(t), LOSS = r.poison(1), SCR = scratch_for(r, kN), DP = r.poison(kN);
+  r.be().l1_forward(LOSS.data(), P.data(), T.data(), kN, SCR.data());
+  expect_scalar(r, "l1_forward loss", LOSS, loss, loss, r.dt.tol);  // terms |p - t| >= 0
+  r.be().l1_backward(DP.data(), P.data(), T.data(), float(g), kN);
+  expect(r, "l1_backward dp", Run::down(DP), dp, V{std::fabs(g) / double(kN)}, r.dt.tol);
+}
+
+void mse_check(Run& r) {
+  r.shape = "n=1037";
+  V p, t;
+  l1_mse_inputs(r, p, t);
+  const double g = r.scalar(0.7);
+  const double loss = cpu::mse_forward<double>(p.data(), t.data(), kN);
+  V dp(kN), sdp(kN);
+  cpu::mse_backward<double>(dp.data(), p.data(), t.data(), g, kN);
+  for (int64_t i = 0; i < kN; ++i) sdp[i] = 2 * std::fabs(g) / double(kN) * (std::fabs(p[i]) + std::fabs(t[i]));
+  Tensor P = r.up(p), T = r.up(t), LOSS = r.poison(1), SCR = scratch_for(r, kN), DP = r.poison(kN);
+  r.be().mse_forward(LOSS.data(), P.data(), T.data(), kN, SCR.data());
+  expect_scalar(r, "mse_forward loss", LOSS, loss, loss, r.dt.tol);  // terms (p - t)^2 >= 0
+  r.be().mse_backward(DP.data(), P.data(), T.data(), float(g), kN);
+  expect(r, "mse_backward dp", Run::down(DP), dp, sdp, r.dt.tol);
+}
+
+template <typename Fwd, typename Bwd>
+void pointwise_loss_grad(const std::string& what, uint64_t seed, Fwd fwd, Bwd bwd) {
+  Rng rng(seed);
+  const int64_t n = 30;
+  const double g = 0.7;
+  const V p = rvec(rng, n), t = rvec(rng, n);
+  V dp(n);
+  bwd(dp.data(), p.data(), t.data(), g, n);
+  fd_check(what, seed, p, [&](const V& v) { return g * fwd(v.data(), t.data(), n); }, dp, rng,
+           [&](size_t i) { return std::fabs(p[i] - t[i]) > 1e-3; });
+}
+void l1_grad(uint64_t seed) { pointwise_loss_grad("l1", seed, cpu::l1_forward<double>, cpu::l1_backward<double>); }
+void mse_grad(uint64_t seed) { pointwise_loss_grad("mse", seed, cpu::mse_forward<double>, cpu::mse_backward<double>); }
+
+// CARL: P, Tg, I (N, C, HW) = (2, 3, 173), mask (N, HW) with exact 0s and 1s.
+void carl_check(Run& r) {
+  const int64_t N = 2, C = 3, HW = 173, n = N * C * HW;
+  r.shape = "N=2 C=3 HW=173";
+  V P = r.rand(n), Tg = r.rand(n), I = r.rand(n), M = r.rand(N * HW, 0, 1);
+  for (int64_t i = 0; i < N * HW; i += 5) M[i] = 0;
+  for (int64_t i = 1; i < N * HW; i += 5) M[i] = 1;
+  Tg[0] = P[0], I[1] = P[1], Tg[n - 1] = P[n - 1], I[n - 1] = P[n - 1];  // |.| at 0: subgradient 0
+  for (double lambda : {r.scalar(1.0), r.scalar(0.3)}) {
+    const double g = r.scalar(0.7);
+    const double loss = cpu::carl_forward<double>(P.data(), Tg.data(), I.data(), M.data(), lambda, N, C, HW);
+    V dp(n), sdp(n);
+    cpu::carl_backward<double>(dp.data(), P.data(), Tg.data(), I.data(), M.data(), lambda, g, N, C, HW);
+    for (int64_t k = 0; k < n; ++k) {
+      const double m = M[(k / (C * HW)) * HW + k % HW];
+      sdp[k] = std::fabs(g) / double(n) * (std::fabs(m + lambda) + std::fabs(1 - m));
+    }
+    const std::string tag = " (lambda " + std::to_string(lambda) + ")";
+    Tensor dP = r.up(P), dT = r.up(Tg), dI = r.up(I), dM = r.up(M), LOSS = r.poison(1), SCR = scratch_for(r, n),
+           DP = r.poison(n);
+    r.be().carl_forward(LOSS.data(), dP.data(), dT.data(), dI.data(), dM.data(), float(lambda), N, C, HW, SCR.data());
+    expect_scalar(r, "carl_forward loss" + tag, LOSS, loss, loss, r.dt.tol);  // terms >= 0
+    r.be().carl_backward(DP.data(), dP.data(), dT.data(), dI.data(), dM.data(), float(lambda), float(g), N, C, HW);
+    expect(r, "carl_backward dP" + tag, Run::down(DP), dp, sdp, r.dt.tol);
+  }
+}
+
+void carl_grad(uint64_t seed) {
+  Rng rng(seed);
+  const int64_t N = 2, C = 3, HW = 5, n = N * C * HW;
+  const double lambda = 0.3, g = 0.7;
+  const V P = rvec(rng, n), Tg = rvec(rng, n), I = rvec(rng, n), M = rvec(rng, N * HW, 0, 1);
+  V dp(n);
+  cpu::carl_backward<double>(dp.data(), P.data(), Tg.data(), I.data(), M.data(), lambda, g, N, C, HW);
+  auto L = [&](const V& v) {
+    return g * cpu::carl_forward<double>(v.data(), Tg.data(), I.data(), M.data(), lambda, N, C, HW);
+  };
+  fd_check("carl", seed, P, L, dp, rng,
+           [&](size_t i) { return std::fabs(P[i] - Tg[i]) > 1e-3 && std::fabs(P[i] - I[i]) > 1e-3; });
+}
+
+// ---- dtype casts, bit-exact (bf16 is the top half of a float32; a bf16 buffer is its bit patterns) ----
+// The reference, written independently of kernels/common/bfloat16.h from the fields of the format:
+// |x| rounds to the nearer of the two bf16 magnitudes around it (the truncation t and t + 1; the one
+// after the largest finite bf16 is 2^128, i.e. overflow to inf), ties to the even one; a NaN keeps its
+// sign and top payload bits and gets the quiet bit.
+double bf16_magnitude(uint32_t m) {  // |value| of a bf16 pattern without its sign bit, finite or 0x7f80
+  const int e = int(m >> 7);
+  const double f = double(m & 0x7fu);
+  return e == 0 ? std::ldexp(f, -133) : std::ldexp(128 + f, e - 134);  // subnormal | (1 + f/128) 2^(e-127)
+}
+uint16_t bf16_ref(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if (std::isnan(x)) return uint16_t((u >> 16) | 0x40u);
+  const uint32_t sign = (u >> 16) & 0x8000u, t = (u >> 16) & 0x7fffu;
+  if (t == 0x7f80u) return uint16_t(u >> 16);  // +-inf
+  const double a = std::fabs(double(x)), lo = bf16_magnitude(t), hi = bf16_magnitude(t + 1);
+  const bool up = a - lo > hi - a || (a - lo == hi - a && (t & 1u));  // (exact in double)
+  return uint16_t(sign | (up ? t + 1 : t));
+}
+double bf16_value_ref(uint16_t h) {
+  const uint32_t m = h & 0x7fffu;
+  const double v = m > 0x7f80u ? kNaN : m == 0x7f80u ? kInf : bf16_magnitude(m);
+  return (h & 0x8000u) ? -v : v;
+}
+float float_of_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// A bf16 buffer on the run's device holding `bits`.
+Tensor bf16_buffer(const Run& r, const std::vector<uint16_t>& bits) {
+  Tensor h = Tensor::empty(Shape{int64_t(bits.size())}, Device::CPU, DType::BF16);
+  std::memcpy(h.data_bf16(), bits.data(), bits.size() * 2);
+  return h.to(r.dev);
+}
+std::vector<uint16_t> bf16_bits(const Tensor& t) {
+  const Tensor h = t.to(Device::CPU);
+  return std::vector<uint16_t>(h.data_bf16(), h.data_bf16() + h.numel());
+}
+
+void cast_check(Run& r) {
+  r.shape = "f32 -> bf16: n=4133, bf16 -> f32: all 65536 patterns + 37";
+  // float32 -> bfloat16: special values, ties (low half exactly 0x8000, kept lsb even and odd), either side
+  // of a tie, the largest floats (overflow to inf), subnormals, NaNs (quiet and signalling, both signs),
+  // then random bit patterns (every exponent) and random near-ties.
+  std::vector<uint32_t> in = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
+                              0x7f800001u, 0xff812345u, 0x7fbfffffu, 0x3f808000u, 0x3f818000u, 0x3f807fffu,
+                              0x3f808001u, 0xbf818000u, 0x7f7fffffu, 0xff7fffffu, 0x7f7f7fffu, 0x7f7f8000u,
+                              0x7f7e8000u, 0x00000001u, 0x00008000u, 0x00018000u, 0x80008000u, 0x007fffffu,
+                              0x00800000u, 0x3f800000u};
+  while (in.size() < 4133) {
+    const uint32_t u = uint32_t(r.rng.next_u64());
+    const uint32_t tails[] = {u & 0xffffu, 0x8000u, 0x7fffu, 0x8001u};
+    in.push_back((u & 0xffff0000u) | tails[r.rng.below(4)]);
+  }
+  std::vector<float> x(in.size());
+  V want(in.size());
+  for (size_t i = 0; i < in.size(); ++i) x[i] = float_of_bits(in[i]), want[i] = double(bf16_ref(x[i]));
+  // Poison: 0x7fa5, a signalling-NaN pattern the cast never writes (its NaNs are quiet).
+  Tensor X = Tensor::from_vector(Shape{int64_t(x.size())}, x, r.dev);  // bytes copied: payloads kept
+  Tensor Y = bf16_buffer(r, std::vector<uint16_t>(x.size(), 0x7fa5u));
+  r.be().cast_f32_to_bf16(Y.data_bf16(), X.data(), int64_t(x.size()));
+  const std::vector<uint16_t> y = bf16_bits(Y);
+  expect_exact(r, "cast_f32_to_bf16 (bit patterns)", std::vector<float>(y.begin(), y.end()), want);
+
+  // bfloat16 -> float32: exact, every pattern, NaN payloads kept.
+  std::vector<uint16_t> h(65536 + 37);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = i < 65536 ? uint16_t(i) : uint16_t(r.rng.below(65536));
+  V vwant(h.size());
+  for (size_t i = 0; i < h.size(); ++i) vwant[i] = bf16_value_ref(h[i]);
+  Tensor H = bf16_buffer(r, h), F = r.poison(h.size());
+  r.be().cast_bf16_to_f32(F.data(), H.data_bf16(), int64_t(h.size()));
+  const std::vector<float> f = Run::down(F);
+  expect_exact(r, "cast_bf16_to_f32", f, vwant);
+  size_t payload_bad = 0, first_bad = 0;
+  for (size_t i = 0; i < h.size() && i < f.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &f[i], 4);
+    if (std::isnan(f[i]) && u != uint32_t(h[i]) << 16 && payload_bad++ == 0) first_bad = i;
+  }
+  CHECK_MESSAGE(payload_bad == 0, r.where(), ": cast_bf16_to_f32: ", payload_bad, " NaN payloads changed; first [",
+                first_bad, "] from bf16 ", h[first_bad]);
+}
+
+// ---- optimisers: in place over n = 1037, the reference being kernels/cpu/optim.cpp's float
+// expressions evaluated in double (from the same float scalars). A NaN gradient at the end must
+// make the parameter NaN (a diverged run must show), and g = 0 exactly at one place. Scales: the sum
+// of |terms| of each update. ----
+struct OptimState {
+  V p, m, v, g;
+};
+OptimState optim_inputs(Run& r) {
+  OptimState s{r.rand(kN), r.rand(kN), r.rand(kN, 0, 1), r.rand(kN)};
+  s.g[3] = 0;
+  s.g[kN - 1] = kNaN;
+  return s;
+}
+
+void adam_check(Run& r) {
+  r.shape = "n=1037";
+  for (double wd : {0.0, 0.01}) {
+    const AdamScalars a{0.9f, 0.999f, 0.1f, 0.001f, float(wd), 1e-8f, 0.05f, 0.3f};
+    OptimState s = optim_inputs(r);
+    V p = s.p, m = s.m, v = s.v, sp(kN), sm(kN), sv(kN);
+    for (int64_t i = 0; i < kN; ++i) {
+      const double gi = a.wd != 0.f ? s.g[i] + double(a.wd) * p[i] : s.g[i];
+      sm[i] = std::fabs(m[i] * a.b1) + std::fabs(a.one_m_b1 * gi);
+      m[i] = m[i] * a.b1 + double(a.one_m_b1) * gi;
+      sv[i] = std::fabs(v[i] * a.b2) + std::fabs(a.one_m_b2 * gi * gi);
+      v[i] = v[i] * a.b2 + double(a.one_m_b2) * (gi * gi);
+      const double denom = std::sqrt(v[i]) / a.bc2_sqrt + a.eps;
+      const double step = -double(a.step_size) * (m[i] / denom);
+      sp[i] = std::fabs(p[i]) + std::fabs(step);
+      p[i] += step;
+    }
+    Tensor P = r.up(s.p), M = r.up(s.m), Vv = r.up(s.v), G = r.up(s.g);
+    r.be().adam_update(P.data(), M.data(), Vv.data(), G.data(), kN, a);
+    const std::string tag = " (weight decay " + std::to_string(wd) + ")";
+    expect(r, "adam_update p" + tag, Run::down(P), p, sp, r.dt.tol);
+    expect(r, "adam_update m" + tag, Run::down(M), m, sm, r.dt.tol);
+    expect(r, "adam_update v" + tag, Run::down(Vv), v, sv, r.dt.tol);
+  }
+}
+
+void nadam_check(Run& r) {
+  r.shape = "n=1037";
+  const NadamScalars a{0.9f, 0.999f, 0.1f, 0.001f, 1.2f, 1.1f, 1.3f, 0.2f, 0.8f, 0.01f, 1e-8f};
+  OptimState s = optim_inputs(r);
+  V p = s.p, m = s.m, v = s.v, sp(kN), sm(kN), sv(kN);
+  for (int64_t i = 0; i < kN; ++i) {
+    const double g = s.g[i];
+    sm[i] = std::fabs(a.b1 * m[i]) + std::fabs(a.one_m_b1 * g);
+    m[i] = double(a.b1) * m[i] + double(a.one_m_b1) * g;
+    sv[i] = std::fabs(a.b2 * v[i]) + std::fabs(a.one_m_b2 * g * g);
+    v[i] = double(a.b2) * v[i] + double(a.one_m_b2) * (g * g);
+    const double m_bar = double(a.c_g) * (g * a.g_scale) + double(a.c_m) * (m[i] * a.m_scale);
+    const double step = double(a.lr) * m_bar / (std::sqrt(v[i] * a.v_scale) + a.eps);
+    sp[i] = std::fabs(p[i]) + double(a.lr) * (std::fabs(a.c_g * g * a.g_scale) + std::fabs(a.c_m * m[i] * a.m_scale)) /
+                                  (std::sqrt(v[i] * a.v_scale) + a.eps);
+    p[i] -= step;
+  }
+  Tensor P = r.up(s.p), M = r.up(s.m), Vv = r.up(s.v), G = r.up(s.g);
+  r.be().nadam_update(P.data(), M.data(), Vv.data(), G.data(), kN, a);
+  expect(r, "nadam_update p", Run::down(P), p, sp, r.dt.tol);
+  expect(r, "nadam_update m", Run::down(M), m, sm, r.dt.tol);
+  expect(r, "nadam_update v", Run::down(Vv), v, sv, r.dt.tol);
+}
+
+void sgd_check(Run& r) {
+  r.shape = "n=1037";
+  // first step with Nesterov momentum, a later step with plain momentum (dampened), and no momentum
+  // (then buf is not touched: it stays NaN).
+  const SgdScalars configs[] = {
+      {0.1f, 0.001f, 0.9f, 1.0f, true, true, true},
+      {0.1f, 0.0f, 0.9f, 0.8f, false, true, false},
+      {0.05f, 0.01f, 0.0f, 1.0f, false, false, false},
+  };
+  for (const SgdScalars& c : configs) {
+    OptimState s = optim_inputs(r);
+    V p = s.p, buf = s.m, sp(kN), sb(kN);
+    if (!c.use_mom) std::fill(buf.begin(), buf.end(), kNaN);
+    for (int64_t i = 0; i < kN; ++i) {
+      double d = c.wd != 0.f ? s.g[i] + double(c.wd) * p[i] : s.g[i];
+      double sd = std::fabs(s.g[i]) + std::fabs(double(c.wd) * p[i]);
+      if (c.use_mom) {
+        sb[i] = c.first ? sd : std::fabs(buf[i] * c.mom) + std::fabs(c.keep * d);
+        buf[i] = c.first ? d : buf[i] * c.mom + double(c.keep) * d;
+        sd = c.nesterov ? sd + std::fabs(c.mom * buf[i]) : sb[i];
+        d = c.nesterov ? d + double(c.mom) * buf[i] : buf[i];
+      }
+      sp[i] = std::fabs(p[i]) + std::fabs(c.lr) * sd;
+      p[i] += -double(c.lr) * d;
+    }
+    const std::string tag = std::string(" (") + (c.use_mom ? (c.nesterov ? "nesterov" : "momentum") : "no momentum") +
+                            (c.first ? ", first step)" : ")");
+    Tensor P = r.up(s.p), B = r.up(c.use_mom ? s.m : buf), G = r.up(s.g);
+    r.be().sgd_update(P.data(), B.data(), G.data(), kN, c);
+    expect(r, "sgd_update p" + tag, Run::down(P), p, sp, r.dt.tol);
+    if (c.use_mom) expect(r, "sgd_update buf" + tag, Run::down(B), buf, sb, r.dt.tol);
+    else expect_exact(r, "sgd_update buf untouched" + tag, Run::down(B), buf);
+  }
+}
+
+// ============================================================================================
+// The table.
+
+struct Case {
+  std::string name;
+  std::vector<std::string> kernels;
+  void (*check)(Run&);      // one backend x dtype
+  void (*grad)(uint64_t);   // gradient mode, or null
+};
+
+std::vector<Case>& table() {
+  static std::vector<Case> t;
+  return t;
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+bool register_case(const char* name, const char* kernels, void (*check)(Run&), void (*grad)(uint64_t)) {
+  table().push_back(Case{name, split(kernels), check, grad});
+  return true;
+}
+
+std::vector<std::string> kernel_list() {
+  std::vector<std::string> names;
+#define NIMBUS_KERNEL(name, ret, params, args) names.push_back(#name);
+#include "engine/kernel_list.def"
+#undef NIMBUS_KERNEL
+  return names;
+}
+
+// A fresh seed per case: FNV-1a of its name, mixed with NIMBUS_BACKEND_SEED when set.
+uint64_t case_seed(const std::string& name) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  if (const char* env = std::getenv("NIMBUS_BACKEND_SEED")) h ^= std::strtoull(env, nullptr, 0) * 0x9e3779b97f4a7c15ull;
+  return h % 1000000007ull;  // short enough to read in a report
+}
+
+std::vector<Device> backends() {
+  REQUIRE_MESSAGE(cuda::register_cuda_backend(), cuda_status());
+  return {Device::CPU, Device::CUDA};
+}
+
+void run_case(const char* name) {
+  const Case* found = nullptr;
+  for (const Case& c : table())
+    if (c.name == name) found = &c;
+  REQUIRE(found);
+  const uint64_t seed = case_seed(found->name);
+  std::string kernels;
+  for (const std::string& k : found->kernels) kernels += (kernels.empty() ? "" : " ") + k;
+  if (found->grad) {
+    try {
+      found->grad(seed);
+    } catch (const std::exception& e) {
+      FAIL_CHECK("gradient mode [", kernels, "] seed ", seed, ": ", e.what());
+    }
+  }
+  for (Device d : backends())
+    for (const TypeUnderTest* dt : kTypes) {
+      Run r(kernels, d, *dt, seed);
+      try {
+        found->check(r);
+      } catch (const std::exception& e) {
+        FAIL_CHECK(r.where(), ": threw: ", e.what());
+      }
+    }
+}
+
+TEST_CASE("every kernel of engine/kernel_list.def has a case, and every case names kernels of the list") {
+  const std::vector<std::string> listed = kernel_list();
+  const std::set<std::string> in_list(listed.begin(), listed.end());
+  std::set<std::string> covered;
+  std::string unknown;
+  for (const Case& c : table())
+    for (const std::string& k : c.kernels) {
+      covered.insert(k);
+      if (!in_list.count(k)) unknown += " " + k + " (case " + c.name + ")";
+    }
+  std::string missing;
+  for (const std::string& k : listed)
+    if (!covered.count(k)) missing += " " + k;
+  CHECK_MESSAGE(missing.empty(),
+                "kernels of engine/kernel_list.def with no case in tests/backend/test_backend_ops.cpp:", missing);
+  CHECK_MESSAGE(unknown.empty(), "cases naming kernels that are not in engine/kernel_list.def:", unknown);
+  CHECK(listed.size() == in_list.size());  // no kernel listed twice
+}
+
+}  // namespace
+
+// One line per case: its id, the kernels it covers (space-separated), the per-backend check and the
+// gradient-mode check (or nullptr). Each line is one TEST_CASE (one ctest entry).
+#define BACKEND_CASE(id, kernels, check, grad)                                            \
+  namespace {                                                                             \
+  const bool id##_registered = register_case(#id, kernels, check, grad);                  \
+  }                                                                                       \
+  TEST_CASE("kernels " kernels ": cpu and cuda against the float64 reference") { run_case(#id); }
+
+BACKEND_CASE(add_inplace, "add_inplace", add_inplace_check, nullptr)
+BACKEND_CASE(relu, "relu_forward relu_backward", relu_check, relu_grad)
+BACKEND_CASE(add, "add", add_check, nullptr)
+BACKEND_CASE(add_relu, "add_relu", add_relu_check, add_relu_grad)
+BACKEND_CASE(add_scaled, "add_scaled scale", add_scaled_check, add_scaled_grad)
+BACKEND_CASE(copy_rows, "copy_rows", copy_rows_check, nullptr)
+BACKEND_CASE(linear, "linear_forward linear_backward", linear_check, linear_grad)
+BACKEND_CASE(conv2d, "conv2d_workspace conv2d_forward conv2d_backward", conv2d_check, conv2d_grad)
+BACKEND_CASE(batchnorm,
+             "batchnorm_stats batchnorm_invstd batchnorm_update_running batchnorm_forward batchnorm_backward",
+             batchnorm_check, batchnorm_grad)
+BACKEND_CASE(max_pool2d, "max_pool2d_forward max_pool2d_backward", max_pool2d_check, max_pool2d_grad)
+BACKEND_CASE(global_avg_pool, "global_avg_pool_forward global_avg_pool_backward", global_avg_pool_check,
+             global_avg_pool_grad)
+BACKEND_CASE(cross_entropy, "loss_scratch_floats softmax_forward cross_entropy_forward cross_entropy_backward",
+             softmax_cross_entropy_check, softmax_cross_entropy_grad)
+BACKEND_CASE(l1, "l1_forward l1_backward", l1_check, l1_grad)
+BACKEND_CASE(mse, "mse_forward mse_backward", mse_check, mse_grad)
+BACKEND_CASE(carl, "carl_forward carl_backward", carl_check, carl_grad)
+BACKEND_CASE(adam, "adam_update", adam_check, nullptr)
+BACKEND_CASE(nadam, "nadam_update", nadam_check, nullptr)
+BACKEND_CASE(sgd, "sgd_update", sgd_check, nullptr)
+BACKEND_CASE(cast, "cast_f32_to_bf16 cast_bf16_to_f32", cast_check, nullptr)
