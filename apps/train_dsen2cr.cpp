@@ -184,50 +184,47 @@ int run(int argc, char** argv) {
                        {"epoch", "lr", "train_loss", "val_loss", "val_mae", "val_rmse", "val_psnr", "val_ssim",
                         "val_sam"},
                        done);
-  data::LoaderOptions lo;
-  lo.batch_size = size_t(batch);
-  lo.threads = int(workers);
-  lo.prefetch = int(std::max<int64_t>(4, workers));
-  lo.seed = common.seed;
-  lo.first_epoch = done;
-  data::Loader loader(train.size(), data::sen12mscr_sample_fn(train, train_opt), lo);
+  data::Loader loader(train.size(), data::sen12mscr_sample_fn(train, train_opt),
+                      apps::loader_options(batch, workers, common.seed, done));
   const size_t nb = loader.batches_per_epoch();
 
-  for (int epoch = done; epoch < epochs; ++epoch) {
-    opt->set_lr(lr);
+  double loss_sum = 0;  // this epoch's training loss, summed over batches
+  size_t steps = 0;
+  ValResult v;
+  bool improved = false;
+  apps::EpochLoop loop;
+  loop.epochs = epochs;
+  loop.batch = batch;
+  loop.first_epoch = done;
+  loop.loader = &loader;
+  loop.optimizer = opt.get();
+  loop.model = &model;
+  loop.paths = &paths;
+  loop.debug = &debug;
+  loop.seed = common.seed;
+  loop.lr_at = [&](int) { return lr; };
+  loop.train_mode = [&] {
     net.train();
-    double loss_sum = 0;
-    Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(nb) * batch, stderr, Progress::Mode::Auto, "img");
-    for (size_t b = 0; b < nb; ++b) {
-      const int64_t step = int64_t(epoch) * int64_t(nb) + int64_t(b);
-      debug.before_step(step);
-      data::Batch bt = loader.next();
-      const Inputs in = inputs_of(bt, common.device);
-      Tensor loss = loss_of(loss_kind, lambda, predict(net, in), in);
-      const double l = debug.loss(loss.item(), step);
-      apps::check_loss_finite(l, step, epoch, b, paths.last);
-      opt->zero_grad();
-      loss.backward();
-      opt->step();
-      loss_sum += l;
-      bar.update(int64_t(b + 1) * batch);
-      char note[48];
-      std::snprintf(note, sizeof note, "loss %.4f", loss_sum / double(b + 1));
-      bar.set_note(note);
-    }
-    bar.finish();
-    const ValResult v = val.empty() ? ValResult{} : validate(net, val, val_opt, size_t(batch), loss_kind, lambda,
-                                                             common.device);
-    const bool improved = v.images > 0 && v.loss < best;
+    loss_sum = 0;
+    steps = 0;
+  };
+  loop.step_loss = [&](data::Batch& bt) {
+    const Inputs in = inputs_of(bt, common.device);
+    return loss_of(loss_kind, lambda, predict(net, in), in);
+  };
+  loop.after_step = [&](const data::Batch&, double l) { loss_sum += l, ++steps; };
+  loop.note = [&] {
+    char note[48];
+    std::snprintf(note, sizeof note, "loss %.4f", loss_sum / double(steps));
+    return std::string(note);
+  };
+  loop.validate = [&](int) {
+    v = val.empty() ? ValResult{} : validate(net, val, val_opt, size_t(batch), loss_kind, lambda, common.device);
+    improved = v.images > 0 && v.loss < best;
     if (improved) best = v.loss;
-    models::SaveOptions so;
-    so.epoch = epoch + 1;
-    so.extra["best_val_loss"] = str(best);
-    so.extra[apps::kSeedKey] = std::to_string(common.seed);
-    if (improved) models::save_model(paths.best, model, so);
-    so.optimizer = opt.get();
-    so.rng = &global_rng();
-    models::save_model(paths.last, model, so);
+    return apps::EpochLoop::Validation{improved, {{"best_val_loss", str(best)}}};
+  };
+  loop.report = [&](int epoch) {
     const ImageMetrics& m = v.metrics;
     const double nan = std::nan("");
     csv.append({double(epoch + 1), lr, loss_sum / double(nb), v.loss, v.images ? m.mae : nan,
@@ -241,7 +238,8 @@ int run(int argc, char** argv) {
     else  // no validation set (said once at the start): no NaN columns on the console
       std::fprintf(stderr, "train_dsen2cr: epoch %d/%lld  train loss %.5f  (no validation)\n", epoch + 1,
                    (long long)epochs, loss_sum / double(nb));
-  }
+  };
+  apps::train_epochs(loop);
   std::printf("train_dsen2cr: done; checkpoints in %s\n", paths.out.c_str());
   return 0;
 }

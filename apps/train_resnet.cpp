@@ -202,56 +202,49 @@ int run(int argc, char** argv) {
                done + 1, (long long)epochs);
 
   apps::MetricsCsv csv(paths.metrics, {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"}, done);
-  data::LoaderOptions lo;
-  lo.batch_size = size_t(batch);
-  lo.threads = int(workers);
-  lo.prefetch = int(std::max<int64_t>(4, workers));
-  lo.seed = common.seed;
-  lo.first_epoch = done;
-  data::Loader loader(split.train.size(), train_fn, lo);
-  const size_t nb = loader.batches_per_epoch();
+  data::Loader loader(split.train.size(), train_fn, apps::loader_options(batch, workers, common.seed, done));
 
-  for (int epoch = done; epoch < epochs; ++epoch) {
-    opt->set_lr(schedule.lr_at(epoch));
+  Score tr, va;  // this epoch's training and validation scores
+  bool improved = false;
+  apps::EpochLoop loop;
+  loop.epochs = epochs;
+  loop.batch = batch;
+  loop.first_epoch = done;
+  loop.loader = &loader;
+  loop.optimizer = opt.get();
+  loop.model = &model;
+  loop.paths = &paths;
+  loop.debug = &debug;
+  loop.seed = common.seed;
+  loop.lr_at = [&](int epoch) { return schedule.lr_at(epoch); };
+  loop.train_mode = [&] {
     clf.train();
-    Score tr;
-    Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(nb) * batch, stderr, Progress::Mode::Auto, "img");
-    for (size_t b = 0; b < nb; ++b) {
-      const int64_t step = int64_t(epoch) * int64_t(nb) + int64_t(b);
-      debug.before_step(step);
-      data::Batch bt = loader.next();
-      Tensor logits = clf.logits(bt["image"].to(common.device));
-      Tensor loss = cross_entropy(logits, label_tensor(bt.labels).to(common.device));
-      const double l = debug.loss(loss.item(), step);
-      apps::check_loss_finite(l, step, epoch, b, paths.last);
-      opt->zero_grad();
-      loss.backward();
-      opt->step();
-      tr.add(logits.detach(), bt.labels, l);
-      bar.update(tr.n);
-      char note[64];
-      std::snprintf(note, sizeof note, "loss %.4f acc %.3f", tr.mean_loss(), tr.acc());
-      bar.set_note(note);
-    }
-    bar.finish();
-    const Score va =
-        split.val.empty() ? Score{} : evaluate(clf, val_fn, split.val.size(), size_t(batch), common.device);
-    const bool improved = va.n > 0 && va.acc() > best;
+    tr = Score{};
+  };
+  Tensor logits;
+  loop.step_loss = [&](data::Batch& bt) {
+    logits = clf.logits(bt["image"].to(common.device));
+    return cross_entropy(logits, label_tensor(bt.labels).to(common.device));
+  };
+  loop.after_step = [&](const data::Batch& bt, double l) { tr.add(logits.detach(), bt.labels, l); };
+  loop.note = [&] {
+    char note[64];
+    std::snprintf(note, sizeof note, "loss %.4f acc %.3f", tr.mean_loss(), tr.acc());
+    return std::string(note);
+  };
+  loop.validate = [&](int) {
+    va = split.val.empty() ? Score{} : evaluate(clf, val_fn, split.val.size(), size_t(batch), common.device);
+    improved = va.n > 0 && va.acc() > best;
     if (improved) best = va.acc();
-    models::SaveOptions so;
-    so.epoch = epoch + 1;
-    so.extra["best_val_acc"] = str(best);
-    so.extra["band_order"] = "sen12ms";
-    so.extra[apps::kSeedKey] = std::to_string(common.seed);
-    if (improved) models::save_model(paths.best, model, so);
-    so.optimizer = opt.get();
-    so.rng = &global_rng();
-    models::save_model(paths.last, model, so);
+    return apps::EpochLoop::Validation{improved, {{"best_val_acc", str(best)}, {"band_order", "sen12ms"}}};
+  };
+  loop.report = [&](int epoch) {
     csv.append({double(epoch + 1), opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc()});
     std::fprintf(stderr, "train_resnet: epoch %d/%lld  lr %.3g  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s\n",
                  epoch + 1, (long long)epochs, opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc(),
                  improved ? "  (best)" : "");
-  }
+  };
+  apps::train_epochs(loop);
   std::printf("train_resnet: done, best validation accuracy %.4f; checkpoints in %s\n", best, paths.out.c_str());
   return 0;
 }

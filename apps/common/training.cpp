@@ -3,6 +3,7 @@
 
 #include "apps/common/accuracy.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <limits>
 #include <sstream>
 
+#include "apps/common/progress.h"
 #include "engine/io/checkpoint.h"
 #include "engine/optim/adam.h"
 #include "engine/optim/nadam.h"
@@ -141,6 +143,51 @@ Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& 
     all.insert(all.end(), s.values[k].begin(), s.values[k].end());
   }
   return Tensor::from_vector(Shape(dims), all);
+}
+
+data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed, int first_epoch) {
+  data::LoaderOptions lo;
+  lo.batch_size = size_t(batch);
+  lo.threads = int(workers);
+  lo.prefetch = int(std::max<int64_t>(4, workers));
+  lo.seed = seed;
+  lo.first_epoch = first_epoch;
+  return lo;
+}
+
+void train_epochs(const EpochLoop& L) {
+  const size_t nb = L.loader->batches_per_epoch();
+  for (int epoch = L.first_epoch; epoch < L.epochs; ++epoch) {
+    L.optimizer->set_lr(L.lr_at(epoch));
+    L.train_mode();
+    Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(nb) * L.batch, stderr, Progress::Mode::Auto,
+                 "img");
+    for (size_t b = 0; b < nb; ++b) {
+      const int64_t step = int64_t(epoch) * int64_t(nb) + int64_t(b);
+      L.debug->before_step(step);
+      data::Batch bt = L.loader->next();
+      Tensor loss = L.step_loss(bt);
+      const double l = L.debug->loss(loss.item(), step);
+      check_loss_finite(l, step, epoch, b, L.paths->last);
+      L.optimizer->zero_grad();
+      loss.backward();
+      L.optimizer->step();
+      L.after_step(bt, l);
+      bar.update(int64_t(b + 1) * L.batch);
+      bar.set_note(L.note());
+    }
+    bar.finish();
+    const EpochLoop::Validation v = L.validate(epoch);
+    models::SaveOptions so;
+    so.epoch = epoch + 1;
+    so.extra = v.extra;
+    so.extra[kSeedKey] = std::to_string(L.seed);
+    if (v.improved) models::save_model(L.paths->best, *L.model, so);
+    so.optimizer = L.optimizer;
+    so.rng = &global_rng();
+    models::save_model(L.paths->last, *L.model, so);
+    L.report(epoch);
+  }
 }
 
 }  // namespace nimbus::apps

@@ -1,7 +1,7 @@
 // training.h: what train_resnet and train_dsen2cr share: the run folder
-// (checkpoints, metrics.csv), resuming, the optimiser choice, stopping on a
-// non-finite loss, the hidden fault-injection hooks the reliability tests use,
-// and stacking samples into batch tensors for evaluation.
+// (checkpoints, metrics.csv), resuming, the optimiser choice, the epoch loop
+// (train_epochs), stopping on a non-finite loss, the hidden fault-injection
+// hooks the reliability tests use, and stacking samples into batch tensors.
 //
 // Run folder <out>/:
 //   last.safetensors   after every epoch: model, optimiser, "epoch" = epochs done,
@@ -13,6 +13,8 @@
 // (seed, epoch, index), so the resumed run sees the same batches.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,5 +76,38 @@ DebugHooks read_debug_options(const cli::Parser& p);
 
 // Stacks field `name` of each sample into one (B, ...) tensor.
 Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& name);
+
+// The loader of a training run: batches of `batch` over `count` samples from `fn`, `workers`
+// threads, the order a pure function of (seed, epoch), starting at epoch `first_epoch` on resume.
+data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed, int first_epoch);
+
+// The epoch loop both trainers run. For each epoch from `first_epoch` to `epochs` (0-based): the
+// learning rate lr_at(epoch), train_mode(), then for every batch of the loader: the debug hooks,
+// loss = step_loss(batch), its value read once and checked finite, zero_grad, backward, the
+// optimiser step, after_step(batch, value) and a progress bar noted with note(). Then
+// validate(epoch) says whether the model improved and which metadata to store; the loop writes
+// <best> (when improved) and <last> (with optimiser and RNG, for --resume), then report(epoch).
+struct EpochLoop {
+  int64_t epochs = 0, batch = 0;
+  int first_epoch = 0;
+  data::Loader* loader = nullptr;
+  Optimizer* optimizer = nullptr;
+  models::Model* model = nullptr;
+  const RunPaths* paths = nullptr;
+  const DebugHooks* debug = nullptr;
+  uint64_t seed = 0;
+  std::function<double(int epoch)> lr_at;
+  std::function<void()> train_mode;
+  std::function<Tensor(data::Batch& batch)> step_loss;
+  std::function<void(const data::Batch& batch, double loss)> after_step;
+  std::function<std::string()> note;
+  struct Validation {
+    bool improved = false;
+    std::map<std::string, std::string> extra;  // checkpoint metadata (best score, ...)
+  };
+  std::function<Validation(int epoch)> validate;
+  std::function<void(int epoch)> report;  // metrics.csv row and the console line
+};
+void train_epochs(const EpochLoop& loop);
 
 }  // namespace nimbus::apps

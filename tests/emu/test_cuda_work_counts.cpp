@@ -59,7 +59,7 @@ models::ResNetConfig tiny_resnet() {
 constexpr uint64_t kResNetStepLaunches = 279, kResNetStepWaits = 19;
 constexpr uint64_t kDSen2CRStepLaunches = 84, kDSen2CRStepWaits = 1;
 
-TEST_CASE("cuda work counts: one launch per kernel, none for a host copy; a stream sync is a host wait") {
+TEST_CASE("cuda work counts: one launch per kernel, none for a host copy, and a stream sync is a host wait") {
   REQUIRE(cuda::register_cuda_backend());
   test::DeviceBuffer<float> y(1000);
   const cuda::WorkCounts a = cuda::work_counts();

@@ -336,7 +336,7 @@ __global__ void ldmatrix_kernel(uint32_t* out, int num, int trans, int stride, i
   for (int i = 0; i < 4; ++i) out[lane * 4 + i] = reg[i];
 }
 
-TEST_CASE("tensor core: ldmatrix x1/x2/x4 and .trans follow the PTX layout; bank conflicts counted") {
+TEST_CASE("tensor core: ldmatrix x1/x2/x4 and .trans follow the PTX layout, and bank conflicts are counted") {
   DeviceBuffer<uint32_t> out(128);
   for (int stride : {8, 64}) {  // 16-byte rows packed (conflict-free), or 128 bytes apart (8-way conflicts)
     for (int num : {1, 2, 4})
