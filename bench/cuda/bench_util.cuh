@@ -54,6 +54,14 @@ inline std::vector<int> split_ints(const char* s) {
   return out;
 }
 
+// Pass bounds on rel_err, by the precision of the arithmetic (inputs are uniform in [-1, 1), sums of
+// 10^2..10^5 products). fp32: 1e-4 leaves ~10x headroom over sqrt(terms) * 2^-24 accumulation error.
+// TF32 (10-bit mantissa inputs, rel. rounding 2^-11 ~ 5e-4): 5e-3. bf16 (7-bit mantissa inputs and
+// bf16 outputs, 2^-8 ~ 4e-3 each): 2e-2.
+inline double bound(const std::string& precision) {
+  return precision == "fp32" ? 1e-4 : precision == "tf32" ? 5e-3 : 2e-2;
+}
+
 #ifdef __CUDACC__
 #include <algorithm>
 #include <cmath>
@@ -156,13 +164,6 @@ inline double rel_err(const std::vector<float>& got, const std::vector<double>& 
   return std::sqrt(num / (den > 0 ? den : 1.0));
 }
 
-// Pass bounds on rel_err, by the precision of the arithmetic (inputs are uniform in [-1, 1), sums of
-// 10^2..10^5 products). fp32: 1e-4 leaves ~10x headroom over sqrt(terms) * 2^-24 accumulation error.
-// TF32 (10-bit mantissa inputs, rel. rounding 2^-11 ~ 5e-4): 5e-3. bf16 (7-bit mantissa inputs and
-// bf16 outputs, 2^-8 ~ 4e-3 each): 2e-2.
-inline double bound(const std::string& precision) {
-  return precision == "fp32" ? 1e-4 : precision == "tf32" ? 5e-3 : 2e-2;
-}
 
 // ---- timing ------------------------------------------------------------------------------------
 struct Timing {

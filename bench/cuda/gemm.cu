@@ -7,25 +7,39 @@
  *   version 3  register blocking: a 64x64 C tile per 256-thread block, each thread 4x4 outputs
  *              from 8-deep shared-memory slices of A and B (fewer shared loads per FMA);
  *              kernels/cuda/gemm.cu with tile 64
+ *   version 4  tensor cores, TF32 (mma.sync m16n8k8; precision "tf32", compared with cuBLAS TF32):
+ *              a 128x128 C tile per 256-thread block, 8 warps of 64x32 (4x4 m16n8 fragments,
+ *              64 accumulators a thread); A and B tiles 32 deep staged with 16-byte cp.async,
+ *              double-buffered (bench/cuda/mma_tiles.cuh)
+ *   version 5  tensor cores, bf16 (mma.sync m16n8k16; precision "bf16", compared with cuBLAS bf16):
+ *              version 4's tiles and pipeline with bf16 operands fetched by ldmatrix. Takes bf16
+ *              A and B (the fp32 inputs rounded to nearest even, made untimed like cuBLAS's)
  *
  * Usage:
- *   bench_cuda_gemm [--versions 1,3]     validate every version at small odd sizes against
- *                                        cpu::gemm_ref in double (both builds; a ctest test)
+ *   bench_cuda_gemm [--versions 1,5]     validate every version at small odd sizes against
+ *                                        cpu::gemm_ref in double (both builds; a ctest test);
+ *                                        versions 4-5 with their precision's bound, see validate_mma
+ *                                        (emulator: forward, reverse and shuffled order)
  *   gpu_bench_gemm --list                the case names (both builds; needs no GPU)
- *   gpu_bench_gemm --case gemm_4096|all [--versions 1,3] [--budget-ms 150]
+ *   gpu_bench_gemm --case gemm_4096|all [--versions 4,5] [--budget-ms 150]
  *                                        nvcc build only: validate at full size (1000 sampled C
  *                                        elements vs float64), then time our versions and cuBLAS
  *                                        fp32/TF32/bf16; JSON rows on stdout (docs/cuda-backend.md,
- *                                        "Kernel cases"). No GPU: exit 77.
+ *                                        "Kernel cases"); each version's row names cuBLAS in its
+ *                                        own precision as its reference. No GPU: exit 77.
  * Exit status: 0 all passed, 1 a version failed validation, 2 bad usage, 77 no CUDA device.
  */
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "bench/cuda/bench_util.cuh"
+#include "bench/cuda/mma_tiles.cuh"
+#include "kernels/common/bfloat16.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/gemm.h"
@@ -36,6 +50,15 @@
 
 using namespace nimbus;
 
+// What a version reads: fp32 A and B (versions 1-4), or their bf16 copies as uint16_t bit
+// patterns (version 5). C is always fp32.
+struct Inputs {
+  const float* A;
+  const float* B;
+  const uint16_t* A16;
+  const uint16_t* B16;
+};
+
 // ---- version 1: naive -------------------------------------------------------------------------
 __global__ void gemm_naive_kernel(int M, int N, int K, const float* A, const float* B, float* C) {
   const int row = int(blockIdx.y * blockDim.y + threadIdx.y), col = int(blockIdx.x * blockDim.x + threadIdx.x);
@@ -45,29 +68,195 @@ __global__ void gemm_naive_kernel(int M, int N, int K, const float* A, const flo
   C[int64_t(row) * N + col] = acc;
 }
 
-void gemm1(int M, int N, int K, const float* A, const float* B, float* C) {
+void gemm1(int M, int N, int K, const Inputs& in, float* C) {
   launch(gemm_naive_kernel, dim3{unsigned((N + 15) / 16), unsigned((M + 15) / 16)}, dim3{16, 16}, 0, nullptr, M, N, K,
-         A, B, C);
+         in.A, in.B, C);
   cuda::check_launch("gemm1");
 }
 
 // ---- version 2: shared-memory tiles (the engine's kernel) ---------------------------------------
-void gemm2(int M, int N, int K, const float* A, const float* B, float* C) {
-  cuda::gemm(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N, 16);
+void gemm2(int M, int N, int K, const Inputs& in, float* C) {
+  cuda::gemm(false, false, M, N, K, 1.0f, in.A, K, in.B, N, 0.0f, C, N, 16);
 }
 
 // ---- version 3: register-blocked 64x64 tile, 4x4 per thread (the engine's tile == 64 kernel) -------
-void gemm3(int M, int N, int K, const float* A, const float* B, float* C) {
-  cuda::gemm(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N, 64);
+void gemm3(int M, int N, int K, const Inputs& in, float* C) {
+  cuda::gemm(false, false, M, N, K, 1.0f, in.A, K, in.B, N, 0.0f, C, N, 64);
 }
 
-using GemmFn = void (*)(int, int, int, const float*, const float*, float*);
-const GemmFn kVersions[] = {nullptr, gemm1, gemm2, gemm3};
-constexpr int kLast = 3;
+// ---- version 4: tensor cores, TF32 (mma.sync m16n8k8) ----------------------------------------------
+// What changes from version 3: the multiply-adds leave the FP32 pipes for the tensor cores. One
+// mma.sync.m16n8k8 is 16 x 8 x 8 = 1024 multiply-adds issued by a warp (an FFMA: 32); its operands
+// are TF32 (fp32 rounded to a 10-bit mantissa with cvt.rna.tf32, relative error 2^-11), the sums fp32.
+//   Tile: 128x128 of C per 256-thread block, 8 warps of 64x32, each a 4x4 grid of m16n8
+//   fragments (64 accumulators a thread, version 3: 16), so every value a warp reads from shared
+//   memory feeds 4 mma instead of 4 FMAs.
+//   Loads: 16-byte cp.async from global straight into shared memory (no registers, no LDG.32),
+//   double-buffered: k-tile kt + 1 is in flight while the warps multiply k-tile kt; one barrier
+//   before a tile is read, one after (the buffer is then refilled).
+//   Any M, N, K: loads past the matrix are zero-filled (cp.async src_bytes 0), stores are guarded.
+//   The 16-byte path needs K and N multiples of 4 (rows 16-byte aligned); otherwise each element is
+//   one 4-byte cp.async (kVec false), slower but any size.
+//   mma_tiles.cuh holds the layout (padded rows: conflict-free fragment reads), the loaders, the
+//   warp's mma loop and the epilogue walk; this kernel is the pipeline around them.
+// Expected bottleneck: shared-memory bandwidth for the fragments. Per k-step of 8 a warp issues 24
+// scalar shared loads (16 for A, 8 for B: one 128-byte wavefront each) and 24 cvt for 16 mma, so at
+// one wavefront per clock per SM the loads, not the tensor cores, set the pace; then the L2 traffic
+// of a 128x128 tile (32 flop per byte loaded) and the short 2-stage pipeline. Next steps: ldmatrix-
+// friendly layouts, larger warp tiles, more stages, and on sm_90 wgmma with TMA (cuBLAS's path).
+template <bool kVec>
+__global__ void __launch_bounds__(mma_tiles::kThreads)
+    gemm_tf32_kernel(int M, int N, int K, const float* A, const float* B, float* C) {
+  using namespace mma_tiles;
+  DYNAMIC_SMEM(float, smem);  // two stages of [A tile kBM x kLdaF | B tile kBK x kLdbF]
+  const int warp = int(threadIdx.x) / 32, wm = warp / kWarpsN, wn = warp % kWarpsN;
+  const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
+  // Start the copies of k-tile kt into buffer buf (A: rows m0.., columns k; B: rows k.., columns n0..).
+  const auto stage = [&](int buf, int kt) {
+    float* As = smem + buf * kStageF;
+    float* Bs = As + kBM * kLdaF;
+    if constexpr (kVec) {
+      stage_tile_cp16<float, kBM, kBK, kLdaF>(As, A, M, K, m0, kt * kBK);
+      stage_tile_cp16<float, kBK, kBN, kLdbF>(Bs, B, K, N, kt * kBK, n0);
+    } else {
+      stage_tile_cp4<kBM, kBK, kLdaF>(As, A, M, K, m0, kt * kBK);
+      stage_tile_cp4<kBK, kBN, kLdbF>(Bs, B, K, N, kt * kBK, n0);
+    }
+    cp_async_commit();
+  };
+
+  Acc acc = {};  // 4 x 4 fragments x c0..c3
+  const int tiles = (K + kBK - 1) / kBK;
+  if (tiles > 0) stage(0, 0);
+  for (int kt = 0; kt < tiles; ++kt) {
+    if (kt + 1 < tiles) {
+      stage((kt + 1) % 2, kt + 1);  // the next tile flies while this one is used
+      cp_async_wait_group<1>();     // every group but the newest is complete: this thread's part of tile kt
+    } else {
+      cp_async_wait_group<0>();
+    }
+    __syncthreads();  // ... and every other thread's part
+    const float* As = smem + (kt % 2) * kStageF;
+    warp_mma_tf32(As, As + kBM * kLdaF, acc, wm, wn);
+    __syncthreads();  // all warps are done with this buffer before tile kt + 2 is copied into it
+  }
+
+  const bool pairs = N % 2 == 0;  // then C + row * N + col (col even) is 8-byte aligned: one float2 store
+  for_each_acc_pair(acc, m0, n0, wm, wn, [&](int row, int col, float v0, float v1) {
+    if (row >= M) return;
+    float* c = C + int64_t(row) * N + col;
+    if (pairs && col + 1 < N) {
+      store_vector(c, make_float2(v0, v1));
+    } else {
+      if (col < N) c[0] = v0;
+      if (col + 1 < N) c[1] = v1;
+    }
+  });
+}
+
+void gemm4(int M, int N, int K, const Inputs& in, float* C) {
+  using namespace mma_tiles;
+  if (M <= 0 || N <= 0) return;
+  const bool vec = K % 4 == 0 && N % 4 == 0 && aligned16(in.A) && aligned16(in.B);
+  void (*kernel)(int, int, int, const float*, const float*, float*) =
+      vec ? gemm_tf32_kernel<true> : gemm_tf32_kernel<false>;
+  static const bool smem_allowed = [] {  // 70 KiB of dynamic shared memory: above the 48 KiB default
+    CK(cudaFuncSetAttribute(gemm_tf32_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemTf32)));
+    CK(cudaFuncSetAttribute(gemm_tf32_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemTf32)));
+    return true;
+  }();
+  (void)smem_allowed;
+  launch(kernel, dim3(unsigned((N + kBN - 1) / kBN), unsigned((M + kBM - 1) / kBM)), dim3(kThreads), kSmemTf32,
+         nullptr, M, N, K, in.A, in.B, C);
+  cuda::check_launch("gemm4");
+}
+
+// ---- version 5: tensor cores, bf16 (mma.sync m16n8k16, ldmatrix) ------------------------------------
+// What changes from version 4: bf16 operands (8-bit mantissa, relative rounding 2^-9; fp32
+// accumulation and an fp32 C). A and B come in as bf16 (the case rounds the fp32 inputs to nearest
+// even once, untimed, as for cuBLAS's bf16 row), so each 16-byte cp.async moves 8 elements and a
+// k-tile is half the bytes. Fragments come from ldmatrix: one ldmatrix.x4 gives a whole 16x16 A
+// fragment (4 registers, versus 4 scalar loads for version 4's 16x8), one ldmatrix.x4.trans two
+// 16x8 B fragments of the row-major B tile; no cvt. One mma.m16n8k16 does twice the work of
+// m16n8k8 and the tensor cores run bf16 at twice the TF32 rate.
+//   Same tile, warps, pipeline, zero-fill and epilogue as version 4. The 16-byte path needs K and
+//   N multiples of 8; otherwise plain 2-byte loads and stores stage the tiles (cp.async copies at
+//   least 4 bytes, and odd-length bf16 rows are only 2-byte aligned).
+// Expected bottleneck: still shared memory: per k-step of 16 a warp reads 24 wavefronts (6 ldmatrix.x4)
+// for 16 mma that take twice version 4's work, so the ratio per flop halves but the tensor cores
+// also got twice as fast; then latency, with only two k16 steps between barriers and 2 stages.
+template <bool kVec>
+__global__ void __launch_bounds__(mma_tiles::kThreads)
+    gemm_bf16_kernel(int M, int N, int K, const uint16_t* A, const uint16_t* B, float* C) {
+  using namespace mma_tiles;
+  DYNAMIC_SMEM(uint16_t, smem);  // two stages of [A tile kBM x kLdaH | B tile kBK x kLdbH]
+  const int warp = int(threadIdx.x) / 32, wm = warp / kWarpsN, wn = warp % kWarpsN;
+  const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
+  const auto stage = [&](int buf, int kt) {
+    uint16_t* As = smem + buf * kStageH;
+    uint16_t* Bs = As + kBM * kLdaH;
+    if constexpr (kVec) {
+      stage_tile_cp16<uint16_t, kBM, kBK, kLdaH>(As, A, M, K, m0, kt * kBK);
+      stage_tile_cp16<uint16_t, kBK, kBN, kLdbH>(Bs, B, K, N, kt * kBK, n0);
+    } else {
+      stage_tile_plain<uint16_t, kBM, kBK, kLdaH>(As, A, M, K, m0, kt * kBK);
+      stage_tile_plain<uint16_t, kBK, kBN, kLdbH>(Bs, B, K, N, kt * kBK, n0);
+    }
+    cp_async_commit();  // an empty group on the plain path
+  };
+
+  Acc acc = {};  // 4 x 4 fragments x c0..c3
+  const int tiles = (K + kBK - 1) / kBK;
+  if (tiles > 0) stage(0, 0);
+  for (int kt = 0; kt < tiles; ++kt) {
+    if (kt + 1 < tiles) {
+      stage((kt + 1) % 2, kt + 1);
+      cp_async_wait_group<1>();
+    } else {
+      cp_async_wait_group<0>();
+    }
+    __syncthreads();
+    const uint16_t* As = smem + (kt % 2) * kStageH;
+    warp_mma_bf16(As, As + kBM * kLdaH, acc, wm, wn);
+    __syncthreads();
+  }
+
+  const bool pairs = N % 2 == 0;
+  for_each_acc_pair(acc, m0, n0, wm, wn, [&](int row, int col, float v0, float v1) {
+    if (row >= M) return;
+    float* c = C + int64_t(row) * N + col;
+    if (pairs && col + 1 < N) {
+      store_vector(c, make_float2(v0, v1));
+    } else {
+      if (col < N) c[0] = v0;
+      if (col + 1 < N) c[1] = v1;
+    }
+  });
+}
+
+void gemm5(int M, int N, int K, const Inputs& in, float* C) {
+  using namespace mma_tiles;
+  if (M <= 0 || N <= 0) return;
+  const bool vec = K % 8 == 0 && N % 8 == 0 && aligned16(in.A16) && aligned16(in.B16);
+  void (*kernel)(int, int, int, const uint16_t*, const uint16_t*, float*) =
+      vec ? gemm_bf16_kernel<true> : gemm_bf16_kernel<false>;
+  launch(kernel, dim3(unsigned((N + kBN - 1) / kBN), unsigned((M + kBM - 1) / kBM)), dim3(kThreads), kSmemBf16,
+         nullptr, M, N, K, in.A16, in.B16, C);
+  cuda::check_launch("gemm5");
+}
+
+using GemmFn = void (*)(int M, int N, int K, const Inputs& in, float* C);
+struct Version {
+  GemmFn run;
+  const char* precision;  // of the arithmetic: "fp32", "tf32" (inputs fp32), "bf16" (inputs bf16)
+};
+const Version kVersions[] = {{nullptr, ""},     {gemm1, "fp32"}, {gemm2, "fp32"},
+                             {gemm3, "fp32"},   {gemm4, "tf32"}, {gemm5, "bf16"}};
+constexpr int kLast = 5;
 
 // ---- small validation (both builds) -----------------------------------------------------------
-// Max |got - ref| / (1e-4 + 1e-4 |ref|) over C: <= 1 passes.
-bool validate(int v, int M, int N, int K) {
+// fp32 versions: max |got - ref| / (1e-4 + 1e-4 |ref|) over C, <= 1 passes.
+bool validate_fp32(int v, int M, int N, int K) {
   std::vector<float> A(size_t(M) * K), B(size_t(K) * N), C(size_t(M) * N);
   for (size_t i = 0; i < A.size(); ++i) A[i] = float((i * 37) % 17) / 8.0f - 1.0f;
   for (size_t i = 0; i < B.size(); ++i) B[i] = float((i * 53) % 19) / 9.0f - 1.0f;
@@ -77,7 +266,7 @@ bool validate(int v, int M, int N, int K) {
   float *dA = upload(A), *dB = upload(B), *dC = nullptr;
   CK(cudaMalloc(&dC, C.size() * sizeof(float)));
   CK(cudaMemset(dC, 0xFF, C.size() * sizeof(float)));  // NaN: every element must be written
-  kVersions[v](M, N, K, dA, dB, dC);
+  kVersions[v].run(M, N, K, Inputs{dA, dB, nullptr, nullptr}, dC);
   CK(cudaMemcpy(C.data(), dC, C.size() * sizeof(float), cudaMemcpyDeviceToHost));
   cudaFree(dA), cudaFree(dB), cudaFree(dC);
   double worst = 0;
@@ -88,6 +277,78 @@ bool validate(int v, int M, int N, int K) {
   std::printf("version %d: %dx%dx%d %s (worst error %.3g of tolerance)\n", v, M, N, K, worst <= 1 ? "OK" : "WRONG",
               worst);
   return worst <= 1;
+}
+
+// Tensor-core versions (tf32, bf16), inputs uniform in [-1, 1), two float64 references:
+//   ref      of the fp32 inputs: rel_err = ||C - ref|| / ||ref|| must be within the precision's bound
+//            (bench_util.cuh's bound(): tf32 5e-3, bf16 2e-2), as in the --case rows;
+//   rounded  of the operands as the tensor cores see them (cvt.rna.tf32, or bf16 round-to-nearest-
+//            even): every element within fp32 accumulation error, |C - rounded| <= 1e-5 sum_k |a b|.
+//            Much tighter than the norm bound, it catches a wrong or lost fragment in a single element.
+// Under the emulator: forward, reverse and shuffled order, bitwise equal; v5 also reports ldmatrix
+// bank conflicts (the padded layout should have none).
+bool validate_mma(int v, int M, int N, int K) {
+  const std::string precision = kVersions[v].precision;
+  const bool bf16 = precision == "bf16";
+  std::mt19937 rng(uint32_t(M * 1000003 + N * 1009 + K));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> A(size_t(M) * K), B(size_t(K) * N);
+  for (float& x : A) x = u(rng);
+  for (float& x : B) x = u(rng);
+  std::vector<uint16_t> A16(A.size()), B16(B.size());
+  std::vector<double> Ar(A.size()), Br(B.size());  // the operands' values inside the mma
+  for (size_t i = 0; i < A.size(); ++i)
+    A16[i] = bf16_from_float_rne(A[i]), Ar[i] = bf16 ? bf16_to_float(A16[i]) : mma_tiles::round_tf32(A[i]);
+  for (size_t i = 0; i < B.size(); ++i)
+    B16[i] = bf16_from_float_rne(B[i]), Br[i] = bf16 ? bf16_to_float(B16[i]) : mma_tiles::round_tf32(B[i]);
+  std::vector<double> ref(size_t(M) * N), rounded(ref.size()), mag(ref.size());
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      double s = 0, sr = 0, sm = 0;
+      for (int k = 0; k < K; ++k) {
+        const size_t a = size_t(i) * K + k, b = size_t(k) * N + j;
+        s += double(A[a]) * B[b], sr += Ar[a] * Br[b], sm += std::fabs(Ar[a] * Br[b]);
+      }
+      ref[size_t(i) * N + j] = s, rounded[size_t(i) * N + j] = sr, mag[size_t(i) * N + j] = sm;
+    }
+  float *dA = upload(A), *dB = upload(B), *dC = nullptr;
+  uint16_t *dA16 = mma_tiles::upload_any(A16), *dB16 = mma_tiles::upload_any(B16);
+  CK(cudaMalloc(&dC, ref.size() * sizeof(float)));
+  const double bnd = mma_tiles::precision_bound(precision);
+  bool ok = true;
+  std::vector<float> first;
+  for (int o = 0; o < mma_tiles::ValidationOrder::kCount; ++o) {
+    const mma_tiles::ValidationOrder order(o);
+    CK(cudaMemset(dC, 0xFF, ref.size() * sizeof(float)));  // NaN: every element must be written
+    kVersions[v].run(M, N, K, Inputs{dA, dB, dA16, dB16}, dC);
+    std::vector<float> C(ref.size());
+    CK(cudaMemcpy(C.data(), dC, C.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    double num = 0, den = 0, worst = 0;  // worst: max |C - rounded| / (1e-5 sum|ab|), <= 1 passes
+    for (size_t i = 0; i < C.size(); ++i) {
+      num += (C[i] - ref[i]) * (C[i] - ref[i]), den += ref[i] * ref[i];
+      const double e = std::fabs(C[i] - rounded[i]) / (1e-5 * mag[i] + 1e-30);
+      worst = std::isfinite(C[i]) ? std::fmax(worst, e) : INFINITY;
+    }
+    const double rel = std::isfinite(worst) ? std::sqrt(num / (den > 0 ? den : 1)) : NAN;
+    const bool same = first.empty() || std::memcmp(first.data(), C.data(), C.size() * sizeof(float)) == 0;
+    const bool pass = rel <= bnd && worst <= 1 && same;
+    std::string extra;
+#ifndef __CUDACC__
+    if (bf16) extra = ", ldmatrix bank conflicts " + std::to_string(emu::last_launch_stats().smem_bank_conflicts);
+#endif
+    std::printf("version %d (%s): %dx%dx%d %-7s %s (rel_err %.2e, bound %.0e; vs rounded operands %.3g of "
+                "tolerance%s%s)\n",
+                v, precision.c_str(), M, N, K, order.name(), pass ? "OK" : "WRONG", rel, bnd, worst, extra.c_str(),
+                same ? "" : "; differs from the first order");
+    ok = ok && pass;
+    if (first.empty()) first = C;
+  }
+  cudaFree(dA), cudaFree(dB), cudaFree(dA16), cudaFree(dB16), cudaFree(dC);
+  return ok;
+}
+
+bool validate(int v, int M, int N, int K) {
+  return std::string(kVersions[v].precision) == "fp32" ? validate_fp32(v, M, N, K) : validate_mma(v, M, N, K);
 }
 
 // ---- the cases ------------------------------------------------------------------------------------
@@ -102,11 +363,14 @@ const Case kCases[] = {{"gemm_4096", 4096, 4096, 4096}};
 bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms, const std::string& device) {
   const int M = cs.M, N = cs.N, K = cs.K;
   std::fprintf(stderr, "== %s (%dx%dx%d)\n", cs.name, M, N, K);
+  // Per precision: cuBLAS in it, then our versions in it (each row names the reference in its own
+  // precision, mma_tiles::print_rows_by_precision).
   std::vector<Impl> impls;
-  impls.push_back(Impl{"cublas", "fp32"});  // first: ours report its time
-  for (int v : versions) impls.push_back(Impl{"nimbus_v" + std::to_string(v), "fp32", true});
-  impls.push_back(Impl{"cublas", "tf32"});
-  impls.push_back(Impl{"cublas", "bf16"});
+  for (const char* p : {"fp32", "tf32", "bf16"}) {
+    impls.push_back(Impl{"cublas", p});
+    for (int v : versions)
+      if (std::string(kVersions[v].precision) == p) impls.push_back(Impl{"nimbus_v" + std::to_string(v), p, true});
+  }
 
   // Inputs uniform in [-1, 1); the float64 reference of 1000 sampled C elements.
   const int64_t nA = int64_t(M) * K, nB = int64_t(K) * N, nC = int64_t(M) * N;
@@ -128,15 +392,19 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
   for (Impl& im : impls) {
     // bf16 reads A and B in 2 bytes and still writes an fp32 C.
     im.bytes = (im.precision == "bf16" ? 2.0 : 4.0) * double(nA + nB) + 4.0 * double(nC);
+    const auto to_bf16 = [&] {  // the bf16 inputs of cuBLAS bf16 and version 5, made untimed
+      bench::to_bf16(A16.p, A.f(), bench::Dims4{1, 1, 1, nA}, false);
+      bench::to_bf16(B16.p, B.f(), bench::Dims4{1, 1, 1, nB}, false);
+    };
     if (im.ours) {
-      const GemmFn f = kVersions[std::atoi(im.name.c_str() + 8)];
-      measure(im, 1, cs.name, [] {}, poison, [&] { f(M, N, K, A.f(), B.f(), C.f()); }, sampled, ref, budget_ms);
-    } else if (im.precision == "bf16") {
+      const GemmFn f = kVersions[std::atoi(im.name.c_str() + 8)].run;
+      const Inputs in{A.f(), B.f(), static_cast<const uint16_t*>(A16.p), static_cast<const uint16_t*>(B16.p)};
       const auto prepare = [&] {
-        bench::to_bf16(A16.p, A.f(), bench::Dims4{1, 1, 1, nA}, false);
-        bench::to_bf16(B16.p, B.f(), bench::Dims4{1, 1, 1, nB}, false);
+        if (im.precision == "bf16") to_bf16();
       };
-      measure(im, 1, cs.name, prepare, poison,
+      measure(im, 1, cs.name, prepare, poison, [&] { f(M, N, K, in, C.f()); }, sampled, ref, budget_ms);
+    } else if (im.precision == "bf16") {
+      measure(im, 1, cs.name, to_bf16, poison,
               [&] { bench::cublas_gemm(bench::Precision::bf16, M, N, K, A16.p, B16.p, C.f()); }, sampled, ref,
               budget_ms);
     } else {
@@ -145,13 +413,13 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
               budget_ms);
     }
   }
-  return print_rows(cs.name, impls, 2.0 * M * N * double(K), 1, device, "cublas_fp32");
+  return mma_tiles::print_rows_by_precision(cs.name, impls, 2.0 * M * N * double(K), 1, device, "cublas");
 }
 #endif
 
 // ---- driver -------------------------------------------------------------------------------------
 int usage(const char* prog) {
-  std::fprintf(stderr, "usage: %s [--versions 1,3] | --list | --case NAME|all [--case ...] [--versions 1,3] "
+  std::fprintf(stderr, "usage: %s [--versions 1,5] | --list | --case NAME|all [--case ...] [--versions 4,5] "
                        "[--budget-ms MS]\n", prog);
   return 2;
 }
@@ -181,7 +449,12 @@ int main(int argc, char** argv) {
   }
   if (names.empty()) {  // small odd sizes, every version
     bool ok = true;
-    for (int v : versions) ok = validate(v, 67, 45, 33) && validate(v, 130, 70, 19) && ok;
+    // Odd sizes (K, N not multiples of 4: the 4-byte / plain staging paths of versions 4-5), then
+    // partial tiles on the 16-byte paths: 67x44x36 (v4: 16-byte, v5: plain), 150x136x72 (both 16-byte;
+    // 2x2 blocks, 3 k-tiles, so the double buffer is reused).
+    const int sizes[][3] = {{67, 45, 33}, {130, 70, 19}, {67, 44, 36}, {150, 136, 72}};
+    for (int v : versions)
+      for (const auto& sz : sizes) ok = validate(v, sz[0], sz[1], sz[2]) && ok;
     return ok ? 0 : 1;
   }
   std::vector<Case> todo;
