@@ -224,9 +224,24 @@ phase_sass() {
   [[ -n $dump ]] || { echo "  cuobjdump not found"; phase_ok=0; return; }
   # Every kernel of the backend (bench_models links all of them) and the numbered versions, sm_90 only.
   { t 10 "$dump" --gpu-architecture sm_90 --dump-sass "$bin/bench_models"
-    t 10 "$dump" --gpu-architecture sm_90 --dump-sass "$bin/gpu_bench_conv2d"; } > "$out/sass_sm90.txt" 2>&1
+    t 10 "$dump" --gpu-architecture sm_90 --dump-sass "$bin/gpu_bench_conv2d"
+    t 10 "$dump" --gpu-architecture sm_90 --dump-sass "$bin/gpu_bench_gemm"; } > "$out/sass_sm90.txt" 2>&1
   note_rc "cuobjdump" $?
   echo "  $(grep -c 'Function :' "$out/sass_sm90.txt") functions, $(wc -c < "$out/sass_sm90.txt") bytes"
+  # The tensor-core versions must show the instructions they were written for, and no local memory.
+  python3 - "$out/sass_sm90.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+seen = set()
+for part in re.split(r"\n\s*Function : ", text)[1:]:
+    name = part.split("\n", 1)[0].strip()
+    if not re.search(r"tf32|bf16|implicit", name) or name in seen:
+        continue
+    seen.add(name)
+    count = lambda op: len(re.findall(r"\b" + op + r"\b", part))
+    print(f"  {name[:70]}: HMMA {count('HMMA')}, LDSM {count('LDSM')}, LDGSTS {count('LDGSTS')}, "
+          f"LDL/STL {count('LDL') + count('STL')}")
+PY
 }
 
 failed=0
