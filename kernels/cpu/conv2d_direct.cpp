@@ -1,4 +1,5 @@
-// conv2d_direct.cpp: the direct 3x3 stride-1 kernels (see conv2d_direct.h for the maths).
+// conv2d_direct.cpp: the direct convolutions: 3x3 stride 1, the 1x1 tile and the k-vectorised tile
+// (see conv2d_direct.h for the maths and why they share a file).
 //
 // Tile sizes (forward 8 outputs x 3 pixel vectors with the taps unrolled at compile time, weight
 // gradient 3 x 9 accumulators) were chosen by measurement: docs/perf-notes.md, "Direct 3x3 tiles".

@@ -1,4 +1,7 @@
-// conv2d_direct.h: direct 3x3 stride-1 convolution, hand-vectorised (no GEMM, no im2col).
+// conv2d_direct.h: the direct (GEMM-free, im2col-free) convolutions, hand-vectorised: the 3x3
+// stride-1 kernels, and the two tiles they are built from and that conv2d.cpp also runs on their
+// own (the 1x1 tile, the k-vectorised tile for any kernel size and stride). One file because they
+// share the padded-plane layout, the weight packing and the tiles; conv2d.cpp (path_of) chooses.
 //
 // The 3x3 stride-1 convolution is DSen2-CR's only layer and ResNet's middle
 // layer. Lowering it to GEMM (conv2d.cpp) costs copies (im2col, packing) and,
