@@ -7,10 +7,8 @@
 # bench/cuda/CMakeLists.txt marks gemm.cu and conv2d.cu as C++ (the emulator build); that is a
 # per-directory property, so to be independent of it each program compiles a generated one-line
 # wrapper .cu that #includes its source.
-# gpu_bench_conformance (bench/cuda/conformance.cu): the tensor-core instructions bit for bit against
-# the emulator's hashes (bench/cuda/conformance_expected.txt); needs neither cuBLAS nor cuDNN, so it
-# is built before that check. sm_80 and sm_90 (the instructions need sm_80).
-foreach(name conformance)
+# One numbered-kernel program: bench/cuda/<name>.cu built by nvcc as gpu_bench_<name> in <build>/bin.
+function(nimbus_gpu_bench name)
   set(wrapper ${CMAKE_BINARY_DIR}/bench/cuda-gpu/gpu_bench_${name}.cu)
   file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"bench/cuda/${name}.cu\"\n")
   add_executable(gpu_bench_${name} ${wrapper})
@@ -20,7 +18,12 @@ foreach(name conformance)
     $<$<COMPILE_LANGUAGE:CUDA>:SHELL:-Werror all-warnings -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Werror>)
   target_include_directories(gpu_bench_${name} PRIVATE ${PROJECT_SOURCE_DIR})
   target_link_libraries(gpu_bench_${name} PRIVATE nimbus_cuda)
-endforeach()
+endfunction()
+
+# gpu_bench_conformance (bench/cuda/conformance.cu): the tensor-core instructions bit for bit against
+# the emulator's hashes (bench/cuda/conformance_expected.txt); needs neither cuBLAS nor cuDNN, so it
+# is built before that check. sm_80 and sm_90 (the instructions need sm_80).
+nimbus_gpu_bench(conformance)
 
 if(NOT (TARGET CUDA::cublas AND NIMBUS_CUDNN_LIBRARY AND NIMBUS_CUDNN_INCLUDE_DIR))
   message(STATUS "nimbus: no cuBLAS/cuDNN: gpu_bench_gemm and gpu_bench_conv2d are not built")
@@ -28,14 +31,8 @@ if(NOT (TARGET CUDA::cublas AND NIMBUS_CUDNN_LIBRARY AND NIMBUS_CUDNN_INCLUDE_DI
 endif()
 
 foreach(name gemm conv2d)
-  set(wrapper ${CMAKE_BINARY_DIR}/bench/cuda-gpu/gpu_bench_${name}.cu)
-  file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"bench/cuda/${name}.cu\"\n")
-  add_executable(gpu_bench_${name} ${wrapper})
-  set_target_properties(gpu_bench_${name} PROPERTIES CUDA_ARCHITECTURES "80;90" CUDA_STANDARD 20
-                        RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bin)
-  target_compile_options(gpu_bench_${name} PRIVATE
-    $<$<COMPILE_LANGUAGE:CUDA>:SHELL:-Werror all-warnings -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Werror>)
+  nimbus_gpu_bench(${name})
   target_compile_definitions(gpu_bench_${name} PRIVATE NIMBUS_BENCH_CUBLAS NIMBUS_BENCH_CUDNN)
-  target_include_directories(gpu_bench_${name} PRIVATE ${PROJECT_SOURCE_DIR} ${NIMBUS_CUDNN_INCLUDE_DIR})
-  target_link_libraries(gpu_bench_${name} PRIVATE nimbus_cuda CUDA::cublas ${NIMBUS_CUDNN_LIBRARY})
+  target_include_directories(gpu_bench_${name} PRIVATE ${NIMBUS_CUDNN_INCLUDE_DIR})
+  target_link_libraries(gpu_bench_${name} PRIVATE CUDA::cublas ${NIMBUS_CUDNN_LIBRARY})
 endforeach()
