@@ -192,16 +192,7 @@ int run(int argc, char** argv) {
   size_t steps = 0;
   ValResult v;
   bool improved = false;
-  apps::EpochLoop loop;
-  loop.epochs = epochs;
-  loop.batch = batch;
-  loop.first_epoch = done;
-  loop.loader = &loader;
-  loop.optimizer = opt.get();
-  loop.model = &model;
-  loop.paths = &paths;
-  loop.debug = &debug;
-  loop.seed = common.seed;
+  apps::EpochLoop loop{epochs, batch, done, &loader, opt.get(), &model, &paths, &debug, common.seed};
   loop.lr_at = [&](int) { return lr; };
   loop.train_mode = [&] {
     net.train();

@@ -206,16 +206,7 @@ int run(int argc, char** argv) {
 
   Score tr, va;  // this epoch's training and validation scores
   bool improved = false;
-  apps::EpochLoop loop;
-  loop.epochs = epochs;
-  loop.batch = batch;
-  loop.first_epoch = done;
-  loop.loader = &loader;
-  loop.optimizer = opt.get();
-  loop.model = &model;
-  loop.paths = &paths;
-  loop.debug = &debug;
-  loop.seed = common.seed;
+  apps::EpochLoop loop{epochs, batch, done, &loader, opt.get(), &model, &paths, &debug, common.seed};
   loop.lr_at = [&](int epoch) { return schedule.lr_at(epoch); };
   loop.train_mode = [&] {
     clf.train();

@@ -88,6 +88,10 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // validate(epoch) says whether the model improved and which metadata to store; the loop writes
 // <best> (when improved) and <last> (with optimiser and RNG, for --resume), then report(epoch).
 struct EpochLoop {
+  EpochLoop(int64_t epochs_, int64_t batch_, int first_epoch_, data::Loader* loader_, Optimizer* optimizer_,
+            models::Model* model_, const RunPaths* paths_, const DebugHooks* debug_, uint64_t seed_)
+      : epochs(epochs_), batch(batch_), first_epoch(first_epoch_), loader(loader_), optimizer(optimizer_),
+        model(model_), paths(paths_), debug(debug_), seed(seed_) {}
   int64_t epochs = 0, batch = 0;
   int first_epoch = 0;
   data::Loader* loader = nullptr;
