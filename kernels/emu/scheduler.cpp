@@ -285,6 +285,7 @@ EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask)
     std::string err = me.coll_fn(data);
     if (!err.empty()) {
       std::string msg = str(me.coll_name, " at ", site(me.file, me.line), ", warp ", warp, ": ", err);
+      std::string().swap(err);  // fault() never returns: nothing left on this stack is destroyed
       fault(b, me, std::move(msg));
     }
     for (int l = 0; l < 32; ++l) lanes[l].state = State::Ready;

@@ -311,7 +311,11 @@ void ldmatrix(uint32_t* r, int num, bool trans, const void* row, const char* fil
     case 5: fn = ldmatrix_model<2, true>, name = "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16"; break;
     case 8: fn = ldmatrix_model<4, false>, name = "ldmatrix.sync.aligned.m8n8.x4.shared.b16"; break;
     case 9: fn = ldmatrix_model<4, true>, name = "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16"; break;
-    default: kernel_fault(str("ldmatrix at ", site(file, line), ": .x", num, " is not .x1, .x2 or .x4"));
+    default: {  // the message is built in its own statement: kernel_fault never returns, so the
+                // temporaries of its own full-expression (site()'s string) would never be freed
+      std::string msg = str("ldmatrix at ", site(file, line), ": .x", num, " is not .x1, .x2 or .x4");
+      kernel_fault(std::move(msg));
+    }
   }
   warp_collective(name, fn, &lane, file, line);
   std::memcpy(r, lane.r, sizeof(uint32_t) * size_t(num));
@@ -368,7 +372,10 @@ EMU_NO_TSAN void cp_async_commit() {
 EMU_NO_TSAN void cp_async_wait_group(int n, const char* file, int line) {
   TsanIgnore ignore;
   ThreadCopies& t = my_copies();
-  if (n < 0) kernel_fault(str("cp.async.wait_group at ", site(file, line), ": N = ", n, " is negative"));
+  if (n < 0) {
+    std::string msg = str("cp.async.wait_group at ", site(file, line), ": N = ", n, " is negative");
+    kernel_fault(std::move(msg));
+  }
   uint64_t limit = t.committed > uint64_t(n) ? t.committed - uint64_t(n) : 0;
   complete_copies(t, limit, file, line);
 }
@@ -382,8 +389,9 @@ EMU_NO_TSAN void cp_async_wait_all(const char* file, int line) {
 
 void check_vector_access(const void* p, size_t bytes, bool store, const char* file, int line) {
   if (reinterpret_cast<uintptr_t>(p) % bytes == 0) return;
-  kernel_fault(str(bytes, "-byte vector ", store ? "store to " : "load from ", p, " at ", site(file, line),
-                   ": the address is not ", bytes, "-byte aligned (a GPU faults: misaligned address)"));
+  std::string msg = str(bytes, "-byte vector ", store ? "store to " : "load from ", p, " at ", site(file, line),
+                        ": the address is not ", bytes, "-byte aligned (a GPU faults: misaligned address)");
+  kernel_fault(std::move(msg));
 }
 
 }  // namespace nimbus::emu
