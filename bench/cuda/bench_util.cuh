@@ -1,6 +1,7 @@
 /* bench_util.cuh: what every numbered-kernel benchmark in bench/cuda shares.
  *
- * Both builds (g++ + emulator, nvcc):  upload() a host vector, check() a CUDA call, split_ints().
+ * Both builds (g++ + emulator, nvcc):  upload() a host vector, check() a CUDA call, split_ints(),
+ * parse_bench_args() and pick_cases() (the command line every benchmark program takes).
  * nvcc only (the `--case` mode, docs/cuda-backend.md "Kernel cases"), because only a real GPU gives
  * timings and cudaDeviceProp:
  *   fill_uniform    device inputs, uniform in [-1, 1) from a hash of (seed, index): fresh per case
@@ -52,6 +53,53 @@ inline std::vector<int> split_ints(const char* s) {
     }
   }
   return out;
+}
+
+// The command line of every numbered-kernel benchmark:
+//   [--versions a,b] | --list | --case NAME|all [--case ...] [--versions a,b] [--budget-ms MS]
+// With no --case, the program validates every chosen version at small sizes (the ctest test).
+struct BenchArgs {
+  std::vector<int> versions;       // 1..last unless --versions
+  std::vector<std::string> cases;  // --case names, in order
+  double budget_ms = 150;          // timing budget per implementation (time_runs)
+  bool list = false;               // --list: print the case names and stop
+};
+// False, after printing the usage line, when the command line is bad.
+inline bool parse_bench_args(int argc, char** argv, int last, BenchArgs& a) {
+  for (int v = 1; v <= last; ++v) a.versions.push_back(v);
+  bool ok = true;
+  for (int i = 1; i < argc && ok; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--list") {
+      a.list = true;
+    } else if (arg == "--case" && i + 1 < argc) {
+      a.cases.push_back(argv[++i]);
+    } else if (arg == "--versions" && i + 1 < argc) {
+      a.versions = split_ints(argv[++i]);
+      ok = !a.versions.empty();
+      for (int v : a.versions) ok = ok && v >= 1 && v <= last;
+    } else if (arg == "--budget-ms" && i + 1 < argc) {
+      a.budget_ms = std::atof(argv[++i]);
+    } else {
+      ok = false;
+    }
+  }
+  if (!ok)
+    std::fprintf(stderr, "usage: %s [--versions 1,%d] | --list | --case NAME|all [--case ...] [--versions ...] "
+                         "[--budget-ms MS]\n", argv[0], last);
+  return ok;
+}
+
+// The cases of `all` that `names` asks for ("all": every one), in the order of `all`; an empty list,
+// after a message, when none matches.
+template <typename Case>
+std::vector<Case> pick_cases(const std::vector<std::string>& names, const std::vector<Case>& all) {
+  std::vector<Case> todo;
+  for (const std::string& nm : names)
+    for (const Case& c : all)
+      if (nm == "all" || nm == c.name) todo.push_back(c);
+  if (todo.empty()) std::fprintf(stderr, "unknown case; --list prints the names\n");
+  return todo;
 }
 
 // Pass bounds on rel_err, by the precision of the arithmetic (inputs are uniform in [-1, 1), sums of

@@ -561,36 +561,16 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
 #endif
 
 // ---- driver ---------------------------------------------------------------------------------------
-int usage(const char* prog) {
-  std::fprintf(stderr, "usage: %s [--versions 1,3] | --list | --case NAME|all [--case ...] [--versions 2,3] "
-                       "[--budget-ms MS]\n", prog);
-  return 2;
-}
-
 int main(int argc, char** argv) {
-  std::vector<int> versions;
-  for (int v = 1; v <= kLast; ++v) versions.push_back(v);
-  std::vector<std::string> names;
-  double budget_ms = 150;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--list") {
-      for (const Case& c : cases()) std::printf("%s\n", c.name);
-      return 0;
-    } else if (arg == "--case" && i + 1 < argc) {
-      names.push_back(argv[++i]);
-    } else if (arg == "--versions" && i + 1 < argc) {
-      versions = split_ints(argv[++i]);
-      if (versions.empty()) return usage(argv[0]);
-      for (int v : versions)
-        if (v < 1 || v > kLast) return usage(argv[0]);
-    } else if (arg == "--budget-ms" && i + 1 < argc) {
-      budget_ms = std::atof(argv[++i]);
-    } else {
-      return usage(argv[0]);
-    }
+  BenchArgs args;
+  if (!parse_bench_args(argc, argv, kLast, args)) return 2;
+  if (args.list) {
+    for (const Case& c : cases()) std::printf("%s\n", c.name);
+    return 0;
   }
-  if (names.empty()) {  // small-size validation of every version and direction
+  const std::vector<int>& versions = args.versions;
+  const double budget_ms = args.budget_ms;
+  if (args.cases.empty()) {  // small-size validation of every version and direction
     // The last two: several tiles in both dimensions of version 3's GEMM (K 130 > 128, N*P*Q 396 >
     // 128) and several k-tiles with a partial one on its 16-byte path for w (C*R*S 72, 108).
     const ConvGeom small[] = {{2, 3, 9, 7, 5, 3, 3, 1, 1}, {1, 4, 11, 10, 3, 3, 3, 2, 1}, {2, 6, 5, 5, 7, 1, 1, 1, 0},
@@ -603,14 +583,8 @@ int main(int argc, char** argv) {
           for (const ConvGeom& g : small) ok = validate(v, dir, g) && ok;
     return ok ? 0 : 1;
   }
-  std::vector<Case> todo;
-  for (const std::string& nm : names)
-    for (const Case& c : cases())
-      if (nm == "all" || nm == c.name) todo.push_back(c);
-  if (todo.empty()) {
-    std::fprintf(stderr, "unknown case; --list prints the names\n");
-    return 2;
-  }
+  const std::vector<Case> todo = pick_cases(args.cases, cases());
+  if (todo.empty()) return 2;
 #ifdef NIMBUS_BENCH_CASES
   require_device();
   const std::string device = device_name();

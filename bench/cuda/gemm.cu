@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -141,17 +142,7 @@ __global__ void __launch_bounds__(mma_tiles::kThreads)
     __syncthreads();  // all warps are done with this buffer before tile kt + 2 is copied into it
   }
 
-  const bool pairs = N % 2 == 0;  // then C + row * N + col (col even) is 8-byte aligned: one float2 store
-  for_each_acc_pair(acc, m0, n0, wm, wn, [&](int row, int col, float v0, float v1) {
-    if (row >= M) return;
-    float* c = C + int64_t(row) * N + col;
-    if (pairs && col + 1 < N) {
-      store_vector(c, make_float2(v0, v1));
-    } else {
-      if (col < N) c[0] = v0;
-      if (col + 1 < N) c[1] = v1;
-    }
-  });
+  store_c_row_major(acc, C, M, N, m0, n0, wm, wn);
 }
 
 void gemm4(int M, int N, int K, const Inputs& in, float* C) {
@@ -221,17 +212,7 @@ __global__ void __launch_bounds__(mma_tiles::kThreads)
     __syncthreads();
   }
 
-  const bool pairs = N % 2 == 0;
-  for_each_acc_pair(acc, m0, n0, wm, wn, [&](int row, int col, float v0, float v1) {
-    if (row >= M) return;
-    float* c = C + int64_t(row) * N + col;
-    if (pairs && col + 1 < N) {
-      store_vector(c, make_float2(v0, v1));
-    } else {
-      if (col < N) c[0] = v0;
-      if (col + 1 < N) c[1] = v1;
-    }
-  });
+  store_c_row_major(acc, C, M, N, m0, n0, wm, wn);
 }
 
 void gemm5(int M, int N, int K, const Inputs& in, float* C) {
@@ -418,36 +399,16 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
 #endif
 
 // ---- driver -------------------------------------------------------------------------------------
-int usage(const char* prog) {
-  std::fprintf(stderr, "usage: %s [--versions 1,5] | --list | --case NAME|all [--case ...] [--versions 4,5] "
-                       "[--budget-ms MS]\n", prog);
-  return 2;
-}
-
 int main(int argc, char** argv) {
-  std::vector<int> versions;
-  for (int v = 1; v <= kLast; ++v) versions.push_back(v);
-  std::vector<std::string> names;
-  double budget_ms = 150;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--list") {
-      for (const Case& c : kCases) std::printf("%s\n", c.name);
-      return 0;
-    } else if (arg == "--case" && i + 1 < argc) {
-      names.push_back(argv[++i]);
-    } else if (arg == "--versions" && i + 1 < argc) {
-      versions = split_ints(argv[++i]);
-      if (versions.empty()) return usage(argv[0]);
-      for (int v : versions)
-        if (v < 1 || v > kLast) return usage(argv[0]);
-    } else if (arg == "--budget-ms" && i + 1 < argc) {
-      budget_ms = std::atof(argv[++i]);
-    } else {
-      return usage(argv[0]);
-    }
+  BenchArgs args;
+  if (!parse_bench_args(argc, argv, kLast, args)) return 2;
+  if (args.list) {
+    for (const Case& c : kCases) std::printf("%s\n", c.name);
+    return 0;
   }
-  if (names.empty()) {  // small odd sizes, every version
+  const std::vector<int>& versions = args.versions;
+  const double budget_ms = args.budget_ms;
+  if (args.cases.empty()) {  // small odd sizes, every version
     bool ok = true;
     // Odd sizes (K, N not multiples of 4: the 4-byte / plain staging paths of versions 4-5), then
     // partial tiles on the 16-byte paths: 67x44x36 (v4: 16-byte, v5: plain), 150x136x72 (both 16-byte;
@@ -457,14 +418,8 @@ int main(int argc, char** argv) {
       for (const auto& sz : sizes) ok = validate(v, sz[0], sz[1], sz[2]) && ok;
     return ok ? 0 : 1;
   }
-  std::vector<Case> todo;
-  for (const std::string& nm : names)
-    for (const Case& c : kCases)
-      if (nm == "all" || nm == c.name) todo.push_back(c);
-  if (todo.empty()) {
-    std::fprintf(stderr, "unknown case; --list prints the names\n");
-    return 2;
-  }
+  const std::vector<Case> todo = pick_cases(args.cases, std::vector<Case>(std::begin(kCases), std::end(kCases)));
+  if (todo.empty()) return 2;
 #ifdef NIMBUS_BENCH_CASES
   require_device();
   const std::string device = device_name();

@@ -171,6 +171,23 @@ __device__ __forceinline__ void for_each_acc_pair(const Acc& acc, int m0, int n0
     }
 }
 
+// The accumulators into row-major C (M x N): a pair of columns as one 8-byte store when N is even
+// (then C + row * N + col, col even, is 8-byte aligned), element by element at the right edge.
+__device__ __forceinline__ void store_c_row_major(const Acc& acc, float* C, int M, int N, int m0, int n0, int wm,
+                                                  int wn) {
+  const bool pairs = N % 2 == 0;
+  for_each_acc_pair(acc, m0, n0, wm, wn, [&](int row, int col, float v0, float v1) {
+    if (row >= M) return;
+    float* c = C + int64_t(row) * N + col;
+    if (pairs && col + 1 < N) {
+      store_vector(c, make_float2(v0, v1));
+    } else {
+      if (col < N) c[0] = v0;
+      if (col + 1 < N) c[1] = v1;
+    }
+  });
+}
+
 // Host: true when p is 16-byte aligned (the cp.async fast path's other condition).
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
