@@ -248,6 +248,7 @@ Sen12mscrIndex read_sen12mscr_list(const std::string& csv_path) {
       }
       if (fs::exists(p)) m[c] = p.string();
     }
+    NIMBUS_CHECK(ref, "sen12mscr: ", csv_path, " line ", lineno, ": names no file (its fields are empty)");
     Key key{ref->prefix.seed, ref->roi, ref->patch};
     NIMBUS_CHECK(!found.count(key), "sen12mscr: ", csv_path, " line ", lineno, ": triplet ROIs", ref->prefix.seed,
                  "_", ref->prefix.season, "_", ref->roi, "_p", ref->patch, " is listed twice");

@@ -54,6 +54,10 @@ class Shape {
  private:
   void push(int64_t d) {
     NIMBUS_CHECK(d >= 0, "Shape: negative dimension ", d);
+    int64_t n = d;  // numel() must not overflow: refuse a shape whose element count does not fit
+    for (int i = 0; i < nd_; ++i)
+      NIMBUS_CHECK(!__builtin_mul_overflow(n, d_[i], &n), "Shape: ", d, " more elements along a dimension overflow ",
+                   "the element count (over 2^63)");
     d_[nd_++] = d;
   }
   // Negative indices count from the end, as in Python.

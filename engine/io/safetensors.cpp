@@ -198,6 +198,10 @@ SafetensorsFile load_safetensors(const std::string& path) {
       NIMBUS_CHECK(d.is(json::Value::Type::Number) && d.num >= 0 && d.num < 1e12 && d.num == double(int64_t(d.num)),
                    path, ": tensor '", name, "' has a bad shape");
       dims.push_back(int64_t(d.num));
+      // The tensor must fit in the data section: checked per dimension, so the product never wraps
+      // (a wrapped count would pass the size check below and be written past its buffer).
+      NIMBUS_CHECK(d.num == 0 || numel <= data_size / esize / uint64_t(d.num), path, ": tensor '", name,
+                   "' has a shape that needs more bytes than the file's ", data_size, "-byte data section");
       numel *= uint64_t(d.num);
     }
     NIMBUS_CHECK(dims.size() <= size_t(Shape::kMaxDims), path, ": tensor '", name, "' has ", dims.size(), " dims (max ",

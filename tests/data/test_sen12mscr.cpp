@@ -218,6 +218,8 @@ TEST_CASE("sen12mscr: flat CSV list form") {
   bad("ROIs1158_spring_s1_1_p1.tif,ROIs1158_spring_s2_cloudy_1_p1.tif,ROIs1158_spring_s2_1_p1.tif\n",
       "column s2 holds a s2_cloudy file");
   bad("ROIs1158_spring_s1_1_p1.tif,x,y\nROIs1158_spring_s1_1_p1.tif,x,y\n", "listed twice");
+  bad(",,\n", "line 1: names no file");  // once a null dereference (a crash in every SEN12MS-CR app)
+  bad("s1,s2,s2_cloudy\n , ,\n", "line 2: names no file");
   CHECK_THROWS_WITH_AS(read_sen12mscr_list(tmp / "nope.csv"), doctest::Contains("nope.csv"), Error);
 }
 

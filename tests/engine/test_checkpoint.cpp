@@ -254,3 +254,23 @@ TEST_CASE("checkpoint: rng state text round trip and malformed text") {
   for (const char* bad : {"", "1,2,3", "1,2,3,4,5", "1,2,x,4", "-1,2,3,4", "1,2,3,99999999999999999999999"})
     CHECK_THROWS_WITH_AS(rng_state_from_string(b, bad), doctest::Contains("rng state"), Error);
 }
+
+TEST_CASE("safetensors: a shape whose element count wraps is refused before anything is allocated") {
+  // [4, 77558837537, 14865121] F32 is 4 (1 + 2^60) elements, 2^64 + 16 bytes: the byte count wrapped
+  // to 16 and matched this 16-byte data section, and the tensor was allocated from the shape. [2^32,
+  // 2^32] and [2^31, 2^31, 4] wrap the counts to 0 (and overflowed Shape::numel). Each must be an
+  // Error naming the file, before any allocation sized from the shape.
+  TempDir dir;
+  const std::string p = dir.path + "/wrap.safetensors";
+  for (const char* shape : {"[4,77558837537,14865121]", "[4294967296,4294967296]", "[2147483648,2147483648,4]"}) {
+    CAPTURE(shape);
+    std::string header = std::string("{\"t\":{\"dtype\":\"F32\",\"shape\":") + shape + ",\"data_offsets\":[0,16]}}";
+    while (header.size() % 8) header += ' ';
+    std::string bytes(8, '\0');
+    for (int b = 0; b < 8; ++b) bytes[size_t(b)] = char((uint64_t(header.size()) >> (8 * b)) & 0xff);
+    write_all(p, bytes + header + std::string(16, '\0'));
+    CHECK_THROWS_WITH_AS(load_safetensors(p), doctest::Contains("wrap.safetensors"), Error);
+    CHECK_THROWS_WITH_AS(load_safetensors(p), doctest::Contains("needs more bytes"), Error);
+  }
+  CHECK_THROWS_WITH_AS(Shape({int64_t(1) << 32, int64_t(1) << 32}), doctest::Contains("overflow"), Error);
+}
