@@ -25,7 +25,7 @@ Registry& registry() {
 }
 }  // namespace
 
-const Backend& backend(Device d, const char* op) {
+const Backend& backend_tables(Device d, const char* op) {
   if (d == Device::CPU) return cpu_backend();  // always there, never marked: no lock on the CPU's hot path
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);

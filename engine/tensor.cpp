@@ -75,10 +75,10 @@ const float* Tensor::data() const {
                ": this operation needs float32 data (cast with .to(DType::F32))");
   return static_cast<const float*>(impl_->storage->data);
 }
-uint16_t* Tensor::data_bf16() { return const_cast<uint16_t*>(static_cast<const Tensor*>(this)->data_bf16()); }
-const uint16_t* Tensor::data_bf16() const {
+bfloat16* Tensor::data_bf16() { return const_cast<bfloat16*>(static_cast<const Tensor*>(this)->data_bf16()); }
+const bfloat16* Tensor::data_bf16() const {
   NIMBUS_CHECK(checked().dtype == DType::BF16, "tensor ", describe(*this), " is not bfloat16");
-  return static_cast<const uint16_t*>(impl_->storage->data);
+  return static_cast<const bfloat16*>(impl_->storage->data);
 }
 
 float Tensor::item() const {
@@ -106,7 +106,7 @@ Tensor Tensor::to(Device dst) const {
 Tensor Tensor::to(DType dst) const {
   if (dtype() == dst) return *this;
   Tensor t = empty(shape(), device(), dst);
-  const Backend& be = backend(device(), "to(dtype)");
+  const Kernels<float>& be = backend(device(), "to(dtype)");
   if (dst == DType::BF16)
     be.cast_f32_to_bf16(t.data_bf16(), data(), numel());
   else

@@ -72,12 +72,15 @@ class Tensor {
   size_t nbytes() const { return size_t(numel()) * dtype_size(dtype()); }
 
   // Raw data. On a non-CPU device this is a device pointer: pass it to kernels, never dereference.
-  // data() is the float32 view every op uses: on a bfloat16 tensor it throws an Error saying so
-  // (cast with to(DType::F32) first); data_bf16() is the bit patterns of a bfloat16 tensor.
+  // data() is the float32 view most ops use: on a bfloat16 tensor it throws an Error saying so
+  // (cast with to(DType::F32) first); data_bf16() is a bfloat16 tensor's elements (and throws on a
+  // float32 one). data_as<T>() is either, for ops written once for both dtypes (T float or bfloat16).
   float* data();
   const float* data() const;
-  uint16_t* data_bf16();
-  const uint16_t* data_bf16() const;
+  bfloat16* data_bf16();
+  const bfloat16* data_bf16() const;
+  template <typename T> T* data_as();
+  template <typename T> const T* data_as() const;
 
   // ---- values (copies to the host when needed) ----
   float item() const;  // the one value of a 1-element tensor
@@ -113,6 +116,11 @@ class Tensor {
   TensorImpl& checked() const;
   std::shared_ptr<TensorImpl> impl_;
 };
+
+template <> inline float* Tensor::data_as<float>() { return data(); }
+template <> inline const float* Tensor::data_as<float>() const { return data(); }
+template <> inline bfloat16* Tensor::data_as<bfloat16>() { return data_bf16(); }
+template <> inline const bfloat16* Tensor::data_as<bfloat16>() const { return data_bf16(); }
 
 // "(2,3,8,8) cpu" style description for error messages ("(2,3) cuda bfloat16" for bf16).
 std::string describe(const Tensor& t);

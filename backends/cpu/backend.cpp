@@ -1,11 +1,9 @@
 // backend.cpp: the CPU backend: engine/kernel_list.def filled from kernels/cpu.
 //
-// Every entry calls nimbus::cpu::<name>(arguments) (the float instantiation of the templated
-// kernels), except where the CPU kernel's own interface differs from the list: those adapters are
+// Every entry calls nimbus::cpu::<name>(arguments) (the float or bfloat16 instantiation of the
+// templated kernels), except where the CPU kernel's own interface differs from the list: those adapters are
 // declared here, in cpu_entries, and hide the kernel of the same name. A kernel missing from
 // kernels/cpu fails to compile here.
-#include <cstring>
-
 #include "engine/backend.h"
 #include "kernels/cpu/batchnorm.h"
 #include "kernels/cpu/cast.h"
@@ -34,16 +32,13 @@ void carl_forward(float* loss, const float* P, const float* Tg, const float* I, 
                   int64_t N, int64_t C, int64_t HW, float*) {
   loss[0] = cpu::carl_forward(P, Tg, I, M, lambda, N, C, HW);
 }
-// concat_channels' strided rows: one memcpy per row.
-void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t len) {
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(float) * len);
-}
 }  // namespace cpu_entries
 
 const Backend& cpu_backend() {
   static const Backend table = [] {
     Backend t;
-#define NIMBUS_KERNEL(name, ret, params, args) NIMBUS_BACKEND_ENTRY(t, cpu_entries, name, ret, params, args)
+#define NIMBUS_KERNEL(name, dtypes, ret, params, args) \
+  NIMBUS_BACKEND_ENTRY(t, cpu_entries, name, dtypes, ret, params, args)
 #include "engine/kernel_list.def"
 #undef NIMBUS_KERNEL
     return t;

@@ -111,7 +111,8 @@ namespace {
 
 Backend make_backend() {
   Backend t;
-#define NIMBUS_KERNEL(name, ret, params, args) NIMBUS_BACKEND_ENTRY(t, cuda_entries, name, ret, params, args)
+#define NIMBUS_KERNEL(name, dtypes, ret, params, args) \
+  NIMBUS_BACKEND_ENTRY(t, cuda_entries, name, dtypes, ret, params, args)
 #include "engine/kernel_list.def"
 #undef NIMBUS_KERNEL
   return t;
@@ -125,13 +126,13 @@ void install_reference(Reference r) {
   Backend t = make_backend();
   set_gemm_reference(r == Reference::None ? nullptr : ref::cublas_gemm_batched);
   if (r == Reference::Cudnn) {
-    t.conv2d_workspace = ref::cudnn_conv2d_workspace;
-    t.conv2d_forward = [](float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
+    t.f32.conv2d_workspace = ref::cudnn_conv2d_workspace;
+    t.f32.conv2d_forward = [](float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
                           bool relu) {
       ref::cudnn_conv2d_forward(y, x, w, b, g, ws);
       if (relu) cuda::relu_forward(y, y, g.N * g.K * g.P() * g.Q());
     };
-    t.conv2d_backward = ref::cudnn_conv2d_backward;
+    t.f32.conv2d_backward = ref::cudnn_conv2d_backward;
   }
   set_backend(Device::CUDA, t);
 }

@@ -39,7 +39,7 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
                x.shape().str());
 
   const Device dev = x.device();
-  const Backend& be = backend(dev, relu ? "batch_norm2d_relu" : "batch_norm2d");
+  const Kernels<float>& be = backend(dev, relu ? "batch_norm2d_relu" : "batch_norm2d");
   Tensor mean = Tensor::empty({C}, dev), invstd = Tensor::empty({C}, dev);
   if (training) {
     Tensor var = Tensor::empty({C}, dev);
@@ -59,7 +59,7 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
   Tensor xs = x.detach(), ws = weight.defined() ? weight.detach() : Tensor();
   Tensor ys = relu ? y.detach() : Tensor();  // the ReLU's mask: y > 0
   record(relu ? "batch_norm2d_relu" : "batch_norm2d", {x, weight, bias}, y, [=](const Tensor& dy_out, GradSink& sink) {
-    const Backend& bb = backend(dev, relu ? "batch_norm2d_relu_backward" : "batch_norm2d_backward");
+    const Kernels<float>& bb = backend(dev, relu ? "batch_norm2d_relu_backward" : "batch_norm2d_backward");
     Tensor dy = dy_out;
     if (relu) {  // through the ReLU first: dy * (y > 0)
       dy = Tensor::empty(dy_out.shape(), dev);

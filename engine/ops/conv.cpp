@@ -41,7 +41,7 @@ namespace {
 Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, bool relu) {
   const ConvGeom g = check_conv(x, w, b, stride, padding);
   Tensor y = Tensor::empty({g.N, g.K, g.P(), g.Q()}, x.device());
-  const Backend& be = backend(x.device(), relu ? "conv2d_relu" : "conv2d");  // once: one op boundary
+  const Kernels<float>& be = backend(x.device(), relu ? "conv2d_relu" : "conv2d");  // once: one op boundary
   Tensor ws = Tensor::empty({std::max<int64_t>(be.conv2d_workspace(g), 1)}, x.device());
   be.conv2d_forward(y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, g, ws.data(), relu);
 
@@ -52,7 +52,7 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, int stride
   const bool has_bias = b.defined();
   record(relu ? "conv2d_relu" : "conv2d", {x, w, b}, y,
          [x_saved, w_saved, y_saved, g, has_bias, relu](const Tensor& dy_out, GradSink& sink) {
-           const Backend& bb = backend(dy_out.device(), relu ? "conv2d_relu_backward" : "conv2d_backward");
+           const Kernels<float>& bb = backend(dy_out.device(), relu ? "conv2d_relu_backward" : "conv2d_backward");
            Tensor dy = dy_out;
            if (relu) {  // through the ReLU first: dy * (y > 0)
              dy = Tensor::empty(dy_out.shape(), dy_out.device());

@@ -24,7 +24,7 @@ void check_same_device(const char* op, const Tensor& a, const char* an, const Te
 // loss_scratch_floats(n) floats.
 template <typename Forward>
 Tensor device_loss(const char* op, const Tensor& like, int64_t n, Forward forward) {
-  const Backend& be = backend(like.device(), op);
+  const Kernels<float>& be = backend(like.device(), op);
   Tensor loss = Tensor::empty(Shape{}, like.device());
   Tensor scratch = Tensor::empty({be.loss_scratch_floats(n)}, like.device());
   forward(be, loss.data(), scratch.data());
@@ -48,13 +48,13 @@ void check_logits(const char* op, const Tensor& logits) {
 
 // Records a pointwise loss: dL/dpred = kernel(g), dL/dtarget = -dL/dpred.
 // bwd picks the backend's kernel (l1_backward or mse_backward).
-using PointwiseBackward = decltype(Backend::l1_backward);
+using PointwiseBackward = decltype(Kernels<float>::l1_backward);
 void record_pointwise_loss(const char* op, const Tensor& pred, const Tensor& target, Tensor& loss,
-                           PointwiseBackward Backend::*bwd) {
+                           PointwiseBackward Kernels<float>::*bwd) {
   if (!any_requires_grad({&pred, &target})) return;
   Tensor p = pred.detach(), t = target.detach();
   record(op, {pred, target}, loss, [op, p, t, bwd](const Tensor& dy, GradSink& sink) {
-    const Backend& be = backend(p.device(), op);
+    const Kernels<float>& be = backend(p.device(), op);
     Tensor dp = Tensor::empty(p.shape(), p.device());
     (be.*bwd)(dp.data(), p.data(), t.data(), dy.item(), p.numel());
     if (sink.needs(1)) {
@@ -68,12 +68,12 @@ void record_pointwise_loss(const char* op, const Tensor& pred, const Tensor& tar
 
 // A pointwise loss (L1, MSE): the backend's forward gives the mean over all elements; its backward
 // is recorded as above.
-using PointwiseForward = decltype(Backend::l1_forward);
-Tensor pointwise_loss(const char* op, const Tensor& pred, const Tensor& target, PointwiseForward Backend::*fwd,
-                      PointwiseBackward Backend::*bwd) {
+using PointwiseForward = decltype(Kernels<float>::l1_forward);
+Tensor pointwise_loss(const char* op, const Tensor& pred, const Tensor& target, PointwiseForward Kernels<float>::*fwd,
+                      PointwiseBackward Kernels<float>::*bwd) {
   check_same_shape(op, pred, "pred", target, "target");
   const int64_t n = pred.numel();
-  Tensor loss = device_loss(op, pred, n, [&](const Backend& be, float* l, float* s) {
+  Tensor loss = device_loss(op, pred, n, [&](const Kernels<float>& be, float* l, float* s) {
     (be.*fwd)(l, pred.data(), target.data(), n, s);
   });
   record_pointwise_loss(op, pred, target, loss, bwd);
@@ -100,7 +100,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
     NIMBUS_CHECK(t[n] >= 0 && t[n] < float(K) && t[n] == std::floor(t[n]), "cross_entropy: target[", n, "] = ", t[n],
                  " is not a class index in [0, ", K, ")");
   Tensor prob = Tensor::empty(logits.shape(), logits.device());
-  Tensor loss = device_loss("cross_entropy", logits, N, [&](const Backend& be, float* l, float* s) {
+  Tensor loss = device_loss("cross_entropy", logits, N, [&](const Kernels<float>& be, float* l, float* s) {
     be.cross_entropy_forward(l, prob.data(), logits.data(), target.data(), N, K, s);
   });
   if (!any_requires_grad({&logits})) return loss;
@@ -115,11 +115,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
 }
 
 Tensor l1_loss(const Tensor& pred, const Tensor& target) {
-  return pointwise_loss("l1_loss", pred, target, &Backend::l1_forward, &Backend::l1_backward);
+  return pointwise_loss("l1_loss", pred, target, &Kernels<float>::l1_forward, &Kernels<float>::l1_backward);
 }
 
 Tensor mse_loss(const Tensor& pred, const Tensor& target) {
-  return pointwise_loss("mse_loss", pred, target, &Backend::mse_forward, &Backend::mse_backward);
+  return pointwise_loss("mse_loss", pred, target, &Kernels<float>::mse_forward, &Kernels<float>::mse_backward);
 }
 
 Tensor carl_loss(const Tensor& pred, const Tensor& target, const Tensor& cloudy_input, const Tensor& mask,
@@ -132,7 +132,7 @@ Tensor carl_loss(const Tensor& pred, const Tensor& target, const Tensor& cloudy_
   const int64_t N = pred.size(0), C = pred.size(1), HW = pred.size(2) * pred.size(3);
   NIMBUS_CHECK(mask.shape() == (Shape{N, 1, pred.size(2), pred.size(3)}), "carl_loss: mask ", mask.shape().str(),
                " must be (N,1,H,W) = (", N, ",1,", pred.size(2), ",", pred.size(3), ") for pred ", pred.shape().str());
-  Tensor loss = device_loss("carl_loss", pred, N * C * HW, [&](const Backend& be, float* l, float* s) {
+  Tensor loss = device_loss("carl_loss", pred, N * C * HW, [&](const Kernels<float>& be, float* l, float* s) {
     be.carl_forward(l, pred.data(), target.data(), cloudy_input.data(), mask.data(), lambda, N, C, HW, s);
   });
   if (!any_requires_grad({&pred})) return loss;  // the gradient flows to pred only

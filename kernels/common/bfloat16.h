@@ -8,6 +8,11 @@
  *   bf16x2_pack(lo, hi)      two bf16 in one 32-bit word, `lo` in bits 0-15: the layout of an
  *                            mma .bf16 operand register, lo = the lower k (or column) index
  *   bf16x2_lo / bf16x2_hi    the halves back
+ *   bfloat16                 the element type of a DType::BF16 tensor (its bit pattern in a struct,
+ *                            so templates cannot mistake it for an integer): converts to float
+ *                            exactly and from float with bf16_from_float_rne, implicitly both ways,
+ *                            so a kernel templated on T computes in float and rounds on store:
+ *                              y[i] = a[i] + b[i];   // float(a) + float(b), rounded once to bf16
  */
 #pragma once
 #include <cstdint>
@@ -39,6 +44,24 @@ NIMBUS_BF16_FN float bf16_to_float(uint16_t h) {
 NIMBUS_BF16_FN uint32_t bf16x2_pack(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
 NIMBUS_BF16_FN uint16_t bf16x2_lo(uint32_t v) { return uint16_t(v & 0xffffu); }
 NIMBUS_BF16_FN uint16_t bf16x2_hi(uint32_t v) { return uint16_t(v >> 16); }
+
+struct bfloat16 {
+  uint16_t bits;
+  bfloat16() = default;
+  NIMBUS_BF16_FN bfloat16(float x) : bits(bf16_from_float_rne(x)) {}  // NOLINT: implicit on purpose
+  NIMBUS_BF16_FN operator float() const { return bf16_to_float(bits); }
+  NIMBUS_BF16_FN static bfloat16 from_bits(uint16_t b) {
+    bfloat16 h;
+    h.bits = b;
+    return h;
+  }
+};
+static_assert(sizeof(bfloat16) == 2, "bfloat16 is its 16-bit pattern");
+
+// The type a kernel on T computes in: float for float and bfloat16, double for the references.
+template <typename T> struct compute_type { using type = T; };
+template <> struct compute_type<bfloat16> { using type = float; };
+template <typename T> using compute_t = typename compute_type<T>::type;
 
 }  // namespace nimbus
 

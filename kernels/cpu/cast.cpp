@@ -6,14 +6,14 @@
 
 namespace nimbus::cpu {
 
-void cast_f32_to_bf16(uint16_t* y, const float* x, int64_t n) {
+void cast_f32_to_bf16(bfloat16* y, const float* x, int64_t n) {
 #pragma omp parallel for if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) y[i] = bf16_from_float_rne(x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = bfloat16(x[i]);
 }
 
-void cast_bf16_to_f32(float* y, const uint16_t* x, int64_t n) {
+void cast_bf16_to_f32(float* y, const bfloat16* x, int64_t n) {
 #pragma omp parallel for if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_float(x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = float(x[i]);
 }
 
 }  // namespace nimbus::cpu

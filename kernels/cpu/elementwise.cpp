@@ -1,7 +1,10 @@
 // elementwise.cpp: pointwise CPU kernels (see elementwise.h).
 #include "kernels/cpu/elementwise.h"
 
+#include <cstring>
+
 #include "kernels/common/parallel.h"
+#include "kernels/common/unary_math.h"
 
 namespace nimbus::cpu {
 
@@ -14,7 +17,7 @@ void fill(T* y, T value, int64_t n) {
 template <typename T>
 void add_inplace(T* y, const T* x, int64_t n) {
 #pragma omp parallel for simd if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+  for (int64_t i = 0; i < n; ++i) y[i] = y[i] + x[i];
 }
 
 template <typename T>
@@ -38,7 +41,7 @@ void add(T* y, const T* a, const T* b, int64_t n) {
 }
 
 template <typename T>
-void scale(T* y, const T* x, T s, int64_t n) {
+void scale(T* y, const T* x, compute_t<T> s, int64_t n) {
 #pragma omp parallel for simd if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) y[i] = s * x[i];
 }
@@ -53,25 +56,62 @@ void add_relu(T* y, const T* a, const T* b, int64_t n) {
 }
 
 template <typename T>
-void add_scaled(T* y, const T* a, const T* b, T s, int64_t n) {
+void add_scaled(T* y, const T* a, const T* b, compute_t<T> s, int64_t n) {
 #pragma omp parallel for simd if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) y[i] = a[i] + s * b[i];
 }
 
-#define NIMBUS_INSTANTIATE(T)                                      \
-  template void add_relu<T>(T*, const T*, const T*, int64_t);     \
-  template void add_scaled<T>(T*, const T*, const T*, T, int64_t); \
-  template void relu_forward<T>(T*, const T*, int64_t);           \
-  template void relu_backward<T>(T*, const T*, const T*, int64_t); \
-  template void add<T>(T*, const T*, const T*, int64_t);          \
-  template void scale<T>(T*, const T*, T, int64_t);
+template <typename T>
+void copy_rows(T* dst, int64_t dst_stride, const T* src, int64_t src_stride, int64_t rows, int64_t len) {
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(T) * size_t(len));
+}
+
+// The ops of unary_ops.def: the formula in C (float for float and bfloat16, double for double).
+#define NIMBUS_UNARY(name, f, df)                                           \
+  template <typename T>                                                     \
+  void name##_forward(T* y, const T* xs, int64_t n) {                       \
+    _Pragma("omp parallel for simd if (n > kParallelGrain)")                \
+    for (int64_t i = 0; i < n; ++i) {                                        \
+      const compute_t<T> x = xs[i];                                         \
+      y[i] = f;                                                             \
+    }                                                                       \
+  }                                                                         \
+  template <typename T>                                                     \
+  void name##_backward(T* dx, const T* dy, const T* xs, int64_t n) {        \
+    _Pragma("omp parallel for simd if (n > kParallelGrain)")                \
+    for (int64_t i = 0; i < n; ++i) {                                        \
+      const compute_t<T> x = xs[i];                                         \
+      dx[i] = compute_t<T>(dy[i]) * (df);                                   \
+    }                                                                       \
+  }
+#include "kernels/common/unary_ops.def"
+#undef NIMBUS_UNARY
+
+#define NIMBUS_INSTANTIATE(T)                                                             \
+  template void add_relu<T>(T*, const T*, const T*, int64_t);                            \
+  template void add_scaled<T>(T*, const T*, const T*, compute_t<T>, int64_t);             \
+  template void relu_forward<T>(T*, const T*, int64_t);                                  \
+  template void relu_backward<T>(T*, const T*, const T*, int64_t);                        \
+  template void add<T>(T*, const T*, const T*, int64_t);                                 \
+  template void scale<T>(T*, const T*, compute_t<T>, int64_t);                            \
+  template void add_inplace<T>(T*, const T*, int64_t);                                   \
+  template void copy_rows<T>(T*, int64_t, const T*, int64_t, int64_t, int64_t);
 NIMBUS_INSTANTIATE(float)
 NIMBUS_INSTANTIATE(double)
+NIMBUS_INSTANTIATE(bfloat16)
 #undef NIMBUS_INSTANTIATE
+
+#define NIMBUS_UNARY(name, f, df)                                                        \
+  template void name##_forward<float>(float*, const float*, int64_t);                    \
+  template void name##_forward<double>(double*, const double*, int64_t);                 \
+  template void name##_forward<bfloat16>(bfloat16*, const bfloat16*, int64_t);           \
+  template void name##_backward<float>(float*, const float*, const float*, int64_t);     \
+  template void name##_backward<double>(double*, const double*, const double*, int64_t); \
+  template void name##_backward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, int64_t);
+#include "kernels/common/unary_ops.def"
+#undef NIMBUS_UNARY
 
 template void fill<float>(float*, float, int64_t);
 template void fill<double>(double*, double, int64_t);
-template void add_inplace<float>(float*, const float*, int64_t);
-template void add_inplace<double>(double*, const double*, int64_t);
 
 }  // namespace nimbus::cpu

@@ -1,10 +1,13 @@
-// elementwise.h: CPU kernels for pointwise ops over n contiguous floats.
+// elementwise.h: CPU kernels for pointwise ops over n contiguous elements.
 //
-// Each op: forward and backward side by side. Templated on T so the tests can
-// run the same code in double for finite-difference checks; the engine uses float.
+// Each op: forward and backward side by side. Templated on T: float and bfloat16 for the engine
+// (a bfloat16 kernel computes in float and rounds once, on store; scalars are compute_t<T>, float),
+// double for the tests' references and finite-difference checks.
 // Gradient convention: *_backward writes (=) its input-gradient buffers.
 #pragma once
 #include <cstdint>
+
+#include "kernels/common/bfloat16.h"
 
 namespace nimbus::cpu {
 
@@ -20,12 +23,23 @@ template <typename T> void relu_backward(T* dx, const T* dy, const T* y, int64_t
 // y = a + b. Its backward is the identity for both inputs (no kernel needed).
 template <typename T> void add(T* y, const T* a, const T* b, int64_t n);
 // y = s * x; also the backward of itself (dx = s * dy). y may alias x.
-template <typename T> void scale(T* y, const T* x, T s, int64_t n);
+template <typename T> void scale(T* y, const T* x, compute_t<T> s, int64_t n);
 
 // Fused pairs, one pass instead of two (the residual connections):
 // y = relu(a + b) (ResNet; backward: relu_backward, then to both inputs), and
 // y = a + s * b (DSen2-CR's scaled residual; backward: dy to a, s * dy to b).
 template <typename T> void add_relu(T* y, const T* a, const T* b, int64_t n);
-template <typename T> void add_scaled(T* y, const T* a, const T* b, T s, int64_t n);
+template <typename T> void add_scaled(T* y, const T* a, const T* b, compute_t<T> s, int64_t n);
+
+// dst rows of `len` elements `dst_stride` apart <- src rows `src_stride` apart (concat_channels).
+template <typename T>
+void copy_rows(T* dst, int64_t dst_stride, const T* src, int64_t src_stride, int64_t rows, int64_t len);
+
+// The formula-defined ops of kernels/common/unary_ops.def: y = f(x); dx = dy f'(x).
+#define NIMBUS_UNARY(name, f, df)                                    \
+  template <typename T> void name##_forward(T* y, const T* x, int64_t n); \
+  template <typename T> void name##_backward(T* dx, const T* dy, const T* x, int64_t n);
+#include "kernels/common/unary_ops.def"
+#undef NIMBUS_UNARY
 
 }  // namespace nimbus::cpu

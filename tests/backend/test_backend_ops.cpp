@@ -31,6 +31,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -57,18 +58,22 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // ---------------------------------------------------------------------------------------------
-// Element types under test. Every compute kernel of the list is float32 today (bfloat16 is storage
-// and the two casts, which have their own exact case); when a kernel takes bf16 operands, an entry
-// here adds it with its own rounding and bound (and the buffers' element type in Run::up / down).
+// Element types under test: the list's F32 kernels run in float32, its F32_BF16 kernels in both.
+// A bfloat16 kernel computes in float and rounds its result once (a relative error of at most
+// 2^-9); its bound, 2^-8, leaves room for the float arithmetic before that rounding and nothing
+// more (an element off by one bf16 ulp of its scale fails).
 
 struct TypeUnderTest {
   DType dtype;
   double tol;  // the base bound: |got - ref| <= tol * scale (f32: ~170 roundings of 2^-24)
-  double round(double v) const { return double(float(v)); }
+  // What the kernel sees of a value: float32, or the bfloat16 the cast makes of that float.
+  double round(double v) const {
+    return dtype == DType::BF16 ? double(float(bfloat16(float(v)))) : double(float(v));
+  }
   const char* name() const { return dtype_name(dtype); }
 };
 const TypeUnderTest kF32{DType::F32, 1e-5};
-const TypeUnderTest* const kTypes[] = {&kF32};
+const TypeUnderTest kBF16{DType::BF16, 1.0 / 256};
 
 // ---------------------------------------------------------------------------------------------
 // One case on one backend and dtype: inputs, device buffers, the failure report.
@@ -84,7 +89,7 @@ struct Run {
   Run(std::string k, Device d, const TypeUnderTest& t, uint64_t s)
       : kernels(std::move(k)), dev(d), dt(t), seed(s), rng(s) {}
 
-  const Backend& be() const { return backend(dev, "test_backend"); }
+  template <typename T = float> const Kernels<T>& be() const { return backend<T>(dev, "test_backend"); }
   std::string where() const {
     std::ostringstream o;
     o << "[" << kernels << "] backend " << device_name(dev) << ", dtype " << dt.name() << ", shape " << shape
@@ -97,13 +102,15 @@ struct Run {
     for (double& x : v) x = dt.round(lo + (hi - lo) * rng.uniform());
     return v;
   }
-  double scalar(double v) const { return dt.round(v); }
+  // A kernel's scalar arguments are float in every dtype.
+  double scalar(double v) const { return double(float(v)); }
+  // A buffer of the run's dtype on its device holding v (exactly, when v came from rand or round).
   Tensor up(const V& v) const {
     std::vector<float> f(v.begin(), v.end());
-    return Tensor::from_vector(Shape{int64_t(v.size())}, f, dev);
+    return Tensor::from_vector(Shape{int64_t(v.size())}, f, dev).to(dt.dtype);
   }
-  Tensor poison(size_t n) const { return Tensor::full(Shape{int64_t(n)}, NAN, dev); }
-  static std::vector<float> down(const Tensor& t) { return t.to_vector(); }
+  Tensor poison(size_t n) const { return Tensor::full(Shape{int64_t(n)}, NAN, dev).to(dt.dtype); }
+  static std::vector<float> down(const Tensor& t) { return t.to(DType::F32).to_vector(); }
 };
 
 V absv(const V& v) {
@@ -202,6 +209,7 @@ V rvec(Rng& rng, size_t n, double lo = -1, double hi = 1) { return test::random_
 // ---- pointwise: n = 1037 = 4 blocks of 256 on CUDA plus a partial one of 13 (not a multiple of 32) ----
 constexpr int64_t kN = 1037;
 
+template <typename T>
 void add_inplace_check(Run& r) {
   r.shape = "n=1037";
   V y = r.rand(kN), x = r.rand(kN);
@@ -210,10 +218,11 @@ void add_inplace_check(Run& r) {
   V want(kN), scale(kN);
   for (int64_t i = 0; i < kN; ++i) want[i] = y[i] + x[i], scale[i] = std::fabs(y[i]) + std::fabs(x[i]);
   Tensor Y = r.up(y), X = r.up(x);  // in place: y itself is the output (its old values would fail)
-  r.be().add_inplace(Y.data(), X.data(), kN);
+  r.be<T>().add_inplace(Y.data_as<T>(), X.data_as<T>(), kN);
   expect(r, "add_inplace y", Run::down(Y), want, scale, r.dt.tol);
 }
 
+template <typename T>
 void relu_check(Run& r) {
   r.shape = "n=1037";
   V x = r.rand(kN);
@@ -224,10 +233,10 @@ void relu_check(Run& r) {
   cpu::relu_forward<double>(y.data(), x.data(), kN);
   cpu::relu_backward<double>(dx.data(), dy.data(), y.data(), kN);
   Tensor X = r.up(x), Y = r.poison(kN);
-  r.be().relu_forward(Y.data(), X.data(), kN);
+  r.be<T>().relu_forward(Y.data_as<T>(), X.data_as<T>(), kN);
   expect_exact(r, "relu_forward y", Run::down(Y), y);
   Tensor DY = r.up(dy), Yin = r.up(y), DX = r.poison(kN);
-  r.be().relu_backward(DX.data(), DY.data(), Yin.data(), kN);
+  r.be<T>().relu_backward(DX.data_as<T>(), DY.data_as<T>(), Yin.data_as<T>(), kN);
   expect_exact(r, "relu_backward dx", Run::down(DX), dx);
 }
 
@@ -246,6 +255,7 @@ void relu_grad(uint64_t seed) {
   fd_check("relu", seed, x, f, dx, rng, [&](size_t i) { return std::fabs(x[i]) > 1e-3; });
 }
 
+template <typename T>
 void add_check(Run& r) {
   r.shape = "n=1037";
   V a = r.rand(kN), b = r.rand(kN);
@@ -253,10 +263,11 @@ void add_check(Run& r) {
   V want(kN), scale(kN);
   for (int64_t i = 0; i < kN; ++i) want[i] = a[i] + b[i], scale[i] = std::fabs(a[i]) + std::fabs(b[i]);
   Tensor A = r.up(a), B = r.up(b), Y = r.poison(kN);
-  r.be().add(Y.data(), A.data(), B.data(), kN);
+  r.be<T>().add(Y.data_as<T>(), A.data_as<T>(), B.data_as<T>(), kN);
   expect(r, "add y", Run::down(Y), want, scale, r.dt.tol);
 }
 
+template <typename T>
 void add_relu_check(Run& r) {
   r.shape = "n=1037";
   V a = r.rand(kN), b = r.rand(kN);
@@ -268,7 +279,7 @@ void add_relu_check(Run& r) {
   cpu::add_relu<double>(y.data(), a.data(), b.data(), kN);
   for (int64_t i = 0; i < kN; ++i) scale[i] = std::fabs(a[i]) + std::fabs(b[i]);
   Tensor A = r.up(a), B = r.up(b), Y = r.poison(kN);
-  r.be().add_relu(Y.data(), A.data(), B.data(), kN);
+  r.be<T>().add_relu(Y.data_as<T>(), A.data_as<T>(), B.data_as<T>(), kN);
   expect(r, "add_relu y", Run::down(Y), y, scale, r.dt.tol);
 }
 
@@ -289,6 +300,7 @@ void add_relu_grad(uint64_t seed) {
   fd_check("add_relu db", seed, b, [&](const V& v) { return test::dot(fwd(a, v), w); }, g, rng, away);
 }
 
+template <typename T>
 void add_scaled_check(Run& r) {
   r.shape = "n=1037";
   const double s = r.scalar(0.1);  // DSen2-CR's residual scale, as the float the kernel gets
@@ -298,7 +310,7 @@ void add_scaled_check(Run& r) {
   cpu::add_scaled<double>(y.data(), a.data(), b.data(), s, kN);
   for (int64_t i = 0; i < kN; ++i) scale[i] = std::fabs(a[i]) + std::fabs(s * b[i]);
   Tensor A = r.up(a), B = r.up(b), Y = r.poison(kN);
-  r.be().add_scaled(Y.data(), A.data(), B.data(), float(s), kN);
+  r.be<T>().add_scaled(Y.data_as<T>(), A.data_as<T>(), B.data_as<T>(), float(s), kN);
   expect(r, "add_scaled y", Run::down(Y), y, scale, r.dt.tol);
   // scale: y = s * x (add_scaled's backward to b), out of place and in place (y may alias x).
   for (double s2 : {s, r.scalar(-2.5)}) {
@@ -307,9 +319,9 @@ void add_scaled_check(Run& r) {
     cpu::scale<double>(z.data(), x.data(), s2, kN);
     const V sc = absv(z);
     Tensor X = r.up(x), Z = r.poison(kN);
-    r.be().scale(Z.data(), X.data(), float(s2), kN);
+    r.be<T>().scale(Z.data_as<T>(), X.data_as<T>(), float(s2), kN);
     expect(r, "scale y (s = " + std::to_string(s2) + ")", Run::down(Z), z, sc, r.dt.tol);
-    r.be().scale(X.data(), X.data(), float(s2), kN);
+    r.be<T>().scale(X.data_as<T>(), X.data_as<T>(), float(s2), kN);
     expect(r, "scale in place (s = " + std::to_string(s2) + ")", Run::down(X), z, sc, r.dt.tol);
   }
 }
@@ -332,6 +344,7 @@ void add_scaled_grad(uint64_t seed) {
 }
 
 // ---- concat_channels' strided rows: rows of len floats; the gaps between rows must stay as they were ----
+template <typename T>
 void copy_rows_check(Run& r) {
   const int64_t rows = 3, len = 291, src_stride = 301, dst_stride = 333;
   r.shape = "rows=3 len=291 src_stride=301 dst_stride=333";
@@ -339,12 +352,64 @@ void copy_rows_check(Run& r) {
   V dst(size_t(rows * dst_stride)), want(dst.size());
   for (int64_t i = 0; i < rows * dst_stride; ++i) {
     const bool in_row = i % dst_stride < len;
-    dst[i] = in_row ? kNaN : double(100 + i);  // poison where the kernel writes, sentinels in the gaps
+    dst[i] = in_row ? kNaN : r.dt.round(double(100 + i));  // poison where the kernel writes, sentinels in the gaps
     want[i] = in_row ? src[(i / dst_stride) * src_stride + i % dst_stride] : dst[i];
   }
   Tensor S = r.up(src), D = r.up(dst);
-  r.be().copy_rows(D.data(), dst_stride, S.data(), src_stride, rows, len);
+  r.be<T>().copy_rows(D.data_as<T>(), dst_stride, S.data_as<T>(), src_stride, rows, len);
   expect_exact(r, "copy_rows dst", Run::down(D), want);
+}
+
+// ---- the formula-defined ops (kernels/common/unary_ops.def), one generic case each ----
+// Inputs: uniform in [-4, 4] with edge values 0, -0, NaN, +-inf, +-30, +-1e-30 (also in the partial
+// last block). Reference: the double instantiation of the same formula (the formula itself is held
+// to PyTorch by tests/engine/test_unary_ops.cpp). Bound per element: tol * (|ref_i| + 0.01 max_j
+// |ref_j|), the max over the finite random part: relative, with a floor for results near a zero of
+// f or f' (GELU's derivative crosses 0 at x = -0.75, where its two terms cancel).
+using UnaryRef = void (*)(double*, const double*, int64_t);
+using UnaryRefBackward = void (*)(double*, const double*, const double*, int64_t);
+
+V unary_scale(const V& ref, size_t random_from) {
+  double m = 0;
+  for (size_t i = random_from; i < ref.size(); ++i)
+    if (std::isfinite(ref[i])) m = std::max(m, std::fabs(ref[i]));
+  V scale(ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) scale[i] = std::fabs(ref[i]) + 0.01 * m;
+  return scale;
+}
+
+template <typename T>
+void unary_check(Run& r, const std::string& name, void (*const Kernels<T>::*fwd)(T*, const T*, int64_t),
+                 void (*const Kernels<T>::*bwd)(T*, const T*, const T*, int64_t), UnaryRef f, UnaryRefBackward df) {
+  r.shape = "n=1037";
+  V x = r.rand(kN, -4, 4);
+  const double edges[] = {0, -0.0, kNaN, kInf, -kInf, 30, -30, 1e-30, -1e-30};
+  const size_t n_edges = sizeof(edges) / sizeof(edges[0]);
+  for (size_t i = 0; i < n_edges; ++i) x[i] = r.dt.round(edges[i]);
+  x[kN - 1] = kNaN, x[kN - 2] = -kInf, x[kN - 3] = 0;
+  V y(kN), dy = r.rand(kN), dx(kN);
+  f(y.data(), x.data(), kN);
+  df(dx.data(), dy.data(), x.data(), kN);
+  Tensor X = r.up(x), Y = r.poison(kN);
+  (r.be<T>().*fwd)(Y.data_as<T>(), X.data_as<T>(), kN);
+  expect(r, name + "_forward y", Run::down(Y), y, unary_scale(y, n_edges), r.dt.tol);
+  Tensor DY = r.up(dy), DX = r.poison(kN);
+  (r.be<T>().*bwd)(DX.data_as<T>(), DY.data_as<T>(), X.data_as<T>(), kN);
+  expect(r, name + "_backward dx", Run::down(DX), dx, unary_scale(dx, n_edges), r.dt.tol);
+}
+
+void unary_grad(uint64_t seed, const std::string& name, UnaryRef f, UnaryRefBackward df) {
+  Rng rng(seed);
+  const size_t n = 40;
+  const V x = rvec(rng, n, -4, 4), w = rvec(rng, n);
+  auto L = [&](const V& v) {
+    V y(n);
+    f(y.data(), v.data(), int64_t(n));
+    return test::dot(y, w);
+  };
+  V dx(n);
+  df(dx.data(), w.data(), x.data(), int64_t(n));
+  fd_check(name, seed, x, L, dx, rng);
 }
 
 // ---- linear: N=9, in=37, out=70: the CUDA GEMM's tiles (8, 16, 64) all end partial ----
@@ -361,7 +426,7 @@ void linear_check(Run& r) {
   V dx(N * in), dw(out * in), db(out), sx(N * in), sw(out * in), sb(out);
   cpu::linear_backward<double>(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), N, in, out);
   cpu::linear_backward<double>(sx.data(), sw.data(), sb.data(), ady.data(), ax.data(), aw.data(), N, in, out);
-  const Backend& be = r.be();
+  const Kernels<float>& be = r.be();
   Tensor X = r.up(x), W = r.up(w), B = r.up(b), DY = r.up(dy);
   {
     Tensor Y = r.poison(size_t(N * out));
@@ -460,7 +525,7 @@ void conv2d_check(Run& r) {
       const V ax = absv(x), aw = absv(w);
       cpu::conv2d_forward_ref<double>(ysr.data(), ax.data(), aw.data(), nullptr, g);
     }
-    const Backend& be = r.be();
+    const Kernels<float>& be = r.be();
     const int64_t ws_floats = be.conv2d_workspace(g);
     REQUIRE_MESSAGE(ws_floats >= 0, r.where(), ": conv2d_workspace ", ws_floats);
     Tensor WS = Tensor::empty(Shape{std::max<int64_t>(ws_floats, 1)}, r.dev);
@@ -526,7 +591,7 @@ constexpr BnShape kBn{3, 5, 97};
 void batchnorm_check(Run& r) {
   const int64_t N = kBn.N, C = kBn.C, HW = kBn.HW, n = kBn.n(), M = N * HW;
   r.shape = "N=3 C=5 HW=97";
-  const Backend& be = r.be();
+  const Kernels<float>& be = r.be();
   V x = r.rand(n, 1, 3);  // mean ~2 >> std ~0.6: a one-pass variance would lose digits
   // stats: mean to 1e-5 of mean |x|; var to 1e-5 of mean x^2 (the scale of a one-pass sum).
   V mean(C), var(C), mean_s(C, 0.0), var_s(C, 0.0);
@@ -782,7 +847,7 @@ void softmax_cross_entropy_check(Run& r) {
       for (int64_t k = 0; k < K; ++k) se += std::exp(x[i * K + k] - mx);
       loss_scale += (std::fabs(mx + std::log(se)) + std::fabs(x[i * K + int64_t(t[i])])) / double(N);
     }
-    const Backend& be = r.be();
+    const Kernels<float>& be = r.be();
     Tensor X = r.up(x), T = r.up(t);
     Tensor SM = r.poison(n);
     be.softmax_forward(SM.data(), X.data(), N, K);
@@ -951,7 +1016,9 @@ Tensor bf16_buffer(const Run& r, const std::vector<uint16_t>& bits) {
 }
 std::vector<uint16_t> bf16_bits(const Tensor& t) {
   const Tensor h = t.to(Device::CPU);
-  return std::vector<uint16_t>(h.data_bf16(), h.data_bf16() + h.numel());
+  std::vector<uint16_t> bits(size_t(h.numel()));
+  std::memcpy(bits.data(), h.data_bf16(), bits.size() * 2);  // the patterns (not the values)
+  return bits;
 }
 
 void cast_check(Run& r) {
@@ -1103,8 +1170,9 @@ void sgd_check(Run& r) {
 struct Case {
   std::string name;
   std::vector<std::string> kernels;
-  void (*check)(Run&);      // one backend x dtype
-  void (*grad)(uint64_t);   // gradient mode, or null
+  void (*check_f32)(Run&);   // one backend in float32
+  void (*check_bf16)(Run&);  // one backend in bfloat16, or null (the kernels are F32 only)
+  void (*grad)(uint64_t);    // gradient mode, or null
 };
 
 std::vector<Case>& table() {
@@ -1119,14 +1187,16 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-bool register_case(const char* name, const char* kernels, void (*check)(Run&), void (*grad)(uint64_t)) {
-  table().push_back(Case{name, split(kernels), check, grad});
+bool register_case(const char* name, const char* kernels, void (*check_f32)(Run&), void (*check_bf16)(Run&),
+                   void (*grad)(uint64_t)) {
+  table().push_back(Case{name, split(kernels), check_f32, check_bf16, grad});
   return true;
 }
 
-std::vector<std::string> kernel_list() {
-  std::vector<std::string> names;
-#define NIMBUS_KERNEL(name, ret, params, args) names.push_back(#name);
+// The list's kernels with their dtypes column ("F32" or "F32_BF16").
+std::vector<std::pair<std::string, std::string>> kernel_list() {
+  std::vector<std::pair<std::string, std::string>> names;
+#define NIMBUS_KERNEL(name, dtypes, ret, params, args) names.emplace_back(#name, #dtypes);
 #include "engine/kernel_list.def"
 #undef NIMBUS_KERNEL
   return names;
@@ -1161,65 +1231,96 @@ void run_case(const char* name) {
     }
   }
   for (Device d : backends())
-    for (const TypeUnderTest* dt : kTypes) {
+    for (const TypeUnderTest* dt : {&kF32, &kBF16}) {
+      void (*check)(Run&) = dt == &kF32 ? found->check_f32 : found->check_bf16;
+      if (!check) continue;  // an F32-only case (the table test holds this to the list's dtypes)
       Run r(kernels, d, *dt, seed);
       try {
-        found->check(r);
+        check(r);
       } catch (const std::exception& e) {
         FAIL_CHECK(r.where(), ": threw: ", e.what());
       }
     }
 }
 
-TEST_CASE("every kernel of engine/kernel_list.def has a case, and every case names kernels of the list") {
-  const std::vector<std::string> listed = kernel_list();
-  const std::set<std::string> in_list(listed.begin(), listed.end());
+TEST_CASE("every kernel of engine/kernel_list.def has a case in each of its dtypes, and every case names kernels of the list") {
+  const auto listed = kernel_list();
+  std::map<std::string, std::string> dtypes_of(listed.begin(), listed.end());
   std::set<std::string> covered;
-  std::string unknown;
+  std::string unknown, wrong_dtypes;
   for (const Case& c : table())
     for (const std::string& k : c.kernels) {
       covered.insert(k);
-      if (!in_list.count(k)) unknown += " " + k + " (case " + c.name + ")";
+      const auto it = dtypes_of.find(k);
+      if (it == dtypes_of.end()) {
+        unknown += " " + k + " (case " + c.name + ")";
+        continue;
+      }
+      // A case runs bfloat16 exactly when its kernels exist in bfloat16.
+      if ((it->second == "F32_BF16") != (c.check_bf16 != nullptr))
+        wrong_dtypes += " " + k + " (" + it->second + ", case " + c.name +
+                        (c.check_bf16 ? " runs bfloat16)" : " has no bfloat16 run)");
     }
   std::string missing;
-  for (const std::string& k : listed)
+  for (const auto& [k, dt] : listed)
     if (!covered.count(k)) missing += " " + k;
   CHECK_MESSAGE(missing.empty(),
                 "kernels of engine/kernel_list.def with no case in tests/backend/test_backend_ops.cpp:", missing);
   CHECK_MESSAGE(unknown.empty(), "cases naming kernels that are not in engine/kernel_list.def:", unknown);
-  CHECK(listed.size() == in_list.size());  // no kernel listed twice
+  CHECK_MESSAGE(wrong_dtypes.empty(), "cases whose dtypes differ from the list's:", wrong_dtypes);
+  CHECK(listed.size() == dtypes_of.size());  // no kernel listed twice
+  CHECK(covered.size() == dtypes_of.size());
 }
 
 }  // namespace
 
-// One line per case: its id, the kernels it covers (space-separated), the per-backend check and the
-// gradient-mode check (or nullptr). Each line is one TEST_CASE (one ctest entry).
-#define BACKEND_CASE(id, kernels, check, grad)                                            \
-  namespace {                                                                             \
-  const bool id##_registered = register_case(#id, kernels, check, grad);                  \
-  }                                                                                       \
+// One line per case: its id, the kernels it covers (space-separated), the per-backend check in
+// float32 and in bfloat16 (nullptr for F32 kernels), and the gradient-mode check (or nullptr). Each
+// line is one TEST_CASE (one ctest entry).
+#define BACKEND_CASE(id, kernels, check_f32, check_bf16, grad)                                \
+  namespace {                                                                                 \
+  const bool id##_registered = register_case(#id, kernels, check_f32, check_bf16, grad);      \
+  }                                                                                           \
   TEST_CASE("kernels " kernels ": cpu and cuda against the float64 reference") { run_case(#id); }
+// F32_BF16 kernels: a check templated on the element type, run in both.
+#define BACKEND_CASE_BF16(id, kernels, check, grad) BACKEND_CASE(id, kernels, check<float>, check<bfloat16>, grad)
 
-BACKEND_CASE(add_inplace, "add_inplace", add_inplace_check, nullptr)
-BACKEND_CASE(relu, "relu_forward relu_backward", relu_check, relu_grad)
-BACKEND_CASE(add, "add", add_check, nullptr)
-BACKEND_CASE(add_relu, "add_relu", add_relu_check, add_relu_grad)
-BACKEND_CASE(add_scaled, "add_scaled scale", add_scaled_check, add_scaled_grad)
-BACKEND_CASE(copy_rows, "copy_rows", copy_rows_check, nullptr)
-BACKEND_CASE(linear, "linear_forward linear_backward", linear_check, linear_grad)
-BACKEND_CASE(conv2d, "conv2d_workspace conv2d_forward conv2d_backward", conv2d_check, conv2d_grad)
+BACKEND_CASE_BF16(add_inplace, "add_inplace", add_inplace_check, nullptr)
+BACKEND_CASE_BF16(relu, "relu_forward relu_backward", relu_check, relu_grad)
+BACKEND_CASE_BF16(add, "add", add_check, nullptr)
+BACKEND_CASE_BF16(add_relu, "add_relu", add_relu_check, add_relu_grad)
+BACKEND_CASE_BF16(add_scaled, "add_scaled scale", add_scaled_check, add_scaled_grad)
+BACKEND_CASE_BF16(copy_rows, "copy_rows", copy_rows_check, nullptr)
+BACKEND_CASE(linear, "linear_forward linear_backward", linear_check, nullptr, linear_grad)
+BACKEND_CASE(conv2d, "conv2d_workspace conv2d_forward conv2d_backward", conv2d_check, nullptr, conv2d_grad)
 BACKEND_CASE(batchnorm,
              "batchnorm_stats batchnorm_invstd batchnorm_update_running batchnorm_forward batchnorm_backward",
-             batchnorm_check, batchnorm_grad)
-BACKEND_CASE(max_pool2d, "max_pool2d_forward max_pool2d_backward", max_pool2d_check, max_pool2d_grad)
-BACKEND_CASE(global_avg_pool, "global_avg_pool_forward global_avg_pool_backward", global_avg_pool_check,
+             batchnorm_check, nullptr, batchnorm_grad)
+BACKEND_CASE(max_pool2d, "max_pool2d_forward max_pool2d_backward", max_pool2d_check, nullptr, max_pool2d_grad)
+BACKEND_CASE(global_avg_pool, "global_avg_pool_forward global_avg_pool_backward", global_avg_pool_check, nullptr,
              global_avg_pool_grad)
 BACKEND_CASE(cross_entropy, "loss_scratch_floats softmax_forward cross_entropy_forward cross_entropy_backward",
-             softmax_cross_entropy_check, softmax_cross_entropy_grad)
-BACKEND_CASE(l1, "l1_forward l1_backward", l1_check, l1_grad)
-BACKEND_CASE(mse, "mse_forward mse_backward", mse_check, mse_grad)
-BACKEND_CASE(carl, "carl_forward carl_backward", carl_check, carl_grad)
-BACKEND_CASE(adam, "adam_update", adam_check, nullptr)
-BACKEND_CASE(nadam, "nadam_update", nadam_check, nullptr)
-BACKEND_CASE(sgd, "sgd_update", sgd_check, nullptr)
-BACKEND_CASE(cast, "cast_f32_to_bf16 cast_bf16_to_f32", cast_check, nullptr)
+             softmax_cross_entropy_check, nullptr, softmax_cross_entropy_grad)
+BACKEND_CASE(l1, "l1_forward l1_backward", l1_check, nullptr, l1_grad)
+BACKEND_CASE(mse, "mse_forward mse_backward", mse_check, nullptr, mse_grad)
+BACKEND_CASE(carl, "carl_forward carl_backward", carl_check, nullptr, carl_grad)
+BACKEND_CASE(adam, "adam_update", adam_check, nullptr, nullptr)
+BACKEND_CASE(nadam, "nadam_update", nadam_check, nullptr, nullptr)
+BACKEND_CASE(sgd, "sgd_update", sgd_check, nullptr, nullptr)
+BACKEND_CASE(cast, "cast_f32_to_bf16 cast_bf16_to_f32", cast_check, nullptr, nullptr)
+
+// The formula-defined ops of kernels/common/unary_ops.def: a case each, generated from the same list.
+#define NIMBUS_UNARY(name, f, df)                                                                       \
+  namespace {                                                                                           \
+  template <typename T>                                                                                 \
+  void name##_unary_check(Run& r) {                                                                     \
+    unary_check<T>(r, #name, &Kernels<T>::name##_forward, &Kernels<T>::name##_backward,                 \
+                   cpu::name##_forward<double>, cpu::name##_backward<double>);                          \
+  }                                                                                                     \
+  void name##_unary_grad(uint64_t seed) {                                                               \
+    unary_grad(seed, #name, cpu::name##_forward<double>, cpu::name##_backward<double>);                 \
+  }                                                                                                     \
+  }                                                                                                     \
+  BACKEND_CASE_BF16(name, #name "_forward " #name "_backward", name##_unary_check, name##_unary_grad)
+#include "kernels/common/unary_ops.def"
+#undef NIMBUS_UNARY

@@ -44,6 +44,7 @@ double worst_violation(const A& got, const B& want, double atol, double rtol, si
     double g = double(got[i]), w = double(want[i]);
     double excess = std::fabs(g - w) - (atol + rtol * std::fabs(w));
     if (std::isnan(g) != std::isnan(w)) excess = INFINITY;
+    if (std::isinf(g) || std::isinf(w)) excess = g == w ? 0 : INFINITY;  // inf - inf is no agreement
     if (excess > worst) {
       worst = excess;
       if (where) *where = i;
