@@ -32,6 +32,21 @@ void carl_forward(float* loss, const float* P, const float* Tg, const float* I, 
                   int64_t N, int64_t C, int64_t HW, float*) {
   loss[0] = cpu::carl_forward(P, Tg, I, M, lambda, N, C, HW);
 }
+// The backward kernels take g = dL/dloss by value; the list passes its address (host memory here).
+void cross_entropy_backward(float* dlogits, const float* prob, const float* target, const float* g, int64_t N,
+                            int64_t K) {
+  cpu::cross_entropy_backward(dlogits, prob, target, *g, N, K);
+}
+void l1_backward(float* dp, const float* p, const float* t, const float* g, int64_t n) {
+  cpu::l1_backward(dp, p, t, *g, n);
+}
+void mse_backward(float* dp, const float* p, const float* t, const float* g, int64_t n) {
+  cpu::mse_backward(dp, p, t, *g, n);
+}
+void carl_backward(float* dP, const float* P, const float* Tg, const float* I, const float* M, float lambda,
+                   const float* g, int64_t N, int64_t C, int64_t HW) {
+  cpu::carl_backward(dP, P, Tg, I, M, lambda, *g, N, C, HW);
+}
 }  // namespace cpu_entries
 
 const Backend& cpu_backend() {

@@ -7,6 +7,7 @@
 
 #include "engine/autograd.h"
 #include "engine/backend.h"
+#include "kernels/common/class_index.h"
 
 namespace nimbus {
 
@@ -56,7 +57,7 @@ void record_pointwise_loss(const char* op, const Tensor& pred, const Tensor& tar
   record(op, {pred, target}, loss, [op, p, t, bwd](const Tensor& dy, GradSink& sink) {
     const Kernels<float>& be = backend(p.device(), op);
     Tensor dp = Tensor::empty(p.shape(), p.device());
-    (be.*bwd)(dp.data(), p.data(), t.data(), dy.item(), p.numel());
+    (be.*bwd)(dp.data(), p.data(), t.data(), dy.data(), p.numel());  // dy stays on the device
     if (sink.needs(1)) {
       Tensor dt = Tensor::empty(p.shape(), p.device());
       be.scale(dt.data(), dp.data(), -1.f, dp.numel());
@@ -95,10 +96,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
   const int64_t N = logits.size(0), K = logits.size(1);
   NIMBUS_CHECK(target.shape() == Shape{N}, "cross_entropy: logits ", logits.shape().str(), " need target (", N,
                ") but target is ", target.shape().str());
-  const std::vector<float> t = target.to_vector();  // validated on the host (a copy back from a device)
-  for (int64_t n = 0; n < N; ++n)  // written so that NaN fails too
-    NIMBUS_CHECK(t[n] >= 0 && t[n] < float(K) && t[n] == std::floor(t[n]), "cross_entropy: target[", n, "] = ", t[n],
-                 " is not a class index in [0, ", K, ")");
+  // Host-side targets are validated here, with the row in the message. A device-side target is not
+  // read back (that would make the host wait for the whole forward): the kernels give a row whose
+  // target is no class index a NaN loss term (kernels/common/class_index.h), so the loss is NaN.
+  if (target.device() == Device::CPU) {
+    const float* t = target.data();
+    for (int64_t n = 0; n < N; ++n)
+      NIMBUS_CHECK(is_class_index(t[n], K), "cross_entropy: target[", n, "] = ", t[n], " is not a class index in [0, ",
+                   K, ")");
+  }
   Tensor prob = Tensor::empty(logits.shape(), logits.device());
   Tensor loss = device_loss("cross_entropy", logits, N, [&](const Kernels<float>& be, float* l, float* s) {
     be.cross_entropy_forward(l, prob.data(), logits.data(), target.data(), N, K, s);
@@ -108,7 +114,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
   record("cross_entropy", {logits}, loss, [prob, ts, N, K](const Tensor& dy, GradSink& sink) {
     Tensor dl = Tensor::empty(prob.shape(), prob.device());
     backend(prob.device(), "cross_entropy_backward")
-        .cross_entropy_backward(dl.data(), prob.data(), ts.data(), dy.item(), N, K);
+        .cross_entropy_backward(dl.data(), prob.data(), ts.data(), dy.data(), N, K);
     sink.set(0, dl);
   });
   return loss;
@@ -140,7 +146,7 @@ Tensor carl_loss(const Tensor& pred, const Tensor& target, const Tensor& cloudy_
   record("carl_loss", {pred}, loss, [=](const Tensor& dy, GradSink& sink) {
     Tensor dp = Tensor::empty(p.shape(), p.device());
     backend(p.device(), "carl_loss_backward")
-        .carl_backward(dp.data(), p.data(), t.data(), ci.data(), m.data(), lambda, dy.item(), N, C, HW);
+        .carl_backward(dp.data(), p.data(), t.data(), ci.data(), m.data(), lambda, dy.data(), N, C, HW);
     sink.set(0, dp);
   });
   return loss;

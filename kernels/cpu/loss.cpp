@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/common/class_index.h"
 #include "kernels/common/parallel.h"
 
 namespace nimbus::cpu {
@@ -38,7 +39,7 @@ T cross_entropy_forward(T* prob, const T* logits, const T* target, int64_t N, in
 #pragma omp parallel for reduction(+ : s) if (N * K > kParallelGrain)
   for (int64_t n = 0; n < N; ++n) {
     T lse = softmax_row(prob + n * K, logits + n * K, K);
-    s += double(lse - logits[n * K + int64_t(target[n])]);
+    s += is_class_index(target[n], K) ? double(lse - logits[n * K + int64_t(target[n])]) : double(NAN);
   }
   return T(s / double(N));
 }
@@ -48,8 +49,9 @@ void cross_entropy_backward(T* dlogits, const T* prob, const T* target, T g, int
   const T scale = g / T(N);
 #pragma omp parallel for if (N * K > kParallelGrain)
   for (int64_t n = 0; n < N; ++n) {
-    const int64_t t = int64_t(target[n]);
-    for (int64_t k = 0; k < K; ++k) dlogits[n * K + k] = scale * (prob[n * K + k] - T(k == t));
+    const bool valid = is_class_index(target[n], K);
+    const int64_t t = valid ? int64_t(target[n]) : -1;
+    for (int64_t k = 0; k < K; ++k) dlogits[n * K + k] = valid ? scale * (prob[n * K + k] - T(k == t)) : T(NAN);
   }
 }
 

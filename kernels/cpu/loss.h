@@ -3,7 +3,8 @@
 // Templated on T (float for the engine, double for the finite-difference tests).
 // Every mean is accumulated in double: a float sum over a DSen2-CR batch
 // (~10^6 terms) would lose several digits. Forward kernels return the loss;
-// backward kernels take g = dL/dloss (the upstream gradient of the 0-d output)
+// backward kernels take g = dL/dloss (the upstream gradient of the 0-d output;
+// the kernel list passes it as a device pointer, backends/cpu dereferences it)
 // and write (=) the input gradient. |.| has subgradient 0 at 0, like torch.sign.
 #pragma once
 #include <cstdint>
@@ -14,8 +15,10 @@ namespace nimbus::cpu {
 template <typename T> void softmax_forward(T* y, const T* x, int64_t N, int64_t K);
 
 // Cross-entropy of logits (N,K) against class indices target (N) (integers
-// in [0,K) stored as T, validated by the caller). Returns mean_n (logsumexp_n -
-// x[n, target_n]) and writes the softmax into prob (N,K) for the backward.
+// in [0,K) stored as T). Returns mean_n (logsumexp_n - x[n, target_n]) and
+// writes the softmax into prob (N,K) for the backward. A target that is not a
+// class index (kernels/common/class_index.h) makes its row's term NaN, so the
+// loss is NaN, and its dlogits row NaN: every backend, no host check needed.
 template <typename T> T cross_entropy_forward(T* prob, const T* logits, const T* target, int64_t N, int64_t K);
 // dlogits = g / N * (prob - onehot(target)).
 template <typename T>

@@ -3,11 +3,14 @@
  * Forward = a pointwise kernel writing each element's (or row's) loss term into scratch, then
  * cuda::mean (reduce.cu: two passes, fixed trees, no atomics), so the loss is bitwise the same in
  * any thread or block order. Softmax/cross-entropy rows: one thread per row (K is the number of
- * classes, small), max-subtracted as on the CPU. Backward kernels are pointwise.
+ * classes, small), max-subtracted as on the CPU. Backward kernels are pointwise and read
+ * g = dL/dloss from device memory (no host round trip). A target that is not a class index gives
+ * its row a NaN term and NaN gradients (kernels/common/class_index.h).
  * CPU twin: kernels/cpu/loss.h (which sums in double: equal within float tolerance).
  */
 #include "kernels/cuda/loss.h"
 
+#include "kernels/common/class_index.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/reduce.h"
 
@@ -31,21 +34,30 @@ __global__ void softmax_kernel(float* y, const float* x, int64_t N, int64_t K) {
 
 __global__ void cross_entropy_terms_kernel(float* term, float* prob, const float* logits, const float* target,
                                            int64_t N, int64_t K) {
-  for (int64_t n = grid_first(); n < N; n += grid_step())
-    term[n] = softmax_row(prob + n * K, logits + n * K, K) - logits[n * K + int64_t(target[n])];
+  for (int64_t n = grid_first(); n < N; n += grid_step()) {
+    const float lse = softmax_row(prob + n * K, logits + n * K, K);
+    term[n] = is_class_index(target[n], K) ? lse - logits[n * K + int64_t(target[n])] : NAN;
+  }
 }
 
-__global__ void cross_entropy_backward_kernel(float* dl, const float* prob, const float* target, float scale,
-                                              int64_t K, int64_t n) {
-  for (int64_t i = grid_first(); i < n; i += grid_step())
-    dl[i] = scale * (prob[i] - float(i % K == int64_t(target[i / K])));
+// The backward kernels' factor g[0] / d (MSE: 2 g[0] / d), g = dL/dloss read on the device.
+__device__ __forceinline__ float grad_scale(const float* g, float c, float d) { return c * g[0] / d; }
+
+__global__ void cross_entropy_backward_kernel(float* dl, const float* prob, const float* target, const float* g,
+                                              float N, int64_t K, int64_t n) {
+  const float scale = grad_scale(g, 1.0f, N);
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const float t = target[i / K];
+    dl[i] = is_class_index(t, K) ? scale * (prob[i] - float(i % K == int64_t(t))) : NAN;
+  }
 }
 
 __global__ void l1_terms_kernel(float* term, const float* p, const float* t, int64_t n) {
   for (int64_t i = grid_first(); i < n; i += grid_step()) term[i] = fabsf(p[i] - t[i]);
 }
 
-__global__ void l1_backward_kernel(float* dp, const float* p, const float* t, float scale, int64_t n) {
+__global__ void l1_backward_kernel(float* dp, const float* p, const float* t, const float* g, int64_t n) {
+  const float scale = grad_scale(g, 1.0f, float(n));
   for (int64_t i = grid_first(); i < n; i += grid_step()) dp[i] = scale * sign(p[i] - t[i]);
 }
 
@@ -56,7 +68,8 @@ __global__ void mse_terms_kernel(float* term, const float* p, const float* t, in
   }
 }
 
-__global__ void mse_backward_kernel(float* dp, const float* p, const float* t, float scale, int64_t n) {
+__global__ void mse_backward_kernel(float* dp, const float* p, const float* t, const float* g, int64_t n) {
+  const float scale = grad_scale(g, 2.0f, float(n));
   for (int64_t i = grid_first(); i < n; i += grid_step()) dp[i] = scale * (p[i] - t[i]);
 }
 
@@ -70,7 +83,8 @@ __global__ void carl_terms_kernel(float* term, const float* P, const float* Tg, 
 }
 
 __global__ void carl_backward_kernel(float* dP, const float* P, const float* Tg, const float* I, const float* M,
-                                     float lambda, float scale, int64_t C, int64_t HW, int64_t n) {
+                                     float lambda, const float* g, int64_t C, int64_t HW, int64_t n) {
+  const float scale = grad_scale(g, 1.0f, float(n));
   for (int64_t i = grid_first(); i < n; i += grid_step()) {
     const float m = M[(i / (C * HW)) * HW + i % HW];
     dP[i] = scale * ((m + lambda) * sign(P[i] - Tg[i]) + (1.0f - m) * sign(P[i] - I[i]));
@@ -95,11 +109,11 @@ void cross_entropy_forward(float* loss, float* prob, const float* logits, const 
   mean(loss, scratch, N, scratch + N, block);
 }
 
-void cross_entropy_backward(float* dlogits, const float* prob, const float* target, float g, int64_t N, int64_t K,
-                            int block) {
+void cross_entropy_backward(float* dlogits, const float* prob, const float* target, const float* g, int64_t N,
+                            int64_t K, int block) {
   const int64_t n = N * K;
-  launch(cross_entropy_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dlogits, prob, target, g / float(N), K,
-         n);
+  launch(cross_entropy_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dlogits, prob, target, g,
+         float(N), K, n);
   check_launch("cuda::cross_entropy_backward");
 }
 
@@ -109,8 +123,8 @@ void l1_forward(float* loss, const float* p, const float* t, int64_t n, float* s
   mean(loss, scratch, n, scratch + n, block);
 }
 
-void l1_backward(float* dp, const float* p, const float* t, float g, int64_t n, int block) {
-  launch(l1_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dp, p, t, g / float(n), n);
+void l1_backward(float* dp, const float* p, const float* t, const float* g, int64_t n, int block) {
+  launch(l1_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dp, p, t, g, n);
   check_launch("cuda::l1_backward");
 }
 
@@ -120,8 +134,8 @@ void mse_forward(float* loss, const float* p, const float* t, int64_t n, float* 
   mean(loss, scratch, n, scratch + n, block);
 }
 
-void mse_backward(float* dp, const float* p, const float* t, float g, int64_t n, int block) {
-  launch(mse_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dp, p, t, 2.0f * g / float(n), n);
+void mse_backward(float* dp, const float* p, const float* t, const float* g, int64_t n, int block) {
+  launch(mse_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dp, p, t, g, n);
   check_launch("cuda::mse_backward");
 }
 
@@ -133,11 +147,10 @@ void carl_forward(float* loss, const float* P, const float* Tg, const float* I, 
   mean(loss, scratch, n, scratch + n, block);
 }
 
-void carl_backward(float* dP, const float* P, const float* Tg, const float* I, const float* M, float lambda, float g,
-                   int64_t N, int64_t C, int64_t HW, int block) {
+void carl_backward(float* dP, const float* P, const float* Tg, const float* I, const float* M, float lambda,
+                   const float* g, int64_t N, int64_t C, int64_t HW, int block) {
   const int64_t n = N * C * HW;
-  launch(carl_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dP, P, Tg, I, M, lambda, g / float(n), C, HW,
-         n);
+  launch(carl_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dP, P, Tg, I, M, lambda, g, C, HW, n);
   check_launch("cuda::carl_backward");
 }
 

@@ -104,6 +104,8 @@ struct Run {
   }
   // A kernel's scalar arguments are float in every dtype.
   double scalar(double v) const { return double(float(v)); }
+  // A float32 scalar in device memory (a loss backward's g = dL/dloss).
+  Tensor device_scalar(double v) const { return Tensor::from_vector(Shape{1}, {float(v)}, dev); }
   // A buffer of the run's dtype on its device holding v (exactly, when v came from rand or round).
   Tensor up(const V& v) const {
     std::vector<float> f(v.begin(), v.end());
@@ -863,9 +865,29 @@ void softmax_cross_entropy_check(Run& r) {
     cpu::cross_entropy_backward<double>(dl.data(), probq.data(), t.data(), g, N, K);
     for (int64_t i = 0; i < n; ++i) dls[i] = std::fabs(g / double(N)) * (probq[i] + 1);
     Tensor PQ = r.up(probq), DL = r.poison(n);
-    be.cross_entropy_backward(DL.data(), PQ.data(), T.data(), float(g), N, K);
+    be.cross_entropy_backward(DL.data(), PQ.data(), T.data(), r.device_scalar(g).data(), N, K);
     expect(r, "cross_entropy_backward dlogits", Run::down(DL), dl, dls, r.dt.tol);
   }
+  // Targets that are no class index (K, -1, 2.5, NaN, inf): their rows' terms are NaN, so the loss
+  // is, and their dlogits rows are NaN; row 0's target is valid and its row as above.
+  const int64_t N = 6, K = 4;
+  r.shape = "N=6 K=4, 5 invalid targets";
+  const V x = r.rand(N * K, -3, 3), t = {1, double(K), -1, 2.5, kNaN, kInf};
+  V prob(N * K), dl(N * K);
+  CHECK(std::isnan(cpu::cross_entropy_forward<double>(prob.data(), x.data(), t.data(), N, K)));
+  const double g = r.scalar(0.7);
+  cpu::cross_entropy_backward<double>(dl.data(), prob.data(), t.data(), g, N, K);
+  const Kernels<float>& be = r.be();
+  Tensor X = r.up(x), T = r.up(t), LOSS = r.poison(1), PROB = r.poison(N * K), SCR = scratch_for(r, N);
+  LOSS.fill_(0.f);  // NaN poison would pass for a kernel that never writes the loss
+  be.cross_entropy_forward(LOSS.data(), PROB.data(), X.data(), T.data(), N, K, SCR.data());
+  expect_scalar(r, "cross_entropy_forward loss (invalid targets)", LOSS, kNaN, 1, r.dt.tol);
+  Tensor DL = r.poison(N * K);
+  DL.fill_(0.f);
+  be.cross_entropy_backward(DL.data(), PROB.data(), T.data(), r.device_scalar(g).data(), N, K);
+  V dls(N * K);
+  for (int64_t i = 0; i < N * K; ++i) dls[i] = std::fabs(g / double(N)) * (std::fabs(prob[i]) + 1);
+  expect(r, "cross_entropy_backward dlogits (invalid targets)", Run::down(DL), dl, dls, r.dt.tol);
 }
 
 void softmax_cross_entropy_grad(uint64_t seed) {
@@ -903,7 +925,7 @@ void l1_check(Run& r) {
   Tensor P = r.up(p), T = r.up(t), LOSS = r.poison(1), SCR = scratch_for(r, kN), DP = r.poison(kN);
   r.be().l1_forward(LOSS.data(), P.data(), T.data(), kN, SCR.data());
   expect_scalar(r, "l1_forward loss", LOSS, loss, loss, r.dt.tol);  // terms |p - t| >= 0
-  r.be().l1_backward(DP.data(), P.data(), T.data(), float(g), kN);
+  r.be().l1_backward(DP.data(), P.data(), T.data(), r.device_scalar(g).data(), kN);
   expect(r, "l1_backward dp", Run::down(DP), dp, V{std::fabs(g) / double(kN)}, r.dt.tol);
 }
 
@@ -919,7 +941,7 @@ void mse_check(Run& r) {
   Tensor P = r.up(p), T = r.up(t), LOSS = r.poison(1), SCR = scratch_for(r, kN), DP = r.poison(kN);
   r.be().mse_forward(LOSS.data(), P.data(), T.data(), kN, SCR.data());
   expect_scalar(r, "mse_forward loss", LOSS, loss, loss, r.dt.tol);  // terms (p - t)^2 >= 0
-  r.be().mse_backward(DP.data(), P.data(), T.data(), float(g), kN);
+  r.be().mse_backward(DP.data(), P.data(), T.data(), r.device_scalar(g).data(), kN);
   expect(r, "mse_backward dp", Run::down(DP), dp, sdp, r.dt.tol);
 }
 
@@ -959,7 +981,8 @@ void carl_check(Run& r) {
            DP = r.poison(n);
     r.be().carl_forward(LOSS.data(), dP.data(), dT.data(), dI.data(), dM.data(), float(lambda), N, C, HW, SCR.data());
     expect_scalar(r, "carl_forward loss" + tag, LOSS, loss, loss, r.dt.tol);  // terms >= 0
-    r.be().carl_backward(DP.data(), dP.data(), dT.data(), dI.data(), dM.data(), float(lambda), float(g), N, C, HW);
+    r.be().carl_backward(DP.data(), dP.data(), dT.data(), dI.data(), dM.data(), float(lambda),
+                         r.device_scalar(g).data(), N, C, HW);
     expect(r, "carl_backward dP" + tag, Run::down(DP), dp, sdp, r.dt.tol);
   }
 }
