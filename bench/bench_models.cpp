@@ -25,7 +25,7 @@
 // bench/torch/gpu_reference.py on the same GPU):
 //   resnet50_train_b256_64  resnet50_infer_b256_64  dsen2cr_train_B16F256_b16_128  dsen2cr_infer_B16F256_b1_256
 // Each step ends with a device synchronisation (host clock around step + sync). The row adds, per
-// step, the kernel launches and host waits the backend counted (kernels/cuda/stream.h; the closing
+// step, the kernel launches, host waits and memcpys the backend counted (kernels/cuda/stream.h; the closing
 // synchronisation is not counted), the peak memory the CUDA caching allocator held (in use +
 // cached: PyTorch's max_memory_reserved), and, from one extra step under the op profiler
 // (backends/cuda/op_profile.h), the device time per engine op. Built with the real backend
@@ -107,7 +107,7 @@ void sync_device() {
 
 // Per-step figures of a CUDA case, filled by time_it() and profile_step().
 struct CudaStep {
-  double launches = 0, host_waits = 0;
+  double launches = 0, host_waits = 0, copies = 0;
   size_t peak_reserved = 0;
   std::vector<cuda::OpTime> ops;
 };
@@ -136,10 +136,10 @@ void report(const std::string& key, const std::string& name, const std::vector<d
     std::printf("{\"case\":\"%s\",\"name\":\"%s\",\"impl\":\"nimbus\",\"precision\":\"fp32\",\"ok\":true,"
                 "\"nimbus_ms\":%.3f,\"median_ms\":%.3f,\"p10_ms\":%.3f,\"p90_ms\":%.3f,\"iters\":%zu,"
                 "\"img_per_s\":%.2f,\"flops\":%.6g,\"launches_per_step\":%.0f,\"host_waits_per_step\":%.0f,"
-                "\"peak_mem_bytes\":%zu,\"ops\":%s,\"status\":\"%s\"}\n",
+                "\"copies_per_step\":%.0f,\"peak_mem_bytes\":%zu,\"ops\":%s,\"status\":\"%s\"}\n",
                 key.c_str(), name.c_str(), med, med, percentile(ms, 0.1), percentile(ms, 0.9), ms.size(),
                 batch / (med * 1e-3), batch * gflop_per_img * 1e9, g_cuda.launches, g_cuda.host_waits,
-                g_cuda.peak_reserved, ops.c_str(), cuda_status().c_str());
+                g_cuda.copies, g_cuda.peak_reserved, ops.c_str(), cuda_status().c_str());
     std::fflush(stdout);
     return;
   }
@@ -166,6 +166,7 @@ std::vector<double> time_it(const std::function<void()>& f, int warmup, int iter
       const cuda::WorkCounts c1 = cuda::work_counts();
       g_cuda.launches = double(c1.launches - c0.launches);
       g_cuda.host_waits = double(c1.host_waits - c0.host_waits);
+      g_cuda.copies = double(c1.copies - c0.copies);
     }
     sync_device();
     ms.push_back(ms_since(t0));

@@ -69,8 +69,14 @@ std::vector<Node*> topological_order(Node* root) {
   return {post.rbegin(), post.rend()};
 }
 
-void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
-  if (!leaf.grad) leaf.grad = g.clone().impl_ptr();
+// Whether `g` is the only handle on its memory: held by one Tensor (the caller's) and its storage by
+// one TensorImpl. Such a gradient can be kept (or summed into) as it is; a shared one (add passes dy
+// to both inputs; a view shares its input's storage) must be copied before anything writes into it.
+bool sole_owner(const Tensor& g) { return g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1; }
+
+// The first gradient of a leaf is kept, not copied, when nothing else holds it (no copy on the device).
+void accumulate_leaf(TensorImpl& leaf, Tensor g) {
+  if (!leaf.grad) leaf.grad = sole_owner(g) ? g.impl_ptr() : g.clone().impl_ptr();
   else {
     Tensor acc(leaf.grad);
     add_inplace(acc, g);
@@ -112,16 +118,17 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
       NIMBUS_CHECK(g.shape() == e.shape, "backward of ", node->op, " gave gradient ", describe(g), " for input ", i,
                    " of shape ", e.shape.str());
       if (e.fn) {
-        // The first gradient may be shared (add passes gy to both inputs), so
-        // sum into a fresh tensor instead of writing into it.
-        if (!e.fn->grad_out.defined()) e.fn->grad_out = g;
+        // The first gradient may be shared (add passes gy to both inputs): sum into it only when
+        // nothing else holds it, else into a fresh copy.
+        if (!e.fn->grad_out.defined()) e.fn->grad_out = std::move(g);
+        else if (sole_owner(e.fn->grad_out)) add_inplace(e.fn->grad_out, g);
         else {
           Tensor sum = e.fn->grad_out.clone();
           add_inplace(sum, g);
           e.fn->grad_out = sum;
         }
       } else {
-        accumulate_leaf(*e.leaf, g);
+        accumulate_leaf(*e.leaf, std::move(g));
       }
     }
   }

@@ -65,6 +65,7 @@ void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t byt
   const cudaMemcpyKind kind = src_dev == Device::CPU
                                   ? (dst_dev == Device::CPU ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
                                   : (dst_dev == Device::CPU ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);
+  count_copy();
   cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, launch_stream());
   if (e == cudaSuccess && kind != cudaMemcpyDeviceToDevice) {
     count_host_wait();

@@ -18,7 +18,7 @@ namespace {
 
 std::atomic<void*> current{nullptr};
 std::atomic<void*> compute{nullptr};
-std::atomic<uint64_t> launches{0}, host_waits{0};
+std::atomic<uint64_t> launches{0}, host_waits{0}, copies{0};
 
 cudaStream_t as_cuda(Stream s) { return static_cast<cudaStream_t>(s); }
 
@@ -37,10 +37,12 @@ void check(cudaError_t e, const char* what) {
 }  // namespace
 
 WorkCounts work_counts() {
-  return {launches.load(std::memory_order_relaxed), host_waits.load(std::memory_order_relaxed)};
+  return {launches.load(std::memory_order_relaxed), host_waits.load(std::memory_order_relaxed),
+          copies.load(std::memory_order_relaxed)};
 }
 void count_launch() { launches.fetch_add(1, std::memory_order_relaxed); }
 void count_host_wait() { host_waits.fetch_add(1, std::memory_order_relaxed); }
+void count_copy() { copies.fetch_add(1, std::memory_order_relaxed); }
 
 Stream current_stream() { return current.load(std::memory_order_relaxed); }
 Stream compute_stream() { return compute.load(std::memory_order_relaxed); }

@@ -21,14 +21,17 @@ namespace nimbus::cuda {
 // launch() helper of compat.h and the backend's copies and synchronisations), the same under nvcc
 // and under the emulator: bench_models reports them per training step, and a test keeps them from
 // growing unnoticed. A host wait is any call that blocks the host until device work is done: a
-// stream or device synchronisation, or a copy to or from host memory (which synchronises).
+// stream or device synchronisation, or a copy to or from host memory (which synchronises). A copy
+// is any memcpy the backend queues (device to device too: a clone costs a queue entry like a launch).
 struct WorkCounts {
   uint64_t launches = 0;
   uint64_t host_waits = 0;
+  uint64_t copies = 0;
 };
 WorkCounts work_counts();
 void count_launch();     // compat.h's launch() calls it
 void count_host_wait();  // every blocking call of the backend calls it
+void count_copy();       // the backend's copy routine calls it
 
 using Stream = void*;  // a cudaStream_t; nullptr is CUDA's legacy default stream
 

@@ -32,7 +32,7 @@ using nimbus::test::kOnEmulator;
 namespace {
 
 struct StepCounts {
-  uint64_t launches = 0, host_waits = 0;
+  uint64_t launches = 0, host_waits = 0, copies = 0;
 };
 
 // Runs `step` three times (the first two allocate and warm the optimiser state) and counts the third.
@@ -43,7 +43,7 @@ StepCounts count_third_step(F step) {
   const cuda::WorkCounts a = cuda::work_counts();
   step();
   const cuda::WorkCounts b = cuda::work_counts();
-  return {b.launches - a.launches, b.host_waits - a.host_waits};
+  return {b.launches - a.launches, b.host_waits - a.host_waits, b.copies - a.copies};
 }
 
 models::ResNetConfig tiny_resnet() {
@@ -59,8 +59,9 @@ models::ResNetConfig tiny_resnet() {
 // Today's counts for one Adam training step (see the top of the file). No host waits: the batch
 // norms count their batches on the device, cross-entropy checks device-side targets in its kernels
 // (a NaN loss, below) and the loss backwards read dL/dloss from device memory.
-constexpr uint64_t kResNetStepLaunches = 279, kResNetStepWaits = 0;
-constexpr uint64_t kDSen2CRStepLaunches = 84, kDSen2CRStepWaits = 0;
+// Copies: none; a parameter's first gradient is kept, not cloned, when nothing else holds it.
+constexpr uint64_t kResNetStepLaunches = 279, kResNetStepWaits = 0, kResNetStepCopies = 0;
+constexpr uint64_t kDSen2CRStepLaunches = 84, kDSen2CRStepWaits = 0, kDSen2CRStepCopies = 0;
 
 TEST_CASE("cuda work counts: one launch per kernel, none for a host copy, and a stream sync is a host wait") {
   REQUIRE(cuda::register_cuda_backend());
@@ -74,10 +75,14 @@ TEST_CASE("cuda work counts: one launch per kernel, none for a host copy, and a 
   const Tensor t = Tensor::full({5}, 3.0f, Device::CUDA);  // a fill kernel
   const cuda::WorkCounts c = cuda::work_counts();
   CHECK(c.launches - b.launches == 1);
-  CHECK(t.to_vector() == std::vector<float>(5, 3.0f));  // device -> host: one wait
+  CHECK(t.to_vector() == std::vector<float>(5, 3.0f));  // device -> host: one wait, one copy
   const cuda::WorkCounts d = cuda::work_counts();
   CHECK(d.host_waits - c.host_waits == 1);
+  CHECK(d.copies - c.copies == 1);
   CHECK(d.launches == c.launches);
+  const Tensor u = t.clone();  // device -> device: a copy, no wait
+  CHECK(cuda::work_counts().copies - d.copies == 1);
+  CHECK(cuda::work_counts().host_waits == d.host_waits);
   device_runtime(Device::CUDA).synchronize();
   CHECK(cuda::work_counts().host_waits - d.host_waits == 1);
 }
@@ -85,7 +90,7 @@ TEST_CASE("cuda work counts: one launch per kernel, none for a host copy, and a 
 // Trains `net` on the device with Adam, `loss(net)` giving each step's loss, and checks the third
 // step's counts against the budget.
 template <typename Net, typename Loss>
-void check_step_budget(const char* what, Net& net, Loss loss, uint64_t launches, uint64_t waits) {
+void check_step_budget(const char* what, Net& net, Loss loss, uint64_t launches, uint64_t waits, uint64_t copies) {
   net.to(Device::CUDA);
   net.train();
   Adam adam(net.named_parameters(), AdamOptions{1e-4});
@@ -94,10 +99,12 @@ void check_step_budget(const char* what, Net& net, Loss loss, uint64_t launches,
     loss(net).backward();
     adam.step();
   });
-  MESSAGE(std::string(what), " step: ", n.launches, " launches, ", n.host_waits, " host waits");
+  MESSAGE(std::string(what), " step: ", n.launches, " launches, ", n.host_waits, " host waits, ", n.copies,
+          " copies");
   CHECK(n.launches > 0);
   CHECK(n.launches <= launches);
   CHECK(n.host_waits <= waits);
+  CHECK(n.copies <= copies);
 }
 
 TEST_CASE("cuda work counts: a tiny ResNet-50-shaped Adam step stays within its launch and host-wait budget") {
@@ -107,7 +114,7 @@ TEST_CASE("cuda work counts: a tiny ResNet-50-shaped Adam step stays within its 
   const Tensor x = Tensor::randn({2, 13, 32, 32}, rng).to(Device::CUDA);
   const Tensor y = Tensor::from_vector({2}, {3, 7}).to(Device::CUDA);
   check_step_budget("ResNet", net, [&](models::ResNet& m) { return cross_entropy(m.forward(x), y); },
-                    kResNetStepLaunches, kResNetStepWaits);
+                    kResNetStepLaunches, kResNetStepWaits, kResNetStepCopies);
 }
 
 TEST_CASE("cuda work counts: a tiny DSen2-CR Adam step stays within its launch and host-wait budget") {
@@ -118,7 +125,7 @@ TEST_CASE("cuda work counts: a tiny DSen2-CR Adam step stays within its launch a
   const Tensor s1 = Tensor::randn({2, 2, 8, 8}, rng).to(Device::CUDA);
   const Tensor target = Tensor::randn({2, 13, 8, 8}, rng).to(Device::CUDA);
   check_step_budget("DSen2-CR", net, [&](models::DSen2CR& m) { return l1_loss(m.forward(s2, s1), target); },
-                    kDSen2CRStepLaunches, kDSen2CRStepWaits);
+                    kDSen2CRStepLaunches, kDSen2CRStepWaits, kDSen2CRStepCopies);
 }
 
 TEST_CASE("cuda op profile: every engine op entered is counted under its name, in order of time") {

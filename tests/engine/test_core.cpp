@@ -4,6 +4,8 @@
 #include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/ops/activation.h"
+#include "engine/ops/arith.h"
+#include "engine/ops/shape_ops.h"
 #include "kernels/cpu/elementwise.h"
 #include "tests/common/check.h"
 
@@ -130,6 +132,39 @@ TEST_CASE("autograd: a tensor used twice gets the sum of both gradients") {
   (void)b2;
   b1.backward(Tensor::full({3}, 2.f));
   CHECK(x.grad().to_vector() == std::vector<float>{3, 0, 3});
+}
+
+TEST_CASE("autograd: a kept (not copied) first gradient is never shared with another tensor") {
+  // add() hands the same dy to both inputs, and the caller's grad_output is the caller's: backward
+  // keeps a first gradient only when nothing else holds it, so later accumulation into one leaf's
+  // gradient leaves the other leaf's, and the caller's tensor, alone.
+  Tensor a = Tensor::from_vector({3}, {1, 2, 3}), b = Tensor::from_vector({3}, {4, 5, 6});
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  const Tensor dy = Tensor::from_vector({3}, {1, 10, 100});
+  add(a, b).backward(dy);
+  CHECK(a.grad().to_vector() == std::vector<float>{1, 10, 100});
+  CHECK(b.grad().to_vector() == std::vector<float>{1, 10, 100});
+  relu(a).backward(Tensor::ones({3}));  // accumulates into a.grad only
+  CHECK(a.grad().to_vector() == std::vector<float>{2, 11, 101});
+  CHECK(b.grad().to_vector() == std::vector<float>{1, 10, 100});
+  CHECK(dy.to_vector() == std::vector<float>{1, 10, 100});
+  // A gradient that is a view of another tensor's storage (flatten's backward reshapes dy).
+  Tensor c = Tensor::from_vector({1, 3}, {1, 2, 3});
+  c.set_requires_grad(true);
+  const Tensor dflat = Tensor::from_vector({1, 3}, {7, 8, 9});
+  flatten(c).backward(dflat);
+  relu(c).backward(Tensor::ones({1, 3}));
+  CHECK(c.grad().to_vector() == std::vector<float>{8, 9, 10});
+  CHECK(dflat.to_vector() == std::vector<float>{7, 8, 9});
+  // A leaf whose backward is its own seed: the seed tensor stays the caller's.
+  Tensor d = Tensor::from_vector({2}, {1, 2});
+  d.set_requires_grad(true);
+  const Tensor seed = Tensor::from_vector({2}, {5, 6});
+  d.backward(seed);
+  d.backward(seed);
+  CHECK(d.grad().to_vector() == std::vector<float>{10, 12});
+  CHECK(seed.to_vector() == std::vector<float>{5, 6});
 }
 
 TEST_CASE("autograd: no-grad mode records nothing - a used graph cannot be reused") {
