@@ -1,4 +1,4 @@
-// adam.cpp: one fused loop per parameter (see adam.h for the update).
+// adam.cpp: the per-step scalars of each parameter, queued for the fused batch update (see adam.h).
 #include "engine/optim/adam.h"
 
 #include <cmath>
@@ -8,27 +8,26 @@
 namespace nimbus {
 
 Adam::Adam(const NamedTensors& params, const AdamOptions& o)
-    : Optimizer(params, o.lr, {"exp_avg", "exp_avg_sq"}), opt_(o) {
+    : Optimizer(params, o.lr, {"exp_avg", "exp_avg_sq"}),
+      opt_(o),
+      batch_([](Device d, const AdamBatch& b) { backend(d, "adam").adam_update(b); }) {
   NIMBUS_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps >= 0 && o.weight_decay >= 0,
                "adam: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0; got beta1=", o.beta1, " beta2=", o.beta2,
                " eps=", o.eps, " weight_decay=", o.weight_decay);
 }
 
 void Adam::update(ParamState& s, const Tensor& grad) {
-  float* p = s.param.data();
-  float* m = s.slots[0].data();
-  float* v = s.slots[1].data();
-  const float* g = grad.data();
-  const int64_t n = s.param.numel();
   const double t = double(s.step);
   const float b1 = float(opt_.beta1), b2 = float(opt_.beta2);
   const float one_m_b1 = float(1 - opt_.beta1), one_m_b2 = float(1 - opt_.beta2);
   const float wd = float(opt_.weight_decay), eps = float(opt_.eps);
   const float step_size = float(lr_ / (1 - std::pow(opt_.beta1, t)));
   const float bc2_sqrt = float(std::sqrt(1 - std::pow(opt_.beta2, t)));
-  backend(s.param.device(), "adam").adam_update(p, m, v, g, n,
-                                                {b1, b2, one_m_b1, one_m_b2, wd, eps, step_size, bc2_sqrt});
+  batch_.add(s.param.device(), {s.param.data(), s.slots[0].data(), s.slots[1].data(), grad.data(), s.param.numel(),
+                                {b1, b2, one_m_b1, one_m_b2, wd, eps, step_size, bc2_sqrt}});
 }
+
+void Adam::end_step(bool apply) { apply ? batch_.flush() : batch_.discard(); }
 
 std::map<std::string, std::string> Adam::hyperparameters() const {
   return {{"beta1", str(opt_.beta1)},

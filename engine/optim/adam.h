@@ -27,10 +27,12 @@ class Adam : public Optimizer {
 
  protected:
   void update(ParamState& s, const Tensor& grad) override;
+  void end_step(bool apply) override;
   std::map<std::string, std::string> hyperparameters() const override;
 
  private:
   AdamOptions opt_;
+  UpdateBatch<AdamTensor> batch_;
 };
 
 }  // namespace nimbus

@@ -1,4 +1,4 @@
-// nadam.cpp: the Keras-2 schedule per step, then one fused loop per parameter.
+// nadam.cpp: the Keras-2 schedule per step, then each parameter queued for the fused batch update.
 #include "engine/optim/nadam.h"
 
 #include <cmath>
@@ -7,7 +7,10 @@
 
 namespace nimbus {
 
-Nadam::Nadam(const NamedTensors& params, const NadamOptions& o) : Optimizer(params, o.lr, {"m", "v"}), opt_(o) {
+Nadam::Nadam(const NamedTensors& params, const NadamOptions& o)
+    : Optimizer(params, o.lr, {"m", "v"}),
+      opt_(o),
+      batch_([](Device d, const NadamBatch& b) { backend(d, "nadam").nadam_update(b); }) {
   NIMBUS_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps >= 0 && o.schedule_decay >= 0,
                "nadam: need 0 <= beta1, beta2 < 1 and eps, schedule_decay >= 0; got beta1=", o.beta1,
                " beta2=", o.beta2, " eps=", o.eps, " schedule_decay=", o.schedule_decay);
@@ -25,11 +28,6 @@ void Nadam::begin_step() {
 }
 
 void Nadam::update(ParamState& s, const Tensor& grad) {
-  float* p = s.param.data();
-  float* m = s.slots[0].data();
-  float* v = s.slots[1].data();
-  const float* g = grad.data();
-  const int64_t n = s.param.numel();
   const float b1 = float(opt_.beta1), b2 = float(opt_.beta2);
   const float one_m_b1 = float(1 - opt_.beta1), one_m_b2 = float(1 - opt_.beta2);
   const float g_scale = float(1 / (1 - s_t_));                                  // g' = g * g_scale
@@ -37,9 +35,11 @@ void Nadam::update(ParamState& s, const Tensor& grad) {
   const float v_scale = float(1 / (1 - std::pow(opt_.beta2, double(steps_))));  // v' = v * v_scale
   const float c_g = float(1 - mu_t_), c_m = float(mu_next_);
   const float lr = float(lr_), eps = float(opt_.eps);
-  backend(s.param.device(), "nadam")
-      .nadam_update(p, m, v, g, n, {b1, b2, one_m_b1, one_m_b2, g_scale, m_scale, v_scale, c_g, c_m, lr, eps});
+  batch_.add(s.param.device(), {s.param.data(), s.slots[0].data(), s.slots[1].data(), grad.data(), s.param.numel(),
+                                {b1, b2, one_m_b1, one_m_b2, g_scale, m_scale, v_scale, c_g, c_m, lr, eps}});
 }
+
+void Nadam::end_step(bool apply) { apply ? batch_.flush() : batch_.discard(); }
 
 std::map<std::string, std::string> Nadam::hyperparameters() const {
   return {{"beta1", str(opt_.beta1)},

@@ -34,10 +34,12 @@ class Nadam : public Optimizer {
  protected:
   void begin_step() override;
   void update(ParamState& s, const Tensor& grad) override;
+  void end_step(bool apply) override;
   std::map<std::string, std::string> hyperparameters() const override;
 
  private:
   NadamOptions opt_;
+  UpdateBatch<NadamTensor> batch_;
   float m_schedule_ = 1.f;  // S_t, kept in float32 like Keras' variable, so a checkpoint restores it exactly
   // This step's constants, set by begin_step().
   double mu_t_ = 0, mu_next_ = 0, s_t_ = 1, s_next_ = 1;

@@ -43,19 +43,25 @@ void Optimizer::zero_grad() {
 void Optimizer::step() {
   ++steps_;
   begin_step();
-  for (auto& p : params_) {
-    Tensor g = p.param.grad();
-    if (!g.defined()) continue;
-    NIMBUS_CHECK(p.param.device() == g.device(), type(), ": parameter '", p.name, "' is on ",
-                 device_name(p.param.device()), " but its gradient on ", device_name(g.device()));
-    if (p.step == 0) {
-      p.slots.clear();
-      for (size_t i = 0; i < slot_names_.size(); ++i)
-        p.slots.push_back(Tensor::zeros(p.param.shape(), p.param.device()));
+  try {
+    for (auto& p : params_) {
+      Tensor g = p.param.grad();
+      if (!g.defined()) continue;
+      NIMBUS_CHECK(p.param.device() == g.device(), type(), ": parameter '", p.name, "' is on ",
+                   device_name(p.param.device()), " but its gradient on ", device_name(g.device()));
+      if (p.step == 0) {
+        p.slots.clear();
+        for (size_t i = 0; i < slot_names_.size(); ++i)
+          p.slots.push_back(Tensor::zeros(p.param.shape(), p.param.device()));
+      }
+      ++p.step;
+      update(p, g);
     }
-    ++p.step;
-    update(p, g);
+  } catch (...) {
+    end_step(false);
+    throw;
   }
+  end_step(true);
 }
 
 OptimizerState Optimizer::state_dict() const {

@@ -18,8 +18,35 @@
 #include <vector>
 
 #include "engine/nn/module.h"
+#include "kernels/common/optim_scalars.h"  // TensorBatch, kOptimBatch
 
 namespace nimbus {
+
+// Collects one step's per-tensor updates and hands them to the backend kOptimBatch at a time: one
+// call per batch and device (one CUDA launch each), so an optimiser step is a handful of launches,
+// not one per parameter tensor. The entries point at the parameters' data, slots and gradients,
+// which the optimiser and the parameters keep alive until flush().
+template <typename Entry>
+class UpdateBatch {
+ public:
+  using Launch = void (*)(Device, const TensorBatch<Entry>&);
+  explicit UpdateBatch(Launch launch) : launch_(launch) {}
+  void add(Device d, const Entry& e) {
+    if (batch_.count == kOptimBatch || (batch_.count > 0 && d != device_)) flush();
+    device_ = d;
+    batch_.t[batch_.count++] = e;
+  }
+  void flush() {
+    if (batch_.count > 0) launch_(device_, batch_);
+    batch_.count = 0;
+  }
+  void discard() { batch_.count = 0; }
+
+ private:
+  Launch launch_;
+  Device device_ = Device::CPU;
+  TensorBatch<Entry> batch_;
+};
 
 struct OptimizerState {
   NamedTensors tensors;                     // names as above
@@ -53,9 +80,12 @@ class Optimizer {
   };
   Optimizer(const NamedTensors& params, double lr, std::vector<std::string> slot_names);
   // Subclass hooks: once per step() before the parameters; then once per
-  // parameter with a gradient, after s.step was incremented and slots exist.
+  // parameter with a gradient, after s.step was incremented and slots exist
+  // (an update may be queued: UpdateBatch); then end_step(true), or
+  // end_step(false) when the step failed (queued updates are dropped).
   virtual void begin_step() {}
   virtual void update(ParamState& s, const Tensor& grad) = 0;
+  virtual void end_step(bool apply) {}
   // Optimiser-wide float scalars saved with the state (name -> variable).
   void register_scalar(const std::string& name, float* value) { scalars_.emplace_back(name, value); }
   virtual std::map<std::string, std::string> hyperparameters() const { return {}; }

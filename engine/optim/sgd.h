@@ -26,10 +26,12 @@ class SGD : public Optimizer {
 
  protected:
   void update(ParamState& s, const Tensor& grad) override;
+  void end_step(bool apply) override;
   std::map<std::string, std::string> hyperparameters() const override;
 
  private:
   SGDOptions opt_;
+  UpdateBatch<SgdTensor> batch_;
 };
 
 }  // namespace nimbus

@@ -1,59 +1,61 @@
-/* optim.cu: fused Adam, Nadam and SGD updates, one thread per parameter element (grid-stride).
- * Each element is read and written by one thread: independent of thread and block order, and the
- * same float operations as the CPU loops in engine/optim/{adam,nadam,sgd}.cpp (sqrtf for std::sqrt).
+/* optim.cu: fused Adam, Nadam and SGD updates of a batch of parameter tensors in one launch.
+ *
+ * The batch (up to kOptimBatch tensors: pointers, sizes, per-tensor scalars) travels by value in the
+ * kernel's arguments, so nothing is uploaded and the host never waits. Every block walks the
+ * tensors in order, and within each one its threads take elements grid-stride: each element is read
+ * and written by one thread, independent of thread and block order. The element updates are
+ * kernels/common/optim_update.h's, the same float expressions as the CPU loops (bit for bit).
  */
 #include "kernels/cuda/optim.h"
 
+#include "kernels/common/optim_update.h"
 #include "kernels/cuda/compat.h"
 
 namespace nimbus::cuda {
 
-__global__ void adam_kernel(float* p, float* m, float* v, const float* g, int64_t n, AdamScalars s) {
-  for (int64_t i = grid_first(); i < n; i += grid_step()) {
-    const float gi = s.wd != 0.0f ? g[i] + s.wd * p[i] : g[i];
-    m[i] = m[i] * s.b1 + s.one_m_b1 * gi;
-    v[i] = v[i] * s.b2 + s.one_m_b2 * (gi * gi);
-    const float denom = sqrtf(v[i]) / s.bc2_sqrt + s.eps;
-    p[i] += -s.step_size * (m[i] / denom);
+namespace {
+
+__global__ void adam_kernel(AdamBatch b) {
+  for (int k = 0; k < b.count; ++k) {
+    const AdamTensor t = b.t[k];
+    for (int64_t i = grid_first(); i < t.n; i += grid_step()) adam_element(t.p, t.m, t.v, t.g, i, t.s);
   }
 }
 
-__global__ void nadam_kernel(float* p, float* m, float* v, const float* g, int64_t n, NadamScalars s) {
-  for (int64_t i = grid_first(); i < n; i += grid_step()) {
-    m[i] = s.b1 * m[i] + s.one_m_b1 * g[i];
-    v[i] = s.b2 * v[i] + s.one_m_b2 * (g[i] * g[i]);
-    const float m_bar = s.c_g * (g[i] * s.g_scale) + s.c_m * (m[i] * s.m_scale);
-    p[i] -= s.lr * m_bar / (sqrtf(v[i] * s.v_scale) + s.eps);
+__global__ void nadam_kernel(NadamBatch b) {
+  for (int k = 0; k < b.count; ++k) {
+    const NadamTensor t = b.t[k];
+    for (int64_t i = grid_first(); i < t.n; i += grid_step()) nadam_element(t.p, t.m, t.v, t.g, i, t.s);
   }
 }
 
-__global__ void sgd_kernel(float* p, float* buf, const float* g, int64_t n, SgdScalars s) {
-  for (int64_t i = grid_first(); i < n; i += grid_step()) {
-    float d = s.wd != 0.0f ? g[i] + s.wd * p[i] : g[i];
-    if (s.use_mom) {
-      buf[i] = s.first ? d : buf[i] * s.mom + s.keep * d;
-      d = s.nesterov ? d + s.mom * buf[i] : buf[i];
-    }
-    p[i] += -s.lr * d;
+__global__ void sgd_kernel(SgdBatch b) {
+  for (int k = 0; k < b.count; ++k) {
+    const SgdTensor t = b.t[k];
+    for (int64_t i = grid_first(); i < t.n; i += grid_step()) sgd_element(t.p, t.buf, t.g, i, t.s);
   }
 }
 
-void adam_update(float* p, float* m, float* v, const float* g, int64_t n, const AdamScalars& s, int block) {
-  if (n <= 0) return;
-  launch(adam_kernel, grid_for(n, block), block, 0, launch_stream(), p, m, v, g, n, s);
-  check_launch("cuda::adam_update");
+// One grid for the whole batch, sized by its largest tensor: every tensor is covered grid-stride.
+template <typename Batch>
+int64_t largest(const Batch& b) {
+  int64_t n = 0;
+  for (int k = 0; k < b.count; ++k) n = b.t[k].n > n ? b.t[k].n : n;
+  return n;
 }
 
-void nadam_update(float* p, float* m, float* v, const float* g, int64_t n, const NadamScalars& s, int block) {
-  if (n <= 0) return;
-  launch(nadam_kernel, grid_for(n, block), block, 0, launch_stream(), p, m, v, g, n, s);
-  check_launch("cuda::nadam_update");
+template <typename Batch>
+void launch_batch(const char* what, void (*kernel)(Batch), const Batch& b, int block) {
+  const int64_t n = largest(b);
+  if (b.count <= 0 || n <= 0) return;
+  launch(kernel, grid_for(n, block), block, 0, launch_stream(), b);
+  check_launch(what);
 }
 
-void sgd_update(float* p, float* buf, const float* g, int64_t n, const SgdScalars& s, int block) {
-  if (n <= 0) return;
-  launch(sgd_kernel, grid_for(n, block), block, 0, launch_stream(), p, buf, g, n, s);
-  check_launch("cuda::sgd_update");
-}
+}  // namespace
+
+void adam_update(const AdamBatch& b, int block) { launch_batch("cuda::adam_update", adam_kernel, b, block); }
+void nadam_update(const NadamBatch& b, int block) { launch_batch("cuda::nadam_update", nadam_kernel, b, block); }
+void sgd_update(const SgdBatch& b, int block) { launch_batch("cuda::sgd_update", sgd_kernel, b, block); }
 
 }  // namespace nimbus::cuda

@@ -1088,102 +1088,163 @@ void cast_check(Run& r) {
                 first_bad, "] from bf16 ", h[first_bad]);
 }
 
-// ---- optimisers: in place over n = 1037, the reference being kernels/cpu/optim.cpp's float
-// expressions evaluated in double (from the same float scalars). A NaN gradient at the end must
-// make the parameter NaN (a diverged run must show), and g = 0 exactly at one place. Scales: the sum
-// of |terms| of each update. ----
+// ---- optimisers: one call updates a batch of tensors in place (sizes 1037 and odd others, each with
+// its own scalars), the reference being kernels/common/optim_update.h's float expressions evaluated in
+// double (from the same float scalars). A NaN gradient at the end must make the parameter NaN (a
+// diverged run must show), and g = 0 exactly at one place. Scales: the sum of |terms| of each update.
+// A last call fills a whole batch (kOptimBatch tensors of 1..32 elements): every entry is updated. ----
 struct OptimState {
   V p, m, v, g;
 };
-OptimState optim_inputs(Run& r) {
-  OptimState s{r.rand(kN), r.rand(kN), r.rand(kN, 0, 1), r.rand(kN)};
-  s.g[3] = 0;
-  s.g[kN - 1] = kNaN;
+OptimState optim_inputs(Run& r, int64_t n) {
+  OptimState s{r.rand(n), r.rand(n), r.rand(n, 0, 1), r.rand(n)};
+  s.g[std::min<int64_t>(3, n - 1)] = 0;
+  s.g[n - 1] = kNaN;
   return s;
+}
+int64_t optim_size(size_t k) { return k == 0 ? kN : int64_t(291 + 2 * k); }
+
+// Adam's reference for one tensor: p, m, v updated in place; sp, sm, sv their scales.
+void adam_ref(const AdamScalars& a, const V& g, V& p, V& m, V& v, V& sp, V& sm, V& sv) {
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double gi = a.wd != 0.f ? g[i] + double(a.wd) * p[i] : g[i];
+    sm[i] = std::fabs(m[i] * a.b1) + std::fabs(a.one_m_b1 * gi);
+    m[i] = m[i] * a.b1 + double(a.one_m_b1) * gi;
+    sv[i] = std::fabs(v[i] * a.b2) + std::fabs(a.one_m_b2 * gi * gi);
+    v[i] = v[i] * a.b2 + double(a.one_m_b2) * (gi * gi);
+    const double denom = std::sqrt(v[i]) / a.bc2_sqrt + a.eps;
+    const double step = -double(a.step_size) * (m[i] / denom);
+    sp[i] = std::fabs(p[i]) + std::fabs(step);
+    p[i] += step;
+  }
 }
 
 void adam_check(Run& r) {
-  r.shape = "n=1037";
-  for (double wd : {0.0, 0.01}) {
-    const AdamScalars a{0.9f, 0.999f, 0.1f, 0.001f, float(wd), 1e-8f, 0.05f, 0.3f};
-    OptimState s = optim_inputs(r);
-    V p = s.p, m = s.m, v = s.v, sp(kN), sm(kN), sv(kN);
-    for (int64_t i = 0; i < kN; ++i) {
-      const double gi = a.wd != 0.f ? s.g[i] + double(a.wd) * p[i] : s.g[i];
-      sm[i] = std::fabs(m[i] * a.b1) + std::fabs(a.one_m_b1 * gi);
-      m[i] = m[i] * a.b1 + double(a.one_m_b1) * gi;
-      sv[i] = std::fabs(v[i] * a.b2) + std::fabs(a.one_m_b2 * gi * gi);
-      v[i] = v[i] * a.b2 + double(a.one_m_b2) * (gi * gi);
-      const double denom = std::sqrt(v[i]) / a.bc2_sqrt + a.eps;
-      const double step = -double(a.step_size) * (m[i] / denom);
-      sp[i] = std::fabs(p[i]) + std::fabs(step);
-      p[i] += step;
-    }
-    Tensor P = r.up(s.p), M = r.up(s.m), Vv = r.up(s.v), G = r.up(s.g);
-    r.be().adam_update(P.data(), M.data(), Vv.data(), G.data(), kN, a);
-    const std::string tag = " (weight decay " + std::to_string(wd) + ")";
-    expect(r, "adam_update p" + tag, Run::down(P), p, sp, r.dt.tol);
-    expect(r, "adam_update m" + tag, Run::down(M), m, sm, r.dt.tol);
-    expect(r, "adam_update v" + tag, Run::down(Vv), v, sv, r.dt.tol);
+  r.shape = "batch of 3: n=1037, 293, 295";
+  const AdamScalars configs[] = {{0.9f, 0.999f, 0.1f, 0.001f, 0.0f, 1e-8f, 0.05f, 0.3f},
+                                 {0.9f, 0.999f, 0.1f, 0.001f, 0.01f, 1e-8f, 0.05f, 0.3f},
+                                 {0.8f, 0.99f, 0.2f, 0.01f, 0.0f, 1e-6f, 0.01f, 0.7f}};
+  std::vector<V> p, m, v, sp, sm, sv;
+  std::vector<Tensor> P, M, Vv, G;
+  AdamBatch batch;
+  for (size_t k = 0; k < 3; ++k) {
+    const int64_t n = optim_size(k);
+    OptimState s = optim_inputs(r, n);
+    P.push_back(r.up(s.p)), M.push_back(r.up(s.m)), Vv.push_back(r.up(s.v)), G.push_back(r.up(s.g));
+    batch.t[batch.count++] = {P[k].data(), M[k].data(), Vv[k].data(), G[k].data(), n, configs[k]};
+    p.push_back(s.p), m.push_back(s.m), v.push_back(s.v), sp.emplace_back(n), sm.emplace_back(n), sv.emplace_back(n);
+    adam_ref(configs[k], s.g, p[k], m[k], v[k], sp[k], sm[k], sv[k]);
+  }
+  r.be().adam_update(batch);
+  for (size_t k = 0; k < 3; ++k) {
+    const std::string tag = " (tensor " + std::to_string(k) + ")";
+    expect(r, "adam_update p" + tag, Run::down(P[k]), p[k], sp[k], r.dt.tol);
+    expect(r, "adam_update m" + tag, Run::down(M[k]), m[k], sm[k], r.dt.tol);
+    expect(r, "adam_update v" + tag, Run::down(Vv[k]), v[k], sv[k], r.dt.tol);
+  }
+  // A full batch of small tensors (sizes 1..kOptimBatch).
+  AdamBatch full;
+  std::vector<Tensor> fP, fM, fV, fG;
+  std::vector<V> fp(kOptimBatch);
+  for (int k = 0; k < kOptimBatch; ++k) {
+    const int64_t n = k + 1;
+    OptimState s = optim_inputs(r, n);
+    fP.push_back(r.up(s.p)), fM.push_back(r.up(s.m)), fV.push_back(r.up(s.v)), fG.push_back(r.up(s.g));
+    full.t[full.count++] = {fP[size_t(k)].data(), fM[size_t(k)].data(), fV[size_t(k)].data(), fG[size_t(k)].data(), n,
+                            configs[size_t(k) % 3]};
+    V mm = s.m, vv = s.v, a(static_cast<size_t>(n)), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
+    fp[size_t(k)] = s.p;
+    adam_ref(configs[size_t(k) % 3], s.g, fp[size_t(k)], mm, vv, a, b, c);
+  }
+  r.shape = "full batch: 32 tensors of n=1..32";
+  r.be().adam_update(full);
+  for (int k = 0; k < kOptimBatch; ++k) {
+    V scale(fp[size_t(k)].size());
+    for (size_t i = 0; i < scale.size(); ++i) scale[i] = 1 + std::fabs(fp[size_t(k)][i]);
+    expect(r, "adam_update p (full batch, tensor " + std::to_string(k) + ")", Run::down(fP[size_t(k)]), fp[size_t(k)],
+           scale, r.dt.tol);
   }
 }
 
 void nadam_check(Run& r) {
-  r.shape = "n=1037";
-  const NadamScalars a{0.9f, 0.999f, 0.1f, 0.001f, 1.2f, 1.1f, 1.3f, 0.2f, 0.8f, 0.01f, 1e-8f};
-  OptimState s = optim_inputs(r);
-  V p = s.p, m = s.m, v = s.v, sp(kN), sm(kN), sv(kN);
-  for (int64_t i = 0; i < kN; ++i) {
-    const double g = s.g[i];
-    sm[i] = std::fabs(a.b1 * m[i]) + std::fabs(a.one_m_b1 * g);
-    m[i] = double(a.b1) * m[i] + double(a.one_m_b1) * g;
-    sv[i] = std::fabs(a.b2 * v[i]) + std::fabs(a.one_m_b2 * g * g);
-    v[i] = double(a.b2) * v[i] + double(a.one_m_b2) * (g * g);
-    const double m_bar = double(a.c_g) * (g * a.g_scale) + double(a.c_m) * (m[i] * a.m_scale);
-    const double step = double(a.lr) * m_bar / (std::sqrt(v[i] * a.v_scale) + a.eps);
-    sp[i] = std::fabs(p[i]) + double(a.lr) * (std::fabs(a.c_g * g * a.g_scale) + std::fabs(a.c_m * m[i] * a.m_scale)) /
-                                  (std::sqrt(v[i] * a.v_scale) + a.eps);
-    p[i] -= step;
+  r.shape = "batch of 2: n=1037, 293";
+  const NadamScalars configs[] = {{0.9f, 0.999f, 0.1f, 0.001f, 1.2f, 1.1f, 1.3f, 0.2f, 0.8f, 0.01f, 1e-8f},
+                                  {0.8f, 0.99f, 0.2f, 0.01f, 1.5f, 1.4f, 2.0f, 0.3f, 0.7f, 0.002f, 1e-7f}};
+  std::vector<V> p, m, v, sp, sm, sv;
+  std::vector<Tensor> P, M, Vv, G;
+  NadamBatch batch;
+  for (size_t k = 0; k < 2; ++k) {
+    const NadamScalars& a = configs[k];
+    const int64_t n = optim_size(k);
+    OptimState s = optim_inputs(r, n);
+    P.push_back(r.up(s.p)), M.push_back(r.up(s.m)), Vv.push_back(r.up(s.v)), G.push_back(r.up(s.g));
+    batch.t[batch.count++] = {P[k].data(), M[k].data(), Vv[k].data(), G[k].data(), n, a};
+    p.push_back(s.p), m.push_back(s.m), v.push_back(s.v), sp.emplace_back(n), sm.emplace_back(n), sv.emplace_back(n);
+    for (int64_t i = 0; i < n; ++i) {
+      V &pk = p[k], &mk = m[k], &vk = v[k];
+      const double g = s.g[size_t(i)];
+      sm[k][size_t(i)] = std::fabs(a.b1 * mk[size_t(i)]) + std::fabs(a.one_m_b1 * g);
+      mk[size_t(i)] = double(a.b1) * mk[size_t(i)] + double(a.one_m_b1) * g;
+      sv[k][size_t(i)] = std::fabs(a.b2 * vk[size_t(i)]) + std::fabs(a.one_m_b2 * g * g);
+      vk[size_t(i)] = double(a.b2) * vk[size_t(i)] + double(a.one_m_b2) * (g * g);
+      const double denom = std::sqrt(vk[size_t(i)] * a.v_scale) + a.eps;
+      const double m_bar = double(a.c_g) * (g * a.g_scale) + double(a.c_m) * (mk[size_t(i)] * a.m_scale);
+      sp[k][size_t(i)] = std::fabs(pk[size_t(i)]) +
+                         double(a.lr) * (std::fabs(a.c_g * g * a.g_scale) + std::fabs(a.c_m * mk[size_t(i)] * a.m_scale)) /
+                             denom;
+      pk[size_t(i)] -= double(a.lr) * m_bar / denom;
+    }
   }
-  Tensor P = r.up(s.p), M = r.up(s.m), Vv = r.up(s.v), G = r.up(s.g);
-  r.be().nadam_update(P.data(), M.data(), Vv.data(), G.data(), kN, a);
-  expect(r, "nadam_update p", Run::down(P), p, sp, r.dt.tol);
-  expect(r, "nadam_update m", Run::down(M), m, sm, r.dt.tol);
-  expect(r, "nadam_update v", Run::down(Vv), v, sv, r.dt.tol);
+  r.be().nadam_update(batch);
+  for (size_t k = 0; k < 2; ++k) {
+    const std::string tag = " (tensor " + std::to_string(k) + ")";
+    expect(r, "nadam_update p" + tag, Run::down(P[k]), p[k], sp[k], r.dt.tol);
+    expect(r, "nadam_update m" + tag, Run::down(M[k]), m[k], sm[k], r.dt.tol);
+    expect(r, "nadam_update v" + tag, Run::down(Vv[k]), v[k], sv[k], r.dt.tol);
+  }
 }
 
 void sgd_check(Run& r) {
-  r.shape = "n=1037";
-  // first step with Nesterov momentum, a later step with plain momentum (dampened), and no momentum
-  // (then buf is not touched: it stays NaN).
+  r.shape = "batch of 3: n=1037, 293, 295";
+  // One batch: a first step with Nesterov momentum, a later step with plain momentum (dampened), and
+  // no momentum (then buf is not touched: it stays NaN).
   const SgdScalars configs[] = {
       {0.1f, 0.001f, 0.9f, 1.0f, true, true, true},
       {0.1f, 0.0f, 0.9f, 0.8f, false, true, false},
       {0.05f, 0.01f, 0.0f, 1.0f, false, false, false},
   };
-  for (const SgdScalars& c : configs) {
-    OptimState s = optim_inputs(r);
-    V p = s.p, buf = s.m, sp(kN), sb(kN);
-    if (!c.use_mom) std::fill(buf.begin(), buf.end(), kNaN);
-    for (int64_t i = 0; i < kN; ++i) {
-      double d = c.wd != 0.f ? s.g[i] + double(c.wd) * p[i] : s.g[i];
-      double sd = std::fabs(s.g[i]) + std::fabs(double(c.wd) * p[i]);
+  std::vector<V> p, buf, sp, sb;
+  std::vector<Tensor> P, B, G;
+  SgdBatch batch;
+  for (size_t k = 0; k < 3; ++k) {
+    const SgdScalars& c = configs[k];
+    const int64_t n = optim_size(k);
+    OptimState s = optim_inputs(r, n);
+    p.push_back(s.p), buf.push_back(s.m), sp.emplace_back(n), sb.emplace_back(n);
+    if (!c.use_mom) std::fill(buf[k].begin(), buf[k].end(), kNaN);
+    P.push_back(r.up(s.p)), B.push_back(r.up(buf[k])), G.push_back(r.up(s.g));
+    batch.t[batch.count++] = {P[k].data(), B[k].data(), G[k].data(), n, c};
+    for (size_t i = 0; i < size_t(n); ++i) {
+      double d = c.wd != 0.f ? s.g[i] + double(c.wd) * p[k][i] : s.g[i];
+      double sd = std::fabs(s.g[i]) + std::fabs(double(c.wd) * p[k][i]);
       if (c.use_mom) {
-        sb[i] = c.first ? sd : std::fabs(buf[i] * c.mom) + std::fabs(c.keep * d);
-        buf[i] = c.first ? d : buf[i] * c.mom + double(c.keep) * d;
-        sd = c.nesterov ? sd + std::fabs(c.mom * buf[i]) : sb[i];
-        d = c.nesterov ? d + double(c.mom) * buf[i] : buf[i];
+        sb[k][i] = c.first ? sd : std::fabs(buf[k][i] * c.mom) + std::fabs(c.keep * d);
+        buf[k][i] = c.first ? d : buf[k][i] * c.mom + double(c.keep) * d;
+        sd = c.nesterov ? sd + std::fabs(c.mom * buf[k][i]) : sb[k][i];
+        d = c.nesterov ? d + double(c.mom) * buf[k][i] : buf[k][i];
       }
-      sp[i] = std::fabs(p[i]) + std::fabs(c.lr) * sd;
-      p[i] += -double(c.lr) * d;
+      sp[k][i] = std::fabs(p[k][i]) + std::fabs(c.lr) * sd;
+      p[k][i] += -double(c.lr) * d;
     }
+  }
+  r.be().sgd_update(batch);
+  for (size_t k = 0; k < 3; ++k) {
+    const SgdScalars& c = configs[k];
     const std::string tag = std::string(" (") + (c.use_mom ? (c.nesterov ? "nesterov" : "momentum") : "no momentum") +
                             (c.first ? ", first step)" : ")");
-    Tensor P = r.up(s.p), B = r.up(c.use_mom ? s.m : buf), G = r.up(s.g);
-    r.be().sgd_update(P.data(), B.data(), G.data(), kN, c);
-    expect(r, "sgd_update p" + tag, Run::down(P), p, sp, r.dt.tol);
-    if (c.use_mom) expect(r, "sgd_update buf" + tag, Run::down(B), buf, sb, r.dt.tol);
-    else expect_exact(r, "sgd_update buf untouched" + tag, Run::down(B), buf);
+    expect(r, "sgd_update p" + tag, Run::down(P[k]), p[k], sp[k], r.dt.tol);
+    if (c.use_mom) expect(r, "sgd_update buf" + tag, Run::down(B[k]), buf[k], sb[k], r.dt.tol);
+    else expect_exact(r, "sgd_update buf untouched" + tag, Run::down(B[k]), buf[k]);
   }
 }
 

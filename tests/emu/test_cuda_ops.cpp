@@ -401,9 +401,15 @@ TEST_CASE("cuda kernels: strided row copy and fused optimiser updates, two block
     check_close(got, want, 0, 0, "copy_rows");
     auto opt = same_in_all_orders("optimisers", [&] {
       DeviceBuffer<float> dg(g), P(p0), M(m0), V(v0), Pn(p0), Mn(m0), Vn(v0), Ps(p0), Bs(m0);
-      cuda::adam_update(P.p, M.p, V.p, dg.p, n, a, block);
-      cuda::nadam_update(Pn.p, Mn.p, Vn.p, dg.p, n, na, block);
-      cuda::sgd_update(Ps.p, Bs.p, dg.p, n, sg, block);
+      AdamBatch ab;
+      ab.t[ab.count++] = {P.p, M.p, V.p, dg.p, n, a};
+      NadamBatch nb;
+      nb.t[nb.count++] = {Pn.p, Mn.p, Vn.p, dg.p, n, na};
+      SgdBatch sb;
+      sb.t[sb.count++] = {Ps.p, Bs.p, dg.p, n, sg};
+      cuda::adam_update(ab, block);
+      cuda::nadam_update(nb, block);
+      cuda::sgd_update(sb, block);
       std::vector<float> r;
       for (auto* b : {&P, &M, &V, &Pn, &Mn, &Vn, &Ps, &Bs}) {
         std::vector<float> h = b->download();
@@ -511,12 +517,8 @@ void check_step(const std::vector<Tensor>& got, const std::vector<Tensor>& want,
 
 TEST_CASE("cuda engine: one training step of a tiny ResNet equals the CPU backend") {
   require_backend();
-  models::ResNetConfig cfg;
-  cfg.block = models::BlockType::Basic;
-  cfg.blocks = {1, 1, 1, 1};
-  cfg.width = 4;
-  cfg.in_channels = 3;
-  cfg.classes = 5;
+  const models::ResNetConfig cfg{
+      .block = models::BlockType::Basic, .blocks = {1, 1, 1, 1}, .width = 4, .in_channels = 3, .classes = 5};
   Rng data_rng(3);
   // 3 images of 64x64: layer4 sees 12 values per channel in batch norm. Not 32x32 (3 values, 1x1
   // planes): there the gradients that flow back through the batch norms of layer4 and layer3 are so
