@@ -4,7 +4,7 @@
  * one im2col and one batched GEMM launch per group. Per image n (shapes as in
  * kernels/cpu/conv2d.h, CRS = C*R*S, PQ = P*Q):
  *   forward:         col = im2col(x_n) (CRS, PQ);  y_n (K, PQ) = W (K, CRS) col  (+ bias, pre-filled)
- *   backward-weight: dW (K, CRS) += dy_n (K, PQ) col^T           (beta 0 for the first image)
+ *   backward-weight: dW (K, CRS) += sum_n dy_n (K, PQ) col_n^T   (gemm_reduce: one launch per group)
  *   backward-data:   dcol (CRS, PQ) = W^T dy_n;  dx_n = col2im(dcol)
  *   bias:            db = bias_backward(dy)  (gemm.cu)
  * A 1x1 stride-1 unpadded conv uses x_n itself as col. im2col and col2im are pointwise over their
@@ -124,10 +124,9 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
       const int64_t count = std::min(G, g.N - n0);
       int64_t stride = 0;
       const float* col = columns(x, n0, count, g, ws, &stride);
-      // dW (K, CRS) += dy_n (K, PQ) col_n^T, image by image (a batched GEMM would need a reduction).
-      for (int64_t i = 0; i < count; ++i)
-        gemm(false, true, g.K, CRS, PQ, 1.0f, dy + (n0 + i) * g.K * PQ, PQ, col + i * stride, PQ,
-             n0 + i == 0 ? 0.0f : 1.0f, dw, CRS, tile);
+      // dW (K, CRS) (+)= sum over the group's images of dy_n (K, PQ) col_n^T: one launch per group.
+      gemm_reduce(false, true, g.K, CRS, PQ, 1.0f, dy + n0 * g.K * PQ, PQ, g.K * PQ, col, PQ, stride,
+                  n0 == 0 ? 0.0f : 1.0f, dw, CRS, count, tile);
     }
   }
   if (dx) {

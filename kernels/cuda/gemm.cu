@@ -4,8 +4,9 @@
  * SGEMM: one TILE x TILE thread block computes one TILE x TILE tile of C, one element per thread.
  * Per step it stages a TILE x TILE slice of op(A) and of op(B) in shared memory (out-of-range
  * cells as 0, so any M, N, K works), then every thread runs TILE multiply-adds from shared memory.
- * gemm_batched runs independent GEMMs side by side (blockIdx.z picks the matrices).
- * Each C element is summed over k in increasing order by one thread: no atomics, the result does
+ * gemm_batched runs independent GEMMs side by side (blockIdx.z picks the matrices); gemm_reduce sums
+ * the products of a batch of operand pairs into one C (a convolution's weight gradient over images).
+ * Each C element is summed over the pairs, then k, in increasing order by one thread: no atomics, the result does
  * not depend on thread or block order. tile == 64 selects the register-blocked kernel below
  * (bench/cuda/gemm.cu version 3); the default stays 16 until a GPU timing says otherwise.
  * CPU twin: kernels/cpu/gemm.h.
@@ -21,24 +22,27 @@
 namespace nimbus::cuda {
 
 // C = alpha op(A) op(B) + beta C. Block (TILE, TILE); grid (ceil(N/TILE), ceil(M/TILE)).
+// `reduce` > 1 (gemm_reduce): the block sums op(A_r) op(B_r) over r < reduce into its one C tile.
 template <int TILE>
 __global__ void sgemm_tiled_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                                    const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
-                                   int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c) {
+                                   int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c,
+                                   int64_t reduce) {
   __shared__ float As[TILE][TILE + 1];  // +1: no bank conflicts when a column is read
   __shared__ float Bs[TILE][TILE + 1];
   A += blockIdx.z * stride_a, B += blockIdx.z * stride_b, C += blockIdx.z * stride_c;  // this block's matrices
   const int tx = int(threadIdx.x), ty = int(threadIdx.y);
   const int64_t row = int64_t(blockIdx.y) * TILE + ty, col = int64_t(blockIdx.x) * TILE + tx;
   float acc = 0.0f;
-  for (int64_t k0 = 0; k0 < K; k0 += TILE) {
-    const int64_t ka = k0 + tx, kb = k0 + ty;
-    As[ty][tx] = (row < M && ka < K) ? (trans_a ? A[ka * lda + row] : A[row * lda + ka]) : 0.0f;
-    Bs[ty][tx] = (kb < K && col < N) ? (trans_b ? B[col * ldb + kb] : B[kb * ldb + col]) : 0.0f;
-    __syncthreads();  // both tiles staged
-    for (int kk = 0; kk < TILE; ++kk) acc += As[ty][kk] * Bs[kk][tx];
-    __syncthreads();  // everyone done reading before the next step overwrites the tiles
-  }
+  for (int64_t r = 0; r < reduce; ++r, A += stride_a, B += stride_b)
+    for (int64_t k0 = 0; k0 < K; k0 += TILE) {
+      const int64_t ka = k0 + tx, kb = k0 + ty;
+      As[ty][tx] = (row < M && ka < K) ? (trans_a ? A[ka * lda + row] : A[row * lda + ka]) : 0.0f;
+      Bs[ty][tx] = (kb < K && col < N) ? (trans_b ? B[col * ldb + kb] : B[kb * ldb + col]) : 0.0f;
+      __syncthreads();  // both tiles staged
+      for (int kk = 0; kk < TILE; ++kk) acc += As[ty][kk] * Bs[kk][tx];
+      __syncthreads();  // everyone done reading before the next step overwrites the tiles
+    }
   if (row < M && col < N) {
     float* c = C + row * ldc + col;
     *c = beta == 0.0f ? alpha * acc : alpha * acc + beta * *c;
@@ -52,32 +56,34 @@ constexpr int kRbM = 64, kRbN = 64, kRbK = 8, kRbT = 4;
 
 __global__ void sgemm_regblock_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                                       const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
-                                      int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c) {
+                                      int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c,
+                                      int64_t reduce) {
   __shared__ float As[kRbK][kRbM];
   __shared__ float Bs[kRbK][kRbN];
   A += blockIdx.z * stride_a, B += blockIdx.z * stride_b, C += blockIdx.z * stride_c;
   const int tid = int(threadIdx.x), tr = tid / 16, tc = tid % 16;
   const int64_t row0 = int64_t(blockIdx.y) * kRbM, col0 = int64_t(blockIdx.x) * kRbN;
   float acc[kRbT][kRbT] = {};
-  for (int64_t k0 = 0; k0 < K; k0 += kRbK) {
-    for (int e = tid; e < kRbM * kRbK; e += 256) {  // 2 elements of each slice per thread
-      const int m = e / kRbK, k = e % kRbK;
-      const int64_t gm = row0 + m, gk = k0 + k;
-      As[k][m] = (gm < M && gk < K) ? (trans_a ? A[gk * lda + gm] : A[gm * lda + gk]) : 0.0f;
-      const int kb = e / kRbN, n = e % kRbN;
-      const int64_t gkb = k0 + kb, gn = col0 + n;
-      Bs[kb][n] = (gkb < K && gn < N) ? (trans_b ? B[gn * ldb + gkb] : B[gkb * ldb + gn]) : 0.0f;
+  for (int64_t r = 0; r < reduce; ++r, A += stride_a, B += stride_b)
+    for (int64_t k0 = 0; k0 < K; k0 += kRbK) {
+      for (int e = tid; e < kRbM * kRbK; e += 256) {  // 2 elements of each slice per thread
+        const int m = e / kRbK, k = e % kRbK;
+        const int64_t gm = row0 + m, gk = k0 + k;
+        As[k][m] = (gm < M && gk < K) ? (trans_a ? A[gk * lda + gm] : A[gm * lda + gk]) : 0.0f;
+        const int kb = e / kRbN, n = e % kRbN;
+        const int64_t gkb = k0 + kb, gn = col0 + n;
+        Bs[kb][n] = (gkb < K && gn < N) ? (trans_b ? B[gn * ldb + gkb] : B[gkb * ldb + gn]) : 0.0f;
+      }
+      __syncthreads();  // slices staged
+      for (int k = 0; k < kRbK; ++k) {
+        float a[kRbT], b[kRbT];
+        for (int i = 0; i < kRbT; ++i) a[i] = As[k][tr * kRbT + i];
+        for (int j = 0; j < kRbT; ++j) b[j] = Bs[k][tc * kRbT + j];
+        for (int i = 0; i < kRbT; ++i)
+          for (int j = 0; j < kRbT; ++j) acc[i][j] += a[i] * b[j];
+      }
+      __syncthreads();  // slices consumed before the next step overwrites them
     }
-    __syncthreads();  // slices staged
-    for (int k = 0; k < kRbK; ++k) {
-      float a[kRbT], b[kRbT];
-      for (int i = 0; i < kRbT; ++i) a[i] = As[k][tr * kRbT + i];
-      for (int j = 0; j < kRbT; ++j) b[j] = Bs[k][tc * kRbT + j];
-      for (int i = 0; i < kRbT; ++i)
-        for (int j = 0; j < kRbT; ++j) acc[i][j] += a[i] * b[j];
-    }
-    __syncthreads();  // slices consumed before the next step overwrites them
-  }
   for (int i = 0; i < kRbT; ++i)
     for (int j = 0; j < kRbT; ++j) {
       const int64_t r = row0 + tr * kRbT + i, c = col0 + tc * kRbT + j;
@@ -88,14 +94,10 @@ __global__ void sgemm_regblock_kernel(bool trans_a, bool trans_b, int64_t M, int
     }
 }
 
-void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
-                  int64_t ldc, int64_t stride_c, int64_t batch, int tile) {
-  if (M <= 0 || N <= 0 || batch <= 0) return;
-  if (GemmBatchedFn f = gemm_reference()) {
-    f(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, batch);
-    return;
-  }
+// One launch of `batch` GEMMs side by side (grid z), or of one GEMM summed over `reduce` operand pairs.
+static void launch_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                        int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta,
+                        float* C, int64_t ldc, int64_t stride_c, int64_t batch, int64_t reduce, int tile) {
   NIMBUS_CHECK(tile == 8 || tile == 16 || tile == 32 || tile == 64, "cuda::gemm: tile ", tile,
                " must be 8, 16, 32 (shared-memory tiles) or 64 (register-blocked)");
   NIMBUS_CHECK(batch <= 65535, "cuda::gemm: batch of ", batch, " matrices (max 65535)");
@@ -108,9 +110,36 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                 : tile == 8 ? sgemm_tiled_kernel<8>
                 : tile == 16 ? sgemm_tiled_kernel<16>
                              : sgemm_tiled_kernel<32>;
-  launch(kernel, grid, block, 0, launch_stream(), trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
-         ldc, stride_c);
+  launch(kernel, grid, block, 0, launch_stream(), trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b,
+         beta, C, ldc, stride_c, reduce);
   check_launch("cuda::gemm");
+}
+
+void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                  int64_t ldc, int64_t stride_c, int64_t batch, int tile) {
+  if (M <= 0 || N <= 0 || batch <= 0) return;
+  if (GemmBatchedFn f = gemm_reference()) {
+    f(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, batch);
+    return;
+  }
+  launch_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, batch, 1,
+              tile);
+}
+
+void gemm_reduce(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                 int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                 int64_t ldc, int64_t reduce, int tile) {
+  if (M <= 0 || N <= 0) return;
+  if (GemmBatchedFn f = gemm_reference()) {  // the reference: one GEMM per pair, accumulated through beta
+    for (int64_t r = 0; r < reduce; ++r)
+      f(trans_a, trans_b, M, N, K, alpha, A + r * stride_a, lda, 0, B + r * stride_b, ldb, 0, r == 0 ? beta : 1.0f, C,
+        ldc, 0, 1);
+    if (reduce <= 0 && beta != 1.0f) f(false, false, M, N, 0, 0.0f, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+    return;
+  }
+  launch_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, 0, 1,
+              reduce < 0 ? 0 : reduce, tile);
 }
 
 static std::atomic<GemmBatchedFn> gemm_reference_fn{nullptr};

@@ -21,6 +21,12 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                   int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
                   int64_t ldc, int64_t stride_c, int64_t batch, int tile = kGemmTile);
 
+// C = alpha sum_{r < reduce} op(A_r) op(B_r) + beta C in one launch: one C, the batch a reduction (a
+// convolution's weight gradient summed over its images). reduce == 0 leaves beta C.
+void gemm_reduce(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                 int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                 int64_t ldc, int64_t reduce, int tile = kGemmTile);
+
 // A/B switch for the real backend (backend.h set_reference): when set, gemm_batched (and so gemm,
 // linear and conv2d) calls `f` with its arguments (tile ignored) instead of our kernels. Null (the
 // default) restores our kernels. Process-wide; never set in the emulator.

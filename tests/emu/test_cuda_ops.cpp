@@ -143,6 +143,41 @@ TEST_CASE("cuda kernels: sgemm (tiles 8 and 16, register-blocked 64), all transp
   }
 }
 
+TEST_CASE("cuda kernels: gemm_reduce sums a batch of products into one C, tiles 8, 16 and 64, all transposes") {
+  require_backend();
+  const int64_t M = 13, N = 11, K = 9, reduce = 3;
+  for (int t = 0; t < 4; ++t) {
+    const bool ta = t & 1, tb = t & 2;
+    const int64_t lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 2, ldc = N + 1;
+    const int64_t stride_a = (ta ? K : M) * lda + 5, stride_b = (tb ? N : K) * ldb + 3;
+    const std::vector<float> A = rand_floats(size_t(reduce * stride_a), 21 + t);
+    const std::vector<float> B = rand_floats(size_t(reduce * stride_b), 23 + t);
+    const std::vector<float> C0 = rand_floats(size_t(M * ldc), 29 + t);
+    for (float beta : {0.0f, 0.5f})
+      for (int64_t r : {int64_t(0), int64_t(1), reduce}) {
+        std::vector<double> want = to_double(C0);
+        for (int64_t i = 0; i < r; ++i)
+          cpu::gemm_ref<double>(ta, tb, M, N, K, 1.5, to_double(A).data() + i * stride_a, lda,
+                                to_double(B).data() + i * stride_b, ldb, i == 0 ? beta : 1.0, want.data(), ldc);
+        if (r == 0)
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) want[size_t(i * ldc + j)] *= beta;
+        for (int tile : {8, 16, 64}) {
+          CAPTURE(t);
+          CAPTURE(beta);
+          CAPTURE(r);
+          CAPTURE(tile);
+          DeviceBuffer<float> dA(A), dB(B), dC(C0);
+          cuda::gemm_reduce(ta, tb, M, N, K, 1.5f, dA.p, lda, stride_a, dB.p, ldb, stride_b, beta, dC.p, ldc, r, tile);
+          std::vector<float> got = dC.download();
+          for (int64_t i = 0; i < M; ++i)  // padding columns of C stay untouched
+            for (int64_t j = N; j < ldc; ++j) want[size_t(i * ldc + j)] = got[size_t(i * ldc + j)];
+          check_close(got, want, 1e-5, 1e-5, "gemm_reduce");
+        }
+      }
+  }
+}
+
 TEST_CASE("cuda kernels: conv2d forward, backward-data, backward-weight, bias") {
   require_backend();
   const cpu::ConvGeom geoms[] = {
