@@ -73,14 +73,9 @@ int run(int argc, char** argv) {
   p.parse_or_exit(argc, argv);
   const std::string weights = p.get_string("weights"), out = p.get_string("out");
   const int64_t batch = p.get_int("batch-size");
-  try {
-    if (weights.empty() || out.empty()) throw cli::UsageError("--weights FILE and --out FILE are required");
-    if (p.positionals().empty()) throw cli::UsageError("give at least one GeoTIFF or folder");
-    if (batch < 1) throw cli::UsageError("--batch-size must be >= 1");
-  } catch (const cli::UsageError& e) {
-    std::fprintf(stderr, "classify: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (weights.empty() || out.empty()) throw cli::UsageError("--weights FILE and --out FILE are required");
+  if (p.positionals().empty()) throw cli::UsageError("give at least one GeoTIFF or folder");
+  if (batch < 1) throw cli::UsageError("--batch-size must be >= 1");
   const cli::CommonOptions common = apps::setup_device(p);
   const std::vector<std::string> files = collect_inputs(p.positionals());
 

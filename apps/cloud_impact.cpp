@@ -83,17 +83,12 @@ int run(int argc, char** argv) {
   p.parse_or_exit(argc, argv);
   const std::string classifier = p.get_string("classifier"), cr = p.get_string("cr"),
                     cr_nosar = p.get_string("cr-nosar"), data_root = p.get_string("data"), out = p.get_string("out");
-  try {
-    if (classifier.empty() || data_root.empty() || out.empty())
-      throw cli::UsageError("--classifier FILE, --data PATH and --out DIR are required");
-    if (cr.empty() && cr_nosar.empty()) throw cli::UsageError("give --cr FILE (and/or --cr-nosar FILE)");
-    if (p.get_int("classifier-tile") < 1 || p.get_int("tile") < 1 || p.get_int("batch-size") < 1 ||
-        p.get_int("limit") < 0 || p.get_int("examples") < 0)
-      throw cli::UsageError("--classifier-tile, --tile, --batch-size must be >= 1; --limit, --examples >= 0");
-  } catch (const cli::UsageError& e) {
-    std::fprintf(stderr, "cloud_impact: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (classifier.empty() || data_root.empty() || out.empty())
+    throw cli::UsageError("--classifier FILE, --data PATH and --out DIR are required");
+  if (cr.empty() && cr_nosar.empty()) throw cli::UsageError("give --cr FILE (and/or --cr-nosar FILE)");
+  if (p.get_int("classifier-tile") < 1 || p.get_int("tile") < 1 || p.get_int("batch-size") < 1 ||
+      p.get_int("limit") < 0 || p.get_int("examples") < 0)
+    throw cli::UsageError("--classifier-tile, --tile, --batch-size must be >= 1; --limit, --examples >= 0");
   const cli::CommonOptions common = apps::setup_device(p);
 
   // Models.

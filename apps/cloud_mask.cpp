@@ -26,15 +26,10 @@ int run(int argc, char** argv) {
   p.add_flag("map", "write 1 cloud / 2 shadow / 0 clear instead of the 0/1 loss mask");
   p.parse_or_exit(argc, argv);
   const std::string in = p.get_string("s2"), out = p.get_string("out");
-  if (in.empty() || out.empty()) {
-    std::fprintf(stderr, "cloud_mask: --s2 FILE and --out FILE are required (see --help)\n");
-    return 2;
-  }
+  if (in.empty() || out.empty()) throw cli::UsageError("--s2 FILE and --out FILE are required");
   const double threshold = p.get_double("threshold");
-  if (!(threshold > 0 && threshold <= 1)) {
-    std::fprintf(stderr, "cloud_mask: --threshold must be in (0, 1], got %g\n", threshold);
-    return 2;
-  }
+  if (!(threshold > 0 && threshold <= 1))
+    throw cli::UsageError(str("--threshold must be in (0, 1], got ", threshold));
   data::Raster s2 = data::read_geotiff(in);
   NIMBUS_CHECK(s2.bands == 13, in, " has ", s2.bands,
                " bands; the detector needs a 13-band Sentinel-2 image (B1..B8, B8A, B9..B12)");

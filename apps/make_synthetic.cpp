@@ -11,14 +11,12 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <sstream>
 #include <vector>
 
 #include "apps/common/cli.h"
 #include "apps/common/progress.h"
 #include "data/synthetic.h"
 #include "data/synthetic_spectra.h"
-#include "engine/io/safetensors.h"
 
 using namespace nimbus;
 
@@ -50,15 +48,10 @@ int run(int argc, char** argv) {
   const std::string out = p.get_string("out");
   const int64_t n_eurosat = p.get_int("eurosat-per-class"), n_cr = p.get_int("sen12mscr");
   data::SyntheticOptions o;
-  try {
-    if (out.empty()) throw cli::UsageError("--out DIR is required");
-    if (n_eurosat < 0 || n_cr < 0) throw cli::UsageError("counts must be >= 0");
-    if (p.get_int("patches-per-roi") <= 0) throw cli::UsageError("--patches-per-roi must be positive");
-    std::tie(o.cover_lo, o.cover_hi) = parse_range(p.get_string("cloud-cover"));
-  } catch (const cli::UsageError& e) {
-    std::fprintf(stderr, "make_synthetic: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (out.empty()) throw cli::UsageError("--out DIR is required");
+  if (n_eurosat < 0 || n_cr < 0) throw cli::UsageError("counts must be >= 0");
+  if (p.get_int("patches-per-roi") <= 0) throw cli::UsageError("--patches-per-roi must be positive");
+  std::tie(o.cover_lo, o.cover_hi) = parse_range(p.get_string("cloud-cover"));
   cli::CommonOptions common = cli::apply_common_options(p);
   o.seed = common.seed;
   o.patches_per_roi = int(p.get_int("patches-per-roi"));
@@ -89,12 +82,7 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "make_synthetic: %s\n", first_error.c_str());
     return 1;
   }
-  if (n_cr > 0) {
-    std::ostringstream csv;
-    csv << data::labels_header() << "\n";
-    for (const auto& r : rows) csv << r << "\n";
-    write_file_atomic(cr_root + "/labels.csv", csv.str());
-  }
+  if (n_cr > 0) data::write_labels(cr_root, rows);
   std::printf("make_synthetic: %lld EuroSAT-like tiles in %s, %lld SEN12MS-CR-like triplets in %s (seed %llu, "
               "%d threads)\n",
               (long long)(n_eurosat * data::kNumClasses), eurosat_root.c_str(), (long long)n_cr, cr_root.c_str(),

@@ -76,19 +76,14 @@ int run(int argc, char** argv) {
   p.parse_or_exit(argc, argv);
   const std::string weights = p.get_string("weights"), s2 = p.get_string("s2"), root = p.get_string("data");
   const bool folder = !root.empty();
-  try {
-    if (weights.empty()) throw cli::UsageError("--weights FILE is required");
-    if (folder && (!s2.empty() || !p.get_string("out").empty()))
-      throw cli::UsageError("use either --s2/--s1/--out (one image) or --data/--split/--out-dir (a split)");
-    if (!folder && (s2.empty() || p.get_string("out").empty()))
-      throw cli::UsageError("--s2 FILE and --out FILE are required (or --data DIR --out-dir DIR)");
-    if (folder && p.get_string("out-dir").empty()) throw cli::UsageError("--out-dir DIR is required with --data");
-    if (p.get_int("tile") < 1 || p.get_int("batch-size") < 1)
-      throw cli::UsageError("--tile, --batch-size must be >= 1");
-  } catch (const cli::UsageError& e) {
-    std::fprintf(stderr, "remove_clouds: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (weights.empty()) throw cli::UsageError("--weights FILE is required");
+  if (folder && (!s2.empty() || !p.get_string("out").empty()))
+    throw cli::UsageError("use either --s2/--s1/--out (one image) or --data/--split/--out-dir (a split)");
+  if (!folder && (s2.empty() || p.get_string("out").empty()))
+    throw cli::UsageError("--s2 FILE and --out FILE are required (or --data DIR --out-dir DIR)");
+  if (folder && p.get_string("out-dir").empty()) throw cli::UsageError("--out-dir DIR is required with --data");
+  if (p.get_int("tile") < 1 || p.get_int("batch-size") < 1)
+    throw cli::UsageError("--tile, --batch-size must be >= 1");
   const cli::CommonOptions common = apps::setup_device(p);
   models::LoadedModel lm = models::load_model(weights);
   NIMBUS_CHECK(lm.model.dsen2cr, weights, ": holds ", lm.model.config.str(), ", not a DSen2-CR model");

@@ -112,42 +112,30 @@ int run(int argc, char** argv) {
   p.add_flag("no-sar", "S2-only model (no S1 input)");
   p.add_double("cloud-threshold", 0.2, "cloud score threshold of the mask detector (DSen2-CR: 0.2)");
   p.add_int("val-limit", 0, "validate on at most this many val triplets, spread over the split (0 = all)");
-  p.add_int("workers", 2, "data loader threads");
-  p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, loader order)");
-  apps::add_debug_options(p);
-  cli::add_common_options(p);
+  apps::add_training_options(p);  // --workers, --resume, the debug hooks, --device, --threads, --seed
   p.parse_or_exit(argc, argv);
 
-  const std::string data_root = p.get_string("data");
-  const int64_t epochs = p.get_int("epochs"), batch = p.get_int("batch-size"), crop = p.get_int("crop");
-  const int64_t workers = p.get_int("workers");
-  try {
-    if (data_root.empty()) throw cli::UsageError("--data PATH is required");
-    if (p.get_string("out").empty()) throw cli::UsageError("--out DIR is required");
-    if (epochs < 1 || batch < 1 || workers < 1) throw cli::UsageError("--epochs, --batch-size, --workers must be >= 1");
-    if (crop < 11) throw cli::UsageError("--crop must be >= 11 (SSIM's 11x11 window)");
-    if (p.get_int("blocks") < 0 || p.get_int("features") < 1) throw cli::UsageError("--blocks >= 0, --features >= 1");
-  } catch (const cli::UsageError& e) {
-    std::fprintf(stderr, "train_dsen2cr: %s (see --help)\n", e.what());
-    return 2;
-  }
+  const apps::TrainingOptions training = apps::read_training_options(p, "PATH");
+  const int64_t crop = p.get_int("crop");
+  if (crop < 11) throw cli::UsageError("--crop must be >= 11 (SSIM's 11x11 window)");
+  if (p.get_int("blocks") < 0 || p.get_int("features") < 1) throw cli::UsageError("--blocks >= 0, --features >= 1");
   const cli::CommonOptions common = apps::setup_device(p);
-  const apps::DebugHooks debug = apps::read_debug_options(p);
-  const apps::RunPaths paths(p.get_string("out"));
+  const apps::RunPaths paths(training.out);
 
-  const bool csv_list = data_root.size() > 4 && data_root.substr(data_root.size() - 4) == ".csv";
-  const data::Sen12mscrIndex index = csv_list ? data::read_sen12mscr_list(data_root) : data::scan_sen12mscr(data_root);
+  const bool csv_list = training.data.size() > 4 && training.data.substr(training.data.size() - 4) == ".csv";
+  const data::Sen12mscrIndex index =
+      csv_list ? data::read_sen12mscr_list(training.data) : data::scan_sen12mscr(training.data);
   const std::vector<data::Sen12mscrTriplet> train = index.split(data::Split::Train);
   std::vector<data::Sen12mscrTriplet> val = index.split(data::Split::Val);
-  NIMBUS_CHECK(train.size() >= size_t(batch), data_root, ": ", train.size(),
-               " training triplets (benchmark split), fewer than one batch of ", batch);
+  NIMBUS_CHECK(train.size() >= size_t(training.batch), training.data, ": ", train.size(),
+               " training triplets (benchmark split), fewer than one batch of ", training.batch);
   if (const int64_t lim = p.get_int("val-limit"); lim > 0 && size_t(lim) < val.size()) {
     std::vector<data::Sen12mscrTriplet> v;
     for (int64_t k = 0; k < lim; ++k) v.push_back(val[size_t(k) * val.size() / size_t(lim)]);
     val = std::move(v);
   }
   if (val.empty()) std::fprintf(stderr, "train_dsen2cr: no validation triplets (benchmark val ROIs) under %s\n",
-                                data_root.c_str());
+                                training.data.c_str());
 
   data::TripletSampleOptions train_opt, val_opt;
   const double thr = p.get_double("cloud-threshold");
@@ -171,7 +159,7 @@ int run(int argc, char** argv) {
   std::unique_ptr<Optimizer> opt = apps::make_optimizer(p.get_string("optimizer"), net.named_parameters(), lr);
   Metadata saved;
   const int done =
-      apps::resume_or_start(p.get_flag("resume"), "train_dsen2cr", paths.last, common.seed, model, *opt, &saved);
+      apps::resume_or_start(training.resume, "train_dsen2cr", paths.last, common.seed, model, *opt, &saved);
   double best = saved.count("best_val_loss") ? std::stod(saved["best_val_loss"]) : INFINITY;
   net.to(common.device);
   const std::string loss_kind = p.get_string("loss");
@@ -185,14 +173,15 @@ int run(int argc, char** argv) {
                         "val_sam"},
                        done);
   data::Loader loader(train.size(), data::sen12mscr_sample_fn(train, train_opt),
-                      apps::loader_options(batch, workers, common.seed, done));
+                      apps::loader_options(training.batch, training.workers, common.seed, done));
   const size_t nb = loader.batches_per_epoch();
 
   double loss_sum = 0;  // this epoch's training loss, summed over batches
   size_t steps = 0;
   ValResult v;
   bool improved = false;
-  apps::EpochLoop loop{epochs, batch, done, &loader, opt.get(), &model, &paths, &debug, common.seed};
+  apps::EpochLoop loop{training.epochs, training.batch, done, &loader, opt.get(), &model, &paths,
+                       &training.debug, common.seed};
   loop.lr_at = [&](int) { return lr; };
   loop.train_mode = [&] {
     net.train();
@@ -210,7 +199,8 @@ int run(int argc, char** argv) {
     return std::string(note);
   };
   loop.validate = [&](int) {
-    v = val.empty() ? ValResult{} : validate(net, val, val_opt, size_t(batch), loss_kind, lambda, common.device);
+    v = val.empty() ? ValResult{}
+                    : validate(net, val, val_opt, size_t(training.batch), loss_kind, lambda, common.device);
     improved = v.images > 0 && v.loss < best;
     if (improved) best = v.loss;
     return apps::EpochLoop::Validation{improved, {{"best_val_loss", str(best)}}};
@@ -224,11 +214,11 @@ int run(int argc, char** argv) {
     if (v.images > 0)
       std::fprintf(stderr,
                    "train_dsen2cr: epoch %d/%lld  train loss %.5f  val loss %.5f  MAE %.4f  PSNR %.2f  SAM %.2f%s\n",
-                   epoch + 1, (long long)epochs, loss_sum / double(nb), v.loss, m.mae, m.psnr, m.sam,
+                   epoch + 1, (long long)training.epochs, loss_sum / double(nb), v.loss, m.mae, m.psnr, m.sam,
                    improved ? "  (best)" : "");
     else  // no validation set (said once at the start): no NaN columns on the console
       std::fprintf(stderr, "train_dsen2cr: epoch %d/%lld  train loss %.5f  (no validation)\n", epoch + 1,
-                   (long long)epochs, loss_sum / double(nb));
+                   (long long)training.epochs, loss_sum / double(nb));
   };
   apps::train_epochs(loop);
   std::printf("train_dsen2cr: done; checkpoints in %s\n", paths.out.c_str());

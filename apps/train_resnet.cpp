@@ -132,35 +132,22 @@ int run(int argc, char** argv) {
                "B1..B8,B8A,B9..B12; tiles are reordered to sen12ms, the order the checkpoint expects");
   p.add_int("norm-samples", 2000, "training tiles used for the input_norm mean/std (0 = all of them)");
   p.add_flag("no-augment", "no flips / rot90 (default: random flip and quarter turn per tile and epoch)");
-  p.add_int("workers", 2, "data loader threads");
-  p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, loader order)");
-  apps::add_debug_options(p);
-  cli::add_common_options(p);
+  apps::add_training_options(p);  // --workers, --resume, the debug hooks, --device, --threads, --seed
   p.parse_or_exit(argc, argv);
 
-  const std::string data_root = p.get_string("data");
-  const int64_t epochs = p.get_int("epochs"), batch = p.get_int("batch-size"), workers = p.get_int("workers");
+  const apps::TrainingOptions training = apps::read_training_options(p, "DIR");
   const std::vector<int64_t> blocks = p.get_int_list("blocks");
-  try {
-    if (data_root.empty()) throw cli::UsageError("--data DIR is required");
-    if (p.get_string("out").empty()) throw cli::UsageError("--out DIR is required");
-    if (epochs < 1 || batch < 1 || workers < 1) throw cli::UsageError("--epochs, --batch-size, --workers must be >= 1");
-    if (blocks.size() != 4) throw cli::UsageError("--blocks needs 4 numbers (blocks per stage)");
-    if (p.get_int("width") < 1) throw cli::UsageError("--width must be >= 1");
-  } catch (const cli::UsageError& e) {
-    std::fprintf(stderr, "train_resnet: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (blocks.size() != 4) throw cli::UsageError("--blocks needs 4 numbers (blocks per stage)");
+  if (p.get_int("width") < 1) throw cli::UsageError("--width must be >= 1");
   const cli::CommonOptions common = apps::setup_device(p);
-  const apps::DebugHooks debug = apps::read_debug_options(p);
-  const apps::RunPaths paths(p.get_string("out"));
+  const apps::RunPaths paths(training.out);
 
   // Data: index, split, sample functions (tiles reordered to sen12ms order).
-  data::EuroSat ds(data_root, /*check_files=*/false);
+  data::EuroSat ds(training.data, /*check_files=*/false);
   const data::EuroSatSplit split =
       ds.stratified_split(common.seed, p.get_double("train-fraction"), p.get_double("val-fraction"));
-  NIMBUS_CHECK(split.train.size() >= size_t(batch), data_root, ": ", split.train.size(),
-               " training tiles, fewer than one batch of ", batch);
+  NIMBUS_CHECK(split.train.size() >= size_t(training.batch), training.data, ": ", split.train.size(),
+               " training tiles, fewer than one batch of ", training.batch);
   ds.write_split_file(paths.out + "/split_train.txt", split.train);
   ds.write_split_file(paths.out + "/split_val.txt", split.val);
   ds.write_split_file(paths.out + "/split_test.txt", split.test);
@@ -185,7 +172,7 @@ int run(int argc, char** argv) {
   std::unique_ptr<Optimizer> opt = apps::make_optimizer("adam", clf.named_parameters(), p.get_double("lr"));
   Metadata saved;
   const int done =
-      apps::resume_or_start(p.get_flag("resume"), "train_resnet", paths.last, common.seed, model, *opt, &saved);
+      apps::resume_or_start(training.resume, "train_resnet", paths.last, common.seed, model, *opt, &saved);
   if (done == 0) {
     std::vector<float> mean, std;
     input_norm_stats(stats_fn, split.train.size(), size_t(std::max<int64_t>(0, p.get_int("norm-samples"))), mean,
@@ -199,14 +186,16 @@ int run(int argc, char** argv) {
   const StepLr schedule(p.get_double("lr"), ms, p.get_double("lr-divisor"));
   std::fprintf(stderr, "train_resnet: %s, %lld parameters; %zu train / %zu val tiles; epochs %d..%lld\n",
                model.config.str().c_str(), (long long)clf.num_parameters(), split.train.size(), split.val.size(),
-               done + 1, (long long)epochs);
+               done + 1, (long long)training.epochs);
 
   apps::MetricsCsv csv(paths.metrics, {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"}, done);
-  data::Loader loader(split.train.size(), train_fn, apps::loader_options(batch, workers, common.seed, done));
+  data::Loader loader(split.train.size(), train_fn,
+                      apps::loader_options(training.batch, training.workers, common.seed, done));
 
   Score tr, va;  // this epoch's training and validation scores
   bool improved = false;
-  apps::EpochLoop loop{epochs, batch, done, &loader, opt.get(), &model, &paths, &debug, common.seed};
+  apps::EpochLoop loop{training.epochs, training.batch, done, &loader, opt.get(), &model, &paths,
+                       &training.debug, common.seed};
   loop.lr_at = [&](int epoch) { return schedule.lr_at(epoch); };
   loop.train_mode = [&] {
     clf.train();
@@ -224,7 +213,7 @@ int run(int argc, char** argv) {
     return std::string(note);
   };
   loop.validate = [&](int) {
-    va = split.val.empty() ? Score{} : evaluate(clf, val_fn, split.val.size(), size_t(batch), common.device);
+    va = split.val.empty() ? Score{} : evaluate(clf, val_fn, split.val.size(), size_t(training.batch), common.device);
     improved = va.n > 0 && va.acc() > best;
     if (improved) best = va.acc();
     return apps::EpochLoop::Validation{improved, {{"best_val_acc", str(best)}, {"band_order", "sen12ms"}}};
@@ -232,7 +221,7 @@ int run(int argc, char** argv) {
   loop.report = [&](int epoch) {
     csv.append({double(epoch + 1), opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc()});
     std::fprintf(stderr, "train_resnet: epoch %d/%lld  lr %.3g  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s\n",
-                 epoch + 1, (long long)epochs, opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc(),
+                 epoch + 1, (long long)training.epochs, opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc(),
                  improved ? "  (best)" : "");
   };
   apps::train_epochs(loop);

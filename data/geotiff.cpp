@@ -43,6 +43,17 @@ namespace {
 
 int bytes_of(SampleType t) { return t == SampleType::UInt8 ? 1 : t == SampleType::Float32 ? 4 : 2; }
 
+// f(T()) with T the C++ type of one sample of type t, so one template serves every type.
+template <typename F>
+void with_sample_type(SampleType t, F&& f) {
+  switch (t) {
+    case SampleType::UInt8: return f(uint8_t());
+    case SampleType::UInt16: return f(uint16_t());
+    case SampleType::Int16: return f(int16_t());
+    case SampleType::Float32: return f(float());
+  }
+}
+
 // ---- libtiff handle with its own error capture ----
 
 int on_error(TIFF*, void* user, const char* module, const char* fmt, va_list ap) {
@@ -289,20 +300,9 @@ Raster read_window(const std::string& path, const Window* window) {
         const tmsize_t need = tmsize_t(r1 - by0) * b.bw * spp_blk * nbytes;
         if (got < need) f.fail(str(kind, " ", id, " is truncated: ", got, " of ", need, " bytes"));
         const int band0 = info.planar_separate ? p : 0, nb = info.planar_separate ? 1 : info.bands;
-        switch (info.type) {
-          case SampleType::UInt8:
-            scatter<uint8_t>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
-            break;
-          case SampleType::UInt16:
-            scatter<uint16_t>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
-            break;
-          case SampleType::Int16:
-            scatter<int16_t>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
-            break;
-          case SampleType::Float32:
-            scatter<float>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
-            break;
-        }
+        with_sample_type(info.type, [&](auto sample) {
+          scatter<decltype(sample)>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
+        });
       }
   return out;
 }
@@ -376,12 +376,9 @@ void write_to(TiffFile& f, const Raster& raster, const WriteOptions& opt) {
         const int bh = opt.tiled ? b.bh : std::min(b.bh, raster.height - by0);
         buf.assign(size_t(b.bw) * bh * nb * bytes_of(opt.type), 0);
         const int band0 = opt.planar_separate ? p : 0;
-        switch (opt.type) {
-          case SampleType::UInt8: gather<uint8_t>(raster, band0, nb, bx0, by0, b.bw, bh, buf.data()); break;
-          case SampleType::UInt16: gather<uint16_t>(raster, band0, nb, bx0, by0, b.bw, bh, buf.data()); break;
-          case SampleType::Int16: gather<int16_t>(raster, band0, nb, bx0, by0, b.bw, bh, buf.data()); break;
-          case SampleType::Float32: gather<float>(raster, band0, nb, bx0, by0, b.bw, bh, buf.data()); break;
-        }
+        with_sample_type(opt.type, [&](auto sample) {
+          gather<decltype(sample)>(raster, band0, nb, bx0, by0, b.bw, bh, buf.data());
+        });
         tmsize_t wrote;
         if (opt.tiled)
           wrote = TIFFWriteEncodedTile(tif, TIFFComputeTile(tif, uint32_t(bx0), uint32_t(by0), 0, uint16_t(p)),

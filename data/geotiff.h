@@ -24,6 +24,7 @@ struct GeoInfo {
   std::vector<double> geo_double_params;  // GeoDoubleParamsTag (34736)
   std::string geo_ascii_params;         // GeoAsciiParamsTag (34737)
   bool present() const { return !geokeys.empty() || !tiepoints.empty() || !transformation.empty(); }
+  bool operator==(const GeoInfo&) const = default;  // every tag equal: the same georeferencing
 };
 
 struct TiffInfo {

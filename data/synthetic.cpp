@@ -14,6 +14,7 @@
 
 #include "data/synthetic_sar.h"
 #include "data/synthetic_spectra.h"
+#include "engine/io/safetensors.h"
 #include "kernels/common/error.h"
 
 namespace nimbus::data {
@@ -222,6 +223,12 @@ std::string labels_header() {
   // Not the s1,s2,s2_cloudy list form of sen12mscr.h on purpose: these are labels, not inputs.
   return "season,roi,patch,dominant_class,dominant_name,dominant_fraction,requested_cover,cloud_fraction,"
          "shadow_fraction,cirrus_max,s1,s2,s2_cloudy,mask";
+}
+
+void write_labels(const std::string& root, const std::vector<std::string>& rows) {
+  std::string csv = labels_header() + "\n";
+  for (const std::string& r : rows) csv += r + "\n";
+  write_file_atomic(root + "/labels.csv", csv);
 }
 
 std::string write_triplet(const std::string& root, const SyntheticOptions& o, int index) {

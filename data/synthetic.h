@@ -65,5 +65,8 @@ struct SyntheticOptions {
 void write_eurosat_tile(const std::string& root, uint64_t seed, int cls, int index);
 std::string write_triplet(const std::string& root, const SyntheticOptions& options, int index);
 std::string labels_header();
+// <root>/labels.csv: labels_header(), then one row per triplet (what write_triplet returned),
+// written atomically.
+void write_labels(const std::string& root, const std::vector<std::string>& rows);
 
 }  // namespace nimbus::data

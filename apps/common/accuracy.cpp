@@ -163,6 +163,17 @@ std::string CsvTable::str() const {
 
 void CsvTable::write(const std::string& path) const { write_file_atomic(path, str()); }
 
+std::vector<std::string> csv_fields(const std::string& line) {
+  std::vector<std::string> out(1);
+  for (char c : line) {
+    if (c == ',')
+      out.emplace_back();
+    else
+      out.back() += c;
+  }
+  return out;
+}
+
 // ---- JSON ---------------------------------------------------------------------
 
 namespace json {

@@ -89,6 +89,9 @@ class CsvTable {
   std::vector<std::string> header_;
   std::vector<std::vector<std::string>> rows_;
 };
+// The fields of one line of a CSV file without quoting (the synthetic labels file, metrics.csv):
+// split at every comma, so "a,b," has three fields, the last empty.
+std::vector<std::string> csv_fields(const std::string& line);
 // Number formatting for CSV cells: %.{digits}g, "nan" / "inf" / "-inf" for non-finite values.
 std::string fmt_num(double v, int digits = 6);
 

@@ -226,6 +226,9 @@ CommonOptions apply_common_options(const Parser& p) {
 int guarded_main(const char* program, int (*run)(int, char**), int argc, char** argv) {
   try {
     return run(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: %s (see --help)\n", program, e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", program, e.what());
     return 1;

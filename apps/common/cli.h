@@ -105,7 +105,9 @@ void add_common_options(Parser& p);
 CommonOptions apply_common_options(const Parser& p);
 
 // The main() of every app: returns run(argc, argv); an exception becomes
-// "<program>: <message>" on stderr and exit code 1 (usage errors exit 2 in parse_or_exit).
+// "<program>: <message>" on stderr and exit code 1. A UsageError (an app's own checks of its
+// options after parsing) becomes "<program>: <message> (see --help)" and exit code 2, like the
+// parser's own usage errors in parse_or_exit.
 int guarded_main(const char* program, int (*run)(int, char**), int argc, char** argv);
 
 }  // namespace nimbus::cli

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
-#include <sstream>
 
 #include "data/geotiff.h"
 #include "data/normalize.h"
@@ -370,17 +369,9 @@ json::Value Experiment::to_json() const {
 std::map<std::string, TrueLabel> read_true_labels(const std::string& path) {
   std::ifstream f(path);
   NIMBUS_CHECK(f.good(), path, ": cannot open the labels file");
-  auto split = [](const std::string& line) {
-    std::vector<std::string> out;
-    std::stringstream ss(line);
-    std::string cell;
-    while (std::getline(ss, cell, ',')) out.push_back(cell);
-    if (!line.empty() && line.back() == ',') out.emplace_back();
-    return out;
-  };
   std::string line;
   NIMBUS_CHECK(std::getline(f, line), path, ": empty labels file");
-  const std::vector<std::string> header = split(line);
+  const std::vector<std::string> header = csv_fields(line);
   auto col = [&](const std::string& name) {
     auto it = std::find(header.begin(), header.end(), name);
     NIMBUS_CHECK(it != header.end(), path, ": no column '", name, "' in the header (make_synthetic's labels.csv)");
@@ -391,7 +382,7 @@ std::map<std::string, TrueLabel> read_true_labels(const std::string& path) {
   std::map<std::string, TrueLabel> out;
   for (int lineno = 2; std::getline(f, line); ++lineno) {
     if (line.empty()) continue;
-    const std::vector<std::string> c = split(line);
+    const std::vector<std::string> c = csv_fields(line);
     NIMBUS_CHECK(c.size() == header.size(), path, ":", lineno, ": ", c.size(), " fields, the header has ",
                  header.size());
     TrueLabel t;

@@ -132,16 +132,9 @@ std::string band_error_markdown(const Experiment& e, const std::vector<double>& 
 plot::LineChart training_curve(const std::string& path) {
   std::ifstream f(path);
   NIMBUS_CHECK(f.good(), path, ": cannot open the classifier's metrics.csv");
-  auto split = [](const std::string& line) {
-    std::vector<std::string> out;
-    std::stringstream ss(line);
-    std::string cell;
-    while (std::getline(ss, cell, ',')) out.push_back(cell);
-    return out;
-  };
   std::string line;
   NIMBUS_CHECK(std::getline(f, line), path, ": empty file");
-  const std::vector<std::string> header = split(line);
+  const std::vector<std::string> header = csv_fields(line);
   NIMBUS_CHECK(!header.empty() && header[0] == "epoch", path, ": expected an 'epoch' first column (train_resnet's "
                                                               "metrics.csv)");
   plot::LineChart c;
@@ -157,7 +150,7 @@ plot::LineChart training_curve(const std::string& path) {
   NIMBUS_CHECK(!cols.empty(), path, ": no *_acc column");
   for (int lineno = 2; std::getline(f, line); ++lineno) {
     if (line.empty()) continue;
-    const std::vector<std::string> v = split(line);
+    const std::vector<std::string> v = csv_fields(line);
     NIMBUS_CHECK(v.size() == header.size(), path, ":", lineno, ": ", v.size(), " fields, the header has ",
                  header.size());
     try {

@@ -114,13 +114,28 @@ double DebugHooks::loss(double value, int64_t step) const {
   return step == nan_at_step ? std::numeric_limits<double>::quiet_NaN() : value;
 }
 
-void add_debug_options(cli::Parser& p) {
+void add_training_options(cli::Parser& p) {
+  p.add_int("workers", 2, "data loader threads");
+  p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, loader order)");
   p.add_int("debug-inject-nan-at-step", -1, "(testing) make the loss of this global step (0-based) NaN (-1: never)");
   p.add_int("debug-sigkill-at-step", -1, "(testing) SIGKILL this process at the start of this step (-1: never)");
+  cli::add_common_options(p);
 }
 
-DebugHooks read_debug_options(const cli::Parser& p) {
-  return {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step")};
+TrainingOptions read_training_options(const cli::Parser& p, const std::string& data_metavar) {
+  TrainingOptions o;
+  o.data = p.get_string("data");
+  o.out = p.get_string("out");
+  o.epochs = p.get_int("epochs");
+  o.batch = p.get_int("batch-size");
+  o.workers = p.get_int("workers");
+  o.resume = p.get_flag("resume");
+  o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step")};
+  if (o.data.empty()) throw cli::UsageError("--data " + data_metavar + " is required");
+  if (o.out.empty()) throw cli::UsageError("--out DIR is required");
+  if (o.epochs < 1 || o.batch < 1 || o.workers < 1)
+    throw cli::UsageError("--epochs, --batch-size, --workers must be >= 1");
+  return o;
 }
 
 Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& name) {

@@ -1,7 +1,8 @@
-// training.h: what train_resnet and train_dsen2cr share: the run folder
-// (checkpoints, metrics.csv), resuming, the optimiser choice, the epoch loop
-// (train_epochs), stopping on a non-finite loss, the hidden fault-injection
-// hooks the reliability tests use, and stacking samples into batch tensors.
+// training.h: what train_resnet and train_dsen2cr share: the options they
+// both take, the run folder (checkpoints, metrics.csv), resuming, the
+// optimiser choice, the epoch loop (train_epochs), stopping on a non-finite
+// loss, the hidden fault-injection hooks the reliability tests use, and
+// stacking samples into batch tensors.
 //
 // Run folder <out>/:
 //   last.safetensors   after every epoch: model, optimiser, "epoch" = epochs done,
@@ -71,8 +72,21 @@ struct DebugHooks {
   void before_step(int64_t step) const;      // raises SIGKILL at kill_at_step
   double loss(double value, int64_t step) const;  // NaN at nan_at_step, else value
 };
-void add_debug_options(cli::Parser& p);
-DebugHooks read_debug_options(const cli::Parser& p);
+
+// The options every trainer takes besides its own. add_training_options() declares, after the
+// trainer's: --workers N (data loader threads), --resume, the debug hooks, then the common options
+// (--device, --threads, --seed). read_training_options() reads them back with --data, --out,
+// --epochs and --batch-size, which each trainer declares first with its own defaults; it throws
+// cli::UsageError when --data or --out is missing ("--data <data_metavar> is required") or a count
+// is below 1.
+struct TrainingOptions {
+  std::string data, out;
+  int64_t epochs = 0, batch = 0, workers = 0;
+  bool resume = false;
+  DebugHooks debug;
+};
+void add_training_options(cli::Parser& p);
+TrainingOptions read_training_options(const cli::Parser& p, const std::string& data_metavar);
 
 // Stacks field `name` of each sample into one (B, ...) tensor.
 Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& name);

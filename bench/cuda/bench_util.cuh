@@ -1,7 +1,8 @@
 /* bench_util.cuh: what every numbered-kernel benchmark in bench/cuda shares.
  *
  * Both builds (g++ + emulator, nvcc):  upload() a host vector, check() a CUDA call, split_ints(),
- * parse_bench_args() and pick_cases() (the command line every benchmark program takes).
+ * parse_bench_args() and pick_cases() (the command line every benchmark program takes), bench_main()
+ * (every benchmark's main(), given its BenchProgram).
  * nvcc only (the `--case` mode, docs/cuda-backend.md "Kernel cases"), because only a real GPU gives
  * timings and cudaDeviceProp:
  *   fill_uniform    device inputs, uniform in [-1, 1) from a hash of (seed, index): fresh per case
@@ -101,6 +102,22 @@ std::vector<Case> pick_cases(const std::vector<std::string>& names, const std::v
   if (todo.empty()) std::fprintf(stderr, "unknown case; --list prints the names\n");
   return todo;
 }
+
+// One case on a GPU: validate and time the chosen versions and the library's, print the JSON rows;
+// false if any failed.
+template <typename Case>
+using RunCase = bool (*)(const Case& c, const std::vector<int>& versions, double budget_ms, const std::string& device);
+
+// A numbered-kernel benchmark program, as bench_main() runs it.
+template <typename Case>
+struct BenchProgram {
+  const char* name;         // "gpu_bench_gemm", for messages
+  const char* library;      // "cuBLAS": what `--case` needs in the nvcc build
+  int last;                 // the highest version number
+  std::vector<Case> cases;  // what --list prints and --case picks from
+  bool (*validate_small)(const std::vector<int>& versions);  // no --case: every chosen version at small sizes
+  RunCase<Case> run_case;   // --case; null in a build without the library (the emulator's)
+};
 
 // Pass bounds on rel_err, by the precision of the arithmetic (inputs are uniform in [-1, 1), sums of
 // 10^2..10^5 products). fp32: 1e-4 leaves ~10x headroom over sqrt(terms) * 2^-24 accumulation error.
@@ -366,3 +383,38 @@ inline bool print_rows(const std::string& case_name, const std::vector<Impl>& im
   return all_ok;
 }
 #endif  // __CUDACC__
+
+// ---- main ---------------------------------------------------------------------------------------
+// The main() of every numbered-kernel benchmark: parse the command line; --list prints the case
+// names; no --case validates the chosen versions at small sizes (exit 0 or 1); --case runs the
+// picked cases one after the other, all of them even after a failure (nvcc build with the library:
+// exit 0, 1 a failure, 77 no device; elsewhere a message and exit 2).
+template <typename Case>
+int bench_main(int argc, char** argv, const BenchProgram<Case>& program) {
+  BenchArgs args;
+  if (!parse_bench_args(argc, argv, program.last, args)) return 2;
+  if (args.list) {
+    for (const Case& c : program.cases) std::printf("%s\n", c.name);
+    return 0;
+  }
+  if (args.cases.empty()) return program.validate_small(args.versions) ? 0 : 1;
+  const std::vector<Case> todo = pick_cases(args.cases, program.cases);
+  if (todo.empty()) return 2;
+#ifdef __CUDACC__
+  if (program.run_case) {
+    require_device();
+    const std::string device = device_name();
+    bool ok = true;
+    try {
+      for (const Case& c : todo) ok = program.run_case(c, args.versions, args.budget_ms, device) && ok;
+    } catch (const std::exception& e) {  // outside any one implementation: allocation, inputs, copies
+      std::fprintf(stderr, "%s: %s\n", program.name, e.what());
+      return 1;
+    }
+    return ok ? 0 : 1;
+  }
+#endif
+  std::fprintf(stderr, "--case needs the nvcc build with %s (%s, bench/cuda/gpu.cmake)\n", program.library,
+               program.name);
+  return 2;
+}

@@ -214,20 +214,10 @@ __global__ void __launch_bounds__(mma_tiles::kThreads)
   };
 
   Acc acc = {};
-  const int tiles = (CRS + kBK - 1) / kBK;
-  if (tiles > 0) stage(0, 0);
-  for (int kt = 0; kt < tiles; ++kt) {  // gemm.cu version 4's pipeline
-    if (kt + 1 < tiles) {
-      stage((kt + 1) % 2, kt + 1);
-      cp_async_wait_group<1>();
-    } else {
-      cp_async_wait_group<0>();
-    }
-    __syncthreads();
-    const float* As = smem + (kt % 2) * kStageF;
+  double_buffered_k_loop((CRS + kBK - 1) / kBK, stage, [&](int buf) {  // gemm.cu version 4's pipeline
+    const float* As = smem + buf * kStageF;
     warp_mma_tf32(As, As + kBM * kLdaF, acc, wm, wn);
-    __syncthreads();
-  }
+  });
 
   for_each_acc_pair(acc, m0, n0, wm, wn, [&](int k, int j, float v0, float v1) {  // row k, columns j, j + 1
     if (k >= d.K) return;
@@ -326,35 +316,18 @@ bool validate_mma(int v, int dir, const ConvGeom& g) {
   cpu::conv2d_forward_ref<double>(ref.data(), ad.data(), bd.data(), nullptr, g);
   cpu::conv2d_forward_ref<double>(rounded.data(), ar.data(), br.data(), nullptr, g);
   cpu::conv2d_forward_ref<double>(mag.data(), aa.data(), ba.data(), nullptr, g);  // sum |x w| per output
-  float *da = upload(a), *db = upload(b), *dout = nullptr;
-  CK(cudaMalloc(&dout, sizeof(float) * ref.size()));
+  float *da = upload(a), *db = upload(b);
   const double bnd = mma_tiles::precision_bound(precision);
-  bool ok = true;
-  std::vector<float> first;
-  for (int o = 0; o < mma_tiles::ValidationOrder::kCount; ++o) {
-    const mma_tiles::ValidationOrder order(o);
-    CK(cudaMemset(dout, 0xFF, sizeof(float) * ref.size()));  // NaN: every element must be written
-    kVersions[v][dir](dout, da, db, g, nullptr);
-    std::vector<float> out(ref.size());
-    CK(cudaMemcpy(out.data(), dout, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
-    double num = 0, den = 0, worst = 0;
-    for (size_t i = 0; i < out.size(); ++i) {
-      num += (out[i] - ref[i]) * (out[i] - ref[i]), den += ref[i] * ref[i];
-      const double e = std::fabs(out[i] - rounded[i]) / (1e-5 * mag[i] + 1e-30);
-      worst = std::isfinite(out[i]) ? std::fmax(worst, e) : INFINITY;
-    }
-    const double rel = std::isfinite(worst) ? std::sqrt(num / (den > 0 ? den : 1)) : NAN;
-    const bool same = first.empty() || std::memcmp(first.data(), out.data(), out.size() * sizeof(float)) == 0;
-    const bool pass = rel <= bnd && worst <= 1 && same;
-    std::printf("version %d %-5s (%s): N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld p%ld %-8s %s (rel_err %.2e, bound %.0e; "
-                "vs rounded operands %.3g of tolerance%s)\n",
-                v, kDirName[dir], precision.c_str(), long(g.N), long(g.C), long(g.H), long(g.W), long(g.K), long(g.R),
-                long(g.S), long(g.stride), long(g.pad), order.name(), pass ? "OK" : "WRONG", rel, bnd, worst,
-                same ? "" : "; differs from the first order");
-    ok = ok && pass;
-    if (first.empty()) first = out;
-  }
-  cudaFree(da), cudaFree(db), cudaFree(dout);
+  const bool ok = mma_tiles::check_in_every_order(
+      [&](float* out) { kVersions[v][dir](out, da, db, g, nullptr); }, ref, rounded, mag, bnd,
+      [&](const char* order, const mma_tiles::MmaCheck& c) {
+        std::printf("version %d %-5s (%s): N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld p%ld %-8s %s (rel_err %.2e, bound "
+                    "%.0e; vs rounded operands %.3g of tolerance%s)\n",
+                    v, kDirName[dir], precision.c_str(), long(g.N), long(g.C), long(g.H), long(g.W), long(g.K),
+                    long(g.R), long(g.S), long(g.stride), long(g.pad), order, c.pass ? "OK" : "WRONG", c.rel, bnd,
+                    c.worst, c.same ? "" : "; differs from the first order");
+      });
+  cudaFree(da), cudaFree(db);
   return ok;
 }
 
@@ -558,47 +531,27 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
   }
   return mma_tiles::print_rows_by_precision(cs.name, impls, flops, layers, device, "cudnn");
 }
+#else
+constexpr RunCase<Case> run_case = nullptr;  // no --case timing in this build (bench_main says so)
 #endif
 
 // ---- driver ---------------------------------------------------------------------------------------
-int main(int argc, char** argv) {
-  BenchArgs args;
-  if (!parse_bench_args(argc, argv, kLast, args)) return 2;
-  if (args.list) {
-    for (const Case& c : cases()) std::printf("%s\n", c.name);
-    return 0;
-  }
-  const std::vector<int>& versions = args.versions;
-  const double budget_ms = args.budget_ms;
-  if (args.cases.empty()) {  // small-size validation of every version and direction
-    // The last two: several tiles in both dimensions of version 3's GEMM (K 130 > 128, N*P*Q 396 >
-    // 128) and several k-tiles with a partial one on its 16-byte path for w (C*R*S 72, 108).
-    const ConvGeom small[] = {{2, 3, 9, 7, 5, 3, 3, 1, 1}, {1, 4, 11, 10, 3, 3, 3, 2, 1}, {2, 6, 5, 5, 7, 1, 1, 1, 0},
-                              {2, 5, 9, 8, 4, 7, 7, 2, 3}, {3, 8, 12, 11, 130, 3, 3, 1, 1},
-                              {2, 12, 13, 15, 20, 3, 3, 2, 1}};
-    bool ok = true;
-    for (int v : versions)
-      for (int dir : {kFwd, kDgrad, kWgrad})
-        if (kVersions[v][dir])
-          for (const ConvGeom& g : small) ok = validate(v, dir, g) && ok;
-    return ok ? 0 : 1;
-  }
-  const std::vector<Case> todo = pick_cases(args.cases, cases());
-  if (todo.empty()) return 2;
-#ifdef NIMBUS_BENCH_CASES
-  require_device();
-  const std::string device = device_name();
+// Small sizes, every chosen version and direction. The last two: several tiles in both dimensions
+// of version 3's GEMM (K 130 > 128, N*P*Q 396 > 128) and several k-tiles with a partial one on its
+// 16-byte path for w (C*R*S 72, 108).
+bool validate_small(const std::vector<int>& versions) {
+  const ConvGeom small[] = {{2, 3, 9, 7, 5, 3, 3, 1, 1}, {1, 4, 11, 10, 3, 3, 3, 2, 1}, {2, 6, 5, 5, 7, 1, 1, 1, 0},
+                            {2, 5, 9, 8, 4, 7, 7, 2, 3}, {3, 8, 12, 11, 130, 3, 3, 1, 1},
+                            {2, 12, 13, 15, 20, 3, 3, 2, 1}};
   bool ok = true;
-  try {
-    for (const Case& c : todo) ok = run_case(c, versions, budget_ms, device) && ok;
-  } catch (const std::exception& e) {  // outside any one implementation: allocation, inputs, copies
-    std::fprintf(stderr, "gpu_bench_conv2d: %s\n", e.what());
-    return 1;
-  }
-  return ok ? 0 : 1;
-#else
-  (void)budget_ms;
-  std::fprintf(stderr, "--case needs the nvcc build with cuDNN (gpu_bench_conv2d, bench/cuda/gpu.cmake)\n");
-  return 2;
-#endif
+  for (int v : versions)
+    for (int dir : {kFwd, kDgrad, kWgrad})
+      if (kVersions[v][dir])
+        for (const ConvGeom& g : small) ok = validate(v, dir, g) && ok;
+  return ok;
+}
+
+int main(int argc, char** argv) {
+  return bench_main(argc, argv,
+                    BenchProgram<Case>{"gpu_bench_conv2d", "cuDNN", kLast, cases(), validate_small, run_case});
 }

@@ -36,6 +36,7 @@
 #include <iterator>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bench/cuda/bench_util.cuh"
@@ -99,68 +100,77 @@ void gemm3(int M, int N, int K, const Inputs& in, float* C) {
 //   The 16-byte path needs K and N multiples of 4 (rows 16-byte aligned); otherwise each element is
 //   one 4-byte cp.async (kVec false), slower but any size.
 //   mma_tiles.cuh holds the layout (padded rows: conflict-free fragment reads), the loaders, the
-//   warp's mma loop and the epilogue walk; this kernel is the pipeline around them.
+//   warp's mma loop, the double-buffered k loop and the epilogue walk; this kernel puts them together.
 // Expected bottleneck: shared-memory bandwidth for the fragments. Per k-step of 8 a warp issues 24
 // scalar shared loads (16 for A, 8 for B: one 128-byte wavefront each) and 24 cvt for 16 mma, so at
 // one wavefront per clock per SM the loads, not the tensor cores, set the pace; then the L2 traffic
 // of a 128x128 tile (32 flop per byte loaded) and the short 2-stage pipeline. Next steps: ldmatrix-
 // friendly layouts, larger warp tiles, more stages, and on sm_90 wgmma with TMA (cuBLAS's path).
-template <bool kVec>
+//
+// Versions 4 and 5 are this one kernel over the operand type T: float (TF32, m16n8k8) or uint16_t
+// (bf16 bit patterns, m16n8k16 with ldmatrix); kVec picks the 16-byte cp.async staging.
+template <typename T, bool kVec>
 __global__ void __launch_bounds__(mma_tiles::kThreads)
-    gemm_tf32_kernel(int M, int N, int K, const float* A, const float* B, float* C) {
+    gemm_mma_kernel(int M, int N, int K, const T* A, const T* B, float* C) {
   using namespace mma_tiles;
-  DYNAMIC_SMEM(float, smem);  // two stages of [A tile kBM x kLdaF | B tile kBK x kLdbF]
+  using L = StageLayout<T>;
+  DYNAMIC_SMEM(T, smem);  // two stages of [A tile kBM x L::kLda | B tile kBK x L::kLdb]
   const int warp = int(threadIdx.x) / 32, wm = warp / kWarpsN, wn = warp % kWarpsN;
   const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
   // Start the copies of k-tile kt into buffer buf (A: rows m0.., columns k; B: rows k.., columns n0..).
   const auto stage = [&](int buf, int kt) {
-    float* As = smem + buf * kStageF;
-    float* Bs = As + kBM * kLdaF;
+    T* As = smem + buf * L::kStage;
+    T* Bs = As + kBM * L::kLda;
     if constexpr (kVec) {
-      stage_tile_cp16<float, kBM, kBK, kLdaF>(As, A, M, K, m0, kt * kBK);
-      stage_tile_cp16<float, kBK, kBN, kLdbF>(Bs, B, K, N, kt * kBK, n0);
+      stage_tile_cp16<T, kBM, kBK, L::kLda>(As, A, M, K, m0, kt * kBK);
+      stage_tile_cp16<T, kBK, kBN, L::kLdb>(Bs, B, K, N, kt * kBK, n0);
+    } else if constexpr (std::is_same_v<T, float>) {
+      stage_tile_cp4<kBM, kBK, L::kLda>(As, A, M, K, m0, kt * kBK);
+      stage_tile_cp4<kBK, kBN, L::kLdb>(Bs, B, K, N, kt * kBK, n0);
     } else {
-      stage_tile_cp4<kBM, kBK, kLdaF>(As, A, M, K, m0, kt * kBK);
-      stage_tile_cp4<kBK, kBN, kLdbF>(Bs, B, K, N, kt * kBK, n0);
+      stage_tile_plain<T, kBM, kBK, L::kLda>(As, A, M, K, m0, kt * kBK);
+      stage_tile_plain<T, kBK, kBN, L::kLdb>(Bs, B, K, N, kt * kBK, n0);
     }
-    cp_async_commit();
+    cp_async_commit();  // an empty group on the plain path
   };
 
   Acc acc = {};  // 4 x 4 fragments x c0..c3
-  const int tiles = (K + kBK - 1) / kBK;
-  if (tiles > 0) stage(0, 0);
-  for (int kt = 0; kt < tiles; ++kt) {
-    if (kt + 1 < tiles) {
-      stage((kt + 1) % 2, kt + 1);  // the next tile flies while this one is used
-      cp_async_wait_group<1>();     // every group but the newest is complete: this thread's part of tile kt
-    } else {
-      cp_async_wait_group<0>();
-    }
-    __syncthreads();  // ... and every other thread's part
-    const float* As = smem + (kt % 2) * kStageF;
-    warp_mma_tf32(As, As + kBM * kLdaF, acc, wm, wn);
-    __syncthreads();  // all warps are done with this buffer before tile kt + 2 is copied into it
-  }
+  double_buffered_k_loop((K + kBK - 1) / kBK, stage, [&](int buf) {
+    const T* As = smem + buf * L::kStage;
+    if constexpr (std::is_same_v<T, float>)
+      warp_mma_tf32(As, As + kBM * L::kLda, acc, wm, wn);
+    else
+      warp_mma_bf16(As, As + kBM * L::kLda, acc, wm, wn);
+  });
 
   store_c_row_major(acc, C, M, N, m0, n0, wm, wn);
 }
 
-void gemm4(int M, int N, int K, const Inputs& in, float* C) {
+// The launch of gemm_mma_kernel<T>: the 16-byte path when K and N are whole 16-byte chunks of T
+// and both operands are 16-byte aligned.
+template <typename T>
+void gemm_mma(int M, int N, int K, const T* A, const T* B, float* C, const char* what) {
   using namespace mma_tiles;
+  using L = StageLayout<T>;
   if (M <= 0 || N <= 0) return;
-  const bool vec = K % 4 == 0 && N % 4 == 0 && aligned16(in.A) && aligned16(in.B);
-  void (*kernel)(int, int, int, const float*, const float*, float*) =
-      vec ? gemm_tf32_kernel<true> : gemm_tf32_kernel<false>;
-  static const bool smem_allowed = [] {  // 70 KiB of dynamic shared memory: above the 48 KiB default
-    CK(cudaFuncSetAttribute(gemm_tf32_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemTf32)));
-    CK(cudaFuncSetAttribute(gemm_tf32_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemTf32)));
-    return true;
-  }();
-  (void)smem_allowed;
-  launch(kernel, dim3(unsigned((N + kBN - 1) / kBN), unsigned((M + kBM - 1) / kBM)), dim3(kThreads), kSmemTf32,
-         nullptr, M, N, K, in.A, in.B, C);
-  cuda::check_launch("gemm4");
+  constexpr int kPerChunk = 16 / int(sizeof(T));
+  const bool vec = K % kPerChunk == 0 && N % kPerChunk == 0 && aligned16(A) && aligned16(B);
+  void (*kernel)(int, int, int, const T*, const T*, float*) =
+      vec ? gemm_mma_kernel<T, true> : gemm_mma_kernel<T, false>;
+  if constexpr (L::kSmem > 48 * 1024) {
+    static const bool smem_allowed = [] {  // tf32: 70 KiB of dynamic shared memory, above the 48 KiB default
+      CK(cudaFuncSetAttribute(gemm_mma_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::kSmem)));
+      CK(cudaFuncSetAttribute(gemm_mma_kernel<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::kSmem)));
+      return true;
+    }();
+    (void)smem_allowed;
+  }
+  launch(kernel, dim3(unsigned((N + kBN - 1) / kBN), unsigned((M + kBM - 1) / kBM)), dim3(kThreads), L::kSmem,
+         nullptr, M, N, K, A, B, C);
+  cuda::check_launch(what);
 }
+
+void gemm4(int M, int N, int K, const Inputs& in, float* C) { gemm_mma(M, N, K, in.A, in.B, C, "gemm4"); }
 
 // ---- version 5: tensor cores, bf16 (mma.sync m16n8k16, ldmatrix) ------------------------------------
 // What changes from version 4: bf16 operands (8-bit mantissa, relative rounding 2^-9; fp32
@@ -176,55 +186,7 @@ void gemm4(int M, int N, int K, const Inputs& in, float* C) {
 // Expected bottleneck: still shared memory: per k-step of 16 a warp reads 24 wavefronts (6 ldmatrix.x4)
 // for 16 mma that take twice version 4's work, so the ratio per flop halves but the tensor cores
 // also got twice as fast; then latency, with only two k16 steps between barriers and 2 stages.
-template <bool kVec>
-__global__ void __launch_bounds__(mma_tiles::kThreads)
-    gemm_bf16_kernel(int M, int N, int K, const uint16_t* A, const uint16_t* B, float* C) {
-  using namespace mma_tiles;
-  DYNAMIC_SMEM(uint16_t, smem);  // two stages of [A tile kBM x kLdaH | B tile kBK x kLdbH]
-  const int warp = int(threadIdx.x) / 32, wm = warp / kWarpsN, wn = warp % kWarpsN;
-  const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
-  const auto stage = [&](int buf, int kt) {
-    uint16_t* As = smem + buf * kStageH;
-    uint16_t* Bs = As + kBM * kLdaH;
-    if constexpr (kVec) {
-      stage_tile_cp16<uint16_t, kBM, kBK, kLdaH>(As, A, M, K, m0, kt * kBK);
-      stage_tile_cp16<uint16_t, kBK, kBN, kLdbH>(Bs, B, K, N, kt * kBK, n0);
-    } else {
-      stage_tile_plain<uint16_t, kBM, kBK, kLdaH>(As, A, M, K, m0, kt * kBK);
-      stage_tile_plain<uint16_t, kBK, kBN, kLdbH>(Bs, B, K, N, kt * kBK, n0);
-    }
-    cp_async_commit();  // an empty group on the plain path
-  };
-
-  Acc acc = {};  // 4 x 4 fragments x c0..c3
-  const int tiles = (K + kBK - 1) / kBK;
-  if (tiles > 0) stage(0, 0);
-  for (int kt = 0; kt < tiles; ++kt) {
-    if (kt + 1 < tiles) {
-      stage((kt + 1) % 2, kt + 1);
-      cp_async_wait_group<1>();
-    } else {
-      cp_async_wait_group<0>();
-    }
-    __syncthreads();
-    const uint16_t* As = smem + (kt % 2) * kStageH;
-    warp_mma_bf16(As, As + kBM * kLdaH, acc, wm, wn);
-    __syncthreads();
-  }
-
-  store_c_row_major(acc, C, M, N, m0, n0, wm, wn);
-}
-
-void gemm5(int M, int N, int K, const Inputs& in, float* C) {
-  using namespace mma_tiles;
-  if (M <= 0 || N <= 0) return;
-  const bool vec = K % 8 == 0 && N % 8 == 0 && aligned16(in.A16) && aligned16(in.B16);
-  void (*kernel)(int, int, int, const uint16_t*, const uint16_t*, float*) =
-      vec ? gemm_bf16_kernel<true> : gemm_bf16_kernel<false>;
-  launch(kernel, dim3(unsigned((N + kBN - 1) / kBN), unsigned((M + kBM - 1) / kBM)), dim3(kThreads), kSmemBf16,
-         nullptr, M, N, K, in.A16, in.B16, C);
-  cuda::check_launch("gemm5");
-}
+void gemm5(int M, int N, int K, const Inputs& in, float* C) { gemm_mma(M, N, K, in.A16, in.B16, C, "gemm5"); }
 
 using GemmFn = void (*)(int M, int N, int K, const Inputs& in, float* C);
 struct Version {
@@ -292,39 +254,22 @@ bool validate_mma(int v, int M, int N, int K) {
       }
       ref[size_t(i) * N + j] = s, rounded[size_t(i) * N + j] = sr, mag[size_t(i) * N + j] = sm;
     }
-  float *dA = upload(A), *dB = upload(B), *dC = nullptr;
+  float *dA = upload(A), *dB = upload(B);
   uint16_t *dA16 = mma_tiles::upload_any(A16), *dB16 = mma_tiles::upload_any(B16);
-  CK(cudaMalloc(&dC, ref.size() * sizeof(float)));
   const double bnd = mma_tiles::precision_bound(precision);
-  bool ok = true;
-  std::vector<float> first;
-  for (int o = 0; o < mma_tiles::ValidationOrder::kCount; ++o) {
-    const mma_tiles::ValidationOrder order(o);
-    CK(cudaMemset(dC, 0xFF, ref.size() * sizeof(float)));  // NaN: every element must be written
-    kVersions[v].run(M, N, K, Inputs{dA, dB, dA16, dB16}, dC);
-    std::vector<float> C(ref.size());
-    CK(cudaMemcpy(C.data(), dC, C.size() * sizeof(float), cudaMemcpyDeviceToHost));
-    double num = 0, den = 0, worst = 0;  // worst: max |C - rounded| / (1e-5 sum|ab|), <= 1 passes
-    for (size_t i = 0; i < C.size(); ++i) {
-      num += (C[i] - ref[i]) * (C[i] - ref[i]), den += ref[i] * ref[i];
-      const double e = std::fabs(C[i] - rounded[i]) / (1e-5 * mag[i] + 1e-30);
-      worst = std::isfinite(C[i]) ? std::fmax(worst, e) : INFINITY;
-    }
-    const double rel = std::isfinite(worst) ? std::sqrt(num / (den > 0 ? den : 1)) : NAN;
-    const bool same = first.empty() || std::memcmp(first.data(), C.data(), C.size() * sizeof(float)) == 0;
-    const bool pass = rel <= bnd && worst <= 1 && same;
-    std::string extra;
+  const bool ok = mma_tiles::check_in_every_order(
+      [&](float* dC) { kVersions[v].run(M, N, K, Inputs{dA, dB, dA16, dB16}, dC); }, ref, rounded, mag, bnd,
+      [&](const char* order, const mma_tiles::MmaCheck& c) {
+        std::string extra;
 #ifndef __CUDACC__
-    if (bf16) extra = ", ldmatrix bank conflicts " + std::to_string(emu::last_launch_stats().smem_bank_conflicts);
+        if (bf16) extra = ", ldmatrix bank conflicts " + std::to_string(emu::last_launch_stats().smem_bank_conflicts);
 #endif
-    std::printf("version %d (%s): %dx%dx%d %-7s %s (rel_err %.2e, bound %.0e; vs rounded operands %.3g of "
-                "tolerance%s%s)\n",
-                v, precision.c_str(), M, N, K, order.name(), pass ? "OK" : "WRONG", rel, bnd, worst, extra.c_str(),
-                same ? "" : "; differs from the first order");
-    ok = ok && pass;
-    if (first.empty()) first = C;
-  }
-  cudaFree(dA), cudaFree(dB), cudaFree(dA16), cudaFree(dB16), cudaFree(dC);
+        std::printf("version %d (%s): %dx%dx%d %-7s %s (rel_err %.2e, bound %.0e; vs rounded operands %.3g of "
+                    "tolerance%s%s)\n",
+                    v, precision.c_str(), M, N, K, order, c.pass ? "OK" : "WRONG", c.rel, bnd, c.worst,
+                    extra.c_str(), c.same ? "" : "; differs from the first order");
+      });
+  cudaFree(dA), cudaFree(dB), cudaFree(dA16), cudaFree(dB16);
   return ok;
 }
 
@@ -396,44 +341,23 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
   }
   return mma_tiles::print_rows_by_precision(cs.name, impls, 2.0 * M * N * double(K), 1, device, "cublas");
 }
+#else
+constexpr RunCase<Case> run_case = nullptr;  // no --case timing in this build (bench_main says so)
 #endif
 
 // ---- driver -------------------------------------------------------------------------------------
-int main(int argc, char** argv) {
-  BenchArgs args;
-  if (!parse_bench_args(argc, argv, kLast, args)) return 2;
-  if (args.list) {
-    for (const Case& c : kCases) std::printf("%s\n", c.name);
-    return 0;
-  }
-  const std::vector<int>& versions = args.versions;
-  const double budget_ms = args.budget_ms;
-  if (args.cases.empty()) {  // small odd sizes, every version
-    bool ok = true;
-    // Odd sizes (K, N not multiples of 4: the 4-byte / plain staging paths of versions 4-5), then
-    // partial tiles on the 16-byte paths: 67x44x36 (v4: 16-byte, v5: plain), 150x136x72 (both 16-byte;
-    // 2x2 blocks, 3 k-tiles, so the double buffer is reused).
-    const int sizes[][3] = {{67, 45, 33}, {130, 70, 19}, {67, 44, 36}, {150, 136, 72}};
-    for (int v : versions)
-      for (const auto& sz : sizes) ok = validate(v, sz[0], sz[1], sz[2]) && ok;
-    return ok ? 0 : 1;
-  }
-  const std::vector<Case> todo = pick_cases(args.cases, std::vector<Case>(std::begin(kCases), std::end(kCases)));
-  if (todo.empty()) return 2;
-#ifdef NIMBUS_BENCH_CASES
-  require_device();
-  const std::string device = device_name();
+// Small odd sizes, every chosen version. Odd sizes (K, N not multiples of 4: the 4-byte / plain
+// staging paths of versions 4-5), then partial tiles on the 16-byte paths: 67x44x36 (v4: 16-byte,
+// v5: plain), 150x136x72 (both 16-byte; 2x2 blocks, 3 k-tiles, so the double buffer is reused).
+bool validate_small(const std::vector<int>& versions) {
+  const int sizes[][3] = {{67, 45, 33}, {130, 70, 19}, {67, 44, 36}, {150, 136, 72}};
   bool ok = true;
-  try {
-    for (const Case& c : todo) ok = run_case(c, versions, budget_ms, device) && ok;
-  } catch (const std::exception& e) {  // outside any one implementation: allocation, inputs, copies
-    std::fprintf(stderr, "gpu_bench_gemm: %s\n", e.what());
-    return 1;
-  }
-  return ok ? 0 : 1;
-#else
-  (void)budget_ms;
-  std::fprintf(stderr, "--case needs the nvcc build with cuBLAS (gpu_bench_gemm, bench/cuda/gpu.cmake)\n");
-  return 2;
-#endif
+  for (int v : versions)
+    for (const auto& sz : sizes) ok = validate(v, sz[0], sz[1], sz[2]) && ok;
+  return ok;
+}
+
+int main(int argc, char** argv) {
+  const std::vector<Case> cases(std::begin(kCases), std::end(kCases));
+  return bench_main(argc, argv, BenchProgram<Case>{"gpu_bench_gemm", "cuBLAS", kLast, cases, validate_small, run_case});
 }

@@ -1,6 +1,7 @@
 /* mma_tiles.cuh: the pieces that the tensor-core kernel versions of bench/cuda (gemm.cu v4 and v5,
  * conv2d.cu v3) share: one block tile, its shared-memory layout, the loaders that stage a tile of
- * a row-major matrix into shared memory, the warp-level mma loop, and the epilogue walk.
+ * a row-major matrix into shared memory, the warp-level mma loop, the double-buffered k loop around
+ * them, and the epilogue walk.
  * Device code in the kernel contract (docs/cuda-emulator.md): it runs by nvcc (sm_80+) and under
  * the CUDA-on-CPU emulator, where kernels/cuda/tensor_core.h models every instruction.
  *
@@ -65,6 +66,20 @@ constexpr int kLdaH = kBK + 8;                        // 40 bf16
 constexpr int kLdbH = kBN + 8;                        // 136 bf16
 constexpr int kStageH = kBM * kLdaH + kBK * kLdbH;    // bf16 elements per stage
 constexpr size_t kSmemBf16 = 2 * size_t(kStageH) * sizeof(uint16_t);
+
+// The layout by operand type: float (tf32) or uint16_t (bf16 bit patterns).
+template <typename T>
+struct StageLayout;
+template <>
+struct StageLayout<float> {
+  static constexpr int kLda = kLdaF, kLdb = kLdbF, kStage = kStageF;
+  static constexpr size_t kSmem = kSmemTf32;
+};
+template <>
+struct StageLayout<uint16_t> {
+  static constexpr int kLda = kLdaH, kLdb = kLdbH, kStage = kStageH;
+  static constexpr size_t kSmem = kSmemBf16;
+};
 
 // ---- loaders (every thread of the block calls them; no barrier inside) -----------------------------------
 template <typename T, int TR, int TC, int LD>
@@ -154,6 +169,27 @@ __device__ __forceinline__ void warp_mma_bf16(const uint16_t* As, const uint16_t
   }
 }
 
+// ---- the k loop: two stages ---------------------------------------------------------------------------------
+// Every thread of the block runs it over `tiles` k-tiles: stage(buf, kt) starts the cp.async copies
+// of k-tile kt into stage buffer buf (0 or 1) and commits them as one group; multiply(buf) runs the
+// warp's mma loop over buffer buf. k-tile kt + 1 is in flight while the warps multiply k-tile kt;
+// one barrier before a tile is read, one after (the buffer is then refilled).
+template <typename Stage, typename Multiply>
+__device__ __forceinline__ void double_buffered_k_loop(int tiles, Stage&& stage, Multiply&& multiply) {
+  if (tiles > 0) stage(0, 0);
+  for (int kt = 0; kt < tiles; ++kt) {
+    if (kt + 1 < tiles) {
+      stage((kt + 1) % 2, kt + 1);  // the next tile flies while this one is used
+      cp_async_wait_group<1>();     // every group but the newest is complete: this thread's part of tile kt
+    } else {
+      cp_async_wait_group<0>();
+    }
+    __syncthreads();  // ... and every other thread's part
+    multiply(kt % 2);
+    __syncthreads();  // all warps are done with this buffer before tile kt + 2 is copied into it
+  }
+}
+
 // ---- epilogue ---------------------------------------------------------------------------------------------------
 // Calls store(row, col, v0, v1) for every pair of adjacent accumulators of this thread: columns
 // col and col + 1 of `row` (C/D fragment: c0 c1 at (g, 2t), (g, 2t+1); c2 c3 at row g + 8). Rows
@@ -194,7 +230,9 @@ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 1
 }  // namespace mma_tiles
 
 // ---- host side: validating and reporting the tensor-core versions -----------------------------------------
+#include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -242,6 +280,50 @@ class ValidationOrder {
   nimbus::emu::Order order_;
 #endif
 };
+
+// One output of a tensor-core version against its float64 references (validate_mma in gemm.cu and
+// conv2d.cu): ref from the fp32 inputs, rounded from the operands the tensor cores multiply, mag
+// the sum of |a b| per element.
+struct MmaCheck {
+  double rel = 0;    // ||out - ref|| / ||ref|| (NaN when an element is not finite): within the precision's bound
+  double worst = 0;  // max |out - rounded| / (1e-5 mag): <= 1
+  bool same = true;  // bitwise equal to the first order's output
+  bool pass = false;
+};
+
+// Runs a version once per ValidationOrder: run(out) writes the n = ref.size() outputs into the device
+// buffer out (NaN bytes beforehand, so every element must be written), then print(order name, check)
+// reports the order. True if every order passed.
+inline bool check_in_every_order(const std::function<void(float* out)>& run, const std::vector<double>& ref,
+                                 const std::vector<double>& rounded, const std::vector<double>& mag, double bound,
+                                 const std::function<void(const char* order, const MmaCheck& c)>& print) {
+  float* dout = nullptr;
+  CK(cudaMalloc(&dout, ref.size() * sizeof(float)));
+  bool ok = true;
+  std::vector<float> first;
+  for (int o = 0; o < ValidationOrder::kCount; ++o) {
+    const ValidationOrder order(o);
+    CK(cudaMemset(dout, 0xFF, ref.size() * sizeof(float)));
+    run(dout);
+    std::vector<float> out(ref.size());
+    CK(cudaMemcpy(out.data(), dout, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    MmaCheck c;
+    double num = 0, den = 0;
+    for (size_t i = 0; i < out.size(); ++i) {
+      num += (out[i] - ref[i]) * (out[i] - ref[i]), den += ref[i] * ref[i];
+      const double e = std::fabs(out[i] - rounded[i]) / (1e-5 * mag[i] + 1e-30);
+      c.worst = std::isfinite(out[i]) ? std::fmax(c.worst, e) : INFINITY;
+    }
+    c.rel = std::isfinite(c.worst) ? std::sqrt(num / (den > 0 ? den : 1)) : NAN;
+    c.same = first.empty() || std::memcmp(first.data(), out.data(), out.size() * sizeof(float)) == 0;
+    c.pass = c.rel <= bound && c.worst <= 1 && c.same;
+    print(order.name(), c);
+    ok = ok && c.pass;
+    if (first.empty()) first = out;
+  }
+  cudaFree(dout);
+  return ok;
+}
 
 // A device copy of a host vector of any trivially copyable type (the caller frees it with cudaFree).
 template <typename T>

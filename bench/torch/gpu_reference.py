@@ -78,6 +78,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+# DSen2CR: the same definition as the fixtures of models/ (tests/torch/gen_fixtures_models.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "torch"))
+from dsen2cr_torch import DSen2CR  # noqa: E402
+
 TOL = {"fp32": 2e-4, "tf32": 5e-3, "bf16": 3e-2}  # max rel_err of a kernel's sampled outputs
 N_SAMPLES = 200
 KERNEL_CASES = ["gemm_4096", "dsen2cr_conv3x3_fwd", "dsen2cr_conv3x3_dgrad", "dsen2cr_conv3x3_wgrad",
@@ -608,37 +612,6 @@ def cmd_kernels(cases, configs):
 
 
 # ---------------------------------------------------------------------------- models
-class ResBlock(nn.Module):
-    """Copied from tests/torch/gen_fixtures_models.py (ResBlock), which cannot be imported here: it needs
-    rasterio and the test helper module st."""
-
-    def __init__(self, f):
-        super().__init__()
-        self.conv1 = nn.Conv2d(f, f, 3, padding=1)
-        self.conv2 = nn.Conv2d(f, f, 3, padding=1)
-
-    def forward(self, x):
-        return x + 0.1 * self.conv2(F.relu(self.conv1(x)))
-
-
-class DSen2CR(nn.Module):
-    """Copied from tests/torch/gen_fixtures_models.py (DSen2CR, SAR variant only)."""
-
-    def __init__(self, B, Fe):
-        super().__init__()
-        self.head = nn.Conv2d(15, Fe, 3, padding=1)
-        self.blocks = nn.Sequential(*[ResBlock(Fe) for _ in range(B)])
-        self.tail = nn.Conv2d(Fe, 13, 3, padding=1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, a=0, mode="fan_in", nonlinearity="relu")
-                nn.init.uniform_(m.bias, -0.05, 0.05)
-
-    def forward(self, s2, s1):
-        x = torch.cat([s2, s1], 1)
-        return self.tail(self.blocks(F.relu(self.head(x)))) + s2
-
-
 def model_spec(case):
     """-> dict(kind, train, batch, H, B, F, flops per step)."""
     train = "_train_" in case

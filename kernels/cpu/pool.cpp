@@ -7,33 +7,11 @@
 #include <vector>
 
 #include "kernels/common/parallel.h"
+#include "kernels/common/pool_window.h"
 
 namespace nimbus::cpu {
 
 namespace {
-// Index (into the H*W plane) of the window's max; -1 only if the window lies
-// entirely in padding, which the op rules out (pad <= kernel/2).
-template <typename T>
-int64_t window_argmax(const T* plane, int64_t p, int64_t q, const PoolGeom& g) {
-  int64_t best = -1;
-  T best_v = T(0);
-  for (int64_t r = 0; r < g.kernel; ++r) {
-    const int64_t ih = p * g.stride - g.pad + r;
-    if (ih < 0 || ih >= g.H) continue;
-    for (int64_t s = 0; s < g.kernel; ++s) {
-      const int64_t iw = q * g.stride - g.pad + s;
-      if (iw < 0 || iw >= g.W) continue;
-      const T v = plane[ih * g.W + iw];
-      // Strictly greater keeps the first of equal maxima; a NaN always wins (PyTorch's rule).
-      if (best < 0 || v > best_v || std::isnan(v)) {
-        best = ih * g.W + iw;
-        best_v = v;
-      }
-    }
-  }
-  return best;
-}
-
 // Whether v replaces the running max a: strictly greater (so the first of
 // equal maxima stays, and -0 stays -0 against a later +0), or NaN (a NaN
 // always wins: PyTorch's rule). `|`, not `||`: both compares always run, so the

@@ -1,6 +1,7 @@
 /* pool.cu: max pooling and global average pooling, forward and backward.
  *
- * max_pool2d forward: one thread per output, the window's argmax as in the CPU kernel.
+ * max_pool2d forward: one thread per output, the window's argmax by the CPU kernel's rule
+ *   (kernels/common/pool_window.h).
  * max_pool2d backward: one thread per INPUT cell, gathering dy from every window that covers it
  *   and picked it (the argmax is recomputed from x), windows in increasing (p, q) order: the same
  *   sums in the same order as the CPU kernel's scatter, and no atomics.
@@ -9,6 +10,7 @@
  */
 #include "kernels/cuda/pool.h"
 
+#include "kernels/common/pool_window.h"
 #include "kernels/cuda/compat.h"
 
 namespace nimbus::cuda {
@@ -18,27 +20,6 @@ struct PoolDims {
 };
 
 static PoolDims dims(const PoolGeom& g) { return {g.N * g.C, g.H, g.W, g.P(), g.Q(), g.kernel, g.stride, g.pad}; }
-
-// Index into the H*W plane of window (p, q)'s max: strictly greater keeps the first of equal
-// maxima, NaN always wins; -1 if the window is all padding.
-__device__ int64_t window_argmax(const float* plane, int64_t p, int64_t q, const PoolDims& d) {
-  int64_t best = -1;
-  float best_v = 0.0f;
-  for (int64_t r = 0; r < d.kernel; ++r) {
-    const int64_t ih = p * d.stride - d.pad + r;
-    if (ih < 0 || ih >= d.H) continue;
-    for (int64_t s = 0; s < d.kernel; ++s) {
-      const int64_t iw = q * d.stride - d.pad + s;
-      if (iw < 0 || iw >= d.W) continue;
-      const float v = plane[ih * d.W + iw];
-      if (best < 0 || v > best_v || isnan(v)) {
-        best = ih * d.W + iw;
-        best_v = v;
-      }
-    }
-  }
-  return best;
-}
 
 __global__ void max_pool2d_forward_kernel(float* y, const float* x, PoolDims d) {
   const int64_t PQ = d.P * d.Q, n = d.planes * PQ;

@@ -290,14 +290,10 @@ TEST_CASE("cloud_impact: DSen2-CR method equals the model on normalised input, r
 
 TEST_CASE("cloud_impact: synthetic triplets on disk load with their true labels and detector cover") {
   const std::string root = temp_dir("synth");
-  data::SyntheticOptions o;
-  o.seed = 9;
-  o.size = 64;
-  o.patches_per_roi = 2;
-  std::ostringstream csv;
-  csv << data::labels_header() << "\n";
-  for (int i = 0; i < 3; ++i) csv << data::write_triplet(root, o, i) << "\n";
-  { std::ofstream(root + "/labels.csv") << csv.str(); }
+  const data::SyntheticOptions o{.seed = 9, .patches_per_roi = 2, .size = 64};
+  std::vector<std::string> rows;
+  for (int i = 0; i < 3; ++i) rows.push_back(data::write_triplet(root, o, i));
+  data::write_labels(root, rows);
   const auto labels = read_true_labels(root + "/labels.csv");
   const data::Sen12mscrIndex index = data::scan_sen12mscr(root);
   REQUIRE(index.triplets.size() == 3);

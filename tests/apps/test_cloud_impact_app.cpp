@@ -26,14 +26,10 @@ struct TinyRun {
     dir = (fs::temp_directory_path() / ("nimbus_impact_app_" + std::to_string(getpid()))).string();
     fs::remove_all(dir);
     data = dir + "/sen12mscr";
-    data::SyntheticOptions o;
-    o.seed = 3;
-    o.size = 64;
-    o.patches_per_roi = 2;
-    std::ostringstream csv;
-    csv << data::labels_header() << "\n";
-    for (int i = 0; i < 4; ++i) csv << data::write_triplet(data, o, i) << "\n";
-    std::ofstream(data + "/labels.csv") << csv.str();
+    const data::SyntheticOptions o{.seed = 3, .patches_per_roi = 2, .size = 64};
+    std::vector<std::string> rows;
+    for (int i = 0; i < 4; ++i) rows.push_back(data::write_triplet(data, o, i));
+    data::write_labels(data, rows);
     models::ResNetConfig rc;
     rc.block = models::BlockType::Basic;
     rc.blocks = {1, 1, 1, 1};

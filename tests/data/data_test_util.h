@@ -1,5 +1,6 @@
 // data_test_util.h: helpers shared by the data-layer tests: a self-deleting
-// temp directory, file globbing, and small rasters with real georeferencing.
+// temp directory, file globbing, cropping a raster, and small rasters with real
+// georeferencing.
 #pragma once
 #include <doctest/doctest.h>
 #include <unistd.h>
@@ -52,6 +53,18 @@ inline std::string slurp(const std::string& path) {
 inline void spit(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary);
   f << bytes;
+}
+
+// The size x size window of r whose top-left pixel is (x0, y0), every band; the rest of r (type,
+// georeferencing) unchanged.
+inline data::Raster crop_raster(const data::Raster& r, int x0, int y0, int size) {
+  data::Raster c = r;
+  c.width = c.height = size;
+  c.data.clear();
+  for (int b = 0; b < r.bands; ++b)
+    for (int y = 0; y < size; ++y)
+      for (int x = 0; x < size; ++x) c.data.push_back(r.band(b)[(y + y0) * r.width + x + x0]);
+  return c;
 }
 
 // A UTM-like georeferencing (pixel scale + one tie point + GeoKeys + ASCII).

@@ -6,6 +6,7 @@
 
 #include "data/augment.h"
 #include "tests/common/check.h"
+#include "tests/data/data_test_util.h"
 
 using namespace nimbus;
 using namespace nimbus::data;
@@ -91,15 +92,7 @@ TEST_CASE("augment: one draw keeps a sample's rasters aligned") {
     AugmentDraw d = draw_augment(rng, 16, 16, cfg);
     Raster s1 = scene(2, 1), s2 = scene(13, 1), cloudy = scene(13, 2);
     Window w = crop_window(d, 16, 16, cfg);
-    auto crop = [&](Raster& r) {
-      Raster c = r;
-      c.width = c.height = 8;
-      c.data.clear();
-      for (int b = 0; b < r.bands; ++b)
-        for (int y = 0; y < 8; ++y)
-          for (int x = 0; x < 8; ++x) c.data.push_back(r.band(b)[(y + w.y0) * 16 + x + w.x0]);
-      return c;
-    };
+    auto crop = [&](const Raster& r) { return crop_raster(r, w.x0, w.y0, 8); };
     Raster a = crop(s1), b = crop(s2), c = crop(cloudy);
     flip_rotate(a, d.flip, d.rot), flip_rotate(b, d.flip, d.rot), flip_rotate(c, d.flip, d.rot);
     for (int i = 0; i < 64; ++i) {

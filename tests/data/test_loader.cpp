@@ -55,11 +55,7 @@ Seen run(size_t n, LoaderOptions o, int batches) {
 }  // namespace
 
 TEST_CASE("loader: epochs of floor(N/B) batches, reshuffled each epoch, in order") {
-  LoaderOptions o;
-  o.batch_size = 4;
-  o.threads = 3;
-  o.prefetch = 5;
-  o.seed = 11;
+  const LoaderOptions o{.batch_size = 4, .threads = 3, .prefetch = 5, .seed = 11};
   Loader l(23, toy(), o);
   REQUIRE(l.batches_per_epoch() == 5);
   std::vector<std::vector<size_t>> epochs(3);
@@ -90,11 +86,7 @@ TEST_CASE("loader: epochs of floor(N/B) batches, reshuffled each epoch, in order
 }
 
 TEST_CASE("loader: same seed -> same batches, whatever the thread count, new seed -> new order") {
-  LoaderOptions o;
-  o.batch_size = 5;
-  o.seed = 3;
-  o.threads = 1;
-  o.prefetch = 1;
+  LoaderOptions o{.batch_size = 5, .threads = 1, .prefetch = 1, .seed = 3};
   Seen a = run(37, o, 16);  // more than two epochs
   o.threads = 4;
   o.prefetch = 6;
@@ -116,10 +108,7 @@ TEST_CASE("loader: same seed -> same batches, whatever the thread count, new see
 
 TEST_CASE("loader: memory is bounded by the prefetch depth") {
   std::atomic<int> calls{0};
-  LoaderOptions o;
-  o.batch_size = 2;
-  o.threads = 3;
-  o.prefetch = 3;
+  const LoaderOptions o{.batch_size = 2, .threads = 3, .prefetch = 3};
   Loader l(1000000, toy(&calls), o);  // a huge dataset: nothing is read ahead beyond 3 batches
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   CHECK(calls.load() <= 3 * 2);
@@ -134,10 +123,7 @@ TEST_CASE("loader: memory is bounded by the prefetch depth") {
 }
 
 TEST_CASE("loader: a worker's error reaches the consumer naming the file, shutdown mid-epoch is clean") {
-  LoaderOptions o;
-  o.batch_size = 2;
-  o.threads = 2;
-  o.shuffle = false;
+  const LoaderOptions o{.batch_size = 2, .threads = 2, .shuffle = false};
   SampleFn bad = [](size_t i, Rng& rng) {
     if (i == 5) throw Error("geotiff: /data/ROIs1158_spring_s1_1_p5.tif: cannot decode strip 3");
     return toy()(i, rng);
@@ -186,11 +172,7 @@ TEST_CASE("loader: one batch per epoch, many threads: every epoch's order is fou
     s.add("x", Shape{1}, {float(index)});
     return s;
   };
-  LoaderOptions o;
-  o.batch_size = 2;
-  o.threads = 4;
-  o.prefetch = 16;
-  o.seed = 3;
+  const LoaderOptions o{.batch_size = 2, .threads = 4, .prefetch = 16, .seed = 3};
   Loader l(2, fn, o);
   for (int k = 0; k < 400; ++k) {
     Batch b = l.next();
@@ -216,10 +198,7 @@ TEST_CASE("loader: SEN12MS-CR triplets from disk, cropped and augmented") {
   REQUIRE(idx.triplets.size() == 6);
   TripletSampleOptions so;
   so.augment.crop = 16;
-  LoaderOptions o;
-  o.batch_size = 4;
-  o.threads = 2;
-  o.seed = 5;
+  const LoaderOptions o{.batch_size = 4, .threads = 2, .seed = 5};
   auto fn = sen12mscr_sample_fn(idx.triplets, so);
   Loader a(idx.triplets.size(), fn, o), b(idx.triplets.size(), fn, o);
   for (int k = 0; k < 3; ++k) {

@@ -279,12 +279,7 @@ TEST_CASE("sen12mscr: a real triplet becomes a normalised, consistently augmente
     CHECK(s.shapes[4] == Shape{1, 128, 128});
     // Expected: crop the full rasters at the draw, flip/rotate, normalise.
     auto expect = [&](const Raster& full, bool is_s1) {
-      Raster c = full;
-      c.width = c.height = 128;
-      c.data.clear();
-      for (int b = 0; b < full.bands; ++b)
-        for (int y = 0; y < 128; ++y)
-          for (int x = 0; x < 128; ++x) c.data.push_back(full.band(b)[(y + d.y0) * 256 + x + d.x0]);
+      Raster c = crop_raster(full, d.x0, d.y0, 128);
       flip_rotate(c, d.flip, d.rot);
       std::vector<float> raw = c.data;
       if (is_s1)

@@ -1,11 +1,14 @@
-/* emu_util.h: small helpers for the emulator tests: device buffers and scoped order/strict settings.
+/* emu_util.h: small helpers for the emulator tests: device buffers, the error of a failing launch and
+ * scoped order/strict settings.
  * Built with -DNIMBUS_CUDA_RUNTIME (test_cuda_real), the same tests run on a real GPU: the order
  * settings become no-ops and kOnEmulator is false for the few checks that only hold on the emulator. */
 #pragma once
 #include <doctest/doctest.h>
 
+#include <string>
 #include <vector>
 
+#include "kernels/common/error.h"
 #include "kernels/cuda/compat.h"
 
 namespace nimbus::test {
@@ -37,6 +40,27 @@ struct DeviceBuffer {
     return host;
   }
 };
+
+// The text of the Error that f() (a launch that must fail) throws; "(no error)" when it throws none,
+// so that the caller's checks of the text fail.
+template <typename F>
+std::string launch_error(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// The contents of float device buffers one after the other: the outputs of one launch as the single
+// vector that same_in_all_orders compares.
+template <typename... Buffers>
+std::vector<float> download_all(const Buffers&... buffers) {
+  std::vector<float> all;
+  for (const std::vector<float>& part : {buffers.download()...}) all.insert(all.end(), part.begin(), part.end());
+  return all;
+}
 
 #ifdef NIMBUS_CUDA_RUNTIME
 // On a real GPU (test_cuda_real) the hardware picks the order: one pass, the scoped settings do nothing.

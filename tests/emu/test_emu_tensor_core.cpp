@@ -41,17 +41,6 @@ float bitsf(uint32_t u) {
   return f;
 }
 
-// Runs a launch that must fail, returns the error text.
-template <typename F>
-std::string launch_error(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 // ---------------------------------------------------------------------------------------------
 // Conversions.
 TEST_CASE("tensor core: bf16_from_float_rne / bf16_to_float against hand-computed cases") {

@@ -104,14 +104,9 @@ TEST_CASE("emu: a thread returning before a barrier is an error in strict mode, 
   for (Order o : kAllOrders) {
     ScopedOrder so(o);
     cudaMemset(arrivals.p, 0, sizeof(int));
-    try {
-      launch(early_exit_kernel, 1, 64, 0, nullptr, arrivals.p);
-      FAIL("expected an error");
-    } catch (const Error& e) {
-      std::string m = e.what();
-      CHECK_MESSAGE(m.find("threads 0-9 exited while threads 10-63 wait at __syncthreads()") != std::string::npos, m);
-      CHECK_MESSAGE(m.find("test_emulator.cpp") != std::string::npos, m);
-    }
+    const std::string m = launch_error([&] { launch(early_exit_kernel, 1, 64, 0, nullptr, arrivals.p); });
+    CHECK_MESSAGE(m.find("threads 0-9 exited while threads 10-63 wait at __syncthreads()") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("test_emulator.cpp") != std::string::npos, m);
   }
   {  // the same error when blocks run on 2 OS threads
     ScopedBlockThreads threads(2);
@@ -138,15 +133,10 @@ __global__ void two_sites_kernel(int* out) {
 
 TEST_CASE("emu: __syncthreads reached from two call sites is reported") {
   DeviceBuffer<int> out(64);
-  try {
-    launch(two_sites_kernel, 1, 64, 0, nullptr, out.p);
-    FAIL("expected an error");
-  } catch (const Error& e) {
-    std::string m = e.what();
-    CHECK_MESSAGE(m.find("different call sites") != std::string::npos, m);
-    CHECK_MESSAGE(m.find("test_emulator.cpp:" + std::to_string(kFirstSiteLine)) != std::string::npos, m);
-    CHECK_MESSAGE(m.find("test_emulator.cpp:" + std::to_string(kFirstSiteLine + 2)) != std::string::npos, m);
-  }
+  const std::string m = launch_error([&] { launch(two_sites_kernel, 1, 64, 0, nullptr, out.p); });
+  CHECK_MESSAGE(m.find("different call sites") != std::string::npos, m);
+  CHECK_MESSAGE(m.find("test_emulator.cpp:" + std::to_string(kFirstSiteLine)) != std::string::npos, m);
+  CHECK_MESSAGE(m.find("test_emulator.cpp:" + std::to_string(kFirstSiteLine + 2)) != std::string::npos, m);
 }
 
 // Lanes 0-15 of warp 0 wait at the block barrier; lanes 16-31 wait in __syncwarp for them.
@@ -162,16 +152,11 @@ TEST_CASE("emu: deadlock is detected and names the waiting threads") {
   DeviceBuffer<int> out(64);
   for (Order o : kAllOrders) {
     ScopedOrder so(o);
-    try {
-      launch(deadlock_kernel, 1, 64, 0, nullptr, out.p);
-      FAIL("expected an error");
-    } catch (const Error& e) {
-      std::string m = e.what();
-      CHECK_MESSAGE(m.find("deadlock") != std::string::npos, m);
-      CHECK_MESSAGE(m.find("Threads 16-31 wait in __syncwarp") != std::string::npos, m);
-      CHECK_MESSAGE(m.find("for threads 0-15 of its mask") != std::string::npos, m);
-      CHECK_MESSAGE(m.find("Threads 0-15,32-63 wait at __syncthreads()") != std::string::npos, m);
-    }
+    const std::string m = launch_error([&] { launch(deadlock_kernel, 1, 64, 0, nullptr, out.p); });
+    CHECK_MESSAGE(m.find("deadlock") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("Threads 16-31 wait in __syncwarp") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("for threads 0-15 of its mask") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("Threads 0-15,32-63 wait at __syncthreads()") != std::string::npos, m);
   }
 }
 
@@ -289,12 +274,8 @@ __global__ void outside_mask_kernel(int* out) {
 TEST_CASE("emu: warp primitive misuse is reported") {
   DeviceBuffer<int> out(64);
   auto expect_error = [&](void (*k)(int*), dim3 block, const std::string& text) {
-    try {
-      launch(k, 1, block, 0, nullptr, out.p);
-      FAIL("expected an error: ", text);
-    } catch (const Error& e) {
-      CHECK_MESSAGE(std::string(e.what()).find(text) != std::string::npos, e.what());
-    }
+    const std::string m = launch_error([&] { launch(k, 1, block, 0, nullptr, out.p); });
+    CHECK_MESSAGE(m.find(text) != std::string::npos, m);
   };
   expect_error(bad_mask_kernel, 32, "that excludes itself");
   expect_error(bad_width_kernel, 32, "width 6 is not a power of two");

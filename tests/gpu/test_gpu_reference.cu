@@ -116,12 +116,8 @@ void conv_case(const ConvGeom& g) {
 // Returns the loss, every gradient and every parameter/buffer after an SGD step, named, on the CPU.
 using Named = std::vector<std::pair<std::string, Tensor>>;
 Named resnet_step(Device d) {
-  models::ResNetConfig cfg;
-  cfg.block = models::BlockType::Bottleneck;
-  cfg.blocks = {1, 1, 1, 1};
-  cfg.width = 8;
-  cfg.in_channels = 13;
-  cfg.classes = 10;
+  const models::ResNetConfig cfg{
+      .block = models::BlockType::Bottleneck, .blocks = {1, 1, 1, 1}, .width = 8, .in_channels = 13, .classes = 10};
   Rng model_rng(11), data_rng(3);
   models::ResNet m(cfg, model_rng);
   const Tensor x = Tensor::randn({4, 13, 64, 64}, data_rng), y = Tensor::from_vector({4}, {4, 1, 0, 9});

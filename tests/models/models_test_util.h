@@ -1,6 +1,7 @@
 // models_test_util.h: what the model tests share: the real fixture tiles as
 // tensors (the same tiles and crops tests/torch/gen_fixtures_models.py used,
-// named in the expected files' metadata) and a temp directory.
+// named in the expected files' metadata), a temp directory and the gradient
+// check against PyTorch's.
 #pragma once
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "data/normalize.h"
 #include "engine/io/json.h"
 #include "engine/io/safetensors.h"
+#include "engine/nn/module.h"
 #include "tests/common/check.h"
 #include "tests/data/data_test_util.h"
 
@@ -58,6 +60,18 @@ inline Triplets sen12mscr_crops(const json::Value& names, const json::Value& cro
   const int64_t N = int64_t(names.arr.size());
   return {Tensor::from_vector({N, 13, s, s}, s2), Tensor::from_vector({N, 2, s, s}, s1),
           Tensor::from_vector({N, 13, s, s}, tgt)};
+}
+
+// CHECKs that every parameter got a gradient, within (atol, rtol) of PyTorch's "grad.<name>" in
+// the expected file; returns how many parameters there are.
+inline int check_grads(const NamedTensors& params, const SafetensorsFile& want, double atol, double rtol) {
+  int n = 0;
+  for (const auto& [name, p] : params) {
+    REQUIRE_MESSAGE(p.grad().defined(), name);
+    check_close(p.grad(), want.at("grad." + name), atol, rtol, "grad." + name);
+    ++n;
+  }
+  return n;
 }
 
 }  // namespace nimbus::test

@@ -87,13 +87,7 @@ TEST_CASE("dsen2cr training step vs torch: L1 loss and every gradient") {
   Tensor loss = l1_loss(net.forward(in.s2, in.s1), in.target);
   CHECK(loss.item() == doctest::Approx(want.at("loss").item()).epsilon(1e-5));
   loss.backward();
-  int n = 0;
-  for (const auto& [name, p] : net.named_parameters()) {
-    REQUIRE_MESSAGE(p.grad().defined(), name);
-    check_close(p.grad(), want.at("grad." + name), 1e-5, 1e-3, "grad." + name);
-    ++n;
-  }
-  CHECK(n == 8);
+  CHECK(check_grads(net.named_parameters(), want, 1e-5, 1e-3) == 8);
 }
 
 TEST_CASE("dsen2cr: input errors (missing SAR, unexpected SAR, band counts, sizes)") {

@@ -108,13 +108,8 @@ TEST_CASE("classifier training step vs torch: loss, every gradient, BN buffers, 
   Tensor loss = cross_entropy(net.logits(dn), want.at("labels"));
   CHECK(loss.item() == doctest::Approx(want.at("loss").item()).epsilon(1e-5));
   loss.backward();
-  int grads = 0;
-  for (const auto& [name, p] : net.named_parameters()) {
-    REQUIRE_MESSAGE(p.grad().defined(), name);
-    check_close(p.grad(), want.at("grad." + name), 2e-5, 1e-3, "grad." + name);
-    ++grads;
-  }
-  CHECK(grads == 38);  // conv1, bn1 (3) + 4 blocks x 6 + 3 downsamples x 3 + fc (2)
+  // conv1, bn1 (3) + 4 blocks x 6 + 3 downsamples x 3 + fc (2)
+  CHECK(check_grads(net.named_parameters(), want, 2e-5, 1e-3) == 38);
   adam.step();
   // Adam's first step moves each weight by about lr * sign(g): where |g| is at rounding level the
   // sign is arbitrary, so parameters are compared where torch's |g| > 1e-4 (Adam itself: test_optim).

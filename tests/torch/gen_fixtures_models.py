@@ -33,6 +33,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import st  # noqa: E402
+from dsen2cr_torch import DSen2CR  # noqa: E402
 
 FIX = os.path.join(HERE, "..", "fixtures")
 REAL = os.path.join(HERE, "..", "..", "..", "shared", "fixtures", "real")
@@ -67,35 +68,6 @@ class ResNetW(torchvision.models.ResNet):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
-
-
-class ResBlock(nn.Module):
-    def __init__(self, f):
-        super().__init__()
-        self.conv1 = nn.Conv2d(f, f, 3, padding=1)
-        self.conv2 = nn.Conv2d(f, f, 3, padding=1)
-
-    def forward(self, x):
-        return x + 0.1 * self.conv2(F.relu(self.conv1(x)))
-
-
-class DSen2CR(nn.Module):
-    """reference dsen2cr-sen12mscr.md section 1."""
-
-    def __init__(self, B, Fe, sar=True):
-        super().__init__()
-        self.sar = sar
-        self.head = nn.Conv2d(15 if sar else 13, Fe, 3, padding=1)
-        self.blocks = nn.Sequential(*[ResBlock(Fe) for _ in range(B)])
-        self.tail = nn.Conv2d(Fe, 13, 3, padding=1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, a=0, mode="fan_in", nonlinearity="relu")  # he_uniform
-                nn.init.uniform_(m.bias, -0.05, 0.05)  # non-zero so that bias handling is tested
-
-    def forward(self, s2, s1=None):
-        x = torch.cat([s2, s1], 1) if self.sar else s2
-        return self.tail(self.blocks(F.relu(self.head(x)))) + s2
 
 
 # ---------------------------------------------------------------------------- data

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
 
 #include "kernels/common/error.h"
@@ -93,6 +94,27 @@ const Perf& pick(const Perf* perf, int found, bool want_deterministic, const cha
   return *fallback;
 }
 
+// pick()'s algorithm for one direction of the convolution, from cuDNN's heuristic ranking `rank`;
+// ws_bytes grows to the workspace it needs (`workspace`). The three directions' cuDNN calls take
+// the same four descriptors in the same order (a, b, conv, c) in both functions.
+template <typename Perf, typename A, typename B, typename C>
+decltype(Perf::algo) choose_algo(cudnnHandle_t h, A a, B b, cudnnConvolutionDescriptor_t conv, C c,
+                                 cudnnStatus_t (*rank)(cudnnHandle_t, A, B, cudnnConvolutionDescriptor_t, C, int,
+                                                       int*, Perf*),
+                                 cudnnStatus_t (*workspace)(cudnnHandle_t, A, B, cudnnConvolutionDescriptor_t, C,
+                                                            decltype(Perf::algo), size_t*),
+                                 bool want_deterministic, const char* what, size_t& ws_bytes) {
+  constexpr int kMax = 16;
+  Perf perf[kMax];
+  int found = 0;
+  check_cudnn(rank(h, a, b, conv, c, kMax, &found, perf), (std::string(what) + ": algorithm ranking").c_str());
+  const decltype(Perf::algo) algo = pick(perf, found, want_deterministic, what).algo;
+  size_t bytes = 0;
+  check_cudnn(workspace(h, a, b, conv, c, algo, &bytes), (std::string(what) + ": workspace size").c_str());
+  ws_bytes = std::max(ws_bytes, bytes);
+  return algo;
+}
+
 }  // namespace
 
 CudnnConv::CudnnConv(const cpu::ConvGeom& g) {
@@ -113,31 +135,13 @@ CudnnConv::CudnnConv(const cpu::ConvGeom& g) {
   // CUDNN_DEFAULT_MATH would allow TF32 tensor cores on A100/H100 (10-bit mantissa); FMA is plain fp32.
   check_cudnn(cudnnSetConvolutionMathType(conv_, CUDNN_FMA_MATH), "cudnnSetConvolutionMathType");
 
-  cudnnHandle_t h = cudnn();
-  constexpr int kMax = 16;
-  int found = 0;
-  size_t bytes = 0;
-  cudnnConvolutionFwdAlgoPerf_t fwd[kMax];
-  check_cudnn(cudnnGetConvolutionForwardAlgorithm_v7(h, x_, w_, conv_, y_, kMax, &found, fwd),
-              "cudnnGetConvolutionForwardAlgorithm_v7");
-  fwd_ = pick(fwd, found, false, "cudnn forward").algo;
-  check_cudnn(cudnnGetConvolutionForwardWorkspaceSize(h, x_, w_, conv_, y_, fwd_, &bytes),
-              "cudnnGetConvolutionForwardWorkspaceSize");
-  ws_bytes_ = bytes;
-  cudnnConvolutionBwdDataAlgoPerf_t bd[kMax];
-  check_cudnn(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w_, y_, conv_, x_, kMax, &found, bd),
-              "cudnnGetConvolutionBackwardDataAlgorithm_v7");
-  bwd_data_ = pick(bd, found, true, "cudnn backward-data").algo;
-  check_cudnn(cudnnGetConvolutionBackwardDataWorkspaceSize(h, w_, y_, conv_, x_, bwd_data_, &bytes),
-              "cudnnGetConvolutionBackwardDataWorkspaceSize");
-  ws_bytes_ = std::max(ws_bytes_, bytes);
-  cudnnConvolutionBwdFilterAlgoPerf_t bf[kMax];
-  check_cudnn(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x_, y_, conv_, w_, kMax, &found, bf),
-              "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
-  bwd_filter_ = pick(bf, found, true, "cudnn backward-filter").algo;
-  check_cudnn(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x_, y_, conv_, w_, bwd_filter_, &bytes),
-              "cudnnGetConvolutionBackwardFilterWorkspaceSize");
-  ws_bytes_ = std::max(ws_bytes_, bytes);
+  cudnnHandle_t h = cudnn();  // ws_bytes_ starts at 0
+  fwd_ = choose_algo(h, x_, w_, conv_, y_, cudnnGetConvolutionForwardAlgorithm_v7,
+                     cudnnGetConvolutionForwardWorkspaceSize, false, "cudnn forward", ws_bytes_);
+  bwd_data_ = choose_algo(h, w_, y_, conv_, x_, cudnnGetConvolutionBackwardDataAlgorithm_v7,
+                          cudnnGetConvolutionBackwardDataWorkspaceSize, true, "cudnn backward-data", ws_bytes_);
+  bwd_filter_ = choose_algo(h, x_, y_, conv_, w_, cudnnGetConvolutionBackwardFilterAlgorithm_v7,
+                            cudnnGetConvolutionBackwardFilterWorkspaceSize, true, "cudnn backward-filter", ws_bytes_);
 }
 
 CudnnConv::~CudnnConv() {
