@@ -4,6 +4,8 @@
 // templated kernels), except where the CPU kernel's own interface differs from the list: those adapters are
 // declared here, in cpu_entries, and hide the kernel of the same name. A kernel missing from
 // kernels/cpu fails to compile here.
+#include <vector>
+
 #include "engine/backend.h"
 #include "kernels/cpu/batchnorm.h"
 #include "kernels/cpu/cast.h"
@@ -46,6 +48,15 @@ void mse_backward(float* dp, const float* p, const float* t, const float* g, int
 void carl_backward(float* dP, const float* P, const float* Tg, const float* I, const float* M, float lambda,
                    const float* g, int64_t N, int64_t C, int64_t HW) {
   cpu::carl_backward(dP, P, Tg, I, M, lambda, *g, N, C, HW);
+}
+// Batch-norm training statistics: the CPU kernels one after the other (one pass over x for the sums).
+void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
+                           const float* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps) {
+  std::vector<float> var(size_t(C > 0 ? C : 0));
+  cpu::batchnorm_stats(mean, var.data(), x, N, C, HW);
+  cpu::batchnorm_invstd(invstd, var.data(), eps, C);
+  cpu::batchnorm_update_running(running_mean, running_var, mean, var.data(), momentum, N * HW, C);
+  if (count) count[0] += 1.f;  // exact up to 2^24 steps
 }
 }  // namespace cpu_entries
 

@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "engine/nn/init.h"
-#include "engine/ops/accumulate.h"
 #include "engine/ops/activation.h"
 #include "engine/ops/batchnorm.h"
 #include "engine/ops/conv.h"
@@ -47,24 +46,15 @@ BatchNorm2d::BatchNorm2d(int64_t num_features, float eps, float momentum) : eps(
   num_batches_tracked = register_buffer("num_batches_tracked", Tensor::zeros({}));
 }
 
-// An add on the counter's device (exact up to 2^24 steps), not a read, +1 and a fill: the host never
-// waits for the GPU here.
-void BatchNorm2d::count_batch() {
-  if (!one_.defined() || one_.device() != num_batches_tracked.device())
-    one_ = Tensor::ones(num_batches_tracked.shape(), num_batches_tracked.device());
-  add_inplace(num_batches_tracked, one_);
-}
-
+// Training also counts the batch in num_batches_tracked, on its device, inside the statistics
+// kernel (exact up to 2^24 steps): the host never reads the counter back.
 Tensor BatchNorm2d::forward(const Tensor& x) {
-  Tensor y = batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
-  if (is_training()) count_batch();
-  return y;
+  return batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, &num_batches_tracked);
 }
 
 Tensor BatchNorm2d::forward_relu(const Tensor& x) {
-  Tensor y = batch_norm2d_relu(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
-  if (is_training()) count_batch();
-  return y;
+  return batch_norm2d_relu(x, weight, bias, running_mean, running_var, is_training(), momentum, eps,
+                           &num_batches_tracked);
 }
 
 Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Rng& rng) {

@@ -33,10 +33,6 @@ class BatchNorm2d : public UnaryModule {
   Tensor forward_relu(const Tensor& x);  // relu(forward(x)), fused (batch_norm2d_relu)
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   float eps, momentum;
-
- private:
-  void count_batch();  // num_batches_tracked += 1 on its device, without reading it back
-  Tensor one_;         // a 0-d 1 on num_batches_tracked's device (not state: never saved)
 };
 
 class Linear : public UnaryModule {

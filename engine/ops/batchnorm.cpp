@@ -28,7 +28,8 @@ void check_channel_param(const Tensor& p, const char* name, const Tensor& x, boo
 namespace {
 // batch_norm2d, then ReLU when `relu` (in the same pass over the data on the CPU).
 Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
-                         Tensor& running_var, bool training, float momentum, float eps, bool relu) {
+                         Tensor& running_var, bool training, float momentum, float eps, bool relu,
+                         Tensor* num_batches_tracked) {
   NIMBUS_CHECK(x.ndim() == 4, "batch_norm2d: input must be (N,C,H,W), got ", x.shape().str());
   check_channel_param(weight, "weight", x, true);
   check_channel_param(bias, "bias", x, true);
@@ -42,10 +43,9 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
   const Kernels<float>& be = backend(dev, relu ? "batch_norm2d_relu" : "batch_norm2d");
   Tensor mean = Tensor::empty({C}, dev), invstd = Tensor::empty({C}, dev);
   if (training) {
-    Tensor var = Tensor::empty({C}, dev);
-    be.batchnorm_stats(mean.data(), var.data(), x.data(), N, C, HW);
-    be.batchnorm_invstd(invstd.data(), var.data(), eps, C);
-    be.batchnorm_update_running(running_mean.data(), running_var.data(), mean.data(), var.data(), momentum, N * HW, C);
+    be.batchnorm_train_stats(mean.data(), invstd.data(), running_mean.data(), running_var.data(),
+                             num_batches_tracked ? num_batches_tracked->data() : nullptr, x.data(), N, C, HW, momentum,
+                             eps);
   } else {
     mean.copy_(running_mean);  // a copy: later training steps must not change what backward sees
     be.batchnorm_invstd(invstd.data(), running_var.data(), eps, C);
@@ -60,16 +60,12 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
   Tensor ys = relu ? y.detach() : Tensor();  // the ReLU's mask: y > 0
   record(relu ? "batch_norm2d_relu" : "batch_norm2d", {x, weight, bias}, y, [=](const Tensor& dy_out, GradSink& sink) {
     const Kernels<float>& bb = backend(dev, relu ? "batch_norm2d_relu_backward" : "batch_norm2d_backward");
-    Tensor dy = dy_out;
-    if (relu) {  // through the ReLU first: dy * (y > 0)
-      dy = Tensor::empty(dy_out.shape(), dev);
-      bb.relu_backward(dy.data(), dy_out.data(), ys.data(), dy.numel());
-    }
     Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape(), dev) : Tensor();
     Tensor dw = Tensor::empty({C}, dev), db = Tensor::empty({C}, dev);
-    bb.batchnorm_backward(
-        dx.defined() ? dx.data() : nullptr, dw.data(), db.data(), dy.data(), xs.data(), mean.data(), invstd.data(),
-        ws.defined() ? ws.data() : nullptr, N, C, HW, training);
+    // With the ReLU, its backward (dy where y > 0) happens inside the kernel, in the same pass.
+    bb.batchnorm_backward(dx.defined() ? dx.data() : nullptr, dw.data(), db.data(), dy_out.data(), xs.data(),
+                          mean.data(), invstd.data(), ws.defined() ? ws.data() : nullptr,
+                          relu ? ys.data() : nullptr, N, C, HW, training);
     if (sink.needs(0)) sink.set(0, dx);
     if (sink.needs(1)) sink.set(1, dw);
     if (sink.needs(2)) sink.set(2, db);
@@ -79,13 +75,15 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
 }  // namespace
 
 Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
-                    Tensor& running_var, bool training, float momentum, float eps) {
-  return batch_norm2d_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false);
+                    Tensor& running_var, bool training, float momentum, float eps, Tensor* num_batches_tracked) {
+  return batch_norm2d_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false,
+                           num_batches_tracked);
 }
 
 Tensor batch_norm2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
-                         Tensor& running_var, bool training, float momentum, float eps) {
-  return batch_norm2d_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, true);
+                         Tensor& running_var, bool training, float momentum, float eps, Tensor* num_batches_tracked) {
+  return batch_norm2d_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, true,
+                           num_batches_tracked);
 }
 
 }  // namespace nimbus

@@ -7,17 +7,21 @@
 //     UNBIASED variance (n / (n - 1)) for running_var, as PyTorch does.
 //   eval: normalise with the running statistics; nothing is updated.
 //   y = (x - mean) / sqrt(var + eps) * weight + bias
+//   num_batches_tracked: a 0-d counter (the module's) that training adds 1 to on its device, or null.
 #pragma once
 #include "engine/tensor.h"
 
 namespace nimbus {
 
 Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
-                    Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+                    Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f,
+                    Tensor* num_batches_tracked = nullptr);
 
 // relu(batch_norm2d(...)) as one op: the ReLU is applied in the normalisation's
-// pass over the data (on the CPU), saving a pass over the activations.
+// pass over the data, and its backward in the batch norm backward's, saving a
+// pass over the activations each way.
 Tensor batch_norm2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
-                         Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+                         Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f,
+                         Tensor* num_batches_tracked = nullptr);
 
 }  // namespace nimbus

@@ -109,20 +109,30 @@ void batchnorm_forward(float* y, const float* x, const float* mean, const float*
     }
 }
 
-void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
-                        const float* invstd, const float* weight, int64_t N, int64_t C, int64_t HW, bool training) {
+namespace {
+// kRelu: dy through the ReLU (relu_backward's rule: 0 where y <= 0), read wherever dy is read; a
+// template parameter so that each loop stays a plain vector loop.
+template <bool kRelu>
+void batchnorm_backward_impl(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
+                             const float* mean, const float* invstd, const float* weight, const float* relu_y,
+                             int64_t N, int64_t C, int64_t HW, bool training) {
   const double M = double(N * HW);
+  auto dy_at = [dy, relu_y](int64_t k) {
+    if constexpr (kRelu) return relu_y[k] > 0.f ? dy[k] : 0.f;
+    else return dy[k];
+  };
 #pragma omp parallel for if (N * C * HW > kParallelGrain)
   for (int64_t c = 0; c < C; ++c) {
     const double m = mean[c], is = invstd[c];
     double sdy = 0, sdyx = 0;  // sum dy and sum dy * (x - mean); xhat's invstd applied once after
     for (int64_t n = 0; n < N; ++n) {
-      const float* xc = x + (n * C + c) * HW;
-      const float* dyc = dy + (n * C + c) * HW;
+      const int64_t base = (n * C + c) * HW;
+      const float* xc = x + base;
 #pragma omp simd reduction(+ : sdy, sdyx)
       for (int64_t i = 0; i < HW; ++i) {
-        sdy += dyc[i];
-        sdyx += double(dyc[i]) * (double(xc[i]) - m);
+        const float d = dy_at(base + i);
+        sdy += d;
+        sdyx += double(d) * (double(xc[i]) - m);
       }
     }
     sdyx *= is;
@@ -137,13 +147,21 @@ void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy
       b = float(-double(g) * sdy / M);
     }
     for (int64_t n = 0; n < N; ++n) {
-      const float* xc = x + (n * C + c) * HW;
-      const float* dyc = dy + (n * C + c) * HW;
-      float* dxc = dx + (n * C + c) * HW;
+      const int64_t base = (n * C + c) * HW;
+      const float* xc = x + base;
+      float* dxc = dx + base;
 #pragma omp simd
-      for (int64_t i = 0; i < HW; ++i) dxc[i] = g * dyc[i] + a * (xc[i] - mf) + b;
+      for (int64_t i = 0; i < HW; ++i) dxc[i] = g * dy_at(base + i) + a * (xc[i] - mf) + b;
     }
   }
+}
+}  // namespace
+
+void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
+                        const float* invstd, const float* weight, const float* relu_y, int64_t N, int64_t C,
+                        int64_t HW, bool training) {
+  if (relu_y) batchnorm_backward_impl<true>(dx, dweight, dbias, dy, x, mean, invstd, weight, relu_y, N, C, HW, training);
+  else batchnorm_backward_impl<false>(dx, dweight, dbias, dy, x, mean, invstd, weight, relu_y, N, C, HW, training);
 }
 
 // ---------------------------------------------------------------- per-channel helpers

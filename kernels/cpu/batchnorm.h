@@ -34,8 +34,11 @@ void batchnorm_stats(float* mean, float* var, const float* x, int64_t N, int64_t
 // relu: y = max(y, 0) in the same pass (batch_norm2d_relu; NaN passes, as relu_forward).
 void batchnorm_forward(float* y, const float* x, const float* mean, const float* invstd, const float* weight,
                        const float* bias, int64_t N, int64_t C, int64_t HW, bool relu = false);
+// relu_y non-null: the backward of relu(batch_norm(x)) with y its output, dy taken as 0 where y <= 0
+// (relu_backward's rule) in the same pass.
 void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
-                        const float* invstd, const float* weight, int64_t N, int64_t C, int64_t HW, bool training);
+                        const float* invstd, const float* weight, const float* relu_y, int64_t N, int64_t C,
+                        int64_t HW, bool training);
 
 // invstd = 1 / sqrt(var + eps), per channel.
 template <typename T> void batchnorm_invstd(T* invstd, const T* var, T eps, int64_t C);

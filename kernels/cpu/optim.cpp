@@ -7,31 +7,31 @@
 
 namespace nimbus::cpu {
 
-void adam_update(const AdamBatch& b) {
+namespace {
+// Every tensor of the batch, element by element: update(t, i, s) with t and its scalars s copied to
+// locals, so that stores through t's pointers cannot alias the scalars (the loop stays a vector loop).
+template <typename Batch, typename Update>
+void for_each_element(const Batch& b, Update update) {
   for (int k = 0; k < b.count; ++k) {
-    const AdamTensor t = b.t[k];  // a local copy: stores through t.p cannot alias the scalars
+    const auto t = b.t[k];
     const auto s = t.s;
 #pragma omp parallel for simd if (t.n > kParallelGrain)
-    for (int64_t i = 0; i < t.n; ++i) adam_element(t.p, t.m, t.v, t.g, i, s);
+    for (int64_t i = 0; i < t.n; ++i) update(t, i, s);
   }
+}
+}  // namespace
+
+void adam_update(const AdamBatch& b) {
+  for_each_element(b, [](const AdamTensor& t, int64_t i, const AdamScalars& s) { adam_element(t.p, t.m, t.v, t.g, i, s); });
 }
 
 void nadam_update(const NadamBatch& b) {
-  for (int k = 0; k < b.count; ++k) {
-    const NadamTensor t = b.t[k];  // a local copy: stores through t.p cannot alias the scalars
-    const auto s = t.s;
-#pragma omp parallel for simd if (t.n > kParallelGrain)
-    for (int64_t i = 0; i < t.n; ++i) nadam_element(t.p, t.m, t.v, t.g, i, s);
-  }
+  for_each_element(
+      b, [](const NadamTensor& t, int64_t i, const NadamScalars& s) { nadam_element(t.p, t.m, t.v, t.g, i, s); });
 }
 
 void sgd_update(const SgdBatch& b) {
-  for (int k = 0; k < b.count; ++k) {
-    const SgdTensor t = b.t[k];  // a local copy: stores through t.p cannot alias the scalars
-    const auto s = t.s;
-#pragma omp parallel for simd if (t.n > kParallelGrain)
-    for (int64_t i = 0; i < t.n; ++i) sgd_element(t.p, t.buf, t.g, i, s);
-  }
+  for_each_element(b, [](const SgdTensor& t, int64_t i, const SgdScalars& s) { sgd_element(t.p, t.buf, t.g, i, s); });
 }
 
 }  // namespace nimbus::cpu

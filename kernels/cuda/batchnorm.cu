@@ -3,8 +3,8 @@
  * Reductions run one block per channel c over its M = N*HW values (j -> n = j / HW, i = j % HW),
  * each thread striding by blockDim, then block_reduce_sum (fixed tree, no atomics): results are
  * independent of thread and block order. The block total is broadcast through shared memory when
- * every thread needs it (the variance pass, dx). Pointwise kernels (forward, invstd, running
- * update) are one thread per element. CPU twin: kernels/cpu/batchnorm.h (double accumulators
+ * every thread needs it (the variance pass, dx). The training statistics (mean, invstd, running
+ * update, batch count) are one launch; forward and invstd are one thread per element. CPU twin: kernels/cpu/batchnorm.h (double accumulators
  * there, float tree sums here: equal within float tolerance).
  */
 #include "kernels/cuda/batchnorm.h"
@@ -31,7 +31,12 @@ __device__ __forceinline__ int64_t channel_index(int64_t j, int64_t c, int64_t C
   return ((j / HW) * C + c) * HW + j % HW;
 }
 
-__global__ void batchnorm_stats_kernel(float* mean, float* var, const float* x, int64_t C, int64_t HW, int64_t M) {
+// The training statistics of channel c in one block: mean and variance (two passes over the channel),
+// then thread 0 writes mean and invstd, updates the running statistics (unbiased variance) and, in
+// block 0, adds 1 to the batch counter: one launch instead of four.
+__global__ void batchnorm_train_stats_kernel(float* mean, float* invstd, float* rm, float* rv, float* count,
+                                             const float* x, int64_t C, int64_t HW, int64_t M, float momentum,
+                                             float eps, float unbias) {
   const int64_t c = blockIdx.x;
   float acc = 0.0f;
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) acc += x[channel_index(j, c, C, HW)];
@@ -43,21 +48,17 @@ __global__ void batchnorm_stats_kernel(float* mean, float* var, const float* x, 
   }
   acc = block_reduce_sum(acc);
   if (threadIdx.x == 0) {
+    const float var = acc / float(M);
     mean[c] = m;
-    var[c] = acc / float(M);
+    invstd[c] = 1.0f / sqrtf(var + eps);
+    rm[c] = (1.0f - momentum) * rm[c] + momentum * m;
+    rv[c] = (1.0f - momentum) * rv[c] + momentum * var * unbias;
+    if (c == 0 && count) count[0] += 1.0f;
   }
 }
 
 __global__ void batchnorm_invstd_kernel(float* invstd, const float* var, float eps, int64_t C) {
   for (int64_t c = grid_first(); c < C; c += grid_step()) invstd[c] = 1.0f / sqrtf(var[c] + eps);
-}
-
-__global__ void batchnorm_update_running_kernel(float* rm, float* rv, const float* mean, const float* var,
-                                                float momentum, float unbias, int64_t C) {
-  for (int64_t c = grid_first(); c < C; c += grid_step()) {
-    rm[c] = (1.0f - momentum) * rm[c] + momentum * mean[c];
-    rv[c] = (1.0f - momentum) * rv[c] + momentum * var[c] * unbias;
-  }
 }
 
 // y = (x - mean) * (invstd * w) + b, per channel constants as in the CPU kernel.
@@ -74,16 +75,19 @@ __global__ void batchnorm_forward_kernel(float* y, const float* x, const float* 
 
 // dbias = sum dy, dweight = invstd * sum dy (x - mean); dx = g dy + a (x - mean) + b with
 // g = w invstd, and in training a = -g invstd dweight / M, b = -g dbias / M (else a = b = 0).
+// relu_y non-null: dy is read through the ReLU of the forward (0 where y <= 0).
 __global__ void batchnorm_backward_kernel(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
-                                          const float* mean, const float* invstd, const float* weight, int64_t C,
-                                          int64_t HW, int64_t M, bool training) {
+                                          const float* mean, const float* invstd, const float* weight,
+                                          const float* relu_y, int64_t C, int64_t HW, int64_t M, bool training) {
   const int64_t c = blockIdx.x;
   const float m = mean[c], is = invstd[c];
+  auto dy_at = [dy, relu_y](int64_t i) { return relu_y && !(relu_y[i] > 0.0f) ? 0.0f : dy[i]; };
   float sdy = 0.0f, sdyx = 0.0f;
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
     const int64_t i = channel_index(j, c, C, HW);
-    sdy += dy[i];
-    sdyx += dy[i] * (x[i] - m);
+    const float d = dy_at(i);
+    sdy += d;
+    sdyx += d * (x[i] - m);
   }
   sdy = block_sum_broadcast(sdy);
   sdyx = block_sum_broadcast(sdyx) * is;
@@ -96,7 +100,7 @@ __global__ void batchnorm_backward_kernel(float* dx, float* dweight, float* dbia
   const float a = training ? -g * is * sdyx / float(M) : 0.0f, b = training ? -g * sdy / float(M) : 0.0f;
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
     const int64_t i = channel_index(j, c, C, HW);
-    dx[i] = g * dy[i] + a * (x[i] - m) + b;
+    dx[i] = g * dy_at(i) + a * (x[i] - m) + b;
   }
 }
 
@@ -105,26 +109,21 @@ static void check_block(int block, const char* what) {
                " threads; the reductions need a multiple of 32 in [32, 1024]");
 }
 
-void batchnorm_stats(float* mean, float* var, const float* x, int64_t N, int64_t C, int64_t HW, int block) {
+void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
+                           const float* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps, int block) {
   if (C <= 0) return;
-  check_block(block, "cuda::batchnorm_stats");
-  launch(batchnorm_stats_kernel, unsigned(C), block, 0, launch_stream(), mean, var, x, C, HW, N * HW);
-  check_launch("cuda::batchnorm_stats");
+  check_block(block, "cuda::batchnorm_train_stats");
+  const int64_t M = N * HW;
+  const float unbias = float(M) / float(M - 1);
+  launch(batchnorm_train_stats_kernel, unsigned(C), block, 0, launch_stream(), mean, invstd, running_mean, running_var,
+         count, x, C, HW, M, momentum, eps, unbias);
+  check_launch("cuda::batchnorm_train_stats");
 }
 
 void batchnorm_invstd(float* invstd, const float* var, float eps, int64_t C) {
   if (C <= 0) return;
   launch(batchnorm_invstd_kernel, grid_for(C, kBlock), kBlock, 0, launch_stream(), invstd, var, eps, C);
   check_launch("cuda::batchnorm_invstd");
-}
-
-void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
-                              float momentum, int64_t M, int64_t C) {
-  if (C <= 0) return;
-  const float unbias = float(M) / float(M - 1);
-  launch(batchnorm_update_running_kernel, grid_for(C, kBlock), kBlock, 0, launch_stream(), running_mean, running_var, mean,
-         var, momentum, unbias, C);
-  check_launch("cuda::batchnorm_update_running");
 }
 
 void batchnorm_forward(float* y, const float* x, const float* mean, const float* invstd, const float* weight,
@@ -137,12 +136,12 @@ void batchnorm_forward(float* y, const float* x, const float* mean, const float*
 }
 
 void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
-                        const float* invstd, const float* weight, int64_t N, int64_t C, int64_t HW, bool training,
-                        int block) {
+                        const float* invstd, const float* weight, const float* relu_y, int64_t N, int64_t C,
+                        int64_t HW, bool training, int block) {
   if (C <= 0) return;
   check_block(block, "cuda::batchnorm_backward");
   launch(batchnorm_backward_kernel, unsigned(C), block, 0, launch_stream(), dx, dweight, dbias, dy, x, mean, invstd, weight,
-         C, HW, N * HW, training);
+         relu_y, C, HW, N * HW, training);
   check_launch("cuda::batchnorm_backward");
 }
 

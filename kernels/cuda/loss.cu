@@ -117,26 +117,27 @@ void cross_entropy_backward(float* dlogits, const float* prob, const float* targ
   check_launch("cuda::cross_entropy_backward");
 }
 
-void l1_forward(float* loss, const float* p, const float* t, int64_t n, float* scratch, int block) {
-  launch(l1_terms_kernel, grid_for(n, block), block, 0, launch_stream(), scratch, p, t, n);
-  check_launch("cuda::l1_forward");
+// L1 and MSE forward: the per-element terms into scratch, then their mean into loss[0].
+static void pointwise_loss_forward(const char* what, void (*terms)(float*, const float*, const float*, int64_t),
+                                   float* loss, const float* p, const float* t, int64_t n, float* scratch, int block) {
+  launch_n(what, terms, n, block, scratch, p, t, n);
   mean(loss, scratch, n, scratch + n, block);
+}
+
+void l1_forward(float* loss, const float* p, const float* t, int64_t n, float* scratch, int block) {
+  pointwise_loss_forward("cuda::l1_forward", l1_terms_kernel, loss, p, t, n, scratch, block);
 }
 
 void l1_backward(float* dp, const float* p, const float* t, const float* g, int64_t n, int block) {
-  launch(l1_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dp, p, t, g, n);
-  check_launch("cuda::l1_backward");
+  launch_n("cuda::l1_backward", l1_backward_kernel, n, block, dp, p, t, g, n);
 }
 
 void mse_forward(float* loss, const float* p, const float* t, int64_t n, float* scratch, int block) {
-  launch(mse_terms_kernel, grid_for(n, block), block, 0, launch_stream(), scratch, p, t, n);
-  check_launch("cuda::mse_forward");
-  mean(loss, scratch, n, scratch + n, block);
+  pointwise_loss_forward("cuda::mse_forward", mse_terms_kernel, loss, p, t, n, scratch, block);
 }
 
 void mse_backward(float* dp, const float* p, const float* t, const float* g, int64_t n, int block) {
-  launch(mse_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dp, p, t, g, n);
-  check_launch("cuda::mse_backward");
+  launch_n("cuda::mse_backward", mse_backward_kernel, n, block, dp, p, t, g, n);
 }
 
 void carl_forward(float* loss, const float* P, const float* Tg, const float* I, const float* M, float lambda,

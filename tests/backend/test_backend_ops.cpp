@@ -604,41 +604,45 @@ void batchnorm_check(Run& r) {
     var_s[c] += x[k] * x[k] / double(M);
   }
   Tensor X = r.up(x);
+  // invstd = 1 / sqrt(var + eps); the training statistics in one call: mean, invstd, the running
+  // statistics in place ((1 - momentum) r + momentum b, unbiased: var * M / (M - 1)) and count + 1.
+  const double eps = r.scalar(1e-5), mom = r.scalar(0.1);
+  V invstd(C), invstd_s(C);
+  cpu::batchnorm_invstd<double>(invstd.data(), var.data(), eps, C);
+  // invstd's scale: its own size, plus what var's bound moves it by (d invstd / d var = -invstd^3 / 2).
+  for (int64_t c = 0; c < C; ++c) invstd_s[c] = invstd[c] + 0.5 * std::pow(invstd[c], 3) * var_s[c];
   {
-    Tensor MEAN = r.poison(C), VAR = r.poison(C);
-    be.batchnorm_stats(MEAN.data(), VAR.data(), X.data(), N, C, HW);
-    expect(r, "batchnorm_stats mean", Run::down(MEAN), mean, mean_s, r.dt.tol);
-    expect(r, "batchnorm_stats var", Run::down(VAR), var, var_s, r.dt.tol);
+    V rm = r.rand(C), rv = r.rand(C, 0.5, 2);
+    V rm_want = rm, rv_want = rv, rm_s = absv(rm), rv_s = rv;
+    cpu::batchnorm_update_running<double>(rm_want.data(), rv_want.data(), mean.data(), var.data(), mom, M, C);
+    const V am = absv(mean);
+    cpu::batchnorm_update_running<double>(rm_s.data(), rv_s.data(), am.data(), var_s.data(), mom, M, C);
+    for (bool counted : {true, false}) {
+      const std::string tag = counted ? "" : " (no counter)";
+      Tensor MEAN = r.poison(C), IS = r.poison(C), RM = r.up(rm), RV = r.up(rv), COUNT = r.up(V{41});
+      be.batchnorm_train_stats(MEAN.data(), IS.data(), RM.data(), RV.data(), counted ? COUNT.data() : nullptr,
+                               X.data(), N, C, HW, float(mom), float(eps));
+      expect(r, "batchnorm_train_stats mean" + tag, Run::down(MEAN), mean, mean_s, r.dt.tol);
+      expect(r, "batchnorm_train_stats invstd" + tag, Run::down(IS), invstd, invstd_s, r.dt.tol);
+      expect(r, "batchnorm_train_stats running_mean" + tag, Run::down(RM), rm_want, rm_s, r.dt.tol);
+      expect(r, "batchnorm_train_stats running_var" + tag, Run::down(RV), rv_want, rv_s, r.dt.tol);
+      expect_exact(r, "batchnorm_train_stats count" + tag, Run::down(COUNT), V{counted ? 42.0 : 41.0});
+    }
   }
-  // invstd = 1 / sqrt(var + eps), from the variance rounded to the dtype.
-  const double eps = r.scalar(1e-5);
-  V varq(C), invstd(C);
+  // Eval: invstd from a variance rounded to the dtype (a constant channel: 1/sqrt(eps)).
+  V varq(C), invstdq(C);
   for (int64_t c = 0; c < C; ++c) varq[c] = r.dt.round(var[c]);
-  varq[C - 1] = 0;  // a constant channel: invstd = 1/sqrt(eps)
-  cpu::batchnorm_invstd<double>(invstd.data(), varq.data(), eps, C);
+  varq[C - 1] = 0;
+  cpu::batchnorm_invstd<double>(invstdq.data(), varq.data(), eps, C);
   {
     Tensor VAR = r.up(varq), IS = r.poison(C);
     be.batchnorm_invstd(IS.data(), VAR.data(), float(eps), C);
-    expect(r, "batchnorm_invstd", Run::down(IS), invstd, absv(invstd), r.dt.tol);
-  }
-  // running statistics, in place: (1 - momentum) r + momentum b (unbiased: var * M / (M - 1)).
-  {
-    const double mom = r.scalar(0.1);
-    V rm = r.rand(C), rv = r.rand(C, 0.5, 2), meanq(C);
-    for (int64_t c = 0; c < C; ++c) meanq[c] = r.dt.round(mean[c]);
-    V rm_want = rm, rv_want = rv, rm_s = absv(rm), rv_s = rv;
-    cpu::batchnorm_update_running<double>(rm_want.data(), rv_want.data(), meanq.data(), varq.data(), mom, M, C);
-    const V am = absv(meanq);
-    cpu::batchnorm_update_running<double>(rm_s.data(), rv_s.data(), am.data(), varq.data(), mom, M, C);
-    Tensor RM = r.up(rm), RV = r.up(rv), MEAN = r.up(meanq), VAR = r.up(varq);
-    be.batchnorm_update_running(RM.data(), RV.data(), MEAN.data(), VAR.data(), float(mom), M, C);
-    expect(r, "batchnorm_update_running running_mean", Run::down(RM), rm_want, rm_s, r.dt.tol);
-    expect(r, "batchnorm_update_running running_var", Run::down(RV), rv_want, rv_s, r.dt.tol);
+    expect(r, "batchnorm_invstd", Run::down(IS), invstdq, absv(invstdq), r.dt.tol);
   }
   // forward and backward from the statistics rounded to the dtype, so only the kernel under test differs.
   V meanq(C), isq(C);
   for (int64_t c = 0; c < C; ++c) meanq[c] = r.dt.round(mean[c]), isq[c] = r.dt.round(invstd[c]);
-  isq[C - 1] = r.dt.round(1 / std::sqrt(var[C - 1] + eps));  // a real channel's (varq was zeroed above)
+
   const V w = r.rand(C, 0.5, 1.5), b = r.rand(C), dy = r.rand(n);
   Tensor MEAN = r.up(meanq), IS = r.up(isq), W = r.up(w), B = r.up(b), DY = r.up(dy);
   for (bool affine : {true, false}) {
@@ -683,16 +687,32 @@ void batchnorm_check(Run& r) {
       const std::string tag = std::string(training ? " (training" : " (eval") + (affine ? ")" : ", no weight)");
       Tensor DX = r.poison(n), DWT = r.poison(C), DBS = r.poison(C);
       be.batchnorm_backward(DX.data(), DWT.data(), DBS.data(), DY.data(), X.data(), MEAN.data(), IS.data(),
-                            affine ? W.data() : nullptr, N, C, HW, training);
+                            affine ? W.data() : nullptr, nullptr, N, C, HW, training);
       expect(r, "batchnorm_backward dx" + tag, Run::down(DX), dx, sx, r.dt.tol);
       expect(r, "batchnorm_backward dweight" + tag, Run::down(DWT), dwt, sdyx, r.dt.tol);
       expect(r, "batchnorm_backward dbias" + tag, Run::down(DBS), dbs, sdy, r.dt.tol);
       // dx null: the input needs no gradient; the parameter gradients are still written.
       Tensor DWT2 = r.poison(C), DBS2 = r.poison(C);
       be.batchnorm_backward(nullptr, DWT2.data(), DBS2.data(), DY.data(), X.data(), MEAN.data(), IS.data(),
-                            affine ? W.data() : nullptr, N, C, HW, training);
+                            affine ? W.data() : nullptr, nullptr, N, C, HW, training);
       expect(r, "batchnorm_backward dweight (dx null)" + tag, Run::down(DWT2), dwt, sdyx, r.dt.tol);
       expect(r, "batchnorm_backward dbias (dx null)" + tag, Run::down(DBS2), dbs, sdy, r.dt.tol);
+      // Through a ReLU (relu_y = relu(bn(x)), whose forward is checked above): the reference is the
+      // plain backward of dy masked by relu_backward; the scales above still bound it.
+      V ry(n), dym(n), dxr(n), dwr(C), dbr(C);
+      cpu::batchnorm_forward_ref<double>(ry.data(), x.data(), meanq.data(), isq.data(), wa.data(), ba.data(), N, C, HW);
+      cpu::relu_forward<double>(ry.data(), ry.data(), n);
+      for (int64_t k = 0; k < n; ++k) ry[k] = r.dt.round(ry[k]);
+      ry[0] = 0;  // exactly 0: the ReLU's derivative there is 0
+      cpu::relu_backward<double>(dym.data(), dy.data(), ry.data(), n);
+      cpu::batchnorm_backward_ref<double>(dxr.data(), dwr.data(), dbr.data(), dym.data(), x.data(), meanq.data(),
+                                          isq.data(), wa.data(), N, C, HW, training);
+      Tensor RY = r.up(ry), DX3 = r.poison(n), DWT3 = r.poison(C), DBS3 = r.poison(C);
+      be.batchnorm_backward(DX3.data(), DWT3.data(), DBS3.data(), DY.data(), X.data(), MEAN.data(), IS.data(),
+                            affine ? W.data() : nullptr, RY.data(), N, C, HW, training);
+      expect(r, "batchnorm_backward dx (through the relu)" + tag, Run::down(DX3), dxr, sx, r.dt.tol);
+      expect(r, "batchnorm_backward dweight (through the relu)" + tag, Run::down(DWT3), dwr, sdyx, r.dt.tol);
+      expect(r, "batchnorm_backward dbias (through the relu)" + tag, Run::down(DBS3), dbr, sdy, r.dt.tol);
     }
   }
 }
@@ -1378,7 +1398,7 @@ BACKEND_CASE_BF16(copy_rows, "copy_rows", copy_rows_check, nullptr)
 BACKEND_CASE(linear, "linear_forward linear_backward", linear_check, nullptr, linear_grad)
 BACKEND_CASE(conv2d, "conv2d_workspace conv2d_forward conv2d_backward", conv2d_check, nullptr, conv2d_grad)
 BACKEND_CASE(batchnorm,
-             "batchnorm_stats batchnorm_invstd batchnorm_update_running batchnorm_forward batchnorm_backward",
+             "batchnorm_train_stats batchnorm_invstd batchnorm_forward batchnorm_backward",
              batchnorm_check, nullptr, batchnorm_grad)
 BACKEND_CASE(max_pool2d, "max_pool2d_forward max_pool2d_backward", max_pool2d_check, nullptr, max_pool2d_grad)
 BACKEND_CASE(global_avg_pool, "global_avg_pool_forward global_avg_pool_backward", global_avg_pool_check, nullptr,

@@ -213,10 +213,7 @@ TEST_CASE("cuda kernels: conv2d forward, backward-data, backward-weight, bias") 
       auto grads = same_in_all_orders("conv2d_backward", [&] {
         DeviceBuffer<float> gx(static_cast<size_t>(xs)), gw(static_cast<size_t>(wsz)), gb(static_cast<size_t>(g.K));
         cuda::conv2d_backward(gx.p, gw.p, gb.p, dDY.p, dX.p, dW.p, g, ws.p, tile, group);
-        std::vector<float> all = gx.download(), vw = gw.download(), vb = gb.download();
-        all.insert(all.end(), vw.begin(), vw.end());
-        all.insert(all.end(), vb.begin(), vb.end());
-        return all;
+        return download_all(gx, gw, gb);
       });
       check_close(std::vector<float>(grads.begin(), grads.begin() + xs), dx_ref, 1e-5, 1e-5, "conv2d dx");
       check_close(std::vector<float>(grads.begin() + xs, grads.begin() + xs + wsz), dw_ref, 1e-5, 1e-5, "conv2d dw");
@@ -234,18 +231,26 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
       y(static_cast<size_t>(n));
   cpu::batchnorm_stats_ref<double>(mean.data(), var.data(), to_double(x).data(), N, C, HW);
   cpu::batchnorm_invstd<double>(invstd.data(), var.data(), 1e-5, C);
+  const std::vector<float> rm0 = rand_floats(size_t(C), 30), rv0 = rand_floats(size_t(C), 31, 0.5, 2);
   DeviceBuffer<float> dX(x), dDY(dy), dW(w), dB(b);
   for (int block : {32, 64}) {
     CAPTURE(block);
-    auto stats = same_in_all_orders("batchnorm_stats", [&] {
-      DeviceBuffer<float> m(static_cast<size_t>(C)), v(static_cast<size_t>(C));
-      cuda::batchnorm_stats(m.p, v.p, dX.p, N, C, HW, block);
-      std::vector<float> r = m.download(), rv = v.download();
-      r.insert(r.end(), rv.begin(), rv.end());
-      return r;
+    // Training statistics in one launch: mean, invstd, the running statistics (unbiased variance,
+    // momentum 0.1) and the batch counter.
+    std::vector<double> want_rm(rm0.begin(), rm0.end()), want_rv(rv0.begin(), rv0.end());
+    cpu::batchnorm_update_running<double>(want_rm.data(), want_rv.data(), mean.data(), var.data(), 0.1, M, C);
+    auto stats = same_in_all_orders("batchnorm_train_stats", [&] {
+      DeviceBuffer<float> m(static_cast<size_t>(C)), is(static_cast<size_t>(C)), rm(rm0), rv(rv0),
+          count(std::vector<float>{7.0f});
+      cuda::batchnorm_train_stats(m.p, is.p, rm.p, rv.p, count.p, dX.p, N, C, HW, 0.1f, 1e-5f, block);
+      return download_all(m, is, rm, rv, count);
     });
-    check_close(std::vector<float>(stats.begin(), stats.begin() + C), mean, 1e-6, 1e-5, "mean");
-    check_close(std::vector<float>(stats.begin() + C, stats.end()), var, 1e-6, 1e-5, "var");
+    auto part = [&](size_t k) { return std::vector<float>(stats.begin() + k * C, stats.begin() + (k + 1) * C); };
+    check_close(part(0), mean, 1e-6, 1e-5, "mean");
+    check_close(part(1), invstd, 1e-6, 1e-5, "invstd");
+    check_close(part(2), want_rm, 1e-6, 1e-5, "running_mean");
+    check_close(part(3), want_rv, 1e-6, 1e-5, "running_var");
+    CHECK(stats.back() == 8.0f);
     // The rest from the double statistics rounded to float, so only the kernel under test differs.
     const std::vector<float> fm(mean.begin(), mean.end()), fi(invstd.begin(), invstd.end());
     DeviceBuffer<float> dM(fm), dI(fi);
@@ -265,26 +270,14 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
                                           training);
       auto g = same_in_all_orders("batchnorm_backward", [&] {
         DeviceBuffer<float> gx(static_cast<size_t>(n)), gw(static_cast<size_t>(C)), gb(static_cast<size_t>(C));
-        cuda::batchnorm_backward(gx.p, gw.p, gb.p, dDY.p, dX.p, dM.p, dI.p, dW.p, N, C, HW, training, block);
-        std::vector<float> r = gx.download(), rw = gw.download(), rb = gb.download();
-        r.insert(r.end(), rw.begin(), rw.end());
-        r.insert(r.end(), rb.begin(), rb.end());
-        return r;
+        cuda::batchnorm_backward(gx.p, gw.p, gb.p, dDY.p, dX.p, dM.p, dI.p, dW.p, nullptr, N, C, HW, training, block);
+        return download_all(gx, gw, gb);
       });
       check_close(std::vector<float>(g.begin(), g.begin() + n), dx, 1e-5, 1e-4, "batchnorm dx");
       check_close(std::vector<float>(g.begin() + n, g.begin() + n + C), dw, 1e-5, 1e-5, "batchnorm dweight");
       check_close(std::vector<float>(g.begin() + n + C, g.end()), db, 1e-5, 1e-5, "batchnorm dbias");
     }
   }
-  // Running statistics: unbiased variance, momentum.
-  std::vector<float> rm = rand_floats(size_t(C), 30), rv = rand_floats(size_t(C), 31, 0.5, 2);
-  std::vector<float> want_m = rm, want_v = rv;
-  const std::vector<float> fm(mean.begin(), mean.end()), fv(var.begin(), var.end());
-  cpu::batchnorm_update_running<float>(want_m.data(), want_v.data(), fm.data(), fv.data(), 0.1f, M, C);
-  DeviceBuffer<float> dRM(rm), dRV(rv), dM(fm), dV(fv);
-  cuda::batchnorm_update_running(dRM.p, dRV.p, dM.p, dV.p, 0.1f, M, C);
-  check_close(dRM.download(), want_m, 0, 0, "running_mean");
-  check_close(dRV.download(), want_v, 1e-7, 1e-6, "running_var");
 }
 
 TEST_CASE("cuda kernels: max pool (ties, padding) and global average pool") {
@@ -535,14 +528,20 @@ std::vector<Tensor> train_step(Model& model, Device d, Step step) {
   return out;
 }
 
-// Each tensor within atol = 1e-4 * its largest |value| (+1e-6): gradients of weights differ in
-// scale by orders of magnitude between layers, and float sums in another order differ relatively.
-template <typename Model>
-void check_step(const std::vector<Tensor>& got, const std::vector<Tensor>& want, const Model& model) {
+// Model(cfg) built twice from Rng(seed), one training step (train_step) on the CPU backend and one
+// on CUDA: every tensor within atol = 1e-4 * its largest |value| (+1e-6): gradients of weights
+// differ in scale by orders of magnitude between layers, and float sums in another order differ
+// relatively.
+template <typename Model, typename Config, typename Step>
+void check_step_matches_cpu(const Config& cfg, uint64_t seed, Step step) {
+  Rng r1(seed), r2(seed);
+  Model cpu_model(cfg, r1), cuda_model(cfg, r2);
+  const std::vector<Tensor> want = train_step(cpu_model, Device::CPU, step);
+  const std::vector<Tensor> got = train_step(cuda_model, Device::CUDA, step);
   REQUIRE(got.size() == want.size());
   std::vector<std::string> names;
-  for (const auto& [name, t] : model.named_parameters()) names.push_back("grad of " + name);
-  for (const auto& [name, t] : model.state_dict()) names.push_back(name + " after the step");
+  for (const auto& [name, t] : cuda_model.named_parameters()) names.push_back("grad of " + name);
+  for (const auto& [name, t] : cuda_model.state_dict()) names.push_back(name + " after the step");
   for (size_t i = 0; i < got.size(); ++i) {
     double scale = 0;
     for (float v : want[i].to_vector()) scale = std::max(scale, double(std::fabs(v)));
@@ -559,7 +558,7 @@ TEST_CASE("cuda engine: one training step of a tiny ResNet equals the CPU backen
   // planes): there the gradients that flow back through the batch norms of layer4 and layer3 are so
   // ill-conditioned that the CPU backend alone moves grad of layer2.0.downsample.0.weight by 1.5e-4 of
   // its largest |value| between OpenBLAS's Haswell, SkylakeX and Sandybridge kernels (each GEMM is
-  // accurate to ~1e-7 against a double reference), past check_step's 1e-4; at 64x64 every tensor agrees
+  // accurate to ~1e-7 against a double reference), past check_step_matches_cpu's 1e-4; at 64x64 every tensor agrees
   // within 6e-6 of its scale across those kernels and the CUDA backend, for data seeds 3, 4, 5 and 7.
   const Tensor x = Tensor::randn({3, 3, 64, 64}, data_rng), y = Tensor::from_vector({3}, {4, 1, 0});
   auto step = [&](models::ResNet& m, Device d) {
@@ -568,10 +567,7 @@ TEST_CASE("cuda engine: one training step of a tiny ResNet equals the CPU backen
     loss.backward();
     opt.step();
   };
-  Rng r1(11), r2(11);
-  models::ResNet cpu_model(cfg, r1), cuda_model(cfg, r2);
-  auto want = train_step(cpu_model, Device::CPU, step);
-  check_step(train_step(cuda_model, Device::CUDA, step), want, cuda_model);
+  check_step_matches_cpu<models::ResNet>(cfg, 11, step);
 }
 
 TEST_CASE("cuda engine: one training step of a tiny DSen2-CR (CARL, Nadam) equals the CPU backend") {
@@ -589,10 +585,7 @@ TEST_CASE("cuda engine: one training step of a tiny DSen2-CR (CARL, Nadam) equal
     loss.backward();
     opt.step();
   };
-  Rng r1(12), r2(12);
-  models::DSen2CR cpu_model(cfg, r1), cuda_model(cfg, r2);
-  auto want = train_step(cpu_model, Device::CPU, step);
-  check_step(train_step(cuda_model, Device::CUDA, step), want, cuda_model);
+  check_step_matches_cpu<models::DSen2CR>(cfg, 12, step);
 }
 
 }  // namespace

@@ -90,7 +90,7 @@ void check_fast_vs_ref(int64_t N, int64_t C, int64_t HW, double offset, bool tra
   cpu::batchnorm_backward_ref(dx.data(), dw.data(), db.data(), dy.data(), x.data(), mean.data(), invstd.data(),
                               w.data(), N, C, HW, training);
   cpu::batchnorm_backward(dxf.data(), dwf.data(), dbf.data(), dyf.data(), xf.data(), meanf.data(), invstdf.data(),
-                          wf.data(), N, C, HW, training);
+                          wf.data(), nullptr, N, C, HW, training);
   check_close(dxf, dx, 1e-5, 1e-4, "dx");
   check_close(dwf, dw, 1e-4, 1e-4, "dweight");
   check_close(dbf, db, 1e-4, 1e-4, "dbias");
@@ -112,34 +112,34 @@ TEST_CASE("batchnorm fast float kernels match the reference") {
   }
 }
 
+namespace {
+// batch_norm2d on fixture set `set` (PyTorch's x, weight, bias) with running stats rm, rv (updated
+// in place in training): y, then after backward of the set's dy, dx, dweight and dbias.
+void check_vs_pytorch(const std::string& set, Tensor& rm, Tensor& rv, bool training) {
+  Tensor x = fx(set + ".x").set_requires_grad(true);
+  Tensor w = fx(set + ".weight").set_requires_grad(true);
+  Tensor b = fx(set + ".bias").set_requires_grad(true);
+  Tensor y = batch_norm2d(x, w, b, rm, rv, training);
+  check_close(y, fixtures().at(set + ".y"), 1e-5, 1e-4, "y");
+  y.backward(fixtures().at(set + ".dy"));
+  check_close(x.grad(), fixtures().at(set + ".dx"), 1e-5, 1e-4, "dx");
+  check_close(w.grad(), fixtures().at(set + ".dweight"), 1e-5, 1e-4, "dweight");
+  check_close(b.grad(), fixtures().at(set + ".dbias"), 1e-5, 1e-4, "dbias");
+}
+}  // namespace
+
 TEST_CASE("batch_norm2d training: output, gradients and running stats match PyTorch") {
-  Tensor x = fx("bn_train.x").set_requires_grad(true);
-  Tensor w = fx("bn_train.weight").set_requires_grad(true);
-  Tensor b = fx("bn_train.bias").set_requires_grad(true);
   Tensor rm = fx("bn_train.running_mean0"), rv = fx("bn_train.running_var0");
-  Tensor y = batch_norm2d(x, w, b, rm, rv, /*training=*/true);
-  check_close(y, fixtures().at("bn_train.y"), 1e-5, 1e-4, "y");
+  check_vs_pytorch("bn_train", rm, rv, /*training=*/true);
   check_close(rm, fixtures().at("bn_train.running_mean1"), 1e-6, 1e-5, "running_mean");
   check_close(rv, fixtures().at("bn_train.running_var1"), 1e-6, 1e-5, "running_var (unbiased)");
-  y.backward(fixtures().at("bn_train.dy"));
-  check_close(x.grad(), fixtures().at("bn_train.dx"), 1e-5, 1e-4, "dx");
-  check_close(w.grad(), fixtures().at("bn_train.dweight"), 1e-5, 1e-4, "dweight");
-  check_close(b.grad(), fixtures().at("bn_train.dbias"), 1e-5, 1e-4, "dbias");
 }
 
 TEST_CASE("batch_norm2d eval: uses running stats, updates nothing, gradients match PyTorch") {
-  Tensor x = fx("bn_eval.x").set_requires_grad(true);
-  Tensor w = fx("bn_eval.weight").set_requires_grad(true);
-  Tensor b = fx("bn_eval.bias").set_requires_grad(true);
   Tensor rm = fx("bn_eval.running_mean"), rv = fx("bn_eval.running_var");
-  Tensor y = batch_norm2d(x, w, b, rm, rv, /*training=*/false);
-  check_close(y, fixtures().at("bn_eval.y"), 1e-5, 1e-4, "y");
+  check_vs_pytorch("bn_eval", rm, rv, /*training=*/false);
   CHECK(rm.to_vector() == fixtures().at("bn_eval.running_mean").to_vector());
   CHECK(rv.to_vector() == fixtures().at("bn_eval.running_var").to_vector());
-  y.backward(fixtures().at("bn_eval.dy"));
-  check_close(x.grad(), fixtures().at("bn_eval.dx"), 1e-5, 1e-4, "dx");
-  check_close(w.grad(), fixtures().at("bn_eval.dweight"), 1e-5, 1e-4, "dweight");
-  check_close(b.grad(), fixtures().at("bn_eval.dbias"), 1e-5, 1e-4, "dbias");
 }
 
 TEST_CASE("batch_norm2d_relu equals relu(batch_norm2d): output, running stats, all gradients, NaN") {
