@@ -1,4 +1,4 @@
-// pool.cpp: max_pool2d and global_avg_pool autograd ops, forward then backward.
+// pool.cpp: max_pool2d and global_avg_pool autograd ops, forward then backward, float32 or bfloat16.
 #include "engine/ops/pool.h"
 
 #include <cstdint>
@@ -18,14 +18,22 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
   NIMBUS_CHECK(x.size(2) * x.size(3) <= INT32_MAX, "max_pool2d: planes of ", x.size(2), "x", x.size(3),
                " are too large (the backward stores argmax positions as 32-bit indices)");
   const PoolGeom g{x.size(0), x.size(1), x.size(2), x.size(3), kernel, stride, padding};
-  Tensor y = Tensor::empty({g.N, g.C, g.P(), g.Q()}, x.device());
-  backend(x.device(), "max_pool2d").max_pool2d_forward(y.data(), x.data(), g);
+  Tensor y = Tensor::empty({g.N, g.C, g.P(), g.Q()}, x.device(), x.dtype());
+  visit_dtype(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    backend<T>(x.device(), "max_pool2d").max_pool2d_forward(y.data_as<T>(), x.data_as<T>(), g);
+  });
   // Backward recomputes each window's argmax from x (no index tensor to keep;
   // x is usually a ReLU output that is saved anyway).
   Tensor x_saved = x.detach();
-  record("max_pool2d", {x}, y, [x_saved, g](const Tensor& dy, GradSink& sink) {
-    Tensor dx = Tensor::empty(x_saved.shape(), dy.device());
-    backend(dy.device(), "max_pool2d_backward").max_pool2d_backward(dx.data(), dy.data(), x_saved.data(), g);
+  record("max_pool2d", {x}, y, [x_saved, g](const Tensor& dy_in, GradSink& sink) {
+    const Tensor dy = dy_in.to(x_saved.dtype());
+    Tensor dx = Tensor::empty(x_saved.shape(), dy.device(), dy.dtype());
+    visit_dtype(dy.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      backend<T>(dy.device(), "max_pool2d_backward")
+          .max_pool2d_backward(dx.data_as<T>(), dy.data_as<T>(), x_saved.data_as<T>(), g);
+    });
     sink.set(0, dx);
   });
   return y;
@@ -35,12 +43,21 @@ Tensor global_avg_pool(const Tensor& x) {
   NIMBUS_CHECK(x.defined() && x.ndim() == 4, "global_avg_pool: input ", describe(x), " must be 4-D (N,C,H,W)");
   NIMBUS_CHECK(x.size(2) * x.size(3) > 0, "global_avg_pool: input ", x.shape().str(), " has an empty H*W plane");
   const int64_t planes = x.size(0) * x.size(1), hw = x.size(2) * x.size(3);
-  Tensor y = Tensor::empty({x.size(0), x.size(1)}, x.device());
-  backend(x.device(), "global_avg_pool").global_avg_pool_forward(y.data(), x.data(), planes, hw);
+  Tensor y = Tensor::empty({x.size(0), x.size(1)}, x.device(), x.dtype());
+  visit_dtype(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    backend<T>(x.device(), "global_avg_pool").global_avg_pool_forward(y.data_as<T>(), x.data_as<T>(), planes, hw);
+  });
   const Shape xs = x.shape();
-  record("global_avg_pool", {x}, y, [xs, planes, hw](const Tensor& dy, GradSink& sink) {
-    Tensor dx = Tensor::empty(xs, dy.device());
-    backend(dy.device(), "global_avg_pool_backward").global_avg_pool_backward(dx.data(), dy.data(), planes, hw);
+  const DType dt = x.dtype();
+  record("global_avg_pool", {x}, y, [xs, dt, planes, hw](const Tensor& dy_in, GradSink& sink) {
+    const Tensor dy = dy_in.to(dt);
+    Tensor dx = Tensor::empty(xs, dy.device(), dt);
+    visit_dtype(dt, [&](auto tag) {
+      using T = decltype(tag);
+      backend<T>(dy.device(), "global_avg_pool_backward")
+          .global_avg_pool_backward(dx.data_as<T>(), dy.data_as<T>(), planes, hw);
+    });
     sink.set(0, dx);
   });
   return y;

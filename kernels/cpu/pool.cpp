@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/common/parallel.h"
@@ -92,13 +93,19 @@ void plane_max(T* y, int32_t* at, const T* xp, const PoolGeom& g, T* hm, int32_t
   }
 }
 
-// Scratch of one thread for plane_max.
+// Scratch of one thread for plane_max; sum: the backward's float sums of a bfloat16 plane (a
+// bfloat16 gradient is summed in float and rounded once, like every bfloat16 kernel's result).
 template <typename T>
 struct PlaneScratch {
   std::vector<T> hm, y;
   std::vector<int32_t> at_h, at;
+  std::vector<compute_t<T>> sum;
   explicit PlaneScratch(const PoolGeom& g, bool index)
-      : hm(size_t(g.H * g.Q())), y(index ? size_t(g.P() * g.Q()) : 0), at_h(index ? hm.size() : 0), at(y.size()) {}
+      : hm(size_t(g.H * g.Q())),
+        y(index ? size_t(g.P() * g.Q()) : 0),
+        at_h(index ? hm.size() : 0),
+        at(y.size()),
+        sum(index && !std::is_same_v<compute_t<T>, T> ? size_t(g.H * g.W) : 0) {}
 };
 }  // namespace
 
@@ -158,8 +165,14 @@ void max_pool2d_backward(T* dx, const T* dy, const T* x, const PoolGeom& g) {
       plane_max<T, true>(sc.y.data(), sc.at.data(), x + pl * HW, g, sc.hm.data(), sc.at_h.data());
       T* dxp = dx + pl * HW;
       const T* dyp = dy + pl * PQ;
-      std::fill(dxp, dxp + HW, T(0));
-      for (int64_t i = 0; i < PQ; ++i) dxp[sc.at[size_t(i)]] += dyp[i];
+      if constexpr (std::is_same_v<compute_t<T>, T>) {
+        std::fill(dxp, dxp + HW, T(0));
+        for (int64_t i = 0; i < PQ; ++i) dxp[sc.at[size_t(i)]] += dyp[i];
+      } else {
+        std::fill(sc.sum.begin(), sc.sum.end(), compute_t<T>(0));
+        for (int64_t i = 0; i < PQ; ++i) sc.sum[size_t(sc.at[size_t(i)])] += compute_t<T>(dyp[i]);
+        for (int64_t j = 0; j < HW; ++j) dxp[j] = sc.sum[size_t(j)];
+      }
     }
   }
 }
@@ -168,9 +181,9 @@ template <typename T>
 void global_avg_pool_forward(T* y, const T* x, int64_t planes, int64_t hw) {
 #pragma omp parallel for if (planes * hw > kParallelGrain)
   for (int64_t pl = 0; pl < planes; ++pl) {
-    T acc = 0;
-    for (int64_t i = 0; i < hw; ++i) acc += x[pl * hw + i];
-    y[pl] = acc / T(hw);
+    compute_t<T> acc = 0;  // float for bfloat16 (rounded once, on store)
+    for (int64_t i = 0; i < hw; ++i) acc += compute_t<T>(x[pl * hw + i]);
+    y[pl] = acc / compute_t<T>(hw);
   }
 }
 
@@ -178,7 +191,7 @@ template <typename T>
 void global_avg_pool_backward(T* dx, const T* dy, int64_t planes, int64_t hw) {
 #pragma omp parallel for if (planes * hw > kParallelGrain)
   for (int64_t pl = 0; pl < planes; ++pl) {
-    const T d = dy[pl] / T(hw);
+    const T d = compute_t<T>(dy[pl]) / compute_t<T>(hw);
     for (int64_t i = 0; i < hw; ++i) dx[pl * hw + i] = d;
   }
 }
@@ -193,5 +206,10 @@ void global_avg_pool_backward(T* dx, const T* dy, int64_t planes, int64_t hw) {
 NIMBUS_INSTANTIATE(float)
 NIMBUS_INSTANTIATE(double)
 #undef NIMBUS_INSTANTIATE
+// bfloat16: the kernels of the list (the window-by-window references stay float and double).
+template void max_pool2d_forward<bfloat16>(bfloat16*, const bfloat16*, const PoolGeom&);
+template void max_pool2d_backward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const PoolGeom&);
+template void global_avg_pool_forward<bfloat16>(bfloat16*, const bfloat16*, int64_t, int64_t);
+template void global_avg_pool_backward<bfloat16>(bfloat16*, const bfloat16*, int64_t, int64_t);
 
 }  // namespace nimbus::cpu

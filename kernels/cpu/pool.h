@@ -10,10 +10,12 @@
 // Max pooling has plain serial references (one window at a time) and
 // separable fast versions, parallel over the N*C planes, that the tests hold
 // to them bit for bit; global_avg_pool (parallel over planes) is plain enough
-// to be its own reference.
+// to be its own reference. The fast kernels also exist for bfloat16: the
+// maxima are selections (exact), the sums run in float and round once.
 #pragma once
 #include <cstdint>
 
+#include "kernels/common/bfloat16.h"
 #include "kernels/common/geometry.h"  // PoolGeom
 
 namespace nimbus::cpu {

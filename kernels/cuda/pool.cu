@@ -6,7 +6,8 @@
  *   and picked it (the argmax is recomputed from x), windows in increasing (p, q) order: the same
  *   sums in the same order as the CPU kernel's scatter, and no atomics.
  * global_avg_pool: one thread per plane sums its hw values in order (forward); backward spreads
- *   dy / hw. All results are independent of thread and block order. CPU twin: kernels/cpu/pool.h.
+ *   dy / hw. All results are independent of thread and block order. T: float or bfloat16 (sums in
+ *   float, rounded once). CPU twin: kernels/cpu/pool.h.
  */
 #include "kernels/cuda/pool.h"
 
@@ -21,21 +22,23 @@ struct PoolDims {
 
 static PoolDims dims(const PoolGeom& g) { return {g.N * g.C, g.H, g.W, g.P(), g.Q(), g.kernel, g.stride, g.pad}; }
 
-__global__ void max_pool2d_forward_kernel(float* y, const float* x, PoolDims d) {
+template <typename T>
+__global__ void max_pool2d_forward_kernel(T* y, const T* x, PoolDims d) {
   const int64_t PQ = d.P * d.Q, n = d.planes * PQ;
   for (int64_t i = grid_first(); i < n; i += grid_step()) {
-    const float* plane = x + (i / PQ) * d.H * d.W;
+    const T* plane = x + (i / PQ) * d.H * d.W;
     const int64_t a = window_argmax(plane, (i % PQ) / d.Q, i % d.Q, d);
-    y[i] = a < 0 ? -INFINITY : plane[a];
+    y[i] = a < 0 ? T(-INFINITY) : plane[a];
   }
 }
 
-__global__ void max_pool2d_backward_kernel(float* dx, const float* dy, const float* x, PoolDims d) {
+template <typename T>
+__global__ void max_pool2d_backward_kernel(T* dx, const T* dy, const T* x, PoolDims d) {
   const int64_t HW = d.H * d.W, n = d.planes * HW;
   for (int64_t i = grid_first(); i < n; i += grid_step()) {
     const int64_t pl = i / HW, cell = i % HW, h = cell / d.W, w = cell % d.W;
-    const float* plane = x + pl * HW;
-    const float* dyp = dy + pl * d.P * d.Q;
+    const T* plane = x + pl * HW;
+    const T* dyp = dy + pl * d.P * d.Q;
     // Windows covering row h: p*stride - pad <= h <= p*stride - pad + kernel - 1.
     const int64_t hp = h + d.pad, wp = w + d.pad;
     const int64_t p0 = hp < d.kernel ? 0 : (hp - d.kernel) / d.stride + 1,
@@ -45,48 +48,54 @@ __global__ void max_pool2d_backward_kernel(float* dx, const float* dy, const flo
     float acc = 0.0f;
     for (int64_t p = p0; p <= p1; ++p)
       for (int64_t q = q0; q <= q1; ++q)
-        if (window_argmax(plane, p, q, d) == cell) acc += dyp[p * d.Q + q];
+        if (window_argmax(plane, p, q, d) == cell) acc += float(dyp[p * d.Q + q]);
     dx[i] = acc;
   }
 }
 
-__global__ void global_avg_pool_forward_kernel(float* y, const float* x, int64_t planes, int64_t hw) {
+template <typename T>
+__global__ void global_avg_pool_forward_kernel(T* y, const T* x, int64_t planes, int64_t hw) {
   for (int64_t pl = grid_first(); pl < planes; pl += grid_step()) {
     float acc = 0.0f;
-    for (int64_t i = 0; i < hw; ++i) acc += x[pl * hw + i];
+    for (int64_t i = 0; i < hw; ++i) acc += float(x[pl * hw + i]);
     y[pl] = acc / float(hw);
   }
 }
 
-__global__ void global_avg_pool_backward_kernel(float* dx, const float* dy, int64_t hw, int64_t n) {
-  for (int64_t i = grid_first(); i < n; i += grid_step()) dx[i] = dy[i / hw] / float(hw);
+template <typename T>
+__global__ void global_avg_pool_backward_kernel(T* dx, const T* dy, int64_t hw, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) dx[i] = float(dy[i / hw]) / float(hw);
 }
 
-void max_pool2d_forward(float* y, const float* x, const PoolGeom& g, int block) {
-  const int64_t n = g.N * g.C * g.P() * g.Q();
-  if (n <= 0) return;
-  launch(max_pool2d_forward_kernel, grid_for(n, block), block, 0, launch_stream(), y, x, dims(g));
-  check_launch("cuda::max_pool2d_forward");
+template <typename T>
+void max_pool2d_forward(T* y, const T* x, const PoolGeom& g, int block) {
+  launch_n("cuda::max_pool2d_forward", max_pool2d_forward_kernel<T>, g.N * g.C * g.P() * g.Q(), block, y, x, dims(g));
 }
 
-void max_pool2d_backward(float* dx, const float* dy, const float* x, const PoolGeom& g, int block) {
-  const int64_t n = g.N * g.C * g.H * g.W;
-  if (n <= 0) return;
-  launch(max_pool2d_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dx, dy, x, dims(g));
-  check_launch("cuda::max_pool2d_backward");
+template <typename T>
+void max_pool2d_backward(T* dx, const T* dy, const T* x, const PoolGeom& g, int block) {
+  launch_n("cuda::max_pool2d_backward", max_pool2d_backward_kernel<T>, g.N * g.C * g.H * g.W, block, dx, dy, x,
+           dims(g));
 }
 
-void global_avg_pool_forward(float* y, const float* x, int64_t planes, int64_t hw, int block) {
-  if (planes <= 0) return;
-  launch(global_avg_pool_forward_kernel, grid_for(planes, block), block, 0, launch_stream(), y, x, planes, hw);
-  check_launch("cuda::global_avg_pool_forward");
+template <typename T>
+void global_avg_pool_forward(T* y, const T* x, int64_t planes, int64_t hw, int block) {
+  launch_n("cuda::global_avg_pool_forward", global_avg_pool_forward_kernel<T>, planes, block, y, x, planes, hw);
 }
 
-void global_avg_pool_backward(float* dx, const float* dy, int64_t planes, int64_t hw, int block) {
-  const int64_t n = planes * hw;
-  if (n <= 0) return;
-  launch(global_avg_pool_backward_kernel, grid_for(n, block), block, 0, launch_stream(), dx, dy, hw, n);
-  check_launch("cuda::global_avg_pool_backward");
+template <typename T>
+void global_avg_pool_backward(T* dx, const T* dy, int64_t planes, int64_t hw, int block) {
+  launch_n("cuda::global_avg_pool_backward", global_avg_pool_backward_kernel<T>, planes * hw, block, dx, dy, hw,
+           planes * hw);
 }
+
+#define NIMBUS_INSTANTIATE(T)                                                                     \
+  template void max_pool2d_forward<T>(T*, const T*, const PoolGeom&, int);                        \
+  template void max_pool2d_backward<T>(T*, const T*, const T*, const PoolGeom&, int);             \
+  template void global_avg_pool_forward<T>(T*, const T*, int64_t, int64_t, int);                  \
+  template void global_avg_pool_backward<T>(T*, const T*, int64_t, int64_t, int);
+NIMBUS_INSTANTIATE(float)
+NIMBUS_INSTANTIATE(bfloat16)
+#undef NIMBUS_INSTANTIATE
 
 }  // namespace nimbus::cuda

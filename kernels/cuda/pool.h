@@ -6,16 +6,18 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/common/bfloat16.h"
 #include "kernels/common/geometry.h"  // PoolGeom
 
 namespace nimbus::cuda {
 
 using cpu::PoolGeom;
 
-void max_pool2d_forward(float* y, const float* x, const PoolGeom& g, int block = 256);
-void max_pool2d_backward(float* dx, const float* dy, const float* x, const PoolGeom& g, int block = 256);
+// T: float or bfloat16.
+template <typename T> void max_pool2d_forward(T* y, const T* x, const PoolGeom& g, int block = 256);
+template <typename T> void max_pool2d_backward(T* dx, const T* dy, const T* x, const PoolGeom& g, int block = 256);
 // planes = N*C, hw = H*W.
-void global_avg_pool_forward(float* y, const float* x, int64_t planes, int64_t hw, int block = 256);
-void global_avg_pool_backward(float* dx, const float* dy, int64_t planes, int64_t hw, int block = 256);
+template <typename T> void global_avg_pool_forward(T* y, const T* x, int64_t planes, int64_t hw, int block = 256);
+template <typename T> void global_avg_pool_backward(T* dx, const T* dy, int64_t planes, int64_t hw, int block = 256);
 
 }  // namespace nimbus::cuda

@@ -761,6 +761,7 @@ std::string pool_str(const PoolGeom& g) {
 // up to 9 windows).
 const PoolGeom kPoolGeoms[] = {{2, 3, 9, 11, 3, 2, 1}, {1, 2, 8, 7, 2, 2, 0}, {1, 2, 7, 9, 3, 1, 1}};
 
+template <typename T>
 void max_pool2d_check(Run& r) {
   for (const PoolGeom& g : kPoolGeoms) {
     r.shape = pool_str(g);
@@ -776,9 +777,9 @@ void max_pool2d_check(Run& r) {
     const V ady = absv(dy);
     cpu::max_pool2d_backward_ref<double>(sdx.data(), ady.data(), x.data(), g);
     Tensor X = r.up(x), DY = r.up(dy), Y = r.poison(ysz), DX = r.poison(xs);
-    r.be().max_pool2d_forward(Y.data(), X.data(), g);
+    r.be<T>().max_pool2d_forward(Y.data_as<T>(), X.data_as<T>(), g);
     expect_exact(r, "max_pool2d_forward y", Run::down(Y), y);
-    r.be().max_pool2d_backward(DX.data(), DY.data(), X.data(), g);
+    r.be<T>().max_pool2d_backward(DX.data_as<T>(), DY.data_as<T>(), X.data_as<T>(), g);
     expect(r, "max_pool2d_backward dx", Run::down(DX), dx, sdx, r.dt.tol);  // sums of up to 9 dy
   }
 }
@@ -800,6 +801,7 @@ void max_pool2d_grad(uint64_t seed) {
 }
 
 // ---- global average pool: 7 planes of 17 x 19 = 323 > 256 values ----
+template <typename T>
 void global_avg_pool_check(Run& r) {
   const int64_t planes = 7, hw = 323;
   r.shape = "planes=7 hw=323";
@@ -810,9 +812,9 @@ void global_avg_pool_check(Run& r) {
   cpu::global_avg_pool_forward<double>(sy.data(), ax.data(), planes, hw);
   cpu::global_avg_pool_backward<double>(dx.data(), dy.data(), planes, hw);
   Tensor X = r.up(x), DY = r.up(dy), Y = r.poison(planes), DX = r.poison(planes * hw);
-  r.be().global_avg_pool_forward(Y.data(), X.data(), planes, hw);
+  r.be<T>().global_avg_pool_forward(Y.data_as<T>(), X.data_as<T>(), planes, hw);
   expect(r, "global_avg_pool_forward y", Run::down(Y), y, sy, r.dt.tol);
-  r.be().global_avg_pool_backward(DX.data(), DY.data(), planes, hw);
+  r.be<T>().global_avg_pool_backward(DX.data_as<T>(), DY.data_as<T>(), planes, hw);
   expect(r, "global_avg_pool_backward dx", Run::down(DX), dx, absv(dx), r.dt.tol);
 }
 
@@ -1400,9 +1402,9 @@ BACKEND_CASE(conv2d, "conv2d_workspace conv2d_forward conv2d_backward", conv2d_c
 BACKEND_CASE(batchnorm,
              "batchnorm_train_stats batchnorm_invstd batchnorm_forward batchnorm_backward",
              batchnorm_check, nullptr, batchnorm_grad)
-BACKEND_CASE(max_pool2d, "max_pool2d_forward max_pool2d_backward", max_pool2d_check, nullptr, max_pool2d_grad)
-BACKEND_CASE(global_avg_pool, "global_avg_pool_forward global_avg_pool_backward", global_avg_pool_check, nullptr,
-             global_avg_pool_grad)
+BACKEND_CASE_BF16(max_pool2d, "max_pool2d_forward max_pool2d_backward", max_pool2d_check, max_pool2d_grad)
+BACKEND_CASE_BF16(global_avg_pool, "global_avg_pool_forward global_avg_pool_backward", global_avg_pool_check,
+                  global_avg_pool_grad)
 BACKEND_CASE(cross_entropy, "loss_scratch_floats softmax_forward cross_entropy_forward cross_entropy_backward",
              softmax_cross_entropy_check, nullptr, softmax_cross_entropy_grad)
 BACKEND_CASE(l1, "l1_forward l1_backward", l1_check, nullptr, l1_grad)

@@ -170,3 +170,44 @@ TEST_CASE("pool ops: bad input raises errors naming the op") {
                        Error);
   CHECK_THROWS_WITH_AS(global_avg_pool(Tensor::zeros({2, 3, 0, 4})), doctest::Contains("global_avg_pool"), Error);
 }
+
+TEST_CASE("pool ops in bfloat16: forward and gradient match PyTorch within bfloat16's rounding") {
+  // The inputs rounded to bfloat16 (relative 2^-9): a max is exact on the rounded values, so y is
+  // within 2^-8 of PyTorch's. The gradient is compared where the inputs are exact in bfloat16 (the
+  // small-integer cases with ties): rounding random inputs can make two cells of a window equal,
+  // and then the first wins where PyTorch's float max was the other.
+  int exact_cases = 0;
+  for (int i = 0; pool_fixtures().find(str("maxpool", i, ".x")); ++i) {
+    const std::string c = str("maxpool", i, ".");
+    CAPTURE(c);
+    const Tensor x32 = pool_fixtures().at(c + "x");
+    Tensor x = x32.to(DType::BF16);
+    x.set_requires_grad(true);
+    auto cfg = pool_fixtures().at(c + "cfg").to_vector();
+    Tensor y = max_pool2d(x, int(cfg[0]), int(cfg[1]), int(cfg[2]));
+    CHECK(y.dtype() == DType::BF16);
+    check_close(y.to(DType::F32), pool_fixtures().at(c + "y"), 1e-6, 1.0 / 256, "y");
+    if (x.to(DType::F32).to_vector() != x32.to_vector()) continue;
+    ++exact_cases;
+    const Tensor dy16 = pool_fixtures().at(c + "dy").to(DType::BF16);
+    y.backward(dy16);
+    CHECK(x.grad().dtype() == DType::BF16);
+    // The float32 op (held to PyTorch above) on the same rounded dy: sums with cancellation make
+    // PyTorch's own dx a poor yardstick for dy's rounding, but the bfloat16 op must only add one
+    // rounding of its result to what float32 computes from the same inputs.
+    Tensor x32g = x32.clone();
+    x32g.set_requires_grad(true);
+    max_pool2d(x32g, int(cfg[0]), int(cfg[1]), int(cfg[2])).backward(dy16.to(DType::F32));
+    check_close(x.grad().to(DType::F32), x32g.grad(), 1e-6, 1.0 / 256, "dx");
+  }
+  CHECK(exact_cases == 2);
+  Tensor x = pool_fixtures().at("gap.x").to(DType::BF16);
+  x.set_requires_grad(true);
+  Tensor y = global_avg_pool(x);
+  CHECK(y.dtype() == DType::BF16);
+  // A mean of 35 rounded inputs, rounded: 2^-8 of the mean of |x| (about 0.8 here) bounds it.
+  check_close(y.to(DType::F32), pool_fixtures().at("gap.y"), 4e-3, 1.0 / 256, "gap y");
+  // dx = dy / hw: dy rounded, the quotient rounded (2^-9 each): 2^-8 relative.
+  y.backward(pool_fixtures().at("gap.dy").to(DType::BF16));
+  check_close(x.grad().to(DType::F32), pool_fixtures().at("gap.dx"), 1e-6, 1.0 / 256, "gap dx");
+}
