@@ -50,8 +50,9 @@ void carl_backward(float* dP, const float* P, const float* Tg, const float* I, c
   cpu::carl_backward(dP, P, Tg, I, M, lambda, *g, N, C, HW);
 }
 // Batch-norm training statistics: the CPU kernels one after the other (one pass over x for the sums).
+template <typename T>
 void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
-                           const float* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps) {
+                           const T* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps) {
   std::vector<float> var(size_t(C > 0 ? C : 0));
   cpu::batchnorm_stats(mean, var.data(), x, N, C, HW);
   cpu::batchnorm_invstd(invstd, var.data(), eps, C);

@@ -39,33 +39,44 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
   NIMBUS_CHECK(!training || N * HW > 1, "batch_norm2d: training needs more than 1 value per channel, input ",
                x.shape().str());
 
+  // x, y and their gradients in x's dtype (float32 or bfloat16); statistics, parameters and their
+  // gradients in float32.
   const Device dev = x.device();
-  const Kernels<float>& be = backend(dev, relu ? "batch_norm2d_relu" : "batch_norm2d");
+  const DType dt = x.dtype();
+  const char* op = relu ? "batch_norm2d_relu" : "batch_norm2d";
   Tensor mean = Tensor::empty({C}, dev), invstd = Tensor::empty({C}, dev);
-  if (training) {
-    be.batchnorm_train_stats(mean.data(), invstd.data(), running_mean.data(), running_var.data(),
-                             num_batches_tracked ? num_batches_tracked->data() : nullptr, x.data(), N, C, HW, momentum,
-                             eps);
-  } else {
-    mean.copy_(running_mean);  // a copy: later training steps must not change what backward sees
-    be.batchnorm_invstd(invstd.data(), running_var.data(), eps, C);
-  }
   const float* w = weight.defined() ? weight.data() : nullptr;
   const float* b = bias.defined() ? bias.data() : nullptr;
-  Tensor y = Tensor::empty(x.shape(), dev);
-  be.batchnorm_forward(y.data(), x.data(), mean.data(), invstd.data(), w, b, N, C, HW, relu);
+  Tensor y = Tensor::empty(x.shape(), dev, dt);
+  visit_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const Kernels<T>& be = backend<T>(dev, op);
+    if (training)
+      be.batchnorm_train_stats(mean.data(), invstd.data(), running_mean.data(), running_var.data(),
+                               num_batches_tracked ? num_batches_tracked->data() : nullptr, x.data_as<T>(), N, C, HW,
+                               momentum, eps);
+    else {
+      mean.copy_(running_mean);  // a copy: later training steps must not change what backward sees
+      backend(dev, op).batchnorm_invstd(invstd.data(), running_var.data(), eps, C);
+    }
+    be.batchnorm_forward(y.data_as<T>(), x.data_as<T>(), mean.data(), invstd.data(), w, b, N, C, HW, relu);
+  });
 
   if (!any_requires_grad({&x, &weight, &bias})) return y;
   Tensor xs = x.detach(), ws = weight.defined() ? weight.detach() : Tensor();
   Tensor ys = relu ? y.detach() : Tensor();  // the ReLU's mask: y > 0
-  record(relu ? "batch_norm2d_relu" : "batch_norm2d", {x, weight, bias}, y, [=](const Tensor& dy_out, GradSink& sink) {
-    const Kernels<float>& bb = backend(dev, relu ? "batch_norm2d_relu_backward" : "batch_norm2d_backward");
-    Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape(), dev) : Tensor();
+  record(op, {x, weight, bias}, y, [=](const Tensor& dy_in, GradSink& sink) {
+    const Tensor dy = dy_in.to(dt);
+    Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape(), dev, dt) : Tensor();
     Tensor dw = Tensor::empty({C}, dev), db = Tensor::empty({C}, dev);
-    // With the ReLU, its backward (dy where y > 0) happens inside the kernel, in the same pass.
-    bb.batchnorm_backward(dx.defined() ? dx.data() : nullptr, dw.data(), db.data(), dy_out.data(), xs.data(),
-                          mean.data(), invstd.data(), ws.defined() ? ws.data() : nullptr,
-                          relu ? ys.data() : nullptr, N, C, HW, training);
+    visit_dtype(dt, [&](auto tag) {
+      using T = decltype(tag);
+      // With the ReLU, its backward (dy where y > 0) happens inside the kernel, in the same pass.
+      backend<T>(dev, relu ? "batch_norm2d_relu_backward" : "batch_norm2d_backward")
+          .batchnorm_backward(dx.defined() ? dx.data_as<T>() : nullptr, dw.data(), db.data(), dy.data_as<T>(),
+                              xs.data_as<T>(), mean.data(), invstd.data(), ws.defined() ? ws.data() : nullptr,
+                              relu ? ys.data_as<T>() : nullptr, N, C, HW, training);
+    });
     if (sink.needs(0)) sink.set(0, dx);
     if (sink.needs(1)) sink.set(1, dw);
     if (sink.needs(2)) sink.set(2, db);

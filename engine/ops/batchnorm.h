@@ -8,6 +8,7 @@
 //   eval: normalise with the running statistics; nothing is updated.
 //   y = (x - mean) / sqrt(var + eps) * weight + bias
 //   num_batches_tracked: a 0-d counter (the module's) that training adds 1 to on its device, or null.
+//   x may be float32 or bfloat16 (y and dx in its dtype); everything else is float32.
 #pragma once
 #include "engine/tensor.h"
 

@@ -66,16 +66,17 @@ void batchnorm_backward_ref(T* dx, T* dweight, T* dbias, const T* dy, const T* x
 
 // ---------------------------------------------------------------- fast float
 
-void batchnorm_stats(float* mean, float* var, const float* x, int64_t N, int64_t C, int64_t HW) {
+template <typename T>
+void batchnorm_stats(float* mean, float* var, const T* x, int64_t N, int64_t C, int64_t HW) {
   const double M = double(N * HW);
 #pragma omp parallel for if (N * C * HW > kParallelGrain)
   for (int64_t c = 0; c < C; ++c) {
     double s = 0, ss = 0;  // one pass: var = E[x^2] - E[x]^2, safe in double for float data
     for (int64_t n = 0; n < N; ++n) {
-      const float* xc = x + (n * C + c) * HW;
+      const T* xc = x + (n * C + c) * HW;
 #pragma omp simd reduction(+ : s, ss)
       for (int64_t i = 0; i < HW; ++i) {
-        double v = xc[i];
+        double v = float(xc[i]);
         s += v;
         ss += v * v;
       }
@@ -86,7 +87,8 @@ void batchnorm_stats(float* mean, float* var, const float* x, int64_t N, int64_t
   }
 }
 
-void batchnorm_forward(float* y, const float* x, const float* mean, const float* invstd, const float* weight,
+template <typename T>
+void batchnorm_forward(T* y, const T* x, const float* mean, const float* invstd, const float* weight,
                        const float* bias, int64_t N, int64_t C, int64_t HW, bool relu) {
   // y = (x - mean) * scale + shift with the per-channel constants folded; subtracting the
   // mean first (not folding it into shift) avoids cancellation when |mean| >> std.
@@ -94,17 +96,17 @@ void batchnorm_forward(float* y, const float* x, const float* mean, const float*
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c) {
       const float m = mean[c], scale = invstd[c] * (weight ? weight[c] : 1.f), shift = bias ? bias[c] : 0.f;
-      const float* xc = x + (n * C + c) * HW;
-      float* yc = y + (n * C + c) * HW;
+      const T* xc = x + (n * C + c) * HW;
+      T* yc = y + (n * C + c) * HW;
       if (relu) {
 #pragma omp simd
         for (int64_t i = 0; i < HW; ++i) {
-          const float v = (xc[i] - m) * scale + shift;
+          const float v = (float(xc[i]) - m) * scale + shift;
           yc[i] = v < 0.f ? 0.f : v;  // relu_forward's rule: a NaN passes through
         }
       } else {
 #pragma omp simd
-        for (int64_t i = 0; i < HW; ++i) yc[i] = (xc[i] - m) * scale + shift;
+        for (int64_t i = 0; i < HW; ++i) yc[i] = (float(xc[i]) - m) * scale + shift;
       }
     }
 }
@@ -112,14 +114,14 @@ void batchnorm_forward(float* y, const float* x, const float* mean, const float*
 namespace {
 // kRelu: dy through the ReLU (relu_backward's rule: 0 where y <= 0), read wherever dy is read; a
 // template parameter so that each loop stays a plain vector loop.
-template <bool kRelu>
-void batchnorm_backward_impl(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
-                             const float* mean, const float* invstd, const float* weight, const float* relu_y,
-                             int64_t N, int64_t C, int64_t HW, bool training) {
+template <typename T, bool kRelu>
+void batchnorm_backward_impl(T* dx, float* dweight, float* dbias, const T* dy, const T* x, const float* mean,
+                             const float* invstd, const float* weight, const T* relu_y, int64_t N, int64_t C,
+                             int64_t HW, bool training) {
   const double M = double(N * HW);
-  auto dy_at = [dy, relu_y](int64_t k) {
-    if constexpr (kRelu) return relu_y[k] > 0.f ? dy[k] : 0.f;
-    else return dy[k];
+  auto dy_at = [dy, relu_y](int64_t k) -> float {
+    if constexpr (kRelu) return float(relu_y[k]) > 0.f ? float(dy[k]) : 0.f;
+    else return float(dy[k]);
   };
 #pragma omp parallel for if (N * C * HW > kParallelGrain)
   for (int64_t c = 0; c < C; ++c) {
@@ -127,12 +129,12 @@ void batchnorm_backward_impl(float* dx, float* dweight, float* dbias, const floa
     double sdy = 0, sdyx = 0;  // sum dy and sum dy * (x - mean); xhat's invstd applied once after
     for (int64_t n = 0; n < N; ++n) {
       const int64_t base = (n * C + c) * HW;
-      const float* xc = x + base;
+      const T* xc = x + base;
 #pragma omp simd reduction(+ : sdy, sdyx)
       for (int64_t i = 0; i < HW; ++i) {
         const float d = dy_at(base + i);
         sdy += d;
-        sdyx += double(d) * (double(xc[i]) - m);
+        sdyx += double(d) * (double(float(xc[i])) - m);
       }
     }
     sdyx *= is;
@@ -148,21 +150,35 @@ void batchnorm_backward_impl(float* dx, float* dweight, float* dbias, const floa
     }
     for (int64_t n = 0; n < N; ++n) {
       const int64_t base = (n * C + c) * HW;
-      const float* xc = x + base;
-      float* dxc = dx + base;
+      const T* xc = x + base;
+      T* dxc = dx + base;
 #pragma omp simd
-      for (int64_t i = 0; i < HW; ++i) dxc[i] = g * dy_at(base + i) + a * (xc[i] - mf) + b;
+      for (int64_t i = 0; i < HW; ++i) dxc[i] = g * dy_at(base + i) + a * (float(xc[i]) - mf) + b;
     }
   }
 }
 }  // namespace
 
-void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
-                        const float* invstd, const float* weight, const float* relu_y, int64_t N, int64_t C,
-                        int64_t HW, bool training) {
-  if (relu_y) batchnorm_backward_impl<true>(dx, dweight, dbias, dy, x, mean, invstd, weight, relu_y, N, C, HW, training);
-  else batchnorm_backward_impl<false>(dx, dweight, dbias, dy, x, mean, invstd, weight, relu_y, N, C, HW, training);
+template <typename T>
+void batchnorm_backward(T* dx, float* dweight, float* dbias, const T* dy, const T* x, const float* mean,
+                        const float* invstd, const float* weight, const T* relu_y, int64_t N, int64_t C, int64_t HW,
+                        bool training) {
+  if (relu_y)
+    batchnorm_backward_impl<T, true>(dx, dweight, dbias, dy, x, mean, invstd, weight, relu_y, N, C, HW, training);
+  else
+    batchnorm_backward_impl<T, false>(dx, dweight, dbias, dy, x, mean, invstd, weight, relu_y, N, C, HW, training);
 }
+
+// The fast kernels for float32 and bfloat16 activations (statistics and parameters float32).
+#define NIMBUS_INSTANTIATE_ACT(T)                                                                                \
+  template void batchnorm_stats<T>(float*, float*, const T*, int64_t, int64_t, int64_t);                         \
+  template void batchnorm_forward<T>(T*, const T*, const float*, const float*, const float*, const float*, int64_t, \
+                                     int64_t, int64_t, bool);                                                    \
+  template void batchnorm_backward<T>(T*, float*, float*, const T*, const T*, const float*, const float*,         \
+                                      const float*, const T*, int64_t, int64_t, int64_t, bool);
+NIMBUS_INSTANTIATE_ACT(float)
+NIMBUS_INSTANTIATE_ACT(bfloat16)
+#undef NIMBUS_INSTANTIATE_ACT
 
 // ---------------------------------------------------------------- per-channel helpers
 

@@ -7,8 +7,8 @@
 // Two versions of the three hot kernels:
 //   *_ref   templated, plain loops, two-pass statistics: the readable definition,
 //           run in double by the finite-difference tests.
-//   (plain) float, OpenMP over channels, one pass over x for the per-channel sums
-//           with double accumulators (float sums of ~1e5 terms would lose digits).
+//   (plain) float or bfloat16 activations, OpenMP over channels, one pass over x for the
+//           per-channel sums with double accumulators (float sums of ~1e5 terms would lose digits).
 //
 //   stats:    mean_c = sum x / M,  var_c = sum (x - mean)^2 / M   (biased), M = N*HW
 //   forward:  y = (x - mean) * invstd * w + b
@@ -20,6 +20,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/common/bfloat16.h"
+
 namespace nimbus::cpu {
 
 template <typename T> void batchnorm_stats_ref(T* mean, T* var, const T* x, int64_t N, int64_t C, int64_t HW);
@@ -30,15 +32,19 @@ template <typename T>
 void batchnorm_backward_ref(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T* mean, const T* invstd,
                             const T* weight, int64_t N, int64_t C, int64_t HW, bool training);
 
-void batchnorm_stats(float* mean, float* var, const float* x, int64_t N, int64_t C, int64_t HW);
+// The fast kernels' activations (x, y, dy, dx, relu_y) are T: float or bfloat16 (read as float,
+// results rounded once); statistics, parameters and their gradients are float32 either way.
+template <typename T> void batchnorm_stats(float* mean, float* var, const T* x, int64_t N, int64_t C, int64_t HW);
 // relu: y = max(y, 0) in the same pass (batch_norm2d_relu; NaN passes, as relu_forward).
-void batchnorm_forward(float* y, const float* x, const float* mean, const float* invstd, const float* weight,
+template <typename T>
+void batchnorm_forward(T* y, const T* x, const float* mean, const float* invstd, const float* weight,
                        const float* bias, int64_t N, int64_t C, int64_t HW, bool relu = false);
 // relu_y non-null: the backward of relu(batch_norm(x)) with y its output, dy taken as 0 where y <= 0
 // (relu_backward's rule) in the same pass.
-void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
-                        const float* invstd, const float* weight, const float* relu_y, int64_t N, int64_t C,
-                        int64_t HW, bool training);
+template <typename T>
+void batchnorm_backward(T* dx, float* dweight, float* dbias, const T* dy, const T* x, const float* mean,
+                        const float* invstd, const float* weight, const T* relu_y, int64_t N, int64_t C, int64_t HW,
+                        bool training);
 
 // invstd = 1 / sqrt(var + eps), per channel.
 template <typename T> void batchnorm_invstd(T* invstd, const T* var, T eps, int64_t C);

@@ -1,29 +1,34 @@
 /* batchnorm.h: launchers for the CUDA batch-norm kernels (batchnorm.cu), callable from plain C++.
  *
  * Same layout and maths as kernels/cpu/batchnorm.h: x, y, dy, dx are (N, C, HW); mean, var,
- * invstd, weight, bias, dweight, dbias, running_* are (C); weight/bias may be null. Device
+ * invstd, weight, bias, dweight, dbias, running_* are (C); weight/bias may be null. Activations
+ * are T (float or bfloat16), everything per channel float32. Device
  * pointers. `block`: threads per channel for the reductions (multiple of 32, <= 1024).
  */
 #pragma once
 #include <cstdint>
+
+#include "kernels/common/bfloat16.h"
 
 namespace nimbus::cuda {
 
 // Training, one launch: mean_c = sum x / M, var_c = sum (x - mean)^2 / M (biased, two passes),
 // M = N*HW; writes mean and invstd = 1/sqrt(var + eps); running = (1 - momentum) running +
 // momentum batch (unbiased var * M / (M - 1)); count[0] += 1 unless count is null.
+template <typename T>
 void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
-                           const float* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps,
-                           int block = 256);
+                           const T* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps, int block = 256);
 // Eval: invstd from the running variance.
 void batchnorm_invstd(float* invstd, const float* var, float eps, int64_t C);
 // relu: y = max(y, 0) in the same pass (batch_norm2d_relu).
-void batchnorm_forward(float* y, const float* x, const float* mean, const float* invstd, const float* weight,
+template <typename T>
+void batchnorm_forward(T* y, const T* x, const float* mean, const float* invstd, const float* weight,
                        const float* bias, int64_t N, int64_t C, int64_t HW, bool relu, int block = 256);
 // Writes dweight, dbias and (if non-null) dx; training: through the batch statistics. relu_y
 // non-null: dy taken as 0 where relu_y <= 0 (the backward of batch_norm2d_relu, one pass).
-void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
-                        const float* invstd, const float* weight, const float* relu_y, int64_t N, int64_t C,
-                        int64_t HW, bool training, int block = 256);
+template <typename T>
+void batchnorm_backward(T* dx, float* dweight, float* dbias, const T* dy, const T* x, const float* mean,
+                        const float* invstd, const float* weight, const T* relu_y, int64_t N, int64_t C, int64_t HW,
+                        bool training, int block = 256);
 
 }  // namespace nimbus::cuda

@@ -104,6 +104,18 @@ struct Run {
   }
   // A kernel's scalar arguments are float in every dtype.
   double scalar(double v) const { return double(float(v)); }
+  // Float32 values and buffers whatever the run's dtype: the statistics and parameters of kernels
+  // whose activations alone are T (batch norm).
+  V rand32(size_t n, double lo = -1, double hi = 1) {
+    V v(n);
+    for (double& x : v) x = double(float(lo + (hi - lo) * rng.uniform()));
+    return v;
+  }
+  Tensor up32(const V& v) const {
+    std::vector<float> f(v.begin(), v.end());
+    return Tensor::from_vector(Shape{int64_t(v.size())}, f, dev);
+  }
+  Tensor poison32(size_t n) const { return Tensor::full(Shape{int64_t(n)}, NAN, dev); }
   // A float32 scalar in device memory (a loss backward's g = dL/dloss).
   Tensor device_scalar(double v) const { return Tensor::from_vector(Shape{1}, {float(v)}, dev); }
   // A buffer of the run's dtype on its device holding v (exactly, when v came from rand or round).
@@ -590,10 +602,25 @@ struct BnShape {
 };
 constexpr BnShape kBn{3, 5, 97};
 
+// Eval's invstd = 1 / sqrt(running_var + eps), float32 only: a variance with a constant channel.
+void batchnorm_invstd_check(Run& r) {
+  const int64_t C = 7;
+  r.shape = "C=7";
+  const double eps = r.scalar(1e-5);
+  V varq = r.rand32(C, 0, 3), invstdq(C);
+  varq[C - 1] = 0;  // a constant channel: 1/sqrt(eps)
+  cpu::batchnorm_invstd<double>(invstdq.data(), varq.data(), eps, C);
+  Tensor VAR = r.up32(varq), IS = r.poison32(C);
+  r.be().batchnorm_invstd(IS.data(), VAR.data(), float(eps), C);
+  expect(r, "batchnorm_invstd", Run::down(IS), invstdq, absv(invstdq), r.dt.tol);
+}
+
+// Activations (x, y, dy, dx, relu_y) in the run's dtype; statistics and parameters float32.
+template <typename T>
 void batchnorm_check(Run& r) {
   const int64_t N = kBn.N, C = kBn.C, HW = kBn.HW, n = kBn.n(), M = N * HW;
   r.shape = "N=3 C=5 HW=97";
-  const Kernels<float>& be = r.be();
+  const Kernels<T>& be = r.be<T>();
   V x = r.rand(n, 1, 3);  // mean ~2 >> std ~0.6: a one-pass variance would lose digits
   // stats: mean to 1e-5 of mean |x|; var to 1e-5 of mean x^2 (the scale of a one-pass sum).
   V mean(C), var(C), mean_s(C, 0.0), var_s(C, 0.0);
@@ -612,16 +639,16 @@ void batchnorm_check(Run& r) {
   // invstd's scale: its own size, plus what var's bound moves it by (d invstd / d var = -invstd^3 / 2).
   for (int64_t c = 0; c < C; ++c) invstd_s[c] = invstd[c] + 0.5 * std::pow(invstd[c], 3) * var_s[c];
   {
-    V rm = r.rand(C), rv = r.rand(C, 0.5, 2);
+    V rm = r.rand32(C), rv = r.rand32(C, 0.5, 2);
     V rm_want = rm, rv_want = rv, rm_s = absv(rm), rv_s = rv;
     cpu::batchnorm_update_running<double>(rm_want.data(), rv_want.data(), mean.data(), var.data(), mom, M, C);
     const V am = absv(mean);
     cpu::batchnorm_update_running<double>(rm_s.data(), rv_s.data(), am.data(), var_s.data(), mom, M, C);
     for (bool counted : {true, false}) {
       const std::string tag = counted ? "" : " (no counter)";
-      Tensor MEAN = r.poison(C), IS = r.poison(C), RM = r.up(rm), RV = r.up(rv), COUNT = r.up(V{41});
+      Tensor MEAN = r.poison32(C), IS = r.poison32(C), RM = r.up32(rm), RV = r.up32(rv), COUNT = r.up32(V{41});
       be.batchnorm_train_stats(MEAN.data(), IS.data(), RM.data(), RV.data(), counted ? COUNT.data() : nullptr,
-                               X.data(), N, C, HW, float(mom), float(eps));
+                               X.data_as<T>(), N, C, HW, float(mom), float(eps));
       expect(r, "batchnorm_train_stats mean" + tag, Run::down(MEAN), mean, mean_s, r.dt.tol);
       expect(r, "batchnorm_train_stats invstd" + tag, Run::down(IS), invstd, invstd_s, r.dt.tol);
       expect(r, "batchnorm_train_stats running_mean" + tag, Run::down(RM), rm_want, rm_s, r.dt.tol);
@@ -629,22 +656,12 @@ void batchnorm_check(Run& r) {
       expect_exact(r, "batchnorm_train_stats count" + tag, Run::down(COUNT), V{counted ? 42.0 : 41.0});
     }
   }
-  // Eval: invstd from a variance rounded to the dtype (a constant channel: 1/sqrt(eps)).
-  V varq(C), invstdq(C);
-  for (int64_t c = 0; c < C; ++c) varq[c] = r.dt.round(var[c]);
-  varq[C - 1] = 0;
-  cpu::batchnorm_invstd<double>(invstdq.data(), varq.data(), eps, C);
-  {
-    Tensor VAR = r.up(varq), IS = r.poison(C);
-    be.batchnorm_invstd(IS.data(), VAR.data(), float(eps), C);
-    expect(r, "batchnorm_invstd", Run::down(IS), invstdq, absv(invstdq), r.dt.tol);
-  }
-  // forward and backward from the statistics rounded to the dtype, so only the kernel under test differs.
+  // forward and backward from the statistics rounded to float, so only the kernel under test differs.
   V meanq(C), isq(C);
-  for (int64_t c = 0; c < C; ++c) meanq[c] = r.dt.round(mean[c]), isq[c] = r.dt.round(invstd[c]);
+  for (int64_t c = 0; c < C; ++c) meanq[c] = r.scalar(mean[c]), isq[c] = r.scalar(invstd[c]);
 
-  const V w = r.rand(C, 0.5, 1.5), b = r.rand(C), dy = r.rand(n);
-  Tensor MEAN = r.up(meanq), IS = r.up(isq), W = r.up(w), B = r.up(b), DY = r.up(dy);
+  const V w = r.rand32(C, 0.5, 1.5), b = r.rand32(C), dy = r.rand(n);
+  Tensor MEAN = r.up32(meanq), IS = r.up32(isq), W = r.up32(w), B = r.up32(b), DY = r.up(dy);
   for (bool affine : {true, false}) {
     const V one(C, 1.0), zero(C, 0.0);
     const V& wa = affine ? w : one;
@@ -660,7 +677,7 @@ void batchnorm_check(Run& r) {
       V want = y;
       if (relu) cpu::relu_forward<double>(want.data(), want.data(), n);
       Tensor Y = r.poison(n), XF = r.up(xf);
-      be.batchnorm_forward(Y.data(), XF.data(), MEAN.data(), IS.data(), affine ? W.data() : nullptr,
+      be.batchnorm_forward(Y.data_as<T>(), XF.data_as<T>(), MEAN.data(), IS.data(), affine ? W.data() : nullptr,
                            affine ? B.data() : nullptr, N, C, HW, relu);
       expect(r, std::string("batchnorm_forward y (") + (affine ? "affine" : "no weight, no bias") +
                     (relu ? ", relu)" : ")"),
@@ -685,15 +702,15 @@ void batchnorm_check(Run& r) {
                          : gk * std::fabs(dy[k]);
       }
       const std::string tag = std::string(training ? " (training" : " (eval") + (affine ? ")" : ", no weight)");
-      Tensor DX = r.poison(n), DWT = r.poison(C), DBS = r.poison(C);
-      be.batchnorm_backward(DX.data(), DWT.data(), DBS.data(), DY.data(), X.data(), MEAN.data(), IS.data(),
+      Tensor DX = r.poison(n), DWT = r.poison32(C), DBS = r.poison32(C);
+      be.batchnorm_backward(DX.data_as<T>(), DWT.data(), DBS.data(), DY.data_as<T>(), X.data_as<T>(), MEAN.data(), IS.data(),
                             affine ? W.data() : nullptr, nullptr, N, C, HW, training);
       expect(r, "batchnorm_backward dx" + tag, Run::down(DX), dx, sx, r.dt.tol);
       expect(r, "batchnorm_backward dweight" + tag, Run::down(DWT), dwt, sdyx, r.dt.tol);
       expect(r, "batchnorm_backward dbias" + tag, Run::down(DBS), dbs, sdy, r.dt.tol);
       // dx null: the input needs no gradient; the parameter gradients are still written.
-      Tensor DWT2 = r.poison(C), DBS2 = r.poison(C);
-      be.batchnorm_backward(nullptr, DWT2.data(), DBS2.data(), DY.data(), X.data(), MEAN.data(), IS.data(),
+      Tensor DWT2 = r.poison32(C), DBS2 = r.poison32(C);
+      be.batchnorm_backward(nullptr, DWT2.data(), DBS2.data(), DY.data_as<T>(), X.data_as<T>(), MEAN.data(), IS.data(),
                             affine ? W.data() : nullptr, nullptr, N, C, HW, training);
       expect(r, "batchnorm_backward dweight (dx null)" + tag, Run::down(DWT2), dwt, sdyx, r.dt.tol);
       expect(r, "batchnorm_backward dbias (dx null)" + tag, Run::down(DBS2), dbs, sdy, r.dt.tol);
@@ -707,9 +724,9 @@ void batchnorm_check(Run& r) {
       cpu::relu_backward<double>(dym.data(), dy.data(), ry.data(), n);
       cpu::batchnorm_backward_ref<double>(dxr.data(), dwr.data(), dbr.data(), dym.data(), x.data(), meanq.data(),
                                           isq.data(), wa.data(), N, C, HW, training);
-      Tensor RY = r.up(ry), DX3 = r.poison(n), DWT3 = r.poison(C), DBS3 = r.poison(C);
-      be.batchnorm_backward(DX3.data(), DWT3.data(), DBS3.data(), DY.data(), X.data(), MEAN.data(), IS.data(),
-                            affine ? W.data() : nullptr, RY.data(), N, C, HW, training);
+      Tensor RY = r.up(ry), DX3 = r.poison(n), DWT3 = r.poison32(C), DBS3 = r.poison32(C);
+      be.batchnorm_backward(DX3.data_as<T>(), DWT3.data(), DBS3.data(), DY.data_as<T>(), X.data_as<T>(), MEAN.data(), IS.data(),
+                            affine ? W.data() : nullptr, RY.data_as<T>(), N, C, HW, training);
       expect(r, "batchnorm_backward dx (through the relu)" + tag, Run::down(DX3), dxr, sx, r.dt.tol);
       expect(r, "batchnorm_backward dweight (through the relu)" + tag, Run::down(DWT3), dwr, sdyx, r.dt.tol);
       expect(r, "batchnorm_backward dbias (through the relu)" + tag, Run::down(DBS3), dbr, sdy, r.dt.tol);
@@ -1399,9 +1416,9 @@ BACKEND_CASE_BF16(add_scaled, "add_scaled scale", add_scaled_check, add_scaled_g
 BACKEND_CASE_BF16(copy_rows, "copy_rows", copy_rows_check, nullptr)
 BACKEND_CASE(linear, "linear_forward linear_backward", linear_check, nullptr, linear_grad)
 BACKEND_CASE(conv2d, "conv2d_workspace conv2d_forward conv2d_backward", conv2d_check, nullptr, conv2d_grad)
-BACKEND_CASE(batchnorm,
-             "batchnorm_train_stats batchnorm_invstd batchnorm_forward batchnorm_backward",
-             batchnorm_check, nullptr, batchnorm_grad)
+BACKEND_CASE_BF16(batchnorm, "batchnorm_train_stats batchnorm_forward batchnorm_backward", batchnorm_check,
+                  batchnorm_grad)
+BACKEND_CASE(batchnorm_invstd, "batchnorm_invstd", batchnorm_invstd_check, nullptr, nullptr)
 BACKEND_CASE_BF16(max_pool2d, "max_pool2d_forward max_pool2d_backward", max_pool2d_check, max_pool2d_grad)
 BACKEND_CASE_BF16(global_avg_pool, "global_avg_pool_forward global_avg_pool_backward", global_avg_pool_check,
                   global_avg_pool_grad)

@@ -270,7 +270,8 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
                                           training);
       auto g = same_in_all_orders("batchnorm_backward", [&] {
         DeviceBuffer<float> gx(static_cast<size_t>(n)), gw(static_cast<size_t>(C)), gb(static_cast<size_t>(C));
-        cuda::batchnorm_backward(gx.p, gw.p, gb.p, dDY.p, dX.p, dM.p, dI.p, dW.p, nullptr, N, C, HW, training, block);
+        cuda::batchnorm_backward<float>(gx.p, gw.p, gb.p, dDY.p, dX.p, dM.p, dI.p, dW.p, nullptr, N, C, HW, training,
+                                        block);
         return download_all(gx, gw, gb);
       });
       check_close(std::vector<float>(g.begin(), g.begin() + n), dx, 1e-5, 1e-4, "batchnorm dx");

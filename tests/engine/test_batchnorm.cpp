@@ -89,8 +89,8 @@ void check_fast_vs_ref(int64_t N, int64_t C, int64_t HW, double offset, bool tra
   check_close(yf, y, 1e-5, 1e-4, "y");
   cpu::batchnorm_backward_ref(dx.data(), dw.data(), db.data(), dy.data(), x.data(), mean.data(), invstd.data(),
                               w.data(), N, C, HW, training);
-  cpu::batchnorm_backward(dxf.data(), dwf.data(), dbf.data(), dyf.data(), xf.data(), meanf.data(), invstdf.data(),
-                          wf.data(), nullptr, N, C, HW, training);
+  cpu::batchnorm_backward<float>(dxf.data(), dwf.data(), dbf.data(), dyf.data(), xf.data(), meanf.data(),
+                                 invstdf.data(), wf.data(), nullptr, N, C, HW, training);
   check_close(dxf, dx, 1e-5, 1e-4, "dx");
   check_close(dwf, dw, 1e-4, 1e-4, "dweight");
   check_close(dbf, db, 1e-4, 1e-4, "dbias");
@@ -202,4 +202,38 @@ TEST_CASE("batch_norm2d: bad shapes give errors naming the op and the shapes") {
   CHECK_NOTHROW(batch_norm2d(one, w, b, rm, rv, false));
   Tensor undef;
   CHECK_THROWS_WITH_AS(batch_norm2d(x, w, b, undef, rv, true), doctest::Contains("running_mean is undefined"), Error);
+}
+
+TEST_CASE("batch_norm2d(_relu) in bfloat16: the float32 op on the same rounded inputs, rounded once") {
+  // x and dy rounded to bfloat16; statistics, parameters and their gradients stay float32. The
+  // float32 op run on the same rounded values is the yardstick (it is held to PyTorch above): the
+  // bfloat16 op may differ by its results' rounding only (2^-9 relative; 2^-8 allowed), and its
+  // float32 outputs (running stats, dweight, dbias) by float rounding.
+  for (bool relu : {false, true})
+    for (bool training : {true, false}) {
+      CAPTURE(relu);
+      CAPTURE(training);
+      const Tensor x16 = fx("bn_train.x").to(DType::BF16), dy16 = fixtures().at("bn_train.dy").to(DType::BF16);
+      auto run = [&](const Tensor& x_in, const Tensor& dy, Tensor& rm, Tensor& rv) {
+        Tensor x = x_in.clone().set_requires_grad(true);
+        Tensor w = fx("bn_train.weight").clone().set_requires_grad(true);
+        Tensor b = fx("bn_train.bias").clone().set_requires_grad(true);
+        Tensor y = relu ? batch_norm2d_relu(x, w, b, rm, rv, training) : batch_norm2d(x, w, b, rm, rv, training);
+        y.backward(dy);
+        return std::vector<Tensor>{y, x.grad(), w.grad(), b.grad()};
+      };
+      Tensor rm16 = fx("bn_train.running_mean0").clone(), rv16 = fx("bn_train.running_var0").clone();
+      Tensor rm32 = rm16.clone(), rv32 = rv16.clone();
+      const std::vector<Tensor> got = run(x16, dy16, rm16, rv16);
+      const std::vector<Tensor> want = run(x16.to(DType::F32), dy16.to(DType::F32), rm32, rv32);
+      CHECK(got[0].dtype() == DType::BF16);
+      CHECK(got[1].dtype() == DType::BF16);
+      CHECK(got[2].dtype() == DType::F32);
+      check_close(got[0].to(DType::F32), want[0], 1e-6, 1.0 / 256, "y");
+      check_close(got[1].to(DType::F32), want[1], 1e-6, 1.0 / 256, "dx");
+      check_close(got[2], want[2], 1e-5, 1e-5, "dweight");
+      check_close(got[3], want[3], 1e-5, 1e-5, "dbias");
+      check_close(rm16, rm32, 1e-6, 1e-6, "running_mean");
+      check_close(rv16, rv32, 1e-6, 1e-6, "running_var");
+    }
 }
