@@ -6,6 +6,7 @@
 // kernels/cpu fails to compile here.
 #include <vector>
 
+#include "backends/common/bf16_via_f32.h"
 #include "engine/backend.h"
 #include "kernels/cpu/batchnorm.h"
 #include "kernels/cpu/cast.h"
@@ -58,6 +59,37 @@ void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, floa
   cpu::batchnorm_invstd(invstd, var.data(), eps, C);
   cpu::batchnorm_update_running(running_mean, running_var, mean, var.data(), momentum, N * HW, C);
   if (count) count[0] += 1.f;  // exact up to 2^24 steps
+}
+// bfloat16 linear and conv2d: through float32 scratch on the host (backends/common/bf16_via_f32.h).
+struct HostMem {
+  struct Scratch {
+    explicit Scratch(int64_t n) : v(size_t(n > 0 ? n : 0)) {}
+    float* data() { return v.data(); }
+    std::vector<float> v;
+  };
+  static void widen(float* dst, const bfloat16* src, int64_t n) { cpu::cast_bf16_to_f32(dst, src, n); }
+  static void narrow(bfloat16* dst, const float* src, int64_t n) { cpu::cast_f32_to_bf16(dst, src, n); }
+};
+using HostViaF32 = ViaF32<HostMem>;
+using cpu::conv2d_backward;  // the float32 kernels stay visible beside the bfloat16 adapters below
+using cpu::conv2d_forward;
+using cpu::linear_backward;
+using cpu::linear_forward;
+void linear_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, int64_t N, int64_t in,
+                    int64_t out) {
+  HostViaF32::linear_forward(cpu::linear_forward<float>, y, x, w, b, N, in, out);
+}
+void linear_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
+                     const bfloat16* w, int64_t N, int64_t in, int64_t out) {
+  HostViaF32::linear_backward(cpu::linear_backward<float>, dx, dw, db, dy, x, w, N, in, out);
+}
+void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
+                    float* ws, bool relu) {
+  HostViaF32::conv2d_forward(cpu::conv2d_forward, y, x, w, b, g, ws, relu);
+}
+void conv2d_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
+                     const bfloat16* w, const ConvGeom& g, float* ws) {
+  HostViaF32::conv2d_backward(cpu::conv2d_backward, dx, dw, db, dy, x, w, g, ws);
 }
 }  // namespace cpu_entries
 

@@ -17,9 +17,11 @@
 #include <mutex>
 #include <string>
 
+#include "backends/common/bf16_via_f32.h"
 #include "engine/allocator.h"
 #include "engine/backend.h"
 #include "engine/device.h"
+#include "engine/tensor.h"
 #include "kernels/common/error.h"
 #include "kernels/cuda/batchnorm.h"
 #include "kernels/cuda/cast.h"
@@ -105,6 +107,38 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
                     bool relu) {
   cuda::conv2d_forward(y, x, w, b, g, ws);
   if (relu) cuda::relu_forward(y, y, g.N * g.K * g.P() * g.Q());
+}
+
+// bfloat16 linear and conv2d: through float32 scratch from the caching allocator, on the stream
+// (backends/common/bf16_via_f32.h), until the tensor-core kernels take bfloat16 directly.
+struct DeviceMem {
+  struct Scratch {
+    explicit Scratch(int64_t n) : t(n > 0 ? Tensor::empty({n}, Device::CUDA) : Tensor()) {}
+    float* data() { return t.defined() ? t.data() : nullptr; }
+    Tensor t;
+  };
+  static void widen(float* dst, const bfloat16* src, int64_t n) { cuda::cast_bf16_to_f32(dst, src, n); }
+  static void narrow(bfloat16* dst, const float* src, int64_t n) { cuda::cast_f32_to_bf16(dst, src, n); }
+};
+using DeviceViaF32 = ViaF32<DeviceMem>;
+using cuda::conv2d_backward;  // the float32 launchers stay visible beside the bfloat16 adapters below
+using cuda::linear_backward;
+using cuda::linear_forward;
+void linear_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, int64_t N, int64_t in,
+                    int64_t out) {
+  DeviceViaF32::linear_forward([](auto... a) { cuda::linear_forward(a...); }, y, x, w, b, N, in, out);
+}
+void linear_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
+                     const bfloat16* w, int64_t N, int64_t in, int64_t out) {
+  DeviceViaF32::linear_backward([](auto... a) { cuda::linear_backward(a...); }, dx, dw, db, dy, x, w, N, in, out);
+}
+void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
+                    float* ws, bool relu) {
+  DeviceViaF32::conv2d_forward([](auto... a) { cuda_entries::conv2d_forward(a...); }, y, x, w, b, g, ws, relu);
+}
+void conv2d_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
+                     const bfloat16* w, const ConvGeom& g, float* ws) {
+  DeviceViaF32::conv2d_backward([](auto... a) { cuda::conv2d_backward(a...); }, dx, dw, db, dy, x, w, g, ws);
 }
 }  // namespace cuda_entries
 

@@ -48,16 +48,17 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
   const float* w = weight.defined() ? weight.data() : nullptr;
   const float* b = bias.defined() ? bias.data() : nullptr;
   Tensor y = Tensor::empty(x.shape(), dev, dt);
+  const Backend& tables = backend_tables(dev, op);  // once: one op boundary for the profiler
   visit_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    const Kernels<T>& be = backend<T>(dev, op);
+    const Kernels<T>& be = tables.of<T>();
     if (training)
       be.batchnorm_train_stats(mean.data(), invstd.data(), running_mean.data(), running_var.data(),
                                num_batches_tracked ? num_batches_tracked->data() : nullptr, x.data_as<T>(), N, C, HW,
                                momentum, eps);
     else {
       mean.copy_(running_mean);  // a copy: later training steps must not change what backward sees
-      backend(dev, op).batchnorm_invstd(invstd.data(), running_var.data(), eps, C);
+      tables.f32.batchnorm_invstd(invstd.data(), running_var.data(), eps, C);
     }
     be.batchnorm_forward(y.data_as<T>(), x.data_as<T>(), mean.data(), invstd.data(), w, b, N, C, HW, relu);
   });

@@ -40,37 +40,53 @@ namespace {
 // path applies it as the output is stored).
 Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, bool relu) {
   const ConvGeom g = check_conv(x, w, b, stride, padding);
-  Tensor y = Tensor::empty({g.N, g.K, g.P(), g.Q()}, x.device());
-  const Kernels<float>& be = backend(x.device(), relu ? "conv2d_relu" : "conv2d");  // once: one op boundary
-  Tensor ws = Tensor::empty({std::max<int64_t>(be.conv2d_workspace(g), 1)}, x.device());
-  be.conv2d_forward(y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, g, ws.data(), relu);
+  NIMBUS_CHECK(w.dtype() == x.dtype() && (!b.defined() || b.dtype() == x.dtype()), "conv2d: input ", describe(x),
+               ", weight ", describe(w), b.defined() ? str(" and bias ", describe(b)) : std::string(),
+               " must have one dtype");
+  const DType dt = x.dtype();
+  const char* op = relu ? "conv2d_relu" : "conv2d";
+  Tensor y = Tensor::empty({g.N, g.K, g.P(), g.Q()}, x.device(), dt);
+  const Backend& be = backend_tables(x.device(), op);  // once: one op boundary for the profiler
+  // The workspace is float32 in every dtype (the float kernels' im2col columns).
+  Tensor ws = Tensor::empty({std::max<int64_t>(be.f32.conv2d_workspace(g), 1)}, x.device());
+  visit_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    be.of<T>().conv2d_forward(y.data_as<T>(), x.data_as<T>(), w.data_as<T>(), b.defined() ? b.data_as<T>() : nullptr, g,
+                        ws.data(), relu);
+  });
 
   // Save only what backward can use: x for dw, w for dx, y for the ReLU's mask.
   Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();
   Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();
   Tensor y_saved = relu ? y.detach() : Tensor();
   const bool has_bias = b.defined();
-  record(relu ? "conv2d_relu" : "conv2d", {x, w, b}, y,
-         [x_saved, w_saved, y_saved, g, has_bias, relu](const Tensor& dy_out, GradSink& sink) {
-           const Kernels<float>& bb = backend(dy_out.device(), relu ? "conv2d_relu_backward" : "conv2d_backward");
-           Tensor dy = dy_out;
-           if (relu) {  // through the ReLU first: dy * (y > 0)
-             dy = Tensor::empty(dy_out.shape(), dy_out.device());
-             bb.relu_backward(dy.data(), dy_out.data(), y_saved.data(), dy.numel());
-           }
-           Tensor dx, dw, db;
-           if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dy.device());
-           if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dy.device());
-           if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dy.device());
-           Tensor ws = Tensor::empty({std::max<int64_t>(bb.conv2d_workspace(g), 1)}, dy.device());
-           bb.conv2d_backward(
-               dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr,
-               db.defined() ? db.data() : nullptr, dy.data(), dw.defined() ? x_saved.data() : nullptr,
-               dx.defined() ? w_saved.data() : nullptr, g, ws.data());
-           if (dx.defined()) sink.set(0, dx);
-           if (dw.defined()) sink.set(1, dw);
-           if (db.defined()) sink.set(2, db);
-         });
+  record(op, {x, w, b}, y, [x_saved, w_saved, y_saved, g, has_bias, relu, dt](const Tensor& dy_in, GradSink& sink) {
+    const Device dev = dy_in.device();
+    const char* bop = relu ? "conv2d_relu_backward" : "conv2d_backward";
+    Tensor dy = dy_in.to(dt);
+    Tensor dx, dw, db;
+    if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dev, dt);
+    if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dev, dt);
+    if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dev, dt);
+    const Backend& be = backend_tables(dev, bop);
+    Tensor ws = Tensor::empty({std::max<int64_t>(be.f32.conv2d_workspace(g), 1)}, dev);
+    visit_dtype(dt, [&](auto tag) {
+      using T = decltype(tag);
+      const Kernels<T>& bb = be.of<T>();
+      if (relu) {  // through the ReLU first: dy * (y > 0)
+        Tensor masked = Tensor::empty(dy.shape(), dev, dt);
+        bb.relu_backward(masked.data_as<T>(), dy.data_as<T>(), y_saved.data_as<T>(), dy.numel());
+        dy = masked;
+      }
+      bb.conv2d_backward(dx.defined() ? dx.data_as<T>() : nullptr, dw.defined() ? dw.data_as<T>() : nullptr,
+                         db.defined() ? db.data_as<T>() : nullptr, dy.data_as<T>(),
+                         dw.defined() ? x_saved.data_as<T>() : nullptr, dx.defined() ? w_saved.data_as<T>() : nullptr, g,
+                         ws.data());
+    });
+    if (dx.defined()) sink.set(0, dx);
+    if (dw.defined()) sink.set(1, dw);
+    if (db.defined()) sink.set(2, db);
+  });
   return y;
 }
 }  // namespace

@@ -20,22 +20,36 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     NIMBUS_CHECK(b.device() == x.device(), "linear: bias ", describe(b), " and input ", describe(x),
                  " are on different devices");
   }
+  NIMBUS_CHECK(w.dtype() == x.dtype() && (!b.defined() || b.dtype() == x.dtype()), "linear: input ", describe(x),
+               ", weight ", describe(w), b.defined() ? str(" and bias ", describe(b)) : std::string(),
+               " must have one dtype");
   const int64_t N = x.size(0), in = x.size(1), out = w.size(0);
-  Tensor y = Tensor::empty({N, out}, x.device());
-  backend(x.device(), "linear").linear_forward(
-      y.data(), x.data(), w.data(), b.defined() ? b.data() : nullptr, N, in, out);
+  const DType dt = x.dtype();
+  Tensor y = Tensor::empty({N, out}, x.device(), dt);
+  visit_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    backend<T>(x.device(), "linear")
+        .linear_forward(y.data_as<T>(), x.data_as<T>(), w.data_as<T>(), b.defined() ? b.data_as<T>() : nullptr, N, in,
+                        out);
+  });
 
   Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();  // for dw
   Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();  // for dx
   const bool has_bias = b.defined();
-  record("linear", {x, w, b}, y, [x_saved, w_saved, N, in, out, has_bias](const Tensor& dy, GradSink& sink) {
+  record("linear", {x, w, b}, y, [x_saved, w_saved, N, in, out, has_bias, dt](const Tensor& dy_in, GradSink& sink) {
+    const Tensor dy = dy_in.to(dt);
     Tensor dx, dw, db;
-    if (sink.needs(0)) dx = Tensor::empty({N, in}, dy.device());
-    if (sink.needs(1)) dw = Tensor::empty({out, in}, dy.device());
-    if (has_bias && sink.needs(2)) db = Tensor::empty({out}, dy.device());
-    backend(dy.device(), "linear_backward").linear_backward(
-        dx.defined() ? dx.data() : nullptr, dw.defined() ? dw.data() : nullptr, db.defined() ? db.data() : nullptr,
-        dy.data(), dw.defined() ? x_saved.data() : nullptr, dx.defined() ? w_saved.data() : nullptr, N, in, out);
+    if (sink.needs(0)) dx = Tensor::empty({N, in}, dy.device(), dt);
+    if (sink.needs(1)) dw = Tensor::empty({out, in}, dy.device(), dt);
+    if (has_bias && sink.needs(2)) db = Tensor::empty({out}, dy.device(), dt);
+    visit_dtype(dt, [&](auto tag) {
+      using T = decltype(tag);
+      backend<T>(dy.device(), "linear_backward")
+          .linear_backward(dx.defined() ? dx.data_as<T>() : nullptr, dw.defined() ? dw.data_as<T>() : nullptr,
+                           db.defined() ? db.data_as<T>() : nullptr, dy.data_as<T>(),
+                           dw.defined() ? x_saved.data_as<T>() : nullptr, dx.defined() ? w_saved.data_as<T>() : nullptr,
+                           N, in, out);
+    });
     if (dx.defined()) sink.set(0, dx);
     if (dw.defined()) sink.set(1, dw);
     if (db.defined()) sink.set(2, db);

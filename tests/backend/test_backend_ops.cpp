@@ -427,6 +427,7 @@ void unary_grad(uint64_t seed, const std::string& name, UnaryRef f, UnaryRefBack
 }
 
 // ---- linear: N=9, in=37, out=70: the CUDA GEMM's tiles (8, 16, 64) all end partial ----
+template <typename T>
 void linear_check(Run& r) {
   const int64_t N = 9, in = 37, out = 70;
   r.shape = "N=9 in=37 out=70";
@@ -440,29 +441,29 @@ void linear_check(Run& r) {
   V dx(N * in), dw(out * in), db(out), sx(N * in), sw(out * in), sb(out);
   cpu::linear_backward<double>(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), N, in, out);
   cpu::linear_backward<double>(sx.data(), sw.data(), sb.data(), ady.data(), ax.data(), aw.data(), N, in, out);
-  const Kernels<float>& be = r.be();
+  const Kernels<T>& be = r.be<T>();
   Tensor X = r.up(x), W = r.up(w), B = r.up(b), DY = r.up(dy);
   {
     Tensor Y = r.poison(size_t(N * out));
-    be.linear_forward(Y.data(), X.data(), W.data(), B.data(), N, in, out);
+    be.linear_forward(Y.data_as<T>(), X.data_as<T>(), W.data_as<T>(), B.data_as<T>(), N, in, out);
     expect(r, "linear_forward y", Run::down(Y), y, ys, r.dt.tol);
     Tensor Y0 = r.poison(size_t(N * out));
-    be.linear_forward(Y0.data(), X.data(), W.data(), nullptr, N, in, out);
+    be.linear_forward(Y0.data_as<T>(), X.data_as<T>(), W.data_as<T>(), nullptr, N, in, out);
     expect(r, "linear_forward y (no bias)", Run::down(Y0), y0, ys0, r.dt.tol);
   }
   {
     Tensor DX = r.poison(size_t(N * in)), DW = r.poison(size_t(out * in)), DB = r.poison(size_t(out));
-    be.linear_backward(DX.data(), DW.data(), DB.data(), DY.data(), X.data(), W.data(), N, in, out);
+    be.linear_backward(DX.data_as<T>(), DW.data_as<T>(), DB.data_as<T>(), DY.data_as<T>(), X.data_as<T>(), W.data_as<T>(), N, in, out);
     expect(r, "linear_backward dx", Run::down(DX), dx, sx, r.dt.tol);
     expect(r, "linear_backward dw", Run::down(DW), dw, sw, r.dt.tol);
     expect(r, "linear_backward db", Run::down(DB), db, sb, r.dt.tol);
   }
   {  // what the engine passes when only some inputs need a gradient: null outputs, null unused inputs
     Tensor DW = r.poison(size_t(out * in));
-    be.linear_backward(nullptr, DW.data(), nullptr, DY.data(), X.data(), nullptr, N, in, out);
+    be.linear_backward(nullptr, DW.data_as<T>(), nullptr, DY.data_as<T>(), X.data_as<T>(), nullptr, N, in, out);
     expect(r, "linear_backward dw (dx, db, w null)", Run::down(DW), dw, sw, r.dt.tol);
     Tensor DX = r.poison(size_t(N * in));
-    be.linear_backward(DX.data(), nullptr, nullptr, DY.data(), nullptr, W.data(), N, in, out);
+    be.linear_backward(DX.data_as<T>(), nullptr, nullptr, DY.data_as<T>(), nullptr, W.data_as<T>(), N, in, out);
     expect(r, "linear_backward dx (dw, db, x null)", Run::down(DX), dx, sx, r.dt.tol);
   }
 }
@@ -525,6 +526,17 @@ ConvRef conv_ref(const ConvGeom& g, const V& x, const V& w, const V& b, const V&
   return c;
 }
 
+// The workspace size (float32 in every dtype, so a case of its own): non-negative for every
+// geometry; that it is enough is conv2d_check's part (it runs each geometry with exactly this many).
+void conv2d_workspace_check(Run& r) {
+  for (const ConvGeom& g : kConvGeoms) {
+    r.shape = conv_str(g);
+    const int64_t n = r.be().conv2d_workspace(g);
+    CHECK_MESSAGE(n >= 0, r.where(), ": conv2d_workspace ", n);
+  }
+}
+
+template <typename T>
 void conv2d_check(Run& r) {
   for (const ConvGeom& g : kConvGeoms) {
     r.shape = conv_str(g);
@@ -539,16 +551,16 @@ void conv2d_check(Run& r) {
       const V ax = absv(x), aw = absv(w);
       cpu::conv2d_forward_ref<double>(ysr.data(), ax.data(), aw.data(), nullptr, g);
     }
-    const Kernels<float>& be = r.be();
-    const int64_t ws_floats = be.conv2d_workspace(g);
+    const Kernels<T>& be = r.be<T>();
+    const int64_t ws_floats = r.be().conv2d_workspace(g);  // float32 in every dtype
     REQUIRE_MESSAGE(ws_floats >= 0, r.where(), ": conv2d_workspace ", ws_floats);
     Tensor WS = Tensor::empty(Shape{std::max<int64_t>(ws_floats, 1)}, r.dev);
     Tensor X = r.up(x), W = r.up(w), B = r.up(b), DY = r.up(dy);
     Tensor Y = r.poison(ysz);
-    be.conv2d_forward(Y.data(), X.data(), W.data(), B.data(), g, WS.data(), false);
+    be.conv2d_forward(Y.data_as<T>(), X.data_as<T>(), W.data_as<T>(), B.data_as<T>(), g, WS.data(), false);
     expect(r, "conv2d_forward y", Run::down(Y), c.y, c.ys, r.dt.tol);
     Tensor YR = r.poison(ysz);  // the fused ReLU, without a bias (conv2d(x, w, Tensor()) then relu)
-    be.conv2d_forward(YR.data(), X.data(), W.data(), nullptr, g, WS.data(), true);
+    be.conv2d_forward(YR.data_as<T>(), X.data_as<T>(), W.data_as<T>(), nullptr, g, WS.data(), true);
     expect(r, "conv2d_forward y (relu, no bias)", Run::down(YR), c.yr, ysr, r.dt.tol);
     {  // a NaN input reaches every output whose window holds it, through the ReLU (relu_forward's rule)
       V xn = x;
@@ -557,21 +569,21 @@ void conv2d_check(Run& r) {
       cpu::conv2d_forward_ref<double>(yn.data(), xn.data(), w.data(), b.data(), g);
       cpu::relu_forward<double>(yn.data(), yn.data(), ysz);
       Tensor XN = r.up(xn), YN = r.poison(ysz);
-      be.conv2d_forward(YN.data(), XN.data(), W.data(), B.data(), g, WS.data(), true);
+      be.conv2d_forward(YN.data_as<T>(), XN.data_as<T>(), W.data_as<T>(), B.data_as<T>(), g, WS.data(), true);
       expect(r, "conv2d_forward y (relu, a NaN in x)", Run::down(YN), yn, c.ys, r.dt.tol);
     }
     Tensor DX = r.poison(xs), DW = r.poison(wsz), DB = r.poison(g.K);
-    be.conv2d_backward(DX.data(), DW.data(), DB.data(), DY.data(), X.data(), W.data(), g, WS.data());
+    be.conv2d_backward(DX.data_as<T>(), DW.data_as<T>(), DB.data_as<T>(), DY.data_as<T>(), X.data_as<T>(), W.data_as<T>(), g, WS.data());
     expect(r, "conv2d_backward dx", Run::down(DX), c.dx, c.sx, r.dt.tol);
     expect(r, "conv2d_backward dw", Run::down(DW), c.dw, c.sw, r.dt.tol);
     expect(r, "conv2d_backward db", Run::down(DB), c.db, c.sb, r.dt.tol);
     // The first layer (input needs no gradient: dx and w null) and a frozen layer (only dx).
     Tensor DW2 = r.poison(wsz), DB2 = r.poison(g.K);
-    be.conv2d_backward(nullptr, DW2.data(), DB2.data(), DY.data(), X.data(), nullptr, g, WS.data());
+    be.conv2d_backward(nullptr, DW2.data_as<T>(), DB2.data_as<T>(), DY.data_as<T>(), X.data_as<T>(), nullptr, g, WS.data());
     expect(r, "conv2d_backward dw (dx, w null)", Run::down(DW2), c.dw, c.sw, r.dt.tol);
     expect(r, "conv2d_backward db (dx, w null)", Run::down(DB2), c.db, c.sb, r.dt.tol);
     Tensor DX2 = r.poison(xs);
-    be.conv2d_backward(DX2.data(), nullptr, nullptr, DY.data(), nullptr, W.data(), g, WS.data());
+    be.conv2d_backward(DX2.data_as<T>(), nullptr, nullptr, DY.data_as<T>(), nullptr, W.data_as<T>(), g, WS.data());
     expect(r, "conv2d_backward dx (dw, db, x null)", Run::down(DX2), c.dx, c.sx, r.dt.tol);
   }
 }
@@ -1414,8 +1426,9 @@ BACKEND_CASE_BF16(add, "add", add_check, nullptr)
 BACKEND_CASE_BF16(add_relu, "add_relu", add_relu_check, add_relu_grad)
 BACKEND_CASE_BF16(add_scaled, "add_scaled scale", add_scaled_check, add_scaled_grad)
 BACKEND_CASE_BF16(copy_rows, "copy_rows", copy_rows_check, nullptr)
-BACKEND_CASE(linear, "linear_forward linear_backward", linear_check, nullptr, linear_grad)
-BACKEND_CASE(conv2d, "conv2d_workspace conv2d_forward conv2d_backward", conv2d_check, nullptr, conv2d_grad)
+BACKEND_CASE_BF16(linear, "linear_forward linear_backward", linear_check, linear_grad)
+BACKEND_CASE_BF16(conv2d, "conv2d_forward conv2d_backward", conv2d_check, conv2d_grad)
+BACKEND_CASE(conv2d_workspace, "conv2d_workspace", conv2d_workspace_check, nullptr, nullptr)
 BACKEND_CASE_BF16(batchnorm, "batchnorm_train_stats batchnorm_forward batchnorm_backward", batchnorm_check,
                   batchnorm_grad)
 BACKEND_CASE(batchnorm_invstd, "batchnorm_invstd", batchnorm_invstd_check, nullptr, nullptr)

@@ -12,6 +12,7 @@
 #include "engine/io/safetensors.h"
 #include "engine/ops/activation.h"
 #include "engine/ops/conv.h"
+#include "engine/ops/linear.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/gemm.h"
@@ -259,4 +260,42 @@ TEST_CASE("conv2d op: bad shapes raise errors that name the op and the shapes") 
   // A kernel exactly as large as the padded input is fine: one output pixel.
   CHECK(conv2d(Tensor::zeros({1, 3, 5, 5}), Tensor::zeros({2, 3, 7, 7}), Tensor(), 1, 1).shape() ==
         Shape{1, 2, 1, 1});
+}
+
+TEST_CASE("conv2d, conv2d_relu and linear in bfloat16: the float32 op on the same rounded inputs, rounded once") {
+  // Operands rounded to bfloat16; the bfloat16 ops compute in float32 and round their results once
+  // (2^-9 relative), so against the float32 op on the same rounded values 2^-8 relative bounds every
+  // output and gradient, plus an absolute floor of 2^-8 of the output's scale for results near 0.
+  Rng rng(17);
+  auto bf = [&](const Shape& s) { return Tensor::randn(s, rng).to(DType::BF16); };
+  struct Layer {
+    const char* what;
+    Tensor x, w, b;
+    int kind;  // 0 conv2d, 1 conv2d_relu, 2 linear
+  };
+  const Layer layers[] = {{"conv2d 3x3/1 pad 1", bf({2, 5, 9, 7}), bf({6, 5, 3, 3}), bf({6}), 0},
+                          {"conv2d_relu 3x3/2", bf({2, 4, 9, 9}), bf({3, 4, 3, 3}), bf({3}), 1},
+                          {"linear", bf({5, 37}), bf({11, 37}), bf({11}), 2}};
+  for (const Layer& L : layers) {
+    CAPTURE(L.what);
+    std::vector<Tensor> got, want;
+    for (DType dt : {DType::BF16, DType::F32}) {
+      Tensor x = L.x.to(dt).set_requires_grad(true), w = L.w.to(dt).set_requires_grad(true),
+             b = L.b.to(dt).set_requires_grad(true);
+      Tensor y = L.kind == 2 ? linear(x, w, b) : L.kind == 1 ? conv2d_relu(x, w, b, 2, 0) : conv2d(x, w, b, 1, 1);
+      CHECK(y.dtype() == dt);
+      Rng dy_rng(5);  // the same dy for both runs, rounded to bfloat16
+      y.backward(Tensor::randn(y.shape(), dy_rng).to(DType::BF16).to(dt));
+      for (const Tensor& t : {y, x.grad(), w.grad(), b.grad()}) (dt == DType::BF16 ? got : want).push_back(t);
+    }
+    const char* names[] = {"y", "dx", "dw", "db"};
+    for (size_t i = 0; i < got.size(); ++i) {
+      CAPTURE(names[i]);
+      CHECK(got[i].dtype() == DType::BF16);
+      const std::vector<float> w32 = want[i].to_vector();
+      double scale = 0;
+      for (float v : w32) scale = std::max(scale, double(std::fabs(v)));
+      check_close(got[i].to(DType::F32).to_vector(), w32, scale / 256, 1.0 / 256, names[i]);
+    }
+  }
 }
