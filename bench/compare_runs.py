@@ -33,9 +33,10 @@ def main():
     ap.add_argument("new")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tolerance", type=float, default=0.03)
-    ap.add_argument("bench_args", nargs=argparse.REMAINDER)
-    a = ap.parse_args()
-    extra = a.bench_args[1:] if a.bench_args[:1] == ["--"] else a.bench_args
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    a = ap.parse_args(argv[:cut])
+    extra = argv[cut + 1:]  # for bench_models
     old, new = {}, {}
     for i in range(a.runs):
         for label, binary, into in (("old", a.old, old), ("new", a.new, new)):

@@ -2,6 +2,7 @@
 #include "kernels/cpu/batchnorm.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "kernels/common/parallel.h"
@@ -119,9 +120,11 @@ void batchnorm_backward_impl(T* dx, float* dweight, float* dbias, const T* dy, c
                              const float* invstd, const float* weight, const T* relu_y, int64_t N, int64_t C,
                              int64_t HW, bool training) {
   const double M = double(N * HW);
-  auto dy_at = [dy, relu_y](int64_t k) -> float {
-    if constexpr (kRelu) return float(relu_y[k]) > 0.f ? float(dy[k]) : 0.f;
-    else return float(dy[k]);
+  // With kRelu, dy is read through the ReLU (relu_backward's rule: 0 where y <= 0, a NaN dy there
+  // too): both loads unconditional and the select done on the bits (dy & a mask of all ones where
+  // y > 0), so the loops stay vector loops; a ?: there made GCC give up on them.
+  auto through_relu = [](float d, float y) {
+    return std::bit_cast<float>(std::bit_cast<uint32_t>(d) & (0u - uint32_t(y > 0.f)));
   };
 #pragma omp parallel for if (N * C * HW > kParallelGrain)
   for (int64_t c = 0; c < C; ++c) {
@@ -129,10 +132,11 @@ void batchnorm_backward_impl(T* dx, float* dweight, float* dbias, const T* dy, c
     double sdy = 0, sdyx = 0;  // sum dy and sum dy * (x - mean); xhat's invstd applied once after
     for (int64_t n = 0; n < N; ++n) {
       const int64_t base = (n * C + c) * HW;
-      const T* xc = x + base;
+      const T *xc = x + base, *dyc = dy + base, *ryc = kRelu ? relu_y + base : nullptr;
 #pragma omp simd reduction(+ : sdy, sdyx)
       for (int64_t i = 0; i < HW; ++i) {
-        const float d = dy_at(base + i);
+        float d = float(dyc[i]);
+        if constexpr (kRelu) d = through_relu(d, float(ryc[i]));
         sdy += d;
         sdyx += double(d) * (double(float(xc[i])) - m);
       }
@@ -150,10 +154,14 @@ void batchnorm_backward_impl(T* dx, float* dweight, float* dbias, const T* dy, c
     }
     for (int64_t n = 0; n < N; ++n) {
       const int64_t base = (n * C + c) * HW;
-      const T* xc = x + base;
+      const T *xc = x + base, *dyc = dy + base, *ryc = kRelu ? relu_y + base : nullptr;
       T* dxc = dx + base;
 #pragma omp simd
-      for (int64_t i = 0; i < HW; ++i) dxc[i] = g * dy_at(base + i) + a * (float(xc[i]) - mf) + b;
+      for (int64_t i = 0; i < HW; ++i) {
+        float d = float(dyc[i]);
+        if constexpr (kRelu) d = through_relu(d, float(ryc[i]));
+        dxc[i] = g * d + a * (float(xc[i]) - mf) + b;
+      }
     }
   }
 }
