@@ -104,6 +104,7 @@ int run(int argc, char** argv) {
     size_t i = i0;
     for (; i < files.size() && names.size() < size_t(batch); ++i) {
       data::Raster r = data::read_geotiff(files[i]);
+      data::check_finite(r, files[i]);  // a NaN pixel would make this image's probabilities NaN
       NIMBUS_CHECK(r.bands == C, files[i], ": has ", r.bands, " bands but the classifier (", weights, ") expects ", C,
                    " (Sentinel-2 B1..B12 with B8A)");
       if (names.empty()) H = r.height, W = r.width;

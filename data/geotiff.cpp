@@ -428,4 +428,16 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
   }
 }
 
+void check_finite(const Raster& r, const std::string& path) {
+  const size_t plane = size_t(r.height) * size_t(r.width);
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < r.data.size(); ++i)
+    if (!std::isfinite(r.data[i]) && bad++ == 0) first = i;
+  if (bad == 0) return;
+  const size_t within = plane ? first % plane : 0;
+  throw Error(str(path, ": ", bad, " of ", r.data.size(), " values are NaN or infinite (the first in band ",
+                  plane ? first / plane + 1 : 1, ", row ", r.width ? within / size_t(r.width) : 0, ", column ",
+                  r.width ? within % size_t(r.width) : 0, "); this input needs finite values"));
+}
+
 }  // namespace nimbus::data

@@ -50,6 +50,12 @@ struct Raster {
   const float* band(int c) const { return data.data() + size_t(c) * size_t(height) * size_t(width); }
 };
 
+// The NaN policy for inputs with no masking convention (EuroSAT tiles, cloud_mask's S2): throws an
+// Error naming `path` when any value of r is NaN or infinite (how many, and the first one's band, row
+// and column). SEN12MS-CR's readers fill NaN with the window's mean instead (data/normalize.h), as
+// DSen2-CR's code does.
+void check_finite(const Raster& r, const std::string& path);
+
 TiffInfo read_tiff_info(const std::string& path);
 // Reads the whole image, or only `window` (only the strips/tiles it touches).
 Raster read_geotiff(const std::string& path);

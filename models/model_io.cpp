@@ -1,6 +1,7 @@
 // model_io.cpp: save/load of self-describing model checkpoints (see model_io.h).
 #include "models/model_io.h"
 
+#include <cmath>
 #include <set>
 
 #include "engine/io/checkpoint.h"
@@ -80,6 +81,29 @@ void save_model(const std::string& path, const Model& model, const SaveOptions& 
   save_checkpoint(path, model.module(), o.optimizer, meta);
 }
 
+namespace {
+// The NaN policy for weights: a model whose tensors hold NaN or +-inf, a batch
+// norm's negative running variance, or an input normalisation's std that is not positive would turn
+// every prediction into NaN with exit 0; such a file is refused at load, naming it, every bad tensor
+// and how many of its values are bad.
+void check_weights(const std::string& path, const Module& m) {
+  std::string problems;
+  for (const auto& [name, t] : m.state_dict()) {
+    const std::vector<float> v = t.to_vector();
+    const bool is_var = name.ends_with("running_var"), is_std = name == "input_norm.std";
+    int64_t non_finite = 0, out_of_range = 0;
+    for (float x : v) {
+      if (!std::isfinite(x)) ++non_finite;
+      else if ((is_var && x < 0.f) || (is_std && !(x > 0.f))) ++out_of_range;
+    }
+    if (non_finite) problems += str("; ", name, ": ", non_finite, " of ", v.size(), " values are NaN or infinite");
+    if (out_of_range)
+      problems += str("; ", name, ": ", out_of_range, " of ", v.size(), is_var ? " values are negative" : " values are not > 0");
+  }
+  NIMBUS_CHECK(problems.empty(), path, ": refusing these weights", problems);
+}
+}  // namespace
+
 LoadedModel load_model(const std::string& path) {
   SafetensorsFile file = load_safetensors(path);
   LoadedModel out;
@@ -120,6 +144,7 @@ LoadedModel load_model(const std::string& path) {
     for (const auto& [k, v] : file.metadata)
       if (!starts_with(k, "nimbus.") && !starts_with(k, "optim.")) out.metadata[k] = v;
   }
+  check_weights(path, m);
   out.epoch = parse_epoch(out.metadata, path);
   m.eval();
   return out;
@@ -133,6 +158,7 @@ int64_t load_training_state(const std::string& path, Model& model, Optimizer& op
   NIMBUS_CHECK(saved.to_json() == model.config.to_json(), path, ": holds ", saved.str(), " but the model is ",
                model.config.str());
   Metadata meta = load_checkpoint(path, model.module(), &optimizer);
+  check_weights(path, model.module());
   if (rng) {
     auto it = meta.find(kRngKey);
     if (it != meta.end()) {

@@ -98,3 +98,29 @@ TEST_CASE("cloud_mask: missing file, wrong band count and usage errors") {
   CHECK(run_app("cloud_mask", {"--help"}).exit_code == 0);
   CHECK(run_app("cloud_mask", {"--s2"}).exit_code == 2);
 }
+
+TEST_CASE("cloud_mask and classify: a NaN pixel in the input is an error naming the file, not a silent result") {
+  // One NaN once changed cloud_mask's shadow fraction from 0.26 to 0 and made classify write NaN
+  // probabilities, both with exit 0. A float32 13-band tile with one NaN: both refuse it, name the
+  // file and where the value is, and write nothing.
+  TempDir d("nan_input");
+  data::Raster r;
+  r.width = 16, r.height = 16, r.bands = 13;
+  r.type = data::SampleType::Float32;
+  r.data.assign(size_t(13 * 16 * 16), 1200.f);
+  r.data[size_t(2 * 256 + 5 * 16 + 7)] = NAN;  // band 3, row 5, column 7
+  const std::string tif = d / "nan.tif";
+  data::WriteOptions wo;
+  wo.type = data::SampleType::Float32;
+  data::write_geotiff(tif, r, wo);
+  AppResult mask = run_app("cloud_mask", {"--s2", tif, "--out", d / "m.tif"});
+  CHECK(mask.exit_code == 1);
+  CHECK(mask.output.find("nan.tif: 1 of 3328 values are NaN or infinite (the first in band 3, row 5, column 7)") !=
+        std::string::npos);
+  CHECK(!fs::exists(d / "m.tif"));
+  AppResult cls = run_app("classify", {"--weights", fixture("models_resnet_basic.safetensors"), "--out",
+                                       d / "p.csv", tif});
+  CHECK(cls.exit_code == 1);
+  CHECK(cls.output.find("nan.tif: 1 of 3328 values are NaN or infinite") != std::string::npos);
+  CHECK(!fs::exists(d / "p.csv"));
+}

@@ -203,3 +203,33 @@ TEST_CASE("load_model: corrupt and truncated checkpoints are errors naming the f
   CHECK_THROWS_WITH_AS(load_model(dir / "cut.safetensors"), doctest::Contains("cut.safetensors"), Error);
   CHECK_THROWS_WITH_AS(load_model(dir / "absent.safetensors"), doctest::Contains("absent.safetensors"), Error);
 }
+
+TEST_CASE("load_model: weights with NaN, infinity, a negative running variance or a zero input std are refused") {
+  // Such weights made classify write NaN probabilities with exit 0; now the file is refused at load,
+  // naming it and every bad tensor. PyTorch-named files (no checksum) are where they can come from.
+  TempDir dir;
+  SafetensorsFile f = load_safetensors(fixture("models_resnet_basic.safetensors"));
+  auto with = [&](const std::string& name, size_t at, float value) {
+    NamedTensors out;
+    for (auto& [n, t] : f.tensors) {
+      Tensor c = t.clone();
+      if (n == name) {
+        std::vector<float> v = c.to_vector();
+        v.at(at) = value;
+        c = Tensor::from_vector(c.shape(), v);
+      }
+      out.emplace_back(n, c);
+    }
+    const std::string p = dir / "w.safetensors";
+    save_safetensors(p, out);
+    return p;
+  };
+  CHECK_NOTHROW(load_model(with("fc.bias", 0, 0.5f)));
+  CHECK_THROWS_WITH_AS(load_model(with("fc.weight", 3, NAN)),
+                       doctest::Contains("w.safetensors: refusing these weights; fc.weight: 1 of"), Error);
+  CHECK_THROWS_WITH_AS(load_model(with("conv1.weight", 0, INFINITY)), doctest::Contains("NaN or infinite"), Error);
+  CHECK_THROWS_WITH_AS(load_model(with("bn1.running_var", 1, -0.5f)),
+                       doctest::Contains("bn1.running_var: 1 of 8 values are negative"), Error);
+  CHECK_THROWS_WITH_AS(load_model(with("input_norm.std", 2, 0.f)),
+                       doctest::Contains("input_norm.std: 1 of 13 values are not > 0"), Error);
+}
