@@ -78,6 +78,11 @@ int run(int argc, char** argv) {
   if (batch < 1) throw cli::UsageError("--batch-size must be >= 1");
   const cli::CommonOptions common = apps::setup_device(p);
   const std::vector<std::string> files = collect_inputs(p.positionals());
+  {
+    std::vector<std::pair<std::string, std::string>> inputs = {{"--weights", weights}};
+    for (const std::string& f : files) inputs.emplace_back("an input image", f);
+    cli::refuse_output_over_input("--out", p.get_string("out"), inputs);
+  }
 
   models::LoadedModel lm = models::load_model(weights);
   NIMBUS_CHECK(lm.model.classifier, weights, ": holds ", lm.model.config.str(), ", not a land-cover classifier");

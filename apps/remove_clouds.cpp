@@ -97,6 +97,7 @@ int run(int argc, char** argv) {
 
   if (!folder) {
     const std::string s1 = p.get_string("s1");
+    cli::refuse_output_over_input("--out", p.get_string("out"), {{"--s2", s2}, {"--s1", s1}, {"--weights", weights}});
     if (!net.config().sar && !s1.empty())
       std::fprintf(stderr, "remove_clouds: the model has no SAR input; ignoring --s1 %s\n", s1.c_str());
     // One image: the bar counts tiles.

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 
 #include "engine/random.h"
@@ -221,6 +222,22 @@ CommonOptions apply_common_options(const Parser& p) {
   c.seed = uint64_t(seed);
   manual_seed(c.seed);
   return c;
+}
+
+void refuse_output_over_input(const std::string& out_option, const std::string& out,
+                              const std::vector<std::pair<std::string, std::string>>& inputs) {
+  if (out.empty()) return;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path o = fs::weakly_canonical(fs::path(out), ec);
+  for (const auto& [option, in] : inputs) {
+    if (in.empty()) continue;
+    std::error_code ec_in, ec_eq;
+    const bool same = fs::exists(out) && fs::exists(in) ? fs::equivalent(out, in, ec_eq)
+                                                        : fs::weakly_canonical(fs::path(in), ec_in) == o;
+    if (same)
+      throw UsageError(str(out_option, " ", out, " is also ", option, " (an input): refusing to overwrite it"));
+  }
 }
 
 int guarded_main(const char* program, int (*run)(int, char**), int argc, char** argv) {

@@ -92,6 +92,12 @@ int64_t parse_int(const std::string& s, const std::string& what);
 double parse_double(const std::string& s, const std::string& what);
 std::vector<int64_t> parse_int_list(const std::string& s, const std::string& what);
 
+// Refuses an output that would overwrite an input: throws UsageError("<out_option> <out> is also
+// <option> (the input): refusing to overwrite it") when `out` names the same file as any of `inputs`
+// (option, path) pairs, after resolving paths (".", "..", links); empty paths are ignored.
+void refuse_output_over_input(const std::string& out_option, const std::string& out,
+                              const std::vector<std::pair<std::string, std::string>>& inputs);
+
 // The options every app shares.
 struct CommonOptions {
   Device device = Device::CPU;  // "auto" resolved: cuda when available, else cpu

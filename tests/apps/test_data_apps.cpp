@@ -124,3 +124,34 @@ TEST_CASE("cloud_mask and classify: a NaN pixel in the input is an error naming 
   CHECK(cls.output.find("nan.tif: 1 of 3328 values are NaN or infinite") != std::string::npos);
   CHECK(!fs::exists(d / "p.csv"));
 }
+
+TEST_CASE("cloud_mask, classify and remove_clouds refuse an output that names one of their inputs") {
+  // `cloud_mask --s2 a.tif --out a.tif` once replaced the image by its mask with exit 0; classify's
+  // --out could replace an image or its own --weights, remove_clouds' its --s2 or --s1. Now a usage
+  // error (exit 2) naming both options, and the input is unchanged, also through another spelling.
+  TempDir d("out_over_in");
+  data::Raster r;
+  r.width = 16, r.height = 16, r.bands = 13;
+  r.data.assign(size_t(13 * 16 * 16), 1200.f);
+  const std::string tif = d / "a.tif", alias = (d.path / "sub" / ".." / "a.tif").string();
+  fs::create_directories(d.path / "sub");
+  data::write_geotiff(tif, r, data::WriteOptions{});
+  const std::string before = read_file(tif);
+  AppResult mask = run_app("cloud_mask", {"--s2", tif, "--out", alias});
+  CHECK(mask.exit_code == 2);
+  CHECK(mask.output.find("is also --s2 (an input): refusing to overwrite it") != std::string::npos);
+  const std::string weights = d / "w.safetensors";
+  fs::copy_file(fixture("models_resnet_basic.safetensors"), weights);
+  AppResult cls = run_app("classify", {"--weights", weights, "--out", tif, tif});
+  CHECK(cls.exit_code == 2);
+  CHECK(cls.output.find("is also an input image") != std::string::npos);
+  AppResult cls_w = run_app("classify", {"--weights", weights, "--out", weights, tif});
+  CHECK(cls_w.exit_code == 2);
+  CHECK(cls_w.output.find("is also --weights") != std::string::npos);
+  AppResult rc = run_app("remove_clouds",
+                         {"--weights", fixture("models_dsen2cr_nosar.safetensors"), "--s2", tif, "--out", tif});
+  CHECK(rc.exit_code == 2);
+  CHECK(rc.output.find("is also --s2") != std::string::npos);
+  CHECK(read_file(tif) == before);
+  CHECK(read_file(weights) == read_file(fixture("models_resnet_basic.safetensors")));
+}
