@@ -115,7 +115,7 @@ double DebugHooks::loss(double value, int64_t step) const {
 }
 
 void add_training_options(cli::Parser& p) {
-  p.add_int("workers", 2, "data loader threads");
+  p.add_int("workers", 2, str("data loader threads (1 to ", kMaxWorkers, ")"));
   p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, loader order)");
   p.add_int("debug-inject-nan-at-step", -1, "(testing) make the loss of this global step (0-based) NaN (-1: never)");
   p.add_int("debug-sigkill-at-step", -1, "(testing) SIGKILL this process at the start of this step (-1: never)");
@@ -135,6 +135,11 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   if (o.out.empty()) throw cli::UsageError("--out DIR is required");
   if (o.epochs < 1 || o.batch < 1 || o.workers < 1)
     throw cli::UsageError("--epochs, --batch-size, --workers must be >= 1");
+  // Each worker holds prefetched batches: 100000 of them drove a machine into the OOM killer.
+  if (o.workers > kMaxWorkers)
+    throw cli::UsageError(str("--workers ", o.workers, ": at most ", kMaxWorkers, " data loader threads"));
+  if (o.batch > kMaxBatch) throw cli::UsageError(str("--batch-size ", o.batch, ": at most ", kMaxBatch));
+  if (o.epochs > kMaxEpochs) throw cli::UsageError(str("--epochs ", o.epochs, ": at most ", kMaxEpochs));
   return o;
 }
 

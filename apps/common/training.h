@@ -79,6 +79,10 @@ struct DebugHooks {
 // --epochs and --batch-size, which each trainer declares first with its own defaults; it throws
 // cli::UsageError when --data or --out is missing ("--data <data_metavar> is required") or a count
 // is below 1.
+// Bounds of the trainers' shared options (beyond them a typo, not a plan): loader threads, batch
+// size, epochs.
+constexpr int64_t kMaxWorkers = 256, kMaxBatch = 65536, kMaxEpochs = 1000000;
+
 struct TrainingOptions {
   std::string data, out;
   int64_t epochs = 0, batch = 0, workers = 0;

@@ -387,6 +387,17 @@ TEST_CASE("apps: --device cuda is a clear error (exit 1) and --help works (exit 
   }
   TempDir d("cuda");
   const std::string data = make_eurosat(d);
+  // Out-of-range trainer options are usage errors naming the option, before any work.
+  for (auto [opt, value] : {std::pair{"--workers", "100000"}, {"--batch-size", "4294967304"}, {"--epochs", "0"}}) {
+    for (const char* app : {"train_resnet", "train_dsen2cr"}) {
+      CAPTURE(app);
+      CAPTURE(opt);
+      AppResult bad = run_app(app, {"--data", data, "--out", d / "bad", opt, value});
+      CHECK(bad.exit_code == 2);
+      CHECK(bad.output.find(opt) != std::string::npos);
+      CHECK_FALSE(fs::exists(d / "bad/last.safetensors"));
+    }
+  }
   AppResult r = run_app("train_resnet", with(resnet_args(data, d / "run"), {"--device", "cuda"}));
   CHECK(r.exit_code == 1);
   CHECK_MESSAGE(r.output.find("no usable CUDA device/backend") != std::string::npos, r.output);
