@@ -118,7 +118,10 @@ int run(int argc, char** argv) {
   const apps::TrainingOptions training = apps::read_training_options(p, "PATH");
   const int64_t crop = p.get_int("crop");
   if (crop < 11) throw cli::UsageError("--crop must be >= 11 (SSIM's 11x11 window)");
-  if (p.get_int("blocks") < 0 || p.get_int("features") < 1) throw cli::UsageError("--blocks >= 0, --features >= 1");
+  if (p.get_int("blocks") < 0 || p.get_int("blocks") > models::kMaxDsBlocks)
+    throw cli::UsageError(str("--blocks ", p.get_int("blocks"), ": must be in [0, ", models::kMaxDsBlocks, "]"));
+  if (p.get_int("features") < 1 || p.get_int("features") > models::kMaxDsFeatures)
+    throw cli::UsageError(str("--features ", p.get_int("features"), ": must be in [1, ", models::kMaxDsFeatures, "]"));
   const cli::CommonOptions common = apps::setup_device(p);
   const apps::RunPaths paths(training.out);
 

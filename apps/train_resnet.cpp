@@ -138,7 +138,11 @@ int run(int argc, char** argv) {
   const apps::TrainingOptions training = apps::read_training_options(p, "DIR");
   const std::vector<int64_t> blocks = p.get_int_list("blocks");
   if (blocks.size() != 4) throw cli::UsageError("--blocks needs 4 numbers (blocks per stage)");
-  if (p.get_int("width") < 1) throw cli::UsageError("--width must be >= 1");
+  for (int64_t b : blocks)
+    if (b < 0 || b > models::kMaxStageBlocks)
+      throw cli::UsageError(str("--blocks ", b, ": each stage holds 0 to ", models::kMaxStageBlocks, " blocks"));
+  if (p.get_int("width") < 1 || p.get_int("width") > models::kMaxWidth)
+    throw cli::UsageError(str("--width ", p.get_int("width"), ": must be in [1, ", models::kMaxWidth, "]"));
   const cli::CommonOptions common = apps::setup_device(p);
   const apps::RunPaths paths(training.out);
 

@@ -26,13 +26,20 @@ struct Reader {
     NIMBUS_CHECK(f && f->is(type), where, ": model config needs \"", key, "\" (", what, ")");
     return *f;
   }
-  int integer(const char* key) const { return as_int(field(key, json::Value::Type::Number, "an integer"), key); }
-  int as_int(const json::Value& f, const char* key) const {
+  int integer(const char* key, int lo, int hi) const {
+    return as_int(field(key, json::Value::Type::Number, "an integer"), key, lo, hi);
+  }
+  // An integer in [lo, hi]: a file's word is checked before a model is built from it (blocks = 1e8
+  // once kept classify building for minutes; a width of 1e8 allocated until the allocator failed).
+  int as_int(const json::Value& f, const char* key, int lo, int hi) const {
     NIMBUS_CHECK(f.is(json::Value::Type::Number) && f.num == std::floor(f.num) && std::fabs(f.num) < 1e9, where,
                  ": model config field \"", key, "\" must be an integer");
+    NIMBUS_CHECK(f.num >= lo && f.num <= hi, where, ": model config field \"", key, "\" is ", int64_t(f.num),
+                 ", outside [", lo, ", ", hi, "]");
     return int(f.num);
   }
 };
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const std::string& text, const std::string& where) {
@@ -48,8 +55,8 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& w
   ModelConfig c;
   if (arch == "dsen2cr") {
     c.arch = Arch::DSen2CR;
-    c.dsen2cr.blocks = r.integer("blocks");
-    c.dsen2cr.features = r.integer("features");
+    c.dsen2cr.blocks = r.integer("blocks", 0, kMaxDsBlocks);
+    c.dsen2cr.features = r.integer("features", 1, kMaxDsFeatures);
     c.dsen2cr.sar = r.field("sar", json::Value::Type::Bool, "true or false").b;
     return c;
   }
@@ -62,10 +69,10 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& w
   const json::Value& blocks = r.field("blocks", json::Value::Type::Array, "four integers");
   NIMBUS_CHECK(blocks.arr.size() == 4, where, ": model config \"blocks\" needs four integers, got ",
                blocks.arr.size());
-  for (int s = 0; s < 4; ++s) c.resnet.blocks[s] = r.as_int(blocks.arr[s], "blocks");
-  c.resnet.width = r.integer("width");
-  c.resnet.in_channels = r.integer("in_channels");
-  c.resnet.classes = r.integer("classes");
+  for (int s = 0; s < 4; ++s) c.resnet.blocks[s] = r.as_int(blocks.arr[s], "blocks", 0, kMaxStageBlocks);
+  c.resnet.width = r.integer("width", 1, kMaxWidth);
+  c.resnet.in_channels = r.integer("in_channels", 1, kMaxInChannels);
+  c.resnet.classes = r.integer("classes", 1, kMaxClasses);
   return c;
 }
 

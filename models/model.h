@@ -16,6 +16,13 @@ namespace nimbus::models {
 
 enum class Arch { ResNet, DSen2CR };
 
+// The bounds of a configuration read from a file or a command line (ModelConfig::from_json, the
+// trainers' options): well beyond every published ResNet (ResNet-152's stages hold 3, 8, 36, 3
+// blocks; wide ResNets double the width of 64) and DSen2-CR (B = 16 blocks of F = 256 features), far
+// below what would exhaust a machine's memory at load.
+constexpr int kMaxStageBlocks = 64, kMaxWidth = 512, kMaxInChannels = 256, kMaxClasses = 100000;
+constexpr int kMaxDsBlocks = 128, kMaxDsFeatures = 1024;
+
 struct ModelConfig {
   Arch arch = Arch::ResNet;
   ResNetConfig resnet;    // used when arch == ResNet

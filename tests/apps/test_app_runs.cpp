@@ -14,6 +14,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "apps/common/band_order.h"
 #include "data/eurosat.h"
@@ -397,6 +398,18 @@ TEST_CASE("apps: --device cuda is a clear error (exit 1) and --help works (exit 
       CHECK(bad.output.find(opt) != std::string::npos);
       CHECK_FALSE(fs::exists(d / "bad/last.safetensors"));
     }
+  }
+  // Model sizes within the bounds a checkpoint may declare (models/model.h), and 2^32 + 8 no longer
+  // wraps to 8 on its way to int.
+  for (auto [app, opt, value] : {std::tuple{"train_resnet", "--width", "4294967304"},
+                                 {"train_resnet", "--blocks", "1,100000000,1,1"},
+                                 {"train_dsen2cr", "--features", "4294967304"},
+                                 {"train_dsen2cr", "--blocks", "-1"}}) {
+    CAPTURE(app);
+    CAPTURE(opt);
+    AppResult bad = run_app(app, {"--data", data, "--out", d / "bad", opt, value});
+    CHECK(bad.exit_code == 2);
+    CHECK(bad.output.find(std::string(opt) + " ") != std::string::npos);
   }
   AppResult r = run_app("train_resnet", with(resnet_args(data, d / "run"), {"--device", "cuda"}));
   CHECK(r.exit_code == 1);

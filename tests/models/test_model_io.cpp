@@ -51,6 +51,16 @@ TEST_CASE("model config: JSON round trip and errors naming the field") {
                        doctest::Contains("four integers"), Error);
   CHECK_THROWS_WITH_AS(ModelConfig::from_json("{oops", "f.st"),
                        doctest::Contains("f.st: model config is not valid JSON"), Error);
+  // Sizes from the file are bounded before anything is built (blocks = 1e8 once built for minutes).
+  CHECK_THROWS_WITH_AS(ModelConfig::from_json(R"({"arch":"resnet","block":"basic","blocks":[1,100000000,1,1],)"
+                                              R"("width":4,"in_channels":13,"classes":10})", "f.st"),
+                       doctest::Contains("f.st: model config field \"blocks\" is 100000000, outside [0, 64]"), Error);
+  CHECK_THROWS_WITH_AS(ModelConfig::from_json(R"({"arch":"resnet","block":"basic","blocks":[1,1,1,1],)"
+                                              R"("width":100000000,"in_channels":13,"classes":10})", "f.st"),
+                       doctest::Contains("\"width\" is 100000000, outside [1, 512]"), Error);
+  CHECK_THROWS_WITH_AS(ModelConfig::from_json(R"({"arch":"dsen2cr","blocks":2,"features":0,"sar":true})", "f.st"),
+                       doctest::Contains("\"features\" is 0, outside [1, 1024]"), Error);
+  CHECK_NOTHROW(ModelConfig::from_json(R"({"arch":"dsen2cr","blocks":128,"features":1024,"sar":true})", "f.st"));
 }
 
 TEST_CASE("save_model / load_model: the file rebuilds the same model (classifier and DSen2-CR)") {
