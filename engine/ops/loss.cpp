@@ -2,9 +2,6 @@
 // its backward right below the forward (maths in loss.h, kernels in kernels/cpu/loss.*).
 #include "engine/ops/loss.h"
 
-#include <cmath>
-#include <vector>
-
 #include "engine/autograd.h"
 #include "engine/backend.h"
 #include "kernels/common/class_index.h"
