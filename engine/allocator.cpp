@@ -31,9 +31,10 @@ CachingAllocator::~CachingAllocator() { empty_cache(); }
 void* CachingAllocator::allocate(size_t bytes) {
   size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
+  const Pool pool = current_pool();
   stats_.allocations++;
   void* p = nullptr;
-  auto it = free_.find(size);
+  auto it = free_.find({pool, size});
   if (it != free_.end() && !it->second.empty()) {
     p = it->second.back();
     it->second.pop_back();
@@ -41,21 +42,31 @@ void* CachingAllocator::allocate(size_t bytes) {
     stats_.cache_hits++;
   } else {
     p = raw_alloc_(size);
-    if (!p) {  // out of memory: drop the cache and try once more
-      for (auto& [sz, blocks] : free_)
-        for (void* b : blocks) raw_free_(b);
-      free_.clear();
-      stats_.bytes_cached = 0;
+    if (!p && !is_private(pool)) {  // out of memory: drop the ordinary pools' cache and try once more
+      for (auto b = free_.begin(); b != free_.end();) {
+        if (is_private(b->first.first)) {
+          ++b;
+          continue;
+        }
+        for (void* q : b->second) raw_free_(q);
+        stats_.bytes_cached -= b->first.second * b->second.size();
+        b = free_.erase(b);
+      }
       p = raw_alloc_(size);
     }
     NIMBUS_CHECK(p, "allocator: out of memory allocating ", size, " bytes (", stats_.bytes_in_use,
                  " bytes in use)");
     stats_.system_allocs++;
   }
-  live_[p] = size;
+  live_[p] = {size, pool};
   stats_.bytes_in_use += size;
   if (stats_.bytes_in_use > stats_.peak_in_use) stats_.peak_in_use = stats_.bytes_in_use;
   stats_.peak_reserved = std::max(stats_.peak_reserved, stats_.bytes_in_use + stats_.bytes_cached);
+  return p;
+}
+
+CachingAllocator::Pool CachingAllocator::resolve(Pool p) const {
+  for (auto it = released_.find(p); it != released_.end(); it = released_.find(p)) p = it->second;
   return p;
 }
 
@@ -64,19 +75,61 @@ void CachingAllocator::deallocate(void* p) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = live_.find(p);
   NIMBUS_CHECK(it != live_.end(), "allocator: freeing a pointer it did not allocate");
-  size_t size = it->second;
+  const size_t size = it->second.size;
+  const Pool now = current_pool();
+  // During a capture (a private pool is current) every freed block joins it: the graph may use it.
+  const Pool to = is_private(now) && !released_.count(now) ? now : resolve(it->second.pool);
   live_.erase(it);
-  free_[size].push_back(p);
+  free_[{to, size}].push_back(p);
   stats_.bytes_in_use -= size;
   stats_.bytes_cached += size;
 }
 
 void CachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [size, blocks] : free_)
-    for (void* b : blocks) raw_free_(b);
-  free_.clear();
-  stats_.bytes_cached = 0;
+  for (auto b = free_.begin(); b != free_.end();) {
+    if (is_private(b->first.first)) {
+      ++b;
+      continue;
+    }
+    for (void* q : b->second) raw_free_(q);
+    stats_.bytes_cached -= b->first.second * b->second.size();
+    b = free_.erase(b);
+  }
+}
+
+void CachingAllocator::set_pool_fn(PoolFn f) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pool_fn_ = f;
+}
+
+CachingAllocator::Pool CachingAllocator::new_private_pool() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Pool p = next_private_;
+  next_private_ += 2;
+  return p;
+}
+
+void CachingAllocator::release_private_pool(Pool p, Pool into) {
+  NIMBUS_CHECK(is_private(p), "allocator: pool ", p, " is not a private pool");
+  std::lock_guard<std::mutex> lock(mu_);
+  NIMBUS_CHECK(!released_.count(p), "allocator: private pool ", p, " released twice");
+  into = resolve(into);
+  NIMBUS_CHECK(into != p, "allocator: a private pool cannot be released into itself");
+  released_[p] = into;
+  for (auto b = free_.lower_bound({p, 0}); b != free_.end() && b->first.first == p;) {
+    auto& dst = free_[{into, b->first.second}];
+    dst.insert(dst.end(), b->second.begin(), b->second.end());
+    b = free_.erase(b);
+  }
+}
+
+size_t CachingAllocator::cached_blocks(Pool p) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (const auto& [key, blocks] : free_)
+    if (key.first == p) n += blocks.size();
+  return n;
 }
 
 void CachingAllocator::reset_peaks() {

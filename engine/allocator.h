@@ -11,6 +11,14 @@
 // a quarter of the next power of two), which keeps the number of classes small
 // while wasting at most 25%. Blocks are 64-byte aligned (one cache line, one
 // AVX-512 register). Thread-safe: the data loader allocates from its threads.
+//
+// Pools, for streams and graphs (the CUDA backend; the CPU has only pool 0). A freed block returns
+// to the pool it was allocated from, and allocate() takes only from the pool the pool function names
+// now, so a block freed while work queued on one stream may still use it is never handed to another
+// stream (each stream is its own pool, as in PyTorch). A private pool serves a graph capture: while
+// it is current, blocks freed from any pool land in it too (the captured graph may use them at every
+// replay, so no eager work may get them), and it keeps them until released, when they go to a named
+// pool. Pools never share blocks otherwise; empty_cache() frees the cached blocks of ordinary pools.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -43,17 +51,37 @@ class CachingAllocator {
 
   void* allocate(size_t bytes);     // never returns nullptr; throws nimbus::Error when out of memory
   void deallocate(void* p);         // p from allocate(); nullptr is fine
-  void empty_cache();               // give every cached block back to the system
+  void empty_cache();               // give every cached block of the ordinary pools back to the system
   AllocatorStats stats() const;
   static size_t round_size(size_t bytes);
   void reset_peaks();               // peak_in_use / peak_reserved := the current values
 
+  // Pools (see the top of the file). A pool id is a stream handle (even, 0 = the default pool) or a
+  // private pool (odd, from new_private_pool()). The pool function says which pool is current.
+  using Pool = uintptr_t;
+  using PoolFn = Pool (*)();
+  void set_pool_fn(PoolFn f);
+  Pool new_private_pool();
+  // The private pool's cached blocks move to `into`, and its live blocks go there when freed.
+  void release_private_pool(Pool p, Pool into);
+  static bool is_private(Pool p) { return p & 1; }
+  size_t cached_blocks(Pool p) const;  // for tests: blocks cached in pool p
+
  private:
+  struct Live {
+    size_t size;
+    Pool pool;
+  };
+  Pool current_pool() const { return pool_fn_ ? pool_fn_() : 0; }
+  Pool resolve(Pool p) const;  // follows released private pools to where their blocks go now
   RawAlloc raw_alloc_;
   RawFree raw_free_;
+  PoolFn pool_fn_ = nullptr;
   mutable std::mutex mu_;
-  std::map<size_t, std::vector<void*>> free_;  // size class -> free blocks
-  std::map<void*, size_t> live_;               // block -> size class, for deallocate
+  std::map<std::pair<Pool, size_t>, std::vector<void*>> free_;  // (pool, size class) -> free blocks
+  std::map<void*, Live> live_;                                  // block -> size class and pool
+  std::map<Pool, Pool> released_;                               // released private pool -> its heir
+  Pool next_private_ = 1;
   AllocatorStats stats_;
 };
 

@@ -37,6 +37,11 @@ void set_device_runtime(Device d, const DeviceRuntime& rt) { registry()[int(d)] 
 
 bool device_available(Device d) { return registry()[int(d)].allocator != nullptr; }
 
+bool device_capturing(Device d) {
+  const DeviceRuntime& rt = registry()[int(d)];
+  return rt.capturing && rt.capturing();
+}
+
 const DeviceRuntime& device_runtime(Device d) {
   const DeviceRuntime& rt = registry()[int(d)];
   NIMBUS_CHECK(rt.allocator, "device ", device_name(d), " is not available in this build or on this machine");

@@ -24,11 +24,21 @@ struct DeviceRuntime {
   void (*copy)(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) = nullptr;
   void (*fill)(float* dst, float value, size_t n) = nullptr;
   void (*synchronize)() = nullptr;
+  // Graph capture (engine/graph.h), null where the device has none (the CPU): begin recording the
+  // device's work, end it (an opaque graph), drop a failed one, replay, destroy, and "capturing now?".
+  void (*begin_capture)() = nullptr;
+  void* (*end_capture)() = nullptr;
+  void (*abort_capture)() = nullptr;
+  void (*replay_graph)(void* graph) = nullptr;
+  void (*destroy_graph)(void* graph) = nullptr;
+  bool (*capturing)() = nullptr;
 };
 
 void set_device_runtime(Device d, const DeviceRuntime& rt);
 // Throws Error("... device cuda is not available ...") when nothing is registered.
 const DeviceRuntime& device_runtime(Device d);
 bool device_available(Device d);
+// Is device d recording a graph now (false on devices without graphs)?
+bool device_capturing(Device d);
 
 }  // namespace nimbus

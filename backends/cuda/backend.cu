@@ -3,16 +3,19 @@
  * Host code only. Under nvcc it talks to the real runtime; compiled by g++ it talks to the
  * emulator's runtime shim (kernels/emu/runtime.h), whose one device runs kernels on the CPU.
  *
- * Why the caching allocator needs no stream bookkeeping (the argument of PyTorch's
- * CUDACachingAllocator for a block used on one stream): a tensor's block returns to the cache when
- * the host drops it, possibly while kernels queued earlier still read or write it. The next owner
- * can only touch it through work queued later on the current stream, and all our work is on one
- * stream at a time (stream.h: a switch is a join), so that work runs after every kernel that used
- * the block before. The host itself only touches device memory through copies that synchronize the
- * stream first. cudaFree (empty_cache) synchronizes the device before returning memory.
+ * Why the caching allocator's reuse is safe (the argument of PyTorch's CUDACachingAllocator for a
+ * block used on one stream): a tensor's block returns to the cache when the host drops it, possibly
+ * while kernels queued earlier still read or write it. It returns to the pool of the stream it was
+ * allocated on, and only allocations on that stream take from that pool, so the next owner touches it
+ * through work queued later on the same stream, which runs after every kernel that used the block
+ * before. (A block used on another stream than its own must be kept alive by its user until that
+ * work is ordered; switching the current stream joins, stream.h.) During a graph capture the pool is
+ * the capture's private one (engine/graph.h). The host itself only touches device memory through
+ * copies that synchronize the stream first. cudaFree (empty_cache) synchronizes the device first.
  */
 #include "backends/cuda/backend.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -44,7 +47,14 @@ namespace {
 
 void* raw_alloc(size_t bytes) {
   void* p = nullptr;
-  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+  // Relaxed for this call: during a graph capture the private pool may need new memory, and a
+  // cudaMalloc is safe there (the block belongs to the graph's pool for the graph's lifetime) though
+  // CUDA's default capture mode refuses it. PyTorch's allocator does the same.
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  if (e != cudaSuccess) {
     (void)cudaGetLastError();  // out of memory is reported by the allocator; clear the sticky error
     return nullptr;
   }
@@ -77,6 +87,59 @@ void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t byt
   NIMBUS_CHECK(e == cudaSuccess, "cuda copy of ", bytes, " bytes (", device_name(src_dev), " -> ",
                device_name(dst_dev), ") failed: ", cudaGetErrorString(e));
 }
+
+// ---- graph capture (engine/graph.h) -----------------------------------------------------------
+// Each capture allocates from its own private pool (engine/allocator.h); outside a capture the pool
+// is the current stream's, so a block freed on one stream is not handed to another.
+CachingAllocator* the_allocator = nullptr;
+std::atomic<CachingAllocator::Pool> capture_pool{0};
+
+CachingAllocator::Pool current_pool() {
+  const CachingAllocator::Pool p = capture_pool.load(std::memory_order_relaxed);
+  return p ? p : CachingAllocator::Pool(reinterpret_cast<uintptr_t>(current_stream()));
+}
+CachingAllocator::Pool compute_pool() { return CachingAllocator::Pool(reinterpret_cast<uintptr_t>(compute_stream())); }
+
+struct CapturedGraph {
+  GraphExec exec;
+  CachingAllocator::Pool pool;
+};
+
+void begin_capture_hook() {
+  NIMBUS_CHECK(!capture_pool.load(), "graph capture: a capture is already under way");
+  const CachingAllocator::Pool pool = the_allocator->new_private_pool();
+  cuda::begin_capture();
+  capture_pool.store(pool);
+}
+// The pool of a capture that recorded nothing usable: its blocks were never touched by a graph.
+void drop_capture_pool() {
+  const CachingAllocator::Pool pool = capture_pool.exchange(0);
+  if (pool) the_allocator->release_private_pool(pool, current_pool());
+}
+void* end_capture_hook() {
+  GraphExec exec = nullptr;
+  try {
+    exec = cuda::end_capture();
+  } catch (...) {
+    drop_capture_pool();
+    throw;
+  }
+  return new CapturedGraph{exec, capture_pool.exchange(0)};
+}
+void abort_capture_hook() {
+  cuda::abort_capture();
+  drop_capture_pool();
+}
+void replay_graph_hook(void* g) { cuda::launch_graph(static_cast<CapturedGraph*>(g)->exec); }
+// The graph's memory goes to the compute stream's pool: work queued there later runs after the
+// graph's last replay on it.
+void destroy_graph_hook(void* g) {
+  auto* c = static_cast<CapturedGraph*>(g);
+  cuda::destroy_graph(c->exec);
+  the_allocator->release_private_pool(c->pool, compute_pool());
+  delete c;
+}
+bool capturing_hook() { return cuda::capturing(); }
 
 void fill_n(float* dst, float value, size_t n) { fill(dst, value, int64_t(n)); }  // a kernel: current stream
 
@@ -196,7 +259,11 @@ bool do_register() {
   install_compute_stream(stream);
   // Never destroyed: tensors freed during static destruction still return their blocks here.
   static CachingAllocator* allocator = new CachingAllocator(raw_alloc, raw_free);
-  set_device_runtime(Device::CUDA, DeviceRuntime{allocator, copy, fill_n, synchronize});
+  allocator->set_pool_fn(current_pool);
+  the_allocator = allocator;
+  set_device_runtime(Device::CUDA,
+                     DeviceRuntime{allocator, copy, fill_n, synchronize, begin_capture_hook, end_capture_hook,
+                                   abort_capture_hook, replay_graph_hook, destroy_graph_hook, capturing_hook});
   set_backend(Device::CUDA, make_backend());
   base_status = str("CUDA backend: ", count, " device(s), using device 0 (", versions(), ")");
   set_cuda_status(base_status);

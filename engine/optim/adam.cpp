@@ -1,7 +1,5 @@
-// adam.cpp: the per-step scalars of each parameter, queued for the fused batch update (see adam.h).
+// adam.cpp: the step's prepare (scalars on the device) and each parameter queued for the fused batch update (see adam.h).
 #include "engine/optim/adam.h"
-
-#include <cmath>
 
 #include "engine/backend.h"
 
@@ -16,15 +14,14 @@ Adam::Adam(const NamedTensors& params, const AdamOptions& o)
                " eps=", o.eps, " weight_decay=", o.weight_decay);
 }
 
-void Adam::update(ParamState& s, const Tensor& grad) {
-  const double t = double(s.step);
-  const float b1 = float(opt_.beta1), b2 = float(opt_.beta2);
-  const float one_m_b1 = float(1 - opt_.beta1), one_m_b2 = float(1 - opt_.beta2);
-  const float wd = float(opt_.weight_decay), eps = float(opt_.eps);
-  const float step_size = float(lr_ / (1 - std::pow(opt_.beta1, t)));
-  const float bc2_sqrt = float(std::sqrt(1 - std::pow(opt_.beta2, t)));
+void Adam::prepare(Device d, OptimClock* clock, double* steps, void* scalars, bool advance, const StepMask& mask) {
+  backend(d, "adam").adam_prepare({clock, steps, static_cast<AdamScalars*>(scalars),
+                                   {opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay}, advance, mask});
+}
+
+void Adam::update(ParamState& s, const Tensor& grad, const void* scalars) {
   batch_.add(s.param.device(), {s.param.data(), s.slots[0].data(), s.slots[1].data(), grad.data(), s.param.numel(),
-                                {b1, b2, one_m_b1, one_m_b2, wd, eps, step_size, bc2_sqrt}});
+                                static_cast<const AdamScalars*>(scalars)});
 }
 
 void Adam::end_step(bool apply) { apply ? batch_.flush() : batch_.discard(); }

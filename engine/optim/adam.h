@@ -26,7 +26,10 @@ class Adam : public Optimizer {
   const AdamOptions& options() const { return opt_; }
 
  protected:
-  void update(ParamState& s, const Tensor& grad) override;
+  size_t scalars_bytes() const override { return sizeof(AdamScalars); }
+  void prepare(Device d, OptimClock* clock, double* steps, void* scalars, bool advance,
+               const StepMask& mask) override;
+  void update(ParamState& s, const Tensor& grad, const void* scalars) override;
   void end_step(bool apply) override;
   std::map<std::string, std::string> hyperparameters() const override;
 

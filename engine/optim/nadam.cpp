@@ -1,7 +1,6 @@
-// nadam.cpp: the Keras-2 schedule per step, then each parameter queued for the fused batch update.
+// nadam.cpp: the step's prepare (the Keras-2 schedule advanced on the device), then each parameter
+// queued for the fused batch update.
 #include "engine/optim/nadam.h"
-
-#include <cmath>
 
 #include "engine/backend.h"
 
@@ -17,26 +16,14 @@ Nadam::Nadam(const NamedTensors& params, const NadamOptions& o)
   register_scalar("m_schedule", &m_schedule_);
 }
 
-void Nadam::begin_step() {
-  const double t = double(steps_);
-  auto mu = [&](double k) { return opt_.beta1 * (1 - 0.5 * std::pow(0.96, k * opt_.schedule_decay)); };
-  mu_t_ = mu(t);
-  mu_next_ = mu(t + 1);
-  s_t_ = double(m_schedule_) * mu_t_;
-  s_next_ = s_t_ * mu_next_;
-  m_schedule_ = float(s_t_);
+void Nadam::prepare(Device d, OptimClock* clock, double* steps, void* scalars, bool advance, const StepMask& mask) {
+  backend(d, "nadam").nadam_prepare({clock, steps, static_cast<NadamScalars*>(scalars),
+                                     {opt_.beta1, opt_.beta2, opt_.eps, opt_.schedule_decay}, advance, mask});
 }
 
-void Nadam::update(ParamState& s, const Tensor& grad) {
-  const float b1 = float(opt_.beta1), b2 = float(opt_.beta2);
-  const float one_m_b1 = float(1 - opt_.beta1), one_m_b2 = float(1 - opt_.beta2);
-  const float g_scale = float(1 / (1 - s_t_));                                  // g' = g * g_scale
-  const float m_scale = float(1 / (1 - s_next_));                               // m' = m * m_scale
-  const float v_scale = float(1 / (1 - std::pow(opt_.beta2, double(steps_))));  // v' = v * v_scale
-  const float c_g = float(1 - mu_t_), c_m = float(mu_next_);
-  const float lr = float(lr_), eps = float(opt_.eps);
+void Nadam::update(ParamState& s, const Tensor& grad, const void* scalars) {
   batch_.add(s.param.device(), {s.param.data(), s.slots[0].data(), s.slots[1].data(), grad.data(), s.param.numel(),
-                                {b1, b2, one_m_b1, one_m_b2, g_scale, m_scale, v_scale, c_g, c_m, lr, eps}});
+                                static_cast<const NadamScalars*>(scalars)});
 }
 
 void Nadam::end_step(bool apply) { apply ? batch_.flush() : batch_.discard(); }

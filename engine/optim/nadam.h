@@ -29,20 +29,24 @@ class Nadam : public Optimizer {
   Nadam(const NamedTensors& params, const NadamOptions& options);
   const char* type() const override { return "nadam"; }
   const NadamOptions& options() const { return opt_; }
-  float m_schedule() const { return m_schedule_; }
+  float m_schedule() const { return clock().m_schedule; }  // a download once the state is on a device
 
  protected:
-  void begin_step() override;
-  void update(ParamState& s, const Tensor& grad) override;
+  size_t scalars_bytes() const override { return sizeof(NadamScalars); }
+  void prepare(Device d, OptimClock* clock, double* steps, void* scalars, bool advance,
+               const StepMask& mask) override;
+  void update(ParamState& s, const Tensor& grad, const void* scalars) override;
   void end_step(bool apply) override;
   std::map<std::string, std::string> hyperparameters() const override;
 
  private:
   NadamOptions opt_;
   UpdateBatch<NadamTensor> batch_;
-  float m_schedule_ = 1.f;  // S_t, kept in float32 like Keras' variable, so a checkpoint restores it exactly
-  // This step's constants, set by begin_step().
-  double mu_t_ = 0, mu_next_ = 0, s_t_ = 1, s_next_ = 1;
+  // S_t, kept in float32 like Keras' variable, so a checkpoint restores it exactly. The device clock
+  // holds the live value; this copy is what a new clock starts from and what state_dict() saves.
+  mutable float m_schedule_ = 1.f;
+  void init_clock(OptimClock& c) const override { c.m_schedule = m_schedule_; }
+  void clock_read(const OptimClock& c) const override { m_schedule_ = c.m_schedule; }
 };
 
 }  // namespace nimbus

@@ -5,6 +5,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <set>
+#include <cstring>
+#include <algorithm>
+
+#include "engine/backend.h"
+#include "engine/device.h"
 
 namespace nimbus {
 
@@ -33,6 +38,7 @@ Optimizer::Optimizer(const NamedTensors& params, double lr, std::vector<std::str
 
 void Optimizer::set_lr(double lr) {
   NIMBUS_CHECK(std::isfinite(lr) && lr >= 0, "optimizer: learning rate must be finite and >= 0, got ", lr);
+  if (state_.defined() && lr != lr_) backend(state_.device(), "optim_set_lr").optim_set_lr(clock_ptr(), lr);
   lr_ = lr;
 }
 
@@ -40,22 +46,90 @@ void Optimizer::zero_grad() {
   for (auto& p : params_) p.param.zero_grad();
 }
 
+namespace {
+constexpr size_t kClockBytes = 64;
+static_assert(sizeof(OptimClock) <= kClockBytes, "the clock's slot is too small");
+}  // namespace
+
+OptimClock* Optimizer::clock_ptr() { return reinterpret_cast<OptimClock*>(state_.data()); }
+double* Optimizer::steps_ptr() { return reinterpret_cast<double*>(reinterpret_cast<unsigned char*>(state_.data()) + kClockBytes); }
+unsigned char* Optimizer::scalars_ptr() { return reinterpret_cast<unsigned char*>(steps_ptr() + params_.size()); }
+
+void Optimizer::ensure_state(Device d) {
+  if (state_.defined() && state_.device() == d) return;
+  NIMBUS_CHECK(!device_capturing(d), type(), ": the optimiser's first step on ", device_name(d),
+               " is inside a graph capture; run one step eagerly before capturing (it creates the state)");
+  const size_t bytes = kClockBytes + params_.size() * (sizeof(double) + scalars_bytes());
+  std::vector<float> host((bytes + sizeof(float) - 1) / sizeof(float), 0.f);
+  OptimClock c;
+  c.lr = lr_;
+  c.step = double(steps_);
+  init_clock(c);
+  auto* base = reinterpret_cast<unsigned char*>(host.data());
+  std::memcpy(base, &c, sizeof c);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const double t = double(params_[i].step);
+    std::memcpy(base + kClockBytes + i * sizeof(double), &t, sizeof t);
+  }
+  state_ = Tensor::from_vector({int64_t(host.size())}, host).to(d);
+}
+
+OptimClock Optimizer::clock() const {
+  OptimClock c;
+  if (state_.defined()) {
+    const Tensor host = state_.to(Device::CPU);
+    std::memcpy(static_cast<void*>(&c), host.data(), sizeof c);
+  } else {
+    c.lr = lr_;
+    c.step = double(steps_);
+    init_clock(c);
+  }
+  return c;
+}
+
 void Optimizer::step() {
+  // Which parameters step, on which device; their slots (before anything is launched, so that a
+  // refusal leaves the state as it was).
+  std::vector<size_t> stepping;
+  Device dev = params_.empty() ? Device::CPU : params_[0].param.device();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    ParamState& p = params_[i];
+    NIMBUS_CHECK(p.param.device() == dev, type(), ": parameter '", p.name, "' is on ", device_name(p.param.device()),
+                 " but '", params_[0].name, "' on ", device_name(dev), ": one device per optimiser");
+    Tensor g = p.param.grad();
+    if (!g.defined()) continue;
+    NIMBUS_CHECK(p.param.device() == g.device(), type(), ": parameter '", p.name, "' is on ",
+                 device_name(p.param.device()), " but its gradient on ", device_name(g.device()));
+    if (p.step == 0) {
+      NIMBUS_CHECK(!device_capturing(dev), type(), ": parameter '", p.name, "' gets its first update inside a graph "
+                   "capture (its state would be created by the graph at every replay); run one step eagerly first");
+      p.slots.clear();
+      for (size_t k = 0; k < slot_names_.size(); ++k) p.slots.push_back(Tensor::zeros(p.param.shape(), dev));
+    }
+    stepping.push_back(i);
+  }
+  ensure_state(dev);
   ++steps_;
-  begin_step();
+  // The prepare: the clock advances once; parameters kStepMaskParams at a time.
+  const size_t P = params_.size();
+  size_t next = 0;
+  for (size_t first = 0; first == 0 || first < P; first += kStepMaskParams) {
+    StepMask m;
+    m.first = int(first);
+    m.count = int(std::min(P - first, size_t(kStepMaskParams)));
+    bool any = false;
+    for (; next < stepping.size() && stepping[next] < first + size_t(m.count); ++next) {
+      const size_t i = stepping[next] - first;
+      m.bits[i >> 5] |= 1u << (i & 31);
+      any = true;
+    }
+    if (first == 0 || any) prepare(dev, clock_ptr(), steps_ptr(), scalars_ptr(), first == 0, m);
+  }
   try {
-    for (auto& p : params_) {
-      Tensor g = p.param.grad();
-      if (!g.defined()) continue;
-      NIMBUS_CHECK(p.param.device() == g.device(), type(), ": parameter '", p.name, "' is on ",
-                   device_name(p.param.device()), " but its gradient on ", device_name(g.device()));
-      if (p.step == 0) {
-        p.slots.clear();
-        for (size_t i = 0; i < slot_names_.size(); ++i)
-          p.slots.push_back(Tensor::zeros(p.param.shape(), p.param.device()));
-      }
+    for (size_t i : stepping) {
+      ParamState& p = params_[i];
       ++p.step;
-      update(p, g);
+      update(p, p.param.grad(), scalars_ptr() + i * scalars_bytes());
     }
   } catch (...) {
     end_step(false);
@@ -65,6 +139,7 @@ void Optimizer::step() {
 }
 
 OptimizerState Optimizer::state_dict() const {
+  clock_read(clock());  // the subclass's scalars, as the device has them
   OptimizerState st;
   for (const auto& [name, v] : scalars_) st.tensors.emplace_back(name, Tensor::scalar(v ? *v : float(steps_)));
   for (const auto& p : params_) {
@@ -154,6 +229,7 @@ void Optimizer::load_state_dict(const OptimizerState& st) {
     p.slots.clear();
     for (const Tensor* t : slots_of[i]) p.slots.push_back(t->clone().to(p.param.device()));
   }
+  state_ = Tensor();  // rebuilt from the loaded values at the next step
 }
 
 }  // namespace nimbus

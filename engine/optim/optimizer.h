@@ -11,6 +11,13 @@
 // first update; one with no .grad at a step() is skipped, as in PyTorch.
 // The learning rate is not state: a schedule (lr_schedule.h) sets it, and the
 // checkpoint keeps it as text in the metadata so that it round-trips exactly.
+//
+// What a step computes per step lives on the parameters' device (kernels/common/optim_scalars.h):
+// the clock (learning rate, step count, Nadam's schedule), each parameter's update count and its
+// scalars. A step is one prepare launch, which advances them there, then the fused updates, which
+// read the scalars there; set_lr() writes the new rate there in order with the steps. So a step
+// captured in a CUDA graph replays as a correct next step, and a step never waits for the device.
+// The host keeps exact mirrors of the counts (they are integers) for checkpoints.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -79,13 +86,20 @@ class Optimizer {
     std::vector<Tensor> slots;  // one per slot name, allocated at the first update
   };
   Optimizer(const NamedTensors& params, double lr, std::vector<std::string> slot_names);
-  // Subclass hooks: once per step() before the parameters; then once per
-  // parameter with a gradient, after s.step was incremented and slots exist
-  // (an update may be queued: UpdateBatch); then end_step(true), or
-  // end_step(false) when the step failed (queued updates are dropped).
-  virtual void begin_step() {}
-  virtual void update(ParamState& s, const Tensor& grad) = 0;
+  // Subclass hooks. prepare(): launch the step's prepare on device d (optim_scalars.h; the pointers
+  // are the device state, `scalars` an array of scalars_bytes() per parameter). Then update() once
+  // per parameter with a gradient, after s.step was incremented and slots exist, with its scalars'
+  // device address (queue it: UpdateBatch); then end_step(true), or end_step(false) when the step
+  // failed (queued updates are dropped).
+  virtual size_t scalars_bytes() const = 0;
+  virtual void prepare(Device d, OptimClock* clock, double* steps, void* scalars, bool advance,
+                       const StepMask& mask) = 0;
+  virtual void update(ParamState& s, const Tensor& grad, const void* scalars) = 0;
   virtual void end_step(bool apply) {}
+  // The clock's subclass fields: written into a new device clock, and read back from it.
+  virtual void init_clock(OptimClock& c) const {}
+  virtual void clock_read(const OptimClock& c) const {}
+  OptimClock clock() const;  // the device clock (a download: a host wait), or the host's view before any step
   // Optimiser-wide float scalars saved with the state (name -> variable).
   void register_scalar(const std::string& name, float* value) { scalars_.emplace_back(name, value); }
   virtual std::map<std::string, std::string> hyperparameters() const { return {}; }
@@ -96,7 +110,14 @@ class Optimizer {
   int64_t steps_ = 0;
 
  private:
+  // The device state: [OptimClock, padded to 64 bytes][double steps[P]][scalars[P]], one float32
+  // tensor's storage on the parameters' device; created at the first step, dropped by a load.
+  void ensure_state(Device d);
+  OptimClock* clock_ptr();
+  double* steps_ptr();
+  unsigned char* scalars_ptr();
   std::vector<std::pair<std::string, float*>> scalars_;
+  Tensor state_;
 };
 
 }  // namespace nimbus

@@ -15,12 +15,14 @@ SGD::SGD(const NamedTensors& params, const SGDOptions& o)
                "sgd: nesterov needs momentum > 0 and dampening 0 (as in PyTorch)");
 }
 
-void SGD::update(ParamState& s, const Tensor& grad) {
-  const float lr = float(lr_), wd = float(opt_.weight_decay), mom = float(opt_.momentum);
-  const float keep = float(1.0 - opt_.dampening);
-  const bool first = s.step == 1, use_mom = opt_.momentum != 0, nesterov = opt_.nesterov;
+void SGD::prepare(Device d, OptimClock* clock, double* steps, void* scalars, bool advance, const StepMask& mask) {
+  backend(d, "sgd").sgd_prepare({clock, steps, static_cast<SgdScalars*>(scalars),
+                                 {opt_.momentum, opt_.dampening, opt_.weight_decay, opt_.nesterov}, advance, mask});
+}
+
+void SGD::update(ParamState& s, const Tensor& grad, const void* scalars) {
   batch_.add(s.param.device(), {s.param.data(), s.slots[0].data(), grad.data(), s.param.numel(),
-                                {lr, wd, mom, keep, first, use_mom, nesterov}});
+                                static_cast<const SgdScalars*>(scalars)});
 }
 
 void SGD::end_step(bool apply) { apply ? batch_.flush() : batch_.discard(); }

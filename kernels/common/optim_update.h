@@ -1,7 +1,8 @@
-/* optim_update.h: the optimisers' element updates, written once for the CPU loops
- * (kernels/cpu/optim.cpp) and the CUDA kernels (kernels/cuda/optim.cu), so both backends apply the
- * same float expressions (bit for bit under the emulator). Element i of p and its state slots is
- * updated in place; the scalars come from engine/optim/{adam,nadam,sgd}.cpp, which state the maths.
+/* optim_update.h: the optimisers' per-step scalars and element updates, written once for the CPU
+ * loops (kernels/cpu/optim.cpp) and the CUDA kernels (kernels/cuda/optim.cu), so both backends
+ * compute the same expressions (bit for bit under the emulator; on a GPU the double-precision
+ * scalars may differ in their last bit, as nvcc fuses multiply-adds). Element i of p and its state
+ * slots is updated in place. The maths is stated in engine/optim/{adam,nadam,sgd}.h.
  */
 #pragma once
 #include <cmath>
@@ -16,6 +17,59 @@
 #endif
 
 namespace nimbus {
+
+// The clock's advance at the start of a step: t += 1, and Nadam's schedule (nadam != nullptr).
+NIMBUS_OPTIM_FN void advance_clock(OptimClock& c, const NadamHyper* nadam) {
+  c.step += 1;
+  if (!nadam) return;
+  const double t = c.step;
+  c.mu_t = nadam->beta1 * (1 - 0.5 * pow(0.96, t * nadam->schedule_decay));
+  c.mu_next = nadam->beta1 * (1 - 0.5 * pow(0.96, (t + 1) * nadam->schedule_decay));
+  c.s_t = double(c.m_schedule) * c.mu_t;
+  c.s_next = c.s_t * c.mu_next;
+  c.m_schedule = float(c.s_t);
+}
+
+// A parameter's scalars for its t-th update (t counts that parameter's updates).
+NIMBUS_OPTIM_FN AdamScalars adam_scalars(const AdamHyper& h, const OptimClock& c, double t) {
+  return {float(h.beta1),        float(h.beta2), float(1 - h.beta1), float(1 - h.beta2),
+          float(h.weight_decay), float(h.eps),   float(c.lr / (1 - pow(h.beta1, t))),
+          float(sqrt(1 - pow(h.beta2, t)))};
+}
+NIMBUS_OPTIM_FN NadamScalars nadam_scalars(const NadamHyper& h, const OptimClock& c) {
+  return {float(h.beta1),
+          float(h.beta2),
+          float(1 - h.beta1),
+          float(1 - h.beta2),
+          float(1 / (1 - c.s_t)),                    // g' = g * g_scale
+          float(1 / (1 - c.s_next)),                 // m' = m * m_scale
+          float(1 / (1 - pow(h.beta2, c.step))),     // v' = v * v_scale
+          float(1 - c.mu_t),
+          float(c.mu_next),
+          float(c.lr),
+          float(h.eps)};
+}
+NIMBUS_OPTIM_FN SgdScalars sgd_scalars(const SgdHyper& h, const OptimClock& c, double t) {
+  return {float(c.lr), float(h.weight_decay), float(h.momentum), float(1.0 - h.dampening), t == 1,
+          h.momentum != 0, h.nesterov};
+}
+NIMBUS_OPTIM_FN AdamScalars scalars_of(const AdamHyper& h, const OptimClock& c, double t) { return adam_scalars(h, c, t); }
+NIMBUS_OPTIM_FN NadamScalars scalars_of(const NadamHyper& h, const OptimClock& c, double) { return nadam_scalars(h, c); }
+NIMBUS_OPTIM_FN SgdScalars scalars_of(const SgdHyper& h, const OptimClock& c, double t) { return sgd_scalars(h, c, t); }
+NIMBUS_OPTIM_FN const NadamHyper* nadam_of(const NadamHyper& h) { return &h; }
+NIMBUS_OPTIM_FN const NadamHyper* nadam_of(const AdamHyper&) { return nullptr; }
+NIMBUS_OPTIM_FN const NadamHyper* nadam_of(const SgdHyper&) { return nullptr; }
+
+// Parameter i of a prepare's mask: its count advances and its scalars are written. Called once per
+// i in [0, mask.count) after the clock advanced (p.advance), with the clock read once.
+template <typename Hyper, typename Scalars>
+NIMBUS_OPTIM_FN void prepare_param(const OptimPrepare<Hyper, Scalars>& p, const OptimClock& c, int i) {
+  if (!((p.mask.bits[i >> 5] >> (i & 31)) & 1u)) return;
+  const int k = p.mask.first + i;
+  const double t = p.steps[k] + 1;
+  p.steps[k] = t;
+  p.scalars[k] = scalars_of(p.h, c, t);
+}
 
 // Adam (PyTorch's, with L2 weight decay folded into the gradient).
 NIMBUS_OPTIM_FN void adam_element(float* p, float* m, float* v, const float* g, int64_t i, const AdamScalars& s) {

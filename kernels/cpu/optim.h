@@ -8,6 +8,10 @@
 
 namespace nimbus::cpu {
 
+void adam_prepare(const AdamPrepare& p);  // the step's scalars (optim_scalars.h)
+void nadam_prepare(const NadamPrepare& p);
+void sgd_prepare(const SgdPrepare& p);
+void optim_set_lr(OptimClock* clock, double lr);
 void adam_update(const AdamBatch& b);
 void nadam_update(const NadamBatch& b);
 void sgd_update(const SgdBatch& b);  // a tensor's buf is used only with momentum (s.use_mom)

@@ -1,7 +1,9 @@
 /* optim.cu: fused Adam, Nadam and SGD updates of a batch of parameter tensors in one launch.
  *
- * The batch (up to kOptimBatch tensors: pointers, sizes, per-tensor scalars) travels by value in the
- * kernel's arguments, so nothing is uploaded and the host never waits. Every block walks the
+ * The batch (up to kOptimBatch tensors: pointers and sizes) travels by value in the kernel's
+ * arguments, so nothing is uploaded and the host never waits; each tensor's scalars are read from the
+ * device array that the step's prepare kernel wrote just before (one block: thread 0 advances the
+ * clock, then every thread prepares parameters strided by the block size). Every block walks the
  * tensors in order, and within each one its threads take elements grid-stride: each element is read
  * and written by one thread, independent of thread and block order. The element updates are
  * kernels/common/optim_update.h's, the same float expressions as the CPU loops (bit for bit).
@@ -18,22 +20,41 @@ namespace {
 __global__ void adam_kernel(AdamBatch b) {
   for (int k = 0; k < b.count; ++k) {
     const AdamTensor t = b.t[k];
-    for (int64_t i = grid_first(); i < t.n; i += grid_step()) adam_element(t.p, t.m, t.v, t.g, i, t.s);
+    const AdamScalars s = *t.s;
+    for (int64_t i = grid_first(); i < t.n; i += grid_step()) adam_element(t.p, t.m, t.v, t.g, i, s);
   }
 }
 
 __global__ void nadam_kernel(NadamBatch b) {
   for (int k = 0; k < b.count; ++k) {
     const NadamTensor t = b.t[k];
-    for (int64_t i = grid_first(); i < t.n; i += grid_step()) nadam_element(t.p, t.m, t.v, t.g, i, t.s);
+    const NadamScalars s = *t.s;
+    for (int64_t i = grid_first(); i < t.n; i += grid_step()) nadam_element(t.p, t.m, t.v, t.g, i, s);
   }
 }
 
 __global__ void sgd_kernel(SgdBatch b) {
   for (int k = 0; k < b.count; ++k) {
     const SgdTensor t = b.t[k];
-    for (int64_t i = grid_first(); i < t.n; i += grid_step()) sgd_element(t.p, t.buf, t.g, i, t.s);
+    const SgdScalars s = *t.s;
+    for (int64_t i = grid_first(); i < t.n; i += grid_step()) sgd_element(t.p, t.buf, t.g, i, s);
   }
+}
+
+template <typename Hyper, typename Scalars>
+__global__ void prepare_kernel(OptimPrepare<Hyper, Scalars> p) {
+  if (p.advance && threadIdx.x == 0) advance_clock(*p.clock, nadam_of(p.h));
+  __syncthreads();
+  const OptimClock c = *p.clock;
+  for (int i = threadIdx.x; i < p.mask.count; i += blockDim.x) prepare_param(p, c, i);
+}
+
+__global__ void set_lr_kernel(OptimClock* clock, double lr) { clock->lr = lr; }
+
+template <typename Hyper, typename Scalars>
+void launch_prepare(const char* what, const OptimPrepare<Hyper, Scalars>& p) {
+  launch(prepare_kernel<Hyper, Scalars>, 1, 256, 0, launch_stream(), p);
+  check_launch(what);
 }
 
 // One grid for the whole batch, sized by its largest tensor: every tensor is covered grid-stride.
@@ -53,6 +74,14 @@ void launch_batch(const char* what, void (*kernel)(Batch), const Batch& b, int b
 }
 
 }  // namespace
+
+void adam_prepare(const AdamPrepare& p) { launch_prepare("cuda::adam_prepare", p); }
+void nadam_prepare(const NadamPrepare& p) { launch_prepare("cuda::nadam_prepare", p); }
+void sgd_prepare(const SgdPrepare& p) { launch_prepare("cuda::sgd_prepare", p); }
+void optim_set_lr(OptimClock* clock, double lr) {
+  launch(set_lr_kernel, 1, 1, 0, launch_stream(), clock, lr);
+  check_launch("cuda::optim_set_lr");
+}
 
 void adam_update(const AdamBatch& b, int block) { launch_batch("cuda::adam_update", adam_kernel, b, block); }
 void nadam_update(const NadamBatch& b, int block) { launch_batch("cuda::nadam_update", nadam_kernel, b, block); }

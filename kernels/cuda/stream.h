@@ -27,6 +27,7 @@ struct WorkCounts {
   uint64_t launches = 0;
   uint64_t host_waits = 0;
   uint64_t copies = 0;
+  uint64_t graph_launches = 0;  // replays of a captured graph (each one call, however many kernels it holds)
 };
 WorkCounts work_counts();
 void count_launch();     // compat.h's launch() calls it
@@ -43,11 +44,24 @@ void set_current_stream(Stream s);
 
 // A new non-blocking stream, and its release (Error if `s` is current: switch away first).
 Stream create_stream();
-void destroy_stream(Stream s);
+void destroy_stream(Stream s);  // waits for its work first (a host wait)
 void synchronize_stream(Stream s);  // the host waits until the work queued on s is done
 
 // Registration only (backend.cu): `s` becomes the compute stream and the current stream.
 void install_compute_stream(Stream s);
+
+// Stream capture (CUDA graphs). begin_capture() starts recording the current stream: launches,
+// fills and device copies queued on it from then on are recorded, not run, until end_capture(),
+// which returns the instantiated graph. Anything that would make the host wait (a copy to or from
+// host memory, a synchronisation) is refused during capture: CUDA invalidates the capture and
+// end_capture() throws. Switching the current stream during capture throws. One capture at a time.
+using GraphExec = void*;  // a cudaGraphExec_t
+void begin_capture();
+GraphExec end_capture();          // throws nimbus::Error naming why if the capture was invalidated
+void abort_capture();             // ends a capture and drops what it recorded (after an error in it)
+bool capturing();                 // is a capture under way
+void launch_graph(GraphExec g);   // one replay, on the current stream (counted in graph_launches)
+void destroy_graph(GraphExec g);  // nullptr is fine
 
 // Makes `s` current for one scope; on exit the previous stream becomes current again (and waits
 // for what was queued on s, so later work sees its results). Destroying the previous stream

@@ -265,8 +265,15 @@ void emu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaSt
     void (*kernel)(P...);
     std::tuple<std::decay_t<P>...> params;
   } call{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-  ::nimbus::emu::run_kernel(grid, block, smem, [](void* c) {
-    auto* call = static_cast<Call*>(c);
-    std::apply(call->kernel, call->params);
-  }, &call, ::nimbus::emu::dynamic_smem_limit(reinterpret_cast<const void*>(kernel)));
+  const size_t limit = ::nimbus::emu::dynamic_smem_limit(reinterpret_cast<const void*>(kernel));
+  auto run = [grid, block, smem, limit](Call& c) {
+    ::nimbus::emu::run_kernel(grid, block, smem, [](void* p) {
+      auto* call = static_cast<Call*>(p);
+      std::apply(call->kernel, call->params);
+    }, &c, limit);
+  };
+  // A capturing stream keeps a copy of the parameters (as a CUDA graph's kernel node does) and runs
+  // nothing now.
+  if (::nimbus::emu::capture_kernel(stream, [run, call]() mutable { run(call); })) return;
+  run(call);
 }

@@ -24,20 +24,38 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <vector>
 
 #include "kernels/common/error.h"
 #include "kernels/emu/device.h"  // kMaxDynamicSmem, kMaxDynamicSmemOptIn
 #include "kernels/emu/runtime.h"
 
+// A graph is a list of nodes run in order (one stream's capture has no branches).
+struct EmuNode {
+  enum Kind { Kernel, Copy, Memset } kind;
+  std::function<void()> run;  // runs the node; errors are set as a launch's are (sticky)
+};
+struct EmuGraph {
+  std::vector<EmuNode> nodes;
+};
+struct EmuGraphExec {
+  std::vector<EmuNode> nodes;
+};
 struct EmuStream {
   nimbus::emu::StreamStats stats;
   bool non_blocking = false;
   uint64_t issued = 0;    // work items issued on it
   uint64_t finished = 0;  // of those, how many the host (or stream 0) is known to be ordered after
+  // Stream capture: the graph being recorded (nullptr: not capturing), its mode, and whether an
+  // unsupported call invalidated it.
+  EmuGraph* capture = nullptr;
+  cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
+  bool invalidated = false;
 };
 struct EmuEvent {
   cudaStream_t stream = nullptr;  // where it was last recorded (nullptr: never, or stream 0)
   uint64_t at = 0;                // that stream's `issued` then
+  bool in_capture = false;        // recorded on a capturing stream
 };
 
 namespace nimbus::emu {
@@ -56,6 +74,11 @@ StreamStats* stream_counters(cudaStream_t s, const char* what);
 
 thread_local cudaError_t last_error = cudaSuccess;  // per host thread, as in CUDA
 thread_local std::string last_detail;
+
+// Page-locked host blocks (cudaMallocHost): start -> bytes. Guarded by registry_mutex.
+std::map<uintptr_t, size_t> pinned;
+// The thread's capture interaction mode (cudaThreadExchangeStreamCaptureMode).
+thread_local cudaStreamCaptureMode thread_capture_mode = cudaStreamCaptureModeGlobal;
 
 // The allocation containing [p, p + bytes), or nullptr. Caller holds registry_mutex.
 const std::pair<const uintptr_t, size_t>* find_allocation(const void* p, size_t bytes) {
@@ -109,10 +132,39 @@ StreamStats* stream_counters(cudaStream_t s, const char* what) {
   return nullptr;
 }
 
+// A call that is unsafe during stream capture (an allocation, a free, a synchronisation, a
+// synchronous copy) is about to run. If a capture that is not relaxed is active and this thread has
+// not swapped itself to relaxed mode, every such capture is invalidated and the call fails with
+// cudaErrorStreamCaptureUnsupported, as on a GPU. Caller holds stream_mutex.
+bool refused_in_capture(const char* what) {
+  cudaStream_t active = nullptr;
+  for (cudaStream_t o : live_streams)
+    if (o->capture && o->capture_mode != cudaStreamCaptureModeRelaxed) active = o;
+  if (!active || thread_capture_mode == cudaStreamCaptureModeRelaxed) return false;
+  for (cudaStream_t o : live_streams)
+    if (o->capture && o->capture_mode != cudaStreamCaptureModeRelaxed) o->invalidated = true;
+  fail(cudaErrorStreamCaptureUnsupported,
+       nimbus::str(what, " while stream ", static_cast<const void*>(active),
+                   " is capturing a graph: not allowed during capture (the capture is now invalidated)"));
+  return true;
+}
+// The same for a call that synchronises with stream `s`: refused whenever s itself captures.
+bool refused_sync(cudaStream_t s, const char* what) {
+  if (s && s->capture) {
+    s->invalidated = true;
+    fail(cudaErrorStreamCaptureUnsupported,
+         nimbus::str(what, " on stream ", static_cast<const void*>(s),
+                     ", which is capturing a graph: a capture cannot be waited for (the capture is now invalidated)"));
+    return true;
+  }
+  return refused_in_capture(what);
+}
+
 // Work is about to be issued on `s`: on a non-blocking stream it is queued (unfinished until the
 // host synchronises); on stream 0, in strict mode, no non-blocking stream may have unfinished work
 // (see the top of the file). False, with the error set, otherwise. Caller holds stream_mutex.
 bool issue_on(cudaStream_t s, const char* what) {
+  if (s && s->capture) return true;  // recorded, not queued
   if (s) {
     if (s->non_blocking) ++s->issued;
     return true;
@@ -202,8 +254,16 @@ void set_last_error(cudaError_t e, const std::string& detail) {
 
 using namespace nimbus::emu;
 
+namespace {
+bool refused(const char* what) {
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  return refused_in_capture(what);
+}
+}  // namespace
+
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (!ptr) return fail(cudaErrorInvalidValue, "cudaMalloc: null output pointer");
+  if (refused("cudaMalloc")) return cudaErrorStreamCaptureUnsupported;
   // 256-byte aligned like CUDA's, but exactly `bytes` long (no rounding up), so ASan flags a kernel
   // reading one element past the end, which a GPU's allocation granularity would hide.
   void* p = nullptr;
@@ -218,6 +278,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 
 cudaError_t cudaFree(void* ptr) {
   if (!ptr) return cudaSuccess;
+  if (refused("cudaFree")) return cudaErrorStreamCaptureUnsupported;
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
     auto it = registry.find(uintptr_t(ptr));
@@ -229,6 +290,44 @@ cudaError_t cudaFree(void* ptr) {
   std::lock_guard<std::mutex> lock(stream_mutex);
   finish_all();  // cudaFree synchronises the device
   return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
+  if (!ptr) return fail(cudaErrorInvalidValue, "cudaMallocHost: null output pointer");
+  if (refused("cudaMallocHost")) return cudaErrorStreamCaptureUnsupported;
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, bytes ? bytes : 1) != 0) p = nullptr;
+  if (!p) return fail(cudaErrorMemoryAllocation, nimbus::str("cudaMallocHost: out of memory for ", bytes, " bytes"));
+  std::memset(p, 0xFF, bytes);
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  pinned[uintptr_t(p)] = bytes;
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void* ptr) {
+  if (!ptr) return cudaSuccess;
+  if (refused("cudaFreeHost")) return cudaErrorStreamCaptureUnsupported;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    auto it = pinned.find(uintptr_t(ptr));
+    if (it == pinned.end())
+      return fail(cudaErrorInvalidValue, nimbus::str("cudaFreeHost: ", ptr, " is not the start of a cudaMallocHost block"));
+    pinned.erase(it);
+  }
+  std::free(ptr);
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  finish_all();  // cudaFreeHost synchronises the device
+  return cudaSuccess;
+}
+
+bool nimbus::emu::is_pinned_range(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  auto a = uintptr_t(p);
+  auto it = pinned.upper_bound(a);
+  if (it == pinned.begin()) return false;
+  --it;
+  return a >= it->first && a + bytes <= it->first + it->second;
 }
 
 namespace {
@@ -270,17 +369,56 @@ cudaError_t memset_checked(void* ptr, int value, size_t bytes) {
 }
 }  // namespace
 
+namespace {
+// If `s` is capturing, records `node` (after the checks a capture makes now) and returns true.
+// Caller holds no lock.
+bool captured(cudaStream_t s, EmuNode&& node, cudaError_t* result) {
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  if (!s || !live_streams.count(s) || !s->capture) return false;
+  s->capture->nodes.push_back(std::move(node));
+  *result = cudaSuccess;
+  return true;
+}
+// A copy into a capture: each host side must be page-locked (a pageable copy is staged by the
+// driver at the call, which a graph cannot replay).
+bool pageable_in_capture(cudaStream_t s, void* dst, const void* src, size_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    if (!s || !live_streams.count(s) || !s->capture) return false;
+  }
+  for (const void* p : {static_cast<const void*>(dst), src}) {
+    if (is_device_range(p, bytes) || is_pinned_range(p, bytes)) continue;
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    s->invalidated = true;
+    fail(cudaErrorStreamCaptureUnsupported,
+         nimbus::str("cudaMemcpyAsync: ", bytes, " bytes at ", p, " are pageable host memory, which stream ",
+                     static_cast<const void*>(s), " cannot capture (use cudaMallocHost; the capture is now invalidated)"));
+    return true;
+  }
+  return false;
+}
+}  // namespace
+
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (refused("cudaMemcpy (synchronous)")) return cudaErrorStreamCaptureUnsupported;
   return count_copy(nullptr, "cudaMemcpy") ? memcpy_checked(dst, src, bytes, kind) : cudaErrorInvalidResourceHandle;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
-  return count_copy(s, "cudaMemcpyAsync") ? memcpy_checked(dst, src, bytes, kind) : cudaErrorInvalidResourceHandle;
+  if (!count_copy(s, "cudaMemcpyAsync")) return cudaErrorInvalidResourceHandle;
+  if (pageable_in_capture(s, dst, src, bytes)) return cudaErrorStreamCaptureUnsupported;
+  cudaError_t r;
+  if (captured(s, {EmuNode::Copy, [=] { memcpy_checked(dst, src, bytes, kind); }}, &r)) return r;
+  return memcpy_checked(dst, src, bytes, kind);
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (refused("cudaMemset (synchronous)")) return cudaErrorStreamCaptureUnsupported;
   return count_copy(nullptr, "cudaMemset") ? memset_checked(ptr, value, bytes) : cudaErrorInvalidResourceHandle;
 }
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t s) {
-  return count_copy(s, "cudaMemsetAsync") ? memset_checked(ptr, value, bytes) : cudaErrorInvalidResourceHandle;
+  if (!count_copy(s, "cudaMemsetAsync")) return cudaErrorInvalidResourceHandle;
+  cudaError_t r;
+  if (captured(s, {EmuNode::Memset, [=] { memset_checked(ptr, value, bytes); }}, &r)) return r;
+  return memset_checked(ptr, value, bytes);
 }
 
 cudaError_t cudaGetLastError() {
@@ -299,7 +437,13 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureIsolation: return "cudaErrorStreamCaptureIsolation";
+    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
   }
   return "cudaErrorUnknown";
 }
@@ -312,7 +456,13 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidDeviceFunction: return "invalid device function";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureIsolation: return "dependency created on uncaptured work in another stream";
+    case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
   }
   return "unknown error";
 }
@@ -333,6 +483,7 @@ cudaError_t cudaGetDevice(int* device) {
 }
 cudaError_t cudaDeviceSynchronize() {
   std::lock_guard<std::mutex> lock(stream_mutex);
+  if (refused_in_capture("cudaDeviceSynchronize")) return cudaErrorStreamCaptureUnsupported;
   finish_all();
   return cudaSuccess;
 }
@@ -352,6 +503,9 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   {
     std::lock_guard<std::mutex> lock(stream_mutex);
     if (!stream_counters(s, "cudaStreamDestroy")) return cudaErrorInvalidResourceHandle;
+    if (s->capture)
+      return fail(cudaErrorStreamCaptureUnsupported, nimbus::str("cudaStreamDestroy: stream ", static_cast<const void*>(s),
+                                                                 " is capturing a graph; end the capture first"));
     live_streams.erase(s);
   }
   delete s;
@@ -360,6 +514,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   std::lock_guard<std::mutex> lock(stream_mutex);
   if (!stream_counters(s, "cudaStreamSynchronize")) return cudaErrorInvalidResourceHandle;
+  if (refused_sync(s, "cudaStreamSynchronize")) return cudaErrorStreamCaptureUnsupported;
   if (s) s->finished = s->issued;
   return cudaSuccess;
 }
@@ -367,6 +522,15 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: null event");
   std::lock_guard<std::mutex> lock(stream_mutex);
   StreamStats* st = stream_counters(s, "cudaStreamWaitEvent");
+  if (st && ((s && s->capture) || e->in_capture)) {
+    // A capture here is one stream's sequence: joining another stream in or out is not modelled.
+    if (s && s->capture) s->invalidated = true;
+    if (e->stream && live_streams.count(e->stream) && e->stream->capture) e->stream->invalidated = true;
+    return fail(cudaErrorStreamCaptureIsolation,
+                nimbus::str("cudaStreamWaitEvent: a dependency between stream ", static_cast<const void*>(s),
+                            " and an event of another stream during capture (the emulator captures one stream "
+                            "only; the capture is now invalidated)"));
+  }
   if (st) ++st->waits;
   // Stream 0 waiting on an event of a non-blocking stream is ordered after that stream's work up to it.
   if (st && !s && e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
@@ -389,11 +553,14 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!stream_counters(s, "cudaEventRecord")) return cudaErrorInvalidResourceHandle;
   e->stream = s;
   e->at = s ? s->issued : 0;
+  e->in_capture = s && s->capture;
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: null event");
   std::lock_guard<std::mutex> lock(stream_mutex);
+  if (refused_sync(e->in_capture ? e->stream : nullptr, "cudaEventSynchronize"))
+    return cudaErrorStreamCaptureUnsupported;
   if (e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
   return cudaSuccess;
 }
@@ -401,6 +568,115 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
   if (!ms) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: null pointer");
   *ms = 0.0f;
   return cudaSuccess;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventQuery: null event");
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  if (e->in_capture && e->stream && live_streams.count(e->stream) && e->stream->capture)
+    return fail(cudaErrorStreamCaptureUnsupported, "cudaEventQuery: the event was recorded in an ongoing capture");
+  if (e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
+  return cudaSuccess;
+}
+
+// ---- stream capture and graphs -----------------------------------------------------------------
+
+bool nimbus::emu::capture_kernel(cudaStream_t s, std::function<void()>&& run) {
+  cudaError_t r;
+  return captured(s, {EmuNode::Kernel, std::move(run)}, &r);
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  if (!s) return fail(cudaErrorStreamCaptureUnsupported, "cudaStreamBeginCapture: the legacy default stream cannot capture");
+  if (!stream_counters(s, "cudaStreamBeginCapture")) return cudaErrorInvalidResourceHandle;
+  if (mode < cudaStreamCaptureModeGlobal || mode > cudaStreamCaptureModeRelaxed)
+    return fail(cudaErrorInvalidValue, nimbus::str("cudaStreamBeginCapture: unknown mode ", int(mode)));
+  if (s->capture)
+    return fail(cudaErrorIllegalState, nimbus::str("cudaStreamBeginCapture: stream ", static_cast<const void*>(s),
+                                                   " is already capturing"));
+  s->capture = new EmuGraph;
+  s->capture_mode = mode;
+  s->invalidated = false;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
+  if (!graph) return fail(cudaErrorInvalidValue, "cudaStreamEndCapture: null output pointer");
+  *graph = nullptr;
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  if (!s || !stream_counters(s, "cudaStreamEndCapture")) return s ? cudaErrorInvalidResourceHandle : fail(cudaErrorIllegalState, "cudaStreamEndCapture: the legacy default stream never captures");
+  if (!s->capture)
+    return fail(cudaErrorIllegalState, nimbus::str("cudaStreamEndCapture: stream ", static_cast<const void*>(s),
+                                                   " is not capturing"));
+  EmuGraph* g = s->capture;
+  s->capture = nullptr;
+  if (s->invalidated) {
+    delete g;
+    return fail(cudaErrorStreamCaptureInvalidated,
+                "cudaStreamEndCapture: the capture was invalidated by an unsupported call during it");
+  }
+  *graph = g;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
+  if (!status) return fail(cudaErrorInvalidValue, "cudaStreamIsCapturing: null output pointer");
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  if (!stream_counters(s, "cudaStreamIsCapturing")) return cudaErrorInvalidResourceHandle;
+  *status = !s || !s->capture ? cudaStreamCaptureStatusNone
+            : s->invalidated  ? cudaStreamCaptureStatusInvalidated
+                              : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
+cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
+  if (!mode) return fail(cudaErrorInvalidValue, "cudaThreadExchangeStreamCaptureMode: null pointer");
+  std::swap(*mode, thread_capture_mode);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags) {
+  if (!exec || !graph) return fail(cudaErrorInvalidValue, "cudaGraphInstantiate: null pointer");
+  if (flags != 0) return fail(cudaErrorInvalidValue, nimbus::str("cudaGraphInstantiate: flags ", flags, " are not emulated"));
+  *exec = new EmuGraphExec{graph->nodes};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+  if (!exec) return fail(cudaErrorInvalidValue, "cudaGraphLaunch: null graph");
+  {
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    if (!stream_counters(s, "cudaGraphLaunch")) return cudaErrorInvalidResourceHandle;
+    if (s && s->capture)
+      return fail(cudaErrorStreamCaptureUnsupported, "cudaGraphLaunch: launching a graph into a capture is not emulated");
+    if (!issue_on(s, "cudaGraphLaunch")) return cudaErrorInvalidResourceHandle;
+    ++(s ? s->stats : default_stream_stats).graph_launches;
+  }
+  // In order; the first failing node ends the replay with its error set (sticky), as a fault would.
+  if (const cudaError_t pending = cudaPeekAtLastError(); pending != cudaSuccess) return pending;
+  for (const EmuNode& n : exec->nodes) {
+    n.run();
+    if (cudaPeekAtLastError() != cudaSuccess) break;
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+
+nimbus::emu::GraphStats nimbus::emu::graph_stats(cudaGraph_t g) {
+  NIMBUS_CHECK(g, "emu::graph_stats: null graph");
+  GraphStats st;
+  for (const EmuNode& n : g->nodes)
+    ++(n.kind == EmuNode::Kernel ? st.kernels : n.kind == EmuNode::Copy ? st.copies : st.memsets);
+  return st;
 }
 
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {

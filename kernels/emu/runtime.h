@@ -8,6 +8,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 struct dim3 {
@@ -23,7 +24,13 @@ enum cudaError_t : int {
   cudaErrorInvalidDeviceFunction = 98,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
+  cudaErrorIllegalState = 401,
+  cudaErrorNotReady = 600,
   cudaErrorLaunchFailure = 719,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureIsolation = 905,
+  cudaErrorStreamCaptureImplicit = 906,
 };
 enum cudaMemcpyKind : int {
   cudaMemcpyHostToHost = 0,
@@ -34,6 +41,18 @@ enum cudaMemcpyKind : int {
 };
 using cudaStream_t = struct EmuStream*;
 using cudaEvent_t = struct EmuEvent*;
+using cudaGraph_t = struct EmuGraph*;          // a captured sequence of work
+using cudaGraphExec_t = struct EmuGraphExec*;  // an instantiated graph, launchable
+enum cudaStreamCaptureMode : int {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
+enum cudaStreamCaptureStatus : int {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2,
+};
 constexpr unsigned int cudaStreamDefault = 0, cudaStreamNonBlocking = 1;
 constexpr unsigned int cudaEventDefault = 0, cudaEventDisableTiming = 2;
 
@@ -41,6 +60,12 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes);
 template <typename T>
 inline cudaError_t cudaMalloc(T** ptr, size_t bytes) { return cudaMalloc(reinterpret_cast<void**>(ptr), bytes); }
 cudaError_t cudaFree(void* ptr);
+// Page-locked host memory: an ordinary host allocation, registered as pinned, so that a copy from or
+// to it may be captured into a graph (a pageable one may not, as on a GPU).
+cudaError_t cudaMallocHost(void** ptr, size_t bytes);
+template <typename T>
+inline cudaError_t cudaMallocHost(T** ptr, size_t bytes) { return cudaMallocHost(reinterpret_cast<void**>(ptr), bytes); }
+cudaError_t cudaFreeHost(void* ptr);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream = nullptr);
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes);
@@ -64,6 +89,23 @@ cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);  // always 0: no timings here
+cudaError_t cudaEventQuery(cudaEvent_t event);  // cudaSuccess: work runs at once here, so it is always done
+
+// Stream capture and graphs (one stream per capture; see docs/cuda-emulator.md "Graphs"). While a
+// stream captures, launches, async copies and memsets on it are recorded, not run; cudaGraphLaunch
+// runs the recorded work in order on a stream. As on a GPU, in a capture that is not relaxed (and
+// unless the thread swapped itself to relaxed) cudaMalloc, cudaFree, cudaMallocHost, cudaFreeHost,
+// any synchronisation, synchronous copies and memsets, and async copies to or from pageable host memory
+// fail with cudaErrorStreamCaptureUnsupported and invalidate the capture, whose cudaStreamEndCapture
+// then fails with cudaErrorStreamCaptureInvalidated.
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status);
+cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 
 // Kernel attributes: only the dynamic shared memory opt-in. A kernel may use more than 48 KiB of
 // dynamic shared memory only after cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -125,11 +167,21 @@ struct StreamStats {
   int64_t launches = 0;  // launch() calls on it
   int64_t copies = 0;    // cudaMemcpy[Async] and cudaMemset[Async] on it
   int64_t waits = 0;     // cudaStreamWaitEvent on it
+  int64_t graph_launches = 0;  // cudaGraphLaunch on it
 };
 StreamStats stream_stats(cudaStream_t s);  // throws nimbus::Error for a stream that is not live
 bool is_live_stream(cudaStream_t s);       // nullptr (the default stream) is always live
 // Called by launch() before running a kernel: false (error set) if `s` is not live.
 bool begin_launch_on(cudaStream_t s);
+// Called by launch() after begin_launch_on: if `s` is capturing, takes the kernel as a graph node
+// (run by every replay) and returns true; false otherwise (run it now).
+bool capture_kernel(cudaStream_t s, std::function<void()>&& run);
+// Graph bookkeeping for tests: kernel, copy and memset nodes of a graph; replays of an exec.
+struct GraphStats {
+  int64_t kernels = 0, copies = 0, memsets = 0;
+};
+GraphStats graph_stats(cudaGraph_t g);
+bool is_pinned_range(const void* p, size_t bytes);  // [p, p + bytes) inside one cudaMallocHost block
 
 // Registry queries: is p inside a live cudaMalloc allocation? The detail of the last runtime error
 // (cudaGetErrorString only gives the generic text).

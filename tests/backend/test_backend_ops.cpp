@@ -116,6 +116,20 @@ struct Run {
     return Tensor::from_vector(Shape{int64_t(v.size())}, f, dev);
   }
   Tensor poison32(size_t n) const { return Tensor::full(Shape{int64_t(n)}, NAN, dev); }
+  // Plain structs (optimiser scalars, clocks) in device memory, byte for byte; raw_down reads them back.
+  template <typename S>
+  Tensor up_raw(const S* items, size_t count) const {
+    std::vector<float> f((count * sizeof(S) + sizeof(float) - 1) / sizeof(float), 0.f);
+    std::memcpy(static_cast<void*>(f.data()), static_cast<const void*>(items), count * sizeof(S));
+    return Tensor::from_vector(Shape{int64_t(f.size())}, f, dev);
+  }
+  template <typename S>
+  static std::vector<S> raw_down(const Tensor& t, size_t count) {
+    const std::vector<float> f = t.to_vector();
+    std::vector<S> out(count);
+    std::memcpy(static_cast<void*>(out.data()), static_cast<const void*>(f.data()), count * sizeof(S));
+    return out;
+  }
   // A float32 scalar in device memory (a loss backward's g = dL/dloss).
   Tensor device_scalar(double v) const { return Tensor::from_vector(Shape{1}, {float(v)}, dev); }
   // A buffer of the run's dtype on its device holding v (exactly, when v came from rand or round).
@@ -1175,6 +1189,8 @@ void adam_check(Run& r) {
   const AdamScalars configs[] = {{0.9f, 0.999f, 0.1f, 0.001f, 0.0f, 1e-8f, 0.05f, 0.3f},
                                  {0.9f, 0.999f, 0.1f, 0.001f, 0.01f, 1e-8f, 0.05f, 0.3f},
                                  {0.8f, 0.99f, 0.2f, 0.01f, 0.0f, 1e-6f, 0.01f, 0.7f}};
+  const Tensor S = r.up_raw(configs, 3);  // the scalars live in device memory (a step's prepare writes them)
+  const auto* dev_configs = reinterpret_cast<const AdamScalars*>(S.data());
   std::vector<V> p, m, v, sp, sm, sv;
   std::vector<Tensor> P, M, Vv, G;
   AdamBatch batch;
@@ -1182,7 +1198,7 @@ void adam_check(Run& r) {
     const int64_t n = optim_size(k);
     OptimState s = optim_inputs(r, n);
     P.push_back(r.up(s.p)), M.push_back(r.up(s.m)), Vv.push_back(r.up(s.v)), G.push_back(r.up(s.g));
-    batch.t[batch.count++] = {P[k].data(), M[k].data(), Vv[k].data(), G[k].data(), n, configs[k]};
+    batch.t[batch.count++] = {P[k].data(), M[k].data(), Vv[k].data(), G[k].data(), n, dev_configs + k};
     p.push_back(s.p), m.push_back(s.m), v.push_back(s.v), sp.emplace_back(n), sm.emplace_back(n), sv.emplace_back(n);
     adam_ref(configs[k], s.g, p[k], m[k], v[k], sp[k], sm[k], sv[k]);
   }
@@ -1202,7 +1218,7 @@ void adam_check(Run& r) {
     OptimState s = optim_inputs(r, n);
     fP.push_back(r.up(s.p)), fM.push_back(r.up(s.m)), fV.push_back(r.up(s.v)), fG.push_back(r.up(s.g));
     full.t[full.count++] = {fP[size_t(k)].data(), fM[size_t(k)].data(), fV[size_t(k)].data(), fG[size_t(k)].data(), n,
-                            configs[size_t(k) % 3]};
+                            dev_configs + k % 3};
     V mm = s.m, vv = s.v, a(static_cast<size_t>(n)), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
     fp[size_t(k)] = s.p;
     adam_ref(configs[size_t(k) % 3], s.g, fp[size_t(k)], mm, vv, a, b, c);
@@ -1221,6 +1237,8 @@ void nadam_check(Run& r) {
   r.shape = "batch of 2: n=1037, 293";
   const NadamScalars configs[] = {{0.9f, 0.999f, 0.1f, 0.001f, 1.2f, 1.1f, 1.3f, 0.2f, 0.8f, 0.01f, 1e-8f},
                                   {0.8f, 0.99f, 0.2f, 0.01f, 1.5f, 1.4f, 2.0f, 0.3f, 0.7f, 0.002f, 1e-7f}};
+  const Tensor S = r.up_raw(configs, 2);
+  const auto* dev_configs = reinterpret_cast<const NadamScalars*>(S.data());
   std::vector<V> p, m, v, sp, sm, sv;
   std::vector<Tensor> P, M, Vv, G;
   NadamBatch batch;
@@ -1229,7 +1247,7 @@ void nadam_check(Run& r) {
     const int64_t n = optim_size(k);
     OptimState s = optim_inputs(r, n);
     P.push_back(r.up(s.p)), M.push_back(r.up(s.m)), Vv.push_back(r.up(s.v)), G.push_back(r.up(s.g));
-    batch.t[batch.count++] = {P[k].data(), M[k].data(), Vv[k].data(), G[k].data(), n, a};
+    batch.t[batch.count++] = {P[k].data(), M[k].data(), Vv[k].data(), G[k].data(), n, dev_configs + k};
     p.push_back(s.p), m.push_back(s.m), v.push_back(s.v), sp.emplace_back(n), sm.emplace_back(n), sv.emplace_back(n);
     for (int64_t i = 0; i < n; ++i) {
       V &pk = p[k], &mk = m[k], &vk = v[k];
@@ -1264,6 +1282,8 @@ void sgd_check(Run& r) {
       {0.1f, 0.0f, 0.9f, 0.8f, false, true, false},
       {0.05f, 0.01f, 0.0f, 1.0f, false, false, false},
   };
+  const Tensor S = r.up_raw(configs, 3);
+  const auto* dev_configs = reinterpret_cast<const SgdScalars*>(S.data());
   std::vector<V> p, buf, sp, sb;
   std::vector<Tensor> P, B, G;
   SgdBatch batch;
@@ -1274,7 +1294,7 @@ void sgd_check(Run& r) {
     p.push_back(s.p), buf.push_back(s.m), sp.emplace_back(n), sb.emplace_back(n);
     if (!c.use_mom) std::fill(buf[k].begin(), buf[k].end(), kNaN);
     P.push_back(r.up(s.p)), B.push_back(r.up(buf[k])), G.push_back(r.up(s.g));
-    batch.t[batch.count++] = {P[k].data(), B[k].data(), G[k].data(), n, c};
+    batch.t[batch.count++] = {P[k].data(), B[k].data(), G[k].data(), n, dev_configs + k};
     for (size_t i = 0; i < size_t(n); ++i) {
       double d = c.wd != 0.f ? s.g[i] + double(c.wd) * p[k][i] : s.g[i];
       double sd = std::fabs(s.g[i]) + std::fabs(double(c.wd) * p[k][i]);
@@ -1407,6 +1427,92 @@ TEST_CASE("every kernel of engine/kernel_list.def has a case in each of its dtyp
   CHECK(covered.size() == dtypes_of.size());
 }
 
+// The step's prepare (kernels/common/optim_scalars.h): the clock advances once, each masked
+// parameter's count advances and gets its scalars, the others are untouched; optim_set_lr writes the
+// rate. Reference: the formulas of engine/optim/{adam,nadam,sgd}.h in double, rounded to float once.
+void optim_prepare_check(Run& r) {
+  r.shape = "5 parameters, mask {0, 2, 3}, counts 0, 4, 1, 9, 2";
+  const double counts[] = {0, 4, 1, 9, 2};
+  const bool stepping[] = {true, false, true, true, false};
+  StepMask mask;
+  mask.count = 5;
+  for (int i = 0; i < 5; ++i)
+    if (stepping[i]) mask.bits[0] |= 1u << i;
+  auto check_counts = [&](const char* what, const Tensor& steps) {
+    const std::vector<double> got = Run::raw_down<double>(steps, 5);
+    V ref(5), g(5);
+    for (int i = 0; i < 5; ++i) ref[size_t(i)] = counts[i] + (stepping[i] ? 1 : 0), g[size_t(i)] = got[size_t(i)];
+    expect_exact(r, str(what, " counts").c_str(), std::vector<float>(g.begin(), g.end()), ref);
+  };
+  auto close = [&](const std::string& what, float got, double want) {
+    expect(r, what, {got}, {double(float(want))}, {std::fabs(want) + 1e-30}, 1e-6);
+  };
+  OptimClock c0;
+  c0.lr = 0.003;
+  c0.step = 6;
+  c0.m_schedule = 0.25f;
+  // Adam: per-parameter bias corrections.
+  {
+    Tensor clock = r.up_raw(&c0, 1), steps = r.up_raw(counts, 5), sc = r.poison32(5 * sizeof(AdamScalars) / 4);
+    r.be().optim_set_lr(reinterpret_cast<OptimClock*>(clock.data()), 0.002);
+    const AdamHyper h{0.9, 0.999, 1e-8, 0.01};
+    r.be().adam_prepare({reinterpret_cast<OptimClock*>(clock.data()), reinterpret_cast<double*>(steps.data()),
+                         reinterpret_cast<AdamScalars*>(sc.data()), h, true, mask});
+    const OptimClock c = Run::raw_down<OptimClock>(clock, 1)[0];
+    expect_exact(r, "adam_prepare clock step, optim_set_lr", {float(c.step), float(c.lr)}, {7.0, double(float(0.002))});
+    check_counts("adam_prepare", steps);
+    const std::vector<AdamScalars> s = Run::raw_down<AdamScalars>(sc, 5);
+    for (int i = 0; i < 5; ++i) {
+      if (!stepping[i]) continue;
+      const double t = counts[i] + 1;
+      close(str("adam_prepare step_size (parameter ", i, ")"), s[size_t(i)].step_size, 0.002 / (1 - std::pow(0.9, t)));
+      close(str("adam_prepare bc2_sqrt (parameter ", i, ")"), s[size_t(i)].bc2_sqrt, std::sqrt(1 - std::pow(0.999, t)));
+      close(str("adam_prepare wd (parameter ", i, ")"), s[size_t(i)].wd, 0.01);
+    }
+  }
+  // Nadam: the clock carries the schedule; every parameter gets the same scalars.
+  {
+    Tensor clock = r.up_raw(&c0, 1), steps = r.up_raw(counts, 5), sc = r.poison32(5 * sizeof(NadamScalars) / 4);
+    const NadamHyper h{0.9, 0.999, 1e-8, 0.004};
+    r.be().nadam_prepare({reinterpret_cast<OptimClock*>(clock.data()), reinterpret_cast<double*>(steps.data()),
+                          reinterpret_cast<NadamScalars*>(sc.data()), h, true, mask});
+    const double t = 7;
+    const double mu_t = 0.9 * (1 - 0.5 * std::pow(0.96, t * 0.004)), mu_n = 0.9 * (1 - 0.5 * std::pow(0.96, (t + 1) * 0.004));
+    const double s_t = 0.25 * mu_t, s_n = s_t * mu_n;
+    const OptimClock c = Run::raw_down<OptimClock>(clock, 1)[0];
+    close("nadam_prepare m_schedule", c.m_schedule, s_t);
+    check_counts("nadam_prepare", steps);
+    const std::vector<NadamScalars> s = Run::raw_down<NadamScalars>(sc, 5);
+    for (int i = 0; i < 5; ++i) {
+      if (!stepping[i]) continue;
+      close(str("nadam_prepare g_scale (parameter ", i, ")"), s[size_t(i)].g_scale, 1 / (1 - s_t));
+      close(str("nadam_prepare m_scale (parameter ", i, ")"), s[size_t(i)].m_scale, 1 / (1 - s_n));
+      close(str("nadam_prepare v_scale (parameter ", i, ")"), s[size_t(i)].v_scale, 1 / (1 - std::pow(0.999, t)));
+      close(str("nadam_prepare c_g, c_m (parameter ", i, ")"), s[size_t(i)].c_g + s[size_t(i)].c_m, double(float(1 - mu_t)) + double(float(mu_n)));
+      close(str("nadam_prepare lr (parameter ", i, ")"), s[size_t(i)].lr, 0.003);
+    }
+  }
+  // SGD: `first` marks a parameter's first update; a later chunk (advance false) leaves the clock.
+  {
+    Tensor clock = r.up_raw(&c0, 1), steps = r.up_raw(counts, 5), sc = r.poison32(5 * sizeof(SgdScalars) / 4);
+    const SgdHyper h{0.9, 0.1, 0.0, false};
+    r.be().sgd_prepare({reinterpret_cast<OptimClock*>(clock.data()), reinterpret_cast<double*>(steps.data()),
+                        reinterpret_cast<SgdScalars*>(sc.data()), h, false, mask});
+    const OptimClock c = Run::raw_down<OptimClock>(clock, 1)[0];
+    expect_exact(r, "sgd_prepare without advance keeps the clock", {float(c.step)}, {6.0});
+    check_counts("sgd_prepare", steps);
+    const std::vector<SgdScalars> s = Run::raw_down<SgdScalars>(sc, 5);
+    for (int i = 0; i < 5; ++i) {
+      if (!stepping[i]) continue;
+      const bool first = counts[i] == 0;
+      expect_exact(r, str("sgd_prepare first, use_mom, nesterov (parameter ", i, ")"),
+                   {float(s[size_t(i)].first), float(s[size_t(i)].use_mom), float(s[size_t(i)].nesterov)},
+                   {first ? 1.0 : 0.0, 1.0, 0.0});
+      close(str("sgd_prepare lr, keep (parameter ", i, ")"), s[size_t(i)].lr + s[size_t(i)].keep, double(float(0.003)) + double(float(0.9)));
+    }
+  }
+}
+
 }  // namespace
 
 // One line per case: its id, the kernels it covers (space-separated), the per-backend check in
@@ -1443,6 +1549,7 @@ BACKEND_CASE(carl, "carl_forward carl_backward", carl_check, nullptr, carl_grad)
 BACKEND_CASE(adam, "adam_update", adam_check, nullptr, nullptr)
 BACKEND_CASE(nadam, "nadam_update", nadam_check, nullptr, nullptr)
 BACKEND_CASE(sgd, "sgd_update", sgd_check, nullptr, nullptr)
+BACKEND_CASE(optim_prepare, "adam_prepare nadam_prepare sgd_prepare optim_set_lr", optim_prepare_check, nullptr, nullptr)
 BACKEND_CASE(cast, "cast_f32_to_bf16 cast_bf16_to_f32", cast_check, nullptr, nullptr)
 
 // The formula-defined ops of kernels/common/unary_ops.def: a case each, generated from the same list.

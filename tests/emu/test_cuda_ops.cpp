@@ -430,12 +430,16 @@ TEST_CASE("cuda kernels: strided row copy and fused optimiser updates, two block
     check_close(got, want, 0, 0, "copy_rows");
     auto opt = same_in_all_orders("optimisers", [&] {
       DeviceBuffer<float> dg(g), P(p0), M(m0), V(v0), Pn(p0), Mn(m0), Vn(v0), Ps(p0), Bs(m0);
+      // The scalars live in device memory (a step's prepare writes them there).
+      DeviceBuffer<cuda::AdamScalars> da(std::vector<cuda::AdamScalars>{a});
+      DeviceBuffer<cuda::NadamScalars> dna(std::vector<cuda::NadamScalars>{na});
+      DeviceBuffer<cuda::SgdScalars> dsg(std::vector<cuda::SgdScalars>{sg});
       AdamBatch ab;
-      ab.t[ab.count++] = {P.p, M.p, V.p, dg.p, n, a};
+      ab.t[ab.count++] = {P.p, M.p, V.p, dg.p, n, da.p};
       NadamBatch nb;
-      nb.t[nb.count++] = {Pn.p, Mn.p, Vn.p, dg.p, n, na};
+      nb.t[nb.count++] = {Pn.p, Mn.p, Vn.p, dg.p, n, dna.p};
       SgdBatch sb;
-      sb.t[sb.count++] = {Ps.p, Bs.p, dg.p, n, sg};
+      sb.t[sb.count++] = {Ps.p, Bs.p, dg.p, n, dsg.p};
       cuda::adam_update(ab, block);
       cuda::nadam_update(nb, block);
       cuda::sgd_update(sb, block);

@@ -60,12 +60,14 @@ models::ResNetConfig tiny_resnet() {
 // norms count their batches on the device, cross-entropy checks device-side targets in its kernels
 // (a NaN loss, below) and the loss backwards read dL/dloss from device memory.
 // Copies: none; a parameter's first gradient is kept, not cloned, when nothing else holds it.
-// Adam: one launch per 32 parameter tensors (the tiny ResNet has 57 tensors: 2 launches, not 57).
+// Adam: one prepare launch (the clock and every parameter's scalars, advanced on the device so that a
+// captured step replays correctly), then one launch per 32 parameter tensors (the tiny ResNet has 57
+// tensors: 2 launches, not 57).
 // A convolution's weight gradient: one GEMM launch per image group, not one per image.
 // Batch norm in training: statistics, invstd, running update and batch count in one launch, the
 // normalisation in a second; its backward takes the ReLU's mask in the same launch (7 -> 3 a layer).
-constexpr uint64_t kResNetStepLaunches = 151, kResNetStepWaits = 0, kResNetStepCopies = 0;
-constexpr uint64_t kDSen2CRStepLaunches = 67, kDSen2CRStepWaits = 0, kDSen2CRStepCopies = 0;
+constexpr uint64_t kResNetStepLaunches = 152, kResNetStepWaits = 0, kResNetStepCopies = 0;
+constexpr uint64_t kDSen2CRStepLaunches = 68, kDSen2CRStepWaits = 0, kDSen2CRStepCopies = 0;
 
 TEST_CASE("cuda work counts: one launch per kernel, none for a host copy, and a stream sync is a host wait") {
   REQUIRE(cuda::register_cuda_backend());
