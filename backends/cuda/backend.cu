@@ -21,6 +21,7 @@
 #include <string>
 
 #include "backends/common/bf16_via_f32.h"
+#include "backends/cuda/upload.h"
 #include "engine/allocator.h"
 #include "engine/backend.h"
 #include "engine/device.h"
@@ -69,11 +70,14 @@ void raw_free(void* p) {
   cudaFree(p);
 }
 
-// On the current stream, in order with the kernels. The host waits when it is a side of the copy:
-// for device -> host it reads the data next; for host -> device the caller may free or reuse the
-// source once we return, and cudaMemcpyAsync promises to have read it only for pageable memory.
+// On the current stream, in order with the kernels. Device -> host: the host waits, since it reads
+// the data next. Host -> device: staged (upload.h), or, above the staging limit, a pageable copy and a
+// wait (the caller may free or reuse the source once we return). Device -> device: queued only.
 void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
   if (bytes == 0) return;
+  // Host -> device: staged through page-locked memory on the copy stream, no host wait (upload.h).
+  if (src_dev == Device::CPU && dst_dev == Device::CUDA && bytes <= kMaxStagedBytes)
+    return upload(dst, src, bytes);
   const cudaMemcpyKind kind = src_dev == Device::CPU
                                   ? (dst_dev == Device::CPU ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
                                   : (dst_dev == Device::CPU ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);

@@ -10,6 +10,7 @@
 
 #include "engine/backend.h"
 #include "engine/device.h"
+#include "engine/graph.h"
 
 namespace nimbus {
 
@@ -109,7 +110,6 @@ void Optimizer::step() {
     stepping.push_back(i);
   }
   ensure_state(dev);
-  ++steps_;
   // The prepare: the clock advances once; parameters kStepMaskParams at a time.
   const size_t P = params_.size();
   size_t next = 0;
@@ -126,16 +126,19 @@ void Optimizer::step() {
     if (first == 0 || any) prepare(dev, clock_ptr(), steps_ptr(), scalars_ptr(), first == 0, m);
   }
   try {
-    for (size_t i : stepping) {
-      ParamState& p = params_[i];
-      ++p.step;
-      update(p, p.param.grad(), scalars_ptr() + i * scalars_bytes());
-    }
+    for (size_t i : stepping) update(params_[i], params_[i].param.grad(), scalars_ptr() + i * scalars_bytes());
   } catch (...) {
     end_step(false);
     throw;
   }
   end_step(true);
+  // The host's mirrors of the counts the prepare advanced: now, or at each replay of a captured step.
+  auto advance = [this, stepping = std::move(stepping)] {
+    ++steps_;
+    for (size_t i : stepping) ++params_[i].step;
+  };
+  if (DeviceGraph::capturing()) DeviceGraph::at_replay(std::move(advance));
+  else advance();
 }
 
 OptimizerState Optimizer::state_dict() const {

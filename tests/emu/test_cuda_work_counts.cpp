@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/ops/loss.h"
@@ -19,6 +20,7 @@
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "backends/cuda/backend.h"
+#include "backends/cuda/upload.h"
 #include "kernels/cuda/elementwise.h"
 #include "backends/cuda/op_profile.h"
 #include "kernels/cuda/stream.h"
@@ -91,6 +93,34 @@ TEST_CASE("cuda work counts: one launch per kernel, none for a host copy, and a 
   CHECK(cuda::work_counts().host_waits == d.host_waits);
   device_runtime(Device::CUDA).synchronize();
   CHECK(cuda::work_counts().host_waits - d.host_waits == 1);
+}
+
+// Host -> device copies are staged through page-locked memory on a copy stream (backends/cuda/upload.h):
+// two queued copies, no host wait, and the data arrives; many uploads in a row reuse the slots.
+TEST_CASE("cuda work counts: an upload from host memory queues two copies and never waits") {
+  REQUIRE(cuda::register_cuda_backend());
+  std::vector<Tensor> up;
+  for (int k = 0; k < 3 * cuda::kUploadSlots; ++k) {
+    std::vector<float> v(1000 + size_t(k));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = float(i) * 0.5f + float(k);
+    const cuda::WorkCounts a = cuda::work_counts();
+    up.push_back(Tensor::from_vector({int64_t(v.size())}, v, Device::CUDA));
+    const cuda::WorkCounts b = cuda::work_counts();
+    CHECK(b.copies - a.copies == 2);  // page-locked -> device staging, staging -> tensor
+    CHECK(b.host_waits == a.host_waits);
+    v.assign(v.size(), -1.0f);  // the caller may reuse its buffer at once
+  }
+  for (int k = 0; k < 3 * cuda::kUploadSlots; ++k) {
+    const std::vector<float> got = up[size_t(k)].to_vector();
+    REQUIRE(got.size() == 1000 + size_t(k));
+    CHECK(got[0] == float(k));
+    CHECK(got.back() == float(got.size() - 1) * 0.5f + float(k));
+  }
+  // Inside a capture an upload is refused (a graph cannot hold it).
+  cuda::begin_capture();
+  CHECK_THROWS_WITH_AS(Tensor::from_vector({3}, {1, 2, 3}, Device::CUDA), doctest::Contains("inside a graph capture"),
+                       Error);
+  cuda::abort_capture();
 }
 
 // Trains `net` on the device with Adam, `loss(net)` giving each step's loss, and checks the third

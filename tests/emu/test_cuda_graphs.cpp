@@ -1,0 +1,375 @@
+/* test_cuda_graphs.cpp: stream capture and graph replay, from the emulator's runtime up to a whole
+ * training step (engine/graph.h), and the allocator's pools that make replays safe. Also built for a
+ * GPU (test_cuda_real), where the runtime cases check the emulator's model against CUDA itself.
+ *
+ * The emulator records what a capturing stream is given and runs it at each cudaGraphLaunch; it
+ * refuses, as CUDA does, what a capture cannot hold (an allocation, a free, a wait, a synchronous or
+ * pageable copy). The training-step tests are the sync-free step's contract: a captured step replayed
+ * five times leaves the weights bit for bit where five eager steps leave them (SGD, Adam and Nadam,
+ * with the learning rate divided at a milestone in between), with one graph launch and no host wait
+ * per step.
+ */
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/backend.h"
+#include "engine/allocator.h"
+#include "engine/graph.h"
+#include "engine/ops/loss.h"
+#include "engine/optim/adam.h"
+#include "engine/optim/lr_schedule.h"
+#include "engine/optim/nadam.h"
+#include "engine/optim/sgd.h"
+#include "engine/random.h"
+#include "engine/tensor.h"
+#include "kernels/cuda/compat.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/stream.h"
+#include "models/resnet.h"
+#include "tests/emu/emu_util.h"
+
+using namespace nimbus;
+
+namespace {
+
+cudaStream_t compute() { return static_cast<cudaStream_t>(cuda::compute_stream()); }
+
+// ---- the emulator's runtime ----------------------------------------------------------------------
+
+TEST_CASE("emu graphs: a capture records launches and copies without running them, and each replay runs them in order") {
+  REQUIRE(cuda::register_cuda_backend());
+  test::DeviceBuffer<float> a(64), b(64);
+  cuda::fill(a.p, 1.0f, 64);
+  cuda::fill(b.p, 0.0f, 64);
+  float* pinned = nullptr;
+  REQUIRE(cudaMallocHost(&pinned, 64 * sizeof(float)) == cudaSuccess);
+  for (int i = 0; i < 64; ++i) pinned[i] = float(i);
+#ifndef NIMBUS_CUDA_RUNTIME
+  REQUIRE(emu::is_pinned_range(pinned, 64 * sizeof(float)));
+  CHECK_FALSE(emu::is_pinned_range(pinned, 65 * sizeof(float)));
+#endif
+
+  REQUIRE(cudaStreamBeginCapture(compute(), cudaStreamCaptureModeGlobal) == cudaSuccess);
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  REQUIRE(cudaStreamIsCapturing(compute(), &st) == cudaSuccess);
+  CHECK(st == cudaStreamCaptureStatusActive);
+  // b += a (a kernel), then a <- pinned (a copy from page-locked memory, read at replay time).
+  cuda::add_inplace(b.p, a.p, 64);
+  REQUIRE(cudaMemcpyAsync(a.p, pinned, 64 * sizeof(float), cudaMemcpyHostToDevice, compute()) == cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(compute(), &graph) == cudaSuccess);
+  REQUIRE(graph != nullptr);
+#ifndef NIMBUS_CUDA_RUNTIME
+  CHECK(emu::graph_stats(graph).kernels == 1);
+  CHECK(emu::graph_stats(graph).copies == 1);
+#endif
+  CHECK(b.download() == std::vector<float>(64, 0.0f));  // nothing ran
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  REQUIRE(cudaGraphDestroy(graph) == cudaSuccess);
+
+#ifndef NIMBUS_CUDA_RUNTIME
+  const int64_t before = emu::stream_stats(compute()).graph_launches;
+#endif
+  REQUIRE(cudaGraphLaunch(exec, compute()) == cudaSuccess);  // b = 1, a = 0..63
+  // The host may rewrite page-locked memory once the copy that reads it has run (an event or, here,
+  // a wait); the next replay then copies the new values.
+  REQUIRE(cudaStreamSynchronize(compute()) == cudaSuccess);
+  for (int i = 0; i < 64; ++i) pinned[i] = 2.0f * float(i);
+  REQUIRE(cudaGraphLaunch(exec, compute()) == cudaSuccess);  // b = 1 + i, a = 2i
+#ifndef NIMBUS_CUDA_RUNTIME
+  CHECK(emu::stream_stats(compute()).graph_launches - before == 2);
+#endif
+  const std::vector<float> got_a = a.download(), got_b = b.download();
+  for (int i = 0; i < 64; ++i) {
+    CHECK(got_b[size_t(i)] == 1.0f + float(i));
+    CHECK(got_a[size_t(i)] == 2.0f * float(i));
+  }
+  REQUIRE(cudaGraphExecDestroy(exec) == cudaSuccess);
+  REQUIRE(cudaFreeHost(pinned) == cudaSuccess);
+}
+
+// Each call that a capture cannot hold fails with cudaErrorStreamCaptureUnsupported and invalidates
+// the capture: its end reports cudaErrorStreamCaptureInvalidated and gives no graph.
+TEST_CASE("emu graphs: allocations, frees, waits, synchronous and pageable copies during capture invalidate it") {
+  REQUIRE(cuda::register_cuda_backend());
+  test::DeviceBuffer<float> d(16);
+  std::vector<float> pageable(16, 1.0f);
+  void* p = nullptr;
+  struct Refused {
+    const char* what;
+    std::function<cudaError_t()> call;
+  };
+  const std::vector<Refused> refused = {
+      {"cudaMalloc", [&] { return cudaMalloc(&p, 256); }},
+      {"cudaFree", [&] { return cudaFree(d.p); }},
+      {"cudaMallocHost", [&] { return cudaMallocHost(&p, 256); }},
+      {"cudaDeviceSynchronize", [] { return cudaDeviceSynchronize(); }},
+      {"cudaStreamSynchronize", [] { return cudaStreamSynchronize(compute()); }},
+      {"cudaMemcpy", [&] { return cudaMemcpy(d.p, pageable.data(), 64, cudaMemcpyHostToDevice); }},
+      {"cudaMemcpyAsync", [&] { return cudaMemcpyAsync(d.p, pageable.data(), 64, cudaMemcpyHostToDevice, compute()); }},
+      {"cudaMemcpyAsync", [&] { return cudaMemcpyAsync(pageable.data(), d.p, 64, cudaMemcpyDeviceToHost, compute()); }},
+  };
+  for (const Refused& r : refused) {
+    CAPTURE(r.what);
+    REQUIRE(cudaStreamBeginCapture(compute(), cudaStreamCaptureModeGlobal) == cudaSuccess);
+    CHECK(r.call() == cudaErrorStreamCaptureUnsupported);
+#ifndef NIMBUS_CUDA_RUNTIME
+    CHECK(emu::last_error_detail().find(r.what) != std::string::npos);
+#endif
+    CHECK(cudaGetLastError() == cudaErrorStreamCaptureUnsupported);
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    REQUIRE(cudaStreamIsCapturing(compute(), &st) == cudaSuccess);
+    CHECK(st == cudaStreamCaptureStatusInvalidated);
+    cudaGraph_t g = reinterpret_cast<cudaGraph_t>(&st);  // overwritten with nullptr
+    CHECK(cudaStreamEndCapture(compute(), &g) == cudaErrorStreamCaptureInvalidated);
+    CHECK(g == nullptr);
+    (void)cudaGetLastError();
+  }
+  CHECK(p == nullptr);  // nothing was allocated
+  // A device-to-device copy is fine; a thread that swaps itself to relaxed mode may allocate (the
+  // CUDA backend's allocator does, for a capture's private pool).
+  test::DeviceBuffer<float> e(16);
+  cudaGraph_t g = nullptr;
+  REQUIRE(cudaStreamBeginCapture(compute(), cudaStreamCaptureModeGlobal) == cudaSuccess);
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  REQUIRE(cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess);
+  CHECK(mode == cudaStreamCaptureModeGlobal);
+  CHECK(cudaMalloc(&p, 256) == cudaSuccess);
+  REQUIRE(cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess);
+  CHECK(cudaMemcpyAsync(d.p, e.p, 64, cudaMemcpyDeviceToDevice, compute()) == cudaSuccess);
+  REQUIRE(cudaStreamEndCapture(compute(), &g) == cudaSuccess);
+#ifndef NIMBUS_CUDA_RUNTIME
+  CHECK(emu::graph_stats(g).copies == 1);
+#endif
+  cudaGraphDestroy(g);
+  cudaFree(p);
+}
+
+// ---- the allocator's pools -----------------------------------------------------------------------
+
+CachingAllocator::Pool test_pool = 0;
+CachingAllocator::Pool test_pool_fn() { return test_pool; }
+std::set<void*>* raw_blocks = nullptr;
+void* counted_alloc(size_t bytes) {
+  void* p = std::malloc(bytes);
+  raw_blocks->insert(p);
+  return p;
+}
+void counted_free(void* p) {
+  raw_blocks->erase(p);
+  std::free(p);
+}
+
+// Two streams, A and B (pools 2 and 4), allocating and freeing at random: a block handed out on one
+// stream was never freed on the other, so work still queued there cannot be using it.
+TEST_CASE("allocator pools: a block freed on one stream is never handed out on another") {
+  std::set<void*> blocks;
+  raw_blocks = &blocks;
+  CachingAllocator alloc(counted_alloc, counted_free);
+  alloc.set_pool_fn(test_pool_fn);
+  Rng rng(5);
+  std::vector<std::pair<void*, CachingAllocator::Pool>> live;
+  std::map<void*, CachingAllocator::Pool> freed_on;  // last pool each block was freed under
+  int reused = 0;
+  for (int i = 0; i < 4000; ++i) {
+    test_pool = rng.uniform() < 0.5 ? 2 : 4;
+    if (live.empty() || rng.uniform() < 0.55) {
+      const size_t bytes = 512 * (1 + size_t(rng.uniform() * 4));
+      void* p = alloc.allocate(bytes);
+      if (freed_on.count(p)) {
+        CHECK(freed_on[p] == test_pool);
+        ++reused;
+      }
+      live.emplace_back(p, test_pool);
+    } else {
+      const size_t k = size_t(rng.uniform() * double(live.size())) % live.size();
+      // Freed while either stream is current: the block returns to the pool it came from.
+      freed_on[live[k].first] = live[k].second;
+      alloc.deallocate(live[k].first);
+      live.erase(live.begin() + long(k));
+    }
+  }
+  CHECK(reused > 100);  // the cache really served both streams
+  test_pool = 0;
+  for (auto& [p, pool] : live) alloc.deallocate(p);
+  alloc.empty_cache();
+  CHECK(blocks.empty());
+}
+
+TEST_CASE("allocator pools: a private pool takes what is freed during capture and gives it back on release") {
+  std::set<void*> blocks;
+  raw_blocks = &blocks;
+  CachingAllocator alloc(counted_alloc, counted_free);
+  alloc.set_pool_fn(test_pool_fn);
+  test_pool = 2;  // the stream
+  void* before = alloc.allocate(1000);  // allocated on the stream, freed during capture
+  void* kept = alloc.allocate(1000);
+  const CachingAllocator::Pool priv = alloc.new_private_pool();
+  CHECK(CachingAllocator::is_private(priv));
+  test_pool = priv;  // capturing
+  alloc.deallocate(before);
+  CHECK(alloc.cached_blocks(priv) == 1);
+  CHECK(alloc.cached_blocks(2) == 0);
+  void* inside = alloc.allocate(1000);
+  CHECK(inside == before);  // the capture reuses it (the graph runs in capture order)
+  void* graph_out = alloc.allocate(1000);
+  alloc.deallocate(inside);
+  test_pool = 2;  // capture over: eager work between replays
+  void* eager = alloc.allocate(1000);
+  CHECK(eager != inside);  // the graph's memory is not handed to eager work
+  CHECK(eager != graph_out);
+  alloc.deallocate(graph_out);  // a capture's output freed later returns to the private pool
+  CHECK(alloc.cached_blocks(priv) == 2);
+  alloc.empty_cache();  // never frees a live graph's memory
+  CHECK(alloc.cached_blocks(priv) == 2);
+  alloc.release_private_pool(priv, 2);  // the graph is destroyed
+  CHECK(alloc.cached_blocks(priv) == 0);
+  CHECK(alloc.cached_blocks(2) == 2);
+  CHECK_THROWS_WITH_AS(alloc.release_private_pool(priv, 2), doctest::Contains("released twice"), Error);
+  for (void* p : {kept, eager}) alloc.deallocate(p);
+  alloc.empty_cache();
+  CHECK(blocks.empty());
+  test_pool = 0;
+}
+
+// ---- a whole training step -----------------------------------------------------------------------
+
+models::ResNetConfig tiny_resnet() {
+  models::ResNetConfig cfg;
+  cfg.block = models::BlockType::Bottleneck;
+  cfg.blocks = {1, 1, 1, 1};
+  cfg.width = 4;
+  cfg.in_channels = 13;
+  cfg.classes = 10;
+  return cfg;
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, const NamedTensors& params) {
+  if (kind == "sgd") return std::make_unique<SGD>(params, SGDOptions{0.05, 0.9, 0.0, 1e-4, true});
+  if (kind == "adam") return std::make_unique<Adam>(params, AdamOptions{1e-3, 0.9, 0.999, 1e-8, 1e-4});
+  return std::make_unique<Nadam>(params, NadamOptions{2e-3});
+}
+
+std::vector<std::vector<float>> weights(models::ResNet& net) {
+  std::vector<std::vector<float>> w;
+  for (const auto& [name, t] : net.named_parameters()) w.push_back(t.to_vector());
+  for (const auto& [name, t] : net.named_buffers()) w.push_back(t.to_vector());
+  return w;
+}
+
+TEST_CASE("cuda graphs: five replays of a captured training step equal five eager steps, bit for bit") {
+  REQUIRE(cuda::register_cuda_backend());
+  // Batches 0..5 on the device: 0 warms up, 1..5 are the compared steps. The rate is divided by 10
+  // from step 3 (a milestone between replays).
+  Rng data_rng(11);
+  std::vector<Tensor> xs, ys;
+  for (int k = 0; k < 6; ++k) {
+    xs.push_back(Tensor::randn({2, 13, 32, 32}, data_rng).to(Device::CUDA));
+    ys.push_back(Tensor::from_vector({2}, {float(k % 10), float((3 * k + 1) % 10)}).to(Device::CUDA));
+  }
+  const StepLr schedule(1.0, {3}, 10);
+  for (const std::string kind : {"sgd", "adam", "nadam"}) {
+    CAPTURE(kind);
+    // Eager.
+    Rng rng_a(1);
+    models::ResNet a(tiny_resnet(), rng_a);
+    a.to(Device::CUDA);
+    a.train();
+    auto opt_a = make_optimizer(kind, a.named_parameters());
+    const double base = opt_a->lr();
+    for (int k = 0; k < 6; ++k) {
+      opt_a->set_lr(base * schedule.lr_at(k));
+      opt_a->zero_grad();
+      cross_entropy(a.forward(xs[size_t(k)]), ys[size_t(k)]).backward();
+      opt_a->step();
+    }
+    // Captured: the same warm-up step eagerly, then the step captured once with its inputs in two
+    // fixed tensors, and replayed with each batch copied into them.
+    Rng rng_b(1);
+    models::ResNet b(tiny_resnet(), rng_b);
+    b.to(Device::CUDA);
+    b.train();
+    auto opt_b = make_optimizer(kind, b.named_parameters());
+    Tensor x = xs[0].clone(), y = ys[0].clone(), loss;
+    auto step = [&] {
+      opt_b->zero_grad();
+      loss = cross_entropy(b.forward(x), y);
+      loss.backward();
+      opt_b->step();
+    };
+    opt_b->set_lr(base * schedule.lr_at(0));
+    step();
+    DeviceGraph graph = DeviceGraph::capture(Device::CUDA, step);
+    CHECK_FALSE(graph.empty());
+    for (int k = 1; k < 6; ++k) {
+      CAPTURE(k);
+      const cuda::WorkCounts before = cuda::work_counts();
+      opt_b->set_lr(base * schedule.lr_at(k));  // a one-thread kernel when the rate changes
+      x.copy_(xs[size_t(k)]);
+      y.copy_(ys[size_t(k)]);
+      graph.replay();
+      const cuda::WorkCounts after = cuda::work_counts();
+      CHECK(after.graph_launches - before.graph_launches == 1);
+      CHECK(after.launches - before.launches == (k == 3 ? 1u : 0u));
+      CHECK(after.host_waits == before.host_waits);
+      CHECK(after.copies - before.copies == 2);  // the two inputs, device to device
+    }
+    const auto wa = weights(a), wb = weights(b);
+    REQUIRE(wa.size() == wb.size());
+    size_t differing = 0;
+    for (size_t i = 0; i < wa.size(); ++i) differing += wa[i] != wb[i];
+    CHECK(differing == 0);
+    // The optimisers agree too: counts and (Nadam) the schedule, as a checkpoint would save them.
+    const OptimizerState sa = opt_a->state_dict(), sb = opt_b->state_dict();
+    REQUIRE(sa.tensors.size() == sb.tensors.size());
+    for (size_t i = 0; i < sa.tensors.size(); ++i) {
+      CAPTURE(sa.tensors[i].first);
+      CHECK(sa.tensors[i].first == sb.tensors[i].first);
+      CHECK(sa.tensors[i].second.to_vector() == sb.tensors[i].second.to_vector());
+    }
+    CHECK(opt_b->steps() == 6);
+    CHECK(std::isfinite(loss.item()));  // the last replay's loss, in the tensor the capture made
+  }
+}
+
+TEST_CASE("cuda graphs: a capture refuses a host wait and a first optimiser step, and leaves eager work intact") {
+  REQUIRE(cuda::register_cuda_backend());
+  Rng rng(3);
+  models::ResNet net(tiny_resnet(), rng);
+  net.to(Device::CUDA);
+  const Tensor x = Tensor::randn({2, 13, 32, 32}, rng).to(Device::CUDA);
+  const Tensor y = Tensor::from_vector({2}, {1, 2}).to(Device::CUDA);
+  Adam adam(net.named_parameters(), AdamOptions{1e-3});
+  // loss.item() waits for the device: refused, and the capture is dropped.
+  CHECK_THROWS_WITH_AS(DeviceGraph::capture(Device::CUDA, [&] { (void)cross_entropy(net.forward(x), y).item(); }),
+                       doctest::Contains("capturing"), Error);
+  CHECK_FALSE(cuda::capturing());
+  // The optimiser's first step creates its state: not inside a capture.
+  CHECK_THROWS_WITH_AS(DeviceGraph::capture(Device::CUDA,
+                                            [&] {
+                                              cross_entropy(net.forward(x), y).backward();
+                                              adam.step();
+                                            }),
+                       doctest::Contains("run one step eagerly"), Error);
+  // Switching streams inside a capture is refused too.
+  const cuda::Stream other = cuda::create_stream();
+  CHECK_THROWS_WITH_AS(DeviceGraph::capture(Device::CUDA, [&] { cuda::StreamGuard g(other); }),
+                       doctest::Contains("capturing a graph"), Error);
+  cuda::destroy_stream(other);
+  // Eager work still runs and matches the CPU.
+  net.zero_grad();
+  const float loss = cross_entropy(net.forward(x), y).item();
+  CHECK(std::isfinite(loss));
+  CHECK_THROWS_WITH_AS(DeviceGraph::capture(Device::CPU, [] {}), doctest::Contains("has no graphs"), Error);
+}
+
+}  // namespace
