@@ -33,10 +33,6 @@ struct Inputs {
   Tensor cloudy, target, sar, mask;
 };
 
-Inputs inputs_of(const data::Batch& b, Device dev) {
-  return {b["cloudy"].to(dev), b["target"].to(dev), b["sar"].to(dev), b["mask"].to(dev)};
-}
-
 Tensor predict(models::DSen2CR& net, const Inputs& in) {
   return net.forward(in.cloudy, net.config().sar ? in.sar : Tensor());
 }
@@ -191,11 +187,17 @@ int run(int argc, char** argv) {
     loss_sum = 0;
     steps = 0;
   };
-  loop.step_loss = [&](data::Batch& bt) {
-    const Inputs in = inputs_of(bt, common.device);
+  loop.device = common.device;
+  loop.read_every = training.read_every;
+  loop.graphs = training.graphs;
+  loop.step_inputs = [&](const data::Batch& bt) {
+    return std::vector<Tensor>{bt["cloudy"], bt["target"], bt["sar"], bt["mask"]};
+  };
+  loop.step_loss = [&](const std::vector<Tensor>& t, std::vector<Tensor>&) {
+    const Inputs in{t[0], t[1], t[2], t[3]};
     return loss_of(loss_kind, lambda, predict(net, in), in);
   };
-  loop.after_step = [&](const data::Batch&, double l) { loss_sum += l, ++steps; };
+  loop.after_step = [&](const std::vector<int64_t>&, double l, const std::vector<Tensor>&) { loss_sum += l, ++steps; };
   loop.note = [&] {
     char note[48];
     std::snprintf(note, sizeof note, "loss %.4f", loss_sum / double(steps));

@@ -205,12 +205,18 @@ int run(int argc, char** argv) {
     clf.train();
     tr = Score{};
   };
-  Tensor logits;
-  loop.step_loss = [&](data::Batch& bt) {
-    logits = clf.logits(bt["image"].to(common.device));
-    return cross_entropy(logits, label_tensor(bt.labels).to(common.device));
+  loop.device = common.device;
+  loop.read_every = training.read_every;
+  loop.graphs = training.graphs;
+  loop.step_inputs = [&](const data::Batch& bt) { return std::vector<Tensor>{bt["image"], label_tensor(bt.labels)}; };
+  loop.step_loss = [&](const std::vector<Tensor>& in, std::vector<Tensor>& keep) {
+    const Tensor logits = clf.logits(in[0]);
+    keep.push_back(logits.detach());
+    return cross_entropy(logits, in[1]);
   };
-  loop.after_step = [&](const data::Batch& bt, double l) { tr.add(logits.detach(), bt.labels, l); };
+  loop.after_step = [&](const std::vector<int64_t>& labels, double l, const std::vector<Tensor>& kept) {
+    tr.add(kept[0], labels, l);
+  };
   loop.note = [&] {
     char note[64];
     std::snprintf(note, sizeof note, "loss %.4f acc %.3f", tr.mean_loss(), tr.acc());

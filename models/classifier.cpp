@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/backend.h"
 #include "engine/ops/loss.h"
 
 namespace nimbus::models {
@@ -17,15 +18,13 @@ Tensor InputNorm::forward(const Tensor& dn) const {
   const int64_t C = mean.numel();
   NIMBUS_CHECK(dn.defined() && dn.ndim() == 4 && dn.size(1) == C, "classifier input: DN tensor ",
                dn.defined() ? dn.shape().str() : "undefined", " is not (N,", C, ",H,W)");
-  // Small elementwise pass on the host: the DN comes from a file on the CPU anyway.
-  std::vector<float> x = dn.to_vector(), m = mean.to_vector(), s = std.to_vector();
-  const int64_t hw = dn.size(2) * dn.size(3);
-  for (int64_t i = 0; i < int64_t(x.size()); ++i) {
-    const int64_t c = (i / hw) % C;
-    const float r = std::clamp(x[i], 0.f, kReflectanceScale) / kReflectanceScale;  // NaN stays NaN
-    x[i] = (r - m[c]) / s[c];
-  }
-  return Tensor::from_vector(dn.shape(), x).to(dn.device());
+  NIMBUS_CHECK(dn.dtype() == DType::F32, "classifier input: DN tensor must be float32");
+  // On the input's device (one kernel: no copy back to the host, so a training step never waits here).
+  const Tensor m = mean.to(dn.device()), s = std.to(dn.device());
+  Tensor y = Tensor::empty(dn.shape(), dn.device());
+  backend(dn.device(), "input_norm")
+      .input_norm(y.data(), dn.data(), m.data(), s.data(), kReflectanceScale, dn.size(0), C, dn.size(2) * dn.size(3));
+  return y;
 }
 
 Classifier::Classifier(const ResNetConfig& config, Rng& rng) : ResNet(config, rng) {

@@ -13,6 +13,8 @@
 #include <sstream>
 
 #include "apps/common/progress.h"
+#include "engine/device.h"
+#include "engine/graph.h"
 #include "engine/io/checkpoint.h"
 #include "engine/optim/adam.h"
 #include "engine/optim/nadam.h"
@@ -117,6 +119,9 @@ double DebugHooks::loss(double value, int64_t step) const {
 void add_training_options(cli::Parser& p) {
   p.add_int("workers", 2, str("data loader threads (1 to ", kMaxWorkers, ")"));
   p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, loader order)");
+  p.add_int("read-every", 16, str("steps between reads of the training losses from the device (1 to ", kMaxReadEvery,
+                                  "): the host waits for the device only then"));
+  p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");
   p.add_int("debug-inject-nan-at-step", -1, "(testing) make the loss of this global step (0-based) NaN (-1: never)");
   p.add_int("debug-sigkill-at-step", -1, "(testing) SIGKILL this process at the start of this step (-1: never)");
   cli::add_common_options(p);
@@ -130,6 +135,8 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   o.batch = p.get_int("batch-size");
   o.workers = p.get_int("workers");
   o.resume = p.get_flag("resume");
+  o.read_every = p.get_int("read-every");
+  o.graphs = !p.get_flag("eager");
   o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step")};
   if (o.data.empty()) throw cli::UsageError("--data " + data_metavar + " is required");
   if (o.out.empty()) throw cli::UsageError("--out DIR is required");
@@ -140,6 +147,8 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
     throw cli::UsageError(str("--workers ", o.workers, ": at most ", kMaxWorkers, " data loader threads"));
   if (o.batch > kMaxBatch) throw cli::UsageError(str("--batch-size ", o.batch, ": at most ", kMaxBatch));
   if (o.epochs > kMaxEpochs) throw cli::UsageError(str("--epochs ", o.epochs, ": at most ", kMaxEpochs));
+  if (o.read_every < 1 || o.read_every > kMaxReadEvery)
+    throw cli::UsageError(str("--read-every ", o.read_every, ": must be 1 to ", kMaxReadEvery));
   return o;
 }
 
@@ -175,27 +184,167 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
   return lo;
 }
 
+namespace {
+
+// Runs the training steps: eagerly, or (CUDA) as a replayed graph of the step (see training.h).
+class StepRunner {
+ public:
+  explicit StepRunner(const EpochLoop& L) : L_(L) {}
+
+  // One step on the batch's host tensors. The loss and kept tensors it returns are on the device and
+  // valid until the next run().
+  void run(const std::vector<Tensor>& host, Tensor& loss, std::vector<Tensor>& kept) {
+    std::vector<Shape> shapes;
+    for (const Tensor& t : host) shapes.push_back(t.shape());
+    const bool want = L_.graphs && L_.device == Device::CUDA && !capture_failed_;
+    if (want && !graph_.empty() && shapes == shapes_) {
+      for (size_t i = 0; i < host.size(); ++i) inputs_[i].copy_(host[i]);  // staged uploads, no wait
+      graph_.replay();
+      loss = loss_, kept = kept_;
+      return;
+    }
+    if (want && graph_.empty() && warmed_up_) {
+      inputs_.clear();
+      for (const Tensor& t : host) inputs_.push_back(t.to(L_.device));
+      shapes_ = shapes;
+      try {
+        graph_ = DeviceGraph::capture(L_.device, [&] { body(inputs_, loss_, kept_); });
+      } catch (const Error& e) {
+        capture_failed_ = true;
+        std::fprintf(stderr, "note: the training step cannot be captured as a CUDA graph, running it eagerly (%s)\n",
+                     e.what());
+      }
+      if (!graph_.empty()) {
+        graph_.replay();  // capturing ran nothing: this is the step
+        loss = loss_, kept = kept_;
+        return;
+      }
+    }
+    std::vector<Tensor> inputs;
+    for (const Tensor& t : host) inputs.push_back(t.to(L_.device));
+    body(inputs, loss, kept);
+    warmed_up_ = true;
+  }
+
+ private:
+  void body(const std::vector<Tensor>& inputs, Tensor& loss, std::vector<Tensor>& kept) const {
+    L_.optimizer->zero_grad();
+    kept.clear();
+    loss = L_.step_loss(inputs, kept);
+    loss.backward();
+    L_.optimizer->step();
+  }
+
+  const EpochLoop& L_;
+  bool warmed_up_ = false, capture_failed_ = false;
+  DeviceGraph graph_;
+  std::vector<Shape> shapes_;
+  std::vector<Tensor> inputs_;  // the tensors the captured step reads
+  Tensor loss_;                 // and writes
+  std::vector<Tensor> kept_;
+};
+
+// The steps whose losses (and kept tensors) wait on the device to be read back: copied, in step
+// order, into one device buffer, so that reading them all is one copy to the host (one wait).
+class PendingSteps {
+ public:
+  explicit PendingSteps(Device d) : device_(d) {}
+  size_t size() const { return steps_.size(); }
+
+  void add(int64_t step, size_t batch, std::vector<int64_t> labels, const Tensor& loss,
+           const std::vector<Tensor>& kept, int64_t read_every) {
+    int64_t need = 1;
+    for (const Tensor& t : kept) need += t.numel();
+    if (!buffer_.defined() || buffer_.numel() < need * read_every) {
+      NIMBUS_CHECK(steps_.empty(), "pending steps: buffer resized with steps pending");
+      buffer_ = Tensor::empty({need * read_every}, device_);
+    }
+    NIMBUS_CHECK(used_ + need <= buffer_.numel(), "pending steps: buffer full (read them first)");
+    Pending p{step, batch, std::move(labels), used_, {}};
+    const DeviceRuntime& rt = device_runtime(device_);
+    rt.copy(buffer_.data() + used_, device_, loss.data(), device_, sizeof(float));
+    int64_t at = used_ + 1;
+    for (const Tensor& t : kept) {
+      rt.copy(buffer_.data() + at, device_, t.data(), device_, size_t(t.numel()) * sizeof(float));
+      p.kept_shapes.push_back(t.shape());
+      at += t.numel();
+    }
+    used_ = at;
+    steps_.push_back(std::move(p));
+  }
+  // Would a step needing `kept` fit without reading back first?
+  bool fits(const std::vector<Tensor>& kept) const {
+    int64_t need = 1;
+    for (const Tensor& t : kept) need += t.numel();
+    return buffer_.defined() && used_ + need <= buffer_.numel();
+  }
+
+  // Reads every pending step back (one host wait) and hands each to `f(step, batch, labels, loss, kept)`.
+  template <typename F>
+  void read(F f) {
+    if (steps_.empty()) return;
+    const std::vector<float> all = buffer_.to_vector();
+    for (const Pending& p : steps_) {
+      std::vector<Tensor> kept;
+      int64_t at = p.offset + 1;
+      for (const Shape& s : p.kept_shapes) {
+        kept.push_back(Tensor::from_vector(s, std::vector<float>(all.begin() + at, all.begin() + at + s.numel())));
+        at += s.numel();
+      }
+      f(p.step, p.batch, p.labels, double(all[size_t(p.offset)]), kept);
+    }
+    steps_.clear();
+    used_ = 0;
+  }
+
+ private:
+  struct Pending {
+    int64_t step;
+    size_t batch;
+    std::vector<int64_t> labels;
+    int64_t offset;  // of the loss in buffer_; the kept tensors follow it
+    std::vector<Shape> kept_shapes;
+  };
+  Device device_;
+  Tensor buffer_;
+  int64_t used_ = 0;
+  std::vector<Pending> steps_;
+};
+
+}  // namespace
+
 void train_epochs(const EpochLoop& L) {
+  NIMBUS_CHECK(L.read_every >= 1, "train_epochs: read_every must be >= 1");
   const size_t nb = L.loader->batches_per_epoch();
+  StepRunner runner(L);
+  PendingSteps pending(L.device);
   for (int epoch = L.first_epoch; epoch < L.epochs; ++epoch) {
     L.optimizer->set_lr(L.lr_at(epoch));
     L.train_mode();
     Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(nb) * L.batch, stderr, Progress::Mode::Auto,
                  "img");
+    auto read_back = [&] {
+      pending.read([&](int64_t step, size_t b, const std::vector<int64_t>& labels, double value,
+                       const std::vector<Tensor>& kept) {
+        const double l = L.debug->loss(value, step);
+        check_loss_finite(l, step, epoch, b, L.paths->last);
+        L.after_step(labels, l, kept);
+        bar.update(int64_t(b + 1) * L.batch);
+      });
+      bar.set_note(L.note());
+    };
+    Tensor loss;
+    std::vector<Tensor> kept;
     for (size_t b = 0; b < nb; ++b) {
       const int64_t step = int64_t(epoch) * int64_t(nb) + int64_t(b);
       L.debug->before_step(step);
       data::Batch bt = L.loader->next();
-      Tensor loss = L.step_loss(bt);
-      const double l = L.debug->loss(loss.item(), step);
-      check_loss_finite(l, step, epoch, b, L.paths->last);
-      L.optimizer->zero_grad();
-      loss.backward();
-      L.optimizer->step();
-      L.after_step(bt, l);
-      bar.update(int64_t(b + 1) * L.batch);
-      bar.set_note(L.note());
+      runner.run(L.step_inputs(bt), loss, kept);
+      if (pending.size() > 0 && !pending.fits(kept)) read_back();
+      pending.add(step, b, bt.labels, loss, kept, L.read_every);
+      if (int64_t(pending.size()) >= L.read_every) read_back();
     }
+    read_back();  // before validating and saving: a NaN stops the run before any checkpoint has it
     bar.finish();
     const EpochLoop::Validation v = L.validate(epoch);
     models::SaveOptions so;

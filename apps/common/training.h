@@ -74,18 +74,21 @@ struct DebugHooks {
 };
 
 // The options every trainer takes besides its own. add_training_options() declares, after the
-// trainer's: --workers N (data loader threads), --resume, the debug hooks, then the common options
+// trainer's: --workers N (data loader threads), --resume, --read-every N (steps between reads of the
+// losses from the device), --eager (no CUDA graph), the debug hooks, then the common options
 // (--device, --threads, --seed). read_training_options() reads them back with --data, --out,
 // --epochs and --batch-size, which each trainer declares first with its own defaults; it throws
 // cli::UsageError when --data or --out is missing ("--data <data_metavar> is required") or a count
 // is below 1.
 // Bounds of the trainers' shared options (beyond them a typo, not a plan): loader threads, batch
 // size, epochs.
-constexpr int64_t kMaxWorkers = 256, kMaxBatch = 65536, kMaxEpochs = 1000000;
+constexpr int64_t kMaxWorkers = 256, kMaxBatch = 65536, kMaxEpochs = 1000000, kMaxReadEvery = 4096;
 
 struct TrainingOptions {
   std::string data, out;
   int64_t epochs = 0, batch = 0, workers = 0;
+  int64_t read_every = 16;  // --read-every: steps between reads of the losses
+  bool graphs = true;       // off with --eager
   bool resume = false;
   DebugHooks debug;
 };
@@ -100,11 +103,19 @@ Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& 
 data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed, int first_epoch);
 
 // The epoch loop both trainers run. For each epoch from `first_epoch` to `epochs` (0-based): the
-// learning rate lr_at(epoch), train_mode(), then for every batch of the loader: the debug hooks,
-// loss = step_loss(batch), its value read once and checked finite, zero_grad, backward, the
-// optimiser step, after_step(batch, value) and a progress bar noted with note(). Then
+// learning rate lr_at(epoch), train_mode(), then for every batch of the loader: the debug hooks, the
+// batch's tensors (step_inputs) put on `device`, zero_grad, loss = step_loss(inputs), backward, the
+// optimiser step. The host does not wait for the device in a step: each step's loss (and what
+// step_loss kept, the logits) is copied aside on the device, and every `read_every` steps and at the
+// end of the epoch all of them are read back at once, each loss checked finite (a NaN stops training
+// naming its step) and passed to after_step, and the progress bar advances, noted with note(). Then
 // validate(epoch) says whether the model improved and which metadata to store; the loop writes
 // <best> (when improved) and <last> (with optimiser and RNG, for --resume), then report(epoch).
+//
+// On CUDA, unless `graphs` is off, the step is captured as a CUDA graph at the second batch (the first
+// creates the optimiser state) and replayed for every batch of the same shapes, its inputs copied into
+// the tensors the capture used (engine/graph.h); a batch of other shapes (the last, partial one) runs
+// eagerly. A step that cannot be captured runs eagerly, with a note on stderr saying why.
 struct EpochLoop {
   EpochLoop(int64_t epochs_, int64_t batch_, int first_epoch_, data::Loader* loader_, Optimizer* optimizer_,
             models::Model* model_, const RunPaths* paths_, const DebugHooks* debug_, uint64_t seed_)
@@ -118,10 +129,18 @@ struct EpochLoop {
   const RunPaths* paths = nullptr;
   const DebugHooks* debug = nullptr;
   uint64_t seed = 0;
+  Device device = Device::CPU;  // the model's
+  int64_t read_every = 16;      // steps between reads of the losses (one host wait each)
+  bool graphs = true;           // on CUDA: capture the step once and replay it
   std::function<double(int epoch)> lr_at;
   std::function<void()> train_mode;
-  std::function<Tensor(data::Batch& batch)> step_loss;
-  std::function<void(const data::Batch& batch, double loss)> after_step;
+  // The batch's tensors the step reads, on the host: the model's inputs, then its targets.
+  std::function<std::vector<Tensor>(const data::Batch& batch)> step_inputs;
+  // The step's loss from those tensors on `device` (the forward pass only). Tensors after_step needs
+  // besides the loss (the logits) are appended to `keep`.
+  std::function<Tensor(const std::vector<Tensor>& inputs, std::vector<Tensor>& keep)> step_loss;
+  // Once a step's loss has been read back: the batch's labels, its loss and the kept tensors (host).
+  std::function<void(const std::vector<int64_t>& labels, double loss, const std::vector<Tensor>& kept)> after_step;
   std::function<std::string()> note;
   struct Validation {
     bool improved = false;

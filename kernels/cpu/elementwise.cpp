@@ -62,6 +62,27 @@ void add_scaled(T* y, const T* a, const T* b, compute_t<T> s, int64_t n) {
 }
 
 template <typename T>
+void input_norm(T* y, const T* x, const float* mean, const float* std, float scale, int64_t N, int64_t C,
+                int64_t HW) {
+  const T sc = T(scale);
+#pragma omp parallel for collapse(2) if (N * C * HW > kParallelGrain)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const T m = T(mean[c]), s = T(std[c]);
+      const T* xs = x + (n * C + c) * HW;
+      T* ys = y + (n * C + c) * HW;
+      for (int64_t i = 0; i < HW; ++i) {
+        const T v = xs[i];
+        const T r = (v < T(0) ? T(0) : (sc < v ? sc : v)) / sc;  // std::clamp's rule: a NaN stays NaN
+        ys[i] = (r - m) / s;
+      }
+    }
+}
+template void input_norm<float>(float*, const float*, const float*, const float*, float, int64_t, int64_t, int64_t);
+template void input_norm<double>(double*, const double*, const float*, const float*, float, int64_t, int64_t,
+                                 int64_t);
+
+template <typename T>
 void copy_rows(T* dst, int64_t dst_stride, const T* src, int64_t src_stride, int64_t rows, int64_t len) {
   for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(T) * size_t(len));
 }

@@ -31,6 +31,12 @@ template <typename T> void scale(T* y, const T* x, compute_t<T> s, int64_t n);
 template <typename T> void add_relu(T* y, const T* a, const T* b, int64_t n);
 template <typename T> void add_scaled(T* y, const T* a, const T* b, compute_t<T> s, int64_t n);
 
+// Input normalisation of N images of C channels of HW pixels (the classifier's InputNorm):
+// y = (clamp(x, 0, scale) / scale - mean[c]) / std[c]; a NaN stays NaN. No backward: it applies to
+// data, not to anything trained. Float32 only (with double for the references).
+template <typename T>
+void input_norm(T* y, const T* x, const float* mean, const float* std, float scale, int64_t N, int64_t C, int64_t HW);
+
 // dst rows of `len` elements `dst_stride` apart <- src rows `src_stride` apart (concat_channels).
 template <typename T>
 void copy_rows(T* dst, int64_t dst_stride, const T* src, int64_t src_stride, int64_t rows, int64_t len);

@@ -57,6 +57,16 @@ __global__ void add_scaled_kernel(T* y, const T* a, const T* b, float s, int64_t
   for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = compute_t<T>(a[i]) + s * compute_t<T>(b[i]);
 }
 
+__global__ void input_norm_kernel(float* y, const float* x, const float* mean, const float* std, float scale,
+                                  int64_t C, int64_t HW, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const int64_t c = (i / HW) % C;
+    const float v = x[i];
+    const float r = (v < 0.0f ? 0.0f : (scale < v ? scale : v)) / scale;  // a NaN stays NaN
+    y[i] = (r - mean[c]) / std[c];
+  }
+}
+
 // The ops of kernels/common/unary_ops.def: the formula in float.
 #define NIMBUS_UNARY(name, f, df)                                                        \
   template <typename T>                                                                  \
@@ -115,6 +125,11 @@ void add_relu(T* y, const T* a, const T* b, int64_t n, int block) {
 template <typename T>
 void add_scaled(T* y, const T* a, const T* b, float s, int64_t n, int block) {
   launch_n("cuda::add_scaled", add_scaled_kernel<T>, n, block, y, a, b, s, n);
+}
+
+void input_norm(float* y, const float* x, const float* mean, const float* std, float scale, int64_t N, int64_t C,
+                int64_t HW, int block) {
+  launch_n("cuda::input_norm", input_norm_kernel, N * C * HW, block, y, x, mean, std, scale, C, HW, N * C * HW);
 }
 
 #define NIMBUS_UNARY(name, f, df)                                                            \

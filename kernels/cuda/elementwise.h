@@ -28,6 +28,10 @@ template <typename T> void scale(T* y, const T* x, float s, int64_t n, int block
 // residual x + 0.1 F(x)); one pass each instead of two.
 template <typename T> void add_relu(T* y, const T* a, const T* b, int64_t n, int block = kBlock);
 template <typename T> void add_scaled(T* y, const T* a, const T* b, float s, int64_t n, int block = kBlock);
+// Input normalisation of (N, C, HW) images: y = (clamp(x, 0, scale) / scale - mean[c]) / std[c]
+// (kernels/cpu/elementwise.h); mean and std are C device floats.
+void input_norm(float* y, const float* x, const float* mean, const float* std, float scale, int64_t N, int64_t C,
+                int64_t HW, int block = kBlock);
 
 // The formula-defined ops of kernels/common/unary_ops.def: y = f(x); dx = dy f'(x).
 #define NIMBUS_UNARY(name, f, df)                                                        \

@@ -41,7 +41,10 @@ WorkCounts work_counts() {
   return {launches.load(std::memory_order_relaxed), host_waits.load(std::memory_order_relaxed),
           copies.load(std::memory_order_relaxed), graph_launches.load(std::memory_order_relaxed)};
 }
-void count_launch() { launches.fetch_add(1, std::memory_order_relaxed); }
+// A launch recorded by a capture is not queued: it is counted when a graph replays it (graph_launches).
+void count_launch() {
+  if (!in_capture.load(std::memory_order_relaxed)) launches.fetch_add(1, std::memory_order_relaxed);
+}
 void count_host_wait() { host_waits.fetch_add(1, std::memory_order_relaxed); }
 void count_copy() { copies.fetch_add(1, std::memory_order_relaxed); }
 

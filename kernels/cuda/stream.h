@@ -24,7 +24,7 @@ namespace nimbus::cuda {
 // stream or device synchronisation, or a copy to or from host memory (which synchronises). A copy
 // is any memcpy the backend queues (device to device too: a clone costs a queue entry like a launch).
 struct WorkCounts {
-  uint64_t launches = 0;
+  uint64_t launches = 0;        // kernels queued (a capture records, it does not queue: not counted)
   uint64_t host_waits = 0;
   uint64_t copies = 0;
   uint64_t graph_launches = 0;  // replays of a captured graph (each one call, however many kernels it holds)

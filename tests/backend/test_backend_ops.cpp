@@ -354,6 +354,22 @@ void add_scaled_check(Run& r) {
   }
 }
 
+// The classifier's input normalisation: DN values around and beyond [0, scale], a NaN pixel.
+void input_norm_check(Run& r) {
+  const int64_t N = 2, C = 13, HW = 7 * 5, n = N * C * HW;
+  r.shape = "N=2 C=13 HW=7x5";
+  V x = r.rand32(size_t(n), -2000, 12000);
+  x[11] = kNaN;
+  const V mean = r.rand32(size_t(C), 0, 0.3), sd = r.rand32(size_t(C), 0.01, 0.2);
+  const std::vector<float> mf(mean.begin(), mean.end()), sf(sd.begin(), sd.end());
+  V y(static_cast<size_t>(n)), scale(static_cast<size_t>(n));
+  cpu::input_norm<double>(y.data(), x.data(), mf.data(), sf.data(), 10000.f, N, C, HW);
+  for (int64_t i = 0; i < n; ++i) scale[size_t(i)] = (1 + std::fabs(mean[size_t((i / HW) % C)])) / sd[size_t((i / HW) % C)];
+  Tensor X = r.up32(x), M = r.up32(mean), S = r.up32(sd), Y = r.poison32(size_t(n));
+  r.be().input_norm(Y.data(), X.data(), M.data(), S.data(), 10000.f, N, C, HW);
+  expect(r, "input_norm y", Y.to_vector(), y, scale, 1e-6);
+}
+
 // Backward of y = a + s b: da = dy, db = scale(dy, s).
 void add_scaled_grad(uint64_t seed) {
   Rng rng(seed);
@@ -1532,6 +1548,7 @@ BACKEND_CASE_BF16(add, "add", add_check, nullptr)
 BACKEND_CASE_BF16(add_relu, "add_relu", add_relu_check, add_relu_grad)
 BACKEND_CASE_BF16(add_scaled, "add_scaled scale", add_scaled_check, add_scaled_grad)
 BACKEND_CASE_BF16(copy_rows, "copy_rows", copy_rows_check, nullptr)
+BACKEND_CASE(input_norm, "input_norm", input_norm_check, nullptr, nullptr)
 BACKEND_CASE_BF16(linear, "linear_forward linear_backward", linear_check, linear_grad)
 BACKEND_CASE_BF16(conv2d, "conv2d_forward conv2d_backward", conv2d_check, conv2d_grad)
 BACKEND_CASE(conv2d_workspace, "conv2d_workspace", conv2d_workspace_check, nullptr, nullptr)

@@ -1,0 +1,169 @@
+/* test_cuda_training_loop.cpp: the trainers' epoch loop (apps/common/training.h) on the emulated
+ * CUDA backend: a step replayed as a captured graph trains exactly as the eager step does, the host
+ * waits for the device only when it reads the losses back (every --read-every steps and at the end
+ * of an epoch), and a batch of other shapes runs eagerly between replays.
+ */
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "apps/common/training.h"
+#include "backends/cuda/backend.h"
+#include "engine/ops/loss.h"
+#include "engine/optim/adam.h"
+#include "engine/random.h"
+#include "kernels/cuda/stream.h"
+#include "models/model.h"
+
+using namespace nimbus;
+
+namespace {
+
+models::ResNetConfig tiny_resnet() {
+  models::ResNetConfig cfg;
+  cfg.block = models::BlockType::Bottleneck;
+  cfg.blocks = {1, 1, 1, 1};
+  cfg.width = 4;
+  cfg.in_channels = 13;
+  cfg.classes = 10;
+  return cfg;
+}
+
+struct Run {
+  std::vector<std::vector<float>> weights;
+  std::vector<double> losses;             // as after_step saw them, in order
+  std::vector<double> accuracy_inputs;    // the first logit of each kept batch, in order
+  cuda::WorkCounts epoch;                 // what the epoch's training steps cost
+  std::vector<cuda::WorkCounts> at_step;  // the counters as each step starts, then as validation does
+  int64_t steps_seen = 0;
+};
+
+// One epoch of 5 batches of 3 tiles of 8x8 pixels (the emulator is slow); batch 3 has 2 tiles (other
+// shapes: eager).
+Run train(bool graphs, const std::string& dir) {
+  Rng rng(4);
+  models::Model model = models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
+  models::Classifier& clf = *model.classifier;
+  clf.to(Device::CUDA);
+  Adam adam(clf.named_parameters(), AdamOptions{1e-3});
+  const data::SampleFn fn = [](size_t i, Rng&) {
+    data::Sample s;
+    Rng r(100 + i);
+    std::vector<float> v(13 * 8 * 8);
+    for (float& x : v) x = float(r.uniform() * 3000);
+    s.add("image", {13, 8, 8}, v);
+    s.label = int64_t(i % 10);
+    return s;
+  };
+  data::LoaderOptions lo = apps::loader_options(3, 1, 9, 0);
+  data::Loader loader(15, fn, lo);
+  apps::RunPaths paths(dir);
+  apps::DebugHooks debug;
+  apps::EpochLoop loop{1, 3, 0, &loader, &adam, &model, &paths, &debug, 9};
+  Run out;
+  cuda::WorkCounts start;
+  loop.device = Device::CUDA;
+  loop.read_every = 3;
+  loop.graphs = graphs;
+  loop.lr_at = [](int epoch) { return epoch == 0 ? 1e-3 : 5e-4; };
+  loop.train_mode = [&] {
+    clf.train();
+    start = cuda::work_counts();
+  };
+  loop.step_inputs = [&](const data::Batch& bt) {
+    out.at_step.push_back(cuda::work_counts());
+    Tensor x = bt["image"];
+    std::vector<float> labels(bt.labels.begin(), bt.labels.end());
+    if (bt.step == 3) {  // a smaller batch
+      std::vector<float> v = x.to_vector();
+      v.resize(v.size() / 3 * 2);
+      x = Tensor::from_vector({2, 13, 8, 8}, v);
+      labels.resize(2);
+    }
+    return std::vector<Tensor>{x, Tensor::from_vector({int64_t(labels.size())}, labels)};
+  };
+  loop.step_loss = [&](const std::vector<Tensor>& in, std::vector<Tensor>& keep) {
+    const Tensor logits = clf.logits(in[0]);
+    keep.push_back(logits.detach());
+    return cross_entropy(logits, in[1]);
+  };
+  loop.after_step = [&](const std::vector<int64_t>&, double l, const std::vector<Tensor>& kept) {
+    out.losses.push_back(l);
+    REQUIRE(kept.size() == 1);
+    CHECK(kept[0].device() == Device::CPU);
+    out.accuracy_inputs.push_back(kept[0].to_vector()[0]);
+    ++out.steps_seen;
+  };
+  loop.note = [] { return std::string(); };
+  loop.validate = [&](int epoch) {
+    const cuda::WorkCounts end = cuda::work_counts();
+    out.at_step.push_back(end);
+    out.epoch = {end.launches - start.launches, end.host_waits - start.host_waits, end.copies - start.copies,
+                 end.graph_launches - start.graph_launches};
+    return apps::EpochLoop::Validation{};
+  };
+  loop.report = [](int) {};
+  apps::train_epochs(loop);
+  for (const auto& [name, t] : clf.named_parameters()) out.weights.push_back(t.to_vector());
+  for (const auto& [name, t] : clf.named_buffers()) out.weights.push_back(t.to_vector());
+  return out;
+}
+
+TEST_CASE("cuda training loop: the replayed graph trains bit for bit as the eager loop, waiting only to read losses") {
+  REQUIRE(cuda::register_cuda_backend());
+  const std::string dir = (std::filesystem::temp_directory_path() / "nimbus_test_training_loop").string();
+  std::filesystem::remove_all(dir);
+  const Run eager = train(false, dir + "/eager");
+  const Run graph = train(true, dir + "/graph");
+  REQUIRE(eager.steps_seen == 5);
+  REQUIRE(graph.steps_seen == 5);
+  CHECK(graph.losses == eager.losses);
+  CHECK(graph.accuracy_inputs == eager.accuracy_inputs);
+  REQUIRE(graph.weights.size() == eager.weights.size());
+  size_t differing = 0;
+  for (size_t i = 0; i < eager.weights.size(); ++i) differing += graph.weights[i] != eager.weights[i];
+  CHECK(differing == 0);
+  // 5 steps, read every 3: the two reads of the losses are the only host waits. With the graph, step
+  // 0 runs eagerly (it creates the optimiser state), step 1 is captured and replayed, steps 2 and 4
+  // replay it, and the smaller batch 3 runs eagerly; eager, every step launches all its kernels.
+  MESSAGE("eager: ", eager.epoch.launches, " launches, ", eager.epoch.host_waits, " host waits, ", eager.epoch.copies,
+          " copies; graph: ", graph.epoch.launches, " launches, ", graph.epoch.graph_launches, " graph launches, ",
+          graph.epoch.host_waits, " host waits, ", graph.epoch.copies, " copies");
+  CHECK(graph.epoch.host_waits == 2);
+  CHECK(eager.epoch.host_waits == 2);
+  CHECK(graph.epoch.graph_launches == 3);
+  CHECK(eager.epoch.graph_launches == 0);
+  // Step by step (the counters between the starts of consecutive steps; reads follow steps 2 and 4).
+  REQUIRE(eager.at_step.size() == 6);
+  REQUIRE(graph.at_step.size() == 6);
+  auto delta = [](const Run& r, size_t k) {
+    const cuda::WorkCounts &a = r.at_step[k], &b = r.at_step[k + 1];
+    return cuda::WorkCounts{b.launches - a.launches, b.host_waits - a.host_waits, b.copies - a.copies,
+                            b.graph_launches - a.graph_launches};
+  };
+  const uint64_t per_step = delta(eager, 2).launches;
+  CHECK(per_step > 100);
+  CHECK(delta(eager, 4).launches == per_step);
+  for (size_t k : {size_t(2), size_t(4)}) {
+    CAPTURE(k);
+    CHECK(delta(graph, k).launches == 0);  // a replay: one graph launch, no kernel launched
+    CHECK(delta(graph, k).graph_launches == 1);
+    CHECK(delta(graph, k).host_waits == 1);  // the read that follows the step
+    CHECK(delta(eager, k).host_waits == 1);
+  }
+  CHECK(delta(graph, 1).launches == 0);  // captured (recorded, not queued), then replayed once
+  CHECK(delta(graph, 1).graph_launches == 1);
+  CHECK(delta(graph, 3).launches == delta(eager, 3).launches);  // the smaller batch: eager in both
+  CHECK(delta(graph, 3).graph_launches == 0);
+  for (size_t k : {size_t(0), size_t(1), size_t(3)}) {
+    CAPTURE(k);
+    CHECK(delta(graph, k).host_waits == 0);
+    CHECK(delta(eager, k).host_waits == 0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
