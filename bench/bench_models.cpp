@@ -23,8 +23,9 @@
 //
 // --device cuda runs the GPU cases (the models phase of scripts/gpu_check.sh, next to
 // bench/torch/gpu_reference.py on the same GPU):
-//   resnet50_train_b256_64  resnet50_infer_b256_64  dsen2cr_train_B16F256_b16_128  dsen2cr_infer_B16F256_b1_256
-// Each step ends with a device synchronisation (host clock around step + sync). The row adds, per
+//   resnet50_train_b256_64[_graph]  resnet50_infer_b256_64  dsen2cr_train_B16F256_b16_128[_graph]
+//   dsen2cr_infer_B16F256_b1_256
+// (_graph: the same step captured once as a CUDA graph and replayed). Each step ends with a device synchronisation (host clock around step + sync). The row adds, per
 // step, the kernel launches, host waits and memcpys the backend counted (kernels/cuda/stream.h; the closing
 // synchronisation is not counted), the peak memory the CUDA caching allocator held (in use +
 // cached: PyTorch's max_memory_reserved), and, from one extra step under the op profiler
@@ -48,6 +49,7 @@
 #include "engine/autograd.h"
 #include "engine/backend.h"
 #include "engine/device.h"
+#include "engine/graph.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
 #include "models/classifier.h"
@@ -107,7 +109,7 @@ void sync_device() {
 
 // Per-step figures of a CUDA case, filled by time_it() and profile_step().
 struct CudaStep {
-  double launches = 0, host_waits = 0, copies = 0;
+  double launches = 0, host_waits = 0, copies = 0, graph_launches = 0;
   size_t peak_reserved = 0;
   std::vector<cuda::OpTime> ops;
 };
@@ -136,10 +138,10 @@ void report(const std::string& key, const std::string& name, const std::vector<d
     std::printf("{\"case\":\"%s\",\"name\":\"%s\",\"impl\":\"nimbus\",\"precision\":\"fp32\",\"ok\":true,"
                 "\"nimbus_ms\":%.3f,\"median_ms\":%.3f,\"p10_ms\":%.3f,\"p90_ms\":%.3f,\"iters\":%zu,"
                 "\"img_per_s\":%.2f,\"flops\":%.6g,\"launches_per_step\":%.0f,\"host_waits_per_step\":%.0f,"
-                "\"copies_per_step\":%.0f,\"peak_mem_bytes\":%zu,\"ops\":%s,\"status\":\"%s\"}\n",
+                "\"copies_per_step\":%.0f,\"graph_launches_per_step\":%.0f,\"peak_mem_bytes\":%zu,\"ops\":%s,\"status\":\"%s\"}\n",
                 key.c_str(), name.c_str(), med, med, percentile(ms, 0.1), percentile(ms, 0.9), ms.size(),
                 batch / (med * 1e-3), batch * gflop_per_img * 1e9, g_cuda.launches, g_cuda.host_waits,
-                g_cuda.copies, g_cuda.peak_reserved, ops.c_str(), cuda_status().c_str());
+                g_cuda.copies, g_cuda.graph_launches, g_cuda.peak_reserved, ops.c_str(), cuda_status().c_str());
     std::fflush(stdout);
     return;
   }
@@ -167,6 +169,7 @@ std::vector<double> time_it(const std::function<void()>& f, int warmup, int iter
       g_cuda.launches = double(c1.launches - c0.launches);
       g_cuda.host_waits = double(c1.host_waits - c0.host_waits);
       g_cuda.copies = double(c1.copies - c0.copies);
+      g_cuda.graph_launches = double(c1.graph_launches - c0.graph_launches);
     }
     sync_device();
     ms.push_back(ms_since(t0));
@@ -185,9 +188,20 @@ std::vector<double> time_it(const std::function<void()>& f, int warmup, int iter
 // ResNet-50 at 13x64x64: 0.7316 GFLOP/img forward, 2.111 training (perf-baseline.md).
 constexpr double kResNet50Fwd64 = 0.7316, kResNet50Train64 = 2.111;
 
+// A training step timed as it is (eager: every kernel launched by the host), or, with `graph`, run
+// once, captured as a CUDA graph (engine/graph.h) and timed as replays (one launch a step).
+void report_step(const std::string& key, const std::string& tag, const std::function<void()>& step, bool graph,
+                 int warmup, int iters, int batch, double gflop_per_img) {
+  if (!graph) return report(key, tag, time_it(step, warmup, iters), batch, gflop_per_img);
+  step();
+  sync_device();
+  const DeviceGraph g = DeviceGraph::capture(Device::CUDA, step);
+  report(key, tag + " as a CUDA graph", time_it([&] { g.replay(); }, warmup, iters), batch, gflop_per_img);
+}
+
 // ResNet-50 (13 in, 10 classes) at N x 13xHxH, on g_device: a training step (fwd + CE + bwd + Adam
-// 1e-4) or inference (eval, no grad).
-void resnet50(const std::string& key, int N, bool train, int iters) {
+// 1e-4), eager or replayed as a graph, or inference (eval, no grad).
+void resnet50(const std::string& key, int N, bool train, int iters, bool graph = false) {
   Rng rng(0);
   ResNet net(resnet50_config(13, 10), rng);
   Tensor x = Tensor::randn({N, 13, 64, 64}, rng).to(g_device);
@@ -213,13 +227,13 @@ void resnet50(const std::string& key, int N, bool train, int iters) {
     cross_entropy(net.forward(x), y).backward();
     adam.step();
   };
-  report(key, tag, time_it(step, 2, iters ? iters : 5), N, kResNet50Train64);
+  report_step(key, tag, step, graph, 2, iters ? iters : 5, N, kResNet50Train64);
 }
 
 // The script's _dsen2cr(): analytic FLOPs, one warm-up step that also decides
 // whether training is affordable (> 60 s: forward only), a second warm-up
 // unless the first took > 10 s.
-void dsen2cr(const std::string& key, int B, int F, int N, int H, bool train, int iters) {
+void dsen2cr(const std::string& key, int B, int F, int N, int H, bool train, int iters, bool graph = false) {
   const double fwd = 2.0 * 9 * H * H * (15.0 * F + 2.0 * B * F * F + 13.0 * F) / 1e9;
   const double trn = 3 * fwd - 2.0 * 9 * H * H * 15.0 * F / 1e9;
   const int default_iters = F == 64 ? (train ? 10 : 20) : 5;
@@ -256,7 +270,7 @@ void dsen2cr(const std::string& key, int B, int F, int N, int H, bool train, int
     report(key, tag + " FORWARD ONLY (train step > 60 s)", time_it(infer, 1, iters), N, fwd);
     return;
   }
-  report(key, tag + " train step (fwd+L1+bwd+Adam)", time_it(step, first_s > 10 ? 0 : 1, iters), N, trn);
+  report_step(key, tag + " train step (fwd+L1+bwd+Adam)", step, graph, first_s > 10 ? 0 : 1, iters, N, trn);
 }
 
 struct Case {
@@ -281,9 +295,13 @@ const std::vector<Case>& cpu_cases() {
 const std::vector<Case>& cuda_cases() {
   static const std::vector<Case> all = {
       {"resnet50_train_b256_64", [](int it) { resnet50("resnet50_train_b256_64", 256, true, it ? it : 10); }},
+      {"resnet50_train_b256_64_graph",
+       [](int it) { resnet50("resnet50_train_b256_64_graph", 256, true, it ? it : 10, true); }},
       {"resnet50_infer_b256_64", [](int it) { resnet50("resnet50_infer_b256_64", 256, false, it ? it : 20); }},
       {"dsen2cr_train_B16F256_b16_128",
        [](int it) { dsen2cr("dsen2cr_train_B16F256_b16_128", 16, 256, 16, 128, true, it ? it : 2); }},
+      {"dsen2cr_train_B16F256_b16_128_graph",
+       [](int it) { dsen2cr("dsen2cr_train_B16F256_b16_128_graph", 16, 256, 16, 128, true, it ? it : 2, true); }},
       {"dsen2cr_infer_B16F256_b1_256",
        [](int it) { dsen2cr("dsen2cr_infer_B16F256_b1_256", 16, 256, 1, 256, false, it ? it : 5); }},
   };
