@@ -241,6 +241,32 @@ TEST_CASE("allocator pools: a private pool takes what is freed during capture an
   test_pool = 0;
 }
 
+// The CUDA backend's allocator keys its pools by the current stream.
+TEST_CASE("cuda allocator: a block freed on the compute stream is reused there, not on another stream") {
+  REQUIRE(cuda::register_cuda_backend());
+  const cuda::Stream other = cuda::create_stream();
+  const void* freed = nullptr;
+  {
+    const Tensor t = Tensor::empty({4096}, Device::CUDA);
+    freed = t.data();
+  }
+  const void* on_other = nullptr;
+  {
+    cuda::StreamGuard guard(other);
+    const Tensor u = Tensor::empty({4096}, Device::CUDA);
+    on_other = u.data();
+    CHECK(on_other != freed);  // the compute stream's cached block is not handed to this stream
+  }
+  const Tensor v = Tensor::empty({4096}, Device::CUDA);
+  CHECK(v.data() == freed);  // back on the compute stream: its own block again
+  {
+    cuda::StreamGuard guard(other);
+    const Tensor w = Tensor::empty({4096}, Device::CUDA);
+    CHECK(w.data() == on_other);  // and the other stream gets back its own
+  }
+  cuda::destroy_stream(other);
+}
+
 // ---- a whole training step -----------------------------------------------------------------------
 
 models::ResNetConfig tiny_resnet() {
