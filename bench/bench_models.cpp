@@ -110,6 +110,7 @@ void sync_device() {
 // Per-step figures of a CUDA case, filled by time_it() and profile_step().
 struct CudaStep {
   double launches = 0, host_waits = 0, copies = 0, graph_launches = 0;
+  double busy = -1;  // device busy time / step wall time (graph cases; -1: not measured)
   size_t peak_reserved = 0;
   std::vector<cuda::OpTime> ops;
 };
@@ -138,10 +139,11 @@ void report(const std::string& key, const std::string& name, const std::vector<d
     std::printf("{\"case\":\"%s\",\"name\":\"%s\",\"impl\":\"nimbus\",\"precision\":\"fp32\",\"ok\":true,"
                 "\"nimbus_ms\":%.3f,\"median_ms\":%.3f,\"p10_ms\":%.3f,\"p90_ms\":%.3f,\"iters\":%zu,"
                 "\"img_per_s\":%.2f,\"flops\":%.6g,\"launches_per_step\":%.0f,\"host_waits_per_step\":%.0f,"
-                "\"copies_per_step\":%.0f,\"graph_launches_per_step\":%.0f,\"peak_mem_bytes\":%zu,\"ops\":%s,\"status\":\"%s\"}\n",
+                "\"copies_per_step\":%.0f,\"graph_launches_per_step\":%.0f,\"gpu_busy_fraction\":%.4f,\"peak_mem_bytes\":%zu,\"ops\":%s,\"status\":\"%s\"}\n",
                 key.c_str(), name.c_str(), med, med, percentile(ms, 0.1), percentile(ms, 0.9), ms.size(),
                 batch / (med * 1e-3), batch * gflop_per_img * 1e9, g_cuda.launches, g_cuda.host_waits,
-                g_cuda.copies, g_cuda.graph_launches, g_cuda.peak_reserved, ops.c_str(), cuda_status().c_str());
+                g_cuda.copies, g_cuda.graph_launches, g_cuda.busy, g_cuda.peak_reserved, ops.c_str(),
+                cuda_status().c_str());
     std::fflush(stdout);
     return;
   }
@@ -196,7 +198,17 @@ void report_step(const std::string& key, const std::string& tag, const std::func
   step();
   sync_device();
   const DeviceGraph g = DeviceGraph::capture(Device::CUDA, step);
-  report(key, tag + " as a CUDA graph", time_it([&] { g.replay(); }, warmup, iters), batch, gflop_per_img);
+  const std::vector<double> ms = time_it([&] { g.replay(); }, warmup, iters);
+  // Busy fraction: the device time of the step's ops (events around each op of one eager step, so
+  // launch gaps between ops are not counted) over the replayed step's wall time.
+  cuda::start_op_profile();
+  step();
+  g_cuda.ops = cuda::stop_op_profile();
+  double busy_ms = 0;
+  for (const cuda::OpTime& t : g_cuda.ops) busy_ms += t.ms;
+  g_cuda.busy = busy_ms / median(ms);
+  report(key, tag + " as a CUDA graph", ms, batch, gflop_per_img);
+  g_cuda.busy = -1;
 }
 
 // ResNet-50 (13 in, 10 classes) at N x 13xHxH, on g_device: a training step (fwd + CE + bwd + Adam

@@ -221,6 +221,12 @@ Blocks blocks_of(const TiffFile& f, const TiffInfo& info) {
     if (!TIFFGetField(f.get(), TIFFTAG_TILEWIDTH, &tw) || !TIFFGetField(f.get(), TIFFTAG_TILELENGTH, &th) || tw == 0 ||
         th == 0)
       f.fail("tiled image without a valid tile size");
+    // A tile larger than the image, past its next multiple of 16 (TIFF's tile granule) and the
+    // 1024 pixels real writers use, only makes the reader allocate what the file does not hold.
+    auto cap = [](int image) { return std::max<uint32_t>(1024, (uint32_t(image) + 15) / 16 * 16); };
+    if (tw > cap(info.width) || th > cap(info.height))
+      f.fail(str("tile size ", tw, "x", th, " is larger than the ", info.width, "x", info.height,
+                 " image can use (corrupt header?)"));
     b.bw = int(tw);
     b.bh = int(th);
   } else {

@@ -262,7 +262,45 @@ void write_raw_tiff(const std::string& path, uint16_t bps, uint16_t fmt) {
   TIFFWriteEncodedStrip(t, 0, buf.data(), tmsize_t(buf.size()));
   TIFFClose(t);
 }
+// A little-endian classic TIFF's first IFD entry for `tag` gets the value `v` (SHORT or LONG).
+void patch_tag(std::string& bytes, uint16_t tag, uint32_t v) {
+  auto u16 = [&](size_t at) { return uint16_t(uint8_t(bytes[at]) | uint8_t(bytes[at + 1]) << 8); };
+  auto u32 = [&](size_t at) { return uint32_t(u16(at)) | uint32_t(u16(at + 2)) << 16; };
+  REQUIRE(bytes.substr(0, 2) == "II");
+  const size_t ifd = u32(4);
+  for (size_t k = 0, n = u16(ifd); k < n; ++k) {
+    const size_t e = ifd + 2 + 12 * k;
+    if (u16(e) != tag) continue;
+    const int width = u16(e + 2) == TIFF_SHORT ? 2 : 4;
+    for (int b = 0; b < width; ++b) bytes[e + 8 + size_t(b)] = char((v >> (8 * b)) & 0xFF);
+    return;
+  }
+  FAIL("tag ", tag, " not found");
+}
 }  // namespace
+
+TEST_CASE("geotiff: a header's tile size beyond what the image can use is refused before allocating") {
+  TempDir tmp;
+  Raster r = random_raster(1, 64, 64, 0, 1000, 3);
+  WriteOptions o;
+  o.tiled = true;
+  o.tile_size = 16;
+  const std::string good = tmp / "tiled.tif";
+  write_geotiff(good, r, o);
+  CHECK(read_geotiff(good).data == r.data);
+  // 65520 x 65520 uint16 tiles: an 8.5 GB block buffer, claimed by a 10 KB file.
+  std::string bytes = slurp(good);
+  patch_tag(bytes, TIFFTAG_TILEWIDTH, 65520);
+  patch_tag(bytes, TIFFTAG_TILELENGTH, 65520);
+  const std::string bad = tmp / "huge_tiles.tif";
+  spit(bad, bytes);
+  CHECK_THROWS_WITH_AS(read_geotiff(bad), doctest::Contains("tile size 65520x65520"), Error);
+  CHECK_THROWS_WITH_AS(read_geotiff(bad), doctest::Contains(bad.c_str()), Error);
+  // Tiles up to 1024 (or the image rounded up to 16) stay legal.
+  o.tile_size = 256;
+  write_geotiff(tmp / "big_tiles.tif", r, o);
+  CHECK(read_geotiff(tmp / "big_tiles.tif").data == r.data);
+}
 
 TEST_CASE("geotiff: bad input gives an Error naming the file and the problem") {
   TempDir tmp;
