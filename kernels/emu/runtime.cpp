@@ -46,6 +46,9 @@ struct EmuStream {
   bool non_blocking = false;
   uint64_t issued = 0;    // work items issued on it
   uint64_t finished = 0;  // of those, how many the host (or stream 0) is known to be ordered after
+  // What this stream's work waits for (cudaStreamWaitEvent): per other stream, the point in it.
+  // When the host synchronises this stream, those points are finished too.
+  std::map<cudaStream_t, uint64_t> waited;
   // Stream capture: the graph being recorded (nullptr: not capturing), its mode, and whether an
   // unsupported call invalidated it.
   EmuGraph* capture = nullptr;
@@ -182,7 +185,22 @@ bool issue_on(cudaStream_t s, const char* what) {
 }
 
 void finish_all() {
-  for (cudaStream_t o : live_streams) o->finished = o->issued;
+  for (cudaStream_t o : live_streams) o->finished = o->issued, o->waited.clear();
+}
+
+// The host now knows that `s`'s work is done: so is, transitively, the work it waited for.
+void finish(cudaStream_t s) {
+  std::vector<cudaStream_t> todo{s};
+  while (!todo.empty()) {
+    cudaStream_t t = todo.back();
+    todo.pop_back();
+    for (const auto& [o, at] : t->waited)
+      if (live_streams.count(o) && o->finished < at) {
+        o->finished = at;
+        todo.push_back(o);
+      }
+    t->waited.clear();
+  }
 }
 
 // Counts one copy/memset on `s`; false (error set) if s is not live or the copy would be unordered.
@@ -507,6 +525,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
       return fail(cudaErrorStreamCaptureUnsupported, nimbus::str("cudaStreamDestroy: stream ", static_cast<const void*>(s),
                                                                  " is capturing a graph; end the capture first"));
     live_streams.erase(s);
+    for (cudaStream_t o : live_streams) o->waited.erase(s);
   }
   delete s;
   return cudaSuccess;
@@ -515,7 +534,10 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   std::lock_guard<std::mutex> lock(stream_mutex);
   if (!stream_counters(s, "cudaStreamSynchronize")) return cudaErrorInvalidResourceHandle;
   if (refused_sync(s, "cudaStreamSynchronize")) return cudaErrorStreamCaptureUnsupported;
-  if (s) s->finished = s->issued;
+  if (s) {
+    s->finished = s->issued;
+    finish(s);
+  }
   return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
@@ -534,6 +556,11 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
   if (st) ++st->waits;
   // Stream 0 waiting on an event of a non-blocking stream is ordered after that stream's work up to it.
   if (st && !s && e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
+  // Another stream's: remembered, so that synchronising s finishes that work too.
+  if (st && s && e->stream && e->stream != s && live_streams.count(e->stream)) {
+    uint64_t& at = s->waited[e->stream];
+    if (at < e->at) at = e->at;
+  }
   return st ? cudaSuccess : cudaErrorInvalidResourceHandle;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {

@@ -144,3 +144,34 @@ TEST_CASE("cuda streams: a destroyed stream is refused, not used") {
   (void)cudaGetLastError();
   CHECK(buf.download() == std::vector<float>(4, 0.0f));
 }
+
+// Strict mode's legacy-stream rule follows cross-stream waits: synchronising a stream also finishes
+// the work of another stream that it waited for (the upload path: the compute stream waits for the
+// copy stream's copies, then the host synchronises the compute stream).
+TEST_CASE("emu streams: synchronising a stream finishes the work on other streams that it waited for") {
+  REQUIRE(cuda::register_cuda_backend());
+  emu::set_strict(true);
+  cudaStream_t a = nullptr, b = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking) == cudaSuccess);
+  float* d = nullptr;
+  REQUIRE(cudaMalloc(&d, 64) == cudaSuccess);
+  REQUIRE(cudaMemsetAsync(d, 0, 64, a) == cudaSuccess);
+  cudaEvent_t e = nullptr;
+  REQUIRE(cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess);
+  REQUIRE(cudaEventRecord(e, a) == cudaSuccess);
+  REQUIRE(cudaStreamWaitEvent(b, e, 0) == cudaSuccess);
+  CHECK(cudaMemset(d, 1, 64) == cudaErrorInvalidResourceHandle);  // a's memset is not known done yet
+  (void)cudaGetLastError();
+  REQUIRE(cudaStreamSynchronize(b) == cudaSuccess);  // b waited for a's memset: it is done
+  CHECK(cudaMemset(d, 1, 64) == cudaSuccess);
+  REQUIRE(cudaMemsetAsync(d, 0, 64, a) == cudaSuccess);  // new work on a, not waited for by b
+  REQUIRE(cudaStreamSynchronize(b) == cudaSuccess);
+  CHECK(cudaMemset(d, 1, 64) == cudaErrorInvalidResourceHandle);
+  (void)cudaGetLastError();
+  REQUIRE(cudaStreamSynchronize(a) == cudaSuccess);
+  cudaEventDestroy(e);
+  cudaFree(d);
+  cudaStreamDestroy(a);
+  cudaStreamDestroy(b);
+}
