@@ -43,15 +43,7 @@ void* CachingAllocator::allocate(size_t bytes) {
   } else {
     p = raw_alloc_(size);
     if (!p && !is_private(pool)) {  // out of memory: drop the ordinary pools' cache and try once more
-      for (auto b = free_.begin(); b != free_.end();) {
-        if (is_private(b->first.first)) {
-          ++b;
-          continue;
-        }
-        for (void* q : b->second) raw_free_(q);
-        stats_.bytes_cached -= b->first.second * b->second.size();
-        b = free_.erase(b);
-      }
+      free_ordinary_cache();
       p = raw_alloc_(size);
     }
     NIMBUS_CHECK(p, "allocator: out of memory allocating ", size, " bytes (", stats_.bytes_in_use,
@@ -85,8 +77,7 @@ void CachingAllocator::deallocate(void* p) {
   stats_.bytes_cached += size;
 }
 
-void CachingAllocator::empty_cache() {
-  std::lock_guard<std::mutex> lock(mu_);
+void CachingAllocator::free_ordinary_cache() {
   for (auto b = free_.begin(); b != free_.end();) {
     if (is_private(b->first.first)) {
       ++b;
@@ -96,6 +87,11 @@ void CachingAllocator::empty_cache() {
     stats_.bytes_cached -= b->first.second * b->second.size();
     b = free_.erase(b);
   }
+}
+
+void CachingAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  free_ordinary_cache();
 }
 
 void CachingAllocator::set_pool_fn(PoolFn f) {

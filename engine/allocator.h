@@ -74,6 +74,7 @@ class CachingAllocator {
   };
   Pool current_pool() const { return pool_fn_ ? pool_fn_() : 0; }
   Pool resolve(Pool p) const;  // follows released private pools to where their blocks go now
+  void free_ordinary_cache();  // the cached blocks of every pool but the private ones; caller holds mu_
   RawAlloc raw_alloc_;
   RawFree raw_free_;
   PoolFn pool_fn_ = nullptr;

@@ -37,8 +37,10 @@
 #include "kernels/cuda/stream.h"
 #include "models/resnet.h"
 #include "tests/emu/emu_util.h"
+#include "tests/emu/tiny_models.h"
 
 using namespace nimbus;
+using nimbus::test::tiny_resnet;
 
 namespace {
 
@@ -270,16 +272,6 @@ TEST_CASE("cuda allocator: a block freed on the compute stream is reused there, 
 }
 
 // ---- a whole training step -----------------------------------------------------------------------
-
-models::ResNetConfig tiny_resnet() {
-  models::ResNetConfig cfg;
-  cfg.block = models::BlockType::Bottleneck;
-  cfg.blocks = {1, 1, 1, 1};
-  cfg.width = 4;
-  cfg.in_channels = 13;
-  cfg.classes = 10;
-  return cfg;
-}
 
 // A small conv net with the ops of a ResNet step (convolutions with and without a fused ReLU, batch
 // norm, pooling, linear, cross-entropy): the emulator runs ~25 launches a step instead of ~150.

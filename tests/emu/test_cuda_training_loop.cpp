@@ -17,20 +17,12 @@
 #include "engine/random.h"
 #include "kernels/cuda/stream.h"
 #include "models/model.h"
+#include "tests/emu/tiny_models.h"
 
 using namespace nimbus;
+using nimbus::test::tiny_resnet;
 
 namespace {
-
-models::ResNetConfig tiny_resnet() {
-  models::ResNetConfig cfg;
-  cfg.block = models::BlockType::Bottleneck;
-  cfg.blocks = {1, 1, 1, 1};
-  cfg.width = 4;
-  cfg.in_channels = 13;
-  cfg.classes = 10;
-  return cfg;
-}
 
 struct Run {
   std::vector<std::vector<float>> weights;

@@ -27,8 +27,10 @@
 #include "models/dsen2cr.h"
 #include "models/resnet.h"
 #include "tests/emu/emu_util.h"
+#include "tests/emu/tiny_models.h"
 
 using namespace nimbus;
+using nimbus::test::tiny_resnet;
 using nimbus::test::kOnEmulator;
 
 namespace {
@@ -46,16 +48,6 @@ StepCounts count_third_step(F step) {
   step();
   const cuda::WorkCounts b = cuda::work_counts();
   return {b.launches - a.launches, b.host_waits - a.host_waits, b.copies - a.copies};
-}
-
-models::ResNetConfig tiny_resnet() {
-  models::ResNetConfig cfg;
-  cfg.block = models::BlockType::Bottleneck;
-  cfg.blocks = {1, 1, 1, 1};
-  cfg.width = 4;
-  cfg.in_channels = 13;
-  cfg.classes = 10;
-  return cfg;
 }
 
 // Today's counts for one Adam training step (see the top of the file). No host waits: the batch
