@@ -67,7 +67,7 @@ int run(int argc, char** argv) {
   p.add_choice("band-order", "auto", {"auto", "eurosat", "sen12ms"},
                "band order of the input files: eurosat = B1..B8,B9..B12,B8A (EuroSAT MS tifs), sen12ms = "
                "B1..B8,B8A,B9..B12 (SEN12MS-CR, DSen2-CR output), auto = eurosat for 64x64 images, else sen12ms");
-  p.add_int("batch-size", 32, "images per forward pass (consecutive images of the same size are batched)");
+  p.add_int("batch-size", 32, "images per forward pass (consecutive images of the same size are batched)").range(1, 65536);
   p.add_positional("inputs", "GeoTIFF files, or folders searched recursively for .tif files");
   cli::add_common_options(p);
   p.parse_or_exit(argc, argv);

@@ -73,12 +73,12 @@ int run(int argc, char** argv) {
   p.add_choice("classify", "tiles", {"tiles", "center", "full"},
                "how a scene larger than the classifier's tiles is classified: tiles = softmax averaged over the "
                "non-overlapping tiles, center = the centre tile only, full = the whole scene at once");
-  p.add_int("classifier-tile", 64, "the classifier's training tile size (EuroSAT: 64)");
-  p.add_int("limit", 0, "evaluate at most this many scenes, spread evenly over the split (0 = all)");
-  p.add_int("examples", 4, "example panels across the cloud-cover range");
-  p.add_double("cloud-threshold", 0.2, "cloud score threshold of the detector (DSen2-CR: 0.2)");
-  p.add_int("tile", 256, "DSen2-CR tile size (scenes up to this size run in one piece)");
-  p.add_int("batch-size", 4, "DSen2-CR tiles per forward pass");
+  p.add_int("classifier-tile", 64, "the classifier's training tile size (EuroSAT: 64)").range(8, 4096);
+  p.add_int("limit", 0, "evaluate at most this many scenes, spread evenly over the split (0 = all)").range(0, 1e9);
+  p.add_int("examples", 4, "example panels across the cloud-cover range").range(0, 100);
+  p.add_double("cloud-threshold", 0.2, "cloud score threshold of the detector (DSen2-CR: 0.2)").range(0, 1);
+  p.add_int("tile", 256, "DSen2-CR tile size (scenes up to this size run in one piece)").range(16, 8192);
+  p.add_int("batch-size", 4, "DSen2-CR tiles per forward pass").range(1, 4096);
   cli::add_common_options(p);
   p.parse_or_exit(argc, argv);
   const std::string classifier = p.get_string("classifier"), cr = p.get_string("cr"),
@@ -86,9 +86,6 @@ int run(int argc, char** argv) {
   if (classifier.empty() || data_root.empty() || out.empty())
     throw cli::UsageError("--classifier FILE, --data PATH and --out DIR are required");
   if (cr.empty() && cr_nosar.empty()) throw cli::UsageError("give --cr FILE (and/or --cr-nosar FILE)");
-  if (p.get_int("classifier-tile") < 1 || p.get_int("tile") < 1 || p.get_int("batch-size") < 1 ||
-      p.get_int("limit") < 0 || p.get_int("examples") < 0)
-    throw cli::UsageError("--classifier-tile, --tile, --batch-size must be >= 1; --limit, --examples >= 0");
   const cli::CommonOptions common = apps::setup_device(p);
 
   // Models.

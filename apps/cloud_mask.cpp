@@ -22,7 +22,7 @@ int run(int argc, char** argv) {
                 "written as a uint8 GeoTIFF aligned with the input.");
   p.add_string("s2", "", "input Sentinel-2 GeoTIFF, 13 bands, raw DN (x10000 reflectance)", "FILE");
   p.add_string("out", "", "output mask GeoTIFF (uint8)", "FILE");
-  p.add_double("threshold", 0.2, "cloud score threshold (DSen2-CR: 0.2)");
+  p.add_double("threshold", 0.2, "cloud score threshold (DSen2-CR: 0.2)").range(0, 1);
   p.add_flag("map", "write 1 cloud / 2 shadow / 0 clear instead of the 0/1 loss mask");
   p.parse_or_exit(argc, argv);
   const std::string in = p.get_string("s2"), out = p.get_string("out");

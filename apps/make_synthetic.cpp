@@ -39,10 +39,10 @@ int run(int argc, char** argv) {
                 "S1) in the real folder layouts and GeoTIFF formats, with a labels.csv of true classes and cloud "
                 "fractions and the generator's own cloud masks.");
   p.add_string("out", "", "output folder (eurosat/ and sen12mscr/ are created in it)", "DIR");
-  p.add_int("eurosat-per-class", 0, "EuroSAT-like tiles per class (10 classes)");
-  p.add_int("sen12mscr", 0, "SEN12MS-CR-like triplets (256x256)");
+  p.add_int("eurosat-per-class", 0, "EuroSAT-like tiles per class (10 classes)").range(0, 1e6);
+  p.add_int("sen12mscr", 0, "SEN12MS-CR-like triplets (256x256)").range(0, 1e6);
   p.add_string("cloud-cover", "0,1", "per-patch cloud cover drawn uniformly from this range (fractions)", "LO,HI");
-  p.add_int("patches-per-roi", 25, "patches per ROI folder (seasons cycle over ROIs)");
+  p.add_int("patches-per-roi", 25, "patches per ROI folder (seasons cycle over ROIs)").range(1, 1e6);
   cli::add_common_options(p);
   p.parse_or_exit(argc, argv);
   const std::string out = p.get_string("out");
@@ -50,7 +50,6 @@ int run(int argc, char** argv) {
   data::SyntheticOptions o;
   if (out.empty()) throw cli::UsageError("--out DIR is required");
   if (n_eurosat < 0 || n_cr < 0) throw cli::UsageError("counts must be >= 0");
-  if (p.get_int("patches-per-roi") <= 0) throw cli::UsageError("--patches-per-roi must be positive");
   std::tie(o.cover_lo, o.cover_hi) = parse_range(p.get_string("cloud-cover"));
   cli::CommonOptions common = cli::apply_common_options(p);
   o.seed = common.seed;

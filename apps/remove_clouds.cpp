@@ -69,9 +69,9 @@ int run(int argc, char** argv) {
   p.add_string("data", "", "folder mode: SEN12MS-CR root (or triplet list CSV); every triplet of --split", "PATH");
   p.add_choice("split", "test", {"train", "val", "test"}, "folder mode: which benchmark split to process");
   p.add_string("out-dir", "", "folder mode: output folder, one <cloudy S2 file name> per triplet", "DIR");
-  p.add_int("tile", 256, "tile side in pixels; images up to this size run in one piece");
-  p.add_int("overlap", -1, "tile overlap in pixels (-1: 2 x receptive radius + 32, e.g. 100 for 16 blocks)");
-  p.add_int("batch-size", 4, "tiles per forward pass");
+  p.add_int("tile", 256, "tile side in pixels; images up to this size run in one piece").range(16, 8192);
+  p.add_int("overlap", -1, "tile overlap in pixels (-1: 2 x receptive radius + 32, e.g. 100 for 16 blocks)").range(-1, 4096);
+  p.add_int("batch-size", 4, "tiles per forward pass").range(1, 4096);
   cli::add_common_options(p);
   p.parse_or_exit(argc, argv);
   const std::string weights = p.get_string("weights"), s2 = p.get_string("s2"), root = p.get_string("data");
@@ -82,8 +82,6 @@ int run(int argc, char** argv) {
   if (!folder && (s2.empty() || p.get_string("out").empty()))
     throw cli::UsageError("--s2 FILE and --out FILE are required (or --data DIR --out-dir DIR)");
   if (folder && p.get_string("out-dir").empty()) throw cli::UsageError("--out-dir DIR is required with --data");
-  if (p.get_int("tile") < 1 || p.get_int("batch-size") < 1)
-    throw cli::UsageError("--tile, --batch-size must be >= 1");
   const cli::CommonOptions common = apps::setup_device(p);
   models::LoadedModel lm = models::load_model(weights);
   NIMBUS_CHECK(lm.model.dsen2cr, weights, ": holds ", lm.model.config.str(), ", not a DSen2-CR model");

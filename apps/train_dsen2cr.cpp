@@ -96,28 +96,27 @@ int run(int argc, char** argv) {
                 "best.safetensors and metrics.csv into --out.");
   p.add_string("data", "", "SEN12MS-CR root (nested ROIs*_s1/_s2/_s2_cloudy folders) or a triplet list CSV", "PATH");
   p.add_string("out", "", "run folder for checkpoints and metrics.csv", "DIR");
-  p.add_int("epochs", 8, "epochs to train in total (DSen2-CR: 8)");
-  p.add_int("batch-size", 16, "batch size (DSen2-CR: 16); the last incomplete batch of an epoch is dropped");
-  p.add_int("crop", 128, "training crop size; random position, plus one flip and quarter turn per sample");
+  p.add_int("epochs", 8, "epochs to train in total (DSen2-CR: 8)").range(1, apps::kMaxEpochs);
+  p.add_int("batch-size", 16, "batch size (DSen2-CR: 16); the last incomplete batch of an epoch is dropped")
+      .range(1, apps::kMaxBatch);
+  p.add_int("crop", 128, "training crop size; random position, plus one flip and quarter turn per sample")
+      .range(11, 4096);
   p.add_choice("loss", "carl", {"carl", "l1"}, "CARL (cloud-adaptive, needs the cloud mask) or plain L1 to the target");
-  p.add_double("lambda", 1.0, "CARL's weight on the whole-image L1 term");
+  p.add_double("lambda", 1.0, "CARL's weight on the whole-image L1 term").range(0, 1e6);
   p.add_choice("optimizer", "nadam", {"nadam", "adam"}, "Keras-2 Nadam (DSen2-CR) or PyTorch Adam");
   p.add_double("lr", 7e-5, "learning rate, constant (DSen2-CR: 7e-5 with Nadam; its PyTorch port: 7e-4 with Adam)");
-  p.add_int("blocks", 16, "residual blocks B");
-  p.add_int("features", 256, "features F of every conv");
+  p.add_int("blocks", 16, "residual blocks B").range(0, models::kMaxDsBlocks);
+  p.add_int("features", 256, "features F of every conv").range(1, models::kMaxDsFeatures);
   p.add_flag("no-sar", "S2-only model (no S1 input)");
-  p.add_double("cloud-threshold", 0.2, "cloud score threshold of the mask detector (DSen2-CR: 0.2)");
-  p.add_int("val-limit", 0, "validate on at most this many val triplets, spread over the split (0 = all)");
+  p.add_double("cloud-threshold", 0.2, "cloud score threshold of the mask detector (DSen2-CR: 0.2)").range(0, 1);
+  p.add_int("val-limit", 0, "validate on at most this many val triplets, spread over the split (0 = all)")
+      .range(0, 1e9);
   apps::add_training_options(p);  // --workers, --resume, the debug hooks, --device, --threads, --seed
   p.parse_or_exit(argc, argv);
 
   const apps::TrainingOptions training = apps::read_training_options(p, "PATH");
   const int64_t crop = p.get_int("crop");
-  if (crop < 11) throw cli::UsageError("--crop must be >= 11 (SSIM's 11x11 window)");
-  if (p.get_int("blocks") < 0 || p.get_int("blocks") > models::kMaxDsBlocks)
-    throw cli::UsageError(str("--blocks ", p.get_int("blocks"), ": must be in [0, ", models::kMaxDsBlocks, "]"));
-  if (p.get_int("features") < 1 || p.get_int("features") > models::kMaxDsFeatures)
-    throw cli::UsageError(str("--features ", p.get_int("features"), ": must be in [1, ", models::kMaxDsFeatures, "]"));
+  // (--crop >= 11: SSIM's 11x11 window; the ranges are declared with the options.)
   const cli::CommonOptions common = apps::setup_device(p);
   const apps::RunPaths paths(training.out);
 

@@ -117,20 +117,24 @@ int run(int argc, char** argv) {
                 "last.safetensors, best.safetensors, metrics.csv and the split files into --out.");
   p.add_string("data", "", "EuroSAT MS root: <Class>/<Class>_<n>.tif, 13-band uint16", "DIR");
   p.add_string("out", "", "run folder for checkpoints, metrics.csv and split_{train,val,test}.txt", "DIR");
-  p.add_int("epochs", 200, "epochs to train in total (a resumed run stops at the same total)");
-  p.add_int("batch-size", 32, "training batch size (the last incomplete batch of an epoch is dropped)");
+  p.add_int("epochs", 200, "epochs to train in total (a resumed run stops at the same total)").range(1, apps::kMaxEpochs);
+  p.add_int("batch-size", 32, "training batch size (the last incomplete batch of an epoch is dropped)")
+      .range(1, apps::kMaxBatch);
   p.add_double("lr", 1e-3, "Adam learning rate at epoch 1");
-  p.add_int_list("milestones", "50,100,200,250", "epochs (0-based) from which the learning rate is divided again");
-  p.add_double("lr-divisor", 5, "divisor applied at each milestone");
+  p.add_int_list("milestones", "50,100,200,250", "epochs (0-based) from which the learning rate is divided again")
+      .range(0, apps::kMaxEpochs);
+  p.add_double("lr-divisor", 5, "divisor applied at each milestone").range(1, 1e6);
   p.add_choice("block", "bottleneck", {"basic", "bottleneck"}, "residual block type (bottleneck: ResNet-50 family)");
-  p.add_int_list("blocks", "3,4,6,3", "blocks per stage, 4 numbers (3,4,6,3 = ResNet-50; 2,2,2,2 = ResNet-18)");
-  p.add_int("width", 64, "channels of the first stage (64 = torchvision); smaller for CPU demos");
-  p.add_double("train-fraction", 0.8, "share of each class for training (stratified split from --seed)");
-  p.add_double("val-fraction", 0.1, "share of each class for validation; the rest is the test split");
+  p.add_int_list("blocks", "3,4,6,3", "blocks per stage, 4 numbers (3,4,6,3 = ResNet-50; 2,2,2,2 = ResNet-18)")
+      .range(0, models::kMaxStageBlocks);
+  p.add_int("width", 64, "channels of the first stage (64 = torchvision); smaller for CPU demos")
+      .range(1, models::kMaxWidth);
+  p.add_double("train-fraction", 0.8, "share of each class for training (stratified split from --seed)").range(0, 1);
+  p.add_double("val-fraction", 0.1, "share of each class for validation; the rest is the test split").range(0, 1);
   p.add_choice("band-order", "eurosat", {"eurosat", "sen12ms"},
                "band order of the tiles under --data: eurosat = B1..B8,B9..B12,B8A (EuroSAT MS files), sen12ms = "
                "B1..B8,B8A,B9..B12; tiles are reordered to sen12ms, the order the checkpoint expects");
-  p.add_int("norm-samples", 2000, "training tiles used for the input_norm mean/std (0 = all of them)");
+  p.add_int("norm-samples", 2000, "training tiles used for the input_norm mean/std (0 = all of them)").range(0, 1e9);
   p.add_flag("no-augment", "no flips / rot90 (default: random flip and quarter turn per tile and epoch)");
   apps::add_training_options(p);  // --workers, --resume, the debug hooks, --device, --threads, --seed
   p.parse_or_exit(argc, argv);
@@ -138,11 +142,6 @@ int run(int argc, char** argv) {
   const apps::TrainingOptions training = apps::read_training_options(p, "DIR");
   const std::vector<int64_t> blocks = p.get_int_list("blocks");
   if (blocks.size() != 4) throw cli::UsageError("--blocks needs 4 numbers (blocks per stage)");
-  for (int64_t b : blocks)
-    if (b < 0 || b > models::kMaxStageBlocks)
-      throw cli::UsageError(str("--blocks ", b, ": each stage holds 0 to ", models::kMaxStageBlocks, " blocks"));
-  if (p.get_int("width") < 1 || p.get_int("width") > models::kMaxWidth)
-    throw cli::UsageError(str("--width ", p.get_int("width"), ": must be in [1, ", models::kMaxWidth, "]"));
   const cli::CommonOptions common = apps::setup_device(p);
   const apps::RunPaths paths(training.out);
 

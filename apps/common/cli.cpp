@@ -88,13 +88,39 @@ Parser& Parser::add_positional(const std::string& name, const std::string& help)
   return *this;
 }
 
-// Checks v against the option's type and stores it.
+Parser& Parser::range(double lo, double hi) {
+  NIMBUS_CHECK(!options_.empty(), "cli: range() before any option");
+  Option& o = options_.back();
+  NIMBUS_CHECK(o.kind == Kind::Int || o.kind == Kind::Double || o.kind == Kind::IntList, "cli: --", o.name,
+               " has no numeric value to bound");
+  NIMBUS_CHECK(lo <= hi, "cli: --", o.name, ": empty range");
+  o.ranged = true;
+  o.lo = lo;
+  o.hi = hi;
+  return *this;
+}
+
+namespace {
+std::string num(double x) {
+  std::ostringstream os;
+  os << x;
+  return os.str();
+}
+}  // namespace
+
+// Checks v against the option's type and range, and stores it.
 void Parser::set_value(Option& o, const std::string& v) {
   const std::string what = "--" + o.name;
+  auto in_range = [&](double x, const std::string& shown) {
+    if (o.ranged && !(x >= o.lo && x <= o.hi))
+      throw UsageError(str(what, " ", shown, ": must be in [", num(o.lo), ", ", num(o.hi), "]"));
+  };
   switch (o.kind) {
-    case Kind::Int: parse_int(v, what); break;
-    case Kind::Double: parse_double(v, what); break;
-    case Kind::IntList: parse_int_list(v, what); break;
+    case Kind::Int: in_range(double(parse_int(v, what)), v); break;
+    case Kind::Double: in_range(parse_double(v, what), v); break;
+    case Kind::IntList:
+      for (int64_t x : parse_int_list(v, what)) in_range(double(x), str(x, " (in ", v, ")"));
+      break;
     case Kind::Flag:
       if (v != "true" && v != "false") throw UsageError(str(what, ": expected true or false, got '", v, "'"));
       break;
@@ -165,6 +191,7 @@ std::string Parser::usage() const {
     os << "  --" << o.name;
     if (o.kind != Kind::Flag) os << " " << o.metavar;
     os << "\n      " << o.help;
+    if (o.ranged) os << " [" << num(o.lo) << ", " << num(o.hi) << "]";
     if (o.kind != Kind::Flag && !o.def.empty()) os << " (default: " << o.def << ")";
     os << "\n";
   }

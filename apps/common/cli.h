@@ -51,6 +51,10 @@ class Parser {
   Parser& add_flag(const std::string& name, const std::string& help);  // false unless given
   // Positional arguments: all non-option words, in order, under one name for the usage text.
   Parser& add_positional(const std::string& name, const std::string& help);
+  // The range [lo, hi] of the option declared last (an int, a double, or every item of an int list):
+  // a value outside it is a usage error naming the option and the range, found while parsing, so an
+  // app never sees it (2^32 + 8 cast to an int is 8; a negative size wraps). Shown by --help.
+  Parser& range(double lo, double hi);
 
   // Parse argv[1..]. Returns Help when --help/-h was given; throws UsageError otherwise.
   Result parse(const std::vector<std::string>& args);
@@ -77,6 +81,8 @@ class Parser {
     Kind kind;
     std::vector<std::string> choices;
     bool given = false;
+    bool ranged = false;
+    double lo = 0, hi = 0;
   };
   Parser& add(Option o);
   const Option& find(const std::string& name, Kind want) const;

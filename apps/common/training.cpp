@@ -117,10 +117,10 @@ double DebugHooks::loss(double value, int64_t step) const {
 }
 
 void add_training_options(cli::Parser& p) {
-  p.add_int("workers", 2, str("data loader threads (1 to ", kMaxWorkers, ")"));
+  p.add_int("workers", 2, "data loader threads").range(1, kMaxWorkers);
   p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, loader order)");
-  p.add_int("read-every", 16, str("steps between reads of the training losses from the device (1 to ", kMaxReadEvery,
-                                  "): the host waits for the device only then"));
+  p.add_int("read-every", 16, "steps between reads of the training losses from the device: the host waits for it only then")
+      .range(1, kMaxReadEvery);
   p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");
   p.add_int("debug-inject-nan-at-step", -1, "(testing) make the loss of this global step (0-based) NaN (-1: never)");
   p.add_int("debug-sigkill-at-step", -1, "(testing) SIGKILL this process at the start of this step (-1: never)");
@@ -140,15 +140,9 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step")};
   if (o.data.empty()) throw cli::UsageError("--data " + data_metavar + " is required");
   if (o.out.empty()) throw cli::UsageError("--out DIR is required");
-  if (o.epochs < 1 || o.batch < 1 || o.workers < 1)
-    throw cli::UsageError("--epochs, --batch-size, --workers must be >= 1");
-  // Each worker holds prefetched batches: 100000 of them drove a machine into the OOM killer.
-  if (o.workers > kMaxWorkers)
-    throw cli::UsageError(str("--workers ", o.workers, ": at most ", kMaxWorkers, " data loader threads"));
-  if (o.batch > kMaxBatch) throw cli::UsageError(str("--batch-size ", o.batch, ": at most ", kMaxBatch));
-  if (o.epochs > kMaxEpochs) throw cli::UsageError(str("--epochs ", o.epochs, ": at most ", kMaxEpochs));
-  if (o.read_every < 1 || o.read_every > kMaxReadEvery)
-    throw cli::UsageError(str("--read-every ", o.read_every, ": must be 1 to ", kMaxReadEvery));
+  // --epochs, --batch-size, --workers and --read-every were range-checked while parsing (the trainers
+  // declare their ranges with the options). Each worker holds prefetched batches: 100000 of them
+  // drove a machine into the OOM killer.
   return o;
 }
 

@@ -404,7 +404,12 @@ TEST_CASE("apps: --device cuda is a clear error (exit 1) and --help works (exit 
   for (auto [app, opt, value] : {std::tuple{"train_resnet", "--width", "4294967304"},
                                  {"train_resnet", "--blocks", "1,100000000,1,1"},
                                  {"train_dsen2cr", "--features", "4294967304"},
-                                 {"train_dsen2cr", "--blocks", "-1"}}) {
+                                 {"train_dsen2cr", "--blocks", "-1"},
+                                 {"train_dsen2cr", "--lambda", "-1"},
+                                 {"train_dsen2cr", "--val-limit", "-1"},
+                                 {"train_dsen2cr", "--cloud-threshold", "5"},
+                                 {"train_resnet", "--milestones", "-5"},
+                                 {"train_dsen2cr", "--crop", "4294967304"}}) {
     CAPTURE(app);
     CAPTURE(opt);
     AppResult bad = run_app(app, {"--data", data, "--out", d / "bad", opt, value});

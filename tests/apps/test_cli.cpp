@@ -76,6 +76,34 @@ TEST_CASE("cli: usage errors name the option") {
   CHECK_THROWS_WITH_AS(nopos.parse({"file"}), doctest::Contains("unexpected argument 'file'"), UsageError);
 }
 
+TEST_CASE("cli: declared ranges are checked while parsing and shown by --help") {
+  auto ranged = [] {
+    Parser p("p", "ranges");
+    p.add_int("tile", 256, "tile side").range(16, 8192);
+    p.add_double("threshold", 0.2, "cloud score threshold").range(0, 1);
+    p.add_int_list("blocks", "3,4,6,3", "blocks per stage").range(0, 64);
+    return p;
+  };
+  auto err = [&](std::vector<std::string> args, const char* needle) {
+    Parser p = ranged();
+    CHECK_THROWS_WITH_AS(p.parse(args), doctest::Contains(needle), UsageError);
+  };
+  err({"--tile", "4294967304"}, "--tile 4294967304: must be in [16, 8192]");  // no wrap to 8 on the way to int
+  err({"--tile", "8"}, "--tile 8: must be in [16, 8192]");
+  err({"--threshold", "5"}, "--threshold 5: must be in [0, 1]");
+  err({"--threshold", "nan"}, "--threshold: expected a number");
+  err({"--blocks", "1,100000000,1,1"}, "--blocks 100000000 (in 1,100000000,1,1): must be in [0, 64]");
+  err({"--blocks", "-1,2,2,2"}, "must be in [0, 64]");
+  Parser ok = ranged();
+  CHECK(ok.parse({"--tile", "16", "--threshold", "1", "--blocks", "0,64,1,1"}) == Parser::Result::Ok);
+  CHECK(ok.get_int("tile") == 16);
+  CHECK(ok.usage().find("tile side [16, 8192] (default: 256)") != std::string::npos);
+  Parser bad("p", "misuse");
+  CHECK_THROWS_AS(bad.range(0, 1), Error);  // no option declared yet
+  bad.add_flag("resume", "a flag");
+  CHECK_THROWS_AS(bad.range(0, 1), Error);  // a flag has no number to bound
+}
+
 TEST_CASE("cli: programming errors are Errors, not usage errors") {
   Parser p = make();
   CHECK_THROWS_AS(p.get_int("nope"), Error);
