@@ -126,7 +126,7 @@ int run(int argc, char** argv) {
   p.add_double("lr-divisor", 5, "divisor applied at each milestone").range(1, 1e6);
   p.add_choice("block", "bottleneck", {"basic", "bottleneck"}, "residual block type (bottleneck: ResNet-50 family)");
   p.add_int_list("blocks", "3,4,6,3", "blocks per stage, 4 numbers (3,4,6,3 = ResNet-50; 2,2,2,2 = ResNet-18)")
-      .range(0, models::kMaxStageBlocks);
+      .range(1, models::kMaxStageBlocks);
   p.add_int("width", 64, "channels of the first stage (64 = torchvision); smaller for CPU demos")
       .range(1, models::kMaxWidth);
   p.add_double("train-fraction", 0.8, "share of each class for training (stratified split from --seed)").range(0, 1);

@@ -84,6 +84,26 @@ Module& Model::module() const {
   return *dsen2cr;
 }
 
+int64_t min_parameter_count(const ModelConfig& config) {
+  if (config.arch == Arch::DSen2CR) {  // head 3x3 (in -> F), B blocks of two 3x3 (F -> F), tail 3x3 (F -> 13)
+    const DSen2CRConfig& c = config.dsen2cr;
+    const int64_t F = c.features, in = 13 + (c.sar ? 2 : 0);
+    return 9 * (in * F + 2 * int64_t(c.blocks) * F * F + F * 13);
+  }
+  const ResNetConfig& c = config.resnet;  // conv1 7x7, each block's convs (downsample included), fc
+  int64_t n = 49 * int64_t(c.in_channels) * c.width, in = c.width;
+  for (int s = 0; s < 4; ++s) {
+    const int64_t planes = int64_t(c.width) << s, out = planes * c.expansion();
+    for (int i = 0; i < c.blocks[size_t(s)]; ++i) {
+      n += c.block == BlockType::Bottleneck ? in * planes + 9 * planes * planes + planes * out
+                                             : 9 * in * planes + 9 * planes * planes;
+      if (i == 0 && (s > 0 || in != out)) n += in * out;  // the 1x1 projection of the shortcut
+      in = out;
+    }
+  }
+  return n + in * c.classes;
+}
+
 Model build_model(const ModelConfig& config, Rng& rng) {
   Model m{config, nullptr, nullptr};
   if (config.arch == Arch::ResNet) m.classifier = std::make_shared<Classifier>(config.resnet, rng);

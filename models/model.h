@@ -44,4 +44,9 @@ struct Model {
 
 Model build_model(const ModelConfig& config, Rng& rng = global_rng());
 
+// A lower bound of the float32 values a model of this configuration holds (its convolution and
+// linear weights), computed without building it: a checkpoint holding fewer values cannot be this
+// model, and is refused before the build allocates what the file only claims.
+int64_t min_parameter_count(const ModelConfig& config);
+
 }  // namespace nimbus::models

@@ -112,6 +112,11 @@ LoadedModel load_model(const std::string& path) {
   const ModelConfig config =
       cfg != file.metadata.end() ? ModelConfig::from_json(cfg->second, path) : infer_config(file, path);
   out.from_pytorch = !ours;
+  int64_t held = 0;
+  for (const auto& [name, t] : file.tensors) held += t.numel();
+  const int64_t needs = min_parameter_count(config);
+  NIMBUS_CHECK(held >= needs, path, ": describes ", config.str(), ", which has at least ", needs,
+               " parameters, but the file holds only ", held, " values (corrupt, or not this model)");
   try {
     out.model = build_model(config);
   } catch (const Error& e) {

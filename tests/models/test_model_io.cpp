@@ -63,6 +63,38 @@ TEST_CASE("model config: JSON round trip and errors naming the field") {
   CHECK_NOTHROW(ModelConfig::from_json(R"({"arch":"dsen2cr","blocks":128,"features":1024,"sar":true})", "f.st"));
 }
 
+TEST_CASE("load_model: a file holding fewer values than its model's weights is refused before the build") {
+  // The bound is a true lower bound, and a tight one, for the models we train.
+  for (const ModelConfig& c : {ModelConfig::of(resnet50_config()), ModelConfig::of(resnet18_config()),
+                               ModelConfig::of(kTiny), ModelConfig::of(DSen2CRConfig{16, 256, true}),
+                               ModelConfig::of(DSen2CRConfig{2, 8, false})}) {
+    CAPTURE(c.str());
+    Rng rng(1);
+    const Model m = build_model(c, rng);
+    const int64_t actual = m.module().num_parameters(), bound = min_parameter_count(c);
+    CHECK(bound <= actual);
+    if (actual > 1000000) CHECK(double(bound) >= 0.99 * double(actual));  // the tiny ones are mostly batch norm
+  }
+  TempDir dir;
+  Rng rng(2);
+  const Model tiny = build_model(ModelConfig::of(kTiny), rng);
+  const std::string good = dir / "tiny.safetensors";
+  save_model(good, tiny, SaveOptions{});
+  CHECK_NOTHROW(load_model(good));
+  // The same tensors under a configuration of width 512 and 64 blocks a stage: ~10^10 parameters
+  // claimed by a file of a few thousand values.
+  SafetensorsFile f = load_safetensors(good);
+  ResNetConfig big = kTiny;
+  big.width = 512;
+  big.blocks = {64, 64, 64, 64};
+  f.metadata["model"] = ModelConfig::of(big).to_json();
+  std::vector<std::pair<std::string, Tensor>> tensors(f.tensors.begin(), f.tensors.end());
+  const std::string bad = dir / "claims_more.safetensors";
+  save_safetensors(bad, tensors, f.metadata);
+  CHECK_THROWS_WITH_AS(load_model(bad), doctest::Contains("claims_more.safetensors: describes resnet("), Error);
+  CHECK_THROWS_WITH_AS(load_model(bad), doctest::Contains("but the file holds only"), Error);
+}
+
 TEST_CASE("save_model / load_model: the file rebuilds the same model (classifier and DSen2-CR)") {
   TempDir dir;
   Rng rng(5);
