@@ -22,6 +22,7 @@
 #include "apps/common/experiment.h"
 #include "apps/common/experiment_report.h"
 #include "apps/common/progress.h"
+#include "apps/common/run_folder.h"
 #include "data/eurosat.h"
 #include "models/model_io.h"
 
@@ -87,6 +88,8 @@ int run(int argc, char** argv) {
     throw cli::UsageError("--classifier FILE, --data PATH and --out DIR are required");
   if (cr.empty() && cr_nosar.empty()) throw cli::UsageError("give --cr FILE (and/or --cr-nosar FILE)");
   const cli::CommonOptions common = apps::setup_device(p);
+  // The run owns --out from here: created now (not after all the work), locked against a second run.
+  const apps::RunFolder folder(out, "cloud_impact");
 
   // Models.
   models::LoadedModel lm = models::load_model(classifier);

@@ -143,7 +143,7 @@ int run(int argc, char** argv) {
   const std::vector<int64_t> blocks = p.get_int_list("blocks");
   if (blocks.size() != 4) throw cli::UsageError("--blocks needs 4 numbers (blocks per stage)");
   const cli::CommonOptions common = apps::setup_device(p);
-  const apps::RunPaths paths(training.out);
+  const apps::RunPaths paths(training.out, "train_resnet");
 
   // Data: index, split, sample functions (tiles reordered to sen12ms order).
   data::EuroSat ds(training.data, /*check_files=*/false);

@@ -23,11 +23,8 @@ namespace nimbus::apps {
 
 namespace fs = std::filesystem;
 
-RunPaths::RunPaths(const std::string& out_dir) : out(out_dir) {
-  NIMBUS_CHECK(!out.empty(), "--out DIR is required");
-  std::error_code ec;
-  fs::create_directories(out, ec);
-  NIMBUS_CHECK(!ec && fs::is_directory(out), out, ": cannot create the output folder (", ec.message(), ")");
+RunPaths::RunPaths(const std::string& out_dir, const std::string& program)
+    : folder(out_dir, program), out(out_dir) {
   last = out + "/last.safetensors";
   best = out + "/best.safetensors";
   metrics = out + "/metrics.csv";

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "apps/common/cli.h"
+#include "apps/common/run_folder.h"
 #include "data/loader.h"
 #include "engine/optim/optimizer.h"
 #include "models/model_io.h"
@@ -28,7 +29,9 @@
 namespace nimbus::apps {
 
 struct RunPaths {
-  explicit RunPaths(const std::string& out_dir);  // creates the folder
+  // Takes the folder for this run (run_folder.h: created, locked, stale temporaries removed).
+  RunPaths(const std::string& out_dir, const std::string& program);
+  RunFolder folder;
   std::string out, last, best, metrics;
 };
 

@@ -52,7 +52,7 @@ Run train(bool graphs, const std::string& dir) {
   };
   data::LoaderOptions lo = apps::loader_options(3, 1, 9, 0);
   data::Loader loader(15, fn, lo);
-  apps::RunPaths paths(dir);
+  apps::RunPaths paths(dir, "test");
   apps::DebugHooks debug;
   apps::EpochLoop loop{1, 3, 0, &loader, &adam, &model, &paths, &debug, 9};
   Run out;

@@ -1,0 +1,54 @@
+// run_folder.cpp: see run_folder.h.
+#include "apps/common/run_folder.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <regex>
+
+#include "kernels/common/error.h"
+
+namespace nimbus::apps {
+
+namespace fs = std::filesystem;
+
+RunFolder::RunFolder(const std::string& dir, const std::string& program) : dir_(dir) {
+  NIMBUS_CHECK(!dir.empty(), program, ": an output folder is required");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  NIMBUS_CHECK(!ec && fs::is_directory(dir), dir, ": cannot create the output folder (",
+               ec ? ec.message() : "a file of that name exists", ")");
+  const std::string lock = dir + "/.nimbus.lock";
+  fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  NIMBUS_CHECK(fd_ >= 0, lock, ": cannot open the folder's lock file: ", std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char holder[256] = {};
+    const ssize_t n = ::pread(fd_, holder, sizeof holder - 1, 0);
+    ::close(fd_);
+    fd_ = -1;
+    NIMBUS_CHECK(err != EWOULDBLOCK, dir, ": in use by another run (", n > 0 ? holder : "unknown",
+                 "); wait for it to finish or choose another output folder");
+    throw Error(str(lock, ": cannot lock the output folder: ", std::strerror(err)));
+  }
+  const std::string me = str(program, ", pid ", ::getpid());
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) != ssize_t(me.size())) {
+    // The note is for the message another run prints; the lock holds without it.
+  }
+  // What killed runs left behind: our atomic writers' temporaries, in this folder only.
+  static const std::regex temporary(R"(.*\.tmp(\.[0-9]+|[0-9]+_[0-9]+)$)");
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    if (!e.is_regular_file(ec) || !std::regex_match(e.path().filename().string(), temporary)) continue;
+    if (fs::remove(e.path(), ec)) ++removed_;
+  }
+}
+
+RunFolder::~RunFolder() {
+  if (fd_ >= 0) ::close(fd_);  // closing drops the flock
+}
+
+}  // namespace nimbus::apps

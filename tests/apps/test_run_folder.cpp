@@ -1,0 +1,64 @@
+// test_run_folder.cpp: an output folder one run owns (apps/common/run_folder.h): created at once,
+// locked against a second run (in another process too), and cleared of killed runs' temporaries.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "apps/common/run_folder.h"
+#include "kernels/common/error.h"
+#include "tests/apps/app_runner.h"
+
+using namespace nimbus;
+using nimbus::apps::RunFolder;
+namespace fs = std::filesystem;
+
+namespace {
+void touch(const std::string& p) { std::ofstream(p) << "x"; }
+}  // namespace
+
+TEST_CASE("run folder: a second run into the same folder is refused, naming the run that holds it") {
+  test::TempDir tmp("run_folder");
+  const std::string dir = tmp / "out/nested";
+  auto first = std::make_unique<RunFolder>(dir, "cloud_impact");
+  CHECK(fs::is_directory(dir));
+  CHECK_THROWS_WITH_AS(RunFolder(dir, "train_resnet"), doctest::Contains("in use by another run (cloud_impact, pid"),
+                       Error);
+  // Another process is refused too (flock is per open file, and the kernel sees both).
+  const pid_t child = fork();
+  if (child == 0) {
+    int code = 3;
+    try {
+      RunFolder other(dir, "child");
+      code = 0;
+    } catch (const Error&) {
+      code = 1;
+    }
+    _exit(code);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WEXITSTATUS(status) == 1);
+  first.reset();  // released: the folder can be taken again
+  CHECK_NOTHROW(RunFolder(dir, "train_resnet"));
+}
+
+TEST_CASE("run folder: killed runs' temporaries are removed, other files kept, and a bad path is named") {
+  test::TempDir tmp("run_folder_tmp");
+  const std::string dir = tmp / "run";
+  fs::create_directories(dir);
+  for (const char* f : {"last.safetensors.tmp.12345", "x.tif.tmp999_3", "metrics.csv.tmp.7"}) touch(dir + "/" + f);
+  for (const char* f : {"last.safetensors", "notes.tmp.txt", "a.tmp", "b.tmp.12x"}) touch(dir + "/" + f);
+  const RunFolder folder(dir, "train_dsen2cr");
+  CHECK(folder.removed_temporaries() == 3);
+  CHECK_FALSE(fs::exists(dir + "/last.safetensors.tmp.12345"));
+  for (const char* f : {"last.safetensors", "notes.tmp.txt", "a.tmp", "b.tmp.12x"}) CHECK(fs::exists(dir + "/" + f));
+  touch(tmp / "file");
+  CHECK_THROWS_WITH_AS(RunFolder(tmp / "file/sub", "cloud_impact"), doctest::Contains("cannot create the output folder"),
+                       Error);
+  CHECK_THROWS_WITH_AS(RunFolder(tmp / "file", "cloud_impact"), doctest::Contains("file"), Error);
+}
