@@ -109,6 +109,13 @@ void DebugHooks::before_step(int64_t step) const {
   }
 }
 
+void DebugHooks::after_checkpoint(int epoch) const {
+  if (epoch == kill_after_epoch) {
+    std::fflush(nullptr);
+    std::raise(SIGKILL);
+  }
+}
+
 double DebugHooks::loss(double value, int64_t step) const {
   return step == nan_at_step ? std::numeric_limits<double>::quiet_NaN() : value;
 }
@@ -121,6 +128,7 @@ void add_training_options(cli::Parser& p) {
   p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");
   p.add_int("debug-inject-nan-at-step", -1, "(testing) make the loss of this global step (0-based) NaN (-1: never)");
   p.add_int("debug-sigkill-at-step", -1, "(testing) SIGKILL this process at the start of this step (-1: never)");
+  p.add_int("debug-sigkill-after-epoch", -1, "(testing) SIGKILL this process right after this epoch's checkpoint (-1: never)");
   cli::add_common_options(p);
 }
 
@@ -134,7 +142,8 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   o.resume = p.get_flag("resume");
   o.read_every = p.get_int("read-every");
   o.graphs = !p.get_flag("eager");
-  o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step")};
+  o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step"),
+             p.get_int("debug-sigkill-after-epoch")};
   if (o.data.empty()) throw cli::UsageError("--data " + data_metavar + " is required");
   if (o.out.empty()) throw cli::UsageError("--out DIR is required");
   // --epochs, --batch-size, --workers and --read-every were range-checked while parsing (the trainers
@@ -338,6 +347,7 @@ void train_epochs(const EpochLoop& L) {
     read_back();  // before validating and saving: a NaN stops the run before any checkpoint has it
     bar.finish();
     const EpochLoop::Validation v = L.validate(epoch);
+    L.report(epoch);  // metrics.csv's row first (see training.h)
     models::SaveOptions so;
     so.epoch = epoch + 1;
     so.extra = v.extra;
@@ -346,7 +356,7 @@ void train_epochs(const EpochLoop& L) {
     so.optimizer = L.optimizer;
     so.rng = &global_rng();
     models::save_model(L.paths->last, *L.model, so);
-    L.report(epoch);
+    L.debug->after_checkpoint(epoch + 1);
   }
 }
 

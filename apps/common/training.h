@@ -72,7 +72,9 @@ void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const
 // SIGKILL itself at the start of step S (as if killed from outside).
 struct DebugHooks {
   int64_t nan_at_step = -1, kill_at_step = -1;
+  int64_t kill_after_epoch = -1;  // --debug-sigkill-after-epoch E: right after epoch E's checkpoint (1-based)
   void before_step(int64_t step) const;      // raises SIGKILL at kill_at_step
+  void after_checkpoint(int epoch) const;    // raises SIGKILL once epoch (1-based) kill_after_epoch is saved
   double loss(double value, int64_t step) const;  // NaN at nan_at_step, else value
 };
 
@@ -113,7 +115,10 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // end of the epoch all of them are read back at once, each loss checked finite (a NaN stops training
 // naming its step) and passed to after_step, and the progress bar advances, noted with note(). Then
 // validate(epoch) says whether the model improved and which metadata to store; the loop writes
-// <best> (when improved) and <last> (with optimiser and RNG, for --resume), then report(epoch).
+// <best> (when improved) and <last> (with optimiser and RNG, for --resume). report(epoch), which
+// writes metrics.csv's row, runs before the checkpoints: a run killed between the two then has the
+// row and not the checkpoint, and a resume redoes the epoch and rewrites the row; in the other order
+// it lost the row for good.
 //
 // On CUDA, unless `graphs` is off, the step is captured as a CUDA graph at the second batch (the first
 // creates the optimiser state) and replayed for every batch of the same shapes, its inputs copied into

@@ -110,6 +110,14 @@ TEST_CASE("train_resnet: SIGKILL mid-epoch then --resume ends with the weights o
   check_same_tensors(d / "a/last.safetensors", d / "b/last.safetensors");
   check_same_tensors(d / "a/best.safetensors", d / "b/best.safetensors");
   CHECK(read_file(d / "a/metrics.csv") == read_file(d / "b/metrics.csv"));
+  // Killed right after epoch 1's checkpoint (once the moment between the checkpoint's rename and
+  // metrics.csv's rewrite): the row of epoch 1 survives the resume.
+  AppResult after = run_app("train_resnet", with(resnet_args(data, d / "c"), {"--debug-sigkill-after-epoch", "1"}));
+  CHECK(after.signal == SIGKILL);
+  AppResult resumed = run_app("train_resnet", with(resnet_args(data, d / "c"), {"--resume"}));
+  REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.output);
+  CHECK(read_file(d / "c/metrics.csv") == read_file(d / "a/metrics.csv"));
+  check_same_tensors(d / "a/last.safetensors", d / "c/last.safetensors");
   // metrics.csv: header + one row per epoch; lr divided by 5 from epoch index 2 (the third epoch).
   const std::string csv = read_file(d / "a/metrics.csv");
   CHECK(csv.rfind("epoch,lr,train_loss,train_acc,val_loss,val_acc\n1,0.001,", 0) == 0);
