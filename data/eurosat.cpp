@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "kernels/common/error.h"
+#include "engine/io/safetensors.h"  // write_file_atomic
 #include "engine/random.h"
 
 namespace nimbus::data {
@@ -132,14 +133,15 @@ std::vector<size_t> EuroSat::read_split_file(const std::string& path) const {
   return out;
 }
 
+// Written atomically and checked to the end (write_file_atomic: temporary, fsync, rename): an
+// ofstream's close went unchecked, so a full disk left an empty split file and no error.
 void EuroSat::write_split_file(const std::string& path, const std::vector<size_t>& indices) const {
-  std::ofstream out(path);
-  NIMBUS_CHECK(out.good(), "eurosat: cannot write split file ", path);
+  std::string text;
   for (size_t i : indices) {
     NIMBUS_CHECK(i < items_.size(), "eurosat: index ", i, " out of ", items_.size());
-    out << items_[i].rel << "\n";
+    text += items_[i].rel + "\n";
   }
-  NIMBUS_CHECK(out.good(), "eurosat: error writing ", path);
+  write_file_atomic(path, text);
 }
 
 SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroSatSampleOptions options) {

@@ -2,6 +2,7 @@
 #include "engine/io/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -27,21 +28,44 @@ const Tensor& SafetensorsFile::at(const std::string& name) const {
   return *t;
 }
 
+namespace {
+// Writes all of `bytes` to fd; false (errno set) on an error.
+bool write_all(int fd, const std::string& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    done += size_t(w);
+  }
+  return true;
+}
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::string& bytes) {
+  // A path that exists and is no regular file (a device, a pipe, /dev/stdout) is written to
+  // directly: renaming a temporary over it would replace the device with a plain file.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    NIMBUS_CHECK(!S_ISDIR(st.st_mode), path, ": is a folder, not a file");
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    NIMBUS_CHECK(fd >= 0, path, ": cannot open for writing: ", std::strerror(errno));
+    const bool ok = write_all(fd, bytes);
+    const int err = errno;
+    const bool closed = ::close(fd) == 0;
+    NIMBUS_CHECK(ok && closed, path, ": write failed: ", std::strerror(ok ? errno : err));
+    return;
+  }
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   NIMBUS_CHECK(fd >= 0, path, ": cannot create temporary file ", tmp, ": ", std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw Error(str(path, ": write failed: ", std::strerror(err)));
-    }
-    done += size_t(w);
+  if (!write_all(fd, bytes)) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw Error(str(path, ": write failed: ", std::strerror(err)));
   }
   bool ok = ::fsync(fd) == 0;
   ok = (::close(fd) == 0) && ok;

@@ -38,7 +38,9 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
 SafetensorsFile load_safetensors(const std::string& path);
 
 // Write `bytes` to path atomically (temporary file + fsync + rename). Used by
-// every writer of outputs in nimbus.
+// every writer of outputs in nimbus. A path that exists and is not a regular
+// file (a device, a pipe, /dev/stdout) is written directly instead: a rename
+// would replace it. Every failure (a full disk included) is an Error naming path.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
 }  // namespace nimbus

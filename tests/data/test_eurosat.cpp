@@ -3,6 +3,8 @@
 // errors for unknown, empty, missing or mislabelled folders and wrong tiles.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+
 #include <map>
 #include <set>
 
@@ -87,6 +89,10 @@ TEST_CASE("eurosat: stratified split is per class, complete, disjoint and seeded
   // Split files: written, read back to the same indices; bad lines name the file and line.
   ds.write_split_file(tmp / "val.txt", s.val);
   CHECK(ds.read_split_file(tmp / "val.txt") == s.val);
+  // A write that cannot finish is an error naming the file (the stream's close used to go unchecked);
+  // no temporary is left behind.
+  const std::string nowhere = tmp / "no_such_dir/split.txt";
+  CHECK_THROWS_WITH_AS(ds.write_split_file(nowhere, s.val), doctest::Contains(nowhere.c_str()), Error);
   spit(tmp / "mine.txt", "# my split\nForest/Forest_3.tif\n\n  SeaLake/SeaLake_1.tif\r\n");
   auto mine = ds.read_split_file(tmp / "mine.txt");
   REQUIRE(mine.size() == 2);

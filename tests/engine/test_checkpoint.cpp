@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -76,6 +77,21 @@ void check_same_state(const Module& a, const Module& b) {
 }
 
 }  // namespace
+
+// A device or pipe is written directly: renaming a temporary over /dev/full replaced the device with
+// a regular file (found by a test that meant to fill a disk).
+TEST_CASE("write_file_atomic: devices are written in place and a full one is an error naming it") {
+  struct stat before {};
+  if (::stat("/dev/null", &before) != 0 || ::access("/dev/full", W_OK) != 0) return;  // no such devices here
+  CHECK_NOTHROW(write_file_atomic("/dev/null", "bytes"));
+  CHECK_THROWS_WITH_AS(write_file_atomic("/dev/full", "bytes"), doctest::Contains("/dev/full: write failed"), Error);
+  struct stat after {};
+  REQUIRE(::stat("/dev/full", &after) == 0);
+  CHECK(S_ISCHR(after.st_mode));  // still the device
+  REQUIRE(::stat("/dev/null", &after) == 0);
+  CHECK(S_ISCHR(after.st_mode));
+  CHECK_THROWS_WITH_AS(write_file_atomic("/tmp", "x"), doctest::Contains("/tmp: is a folder"), Error);
+}
 
 TEST_CASE("checkpoint: round trip of weights, buffers, optimiser state and metadata, and exact resume") {
   TempDir dir;
