@@ -158,7 +158,7 @@ int run(int argc, char** argv) {
   Metadata saved;
   const int done =
       apps::resume_or_start(training.resume, "train_dsen2cr", paths.last, common.seed, model, *opt, &saved);
-  double best = saved.count("best_val_loss") ? std::stod(saved["best_val_loss"]) : INFINITY;
+  double best = apps::metadata_number(saved, "best_val_loss", INFINITY, paths.last);
   net.to(common.device);
   const std::string loss_kind = p.get_string("loss");
   const double lambda = p.get_double("lambda");

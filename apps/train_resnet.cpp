@@ -182,7 +182,7 @@ int run(int argc, char** argv) {
                      std);
     clf.set_input_norm(mean, std);
   }
-  double best = saved.count("best_val_acc") ? std::stod(saved["best_val_acc"]) : -1.0;
+  double best = apps::metadata_number(saved, "best_val_acc", -1.0, paths.last);
   clf.to(common.device);
   std::vector<int> ms;
   for (int64_t m : p.get_int_list("milestones")) ms.push_back(int(m));

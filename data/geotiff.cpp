@@ -427,6 +427,13 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
     std::error_code ec;
     std::filesystem::rename(tmp, path, ec);
     NIMBUS_CHECK(!ec, "geotiff: ", path, ": cannot rename temporary file into place: ", ec.message());
+  } catch (const Error& e) {
+    std::error_code ignore;
+    std::filesystem::remove(tmp, ignore);
+    // Name the file the user asked for: the error may only know the temporary next to it.
+    const std::string what = e.what();
+    if (what.find(path + ":") != std::string::npos) throw;
+    throw Error(str("geotiff: cannot write ", path, ": ", what));
   } catch (...) {
     std::error_code ignore;
     std::filesystem::remove(tmp, ignore);

@@ -4,6 +4,7 @@
 #include "apps/common/accuracy.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cmath>
 #include <cstdio>
@@ -93,6 +94,17 @@ int resume_or_start(bool resume, const std::string& program, const std::string& 
   if (metadata) *metadata = meta;
   std::fprintf(stderr, "%s: resuming from %s after epoch %lld\n", program.c_str(), last.c_str(), (long long)epoch);
   return int(epoch);
+}
+
+double metadata_number(const Metadata& m, const std::string& key, double fallback, const std::string& path) {
+  auto it = m.find(key);
+  if (it == m.end()) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(it->second.c_str(), &end);
+  NIMBUS_CHECK(!it->second.empty() && *end == '\0' && errno != ERANGE, path, ": metadata \"", key, "\" is '",
+               it->second, "', not a number");
+  return v;
 }
 
 void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const std::string& kept) {

@@ -61,6 +61,10 @@ inline constexpr const char* kSeedKey = "seed";
 int resume_or_start(bool resume, const std::string& program, const std::string& last, uint64_t seed,
                     models::Model& model, Optimizer& optimizer, Metadata* metadata = nullptr);
 
+// A number stored in a checkpoint's metadata (the best validation score): `fallback` when the key
+// is absent; an Error naming the file and the key when the text is not a number.
+double metadata_number(const Metadata& m, const std::string& key, double fallback, const std::string& path);
+
 // Stops training on a NaN or infinite loss: Error naming the global step, the
 // epoch and batch, and the checkpoint that is kept.
 void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const std::string& kept);

@@ -1,15 +1,18 @@
-// test_run_folder.cpp: an output folder one run owns (apps/common/run_folder.h): created at once,
-// locked against a second run (in another process too), and cleared of killed runs' temporaries.
+// test_run_folder.cpp: a trainer's or cloud_impact's run folder: the folder one run owns
+// (apps/common/run_folder.h: created at once, locked against a second run, in another process too,
+// and cleared of killed runs' temporaries), and the best score a resume reads back from it.
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 
 #include "apps/common/run_folder.h"
+#include "apps/common/training.h"
 #include "kernels/common/error.h"
 #include "tests/apps/app_runner.h"
 
@@ -61,4 +64,15 @@ TEST_CASE("run folder: killed runs' temporaries are removed, other files kept, a
   CHECK_THROWS_WITH_AS(RunFolder(tmp / "file/sub", "cloud_impact"), doctest::Contains("cannot create the output folder"),
                        Error);
   CHECK_THROWS_WITH_AS(RunFolder(tmp / "file", "cloud_impact"), doctest::Contains("file"), Error);
+}
+
+// The trainers read their best score back from a checkpoint's metadata when resuming.
+TEST_CASE("metadata_number: a stored score, its absence, and a corrupt one named with its file") {
+  const Metadata m{{"best_val_acc", "0.8125"}, {"best_val_loss", "inf"}, {"bad", "0.5x"}, {"empty", ""}};
+  CHECK(apps::metadata_number(m, "best_val_acc", -1.0, "last.st") == 0.8125);
+  CHECK(std::isinf(apps::metadata_number(m, "best_val_loss", 0.0, "last.st")));  // DSen2-CR's start, saved as "inf"
+  CHECK(apps::metadata_number(m, "absent", -1.0, "last.st") == -1.0);
+  CHECK_THROWS_WITH_AS(apps::metadata_number(m, "bad", 0.0, "runs/x/last.st"),
+                       doctest::Contains("runs/x/last.st: metadata \"bad\" is '0.5x', not a number"), Error);
+  CHECK_THROWS_AS(apps::metadata_number(m, "empty", 0.0, "last.st"), Error);
 }
