@@ -3,12 +3,16 @@
 #   scripts/install_deps.sh          build + test dependencies
 #   scripts/install_deps.sh --dev    also the Python tools that regenerate test
 #                                    fixtures (python3-torch, rasterio, scipy, skimage)
+#   scripts/install_deps.sh --fuzz   also clang 14 with libFuzzer and its OpenMP (scripts/fuzz.sh)
 # Safe to run again: it does nothing when everything is present.
 set -euo pipefail
 
 pkgs=(cmake ninja-build g++ pkg-config libopenblas-dev libopenblas0-openmp doctest-dev libtiff-dev libgeotiff-dev zlib1g-dev libpng-dev)
 if [[ "${1:-}" == "--dev" ]]; then
   pkgs+=(python3-torch python3-torchvision python3-numpy python3-scipy python3-rasterio python3-skimage)
+fi
+if [[ "${1:-}" == "--fuzz" ]]; then
+  pkgs+=(clang-14 libclang-rt-14-dev libomp-14-dev)
 fi
 
 missing=()

@@ -9,6 +9,14 @@
 
 namespace nimbus::json {
 
+Value::Value() = default;
+Value::Value(const Value&) = default;
+Value::Value(Value&&) noexcept = default;
+Value& Value::operator=(const Value&) = default;
+Value& Value::operator=(Value&&) noexcept = default;
+Value::~Value() = default;
+
+
 const Value* Value::get(const std::string& key) const {
   for (const auto& [k, v] : obj)
     if (k == key) return &v;

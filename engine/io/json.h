@@ -19,6 +19,15 @@ struct Value {
 
   const Value* get(const std::string& key) const;
   bool is(Type t) const { return type == t; }
+
+  // Out of line (json.cpp): `obj` holds Values, an incomplete type here, which clang's libstdc++
+  // vector refuses to destroy inline (the fuzz build, scripts/fuzz.sh).
+  Value();
+  Value(const Value&);
+  Value(Value&&) noexcept;
+  Value& operator=(const Value&);
+  Value& operator=(Value&&) noexcept;
+  ~Value();
 };
 
 Value parse(const std::string& text);

@@ -32,14 +32,19 @@ NIMBUS_SIMD_INLINE void store_first(float* p, Vec16 v, int n) {
 // scalar loads and stores.
 NIMBUS_SIMD_INLINE void transpose16(Vec16 v[kLanes]) {
   typedef int Vec16i __attribute__((vector_size(64)));
-  const Vec16i lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-  const Vec16i hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  [[maybe_unused]] const Vec16i lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  [[maybe_unused]] const Vec16i hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
   for (int round = 0; round < 4; ++round) {
     Vec16 t[kLanes];
 #pragma GCC unroll 8
     for (int i = 0; i < kLanes / 2; ++i) {
+#if defined(__clang__)  // clang's spelling (the fuzz build, scripts/fuzz.sh): constant indices
+      t[2 * i] = __builtin_shufflevector(v[i], v[i + 8], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      t[2 * i + 1] = __builtin_shufflevector(v[i], v[i + 8], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+#else
       t[2 * i] = __builtin_shuffle(v[i], v[i + 8], lo);
       t[2 * i + 1] = __builtin_shuffle(v[i], v[i + 8], hi);
+#endif
     }
 #pragma GCC unroll 16
     for (int i = 0; i < kLanes; ++i) v[i] = t[i];
