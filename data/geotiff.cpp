@@ -274,7 +274,6 @@ Raster read_window(const std::string& path, const Window* window) {
   out.bands = info.bands;
   out.type = info.type;
   out.geo = shift_geo(info.geo, win.x0, win.y0);
-  out.data.assign(size_t(out.bands) * out.width * out.height, 0.f);
 
   TIFF* tif = f.get();
   Blocks b = blocks_of(f, info);
@@ -286,30 +285,41 @@ Raster read_window(const std::string& path, const Window* window) {
   std::vector<unsigned char> buf(static_cast<size_t>(block_bytes));
 
   const int planes = info.planar_separate ? info.bands : 1;
-  for (int by0 = (win.y0 / b.bh) * b.bh; by0 < win.y0 + win.height; by0 += b.bh)
-    for (int bx0 = (win.x0 / b.bw) * b.bw; bx0 < win.x0 + win.width; bx0 += b.bw)
-      for (int p = 0; p < planes; ++p) {
-        const int r0 = std::max(by0, win.y0), r1 = std::min({by0 + b.bh, win.y0 + win.height, info.height});
-        const int c0 = std::max(bx0, win.x0), c1 = std::min(bx0 + b.bw, win.x0 + win.width);
-        uint32_t id;
-        tmsize_t got;
-        if (info.tiled) {
-          id = TIFFComputeTile(tif, uint32_t(bx0), uint32_t(by0), 0, uint16_t(p));
-          got = TIFFReadEncodedTile(tif, id, buf.data(), block_bytes);
-        } else {
-          id = TIFFComputeStrip(tif, uint32_t(by0), uint16_t(p));
-          got = TIFFReadEncodedStrip(tif, id, buf.data(), block_bytes);
+  // Decodes every block the window needs; with `keep`, scatters it into `out`.
+  auto decode_blocks = [&](bool keep) {
+    for (int by0 = (win.y0 / b.bh) * b.bh; by0 < win.y0 + win.height; by0 += b.bh)
+      for (int bx0 = (win.x0 / b.bw) * b.bw; bx0 < win.x0 + win.width; bx0 += b.bw)
+        for (int p = 0; p < planes; ++p) {
+          const int r0 = std::max(by0, win.y0), r1 = std::min({by0 + b.bh, win.y0 + win.height, info.height});
+          const int c0 = std::max(bx0, win.x0), c1 = std::min(bx0 + b.bw, win.x0 + win.width);
+          uint32_t id;
+          tmsize_t got;
+          if (info.tiled) {
+            id = TIFFComputeTile(tif, uint32_t(bx0), uint32_t(by0), 0, uint16_t(p));
+            got = TIFFReadEncodedTile(tif, id, buf.data(), block_bytes);
+          } else {
+            id = TIFFComputeStrip(tif, uint32_t(by0), uint16_t(p));
+            got = TIFFReadEncodedStrip(tif, id, buf.data(), block_bytes);
+          }
+          const char* kind = info.tiled ? "tile" : "strip";
+          if (got < 0) f.fail(str("cannot decode ", kind, " ", id, " (truncated or corrupt file?)"));
+          // Bytes up to the end of the last row this window uses.
+          const tmsize_t need = tmsize_t(r1 - by0) * b.bw * spp_blk * nbytes;
+          if (got < need) f.fail(str(kind, " ", id, " is truncated: ", got, " of ", need, " bytes"));
+          if (!keep) continue;
+          const int band0 = info.planar_separate ? p : 0, nb = info.planar_separate ? 1 : info.bands;
+          with_sample_type(info.type, [&](auto sample) {
+            scatter<decltype(sample)>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
+          });
         }
-        const char* kind = info.tiled ? "tile" : "strip";
-        if (got < 0) f.fail(str("cannot decode ", kind, " ", id, " (truncated or corrupt file?)"));
-        // Bytes up to the end of the last row this window uses.
-        const tmsize_t need = tmsize_t(r1 - by0) * b.bw * spp_blk * nbytes;
-        if (got < need) f.fail(str(kind, " ", id, " is truncated: ", got, " of ", need, " bytes"));
-        const int band0 = info.planar_separate ? p : 0, nb = info.planar_separate ? 1 : info.bands;
-        with_sample_type(info.type, [&](auto sample) {
-          scatter<decltype(sample)>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
-        });
-      }
+  };
+  // A compressed file that claims far more pixels than its bytes (64x here; real Sentinel tiles
+  // compress 2-4x) is decoded once into the one block buffer before the raster is allocated, so a
+  // file that does not hold what it claims fails with bounded memory. A true, very compressible
+  // image pays a second decode.
+  if (info.compression != COMPRESSION_NONE && !ec && want > 64 * file_bytes) decode_blocks(false);
+  out.data.assign(size_t(out.bands) * out.width * out.height, 0.f);
+  decode_blocks(true);
   return out;
 }
 

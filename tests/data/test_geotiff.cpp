@@ -3,6 +3,8 @@
 // tests/torch/gen_expected_geotiff.py), window reads, write->read round trips
 // for every type and layout, and clear errors for bad files.
 #include <doctest/doctest.h>
+
+#include <sys/resource.h>
 #include <tiffio.h>
 
 #include <cmath>
@@ -300,6 +302,33 @@ TEST_CASE("geotiff: a header's tile size beyond what the image can use is refuse
   o.tile_size = 256;
   write_geotiff(tmp / "big_tiles.tif", r, o);
   CHECK(read_geotiff(tmp / "big_tiles.tif").data == r.data);
+}
+
+// A compressed file's header claiming 2000x2000x13 (208 MB as floats; 1,700 times the file's bytes,
+// under the 4096x that is refused outright): a clean Error, and the raster is never allocated (every
+// block is decoded into the one block buffer first). 8000x8000 is refused by the size check.
+TEST_CASE("geotiff: a compressed file claiming far more pixels than it holds fails without allocating them") {
+  TempDir tmp;
+  Raster r = random_raster(13, 64, 64, 0, 10000, 4);
+  WriteOptions o;
+  o.deflate = true;
+  o.rows_per_strip = 16;
+  const std::string good = tmp / "small.tif";
+  write_geotiff(good, r, o);
+  for (uint32_t side : {2000u, 8000u}) {
+    CAPTURE(side);
+    std::string bytes = slurp(good);
+    patch_tag(bytes, TIFFTAG_IMAGEWIDTH, side);
+    patch_tag(bytes, TIFFTAG_IMAGELENGTH, side);
+    const std::string bad = tmp / str("claims_", side, ".tif");
+    spit(bad, bytes);
+    rusage before{};
+    getrusage(RUSAGE_SELF, &before);
+    CHECK_THROWS_WITH_AS(read_geotiff(bad), doctest::Contains(bad.c_str()), Error);
+    rusage after{};
+    getrusage(RUSAGE_SELF, &after);
+    CHECK(after.ru_maxrss - before.ru_maxrss < 64 * 1024);  // KiB: far below the 208 MB claimed
+  }
 }
 
 TEST_CASE("geotiff: bad input gives an Error naming the file and the problem") {
