@@ -8,13 +8,28 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <regex>
 
 #include "kernels/common/error.h"
 
 namespace nimbus::apps {
 
 namespace fs = std::filesystem;
+
+namespace {
+// "<name>.tmp.<digits>" (write_file_atomic) or "<name>.tmp<digits>_<digits>" (the GeoTIFF writer).
+// By hand: std::regex trips GCC 12's -Wmaybe-uninitialized under ASan.
+bool is_temporary(const std::string& name) {
+  const size_t at = name.rfind(".tmp");
+  if (at == std::string::npos || at == 0) return false;
+  const std::string rest = name.substr(at + 4);
+  auto digits = [](const std::string& t) {
+    return !t.empty() && t.find_first_not_of("0123456789") == std::string::npos;
+  };
+  if (!rest.empty() && rest[0] == '.') return digits(rest.substr(1));
+  const size_t us = rest.find('_');
+  return us != std::string::npos && digits(rest.substr(0, us)) && digits(rest.substr(us + 1));
+}
+}  // namespace
 
 RunFolder::RunFolder(const std::string& dir, const std::string& program) : dir_(dir) {
   NIMBUS_CHECK(!dir.empty(), program, ": an output folder is required");
@@ -40,9 +55,8 @@ RunFolder::RunFolder(const std::string& dir, const std::string& program) : dir_(
     // The note is for the message another run prints; the lock holds without it.
   }
   // What killed runs left behind: our atomic writers' temporaries, in this folder only.
-  static const std::regex temporary(R"(.*\.tmp(\.[0-9]+|[0-9]+_[0-9]+)$)");
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    if (!e.is_regular_file(ec) || !std::regex_match(e.path().filename().string(), temporary)) continue;
+    if (!e.is_regular_file(ec) || !is_temporary(e.path().filename().string())) continue;
     if (fs::remove(e.path(), ec)) ++removed_;
   }
 }
