@@ -112,17 +112,21 @@ using Members = std::array<std::string, 4>;
 
 std::vector<fs::path> sorted_entries(const fs::path& dir) {
   std::vector<fs::path> out;
-  for (auto& e : fs::directory_iterator(dir)) out.push_back(e.path());
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+    out.push_back(it->path());
+  NIMBUS_CHECK(!ec, "sen12mscr: cannot list ", dir.string(), ": ", ec.message());
   std::sort(out.begin(), out.end());
   return out;
 }
 
 // Adds every patch of the modality folders under root (only `only` when >= 0).
 void scan_root(const fs::path& root, int only, std::map<Key, Members>& found) {
-  NIMBUS_CHECK(fs::is_directory(root), "sen12mscr: ", root.string(), " is not a directory");
+  std::error_code ec;  // the error_code forms: a name too long for the system is "not there", not a throw
+  NIMBUS_CHECK(fs::is_directory(root, ec), "sen12mscr: ", root.string(), " is not a directory");
   for (auto& top : sorted_entries(root)) {
     const std::string tname = top.filename().string();
-    if (!fs::is_directory(top) || !tname.starts_with("ROIs")) continue;  // archives, READMEs, ...
+    if (!fs::is_directory(top, ec) || !tname.starts_with("ROIs")) continue;  // archives, READMEs, ...
     auto pre = parse_prefix(tname);
     const int m = pre ? modality_index(pre->modality) : -1;
     NIMBUS_CHECK(m >= 0, "sen12mscr: ", top.string(),
@@ -131,7 +135,7 @@ void scan_root(const fs::path& root, int only, std::map<Key, Members>& found) {
     const std::string sub_prefix = std::string(kModalities[size_t(m)]) + "_";
     for (auto& sub : sorted_entries(top)) {
       const std::string sname = sub.filename().string();
-      if (!fs::is_directory(sub)) continue;
+      if (!fs::is_directory(sub, ec)) continue;
       NIMBUS_CHECK(sname.starts_with(sub_prefix) && all_digits(std::string_view(sname).substr(sub_prefix.size())),
                    "sen12mscr: ", sub.string(), ": folder should be named ", sub_prefix, "<roi>");
       const int roi = to_int(std::string_view(sname).substr(sub_prefix.size()));
@@ -246,7 +250,8 @@ Sen12mscrIndex read_sen12mscr_list(const std::string& csv_path) {
                      "sen12mscr: ", csv_path, " line ", lineno, ": ", p.filename().string(),
                      " is not the same season/ROI/patch as ", cols[0]);
       }
-      if (fs::exists(p)) m[c] = p.string();
+      std::error_code ec;  // a name too long for the system is a missing file, not a throw (found by fuzzing)
+      if (fs::exists(p, ec)) m[c] = p.string();
     }
     NIMBUS_CHECK(ref, "sen12mscr: ", csv_path, " line ", lineno, ": names no file (its fields are empty)");
     Key key{ref->prefix.seed, ref->roi, ref->patch};

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 scripts/install_deps.sh --fuzz
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_C_COMPILER=clang-14 \
-  -DNIMBUS_FUZZ=ON > build-fuzz.configure.log 2>&1 || { cat build-fuzz.configure.log; exit 1; }
+  -DNIMBUS_FUZZ=ON -DNIMBUS_WERROR=ON > build-fuzz.configure.log 2>&1 || { cat build-fuzz.configure.log; exit 1; }
 targets=(geotiff safetensors sen12mscr_list)
 cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]/#/fuzz_}"
 mkdir -p build-fuzz/findings

@@ -21,7 +21,7 @@ namespace {
 // 32 x 64 x 32x32, one thread.
 template <typename T>
 inline bool takes(T a, T v) {
-  return (v > a) | (v != v);
+  return int(v > a) | int(v != v);
 }
 
 // The window maxima of one H x W plane xp into y (P x Q), and with kIndex
