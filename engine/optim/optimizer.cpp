@@ -1,12 +1,13 @@
-// optimizer.cpp: parameter bookkeeping and state export/import (see optimizer.h).
+// optimizer.cpp: parameter bookkeeping, the device state a step advances, and state export/import
+// (see optimizer.h).
 #include "engine/optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <set>
 #include <cstring>
-#include <algorithm>
+#include <set>
 
 #include "engine/backend.h"
 #include "engine/device.h"
