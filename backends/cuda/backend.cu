@@ -31,9 +31,11 @@
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/conv2d_tc.h"
 #include "kernels/cuda/copy.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/linear_tc.h"
 #include "kernels/cuda/loss.h"
 #include "kernels/cuda/optim.h"
 #include "kernels/cuda/pool.h"
@@ -169,15 +171,43 @@ std::string versions() {
 namespace cuda_entries {
 using namespace ::nimbus::cuda;
 
-// The im2col + GEMM path has no epilogue yet: the ReLU is a second pass over y.
+// float32 convolutions and linear layers: the tensor-core kernels in TF32 (conv2d_tc.cu,
+// linear_tc.cu) unless math() is Fp32 or a reference is active (then the im2col + GEMM path, whose
+// GEMMs the reference may take over), or the geometry overflows the tensor-core kernels' indices.
+// bfloat16 always takes the tensor cores, except at such a geometry (then float32 scratch around the
+// plain kernels, backends/common/bf16_via_f32.h).
+bool tf32_on() { return math() == Math::Tf32 && gemm_reference() == nullptr; }
+
+int64_t conv2d_workspace(const ConvGeom& g) {
+  const bool tc = conv2d_tc_supported(g);
+  int64_t n = tc ? conv2d_tc_workspace(g) : 0;  // bfloat16 always, float32 under TF32
+  if (!tc || !tf32_on()) n = std::max(n, cuda::conv2d_workspace(g));
+  return n;
+}
+
+// The im2col + GEMM path has no epilogue: the ReLU is a second pass over y.
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
                     bool relu) {
+  if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_forward(y, x, w, b, g, relu);
   cuda::conv2d_forward(y, x, w, b, g, ws);
   if (relu) cuda::relu_forward(y, y, g.N * g.K * g.P() * g.Q());
 }
+void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                     const ConvGeom& g, float* ws) {
+  if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_backward(dx, dw, db, dy, x, w, g, ws);
+  cuda::conv2d_backward(dx, dw, db, dy, x, w, g, ws);
+}
+void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t in, int64_t out) {
+  if (tf32_on() && linear_tc_supported(N, in, out)) return linear_tc_forward(y, x, w, b, N, in, out);
+  cuda::linear_forward(y, x, w, b, N, in, out);
+}
+void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, int64_t N,
+                     int64_t in, int64_t out) {
+  if (tf32_on() && linear_tc_supported(N, in, out)) return linear_tc_backward(dx, dw, db, dy, x, w, N, in, out);
+  cuda::linear_backward(dx, dw, db, dy, x, w, N, in, out);
+}
 
-// bfloat16 linear and conv2d: through float32 scratch from the caching allocator, on the stream
-// (backends/common/bf16_via_f32.h), until the tensor-core kernels take bfloat16 directly.
+// bfloat16 fallback: float32 scratch from the caching allocator, on the stream.
 struct DeviceMem {
   struct Scratch {
     explicit Scratch(int64_t n) : t(n > 0 ? Tensor::empty({n}, Device::CUDA) : Tensor()) {}
@@ -188,23 +218,30 @@ struct DeviceMem {
   static void narrow(bfloat16* dst, const float* src, int64_t n) { cuda::cast_f32_to_bf16(dst, src, n); }
 };
 using DeviceViaF32 = ViaF32<DeviceMem>;
-using cuda::conv2d_backward;  // the float32 launchers stay visible beside the bfloat16 adapters below
-using cuda::linear_backward;
-using cuda::linear_forward;
 void linear_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, int64_t N, int64_t in,
                     int64_t out) {
+  if (linear_tc_supported(N, in, out)) return linear_tc_forward(y, x, w, b, N, in, out);
   DeviceViaF32::linear_forward([](auto... a) { cuda::linear_forward(a...); }, y, x, w, b, N, in, out);
 }
 void linear_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
                      const bfloat16* w, int64_t N, int64_t in, int64_t out) {
+  if (linear_tc_supported(N, in, out)) return linear_tc_backward(dx, dw, db, dy, x, w, N, in, out);
   DeviceViaF32::linear_backward([](auto... a) { cuda::linear_backward(a...); }, dx, dw, db, dy, x, w, N, in, out);
 }
 void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
                     float* ws, bool relu) {
-  DeviceViaF32::conv2d_forward([](auto... a) { cuda_entries::conv2d_forward(a...); }, y, x, w, b, g, ws, relu);
+  if (conv2d_tc_supported(g)) return conv2d_tc_forward(y, x, w, b, g, relu);
+  DeviceViaF32::conv2d_forward(
+      [](float* y32, const float* x32, const float* w32, const float* b32, const ConvGeom& g32, float* ws32,
+         bool relu32) {
+        cuda::conv2d_forward(y32, x32, w32, b32, g32, ws32);
+        if (relu32) cuda::relu_forward(y32, y32, g32.N * g32.K * g32.P() * g32.Q());
+      },
+      y, x, w, b, g, ws, relu);
 }
 void conv2d_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
                      const bfloat16* w, const ConvGeom& g, float* ws) {
+  if (conv2d_tc_supported(g)) return conv2d_tc_backward(dx, dw, db, dy, x, w, g, ws);
   DeviceViaF32::conv2d_backward([](auto... a) { cuda::conv2d_backward(a...); }, dx, dw, db, dy, x, w, g, ws);
 }
 }  // namespace cuda_entries
@@ -240,7 +277,19 @@ void install_reference(Reference r) {
 }
 #endif
 
-std::string base_status;  // the registration sentence, without the reference note
+std::string base_status;  // the registration sentence, without the reference and math notes
+std::atomic<Math> current_math{Math::Tf32};
+
+// The status sentence: registration, then the math mode, then an active reference.
+void update_status() {
+  const Reference r = active_reference;
+  set_cuda_status(str(base_status, "; float32 conv2d/linear in ", math_name(current_math.load()),
+                      current_math.load() == Math::Tf32 ? " on our tensor-core kernels" : " on the plain kernels",
+                      r == Reference::None ? ""
+                                           : str("; reference ", reference_name(r),
+                                                 r == Reference::Cublas ? ": every GEMM on cuBLAS"
+                                                                        : ": conv2d on cuDNN, linear on cuBLAS")));
+}
 
 bool do_register() {
   int count = 0;
@@ -256,6 +305,8 @@ bool do_register() {
   // Parse the environment before touching anything, so a typo fails cleanly and early.
   const char* env = std::getenv("NIMBUS_CUDA_REFERENCE");
   const Reference wanted = env ? parse_reference(env) : Reference::None;
+  const char* math_env = std::getenv("NIMBUS_CUDA_MATH");
+  const Math wanted_math = math_env ? parse_math(math_env) : current_math.load();
   // The compute stream, never destroyed (like the allocator: work may run until the process ends).
   cudaStream_t stream = nullptr;
   const cudaError_t se = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
@@ -270,7 +321,8 @@ bool do_register() {
                                    abort_capture_hook, replay_graph_hook, destroy_graph_hook, capturing_hook});
   set_backend(Device::CUDA, make_backend());
   base_status = str("CUDA backend: ", count, " device(s), using device 0 (", versions(), ")");
-  set_cuda_status(base_status);
+  current_math = wanted_math;
+  update_status();
   if (wanted != Reference::None) set_reference(wanted);
   return true;
 }
@@ -313,11 +365,24 @@ void set_reference(Reference r) {
   install_reference(r);
 #endif
   active_reference = r;
-  set_cuda_status(r == Reference::None ? base_status
-                  : str(base_status, "; reference ", reference_name(r),
-                        r == Reference::Cublas ? ": every GEMM on cuBLAS" : ": conv2d on cuDNN, linear on cuBLAS"));
+  update_status();
 }
 
 Reference reference() { return active_reference; }
+
+Math parse_math(const std::string& name) {
+  if (name == "tf32") return Math::Tf32;
+  if (name == "fp32") return Math::Fp32;
+  throw Error(str("NIMBUS_CUDA_MATH=", name, ": expected tf32 or fp32"));
+}
+
+const char* math_name(Math m) { return m == Math::Tf32 ? "tf32" : "fp32"; }
+
+void set_math(Math m) {
+  current_math = m;
+  if (!base_status.empty()) update_status();
+}
+
+Math math() { return current_math.load(); }
 
 }  // namespace nimbus::cuda

@@ -12,6 +12,12 @@
  * our im2col convolution) runs on cuBLAS; with =cudnn, convolutions run on cuDNN and linear layers
  * on cuBLAS. Only the real backend built with cuBLAS and cuDNN has them (references_available());
  * elsewhere asking for one is an Error. The status sentence names an active reference.
+ *
+ * Math mode for float32 convolutions and linear layers: Tf32 (the default, as PyTorch's
+ * convolutions on a GPU) runs them on our tensor-core kernels, operands rounded to TF32 (10
+ * mantissa bits) with fp32 accumulation; Fp32 runs the plain fp32 kernels, the exact reference
+ * path. NIMBUS_CUDA_MATH=tf32|fp32 in the environment at registration, or set_math(). bfloat16
+ * tensors always multiply on the tensor cores. An active reference takes precedence over both.
  */
 #pragma once
 #include <string>
@@ -26,5 +32,23 @@ const char* reference_name(Reference r);
 bool references_available();
 void set_reference(Reference r);  // Error if not registered or the reference is not available
 Reference reference();
+
+enum class Math { Tf32, Fp32 };
+Math parse_math(const std::string& name);  // "tf32", "fp32"; else Error
+const char* math_name(Math m);
+void set_math(Math m);  // process-wide; affects ops launched afterwards
+Math math();
+
+// Scope object for tests: sets the math mode, restores the previous one.
+class MathScope {
+ public:
+  explicit MathScope(Math m) : saved_(math()) { set_math(m); }
+  ~MathScope() { set_math(saved_); }
+  MathScope(const MathScope&) = delete;
+  MathScope& operator=(const MathScope&) = delete;
+
+ private:
+  Math saved_;
+};
 
 }  // namespace nimbus::cuda

@@ -35,6 +35,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/compat.h"
+#include "kernels/cuda/mma_core.cuh"
 #include "kernels/cuda/tensor_core.h"
 
 namespace mma_tiles {
@@ -169,26 +170,8 @@ __device__ __forceinline__ void warp_mma_bf16(const uint16_t* As, const uint16_t
   }
 }
 
-// ---- the k loop: two stages ---------------------------------------------------------------------------------
-// Every thread of the block runs it over `tiles` k-tiles: stage(buf, kt) starts the cp.async copies
-// of k-tile kt into stage buffer buf (0 or 1) and commits them as one group; multiply(buf) runs the
-// warp's mma loop over buffer buf. k-tile kt + 1 is in flight while the warps multiply k-tile kt;
-// one barrier before a tile is read, one after (the buffer is then refilled).
-template <typename Stage, typename Multiply>
-__device__ __forceinline__ void double_buffered_k_loop(int tiles, Stage&& stage, Multiply&& multiply) {
-  if (tiles > 0) stage(0, 0);
-  for (int kt = 0; kt < tiles; ++kt) {
-    if (kt + 1 < tiles) {
-      stage((kt + 1) % 2, kt + 1);  // the next tile flies while this one is used
-      cp_async_wait_group<1>();     // every group but the newest is complete: this thread's part of tile kt
-    } else {
-      cp_async_wait_group<0>();
-    }
-    __syncthreads();  // ... and every other thread's part
-    multiply(kt % 2);
-    __syncthreads();  // all warps are done with this buffer before tile kt + 2 is copied into it
-  }
-}
+// ---- the k loop: two stages (the backend's, kernels/cuda/mma_core.cuh) ---------------------------------------
+using nimbus::cuda::mma::double_buffered_k_loop;
 
 // ---- epilogue ---------------------------------------------------------------------------------------------------
 // Calls store(row, col, v0, v1) for every pair of adjacent accumulators of this thread: columns
@@ -237,18 +220,12 @@ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 1
 #include <vector>
 
 #include "bench/cuda/bench_util.cuh"
+#include "kernels/common/tf32.h"
 
 namespace mma_tiles {
 
-// cvt.rna.tf32.f32 on the host, for finite x: keep the top 19 bits, rounding to nearest with ties
-// away from zero (adding half an ulp to the magnitude bits; the sign bit is untouched).
-inline float round_tf32(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u = (u + 0x1000u) & 0xFFFFE000u;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
+// cvt.rna.tf32.f32 on the host (kernels/common/tf32.h).
+inline float round_tf32(float x) { return nimbus::tf32_round(x); }
 
 // The rel_err bound of a precision: bench_util.cuh's bound() (the --case rows' bound), which sits
 // in that header's nvcc-only part; the emulator build uses the same numbers.

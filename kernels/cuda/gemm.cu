@@ -157,12 +157,14 @@ __global__ void bias_fill_kernel(float* y, const float* b, int64_t K, int64_t in
   for (int64_t i = grid_first(); i < n; i += grid_step()) y[i] = b[(i / inner) % K];
 }
 
-__global__ void bias_backward_kernel(float* db, const float* dy, int64_t N, int64_t K, int64_t inner) {
+// T = float or bfloat16 (summed in float, rounded once).
+template <typename T>
+__global__ void bias_backward_kernel(T* db, const T* dy, int64_t N, int64_t K, int64_t inner) {
   const int64_t k = blockIdx.x, m = N * inner;
   float acc = 0.0f;
-  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) acc += dy[((j / inner) * K + k) * inner + j % inner];
+  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) acc += float(dy[((j / inner) * K + k) * inner + j % inner]);
   acc = block_reduce_sum(acc);
-  if (threadIdx.x == 0) db[k] = acc;
+  if (threadIdx.x == 0) db[k] = T(acc);
 }
 
 void bias_fill(float* y, const float* b, int64_t N, int64_t K, int64_t inner, int block) {
@@ -172,11 +174,18 @@ void bias_fill(float* y, const float* b, int64_t N, int64_t K, int64_t inner, in
   check_launch("cuda::bias_fill");
 }
 
-void bias_backward(float* db, const float* dy, int64_t N, int64_t K, int64_t inner, int block) {
+template <typename T>
+static void bias_backward_t(T* db, const T* dy, int64_t N, int64_t K, int64_t inner, int block) {
   if (K <= 0) return;
   NIMBUS_CHECK(K <= 2147483647, "cuda::bias_backward: ", K, " channels");
-  launch(bias_backward_kernel, unsigned(K), block, 0, launch_stream(), db, dy, N, K, inner);
+  launch(bias_backward_kernel<T>, unsigned(K), block, 0, launch_stream(), db, dy, N, K, inner);
   check_launch("cuda::bias_backward");
+}
+void bias_backward(float* db, const float* dy, int64_t N, int64_t K, int64_t inner, int block) {
+  bias_backward_t(db, dy, N, K, inner, block);
+}
+void bias_backward(bfloat16* db, const bfloat16* dy, int64_t N, int64_t K, int64_t inner, int block) {
+  bias_backward_t(db, dy, N, K, inner, block);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/common/bfloat16.h"
+
 namespace nimbus::cuda {
 
 constexpr int kGemmTile = 16;
@@ -39,6 +41,7 @@ GemmBatchedFn gemm_reference();
 // y[n,k,i] = b[k] over (N, K, inner); db[k] = sum_{n,i} dy[n,k,i] (written; block = threads per channel).
 void bias_fill(float* y, const float* b, int64_t N, int64_t K, int64_t inner, int block = 256);
 void bias_backward(float* db, const float* dy, int64_t N, int64_t K, int64_t inner, int block = 256);
+void bias_backward(bfloat16* db, const bfloat16* dy, int64_t N, int64_t K, int64_t inner, int block = 256);  // summed in float
 
 // x (N,in), w (out,in), b (out) or null -> y = x w^T + b (N,out). Backward writes each non-null
 // dx = dy w, dw = dy^T x, db = sum_n dy.

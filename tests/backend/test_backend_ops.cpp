@@ -63,16 +63,26 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // 2^-9); its bound, 2^-8, leaves room for the float arithmetic before that rounding and nothing
 // more (an element off by one bf16 ulp of its scale fails).
 
+//
+// Float32 convolutions and linear layers on CUDA run twice, once per math mode (backend.h): fp32
+// (the plain kernels, the float32 bound) and tf32 (the tensor-core kernels). TF32 rounds each
+// operand to 10 mantissa bits (nearest, ties away: a relative error of at most 2^-11), so a product
+// is off by at most (2^-10 + 2^-22) |a b|, and the float accumulation adds the float32 bound:
+// tol = 2^-10 + 1e-5 of the sum of |terms|. A wrong element (a missed term, a swapped index) is off
+// by about one term's size and fails.
+
 struct TypeUnderTest {
   DType dtype;
   double tol;  // the base bound: |got - ref| <= tol * scale (f32: ~170 roundings of 2^-24)
+  bool tf32 = false;  // float32 tensors, tensor-core math
   // What the kernel sees of a value: float32, or the bfloat16 the cast makes of that float.
   double round(double v) const {
     return dtype == DType::BF16 ? double(float(bfloat16(float(v)))) : double(float(v));
   }
-  const char* name() const { return dtype_name(dtype); }
+  const char* name() const { return tf32 ? "float32 (tf32 math)" : dtype_name(dtype); }
 };
 const TypeUnderTest kF32{DType::F32, 1e-5};
+const TypeUnderTest kTF32{DType::F32, 1.0 / 1024 + 1e-5, true};
 const TypeUnderTest kBF16{DType::BF16, 1.0 / 256};
 
 // ---------------------------------------------------------------------------------------------
@@ -1401,10 +1411,16 @@ void run_case(const char* name) {
       FAIL_CHECK("gradient mode [", kernels, "] seed ", seed, ": ", e.what());
     }
   }
+  // The kernels whose float32 result depends on the CUDA math mode.
+  bool math_dependent = false;
+  for (const std::string& k : found->kernels) math_dependent = math_dependent || k == "linear_forward" || k == "conv2d_forward";
   for (Device d : backends())
-    for (const TypeUnderTest* dt : {&kF32, &kBF16}) {
-      void (*check)(Run&) = dt == &kF32 ? found->check_f32 : found->check_bf16;
+    for (const TypeUnderTest* dt : {&kF32, &kTF32, &kBF16}) {
+      void (*check)(Run&) = dt->dtype == DType::F32 ? found->check_f32 : found->check_bf16;
       if (!check) continue;  // an F32-only case (the table test holds this to the list's dtypes)
+      const bool on_cuda_math = d == Device::CUDA && math_dependent;
+      if (dt->tf32 && !on_cuda_math) continue;  // one float32 run where the mode changes nothing
+      const cuda::MathScope math(dt->tf32 || !on_cuda_math ? cuda::Math::Tf32 : cuda::Math::Fp32);
       Run r(kernels, d, *dt, seed);
       try {
         check(r);

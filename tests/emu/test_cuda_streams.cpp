@@ -45,6 +45,8 @@ Result small_step(Device d) {
   return {loss.to(Device::CPU), x.grad().to(Device::CPU), w.grad().to(Device::CPU), fw.grad().to(Device::CPU)};
 }
 
+// Compared in fp32 math (backend.h), where the CUDA backend's results are float32 sums like the CPU's;
+// the TF32 tensor-core path has its own bounds (test_cuda_tensor_core_ops.cpp, test_cuda_ops.cpp).
 void check_equal_to_cpu(const Result& got) {
   const Result want = small_step(Device::CPU);
   check_close(got.loss, want.loss, 1e-5, 1e-5, "loss");
@@ -63,6 +65,7 @@ TEST_CASE("cuda streams: ops, fills and copies go on the backend's compute strea
   REQUIRE(s != nullptr);
   CHECK(cuda::current_stream() == s);
   const emu::StreamStats before = stats(s), default_before = stats(nullptr);
+  const cuda::MathScope fp32(cuda::Math::Fp32);  // check_equal_to_cpu's bound
   const Result got = small_step(Device::CUDA);
   Tensor z = Tensor::zeros({3, 5}, Device::CUDA);  // a device fill
   CHECK(z.to_vector() == std::vector<float>(15, 0.0f));
@@ -81,6 +84,7 @@ TEST_CASE("cuda streams: a StreamGuard puts the ops on a user stream, joined on 
   REQUIRE(user != nullptr);
   CHECK(user != compute);
   const emu::StreamStats compute_before = stats(compute);
+  const cuda::MathScope fp32(cuda::Math::Fp32);  // check_equal_to_cpu's bound
   Result got;
   {
     cuda::StreamGuard guard(user);

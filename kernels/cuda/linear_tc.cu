@@ -1,0 +1,90 @@
+/* linear_tc.cu: the linear layer on the tensor cores: its three GEMMs as problems for
+ * mma::igemm_kernel (mma_core.cuh) over row-major matrices, each operand read with or without a
+ * transpose, the bias added in the forward's epilogue.
+ *   forward  y (N, out)  = x (N, in) w^T        M = N    N = out  Kred = in   (+ b[n] per column)
+ *   dx       dx (N, in)  = dy (N, out) w        M = N    N = in   Kred = out
+ *   dw       dw (out, in) = dy^T x              M = out  N = in   Kred = N
+ *   db       gemm.cu's bias_backward
+ * The transposed operands (w in the forward, dy in dw) are gathered across rows: not coalesced. At
+ * the models' sizes (ResNet-50's 2048 -> 10 head) the layer is a rounding error of a step.
+ * CPU twin: kernels/cpu/gemm.h.
+ */
+#include "kernels/cuda/linear_tc.h"
+
+#include <algorithm>
+#include <climits>
+
+#include "kernels/common/error.h"
+#include "kernels/cuda/compat.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/mma_core.cuh"
+
+namespace nimbus::cuda {
+
+namespace {
+
+// C (M x N, row-major, pitch ldc) = op(A) op(B) (+ bias[n]); op(A)[m][k] = trans_a ? A[k][m] : A[m][k].
+template <typename E>
+struct MatMul {
+  const E *A, *B, *bias;
+  E* C;
+  int lda, ldb, ldc;
+  bool trans_a, trans_b;
+  __device__ const E* a(int m, int k) const { return trans_a ? A + int64_t(k) * lda + m : A + int64_t(m) * lda + k; }
+  __device__ const E* b(int k, int n) const { return trans_b ? B + int64_t(n) * ldb + k : B + int64_t(k) * ldb + n; }
+  __device__ void store(int m, int n, float v, int) const {
+    if (bias) v += float(bias[n]);
+    C[int64_t(m) * ldc + n] = E(v);
+  }
+};
+
+mma::TileChoice tile_of(int tile) {
+  return tile == 1 ? mma::TileChoice::Large : tile == 2 ? mma::TileChoice::Small : mma::TileChoice::Auto;
+}
+
+}  // namespace
+
+bool linear_tc_supported(int64_t N, int64_t in, int64_t out) {
+  const int64_t lim = INT_MAX - 256;
+  return N > 0 && in > 0 && out > 0 && N * in < lim && N * out < lim && in * out < lim &&
+         (std::max(N, out) + 127) / 128 < 65535;
+}
+
+template <typename E>
+void linear_tc_forward(E* y, const E* x, const E* w, const E* b, int64_t N, int64_t in, int64_t out, int tile) {
+  NIMBUS_CHECK(linear_tc_supported(N, in, out), "cuda::linear_tc_forward: ", N, " x ", in, " -> ", out,
+               " is too large for the tensor-core kernels");
+  const int n = int(N), i = int(in), o = int(out);
+  const MatMul<E> pb{x, w, b, y, i, i, o, false, true};
+  mma::launch_igemm<E>(pb, n, o, i, 1, tile_of(tile), x, "cuda::linear_tc_forward");
+}
+
+template <typename E>
+void linear_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, int64_t N, int64_t in, int64_t out,
+                        int tile) {
+  NIMBUS_CHECK(linear_tc_supported(N, in, out), "cuda::linear_tc_backward: ", N, " x ", in, " -> ", out,
+               " is too large for the tensor-core kernels");
+  const int n = int(N), i = int(in), o = int(out);
+  if (dx) {
+    NIMBUS_CHECK(w, "cuda::linear_tc_backward: dx needs w");
+    const MatMul<E> pb{dy, w, nullptr, dx, o, i, i, false, false};
+    mma::launch_igemm<E>(pb, n, i, o, 1, tile_of(tile), dy, "cuda::linear_tc_backward (dx)");
+  }
+  if (dw) {
+    NIMBUS_CHECK(x, "cuda::linear_tc_backward: dw needs x");
+    const MatMul<E> pb{dy, x, nullptr, dw, o, i, i, true, false};
+    mma::launch_igemm<E>(pb, o, i, n, 1, tile_of(tile), dy, "cuda::linear_tc_backward (dw)");
+  }
+  if (db) bias_backward(db, dy, N, out, 1);
+}
+
+template void linear_tc_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t,
+                                       int);
+template void linear_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*, int64_t,
+                                          int64_t, int64_t, int);
+template void linear_tc_backward<float>(float*, float*, float*, const float*, const float*, const float*, int64_t,
+                                        int64_t, int64_t, int);
+template void linear_tc_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*, const bfloat16*,
+                                           const bfloat16*, int64_t, int64_t, int64_t, int);
+
+}  // namespace nimbus::cuda

@@ -1,0 +1,34 @@
+/* linear_tc.h: the linear layer's three GEMMs on the tensor cores (linear_tc.cu), in TF32 (float
+ * tensors) and bf16 (bfloat16 tensors), fp32 accumulation.
+ *
+ * Same contract as the float32 launchers in gemm.h: x (N,in), w (out,in), b (out) or null ->
+ * y = x w^T + b (N,out); backward writes (=) each non-null dx = dy w, dw = dy^T x, db = sum_n dy.
+ * Device pointers. `tile`: 0 auto, 1 the 128x128 tile, 2 the 64x64 tile (tests run both).
+ * linear_tc_supported is false when an extent overflows the kernels' int indices (the backend then
+ * takes the plain fp32 GEMM).
+ */
+#pragma once
+#include <cstdint>
+
+#include "kernels/common/bfloat16.h"
+
+namespace nimbus::cuda {
+
+bool linear_tc_supported(int64_t N, int64_t in, int64_t out);
+
+template <typename E>
+void linear_tc_forward(E* y, const E* x, const E* w, const E* b, int64_t N, int64_t in, int64_t out, int tile = 0);
+template <typename E>
+void linear_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, int64_t N, int64_t in, int64_t out,
+                        int tile = 0);
+
+extern template void linear_tc_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t,
+                                              int64_t, int);
+extern template void linear_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
+                                                 int64_t, int64_t, int64_t, int);
+extern template void linear_tc_backward<float>(float*, float*, float*, const float*, const float*, const float*,
+                                               int64_t, int64_t, int64_t, int);
+extern template void linear_tc_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*,
+                                                  const bfloat16*, const bfloat16*, int64_t, int64_t, int64_t, int);
+
+}  // namespace nimbus::cuda

@@ -1,0 +1,249 @@
+/* test_cuda_tensor_core_ops.cpp: the CUDA backend's tensor-core kernels (kernels/cuda/conv2d_tc.cu,
+ * linear_tc.cu on mma_core.cuh) in every configuration the dispatch can pick, run by the emulator
+ * (and by test_cuda_real on a GPU), against a float64 reference on the operands the tensor cores see.
+ *
+ * Configurations: both block tiles (128x128 with 8 warps, 64x64 with 4), the weight gradient with
+ * 1 and 3 reduction splits and the automatic count, TF32 (float tensors) and bf16 (bfloat16
+ * tensors), at the geometries of the two models (3x3 stride 1 and 2, 1x1 stride 1 and 2, the 7x7
+ * stride-2 stem with 13 channels) at odd sizes, one of them spanning several tiles in M and N.
+ * Under the emulator each runs forward, reversed and shuffled, and the outputs must be bitwise equal.
+ *
+ * The bound, per element: the reference is the float64 sum of the products of the rounded operands
+ * (tf32_round of each float, or the bfloat16 values themselves), whose products the tensor cores
+ * form exactly; what remains is the fp32 accumulation, at most 2 Kred 2^-24 of sum |a b| (Kred terms,
+ * 2 roundings each at worst on the hardware), plus, for bfloat16 outputs, the final rounding (2^-8
+ * of |ref|). A kernel that skipped the TF32 rounding would be off by ~2^-11 of the sum and fail.
+ */
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/backend.h"
+#include "engine/random.h"
+#include "kernels/common/bfloat16.h"
+#include "kernels/common/tf32.h"
+#include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cuda/conv2d_tc.h"
+#include "kernels/cuda/linear_tc.h"
+#include "tests/common/check.h"
+#include "tests/emu/emu_util.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+
+namespace {
+
+using V = std::vector<double>;
+
+// Values in [-1, 1) as element type E, and what a tensor core multiplies for each.
+template <typename E>
+struct Operand {
+  std::vector<E> values;
+  V seen;  // tf32_round(float) or the bfloat16 value, in double
+  V abs;   // |seen|
+};
+
+template <typename E>
+Operand<E> operand(size_t n, Rng& rng) {
+  Operand<E> o;
+  for (size_t i = 0; i < n; ++i) {
+    const float f = float(2 * rng.uniform() - 1);
+    const E e = E(f);
+    const double s = std::is_same_v<E, float> ? double(tf32_round(f)) : double(float(e));
+    o.values.push_back(e), o.seen.push_back(s), o.abs.push_back(std::fabs(s));
+  }
+  return o;
+}
+
+template <typename E>
+std::vector<double> download_double(const DeviceBuffer<E>& b) {
+  const std::vector<E> h = b.download();
+  return std::vector<double>(h.begin(), h.end());  // E -> float -> double, exactly
+}
+
+// got within the bound of ref, given mag (the reference on |operands|) and kred terms per element.
+template <typename E>
+void check_bound(const std::string& what, const V& got, const V& ref, const V& mag, int64_t kred) {
+  REQUIRE(got.size() == ref.size());
+  const double acc = 2.0 * double(kred) * std::ldexp(1.0, -24) + 1e-7;
+  const double out_round = std::is_same_v<E, float> ? 0.0 : std::ldexp(1.0, -8);  // bf16: 8 significant bits
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double bound = acc * mag[i] + out_round * std::fabs(ref[i]);
+    if (!(std::fabs(got[i] - ref[i]) <= bound)) {  // NaN fails
+      if (bad++ == 0) first = i;
+    }
+  }
+  CHECK_MESSAGE(bad == 0, what, ": ", bad, " of ", got.size(), " elements out of bound; first [", first, "] got ",
+                got[first], ", want ", ref[first]);
+}
+
+// Runs f (it launches and returns the downloaded outputs) in every order; all must be bitwise equal.
+V in_every_order(const std::string& what, const std::function<V()>& f) {
+  V first;
+  for (emu::Order o : kAllOrders) {
+    const ScopedOrder so(o, 3);
+    V got = f();
+    if (first.empty()) {
+      first = got;
+      continue;
+    }
+    CHECK_MESSAGE(std::memcmp(got.data(), first.data(), got.size() * sizeof(double)) == 0, what, ": order ",
+                  emu::order_name(o), " differs from the forward order");
+  }
+  return first;
+}
+
+const char* tile_name(int t) { return t == 1 ? "128x128 tile" : "64x64 tile"; }
+
+template <typename E>
+void conv_case(const ConvGeom& g, uint64_t seed) {
+  REQUIRE(cuda::register_cuda_backend());
+  Rng rng(seed);
+  const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
+  const Operand<E> x = operand<E>(size_t(xs), rng), w = operand<E>(size_t(wsz), rng), dy = operand<E>(size_t(ysz), rng);
+  const Operand<E> b = operand<E>(size_t(g.K), rng);
+  // References on the operands the tensor cores see; the bias is added in fp32 (exactly representable).
+  V bias(b.values.begin(), b.values.end()), abias(size_t(g.K));
+  for (size_t k = 0; k < bias.size(); ++k) abias[k] = std::fabs(bias[k]);
+  const size_t ny = size_t(ysz), nx = size_t(xs), nw = size_t(wsz);
+  V y(ny), ym(ny), yr(ny), dx(nx), dxm(nx), dw(nw), dwm(nw);
+  cpu::conv2d_forward_ref<double>(y.data(), x.seen.data(), w.seen.data(), bias.data(), g);
+  cpu::conv2d_forward_ref<double>(ym.data(), x.abs.data(), w.abs.data(), abias.data(), g);
+  cpu::conv2d_forward_ref<double>(yr.data(), x.seen.data(), w.seen.data(), nullptr, g);
+  for (double& v : yr) v = v < 0 ? 0 : v;
+  cpu::conv2d_backward_data_ref<double>(dx.data(), dy.seen.data(), w.seen.data(), g);
+  cpu::conv2d_backward_data_ref<double>(dxm.data(), dy.abs.data(), w.abs.data(), g);
+  cpu::conv2d_backward_weight_ref<double>(dw.data(), dy.seen.data(), x.seen.data(), g);
+  cpu::conv2d_backward_weight_ref<double>(dwm.data(), dy.abs.data(), x.abs.data(), g);
+  const int64_t crs = g.C * g.R * g.S, red_dx = g.K * g.R * g.S, red_dw = g.N * g.P() * g.Q();
+
+  DeviceBuffer<E> dX(x.values), dW(w.values), dB(b.values), dDY(dy.values);
+  const std::string geom = "x (" + std::to_string(g.N) + "," + std::to_string(g.C) + "," + std::to_string(g.H) +
+                           "," + std::to_string(g.W) + ") w (" + std::to_string(g.K) + "," + std::to_string(g.C) +
+                           "," + std::to_string(g.R) + "," + std::to_string(g.S) + ") stride " +
+                           std::to_string(g.stride) + " pad " + std::to_string(g.pad) +
+                           (std::is_same_v<E, float> ? " tf32" : " bf16");
+  for (int tile : {1, 2}) {
+    const std::string where = geom + ", " + tile_name(tile);
+    const cuda::ConvTcPlan plan{tile, 1};
+    check_bound<E>(where + ": forward y", in_every_order(where + " forward", [&] {
+                     DeviceBuffer<E> out(ny);
+                     cuda::conv2d_tc_forward(out.p, dX.p, dW.p, dB.p, g, false, plan);
+#ifndef NIMBUS_CUDA_RUNTIME
+                     // The padded shared-memory rows: ldmatrix's eight rows in eight bank groups.
+                     if (!std::is_same_v<E, float>) CHECK(emu::last_launch_stats().smem_bank_conflicts == 0);
+#endif
+                     return download_double(out);
+                   }),
+                   y, ym, crs);
+    check_bound<E>(where + ": forward relu(y), no bias", in_every_order(where + " forward relu", [&] {
+                     DeviceBuffer<E> out(ny);
+                     cuda::conv2d_tc_forward(out.p, dX.p, dW.p, static_cast<const E*>(nullptr), g, true, plan);
+                     return download_double(out);
+                   }),
+                   yr, ym, crs);
+    check_bound<E>(where + ": dx", in_every_order(where + " dx", [&] {
+                     DeviceBuffer<E> out(nx);
+                     cuda::conv2d_tc_backward(out.p, static_cast<E*>(nullptr), static_cast<E*>(nullptr), dDY.p,
+                                              static_cast<const E*>(nullptr), dW.p, g, nullptr, plan);
+                     return download_double(out);
+                   }),
+                   dx, dxm, red_dx);
+    for (int splits : {1, 3, 0}) {
+      const int used = splits > 0 ? splits : cuda::conv2d_tc_splits(g);
+      const std::string ws_where = where + ", " + std::to_string(used) + " split(s)" + (splits == 0 ? " (auto)" : "");
+      DeviceBuffer<float> ws(size_t(std::max<int64_t>(cuda::conv2d_tc_workspace(g, used), 1)));
+      check_bound<E>(ws_where + ": dw", in_every_order(ws_where + " dw", [&] {
+                       DeviceBuffer<E> out(nw);
+                       cuda::conv2d_tc_backward(static_cast<E*>(nullptr), out.p, static_cast<E*>(nullptr), dDY.p,
+                                                dX.p, static_cast<const E*>(nullptr), g, ws.p, {tile, splits});
+                       return download_double(out);
+                     }),
+                     dw, dwm, red_dw);
+    }
+  }
+}
+
+// The geometries: each model's kinds of layer at odd sizes, and one over several tiles both ways
+// (K = 130 output channels: two 128-row tiles; N*P*Q = 3*12*11 = 396 columns: four 128-column tiles).
+const ConvGeom kGeoms[] = {
+    {2, 5, 9, 11, 7, 3, 3, 1, 1},     // 3x3 stride 1 pad 1 (DSen2-CR, ResNet)
+    {2, 6, 9, 7, 5, 1, 1, 1, 0},      // 1x1 stride 1 (bottlenecks)
+    {2, 12, 13, 15, 20, 3, 3, 2, 1},  // 3x3 stride 2 (a stage's first block)
+    {2, 6, 9, 7, 5, 1, 1, 2, 0},      // 1x1 stride 2 (downsample)
+    {2, 13, 15, 13, 6, 7, 7, 2, 3},   // the stem: 7x7 stride 2 pad 3, 13 bands (C*R*S = 637)
+    {3, 8, 12, 11, 130, 3, 3, 1, 1},  // several tiles in M and N
+};
+
+TEST_CASE("cuda tensor cores: conv2d forward, dgrad, wgrad in tf32, every tile and split, all orders") {
+  uint64_t seed = 1;
+  for (const ConvGeom& g : kGeoms) conv_case<float>(g, seed++);
+}
+
+TEST_CASE("cuda tensor cores: conv2d forward, dgrad, wgrad in bf16, every tile and split, all orders") {
+  uint64_t seed = 101;
+  for (const ConvGeom& g : kGeoms) conv_case<bfloat16>(g, seed++);
+}
+
+template <typename E>
+void linear_case(int64_t N, int64_t in, int64_t out, uint64_t seed) {
+  REQUIRE(cuda::register_cuda_backend());
+  Rng rng(seed);
+  const Operand<E> x = operand<E>(size_t(N * in), rng), w = operand<E>(size_t(out * in), rng),
+                   dy = operand<E>(size_t(N * out), rng), b = operand<E>(size_t(out), rng);
+  V bias(b.values.begin(), b.values.end()), abias(bias.size());
+  for (size_t i = 0; i < bias.size(); ++i) abias[i] = std::fabs(bias[i]);
+  const size_t ny = size_t(N * out), nx = size_t(N * in), nw = size_t(out * in);
+  V y(ny), ym(ny), dx(nx), dxm(nx), dw(nw), dwm(nw);
+  cpu::linear_forward<double>(y.data(), x.seen.data(), w.seen.data(), bias.data(), N, in, out);
+  cpu::linear_forward<double>(ym.data(), x.abs.data(), w.abs.data(), abias.data(), N, in, out);
+  cpu::linear_backward<double>(dx.data(), dw.data(), nullptr, dy.seen.data(), x.seen.data(), w.seen.data(), N, in, out);
+  cpu::linear_backward<double>(dxm.data(), dwm.data(), nullptr, dy.abs.data(), x.abs.data(), w.abs.data(), N, in, out);
+  DeviceBuffer<E> dX(x.values), dW(w.values), dB(b.values), dDY(dy.values);
+  const std::string shape = "N=" + std::to_string(N) + " in=" + std::to_string(in) + " out=" + std::to_string(out) +
+                            (std::is_same_v<E, float> ? " tf32" : " bf16");
+  for (int tile : {1, 2}) {
+    const std::string where = shape + ", " + tile_name(tile);
+    check_bound<E>(where + ": y", in_every_order(where + " y", [&] {
+                     DeviceBuffer<E> o(ny);
+                     cuda::linear_tc_forward(o.p, dX.p, dW.p, dB.p, N, in, out, tile);
+                     return download_double(o);
+                   }),
+                   y, ym, in);
+    V grads = in_every_order(where + " dx, dw", [&] {
+      DeviceBuffer<E> gx(nx), gw(nw);
+      cuda::linear_tc_backward(gx.p, gw.p, static_cast<E*>(nullptr), dDY.p, dX.p, dW.p, N, in, out, tile);
+      V all = download_double(gx), part = download_double(gw);
+      all.insert(all.end(), part.begin(), part.end());
+      return all;
+    });
+    check_bound<E>(where + ": dx", V(grads.begin(), grads.begin() + N * in), dx, dxm, out);
+    check_bound<E>(where + ": dw", V(grads.begin() + N * in, grads.end()), dw, dwm, N);
+  }
+}
+
+TEST_CASE("cuda tensor cores: linear forward and backward in tf32 and bf16, both tiles, all orders") {
+  linear_case<float>(9, 37, 70, 7);
+  linear_case<float>(130, 45, 140, 8);  // several tiles in every GEMM
+  linear_case<bfloat16>(9, 37, 70, 9);
+  linear_case<bfloat16>(130, 45, 140, 10);
+}
+
+TEST_CASE("cuda tensor cores: the weight gradient's automatic splits fit the workspace the backend reserves") {
+  // A large reduction over few outputs splits; a small one does not; the workspace holds every split.
+  const ConvGeom big{256, 64, 56, 56, 64, 3, 3, 1, 1}, small{2, 5, 9, 11, 7, 3, 3, 1, 1};
+  CHECK(cuda::conv2d_tc_splits(big) > 1);
+  CHECK(cuda::conv2d_tc_splits(small) == 1);
+  CHECK(cuda::conv2d_tc_workspace(big) == int64_t(cuda::conv2d_tc_splits(big)) * 64 * 64 * 9);
+  CHECK(cuda::conv2d_tc_workspace(small) == 0);
+  CHECK(cuda::conv2d_tc_supported(big));
+  CHECK_FALSE(cuda::conv2d_tc_supported(ConvGeom{70000, 64, 224, 224, 64, 7, 7, 2, 3}));  // 2^31+ elements
+}
+
+}  // namespace
