@@ -198,7 +198,10 @@ phase_kernels() {
   for c in gemm_4096; do rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_gemm" --case "$c"; note_rc "gpu_bench_gemm $c" $?; done
   for c in dsen2cr_conv3x3_fwd dsen2cr_conv3x3_dgrad dsen2cr_conv3x3_wgrad resnet50_convs_fwd resnet50_convs_dgrad \
            resnet50_convs_wgrad; do
-    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c"; note_rc "gpu_bench_conv2d $c" $?
+    # Version 1 (direct, a teaching reference) would spend the case's time; 2 is the im2col path (fp32
+    # math), 3 the first TF32 forward, 4 and 5 the backend's tensor-core kernels (the default) in TF32 and bf16.
+    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5
+    note_rc "gpu_bench_conv2d $c" $?
   done
   # PyTorch needed ~60 s for the seven cases on 2026-12-04 (cudnn.benchmark tries algorithms per geometry).
   rows kernels t 90 python3 "$root/bench/torch/gpu_reference.py" kernels --budget 85; note_rc "PyTorch kernels" $?
@@ -228,14 +231,15 @@ phase_sass() {
     t 10 "$dump" --gpu-architecture sm_90 --dump-sass "$bin/gpu_bench_gemm"; } > "$out/sass_sm90.txt" 2>&1
   note_rc "cuobjdump" $?
   echo "  $(grep -c 'Function :' "$out/sass_sm90.txt") functions, $(wc -c < "$out/sass_sm90.txt") bytes"
-  # The tensor-core versions must show the instructions they were written for, and no local memory.
+  # The tensor-core kernels (the numbered versions and the backend's igemm_kernel instantiations) must
+  # show the instructions they were written for, and no local memory.
   python3 - "$out/sass_sm90.txt" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 seen = set()
 for part in re.split(r"\n\s*Function : ", text)[1:]:
     name = part.split("\n", 1)[0].strip()
-    if not re.search(r"tf32|bf16|implicit", name) or name in seen:
+    if not re.search(r"tf32|bf16|implicit|igemm", name) or name in seen:
         continue
     seen.add(name)
     count = lambda op: len(re.findall(r"\b" + op + r"\b", part))

@@ -13,6 +13,11 @@
  *   version 3  forward only: implicit GEMM on the tensor cores, TF32 (mma.sync m16n8k8; precision
  *              "tf32", compared with cuDNN TF32): gemm.cu version 4's tiles and pipeline with the
  *              B tile gathered from x (zero padding) while it is staged; no im2col buffer
+ *   version 4  the engine's default in TF32 (kernels/cuda/conv2d_tc.cu): all three directions as
+ *              implicit GEMMs on kernels/cuda/mma_core.cuh (128x128 or 64x64 tiles by size), the
+ *              weight gradient over every image in one launch with split-K and an ordered sum
+ *   version 5  the same kernels in bf16 (mma.sync m16n8k16, ldmatrix): bf16 NCHW operands and
+ *              output; the casts from the fp32 inputs happen outside the timed region
  *
  * Usage:
  *   bench_cuda_conv2d [--versions 1,3]    validate every version (the directions it has) at small odd
@@ -40,7 +45,9 @@
 #include "bench/cuda/mma_tiles.cuh"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cuda/compat.h"
+#include "kernels/cuda/cast.h"
 #include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/conv2d_tc.h"
 #if defined(__CUDACC__) && defined(NIMBUS_BENCH_CUDNN)
 #include "bench/cuda/references.cuh"
 #define NIMBUS_BENCH_CASES 1
@@ -249,13 +256,57 @@ void fwd3(float* y, const float* x, const float* w, const ConvGeom& g, float*) {
   cuda::check_launch("conv fwd v3");
 }
 
+// ---- versions 4 and 5: the engine's tensor-core kernels (kernels/cuda/conv2d_tc.cu) -------------
+// ws: conv_workspace(g) floats (the weight gradient's split partial sums).
+template <typename E>
+void fwd_tc(E* y, const E* x, const E* w, const ConvGeom& g, float*) {
+  cuda::conv2d_tc_forward<E>(y, x, w, nullptr, g, false);
+}
+template <typename E>
+void dgrad_tc(E* dx, const E* dy, const E* w, const ConvGeom& g, float* ws) {
+  cuda::conv2d_tc_backward<E>(dx, nullptr, nullptr, dy, nullptr, w, g, ws);
+}
+template <typename E>
+void wgrad_tc(E* dw, const E* dy, const E* x, const ConvGeom& g, float* ws) {
+  cuda::conv2d_tc_backward<E>(nullptr, dw, nullptr, dy, x, nullptr, g, ws);
+}
+using Bf16Fn = void (*)(bfloat16* out, const bfloat16* a, const bfloat16* b, const ConvGeom& g, float* ws);
+const Bf16Fn kBf16[3] = {fwd_tc<bfloat16>, dgrad_tc<bfloat16>, wgrad_tc<bfloat16>};
+
+// Version 5 behind the fp32 signature, for validation: the operands cast to bf16 scratch, the
+// output cast back (timing calls kBf16 on bf16 buffers made once, run_case).
+template <int Dir>
+void conv_bf16_via_f32(float* out, const float* a, const float* b, const ConvGeom& g, float* ws) {
+  const int64_t x = g.N * g.C * g.H * g.W, w = g.K * g.C * g.R * g.S, y = g.N * g.K * g.P() * g.Q();
+  const int64_t na = Dir == 0 ? x : y, nb = Dir == 2 ? x : w, nout = Dir == 0 ? y : Dir == 1 ? x : w;
+  bfloat16 *a16 = nullptr, *b16 = nullptr, *o16 = nullptr;
+  CK(cudaMalloc(&a16, size_t(na) * 2));
+  CK(cudaMalloc(&b16, size_t(nb) * 2));
+  CK(cudaMalloc(&o16, size_t(nout) * 2));
+  cuda::cast_f32_to_bf16(a16, a, na);
+  cuda::cast_f32_to_bf16(b16, b, nb);
+  kBf16[Dir](o16, a16, b16, g, ws);
+  cuda::cast_bf16_to_f32(out, o16, nout);
+  CK(cudaDeviceSynchronize());
+  cudaFree(a16), cudaFree(b16), cudaFree(o16);
+}
+
 enum { kFwd, kDgrad, kWgrad };
 const char* const kDirName[] = {"fwd", "dgrad", "wgrad"};
 // Per version, one function per direction (nullptr: the version has none), and its precision.
-const ConvFn kVersions[][3] = {
-    {nullptr, nullptr, nullptr}, {fwd1, dgrad1, wgrad1}, {fwd2, dgrad2, wgrad2}, {fwd3, nullptr, nullptr}};
-const char* const kPrecision[] = {"", "fp32", "fp32", "tf32"};
-constexpr int kLast = 3;
+const ConvFn kVersions[][3] = {{nullptr, nullptr, nullptr},
+                               {fwd1, dgrad1, wgrad1},
+                               {fwd2, dgrad2, wgrad2},
+                               {fwd3, nullptr, nullptr},
+                               {fwd_tc<float>, dgrad_tc<float>, wgrad_tc<float>},
+                               {conv_bf16_via_f32<0>, conv_bf16_via_f32<1>, conv_bf16_via_f32<2>}};
+const char* const kPrecision[] = {"", "fp32", "fp32", "tf32", "tf32", "bf16"};
+constexpr int kLast = 5;
+
+// Scratch floats any version needs at g: im2col columns (version 2) or split partial sums (4, 5).
+int64_t conv_workspace(const ConvGeom& g) {
+  return std::max(cuda::conv2d_workspace(g), cuda::conv2d_tc_workspace(g)) + 1;
+}
 
 // Element counts of the operands (a, b) and of the output, by direction.
 struct Sizes {
@@ -280,7 +331,7 @@ bool validate_fp32(int v, int dir, const ConvGeom& g) {
   float *da = upload(a), *db = upload(b), *dout = nullptr, *ws = nullptr;
   CK(cudaMalloc(&dout, sizeof(float) * size_t(n.out)));
   CK(cudaMemset(dout, 0xFF, sizeof(float) * size_t(n.out)));  // NaN: every element must be written
-  CK(cudaMalloc(&ws, sizeof(float) * size_t(cuda::conv2d_workspace(g) + 1)));
+  CK(cudaMalloc(&ws, sizeof(float) * size_t(conv_workspace(g))));
   kVersions[v][dir](dout, da, db, g, ws);
   std::vector<float> out(size_t(n.out));
   CK(cudaMemcpy(out.data(), dout, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
@@ -296,30 +347,44 @@ bool validate_fp32(int v, int dir, const ConvGeom& g) {
   return worst <= 1;
 }
 
-// Tensor-core versions (forward, tf32), inputs uniform in [-1, 1), as gemm.cu's validate_mma:
+// The float64 reference of direction dir: out from operands (a, b) = (x, w), (dy, w) or (dy, x).
+void conv_reference(int dir, const ConvGeom& g, const double* a, const double* b, double* out) {
+  if (dir == kFwd) cpu::conv2d_forward_ref<double>(out, a, b, nullptr, g);
+  if (dir == kDgrad) cpu::conv2d_backward_data_ref<double>(out, a, b, g);
+  if (dir == kWgrad) cpu::conv2d_backward_weight_ref<double>(out, a, b, g);
+}
+
+// Tensor-core versions (tf32, bf16), inputs uniform in [-1, 1), as gemm.cu's validate_mma:
 // rel_err against the float64 reference of the fp32 inputs within the precision's bound (tf32
-// 5e-3), and every element within 1e-5 sum |x w| of the float64 convolution of the tf32-rounded
-// operands (what the tensor cores multiply). Emulator: forward, reverse, shuffled order, bitwise equal.
+// 5e-3, bf16 2e-2), and every element within 1e-5 sum |a b| of the float64 result on the rounded
+// operands (what the tensor cores multiply; bf16 outputs also within their own rounding, 2^-8 of
+// |ref|). Emulator: forward, reverse, shuffled order, bitwise equal.
 bool validate_mma(int v, int dir, const ConvGeom& g) {
   const std::string precision = kPrecision[v];
+  const bool bf16 = precision == "bf16";
   const Sizes n = sizes(g, dir);
   std::mt19937 rng(uint32_t(n.a * 31 + n.b * 7 + n.out));
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   std::vector<float> a(size_t(n.a)), b(size_t(n.b));
   for (float& e : a) e = u(rng);
   for (float& e : b) e = u(rng);
+  const auto seen = [&](float f) { return bf16 ? double(float(bfloat16(f))) : double(mma_tiles::round_tf32(f)); };
   std::vector<double> ad(a.begin(), a.end()), bd(b.begin(), b.end()), ar(a.size()), br(b.size()), aa(a.size()),
       ba(b.size());
-  for (size_t i = 0; i < a.size(); ++i) ar[i] = mma_tiles::round_tf32(a[i]), aa[i] = std::fabs(ar[i]);
-  for (size_t i = 0; i < b.size(); ++i) br[i] = mma_tiles::round_tf32(b[i]), ba[i] = std::fabs(br[i]);
+  for (size_t i = 0; i < a.size(); ++i) ar[i] = seen(a[i]), aa[i] = std::fabs(ar[i]);
+  for (size_t i = 0; i < b.size(); ++i) br[i] = seen(b[i]), ba[i] = std::fabs(br[i]);
   std::vector<double> ref(size_t(n.out)), rounded(ref.size()), mag(ref.size());
-  cpu::conv2d_forward_ref<double>(ref.data(), ad.data(), bd.data(), nullptr, g);
-  cpu::conv2d_forward_ref<double>(rounded.data(), ar.data(), br.data(), nullptr, g);
-  cpu::conv2d_forward_ref<double>(mag.data(), aa.data(), ba.data(), nullptr, g);  // sum |x w| per output
-  float *da = upload(a), *db = upload(b);
+  conv_reference(dir, g, ad.data(), bd.data(), ref.data());
+  conv_reference(dir, g, ar.data(), br.data(), rounded.data());
+  conv_reference(dir, g, aa.data(), ba.data(), mag.data());  // sum |a b| per output
+  // A bf16 output is the rounded sum: 2^-8 of |rounded| more, written into mag's 1e-5 units.
+  if (bf16)
+    for (size_t i = 0; i < mag.size(); ++i) mag[i] += std::ldexp(std::fabs(rounded[i]), -8) / 1e-5;
+  float *da = upload(a), *db = upload(b), *ws = nullptr;
+  CK(cudaMalloc(&ws, sizeof(float) * size_t(conv_workspace(g))));
   const double bnd = mma_tiles::precision_bound(precision);
   const bool ok = mma_tiles::check_in_every_order(
-      [&](float* out) { kVersions[v][dir](out, da, db, g, nullptr); }, ref, rounded, mag, bnd,
+      [&](float* out) { kVersions[v][dir](out, da, db, g, ws); }, ref, rounded, mag, bnd,
       [&](const char* order, const mma_tiles::MmaCheck& c) {
         std::printf("version %d %-5s (%s): N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld p%ld %-8s %s (rel_err %.2e, bound "
                     "%.0e; vs rounded operands %.3g of tolerance%s)\n",
@@ -327,7 +392,7 @@ bool validate_mma(int v, int dir, const ConvGeom& g) {
                     long(g.R), long(g.S), long(g.stride), long(g.pad), order, c.pass ? "OK" : "WRONG", c.rel, bnd,
                     c.worst, c.same ? "" : "; differs from the first order");
       });
-  cudaFree(da), cudaFree(db);
+  cudaFree(da), cudaFree(db), cudaFree(ws);
   return ok;
 }
 
@@ -488,7 +553,7 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
     const std::vector<int64_t> idx = sample_indices(n.out, seed);
     std::vector<double> ref(idx.size());
     for (size_t j = 0; j < idx.size(); ++j) ref[j] = reference_at(cs.dir, g, ha, hb, idx[j]);
-    DevBuf ws(sizeof(float) * size_t(cuda::conv2d_workspace(g) + 1));
+    DevBuf ws(sizeof(float) * size_t(conv_workspace(g)));
     const auto fp32_sampled = [&] { return gather(out.f(), idx); };
     const auto poison = [&] { out.poison(); };
     // bf16 copies (NHWC), made once per layer when the bf16 reference first needs them.
@@ -502,6 +567,19 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
                                                           : bench::Precision::bf16;
       const double elem = p == bench::Precision::bf16 ? 2 : 4;
       im.bytes += count * elem * double(n.a + n.b + n.out);
+      if (im.ours && p == bench::Precision::bf16) {  // version 5: bf16 NCHW operands made once, outside the timing
+        const Bf16Fn f = kBf16[cs.dir];
+        DevBuf an(size_t(n.a) * 2), bn(size_t(n.b) * 2), on(size_t(n.out) * 2);
+        const auto prepare = [&] {
+          cuda::cast_f32_to_bf16(static_cast<bfloat16*>(an.p), a.f(), n.a);
+          cuda::cast_f32_to_bf16(static_cast<bfloat16*>(bn.p), b.f(), n.b);
+        };
+        measure(im, count, label, prepare, [&] { on.poison(); },
+                [&] { f(static_cast<bfloat16*>(on.p), static_cast<const bfloat16*>(an.p),
+                        static_cast<const bfloat16*>(bn.p), g, ws.f()); },
+                [&] { return gather(static_cast<const __nv_bfloat16*>(on.p), idx); }, ref, budget_ms);
+        continue;
+      }
       if (im.ours) {
         const ConvFn f = kVersions[std::atoi(im.name.c_str() + 8)][cs.dir];
         measure(im, count, label, [] {}, poison, [&] { f(out.f(), a.f(), b.f(), g, ws.f()); }, fp32_sampled, ref,

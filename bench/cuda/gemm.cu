@@ -14,11 +14,15 @@
  *   version 5  tensor cores, bf16 (mma.sync m16n8k16; precision "bf16", compared with cuBLAS bf16):
  *              version 4's tiles and pipeline with bf16 operands fetched by ldmatrix. Takes bf16
  *              A and B (the fp32 inputs rounded to nearest even, made untimed like cuBLAS's)
+ *   version 6  the backend's tensor-core GEMM in TF32 (kernels/cuda/linear_tc.cu gemm_tc: the linear
+ *              layer's kernel on mma_core.cuh, 128x128 or 64x64 tiles by size, every element
+ *              staged by its own 4-byte cp.async, two stages)
+ *   version 7  the same in bf16 (ldmatrix fragments; bf16 A and B as version 5's)
  *
  * Usage:
  *   bench_cuda_gemm [--versions 1,5]     validate every version at small odd sizes against
  *                                        cpu::gemm_ref in double (both builds; a ctest test);
- *                                        versions 4-5 with their precision's bound, see validate_mma
+ *                                        versions 4-7 with their precision's bound, see validate_mma
  *                                        (emulator: forward, reverse and shuffled order)
  *   gpu_bench_gemm --list                the case names (both builds; needs no GPU)
  *   gpu_bench_gemm --case gemm_4096|all [--versions 4,5] [--budget-ms 150]
@@ -45,6 +49,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/linear_tc.h"
 #if defined(__CUDACC__) && defined(NIMBUS_BENCH_CUBLAS)
 #include "bench/cuda/references.cuh"
 #define NIMBUS_BENCH_CASES 1
@@ -188,14 +193,23 @@ void gemm4(int M, int N, int K, const Inputs& in, float* C) { gemm_mma(M, N, K, 
 // also got twice as fast; then latency, with only two k16 steps between barriers and 2 stages.
 void gemm5(int M, int N, int K, const Inputs& in, float* C) { gemm_mma(M, N, K, in.A16, in.B16, C, "gemm5"); }
 
+// ---- versions 6 and 7: the backend's tensor-core GEMM (kernels/cuda/linear_tc.cu) ---------------------
+void gemm6(int M, int N, int K, const Inputs& in, float* C) {
+  cuda::gemm_tc<float>(false, false, M, N, K, in.A, K, in.B, N, C, N);
+}
+void gemm7(int M, int N, int K, const Inputs& in, float* C) {
+  cuda::gemm_tc<bfloat16>(false, false, M, N, K, reinterpret_cast<const bfloat16*>(in.A16), K,
+                          reinterpret_cast<const bfloat16*>(in.B16), N, C, N);
+}
+
 using GemmFn = void (*)(int M, int N, int K, const Inputs& in, float* C);
 struct Version {
   GemmFn run;
   const char* precision;  // of the arithmetic: "fp32", "tf32" (inputs fp32), "bf16" (inputs bf16)
 };
-const Version kVersions[] = {{nullptr, ""},     {gemm1, "fp32"}, {gemm2, "fp32"},
-                             {gemm3, "fp32"},   {gemm4, "tf32"}, {gemm5, "bf16"}};
-constexpr int kLast = 5;
+const Version kVersions[] = {{nullptr, ""},     {gemm1, "fp32"}, {gemm2, "fp32"}, {gemm3, "fp32"},
+                             {gemm4, "tf32"},   {gemm5, "bf16"}, {gemm6, "tf32"}, {gemm7, "bf16"}};
+constexpr int kLast = 7;
 
 // ---- small validation (both builds) -----------------------------------------------------------
 // fp32 versions: max |got - ref| / (1e-4 + 1e-4 |ref|) over C, <= 1 passes.

@@ -23,18 +23,19 @@ namespace nimbus::cuda {
 
 namespace {
 
-// C (M x N, row-major, pitch ldc) = op(A) op(B) (+ bias[n]); op(A)[m][k] = trans_a ? A[k][m] : A[m][k].
-template <typename E>
+// C (M x N, row-major, pitch ldc, element type O) = op(A) op(B) (+ bias[n]);
+// op(A)[m][k] = trans_a ? A[k][m] : A[m][k].
+template <typename E, typename O = E>
 struct MatMul {
   const E *A, *B, *bias;
-  E* C;
+  O* C;
   int lda, ldb, ldc;
   bool trans_a, trans_b;
   __device__ const E* a(int m, int k) const { return trans_a ? A + int64_t(k) * lda + m : A + int64_t(m) * lda + k; }
   __device__ const E* b(int k, int n) const { return trans_b ? B + int64_t(n) * ldb + k : B + int64_t(k) * ldb + n; }
   __device__ void store(int m, int n, float v, int) const {
     if (bias) v += float(bias[n]);
-    C[int64_t(m) * ldc + n] = E(v);
+    C[int64_t(m) * ldc + n] = O(v);
   }
 };
 
@@ -78,6 +79,18 @@ void linear_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w
   if (db) bias_backward(db, dy, N, out, 1);
 }
 
+template <typename E>
+void gemm_tc(bool trans_a, bool trans_b, int M, int N, int K, const E* A, int lda, const E* B, int ldb, float* C,
+             int ldc, int tile) {
+  NIMBUS_CHECK(M >= 0 && N >= 0 && K >= 0 && (int64_t(std::max(M, N)) + 127) / 128 < 65535, "cuda::gemm_tc: ", M,
+               " x ", N, " x ", K, " is too large for the tensor-core kernels");
+  const MatMul<E, float> pb{A, B, nullptr, C, lda, ldb, ldc, trans_a, trans_b};
+  mma::launch_igemm<E>(pb, M, N, K, 1, tile_of(tile), A, "cuda::gemm_tc");
+}
+
+template void gemm_tc<float>(bool, bool, int, int, int, const float*, int, const float*, int, float*, int, int);
+template void gemm_tc<bfloat16>(bool, bool, int, int, int, const bfloat16*, int, const bfloat16*, int, float*, int,
+                                int);
 template void linear_tc_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t,
                                        int);
 template void linear_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*, int64_t,

@@ -22,6 +22,16 @@ template <typename E>
 void linear_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, int64_t N, int64_t in, int64_t out,
                         int tile = 0);
 
+// C (M x N, row-major, pitch ldc, float32) = op(A) op(B) with op(A)[m][k] = trans_a ? A[k][m] : A[m][k]:
+// the layer's kernel as a plain GEMM (bench/cuda/gemm.cu times it as versions 6 and 7).
+template <typename E>
+void gemm_tc(bool trans_a, bool trans_b, int M, int N, int K, const E* A, int lda, const E* B, int ldb, float* C,
+             int ldc, int tile = 0);
+
+extern template void gemm_tc<float>(bool, bool, int, int, int, const float*, int, const float*, int, float*, int,
+                                    int);
+extern template void gemm_tc<bfloat16>(bool, bool, int, int, int, const bfloat16*, int, const bfloat16*, int, float*,
+                                       int, int);
 extern template void linear_tc_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t,
                                               int64_t, int);
 extern template void linear_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,

@@ -11,6 +11,7 @@
  * result. Kernels: max |ours - ref| <= 1e-6 + 1e-5 * sqrt(terms) * max |ref|; a training step,
  * per tensor: 1e-6 + 1e-4 * max |ref| (as test_emu's step tests). An indexing bug gives errors of
  * the size of the result. On an H200 (2026-12-04, docs/gpu-results.md) every comparison passed.
+ * Everything here runs in fp32 math (backend.h set_math): the plain kernels.
  */
 #include <algorithm>
 #include <cmath>
@@ -160,6 +161,9 @@ int main() {
     }
     std::printf("%s\n", cuda_status().c_str());
     cuda::set_reference(cuda::Reference::None);  // our kernels, whatever NIMBUS_CUDA_REFERENCE says
+    // fp32 math: our plain kernels, to the float32 bounds above. The tensor-core kernels (TF32, bf16)
+    // are held to float64 on their rounded operands by test_cuda_real (test_cuda_tensor_core_ops.cpp).
+    cuda::set_math(cuda::Math::Fp32);
 
     // Odd sizes, all transposes, a vector-like and a long-K case, and batched with a shared A.
     for (int t = 0; t < 4; ++t) gemm_case(67, 45, 33, t & 1, t & 2, 1);
