@@ -26,6 +26,7 @@
 #include <climits>
 
 #include "kernels/common/error.h"
+#include "kernels/common/fast_divmod.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/conv2d.h"  // kConvWorkspaceFloats
 #include "kernels/cuda/gemm.h"
@@ -35,26 +36,37 @@ namespace nimbus::cuda {
 
 namespace {
 
-// The geometry as kernel parameters, in int (conv2d_tc_supported checks every product used).
+// The geometry as kernel parameters, in int (conv2d_tc_supported checks every product used), with
+// the divisors the gathers decode flat indices by.
 struct Dims {
   int N, C, H, W, K, R, S, P, Q, stride, pad;
+  FastDivmod by_rs, by_s, by_pq, by_q, by_hw, by_w, by_stride;
 };
 
 Dims dims_of(const ConvGeom& g) {
-  return {int(g.N), int(g.C), int(g.H), int(g.W), int(g.K), int(g.R), int(g.S), int(g.P()), int(g.Q()),
-          int(g.stride), int(g.pad)};
+  Dims d{};
+  d.N = int(g.N), d.C = int(g.C), d.H = int(g.H), d.W = int(g.W), d.K = int(g.K), d.R = int(g.R), d.S = int(g.S);
+  d.P = int(g.P()), d.Q = int(g.Q()), d.stride = int(g.stride), d.pad = int(g.pad);
+  d.by_rs = FastDivmod(d.R * d.S), d.by_s = FastDivmod(d.S), d.by_pq = FastDivmod(d.P * d.Q);
+  d.by_q = FastDivmod(d.Q), d.by_hw = FastDivmod(d.H * d.W), d.by_w = FastDivmod(d.W);
+  d.by_stride = FastDivmod(d.stride);
+  return d;
 }
 
-// x[n, c, p*st-pad+r, q*st-pad+s] for reduction index crs = (c, r, s) and output position npq = (n, p, q),
-// or null in the padding: B of the forward and of the weight gradient.
+// An output position (n, p, q) as the corner of its input window: image n's base and the window's
+// top-left (p*st - pad, q*st - pad). B's column in the forward.
 template <typename E>
-__device__ __forceinline__ const E* x_window(const E* x, const Dims& d, int crs, int npq) {
-  const int RS = d.R * d.S, PQ = d.P * d.Q;
-  const int c = crs / RS, r = crs % RS / d.S, s = crs % d.S;
-  const int n = npq / PQ, p = npq % PQ / d.Q, q = npq % d.Q;
-  const int h = p * d.stride - d.pad + r, w = q * d.stride - d.pad + s;
-  if (h < 0 || h >= d.H || w < 0 || w >= d.W) return nullptr;
-  return x + ((int64_t(n) * d.C + c) * d.H + h) * d.W + w;
+struct Window {
+  const E* img = nullptr;
+  int h0 = 0, w0 = 0;
+};
+
+template <typename E>
+__device__ __forceinline__ Window<E> window_of(const E* x, const Dims& d, int npq) {
+  int n, pq, p, q;
+  d.by_pq.divmod(npq, n, pq);
+  d.by_q.divmod(pq, p, q);
+  return {x + int64_t(n) * d.C * d.H * d.W, p * d.stride - d.pad, q * d.stride - d.pad};
 }
 
 template <typename E>
@@ -63,14 +75,31 @@ struct Forward {
   E* y;
   Dims d;
   bool relu;
+  using BCol = Window<E>;
   __device__ const E* a(int k, int crs) const { return w + int64_t(k) * (d.C * d.R * d.S) + crs; }
-  __device__ const E* b(int crs, int npq) const { return x_window(x, d, crs, npq); }
+  __device__ BCol b_col(int npq) const { return window_of(x, d, npq); }
+  __device__ const E* b(int crs, const BCol& col) const {  // x[n, c, h0 + r, w0 + s]
+    int c, rs, r, s;
+    d.by_rs.divmod(crs, c, rs);
+    d.by_s.divmod(rs, r, s);
+    const int h = col.h0 + r, w = col.w0 + s;
+    if (h < 0 || h >= d.H || w < 0 || w >= d.W) return nullptr;
+    return col.img + (int64_t(c) * d.H + h) * d.W + w;
+  }
   __device__ void store(int k, int npq, float v, int) const {
-    const int PQ = d.P * d.Q, n = npq / PQ, pq = npq % PQ;
+    int n, pq;
+    d.by_pq.divmod(npq, n, pq);
     if (bias) v += float(bias[k]);
     if (relu) v = v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
-    y[(int64_t(n) * d.K + k) * PQ + pq] = E(v);
+    y[(int64_t(n) * d.K + k) * (d.P * d.Q) + pq] = E(v);
   }
+};
+
+// B's column in the data gradient: image n's dy and (h + pad, w + pad) of the input position.
+template <typename E>
+struct Position {
+  const E* dy_img = nullptr;
+  int hp = 0, wp = 0;
 };
 
 template <typename E>
@@ -78,24 +107,40 @@ struct DataGrad {
   const E *dy, *w;
   E* dx;
   Dims d;
+  using BCol = Position<E>;
   __device__ const E* a(int c, int krs) const {  // w[k, c, r, s]
-    const int RS = d.R * d.S;
-    return w + (int64_t(krs / RS) * d.C + c) * RS + krs % RS;
+    int k, rs;
+    d.by_rs.divmod(krs, k, rs);
+    return w + (int64_t(k) * d.C + c) * (d.R * d.S) + rs;
   }
-  __device__ const E* b(int krs, int nhw) const {  // dy[n, k, p, q] with h = p*st - pad + r, w = q*st - pad + s
-    const int RS = d.R * d.S, HW = d.H * d.W;
-    const int k = krs / RS, r = krs % RS / d.S, s = krs % d.S;
-    const int n = nhw / HW, h = nhw % HW / d.W, w = nhw % d.W;
-    const int ph = h + d.pad - r, qw = w + d.pad - s;
-    if (ph < 0 || qw < 0 || ph % d.stride != 0 || qw % d.stride != 0) return nullptr;
-    const int p = ph / d.stride, q = qw / d.stride;
-    if (p >= d.P || q >= d.Q) return nullptr;
-    return dy + ((int64_t(n) * d.K + k) * d.P + p) * d.Q + q;
+  __device__ BCol b_col(int nhw) const {
+    int n, hw, h, w;
+    d.by_hw.divmod(nhw, n, hw);
+    d.by_w.divmod(hw, h, w);
+    return {dy + int64_t(n) * d.K * d.P * d.Q, h + d.pad, w + d.pad};
+  }
+  __device__ const E* b(int krs, const BCol& col) const {  // dy[n, k, p, q], h + pad - r = p*st, w + pad - s = q*st
+    int k, rs, r, s, p, q, ph_rem, qw_rem;
+    d.by_rs.divmod(krs, k, rs);
+    d.by_s.divmod(rs, r, s);
+    const int ph = col.hp - r, qw = col.wp - s;
+    if (ph < 0 || qw < 0) return nullptr;
+    d.by_stride.divmod(ph, p, ph_rem);
+    d.by_stride.divmod(qw, q, qw_rem);
+    if (ph_rem != 0 || qw_rem != 0 || p >= d.P || q >= d.Q) return nullptr;
+    return col.dy_img + (int64_t(k) * d.P + p) * d.Q + q;
   }
   __device__ void store(int c, int nhw, float v, int) const {
-    const int HW = d.H * d.W;
-    dx[(int64_t(nhw / HW) * d.C + c) * HW + nhw % HW] = E(v);
+    int n, hw;
+    d.by_hw.divmod(nhw, n, hw);
+    dx[(int64_t(n) * d.C + c) * (d.H * d.W) + hw] = E(v);
   }
+};
+
+// B's column in the weight gradient: the tap (c, r, s) as channel c's offset and the window shift.
+struct Tap {
+  int64_t c_off = 0;
+  int r = 0, s = 0;
 };
 
 template <typename E>
@@ -104,11 +149,24 @@ struct WeightGrad {
   E* dw;
   float* partial;  // splits > 1: ws[split][K][CRS]; else null and results go to dw
   Dims d;
+  using BCol = Tap;
   __device__ const E* a(int k, int npq) const {  // dy[n, k, p, q]
-    const int PQ = d.P * d.Q;
-    return dy + (int64_t(npq / PQ) * d.K + k) * PQ + npq % PQ;
+    int n, pq;
+    d.by_pq.divmod(npq, n, pq);
+    return dy + (int64_t(n) * d.K + k) * (d.P * d.Q) + pq;
   }
-  __device__ const E* b(int npq, int crs) const { return x_window(x, d, crs, npq); }
+  __device__ BCol b_col(int crs) const {
+    int c, rs, r, s;
+    d.by_rs.divmod(crs, c, rs);
+    d.by_s.divmod(rs, r, s);
+    return {int64_t(c) * d.H * d.W, r, s};
+  }
+  __device__ const E* b(int npq, const BCol& tap) const {  // x[n, c, p*st - pad + r, q*st - pad + s]
+    const Window<E> win = window_of(x, d, npq);
+    const int h = win.h0 + tap.r, w = win.w0 + tap.s;
+    if (h < 0 || h >= d.H || w < 0 || w >= d.W) return nullptr;
+    return win.img + tap.c_off + int64_t(h) * d.W + w;
+  }
   __device__ void store(int k, int crs, float v, int split) const {
     const int CRS = d.C * d.R * d.S;
     if (partial)

@@ -32,6 +32,8 @@ struct MatMul {
   int lda, ldb, ldc;
   bool trans_a, trans_b;
   __device__ const E* a(int m, int k) const { return trans_a ? A + int64_t(k) * lda + m : A + int64_t(m) * lda + k; }
+  using BCol = int;  // the column index itself
+  __device__ BCol b_col(int n) const { return n; }
   __device__ const E* b(int k, int n) const { return trans_b ? B + int64_t(n) * ldb + k : B + int64_t(k) * ldb + n; }
   __device__ void store(int m, int n, float v, int) const {
     if (bias) v += float(bias[n]);

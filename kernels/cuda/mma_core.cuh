@@ -7,10 +7,13 @@
  * The GEMM a kernel computes, per split s of the reduction (split-K; one split unless a launcher asks):
  *   D[m][n] = sum_{k in split s} A[m][k] B[k][n],  m < M, n < N, k < Kred
  * A problem (a struct passed by value) says where each element lives and what to do with a result:
- *   const E* a(m, k)   address of A[m][k], or nullptr where the element is 0 (padding, a stride gap)
- *   const E* b(k, n)   address of B[k][n], likewise
- *   store(m, n, v, s)  v = split s's fp32 sum for D[m][n]; called once per element per split
- * The kernel checks m < M, n < N and k < Kred before it asks, so a problem only decodes indices.
+ *   const E* a(m, k)        address of A[m][k], or nullptr where the element is 0 (padding, a stride gap)
+ *   BCol b_col(n)           what column n of B needs, decoded once per thread (a thread stages the
+ *                           same column of every B tile: consecutive threads take consecutive n)
+ *   const E* b(k, col)      address of B[k][n] for col = b_col(n), or nullptr, likewise
+ *   store(m, n, v, s)       v = split s's fp32 sum for D[m][n]; called once per element per split
+ * The kernel checks m < M, n < N and k < Kred before it asks, so a problem only decodes indices (with
+ * FastDivmod, kernels/common/fast_divmod.h: no integer divider on a GPU).
  *
  * Element types: E = float multiplies in TF32 (each operand rounded with cvt.rna.tf32, mma.sync
  * m16n8k8), E = nimbus::bfloat16 in bf16 (mma.sync m16n8k16, fragments from ldmatrix); both
@@ -30,8 +33,10 @@
  * problem says nullptr) or one plain 2-byte load and shared store (bf16: cp.async copies at least
  * 4 bytes, and a gathered bf16 element is only 2-byte aligned). Consecutive threads take
  * consecutive columns of a tile (k for A, n for B), which are the contiguous direction of every
- * operand the backend gathers. Decoding an index costs a few integer divisions per element; the
- * first GPU measurement decides whether that gather or the mma is the bottleneck.
+ * operand the backend gathers. A thread's B column is the same in every k-tile, so its decoding
+ * (image, output position) happens once; the reduction index costs one or two multiply-shift
+ * divisions per element. Whether that gather or the mma bounds a kernel is the first GPU run's
+ * question.
  *
  * Determinism: one thread owns each D element of a split and adds its k-steps in a fixed order,
  * so results do not depend on thread or block order (the emulator's tests run three orders).
@@ -54,6 +59,7 @@ struct Tile {
   static constexpr int FM = WM / 16, FN = WN / 8;             // its m16n8 fragments
   static_assert(WM % 16 == 0 && WN % 16 == 0, "whole fragments, and pairs of B fragments (ldmatrix .x4.trans)");
   static_assert((BM * BK) % Threads == 0 && (BK * BN) % Threads == 0, "the same number of elements per thread");
+  static_assert(Threads % BN == 0 && Threads % BK == 0, "a thread keeps its column of every tile");
 };
 using TileLarge = Tile<128, 128, 2, 4>;
 using TileSmall = Tile<64, 64, 2, 2>;
@@ -186,21 +192,26 @@ __global__ void __launch_bounds__(T::Threads)
   const int m0 = int(blockIdx.y) * T::BM, n0 = int(blockIdx.x) * T::BN, split = int(blockIdx.z);
   const int kbeg = split * k_per_split, kend = min(Kred, kbeg + k_per_split);
   const int warp = int(threadIdx.x) / 32, wm = warp / T::WarpsN, wn = warp % T::WarpsN;
+  // The B column this thread stages in every k-tile, decoded once.
+  const int bc = int(threadIdx.x) % T::BN;
+  const bool n_in = n0 + bc < N;
+  const typename Problem::BCol col = n_in ? pb.b_col(n0 + bc) : typename Problem::BCol{};
 
   // Stages k-tile kt of this split into buffer buf (0 or 1) as one cp.async group.
   auto stage = [&](int buf, int kt) {
     S* As = smem + buf * L::kStage;
     S* Bs = As + T::BM * L::kLda;
     const int k0 = kbeg + kt * T::BK;
-#pragma unroll
-    for (int i = int(threadIdx.x); i < T::BM * T::BK; i += T::Threads) {  // A: consecutive threads along k
-      const int r = i / T::BK, c = i % T::BK, m = m0 + r, k = k0 + c;
+#pragma unroll 4
+    for (int j = 0; j < T::BM / (T::Threads / T::BK); ++j) {  // A: this thread's k, rows every Threads / BK
+      const int r = int(threadIdx.x) / T::BK + j * (T::Threads / T::BK), c = int(threadIdx.x) % T::BK;
+      const int m = m0 + r, k = k0 + c;
       stage_element(As + r * L::kLda + c, m < M && k < kend ? pb.a(m, k) : nullptr, any);
     }
-#pragma unroll
-    for (int i = int(threadIdx.x); i < T::BK * T::BN; i += T::Threads) {  // B: consecutive threads along n
-      const int r = i / T::BN, c = i % T::BN, k = k0 + r, n = n0 + c;
-      stage_element(Bs + r * L::kLdb + c, k < kend && n < N ? pb.b(k, n) : nullptr, any);
+#pragma unroll 4
+    for (int j = 0; j < T::BK / (T::Threads / T::BN); ++j) {  // B: this thread's column, rows every Threads / BN
+      const int r = int(threadIdx.x) / T::BN + j * (T::Threads / T::BN), k = k0 + r;
+      stage_element(Bs + r * L::kLdb + bc, k < kend && n_in ? pb.b(k, col) : nullptr, any);
     }
     cp_async_commit();
   };
