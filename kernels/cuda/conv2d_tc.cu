@@ -9,15 +9,15 @@
  *                                                         bias and ReLU applied in the epilogue
  *   dgrad     dx[n,c,h,w] M = C    N = N*HW  Kred = K*RS  A[c][(k,r,s)] = w[k,c,r,s]
  *                                                         B[(k,r,s)][(n,h,w)] = dy[n, k, (h+pad-r)/st, (w+pad-s)/st]
- *                                                         where both divide exactly and land inside
+ *                                                         where both divide exactly and land inside;
+ *                                                         per phase (h, w mod st) only the taps that do
+ *                                                         (DataGrad: st*st launches, Kred/st^2 each)
  *   wgrad     dw[k,c,r,s] M = K    N = CRS   Kred = N*PQ  A[k][(n,p,q)] = dy[n,k,p,q]
  *                                                         B[(n,p,q)][(c,r,s)] = x[n, c, p*st-pad+r, q*st-pad+s]
  * The weight gradient reduces over every image in one launch. Its reduction (N*P*Q) is long and its
  * output (K x CRS) small, so it splits the reduction: split s writes its partial sums to
  * ws[s][K][CRS] and a second kernel adds the splits in order (deterministic; one split writes dw
- * directly). The data gradient at stride 2 multiplies the skipped positions' zeros (3/4 of its
- * work at 3x3 stride 2, 1/4 of a ResNet-50 step's stride-2 layers); a stride-aware decomposition
- * is the next version once the GPU measures it. db (bias) is gemm.cu's bias_backward.
+ * directly). db (bias) is gemm.cu's bias_backward.
  * CPU twin: kernels/cpu/conv2d.h (the _ref loops are the definition).
  */
 #include "kernels/cuda/conv2d_tc.h"
@@ -95,11 +95,35 @@ struct Forward {
   }
 };
 
-// B's column in the data gradient: image n's dy and (h + pad, w + pad) of the input position.
+// The data gradient, one phase at a time. dx[n, c, h, w] sums dy[n, k, p, q] w[k, c, r, s] over the
+// taps with h + pad - r = p*st (and likewise w): for a stride st > 1 only every st-th r contributes
+// to a given h. So the input positions split into st*st phases (h mod st, w mod st) = (ph, pw), and
+// in a phase the taps are r = r0 + st*rr, s = s0 + st*ss with r0 = (ph + pad) mod st: Rp*Sp of the
+// R*S taps (a quarter at 3x3 stride 2), and p = i + hb - rr for h = ph + st*i, hb = (ph + pad - r0)/st.
+// Stride 1 is the one phase r0 = s0 = 0, hb = pad. A phase without taps (1x1 stride 2, odd rows) has
+// an empty reduction: the kernel writes its zeros.
+struct Phase {
+  int ph, pw, r0, s0, Rp, Sp, Hp, Wp, hb, wb;  // Hp x Wp positions, Rp x Sp taps
+  FastDivmod by_taps, by_sp, by_pos, by_wp;    // Rp*Sp, Sp, Hp*Wp, Wp
+};
+
+Phase phase_of(const ConvGeom& g, int ph, int pw) {
+  const int st = int(g.stride), pad = int(g.pad), R = int(g.R), S = int(g.S), H = int(g.H), W = int(g.W);
+  Phase f{};
+  f.ph = ph, f.pw = pw, f.r0 = (ph + pad) % st, f.s0 = (pw + pad) % st;
+  f.Rp = f.r0 < R ? (R - f.r0 + st - 1) / st : 0, f.Sp = f.s0 < S ? (S - f.s0 + st - 1) / st : 0;
+  f.Hp = ph < H ? (H - ph + st - 1) / st : 0, f.Wp = pw < W ? (W - pw + st - 1) / st : 0;
+  f.hb = (ph + pad - f.r0) / st, f.wb = (pw + pad - f.s0) / st;
+  f.by_taps = FastDivmod(std::max(f.Rp * f.Sp, 1)), f.by_sp = FastDivmod(std::max(f.Sp, 1));
+  f.by_pos = FastDivmod(std::max(f.Hp * f.Wp, 1)), f.by_wp = FastDivmod(std::max(f.Wp, 1));
+  return f;
+}
+
+// B's column in a phase: image n's dy and the output position (i + hb, j + wb) of tap (0, 0).
 template <typename E>
 struct Position {
   const E* dy_img = nullptr;
-  int hp = 0, wp = 0;
+  int pi = 0, qj = 0;
 };
 
 template <typename E>
@@ -107,33 +131,33 @@ struct DataGrad {
   const E *dy, *w;
   E* dx;
   Dims d;
+  Phase f;
   using BCol = Position<E>;
-  __device__ const E* a(int c, int krs) const {  // w[k, c, r, s]
-    int k, rs;
-    d.by_rs.divmod(krs, k, rs);
-    return w + (int64_t(k) * d.C + c) * (d.R * d.S) + rs;
+  __device__ const E* a(int c, int krs) const {  // w[k, c, r0 + st*rr, s0 + st*ss]
+    int k, t, rr, ss;
+    f.by_taps.divmod(krs, k, t);
+    f.by_sp.divmod(t, rr, ss);
+    return w + ((int64_t(k) * d.C + c) * d.R + f.r0 + d.stride * rr) * d.S + f.s0 + d.stride * ss;
   }
-  __device__ BCol b_col(int nhw) const {
-    int n, hw, h, w;
-    d.by_hw.divmod(nhw, n, hw);
-    d.by_w.divmod(hw, h, w);
-    return {dy + int64_t(n) * d.K * d.P * d.Q, h + d.pad, w + d.pad};
+  __device__ BCol b_col(int nij) const {
+    int n, ij, i, j;
+    f.by_pos.divmod(nij, n, ij);
+    f.by_wp.divmod(ij, i, j);
+    return {dy + int64_t(n) * d.K * d.P * d.Q, i + f.hb, j + f.wb};
   }
-  __device__ const E* b(int krs, const BCol& col) const {  // dy[n, k, p, q], h + pad - r = p*st, w + pad - s = q*st
-    int k, rs, r, s, p, q, ph_rem, qw_rem;
-    d.by_rs.divmod(krs, k, rs);
-    d.by_s.divmod(rs, r, s);
-    const int ph = col.hp - r, qw = col.wp - s;
-    if (ph < 0 || qw < 0) return nullptr;
-    d.by_stride.divmod(ph, p, ph_rem);
-    d.by_stride.divmod(qw, q, qw_rem);
-    if (ph_rem != 0 || qw_rem != 0 || p >= d.P || q >= d.Q) return nullptr;
+  __device__ const E* b(int krs, const BCol& col) const {  // dy[n, k, i + hb - rr, j + wb - ss]
+    int k, t, rr, ss;
+    f.by_taps.divmod(krs, k, t);
+    f.by_sp.divmod(t, rr, ss);
+    const int p = col.pi - rr, q = col.qj - ss;
+    if (p < 0 || p >= d.P || q < 0 || q >= d.Q) return nullptr;
     return col.dy_img + (int64_t(k) * d.P + p) * d.Q + q;
   }
-  __device__ void store(int c, int nhw, float v, int) const {
-    int n, hw;
-    d.by_hw.divmod(nhw, n, hw);
-    dx[(int64_t(n) * d.C + c) * (d.H * d.W) + hw] = E(v);
+  __device__ void store(int c, int nij, float v, int) const {  // dx[n, c, ph + st*i, pw + st*j]
+    int n, ij, i, j;
+    f.by_pos.divmod(nij, n, ij);
+    f.by_wp.divmod(ij, i, j);
+    dx[((int64_t(n) * d.C + c) * d.H + f.ph + d.stride * i) * d.W + f.pw + d.stride * j] = E(v);
   }
 };
 
@@ -243,9 +267,12 @@ void conv2d_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w
   }
   if (dx) {
     NIMBUS_CHECK(w, "cuda::conv2d_tc_backward: dx needs w");
-    const DataGrad<E> pb{dy, w, dx, d};
-    mma::launch_igemm<E>(pb, d.C, d.N * d.H * d.W, d.K * d.R * d.S, 1, tile_of(plan), w,
-                         "cuda::conv2d_tc_backward (dx)");
+    for (int ph = 0; ph < d.stride && ph < d.H; ++ph)  // one launch per phase: stride^2 of them
+      for (int pw = 0; pw < d.stride && pw < d.W; ++pw) {
+        const DataGrad<E> pb{dy, w, dx, d, phase_of(g, ph, pw)};
+        mma::launch_igemm<E>(pb, d.C, d.N * pb.f.Hp * pb.f.Wp, d.K * pb.f.Rp * pb.f.Sp, 1, tile_of(plan), w,
+                             "cuda::conv2d_tc_backward (dx)");
+      }
   }
 }
 

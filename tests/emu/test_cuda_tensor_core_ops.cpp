@@ -5,7 +5,8 @@
  * Configurations: both block tiles (128x128 with 8 warps, 64x64 with 4), the weight gradient with
  * 1 and 3 reduction splits and the automatic count, TF32 (float tensors) and bf16 (bfloat16
  * tensors), at the geometries of the two models (3x3 stride 1 and 2, 1x1 stride 1 and 2, the 7x7
- * stride-2 stem with 13 channels) at odd sizes, one of them spanning several tiles in M and N.
+ * stride-2 stem with 13 channels) at odd sizes, one of them spanning several tiles in M and N, and
+ * strides 3 and 4 with rectangular kernels for the data gradient's phase decomposition.
  * Under the emulator each runs forward, reversed and shuffled, and the outputs must be bitwise equal.
  *
  * The bound, per element: the reference is the float64 sum of the products of the rounded operands
@@ -179,6 +180,8 @@ const ConvGeom kGeoms[] = {
     {2, 6, 9, 7, 5, 1, 1, 2, 0},      // 1x1 stride 2 (downsample)
     {2, 13, 15, 13, 6, 7, 7, 2, 3},   // the stem: 7x7 stride 2 pad 3, 13 bands (C*R*S = 637)
     {3, 8, 12, 11, 130, 3, 3, 1, 1},  // several tiles in M and N
+    {2, 3, 10, 7, 4, 2, 3, 3, 2},     // the data gradient's phases: stride 3, a 2x3 kernel, pad 2
+    {1, 2, 2, 5, 3, 3, 3, 4, 1},      // stride 4 over a 2-row image: phases without rows or taps
 };
 
 TEST_CASE("cuda tensor cores: conv2d forward, dgrad, wgrad in tf32, every tile and split, all orders") {
