@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/backend.h"
 
@@ -38,8 +39,10 @@ ConvGeom check_conv(const Tensor& x, const Tensor& w, const Tensor& b, int strid
 namespace {
 // conv2d, then ReLU when `relu` (each backend fuses it where its kernel allows: the CPU's direct
 // path applies it as the output is stored).
-Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, bool relu) {
-  const ConvGeom g = check_conv(x, w, b, stride, padding);
+Tensor conv2d_impl(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, int stride, int padding, bool relu) {
+  const ConvGeom g = check_conv(x_in, w_in, b_in, stride, padding);
+  // Under a bfloat16 autocast scope the operands are cast (recorded: gradients return in float32).
+  const Tensor x = autocast_matmul(x_in), w = autocast_matmul(w_in), b = autocast_matmul(b_in);
   NIMBUS_CHECK(w.dtype() == x.dtype() && (!b.defined() || b.dtype() == x.dtype()), "conv2d: input ", describe(x),
                ", weight ", describe(w), b.defined() ? str(" and bias ", describe(b)) : std::string(),
                " must have one dtype");

@@ -1,13 +1,16 @@
 // linear.cpp: the fully connected autograd op, y = x w^T + b, and its backward.
 #include "engine/ops/linear.h"
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/backend.h"
 
 namespace nimbus {
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  NIMBUS_CHECK(x.defined() && w.defined(), "linear: input and weight must be defined");
+Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
+  NIMBUS_CHECK(x_in.defined() && w_in.defined(), "linear: input and weight must be defined");
+  // Under a bfloat16 autocast scope the operands are cast (recorded: gradients return in float32).
+  const Tensor x = autocast_matmul(x_in), w = autocast_matmul(w_in), b = autocast_matmul(b_in);
   NIMBUS_CHECK(x.ndim() == 2, "linear: input ", x.shape().str(), " must be 2-D (N,in)");
   NIMBUS_CHECK(w.ndim() == 2, "linear: weight ", w.shape().str(), " must be 2-D (out,in)");
   NIMBUS_CHECK(x.size(1) == w.size(1), "linear: input ", x.shape().str(), " has ", x.size(1),

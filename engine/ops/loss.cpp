@@ -2,6 +2,7 @@
 // its backward right below the forward (maths in loss.h, kernels in kernels/cpu/loss.*).
 #include "engine/ops/loss.h"
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/backend.h"
 #include "kernels/common/class_index.h"
@@ -79,14 +80,18 @@ Tensor pointwise_loss(const char* op, const Tensor& pred, const Tensor& target, 
 }
 }  // namespace
 
-Tensor softmax(const Tensor& logits) {
+// Losses and softmax compute in float32: under a bfloat16 autocast scope their bfloat16 inputs are
+// cast (recorded), so the gradient returns in bfloat16 to the layer that made them.
+Tensor softmax(const Tensor& logits_in) {
+  const Tensor logits = autocast_float(logits_in);
   check_logits("softmax", logits);
   Tensor y = Tensor::empty(logits.shape(), logits.device());
   backend(logits.device(), "softmax").softmax_forward(y.data(), logits.data(), logits.size(0), logits.size(1));
   return y;
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
+Tensor cross_entropy(const Tensor& logits_in, const Tensor& target) {
+  const Tensor logits = autocast_float(logits_in);
   check_logits("cross_entropy", logits);
   check_defined("cross_entropy", target, "target");
   check_same_device("cross_entropy", logits, "logits", target, "target");
@@ -118,15 +123,17 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
 }
 
 Tensor l1_loss(const Tensor& pred, const Tensor& target) {
-  return pointwise_loss("l1_loss", pred, target, &Kernels<float>::l1_forward, &Kernels<float>::l1_backward);
+  return pointwise_loss("l1_loss", autocast_float(pred), autocast_float(target), &Kernels<float>::l1_forward, &Kernels<float>::l1_backward);
 }
 
 Tensor mse_loss(const Tensor& pred, const Tensor& target) {
-  return pointwise_loss("mse_loss", pred, target, &Kernels<float>::mse_forward, &Kernels<float>::mse_backward);
+  return pointwise_loss("mse_loss", autocast_float(pred), autocast_float(target), &Kernels<float>::mse_forward, &Kernels<float>::mse_backward);
 }
 
-Tensor carl_loss(const Tensor& pred, const Tensor& target, const Tensor& cloudy_input, const Tensor& mask,
+Tensor carl_loss(const Tensor& pred_in, const Tensor& target_in, const Tensor& cloudy_in, const Tensor& mask_in,
                  float lambda) {
+  const Tensor pred = autocast_float(pred_in), target = autocast_float(target_in);
+  const Tensor cloudy_input = autocast_float(cloudy_in), mask = autocast_float(mask_in);
   check_same_shape("carl_loss", pred, "pred", target, "target");
   check_same_shape("carl_loss", pred, "pred", cloudy_input, "cloudy_input");
   check_defined("carl_loss", mask, "mask");
