@@ -70,6 +70,7 @@ int run(int argc, char** argv) {
   p.add_int("batch-size", 32, "images per forward pass (consecutive images of the same size are batched)").range(1, 65536);
   p.add_positional("inputs", "GeoTIFF files, or folders searched recursively for .tif files");
   cli::add_common_options(p);
+  apps::add_precision_option(p);
   p.parse_or_exit(argc, argv);
   const std::string weights = p.get_string("weights"), out = p.get_string("out");
   const int64_t batch = p.get_int("batch-size");

@@ -81,6 +81,7 @@ int run(int argc, char** argv) {
   p.add_int("tile", 256, "DSen2-CR tile size (scenes up to this size run in one piece)").range(16, 8192);
   p.add_int("batch-size", 4, "DSen2-CR tiles per forward pass").range(1, 4096);
   cli::add_common_options(p);
+  apps::add_precision_option(p);
   p.parse_or_exit(argc, argv);
   const std::string classifier = p.get_string("classifier"), cr = p.get_string("cr"),
                     cr_nosar = p.get_string("cr-nosar"), data_root = p.get_string("data"), out = p.get_string("out");

@@ -73,6 +73,7 @@ int run(int argc, char** argv) {
   p.add_int("overlap", -1, "tile overlap in pixels (-1: 2 x receptive radius + 32, e.g. 100 for 16 blocks)").range(-1, 4096);
   p.add_int("batch-size", 4, "tiles per forward pass").range(1, 4096);
   cli::add_common_options(p);
+  apps::add_precision_option(p);
   p.parse_or_exit(argc, argv);
   const std::string weights = p.get_string("weights"), s2 = p.get_string("s2"), root = p.get_string("data");
   const bool folder = !root.empty();

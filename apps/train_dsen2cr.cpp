@@ -162,9 +162,10 @@ int run(int argc, char** argv) {
   net.to(common.device);
   const std::string loss_kind = p.get_string("loss");
   const double lambda = p.get_double("lambda");
-  std::fprintf(stderr, "train_dsen2cr: %s, %lld parameters, loss %s, %s lr %g; %zu train / %zu val triplets\n",
+  std::fprintf(stderr, "train_dsen2cr: %s, %lld parameters, loss %s, %s lr %g; %zu train / %zu val triplets; %s in %s\n",
                model.config.str().c_str(), (long long)net.num_parameters(), loss_kind.c_str(),
-               p.get_string("optimizer").c_str(), lr, train.size(), val.size());
+               p.get_string("optimizer").c_str(), lr, train.size(), val.size(), device_name(common.device),
+               common.precision.c_str());
 
   apps::MetricsCsv csv(paths.metrics,
                        {"epoch", "lr", "train_loss", "val_loss", "val_mae", "val_rmse", "val_psnr", "val_ssim",

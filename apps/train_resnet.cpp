@@ -187,9 +187,9 @@ int run(int argc, char** argv) {
   std::vector<int> ms;
   for (int64_t m : p.get_int_list("milestones")) ms.push_back(int(m));
   const StepLr schedule(p.get_double("lr"), ms, p.get_double("lr-divisor"));
-  std::fprintf(stderr, "train_resnet: %s, %lld parameters; %zu train / %zu val tiles; epochs %d..%lld\n",
+  std::fprintf(stderr, "train_resnet: %s, %lld parameters; %zu train / %zu val tiles; epochs %d..%lld; %s in %s\n",
                model.config.str().c_str(), (long long)clf.num_parameters(), split.train.size(), split.val.size(),
-               done + 1, (long long)training.epochs);
+               done + 1, (long long)training.epochs, device_name(common.device), common.precision.c_str());
 
   apps::MetricsCsv csv(paths.metrics, {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"}, done);
   data::Loader loader(split.train.size(), train_fn,
@@ -210,7 +210,7 @@ int run(int argc, char** argv) {
   loop.step_inputs = [&](const data::Batch& bt) { return std::vector<Tensor>{bt["image"], label_tensor(bt.labels)}; };
   loop.step_loss = [&](const std::vector<Tensor>& in, std::vector<Tensor>& keep) {
     const Tensor logits = clf.logits(in[0]);
-    keep.push_back(logits.detach());
+    keep.push_back(logits.detach().to(DType::F32));  // bfloat16 under --precision bf16
     return cross_entropy(logits, in[1]);
   };
   loop.after_step = [&](const std::vector<int64_t>& labels, double l, const std::vector<Tensor>& kept) {

@@ -13,6 +13,7 @@ AutocastScope::AutocastScope(DType compute) : saved_(g_compute) { g_compute = co
 AutocastScope::~AutocastScope() { g_compute = saved_; }
 
 DType autocast_dtype() { return g_compute; }
+void set_autocast_dtype(DType compute) { g_compute = compute; }
 
 Tensor autocast_matmul(const Tensor& t) {
   return g_compute == DType::BF16 && t.defined() && t.dtype() == DType::F32 ? cast(t, DType::BF16) : t;

@@ -37,6 +37,9 @@ class AutocastScope {
 
 // The compute dtype of the current scope on this thread (F32 outside any scope).
 DType autocast_dtype();
+// Sets this thread's compute dtype outside any scope: an app's whole run (apps/common/device.h
+// --precision bf16). Scopes opened later still nest and restore it.
+void set_autocast_dtype(DType compute);
 
 // The policy's casts (recorded; undefined tensors pass through):
 Tensor autocast_matmul(const Tensor& t);  // conv/linear operands: bfloat16 under a BF16 scope

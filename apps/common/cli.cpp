@@ -224,6 +224,12 @@ bool Parser::given(const std::string& name) const {
   throw Error(str("cli: option --", name, " was never declared"));
 }
 
+bool Parser::declared(const std::string& name) const {
+  for (const Option& o : options_)
+    if (o.name == name) return true;
+  return false;
+}
+
 void add_common_options(Parser& p) {
   p.add_choice("device", "auto", {"cpu", "cuda", "auto"}, "where to compute; auto picks cuda when available");
   p.add_int("threads", 0, "CPU threads (0 = all cores)");

@@ -72,6 +72,7 @@ class Parser {
   bool get_flag(const std::string& name) const;
   std::vector<int64_t> get_int_list(const std::string& name) const;
   bool given(const std::string& name) const;  // true when the option appeared on the command line
+  bool declared(const std::string& name) const;  // true when the app declared the option
   const std::vector<std::string>& positionals() const { return positionals_; }
   const std::string& program() const { return program_; }
 
@@ -109,6 +110,7 @@ struct CommonOptions {
   Device device = Device::CPU;  // "auto" resolved: cuda when available, else cpu
   int threads = 0;              // CPU threads actually set (0 never after apply)
   uint64_t seed = 42;
+  std::string precision = "fp32";  // the apps that run a model: --precision resolved (apps/common/device.h)
 };
 // Adds --device cpu|cuda|auto (default auto), --threads N (0 = all cores), --seed N (default 42).
 void add_common_options(Parser& p);

@@ -5,12 +5,19 @@
 
 #include <cstdio>
 
+#include "engine/autocast.h"
 #include "engine/backend.h"
 #ifdef NIMBUS_APPS_WITH_CUDA
 #include "backends/cuda/backend.h"
 #endif
 
 namespace nimbus::apps {
+
+void add_precision_option(cli::Parser& p) {
+  p.add_choice("precision", "auto", {"auto", "fp32", "tf32", "bf16"},
+               "arithmetic: fp32, tf32 (CUDA tensor cores), bf16 (autocast: bf16 convolutions, fp32 weights); "
+               "auto = tf32 on CUDA, fp32 on the CPU");
+}
 
 cli::CommonOptions setup_device(const cli::Parser& p) {
   const std::string asked = p.get_string("device");
@@ -24,6 +31,18 @@ cli::CommonOptions setup_device(const cli::Parser& p) {
     std::fprintf(stderr, "%s: no usable CUDA device/backend, running on the CPU (%d threads): %s\n",
                  p.program().c_str(), c.threads, cuda_status().c_str());
   openblas_set_num_threads(c.threads);
+  if (p.declared("precision")) {
+    const std::string asked_p = p.get_string("precision");
+    c.precision = asked_p == "auto" ? (c.device == Device::CUDA ? "tf32" : "fp32") : asked_p;
+    if (c.precision == "tf32" && c.device == Device::CPU) {
+      std::fprintf(stderr, "%s: --precision tf32: the CPU has no TF32, running fp32\n", p.program().c_str());
+      c.precision = "fp32";
+    }
+    set_autocast_dtype(c.precision == "bf16" ? DType::BF16 : DType::F32);  // this (the main) thread, whole run
+#ifdef NIMBUS_APPS_WITH_CUDA
+    if (c.device == Device::CUDA) cuda::set_math(c.precision == "fp32" ? cuda::Math::Fp32 : cuda::Math::Tf32);
+#endif
+  }
   return c;
 }
 

@@ -2,6 +2,7 @@
 #include "apps/common/training.h"
 
 #include "apps/common/accuracy.h"
+#include "apps/common/device.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -142,6 +143,7 @@ void add_training_options(cli::Parser& p) {
   p.add_int("debug-sigkill-at-step", -1, "(testing) SIGKILL this process at the start of this step (-1: never)");
   p.add_int("debug-sigkill-after-epoch", -1, "(testing) SIGKILL this process right after this epoch's checkpoint (-1: never)");
   cli::add_common_options(p);
+  add_precision_option(p);
 }
 
 TrainingOptions read_training_options(const cli::Parser& p, const std::string& data_metavar) {
@@ -266,7 +268,10 @@ class PendingSteps {
   void add(int64_t step, size_t batch, std::vector<int64_t> labels, const Tensor& loss,
            const std::vector<Tensor>& kept, int64_t read_every) {
     int64_t need = 1;
-    for (const Tensor& t : kept) need += t.numel();
+    for (const Tensor& t : kept) {
+      NIMBUS_CHECK(t.dtype() == DType::F32, "pending steps: a kept tensor must be float32, got ", describe(t));
+      need += t.numel();
+    }
     if (!buffer_.defined() || buffer_.numel() < need * read_every) {
       NIMBUS_CHECK(steps_.empty(), "pending steps: buffer resized with steps pending");
       buffer_ = Tensor::empty({need * read_every}, device_);
@@ -287,7 +292,10 @@ class PendingSteps {
   // Would a step needing `kept` fit without reading back first?
   bool fits(const std::vector<Tensor>& kept) const {
     int64_t need = 1;
-    for (const Tensor& t : kept) need += t.numel();
+    for (const Tensor& t : kept) {
+      NIMBUS_CHECK(t.dtype() == DType::F32, "pending steps: a kept tensor must be float32, got ", describe(t));
+      need += t.numel();
+    }
     return buffer_.defined() && used_ + need <= buffer_.numel();
   }
 

@@ -463,3 +463,60 @@ TEST_CASE("real fixtures: remove_clouds keeps georeferencing and classify reads 
   CHECK_MESSAGE(c.output.find("20 images (20 read as EuroSAT band order, 0 as SEN12MS-CR)") != std::string::npos,
                 c.output);
 }
+
+TEST_CASE("apps: --precision bf16 trains and classifies under bfloat16 autocast with float32 checkpoints") {
+  TempDir d("precision");
+  const std::string data = make_eurosat(d);
+  AppResult f32 = run_app("train_resnet", with(resnet_args(data, d / "f32"), {"--epochs", "1", "--precision", "fp32"}));
+  REQUIRE_MESSAGE(f32.exit_code == 0, f32.output);
+  CHECK(f32.output.find("cpu in fp32") != std::string::npos);
+  AppResult b16 = run_app("train_resnet", with(resnet_args(data, d / "b16"), {"--epochs", "1", "--precision", "bf16"}));
+  REQUIRE_MESSAGE(b16.exit_code == 0, b16.output);
+  CHECK(b16.output.find("cpu in bf16") != std::string::npos);
+  // The checkpoint keeps float32 master weights and optimiser state, moved elsewhere than by
+  // float32 arithmetic (how far a whole bf16 step may part from fp32's: tests/engine/test_autocast.cpp;
+  // over an epoch of this tiny network's batch norms the difference is no longer a rounding bound).
+  SafetensorsFile a = load_safetensors(d / "f32/last.safetensors"), b = load_safetensors(d / "b16/last.safetensors");
+  size_t differ = 0;
+  for (const auto& [name, t] : a.tensors) {
+    const Tensor* u = b.find(name);
+    REQUIRE_MESSAGE(u, name, " missing in the bf16 checkpoint");
+    CHECK_MESSAGE(u->dtype() == DType::F32, name, " is not float32 in the bf16 run's checkpoint");
+    const std::vector<float> y = u->to_vector();
+    for (float v : y) REQUIRE_MESSAGE(std::isfinite(v), name, " holds a non-finite value");
+    differ += t.to_vector() != y ? 1 : 0;
+  }
+  CHECK(differ > 0);  // bf16 really ran
+  // classify in bf16: probabilities within 0.05 of fp32's (bfloat16 logits: 2^-8 of their size).
+  const std::string ckpt = d / "f32/last.safetensors";
+  data::write_eurosat_tile(d / "eu", 7, 3, 0);
+  AppResult c32 = run_app("classify", {"--weights", ckpt, "--out", d / "p32.csv", "--threads", "1", d / "eu"});
+  AppResult c16 = run_app("classify", {"--weights", ckpt, "--out", d / "p16.csv", "--threads", "1", "--precision",
+                                       "bf16", d / "eu"});
+  REQUIRE_MESSAGE(c32.exit_code == 0, c32.output);
+  REQUIRE_MESSAGE(c16.exit_code == 0, c16.output);
+  auto probs = [](const std::string& csv) {
+    std::ifstream in(csv);
+    std::string line;
+    std::getline(in, line);  // header
+    std::getline(in, line);
+    std::vector<double> p;
+    std::stringstream ss(line);
+    int field = 0;
+    for (std::string x; std::getline(ss, x, ','); ++field)
+      if (field >= 3) p.push_back(std::stod(x));
+    return p;
+  };
+  const std::vector<double> p32 = probs(d / "p32.csv"), p16 = probs(d / "p16.csv");
+  REQUIRE(p32.size() == 10);
+  REQUIRE(p16.size() == 10);
+  double worst = 0;
+  for (size_t k = 0; k < 10; ++k) worst = std::max(worst, std::fabs(p16[k] - p32[k]));
+  CHECK(worst <= 0.05);
+  // tf32 on the CPU runs fp32 and says so.
+  AppResult t = run_app("classify", {"--weights", ckpt, "--out", d / "pt.csv", "--threads", "1", "--precision", "tf32",
+                                     d / "eu"});
+  REQUIRE_MESSAGE(t.exit_code == 0, t.output);
+  CHECK(t.output.find("the CPU has no TF32, running fp32") != std::string::npos);
+  CHECK(probs(d / "pt.csv") == p32);
+}
