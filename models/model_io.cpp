@@ -108,6 +108,7 @@ LoadedModel load_model(const std::string& path) {
   SafetensorsFile file = load_safetensors(path);
   LoadedModel out;
   const bool ours = file.metadata.count("nimbus.checksum") > 0;
+  if (ours) verify_checkpoint(file, path);  // the whole file, before its metadata builds anything
   auto cfg = file.metadata.find(kModelKey);
   const ModelConfig config =
       cfg != file.metadata.end() ? ModelConfig::from_json(cfg->second, path) : infer_config(file, path);
@@ -124,7 +125,7 @@ LoadedModel load_model(const std::string& path) {
   }
   Module& m = out.model.module();
   if (ours) {
-    out.metadata = load_checkpoint(path, m);  // checksum, strict names and shapes, all problems listed
+    out.metadata = load_checkpoint(file, path, m);  // strict names and shapes, all problems listed
   } else {
     // PyTorch's tensors: strict, except that a classifier may lack input_norm (identity then).
     NamedTensors src;

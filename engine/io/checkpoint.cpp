@@ -70,16 +70,24 @@ void save_checkpoint(const std::string& path, const Module& module, const Optimi
   save_safetensors(path, tensors, meta);
 }
 
-Metadata load_checkpoint(const std::string& path, Module& module, Optimizer* optimizer, bool strict) {
-  SafetensorsFile file = load_safetensors(path);
+void verify_checkpoint(const SafetensorsFile& file, const std::string& path) {
   auto sum = file.metadata.find(kChecksumKey);
   NIMBUS_CHECK(sum != file.metadata.end(), path, ": not a nimbus checkpoint (no ", kChecksumKey, " in the metadata)");
   NIMBUS_CHECK(sum->second == checksum(file.tensors, file.metadata), path,
                ": checksum mismatch: the checkpoint is corrupt (recorded ", sum->second, ")");
+}
+
+Metadata load_checkpoint(const std::string& path, Module& module, Optimizer* optimizer, bool strict) {
+  return load_checkpoint(load_safetensors(path), path, module, optimizer, strict);
+}
+
+Metadata load_checkpoint(const SafetensorsFile& file, const std::string& path, Module& module, Optimizer* optimizer,
+                         bool strict) {
+  verify_checkpoint(file, path);
 
   NamedTensors model;
   OptimizerState ost;
-  for (auto& [n, t] : file.tensors) {
+  for (const auto& [n, t] : file.tensors) {
     if (starts_with(n, kOptim))
       ost.tensors.emplace_back(n.substr(std::strlen(kOptim)), t);
     else

@@ -27,6 +27,14 @@ void save_checkpoint(const std::string& path, const Module& module, const Optimi
 // optimiser state of the same type). Returns the caller's metadata. Any problem
 // throws an Error naming the file; module and optimiser are then unchanged.
 Metadata load_checkpoint(const std::string& path, Module& module, Optimizer* optimizer = nullptr, bool strict = true);
+// The same from a file already read (load_safetensors(path)): one read when the caller looks at the
+// file before building the module (models/model_io.cpp).
+Metadata load_checkpoint(const SafetensorsFile& file, const std::string& path, Module& module,
+                         Optimizer* optimizer = nullptr, bool strict = true);
+
+// Throws an Error naming `path` unless `file` is a nimbus checkpoint whose checksum matches: the
+// first thing to check, before anything is built from the file's metadata.
+void verify_checkpoint(const SafetensorsFile& file, const std::string& path);
 
 // An Rng's state as text for the metadata, and back (throws on malformed text).
 std::string rng_state_to_string(const Rng& rng);

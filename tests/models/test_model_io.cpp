@@ -89,6 +89,12 @@ TEST_CASE("load_model: a file holding fewer values than its model's weights is r
   big.blocks = {64, 64, 64, 64};
   f.metadata["model"] = ModelConfig::of(big).to_json();
   std::vector<std::pair<std::string, Tensor>> tensors(f.tensors.begin(), f.tensors.end());
+  // A nimbus checkpoint so edited fails its checksum before anything is built from the metadata;
+  // without the checksum (a file from elsewhere), the parameter count refuses it, also unbuilt.
+  const std::string edited = dir / "edited.safetensors";
+  save_safetensors(edited, tensors, f.metadata);
+  CHECK_THROWS_WITH_AS(load_model(edited), doctest::Contains("edited.safetensors: checksum mismatch"), Error);
+  f.metadata.erase("nimbus.checksum");
   const std::string bad = dir / "claims_more.safetensors";
   save_safetensors(bad, tensors, f.metadata);
   CHECK_THROWS_WITH_AS(load_model(bad), doctest::Contains("claims_more.safetensors: describes resnet("), Error);
