@@ -21,6 +21,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <filesystem>
 #include <limits>
 #include <mutex>
@@ -250,6 +251,27 @@ void scatter(const unsigned char* src, int bw, int spp_blk, int band0, int nband
     }
 }
 
+// The largest block buffer read_window allocates before a suspicious compressed file is verified.
+constexpr tmsize_t kVerifyBlockBytes = tmsize_t(32) << 20;
+
+// Decodes the strips' rows the window needs, one row at a time (TIFFReadScanline on a second
+// handle: memory is one row plus the compressed strip), failing like read_window on a short or
+// corrupt strip. For a strip image whose claimed size is not yet believed.
+void verify_by_rows(const std::string& path, const TiffInfo& info, const Window& win) {
+  TiffFile f(path, "r");
+  TIFF* tif = f.get();
+  std::vector<unsigned char> row(static_cast<size_t>(TIFFScanlineSize(tif)));
+  uint32_t rows_per_strip = 0;
+  TIFFGetFieldDefaulted(tif, TIFFTAG_ROWSPERSTRIP, &rows_per_strip);
+  const int first = rows_per_strip > 0 ? int(uint32_t(win.y0) / rows_per_strip * rows_per_strip) : 0;
+  const int planes = info.planar_separate ? info.bands : 1;
+  for (int p = 0; p < planes; ++p)
+    for (int y = first; y < win.y0 + win.height; ++y)
+      if (TIFFReadScanline(tif, row.data(), uint32_t(y), uint16_t(p)) < 0)
+        f.fail(str("cannot decode row ", y, info.planar_separate ? str(" of band ", p + 1) : std::string(),
+                   " (truncated or corrupt file?)"));
+}
+
 Raster read_window(const std::string& path, const Window* window) {
   TiffFile f(path, "r");
   TiffInfo info = info_of(f);
@@ -282,11 +304,13 @@ Raster read_window(const std::string& path, const Window* window) {
   const tmsize_t block_bytes = info.tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
   const tmsize_t want_max = tmsize_t(b.bw) * b.bh * spp_blk * nbytes;
   if (block_bytes < want_max) f.fail(str("block size ", block_bytes, " bytes is smaller than its pixels need"));
-  std::vector<unsigned char> buf(static_cast<size_t>(block_bytes));
+  // Strips above kVerifyBlockBytes get their buffer only after a verification by rows (below).
+  std::vector<unsigned char> buf;
 
   const int planes = info.planar_separate ? info.bands : 1;
   // Decodes every block the window needs; with `keep`, scatters it into `out`.
   auto decode_blocks = [&](bool keep) {
+    buf.resize(static_cast<size_t>(block_bytes));
     for (int by0 = (win.y0 / b.bh) * b.bh; by0 < win.y0 + win.height; by0 += b.bh)
       for (int bx0 = (win.x0 / b.bw) * b.bw; bx0 < win.x0 + win.width; bx0 += b.bw)
         for (int p = 0; p < planes; ++p) {
@@ -314,10 +338,17 @@ Raster read_window(const std::string& path, const Window* window) {
         }
   };
   // A compressed file that claims far more pixels than its bytes (64x here; real Sentinel tiles
-  // compress 2-4x) is decoded once into the one block buffer before the raster is allocated, so a
-  // file that does not hold what it claims fails with bounded memory. A true, very compressible
-  // image pays a second decode.
-  if (info.compression != COMPRESSION_NONE && !ec && want > 64 * file_bytes) decode_blocks(false);
+  // compress 2-4x) is decoded once before the raster is allocated, so a file that does not hold
+  // what it claims fails with bounded memory: into the one block buffer, or, for strips too large
+  // for that to be bounded (a whole image in one strip), a row at a time through libtiff's scanline
+  // interface on a second handle (one row's buffer and the compressed strip, which the file's size
+  // bounds). A true, very compressible image pays a second decode.
+  if (info.compression != COMPRESSION_NONE && !ec && want > 64 * file_bytes) {
+    if (!info.tiled && block_bytes > kVerifyBlockBytes)
+      verify_by_rows(path, info, win);
+    else
+      decode_blocks(false);
+  }
   out.data.assign(size_t(out.bands) * out.width * out.height, 0.f);
   decode_blocks(true);
   return out;
@@ -414,8 +445,19 @@ TiffInfo read_tiff_info(const std::string& path) {
   return info_of(f);
 }
 
-Raster read_geotiff(const std::string& path) { return read_window(path, nullptr); }
-Raster read_geotiff(const std::string& path, const Window& window) { return read_window(path, &window); }
+// Memory exhaustion while reading (the file's dimensions are bounded before allocating, but a large
+// valid image can still exceed what this machine has): an Error naming the file, not std::bad_alloc.
+Raster read_checked(const std::string& path, const Window* window) {
+  try {
+    return read_window(path, window);
+  } catch (const std::bad_alloc&) {
+    throw Error(str(path, ": out of memory while reading this GeoTIFF",
+                    window ? str(" (window ", window->width, "x", window->height, ")") : std::string()));
+  }
+}
+
+Raster read_geotiff(const std::string& path) { return read_checked(path, nullptr); }
+Raster read_geotiff(const std::string& path, const Window& window) { return read_checked(path, &window); }
 
 void write_geotiff(const std::string& path, const Raster& raster, const WriteOptions& options) {
   NIMBUS_CHECK(raster.width > 0 && raster.height > 0 && raster.bands > 0 && raster.bands < 65536, "geotiff: ", path,

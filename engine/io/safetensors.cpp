@@ -171,7 +171,22 @@ void convert(const std::string& dt, const unsigned char* src, float* dst, size_t
 }
 }  // namespace
 
+namespace {
+SafetensorsFile load_unchecked(const std::string& path);
+}  // namespace
+
+// Memory exhaustion (sizes are checked against the file before allocating, but a large valid file can
+// still exceed this machine): an Error naming the file, not std::bad_alloc.
 SafetensorsFile load_safetensors(const std::string& path) {
+  try {
+    return load_unchecked(path);
+  } catch (const std::bad_alloc&) {
+    throw Error(str(path, ": out of memory while loading this safetensors file"));
+  }
+}
+
+namespace {
+SafetensorsFile load_unchecked(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   NIMBUS_CHECK(f, path, ": cannot open safetensors file: ", std::strerror(errno));
   f.seekg(0, std::ios::end);
@@ -242,5 +257,6 @@ SafetensorsFile load_safetensors(const std::string& path) {
   }
   return out;
 }
+}  // namespace
 
 }  // namespace nimbus

@@ -331,6 +331,39 @@ TEST_CASE("geotiff: a compressed file claiming far more pixels than it holds fai
   }
 }
 
+// The same claim in a single-strip file (RowsPerStrip patched to the claimed height): there the one
+// block is the whole image (104 MB as uint16), so the claim is checked a row at a time on a second
+// handle before any image-sized buffer exists. A true image of that layout (1300x1300x13, one strip,
+// 44 MB as uint16 and 88 MB as floats; constant, so it compresses ~1000x) still reads exactly.
+TEST_CASE("geotiff: a single-strip compressed file claiming more than it holds is checked row by row") {
+  TempDir tmp;
+  Raster r = random_raster(13, 64, 64, 0, 10000, 5);
+  WriteOptions o;
+  o.deflate = true;
+  o.rows_per_strip = 64;
+  const std::string good = tmp / "one_strip.tif";
+  write_geotiff(good, r, o);
+  std::string bytes = slurp(good);
+  patch_tag(bytes, TIFFTAG_IMAGEWIDTH, 2000);
+  patch_tag(bytes, TIFFTAG_IMAGELENGTH, 2000);
+  patch_tag(bytes, TIFFTAG_ROWSPERSTRIP, 2000);
+  const std::string bad = tmp / "claims_one_strip.tif";
+  spit(bad, bytes);
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  CHECK_THROWS_WITH_AS(read_geotiff(bad), doctest::Contains(bad.c_str()), Error);
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  CHECK(after.ru_maxrss - before.ru_maxrss < 64 * 1024);  // KiB: far below the 104 MB strip
+  Raster big;
+  big.bands = 13;
+  big.width = big.height = 1300;
+  big.data.assign(size_t(13) * 1300 * 1300, 417.f);
+  o.rows_per_strip = 1300;
+  write_geotiff(tmp / "big_one_strip.tif", big, o);
+  CHECK(read_geotiff(tmp / "big_one_strip.tif").data == big.data);
+}
+
 TEST_CASE("geotiff: bad input gives an Error naming the file and the problem") {
   TempDir tmp;
   const std::string missing = tmp / "nope.tif";
