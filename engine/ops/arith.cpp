@@ -18,9 +18,11 @@ void check_pair(const char* op, const Tensor& a, const Tensor& b) {
 
 // Each op runs in its inputs' dtype (float32 or bfloat16: autocast_pair makes a mixed pair float32
 // inside a bfloat16 autocast scope, and refuses it outside one); gradients come back in that dtype.
+// (The pair is not a structured binding: clang 14 cannot capture one in the lambdas.)
 Tensor add(const Tensor& a_in, const Tensor& b_in) {
   check_pair("add", a_in, b_in);
-  const auto [a, b] = autocast_pair("add", a_in, b_in);
+  const std::pair<Tensor, Tensor> ab = autocast_pair("add", a_in, b_in);
+  const Tensor &a = ab.first, &b = ab.second;
   const DType dt = a.dtype();
   Tensor y = Tensor::empty(a.shape(), a.device(), dt);
   visit_dtype(dt, [&](auto tag) {
@@ -38,7 +40,8 @@ Tensor add(const Tensor& a_in, const Tensor& b_in) {
 
 Tensor add_relu(const Tensor& a_in, const Tensor& b_in) {
   check_pair("add_relu", a_in, b_in);
-  const auto [a, b] = autocast_pair("add_relu", a_in, b_in);
+  const std::pair<Tensor, Tensor> ab = autocast_pair("add_relu", a_in, b_in);
+  const Tensor &a = ab.first, &b = ab.second;
   const DType dt = a.dtype();
   Tensor y = Tensor::empty(a.shape(), a.device(), dt);
   visit_dtype(dt, [&](auto tag) {
@@ -61,7 +64,8 @@ Tensor add_relu(const Tensor& a_in, const Tensor& b_in) {
 
 Tensor add_scaled(const Tensor& a_in, const Tensor& b_in, float s) {
   check_pair("add_scaled", a_in, b_in);
-  const auto [a, b] = autocast_pair("add_scaled", a_in, b_in);
+  const std::pair<Tensor, Tensor> ab = autocast_pair("add_scaled", a_in, b_in);
+  const Tensor &a = ab.first, &b = ab.second;
   const DType dt = a.dtype();
   Tensor y = Tensor::empty(a.shape(), a.device(), dt);
   visit_dtype(dt, [&](auto tag) {

@@ -53,3 +53,6 @@ TEST_CASE("fuzz corpora: the safetensors reader reads every seed and refuses eve
 TEST_CASE("fuzz corpora: the SEN12MS-CR list reader reads every seed and refuses every regression cleanly") {
   replay("sen12mscr_list", nimbus::fuzz::sen12mscr_list);
 }
+TEST_CASE("fuzz corpora: the EuroSAT split-file reader reads every seed and refuses every regression cleanly") {
+  replay("eurosat_split", nimbus::fuzz::eurosat_split);
+}
