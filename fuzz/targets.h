@@ -2,7 +2,8 @@
  * programs (fuzz_<name>.cpp, built with clang: -DNIMBUS_FUZZ=ON) and by the g++ test that replays
  * the committed corpora in every build (tests/data/test_fuzz_corpora.cpp).
  *
- * Each target writes the input to a file (the readers take paths) and reads it. A clean nimbus::Error
+ * Each target writes the input to a file (the readers take paths) and reads it (a safetensors file is
+ * then also checked as a checkpoint). A clean nimbus::Error
  * is the expected answer to a bad file; anything else (a crash, a sanitizer report, another
  * exception such as std::bad_alloc, memory above libFuzzer's -rss_limit_mb) is a finding.
  */
@@ -20,6 +21,7 @@
 #include "data/eurosat.h"
 #include "data/geotiff.h"
 #include "data/sen12mscr.h"
+#include "engine/io/checkpoint.h"
 #include "engine/io/safetensors.h"
 #include "kernels/common/error.h"
 
@@ -45,13 +47,21 @@ inline bool geotiff(const uint8_t* data, size_t size) {
   }
 }
 
+// The safetensors reader, then the checkpoint check on what it read (a file without the checksum
+// entry, or with a wrong one, is refused there: a checkpoint reader's first step).
 inline bool safetensors(const uint8_t* data, size_t size) {
+  const std::string path = as_file(data, size, ".safetensors");
+  SafetensorsFile file;
   try {
-    (void)load_safetensors(as_file(data, size, ".safetensors"));
-    return true;
+    file = load_safetensors(path);
   } catch (const Error&) {
     return false;
   }
+  try {
+    verify_checkpoint(file, path);
+  } catch (const Error&) {
+  }
+  return true;
 }
 
 inline bool sen12mscr_list(const uint8_t* data, size_t size) {
