@@ -15,6 +15,10 @@
 #                cuDNN/cuBLAS in fp32, TF32, bf16 (gpu_bench_*), and PyTorch (bench/torch/gpu_reference.py)
 #   sass         the hot kernels' SASS (cuobjdump), for reading on a machine without a GPU
 #   models       bench_models --device cuda, and PyTorch on the same cases
+#   sweep        every configuration of the backend's tensor-core convolution kernels per layer of the
+#                kernel cases (gpu_bench_conv2d --sweep): sweep.jsonl, and sweep_table.inc with the
+#                winners in kernels/cuda/tc_dispatch_table.inc's format (commit them there). Last: it
+#                tunes, the other phases measure
 #
 # Binaries: from the bundle .gpu/nimbus-gpu.tar.gz that scripts/gpu_package.sh builds and packs on a
 # machine with our Debian libraries (the GPU machine has none); NIMBUS_GPU_BIN=DIR uses binaries
@@ -28,11 +32,11 @@
 # reports itself skipped, which is what CI checks); 2: bad arguments.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-all_phases=(smoke correctness kernels sass models)
+all_phases=(smoke correctness kernels sass models sweep)
 # Seconds per phase; the whole run also stops starting work at --budget. Today's fp32 kernels make
 # the models phase the longest (a DSen2-CR training step takes seconds): 480 s in all for now, the
 # 6 minutes the issue asks for once the tensor-core kernels land.
-declare -A limit=([smoke]=45 [correctness]=110 [kernels]=150 [sass]=20 [models]=240)
+declare -A limit=([smoke]=45 [correctness]=110 [kernels]=150 [sass]=20 [models]=240 [sweep]=120)
 budget=480
 only=""
 out=${OUT:-$root/gpu-check}
@@ -220,6 +224,13 @@ phase_models() {
   rows models t 100 python3 "$root/bench/torch/gpu_reference.py" models --configs compile \
     --cases resnet50_train_b256_64 --compile-limit 90 --budget 95
   note_rc "PyTorch models (torch.compile)" $?
+}
+
+phase_sweep() {
+  t 115 "${NB[@]}" "$bin/gpu_bench_conv2d" --sweep all --sweep-table "$out/sweep_table.inc" --budget-ms 10 \
+    > "$out/sweep.jsonl" 2>> "$out/gpu_check.log"
+  note_rc "gpu_bench_conv2d --sweep" $?
+  echo "  $(wc -l < "$out/sweep.jsonl") layer rows; table lines in sweep_table.inc: $(grep -c '^{' "$out/sweep_table.inc" 2>/dev/null || echo 0)"
 }
 
 phase_sass() {

@@ -25,6 +25,10 @@
  *                                         builds; under the emulator this is all it does, version 3 in
  *                                         forward, reverse and shuffled order; a ctest test)
  *   gpu_bench_conv2d --list               the case names (both builds; needs no GPU)
+ *   gpu_bench_conv2d --sweep NAME|all [--sweep-table FILE] [--budget-ms 20]
+ *                                         nvcc build only: every configuration of the backend's
+ *                                         tensor-core kernels per layer (sweep_case); the winners as
+ *                                         dispatch-table lines in FILE (default sweep_table.inc)
  *   gpu_bench_conv2d --case NAME|all [--case ...] [--versions 2,3] [--budget-ms 150]
  *                                         nvcc build only: validate at full size, then time, our
  *                                         versions and cuDNN fp32/TF32/bf16; JSON rows on stdout
@@ -609,6 +613,116 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
   }
   return mma_tiles::print_rows_by_precision(cs.name, impls, flops, layers, device, "cudnn");
 }
+
+// ---- the sweep: every configuration of the backend's tensor-core kernels, per layer -----------------
+// For each distinct layer of the case, in TF32 and bf16: every configuration of the menu
+// (kernels/cuda/tc_dispatch.h) and, for the weight gradient, every power-of-two split count up to
+// the workspace's limit, timed (CUDA events, medians) next to the dispatch's own choice. One JSON row
+// per layer and precision on stdout (the winner, the default, the speed-up); the winners' dispatch
+// table lines go to `table` (tc_dispatch_table.inc's format, one line per GEMM the layer launches).
+// The configurations themselves are validated by the tests (test_cuda_tensor_core_ops.cpp, on the
+// emulator and in test_cuda_real on the device), not here.
+bool sweep_case(const Case& cs, double budget_ms, const std::string& device, FILE* table) {
+  const cuda::TcKind kind = cs.dir == kFwd     ? cuda::TcKind::ConvForward
+                            : cs.dir == kDgrad ? cuda::TcKind::ConvDataGrad
+                                               : cuda::TcKind::ConvWeightGrad;
+  uint64_t seed = std::hash<std::string>{}(cs.name) ^ 0x5eedULL;
+  for (size_t li = 0; li < cs.layers.size(); ++li) {
+    const ConvGeom& g = cs.layers[li].g;
+    const Sizes n = sizes(g, cs.dir);
+    DevBuf a(size_t(n.a) * 4), b(size_t(n.b) * 4), out(size_t(n.out) * 4);
+    DevBuf a16(size_t(n.a) * 2), b16(size_t(n.b) * 2), out16(size_t(n.out) * 2);
+    fill_uniform(a.f(), n.a, seed += 0x1234567);
+    fill_uniform(b.f(), n.b, seed += 0x1234567);
+    cuda::cast_f32_to_bf16(static_cast<bfloat16*>(a16.p), a.f(), n.a);
+    cuda::cast_f32_to_bf16(static_cast<bfloat16*>(b16.p), b.f(), n.b);
+    const int max_splits = cs.dir == kWgrad ? cuda::conv2d_tc_max_splits(g) : 1;
+    DevBuf ws(sizeof(float) * size_t(std::max<int64_t>(cuda::conv2d_tc_workspace(g, max_splits),
+                                                       cuda::conv2d_tc_workspace(g)) + 1));
+    for (const bool bf16 : {false, true}) {
+      const auto run32 = [&](cuda::TcPlan plan) {
+        if (cs.dir == kFwd)
+          cuda::conv2d_tc_forward<float>(out.f(), a.f(), b.f(), nullptr, g, false, plan);
+        else if (cs.dir == kDgrad)
+          cuda::conv2d_tc_backward<float>(out.f(), nullptr, nullptr, a.f(), nullptr, b.f(), g, ws.f(), plan);
+        else
+          cuda::conv2d_tc_backward<float>(nullptr, out.f(), nullptr, a.f(), b.f(), nullptr, g, ws.f(), plan);
+      };
+      const auto run16 = [&](cuda::TcPlan plan) {
+        const auto* x = static_cast<const bfloat16*>(a16.p);
+        const auto* y = static_cast<const bfloat16*>(b16.p);
+        auto* o = static_cast<bfloat16*>(out16.p);
+        if (cs.dir == kFwd)
+          cuda::conv2d_tc_forward<bfloat16>(o, x, y, nullptr, g, false, plan);
+        else if (cs.dir == kDgrad)
+          cuda::conv2d_tc_backward<bfloat16>(o, nullptr, nullptr, x, nullptr, y, g, ws.f(), plan);
+        else
+          cuda::conv2d_tc_backward<bfloat16>(nullptr, o, nullptr, x, y, nullptr, g, ws.f(), plan);
+      };
+      const auto time_plan = [&](cuda::TcPlan plan) {
+        return time_runs([&] { bf16 ? run16(plan) : run32(plan); }, budget_ms, 30).median;
+      };
+      const double default_ms = time_plan(cuda::TcPlan{});
+      int best_config = -1, best_splits = 1;
+      double best_ms = INFINITY;
+      for (int c = 0; c < cuda::kTcConfigCount; ++c)
+        for (int sp = 1; sp <= max_splits; sp *= 2) {
+          const double ms = time_plan(cuda::TcPlan{c, sp});
+          if (ms < best_ms) best_ms = ms, best_config = c, best_splits = sp;
+        }
+      const char* precision = bf16 ? "bf16" : "tf32";
+      std::printf("{\"case\":\"%s_sweep\",\"layer\":%zu,\"geometry\":\"N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld p%ld\","
+                  "\"precision\":\"%s\",\"best_config\":%d,\"best_splits\":%d,\"best_ms\":%.4f,\"default_ms\":%.4f,"
+                  "\"speedup\":%.3f,\"device\":\"%s\"}\n",
+                  cs.name, li + 1, long(g.N), long(g.C), long(g.H), long(g.W), long(g.K), long(g.R), long(g.S),
+                  long(g.stride), long(g.pad), precision, best_config, best_splits, best_ms, default_ms,
+                  default_ms / best_ms, json_escape(device).c_str());
+      std::fflush(stdout);
+      for (const cuda::TcGemmShape& sh : cuda::conv2d_tc_gemms(g, kind))
+        std::fprintf(table, "{%d, %d, %ld, %ld, %ld, %d, %d},  // %s layer %zu %s: %.4f ms (default %.4f)\n",
+                     int(kind), int(bf16), long(sh.M), long(sh.N), long(sh.K), best_config,
+                     cs.dir == kWgrad ? best_splits : 0, cs.name, li + 1, precision, best_ms, default_ms);
+      std::fflush(table);
+    }
+  }
+  return true;
+}
+
+// gpu_bench_conv2d --sweep CASE|all [--sweep-table FILE] [--budget-ms MS]
+int sweep_main(int argc, char** argv) {
+  std::vector<std::string> names;
+  std::string table_path = "sweep_table.inc";
+  double budget_ms = 20;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--sweep" && i + 1 < argc) names.push_back(argv[++i]);
+    else if (arg == "--sweep-table" && i + 1 < argc) table_path = argv[++i];
+    else if (arg == "--budget-ms" && i + 1 < argc) budget_ms = std::atof(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: %s --sweep CASE|all [--sweep ...] [--sweep-table FILE] [--budget-ms MS]\n", argv[0]);
+      return 2;
+    }
+  }
+  const std::vector<Case> todo = pick_cases(names, cases());
+  if (todo.empty()) return 2;
+  require_device();
+  const std::string device = device_name();
+  FILE* table = std::fopen(table_path.c_str(), "w");
+  if (!table) {
+    std::fprintf(stderr, "%s: cannot write %s\n", argv[0], table_path.c_str());
+    return 1;
+  }
+  std::fprintf(table, "// gpu_bench_conv2d --sweep on %s: the fastest configuration per GEMM\n", device.c_str());
+  bool ok = true;
+  try {
+    for (const Case& c : todo) ok = sweep_case(c, budget_ms, device, table) && ok;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", argv[0], e.what());
+    ok = false;
+  }
+  std::fclose(table);
+  return ok ? 0 : 1;
+}
 #else
 constexpr RunCase<Case> run_case = nullptr;  // no --case timing in this build (bench_main says so)
 #endif
@@ -630,6 +744,14 @@ bool validate_small(const std::vector<int>& versions) {
 }
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "--sweep") {
+#ifdef NIMBUS_BENCH_CASES
+    return sweep_main(argc, argv);
+#else
+    std::fprintf(stderr, "--sweep needs the nvcc build (gpu_bench_conv2d, bench/cuda/gpu.cmake)\n");
+    return 2;
+#endif
+  }
   return bench_main(argc, argv,
                     BenchProgram<Case>{"gpu_bench_conv2d", "cuDNN", kLast, cases(), validate_small, run_case});
 }

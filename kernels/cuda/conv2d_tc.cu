@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <type_traits>
 
 #include "kernels/common/error.h"
 #include "kernels/common/fast_divmod.h"
@@ -210,8 +211,10 @@ __global__ void splitk_sum_kernel(E* out, const float* partial, int64_t n, int s
   }
 }
 
-mma::TileChoice tile_of(const ConvTcPlan& p) {
-  return p.tile == 1 ? mma::TileChoice::Large : p.tile == 2 ? mma::TileChoice::Small : mma::TileChoice::Auto;
+// The plan's configuration, or the dispatch's for this problem.
+template <typename E>
+int config_of(const TcPlan& p, TcKind kind, int64_t M, int64_t N, int64_t K, int splits) {
+  return p.config >= 0 ? p.config : tc_pick_config(kind, std::is_same_v<E, bfloat16>, M, N, K, splits);
 }
 
 constexpr int kMinSplitLength = 256;  // reduction elements per split (8 k-tiles): below this a split is mostly overhead
@@ -226,41 +229,63 @@ bool conv2d_tc_supported(const ConvGeom& g) {
          (g.K + 127) / 128 < 65535 && (g.C + 127) / 128 < 65535;
 }
 
-int conv2d_tc_splits(const ConvGeom& g) {
+int conv2d_tc_max_splits(const ConvGeom& g) {
+  return int(std::clamp<int64_t>(kConvWorkspaceFloats / std::max<int64_t>(g.K * g.C * g.R * g.S, 1), 1, 64));
+}
+
+int conv2d_tc_splits(const ConvGeom& g, bool bf16) {
   const int64_t CRS = g.C * g.R * g.S, red = g.N * g.P() * g.Q();
+  const int table = tc_table_splits(TcKind::ConvWeightGrad, bf16, g.K, CRS, red);
+  if (table > 0) return std::min(table, conv2d_tc_max_splits(g));
   const int64_t blocks = ((g.K + 63) / 64) * ((CRS + 63) / 64);  // small tiles
   int64_t s = (264 + blocks - 1) / blocks;                         // two blocks per SM of an H200
   s = std::min(s, red / kMinSplitLength);
-  s = std::min(s, kConvWorkspaceFloats / std::max<int64_t>(g.K * CRS, 1));
-  return int(std::max<int64_t>(1, std::min<int64_t>(s, 64)));
+  return int(std::clamp<int64_t>(s, 1, conv2d_tc_max_splits(g)));
+}
+
+std::vector<TcGemmShape> conv2d_tc_gemms(const ConvGeom& g, TcKind kind) {
+  const int64_t CRS = g.C * g.R * g.S, NPQ = g.N * g.P() * g.Q();
+  if (kind == TcKind::ConvForward) return {{g.K, NPQ, CRS}};
+  if (kind == TcKind::ConvWeightGrad) return {{g.K, CRS, NPQ}};
+  std::vector<TcGemmShape> out;
+  for (int ph = 0; ph < g.stride && ph < g.H; ++ph)
+    for (int pw = 0; pw < g.stride && pw < g.W; ++pw) {
+      const Phase f = phase_of(g, ph, pw);
+      out.push_back({g.C, g.N * f.Hp * f.Wp, g.K * f.Rp * f.Sp});
+    }
+  return out;
 }
 
 int64_t conv2d_tc_workspace(const ConvGeom& g, int splits) {
-  if (splits <= 0) splits = conv2d_tc_splits(g);
+  if (splits <= 0) splits = std::max(conv2d_tc_splits(g, false), conv2d_tc_splits(g, true));  // either dtype's
   return splits > 1 ? int64_t(splits) * g.K * g.C * g.R * g.S : 0;
 }
 
 template <typename E>
-void conv2d_tc_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, ConvTcPlan plan) {
+void conv2d_tc_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, TcPlan plan) {
   NIMBUS_CHECK(conv2d_tc_supported(g), "cuda::conv2d_tc_forward: geometry too large for the tensor-core kernels");
   const Dims d = dims_of(g);
   const Forward<E> pb{x, w, b, y, d, relu};
-  mma::launch_igemm<E>(pb, d.K, d.N * d.P * d.Q, d.C * d.R * d.S, 1, tile_of(plan), w, "cuda::conv2d_tc_forward");
+  const int M = d.K, N = d.N * d.P * d.Q, K = d.C * d.R * d.S;
+  mma::launch_igemm<E>(pb, M, N, K, 1, config_of<E>(plan, TcKind::ConvForward, M, N, K, 1), w,
+                       "cuda::conv2d_tc_forward");
 }
 
 template <typename E>
 void conv2d_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, const ConvGeom& g, float* ws,
-                        ConvTcPlan plan) {
+                        TcPlan plan) {
   NIMBUS_CHECK(conv2d_tc_supported(g), "cuda::conv2d_tc_backward: geometry too large for the tensor-core kernels");
   const Dims d = dims_of(g);
   const int CRS = d.C * d.R * d.S;
   if (db) bias_backward(db, dy, g.N, g.K, g.P() * g.Q());
   if (dw) {
     NIMBUS_CHECK(x, "cuda::conv2d_tc_backward: dw needs x");
-    const int splits = plan.splits > 0 ? plan.splits : conv2d_tc_splits(g);
+    const int M = d.K, N = CRS, K = d.N * d.P * d.Q;
+    const int splits = plan.splits > 0 ? plan.splits : conv2d_tc_splits(g, std::is_same_v<E, bfloat16>);
     NIMBUS_CHECK(splits == 1 || ws, "cuda::conv2d_tc_backward: ", splits, " splits need a workspace");
     const WeightGrad<E> pb{dy, x, dw, splits > 1 ? ws : nullptr, d};
-    mma::launch_igemm<E>(pb, d.K, CRS, d.N * d.P * d.Q, splits, tile_of(plan), dy, "cuda::conv2d_tc_backward (dw)");
+    mma::launch_igemm<E>(pb, M, N, K, splits, config_of<E>(plan, TcKind::ConvWeightGrad, M, N, K, splits), dy,
+                         "cuda::conv2d_tc_backward (dw)");
     if (splits > 1)
       launch_n("cuda::conv2d_tc_backward (dw split sum)", splitk_sum_kernel<E>, int64_t(d.K) * CRS, 256, dw,
                static_cast<const float*>(ws), int64_t(d.K) * CRS, splits);
@@ -270,19 +295,20 @@ void conv2d_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w
     for (int ph = 0; ph < d.stride && ph < d.H; ++ph)  // one launch per phase: stride^2 of them
       for (int pw = 0; pw < d.stride && pw < d.W; ++pw) {
         const DataGrad<E> pb{dy, w, dx, d, phase_of(g, ph, pw)};
-        mma::launch_igemm<E>(pb, d.C, d.N * pb.f.Hp * pb.f.Wp, d.K * pb.f.Rp * pb.f.Sp, 1, tile_of(plan), w,
+        const int M = d.C, N = d.N * pb.f.Hp * pb.f.Wp, K = d.K * pb.f.Rp * pb.f.Sp;
+        mma::launch_igemm<E>(pb, M, N, K, 1, config_of<E>(plan, TcKind::ConvDataGrad, M, N, K, 1), w,
                              "cuda::conv2d_tc_backward (dx)");
       }
   }
 }
 
 template void conv2d_tc_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&, bool,
-                                       ConvTcPlan);
+                                       TcPlan);
 template void conv2d_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
-                                          const ConvGeom&, bool, ConvTcPlan);
+                                          const ConvGeom&, bool, TcPlan);
 template void conv2d_tc_backward<float>(float*, float*, float*, const float*, const float*, const float*,
-                                        const ConvGeom&, float*, ConvTcPlan);
+                                        const ConvGeom&, float*, TcPlan);
 template void conv2d_tc_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*, const bfloat16*,
-                                           const bfloat16*, const ConvGeom&, float*, ConvTcPlan);
+                                           const bfloat16*, const ConvGeom&, float*, TcPlan);
 
 }  // namespace nimbus::cuda

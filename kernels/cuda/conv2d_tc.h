@@ -6,42 +6,51 @@
  * bits, fp32 accumulation: PyTorch's default for convolutions on a GPU); E = bfloat16 in bf16 with
  * fp32 accumulation, each result rounded to bf16 once. Backward writes (=) each non-null dx, dw, db.
  * `ws`: conv2d_tc_workspace(g) floats (the weight gradient's split-K partial sums; may be null when
- * that is 0). `plan` overrides the tile and split choice (tests cover every configuration with it).
+ * that is 0). `plan` overrides the configuration (tc_dispatch.h) and the weight gradient's split count
+ * (tests cover every configuration with it; the benchmarks' sweep times them).
  * conv2d_tc_supported(g) is false for a geometry whose GEMM extents overflow the kernels' int
  * indices; the backend then takes the im2col path.
  */
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "kernels/common/bfloat16.h"
 #include "kernels/common/geometry.h"
+#include "kernels/cuda/tc_dispatch.h"  // TcPlan
 
 namespace nimbus::cuda {
 
-// Mirrors mma::Plan (mma_core.cuh, device code) for plain C++ callers.
-struct ConvTcPlan {
-  int tile = 0;    // 0 auto, 1 the 128x128 tile, 2 the 64x64 tile
-  int splits = 0;  // the weight gradient's reduction splits; 0 auto
-};
-
 bool conv2d_tc_supported(const ConvGeom& g);
-int conv2d_tc_splits(const ConvGeom& g);         // the weight gradient's automatic split count
-int64_t conv2d_tc_workspace(const ConvGeom& g, int splits = 0);  // floats
+// The weight gradient's split count: the dispatch table's for this shape and precision, else enough
+// blocks for two per SM of an H200 with at least 256 terms a split; at most conv2d_tc_max_splits(g)
+// (64, and what kConvWorkspaceFloats of partial sums hold).
+int conv2d_tc_splits(const ConvGeom& g, bool bf16 = false);
+int conv2d_tc_max_splits(const ConvGeom& g);
+// The GEMMs (M, N, K) a direction launches at g: one for the forward and the weight gradient, one per
+// stride phase for the data gradient. The dispatch table is keyed by them (the sweep prints them).
+struct TcGemmShape {
+  int64_t M, N, K;
+};
+std::vector<TcGemmShape> conv2d_tc_gemms(const ConvGeom& g, TcKind kind);
+
+// Floats of workspace for `splits` splits (0: the larger automatic count of the two precisions).
+int64_t conv2d_tc_workspace(const ConvGeom& g, int splits = 0);
 
 template <typename E>
-void conv2d_tc_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, ConvTcPlan plan = {});
+void conv2d_tc_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, TcPlan plan = {});
 template <typename E>
 void conv2d_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, const ConvGeom& g, float* ws,
-                        ConvTcPlan plan = {});
+                        TcPlan plan = {});
 
 extern template void conv2d_tc_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&,
-                                              bool, ConvTcPlan);
+                                              bool, TcPlan);
 extern template void conv2d_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
-                                                 const ConvGeom&, bool, ConvTcPlan);
+                                                 const ConvGeom&, bool, TcPlan);
 extern template void conv2d_tc_backward<float>(float*, float*, float*, const float*, const float*, const float*,
-                                               const ConvGeom&, float*, ConvTcPlan);
+                                               const ConvGeom&, float*, TcPlan);
 extern template void conv2d_tc_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*,
                                                   const bfloat16*, const bfloat16*, const ConvGeom&, float*,
-                                                  ConvTcPlan);
+                                                  TcPlan);
 
 }  // namespace nimbus::cuda

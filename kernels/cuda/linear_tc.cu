@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <type_traits>
 
 #include "kernels/common/error.h"
 #include "kernels/cuda/compat.h"
@@ -41,8 +42,10 @@ struct MatMul {
   }
 };
 
-mma::TileChoice tile_of(int tile) {
-  return tile == 1 ? mma::TileChoice::Large : tile == 2 ? mma::TileChoice::Small : mma::TileChoice::Auto;
+// The plan's configuration, or the dispatch's for this GEMM.
+template <typename E>
+int config_of(const TcPlan& p, int64_t M, int64_t N, int64_t K) {
+  return p.config >= 0 ? p.config : tc_pick_config(TcKind::Gemm, std::is_same_v<E, bfloat16>, M, N, K, 1);
 }
 
 }  // namespace
@@ -54,52 +57,52 @@ bool linear_tc_supported(int64_t N, int64_t in, int64_t out) {
 }
 
 template <typename E>
-void linear_tc_forward(E* y, const E* x, const E* w, const E* b, int64_t N, int64_t in, int64_t out, int tile) {
+void linear_tc_forward(E* y, const E* x, const E* w, const E* b, int64_t N, int64_t in, int64_t out, TcPlan plan) {
   NIMBUS_CHECK(linear_tc_supported(N, in, out), "cuda::linear_tc_forward: ", N, " x ", in, " -> ", out,
                " is too large for the tensor-core kernels");
   const int n = int(N), i = int(in), o = int(out);
   const MatMul<E> pb{x, w, b, y, i, i, o, false, true};
-  mma::launch_igemm<E>(pb, n, o, i, 1, tile_of(tile), x, "cuda::linear_tc_forward");
+  mma::launch_igemm<E>(pb, n, o, i, 1, config_of<E>(plan, n, o, i), x, "cuda::linear_tc_forward");
 }
 
 template <typename E>
 void linear_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, int64_t N, int64_t in, int64_t out,
-                        int tile) {
+                        TcPlan plan) {
   NIMBUS_CHECK(linear_tc_supported(N, in, out), "cuda::linear_tc_backward: ", N, " x ", in, " -> ", out,
                " is too large for the tensor-core kernels");
   const int n = int(N), i = int(in), o = int(out);
   if (dx) {
     NIMBUS_CHECK(w, "cuda::linear_tc_backward: dx needs w");
     const MatMul<E> pb{dy, w, nullptr, dx, o, i, i, false, false};
-    mma::launch_igemm<E>(pb, n, i, o, 1, tile_of(tile), dy, "cuda::linear_tc_backward (dx)");
+    mma::launch_igemm<E>(pb, n, i, o, 1, config_of<E>(plan, n, i, o), dy, "cuda::linear_tc_backward (dx)");
   }
   if (dw) {
     NIMBUS_CHECK(x, "cuda::linear_tc_backward: dw needs x");
     const MatMul<E> pb{dy, x, nullptr, dw, o, i, i, true, false};
-    mma::launch_igemm<E>(pb, o, i, n, 1, tile_of(tile), dy, "cuda::linear_tc_backward (dw)");
+    mma::launch_igemm<E>(pb, o, i, n, 1, config_of<E>(plan, o, i, n), dy, "cuda::linear_tc_backward (dw)");
   }
   if (db) bias_backward(db, dy, N, out, 1);
 }
 
 template <typename E>
 void gemm_tc(bool trans_a, bool trans_b, int M, int N, int K, const E* A, int lda, const E* B, int ldb, float* C,
-             int ldc, int tile) {
+             int ldc, TcPlan plan) {
   NIMBUS_CHECK(M >= 0 && N >= 0 && K >= 0 && (int64_t(std::max(M, N)) + 127) / 128 < 65535, "cuda::gemm_tc: ", M,
                " x ", N, " x ", K, " is too large for the tensor-core kernels");
   const MatMul<E, float> pb{A, B, nullptr, C, lda, ldb, ldc, trans_a, trans_b};
-  mma::launch_igemm<E>(pb, M, N, K, 1, tile_of(tile), A, "cuda::gemm_tc");
+  mma::launch_igemm<E>(pb, M, N, K, 1, config_of<E>(plan, M, N, K), A, "cuda::gemm_tc");
 }
 
-template void gemm_tc<float>(bool, bool, int, int, int, const float*, int, const float*, int, float*, int, int);
+template void gemm_tc<float>(bool, bool, int, int, int, const float*, int, const float*, int, float*, int, TcPlan);
 template void gemm_tc<bfloat16>(bool, bool, int, int, int, const bfloat16*, int, const bfloat16*, int, float*, int,
-                                int);
+                                TcPlan);
 template void linear_tc_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t,
-                                       int);
+                                       TcPlan);
 template void linear_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*, int64_t,
-                                          int64_t, int64_t, int);
+                                          int64_t, int64_t, TcPlan);
 template void linear_tc_backward<float>(float*, float*, float*, const float*, const float*, const float*, int64_t,
-                                        int64_t, int64_t, int);
+                                        int64_t, int64_t, TcPlan);
 template void linear_tc_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*, const bfloat16*,
-                                           const bfloat16*, int64_t, int64_t, int64_t, int);
+                                           const bfloat16*, int64_t, int64_t, int64_t, TcPlan);
 
 }  // namespace nimbus::cuda

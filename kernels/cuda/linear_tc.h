@@ -3,7 +3,7 @@
  *
  * Same contract as the float32 launchers in gemm.h: x (N,in), w (out,in), b (out) or null ->
  * y = x w^T + b (N,out); backward writes (=) each non-null dx = dy w, dw = dy^T x, db = sum_n dy.
- * Device pointers. `tile`: 0 auto, 1 the 128x128 tile, 2 the 64x64 tile (tests run both).
+ * Device pointers. `plan`: the configuration (tc_dispatch.h; default: the dispatch's choice).
  * linear_tc_supported is false when an extent overflows the kernels' int indices (the backend then
  * takes the plain fp32 GEMM).
  */
@@ -11,34 +11,35 @@
 #include <cstdint>
 
 #include "kernels/common/bfloat16.h"
+#include "kernels/cuda/tc_dispatch.h"  // TcPlan
 
 namespace nimbus::cuda {
 
 bool linear_tc_supported(int64_t N, int64_t in, int64_t out);
 
 template <typename E>
-void linear_tc_forward(E* y, const E* x, const E* w, const E* b, int64_t N, int64_t in, int64_t out, int tile = 0);
+void linear_tc_forward(E* y, const E* x, const E* w, const E* b, int64_t N, int64_t in, int64_t out, TcPlan plan = {});
 template <typename E>
 void linear_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, int64_t N, int64_t in, int64_t out,
-                        int tile = 0);
+                        TcPlan plan = {});
 
 // C (M x N, row-major, pitch ldc, float32) = op(A) op(B) with op(A)[m][k] = trans_a ? A[k][m] : A[m][k]:
 // the layer's kernel as a plain GEMM (bench/cuda/gemm.cu times it as versions 6 and 7).
 template <typename E>
 void gemm_tc(bool trans_a, bool trans_b, int M, int N, int K, const E* A, int lda, const E* B, int ldb, float* C,
-             int ldc, int tile = 0);
+             int ldc, TcPlan plan = {});
 
 extern template void gemm_tc<float>(bool, bool, int, int, int, const float*, int, const float*, int, float*, int,
-                                    int);
+                                    TcPlan);
 extern template void gemm_tc<bfloat16>(bool, bool, int, int, int, const bfloat16*, int, const bfloat16*, int, float*,
-                                       int, int);
+                                       int, TcPlan);
 extern template void linear_tc_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t,
-                                              int64_t, int);
+                                              int64_t, TcPlan);
 extern template void linear_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
-                                                 int64_t, int64_t, int64_t, int);
+                                                 int64_t, int64_t, int64_t, TcPlan);
 extern template void linear_tc_backward<float>(float*, float*, float*, const float*, const float*, const float*,
-                                               int64_t, int64_t, int64_t, int);
+                                               int64_t, int64_t, int64_t, TcPlan);
 extern template void linear_tc_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*,
-                                                  const bfloat16*, const bfloat16*, int64_t, int64_t, int64_t, int);
+                                                  const bfloat16*, const bfloat16*, int64_t, int64_t, int64_t, TcPlan);
 
 }  // namespace nimbus::cuda

@@ -19,15 +19,15 @@
  * m16n8k8), E = nimbus::bfloat16 in bf16 (mma.sync m16n8k16, fragments from ldmatrix); both
  * accumulate in fp32.
  *
- * Block tile (Tile<BM, BN, WARPS_M, WARPS_N>): BM x BN of D per block, BK = 32 of the reduction per
- * step, WARPS_M x WARPS_N warps each owning a (BM / WARPS_M) x (BN / WARPS_N) piece of D as a grid of
- * m16n8 fragments, 4 fp32 accumulators per lane per fragment. The two tiles the dispatch uses:
- *   Tile<128, 128, 2, 4>  8 warps of 64 x 32: 64 accumulators a thread (big problems)
- *   Tile< 64,  64, 2, 2>  4 warps of 32 x 32: 32 accumulators a thread (small ones: more blocks)
+ * Block tile (Tile<BM, BN, WARPS_M, WARPS_N, STAGES>): BM x BN of D per block, BK = 32 of the
+ * reduction per step, WARPS_M x WARPS_N warps each owning a (BM / WARPS_M) x (BN / WARPS_N) piece of D
+ * as a grid of m16n8 fragments, 4 fp32 accumulators per lane per fragment; STAGES shared-memory
+ * buffers. The backend is built in the six configurations of tc_dispatch.h (TileOf<i>), from
+ * 128x128 with 8 warps of 64 x 32 (64 accumulators a thread) to 64x64 with 4 warps of 32 x 32.
  * Shared memory per stage: the A tile BM x BK with k contiguous, the B tile BK x BN with n
  * contiguous, each row padded so a warp's fragment reads hit 32 different banks (tf32, scalar
- * reads) or 8 different 16-byte groups (bf16, ldmatrix); see SmemLayout. Two stages: the next
- * k-tile is in flight while the warps multiply this one.
+ * reads) or 8 different 16-byte groups (bf16, ldmatrix); see SmemLayout. STAGES - 1 k-tiles are in
+ * flight while the warps multiply one (pipelined_k_loop).
  *
  * Loading: every element of a tile is one 4-byte cp.async (tf32; src-size 0 zero-fills where the
  * problem says nullptr) or one plain 2-byte load and shared store (bf16: cp.async copies at least
@@ -51,9 +51,10 @@
 
 namespace nimbus::cuda::mma {
 
-template <int BM_, int BN_, int WARPS_M, int WARPS_N>
+template <int BM_, int BN_, int WARPS_M, int WARPS_N, int STAGES = 2>
 struct Tile {
-  static constexpr int BM = BM_, BN = BN_, BK = 32, WarpsM = WARPS_M, WarpsN = WARPS_N;
+  static constexpr int BM = BM_, BN = BN_, BK = 32, WarpsM = WARPS_M, WarpsN = WARPS_N, Stages = STAGES;
+  static_assert(STAGES >= 2, "at least one k-tile in flight while one is multiplied");
   static constexpr int Threads = 32 * WARPS_M * WARPS_N;
   static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;  // a warp's piece of D
   static constexpr int FM = WM / 16, FN = WN / 8;             // its m16n8 fragments
@@ -61,8 +62,15 @@ struct Tile {
   static_assert((BM * BK) % Threads == 0 && (BK * BN) % Threads == 0, "the same number of elements per thread");
   static_assert(Threads % BN == 0 && Threads % BK == 0, "a thread keeps its column of every tile");
 };
-using TileLarge = Tile<128, 128, 2, 4>;
-using TileSmall = Tile<64, 64, 2, 2>;
+// The backend's menu (tc_dispatch.h kTcConfigs, same order): config i is TileOf<i>.
+template <int I>
+struct TileOf;
+template <> struct TileOf<0> { using type = Tile<128, 128, 2, 4, 2>; };
+template <> struct TileOf<1> { using type = Tile<128, 128, 2, 4, 3>; };
+template <> struct TileOf<2> { using type = Tile<128, 64, 2, 2, 3>; };
+template <> struct TileOf<3> { using type = Tile<64, 128, 2, 2, 3>; };
+template <> struct TileOf<4> { using type = Tile<64, 64, 2, 2, 2>; };
+template <> struct TileOf<5> { using type = Tile<64, 64, 2, 2, 4>; };
 
 // What an element of type E becomes in shared memory: float (rounded to tf32 when read into a
 // fragment) or the bf16 bit pattern that ldmatrix moves.
@@ -89,7 +97,7 @@ struct SmemLayout {
   static constexpr int kPadA = sizeof(S) == 4 ? 4 : 8;
   static constexpr int kLda = T::BK + kPadA, kLdb = T::BN + 8;
   static constexpr int kStage = T::BM * kLda + T::BK * kLdb;  // elements per stage: A, then B
-  static constexpr size_t kBytes = 2 * size_t(kStage) * sizeof(S);
+  static constexpr size_t kBytes = size_t(T::Stages) * size_t(kStage) * sizeof(S);
 };
 
 // ---- staging one element ----------------------------------------------------------------------------
@@ -159,11 +167,14 @@ __device__ __forceinline__ void warp_mma(const uint16_t* As, const uint16_t* Bs,
   }
 }
 
-// ---- the k loop: two stages -------------------------------------------------------------------------------
-// Every thread of the block runs it over `tiles` k-tiles: stage(buf, kt) starts the cp.async copies
-// of k-tile kt into stage buffer buf (0 or 1) and commits them as one group; multiply(buf) runs the
-// warps' mma loop over buffer buf. k-tile kt + 1 is in flight while the warps multiply k-tile kt;
-// one barrier before a tile is read, one after (the buffer is then refilled).
+// ---- the k loops ------------------------------------------------------------------------------------------
+// Every thread of the block runs one over `tiles` k-tiles: stage(buf, kt) starts the cp.async copies of
+// k-tile kt into stage buffer buf and commits them as one group; multiply(buf) runs the warps' mma
+// loop over buffer buf.
+//
+// double_buffered_k_loop (bench/cuda's versions 4 and 5, conv version 3): two buffers; k-tile kt + 1 is
+// in flight while the warps multiply k-tile kt; one barrier before a tile is read, one after (the
+// buffer is then refilled).
 template <typename Stage, typename Multiply>
 __device__ __forceinline__ void double_buffered_k_loop(int tiles, Stage&& stage, Multiply&& multiply) {
   if (tiles > 0) stage(0, 0);
@@ -178,6 +189,33 @@ __device__ __forceinline__ void double_buffered_k_loop(int tiles, Stage&& stage,
     multiply(kt % 2);
     __syncthreads();  // all warps are done with this buffer before tile kt + 2 is copied into it
   }
+}
+
+// pipelined_k_loop<S> (the backend's kernels): S buffers, S - 1 k-tiles in flight. Each iteration
+// waits for tile kt (this thread's copies: all but the newest S - 2 groups), meets the other threads
+// at one barrier (their copies of tile kt have landed, and every warp is done with tile kt - 1), then
+// refills tile kt - 1's buffer with tile kt + S - 1 and multiplies tile kt. Past the last tile the
+// refills are empty groups, which keeps the group count the waits rely on.
+template <int S, typename Stage, typename Multiply>
+__device__ __forceinline__ void pipelined_k_loop(int tiles, Stage&& stage, Multiply&& multiply) {
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < tiles)
+      stage(s, s);
+    else
+      cp_async_commit();
+  }
+  for (int kt = 0; kt < tiles; ++kt) {
+    cp_async_wait_group<S - 2>();
+    __syncthreads();
+    const int next = kt + S - 1;
+    if (next < tiles)
+      stage(next % S, next);
+    else
+      cp_async_commit();
+    multiply(kt % S);
+  }
+  cp_async_wait_group<0>();  // no copy outlives the kernel
 }
 
 // ---- the kernel ---------------------------------------------------------------------------------------------
@@ -197,7 +235,7 @@ __global__ void __launch_bounds__(T::Threads)
   const bool n_in = n0 + bc < N;
   const typename Problem::BCol col = n_in ? pb.b_col(n0 + bc) : typename Problem::BCol{};
 
-  // Stages k-tile kt of this split into buffer buf (0 or 1) as one cp.async group.
+  // Stages k-tile kt of this split into buffer buf (of T::Stages) as one cp.async group.
   auto stage = [&](int buf, int kt) {
     S* As = smem + buf * L::kStage;
     S* Bs = As + T::BM * L::kLda;
@@ -217,7 +255,7 @@ __global__ void __launch_bounds__(T::Threads)
   };
 
   float acc[T::FM][T::FN][4] = {};
-  double_buffered_k_loop(kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0, stage, [&](int buf) {
+  pipelined_k_loop<T::Stages>(kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0, stage, [&](int buf) {
     const S* As = smem + buf * L::kStage;
     warp_mma<T, L>(As, As + T::BM * L::kLda, acc, wm, wn);
   });
@@ -238,24 +276,8 @@ __global__ void __launch_bounds__(T::Threads)
 }
 
 // ---- host side ------------------------------------------------------------------------------------------------
-// How a launcher runs a problem: which tile, and how many splits of the reduction (each a multiple
-// of BK long). Tests pick both to cover every configuration; plan() picks them by shape.
-enum class TileChoice { Auto, Large, Small };
-struct Plan {
-  TileChoice tile = TileChoice::Auto;
-  int splits = 0;  // 0: auto (launchers without a workspace always use 1)
-};
-
-// The tile for an M x N problem with `splits` splits: the large one when it still gives at least
-// two blocks per SM of an H200 (132 SMs), else the small one (4x the blocks).
-inline TileChoice pick_tile(int64_t M, int64_t N, int64_t splits, TileChoice want) {
-  if (want != TileChoice::Auto) return want;
-  const int64_t large_blocks = ((M + 127) / 128) * ((N + 127) / 128) * splits;
-  return large_blocks >= 264 ? TileChoice::Large : TileChoice::Small;
-}
-
-// Launches igemm_kernel<E, T, Problem> on the current stream (the tf32 large tile needs 71,680 bytes
-// of dynamic shared memory, above the 48 KiB default: one cudaFuncSetAttribute per instantiation).
+// Launches igemm_kernel<E, T, Problem> on the current stream. A configuration above 48 KiB of dynamic
+// shared memory needs one cudaFuncSetAttribute per instantiation (the first launch makes it).
 template <typename E, class T, class Problem>
 void launch_igemm(const Problem& pb, int M, int N, int Kred, int splits, const E* any, const char* what) {
   using L = SmemLayout<E, T>;
@@ -273,13 +295,18 @@ void launch_igemm(const Problem& pb, int M, int N, int Kred, int splits, const E
   check_launch(what);
 }
 
+// The same with configuration `config` of the menu (tc_dispatch.h: 0 .. kTcConfigCount - 1).
 template <typename E, class Problem>
-void launch_igemm(const Problem& pb, int M, int N, int Kred, int splits, TileChoice tile, const E* any,
-                  const char* what) {
-  if (pick_tile(M, N, splits < 1 ? 1 : splits, tile) == TileChoice::Large)
-    launch_igemm<E, TileLarge>(pb, M, N, Kred, splits, any, what);
-  else
-    launch_igemm<E, TileSmall>(pb, M, N, Kred, splits, any, what);
+void launch_igemm(const Problem& pb, int M, int N, int Kred, int splits, int config, const E* any, const char* what) {
+  switch (config) {
+    case 0: return launch_igemm<E, typename TileOf<0>::type>(pb, M, N, Kred, splits, any, what);
+    case 1: return launch_igemm<E, typename TileOf<1>::type>(pb, M, N, Kred, splits, any, what);
+    case 2: return launch_igemm<E, typename TileOf<2>::type>(pb, M, N, Kred, splits, any, what);
+    case 3: return launch_igemm<E, typename TileOf<3>::type>(pb, M, N, Kred, splits, any, what);
+    case 4: return launch_igemm<E, typename TileOf<4>::type>(pb, M, N, Kred, splits, any, what);
+    case 5: return launch_igemm<E, typename TileOf<5>::type>(pb, M, N, Kred, splits, any, what);
+    default: throw Error(str(what, ": no tensor-core configuration ", config));
+  }
 }
 
 }  // namespace nimbus::cuda::mma

@@ -2,8 +2,8 @@
  * linear_tc.cu on mma_core.cuh) in every configuration the dispatch can pick, run by the emulator
  * (and by test_cuda_real on a GPU), against a float64 reference on the operands the tensor cores see.
  *
- * Configurations: both block tiles (128x128 with 8 warps, 64x64 with 4), the weight gradient with
- * 1 and 3 reduction splits and the automatic count, TF32 (float tensors) and bf16 (bfloat16
+ * Configurations: all six of the menu (kernels/cuda/tc_dispatch.h: four tile shapes, 2 to 4 pipeline
+ * stages), the weight gradient with 1 and 3 reduction splits and the automatic count, TF32 (float tensors) and bf16 (bfloat16
  * tensors), at the geometries of the two models (3x3 stride 1 and 2, 1x1 stride 1 and 2, the 7x7
  * stride-2 stem with 13 channels) at odd sizes, one of them spanning several tiles in M and N, and
  * strides 3 and 4 with rectangular kernels for the data gradient's phase decomposition.
@@ -100,10 +100,8 @@ V in_every_order(const std::string& what, const std::function<V()>& f) {
   return first;
 }
 
-const char* tile_name(int t) { return t == 1 ? "128x128 tile" : "64x64 tile"; }
-
 template <typename E>
-void conv_case(const ConvGeom& g, uint64_t seed) {
+void conv_case(const ConvGeom& g, uint64_t seed, const std::vector<int>& configs) {
   REQUIRE(cuda::register_cuda_backend());
   Rng rng(seed);
   const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
@@ -130,9 +128,9 @@ void conv_case(const ConvGeom& g, uint64_t seed) {
                            "," + std::to_string(g.R) + "," + std::to_string(g.S) + ") stride " +
                            std::to_string(g.stride) + " pad " + std::to_string(g.pad) +
                            (std::is_same_v<E, float> ? " tf32" : " bf16");
-  for (int tile : {1, 2}) {
-    const std::string where = geom + ", " + tile_name(tile);
-    const cuda::ConvTcPlan plan{tile, 1};
+  for (int config : configs) {
+    const std::string where = geom + ", config " + std::to_string(config) + " (" + cuda::tc_config_name(config) + ")";
+    const cuda::TcPlan plan{config, 1};
     check_bound<E>(where + ": forward y", in_every_order(where + " forward", [&] {
                      DeviceBuffer<E> out(ny);
                      cuda::conv2d_tc_forward(out.p, dX.p, dW.p, dB.p, g, false, plan);
@@ -157,13 +155,13 @@ void conv_case(const ConvGeom& g, uint64_t seed) {
                    }),
                    dx, dxm, red_dx);
     for (int splits : {1, 3, 0}) {
-      const int used = splits > 0 ? splits : cuda::conv2d_tc_splits(g);
+      const int used = splits > 0 ? splits : cuda::conv2d_tc_splits(g, !std::is_same_v<E, float>);
       const std::string ws_where = where + ", " + std::to_string(used) + " split(s)" + (splits == 0 ? " (auto)" : "");
       DeviceBuffer<float> ws(size_t(std::max<int64_t>(cuda::conv2d_tc_workspace(g, used), 1)));
       check_bound<E>(ws_where + ": dw", in_every_order(ws_where + " dw", [&] {
                        DeviceBuffer<E> out(nw);
                        cuda::conv2d_tc_backward(static_cast<E*>(nullptr), out.p, static_cast<E*>(nullptr), dDY.p,
-                                                dX.p, static_cast<const E*>(nullptr), g, ws.p, {tile, splits});
+                                                dX.p, static_cast<const E*>(nullptr), g, ws.p, {config, splits});
                        return download_double(out);
                      }),
                      dw, dwm, red_dw);
@@ -184,14 +182,22 @@ const ConvGeom kGeoms[] = {
     {1, 2, 2, 5, 3, 3, 3, 4, 1},      // stride 4 over a 2-row image: phases without rows or taps
 };
 
-TEST_CASE("cuda tensor cores: conv2d forward, dgrad, wgrad in tf32, every tile and split, all orders") {
+// Every configuration of the menu (tc_dispatch.h), in two halves per precision (two ctest entries).
+TEST_CASE("cuda tensor cores: conv2d forward, dgrad, wgrad in tf32, configs 0-2 (128-row tiles), every split, all orders") {
   uint64_t seed = 1;
-  for (const ConvGeom& g : kGeoms) conv_case<float>(g, seed++);
+  for (const ConvGeom& g : kGeoms) conv_case<float>(g, seed++, {0, 1, 2});
 }
-
-TEST_CASE("cuda tensor cores: conv2d forward, dgrad, wgrad in bf16, every tile and split, all orders") {
+TEST_CASE("cuda tensor cores: conv2d forward, dgrad, wgrad in tf32, configs 3-5 (64-row tiles), every split, all orders") {
+  uint64_t seed = 11;
+  for (const ConvGeom& g : kGeoms) conv_case<float>(g, seed++, {3, 4, 5});
+}
+TEST_CASE("cuda tensor cores: conv2d forward, dgrad, wgrad in bf16, configs 0-2 (128-row tiles), every split, all orders") {
   uint64_t seed = 101;
-  for (const ConvGeom& g : kGeoms) conv_case<bfloat16>(g, seed++);
+  for (const ConvGeom& g : kGeoms) conv_case<bfloat16>(g, seed++, {0, 1, 2});
+}
+TEST_CASE("cuda tensor cores: conv2d forward, dgrad, wgrad in bf16, configs 3-5 (64-row tiles), every split, all orders") {
+  uint64_t seed = 111;
+  for (const ConvGeom& g : kGeoms) conv_case<bfloat16>(g, seed++, {3, 4, 5});
 }
 
 template <typename E>
@@ -211,17 +217,18 @@ void linear_case(int64_t N, int64_t in, int64_t out, uint64_t seed) {
   DeviceBuffer<E> dX(x.values), dW(w.values), dB(b.values), dDY(dy.values);
   const std::string shape = "N=" + std::to_string(N) + " in=" + std::to_string(in) + " out=" + std::to_string(out) +
                             (std::is_same_v<E, float> ? " tf32" : " bf16");
-  for (int tile : {1, 2}) {
-    const std::string where = shape + ", " + tile_name(tile);
+  for (int config = 0; config < cuda::kTcConfigCount; ++config) {
+    const cuda::TcPlan plan{config, 1};
+    const std::string where = shape + ", config " + std::to_string(config);
     check_bound<E>(where + ": y", in_every_order(where + " y", [&] {
                      DeviceBuffer<E> o(ny);
-                     cuda::linear_tc_forward(o.p, dX.p, dW.p, dB.p, N, in, out, tile);
+                     cuda::linear_tc_forward(o.p, dX.p, dW.p, dB.p, N, in, out, plan);
                      return download_double(o);
                    }),
                    y, ym, in);
     V grads = in_every_order(where + " dx, dw", [&] {
       DeviceBuffer<E> gx(nx), gw(nw);
-      cuda::linear_tc_backward(gx.p, gw.p, static_cast<E*>(nullptr), dDY.p, dX.p, dW.p, N, in, out, tile);
+      cuda::linear_tc_backward(gx.p, gw.p, static_cast<E*>(nullptr), dDY.p, dX.p, dW.p, N, in, out, plan);
       V all = download_double(gx), part = download_double(gw);
       all.insert(all.end(), part.begin(), part.end());
       return all;
@@ -231,7 +238,7 @@ void linear_case(int64_t N, int64_t in, int64_t out, uint64_t seed) {
   }
 }
 
-TEST_CASE("cuda tensor cores: linear forward and backward in tf32 and bf16, both tiles, all orders") {
+TEST_CASE("cuda tensor cores: linear forward and backward in tf32 and bf16, every configuration, all orders") {
   linear_case<float>(9, 37, 70, 7);
   linear_case<float>(130, 45, 140, 8);  // several tiles in every GEMM
   linear_case<bfloat16>(9, 37, 70, 9);

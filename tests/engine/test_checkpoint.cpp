@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "backends/cuda/backend.h"
 #include "engine/io/checkpoint.h"
 #include "engine/nn/layers.h"
 #include "engine/ops/loss.h"
@@ -67,6 +68,13 @@ void train_step(Sequential& m, Optimizer& opt, Rng& data_rng) {
   opt.step();
 }
 
+// The same step on device d (the batch made on the host, then moved).
+void train_step_on(Sequential& m, Optimizer& opt, Rng& data_rng, Device d) {
+  Batch b = batch(data_rng);
+  opt.zero_grad();
+  cross_entropy(m.forward(b.x.to(d)), b.y.to(d)).backward();
+  opt.step();
+}
 void check_same_state(const Module& a, const Module& b) {
   auto sa = a.state_dict(), sb = b.state_dict();
   REQUIRE(sa.size() == sb.size());
@@ -141,6 +149,52 @@ TEST_CASE("checkpoint: round trip of weights, buffers, optimiser state and metad
   Adam another(eval_model->named_parameters(), {});
   CHECK_THROWS_WITH_AS(load_checkpoint(path, *eval_model, &another), doctest::Contains("holds no optimizer state"),
                        Error);
+}
+
+// A checkpoint written from the (emulated) CUDA device loads on the CPU with every value equal, and
+// back; training on from it on the other device stays within the float32 bound of the first device's
+// (the two backends sum in different orders: 1e-5 relative, fp32 math on CUDA), plus 1e-4 absolute:
+// the conv bias ahead of batch norm has a gradient of pure rounding noise (batch norm removes its
+// effect), which Adam's normalised step turns into moves of up to lr = 0.01 times its relative noise.
+TEST_CASE("checkpoint: trained on CUDA, resumed on the CPU and back: the file does not depend on the device") {
+  REQUIRE(cuda::register_cuda_backend());
+  const cuda::MathScope fp32(cuda::Math::Fp32);
+  TempDir dir;
+  const AdamOptions o{.lr = 0.01, .weight_decay = 1e-4};
+  auto gpu = small_model(1);
+  gpu->to(Device::CUDA);
+  Adam gopt(gpu->named_parameters(), o);
+  Rng data(5);
+  for (int i = 0; i < 2; ++i) train_step_on(*gpu, gopt, data, Device::CUDA);
+  save_checkpoint(dir.path + "/gpu.safetensors", *gpu, &gopt);
+  auto cpu = small_model(2);
+  Adam copt(cpu->named_parameters(), o);
+  load_checkpoint(dir.path + "/gpu.safetensors", *cpu, &copt);
+  check_same_state(*gpu, *cpu);
+  CHECK(copt.steps() == 2);
+  auto so = gopt.state_dict().tensors, sc = copt.state_dict().tensors;
+  REQUIRE(so.size() == sc.size());
+  for (size_t i = 0; i < so.size(); ++i) CHECK_MESSAGE(so[i].second.to_vector() == sc[i].second.to_vector(), so[i].first);
+  for (const auto& [name, t] : cpu->state_dict()) CHECK_MESSAGE(t.device() == Device::CPU, name);
+  // One more step on each device from the same batch.
+  Rng r1 = data, r2 = data;
+  train_step_on(*gpu, gopt, r1, Device::CUDA);
+  train_step_on(*cpu, copt, r2, Device::CPU);
+  auto a = gpu->state_dict(), b = cpu->state_dict();
+  for (size_t i = 0; i < a.size(); ++i) check_close(a[i].second.to(Device::CPU), b[i].second, 1e-4, 1e-5, a[i].first);
+  // And back: the CPU's checkpoint into a CUDA model.
+  save_checkpoint(dir.path + "/cpu.safetensors", *cpu, &copt);
+  auto gpu2 = small_model(3);
+  gpu2->to(Device::CUDA);
+  Adam g2(gpu2->named_parameters(), o);
+  load_checkpoint(dir.path + "/cpu.safetensors", *gpu2, &g2);
+  check_same_state(*cpu, *gpu2);
+  for (const auto& [name, t] : gpu2->state_dict()) CHECK_MESSAGE(t.device() == Device::CUDA, name);
+  Rng r3 = r2, r4 = r2;
+  train_step_on(*gpu2, g2, r3, Device::CUDA);
+  train_step_on(*cpu, copt, r4, Device::CPU);
+  a = gpu2->state_dict(), b = cpu->state_dict();
+  for (size_t i = 0; i < a.size(); ++i) check_close(a[i].second.to(Device::CPU), b[i].second, 1e-4, 1e-5, a[i].first);
 }
 
 TEST_CASE("checkpoint: Nadam's m_schedule and SGD's momentum survive a round trip") {
