@@ -207,6 +207,26 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const flo
   cuda::linear_backward(dx, dw, db, dy, x, w, N, in, out);
 }
 
+// Batch norm: a channel's values over several blocks when the channels alone would not fill the GPU
+// (batchnorm.h batchnorm_splits), with float32 scratch from the caching allocator, on the stream.
+template <typename T>
+void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
+                           const T* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps) {
+  const int splits = batchnorm_splits(N, C, HW);
+  Tensor scratch = splits > 1 ? Tensor::empty({batchnorm_scratch_floats(C, splits)}, Device::CUDA) : Tensor();
+  cuda::batchnorm_train_stats(mean, invstd, running_mean, running_var, count, x, N, C, HW, momentum, eps,
+                              scratch.defined() ? scratch.data() : nullptr, splits);
+}
+template <typename T>
+void batchnorm_backward(T* dx, float* dweight, float* dbias, const T* dy, const T* x, const float* mean,
+                        const float* invstd, const float* weight, const T* relu_y, int64_t N, int64_t C, int64_t HW,
+                        bool training) {
+  const int splits = batchnorm_splits(N, C, HW);
+  Tensor scratch = splits > 1 ? Tensor::empty({batchnorm_scratch_floats(C, splits)}, Device::CUDA) : Tensor();
+  cuda::batchnorm_backward(dx, dweight, dbias, dy, x, mean, invstd, weight, relu_y, N, C, HW, training,
+                           scratch.defined() ? scratch.data() : nullptr, splits);
+}
+
 // bfloat16 fallback: float32 scratch from the caching allocator, on the stream.
 struct DeviceMem {
   struct Scratch {

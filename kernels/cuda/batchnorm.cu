@@ -1,8 +1,13 @@
 /* batchnorm.cu: batch norm statistics, forward and backward (training and eval).
  *
- * Reductions run one block per channel c over its M = N*HW values (j -> n = j / HW, i = j % HW),
- * each thread striding by blockDim, then block_reduce_sum (fixed tree, no atomics): results are
- * independent of thread and block order. The block total is broadcast through shared memory when
+ * Reductions run one block per channel c over its M = N*HW values (j -> n = j / HW, i = j % HW by
+ * multiply-shift division, FastDivmod), each thread striding by blockDim, then block_reduce_sum
+ * (fixed tree, no atomics): results are independent of thread and block order. A layer with few
+ * channels and many values each (ResNet-50's layer1 at batch 256: 64 channels of 65,536) would leave
+ * most of the GPU idle, so there the channel's values are split over S blocks (batchnorm_splits):
+ * each block reduces its chunk, and a second kernel combines the S partial results of a channel in
+ * order (statistics: count, mean and sum of squared deviations per chunk, combined by Chan's
+ * formula; backward: the two sums, then dx in a third, elementwise, pass). Still deterministic. The block total is broadcast through shared memory when
  * every thread needs it (the variance pass, dx). The training statistics (mean, invstd, running
  * update, batch count) are one launch; forward and invstd are one thread per element. CPU twin: kernels/cpu/batchnorm.h (double accumulators
  * there, float tree sums here: equal within float tolerance). Activations (x, y, dy, dx) are T, float or
@@ -10,12 +15,17 @@
  */
 #include "kernels/cuda/batchnorm.h"
 
+#include <algorithm>
+
+#include "kernels/common/fast_divmod.h"
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/common/error.h"
 
 namespace nimbus::cuda {
+
+constexpr int64_t kMinSplitValues = 4096;  // values of a channel per block at least, when splitting
 
 // The block-wide sum of v, returned to every thread.
 __device__ float block_sum_broadcast(float v) {
@@ -28,34 +38,85 @@ __device__ float block_sum_broadcast(float v) {
   return v;
 }
 
-__device__ __forceinline__ int64_t channel_index(int64_t j, int64_t c, int64_t C, int64_t HW) {
-  return ((j / HW) * C + c) * HW + j % HW;
+// Element j of channel c: image n = j / HW, position i = j % HW (by_hw divides by HW).
+__device__ __forceinline__ int64_t channel_index(int j, int64_t c, int64_t C, int64_t HW, const FastDivmod& by_hw) {
+  int n, i;
+  by_hw.divmod(j, n, i);
+  return (int64_t(n) * C + c) * HW + i;
 }
 
 // The training statistics of channel c in one block: mean and variance (two passes over the channel),
 // then thread 0 writes mean and invstd, updates the running statistics (unbiased variance) and, in
 // block 0, adds 1 to the batch counter: one launch instead of four.
+// Mean and sum of squared deviations of channel c's values j in [j0, j1) (two passes), to every thread.
 template <typename T>
-__global__ void batchnorm_train_stats_kernel(float* mean, float* invstd, float* rm, float* rv, float* count,
-                                             const T* x, int64_t C, int64_t HW, int64_t M, float momentum, float eps,
-                                             float unbias) {
-  const int64_t c = blockIdx.x;
+__device__ void chunk_moments(const T* x, int64_t c, int64_t C, int64_t HW, const FastDivmod& by_hw, int j0, int j1,
+                              float& mean, float& m2) {
   float acc = 0.0f;
-  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) acc += float(x[channel_index(j, c, C, HW)]);
-  const float m = block_sum_broadcast(acc) / float(M);
+  for (int j = j0 + int(threadIdx.x); j < j1; j += int(blockDim.x)) acc += float(x[channel_index(j, c, C, HW, by_hw)]);
+  mean = block_sum_broadcast(acc) / float(j1 - j0);
   acc = 0.0f;
-  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
-    const float d = float(x[channel_index(j, c, C, HW)]) - m;
+  for (int j = j0 + int(threadIdx.x); j < j1; j += int(blockDim.x)) {
+    const float d = float(x[channel_index(j, c, C, HW, by_hw)]) - mean;
     acc += d * d;
   }
-  acc = block_reduce_sum(acc);
+  m2 = block_sum_broadcast(acc);
+}
+
+// Thread 0's part of the statistics once mean and var of channel c are known.
+__device__ __forceinline__ void write_stats(int64_t c, float m, float var, float* mean, float* invstd, float* rm,
+                                            float* rv, float* count, float momentum, float eps, float unbias) {
+  mean[c] = m;
+  invstd[c] = 1.0f / sqrtf(var + eps);
+  rm[c] = (1.0f - momentum) * rm[c] + momentum * m;
+  rv[c] = (1.0f - momentum) * rv[c] + momentum * var * unbias;
+  if (c == 0 && count) count[0] += 1.0f;
+}
+
+// One block per channel (S = 1): mean and variance (two passes over the channel), then thread 0
+// writes mean and invstd, updates the running statistics (unbiased variance) and, in block 0, adds 1
+// to the batch counter: one launch instead of four.
+template <typename T>
+__global__ void batchnorm_train_stats_kernel(float* mean, float* invstd, float* rm, float* rv, float* count,
+                                             const T* x, int64_t C, int64_t HW, int M, FastDivmod by_hw,
+                                             float momentum, float eps, float unbias) {
+  const int64_t c = blockIdx.x;
+  float m, m2;
+  chunk_moments(x, c, C, HW, by_hw, 0, M, m, m2);
+  if (threadIdx.x == 0) write_stats(c, m, m2 / float(M), mean, invstd, rm, rv, count, momentum, eps, unbias);
+}
+
+// S > 1, first kernel: block (c, s) writes its chunk's (count, mean, m2) to part[(c * S + s) * 3].
+template <typename T>
+__global__ void batchnorm_chunk_moments_kernel(float* part, const T* x, int64_t C, int64_t HW, int M, int chunk,
+                                               FastDivmod by_hw) {
+  const int64_t c = blockIdx.x;
+  const int s = int(blockIdx.y), S = int(gridDim.y);
+  const int j0 = s * chunk, j1 = min(M, j0 + chunk);
+  float m = 0.0f, m2 = 0.0f;
+  if (j0 < j1) chunk_moments(x, c, C, HW, by_hw, j0, j1, m, m2);  // uniform per block: the barriers inside are safe
   if (threadIdx.x == 0) {
-    const float var = acc / float(M);
-    mean[c] = m;
-    invstd[c] = 1.0f / sqrtf(var + eps);
-    rm[c] = (1.0f - momentum) * rm[c] + momentum * m;
-    rv[c] = (1.0f - momentum) * rv[c] + momentum * var * unbias;
-    if (c == 0 && count) count[0] += 1.0f;
+    float* p = part + (c * S + s) * 3;
+    p[0] = float(j1 > j0 ? j1 - j0 : 0), p[1] = m, p[2] = m2;
+  }
+}
+
+// S > 1, second kernel: channel c's S chunks combined in order (Chan et al.: n = na + nb, delta =
+// mb - ma, mean = ma + delta nb / n, m2 = m2a + m2b + delta^2 na nb / n), then the statistics.
+__global__ void batchnorm_combine_moments_kernel(float* mean, float* invstd, float* rm, float* rv, float* count,
+                                                 const float* part, int64_t C, int S, float momentum, float eps,
+                                                 float unbias) {
+  for (int64_t c = grid_first(); c < C; c += grid_step()) {
+    float n = 0.0f, m = 0.0f, m2 = 0.0f;
+    for (int s = 0; s < S; ++s) {
+      const float* p = part + (c * S + s) * 3;
+      if (p[0] == 0.0f) continue;
+      const float nb = p[0], tot = n + nb, delta = p[1] - m;
+      m += delta * nb / tot;
+      m2 += p[2] + delta * delta * n * nb / tot;
+      n = tot;
+    }
+    write_stats(c, m, m2 / n, mean, invstd, rm, rv, count, momentum, eps, unbias);
   }
 }
 
@@ -66,10 +127,12 @@ __global__ void batchnorm_invstd_kernel(float* invstd, const float* var, float e
 // y = (x - mean) * (invstd * w) + b, per channel constants as in the CPU kernel.
 template <typename T>
 __global__ void batchnorm_forward_kernel(T* y, const T* x, const float* mean, const float* invstd,
-                                         const float* weight, const float* bias, int64_t C, int64_t HW, int64_t n,
-                                         bool relu) {
-  for (int64_t i = grid_first(); i < n; i += grid_step()) {
-    const int64_t c = (i / HW) % C;
+                                         const float* weight, const float* bias, FastDivmod by_hw, FastDivmod by_c,
+                                         int n, bool relu) {
+  for (int i = int(grid_first()); i < n; i += int(grid_step())) {
+    int nc, hw, nn, c;
+    by_hw.divmod(i, nc, hw);
+    by_c.divmod(nc, nn, c);
     const float scale = invstd[c] * (weight ? weight[c] : 1.0f), shift = bias ? bias[c] : 0.0f;
     const float v = (float(x[i]) - mean[c]) * scale + shift;
     y[i] = relu && v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
@@ -80,33 +143,98 @@ __global__ void batchnorm_forward_kernel(T* y, const T* x, const float* mean, co
 // g = w invstd, and in training a = -g invstd dweight / M, b = -g dbias / M (else a = b = 0).
 // relu_y non-null: dy is read through the ReLU of the forward (0 where y <= 0).
 template <typename T>
-__global__ void batchnorm_backward_kernel(T* dx, float* dweight, float* dbias, const T* dy, const T* x,
-                                          const float* mean, const float* invstd, const float* weight,
-                                          const T* relu_y, int64_t C, int64_t HW, int64_t M, bool training) {
-  const int64_t c = blockIdx.x;
-  const float m = mean[c], is = invstd[c];
-  auto dy_at = [dy, relu_y](int64_t i) -> float {
-    return relu_y && !(float(relu_y[i]) > 0.0f) ? 0.0f : float(dy[i]);
-  };
-  float sdy = 0.0f, sdyx = 0.0f;
-  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
-    const int64_t i = channel_index(j, c, C, HW);
-    const float d = dy_at(i);
+__device__ __forceinline__ float dy_through_relu(const T* dy, const T* relu_y, int64_t i) {
+  return relu_y && !(float(relu_y[i]) > 0.0f) ? 0.0f : float(dy[i]);
+}
+
+// Sums of dy and dy (x - mean) over channel c's values j in [j0, j1), to every thread.
+template <typename T>
+__device__ void chunk_grad_sums(const T* dy, const T* x, const T* relu_y, float m, int64_t c, int64_t C, int64_t HW,
+                                const FastDivmod& by_hw, int j0, int j1, float& sdy, float& sdyx) {
+  sdy = 0.0f, sdyx = 0.0f;
+  for (int j = j0 + int(threadIdx.x); j < j1; j += int(blockDim.x)) {
+    const int64_t i = channel_index(j, c, C, HW, by_hw);
+    const float d = dy_through_relu(dy, relu_y, i);
     sdy += d;
     sdyx += d * (float(x[i]) - m);
   }
   sdy = block_sum_broadcast(sdy);
-  sdyx = block_sum_broadcast(sdyx) * is;
+  sdyx = block_sum_broadcast(sdyx);
+}
+
+// dx's per-channel coefficients: dx = g dy + a (x - mean) + b.
+struct DxCoef {
+  float g, a, b;
+};
+__device__ __forceinline__ DxCoef dx_coef(const float* weight, int64_t c, float is, float sdy, float sdyx_is, int M,
+                                         bool training) {
+  const float g = (weight ? weight[c] : 1.0f) * is;
+  return {g, training ? -g * is * sdyx_is / float(M) : 0.0f, training ? -g * sdy / float(M) : 0.0f};
+}
+
+// One block per channel (S = 1): both sums, then dx over the channel, in one launch.
+template <typename T>
+__global__ void batchnorm_backward_kernel(T* dx, float* dweight, float* dbias, const T* dy, const T* x,
+                                          const float* mean, const float* invstd, const float* weight,
+                                          const T* relu_y, int64_t C, int64_t HW, int M, FastDivmod by_hw,
+                                          bool training) {
+  const int64_t c = blockIdx.x;
+  const float m = mean[c], is = invstd[c];
+  float sdy, sdyx;
+  chunk_grad_sums(dy, x, relu_y, m, c, C, HW, by_hw, 0, M, sdy, sdyx);
+  sdyx *= is;
   if (threadIdx.x == 0) {
     dbias[c] = sdy;
     dweight[c] = sdyx;
   }
   if (!dx) return;  // after the last barrier: every thread has passed both reductions
-  const float g = (weight ? weight[c] : 1.0f) * is;
-  const float a = training ? -g * is * sdyx / float(M) : 0.0f, b = training ? -g * sdy / float(M) : 0.0f;
-  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
-    const int64_t i = channel_index(j, c, C, HW);
-    dx[i] = g * dy_at(i) + a * (float(x[i]) - m) + b;
+  const DxCoef k = dx_coef(weight, c, is, sdy, sdyx, M, training);
+  for (int j = int(threadIdx.x); j < M; j += int(blockDim.x)) {
+    const int64_t i = channel_index(j, c, C, HW, by_hw);
+    dx[i] = k.g * dy_through_relu(dy, relu_y, i) + k.a * (float(x[i]) - m) + k.b;
+  }
+}
+
+// S > 1, first kernel: block (c, s) writes its chunk's two sums to part[(c * S + s) * 2].
+template <typename T>
+__global__ void batchnorm_chunk_grad_kernel(float* part, const T* dy, const T* x, const float* mean,
+                                            const T* relu_y, int64_t C, int64_t HW, int M, int chunk,
+                                            FastDivmod by_hw) {
+  const int64_t c = blockIdx.x;
+  const int s = int(blockIdx.y), S = int(gridDim.y);
+  const int j0 = s * chunk, j1 = min(M, j0 + chunk);
+  float sdy = 0.0f, sdyx = 0.0f;
+  if (j0 < j1) chunk_grad_sums(dy, x, relu_y, mean[c], c, C, HW, by_hw, j0, j1, sdy, sdyx);
+  if (threadIdx.x == 0) part[(c * S + s) * 2] = sdy, part[(c * S + s) * 2 + 1] = sdyx;
+}
+
+// S > 1, second kernel: channel c's sums added in order -> dbias, dweight, and dx's coefficients
+// (coef[c * 3 ..]) for the third.
+__global__ void batchnorm_combine_grad_kernel(float* dweight, float* dbias, float* coef, const float* part,
+                                              const float* invstd, const float* weight, int64_t C, int S, int M,
+                                              bool training) {
+  for (int64_t c = grid_first(); c < C; c += grid_step()) {
+    float sdy = 0.0f, sdyx = 0.0f;
+    for (int s = 0; s < S; ++s) sdy += part[(c * S + s) * 2], sdyx += part[(c * S + s) * 2 + 1];
+    const float is = invstd[c];
+    sdyx *= is;
+    dbias[c] = sdy;
+    dweight[c] = sdyx;
+    const DxCoef k = dx_coef(weight, c, is, sdy, sdyx, M, training);
+    coef[c * 3] = k.g, coef[c * 3 + 1] = k.a, coef[c * 3 + 2] = k.b;
+  }
+}
+
+// S > 1, third kernel: dx elementwise from the coefficients.
+template <typename T>
+__global__ void batchnorm_dx_kernel(T* dx, const T* dy, const T* x, const float* mean, const float* coef,
+                                    const T* relu_y, FastDivmod by_hw, FastDivmod by_c, int n) {
+  for (int i = int(grid_first()); i < n; i += int(grid_step())) {
+    int nc, hw, nn, c;
+    by_hw.divmod(i, nc, hw);
+    by_c.divmod(nc, nn, c);
+    const float* k = coef + int64_t(c) * 3;
+    dx[i] = k[0] * dy_through_relu(dy, relu_y, i) + k[1] * (float(x[i]) - mean[c]) + k[2];
   }
 }
 
@@ -115,16 +243,44 @@ static void check_block(int block, const char* what) {
                " threads; the reductions need a multiple of 32 in [32, 1024]");
 }
 
+// Index arithmetic in int (FastDivmod): every tensor below 2^31 elements.
+static void check_size(int64_t n, const char* what) {
+  NIMBUS_CHECK(n < (int64_t(1) << 31), what, ": ", n, " elements (the kernels index in 32 bits)");
+}
+
+int batchnorm_splits(int64_t N, int64_t C, int64_t HW) {
+  const int64_t M = N * HW;
+  if (C <= 0 || M <= 0) return 1;
+  const int64_t want = (264 + C - 1) / C;  // two blocks per SM of an H200 over all channels
+  return int(std::clamp<int64_t>(std::min(want, M / kMinSplitValues), 1, 64));
+}
+
+int64_t batchnorm_scratch_floats(int64_t C, int splits) { return splits > 1 ? C * splits * 3 : 0; }
+
 template <typename T>
 void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
-                           const T* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps, int block) {
+                           const T* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps, float* scratch,
+                           int splits, int block) {
   if (C <= 0) return;
   check_block(block, "cuda::batchnorm_train_stats");
-  const int64_t M = N * HW;
+  check_size(N * C * HW, "cuda::batchnorm_train_stats");
+  const int M = int(N * HW);
   const float unbias = float(M) / float(M - 1);
-  launch(batchnorm_train_stats_kernel<T>, unsigned(C), block, 0, launch_stream(), mean, invstd, running_mean, running_var,
-         count, x, C, HW, M, momentum, eps, unbias);
-  check_launch("cuda::batchnorm_train_stats");
+  const FastDivmod by_hw{int(HW)};
+  if (splits <= 1) {
+    launch(batchnorm_train_stats_kernel<T>, unsigned(C), block, 0, launch_stream(), mean, invstd, running_mean,
+           running_var, count, x, C, HW, M, by_hw, momentum, eps, unbias);
+    check_launch("cuda::batchnorm_train_stats");
+    return;
+  }
+  NIMBUS_CHECK(scratch, "cuda::batchnorm_train_stats: ", splits, " splits need scratch");
+  const int chunk = (M + splits - 1) / splits;
+  launch(batchnorm_chunk_moments_kernel<T>, dim3(unsigned(C), unsigned(splits)), block, 0, launch_stream(), scratch, x,
+         C, HW, M, chunk, by_hw);
+  check_launch("cuda::batchnorm_train_stats (chunks)");
+  launch(batchnorm_combine_moments_kernel, grid_for(C, kBlock), kBlock, 0, launch_stream(), mean, invstd, running_mean,
+         running_var, count, static_cast<const float*>(scratch), C, splits, momentum, eps, unbias);
+  check_launch("cuda::batchnorm_train_stats (combine)");
 }
 
 void batchnorm_invstd(float* invstd, const float* var, float eps, int64_t C) {
@@ -138,29 +294,52 @@ void batchnorm_forward(T* y, const T* x, const float* mean, const float* invstd,
                        const float* bias, int64_t N, int64_t C, int64_t HW, bool relu, int block) {
   const int64_t n = N * C * HW;
   if (n <= 0) return;
-  launch(batchnorm_forward_kernel<T>, grid_for(n, block), block, 0, launch_stream(), y, x, mean, invstd, weight, bias, C, HW, n,
-         relu);
+  check_size(n, "cuda::batchnorm_forward");
+  launch(batchnorm_forward_kernel<T>, grid_for(n, block), block, 0, launch_stream(), y, x, mean, invstd, weight, bias,
+         FastDivmod(int(HW)), FastDivmod(int(C)), int(n), relu);
   check_launch("cuda::batchnorm_forward");
 }
 
 template <typename T>
 void batchnorm_backward(T* dx, float* dweight, float* dbias, const T* dy, const T* x, const float* mean,
                         const float* invstd, const float* weight, const T* relu_y, int64_t N, int64_t C, int64_t HW,
-                        bool training, int block) {
+                        bool training, float* scratch, int splits, int block) {
   if (C <= 0) return;
   check_block(block, "cuda::batchnorm_backward");
-  launch(batchnorm_backward_kernel<T>, unsigned(C), block, 0, launch_stream(), dx, dweight, dbias, dy, x, mean, invstd, weight,
-         relu_y, C, HW, N * HW, training);
-  check_launch("cuda::batchnorm_backward");
+  check_size(N * C * HW, "cuda::batchnorm_backward");
+  const int M = int(N * HW);
+  const FastDivmod by_hw{int(HW)};
+  if (splits <= 1) {
+    launch(batchnorm_backward_kernel<T>, unsigned(C), block, 0, launch_stream(), dx, dweight, dbias, dy, x, mean,
+           invstd, weight, relu_y, C, HW, M, by_hw, training);
+    check_launch("cuda::batchnorm_backward");
+    return;
+  }
+  NIMBUS_CHECK(scratch, "cuda::batchnorm_backward: ", splits, " splits need scratch");
+  const int chunk = (M + splits - 1) / splits;
+  float* part = scratch;                   // C * splits * 2
+  float* coef = scratch + C * splits * 2;  // C * 3 (within C * splits * 3: splits >= 2)
+  launch(batchnorm_chunk_grad_kernel<T>, dim3(unsigned(C), unsigned(splits)), block, 0, launch_stream(), part, dy, x,
+         mean, relu_y, C, HW, M, chunk, by_hw);
+  check_launch("cuda::batchnorm_backward (chunks)");
+  launch(batchnorm_combine_grad_kernel, grid_for(C, kBlock), kBlock, 0, launch_stream(), dweight, dbias, coef,
+         static_cast<const float*>(part), invstd, weight, C, splits, M, training);
+  check_launch("cuda::batchnorm_backward (combine)");
+  if (dx) {
+    const int64_t n = N * C * HW;
+    launch(batchnorm_dx_kernel<T>, grid_for(n, block), block, 0, launch_stream(), dx, dy, x, mean,
+           static_cast<const float*>(coef), relu_y, by_hw, FastDivmod(int(C)), int(n));
+    check_launch("cuda::batchnorm_backward (dx)");
+  }
 }
 
 #define NIMBUS_INSTANTIATE(T)                                                                                   \
   template void batchnorm_train_stats<T>(float*, float*, float*, float*, float*, const T*, int64_t, int64_t, int64_t, \
-                                         float, float, int);                                                      \
+                                         float, float, float*, int, int);                                         \
   template void batchnorm_forward<T>(T*, const T*, const float*, const float*, const float*, const float*, int64_t, \
                                      int64_t, int64_t, bool, int);                                               \
   template void batchnorm_backward<T>(T*, float*, float*, const T*, const T*, const float*, const float*,         \
-                                      const float*, const T*, int64_t, int64_t, int64_t, bool, int);
+                                      const float*, const T*, int64_t, int64_t, int64_t, bool, float*, int, int);
 NIMBUS_INSTANTIATE(float)
 NIMBUS_INSTANTIATE(bfloat16)
 #undef NIMBUS_INSTANTIATE

@@ -12,12 +12,19 @@
 
 namespace nimbus::cuda {
 
-// Training, one launch: mean_c = sum x / M, var_c = sum (x - mean)^2 / M (biased, two passes),
+// Training, one launch (splits 1): mean_c = sum x / M, var_c = sum (x - mean)^2 / M (biased, two passes),
 // M = N*HW; writes mean and invstd = 1/sqrt(var + eps); running = (1 - momentum) running +
 // momentum batch (unbiased var * M / (M - 1)); count[0] += 1 unless count is null.
+// `splits` > 1 spreads each channel's values over that many blocks (two more launches, a combine in
+// fixed order); it needs `scratch` of batchnorm_scratch_floats(C, splits) floats.
 template <typename T>
 void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
-                           const T* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps, int block = 256);
+                           const T* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps,
+                           float* scratch = nullptr, int splits = 1, int block = 256);
+// The split count for (N, C, HW): enough blocks for two per SM of an H200, at least 4096 values a
+// block, at most 64; 1 when the channels alone fill the GPU.
+int batchnorm_splits(int64_t N, int64_t C, int64_t HW);
+int64_t batchnorm_scratch_floats(int64_t C, int splits);
 // Eval: invstd from the running variance.
 void batchnorm_invstd(float* invstd, const float* var, float eps, int64_t C);
 // relu: y = max(y, 0) in the same pass (batch_norm2d_relu).
@@ -29,6 +36,6 @@ void batchnorm_forward(T* y, const T* x, const float* mean, const float* invstd,
 template <typename T>
 void batchnorm_backward(T* dx, float* dweight, float* dbias, const T* dy, const T* x, const float* mean,
                         const float* invstd, const float* weight, const T* relu_y, int64_t N, int64_t C, int64_t HW,
-                        bool training, int block = 256);
+                        bool training, float* scratch = nullptr, int splits = 1, int block = 256);
 
 }  // namespace nimbus::cuda

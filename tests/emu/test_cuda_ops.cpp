@@ -233,7 +233,11 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
   cpu::batchnorm_invstd<double>(invstd.data(), var.data(), 1e-5, C);
   const std::vector<float> rm0 = rand_floats(size_t(C), 30), rv0 = rand_floats(size_t(C), 31, 0.5, 2);
   DeviceBuffer<float> dX(x), dDY(dy), dW(w), dB(b);
+  // splits > 1: each channel's 21 values over 2 or 3 blocks (chunks of 11 and 10, or 7), combined after.
+  DeviceBuffer<float> scratch(size_t(cuda::batchnorm_scratch_floats(C, 3)));
+  for (int splits : {1, 2, 3})
   for (int block : {32, 64}) {
+    CAPTURE(splits);
     CAPTURE(block);
     // Training statistics in one launch: mean, invstd, the running statistics (unbiased variance,
     // momentum 0.1) and the batch counter.
@@ -242,7 +246,8 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
     auto stats = same_in_all_orders("batchnorm_train_stats", [&] {
       DeviceBuffer<float> m(static_cast<size_t>(C)), is(static_cast<size_t>(C)), rm(rm0), rv(rv0),
           count(std::vector<float>{7.0f});
-      cuda::batchnorm_train_stats(m.p, is.p, rm.p, rv.p, count.p, dX.p, N, C, HW, 0.1f, 1e-5f, block);
+      cuda::batchnorm_train_stats(m.p, is.p, rm.p, rv.p, count.p, dX.p, N, C, HW, 0.1f, 1e-5f, scratch.p, splits,
+                                  block);
       return download_all(m, is, rm, rv, count);
     });
     auto part = [&](size_t k) { return std::vector<float>(stats.begin() + k * C, stats.begin() + (k + 1) * C); };
@@ -271,7 +276,7 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
       auto g = same_in_all_orders("batchnorm_backward", [&] {
         DeviceBuffer<float> gx(static_cast<size_t>(n)), gw(static_cast<size_t>(C)), gb(static_cast<size_t>(C));
         cuda::batchnorm_backward<float>(gx.p, gw.p, gb.p, dDY.p, dX.p, dM.p, dI.p, dW.p, nullptr, N, C, HW, training,
-                                        block);
+                                        scratch.p, splits, block);
         return download_all(gx, gw, gb);
       });
       check_close(std::vector<float>(g.begin(), g.begin() + n), dx, 1e-5, 1e-4, "batchnorm dx");
