@@ -30,7 +30,7 @@ DSen2CRBlock::DSen2CRBlock(int64_t features, Rng& rng) {
 }
 
 Tensor DSen2CRBlock::forward(const Tensor& x) {
-  return add_scaled(x, conv2->forward(conv1->forward_relu(x)), kResidualScale);
+  return conv2->forward_residual(conv1->forward_relu(x), x, kResidualScale);  // x + 0.1 conv2(relu(conv1(x)))
 }
 
 DSen2CR::DSen2CR(const DSen2CRConfig& c, Rng& rng) : config_(c) {

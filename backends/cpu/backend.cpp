@@ -91,6 +91,13 @@ void conv2d_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* d
                      const bfloat16* w, const ConvGeom& g, float* ws) {
   HostViaF32::conv2d_backward(cpu::conv2d_backward, dx, dw, db, dy, x, w, g, ws);
 }
+// The residual sum as a second pass (y = r + s y, elementwise in place).
+template <typename T>
+void conv2d_residual_forward(T* y, const T* x, const T* w, const T* b, const T* r, float s, const ConvGeom& g,
+                             float* ws) {
+  conv2d_forward(y, x, w, b, g, ws, false);
+  cpu::add_scaled(y, r, y, s, g.N * g.K * g.P() * g.Q());
+}
 }  // namespace cpu_entries
 
 const Backend& cpu_backend() {

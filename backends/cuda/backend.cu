@@ -197,6 +197,13 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_backward(dx, dw, db, dy, x, w, g, ws);
   cuda::conv2d_backward(dx, dw, db, dy, x, w, g, ws);
 }
+// The residual sum in the tensor-core epilogue, else a second pass (y = r + s y).
+void conv2d_residual_forward(float* y, const float* x, const float* w, const float* b, const float* r, float s,
+                             const ConvGeom& g, float* ws) {
+  if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_residual_forward(y, x, w, b, r, s, g);
+  cuda::conv2d_forward(y, x, w, b, g, ws);
+  cuda::add_scaled(y, r, y, s, g.N * g.K * g.P() * g.Q());
+}
 void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t in, int64_t out) {
   if (tf32_on() && linear_tc_supported(N, in, out)) return linear_tc_forward(y, x, w, b, N, in, out);
   cuda::linear_forward(y, x, w, b, N, in, out);
@@ -258,6 +265,12 @@ void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfl
         if (relu32) cuda::relu_forward(y32, y32, g32.N * g32.K * g32.P() * g32.Q());
       },
       y, x, w, b, g, ws, relu);
+}
+void conv2d_residual_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b,
+                             const bfloat16* r, float s, const ConvGeom& g, float* ws) {
+  if (conv2d_tc_supported(g)) return conv2d_tc_residual_forward(y, x, w, b, r, s, g);
+  conv2d_forward(y, x, w, b, g, ws, false);
+  cuda::add_scaled(y, r, y, s, g.N * g.K * g.P() * g.Q());
 }
 void conv2d_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
                      const bfloat16* w, const ConvGeom& g, float* ws) {

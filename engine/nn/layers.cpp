@@ -36,6 +36,9 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride
 
 Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, stride, padding); }
 Tensor Conv2d::forward_relu(const Tensor& x) { return conv2d_relu(x, weight, bias, stride, padding); }
+Tensor Conv2d::forward_residual(const Tensor& x, const Tensor& r, float s) {
+  return conv2d_residual(x, weight, bias, r, s, stride, padding);
+}
 
 BatchNorm2d::BatchNorm2d(int64_t num_features, float eps, float momentum) : eps(eps), momentum(momentum) {
   NIMBUS_CHECK(num_features > 0, "BatchNorm2d: num_features must be positive, got ", num_features);

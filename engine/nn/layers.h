@@ -22,6 +22,7 @@ class Conv2d : public UnaryModule {
          Rng& rng = global_rng());
   Tensor forward(const Tensor& x) override;
   Tensor forward_relu(const Tensor& x);  // relu(forward(x)), fused (conv2d_relu)
+  Tensor forward_residual(const Tensor& x, const Tensor& r, float s);  // r + s forward(x), fused (conv2d_residual)
   Tensor weight, bias;  // bias undefined when built without one
   int stride, padding;
 };

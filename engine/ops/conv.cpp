@@ -7,6 +7,7 @@
 
 #include "engine/autocast.h"
 #include "engine/autograd.h"
+#include "engine/ops/cast.h"
 #include "engine/backend.h"
 
 namespace nimbus {
@@ -96,6 +97,61 @@ Tensor conv2d_impl(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, i
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {
   return conv2d_impl(x, w, b, stride, padding, false);
+}
+
+Tensor conv2d_residual(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, const Tensor& r_in, float s,
+                       int stride, int padding) {
+  const ConvGeom g = check_conv(x_in, w_in, b_in, stride, padding);
+  NIMBUS_CHECK(r_in.defined() && r_in.shape() == Shape({g.N, g.K, g.P(), g.Q()}), "conv2d_residual: residual ",
+               r_in.defined() ? describe(r_in) : std::string("(undefined)"), " must have the output's shape (", g.N,
+               ",", g.K, ",", g.P(), ",", g.Q(), ")");
+  NIMBUS_CHECK(r_in.device() == x_in.device(), "conv2d_residual: residual ", describe(r_in), " and input ",
+               describe(x_in), " are on different devices");
+  const Tensor x = autocast_matmul(x_in), w = autocast_matmul(w_in), b = autocast_matmul(b_in);
+  NIMBUS_CHECK(w.dtype() == x.dtype() && (!b.defined() || b.dtype() == x.dtype()), "conv2d_residual: input ",
+               describe(x), ", weight ", describe(w), " must have one dtype");
+  const DType dt = x.dtype();
+  // The residual in the convolution's dtype: a recorded cast under autocast, else it must match.
+  NIMBUS_CHECK(r_in.dtype() == dt || autocast_dtype() == DType::BF16, "conv2d_residual: residual ", describe(r_in),
+               " and input ", describe(x), " must have one dtype");
+  const Tensor r = cast(r_in, dt);
+  Tensor y = Tensor::empty({g.N, g.K, g.P(), g.Q()}, x.device(), dt);
+  const Backend& be = backend_tables(x.device(), "conv2d_residual");
+  Tensor ws = Tensor::empty({std::max<int64_t>(be.f32.conv2d_workspace(g), 1)}, x.device());
+  visit_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    be.of<T>().conv2d_residual_forward(y.data_as<T>(), x.data_as<T>(), w.data_as<T>(),
+                                       b.defined() ? b.data_as<T>() : nullptr, r.data_as<T>(), s, g, ws.data());
+  });
+  Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();
+  Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();
+  const bool has_bias = b.defined();
+  record("conv2d_residual", {x, w, b, r}, y,
+         [x_saved, w_saved, g, has_bias, s, dt](const Tensor& dy_in, GradSink& sink) {
+           const Device dev = dy_in.device();
+           const Tensor dy = dy_in.to(dt);
+           if (sink.needs(3)) sink.set(3, dy);  // dL/dr = dL/dy
+           if (!sink.needs(0) && !sink.needs(1) && !(has_bias && sink.needs(2))) return;
+           Tensor dconv = Tensor::empty(dy.shape(), dev, dt), dx, dw, db;  // s dy, through the convolution
+           if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dev, dt);
+           if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dev, dt);
+           if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dev, dt);
+           const Backend& be = backend_tables(dev, "conv2d_residual_backward");
+           Tensor ws = Tensor::empty({std::max<int64_t>(be.f32.conv2d_workspace(g), 1)}, dev);
+           visit_dtype(dt, [&](auto tag) {
+             using T = decltype(tag);
+             const Kernels<T>& bb = be.of<T>();
+             bb.scale(dconv.data_as<T>(), dy.data_as<T>(), s, dy.numel());
+             bb.conv2d_backward(dx.defined() ? dx.data_as<T>() : nullptr, dw.defined() ? dw.data_as<T>() : nullptr,
+                                db.defined() ? db.data_as<T>() : nullptr, dconv.data_as<T>(),
+                                dw.defined() ? x_saved.data_as<T>() : nullptr,
+                                dx.defined() ? w_saved.data_as<T>() : nullptr, g, ws.data());
+           });
+           if (dx.defined()) sink.set(0, dx);
+           if (dw.defined()) sink.set(1, dw);
+           if (db.defined()) sink.set(2, db);
+         });
+  return y;
 }
 
 Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {

@@ -13,5 +13,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1,
 // relu(conv2d(...)) as one op: on the CPU's direct 3x3 path the ReLU is
 // applied as each output tile is stored, saving a pass over the activations.
 Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1, int padding = 0);
+// r + s * conv2d(x, w, b) as one op (DSen2-CR's residual block, x + 0.1 F(x)): the CUDA tensor-core
+// kernels add r in the convolution's epilogue, saving a pass over the activations. r has the
+// output's shape. Backward: dr = dy, and the convolution's gradients from s dy.
+Tensor conv2d_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& r, float s, int stride = 1,
+                       int padding = 0);
 
 }  // namespace nimbus

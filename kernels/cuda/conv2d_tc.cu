@@ -76,6 +76,8 @@ struct Forward {
   E* y;
   Dims d;
   bool relu;
+  const E* residual;  // non-null: y = residual + res_scale * (conv + bias) (no ReLU then)
+  float res_scale;
   using BCol = Window<E>;
   __device__ const E* a(int k, int crs) const { return w + int64_t(k) * (d.C * d.R * d.S) + crs; }
   __device__ BCol b_col(int npq) const { return window_of(x, d, npq); }
@@ -92,7 +94,9 @@ struct Forward {
     d.by_pq.divmod(npq, n, pq);
     if (bias) v += float(bias[k]);
     if (relu) v = v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
-    y[(int64_t(n) * d.K + k) * (d.P * d.Q) + pq] = E(v);
+    const int64_t at = (int64_t(n) * d.K + k) * (d.P * d.Q) + pq;
+    if (residual) v = float(residual[at]) + res_scale * v;
+    y[at] = E(v);
   }
 };
 
@@ -261,11 +265,29 @@ int64_t conv2d_tc_workspace(const ConvGeom& g, int splits) {
   return splits > 1 ? int64_t(splits) * g.K * g.C * g.R * g.S : 0;
 }
 
+// The forward with its whole epilogue: bias, then ReLU or the residual sum.
+template <typename E>
+void conv2d_tc_forward_epilogue(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu,
+                                const E* residual, float res_scale, TcPlan plan);
+
 template <typename E>
 void conv2d_tc_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, TcPlan plan) {
+  conv2d_tc_forward_epilogue<E>(y, x, w, b, g, relu, nullptr, 1.0f, plan);
+}
+
+template <typename E>
+void conv2d_tc_residual_forward(E* y, const E* x, const E* w, const E* b, const E* r, float s, const ConvGeom& g,
+                                TcPlan plan) {
+  NIMBUS_CHECK(r, "cuda::conv2d_tc_residual_forward: no residual");
+  conv2d_tc_forward_epilogue<E>(y, x, w, b, g, false, r, s, plan);
+}
+
+template <typename E>
+void conv2d_tc_forward_epilogue(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu,
+                                const E* residual, float res_scale, TcPlan plan) {
   NIMBUS_CHECK(conv2d_tc_supported(g), "cuda::conv2d_tc_forward: geometry too large for the tensor-core kernels");
   const Dims d = dims_of(g);
-  const Forward<E> pb{x, w, b, y, d, relu};
+  const Forward<E> pb{x, w, b, y, d, relu, residual, res_scale};
   const int M = d.K, N = d.N * d.P * d.Q, K = d.C * d.R * d.S;
   mma::launch_igemm<E>(pb, M, N, K, 1, config_of<E>(plan, TcKind::ConvForward, M, N, K, 1), w,
                        "cuda::conv2d_tc_forward");
@@ -304,6 +326,10 @@ void conv2d_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w
 
 template void conv2d_tc_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&, bool,
                                        TcPlan);
+template void conv2d_tc_residual_forward<float>(float*, const float*, const float*, const float*, const float*, float,
+                                                const ConvGeom&, TcPlan);
+template void conv2d_tc_residual_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
+                                                   const bfloat16*, float, const ConvGeom&, TcPlan);
 template void conv2d_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
                                           const ConvGeom&, bool, TcPlan);
 template void conv2d_tc_backward<float>(float*, float*, float*, const float*, const float*, const float*,

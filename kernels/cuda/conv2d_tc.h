@@ -39,6 +39,10 @@ int64_t conv2d_tc_workspace(const ConvGeom& g, int splits = 0);
 
 template <typename E>
 void conv2d_tc_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, TcPlan plan = {});
+// y = r + s * (conv + b), the sum in the epilogue (DSen2-CR's residual block).
+template <typename E>
+void conv2d_tc_residual_forward(E* y, const E* x, const E* w, const E* b, const E* r, float s, const ConvGeom& g,
+                                TcPlan plan = {});
 template <typename E>
 void conv2d_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, const ConvGeom& g, float* ws,
                         TcPlan plan = {});
@@ -47,6 +51,11 @@ extern template void conv2d_tc_forward<float>(float*, const float*, const float*
                                               bool, TcPlan);
 extern template void conv2d_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
                                                  const ConvGeom&, bool, TcPlan);
+extern template void conv2d_tc_residual_forward<float>(float*, const float*, const float*, const float*,
+                                                       const float*, float, const ConvGeom&, TcPlan);
+extern template void conv2d_tc_residual_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*,
+                                                          const bfloat16*, const bfloat16*, float, const ConvGeom&,
+                                                          TcPlan);
 extern template void conv2d_tc_backward<float>(float*, float*, float*, const float*, const float*, const float*,
                                                const ConvGeom&, float*, TcPlan);
 extern template void conv2d_tc_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*,

@@ -566,6 +566,35 @@ ConvRef conv_ref(const ConvGeom& g, const V& x, const V& w, const V& b, const V&
   return c;
 }
 
+// y = r + s (conv2d(x, w) + b), DSen2-CR's residual block (s = 0.1, and -0.5 for a sign). The bound's
+// scale is |r| + |s| (the convolution's scale); the CPU adds r in a second pass, so a bfloat16 result
+// is rounded twice there (the bound doubles: 2 tol).
+template <typename T>
+void conv2d_residual_check(Run& r) {
+  for (const ConvGeom& g : kConvGeoms) {
+    r.shape = conv_str(g);
+    const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
+    const V x = r.rand(xs), w = r.rand(wsz), b = r.rand(g.K), res = r.rand(ysz);
+    V conv(ysz), scale(ysz);
+    cpu::conv2d_forward_ref<double>(conv.data(), x.data(), w.data(), b.data(), g);
+    {
+      const V ax = absv(x), aw = absv(w), ab = absv(b);
+      cpu::conv2d_forward_ref<double>(scale.data(), ax.data(), aw.data(), ab.data(), g);
+    }
+    const Kernels<T>& be = r.be<T>();
+    Tensor WS = Tensor::empty(Shape{std::max<int64_t>(r.be().conv2d_workspace(g), 1)}, r.dev);
+    Tensor X = r.up(x), W = r.up(w), B = r.up(b), R = r.up(res);
+    for (const double s : {0.1, -0.5}) {
+      V y(ysz), sc(ysz);
+      for (int64_t i = 0; i < ysz; ++i) y[i] = res[i] + r.scalar(s) * conv[i], sc[i] = std::fabs(res[i]) + std::fabs(s) * scale[i];
+      Tensor Y = r.poison(ysz);
+      be.conv2d_residual_forward(Y.data_as<T>(), X.data_as<T>(), W.data_as<T>(), B.data_as<T>(), R.data_as<T>(),
+                                 float(s), g, WS.data());
+      expect(r, "conv2d_residual_forward y (s = " + std::to_string(s) + ")", Run::down(Y), y, sc, 2 * r.dt.tol);
+    }
+  }
+}
+
 // The workspace size (float32 in every dtype, so a case of its own): non-negative for every
 // geometry; that it is enough is conv2d_check's part (it runs each geometry with exactly this many).
 void conv2d_workspace_check(Run& r) {
@@ -1413,7 +1442,8 @@ void run_case(const char* name) {
   }
   // The kernels whose float32 result depends on the CUDA math mode.
   bool math_dependent = false;
-  for (const std::string& k : found->kernels) math_dependent = math_dependent || k == "linear_forward" || k == "conv2d_forward";
+  for (const std::string& k : found->kernels)
+    math_dependent = math_dependent || k == "linear_forward" || k == "conv2d_forward" || k == "conv2d_residual_forward";
   for (Device d : backends())
     for (const TypeUnderTest* dt : {&kF32, &kTF32, &kBF16}) {
       void (*check)(Run&) = dt->dtype == DType::F32 ? found->check_f32 : found->check_bf16;
@@ -1568,6 +1598,7 @@ BACKEND_CASE(input_norm, "input_norm", input_norm_check, nullptr, nullptr)
 BACKEND_CASE_BF16(linear, "linear_forward linear_backward", linear_check, linear_grad)
 BACKEND_CASE_BF16(conv2d, "conv2d_forward conv2d_backward", conv2d_check, conv2d_grad)
 BACKEND_CASE(conv2d_workspace, "conv2d_workspace", conv2d_workspace_check, nullptr, nullptr)
+BACKEND_CASE_BF16(conv2d_residual, "conv2d_residual_forward", conv2d_residual_check, nullptr)
 BACKEND_CASE_BF16(batchnorm, "batchnorm_train_stats batchnorm_forward batchnorm_backward", batchnorm_check,
                   batchnorm_grad)
 BACKEND_CASE(batchnorm_invstd, "batchnorm_invstd", batchnorm_invstd_check, nullptr, nullptr)

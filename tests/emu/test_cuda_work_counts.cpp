@@ -177,11 +177,14 @@ TEST_CASE("cuda op profile: every engine op entered is counted under its name, i
     return int64_t(0);
   };
   // DSen2-CR B=2: head conv, 2 blocks of 2 convs, tail conv = 6 convs forward, 6 backward; the head
-  // and each block's first conv carry the fused ReLU (conv2d_relu).
-  CHECK(calls("conv2d") == 3);
+  // and each block's first conv carry the fused ReLU (conv2d_relu), each block's second the residual
+  // sum x + 0.1 F(x) (conv2d_residual); the tail is a plain conv2d.
+  CHECK(calls("conv2d") == 1);
   CHECK(calls("conv2d_relu") == 3);
-  CHECK(calls("conv2d_backward") == 3);
+  CHECK(calls("conv2d_residual") == 2);
+  CHECK(calls("conv2d_backward") == 1);
   CHECK(calls("conv2d_relu_backward") == 3);
+  CHECK(calls("conv2d_residual_backward") == 2);
   CHECK(calls("l1_loss") >= 1);
   CHECK(calls("(before the first op)") == 0);
   for (size_t i = 1; i < ops.size(); ++i) CHECK(ops[i - 1].ms >= ops[i].ms);

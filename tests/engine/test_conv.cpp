@@ -8,9 +8,11 @@
 #include <string>
 #include <utility>
 
+#include "backends/cuda/backend.h"
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops/activation.h"
+#include "engine/ops/arith.h"
 #include "engine/ops/conv.h"
 #include "engine/ops/linear.h"
 #include "kernels/cpu/conv2d.h"
@@ -225,6 +227,39 @@ TEST_CASE("conv2d_relu equals relu(conv2d) on every path: output, gradients, NaN
   const std::vector<float> y = conv2d_relu(x, w, Tensor(), 1, 1).to_vector();
   CHECK(std::isnan(y[20]));
   CHECK(y[63] == 0.f);
+}
+
+// conv2d_residual is add_scaled(r, conv2d(x, w, b), s) in one op: the same float operations in the
+// same order on every backend (the CPU's second pass; CUDA's tensor-core epilogue computes r + s v
+// from the stored sum v, as add_scaled does), so output and all four gradients are bitwise equal, in
+// TF32 and fp32 math on CUDA alike.
+TEST_CASE("conv2d_residual equals add_scaled(r, conv2d(x, w, b), s): output and every gradient, CPU and CUDA") {
+  std::vector<Device> devices{Device::CPU};
+  if (cuda::register_cuda_backend()) devices.push_back(Device::CUDA);
+  for (Device d : devices)
+    for (cuda::Math m : {cuda::Math::Tf32, cuda::Math::Fp32}) {
+      if (d == Device::CPU && m == cuda::Math::Fp32) continue;
+      const cuda::MathScope math(m);
+      const std::string dev = str(device_name(d), " ", cuda::math_name(m));
+      CAPTURE(dev);
+      Rng rng(31);
+      auto leaf = [&](Shape s) { return Tensor::randn(s, rng).to(d).set_requires_grad(true); };
+      const Tensor x1 = leaf({2, 8, 9, 7}), w1 = leaf({8, 8, 3, 3}), b1 = leaf({8}), r1 = leaf({2, 8, 9, 7});
+      auto twin = [](const Tensor& t) { return t.detach().clone().set_requires_grad(true); };
+      const Tensor x2 = twin(x1), w2 = twin(w1), b2 = twin(b1), r2 = twin(r1);
+      const Tensor y1 = conv2d_residual(x1, w1, b1, r1, 0.1f, 1, 1), y2 = add_scaled(r2, conv2d(x2, w2, b2, 1, 1), 0.1f);
+      CHECK(y1.to_vector() == y2.to_vector());
+      const Tensor dy = Tensor::randn(y1.shape(), rng).to(d);
+      y1.backward(dy);
+      y2.backward(dy);
+      CHECK(x1.grad().to_vector() == x2.grad().to_vector());
+      CHECK(w1.grad().to_vector() == w2.grad().to_vector());
+      CHECK(b1.grad().to_vector() == b2.grad().to_vector());
+      CHECK(r1.grad().to_vector() == r2.grad().to_vector());
+    }
+  CHECK_THROWS_WITH_AS(conv2d_residual(Tensor::ones({1, 2, 5, 5}), Tensor::ones({3, 2, 3, 3}), Tensor(),
+                                       Tensor::ones({1, 2, 5, 5}), 0.1f, 1, 1),
+                       doctest::Contains("must have the output's shape (1,3,5,5)"), Error);
 }
 
 TEST_CASE("conv2d op: computes only the gradients that are needed") {
