@@ -42,14 +42,10 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
     NIMBUS_CHECK(s1.width == s2.width && s1.height == s2.height, s1_path, " is ", s1.width, "x", s1.height, " but ",
                  s2_path, " is ", s2.width, "x", s2.height);
     data::fill_nan_with_mean(s1.data.data(), s1.data.size());
-    data::normalize_s1(s1.data.data(), size_t(s1.width) * size_t(s1.height));
   }
   data::fill_nan_with_mean(s2.data.data(), s2.data.size());  // integer files have none; float ones may
-  data::normalize_s2(s2.data.data(), s2.data.size());
-  std::vector<float> pred =
-      apps::remove_clouds_tiled(net, s2.data.data(), sar ? s1.data.data() : nullptr, s2.height, s2.width, to);
-  data::denormalize_s2(pred.data(), pred.size());
-  s2.data = std::move(pred);
+  // Scaled to the model's domain and back on its device, tile by tile (DSen2CR::forward_dn).
+  s2.data = apps::remove_clouds_tiled(net, s2.data.data(), sar ? s1.data.data() : nullptr, s2.height, s2.width, to);
   data::WriteOptions wo;
   wo.type = data::SampleType::UInt16;
   const fs::path parent = fs::path(out_path).parent_path();

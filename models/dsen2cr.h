@@ -44,6 +44,11 @@ class DSen2CR : public Module {
   // s2_norm (N,13,H,W); s1_norm (N,2,H,W), required with SAR and must be undefined without.
   // Returns the cloud-free estimate (N,13,H,W), normalised.
   Tensor forward(const Tensor& s2_norm, const Tensor& s1_norm = Tensor());
+  // The same from raw values, on the inputs' device: s2_dn (N,13,H,W) Sentinel-2 DN, s1_db (N,2,H,W)
+  // VV and VH in dB (or undefined); scaled as data/normalize.h does (one band_affine kernel each, the
+  // same float operations: bitwise data::normalize_s2 / _s1), the model, then the output back to DN.
+  // Inputs must be free of NaN (the apps fill or refuse them first). Not recorded (inference).
+  Tensor forward_dn(const Tensor& s2_dn, const Tensor& s1_db = Tensor());
   const DSen2CRConfig& config() const { return config_; }
 
  private:

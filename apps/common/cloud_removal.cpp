@@ -10,10 +10,10 @@ namespace nimbus::apps {
 
 int receptive_radius(const models::DSen2CRConfig& c) { return 2 * c.blocks + 2; }
 
-std::vector<float> remove_clouds_tiled(models::DSen2CR& net, const float* s2n, const float* s1n, int H, int W,
+std::vector<float> remove_clouds_tiled(models::DSen2CR& net, const float* s2_dn, const float* s1_db, int H, int W,
                                        const TileOptions& o) {
   const bool sar = net.config().sar;
-  NIMBUS_CHECK(!sar || s1n, "remove_clouds: the model (", net.config().str(), ") needs S1 SAR input; none given");
+  NIMBUS_CHECK(!sar || s1_db, "remove_clouds: the model (", net.config().str(), ") needs S1 SAR input; none given");
   NIMBUS_CHECK(o.batch >= 1, "remove_clouds: batch size must be >= 1, got ", o.batch);
   // The margin is the receptive radius when the overlap leaves room for it (exact tiling), else what fits.
   const int radius = receptive_radius(net.config());
@@ -40,13 +40,13 @@ std::vector<float> remove_clouds_tiled(models::DSen2CR& net, const float* s2n, c
     const size_t n = std::min(size_t(o.batch), tiles.size() - t0);
     std::vector<float> in2(n * size_t(C2) * thw), in1(sar ? n * size_t(C1) * thw : 0);
     for (size_t i = 0; i < n; ++i) {
-      cut(s2n, C2, tiles[t0 + i].first, tiles[t0 + i].second, in2.data() + i * size_t(C2) * thw);
-      if (sar) cut(s1n, C1, tiles[t0 + i].first, tiles[t0 + i].second, in1.data() + i * size_t(C1) * thw);
+      cut(s2_dn, C2, tiles[t0 + i].first, tiles[t0 + i].second, in2.data() + i * size_t(C2) * thw);
+      if (sar) cut(s1_db, C1, tiles[t0 + i].first, tiles[t0 + i].second, in1.data() + i * size_t(C1) * thw);
     }
     const int64_t N = int64_t(n);
     Tensor s2 = Tensor::from_vector({N, C2, th, tw}, in2).to(o.device);
     Tensor s1 = sar ? Tensor::from_vector({N, C1, th, tw}, in1).to(o.device) : Tensor();
-    const std::vector<float> pred = net.forward(s2, s1).to_vector();
+    const std::vector<float> pred = net.forward_dn(s2, s1).to_vector();  // scaled and back on the device
     for (size_t i = 0; i < n; ++i) {
       const auto [y0, x0] = tiles[t0 + i];
       const std::vector<float> w = tile_weights(plan, y0, x0);

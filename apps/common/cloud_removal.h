@@ -1,10 +1,9 @@
 // cloud_removal.h: DSen2-CR over a whole raster of any size, in overlapping
 // tiles blended with apps/common/tiling.h, batched.
 //
-// Inputs and output are in the model's normalised domain (data/normalize.h):
-// s2n (13, H, W) = clip(DN, 0, 10000) / 2000, s1n (2, H, W) or null for a
-// model without SAR. Returns the cloud-free estimate (13, H, W), normalised
-// (DN = x * 2000).
+// Inputs and output are raw values: s2_dn (13, H, W) Sentinel-2 DN, s1_db (2, H, W) VV and VH in dB
+// or null for a model without SAR, both free of NaN; each tile is scaled (data/normalize.h) and back
+// on the model's device (DSen2CR::forward_dn). Returns the cloud-free estimate (13, H, W) in DN.
 #pragma once
 #include <functional>
 #include <vector>
@@ -25,8 +24,8 @@ struct TileOptions {
 // Radius in pixels of the model's receptive field: one per 3x3 conv (head, 2 per block, tail).
 int receptive_radius(const models::DSen2CRConfig& c);
 
-// Error when the model needs SAR and s1n is null. Prints nothing.
-std::vector<float> remove_clouds_tiled(models::DSen2CR& net, const float* s2n, const float* s1n, int height,
+// Error when the model needs SAR and s1_db is null. Prints nothing.
+std::vector<float> remove_clouds_tiled(models::DSen2CR& net, const float* s2_dn, const float* s1_db, int height,
                                        int width, const TileOptions& options);
 
 }  // namespace nimbus::apps

@@ -62,19 +62,12 @@ Method dsen2cr_method(std::string name, std::string label, std::shared_ptr<model
   NIMBUS_CHECK(net != nullptr, "dsen2cr_method: ", name, ": no model");
   return {std::move(name), std::move(label), [net, tiles](const Scene& s) {
             const size_t hw = size_t(s.height) * size_t(s.width);
-            std::vector<float> s2n = s.cloudy;
-            data::normalize_s2(s2n.data(), s2n.size());
-            std::vector<float> s1n;
-            if (net->config().sar) {
+            if (net->config().sar)
               NIMBUS_CHECK(s.sar.size() == 2 * hw, "cloud_impact: ", s.name,
                            ": DSen2-CR with SAR needs the S1 image, which is missing");
-              s1n = s.sar;
-              data::normalize_s1(s1n.data(), hw);
-            }
-            std::vector<float> out =
-                remove_clouds_tiled(*net, s2n.data(), s1n.empty() ? nullptr : s1n.data(), s.height, s.width, tiles);
-            data::denormalize_s2(out.data(), out.size());
-            return out;
+            // DN in and out: the model scales its inputs and output on its device (DSen2CR::forward_dn).
+            return remove_clouds_tiled(*net, s.cloudy.data(), net->config().sar ? s.sar.data() : nullptr, s.height,
+                                       s.width, tiles);
           }};
 }
 

@@ -78,6 +78,23 @@ void input_norm(T* y, const T* x, const float* mean, const float* std, float sca
       }
     }
 }
+template <typename T>
+void band_affine(T* y, const T* x, const float* p, int64_t N, int64_t C, int64_t HW) {
+#pragma omp parallel for collapse(2) if (N * C * HW > kParallelGrain)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const T lo = T(p[c]), hi = T(p[C + c]), sub = T(p[2 * C + c]), mul = T(p[3 * C + c]), div = T(p[4 * C + c]);
+      const T* xs = x + (n * C + c) * HW;
+      T* ys = y + (n * C + c) * HW;
+      for (int64_t i = 0; i < HW; ++i) {
+        const T v = xs[i];
+        ys[i] = mul * ((v < lo ? lo : (hi < v ? hi : v)) - sub) / div;  // std::clamp's rule: a NaN stays NaN
+      }
+    }
+}
+template void band_affine<float>(float*, const float*, const float*, int64_t, int64_t, int64_t);
+template void band_affine<double>(double*, const double*, const float*, int64_t, int64_t, int64_t);
+
 template void input_norm<float>(float*, const float*, const float*, const float*, float, int64_t, int64_t, int64_t);
 template void input_norm<double>(double*, const double*, const float*, const float*, float, int64_t, int64_t,
                                  int64_t);

@@ -36,6 +36,10 @@ template <typename T> void add_scaled(T* y, const T* a, const T* b, compute_t<T>
 // data, not to anything trained. Float32 only (with double for the references).
 template <typename T>
 void input_norm(T* y, const T* x, const float* mean, const float* std, float scale, int64_t N, int64_t C, int64_t HW);
+// y = mul[c] (clamp(x, lo[c], hi[c]) - sub[c]) / div[c] per band c, p = lo, hi, sub, mul, div (C each):
+// data/normalize.h's formulas, term for term, so the results are bitwise data::normalize_s2 / _s1's.
+template <typename T>
+void band_affine(T* y, const T* x, const float* p, int64_t N, int64_t C, int64_t HW);
 
 // dst rows of `len` elements `dst_stride` apart <- src rows `src_stride` apart (concat_channels).
 template <typename T>

@@ -103,6 +103,14 @@ __global__ void input_norm_kernel(float* y, const float* x, const float* mean, c
   }
 }
 
+__global__ void band_affine_kernel(float* y, const float* x, const float* p, int64_t C, int64_t HW, int64_t n) {
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const int64_t c = (i / HW) % C;
+    const float lo = p[c], hi = p[C + c], v = x[i];
+    y[i] = p[3 * C + c] * ((v < lo ? lo : (hi < v ? hi : v)) - p[2 * C + c]) / p[4 * C + c];  // a NaN stays NaN
+  }
+}
+
 // The ops of kernels/common/unary_ops.def: the formula in float.
 #define NIMBUS_UNARY(name, f, df)                                                        \
   template <typename T>                                                                  \
@@ -161,6 +169,10 @@ void add_relu(T* y, const T* a, const T* b, int64_t n, int block) {
 template <typename T>
 void add_scaled(T* y, const T* a, const T* b, float s, int64_t n, int block) {
   launch_map("cuda::add_scaled", y, a, b, n, block, AddScaledOp<T>{s});
+}
+
+void band_affine(float* y, const float* x, const float* p, int64_t N, int64_t C, int64_t HW, int block) {
+  launch_n("cuda::band_affine", band_affine_kernel, N * C * HW, block, y, x, p, C, HW, N * C * HW);
 }
 
 void input_norm(float* y, const float* x, const float* mean, const float* std, float scale, int64_t N, int64_t C,

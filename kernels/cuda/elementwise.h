@@ -30,6 +30,8 @@ template <typename T> void add_relu(T* y, const T* a, const T* b, int64_t n, int
 template <typename T> void add_scaled(T* y, const T* a, const T* b, float s, int64_t n, int block = kBlock);
 // Input normalisation of (N, C, HW) images: y = (clamp(x, 0, scale) / scale - mean[c]) / std[c]
 // (kernels/cpu/elementwise.h); mean and std are C device floats.
+// y = mul[c] (clamp(x, lo[c], hi[c]) - sub[c]) / div[c] per band (kernels/cpu/elementwise.h band_affine).
+void band_affine(float* y, const float* x, const float* p, int64_t N, int64_t C, int64_t HW, int block = kBlock);
 void input_norm(float* y, const float* x, const float* mean, const float* std, float scale, int64_t N, int64_t C,
                 int64_t HW, int block = kBlock);
 

@@ -97,14 +97,15 @@ TEST_CASE("cloud removal: tiled inference equals one untiled forward pass (SAR a
     c.sar = sar;
     models::DSen2CR net(c, rng);
     const int H = 70, W = 90;
-    std::vector<float> s2 = random_vec(size_t(13 * H * W), rng, 0.f, 5.f);
-    std::vector<float> s1 = random_vec(size_t(2 * H * W), rng, 0.f, 2.f);
+    // Raw values (S2 DN past both clip edges, S1 dB), as the apps pass them.
+    std::vector<float> s2 = random_vec(size_t(13 * H * W), rng, -500.f, 11000.f);
+    std::vector<float> s1 = random_vec(size_t(2 * H * W), rng, -40.f, 3.f);
     std::vector<float> want;
     {
       NoGradGuard ng;
       net.eval();
-      want = net.forward(Tensor::from_vector({1, 13, H, W}, s2),
-                         sar ? Tensor::from_vector({1, 2, H, W}, s1) : Tensor())
+      want = net.forward_dn(Tensor::from_vector({1, 13, H, W}, s2),
+                            sar ? Tensor::from_vector({1, 2, H, W}, s1) : Tensor())
                  .to_vector();
     }
     TileOptions o;
@@ -112,11 +113,11 @@ TEST_CASE("cloud removal: tiled inference equals one untiled forward pass (SAR a
     o.overlap = 20;  // radius 6 -> margin 6, ramp 8; corners y 0,20,30 and x 0,20,40,50: 12 tiles
     o.batch = 5;     // a last batch of 2
     std::vector<float> got = remove_clouds_tiled(net, s2.data(), sar ? s1.data() : nullptr, H, W, o);
-    test::check_close(got, want, 1e-5, 1e-5, sar ? "tiled vs untiled (SAR)" : "tiled vs untiled (no SAR)");
+    test::check_close(got, want, 1e-2, 1e-5, sar ? "tiled vs untiled (SAR)" : "tiled vs untiled (no SAR)");
     // A margin smaller than the receptive field is not exact: the test would see it.
     o.overlap = 9;  // margin 4 < radius 6
     std::vector<float> rough = remove_clouds_tiled(net, s2.data(), sar ? s1.data() : nullptr, H, W, o);
-    CHECK(test::worst_violation(rough, want, 1e-5, 1e-5) > 0);
+    CHECK(test::worst_violation(rough, want, 1e-2, 1e-5) > 0);
   }
   models::DSen2CRConfig c;
   c.blocks = 1;

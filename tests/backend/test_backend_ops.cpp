@@ -380,6 +380,27 @@ void input_norm_check(Run& r) {
   expect(r, "input_norm y", Y.to_vector(), y, scale, 1e-6);
 }
 
+// band_affine over 4 bands: DSen2-CR's S2 scaling (clip to [0, 10000], / 2000), S1's VV and VH
+// (clip to [-25, 0] and [-32.5, 0], 2 (x - lo) / -lo), and the S2 inverse (x 2000, no clip: lo and hi
+// infinite). Inputs across every clip edge, a NaN (stays NaN). Bound: 1e-6 of |y| + 1e-6 (three
+// float roundings).
+void band_affine_check(Run& r) {
+  const int64_t N = 2, C = 4, HW = 7 * 5, n = N * C * HW;
+  r.shape = "N=2 C=4 HW=7x5";
+  V x = r.rand32(size_t(n), -40, 12000);
+  for (int64_t i = 0; i < n; i += 9) x[size_t(i)] = double(float(-40 + 0.37 * double(i)));  // [-40, 0) too
+  x[13] = kNaN;
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> p = {0, -25, -32.5f, -inf,      10000, 0, 0, inf,  0, -25, -32.5f, 0,
+                                1, 2,   2,      2000, 2000,  25, 32.5f, 1};
+  V y(static_cast<size_t>(n)), scale(static_cast<size_t>(n));
+  cpu::band_affine<double>(y.data(), x.data(), p.data(), N, C, HW);
+  for (int64_t i = 0; i < n; ++i) scale[size_t(i)] = std::fabs(y[size_t(i)]) + 1;
+  Tensor X = r.up32(x), P = r.up32(V(p.begin(), p.end())), Y = r.poison32(size_t(n));
+  r.be().band_affine(Y.data(), X.data(), P.data(), N, C, HW);
+  expect(r, "band_affine y", Y.to_vector(), y, scale, 1e-6);
+}
+
 // Backward of y = a + s b: da = dy, db = scale(dy, s).
 void add_scaled_grad(uint64_t seed) {
   Rng rng(seed);
@@ -1595,6 +1616,7 @@ BACKEND_CASE_BF16(add_relu, "add_relu", add_relu_check, add_relu_grad)
 BACKEND_CASE_BF16(add_scaled, "add_scaled scale", add_scaled_check, add_scaled_grad)
 BACKEND_CASE_BF16(copy_rows, "copy_rows", copy_rows_check, nullptr)
 BACKEND_CASE(input_norm, "input_norm", input_norm_check, nullptr, nullptr)
+BACKEND_CASE(band_affine, "band_affine", band_affine_check, nullptr, nullptr)
 BACKEND_CASE_BF16(linear, "linear_forward linear_backward", linear_check, linear_grad)
 BACKEND_CASE_BF16(conv2d, "conv2d_forward conv2d_backward", conv2d_check, conv2d_grad)
 BACKEND_CASE(conv2d_workspace, "conv2d_workspace", conv2d_workspace_check, nullptr, nullptr)

@@ -5,6 +5,9 @@
 // References: tests/torch/gen_fixtures_models.py (fixtures models_dsen2cr_*, models_train_dsen2cr*).
 #include <cmath>
 
+#include "backends/cuda/backend.h"
+#include "data/normalize.h"
+#include "engine/autograd.h"
 #include "engine/ops/loss.h"
 #include "models/model_io.h"
 #include "tests/models/models_test_util.h"
@@ -102,4 +105,31 @@ TEST_CASE("dsen2cr: input errors (missing SAR, unexpected SAR, band counts, size
                        doctest::Contains("S1 input (1,2,8,7) does not match S2 input (1,13,8,8)"), Error);
   CHECK(sar.forward(s2, s1).shape() == s2.shape());
   CHECK(nosar.forward(s2).shape() == s2.shape());
+}
+
+// forward_dn scales on the inputs' device with band_affine, whose operations are data/normalize.h's
+// term for term: on the CPU it equals normalize -> forward -> denormalize bitwise; on the emulated
+// CUDA device (fp32 math) within the float32 bound of the convolutions.
+TEST_CASE("dsen2cr: forward_dn equals normalize_s2/_s1, forward, denormalize_s2 (CPU bitwise, CUDA close)") {
+  Rng rng(17);
+  DSen2CR net(DSen2CRConfig{2, 8, true}, rng);
+  net.eval();
+  const int64_t N = 2, H = 9, W = 7, hw = H * W;
+  std::vector<float> s2 = test::to_float(test::random_vec(size_t(N * 13 * hw), rng, -300, 11000));
+  std::vector<float> s1 = test::to_float(test::random_vec(size_t(N * 2 * hw), rng, -40, 2));
+  std::vector<float> s2n = s2, s1n = s1;
+  data::normalize_s2(s2n.data(), s2n.size());
+  for (int64_t n = 0; n < N; ++n) data::normalize_s1(s1n.data() + n * 2 * hw, size_t(hw));
+  NoGradGuard ng;
+  std::vector<float> want = net.forward(Tensor::from_vector({N, 13, H, W}, s2n), Tensor::from_vector({N, 2, H, W}, s1n))
+                                .to_vector();
+  data::denormalize_s2(want.data(), want.size());
+  const Tensor S2 = Tensor::from_vector({N, 13, H, W}, s2), S1 = Tensor::from_vector({N, 2, H, W}, s1);
+  CHECK(net.forward_dn(S2, S1).to_vector() == want);
+  if (cuda::register_cuda_backend()) {
+    const cuda::MathScope fp32(cuda::Math::Fp32);
+    net.to(Device::CUDA);
+    check_close(net.forward_dn(S2.to(Device::CUDA), S1.to(Device::CUDA)).to_vector(), want, 1e-2, 1e-5, "CUDA");
+    net.to(Device::CPU);
+  }
 }
