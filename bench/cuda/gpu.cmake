@@ -12,7 +12,7 @@ function(nimbus_gpu_bench name)
   set(wrapper ${CMAKE_BINARY_DIR}/bench/cuda-gpu/gpu_bench_${name}.cu)
   file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"bench/cuda/${name}.cu\"\n")
   add_executable(gpu_bench_${name} ${wrapper})
-  set_target_properties(gpu_bench_${name} PROPERTIES CUDA_ARCHITECTURES "80;90" CUDA_STANDARD 20
+  set_target_properties(gpu_bench_${name} PROPERTIES CUDA_ARCHITECTURES "${NIMBUS_CUDA_ARCHS}" CUDA_STANDARD 20
                         RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bin)
   target_compile_options(gpu_bench_${name} PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:SHELL:-Werror all-warnings -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Werror>)
