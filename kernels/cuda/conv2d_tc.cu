@@ -6,7 +6,7 @@
  * so no im2col buffer exists. Shapes as kernels/cpu/conv2d.h; CRS = C*R*S, PQ = P*Q, HW = H*W:
  *   forward   y[n,k,p,q]  M = K    N = N*PQ  Kred = CRS   A = w (K x CRS, its own layout)
  *                                                         B[(c,r,s)][(n,p,q)] = x[n, c, p*st-pad+r, q*st-pad+s]
- *                                                         bias and ReLU applied in the epilogue
+ *                                                         bias, then ReLU or a residual r + s y, in the epilogue
  *   dgrad     dx[n,c,h,w] M = C    N = N*HW  Kred = K*RS  A[c][(k,r,s)] = w[k,c,r,s]
  *                                                         B[(k,r,s)][(n,h,w)] = dy[n, k, (h+pad-r)/st, (w+pad-s)/st]
  *                                                         where both divide exactly and land inside;

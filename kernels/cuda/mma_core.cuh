@@ -226,7 +226,7 @@ __global__ void __launch_bounds__(T::Threads)
     igemm_kernel(Problem pb, int M, int N, int Kred, int k_per_split, const E* any) {
   using L = SmemLayout<E, T>;
   using S = typename L::S;
-  DYNAMIC_SMEM(S, smem);  // two stages of [A tile BM x kLda | B tile BK x kLdb]
+  DYNAMIC_SMEM(S, smem);  // T::Stages stages of [A tile BM x kLda | B tile BK x kLdb]
   const int m0 = int(blockIdx.y) * T::BM, n0 = int(blockIdx.x) * T::BN, split = int(blockIdx.z);
   const int kbeg = split * k_per_split, kend = min(Kred, kbeg + k_per_split);
   const int warp = int(threadIdx.x) / 32, wm = warp / T::WarpsN, wn = warp % T::WarpsN;
