@@ -14,6 +14,7 @@
 
 #include "engine/random.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cuda/cast.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/reduce.h"
 #include "tests/common/check.h"
@@ -101,7 +102,7 @@ TEST_CASE("cuda kernels: relu_forward and relu_backward") {
 // by element: operands one float past an aligned base (and an output at another offset) must give
 // the same bits as the CPU kernels, as the aligned runs above do. Emulator: a misaligned 16-byte
 // access would be an error, so this also proves the launcher chose the element path.
-TEST_CASE("cuda kernels: arithmetic kernels on misaligned operands take the element path, same bits") {
+TEST_CASE("cuda kernels: arithmetic kernels and casts on misaligned operands take the element path, same bits") {
   const int64_t n = 1001;
   const std::vector<float> a = random_floats(n + 3, 5), b = random_floats(n + 3, 6);
   DeviceBuffer<float> da(a), db(b), dy(static_cast<size_t>(n + 3));
@@ -119,6 +120,12 @@ TEST_CASE("cuda kernels: arithmetic kernels on misaligned operands take the elem
   cpu::relu_forward(want.data(), a.data() + 3, n);
   cuda::relu_forward(dy.p, da.p + 3, n);  // output aligned, input not
   check_close(got(0), want, 0, 0, "relu_forward, offset 3 -> 0");
+  // The casts (8 elements a step when aligned): a float32 -> bfloat16 -> float32 round trip at odd offsets.
+  DeviceBuffer<bfloat16> half(static_cast<size_t>(n + 3));
+  cuda::cast_f32_to_bf16(half.p + 1, da.p + 2, n);
+  cuda::cast_bf16_to_f32(dy.p + 1, half.p + 1, n);
+  for (int64_t i = 0; i < n; ++i) want[size_t(i)] = float(bfloat16(a[size_t(i + 2)]));
+  check_close(got(1), want, 0, 0, "casts, offsets 2 -> 1 -> 1");
 }
 
 TEST_CASE("cuda kernels: add and scale") {
