@@ -4,6 +4,7 @@
 #include "engine/ops/conv.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "engine/autocast.h"
 #include "engine/autograd.h"
@@ -38,6 +39,35 @@ ConvGeom check_conv(const Tensor& x, const Tensor& w, const Tensor& b, int strid
 }  // namespace
 
 namespace {
+// The convolution's gradients into sink slots 0, 1, 2 (dx, dw, db; each only when needed) from dy,
+// in dtype dt, on `bop`'s kernels (one op boundary for the profiler). `pre(kernels, dy)` may first
+// replace dy (the ReLU's mask, the residual's scale), with the typed kernels of dt.
+template <typename Pre>
+void conv_grads(const char* bop, const Tensor& dy_in, const Tensor& x_saved, const Tensor& w_saved, const ConvGeom& g,
+                bool has_bias, DType dt, GradSink& sink, Pre pre) {
+  if (!sink.needs(0) && !sink.needs(1) && !(has_bias && sink.needs(2))) return;
+  const Device dev = dy_in.device();
+  Tensor dy = dy_in.to(dt);
+  Tensor dx, dw, db;
+  if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dev, dt);
+  if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dev, dt);
+  if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dev, dt);
+  const Backend& be = backend_tables(dev, bop);
+  Tensor ws = Tensor::empty({std::max<int64_t>(be.f32.conv2d_workspace(g), 1)}, dev);
+  visit_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const Kernels<T>& bb = be.of<T>();
+    pre(bb, dy);
+    bb.conv2d_backward(dx.defined() ? dx.data_as<T>() : nullptr, dw.defined() ? dw.data_as<T>() : nullptr,
+                       db.defined() ? db.data_as<T>() : nullptr, dy.data_as<T>(),
+                       dw.defined() ? x_saved.data_as<T>() : nullptr, dx.defined() ? w_saved.data_as<T>() : nullptr, g,
+                       ws.data());
+  });
+  if (dx.defined()) sink.set(0, dx);
+  if (dw.defined()) sink.set(1, dw);
+  if (db.defined()) sink.set(2, db);
+}
+
 // conv2d, then ReLU when `relu` (each backend fuses it where its kernel allows: the CPU's direct
 // path applies it as the output is stored).
 Tensor conv2d_impl(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, int stride, int padding, bool relu) {
@@ -65,31 +95,14 @@ Tensor conv2d_impl(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, i
   Tensor y_saved = relu ? y.detach() : Tensor();
   const bool has_bias = b.defined();
   record(op, {x, w, b}, y, [x_saved, w_saved, y_saved, g, has_bias, relu, dt](const Tensor& dy_in, GradSink& sink) {
-    const Device dev = dy_in.device();
-    const char* bop = relu ? "conv2d_relu_backward" : "conv2d_backward";
-    Tensor dy = dy_in.to(dt);
-    Tensor dx, dw, db;
-    if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dev, dt);
-    if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dev, dt);
-    if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dev, dt);
-    const Backend& be = backend_tables(dev, bop);
-    Tensor ws = Tensor::empty({std::max<int64_t>(be.f32.conv2d_workspace(g), 1)}, dev);
-    visit_dtype(dt, [&](auto tag) {
-      using T = decltype(tag);
-      const Kernels<T>& bb = be.of<T>();
-      if (relu) {  // through the ReLU first: dy * (y > 0)
-        Tensor masked = Tensor::empty(dy.shape(), dev, dt);
-        bb.relu_backward(masked.data_as<T>(), dy.data_as<T>(), y_saved.data_as<T>(), dy.numel());
-        dy = masked;
-      }
-      bb.conv2d_backward(dx.defined() ? dx.data_as<T>() : nullptr, dw.defined() ? dw.data_as<T>() : nullptr,
-                         db.defined() ? db.data_as<T>() : nullptr, dy.data_as<T>(),
-                         dw.defined() ? x_saved.data_as<T>() : nullptr, dx.defined() ? w_saved.data_as<T>() : nullptr, g,
-                         ws.data());
-    });
-    if (dx.defined()) sink.set(0, dx);
-    if (dw.defined()) sink.set(1, dw);
-    if (db.defined()) sink.set(2, db);
+    conv_grads(relu ? "conv2d_relu_backward" : "conv2d_backward", dy_in, x_saved, w_saved, g, has_bias, dt, sink,
+               [&](const auto& bb, Tensor& dy) {
+                 if (!relu) return;  // through the ReLU first: dy * (y > 0)
+                 using T = typename std::decay_t<decltype(bb)>::T;
+                 Tensor masked = Tensor::empty(dy.shape(), dy.device(), dt);
+                 bb.relu_backward(masked.data_as<T>(), dy.data_as<T>(), y_saved.data_as<T>(), dy.numel());
+                 dy = masked;
+               });
   });
   return y;
 }
@@ -128,28 +141,14 @@ Tensor conv2d_residual(const Tensor& x_in, const Tensor& w_in, const Tensor& b_i
   const bool has_bias = b.defined();
   record("conv2d_residual", {x, w, b, r}, y,
          [x_saved, w_saved, g, has_bias, s, dt](const Tensor& dy_in, GradSink& sink) {
-           const Device dev = dy_in.device();
-           const Tensor dy = dy_in.to(dt);
-           if (sink.needs(3)) sink.set(3, dy);  // dL/dr = dL/dy
-           if (!sink.needs(0) && !sink.needs(1) && !(has_bias && sink.needs(2))) return;
-           Tensor dconv = Tensor::empty(dy.shape(), dev, dt), dx, dw, db;  // s dy, through the convolution
-           if (sink.needs(0)) dx = Tensor::empty({g.N, g.C, g.H, g.W}, dev, dt);
-           if (sink.needs(1)) dw = Tensor::empty({g.K, g.C, g.R, g.S}, dev, dt);
-           if (has_bias && sink.needs(2)) db = Tensor::empty({g.K}, dev, dt);
-           const Backend& be = backend_tables(dev, "conv2d_residual_backward");
-           Tensor ws = Tensor::empty({std::max<int64_t>(be.f32.conv2d_workspace(g), 1)}, dev);
-           visit_dtype(dt, [&](auto tag) {
-             using T = decltype(tag);
-             const Kernels<T>& bb = be.of<T>();
-             bb.scale(dconv.data_as<T>(), dy.data_as<T>(), s, dy.numel());
-             bb.conv2d_backward(dx.defined() ? dx.data_as<T>() : nullptr, dw.defined() ? dw.data_as<T>() : nullptr,
-                                db.defined() ? db.data_as<T>() : nullptr, dconv.data_as<T>(),
-                                dw.defined() ? x_saved.data_as<T>() : nullptr,
-                                dx.defined() ? w_saved.data_as<T>() : nullptr, g, ws.data());
-           });
-           if (dx.defined()) sink.set(0, dx);
-           if (dw.defined()) sink.set(1, dw);
-           if (db.defined()) sink.set(2, db);
+           if (sink.needs(3)) sink.set(3, dy_in.to(dt));  // dL/dr = dL/dy
+           conv_grads("conv2d_residual_backward", dy_in, x_saved, w_saved, g, has_bias, dt, sink,
+                      [&](const auto& bb, Tensor& dy) {  // s dy, through the convolution
+                        using T = typename std::decay_t<decltype(bb)>::T;
+                        Tensor scaled = Tensor::empty(dy.shape(), dy.device(), dt);
+                        bb.scale(scaled.data_as<T>(), dy.data_as<T>(), s, dy.numel());
+                        dy = scaled;
+                      });
          });
   return y;
 }
