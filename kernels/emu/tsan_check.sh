@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$root/build-tsan-emu}
 mkdir -p "$out"
-g++ -std=gnu++20 -O1 -g -fsanitize=thread -fopenmp -I"$root" -DNIMBUS_FIXTURES='"unused"' -DNIMBUS_SHARED='"unused"' \
+g++ -std=gnu++20 -O1 -g -fsanitize=thread -fopenmp -I"$root" -DNIMBUS_FIXTURES='"unused"' -DNIMBUS_REAL='"unused"' \
   -Wall -Wextra -Wno-unused-parameter -Werror \
   "$root"/tests/common/test_main.cpp "$root"/tests/emu/test_emulator.cpp "$root"/kernels/emu/*.cpp \
   -x c++ -Wno-unknown-pragmas "$root"/kernels/cuda/launch.cu "$root"/kernels/cuda/stream.cu -o "$out/test_emulator_tsan"

@@ -432,8 +432,8 @@ TEST_CASE("apps: --device cuda is a clear error (exit 1) and --help works (exit 
 
 TEST_CASE("real fixtures: remove_clouds keeps georeferencing and classify reads EuroSAT tiles") {
   TempDir d("real");
-  const std::string dir = shared_path("fixtures/real/sen12ms_cr/zhangcy23+Mamba-SCR/img/");
-  const std::string s2 = dir + "ROIs1868_summer_s2_cloudy_19_p30.tif", s1 = dir + "ROIs1868_summer_s1_19_p30.tif";
+  const std::string dir = real_fixture("sen12ms_cr/xufangchn+GLF-CR/data/");
+  const std::string s2 = dir + "s2_cloudy/ROIs1970_fall_139_p839.tif", s1 = dir + "s1/ROIs1970_fall_139_p839.tif";
   Rng rng(9);
   models::Model m = models::build_model(models::ModelConfig::of(models::DSen2CRConfig{2, 8, true}), rng);
   models::save_model(d / "cr.safetensors", m);
@@ -458,7 +458,7 @@ TEST_CASE("real fixtures: remove_clouds keeps georeferencing and classify reads 
   rc.width = 4;
   models::save_model(d / "clf.safetensors", models::build_model(models::ModelConfig::of(rc), rng));
   AppResult c = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "p.csv", "--threads", "1",
-                                     shared_path("fixtures/real/eurosat_ms")});
+                                     real_fixture("eurosat_ms")});
   REQUIRE_MESSAGE(c.exit_code == 0, c.output);
   CHECK_MESSAGE(c.output.find("20 images (20 read as EuroSAT band order, 0 as SEN12MS-CR)") != std::string::npos,
                 c.output);

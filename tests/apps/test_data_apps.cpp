@@ -21,8 +21,8 @@ using namespace nimbus::test;
 namespace fs = std::filesystem;
 
 namespace {
-const char* kCloudyFixture = "fixtures/real/sen12ms_cr/xufangchn+GLF-CR/data/s2_cloudy/ROIs1970_fall_139_p839.tif";
-const char* kSarFixture = "fixtures/real/sen12ms_cr/xufangchn+GLF-CR/data/s1/ROIs1970_fall_139_p839.tif";
+const char* kCloudyFixture = "sen12ms_cr/xufangchn+GLF-CR/data/s2_cloudy/ROIs1970_fall_139_p839.tif";
+const char* kSarFixture = "sen12ms_cr/xufangchn+GLF-CR/data/s1/ROIs1970_fall_139_p839.tif";
 }  // namespace
 
 TEST_CASE("make_synthetic: the same seed writes the same bytes in the real layouts") {
@@ -67,7 +67,7 @@ TEST_CASE("make_synthetic: the same seed writes the same bytes in the real layou
 }
 
 TEST_CASE("cloud_mask: writes the detector's 0/1 mask with the input's georeferencing") {
-  const std::string input = shared_path(kCloudyFixture);
+  const std::string input = real_fixture(kCloudyFixture);
   TempDir d("cloud_mask");
   const std::string out = d / "mask.tif";
   AppResult r = run_app("cloud_mask", {"--s2", input, "--out", out});
@@ -91,7 +91,7 @@ TEST_CASE("cloud_mask: missing file, wrong band count and usage errors") {
   AppResult missing = run_app("cloud_mask", {"--s2", d / "nope.tif", "--out", d / "m.tif"});
   CHECK(missing.exit_code == 1);
   CHECK(missing.output.find("nope.tif") != std::string::npos);
-  AppResult sar = run_app("cloud_mask", {"--s2", shared_path(kSarFixture), "--out", d / "m.tif"});
+  AppResult sar = run_app("cloud_mask", {"--s2", real_fixture(kSarFixture), "--out", d / "m.tif"});
   CHECK(sar.exit_code == 1);
   CHECK(sar.output.find("ROIs1970_fall_139_p839.tif") != std::string::npos);
   CHECK(!fs::exists(d / "m.tif"));  // nothing half-written

@@ -19,7 +19,7 @@ using namespace nimbus::test;
 namespace {
 
 const std::string real_root =
-    "fixtures/real/eurosat_ms/shrey160+EuroSAT_MS_Deep_Learning/data/Euro_MS_Test_red/test";
+    "eurosat_ms/shrey160+EuroSAT_MS_Deep_Learning/data/Euro_MS_Test_red/test";
 
 void write_tile(const std::string& path, int bands = 13, SampleType type = SampleType::UInt16, uint64_t seed = 1) {
   fs::create_directories(fs::path(path).parent_path());
@@ -41,7 +41,7 @@ void write_tree(const fs::path& root, const std::vector<int>& n) {
 }  // namespace
 
 TEST_CASE("eurosat: the real fixture folders index in alphabetical class order") {
-  EuroSat ds(shared_path(real_root));
+  EuroSat ds(real_fixture(real_root));
   REQUIRE(ds.size() == 20);
   const char* expect[] = {"AnnualCrop", "Forest",        "HerbaceousVegetation", "Highway", "Industrial",
                           "Pasture",    "PermanentCrop", "Residential",          "River",   "SeaLake"};
@@ -153,7 +153,7 @@ TEST_CASE("eurosat: bad folders and tiles are errors naming them") {
 }
 
 TEST_CASE("eurosat: samples through the loader carry image and label") {
-  EuroSat ds(shared_path(real_root));
+  EuroSat ds(real_fixture(real_root));
   std::vector<size_t> idx(ds.size());
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
   EuroSatSampleOptions o;

@@ -52,7 +52,7 @@ std::set<std::string> names(const std::vector<Sen12mscrTriplet>& v) {
   return s;
 }
 
-const std::string glf = "fixtures/real/sen12ms_cr/xufangchn+GLF-CR/data/";
+const std::string glf = "sen12ms_cr/xufangchn+GLF-CR/data/";
 
 }  // namespace
 
@@ -171,8 +171,8 @@ TEST_CASE("sen12mscr: SEN12MS land cover is paired when present, here or under l
     CHECK(s.values.back() == want.data);
   }
   // The real lc file is 4-band uint8 tagged RGB + alpha and reads as such.
-  TiffInfo info = read_tiff_info(shared_path(
-      "fixtures/real/sen12ms/AnupamaRajkumar+PolSARFeatureExtraction/features/data/ROIs1158_spring_lc_1_p30.tif"));
+  TiffInfo info = read_tiff_info(real_fixture(
+      "sen12ms/AnupamaRajkumar+PolSARFeatureExtraction/features/data/ROIs1158_spring_lc_1_p30.tif"));
   CHECK(info.bands == 4);
   CHECK(info.type == SampleType::UInt8);
 }
@@ -183,7 +183,7 @@ TEST_CASE("sen12mscr: flat CSV list form") {
   write_triplet(tmp.path, 1158, 106, 2);
   write_member(tmp.path, 2017, "s1", 63, 1);  // listed below with its S2 files missing
   // DSen2-CR's flattened names: s1/ROIs1970_fall_139_p839.tif etc., here the real files.
-  const std::string real = shared_path(glf);
+  const std::string real = real_fixture(glf);
   const std::string list = tmp / "list.csv";
   spit(list,
        "s1,s2,s2_cloudy\n"
@@ -256,9 +256,9 @@ TEST_CASE("sen12mscr: mislabelled or unknown folders and files are errors naming
 
 TEST_CASE("sen12mscr: a real triplet becomes a normalised, consistently augmented sample") {
   Sen12mscrTriplet t;
-  t.s1 = shared_path(glf + "s1/ROIs1970_fall_139_p839.tif");
-  t.s2 = shared_path(glf + "s2_cloudfree/ROIs1970_fall_139_p839.tif");
-  t.s2_cloudy = shared_path(glf + "s2_cloudy/ROIs1970_fall_139_p839.tif");
+  t.s1 = real_fixture(glf + "s1/ROIs1970_fall_139_p839.tif");
+  t.s2 = real_fixture(glf + "s2_cloudfree/ROIs1970_fall_139_p839.tif");
+  t.s2_cloudy = real_fixture(glf + "s2_cloudy/ROIs1970_fall_139_p839.tif");
   Raster s1 = read_geotiff(t.s1), s2 = read_geotiff(t.s2), cl = read_geotiff(t.s2_cloudy);
 
   TripletSampleOptions o;  // 128 crop of 256, flip + rot
@@ -310,13 +310,13 @@ TEST_CASE("sen12mscr: a real triplet becomes a normalised, consistently augmente
 TEST_CASE("sen12mscr: wrong band count or type, and NaN in S1") {
   TempDir tmp;
   Sen12mscrTriplet t;
-  t.s1 = shared_path(glf + "s2_cloudfree/ROIs1970_fall_139_p839.tif");  // an S2 file where S1 belongs
-  t.s2 = shared_path(glf + "s2_cloudfree/ROIs1970_fall_139_p839.tif");
-  t.s2_cloudy = shared_path(glf + "s2_cloudy/ROIs1970_fall_139_p839.tif");
+  t.s1 = real_fixture(glf + "s2_cloudfree/ROIs1970_fall_139_p839.tif");  // an S2 file where S1 belongs
+  t.s2 = real_fixture(glf + "s2_cloudfree/ROIs1970_fall_139_p839.tif");
+  t.s2_cloudy = real_fixture(glf + "s2_cloudy/ROIs1970_fall_139_p839.tif");
   Rng rng(1);
   CHECK_THROWS_WITH_AS(load_triplet(t, rng, {}), doctest::Contains("must be 2-band float32 but is 13-band uint16"),
                        Error);
-  t.s1 = shared_path(glf + "s1/ROIs1970_fall_139_p839.tif");
+  t.s1 = real_fixture(glf + "s1/ROIs1970_fall_139_p839.tif");
   t.s2 = t.s1;
   CHECK_THROWS_WITH_AS(load_triplet(t, rng, {}), doctest::Contains("cloud-free S2 must be 13-band uint16"), Error);
 

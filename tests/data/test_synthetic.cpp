@@ -259,7 +259,7 @@ TEST_CASE("synthetic: the detector's false clouds on clear tiles match the real 
   // synthetic spectra and textures are realistic, it must do so about as often
   // on synthetic tiles as on the real ones (2 real tiles per class).
   const std::string real_root =
-      test::shared_path("fixtures/real/eurosat_ms/shrey160+EuroSAT_MS_Deep_Learning/data/Euro_MS_Test_red/test");
+      test::real_fixture("eurosat_ms/shrey160+EuroSAT_MS_Deep_Learning/data/Euro_MS_Test_red/test");
   auto s2_order = [](const Raster& r) {  // EuroSAT file order -> B1..B8, B8A, B9..B12
     Raster o = r;
     const size_t n = size_t(r.width) * r.height;

@@ -23,12 +23,12 @@ inline json::Value meta_json(const SafetensorsFile& f, const std::string& key) {
   return json::parse(it->second);
 }
 
-// EuroSAT tiles (paths relative to shared/fixtures/real) -> DN (N, 13, 64, 64).
+// EuroSAT tiles (paths inside the real-fixture set) -> DN (N, 13, 64, 64).
 inline Tensor eurosat_dn(const json::Value& rel_paths) {
   std::vector<float> all;
   int64_t h = 0, w = 0;
   for (const auto& p : rel_paths.arr) {
-    data::Raster r = data::read_geotiff(shared_path("fixtures/real/" + p.s));
+    data::Raster r = data::read_geotiff(real_fixture(p.s));
     REQUIRE(r.bands == 13);
     h = r.height, w = r.width;
     all.insert(all.end(), r.data.begin(), r.data.end());
@@ -44,7 +44,7 @@ struct Triplets {
 
 inline Triplets sen12mscr_crops(const json::Value& names, const json::Value& crop) {
   const int x0 = int(crop.arr[0].num), y0 = int(crop.arr[1].num), s = int(crop.arr[2].num);
-  const std::string base = shared_path("fixtures/real/sen12ms_cr/xufangchn+GLF-CR/data/");
+  const std::string base = real_fixture("sen12ms_cr/xufangchn+GLF-CR/data/");
   std::vector<float> s2, s1, tgt;
   auto read = [&](const std::string& path, std::vector<float>& into, bool sar) {
     data::Raster r = data::read_geotiff(path, data::Window{x0, y0, s, s});
