@@ -6,11 +6,9 @@
 // (columns p_<ClassName>). The checkpoint's input_norm is applied (DN ->
 // clip/10000 -> standardise), as in training.
 //
-// Band order: the classifier takes SEN12MS-CR order (B1..B8, B8A, B9..B12;
-// train_resnet reorders EuroSAT tiles to it). --band-order says what the
-// files hold: eurosat (B8A stored last, the EuroSAT MS tifs), sen12ms
-// (SEN12MS-CR S2, DSen2-CR output), or auto (default): 64x64 images are taken
-// as EuroSAT tiles, anything else as sen12ms. See apps/common/band_order.h.
+// Band order (apps/common/band_order.h): each file is read in the order it says it holds (GDAL band
+// descriptions, or its EuroSAT / SEN12MS-CR layout; --bands overrides) and moved into the order the
+// classifier takes (its checkpoint's "bands" metadata; --model-bands for a file without it).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -64,9 +62,8 @@ int run(int argc, char** argv) {
                 "image with the predicted class and every class probability.");
   p.add_string("weights", "", "classifier checkpoint (train_resnet's, or a torchvision-named safetensors)", "FILE");
   p.add_string("out", "", "output CSV (written atomically)", "FILE");
-  p.add_choice("band-order", "auto", {"auto", "eurosat", "sen12ms"},
-               "band order of the input files: eurosat = B1..B8,B9..B12,B8A (EuroSAT MS tifs), sen12ms = "
-               "B1..B8,B8A,B9..B12 (SEN12MS-CR, DSen2-CR output), auto = eurosat for 64x64 images, else sen12ms");
+  apps::add_bands_option(p);
+  apps::add_model_bands_option(p);
   p.add_int("batch-size", 32, "images per forward pass (consecutive images of the same size are batched)").range(1, 65536);
   p.add_positional("inputs", "GeoTIFF files, or folders searched recursively for .tif files");
   cli::add_common_options(p);
@@ -94,14 +91,14 @@ int run(int argc, char** argv) {
   clf.to(common.device);
   clf.eval();
   const int C = clf.config().in_channels, K = clf.config().classes;
-  const std::string order_opt = p.get_string("band-order");
+  const data::BandList model_bands = apps::classifier_bands(lm, weights, p.get_string("model-bands"), "classify");
+  apps::FileBands file_bands(p.get_string("bands"), "classify");
 
   std::vector<std::string> header = {"path", "class_index", "class_name"};
   for (int k = 0; k < K; ++k) header.push_back("p_" + class_name(k, K));
   CsvTable csv(header);  // RFC 4180: a path with a comma is quoted
   NoGradGuard ng;
   Progress bar("classify", int64_t(files.size()), stderr, Progress::Mode::Auto, "img");
-  size_t eurosat_order = 0;
   for (size_t i0 = 0; i0 < files.size();) {
     // One batch: consecutive images of the first one's size.
     std::vector<float> dn;
@@ -111,15 +108,12 @@ int run(int argc, char** argv) {
     for (; i < files.size() && names.size() < size_t(batch); ++i) {
       data::Raster r = data::read_geotiff(files[i]);
       data::check_finite(r, files[i]);  // a NaN pixel would make this image's probabilities NaN
-      NIMBUS_CHECK(r.bands == C, files[i], ": has ", r.bands, " bands but the classifier (", weights, ") expects ", C,
-                   " (Sentinel-2 B1..B12 with B8A)");
       if (names.empty()) H = r.height, W = r.width;
       if (r.height != H || r.width != W) break;  // starts the next batch
-      const apps::BandOrder order =
-          order_opt == "auto" ? apps::guess_band_order(r.height, r.width) : apps::parse_band_order(order_opt);
-      eurosat_order += order == apps::BandOrder::EuroSat;
-      apps::to_sen12ms_order(r.data.data(), r.bands, size_t(r.height) * size_t(r.width), order, files[i]);
-      dn.insert(dn.end(), r.data.begin(), r.data.end());
+      const data::BandList bands = file_bands.of(files[i], r.band_names, r.bands);
+      const std::vector<float> x = data::reorder_bands(std::move(r.data), size_t(r.height) * size_t(r.width), bands,
+                                                       model_bands, files[i]);
+      dn.insert(dn.end(), x.begin(), x.end());
       names.push_back(files[i]);
     }
     const int64_t n = int64_t(names.size());
@@ -137,8 +131,8 @@ int run(int argc, char** argv) {
   }
   bar.finish();
   csv.write(out);
-  std::printf("classify: %zu images (%zu read as EuroSAT band order, %zu as SEN12MS-CR) -> %s\n", files.size(),
-              eurosat_order, files.size() - eurosat_order, out.c_str());
+  std::printf("classify: %zu images, bands read as %s; the classifier takes %s -> %s\n", files.size(),
+              file_bands.summary().c_str(), data::bands_name(model_bands).c_str(), out.c_str());
   return 0;
 }
 

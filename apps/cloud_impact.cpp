@@ -13,11 +13,13 @@
 //
 // True labels: when <data>/labels.csv exists (make_synthetic writes it) or
 // --labels is given, every table is also computed against the true classes.
-// Band order: SEN12MS-CR files and DSen2-CR output are already in the order
-// the classifier takes (apps/common/band_order.h), so no reordering here.
+// Band order: SEN12MS-CR files and DSen2-CR output are in SEN12MS order; each
+// image is moved into the order the classifier takes (its checkpoint's "bands"
+// metadata, or --model-bands: apps/common/band_order.h) before it is classified.
 #include <cstdio>
 #include <filesystem>
 
+#include "apps/common/band_order.h"
 #include "apps/common/device.h"
 #include "apps/common/experiment.h"
 #include "apps/common/experiment_report.h"
@@ -80,6 +82,7 @@ int run(int argc, char** argv) {
   p.add_double("cloud-threshold", 0.2, "cloud score threshold of the detector (DSen2-CR: 0.2)").range(0, 1);
   p.add_int("tile", 256, "DSen2-CR tile size (scenes up to this size run in one piece)").range(16, 8192);
   p.add_int("batch-size", 4, "DSen2-CR tiles per forward pass").range(1, 4096);
+  apps::add_model_bands_option(p);
   cli::add_common_options(p);
   apps::add_precision_option(p);
   p.parse_or_exit(argc, argv);
@@ -95,8 +98,7 @@ int run(int argc, char** argv) {
   // Models.
   models::LoadedModel lm = models::load_model(classifier);
   NIMBUS_CHECK(lm.model.classifier, classifier, ": holds ", lm.model.config.str(), ", not a land-cover classifier");
-  NIMBUS_CHECK(lm.model.classifier->config().in_channels == models::kS2Bands, classifier, ": takes ",
-               lm.model.classifier->config().in_channels, " bands, the experiment needs 13 (Sentinel-2)");
+  const data::BandList model_bands = apps::classifier_bands(lm, classifier, p.get_string("model-bands"), "cloud_impact");
   if (!lm.has_input_norm)
     std::fprintf(stderr, "cloud_impact: %s has no input_norm.mean/std: using plain reflectance\n", classifier.c_str());
   const int K = lm.model.classifier->config().classes;
@@ -104,8 +106,15 @@ int run(int argc, char** argv) {
   for (int k = 0; k < K; ++k)
     class_names.push_back(K == data::kEuroSatClasses ? data::eurosat_class_names()[size_t(k)] : "class" + str(k));
   const apps::ClassifyMode mode = apps::parse_classify_mode(p.get_string("classify"));
-  const apps::ClassifyFn classify =
+  apps::ClassifyFn classify =
       apps::classifier_fn(lm.model.classifier, mode, int(p.get_int("classifier-tile")), common.device);
+  if (model_bands != data::sen12ms_bands())
+    classify = [inner = classify, model_bands](const float* dn, int h, int w) {
+      const size_t hw = size_t(h) * size_t(w);
+      const std::vector<float> x = data::reorder_bands(std::vector<float>(dn, dn + data::kS2Bands * hw), hw,
+                                                       data::sen12ms_bands(), model_bands, "a SEN12MS-CR scene");
+      return inner(x.data(), h, w);
+    };
 
   apps::TileOptions tiles;
   tiles.tile = int(p.get_int("tile"));

@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "apps/common/cli.h"
+#include "data/sentinel2.h"
 #include "data/cloud_detector.h"
 #include "data/geotiff.h"
 
@@ -33,7 +34,7 @@ int run(int argc, char** argv) {
     throw cli::UsageError(str("--threshold must be in (0, 1], got ", threshold));
   data::Raster s2 = data::read_geotiff(in);
   data::check_finite(s2, in);  // one NaN pixel once changed the whole tile's shadow fraction
-  NIMBUS_CHECK(s2.bands == 13, in, " has ", s2.bands,
+  NIMBUS_CHECK(s2.bands == data::kS2Bands, in, " has ", s2.bands,
                " bands; the detector needs a 13-band Sentinel-2 image (B1..B8, B8A, B9..B12)");
   data::CloudDetectorOptions o;
   o.cloud_threshold = threshold;

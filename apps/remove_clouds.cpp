@@ -7,12 +7,16 @@
 // run in overlapping tiles blended with linear ramps (apps/common/tiling.h;
 // exact up to float rounding when the overlap covers the receptive field),
 // written as uint16 DN (x 2000, rounded, clamped to 0..65535) with the
-// input's georeferencing, atomically. Folder mode writes one file per
+// input's georeferencing, atomically. Band order: the input's is what the file
+// says (apps/common/band_order.h; --bands overrides), moved to DSen2-CR's
+// SEN12MS order; the output is in SEN12MS order and names its bands in GDAL
+// band descriptions (B1, ..., B8A, ..., B12), so readers need not guess. Folder mode writes one file per
 // triplet of the split: DIR/<cloudy S2 file name>.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 
+#include "apps/common/band_order.h"
 #include "apps/common/cloud_removal.h"
 #include "apps/common/device.h"
 #include "apps/common/progress.h"
@@ -28,10 +32,16 @@ namespace {
 
 // Reads, checks, normalises, removes clouds, writes. s1_path may be empty.
 void process(models::DSen2CR& net, const std::string& weights, const std::string& s2_path,
-             const std::string& s1_path, const std::string& out_path, const apps::TileOptions& to) {
+             const std::string& s1_path, const std::string& out_path, const apps::TileOptions& to,
+             apps::FileBands& file_bands) {
   data::Raster s2 = data::read_geotiff(s2_path);
-  NIMBUS_CHECK(s2.bands == models::kS2Bands, s2_path, ": has ", s2.bands,
-               " bands; DSen2-CR needs 13-band Sentinel-2 (B1..B8, B8A, B9..B12)");
+  NIMBUS_CHECK(s2.bands == models::kS2Bands, s2_path, ": has ", s2.bands, " bands; DSen2-CR needs ", models::kS2Bands,
+               "-band Sentinel-2 (B1..B8, B8A, B9..B12)");
+  const data::BandList sen12ms = data::sen12ms_bands();
+  s2.data = data::reorder_bands(std::move(s2.data), size_t(s2.width) * size_t(s2.height),
+                                file_bands.of(s2_path, s2.band_names, s2.bands), sen12ms, s2_path);
+  s2.band_names.clear();
+  for (int b : sen12ms) s2.band_names.emplace_back(data::kS2BandNames[size_t(b)]);
   const bool sar = net.config().sar;
   NIMBUS_CHECK(!sar || !s1_path.empty(), weights, ": the model (", net.config().str(),
                ") needs S1 SAR input: give --s1 FILE for ", s2_path);
@@ -68,6 +78,7 @@ int run(int argc, char** argv) {
   p.add_int("tile", 256, "tile side in pixels; images up to this size run in one piece").range(16, 8192);
   p.add_int("overlap", -1, "tile overlap in pixels (-1: 2 x receptive radius + 32, e.g. 100 for 16 blocks)").range(-1, 4096);
   p.add_int("batch-size", 4, "tiles per forward pass").range(1, 4096);
+  apps::add_bands_option(p);
   cli::add_common_options(p);
   apps::add_precision_option(p);
   p.parse_or_exit(argc, argv);
@@ -89,6 +100,7 @@ int run(int argc, char** argv) {
   to.overlap = int(p.get_int("overlap"));
   to.batch = int(p.get_int("batch-size"));
   to.device = common.device;
+  apps::FileBands file_bands(p.get_string("bands"), "remove_clouds");
 
   if (!folder) {
     const std::string s1 = p.get_string("s1");
@@ -101,7 +113,7 @@ int run(int argc, char** argv) {
       if (!bar) bar = std::make_unique<Progress>("remove_clouds", int64_t(total), stderr, Progress::Mode::Auto, "tile");
       bar->update(int64_t(done));
     };
-    process(net, weights, s2, net.config().sar ? s1 : "", p.get_string("out"), to);
+    process(net, weights, s2, net.config().sar ? s1 : "", p.get_string("out"), to, file_bands);
     if (bar) bar->finish();
     std::printf("remove_clouds: %s -> %s\n", s2.c_str(), p.get_string("out").c_str());
     return 0;
@@ -118,7 +130,7 @@ int run(int argc, char** argv) {
   Progress bar("remove_clouds " + split_name, int64_t(ts.size()), stderr, Progress::Mode::Auto, "img");
   for (size_t i = 0; i < ts.size(); ++i) {
     process(net, weights, ts[i].s2_cloudy, net.config().sar ? ts[i].s1 : "",
-            out_dir + "/" + fs::path(ts[i].s2_cloudy).filename().string(), to);
+            out_dir + "/" + fs::path(ts[i].s2_cloudy).filename().string(), to, file_bands);
     bar.update(int64_t(i + 1));
   }
   bar.finish();

@@ -5,9 +5,10 @@
 //
 //   train_resnet --data EuroSAT_MS/ --out runs/resnet [--epochs N] [--batch-size B] [--resume]
 //
-// Band order: EuroSAT files store B8A last; tiles are reordered to the
-// SEN12MS-CR order (apps/common/band_order.h) before anything else, so the
-// checkpoint expects sen12ms-ordered DN, like DSen2-CR's output.
+// Band order: EuroSAT files store B8A last (--bands says otherwise for re-saved
+// tiles); tiles are moved to the SEN12MS-CR order (data/sentinel2.h) before
+// anything else, like DSen2-CR's output, and the checkpoint says so in its
+// "bands" metadata, which classify and cloud_impact honour.
 // The split (stratified per class, from --seed) is written to <out>/split_*.txt;
 // input_norm mean/std (reflectance, per band) come from training tiles only
 // and are stored in the checkpoint. After every epoch: validation loss and
@@ -59,17 +60,19 @@ Tensor label_tensor(const std::vector<int64_t>& labels) {
 void input_norm_stats(const data::SampleFn& fn, size_t count, size_t n, std::vector<float>& mean,
                       std::vector<float>& std) {
   const size_t use = n == 0 ? count : std::min(n, count);
-  std::vector<double> s(13, 0.0), s2(13, 0.0);
+  constexpr size_t C = data::kS2Bands;
+  std::vector<double> s(C, 0.0), s2(C, 0.0);
   double pixels = 0;
   Progress bar("input_norm statistics", int64_t(use), stderr, Progress::Mode::Auto, "img");
   for (size_t k = 0; k < use; ++k) {
     Rng rng(0);
     const data::Sample smp = fn(k * count / use, rng);
     const std::vector<float>& v = smp.values[0];
-    const size_t hw = v.size() / 13;
-    for (size_t c = 0; c < 13; ++c)
+    const size_t hw = v.size() / C;
+    for (size_t c = 0; c < C; ++c)
       for (size_t i = 0; i < hw; ++i) {
-        const double r = std::clamp(double(v[c * hw + i]), 0.0, 10000.0) / 10000.0;
+        const double r = std::clamp(double(v[c * hw + i]), 0.0, double(data::kS2DnPerReflectance)) /
+                         double(data::kS2DnPerReflectance);
         s[c] += r;
         s2[c] += r * r;
       }
@@ -77,9 +80,9 @@ void input_norm_stats(const data::SampleFn& fn, size_t count, size_t n, std::vec
     bar.update(int64_t(k + 1));
   }
   bar.finish();
-  mean.assign(13, 0.f);
-  std.assign(13, 1.f);
-  for (size_t c = 0; c < 13; ++c) {
+  mean.assign(C, 0.f);
+  std.assign(C, 1.f);
+  for (size_t c = 0; c < C; ++c) {
     const double m = s[c] / pixels, var = std::max(0.0, s2[c] / pixels - m * m);
     mean[c] = float(m);
     // Floor the std at 0.01 reflectance (100 DN). Nearly flat bands (B10 cirrus: ~3 DN
@@ -131,9 +134,11 @@ int run(int argc, char** argv) {
       .range(1, models::kMaxWidth);
   p.add_double("train-fraction", 0.8, "share of each class for training (stratified split from --seed)").range(0, 1);
   p.add_double("val-fraction", 0.1, "share of each class for validation; the rest is the test split").range(0, 1);
-  p.add_choice("band-order", "eurosat", {"eurosat", "sen12ms"},
-               "band order of the tiles under --data: eurosat = B1..B8,B9..B12,B8A (EuroSAT MS files), sen12ms = "
-               "B1..B8,B8A,B9..B12; tiles are reordered to sen12ms, the order the checkpoint expects");
+  p.add_string("bands", "eurosat",
+               "band order of the tiles under --data: eurosat = B1..B8,B9..B12,B8A (EuroSAT MS files as "
+               "distributed), sen12ms = B1..B8,B8A,B9..B12, or band names separated by commas; tiles are moved to "
+               "sen12ms order, which the checkpoint records under \"bands\"",
+               "ORDER");
   p.add_int("norm-samples", 2000, "training tiles used for the input_norm mean/std (0 = all of them)").range(0, 1e9);
   p.add_flag("no-augment", "no flips / rot90 (default: random flip and quarter turn per tile and epoch)");
   apps::add_training_options(p);  // --workers, --resume, the debug hooks, --device, --threads, --seed
@@ -154,10 +159,13 @@ int run(int argc, char** argv) {
   ds.write_split_file(paths.out + "/split_train.txt", split.train);
   ds.write_split_file(paths.out + "/split_val.txt", split.val);
   ds.write_split_file(paths.out + "/split_test.txt", split.test);
-  const apps::BandOrder order = apps::parse_band_order(p.get_string("band-order"));
+  const data::BandList file_bands = data::parse_bands(p.get_string("bands"), "--bands");
+  NIMBUS_CHECK(file_bands.size() == size_t(data::kS2Bands), "--bands: a EuroSAT MS tile has ", data::kS2Bands,
+               " bands, not ", file_bands.size(), " (", data::bands_csv(file_bands), ")");
+  const data::BandList model_bands = data::sen12ms_bands();
   data::EuroSatSampleOptions train_opt, eval_opt;
-  train_opt.transform = [order](std::vector<float>& chw, int h, int w) {
-    apps::to_sen12ms_order(chw.data(), 13, size_t(h) * size_t(w), order, "EuroSAT tile");
+  train_opt.transform = [file_bands, model_bands](std::vector<float>& chw, int h, int w) {
+    chw = data::reorder_bands(std::move(chw), size_t(h) * size_t(w), file_bands, model_bands, "EuroSAT tile");
   };
   eval_opt.transform = train_opt.transform;
   train_opt.augment = data::AugmentConfig{0, false, !p.get_flag("no-augment")};
@@ -225,7 +233,7 @@ int run(int argc, char** argv) {
     va = split.val.empty() ? Score{} : evaluate(clf, val_fn, split.val.size(), size_t(training.batch), common.device);
     improved = va.n > 0 && va.acc() > best;
     if (improved) best = va.acc();
-    return apps::EpochLoop::Validation{improved, {{"best_val_acc", str(best)}, {"band_order", "sen12ms"}}};
+    return apps::EpochLoop::Validation{improved, {{"best_val_acc", str(best)}, {apps::kBandsKey, data::bands_csv(model_bands)}}};
   };
   loop.report = [&](int epoch) {
     csv.append({double(epoch + 1), opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc()});

@@ -6,6 +6,7 @@
 // mean. All 2-D filters are separable (max, min, sums and counts are exactly
 // separable), so each costs O(H*W*k) instead of O(H*W*k*k).
 #include "data/cloud_detector.h"
+#include "data/sentinel2.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,11 +17,11 @@
 namespace nimbus::data {
 namespace {
 
-constexpr int kBands = 13;
+constexpr int kBands = kS2Bands;
 constexpr int kB1 = 0, kB2 = 1, kB3 = 2, kB4 = 3, kB8 = 7, kB10 = 10, kB11 = 11;
 
 void check_input(const float* dn, int bands, int height, int width) {
-  NIMBUS_CHECK(bands == kBands, "cloud detector: Sentinel-2 input has ", bands, " bands, expected 13 (B1..B12)");
+  NIMBUS_CHECK(bands == kBands, "cloud detector: Sentinel-2 input has ", bands, " bands, expected ", kBands, " (B1..B12)");
   NIMBUS_CHECK(height > 0 && width > 0, "cloud detector: empty window ", height, "x", width);
   NIMBUS_CHECK(dn != nullptr, "cloud detector: null input");
 }
@@ -137,7 +138,7 @@ std::vector<double> cloud_score(const float* dn, int bands, int height, int widt
                                 const CloudDetectorOptions& options) {
   check_input(dn, bands, height, width);
   const size_t n = size_t(height) * width;
-  auto band = [&](int c, size_t p) { return dn[size_t(c) * n + p] / 10000.f; };
+  auto band = [&](int c, size_t p) { return dn[size_t(c) * n + p] / kS2DnPerReflectance; };
   std::vector<float> s(n);
 #pragma omp parallel for if (parallel(height, width))
   for (int64_t ip = 0; ip < int64_t(n); ++ip) {
@@ -167,9 +168,9 @@ std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int wid
   const size_t n = size_t(height) * width;
   std::vector<float> csi(n), blue(n);
   for (size_t p = 0; p < n; ++p) {
-    float nir = dn[kB8 * n + p] / 10000.f, swir = dn[kB11 * n + p] / 10000.f;
+    float nir = dn[kB8 * n + p] / kS2DnPerReflectance, swir = dn[kB11 * n + p] / kS2DnPerReflectance;
     csi[p] = (nir + swir) / 2.f;
-    blue[p] = dn[kB2 * n + p] / 10000.f;
+    blue[p] = dn[kB2 * n + p] / kS2DnPerReflectance;
   }
   const float T3 = window_threshold(csi, 3.0 / 4.0), T4 = window_threshold(blue, 5.0 / 6.0);
   if (t3) *t3 = T3;

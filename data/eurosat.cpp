@@ -1,5 +1,6 @@
 // eurosat.cpp: EuroSAT MS folder index, splits and samples; see eurosat.h.
 #include "data/eurosat.h"
+#include "data/sentinel2.h"
 
 #include <algorithm>
 #include <cmath>
@@ -44,7 +45,7 @@ namespace {
 // The tile's header, checked to be 13-band uint16.
 TiffInfo checked_info(const std::string& path) {
   TiffInfo info = read_tiff_info(path);
-  NIMBUS_CHECK(info.bands == 13 && info.type == SampleType::UInt16, "eurosat: ", path,
+  NIMBUS_CHECK(info.bands == kS2Bands && info.type == SampleType::UInt16, "eurosat: ", path,
                ": a EuroSAT MS tile must be 13-band uint16 but this is ", info.bands, "-band ",
                sample_type_name(info.type));
   return info;
@@ -159,7 +160,7 @@ SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroS
     Sample s;
     s.path = item.path;
     s.label = item.label;
-    s.add("image", Shape{13, r.height, r.width}, std::move(r.data));
+    s.add("image", Shape{kS2Bands, r.height, r.width}, std::move(r.data));
     return s;
   };
 }

@@ -68,11 +68,26 @@ int on_error(TIFF*, void* user, const char* module, const char* fmt, va_list ap)
 }
 int on_warning(TIFF*, void*, const char*, const char*, va_list) { return 1; }  // e.g. unknown private tags
 
+// GDAL's metadata tag (band descriptions) registered as a plain ASCII tag, after the GeoTIFF tags
+// that XTIFFInitialize's extender adds (which we chain to). Unregistered, libtiff would read it as
+// an anonymous tag and refuse to write it.
+TIFFExtendProc g_parent_extender = nullptr;
+void gdal_tag_extender(TIFF* tif) {
+  static const TIFFFieldInfo info[] = {
+      {TIFFTAG_GDAL_METADATA, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_ASCII, FIELD_CUSTOM, 1, 0, const_cast<char*>("GDALMetadata")}};
+  TIFFMergeFieldInfo(tif, info, 1);
+  if (g_parent_extender) g_parent_extender(tif);
+}
+void register_tags() {
+  XTIFFInitialize();
+  g_parent_extender = TIFFSetTagExtender(gdal_tag_extender);
+}
+
 class TiffFile {
  public:
   TiffFile(const std::string& path, const char* mode) : path_(path) {
     static std::once_flag once;
-    std::call_once(once, XTIFFInitialize);
+    std::call_once(once, register_tags);
     TIFFOpenOptions* opts = TIFFOpenOptionsAlloc();
     TIFFOpenOptionsSetErrorHandlerExtR(opts, on_error, &error_);
     TIFFOpenOptionsSetWarningHandlerExtR(opts, on_warning, nullptr);
@@ -149,6 +164,66 @@ void write_geo(TIFF* tif, const GeoInfo& g) {
   if (!g.geo_ascii_params.empty()) TIFFSetField(tif, TIFFTAG_GEOASCIIPARAMS, g.geo_ascii_params.c_str());
 }
 
+// GDAL keeps band descriptions in its metadata tag as XML items,
+//   <GDALMetadata><Item name="DESCRIPTION" sample="0" role="description">B1</Item>...</GDALMetadata>
+// (sample counts from 0). Only those items are read; other metadata is ignored. Hand-parsed: the
+// tag is a flat list of one element type, and a malformed one only loses the descriptions, so an
+// XML library would add a dependency for little.
+std::string xml_unescape(const std::string& t) {
+  static const std::pair<const char*, char> entities[] = {
+      {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+  std::string out;
+  for (size_t i = 0; i < t.size();) {
+    bool done = false;
+    for (const auto& [e, c] : entities)
+      if (t.compare(i, std::strlen(e), e) == 0) {
+        out += c, i += std::strlen(e), done = true;
+        break;
+      }
+    if (!done) out += t[i++];
+  }
+  return out;
+}
+
+std::string xml_escape(const std::string& t) {
+  std::string out;
+  for (char c : t) out += c == '&' ? "&amp;" : c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '"' ? "&quot;" : std::string(1, c);
+  return out;
+}
+
+std::vector<std::string> read_band_names(TIFF* tif, int bands) {
+  char* xml = nullptr;  // registered by gdal_tag_extender as plain ASCII
+  if (!TIFFGetField(tif, TIFFTAG_GDAL_METADATA, &xml) || !xml) return {};
+  const std::string m(xml);
+  std::vector<std::string> names(static_cast<size_t>(bands));
+  bool any = false;
+  for (size_t at = m.find("<Item"); at != std::string::npos; at = m.find("<Item", at + 5)) {
+    const size_t head_end = m.find('>', at), close = m.find("</Item>", at);
+    if (head_end == std::string::npos || close == std::string::npos || close < head_end) break;
+    const std::string head = m.substr(at, head_end - at);
+    if (head.find("role=\"description\"") == std::string::npos) continue;
+    const size_t sp = head.find("sample=\"");
+    if (sp == std::string::npos) continue;
+    char* end = nullptr;
+    const long k = std::strtol(head.c_str() + sp + 8, &end, 10);
+    if (end == head.c_str() + sp + 8 || *end != '"' || k < 0 || k >= bands) continue;
+    names[size_t(k)] = xml_unescape(m.substr(head_end + 1, close - head_end - 1));
+    any = true;
+  }
+  return any ? names : std::vector<std::string>{};
+}
+
+void write_band_names(TIFF* tif, const std::vector<std::string>& names) {
+  if (names.empty()) return;
+  std::string xml = "<GDALMetadata>\n";
+  for (size_t k = 0; k < names.size(); ++k)
+    if (!names[k].empty())
+      xml += str("  <Item name=\"DESCRIPTION\" sample=\"", k, "\" role=\"description\">", xml_escape(names[k]),
+                 "</Item>\n");
+  xml += "</GDALMetadata>";
+  TIFFSetField(tif, TIFFTAG_GDAL_METADATA, xml.c_str());
+}
+
 // The georeferencing of the sub-image starting at pixel (x0, y0): a single
 // tie point with a pixel scale moves its model point, a transformation moves
 // its translation, and a set of control points moves their raster positions.
@@ -207,6 +282,7 @@ TiffInfo info_of(const TiffFile& f) {
   info.planar_separate = planar == PLANARCONFIG_SEPARATE;
   info.compression = comp;
   info.geo = read_geo(tif);
+  info.band_names = read_band_names(tif, info.bands);
   return info;
 }
 
@@ -296,6 +372,7 @@ Raster read_window(const std::string& path, const Window* window) {
   out.bands = info.bands;
   out.type = info.type;
   out.geo = shift_geo(info.geo, win.x0, win.y0);
+  out.band_names = info.band_names;
 
   TIFF* tif = f.get();
   Blocks b = blocks_of(f, info);
@@ -412,6 +489,7 @@ void write_to(TiffFile& f, const Raster& raster, const WriteOptions& opt) {
     b.bh = int(rps);
   }
   write_geo(tif, raster.geo);
+  write_band_names(tif, raster.band_names);
 
   const int planes = opt.planar_separate ? raster.bands : 1;
   const int nb = opt.planar_separate ? 1 : raster.bands;
@@ -465,6 +543,8 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
   NIMBUS_CHECK(raster.data.size() == size_t(raster.bands) * raster.width * raster.height, "geotiff: ", path,
                ": raster holds ", raster.data.size(), " values but ", raster.bands, "x", raster.height, "x",
                raster.width, " needs ", size_t(raster.bands) * raster.width * raster.height);
+  NIMBUS_CHECK(raster.band_names.empty() || raster.band_names.size() == size_t(raster.bands), "geotiff: ", path, ": ",
+               raster.band_names.size(), " band names for ", raster.bands, " bands");
   NIMBUS_CHECK(!options.tiled || (options.tile_size >= 16 && options.tile_size % 16 == 0), "geotiff: ", path,
                ": tile size ", options.tile_size, " must be a positive multiple of 16");
   if (options.type != SampleType::Float32)

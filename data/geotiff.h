@@ -34,6 +34,9 @@ struct TiffInfo {
   bool planar_separate = false;  // PlanarConfiguration 2 (band-interleaved)
   int compression = 1;           // TIFF code: 1 none, 5 LZW, 8/32946 Deflate
   GeoInfo geo;
+  // Band descriptions ("B1", "B8A", ...) from the GDAL_METADATA tag (42112), where GDAL and
+  // rasterio keep them; empty when the file has none, else one per band ("" where a band has none).
+  std::vector<std::string> band_names;
 };
 
 // A pixel window: columns [x0, x0 + width), rows [y0, y0 + height).
@@ -46,6 +49,7 @@ struct Raster {
   SampleType type = SampleType::Float32;  // the file's type (what a write will use by default)
   std::vector<float> data;                // bands * height * width, band-major
   GeoInfo geo;
+  std::vector<std::string> band_names;    // as TiffInfo; written when not empty (one per band)
   float* band(int c) { return data.data() + size_t(c) * size_t(height) * size_t(width); }
   const float* band(int c) const { return data.data() + size_t(c) * size_t(height) * size_t(width); }
 };

@@ -9,9 +9,11 @@
 #pragma once
 #include <cstddef>
 
+#include "data/sentinel2.h"
+
 namespace nimbus::data {
 
-constexpr float kS2ClipMax = 10000.f;
+constexpr float kS2ClipMax = kS2DnPerReflectance;  // clip at reflectance 1
 constexpr float kS2Scale = 2000.f;
 constexpr float kS1VVMin = -25.f;
 constexpr float kS1VHMin = -32.5f;

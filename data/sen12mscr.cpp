@@ -1,6 +1,7 @@
 // sen12mscr.cpp: SEN12MS-CR triplet discovery (nested folders or CSV list),
 // the exact-ROI benchmark split, and triplet -> sample; see sen12mscr.h.
 #include "data/sen12mscr.h"
+#include "data/sentinel2.h"
 
 #include <algorithm>
 #include <array>
@@ -271,9 +272,9 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
     SampleType type;
     const char* what;
   };
-  const Part parts[3] = {{&t.s1, 2, SampleType::Float32, "S1 (VV, VH dB)"},
-                         {&t.s2, 13, SampleType::UInt16, "cloud-free S2"},
-                         {&t.s2_cloudy, 13, SampleType::UInt16, "cloudy S2"}};
+  const Part parts[3] = {{&t.s1, kS1Bands, SampleType::Float32, "S1 (VV, VH dB)"},
+                         {&t.s2, kS2Bands, SampleType::UInt16, "cloud-free S2"},
+                         {&t.s2_cloudy, kS2Bands, SampleType::UInt16, "cloudy S2"}};
   int H = 0, W = 0;
   for (const Part& p : parts) {
     TiffInfo info = read_tiff_info(*p.path);
@@ -310,10 +311,10 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   normalize_s2(cloudy.data.data(), cloudy.data.size());
   normalize_s2(target.data.data(), target.data.size());
   normalize_s1(sar.data.data(), hw);
-  s.add("cloudy", Shape{13, h, w}, std::move(cloudy.data));
-  s.add("target", Shape{13, h, w}, std::move(target.data));
-  s.add("sar", Shape{2, h, w}, std::move(sar.data));
-  if (o.keep_raw_cloudy) s.add("cloudy_raw", Shape{13, h, w}, std::move(raw));
+  s.add("cloudy", Shape{kS2Bands, h, w}, std::move(cloudy.data));
+  s.add("target", Shape{kS2Bands, h, w}, std::move(target.data));
+  s.add("sar", Shape{kS1Bands, h, w}, std::move(sar.data));
+  if (o.keep_raw_cloudy) s.add("cloudy_raw", Shape{kS2Bands, h, w}, std::move(raw));
   if (o.mask_fn) s.add("mask", Shape{1, h, w}, std::move(mask));
   if (o.with_lc) {
     NIMBUS_CHECK(!t.lc.empty(), "sen12mscr: ", t.name(), " (", t.s1, ") has no land-cover file");

@@ -11,14 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "data/sentinel2.h"
+
 namespace nimbus::data {
 
-constexpr int kS2Bands = 13;
 constexpr int kNumClasses = 10;
-// Band index in SEN12MS-CR order.
-enum S2Band { B1 = 0, B2, B3, B4, B5, B6, B7, B8, B8A, B9, B10, B11, B12 };
-// EuroSAT MS files store B1..B8, B9, B10, B11, B12, B8A: file band i holds S2 band kEuroSatFileOrder[i].
-constexpr std::array<int, kS2Bands> kEuroSatFileOrder = {0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 8};
 
 struct SpectrumCluster {
   double weight = 0;                    // share of the class's pixels

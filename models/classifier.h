@@ -15,11 +15,12 @@
 #pragma once
 #include <vector>
 
+#include "data/sentinel2.h"
 #include "models/resnet.h"
 
 namespace nimbus::models {
 
-constexpr float kReflectanceScale = 10000.f;  // EuroSAT / SEN12MS-CR S2 DN per unit reflectance
+constexpr float kReflectanceScale = data::kS2DnPerReflectance;  // EuroSAT / SEN12MS-CR S2 DN per unit reflectance
 
 class InputNorm : public Module {
  public:

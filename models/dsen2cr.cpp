@@ -50,7 +50,7 @@ DSen2CR::DSen2CR(const DSen2CRConfig& c, Rng& rng) : config_(c) {
 
 Tensor DSen2CR::forward(const Tensor& s2, const Tensor& s1) {
   NIMBUS_CHECK(s2.defined() && s2.ndim() == 4 && s2.size(1) == kS2Bands, "dsen2cr: S2 input ", shape_of(s2),
-               " is not (N,13,H,W)");
+               " is not (N,", kS2Bands, ",H,W)");
   Tensor x = s2;
   if (config_.sar) {
     NIMBUS_CHECK(s1.defined(), "dsen2cr: ", config_.str(), " needs the S1 input (N,2,H,W), none given");
@@ -88,7 +88,7 @@ Tensor band_affine(const Tensor& x, const std::vector<float>& params) {
 
 Tensor DSen2CR::forward_dn(const Tensor& s2_dn, const Tensor& s1_db) {
   NIMBUS_CHECK(s2_dn.defined() && s2_dn.ndim() == 4 && s2_dn.size(1) == kS2Bands, "dsen2cr: S2 input ",
-               shape_of(s2_dn), " is not (N,13,H,W)");
+               shape_of(s2_dn), " is not (N,", kS2Bands, ",H,W)");
   const float inf = std::numeric_limits<float>::infinity();
   using data::kS1Max, data::kS1VHMin, data::kS1VVMin, data::kS2ClipMax, data::kS2Scale;
   // normalize_s2: clamp(x, 0, 10000) / 2000, written as 1 (clamp - 0) / 2000 (exact: the same float).

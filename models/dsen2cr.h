@@ -13,13 +13,14 @@
 #include <memory>
 #include <string>
 
+#include "data/sentinel2.h"
 #include "engine/nn/layers.h"
 #include "engine/random.h"
 
 namespace nimbus::models {
 
-constexpr int kS2Bands = 13;
-constexpr int kS1Bands = 2;
+using data::kS1Bands;  // Sentinel-2/1 constants: data/sentinel2.h (header-only here)
+using data::kS2Bands;
 constexpr float kResidualScale = 0.1f;
 
 struct DSen2CRConfig {

@@ -87,8 +87,8 @@ Module& Model::module() const {
 int64_t min_parameter_count(const ModelConfig& config) {
   if (config.arch == Arch::DSen2CR) {  // head 3x3 (in -> F), B blocks of two 3x3 (F -> F), tail 3x3 (F -> 13)
     const DSen2CRConfig& c = config.dsen2cr;
-    const int64_t F = c.features, in = 13 + (c.sar ? 2 : 0);
-    return 9 * (in * F + 2 * int64_t(c.blocks) * F * F + F * 13);
+    const int64_t F = c.features, in = kS2Bands + (c.sar ? kS1Bands : 0);
+    return 9 * (in * F + 2 * int64_t(c.blocks) * F * F + F * kS2Bands);
   }
   const ResNetConfig& c = config.resnet;  // conv1 7x7, each block's convs (downsample included), fc
   int64_t n = 49 * int64_t(c.in_channels) * c.width, in = c.width;

@@ -47,7 +47,7 @@ ModelConfig infer_config(const SafetensorsFile& f, const std::string& where) {
     NIMBUS_CHECK(head->ndim() == 4, where, ": head.weight ", head->shape().str(), " is not a conv weight (F,C,3,3)");
     const int64_t cin = head->size(1);
     NIMBUS_CHECK(cin == kS2Bands || cin == kS2Bands + kS1Bands, where, ": head.weight ", head->shape().str(),
-                 " takes ", cin, " channels; DSen2-CR takes 13 (S2) or 15 (S2 + S1)");
+                 " takes ", cin, " channels; DSen2-CR takes ", kS2Bands, " (S2) or ", kS2Bands + kS1Bands, " (S2 + S1)");
     DSen2CRConfig c;
     c.features = int(head->size(0));
     c.sar = cin == kS2Bands + kS1Bands;

@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "data/sentinel2.h"
 #include "engine/nn/layers.h"
 #include "engine/random.h"
 
@@ -31,7 +32,7 @@ struct ResNetConfig {
   BlockType block = BlockType::Bottleneck;
   std::array<int, 4> blocks = {3, 4, 6, 3};  // blocks per stage
   int width = 64;                            // planes of stage 1 (conv1's output channels)
-  int in_channels = 13;
+  int in_channels = data::kS2Bands;
   int classes = 10;
   int expansion() const { return block == BlockType::Bottleneck ? 4 : 1; }
   int features() const { return width * 8 * expansion(); }  // fc's input size
@@ -39,8 +40,8 @@ struct ResNetConfig {
   bool operator==(const ResNetConfig&) const = default;
 };
 
-ResNetConfig resnet18_config(int in_channels = 13, int classes = 10);
-ResNetConfig resnet50_config(int in_channels = 13, int classes = 10);
+ResNetConfig resnet18_config(int in_channels = data::kS2Bands, int classes = 10);
+ResNetConfig resnet50_config(int in_channels = data::kS2Bands, int classes = 10);
 
 // One residual block (either type); children named as torchvision's.
 class ResidualBlock : public UnaryModule {

@@ -1,28 +1,49 @@
-// band_order.h: the two 13-band Sentinel-2 layouts the apps meet, and the
-// conversion to the one the models use.
+// band_order.h: which Sentinel-2 bands, in which order, an app's input files hold and its model
+// takes; the names, the two orders and the reordering are in data/sentinel2.h.
 //
-//   sen12ms: B1..B8, B8A, B9, B10, B11, B12   SEN12MS-CR S2, DSen2-CR in/out, OUR CLASSIFIER INPUT
-//   eurosat: B1..B8, B9, B10, B11, B12, B8A   EuroSAT MS GeoTIFFs (B8A stored last; measured by
-//                                             engineer "synth", data/synthetic_spectra.h kEuroSatFileOrder)
-// train_resnet reorders EuroSAT tiles into the sen12ms order before anything
-// else (statistics, training), so a classifier checkpoint always expects
-// sen12ms-ordered DN and DSen2-CR output can be fed to it unchanged.
-// "auto" (classify) picks per file: 64x64 tiles are EuroSAT patches -> eurosat,
-// anything else (SEN12MS-CR 256x256 patches, DSen2-CR output) -> sen12ms.
+// A file's order: --bands when given, else what the file says (its GDAL band descriptions, or the
+// EuroSAT / SEN12MS-CR layout its path follows: data::s2_bands_of). A file that says nothing is
+// taken as SEN12MS order, with a notice naming it; never decided from the image size.
+// A classifier's order: its checkpoint's "bands" metadata (train_resnet writes it). A file without
+// the key (a plain torchvision-named safetensors) is taken as SEN12MS order with a one-line notice,
+// and --model-bands declares otherwise.
 #pragma once
-#include <cstddef>
 #include <string>
+#include <vector>
+
+#include "apps/common/cli.h"
+#include "data/sentinel2.h"
+#include "models/model_io.h"
 
 namespace nimbus::apps {
 
-enum class BandOrder { Sen12ms, EuroSat };
+// The checkpoint metadata key and its value for a band list.
+inline constexpr const char* kBandsKey = "bands";
 
-BandOrder parse_band_order(const std::string& s);  // "sen12ms" | "eurosat"; Error otherwise
-const char* band_order_name(BandOrder o);
-// The "auto" rule above, from the image size.
-BandOrder guess_band_order(int height, int width);
-// chw: 13 bands of hw values, band-major, in order `from`; rewritten in the sen12ms order.
-// Error when bands != 13 (what names the file).
-void to_sen12ms_order(float* chw, int bands, size_t hw, BandOrder from, const std::string& what);
+// --bands (input files) and, for apps that read a classifier, --model-bands.
+void add_bands_option(cli::Parser& p);
+void add_model_bands_option(cli::Parser& p);
+
+// Resolves each input file's band order for one run and remembers how (for the summary line).
+class FileBands {
+ public:
+  FileBands(const std::string& option, std::string app) : option_(option), app_(std::move(app)) {}
+  // The bands of `path`, a raster of `bands` bands with GDAL descriptions `names` (maybe empty).
+  // Error naming the file when the order has another band count than the file.
+  data::BandList of(const std::string& path, const std::vector<std::string>& names, int bands);
+  // "20 eurosat (EuroSAT layout), 1 sen12ms (band descriptions)": how the run's files were read.
+  std::string summary() const;
+
+ private:
+  std::string option_, app_;
+  std::vector<std::pair<std::string, int>> counts_;  // "<order> (<source>)" -> files
+  void count(const std::string& what);
+};
+
+// The bands a classifier checkpoint takes (see above); `option` is --model-bands ("auto" = the
+// checkpoint's). Error when the option contradicts the checkpoint's key, or the list's length is
+// not the classifier's input channels.
+data::BandList classifier_bands(const models::LoadedModel& lm, const std::string& path, const std::string& option,
+                                const std::string& app);
 
 }  // namespace nimbus::apps

@@ -27,9 +27,9 @@ Scene load_scene(const data::Sen12mscrTriplet& t, const data::CloudDetectorOptio
   data::Raster target = data::read_geotiff(t.s2);
   data::Raster sar = data::read_geotiff(t.s1);
   NIMBUS_CHECK(cloudy.bands == models::kS2Bands, "cloud_impact: ", t.s2_cloudy, ": cloudy S2 has ", cloudy.bands,
-               " bands, expected 13");
+               " bands, expected ", models::kS2Bands);
   NIMBUS_CHECK(target.bands == models::kS2Bands, "cloud_impact: ", t.s2, ": cloud-free S2 has ", target.bands,
-               " bands, expected 13");
+               " bands, expected ", models::kS2Bands);
   NIMBUS_CHECK(sar.bands == models::kS1Bands, "cloud_impact: ", t.s1, ": S1 has ", sar.bands,
                " bands, expected 2 (VV, VH)");
   for (const auto* r : {&target, &sar}) {
@@ -147,7 +147,7 @@ SceneResult evaluate_scene(const Scene& s, const std::vector<Method>& methods, c
                            std::vector<std::vector<float>>* outputs) {
   const size_t n = size_t(models::kS2Bands) * size_t(s.height) * size_t(s.width);
   NIMBUS_CHECK(s.cloudy.size() == n && s.target.size() == n, "cloud_impact: ", s.name, ": cloudy/target hold ",
-               s.cloudy.size(), "/", s.target.size(), " values, expected 13 x ", s.height, " x ", s.width);
+               s.cloudy.size(), "/", s.target.size(), " values, expected ", models::kS2Bands, " x ", s.height, " x ", s.width);
   SceneResult r;
   r.name = s.name;
   r.cloud_cover = s.cloud_cover;
@@ -166,7 +166,7 @@ SceneResult evaluate_scene(const Scene& s, const std::vector<Method>& methods, c
   for (const Method& m : methods) {
     std::vector<float> out = m.run(s);
     NIMBUS_CHECK(out.size() == n, "cloud_impact: method ", m.name, " returned ", out.size(), " values for ", s.name,
-                 ", expected 13 x ", s.height, " x ", s.width);
+                 ", expected ", models::kS2Bands, " x ", s.height, " x ", s.width);
     r.pred.push_back(argmax(classify(out.data(), s.height, s.width)));
     const std::vector<float> o = rho(out);
     r.metrics.push_back(image_metrics({o.data(), models::kS2Bands, s.height, s.width}, tv, cv,
@@ -211,7 +211,7 @@ void Experiment::add(SceneResult r) {
                r.band_mae_dn.size(), " per-band error sets for ", names_.size(), " methods");
   for (const auto& b : r.band_mae_dn)
     NIMBUS_CHECK(b.size() == size_t(models::kS2Bands), "Experiment: scene ", r.name, ": ", b.size(),
-                 " per-band errors, expected 13");
+                 " per-band errors, expected ", models::kS2Bands);
   for (int p : r.pred)
     NIMBUS_CHECK(p >= 0 && p < classes(), "Experiment: scene ", r.name, ": class ", p, " outside 0..", classes() - 1);
   NIMBUS_CHECK(r.cloud_cover >= edges_.front() && r.cloud_cover <= edges_.back(), "Experiment: scene ", r.name,

@@ -14,9 +14,10 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <sstream>
 #include <tuple>
 
-#include "apps/common/band_order.h"
 #include "data/eurosat.h"
 #include "data/geotiff.h"
 #include "data/normalize.h"
@@ -24,6 +25,7 @@
 #include "data/synthetic.h"
 #include "data/synthetic_spectra.h"
 #include "engine/autograd.h"
+#include "engine/io/json.h"
 #include "engine/io/safetensors.h"
 #include "models/model_io.h"
 #include "tests/apps/app_runner.h"
@@ -210,7 +212,7 @@ TEST_CASE("train_resnet: input_norm holds the training split's per-band reflecta
   SafetensorsFile f = load_safetensors(d / "run/last.safetensors");
   check_close(f.at("input_norm.mean").to_vector(), mean, 1e-6, 1e-5, "input_norm.mean");
   check_close(f.at("input_norm.std").to_vector(), sd, 1e-6, 1e-4, "input_norm.std");
-  CHECK(f.metadata.at("band_order") == "sen12ms");
+  CHECK(f.metadata.at("bands") == "B1,B2,B3,B4,B5,B6,B7,B8,B8A,B9,B10,B11,B12");  // what it trained on
 }
 
 TEST_CASE("train_dsen2cr: SIGKILL then --resume equals an uninterrupted run with metrics per epoch") {
@@ -247,7 +249,7 @@ TEST_CASE("train_dsen2cr: NaN loss stops naming the step and the l1 / adam / no-
   CHECK(f.at("head.weight").size(1) == 13);
 }
 
-TEST_CASE("classify: probabilities equal the model's forward with band order auto and errors") {
+TEST_CASE("classify: probabilities equal the model's forward, each file in the band order it says, and errors") {
   TempDir d("classify");
   Rng rng(3);
   models::ResNetConfig rc;
@@ -260,7 +262,8 @@ TEST_CASE("classify: probabilities equal the model's forward with band order aut
   m.classifier->set_input_norm(mean, sd);
   const std::string ckpt = d / "clf.safetensors";
   models::save_model(ckpt, m);
-  // Two EuroSAT tiles (64x64, B8A last) and one 40x40 SEN12MS-ordered image.
+  // Two EuroSAT tiles (64x64, B8A last, in the EuroSAT layout) and one 40x40 image whose GDAL band
+  // descriptions say SEN12MS order.
   data::write_eurosat_tile(d / "eu", 42, 1, 0);
   data::write_eurosat_tile(d / "eu", 42, 8, 0);
   data::Raster s12;
@@ -268,11 +271,17 @@ TEST_CASE("classify: probabilities equal the model's forward with band order aut
   s12.bands = 13;
   s12.data.resize(13 * 40 * 40);
   for (float& v : s12.data) v = float(rng.below(4000));
+  for (int b = 0; b < 13; ++b) s12.band_names.emplace_back(data::kS2BandNames[size_t(b)]);
   data::WriteOptions wo;
   data::write_geotiff(d / "s12.tif", s12, wo);
   AppResult r =
       run_app("classify", {"--weights", ckpt, "--out", d / "p.csv", "--threads", "1", d / "eu", d / "s12.tif"});
   REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  // save_model wrote no "bands" key: SEN12MS order, said once.
+  CHECK_MESSAGE(r.output.find("does not say which bands it takes") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("3 images, bands read as 2 eurosat (dataset layout), 1 sen12ms (band descriptions)") !=
+                    std::string::npos,
+                r.output);
   std::ifstream in(d / "p.csv");
   std::string line;
   std::getline(in, line);
@@ -287,11 +296,13 @@ TEST_CASE("classify: probabilities equal the model's forward with band order aut
     for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
     REQUIRE(f.size() == 13);
     data::Raster img = data::read_geotiff(f[0]);
-    const bool eurosat = img.width == 64;
-    apps::to_sen12ms_order(img.data.data(), 13, size_t(img.width * img.height),
-                           eurosat ? apps::BandOrder::EuroSat : apps::BandOrder::Sen12ms, f[0]);
+    const data::BandList order = img.width == 64 ? data::eurosat_bands() : data::sen12ms_bands();
+    std::vector<float> x(13 * size_t(img.width * img.height));
+    for (size_t fb = 0; fb < 13; ++fb)  // file band fb holds canonical band order[fb]
+      std::copy_n(img.data.begin() + long(fb * x.size() / 13), x.size() / 13,
+                  x.begin() + long(size_t(order[fb]) * x.size() / 13));
     std::vector<float> want =
-        m.classifier->probabilities(Tensor::from_vector({1, 13, img.height, img.width}, img.data)).to_vector();
+        m.classifier->probabilities(Tensor::from_vector({1, 13, img.height, img.width}, x)).to_vector();
     std::vector<double> got;
     for (int k = 0; k < 10; ++k) got.push_back(std::stod(f[size_t(3 + k)]));
     check_close(got, want, 1e-7, 1e-6, f[0]);
@@ -302,7 +313,7 @@ TEST_CASE("classify: probabilities equal the model's forward with band order aut
   CHECK(rows == 3);
   // Forcing the wrong order changes the answer for a EuroSAT tile (B8A moved): the option is live.
   AppResult forced =
-      run_app("classify", {"--weights", ckpt, "--out", d / "q.csv", "--band-order", "sen12ms", "--threads", "1",
+      run_app("classify", {"--weights", ckpt, "--out", d / "q.csv", "--bands", "sen12ms", "--threads", "1",
                            d / "eu"});
   REQUIRE(forced.exit_code == 0);
   CHECK(read_file(d / "q.csv") != read_file(d / "p.csv").substr(0, read_file(d / "q.csv").size()));
@@ -310,10 +321,14 @@ TEST_CASE("classify: probabilities equal the model's forward with band order aut
   data::Raster four = s12;
   four.bands = 4;
   four.data.resize(4 * 40 * 40);
+  four.band_names.clear();  // says nothing: read as SEN12MS order, 13 bands
   data::write_geotiff(d / "four.tif", four, wo);
   AppResult bad = run_app("classify", {"--weights", ckpt, "--out", d / "b.csv", "--threads", "1", d / "four.tif"});
   CHECK(bad.exit_code == 1);
-  CHECK_MESSAGE(bad.output.find("four.tif: has 4 bands but the classifier") != std::string::npos, bad.output);
+  CHECK_MESSAGE(bad.output.find("four.tif: has 4 bands but its band order (assumed) names 13") != std::string::npos,
+                bad.output);
+  CHECK_MESSAGE(bad.output.find("four.tif has no band descriptions and is in neither") != std::string::npos,
+                bad.output);
   CHECK_FALSE(fs::exists(d / "b.csv"));
   // A DSen2-CR checkpoint is not a classifier.
   models::Model cr = models::build_model(models::ModelConfig::of(models::DSen2CRConfig{1, 4, true}), rng);
@@ -460,8 +475,82 @@ TEST_CASE("real fixtures: remove_clouds keeps georeferencing and classify reads 
   AppResult c = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "p.csv", "--threads", "1",
                                      real_fixture("eurosat_ms")});
   REQUIRE_MESSAGE(c.exit_code == 0, c.output);
-  CHECK_MESSAGE(c.output.find("20 images (20 read as EuroSAT band order, 0 as SEN12MS-CR)") != std::string::npos,
-                c.output);
+  CHECK_MESSAGE(c.output.find("20 images, bands read as 20 eurosat (dataset layout)") != std::string::npos, c.output);
+}
+
+namespace {
+// classify's CSV: path -> probabilities (columns 3 onwards).
+std::map<std::string, std::vector<double>> read_probabilities(const std::string& csv) {
+  std::map<std::string, std::vector<double>> out;
+  std::ifstream in(csv);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    for (size_t k = 3; k < f.size(); ++k) out[f[0]].push_back(std::stod(f[k]));
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("classify: a PyTorch classifier that names its bands classifies EuroSAT tiles as PyTorch does") {
+  // tests/torch/gen_fixtures_models.py fed the 20 real EuroSAT tiles to a torchvision-named ResNet
+  // as stored (B8A last) and kept its probabilities. With bands=<that order> in the checkpoint,
+  // default options give PyTorch's answer; without the key, the file is taken as SEN12MS order
+  // (with a notice) and the answer moves; --model-bands declares the order instead.
+  TempDir d("bands_torch");
+  const SafetensorsFile torch_file = load_safetensors(fixture("models_resnet_basic.safetensors"));
+  const SafetensorsFile& want = fixture_file("models_resnet_basic_expected.safetensors");
+  const json::Value tiles = json::parse(want.metadata.at("tiles"));
+  const std::vector<float> probs = want.at("probs").to_vector();
+  REQUIRE(tiles.arr.size() == 20);
+  REQUIRE(probs.size() == 20 * 10);
+  save_safetensors(d / "named.safetensors", torch_file.tensors, {{"bands", data::bands_csv(data::eurosat_bands())}});
+  save_safetensors(d / "plain.safetensors", torch_file.tensors);
+  auto classify = [&](const std::string& weights, const std::string& out, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--weights", weights, "--out", out, "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(real_fixture("eurosat_ms"));
+    AppResult r = run_app("classify", args);
+    REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+    return r.output;
+  };
+  // The largest |nimbus - PyTorch| over every tile and class.
+  auto worst = [&](const std::string& csv) {
+    const auto got = read_probabilities(csv);
+    REQUIRE(got.size() == 20);
+    double w = 0;
+    for (size_t t = 0; t < 20; ++t) {
+      const auto it = got.find(real_fixture(tiles.arr[t].s));
+      REQUIRE_MESSAGE(it != got.end(), tiles.arr[t].s);
+      REQUIRE(it->second.size() == 10);
+      for (size_t k = 0; k < 10; ++k) w = std::max(w, std::fabs(it->second[k] - double(probs[t * 10 + k])));
+    }
+    return w;
+  };
+  const std::string named = classify(d / "named.safetensors", d / "named.csv", {});
+  CHECK(named.find("does not say which bands") == std::string::npos);
+  CHECK_MESSAGE(named.find("the classifier takes eurosat") != std::string::npos, named);
+  CHECK(worst(d / "named.csv") < 1e-4);  // the models tests' tolerance for these probabilities
+
+  const std::string plain = classify(d / "plain.safetensors", d / "plain.csv", {});
+  CHECK_MESSAGE(plain.find("plain.safetensors does not say which bands it takes (no \"bands\" metadata): taken as "
+                           "SEN12MS order") != std::string::npos,
+                plain);
+  CHECK(worst(d / "plain.csv") > 0.01);  // B8A fed where B9 belongs: a different answer
+
+  classify(d / "plain.safetensors", d / "declared.csv", {"--model-bands", "eurosat"});
+  CHECK(worst(d / "declared.csv") < 1e-4);
+  // An option that contradicts the checkpoint is an error, not a silent choice.
+  AppResult clash = run_app("classify", {"--weights", d / "named.safetensors", "--out", d / "x.csv", "--model-bands",
+                                         "sen12ms", real_fixture("eurosat_ms")});
+  CHECK(clash.exit_code == 1);
+  CHECK_MESSAGE(clash.output.find("its metadata says it takes bands B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B11,B12,B8A but "
+                                  "--model-bands says B1,B2,B3,B4,B5,B6,B7,B8,B8A") != std::string::npos,
+                clash.output);
+  CHECK_FALSE(fs::exists(d / "x.csv"));
 }
 
 TEST_CASE("apps: --precision bf16 trains and classifies under bfloat16 autocast with float32 checkpoints") {

@@ -4,7 +4,6 @@
 
 #include <numeric>
 
-#include "apps/common/band_order.h"
 #include "apps/common/cloud_removal.h"
 #include "apps/common/tiling.h"
 #include "data/synthetic_spectra.h"
@@ -55,29 +54,6 @@ TEST_CASE("tiling: bad plans are errors") {
   CHECK_THROWS_WITH_AS(plan_tiles(100, 100, 32, 8, 4), doctest::Contains("no blending ramp"), Error);
   CHECK_THROWS_AS(plan_tiles(0, 10, 32, 8, 1), Error);
   CHECK_NOTHROW(plan_tiles(20, 20, 32, 8, 4));  // one tile: no ramp needed
-}
-
-TEST_CASE("band order: EuroSAT B8A (file band 12) moves to index 8") {
-  const size_t hw = 2;
-  std::vector<float> x(13 * hw);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i / hw);  // value = file band index
-  to_sen12ms_order(x.data(), 13, hw, BandOrder::EuroSat, "t.tif");
-  // SEN12MS order: B1..B8 (file 0..7), B8A (file 12), B9..B12 (file 8..11).
-  const std::vector<float> want = {0, 1, 2, 3, 4, 5, 6, 7, 12, 8, 9, 10, 11};
-  for (size_t c = 0; c < 13; ++c) {
-    CHECK(x[c * hw] == want[c]);
-    CHECK(x[c * hw + 1] == want[c]);
-  }
-  std::vector<float> y(13 * hw, 1.f), y0 = y;
-  to_sen12ms_order(y.data(), 13, hw, BandOrder::Sen12ms, "t.tif");
-  CHECK(y == y0);
-  std::vector<float> four(4 * hw);
-  CHECK_THROWS_WITH_AS(to_sen12ms_order(four.data(), 4, hw, BandOrder::EuroSat, "four.tif"),
-                       doctest::Contains("four.tif: has 4 bands"), Error);
-  CHECK(guess_band_order(64, 64) == BandOrder::EuroSat);
-  CHECK(guess_band_order(256, 256) == BandOrder::Sen12ms);
-  CHECK(parse_band_order("eurosat") == BandOrder::EuroSat);
-  CHECK_THROWS_AS(parse_band_order("rgb"), Error);
 }
 
 namespace {
