@@ -7,14 +7,19 @@
 // writes DIR/eurosat/<Class>/<Class>_<n>.tif and DIR/sen12mscr/ROIs.../...,
 // DIR/sen12mscr/masks/..., DIR/sen12mscr/labels.csv. Every item depends only on
 // (seed, index): the same seed gives identical bytes with any thread count.
+// --granule N also writes DIR/granule/s2_cloudy.tif and s1.tif, one N x N scene
+// (10980 = a Sentinel-2 granule) tiled from 256x256 synthetic triplets side by
+// side, written by tiles in bounded memory: the input for remove_clouds at scale.
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <vector>
 
 #include "apps/common/cli.h"
 #include "apps/common/progress.h"
+#include "data/geotiff.h"
 #include "data/synthetic.h"
 #include "data/synthetic_spectra.h"
 
@@ -33,6 +38,51 @@ std::pair<double, double> parse_range(const std::string& s) {
   return {lo, hi};
 }
 
+// A (size x size) cloudy S2 + S1 pair made of synthetic triplets placed side by side (256x256
+// each, the last row and column cropped), written tile by tile: only a row of triplets is in memory.
+void write_granule(const std::string& dir, const data::SyntheticOptions& o, int size) {
+  constexpr int T = 256;
+  const int n = (size + T - 1) / T;
+  std::filesystem::create_directories(dir);
+  // Georeferencing: the first triplet's corner, 10 m pixels, over the whole granule.
+  const data::SyntheticTriplet first = data::make_triplet(o.seed, 0, 0.5);
+  std::vector<std::string> names;
+  for (int b = 0; b < data::kS2Bands; ++b) names.emplace_back(data::kS2BandNames[size_t(b)]);
+  data::WriteOptions w2, w1;
+  w2.type = data::SampleType::UInt16;
+  w1.type = data::SampleType::Float32;
+  w2.tile_size = w1.tile_size = T;
+  data::TiledGeoTiffWriter s2(dir + "/s2_cloudy.tif", size, size, data::kS2Bands, w2, first.s2_cloudy.geo, names);
+  data::TiledGeoTiffWriter s1(dir + "/s1.tif", size, size, data::kS1Bands, w1, first.s1.geo, {"VV", "VH"});
+  Progress bar("make_synthetic granule", int64_t(n) * n, stderr, Progress::Mode::Auto, "tile");
+  std::vector<data::SyntheticTriplet> row(static_cast<size_t>(n));
+  for (int ty = 0; ty < n; ++ty) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int tx = 0; tx < n; ++tx) {
+      const int index = ty * n + tx;
+      row[size_t(tx)] = data::make_triplet(o.seed, index, data::triplet_cover(o.seed, index, o.cover_lo, o.cover_hi));
+    }
+    const int h = std::min(T, size - ty * T);
+    for (int tx = 0; tx < n; ++tx) {
+      const int w = std::min(T, size - tx * T);
+      auto crop = [&](const data::Raster& r) {  // the (bands, h, w) top-left corner of a 256x256 raster
+        std::vector<float> v(size_t(r.bands) * size_t(h) * size_t(w));
+        for (int c = 0; c < r.bands; ++c)
+          for (int y = 0; y < h; ++y)
+            std::copy_n(r.band(c) + size_t(y) * size_t(r.width), size_t(w),
+                        v.data() + (size_t(c) * size_t(h) + size_t(y)) * size_t(w));
+        return v;
+      };
+      s2.write_tile(tx, ty, crop(row[size_t(tx)].s2_cloudy).data());
+      s1.write_tile(tx, ty, crop(row[size_t(tx)].s1).data());
+      bar.update(int64_t(ty) * n + tx + 1);
+    }
+  }
+  bar.finish();
+  s2.finish();
+  s1.finish();
+}
+
 int run(int argc, char** argv) {
   cli::Parser p("make_synthetic",
                 "Write synthetic EuroSAT-MS-like tiles and SEN12MS-CR-like triplets (cloud-free S2, cloudy S2, "
@@ -43,6 +93,10 @@ int run(int argc, char** argv) {
   p.add_int("sen12mscr", 0, "SEN12MS-CR-like triplets (256x256)").range(0, 1e6);
   p.add_string("cloud-cover", "0,1", "per-patch cloud cover drawn uniformly from this range (fractions)", "LO,HI");
   p.add_int("patches-per-roi", 25, "patches per ROI folder (seasons cycle over ROIs)").range(1, 1e6);
+  p.add_int("granule", 0,
+            "also write granule/s2_cloudy.tif and granule/s1.tif, one N x N scene tiled from synthetic triplets "
+            "(10980 = a Sentinel-2 granule; 0 = none)")
+      .range(0, 40000);
   cli::add_common_options(p);
   p.parse_or_exit(argc, argv);
   const std::string out = p.get_string("out");
@@ -82,6 +136,10 @@ int run(int argc, char** argv) {
     return 1;
   }
   if (n_cr > 0) data::write_labels(cr_root, rows);
+  if (const int64_t g = p.get_int("granule"); g > 0) {
+    write_granule(out + "/granule", o, int(g));
+    std::printf("make_synthetic: a %lld x %lld granule in %s/granule\n", (long long)g, (long long)g, out.c_str());
+  }
   std::printf("make_synthetic: %lld EuroSAT-like tiles in %s, %lld SEN12MS-CR-like triplets in %s (seed %llu, "
               "%d threads)\n",
               (long long)(n_eurosat * data::kNumClasses), eurosat_root.c_str(), (long long)n_cr, cr_root.c_str(),

@@ -2,26 +2,30 @@
 //
 //   remove_clouds --weights dsen2cr.safetensors --s2 cloudy.tif [--s1 sar.tif] --out clear.tif
 //   remove_clouds --weights ... --data SEN12MS-CR/ --split test --out-dir DIR
-// Input: 13-band S2 DN (B1..B8, B8A, B9..B12) and, for a SAR model, the
-// 2-band S1 (VV, VH dB) of the same grid. Normalised as in training (§4),
-// run in overlapping tiles blended with linear ramps (apps/common/tiling.h;
-// exact up to float rounding when the overlap covers the receptive field),
-// written as uint16 DN (x 2000, rounded, clamped to 0..65535) with the
-// input's georeferencing, atomically. Band order: the input's is what the file
-// says (apps/common/band_order.h; --bands overrides), moved to DSen2-CR's
-// SEN12MS order; the output is in SEN12MS order and names its bands in GDAL
-// band descriptions (B1, ..., B8A, ..., B12), so readers need not guess. Folder mode writes one file per
-// triplet of the split: DIR/<cloudy S2 file name>.
+// Input: 13-band S2 DN and, for a SAR model, the 2-band S1 (VV, VH dB) of the
+// same grid. Normalised as in training (§4), run in overlapping tiles blended
+// with linear ramps (apps/common/tiling.h; exact up to float rounding when the
+// overlap covers the receptive field), written as a tiled uint16 GeoTIFF (DN,
+// rounded, clamped to 0..65535) with the input's georeferencing, atomically.
+// Whole granules (10980 x 10980) fit: the input is read by windows and the
+// output written by tiles, in stripes of --stripe columns
+// (apps/common/cloud_removal.h), so memory depends on the tile and stripe sizes,
+// not on the image's; the result is the same bits as a whole-image run.
+// Band order: the input's is what the file says (apps/common/band_order.h;
+// --bands overrides), moved to DSen2-CR's SEN12MS order; the output is in
+// SEN12MS order and names its bands in GDAL band descriptions.
+// Folder mode writes one file per triplet of the split: DIR/<cloudy S2 file name>.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "apps/common/band_order.h"
 #include "apps/common/cloud_removal.h"
 #include "apps/common/device.h"
 #include "apps/common/progress.h"
 #include "data/geotiff.h"
-#include "data/normalize.h"
 #include "data/sen12mscr.h"
 #include "models/model_io.h"
 
@@ -30,37 +34,114 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Reads, checks, normalises, removes clouds, writes. s1_path may be empty.
+// The value fill_nan_with_mean would put in place of NaN in a whole float file (the mean of its
+// other values, in double), found by reading it a block of rows at a time; nullopt when it has no
+// NaN (integer files never do, and are not read).
+std::optional<float> nan_fill_value(const std::string& path, const data::TiffInfo& info) {
+  if (info.type != data::SampleType::Float32) return std::nullopt;
+  double sum = 0;
+  size_t count = 0, nan = 0;
+  for (int y0 = 0; y0 < info.height; y0 += 256) {
+    const data::Raster r = data::read_geotiff(path, data::Window{0, y0, info.width, std::min(256, info.height - y0)});
+    for (float v : r.data)
+      if (std::isnan(v)) ++nan;
+      else sum += double(v), ++count;
+  }
+  if (nan == 0) return std::nullopt;
+  return count ? float(sum / double(count)) : 0.f;
+}
+
+// Output tiles of the GeoTIFF: 256 (GDAL's default block), smaller for a small image.
+int output_tile(int height, int width) { return std::min(256, (std::max(height, width) + 15) / 16 * 16); }
+
+// Reads by windows, checks, removes clouds, writes a tiled GeoTIFF by tiles: memory depends on the
+// tile and stripe sizes, not on the image's. s1_path may be empty.
 void process(models::DSen2CR& net, const std::string& weights, const std::string& s2_path,
-             const std::string& s1_path, const std::string& out_path, const apps::TileOptions& to,
+             const std::string& s1_path, const std::string& out_path, apps::TileOptions to,
              apps::FileBands& file_bands) {
-  data::Raster s2 = data::read_geotiff(s2_path);
-  NIMBUS_CHECK(s2.bands == models::kS2Bands, s2_path, ": has ", s2.bands, " bands; DSen2-CR needs ", models::kS2Bands,
+  const data::TiffInfo i2 = data::read_tiff_info(s2_path);
+  NIMBUS_CHECK(i2.bands == models::kS2Bands, s2_path, ": has ", i2.bands, " bands; DSen2-CR needs ", models::kS2Bands,
                "-band Sentinel-2 (B1..B8, B8A, B9..B12)");
-  const data::BandList sen12ms = data::sen12ms_bands();
-  s2.data = data::reorder_bands(std::move(s2.data), size_t(s2.width) * size_t(s2.height),
-                                file_bands.of(s2_path, s2.band_names, s2.bands), sen12ms, s2_path);
-  s2.band_names.clear();
-  for (int b : sen12ms) s2.band_names.emplace_back(data::kS2BandNames[size_t(b)]);
+  const int H = i2.height, W = i2.width;
+  const data::BandList sen12ms = data::sen12ms_bands(), bands = file_bands.of(s2_path, i2.band_names, i2.bands);
   const bool sar = net.config().sar;
   NIMBUS_CHECK(!sar || !s1_path.empty(), weights, ": the model (", net.config().str(),
                ") needs S1 SAR input: give --s1 FILE for ", s2_path);
-  data::Raster s1;
+  data::TiffInfo i1;
   if (sar) {
-    s1 = data::read_geotiff(s1_path);
-    NIMBUS_CHECK(s1.bands == models::kS1Bands, s1_path, ": has ", s1.bands, " bands; S1 SAR needs 2 (VV, VH in dB)");
-    NIMBUS_CHECK(s1.width == s2.width && s1.height == s2.height, s1_path, " is ", s1.width, "x", s1.height, " but ",
-                 s2_path, " is ", s2.width, "x", s2.height);
-    data::fill_nan_with_mean(s1.data.data(), s1.data.size());
+    i1 = data::read_tiff_info(s1_path);
+    NIMBUS_CHECK(i1.bands == models::kS1Bands, s1_path, ": has ", i1.bands, " bands; S1 SAR needs 2 (VV, VH in dB)");
+    NIMBUS_CHECK(i1.width == W && i1.height == H, s1_path, " is ", i1.width, "x", i1.height, " but ", s2_path, " is ",
+                 W, "x", H);
   }
-  data::fill_nan_with_mean(s2.data.data(), s2.data.size());  // integer files have none; float ones may
-  // Scaled to the model's domain and back on its device, tile by tile (DSen2CR::forward_dn).
-  s2.data = apps::remove_clouds_tiled(net, s2.data.data(), sar ? s1.data.data() : nullptr, s2.height, s2.width, to);
+  // NaN is filled with the whole file's mean, as DSen2-CR does per patch (integer files have none).
+  const std::optional<float> fill2 = nan_fill_value(s2_path, i2), fill1 = sar ? nan_fill_value(s1_path, i1) : std::nullopt;
+  auto fill = [](std::vector<float>& v, std::optional<float> with) {
+    if (with)
+      for (float& x : v)
+        if (std::isnan(x)) x = *with;
+  };
+
+  const int T = output_tile(H, W);
   data::WriteOptions wo;
   wo.type = data::SampleType::UInt16;
+  wo.tile_size = T;
+  std::vector<std::string> names;
+  for (int b : sen12ms) names.emplace_back(data::kS2BandNames[size_t(b)]);
   const fs::path parent = fs::path(out_path).parent_path();
   if (!parent.empty()) fs::create_directories(parent);
-  data::write_geotiff(out_path, s2, wo);  // s2.geo: the input's georeferencing
+  data::TiledGeoTiffWriter out(out_path, W, H, models::kS2Bands, wo, i2.geo, names);  // the input's georeferencing
+
+  apps::TileIO io;
+  io.read = [&](int x0, int y0, int w, int h, float* s2, float* s1) {
+    const data::Window win{x0, y0, w, h};
+    std::vector<float> v = data::reorder_bands(data::read_geotiff(s2_path, win).data, size_t(w) * size_t(h), bands,
+                                               sen12ms, s2_path);
+    fill(v, fill2);
+    std::copy(v.begin(), v.end(), s2);
+    if (s1) {
+      std::vector<float> r = data::read_geotiff(s1_path, win).data;
+      fill(r, fill1);
+      std::copy(r.begin(), r.end(), s1);
+    }
+  };
+  // Finished rows arrive stripe by stripe, top to bottom; they wait here until a row of output tiles
+  // is complete. Stripes are whole output tiles wide (to.stripe is a multiple of T), so each output
+  // tile lies in one stripe.
+  int sx0 = -1, sw = 0, py0 = 0, py1 = 0;
+  std::vector<std::vector<float>> pending(models::kS2Bands);  // per band: rows [py0, py1) x sw
+  std::vector<float> tile;
+  auto flush = [&](bool all) {
+    while (py1 > py0 && (py1 - py0 >= T || all)) {
+      const int rows = std::min(T, py1 - py0);
+      for (int tx0 = sx0; tx0 < sx0 + sw; tx0 += T) {
+        const int cols = std::min(T, sx0 + sw - tx0);
+        tile.resize(size_t(models::kS2Bands) * size_t(rows) * size_t(cols));
+        for (int c = 0; c < models::kS2Bands; ++c)
+          for (int y = 0; y < rows; ++y)
+            std::copy_n(pending[size_t(c)].data() + size_t(y) * size_t(sw) + size_t(tx0 - sx0), size_t(cols),
+                        tile.data() + (size_t(c) * size_t(rows) + size_t(y)) * size_t(cols));
+        out.write_tile(tx0 / T, py0 / T, tile.data());
+      }
+      for (auto& p : pending) p.erase(p.begin(), p.begin() + ptrdiff_t(size_t(rows) * size_t(sw)));
+      py0 += rows;
+    }
+  };
+  io.write = [&](int x0, int y0, int w, int h, const float* dn) {
+    if (x0 != sx0) {  // a new stripe
+      NIMBUS_CHECK(py0 == py1, "remove_clouds: internal: stripe at column ", sx0, " left rows unwritten");
+      sx0 = x0, sw = w, py0 = py1 = 0;
+    }
+    NIMBUS_CHECK(y0 == py1 && w == sw, "remove_clouds: internal: rows out of order");
+    for (int c = 0; c < models::kS2Bands; ++c)
+      pending[size_t(c)].insert(pending[size_t(c)].end(), dn + size_t(c) * size_t(h) * size_t(w),
+                                dn + size_t(c + 1) * size_t(h) * size_t(w));
+    py1 += h;
+    flush(py1 == H);
+  };
+  to.stripe = to.stripe <= 0 ? 0 : (to.stripe + T - 1) / T * T;
+  apps::remove_clouds_streamed(net, H, W, io, to);
+  out.finish();
 }
 
 int run(int argc, char** argv) {
@@ -77,7 +158,14 @@ int run(int argc, char** argv) {
   p.add_string("out-dir", "", "folder mode: output folder, one <cloudy S2 file name> per triplet", "DIR");
   p.add_int("tile", 256, "tile side in pixels; images up to this size run in one piece").range(16, 8192);
   p.add_int("overlap", -1, "tile overlap in pixels (-1: 2 x receptive radius + 32, e.g. 100 for 16 blocks)").range(-1, 4096);
-  p.add_int("batch-size", 4, "tiles per forward pass").range(1, 4096);
+  p.add_int("batch-size", 0,
+            "tiles per forward pass (0: 1 on the CPU, where more only adds memory, about 180 MiB per 256x256 tile "
+            "of the demo model; 4 on a GPU, where it saves launches)")
+      .range(0, 4096);
+  p.add_int("stripe", 2048,
+            "columns blended at once: memory grows with (stripe + 2 tiles) x tile, not with the image; tiles on a "
+            "stripe's edge run for both stripes (0: the whole width)")
+      .range(0, 1 << 20);
   apps::add_bands_option(p);
   cli::add_common_options(p);
   apps::add_precision_option(p);
@@ -98,7 +186,8 @@ int run(int argc, char** argv) {
   apps::TileOptions to;
   to.tile = int(p.get_int("tile"));
   to.overlap = int(p.get_int("overlap"));
-  to.batch = int(p.get_int("batch-size"));
+  to.batch = p.get_int("batch-size") > 0 ? int(p.get_int("batch-size")) : common.device == Device::CPU ? 1 : 4;
+  to.stripe = int(p.get_int("stripe"));
   to.device = common.device;
   apps::FileBands file_bands(p.get_string("bands"), "remove_clouds");
 

@@ -458,21 +458,22 @@ void gather(const Raster& in, int band0, int nbands_blk, int bx0, int by0, int b
 
 std::atomic<uint64_t> g_tmp_counter{0};
 
-void write_to(TiffFile& f, const Raster& raster, const WriteOptions& opt) {
-  TIFF* tif = f.get();
+// Every tag of a new image: size, sample layout, strips or tiles, georeferencing, band names.
+Blocks set_tags(TIFF* tif, int width, int height, int bands, const WriteOptions& opt, const GeoInfo& geo,
+                const std::vector<std::string>& band_names) {
   const uint16_t bps = uint16_t(8 * bytes_of(opt.type));
   const uint16_t fmt = opt.type == SampleType::Float32 ? SAMPLEFORMAT_IEEEFP
                        : opt.type == SampleType::Int16 ? SAMPLEFORMAT_INT
                                                        : SAMPLEFORMAT_UINT;
-  TIFFSetField(tif, TIFFTAG_IMAGEWIDTH, uint32_t(raster.width));
-  TIFFSetField(tif, TIFFTAG_IMAGELENGTH, uint32_t(raster.height));
-  TIFFSetField(tif, TIFFTAG_SAMPLESPERPIXEL, uint16_t(raster.bands));
+  TIFFSetField(tif, TIFFTAG_IMAGEWIDTH, uint32_t(width));
+  TIFFSetField(tif, TIFFTAG_IMAGELENGTH, uint32_t(height));
+  TIFFSetField(tif, TIFFTAG_SAMPLESPERPIXEL, uint16_t(bands));
   TIFFSetField(tif, TIFFTAG_BITSPERSAMPLE, bps);
   TIFFSetField(tif, TIFFTAG_SAMPLEFORMAT, fmt);
   TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
   TIFFSetField(tif, TIFFTAG_PLANARCONFIG, opt.planar_separate ? PLANARCONFIG_SEPARATE : PLANARCONFIG_CONTIG);
-  if (raster.bands > 1) {  // like GDAL: the bands after the first are "unspecified" extra samples
-    std::vector<uint16_t> extra(size_t(raster.bands - 1), EXTRASAMPLE_UNSPECIFIED);
+  if (bands > 1) {  // like GDAL: the bands after the first are "unspecified" extra samples
+    std::vector<uint16_t> extra(size_t(bands - 1), EXTRASAMPLE_UNSPECIFIED);
     TIFFSetField(tif, TIFFTAG_EXTRASAMPLES, uint16_t(extra.size()), extra.data());
   }
   TIFFSetField(tif, TIFFTAG_COMPRESSION, opt.deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_NONE);
@@ -483,14 +484,35 @@ void write_to(TiffFile& f, const Raster& raster, const WriteOptions& opt) {
     b.bw = b.bh = opt.tile_size;
   } else {
     uint32_t rps = opt.rows_per_strip > 0 ? uint32_t(opt.rows_per_strip) : TIFFDefaultStripSize(tif, 0);
-    rps = std::min<uint32_t>(std::max<uint32_t>(rps, 1), uint32_t(raster.height));
+    rps = std::min<uint32_t>(std::max<uint32_t>(rps, 1), uint32_t(height));
     TIFFSetField(tif, TIFFTAG_ROWSPERSTRIP, rps);
-    b.bw = raster.width;
+    b.bw = width;
     b.bh = int(rps);
   }
-  write_geo(tif, raster.geo);
-  write_band_names(tif, raster.band_names);
+  write_geo(tif, geo);
+  write_band_names(tif, band_names);
+  return b;
+}
 
+// Encodes the block of `raster` at (bx0, by0) (bw x bh pixels, bands [band0, band0 + nb)) and
+// writes it as tile or strip `plane`; pixels past the raster's edge are written as 0.
+void write_block(TiffFile& f, const Raster& raster, const WriteOptions& opt, int plane, int band0, int nb, int bx0,
+                 int by0, int bw, int bh, std::vector<unsigned char>& buf, uint32_t tile_x, uint32_t tile_y) {
+  TIFF* tif = f.get();
+  buf.assign(size_t(bw) * size_t(bh) * size_t(nb) * bytes_of(opt.type), 0);
+  with_sample_type(opt.type, [&](auto sample) {
+    gather<decltype(sample)>(raster, band0, nb, bx0, by0, bw, bh, buf.data());
+  });
+  const tmsize_t wrote =
+      opt.tiled ? TIFFWriteEncodedTile(tif, TIFFComputeTile(tif, tile_x, tile_y, 0, uint16_t(plane)), buf.data(),
+                                       tmsize_t(buf.size()))
+                : TIFFWriteEncodedStrip(tif, TIFFComputeStrip(tif, tile_y, uint16_t(plane)), buf.data(),
+                                        tmsize_t(buf.size()));
+  if (wrote < 0) f.fail("cannot write pixel data");
+}
+
+void write_to(TiffFile& f, const Raster& raster, const WriteOptions& opt) {
+  const Blocks b = set_tags(f.get(), raster.width, raster.height, raster.bands, opt, raster.geo, raster.band_names);
   const int planes = opt.planar_separate ? raster.bands : 1;
   const int nb = opt.planar_separate ? 1 : raster.bands;
   std::vector<unsigned char> buf;
@@ -499,19 +521,8 @@ void write_to(TiffFile& f, const Raster& raster, const WriteOptions& opt) {
       for (int bx0 = 0; bx0 < raster.width; bx0 += b.bw) {
         // Strips end at the image; tiles are always whole.
         const int bh = opt.tiled ? b.bh : std::min(b.bh, raster.height - by0);
-        buf.assign(size_t(b.bw) * bh * nb * bytes_of(opt.type), 0);
-        const int band0 = opt.planar_separate ? p : 0;
-        with_sample_type(opt.type, [&](auto sample) {
-          gather<decltype(sample)>(raster, band0, nb, bx0, by0, b.bw, bh, buf.data());
-        });
-        tmsize_t wrote;
-        if (opt.tiled)
-          wrote = TIFFWriteEncodedTile(tif, TIFFComputeTile(tif, uint32_t(bx0), uint32_t(by0), 0, uint16_t(p)),
-                                       buf.data(), tmsize_t(buf.size()));
-        else
-          wrote = TIFFWriteEncodedStrip(tif, TIFFComputeStrip(tif, uint32_t(by0), uint16_t(p)), buf.data(),
-                                        tmsize_t(buf.size()));
-        if (wrote < 0) f.fail("cannot write pixel data");
+        write_block(f, raster, opt, p, opt.planar_separate ? p : 0, nb, bx0, by0, b.bw, bh, buf, uint32_t(bx0),
+                    uint32_t(by0));
       }
   f.close();
 }
@@ -570,6 +581,85 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
     std::error_code ignore;
     std::filesystem::remove(tmp, ignore);
     throw;
+  }
+}
+
+struct TiledGeoTiffWriter::Impl {
+  std::string path, tmp;
+  int width = 0, height = 0, bands = 0;
+  WriteOptions opt;
+  std::unique_ptr<TiffFile> file;
+  std::vector<char> written;  // per tile
+  std::vector<unsigned char> buf;
+  Raster block;  // the tile being encoded
+};
+
+TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int height, int bands,
+                                       const WriteOptions& options, const GeoInfo& geo,
+                                       const std::vector<std::string>& band_names)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.path = path;
+  m.width = width, m.height = height, m.bands = bands;
+  m.opt = options;
+  m.opt.tiled = true;
+  NIMBUS_CHECK(width > 0 && height > 0 && bands > 0 && bands < 65536, "geotiff: ", path, ": cannot write a ", width,
+               "x", height, "x", bands, " raster");
+  NIMBUS_CHECK(!options.planar_separate, "geotiff: ", path, ": the tiled writer writes pixel-interleaved tiles only");
+  NIMBUS_CHECK(m.opt.tile_size >= 16 && m.opt.tile_size % 16 == 0, "geotiff: ", path, ": tile size ",
+               m.opt.tile_size, " must be a positive multiple of 16");
+  NIMBUS_CHECK(band_names.empty() || band_names.size() == size_t(bands), "geotiff: ", path, ": ", band_names.size(),
+               " band names for ", bands, " bands");
+  m.tmp = str(path, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
+  m.file = std::make_unique<TiffFile>(m.tmp, "w");
+  set_tags(m.file->get(), width, height, bands, m.opt, geo, band_names);
+  m.written.assign(size_t(tiles_x()) * size_t(tiles_y()), 0);
+}
+
+TiledGeoTiffWriter::~TiledGeoTiffWriter() {
+  if (impl_ && impl_->file) {  // not finished: an error on the way
+    impl_->file.reset();
+    std::error_code ignore;
+    std::filesystem::remove(impl_->tmp, ignore);
+  }
+}
+
+int TiledGeoTiffWriter::tile() const { return impl_->opt.tile_size; }
+int TiledGeoTiffWriter::tiles_x() const { return (impl_->width + tile() - 1) / tile(); }
+int TiledGeoTiffWriter::tiles_y() const { return (impl_->height + tile() - 1) / tile(); }
+
+void TiledGeoTiffWriter::write_tile(int tx, int ty, const float* chw) {
+  Impl& m = *impl_;
+  NIMBUS_CHECK(m.file, "geotiff: ", m.path, ": write_tile after finish");
+  NIMBUS_CHECK(tx >= 0 && ty >= 0 && tx < tiles_x() && ty < tiles_y(), "geotiff: ", m.path, ": tile (", tx, ", ", ty,
+               ") is outside the ", tiles_x(), "x", tiles_y(), " tile grid");
+  char& done = m.written[size_t(ty) * size_t(tiles_x()) + size_t(tx)];
+  NIMBUS_CHECK(!done, "geotiff: ", m.path, ": tile (", tx, ", ", ty, ") written twice");
+  const int T = tile(), x0 = tx * T, y0 = ty * T;
+  m.block.width = std::min(T, m.width - x0);
+  m.block.height = std::min(T, m.height - y0);
+  m.block.bands = m.bands;
+  m.block.data.assign(chw, chw + size_t(m.bands) * size_t(m.block.width) * size_t(m.block.height));
+  if (m.opt.type != SampleType::Float32)
+    for (float v : m.block.data)
+      NIMBUS_CHECK(!std::isnan(v), "geotiff: ", m.path, ": cannot write NaN as ", sample_type_name(m.opt.type));
+  write_block(*m.file, m.block, m.opt, 0, 0, m.bands, 0, 0, T, T, m.buf, uint32_t(x0), uint32_t(y0));
+  done = 1;
+}
+
+void TiledGeoTiffWriter::finish() {
+  Impl& m = *impl_;
+  NIMBUS_CHECK(m.file, "geotiff: ", m.path, ": finished twice");
+  const size_t missing = size_t(std::count(m.written.begin(), m.written.end(), 0));
+  NIMBUS_CHECK(missing == 0, "geotiff: ", m.path, ": ", missing, " of ", m.written.size(), " tiles never written");
+  m.file->close();
+  m.file.reset();
+  std::error_code ec;
+  std::filesystem::rename(m.tmp, m.path, ec);
+  if (ec) {
+    std::error_code ignore;
+    std::filesystem::remove(m.tmp, ignore);
+    throw Error(str("geotiff: ", m.path, ": cannot rename temporary file into place: ", ec.message()));
   }
 }
 

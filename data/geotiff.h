@@ -8,6 +8,7 @@
 // in GDAL or QGIS.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -78,5 +79,31 @@ struct WriteOptions {
 // integer types; NaN cannot be written to an integer type (Error).
 // Written to a temporary file and renamed into place.
 void write_geotiff(const std::string& path, const Raster& raster, const WriteOptions& options);
+
+// A tiled GeoTIFF written tile by tile, in any order, so that an image larger than memory can be
+// produced window by window (remove_clouds on a whole granule). Tiles go to a temporary file next
+// to `path`, renamed into place by finish(); destroyed without finish() (an error on the way), the
+// writer removes the temporary file. options.tiled is implied; planar_separate is not supported.
+class TiledGeoTiffWriter {
+ public:
+  TiledGeoTiffWriter(const std::string& path, int width, int height, int bands, const WriteOptions& options,
+                     const GeoInfo& geo, const std::vector<std::string>& band_names);
+  ~TiledGeoTiffWriter();
+  TiledGeoTiffWriter(const TiledGeoTiffWriter&) = delete;
+  TiledGeoTiffWriter& operator=(const TiledGeoTiffWriter&) = delete;
+
+  int tile() const;
+  int tiles_x() const;
+  int tiles_y() const;
+  // Tile (tx, ty) covers columns [tx * tile, ...) and rows [ty * tile, ...), clipped to the image:
+  // chw holds its (bands, h, w) values, band-major, h = min(tile, height - ty * tile), w likewise.
+  // Values are encoded as write_geotiff does (rounded, clamped; no NaN for integer types).
+  void write_tile(int tx, int ty, const float* chw);
+  void finish();  // Error unless every tile was written exactly once
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace nimbus::data

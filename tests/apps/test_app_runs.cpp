@@ -18,6 +18,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "apps/common/cloud_removal.h"
 #include "data/eurosat.h"
 #include "data/geotiff.h"
 #include "data/normalize.h"
@@ -443,6 +444,65 @@ TEST_CASE("apps: --device cuda is a clear error (exit 1) and --help works (exit 
   CHECK(r.exit_code == 1);
   CHECK_MESSAGE(r.output.find("no usable CUDA device/backend") != std::string::npos, r.output);
   CHECK_FALSE(fs::exists(d / "run/last.safetensors"));
+}
+
+TEST_CASE("remove_clouds: streams a scene by windows and stripes into a tiled GeoTIFF, the same as in memory") {
+  TempDir d("stream");
+  REQUIRE(run_app("make_synthetic", {"--out", d.path.string(), "--granule", "600", "--threads", "1"}).exit_code == 0);
+  const std::string s2 = d / "granule/s2_cloudy.tif", s1 = d / "granule/s1.tif";
+  Rng rng(4);
+  models::Model m = models::build_model(models::ModelConfig::of(models::DSen2CRConfig{2, 8, true}), rng);
+  models::save_model(d / "cr.safetensors", m);
+  auto run = [&](const std::string& out, const std::string& s2_in, const std::string& s1_in,
+                 std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--weights", d / "cr.safetensors", "--s2", s2_in, "--s1", s1_in, "--out", out,
+                                     "--tile", "128", "--overlap", "40", "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    AppResult r = run_app("remove_clouds", args);
+    REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+    return data::read_geotiff(out);
+  };
+  // Stripes of 256 columns (tiles on their edges run twice, batched by 3) and the whole width.
+  const data::Raster striped = run(d / "striped.tif", s2, s1, {"--stripe", "256", "--batch-size", "3"});
+  const data::Raster whole = run(d / "whole.tif", s2, s1, {"--stripe", "0"});
+  CHECK(striped.data == whole.data);
+  // The whole scene in memory, blended by remove_clouds_tiled and written as write_geotiff rounds.
+  data::Raster in2 = data::read_geotiff(s2), in1 = data::read_geotiff(s1);
+  apps::TileOptions o;
+  o.tile = 128;
+  o.overlap = 40;
+  data::Raster want = in2;
+  want.data = apps::remove_clouds_tiled(*m.dsen2cr, in2.data.data(), in1.data.data(), in2.height, in2.width, o);
+  data::write_geotiff(d / "memory.tif", want, data::WriteOptions{});
+  CHECK(data::read_geotiff(d / "memory.tif").data == whole.data);
+  // A tiled GeoTIFF with the input's georeferencing and its bands named.
+  const data::TiffInfo info = data::read_tiff_info(d / "striped.tif");
+  CHECK(info.tiled);
+  CHECK((info.width == 600 && info.height == 600 && info.bands == 13));
+  CHECK(info.geo == in2.geo);
+  CHECK(info.band_names.front() == "B1");
+  CHECK(info.band_names[8] == "B8A");
+
+  // Input in EuroSAT order that says so in its band descriptions: the same output.
+  data::Raster eu = in2;
+  eu.data = data::reorder_bands(in2.data, size_t(600) * 600, data::sen12ms_bands(), data::eurosat_bands(), "eu");
+  eu.band_names.clear();
+  for (int b : data::eurosat_bands()) eu.band_names.emplace_back(data::kS2BandNames[size_t(b)]);
+  data::write_geotiff(d / "eu.tif", eu, data::WriteOptions{});
+  CHECK(run(d / "from_eu.tif", d / "eu.tif", s1, {}).data == whole.data);
+
+  // NaN in the SAR file is filled with the file's mean, as in memory (fill_nan_with_mean).
+  data::Raster holes = in1;
+  for (size_t i = 0; i < holes.data.size(); i += 997) holes.data[i] = std::nanf("");
+  data::WriteOptions f32;
+  f32.type = data::SampleType::Float32;
+  data::write_geotiff(d / "s1_nan.tif", holes, f32);
+  const data::Raster filled = run(d / "nan.tif", s2, d / "s1_nan.tif", {"--stripe", "256"});
+  data::fill_nan_with_mean(holes.data.data(), holes.data.size());
+  want.data = apps::remove_clouds_tiled(*m.dsen2cr, in2.data.data(), holes.data.data(), 600, 600, o);
+  data::write_geotiff(d / "memory_nan.tif", want, data::WriteOptions{});
+  check_close(filled.data, data::read_geotiff(d / "memory_nan.tif").data, 1.0, 0, "NaN-filled SAR, streamed vs memory");
+  CHECK(filled.data != whole.data);  // the holes mattered
 }
 
 TEST_CASE("real fixtures: remove_clouds keeps georeferencing and classify reads EuroSAT tiles") {

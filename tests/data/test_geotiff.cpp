@@ -444,3 +444,49 @@ TEST_CASE("geotiff: corrupted bytes give an Error or a read, never a crash") {
   CHECK(errors > 0);
   MESSAGE("corrupted files: ", errors, " errors, ", reads, " reads");
 }
+
+TEST_CASE("geotiff: the tiled writer takes tiles in any order and writes what write_geotiff would") {
+  TempDir d;
+  Raster r = random_raster(3, 40, 37, -5, 70000, 9, SampleType::UInt16);  // past both uint16 edges
+  r.geo.pixel_scale = {10, 10, 0};
+  r.geo.tiepoints = {0, 0, 0, 500000, 4000000, 0};
+  r.band_names = {"B4", "B3", "B2"};
+  WriteOptions o;
+  o.tile_size = 16;
+  {
+    TiledGeoTiffWriter w(d / "t.tif", r.width, r.height, r.bands, o, r.geo, r.band_names);
+    REQUIRE((w.tiles_x() == 3 && w.tiles_y() == 3));
+    // Bottom-right first, then the rest backwards.
+    for (int k = 8; k >= 0; --k) {
+      const int tx = k % 3, ty = k / 3, x0 = tx * 16, y0 = ty * 16;
+      const int tw = std::min(16, r.width - x0), th = std::min(16, r.height - y0);
+      std::vector<float> chw;
+      for (int c = 0; c < r.bands; ++c)
+        for (int y = 0; y < th; ++y)
+          for (int x = 0; x < tw; ++x) chw.push_back(r.band(c)[size_t(y0 + y) * size_t(r.width) + size_t(x0 + x)]);
+      w.write_tile(tx, ty, chw.data());
+    }
+    CHECK_THROWS_WITH_AS(w.write_tile(0, 0, r.data.data()), doctest::Contains("written twice"), Error);
+    CHECK_THROWS_WITH_AS(w.write_tile(3, 0, r.data.data()), doctest::Contains("outside the 3x3 tile grid"), Error);
+    CHECK_FALSE(fs::exists(d / "t.tif"));  // nothing in place before finish()
+    w.finish();
+  }
+  o.tiled = true;
+  write_geotiff(d / "w.tif", r, o);
+  const Raster a = read_geotiff(d / "t.tif"), b = read_geotiff(d / "w.tif");
+  CHECK(a.data == b.data);
+  CHECK(a.geo == r.geo);
+  CHECK(a.band_names == r.band_names);
+  CHECK(read_tiff_info(d / "t.tif").tiled);
+  // A writer that is not finished leaves nothing behind, not even its temporary file.
+  {
+    TiledGeoTiffWriter w(d / "u.tif", r.width, r.height, r.bands, o, r.geo, {});
+    w.write_tile(0, 0, std::vector<float>(size_t(3 * 16 * 16), 1.f).data());
+    CHECK_THROWS_WITH_AS(w.finish(), doctest::Contains("8 of 9 tiles never written"), Error);
+  }
+  size_t left = 0;
+  for (const auto& e : fs::directory_iterator(d.path)) left += e.path().filename().string().starts_with("u.tif");
+  CHECK(left == 0);
+  CHECK_THROWS_WITH_AS(TiledGeoTiffWriter(d / "v.tif", 10, 10, 2, o, r.geo, {"B1"}),
+                       doctest::Contains("1 band names for 2 bands"), Error);
+}
