@@ -6,16 +6,26 @@
 // (columns p_<ClassName>). The checkpoint's input_norm is applied (DN ->
 // clip/10000 -> standardise), as in training.
 //
+// An image larger than the classifier's tile (--classifier-tile, EuroSAT's 64)
+// is classified as cloud_impact does (--classify, docs/experiment.md): by
+// default the softmax averaged over its non-overlapping tiles. Tiles are read by
+// windows, a band of tile rows at a time, and batched across images, so memory
+// depends on the tile and batch sizes, not on the image (a whole granule fits);
+// only --classify full holds a whole large image. Images no larger than a tile
+// are classified whole.
+//
 // Band order (apps/common/band_order.h): each file is read in the order it says it holds (GDAL band
 // descriptions, or its EuroSAT / SEN12MS-CR layout; --bands overrides) and moved into the order the
 // classifier takes (its checkpoint's "bands" metadata; --model-bands for a file without it).
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 
 #include "apps/common/accuracy.h"
 #include "apps/common/band_order.h"
 #include "apps/common/device.h"
+#include "apps/common/experiment.h"
 #include "apps/common/progress.h"
 #include "data/eurosat.h"
 #include "engine/autograd.h"
@@ -64,7 +74,12 @@ int run(int argc, char** argv) {
   p.add_string("out", "", "output CSV (written atomically)", "FILE");
   apps::add_bands_option(p);
   apps::add_model_bands_option(p);
-  p.add_int("batch-size", 32, "images per forward pass (consecutive images of the same size are batched)").range(1, 65536);
+  p.add_int("batch-size", 32, "tiles (or whole small images) per forward pass, across images of the same size")
+      .range(1, 65536);
+  p.add_choice("classify", "tiles", {"tiles", "center", "full"},
+               "an image larger than the classifier's tile: tiles = softmax averaged over its non-overlapping tiles "
+               "(read by windows), center = the centre tile only, full = the whole image at once (holds it all)");
+  p.add_int("classifier-tile", 64, "the classifier's training tile size (EuroSAT: 64)").range(8, 4096);
   p.add_positional("inputs", "GeoTIFF files, or folders searched recursively for .tif files");
   cli::add_common_options(p);
   apps::add_precision_option(p);
@@ -98,37 +113,100 @@ int run(int argc, char** argv) {
   for (int k = 0; k < K; ++k) header.push_back("p_" + class_name(k, K));
   CsvTable csv(header);  // RFC 4180: a path with a comma is quoted
   NoGradGuard ng;
-  Progress bar("classify", int64_t(files.size()), stderr, Progress::Mode::Auto, "img");
-  for (size_t i0 = 0; i0 < files.size();) {
-    // One batch: consecutive images of the first one's size.
-    std::vector<float> dn;
-    std::vector<std::string> names;
-    int H = 0, W = 0;
-    size_t i = i0;
-    for (; i < files.size() && names.size() < size_t(batch); ++i) {
-      data::Raster r = data::read_geotiff(files[i]);
-      data::check_finite(r, files[i]);  // a NaN pixel would make this image's probabilities NaN
-      if (names.empty()) H = r.height, W = r.width;
-      if (r.height != H || r.width != W) break;  // starts the next batch
-      const data::BandList bands = file_bands.of(files[i], r.band_names, r.bands);
-      const std::vector<float> x = data::reorder_bands(std::move(r.data), size_t(r.height) * size_t(r.width), bands,
-                                                       model_bands, files[i]);
-      dn.insert(dn.end(), x.begin(), x.end());
-      names.push_back(files[i]);
-    }
-    const int64_t n = int64_t(names.size());
-    const std::vector<float> prob =
-        clf.probabilities(Tensor::from_vector({n, C, H, W}, dn).to(common.device)).to_vector();
-    for (int64_t b = 0; b < n; ++b) {
-      const float* row = prob.data() + b * K;
-      const int best = int(std::max_element(row, row + K) - row);
-      std::vector<std::string> cells = {names[size_t(b)], std::to_string(best), class_name(best, K)};
-      for (int k = 0; k < K; ++k) cells.push_back(fmt_num(double(row[k]), 9));
-      csv.add_row(std::move(cells));
-    }
-    i0 = i0 + size_t(n);
-    bar.update(int64_t(i0));
+  const apps::ClassifyMode mode = apps::parse_classify_mode(p.get_string("classify"));
+  const int tile = int(p.get_int("classifier-tile"));
+
+  // Every image as crops (windows) of one size; crops of consecutive images of the same crop size
+  // share forward passes. The reader keeps one band of tile rows of the current image.
+  struct Crop {
+    size_t image;
+    int x0, y0, w, h;
+  };
+  struct Image {
+    std::string path;
+    data::BandList bands;
+    int height = 0, width = 0, crops = 0, done = 0;
+    std::vector<double> sum;  // of the crops' probabilities
+  };
+  std::vector<Image> images(files.size());
+  std::vector<Crop> crops;  // every image's crops, in order (headers only are read here)
+  for (size_t i = 0; i < files.size(); ++i) {
+    Image& im = images[i];
+    im.path = files[i];
+    const data::TiffInfo info = data::read_tiff_info(files[i]);
+    im.bands = file_bands.of(files[i], info.band_names, info.bands);
+    im.height = info.height, im.width = info.width;
+    im.sum.assign(size_t(K), 0.0);
+    const bool whole = mode == apps::ClassifyMode::Full || (im.height <= tile && im.width <= tile);
+    const std::vector<std::pair<int, int>> corners =
+        whole ? std::vector<std::pair<int, int>>{{0, 0}} : apps::classify_crops(im.height, im.width, mode, tile);
+    im.crops = int(corners.size());
+    for (const auto& [y0, x0] : corners)
+      crops.push_back({i, x0, y0, whole ? im.width : tile, whole ? im.height : tile});
   }
+  Progress bar("classify", int64_t(crops.size()), stderr, Progress::Mode::Auto,
+               crops.size() == files.size() ? "img" : "tile");
+  size_t emitted = 0, crops_done = 0;
+  auto emit_finished = [&] {
+    for (; emitted < images.size() && images[emitted].crops > 0 && images[emitted].done == images[emitted].crops;
+         ++emitted) {
+      Image& im = images[emitted];
+      std::vector<double> mean(im.sum.size());
+      for (size_t k = 0; k < mean.size(); ++k) mean[k] = im.sum[k] / im.crops;
+      const int best = int(std::max_element(mean.begin(), mean.end()) - mean.begin());
+      std::vector<std::string> cells = {im.path, std::to_string(best), class_name(best, K)};
+      for (int k = 0; k < K; ++k) cells.push_back(fmt_num(mean[size_t(k)], 9));
+      csv.add_row(std::move(cells));
+      im.sum = {};
+    }
+  };
+  data::Raster band;  // rows [band_y0, band_y0 + band.height) of image band_image, all columns
+  size_t band_image = SIZE_MAX;
+  int band_y0 = -1;
+  std::vector<Crop> pending;
+  std::vector<float> dn;
+  auto run_batch = [&] {
+    if (pending.empty()) return;
+    const int h = pending[0].h, w = pending[0].w;
+    dn.clear();
+    for (const Crop& c : pending) {
+      Image& im = images[c.image];
+      if (c.image != band_image || c.y0 < band_y0 || c.y0 + c.h > band_y0 + band.height) {
+        // One read for the whole row of crops: the band of rows [y0, y0 + h), every column.
+        band = data::read_geotiff(im.path, data::Window{0, c.y0, im.width, c.h});
+        data::check_finite(band, im.path);  // a NaN pixel would make this image's probabilities NaN
+        band_image = c.image, band_y0 = c.y0;
+      }
+      const size_t plane = size_t(band.height) * size_t(band.width), whw = size_t(w) * size_t(h);
+      std::vector<float> crop(size_t(band.bands) * whw);
+      for (int b = 0; b < band.bands; ++b)
+        for (int y = 0; y < h; ++y)
+          std::copy_n(band.data.data() + size_t(b) * plane + size_t(c.y0 - band_y0 + y) * size_t(band.width) +
+                          size_t(c.x0),
+                      size_t(w), crop.data() + size_t(b) * whw + size_t(y) * size_t(w));
+      crop = data::reorder_bands(std::move(crop), whw, im.bands, model_bands, im.path);
+      dn.insert(dn.end(), crop.begin(), crop.end());
+    }
+    const int64_t n = int64_t(pending.size());
+    const std::vector<float> prob =
+        clf.probabilities(Tensor::from_vector({n, C, h, w}, dn).to(common.device)).to_vector();
+    for (int64_t b = 0; b < n; ++b) {
+      Image& im = images[pending[size_t(b)].image];
+      for (int k = 0; k < K; ++k) im.sum[size_t(k)] += double(prob[size_t(b * K + k)]);
+      ++im.done;
+    }
+    crops_done += pending.size();
+    pending.clear();
+    emit_finished();
+    bar.update(int64_t(crops_done));
+  };
+  for (const Crop& c : crops) {
+    if (!pending.empty() && (pending[0].h != c.h || pending[0].w != c.w)) run_batch();  // another size
+    pending.push_back(c);
+    if (pending.size() == size_t(batch)) run_batch();
+  }
+  run_batch();
+  NIMBUS_CHECK(emitted == images.size(), "classify: internal: ", images.size() - emitted, " images unfinished");
   bar.finish();
   csv.write(out);
   std::printf("classify: %zu images, bands read as %s; the classifier takes %s -> %s\n", files.size(),

@@ -19,6 +19,7 @@
 #include <tuple>
 
 #include "apps/common/cloud_removal.h"
+#include "apps/common/experiment.h"
 #include "data/eurosat.h"
 #include "data/geotiff.h"
 #include "data/normalize.h"
@@ -538,6 +539,7 @@ TEST_CASE("real fixtures: remove_clouds keeps georeferencing and classify reads 
   CHECK_MESSAGE(c.output.find("20 images, bands read as 20 eurosat (dataset layout)") != std::string::npos, c.output);
 }
 
+
 namespace {
 // classify's CSV: path -> probabilities (columns 3 onwards).
 std::map<std::string, std::vector<double>> read_probabilities(const std::string& csv) {
@@ -554,6 +556,51 @@ std::map<std::string, std::vector<double>> read_probabilities(const std::string&
   return out;
 }
 }  // namespace
+
+TEST_CASE("classify: an image larger than a tile is classified as cloud_impact does, read by windows") {
+  TempDir d("classify_tiles");
+  Rng rng(6);
+  models::ResNetConfig rc;
+  rc.block = models::BlockType::Basic;
+  rc.blocks = {1, 1, 1, 1};
+  rc.width = 4;
+  models::Model m = models::build_model(models::ModelConfig::of(rc), rng);
+  const std::string ckpt = d / "clf.safetensors";
+  models::save_model(ckpt, m);
+  // A 130 x 200 image (tiles: 3 x 4 corners, the last row and column flush with the edge) and a
+  // 64 x 64 one, both saying SEN12MS order.
+  auto image = [&](int h, int w, const std::string& path) {
+    data::Raster r;
+    r.height = h, r.width = w, r.bands = 13;
+    r.data.resize(size_t(13 * h * w));
+    for (float& v : r.data) v = float(rng.below(5000));
+    for (int b = 0; b < 13; ++b) r.band_names.emplace_back(data::kS2BandNames[size_t(b)]);
+    data::write_geotiff(path, r, data::WriteOptions{});
+    return r;
+  };
+  const data::Raster big = image(130, 200, d / "a_big.tif"), small = image(64, 64, d / "b_small.tif");
+  std::shared_ptr<models::Classifier> clf = m.classifier;
+  for (const char* mode : {"tiles", "center", "full"}) {
+    CAPTURE(mode);
+    const std::string out = d / (std::string(mode) + ".csv");
+    AppResult r = run_app("classify", {"--weights", ckpt, "--out", out, "--classify", mode, "--batch-size", "5",
+                                       "--threads", "1", d / "a_big.tif", d / "b_small.tif"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+    const auto got = read_probabilities(out);
+    REQUIRE(got.size() == 2);
+    const apps::ClassifyFn fn = apps::classifier_fn(clf, apps::parse_classify_mode(mode), 64, Device::CPU);
+    const std::vector<float> want_big = fn(big.data.data(), 130, 200), want_small = fn(small.data.data(), 64, 64);
+    check_close(got.at(d / "a_big.tif"), want_big, 1e-7, 1e-5, "130x200");
+    check_close(got.at(d / "b_small.tif"), want_small, 1e-7, 1e-5, "64x64");
+  }
+  // The three modes differ on the large image: the option is live.
+  const auto t = read_probabilities(d / "tiles.csv"), c = read_probabilities(d / "center.csv"),
+             f = read_probabilities(d / "full.csv");
+  CHECK(t.at(d / "a_big.tif") != c.at(d / "a_big.tif"));
+  CHECK(t.at(d / "a_big.tif") != f.at(d / "a_big.tif"));
+  // One tile: the same image (in another batch, so equal up to rounding).
+  check_close(t.at(d / "b_small.tif"), f.at(d / "b_small.tif"), 1e-7, 1e-5, "64x64, tiles vs full");
+}
 
 TEST_CASE("classify: a PyTorch classifier that names its bands classifies EuroSAT tiles as PyTorch does") {
   // tests/torch/gen_fixtures_models.py fed the 20 real EuroSAT tiles to a torchvision-named ResNet
