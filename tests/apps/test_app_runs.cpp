@@ -251,14 +251,21 @@ TEST_CASE("train_dsen2cr: NaN loss stops naming the step and the l1 / adam / no-
   CHECK(f.at("head.weight").size(1) == 13);
 }
 
-TEST_CASE("classify: probabilities equal the model's forward, each file in the band order it says, and errors") {
-  TempDir d("classify");
-  Rng rng(3);
+namespace {
+// A ResNet classifier small enough for app tests: basic blocks, one per stage, width 4.
+models::Model tiny_classifier(Rng& rng) {
   models::ResNetConfig rc;
   rc.block = models::BlockType::Basic;
   rc.blocks = {1, 1, 1, 1};
   rc.width = 4;
-  models::Model m = models::build_model(models::ModelConfig::of(rc), rng);
+  return models::build_model(models::ModelConfig::of(rc), rng);
+}
+}  // namespace
+
+TEST_CASE("classify: probabilities equal the model's forward, each file in the band order it says, and errors") {
+  TempDir d("classify");
+  Rng rng(3);
+  models::Model m = tiny_classifier(rng);
   std::vector<float> mean(13), sd(13);
   for (int c = 0; c < 13; ++c) mean[size_t(c)] = 0.05f + 0.01f * float(c), sd[size_t(c)] = 0.02f + 0.003f * float(c);
   m.classifier->set_input_norm(mean, sd);
@@ -528,11 +535,7 @@ TEST_CASE("real fixtures: remove_clouds keeps georeferencing and classify reads 
   CHECK(w.geo == in.geo);  // georeferencing kept
   CHECK(!w.geo.geo_ascii_params.empty());
 
-  models::ResNetConfig rc;
-  rc.block = models::BlockType::Basic;
-  rc.blocks = {1, 1, 1, 1};
-  rc.width = 4;
-  models::save_model(d / "clf.safetensors", models::build_model(models::ModelConfig::of(rc), rng));
+  models::save_model(d / "clf.safetensors", tiny_classifier(rng));
   AppResult c = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "p.csv", "--threads", "1",
                                      real_fixture("eurosat_ms")});
   REQUIRE_MESSAGE(c.exit_code == 0, c.output);
@@ -560,11 +563,7 @@ std::map<std::string, std::vector<double>> read_probabilities(const std::string&
 TEST_CASE("classify: an image larger than a tile is classified as cloud_impact does, read by windows") {
   TempDir d("classify_tiles");
   Rng rng(6);
-  models::ResNetConfig rc;
-  rc.block = models::BlockType::Basic;
-  rc.blocks = {1, 1, 1, 1};
-  rc.width = 4;
-  models::Model m = models::build_model(models::ModelConfig::of(rc), rng);
+  models::Model m = tiny_classifier(rng);
   const std::string ckpt = d / "clf.safetensors";
   models::save_model(ckpt, m);
   // A 130 x 200 image (tiles: 3 x 4 corners, the last row and column flush with the edge) and a
