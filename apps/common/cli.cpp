@@ -1,6 +1,8 @@
-// cli.cpp: the declarative command-line parser (see cli.h).
+// cli.cpp: the declarative command-line parser (see cli.h): CLI11 reads the command line, this
+// file declares the options, checks values and ranges, and writes --help.
 #include "apps/common/cli.h"
 
+#include <CLI/CLI.hpp>
 #include <omp.h>
 
 #include <algorithm>
@@ -134,35 +136,64 @@ void Parser::set_value(Option& o, const std::string& v) {
   o.given = true;
 }
 
+// CLI11 reads the command line: --name value, --name=value, flags (with =true|false), repeated
+// options (the last wins), "--", positionals, unknown options and missing values. Every value then
+// goes through set_value, which checks its type and range with messages that name the option.
 Parser::Result Parser::parse(const std::vector<std::string>& args) {
-  bool options_done = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (options_done || a.size() < 2 || a[0] != '-' || (a[1] != '-' && a != "-h")) {
-      if (!options_done && a.size() >= 2 && a[0] == '-' && !std::isdigit((unsigned char)a[1]))
-        throw UsageError(str("unknown option '", a, "' (options are spelled --name)"));
-      if (positional_name_.empty()) throw UsageError(str("unexpected argument '", a, "'"));
-      positionals_.push_back(a);
-      continue;
-    }
-    if (a == "--") {
-      options_done = true;
-      continue;
-    }
-    if (a == "--help" || a == "-h") return Result::Help;
-    size_t eq = a.find('=');
-    std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
-    auto it = std::find_if(options_.begin(), options_.end(), [&](const Option& o) { return o.name == name; });
-    if (it == options_.end()) throw UsageError(str("unknown option '--", name, "'"));
-    if (eq != std::string::npos) {
-      set_value(*it, a.substr(eq + 1));
-    } else if (it->kind == Kind::Flag) {
-      set_value(*it, "true");
+  CLI::App app{description_, program_};
+  app.set_help_flag("-h,--help");
+  app.allow_extras();  // reported below, in our words
+  std::vector<std::string> raw(options_.size());
+  std::vector<CLI::Option*> declared(options_.size());
+  for (size_t i = 0; i < options_.size(); ++i) {
+    const Option& o = options_[i];
+    declared[i] = o.kind == Kind::Flag ? app.add_flag("--" + o.name + "{true}", raw[i], o.help)
+                                       : app.add_option("--" + o.name, raw[i], o.help);
+    declared[i]->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
+  std::vector<std::string> positional;
+  if (!positional_name_.empty()) app.add_option(positional_name_, positional, positional_help_);
+  // Words after "--" are positionals whatever they look like (handled here: CLI11 passes them on
+  // as extras when extras are allowed).
+  const auto dashes = std::find(args.begin(), args.end(), "--");
+  // "--name=" gives the empty value ("" is the empty list), which CLI11 reads as a missing one:
+  // it gets the value as a word of its own.
+  std::vector<std::string> words;
+  for (auto it = args.begin(); it != dashes; ++it) {
+    if (it->size() > 3 && it->starts_with("--") && it->back() == '=' && it->find('=') == it->size() - 1) {
+      words.push_back(it->substr(0, it->size() - 1));
+      words.emplace_back();
     } else {
-      if (i + 1 >= args.size()) throw UsageError(str("option '--", name, "' needs a value (", it->metavar, ")"));
-      set_value(*it, args[++i]);
+      words.push_back(*it);
     }
   }
+  std::vector<std::string> reversed(words.rbegin(), words.rend());  // CLI11 wants them last first
+  const std::vector<std::string> after(dashes == args.end() ? dashes : dashes + 1, args.end());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    return Result::Help;
+  } catch (const CLI::ArgumentMismatch& e) {  // "--epochs: 1 required TEXT missing"
+    const std::string what = e.what(), name = what.substr(0, what.find(':'));
+    for (const Option& o : options_)
+      if ("--" + o.name == name) throw UsageError(str("option '", name, "' needs a value (", o.metavar, ")"));
+    throw UsageError(what);
+  } catch (const CLI::ParseError& e) {
+    throw UsageError(e.what());
+  }
+  std::vector<std::string> extra = app.remaining();
+  if (positional_name_.empty()) extra.insert(extra.end(), after.begin(), after.end());
+  if (!extra.empty()) {
+    const std::string& a = extra.front();
+    if (a.size() >= 2 && a[0] == '-' && !std::isdigit(static_cast<unsigned char>(a[1])))
+      throw UsageError(a[1] == '-' ? str("unknown option '", a.substr(0, a.find('=')), "'")
+                                   : str("unknown option '", a, "' (options are spelled --name)"));
+    throw UsageError(str("unexpected argument '", a, "'"));
+  }
+  for (size_t i = 0; i < options_.size(); ++i)
+    if (declared[i]->count() > 0) set_value(options_[i], raw[i]);
+  positionals_ = positional;
+  if (!positional_name_.empty()) positionals_.insert(positionals_.end(), after.begin(), after.end());
   return Result::Ok;
 }
 

@@ -12,8 +12,11 @@
 //   int epochs = p.get_int("epochs");
 //
 // Accepted forms: --name value, --name=value, --flag, --flag=true|false, and
-// "--" to end options. Values are checked against the declared type while
-// parsing, so a bad number is a usage error (exit 2), not an exception later.
+// "--" to end options; a repeated option keeps its last value. CLI11 (Debian's
+// libcli11-dev) reads the command line; values are then checked against the
+// declared type and range here, while parsing, so a bad number is a usage error
+// (exit 2, naming the option), not an exception later. --help is written here
+// too, in the layout the apps' documentation shows: every option, its range and default.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -55,6 +55,11 @@ TEST_CASE("cli: values in both spellings, flags, positionals and --") {
   q.parse({"--resume=false", "--milestones="});
   CHECK_FALSE(q.get_flag("resume"));
   CHECK(q.get_int_list("milestones").empty());
+  // Repeated: the last one wins; a positional that looks like a negative number is a positional.
+  Parser r = make();
+  r.parse({"--epochs", "3", "-7", "--epochs=5"});
+  CHECK(r.get_int("epochs") == 5);
+  CHECK(r.positionals() == std::vector<std::string>{"-7"});
 }
 
 TEST_CASE("cli: usage errors name the option") {
