@@ -2,19 +2,22 @@
 #include "models/model.h"
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "engine/io/json.h"
 
 namespace nimbus::models {
 
 std::string ModelConfig::to_json() const {
-  if (arch == Arch::DSen2CR)
-    return nimbus::str("{\"arch\":\"dsen2cr\",\"blocks\":", dsen2cr.blocks, ",\"features\":", dsen2cr.features,
-               ",\"sar\":", dsen2cr.sar ? "true" : "false", "}");
-  const auto& r = resnet;
-  return nimbus::str("{\"arch\":\"resnet\",\"block\":\"", block_type_name(r.block), "\",\"blocks\":[", r.blocks[0], ",",
-             r.blocks[1], ",", r.blocks[2], ",", r.blocks[3], "],\"width\":", r.width, ",\"in_channels\":",
-             r.in_channels, ",\"classes\":", r.classes, "}");
+  nlohmann::ordered_json j;
+  if (arch == Arch::DSen2CR) {
+    j = {{"arch", "dsen2cr"}, {"blocks", dsen2cr.blocks}, {"features", dsen2cr.features}, {"sar", dsen2cr.sar}};
+  } else {
+    const auto& r = resnet;
+    j = {{"arch", "resnet"},     {"block", block_type_name(r.block)}, {"blocks", r.blocks},
+         {"width", r.width},     {"in_channels", r.in_channels},      {"classes", r.classes}};
+  }
+  return j.dump();
 }
 
 namespace {

@@ -1,7 +1,6 @@
 // accuracy.cpp: confidence intervals, confusion matrices, cover bins, CSV and JSON writers (see accuracy.h).
 #include "apps/common/accuracy.h"
 
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -210,65 +209,6 @@ Value object(std::vector<std::pair<std::string, Value>> members) {
   out.obj = std::move(members);
   return out;
 }
-
-namespace {
-// Arrays of scalars stay on one line (confusion matrix rows read well); the rest is indented.
-bool all_scalars(const Value& v) {
-  for (const Value& x : v.arr)
-    if (x.is(Value::Type::Array) || x.is(Value::Type::Object)) return false;
-  return true;
-}
-void dump_into(std::string& out, const Value& v, int indent, int depth) {
-  const std::string pad(size_t(indent * (depth + 1)), ' '), end_pad(size_t(indent * depth), ' ');
-  switch (v.type) {
-    case Value::Type::Null: out += "null"; break;
-    case Value::Type::Bool: out += v.b ? "true" : "false"; break;
-    case Value::Type::Number: {
-      char buf[32];
-      auto r = std::to_chars(buf, buf + sizeof buf, v.num);  // shortest form that round-trips
-      out.append(buf, r.ptr);
-      break;
-    }
-    case Value::Type::String: out += quote(v.s); break;
-    case Value::Type::Array: {
-      if (v.arr.empty()) {
-        out += "[]";
-        break;
-      }
-      bool inline_ = all_scalars(v);
-      out += "[";
-      for (size_t i = 0; i < v.arr.size(); ++i) {
-        out += i ? "," : "";
-        out += inline_ ? (i ? " " : "") : "\n" + pad;
-        dump_into(out, v.arr[i], indent, depth + 1);
-      }
-      out += inline_ ? "]" : "\n" + end_pad + "]";
-      break;
-    }
-    case Value::Type::Object: {
-      if (v.obj.empty()) {
-        out += "{}";
-        break;
-      }
-      out += "{";
-      for (size_t i = 0; i < v.obj.size(); ++i) {
-        out += (i ? ",\n" : "\n") + pad + quote(v.obj[i].first) + ": ";
-        dump_into(out, v.obj[i].second, indent, depth + 1);
-      }
-      out += "\n" + end_pad + "}";
-      break;
-    }
-  }
-}
-}  // namespace
-
-std::string dump(const Value& v, int indent) {
-  std::string out;
-  dump_into(out, v, indent, 0);
-  return out;
-}
-
-void write(const std::string& path, const Value& v) { write_file_atomic(path, dump(v) + "\n"); }
 
 }  // namespace json
 

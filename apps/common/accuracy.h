@@ -108,8 +108,7 @@ Value numbers(const std::vector<T>& v) {
   for (const T& x : v) items.push_back(number(double(x)));
   return array(std::move(items));
 }
-std::string dump(const Value& v, int indent = 2);  // pretty-printed; round-trip number precision
-void write(const std::string& path, const Value& v);  // atomic, ends with a newline
+// dump and write: engine/io/json.h.
 }  // namespace json
 
 json::Value to_json(const Proportion& p);  // {"accuracy", "ci95_low", "ci95_high", "correct", "total"}

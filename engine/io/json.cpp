@@ -1,10 +1,13 @@
-// json.cpp: recursive-descent JSON parser (RFC 8259 subset: no surrogate pairs
-// beyond passing \u escapes through as UTF-8).
+// json.cpp: JSON text <-> json::Value through nlohmann-json (Debian's nlohmann-json3-dev). Parsing
+// goes through its SAX interface straight into Value, so that nesting depth and duplicate object
+// keys are refused while reading (a safetensors header is untrusted input); writing goes through
+// its serializer (escapes, UTF-8 checks, shortest round-trip numbers).
 #include "engine/io/json.h"
 
-#include <cstdio>
-#include <cstdlib>
+#include <cmath>
+#include <nlohmann/json.hpp>
 
+#include "engine/io/safetensors.h"  // write_file_atomic
 #include "kernels/common/error.h"
 
 namespace nimbus::json {
@@ -16,7 +19,6 @@ Value& Value::operator=(const Value&) = default;
 Value& Value::operator=(Value&&) noexcept = default;
 Value::~Value() = default;
 
-
 const Value* Value::get(const std::string& key) const {
   for (const auto& [k, v] : obj)
     if (k == key) return &v;
@@ -24,128 +26,129 @@ const Value* Value::get(const std::string& key) const {
 }
 
 namespace {
-struct Parser {
-  const std::string& t;
-  size_t i = 0;
-  int depth = 0;
 
-  [[noreturn]] void fail(const std::string& what) { throw Error(str("JSON: ", what, " at byte ", i)); }
-  void ws() {
-    while (i < t.size() && (t[i] == ' ' || t[i] == '\n' || t[i] == '\r' || t[i] == '\t')) ++i;
-  }
-  char peek() {
-    ws();
-    if (i >= t.size()) fail("unexpected end");
-    return t[i];
-  }
-  void expect(char c) {
-    if (peek() != c) fail(str("expected '", c, "'"));
-    ++i;
-  }
-  static void put_utf8(std::string& out, unsigned cp) {
-    if (cp < 0x80) out += char(cp);
-    else if (cp < 0x800) { out += char(0xC0 | (cp >> 6)); out += char(0x80 | (cp & 0x3F)); }
-    else { out += char(0xE0 | (cp >> 12)); out += char(0x80 | ((cp >> 6) & 0x3F)); out += char(0x80 | (cp & 0x3F)); }
-  }
-  std::string string() {
-    expect('"');
-    std::string out;
-    while (true) {
-      if (i >= t.size()) fail("unterminated string");
-      char c = t[i++];
-      if (c == '"') return out;
-      if (c != '\\') { out += c; continue; }
-      if (i >= t.size()) fail("unterminated escape");
-      char e = t[i++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          if (i + 4 > t.size()) fail("short \\u escape");
-          unsigned cp = unsigned(std::strtoul(t.substr(i, 4).c_str(), nullptr, 16));
-          i += 4;
-          put_utf8(out, cp);
-          break;
-        }
-        default: fail("bad escape");
-      }
+using Json = nlohmann::ordered_json;
+constexpr size_t kMaxDepth = 64;
+
+// Builds a Value from nlohmann's SAX events. `open` holds the arrays and objects being filled;
+// `keys` the key each object member waits for.
+struct Builder : nlohmann::json_sax<Json> {
+  Value root;
+  std::vector<Value*> open;
+  std::vector<std::string> keys;
+  std::string error;
+
+  bool put(Value v) {
+    if (open.empty()) {
+      root = std::move(v);
+      return true;
     }
+    Value& parent = *open.back();
+    if (parent.is(Value::Type::Array)) parent.arr.push_back(std::move(v));
+    else parent.obj.emplace_back(std::move(keys.back()), std::move(v));
+    return true;
   }
-  Value value() {
-    if (++depth > 64) fail("nesting too deep");
+  bool start(Value::Type t) {
+    if (open.size() >= kMaxDepth) {
+      error = "nesting too deep";
+      return false;
+    }
     Value v;
-    char c = peek();
-    if (c == '{') {
-      v.type = Value::Type::Object;
-      ++i;
-      if (peek() == '}') ++i;
-      else
-        while (true) {
-          std::string k = string();
-          expect(':');
-          v.obj.emplace_back(std::move(k), value());
-          if (peek() == ',') { ++i; continue; }
-          expect('}');
-          break;
-        }
-    } else if (c == '[') {
-      v.type = Value::Type::Array;
-      ++i;
-      if (peek() == ']') ++i;
-      else
-        while (true) {
-          v.arr.push_back(value());
-          if (peek() == ',') { ++i; continue; }
-          expect(']');
-          break;
-        }
-    } else if (c == '"') {
-      v.type = Value::Type::String;
-      v.s = string();
-    } else if (t.compare(i, 4, "true") == 0) { v.type = Value::Type::Bool; v.b = true; i += 4; }
-    else if (t.compare(i, 5, "false") == 0) { v.type = Value::Type::Bool; i += 5; }
-    else if (t.compare(i, 4, "null") == 0) { i += 4; }
-    else {
-      const char* begin = t.c_str() + i;
-      char* end = nullptr;
-      v.num = std::strtod(begin, &end);
-      if (end == begin) fail("unexpected character");
-      v.type = Value::Type::Number;
-      i += size_t(end - begin);
-    }
-    --depth;
-    return v;
+    v.type = t;
+    put(std::move(v));
+    Value& parent = open.empty() ? root : *open.back();
+    Value* added = open.empty() ? &root : parent.is(Value::Type::Array) ? &parent.arr.back() : &parent.obj.back().second;
+    open.push_back(added);
+    return true;
+  }
+  bool scalar(Value::Type t, double num = 0, bool b = false, std::string s = {}) {
+    Value v;
+    v.type = t;
+    v.num = num, v.b = b, v.s = std::move(s);
+    return put(std::move(v));
+  }
+  bool null() override { return put(Value()); }
+  bool boolean(bool v) override { return scalar(Value::Type::Bool, 0, v); }
+  bool number_integer(number_integer_t v) override { return scalar(Value::Type::Number, double(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return scalar(Value::Type::Number, double(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return scalar(Value::Type::Number, v); }
+  bool string(string_t& v) override { return scalar(Value::Type::String, 0, false, std::move(v)); }
+  bool binary(binary_t&) override { return false; }  // not in JSON text
+  bool start_object(std::size_t) override { return start(Value::Type::Object); }
+  bool key(string_t& k) override {
+    for (const auto& member : open.back()->obj)
+      if (member.first == k) {
+        error = "duplicate key \"" + k + "\"";
+        return false;
+      }
+    keys.push_back(std::move(k));
+    return true;
+  }
+  bool end_object() override {
+    open.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override { return start(Value::Type::Array); }
+  bool end_array() override {
+    open.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    error = e.what();
+    return false;
   }
 };
+
+// A finite integral number below 2^53 is written as an integer ("5", not "5.0").
+Json to_nlohmann(const Value& v) {
+  switch (v.type) {
+    case Value::Type::Null: return nullptr;
+    case Value::Type::Bool: return v.b;
+    case Value::Type::Number:
+      if (!std::isfinite(v.num)) return nullptr;  // JSON has no NaN
+      if (v.num == std::floor(v.num) && std::fabs(v.num) < 9007199254740992.0) return int64_t(v.num);
+      return v.num;
+    case Value::Type::String: return v.s;
+    case Value::Type::Array: {
+      Json a = Json::array();
+      for (const Value& x : v.arr) a.push_back(to_nlohmann(x));
+      return a;
+    }
+    case Value::Type::Object: {
+      Json o = Json::object();
+      for (const auto& [k, x] : v.obj) o[k] = to_nlohmann(x);
+      return o;
+    }
+  }
+  return nullptr;
+}
+
+std::string serialize(const Json& j, int indent) {
+  try {
+    return j.dump(indent);
+  } catch (const Json::exception& e) {  // a string that is not UTF-8
+    throw Error(str("JSON: cannot write: ", e.what()));
+  }
+}
+
 }  // namespace
 
 Value parse(const std::string& text) {
-  Parser p{text};
-  Value v = p.value();
-  p.ws();
-  if (p.i != text.size()) p.fail("trailing characters");
-  return v;
+  // nlohmann's lexer ends the input at a NUL byte; JSON allows none outside strings (and inside only
+  // escaped), so one anywhere is an error, not the end.
+  if (const size_t nul = text.find('\0'); nul != std::string::npos)
+    throw Error(str("JSON: a NUL byte at byte ", nul));
+  Builder b;
+  // Keys must be checked before they are lost: the builder sees every member in order.
+  const bool ok = Json::sax_parse(text, &b, nlohmann::detail::input_format_t::json, /*strict=*/true);
+  if (!ok) throw Error(str("JSON: ", b.error.empty() ? "malformed" : b.error));
+  return std::move(b.root);
 }
 
-std::string quote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"') out += "\\\"";
-    else if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else out += char(c);
-  }
-  return out + "\"";
-}
+std::string quote(const std::string& s) { return serialize(Json(s), -1); }
+
+std::string dump(const Value& v, int indent) { return serialize(to_nlohmann(v), indent); }
+
+void write(const std::string& path, const Value& v) { write_file_atomic(path, dump(v) + "\n"); }
 
 }  // namespace nimbus::json

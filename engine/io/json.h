@@ -1,6 +1,7 @@
-// json.h: a minimal JSON value and parser, enough for safetensors headers and
-// nimbus' own config/metadata strings. Strict: malformed input throws Error
-// with the byte offset. Numbers are kept as double (exact for ints < 2^53).
+// json.h: the JSON tree nimbus reads safetensors headers, checkpoint metadata, model configs and
+// results files into, and writes them from. Parsing and writing are nlohmann-json's (json.cpp);
+// this small Value is what the callers walk, in file order. Strict: malformed input throws Error
+// with nlohmann's description and byte position. Numbers are kept as double (exact for ints < 2^53).
 #pragma once
 #include <map>
 #include <memory>
@@ -30,7 +31,12 @@ struct Value {
   ~Value();
 };
 
+// Text -> Value. Error on malformed JSON, nesting deeper than 64, or a key repeated in an object.
 Value parse(const std::string& text);
-std::string quote(const std::string& s);  // a JSON string literal with escapes
+std::string quote(const std::string& s);  // a JSON string literal with escapes; Error if not UTF-8
+// Value -> text: indent < 0 on one line, else pretty-printed; NaN and infinities become null,
+// integral numbers below 2^53 are written as integers, others in the shortest form that round-trips.
+std::string dump(const Value& v, int indent = 2);
+void write(const std::string& path, const Value& v);  // dump(v) and a newline, written atomically
 
 }  // namespace nimbus::json

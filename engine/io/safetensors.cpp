@@ -12,6 +12,8 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/io/json.h"
 
 namespace nimbus {
@@ -78,30 +80,32 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const Metadata& metadata) {
-  std::ostringstream hdr;
-  hdr << "{";
-  bool first = true;
+  // The header as a JSON object: __metadata__ first, then each tensor in order.
+  nlohmann::ordered_json root = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
-    hdr << "\"__metadata__\":{";
-    for (auto it = metadata.begin(); it != metadata.end(); ++it)
-      hdr << (it == metadata.begin() ? "" : ",") << json::quote(it->first) << ":" << json::quote(it->second);
-    hdr << "}";
-    first = false;
+    nlohmann::ordered_json meta = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : metadata) meta[k] = v;
+    root["__metadata__"] = std::move(meta);
   }
   std::set<std::string> names;
   size_t offset = 0;
   for (const auto& [name, t] : tensors) {
     NIMBUS_CHECK(names.insert(name).second, path, ": duplicate tensor name '", name, "'");
+    NIMBUS_CHECK(name != "__metadata__", path, ": a tensor cannot be named __metadata__");
     const size_t nbytes = t.nbytes();  // a tensor is stored in its own dtype: F32 or BF16
-    hdr << (first ? "" : ",") << json::quote(name) << ":{\"dtype\":\"" << (t.dtype() == DType::BF16 ? "BF16" : "F32")
-        << "\",\"shape\":[";
-    for (int d = 0; d < t.ndim(); ++d) hdr << (d ? "," : "") << t.size(d);
-    hdr << "],\"data_offsets\":[" << offset << "," << offset + nbytes << "]}";
+    std::vector<int64_t> shape;
+    for (int d = 0; d < t.ndim(); ++d) shape.push_back(t.size(d));
+    root[name] = {{"dtype", t.dtype() == DType::BF16 ? "BF16" : "F32"},
+                  {"shape", shape},
+                  {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;
-    first = false;
   }
-  hdr << "}";
-  std::string header = hdr.str();
+  std::string header;
+  try {
+    header = root.dump();
+  } catch (const nlohmann::ordered_json::exception& e) {  // a name or metadata string that is not UTF-8
+    throw Error(str(path, ": cannot write the safetensors header: ", e.what()));
+  }
   while ((8 + header.size()) % 8) header += ' ';  // align the data to 8 bytes, as the spec recommends
   std::string out;
   out.reserve(8 + header.size() + offset);
