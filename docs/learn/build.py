@@ -7,7 +7,8 @@ A page marks what it does not write by hand:
     <!-- end generated -->
 
     <!-- quote engine/autograd.cpp "void run_backward(" -->   the block that starts on the first line
-    <!-- end quote -->                                          containing the text, to its closing brace,
+    <!-- end quote -->                                          containing the text, to its closing brace
+                                                                (a statement without a brace: to its ';'),
                                                                 headed by its file and line number
 
     python3 docs/learn/build.py --bin build/bin           rewrite the pages
@@ -38,11 +39,15 @@ def quote(path, needle):
     if start is None:
         sys.exit(f"build.py: {path} has no line containing {needle!r}")
     depth, opened, end = 0, False, start
-    for end in range(start, len(lines)):
-        depth += lines[end].count("{") - lines[end].count("}")
-        opened = opened or "{" in lines[end]
-        if opened and depth <= 0:
-            break
+    if "{" not in lines[start]:  # a statement: to the line that ends it
+        while end < len(lines) - 1 and not lines[end].rstrip().endswith(";"):
+            end += 1
+    else:
+        for end in range(start, len(lines)):
+            depth += lines[end].count("{") - lines[end].count("}")
+            opened = opened or "{" in lines[end]
+            if opened and depth <= 0:
+                break
     body = "\n".join(lines[start:end + 1])
     return f"```cpp\n// {path}:{start + 1}\n{body}\n```\n"
 
