@@ -11,8 +11,8 @@
 // default the softmax averaged over its non-overlapping tiles. Tiles are read by
 // windows, a band of tile rows at a time, and batched across images, so memory
 // depends on the tile and batch sizes, not on the image (a whole granule fits);
-// only --classify full holds a whole large image. Images no larger than a tile
-// are classified whole.
+// only --classify full holds a whole large image. Images with a side no longer
+// than a tile are classified whole.
 //
 // Band order (apps/common/band_order.h): each file is read in the order it says it holds (GDAL band
 // descriptions, or its EuroSAT / SEN12MS-CR layout; --bands overrides) and moved into the order the
@@ -137,7 +137,8 @@ int run(int argc, char** argv) {
     im.bands = file_bands.of(files[i], info.band_names, info.bands);
     im.height = info.height, im.width = info.width;
     im.sum.assign(size_t(K), 0.0);
-    const bool whole = mode == apps::ClassifyMode::Full || (im.height <= tile && im.width <= tile);
+    // Whole: --classify full, or an image with a side no longer than a tile (no tile fits it).
+    const bool whole = mode == apps::ClassifyMode::Full || im.height <= tile || im.width <= tile;
     const std::vector<std::pair<int, int>> corners =
         whole ? std::vector<std::pair<int, int>>{{0, 0}} : apps::classify_crops(im.height, im.width, mode, tile);
     im.crops = int(corners.size());

@@ -15,9 +15,11 @@
 // --bands overrides), moved to DSen2-CR's SEN12MS order; the output is in
 // SEN12MS order and names its bands in GDAL band descriptions.
 // Folder mode writes one file per triplet of the split: DIR/<cloudy S2 file name>.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -36,18 +38,26 @@ namespace {
 
 // The value fill_nan_with_mean would put in place of NaN in a whole float file (the mean of its
 // other values, in double), found by reading it a block of rows at a time; nullopt when it has no
-// NaN (integer files never do, and are not read).
+// NaN (integer files never do, and are not read). The sum runs in fill_nan_with_mean's order (band
+// by band, row by row), one pass per band, so the value is the same bits.
 std::optional<float> nan_fill_value(const std::string& path, const data::TiffInfo& info) {
   if (info.type != data::SampleType::Float32) return std::nullopt;
+  constexpr int kRows = 256;
+  auto blocks = [&](const std::function<void(const data::Raster&)>& visit) {
+    for (int y0 = 0; y0 < info.height; y0 += kRows)
+      visit(data::read_geotiff(path, data::Window{0, y0, info.width, std::min(kRows, info.height - y0)}));
+  };
+  bool any_nan = false;
+  blocks([&](const data::Raster& r) { any_nan = any_nan || std::any_of(r.data.begin(), r.data.end(), [](float v) { return std::isnan(v); }); });
+  if (!any_nan) return std::nullopt;
   double sum = 0;
-  size_t count = 0, nan = 0;
-  for (int y0 = 0; y0 < info.height; y0 += 256) {
-    const data::Raster r = data::read_geotiff(path, data::Window{0, y0, info.width, std::min(256, info.height - y0)});
-    for (float v : r.data)
-      if (std::isnan(v)) ++nan;
-      else sum += double(v), ++count;
-  }
-  if (nan == 0) return std::nullopt;
+  size_t count = 0;
+  for (int b = 0; b < info.bands; ++b)
+    blocks([&](const data::Raster& r) {
+      const float* p = r.band(b);
+      for (size_t i = 0; i < size_t(r.width) * size_t(r.height); ++i)
+        if (!std::isnan(p[i])) sum += double(p[i]), ++count;
+    });
   return count ? float(sum / double(count)) : 0.f;
 }
 

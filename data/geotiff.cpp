@@ -611,7 +611,12 @@ TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int h
   NIMBUS_CHECK(band_names.empty() || band_names.size() == size_t(bands), "geotiff: ", path, ": ", band_names.size(),
                " band names for ", bands, " bands");
   m.tmp = str(path, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
-  m.file = std::make_unique<TiffFile>(m.tmp, "w");
+  // Classic TIFF addresses 4 GiB: larger outputs (whole tiles, uncompressed) are written as BigTIFF,
+  // decided here, before any work is done.
+  const uint64_t bytes = uint64_t((width + m.opt.tile_size - 1) / m.opt.tile_size) *
+                         uint64_t((height + m.opt.tile_size - 1) / m.opt.tile_size) * uint64_t(m.opt.tile_size) *
+                         uint64_t(m.opt.tile_size) * uint64_t(bands) * bytes_of(m.opt.type);
+  m.file = std::make_unique<TiffFile>(m.tmp, bytes > (uint64_t(15) << 28) ? "w8" : "w");
   set_tags(m.file->get(), width, height, bands, m.opt, geo, band_names);
   m.written.assign(size_t(tiles_x()) * size_t(tiles_y()), 0);
 }

@@ -91,9 +91,9 @@ std::optional<BandList> s2_bands_of(const std::string& path, const std::vector<s
   const auto& classes = eurosat_class_names();
   if (std::find(classes.begin(), classes.end(), folder) != classes.end() && name.starts_with(folder + "_"))
     return eurosat_bands();
-  if (name.starts_with("ROIs") && (name.find("_s2_") != std::string::npos ||  // also _s2_cloudy_
-                                   folder == "s2" || folder == "s2_cloudy" || folder == "s2_cloudfree"))
+  if (name.starts_with("ROIs") && name.find("_s2_") != std::string::npos)  // also _s2_cloudy_
     return sen12ms_bands();
+  if (folder == "s2" || folder == "s2_cloudy" || folder == "s2_cloudfree") return sen12ms_bands();
   return std::nullopt;
 }
 

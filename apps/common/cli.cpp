@@ -151,8 +151,8 @@ Parser::Result Parser::parse(const std::vector<std::string>& args) {
                                        : app.add_option("--" + o.name, raw[i], o.help);
     declared[i]->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
-  std::vector<std::string> positional;
-  if (!positional_name_.empty()) app.add_option(positional_name_, positional, positional_help_);
+  // Positionals are not declared to CLI11: a vector option would read "[a,b]" as two words. They
+  // arrive among the extras, in order, and are sorted out below.
   // Words after "--" are positionals whatever they look like (handled here: CLI11 passes them on
   // as extras when extras are allowed).
   const auto dashes = std::find(args.begin(), args.end(), "--");
@@ -181,19 +181,19 @@ Parser::Result Parser::parse(const std::vector<std::string>& args) {
   } catch (const CLI::ParseError& e) {
     throw UsageError(e.what());
   }
-  std::vector<std::string> extra = app.remaining();
-  if (positional_name_.empty()) extra.insert(extra.end(), after.begin(), after.end());
-  if (!extra.empty()) {
-    const std::string& a = extra.front();
+  std::vector<std::string> positional;
+  for (const std::string& a : app.remaining()) {
     if (a.size() >= 2 && a[0] == '-' && !std::isdigit(static_cast<unsigned char>(a[1])))
       throw UsageError(a[1] == '-' ? str("unknown option '", a.substr(0, a.find('=')), "'")
                                    : str("unknown option '", a, "' (options are spelled --name)"));
-    throw UsageError(str("unexpected argument '", a, "'"));
+    positional.push_back(a);
   }
+  positional.insert(positional.end(), after.begin(), after.end());
+  if (positional_name_.empty() && !positional.empty())
+    throw UsageError(str("unexpected argument '", positional.front(), "'"));
   for (size_t i = 0; i < options_.size(); ++i)
     if (declared[i]->count() > 0) set_value(options_[i], raw[i]);
   positionals_ = positional;
-  if (!positional_name_.empty()) positionals_.insert(positionals_.end(), after.begin(), after.end());
   return Result::Ok;
 }
 

@@ -5,6 +5,7 @@
 #include "engine/io/json.h"
 
 #include <cmath>
+#include <unordered_set>
 #include <nlohmann/json.hpp>
 
 #include "engine/io/safetensors.h"  // write_file_atomic
@@ -35,7 +36,8 @@ constexpr size_t kMaxDepth = 64;
 struct Builder : nlohmann::json_sax<Json> {
   Value root;
   std::vector<Value*> open;
-  std::vector<std::string> keys;
+  std::vector<std::string> keys;                         // the key waiting for its value, per open object
+  std::vector<std::unordered_set<std::string>> seen;     // the keys of each open object, to refuse repeats
   std::string error;
 
   bool put(Value v) {
@@ -44,8 +46,12 @@ struct Builder : nlohmann::json_sax<Json> {
       return true;
     }
     Value& parent = *open.back();
-    if (parent.is(Value::Type::Array)) parent.arr.push_back(std::move(v));
-    else parent.obj.emplace_back(std::move(keys.back()), std::move(v));
+    if (parent.is(Value::Type::Array)) {
+      parent.arr.push_back(std::move(v));
+    } else {
+      parent.obj.emplace_back(std::move(keys.back()), std::move(v));
+      keys.pop_back();
+    }
     return true;
   }
   bool start(Value::Type t) {
@@ -59,6 +65,7 @@ struct Builder : nlohmann::json_sax<Json> {
     Value& parent = open.empty() ? root : *open.back();
     Value* added = open.empty() ? &root : parent.is(Value::Type::Array) ? &parent.arr.back() : &parent.obj.back().second;
     open.push_back(added);
+    if (t == Value::Type::Object) seen.emplace_back();
     return true;
   }
   bool scalar(Value::Type t, double num = 0, bool b = false, std::string s = {}) {
@@ -76,16 +83,16 @@ struct Builder : nlohmann::json_sax<Json> {
   bool binary(binary_t&) override { return false; }  // not in JSON text
   bool start_object(std::size_t) override { return start(Value::Type::Object); }
   bool key(string_t& k) override {
-    for (const auto& member : open.back()->obj)
-      if (member.first == k) {
-        error = "duplicate key \"" + k + "\"";
-        return false;
-      }
+    if (!seen.back().insert(k).second) {  // a hash set: a header of a million keys stays linear
+      error = "duplicate key \"" + k + "\"";
+      return false;
+    }
     keys.push_back(std::move(k));
     return true;
   }
   bool end_object() override {
     open.pop_back();
+    seen.pop_back();
     return true;
   }
   bool start_array(std::size_t) override { return start(Value::Type::Array); }

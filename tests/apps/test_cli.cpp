@@ -60,6 +60,9 @@ TEST_CASE("cli: values in both spellings, flags, positionals and --") {
   r.parse({"--epochs", "3", "-7", "--epochs=5"});
   CHECK(r.get_int("epochs") == 5);
   CHECK(r.positionals() == std::vector<std::string>{"-7"});
+  Parser q2 = make();  // a word in brackets is one positional, not a list
+  q2.parse({"[2023]", "[a,b].tif"});
+  CHECK(q2.positionals() == std::vector<std::string>{"[2023]", "[a,b].tif"});
 }
 
 TEST_CASE("cli: usage errors name the option") {

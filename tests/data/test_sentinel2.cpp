@@ -62,6 +62,7 @@ TEST_CASE("sentinel2: a file's band order comes from its band descriptions or it
         sen12ms_bands());
   CHECK(s2_bands_of("x/ROIs1158_spring_s2_1_p30.tif", none, 13) == sen12ms_bands());
   CHECK(s2_bands_of("data/s2_cloudfree/ROIs1970_fall_139_p839.tif", none, 13) == sen12ms_bands());
+  CHECK(s2_bands_of("mine/s2_cloudy/patch1.tif", none, 13) == sen12ms_bands());  // the folder alone says so
   // Neither: a 64x64 tile under another name says nothing (the old rule guessed EuroSAT from the size).
   CHECK_FALSE(s2_bands_of("tiles/tile_64x64.tif", none, 13).has_value());
   CHECK_FALSE(s2_bands_of("Forest/River_3.tif", none, 13).has_value());  // class folder and name disagree
