@@ -7,9 +7,11 @@ Writes tests/fixtures/masks/<name>.safetensors, one per (file, window):
   shadow_bits likewise, the median-filtered shadow mask (before cloud wins);
   score       (H, W) F32, only for the first file: the clipped cloud score (float64 in scipy);
   thresholds  (2,) F32: T3 (CSI) and T4 (B2) of the shadow test.
-metadata: source (path under /work/shared), window "x0,y0,w,h", height, width.
+metadata: source ("fixtures/real/<path in the full set>"), window "x0,y0,w,h", height, width.
 
-Run with Debian's python (numpy, scipy, rasterio): /usr/bin/python3 tests/torch/gen_expected_masks.py
+Needs the full set of 33 real files (tests/fixtures/real/PROVENANCE.md; the repository carries 27), in
+the folder that holds fixtures/real/. Run with Debian's python (numpy, scipy, rasterio):
+  NIMBUS_FULL_SET=<folder holding fixtures/real> /usr/bin/python3 tests/torch/gen_expected_masks.py
 The dtypes follow DSen2-CR: the raster is float32, every band test is float32 arithmetic,
 the 7x7 box mean is float64 (convolve2d with a float64 kernel).
 """
@@ -25,11 +27,11 @@ import scipy.signal as scisig
 sys.path.insert(0, os.path.dirname(__file__))
 import st  # noqa: E402
 
-SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "../../../shared"))
+SHARED = os.environ.get("NIMBUS_FULL_SET")  # the folder holding fixtures/real/ (the full set)
 OUT = os.path.normpath(os.path.join(os.path.dirname(__file__), "../fixtures/masks"))
 CR = "fixtures/real/sen12ms_cr/"
 ES = "fixtures/real/eurosat_ms/shrey160+EuroSAT_MS_Deep_Learning/data/Euro_MS_Test_red/test/"
-CASES = [  # (name, source under /work/shared, window (x0, y0, w, h) or None for the whole file)
+CASES = [  # (name, source under NIMBUS_FULL_SET, window (x0, y0, w, h) or None for the whole file)
     ("fall_139_p839_cloudy", CR + "xufangchn+GLF-CR/data/s2_cloudy/ROIs1970_fall_139_p839.tif", None),
     ("winter_112_p797_cloudy", CR + "xufangchn+GLF-CR/data/s2_cloudy/ROIs2017_winter_112_p797.tif", None),
     ("summer_19_p30_cloudy", CR + "zhangcy23+Mamba-SCR/img/ROIs1868_summer_s2_cloudy_19_p30.tif", None),
@@ -84,6 +86,8 @@ def pack16(mask):
 
 
 def main():
+    if not SHARED:
+        raise SystemExit("gen_expected_masks.py: set NIMBUS_FULL_SET to the folder holding fixtures/real/")
     os.makedirs(OUT, exist_ok=True)
     for i, (name, rel, win) in enumerate(CASES):
         with rasterio.open(os.path.join(SHARED, rel)) as f:
