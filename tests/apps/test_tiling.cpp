@@ -6,7 +6,6 @@
 
 #include "apps/common/cloud_removal.h"
 #include "apps/common/tiling.h"
-#include "data/synthetic_spectra.h"
 #include "engine/autograd.h"
 #include "tests/common/check.h"
 
