@@ -14,6 +14,7 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   flags+=(-DNIMBUS_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+  export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}"  # third-party caches
 fi
 
 scripts/install_deps.sh

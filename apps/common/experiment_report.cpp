@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "apps/common/figure_file.h"
 #include "data/normalize.h"
 #include "engine/io/safetensors.h"
 
@@ -211,14 +212,18 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
   const std::string t1 = table1_markdown(e);
   write_file_atomic(dir + "table1.md", t1);
 
-  // Figures.
-  std::vector<std::string> figures;  // (file) in report order
+  // Figures: first as data (figures.json, every build), then drawn when this build has PLplot.
+  std::vector<plot::Figure> figures;
   std::ostringstream figs;
-  if (!o.classifier_metrics.empty()) {
-    plot::save_line_chart(dir + "fig_training_curve.png", training_curve(o.classifier_metrics));
-    figs << "### Classifier training curve\n\n![training curve](fig_training_curve.png)\n\nFrom "
-         << o.classifier_metrics << ".\n\n";
-  }
+  auto figure = [&](const std::string& stem, plot::Spec spec, const std::string& heading, const std::string& note) {
+    figures.push_back({stem, std::move(spec)});
+    std::string alt = stem.substr(4);  // "fig_class_distribution" -> "class distribution"
+    std::replace(alt.begin(), alt.end(), '_', ' ');
+    figs << "### " << heading << "\n\n![" << alt << "](" << stem << ".png)\n\n" << note;
+  };
+  if (!o.classifier_metrics.empty())
+    figure("fig_training_curve", training_curve(o.classifier_metrics), "Classifier training curve",
+           "From " + o.classifier_metrics + ".\n\n");
   plot::BarChart dist;
   dist.title = "predicted classes";
   dist.y_label = "share of scenes";
@@ -227,8 +232,7 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
   dist.groups.push_back({e.name(e.reference()), e.distribution(e.reference()).fractions});
   for (int m = 0; m < e.methods(); ++m)
     if (m != e.reference()) dist.groups.push_back({e.name(m), e.distribution(m).fractions});
-  plot::save_bar_chart(dir + "fig_class_distribution.png", dist);
-  figs << "### Class distributions (paper: Figure 6)\n\n![class distribution](fig_class_distribution.png)\n\n";
+  figure("fig_class_distribution", dist, "Class distributions (paper: Figure 6)", "");
 
   for (int m = 0; m < e.methods(); ++m) {
     if (m == e.reference()) continue;
@@ -241,11 +245,12 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
     h.values = cm.row_normalised();
     for (int t = 0; t < cm.classes(); ++t)
       for (int p = 0; p < cm.classes(); ++p) h.cell_text.push_back(std::to_string(cm.count(t, p)));
-    const std::string file = "fig_confusion_" + e.name(m) + ".png";
-    plot::save_heatmap(dir + file, h);
+    const std::string stem = "fig_confusion_" + e.name(m);
     if (is_dsen2cr(e.name(m)) || e.name(m) == "cloudy")
-      figs << "### Confusion: " << e.label(m) << " (paper: Figure 7)\n\n![confusion](" << file
-           << ")\n\nRows: pristine-derived label, columns: prediction; colour = row share, text = count.\n\n";
+      figure(stem, h, "Confusion: " + e.label(m) + " (paper: Figure 7)",
+             "Rows: pristine-derived label, columns: prediction; colour = row share, text = count.\n\n");
+    else
+      figures.push_back({stem, h});
   }
 
   plot::BarChart cover;
@@ -260,26 +265,19 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
     for (int b = 0; b < bins.bins(); ++b) v.push_back(bins.count(b) ? bins.accuracy(b).value : 0.0);
     cover.groups.push_back({e.name(m), v});
   }
-  plot::save_bar_chart(dir + "fig_accuracy_by_cover.png", cover);
-  figs << "### Accuracy by cloud cover\n\n![accuracy by cover](fig_accuracy_by_cover.png)\n\n";
+  figure("fig_accuracy_by_cover", cover, "Accuracy by cloud cover", "");
 
   if (!o.examples.empty()) {
-    std::vector<plot::Canvas> rows;
-    int w = 0, h = 0;
-    for (const Example& ex : o.examples) {
-      rows.push_back(plot::render_panels(ex.panels, ex.caption));
-      w = std::max(w, rows.back().width());
-      h += rows.back().height();
-    }
-    plot::Canvas all(w, h);
-    int y = 0;
-    for (const auto& r : rows) {
-      all.blit(r, 0, y);
-      y += r.height();
-    }
-    plot::write_png(dir + "fig_examples.png", all);
-    figs << "### Examples across the cloud-cover range (paper: Figure 4)\n\n![examples](fig_examples.png)\n\n";
+    plot::PanelGrid grid;
+    for (const Example& ex : o.examples) grid.rows.push_back({ex.caption, ex.panels});
+    figure("fig_examples", grid, "Examples across the cloud-cover range (paper: Figure 4)", "");
   }
+  plot::write_figures(o.out_dir, figures);
+  if (plot::available())
+    plot::draw_figures(o.out_dir, figures);
+  else
+    figs << "*This build draws no figures (NIMBUS_PLOTS=OFF, the GPU bundle): every figure is kept as data in "
+            "`figures.json`; `plot_figures " << o.out_dir << "` draws them where PLplot is installed.*\n\n";
 
   // report.md
   std::ostringstream r;

@@ -7,11 +7,13 @@
 //   predictions.csv            one row per scene: cover, true label, each method's class
 //   quality.csv                one row per (scene, method): the 14 image metrics
 //   table1.md                  Table 1 alone (also printed by cloud_impact)
-//   fig_training_curve.png     classifier accuracy per epoch (when a metrics.csv is given)
-//   fig_class_distribution.png predicted class shares: pristine, cloudy, cloud-removed
-//   fig_confusion_<method>.png method vs pristine-derived labels, row-normalised
-//   fig_accuracy_by_cover.png  accuracy vs pristine-derived labels per cloud-cover bin
-//   fig_examples.png           example panels across the cloud-cover range
+//   figures.json, figure_images/  every figure as data (figure_file.h), in every build
+//   fig_training_curve.png/.svg     classifier accuracy per epoch (when a metrics.csv is given)
+//   fig_class_distribution.png/.svg predicted class shares: pristine, cloudy, cloud-removed
+//   fig_confusion_<method>.png/.svg method vs pristine-derived labels, row-normalised
+//   fig_accuracy_by_cover.png/.svg  accuracy vs pristine-derived labels per cloud-cover bin
+//   fig_examples.png                example panels across the cloud-cover range
+// The fig_* files only when the build has PLplot (plot.h); plot_figures draws them later otherwise.
 #pragma once
 #include <string>
 #include <vector>

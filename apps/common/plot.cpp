@@ -1,17 +1,20 @@
-// plot.cpp: canvas drawing, PNG encoding (libpng) and the four figure kinds (see plot.h).
+// plot.cpp: the four figure kinds of plot.h drawn with PLplot: the spec checks, then one PLplot
+// stream per output file (cairo's pngcairo for PNG, PLplot's svg driver for SVG). Layout is worked
+// out in millimetres of the page (plgspa) and of the character height (plschr), so the same code lays
+// out both files alike. Without PLplot (NIMBUS_PLOTS=OFF) the checks stay and save() throws.
 #include "apps/common/plot.h"
-
-#include <png.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <sstream>
 
-#include "apps/common/accuracy.h"
-#include "apps/common/font.h"
 #include "kernels/common/error.h"
-#include "engine/io/safetensors.h"
+
+#ifdef NIMBUS_WITH_PLPLOT
+#include <plplot/plplot.h>
+#endif
 
 namespace nimbus::plot {
 
@@ -22,429 +25,460 @@ Rgb series_colour(int i) {
   return palette[((i % 10) + 10) % 10];
 }
 
-// ---- canvas -------------------------------------------------------------------
-
-Canvas::Canvas(int width, int height, Rgb bg) : w_(width), h_(height) {
-  NIMBUS_CHECK(width > 0 && height > 0 && int64_t(width) * height <= (int64_t(1) << 28), "plot: canvas size ",
-               width, "x", height, " is not usable");
-  px_.resize(size_t(width) * size_t(height) * 3);
-  for (size_t i = 0; i < px_.size(); i += 3) px_[i] = bg.r, px_[i + 1] = bg.g, px_[i + 2] = bg.b;
-}
-
-Rgb Canvas::get(int x, int y) const {
-  NIMBUS_CHECK(x >= 0 && y >= 0 && x < w_ && y < h_, "plot: pixel (", x, ", ", y, ") outside ", w_, "x", h_);
-  const uint8_t* p = &px_[(size_t(y) * size_t(w_) + size_t(x)) * 3];
-  return {p[0], p[1], p[2]};
-}
-
-void Canvas::set(int x, int y, Rgb c) {
-  if (x < 0 || y < 0 || x >= w_ || y >= h_) return;
-  uint8_t* p = &px_[(size_t(y) * size_t(w_) + size_t(x)) * 3];
-  p[0] = c.r, p[1] = c.g, p[2] = c.b;
-}
-
-void Canvas::fill_rect(int x, int y, int w, int h, Rgb c) {
-  for (int yy = std::max(0, y); yy < std::min(h_, y + h); ++yy)
-    for (int xx = std::max(0, x); xx < std::min(w_, x + w); ++xx) set(xx, yy, c);
-}
-
-void Canvas::rect(int x, int y, int w, int h, Rgb c) {
-  fill_rect(x, y, w, 1, c);
-  fill_rect(x, y + h - 1, w, 1, c);
-  fill_rect(x, y, 1, h, c);
-  fill_rect(x + w - 1, y, 1, h, c);
-}
-
-// Bresenham, with a square brush for thickness > 1.
-void Canvas::line(int x0, int y0, int x1, int y1, Rgb c, int thickness) {
-  int dx = std::abs(x1 - x0), dy = -std::abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1;
-  int err = dx + dy, lo = -(thickness - 1) / 2;
-  for (;;) {
-    fill_rect(x0 + lo, y0 + lo, thickness, thickness, c);
-    if (x0 == x1 && y0 == y1) break;
-    int e2 = 2 * err;
-    if (e2 >= dy) err += dy, x0 += sx;
-    if (e2 <= dx) err += dx, y0 += sy;
-  }
-}
-
-void Canvas::text(int x, int y, const std::string& s, Rgb c, int scale) {
-  int cx = x;
-  for (char ch : s) {
-    if (ch == '\n') {
-      cx = x;
-      y += font::kLineHeight * scale;
-      continue;
-    }
-    for (int gy = 0; gy < font::kGlyphHeight; ++gy)
-      for (int gx = 0; gx < font::kGlyphWidth; ++gx)
-        if (font::ink(ch, gx, gy)) fill_rect(cx + gx * scale, y + gy * scale, scale, scale, c);
-    cx += font::kAdvance * scale;
-  }
-}
-
-void Canvas::text_up(int x, int y, const std::string& s, Rgb c, int scale) {
-  // Unrotated (u along the text, v down the glyph) maps to (x + v, y - 1 - u).
-  for (size_t i = 0; i < s.size(); ++i)
-    for (int gy = 0; gy < font::kGlyphHeight; ++gy)
-      for (int gx = 0; gx < font::kGlyphWidth; ++gx)
-        if (font::ink(s[i], gx, gy)) {
-          int u = (int(i) * font::kAdvance + gx) * scale, v = gy * scale;
-          fill_rect(x + v, y - u - scale, scale, scale, c);
-        }
-}
-
-void Canvas::blit(const Canvas& src, int x, int y) {
-  for (int yy = 0; yy < src.h_; ++yy)
-    for (int xx = 0; xx < src.w_; ++xx) set(x + xx, y + yy, src.get(xx, yy));
-}
-
-Canvas Canvas::upscaled(int f) const {
-  NIMBUS_CHECK(f >= 1, "plot: upscale factor ", f, " must be >= 1");
-  Canvas out(w_ * f, h_ * f);
-  for (int y = 0; y < out.h_; ++y)
-    for (int x = 0; x < out.w_; ++x) out.set(x, y, get(x / f, y / f));
-  return out;
-}
-
-// ---- PNG ----------------------------------------------------------------------
+// ---- spec checks (every build) ---------------------------------------------------
 
 namespace {
-void png_append(png_structp png, png_bytep data, png_size_t n) {
-  static_cast<std::string*>(png_get_io_ptr(png))->append(reinterpret_cast<const char*>(data), n);
+
+void check(const LineChart& s) {
+  NIMBUS_CHECK(!s.series.empty(), "line chart '", s.title, "': no series");
+  bool any = false;
+  for (const Series& x : s.series) {
+    NIMBUS_CHECK(x.x.size() == x.y.size(), "line chart '", s.title, "': series '", x.name, "' has ", x.x.size(),
+                 " x but ", x.y.size(), " y values");
+    for (size_t i = 0; i < x.x.size(); ++i) any |= std::isfinite(x.x[i]) && std::isfinite(x.y[i]);
+  }
+  NIMBUS_CHECK(any, "line chart '", s.title, "': no finite points");
+  NIMBUS_CHECK(s.width >= 200 && s.height >= 150 && s.width <= 8000 && s.height <= 8000, "line chart '", s.title,
+               "': size ", s.width, "x", s.height, " is not usable");
 }
-void png_flush_noop(png_structp) {}
+
+void check(const BarChart& s) {
+  NIMBUS_CHECK(!s.categories.empty() && !s.groups.empty(), "bar chart '", s.title, "': no categories or no groups");
+  for (const BarGroup& g : s.groups) {
+    NIMBUS_CHECK(g.values.size() == s.categories.size(), "bar chart '", s.title, "': group '", g.name, "' has ",
+                 g.values.size(), " values for ", s.categories.size(), " categories");
+    for (double v : g.values)
+      NIMBUS_CHECK(std::isfinite(v) && v >= 0, "bar chart '", s.title, "': bar value ", v, " must be finite and >= 0");
+  }
+  NIMBUS_CHECK(s.width >= 200 && s.height >= 150 && s.width <= 8000 && s.height <= 8000, "bar chart '", s.title,
+               "': size ", s.width, "x", s.height, " is not usable");
+}
+
+void check(const Heatmap& s) {
+  const size_t rows = s.row_labels.size(), cols = s.col_labels.size();
+  NIMBUS_CHECK(rows > 0 && cols > 0, "heatmap '", s.title, "': no row or column labels");
+  NIMBUS_CHECK(s.values.size() == rows * cols, "heatmap '", s.title, "': ", s.values.size(), " values for ", rows,
+               "x", cols, " cells");
+  NIMBUS_CHECK(s.cell_text.empty() || s.cell_text.size() == rows * cols, "heatmap '", s.title, "': ",
+               s.cell_text.size(), " cell texts for ", rows, "x", cols, " cells");
+  NIMBUS_CHECK(s.width >= 200 && s.height >= 150 && s.width <= 8000 && s.height <= 8000, "heatmap '", s.title,
+               "': size ", s.width, "x", s.height, " is not usable");
+}
+
+void check(const PanelGrid& s) {
+  NIMBUS_CHECK(!s.rows.empty(), "image panels '", s.title, "': no rows");
+  for (const PanelRow& r : s.rows) {
+    NIMBUS_CHECK(!r.panels.empty(), "image panels '", s.title, "': row '", r.caption, "' has no panels");
+    for (const Panel& p : r.panels)
+      NIMBUS_CHECK(!p.image.empty(), "image panels '", s.title, "': panel '", p.title, "' has no image");
+  }
+  NIMBUS_CHECK(s.panel_size >= 32 && s.panel_size <= 2048, "image panels '", s.title, "': panel size ",
+               s.panel_size, " is not usable");
+}
+
 }  // namespace
 
-std::string encode_png(const Canvas& c) {
-  NIMBUS_CHECK(c.width() > 0 && c.height() > 0, "encode_png: empty canvas");
-  std::string out;
-  std::vector<png_bytep> rows(size_t(c.height()));
-  for (int y = 0; y < c.height(); ++y)
-    rows[size_t(y)] = const_cast<png_bytep>(c.pixels().data() + size_t(y) * size_t(c.width()) * 3);
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  NIMBUS_CHECK(png, "encode_png: libpng could not start");
-  png_infop info = png_create_info_struct(png);
-  // libpng reports errors by longjmp; everything with a destructor already exists above.
-  if (!info || setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    throw Error("encode_png: libpng failed to encode the image");
-  }
-  png_set_write_fn(png, &out, png_append, png_flush_noop);
-  png_set_IHDR(png, info, png_uint_32(c.width()), png_uint_32(c.height()), 8, PNG_COLOR_TYPE_RGB,
-               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_write_info(png, info);
-  png_write_image(png, rows.data());
-  png_write_end(png, nullptr);
-  png_destroy_write_struct(&png, &info);
-  return out;
+#ifndef NIMBUS_WITH_PLPLOT
+
+bool available() { return false; }
+namespace {
+[[noreturn]] void unavailable(const std::string& stem) {
+  throw Error(str(stem, ": this build draws no figures (configured with NIMBUS_PLOTS=OFF, without PLplot); "
+                        "plot_figures draws a run's figures.json where PLplot is installed"));
 }
+}  // namespace
+void save(const std::string& stem, const LineChart& s) { check(s), unavailable(stem); }
+void save(const std::string& stem, const BarChart& s) { check(s), unavailable(stem); }
+void save(const std::string& stem, const Heatmap& s) { check(s), unavailable(stem); }
+void save(const std::string& stem, const PanelGrid& s) { check(s), unavailable(stem); }
 
-void write_png(const std::string& path, const Canvas& c) { write_file_atomic(path, encode_png(c)); }
+#else
 
-// ---- axes helpers -------------------------------------------------------------
-
-std::vector<double> nice_ticks(double lo, double hi, int target) {
-  NIMBUS_CHECK(std::isfinite(lo) && std::isfinite(hi) && hi > lo && target >= 2, "nice_ticks: bad range [", lo,
-               ", ", hi, "]");
-  double raw = (hi - lo) / target, mag = std::pow(10.0, std::floor(std::log10(raw)));
-  double step = mag;
-  for (double m : {1.0, 2.0, 5.0, 10.0})
-    if (m * mag >= raw) {
-      step = m * mag;
-      break;
-    }
-  std::vector<double> t;
-  for (double v = std::ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step)
-    t.push_back(std::fabs(v) < step * 1e-9 ? 0.0 : v);
-  return t;
-}
+bool available() { return true; }
 
 namespace {
 
-const Rgb kGrid{225, 225, 225}, kAxis{40, 40, 40};
+// ---- PLplot streams ----------------------------------------------------------------
 
-std::string tick_label(double v, double step) {
-  int decimals = std::max(0, int(-std::floor(std::log10(step) + 1e-9)));
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%.*f", std::min(decimals, 6), v);
-  return buf;
+// cmap0 entries: PLplot colours by index; 5.. are the series.
+enum Colour : PLINT { kBackground = 0, kInk = 1, kGrid = 2, kCellLine = 3, kWhiteInk = 4, kFirstSeries = 5 };
+constexpr int kSeriesColours = 10;
+constexpr double kTextPx = 15;  // character height in pixels (PNG); the SVG scales alike
+
+// PLplot reports a fatal error by calling exit(); plsexit lets us throw instead. The exception passes
+// through PLplot's C frames, which gcc on x86-64 builds with unwind tables; they hold no cleanups.
+int throw_on_plplot_exit(const char* message) { throw Error(str("PLplot: ", message ? message : "error")); }
+
+// Ends the current stream after an error, as PLplot's own exit path would have (plexit calls plend),
+// so that its memory and file are released; a second error while ending is ignored.
+void end_stream_after_error() {
+  try {
+    plend1();
+  } catch (const Error&) {
+  }
 }
 
-int max_width(const std::vector<std::string>& s) {
-  int w = 0;
-  for (const auto& x : s) w = std::max(w, font::text_width(x));
+// One output file: a fresh PLplot stream for `device` writing to a temporary name, renamed into place
+// by finish(). On an exception the stream is ended and the temporary file removed.
+class Page {
+ public:
+  Page(const std::string& path, const char* device, int width, int height) : path_(path), tmp_(path + ".tmp") {
+    PLINT stream = 0;
+    plmkstrm(&stream);
+    plsexit(throw_on_plplot_exit);
+    try {
+      start(device, width, height);
+    } catch (...) {
+      end_stream_after_error();
+      std::filesystem::remove(tmp_);
+      throw;
+    }
+  }
+  Page(const Page&) = delete;
+  Page& operator=(const Page&) = delete;
+  ~Page() {
+    if (done_) return;
+    end_stream_after_error();
+    std::filesystem::remove(tmp_);
+  }
+  void finish() {
+    done_ = true;
+    plend1();
+    std::error_code ec;
+    std::filesystem::rename(tmp_, path_, ec);
+    NIMBUS_CHECK(!ec, path_, ": cannot rename the finished figure into place: ", ec.message());
+  }
+  double width_mm() const { return page_w_; }
+  double height_mm() const { return page_h_; }
+  double char_mm() const { return char_mm_; }  // one line of text
+  double px(double n) const { return n * mm_per_px_; }
+
+ private:
+  void start(const char* device, int width, int height) {
+    plsdev(device);
+    plsfnam(tmp_.c_str());
+    plspage(90, 90, width, height, 0, 0);
+    plscolbg(255, 255, 255);
+    plscmap0n(kFirstSeries + kSeriesColours);
+    plscol0(kInk, 0, 0, 0);
+    plscol0(kGrid, 225, 225, 225);
+    plscol0(kCellLine, 200, 200, 200);
+    plscol0(kWhiteInk, 255, 255, 255);
+    for (int i = 0; i < kSeriesColours; ++i) {
+      const Rgb c = series_colour(i);
+      plscol0(kFirstSeries + i, c.r, c.g, c.b);
+    }
+    plinit();
+    pladv(0);
+    PLFLT x0, x1, y0, y1;
+    plgspa(&x0, &x1, &y0, &y1);
+    page_w_ = x1 - x0, page_h_ = y1 - y0;
+    mm_per_px_ = page_w_ / width;
+    plschr(kTextPx * mm_per_px_ / 1.4, 1.0);  // PLplot's "height" is about 1/1.4 of the line height
+    PLFLT def, ht;
+    plgchr(&def, &ht);
+    char_mm_ = ht;
+    plcol0(kInk);
+    plwidth(1);
+  }
+
+  std::string path_, tmp_;
+  bool done_ = false;
+  double page_w_ = 0, page_h_ = 0, mm_per_px_ = 0, char_mm_ = 0;
+};
+
+// Width of a text line: PLplot keeps its string-length function private and the fonts are cairo's,
+// so this is an upper estimate from the character height (sans-serif averages about 0.6 of it).
+double text_mm(const std::string& s) {
+  PLFLT def, ht;
+  plgchr(&def, &ht);
+  return 0.8 * ht * double(s.size());
+}
+double widest_mm(const std::vector<std::string>& v) {
+  double w = 0;
+  for (const std::string& s : v) w = std::max(w, text_mm(s));
   return w;
 }
 
-void centred_title(Canvas& c, const std::string& title) {
-  if (!title.empty()) c.text((c.width() - font::text_width(title, 2)) / 2, 10, title, kBlack, 2);
+// A legend outside the plot's right edge, top aligned: coloured lines or boxes and the names.
+enum class Key { Line, Box };
+void legend(const std::vector<std::string>& names, Key key) {
+  const PLINT n = PLINT(names.size());
+  std::vector<PLINT> opt(n, key == Key::Line ? PL_LEGEND_LINE : PL_LEGEND_COLOR_BOX), colours(n), zero(n, 0),
+      text_colours(n, kInk), styles(n, 1), patterns(n, 0), symbol_numbers(n, 0);
+  std::vector<PLFLT> ones(n, 1.0), widths(n, 2.0), box_scales(n, 0.8);
+  std::vector<const char*> text(n), symbols(n, "");
+  for (PLINT i = 0; i < n; ++i) colours[i] = kFirstSeries + i % kSeriesColours, text[i] = names[i].c_str();
+  PLFLT w, h;
+  pllegend(&w, &h, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, PL_POSITION_RIGHT | PL_POSITION_OUTSIDE, 0.02, 0.0, 0.06, kBackground, kInk, 1, 0, 0, n, opt.data(), 1.0, 1.0, 1.6, 0.0,
+           text_colours.data(), text.data(), colours.data(), patterns.data(), box_scales.data(), ones.data(),
+           colours.data(), styles.data(), widths.data(), colours.data(), ones.data(), symbol_numbers.data(),
+           symbols.data());
+}
+double legend_mm(const Page& p, const std::vector<std::string>& names) {
+  return widest_mm(names) + p.char_mm() * 7;  // the names, the key samples, gaps and box
 }
 
-// A y axis with grid lines over the plot box [left, right] x [top, bottom] for values [lo, hi].
-struct YAxis {
-  double lo, hi;
-  int top, bottom;
-  int to_px(double v) const { return bottom - int(std::lround((v - lo) / (hi - lo) * (bottom - top))); }
-};
+// ---- the four kinds ----------------------------------------------------------------
 
-void draw_y_axis(Canvas& c, const YAxis& ax, const std::vector<double>& ticks, int left, int right,
-                 const std::string& label) {
-  double step = ticks.size() > 1 ? ticks[1] - ticks[0] : 1;
-  int label_w = 0;
-  for (double t : ticks) {
-    int y = ax.to_px(t);
-    c.fill_rect(left + 1, y, right - left - 1, 1, kGrid);
-    c.fill_rect(left - 4, y, 4, 1, kAxis);
-    std::string s = tick_label(t, step);
-    label_w = std::max(label_w, font::text_width(s));
-    c.text(left - 7 - font::text_width(s), y - 3, s, kAxis);
-  }
-  c.fill_rect(left, ax.top, 1, ax.bottom - ax.top + 1, kAxis);
-  if (!label.empty())
-    c.text_up(left - 16 - label_w, (ax.top + ax.bottom + font::text_width(label)) / 2, label, kBlack);
-}
-
-// Legend entries stacked at (x, y): a colour swatch and the name.
-void draw_legend(Canvas& c, int x, int y, const std::vector<std::string>& names) {
-  for (size_t i = 0; i < names.size(); ++i) {
-    int yy = y + int(i) * 16;
-    c.fill_rect(x, yy, 14, 9, series_colour(int(i)));
-    c.text(x + 20, yy + 1, names[i], kBlack);
-  }
-}
-
-std::vector<std::string> names_of(const std::vector<Series>& s) {
-  std::vector<std::string> n;
-  for (const auto& x : s) n.push_back(x.name);
-  return n;
-}
-
-}  // namespace
-
-// ---- line chart ---------------------------------------------------------------
-
-Canvas render_line_chart(const LineChart& spec) {
-  NIMBUS_CHECK(!spec.series.empty(), "line_chart '", spec.title, "': no series");
+void draw(const Page& p, const LineChart& s) {
   double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
-  for (const Series& s : spec.series) {
-    NIMBUS_CHECK(s.x.size() == s.y.size(), "line_chart '", spec.title, "': series '", s.name, "' has ",
-                 s.x.size(), " x but ", s.y.size(), " y values");
-    for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
-      xlo = std::min(xlo, s.x[i]), xhi = std::max(xhi, s.x[i]);
-      ylo = std::min(ylo, s.y[i]), yhi = std::max(yhi, s.y[i]);
-    }
+  std::vector<std::string> names;
+  for (const Series& x : s.series) {
+    names.push_back(x.name);
+    for (size_t i = 0; i < x.x.size(); ++i)
+      if (std::isfinite(x.x[i]) && std::isfinite(x.y[i]))
+        xlo = std::min(xlo, x.x[i]), xhi = std::max(xhi, x.x[i]), ylo = std::min(ylo, x.y[i]),
+        yhi = std::max(yhi, x.y[i]);
   }
-  NIMBUS_CHECK(std::isfinite(xlo), "line_chart '", spec.title, "': no finite points");
   if (xhi == xlo) xlo -= 0.5, xhi += 0.5;
-  if (!std::isnan(spec.y_min)) ylo = spec.y_min;
-  if (!std::isnan(spec.y_max)) yhi = spec.y_max;
+  if (!std::isnan(s.y_min)) ylo = s.y_min;
+  if (!std::isnan(s.y_max)) yhi = s.y_max;
   if (yhi <= ylo) ylo -= 0.5, yhi = ylo + 1;
-  if (std::isnan(spec.y_min) || std::isnan(spec.y_max)) {  // pad data-driven ends by 5%
-    double pad = 0.05 * (yhi - ylo);
-    if (std::isnan(spec.y_min)) ylo -= pad;
-    if (std::isnan(spec.y_max)) yhi += pad;
-  }
-  Canvas c(spec.width, spec.height);
-  centred_title(c, spec.title);
-  const auto names = names_of(spec.series);
-  const int left = 80, top = 40, right = spec.width - max_width(names) - 50, bottom = spec.height - 50;
-  NIMBUS_CHECK(right - left > 50 && bottom - top > 50, "line_chart '", spec.title, "': ", spec.width, "x",
-               spec.height, " is too small");
-  YAxis ay{ylo, yhi, top, bottom};
-  draw_y_axis(c, ay, nice_ticks(ylo, yhi), left, right, spec.y_label);
-  auto xpx = [&](double x) { return left + int(std::lround((x - xlo) / (xhi - xlo) * (right - left))); };
-  std::vector<double> xt = nice_ticks(xlo, xhi, 8);
-  double xstep = xt.size() > 1 ? xt[1] - xt[0] : 1;
-  for (double t : xt) {
-    int x = xpx(t);
-    c.fill_rect(x, top, 1, bottom - top, kGrid);
-    c.fill_rect(x, bottom, 1, 5, kAxis);
-    std::string s = tick_label(t, xstep);
-    c.text(x - font::text_width(s) / 2, bottom + 8, s, kAxis);
-  }
-  c.fill_rect(left, bottom, right - left + 1, 1, kAxis);
-  c.text((left + right - font::text_width(spec.x_label)) / 2, bottom + 24, spec.x_label, kBlack);
-  for (size_t k = 0; k < spec.series.size(); ++k) {
-    const Series& s = spec.series[k];
-    Rgb col = series_colour(int(k));
-    bool markers = s.x.size() <= 60;
-    for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
-      int x = xpx(s.x[i]), y = ay.to_px(std::clamp(s.y[i], ylo, yhi));
-      if (i > 0 && std::isfinite(s.x[i - 1]) && std::isfinite(s.y[i - 1]))
-        c.line(xpx(s.x[i - 1]), ay.to_px(std::clamp(s.y[i - 1], ylo, yhi)), x, y, col, 2);
-      if (markers) c.fill_rect(x - 2, y - 2, 5, 5, col);
+  const double pad = 0.05 * (yhi - ylo);  // data-driven ends get 5% room
+  if (std::isnan(s.y_min)) ylo -= pad;
+  if (std::isnan(s.y_max)) yhi += pad;
+
+  const double c = p.char_mm();
+  const double right = p.width_mm() - legend_mm(p, names) - c;
+  NIMBUS_CHECK(right - 8 * c > 20 * c, "line chart '", s.title, "': ", s.width, "x", s.height,
+               " is too narrow for its legend");
+  plsvpa(7 * c, right, 4 * c, p.height_mm() - 3 * c);
+  plwind(xlo, xhi, ylo, yhi);
+  plcol0(kGrid);
+  plbox("g", 0, 0, "g", 0, 0);
+  plcol0(kInk);
+  plbox("bcnst", 0, 0, "bcnstv", 0, 0);
+  pllab(s.x_label.c_str(), s.y_label.c_str(), s.title.c_str());
+  plwidth(2);
+  for (size_t k = 0; k < s.series.size(); ++k) {
+    const Series& x = s.series[k];
+    plcol0(kFirstSeries + PLINT(k) % kSeriesColours);
+    std::vector<PLFLT> px, py;
+    auto flush = [&] {
+      if (px.size() > 1) plline(PLINT(px.size()), px.data(), py.data());
+      if (!px.empty() && x.x.size() <= 60) plpoin(PLINT(px.size()), px.data(), py.data(), 17);
+      px.clear(), py.clear();
+    };
+    for (size_t i = 0; i < x.x.size(); ++i) {
+      if (!std::isfinite(x.x[i]) || !std::isfinite(x.y[i])) {
+        flush();
+        continue;
+      }
+      px.push_back(x.x[i]);
+      py.push_back(std::clamp(x.y[i], ylo, yhi));
     }
+    flush();
   }
-  c.rect(left, top, right - left + 1, bottom - top + 1, kAxis);
-  draw_legend(c, right + 14, top + 4, names);
-  return c;
+  plwidth(1);
+  plcol0(kInk);
+  legend(names, Key::Line);
 }
 
-void save_line_chart(const std::string& path, const LineChart& spec) { write_png(path, render_line_chart(spec)); }
-
-// ---- bar chart ----------------------------------------------------------------
-
-Canvas render_bar_chart(const BarChart& spec) {
-  const size_t k = spec.categories.size();
-  NIMBUS_CHECK(k > 0 && !spec.groups.empty(), "bar_chart '", spec.title, "': no categories or no groups");
+void draw(const Page& p, const BarChart& s) {
   double vmax = 0;
   std::vector<std::string> names;
-  for (const BarGroup& g : spec.groups) {
-    NIMBUS_CHECK(g.values.size() == k, "bar_chart '", spec.title, "': group '", g.name, "' has ", g.values.size(),
-                 " values for ", k, " categories");
-    for (double v : g.values) {
-      NIMBUS_CHECK(std::isfinite(v) && v >= 0, "bar_chart '", spec.title, "': bar value ", v,
-                   " must be finite and >= 0");
-      vmax = std::max(vmax, v);
-    }
+  for (const BarGroup& g : s.groups) {
     names.push_back(g.name);
+    for (double v : g.values) vmax = std::max(vmax, v);
   }
   if (vmax == 0) vmax = 1;
-  std::vector<double> ticks = nice_ticks(0, vmax * 1.05);
-  double top_v = ticks.back() >= vmax ? ticks.back() : vmax * 1.05;
-  Canvas c(spec.width, spec.height);
-  centred_title(c, spec.title);
-  const int left = 80, top = 40, right = spec.width - max_width(names) - 50;
-  const int bottom = spec.height - max_width(spec.categories) - 20;
-  NIMBUS_CHECK(right - left > 50 && bottom - top > 50, "bar_chart '", spec.title, "': ", spec.width, "x",
-               spec.height, " is too small for its labels");
-  YAxis ay{0, top_v, top, bottom};
-  draw_y_axis(c, ay, ticks, left, right, spec.y_label);
-  const double slot = double(right - left) / double(k);
-  const double bar = slot * 0.8 / double(spec.groups.size());
-  for (size_t i = 0; i < k; ++i) {
-    double x0 = left + slot * double(i) + slot * 0.1;
-    for (size_t g = 0; g < spec.groups.size(); ++g) {
-      int xa = int(std::lround(x0 + bar * double(g))), xb = int(std::lround(x0 + bar * double(g + 1)));
-      int y = ay.to_px(spec.groups[g].values[i]);
-      c.fill_rect(xa, y, std::max(1, xb - xa - 1), bottom - y, series_colour(int(g)));
+  const double c = p.char_mm();
+  const double bottom = widest_mm(s.categories) + 3 * c, right = p.width_mm() - legend_mm(p, names) - c;
+  NIMBUS_CHECK(right - 8 * c > 20 * c && p.height_mm() - 3 * c - bottom > 10 * c, "bar chart '", s.title, "': ",
+               s.width, "x", s.height, " is too small for its labels");
+  const double k = double(s.categories.size()), groups = double(s.groups.size());
+  plsvpa(7 * c, right, bottom, p.height_mm() - 3 * c);
+  plwind(0, k, 0, vmax * 1.08);
+  plcol0(kGrid);
+  plbox("", 0, 0, "g", 0, 0);
+  for (size_t g = 0; g < s.groups.size(); ++g) {
+    plcol0(kFirstSeries + PLINT(g) % kSeriesColours);
+    for (size_t i = 0; i < s.categories.size(); ++i) {
+      const double x0 = double(i) + 0.1 + 0.8 * double(g) / groups, x1 = x0 + 0.8 / groups * 0.92;
+      PLFLT xs[4] = {x0, x1, x1, x0}, ys[4] = {0, 0, s.groups[g].values[i], s.groups[g].values[i]};
+      if (s.groups[g].values[i] > 0) plfill(4, xs, ys);
     }
-    int cx = left + int(std::lround(slot * (double(i) + 0.5)));
-    c.fill_rect(cx, bottom, 1, 4, kAxis);
-    c.text_up(cx - 3, bottom + 8 + font::text_width(spec.categories[i]), spec.categories[i], kBlack);
   }
-  c.fill_rect(left, bottom, right - left + 1, 1, kAxis);
-  draw_legend(c, right + 14, top + 4, names);
-  return c;
+  plcol0(kInk);
+  plbox("bc", 0, 0, "bcnstv", 0, 0);
+  for (size_t i = 0; i < s.categories.size(); ++i)
+    plmtex("bv", 0.6, (double(i) + 0.5) / k, 1.0, s.categories[i].c_str());
+  pllab("", s.y_label.c_str(), s.title.c_str());
+  legend(names, Key::Box);
 }
 
-void save_bar_chart(const std::string& path, const BarChart& spec) { write_png(path, render_bar_chart(spec)); }
-
-// ---- heatmap ------------------------------------------------------------------
-
-Canvas render_heatmap(const Heatmap& spec) {
-  const size_t rows = spec.row_labels.size(), cols = spec.col_labels.size();
-  NIMBUS_CHECK(rows > 0 && cols > 0, "heatmap '", spec.title, "': no row or column labels");
-  NIMBUS_CHECK(spec.values.size() == rows * cols, "heatmap '", spec.title, "': ", spec.values.size(),
-               " values for ", rows, "x", cols, " cells");
-  NIMBUS_CHECK(spec.cell_text.empty() || spec.cell_text.size() == rows * cols, "heatmap '", spec.title, "': ",
-               spec.cell_text.size(), " cell texts for ", rows, "x", cols, " cells");
-  NIMBUS_CHECK(spec.cell >= 8, "heatmap '", spec.title, "': cell size ", spec.cell, " is too small");
+void draw(const Page& p, const Heatmap& s) {
+  const size_t rows = s.row_labels.size(), cols = s.col_labels.size();
   double vmax = 0;
-  for (double v : spec.values) vmax = std::isfinite(v) ? std::max(vmax, v) : vmax;
+  for (double v : s.values) vmax = std::isfinite(v) ? std::max(vmax, v) : vmax;
   if (vmax <= 0) vmax = 1;
-  const int cell = spec.cell, rw = max_width(spec.row_labels), cw = max_width(spec.col_labels);
-  const int left = rw + 34, top = 44, grid_w = cell * int(cols), grid_h = cell * int(rows);
-  const int width = std::max(left + grid_w + 20, font::text_width(spec.title, 2) + 20);
-  const int height = top + grid_h + cw + 36;
-  Canvas c(width, height);
-  centred_title(c, spec.title);
-  const Rgb dark{8, 48, 107};
-  for (size_t r = 0; r < rows; ++r)
+  const double c = p.char_mm();
+  const double left = widest_mm(s.row_labels) + 3.5 * c, bottom = widest_mm(s.col_labels) + 3.5 * c;
+  const double avail_w = p.width_mm() - left - c, avail_h = p.height_mm() - bottom - 3 * c;
+  const double cell = std::min(avail_w / double(cols), avail_h / double(rows));
+  NIMBUS_CHECK(cell > 2 * c, "heatmap '", s.title, "': ", s.width, "x", s.height, " is too small for ", rows, "x",
+               cols, " cells and their labels");
+  const double x0 = left + (avail_w - cell * double(cols)) / 2, y1 = p.height_mm() - 3 * c;
+  plsvpa(x0, x0 + cell * double(cols), y1 - cell * double(rows), y1);
+  plwind(0, double(cols), 0, double(rows));
+  PLFLT pos[2] = {0, 1}, r[2] = {247 / 255.0, 8 / 255.0}, g[2] = {251 / 255.0, 48 / 255.0},
+        b[2] = {1.0, 107 / 255.0};
+  plscmap1l(1, 2, pos, r, g, b, nullptr);
+  for (size_t i = 0; i < rows; ++i)
     for (size_t k = 0; k < cols; ++k) {
-      double v = spec.values[r * cols + k];
-      double t = std::isfinite(v) ? std::clamp(v / vmax, 0.0, 1.0) : 0.0;
-      auto mix = [&](uint8_t a, uint8_t b) { return uint8_t(std::lround(a + (b - a) * t)); };
-      Rgb fill{mix(247, dark.r), mix(251, dark.g), mix(255, dark.b)};
-      int x = left + int(k) * cell, y = top + int(r) * cell;
-      c.fill_rect(x, y, cell, cell, fill);
-      std::string s = spec.cell_text.empty() ? fmt_num(v, 3) : spec.cell_text[r * cols + k];
+      const double v = s.values[i * cols + k], t = std::isfinite(v) ? std::clamp(v / vmax, 0.0, 1.0) : 0.0;
+      const double y = double(rows - 1 - i), x = double(k);
+      PLFLT xs[4] = {x, x + 1, x + 1, x}, ys[4] = {y, y, y + 1, y + 1};
+      plcol1(t);
+      plfill(4, xs, ys);
+      std::ostringstream fallback;
+      fallback << v;
+      const std::string text = s.cell_text.empty() ? fallback.str() : s.cell_text[i * cols + k];
       std::vector<std::string> lines;
-      std::stringstream ss(s);
+      std::stringstream ss(text);
       for (std::string l; std::getline(ss, l);) lines.push_back(l);
-      int th = int(lines.size()) * font::kLineHeight - 2;
-      for (size_t i = 0; i < lines.size(); ++i)
-        c.text(x + (cell - font::text_width(lines[i])) / 2, y + (cell - th) / 2 + int(i) * font::kLineHeight,
-               lines[i], t > 0.5 ? kWhite : kBlack);
+      plcol0(t > 0.5 ? kWhiteInk : kInk);
+      const double line = c / cell;  // one text line in cell units
+      for (size_t j = 0; j < lines.size(); ++j)
+        plptex(x + 0.5, y + 0.5 + (double(lines.size()) / 2 - double(j) - 0.5) * line - 0.3 * line, 1, 0, 0.5,
+               lines[j].c_str());
     }
-  for (int i = 0; i <= int(rows); ++i) c.fill_rect(left, top + i * cell, grid_w + 1, 1, Rgb{200, 200, 200});
-  for (int i = 0; i <= int(cols); ++i) c.fill_rect(left + i * cell, top, 1, grid_h + 1, Rgb{200, 200, 200});
-  for (size_t r = 0; r < rows; ++r)
-    c.text(left - 6 - font::text_width(spec.row_labels[r]), top + int(r) * cell + cell / 2 - 3, spec.row_labels[r],
-           kBlack);
-  for (size_t k = 0; k < cols; ++k)
-    c.text_up(left + int(k) * cell + cell / 2 - 3, top + grid_h + 6 + font::text_width(spec.col_labels[k]),
-              spec.col_labels[k], kBlack);
-  c.text_up(6, top + (grid_h + font::text_width(spec.y_label)) / 2, spec.y_label, kBlack);
-  c.text(left + (grid_w - font::text_width(spec.x_label)) / 2, height - 14, spec.x_label, kBlack);
-  return c;
+  plcol0(kCellLine);
+  for (size_t i = 0; i <= rows; ++i) pljoin(0, double(i), double(cols), double(i));
+  for (size_t k = 0; k <= cols; ++k) pljoin(double(k), 0, double(k), double(rows));
+  plcol0(kInk);
+  for (size_t i = 0; i < rows; ++i)
+    plmtex("lv", 0.6, 1.0 - (double(i) + 0.5) / double(rows), 1.0, s.row_labels[i].c_str());
+  for (size_t k = 0; k < cols; ++k) plmtex("bv", 0.6, (double(k) + 0.5) / double(cols), 1.0, s.col_labels[k].c_str());
+  plmtex("l", widest_mm(s.row_labels) / c + 1.6, 0.5, 0.5, s.y_label.c_str());
+  plmtex("b", widest_mm(s.col_labels) / c + 1.8, 0.5, 0.5, s.x_label.c_str());
+  plmtex("t", 1.2, 0.5, 0.5, s.title.c_str());
 }
 
-void save_heatmap(const std::string& path, const Heatmap& spec) { write_png(path, render_heatmap(spec)); }
-
-// ---- image panels -------------------------------------------------------------
-
-Canvas render_panels(const std::vector<Panel>& panels, const std::string& title, int min_size) {
-  NIMBUS_CHECK(!panels.empty(), "image panels: nothing to draw");
-  const int gap = 12, title_h = 20, top = title.empty() ? 8 : 36;
-  std::vector<Canvas> big;
-  int width = gap, height = 0;
-  for (const Panel& p : panels) {
-    NIMBUS_CHECK(p.image.width() > 0, "image panels: panel '", p.title, "' has no image");
-    int f = std::max(1, (min_size + p.image.height() - 1) / p.image.height());
-    big.push_back(p.image.upscaled(f));
-    width += std::max(big.back().width(), font::text_width(p.title)) + gap;
-    height = std::max(height, big.back().height());
+// Pixels of the panel grid page: each row a caption line, a title line and its tallest panel.
+struct GridLayout {
+  int width = 0, height = 0, top = 0;
+  std::vector<int> row_top, row_height;  // of the images, pixels from the top
+};
+constexpr int kGap = 12, kLine = int(kTextPx * 1.6);
+GridLayout layout(const PanelGrid& s) {
+  GridLayout l;
+  size_t cols = 0;
+  for (const PanelRow& r : s.rows) cols = std::max(cols, r.panels.size());
+  l.width = kGap + int(cols) * (s.panel_size + kGap);
+  int y = s.title.empty() ? kGap : kGap + 2 * kLine;
+  for (const PanelRow& r : s.rows) {
+    int h = 0;
+    for (const Panel& p : r.panels)
+      h = std::max(h, int(std::lround(double(s.panel_size) * p.image.height() / p.image.width())));
+    y += (r.caption.empty() ? 0 : kLine) + kLine;
+    l.row_top.push_back(y);
+    l.row_height.push_back(h);
+    y += h + kGap;
   }
-  Canvas c(std::max(width, font::text_width(title, 2) + 20), top + title_h + height + gap);
-  centred_title(c, title);
-  int x = gap;
-  for (size_t i = 0; i < big.size(); ++i) {
-    int w = std::max(big[i].width(), font::text_width(panels[i].title));
-    c.text(x + (w - font::text_width(panels[i].title)) / 2, top + 4, panels[i].title, kBlack);
-    c.blit(big[i], x + (w - big[i].width()) / 2, top + title_h);
-    x += w + gap;
+  l.height = y;
+  return l;
+}
+
+// One RGB image through plimage: cmap1 becomes the image's own palette (at most one entry per
+// pixel) and each pixel's value the centre of its palette entry, so every colour is exact.
+void draw_image(const Image& im) {
+  std::vector<uint32_t> keys(size_t(im.width()) * size_t(im.height()));
+  for (int y = 0; y < im.height(); ++y)
+    for (int x = 0; x < im.width(); ++x) {
+      const Rgb c = im.get(x, y);
+      keys[size_t(y) * size_t(im.width()) + size_t(x)] = uint32_t(c.r) << 16 | uint32_t(c.g) << 8 | c.b;
+    }
+  std::vector<uint32_t> palette = keys;
+  std::sort(palette.begin(), palette.end());
+  palette.erase(std::unique(palette.begin(), palette.end()), palette.end());
+  if (palette.size() == 1) palette.push_back(palette[0]);
+  const PLINT n = PLINT(palette.size());
+  std::vector<PLINT> r(n), g(n), b(n);
+  for (PLINT i = 0; i < n; ++i) r[i] = PLINT(palette[i] >> 16), g[i] = PLINT(palette[i] >> 8 & 255), b[i] = PLINT(palette[i] & 255);
+  plscmap1n(n);
+  plscmap1(r.data(), g.data(), b.data(), n);
+  PLFLT** z = nullptr;
+  plAlloc2dGrid(&z, im.width(), im.height());
+  for (int y = 0; y < im.height(); ++y)
+    for (int x = 0; x < im.width(); ++x) {
+      const uint32_t key = keys[size_t(y) * size_t(im.width()) + size_t(x)];
+      const auto idx = std::lower_bound(palette.begin(), palette.end(), key) - palette.begin();
+      z[x][im.height() - 1 - y] = double(idx) + 0.5;  // plimage: z[x][y], y upwards
+    }
+  const double w = im.width(), h = im.height();
+  plimage(z, im.width(), im.height(), 0, w, 0, h, 0, double(n), 0, w, 0, h);
+  plFree2dGrid(z, im.width(), im.height());
+}
+
+void draw(const Page& p, const PanelGrid& s, const GridLayout& l) {
+  const double W = l.width;
+  auto viewport = [&](double x, double y, double w, double h) {  // pixels from the top-left
+    plsvpa(p.px(x), p.px(x + w), p.height_mm() - p.px(y + h), p.height_mm() - p.px(y));
+  };
+  if (!s.title.empty()) {
+    viewport(0, kGap, W, 2 * kLine);
+    plwind(0, 1, 0, 1);
+    plptex(0.5, 0.5, 1, 0, 0.5, s.title.c_str());
   }
-  return c;
+  for (size_t r = 0; r < s.rows.size(); ++r) {
+    const PanelRow& row = s.rows[r];
+    if (!row.caption.empty()) {
+      viewport(0, l.row_top[r] - 2 * kLine, W, kLine);
+      plwind(0, 1, 0, 1);
+      plptex(0.5, 0.3, 1, 0, 0.5, row.caption.c_str());
+    }
+    for (size_t k = 0; k < row.panels.size(); ++k) {
+      const Panel& panel = row.panels[k];
+      const double h = std::round(double(s.panel_size) * panel.image.height() / panel.image.width());
+      const double x = kGap + double(k) * (s.panel_size + kGap);
+      viewport(x, l.row_top[r], s.panel_size, h);
+      plwind(0, panel.image.width(), 0, panel.image.height());
+      draw_image(panel.image);
+      plcol0(kInk);
+      plmtex("t", 0.7, 0.5, 0.5, panel.title.c_str());
+    }
+  }
 }
 
-void save_panels(const std::string& path, const std::vector<Panel>& panels, const std::string& title,
-                 int min_size) {
-  write_png(path, render_panels(panels, title, min_size));
+template <class Spec>
+void save_as(const std::string& path, const char* device, const Spec& s) {
+  try {
+    Page page(path, device, s.width, s.height);
+    draw(page, s);
+    page.finish();
+  } catch (const Error& e) {
+    throw Error(str(path, ": ", e.what()));
+  }
 }
 
-namespace {
-uint8_t to_byte(double v) { return std::isfinite(v) ? uint8_t(std::lround(std::clamp(v, 0.0, 1.0) * 255)) : 0; }
+template <class Spec>
+void save_both(const std::string& stem, const Spec& s) {
+  check(s);
+  save_as(stem + ".png", "pngcairo", s);
+  save_as(stem + ".svg", "svg", s);
+}
+
 }  // namespace
 
-Canvas s2_rgb(const float* chw, int channels, int height, int width, float white) {
-  NIMBUS_CHECK(chw && channels >= 4 && height > 0 && width > 0, "s2_rgb: need a (C>=4, H, W) Sentinel-2 image, got (",
-               channels, ",", height, ",", width, ")");
-  NIMBUS_CHECK(white > 0, "s2_rgb: white point ", white, " must be positive");
-  const size_t hw = size_t(height) * size_t(width);
-  const float *r = chw + 3 * hw, *g = chw + 2 * hw, *b = chw + 1 * hw;  // B4, B3, B2 (1-based)
-  Canvas c(width, height);
-  for (int y = 0; y < height; ++y)
-    for (int x = 0; x < width; ++x) {
-      size_t i = size_t(y) * size_t(width) + size_t(x);
-      c.set(x, y, {to_byte(r[i] / white), to_byte(g[i] / white), to_byte(b[i] / white)});
-    }
-  return c;
+void save(const std::string& stem, const LineChart& s) { save_both(stem, s); }
+void save(const std::string& stem, const BarChart& s) { save_both(stem, s); }
+void save(const std::string& stem, const Heatmap& s) { save_both(stem, s); }
+
+void save(const std::string& stem, const PanelGrid& s) {
+  check(s);
+  const GridLayout l = layout(s);
+  const std::string path = stem + ".png";
+  try {
+    Page page(path, "pngcairo", l.width, l.height);
+    draw(page, s, l);
+    page.finish();
+  } catch (const Error& e) {
+    throw Error(str(path, ": ", e.what()));
+  }
 }
 
-Canvas grey(const float* hw, int height, int width, float lo, float hi) {
-  NIMBUS_CHECK(hw && height > 0 && width > 0 && hi > lo, "grey: need an (H, W) plane and lo < hi, got ", height,
-               "x", width, " [", lo, ", ", hi, "]");
-  Canvas c(width, height);
-  for (int y = 0; y < height; ++y)
-    for (int x = 0; x < width; ++x) {
-      uint8_t v = to_byte((double(hw[size_t(y) * size_t(width) + size_t(x)]) - lo) / (double(hi) - lo));
-      c.set(x, y, {v, v, v});
-    }
-  return c;
-}
+#endif  // NIMBUS_WITH_PLPLOT
 
 }  // namespace nimbus::plot

@@ -17,6 +17,7 @@
 #include "tests/common/check.h"
 #include "apps/common/experiment.h"
 #include "apps/common/experiment_report.h"
+#include "apps/common/figure_file.h"
 #include "data/normalize.h"
 #include "data/synthetic.h"
 #include "engine/io/json.h"
@@ -332,10 +333,24 @@ TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
   ro.settings = json::object({{"split", json::string("all")}});
   ro.examples.push_back(make_example(s, s.target, "cloud-removed", "example"));
   const std::string report = write_report(e, ro);
-  for (const char* f : {"report.md", "results.json", "predictions.csv", "quality.csv", "table1.md",
-                        "fig_training_curve.png", "fig_class_distribution.png", "fig_confusion_dsen2cr_sar.png",
-                        "fig_confusion_cloudy.png", "fig_accuracy_by_cover.png", "fig_examples.png"})
+  for (const char* f : {"report.md", "results.json", "predictions.csv", "quality.csv", "table1.md", "figures.json"})
     CHECK_MESSAGE(fs::is_regular_file(ro.out_dir + "/" + f), f);
+  // The figures: as data in every build, drawn (PNG + SVG, the examples PNG only) when PLplot is in.
+  const std::vector<plot::Figure> figs = plot::read_figures(ro.out_dir);
+  std::vector<std::string> stems;
+  for (const plot::Figure& f : figs) stems.push_back(f.stem);
+  CHECK(stems == std::vector<std::string>{"fig_training_curve", "fig_class_distribution", "fig_confusion_cloudy",
+                                          "fig_confusion_dsen2cr_sar", "fig_accuracy_by_cover", "fig_examples"});
+  const auto& dist = std::get<plot::BarChart>(figs[1].spec);
+  REQUIRE(dist.groups.size() == 4);  // true label, pristine, cloudy, dsen2cr_sar
+  CHECK(dist.groups[0].name == "true label");
+  CHECK(dist.groups[1].name == "pristine");
+  if (plot::available()) {
+    for (const std::string& stem : stems) {
+      CHECK_MESSAGE(fs::is_regular_file(ro.out_dir + "/" + stem + ".png"), stem);
+      CHECK_MESSAGE(fs::is_regular_file(ro.out_dir + "/" + stem + ".svg") == (stem != "fig_examples"), stem);
+    }
+  }
   const json::Value r = json::parse(test::read_file(ro.out_dir + "/results.json"));
   const json::Value* methods = r.get("methods");
   REQUIRE(methods != nullptr);

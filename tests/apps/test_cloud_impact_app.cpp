@@ -10,6 +10,7 @@
 
 #include "tests/common/check.h"
 #include "apps/common/experiment.h"
+#include "apps/common/figure_file.h"
 #include "app_runner.h"
 #include "data/synthetic.h"
 #include "engine/io/json.h"
@@ -57,10 +58,22 @@ TEST_CASE("cloud_impact app: a tiny run writes every file and the numbers agree"
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("Table 1 (4 scenes)") != std::string::npos);
   CHECK(r.output.find("4 true labels") != std::string::npos);
-  for (const char* f : {"report.md", "results.json", "predictions.csv", "quality.csv", "table1.md",
-                        "fig_class_distribution.png", "fig_confusion_dsen2cr_sar.png", "fig_accuracy_by_cover.png",
-                        "fig_examples.png"})
+  for (const char* f : {"report.md", "results.json", "predictions.csv", "quality.csv", "table1.md", "figures.json"})
     CHECK_MESSAGE(fs::is_regular_file(out + "/" + f), f);
+  if (plot::available()) {
+    for (const char* f : {"fig_class_distribution.png", "fig_class_distribution.svg", "fig_confusion_dsen2cr_sar.png",
+                          "fig_confusion_dsen2cr_sar.svg", "fig_accuracy_by_cover.png", "fig_accuracy_by_cover.svg",
+                          "fig_examples.png"})
+      CHECK_MESSAGE(fs::is_regular_file(out + "/" + f), f);
+    // plot_figures draws the same files again from figures.json (what a GPU run's folder needs here).
+    fs::remove(out + "/fig_examples.png");
+    fs::remove(out + "/fig_accuracy_by_cover.svg");
+    const auto pf = test::run_app("plot_figures", {out});
+    INFO(pf.output);
+    CHECK(pf.exit_code == 0);
+    CHECK(fs::is_regular_file(out + "/fig_examples.png"));
+    CHECK(fs::is_regular_file(out + "/fig_accuracy_by_cover.svg"));
+  }
   CHECK_FALSE(fs::exists(out + "/fig_training_curve.png"));  // no metrics.csv next to the classifier
 
   // results.json vs predictions.csv: the pristine column is the reference, so count the cloudy matches.
