@@ -14,15 +14,25 @@ A page marks what it does not write by hand:
     python3 docs/learn/build.py --bin build/bin           rewrite the pages
     python3 docs/learn/build.py --bin build/bin --check   fail (exit 1, with a diff) when a page differs
                                                           from what the code and the programs give now
-ctest runs --check, so that a change to a quoted function or to a number a program prints fails
-until the page is regenerated (and reread).
+    python3 docs/learn/build.py --bin build/bin 05-losses.md    only the pages named
+
+Images: a program may write PNG files into the folder named by the environment variable
+LEARN_IMAGES (a fresh temporary folder for each run). They belong in docs/learn/images/ under the
+same names: rewriting copies them there, --check fails when one is missing or its pixels differ.
+ctest runs --check, so that a change to a quoted function, to a number a program prints or to an
+image it draws fails until the page is regenerated (and reread).
 """
 import argparse
 import difflib
+import filecmp
 import os
 import re
+import shutil
 import subprocess
 import sys
+import struct
+import tempfile
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -38,11 +48,12 @@ def quote(path, needle):
     start = next((i for i, line in enumerate(lines) if needle in line), None)
     if start is None:
         sys.exit(f"build.py: {path} has no line containing {needle!r}")
+    # A block (a function, a kernel, a struct) opens with "{" before any line ends in ";", however
+    # many lines its signature takes; otherwise it is a statement, quoted to the line that ends it.
     depth, opened, end = 0, False, start
-    if "{" not in lines[start]:  # a statement: to the line that ends it
-        while end < len(lines) - 1 and not lines[end].rstrip().endswith(";"):
-            end += 1
-    else:
+    while end < len(lines) - 1 and "{" not in lines[end] and not lines[end].rstrip().endswith(";"):
+        end += 1
+    if "{" in lines[end]:
         for end in range(start, len(lines)):
             depth += lines[end].count("{") - lines[end].count("}")
             opened = opened or "{" in lines[end]
@@ -52,16 +63,72 @@ def quote(path, needle):
     return f"```cpp\n// {path}:{start + 1}\n{body}\n```\n"
 
 
-def run(bin_dir, prog):
+def png_pixels(path):
+    """(width, height, colour type, raw rows) of an 8-bit non-interlaced PNG: what --check compares, so
+    that another zlib or libpng writing the same pixels is no difference. Other PNGs: their bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos, idat, head = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IHDR":
+            head = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+    if head is None or head[2] != 8 or head[6] != 0 or head[3] not in (0, 2, 6):
+        return data
+    width, height, _, colour = head[:4]
+    bpp = {0: 1, 2: 3, 6: 4}[colour]
+    raw, stride, rows, prev = zlib.decompress(idat), width * bpp, [], bytearray(width * bpp)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for x in range(stride):  # undo the row filter (PNG spec, section 9)
+            a = line[x - bpp] if x >= bpp else 0
+            b, c = prev[x], prev[x - bpp] if x >= bpp else 0
+            if kind == 1:
+                line[x] = (line[x] + a) & 255
+            elif kind == 2:
+                line[x] = (line[x] + b) & 255
+            elif kind == 3:
+                line[x] = (line[x] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line))
+        prev = line
+    return (width, height, colour, rows)
+
+
+IMAGES = os.path.join(HERE, "images")
+image_problems = []  # (image, what is wrong), filled by run() under --check
+
+
+def run(bin_dir, prog, check):
     exe = os.path.join(bin_dir, prog)
-    out = subprocess.run([exe], check=True, capture_output=True, text=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, LEARN_IMAGES=tmp)
+        out = subprocess.run([exe], check=True, capture_output=True, text=True, env=env).stdout
+        for name in sorted(os.listdir(tmp)):
+            kept = os.path.join(IMAGES, name)
+            if check:
+                if not os.path.exists(kept):
+                    image_problems.append((name, f"{prog} draws it, docs/learn/images/ has none"))
+                elif not filecmp.cmp(os.path.join(tmp, name), kept, shallow=False) and \
+                        png_pixels(os.path.join(tmp, name)) != png_pixels(kept):
+                    image_problems.append((name, f"{prog} now draws it differently"))
+            else:
+                os.makedirs(IMAGES, exist_ok=True)
+                shutil.copyfile(os.path.join(tmp, name), kept)
     return f"```text\n{out}```\n"
 
 
-def render(text, bin_dir):
+def render(text, bin_dir, check):
     def one(m):
         if m.group("prog"):
-            return m.group(1) + run(bin_dir, m.group("prog")) + m.group(4)
+            return m.group(1) + run(bin_dir, m.group("prog"), check) + m.group(4)
         return m.group(5) + quote(m.group("file"), m.group("needle")) + m.group(9)
     return BLOCK.sub(one, text)
 
@@ -70,15 +137,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", required=True, help="folder of the built example programs (build/bin)")
     ap.add_argument("--check", action="store_true", help="compare instead of rewriting")
+    ap.add_argument("pages", nargs="*", help="page file names (default: every page)")
     a = ap.parse_args()
     stale = 0
     for name in sorted(os.listdir(HERE)):
-        if not name.endswith(".md"):
+        if not name.endswith(".md") or (a.pages and name not in a.pages):
             continue
         path = os.path.join(HERE, name)
         with open(path) as f:
             old = f.read()
-        new = render(old, a.bin)
+        new = render(old, a.bin, a.check)
         if new == old:
             continue
         if a.check:
@@ -89,8 +157,11 @@ def main():
             with open(path, "w") as f:
                 f.write(new)
             print(f"build.py: regenerated docs/learn/{name}")
+    for name, why in image_problems:
+        print(f"build.py: docs/learn/images/{name}: {why}")
+    stale += len(image_problems)
     if stale:
-        print(f"\nbuild.py: {stale} page(s) no longer match the code; regenerate with "
+        print(f"\nbuild.py: {stale} page(s) or image(s) no longer match the code; regenerate with "
               f"python3 docs/learn/build.py --bin build/bin, and reread the prose around what moved")
         sys.exit(1)
 
