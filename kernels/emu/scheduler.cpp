@@ -333,9 +333,9 @@ EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask)
                 (me.op != WarpOp::Collective ||
                  (o.coll_fn == me.coll_fn && o.line == me.line && std::string(o.file) == me.file));
     if (same) continue;
-    std::string msg = str("warp ", warp, ": lane ", l, " is in ", op_name(o), "(mask 0x", std::hex, o.mask, ") at ",
+    std::string msg = str("warp ", warp, ": lane ", l, " is in ", op_name(o), "(mask 0x", std::hex, o.mask, std::dec, ") at ",
                           site(o.file, o.line), " while lane ", me.tid % 32, " is in ", op_name(me), "(mask 0x",
-                          mask, std::dec, ") at ", site(me.file, me.line),
+                          std::hex, mask, std::dec, ") at ", site(me.file, me.line),
                           me.op == WarpOp::Collective ? ": all 32 lanes must execute the same instruction (.aligned)"
                                                       : ": lanes of a mask must meet at one primitive");
     fault(b, me, std::move(msg));
