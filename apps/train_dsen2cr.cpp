@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 
 #include "apps/common/device.h"
 #include "apps/common/progress.h"
@@ -146,6 +147,10 @@ int run(int argc, char** argv) {
   train_opt.mask_fn = mask_fn;
   val_opt.augment = data::AugmentConfig{int(crop), false, false};
   val_opt.mask_fn = mask_fn;
+  std::vector<std::string> sources;
+  for (const auto& set : {std::cref(train), std::cref(val)})
+    for (const data::Sen12mscrTriplet& t : set.get()) sources.insert(sources.end(), {t.s1, t.s2, t.s2_cloudy});
+  train_opt.pack = val_opt.pack = apps::open_training_pack(training, sources, "train_dsen2cr");
 
   models::DSen2CRConfig dc;
   dc.blocks = int(p.get_int("blocks"));

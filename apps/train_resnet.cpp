@@ -169,6 +169,12 @@ int run(int argc, char** argv) {
   };
   eval_opt.transform = train_opt.transform;
   train_opt.augment = data::AugmentConfig{0, false, !p.get_flag("no-augment")};
+  {
+    std::vector<std::string> sources;
+    for (const auto* part : {&split.train, &split.val})
+      for (size_t i : *part) sources.push_back(ds.items()[i].path);
+    train_opt.pack = eval_opt.pack = apps::open_training_pack(training, sources, "train_resnet");
+  }
   const data::SampleFn train_fn = data::eurosat_sample_fn(ds, split.train, train_opt);
   const data::SampleFn stats_fn = data::eurosat_sample_fn(ds, split.train, eval_opt);
   const data::SampleFn val_fn = data::eurosat_sample_fn(ds, split.val, eval_opt);

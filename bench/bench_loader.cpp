@@ -1,13 +1,16 @@
 // bench_loader.cpp: SEN12MS-CR triplets per second from disk through the
 // streaming loader (window read of the crop, NaN fill, flip/rot90, §4 scaling,
-// batching into Tensors). Prints one JSON line.
+// batching into Tensors). Prints one JSON line per source.
 //
 //   bench_loader [--root DIR] [--triplets N] [--threads T] [--batch B]
-//                [--prefetch P] [--crop C] [--epochs E]
+//                [--prefetch P] [--crop C] [--epochs E] [--pack FILE|temp]
 // Without --root it writes N real-format 256x256 triplets (13-band uint16 S2
 // pair, 2-band float32 S1, uncompressed, in the nested layout) to a temp
 // folder and removes it afterwards. Files just written sit in the page cache,
 // so that figure is decode + crop + augment speed, not cold-disk speed.
+// --pack: the same epochs again, reading the triplets from a raster pack
+// (data/raster_pack.h; built first when missing or stale; "temp": in the temp
+// folder), then a line with the ratio of the two rates, measured in one run.
 #include <unistd.h>
 
 #include <chrono>
@@ -51,7 +54,7 @@ void make_tree(const fs::path& root, int n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string root;
+  std::string root, pack_path;
   int triplets = 32, threads = 2, batch = 8, prefetch = 4, crop = 128, epochs = 2;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -69,9 +72,10 @@ int main(int argc, char** argv) {
     else if (a == "--prefetch") prefetch = std::stoi(val());
     else if (a == "--crop") crop = std::stoi(val());
     else if (a == "--epochs") epochs = std::stoi(val());
+    else if (a == "--pack") pack_path = val();
     else {
       std::fprintf(stderr, "usage: bench_loader [--root DIR] [--triplets N] [--threads T] [--batch B] "
-                           "[--prefetch P] [--crop C] [--epochs E]\n");
+                           "[--prefetch P] [--crop C] [--epochs E] [--pack FILE|temp]\n");
       return 2;
     }
   }
@@ -85,25 +89,43 @@ int main(int argc, char** argv) {
       root = tmp.string();
     }
     Sen12mscrIndex idx = scan_sen12mscr(root);
-    TripletSampleOptions so;
-    so.augment.crop = crop;
     LoaderOptions lo;
     lo.batch_size = size_t(batch);
     lo.threads = threads;
     lo.prefetch = prefetch;
-    const auto t0 = std::chrono::steady_clock::now();
-    size_t samples = 0;
-    {
-      Loader loader(idx.triplets.size(), sen12mscr_sample_fn(idx.triplets, so), lo);
-      const size_t n = loader.batches_per_epoch() * size_t(epochs);
-      for (size_t b = 0; b < n; ++b) samples += loader.next().indices.size();
+    // The loader's rate over `epochs` epochs, printed as one JSON line; `pack` null: from the files.
+    auto measure = [&](const std::shared_ptr<const RasterPack>& pack) {
+      TripletSampleOptions so;
+      so.augment.crop = crop;
+      so.pack = pack;
+      const auto t0 = std::chrono::steady_clock::now();
+      size_t samples = 0;
+      {
+        Loader loader(idx.triplets.size(), sen12mscr_sample_fn(idx.triplets, so), lo);
+        const size_t n = loader.batches_per_epoch() * size_t(epochs);
+        for (size_t b = 0; b < n; ++b) samples += loader.next().indices.size();
+      }
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf(
+          "{\"bench\":\"loader\",\"dataset\":\"sen12mscr\",\"source\":\"%s\",\"root\":\"%s\",\"triplets\":%zu,"
+          "\"threads\":%d,\"batch\":%d,\"prefetch\":%d,\"crop\":%d,\"samples\":%zu,\"seconds\":%.4f,"
+          "\"samples_per_s\":%.2f}\n",
+          pack ? "pack" : "files", tmp.empty() ? root.c_str() : "(temp, page-cached)", idx.triplets.size(), threads,
+          batch, prefetch, crop, samples, s, double(samples) / s);
+      return double(samples) / s;
+    };
+    const double files_rate = measure(nullptr);
+    if (!pack_path.empty()) {
+      if (pack_path == "temp") {
+        if (tmp.empty()) throw Error("bench_loader: --pack temp needs the generated tree (no --root); name a FILE");
+        pack_path = (tmp / "triplets.pack").string();
+      }
+      std::vector<std::string> sources;
+      for (const Sen12mscrTriplet& t : idx.triplets) sources.insert(sources.end(), {t.s1, t.s2, t.s2_cloudy});
+      const auto pack = ensure_raster_pack(pack_path, sources);
+      const double pack_rate = measure(pack);
+      std::printf("{\"bench\":\"loader\",\"pack_over_files\":%.2f}\n", pack_rate / files_rate);
     }
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf(
-        "{\"bench\":\"loader\",\"dataset\":\"sen12mscr\",\"root\":\"%s\",\"triplets\":%zu,\"threads\":%d,"
-        "\"batch\":%d,\"prefetch\":%d,\"crop\":%d,\"samples\":%zu,\"seconds\":%.4f,\"samples_per_s\":%.2f}\n",
-        tmp.empty() ? root.c_str() : "(temp, page-cached)", idx.triplets.size(), threads, batch, prefetch, crop,
-        samples, s, double(samples) / s);
     if (!tmp.empty()) fs::remove_all(tmp);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_loader: %s\n", e.what());

@@ -43,8 +43,8 @@ bool is_tif(const fs::path& p) {
 
 namespace {
 // The tile's header, checked to be 13-band uint16.
-TiffInfo checked_info(const std::string& path) {
-  TiffInfo info = read_tiff_info(path);
+TiffInfo checked_info(const std::string& path, const RasterPack* pack = nullptr) {
+  TiffInfo info = read_info_via(pack, path);
   NIMBUS_CHECK(info.bands == kS2Bands && info.type == SampleType::UInt16, "eurosat: ", path,
                ": a EuroSAT MS tile must be 13-band uint16 but this is ", info.bands, "-band ",
                sample_type_name(info.type));
@@ -152,9 +152,9 @@ SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroS
   return [items, idx, options](size_t k, Rng& rng) {
     NIMBUS_CHECK(k < idx->size(), "eurosat: sample ", k, " of ", idx->size());
     const EuroSatItem& item = (*items)[(*idx)[k]];
-    const TiffInfo info = checked_info(item.path);
+    const TiffInfo info = checked_info(item.path, options.pack.get());
     const AugmentDraw d = draw_augment(rng, info.height, info.width, options.augment);
-    Raster r = read_geotiff(item.path, crop_window(d, info.height, info.width, options.augment));
+    Raster r = read_window_via(options.pack.get(), item.path, crop_window(d, info.height, info.width, options.augment));
     flip_rotate(r, d.flip, d.rot);
     if (options.transform) options.transform(r.data, r.height, r.width);
     Sample s;

@@ -14,6 +14,7 @@
 #include "data/augment.h"
 #include "data/geotiff.h"
 #include "data/loader.h"
+#include "data/raster_pack.h"
 
 namespace nimbus::data {
 
@@ -59,6 +60,8 @@ struct EuroSatSampleOptions {
   AugmentConfig augment{0, false, false};  // default: whole tile, no flip/rotation
   // Optional in-place transform of the (13, h, w) DN tile (the classifier's input scaling).
   std::function<void(std::vector<float>& chw, int h, int w)> transform;
+  // Optional raster pack (raster_pack.h): the tiles it holds are read from it, the rest from disk.
+  std::shared_ptr<const RasterPack> pack;
 };
 // Sample k of the loader is items()[indices[k]]: field "image" (13, h, w), label = class.
 SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroSatSampleOptions options);

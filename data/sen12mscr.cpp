@@ -277,7 +277,7 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
                          {&t.s2_cloudy, kS2Bands, SampleType::UInt16, "cloudy S2"}};
   int H = 0, W = 0;
   for (const Part& p : parts) {
-    TiffInfo info = read_tiff_info(*p.path);
+    TiffInfo info = read_info_via(o.pack.get(), *p.path);
     NIMBUS_CHECK(info.bands == p.bands && info.type == p.type, "sen12mscr: ", *p.path, ": ", p.what, " must be ",
                  p.bands, "-band ", sample_type_name(p.type), " but is ", info.bands, "-band ",
                  sample_type_name(info.type));
@@ -289,7 +289,7 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   const Window win = crop_window(d, H, W, o.augment);
   Raster r[3];
   for (int i = 0; i < 3; ++i) {
-    r[i] = read_geotiff(*parts[i].path, win);
+    r[i] = read_window_via(o.pack.get(), *parts[i].path, win);
     if (parts[i].type == SampleType::Float32) fill_nan_with_mean(r[i].data.data(), r[i].data.size());  // ints have no NaN
     flip_rotate(r[i], d.flip, d.rot);
   }
@@ -318,10 +318,10 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   if (o.mask_fn) s.add("mask", Shape{1, h, w}, std::move(mask));
   if (o.with_lc) {
     NIMBUS_CHECK(!t.lc.empty(), "sen12mscr: ", t.name(), " (", t.s1, ") has no land-cover file");
-    TiffInfo info = read_tiff_info(t.lc);
+    TiffInfo info = read_info_via(o.pack.get(), t.lc);
     NIMBUS_CHECK(info.bands == 4 && info.height == H && info.width == W, "sen12mscr: ", t.lc, ": land cover must be ",
                  W, "x", H, " with 4 bands but is ", info.width, "x", info.height, " with ", info.bands);
-    Raster lc = read_geotiff(t.lc, win);
+    Raster lc = read_window_via(o.pack.get(), t.lc, win);
     flip_rotate(lc, d.flip, d.rot);
     s.add("lc", Shape{4, h, w}, std::move(lc.data));
   }

@@ -24,6 +24,7 @@
 #include "data/augment.h"
 #include "data/geotiff.h"
 #include "data/loader.h"
+#include "data/raster_pack.h"
 
 namespace nimbus::data {
 
@@ -65,6 +66,8 @@ struct TripletSampleOptions {
   bool with_lc = false;          // also "lc" (4, h, w): SEN12MS land cover, same window/flip/rot; required then
   // Optional cloud/shadow mask from the raw cloudy crop (13, h, w DN) -> h*w values, as "mask" (1, h, w).
   std::function<std::vector<float>(const Raster& cloudy_raw)> mask_fn;
+  // Optional raster pack (raster_pack.h): the files it holds are read from it, the rest from disk.
+  std::shared_ptr<const RasterPack> pack;
 };
 
 // Reads the same window of all three files, fills NaNs (window mean), applies

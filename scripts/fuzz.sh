@@ -12,10 +12,10 @@ seconds=${1:-60}
 scripts/install_deps.sh --fuzz
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_C_COMPILER=clang-14 \
   -DNIMBUS_FUZZ=ON -DNIMBUS_WERROR=ON > build-fuzz.configure.log 2>&1 || { cat build-fuzz.configure.log; exit 1; }
-targets=(geotiff safetensors sen12mscr_list eurosat_split)
+targets=(geotiff safetensors sen12mscr_list eurosat_split raster_pack)
 cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]/#/fuzz_}"
 mkdir -p build-fuzz/findings
-declare -A seeds=([geotiff]="tests/fixtures/geotiff" [safetensors]="tests/fixtures" [sen12mscr_list]="" [eurosat_split]="")
+declare -A seeds=([geotiff]="tests/fixtures/geotiff" [safetensors]="tests/fixtures" [sen12mscr_list]="" [eurosat_split]="" [raster_pack]="")
 status=0
 for t in "${targets[@]}"; do
   work=build-fuzz/corpus/$t  # new inputs go here, never into the committed corpus

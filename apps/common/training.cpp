@@ -139,11 +139,30 @@ void add_training_options(cli::Parser& p) {
   p.add_int("read-every", 16, "steps between reads of the training losses from the device: the host waits for it only then")
       .range(1, kMaxReadEvery);
   p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");
+  p.add_string("pack", "", "read the training and validation GeoTIFFs from this raster pack, built from them at the "
+               "first run and rebuilt when one changes (decoded once: no TIFF decoding per sample)", "FILE");
   p.add_int("debug-inject-nan-at-step", -1, "(testing) make the loss of this global step (0-based) NaN (-1: never)");
   p.add_int("debug-sigkill-at-step", -1, "(testing) SIGKILL this process at the start of this step (-1: never)");
   p.add_int("debug-sigkill-after-epoch", -1, "(testing) SIGKILL this process right after this epoch's checkpoint (-1: never)");
   cli::add_common_options(p);
   add_precision_option(p);
+}
+
+std::shared_ptr<const data::RasterPack> open_training_pack(const TrainingOptions& o,
+                                                           const std::vector<std::string>& sources,
+                                                           const char* program) {
+  if (o.pack.empty()) return nullptr;
+  std::unique_ptr<Progress> bar;
+  const auto pack = data::ensure_raster_pack(
+      o.pack, sources, [program](const std::string& why) { std::fprintf(stderr, "%s: %s\n", program, why.c_str()); },
+      [&](size_t done, size_t total) {
+        if (!bar) bar = std::make_unique<Progress>("packing", int64_t(total), stderr, Progress::Mode::Auto, "file");
+        bar->update(int64_t(done));
+      });
+  if (bar) bar->finish();
+  std::fprintf(stderr, "%s: reading %zu files from the raster pack %s (%.1f MiB)\n", program, pack->size(),
+               o.pack.c_str(), double(pack->bytes()) / 1048576.0);
+  return pack;
 }
 
 TrainingOptions read_training_options(const cli::Parser& p, const std::string& data_metavar) {
@@ -156,6 +175,7 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   o.resume = p.get_flag("resume");
   o.read_every = p.get_int("read-every");
   o.graphs = !p.get_flag("eager");
+  o.pack = p.get_string("pack");
   o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step"),
              p.get_int("debug-sigkill-after-epoch")};
   if (o.data.empty()) throw cli::UsageError("--data " + data_metavar + " is required");

@@ -23,6 +23,7 @@
 #include "apps/common/cli.h"
 #include "apps/common/run_folder.h"
 #include "data/loader.h"
+#include "data/raster_pack.h"
 #include "engine/optim/optimizer.h"
 #include "models/model_io.h"
 
@@ -99,9 +100,15 @@ struct TrainingOptions {
   int64_t read_every = 16;  // --read-every: steps between reads of the losses
   bool graphs = true;       // off with --eager
   bool resume = false;
+  std::string pack;  // --pack FILE: read the samples' GeoTIFFs from this raster pack ("" = from the files)
   DebugHooks debug;
 };
 void add_training_options(cli::Parser& p);
+// The raster pack (data/raster_pack.h) of --pack holding `sources`: built first, with a progress bar,
+// when it is missing or stale (a source changed, or one is not in it); null without --pack.
+std::shared_ptr<const data::RasterPack> open_training_pack(const TrainingOptions& o,
+                                                           const std::vector<std::string>& sources,
+                                                           const char* program);
 TrainingOptions read_training_options(const cli::Parser& p, const std::string& data_metavar);
 
 // Stacks field `name` of each sample into one (B, ...) tensor.

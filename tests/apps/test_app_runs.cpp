@@ -251,6 +251,43 @@ TEST_CASE("train_dsen2cr: NaN loss stops naming the step and the l1 / adam / no-
   CHECK(f.at("head.weight").size(1) == 13);
 }
 
+TEST_CASE("trainers: --pack gives the same weights as the files, builds once, rebuilds when a file changes") {
+  TempDir d("pack");
+  const std::string cr_data = make_sen12mscr(d), eurosat = make_eurosat(d);
+  AppResult plain = run_app("train_dsen2cr", dsen2cr_args(cr_data, d / "cr_files"));
+  REQUIRE_MESSAGE(plain.exit_code == 0, plain.output);
+  AppResult first = run_app("train_dsen2cr", with(dsen2cr_args(cr_data, d / "cr_pack"), {"--pack", d / "cr.pack"}));
+  REQUIRE_MESSAGE(first.exit_code == 0, first.output);
+  CHECK_MESSAGE(first.output.find("building the raster pack") != std::string::npos, first.output);
+  check_same_tensors(d / "cr_files/last.safetensors", d / "cr_pack/last.safetensors");
+  CHECK(read_file(d / "cr_files/metrics.csv") == read_file(d / "cr_pack/metrics.csv"));
+  // A second run reuses the pack.
+  AppResult again = run_app("train_dsen2cr", with(dsen2cr_args(cr_data, d / "cr_again"), {"--pack", d / "cr.pack"}));
+  REQUIRE_MESSAGE(again.exit_code == 0, again.output);
+  CHECK(again.output.find("building the raster pack") == std::string::npos);
+  CHECK(again.output.find("reading 15 files from the raster pack") != std::string::npos);
+
+  AppResult rplain = run_app("train_resnet", resnet_args(eurosat, d / "r_files"));
+  REQUIRE_MESSAGE(rplain.exit_code == 0, rplain.output);
+  AppResult rpack = run_app("train_resnet", with(resnet_args(eurosat, d / "r_pack"), {"--pack", d / "r.pack"}));
+  REQUIRE_MESSAGE(rpack.exit_code == 0, rpack.output);
+  check_same_tensors(d / "r_files/last.safetensors", d / "r_pack/last.safetensors");
+  // A tile rewritten: the next run says which and rebuilds.
+  std::string tile;
+  for (const auto& e : fs::recursive_directory_iterator(eurosat))
+    if (e.path().extension() == ".tif") {
+      tile = e.path().string();
+      break;
+    }
+  REQUIRE(!tile.empty());
+  data::Raster r = data::read_geotiff(tile);
+  r.data[0] += 1;
+  data::write_geotiff(tile, r, data::WriteOptions{});
+  AppResult stale = run_app("train_resnet", with(resnet_args(eurosat, d / "r_stale"), {"--pack", d / "r.pack"}));
+  REQUIRE_MESSAGE(stale.exit_code == 0, stale.output);
+  CHECK_MESSAGE(stale.output.find("changed since the pack was built") != std::string::npos, stale.output);
+}
+
 namespace {
 // A ResNet classifier small enough for app tests: basic blocks, one per stage, width 4.
 models::Model tiny_classifier(Rng& rng) {

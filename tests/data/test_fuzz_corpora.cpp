@@ -56,3 +56,6 @@ TEST_CASE("fuzz corpora: the SEN12MS-CR list reader reads every seed and refuses
 TEST_CASE("fuzz corpora: the EuroSAT split-file reader reads every seed and refuses every regression cleanly") {
   replay("eurosat_split", nimbus::fuzz::eurosat_split);
 }
+TEST_CASE("fuzz corpora: the raster pack reader reads every seed and refuses every regression cleanly") {
+  replay("raster_pack", nimbus::fuzz::raster_pack);
+}
