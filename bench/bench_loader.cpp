@@ -1,12 +1,15 @@
-// bench_loader.cpp: SEN12MS-CR triplets per second from disk through the
-// streaming loader (window read of the crop, NaN fill, flip/rot90, §4 scaling,
-// batching into Tensors). Prints one JSON line per source.
+// bench_loader.cpp: samples per second from disk through the streaming loader:
+// SEN12MS-CR triplets (window read of the crop, NaN fill, flip/rot90, §4
+// scaling, batching into Tensors) or EuroSAT tiles (--dataset eurosat: the
+// whole 64x64 tile, flip/rot90, batching). Prints one JSON line per source.
 //
-//   bench_loader [--root DIR] [--triplets N] [--threads T] [--batch B]
-//                [--prefetch P] [--crop C] [--epochs E] [--pack FILE|temp]
-// Without --root it writes N real-format 256x256 triplets (13-band uint16 S2
-// pair, 2-band float32 S1, uncompressed, in the nested layout) to a temp
-// folder and removes it afterwards. Files just written sit in the page cache,
+//   bench_loader [--dataset sen12mscr|eurosat] [--root DIR] [--triplets N]
+//                [--threads T] [--batch B] [--prefetch P] [--crop C]
+//                [--epochs E] [--pack FILE|temp]
+// Without --root it writes N real-format samples (256x256 triplets: 13-band
+// uint16 S2 pair, 2-band float32 S1; or 64x64 13-band uint16 tiles, N per
+// class), uncompressed, in the datasets' layouts, to a temp folder and removes
+// it afterwards. Files just written sit in the page cache,
 // so that figure is decode + crop + augment speed, not cold-disk speed.
 // --pack: the same epochs again, reading the triplets from a raster pack
 // (data/raster_pack.h; built first when missing or stale; "temp": in the temp
@@ -18,8 +21,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 
+#include "data/eurosat.h"
 #include "data/sen12mscr.h"
 #include "kernels/common/error.h"
 #include "engine/random.h"
@@ -51,10 +56,27 @@ void make_tree(const fs::path& root, int n) {
     }
 }
 
+// Writes n 64x64 13-band uint16 tiles per EuroSAT class under root.
+void make_eurosat(const fs::path& root, int n) {
+  Rng rng(2);
+  for (const std::string& c : eurosat_class_names())
+    for (int i = 1; i <= n; ++i) {
+      Raster r;
+      r.width = r.height = 64;
+      r.bands = 13;
+      r.data.resize(13 * 64 * 64);
+      for (auto& v : r.data) v = float(rng.below(9000));
+      WriteOptions o;
+      o.type = SampleType::UInt16;
+      fs::create_directories(root / c);
+      write_geotiff((root / c / str(c, "_", i, ".tif")).string(), r, o);
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string root, pack_path;
+  std::string root, pack_path, dataset = "sen12mscr";
   int triplets = 32, threads = 2, batch = 8, prefetch = 4, crop = 128, epochs = 2;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -66,6 +88,7 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--root") root = val();
+    else if (a == "--dataset") dataset = val();
     else if (a == "--triplets") triplets = std::stoi(val());
     else if (a == "--threads") threads = std::stoi(val());
     else if (a == "--batch") batch = std::stoi(val());
@@ -74,54 +97,82 @@ int main(int argc, char** argv) {
     else if (a == "--epochs") epochs = std::stoi(val());
     else if (a == "--pack") pack_path = val();
     else {
-      std::fprintf(stderr, "usage: bench_loader [--root DIR] [--triplets N] [--threads T] [--batch B] "
+      std::fprintf(stderr, "usage: bench_loader [--dataset sen12mscr|eurosat] [--root DIR] [--triplets N] [--threads T] [--batch B] "
                            "[--prefetch P] [--crop C] [--epochs E] [--pack FILE|temp]\n");
       return 2;
     }
   }
+  if (dataset != "sen12mscr" && dataset != "eurosat") {
+    std::fprintf(stderr, "bench_loader: --dataset is sen12mscr or eurosat, not %s\n", dataset.c_str());
+    return 2;
+  }
+  const bool eurosat = dataset == "eurosat";
   fs::path tmp;  // the generated tree, removed on every exit path
   try {
     if (root.empty()) {
       std::string tmpl = (fs::temp_directory_path() / "bench_loader_XXXXXX").string();
       if (!::mkdtemp(tmpl.data())) throw Error("bench_loader: cannot make a temp folder");
       tmp = tmpl;
-      make_tree(tmp, triplets);
+      if (eurosat)
+        make_eurosat(tmp, triplets);
+      else
+        make_tree(tmp, triplets);
       root = tmp.string();
     }
-    Sen12mscrIndex idx = scan_sen12mscr(root);
+    // The dataset: its sample count, its files, and its sample function reading through `pack`.
+    std::vector<Sen12mscrTriplet> triplet_list;
+    std::unique_ptr<EuroSat> tiles;
+    std::vector<std::string> sources;
+    if (eurosat) {
+      tiles = std::make_unique<EuroSat>(root);
+      for (const EuroSatItem& it : tiles->items()) sources.push_back(it.path);
+    } else {
+      triplet_list = scan_sen12mscr(root).triplets;
+      for (const Sen12mscrTriplet& t : triplet_list) sources.insert(sources.end(), {t.s1, t.s2, t.s2_cloudy});
+    }
+    const size_t count = eurosat ? tiles->size() : triplet_list.size();
+    auto sample_fn = [&](const std::shared_ptr<const RasterPack>& pack) {
+      if (eurosat) {
+        EuroSatSampleOptions eo;
+        eo.augment = AugmentConfig{0, true, true};
+        eo.pack = pack;
+        std::vector<size_t> all(count);
+        for (size_t i = 0; i < count; ++i) all[i] = i;
+        return eurosat_sample_fn(*tiles, all, eo);
+      }
+      TripletSampleOptions so;
+      so.augment.crop = crop;
+      so.pack = pack;
+      return sen12mscr_sample_fn(triplet_list, so);
+    };
     LoaderOptions lo;
     lo.batch_size = size_t(batch);
     lo.threads = threads;
     lo.prefetch = prefetch;
     // The loader's rate over `epochs` epochs, printed as one JSON line; `pack` null: from the files.
     auto measure = [&](const std::shared_ptr<const RasterPack>& pack) {
-      TripletSampleOptions so;
-      so.augment.crop = crop;
-      so.pack = pack;
       const auto t0 = std::chrono::steady_clock::now();
       size_t samples = 0;
       {
-        Loader loader(idx.triplets.size(), sen12mscr_sample_fn(idx.triplets, so), lo);
+        Loader loader(count, sample_fn(pack), lo);
         const size_t n = loader.batches_per_epoch() * size_t(epochs);
         for (size_t b = 0; b < n; ++b) samples += loader.next().indices.size();
       }
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::printf(
-          "{\"bench\":\"loader\",\"dataset\":\"sen12mscr\",\"source\":\"%s\",\"root\":\"%s\",\"triplets\":%zu,"
+          "{\"bench\":\"loader\",\"dataset\":\"%s\",\"source\":\"%s\",\"root\":\"%s\",\"samples_in_dataset\":%zu,"
           "\"threads\":%d,\"batch\":%d,\"prefetch\":%d,\"crop\":%d,\"samples\":%zu,\"seconds\":%.4f,"
           "\"samples_per_s\":%.2f}\n",
-          pack ? "pack" : "files", tmp.empty() ? root.c_str() : "(temp, page-cached)", idx.triplets.size(), threads,
-          batch, prefetch, crop, samples, s, double(samples) / s);
+          dataset.c_str(), pack ? "pack" : "files", tmp.empty() ? root.c_str() : "(temp, page-cached)", count, threads,
+          batch, prefetch, eurosat ? 64 : crop, samples, s, double(samples) / s);
       return double(samples) / s;
     };
     const double files_rate = measure(nullptr);
     if (!pack_path.empty()) {
       if (pack_path == "temp") {
         if (tmp.empty()) throw Error("bench_loader: --pack temp needs the generated tree (no --root); name a FILE");
-        pack_path = (tmp / "triplets.pack").string();
+        pack_path = (tmp / "samples.pack").string();
       }
-      std::vector<std::string> sources;
-      for (const Sen12mscrTriplet& t : idx.triplets) sources.insert(sources.end(), {t.s1, t.s2, t.s2_cloudy});
       const auto pack = ensure_raster_pack(pack_path, sources);
       const double pack_rate = measure(pack);
       std::printf("{\"bench\":\"loader\",\"pack_over_files\":%.2f}\n", pack_rate / files_rate);

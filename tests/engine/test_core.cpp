@@ -120,18 +120,18 @@ TEST_CASE("autograd: leaf gradients accumulate until zero_grad") {
 }
 
 TEST_CASE("autograd: a tensor used twice gets the sum of both gradients") {
-  // z = relu(relu(x)) and w = relu(x) share the node relu(x); backward through
-  // a graph where one node has two consumers must add their contributions.
+  // h = relu(x) has two consumers, a = relu(h) and b = mul_scalar(h, 3), joined in y = a + b: one
+  // backward must add their contributions at h (1 + 3 where x > 0). A walk that assigned instead of
+  // adding would leave 1 or 3, whichever consumer ran last.
   Tensor x = Tensor::from_vector({3}, {1, -1, 2});
   x.set_requires_grad(true);
   Tensor h = relu(x);
-  Tensor a = relu(h);
-  a.backward(Tensor::ones({3}));
-  Tensor h2 = relu(x);
-  Tensor b1 = relu(h2), b2 = relu(h2);
-  (void)b2;
-  b1.backward(Tensor::full({3}, 2.f));
-  CHECK(x.grad().to_vector() == std::vector<float>{3, 0, 3});
+  Tensor y = add(relu(h), mul_scalar(h, 3.f));
+  y.backward(Tensor::ones({3}));
+  CHECK(x.grad().to_vector() == std::vector<float>{4, 0, 4});
+  // And across backward() calls, leaves accumulate: a second graph over x adds 2 more where x > 0.
+  relu(x).backward(Tensor::full({3}, 2.f));
+  CHECK(x.grad().to_vector() == std::vector<float>{6, 0, 6});
 }
 
 TEST_CASE("autograd: a kept (not copied) first gradient is never shared with another tensor") {

@@ -56,6 +56,7 @@ int main() {
   const double invstd = 1 / std::sqrt(var + kEps);
   std::vector<double> xhat;
   for (float v : kX) xhat.push_back((v - mean) * invstd);
+  std::printf("one channel: x of shape (N=2, C=1, H=1, W=4), gamma %g, beta %g, eps %g\n", kGamma, kBeta, kEps);
   std::printf("training: batch mean %.5f, biased variance %.5f, 1/sqrt(var + eps) %.5f\n", mean, var, invstd);
   row("x", d(kX));
   row("x_hat = (x - mean) invstd", xhat);

@@ -442,7 +442,7 @@ int main() {
                           {"resnet50", &resnet, "layer1.0.conv3", 16}, {"resnet50", &resnet, "layer2.0.conv2", 16},
                           {"resnet50", &resnet, "layer4.0.conv2", 4},  {"dsen2cr", &dsen, "head", 128},
                           {"dsen2cr", &dsen, "blocks.0.conv1", 128},   {"dsen2cr", &dsen, "tail", 128}};
-  std::printf("\nreal layers, one image: forward GEMM M = P*Q, N = K, K = C*R*S; im2col (C*R*S x P*Q floats):\n");
+  std::printf("\nreal layers, one image: forward GEMM M_gemm = P*Q, N_gemm = K, K_gemm = C*R*S; im2col (C*R*S x P*Q floats):\n");
   std::printf("  %-24s %-13s %-6s %-14s %6s %4s %5s %9s %7s %7s  %s\n", "layer", "x (C,H,W)", "RxS/st", "y (K,P,Q)",
               "M", "N", "K", "im2col", "MiB", "vs x", "CPU path fwd/bwd");
   for (const Layer& l : layers) {

@@ -18,6 +18,7 @@
 #include "engine/tensor.h"
 #include "kernels/common/bfloat16.h"
 #include "kernels/common/optim_scalars.h"
+#include "kernels/common/optim_update.h"
 #include "models/resnet.h"
 
 using namespace nimbus;
@@ -135,6 +136,36 @@ int main() {
   const double w = std::max({worst(sgd, sgd_double(kSteps, 0)), worst(mom, sgd_double(kSteps, 0.9)),
                              worst(adam, adam_double(kSteps)), worst(nadam, nadam_double(kSteps))});
   std::printf("  the update rules in double give the same to %s\n", w < 1e-5 ? "below 1e-5" : "MORE than 1e-5 (a bug)");
+
+  // Each step's size in units of lr, from the trajectories above.
+  auto steps_over_lr = [](const std::vector<double>& p) {
+    std::vector<double> out;
+    for (size_t i = 0; i < p.size(); ++i) out.push_back((p[i] - (i ? p[i - 1] : 0.0)) / kLr);
+    return out;
+  };
+  std::printf("step size / lr:\n");
+  row("Adam", steps_over_lr(adam));
+  row("Nadam (Keras 2)", steps_over_lr(nadam));
+  // Why Nadam's early steps are short: m' = m / (1 - S_t mu_{t+1}) against Adam's m / (1 - beta1^t).
+  {
+    OptimClock c;
+    const NadamHyper h{kB1, kB2, kEps, kDecay};
+    std::printf("  de-biasing m at step t: Adam divides by 1 - beta1^t, Keras-2 Nadam by 1 - S_t mu_(t+1):\n");
+    for (int t = 1; t <= kSteps; ++t) {
+      advance_clock(c, &h);
+      std::printf("    t = %d: %.5f and %.5f\n", t, 1 - std::pow(kB1, t), 1 - c.s_next);
+    }
+  }
+  // The momentum schedule mu_t over a long run (advance_clock, as the optimiser runs it).
+  {
+    OptimClock c;
+    const NadamHyper h{kB1, kB2, kEps, kDecay};
+    std::printf("Nadam's momentum mu_t (beta1 = %.1f):", kB1);
+    for (int t = 1; t <= 100000; ++t) {
+      advance_clock(c, &h);
+      if (t == 1 || t == 1000 || t == 10000 || t == 100000) std::printf(" t = %d: %.4f%s", t, c.mu_t, t == 100000 ? "\n" : ",");
+    }
+  }
 
   // Adam's first step: m / sqrt(v) after bias correction is g / |g|, so the step is lr whatever |g|.
   std::printf("Adam's first step from p = 0 at lr %.1f, for gradients of three sizes:\n", kLr);
