@@ -142,8 +142,13 @@ class Page {
     std::filesystem::remove(tmp_);
   }
   void finish() {
-    done_ = true;
-    plend1();
+    done_ = true;  // whatever happens next, the destructor must not end the stream a second time
+    try {
+      plend1();
+    } catch (...) {
+      std::filesystem::remove(tmp_);
+      throw;
+    }
     std::error_code ec;
     std::filesystem::rename(tmp_, path_, ec);
     NIMBUS_CHECK(!ec, path_, ": cannot rename the finished figure into place: ", ec.message());
