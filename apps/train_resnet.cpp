@@ -22,6 +22,7 @@
 #include "apps/common/device.h"
 #include "apps/common/progress.h"
 #include "apps/common/training.h"
+#include "engine/distributed/process_group.h"
 #include "data/eurosat.h"
 #include "engine/autograd.h"
 #include "engine/ops/loss.h"
@@ -156,9 +157,11 @@ int run(int argc, char** argv) {
       ds.stratified_split(common.seed, p.get_double("train-fraction"), p.get_double("val-fraction"));
   NIMBUS_CHECK(split.train.size() >= size_t(training.batch), training.data, ": ", split.train.size(),
                " training tiles, fewer than one batch of ", training.batch);
-  ds.write_split_file(paths.out + "/split_train.txt", split.train);
-  ds.write_split_file(paths.out + "/split_val.txt", split.val);
-  ds.write_split_file(paths.out + "/split_test.txt", split.test);
+  if (world().rank() == 0) {  // rank 0 alone writes into the run folder
+    ds.write_split_file(paths.out + "/split_train.txt", split.train);
+    ds.write_split_file(paths.out + "/split_val.txt", split.val);
+    ds.write_split_file(paths.out + "/split_test.txt", split.test);
+  }
   const data::BandList file_bands = data::parse_bands(p.get_string("bands"), "--bands");
   NIMBUS_CHECK(file_bands.size() == size_t(data::kS2Bands), "--bands: a EuroSAT MS tile has ", data::kS2Bands,
                " bands, not ", file_bands.size(), " (", data::bands_csv(file_bands), ")");

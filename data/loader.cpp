@@ -51,8 +51,11 @@ Loader::Loader(size_t num_samples, SampleFn fn, LoaderOptions options)
   NIMBUS_CHECK(opt_.batch_size > 0, "loader: batch size must be positive");
   NIMBUS_CHECK(opt_.threads >= 1 && opt_.prefetch >= 1, "loader: threads (", opt_.threads, ") and prefetch (",
                opt_.prefetch, ") must be at least 1");
-  batches_per_epoch_ = n_ / opt_.batch_size;
-  NIMBUS_CHECK(batches_per_epoch_ > 0, "loader: ", n_, " samples make no full batch of ", opt_.batch_size);
+  NIMBUS_CHECK(opt_.ranks >= 1 && opt_.rank >= 0 && opt_.rank < opt_.ranks, "loader: rank ", opt_.rank, " of ",
+               opt_.ranks, " ranks");
+  batches_per_epoch_ = n_ / (opt_.batch_size * size_t(opt_.ranks));
+  NIMBUS_CHECK(batches_per_epoch_ > 0, "loader: ", n_, " samples make no full batch of ", opt_.batch_size,
+               opt_.ranks > 1 ? str(" on each of ", opt_.ranks, " ranks") : std::string());
   NIMBUS_CHECK(fn_ != nullptr, "loader: no sample function");
   for (int t = 0; t < opt_.threads; ++t) threads_.emplace_back([this] { work(); });
 }
@@ -106,7 +109,7 @@ Batch Loader::make_batch(uint64_t g) {
   auto order = order_of(b.epoch);
   const size_t B = opt_.batch_size;
   for (size_t i = 0; i < B; ++i) {
-    const size_t index = (*order)[b.step * B + i];
+    const size_t index = (*order)[(b.step * size_t(opt_.ranks) + size_t(opt_.rank)) * B + i];
     Sample s;
     try {
       Rng rng = sample_rng(opt_.seed, b.epoch, index);

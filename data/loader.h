@@ -65,6 +65,11 @@ struct LoaderOptions {
   uint64_t seed = 42;
   bool shuffle = true;  // false: 0, 1, 2, ... every epoch (evaluation)
   int first_epoch = 0;  // to resume a run
+  // Data parallelism (engine/distributed/data_parallel.h): `ranks` processes share each global batch
+  // of ranks x batch_size samples of the epoch's order, this one taking the rank-th slice of it. Every
+  // rank then sees floor(n / (ranks x batch_size)) batches per epoch, and together they visit what
+  // one process with batch ranks x batch_size would.
+  int rank = 0, ranks = 1;
 };
 
 class Loader {

@@ -30,7 +30,7 @@ targets=(cuda_status test_gpu_reference test_cuda_real gpu_bench_gemm gpu_bench_
 "$root/scripts/install_deps.sh" > /dev/null
 echo "gpu_package: configuring $build (real CUDA backend, sm_90, -march=x86-64-v3)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNIMBUS_CUDA_BACKEND=ON -DNIMBUS_WERROR=ON \
-  -DNIMBUS_CUDA_ARCHS=90 -DNIMBUS_PLOTS=OFF \
+  -DNIMBUS_CUDA_ARCHS=90 -DNIMBUS_PLOTS=OFF -DNIMBUS_MPI=OFF \
   -DNIMBUS_NATIVE=OFF -DCMAKE_CXX_FLAGS="-march=x86-64-v3 -Wno-psabi" -DCMAKE_CUDA_FLAGS="-Xcompiler=-march=x86-64-v3" \
   -DCMAKE_SKIP_BUILD_RPATH=ON -DNIMBUS_CUDART_STATIC=ON > "$build.configure.log" 2>&1 ||
   { cat "$build.configure.log"; exit 1; }

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "engine/distributed/process_group.h"
 #include "engine/random.h"
 
 namespace nimbus::cli {
@@ -305,13 +306,20 @@ void refuse_output_over_input(const std::string& out_option, const std::string& 
 }
 
 int guarded_main(const char* program, int (*run)(int, char**), int argc, char** argv) {
+  // In a data-parallel run the failing rank names itself and stops every rank (abort_all): the others
+  // would otherwise wait forever in their next collective.
+  auto who = [program] {
+    return launched_with_several_ranks() ? str(program, " (", describe_rank(), ")") : std::string(program);
+  };
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "%s: %s (see --help)\n", program, e.what());
+    std::fprintf(stderr, "%s: %s (see --help)\n", who().c_str(), e.what());
+    abort_all(2);
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    std::fprintf(stderr, "%s: %s\n", who().c_str(), e.what());
+    abort_all(1);
     return 1;
   }
 }

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "apps/common/progress.h"
+#include "engine/distributed/data_parallel.h"
 #include "engine/device.h"
 #include "engine/graph.h"
 #include "engine/io/checkpoint.h"
@@ -25,8 +26,8 @@ namespace nimbus::apps {
 
 namespace fs = std::filesystem;
 
-RunPaths::RunPaths(const std::string& out_dir, const std::string& program)
-    : folder(out_dir, program), out(out_dir) {
+RunPaths::RunPaths(const std::string& out_dir, const std::string& program) : out(out_dir) {
+  if (world().rank() == 0) folder = std::make_unique<RunFolder>(out_dir, program);
   last = out + "/last.safetensors";
   best = out + "/best.safetensors";
   metrics = out + "/metrics.csv";
@@ -56,6 +57,7 @@ void MetricsCsv::append(const std::vector<double>& row) {
   for (size_t i = 0; i < row.size(); ++i)
     r << (i ? "," : "") << (i == 0 ? std::to_string((long long)row[0]) : fmt_num(row[i], 9));
   rows_.push_back(r.str());
+  if (world().rank() != 0) return;  // rank 0 alone writes
   std::ostringstream all;
   for (size_t i = 0; i < columns_.size(); ++i) all << (i ? "," : "") << columns_[i];
   all << "\n";
@@ -215,6 +217,8 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
   lo.prefetch = int(std::max<int64_t>(4, workers));
   lo.seed = seed;
   lo.first_epoch = first_epoch;
+  lo.rank = world().rank();
+  lo.ranks = world().size();
   return lo;
 }
 
@@ -223,14 +227,15 @@ namespace {
 // Runs the training steps: eagerly, or (CUDA) as a replayed graph of the step (see training.h).
 class StepRunner {
  public:
-  explicit StepRunner(const EpochLoop& L) : L_(L) {}
+  explicit StepRunner(const EpochLoop& L) : L_(L), params_(L.model->module().named_parameters()) {}
 
   // One step on the batch's host tensors. The loss and kept tensors it returns are on the device and
   // valid until the next run().
   void run(const std::vector<Tensor>& host, Tensor& loss, std::vector<Tensor>& kept) {
     std::vector<Shape> shapes;
     for (const Tensor& t : host) shapes.push_back(t.shape());
-    const bool want = L_.graphs && L_.device == Device::CUDA && !capture_failed_;
+    // Several ranks: the gradient all-reduce waits on the host, which a captured graph cannot hold.
+    const bool want = L_.graphs && L_.device == Device::CUDA && !capture_failed_ && world().size() == 1;
     if (want && !graph_.empty() && shapes == shapes_) {
       for (size_t i = 0; i < host.size(); ++i) inputs_[i].copy_(host[i]);  // staged uploads, no wait
       graph_.replay();
@@ -266,10 +271,12 @@ class StepRunner {
     kept.clear();
     loss = L_.step_loss(inputs, kept);
     loss.backward();
+    if (world().size() > 1) average_gradients(params_, world());  // every rank then takes the same step
     L_.optimizer->step();
   }
 
   const EpochLoop& L_;
+  const NamedTensors params_;
   bool warmed_up_ = false, capture_failed_ = false;
   DeviceGraph graph_;
   std::vector<Shape> shapes_;
@@ -356,6 +363,11 @@ class PendingSteps {
 void train_epochs(const EpochLoop& L) {
   NIMBUS_CHECK(L.read_every >= 1, "train_epochs: read_every must be >= 1");
   const size_t nb = L.loader->batches_per_epoch();
+  ProcessGroup& ranks = world();
+  if (ranks.size() > 1) {  // the same start on every rank: rank 0's weights and buffers
+    broadcast_tensors(L.model->module().named_parameters(), ranks);
+    broadcast_tensors(L.model->module().named_buffers(), ranks);
+  }
   StepRunner runner(L);
   PendingSteps pending(L.device);
   for (int epoch = L.first_epoch; epoch < L.epochs; ++epoch) {
@@ -366,6 +378,10 @@ void train_epochs(const EpochLoop& L) {
     auto read_back = [&] {
       pending.read([&](int64_t step, size_t b, const std::vector<int64_t>& labels, double value,
                        const std::vector<Tensor>& kept) {
+        if (ranks.size() > 1) {  // the global batch's loss: the mean of the ranks' means
+          ranks.all_reduce_sum(&value, 1);
+          value /= double(ranks.size());
+        }
         const double l = L.debug->loss(value, step);
         check_loss_finite(l, step, epoch, b, L.paths->last);
         L.after_step(labels, l, kept);
@@ -387,15 +403,17 @@ void train_epochs(const EpochLoop& L) {
     read_back();  // before validating and saving: a NaN stops the run before any checkpoint has it
     bar.finish();
     const EpochLoop::Validation v = L.validate(epoch);
-    L.report(epoch);  // metrics.csv's row first (see training.h)
+    if (ranks.rank() == 0) L.report(epoch);  // metrics.csv's row first (see training.h); rank 0 alone
     models::SaveOptions so;
     so.epoch = epoch + 1;
     so.extra = v.extra;
     so.extra[kSeedKey] = std::to_string(L.seed);
-    if (v.improved) models::save_model(L.paths->best, *L.model, so);
-    so.optimizer = L.optimizer;
-    so.rng = &global_rng();
-    models::save_model(L.paths->last, *L.model, so);
+    if (ranks.rank() == 0) {  // rank 0 alone writes; the others hold the same weights
+      if (v.improved) models::save_model(L.paths->best, *L.model, so);
+      so.optimizer = L.optimizer;
+      so.rng = &global_rng();
+      models::save_model(L.paths->last, *L.model, so);
+    }
     L.debug->after_checkpoint(epoch + 1);
   }
 }

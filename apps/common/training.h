@@ -30,9 +30,10 @@
 namespace nimbus::apps {
 
 struct RunPaths {
-  // Takes the folder for this run (run_folder.h: created, locked, stale temporaries removed).
+  // Takes the folder for this run (run_folder.h: created, locked, stale temporaries removed). In a
+  // data-parallel run only rank 0 takes it (and writes there); the other ranks only read from it.
   RunPaths(const std::string& out_dir, const std::string& program);
-  RunFolder folder;
+  std::unique_ptr<RunFolder> folder;  // null on ranks other than 0
   std::string out, last, best, metrics;
 };
 
@@ -42,7 +43,8 @@ struct RunPaths {
 class MetricsCsv {
  public:
   MetricsCsv(std::string path, std::vector<std::string> columns, int keep_through_epoch);
-  void append(const std::vector<double>& row);  // row[0] = epoch; same length as the columns
+  // row[0] = epoch; same length as the columns. Written by rank 0 alone in a data-parallel run.
+  void append(const std::vector<double>& row);
  private:
   std::string path_;
   std::vector<std::string> columns_;

@@ -20,6 +20,7 @@
 
 #include "apps/common/cloud_removal.h"
 #include "apps/common/experiment.h"
+#include "apps/common/run_folder.h"
 #include "data/eurosat.h"
 #include "data/geotiff.h"
 #include "data/normalize.h"
@@ -286,6 +287,67 @@ TEST_CASE("trainers: --pack gives the same weights as the files, builds once, re
   AppResult stale = run_app("train_resnet", with(resnet_args(eurosat, d / "r_stale"), {"--pack", d / "r.pack"}));
   REQUIRE_MESSAGE(stale.exit_code == 0, stale.output);
   CHECK_MESSAGE(stale.output.find("changed since the pack was built") != std::string::npos, stale.output);
+}
+
+TEST_CASE("data parallel: 2 ranks of batch 1 train DSen2-CR as 1 rank of batch 2, rank 0 alone writes, a failure stops all") {
+#ifndef NIMBUS_MPIEXEC
+  MESSAGE("skipped: built without MPI (libopenmpi-dev) or no mpirun");
+#else
+  TempDir d("dp");
+  const std::string data = make_sen12mscr(d);  // 4 train triplets
+  auto args = [&](const std::string& out, const char* batch, const char* optimizer) {
+    std::vector<std::string> a = with(dsen2cr_args(data, d / out), {"--optimizer", optimizer, "--lr", "1e-3"});
+    a[7] = batch;  // --batch-size
+    return a;
+  };
+  // Every tensor of the two checkpoints within a few float32 roundings of each other (the ranks' means
+  // are averaged, one process takes one mean: the sums differ in order), and at least one that moved.
+  auto close = [&](const std::string& a, const std::string& b) {
+    SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);
+    double worst = 0;
+    size_t not_finite = 0;
+    for (const auto& [name, t] : fa.tensors) {
+      const Tensor* u = fb.find(name);
+      REQUIRE_MESSAGE(u, name, " missing in ", b);
+      const std::vector<float> x = t.to_vector(), y = u->to_vector();
+      REQUIRE(x.size() == y.size());
+      for (size_t i = 0; i < x.size(); ++i) {
+        not_finite += !std::isfinite(x[i]) || !std::isfinite(y[i]);
+        worst = std::max(worst, std::fabs(double(x[i]) - y[i]) / (1e-3 + std::fabs(double(y[i]))));
+      }
+    }
+    CHECK(not_finite == 0);  // NaN never passes
+    MESSAGE(a, " vs ", b, ": largest relative difference ", worst);
+    return worst;
+  };
+  for (const char* opt : {"nadam", "adam"}) {
+    CAPTURE(opt);
+    const std::string one = str("one_", opt), two = str("two_", opt);
+    AppResult r1 = run_app("train_dsen2cr", args(one, "2", opt));
+    REQUIRE_MESSAGE(r1.exit_code == 0, r1.output);
+    AppResult r2 = run_app_mpi(2, "train_dsen2cr", args(two, "1", opt));
+    REQUIRE_MESSAGE(r2.exit_code == 0, r2.output);
+    CHECK(close(d / one + "/last.safetensors", d / two + "/last.safetensors") < 1e-4);
+    CHECK(read_file(d / two + "/metrics.csv").size() > 0);
+  }
+  // The control: 2 ranks of batch 2 (a global batch of 4, one step per epoch) is a different run.
+  AppResult wrong = run_app_mpi(2, "train_dsen2cr", args("two_b2", "2", "adam"));
+  REQUIRE_MESSAGE(wrong.exit_code == 0, wrong.output);
+  CHECK(close(d / "one_adam/last.safetensors", d / "two_b2/last.safetensors") > 1e-2);
+  // Rank 0 alone wrote: one metrics.csv with one row per epoch, and the run folder is rank 0's.
+  const std::string csv = read_file(d / "two_adam/metrics.csv");
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 4);
+  // A NaN on every rank at step 3 stops the run (exit 1) naming the step; epoch 1's checkpoint stays.
+  AppResult nan = run_app_mpi(2, "train_dsen2cr", with(args("two_nan", "1", "adam"), {"--debug-inject-nan-at-step", "3"}));
+  CHECK(nan.exit_code != 0);
+  CHECK_MESSAGE(nan.output.find("loss is NaN at step 3") != std::string::npos, nan.output);
+  CHECK(models::load_model(d / "two_nan/last.safetensors").epoch == 1);
+  // A rank that cannot start (here: rank 0 holds the run folder of a second run into it) ends every rank.
+  apps::RunFolder held(d / "two_held", "test");
+  AppResult held_run = run_app_mpi(2, "train_dsen2cr", args("two_held", "1", "adam"));
+  CHECK(held_run.exit_code != 0);
+  CHECK_MESSAGE(held_run.output.find("rank 0 of 2") != std::string::npos, held_run.output);
+#endif
 }
 
 namespace {

@@ -220,3 +220,39 @@ TEST_CASE("loader: SEN12MS-CR triplets from disk, cropped and augmented") {
   Batch z = a.next();
   CHECK_THROWS_WITH_AS(z["nope"], doctest::Contains("no tensor 'nope'"), Error);
 }
+
+TEST_CASE("loader: ranks share each global batch, disjointly, as one loader with the global batch") {
+  // 3 ranks of batch 2 against one loader of batch 6: 23 samples make 3 global batches per epoch.
+  const size_t n = 23;
+  LoaderOptions one{.batch_size = 6, .threads = 2, .prefetch = 2, .seed = 5};
+  const Seen whole = run(n, one, 2 * 3);  // two epochs
+  std::vector<Seen> parts;
+  for (int r = 0; r < 3; ++r) {
+    LoaderOptions o{.batch_size = 2, .threads = 1, .prefetch = 2, .seed = 5};
+    o.rank = r;
+    o.ranks = 3;
+    CHECK(Loader(n, toy(), o).batches_per_epoch() == 3);
+    parts.push_back(run(n, o, 2 * 3));
+  }
+  // Global batch g is rank 0's g-th batch, then rank 1's, then rank 2's: the same samples, values
+  // included (each sample's Rng depends on the sample, not on the rank).
+  for (size_t g = 0; g < 6; ++g)
+    for (int r = 0; r < 3; ++r)
+      for (size_t k = 0; k < 2; ++k) {
+        CHECK(parts[size_t(r)].indices[g * 2 + k] == whole.indices[g * 6 + size_t(r) * 2 + k]);
+        for (size_t v = 0; v < 6; ++v)
+          CHECK(parts[size_t(r)].values[(g * 2 + k) * 6 + v] == whole.values[(g * 6 + size_t(r) * 2 + k) * 6 + v]);
+      }
+  // Within an epoch no sample is seen twice across the ranks.
+  std::set<size_t> epoch0;
+  for (int r = 0; r < 3; ++r)
+    for (size_t i = 0; i < 6; ++i) CHECK(epoch0.insert(parts[size_t(r)].indices[i]).second);
+  CHECK(epoch0.size() == 18);
+  LoaderOptions bad{.batch_size = 2};
+  bad.rank = 3;
+  bad.ranks = 3;
+  CHECK_THROWS_WITH_AS(Loader(n, toy(), bad), doctest::Contains("rank 3 of 3 ranks"), Error);
+  LoaderOptions big{.batch_size = 8};
+  big.ranks = 3;
+  CHECK_THROWS_WITH_AS(Loader(n, toy(), big), doctest::Contains("on each of 3 ranks"), Error);
+}
