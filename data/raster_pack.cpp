@@ -202,16 +202,33 @@ Raster RasterPack::read(const std::string& source, const Window& win) const {
   return r;
 }
 
-std::string RasterPack::stale_reason(const std::string& path, const std::vector<std::string>& sources) {
-  if (!fs::exists(path)) return path + " does not exist";
-  try {
-    const auto pack = open(path, true);
-    for (const std::string& s : sources)
-      if (!pack->contains(s)) return str(path, " does not hold ", s);
-  } catch (const Error& e) {
-    return e.what();
+namespace {
+// The pack at `path` when it is usable as a pack of `sources`, else null and why.
+std::shared_ptr<const RasterPack> usable_pack(const std::string& path, const std::vector<std::string>& sources,
+                                              std::string& why) {
+  if (!fs::exists(path)) {
+    why = path + " does not exist";
+    return nullptr;
   }
-  return "";
+  try {
+    auto pack = RasterPack::open(path, true);
+    for (const std::string& s : sources)
+      if (!pack->contains(s)) {
+        why = str(path, " does not hold ", s);
+        return nullptr;
+      }
+    return pack;
+  } catch (const Error& e) {
+    why = e.what();
+    return nullptr;
+  }
+}
+}  // namespace
+
+std::string RasterPack::stale_reason(const std::string& path, const std::vector<std::string>& sources) {
+  std::string why;
+  usable_pack(path, sources, why);
+  return why;
 }
 
 void build_raster_pack(const std::string& path, const std::vector<std::string>& sources,
@@ -289,11 +306,10 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
 std::shared_ptr<const RasterPack> ensure_raster_pack(const std::string& path, const std::vector<std::string>& sources,
                                                      const std::function<void(const std::string&)>& log,
                                                      const std::function<void(size_t, size_t)>& progress) {
-  const std::string why = RasterPack::stale_reason(path, sources);
-  if (!why.empty()) {
-    if (log) log(str("building the raster pack ", path, " from ", sources.size(), " files: ", why));
-    build_raster_pack(path, sources, progress);
-  }
+  std::string why;
+  if (auto pack = usable_pack(path, sources, why)) return pack;  // opened and checked once
+  if (log) log(str("building the raster pack ", path, " from ", sources.size(), " files: ", why));
+  build_raster_pack(path, sources, progress);
   return RasterPack::open(path, true);
 }
 

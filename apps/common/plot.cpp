@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
+#include <utility>
 
 #include "kernels/common/error.h"
 
@@ -447,11 +448,12 @@ void draw(const Page& p, const PanelGrid& s, const GridLayout& l) {
   }
 }
 
-template <class Spec>
-void save_as(const std::string& path, const char* device, const Spec& s) {
+// One file: a page of width x height for `device`, drawn by draw(page), errors naming the file.
+template <class Draw>
+void save_as(const std::string& path, const char* device, int width, int height, const Draw& draw) {
   try {
-    Page page(path, device, s.width, s.height);
-    draw(page, s);
+    Page page(path, device, width, height);
+    draw(page);
     page.finish();
   } catch (const Error& e) {
     throw Error(str(path, ": ", e.what()));
@@ -461,8 +463,8 @@ void save_as(const std::string& path, const char* device, const Spec& s) {
 template <class Spec>
 void save_both(const std::string& stem, const Spec& s) {
   check(s);
-  save_as(stem + ".png", "pngcairo", s);
-  save_as(stem + ".svg", "svg", s);
+  for (const auto& [ext, device] : {std::pair{".png", "pngcairo"}, std::pair{".svg", "svg"}})
+    save_as(stem + ext, device, s.width, s.height, [&](const Page& p) { draw(p, s); });
 }
 
 }  // namespace
@@ -474,14 +476,7 @@ void save(const std::string& stem, const Heatmap& s) { save_both(stem, s); }
 void save(const std::string& stem, const PanelGrid& s) {
   check(s);
   const GridLayout l = layout(s);
-  const std::string path = stem + ".png";
-  try {
-    Page page(path, "pngcairo", l.width, l.height);
-    draw(page, s, l);
-    page.finish();
-  } catch (const Error& e) {
-    throw Error(str(path, ": ", e.what()));
-  }
+  save_as(stem + ".png", "pngcairo", l.width, l.height, [&](const Page& p) { draw(p, s, l); });
 }
 
 #endif  // NIMBUS_WITH_PLPLOT
