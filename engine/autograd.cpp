@@ -1,6 +1,7 @@
 // autograd.cpp: recording Nodes during forward, and the reverse topological walk.
 #include "engine/autograd.h"
 
+#include <unordered_map>
 #include <unordered_set>
 
 #include "engine/ops/accumulate.h"
@@ -9,7 +10,14 @@ namespace nimbus {
 
 namespace {
 thread_local bool t_grad_enabled = true;
+thread_local LeafGradHook* t_leaf_hook = nullptr;
 }
+
+LeafGradHook::LeafGradHook(std::function<void(TensorImpl& leaf)> on_ready)
+    : on_ready_(std::move(on_ready)), prev_(t_leaf_hook) {
+  t_leaf_hook = this;
+}
+LeafGradHook::~LeafGradHook() { t_leaf_hook = prev_; }
 
 bool grad_enabled() { return t_grad_enabled; }
 NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
@@ -93,8 +101,10 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
     seed = Tensor::ones(root.shape(), root.device());
   }
   NIMBUS_CHECK(seed.shape() == root.shape(), "backward: grad_output ", describe(seed), " for output ", describe(root));
+  LeafGradHook* hook = t_leaf_hook;
   if (root.is_leaf()) {
     accumulate_leaf(*root.impl(), seed);
+    if (hook) hook->on_ready_(*root.impl());
     return;
   }
   Node* top = root.grad_fn().get();
@@ -103,8 +113,23 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
   top->grad_out = seed;
   // Keep the graph alive while we walk it even if the caller drops `root`.
   std::shared_ptr<Node> keep = root.grad_fn();
-  for (Node* node : topological_order(top)) {
-    if (!node->grad_out.defined()) continue;  // no gradient flowed here (e.g. unused branch)
+  const std::vector<Node*> order = topological_order(top);
+  // With a hook: how many edges of the walk still have to deliver into each leaf.
+  std::unordered_map<TensorImpl*, int> pending;
+  if (hook)
+    for (Node* node : order)
+      for (const Edge& e : node->edges)
+        if (e.leaf) ++pending[e.leaf.get()];
+  auto delivered = [&](const Node* node) {  // node's edges are done: announce leaves now complete
+    if (!hook) return;
+    for (const Edge& e : node->edges)
+      if (e.leaf && --pending[e.leaf.get()] == 0 && e.leaf->grad) hook->on_ready_(*e.leaf);
+  };
+  for (Node* node : order) {
+    if (!node->grad_out.defined()) {  // no gradient flowed here (e.g. unused branch)
+      delivered(node);
+      continue;
+    }
     NIMBUS_CHECK(node->backward, "backward: the graph through ", node->op, " was already freed");
     GradSink sink(node->edges);
     node->backward(node->grad_out, sink);
@@ -131,6 +156,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
         accumulate_leaf(*e.leaf, std::move(g));
       }
     }
+    delivered(node);
   }
 }
 

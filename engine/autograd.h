@@ -79,4 +79,21 @@ void record(const char* op, const std::vector<Tensor>& inputs, Tensor& out, Back
 // The reverse walk; Tensor::backward() calls this.
 void run_backward(const Tensor& root, const Tensor& grad_output);
 
+// While one is alive on this thread, backward calls it for each leaf as soon as the leaf's gradient
+// is complete for this backward (every node that feeds it has run), in the order backward finishes
+// them, and only for leaves that received a gradient. Data-parallel training starts each gradient's
+// all-reduce there while the rest of backward runs (engine/distributed/gradient_reducer.h).
+class LeafGradHook {
+ public:
+  explicit LeafGradHook(std::function<void(TensorImpl& leaf)> on_ready);
+  ~LeafGradHook();
+  LeafGradHook(const LeafGradHook&) = delete;
+  LeafGradHook& operator=(const LeafGradHook&) = delete;
+
+ private:
+  std::function<void(TensorImpl& leaf)> on_ready_;
+  LeafGradHook* prev_;
+  friend void run_backward(const Tensor& root, const Tensor& grad_output);
+};
+
 }  // namespace nimbus

@@ -16,6 +16,7 @@
 
 #include "apps/common/progress.h"
 #include "engine/distributed/data_parallel.h"
+#include "engine/distributed/gradient_reducer.h"
 #include "engine/device.h"
 #include "engine/graph.h"
 #include "engine/io/checkpoint.h"
@@ -227,7 +228,7 @@ namespace {
 // Runs the training steps: eagerly, or (CUDA) as a replayed graph of the step (see training.h).
 class StepRunner {
  public:
-  explicit StepRunner(const EpochLoop& L) : L_(L), params_(L.model->module().named_parameters()) {}
+  explicit StepRunner(const EpochLoop& L) : L_(L), reducer_(L.model->module().named_parameters(), world()) {}
 
   // One step on the batch's host tensors. The loss and kept tensors it returns are on the device and
   // valid until the next run().
@@ -266,17 +267,16 @@ class StepRunner {
   }
 
  private:
-  void body(const std::vector<Tensor>& inputs, Tensor& loss, std::vector<Tensor>& kept) const {
+  void body(const std::vector<Tensor>& inputs, Tensor& loss, std::vector<Tensor>& kept) {
     L_.optimizer->zero_grad();
     kept.clear();
     loss = L_.step_loss(inputs, kept);
-    loss.backward();
-    if (world().size() > 1) average_gradients(params_, world());  // every rank then takes the same step
+    reducer_.backward(loss);  // with several ranks, every rank then holds the same mean gradients
     L_.optimizer->step();
   }
 
   const EpochLoop& L_;
-  const NamedTensors params_;
+  GradientReducer reducer_;
   bool warmed_up_ = false, capture_failed_ = false;
   DeviceGraph graph_;
   std::vector<Shape> shapes_;

@@ -1,10 +1,8 @@
 // data_parallel.cpp: parameter broadcast and gradient averaging over a process group (see
-// data_parallel.h). Buckets keep the number of collectives small (one per few million floats) and
-// the order fixed, so every rank sums the same floats in the same places.
+// data_parallel.h); the buckets are gradient_reducer.cpp's.
 #include "engine/distributed/data_parallel.h"
 
-#include <cstring>
-#include <vector>
+#include "engine/distributed/gradient_reducer.h"
 
 #include "kernels/common/error.h"
 
@@ -30,43 +28,9 @@ void broadcast_tensors(const NamedTensors& tensors, ProcessGroup& pg) {
 }
 
 size_t average_gradients(const NamedTensors& params, ProcessGroup& pg, size_t bucket_floats) {
-  if (pg.size() == 1) return 0;
-  NIMBUS_CHECK(bucket_floats > 0, "average_gradients: empty buckets");
-  const float scale = 1.0f / float(pg.size());
-  std::vector<float> bucket;
-  std::vector<Tensor> members;  // the gradients whose values sit in `bucket`, in order
-  size_t calls = 0;
-  auto flush = [&] {
-    if (members.empty()) return;
-    pg.all_reduce_sum(bucket.data(), bucket.size());
-    ++calls;
-    size_t at = 0;
-    for (Tensor& g : members) {
-      const size_t n = size_t(g.numel());
-      for (size_t i = 0; i < n; ++i) bucket[at + i] *= scale;
-      if (g.device() == Device::CPU) {
-        std::memcpy(g.data(), bucket.data() + at, n * sizeof(float));
-      } else {
-        g.copy_(Tensor::from_vector(g.shape(), std::vector<float>(bucket.begin() + long(at), bucket.begin() + long(at + n))));
-      }
-      at += n;
-    }
-    bucket.clear();
-    members.clear();
-  };
-  for (const auto& [name, p] : params) {
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    NIMBUS_CHECK(g.dtype() == DType::F32, "average_gradients: the gradient of ", name, " is ", describe(g),
-                 ", expected float32 (master weights)");
-    const size_t n = size_t(g.numel());
-    if (!members.empty() && bucket.size() + n > bucket_floats) flush();
-    const Tensor h = host_of(g);
-    bucket.insert(bucket.end(), h.data(), h.data() + n);
-    members.push_back(g);
-  }
-  flush();
-  return calls;
+  GradientReducer reducer(params, pg, bucket_floats);  // every gradient complete: stage them in order
+  for (size_t i = 0; i < params.size(); ++i) reducer.ready(i);
+  return reducer.finish();
 }
 
 }  // namespace nimbus

@@ -16,11 +16,11 @@ namespace nimbus {
 // Rank 0's values of every tensor (parameters and buffers), copied into every rank's.
 void broadcast_tensors(const NamedTensors& tensors, ProcessGroup& pg);
 
-// Each parameter's .grad becomes its mean over the ranks: gradients are gathered into host buckets
-// of at most bucket_floats floats, in the parameters' order, summed with one all-reduce per bucket,
-// scaled by 1 / ranks and put back (on a CUDA device through host memory: the MPI path is not
-// CUDA-aware). Parameters without a gradient are skipped; every rank must have the same ones.
-// Returns the number of all-reduce calls (0 for one rank).
+// Each parameter's .grad becomes its mean over the ranks, after backward: the gradients, in the
+// parameters' order, go through a GradientReducer's buckets of at most bucket_floats floats
+// (gradient_reducer.h; training uses one inside backward instead, to overlap). Parameters without a
+// gradient are skipped; every rank must have the same ones. Returns the number of all-reduce calls
+// (0 for one rank).
 size_t average_gradients(const NamedTensors& params, ProcessGroup& pg, size_t bucket_floats = size_t(1) << 22);
 
 }  // namespace nimbus

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <memory>
 
 #include "kernels/common/error.h"
@@ -15,6 +16,27 @@
 #endif
 
 namespace nimbus {
+
+namespace {
+
+// A collective that was complete when it was started (the blocking fallback).
+class DoneCollective final : public PendingCollective {
+ public:
+  void wait() override {}
+};
+
+}  // namespace
+
+std::unique_ptr<PendingCollective> ProcessGroup::start_all_reduce(float* data, size_t n, ReduceOp op, Device where) {
+  NIMBUS_CHECK(reduces_on(where), kind(), " process group: all-reduce of ", device_name(where),
+               " memory (this group reduces host memory)");
+  all_reduce_sum(data, n);
+  if (op == ReduceOp::Mean && size() > 1) {
+    const float s = 1.0f / float(size());
+    for (size_t i = 0; i < n; ++i) data[i] *= s;
+  }
+  return std::make_unique<DoneCollective>();
+}
 
 namespace {
 
@@ -73,7 +95,37 @@ class MpiGroup final : public ProcessGroup {
   }
   void barrier() override { check_mpi(MPI_Barrier(MPI_COMM_WORLD), "barrier"); }
 
+  // MPI_Iallreduce: the sum proceeds while the caller goes on (inside later MPI calls: progress()).
+  std::unique_ptr<PendingCollective> start_all_reduce(float* data, size_t n, ReduceOp op, Device where) override {
+    if (n > size_t(std::numeric_limits<int>::max()) || !reduces_on(where))
+      return ProcessGroup::start_all_reduce(data, n, op, where);  // counts are ints; the check's message
+    auto p = std::make_unique<Pending>(data, n, op == ReduceOp::Mean ? 1.0f / float(size_) : 1.0f);
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data, int(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &p->request),
+              "all-reduce (start)");
+    return p;
+  }
+  void progress() override {
+    int flag = 0;  // any MPI call moves Open MPI's non-blocking collectives on
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+  }
+
  private:
+  struct Pending final : PendingCollective {
+    Pending(float* d, size_t count, float s) : data(d), n(count), scale(s) {}
+    ~Pending() override {
+      if (request != MPI_REQUEST_NULL) MPI_Wait(&request, MPI_STATUS_IGNORE);  // never free memory in flight
+    }
+    void wait() override {
+      check_mpi(MPI_Wait(&request, MPI_STATUS_IGNORE), "all-reduce (wait)");
+      if (scale != 1.0f)
+        for (size_t i = 0; i < n; ++i) data[i] *= scale;
+    }
+    MPI_Request request = MPI_REQUEST_NULL;
+    float* data;
+    size_t n;
+    float scale;
+  };
+
   template <typename T>
   void reduce(T* data, size_t n, MPI_Datatype type) {
     for (size_t at = 0; at < n;) {
@@ -91,31 +143,61 @@ std::unique_ptr<ProcessGroup>& group() {
   return g;
 }
 
+std::map<std::string, GroupFactory>& factories() {
+  static std::map<std::string, GroupFactory> f;
+  return f;
+}
+
+// The group the host's collectives go through: MPI's world under mpirun, else the single process.
+std::unique_ptr<ProcessGroup> host_group() {
+  if (!launched_with_several_ranks()) return std::make_unique<SingleGroup>();
+#ifdef NIMBUS_WITH_MPI
+  return std::make_unique<MpiGroup>();
+#else
+  throw Error("started by mpirun with several ranks, but this build has no MPI (configure with NIMBUS_MPI=ON "
+              "and libopenmpi-dev installed); each rank would train alone");
+#endif
+}
+
 }  // namespace
+
+void register_process_group(const std::string& kind, GroupFactory make) { factories()[kind] = make; }
 
 bool launched_with_several_ranks() { return env_int("OMPI_COMM_WORLD_SIZE") > 1 || env_int("PMI_SIZE") > 1; }
 
+int launched_rank() {
+  if (const char* r = std::getenv("OMPI_COMM_WORLD_RANK")) return std::atoi(r);
+  return env_int("PMI_RANK");
+}
+
 ProcessGroup& world() {
   std::unique_ptr<ProcessGroup>& g = group();
-  if (!g) {
-    if (launched_with_several_ranks()) {
-#ifdef NIMBUS_WITH_MPI
-      g = std::make_unique<MpiGroup>();
-#else
-      throw Error("started by mpirun with several ranks, but this build has no MPI (configure with NIMBUS_MPI=ON "
-                  "and libopenmpi-dev installed); each rank would train alone");
-#endif
-    } else {
-      g = std::make_unique<SingleGroup>();
-    }
+  if (g) return *g;
+  const char* want = std::getenv("NIMBUS_PROCESS_GROUP");
+  const std::string kind = want && *want ? want : "auto";
+  if (kind == "auto" || kind == "mpi" || kind == "single") {
+    g = host_group();
+    NIMBUS_CHECK(kind == "auto" || kind == g->kind(), "NIMBUS_PROCESS_GROUP=", kind, " but this process is ",
+                 g->kind() == std::string("single") ? "not started by mpirun with several ranks" : "one of several ranks");
+    return *g;
   }
+  auto f = factories().find(kind);
+  if (f == factories().end()) {
+    std::string known = "auto, mpi, single";
+    for (const auto& [name, make] : factories()) known += ", " + name;
+    throw Error(str("NIMBUS_PROCESS_GROUP=", kind, ": no such process group in this build (", known, ")"));
+  }
+  g = f->second(host_group());
   return *g;
 }
 
 void abort_all(int code) {
 #ifdef NIMBUS_WITH_MPI
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
   const std::unique_ptr<ProcessGroup>& g = group();
-  if (g && g->size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  if (initialized && !finalized && g && g->size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
 #else
   (void)code;
 #endif

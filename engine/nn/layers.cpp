@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "engine/distributed/sync_batchnorm.h"
 #include "engine/nn/init.h"
 #include "engine/ops/activation.h"
 #include "engine/ops/batchnorm.h"
@@ -52,10 +53,14 @@ BatchNorm2d::BatchNorm2d(int64_t num_features, float eps, float momentum) : eps(
 // Training also counts the batch in num_batches_tracked, on its device, inside the statistics
 // kernel (exact up to 2^24 steps): the host never reads the counter back.
 Tensor BatchNorm2d::forward(const Tensor& x) {
+  if (sync && is_training())
+    return sync_batch_norm2d(x, weight, bias, running_mean, running_var, true, momentum, eps, &num_batches_tracked,
+                             *sync);
   return batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, &num_batches_tracked);
 }
 
 Tensor BatchNorm2d::forward_relu(const Tensor& x) {
+  if (sync && is_training()) return relu(forward(x));  // the synchronised op has no fused ReLU
   return batch_norm2d_relu(x, weight, bias, running_mean, running_var, is_training(), momentum, eps,
                            &num_batches_tracked);
 }

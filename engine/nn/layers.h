@@ -16,6 +16,8 @@
 
 namespace nimbus {
 
+class ProcessGroup;  // engine/distributed/process_group.h
+
 class Conv2d : public UnaryModule {
  public:
   Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride = 1, int padding = 0, bool bias = true,
@@ -34,6 +36,8 @@ class BatchNorm2d : public UnaryModule {
   Tensor forward_relu(const Tensor& x);  // relu(forward(x)), fused (batch_norm2d_relu)
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   float eps, momentum;
+  // Non-null: training statistics over every rank of this group (engine/distributed/sync_batchnorm.h).
+  ProcessGroup* sync = nullptr;
 };
 
 class Linear : public UnaryModule {

@@ -1,0 +1,123 @@
+// gradient_reducer.cpp: bucketed, overlapped gradient averaging (see gradient_reducer.h).
+#include "engine/distributed/gradient_reducer.h"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+#include "engine/autograd.h"
+#include "kernels/common/error.h"
+
+namespace nimbus {
+
+namespace {
+
+// Copies n floats between memories of possibly different devices.
+void copy_floats(float* dst, Device dst_dev, const float* src, Device src_dev, size_t n) {
+  if (dst_dev == Device::CPU && src_dev == Device::CPU) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+  const Device via = dst_dev == Device::CPU ? src_dev : dst_dev;  // the runtime that knows the device
+  device_runtime(via).copy(dst, dst_dev, src, src_dev, n * sizeof(float));
+}
+
+}  // namespace
+
+GradientReducer::GradientReducer(NamedTensors params, ProcessGroup& pg, size_t bucket_floats)
+    : params_(std::move(params)), pg_(pg), bucket_floats_(bucket_floats) {
+  NIMBUS_CHECK(bucket_floats_ > 0, "GradientReducer: empty buckets");
+  size_t total = 0;
+  for (const auto& [name, p] : params_) {
+    impls_.push_back(p.impl());
+    total += size_t(p.numel());
+  }
+  bucket_floats_ = std::min(bucket_floats_, std::max<size_t>(total, 1));  // a small model: one small bucket
+}
+
+void GradientReducer::backward(const Tensor& loss) {
+  if (pg_.size() == 1) {
+    loss.backward();
+    return;
+  }
+  std::unordered_map<TensorImpl*, size_t> index;
+  for (size_t i = 0; i < impls_.size(); ++i) index.emplace(impls_[i], i);
+  {
+    LeafGradHook hook([&](TensorImpl& leaf) {
+      auto it = index.find(&leaf);
+      if (it != index.end()) ready(it->second);  // an input that wants a gradient is no parameter
+    });
+    in_backward_ = true;
+    try {
+      loss.backward();
+    } catch (...) {
+      in_backward_ = false;
+      throw;
+    }
+    in_backward_ = false;
+  }
+  finish();
+}
+
+void GradientReducer::ready(size_t i) {
+  if (pg_.size() == 1) return;
+  NIMBUS_CHECK(i < params_.size(), "GradientReducer: parameter ", i, " of ", params_.size());
+  const Tensor g = params_[i].second.grad();
+  if (!g.defined()) return;
+  NIMBUS_CHECK(g.dtype() == DType::F32, "GradientReducer: the gradient of ", params_[i].first, " is ", describe(g),
+               ", expected float32 (master weights)");
+  const size_t n = size_t(g.numel());
+  const Device where = pg_.reduces_on(g.device()) ? g.device() : Device::CPU;
+  if (open_ < buckets_.size()) {
+    const Bucket& b = buckets_[open_];
+    if (!b.members.empty() && (b.size + n > bucket_floats_ || b.where != where)) start_open_bucket();
+  }
+  if (open_ == buckets_.size()) buckets_.emplace_back();
+  Bucket& b = buckets_[open_];
+  if (b.members.empty()) {  // opening it: staging where the group reduces, large enough for the bucket
+    b.where = where;
+    const size_t cap = std::max(bucket_floats_, n);
+    if (where == Device::CPU) {
+      if (b.host.size() < cap) b.host.resize(cap);
+    } else if (!b.device.defined() || b.device.device() != where || size_t(b.device.numel()) < cap) {
+      b.device = Tensor::empty({int64_t(cap)}, where);
+    }
+  }
+  copy_floats(b.data() + b.size, b.where, g.data(), g.device(), n);
+  b.members.push_back({i, b.size, n});
+  b.size += n;
+  if (b.size >= bucket_floats_) start_open_bucket();
+  pg_.progress();
+}
+
+void GradientReducer::start_open_bucket() {
+  if (open_ == buckets_.size() || buckets_[open_].members.empty()) return;
+  Bucket& b = buckets_[open_];
+  b.pending = pg_.start_all_reduce(b.data(), b.size, ReduceOp::Mean, b.where);
+  ++step_.collectives;
+  if (in_backward_) ++step_.before_backward_end;
+  step_.floats += b.size;
+  ++open_;
+}
+
+size_t GradientReducer::finish() {
+  if (pg_.size() == 1) return 0;
+  start_open_bucket();
+  for (size_t k = 0; k < open_; ++k) {  // in the order they started, as every rank does
+    Bucket& b = buckets_[k];
+    b.pending->wait();
+    b.pending.reset();
+    for (const Member& m : b.members) {
+      Tensor g = params_[m.param].second.grad();
+      copy_floats(g.data(), g.device(), b.data() + m.offset, b.where, m.n);
+    }
+    b.members.clear();
+    b.size = 0;
+  }
+  open_ = 0;
+  last_ = step_;
+  step_ = StepStats{};
+  return last_.collectives;
+}
+
+}  // namespace nimbus

@@ -1,0 +1,74 @@
+// gradient_reducer.h: the gradients of a data-parallel step averaged over the ranks, each bucket's
+// all-reduce started while backward is still producing the next gradients.
+//
+// backward(loss) runs loss.backward() with a LeafGradHook (engine/autograd.h): as each parameter's
+// gradient is complete it is copied into the open bucket; a bucket that reaches bucket_floats is
+// started at once (ProcessGroup::start_all_reduce: MPI_Iallreduce, NCCL on its stream) and the next
+// one opened. finish() starts the last bucket, waits for every one in order, and copies the ranks'
+// mean back into each .grad. Backward finishes gradients from the last layer to the first, so the
+// first buckets travel while the early layers' gradients are still being computed.
+//
+// Every rank must form the same buckets in the same order (collectives pair up by order): they do,
+// because every rank runs the same graph, so backward completes the same gradients in the same order;
+// a parameter that gets no gradient is left out on every rank alike.
+//
+// Staging: a bucket lives where the group reduces (ProcessGroup::reduces_on): device memory for NCCL
+// and CUDA tensors (device-to-device copies, no host wait); host memory for MPI and the thread group,
+// so CUDA gradients are copied to the host (the copy waits for the gradient) and back. Debian's Open
+// MPI is not CUDA-aware, so that is the MPI path on GPU ranks.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "engine/distributed/process_group.h"
+#include "engine/nn/module.h"
+
+namespace nimbus {
+
+class GradientReducer {
+ public:
+  GradientReducer(NamedTensors params, ProcessGroup& pg, size_t bucket_floats = size_t(1) << 22);
+
+  // loss.backward() with the all-reduces started as gradients complete, then finish().
+  void backward(const Tensor& loss);
+  // The gradient of params[i] is complete: stage it, and start the bucket if it is full.
+  void ready(size_t i);
+  // Starts the open bucket, waits for all of them, and writes the ranks' mean into every staged
+  // .grad. Returns the number of all-reduces of this step (0 with one rank: nothing is touched).
+  size_t finish();
+
+  struct StepStats {
+    size_t collectives = 0;       // all-reduces started this step
+    size_t before_backward_end = 0;  // of them, started while backward was still running
+    size_t floats = 0;            // gradient values reduced
+  };
+  const StepStats& last_step() const { return last_; }
+
+ private:
+  struct Member {
+    size_t param;
+    size_t offset, n;
+  };
+  struct Bucket {
+    std::vector<Member> members;
+    size_t size = 0;
+    Device where = Device::CPU;
+    std::vector<float> host;  // staging when the group reduces host memory
+    Tensor device;            // staging when it reduces the gradients' device memory
+    std::unique_ptr<PendingCollective> pending;
+    float* data() { return where == Device::CPU ? host.data() : device.data(); }
+  };
+  void start_open_bucket();
+
+  NamedTensors params_;
+  std::vector<TensorImpl*> impls_;  // params_[i]'s leaf, to map the hook's leaves to indices
+  ProcessGroup& pg_;
+  size_t bucket_floats_;
+  std::vector<Bucket> buckets_;  // this step's, reused (with their staging memory) step after step
+  size_t open_ = 0;              // index of the bucket being filled
+  bool in_backward_ = false;
+  StepStats step_, last_;
+};
+
+}  // namespace nimbus
