@@ -49,6 +49,7 @@ struct ValResult {
   size_t images = 0;
 };
 
+// The validation loss and metrics over `val`, this rank's share, added up with every rank's.
 ValResult validate(models::DSen2CR& net, const std::vector<data::Sen12mscrTriplet>& val,
                    const data::TripletSampleOptions& opt, size_t batch, const std::string& loss_kind, double lambda,
                    Device dev) {
@@ -86,6 +87,14 @@ ValResult validate(models::DSen2CR& net, const std::vector<data::Sen12mscrTriple
     bar.update(int64_t(r.images));
   }
   bar.finish();
+  // Every rank's share together (data-parallel runs): sums, counts and images added up over the ranks.
+  std::vector<double> sums = mean.sums();
+  sums.push_back(loss_sum);
+  apps::sum_over_ranks(sums);
+  loss_sum = sums.back();
+  sums.pop_back();
+  mean = MetricsMean::from_sums(sums);
+  r.images = size_t(mean.images());
   if (r.images) r.loss = loss_sum / double(r.images);
   r.metrics = mean.mean();
   return r;
@@ -184,6 +193,8 @@ int run(int argc, char** argv) {
   size_t steps = 0;
   ValResult v;
   bool improved = false;
+  std::vector<data::Sen12mscrTriplet> val_mine;  // this rank's share of the validation triplets (all of them alone)
+  for (size_t k : apps::rank_share(val.size())) val_mine.push_back(val[k]);
   apps::EpochLoop loop{training.epochs, training.batch, done, &loader, opt.get(), &model, &paths,
                        &training.debug, common.seed};
   loop.lr_at = [&](int) { return lr; };
@@ -210,7 +221,7 @@ int run(int argc, char** argv) {
   };
   loop.validate = [&](int) {
     v = val.empty() ? ValResult{}
-                    : validate(net, val, val_opt, size_t(training.batch), loss_kind, lambda, common.device);
+                    : validate(net, val_mine, val_opt, size_t(training.batch), loss_kind, lambda, common.device);
     improved = v.images > 0 && v.loss < best;
     if (improved) best = v.loss;
     return apps::EpochLoop::Validation{improved, {{"best_val_loss", str(best)}}};

@@ -23,6 +23,7 @@
 #include "apps/common/progress.h"
 #include "apps/common/training.h"
 #include "engine/distributed/process_group.h"
+#include "engine/distributed/sync_batchnorm.h"
 #include "data/eurosat.h"
 #include "engine/autograd.h"
 #include "engine/ops/loss.h"
@@ -50,6 +51,12 @@ struct Score {
     n += int64_t(labels.size());
   }
   double mean_loss() const { return n ? loss / double(n) : std::nan(""); }
+  // The score of every rank's samples together (data-parallel runs; unchanged with one rank).
+  Score over_ranks() const {
+    std::vector<double> v = {loss, double(correct), double(n)};
+    apps::sum_over_ranks(v);
+    return Score{v[0], int64_t(v[1]), int64_t(v[2])};
+  }
 };
 
 Tensor label_tensor(const std::vector<int64_t>& labels) {
@@ -94,17 +101,19 @@ void input_norm_stats(const data::SampleFn& fn, size_t count, size_t n, std::vec
   }
 }
 
-Score evaluate(models::Classifier& clf, const data::SampleFn& fn, size_t count, size_t batch, Device dev) {
+// The score over the samples `which` of fn (this rank's share in a data-parallel run).
+Score evaluate(models::Classifier& clf, const data::SampleFn& fn, const std::vector<size_t>& which, size_t batch,
+               Device dev) {
   NoGradGuard ng;
   clf.eval();
   Score sc;
-  Progress bar("validation", int64_t(count), stderr, Progress::Mode::Auto, "img");
-  for (size_t b0 = 0; b0 < count; b0 += batch) {
+  Progress bar("validation", int64_t(which.size()), stderr, Progress::Mode::Auto, "img");
+  for (size_t b0 = 0; b0 < which.size(); b0 += batch) {
     std::vector<data::Sample> samples;
     std::vector<int64_t> labels;
-    for (size_t k = b0; k < std::min(count, b0 + batch); ++k) {
+    for (size_t k = b0; k < std::min(which.size(), b0 + batch); ++k) {
       Rng rng(0);
-      samples.push_back(fn(k, rng));
+      samples.push_back(fn(which[k], rng));
       labels.push_back(samples.back().label);
     }
     Tensor logits = clf.logits(apps::stack_field(samples, "image").to(dev));
@@ -142,6 +151,8 @@ int run(int argc, char** argv) {
                "ORDER");
   p.add_int("norm-samples", 2000, "training tiles used for the input_norm mean/std (0 = all of them)").range(0, 1e9);
   p.add_flag("no-augment", "no flips / rot90 (default: random flip and quarter turn per tile and epoch)");
+  p.add_flag("sync-bn", "with several ranks (mpirun), batch norm statistics over the global batch (every rank's "
+             "samples) instead of each rank's own; no effect with one process");
   apps::add_training_options(p);  // --workers, --resume, the debug hooks, --device, --threads, --seed
   p.parse_or_exit(argc, argv);
 
@@ -189,6 +200,8 @@ int run(int argc, char** argv) {
   rc.width = int(p.get_int("width"));
   models::Model model = models::build_model(models::ModelConfig::of(rc), global_rng());
   models::Classifier& clf = *model.classifier;
+  if (p.get_flag("sync-bn") && convert_sync_batchnorm(clf, world()) > 0)
+    std::fprintf(stderr, "train_resnet: batch norm synchronised over %d ranks\n", world().size());
   std::unique_ptr<Optimizer> opt = apps::make_optimizer("adam", clf.named_parameters(), p.get_double("lr"));
   Metadata saved;
   const int done =
@@ -239,7 +252,8 @@ int run(int argc, char** argv) {
     return std::string(note);
   };
   loop.validate = [&](int) {
-    va = split.val.empty() ? Score{} : evaluate(clf, val_fn, split.val.size(), size_t(training.batch), common.device);
+    tr = tr.over_ranks();  // every rank's training samples; each rank then validates its share
+    va = evaluate(clf, val_fn, apps::rank_share(split.val.size()), size_t(training.batch), common.device).over_ranks();
     improved = va.n > 0 && va.acc() > best;
     if (improved) best = va.acc();
     return apps::EpochLoop::Validation{improved, {{"best_val_acc", str(best)}, {apps::kBandsKey, data::bands_csv(model_bands)}}};

@@ -230,4 +230,24 @@ ImageMetrics MetricsMean::mean() const {
   return ImageMetrics::from_values(v);
 }
 
+std::vector<double> MetricsMean::sums() const {
+  std::vector<double> v(sum_.begin(), sum_.end());
+  for (int64_t c : count_) v.push_back(double(c));
+  v.push_back(double(images_));
+  return v;
+}
+
+MetricsMean MetricsMean::from_sums(const std::vector<double>& v) {
+  constexpr size_t K = ImageMetrics::kCount;
+  NIMBUS_CHECK(v.size() == 2 * K + 1, "MetricsMean::from_sums: ", v.size(), " numbers, expected ",
+               2 * ImageMetrics::kCount + 1);
+  MetricsMean m;
+  for (size_t i = 0; i < K; ++i) {
+    m.sum_[i] = v[i];
+    m.count_[i] = int64_t(v[K + i]);
+  }
+  m.images_ = int64_t(v.back());
+  return m;
+}
+
 }  // namespace nimbus

@@ -35,6 +35,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace nimbus {
 
@@ -82,6 +83,9 @@ class MetricsMean {
   ImageMetrics mean() const;  // NaN for a metric no image had
   int64_t count(int metric) const { return count_[size_t(metric)]; }
   int64_t images() const { return images_; }
+  // The running sums as numbers (sums, counts, images), and back: to add up several ranks' means.
+  std::vector<double> sums() const;
+  static MetricsMean from_sums(const std::vector<double>& v);
 
  private:
   std::array<double, ImageMetrics::kCount> sum_{};

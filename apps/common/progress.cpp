@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/distributed/process_group.h"
 #include "kernels/common/error.h"
 
 namespace nimbus {
@@ -31,6 +32,7 @@ std::string progress_bar(int64_t done, int64_t total, int width) {
 Progress::Progress(std::string label, int64_t total, std::FILE* out, Mode mode, std::string unit)
     : label_(std::move(label)), unit_(std::move(unit)), total_(total), out_(out) {
   NIMBUS_CHECK(out_, "progress: null output stream");
+  off_ = mode == Mode::Off || (mode == Mode::Auto && launched_rank() > 0);
   tty_ = mode == Mode::Tty || (mode == Mode::Auto && isatty(fileno(out_)));
   start_ = last_draw_ = Clock::now();
   draw(true);
@@ -63,6 +65,7 @@ std::string Progress::status_line() const {
 }
 
 void Progress::draw(bool force) {
+  if (off_) return;
   if (tty_) {
     auto now = Clock::now();
     if (!force && now - last_draw_ < std::chrono::milliseconds(100)) return;  // ~10 redraws/s at most
@@ -92,6 +95,7 @@ void Progress::update(int64_t done) {
 void Progress::finish() {
   if (finished_) return;
   finished_ = true;
+  if (off_) return;
   double t = elapsed();
   char buf[128];
   std::snprintf(buf, sizeof buf, "%lld", (long long)done_);

@@ -6,6 +6,9 @@
 // 10% instead, so logs stay short and readable. finish() (or the destructor)
 // prints the final line: "train epoch 3: 1024/1024 in 0:21 (48.3 it/s)".
 //
+// In a data-parallel run (mpirun) only rank 0 draws: the other ranks' bars in Auto mode are silent,
+// so N ranks do not print N copies of every line.
+//
 // Single-threaded: call update()/advance() from the thread that owns the bar.
 #pragma once
 #include <chrono>
@@ -17,7 +20,7 @@ namespace nimbus {
 
 class Progress {
  public:
-  enum class Mode { Auto, Tty, Lines };  // Auto: Tty when the stream is a terminal
+  enum class Mode { Auto, Tty, Lines, Off };  // Auto: Tty when the stream is a terminal; Off on ranks > 0
 
   // total <= 0 means unknown: no bar and no ETA, just counts and rate.
   Progress(std::string label, int64_t total, std::FILE* out = stderr, Mode mode = Mode::Auto,
@@ -42,7 +45,7 @@ class Progress {
   std::string label_, unit_, note_;
   int64_t total_, done_ = 0;
   std::FILE* out_;
-  bool tty_, finished_ = false;
+  bool tty_, off_, finished_ = false;
   Clock::time_point start_, last_draw_;
   int last_decile_ = -1;
   size_t last_width_ = 0;

@@ -118,22 +118,24 @@ void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const
                   fs::exists(kept) ? kept : std::string("(none written yet)")));
 }
 
+bool DebugHooks::here() const { return rank < 0 || rank == world().rank(); }
+
 void DebugHooks::before_step(int64_t step) const {
-  if (step == kill_at_step) {
+  if (step == kill_at_step && here()) {
     std::fflush(nullptr);
     std::raise(SIGKILL);
   }
 }
 
 void DebugHooks::after_checkpoint(int epoch) const {
-  if (epoch == kill_after_epoch) {
+  if (epoch == kill_after_epoch && here()) {
     std::fflush(nullptr);
     std::raise(SIGKILL);
   }
 }
 
 double DebugHooks::loss(double value, int64_t step) const {
-  return step == nan_at_step ? std::numeric_limits<double>::quiet_NaN() : value;
+  return step == nan_at_step && here() ? std::numeric_limits<double>::quiet_NaN() : value;
 }
 
 void add_training_options(cli::Parser& p) {
@@ -147,6 +149,7 @@ void add_training_options(cli::Parser& p) {
   p.add_int("debug-inject-nan-at-step", -1, "(testing) make the loss of this global step (0-based) NaN (-1: never)");
   p.add_int("debug-sigkill-at-step", -1, "(testing) SIGKILL this process at the start of this step (-1: never)");
   p.add_int("debug-sigkill-after-epoch", -1, "(testing) SIGKILL this process right after this epoch's checkpoint (-1: never)");
+  p.add_int("debug-rank", -1, "(testing) with mpirun, the debug hooks act on this rank only (-1: every rank)");
   cli::add_common_options(p);
   add_precision_option(p);
 }
@@ -180,13 +183,25 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   o.graphs = !p.get_flag("eager");
   o.pack = p.get_string("pack");
   o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step"),
-             p.get_int("debug-sigkill-after-epoch")};
+             p.get_int("debug-sigkill-after-epoch"), p.get_int("debug-rank")};
   if (o.data.empty()) throw cli::UsageError("--data " + data_metavar + " is required");
   if (o.out.empty()) throw cli::UsageError("--out DIR is required");
   // --epochs, --batch-size, --workers and --read-every were range-checked while parsing (the trainers
   // declare their ranges with the options). Each worker holds prefetched batches: 100000 of them
   // drove a machine into the OOM killer.
   return o;
+}
+
+void sum_over_ranks(std::vector<double>& values) {
+  ProcessGroup& g = world();
+  if (g.size() > 1 && !values.empty()) g.all_reduce_sum(values.data(), values.size());
+}
+
+std::vector<size_t> rank_share(size_t count) {
+  const ProcessGroup& g = world();
+  std::vector<size_t> mine;
+  for (size_t k = size_t(g.rank()); k < count; k += size_t(g.size())) mine.push_back(k);
+  return mine;
 }
 
 Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& name) {
@@ -402,6 +417,8 @@ void train_epochs(const EpochLoop& L) {
     }
     read_back();  // before validating and saving: a NaN stops the run before any checkpoint has it
     bar.finish();
+    // Per-rank batch norm leaves each rank its own running statistics: validate rank 0's, which it saves.
+    if (ranks.size() > 1) broadcast_tensors(L.model->module().named_buffers(), ranks);
     const EpochLoop::Validation v = L.validate(epoch);
     if (ranks.rank() == 0) L.report(epoch);  // metrics.csv's row first (see training.h); rank 0 alone
     models::SaveOptions so;

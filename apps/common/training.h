@@ -77,9 +77,13 @@ void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const
 // loss itself, so the check is tested whatever the model does with a NaN
 // input); --debug-sigkill-at-step S makes the process
 // SIGKILL itself at the start of step S (as if killed from outside).
+// --debug-rank R: in a data-parallel run, the hooks act on rank R alone (-1: every rank), so that a test
+// can kill one rank and see the others stop.
 struct DebugHooks {
   int64_t nan_at_step = -1, kill_at_step = -1;
   int64_t kill_after_epoch = -1;  // --debug-sigkill-after-epoch E: right after epoch E's checkpoint (1-based)
+  int64_t rank = -1;
+  bool here() const;  // do the hooks act on this rank?
   void before_step(int64_t step) const;      // raises SIGKILL at kill_at_step
   void after_checkpoint(int epoch) const;    // raises SIGKILL once epoch (1-based) kill_after_epoch is saved
   double loss(double value, int64_t step) const;  // NaN at nan_at_step, else value
@@ -112,6 +116,12 @@ std::shared_ptr<const data::RasterPack> open_training_pack(const TrainingOptions
                                                            const std::vector<std::string>& sources,
                                                            const char* program);
 TrainingOptions read_training_options(const cli::Parser& p, const std::string& data_metavar);
+
+// Data-parallel runs: `values` summed element-wise over the ranks, in place (nothing with one rank),
+// for the epoch's scores; and this rank's share of `count` items to evaluate (r, r + R, r + 2R, ...:
+// every item on exactly one rank, all of them with one rank).
+void sum_over_ranks(std::vector<double>& values);
+std::vector<size_t> rank_share(size_t count);
 
 // Stacks field `name` of each sample into one (B, ...) tensor.
 Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& name);

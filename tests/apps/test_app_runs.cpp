@@ -289,6 +289,48 @@ TEST_CASE("trainers: --pack gives the same weights as the files, builds once, re
   CHECK_MESSAGE(stale.output.find("changed since the pack was built") != std::string::npos, stale.output);
 }
 
+#ifdef NIMBUS_MPIEXEC  // the data-parallel tests' helpers
+namespace {
+
+// The largest relative difference between two checkpoints' tensors (NaN never passes).
+double checkpoint_difference(const std::string& a, const std::string& b) {
+  SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);
+  double worst = 0;
+  size_t not_finite = 0;
+  for (const auto& [name, t] : fa.tensors) {
+    const Tensor* u = fb.find(name);
+    REQUIRE_MESSAGE(u, name, " missing in ", b);
+    const std::vector<float> x = t.to_vector(), y = u->to_vector();
+    REQUIRE(x.size() == y.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      not_finite += !std::isfinite(x[i]) || !std::isfinite(y[i]);
+      worst = std::max(worst, std::fabs(double(x[i]) - y[i]) / (1e-3 + std::fabs(double(y[i]))));
+    }
+  }
+  CHECK(not_finite == 0);
+  MESSAGE(a, " vs ", b, ": largest relative difference ", worst);
+  return worst;
+}
+
+// metrics.csv's numbers, row by row (the header skipped).
+std::vector<std::vector<double>> csv_numbers(const std::string& path) {
+  std::vector<std::vector<double>> rows;
+  std::istringstream in(read_file(path));
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) {
+    std::vector<double> row;
+    std::istringstream cells(line);
+    std::string cell;
+    while (std::getline(cells, cell, ',')) row.push_back(std::stod(cell));
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+}  // namespace
+#endif
+
 TEST_CASE("data parallel: 2 ranks of batch 1 train DSen2-CR as 1 rank of batch 2, rank 0 alone writes, a failure stops all") {
 #ifndef NIMBUS_MPIEXEC
   MESSAGE("skipped: built without MPI (libopenmpi-dev) or no mpirun");
@@ -302,24 +344,7 @@ TEST_CASE("data parallel: 2 ranks of batch 1 train DSen2-CR as 1 rank of batch 2
   };
   // Every tensor of the two checkpoints within a few float32 roundings of each other (the ranks' means
   // are averaged, one process takes one mean: the sums differ in order), and at least one that moved.
-  auto close = [&](const std::string& a, const std::string& b) {
-    SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);
-    double worst = 0;
-    size_t not_finite = 0;
-    for (const auto& [name, t] : fa.tensors) {
-      const Tensor* u = fb.find(name);
-      REQUIRE_MESSAGE(u, name, " missing in ", b);
-      const std::vector<float> x = t.to_vector(), y = u->to_vector();
-      REQUIRE(x.size() == y.size());
-      for (size_t i = 0; i < x.size(); ++i) {
-        not_finite += !std::isfinite(x[i]) || !std::isfinite(y[i]);
-        worst = std::max(worst, std::fabs(double(x[i]) - y[i]) / (1e-3 + std::fabs(double(y[i]))));
-      }
-    }
-    CHECK(not_finite == 0);  // NaN never passes
-    MESSAGE(a, " vs ", b, ": largest relative difference ", worst);
-    return worst;
-  };
+  const auto close = checkpoint_difference;
   for (const char* opt : {"nadam", "adam"}) {
     CAPTURE(opt);
     const std::string one = str("one_", opt), two = str("two_", opt);
@@ -349,6 +374,86 @@ TEST_CASE("data parallel: 2 ranks of batch 1 train DSen2-CR as 1 rank of batch 2
   CHECK_MESSAGE(held_run.output.find("rank 0 of 2") != std::string::npos, held_run.output);
 #endif
 }
+
+#ifdef NIMBUS_MPIEXEC
+TEST_CASE("data parallel: ResNet with synchronised batch norm, 2 ranks of batch 4 train as 1 rank of batch 8, scores over all ranks") {
+  TempDir d("dp_resnet");
+  const std::string data = make_eurosat(d);  // 50 training tiles: 6 global batches of 8 per epoch
+  auto args = [&](const std::string& out, const char* batch) {
+    std::vector<std::string> a = resnet_args(data, d / out);
+    a[7] = batch;  // --batch-size
+    return a;
+  };
+  AppResult one = run_app("train_resnet", args("one", "8"));
+  REQUIRE_MESSAGE(one.exit_code == 0, one.output);
+  AppResult sync = run_app_mpi(2, "train_resnet", with(args("sync", "4"), {"--sync-bn"}));
+  REQUIRE_MESSAGE(sync.exit_code == 0, sync.output);
+  CHECK(sync.output.find("batch norm synchronised over 2 ranks") != std::string::npos);
+  AppResult per_rank = run_app_mpi(2, "train_resnet", args("per_rank", "4"));
+  REQUIRE_MESSAGE(per_rank.exit_code == 0, per_rank.output);
+  // Weights, optimiser state and running statistics after 3 epochs: a few float32 roundings apart with
+  // synchronised batch norm; each rank's own statistics of 4 make a different run.
+  CHECK(checkpoint_difference(d / "one/last.safetensors", d / "sync/last.safetensors") < 3e-4);
+  CHECK(checkpoint_difference(d / "one/last.safetensors", d / "per_rank/last.safetensors") > 1e-2);
+  // The epoch's scores are every rank's together: training loss and accuracy over all 48 tiles, validation
+  // over all 10 (each rank validated its share), equal to the one-process run's.
+  const auto a = csv_numbers(d / "one/metrics.csv"), b = csv_numbers(d / "sync/metrics.csv");
+  REQUIRE(a.size() == 3);
+  REQUIRE(b.size() == 3);
+  for (size_t e = 0; e < 3; ++e) {
+    CAPTURE(e);
+    REQUIRE(a[e].size() == 6);  // epoch, lr, train_loss, train_acc, val_loss, val_acc
+    REQUIRE(b[e].size() == 6);
+    for (size_t k = 0; k < 6; ++k) CHECK(b[e][k] == doctest::Approx(a[e][k]).epsilon(1e-3));
+  }
+  // Only rank 0 drew progress bars: one "train epoch 1" final line, not two.
+  const std::string marker = "train epoch 1: ";
+  size_t bars = 0;
+  for (size_t at = sync.output.find(marker); at != std::string::npos; at = sync.output.find(marker, at + 1)) ++bars;
+  CHECK(bars == 1);
+}
+
+TEST_CASE("data parallel: --resume with another number of ranks continues the same run") {
+  TempDir d("dp_resume");
+  const std::string data = make_sen12mscr(d);  // 4 train triplets: 2 global batches of 2 per epoch
+  auto args = [&](const std::string& out, const char* batch, const char* epochs) {
+    std::vector<std::string> a = dsen2cr_args(data, d / out);
+    a[5] = epochs, a[7] = batch;  // --epochs, --batch-size
+    return a;
+  };
+  AppResult full = run_app_mpi(2, "train_dsen2cr", args("full", "1", "3"));
+  REQUIRE_MESSAGE(full.exit_code == 0, full.output);
+  // 2 epochs on 2 ranks of batch 1, the third on 1 process of batch 2 (the same global batch), and back.
+  AppResult first = run_app_mpi(2, "train_dsen2cr", args("switch", "1", "2"));
+  REQUIRE_MESSAGE(first.exit_code == 0, first.output);
+  AppResult rest = run_app("train_dsen2cr", with(args("switch", "2", "3"), {"--resume"}));
+  REQUIRE_MESSAGE(rest.exit_code == 0, rest.output);
+  CHECK(rest.output.find("resuming from") != std::string::npos);
+  CHECK(checkpoint_difference(d / "full/last.safetensors", d / "switch/last.safetensors") < 1e-4);
+  AppResult first1 = run_app("train_dsen2cr", args("back", "2", "2"));
+  REQUIRE_MESSAGE(first1.exit_code == 0, first1.output);
+  AppResult rest2 = run_app_mpi(2, "train_dsen2cr", with(args("back", "1", "3"), {"--resume"}));
+  REQUIRE_MESSAGE(rest2.exit_code == 0, rest2.output);
+  CHECK(checkpoint_difference(d / "full/last.safetensors", d / "back/last.safetensors") < 1e-4);
+  CHECK(models::load_model(d / "back/last.safetensors").epoch == 3);
+}
+
+TEST_CASE("data parallel: one rank killed mid-epoch stops every rank, the exit is non-zero, the last checkpoint stays") {
+  TempDir d("dp_kill");
+  const std::string data = make_sen12mscr(d);
+  std::vector<std::string> a = dsen2cr_args(data, d / "run");
+  a[7] = "1";  // --batch-size: 2 steps per epoch with 2 ranks
+  // Rank 1 is SIGKILLed at the start of step 3 (epoch 2), as if the machine had lost it.
+  AppResult killed = run_app_mpi(2, "train_dsen2cr", with(a, {"--debug-sigkill-at-step", "3", "--debug-rank", "1"}));
+  CHECK(killed.exit_code != 0);
+  CHECK_MESSAGE(killed.output.find("signal 9") != std::string::npos, killed.output);  // mpirun names the cause
+  CHECK(models::load_model(d / "run/last.safetensors").epoch == 1);  // epoch 1's, complete
+  // And the run goes on from it.
+  AppResult resumed = run_app_mpi(2, "train_dsen2cr", with(a, {"--resume"}));
+  REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.output);
+  CHECK(models::load_model(d / "run/last.safetensors").epoch == 3);
+}
+#endif
 
 namespace {
 // A ResNet classifier small enough for app tests: basic blocks, one per stage, width 4.

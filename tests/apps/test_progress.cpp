@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -97,4 +98,28 @@ TEST_CASE("progress: unknown total prints counts only") {
   std::fclose(f);
   REQUIRE(ls.size() == 1);
   CHECK(ls[0].find("scan: 5 in ") == 0);
+}
+
+TEST_CASE("progress: silent when off, and in Auto mode on every rank of mpirun but rank 0") {
+  auto printed = [](Progress::Mode mode) {
+    std::FILE* f = std::tmpfile();
+    REQUIRE(f);
+    {
+      Progress p("train", 10, f, mode);
+      for (int i = 0; i < 10; ++i) p.advance();
+    }
+    const std::string s = read_all(f);
+    std::fclose(f);
+    return s;
+  };
+  CHECK(printed(Progress::Mode::Off).empty());
+  CHECK(!printed(Progress::Mode::Auto).empty());  // a temp file: Auto prints lines
+  ::setenv("OMPI_COMM_WORLD_RANK", "1", 1);
+  const std::string rank1 = printed(Progress::Mode::Auto), forced = printed(Progress::Mode::Lines);
+  ::setenv("OMPI_COMM_WORLD_RANK", "0", 1);
+  const std::string rank0 = printed(Progress::Mode::Auto);
+  ::unsetenv("OMPI_COMM_WORLD_RANK");
+  CHECK(rank1.empty());
+  CHECK(!forced.empty());  // an explicit mode still prints
+  CHECK(!rank0.empty());
 }
