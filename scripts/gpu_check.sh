@@ -11,6 +11,8 @@
 #                cuBLAS/cuDNN (test_gpu_reference), the tensor-core conformance kernels against the
 #                emulator's models (gpu_bench_conformance), compute-sanitizer memcheck and racecheck
 #                on small cases of the shared-memory kernels
+#   distributed  the "nccl" process group at world size 1 (gpu_nccl_check): one-rank sums and means
+#                exact, the all-reduce's fixed cost per message size
 #   kernels      every numbered version in bench/cuda on the fixed cases, validated then timed, with
 #                cuDNN/cuBLAS in fp32, TF32, bf16 (gpu_bench_*), and PyTorch (bench/torch/gpu_reference.py)
 #   sass         the hot kernels' SASS (cuobjdump), for reading on a machine without a GPU
@@ -32,11 +34,11 @@
 # reports itself skipped, which is what CI checks); 2: bad arguments.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-all_phases=(smoke correctness kernels sass models sweep)
+all_phases=(smoke correctness distributed kernels sass models sweep)
 # Seconds per phase; the whole run also stops starting work at --budget. Today's fp32 kernels make
 # the models phase the longest (a DSen2-CR training step takes seconds): 480 s in all for now, the
 # 6 minutes the issue asks for once the tensor-core kernels land.
-declare -A limit=([smoke]=45 [correctness]=110 [kernels]=150 [sass]=20 [models]=240 [sweep]=120)
+declare -A limit=([smoke]=45 [correctness]=110 [distributed]=25 [kernels]=150 [sass]=20 [models]=240 [sweep]=120)
 budget=480
 only=""
 out=${OUT:-$root/gpu-check}
@@ -196,6 +198,12 @@ phase_correctness() {
   local racy='cuda kernels: sum and mean*,cuda kernels: sgemm*,cuda kernels: batch norm*'
   t 45 "${NB[@]}" "$cs" --tool racecheck --error-exitcode 9 --print-limit 20 "$bin/test_cuda_real" -tc="$racy" >> "$clog" 2>&1
   local r=$?; grep -E 'RACECHECK SUMMARY|hazard' "$clog" | tail -5; sanitizer_rc "racecheck" $r
+}
+
+# NCCL at world size 1 (one GPU: NCCL refuses two ranks on a device). libnccl.so.2 comes from the
+# nvidia-nccl wheel, on the LD_LIBRARY_PATH that NB sets (nccl_group.cu loads it with dlopen).
+phase_distributed() {
+  rows distributed t 20 "${NB[@]}" "$bin/gpu_nccl_check"; note_rc "gpu_nccl_check (NCCL all-reduce, one rank)" $?
 }
 
 phase_kernels() {

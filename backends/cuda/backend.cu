@@ -15,12 +15,14 @@
  */
 #include "backends/cuda/backend.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <string>
 
 #include "backends/common/bf16_via_f32.h"
+#include "backends/cuda/nccl_group.h"
 #include "backends/cuda/upload.h"
 #include "engine/allocator.h"
 #include "engine/backend.h"
@@ -340,6 +342,16 @@ bool do_register() {
   const Reference wanted = env ? parse_reference(env) : Reference::None;
   const char* math_env = std::getenv("NIMBUS_CUDA_MATH");
   const Math wanted_math = math_env ? parse_math(math_env) : current_math.load();
+  // Data-parallel ranks on one machine take one GPU each, by local rank (mpirun's
+  // OMPI_COMM_WORLD_LOCAL_RANK, or SLURM_LOCALID); more ranks than GPUs share them round-robin.
+  int device = 0;
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+    if (const char* v = std::getenv(name)) {
+      device = std::max(0, std::atoi(v)) % count;
+      break;
+    }
+  const cudaError_t de = cudaSetDevice(device);
+  NIMBUS_CHECK(de == cudaSuccess, "cuda backend: cudaSetDevice(", device, ") failed: ", cudaGetErrorString(de));
   // The compute stream, never destroyed (like the allocator: work may run until the process ends).
   cudaStream_t stream = nullptr;
   const cudaError_t se = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
@@ -353,7 +365,8 @@ bool do_register() {
                      DeviceRuntime{allocator, copy, fill_n, synchronize, begin_capture_hook, end_capture_hook,
                                    abort_capture_hook, replay_graph_hook, destroy_graph_hook, capturing_hook});
   set_backend(Device::CUDA, make_backend());
-  base_status = str("CUDA backend: ", count, " device(s), using device 0 (", versions(), ")");
+  register_nccl_group();  // NIMBUS_PROCESS_GROUP=nccl (real CUDA only)
+  base_status = str("CUDA backend: ", count, " device(s), using device ", device, " (", versions(), ")");
   current_math = wanted_math;
   update_status();
   if (wanted != Reference::None) set_reference(wanted);

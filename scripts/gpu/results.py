@@ -5,7 +5,7 @@
 
 One JSON object per line: one case (a kernel problem, a model step, a ceiling) run by one
 implementation in one precision. Fields written by the programs (bench/cuda --case, bench_models
---device cuda, bench/torch/gpu_reference.py, scripts/gpu/ceilings.py):
+--device cuda, bench/torch/gpu_reference.py, scripts/gpu/ceilings.py, gpu_nccl_check):
   case, impl (nimbus_vN / nimbus / cudnn / cublas / torch_eager / torch_compile / torch), precision
   (fp32 / tf32 / bf16), ok, rel_err (against a float64 reference on sampled outputs), median_ms,
   p10_ms, p90_ms, flops, bytes (the fewest bytes that must move), nimbus_ms (ours: = median_ms;
@@ -111,6 +111,16 @@ def summary(path):
         for r in bad:
             print(f"\nFAILED: {r.get('case')} {r.get('impl')} {r.get('precision')}: rel_err {r.get('rel_err')} "
                   f"{r.get('note', '')}")
+        print()
+
+    dist = [r for r in rows if r.get("phase") == "distributed"]
+    if dist:
+        print("Distributed: NCCL all-reduce at world size 1 (ms, median; a copy's fixed cost, not a link)\n")
+        print("| bytes | ranks | median ms | p10 | p90 | one-rank sum and mean exact |")
+        print("|---|---|---|---|---|---|")
+        for r in dist:
+            print(f"| {r.get('bytes')} | {r.get('ranks')} | {fmt(r.get('median_ms'))} | {fmt(r.get('p10_ms'))} | "
+                  f"{fmt(r.get('p90_ms'))} | {'yes' if r.get('ok') else 'NO'} |")
         print()
 
     model_cases = [c for c in dict.fromkeys(r["case"] for r in rows if r.get("phase") == "models")]

@@ -1,0 +1,127 @@
+/* nccl_group.cu: the "nccl" process group (engine/distributed/process_group.h): GPU ranks whose
+ * gradient buckets are all-reduced in device memory by NCCL, on the backend's stream, with no host
+ * wait; everything else (the host's sums of scores and statistics, broadcasts, barriers) goes through
+ * the host group it was built over (MPI under mpirun, else the single process), which also carries
+ * NCCL's unique id from rank 0 to the others.
+ *
+ * Asked for with NIMBUS_PROCESS_GROUP=nccl (registered by the real CUDA backend only: under the
+ * emulator, device memory is host memory and there is no driver). NCCL is loaded at run time with
+ * dlopen, not linked: libnccl.so.2 is 218 MB, too big to carry to a GPU machine, and a machine with
+ * PyTorch has one in the nvidia-nccl wheel. Where: $NIMBUS_NCCL_LIB, else the loader's search path
+ * (libnccl.so.2). The types come from the toolkit's nccl.h at build time.
+ *
+ * Ranks map to GPUs by local rank (backend.cu). NCCL refuses two ranks on one GPU, so on a one-GPU
+ * machine it runs at world size 1 (scripts/gpu_check.sh, phase distributed) and two ranks use MPI's
+ * host staging instead. The communicator is never destroyed: at exit the CUDA context may already be
+ * gone, and the process's end frees it (like the backend's allocator and stream).
+ */
+#include "backends/cuda/nccl_group.h"
+
+#if defined(__CUDACC__)
+#include <dlfcn.h>
+#include <nccl.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "backends/cuda/backend.h"
+#include "engine/backend.h"
+#include "engine/distributed/process_group.h"
+#include "kernels/common/error.h"
+#include "kernels/cuda/compat.h"
+
+namespace nimbus::cuda {
+
+namespace {
+
+// The NCCL entry points nimbus uses, resolved from the library.
+struct NcclApi {
+  decltype(&ncclGetUniqueId) get_unique_id = nullptr;
+  decltype(&ncclCommInitRank) comm_init_rank = nullptr;
+  decltype(&ncclAllReduce) all_reduce = nullptr;
+  decltype(&ncclGetErrorString) error_string = nullptr;
+};
+
+template <typename F>
+void resolve(void* lib, const char* name, F& f, const std::string& path) {
+  f = reinterpret_cast<F>(dlsym(lib, name));
+  NIMBUS_CHECK(f, "NCCL: ", path, " has no ", name);
+}
+
+const NcclApi& nccl() {
+  static const NcclApi api = [] {
+    const char* env = std::getenv("NIMBUS_NCCL_LIB");
+    const std::string path = env && *env ? env : "libnccl.so.2";
+    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    NIMBUS_CHECK(lib, "NCCL: cannot load ", path, " (", dlerror(),
+                 "); set NIMBUS_NCCL_LIB to libnccl.so.2's path (PyTorch's nvidia-nccl wheel has one under "
+                 "site-packages/nvidia/nccl/lib)");
+    NcclApi a;
+    resolve(lib, "ncclGetUniqueId", a.get_unique_id, path);
+    resolve(lib, "ncclCommInitRank", a.comm_init_rank, path);
+    resolve(lib, "ncclAllReduce", a.all_reduce, path);
+    resolve(lib, "ncclGetErrorString", a.error_string, path);
+    return a;
+  }();
+  return api;
+}
+
+void check(ncclResult_t r, const char* what) {
+  if (r != ncclSuccess) throw Error(str("NCCL ", what, ": ", nccl().error_string(r)));
+}
+
+// Queued on the stream: later work there sees the sum; the host does not wait.
+class QueuedCollective final : public PendingCollective {
+ public:
+  void wait() override {}
+};
+
+class NcclGroup final : public ProcessGroup {
+ public:
+  explicit NcclGroup(std::unique_ptr<ProcessGroup> host) : host_(std::move(host)) {
+    NIMBUS_CHECK(register_cuda_backend(), "NIMBUS_PROCESS_GROUP=nccl needs a CUDA device: ", nimbus::cuda_status());
+    ncclUniqueId id{};
+    if (host_->rank() == 0) check(nccl().get_unique_id(&id), "get unique id");
+    host_->broadcast(&id, sizeof id, 0);
+    check(nccl().comm_init_rank(&comm_, host_->size(), id, host_->rank()), "communicator init");
+  }
+  int rank() const override { return host_->rank(); }
+  int size() const override { return host_->size(); }
+  const char* kind() const override { return "nccl"; }
+  void all_reduce_sum(float* data, size_t n) override { host_->all_reduce_sum(data, n); }
+  void all_reduce_sum(double* data, size_t n) override { host_->all_reduce_sum(data, n); }
+  void broadcast(void* data, size_t bytes, int root) override { host_->broadcast(data, bytes, root); }
+  void barrier() override { host_->barrier(); }
+  bool reduces_on(Device d) const override { return d == Device::CPU || d == Device::CUDA; }
+  std::unique_ptr<PendingCollective> start_all_reduce(float* data, size_t n, ReduceOp op, Device where) override {
+    if (where == Device::CPU) return host_->start_all_reduce(data, n, op, where);
+    check(nccl().all_reduce(data, data, n, ncclFloat32, op == ReduceOp::Mean ? ncclAvg : ncclSum, comm_,
+                            launch_stream()),
+          "all-reduce");
+    return std::make_unique<QueuedCollective>();
+  }
+  void progress() override { host_->progress(); }
+
+ private:
+  std::unique_ptr<ProcessGroup> host_;
+  ncclComm_t comm_ = nullptr;
+};
+
+std::unique_ptr<ProcessGroup> make_nccl_group(std::unique_ptr<ProcessGroup> host) {
+  return std::make_unique<NcclGroup>(std::move(host));
+}
+
+}  // namespace
+
+void register_nccl_group() { register_process_group("nccl", make_nccl_group); }
+
+}  // namespace nimbus::cuda
+
+#else  // the emulator: no NCCL (its device memory is host memory, and there is no driver)
+
+namespace nimbus::cuda {
+void register_nccl_group() {}
+}  // namespace nimbus::cuda
+
+#endif
