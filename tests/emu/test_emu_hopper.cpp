@@ -1,0 +1,445 @@
+/* test_emu_hopper.cpp: the emulator's Hopper instruction models (kernels/cuda/hopper.h,
+ * kernels/emu/hopper.cpp) and the demonstration GEMM (kernels/cuda/hopper_demo.cu).
+ *
+ * Expected values come from host computations written here from the documentation, independently
+ * of the models: the swizzles as "16-byte chunk XOR line index" tables, the wgmma canonical layouts
+ * evaluated as CuTe shape:stride layouts (CUTLASS's make_gmma_desc comments), the descriptor fields
+ * through a copy of CUTLASS's GmmaDescriptor bitfield struct, the register fragments from the PTX
+ * ISA's formulas, and the products in float64:
+ *   - mbarrier: phases over several rounds with several producers, counts, tx-counts, parity waits;
+ *     misuse (use before init, before a barrier made the init visible, too many arrivals, tx-count
+ *     out of range, a wait that never completes: deadlock report);
+ *   - encode_tensor_map: the driver's rules one by one;
+ *   - TMA: every swizzle mode, rank 2 and 3, element strides, OOB zero fill, against the host
+ *     re-implementation and hand-checked chunk positions; poison before the wait; misuse;
+ *   - wgmma: descriptor bits; bf16 (K- and MN-major, every swizzle, A in registers) and tf32 for
+ *     N = 8 ... 256 against a float64 product on every thread's fragment; chains, scale-d, negation;
+ *     misuse (missing fence.proxy.async, missing wgmma.fence, reading or writing in-flight registers,
+ *     changing operands in flight, descriptors the model refuses, a warp of the warpgroup missing);
+ *   - setmaxnreg, elect.sync;
+ *   - the worked example: a 64x64xK bf16 GEMM from TMA + mbarrier + wgmma.
+ */
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/common/bfloat16.h"
+#include "kernels/common/error.h"
+#include "kernels/cuda/hopper.h"
+#include "kernels/cuda/hopper_demo.h"
+#include "tests/emu/emu_util.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+using emu::Order;
+
+namespace {
+
+float bitsf(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+uint32_t fbits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// ---------------------------------------------------------------------------------------------
+// mbarrier. 128 threads; the producers are lanes 0 of warps 0-3 and the count is 5: thread 0 arrives
+// with count 2, threads 32 and 64 with 1, thread 96 announces 48 bytes (expect_tx), arrives, then
+// delivers them in three complete_tx of 16. Round r: each producer writes its slot first; every
+// thread waits on parity r & 1 and records the sum of the slots it sees; thread 0 keeps its token.
+__global__ void mbarrier_rounds_kernel(int rounds, int* seen, uint64_t* tokens) {
+  __shared__ uint64_t bar;
+  __shared__ int slot[4];
+  const int tid = int(threadIdx.x);
+  if (tid == 0) mbarrier_init(&bar, 5);
+  __syncthreads();
+  // The phase before the first (parity 1) counts as completed: no wait.
+  seen[tid * (rounds + 1)] = mbarrier_try_wait_parity(&bar, 1) ? 1 : 0;
+  __syncthreads();
+  for (int r = 0; r < rounds; ++r) {
+    if (tid % 32 == 0) {
+      slot[tid / 32] = 1000 * r + tid;
+      if (tid == 0) tokens[r] = mbarrier_arrive(&bar, 2);
+      if (tid == 32 || tid == 64) (void)mbarrier_arrive(&bar);
+      if (tid == 96) {
+        mbarrier_expect_tx(&bar, 48);
+        (void)mbarrier_arrive(&bar);
+        for (int i = 0; i < 3; ++i) mbarrier_complete_tx(&bar, 16);
+      }
+    }
+    mbarrier_wait_parity(&bar, uint32_t(r) & 1u);
+    seen[tid * (rounds + 1) + 1 + r] = slot[0] + slot[1] + slot[2] + slot[3];
+    __syncthreads();  // nobody writes a slot of round r+1 before everyone has read round r
+  }
+}
+
+TEST_CASE("hopper: mbarrier phases over several rounds with several producers") {
+  const int rounds = 5, n = 128;
+  DeviceBuffer<int> seen(size_t(n * (rounds + 1)));
+  DeviceBuffer<uint64_t> tokens{size_t(rounds)};
+  for (Order o : kAllOrders) {
+    ScopedOrder so(o, 17);
+    launch(mbarrier_rounds_kernel, 1, n, 0, nullptr, rounds, seen.p, tokens.p);
+    CHECK(emu::last_launch_stats().mbarrier_phases == rounds);
+    auto h = seen.download();
+    auto tk = tokens.download();
+    for (int t = 0; t < n; ++t) {
+      CHECK(h[size_t(t * (rounds + 1))] == 1);
+      for (int r = 0; r < rounds; ++r) {
+        const int want = 4000 * r + 0 + 32 + 64 + 96;  // every producer's slot of round r
+        REQUIRE_MESSAGE(h[size_t(t * (rounds + 1) + 1 + r)] == want, "thread ", t, " round ", r);
+      }
+    }
+    for (int r = 0; r < rounds; ++r) CHECK(tk[size_t(r)] == uint64_t(r));  // the emulator's token: the phase
+  }
+}
+
+enum BarMisuse { kNoInit, kNoSync, kCountZero, kTooMany, kTxOverflow, kTxUnderflow, kNeverCompletes, kBadParity };
+__global__ void mbarrier_misuse_kernel(int mode) {
+  __shared__ uint64_t bar;
+  const int tid = int(threadIdx.x);
+  if (mode == kNoInit) {
+    (void)mbarrier_arrive(&bar);
+    return;
+  }
+  if (mode == kCountZero) {
+    if (tid == 0) mbarrier_init(&bar, 0);
+    return;
+  }
+  if (tid == 0) mbarrier_init(&bar, 2);
+  if (mode != kNoSync) __syncthreads();
+  switch (mode) {
+    case kNoSync:  // thread 1 arrives on a barrier whose init no barrier has published
+      if (tid == 1) (void)mbarrier_arrive(&bar);
+      break;
+    case kTooMany:
+      if (tid == 0) (void)mbarrier_arrive(&bar, 3);
+      break;
+    case kTxOverflow:
+      if (tid == 0) mbarrier_expect_tx(&bar, 1u << 20);
+      break;
+    case kTxUnderflow:
+      if (tid == 0) mbarrier_complete_tx(&bar, (1u << 20) - 1);
+      if (tid == 0) mbarrier_complete_tx(&bar, 1);
+      break;
+    case kNeverCompletes:  // both arrive, but 24 announced bytes never come
+      if (tid < 2) (void)mbarrier_arrive_expect_tx(&bar, tid == 0 ? 24 : 0);
+      mbarrier_wait_parity(&bar, 0);
+      break;
+    default:
+      (void)mbarrier_try_wait_parity(&bar, 2);
+  }
+}
+
+TEST_CASE("hopper: mbarrier misuse is reported") {
+  auto run = [](int mode) { return launch_error([&] { launch(mbarrier_misuse_kernel, 1, 64, 0, nullptr, mode); }); };
+  std::string m = run(kNoInit);
+  CHECK_MESSAGE((contains(m, "mbarrier.arrive at") && contains(m, "was never initialised")), m);
+  m = run(kNoSync);
+  CHECK_MESSAGE((contains(m, "by thread 1") && contains(m, "initialised by thread 0") &&
+                    contains(m, "no __syncthreads() or warp sync since")),
+                m);
+  m = run(kCountZero);
+  CHECK_MESSAGE(contains(m, "count 0 is not in [1, 2^20 - 1]"), m);
+  m = run(kTooMany);
+  CHECK_MESSAGE((contains(m, "3 arrival(s)") && contains(m, "only 2 of 2 pending")), m);
+  m = run(kTxOverflow);
+  CHECK_MESSAGE(contains(m, "tx-count overflow"), m);
+  m = run(kTxUnderflow);
+  CHECK_MESSAGE((contains(m, "tx-count underflow") && contains(m, "mbarrier.complete_tx at")), m);
+  m = run(kNeverCompletes);
+  CHECK_MESSAGE((contains(m, "deadlock") && contains(m, "Threads 0-63 wait in mbarrier.try_wait.parity at") &&
+                    contains(m, "test_emu_hopper.cpp") && contains(m, "0 of 2 arrivals pending and tx-count 24") &&
+                    contains(m, "no copy delivers")),
+                m);
+  m = run(kBadParity);
+  CHECK_MESSAGE(contains(m, "parity 2 is not 0 or 1"), m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// encode_tensor_map: the rules of cuTensorMapEncodeTiled (cuda.h).
+TEST_CASE("hopper: encode_tensor_map follows the driver's rules") {
+  DeviceBuffer<float> g(4096);
+  alignas(64) CUtensorMap map;
+  cuda::TensorMapDesc ok;
+  ok.type = cuda::TmaType::F32;
+  ok.rank = 2;
+  ok.global = g.p;
+  ok.dims[0] = 60, ok.dims[1] = 50;
+  ok.strides[0] = 64 * 4;
+  ok.box[0] = 32, ok.box[1] = 8;
+  ok.swizzle = cuda::TmaSwizzle::B128;
+  cuda::encode_tensor_map(&map, ok);
+  struct Case {
+    void (*change)(cuda::TensorMapDesc&);
+    const char* message;
+  };
+  const Case cases[] = {
+      {[](cuda::TensorMapDesc& d) { d.rank = 6; }, "rank 6 is not in [1, 5]"},
+      {[](cuda::TensorMapDesc& d) { d.rank = 0; }, "rank 0 is not in [1, 5]"},
+      {[](cuda::TensorMapDesc& d) { d.global = static_cast<const char*>(d.global) + 8; }, "is not 16-byte aligned"},
+      {[](cuda::TensorMapDesc& d) { d.dims[1] = 0; }, "dims[1] = 0 is not in [1, 2^32]"},
+      {[](cuda::TensorMapDesc& d) { d.dims[0] = (uint64_t(1) << 32) + 1; }, "is not in [1, 2^32]"},
+      {[](cuda::TensorMapDesc& d) { d.strides[0] = 248; }, "strides[0] = 248 bytes is not a multiple of 16"},
+      {[](cuda::TensorMapDesc& d) { d.strides[0] = uint64_t(1) << 40; }, "below 2^40"},
+      {[](cuda::TensorMapDesc& d) { d.box[1] = 257; }, "box[1] = 257 is not in [1, 256]"},
+      {[](cuda::TensorMapDesc& d) { d.box[0] = 6, d.swizzle = cuda::TmaSwizzle::None; },
+       "inner dimension, 24 bytes, is not a multiple of 16"},
+      {[](cuda::TensorMapDesc& d) { d.swizzle = cuda::TmaSwizzle::B64; }, "exceeds the 64-byte swizzle span"},
+      {[](cuda::TensorMapDesc& d) { d.element_strides[1] = 9; }, "element_strides[1] = 9 is not in [1, 8]"},
+      {[](cuda::TensorMapDesc& d) { d.element_strides[0] = 0; }, "element_strides[0] = 0"},
+      {[](cuda::TensorMapDesc& d) { d.type = cuda::TmaType::I32, d.oob_fill = cuda::TmaOobFill::NanRequestZeroFma; },
+       "NaN-request OOB fill needs a floating-point data type"},
+  };
+  for (const Case& c : cases) {
+    cuda::TensorMapDesc d = ok;
+    c.change(d);
+    std::string m;
+    try {
+      cuda::encode_tensor_map(&map, d);
+    } catch (const Error& e) {
+      m = e.what();
+    }
+    CHECK_MESSAGE(contains(m, c.message), "want '", c.message, "', got '", m, "'");
+  }
+  std::string m;
+  try {
+    cuda::encode_tensor_map(reinterpret_cast<CUtensorMap*>(reinterpret_cast<char*>(&map) + 0), ok);  // aligned: fine
+    alignas(64) unsigned char raw[192];
+    cuda::encode_tensor_map(reinterpret_cast<CUtensorMap*>(raw + 32), ok);
+  } catch (const Error& e) {
+    m = e.what();
+  }
+  CHECK_MESSAGE(contains(m, "the CUtensorMap is not 64-byte aligned"), m);
+  // NaN-request fill is accepted for a float type (the copy model then refuses it: not modelled).
+  cuda::TensorMapDesc nan = ok;
+  nan.oob_fill = cuda::TmaOobFill::NanRequestZeroFma;
+  cuda::encode_tensor_map(&map, nan);
+}
+
+// ---------------------------------------------------------------------------------------------
+// TMA. One copy per launch: thread 0 initialises the barrier, announces the box and issues the copy;
+// every thread waits and copies the destination's bytes out. `early` gets what thread 0 saw at the
+// destination right after issuing, before waiting (the poison).
+struct TmaArgs {
+  int rank;
+  int c[3];
+  uint32_t box_bytes;
+  uint32_t dst_offset;  // from the 1024-aligned dynamic shared memory
+  int expect_extra;     // added to the expect_tx count (a wrong count must hang)
+  int store_in_flight;  // thread 0 stores into the destination before waiting (strict: error)
+};
+__global__ void tma_kernel(const __grid_constant__ CUtensorMap map, TmaArgs a, unsigned char* out,
+                           unsigned char* early) {
+  DYNAMIC_SMEM(unsigned char, smem);
+  uint64_t* bar = reinterpret_cast<uint64_t*>(smem);  // 8 bytes at the start; boxes from 1024 on
+  unsigned char* dst = smem + a.dst_offset;
+  const int tid = int(threadIdx.x), n = int(blockDim.x);
+  if (tid == 0) mbarrier_init(bar, 1);
+  __syncthreads();
+  if (tid == 0) {
+    (void)mbarrier_arrive_expect_tx(bar, uint32_t(int(a.box_bytes) + a.expect_extra));
+    if (a.rank == 2)
+      tma_load_2d(dst, &map, bar, a.c[0], a.c[1]);
+    else
+      tma_load_3d(dst, &map, bar, a.c[0], a.c[1], a.c[2]);
+    if (a.store_in_flight) dst[5] = 1;
+  }
+  if (tid == 0)  // right after the issue, before any thread waited: in every order
+    for (uint32_t i = 0; i < a.box_bytes; ++i) early[i] = dst[i];
+  mbarrier_wait_parity(bar, 0);
+  for (uint32_t i = uint32_t(tid); i < a.box_bytes; i += uint32_t(n)) out[i] = dst[i];
+}
+
+// Host re-implementation. The box is a dense array, dim 0 fastest, element (i0, i1, i2) from
+// coordinates (c0 + i0, c1 + i1*es1, c2 + i2*es2), zero outside [0, dim). Its bytes are then placed by
+// the swizzle, read as a table of 128-byte lines of 16-byte chunks: chunk q of line L moves to chunk
+// q ^ (L mod 8) (128B), q ^ (L mod 4) (64B: the two low chunk bits), q ^ (L mod 2) (32B: the low bit).
+size_t swizzled_offset(size_t off, int swizzle) {
+  const size_t line = off / 128, chunk = (off % 128) / 16, byte = off % 16;
+  const size_t x = swizzle == 3 ? line % 8 : swizzle == 2 ? line % 4 : swizzle == 1 ? line % 2 : 0;
+  return line * 128 + (chunk ^ x) * 16 + byte;
+}
+
+std::vector<unsigned char> tma_reference(const std::vector<unsigned char>& global, const cuda::TensorMapDesc& d,
+                                         const int* c, int elem) {
+  uint32_t n[3] = {1, 1, 1};
+  for (int i = 0; i < d.rank; ++i) n[i] = i == 0 ? d.box[0] : (d.box[i] + d.element_strides[i] - 1) / d.element_strides[i];
+  std::vector<unsigned char> img(size_t(n[0]) * n[1] * n[2] * size_t(elem), 0);
+  for (uint32_t i2 = 0; i2 < n[2]; ++i2)
+    for (uint32_t i1 = 0; i1 < n[1]; ++i1)
+      for (uint32_t i0 = 0; i0 < n[0]; ++i0) {
+        const int64_t g[3] = {c[0] + int64_t(i0), c[1] + int64_t(i1) * d.element_strides[1],
+                              c[2] + int64_t(i2) * (d.rank > 2 ? d.element_strides[2] : 1)};
+        bool in = true;
+        size_t src = 0;
+        for (int k = 0; k < d.rank; ++k) {
+          in = in && g[k] >= 0 && uint64_t(g[k]) < d.dims[k];
+          src += k == 0 ? size_t(g[0]) * size_t(elem) : size_t(g[k]) * size_t(d.strides[k - 1]);
+        }
+        const size_t off = ((size_t(i2) * n[1] + i1) * n[0] + i0) * size_t(elem);
+        if (in) std::memcpy(&img[swizzled_offset(off, int(d.swizzle))], &global[src], size_t(elem));
+      }
+  return img;
+}
+
+struct TmaCase {
+  cuda::TmaType type;
+  int rank;
+  uint64_t dims[3];
+  uint32_t box[3];
+  uint32_t es[3];
+  cuda::TmaSwizzle swizzle;
+  int c[3];
+  const char* what;
+};
+
+TEST_CASE("hopper: TMA boxes in every swizzle mode equal the host re-implementation, OOB zero-filled") {
+  using cuda::TmaSwizzle;
+  using cuda::TmaType;
+  // Global tensors of distinct bytes; dims chosen so boxes straddle every edge.
+  const TmaCase cases[] = {
+      {TmaType::BF16, 2, {100, 40, 1}, {64, 16, 1}, {1, 1, 1}, TmaSwizzle::B128, {-8, 30, 0}, "bf16 128B, left/bottom OOB"},
+      {TmaType::BF16, 2, {100, 40, 1}, {64, 24, 1}, {1, 1, 1}, TmaSwizzle::B128, {60, -5, 0}, "bf16 128B, right/top OOB"},
+      {TmaType::F32, 2, {50, 33, 1}, {16, 16, 1}, {1, 1, 1}, TmaSwizzle::B64, {40, 20, 0}, "f32 64B"},
+      {TmaType::F32, 2, {50, 33, 1}, {8, 16, 1}, {1, 1, 1}, TmaSwizzle::B32, {-3, 2, 0}, "f32 32B"},
+      {TmaType::U8, 2, {200, 20, 1}, {48, 7, 1}, {1, 1, 1}, TmaSwizzle::None, {190, 15, 0}, "u8 no swizzle"},
+      {TmaType::BF16, 3, {64, 10, 6}, {64, 6, 4}, {1, 2, 3}, TmaSwizzle::B128, {0, 3, -2}, "bf16 3d 128B, element strides"},
+      {TmaType::F32, 3, {24, 9, 5}, {16, 4, 3}, {1, 1, 1}, TmaSwizzle::B64, {4, -1, 3}, "f32 3d 64B"},
+      {TmaType::BF16, 2, {100, 40, 1}, {64, 8, 1}, {1, 1, 1}, TmaSwizzle::B128, {-200, 100, 0}, "entirely outside"},
+  };
+  for (const TmaCase& tc : cases) {
+    const int elem = cuda::tma_type_bytes(tc.type);
+    cuda::TensorMapDesc d;
+    d.type = tc.type;
+    d.rank = tc.rank;
+    // Rows padded to a multiple of 16 bytes, plus 32 bytes (strides need not be tight).
+    const uint64_t row = (tc.dims[0] * uint64_t(elem) + 15) / 16 * 16 + 32;
+    uint64_t total = row;
+    for (int i = 0; i < tc.rank; ++i) {
+      d.dims[i] = tc.dims[i], d.box[i] = tc.box[i], d.element_strides[i] = tc.es[i];
+      if (i > 0) d.strides[i - 1] = total, total *= tc.dims[i];
+    }
+    d.swizzle = tc.swizzle;
+    std::vector<unsigned char> host(total);
+    std::mt19937 rng{uint32_t(total)};
+    for (auto& b : host) b = uint8_t(rng() % 255);  // never 0xFF (the poison)
+    DeviceBuffer<unsigned char> g(host);
+    d.global = g.p;
+    alignas(64) CUtensorMap map;
+    cuda::encode_tensor_map(&map, d);
+    const std::vector<unsigned char> want = tma_reference(host, d, tc.c, elem);
+    TmaArgs a{tc.rank, {tc.c[0], tc.c[1], tc.c[2]}, uint32_t(want.size()), 1024, 0, 0};
+    DeviceBuffer<unsigned char> out(want.size()), early(want.size());
+    for (Order o : kAllOrders) {
+      ScopedOrder so(o, 3);
+      launch(tma_kernel, 1, 64, 1024 + want.size(), nullptr, map, a, out.p, early.p);
+      CHECK(emu::last_launch_stats().tma == 1);
+      const auto got = out.download();
+      size_t bad = 0;
+      for (size_t i = 0; i < want.size(); ++i) bad += got[i] != want[i];
+      CHECK_MESSAGE(bad == 0, tc.what, ": ", bad, " bytes differ");
+      const auto e = early.download();
+      size_t poisoned = 0;
+      for (unsigned char b : e) poisoned += b == 0xFF;
+      CHECK_MESSAGE(poisoned == e.size(), tc.what, ": read before the wait saw data");
+    }
+  }
+}
+
+// Hand-checked positions, from CUTLASS's Swizzle<3,4,3> / <2,4,3> / <1,4,3> (address bits 7-9, 7-8, 7
+// XORed into bits 4-6, 4-5, 4): a 16-byte chunk with a distinct byte value, where does it land?
+TEST_CASE("hopper: TMA swizzle, hand-checked chunk positions") {
+  struct Hand {
+    cuda::TmaSwizzle sw;
+    uint32_t row, chunk;  // in the box: row of `span` bytes, 16-byte chunk in it
+    uint32_t want_byte;   // offset in shared memory
+  };
+  const Hand hand[] = {
+      {cuda::TmaSwizzle::B128, 0, 0, 0},        {cuda::TmaSwizzle::B128, 1, 0, 128 + 16},
+      {cuda::TmaSwizzle::B128, 3, 5, 384 + 96}, {cuda::TmaSwizzle::B128, 7, 7, 896 + 0},
+      {cuda::TmaSwizzle::B128, 9, 2, 1152 + 48}, {cuda::TmaSwizzle::B64, 1, 2, 64 + 32},
+      {cuda::TmaSwizzle::B64, 2, 0, 128 + 16},  {cuda::TmaSwizzle::B64, 7, 1, 448 + 32},
+      {cuda::TmaSwizzle::B32, 3, 1, 96 + 16},   {cuda::TmaSwizzle::B32, 4, 0, 128 + 16},
+      {cuda::TmaSwizzle::B32, 5, 1, 160 + 0},
+  };
+  for (const Hand& h : hand) {
+    const uint32_t span = 16u << uint32_t(h.sw), rows = 16;
+    std::vector<unsigned char> host(size_t(span) * rows, 0);
+    for (int b = 0; b < 16; ++b) host[h.row * span + h.chunk * 16 + uint32_t(b)] = uint8_t(0xA0 + b);
+    DeviceBuffer<unsigned char> g(host);
+    cuda::TensorMapDesc d;
+    d.type = cuda::TmaType::U8;
+    d.global = g.p;
+    d.dims[0] = span, d.dims[1] = rows, d.strides[0] = span, d.box[0] = span, d.box[1] = rows;
+    d.swizzle = h.sw;
+    alignas(64) CUtensorMap map;
+    cuda::encode_tensor_map(&map, d);
+    DeviceBuffer<unsigned char> out(host.size()), early(host.size());
+    TmaArgs a{2, {0, 0, 0}, uint32_t(host.size()), 1024, 0, 0};
+    launch(tma_kernel, 1, 32, 1024 + host.size(), nullptr, map, a, out.p, early.p);
+    const auto got = out.download();
+    for (int b = 0; b < 16; ++b)
+      CHECK_MESSAGE(int(got[h.want_byte + uint32_t(b)]) == 0xA0 + b, "swizzle ", int(h.sw), " row ", h.row, " chunk ",
+                    h.chunk);
+    size_t nonzero = 0;
+    for (unsigned char v : got) nonzero += v != 0;
+    CHECK(nonzero == 16);
+  }
+}
+
+TEST_CASE("hopper: TMA misuse is reported") {
+  std::vector<unsigned char> host(64 * 64 * 2, 1);
+  DeviceBuffer<unsigned char> g(host), out(8192), early(8192);
+  cuda::TensorMapDesc d;
+  d.type = cuda::TmaType::BF16;
+  d.global = g.p;
+  d.dims[0] = 64, d.dims[1] = 64, d.strides[0] = 128, d.box[0] = 64, d.box[1] = 8;
+  d.swizzle = cuda::TmaSwizzle::B128;
+  alignas(64) CUtensorMap map;
+  cuda::encode_tensor_map(&map, d);
+  auto run = [&](TmaArgs a, const CUtensorMap& m) {
+    return launch_error([&] { launch(tma_kernel, 1, 32, 4096 + 1024, nullptr, m, a, out.p, early.p); });
+  };
+  std::string m = run({2, {0, 0, 0}, 1024, 1024 + 512, 0, 0}, map);
+  CHECK_MESSAGE(contains(m, "destination shared address 1536 is not 1024-byte aligned"), m);
+  m = run({2, {0, 0, 0}, 1024, 1024, 16, 0}, map);
+  CHECK_MESSAGE((contains(m, "deadlock") && contains(m, "tx-count 16") &&
+                    contains(m, "bytes announced by expect_tx that no copy delivers")),
+                m);
+  m = run({2, {0, 0, 0}, 1024, 1024, -16, 0}, map);
+  CHECK_MESSAGE((contains(m, "deadlock") && contains(m, "tx-count -16")), m);
+  m = run({2, {0, 0, 0}, 1024, 1024, 0, 1}, map);
+  CHECK_MESSAGE(contains(m, "was written while the copy was in flight"), m);
+  m = run({3, {0, 0, 0}, 1024, 1024, 0, 0}, map);
+  CHECK_MESSAGE(contains(m, "the tensor map has rank 2"), m);
+  cuda::TensorMapDesc plain = d;
+  plain.swizzle = cuda::TmaSwizzle::None;
+  alignas(64) CUtensorMap map_plain;
+  cuda::encode_tensor_map(&map_plain, plain);
+  m = run({2, {0, 0, 0}, 1024, 1024 + 64, 0, 0}, map_plain);
+  CHECK_MESSAGE(contains(m, "is not 128-byte aligned"), m);
+  run({2, {0, 0, 0}, 1024, 1024 + 128, 0, 0}, map_plain);  // 128 is enough without a swizzle
+  cuda::TensorMapDesc narrow = d;
+  narrow.box[0] = 32;  // 64 bytes with the 128B swizzle: the driver accepts, the model refuses
+  alignas(64) CUtensorMap map_narrow;
+  cuda::encode_tensor_map(&map_narrow, narrow);
+  m = run({2, {0, 0, 0}, 512, 1024, 0, 0}, map_narrow);
+  CHECK_MESSAGE(contains(m, "only when its inner dimension is exactly the swizzle span"), m);
+  alignas(64) CUtensorMap junk{};
+  m = run({2, {0, 0, 0}, 1024, 1024, 0, 0}, junk);
+  CHECK_MESSAGE(contains(m, "was not written by nimbus::cuda::encode_tensor_map"), m);
+  ScopedOrder lax(Order::Forward, 1, false);  // EMU_STRICT=0: the in-flight store is not checked
+  CHECK(run({2, {0, 0, 0}, 1024, 1024, 0, 1}, map) == "(no error)");
+}
+
+}  // namespace
