@@ -347,11 +347,11 @@ TEST_CASE("hopper: TMA boxes in every swizzle mode equal the host re-implementat
       const auto got = out.download();
       size_t bad = 0;
       for (size_t i = 0; i < want.size(); ++i) bad += got[i] != want[i];
-      CHECK_MESSAGE(bad == 0, tc.what, ": ", bad, " bytes differ");
+      CHECK_MESSAGE(bad == 0, std::string(tc.what), ": ", bad, " bytes differ");
       const auto e = early.download();
       size_t poisoned = 0;
       for (unsigned char b : e) poisoned += b == 0xFF;
-      CHECK_MESSAGE(poisoned == e.size(), tc.what, ": read before the wait saw data");
+      CHECK_MESSAGE(poisoned == e.size(), std::string(tc.what), ": read before the wait saw data");
     }
   }
 }
@@ -440,6 +440,297 @@ TEST_CASE("hopper: TMA misuse is reported") {
   CHECK_MESSAGE(contains(m, "was not written by nimbus::cuda::encode_tensor_map"), m);
   ScopedOrder lax(Order::Forward, 1, false);  // EMU_STRICT=0: the in-flight store is not checked
   CHECK(run({2, {0, 0, 0}, 1024, 1024, 0, 1}, map) == "(no error)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// wgmma descriptors: our encoding against a copy of CUTLASS's GmmaDescriptor bitfields
+// (cute/arch/mma_sm90_desc.hpp): start_address_ bits [0,14), leading_byte_offset_ [16,30),
+// stride_byte_offset_ [32,46), base_offset_ [49,52), layout_type_ [62,64), the first three in 16-byte units.
+union CutlassGmmaDescriptor {
+  uint64_t desc_;
+  struct {
+    uint16_t start_address_ : 14, : 2;
+    uint16_t leading_byte_offset_ : 14, : 2;
+    uint16_t stride_byte_offset_ : 14, : 2;
+    uint8_t : 1, base_offset_ : 3, : 4;
+    uint8_t : 6, layout_type_ : 2;
+  } bitfield;
+};
+
+__global__ void desc_kernel(uint64_t* out) {
+  DYNAMIC_SMEM(unsigned char, smem);
+  out[0] = wgmma_desc(smem + 2048 + 32, 16, 1024, WgmmaSwizzle::B128);
+  out[1] = wgmma_desc(smem + 16, 128, 256, WgmmaSwizzle::None);
+  out[2] = uint64_t(smem_address(smem + 4096));
+}
+
+TEST_CASE("hopper: wgmma descriptor fields match CUTLASS's GmmaDescriptor bitfields") {
+  std::mt19937 rng(5);
+  for (int i = 0; i < 2000; ++i) {
+    const uint32_t start = (rng() & 0x3FFFF) & ~15u, lbo = (rng() & 0x3FFFF) & ~15u, sbo = (rng() & 0x3FFFF) & ~15u;
+    const auto sw = WgmmaSwizzle(rng() % 4);
+    CutlassGmmaDescriptor c{};
+    c.bitfield.start_address_ = uint16_t(start >> 4);
+    c.bitfield.leading_byte_offset_ = uint16_t(lbo >> 4);
+    c.bitfield.stride_byte_offset_ = uint16_t(sbo >> 4);
+    c.bitfield.base_offset_ = 0;
+    c.bitfield.layout_type_ = uint8_t(sw);
+    REQUIRE(wgmma_desc_encode(start, lbo, sbo, sw) == c.desc_);
+  }
+  // The names of the layout types: 128B = 1, 64B = 2, 32B = 3 (CUTLASS's GMMA::LayoutType).
+  CHECK(wgmma_desc_encode(0, 0, 0, WgmmaSwizzle::B128) == uint64_t(1) << 62);
+  CHECK(wgmma_desc_encode(0, 0, 0, WgmmaSwizzle::B32) == uint64_t(3) << 62);
+  DeviceBuffer<uint64_t> out{3};
+  launch(desc_kernel, 1, 32, 8192, nullptr, out.p);
+  const auto h = out.download();
+  CutlassGmmaDescriptor c{};
+  c.desc_ = h[0];
+  CHECK(int(c.bitfield.start_address_) == (2048 + 32) >> 4);  // the offset in the 1024-aligned dynamic shared memory
+  CHECK(int(c.bitfield.leading_byte_offset_) == 1);
+  CHECK(int(c.bitfield.stride_byte_offset_) == 64);
+  CHECK(int(c.bitfield.layout_type_) == 1);
+  c.desc_ = h[1];
+  CHECK(int(c.bitfield.start_address_) == 1);
+  CHECK(int(c.bitfield.leading_byte_offset_) == 8);
+  CHECK(int(c.bitfield.stride_byte_offset_) == 16);
+  CHECK(int(c.bitfield.layout_type_) == 0);
+  CHECK(h[2] == 4096);
+}
+
+// ---------------------------------------------------------------------------------------------
+// wgmma against float64. The shared-memory image of each operand is laid out on the host by
+// evaluating CUTLASS's canonical GMMA layouts (make_gmma_desc's comments), in 16-byte units u128:
+//   K-major:  INTERLEAVE ((8,n),2):((1,SBO),LBO)   swizzled ((8,n),2):((W,SBO),1)
+//   MN-major: INTERLEAVE ((1,n),(8,k)):((X,SBO),(1,LBO))   swizzled ((W,n),(8,k)):((1,LBO),(W,SBO))
+// composed with Swizzle<B,4,3> on the byte address (W = 2^B units per row).
+struct Layout {
+  WgmmaSwizzle sw;
+  uint32_t base, lbo, sbo;  // bytes; base: the operand's offset in shared memory
+};
+int swz_bits(WgmmaSwizzle s) { return s == WgmmaSwizzle::B128 ? 3 : s == WgmmaSwizzle::B64 ? 2 : s == WgmmaSwizzle::B32 ? 1 : 0; }
+
+// CuTe: a coordinate of one mode split colexicographically over its shape, dotted with its stride.
+uint32_t mode_offset(uint32_t c, std::initializer_list<uint32_t> shape, std::initializer_list<uint32_t> stride) {
+  uint32_t off = 0;
+  auto st = stride.begin();
+  for (uint32_t s : shape) off += (c % s) * *st++, c /= s;
+  return off;
+}
+uint32_t cutlass_swizzle(uint32_t offset, int B) {  // Swizzle<B,4,3>
+  const uint32_t yyy = ((1u << B) - 1u) << 7;
+  return offset ^ ((offset & yyy) >> 3);
+}
+// Byte address of element (mn, k) of an operand with `elem`-byte elements (16 bytes = T elements).
+uint32_t canonical_address(const Layout& L, bool mn_major, int mn, int k, int elem, int rows) {
+  const int B = swz_bits(L.sw);
+  const uint32_t W = 1u << B, T = 16u / uint32_t(elem), n = uint32_t(rows) / 8;
+  const uint32_t SBO = L.sbo / 16, LBO = L.lbo / 16;
+  uint32_t units, within;
+  if (!mn_major) {
+    units = mode_offset(uint32_t(mn), {8, n}, {B ? W : 1u, SBO}) + mode_offset(uint32_t(k) / T, {2}, {B ? 1u : LBO});
+    within = (uint32_t(k) % T) * uint32_t(elem);
+  } else {
+    const uint32_t mu = uint32_t(mn) / T;  // MN unit
+    units = (B ? mode_offset(mu, {W, n}, {1, LBO}) : mode_offset(mu, {1, n * 8}, {0, SBO})) +
+            (B ? mode_offset(uint32_t(k), {8, 2}, {W, SBO}) : mode_offset(uint32_t(k), {8, 2}, {1, LBO}));
+    within = (uint32_t(mn) % T) * uint32_t(elem);
+  }
+  return cutlass_swizzle(L.base + 16 * units + within, B);
+}
+
+struct WgArgs {
+  uint32_t image_bytes;
+  Layout a, b;
+  int scale_d, twice, skip_fence;
+};
+
+template <int N, bool TF32, bool RS, int TA, int TB, int SA, int SB>
+__global__ void wgmma_kernel(const unsigned char* image, WgArgs g, const uint32_t* a_frag, const float* c_frag,
+                             float* d_out) {
+  DYNAMIC_SMEM(unsigned char, smem);
+  const int tid = int(threadIdx.x);
+  for (uint32_t i = uint32_t(tid); i < g.image_bytes; i += blockDim.x) smem[i] = image[i];  // plain stores
+  if (!g.skip_fence) fence_proxy_async_shared();
+  __syncthreads();
+  float d[N / 2];
+  uint32_t a[4];
+  for (int v = 0; v < N / 2; ++v) d[v] = c_frag[tid * (N / 2) + v];
+  for (int r = 0; r < 4; ++r) a[r] = a_frag[tid * 4 + r];
+  const uint64_t da = wgmma_desc(smem + g.a.base, g.a.lbo, g.a.sbo, g.a.sw);
+  const uint64_t db = wgmma_desc(smem + g.b.base, g.b.lbo, g.b.sbo, g.b.sw);
+  wgmma_fence();
+  for (int rep = 0; rep < 1 + g.twice; ++rep) {  // the second one chains on the first's accumulators
+    if constexpr (TF32 && RS)
+      wgmma_m64k8_tf32_rs<N, SA, SB>(d, a, db, g.scale_d);
+    else if constexpr (TF32)
+      wgmma_m64k8_tf32<N, SA, SB>(d, da, db, g.scale_d);
+    else if constexpr (RS)
+      wgmma_m64k16_bf16_rs<N, TB, SA, SB>(d, a, db, g.scale_d);
+    else
+      wgmma_m64k16_bf16<N, TA, TB, SA, SB>(d, da, db, g.scale_d);
+  }
+  wgmma_commit_group();
+  wgmma_wait_group<0>();
+  wgmma_fence_operand(d);
+  for (int v = 0; v < N / 2; ++v) d_out[tid * (N / 2) + v] = d[v];
+}
+
+// PTX register fragments, thread i of the warpgroup (w = i/32, g = (i%32)/4, t = i%4).
+struct RowCol {
+  int row, col;
+};
+RowCol d_frag(int i, int v) {  // accumulator v: pairs of columns, rows g and g+8, then the next 8 columns
+  const int w = i / 32, g = (i % 32) / 4, t = i % 4, j = v / 4, within = v % 4;
+  return {16 * w + g + (within >= 2 ? 8 : 0), 8 * j + 2 * t + within % 2};
+}
+RowCol a_frag_bf16(int i, int e) {  // element e = 0..7 (register e/2, half e%2)
+  const int w = i / 32, g = (i % 32) / 4, t = i % 4;
+  return {16 * w + g + ((e / 2) % 2) * 8, 2 * t + e % 2 + (e / 4) * 8};
+}
+RowCol a_frag_tf32(int i, int r) {
+  const int w = i / 32, g = (i % 32) / 4, t = i % 4;
+  return {16 * w + g + (r % 2) * 8, t + (r / 2) * 4};
+}
+
+struct WgCase {
+  int n;
+  bool tf32, rs;
+  int ta, tb, sa, sb;
+  Layout la, lb;
+  int scale_d, twice;
+  const char* what;
+};
+
+template <int N, bool TF32, bool RS, int TA, int TB, int SA, int SB>
+void run_wgmma_case(const WgCase& c, std::mt19937& rng) {
+  const int K = TF32 ? 8 : 16, elem = TF32 ? 4 : 2, R = N / 2;
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  // Logical operands (as the hardware sees them) and their bit patterns.
+  std::vector<uint32_t> Abits(size_t(64 * K)), Bbits(size_t(N * K));
+  std::vector<double> A(Abits.size()), B(Bbits.size());
+  auto make = [&](uint32_t& bits, double& val) {
+    if (TF32) {
+      bits = fbits(u(rng)) ^ (rng() & 0x1FFFu);  // garbage in the low 13 bits: ignored
+      val = double(bitsf(bits & 0xFFFFE000u));
+    } else {
+      bits = bf16_from_float_rne(u(rng));
+      val = double(bf16_to_float(uint16_t(bits)));
+    }
+  };
+  for (size_t i = 0; i < A.size(); ++i) make(Abits[i], A[i]);
+  for (size_t i = 0; i < B.size(); ++i) make(Bbits[i], B[i]);
+  uint32_t bytes = 0;
+  std::vector<unsigned char> image(64 * 1024, 0x5A);  // filler where no operand lives
+  std::vector<bool> used(image.size(), false);
+  auto put = [&](uint32_t at, uint32_t bits) {
+    for (int b = 0; b < elem; ++b) {
+      REQUIRE_MESSAGE(!used[at + uint32_t(b)], std::string(c.what), ": the test's layouts overlap at byte ", at + b);
+      used[at + uint32_t(b)] = true;
+    }
+    std::memcpy(&image[at], &bits, size_t(elem));
+    bytes = std::max(bytes, at + uint32_t(elem));
+  };
+  for (int m = 0; m < 64 && !RS; ++m)
+    for (int k = 0; k < K; ++k) put(canonical_address(c.la, TA == 1, m, k, elem, 64), Abits[size_t(m * K + k)]);
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) put(canonical_address(c.lb, TB == 1, n, k, elem, N), Bbits[size_t(n * K + k)]);
+  image.resize(bytes);
+  std::vector<uint32_t> afrag(128 * 4, 0);
+  std::vector<float> cfrag(size_t(128 * R)), C(size_t(64 * N));
+  for (auto& v : C) v = c.scale_d ? u(rng) : bitsf(0x7FC00000u);  // scale-d 0: C is not read (NaN would show)
+  for (int i = 0; i < 128; ++i) {
+    if (TF32)
+      for (int r = 0; r < 4; ++r) {
+        const RowCol rc = a_frag_tf32(i, r);
+        afrag[size_t(i * 4 + r)] = Abits[size_t(rc.row * K + rc.col)];
+      }
+    else
+      for (int e = 0; e < 8; ++e) {
+        const RowCol rc = a_frag_bf16(i, e);
+        afrag[size_t(i * 4 + e / 2)] |= Abits[size_t(rc.row * K + rc.col)] << (16 * (e % 2));
+      }
+    for (int v = 0; v < R; ++v) {
+      const RowCol rc = d_frag(i, v);
+      cfrag[size_t(i * R + v)] = C[size_t(rc.row * N + rc.col)];
+    }
+  }
+  DeviceBuffer<unsigned char> dimage(image);
+  DeviceBuffer<uint32_t> da(afrag);
+  DeviceBuffer<float> dc(cfrag), dd(cfrag.size());
+  WgArgs args{uint32_t(image.size()), c.la, c.lb, c.scale_d, c.twice, 0};
+  const size_t smem = std::max<size_t>(image.size(), 16);
+  REQUIRE(cudaFuncSetAttribute(wgmma_kernel<N, TF32, RS, TA, TB, SA, SB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(64 * 1024)) == cudaSuccess);
+  std::vector<float> first;
+  for (Order o : kAllOrders) {
+    ScopedOrder so(o, 23);
+    launch(wgmma_kernel<N, TF32, RS, TA, TB, SA, SB>, 1, 128, smem, nullptr, dimage.p, args, da.p, dc.p, dd.p);
+    CHECK(emu::last_launch_stats().wgmma == 1 + c.twice);
+    const auto h = dd.download();
+    for (int i = 0; i < 128; ++i)
+      for (int v = 0; v < R; ++v) {
+        const RowCol rc = d_frag(i, v);
+        double sum = 0;
+        for (int k = 0; k < K; ++k) sum += (SA * A[size_t(rc.row * K + k)]) * (SB * B[size_t(rc.col * K + k)]);
+        float want = float((c.scale_d ? double(C[size_t(rc.row * N + rc.col)]) : 0.0) + sum);
+        if (c.twice) want = float(double(want) + sum);
+        const float got = h[size_t(i * R + v)];
+        REQUIRE_MESSAGE(fbits(got) == fbits(want), std::string(c.what), ": thread ", i, " d[", v, "] (row ", rc.row, ", col ",
+                        rc.col, "): ", got, " vs ", want);
+      }
+    if (first.empty())
+      first = h;
+    else
+      CHECK(h == first);
+  }
+}
+
+TEST_CASE("hopper: wgmma bf16 and tf32 against a float64 product on every thread's fragment") {
+  std::mt19937 rng(2026);
+  using S = WgmmaSwizzle;
+  // K-major operands: swizzled atoms are 8 rows of W*16 bytes (SBO: the next 8 rows; a multiple of the
+  // pattern's repeat); INTERLEAVE core matrices are 8 rows of 16 bytes (LBO: next k unit, SBO: next 8 rows).
+  const Layout kA128{S::B128, 0, 16, 1024}, kB128{S::B128, 8192, 16, 1024}, kA64{S::B64, 0, 16, 1024};
+  const Layout kB64{S::B64, 8192, 16, 512}, kA32{S::B32, 0, 16, 256}, kB32{S::B32, 4096, 16, 512};
+  const Layout kAnone{S::None, 0, 128, 256}, kBnone{S::None, 8192, 2048, 128}, kB32far{S::B32, 16384, 16, 256};
+  // MN-major (bf16): swizzled atoms are W*8 elements of MN x 8 k rows (LBO: next atom along MN, SBO:
+  // the next 8 k); INTERLEAVE units are 8 MN elements, k rows 16 bytes apart (SBO: next MN unit, LBO: next 8 k).
+  const Layout mA128{S::B128, 0, 2048, 1024}, mB32{S::B32, 8192, 512, 256}, mBnone{S::None, 8192, 1024, 128};
+  const Layout mA64{S::B64, 0, 1024, 512}, mBnone128{S::None, 8192, 2048, 128};
+  run_wgmma_case<8, false, false, 0, 0, 1, 1>({8, false, false, 0, 0, 1, 1, kAnone, kBnone, 1, 0, "bf16 n8 none"}, rng);
+  run_wgmma_case<16, false, false, 0, 0, 1, 1>({16, false, false, 0, 0, 1, 1, kA32, kB32, 1, 0, "bf16 n16 32B"}, rng);
+  run_wgmma_case<32, false, false, 0, 0, 1, 1>({32, false, false, 0, 0, 1, 1, kA64, kB64, 1, 0, "bf16 n32 64B"}, rng);
+  run_wgmma_case<64, false, false, 0, 0, 1, 1>({64, false, false, 0, 0, 1, 1, kA128, kB128, 1, 0, "bf16 n64 128B"},
+                                               rng);
+  run_wgmma_case<128, false, false, 0, 0, 1, 1>({128, false, false, 0, 0, 1, 1, kA128, kB64, 0, 0,
+                                                 "bf16 n128 128B/64B scale-d 0"},
+                                                rng);
+  run_wgmma_case<256, false, false, 0, 0, 1, 1>({256, false, false, 0, 0, 1, 1, kA32, kB128, 1, 0,
+                                                 "bf16 n256 32B/128B"},
+                                                rng);
+  run_wgmma_case<64, false, false, 1, 1, 1, 1>({64, false, false, 1, 1, 1, 1, mA128, mBnone, 1, 0,
+                                                "bf16 n64 MN-major A 128B, B none"},
+                                               rng);
+  run_wgmma_case<32, false, false, 1, 1, -1, 1>({32, false, false, 1, 1, -1, 1, mA64, mB32, 1, 0,
+                                                 "bf16 n32 MN-major 64B/32B, A negated"},
+                                                rng);
+  run_wgmma_case<16, false, false, 0, 1, 1, 1>({16, false, false, 0, 1, 1, 1, kA128, mB32, 1, 1,
+                                                "bf16 n16 K/MN-major, chained twice"},
+                                               rng);
+  run_wgmma_case<128, false, true, 0, 1, 1, -1>({128, false, true, 0, 1, 1, -1, kA128, mBnone128, 1, 0,
+                                                 "bf16 n128 A in registers, B MN-major, B negated"},
+                                                rng);
+  run_wgmma_case<8, false, true, 0, 0, 1, 1>({8, false, true, 0, 0, 1, 1, kA128, kB128, 1, 1,
+                                              "bf16 n8 A in registers, chained twice"},
+                                             rng);
+  run_wgmma_case<8, true, false, 0, 0, 1, 1>({8, true, false, 0, 0, 1, 1, kAnone, kBnone, 1, 0, "tf32 n8 none"}, rng);
+  run_wgmma_case<64, true, false, 0, 0, 1, 1>({64, true, false, 0, 0, 1, 1, kA128, kB128, 1, 0, "tf32 n64 128B"}, rng);
+  run_wgmma_case<256, true, false, 0, 0, -1, -1>({256, true, false, 0, 0, -1, -1, kA64, kB32far, 1, 0,
+                                                  "tf32 n256 64B/32B, both negated"},
+                                                 rng);
+  run_wgmma_case<32, true, true, 0, 0, 1, 1>({32, true, true, 0, 0, 1, 1, kA128, kB64, 0, 0,
+                                              "tf32 n32 A in registers, scale-d 0"},
+                                             rng);
 }
 
 }  // namespace
