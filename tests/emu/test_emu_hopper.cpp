@@ -733,4 +733,205 @@ TEST_CASE("hopper: wgmma bf16 and tf32 against a float64 product on every thread
                                              rng);
 }
 
+// ---------------------------------------------------------------------------------------------
+// wgmma ordering and misuse. A (64 x 16) and B (16 x 16) bf16 all 1.0, K-major without swizzle
+// (A at 0, B at 4096: core matrices 128 bytes, LBO 128, SBO 256), so every D element is 16 (+ C).
+enum WgMode {
+  kGood, kWaitOne, kUncommitted, kReadEarly, kNoProxyFence, kNoWgmmaFence, kWriteEarly, kSmemEarly, kRegsEarly,
+  kStartMisaligned, kBaseOffset, kOutside, kWarpMissing, kNonUniform, kDivergent
+};
+__global__ void wgmma_misuse_kernel(int mode, float* out) {
+  DYNAMIC_SMEM(unsigned char, smem);
+  const int tid = int(threadIdx.x);
+  if (mode == kWarpMissing && tid >= 96) return;
+  uint16_t* h = reinterpret_cast<uint16_t*>(smem);
+  for (int i = tid; i < 8192 / 2; i += 128) h[i] = 0x3F80;  // bf16 1.0 everywhere
+  if (mode != kNoProxyFence) fence_proxy_async_shared();
+  __syncthreads();
+  uint64_t da = wgmma_desc(smem, 128, 256, WgmmaSwizzle::None);
+  uint64_t db = wgmma_desc(smem + (mode == kOutside ? 8192 - 256 : 4096), 128, 256, WgmmaSwizzle::None);
+  if (mode == kStartMisaligned) da = wgmma_desc(smem + 128, 16, 1024, WgmmaSwizzle::B128);
+  if (mode == kBaseOffset) da |= uint64_t(1) << 49;
+  if (mode == kNonUniform && tid == 5) db += 1;
+  float d1[8] = {}, d2[8] = {};
+  uint32_t a[4] = {0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u};
+  if (mode != kNoWgmmaFence) wgmma_fence();
+  if (mode == kRegsEarly) {
+    wgmma_m64k16_bf16_rs<16>(d1, a, db, 0);
+    a[0] = 0;  // A registers changed before the wait
+  } else if (mode == kDivergent) {
+    if (tid < 64)
+      wgmma_m64k16_bf16<16>(d1, da, db, 0);
+    else
+      wgmma_m64k16_bf16<16>(d1, da, db, 0);
+  } else {
+    wgmma_m64k16_bf16<16>(d1, da, db, 0);
+  }
+  if (mode == kUncommitted) {
+    wgmma_wait_group<0>();  // the op is in no group yet: still in flight
+    out[tid] = d1[0];
+    wgmma_commit_group();
+    wgmma_wait_group<0>();
+    out[128 + tid] = d1[0];
+    return;
+  }
+  wgmma_commit_group();
+  if (mode == kWaitOne) {
+    wgmma_fence();
+    wgmma_m64k16_bf16<16>(d2, da, db, 0);
+    wgmma_commit_group();
+    wgmma_wait_group<1>();  // the first group is complete, the second may be in flight
+    out[tid] = d1[0], out[128 + tid] = d2[0];
+    wgmma_wait_group<0>();
+    out[256 + tid] = d2[0];
+    return;
+  }
+  if (mode == kReadEarly) out[tid] = d1[3];  // before the wait: the model's NaN
+  if (mode == kWriteEarly && tid == 7) d1[2] = 1.0f;
+  if (mode == kSmemEarly && tid == 0) h[4096 / 2 + 3] = 0x4000;  // an element of B
+  wgmma_wait_group<0>();
+  if (mode != kReadEarly) out[tid] = d1[3];
+}
+
+TEST_CASE("hopper: wgmma groups, and misuse is reported") {
+  DeviceBuffer<float> out(384);
+  auto run = [&](int mode, int threads = 128) {
+    return launch_error([&] { launch(wgmma_misuse_kernel, 1, threads, 8192, nullptr, mode, out.p); });
+  };
+  for (Order o : kAllOrders) {
+    ScopedOrder so(o, 29);
+    CHECK(run(kGood) == "(no error)");
+    for (float v : out.download()) (void)v;
+    auto h = out.download();
+    for (int t = 0; t < 128; ++t) REQUIRE(h[size_t(t)] == 16.0f);
+    CHECK(run(kWaitOne) == "(no error)");
+    h = out.download();
+    for (int t = 0; t < 128; ++t) {
+      REQUIRE(h[size_t(t)] == 16.0f);
+      REQUIRE(std::isnan(h[size_t(128 + t)]));
+      REQUIRE(h[size_t(256 + t)] == 16.0f);
+    }
+    CHECK(run(kUncommitted) == "(no error)");
+    h = out.download();
+    for (int t = 0; t < 128; ++t) {
+      REQUIRE(std::isnan(h[size_t(t)]));
+      REQUIRE(h[size_t(128 + t)] == 16.0f);
+    }
+    CHECK(run(kReadEarly) == "(no error)");  // no error, but every value read in flight is NaN
+    h = out.download();
+    for (int t = 0; t < 128; ++t) REQUIRE(std::isnan(h[size_t(t)]));
+  }
+  std::string m = run(kNoProxyFence);
+  CHECK_MESSAGE((contains(m, "operand B element") || contains(m, "operand A element")), m);
+  CHECK_MESSAGE(contains(m, "after the last fence.proxy.async"), m);
+  m = run(kNoWgmmaFence);
+  CHECK_MESSAGE(contains(m, "no wgmma.fence since the warpgroup's last wgmma.wait_group"), m);
+  m = run(kWriteEarly);
+  CHECK_MESSAGE(contains(m, "thread 7 of the warpgroup wrote its accumulator d[2] while the wgmma.mma_async"), m);
+  m = run(kSmemEarly);
+  CHECK_MESSAGE(contains(m, "changed while the wgmma was in flight"), m);
+  m = run(kRegsEarly);
+  CHECK_MESSAGE(contains(m, "changed its A register a[0]"), m);
+  m = run(kStartMisaligned);
+  CHECK_MESSAGE(contains(m, "is not at a pattern row boundary"), m);
+  m = run(kBaseOffset);
+  CHECK_MESSAGE(contains(m, "has base offset 1"), m);
+  m = run(kOutside);
+  CHECK_MESSAGE(contains(m, "lies outside the launch's 8192 bytes of dynamic shared memory"), m);
+  {
+    ScopedOrder lax(Order::Forward, 1, false);  // the __syncthreads() releases without warp 3 (PTX exit)
+    m = run(kWarpMissing);
+  }
+  CHECK_MESSAGE((contains(m, "Threads 0-95 wait in wgmma.fence.sync.aligned") &&
+                 contains(m, "for threads 96-127 of their warpgroup, which exited")),
+                m);
+  m = run(kNonUniform);
+  CHECK_MESSAGE(contains(m, "thread 5 of the warpgroup passes other operands"), m);
+  m = run(kDivergent);
+  CHECK_MESSAGE(contains(m, "all 128 threads of a warpgroup must execute the same instruction (.aligned)"), m);
+  m = run(kGood, 96);
+  CHECK_MESSAGE(contains(m, "which a block of 96 threads does not contain"), m);
+  m = run(kGood, 160);  // warpgroup 0 is fine; threads 128-159 form no warpgroup
+  CHECK_MESSAGE(contains(m, "is in warpgroup 1 (threads 128-255)"), m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// setmaxnreg (a warpgroup rendezvous, no effect) and elect.sync.
+__global__ void elect_kernel(uint32_t mask, int* out, int skip_warp) {
+  const int tid = int(threadIdx.x);
+  if (tid / 32 == skip_warp) return;
+  if (tid < 128) setmaxnreg_dec<40>();
+  if (mask >> (tid % 32) & 1) out[tid] = elect_one_sync(mask) ? 1 : 0;
+  if (tid < 128) setmaxnreg_inc<232>();
+}
+
+TEST_CASE("hopper: elect.sync picks the lowest lane of the mask, setmaxnreg is warpgroup-collective") {
+  DeviceBuffer<int> out(256);
+  for (uint32_t mask : {0xFFFFFFFFu, 0xF0F0F0F0u, 0x00010000u, 0x80000001u}) {
+    std::vector<int> zero(256, -1);
+    out.upload(zero);
+    launch(elect_kernel, 1, 256, 0, nullptr, mask, out.p, -1);
+    const auto h = out.download();
+    for (int t = 0; t < 256; ++t) {
+      const int lane = t % 32;
+      const int want = !(mask >> lane & 1) ? -1 : lane == __builtin_ctz(mask) ? 1 : 0;
+      REQUIRE_MESSAGE(h[size_t(t)] == want, "mask ", mask, " thread ", t);
+    }
+  }
+  const std::string m = launch_error([&] { launch(elect_kernel, 1, 128, 0, nullptr, 0xFFFFFFFFu, out.p, 2); });
+  CHECK_MESSAGE((contains(m, "wait in setmaxnreg.dec.sync.aligned.u32") &&
+                 contains(m, "for threads 64-95 of their warpgroup, which exited")),
+                m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worked example (kernels/cuda/hopper_demo.cu): C (64 x 64) = A B^T, bf16 in, f32 out, K = 192
+// (three k-tiles, so both stages are reused), with TMA + mbarrier + wgmma.
+TEST_CASE("hopper: a 64x64xK bf16 GEMM from TMA + mbarrier + wgmma vs float64") {
+  const int K = 192;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<uint16_t> A(size_t(64 * K)), B(size_t(64 * K));
+  for (auto& v : A) v = bf16_from_float_rne(u(rng));
+  for (auto& v : B) v = bf16_from_float_rne(u(rng));
+  DeviceBuffer<uint16_t> da(A), db(B);
+  DeviceBuffer<float> dc(64 * 64);
+  std::vector<float> first;
+  for (Order o : kAllOrders) {
+    ScopedOrder so(o, 31);
+    cuda::hopper_gemm_bf16_demo(da.p, db.p, dc.p, K);
+    const auto st = emu::last_launch_stats();
+    CHECK(st.wgmma == K / 16);
+    CHECK(st.tma == 2 * K / 64);
+    CHECK(st.mbarrier_phases == K / 64);
+    const auto h = dc.download();
+    double worst = 0;
+    for (int m = 0; m < 64; ++m)
+      for (int n = 0; n < 64; ++n) {
+        double ref = 0, mag = 0;
+        for (int k = 0; k < K; ++k) {
+          const double p = double(bf16_to_float(A[size_t(m * K + k)])) * double(bf16_to_float(B[size_t(n * K + k)]));
+          ref += p, mag += std::fabs(p);
+        }
+        // Each wgmma rounds its 16-term sum once to fp32: K/16 roundings of at most half an ulp of the
+        // running sum, bounded by mag.
+        const double err = std::fabs(double(h[size_t(m * 64 + n)]) - ref), bound = double(K / 16) * 0x1p-24 * mag;
+        REQUIRE_MESSAGE(err <= bound, "m ", m, " n ", n, ": ", h[size_t(m * 64 + n)], " vs ", ref);
+        worst = std::max(worst, err / mag);
+      }
+    MESSAGE("TMA + wgmma GEMM 64x64x", K, ": worst error / sum|a*b| = ", worst);
+    if (first.empty())
+      first = h;
+    else
+      CHECK(h == first);
+  }
+  std::string m;
+  try {
+    cuda::hopper_gemm_bf16_demo(da.p, db.p, dc.p, 100);
+  } catch (const Error& e) {
+    m = e.what();
+  }
+  CHECK_MESSAGE(contains(m, "K = 100 is not a positive multiple of 64"), m);
+}
+
 }  // namespace
