@@ -416,7 +416,7 @@ EMU_NO_TSAN std::string gather(uint64_t desc, const char* which, int rows, int K
                      "proxy that wgmma reads through may not see it (fence.proxy.async.shared::cta after the stores, "
                      "before the wgmma)");
       uint32_t v = 0;
-      std::memcpy(&v, p, size_t(E));
+      std::memcpy(&v, p, E == 2 ? 2 : 4);
       vals[size_t(r) * size_t(K) + size_t(k)] = v;
       for (int b = 0; b < E; ++b) bytes.emplace_back(a + uint32_t(b), p[b]);
     }
