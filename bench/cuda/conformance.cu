@@ -20,6 +20,7 @@
  *   [--dump]                 print every lane's output words
  * Exit status: 0 all match, 1 a mismatch (which instruction, lane, register), 2 bad usage, 77 no CUDA device.
  */
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -32,6 +33,7 @@
 #include "bench/cuda/bench_util.cuh"
 #include "kernels/common/bfloat16.h"
 #include "kernels/cuda/compat.h"
+#include "kernels/cuda/hopper.h"
 #include "kernels/cuda/tensor_core.h"
 
 namespace {
@@ -218,7 +220,7 @@ std::vector<uint32_t> ref_ldmatrix(int num, bool trans) {
 }
 
 std::vector<uint32_t> source_words() {
-  std::vector<uint32_t> s(512);
+  std::vector<uint32_t> s(8192);  // the tensor-core cases read the first 512; the TMA cases more
   for (uint32_t i = 0; i < s.size(); ++i) s[i] = mix(i + 77u);
   return s;
 }
@@ -257,12 +259,208 @@ std::vector<uint32_t> ref_vector() {
   return o;
 }
 
+// ---- Hopper (sm_90a): TMA boxes and wgmma fragments -----------------------------------------------------
+// Dynamic shared memory aligned up to 1024 bytes (the 128B swizzle's repeat) at run time: under nvcc its
+// base is only known to be 16-byte aligned; the launches ask for 1 KiB more.
+__device__ inline unsigned char* smem_1024(unsigned char* raw) { return raw + (1024 - smem_address(raw) % 1024) % 1024; }
+
+// One warp: thread 0 announces and issues a 2-d box of `bytes` at (c0, c1); every lane waits, then lane l
+// writes the destination's words [8l, 8l + 8) (1 KiB boxes).
+__global__ void tma_kernel(const __grid_constant__ CUtensorMap map, uint32_t* out, int c0, int c1, uint32_t bytes) {
+  DYNAMIC_SMEM(unsigned char, raw);
+  unsigned char* smem = smem_1024(raw);
+  uint64_t* bar = reinterpret_cast<uint64_t*>(smem + bytes);
+  const int l = int(threadIdx.x);
+  if (l == 0) {
+    mbarrier_init(bar, 1);
+    fence_mbarrier_init();
+  }
+  __syncthreads();
+  if (l == 0) {
+    (void)mbarrier_arrive_expect_tx(bar, bytes);
+    tma_load_2d(smem, &map, bar, c0, c1);
+  }
+  mbarrier_wait_parity(bar, 0);
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(smem);
+  for (int r = 0; r < 8; ++r) out[l * 8 + r] = w[l * 8 + r];
+}
+
+// The TMA cases: element size, global extent (elements, rows; rows of `pitch` bytes from the source
+// words), box (elements, rows) of 1 KiB, swizzle, coordinates (partly out of bounds).
+struct TmaConf {
+  nimbus::cuda::TmaType type;
+  int elem, dim0, dim1, pitch, box0, box1;
+  nimbus::cuda::TmaSwizzle swizzle;
+  int c0, c1;
+};
+const TmaConf kTma[] = {
+    {nimbus::cuda::TmaType::BF16, 2, 72, 20, 160, 64, 8, nimbus::cuda::TmaSwizzle::B128, -8, 15},
+    {nimbus::cuda::TmaType::F32, 4, 20, 40, 96, 16, 16, nimbus::cuda::TmaSwizzle::B64, 10, -3},
+    {nimbus::cuda::TmaType::F32, 4, 12, 40, 64, 8, 32, nimbus::cuda::TmaSwizzle::B32, -2, 20},
+    {nimbus::cuda::TmaType::U8, 1, 100, 20, 112, 64, 16, nimbus::cuda::TmaSwizzle::None, 50, -4},
+};
+
+template <int I>
+void run_tma(uint32_t* out, const uint32_t* src) {
+  const TmaConf& t = kTma[I];
+  nimbus::cuda::TensorMapDesc d;
+  d.type = t.type;
+  d.rank = 2;
+  d.global = src;
+  d.dims[0] = uint64_t(t.dim0), d.dims[1] = uint64_t(t.dim1);
+  d.strides[0] = uint64_t(t.pitch);
+  d.box[0] = uint32_t(t.box0), d.box[1] = uint32_t(t.box1);
+  d.swizzle = t.swizzle;
+  alignas(64) CUtensorMap map;
+  nimbus::cuda::encode_tensor_map(&map, d);
+  launch(tma_kernel, 1, 32, 2048 + 64, nullptr, map, out, t.c0, t.c1, 1024u);
+}
+
+// The box as a dense array (dim 0 fastest), zero out of bounds, its bytes then moved by the swizzle:
+// 16-byte chunk q of 128-byte line L goes to chunk q ^ (L mod 8) (128B), q ^ (L mod 4) (64B), q ^ (L mod 2) (32B).
+template <int I>
+std::vector<uint32_t> ref_tma() {
+  const TmaConf& t = kTma[I];
+  const std::vector<uint32_t> src = source_words();
+  const auto* bytes = reinterpret_cast<const unsigned char*>(src.data());
+  std::vector<unsigned char> img(1024, 0);
+  const int sw = int(t.swizzle);
+  for (int r = 0; r < t.box1; ++r)
+    for (int e = 0; e < t.box0; ++e) {
+      const int x = t.c0 + e, y = t.c1 + r;
+      const size_t off = size_t((r * t.box0 + e) * t.elem), line = off / 128, chunk = (off % 128) / 16;
+      const size_t flip = sw == 3 ? line % 8 : sw == 2 ? line % 4 : sw == 1 ? line % 2 : 0;
+      const size_t to = line * 128 + (chunk ^ flip) * 16 + off % 16;
+      if (x >= 0 && x < t.dim0 && y >= 0 && y < t.dim1)
+        std::memcpy(&img[to], bytes + size_t(y) * size_t(t.pitch) + size_t(x * t.elem), size_t(t.elem));
+    }
+  std::vector<uint32_t> o(256);
+  std::memcpy(o.data(), img.data(), 1024);
+  return o;
+}
+
+// wgmma: one warpgroup. The host lays out small-integer operands in shared memory (an image copied in by
+// plain stores, then fence.proxy.async); thread i writes its N/2 accumulators at out[i * N/2 + v].
+struct WgConf {
+  int n;
+  bool tf32, a_regs, b_mn_major;
+  WgmmaSwizzle sa, sb;
+  uint32_t a_lbo, a_sbo, b_lbo, b_sbo;  // A at 0, B at 8192
+};
+constexpr WgConf kWg[] = {
+    {32, false, false, false, WgmmaSwizzle::B128, WgmmaSwizzle::B128, 16, 1024, 16, 1024},
+    {16, false, true, true, WgmmaSwizzle::None, WgmmaSwizzle::None, 0, 0, 512, 128},
+    {16, true, false, false, WgmmaSwizzle::B64, WgmmaSwizzle::B32, 16, 512, 16, 256},
+};
+
+template <int I>
+__global__ void wgmma_kernel(const unsigned char* image, uint32_t image_bytes, const uint32_t* a_regs, uint32_t* out) {
+  constexpr WgConf c = kWg[I];
+  DYNAMIC_SMEM(unsigned char, raw);
+  unsigned char* smem = smem_1024(raw);
+  const int i = int(threadIdx.x);
+  for (uint32_t b = uint32_t(i); b < image_bytes; b += 128) smem[b] = image[b];
+  fence_proxy_async_shared();
+  __syncthreads();
+  float d[c.n / 2];
+  for (int v = 0; v < c.n / 2; ++v) d[v] = float(v % 5) - 2.0f;  // C, exact
+  const uint32_t a[4] = {a_regs[i * 4], a_regs[i * 4 + 1], a_regs[i * 4 + 2], a_regs[i * 4 + 3]};
+  const uint64_t da = wgmma_desc(smem, c.a_lbo, c.a_sbo, c.sa), db = wgmma_desc(smem + 8192, c.b_lbo, c.b_sbo, c.sb);
+  wgmma_fence_operand(d);
+  wgmma_fence();
+  if constexpr (c.tf32)
+    wgmma_m64k8_tf32<c.n>(d, da, db, 1);
+  else if constexpr (c.a_regs)
+    wgmma_m64k16_bf16_rs<c.n, int(c.b_mn_major)>(d, a, db, 1);
+  else
+    wgmma_m64k16_bf16<c.n>(d, da, db, 1);
+  wgmma_commit_group();
+  wgmma_wait_group<0>();
+  wgmma_fence_operand(d);
+  for (int v = 0; v < c.n / 2; ++v) out[i * (c.n / 2) + v] = __float_as_uint(d[v]);
+}
+
+// Operand values: A (m, k) = small_int(7, m*K + k), B (n, k) = small_int(8, n*K + k); tf32 words carry
+// garbage in their low 13 bits. Shared addresses from the canonical layouts (CUTLASS make_gmma_desc):
+// K-major swizzled: row r at (r/8)*SBO + (r%8)*W*16, k unit kc at kc*16; K-major none: (r/8)*SBO +
+// (r%8)*16 + kc*LBO; MN-major none (bf16): MN unit u = mn/8 at u*SBO, k at (k%8)*16 + (k/8)*LBO; then
+// Swizzle<B,4,3>: address bits [7, 7+B) XORed into [4, 4+B).
+uint32_t conf_address(WgmmaSwizzle s, uint32_t lbo, uint32_t sbo, bool mn_major, int mn, int k, int elem) {
+  const int B = s == WgmmaSwizzle::B128 ? 3 : s == WgmmaSwizzle::B64 ? 2 : s == WgmmaSwizzle::B32 ? 1 : 0;
+  const uint32_t W = 1u << B, T = 16u / uint32_t(elem);
+  uint32_t a;
+  if (mn_major)
+    a = uint32_t(mn / 8) * sbo + uint32_t(k % 8) * 16 + uint32_t(k / 8) * lbo + uint32_t(mn % 8) * 2;
+  else
+    a = uint32_t(mn / 8) * sbo + uint32_t(mn % 8) * 16 * (B ? W : 1) + (uint32_t(k) / T) * (B ? 16 : lbo) +
+        (uint32_t(k) % T) * uint32_t(elem);
+  return a ^ (((a >> 7) & ((1u << B) - 1)) << 4);
+}
+uint32_t wg_bits(bool tf32, uint32_t seed, uint32_t idx) {
+  const float v = small_int(seed, idx);
+  return tf32 ? fbits(v) | (mix(idx + seed) & 0x1fffu) : nimbus::bf16_from_float_rne(v);
+}
+
+template <int I>
+void run_wgmma(uint32_t* out, const uint32_t*) {
+  const WgConf& c = kWg[I];
+  const int K = c.tf32 ? 8 : 16, elem = c.tf32 ? 4 : 2;
+  std::vector<unsigned char> image(16384, 0);
+  for (int m = 0; m < 64 && !c.a_regs; ++m)
+    for (int k = 0; k < K; ++k) {
+      const uint32_t v = wg_bits(c.tf32, 7, uint32_t(m * K + k));
+      std::memcpy(&image[conf_address(c.sa, c.a_lbo, c.a_sbo, false, m, k, elem)], &v, size_t(elem));
+    }
+  for (int n = 0; n < c.n; ++n)
+    for (int k = 0; k < K; ++k) {
+      const uint32_t v = wg_bits(c.tf32, 8, uint32_t(n * K + k));
+      std::memcpy(&image[8192 + conf_address(c.sb, c.b_lbo, c.b_sbo, c.b_mn_major, n, k, elem)], &v, size_t(elem));
+    }
+  // A registers (bf16): thread i, w = i/32, g = (i%32)/4, t = i%4: register r holds row 16w + g + 8(r%2),
+  // columns 2t + 8(r/2) (bits 0-15) and the next (bits 16-31).
+  std::vector<uint32_t> regs(512, 0);
+  for (int i = 0; i < 128; ++i)
+    for (int r = 0; r < 4; ++r) {
+      const int row = 16 * (i / 32) + (i % 32) / 4 + 8 * (r % 2), col = 2 * (i % 4) + 8 * (r / 2);
+      regs[size_t(i * 4 + r)] = wg_bits(false, 7, uint32_t(row * K + col)) | wg_bits(false, 7, uint32_t(row * K + col + 1)) << 16;
+    }
+  unsigned char* d_image = nullptr;
+  uint32_t* d_regs = nullptr;
+  CK(cudaMalloc(&d_image, image.size()));
+  CK(cudaMalloc(&d_regs, regs.size() * 4));
+  CK(cudaMemcpy(d_image, image.data(), image.size(), cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(d_regs, regs.data(), regs.size() * 4, cudaMemcpyHostToDevice));
+  launch(wgmma_kernel<I>, 1, 128, 16384 + 1024, nullptr, d_image, uint32_t(image.size()), d_regs, out);
+  CK(cudaDeviceSynchronize());
+  CK(cudaFree(d_image));
+  CK(cudaFree(d_regs));
+}
+
+// D fragment: thread i's v-th accumulator is (row 16w + g + 8((v%4)/2), column 8(v/4) + 2t + v%2).
+template <int I>
+std::vector<uint32_t> ref_wgmma() {
+  const WgConf& c = kWg[I];
+  const int K = c.tf32 ? 8 : 16, R = c.n / 2;
+  std::vector<uint32_t> o(size_t(128 * R));
+  for (int i = 0; i < 128; ++i)
+    for (int v = 0; v < R; ++v) {
+      const int m = 16 * (i / 32) + (i % 32) / 4 + 8 * ((v % 4) / 2), n = 8 * (v / 4) + 2 * (i % 4) + v % 2;
+      double acc = double(v % 5) - 2.0;
+      for (int k = 0; k < K; ++k)
+        acc += double(small_int(7, uint32_t(m * K + k))) * double(small_int(8, uint32_t(n * K + k)));
+      o[size_t(i * R + v)] = fbits(float(acc));
+    }
+  return o;
+}
+
 // ---- driver ------------------------------------------------------------------------------------------
 struct Instr {
   const char* name;
-  int regs;  // words per lane
+  int regs;  // words per lane (per thread)
   void (*run)(uint32_t* out, const uint32_t* src);
   std::vector<uint32_t> (*ref)();
+  int threads = 32;     // one warp, or a warpgroup (128): the 32 "lane" hashes then cover 4 threads each
+  bool hopper = false;  // needs sm_90a (compute capability 9.0) on a GPU
 };
 
 template <int Num, bool Trans>
@@ -297,6 +495,13 @@ const Instr kInstrs[] = {
     {"cp.async.wait_group", 8, [](uint32_t* o, const uint32_t* s) { launch(cp_async_kernel, 1, 32, 0, nullptr, o, s, 2); },
      [] { return ref_cp_async(2); }},
     {"vector.16B", 4, [](uint32_t* o, const uint32_t* s) { launch(vector_kernel, 1, 32, 0, nullptr, o, s); }, ref_vector},
+    {"tma.2d.bf16.swizzle128B", 8, run_tma<0>, ref_tma<0>, 32, true},
+    {"tma.2d.f32.swizzle64B", 8, run_tma<1>, ref_tma<1>, 32, true},
+    {"tma.2d.f32.swizzle32B", 8, run_tma<2>, ref_tma<2>, 32, true},
+    {"tma.2d.u8.noswizzle", 8, run_tma<3>, ref_tma<3>, 32, true},
+    {"wgmma.m64n32k16.bf16", 16, run_wgmma<0>, ref_wgmma<0>, 128, true},
+    {"wgmma.m64n16k16.bf16.rs", 8, run_wgmma<1>, ref_wgmma<1>, 128, true},
+    {"wgmma.m64n16k8.tf32", 8, run_wgmma<2>, ref_wgmma<2>, 128, true},
 };
 
 uint64_t fnv1a(const uint32_t* w, size_t n) {
@@ -388,11 +593,24 @@ int main(int argc, char** argv) {
     const std::vector<uint32_t> src = source_words();
     uint32_t *d_src = nullptr, *d_out = nullptr;
     CK(cudaMalloc(&d_src, src.size() * 4));
-    CK(cudaMalloc(&d_out, 32 * 8 * 4));
+    size_t out_words = 0;
+    for (const Instr& in : kInstrs) out_words = std::max(out_words, size_t(in.threads * in.regs));
+    CK(cudaMalloc(&d_out, out_words * 4));
+#ifdef __CUDACC__
+    int major = 0;
+    CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+    const bool hopper = major == 9;  // sm_90a code runs on compute capability 9.0 only
+#else
+    const bool hopper = true;
+#endif
     CK(cudaMemcpy(d_src, src.data(), src.size() * 4, cudaMemcpyHostToDevice));
     for (const Instr& in : kInstrs) {
-      const size_t n = size_t(32 * in.regs);
-      CK(cudaMemset(d_out, 0xFF, 32 * 8 * 4));
+      if (in.hopper && !hopper) {
+        std::printf("%-26s skipped: needs sm_90a (compute capability 9.0)\n", in.name);
+        continue;
+      }
+      const size_t n = size_t(in.threads * in.regs), per = n / 32;  // words per "lane" hash
+      CK(cudaMemset(d_out, 0xFF, out_words * 4));
       in.run(d_out, d_src);
       CK(cudaGetLastError());
       CK(cudaDeviceSynchronize());
@@ -400,14 +618,14 @@ int main(int argc, char** argv) {
       CK(cudaMemcpy(got.data(), d_out, n * 4, cudaMemcpyDeviceToHost));
       const std::vector<uint32_t> want = in.ref();
       Result r{in.name, hex(fnv1a(got.data(), n)), {}};
-      for (int l = 0; l < 32; ++l) r.lanes.push_back(hex(fnv1a(&got[size_t(l * in.regs)], size_t(in.regs))));
+      for (int l = 0; l < 32; ++l) r.lanes.push_back(hex(fnv1a(&got[size_t(l) * per], per)));
       int bad = 0;
-      for (int l = 0; l < 32; ++l)
+      for (int l = 0; l < in.threads; ++l)
         for (int k = 0; k < in.regs; ++k) {
           const size_t i = size_t(l * in.regs + k);
           if (got[i] == want[i]) continue;
           if (bad++ < 4)
-            std::printf("  %s: lane %d register %d: 0x%08x, the PTX layout says 0x%08x\n", in.name, l, k, got[i],
+            std::printf("  %s: thread %d register %d: 0x%08x, the PTX layout says 0x%08x\n", in.name, l, k, got[i],
                         want[i]);
         }
       std::string vs_file = "";
@@ -430,7 +648,7 @@ int main(int argc, char** argv) {
       std::printf("%-26s %s  %s%s%s\n", in.name, r.total.c_str(), bad ? "MISMATCH vs the host reference" : "ok",
                   bad ? (" (" + std::to_string(bad) + " words)").c_str() : "", vs_file.c_str());
       if (dump)
-        for (int l = 0; l < 32; ++l) {
+        for (int l = 0; l < in.threads; ++l) {
           std::printf("  lane %2d:", l);
           for (int k = 0; k < in.regs; ++k) std::printf(" %08x", got[size_t(l * in.regs + k)]);
           std::printf("\n");

@@ -22,8 +22,12 @@ endfunction()
 
 # gpu_bench_conformance (bench/cuda/conformance.cu): the tensor-core instructions bit for bit against
 # the emulator's hashes (bench/cuda/conformance_expected.txt); needs neither cuBLAS nor cuDNN, so it
-# is built before that check. sm_80 and sm_90 (the instructions need sm_80).
+# is built before that check. sm_80, and sm_90a instead of sm_90: its Hopper lines (TMA, wgmma) need the
+# architecture-specific target (they are skipped on a device that is not compute capability 9.0).
 nimbus_gpu_bench(conformance)
+set(conformance_archs ${NIMBUS_CUDA_ARCHS})
+list(TRANSFORM conformance_archs REPLACE "^90$" "90a")
+set_target_properties(gpu_bench_conformance PROPERTIES CUDA_ARCHITECTURES "${conformance_archs}")
 
 if(NOT (TARGET CUDA::cublas AND NIMBUS_CUDNN_LIBRARY AND NIMBUS_CUDNN_INCLUDE_DIR))
   message(STATUS "nimbus: no cuBLAS/cuDNN: gpu_bench_gemm and gpu_bench_conv2d are not built")

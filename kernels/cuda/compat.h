@@ -44,6 +44,23 @@ inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
 }
 #define DYNAMIC_SMEM(T, p) T* p = reinterpret_cast<T*>(::nimbus::emu::dynamic_smem())
 #endif
+// Architecture features, for the instruction headers (tensor_core.h, hopper.h) only: kernels never
+// branch on them (docs/cuda-emulator.md, the kernel contract). In nvcc's device pass for an
+// architecture, NIMBUS_DEVICE_SM90 is 1 from sm_90 on (TMA, mbarrier transaction counts,
+// fence.proxy.async, elect.sync) and NIMBUS_DEVICE_SM90A is 1 for sm_90a only (wgmma, setmaxnreg,
+// which exist only in the architecture-specific target). Both are 0 in nvcc's host pass and under the
+// emulator, which models everything.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define NIMBUS_DEVICE_SM90 1
+#else
+#define NIMBUS_DEVICE_SM90 0
+#endif
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define NIMBUS_DEVICE_SM90A 1
+#else
+#define NIMBUS_DEVICE_SM90A 0
+#endif
+
 // DYNAMIC_SMEM(T, p): p points to the block's dynamic shared memory, under one name for the whole
 // project (CUDA requires all extern __shared__ arrays to agree anyway). Uninitialised at block
 // start: the emulator fills it with NaN bytes for every block.

@@ -29,6 +29,7 @@
 #define __shared__ thread_local
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
+#define __grid_constant__  // a kernel parameter whose address may be taken (a CUtensorMap): by-value params are anyway
 
 struct uint3 {
   unsigned int x, y, z;
@@ -68,12 +69,13 @@ uint3 block_idx();
 dim3 block_dim();
 dim3 grid_dim();
 unsigned char* dynamic_smem();  // the block's dynamic shared memory (kMaxDynamicSmemOptIn bytes of storage)
+size_t dynamic_smem_bytes();     // how many of them the running launch asked for
 
 // ---------------------------------------------------------------------------------------------
 // Synchronisation (scheduler.cpp). `file`/`line` identify the call site.
 void syncthreads(const char* file, int line);
 
-enum class WarpOp : int { Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Syncwarp, Collective };
+enum class WarpOp : int { Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Syncwarp, Collective, Group };
 // One lane's part in a warp-wide operation: waits for every lane in `mask`, returns this lane's
 // result (the shuffled 32-bit value, or the ballot/any/all word). `arg` is srcLane/delta/laneMask.
 uint32_t warp_op(WarpOp op, uint32_t mask, uint32_t value, int arg, int width, const char* file, int line);
@@ -114,6 +116,21 @@ int current_thread_id();          // linear id in the block of the running CUDA 
 uint64_t current_block_serial();  // changes with every block run on this OS thread
 struct LaunchStats;
 LaunchStats& current_block_stats();  // the running block's counters (summed into last_launch_stats)
+
+// For the Hopper models (hopper.cpp).
+//
+// group_collective: like warp_collective, for a warpgroup: the 128 threads of 4 consecutive warps,
+// the first warp's index a multiple of 4 (wgmma.*.sync.aligned, setmaxnreg). Every thread of the
+// warpgroup must arrive from the same call site; fn(lanes) gets 128 lanes, lanes[i] being thread
+// 128*(tid/128) + i. A warpgroup that the block does not fully contain is an error.
+void group_collective(const char* name, CollectiveFn fn, void* lane_data, const char* file, int line);
+// event_wait: suspends the running thread until another thread of the block calls event_wake(key)
+// (an mbarrier whose phase it waits for changed); the caller then checks its condition again. When
+// nothing can run, the deadlock report lists each waiting thread's `name`, call site and
+// describe(key) (what the object still waits for). Keys are addresses of the models' own objects.
+using DescribeFn = std::string (*)(const void* key);
+void event_wait(const void* key, const char* name, DescribeFn describe, const char* file, int line);
+void event_wake(const void* key);  // every thread of the block waiting on key becomes runnable
 
 // ---------------------------------------------------------------------------------------------
 // Launch. Runs fn(ctx) once per CUDA thread of every block. Errors in the kernel (barrier

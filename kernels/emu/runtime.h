@@ -43,6 +43,11 @@ using cudaStream_t = struct EmuStream*;
 using cudaEvent_t = struct EmuEvent*;
 using cudaGraph_t = struct EmuGraph*;          // a captured sequence of work
 using cudaGraphExec_t = struct EmuGraphExec*;  // an instantiated graph, launchable
+// The driver's tensor map (cuda.h): 128 opaque bytes, 64-byte aligned. The emulator keeps its own
+// encoding in them (kernels/emu/hopper.cpp); only nimbus::cuda::encode_tensor_map writes one.
+typedef struct CUtensorMap_st {
+  alignas(64) uint64_t opaque[16];
+} CUtensorMap;
 enum cudaStreamCaptureMode : int {
   cudaStreamCaptureModeGlobal = 0,
   cudaStreamCaptureModeThreadLocal = 1,
@@ -156,6 +161,10 @@ struct LaunchStats {
   int64_t ldmatrix_wavefronts = 0;   // shared-memory wavefronts they took (at least one per 8x8 matrix)
   int64_t smem_bank_conflicts = 0;   // extra wavefronts caused by bank conflicts (wavefronts - matrices)
   int64_t cp_async = 0;              // cp.async copies issued (one per thread)
+  // Hopper models (kernels/emu/hopper.cpp):
+  int64_t wgmma = 0;        // wgmma.mma_async executed (one per warpgroup)
+  int64_t tma = 0;          // cp.async.bulk.tensor copies issued (one per issuing thread)
+  int64_t mbarrier_phases = 0;  // mbarrier phases completed
 };
 LaunchStats last_launch_stats();
 

@@ -47,8 +47,11 @@ namespace {
 // (see DYNAMIC_SMEM in compat.h).
 thread_local const Coords* tls_coords = nullptr;
 // Storage for the largest opt-in size (227 KiB); a launch may use what its kernel's limit allows.
-thread_local __attribute__((aligned(128))) unsigned char nimbus_dyn_smem[kMaxDynamicSmemOptIn];
+// Aligned to 1024 bytes, so that offsets in it (the emulator's shared-memory addresses, hopper.cpp) have
+// the alignment of the pointers: the Hopper swizzle patterns repeat every 1024 bytes.
+thread_local __attribute__((aligned(1024))) unsigned char nimbus_dyn_smem[kMaxDynamicSmemOptIn];
 thread_local uint64_t tls_block_serial = 0;  // counts blocks run on this OS thread
+thread_local size_t tls_smem_bytes = 0;      // the running launch's dynamic shared memory
 
 // ---------------------------------------------------------------------------------------------
 // Context switch: the only two functions that know how a fiber's registers are kept.
@@ -186,7 +189,7 @@ class StackPool {
 
 // ---------------------------------------------------------------------------------------------
 // One emulated CUDA thread and one block.
-enum class State : unsigned char { Fresh, Ready, Running, AtBarrier, AtWarp, Done, Faulted };
+enum class State : unsigned char { Fresh, Ready, Running, AtBarrier, AtWarp, AtEvent, Done, Faulted };
 
 struct Thread {
   Coords coords;
@@ -199,9 +202,12 @@ struct Thread {
   WarpOp op = WarpOp::Syncwarp;  // the pending warp primitive
   uint32_t mask = 0, value = 0, result = 0;
   int arg = 0, width = 32;
-  CollectiveFn coll_fn = nullptr;  // WarpOp::Collective: the instruction model, its name, this lane's operands
+  CollectiveFn coll_fn = nullptr;  // WarpOp::Collective/Group: the instruction model, its name, this lane's operands
   const char* coll_name = nullptr;
   void* coll_data = nullptr;
+  const void* event_key = nullptr;  // State::AtEvent: what it waits on, the waiting instruction, how to describe it
+  const char* event_name = nullptr;
+  DescribeFn event_describe = nullptr;
   void* asan_fake_stack = nullptr;
   void* tsan_fiber = nullptr;
 };
@@ -250,10 +256,13 @@ const char* op_name(WarpOp op) {
     case WarpOp::All: return "__all_sync";
     case WarpOp::Syncwarp: return "__syncwarp";
     case WarpOp::Collective: return "a warp-collective instruction";
+    case WarpOp::Group: return "a warpgroup-collective instruction";
   }
   return "?";
 }
-const char* op_name(const Thread& t) { return t.op == WarpOp::Collective && t.coll_name ? t.coll_name : op_name(t.op); }
+const char* op_name(const Thread& t) {
+  return (t.op == WarpOp::Collective || t.op == WarpOp::Group) && t.coll_name ? t.coll_name : op_name(t.op);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Switching between the scheduler and a fiber, with the sanitizer bookkeeping.
@@ -426,12 +435,38 @@ EMU_NO_TSAN void start_or_resume(Block& b, Thread& t) {
 // Nothing is runnable and not everyone is done: release the barrier if that is legal, else
 // describe the problem.
 EMU_NO_TSAN std::string release_or_diagnose(Block& b, bool strict_mode) {
-  std::vector<int> done, at_barrier, at_warp;
+  std::vector<int> done, at_barrier, at_warp, at_event;
   for (const Thread& t : b.threads)
-    (t.state == State::Done ? done : t.state == State::AtBarrier ? at_barrier : at_warp).push_back(t.tid);
-  if (!at_warp.empty()) {
+    (t.state == State::Done        ? done
+     : t.state == State::AtBarrier ? at_barrier
+     : t.state == State::AtEvent   ? at_event
+                                   : at_warp)
+        .push_back(t.tid);
+  if (!at_warp.empty() || !at_event.empty()) {
     std::string msg = "deadlock: no thread can run.";
+    std::vector<bool> group_reported(b.threads.size() / 128 + 1, false);
     for (size_t w = 0; w * 32 < b.threads.size(); ++w) {
+      // A warpgroup instruction: which threads of the warpgroup are not there.
+      const Thread* g = nullptr;
+      for (int l = 0; l < 32 && w * 32 + size_t(l) < b.threads.size() && !g; ++l) {
+        const Thread& t = b.threads[w * 32 + size_t(l)];
+        if (t.state == State::AtWarp && t.op == WarpOp::Group) g = &t;
+      }
+      if (g) {
+        const size_t wg = w / 4;
+        if (group_reported[wg]) continue;
+        group_reported[wg] = true;
+        std::vector<int> waiting, missing;
+        for (size_t i = wg * 128; i < wg * 128 + 128 && i < b.threads.size(); ++i) {
+          const Thread& t = b.threads[i];
+          (t.state == State::AtWarp && t.op == WarpOp::Group ? waiting : missing).push_back(t.tid);
+        }
+        bool exited = std::all_of(missing.begin(), missing.end(),
+                                  [&](int id) { return b.threads[size_t(id)].state == State::Done; });
+        msg += str(" Threads ", ids(waiting), " wait in ", op_name(*g), " at ", site(g->file, g->line), " for threads ",
+                   ids(missing), " of their warpgroup, which", exited ? " exited." : " wait elsewhere.");
+        continue;
+      }
       std::vector<int> waiting, missing;
       const Thread* first = nullptr;
       for (int l = 0; l < 32 && w * 32 + size_t(l) < b.threads.size(); ++l) {
@@ -447,6 +482,20 @@ EMU_NO_TSAN std::string release_or_diagnose(Block& b, bool strict_mode) {
       bool exited = std::all_of(missing.begin(), missing.end(),
                                 [&](int id) { return b.threads[size_t(id)].state == State::Done; });
       msg += exited ? " exited." : " wait elsewhere.";
+    }
+    // Threads waiting on a model object (an mbarrier phase): grouped by object and call site.
+    std::vector<bool> seen(b.threads.size(), false);
+    for (int id : at_event) {
+      if (seen[size_t(id)]) continue;
+      const Thread& t0 = b.threads[size_t(id)];
+      std::vector<int> same;
+      for (int j : at_event) {
+        const Thread& t = b.threads[size_t(j)];
+        if (!seen[size_t(j)] && t.event_key == t0.event_key && t.line == t0.line && std::string(t.file) == t0.file)
+          same.push_back(j), seen[size_t(j)] = true;
+      }
+      msg += str(" Threads ", ids(same), " wait in ", t0.event_name, " at ", site(t0.file, t0.line), ": ",
+                 t0.event_describe ? t0.event_describe(t0.event_key) : std::string("(no description)"), ".");
     }
     if (!at_barrier.empty())
       msg += str(" Threads ", ids(at_barrier), " wait at __syncthreads() at ",
@@ -496,6 +545,7 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
                 bidx, block, grid};
   }
   std::memset(nimbus_dyn_smem, 0xFF, smem);  // NaN bytes: reading before writing shows up
+  tls_smem_bytes = smem;
   ++tls_block_serial;
 #ifdef EMU_ASAN
   ASAN_POISON_MEMORY_REGION(nimbus_dyn_smem + smem, kMaxDynamicSmemOptIn - smem);  // past the requested size
@@ -562,6 +612,7 @@ EMU_NO_TSAN uint3 block_idx() { return tls_coords->block_idx; }
 EMU_NO_TSAN dim3 block_dim() { return tls_coords->block_dim; }
 EMU_NO_TSAN dim3 grid_dim() { return tls_coords->grid_dim; }
 unsigned char* dynamic_smem() { return nimbus_dyn_smem; }
+size_t dynamic_smem_bytes() { return tls_smem_bytes; }
 
 EMU_NO_TSAN void syncthreads(const char* file, int line) {
   Block& b = tls_block;
@@ -629,6 +680,75 @@ EMU_NO_TSAN uint32_t warp_op(WarpOp op, uint32_t mask, uint32_t value, int arg, 
 
 EMU_NO_TSAN void warp_collective(const char* name, CollectiveFn fn, void* lane_data, const char* file, int line) {
   warp_arrive(WarpOp::Collective, 0xffffffffu, 0, 0, 32, file, line, fn, name, lane_data);
+}
+
+EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_data, const char* file, int line) {
+  Block& b = tls_block;
+  Thread& t = *b.current;
+  const size_t wg = size_t(t.tid) / 128, first = wg * 128;
+  t.coll_fn = fn;
+  t.coll_name = name;
+  t.coll_data = lane_data;
+  t.op = WarpOp::Group;
+  t.mask = 0xffffffffu;
+  t.file = file;
+  t.line = line;
+  if (first + 128 > b.threads.size()) {
+    std::string msg = str(name, " at ", site(file, line), ": thread ", t.tid, " is in warpgroup ", wg, " (threads ",
+                          first, "-", first + 127, "), which a block of ", b.threads.size(),
+                          " threads does not contain: warpgroup instructions need all 4 warps of the warpgroup");
+    fault(b, t, std::move(msg));
+  }
+  t.state = State::AtWarp;
+#ifdef EMU_TSAN
+  __tsan_release(&b.warp_token[wg % 32]);
+#endif
+  bool complete = true;
+  for (size_t i = first; i < first + 128; ++i)
+    if (b.threads[i].state != State::AtWarp) complete = false;
+  if (!complete) {
+    switch_to_scheduler(b, t, false);
+  } else {
+    for (size_t i = first; i < first + 128; ++i) {
+      const Thread& o = b.threads[i];
+      if (o.op == WarpOp::Group && o.coll_fn == fn && o.line == line && std::string(o.file) == file) continue;
+      std::string msg = str("warpgroup ", wg, ": thread ", o.tid, " is in ", op_name(o), " at ", site(o.file, o.line),
+                            " while thread ", t.tid, " is in ", name, " at ", site(file, line),
+                            ": all 128 threads of a warpgroup must execute the same instruction (.aligned)");
+      fault(b, t, std::move(msg));
+    }
+    void* data[128];
+    for (size_t i = 0; i < 128; ++i) data[i] = b.threads[first + i].coll_data;
+    std::string err = fn(data);
+    if (!err.empty()) {
+      std::string msg = str(name, " at ", site(file, line), ", warpgroup ", wg, ": ", err);
+      std::string().swap(err);
+      fault(b, t, std::move(msg));
+    }
+    for (size_t i = first; i < first + 128; ++i) b.threads[i].state = State::Ready;
+    t.state = State::Running;
+    ++b.stats.warp_syncs;
+  }
+#ifdef EMU_TSAN
+  __tsan_acquire(&b.warp_token[wg % 32]);
+#endif
+}
+
+EMU_NO_TSAN void event_wait(const void* key, const char* name, DescribeFn describe, const char* file, int line) {
+  Block& b = tls_block;
+  Thread& t = *b.current;
+  t.state = State::AtEvent;
+  t.event_key = key;
+  t.event_name = name;
+  t.event_describe = describe;
+  t.file = file;
+  t.line = line;
+  switch_to_scheduler(b, t, false);
+}
+
+EMU_NO_TSAN void event_wake(const void* key) {
+  for (Thread& t : tls_block.threads)
+    if (t.state == State::AtEvent && t.event_key == key) t.state = State::Ready;
 }
 
 EMU_NO_TSAN void kernel_fault(std::string msg) {
@@ -705,6 +825,7 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
       total.warp_syncs += s.warp_syncs, total.max_stacks = std::max(total.max_stacks, s.max_stacks);
       total.mma += s.mma, total.ldmatrix += s.ldmatrix, total.ldmatrix_wavefronts += s.ldmatrix_wavefronts;
       total.smem_bank_conflicts += s.smem_bank_conflicts, total.cp_async += s.cp_async;
+      total.wgmma += s.wgmma, total.tma += s.tma, total.mbarrier_phases += s.mbarrier_phases;
     }
   }
   std::lock_guard<std::mutex> lock(merge);
