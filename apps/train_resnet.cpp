@@ -26,6 +26,7 @@
 #include "engine/distributed/sync_batchnorm.h"
 #include "data/eurosat.h"
 #include "engine/autograd.h"
+#include "engine/ops/augment.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/lr_schedule.h"
 
@@ -151,6 +152,9 @@ int run(int argc, char** argv) {
                "ORDER");
   p.add_int("norm-samples", 2000, "training tiles used for the input_norm mean/std (0 = all of them)").range(0, 1e9);
   p.add_flag("no-augment", "no flips / rot90 (default: random flip and quarter turn per tile and epoch)");
+  p.add_choice("augment-on", "auto", {"auto", "host", "device"},
+               "where the training flips and quarter turns are applied: the loader threads (host) or the model's "
+               "device, the same draws and the same pixels either way (auto: device on cuda, host on cpu)");
   p.add_flag("sync-bn", "with several ranks (mpirun), batch norm statistics over the global batch (every rank's "
              "samples) instead of each rank's own; no effect with one process");
   apps::add_training_options(p);  // --workers, --resume, the debug hooks, --device, --threads, --seed
@@ -183,6 +187,10 @@ int run(int argc, char** argv) {
   };
   eval_opt.transform = train_opt.transform;
   train_opt.augment = data::AugmentConfig{0, false, !p.get_flag("no-augment")};
+  const std::string augment_on = p.get_string("augment-on");
+  const bool augment_on_device =
+      train_opt.augment.flip_rotate && (augment_on == "device" || (augment_on == "auto" && common.device == Device::CUDA));
+  train_opt.flip_rotate_on_device = augment_on_device;
   {
     std::vector<std::string> sources;
     for (const auto* part : {&split.train, &split.val})
@@ -237,9 +245,13 @@ int run(int argc, char** argv) {
   loop.device = common.device;
   loop.read_every = training.read_every;
   loop.graphs = training.graphs;
-  loop.step_inputs = [&](const data::Batch& bt) { return std::vector<Tensor>{bt["image"], label_tensor(bt.labels)}; };
+  loop.step_inputs = [&](const data::Batch& bt) {
+    std::vector<Tensor> in{bt["image"], label_tensor(bt.labels)};
+    if (augment_on_device) in.push_back(bt["augment"]);  // the codes travel with the batch (and the graph's inputs)
+    return in;
+  };
   loop.step_loss = [&](const std::vector<Tensor>& in, std::vector<Tensor>& keep) {
-    const Tensor logits = clf.logits(in[0]);
+    const Tensor logits = clf.logits(augment_on_device ? flip_rotate(in[0], in[2]) : in[0]);
     keep.push_back(logits.detach().to(DType::F32));  // bfloat16 under --precision bf16
     return cross_entropy(logits, in[1]);
   };

@@ -5,12 +5,14 @@
 //
 //   bench_loader [--dataset sen12mscr|eurosat] [--root DIR] [--triplets N]
 //                [--threads T] [--batch B] [--prefetch P] [--crop C]
-//                [--epochs E] [--pack FILE|temp]
+//                [--epochs E] [--pack FILE|temp] [--augment-on host|device]
 // Without --root it writes N real-format samples (256x256 triplets: 13-band
 // uint16 S2 pair, 2-band float32 S1; or 64x64 13-band uint16 tiles, N per
 // class), uncompressed, in the datasets' layouts, to a temp folder and removes
 // it afterwards. Files just written sit in the page cache,
 // so that figure is decode + crop + augment speed, not cold-disk speed.
+// --augment-on device (EuroSAT): the flips and turns drawn but left to the GPU (train_resnet's
+// --augment-on device), so the loader only reads and batches.
 // --pack: the same epochs again, reading the triplets from a raster pack
 // (data/raster_pack.h; built first when missing or stale; "temp": in the temp
 // folder), then a line with the ratio of the two rates, measured in one run.
@@ -76,7 +78,7 @@ void make_eurosat(const fs::path& root, int n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string root, pack_path, dataset = "sen12mscr";
+  std::string root, pack_path, dataset = "sen12mscr", augment_on = "host";
   int triplets = 32, threads = 2, batch = 8, prefetch = 4, crop = 128, epochs = 2;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -96,11 +98,20 @@ int main(int argc, char** argv) {
     else if (a == "--crop") crop = std::stoi(val());
     else if (a == "--epochs") epochs = std::stoi(val());
     else if (a == "--pack") pack_path = val();
+    else if (a == "--augment-on") augment_on = val();
     else {
       std::fprintf(stderr, "usage: bench_loader [--dataset sen12mscr|eurosat] [--root DIR] [--triplets N] [--threads T] [--batch B] "
-                           "[--prefetch P] [--crop C] [--epochs E] [--pack FILE|temp]\n");
+                           "[--prefetch P] [--crop C] [--epochs E] [--pack FILE|temp] [--augment-on host|device]\n");
       return 2;
     }
+  }
+  if (augment_on != "host" && augment_on != "device") {
+    std::fprintf(stderr, "bench_loader: --augment-on is host or device, not %s\n", augment_on.c_str());
+    return 2;
+  }
+  if (augment_on == "device" && dataset != "eurosat") {
+    std::fprintf(stderr, "bench_loader: --augment-on device is train_resnet's (EuroSAT) option\n");
+    return 2;
   }
   if (dataset != "sen12mscr" && dataset != "eurosat") {
     std::fprintf(stderr, "bench_loader: --dataset is sen12mscr or eurosat, not %s\n", dataset.c_str());
@@ -136,6 +147,7 @@ int main(int argc, char** argv) {
         EuroSatSampleOptions eo;
         eo.augment = AugmentConfig{0, true, true};
         eo.pack = pack;
+        eo.flip_rotate_on_device = augment_on == "device";  // drawn here, applied by the GPU
         std::vector<size_t> all(count);
         for (size_t i = 0; i < count; ++i) all[i] = i;
         return eurosat_sample_fn(*tiles, all, eo);
@@ -161,10 +173,10 @@ int main(int argc, char** argv) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::printf(
           "{\"bench\":\"loader\",\"dataset\":\"%s\",\"source\":\"%s\",\"root\":\"%s\",\"samples_in_dataset\":%zu,"
-          "\"threads\":%d,\"batch\":%d,\"prefetch\":%d,\"crop\":%d,\"samples\":%zu,\"seconds\":%.4f,"
-          "\"samples_per_s\":%.2f}\n",
+          "\"threads\":%d,\"batch\":%d,\"prefetch\":%d,\"crop\":%d,\"augment_on\":\"%s\",\"samples\":%zu,"
+          "\"seconds\":%.4f,\"samples_per_s\":%.2f}\n",
           dataset.c_str(), pack ? "pack" : "files", tmp.empty() ? root.c_str() : "(temp, page-cached)", count, threads,
-          batch, prefetch, eurosat ? 64 : crop, samples, s, double(samples) / s);
+          batch, prefetch, eurosat ? 64 : crop, augment_on.c_str(), samples, s, double(samples) / s);
       return double(samples) / s;
     };
     const double files_rate = measure(nullptr);

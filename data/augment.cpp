@@ -3,6 +3,7 @@
 
 #include <utility>
 
+#include "kernels/common/dihedral.h"
 #include "kernels/common/error.h"
 
 namespace nimbus::data {
@@ -38,17 +39,9 @@ void flip_rotate(const float* in, float* out, int channels, int h, int w, int fl
     float* dst = out + size_t(c) * h * w;
     for (int i = 0; i < oh; ++i)
       for (int j = 0; j < ow; ++j) {
-        // (y, x) in the flipped image that lands on output (i, j) after rot90^k.
-        int y, x;
-        switch (rot) {
-          case 0: y = i, x = j; break;
-          case 1: y = j, x = w - 1 - i; break;
-          case 2: y = h - 1 - i, x = w - 1 - j; break;
-          default: y = h - 1 - j, x = i; break;
-        }
-        if (flip == 1) y = h - 1 - y;
-        if (flip == 2) x = w - 1 - x;
-        dst[size_t(i) * ow + j] = src[size_t(y) * w + x];
+        int64_t y, x;  // the input pixel that lands on output (i, j): the rule the GPU kernels share
+        dihedral_source(4 * flip + rot, h, w, i, j, y, x);
+        dst[size_t(i) * ow + j] = src[size_t(y) * w + size_t(x)];
       }
   }
 }

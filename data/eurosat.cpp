@@ -155,12 +155,13 @@ SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroS
     const TiffInfo info = checked_info(item.path, options.pack.get());
     const AugmentDraw d = draw_augment(rng, info.height, info.width, options.augment);
     Raster r = read_window_via(options.pack.get(), item.path, crop_window(d, info.height, info.width, options.augment));
-    flip_rotate(r, d.flip, d.rot);
+    if (!options.flip_rotate_on_device) flip_rotate(r, d.flip, d.rot);
     if (options.transform) options.transform(r.data, r.height, r.width);
     Sample s;
     s.path = item.path;
     s.label = item.label;
     s.add("image", Shape{kS2Bands, r.height, r.width}, std::move(r.data));
+    if (options.flip_rotate_on_device) s.add("augment", Shape{}, {float(4 * d.flip + d.rot)});
     return s;
   };
 }

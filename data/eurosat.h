@@ -62,8 +62,12 @@ struct EuroSatSampleOptions {
   std::function<void(std::vector<float>& chw, int h, int w)> transform;
   // Optional raster pack (raster_pack.h): the tiles it holds are read from it, the rest from disk.
   std::shared_ptr<const RasterPack> pack;
+  // The flip and quarter turn drawn as usual (the same random numbers) but not applied: the sample
+  // carries them as "augment", a 0-d code 4 flip + rot, for engine/ops/augment.h on the device.
+  bool flip_rotate_on_device = false;
 };
-// Sample k of the loader is items()[indices[k]]: field "image" (13, h, w), label = class.
+// Sample k of the loader is items()[indices[k]]: field "image" (13, h, w), label = class
+// [, "augment" () with flip_rotate_on_device].
 SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroSatSampleOptions options);
 
 }  // namespace nimbus::data

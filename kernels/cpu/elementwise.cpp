@@ -2,7 +2,9 @@
 #include "kernels/cpu/elementwise.h"
 
 #include <cstring>
+#include <limits>
 
+#include "kernels/common/dihedral.h"
 #include "kernels/common/parallel.h"
 #include "kernels/common/unary_math.h"
 
@@ -92,6 +94,26 @@ void band_affine(T* y, const T* x, const float* p, int64_t N, int64_t C, int64_t
       }
     }
 }
+template <typename T>
+void flip_rotate(T* y, const T* x, const float* code, int64_t N, int64_t C, int64_t S) {
+#pragma omp parallel for collapse(2) if (N * C * S * S > kParallelGrain)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const float k = code[n];
+      const bool valid = k >= 0 && k < float(kDihedralCodes) && k == float(int(k));  // NaN fails every test
+      const T* src = x + (n * C + c) * S * S;
+      T* dst = y + (n * C + c) * S * S;
+      for (int64_t i = 0; i < S; ++i)
+        for (int64_t j = 0; j < S; ++j) {
+          int64_t sy = 0, sx = 0;
+          if (valid) dihedral_source(int(k), S, S, i, j, sy, sx);
+          dst[i * S + j] = valid ? src[sy * S + sx] : std::numeric_limits<T>::quiet_NaN();
+        }
+    }
+}
+template void flip_rotate<float>(float*, const float*, const float*, int64_t, int64_t, int64_t);
+template void flip_rotate<double>(double*, const double*, const float*, int64_t, int64_t, int64_t);
+
 template void band_affine<float>(float*, const float*, const float*, int64_t, int64_t, int64_t);
 template void band_affine<double>(double*, const double*, const float*, int64_t, int64_t, int64_t);
 

@@ -41,6 +41,12 @@ void input_norm(T* y, const T* x, const float* mean, const float* std, float sca
 template <typename T>
 void band_affine(T* y, const T* x, const float* p, int64_t N, int64_t C, int64_t HW);
 
+// The training augmentation of N square images of C channels of S x S pixels: sample n flipped and
+// turned by code[n] (kernels/common/dihedral.h; y != x); a code that is not an integer in 0..11 fills
+// the sample with NaN. A permutation: every backend gives the same bits.
+template <typename T>
+void flip_rotate(T* y, const T* x, const float* code, int64_t N, int64_t C, int64_t S);
+
 // dst rows of `len` elements `dst_stride` apart <- src rows `src_stride` apart (concat_channels).
 template <typename T>
 void copy_rows(T* dst, int64_t dst_stride, const T* src, int64_t src_stride, int64_t rows, int64_t len);

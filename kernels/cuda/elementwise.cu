@@ -16,6 +16,7 @@
 
 #include <cstdint>
 
+#include "kernels/common/dihedral.h"
 #include "kernels/common/unary_math.h"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/tensor_core.h"  // load_vector, store_vector
@@ -111,6 +112,19 @@ __global__ void band_affine_kernel(float* y, const float* x, const float* p, int
   }
 }
 
+// One thread per output element; sample n's code decides where it reads from (dihedral.h).
+__global__ void flip_rotate_kernel(float* y, const float* x, const float* code, int64_t C, int64_t S, int64_t n) {
+  const int64_t plane = S * S;
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const float k = code[i / (C * plane)];
+    const bool valid = k >= 0.0f && k < float(kDihedralCodes) && k == float(int(k));  // NaN fails every test
+    const int64_t p = i % plane;
+    int64_t sy = 0, sx = 0;
+    if (valid) dihedral_source(int(k), S, S, p / S, p % S, sy, sx);
+    y[i] = valid ? x[i - p + sy * S + sx] : __int_as_float(0x7fc00000);  // the quiet NaN
+  }
+}
+
 // The ops of kernels/common/unary_ops.def: the formula in float.
 #define NIMBUS_UNARY(name, f, df)                                                        \
   template <typename T>                                                                  \
@@ -173,6 +187,10 @@ void add_scaled(T* y, const T* a, const T* b, float s, int64_t n, int block) {
 
 void band_affine(float* y, const float* x, const float* p, int64_t N, int64_t C, int64_t HW, int block) {
   launch_n("cuda::band_affine", band_affine_kernel, N * C * HW, block, y, x, p, C, HW, N * C * HW);
+}
+
+void flip_rotate(float* y, const float* x, const float* code, int64_t N, int64_t C, int64_t S, int block) {
+  launch_n("cuda::flip_rotate", flip_rotate_kernel, N * C * S * S, block, y, x, code, C, S, N * C * S * S);
 }
 
 void input_norm(float* y, const float* x, const float* mean, const float* std, float scale, int64_t N, int64_t C,

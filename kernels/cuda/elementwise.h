@@ -34,6 +34,8 @@ template <typename T> void add_scaled(T* y, const T* a, const T* b, float s, int
 void band_affine(float* y, const float* x, const float* p, int64_t N, int64_t C, int64_t HW, int block = kBlock);
 void input_norm(float* y, const float* x, const float* mean, const float* std, float scale, int64_t N, int64_t C,
                 int64_t HW, int block = kBlock);
+// Sample n of (N, C, S, S) flipped and turned by code[n] (kernels/cpu/elementwise.h flip_rotate).
+void flip_rotate(float* y, const float* x, const float* code, int64_t N, int64_t C, int64_t S, int block = kBlock);
 
 // The formula-defined ops of kernels/common/unary_ops.def: y = f(x); dx = dy f'(x).
 #define NIMBUS_UNARY(name, f, df)                                                        \

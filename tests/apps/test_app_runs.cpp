@@ -132,6 +132,21 @@ TEST_CASE("train_resnet: SIGKILL mid-epoch then --resume ends with the weights o
   CHECK(lm.model.classifier->config().width == 4);
 }
 
+TEST_CASE("train_resnet: --augment-on device trains bit for bit as the host augmentation, and differs from none") {
+  TempDir d("resnet_augment");
+  const std::string data = make_eurosat(d);
+  AppResult host = run_app("train_resnet", with(resnet_args(data, d / "host"), {"--augment-on", "host"}));
+  REQUIRE_MESSAGE(host.exit_code == 0, host.output);
+  AppResult dev = run_app("train_resnet", with(resnet_args(data, d / "device"), {"--augment-on", "device"}));
+  REQUIRE_MESSAGE(dev.exit_code == 0, dev.output);
+  check_same_tensors(d / "host/last.safetensors", d / "device/last.safetensors");
+  CHECK(read_file(d / "host/metrics.csv") == read_file(d / "device/metrics.csv"));
+  // The control: without augmentation the run differs (so the augmentation did something).
+  AppResult none = run_app("train_resnet", with(resnet_args(data, d / "none"), {"--no-augment"}));
+  REQUIRE_MESSAGE(none.exit_code == 0, none.output);
+  CHECK(read_file(d / "none/metrics.csv") != read_file(d / "device/metrics.csv"));
+}
+
 TEST_CASE("train_resnet: a NaN loss stops training naming the step and keeps the last good checkpoint") {
   TempDir d("resnet_nan");
   const std::string data = make_eurosat(d);

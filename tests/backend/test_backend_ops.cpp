@@ -380,6 +380,24 @@ void input_norm_check(Run& r) {
   expect(r, "input_norm y", Y.to_vector(), y, scale, 1e-6);
 }
 
+// flip_rotate: every code 0..11 once, then an out-of-range and a fractional code (NaN samples), on 5x5
+// images (odd: the centre pixel stays) with a NaN pixel; a permutation, so exact.
+void flip_rotate_check(Run& r) {
+  const int64_t N = 14, C = 3, S = 5, n = N * C * S * S;
+  r.shape = "N=14 C=3 S=5";
+  V x = r.rand32(size_t(n), -3, 3);
+  x[40] = kNaN;
+  V codes(static_cast<size_t>(N));
+  for (int64_t k = 0; k < 12; ++k) codes[size_t(k)] = double(k);
+  codes[12] = 12, codes[13] = 2.5;
+  const std::vector<float> cf(codes.begin(), codes.end());
+  V y(static_cast<size_t>(n));
+  cpu::flip_rotate<double>(y.data(), x.data(), cf.data(), N, C, S);
+  Tensor X = r.up32(x), K = r.up32(codes), Y = r.poison32(size_t(n));
+  r.be().flip_rotate(Y.data(), X.data(), K.data(), N, C, S);
+  expect_exact(r, "flip_rotate y", Y.to_vector(), y);
+}
+
 // band_affine over 4 bands: DSen2-CR's S2 scaling (clip to [0, 10000], / 2000), S1's VV and VH
 // (clip to [-25, 0] and [-32.5, 0], 2 (x - lo) / -lo), and the S2 inverse (x 2000, no clip: lo and hi
 // infinite). Inputs across every clip edge, a NaN (stays NaN). Bound: 1e-6 of |y| + 1e-6 (three
@@ -1617,6 +1635,7 @@ BACKEND_CASE_BF16(add_scaled, "add_scaled scale", add_scaled_check, add_scaled_g
 BACKEND_CASE_BF16(copy_rows, "copy_rows", copy_rows_check, nullptr)
 BACKEND_CASE(input_norm, "input_norm", input_norm_check, nullptr, nullptr)
 BACKEND_CASE(band_affine, "band_affine", band_affine_check, nullptr, nullptr)
+BACKEND_CASE(flip_rotate, "flip_rotate", flip_rotate_check, nullptr, nullptr)
 BACKEND_CASE_BF16(linear, "linear_forward linear_backward", linear_check, linear_grad)
 BACKEND_CASE_BF16(conv2d, "conv2d_forward conv2d_backward", conv2d_check, conv2d_grad)
 BACKEND_CASE(conv2d_workspace, "conv2d_workspace", conv2d_workspace_check, nullptr, nullptr)

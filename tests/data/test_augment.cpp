@@ -1,10 +1,13 @@
 // test_augment.cpp: flips and rot90 against hand-computed small arrays (numpy
-// semantics), the crop draw range, and one draw shared by all of a sample's rasters.
+// semantics), the crop draw range, one draw shared by all of a sample's rasters, and the batch op
+// that applies the draw on the tensor's device (engine/ops/augment.h) equal to the host's.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <set>
 
 #include "data/augment.h"
+#include "engine/ops/augment.h"
 #include "tests/common/check.h"
 #include "tests/data/data_test_util.h"
 
@@ -101,4 +104,32 @@ TEST_CASE("augment: one draw keeps a sample's rasters aligned") {
       REQUIRE(b.band(12)[i] == b.data[i] + 12000);         // all bands moved together
     }
   }
+}
+
+TEST_CASE("augment: flip_rotate on a batch equals the host augmentation for every code, bad codes give NaN") {
+  const int N = 14, C = 2, S = 4;
+  Rng rng(3);
+  std::vector<float> x(size_t(N * C * S * S));
+  for (float& v : x) v = float(rng.uniform());
+  std::vector<float> codes(N);
+  for (int k = 0; k < 12; ++k) codes[size_t(k)] = float(k);
+  codes[12] = -1, codes[13] = std::nanf("");
+  const Tensor y = flip_rotate(Tensor::from_vector({N, C, S, S}, x), Tensor::from_vector({N}, codes));
+  const std::vector<float> got = y.to_vector();
+  const size_t per = size_t(C * S * S);
+  for (int k = 0; k < 12; ++k) {  // the host's function, held to numpy's by the cases above
+    CAPTURE(k);
+    const std::vector<float> one(x.begin() + long(size_t(k) * per), x.begin() + long(size_t(k + 1) * per));
+    const std::vector<float> want = fr(one, C, S, S, k / 4, k % 4);
+    CHECK(std::vector<float>(got.begin() + long(size_t(k) * per), got.begin() + long(size_t(k + 1) * per)) == want);
+  }
+  size_t nan = 0;
+  for (size_t i = 12 * per; i < got.size(); ++i) nan += std::isnan(got[i]);
+  CHECK(nan == 2 * per);
+  // Refused: not square, codes of another length, a tensor that wants a gradient.
+  CHECK_THROWS_WITH(flip_rotate(Tensor::zeros({1, 1, 2, 3}), Tensor::zeros({1})), doctest::Contains("square"));
+  CHECK_THROWS_WITH(flip_rotate(Tensor::zeros({2, 1, 2, 2}), Tensor::zeros({3})), doctest::Contains("codes"));
+  Tensor w = Tensor::zeros({1, 1, 2, 2});
+  w.set_requires_grad(true);
+  CHECK_THROWS_WITH(flip_rotate(w, Tensor::zeros({1})), doctest::Contains("gradient"));
 }
