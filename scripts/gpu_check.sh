@@ -11,18 +11,19 @@
 #                cuBLAS/cuDNN (test_gpu_reference), the tensor-core conformance kernels against the
 #                emulator's models (gpu_bench_conformance), compute-sanitizer memcheck and racecheck
 #                on small cases of the shared-memory kernels
-#   distributed  the "nccl" process group at world size 1 (gpu_nccl_check): one-rank sums and means
+#   distributed  the "nccl" process group at world size 1 (cuda_status --nccl): one-rank sums and means
 #                exact, the all-reduce's fixed cost per message size
 #   kernels      every numbered version in bench/cuda on the fixed cases, validated then timed, with
 #                cuDNN/cuBLAS in fp32, TF32, bf16 (gpu_bench_*), and PyTorch (bench/torch/gpu_reference.py)
 #   sass         the hot kernels' SASS (cuobjdump), for reading on a machine without a GPU
-#   models       bench_models --device cuda, and PyTorch on the same cases
+#   models       bench_models --device cuda, and PyTorch on the same cases; bench_loader's rates on this
+#                host (loader.jsonl), to set beside the GPU step's
 #   sweep        every configuration of the backend's tensor-core convolution kernels per layer of the
 #                kernel cases (gpu_bench_conv2d --sweep): sweep.jsonl, and sweep_table.inc with the
 #                winners in kernels/cuda/tc_dispatch_table.inc's format (commit them there). Last: it
 #                tunes, the other phases measure
 #
-# Binaries: from the bundle .gpu/nimbus-gpu.tar.gz that scripts/gpu_package.sh builds and packs on a
+# Binaries: from the bundle .gpu/nimbus-gpu.tar.xz that scripts/gpu_package.sh builds and packs on a
 # machine with our Debian libraries (the GPU machine has none); NIMBUS_GPU_BIN=DIR uses binaries
 # built in place instead (a workstation: scripts/gpu_package.sh, then NIMBUS_GPU_BIN=build-gpu/bin).
 # cuBLAS/cuDNN come from the CUDA toolkit or the image's nvidia-* Python wheels.
@@ -89,9 +90,11 @@ bin=${NIMBUS_GPU_BIN:-}
 manifest=""
 nimbus_ld=""
 if [[ -z $bin ]]; then
-  bundle=$root/.gpu/nimbus-gpu.tar.gz
+  bundle=$root/.gpu/nimbus-gpu.tar.xz
   if [[ -f $bundle ]]; then
-    rm -rf /tmp/nimbus-gpu && mkdir -p /tmp/nimbus-gpu && tar -C /tmp/nimbus-gpu -xzf "$bundle"
+    rm -rf /tmp/nimbus-gpu && mkdir -p /tmp/nimbus-gpu
+    if command -v xz > /dev/null; then tar -C /tmp/nimbus-gpu -xJf "$bundle"
+    else python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$bundle" /tmp/nimbus-gpu; fi
     bin=/tmp/nimbus-gpu/nimbus-gpu/bin
     manifest=/tmp/nimbus-gpu/nimbus-gpu/MANIFEST
     nimbus_ld=/tmp/nimbus-gpu/nimbus-gpu/lib
@@ -203,7 +206,7 @@ phase_correctness() {
 # NCCL at world size 1 (one GPU: NCCL refuses two ranks on a device). libnccl.so.2 comes from the
 # nvidia-nccl wheel, on the LD_LIBRARY_PATH that NB sets (nccl_group.cu loads it with dlopen).
 phase_distributed() {
-  rows distributed t 20 "${NB[@]}" "$bin/gpu_nccl_check"; note_rc "gpu_nccl_check (NCCL all-reduce, one rank)" $?
+  rows distributed t 20 "${NB[@]}" "$bin/cuda_status" --nccl; note_rc "cuda_status --nccl (NCCL all-reduce, one rank)" $?
 }
 
 phase_kernels() {
@@ -226,6 +229,12 @@ phase_models() {
     rows models t "${c#*:}" "${NB[@]}" "$bin/bench_models" --device cuda --cases "${c%:*}"
     note_rc "bench_models --device cuda ${c%:*}" $?
   done
+  # The loader on this host's 16 cores, to set beside the GPU step's images/s (loader.jsonl): EuroSAT
+  # tiles from a raster pack with the flips left to the GPU, and SEN12MS-CR triplets from a pack.
+  t 25 "${NB[@]}" "$bin/bench_loader" --dataset eurosat --triplets 100 --threads 16 --batch 256 --pack temp \
+    --augment-on device > "$out/loader.jsonl"; note_rc "bench_loader eurosat (pack, flips on the GPU)" $?
+  t 25 "${NB[@]}" "$bin/bench_loader" --triplets 64 --threads 16 --batch 16 --pack temp >> "$out/loader.jsonl"
+  note_rc "bench_loader sen12mscr (pack)" $?
   rows models t 80 python3 "$root/bench/torch/gpu_reference.py" models --configs fp32,tf32,bf16 --budget 70
   note_rc "PyTorch models (eager)" $?
   # torch.compile last: it may take its 90 s to compile and is the first thing to go when time is short.

@@ -5,7 +5,7 @@
 
 One JSON object per line: one case (a kernel problem, a model step, a ceiling) run by one
 implementation in one precision. Fields written by the programs (bench/cuda --case, bench_models
---device cuda, bench/torch/gpu_reference.py, scripts/gpu/ceilings.py, gpu_nccl_check):
+--device cuda, bench/torch/gpu_reference.py, scripts/gpu/ceilings.py, cuda_status --nccl):
   case, impl (nimbus_vN / nimbus / cudnn / cublas / torch_eager / torch_compile / torch), precision
   (fp32 / tf32 / bf16), ok, rel_err (against a float64 reference on sampled outputs), median_ms,
   p10_ms, p90_ms, flops, bytes (the fewest bytes that must move), nimbus_ms (ours: = median_ms;
