@@ -66,6 +66,10 @@
  * Numerics as the mma model: bf16 exact, tf32 = the top 19 bits of the 32-bit word, D = scale_d * C +
  * sum_k (scale_a A)(scale_b B) in float64, k ascending, rounded once: the one inexact part.
  *
+ * setmaxnreg. Each warpgroup's count is kept: .inc below it or .dec above it is an error, and so are
+ * counts that, summed over the block's warpgroups (24 for one without a setmaxnreg yet) x 128, exceed
+ * the SM's 65,536 registers (a GPU's .inc would wait forever for them).
+ *
  * wgmma ordering. fence, mma_async, commit_group and wait_group are warpgroup-collective (.aligned).
  * mma_async needs a wgmma.fence since the warpgroup's last wait_group (stricter than PTX, which
  * exempts accumulator-only chains across a wait; CUTLASS fences before every batch). The result is
@@ -181,6 +185,7 @@ struct HopperBlock {
   std::vector<unsigned char> view;          // the async proxy's view of the dynamic shared memory
   std::map<uintptr_t, uintptr_t> inflight;  // TMA destinations in flight: start -> end
   std::map<int, Warpgroup> groups;
+  std::map<int, int> maxnreg;  // warpgroup -> its register count from its last setmaxnreg
 };
 thread_local HopperBlock tls_h;
 
@@ -191,6 +196,7 @@ EMU_NO_TSAN HopperBlock& block() {
     h.bars.clear();
     h.inflight.clear();
     h.groups.clear();
+    h.maxnreg.clear();
     h.view.assign(dynamic_smem_bytes(), 0xFF);  // the launch's fill, as the memory itself
   }
   return h;
@@ -589,7 +595,41 @@ EMU_NO_TSAN std::string wgmma_wait_model(void* const* lanes) {
   return "";
 }
 
-std::string noop_model(void* const*) { return ""; }
+// setmaxnreg. The SM's register file (65,536) bounds what the block's warpgroups can hold at once:
+// .inc waits until the CTA's pool (what .dec released) has the registers, so if the counts asked for
+// add up to more than that, some .inc waits forever. The launch's count (ptxas') is unknown here: a
+// warpgroup that has not run setmaxnreg counts as the least, 24, so an error is certain to be one on a
+// GPU. Also refused: an .inc below, or a .dec above, the count of the warpgroup's previous setmaxnreg.
+struct MaxnregLane {
+  bool inc;
+  int regs;
+};
+EMU_NO_TSAN std::string setmaxnreg_model(void* const* lanes) {
+  TsanIgnore ignore;
+  const auto& l = *static_cast<const MaxnregLane*>(lanes[0]);
+  HopperBlock& h = block();
+  const int wg = warpgroup_of_caller();
+  const auto it = h.maxnreg.find(wg);
+  if (it != h.maxnreg.end() && (l.inc ? l.regs < it->second : l.regs > it->second))
+    return str("setmaxnreg.", l.inc ? "inc" : "dec", " to ", l.regs, " registers in warpgroup ", wg, ", whose count is ",
+               it->second, " since its previous setmaxnreg: .inc may only raise the count, .dec only lower it");
+  h.maxnreg[wg] = l.regs;
+  const dim3 b = block_dim();
+  const int groups = int((b.x * b.y * b.z + 127) / 128);
+  int64_t total = 0;
+  std::string parts;
+  for (int g = 0; g < groups; ++g) {
+    const auto f = h.maxnreg.find(g);
+    const int r = f == h.maxnreg.end() ? 24 : f->second;
+    total += 128 * int64_t(r);
+    parts += str(g ? ", " : "", g, ": ", r, f == h.maxnreg.end() ? " (no setmaxnreg yet: at least 24)" : "");
+  }
+  if (total > 65536)
+    return str("setmaxnreg.", l.inc ? "inc" : "dec", " to ", l.regs, " registers in warpgroup ", wg,
+               ": the block's warpgroups would hold ", total, " registers (per thread, by warpgroup: ", parts,
+               "; x 128 threads), more than the SM's 65536; on a GPU a setmaxnreg.inc would wait forever");
+  return "";
+}
 
 }  // namespace
 
@@ -841,8 +881,8 @@ void wgmma_wait_group(int n, const char* file, int line) {
   group_collective("wgmma.wait_group.sync.aligned", wgmma_wait_model, &lane, file, line);
 }
 void setmaxnreg(bool inc, int regs, const char* file, int line) {
-  (void)regs;  // checked at compile time (24..256, a multiple of 8); no effect here
-  group_collective(inc ? "setmaxnreg.inc.sync.aligned.u32" : "setmaxnreg.dec.sync.aligned.u32", noop_model, nullptr,
+  MaxnregLane lane{inc, regs};  // regs: 24..256, a multiple of 8, checked at compile time
+  group_collective(inc ? "setmaxnreg.inc.sync.aligned.u32" : "setmaxnreg.dec.sync.aligned.u32", setmaxnreg_model, &lane,
                    file, line);
 }
 

@@ -16,7 +16,7 @@
  *     N = 8 ... 256 against a float64 product on every thread's fragment; chains, scale-d, negation;
  *     misuse (missing fence.proxy.async, missing wgmma.fence, reading or writing in-flight registers,
  *     changing operands in flight, descriptors the model refuses, a warp of the warpgroup missing);
- *   - setmaxnreg, elect.sync;
+ *   - setmaxnreg (the register budget, .inc raises, .dec lowers), elect.sync;
  *   - the worked example: a 64x64xK bf16 GEMM from TMA + mbarrier + wgmma.
  */
 #include <doctest/doctest.h>
@@ -881,6 +881,40 @@ TEST_CASE("hopper: elect.sync picks the lowest lane of the mask, setmaxnreg is w
   const std::string m = launch_error([&] { launch(elect_kernel, 1, 128, 0, nullptr, 0xFFFFFFFFu, out.p, 2); });
   CHECK_MESSAGE((contains(m, "wait in setmaxnreg.dec.sync.aligned.u32") &&
                  contains(m, "for threads 64-95 of their warpgroup, which exited")),
+                m);
+}
+
+// setmaxnreg's register budget: the counts the block's warpgroups ask for must fit the SM's 65,536
+// registers (else a .inc waits forever on a GPU), and .inc / .dec only raise / lower a count.
+__global__ void maxnreg_kernel(int variant) {
+  const int wg = int(threadIdx.x) / 128;
+  if (wg == 0) {
+    if (variant != 3) setmaxnreg_dec<40>();  // variant 3: the producer keeps the launch's count
+  } else if (variant == 0 || variant == 3) {
+    setmaxnreg_inc<232>();                   // 128 x 40 + 256 x 232 = 64,512: fits
+  } else if (variant == 1) {
+    setmaxnreg_inc<240>();                   // 128 x 40 + 256 x 240 = 66,560: too many
+  } else {
+    setmaxnreg_inc<232>();
+    setmaxnreg_inc<200>();                   // an .inc that lowers the count
+  }
+}
+
+TEST_CASE("hopper: setmaxnreg counts must fit the register file, .inc raises and .dec lowers") {
+  launch(maxnreg_kernel, 2, 384, 0, nullptr, 0);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  launch(maxnreg_kernel, 1, 384, 0, nullptr, 3);  // the unknown count counts as 24: 3,072 + 59,392
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  for (Order o : kAllOrders) {  // whichever warpgroup sets its count last sees the total
+    ScopedOrder so(o, 5);
+    const std::string m = launch_error([&] { launch(maxnreg_kernel, 1, 384, 0, nullptr, 1); });
+    CHECK_MESSAGE((contains(m, "would hold 66560 registers") && contains(m, "0: 40, 1: 240, 2: 240") &&
+                   contains(m, "more than the SM's 65536")),
+                  m);
+  }
+  const std::string m = launch_error([&] { launch(maxnreg_kernel, 1, 384, 0, nullptr, 2); });
+  CHECK_MESSAGE((contains(m, "setmaxnreg.inc to 200 registers in warpgroup 1, whose count is 232") &&
+                 contains(m, ".inc may only raise the count")),
                 m);
 }
 
