@@ -167,6 +167,9 @@ phase_smoke() {
   nvidia-smi -q -d CLOCK,PERFORMANCE | sed -n '1,60p' | grep -E 'Clocks|SM|Memory|Graphics|Throttle|Active|Idle' | head -30
   (nvcc --version || /usr/local/cuda/bin/nvcc --version) 2>&1 | tail -2
   g++ --version | head -1; cmake --version | head -1; uname -r
+  # For two MPI ranks sharing the GPU (#17): is there an MPI here, and which one does mpi4py use?
+  echo "mpirun: $(command -v mpirun || echo none) $(mpirun --version 2>/dev/null | head -1)"
+  python3 -c 'import mpi4py; print("mpi4py:", mpi4py.get_config())' 2>&1 | head -2
   [[ -n $manifest && -f $manifest ]] && cat "$manifest"
   echo "our programs' LD_LIBRARY_PATH=$nimbus_ld"
   [[ -n $bin && -x $bin/cuda_status ]] || { echo "  no binaries: nothing to run"; phase_ok=0; return; }
