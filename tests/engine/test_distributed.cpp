@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,6 +24,8 @@
 #include "engine/ops/batchnorm.h"
 #include "engine/ops/linear.h"
 #include "engine/ops/loss.h"
+#include "engine/optim/adam.h"
+#include "engine/optim/sgd.h"
 #include "engine/random.h"
 #include "tests/common/check.h"
 
@@ -195,6 +198,68 @@ TEST_CASE("gradient reducer: every rank gets the ranks' mean gradient, bucket by
     CHECK(reducer.last_step().collectives == 0);
   });
   CHECK(n.params[0].second.grad().to_vector() == alone[0][0]);
+}
+
+TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one process with the whole batch, SGD and Adam") {
+  // Net's input for the whole batch: rank 0's 4 samples then rank 1's. mse_loss is a mean, so the
+  // whole batch's gradient is the mean of the two halves' gradients.
+  const auto batch_of = [](int rank) {
+    return std::pair{Tensor::from_vector({4, 6}, rand_floats(24, 100 + uint64_t(rank))),
+                     Tensor::from_vector({4, 5}, rand_floats(20, 200 + uint64_t(rank)))};
+  };
+  auto loss_of = [](const Net& n, const Tensor& x, const Tensor& t) {
+    return mse_loss(linear(relu(linear(x, n.params[0].second, n.params[1].second)), n.params[2].second,
+                           n.params[3].second),
+                    t);
+  };
+  for (const std::string kind : {"sgd", "adam"}) {
+    CAPTURE(kind);
+    auto make = [&](const NamedTensors& p) -> std::unique_ptr<Optimizer> {
+      if (kind == "sgd") return std::make_unique<SGD>(p, SGDOptions{0.1, 0.9});
+      AdamOptions o;
+      o.lr = 1e-2;
+      return std::make_unique<Adam>(p, o);
+    };
+    // One process, the whole batch of 8.
+    Net whole;
+    {
+      const auto [x0, t0] = batch_of(0);
+      const auto [x1, t1] = batch_of(1);
+      std::vector<float> xv = x0.to_vector(), tv = t0.to_vector(), x1v = x1.to_vector(), t1v = t1.to_vector();
+      xv.insert(xv.end(), x1v.begin(), x1v.end());
+      tv.insert(tv.end(), t1v.begin(), t1v.end());
+      const Tensor x = Tensor::from_vector({8, 6}, xv), t = Tensor::from_vector({8, 5}, tv);
+      auto opt = make(whole.params);
+      for (int step = 0; step < 4; ++step) {
+        opt->zero_grad();
+        loss_of(whole, x, t).backward();
+        opt->step();
+      }
+    }
+    // Two ranks of 4.
+    std::vector<std::vector<std::vector<float>>> ranks(2);
+    run_ranks(2, [&](ProcessGroup& g) {
+      Net n;
+      GradientReducer reducer(n.params, g, 50);
+      auto opt = make(n.params);
+      const auto [x, t] = batch_of(g.rank());
+      for (int step = 0; step < 4; ++step) {
+        opt->zero_grad();
+        reducer.backward(loss_of(n, x, t));
+        opt->step();
+      }
+      for (size_t i = 0; i < 4; ++i) ranks[size_t(g.rank())].push_back(n.params[i].second.to_vector());
+    });
+    double moved = 0;
+    Net start;
+    for (size_t i = 0; i < 4; ++i) {
+      CHECK(ranks[0][i] == ranks[1][i]);  // every rank took the same steps, bit for bit
+      const std::vector<float> w = whole.params[i].second.to_vector(), s0 = start.params[i].second.to_vector();
+      check_close(ranks[0][i], w, 1e-6, 1e-5, whole.params[i].first);  // the sums differ in order only
+      for (size_t k = 0; k < w.size(); ++k) moved = std::max(moved, double(std::fabs(w[k] - s0[k])));
+    }
+    CHECK(moved > 1e-3);  // the comparison is not between two unmoved models
+  }
 }
 
 namespace {
