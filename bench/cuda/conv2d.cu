@@ -382,8 +382,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     int c, rs, r, s;
     d.by_rs.divmod(kt * kBK + 32 * khalf, c, rs);
     d.by_s.divmod(rs, r, s);
+#pragma unroll
     for (int j = 0; j < 4; ++j) {  // chunks 4 khalf + j: 8 consecutive k each
       uint32_t v[4];
+#pragma unroll
       for (int e = 0; e < 8; ++e) {
         const int h = h0 + r, w = w0 + s;
         const bool in = col_in && c < d.C && unsigned(h) < unsigned(d.H) && unsigned(w) < unsigned(d.W);
@@ -413,6 +415,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     const unsigned char* a = stage + wg * 64 * 128;  // this warpgroup's 64 channels
     const unsigned char* b = stage + kABytes;
     wgmma_fence();
+#pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) {  // K-major, 128B swizzle: the k16 step is 32 bytes along the line
       const uint64_t da = wgmma_desc(a + 32 * kk, 16, 1024, WgmmaSwizzle::B128);
       const uint64_t db = wgmma_desc(b + 32 * kk, 16, 1024, WgmmaSwizzle::B128);
@@ -433,12 +436,15 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Accumulator d[4j + i]: channel row 16w + g + 8(i >> 1), position column 8j + 2t + (i & 1) of the
   // warpgroup's 64 x 128; y[img, k, pq] (NCHW), + bias, ReLU, rounded to bf16 once.
   const int i = tid % 128, w = i / 32, g = (i % 32) / 4, t = i % 4;
+#pragma unroll
   for (int j = 0; j < kBN / 8; ++j)
+#pragma unroll
     for (int e = 0; e < 2; ++e) {
       const int cl = n0 + 8 * j + 2 * t + e;
       if (cl >= d.cols) continue;
       int im, at;
       d.by_pq.divmod(cl, im, at);
+#pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int k = m0 + 64 * wg + 16 * w + g + 8 * h;
         if (k >= d.K) continue;
