@@ -18,12 +18,18 @@
  *              weight gradient over every image in one launch with split-K and an ordered sum
  *   version 5  the same kernels in bf16 (mma.sync m16n8k16, ldmatrix): bf16 NCHW operands and
  *              output; the casts from the fp32 inputs happen outside the timed region
+ *   version 6  forward only, Hopper (sm_90a), bf16: v5's implicit GEMM on wgmma.mma_async m64n128k16
+ *              (fp32 accumulation, bf16 NCHW output, bias + ReLU in the epilogue): the weights by TMA
+ *              into a 3-stage 128B-swizzled ring (a padded copy when C*R*S is not a multiple of 8),
+ *              the im2col tile gathered by the threads into wgmma's canonical K-major swizzled layout,
+ *              then fence.proxy.async; one __syncthreads per k-tile. Runs on compute capability 9.0
+ *              only; elsewhere the nvcc build skips it with a message (see its comment block)
  *
  * Usage:
  *   bench_cuda_conv2d [--versions 1,3]    validate every version (the directions it has) at small odd
  *                                         shapes against kernels/cpu/conv2d.h's *_ref in double (both
- *                                         builds; under the emulator this is all it does, version 3 in
- *                                         forward, reverse and shuffled order; a ctest test)
+ *                                         builds; under the emulator this is all it does, versions 3-6
+ *                                         in forward, reverse and shuffled order; a ctest test)
  *   gpu_bench_conv2d --list               the case names (both builds; needs no GPU)
  *   gpu_bench_conv2d --sweep NAME|all [--sweep-table FILE] [--budget-ms 20]
  *                                         nvcc build only: every configuration of the backend's
