@@ -217,10 +217,9 @@ phase_kernels() {
            resnet50_convs_wgrad; do
     # Version 1 (direct, a teaching reference) would spend the case's time; 2 is the im2col path (fp32
     # math), 3 the first TF32 forward, 4 and 5 the backend's tensor-core kernels (the default) in TF32 and bf16,
-    # 6 the Hopper bf16 forward (TMA + wgmma; forward cases only, skipped with a message off compute capability 9.0).
-    local versions=2,3,4,5
-    [[ $c == *_fwd ]] && versions=2,3,4,5,6
-    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions "$versions"
+    # 6 and 7 the Hopper bf16 forward and data gradient (TMA + wgmma; a case runs the versions that have its
+    # direction; skipped with a message off compute capability 9.0).
+    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5,6,7
     note_rc "gpu_bench_conv2d $c" $?
   done
   # PyTorch needed ~60 s for the seven cases on 2026-12-04 (cudnn.benchmark tries algorithms per geometry).

@@ -24,6 +24,9 @@
  *              the im2col tile gathered by the threads into wgmma's canonical K-major swizzled layout,
  *              then fence.proxy.async; one __syncthreads per k-tile. Runs on compute capability 9.0
  *              only; elsewhere the nvcc build skips it with a message (see its comment block)
+ *   version 7  dgrad only, Hopper, bf16: version 6's kernel once per stride phase (st x st launches),
+ *              each a stride-1 forward of dy with the phase's taps flipped, its weights packed per
+ *              call into C x K*Rp*Sp bf16 matrices; the outputs scattered into the phase of dx
  *
  * Usage:
  *   bench_cuda_conv2d [--versions 1,3]    validate every version (the directions it has) at small odd
@@ -325,6 +328,7 @@ const Bf16Fn kBf16[3] = {fwd_tc<bfloat16>, dgrad_tc<bfloat16>, wgrad_tc<bfloat16
 // along q, the stem and 1x1 convs as special cases (1x1 stride 1 is a plain GEMM per image: TMA for
 // B too), a 128x256 tile, and a shared-memory-staged, coalesced epilogue.
 // Runs only on compute capability 9.0 (sm_90a); elsewhere the nvcc build skips it with a message.
+// Version 7 (the data gradient) is this kernel once per stride phase: see dgrad() below.
 namespace hopper_conv {
 using namespace nimbus::cuda;  // encode_tensor_map, TensorMapDesc, TmaType, TmaSwizzle
 
@@ -344,8 +348,12 @@ struct Params {
   const uint16_t* x;     // bf16 bits, NCHW
   const uint16_t* bias;  // bf16 bits, K, or null
   uint16_t* y;           // bf16 bits, NCHW
-  int C, H, W, K, R, S, stride, pad, CRS, PQ, cols;  // cols = N * P * Q
+  int C, H, W, K, R, S, stride, pad, pad_w, CRS, PQ, cols;  // the input x (C, H, W); cols = N * P * Q
   int relu;
+  // Output position (i, j) of the P x Q grid goes to y[n, k] at (out_ph + out_st i, out_pw + out_st j)
+  // of an image with out_HW elements and rows of out_W: the forward writes the grid itself (out_st 1);
+  // version 7 writes one stride phase of dx.
+  int out_st, out_ph, out_pw, out_W, out_HW;
   FastDivmod by_pq, by_q, by_rs, by_s;
 };
 
@@ -375,7 +383,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   int img, pq, p, q;
   d.by_pq.divmod(col_in ? col : 0, img, pq);
   d.by_q.divmod(pq, p, q);
-  const int h0 = p * d.stride - d.pad, w0 = q * d.stride - d.pad;
+  const int h0 = p * d.stride - d.pad, w0 = q * d.stride - d.pad_w;
   const uint16_t* x_img = d.x + int64_t(img) * d.C * d.H * d.W;
 
   const auto load_a = [&](int kt) {  // thread 0: k-tile kt of the weights into its stage
@@ -448,8 +456,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int e = 0; e < 2; ++e) {
       const int cl = n0 + 8 * j + 2 * t + e;
       if (cl >= d.cols) continue;
-      int im, at;
+      int im, at, oi, oj;
       d.by_pq.divmod(cl, im, at);
+      d.by_q.divmod(at, oi, oj);
+      const int64_t out = int64_t(d.out_ph + d.out_st * oi) * d.out_W + d.out_pw + d.out_st * oj;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int k = m0 + 64 * wg + 16 * w + g + 8 * h;
@@ -457,7 +467,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         float v = acc[4 * j + 2 * h + e];
         if (d.bias) v += bf16_to_float(d.bias[k]);
         if (d.relu) v = v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
-        d.y[(int64_t(im) * d.K + k) * d.PQ + at] = bf16_from_float_rne(v);
+        d.y[(int64_t(im) * d.K + k) * d.out_HW + out] = bf16_from_float_rne(v);
       }
     }
 }
@@ -495,19 +505,61 @@ Counts expected_counts(const ConvGeom& g) {
 emu::LaunchStats last_stats;  // the emulator's counters of the last conv launch (validate_mma checks them)
 #endif
 
-// The launcher's state, kept between calls: the padded weight buffer (grown as needed) and the tensor
-// map, re-encoded only when its matrix or shape changes, so that a timed call does no driver call.
-struct State {
-  uint16_t* padded = nullptr;
-  size_t padded_bytes = 0;
-  const void* map_global = nullptr;
-  int map_rows = 0, map_cols = 0, map_ld = 0;
+// A tensor map of the A matrix (rows x cols bf16, row stride ld elements, ld a multiple of 8, 16-byte
+// aligned), kept while the matrix and its shape stay the same: a timed call does no driver call.
+struct MapSlot {
+  const void* global = nullptr;
+  int rows = 0, cols = 0, ld = 0;
   CUtensorMap map;
-  bool smem_allowed = false;
+  const CUtensorMap& get(const void* a, int r, int c, int l) {
+    if (global != a || rows != r || cols != c || ld != l) {
+      TensorMapDesc md;
+      md.type = TmaType::BF16;
+      md.rank = 2;
+      md.global = a;
+      md.dims[0] = uint64_t(c), md.dims[1] = uint64_t(r);  // the inner extent stays cols: TMA zero-fills past it
+      md.strides[0] = uint64_t(l) * 2;
+      md.box[0] = uint32_t(kBK), md.box[1] = uint32_t(kBM);
+      md.swizzle = TmaSwizzle::B128;
+      encode_tensor_map(&map, md);
+      global = a, rows = r, cols = c, ld = l;
+    }
+    return map;
+  }
 };
 
+// A device buffer kept between calls, grown as needed (the padded or packed weights).
+struct Scratch {
+  uint16_t* p = nullptr;
+  size_t bytes = 0;
+  uint16_t* get(size_t n) {
+    if (n > bytes) {
+      if (p) CK(cudaFree(p));
+      CK(cudaMalloc(&p, n));
+      bytes = n;
+    }
+    return p;
+  }
+};
+
+// One launch of the kernel: A through `map` (p.K rows x p.CRS), B gathered from p.x, output p.y.
+void launch_igemm(const CUtensorMap& map, const Params& p, const char* what) {
+  static bool smem_allowed = false;
+  if (!smem_allowed) {
+    CK(cudaFuncSetAttribute(conv_fwd_wgmma_bf16_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)));
+    smem_allowed = true;
+  }
+  launch(conv_fwd_wgmma_bf16_kernel, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)),
+         dim3(kThreads), kSmem, nullptr, map, p);
+  cuda::check_launch(what);
+#ifndef __CUDACC__
+  last_stats = emu::last_launch_stats();
+#endif
+}
+
 void forward(uint16_t* y, const uint16_t* x, const uint16_t* w, const uint16_t* bias, const ConvGeom& g, bool relu) {
-  static State st;
+  static Scratch padded;
+  static MapSlot slot;
   const int64_t cols64 = g.N * g.P() * g.Q();
   if (cols64 <= 0 || g.K <= 0) return;
   const std::string problem = shape_problem(g);
@@ -515,48 +567,102 @@ void forward(uint16_t* y, const uint16_t* x, const uint16_t* w, const uint16_t* 
   const int K = int(g.K), CRS = int(g.C * g.R * g.S);
   const bool direct = CRS % 8 == 0 && mma_tiles::aligned16(w);
   const int ld = (CRS + 7) / 8 * 8;
-  const void* wa = w;
+  const uint16_t* wa = w;
   if (!direct) {  // TMA needs a 16-byte row stride: a padded copy of w
-    const size_t bytes = size_t(K) * size_t(ld) * 2;
-    if (bytes > st.padded_bytes) {
-      if (st.padded) CK(cudaFree(st.padded));
-      CK(cudaMalloc(&st.padded, bytes));
-      st.padded_bytes = bytes;
-      st.map_global = nullptr;
-    }
-    launch(pad_rows_kernel, cuda::grid_for(int64_t(K) * ld, 256, 65535), 256, 0, nullptr, st.padded, w, K, CRS, ld);
+    uint16_t* dst = padded.get(size_t(K) * size_t(ld) * 2);
+    launch(pad_rows_kernel, cuda::grid_for(int64_t(K) * ld, 256, 65535), 256, 0, nullptr, dst, w, K, CRS, ld);
     cuda::check_launch("conv fwd v6 (weight padding)");
-    wa = st.padded;
-  }
-  if (st.map_global != wa || st.map_rows != K || st.map_cols != CRS || st.map_ld != ld) {
-    TensorMapDesc md;
-    md.type = TmaType::BF16;
-    md.rank = 2;
-    md.global = wa;
-    md.dims[0] = uint64_t(CRS), md.dims[1] = uint64_t(K);
-    md.strides[0] = uint64_t(ld) * 2;
-    md.box[0] = uint32_t(kBK), md.box[1] = uint32_t(kBM);
-    md.swizzle = TmaSwizzle::B128;
-    encode_tensor_map(&st.map, md);
-    st.map_global = wa, st.map_rows = K, st.map_cols = CRS, st.map_ld = ld;
-  }
-  if (!st.smem_allowed) {
-    CK(cudaFuncSetAttribute(conv_fwd_wgmma_bf16_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)));
-    st.smem_allowed = true;
+    wa = dst;
   }
   Params p{};
   p.x = x, p.bias = bias, p.y = y;
   p.C = int(g.C), p.H = int(g.H), p.W = int(g.W), p.K = K, p.R = int(g.R), p.S = int(g.S);
-  p.stride = int(g.stride), p.pad = int(g.pad), p.CRS = CRS, p.PQ = int(g.P() * g.Q()), p.cols = int(cols64);
+  p.stride = int(g.stride), p.pad = int(g.pad), p.pad_w = int(g.pad), p.CRS = CRS, p.PQ = int(g.P() * g.Q());
+  p.cols = int(cols64);
   p.relu = relu ? 1 : 0;
+  p.out_st = 1, p.out_ph = 0, p.out_pw = 0, p.out_W = int(g.Q()), p.out_HW = p.PQ;
   p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(int(g.Q())), p.by_rs = FastDivmod(int(g.R * g.S));
   p.by_s = FastDivmod(int(g.S));
-  launch(conv_fwd_wgmma_bf16_kernel, dim3(unsigned((cols64 + kBN - 1) / kBN), unsigned((K + kBM - 1) / kBM)),
-         dim3(kThreads), kSmem, nullptr, st.map, p);
-  cuda::check_launch("conv fwd v6");
-#ifndef __CUDACC__
-  last_stats = emu::last_launch_stats();
-#endif
+  launch_igemm(slot.get(wa, K, CRS, ld), p, "conv fwd v6");
+}
+
+// ---- version 7: the data gradient on the same kernel ----------------------------------------------
+// dA[c][(k, r', s')] (row stride ld) = w[k, c, r0 + st (Rp-1-r'), s0 + st (Sp-1-s')] for one stride
+// phase (Rp x Sp taps; `zero`: a phase without taps, one zero tap), zeros past K*Rp*Sp.
+__global__ void pack_dgrad_weights_kernel(uint16_t* dst, const uint16_t* w, int K, int C, int R, int S, int st,
+                                          int r0, int s0, int Rp, int Sp, int zero, int ld) {
+  const int64_t n = int64_t(C) * ld;
+  const int taps = Rp * Sp;
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const int c = int(i / ld), col = int(i % ld);
+    uint16_t v = 0;
+    if (!zero && col < K * taps) {
+      const int k = col / taps, t = col % taps, rr = t / Sp, ss = t % Sp;
+      const int r = r0 + st * (Rp - 1 - rr), s = s0 + st * (Sp - 1 - ss);
+      v = w[((int64_t(k) * C + c) * R + r) * S + s];
+    }
+    dst[i] = v;
+  }
+}
+
+// dx[n, c, h, w] = sum_{k, r, s} dy[n, k, (h + pad - r) / st, (w + pad - s) / st] w[k, c, r, s] over the
+// taps where both divide exactly and land inside dy. Split into the st x st phases (h mod st, w mod st)
+// = (ph, pw) as conv2d_tc.cu's DataGrad: in a phase the taps are r = r0 + st rr (rr < Rp), and
+// dx[n, c, ph + st i, ...] = sum_{k, rr, ss} dy[n, k, i + hb - rr, j + wb - ss] w[k, c, r0 + st rr, ...].
+// With the taps flipped, r' = Rp - 1 - rr, that is version 6's forward: input dy (K channels, P x Q),
+// stride 1, pad Rp - 1 - hb (rows) and Sp - 1 - wb (columns), Rp x Sp taps, C output channels over
+// the phase's Hp x Wp positions, written into dx at (ph + st i, pw + st j). A = the packed weights
+// above (C x K*Rp*Sp, one copy per phase, made every call: K*C*R*S elements in all). A phase without
+// taps (1x1 stride 2, odd rows) runs one zero tap: its outputs are 0. One launch per phase.
+void dgrad(uint16_t* dx, const uint16_t* dy, const uint16_t* w, const ConvGeom& g) {
+  static Scratch packed;
+  static MapSlot slots[16];
+  const int st = int(g.stride), pad = int(g.pad), R = int(g.R), S = int(g.S), H = int(g.H), W = int(g.W);
+  const int K = int(g.K), C = int(g.C), N = int(g.N), P = int(g.P()), Q = int(g.Q());
+  if (int64_t(g.N) * g.C * g.H * g.W <= 0) return;
+  NIMBUS_CHECK(st <= 4, "conv dgrad v7: stride ", st, " > 4 (16 phase map slots)");
+  NIMBUS_CHECK(int64_t(N) * K * P * Q < INT_MAX && int64_t(N) * H * W < INT_MAX - kBN &&
+                   int64_t(K) * R * S < INT_MAX - kBK,
+               "conv dgrad v7: too large for 32-bit tile indices");
+  // Every phase's packed A, one after another (each at a multiple of 16 bytes: ld is a multiple of 8).
+  struct PhaseGeom {
+    int ph, pw, r0, s0, Rp, Sp, Hp, Wp, hb, wb, zero, ld;
+    size_t at;
+  };
+  std::vector<PhaseGeom> phases;
+  size_t total = 0;
+  for (int ph = 0; ph < st; ++ph)
+    for (int pw = 0; pw < st; ++pw) {
+      PhaseGeom f{};
+      f.ph = ph, f.pw = pw, f.r0 = (ph + pad) % st, f.s0 = (pw + pad) % st;
+      f.Rp = f.r0 < R ? (R - f.r0 + st - 1) / st : 0, f.Sp = f.s0 < S ? (S - f.s0 + st - 1) / st : 0;
+      f.Hp = ph < H ? (H - ph + st - 1) / st : 0, f.Wp = pw < W ? (W - pw + st - 1) / st : 0;
+      f.hb = (ph + pad - f.r0) / st, f.wb = (pw + pad - f.s0) / st;
+      if (f.Hp == 0 || f.Wp == 0) continue;
+      f.zero = f.Rp * f.Sp == 0;
+      if (f.zero) f.Rp = f.Sp = 1, f.hb = f.wb = 0;
+      f.ld = (K * f.Rp * f.Sp + 7) / 8 * 8;
+      f.at = total;
+      total += size_t(C) * size_t(f.ld);
+      phases.push_back(f);
+    }
+  uint16_t* buf = packed.get(total * 2);
+  for (const PhaseGeom& f : phases) {
+    launch(pack_dgrad_weights_kernel, cuda::grid_for(int64_t(C) * f.ld, 256, 65535), 256, 0, nullptr, buf + f.at, w,
+           K, C, R, S, st, f.r0, f.s0, f.Rp, f.Sp, f.zero, f.ld);
+    cuda::check_launch("conv dgrad v7 (weight packing)");
+  }
+  for (const PhaseGeom& f : phases) {
+    Params p{};
+    p.x = dy, p.bias = nullptr, p.y = dx;
+    p.C = K, p.H = P, p.W = Q, p.K = C, p.R = f.Rp, p.S = f.Sp;
+    p.stride = 1, p.pad = f.Rp - 1 - f.hb, p.pad_w = f.Sp - 1 - f.wb;
+    p.CRS = K * f.Rp * f.Sp, p.PQ = f.Hp * f.Wp, p.cols = N * f.Hp * f.Wp, p.relu = 0;
+    p.out_st = st, p.out_ph = f.ph, p.out_pw = f.pw, p.out_W = W, p.out_HW = H * W;
+    p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(f.Wp), p.by_rs = FastDivmod(f.Rp * f.Sp);
+    p.by_s = FastDivmod(f.Sp);
+    launch_igemm(slots[f.ph * st + f.pw].get(buf + f.at, C, p.CRS, f.ld), p, "conv dgrad v7");
+  }
 }
 
 }  // namespace hopper_conv
@@ -565,7 +671,11 @@ void fwd6(bfloat16* y, const bfloat16* x, const bfloat16* w, const ConvGeom& g, 
   hopper_conv::forward(reinterpret_cast<uint16_t*>(y), reinterpret_cast<const uint16_t*>(x),
                        reinterpret_cast<const uint16_t*>(w), nullptr, g, false);
 }
-const Bf16Fn kBf16V6[3] = {fwd6, nullptr, nullptr};
+void dgrad7(bfloat16* dx, const bfloat16* dy, const bfloat16* w, const ConvGeom& g, float*) {
+  hopper_conv::dgrad(reinterpret_cast<uint16_t*>(dx), reinterpret_cast<const uint16_t*>(dy),
+                     reinterpret_cast<const uint16_t*>(w), g);
+}
+const Bf16Fn kBf16Hopper[3] = {fwd6, dgrad7, nullptr};  // versions 6 (forward) and 7 (data gradient)
 
 // True when this device runs the sm_90a version (6): compute capability 9.0 (sm_90a code runs there
 // only). The emulator models it: always true.
@@ -592,7 +702,7 @@ void conv_bf16_via_f32(float* out, const float* a, const float* b, const ConvGeo
   CK(cudaMalloc(&o16, size_t(nout) * 2));
   cuda::cast_f32_to_bf16(a16, a, na);
   cuda::cast_f32_to_bf16(b16, b, nb);
-  (V == 6 ? kBf16V6 : kBf16)[Dir](o16, a16, b16, g, ws);
+  (V >= 6 ? kBf16Hopper : kBf16)[Dir](o16, a16, b16, g, ws);
   cuda::cast_bf16_to_f32(out, o16, nout);
   CK(cudaDeviceSynchronize());
   cudaFree(a16), cudaFree(b16), cudaFree(o16);
@@ -607,11 +717,12 @@ const ConvFn kVersions[][3] = {{nullptr, nullptr, nullptr},
                                {fwd3, nullptr, nullptr},
                                {fwd_tc<float>, dgrad_tc<float>, wgrad_tc<float>},
                                {conv_bf16_via_f32<5, 0>, conv_bf16_via_f32<5, 1>, conv_bf16_via_f32<5, 2>},
-                               {conv_bf16_via_f32<6, 0>, nullptr, nullptr}};
-const char* const kPrecision[] = {"", "fp32", "fp32", "tf32", "tf32", "bf16", "bf16"};
-constexpr int kLast = 6;
+                               {conv_bf16_via_f32<6, 0>, nullptr, nullptr},
+                               {nullptr, conv_bf16_via_f32<7, 1>, nullptr}};
+const char* const kPrecision[] = {"", "fp32", "fp32", "tf32", "tf32", "bf16", "bf16", "bf16"};
+constexpr int kLast = 7;
 // Versions that need sm_90a (compute capability 9.0): TMA + wgmma.
-bool is_hopper_version(int v) { return v == 6; }
+bool is_hopper_version(int v) { return v == 6 || v == 7; }
 
 // Scratch floats any version needs at g: im2col columns (version 2) or split partial sums (4, 5).
 int64_t conv_workspace(const ConvGeom& g) {
@@ -702,7 +813,7 @@ bool validate_mma(int v, int dir, const ConvGeom& g) {
 #ifndef __CUDACC__
         // Version 6 (TMA + wgmma): the copies, wgmma and mbarrier phases of the run (the last launch:
         // the conv kernel) must be the counts its tiling implies.
-        if (is_hopper_version(v)) {
+        if (v == 6) {
           const emu::LaunchStats& st = hopper_conv::last_stats;
           const hopper_conv::Counts want = hopper_conv::expected_counts(g);
           const bool same = st.tma == want.tma && st.wgmma == want.wgmma && st.mbarrier_phases == want.phases;
@@ -730,7 +841,8 @@ bool validate(int v, int dir, const ConvGeom& g) {
     return std::string(kPrecision[v]) == "fp32" ? validate_fp32(v, dir, g) : validate_mma(v, dir, g);
   } catch (const std::exception& e) {
     std::printf("version %d %-5s: N%ld C%ld %ldx%ld K%ld %ldx%ld s%ld p%ld WRONG: %s\n", v, kDirName[dir], long(g.N),
-                long(g.C), long(g.H), long(g.W), long(g.K), long(g.R), long(g.S), long(g.stride), long(g.pad), e.what());
+                long(g.C), long(g.H), long(g.W), long(g.K), long(g.R), long(g.S), long(g.stride), long(g.pad),
+                e.what());
     return false;
   }
 }
@@ -908,8 +1020,8 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
                                                           : bench::Precision::bf16;
       const double elem = p == bench::Precision::bf16 ? 2 : 4;
       im.bytes += count * elem * double(n.a + n.b + n.out);
-      if (im.ours && p == bench::Precision::bf16) {  // versions 5, 6: bf16 NCHW operands made once, outside the timing
-        const Bf16Fn f = (std::atoi(im.name.c_str() + 8) == 6 ? kBf16V6 : kBf16)[cs.dir];
+      if (im.ours && p == bench::Precision::bf16) {  // versions 5-7: bf16 NCHW operands made once, outside the timing
+        const Bf16Fn f = (std::atoi(im.name.c_str() + 8) >= 6 ? kBf16Hopper : kBf16)[cs.dir];
         DevBuf an(size_t(n.a) * 2), bn(size_t(n.b) * 2), on(size_t(n.out) * 2);
         const auto prepare = [&] {
           cuda::cast_f32_to_bf16(static_cast<bfloat16*>(an.p), a.f(), n.a);
