@@ -219,8 +219,10 @@ phase_kernels() {
   for c in dsen2cr_conv3x3_fwd dsen2cr_conv3x3_dgrad dsen2cr_conv3x3_wgrad resnet50_convs_fwd resnet50_convs_dgrad \
            resnet50_convs_wgrad; do
     # Version 1 (direct, a teaching reference) would spend the case's time; 2 is the im2col path (fp32
-    # math), 3 the first TF32 forward, 4 and 5 the backend's tensor-core kernels (the default) in TF32 and bf16.
-    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5
+    # math), 3 the first TF32 forward, 4 and 5 the backend's tensor-core kernels (the default) in TF32 and bf16,
+    # 6 and 7 the Hopper bf16 forward and data gradient (TMA + wgmma; a case runs the versions that have its
+    # direction; skipped with a message off compute capability 9.0).
+    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5,6,7
     note_rc "gpu_bench_conv2d $c" $?
   done
   # PyTorch needed ~60 s for the seven cases on 2026-12-04 (cudnn.benchmark tries algorithms per geometry).
@@ -259,12 +261,13 @@ phase_sass() {
   local dump; dump=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || true)
   [[ -n $dump ]] || { echo "  cuobjdump not found"; phase_ok=0; return; }
   # Every kernel of the backend (bench_models links all of them) and the numbered versions, sm_90 only
-  # (gpu_bench_gemm is built for sm_90a instead of sm_90, bench/cuda/gpu.cmake: its versions 8 and 9;
-  # should this cuobjdump not take the name sm_90a, every architecture of it, sm_80 first).
+  # (gpu_bench_gemm and gpu_bench_conv2d are built for sm_90a instead of sm_90, bench/cuda/gpu.cmake:
+  # gemm versions 8 and 9, conv version 6; should this cuobjdump not take the name sm_90a, every
+  # architecture of each, sm_80 first).
   { t 10 "$dump" --gpu-architecture sm_90 --dump-sass "$bin/bench_models"
-    t 10 "$dump" --gpu-architecture sm_90 --dump-sass "$bin/gpu_bench_conv2d"
-    t 10 "$dump" --gpu-architecture sm_90a --dump-sass "$bin/gpu_bench_gemm" ||
-      t 10 "$dump" --dump-sass "$bin/gpu_bench_gemm"; } > "$out/sass_sm90.txt" 2>&1
+    for b in gpu_bench_conv2d gpu_bench_gemm; do
+      t 10 "$dump" --gpu-architecture sm_90a --dump-sass "$bin/$b" || t 10 "$dump" --dump-sass "$bin/$b"
+    done; } > "$out/sass_sm90.txt" 2>&1
   note_rc "cuobjdump" $?
   echo "  $(grep -c 'Function :' "$out/sass_sm90.txt") functions, $(wc -c < "$out/sass_sm90.txt") bytes"
   # The tensor-core kernels (the numbered versions and the backend's igemm_kernel instantiations) must

@@ -41,12 +41,13 @@ foreach(name gemm conv2d)
   target_link_libraries(gpu_bench_${name} PRIVATE CUDA::cublas ${NIMBUS_CUDNN_LIBRARY})
 endforeach()
 
-# gpu_bench_gemm's versions 8 and 9 (TMA + wgmma) need sm_90a: as for conformance, 90 becomes 90a (an
-# sm_90a cubin runs on compute capability 9.0 only, and every other kernel of the program runs from it
-# there too); a list without 90 gets 90a added. On other devices the program skips 8 and 9 at run time.
-set(gemm_archs ${NIMBUS_CUDA_ARCHS})
-list(TRANSFORM gemm_archs REPLACE "^90$" "90a")
-if(NOT "90a" IN_LIST gemm_archs)
-  list(APPEND gemm_archs 90a)
+# gpu_bench_gemm's versions 8 and 9 and gpu_bench_conv2d's version 6 (TMA + wgmma) need sm_90a: as for
+# conformance, 90 becomes 90a (an sm_90a cubin runs on compute capability 9.0 only, and every other
+# kernel of the program runs from it there too); a list without 90 gets 90a added. On other devices
+# the programs skip those versions at run time.
+set(hopper_archs ${NIMBUS_CUDA_ARCHS})
+list(TRANSFORM hopper_archs REPLACE "^90$" "90a")
+if(NOT "90a" IN_LIST hopper_archs)
+  list(APPEND hopper_archs 90a)
 endif()
-set_target_properties(gpu_bench_gemm PROPERTIES CUDA_ARCHITECTURES "${gemm_archs}")
+set_target_properties(gpu_bench_gemm gpu_bench_conv2d PROPERTIES CUDA_ARCHITECTURES "${hopper_archs}")
