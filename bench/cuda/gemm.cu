@@ -440,8 +440,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int c = wg - 1;  // n rows 64c .. 64c + 63 of the block tile
   const int i = int(threadIdx.x) % 128, w = i / 32, g = (i % 32) / 4, t = i % 4;
   float acc[kBM / 2];
+  // The fragments live out here, not in the lambda: wgmma reads them until the wait_group after it
+  // returns (PTX: not modified before the wait; the emulator reads them at the wait to check that).
+  uint32_t a[T::kTileK / 8][4];
   consume<0>(smem, T::kStageBytes, full, empty, tiles, [&](int kt, const unsigned char* stage) {
-    uint32_t a[T::kTileK / 8][4];
     const unsigned char* b = stage + T::kABytes;
     for (int kk = 0; kk < T::kTileK / 8; ++kk)
       for (int r = 0; r < 4; ++r) {  // tf32 A fragment: register r is (row 16w + g + 8(r & 1), k t + 4(r >> 1))
