@@ -29,6 +29,19 @@ inline void check(cudaError_t e, const char* what) {
 }
 #define CK(call) check((call), #call)
 
+// True when this device runs the sm_90a versions (TMA + wgmma: gemm.cu 8 and 9, conv2d.cu 6 and 7):
+// compute capability 9.0, where sm_90a code runs, and only there. The emulator models them: always true.
+inline bool hopper_device() {
+#ifdef __CUDACC__
+  int major = 0, minor = 0;
+  CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  CK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+  return major == 9 && minor == 0;
+#else
+  return true;
+#endif
+}
+
 // A device copy of h (the caller frees it with cudaFree).
 inline float* upload(const std::vector<float>& h) {
   float* d = nullptr;

@@ -677,19 +677,6 @@ void dgrad7(bfloat16* dx, const bfloat16* dy, const bfloat16* w, const ConvGeom&
 }
 const Bf16Fn kBf16Hopper[3] = {fwd6, dgrad7, nullptr};  // versions 6 (forward) and 7 (data gradient)
 
-// True when this device runs the sm_90a version (6): compute capability 9.0 (sm_90a code runs there
-// only). The emulator models it: always true.
-bool hopper_device() {
-#ifdef __CUDACC__
-  int major = 0, minor = 0;
-  CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
-  CK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
-  return major == 9 && minor == 0;
-#else
-  return true;
-#endif
-}
-
 // Version 5 (or 6) behind the fp32 signature, for validation: the operands cast to bf16 scratch, the
 // output cast back (timing calls kBf16 on bf16 buffers made once, run_case).
 template <int V, int Dir>

@@ -581,19 +581,6 @@ const Version kVersions[] = {{nullptr, ""},       {gemm1, "fp32"},       {gemm2,
                              {gemm8, "bf16", true}, {gemm9, "tf32", true}};
 constexpr int kLast = 9;
 
-// True when this device runs the sm_90a versions (8, 9): compute capability 9.0 (sm_90a code runs
-// there only). The emulator models them: always true.
-bool hopper_device() {
-#ifdef __CUDACC__
-  int major = 0, minor = 0;
-  CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
-  CK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
-  return major == 9 && minor == 0;
-#else
-  return true;
-#endif
-}
-
 // ---- small validation (both builds) -----------------------------------------------------------
 // fp32 versions: max |got - ref| / (1e-4 + 1e-4 |ref|) over C, <= 1 passes.
 bool validate_fp32(int v, int M, int N, int K) {

@@ -93,28 +93,12 @@
 
 #include "kernels/common/error.h"
 #include "kernels/emu/device.h"
-
-#if defined(__SANITIZE_THREAD__) && !defined(EMU_TSAN)
-#define EMU_TSAN 1
-#endif
-#ifdef EMU_TSAN
-extern "C" void __tsan_ignore_thread_begin();
-extern "C" void __tsan_ignore_thread_end();
-#endif
+#include "kernels/emu/tsan_ignore.h"
 
 namespace nimbus::emu {
 namespace {
 
 std::string site(const char* file, int line) { return str(file, ":", line); }
-
-struct TsanIgnore {  // for a scope that never switches fibers
-#ifdef EMU_TSAN
-  TsanIgnore() { __tsan_ignore_thread_begin(); }
-  ~TsanIgnore() { __tsan_ignore_thread_end(); }
-#else
-  ~TsanIgnore() {}
-#endif
-};
 
 constexpr int64_t kTxLimit = (int64_t(1) << 20) - 1;  // tx-count range and the largest arrival count
 constexpr uint64_t kMapMagic = 0x4E494D4255535431ull;   // "NIMBUST1": a map written by encode_tensor_map

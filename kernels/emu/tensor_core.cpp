@@ -58,33 +58,12 @@
 
 #include "kernels/common/error.h"
 #include "kernels/emu/device.h"
-
-#if defined(__SANITIZE_THREAD__) && !defined(EMU_TSAN)
-#define EMU_TSAN 1
-#endif
-#ifdef EMU_TSAN
-extern "C" void __tsan_ignore_thread_begin();
-extern "C" void __tsan_ignore_thread_end();
-#endif
+#include "kernels/emu/tsan_ignore.h"
 
 namespace nimbus::emu {
 namespace {
 
 std::string site(const char* file, int line) { return str(file, ":", line); }
-
-// Hides the bookkeeping's container accesses from TSan for a scope (fibers of one OS thread share them).
-struct TsanIgnore {
-#ifdef EMU_TSAN
-  TsanIgnore() { __tsan_ignore_thread_begin(); }
-  ~TsanIgnore() { __tsan_ignore_thread_end(); }
-  static void pause() { __tsan_ignore_thread_end(); }
-  static void resume() { __tsan_ignore_thread_begin(); }
-#else
-  ~TsanIgnore() {}  // user-provided: a guard, not an unused variable
-  static void pause() {}
-  static void resume() {}
-#endif
-};
 
 float f32(uint32_t u) {
   float f;
