@@ -4,6 +4,11 @@
  * the host group it was built over (MPI under mpirun, else the single process), which also carries
  * NCCL's unique id from rank 0 to the others.
  *
+ * The all-reduces run on a communication stream of their own, each after an event that says the
+ * compute stream has filled its bucket; the reducer's finish() makes the compute stream wait for them
+ * (events, no host wait). So the last layers' buckets travel while backward computes the first
+ * layers' gradients on the compute stream.
+ *
  * Asked for with NIMBUS_PROCESS_GROUP=nccl (registered by the real CUDA backend only: under the
  * emulator, device memory is host memory and there is no driver). NCCL is loaded at run time with
  * dlopen, not linked: libnccl.so.2 is 218 MB, too big to carry to a GPU machine, and a machine with
@@ -24,6 +29,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backends/cuda/backend.h"
 #include "engine/backend.h"
@@ -71,10 +77,22 @@ void check(ncclResult_t r, const char* what) {
   if (r != ncclSuccess) throw Error(str("NCCL ", what, ": ", nccl().error_string(r)));
 }
 
-// Queued on the stream: later work there sees the sum; the host does not wait.
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(str("NCCL group: ", what, ": ", cudaGetErrorString(e)));
+}
+
+// An all-reduce queued on the communication stream. wait() makes the compute stream wait for it
+// (cudaStreamWaitEvent): the host never waits, and the compute kernels queued before wait() run
+// beside it; that is the overlap with backward.
 class QueuedCollective final : public PendingCollective {
  public:
-  void wait() override {}
+  QueuedCollective(cudaEvent_t done, std::vector<cudaEvent_t>* pool) : done_(done), pool_(pool) {}
+  ~QueuedCollective() override { pool_->push_back(done_); }  // recorded work keeps it valid; reused later
+  void wait() override { check_cuda(cudaStreamWaitEvent(launch_stream(), done_, 0), "wait for the all-reduce"); }
+
+ private:
+  cudaEvent_t done_;
+  std::vector<cudaEvent_t>* pool_;
 };
 
 class NcclGroup final : public ProcessGroup {
@@ -85,6 +103,8 @@ class NcclGroup final : public ProcessGroup {
     if (host_->rank() == 0) check(nccl().get_unique_id(&id), "get unique id");
     host_->broadcast(&id, sizeof id, 0);
     check(nccl().comm_init_rank(&comm_, host_->size(), id, host_->rank()), "communicator init");
+    check_cuda(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking), "communication stream");
+    ready_ = new_event();
   }
   int rank() const override { return host_->rank(); }
   int size() const override { return host_->size(); }
@@ -96,16 +116,37 @@ class NcclGroup final : public ProcessGroup {
   bool reduces_on(Device d) const override { return d == Device::CPU || d == Device::CUDA; }
   std::unique_ptr<PendingCollective> start_all_reduce(float* data, size_t n, ReduceOp op, Device where) override {
     if (where == Device::CPU) return host_->start_all_reduce(data, n, op, where);
+    // The communication stream starts once the compute stream has written the bucket (one event
+    // serves every call: a stream's wait takes the event's state when it is queued).
+    check_cuda(cudaEventRecord(ready_, launch_stream()), "record the bucket");
+    check_cuda(cudaStreamWaitEvent(comm_stream_, ready_, 0), "order the all-reduce after the bucket");
     check(nccl().all_reduce(data, data, n, ncclFloat32, op == ReduceOp::Mean ? ncclAvg : ncclSum, comm_,
-                            launch_stream()),
+                            comm_stream_),
           "all-reduce");
-    return std::make_unique<QueuedCollective>();
+    const cudaEvent_t done = take_event();  // back in the pool when the pending collective is dropped
+    check_cuda(cudaEventRecord(done, comm_stream_), "record the all-reduce");
+    return std::make_unique<QueuedCollective>(done, &free_);
   }
   void progress() override { host_->progress(); }
 
  private:
+  static cudaEvent_t new_event() {
+    cudaEvent_t e = nullptr;
+    check_cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
+    return e;
+  }
+  cudaEvent_t take_event() {  // a free event from the pool, or a new one
+    if (free_.empty()) return new_event();
+    const cudaEvent_t e = free_.back();
+    free_.pop_back();
+    return e;
+  }
+
   std::unique_ptr<ProcessGroup> host_;
   ncclComm_t comm_ = nullptr;
+  cudaStream_t comm_stream_ = nullptr;  // never destroyed, like the communicator
+  cudaEvent_t ready_ = nullptr;         // "the bucket is written", recorded on the compute stream
+  std::vector<cudaEvent_t> free_;       // "the all-reduce is done" events no pending collective holds
 };
 
 std::unique_ptr<ProcessGroup> make_nccl_group(std::unique_ptr<ProcessGroup> host) {
