@@ -7,6 +7,9 @@
 #
 #   scripts/demo.sh                 everything, into runs/demo/
 #   DEMO_DIR=/tmp/x scripts/demo.sh another run folder
+#   DEMO_DEVICE=cpu scripts/demo.sh the CPU even where there is a GPU
+# With an NVIDIA GPU (nvidia-smi lists one) and nvcc (PATH or /usr/local/cuda/bin), the demo builds the
+# real CUDA backend in build-cuda/ and trains and evaluates with --device cuda; it says which it uses.
 # Sizes can be overridden through the environment (defaults below); the full-scale
 # recipe on the real datasets is in docs/experiment.md.
 set -euo pipefail
@@ -25,11 +28,26 @@ THREADS=${THREADS:-$(nproc)}
 stamp "installing missing packages (scripts/install_deps.sh)"
 scripts/install_deps.sh
 
-stamp "building (Release) in build/"
-cmake -S . -B build -G Ninja -DNIMBUS_WERROR=ON -DCMAKE_BUILD_TYPE=Release > build.configure.log 2>&1 ||
-  { cat build.configure.log; exit 1; }
-cmake --build build -j "$THREADS" --target make_synthetic train_resnet train_dsen2cr cloud_impact
-bin=build/bin
+# The device: the GPU when one is there and nvcc can build for it, unless DEMO_DEVICE says otherwise.
+nvcc=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
+gpu=$(nvidia-smi -L 2>/dev/null | head -1 || true)
+DEVICE=${DEMO_DEVICE:-$([[ -n $gpu && -n $nvcc ]] && echo cuda || echo cpu)}
+build=build
+cuda_flags=()
+if [[ $DEVICE == cuda ]]; then
+  [[ -n $gpu && -n $nvcc ]] || { echo "demo: DEMO_DEVICE=cuda needs an NVIDIA GPU (nvidia-smi -L) and nvcc"; exit 1; }
+  build=build-cuda  # the real CUDA backend (nvcc + cudart) beside the tests' CPU build
+  cuda_flags=(-DNIMBUS_CUDA_BACKEND=ON -DCMAKE_CUDA_COMPILER="$nvcc")
+  stamp "device: the GPU ($gpu), with our CUDA kernels"
+else
+  stamp "device: the CPU ($THREADS threads)${gpu:+; a GPU is there but no nvcc to build for it}"
+fi
+
+stamp "building (Release) in $build/"
+cmake -S . -B "$build" -G Ninja -DNIMBUS_WERROR=ON -DCMAKE_BUILD_TYPE=Release "${cuda_flags[@]}" \
+  > "$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+cmake --build "$build" -j "$THREADS" --target make_synthetic train_resnet train_dsen2cr cloud_impact
+bin=$build/bin
 mkdir -p "$DEMO_DIR"
 
 stamp "synthetic data: $((EUROSAT_PER_CLASS * 10)) EuroSAT-like tiles, $CR_TRAIN + $CR_EVAL SEN12MS-CR-like triplets"
@@ -41,7 +59,8 @@ stamp "synthetic data: $((EUROSAT_PER_CLASS * 10)) EuroSAT-like tiles, $CR_TRAIN
 
 stamp "training the classifier: ResNet (basic blocks 1,1,1,1, width 16), $RESNET_EPOCHS epochs"
 "$bin/train_resnet" --data "$DEMO_DIR/data/eurosat" --out "$DEMO_DIR/resnet" --epochs "$RESNET_EPOCHS" \
-  --block basic --blocks 1,1,1,1 --width 16 --batch-size 32 --milestones "" --threads "$THREADS" --resume
+  --block basic --blocks 1,1,1,1 --width 16 --batch-size 32 --milestones "" --threads "$THREADS" --resume \
+  --device "$DEVICE"
 
 # L1 to the target (Meraner et al.'s second loss) rather than CARL: the synthetic cloudy
 # acquisition differs from the target on clear pixels too (per-band gain, a cirrus veil that
@@ -49,11 +68,11 @@ stamp "training the classifier: ResNet (basic blocks 1,1,1,1, width 16), $RESNET
 stamp "training DSen2-CR (B=4, F=48, with SAR, L1 loss), $CR_EPOCHS epochs on 64x64 crops"
 "$bin/train_dsen2cr" --data "$DEMO_DIR/data/sen12mscr" --out "$DEMO_DIR/dsen2cr" --epochs "$CR_EPOCHS" \
   --blocks 4 --features 48 --crop 64 --batch-size 8 --loss l1 --optimizer adam --lr 1e-3 --threads "$THREADS" \
-  --resume
+  --resume --device "$DEVICE"
 
 stamp "running the experiment (cloud_impact)"
 "$bin/cloud_impact" --classifier "$DEMO_DIR/resnet/best.safetensors" --cr "$DEMO_DIR/dsen2cr/last.safetensors" \
-  --data "$DEMO_DIR/eval/sen12mscr" --split all --out "$DEMO_DIR/impact" --threads "$THREADS"
+  --data "$DEMO_DIR/eval/sen12mscr" --split all --out "$DEMO_DIR/impact" --threads "$THREADS" --device "$DEVICE"
 
 stamp "done"
 echo "Open $DEMO_DIR/impact/report.md for the tables and figures (docs/experiment.md explains every file)."
