@@ -8,6 +8,7 @@
 #   scripts/demo.sh                 everything, into runs/demo/
 #   DEMO_DIR=/tmp/x scripts/demo.sh another run folder
 #   DEMO_DEVICE=cpu scripts/demo.sh the CPU even where there is a GPU
+#   NIMBUS_DEMO_BIN=DIR             programs built elsewhere (the GPU bundle's bin/): no install, no build
 # With an NVIDIA GPU (nvidia-smi lists one) and nvcc (PATH or /usr/local/cuda/bin), the demo builds the
 # real CUDA backend in build-cuda/ and trains and evaluates with --device cuda; it says which it uses.
 # Sizes can be overridden through the environment (defaults below); the full-scale
@@ -25,11 +26,13 @@ RESNET_EPOCHS=${RESNET_EPOCHS:-3}
 CR_EPOCHS=${CR_EPOCHS:-12}
 THREADS=${THREADS:-$(nproc)}
 
-stamp "installing missing packages (scripts/install_deps.sh)"
-scripts/install_deps.sh
+prebuilt=${NIMBUS_DEMO_BIN:-}
+[[ -n $prebuilt ]] || { stamp "installing missing packages (scripts/install_deps.sh)"; scripts/install_deps.sh; }
 
-# The device: the GPU when one is there and nvcc can build for it, unless DEMO_DEVICE says otherwise.
+# The device: the GPU when one is there and nvcc can build for it (or the programs are prebuilt),
+# unless DEMO_DEVICE says otherwise.
 nvcc=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
+[[ -n $prebuilt ]] && nvcc=prebuilt
 gpu=$(nvidia-smi -L 2>/dev/null | head -1 || true)
 DEVICE=${DEMO_DEVICE:-$([[ -n $gpu && -n $nvcc ]] && echo cuda || echo cpu)}
 build=build
@@ -43,11 +46,16 @@ else
   stamp "device: the CPU ($THREADS threads)${gpu:+; a GPU is there but no nvcc to build for it}"
 fi
 
-stamp "building (Release) in $build/"
-cmake -S . -B "$build" -G Ninja -DNIMBUS_WERROR=ON -DCMAKE_BUILD_TYPE=Release "${cuda_flags[@]}" \
-  > "$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
-cmake --build "$build" -j "$THREADS" --target make_synthetic train_resnet train_dsen2cr cloud_impact
-bin=$build/bin
+if [[ -n $prebuilt ]]; then
+  bin=$prebuilt
+  stamp "programs: $bin (prebuilt)"
+else
+  stamp "building (Release) in $build/"
+  cmake -S . -B "$build" -G Ninja -DNIMBUS_WERROR=ON -DCMAKE_BUILD_TYPE=Release "${cuda_flags[@]}" \
+    > "$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+  cmake --build "$build" -j "$THREADS" --target make_synthetic train_resnet train_dsen2cr cloud_impact
+  bin=$build/bin
+fi
 mkdir -p "$DEMO_DIR"
 
 stamp "synthetic data: $((EUROSAT_PER_CLASS * 10)) EuroSAT-like tiles, $CR_TRAIN + $CR_EVAL SEN12MS-CR-like triplets"

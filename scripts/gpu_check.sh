@@ -22,6 +22,8 @@
 #                kernel cases (gpu_bench_conv2d --sweep): sweep.jsonl, and sweep_table.inc with the
 #                winners in kernels/cuda/tc_dispatch_table.inc's format (commit them there). Last: it
 #                tunes, the other phases measure
+#   demo         scripts/demo.sh on the GPU with the bundle's programs, at reduced sizes (demo/: its
+#                report and Table 1, to set beside the CPU's for the same sizes); only with time left
 #
 # Binaries: from the bundle .gpu/nimbus-gpu.tar.xz that scripts/gpu_package.sh builds and packs on a
 # machine with our Debian libraries (the GPU machine has none); NIMBUS_GPU_BIN=DIR uses binaries
@@ -35,11 +37,11 @@
 # reports itself skipped, which is what CI checks); 2: bad arguments.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-all_phases=(smoke correctness distributed kernels sass models sweep)
+all_phases=(smoke correctness distributed kernels sass models sweep demo)
 # Seconds per phase; the whole run also stops starting work at --budget. Today's fp32 kernels make
 # the models phase the longest (a DSen2-CR training step takes seconds): 480 s in all for now, the
 # 6 minutes the issue asks for once the tensor-core kernels land.
-declare -A limit=([smoke]=45 [correctness]=110 [distributed]=25 [kernels]=150 [sass]=20 [models]=240 [sweep]=120)
+declare -A limit=([smoke]=45 [correctness]=110 [distributed]=25 [kernels]=150 [sass]=20 [models]=240 [sweep]=120 [demo]=90)
 budget=480
 only=""
 out=${OUT:-$root/gpu-check}
@@ -255,6 +257,16 @@ phase_sweep() {
     > "$out/sweep.jsonl" 2>> "$out/gpu_check.log"
   note_rc "gpu_bench_conv2d --sweep" $?
   echo "  $(wc -l < "$out/sweep.jsonl") layer rows; table lines in sweep_table.inc: $(grep -c '^{' "$out/sweep_table.inc" 2>/dev/null || echo 0)"
+}
+
+phase_demo() {
+  # Reduced sizes (the full demo's DSen2-CR takes minutes): 400 tiles, 100 + 50 triplets, 2 + 4 epochs.
+  t 85 env LD_LIBRARY_PATH="$nimbus_ld" NIMBUS_DEMO_BIN="$bin" DEMO_DEVICE=cuda DEMO_DIR="$out/demo" \
+    EUROSAT_PER_CLASS=40 CR_TRAIN=100 CR_EVAL=50 RESNET_EPOCHS=2 CR_EPOCHS=4 THREADS=16 "$root/scripts/demo.sh" \
+    > "$out/demo.log" 2>&1
+  note_rc "scripts/demo.sh --device cuda (reduced sizes)" $?
+  grep -E '^\[demo|^\|' "$out/demo.log" | head -20
+  rm -rf "$out/demo/data" "$out/demo/eval"  # the generated GeoTIFFs: regenerated from the seeds, not brought back
 }
 
 phase_sass() {
