@@ -204,8 +204,12 @@ void abort_all(int code) {
 }
 
 std::string describe_rank() {
-  ProcessGroup& g = world();
-  return str("rank ", g.rank(), " of ", g.size(), " (", g.kind(), ")");
+  const std::unique_ptr<ProcessGroup>& g = group();
+  if (!g) {  // not made (or making it failed: the message must not try again), so the launcher's word
+    const int n = std::max(env_int("OMPI_COMM_WORLD_SIZE"), env_int("PMI_SIZE"));
+    return str("rank ", launched_rank(), " of ", std::max(n, 1), " (no process group yet)");
+  }
+  return str("rank ", g->rank(), " of ", g->size(), " (", g->kind(), ")");
 }
 
 }  // namespace nimbus

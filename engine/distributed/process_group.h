@@ -69,7 +69,8 @@ bool launched_with_several_ranks();
 int launched_rank();
 // Stops every rank with `code`: MPI_Abort when the group is MPI, else nothing (the caller exits).
 void abort_all(int code);
-// "rank R of N (kind)" for messages.
+// "rank R of N (kind)" for messages; the launcher's numbers when the group is not made yet (or making
+// it failed), so that reporting a failure never tries again.
 std::string describe_rank();
 
 }  // namespace nimbus

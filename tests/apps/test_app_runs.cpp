@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -387,6 +388,19 @@ TEST_CASE("data parallel: 2 ranks of batch 1 train DSen2-CR as 1 rank of batch 2
   AppResult held_run = run_app_mpi(2, "train_dsen2cr", args("two_held", "1", "adam"));
   CHECK(held_run.exit_code != 0);
   CHECK_MESSAGE(held_run.output.find("rank 0 of 2") != std::string::npos, held_run.output);
+  // A process group this build does not have: a clear error on every rank (naming it by the
+  // launcher's numbers: making the group is what failed), and every rank stops.
+  ::setenv("NIMBUS_PROCESS_GROUP", "bogus", 1);
+  AppResult bogus = run_app_mpi(2, "train_dsen2cr", args("two_bogus", "1", "adam"));
+  AppResult bogus1 = run_app("train_dsen2cr", args("one_bogus", "2", "adam"));
+  ::unsetenv("NIMBUS_PROCESS_GROUP");
+  CHECK(bogus.exit_code != 0);
+  CHECK_MESSAGE(bogus.output.find("rank 1 of 2 (no process group yet)): NIMBUS_PROCESS_GROUP=bogus: no such process group") !=
+                    std::string::npos,
+                bogus.output);
+  CHECK(bogus1.exit_code == 1);
+  CHECK_MESSAGE(bogus1.output.find("train_dsen2cr: NIMBUS_PROCESS_GROUP=bogus: no such process group") != std::string::npos,
+                bogus1.output);
 #endif
 }
 
