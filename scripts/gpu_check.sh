@@ -222,9 +222,10 @@ phase_kernels() {
            resnet50_convs_wgrad; do
     # Version 1 (direct, a teaching reference) would spend the case's time; 2 is the im2col path (fp32
     # math), 3 the first TF32 forward, 4 and 5 the backend's tensor-core kernels (the default) in TF32 and bf16,
-    # 6 and 7 the Hopper bf16 forward and data gradient (TMA + wgmma; a case runs the versions that have its
-    # direction; skipped with a message off compute capability 9.0).
-    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5,6,7
+    # 6, 7 and 8 the Hopper bf16 forward, data gradient and weight gradient (wgmma; the backend's default
+    # for bf16 on sm_90a; a case runs the versions that have its direction; skipped with a message off
+    # compute capability 9.0).
+    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5,6,7,8
     note_rc "gpu_bench_conv2d $c" $?
   done
   # PyTorch needed ~60 s for the seven cases on 2026-12-04 (cudnn.benchmark tries algorithms per geometry).
@@ -272,12 +273,11 @@ phase_demo() {
 phase_sass() {
   local dump; dump=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || true)
   [[ -n $dump ]] || { echo "  cuobjdump not found"; phase_ok=0; return; }
-  # Every kernel of the backend (bench_models links all of them) and the numbered versions, sm_90 only
-  # (gpu_bench_gemm and gpu_bench_conv2d are built for sm_90a instead of sm_90, bench/cuda/gpu.cmake:
-  # gemm versions 8 and 9, conv version 6; should this cuobjdump not take the name sm_90a, every
-  # architecture of each, sm_80 first).
-  { t 10 "$dump" --gpu-architecture sm_90 --dump-sass "$bin/bench_models"
-    for b in gpu_bench_conv2d gpu_bench_gemm; do
+  # Every kernel of the backend (bench_models links all of them) and the numbered versions, for sm_90a
+  # (the bundle builds 90 as 90a: kernels/cuda/real/CMakeLists.txt; the backend's wgmma convolutions
+  # and gemm versions 8 and 9 exist only there; should this cuobjdump not take the name sm_90a, every
+  # architecture of each).
+  { for b in bench_models gpu_bench_conv2d gpu_bench_gemm; do
       t 10 "$dump" --gpu-architecture sm_90a --dump-sass "$bin/$b" || t 10 "$dump" --dump-sass "$bin/$b"
     done; } > "$out/sass_sm90.txt" 2>&1
   note_rc "cuobjdump" $?
@@ -291,7 +291,7 @@ text = open(sys.argv[1]).read()
 seen = set()
 for part in re.split(r"\n\s*Function : ", text)[1:]:
     name = part.split("\n", 1)[0].strip()
-    if not re.search(r"tf32|bf16|implicit|igemm", name) or name in seen:
+    if not re.search(r"tf32|bf16|implicit|igemm|wgmma", name) or name in seen:
         continue
     seen.add(name)
     count = lambda op: len(re.findall(r"\b" + op + r"\b", part))

@@ -34,6 +34,7 @@
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/conv2d_tc.h"
+#include "kernels/cuda/conv2d_wgmma.h"
 #include "kernels/cuda/copy.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
@@ -177,13 +178,17 @@ using namespace ::nimbus::cuda;
 // linear_tc.cu) unless math() is Fp32 or a reference is active (then the im2col + GEMM path, whose
 // GEMMs the reference may take over), or the geometry overflows the tensor-core kernels' indices.
 // bfloat16 always takes the tensor cores, except at such a geometry (then float32 scratch around the
-// plain kernels, backends/common/bf16_via_f32.h).
+// plain kernels, backends/common/bf16_via_f32.h); its convolutions run on wgmma where conv_kernels()
+// says so (backend.h) and the geometry fits (conv2d_wgmma_supported), else on mma.sync.
 bool tf32_on() { return math() == Math::Tf32 && gemm_reference() == nullptr; }
+bool wgmma_on(const ConvGeom& g) { return bf16_conv_on_wgmma() && conv2d_wgmma_supported(g); }
 
+// One workspace size for both dtypes (the op table's conv2d_workspace has no dtype): the largest need.
 int64_t conv2d_workspace(const ConvGeom& g) {
   const bool tc = conv2d_tc_supported(g);
   int64_t n = tc ? conv2d_tc_workspace(g) : 0;  // bfloat16 always, float32 under TF32
   if (!tc || !tf32_on()) n = std::max(n, cuda::conv2d_workspace(g));
+  if (wgmma_on(g)) n = std::max(n, conv2d_wgmma_workspace(g));
   return n;
 }
 
@@ -259,6 +264,7 @@ void linear_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* d
 }
 void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
                     float* ws, bool relu) {
+  if (wgmma_on(g)) return conv2d_wgmma_forward(y, x, w, b, g, relu, nullptr, 1.0f, ws);
   if (conv2d_tc_supported(g)) return conv2d_tc_forward(y, x, w, b, g, relu);
   DeviceViaF32::conv2d_forward(
       [](float* y32, const float* x32, const float* w32, const float* b32, const ConvGeom& g32, float* ws32,
@@ -270,12 +276,14 @@ void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfl
 }
 void conv2d_residual_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b,
                              const bfloat16* r, float s, const ConvGeom& g, float* ws) {
+  if (wgmma_on(g)) return conv2d_wgmma_forward(y, x, w, b, g, false, r, s, ws);
   if (conv2d_tc_supported(g)) return conv2d_tc_residual_forward(y, x, w, b, r, s, g);
   conv2d_forward(y, x, w, b, g, ws, false);
   cuda::add_scaled(y, r, y, s, g.N * g.K * g.P() * g.Q());
 }
 void conv2d_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
                      const bfloat16* w, const ConvGeom& g, float* ws) {
+  if (wgmma_on(g)) return conv2d_wgmma_backward(dx, dw, db, dy, x, w, g, ws);
   if (conv2d_tc_supported(g)) return conv2d_tc_backward(dx, dw, db, dy, x, w, g, ws);
   DeviceViaF32::conv2d_backward([](auto... a) { cuda::conv2d_backward(a...); }, dx, dw, db, dy, x, w, g, ws);
 }
@@ -314,12 +322,14 @@ void install_reference(Reference r) {
 
 std::string base_status;  // the registration sentence, without the reference and math notes
 std::atomic<Math> current_math{Math::Tf32};
+std::atomic<ConvKernels> current_conv{ConvKernels::Auto};
 
 // The status sentence: registration, then the math mode, then an active reference.
 void update_status() {
   const Reference r = active_reference;
   set_cuda_status(str(base_status, "; float32 conv2d/linear in ", math_name(current_math.load()),
                       current_math.load() == Math::Tf32 ? " on our tensor-core kernels" : " on the plain kernels",
+                      "; bfloat16 conv2d on ", bf16_conv_on_wgmma() ? "wgmma (sm_90a)" : "mma.sync",
                       r == Reference::None ? ""
                                            : str("; reference ", reference_name(r),
                                                  r == Reference::Cublas ? ": every GEMM on cuBLAS"
@@ -342,6 +352,8 @@ bool do_register() {
   const Reference wanted = env ? parse_reference(env) : Reference::None;
   const char* math_env = std::getenv("NIMBUS_CUDA_MATH");
   const Math wanted_math = math_env ? parse_math(math_env) : current_math.load();
+  const char* conv_env = std::getenv("NIMBUS_CUDA_CONV");
+  const ConvKernels wanted_conv = conv_env ? parse_conv_kernels(conv_env) : current_conv.load();
   // Data-parallel ranks on one machine take one GPU each, by local rank (mpirun's
   // OMPI_COMM_WORLD_LOCAL_RANK, or SLURM_LOCALID); more ranks than GPUs share them round-robin.
   int device = 0;
@@ -368,6 +380,8 @@ bool do_register() {
   register_nccl_group();  // NIMBUS_PROCESS_GROUP=nccl (real CUDA only)
   base_status = str("CUDA backend: ", count, " device(s), using device ", device, " (", versions(), ")");
   current_math = wanted_math;
+  (void)wgmma_available();  // its probe now, never later inside a capture
+  set_conv_kernels(wanted_conv);
   update_status();
   if (wanted != Reference::None) set_reference(wanted);
   return true;
@@ -430,5 +444,33 @@ void set_math(Math m) {
 }
 
 Math math() { return current_math.load(); }
+
+ConvKernels parse_conv_kernels(const std::string& name) {
+  if (name == "auto") return ConvKernels::Auto;
+  if (name == "mma") return ConvKernels::MmaSync;
+  if (name == "wgmma") return ConvKernels::Wgmma;
+  throw Error(str("NIMBUS_CUDA_CONV=", name, ": expected auto, mma or wgmma"));
+}
+
+const char* conv_kernels_name(ConvKernels k) {
+  return k == ConvKernels::Auto ? "auto" : k == ConvKernels::MmaSync ? "mma" : "wgmma";
+}
+
+void set_conv_kernels(ConvKernels k) {
+#ifdef __CUDACC__  // the emulator models every instruction: it runs the wgmma kernels when asked
+  NIMBUS_CHECK(k != ConvKernels::Wgmma || wgmma_available(),
+               "NIMBUS_CUDA_CONV=wgmma: this device does not run sm_90a code (the wgmma kernels need compute "
+               "capability 9.0 and a build for sm_90a)");
+#endif
+  current_conv = k;
+  if (!base_status.empty()) update_status();
+}
+
+ConvKernels conv_kernels() { return current_conv.load(); }
+
+bool bf16_conv_on_wgmma() {
+  const ConvKernels k = current_conv.load();
+  return k == ConvKernels::Wgmma || (k == ConvKernels::Auto && wgmma_available());
+}
 
 }  // namespace nimbus::cuda

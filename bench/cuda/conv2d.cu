@@ -27,11 +27,15 @@
  *   version 7  dgrad only, Hopper, bf16: version 6's kernel once per stride phase (st x st launches),
  *              each a stride-1 forward of dy with the phase's taps flipped, its weights packed per
  *              call into C x K*Rp*Sp bf16 matrices; the outputs scattered into the phase of dx
+ *   version 8  wgrad only, Hopper, bf16: wgmma on the same ring, both operands gathered (dy's rows are
+ *              not TMA boxes when P*Q is not a multiple of 64), split-K with version 5's ordered sum.
+ *              Versions 6-8 are the engine's kernels (kernels/cuda/conv2d_wgmma.cu), the backend's
+ *              default for bf16 convolutions on sm_90a
  *
  * Usage:
  *   bench_cuda_conv2d [--versions 1,3]    validate every version (the directions it has) at small odd
  *                                         shapes against kernels/cpu/conv2d.h's *_ref in double (both
- *                                         builds; under the emulator this is all it does, versions 3-6
+ *                                         builds; under the emulator this is all it does, versions 3-8
  *                                         in forward, reverse and shuffled order; a ctest test)
  *   gpu_bench_conv2d --list               the case names (both builds; needs no GPU)
  *   gpu_bench_conv2d --sweep NAME|all [--sweep-table FILE] [--budget-ms 20]
@@ -44,6 +48,7 @@
  *                                         (docs/cuda-backend.md, "Kernel cases"). No GPU: exit 77.
  * Exit status: 0 all passed, 1 a version failed validation, 2 bad usage, 77 no CUDA device.
  */
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdio>
@@ -62,6 +67,7 @@
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/conv2d_tc.h"
+#include "kernels/cuda/conv2d_wgmma.h"
 #include "kernels/cuda/hopper.h"
 #if defined(__CUDACC__) && defined(NIMBUS_BENCH_CUDNN)
 #include "bench/cuda/references.cuh"
@@ -327,355 +333,46 @@ const Bf16Fn kBf16[3] = {fwd_tc<bfloat16>, dgrad_tc<bfloat16>, wgrad_tc<bfloat16
 // warp-specialized producers for B (the gather off the MMA warps' critical path), 16-byte gathers
 // along q, the stem and 1x1 convs as special cases (1x1 stride 1 is a plain GEMM per image: TMA for
 // B too), a 128x256 tile, and a shared-memory-staged, coalesced epilogue.
-// Runs only on compute capability 9.0 (sm_90a); elsewhere the nvcc build skips it with a message.
-// Version 7 (the data gradient) is this kernel once per stride phase: see dgrad() below.
-namespace hopper_conv {
-using namespace nimbus::cuda;  // encode_tensor_map, TensorMapDesc, TmaType, TmaSwizzle
-
-constexpr int kStages = 3;              // at least 3: see the pipeline above
-constexpr int kThreads = 256;           // two warpgroups
-constexpr int kBM = 128, kBN = 128, kBK = 64;
-constexpr int kABytes = kBM * kBK * 2;  // 16 KiB: 128 rows (channels) x 64 k
-constexpr int kBBytes = kBN * kBK * 2;  // 16 KiB: 128 lines (positions) x 64 k
-constexpr int kStageBytes = kABytes + kBBytes;
-constexpr int kSwizzleRepeat = 1024;    // 128B swizzle: 8 lines of 128 bytes
-// The launch adds 1 KiB: a GPU's dynamic shared memory is only 16-byte aligned, the kernel rounds its
-// start up to 1024 (every tile then starts on the swizzle's repeat).
-constexpr size_t kSmem = size_t(kStages) * kStageBytes + kStages * sizeof(uint64_t) + kSwizzleRepeat;
-static_assert(kStageBytes % kSwizzleRepeat == 0 && kABytes % kSwizzleRepeat == 0, "tiles on the swizzle's repeat");
-
-struct Params {
-  const uint16_t* x;     // bf16 bits, NCHW
-  const uint16_t* bias;  // bf16 bits, K, or null
-  uint16_t* y;           // bf16 bits, NCHW
-  int C, H, W, K, R, S, stride, pad, pad_w, CRS, PQ, cols;  // the input x (C, H, W); cols = N * P * Q
-  int relu;
-  // Output position (i, j) of the P x Q grid goes to y[n, k] at (out_ph + out_st i, out_pw + out_st j)
-  // of an image with out_HW elements and rows of out_W: the forward writes the grid itself (out_st 1);
-  // version 7 writes one stride phase of dx.
-  int out_st, out_ph, out_pw, out_W, out_HW;
-  FastDivmod by_pq, by_q, by_rs, by_s;
-};
-
-__device__ __forceinline__ unsigned char* ring_base() {
-  DYNAMIC_SMEM(unsigned char, raw);
-  return raw + (kSwizzleRepeat - smem_address(raw) % kSwizzleRepeat) % kSwizzleRepeat;
-}
-
-__global__ void __launch_bounds__(kThreads, 2)
-    conv_fwd_wgmma_bf16_kernel(const __grid_constant__ CUtensorMap map_w, Params d) {
-  unsigned char* smem = ring_base();
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
-  const int tid = int(threadIdx.x), wg = tid / 128;
-  const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
-  const int tiles = (d.CRS + kBK - 1) / kBK;
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) mbarrier_init(&full[s], 1);
-    fence_mbarrier_init();
-    tma_prefetch_descriptor(&map_w);
-  }
-  __syncthreads();
-
-  // This thread's B column: output position (img, p, q), its window's corner (h0, w0) in x.
-  const int bn = tid % kBN, khalf = tid / kBN;  // k rows 32 khalf .. 32 khalf + 31 of every k-tile
-  const int col = n0 + bn;
-  const bool col_in = col < d.cols;
-  int img, pq, p, q;
-  d.by_pq.divmod(col_in ? col : 0, img, pq);
-  d.by_q.divmod(pq, p, q);
-  const int h0 = p * d.stride - d.pad, w0 = q * d.stride - d.pad_w;
-  const uint16_t* x_img = d.x + int64_t(img) * d.C * d.H * d.W;
-
-  const auto load_a = [&](int kt) {  // thread 0: k-tile kt of the weights into its stage
-    const int s = kt % kStages;
-    mbarrier_arrive_expect_tx(&full[s], uint32_t(kABytes));
-    tma_load_2d(smem + s * kStageBytes, &map_w, &full[s], kt * kBK, m0);
-  };
-  const auto gather = [&](int kt) {  // every thread: its 32 k of column bn of k-tile kt's B
-    unsigned char* line = smem + (kt % kStages) * kStageBytes + kABytes + bn * 128;
-    int c, rs, r, s;
-    d.by_rs.divmod(kt * kBK + 32 * khalf, c, rs);
-    d.by_s.divmod(rs, r, s);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {  // chunks 4 khalf + j: 8 consecutive k each
-      uint32_t v[4];
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const int h = h0 + r, w = w0 + s;
-        const bool in = col_in && c < d.C && unsigned(h) < unsigned(d.H) && unsigned(w) < unsigned(d.W);
-        const uint32_t b = in ? x_img[(int64_t(c) * d.H + h) * d.W + w] : 0u;
-        v[e / 2] = e % 2 ? v[e / 2] | b << 16 : b;  // the lower k in bits 0-15
-        if (++s == d.S) {
-          s = 0;
-          if (++r == d.R) r = 0, ++c;
-        }
-      }
-      const int chunk = 4 * khalf + j;
-      store_vector(reinterpret_cast<uint4*>(line + ((chunk ^ (bn % 8)) * 16)), make_uint4(v[0], v[1], v[2], v[3]));
-    }
-    fence_proxy_async_shared();  // these generic-proxy stores before the wgmma (async proxy) reads them
-  };
-
-  for (int kt = 0; kt < kStages - 1 && kt < tiles; ++kt) {
-    if (tid == 0) load_a(kt);
-    gather(kt);
-  }
-  __syncthreads();
-
-  float acc[kBN / 2];
-  for (int kt = 0; kt < tiles; ++kt) {
-    const unsigned char* stage = smem + (kt % kStages) * kStageBytes;
-    mbarrier_wait_parity(&full[kt % kStages], uint32_t(kt / kStages) & 1u);
-    const unsigned char* a = stage + wg * 64 * 128;  // this warpgroup's 64 channels
-    const unsigned char* b = stage + kABytes;
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) {  // K-major, 128B swizzle: the k16 step is 32 bytes along the line
-      const uint64_t da = wgmma_desc(a + 32 * kk, 16, 1024, WgmmaSwizzle::B128);
-      const uint64_t db = wgmma_desc(b + 32 * kk, 16, 1024, WgmmaSwizzle::B128);
-      wgmma_m64k16_bf16<kBN>(acc, da, db, kt > 0 || kk > 0);
-    }
-    wgmma_commit_group();
-    wgmma_wait_group<1>();  // this warpgroup's k-tile kt - 1 is done
-    __syncthreads();        // and every warpgroup's: its stage, (kt - 1) % kStages, may be refilled
-    const int next = kt + kStages - 1;
-    if (next < tiles) {
-      if (tid == 0) load_a(next);
-      gather(next);
-    }
-  }
-  wgmma_wait_group<0>();
-  wgmma_fence_operand(acc);
-
-  // Accumulator d[4j + i]: channel row 16w + g + 8(i >> 1), position column 8j + 2t + (i & 1) of the
-  // warpgroup's 64 x 128; y[img, k, pq] (NCHW), + bias, ReLU, rounded to bf16 once.
-  const int i = tid % 128, w = i / 32, g = (i % 32) / 4, t = i % 4;
-#pragma unroll
-  for (int j = 0; j < kBN / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int cl = n0 + 8 * j + 2 * t + e;
-      if (cl >= d.cols) continue;
-      int im, at, oi, oj;
-      d.by_pq.divmod(cl, im, at);
-      d.by_q.divmod(at, oi, oj);
-      const int64_t out = int64_t(d.out_ph + d.out_st * oi) * d.out_W + d.out_pw + d.out_st * oj;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int k = m0 + 64 * wg + 16 * w + g + 8 * h;
-        if (k >= d.K) continue;
-        float v = acc[4 * j + 2 * h + e];
-        if (d.bias) v += bf16_to_float(d.bias[k]);
-        if (d.relu) v = v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
-        d.y[(int64_t(im) * d.K + k) * d.out_HW + out] = bf16_from_float_rne(v);
-      }
-    }
-}
-
-// dst (rows x ld) = src (rows x cols), zeros in columns cols .. ld - 1: the TMA-able weight copy.
-__global__ void pad_rows_kernel(uint16_t* dst, const uint16_t* src, int rows, int cols, int ld) {
-  const int64_t n = int64_t(rows) * ld;
-  for (int64_t i = grid_first(); i < n; i += grid_step()) {
-    const int64_t r = i / ld, c = i % ld;
-    dst[i] = c < cols ? src[r * cols + c] : uint16_t(0);
-  }
-}
-
-// "" when version 6 can run g, else why not (32-bit tile indices, as version 3).
-std::string shape_problem(const ConvGeom& g) {
-  const int64_t cols = g.N * g.P() * g.Q(), crs = g.C * g.R * g.S;
-  if (cols > INT_MAX - kBN || crs > INT_MAX - kBK || g.K > INT_MAX - kBM || g.N * g.C * g.H * g.W > INT_MAX)
-    return "N*P*Q, C*R*S, K or the input too large for 32-bit tile indices";
-  if ((g.K + kBM - 1) / kBM > 65535) return "K too large for grid.y";
-  return "";
-}
-
-// What a launch must do, for the emulator's counters: per block and k-tile one TMA box (A), 4 wgmma
-// per warpgroup (8 a block), one phase of full[kt % 3].
-struct Counts {
-  int64_t tma, wgmma, phases;
-};
-Counts expected_counts(const ConvGeom& g) {
-  const int64_t blocks = (g.N * g.P() * g.Q() + kBN - 1) / kBN * ((g.K + kBM - 1) / kBM);
-  const int64_t tiles = (g.C * g.R * g.S + kBK - 1) / kBK;
-  return {blocks * tiles, blocks * tiles * 2 * (kBK / 16), blocks * tiles};
-}
-
-#ifndef __CUDACC__
-emu::LaunchStats last_stats;  // the emulator's counters of the last conv launch (validate_mma checks them)
-#endif
-
-// A tensor map of the A matrix (rows x cols bf16, row stride ld elements, ld a multiple of 8, 16-byte
-// aligned), kept while the matrix and its shape stay the same: a timed call does no driver call.
-struct MapSlot {
-  const void* global = nullptr;
-  int rows = 0, cols = 0, ld = 0;
-  CUtensorMap map;
-  const CUtensorMap& get(const void* a, int r, int c, int l) {
-    if (global != a || rows != r || cols != c || ld != l) {
-      TensorMapDesc md;
-      md.type = TmaType::BF16;
-      md.rank = 2;
-      md.global = a;
-      md.dims[0] = uint64_t(c), md.dims[1] = uint64_t(r);  // the inner extent stays cols: TMA zero-fills past it
-      md.strides[0] = uint64_t(l) * 2;
-      md.box[0] = uint32_t(kBK), md.box[1] = uint32_t(kBM);
-      md.swizzle = TmaSwizzle::B128;
-      encode_tensor_map(&map, md);
-      global = a, rows = r, cols = c, ld = l;
-    }
-    return map;
-  }
-};
-
-// A device buffer kept between calls, grown as needed (the padded or packed weights).
-struct Scratch {
-  uint16_t* p = nullptr;
-  size_t bytes = 0;
-  uint16_t* get(size_t n) {
-    if (n > bytes) {
-      if (p) CK(cudaFree(p));
-      CK(cudaMalloc(&p, n));
-      bytes = n;
-    }
-    return p;
-  }
-};
-
-// One launch of the kernel: A through `map` (p.K rows x p.CRS), B gathered from p.x, output p.y.
-void launch_igemm(const CUtensorMap& map, const Params& p, const char* what) {
-  static bool smem_allowed = false;
-  if (!smem_allowed) {
-    CK(cudaFuncSetAttribute(conv_fwd_wgmma_bf16_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)));
-    smem_allowed = true;
-  }
-  launch(conv_fwd_wgmma_bf16_kernel, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)),
-         dim3(kThreads), kSmem, nullptr, map, p);
-  cuda::check_launch(what);
-#ifndef __CUDACC__
-  last_stats = emu::last_launch_stats();
-#endif
-}
-
-void forward(uint16_t* y, const uint16_t* x, const uint16_t* w, const uint16_t* bias, const ConvGeom& g, bool relu) {
-  static Scratch padded;
-  static MapSlot slot;
-  const int64_t cols64 = g.N * g.P() * g.Q();
-  if (cols64 <= 0 || g.K <= 0) return;
-  const std::string problem = shape_problem(g);
-  NIMBUS_CHECK(problem.empty(), "conv fwd v6: ", problem);
-  const int K = int(g.K), CRS = int(g.C * g.R * g.S);
-  const bool direct = CRS % 8 == 0 && mma_tiles::aligned16(w);
-  const int ld = (CRS + 7) / 8 * 8;
-  const uint16_t* wa = w;
-  if (!direct) {  // TMA needs a 16-byte row stride: a padded copy of w
-    uint16_t* dst = padded.get(size_t(K) * size_t(ld) * 2);
-    launch(pad_rows_kernel, cuda::grid_for(int64_t(K) * ld, 256, 65535), 256, 0, nullptr, dst, w, K, CRS, ld);
-    cuda::check_launch("conv fwd v6 (weight padding)");
-    wa = dst;
-  }
-  Params p{};
-  p.x = x, p.bias = bias, p.y = y;
-  p.C = int(g.C), p.H = int(g.H), p.W = int(g.W), p.K = K, p.R = int(g.R), p.S = int(g.S);
-  p.stride = int(g.stride), p.pad = int(g.pad), p.pad_w = int(g.pad), p.CRS = CRS, p.PQ = int(g.P() * g.Q());
-  p.cols = int(cols64);
-  p.relu = relu ? 1 : 0;
-  p.out_st = 1, p.out_ph = 0, p.out_pw = 0, p.out_W = int(g.Q()), p.out_HW = p.PQ;
-  p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(int(g.Q())), p.by_rs = FastDivmod(int(g.R * g.S));
-  p.by_s = FastDivmod(int(g.S));
-  launch_igemm(slot.get(wa, K, CRS, ld), p, "conv fwd v6");
-}
-
+// The kernel is the engine's (kernels/cuda/conv2d_wgmma.cu, conv_fwd_kernel; the backend's default for
+// bf16 convolutions on sm_90a), with DSen2-CR's residual sum as a third epilogue. Runs only on compute
+// capability 9.0 (sm_90a); elsewhere the nvcc build skips it with a message.
 // ---- version 7: the data gradient on the same kernel ----------------------------------------------
-// dA[c][(k, r', s')] (row stride ld) = w[k, c, r0 + st (Rp-1-r'), s0 + st (Sp-1-s')] for one stride
-// phase (Rp x Sp taps; `zero`: a phase without taps, one zero tap), zeros past K*Rp*Sp.
-__global__ void pack_dgrad_weights_kernel(uint16_t* dst, const uint16_t* w, int K, int C, int R, int S, int st,
-                                          int r0, int s0, int Rp, int Sp, int zero, int ld) {
-  const int64_t n = int64_t(C) * ld;
-  const int taps = Rp * Sp;
-  for (int64_t i = grid_first(); i < n; i += grid_step()) {
-    const int c = int(i / ld), col = int(i % ld);
-    uint16_t v = 0;
-    if (!zero && col < K * taps) {
-      const int k = col / taps, t = col % taps, rr = t / Sp, ss = t % Sp;
-      const int r = r0 + st * (Rp - 1 - rr), s = s0 + st * (Sp - 1 - ss);
-      v = w[((int64_t(k) * C + c) * R + r) * S + s];
-    }
-    dst[i] = v;
-  }
-}
-
 // dx[n, c, h, w] = sum_{k, r, s} dy[n, k, (h + pad - r) / st, (w + pad - s) / st] w[k, c, r, s] over the
 // taps where both divide exactly and land inside dy. Split into the st x st phases (h mod st, w mod st)
 // = (ph, pw) as conv2d_tc.cu's DataGrad: in a phase the taps are r = r0 + st rr (rr < Rp), and
 // dx[n, c, ph + st i, ...] = sum_{k, rr, ss} dy[n, k, i + hb - rr, j + wb - ss] w[k, c, r0 + st rr, ...].
 // With the taps flipped, r' = Rp - 1 - rr, that is version 6's forward: input dy (K channels, P x Q),
 // stride 1, pad Rp - 1 - hb (rows) and Sp - 1 - wb (columns), Rp x Sp taps, C output channels over
-// the phase's Hp x Wp positions, written into dx at (ph + st i, pw + st j). A = the packed weights
-// above (C x K*Rp*Sp, one copy per phase, made every call: K*C*R*S elements in all). A phase without
-// taps (1x1 stride 2, odd rows) runs one zero tap: its outputs are 0. One launch per phase.
-void dgrad(uint16_t* dx, const uint16_t* dy, const uint16_t* w, const ConvGeom& g) {
-  static Scratch packed;
-  static MapSlot slots[16];
-  const int st = int(g.stride), pad = int(g.pad), R = int(g.R), S = int(g.S), H = int(g.H), W = int(g.W);
-  const int K = int(g.K), C = int(g.C), N = int(g.N), P = int(g.P()), Q = int(g.Q());
-  if (int64_t(g.N) * g.C * g.H * g.W <= 0) return;
-  NIMBUS_CHECK(st <= 4, "conv dgrad v7: stride ", st, " > 4 (16 phase map slots)");
-  NIMBUS_CHECK(int64_t(N) * K * P * Q < INT_MAX && int64_t(N) * H * W < INT_MAX - kBN &&
-                   int64_t(K) * R * S < INT_MAX - kBK,
-               "conv dgrad v7: too large for 32-bit tile indices");
-  // Every phase's packed A, one after another (each at a multiple of 16 bytes: ld is a multiple of 8).
-  struct PhaseGeom {
-    int ph, pw, r0, s0, Rp, Sp, Hp, Wp, hb, wb, zero, ld;
-    size_t at;
-  };
-  std::vector<PhaseGeom> phases;
-  size_t total = 0;
-  for (int ph = 0; ph < st; ++ph)
-    for (int pw = 0; pw < st; ++pw) {
-      PhaseGeom f{};
-      f.ph = ph, f.pw = pw, f.r0 = (ph + pad) % st, f.s0 = (pw + pad) % st;
-      f.Rp = f.r0 < R ? (R - f.r0 + st - 1) / st : 0, f.Sp = f.s0 < S ? (S - f.s0 + st - 1) / st : 0;
-      f.Hp = ph < H ? (H - ph + st - 1) / st : 0, f.Wp = pw < W ? (W - pw + st - 1) / st : 0;
-      f.hb = (ph + pad - f.r0) / st, f.wb = (pw + pad - f.s0) / st;
-      if (f.Hp == 0 || f.Wp == 0) continue;
-      f.zero = f.Rp * f.Sp == 0;
-      if (f.zero) f.Rp = f.Sp = 1, f.hb = f.wb = 0;
-      f.ld = (K * f.Rp * f.Sp + 7) / 8 * 8;
-      f.at = total;
-      total += size_t(C) * size_t(f.ld);
-      phases.push_back(f);
-    }
-  uint16_t* buf = packed.get(total * 2);
-  for (const PhaseGeom& f : phases) {
-    launch(pack_dgrad_weights_kernel, cuda::grid_for(int64_t(C) * f.ld, 256, 65535), 256, 0, nullptr, buf + f.at, w,
-           K, C, R, S, st, f.r0, f.s0, f.Rp, f.Sp, f.zero, f.ld);
-    cuda::check_launch("conv dgrad v7 (weight packing)");
-  }
-  for (const PhaseGeom& f : phases) {
-    Params p{};
-    p.x = dy, p.bias = nullptr, p.y = dx;
-    p.C = K, p.H = P, p.W = Q, p.K = C, p.R = f.Rp, p.S = f.Sp;
-    p.stride = 1, p.pad = f.Rp - 1 - f.hb, p.pad_w = f.Sp - 1 - f.wb;
-    p.CRS = K * f.Rp * f.Sp, p.PQ = f.Hp * f.Wp, p.cols = N * f.Hp * f.Wp, p.relu = 0;
-    p.out_st = st, p.out_ph = f.ph, p.out_pw = f.pw, p.out_W = W, p.out_HW = H * W;
-    p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(f.Wp), p.by_rs = FastDivmod(f.Rp * f.Sp);
-    p.by_s = FastDivmod(f.Sp);
-    launch_igemm(slots[f.ph * st + f.pw].get(buf + f.at, C, p.CRS, f.ld), p, "conv dgrad v7");
-  }
+// the phase's Hp x Wp positions, written into dx at (ph + st i, pw + st j). A = the phase's weights
+// packed into the workspace (C x K*Rp*Sp, every call: K*C*R*S elements in all). A phase without taps
+// (1x1 stride 2, odd rows) runs one zero tap: its outputs are 0. One launch per phase.
+// ---- version 8: the weight gradient on wgmma -------------------------------------------------------
+// What changes from version 5's weight gradient: wgmma m64n128k16 from shared memory, the same 3-stage
+// 128B-swizzled ring as version 6, but both operands gathered by the threads (conv_wgrad_kernel): dy's
+// rows are not TMA boxes, since a k-tile of 64 output positions crosses images whenever P*Q is not a
+// multiple of 64 (ResNet-50's 4x4 and 2x2 stages). A thread owns 8 consecutive positions (one 16-byte
+// chunk of a line) of 4 rows of A (output channels) and 4 columns of B (taps (c, r, s)), walked as
+// (n, p, q) without division, so a warp reads 4 rows of dy and x 128 contiguous bytes at a time for
+// stride 1. The reduction N*P*Q is long and the output K x C*R*S small: split-K over blockIdx.z (two
+// blocks per SM of an H200, at least 4 k-tiles a split), fp32 partial sums in the workspace, then
+// version 5's ordered split sum. Expected bottleneck: the gather of both operands (64 two-byte loads a
+// thread per k-tile) and the split partials' traffic; next: TMA for dy when P*Q is a multiple of 64
+// (DSen2-CR, ResNet's early stages) and a warp-specialized producer.
+template <int Dir>
+void hopper_conv(bfloat16* out, const bfloat16* a, const bfloat16* b, const ConvGeom& g, float* ws) {
+  if (Dir == 0) cuda::conv2d_wgmma_forward(out, a, b, nullptr, g, false, nullptr, 1.0f, ws);
+  if (Dir == 1) cuda::conv2d_wgmma_backward(out, nullptr, nullptr, a, nullptr, b, g, ws);
+  if (Dir == 2) cuda::conv2d_wgmma_backward(nullptr, out, nullptr, a, b, nullptr, g, ws);
 }
-
-}  // namespace hopper_conv
-
-void fwd6(bfloat16* y, const bfloat16* x, const bfloat16* w, const ConvGeom& g, float*) {
-  hopper_conv::forward(reinterpret_cast<uint16_t*>(y), reinterpret_cast<const uint16_t*>(x),
-                       reinterpret_cast<const uint16_t*>(w), nullptr, g, false);
+const Bf16Fn kBf16Hopper[3] = {hopper_conv<0>, hopper_conv<1>, hopper_conv<2>};  // versions 6, 7, 8
+// Whether they run here: the engine's code for this device is sm_90a (its probe), or the emulator.
+bool wgmma_runs() {
+#ifdef __CUDACC__
+  return cuda::wgmma_available();
+#else
+  return true;
+#endif
 }
-void dgrad7(bfloat16* dx, const bfloat16* dy, const bfloat16* w, const ConvGeom& g, float*) {
-  hopper_conv::dgrad(reinterpret_cast<uint16_t*>(dx), reinterpret_cast<const uint16_t*>(dy),
-                     reinterpret_cast<const uint16_t*>(w), g);
-}
-const Bf16Fn kBf16Hopper[3] = {fwd6, dgrad7, nullptr};  // versions 6 (forward) and 7 (data gradient)
 
 // Version 5 (or 6) behind the fp32 signature, for validation: the operands cast to bf16 scratch, the
 // output cast back (timing calls kBf16 on bf16 buffers made once, run_case).
@@ -705,15 +402,18 @@ const ConvFn kVersions[][3] = {{nullptr, nullptr, nullptr},
                                {fwd_tc<float>, dgrad_tc<float>, wgrad_tc<float>},
                                {conv_bf16_via_f32<5, 0>, conv_bf16_via_f32<5, 1>, conv_bf16_via_f32<5, 2>},
                                {conv_bf16_via_f32<6, 0>, nullptr, nullptr},
-                               {nullptr, conv_bf16_via_f32<7, 1>, nullptr}};
-const char* const kPrecision[] = {"", "fp32", "fp32", "tf32", "tf32", "bf16", "bf16", "bf16"};
-constexpr int kLast = 7;
+                               {nullptr, conv_bf16_via_f32<7, 1>, nullptr},
+                               {nullptr, nullptr, conv_bf16_via_f32<8, 2>}};
+const char* const kPrecision[] = {"", "fp32", "fp32", "tf32", "tf32", "bf16", "bf16", "bf16", "bf16"};
+constexpr int kLast = 8;
 // Versions that need sm_90a (compute capability 9.0): TMA + wgmma.
-bool is_hopper_version(int v) { return v == 6 || v == 7; }
+bool is_hopper_version(int v) { return v >= 6 && v <= 8; }
 
-// Scratch floats any version needs at g: im2col columns (version 2) or split partial sums (4, 5).
+// Scratch floats any version needs at g: im2col columns (version 2), split partial sums (4, 5, 8), the
+// padded or packed weights (6, 7).
 int64_t conv_workspace(const ConvGeom& g) {
-  return std::max(cuda::conv2d_workspace(g), cuda::conv2d_tc_workspace(g)) + 1;
+  const int64_t wgmma = cuda::conv2d_wgmma_supported(g) ? cuda::conv2d_wgmma_workspace(g) : 0;
+  return std::max({cuda::conv2d_workspace(g), cuda::conv2d_tc_workspace(g), wgmma}) + 1;
 }
 
 // Element counts of the operands (a, b) and of the output, by direction.
@@ -792,21 +492,33 @@ bool validate_mma(int v, int dir, const ConvGeom& g) {
   CK(cudaMalloc(&ws, sizeof(float) * size_t(conv_workspace(g))));
   const double bnd = mma_tiles::precision_bound(precision);
   bool counts_ok = true;
+#ifndef __CUDACC__
+  emu::LaunchStats before{};  // the emulator's counters before the run being checked
+#endif
   const bool ok = mma_tiles::check_in_every_order(
-      [&](float* out) { kVersions[v][dir](out, da, db, g, ws); }, ref, rounded, mag, bnd,
+      [&](float* out) {
+#ifndef __CUDACC__
+        before = emu::all_launch_stats();
+#endif
+        kVersions[v][dir](out, da, db, g, ws);
+      },
+      ref, rounded, mag, bnd,
       [&](const char* order, const mma_tiles::MmaCheck& c) {
         std::string extra;
         bool pass = c.pass;
 #ifndef __CUDACC__
-        // Version 6 (TMA + wgmma): the copies, wgmma and mbarrier phases of the run (the last launch:
-        // the conv kernel) must be the counts its tiling implies.
-        if (v == 6) {
-          const emu::LaunchStats& st = hopper_conv::last_stats;
-          const hopper_conv::Counts want = hopper_conv::expected_counts(g);
-          const bool same = st.tma == want.tma && st.wgmma == want.wgmma && st.mbarrier_phases == want.phases;
+        // Versions 6 and 8 (wgmma): the TMA copies, wgmma and mbarrier phases of the run must be the counts
+        // their tiling implies (the casts around them issue none).
+        if (v == 6 || v == 8) {
+          const emu::LaunchStats st = emu::all_launch_stats();
+          const int64_t tma = st.tma - before.tma, wgmma = st.wgmma - before.wgmma;
+          const int64_t phases = st.mbarrier_phases - before.mbarrier_phases;
+          const cuda::WgmmaConvCounts want =
+              v == 6 ? cuda::conv2d_wgmma_forward_counts(g) : cuda::WgmmaConvCounts{0, cuda::conv2d_wgmma_wgrad_count(g), 0};
+          const bool same = tma == want.tma && wgmma == want.wgmma && phases == want.phases;
           counts_ok = counts_ok && same;
           pass = pass && same;
-          extra = str("; ", st.tma, " TMA copies, ", st.wgmma, " wgmma, ", st.mbarrier_phases, " mbarrier phases",
+          extra = str("; ", tma, " TMA copies, ", wgmma, " wgmma, ", phases, " mbarrier phases",
                       same ? "" : str(" WRONG: expected ", want.tma, ", ", want.wgmma, ", ", want.phases));
         }
 #endif
@@ -960,7 +672,7 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
   // the reference in its own precision, mma_tiles::print_rows_by_precision).
   // Version 6 (sm_90a) is skipped, with a message, on a device that is not compute capability 9.0.
   std::vector<Impl> impls;
-  const bool hopper = hopper_device();
+  const bool hopper = wgmma_runs();
   for (int v : versions)
     if (is_hopper_version(v) && kVersions[v][cs.dir] && !hopper)
       std::fprintf(stderr, "version %d skipped: needs sm_90a (compute capability 9.0), this is %s\n", v,
@@ -1185,13 +897,17 @@ bool validate_v6_epilogue() {
   for (double& r : ref) r = r < 0 ? 0 : r;
   uint16_t *dx = mma_tiles::upload_any(x), *dw = mma_tiles::upload_any(w), *db = mma_tiles::upload_any(b);
   uint16_t* dy = nullptr;
+  float* ws = nullptr;
   CK(cudaMalloc(&dy, ref.size() * 2));
+  CK(cudaMalloc(&ws, sizeof(float) * size_t(conv_workspace(g))));
   bool ok = true;
   std::vector<uint16_t> first;
   for (int o = 0; o < mma_tiles::ValidationOrder::kCount; ++o) {
     const mma_tiles::ValidationOrder order(o);
     CK(cudaMemset(dy, 0xFF, ref.size() * 2));
-    hopper_conv::forward(dy, dx, dw, db, g, true);
+    cuda::conv2d_wgmma_forward(reinterpret_cast<bfloat16*>(dy), reinterpret_cast<const bfloat16*>(dx),
+                               reinterpret_cast<const bfloat16*>(dw), reinterpret_cast<const bfloat16*>(db), g, true,
+                               nullptr, 1.0f, ws);
     std::vector<uint16_t> y(ref.size());
     CK(cudaMemcpy(y.data(), dy, y.size() * 2, cudaMemcpyDeviceToHost));
     double worst = 0;
@@ -1208,7 +924,7 @@ bool validate_v6_epilogue() {
     ok = ok && pass;
     if (first.empty()) first = y;
   }
-  cudaFree(dx), cudaFree(dw), cudaFree(db), cudaFree(dy);
+  cudaFree(dx), cudaFree(dw), cudaFree(db), cudaFree(dy), cudaFree(ws);
   return ok;
 }
 
@@ -1225,7 +941,7 @@ bool validate_small(const std::vector<int>& versions) {
                             {3, 8, 12, 11, 130, 3, 3, 1, 1},    {2, 12, 13, 15, 20, 3, 3, 2, 1},
                             {2, 16, 7, 9, 6, 1, 1, 2, 0},       {1, 13, 11, 9, 6, 7, 7, 2, 3}};
   bool ok = true;
-  const bool hopper = hopper_device();
+  const bool hopper = wgmma_runs();
   for (int v : versions) {
     if (is_hopper_version(v) && !hopper) {
       std::printf("version %d (%s): skipped: needs sm_90a (compute capability 9.0)\n", v, kPrecision[v]);

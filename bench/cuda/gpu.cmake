@@ -22,12 +22,10 @@ endfunction()
 
 # gpu_bench_conformance (bench/cuda/conformance.cu): the tensor-core instructions bit for bit against
 # the emulator's hashes (bench/cuda/conformance_expected.txt); needs neither cuBLAS nor cuDNN, so it
-# is built before that check. sm_80, and sm_90a instead of sm_90: its Hopper lines (TMA, wgmma) need the
-# architecture-specific target (they are skipped on a device that is not compute capability 9.0).
+# is built before that check. Its Hopper lines (TMA, wgmma) need sm_90a, which NIMBUS_CUDA_ARCHS has
+# in place of 90 (kernels/cuda/real/CMakeLists.txt); they are skipped on a device that is not compute
+# capability 9.0.
 nimbus_gpu_bench(conformance)
-set(conformance_archs ${NIMBUS_CUDA_ARCHS})
-list(TRANSFORM conformance_archs REPLACE "^90$" "90a")
-set_target_properties(gpu_bench_conformance PROPERTIES CUDA_ARCHITECTURES "${conformance_archs}")
 
 if(NOT (TARGET CUDA::cublas AND NIMBUS_CUDNN_LIBRARY AND NIMBUS_CUDNN_INCLUDE_DIR))
   message(STATUS "nimbus: no cuBLAS/cuDNN: gpu_bench_gemm and gpu_bench_conv2d are not built")
@@ -41,12 +39,10 @@ foreach(name gemm conv2d)
   target_link_libraries(gpu_bench_${name} PRIVATE CUDA::cublas ${NIMBUS_CUDNN_LIBRARY})
 endforeach()
 
-# gpu_bench_gemm's versions 8 and 9 and gpu_bench_conv2d's version 6 (TMA + wgmma) need sm_90a: as for
-# conformance, 90 becomes 90a (an sm_90a cubin runs on compute capability 9.0 only, and every other
-# kernel of the program runs from it there too); a list without 90 gets 90a added. On other devices
-# the programs skip those versions at run time.
+# gpu_bench_gemm's versions 8 and 9 and gpu_bench_conv2d's versions 6-8 (wgmma) need sm_90a: a list
+# without it (e.g. NIMBUS_CUDA_ARCHS=80) gets it added. On other devices the programs skip those
+# versions at run time.
 set(hopper_archs ${NIMBUS_CUDA_ARCHS})
-list(TRANSFORM hopper_archs REPLACE "^90$" "90a")
 if(NOT "90a" IN_LIST hopper_archs)
   list(APPEND hopper_archs 90a)
 endif()

@@ -205,6 +205,16 @@ struct WeightGrad {
   }
 };
 
+// The plan's configuration, or the dispatch's for this problem.
+template <typename E>
+int config_of(const TcPlan& p, TcKind kind, int64_t M, int64_t N, int64_t K, int splits) {
+  return p.config >= 0 ? p.config : tc_pick_config(kind, std::is_same_v<E, bfloat16>, M, N, K, splits);
+}
+
+constexpr int kMinSplitLength = 256;  // reduction elements per split (8 k-tiles): below this a split is mostly overhead
+
+}  // namespace
+
 // out[i] = sum_s partial[s][i], the splits in order.
 template <typename E>
 __global__ void splitk_sum_kernel(E* out, const float* partial, int64_t n, int splits) {
@@ -215,15 +225,10 @@ __global__ void splitk_sum_kernel(E* out, const float* partial, int64_t n, int s
   }
 }
 
-// The plan's configuration, or the dispatch's for this problem.
 template <typename E>
-int config_of(const TcPlan& p, TcKind kind, int64_t M, int64_t N, int64_t K, int splits) {
-  return p.config >= 0 ? p.config : tc_pick_config(kind, std::is_same_v<E, bfloat16>, M, N, K, splits);
+void splitk_sum(E* out, const float* partial, int64_t n, int splits, const char* what) {
+  launch_n(what, splitk_sum_kernel<E>, n, 256, out, partial, n, splits);
 }
-
-constexpr int kMinSplitLength = 256;  // reduction elements per split (8 k-tiles): below this a split is mostly overhead
-
-}  // namespace
 
 bool conv2d_tc_supported(const ConvGeom& g) {
   const int64_t lim = INT_MAX - 256;  // room for a tile past the end
@@ -308,9 +313,7 @@ void conv2d_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w
     const WeightGrad<E> pb{dy, x, dw, splits > 1 ? ws : nullptr, d};
     mma::launch_igemm<E>(pb, M, N, K, splits, config_of<E>(plan, TcKind::ConvWeightGrad, M, N, K, splits), dy,
                          "cuda::conv2d_tc_backward (dw)");
-    if (splits > 1)
-      launch_n("cuda::conv2d_tc_backward (dw split sum)", splitk_sum_kernel<E>, int64_t(d.K) * CRS, 256, dw,
-               static_cast<const float*>(ws), int64_t(d.K) * CRS, splits);
+    if (splits > 1) splitk_sum(dw, ws, int64_t(d.K) * CRS, splits, "cuda::conv2d_tc_backward (dw split sum)");
   }
   if (dx) {
     NIMBUS_CHECK(w, "cuda::conv2d_tc_backward: dx needs w");
@@ -324,6 +327,8 @@ void conv2d_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w
   }
 }
 
+template void splitk_sum<float>(float*, const float*, int64_t, int, const char*);
+template void splitk_sum<bfloat16>(bfloat16*, const float*, int64_t, int, const char*);
 template void conv2d_tc_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&, bool,
                                        TcPlan);
 template void conv2d_tc_residual_forward<float>(float*, const float*, const float*, const float*, const float*, float,

@@ -47,6 +47,11 @@ template <typename E>
 void conv2d_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, const ConvGeom& g, float* ws,
                         TcPlan plan = {});
 
+// out[i] = sum_s partial[s][i] over `splits` slices of n floats, the splits in order (deterministic):
+// the weight gradients' split sums (also conv2d_wgmma.cu's). On the current stream.
+template <typename E>
+void splitk_sum(E* out, const float* partial, int64_t n, int splits, const char* what);
+
 extern template void conv2d_tc_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&,
                                               bool, TcPlan);
 extern template void conv2d_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
@@ -58,6 +63,8 @@ extern template void conv2d_tc_residual_forward<bfloat16>(bfloat16*, const bfloa
                                                           TcPlan);
 extern template void conv2d_tc_backward<float>(float*, float*, float*, const float*, const float*, const float*,
                                                const ConvGeom&, float*, TcPlan);
+extern template void splitk_sum<float>(float*, const float*, int64_t, int, const char*);
+extern template void splitk_sum<bfloat16>(bfloat16*, const float*, int64_t, int, const char*);
 extern template void conv2d_tc_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*,
                                                   const bfloat16*, const bfloat16*, const ConvGeom&, float*,
                                                   TcPlan);

@@ -167,6 +167,7 @@ struct LaunchStats {
   int64_t mbarrier_phases = 0;  // mbarrier phases completed
 };
 LaunchStats last_launch_stats();
+LaunchStats all_launch_stats();  // summed over every launch since the process started (max_stacks: the most)
 
 // Streams run nothing asynchronously, but every stream is checked and counted, so tests can see
 // where work went: a launch, async copy/memset or wait on a stream that was never created or is

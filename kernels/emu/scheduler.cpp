@@ -594,6 +594,15 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
 }
 
 LaunchStats last_stats;  // of the last launch (host side, one launch at a time)
+LaunchStats all_stats;   // of every launch since the process started
+
+void add_stats(LaunchStats& total, const LaunchStats& s) {
+  total.blocks += s.blocks, total.threads += s.threads, total.barriers += s.barriers;
+  total.warp_syncs += s.warp_syncs, total.max_stacks = std::max(total.max_stacks, s.max_stacks);
+  total.mma += s.mma, total.ldmatrix += s.ldmatrix, total.ldmatrix_wavefronts += s.ldmatrix_wavefronts;
+  total.smem_bank_conflicts += s.smem_bank_conflicts, total.cp_async += s.cp_async;
+  total.wgmma += s.wgmma, total.tma += s.tma, total.mbarrier_phases += s.mbarrier_phases;
+}
 
 int& block_threads_setting() {
   static int n = [] {
@@ -820,22 +829,19 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
     }
     {
       std::lock_guard<std::mutex> lock(merge);
-      const LaunchStats& s = tls_block.stats;
-      total.blocks += s.blocks, total.threads += s.threads, total.barriers += s.barriers;
-      total.warp_syncs += s.warp_syncs, total.max_stacks = std::max(total.max_stacks, s.max_stacks);
-      total.mma += s.mma, total.ldmatrix += s.ldmatrix, total.ldmatrix_wavefronts += s.ldmatrix_wavefronts;
-      total.smem_bank_conflicts += s.smem_bank_conflicts, total.cp_async += s.cp_async;
-      total.wgmma += s.wgmma, total.tma += s.tma, total.mbarrier_phases += s.mbarrier_phases;
+      add_stats(total, tls_block.stats);
     }
   }
   std::lock_guard<std::mutex> lock(merge);
   last_stats = total;
+  add_stats(all_stats, total);
   for (const std::string& e : errors)
     NIMBUS_CHECK(e.empty(), "cuda emulator: kernel with grid (", grid.x, ",", grid.y, ",", grid.z, ") block (",
                  block.x, ",", block.y, ",", block.z, "), ", order_name(spec.order), " order: ", e);
 }
 
 LaunchStats last_launch_stats() { return last_stats; }
+LaunchStats all_launch_stats() { return all_stats; }
 void set_block_threads(int n) { block_threads_setting() = std::max(1, n); }
 int block_threads() { return block_threads_setting(); }
 

@@ -33,6 +33,7 @@
 #include "backends/cuda/backend.h"
 #include "kernels/cuda/batchnorm.h"
 #include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/conv2d_wgmma.h"  // wgmma_available
 #include "kernels/cuda/copy.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/loss.h"
@@ -100,6 +101,31 @@ TEST_CASE("cuda backend: registration, status sentence, tensors and copies") {
   // A device-side target is checked in the kernels, without a host wait: a NaN loss, not an Error
   // (tests/emu/test_cuda_work_counts.cpp; a host-side one is an Error naming the row).
   CHECK(std::isnan(cross_entropy(Tensor::zeros({2, 3}, Device::CUDA), Tensor::full({2}, 3.0f, Device::CUDA)).item()));
+}
+
+TEST_CASE("cuda backend: the bfloat16 convolution kernels: auto, mma.sync or wgmma, and the status says which") {
+  require_backend();
+  CHECK(cuda::parse_conv_kernels("auto") == cuda::ConvKernels::Auto);
+  CHECK(cuda::parse_conv_kernels("mma") == cuda::ConvKernels::MmaSync);
+  CHECK(cuda::parse_conv_kernels("wgmma") == cuda::ConvKernels::Wgmma);
+  CHECK_THROWS_WITH_AS(cuda::parse_conv_kernels("hopper"),
+                       doctest::Contains("NIMBUS_CUDA_CONV=hopper: expected auto, mma or wgmma"), Error);
+  {
+    const cuda::ConvKernelsScope mma(cuda::ConvKernels::MmaSync);
+    CHECK_FALSE(cuda::bf16_conv_on_wgmma());
+    CHECK(cuda_status().find("bfloat16 conv2d on mma.sync") != std::string::npos);
+  }
+  // Auto takes wgmma only where the device runs sm_90a code: never under the emulator.
+  CHECK(cuda::bf16_conv_on_wgmma() == (cuda::conv_kernels() != cuda::ConvKernels::MmaSync && cuda::wgmma_available()));
+  if (kOnEmulator) CHECK_FALSE(cuda::wgmma_available());
+  if (kOnEmulator || cuda::wgmma_available()) {
+    const cuda::ConvKernelsScope hopper(cuda::ConvKernels::Wgmma);
+    CHECK(cuda::bf16_conv_on_wgmma());
+    CHECK(cuda_status().find("bfloat16 conv2d on wgmma (sm_90a)") != std::string::npos);
+  } else {
+    CHECK_THROWS_WITH_AS(cuda::set_conv_kernels(cuda::ConvKernels::Wgmma),
+                         doctest::Contains("this device does not run sm_90a code"), Error);
+  }
 }
 
 TEST_CASE("cuda kernels: sgemm (tiles 8 and 16, register-blocked 64), all transposes, odd sizes, beta 0 and 0.5") {

@@ -8,6 +8,7 @@
  * stride-2 stem with 13 channels) at odd sizes, one of them spanning several tiles in M and N, and
  * strides 3 and 4 with rectangular kernels for the data gradient's phase decomposition.
  * Under the emulator each runs forward, reversed and shuffled, and the outputs must be bitwise equal.
+ * The Hopper kernels (conv2d_wgmma.cu: bf16 on wgmma and TMA) run the same geometries and bounds.
  *
  * The bound, per element: the reference is the float64 sum of the products of the rounded operands
  * (tf32_round of each float, or the bfloat16 values themselves), whose products the tensor cores
@@ -30,6 +31,7 @@
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cuda/conv2d_tc.h"
+#include "kernels/cuda/conv2d_wgmma.h"
 #include "kernels/cuda/linear_tc.h"
 #include "tests/common/check.h"
 #include "tests/emu/emu_util.h"
@@ -243,6 +245,116 @@ TEST_CASE("cuda tensor cores: linear forward and backward in tf32 and bf16, ever
   linear_case<float>(130, 45, 140, 8);  // several tiles in every GEMM
   linear_case<bfloat16>(9, 37, 70, 9);
   linear_case<bfloat16>(130, 45, 140, 10);
+}
+
+// ---- Hopper: the wgmma kernels (conv2d_wgmma.cu), bf16 ------------------------------------------------
+// The same geometries, bounds and orders as the mma.sync kernels above: forward with bias, with ReLU and
+// no bias, with the residual epilogue (y = r + s (conv + b)); the data gradient; the weight gradient
+// with 1, 3 and the automatic number of splits. The workspace is exactly conv2d_wgmma_workspace(g,
+// splits) floats. Under the emulator the launches must also issue the TMA copies, wgmma and mbarrier
+// phases their tiling implies. On a real GPU without sm_90a code the case says so and skips.
+void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
+  REQUIRE(cuda::register_cuda_backend());
+#ifdef NIMBUS_CUDA_RUNTIME
+  if (!cuda::wgmma_available()) {
+    MESSAGE("wgmma convolution skipped: this device does not run sm_90a code");
+    return;
+  }
+#endif
+  REQUIRE(cuda::conv2d_wgmma_supported(g));
+  Rng rng(seed);
+  const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
+  using E = bfloat16;
+  const Operand<E> x = operand<E>(size_t(xs), rng), w = operand<E>(size_t(wsz), rng), dy = operand<E>(size_t(ysz), rng);
+  const Operand<E> b = operand<E>(size_t(g.K), rng), res = operand<E>(size_t(ysz), rng);
+  V bias(b.values.begin(), b.values.end()), abias(size_t(g.K));
+  for (size_t k = 0; k < bias.size(); ++k) abias[k] = std::fabs(bias[k]);
+  const size_t ny = size_t(ysz), nx = size_t(xs), nw = size_t(wsz);
+  V y(ny), ym(ny), yr(ny), yres(ny), ymres(ny), dx(nx), dxm(nx), dw(nw), dwm(nw);
+  cpu::conv2d_forward_ref<double>(y.data(), x.seen.data(), w.seen.data(), bias.data(), g);
+  cpu::conv2d_forward_ref<double>(ym.data(), x.abs.data(), w.abs.data(), abias.data(), g);
+  cpu::conv2d_forward_ref<double>(yr.data(), x.seen.data(), w.seen.data(), nullptr, g);
+  for (double& v : yr) v = v < 0 ? 0 : v;
+  const float scale = 0.1f;  // DSen2-CR's residual scaling
+  for (size_t i = 0; i < ny; ++i) yres[i] = res.seen[i] + double(scale) * y[i], ymres[i] = res.abs[i] + double(scale) * ym[i];
+  cpu::conv2d_backward_data_ref<double>(dx.data(), dy.seen.data(), w.seen.data(), g);
+  cpu::conv2d_backward_data_ref<double>(dxm.data(), dy.abs.data(), w.abs.data(), g);
+  cpu::conv2d_backward_weight_ref<double>(dw.data(), dy.seen.data(), x.seen.data(), g);
+  cpu::conv2d_backward_weight_ref<double>(dwm.data(), dy.abs.data(), x.abs.data(), g);
+  const int64_t crs = g.C * g.R * g.S, red_dx = g.K * g.R * g.S, red_dw = g.N * g.P() * g.Q();
+
+  DeviceBuffer<E> dX(x.values), dW(w.values), dB(b.values), dDY(dy.values), dR(res.values);
+  const std::string where = "wgmma: x (" + std::to_string(g.N) + "," + std::to_string(g.C) + "," +
+                            std::to_string(g.H) + "," + std::to_string(g.W) + ") w (" + std::to_string(g.K) + "," +
+                            std::to_string(g.C) + "," + std::to_string(g.R) + "," + std::to_string(g.S) +
+                            ") stride " + std::to_string(g.stride) + " pad " + std::to_string(g.pad);
+  DeviceBuffer<float> ws(size_t(std::max<int64_t>(cuda::conv2d_wgmma_workspace(g, 1), 1)));
+  check_bound<E>(where + ": forward y", in_every_order(where + " forward", [&] {
+                   DeviceBuffer<E> out(ny);
+                   cuda::conv2d_wgmma_forward(out.p, dX.p, dW.p, dB.p, g, false, nullptr, 1.0f, ws.p);
+#ifndef NIMBUS_CUDA_RUNTIME
+                   const emu::LaunchStats st = emu::last_launch_stats();
+                   const cuda::WgmmaConvCounts want = cuda::conv2d_wgmma_forward_counts(g);
+                   CHECK(st.tma == want.tma);
+                   CHECK(st.wgmma == want.wgmma);
+                   CHECK(st.mbarrier_phases == want.phases);
+#endif
+                   return download_double(out);
+                 }),
+                 y, ym, crs);
+  check_bound<E>(where + ": forward relu(y), no bias", in_every_order(where + " forward relu", [&] {
+                   DeviceBuffer<E> out(ny);
+                   cuda::conv2d_wgmma_forward(out.p, dX.p, dW.p, nullptr, g, true, nullptr, 1.0f, ws.p);
+                   return download_double(out);
+                 }),
+                 yr, ym, crs);
+  // The residual: r + s (conv + b), one rounding of the fp32 value (its reference bound: the sum's
+  // accumulation error scaled by s, plus the output's rounding).
+  check_bound<E>(where + ": forward r + s (y + b)", in_every_order(where + " forward residual", [&] {
+                   DeviceBuffer<E> out(ny);
+                   cuda::conv2d_wgmma_forward(out.p, dX.p, dW.p, dB.p, g, true, dR.p, scale, ws.p);
+                   return download_double(out);
+                 }),
+                 yres, ymres, crs);
+  check_bound<E>(where + ": dx", in_every_order(where + " dx", [&] {
+                   DeviceBuffer<E> out(nx);
+                   cuda::conv2d_wgmma_backward(out.p, nullptr, nullptr, dDY.p, nullptr, dW.p, g, ws.p, 1);
+                   return download_double(out);
+                 }),
+                 dx, dxm, red_dx);
+  for (int splits : {1, 3, 0}) {
+    const int used = splits > 0 ? splits : cuda::conv2d_wgmma_splits(g);
+    const std::string ws_where = where + ", " + std::to_string(used) + " split(s)" + (splits == 0 ? " (auto)" : "");
+    DeviceBuffer<float> wsp(size_t(std::max<int64_t>(cuda::conv2d_wgmma_workspace(g, used), 1)));
+    check_bound<E>(ws_where + ": dw", in_every_order(ws_where + " dw", [&] {
+                     DeviceBuffer<E> out(nw);
+                     cuda::conv2d_wgmma_backward(nullptr, out.p, nullptr, dDY.p, dX.p, nullptr, g, wsp.p, splits);
+#ifndef NIMBUS_CUDA_RUNTIME
+                     if (splits == 1) CHECK(emu::last_launch_stats().wgmma == cuda::conv2d_wgmma_wgrad_count(g));
+#endif
+                     return download_double(out);
+                   }),
+                   dw, dwm, red_dw);
+  }
+}
+
+TEST_CASE("cuda wgmma: conv2d forward (bias, ReLU, residual), dgrad, wgrad in bf16, every split, all orders") {
+  uint64_t seed = 201;
+  for (const ConvGeom& g : kGeoms) wgmma_conv_case(g, seed++);
+}
+
+TEST_CASE("cuda wgmma: the weight gradient's splits and the workspace") {
+  const ConvGeom big{16, 256, 128, 128, 256, 3, 3, 1, 1}, small{2, 5, 9, 11, 7, 3, 3, 1, 1};
+  // DSen2-CR's layer: 2 x 18 tiles of 128 x 128, so splits for two blocks per SM of an H200.
+  CHECK(cuda::conv2d_wgmma_splits(big) == 8);
+  CHECK(cuda::conv2d_wgmma_workspace(big) == 8 * 256 * 2304);
+  CHECK(cuda::conv2d_wgmma_splits(small) == 1);  // 198 positions: under 4 k-tiles
+  // One split: the larger of the padded forward weights (K rows of C*R*S = 45 -> 48 bf16) and the
+  // data gradient's packed ones (one phase at stride 1: C rows of K*R*S = 63 -> 64), two bf16 a float.
+  CHECK(cuda::conv2d_wgmma_workspace(small, 1) == std::max(7 * 48, 5 * 64) / 2);
+  CHECK(cuda::conv2d_wgmma_supported(big));
+  CHECK_FALSE(cuda::conv2d_wgmma_supported(ConvGeom{70000, 64, 224, 224, 64, 7, 7, 2, 3}));  // 2^31+ elements
+  CHECK_FALSE(cuda::conv2d_wgmma_supported(ConvGeom{2, 4, 20, 20, 4, 5, 5, 5, 2}));        // stride 5
 }
 
 TEST_CASE("cuda tensor cores: the weight gradient's automatic splits fit the workspace the backend reserves") {

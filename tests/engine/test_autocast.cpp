@@ -30,6 +30,7 @@
 #include "engine/ops/shape_ops.h"
 #include "engine/optim/sgd.h"
 #include "engine/random.h"
+#include "kernels/emu/runtime.h"  // all_launch_stats: the wgmma the emulator ran
 #include "models/dsen2cr.h"
 #include "models/resnet.h"
 #include "tests/common/check.h"
@@ -216,5 +217,21 @@ TEST_CASE("autocast: a bfloat16 training step of a tiny ResNet and a tiny DSen2-
                       "tiny ResNet, bf16 vs fp32" + tag);
     check_steps_close(autocast_step<models::DSen2CR>(dcfg, 12, d, DType::BF16, false, dsen2cr_loss), d32, 3e-2,
                       0.9999, "tiny DSen2-CR, bf16 vs fp32" + tag);
+  }
+  // The same steps with the bfloat16 convolutions on Hopper's kernels (conv2d_wgmma.cu: the stem, 1x1
+  // and strided convs, DSen2-CR's residual epilogue), which the emulator runs when asked; its wgmma
+  // count shows they ran.
+  if (cuda::register_cuda_backend()) {
+    const cuda::MathScope fp32(cuda::Math::Fp32);
+    const cuda::ConvKernelsScope hopper(cuda::ConvKernels::Wgmma);
+    REQUIRE(cuda::bf16_conv_on_wgmma());
+    const int64_t before = emu::all_launch_stats().wgmma;
+    check_steps_close(autocast_step<models::ResNet>(rcfg, 11, Device::CUDA, DType::BF16, false, resnet_loss), r32, 1,
+                      0.9, "tiny ResNet, bf16 on wgmma vs fp32");
+    const int64_t resnet = emu::all_launch_stats().wgmma;
+    CHECK(resnet > before);
+    check_steps_close(autocast_step<models::DSen2CR>(dcfg, 12, Device::CUDA, DType::BF16, false, dsen2cr_loss), d32,
+                      3e-2, 0.9999, "tiny DSen2-CR, bf16 on wgmma vs fp32");
+    CHECK(emu::all_launch_stats().wgmma > resnet);
   }
 }

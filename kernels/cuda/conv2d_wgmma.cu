@@ -1,0 +1,562 @@
+/* conv2d_wgmma.cu: bfloat16 convolution forward, data gradient and weight gradient on Hopper's
+ * warpgroup MMAs (conv2d_wgmma.h). The numbered benchmark versions 6, 7 and 8 of bench/cuda/conv2d.cu
+ * are these kernels; that file says what each gained over the mma.sync kernels (conv2d_tc.cu).
+ *
+ * Both kernels multiply 128 x 128 output tiles with 256 threads: two warpgroups, each 64 rows x 128
+ * columns with wgmma.mma_async m64n128k16 (A and B from shared memory through descriptors), 64 fp32
+ * accumulators per thread, k-tiles of 64 (one 128-byte line of bf16 per row: the 128B swizzle span).
+ * Shared memory is a ring of 3 stages [A 16 KiB | B 16 KiB] in wgmma's canonical K-major
+ * 128B-swizzled layout: one 128-byte line per row (A) or column (B) holding its 64 k, 16-byte chunk j
+ * of line l at chunk j ^ (l % 8), 8-line groups 1024 bytes apart (SBO). Iteration kt waits for its
+ * stage, issues 4 wgmma, commits, waits until its k-tile kt - 1 is done (wait_group 1), and a
+ * __syncthreads() then frees that stage for k-tile kt + 2, which is loaded while k-tile kt multiplies.
+ * The one barrier per k-tile also orders each gather before its consumer (gathered in iteration j - 2
+ * after its barrier, read in iteration j after iteration j - 1's), which is why the ring has 3 stages.
+ * Threads that write the tiles with ordinary stores run fence.proxy.async: wgmma reads through the
+ * async proxy.
+ *
+ * conv_fwd_kernel: y[k, (n,p,q)] = sum_{(c,r,s)} w[k, (c,r,s)] x[n, c, p st - pad + r, q st - pad + s]
+ *   M = K (A = w, K x C*R*S row-major, by TMA: one 64 x 128 box per k-tile on the stage's mbarrier),
+ *   N = N*P*Q (B = the implicit im2col columns, gathered: thread t owns column t % 128 and k rows
+ *   32 (t / 128) .. + 31, walked as (c, r, s) without division, packed 8 at a time into 16-byte
+ *   stores). TMA needs a 16-byte row stride: when C*R*S is not a multiple of 8 (the 13-band stem: 637)
+ *   or w is not 16-byte aligned, w is first copied into a padded matrix in the workspace (the map's
+ *   inner extent stays C*R*S, so TMA zero-fills the padding). Epilogue: + bias, then ReLU or the
+ *   residual sum, rounded to bf16 once, stored NCHW.
+ *   The data gradient is this kernel once per stride phase (h mod st, w mod st), as conv2d_tc.cu's
+ *   DataGrad: in a phase the taps are r = r0 + st rr, and with them flipped (r' = Rp - 1 - rr) it is a
+ *   stride-1 forward over dy (K channels, P x Q) with Rp x Sp taps and pads Rp - 1 - hb, Sp - 1 - wb,
+ *   writing C channels at (ph + st i, pw + st j) of dx. A = that phase's weights packed into the
+ *   workspace (C x K*Rp*Sp). A phase without taps (1x1 stride 2, odd rows) runs one zero tap.
+ * conv_wgrad_kernel: dw[k, (c,r,s)] = sum_{(n,p,q)} dy[n, k, p, q] x[n, c, p st - pad + r, q st - pad + s]
+ *   M = K, N = C*R*S, reduction N*P*Q split over blockIdx.z. Both tiles are gathered (dy's rows are
+ *   not TMA boxes: a k-tile of 64 positions crosses images whenever P*Q is not a multiple of 64):
+ *   thread t owns chunk t % 8 (8 consecutive positions) of rows t / 8 + 32 i of A and of columns
+ *   t / 8 + 32 i of B, i < 4, walking the positions as (n, p, q) without division. A split writes its
+ *   fp32 partial sums to ws[split][K][CRS] and conv2d_tc.cu's splitk_sum adds them in order
+ *   (deterministic); one split writes dw directly.
+ * db is gemm.cu's bias_backward. CPU twin: kernels/cpu/conv2d.h (the _ref loops are the definition).
+ */
+#include "kernels/cuda/conv2d_wgmma.h"
+
+#include <algorithm>
+#include <climits>
+#include <mutex>
+
+#include "kernels/common/error.h"
+#include "kernels/common/fast_divmod.h"
+#include "kernels/cuda/conv2d_tc.h"  // conv2d_tc_max_splits, splitk_sum
+#include "kernels/cuda/gemm.h"       // bias_backward
+#include "kernels/cuda/hopper.h"
+#include "kernels/cuda/tensor_core.h"  // store_vector
+
+namespace nimbus::cuda {
+
+namespace {
+
+constexpr int kStages = 3;  // at least 3: see the pipeline above
+constexpr int kThreads = 256;
+constexpr int kBM = 128, kBN = 128, kBK = 64;
+constexpr int kABytes = kBM * kBK * 2;  // 16 KiB: 128 rows x 64 k
+constexpr int kBBytes = kBN * kBK * 2;  // 16 KiB: 128 lines x 64 k
+constexpr int kStageBytes = kABytes + kBBytes;
+constexpr int kSwizzleRepeat = 1024;  // 128B swizzle: 8 lines of 128 bytes
+// A GPU's dynamic shared memory is only 16-byte aligned: the kernels round its start up to 1024 (every
+// tile then starts on the swizzle's repeat), so the launch adds 1 KiB.
+constexpr size_t kSmem = size_t(kStages) * kStageBytes + kStages * sizeof(uint64_t) + kSwizzleRepeat;
+static_assert(kStageBytes % kSwizzleRepeat == 0 && kABytes % kSwizzleRepeat == 0, "tiles on the swizzle's repeat");
+constexpr int kMinSplitTiles = 4;  // k-tiles per weight-gradient split (256 terms): fewer is mostly overhead
+
+__device__ __forceinline__ unsigned char* ring_base() {
+  DYNAMIC_SMEM(unsigned char, raw);
+  return raw + (kSwizzleRepeat - smem_address(raw) % kSwizzleRepeat) % kSwizzleRepeat;
+}
+
+// 16-byte chunk `chunk` (8 consecutive k) of line `line` of a 128B-swizzled tile.
+__device__ __forceinline__ void store_chunk(unsigned char* tile, int line, int chunk, const uint32_t (&v)[4]) {
+  store_vector(reinterpret_cast<uint4*>(tile + line * 128 + ((chunk ^ (line % 8)) * 16)),
+               make_uint4(v[0], v[1], v[2], v[3]));
+}
+
+// One k-tile of a warpgroup: its 64 rows of A (at a) times the 128 columns of B (at b), 4 k16 steps
+// (K-major, 128B swizzle: the k16 step is 32 bytes along the line). accumulate: add to acc.
+__device__ __forceinline__ void mma_ktile(float (&acc)[kBN / 2], const unsigned char* a, const unsigned char* b,
+                                          bool accumulate) {
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kBK / 16; ++kk) {
+    const uint64_t da = wgmma_desc(a + 32 * kk, 16, 1024, WgmmaSwizzle::B128);
+    const uint64_t db = wgmma_desc(b + 32 * kk, 16, 1024, WgmmaSwizzle::B128);
+    wgmma_m64k16_bf16<kBN>(acc, da, db, accumulate || kk > 0);
+  }
+  wgmma_commit_group();
+}
+
+// Accumulator acc[4j + 2h + e] of thread i of a warpgroup: row 16 (i / 32) + (i % 32) / 4 + 8h, column
+// 8j + 2 (i % 4) + e of its 64 x 128.
+__device__ __forceinline__ int acc_row(int i, int h) { return 16 * (i / 32) + (i % 32) / 4 + 8 * h; }
+__device__ __forceinline__ int acc_col(int i, int j, int e) { return 8 * j + 2 * (i % 4) + e; }
+
+// ---- forward (and each data-gradient phase) ------------------------------------------------------
+struct FwdParams {
+  const uint16_t* x;         // bf16 bits, NCHW
+  const uint16_t* bias;      // K, or null
+  const uint16_t* residual;  // non-null: y = residual + res_scale * (conv + bias), same layout as y
+  float res_scale;
+  uint16_t* y;
+  int C, H, W, K, R, S, stride, pad, pad_w, CRS, PQ, cols;  // the input x (C, H, W); cols = N * P * Q
+  int relu;
+  // Output position (i, j) of the P x Q grid goes to y[n, k] at (out_ph + out_st i, out_pw + out_st j)
+  // of an image of out_HW elements in rows of out_W: the forward writes the grid itself (out_st 1), the
+  // data gradient one stride phase of dx.
+  int out_st, out_ph, out_pw, out_W, out_HW;
+  FastDivmod by_pq, by_q, by_rs, by_s;
+};
+
+__global__ void __launch_bounds__(kThreads, 2)
+    conv_fwd_kernel(const __grid_constant__ CUtensorMap map_w, FwdParams d) {
+  unsigned char* smem = ring_base();
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+  const int tid = int(threadIdx.x), wg = tid / 128;
+  const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
+  const int tiles = (d.CRS + kBK - 1) / kBK;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) mbarrier_init(&full[s], 1);
+    fence_mbarrier_init();
+    tma_prefetch_descriptor(&map_w);
+  }
+  __syncthreads();
+
+  // This thread's B column: output position (img, p, q), its window's corner (h0, w0) in x.
+  const int bn = tid % kBN, khalf = tid / kBN;  // k rows 32 khalf .. 32 khalf + 31 of every k-tile
+  const int col = n0 + bn;
+  const bool col_in = col < d.cols;
+  int img, pq, p, q;
+  d.by_pq.divmod(col_in ? col : 0, img, pq);
+  d.by_q.divmod(pq, p, q);
+  const int h0 = p * d.stride - d.pad, w0 = q * d.stride - d.pad_w;
+  const uint16_t* x_img = d.x + int64_t(img) * d.C * d.H * d.W;
+
+  const auto load_a = [&](int kt) {  // thread 0: k-tile kt of the weights into its stage
+    const int s = kt % kStages;
+    mbarrier_arrive_expect_tx(&full[s], uint32_t(kABytes));
+    tma_load_2d(smem + s * kStageBytes, &map_w, &full[s], kt * kBK, m0);
+  };
+  const auto gather = [&](int kt) {  // every thread: its 32 k of column bn of k-tile kt's B
+    unsigned char* b_tile = smem + (kt % kStages) * kStageBytes + kABytes;
+    int c, rs, r, s;
+    d.by_rs.divmod(kt * kBK + 32 * khalf, c, rs);
+    d.by_s.divmod(rs, r, s);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {  // chunks 4 khalf + j: 8 consecutive k each
+      uint32_t v[4];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int h = h0 + r, w = w0 + s;
+        const bool in = col_in && c < d.C && unsigned(h) < unsigned(d.H) && unsigned(w) < unsigned(d.W);
+        const uint32_t b = in ? x_img[(int64_t(c) * d.H + h) * d.W + w] : 0u;
+        v[e / 2] = e % 2 ? v[e / 2] | b << 16 : b;  // the lower k in bits 0-15
+        if (++s == d.S) {
+          s = 0;
+          if (++r == d.R) r = 0, ++c;
+        }
+      }
+      store_chunk(b_tile, bn, 4 * khalf + j, v);
+    }
+    fence_proxy_async_shared();  // these generic-proxy stores before the wgmma (async proxy) reads them
+  };
+
+  for (int kt = 0; kt < kStages - 1 && kt < tiles; ++kt) {
+    if (tid == 0) load_a(kt);
+    gather(kt);
+  }
+  __syncthreads();
+
+  float acc[kBN / 2];
+  for (int kt = 0; kt < tiles; ++kt) {
+    const unsigned char* stage = smem + (kt % kStages) * kStageBytes;
+    mbarrier_wait_parity(&full[kt % kStages], uint32_t(kt / kStages) & 1u);
+    mma_ktile(acc, stage + wg * 64 * 128, stage + kABytes, kt > 0);
+    wgmma_wait_group<1>();  // this warpgroup's k-tile kt - 1 is done
+    __syncthreads();        // and every warpgroup's: its stage, (kt - 1) % kStages, may be refilled
+    const int next = kt + kStages - 1;
+    if (next < tiles) {
+      if (tid == 0) load_a(next);
+      gather(next);
+    }
+  }
+  wgmma_wait_group<0>();
+  wgmma_fence_operand(acc);
+
+  // y[img, k, position] (NCHW), + bias, then ReLU or the residual sum, rounded to bf16 once.
+  const int i = tid % 128;
+#pragma unroll
+  for (int j = 0; j < kBN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int cl = n0 + acc_col(i, j, e);
+      if (cl >= d.cols) continue;
+      int im, at, oi, oj;
+      d.by_pq.divmod(cl, im, at);
+      d.by_q.divmod(at, oi, oj);
+      const int64_t out = int64_t(d.out_ph + d.out_st * oi) * d.out_W + d.out_pw + d.out_st * oj;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int k = m0 + 64 * wg + acc_row(i, h);
+        if (k >= d.K) continue;
+        float v = acc[4 * j + 2 * h + e];
+        if (d.bias) v += bf16_to_float(d.bias[k]);
+        if (d.relu) v = v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
+        const int64_t at_y = (int64_t(im) * d.K + k) * d.out_HW + out;
+        if (d.residual) v = bf16_to_float(d.residual[at_y]) + d.res_scale * v;
+        d.y[at_y] = bf16_from_float_rne(v);
+      }
+    }
+}
+
+// dst (rows x ld) = src (rows x cols), zeros in columns cols .. ld - 1: the TMA-able weight copy.
+__global__ void pad_rows_kernel(uint16_t* dst, const uint16_t* src, int rows, int cols, int ld) {
+  const int64_t n = int64_t(rows) * ld;
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const int64_t r = i / ld, c = i % ld;
+    dst[i] = c < cols ? src[r * cols + c] : uint16_t(0);
+  }
+}
+
+// dA[c][(k, r', s')] (row stride ld) = w[k, c, r0 + st (Rp-1-r'), s0 + st (Sp-1-s')] for one stride phase
+// (Rp x Sp taps; `zero`: a phase without taps, one zero tap), zeros past K*Rp*Sp.
+__global__ void pack_dgrad_weights_kernel(uint16_t* dst, const uint16_t* w, int K, int C, int R, int S, int st,
+                                          int r0, int s0, int Rp, int Sp, int zero, int ld) {
+  const int64_t n = int64_t(C) * ld;
+  const int taps = Rp * Sp;
+  for (int64_t i = grid_first(); i < n; i += grid_step()) {
+    const int c = int(i / ld), col = int(i % ld);
+    uint16_t v = 0;
+    if (!zero && col < K * taps) {
+      const int k = col / taps, t = col % taps, rr = t / Sp, ss = t % Sp;
+      const int r = r0 + st * (Rp - 1 - rr), s = s0 + st * (Sp - 1 - ss);
+      v = w[((int64_t(k) * C + c) * R + r) * S + s];
+    }
+    dst[i] = v;
+  }
+}
+
+// ---- weight gradient -----------------------------------------------------------------------------
+struct WgradParams {
+  const uint16_t* dy;  // bf16 bits, (N, K, P, Q)
+  const uint16_t* x;   // bf16 bits, (N, C, H, W)
+  uint16_t* dw;        // one split: (K, C*R*S) directly
+  float* partial;      // several: ws[split][K][C*R*S]
+  int C, H, W, K, R, S, stride, pad, P, Q, PQ, CRS, NPQ;
+  int split_tiles;  // k-tiles (64 positions) per split
+  FastDivmod by_pq, by_q, by_rs, by_s;
+};
+
+__global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams d) {
+  unsigned char* smem = ring_base();
+  const int tid = int(threadIdx.x), wg = tid / 128;
+  const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN, split = int(blockIdx.z);
+  const int first = split * d.split_tiles;
+  const int tiles = min(d.split_tiles, (d.NPQ + kBK - 1) / kBK - first);  // >= 1: the launcher's split count
+
+  // This thread's part of every k-tile: chunk `chunk` (positions 8 chunk .. + 7) of A's rows (output
+  // channels k) and B's columns (taps (c, r, s)) line + 32 i, i < 4.
+  const int chunk = tid % 8, line = tid / 8;
+  int c_off[4], tap_r[4], tap_s[4];  // column line + 32 i: channel c's offset in an image of x, tap (r, s)
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int crs = n0 + line + 32 * i;
+    int c, rs;
+    d.by_rs.divmod(crs < d.CRS ? crs : 0, c, rs);
+    d.by_s.divmod(rs, tap_r[i], tap_s[i]);
+    c_off[i] = crs < d.CRS ? c * d.H * d.W : -1;  // -1: past the last column (N*C*H*W < 2^31: supported())
+  }
+
+  // Calls f(e, n, pq, p, q) for the chunk's 8 positions npq = (n, p, q) of k-tile kt (out of range: n = -1),
+  // walking them without division: consecutive q, so consecutive memory along a row of dy or x.
+  const auto for_positions = [&](int kt, auto&& f) {
+    int npq = (first + kt) * kBK + 8 * chunk, n, pq, p, q;
+    d.by_pq.divmod(min(npq, d.NPQ - 1), n, pq);
+    d.by_q.divmod(pq, p, q);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      f(e, npq < d.NPQ ? n : -1, pq, p, q);
+      ++npq, ++pq;
+      if (++q == d.Q) {
+        q = 0;
+        if (++p == d.P) p = 0, pq = 0, ++n;
+      }
+    }
+  };
+  // One operand at a time (16 packed registers, not 32: the kernel stays within 128 registers).
+  const auto gather = [&](int kt) {  // k-tile first + kt of both operands into stage kt % kStages
+    unsigned char* a_tile = smem + (kt % kStages) * kStageBytes;
+    unsigned char* b_tile = a_tile + kABytes;
+    uint32_t v[4][4];
+    for_positions(kt, [&](int e, int n, int pq, int, int) {  // A: dy[n, k, pq]
+      const uint16_t* dy_at = d.dy + int64_t(n) * d.K * d.PQ + pq;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int k = m0 + line + 32 * i;
+        const uint32_t a = n >= 0 && k < d.K ? dy_at[int64_t(k) * d.PQ] : 0u;
+        v[i][e / 2] = e % 2 ? v[i][e / 2] | a << 16 : a;  // the lower k in bits 0-15
+      }
+    });
+#pragma unroll
+    for (int i = 0; i < 4; ++i) store_chunk(a_tile, line + 32 * i, chunk, v[i]);
+    for_positions(kt, [&](int e, int n, int, int p, int q) {  // B: x[n, c, p st - pad + r, q st - pad + s]
+      const uint16_t* x_img = d.x + int64_t(n) * d.C * d.H * d.W;
+      const int h0 = p * d.stride - d.pad, w0 = q * d.stride - d.pad;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int h = h0 + tap_r[i], w = w0 + tap_s[i];
+        const bool in = n >= 0 && c_off[i] >= 0 && unsigned(h) < unsigned(d.H) && unsigned(w) < unsigned(d.W);
+        const uint32_t b = in ? x_img[c_off[i] + int64_t(h) * d.W + w] : 0u;
+        v[i][e / 2] = e % 2 ? v[i][e / 2] | b << 16 : b;
+      }
+    });
+#pragma unroll
+    for (int i = 0; i < 4; ++i) store_chunk(b_tile, line + 32 * i, chunk, v[i]);
+    fence_proxy_async_shared();  // these generic-proxy stores before the wgmma (async proxy) reads them
+  };
+
+  for (int kt = 0; kt < kStages - 1 && kt < tiles; ++kt) gather(kt);
+  __syncthreads();
+
+  float acc[kBN / 2];
+  for (int kt = 0; kt < tiles; ++kt) {
+    const unsigned char* stage = smem + (kt % kStages) * kStageBytes;
+    mma_ktile(acc, stage + wg * 64 * 128, stage + kABytes, kt > 0);
+    wgmma_wait_group<1>();  // this warpgroup's k-tile kt - 1 is done
+    __syncthreads();        // and every warpgroup's: its stage may be refilled
+    if (kt + kStages - 1 < tiles) gather(kt + kStages - 1);
+  }
+  wgmma_wait_group<0>();
+  wgmma_fence_operand(acc);
+
+  const int i = tid % 128;
+#pragma unroll
+  for (int j = 0; j < kBN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int crs = n0 + acc_col(i, j, e);
+      if (crs >= d.CRS) continue;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int k = m0 + 64 * wg + acc_row(i, h);
+        if (k >= d.K) continue;
+        const float v = acc[4 * j + 2 * h + e];
+        if (d.partial)
+          d.partial[(int64_t(split) * d.K + k) * d.CRS + crs] = v;
+        else
+          d.dw[int64_t(k) * d.CRS + crs] = bf16_from_float_rne(v);
+      }
+    }
+}
+
+__global__ void sm90a_probe_kernel(int* out) { *out = NIMBUS_DEVICE_SM90A; }
+
+// ---- host side -------------------------------------------------------------------------------------
+const uint16_t* bits(const bfloat16* p) { return reinterpret_cast<const uint16_t*>(p); }
+uint16_t* bits(bfloat16* p) { return reinterpret_cast<uint16_t*>(p); }
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+int round8(int64_t n) { return int((n + 7) / 8 * 8); }
+
+// The tensor map of an A matrix: rows x cols bf16 with a row stride of ld elements (a multiple of 8,
+// 16-byte aligned), 64 x 128 boxes, 128B swizzle; the inner extent stays cols, so TMA zero-fills past it.
+CUtensorMap a_map(const void* a, int rows, int cols, int ld) {
+  TensorMapDesc md;
+  md.type = TmaType::BF16;
+  md.rank = 2;
+  md.global = a;
+  md.dims[0] = uint64_t(cols), md.dims[1] = uint64_t(rows);
+  md.strides[0] = uint64_t(ld) * 2;
+  md.box[0] = uint32_t(kBK), md.box[1] = uint32_t(kBM);
+  md.swizzle = TmaSwizzle::B128;
+  alignas(64) CUtensorMap map;
+  encode_tensor_map(&map, md);
+  return map;
+}
+
+// Dynamic shared memory above 48 KiB, once per kernel (a host-side setting: safe during a capture).
+template <typename Kernel>
+void allow_smem(Kernel kernel, std::once_flag& once) {
+  std::call_once(once, [&] {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem));
+    NIMBUS_CHECK(e == cudaSuccess, "cuda::conv2d_wgmma: cudaFuncSetAttribute failed: ", cudaGetErrorString(e));
+  });
+}
+
+void launch_fwd(const CUtensorMap& map, const FwdParams& p, const char* what) {
+  static std::once_flag once;
+  allow_smem(conv_fwd_kernel, once);
+  launch(conv_fwd_kernel, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)), dim3(kThreads),
+         kSmem, launch_stream(), map, p);
+  check_launch(what);
+}
+
+// The data gradient's stride phases (see the top): geometry, and where its packed weights sit.
+struct PhaseGeom {
+  int ph, pw, r0, s0, Rp, Sp, Hp, Wp, hb, wb, zero, ld;
+  int64_t at;  // bf16 elements into the workspace
+};
+std::vector<PhaseGeom> dgrad_phases(const ConvGeom& g, int64_t* total) {
+  const int st = int(g.stride), pad = int(g.pad), R = int(g.R), S = int(g.S), H = int(g.H), W = int(g.W);
+  std::vector<PhaseGeom> phases;
+  int64_t at = 0;
+  for (int ph = 0; ph < st; ++ph)
+    for (int pw = 0; pw < st; ++pw) {
+      PhaseGeom f{};
+      f.ph = ph, f.pw = pw, f.r0 = (ph + pad) % st, f.s0 = (pw + pad) % st;
+      f.Rp = f.r0 < R ? (R - f.r0 + st - 1) / st : 0, f.Sp = f.s0 < S ? (S - f.s0 + st - 1) / st : 0;
+      f.Hp = ph < H ? (H - ph + st - 1) / st : 0, f.Wp = pw < W ? (W - pw + st - 1) / st : 0;
+      f.hb = (ph + pad - f.r0) / st, f.wb = (pw + pad - f.s0) / st;
+      if (f.Hp == 0 || f.Wp == 0) continue;
+      f.zero = f.Rp * f.Sp == 0;
+      if (f.zero) f.Rp = f.Sp = 1, f.hb = f.wb = 0;
+      f.ld = round8(g.K * f.Rp * f.Sp);
+      f.at = at;
+      at += g.C * f.ld;
+      phases.push_back(f);
+    }
+  if (total) *total = at;
+  return phases;
+}
+
+// bf16 elements of padded forward weights (0 when w goes to TMA as it is: checked at the call).
+int64_t fwd_padded_elements(const ConvGeom& g) { return g.K * round8(g.C * g.R * g.S); }
+
+int wgrad_tiles(const ConvGeom& g) { return int((g.N * g.P() * g.Q() + kBK - 1) / kBK); }
+
+// Splits as launched: every split gets at least one k-tile (so none is left unwritten).
+int effective_splits(const ConvGeom& g, int wanted) {
+  const int tiles = wgrad_tiles(g), per = (tiles + wanted - 1) / wanted;
+  return (tiles + per - 1) / per;
+}
+
+}  // namespace
+
+bool conv2d_wgmma_supported(const ConvGeom& g) {
+  if (g.N <= 0 || g.K <= 0 || g.C <= 0 || g.P() <= 0 || g.Q() <= 0 || g.stride > 4) return false;
+  const int64_t lim = INT_MAX - 256;  // room for a tile past the end
+  const int64_t CRS = g.C * g.R * g.S, NPQ = g.N * g.P() * g.Q();
+  return NPQ < lim && CRS < lim && g.K * g.R * g.S < lim && g.N * g.C * g.H * g.W < lim && g.N * g.K * g.P() * g.Q() < lim &&
+         g.K * CRS < lim && g.N * g.H * g.W < lim && (g.K + kBM - 1) / kBM <= 65535 && (g.C + kBM - 1) / kBM <= 65535;
+}
+
+int conv2d_wgmma_splits(const ConvGeom& g) {
+  const int64_t blocks = ((g.K + kBM - 1) / kBM) * ((g.C * g.R * g.S + kBN - 1) / kBN);
+  int64_t s = (264 + blocks - 1) / blocks;  // two blocks per SM of an H200
+  s = std::min<int64_t>(s, wgrad_tiles(g) / kMinSplitTiles);
+  return int(std::clamp<int64_t>(s, 1, std::min(conv2d_tc_max_splits(g), 65535)));
+}
+
+int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits) {
+  if (splits <= 0) splits = conv2d_wgmma_splits(g);
+  int64_t dgrad = 0;
+  dgrad_phases(g, &dgrad);
+  const int64_t packed = std::max(fwd_padded_elements(g), dgrad);  // bf16: two per float
+  const int64_t partial = splits > 1 ? int64_t(effective_splits(g, splits)) * g.K * g.C * g.R * g.S : 0;
+  return std::max((packed + 1) / 2, partial);
+}
+
+void conv2d_wgmma_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
+                          bool relu, const bfloat16* r, float s, float* ws) {
+  NIMBUS_CHECK(conv2d_wgmma_supported(g), "cuda::conv2d_wgmma_forward: geometry outside the wgmma kernels' range");
+  const int K = int(g.K), CRS = int(g.C * g.R * g.S);
+  const int ld = round8(CRS);
+  const uint16_t* wa = bits(w);
+  if (CRS % 8 != 0 || !aligned16(w)) {  // TMA needs a 16-byte row stride: a padded copy of w
+    NIMBUS_CHECK(ws && aligned16(ws), "cuda::conv2d_wgmma_forward: the padded weights need a 16-byte aligned workspace");
+    uint16_t* dst = reinterpret_cast<uint16_t*>(ws);
+    launch_n("cuda::conv2d_wgmma_forward (weight padding)", pad_rows_kernel, int64_t(K) * ld, 256, dst, bits(w), K,
+             CRS, ld);
+    wa = dst;
+  }
+  FwdParams p{};
+  p.x = bits(x), p.bias = bits(b), p.residual = bits(r), p.res_scale = s, p.y = bits(y);
+  p.C = int(g.C), p.H = int(g.H), p.W = int(g.W), p.K = K, p.R = int(g.R), p.S = int(g.S);
+  p.stride = int(g.stride), p.pad = int(g.pad), p.pad_w = int(g.pad), p.CRS = CRS, p.PQ = int(g.P() * g.Q());
+  p.cols = int(g.N * g.P() * g.Q());
+  p.relu = relu && !r ? 1 : 0;
+  p.out_st = 1, p.out_ph = 0, p.out_pw = 0, p.out_W = int(g.Q()), p.out_HW = p.PQ;
+  p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(int(g.Q())), p.by_rs = FastDivmod(int(g.R * g.S));
+  p.by_s = FastDivmod(int(g.S));
+  launch_fwd(a_map(wa, K, CRS, ld), p, "cuda::conv2d_wgmma_forward");
+}
+
+void conv2d_wgmma_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
+                           const bfloat16* w, const ConvGeom& g, float* ws, int splits) {
+  NIMBUS_CHECK(conv2d_wgmma_supported(g), "cuda::conv2d_wgmma_backward: geometry outside the wgmma kernels' range");
+  const int K = int(g.K), C = int(g.C), CRS = int(g.C * g.R * g.S);
+  if (db) bias_backward(db, dy, g.N, g.K, g.P() * g.Q());
+  if (dw) {  // first: its partial sums and the data gradient's packed weights share the workspace
+    NIMBUS_CHECK(x, "cuda::conv2d_wgmma_backward: dw needs x");
+    const int used = effective_splits(g, splits > 0 ? splits : conv2d_wgmma_splits(g));
+    NIMBUS_CHECK(used == 1 || ws, "cuda::conv2d_wgmma_backward: ", used, " splits need a workspace");
+    WgradParams p{};
+    p.dy = bits(dy), p.x = bits(x), p.dw = bits(dw), p.partial = used > 1 ? ws : nullptr;
+    p.C = C, p.H = int(g.H), p.W = int(g.W), p.K = K, p.R = int(g.R), p.S = int(g.S);
+    p.stride = int(g.stride), p.pad = int(g.pad), p.P = int(g.P()), p.Q = int(g.Q()), p.PQ = p.P * p.Q;
+    p.CRS = CRS, p.NPQ = int(g.N) * p.PQ;
+    const int tiles = wgrad_tiles(g);
+    p.split_tiles = (tiles + used - 1) / used;
+    p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(p.Q), p.by_rs = FastDivmod(int(g.R * g.S));
+    p.by_s = FastDivmod(int(g.S));
+    static std::once_flag once;
+    allow_smem(conv_wgrad_kernel, once);
+    launch(conv_wgrad_kernel, dim3(unsigned((CRS + kBN - 1) / kBN), unsigned((K + kBM - 1) / kBM), unsigned(used)),
+           dim3(kThreads), kSmem, launch_stream(), p);
+    check_launch("cuda::conv2d_wgmma_backward (dw)");
+    if (used > 1) splitk_sum(dw, ws, int64_t(K) * CRS, used, "cuda::conv2d_wgmma_backward (dw split sum)");
+  }
+  if (dx) {
+    NIMBUS_CHECK(w, "cuda::conv2d_wgmma_backward: dx needs w");
+    NIMBUS_CHECK(ws && aligned16(ws), "cuda::conv2d_wgmma_backward: dx needs a 16-byte aligned workspace");
+    const int st = int(g.stride), N = int(g.N);
+    const std::vector<PhaseGeom> phases = dgrad_phases(g, nullptr);
+    uint16_t* packed = reinterpret_cast<uint16_t*>(ws);
+    for (const PhaseGeom& f : phases)
+      launch_n("cuda::conv2d_wgmma_backward (weight packing)", pack_dgrad_weights_kernel, int64_t(C) * f.ld, 256,
+               packed + f.at, bits(w), K, C, int(g.R), int(g.S), st, f.r0, f.s0, f.Rp, f.Sp, f.zero, f.ld);
+    for (const PhaseGeom& f : phases) {
+      FwdParams p{};
+      p.x = bits(dy), p.bias = nullptr, p.residual = nullptr, p.res_scale = 1.0f, p.y = bits(dx);
+      p.C = K, p.H = int(g.P()), p.W = int(g.Q()), p.K = C, p.R = f.Rp, p.S = f.Sp;
+      p.stride = 1, p.pad = f.Rp - 1 - f.hb, p.pad_w = f.Sp - 1 - f.wb;
+      p.CRS = K * f.Rp * f.Sp, p.PQ = f.Hp * f.Wp, p.cols = N * f.Hp * f.Wp, p.relu = 0;
+      p.out_st = st, p.out_ph = f.ph, p.out_pw = f.pw, p.out_W = int(g.W), p.out_HW = int(g.H * g.W);
+      p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(f.Wp), p.by_rs = FastDivmod(f.Rp * f.Sp);
+      p.by_s = FastDivmod(f.Sp);
+      launch_fwd(a_map(packed + f.at, C, p.CRS, f.ld), p, "cuda::conv2d_wgmma_backward (dx)");
+    }
+  }
+}
+
+WgmmaConvCounts conv2d_wgmma_forward_counts(const ConvGeom& g) {
+  const int64_t blocks = (g.N * g.P() * g.Q() + kBN - 1) / kBN * ((g.K + kBM - 1) / kBM);
+  const int64_t tiles = (g.C * g.R * g.S + kBK - 1) / kBK;
+  return {blocks * tiles, blocks * tiles * 2 * (kBK / 16), blocks * tiles};
+}
+
+int64_t conv2d_wgmma_wgrad_count(const ConvGeom& g) {  // the splits' k-tiles together are all of them
+  const int64_t blocks = ((g.K + kBM - 1) / kBM) * ((g.C * g.R * g.S + kBN - 1) / kBN);
+  return blocks * wgrad_tiles(g) * 2 * (kBK / 16);
+}
+
+bool wgmma_available() {
+  static const bool available = [] {
+    int* flag = nullptr;
+    if (cudaMalloc(reinterpret_cast<void**>(&flag), sizeof(int)) != cudaSuccess) return false;
+    int host = 0;
+    launch(sm90a_probe_kernel, dim3(1), dim3(1), 0, launch_stream(), flag);
+    count_host_wait();
+    const bool ok = cudaGetLastError() == cudaSuccess && cudaStreamSynchronize(launch_stream()) == cudaSuccess &&
+                    cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess;
+    cudaFree(flag);
+    return ok && host == 1;
+  }();
+  return available;
+}
+
+}  // namespace nimbus::cuda
