@@ -222,10 +222,11 @@ phase_kernels() {
            resnet50_convs_wgrad; do
     # Version 1 (direct, a teaching reference) would spend the case's time; 2 is the im2col path (fp32
     # math), 3 the first TF32 forward, 4 and 5 the backend's tensor-core kernels (the default) in TF32 and bf16,
-    # 6, 7 and 8 the Hopper bf16 forward, data gradient and weight gradient (wgmma; the backend's default
-    # for bf16 on sm_90a; a case runs the versions that have its direction; skipped with a message off
-    # compute capability 9.0).
-    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5,6,7,8
+    # 6, 7 and 8 the Hopper bf16 forward, data gradient and weight gradient, 9 all three in TF32 (wgmma;
+    # the backend's default on sm_90a; a case runs the versions that have its direction; skipped with a
+    # message off compute capability 9.0). 100 ms per implementation and layer, not 150: nine
+    # implementations of the 23 ResNet layers must fit the case's 30 s.
+    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5,6,7,8,9 --budget-ms 100
     note_rc "gpu_bench_conv2d $c" $?
   done
   # PyTorch needed ~60 s for the seven cases on 2026-12-04 (cudnn.benchmark tries algorithms per geometry).

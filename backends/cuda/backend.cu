@@ -178,10 +178,11 @@ using namespace ::nimbus::cuda;
 // linear_tc.cu) unless math() is Fp32 or a reference is active (then the im2col + GEMM path, whose
 // GEMMs the reference may take over), or the geometry overflows the tensor-core kernels' indices.
 // bfloat16 always takes the tensor cores, except at such a geometry (then float32 scratch around the
-// plain kernels, backends/common/bf16_via_f32.h); its convolutions run on wgmma where conv_kernels()
-// says so (backend.h) and the geometry fits (conv2d_wgmma_supported), else on mma.sync.
+// plain kernels, backends/common/bf16_via_f32.h). Tensor-core convolutions (TF32 and bf16) run on wgmma
+// where conv_kernels() says so (backend.h) and the geometry fits (conv2d_wgmma_supported), else on
+// mma.sync.
 bool tf32_on() { return math() == Math::Tf32 && gemm_reference() == nullptr; }
-bool wgmma_on(const ConvGeom& g) { return bf16_conv_on_wgmma() && conv2d_wgmma_supported(g); }
+bool wgmma_on(const ConvGeom& g) { return convs_on_wgmma() && conv2d_wgmma_supported(g); }
 
 // One workspace size for both dtypes (the op table's conv2d_workspace has no dtype): the largest need.
 int64_t conv2d_workspace(const ConvGeom& g) {
@@ -195,18 +196,21 @@ int64_t conv2d_workspace(const ConvGeom& g) {
 // The im2col + GEMM path has no epilogue: the ReLU is a second pass over y.
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
                     bool relu) {
+  if (tf32_on() && wgmma_on(g)) return conv2d_wgmma_forward<float>(y, x, w, b, g, relu, nullptr, 1.0f, ws);
   if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_forward(y, x, w, b, g, relu);
   cuda::conv2d_forward(y, x, w, b, g, ws);
   if (relu) cuda::relu_forward(y, y, g.N * g.K * g.P() * g.Q());
 }
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                      const ConvGeom& g, float* ws) {
+  if (tf32_on() && wgmma_on(g)) return conv2d_wgmma_backward<float>(dx, dw, db, dy, x, w, g, ws);
   if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_backward(dx, dw, db, dy, x, w, g, ws);
   cuda::conv2d_backward(dx, dw, db, dy, x, w, g, ws);
 }
 // The residual sum in the tensor-core epilogue, else a second pass (y = r + s y).
 void conv2d_residual_forward(float* y, const float* x, const float* w, const float* b, const float* r, float s,
                              const ConvGeom& g, float* ws) {
+  if (tf32_on() && wgmma_on(g)) return conv2d_wgmma_forward<float>(y, x, w, b, g, false, r, s, ws);
   if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_residual_forward(y, x, w, b, r, s, g);
   cuda::conv2d_forward(y, x, w, b, g, ws);
   cuda::add_scaled(y, r, y, s, g.N * g.K * g.P() * g.Q());
@@ -264,7 +268,7 @@ void linear_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* d
 }
 void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
                     float* ws, bool relu) {
-  if (wgmma_on(g)) return conv2d_wgmma_forward(y, x, w, b, g, relu, nullptr, 1.0f, ws);
+  if (wgmma_on(g)) return conv2d_wgmma_forward<bfloat16>(y, x, w, b, g, relu, nullptr, 1.0f, ws);
   if (conv2d_tc_supported(g)) return conv2d_tc_forward(y, x, w, b, g, relu);
   DeviceViaF32::conv2d_forward(
       [](float* y32, const float* x32, const float* w32, const float* b32, const ConvGeom& g32, float* ws32,
@@ -276,14 +280,14 @@ void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfl
 }
 void conv2d_residual_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b,
                              const bfloat16* r, float s, const ConvGeom& g, float* ws) {
-  if (wgmma_on(g)) return conv2d_wgmma_forward(y, x, w, b, g, false, r, s, ws);
+  if (wgmma_on(g)) return conv2d_wgmma_forward<bfloat16>(y, x, w, b, g, false, r, s, ws);
   if (conv2d_tc_supported(g)) return conv2d_tc_residual_forward(y, x, w, b, r, s, g);
   conv2d_forward(y, x, w, b, g, ws, false);
   cuda::add_scaled(y, r, y, s, g.N * g.K * g.P() * g.Q());
 }
 void conv2d_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
                      const bfloat16* w, const ConvGeom& g, float* ws) {
-  if (wgmma_on(g)) return conv2d_wgmma_backward(dx, dw, db, dy, x, w, g, ws);
+  if (wgmma_on(g)) return conv2d_wgmma_backward<bfloat16>(dx, dw, db, dy, x, w, g, ws);
   if (conv2d_tc_supported(g)) return conv2d_tc_backward(dx, dw, db, dy, x, w, g, ws);
   DeviceViaF32::conv2d_backward([](auto... a) { cuda::conv2d_backward(a...); }, dx, dw, db, dy, x, w, g, ws);
 }
@@ -329,7 +333,7 @@ void update_status() {
   const Reference r = active_reference;
   set_cuda_status(str(base_status, "; float32 conv2d/linear in ", math_name(current_math.load()),
                       current_math.load() == Math::Tf32 ? " on our tensor-core kernels" : " on the plain kernels",
-                      "; bfloat16 conv2d on ", bf16_conv_on_wgmma() ? "wgmma (sm_90a)" : "mma.sync",
+                      "; tensor-core conv2d on ", convs_on_wgmma() ? "wgmma (sm_90a)" : "mma.sync",
                       r == Reference::None ? ""
                                            : str("; reference ", reference_name(r),
                                                  r == Reference::Cublas ? ": every GEMM on cuBLAS"
@@ -468,7 +472,7 @@ void set_conv_kernels(ConvKernels k) {
 
 ConvKernels conv_kernels() { return current_conv.load(); }
 
-bool bf16_conv_on_wgmma() {
+bool convs_on_wgmma() {
   const ConvKernels k = current_conv.load();
   return k == ConvKernels::Wgmma || (k == ConvKernels::Auto && wgmma_available());
 }

@@ -19,12 +19,12 @@
  * path. NIMBUS_CUDA_MATH=tf32|fp32 in the environment at registration, or set_math(). bfloat16
  * tensors always multiply on the tensor cores. An active reference takes precedence over both.
  *
- * Kernels for bfloat16 convolutions: Wgmma (Hopper's warpgroup MMAs fed by TMA, conv2d_wgmma.h) or
- * MmaSync (conv2d_tc.h, every tensor-core GPU). Auto, the default, takes Wgmma where the device runs
- * our sm_90a code (wgmma_available(): an H100/H200 with a build for sm_90a) and MmaSync elsewhere,
- * the emulator included. NIMBUS_CUDA_CONV=auto|mma|wgmma in the environment at registration, or
- * set_conv_kernels(). Asking for Wgmma where the real device cannot run it is an Error; the emulator
- * models the instructions, so there it may be asked for (the tests do).
+ * Kernels for tensor-core convolutions (TF32 and bf16): Wgmma (Hopper's warpgroup MMAs fed by TMA,
+ * conv2d_wgmma.h) or MmaSync (conv2d_tc.h, every tensor-core GPU). Auto, the default, takes Wgmma where
+ * the device runs our sm_90a code (wgmma_available(): an H100/H200 with a build for sm_90a) and MmaSync
+ * elsewhere, the emulator included. NIMBUS_CUDA_CONV=auto|mma|wgmma in the environment at
+ * registration, or set_conv_kernels(). Asking for Wgmma where the real device cannot run it is an
+ * Error; the emulator models the instructions, so there it may be asked for (the tests do).
  */
 #pragma once
 #include <string>
@@ -63,7 +63,7 @@ ConvKernels parse_conv_kernels(const std::string& name);  // "auto", "mma", "wgm
 const char* conv_kernels_name(ConvKernels k);
 void set_conv_kernels(ConvKernels k);  // process-wide; Error for Wgmma on a device without sm_90a code
 ConvKernels conv_kernels();            // as set
-bool bf16_conv_on_wgmma();             // what bfloat16 convolutions run on now (Auto resolved)
+bool convs_on_wgmma();                 // what tensor-core convolutions run on now (Auto resolved)
 
 // Scope object for tests: sets the convolution kernels, restores the previous choice.
 class ConvKernelsScope {

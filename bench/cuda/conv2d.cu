@@ -29,13 +29,14 @@
  *              call into C x K*Rp*Sp bf16 matrices; the outputs scattered into the phase of dx
  *   version 8  wgrad only, Hopper, bf16: wgmma on the same ring, both operands gathered (dy's rows are
  *              not TMA boxes when P*Q is not a multiple of 64), split-K with version 5's ordered sum.
- *              Versions 6-8 are the engine's kernels (kernels/cuda/conv2d_wgmma.cu), the backend's
- *              default for bf16 convolutions on sm_90a
+ *   version 9  versions 6-8 in TF32 (m64n128k8, operands rounded with cvt.rna as version 4's).
+ *              Versions 6-9 are the engine's kernels (kernels/cuda/conv2d_wgmma.cu), the backend's
+ *              default for tensor-core convolutions on sm_90a
  *
  * Usage:
  *   bench_cuda_conv2d [--versions 1,3]    validate every version (the directions it has) at small odd
  *                                         shapes against kernels/cpu/conv2d.h's *_ref in double (both
- *                                         builds; under the emulator this is all it does, versions 3-8
+ *                                         builds; under the emulator this is all it does, versions 3-9
  *                                         in forward, reverse and shuffled order; a ctest test)
  *   gpu_bench_conv2d --list               the case names (both builds; needs no GPU)
  *   gpu_bench_conv2d --sweep NAME|all [--sweep-table FILE] [--budget-ms 20]
@@ -360,11 +361,24 @@ const Bf16Fn kBf16[3] = {fwd_tc<bfloat16>, dgrad_tc<bfloat16>, wgrad_tc<bfloat16
 // (DSen2-CR, ResNet's early stages) and a warp-specialized producer.
 template <int Dir>
 void hopper_conv(bfloat16* out, const bfloat16* a, const bfloat16* b, const ConvGeom& g, float* ws) {
-  if (Dir == 0) cuda::conv2d_wgmma_forward(out, a, b, nullptr, g, false, nullptr, 1.0f, ws);
-  if (Dir == 1) cuda::conv2d_wgmma_backward(out, nullptr, nullptr, a, nullptr, b, g, ws);
-  if (Dir == 2) cuda::conv2d_wgmma_backward(nullptr, out, nullptr, a, b, nullptr, g, ws);
+  if (Dir == 0) cuda::conv2d_wgmma_forward<bfloat16>(out, a, b, nullptr, g, false, nullptr, 1.0f, ws);
+  if (Dir == 1) cuda::conv2d_wgmma_backward<bfloat16>(out, nullptr, nullptr, a, nullptr, b, g, ws);
+  if (Dir == 2) cuda::conv2d_wgmma_backward<bfloat16>(nullptr, out, nullptr, a, b, nullptr, g, ws);
 }
 const Bf16Fn kBf16Hopper[3] = {hopper_conv<0>, hopper_conv<1>, hopper_conv<2>};  // versions 6, 7, 8
+// ---- version 9: versions 6-8 in TF32 ----------------------------------------------------------------
+// The same kernels on float tensors: a k-tile is 32 TF32 values a line (m64n128k8, 4 steps), the
+// operands rounded with cvt.rna on their way into shared memory (the gathers) or the workspace (the
+// weights, copied and rounded every call, so TMA reads rounded values), as version 4 rounds its own.
+void fwd9(float* y, const float* x, const float* w, const ConvGeom& g, float* ws) {
+  cuda::conv2d_wgmma_forward<float>(y, x, w, nullptr, g, false, nullptr, 1.0f, ws);
+}
+void dgrad9(float* dx, const float* dy, const float* w, const ConvGeom& g, float* ws) {
+  cuda::conv2d_wgmma_backward<float>(dx, nullptr, nullptr, dy, nullptr, w, g, ws);
+}
+void wgrad9(float* dw, const float* dy, const float* x, const ConvGeom& g, float* ws) {
+  cuda::conv2d_wgmma_backward<float>(nullptr, dw, nullptr, dy, x, nullptr, g, ws);
+}
 // Whether they run here: the engine's code for this device is sm_90a (its probe), or the emulator.
 bool wgmma_runs() {
 #ifdef __CUDACC__
@@ -403,11 +417,12 @@ const ConvFn kVersions[][3] = {{nullptr, nullptr, nullptr},
                                {conv_bf16_via_f32<5, 0>, conv_bf16_via_f32<5, 1>, conv_bf16_via_f32<5, 2>},
                                {conv_bf16_via_f32<6, 0>, nullptr, nullptr},
                                {nullptr, conv_bf16_via_f32<7, 1>, nullptr},
-                               {nullptr, nullptr, conv_bf16_via_f32<8, 2>}};
-const char* const kPrecision[] = {"", "fp32", "fp32", "tf32", "tf32", "bf16", "bf16", "bf16", "bf16"};
-constexpr int kLast = 8;
+                               {nullptr, nullptr, conv_bf16_via_f32<8, 2>},
+                               {fwd9, dgrad9, wgrad9}};
+const char* const kPrecision[] = {"", "fp32", "fp32", "tf32", "tf32", "bf16", "bf16", "bf16", "bf16", "tf32"};
+constexpr int kLast = 9;
 // Versions that need sm_90a (compute capability 9.0): TMA + wgmma.
-bool is_hopper_version(int v) { return v >= 6 && v <= 8; }
+bool is_hopper_version(int v) { return v >= 6 && v <= 9; }
 
 // Scratch floats any version needs at g: im2col columns (version 2), split partial sums (4, 5, 8), the
 // padded or packed weights (6, 7).
@@ -507,14 +522,15 @@ bool validate_mma(int v, int dir, const ConvGeom& g) {
         std::string extra;
         bool pass = c.pass;
 #ifndef __CUDACC__
-        // Versions 6 and 8 (wgmma): the TMA copies, wgmma and mbarrier phases of the run must be the counts
-        // their tiling implies (the casts around them issue none).
-        if (v == 6 || v == 8) {
+        // Versions 6, 8 and 9 (wgmma; not the data gradient's phases): the TMA copies, wgmma and mbarrier
+        // phases of the run must be the counts their tiling implies (the casts around them issue none).
+        if (v == 6 || v == 8 || (v == 9 && dir != kDgrad)) {
           const emu::LaunchStats st = emu::all_launch_stats();
           const int64_t tma = st.tma - before.tma, wgmma = st.wgmma - before.wgmma;
           const int64_t phases = st.mbarrier_phases - before.mbarrier_phases;
-          const cuda::WgmmaConvCounts want =
-              v == 6 ? cuda::conv2d_wgmma_forward_counts(g) : cuda::WgmmaConvCounts{0, cuda::conv2d_wgmma_wgrad_count(g), 0};
+          const bool tf32 = v == 9;
+          const cuda::WgmmaConvCounts want = dir == kFwd ? cuda::conv2d_wgmma_forward_counts(g, tf32)
+                                                         : cuda::WgmmaConvCounts{0, cuda::conv2d_wgmma_wgrad_count(g, tf32), 0};
           const bool same = tma == want.tma && wgmma == want.wgmma && phases == want.phases;
           counts_ok = counts_ok && same;
           pass = pass && same;
@@ -905,7 +921,7 @@ bool validate_v6_epilogue() {
   for (int o = 0; o < mma_tiles::ValidationOrder::kCount; ++o) {
     const mma_tiles::ValidationOrder order(o);
     CK(cudaMemset(dy, 0xFF, ref.size() * 2));
-    cuda::conv2d_wgmma_forward(reinterpret_cast<bfloat16*>(dy), reinterpret_cast<const bfloat16*>(dx),
+    cuda::conv2d_wgmma_forward<bfloat16>(reinterpret_cast<bfloat16*>(dy), reinterpret_cast<const bfloat16*>(dx),
                                reinterpret_cast<const bfloat16*>(dw), reinterpret_cast<const bfloat16*>(db), g, true,
                                nullptr, 1.0f, ws);
     std::vector<uint16_t> y(ref.size());

@@ -1,10 +1,14 @@
-/* conv2d_wgmma.cu: bfloat16 convolution forward, data gradient and weight gradient on Hopper's
- * warpgroup MMAs (conv2d_wgmma.h). The numbered benchmark versions 6, 7 and 8 of bench/cuda/conv2d.cu
- * are these kernels; that file says what each gained over the mma.sync kernels (conv2d_tc.cu).
+/* conv2d_wgmma.cu: convolution forward, data gradient and weight gradient on Hopper's warpgroup MMAs
+ * (conv2d_wgmma.h), in bf16 (bfloat16 tensors) and TF32 (float tensors). The numbered benchmark
+ * versions 6, 7 and 8 of bench/cuda/conv2d.cu are these kernels in bf16 (version 9 all three in TF32); that
+ * file says what each gained over the mma.sync kernels (conv2d_tc.cu).
  *
  * Both kernels multiply 128 x 128 output tiles with 256 threads: two warpgroups, each 64 rows x 128
- * columns with wgmma.mma_async m64n128k16 (A and B from shared memory through descriptors), 64 fp32
- * accumulators per thread, k-tiles of 64 (one 128-byte line of bf16 per row: the 128B swizzle span).
+ * columns with wgmma.mma_async (A and B from shared memory through descriptors), 64 fp32 accumulators
+ * per thread. A k-tile is one 128-byte line per row (the 128B swizzle span): 64 bf16 (m64n128k16, 4
+ * steps) or 32 TF32 (m64n128k8, 4 steps). TF32 operands are rounded with cvt.rna on their way into
+ * shared memory or the workspace, as the mma.sync kernels round theirs (the tensor core would
+ * otherwise drop the low 13 bits).
  * Shared memory is a ring of 3 stages [A 16 KiB | B 16 KiB] in wgmma's canonical K-major
  * 128B-swizzled layout: one 128-byte line per row (A) or column (B) holding its 64 k, 16-byte chunk j
  * of line l at chunk j ^ (l % 8), 8-line groups 1024 bytes apart (SBO). Iteration kt waits for its
@@ -56,16 +60,45 @@ namespace {
 
 constexpr int kStages = 3;  // at least 3: see the pipeline above
 constexpr int kThreads = 256;
-constexpr int kBM = 128, kBN = 128, kBK = 64;
-constexpr int kABytes = kBM * kBK * 2;  // 16 KiB: 128 rows x 64 k
-constexpr int kBBytes = kBN * kBK * 2;  // 16 KiB: 128 lines x 64 k
+constexpr int kBM = 128, kBN = 128, kLine = 128;  // a k-tile: one 128-byte line per row of A and B
+constexpr int kABytes = kBM * kLine;  // 16 KiB: 128 rows
+constexpr int kBBytes = kBN * kLine;  // 16 KiB: 128 lines
 constexpr int kStageBytes = kABytes + kBBytes;
 constexpr int kSwizzleRepeat = 1024;  // 128B swizzle: 8 lines of 128 bytes
 // A GPU's dynamic shared memory is only 16-byte aligned: the kernels round its start up to 1024 (every
 // tile then starts on the swizzle's repeat), so the launch adds 1 KiB.
 constexpr size_t kSmem = size_t(kStages) * kStageBytes + kStages * sizeof(uint64_t) + kSwizzleRepeat;
 static_assert(kStageBytes % kSwizzleRepeat == 0 && kABytes % kSwizzleRepeat == 0, "tiles on the swizzle's repeat");
-constexpr int kMinSplitTiles = 4;  // k-tiles per weight-gradient split (256 terms): fewer is mostly overhead
+constexpr int kMinSplitTiles = 4;  // k-tiles per weight-gradient split: fewer is mostly overhead
+
+// The element types. E is the tensors' type; Bits what a shared-memory line holds per element.
+template <typename E>
+struct Elem;
+template <>
+struct Elem<bfloat16> {
+  using Bits = uint16_t;
+  static constexpr TmaType kTma = TmaType::BF16;
+  __device__ static uint32_t operand(bfloat16 v) { return v.bits; }  // as the tensor core takes it
+};
+template <>
+struct Elem<float> {
+  using Bits = uint32_t;
+  static constexpr TmaType kTma = TmaType::F32;
+  __device__ static uint32_t operand(float v) { return cvt_rna_tf32(v); }  // TF32, nearest, ties away
+};
+template <typename E>
+constexpr int kBK = kLine / int(sizeof(E));  // k per tile: 64 bf16 or 32 TF32
+template <typename E>
+constexpr int kChunk = 16 / int(sizeof(E));  // elements per 16-byte chunk: 8 or 4
+
+// Element e of a chunk (its bits b, 16 or 32 of them) into the chunk's words v, the lower k first.
+template <typename E>
+__device__ __forceinline__ void pack(uint32_t (&v)[4], int e, uint32_t b) {
+  if constexpr (sizeof(E) == 2)
+    v[e / 2] = e % 2 ? v[e / 2] | b << 16 : b;  // the lower k in bits 0-15
+  else
+    v[e] = b;
+}
 
 __device__ __forceinline__ unsigned char* ring_base() {
   DYNAMIC_SMEM(unsigned char, raw);
@@ -78,16 +111,20 @@ __device__ __forceinline__ void store_chunk(unsigned char* tile, int line, int c
                make_uint4(v[0], v[1], v[2], v[3]));
 }
 
-// One k-tile of a warpgroup: its 64 rows of A (at a) times the 128 columns of B (at b), 4 k16 steps
-// (K-major, 128B swizzle: the k16 step is 32 bytes along the line). accumulate: add to acc.
+// One k-tile of a warpgroup: its 64 rows of A (at a) times the 128 columns of B (at b), 4 steps of 32
+// bytes along the lines (k16 bf16 or k8 TF32; K-major, 128B swizzle). accumulate: add to acc.
+template <typename E>
 __device__ __forceinline__ void mma_ktile(float (&acc)[kBN / 2], const unsigned char* a, const unsigned char* b,
                                           bool accumulate) {
   wgmma_fence();
 #pragma unroll
-  for (int kk = 0; kk < kBK / 16; ++kk) {
+  for (int kk = 0; kk < 4; ++kk) {
     const uint64_t da = wgmma_desc(a + 32 * kk, 16, 1024, WgmmaSwizzle::B128);
     const uint64_t db = wgmma_desc(b + 32 * kk, 16, 1024, WgmmaSwizzle::B128);
-    wgmma_m64k16_bf16<kBN>(acc, da, db, accumulate || kk > 0);
+    if constexpr (sizeof(E) == 2)
+      wgmma_m64k16_bf16<kBN>(acc, da, db, accumulate || kk > 0);
+    else
+      wgmma_m64k8_tf32<kBN>(acc, da, db, accumulate || kk > 0);
   }
   wgmma_commit_group();
 }
@@ -98,12 +135,13 @@ __device__ __forceinline__ int acc_row(int i, int h) { return 16 * (i / 32) + (i
 __device__ __forceinline__ int acc_col(int i, int j, int e) { return 8 * j + 2 * (i % 4) + e; }
 
 // ---- forward (and each data-gradient phase) ------------------------------------------------------
+template <typename E>
 struct FwdParams {
-  const uint16_t* x;         // bf16 bits, NCHW
-  const uint16_t* bias;      // K, or null
-  const uint16_t* residual;  // non-null: y = residual + res_scale * (conv + bias), same layout as y
+  const E* x;         // NCHW
+  const E* bias;      // K, or null
+  const E* residual;  // non-null: y = residual + res_scale * (conv + bias), same layout as y
   float res_scale;
-  uint16_t* y;
+  E* y;
   int C, H, W, K, R, S, stride, pad, pad_w, CRS, PQ, cols;  // the input x (C, H, W); cols = N * P * Q
   int relu;
   // Output position (i, j) of the P x Q grid goes to y[n, k] at (out_ph + out_st i, out_pw + out_st j)
@@ -113,13 +151,15 @@ struct FwdParams {
   FastDivmod by_pq, by_q, by_rs, by_s;
 };
 
+template <typename E>
 __global__ void __launch_bounds__(kThreads, 2)
-    conv_fwd_kernel(const __grid_constant__ CUtensorMap map_w, FwdParams d) {
+    conv_fwd_kernel(const __grid_constant__ CUtensorMap map_w, FwdParams<E> d) {
+  constexpr int BK = kBK<E>, CH = kChunk<E>;
   unsigned char* smem = ring_base();
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
   const int tid = int(threadIdx.x), wg = tid / 128;
   const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
-  const int tiles = (d.CRS + kBK - 1) / kBK;
+  const int tiles = (d.CRS + BK - 1) / BK;
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) mbarrier_init(&full[s], 1);
     fence_mbarrier_init();
@@ -128,34 +168,33 @@ __global__ void __launch_bounds__(kThreads, 2)
   __syncthreads();
 
   // This thread's B column: output position (img, p, q), its window's corner (h0, w0) in x.
-  const int bn = tid % kBN, khalf = tid / kBN;  // k rows 32 khalf .. 32 khalf + 31 of every k-tile
+  const int bn = tid % kBN, khalf = tid / kBN;  // chunks 4 khalf .. 4 khalf + 3 of every k-tile's line
   const int col = n0 + bn;
   const bool col_in = col < d.cols;
   int img, pq, p, q;
   d.by_pq.divmod(col_in ? col : 0, img, pq);
   d.by_q.divmod(pq, p, q);
   const int h0 = p * d.stride - d.pad, w0 = q * d.stride - d.pad_w;
-  const uint16_t* x_img = d.x + int64_t(img) * d.C * d.H * d.W;
+  const E* x_img = d.x + int64_t(img) * d.C * d.H * d.W;
 
   const auto load_a = [&](int kt) {  // thread 0: k-tile kt of the weights into its stage
     const int s = kt % kStages;
     mbarrier_arrive_expect_tx(&full[s], uint32_t(kABytes));
-    tma_load_2d(smem + s * kStageBytes, &map_w, &full[s], kt * kBK, m0);
+    tma_load_2d(smem + s * kStageBytes, &map_w, &full[s], kt * BK, m0);
   };
-  const auto gather = [&](int kt) {  // every thread: its 32 k of column bn of k-tile kt's B
+  const auto gather = [&](int kt) {  // every thread: its 4 chunks of column bn of k-tile kt's B
     unsigned char* b_tile = smem + (kt % kStages) * kStageBytes + kABytes;
     int c, rs, r, s;
-    d.by_rs.divmod(kt * kBK + 32 * khalf, c, rs);
+    d.by_rs.divmod(kt * BK + 4 * CH * khalf, c, rs);
     d.by_s.divmod(rs, r, s);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {  // chunks 4 khalf + j: 8 consecutive k each
+    for (int j = 0; j < 4; ++j) {  // chunk 4 khalf + j: CH consecutive k
       uint32_t v[4];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
+      for (int e = 0; e < CH; ++e) {
         const int h = h0 + r, w = w0 + s;
         const bool in = col_in && c < d.C && unsigned(h) < unsigned(d.H) && unsigned(w) < unsigned(d.W);
-        const uint32_t b = in ? x_img[(int64_t(c) * d.H + h) * d.W + w] : 0u;
-        v[e / 2] = e % 2 ? v[e / 2] | b << 16 : b;  // the lower k in bits 0-15
+        pack<E>(v, e, in ? Elem<E>::operand(x_img[(int64_t(c) * d.H + h) * d.W + w]) : 0u);
         if (++s == d.S) {
           s = 0;
           if (++r == d.R) r = 0, ++c;
@@ -176,7 +215,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int kt = 0; kt < tiles; ++kt) {
     const unsigned char* stage = smem + (kt % kStages) * kStageBytes;
     mbarrier_wait_parity(&full[kt % kStages], uint32_t(kt / kStages) & 1u);
-    mma_ktile(acc, stage + wg * 64 * 128, stage + kABytes, kt > 0);
+    mma_ktile<E>(acc, stage + wg * 64 * kLine, stage + kABytes, kt > 0);
     wgmma_wait_group<1>();  // this warpgroup's k-tile kt - 1 is done
     __syncthreads();        // and every warpgroup's: its stage, (kt - 1) % kStages, may be refilled
     const int next = kt + kStages - 1;
@@ -188,7 +227,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   wgmma_wait_group<0>();
   wgmma_fence_operand(acc);
 
-  // y[img, k, position] (NCHW), + bias, then ReLU or the residual sum, rounded to bf16 once.
+  // y[img, k, position] (NCHW), + bias, then ReLU or the residual sum, rounded to E once.
   const int i = tid % 128;
 #pragma unroll
   for (int j = 0; j < kBN / 8; ++j)
@@ -205,61 +244,68 @@ __global__ void __launch_bounds__(kThreads, 2)
         const int k = m0 + 64 * wg + acc_row(i, h);
         if (k >= d.K) continue;
         float v = acc[4 * j + 2 * h + e];
-        if (d.bias) v += bf16_to_float(d.bias[k]);
+        if (d.bias) v += float(d.bias[k]);
         if (d.relu) v = v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
         const int64_t at_y = (int64_t(im) * d.K + k) * d.out_HW + out;
-        if (d.residual) v = bf16_to_float(d.residual[at_y]) + d.res_scale * v;
-        d.y[at_y] = bf16_from_float_rne(v);
+        if (d.residual) v = float(d.residual[at_y]) + d.res_scale * v;
+        d.y[at_y] = E(v);
       }
     }
 }
 
-// dst (rows x ld) = src (rows x cols), zeros in columns cols .. ld - 1: the TMA-able weight copy.
-__global__ void pad_rows_kernel(uint16_t* dst, const uint16_t* src, int rows, int cols, int ld) {
+// dst (rows x ld) = src (rows x cols) as the tensor core takes it (TF32-rounded floats), zeros in columns
+// cols .. ld - 1: the TMA-able weight copy.
+template <typename E>
+__global__ void pad_rows_kernel(typename Elem<E>::Bits* dst, const E* src, int rows, int cols, int ld) {
+  using Bits = typename Elem<E>::Bits;
   const int64_t n = int64_t(rows) * ld;
   for (int64_t i = grid_first(); i < n; i += grid_step()) {
     const int64_t r = i / ld, c = i % ld;
-    dst[i] = c < cols ? src[r * cols + c] : uint16_t(0);
+    dst[i] = c < cols ? Bits(Elem<E>::operand(src[r * cols + c])) : Bits(0);
   }
 }
 
 // dA[c][(k, r', s')] (row stride ld) = w[k, c, r0 + st (Rp-1-r'), s0 + st (Sp-1-s')] for one stride phase
 // (Rp x Sp taps; `zero`: a phase without taps, one zero tap), zeros past K*Rp*Sp.
-__global__ void pack_dgrad_weights_kernel(uint16_t* dst, const uint16_t* w, int K, int C, int R, int S, int st,
-                                          int r0, int s0, int Rp, int Sp, int zero, int ld) {
+template <typename E>
+__global__ void pack_dgrad_weights_kernel(typename Elem<E>::Bits* dst, const E* w, int K, int C, int R, int S,
+                                          int st, int r0, int s0, int Rp, int Sp, int zero, int ld) {
   const int64_t n = int64_t(C) * ld;
   const int taps = Rp * Sp;
   for (int64_t i = grid_first(); i < n; i += grid_step()) {
     const int c = int(i / ld), col = int(i % ld);
-    uint16_t v = 0;
+    uint32_t v = 0;
     if (!zero && col < K * taps) {
       const int k = col / taps, t = col % taps, rr = t / Sp, ss = t % Sp;
       const int r = r0 + st * (Rp - 1 - rr), s = s0 + st * (Sp - 1 - ss);
-      v = w[((int64_t(k) * C + c) * R + r) * S + s];
+      v = Elem<E>::operand(w[((int64_t(k) * C + c) * R + r) * S + s]);
     }
-    dst[i] = v;
+    dst[i] = typename Elem<E>::Bits(v);
   }
 }
 
 // ---- weight gradient -----------------------------------------------------------------------------
+template <typename E>
 struct WgradParams {
-  const uint16_t* dy;  // bf16 bits, (N, K, P, Q)
-  const uint16_t* x;   // bf16 bits, (N, C, H, W)
-  uint16_t* dw;        // one split: (K, C*R*S) directly
-  float* partial;      // several: ws[split][K][C*R*S]
+  const E* dy;     // (N, K, P, Q)
+  const E* x;      // (N, C, H, W)
+  E* dw;           // one split: (K, C*R*S) directly
+  float* partial;  // several: ws[split][K][C*R*S]
   int C, H, W, K, R, S, stride, pad, P, Q, PQ, CRS, NPQ;
-  int split_tiles;  // k-tiles (64 positions) per split
+  int split_tiles;  // k-tiles (kBK<E> positions) per split
   FastDivmod by_pq, by_q, by_rs, by_s;
 };
 
-__global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams d) {
+template <typename E>
+__global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams<E> d) {
+  constexpr int BK = kBK<E>, CH = kChunk<E>;
   unsigned char* smem = ring_base();
   const int tid = int(threadIdx.x), wg = tid / 128;
   const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN, split = int(blockIdx.z);
   const int first = split * d.split_tiles;
-  const int tiles = min(d.split_tiles, (d.NPQ + kBK - 1) / kBK - first);  // >= 1: the launcher's split count
+  const int tiles = min(d.split_tiles, (d.NPQ + BK - 1) / BK - first);  // >= 1: the launcher's split count
 
-  // This thread's part of every k-tile: chunk `chunk` (positions 8 chunk .. + 7) of A's rows (output
+  // This thread's part of every k-tile: chunk `chunk` (positions CH chunk .. + CH - 1) of A's rows (output
   // channels k) and B's columns (taps (c, r, s)) line + 32 i, i < 4.
   const int chunk = tid % 8, line = tid / 8;
   int c_off[4], tap_r[4], tap_s[4];  // column line + 32 i: channel c's offset in an image of x, tap (r, s)
@@ -272,14 +318,14 @@ __global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams d) 
     c_off[i] = crs < d.CRS ? c * d.H * d.W : -1;  // -1: past the last column (N*C*H*W < 2^31: supported())
   }
 
-  // Calls f(e, n, pq, p, q) for the chunk's 8 positions npq = (n, p, q) of k-tile kt (out of range: n = -1),
+  // Calls f(e, n, pq, p, q) for the chunk's CH positions npq = (n, p, q) of k-tile kt (out of range: n = -1),
   // walking them without division: consecutive q, so consecutive memory along a row of dy or x.
   const auto for_positions = [&](int kt, auto&& f) {
-    int npq = (first + kt) * kBK + 8 * chunk, n, pq, p, q;
+    int npq = (first + kt) * BK + CH * chunk, n, pq, p, q;
     d.by_pq.divmod(min(npq, d.NPQ - 1), n, pq);
     d.by_q.divmod(pq, p, q);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) {
+    for (int e = 0; e < CH; ++e) {
       f(e, npq < d.NPQ ? n : -1, pq, p, q);
       ++npq, ++pq;
       if (++q == d.Q) {
@@ -294,25 +340,23 @@ __global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams d) 
     unsigned char* b_tile = a_tile + kABytes;
     uint32_t v[4][4];
     for_positions(kt, [&](int e, int n, int pq, int, int) {  // A: dy[n, k, pq]
-      const uint16_t* dy_at = d.dy + int64_t(n) * d.K * d.PQ + pq;
+      const E* dy_at = d.dy + int64_t(n) * d.K * d.PQ + pq;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int k = m0 + line + 32 * i;
-        const uint32_t a = n >= 0 && k < d.K ? dy_at[int64_t(k) * d.PQ] : 0u;
-        v[i][e / 2] = e % 2 ? v[i][e / 2] | a << 16 : a;  // the lower k in bits 0-15
+        pack<E>(v[i], e, n >= 0 && k < d.K ? Elem<E>::operand(dy_at[int64_t(k) * d.PQ]) : 0u);
       }
     });
 #pragma unroll
     for (int i = 0; i < 4; ++i) store_chunk(a_tile, line + 32 * i, chunk, v[i]);
     for_positions(kt, [&](int e, int n, int, int p, int q) {  // B: x[n, c, p st - pad + r, q st - pad + s]
-      const uint16_t* x_img = d.x + int64_t(n) * d.C * d.H * d.W;
+      const E* x_img = d.x + int64_t(n) * d.C * d.H * d.W;
       const int h0 = p * d.stride - d.pad, w0 = q * d.stride - d.pad;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int h = h0 + tap_r[i], w = w0 + tap_s[i];
         const bool in = n >= 0 && c_off[i] >= 0 && unsigned(h) < unsigned(d.H) && unsigned(w) < unsigned(d.W);
-        const uint32_t b = in ? x_img[c_off[i] + int64_t(h) * d.W + w] : 0u;
-        v[i][e / 2] = e % 2 ? v[i][e / 2] | b << 16 : b;
+        pack<E>(v[i], e, in ? Elem<E>::operand(x_img[c_off[i] + int64_t(h) * d.W + w]) : 0u);
       }
     });
 #pragma unroll
@@ -326,7 +370,7 @@ __global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams d) 
   float acc[kBN / 2];
   for (int kt = 0; kt < tiles; ++kt) {
     const unsigned char* stage = smem + (kt % kStages) * kStageBytes;
-    mma_ktile(acc, stage + wg * 64 * 128, stage + kABytes, kt > 0);
+    mma_ktile<E>(acc, stage + wg * 64 * kLine, stage + kABytes, kt > 0);
     wgmma_wait_group<1>();  // this warpgroup's k-tile kt - 1 is done
     __syncthreads();        // and every warpgroup's: its stage may be refilled
     if (kt + kStages - 1 < tiles) gather(kt + kStages - 1);
@@ -349,7 +393,7 @@ __global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams d) 
         if (d.partial)
           d.partial[(int64_t(split) * d.K + k) * d.CRS + crs] = v;
         else
-          d.dw[int64_t(k) * d.CRS + crs] = bf16_from_float_rne(v);
+          d.dw[int64_t(k) * d.CRS + crs] = E(v);
       }
     }
 }
@@ -357,21 +401,24 @@ __global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams d) 
 __global__ void sm90a_probe_kernel(int* out) { *out = NIMBUS_DEVICE_SM90A; }
 
 // ---- host side -------------------------------------------------------------------------------------
-const uint16_t* bits(const bfloat16* p) { return reinterpret_cast<const uint16_t*>(p); }
-uint16_t* bits(bfloat16* p) { return reinterpret_cast<uint16_t*>(p); }
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-int round8(int64_t n) { return int((n + 7) / 8 * 8); }
+// A row stride the copy engine takes: n elements rounded up to 16 bytes.
+template <typename E>
+int row16(int64_t n) {
+  return int((n + kChunk<E> - 1) / kChunk<E> * kChunk<E>);
+}
 
-// The tensor map of an A matrix: rows x cols bf16 with a row stride of ld elements (a multiple of 8,
-// 16-byte aligned), 64 x 128 boxes, 128B swizzle; the inner extent stays cols, so TMA zero-fills past it.
+// The tensor map of an A matrix: rows x cols elements with a row stride of ld (16-byte aligned), boxes of
+// one line (kBK<E>) by 128 rows, 128B swizzle; the inner extent stays cols, so TMA zero-fills past it.
+template <typename E>
 CUtensorMap a_map(const void* a, int rows, int cols, int ld) {
   TensorMapDesc md;
-  md.type = TmaType::BF16;
+  md.type = Elem<E>::kTma;
   md.rank = 2;
   md.global = a;
   md.dims[0] = uint64_t(cols), md.dims[1] = uint64_t(rows);
-  md.strides[0] = uint64_t(ld) * 2;
-  md.box[0] = uint32_t(kBK), md.box[1] = uint32_t(kBM);
+  md.strides[0] = uint64_t(ld) * sizeof(E);
+  md.box[0] = uint32_t(kBK<E>), md.box[1] = uint32_t(kBM);
   md.swizzle = TmaSwizzle::B128;
   alignas(64) CUtensorMap map;
   encode_tensor_map(&map, md);
@@ -387,19 +434,21 @@ void allow_smem(Kernel kernel, std::once_flag& once) {
   });
 }
 
-void launch_fwd(const CUtensorMap& map, const FwdParams& p, const char* what) {
+template <typename E>
+void launch_fwd(const CUtensorMap& map, const FwdParams<E>& p, const char* what) {
   static std::once_flag once;
-  allow_smem(conv_fwd_kernel, once);
-  launch(conv_fwd_kernel, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)), dim3(kThreads),
-         kSmem, launch_stream(), map, p);
+  allow_smem(conv_fwd_kernel<E>, once);
+  launch(conv_fwd_kernel<E>, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)),
+         dim3(kThreads), kSmem, launch_stream(), map, p);
   check_launch(what);
 }
 
 // The data gradient's stride phases (see the top): geometry, and where its packed weights sit.
 struct PhaseGeom {
   int ph, pw, r0, s0, Rp, Sp, Hp, Wp, hb, wb, zero, ld;
-  int64_t at;  // bf16 elements into the workspace
+  int64_t at;  // elements into the workspace
 };
+template <typename E>
 std::vector<PhaseGeom> dgrad_phases(const ConvGeom& g, int64_t* total) {
   const int st = int(g.stride), pad = int(g.pad), R = int(g.R), S = int(g.S), H = int(g.H), W = int(g.W);
   std::vector<PhaseGeom> phases;
@@ -414,7 +463,7 @@ std::vector<PhaseGeom> dgrad_phases(const ConvGeom& g, int64_t* total) {
       if (f.Hp == 0 || f.Wp == 0) continue;
       f.zero = f.Rp * f.Sp == 0;
       if (f.zero) f.Rp = f.Sp = 1, f.hb = f.wb = 0;
-      f.ld = round8(g.K * f.Rp * f.Sp);
+      f.ld = row16<E>(g.K * f.Rp * f.Sp);
       f.at = at;
       at += g.C * f.ld;
       phases.push_back(f);
@@ -423,15 +472,35 @@ std::vector<PhaseGeom> dgrad_phases(const ConvGeom& g, int64_t* total) {
   return phases;
 }
 
-// bf16 elements of padded forward weights (0 when w goes to TMA as it is: checked at the call).
-int64_t fwd_padded_elements(const ConvGeom& g) { return g.K * round8(g.C * g.R * g.S); }
-
-int wgrad_tiles(const ConvGeom& g) { return int((g.N * g.P() * g.Q() + kBK - 1) / kBK); }
+template <typename E>
+int wgrad_tiles(const ConvGeom& g) {
+  return int((g.N * g.P() * g.Q() + kBK<E> - 1) / kBK<E>);
+}
 
 // Splits as launched: every split gets at least one k-tile (so none is left unwritten).
+template <typename E>
 int effective_splits(const ConvGeom& g, int wanted) {
-  const int tiles = wgrad_tiles(g), per = (tiles + wanted - 1) / wanted;
+  const int tiles = wgrad_tiles<E>(g), per = (tiles + wanted - 1) / wanted;
   return (tiles + per - 1) / per;
+}
+
+template <typename E>
+int splits_of(const ConvGeom& g) {
+  const int64_t blocks = ((g.K + kBM - 1) / kBM) * ((g.C * g.R * g.S + kBN - 1) / kBN);
+  int64_t s = (264 + blocks - 1) / blocks;  // two blocks per SM of an H200
+  s = std::min<int64_t>(s, wgrad_tiles<E>(g) / kMinSplitTiles);
+  return int(std::clamp<int64_t>(s, 1, conv2d_tc_max_splits(g)));
+}
+
+// Floats of workspace for E: the padded or packed weights (E elements), or the split partial sums.
+template <typename E>
+int64_t workspace_of(const ConvGeom& g, int splits) {
+  if (splits <= 0) splits = splits_of<E>(g);
+  int64_t dgrad = 0;
+  dgrad_phases<E>(g, &dgrad);
+  const int64_t packed = std::max(g.K * row16<E>(g.C * g.R * g.S), dgrad);
+  const int64_t partial = splits > 1 ? int64_t(effective_splits<E>(g, splits)) * g.K * g.C * g.R * g.S : 0;
+  return std::max((packed * int64_t(sizeof(E)) + 3) / 4, partial);
 }
 
 }  // namespace
@@ -444,37 +513,28 @@ bool conv2d_wgmma_supported(const ConvGeom& g) {
          g.K * CRS < lim && g.N * g.H * g.W < lim && (g.K + kBM - 1) / kBM <= 65535 && (g.C + kBM - 1) / kBM <= 65535;
 }
 
-int conv2d_wgmma_splits(const ConvGeom& g) {
-  const int64_t blocks = ((g.K + kBM - 1) / kBM) * ((g.C * g.R * g.S + kBN - 1) / kBN);
-  int64_t s = (264 + blocks - 1) / blocks;  // two blocks per SM of an H200
-  s = std::min<int64_t>(s, wgrad_tiles(g) / kMinSplitTiles);
-  return int(std::clamp<int64_t>(s, 1, std::min(conv2d_tc_max_splits(g), 65535)));
-}
+int conv2d_wgmma_splits(const ConvGeom& g, bool tf32) { return tf32 ? splits_of<float>(g) : splits_of<bfloat16>(g); }
 
 int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits) {
-  if (splits <= 0) splits = conv2d_wgmma_splits(g);
-  int64_t dgrad = 0;
-  dgrad_phases(g, &dgrad);
-  const int64_t packed = std::max(fwd_padded_elements(g), dgrad);  // bf16: two per float
-  const int64_t partial = splits > 1 ? int64_t(effective_splits(g, splits)) * g.K * g.C * g.R * g.S : 0;
-  return std::max((packed + 1) / 2, partial);
+  return std::max(workspace_of<float>(g, splits), workspace_of<bfloat16>(g, splits));
 }
 
-void conv2d_wgmma_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
-                          bool relu, const bfloat16* r, float s, float* ws) {
+template <typename E>
+void conv2d_wgmma_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
+                          float* ws) {
   NIMBUS_CHECK(conv2d_wgmma_supported(g), "cuda::conv2d_wgmma_forward: geometry outside the wgmma kernels' range");
   const int K = int(g.K), CRS = int(g.C * g.R * g.S);
-  const int ld = round8(CRS);
-  const uint16_t* wa = bits(w);
-  if (CRS % 8 != 0 || !aligned16(w)) {  // TMA needs a 16-byte row stride: a padded copy of w
-    NIMBUS_CHECK(ws && aligned16(ws), "cuda::conv2d_wgmma_forward: the padded weights need a 16-byte aligned workspace");
-    uint16_t* dst = reinterpret_cast<uint16_t*>(ws);
-    launch_n("cuda::conv2d_wgmma_forward (weight padding)", pad_rows_kernel, int64_t(K) * ld, 256, dst, bits(w), K,
-             CRS, ld);
+  const int ld = row16<E>(CRS);
+  const void* wa = w;
+  // TMA needs a 16-byte row stride, and TF32 operands their rounding: then a copy of w in the workspace.
+  if (sizeof(E) == 4 || ld != CRS || !aligned16(w)) {
+    NIMBUS_CHECK(ws && aligned16(ws), "cuda::conv2d_wgmma_forward: the weights' copy needs a 16-byte aligned workspace");
+    auto* dst = reinterpret_cast<typename Elem<E>::Bits*>(ws);
+    launch_n("cuda::conv2d_wgmma_forward (weight copy)", pad_rows_kernel<E>, int64_t(K) * ld, 256, dst, w, K, CRS, ld);
     wa = dst;
   }
-  FwdParams p{};
-  p.x = bits(x), p.bias = bits(b), p.residual = bits(r), p.res_scale = s, p.y = bits(y);
+  FwdParams<E> p{};
+  p.x = x, p.bias = b, p.residual = r, p.res_scale = s, p.y = y;
   p.C = int(g.C), p.H = int(g.H), p.W = int(g.W), p.K = K, p.R = int(g.R), p.S = int(g.S);
   p.stride = int(g.stride), p.pad = int(g.pad), p.pad_w = int(g.pad), p.CRS = CRS, p.PQ = int(g.P() * g.Q());
   p.cols = int(g.N * g.P() * g.Q());
@@ -482,30 +542,31 @@ void conv2d_wgmma_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, con
   p.out_st = 1, p.out_ph = 0, p.out_pw = 0, p.out_W = int(g.Q()), p.out_HW = p.PQ;
   p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(int(g.Q())), p.by_rs = FastDivmod(int(g.R * g.S));
   p.by_s = FastDivmod(int(g.S));
-  launch_fwd(a_map(wa, K, CRS, ld), p, "cuda::conv2d_wgmma_forward");
+  launch_fwd(a_map<E>(wa, K, CRS, ld), p, "cuda::conv2d_wgmma_forward");
 }
 
-void conv2d_wgmma_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
-                           const bfloat16* w, const ConvGeom& g, float* ws, int splits) {
+template <typename E>
+void conv2d_wgmma_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, const ConvGeom& g, float* ws,
+                           int splits) {
   NIMBUS_CHECK(conv2d_wgmma_supported(g), "cuda::conv2d_wgmma_backward: geometry outside the wgmma kernels' range");
   const int K = int(g.K), C = int(g.C), CRS = int(g.C * g.R * g.S);
   if (db) bias_backward(db, dy, g.N, g.K, g.P() * g.Q());
   if (dw) {  // first: its partial sums and the data gradient's packed weights share the workspace
     NIMBUS_CHECK(x, "cuda::conv2d_wgmma_backward: dw needs x");
-    const int used = effective_splits(g, splits > 0 ? splits : conv2d_wgmma_splits(g));
+    const int used = effective_splits<E>(g, splits > 0 ? splits : splits_of<E>(g));
     NIMBUS_CHECK(used == 1 || ws, "cuda::conv2d_wgmma_backward: ", used, " splits need a workspace");
-    WgradParams p{};
-    p.dy = bits(dy), p.x = bits(x), p.dw = bits(dw), p.partial = used > 1 ? ws : nullptr;
+    WgradParams<E> p{};
+    p.dy = dy, p.x = x, p.dw = dw, p.partial = used > 1 ? ws : nullptr;
     p.C = C, p.H = int(g.H), p.W = int(g.W), p.K = K, p.R = int(g.R), p.S = int(g.S);
     p.stride = int(g.stride), p.pad = int(g.pad), p.P = int(g.P()), p.Q = int(g.Q()), p.PQ = p.P * p.Q;
     p.CRS = CRS, p.NPQ = int(g.N) * p.PQ;
-    const int tiles = wgrad_tiles(g);
+    const int tiles = wgrad_tiles<E>(g);
     p.split_tiles = (tiles + used - 1) / used;
     p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(p.Q), p.by_rs = FastDivmod(int(g.R * g.S));
     p.by_s = FastDivmod(int(g.S));
     static std::once_flag once;
-    allow_smem(conv_wgrad_kernel, once);
-    launch(conv_wgrad_kernel, dim3(unsigned((CRS + kBN - 1) / kBN), unsigned((K + kBM - 1) / kBM), unsigned(used)),
+    allow_smem(conv_wgrad_kernel<E>, once);
+    launch(conv_wgrad_kernel<E>, dim3(unsigned((CRS + kBN - 1) / kBN), unsigned((K + kBM - 1) / kBM), unsigned(used)),
            dim3(kThreads), kSmem, launch_stream(), p);
     check_launch("cuda::conv2d_wgmma_backward (dw)");
     if (used > 1) splitk_sum(dw, ws, int64_t(K) * CRS, used, "cuda::conv2d_wgmma_backward (dw split sum)");
@@ -514,34 +575,35 @@ void conv2d_wgmma_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloa
     NIMBUS_CHECK(w, "cuda::conv2d_wgmma_backward: dx needs w");
     NIMBUS_CHECK(ws && aligned16(ws), "cuda::conv2d_wgmma_backward: dx needs a 16-byte aligned workspace");
     const int st = int(g.stride), N = int(g.N);
-    const std::vector<PhaseGeom> phases = dgrad_phases(g, nullptr);
-    uint16_t* packed = reinterpret_cast<uint16_t*>(ws);
+    const std::vector<PhaseGeom> phases = dgrad_phases<E>(g, nullptr);
+    auto* packed = reinterpret_cast<typename Elem<E>::Bits*>(ws);
     for (const PhaseGeom& f : phases)
-      launch_n("cuda::conv2d_wgmma_backward (weight packing)", pack_dgrad_weights_kernel, int64_t(C) * f.ld, 256,
-               packed + f.at, bits(w), K, C, int(g.R), int(g.S), st, f.r0, f.s0, f.Rp, f.Sp, f.zero, f.ld);
+      launch_n("cuda::conv2d_wgmma_backward (weight packing)", pack_dgrad_weights_kernel<E>, int64_t(C) * f.ld, 256,
+               packed + f.at, w, K, C, int(g.R), int(g.S), st, f.r0, f.s0, f.Rp, f.Sp, f.zero, f.ld);
     for (const PhaseGeom& f : phases) {
-      FwdParams p{};
-      p.x = bits(dy), p.bias = nullptr, p.residual = nullptr, p.res_scale = 1.0f, p.y = bits(dx);
+      FwdParams<E> p{};
+      p.x = dy, p.bias = nullptr, p.residual = nullptr, p.res_scale = 1.0f, p.y = dx;
       p.C = K, p.H = int(g.P()), p.W = int(g.Q()), p.K = C, p.R = f.Rp, p.S = f.Sp;
       p.stride = 1, p.pad = f.Rp - 1 - f.hb, p.pad_w = f.Sp - 1 - f.wb;
       p.CRS = K * f.Rp * f.Sp, p.PQ = f.Hp * f.Wp, p.cols = N * f.Hp * f.Wp, p.relu = 0;
       p.out_st = st, p.out_ph = f.ph, p.out_pw = f.pw, p.out_W = int(g.W), p.out_HW = int(g.H * g.W);
       p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(f.Wp), p.by_rs = FastDivmod(f.Rp * f.Sp);
       p.by_s = FastDivmod(f.Sp);
-      launch_fwd(a_map(packed + f.at, C, p.CRS, f.ld), p, "cuda::conv2d_wgmma_backward (dx)");
+      launch_fwd(a_map<E>(packed + f.at, C, p.CRS, f.ld), p, "cuda::conv2d_wgmma_backward (dx)");
     }
   }
 }
 
-WgmmaConvCounts conv2d_wgmma_forward_counts(const ConvGeom& g) {
+WgmmaConvCounts conv2d_wgmma_forward_counts(const ConvGeom& g, bool tf32) {
   const int64_t blocks = (g.N * g.P() * g.Q() + kBN - 1) / kBN * ((g.K + kBM - 1) / kBM);
-  const int64_t tiles = (g.C * g.R * g.S + kBK - 1) / kBK;
-  return {blocks * tiles, blocks * tiles * 2 * (kBK / 16), blocks * tiles};
+  const int bk = tf32 ? kBK<float> : kBK<bfloat16>;
+  const int64_t tiles = (g.C * g.R * g.S + bk - 1) / bk;
+  return {blocks * tiles, blocks * tiles * 2 * 4, blocks * tiles};
 }
 
-int64_t conv2d_wgmma_wgrad_count(const ConvGeom& g) {  // the splits' k-tiles together are all of them
+int64_t conv2d_wgmma_wgrad_count(const ConvGeom& g, bool tf32) {  // the splits' k-tiles together are all of them
   const int64_t blocks = ((g.K + kBM - 1) / kBM) * ((g.C * g.R * g.S + kBN - 1) / kBN);
-  return blocks * wgrad_tiles(g) * 2 * (kBK / 16);
+  return blocks * (tf32 ? wgrad_tiles<float>(g) : wgrad_tiles<bfloat16>(g)) * 2 * 4;
 }
 
 bool wgmma_available() {
@@ -558,5 +620,14 @@ bool wgmma_available() {
   }();
   return available;
 }
+
+template void conv2d_wgmma_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&, bool,
+                                          const float*, float, float*);
+template void conv2d_wgmma_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
+                                             const ConvGeom&, bool, const bfloat16*, float, float*);
+template void conv2d_wgmma_backward<float>(float*, float*, float*, const float*, const float*, const float*,
+                                           const ConvGeom&, float*, int);
+template void conv2d_wgmma_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*, const bfloat16*,
+                                              const bfloat16*, const ConvGeom&, float*, int);
 
 }  // namespace nimbus::cuda

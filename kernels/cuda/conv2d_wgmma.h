@@ -1,15 +1,16 @@
-/* conv2d_wgmma.h: Hopper's bfloat16 convolution (conv2d_wgmma.cu): forward, backward-data and
- * backward-weight as implicit GEMMs on wgmma, the weights fed by the bulk tensor copy engine (TMA).
- * The CUDA backend's default for bfloat16 convolutions on an sm_90a device (backend.h ConvKernels);
+/* conv2d_wgmma.h: Hopper's convolution (conv2d_wgmma.cu): forward, backward-data and backward-weight
+ * as implicit GEMMs on wgmma, the weights fed by the bulk tensor copy engine (TMA).
+ * The CUDA backend's default for tensor-core convolutions on an sm_90a device (backend.h ConvKernels);
  * conv2d_tc.h (mma.sync) is the path everywhere else and the fallback.
  *
  * Same geometry and maths as kernels/cpu/conv2d.h (x (N,C,H,W), w (K,C,R,S), b (K) or null,
- * y (N,K,P,Q)); device pointers; bf16 operands, fp32 accumulation, each output rounded to bf16 once.
+ * y (N,K,P,Q)); device pointers. E = bfloat16: bf16 operands; E = float: operands rounded to TF32 (as
+ * conv2d_tc.h's); fp32 accumulation, each output rounded to E once.
  *   forward:  y = conv(x, w) + b, then ReLU when `relu`, or y = r + s (conv + b) when r is non-null
  *             (DSen2-CR's residual block; no ReLU then).
  *   backward: writes (=) each non-null dx, dw, db.
- * `ws`: conv2d_wgmma_workspace(g) floats, 16-byte aligned: the padded or per-phase packed weights the
- * copy engine reads (bf16), and the weight gradient's split partial sums. Work goes on the current
+ * `ws`: conv2d_wgmma_workspace(g) floats, 16-byte aligned: the padded (TF32: rounded) or per-phase
+ * packed weights the copy engine reads, and the weight gradient's split partial sums. Work goes on the current
  * stream; nothing is allocated, so a call may be captured into a CUDA graph.
  * conv2d_wgmma_supported(g) is false where the kernels' 32-bit indices or grid would overflow, or the
  * stride is above 4; the backend then takes the mma.sync path.
@@ -26,16 +27,27 @@ namespace nimbus::cuda {
 
 bool conv2d_wgmma_supported(const ConvGeom& g);
 // The weight gradient's split count: enough blocks for two per SM of an H200 (132 SMs) with at least
-// 4 k-tiles (256 terms) a split, at most conv2d_tc_max_splits(g).
-int conv2d_wgmma_splits(const ConvGeom& g);
-// Floats of workspace for a forward and a backward at g with `splits` weight-gradient splits
-// (0: conv2d_wgmma_splits(g)).
+// 4 k-tiles a split, at most conv2d_tc_max_splits(g). A k-tile is 64 positions in bf16, 32 in TF32.
+int conv2d_wgmma_splits(const ConvGeom& g, bool tf32 = false);
+// Floats of workspace for a forward and a backward at g, either dtype, with `splits` weight-gradient
+// splits (0: conv2d_wgmma_splits(g) of each dtype).
 int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits = 0);
 
-void conv2d_wgmma_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
-                          bool relu, const bfloat16* r, float s, float* ws);
-void conv2d_wgmma_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
-                           const bfloat16* w, const ConvGeom& g, float* ws, int splits = 0);
+template <typename E>
+void conv2d_wgmma_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
+                          float* ws);
+template <typename E>
+void conv2d_wgmma_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, const ConvGeom& g, float* ws,
+                           int splits = 0);
+
+extern template void conv2d_wgmma_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&,
+                                                 bool, const float*, float, float*);
+extern template void conv2d_wgmma_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
+                                                    const ConvGeom&, bool, const bfloat16*, float, float*);
+extern template void conv2d_wgmma_backward<float>(float*, float*, float*, const float*, const float*, const float*,
+                                                  const ConvGeom&, float*, int);
+extern template void conv2d_wgmma_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*,
+                                                     const bfloat16*, const bfloat16*, const ConvGeom&, float*, int);
 
 // What the kernels must do at g, for the emulator's counters (tests): the forward's TMA copies, wgmma
 // instructions and mbarrier phases (one box, 8 wgmma and one phase per block and k-tile), and the
@@ -43,8 +55,8 @@ void conv2d_wgmma_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloa
 struct WgmmaConvCounts {
   int64_t tma, wgmma, phases;
 };
-WgmmaConvCounts conv2d_wgmma_forward_counts(const ConvGeom& g);
-int64_t conv2d_wgmma_wgrad_count(const ConvGeom& g);
+WgmmaConvCounts conv2d_wgmma_forward_counts(const ConvGeom& g, bool tf32 = false);
+int64_t conv2d_wgmma_wgrad_count(const ConvGeom& g, bool tf32 = false);
 
 // True when the code running on the current device was compiled for sm_90a (one probe kernel, run
 // once on the first call: a launch and a host wait; the backend asks at registration, never during a

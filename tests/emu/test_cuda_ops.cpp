@@ -112,16 +112,16 @@ TEST_CASE("cuda backend: the bfloat16 convolution kernels: auto, mma.sync or wgm
                        doctest::Contains("NIMBUS_CUDA_CONV=hopper: expected auto, mma or wgmma"), Error);
   {
     const cuda::ConvKernelsScope mma(cuda::ConvKernels::MmaSync);
-    CHECK_FALSE(cuda::bf16_conv_on_wgmma());
-    CHECK(cuda_status().find("bfloat16 conv2d on mma.sync") != std::string::npos);
+    CHECK_FALSE(cuda::convs_on_wgmma());
+    CHECK(cuda_status().find("tensor-core conv2d on mma.sync") != std::string::npos);
   }
   // Auto takes wgmma only where the device runs sm_90a code: never under the emulator.
-  CHECK(cuda::bf16_conv_on_wgmma() == (cuda::conv_kernels() != cuda::ConvKernels::MmaSync && cuda::wgmma_available()));
+  CHECK(cuda::convs_on_wgmma() == (cuda::conv_kernels() != cuda::ConvKernels::MmaSync && cuda::wgmma_available()));
   if (kOnEmulator) CHECK_FALSE(cuda::wgmma_available());
   if (kOnEmulator || cuda::wgmma_available()) {
     const cuda::ConvKernelsScope hopper(cuda::ConvKernels::Wgmma);
-    CHECK(cuda::bf16_conv_on_wgmma());
-    CHECK(cuda_status().find("bfloat16 conv2d on wgmma (sm_90a)") != std::string::npos);
+    CHECK(cuda::convs_on_wgmma());
+    CHECK(cuda_status().find("tensor-core conv2d on wgmma (sm_90a)") != std::string::npos);
   } else {
     CHECK_THROWS_WITH_AS(cuda::set_conv_kernels(cuda::ConvKernels::Wgmma),
                          doctest::Contains("this device does not run sm_90a code"), Error);
@@ -667,6 +667,25 @@ TEST_CASE("cuda engine: one training step of a tiny ResNet in TF32 is within the
 
 TEST_CASE("cuda engine: one training step of a tiny DSen2-CR in TF32 is within the TF32 bound of the CPU") {
   tiny_dsen2cr_step_matches_cpu(cuda::Math::Tf32, 1e-2, true);
+}
+
+// The same steps with the convolutions on Hopper's wgmma kernels (conv2d_wgmma.cu, TF32), which the
+// emulator runs when asked (on a GPU: where it runs sm_90a code). Same bound.
+TEST_CASE("cuda engine: tiny ResNet and DSen2-CR TF32 steps with the convolutions on wgmma, within the TF32 bound") {
+  require_backend();
+  if (!kOnEmulator && !cuda::wgmma_available()) {
+    MESSAGE("skipped: this device does not run sm_90a code");
+    return;
+  }
+  const cuda::ConvKernelsScope hopper(cuda::ConvKernels::Wgmma);
+#ifndef NIMBUS_CUDA_RUNTIME
+  const int64_t before = emu::all_launch_stats().wgmma;
+#endif
+  tiny_resnet_step_matches_cpu(cuda::Math::Tf32, 1e-2, false);
+  tiny_dsen2cr_step_matches_cpu(cuda::Math::Tf32, 1e-2, true);
+#ifndef NIMBUS_CUDA_RUNTIME
+  CHECK(emu::all_launch_stats().wgmma > before);  // they ran on wgmma
+#endif
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
  * stride-2 stem with 13 channels) at odd sizes, one of them spanning several tiles in M and N, and
  * strides 3 and 4 with rectangular kernels for the data gradient's phase decomposition.
  * Under the emulator each runs forward, reversed and shuffled, and the outputs must be bitwise equal.
- * The Hopper kernels (conv2d_wgmma.cu: bf16 on wgmma and TMA) run the same geometries and bounds.
+ * The Hopper kernels (conv2d_wgmma.cu: TF32 and bf16 on wgmma and TMA) run the same geometries and bounds.
  *
  * The bound, per element: the reference is the float64 sum of the products of the rounded operands
  * (tf32_round of each float, or the bfloat16 values themselves), whose products the tensor cores
@@ -247,12 +247,13 @@ TEST_CASE("cuda tensor cores: linear forward and backward in tf32 and bf16, ever
   linear_case<bfloat16>(130, 45, 140, 10);
 }
 
-// ---- Hopper: the wgmma kernels (conv2d_wgmma.cu), bf16 ------------------------------------------------
+// ---- Hopper: the wgmma kernels (conv2d_wgmma.cu), bf16 and TF32 -----------------------------------------
 // The same geometries, bounds and orders as the mma.sync kernels above: forward with bias, with ReLU and
 // no bias, with the residual epilogue (y = r + s (conv + b)); the data gradient; the weight gradient
 // with 1, 3 and the automatic number of splits. The workspace is exactly conv2d_wgmma_workspace(g,
 // splits) floats. Under the emulator the launches must also issue the TMA copies, wgmma and mbarrier
 // phases their tiling implies. On a real GPU without sm_90a code the case says so and skips.
+template <typename E>
 void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
   REQUIRE(cuda::register_cuda_backend());
 #ifdef NIMBUS_CUDA_RUNTIME
@@ -264,7 +265,7 @@ void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
   REQUIRE(cuda::conv2d_wgmma_supported(g));
   Rng rng(seed);
   const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
-  using E = bfloat16;
+  constexpr bool tf32 = std::is_same_v<E, float>;
   const Operand<E> x = operand<E>(size_t(xs), rng), w = operand<E>(size_t(wsz), rng), dy = operand<E>(size_t(ysz), rng);
   const Operand<E> b = operand<E>(size_t(g.K), rng), res = operand<E>(size_t(ysz), rng);
   V bias(b.values.begin(), b.values.end()), abias(size_t(g.K));
@@ -276,7 +277,11 @@ void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
   cpu::conv2d_forward_ref<double>(yr.data(), x.seen.data(), w.seen.data(), nullptr, g);
   for (double& v : yr) v = v < 0 ? 0 : v;
   const float scale = 0.1f;  // DSen2-CR's residual scaling
-  for (size_t i = 0; i < ny; ++i) yres[i] = res.seen[i] + double(scale) * y[i], ymres[i] = res.abs[i] + double(scale) * ym[i];
+  // The residual is added in fp32, not multiplied: its own value, not TF32-rounded.
+  for (size_t i = 0; i < ny; ++i) {
+    const double r = double(res.values[i]);
+    yres[i] = r + double(scale) * y[i], ymres[i] = std::fabs(r) + double(scale) * ym[i];
+  }
   cpu::conv2d_backward_data_ref<double>(dx.data(), dy.seen.data(), w.seen.data(), g);
   cpu::conv2d_backward_data_ref<double>(dxm.data(), dy.abs.data(), w.abs.data(), g);
   cpu::conv2d_backward_weight_ref<double>(dw.data(), dy.seen.data(), x.seen.data(), g);
@@ -287,14 +292,16 @@ void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
   const std::string where = "wgmma: x (" + std::to_string(g.N) + "," + std::to_string(g.C) + "," +
                             std::to_string(g.H) + "," + std::to_string(g.W) + ") w (" + std::to_string(g.K) + "," +
                             std::to_string(g.C) + "," + std::to_string(g.R) + "," + std::to_string(g.S) +
-                            ") stride " + std::to_string(g.stride) + " pad " + std::to_string(g.pad);
+                            ") stride " + std::to_string(g.stride) + " pad " + std::to_string(g.pad) +
+                            (tf32 ? " tf32" : " bf16");
   DeviceBuffer<float> ws(size_t(std::max<int64_t>(cuda::conv2d_wgmma_workspace(g, 1), 1)));
   check_bound<E>(where + ": forward y", in_every_order(where + " forward", [&] {
                    DeviceBuffer<E> out(ny);
-                   cuda::conv2d_wgmma_forward(out.p, dX.p, dW.p, dB.p, g, false, nullptr, 1.0f, ws.p);
+                   cuda::conv2d_wgmma_forward(out.p, dX.p, dW.p, dB.p, g, false, static_cast<const E*>(nullptr), 1.0f,
+                                              ws.p);
 #ifndef NIMBUS_CUDA_RUNTIME
                    const emu::LaunchStats st = emu::last_launch_stats();
-                   const cuda::WgmmaConvCounts want = cuda::conv2d_wgmma_forward_counts(g);
+                   const cuda::WgmmaConvCounts want = cuda::conv2d_wgmma_forward_counts(g, tf32);
                    CHECK(st.tma == want.tma);
                    CHECK(st.wgmma == want.wgmma);
                    CHECK(st.mbarrier_phases == want.phases);
@@ -304,7 +311,8 @@ void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
                  y, ym, crs);
   check_bound<E>(where + ": forward relu(y), no bias", in_every_order(where + " forward relu", [&] {
                    DeviceBuffer<E> out(ny);
-                   cuda::conv2d_wgmma_forward(out.p, dX.p, dW.p, nullptr, g, true, nullptr, 1.0f, ws.p);
+                   cuda::conv2d_wgmma_forward(out.p, dX.p, dW.p, static_cast<const E*>(nullptr), g, true,
+                                              static_cast<const E*>(nullptr), 1.0f, ws.p);
                    return download_double(out);
                  }),
                  yr, ym, crs);
@@ -318,19 +326,21 @@ void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
                  yres, ymres, crs);
   check_bound<E>(where + ": dx", in_every_order(where + " dx", [&] {
                    DeviceBuffer<E> out(nx);
-                   cuda::conv2d_wgmma_backward(out.p, nullptr, nullptr, dDY.p, nullptr, dW.p, g, ws.p, 1);
+                   cuda::conv2d_wgmma_backward(out.p, static_cast<E*>(nullptr), static_cast<E*>(nullptr), dDY.p,
+                                               static_cast<const E*>(nullptr), dW.p, g, ws.p, 1);
                    return download_double(out);
                  }),
                  dx, dxm, red_dx);
   for (int splits : {1, 3, 0}) {
-    const int used = splits > 0 ? splits : cuda::conv2d_wgmma_splits(g);
+    const int used = splits > 0 ? splits : cuda::conv2d_wgmma_splits(g, tf32);
     const std::string ws_where = where + ", " + std::to_string(used) + " split(s)" + (splits == 0 ? " (auto)" : "");
     DeviceBuffer<float> wsp(size_t(std::max<int64_t>(cuda::conv2d_wgmma_workspace(g, used), 1)));
     check_bound<E>(ws_where + ": dw", in_every_order(ws_where + " dw", [&] {
                      DeviceBuffer<E> out(nw);
-                     cuda::conv2d_wgmma_backward(nullptr, out.p, nullptr, dDY.p, dX.p, nullptr, g, wsp.p, splits);
+                     cuda::conv2d_wgmma_backward(static_cast<E*>(nullptr), out.p, static_cast<E*>(nullptr), dDY.p, dX.p,
+                                                 static_cast<const E*>(nullptr), g, wsp.p, splits);
 #ifndef NIMBUS_CUDA_RUNTIME
-                     if (splits == 1) CHECK(emu::last_launch_stats().wgmma == cuda::conv2d_wgmma_wgrad_count(g));
+                     if (splits == 1) CHECK(emu::last_launch_stats().wgmma == cuda::conv2d_wgmma_wgrad_count(g, tf32));
 #endif
                      return download_double(out);
                    }),
@@ -340,7 +350,11 @@ void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
 
 TEST_CASE("cuda wgmma: conv2d forward (bias, ReLU, residual), dgrad, wgrad in bf16, every split, all orders") {
   uint64_t seed = 201;
-  for (const ConvGeom& g : kGeoms) wgmma_conv_case(g, seed++);
+  for (const ConvGeom& g : kGeoms) wgmma_conv_case<bfloat16>(g, seed++);
+}
+TEST_CASE("cuda wgmma: conv2d forward (bias, ReLU, residual), dgrad, wgrad in tf32, every split, all orders") {
+  uint64_t seed = 211;
+  for (const ConvGeom& g : kGeoms) wgmma_conv_case<float>(g, seed++);
 }
 
 TEST_CASE("cuda wgmma: the weight gradient's splits and the workspace") {
@@ -349,9 +363,11 @@ TEST_CASE("cuda wgmma: the weight gradient's splits and the workspace") {
   CHECK(cuda::conv2d_wgmma_splits(big) == 8);
   CHECK(cuda::conv2d_wgmma_workspace(big) == 8 * 256 * 2304);
   CHECK(cuda::conv2d_wgmma_splits(small) == 1);  // 198 positions: under 4 k-tiles
-  // One split: the larger of the padded forward weights (K rows of C*R*S = 45 -> 48 bf16) and the
-  // data gradient's packed ones (one phase at stride 1: C rows of K*R*S = 63 -> 64), two bf16 a float.
-  CHECK(cuda::conv2d_wgmma_workspace(small, 1) == std::max(7 * 48, 5 * 64) / 2);
+  // One split: the larger of the padded forward weights (K rows of C*R*S = 45 -> 48) and the data
+  // gradient's packed ones (one phase at stride 1: C rows of K*R*S = 63 -> 64); in TF32 a float each
+  // (bf16 needs half of that).
+  CHECK(cuda::conv2d_wgmma_workspace(small, 1) == std::max(7 * 48, 5 * 64));
+  CHECK(cuda::conv2d_wgmma_splits(big, true) == 8);
   CHECK(cuda::conv2d_wgmma_supported(big));
   CHECK_FALSE(cuda::conv2d_wgmma_supported(ConvGeom{70000, 64, 224, 224, 64, 7, 7, 2, 3}));  // 2^31+ elements
   CHECK_FALSE(cuda::conv2d_wgmma_supported(ConvGeom{2, 4, 20, 20, 4, 5, 5, 5, 2}));        // stride 5

@@ -224,7 +224,7 @@ TEST_CASE("autocast: a bfloat16 training step of a tiny ResNet and a tiny DSen2-
   if (cuda::register_cuda_backend()) {
     const cuda::MathScope fp32(cuda::Math::Fp32);
     const cuda::ConvKernelsScope hopper(cuda::ConvKernels::Wgmma);
-    REQUIRE(cuda::bf16_conv_on_wgmma());
+    REQUIRE(cuda::convs_on_wgmma());
     const int64_t before = emu::all_launch_stats().wgmma;
     check_steps_close(autocast_step<models::ResNet>(rcfg, 11, Device::CUDA, DType::BF16, false, resnet_loss), r32, 1,
                       0.9, "tiny ResNet, bf16 on wgmma vs fp32");
