@@ -1,7 +1,7 @@
 /* conv2d_wgmma.cu: convolution forward, data gradient and weight gradient on Hopper's warpgroup MMAs
  * (conv2d_wgmma.h), in bf16 (bfloat16 tensors) and TF32 (float tensors). The numbered benchmark
- * versions 6, 7 and 8 of bench/cuda/conv2d.cu are these kernels in bf16 (version 9 all three in TF32); that
- * file says what each gained over the mma.sync kernels (conv2d_tc.cu).
+ * versions 6, 7 and 8 of bench/cuda/conv2d.cu are these kernels in bf16 (version 9: all three in
+ * TF32); that file says what each gained over the mma.sync kernels (conv2d_tc.cu).
  *
  * Both kernels multiply 128 x 128 output tiles with 256 threads: two warpgroups, each 64 rows x 128
  * columns with wgmma.mma_async (A and B from shared memory through descriptors), 64 fp32 accumulators
@@ -10,7 +10,7 @@
  * shared memory or the workspace, as the mma.sync kernels round theirs (the tensor core would
  * otherwise drop the low 13 bits).
  * Shared memory is a ring of 3 stages [A 16 KiB | B 16 KiB] in wgmma's canonical K-major
- * 128B-swizzled layout: one 128-byte line per row (A) or column (B) holding its 64 k, 16-byte chunk j
+ * 128B-swizzled layout: one 128-byte line per row (A) or column (B) holding its k-tile, 16-byte chunk j
  * of line l at chunk j ^ (l % 8), 8-line groups 1024 bytes apart (SBO). Iteration kt waits for its
  * stage, issues 4 wgmma, commits, waits until its k-tile kt - 1 is done (wait_group 1), and a
  * __syncthreads() then frees that stage for k-tile kt + 2, which is loaded while k-tile kt multiplies.
@@ -20,13 +20,13 @@
  * async proxy.
  *
  * conv_fwd_kernel: y[k, (n,p,q)] = sum_{(c,r,s)} w[k, (c,r,s)] x[n, c, p st - pad + r, q st - pad + s]
- *   M = K (A = w, K x C*R*S row-major, by TMA: one 64 x 128 box per k-tile on the stage's mbarrier),
- *   N = N*P*Q (B = the implicit im2col columns, gathered: thread t owns column t % 128 and k rows
- *   32 (t / 128) .. + 31, walked as (c, r, s) without division, packed 8 at a time into 16-byte
- *   stores). TMA needs a 16-byte row stride: when C*R*S is not a multiple of 8 (the 13-band stem: 637)
- *   or w is not 16-byte aligned, w is first copied into a padded matrix in the workspace (the map's
- *   inner extent stays C*R*S, so TMA zero-fills the padding). Epilogue: + bias, then ReLU or the
- *   residual sum, rounded to bf16 once, stored NCHW.
+ *   M = K (A = w, K x C*R*S row-major, by TMA: one line x 128 rows box per k-tile on the stage's
+ *   mbarrier), N = N*P*Q (B = the implicit im2col columns, gathered: thread t owns column t % 128 and
+ *   chunks 4 (t / 128) .. + 3 of its line, walked as (c, r, s) without division, packed into 16-byte
+ *   stores). TMA needs a 16-byte row stride: when C*R*S is not a multiple of 8 bf16 (the 13-band stem:
+ *   637) or w is not 16-byte aligned, and always in TF32 (the rounding), w is first copied into a
+ *   padded matrix in the workspace (the map's inner extent stays C*R*S, so TMA zero-fills the padding).
+ *   Epilogue: + bias, then ReLU or the residual sum, rounded to E once, stored NCHW.
  *   The data gradient is this kernel once per stride phase (h mod st, w mod st), as conv2d_tc.cu's
  *   DataGrad: in a phase the taps are r = r0 + st rr, and with them flipped (r' = Rp - 1 - rr) it is a
  *   stride-1 forward over dy (K channels, P x Q) with Rp x Sp taps and pads Rp - 1 - hb, Sp - 1 - wb,
@@ -35,8 +35,9 @@
  * conv_wgrad_kernel: dw[k, (c,r,s)] = sum_{(n,p,q)} dy[n, k, p, q] x[n, c, p st - pad + r, q st - pad + s]
  *   M = K, N = C*R*S, reduction N*P*Q split over blockIdx.z. Both tiles are gathered (dy's rows are
  *   not TMA boxes: a k-tile of 64 positions crosses images whenever P*Q is not a multiple of 64):
- *   thread t owns chunk t % 8 (8 consecutive positions) of rows t / 8 + 32 i of A and of columns
- *   t / 8 + 32 i of B, i < 4, walking the positions as (n, p, q) without division. A split writes its
+ *   thread t owns chunk t % 8 (8 bf16 or 4 TF32 consecutive positions) of rows t / 8 + 32 i of A and of
+ *   columns t / 8 + 32 i of B, i < 4, walking the positions as (n, p, q) without division, one operand
+ *   after the other (16 packed registers, not 32: the kernel stays within 128). A split writes its
  *   fp32 partial sums to ws[split][K][CRS] and conv2d_tc.cu's splitk_sum adds them in order
  *   (deterministic); one split writes dw directly.
  * db is gemm.cu's bias_backward. CPU twin: kernels/cpu/conv2d.h (the _ref loops are the definition).
@@ -334,7 +335,6 @@ __global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams<E> 
       }
     }
   };
-  // One operand at a time (16 packed registers, not 32: the kernel stays within 128 registers).
   const auto gather = [&](int kt) {  // k-tile first + kt of both operands into stage kt % kStages
     unsigned char* a_tile = smem + (kt % kStages) * kStageBytes;
     unsigned char* b_tile = a_tile + kABytes;
