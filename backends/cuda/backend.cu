@@ -183,6 +183,21 @@ using namespace ::nimbus::cuda;
 // mma.sync.
 bool tf32_on() { return math() == Math::Tf32 && gemm_reference() == nullptr; }
 bool wgmma_on(const ConvGeom& g) { return convs_on_wgmma() && conv2d_wgmma_supported(g); }
+// Whether direction `kind` of a conv at g in E runs on wgmma: where wgmma is on, unless the dispatch
+// table measured an mma.sync configuration faster there (and mma.sync can take g).
+template <typename E>
+bool wgmma_for(const ConvGeom& g, TcKind kind) {
+  if (!wgmma_on(g)) return false;
+  return !conv2d_tc_supported(g) || conv2d_wgmma_preferred(g, kind, std::is_same_v<E, float>);
+}
+// The tensor-core backward, each gradient on its family: wgmma's first (the workspace is reused in
+// stream order), db with it, the rest on mma.sync.
+template <typename E>
+void tc_conv_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, const ConvGeom& g, float* ws) {
+  const bool hx = wgmma_for<E>(g, TcKind::ConvDataGrad), hw = wgmma_for<E>(g, TcKind::ConvWeightGrad);
+  if (hx || hw) conv2d_wgmma_backward<E>(hx ? dx : nullptr, hw ? dw : nullptr, db, dy, x, w, g, ws);
+  if (!hx || !hw) conv2d_tc_backward<E>(hx ? nullptr : dx, hw ? nullptr : dw, hx || hw ? nullptr : db, dy, x, w, g, ws);
+}
 
 // One workspace size for both dtypes (the op table's conv2d_workspace has no dtype): the largest need.
 int64_t conv2d_workspace(const ConvGeom& g) {
@@ -196,21 +211,22 @@ int64_t conv2d_workspace(const ConvGeom& g) {
 // The im2col + GEMM path has no epilogue: the ReLU is a second pass over y.
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
                     bool relu) {
-  if (tf32_on() && wgmma_on(g)) return conv2d_wgmma_forward<float>(y, x, w, b, g, relu, nullptr, 1.0f, ws);
+  if (tf32_on() && wgmma_for<float>(g, TcKind::ConvForward))
+    return conv2d_wgmma_forward<float>(y, x, w, b, g, relu, nullptr, 1.0f, ws);
   if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_forward(y, x, w, b, g, relu);
   cuda::conv2d_forward(y, x, w, b, g, ws);
   if (relu) cuda::relu_forward(y, y, g.N * g.K * g.P() * g.Q());
 }
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                      const ConvGeom& g, float* ws) {
-  if (tf32_on() && wgmma_on(g)) return conv2d_wgmma_backward<float>(dx, dw, db, dy, x, w, g, ws);
-  if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_backward(dx, dw, db, dy, x, w, g, ws);
+  if (tf32_on() && (wgmma_on(g) || conv2d_tc_supported(g))) return tc_conv_backward(dx, dw, db, dy, x, w, g, ws);
   cuda::conv2d_backward(dx, dw, db, dy, x, w, g, ws);
 }
 // The residual sum in the tensor-core epilogue, else a second pass (y = r + s y).
 void conv2d_residual_forward(float* y, const float* x, const float* w, const float* b, const float* r, float s,
                              const ConvGeom& g, float* ws) {
-  if (tf32_on() && wgmma_on(g)) return conv2d_wgmma_forward<float>(y, x, w, b, g, false, r, s, ws);
+  if (tf32_on() && wgmma_for<float>(g, TcKind::ConvForward))
+    return conv2d_wgmma_forward<float>(y, x, w, b, g, false, r, s, ws);
   if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_residual_forward(y, x, w, b, r, s, g);
   cuda::conv2d_forward(y, x, w, b, g, ws);
   cuda::add_scaled(y, r, y, s, g.N * g.K * g.P() * g.Q());
@@ -268,7 +284,8 @@ void linear_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* d
 }
 void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
                     float* ws, bool relu) {
-  if (wgmma_on(g)) return conv2d_wgmma_forward<bfloat16>(y, x, w, b, g, relu, nullptr, 1.0f, ws);
+  if (wgmma_for<bfloat16>(g, TcKind::ConvForward))
+    return conv2d_wgmma_forward<bfloat16>(y, x, w, b, g, relu, nullptr, 1.0f, ws);
   if (conv2d_tc_supported(g)) return conv2d_tc_forward(y, x, w, b, g, relu);
   DeviceViaF32::conv2d_forward(
       [](float* y32, const float* x32, const float* w32, const float* b32, const ConvGeom& g32, float* ws32,
@@ -280,15 +297,15 @@ void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfl
 }
 void conv2d_residual_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b,
                              const bfloat16* r, float s, const ConvGeom& g, float* ws) {
-  if (wgmma_on(g)) return conv2d_wgmma_forward<bfloat16>(y, x, w, b, g, false, r, s, ws);
+  if (wgmma_for<bfloat16>(g, TcKind::ConvForward))
+    return conv2d_wgmma_forward<bfloat16>(y, x, w, b, g, false, r, s, ws);
   if (conv2d_tc_supported(g)) return conv2d_tc_residual_forward(y, x, w, b, r, s, g);
   conv2d_forward(y, x, w, b, g, ws, false);
   cuda::add_scaled(y, r, y, s, g.N * g.K * g.P() * g.Q());
 }
 void conv2d_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* dy, const bfloat16* x,
                      const bfloat16* w, const ConvGeom& g, float* ws) {
-  if (wgmma_on(g)) return conv2d_wgmma_backward<bfloat16>(dx, dw, db, dy, x, w, g, ws);
-  if (conv2d_tc_supported(g)) return conv2d_tc_backward(dx, dw, db, dy, x, w, g, ws);
+  if (wgmma_on(g) || conv2d_tc_supported(g)) return tc_conv_backward(dx, dw, db, dy, x, w, g, ws);
   DeviceViaF32::conv2d_backward([](auto... a) { cuda::conv2d_backward(a...); }, dx, dw, db, dy, x, w, g, ws);
 }
 }  // namespace cuda_entries

@@ -20,11 +20,13 @@
  * tensors always multiply on the tensor cores. An active reference takes precedence over both.
  *
  * Kernels for tensor-core convolutions (TF32 and bf16): Wgmma (Hopper's warpgroup MMAs fed by TMA,
- * conv2d_wgmma.h) or MmaSync (conv2d_tc.h, every tensor-core GPU). Auto, the default, takes Wgmma where
+ * conv2d_wgmma.h) or MmaSync (conv2d_tc.h, every tensor-core GPU). Auto, the default, is Wgmma where
  * the device runs our sm_90a code (wgmma_available(): an H100/H200 with a build for sm_90a) and MmaSync
- * elsewhere, the emulator included. NIMBUS_CUDA_CONV=auto|mma|wgmma in the environment at
- * registration, or set_conv_kernels(). Asking for Wgmma where the real device cannot run it is an
- * Error; the emulator models the instructions, so there it may be asked for (the tests do).
+ * elsewhere, the emulator included. Under Wgmma each direction of a convolution still goes to mma.sync
+ * where the dispatch table (tc_dispatch.h) measured an mma.sync configuration faster for its shape.
+ * NIMBUS_CUDA_CONV=auto|mma|wgmma in the environment at registration, or set_conv_kernels(). Asking
+ * for Wgmma where the real device cannot run it is an Error; the emulator models the instructions, so
+ * there it may be asked for (the tests do).
  */
 #pragma once
 #include <string>

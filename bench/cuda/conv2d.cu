@@ -529,8 +529,9 @@ bool validate_mma(int v, int dir, const ConvGeom& g) {
           const int64_t tma = st.tma - before.tma, wgmma = st.wgmma - before.wgmma;
           const int64_t phases = st.mbarrier_phases - before.mbarrier_phases;
           const bool tf32 = v == 9;
-          const cuda::WgmmaConvCounts want = dir == kFwd ? cuda::conv2d_wgmma_forward_counts(g, tf32)
-                                                         : cuda::WgmmaConvCounts{0, cuda::conv2d_wgmma_wgrad_count(g, tf32), 0};
+          const cuda::WgmmaConvCounts want =
+              dir == kFwd ? cuda::conv2d_wgmma_forward_counts(g, tf32)
+                          : cuda::WgmmaConvCounts{0, cuda::conv2d_wgmma_wgrad_count(g, tf32), 0};
           const bool same = tma == want.tma && wgmma == want.wgmma && phases == want.phases;
           counts_ok = counts_ok && same;
           pass = pass && same;
@@ -780,8 +781,8 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
 
 // ---- the sweep: every configuration of the backend's tensor-core kernels, per layer -----------------
 // For each distinct layer of the case, in TF32 and bf16: every configuration of the menu
-// (kernels/cuda/tc_dispatch.h) and, for the weight gradient, every power-of-two split count up to
-// the workspace's limit, timed (CUDA events, medians) next to the dispatch's own choice. One JSON row
+// (kernels/cuda/tc_dispatch.h) and, on sm_90a, Hopper's wgmma kernel (config kTcWgmma), and for the
+// weight gradient every power-of-two split count up to the workspace's limit, timed (CUDA events, medians) next to the dispatch's own choice. One JSON row
 // per layer and precision on stdout (the winner, the default, the speed-up); the winners' dispatch
 // table lines go to `table` (tc_dispatch_table.inc's format, one line per GEMM the layer launches).
 // The configurations themselves are validated by the tests (test_cuda_tensor_core_ops.cpp, on the
@@ -801,8 +802,10 @@ bool sweep_case(const Case& cs, double budget_ms, const std::string& device, FIL
     cuda::cast_f32_to_bf16(static_cast<bfloat16*>(a16.p), a.f(), n.a);
     cuda::cast_f32_to_bf16(static_cast<bfloat16*>(b16.p), b.f(), n.b);
     const int max_splits = cs.dir == kWgrad ? cuda::conv2d_tc_max_splits(g) : 1;
-    DevBuf ws(sizeof(float) * size_t(std::max<int64_t>(cuda::conv2d_tc_workspace(g, max_splits),
-                                                       cuda::conv2d_tc_workspace(g)) + 1));
+    const bool hopper = wgmma_runs() && cuda::conv2d_wgmma_supported(g);  // time Hopper's kernel too
+    DevBuf ws(sizeof(float) * size_t(std::max({cuda::conv2d_tc_workspace(g, max_splits), cuda::conv2d_tc_workspace(g),
+                                               hopper ? cuda::conv2d_wgmma_workspace(g, max_splits) : 0}) +
+                                     1));
     for (const bool bf16 : {false, true}) {
       const auto run32 = [&](cuda::TcPlan plan) {
         if (cs.dir == kFwd)
@@ -823,13 +826,31 @@ bool sweep_case(const Case& cs, double budget_ms, const std::string& device, FIL
         else
           cuda::conv2d_tc_backward<bfloat16>(nullptr, o, nullptr, x, y, nullptr, g, ws.f(), plan);
       };
+      // Hopper's kernel (config kTcWgmma) with `splits` weight-gradient splits.
+      const auto run_wgmma = [&](int splits) {
+        if (bf16) {
+          const auto* x = static_cast<const bfloat16*>(a16.p);
+          const auto* y = static_cast<const bfloat16*>(b16.p);
+          auto* o = static_cast<bfloat16*>(out16.p);
+          if (cs.dir == kFwd) cuda::conv2d_wgmma_forward<bfloat16>(o, x, y, nullptr, g, false, nullptr, 1.0f, ws.f());
+          if (cs.dir == kDgrad) cuda::conv2d_wgmma_backward<bfloat16>(o, nullptr, nullptr, x, nullptr, y, g, ws.f());
+          if (cs.dir == kWgrad)
+            cuda::conv2d_wgmma_backward<bfloat16>(nullptr, o, nullptr, x, y, nullptr, g, ws.f(), splits);
+        } else {
+          float *x = a.f(), *y = b.f(), *o = out.f();
+          if (cs.dir == kFwd) cuda::conv2d_wgmma_forward<float>(o, x, y, nullptr, g, false, nullptr, 1.0f, ws.f());
+          if (cs.dir == kDgrad) cuda::conv2d_wgmma_backward<float>(o, nullptr, nullptr, x, nullptr, y, g, ws.f());
+          if (cs.dir == kWgrad) cuda::conv2d_wgmma_backward<float>(nullptr, o, nullptr, x, y, nullptr, g, ws.f(), splits);
+        }
+      };
       const auto time_plan = [&](cuda::TcPlan plan) {
+        if (plan.config == cuda::kTcWgmma) return time_runs([&] { run_wgmma(plan.splits); }, budget_ms, 30).median;
         return time_runs([&] { bf16 ? run16(plan) : run32(plan); }, budget_ms, 30).median;
       };
       const double default_ms = time_plan(cuda::TcPlan{});
       int best_config = -1, best_splits = 1;
       double best_ms = INFINITY;
-      for (int c = 0; c < cuda::kTcConfigCount; ++c)
+      for (int c = 0; c < cuda::kTcConfigCount + (hopper ? 1 : 0); ++c)  // the menu, then kTcWgmma
         for (int sp = 1; sp <= max_splits; sp *= 2) {
           const double ms = time_plan(cuda::TcPlan{c, sp});
           if (ms < best_ms) best_ms = ms, best_config = c, best_splits = sp;

@@ -486,6 +486,9 @@ int effective_splits(const ConvGeom& g, int wanted) {
 
 template <typename E>
 int splits_of(const ConvGeom& g) {
+  const int64_t CRS = g.C * g.R * g.S, NPQ = g.N * g.P() * g.Q();
+  const int table = tc_table_splits(TcKind::ConvWeightGrad, sizeof(E) == 2, g.K, CRS, NPQ, true);
+  if (table > 0) return std::min(table, conv2d_tc_max_splits(g));  // what an sm_90a sweep measured
   const int64_t blocks = ((g.K + kBM - 1) / kBM) * ((g.C * g.R * g.S + kBN - 1) / kBN);
   int64_t s = (264 + blocks - 1) / blocks;  // two blocks per SM of an H200
   s = std::min<int64_t>(s, wgrad_tiles<E>(g) / kMinSplitTiles);
@@ -509,8 +512,15 @@ bool conv2d_wgmma_supported(const ConvGeom& g) {
   if (g.N <= 0 || g.K <= 0 || g.C <= 0 || g.P() <= 0 || g.Q() <= 0 || g.stride > 4) return false;
   const int64_t lim = INT_MAX - 256;  // room for a tile past the end
   const int64_t CRS = g.C * g.R * g.S, NPQ = g.N * g.P() * g.Q();
-  return NPQ < lim && CRS < lim && g.K * g.R * g.S < lim && g.N * g.C * g.H * g.W < lim && g.N * g.K * g.P() * g.Q() < lim &&
+  return NPQ < lim && CRS < lim && g.K * g.R * g.S < lim && g.N * g.C * g.H * g.W < lim && g.K * NPQ < lim &&
          g.K * CRS < lim && g.N * g.H * g.W < lim && (g.K + kBM - 1) / kBM <= 65535 && (g.C + kBM - 1) / kBM <= 65535;
+}
+
+bool conv2d_wgmma_preferred(const ConvGeom& g, TcKind kind, bool tf32) {
+  const std::vector<TcGemmShape> gemms = conv2d_tc_gemms(g, kind);
+  if (gemms.empty()) return true;
+  const int config = tc_table_config(kind, !tf32, gemms[0].M, gemms[0].N, gemms[0].K);
+  return !(config >= 0 && config < kTcConfigCount);
 }
 
 int conv2d_wgmma_splits(const ConvGeom& g, bool tf32) { return tf32 ? splits_of<float>(g) : splits_of<bfloat16>(g); }
@@ -528,7 +538,8 @@ void conv2d_wgmma_forward(E* y, const E* x, const E* w, const E* b, const ConvGe
   const void* wa = w;
   // TMA needs a 16-byte row stride, and TF32 operands their rounding: then a copy of w in the workspace.
   if (sizeof(E) == 4 || ld != CRS || !aligned16(w)) {
-    NIMBUS_CHECK(ws && aligned16(ws), "cuda::conv2d_wgmma_forward: the weights' copy needs a 16-byte aligned workspace");
+    NIMBUS_CHECK(ws && aligned16(ws), "cuda::conv2d_wgmma_forward: the weights' copy needs a 16-byte aligned ",
+                 "workspace");
     auto* dst = reinterpret_cast<typename Elem<E>::Bits*>(ws);
     launch_n("cuda::conv2d_wgmma_forward (weight copy)", pad_rows_kernel<E>, int64_t(K) * ld, 256, dst, w, K, CRS, ld);
     wa = dst;

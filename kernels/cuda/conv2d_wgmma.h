@@ -22,13 +22,19 @@
 
 #include "kernels/common/bfloat16.h"
 #include "kernels/common/geometry.h"
+#include "kernels/cuda/tc_dispatch.h"  // TcKind
 
 namespace nimbus::cuda {
 
 bool conv2d_wgmma_supported(const ConvGeom& g);
-// The weight gradient's split count: enough blocks for two per SM of an H200 (132 SMs) with at least
-// 4 k-tiles a split, at most conv2d_tc_max_splits(g). A k-tile is 64 positions in bf16, 32 in TF32.
+// The weight gradient's split count: the dispatch table's kTcWgmma line for this shape, else enough
+// blocks for two per SM of an H200 (132 SMs) with at least 4 k-tiles a split; at most
+// conv2d_tc_max_splits(g). A k-tile is 64 positions in bf16, 32 in TF32.
 int conv2d_wgmma_splits(const ConvGeom& g, bool tf32 = false);
+// False when the dispatch table (tc_dispatch.h) measured an mma.sync configuration faster for this
+// direction at g (its first GEMM: the data gradient's phases share the choice); true without a line
+// or with a kTcWgmma line. The backend's Auto choice on sm_90a asks it.
+bool conv2d_wgmma_preferred(const ConvGeom& g, TcKind kind, bool tf32);
 // Floats of workspace for a forward and a backward at g, either dtype, with `splits` weight-gradient
 // splits (0: conv2d_wgmma_splits(g) of each dtype).
 int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits = 0);

@@ -17,30 +17,55 @@ const Entry kTable[] = {
     {-1, 0, 0, 0, 0, 0, 0},  // end (keeps the array non-empty)
 };
 
-const Entry* find(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K) {
+const TcTableLine* test_lines = nullptr;  // TcTableScope's
+int test_count = 0;
+
+// The line for the problem: the tests' first, then the compiled table; config -1 when none.
+TcTableLine find(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K) {
+  for (int i = 0; i < test_count; ++i) {
+    const TcTableLine& e = test_lines[i];
+    if (e.kind == kind && e.bf16 == bf16 && e.M == M && e.N == N && e.K == K) return e;
+  }
   for (const Entry& e : kTable)
-    if (e.kind == int(kind) && e.bf16 == int(bf16) && e.M == M && e.N == N && e.K == K) return &e;
-  return nullptr;
+    if (e.kind == int(kind) && e.bf16 == int(bf16) && e.M == M && e.N == N && e.K == K)
+      return {kind, bf16, M, N, K, e.config, e.splits};
+  return {kind, bf16, M, N, K, -1, 0};
 }
 
 }  // namespace
 
 int tc_pick_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, int splits) {
-  if (const Entry* e = find(kind, bf16, M, N, K)) return e->config;
+  const TcTableLine e = find(kind, bf16, M, N, K);
+  if (e.config >= 0 && e.config < kTcConfigCount) return e.config;
   const int64_t large_blocks = ((M + 127) / 128) * ((N + 127) / 128) * (splits < 1 ? 1 : splits);
   return large_blocks >= 264 ? 0 : 4;  // two 128x128 blocks per SM of an H200 (132 SMs), else more, smaller ones
 }
 
-int tc_table_splits(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K) {
-  const Entry* e = find(kind, bf16, M, N, K);
-  return e ? e->splits : 0;
+int tc_table_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K) {
+  return find(kind, bf16, M, N, K).config;
+}
+
+int tc_table_splits(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, bool wgmma) {
+  const TcTableLine e = find(kind, bf16, M, N, K);
+  if (e.config < 0 || (e.config == kTcWgmma) != wgmma) return 0;
+  return e.splits;
 }
 
 const char* tc_config_name(int config) {
-  static const char* const kNames[kTcConfigCount] = {
+  static const char* const kNames[kTcConfigCount + 1] = {
       "128x128 2x4 warps 2 stages", "128x128 2x4 warps 3 stages", "128x64 2x2 warps 3 stages",
-      "64x128 2x2 warps 3 stages",  "64x64 2x2 warps 2 stages",   "64x64 2x2 warps 4 stages"};
-  return config >= 0 && config < kTcConfigCount ? kNames[config] : "auto";
+      "64x128 2x2 warps 3 stages",  "64x64 2x2 warps 2 stages",   "64x64 2x2 warps 4 stages",
+      "wgmma 128x128 3 stages (sm_90a)"};
+  return config >= 0 && config <= kTcWgmma ? kNames[config] : "auto";
+}
+
+TcTableScope::TcTableScope(const TcTableLine* lines, int count) {
+  test_lines = lines;
+  test_count = count;
+}
+TcTableScope::~TcTableScope() {
+  test_lines = nullptr;
+  test_count = 0;
 }
 
 }  // namespace nimbus::cuda

@@ -18,6 +18,11 @@
  * an H200 sweep measured, per exact problem shape; `gpu_bench_conv2d --sweep` prints its lines), else
  * a rule: configuration 0 when its blocks give at least two per SM of an H200 (264), else 4.
  * A TcPlan overrides it (tests run every configuration; the sweep times them).
+ *
+ * On sm_90a the sweep also times Hopper's wgmma convolution (conv2d_wgmma.h), and a table line whose
+ * config is kTcWgmma says it won there: the backend's Auto choice (backend.h ConvKernels) then keeps
+ * wgmma for that shape, while a line naming an mma.sync configuration moves the shape to mma.sync.
+ * Shapes without a line stay on wgmma (on sm_90a) or take the rule (elsewhere).
  */
 #pragma once
 #include <cstdint>
@@ -31,6 +36,9 @@ constexpr int kTcConfigCount = 6;
 constexpr TcConfig kTcConfigs[kTcConfigCount] = {{128, 128, 2, 4, 2}, {128, 128, 2, 4, 3}, {128, 64, 2, 2, 3},
                                                  {64, 128, 2, 2, 3},  {64, 64, 2, 2, 2},   {64, 64, 2, 2, 4}};
 
+// A dispatch-table config beyond the menu: the wgmma kernel (conv2d_wgmma.cu) won this shape.
+constexpr int kTcWgmma = kTcConfigCount;
+
 // A launcher's choice: config -1 lets tc_pick_config decide; splits 0 lets the launcher decide (only
 // the weight gradient splits its reduction).
 struct TcPlan {
@@ -40,12 +48,31 @@ struct TcPlan {
 
 enum class TcKind : int { ConvForward = 0, ConvDataGrad = 1, ConvWeightGrad = 2, Gemm = 3 };
 
-// The configuration for an M x N x K problem of `kind` in bf16 (else TF32) with `splits` splits.
+// The mma.sync configuration for an M x N x K problem of `kind` in bf16 (else TF32) with `splits`
+// splits: the table's unless it names kTcWgmma, else the rule.
 int tc_pick_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, int splits);
-// The table's split count for that problem, or 0 when the table has none.
-int tc_table_splits(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K);
+// The table's config for that problem (a menu index or kTcWgmma), or -1 when the table has none.
+int tc_table_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K);
+// The table's split count for that problem when its line is for the wgmma kernel (wgmma) or for an
+// mma.sync configuration (!wgmma), else 0.
+int tc_table_splits(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, bool wgmma = false);
 
-// "128x128 2x4 warps 3 stages"
+// "128x128 2x4 warps 3 stages"; kTcWgmma: "wgmma 128x128 3 stages (sm_90a)"
 const char* tc_config_name(int config);
+
+// For tests: table lines searched before the compiled ones while the scope lives (one at a time).
+struct TcTableLine {
+  TcKind kind;
+  bool bf16;
+  int64_t M, N, K;
+  int config, splits;
+};
+class TcTableScope {
+ public:
+  explicit TcTableScope(const TcTableLine* lines, int count);
+  ~TcTableScope();
+  TcTableScope(const TcTableScope&) = delete;
+  TcTableScope& operator=(const TcTableScope&) = delete;
+};
 
 }  // namespace nimbus::cuda

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "backends/cuda/backend.h"
+#include "engine/backend.h"
 #include "engine/random.h"
 #include "kernels/common/bfloat16.h"
 #include "kernels/common/tf32.h"
@@ -355,6 +356,107 @@ TEST_CASE("cuda wgmma: conv2d forward (bias, ReLU, residual), dgrad, wgrad in bf
 TEST_CASE("cuda wgmma: conv2d forward (bias, ReLU, residual), dgrad, wgrad in tf32, every split, all orders") {
   uint64_t seed = 211;
   for (const ConvGeom& g : kGeoms) wgmma_conv_case<float>(g, seed++);
+}
+
+// The dispatch table's lines (tc_dispatch.h): a line naming an mma.sync configuration moves that
+// direction of that shape off wgmma; a kTcWgmma line keeps it and sets the weight gradient's splits.
+TEST_CASE("cuda wgmma: the dispatch table's lines choose the kernel family and the splits") {
+  using cuda::TcKind;
+  const ConvGeom g{2, 5, 9, 11, 7, 3, 3, 1, 1};
+  const cuda::TcGemmShape fwd = cuda::conv2d_tc_gemms(g, TcKind::ConvForward)[0];
+  const cuda::TcGemmShape wgr = cuda::conv2d_tc_gemms(g, TcKind::ConvWeightGrad)[0];
+  for (TcKind kind : {TcKind::ConvForward, TcKind::ConvDataGrad, TcKind::ConvWeightGrad})
+    for (bool tf32 : {false, true}) CHECK(cuda::conv2d_wgmma_preferred(g, kind, tf32));  // no lines
+  const cuda::TcTableLine lines[] = {
+      {TcKind::ConvForward, true, fwd.M, fwd.N, fwd.K, 2, 0},                  // mma.sync config 2 won (bf16)
+      {TcKind::ConvWeightGrad, true, wgr.M, wgr.N, wgr.K, cuda::kTcWgmma, 3},  // wgmma, 3 splits (bf16)
+      {TcKind::ConvWeightGrad, false, wgr.M, wgr.N, wgr.K, 1, 2}};             // mma.sync config 1, 2 splits (TF32)
+  const cuda::TcTableScope table(lines, 3);
+  CHECK_FALSE(cuda::conv2d_wgmma_preferred(g, TcKind::ConvForward, false));
+  CHECK(cuda::conv2d_wgmma_preferred(g, TcKind::ConvForward, true));  // no TF32 forward line
+  CHECK(cuda::conv2d_wgmma_preferred(g, TcKind::ConvWeightGrad, false));
+  CHECK_FALSE(cuda::conv2d_wgmma_preferred(g, TcKind::ConvWeightGrad, true));
+  CHECK(cuda::conv2d_wgmma_splits(g, false) == 3);  // the kTcWgmma line's
+  CHECK(cuda::conv2d_wgmma_splits(g, true) == 1);   // the rule (7 k-tiles): the TF32 line is mma.sync's
+  CHECK(cuda::conv2d_tc_splits(g, false) == 2);     // mma.sync lines feed the mma.sync kernels...
+  CHECK(cuda::conv2d_tc_splits(g, true) == 1);      // ...and a kTcWgmma line does not (the rule)
+  CHECK(cuda::tc_pick_config(TcKind::ConvForward, true, fwd.M, fwd.N, fwd.K, 1) == 2);
+  CHECK(cuda::tc_pick_config(TcKind::ConvWeightGrad, true, wgr.M, wgr.N, wgr.K, 3) == 4);  // the rule
+  CHECK(cuda::tc_table_config(TcKind::ConvWeightGrad, true, wgr.M, wgr.N, wgr.K) == cuda::kTcWgmma);
+  CHECK(std::string(cuda::tc_config_name(cuda::kTcWgmma)) == "wgmma 128x128 3 stages (sm_90a)");
+}
+
+// Through the backend's op table with ConvKernels::Wgmma (what Auto is on an sm_90a device): each
+// direction on the family its table line names, the results within the bounds of each, and the
+// emulator's instruction counts showing which ran. Skipped on a GPU (the counts are the emulator's).
+template <typename E>
+void mixed_dispatch_case() {
+#ifdef NIMBUS_CUDA_RUNTIME
+  MESSAGE("skipped on a GPU: the check counts the emulator's instructions");
+#else
+  using cuda::TcKind;
+  REQUIRE(cuda::register_cuda_backend());
+  constexpr bool tf32 = std::is_same_v<E, float>;
+  const ConvGeom g{2, 12, 13, 15, 20, 3, 3, 2, 1};  // stride 2: the data gradient runs 4 phases
+  Rng rng(tf32 ? 71 : 72);
+  const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
+  const Operand<E> x = operand<E>(size_t(xs), rng), w = operand<E>(size_t(wsz), rng), dy = operand<E>(size_t(ysz), rng);
+  V y(static_cast<size_t>(ysz)), ym(y.size()), dx(static_cast<size_t>(xs)), dxm(dx.size()),
+      dw(static_cast<size_t>(wsz)), dwm(dw.size());
+  cpu::conv2d_forward_ref<double>(y.data(), x.seen.data(), w.seen.data(), nullptr, g);
+  cpu::conv2d_forward_ref<double>(ym.data(), x.abs.data(), w.abs.data(), nullptr, g);
+  cpu::conv2d_backward_data_ref<double>(dx.data(), dy.seen.data(), w.seen.data(), g);
+  cpu::conv2d_backward_data_ref<double>(dxm.data(), dy.abs.data(), w.abs.data(), g);
+  cpu::conv2d_backward_weight_ref<double>(dw.data(), dy.seen.data(), x.seen.data(), g);
+  cpu::conv2d_backward_weight_ref<double>(dwm.data(), dy.abs.data(), x.abs.data(), g);
+  const cuda::TcGemmShape fwd = cuda::conv2d_tc_gemms(g, TcKind::ConvForward)[0];
+  const cuda::TcGemmShape dgr = cuda::conv2d_tc_gemms(g, TcKind::ConvDataGrad)[0];
+  const cuda::TcGemmShape wgr = cuda::conv2d_tc_gemms(g, TcKind::ConvWeightGrad)[0];
+  const cuda::MathScope math(cuda::Math::Tf32);
+  const cuda::ConvKernelsScope hopper(cuda::ConvKernels::Wgmma);
+  const Kernels<E>& k = backend<E>(Device::CUDA, "test");
+  DeviceBuffer<E> dX(x.values), dW(w.values), dDY(dy.values);
+  const std::string what = tf32 ? "tf32" : "bf16";
+  // Run 0: the forward and the weight gradient on mma.sync, the data gradient on wgmma.
+  // Run 1: the opposite.
+  for (int run = 0; run < 2; ++run) {
+    const cuda::TcTableLine lines[] = {
+        {TcKind::ConvForward, !tf32, fwd.M, fwd.N, fwd.K, run == 0 ? 2 : cuda::kTcWgmma, 0},
+        {TcKind::ConvDataGrad, !tf32, dgr.M, dgr.N, dgr.K, run == 0 ? cuda::kTcWgmma : 0, 0},
+        {TcKind::ConvWeightGrad, !tf32, wgr.M, wgr.N, wgr.K, run == 0 ? 1 : cuda::kTcWgmma, 2}};
+    const cuda::TcTableScope table(lines, 3);
+    DeviceBuffer<float> ws(size_t(std::max<int64_t>(backend(Device::CUDA, "test").conv2d_workspace(g), 1)));
+    DeviceBuffer<E> out_y(static_cast<size_t>(ysz)), out_dx(static_cast<size_t>(xs)), out_dw(static_cast<size_t>(wsz));
+    const emu::LaunchStats s0 = emu::all_launch_stats();
+    k.conv2d_forward(out_y.p, dX.p, dW.p, nullptr, g, ws.p, false);
+    const emu::LaunchStats s1 = emu::all_launch_stats();
+    k.conv2d_backward(out_dx.p, out_dw.p, nullptr, dDY.p, dX.p, dW.p, g, ws.p);
+    const emu::LaunchStats s2 = emu::all_launch_stats();
+    const std::string where = what + " run " + std::to_string(run);
+    check_bound<E>(where + ": y", download_double(out_y), y, ym, g.C * g.R * g.S);
+    check_bound<E>(where + ": dx", download_double(out_dx), dx, dxm, g.K * g.R * g.S);
+    check_bound<E>(where + ": dw", download_double(out_dw), dw, dwm, g.N * g.P() * g.Q());
+    const int64_t fwd_wgmma = s1.wgmma - s0.wgmma, bwd_wgmma = s2.wgmma - s1.wgmma;
+    const int64_t fwd_mma = s1.mma - s0.mma, bwd_mma = s2.mma - s1.mma;
+    CAPTURE(where);
+    if (run == 0) {
+      CHECK(fwd_wgmma == 0);
+      CHECK(fwd_mma > 0);
+      CHECK(bwd_wgmma > 0);  // the data gradient
+      CHECK(bwd_mma > 0);    // the weight gradient
+    } else {
+      CHECK(fwd_wgmma == cuda::conv2d_wgmma_forward_counts(g, tf32).wgmma);
+      CHECK(fwd_mma == 0);
+      CHECK(bwd_wgmma == cuda::conv2d_wgmma_wgrad_count(g, tf32));  // the weight gradient alone
+      CHECK(bwd_mma > 0);                                           // the data gradient
+    }
+  }
+#endif
+}
+
+TEST_CASE("cuda wgmma: the backend runs each direction on the family the dispatch table names") {
+  mixed_dispatch_case<bfloat16>();
+  mixed_dispatch_case<float>();
 }
 
 TEST_CASE("cuda wgmma: the weight gradient's splits and the workspace") {
