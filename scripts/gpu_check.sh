@@ -18,6 +18,8 @@
 #   sass         the hot kernels' SASS (cuobjdump), for reading on a machine without a GPU
 #   models       bench_models --device cuda, and PyTorch on the same cases; bench_loader's rates on this
 #                host (loader.jsonl), to set beside the GPU step's
+#   memory       the backend's memory-bound kernels and the optimisers' step at the models' shapes, each
+#                against a device-to-device copy of the same traffic (gpu_bench_memory_bound)
 #   sweep        every configuration of the backend's tensor-core convolution kernels per layer of the
 #                kernel cases (gpu_bench_conv2d --sweep): sweep.jsonl, and sweep_table.inc with the
 #                winners in kernels/cuda/tc_dispatch_table.inc's format (commit them there). Last: it
@@ -37,11 +39,12 @@
 # reports itself skipped, which is what CI checks); 2: bad arguments.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-all_phases=(smoke correctness distributed kernels sass models sweep demo)
+all_phases=(smoke correctness distributed kernels sass models memory sweep demo)
 # Seconds per phase; the whole run also stops starting work at --budget. Today's fp32 kernels make
 # the models phase the longest (a DSen2-CR training step takes seconds): 480 s in all for now, the
 # 6 minutes the issue asks for once the tensor-core kernels land.
-declare -A limit=([smoke]=45 [correctness]=110 [distributed]=25 [kernels]=150 [sass]=20 [models]=240 [sweep]=120 [demo]=90)
+declare -A limit=([smoke]=45 [correctness]=110 [distributed]=25 [kernels]=150 [memory]=60 [sass]=20 [models]=240
+                  [sweep]=120 [demo]=90)
 budget=480
 only=""
 out=${OUT:-$root/gpu-check}
@@ -231,6 +234,14 @@ phase_kernels() {
   done
   # PyTorch needed ~60 s for the seven cases on 2026-12-04 (cudnn.benchmark tries algorithms per geometry).
   rows kernels t 90 python3 "$root/bench/torch/gpu_reference.py" kernels --budget 85; note_rc "PyTorch kernels" $?
+}
+
+# The backend's memory-bound kernels (ReLU, add, batch norm, pooling, casts, the CARL loss, the
+# optimisers' step) at the models' shapes, each beside a device-to-device copy of the same traffic: #15's
+# target is a fraction >= 0.7 (bench/cuda/memory_bound.cu).
+phase_memory() {
+  rows memory t 55 "${NB[@]}" "$bin/gpu_bench_memory_bound" --case all --budget-ms 40
+  note_rc "gpu_bench_memory_bound" $?
 }
 
 phase_models() {

@@ -24,7 +24,8 @@ stage=$out/nimbus-gpu
 check=0
 [[ ${1:-} == --check ]] && check=1
 
-targets=(cuda_status test_gpu_reference test_cuda_real gpu_bench_gemm gpu_bench_conv2d gpu_bench_conformance bench_models
+targets=(cuda_status test_gpu_reference test_cuda_real gpu_bench_gemm gpu_bench_conv2d gpu_bench_conformance
+         gpu_bench_memory_bound bench_models
          bench_loader make_synthetic train_resnet train_dsen2cr classify remove_clouds cloud_impact)
 
 "$root/scripts/install_deps.sh" > /dev/null

@@ -27,6 +27,11 @@ endfunction()
 # capability 9.0.
 nimbus_gpu_bench(conformance)
 
+# gpu_bench_memory_bound (bench/cuda/memory_bound.cu): the backend's memory-bound kernels and the
+# optimisers' step against a device-to-device copy; no library needed, the models for their parameters.
+nimbus_gpu_bench(memory_bound)
+target_link_libraries(gpu_bench_memory_bound PRIVATE nimbus_models)
+
 if(NOT (TARGET CUDA::cublas AND NIMBUS_CUDNN_LIBRARY AND NIMBUS_CUDNN_INCLUDE_DIR))
   message(STATUS "nimbus: no cuBLAS/cuDNN: gpu_bench_gemm and gpu_bench_conv2d are not built")
   return()

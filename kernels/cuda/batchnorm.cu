@@ -9,7 +9,8 @@
  * order (statistics: count, mean and sum of squared deviations per chunk, combined by Chan's
  * formula; backward: the two sums, then dx in a third, elementwise, pass). Still deterministic. The block total is broadcast through shared memory when
  * every thread needs it (the variance pass, dx). The training statistics (mean, invstd, running
- * update, batch count) are one launch; forward and invstd are one thread per element. CPU twin: kernels/cpu/batchnorm.h (double accumulators
+ * update, batch count) are one launch; forward and invstd are one thread per element (per 16-byte
+ * pack when the pointers are aligned and HW is a multiple of a pack, as in elementwise.cu). CPU twin: kernels/cpu/batchnorm.h (double accumulators
  * there, float tree sums here: equal within float tolerance). Activations (x, y, dy, dx) are T, float or
  * bfloat16 (read as float, results rounded once); statistics and parameters are float32.
  */
@@ -21,6 +22,8 @@
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/pack.cuh"
+#include "kernels/cuda/tensor_core.h"  // load_vector, store_vector
 #include "kernels/common/error.h"
 
 namespace nimbus::cuda {
@@ -124,18 +127,45 @@ __global__ void batchnorm_invstd_kernel(float* invstd, const float* var, float e
   for (int64_t c = grid_first(); c < C; c += grid_step()) invstd[c] = 1.0f / sqrtf(var[c] + eps);
 }
 
-// y = (x - mean) * (invstd * w) + b, per channel constants as in the CPU kernel.
+// The channel of flat element i of an (N, C, HW) tensor.
+__device__ __forceinline__ int channel_of(int i, const FastDivmod& by_hw, const FastDivmod& by_c) {
+  int nc, hw, nn, c;
+  by_hw.divmod(i, nc, hw);
+  by_c.divmod(nc, nn, c);
+  return c;
+}
+
+// y = (x - mean) * (invstd * w) + b, per channel constants as in the CPU kernel, then the ReLU.
+__device__ __forceinline__ float bn_apply(float x, float m, float scale, float shift, bool relu) {
+  const float v = (x - m) * scale + shift;
+  return relu && v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
+}
+
+// vec (every pointer 16-byte aligned and HW a multiple of a pack, so a pack lies in one channel): a
+// thread moves a 16-byte pack of x and y per step; otherwise element by element. The same formula
+// per element either way, so the results are bitwise the same.
 template <typename T>
 __global__ void batchnorm_forward_kernel(T* y, const T* x, const float* mean, const float* invstd,
                                          const float* weight, const float* bias, FastDivmod by_hw, FastDivmod by_c,
-                                         int n, bool relu) {
-  for (int i = int(grid_first()); i < n; i += int(grid_step())) {
-    int nc, hw, nn, c;
-    by_hw.divmod(i, nc, hw);
-    by_c.divmod(nc, nn, c);
+                                         int n, bool relu, bool vec) {
+  int done = 0;
+  if (vec) {
+    constexpr int K = Pack<T>::K;
+    for (int p = int(grid_first()); p < n / K; p += int(grid_step())) {
+      const int c = channel_of(p * K, by_hw, by_c);
+      const float scale = invstd[c] * (weight ? weight[c] : 1.0f), shift = bias ? bias[c] : 0.0f, m = mean[c];
+      const Pack<T> xs = load_vector<Pack<T>>(x + p * K);
+      Pack<T> ys;
+#pragma unroll
+      for (int k = 0; k < K; ++k) ys.v[k] = bn_apply(float(xs.v[k]), m, scale, shift, relu);
+      store_vector(y + p * K, ys);
+    }
+    done = n / K * K;
+  }
+  for (int i = done + int(grid_first()); i < n; i += int(grid_step())) {
+    const int c = channel_of(i, by_hw, by_c);
     const float scale = invstd[c] * (weight ? weight[c] : 1.0f), shift = bias ? bias[c] : 0.0f;
-    const float v = (float(x[i]) - mean[c]) * scale + shift;
-    y[i] = relu && v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
+    y[i] = bn_apply(float(x[i]), mean[c], scale, shift, relu);
   }
 }
 
@@ -225,16 +255,35 @@ __global__ void batchnorm_combine_grad_kernel(float* dweight, float* dbias, floa
   }
 }
 
-// S > 1, third kernel: dx elementwise from the coefficients.
+// S > 1, third kernel: dx elementwise from the coefficients; vec as batchnorm_forward_kernel's.
+__device__ __forceinline__ float bn_dx(const float* k, float dy, float x, float m) {
+  return k[0] * dy + k[1] * (x - m) + k[2];
+}
 template <typename T>
 __global__ void batchnorm_dx_kernel(T* dx, const T* dy, const T* x, const float* mean, const float* coef,
-                                    const T* relu_y, FastDivmod by_hw, FastDivmod by_c, int n) {
-  for (int i = int(grid_first()); i < n; i += int(grid_step())) {
-    int nc, hw, nn, c;
-    by_hw.divmod(i, nc, hw);
-    by_c.divmod(nc, nn, c);
-    const float* k = coef + int64_t(c) * 3;
-    dx[i] = k[0] * dy_through_relu(dy, relu_y, i) + k[1] * (float(x[i]) - mean[c]) + k[2];
+                                    const T* relu_y, FastDivmod by_hw, FastDivmod by_c, int n, bool vec) {
+  int done = 0;
+  if (vec) {
+    constexpr int K = Pack<T>::K;
+    for (int p = int(grid_first()); p < n / K; p += int(grid_step())) {
+      const int c = channel_of(p * K, by_hw, by_c);
+      const float* k = coef + int64_t(c) * 3;
+      const float m = mean[c];
+      const Pack<T> ds = load_vector<Pack<T>>(dy + p * K), xs = load_vector<Pack<T>>(x + p * K);
+      Pack<T> rs{}, out;
+      if (relu_y) rs = load_vector<Pack<T>>(relu_y + p * K);
+#pragma unroll
+      for (int e = 0; e < K; ++e) {
+        const float d = relu_y && !(float(rs.v[e]) > 0.0f) ? 0.0f : float(ds.v[e]);  // dy_through_relu's rule
+        out.v[e] = bn_dx(k, d, float(xs.v[e]), m);
+      }
+      store_vector(dx + p * K, out);
+    }
+    done = n / K * K;
+  }
+  for (int i = done + int(grid_first()); i < n; i += int(grid_step())) {
+    const int c = channel_of(i, by_hw, by_c);
+    dx[i] = bn_dx(coef + int64_t(c) * 3, dy_through_relu(dy, relu_y, i), float(x[i]), mean[c]);
   }
 }
 
@@ -295,8 +344,9 @@ void batchnorm_forward(T* y, const T* x, const float* mean, const float* invstd,
   const int64_t n = N * C * HW;
   if (n <= 0) return;
   check_size(n, "cuda::batchnorm_forward");
+  const bool vec = HW % Pack<T>::K == 0 && aligned16(y) && aligned16(x);
   launch(batchnorm_forward_kernel<T>, grid_for(n, block), block, 0, launch_stream(), y, x, mean, invstd, weight, bias,
-         FastDivmod(int(HW)), FastDivmod(int(C)), int(n), relu);
+         FastDivmod(int(HW)), FastDivmod(int(C)), int(n), relu, vec);
   check_launch("cuda::batchnorm_forward");
 }
 
@@ -327,8 +377,9 @@ void batchnorm_backward(T* dx, float* dweight, float* dbias, const T* dy, const 
   check_launch("cuda::batchnorm_backward (combine)");
   if (dx) {
     const int64_t n = N * C * HW;
+    const bool vec = HW % Pack<T>::K == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(relu_y);
     launch(batchnorm_dx_kernel<T>, grid_for(n, block), block, 0, launch_stream(), dx, dy, x, mean,
-           static_cast<const float*>(coef), relu_y, by_hw, FastDivmod(int(C)), int(n));
+           static_cast<const float*>(coef), relu_y, by_hw, FastDivmod(int(C)), int(n), vec);
     check_launch("cuda::batchnorm_backward (dx)");
   }
 }

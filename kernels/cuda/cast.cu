@@ -11,14 +11,13 @@
 
 #include "kernels/common/bfloat16.h"
 #include "kernels/cuda/compat.h"
+#include "kernels/cuda/pack.cuh"
 #include "kernels/cuda/tensor_core.h"  // load_vector, store_vector
 
 namespace nimbus::cuda {
 
 namespace {
-struct alignas(16) Bf16x8 {
-  bfloat16 v[8];
-};
+using Bf16x8 = Pack<bfloat16>;
 
 __global__ void cast_f32_to_bf16_kernel(bfloat16* y, const float* x, int64_t n, bool vec) {
   int64_t done = 0;
@@ -47,7 +46,6 @@ __global__ void cast_bf16_to_f32_kernel(float* y, const bfloat16* x, int64_t n, 
   for (int64_t i = done + grid_first(); i < n; i += grid_step()) y[i] = float(x[i]);
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 }  // namespace
 
 void cast_f32_to_bf16(bfloat16* y, const float* x, int64_t n, int block) {

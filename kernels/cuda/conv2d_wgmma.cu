@@ -53,6 +53,7 @@
 #include "kernels/cuda/conv2d_tc.h"  // conv2d_tc_max_splits, splitk_sum
 #include "kernels/cuda/gemm.h"       // bias_backward
 #include "kernels/cuda/hopper.h"
+#include "kernels/cuda/pack.cuh"  // aligned16
 #include "kernels/cuda/tensor_core.h"  // store_vector
 
 namespace nimbus::cuda {
@@ -401,7 +402,6 @@ __global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams<E> 
 __global__ void sm90a_probe_kernel(int* out) { *out = NIMBUS_DEVICE_SM90A; }
 
 // ---- host side -------------------------------------------------------------------------------------
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 // A row stride the copy engine takes: n elements rounded up to 16 bytes.
 template <typename E>
 int row16(int64_t n) {

@@ -19,6 +19,7 @@
 #include "kernels/common/dihedral.h"
 #include "kernels/common/unary_math.h"
 #include "kernels/cuda/compat.h"
+#include "kernels/cuda/pack.cuh"
 #include "kernels/cuda/tensor_core.h"  // load_vector, store_vector
 
 namespace nimbus::cuda {
@@ -30,11 +31,6 @@ __global__ void fill_kernel(float* y, float value, int64_t n) {
 }
 
 // ---- map_kernel: y[i] = op(a[i]) or op(a[i], b[i]) -------------------------------------------------
-template <typename T>
-struct alignas(16) Pack {
-  static constexpr int K = 16 / int(sizeof(T));
-  T v[K];
-};
 
 // One operand (b null) or two. vec: every pointer 16-byte aligned (the launcher checks).
 template <typename T, typename Op>
@@ -56,7 +52,6 @@ __global__ void map_kernel(T* y, const T* a, const T* b, int64_t n, bool vec, Op
   for (int64_t i = done + grid_first(); i < n; i += grid_step()) y[i] = op(a[i], b ? b[i] : T{});
 }
 
-inline bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <typename T, typename Op>
 void launch_map(const char* what, T* y, const T* a, const T* b, int64_t n, int block, Op op) {

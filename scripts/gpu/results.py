@@ -113,6 +113,19 @@ def summary(path):
                   f"{r.get('note', '')}")
         print()
 
+    mem = [r for r in rows if r.get("phase") == "memory" and r.get("case") == "memory_bound"]
+    if mem:
+        print("Memory-bound kernels: GB/s of the least traffic each must move, against a device-to-device copy of the")
+        print("same traffic in the same run ('fraction' = copy time / kernel time; #15's target >= 0.7)\n")
+        print("| op | shape | ms | GB/s | copy GB/s | fraction |")
+        print("|---|---|---|---|---|---|")
+        for r in mem:
+            f = r.get("fraction")
+            mark = "" if f is None or f >= 0.7 else " (below 0.7)"
+            print(f"| {r.get('op')} | {r.get('shape')} | {fmt(r.get('ms'))} | {r.get('gbs', 0):.0f} | "
+                  f"{r.get('copy_gbs', 0):.0f} | {f if f is None else f'{f:.2f}'}{mark} |")
+        print()
+
     dist = [r for r in rows if r.get("phase") == "distributed"]
     if dist:
         print("Distributed: NCCL all-reduce at world size 1 (ms, median; a copy's fixed cost, not a link)\n")

@@ -250,64 +250,68 @@ TEST_CASE("cuda kernels: conv2d forward, backward-data, backward-weight, bias") 
 
 TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and eval)") {
   require_backend();
-  const int64_t N = 3, C = 5, HW = 7, M = N * HW, n = N * C * HW;
-  const std::vector<float> x = rand_floats(size_t(n), 21, 1, 3), dy = rand_floats(size_t(n), 22),
-                           w = rand_floats(size_t(C), 23), b = rand_floats(size_t(C), 24);
-  std::vector<double> mean(static_cast<size_t>(C)), var(static_cast<size_t>(C)), invstd(static_cast<size_t>(C)),
-      y(static_cast<size_t>(n));
-  cpu::batchnorm_stats_ref<double>(mean.data(), var.data(), to_double(x).data(), N, C, HW);
-  cpu::batchnorm_invstd<double>(invstd.data(), var.data(), 1e-5, C);
-  const std::vector<float> rm0 = rand_floats(size_t(C), 30), rv0 = rand_floats(size_t(C), 31, 0.5, 2);
-  DeviceBuffer<float> dX(x), dDY(dy), dW(w), dB(b);
-  // splits > 1: each channel's 21 values over 2 or 3 blocks (chunks of 11 and 10, or 7), combined after.
-  DeviceBuffer<float> scratch(size_t(cuda::batchnorm_scratch_floats(C, 3)));
-  for (int splits : {1, 2, 3})
-  for (int block : {32, 64}) {
-    CAPTURE(splits);
-    CAPTURE(block);
-    // Training statistics in one launch: mean, invstd, the running statistics (unbiased variance,
-    // momentum 0.1) and the batch counter.
-    std::vector<double> want_rm(rm0.begin(), rm0.end()), want_rv(rv0.begin(), rv0.end());
-    cpu::batchnorm_update_running<double>(want_rm.data(), want_rv.data(), mean.data(), var.data(), 0.1, M, C);
-    auto stats = same_in_all_orders("batchnorm_train_stats", [&] {
-      DeviceBuffer<float> m(static_cast<size_t>(C)), is(static_cast<size_t>(C)), rm(rm0), rv(rv0),
-          count(std::vector<float>{7.0f});
-      cuda::batchnorm_train_stats(m.p, is.p, rm.p, rv.p, count.p, dX.p, N, C, HW, 0.1f, 1e-5f, scratch.p, splits,
-                                  block);
-      return download_all(m, is, rm, rv, count);
-    });
-    auto part = [&](size_t k) { return std::vector<float>(stats.begin() + k * C, stats.begin() + (k + 1) * C); };
-    check_close(part(0), mean, 1e-6, 1e-5, "mean");
-    check_close(part(1), invstd, 1e-6, 1e-5, "invstd");
-    check_close(part(2), want_rm, 1e-6, 1e-5, "running_mean");
-    check_close(part(3), want_rv, 1e-6, 1e-5, "running_var");
-    CHECK(stats.back() == 8.0f);
-    // The rest from the double statistics rounded to float, so only the kernel under test differs.
-    const std::vector<float> fm(mean.begin(), mean.end()), fi(invstd.begin(), invstd.end());
-    DeviceBuffer<float> dM(fm), dI(fi);
-    cpu::batchnorm_forward_ref<double>(y.data(), to_double(x).data(), to_double(fm).data(), to_double(fi).data(),
-                                       to_double(w).data(), to_double(b).data(), N, C, HW);
-    auto got_y = same_in_all_orders("batchnorm_forward", [&] {
-      DeviceBuffer<float> dY(static_cast<size_t>(n));
-      cuda::batchnorm_forward(dY.p, dX.p, dM.p, dI.p, dW.p, dB.p, N, C, HW, false, block);
-      return dY.download();
-    });
-    check_close(got_y, y, 1e-5, 1e-5, "batchnorm forward");
-    for (bool training : {true, false}) {
-      CAPTURE(training);
-      std::vector<double> dx(static_cast<size_t>(n)), dw(static_cast<size_t>(C)), db(static_cast<size_t>(C));
-      cpu::batchnorm_backward_ref<double>(dx.data(), dw.data(), db.data(), to_double(dy).data(), to_double(x).data(),
-                                          to_double(fm).data(), to_double(fi).data(), to_double(w).data(), N, C, HW,
-                                          training);
-      auto g = same_in_all_orders("batchnorm_backward", [&] {
-        DeviceBuffer<float> gx(static_cast<size_t>(n)), gw(static_cast<size_t>(C)), gb(static_cast<size_t>(C));
-        cuda::batchnorm_backward<float>(gx.p, gw.p, gb.p, dDY.p, dX.p, dM.p, dI.p, dW.p, nullptr, N, C, HW, training,
-                                        scratch.p, splits, block);
-        return download_all(gx, gw, gb);
+  // HW 7: element by element; HW 8: the forward and dx kernels move 16-byte packs (a pack in one channel).
+  for (const int64_t HW : {int64_t(7), int64_t(8)}) {
+    CAPTURE(HW);
+    const int64_t N = 3, C = 5, M = N * HW, n = N * C * HW;
+    const std::vector<float> x = rand_floats(size_t(n), 21, 1, 3), dy = rand_floats(size_t(n), 22),
+                             w = rand_floats(size_t(C), 23), b = rand_floats(size_t(C), 24);
+    std::vector<double> mean(static_cast<size_t>(C)), var(static_cast<size_t>(C)), invstd(static_cast<size_t>(C)),
+        y(static_cast<size_t>(n));
+    cpu::batchnorm_stats_ref<double>(mean.data(), var.data(), to_double(x).data(), N, C, HW);
+    cpu::batchnorm_invstd<double>(invstd.data(), var.data(), 1e-5, C);
+    const std::vector<float> rm0 = rand_floats(size_t(C), 30), rv0 = rand_floats(size_t(C), 31, 0.5, 2);
+    DeviceBuffer<float> dX(x), dDY(dy), dW(w), dB(b);
+    // splits > 1: each channel's M values over 2 or 3 blocks (HW 7: chunks of 11 and 10, or 7), combined after.
+    DeviceBuffer<float> scratch(size_t(cuda::batchnorm_scratch_floats(C, 3)));
+    for (int splits : {1, 2, 3})
+    for (int block : {32, 64}) {
+      CAPTURE(splits);
+      CAPTURE(block);
+      // Training statistics in one launch: mean, invstd, the running statistics (unbiased variance,
+      // momentum 0.1) and the batch counter.
+      std::vector<double> want_rm(rm0.begin(), rm0.end()), want_rv(rv0.begin(), rv0.end());
+      cpu::batchnorm_update_running<double>(want_rm.data(), want_rv.data(), mean.data(), var.data(), 0.1, M, C);
+      auto stats = same_in_all_orders("batchnorm_train_stats", [&] {
+        DeviceBuffer<float> m(static_cast<size_t>(C)), is(static_cast<size_t>(C)), rm(rm0), rv(rv0),
+            count(std::vector<float>{7.0f});
+        cuda::batchnorm_train_stats(m.p, is.p, rm.p, rv.p, count.p, dX.p, N, C, HW, 0.1f, 1e-5f, scratch.p, splits,
+                                    block);
+        return download_all(m, is, rm, rv, count);
       });
-      check_close(std::vector<float>(g.begin(), g.begin() + n), dx, 1e-5, 1e-4, "batchnorm dx");
-      check_close(std::vector<float>(g.begin() + n, g.begin() + n + C), dw, 1e-5, 1e-5, "batchnorm dweight");
-      check_close(std::vector<float>(g.begin() + n + C, g.end()), db, 1e-5, 1e-5, "batchnorm dbias");
+      auto part = [&](size_t k) { return std::vector<float>(stats.begin() + k * C, stats.begin() + (k + 1) * C); };
+      check_close(part(0), mean, 1e-6, 1e-5, "mean");
+      check_close(part(1), invstd, 1e-6, 1e-5, "invstd");
+      check_close(part(2), want_rm, 1e-6, 1e-5, "running_mean");
+      check_close(part(3), want_rv, 1e-6, 1e-5, "running_var");
+      CHECK(stats.back() == 8.0f);
+      // The rest from the double statistics rounded to float, so only the kernel under test differs.
+      const std::vector<float> fm(mean.begin(), mean.end()), fi(invstd.begin(), invstd.end());
+      DeviceBuffer<float> dM(fm), dI(fi);
+      cpu::batchnorm_forward_ref<double>(y.data(), to_double(x).data(), to_double(fm).data(), to_double(fi).data(),
+                                         to_double(w).data(), to_double(b).data(), N, C, HW);
+      auto got_y = same_in_all_orders("batchnorm_forward", [&] {
+        DeviceBuffer<float> dY(static_cast<size_t>(n));
+        cuda::batchnorm_forward(dY.p, dX.p, dM.p, dI.p, dW.p, dB.p, N, C, HW, false, block);
+        return dY.download();
+      });
+      check_close(got_y, y, 1e-5, 1e-5, "batchnorm forward");
+      for (bool training : {true, false}) {
+        CAPTURE(training);
+        std::vector<double> dx(static_cast<size_t>(n)), dw(static_cast<size_t>(C)), db(static_cast<size_t>(C));
+        cpu::batchnorm_backward_ref<double>(dx.data(), dw.data(), db.data(), to_double(dy).data(), to_double(x).data(),
+                                            to_double(fm).data(), to_double(fi).data(), to_double(w).data(), N, C, HW,
+                                            training);
+        auto g = same_in_all_orders("batchnorm_backward", [&] {
+          DeviceBuffer<float> gx(static_cast<size_t>(n)), gw(static_cast<size_t>(C)), gb(static_cast<size_t>(C));
+          cuda::batchnorm_backward<float>(gx.p, gw.p, gb.p, dDY.p, dX.p, dM.p, dI.p, dW.p, nullptr, N, C, HW, training,
+                                          scratch.p, splits, block);
+          return download_all(gx, gw, gb);
+        });
+        check_close(std::vector<float>(g.begin(), g.begin() + n), dx, 1e-5, 1e-4, "batchnorm dx");
+        check_close(std::vector<float>(g.begin() + n, g.begin() + n + C), dw, 1e-5, 1e-5, "batchnorm dweight");
+        check_close(std::vector<float>(g.begin() + n + C, g.end()), db, 1e-5, 1e-5, "batchnorm dbias");
+      }
     }
   }
 }
