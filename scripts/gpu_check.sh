@@ -198,6 +198,17 @@ phase_correctness() {
   echo "  gpu_bench_conformance (tensor-core instructions: the GPU's data movement vs the emulator's, bit for bit)"
   t 30 "${NB[@]}" "$bin/gpu_bench_conformance" --expect "$root/bench/cuda/conformance_expected.txt" 2>&1 | tee -a "$clog"
   note_rc "conformance vs the emulator" "${PIPESTATUS[0]}"
+  # The wgmma convolutions are the backend's default on this GPU and had never run on one before: their
+  # small validations first (bitwise equal in every order, within the bounds of float64). Should they
+  # fail, the later phases (models, demo) run on the mma.sync kernels instead, and say so.
+  echo "  the wgmma convolutions at small sizes (gpu_bench_conv2d --versions 6,7,8,9)"
+  t 40 "${NB[@]}" "$bin/gpu_bench_conv2d" --versions 6,7,8,9 >> "$clog" 2>&1; local wrc=$?
+  grep -cE ' OK ' "$clog" | sed 's/^/  validations OK: /'; grep -E 'WRONG|skipped' "$clog" | head -5
+  if (( wrc != 0 )); then
+    export NIMBUS_CUDA_CONV=mma
+    echo "  wgmma convolutions failed (exit $wrc): the later phases run with NIMBUS_CUDA_CONV=mma"
+  fi
+  note_rc "wgmma convolutions (small validation)" $wrc
   local cs; cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
   if [[ -z $cs ]]; then echo "  compute-sanitizer not found: memcheck/racecheck skipped"; return; fi
   # Small cases: every kernel of the elementwise/reduce tests, the tiled GEMMs, pooling and batch norm.

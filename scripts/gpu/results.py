@@ -148,7 +148,8 @@ def summary(path):
             ours = best(case, "nimbus")
             t = {p: best(case, "torch_eager", p) for p in ("fp32", "tf32", "bf16")}
             comp = best(case, "torch_compile")
-            print(f"| {case} | {fmt(ours['median_ms']) if ours else '-'} | "
+            kern = f" ({ours['conv_kernels']})" if ours and ours.get("conv_kernels") else ""
+            print(f"| {case} | {fmt(ours['median_ms']) if ours else '-'}{kern} | "
                   + " | ".join(fmt(t[p]["median_ms"]) if t[p] else "-" for p in t)
                   + f" | {fmt(comp['median_ms']) if comp else '-'} | {lw(ours)} | {lw(t['bf16'])} | "
                   f"{gib(ours)} / {gib(t['fp32'])} |")
