@@ -51,8 +51,12 @@ struct Geo {
   int64_t n() const { return N * C * H * W; }
 };
 const Geo kResnet{256, 256, 16, 16}, kDsen2cr{16, 256, 128, 128}, kDsen2crOut{16, 13, 128, 128};
-const Geo kSmall{2, 5, 6, 7};        // validation: odd sizes, 420 elements (not a multiple of a 16-byte pack)
-const Geo kSmallPacked{2, 5, 4, 6};  // and planes of 24: the kernels' 16-byte pack paths (batch norm's too)
+// Validation shapes: odd sizes, 525 elements (no multiple of a 16-byte pack: the element paths and the
+// pack kernels' tails); planes of 24 (the pack paths, batch norm's too); and 4 images of 48x48 (each
+// channel's 9,216 values over 2 blocks: batch norm's split kernels, packed).
+const Geo kSmall{3, 5, 5, 7};
+const Geo kSmallPacked{2, 5, 4, 6};
+const Geo kSmallSplit{4, 3, 48, 48};
 const Geo kSmallLoss{2, 3, 5, 7};
 
 // What a kernel case gets: activation-sized buffers (their element types per the case's `kinds`, 'f' float
@@ -87,12 +91,17 @@ struct KernelCase {
   Geo full, small;
   std::string kinds;         // element type of each activation buffer
   std::vector<Out> outputs;
+  bool exact;  // the CUDA table must give the CPU's bits (no arithmetic, or the same single rounding)
   double bytes;              // per element of the main tensor (full geometry), see the top
   std::function<void(const Backend& k, Bufs& b, const Geo& g)> run;
   int64_t act = 1;  // activation buffers hold act x the main tensor's elements (the pool's input: 4)
 };
 
-int64_t scratch_floats(const Geo& g) { return std::max<int64_t>(g.n(), 64 * g.C * 4) + 64; }
+// Scratch for the losses: what either table asks for at g's size (the CUDA mean's partial sums too).
+int64_t scratch_floats(const Geo& g) {
+  return std::max({backend_tables(Device::CPU, "bench").f32.loss_scratch_floats(g.n()),
+                   backend_tables(Device::CUDA, "bench").f32.loss_scratch_floats(g.n()), int64_t(1)});
+}
 
 PoolGeom stem_pool(const Geo& g) { return PoolGeom{g.N, g.C, 2 * g.H, 2 * g.W, 3, 2, 1}; }  // H, W of the pool's output
 
@@ -111,23 +120,23 @@ std::vector<KernelCase> kernel_cases() {
       };
     };
     for (const auto& [shape, geo] : {std::pair<const char*, Geo>{"_resnet", kResnet}, {"_dsen2cr", kDsen2cr}}) {
-      out.push_back({std::string("relu_forward") + shape + p, geo, kSmall, t + t, {{1, 'n'}}, 2 * s,
+      out.push_back({std::string("relu_forward") + shape + p, geo, kSmall, t + t, {{1, 'n'}}, true, 2 * s,
                      both([](const auto& k, Bufs& b, const Geo& g, auto* T) {
                        using E = std::remove_pointer_t<decltype(T)>;
                        k.relu_forward(b.a<E>(1), b.a<E>(0), g.n());
                      })});
-      out.push_back({std::string("relu_backward") + shape + p, geo, kSmall, t + t + t, {{2, 'n'}}, 3 * s,
+      out.push_back({std::string("relu_backward") + shape + p, geo, kSmall, t + t + t, {{2, 'n'}}, true, 3 * s,
                      both([](const auto& k, Bufs& b, const Geo& g, auto* T) {
                        using E = std::remove_pointer_t<decltype(T)>;
                        k.relu_backward(b.a<E>(2), b.a<E>(0), b.a<E>(1), g.n());
                      })});
     }
-    out.push_back({"add_relu_resnet" + p, kResnet, kSmall, t + t + t, {{2, 'n'}}, 3 * s,
+    out.push_back({"add_relu_resnet" + p, kResnet, kSmall, t + t + t, {{2, 'n'}}, true, 3 * s,
                    both([](const auto& k, Bufs& b, const Geo& g, auto* T) {
                      using E = std::remove_pointer_t<decltype(T)>;
                      k.add_relu(b.a<E>(2), b.a<E>(0), b.a<E>(1), g.n());
                    })});
-    out.push_back({"add_scaled_dsen2cr" + p, kDsen2cr, kSmall, t + t + t, {{2, 'n'}}, 3 * s,
+    out.push_back({"add_scaled_dsen2cr" + p, kDsen2cr, kSmall, t + t + t, {{2, 'n'}}, false, 3 * s,
                    both([](const auto& k, Bufs& b, const Geo& g, auto* T) {
                      using E = std::remove_pointer_t<decltype(T)>;
                      k.add_scaled(b.a<E>(2), b.a<E>(0), b.a<E>(1), 0.1f, g.n());
@@ -135,20 +144,20 @@ std::vector<KernelCase> kernel_cases() {
     // Batch norm, training: the statistics (mean, invstd, running mean and variance, count), the
     // forward with its ReLU, and the backward through the batch statistics with the ReLU's mask.
     out.push_back({"batchnorm_stats_resnet" + p, kResnet, kSmall, t,
-                   {{-1, 'c'}, {-2, 'c'}, {-3, 'c', false}, {-4, 'c', false}, {-5, '1', false}}, s,
+                   {{-1, 'c'}, {-2, 'c'}, {-3, 'c', false}, {-4, 'c', false}, {-5, '1', false}}, false, s,
                    both([](const auto& k, Bufs& b, const Geo& g, auto* T) {
                      using E = std::remove_pointer_t<decltype(T)>;
                      k.batchnorm_train_stats(b.c(0), b.c(1), b.c(2), b.c(3), b.c(4), b.a<E>(0), g.N, g.C, g.H * g.W,
                                              0.1f, 1e-5f);
                    })});
-    out.push_back({"batchnorm_relu_forward_resnet" + p, kResnet, kSmall, t + t, {{1, 'n'}}, 2 * s,
+    out.push_back({"batchnorm_relu_forward_resnet" + p, kResnet, kSmall, t + t, {{1, 'n'}}, false, 2 * s,
                    both([](const auto& k, Bufs& b, const Geo& g, auto* T) {
                      using E = std::remove_pointer_t<decltype(T)>;
                      k.batchnorm_forward(b.a<E>(1), b.a<E>(0), b.c(0), b.c(1), b.c(2), b.c(3), g.N, g.C, g.H * g.W,
                                          true);
                    })});
-    out.push_back({"batchnorm_relu_backward_resnet" + p, kResnet, kSmall, t + t + t + t, {{3, 'n'}, {-5, 'c'}, {-6, 'c'}},
-                   4 * s,
+    out.push_back({"batchnorm_relu_backward_resnet" + p, kResnet, kSmall, t + t + t + t,
+                   {{3, 'n'}, {-5, 'c'}, {-6, 'c'}}, false, 4 * s,
                    both([](const auto& k, Bufs& b, const Geo& g, auto* T) {
                      using E = std::remove_pointer_t<decltype(T)>;
                      k.batchnorm_backward(b.a<E>(3), b.c(4), b.c(5), b.a<E>(0), b.a<E>(1), b.c(0), b.c(1), b.c(2),
@@ -156,13 +165,15 @@ std::vector<KernelCase> kernel_cases() {
                    })});
     // The stem's 3x3 stride-2 max pool: (256, 64, 32, 32) -> (256, 64, 16, 16), as many input elements as
     // the resnet shape; the geometry names the output's planes (x has 4 times the elements of y).
-    out.push_back({"max_pool_forward_resnet" + p, Geo{256, 64, 16, 16}, Geo{2, 5, 4, 3}, t + t, {{1, 'n'}}, 5 * s,
+    out.push_back({"max_pool_forward_resnet" + p, Geo{256, 64, 16, 16}, Geo{2, 5, 4, 3}, t + t, {{1, 'n'}}, true,
+                   5 * s,
                    both([](const auto& k, Bufs& b, const Geo& g, auto* T) {
                      using E = std::remove_pointer_t<decltype(T)>;
                      k.max_pool2d_forward(b.a<E>(1), b.a<E>(0), stem_pool(g));
                    }),
                    4});
-    out.push_back({"max_pool_backward_resnet" + p, Geo{256, 64, 16, 16}, Geo{2, 5, 4, 3}, t + t + t, {{2, '4'}}, 9 * s,
+    out.push_back({"max_pool_backward_resnet" + p, Geo{256, 64, 16, 16}, Geo{2, 5, 4, 3}, t + t + t, {{2, '4'}}, true,
+                   9 * s,
                    both([](const auto& k, Bufs& b, const Geo& g, auto* T) {
                      using E = std::remove_pointer_t<decltype(T)>;
                      k.max_pool2d_backward(b.a<E>(2), b.a<E>(1), b.a<E>(0), stem_pool(g));
@@ -170,21 +181,21 @@ std::vector<KernelCase> kernel_cases() {
                    4});
   }
   // The casts between the precisions (autocast's), at DSen2-CR's activation size.
-  out.push_back({"cast_f32_to_bf16_dsen2cr", kDsen2cr, kSmall, "fb", {{1, 'n'}}, 6,
+  out.push_back({"cast_f32_to_bf16_dsen2cr", kDsen2cr, kSmall, "fb", {{1, 'n'}}, true, 6,
                  [](const Backend& k, Bufs& b, const Geo& g) {
                    k.f32.cast_f32_to_bf16(b.a<bfloat16>(1), b.a<float>(0), g.n());
                  }});
-  out.push_back({"cast_bf16_to_f32_dsen2cr", kDsen2cr, kSmall, "bf", {{1, 'n'}}, 6,
+  out.push_back({"cast_bf16_to_f32_dsen2cr", kDsen2cr, kSmall, "bf", {{1, 'n'}}, true, 6,
                  [](const Backend& k, Bufs& b, const Geo& g) {
                    k.f32.cast_bf16_to_f32(b.a<float>(1), b.a<bfloat16>(0), g.n());
                  }});
   // DSen2-CR's loss at its output: CARL (P, target, cloudy input, the cloud mask of one channel).
-  out.push_back({"carl_forward_dsen2cr", kDsen2crOut, kSmallLoss, "ffff", {{-1, '1'}}, 4 * 3 + 4.0 / 13,
+  out.push_back({"carl_forward_dsen2cr", kDsen2crOut, kSmallLoss, "ffff", {{-1, '1'}}, false, 4 * 3 + 4.0 / 13,
                  [](const Backend& k, Bufs& b, const Geo& g) {
                    k.f32.carl_forward(b.c(0), b.a<float>(0), b.a<float>(1), b.a<float>(2), b.a<float>(3), 1.0f, g.N,
                                       g.C, g.H * g.W, b.scratch.data());
                  }});
-  out.push_back({"carl_backward_dsen2cr", kDsen2crOut, kSmallLoss, "fffff", {{4, 'n'}}, 4 * 4 + 4.0 / 13,
+  out.push_back({"carl_backward_dsen2cr", kDsen2crOut, kSmallLoss, "fffff", {{4, 'n'}}, false, 4 * 4 + 4.0 / 13,
                  [](const Backend& k, Bufs& b, const Geo& g) {
                    k.f32.carl_backward(b.a<float>(4), b.a<float>(0), b.a<float>(1), b.a<float>(2), b.a<float>(3), 1.0f,
                                        b.c(0), g.N, g.C, g.H * g.W);
@@ -238,9 +249,10 @@ void poison(Bufs& b, const KernelCase& c) {
     }
 }
 
-// Small shapes, every case: the CUDA table against the CPU table on the same inputs. Float outputs within
-// 1e-4 of 1 + |cpu| (the reductions sum in another order: float trees against double); bfloat16 outputs
-// within two of their roundings (2^-7 of 1 + |cpu|). NaN fails.
+// Small shapes, every case: the CUDA table against the CPU table on the same inputs. Exact cases bit for
+// bit (as floats); others: float outputs within 1e-4 of 1 + |cpu| (the reductions sum in another order:
+// float trees against double), bfloat16 outputs within two of their roundings (2^-7 of 1 + |cpu|). NaN
+// fails.
 bool validate_kernel_case(const KernelCase& c) {
   const Geo& g = c.small;
   Bufs cpu = make_bufs(c, g, Device::CPU, 7), gpu = make_bufs(c, g, Device::CUDA, 7);
@@ -250,7 +262,7 @@ bool validate_kernel_case(const KernelCase& c) {
   double worst = 0;
   for (const Out& o : c.outputs) {
     const bool bf16 = o.buf >= 0 && c.kinds[size_t(o.buf)] == 'b';
-    const double tol = bf16 ? std::ldexp(1.0, -7) : 1e-4;
+    const double tol = c.exact ? 1e-30 : bf16 ? std::ldexp(1.0, -7) : 1e-4;
     const std::vector<float> want = values(cpu, o, g), got = values(gpu, o, g);
     for (size_t i = 0; i < want.size(); ++i) {
       const double e = std::fabs(double(got[i]) - want[i]) / (tol * (1 + std::fabs(double(want[i]))));
@@ -357,10 +369,11 @@ bool validate_small(const std::vector<int>&) {
   const std::vector<OptimCase> oc = optim_cases();
   for (KernelCase c : kc) try {
       ok = validate_kernel_case(c) && ok;
-      if (c.small.n() == kSmall.n()) {  // the activation cases: their pack paths too
-        c.small = kSmallPacked;
-        ok = validate_kernel_case(c) && ok;
-      }
+      if (c.small.n() == kSmall.n())  // the activation cases: their pack paths and split kernels too
+        for (const Geo& g : {kSmallPacked, kSmallSplit}) {
+          c.small = g;
+          ok = validate_kernel_case(c) && ok;
+        }
     } catch (const std::exception& e) {
       std::printf("%-36s WRONG: %s\n", c.name.c_str(), e.what());
       ok = false;

@@ -34,7 +34,8 @@
  *   workspace (C x K*Rp*Sp). A phase without taps (1x1 stride 2, odd rows) runs one zero tap.
  * conv_wgrad_kernel: dw[k, (c,r,s)] = sum_{(n,p,q)} dy[n, k, p, q] x[n, c, p st - pad + r, q st - pad + s]
  *   M = K, N = C*R*S, reduction N*P*Q split over blockIdx.z. Both tiles are gathered (dy's rows are
- *   not TMA boxes: a k-tile of 64 positions crosses images whenever P*Q is not a multiple of 64):
+ *   not TMA boxes: a k-tile of 64 positions, 32 in TF32, crosses images whenever P*Q is not a multiple
+ *   of it):
  *   thread t owns chunk t % 8 (8 bf16 or 4 TF32 consecutive positions) of rows t / 8 + 32 i of A and of
  *   columns t / 8 + 32 i of B, i < 4, walking the positions as (n, p, q) without division, one operand
  *   after the other (16 packed registers, not 32: the kernel stays within 128). A split writes its

@@ -59,13 +59,13 @@ const char* tc_config_name(int config) {
   return config >= 0 && config <= kTcWgmma ? kNames[config] : "auto";
 }
 
-TcTableScope::TcTableScope(const TcTableLine* lines, int count) {
+TcTableScope::TcTableScope(const TcTableLine* lines, int count) : saved_lines_(test_lines), saved_count_(test_count) {
   test_lines = lines;
   test_count = count;
 }
 TcTableScope::~TcTableScope() {
-  test_lines = nullptr;
-  test_count = 0;
+  test_lines = saved_lines_;
+  test_count = saved_count_;
 }
 
 }  // namespace nimbus::cuda

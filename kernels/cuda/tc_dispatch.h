@@ -60,7 +60,8 @@ int tc_table_splits(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, boo
 // "128x128 2x4 warps 3 stages"; kTcWgmma: "wgmma 128x128 3 stages (sm_90a)"
 const char* tc_config_name(int config);
 
-// For tests: table lines searched before the compiled ones while the scope lives (one at a time).
+// For tests: table lines searched before the compiled ones while the scope lives (an inner scope's
+// replace an outer one's until it ends).
 struct TcTableLine {
   TcKind kind;
   bool bf16;
@@ -73,6 +74,10 @@ class TcTableScope {
   ~TcTableScope();
   TcTableScope(const TcTableScope&) = delete;
   TcTableScope& operator=(const TcTableScope&) = delete;
+
+ private:
+  const TcTableLine* saved_lines_;
+  int saved_count_;
 };
 
 }  // namespace nimbus::cuda
