@@ -27,8 +27,8 @@
  *   version 7  dgrad only, Hopper, bf16: version 6's kernel once per stride phase (st x st launches),
  *              each a stride-1 forward of dy with the phase's taps flipped, its weights packed per
  *              call into C x K*Rp*Sp bf16 matrices; the outputs scattered into the phase of dx
- *   version 8  wgrad only, Hopper, bf16: wgmma on the same ring, both operands gathered (dy's rows are
- *              not TMA boxes when P*Q is not a multiple of 64), split-K with version 5's ordered sum.
+ *   version 8  wgrad only, Hopper, bf16: wgmma on the same ring, dy by TMA where P*Q is a multiple of
+ *              64 (else gathered, as x always is), split-K with version 5's ordered sum.
  *   version 9  versions 6-8 in TF32 (m64n128k8, operands rounded with cvt.rna as version 4's).
  *              Versions 6-9 are the engine's kernels (kernels/cuda/conv2d_wgmma.cu), the backend's
  *              default for tensor-core convolutions on sm_90a
@@ -349,16 +349,17 @@ const Bf16Fn kBf16[3] = {fwd_tc<bfloat16>, dgrad_tc<bfloat16>, wgrad_tc<bfloat16
 // (1x1 stride 2, odd rows) runs one zero tap: its outputs are 0. One launch per phase.
 // ---- version 8: the weight gradient on wgmma -------------------------------------------------------
 // What changes from version 5's weight gradient: wgmma m64n128k16 from shared memory, the same 3-stage
-// 128B-swizzled ring as version 6, but both operands gathered by the threads (conv_wgrad_kernel): dy's
-// rows are not TMA boxes, since a k-tile of 64 output positions crosses images whenever P*Q is not a
-// multiple of 64 (ResNet-50's 4x4 and 2x2 stages). A thread owns 8 consecutive positions (one 16-byte
+// 128B-swizzled ring as version 6 (conv_wgrad_kernel). Where P*Q is a multiple of 64 a k-tile of output
+// positions lies in one image, and dy comes by TMA as a 3-D box (64 positions x 128 channels x 1
+// image) on the stage's mbarrier; elsewhere (ResNet-50's 4x4 and 2x2 stages) dy's rows are no boxes and
+// are gathered like x. A thread owns 8 consecutive positions (one 16-byte
 // chunk of a line) of 4 rows of A (output channels) and 4 columns of B (taps (c, r, s)), walked as
 // (n, p, q) without division, so a warp reads 4 rows of dy and x 128 contiguous bytes at a time for
 // stride 1. The reduction N*P*Q is long and the output K x C*R*S small: split-K over blockIdx.z (two
 // blocks per SM of an H200, at least 4 k-tiles a split), fp32 partial sums in the workspace, then
-// version 5's ordered split sum. Expected bottleneck: the gather of both operands (64 two-byte loads a
-// thread per k-tile) and the split partials' traffic; next: TMA for dy when P*Q is a multiple of 64
-// (DSen2-CR, ResNet's early stages) and a warp-specialized producer.
+// version 5's ordered split sum. Expected bottleneck: the gather of x's im2col tile (and of dy where it
+// is no box: 64 two-byte loads a thread per k-tile) and the split partials' traffic; next: a
+// warp-specialized producer.
 template <int Dir>
 void hopper_conv(bfloat16* out, const bfloat16* a, const bfloat16* b, const ConvGeom& g, float* ws) {
   if (Dir == 0) cuda::conv2d_wgmma_forward<bfloat16>(out, a, b, nullptr, g, false, nullptr, 1.0f, ws);
@@ -530,8 +531,7 @@ bool validate_mma(int v, int dir, const ConvGeom& g) {
           const int64_t phases = st.mbarrier_phases - before.mbarrier_phases;
           const bool tf32 = v == 9;
           const cuda::WgmmaConvCounts want =
-              dir == kFwd ? cuda::conv2d_wgmma_forward_counts(g, tf32)
-                          : cuda::WgmmaConvCounts{0, cuda::conv2d_wgmma_wgrad_count(g, tf32), 0};
+              dir == kFwd ? cuda::conv2d_wgmma_forward_counts(g, tf32) : cuda::conv2d_wgmma_wgrad_counts(g, tf32);
           const bool same = tma == want.tma && wgmma == want.wgmma && phases == want.phases;
           counts_ok = counts_ok && same;
           pass = pass && same;
@@ -968,15 +968,17 @@ bool validate_v6_epilogue() {
 // ---- driver ---------------------------------------------------------------------------------------
 // Small sizes, every chosen version and direction. The fifth and sixth: several tiles in both
 // dimensions of version 3's GEMM (K 130 > 128, N*P*Q 396 > 128) and several k-tiles with a partial
-// one on its 16-byte path for w (C*R*S 72, 108). The last two complete the kernel cases' geometries:
+// one on its 16-byte path for w (C*R*S 72, 108). The seventh and eighth complete the kernel cases' geometries:
 // 1x1 stride 2 (C*R*S 16: version 6's unpadded TMA path), and the 13-channel 7x7 stride-2 stem
-// (C*R*S 637: 10 k-tiles of version 6, its 3-stage ring goes round more than three times).
+// (C*R*S 637: 10 k-tiles of version 6, its 3-stage ring goes round more than three times). The ninth has
+// an 8x8 output grid: version 8 takes dy by TMA there (P*Q a multiple of 64).
 // Version 6 is skipped on a GPU that is not compute capability 9.0.
 bool validate_small(const std::vector<int>& versions) {
   const ConvGeom small[] = {{2, 3, 9, 7, 5, 3, 3, 1, 1},        {1, 4, 11, 10, 3, 3, 3, 2, 1},
                             {2, 6, 5, 5, 7, 1, 1, 1, 0},        {2, 5, 9, 8, 4, 7, 7, 2, 3},
                             {3, 8, 12, 11, 130, 3, 3, 1, 1},    {2, 12, 13, 15, 20, 3, 3, 2, 1},
-                            {2, 16, 7, 9, 6, 1, 1, 2, 0},       {1, 13, 11, 9, 6, 7, 7, 2, 3}};
+                            {2, 16, 7, 9, 6, 1, 1, 2, 0},       {1, 13, 11, 9, 6, 7, 7, 2, 3},
+                            {2, 5, 16, 16, 7, 3, 3, 2, 1}};
   bool ok = true;
   const bool hopper = wgmma_runs();
   for (int v : versions) {

@@ -33,9 +33,11 @@
  *   writing C channels at (ph + st i, pw + st j) of dx. A = that phase's weights packed into the
  *   workspace (C x K*Rp*Sp). A phase without taps (1x1 stride 2, odd rows) runs one zero tap.
  * conv_wgrad_kernel: dw[k, (c,r,s)] = sum_{(n,p,q)} dy[n, k, p, q] x[n, c, p st - pad + r, q st - pad + s]
- *   M = K, N = C*R*S, reduction N*P*Q split over blockIdx.z. Both tiles are gathered (dy's rows are
- *   not TMA boxes: a k-tile of 64 positions, 32 in TF32, crosses images whenever P*Q is not a multiple
- *   of it):
+ *   M = K, N = C*R*S, reduction N*P*Q split over blockIdx.z. In bf16 with P*Q a multiple of 64 (a
+ *   k-tile of positions then lies in one image: DSen2-CR, ResNet's stem and first two stages) A comes by
+ *   TMA, a 3-D box of dy (64 positions x 128 channels x 1 image) on the stage's mbarrier, as in the
+ *   forward. Otherwise (a k-tile crosses images; and always in TF32, whose operands are rounded on the
+ *   way in) both tiles are gathered:
  *   thread t owns chunk t % 8 (8 bf16 or 4 TF32 consecutive positions) of rows t / 8 + 32 i of A and of
  *   columns t / 8 + 32 i of B, i < 4, walking the positions as (n, p, q) without division, one operand
  *   after the other (16 packed registers, not 32: the kernel stays within 128). A split writes its
@@ -296,17 +298,37 @@ struct WgradParams {
   float* partial;  // several: ws[split][K][C*R*S]
   int C, H, W, K, R, S, stride, pad, P, Q, PQ, CRS, NPQ;
   int split_tiles;  // k-tiles (kBK<E> positions) per split
+  int tma_a;        // A (dy) by TMA through map_dy: bf16 with P*Q a multiple of the k-tile (see the top)
   FastDivmod by_pq, by_q, by_rs, by_s;
 };
 
 template <typename E>
-__global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams<E> d) {
+__global__ void __launch_bounds__(kThreads, 2)
+    conv_wgrad_kernel(const __grid_constant__ CUtensorMap map_dy, WgradParams<E> d) {
   constexpr int BK = kBK<E>, CH = kChunk<E>;
   unsigned char* smem = ring_base();
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);  // tma_a: A's copy per stage
   const int tid = int(threadIdx.x), wg = tid / 128;
   const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN, split = int(blockIdx.z);
   const int first = split * d.split_tiles;
   const int tiles = min(d.split_tiles, (d.NPQ + BK - 1) / BK - first);  // >= 1: the launcher's split count
+  if (d.tma_a) {  // the same for every thread of the block
+    if (tid == 0) {
+      for (int s = 0; s < kStages; ++s) mbarrier_init(&full[s], 1);
+      fence_mbarrier_init();
+      tma_prefetch_descriptor(&map_dy);
+    }
+    __syncthreads();
+  }
+  // thread 0, tma_a: k-tile first + kt of dy, rows m0.. of image n from position pq0 (one image: P*Q is a
+  // multiple of BK), into its stage.
+  const auto load_a = [&](int kt) {
+    const int s = kt % kStages;
+    int n, pq0;
+    d.by_pq.divmod((first + kt) * BK, n, pq0);
+    mbarrier_arrive_expect_tx(&full[s], uint32_t(kABytes));
+    tma_load_3d(smem + s * kStageBytes, &map_dy, &full[s], pq0, m0, n);
+  };
 
   // This thread's part of every k-tile: chunk `chunk` (positions CH chunk .. + CH - 1) of A's rows (output
   // channels k) and B's columns (taps (c, r, s)) line + 32 i, i < 4.
@@ -337,20 +359,22 @@ __global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams<E> 
       }
     }
   };
-  const auto gather = [&](int kt) {  // k-tile first + kt of both operands into stage kt % kStages
+  const auto gather = [&](int kt) {  // k-tile first + kt of B, and of A unless TMA brings it
     unsigned char* a_tile = smem + (kt % kStages) * kStageBytes;
     unsigned char* b_tile = a_tile + kABytes;
     uint32_t v[4][4];
-    for_positions(kt, [&](int e, int n, int pq, int, int) {  // A: dy[n, k, pq]
-      const E* dy_at = d.dy + int64_t(n) * d.K * d.PQ + pq;
+    if (!d.tma_a) {
+      for_positions(kt, [&](int e, int n, int pq, int, int) {  // A: dy[n, k, pq]
+        const E* dy_at = d.dy + int64_t(n) * d.K * d.PQ + pq;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int k = m0 + line + 32 * i;
-        pack<E>(v[i], e, n >= 0 && k < d.K ? Elem<E>::operand(dy_at[int64_t(k) * d.PQ]) : 0u);
-      }
-    });
+        for (int i = 0; i < 4; ++i) {
+          const int k = m0 + line + 32 * i;
+          pack<E>(v[i], e, n >= 0 && k < d.K ? Elem<E>::operand(dy_at[int64_t(k) * d.PQ]) : 0u);
+        }
+      });
 #pragma unroll
-    for (int i = 0; i < 4; ++i) store_chunk(a_tile, line + 32 * i, chunk, v[i]);
+      for (int i = 0; i < 4; ++i) store_chunk(a_tile, line + 32 * i, chunk, v[i]);
+    }
     for_positions(kt, [&](int e, int n, int, int p, int q) {  // B: x[n, c, p st - pad + r, q st - pad + s]
       const E* x_img = d.x + int64_t(n) * d.C * d.H * d.W;
       const int h0 = p * d.stride - d.pad, w0 = q * d.stride - d.pad;
@@ -366,16 +390,24 @@ __global__ void __launch_bounds__(kThreads, 2) conv_wgrad_kernel(WgradParams<E> 
     fence_proxy_async_shared();  // these generic-proxy stores before the wgmma (async proxy) reads them
   };
 
-  for (int kt = 0; kt < kStages - 1 && kt < tiles; ++kt) gather(kt);
+  for (int kt = 0; kt < kStages - 1 && kt < tiles; ++kt) {
+    if (d.tma_a && tid == 0) load_a(kt);
+    gather(kt);
+  }
   __syncthreads();
 
   float acc[kBN / 2];
   for (int kt = 0; kt < tiles; ++kt) {
     const unsigned char* stage = smem + (kt % kStages) * kStageBytes;
+    if (d.tma_a) mbarrier_wait_parity(&full[kt % kStages], uint32_t(kt / kStages) & 1u);
     mma_ktile<E>(acc, stage + wg * 64 * kLine, stage + kABytes, kt > 0);
     wgmma_wait_group<1>();  // this warpgroup's k-tile kt - 1 is done
     __syncthreads();        // and every warpgroup's: its stage may be refilled
-    if (kt + kStages - 1 < tiles) gather(kt + kStages - 1);
+    const int next = kt + kStages - 1;
+    if (next < tiles) {
+      if (d.tma_a && tid == 0) load_a(next);
+      gather(next);
+    }
   }
   wgmma_wait_group<0>();
   wgmma_fence_operand(acc);
@@ -472,6 +504,31 @@ std::vector<PhaseGeom> dgrad_phases(const ConvGeom& g, int64_t* total) {
   if (total) *total = at;
   return phases;
 }
+
+// The weight gradient takes dy by TMA when every k-tile lies in one image (P*Q a multiple of it) and the
+// copy engine can address dy (16-byte aligned); in bf16 only: TF32 operands must be rounded on the way in.
+template <typename E>
+bool wgrad_tma_a(const ConvGeom& g, const void* dy) {
+  return sizeof(E) == 2 && (g.P() * g.Q()) % kBK<E> == 0 && aligned16(dy);
+}
+
+// dy (N, K, P*Q) as a 3-D map (innermost first): boxes of one k-tile of positions x 128 channels x 1
+// image, 128B swizzle; channels past K (the last row tile) come as zeros (they would only feed rows of
+// dw that are not written).
+CUtensorMap dy_map(const bfloat16* dy, const ConvGeom& g) {
+  TensorMapDesc md;
+  md.type = TmaType::BF16;
+  md.rank = 3;
+  md.global = dy;
+  md.dims[0] = uint64_t(g.P() * g.Q()), md.dims[1] = uint64_t(g.K), md.dims[2] = uint64_t(g.N);
+  md.strides[0] = uint64_t(g.P() * g.Q()) * 2, md.strides[1] = uint64_t(g.K * g.P() * g.Q()) * 2;
+  md.box[0] = uint32_t(kBK<bfloat16>), md.box[1] = uint32_t(kBM), md.box[2] = 1;
+  md.swizzle = TmaSwizzle::B128;
+  alignas(64) CUtensorMap map;
+  encode_tensor_map(&map, md);
+  return map;
+}
+CUtensorMap dy_map(const float*, const ConvGeom&) { return CUtensorMap{}; }  // never: TF32 gathers dy
 
 template <typename E>
 int wgrad_tiles(const ConvGeom& g) {
@@ -576,10 +633,13 @@ void conv2d_wgmma_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E
     p.split_tiles = (tiles + used - 1) / used;
     p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(p.Q), p.by_rs = FastDivmod(int(g.R * g.S));
     p.by_s = FastDivmod(int(g.S));
+    p.tma_a = wgrad_tma_a<E>(g, dy) ? 1 : 0;
+    alignas(64) CUtensorMap map{};  // unused unless tma_a
+    if (p.tma_a) map = dy_map(dy, g);
     static std::once_flag once;
     allow_smem(conv_wgrad_kernel<E>, once);
     launch(conv_wgrad_kernel<E>, dim3(unsigned((CRS + kBN - 1) / kBN), unsigned((K + kBM - 1) / kBM), unsigned(used)),
-           dim3(kThreads), kSmem, launch_stream(), p);
+           dim3(kThreads), kSmem, launch_stream(), map, p);
     check_launch("cuda::conv2d_wgmma_backward (dw)");
     if (used > 1) splitk_sum(dw, ws, int64_t(K) * CRS, used, "cuda::conv2d_wgmma_backward (dw split sum)");
   }
@@ -613,9 +673,11 @@ WgmmaConvCounts conv2d_wgmma_forward_counts(const ConvGeom& g, bool tf32) {
   return {blocks * tiles, blocks * tiles * 2 * 4, blocks * tiles};
 }
 
-int64_t conv2d_wgmma_wgrad_count(const ConvGeom& g, bool tf32) {  // the splits' k-tiles together are all of them
+WgmmaConvCounts conv2d_wgmma_wgrad_counts(const ConvGeom& g, bool tf32) {  // the splits' k-tiles: all of them
   const int64_t blocks = ((g.K + kBM - 1) / kBM) * ((g.C * g.R * g.S + kBN - 1) / kBN);
-  return blocks * (tf32 ? wgrad_tiles<float>(g) : wgrad_tiles<bfloat16>(g)) * 2 * 4;
+  const int64_t tiles = blocks * (tf32 ? wgrad_tiles<float>(g) : wgrad_tiles<bfloat16>(g));
+  const bool tma = tf32 ? wgrad_tma_a<float>(g, nullptr) : wgrad_tma_a<bfloat16>(g, nullptr);
+  return {tma ? tiles : 0, tiles * 2 * 4, tma ? tiles : 0};
 }
 
 bool wgmma_available() {

@@ -55,14 +55,15 @@ extern template void conv2d_wgmma_backward<float>(float*, float*, float*, const 
 extern template void conv2d_wgmma_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*,
                                                      const bfloat16*, const bfloat16*, const ConvGeom&, float*, int);
 
-// What the kernels must do at g, for the emulator's counters (tests): the forward's TMA copies, wgmma
-// instructions and mbarrier phases (one box, 8 wgmma and one phase per block and k-tile), and the
-// weight gradient's wgmma (8 per block and k-tile, whatever the splits; no TMA).
+// What the kernels must do at g, for the emulator's counters (tests): the TMA copies, wgmma instructions
+// and mbarrier phases of the forward (one box, 8 wgmma and one phase per block and k-tile) and of the
+// weight gradient (8 wgmma per block and k-tile, whatever the splits; a box and a phase too where it
+// takes dy by TMA: bf16, P*Q a multiple of 64, dy 16-byte aligned).
 struct WgmmaConvCounts {
   int64_t tma, wgmma, phases;
 };
 WgmmaConvCounts conv2d_wgmma_forward_counts(const ConvGeom& g, bool tf32 = false);
-int64_t conv2d_wgmma_wgrad_count(const ConvGeom& g, bool tf32 = false);
+WgmmaConvCounts conv2d_wgmma_wgrad_counts(const ConvGeom& g, bool tf32 = false);
 
 // True when the code running on the current device was compiled for sm_90a (one probe kernel, run
 // once on the first call: a launch and a host wait; the backend asks at registration, never during a

@@ -341,7 +341,13 @@ void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
                      cuda::conv2d_wgmma_backward(static_cast<E*>(nullptr), out.p, static_cast<E*>(nullptr), dDY.p, dX.p,
                                                  static_cast<const E*>(nullptr), g, wsp.p, splits);
 #ifndef NIMBUS_CUDA_RUNTIME
-                     if (splits == 1) CHECK(emu::last_launch_stats().wgmma == cuda::conv2d_wgmma_wgrad_count(g, tf32));
+                     if (splits == 1) {
+                       const emu::LaunchStats st = emu::last_launch_stats();
+                       const cuda::WgmmaConvCounts want = cuda::conv2d_wgmma_wgrad_counts(g, tf32);
+                       CHECK(st.wgmma == want.wgmma);
+                       CHECK(st.tma == want.tma);
+                       CHECK(st.mbarrier_phases == want.phases);
+                     }
 #endif
                      return download_double(out);
                    }),
@@ -356,6 +362,22 @@ TEST_CASE("cuda wgmma: conv2d forward (bias, ReLU, residual), dgrad, wgrad in bf
 TEST_CASE("cuda wgmma: conv2d forward (bias, ReLU, residual), dgrad, wgrad in tf32, every split, all orders") {
   uint64_t seed = 211;
   for (const ConvGeom& g : kGeoms) wgmma_conv_case<float>(g, seed++);
+}
+// Output grids of a multiple of 64 positions: the weight gradient takes dy by TMA in bf16 (3-D boxes of
+// one image, several k-tiles per image, two row tiles of channels); TF32 still gathers there.
+const ConvGeom kGeomsTmaDy[] = {
+    {2, 6, 8, 8, 5, 3, 3, 1, 1},       // 8x8: one k-tile per image
+    {2, 5, 16, 16, 7, 3, 3, 2, 1},     // stride 2 -> 8x8
+    {3, 4, 16, 16, 130, 1, 1, 1, 0},   // 16x16, four k-tiles per image, two row tiles
+};
+TEST_CASE("cuda wgmma: the weight gradient with dy by TMA (P*Q a multiple of 64), bf16 and tf32") {
+  uint64_t seed = 221;
+  for (const ConvGeom& g : kGeomsTmaDy) {
+    CHECK(cuda::conv2d_wgmma_wgrad_counts(g, false).tma > 0);
+    CHECK(cuda::conv2d_wgmma_wgrad_counts(g, true).tma == 0);
+    wgmma_conv_case<bfloat16>(g, seed++);
+    wgmma_conv_case<float>(g, seed++);
+  }
 }
 
 // The dispatch table's lines (tc_dispatch.h): a line naming an mma.sync configuration moves that
@@ -447,7 +469,7 @@ void mixed_dispatch_case() {
     } else {
       CHECK(fwd_wgmma == cuda::conv2d_wgmma_forward_counts(g, tf32).wgmma);
       CHECK(fwd_mma == 0);
-      CHECK(bwd_wgmma == cuda::conv2d_wgmma_wgrad_count(g, tf32));  // the weight gradient alone
+      CHECK(bwd_wgmma == cuda::conv2d_wgmma_wgrad_counts(g, tf32).wgmma);  // the weight gradient alone
       CHECK(bwd_mma > 0);                                           // the data gradient
     }
   }
