@@ -34,9 +34,9 @@
  *   workspace (C x K*Rp*Sp). A phase without taps (1x1 stride 2, odd rows) runs one zero tap.
  * conv_wgrad_kernel: dw[k, (c,r,s)] = sum_{(n,p,q)} dy[n, k, p, q] x[n, c, p st - pad + r, q st - pad + s]
  *   M = K, N = C*R*S, reduction N*P*Q split over blockIdx.z. In bf16 with P*Q a multiple of 64 (a
- *   k-tile of positions then lies in one image: DSen2-CR, ResNet's stem and first two stages) A comes by
- *   TMA, a 3-D box of dy (64 positions x 128 channels x 1 image) on the stage's mbarrier, as in the
- *   forward. Otherwise (a k-tile crosses images; and always in TF32, whose operands are rounded on the
+ *   k-tile of positions then lies in one image: DSen2-CR; on 64x64 tiles ResNet-50's stem and first two
+ *   stages) A comes by TMA, a 3-D box of dy (64 positions x 128 channels x 1 image) on the stage's
+ *   mbarrier, as in the forward. Otherwise (a k-tile crosses images; and always in TF32, whose operands are rounded on the
  *   way in) both tiles are gathered:
  *   thread t owns chunk t % 8 (8 bf16 or 4 TF32 consecutive positions) of rows t / 8 + 32 i of A and of
  *   columns t / 8 + 32 i of B, i < 4, walking the positions as (n, p, q) without division, one operand

@@ -255,7 +255,7 @@ TEST_CASE("cuda tensor cores: linear forward and backward in tf32 and bf16, ever
 // splits) floats. Under the emulator the launches must also issue the TMA copies, wgmma and mbarrier
 // phases their tiling implies. On a real GPU without sm_90a code the case says so and skips.
 template <typename E>
-void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
+void wgmma_conv_case(const ConvGeom& g, uint64_t seed, const std::vector<int>& split_counts = {1, 3, 0}) {
   REQUIRE(cuda::register_cuda_backend());
 #ifdef NIMBUS_CUDA_RUNTIME
   if (!cuda::wgmma_available()) {
@@ -332,22 +332,24 @@ void wgmma_conv_case(const ConvGeom& g, uint64_t seed) {
                    return download_double(out);
                  }),
                  dx, dxm, red_dx);
-  for (int splits : {1, 3, 0}) {
+  for (int splits : split_counts) {
     const int used = splits > 0 ? splits : cuda::conv2d_wgmma_splits(g, tf32);
     const std::string ws_where = where + ", " + std::to_string(used) + " split(s)" + (splits == 0 ? " (auto)" : "");
     DeviceBuffer<float> wsp(size_t(std::max<int64_t>(cuda::conv2d_wgmma_workspace(g, used), 1)));
     check_bound<E>(ws_where + ": dw", in_every_order(ws_where + " dw", [&] {
                      DeviceBuffer<E> out(nw);
+#ifndef NIMBUS_CUDA_RUNTIME
+                     const emu::LaunchStats before = emu::all_launch_stats();
+#endif
                      cuda::conv2d_wgmma_backward(static_cast<E*>(nullptr), out.p, static_cast<E*>(nullptr), dDY.p, dX.p,
                                                  static_cast<const E*>(nullptr), g, wsp.p, splits);
 #ifndef NIMBUS_CUDA_RUNTIME
-                     if (splits == 1) {
-                       const emu::LaunchStats st = emu::last_launch_stats();
-                       const cuda::WgmmaConvCounts want = cuda::conv2d_wgmma_wgrad_counts(g, tf32);
-                       CHECK(st.wgmma == want.wgmma);
-                       CHECK(st.tma == want.tma);
-                       CHECK(st.mbarrier_phases == want.phases);
-                     }
+                     // Every split's k-tiles together are all of them: the same counts for any split count.
+                     const emu::LaunchStats st = emu::all_launch_stats();
+                     const cuda::WgmmaConvCounts want = cuda::conv2d_wgmma_wgrad_counts(g, tf32);
+                     CHECK(st.wgmma - before.wgmma == want.wgmma);
+                     CHECK(st.tma - before.tma == want.tma);
+                     CHECK(st.mbarrier_phases - before.mbarrier_phases == want.phases);
 #endif
                      return download_double(out);
                    }),
@@ -375,8 +377,10 @@ TEST_CASE("cuda wgmma: the weight gradient with dy by TMA (P*Q a multiple of 64)
   for (const ConvGeom& g : kGeomsTmaDy) {
     CHECK(cuda::conv2d_wgmma_wgrad_counts(g, false).tma > 0);
     CHECK(cuda::conv2d_wgmma_wgrad_counts(g, true).tma == 0);
-    wgmma_conv_case<bfloat16>(g, seed++);
-    wgmma_conv_case<float>(g, seed++);
+    // Splits of 2 and 5 as well: with 5, the 16x16 grid's 12 k-tiles split 3 to a split, so splits start
+    // inside an image (at position 192 of 256) and box coordinates come from the global position.
+    wgmma_conv_case<bfloat16>(g, seed++, {1, 2, 5, 0});
+    wgmma_conv_case<float>(g, seed++, {1, 2, 5, 0});
   }
 }
 
