@@ -36,11 +36,11 @@
  *   M = K, N = C*R*S, reduction N*P*Q split over blockIdx.z. In bf16 with P*Q a multiple of 64 (a
  *   k-tile of positions then lies in one image: DSen2-CR; on 64x64 tiles ResNet-50's stem and first two
  *   stages) A comes by TMA, a 3-D box of dy (64 positions x 128 channels x 1 image) on the stage's
- *   mbarrier, as in the forward. Otherwise (a k-tile crosses images; and always in TF32, whose operands are rounded on the
- *   way in) both tiles are gathered:
- *   thread t owns chunk t % 8 (8 bf16 or 4 TF32 consecutive positions) of rows t / 8 + 32 i of A and of
- *   columns t / 8 + 32 i of B, i < 4, walking the positions as (n, p, q) without division, one operand
- *   after the other (16 packed registers, not 32: the kernel stays within 128). A split writes its
+ *   mbarrier, as in the forward. Otherwise (a k-tile crosses images; and always in TF32, whose operands
+ *   are rounded on the way in) both tiles are gathered: thread t owns chunk t % 8 (8 bf16 or 4 TF32
+ *   consecutive positions) of rows t / 8 + 32 i of A and of columns t / 8 + 32 i of B, i < 4, walking
+ *   the positions as (n, p, q) without division, one operand after the other (16 packed registers, not
+ *   32: the kernel stays near 128). x's tile (B) is always gathered so. A split writes its
  *   fp32 partial sums to ws[split][K][CRS] and conv2d_tc.cu's splitk_sum adds them in order
  *   (deterministic); one split writes dw directly.
  * db is gemm.cu's bias_backward. CPU twin: kernels/cpu/conv2d.h (the _ref loops are the definition).
@@ -56,8 +56,8 @@
 #include "kernels/cuda/conv2d_tc.h"  // conv2d_tc_max_splits, splitk_sum
 #include "kernels/cuda/gemm.h"       // bias_backward
 #include "kernels/cuda/hopper.h"
-#include "kernels/cuda/pack.cuh"  // aligned16
-#include "kernels/cuda/tensor_core.h"  // store_vector
+#include "kernels/cuda/pack.cuh"         // aligned16
+#include "kernels/cuda/tensor_core.h"    // store_vector
 
 namespace nimbus::cuda {
 
