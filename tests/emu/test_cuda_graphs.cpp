@@ -33,6 +33,7 @@
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "kernels/cuda/compat.h"
+#include "kernels/cuda/conv2d_wgmma.h"  // wgmma_available
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/stream.h"
 #include "models/resnet.h"
@@ -308,10 +309,13 @@ std::vector<std::vector<float>> weights(Module& net) {
   return w;
 }
 
-TEST_CASE("cuda graphs: five replays of a captured training step equal five eager steps, bit for bit") {
+// Five eager steps against a warm-up step, one capture and five replays of the same step, for the
+// optimiser `kind`: the weights and the optimiser's state bit for bit. Batches 0..5 on the device: 0
+// warms up, 1..5 are the compared steps. The rate is divided by 10 from step 3 (a milestone between
+// replays).
+void replays_equal_eager(const std::string& kind) {
   REQUIRE(cuda::register_cuda_backend());
-  // Batches 0..5 on the device: 0 warms up, 1..5 are the compared steps. The rate is divided by 10
-  // from step 3 (a milestone between replays).
+  CAPTURE(kind);
   Rng data_rng(11);
   std::vector<Tensor> xs, ys;
   for (int k = 0; k < 6; ++k) {
@@ -319,68 +323,89 @@ TEST_CASE("cuda graphs: five replays of a captured training step equal five eage
     ys.push_back(Tensor::from_vector({2}, {float(k % 10), float((3 * k + 1) % 10)}).to(Device::CUDA));
   }
   const StepLr schedule(1.0, {3}, 10);
-  for (const std::string kind : {"sgd", "adam", "nadam"}) {
-    CAPTURE(kind);
-    // Eager.
-    Rng rng_a(1);
-    SmallNet a(rng_a);
-    a.to(Device::CUDA);
-    a.train();
-    auto opt_a = make_optimizer(kind, a.named_parameters());
-    const double base = opt_a->lr();
-    for (int k = 0; k < 6; ++k) {
-      opt_a->set_lr(base * schedule.lr_at(k));
-      opt_a->zero_grad();
-      cross_entropy(a.forward(xs[size_t(k)]), ys[size_t(k)]).backward();
-      opt_a->step();
-    }
-    // Captured: the same warm-up step eagerly, then the step captured once with its inputs in two
-    // fixed tensors, and replayed with each batch copied into them.
-    Rng rng_b(1);
-    SmallNet b(rng_b);
-    b.to(Device::CUDA);
-    b.train();
-    auto opt_b = make_optimizer(kind, b.named_parameters());
-    Tensor x = xs[0].clone(), y = ys[0].clone(), loss;
-    auto step = [&] {
-      opt_b->zero_grad();
-      loss = cross_entropy(b.forward(x), y);
-      loss.backward();
-      opt_b->step();
-    };
-    opt_b->set_lr(base * schedule.lr_at(0));
-    step();
-    DeviceGraph graph = DeviceGraph::capture(Device::CUDA, step);
-    CHECK_FALSE(graph.empty());
-    for (int k = 1; k < 6; ++k) {
-      CAPTURE(k);
-      const cuda::WorkCounts before = cuda::work_counts();
-      opt_b->set_lr(base * schedule.lr_at(k));  // a one-thread kernel when the rate changes
-      x.copy_(xs[size_t(k)]);
-      y.copy_(ys[size_t(k)]);
-      graph.replay();
-      const cuda::WorkCounts after = cuda::work_counts();
-      CHECK(after.graph_launches - before.graph_launches == 1);
-      CHECK(after.launches - before.launches == (k == 3 ? 1u : 0u));
-      CHECK(after.host_waits == before.host_waits);
-      CHECK(after.copies - before.copies == 2);  // the two inputs, device to device
-    }
-    const auto wa = weights(a), wb = weights(b);
-    REQUIRE(wa.size() == wb.size());
-    size_t differing = 0;
-    for (size_t i = 0; i < wa.size(); ++i) differing += wa[i] != wb[i];
-    CHECK(differing == 0);
-    // The optimisers agree too: counts and (Nadam) the schedule, as a checkpoint would save them.
-    const OptimizerState sa = opt_a->state_dict(), sb = opt_b->state_dict();
-    REQUIRE(sa.tensors.size() == sb.tensors.size());
-    for (size_t i = 0; i < sa.tensors.size(); ++i) {
-      CAPTURE(sa.tensors[i].first);
-      CHECK(sa.tensors[i].first == sb.tensors[i].first);
-      CHECK(sa.tensors[i].second.to_vector() == sb.tensors[i].second.to_vector());
-    }
-    CHECK(opt_b->steps() == 6);
-    CHECK(std::isfinite(loss.item()));  // the last replay's loss, in the tensor the capture made
+  // Eager.
+  Rng rng_a(1);
+  SmallNet a(rng_a);
+  a.to(Device::CUDA);
+  a.train();
+  auto opt_a = make_optimizer(kind, a.named_parameters());
+  const double base = opt_a->lr();
+  for (int k = 0; k < 6; ++k) {
+    opt_a->set_lr(base * schedule.lr_at(k));
+    opt_a->zero_grad();
+    cross_entropy(a.forward(xs[size_t(k)]), ys[size_t(k)]).backward();
+    opt_a->step();
   }
+  // Captured: the same warm-up step eagerly, then the step captured once with its inputs in two
+  // fixed tensors, and replayed with each batch copied into them.
+  Rng rng_b(1);
+  SmallNet b(rng_b);
+  b.to(Device::CUDA);
+  b.train();
+  auto opt_b = make_optimizer(kind, b.named_parameters());
+  Tensor x = xs[0].clone(), y = ys[0].clone(), loss;
+  auto step = [&] {
+    opt_b->zero_grad();
+    loss = cross_entropy(b.forward(x), y);
+    loss.backward();
+    opt_b->step();
+  };
+  opt_b->set_lr(base * schedule.lr_at(0));
+  step();
+  DeviceGraph graph = DeviceGraph::capture(Device::CUDA, step);
+  CHECK_FALSE(graph.empty());
+  for (int k = 1; k < 6; ++k) {
+    CAPTURE(k);
+    const cuda::WorkCounts before = cuda::work_counts();
+    opt_b->set_lr(base * schedule.lr_at(k));  // a one-thread kernel when the rate changes
+    x.copy_(xs[size_t(k)]);
+    y.copy_(ys[size_t(k)]);
+    graph.replay();
+    const cuda::WorkCounts after = cuda::work_counts();
+    CHECK(after.graph_launches - before.graph_launches == 1);
+    CHECK(after.launches - before.launches == (k == 3 ? 1u : 0u));
+    CHECK(after.host_waits == before.host_waits);
+    CHECK(after.copies - before.copies == 2);  // the two inputs, device to device
+  }
+  const auto wa = weights(a), wb = weights(b);
+  REQUIRE(wa.size() == wb.size());
+  size_t differing = 0;
+  for (size_t i = 0; i < wa.size(); ++i) differing += wa[i] != wb[i];
+  CHECK(differing == 0);
+  // The optimisers agree too: counts and (Nadam) the schedule, as a checkpoint would save them.
+  const OptimizerState sa = opt_a->state_dict(), sb = opt_b->state_dict();
+  REQUIRE(sa.tensors.size() == sb.tensors.size());
+  for (size_t i = 0; i < sa.tensors.size(); ++i) {
+    CAPTURE(sa.tensors[i].first);
+    CHECK(sa.tensors[i].first == sb.tensors[i].first);
+    CHECK(sa.tensors[i].second.to_vector() == sb.tensors[i].second.to_vector());
+  }
+  CHECK(opt_b->steps() == 6);
+  CHECK(std::isfinite(loss.item()));  // the last replay's loss, in the tensor the capture made
+}
+
+TEST_CASE("cuda graphs: five replays of a captured training step equal five eager steps, bit for bit") {
+  for (const std::string kind : {"sgd", "adam", "nadam"}) replays_equal_eager(kind);
+}
+
+// The same with the convolutions on Hopper's kernels (conv2d_wgmma.cu, TF32: tensor maps made on the
+// host and passed by value, their buffers in the workspace), as the H200's Auto choice runs them; the
+// emulator's wgmma count shows the replays ran them.
+TEST_CASE("cuda graphs: a captured step with the convolutions on wgmma replays as the eager steps, bit for bit") {
+  REQUIRE(cuda::register_cuda_backend());
+#ifdef NIMBUS_CUDA_RUNTIME
+  if (!cuda::wgmma_available()) {
+    MESSAGE("skipped: this device does not run sm_90a code");
+    return;
+  }
+#else
+  const int64_t before = emu::all_launch_stats().wgmma;
+#endif
+  const cuda::ConvKernelsScope hopper(cuda::ConvKernels::Wgmma);
+  replays_equal_eager("adam");
+#ifndef NIMBUS_CUDA_RUNTIME
+  CHECK(emu::all_launch_stats().wgmma > before);
+#endif
 }
 
 TEST_CASE("cuda graphs: a capture refuses a host wait and a first optimiser step, and leaves eager work intact") {
