@@ -134,6 +134,36 @@ __device__ __forceinline__ void mma_ktile(float (&acc)[kBN / 2], const unsigned 
   wgmma_commit_group();
 }
 
+// The ring (see the top), shared by both kernels: k-tiles 0 and 1 loaded, then per k-tile kt: wait for
+// A's copy (when A comes by TMA: tma_a), multiply, wait until this warpgroup's k-tile kt - 1 is done,
+// __syncthreads (every warpgroup's is: its stage may be refilled), and load k-tile kt + 2 into it
+// (load_a(kt) by thread 0 when tma_a: the copy of A on full[kt % kStages]; gather(kt) by every thread:
+// the tiles the threads write, then fence.proxy.async). acc holds the result when it returns.
+template <typename E, typename LoadA, typename Gather>
+__device__ __forceinline__ void run_ring(float (&acc)[kBN / 2], const unsigned char* smem, uint64_t* full, int tiles,
+                                         bool tma_a, const LoadA& load_a, const Gather& gather) {
+  const int tid = int(threadIdx.x), wg = tid / 128;
+  for (int kt = 0; kt < kStages - 1 && kt < tiles; ++kt) {
+    if (tma_a && tid == 0) load_a(kt);
+    gather(kt);
+  }
+  __syncthreads();
+  for (int kt = 0; kt < tiles; ++kt) {
+    const unsigned char* stage = smem + (kt % kStages) * kStageBytes;
+    if (tma_a) mbarrier_wait_parity(&full[kt % kStages], uint32_t(kt / kStages) & 1u);
+    mma_ktile<E>(acc, stage + wg * 64 * kLine, stage + kABytes, kt > 0);
+    wgmma_wait_group<1>();  // this warpgroup's k-tile kt - 1 is done
+    __syncthreads();        // and every warpgroup's: its stage, (kt - 1) % kStages, may be refilled
+    const int next = kt + kStages - 1;
+    if (next < tiles) {
+      if (tma_a && tid == 0) load_a(next);
+      gather(next);
+    }
+  }
+  wgmma_wait_group<0>();
+  wgmma_fence_operand(acc);
+}
+
 // Accumulator acc[4j + 2h + e] of thread i of a warpgroup: row 16 (i / 32) + (i % 32) / 4 + 8h, column
 // 8j + 2 (i % 4) + e of its 64 x 128.
 __device__ __forceinline__ int acc_row(int i, int h) { return 16 * (i / 32) + (i % 32) / 4 + 8 * h; }
@@ -210,27 +240,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     fence_proxy_async_shared();  // these generic-proxy stores before the wgmma (async proxy) reads them
   };
 
-  for (int kt = 0; kt < kStages - 1 && kt < tiles; ++kt) {
-    if (tid == 0) load_a(kt);
-    gather(kt);
-  }
-  __syncthreads();
-
   float acc[kBN / 2];
-  for (int kt = 0; kt < tiles; ++kt) {
-    const unsigned char* stage = smem + (kt % kStages) * kStageBytes;
-    mbarrier_wait_parity(&full[kt % kStages], uint32_t(kt / kStages) & 1u);
-    mma_ktile<E>(acc, stage + wg * 64 * kLine, stage + kABytes, kt > 0);
-    wgmma_wait_group<1>();  // this warpgroup's k-tile kt - 1 is done
-    __syncthreads();        // and every warpgroup's: its stage, (kt - 1) % kStages, may be refilled
-    const int next = kt + kStages - 1;
-    if (next < tiles) {
-      if (tid == 0) load_a(next);
-      gather(next);
-    }
-  }
-  wgmma_wait_group<0>();
-  wgmma_fence_operand(acc);
+  run_ring<E>(acc, smem, full, tiles, true, load_a, gather);
 
   // y[img, k, position] (NCHW), + bias, then ReLU or the residual sum, rounded to E once.
   const int i = tid % 128;
@@ -390,27 +401,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     fence_proxy_async_shared();  // these generic-proxy stores before the wgmma (async proxy) reads them
   };
 
-  for (int kt = 0; kt < kStages - 1 && kt < tiles; ++kt) {
-    if (d.tma_a && tid == 0) load_a(kt);
-    gather(kt);
-  }
-  __syncthreads();
-
   float acc[kBN / 2];
-  for (int kt = 0; kt < tiles; ++kt) {
-    const unsigned char* stage = smem + (kt % kStages) * kStageBytes;
-    if (d.tma_a) mbarrier_wait_parity(&full[kt % kStages], uint32_t(kt / kStages) & 1u);
-    mma_ktile<E>(acc, stage + wg * 64 * kLine, stage + kABytes, kt > 0);
-    wgmma_wait_group<1>();  // this warpgroup's k-tile kt - 1 is done
-    __syncthreads();        // and every warpgroup's: its stage may be refilled
-    const int next = kt + kStages - 1;
-    if (next < tiles) {
-      if (d.tma_a && tid == 0) load_a(next);
-      gather(next);
-    }
-  }
-  wgmma_wait_group<0>();
-  wgmma_fence_operand(acc);
+  run_ring<E>(acc, smem, full, tiles, d.tma_a != 0, load_a, gather);
 
   const int i = tid % 128;
 #pragma unroll
