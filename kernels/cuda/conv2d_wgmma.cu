@@ -134,6 +134,17 @@ __device__ __forceinline__ void mma_ktile(float (&acc)[kBN / 2], const unsigned 
   wgmma_commit_group();
 }
 
+// The ring's mbarriers (one per stage, one arrival: the thread that starts its copy) and the tensor
+// map's prefetch, by thread 0, then a block barrier. Every thread of the block calls it.
+__device__ __forceinline__ void init_ring(uint64_t* full, const CUtensorMap* map) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) mbarrier_init(&full[s], 1);
+    fence_mbarrier_init();
+    tma_prefetch_descriptor(map);
+  }
+  __syncthreads();
+}
+
 // The ring (see the top), shared by both kernels: k-tiles 0 and 1 loaded, then per k-tile kt: wait for
 // A's copy (when A comes by TMA: tma_a), multiply, wait until this warpgroup's k-tile kt - 1 is done,
 // __syncthreads (every warpgroup's is: its stage may be refilled), and load k-tile kt + 2 into it
@@ -195,12 +206,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int tid = int(threadIdx.x), wg = tid / 128;
   const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
   const int tiles = (d.CRS + BK - 1) / BK;
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) mbarrier_init(&full[s], 1);
-    fence_mbarrier_init();
-    tma_prefetch_descriptor(&map_w);
-  }
-  __syncthreads();
+  init_ring(full, &map_w);
 
   // This thread's B column: output position (img, p, q), its window's corner (h0, w0) in x.
   const int bn = tid % kBN, khalf = tid / kBN;  // chunks 4 khalf .. 4 khalf + 3 of every k-tile's line
@@ -323,14 +329,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN, split = int(blockIdx.z);
   const int first = split * d.split_tiles;
   const int tiles = min(d.split_tiles, (d.NPQ + BK - 1) / BK - first);  // >= 1: the launcher's split count
-  if (d.tma_a) {  // the same for every thread of the block
-    if (tid == 0) {
-      for (int s = 0; s < kStages; ++s) mbarrier_init(&full[s], 1);
-      fence_mbarrier_init();
-      tma_prefetch_descriptor(&map_dy);
-    }
-    __syncthreads();
-  }
+  if (d.tma_a) init_ring(full, &map_dy);  // d.tma_a: the same for every thread of the block
   // thread 0, tma_a: k-tile first + kt of dy, rows m0.. of image n from position pq0 (one image: P*Q is a
   // multiple of BK), into its stage.
   const auto load_a = [&](int kt) {
