@@ -23,9 +23,10 @@
 //
 // --device cuda runs the GPU cases (the models phase of scripts/gpu_check.sh, next to
 // bench/torch/gpu_reference.py on the same GPU):
-//   resnet50_train_b256_64[_graph]  resnet50_infer_b256_64  dsen2cr_train_B16F256_b16_128[_graph]
+//   resnet50_train_b256_64[_graph|_nofold]  resnet50_infer_b256_64  dsen2cr_train_B16F256_b16_128[_graph]
 //   dsen2cr_infer_B16F256_b1_256
-// (_graph: the same step captured once as a CUDA graph and replayed). Each step ends with a device synchronisation (host clock around step + sync). The row adds, per
+// (_graph: the same step captured once as a CUDA graph and replayed; _nofold: batch norm's statistics by its
+// own kernels, not in the convolutions' epilogue: backends/cuda/backend.h bn_fold). Each step ends with a device synchronisation (host clock around step + sync). The row adds, per
 // step, the kernel launches, host waits and memcpys the backend counted (kernels/cuda/stream.h; the closing
 // synchronisation is not counted), the peak memory the CUDA caching allocator held (in use +
 // cached: PyTorch's max_memory_reserved), and, from one extra step under the op profiler
@@ -139,12 +140,13 @@ void report(const std::string& key, const std::string& name, const std::vector<d
     std::printf("{\"case\":\"%s\",\"name\":\"%s\",\"impl\":\"nimbus\",\"precision\":\"%s\",\"ok\":true,"
                 "\"nimbus_ms\":%.3f,\"median_ms\":%.3f,\"p10_ms\":%.3f,\"p90_ms\":%.3f,\"iters\":%zu,"
                 "\"img_per_s\":%.2f,\"flops\":%.6g,\"launches_per_step\":%.0f,\"host_waits_per_step\":%.0f,"
-                "\"copies_per_step\":%.0f,\"graph_launches_per_step\":%.0f,\"gpu_busy_fraction\":%.4f,\"peak_mem_bytes\":%zu,\"ops\":%s,\"conv_kernels\":\"%s\",\"status\":\"%s\"}\n",
+                "\"copies_per_step\":%.0f,\"graph_launches_per_step\":%.0f,\"gpu_busy_fraction\":%.4f,\"peak_mem_bytes\":%zu,\"ops\":%s,\"conv_kernels\":\"%s\",\"bn_fold\":%s,\"status\":\"%s\"}\n",
                 key.c_str(), name.c_str(), cuda::math_name(cuda::math()), med, med, percentile(ms, 0.1),
                 percentile(ms, 0.9), ms.size(),
                 batch / (med * 1e-3), batch * gflop_per_img * 1e9, g_cuda.launches, g_cuda.host_waits,
                 g_cuda.copies, g_cuda.graph_launches, g_cuda.busy, g_cuda.peak_reserved, ops.c_str(),
-                cuda::convs_on_wgmma() ? "wgmma" : "mma.sync", cuda_status().c_str());
+                cuda::convs_on_wgmma() ? "wgmma" : "mma.sync", cuda::bn_fold() ? "true" : "false",
+                cuda_status().c_str());
     std::fflush(stdout);
     return;
   }
@@ -310,6 +312,11 @@ const std::vector<Case>& cuda_cases() {
       {"resnet50_train_b256_64", [](int it) { resnet50("resnet50_train_b256_64", 256, true, it ? it : 10); }},
       {"resnet50_train_b256_64_graph",
        [](int it) { resnet50("resnet50_train_b256_64_graph", 256, true, it ? it : 10, true); }},
+      {"resnet50_train_b256_64_nofold",  // batch norm's statistics kernels instead of the conv epilogue's
+       [](int it) {
+         const cuda::BnFoldScope no_fold(false);
+         resnet50("resnet50_train_b256_64_nofold", 256, true, it ? it : 10);
+       }},
       {"resnet50_infer_b256_64", [](int it) { resnet50("resnet50_infer_b256_64", 256, false, it ? it : 20); }},
       {"dsen2cr_train_B16F256_b16_128",
        [](int it) { dsen2cr("dsen2cr_train_B16F256_b16_128", 16, 256, 16, 128, true, it ? it : 2); }},

@@ -53,11 +53,16 @@ ResidualBlock::ResidualBlock(BlockType type, int64_t in, int64_t planes, int str
   }
 }
 
+// Every conv -> bn pair goes through conv_bn: in training a backend may compute the batch statistics
+// in the convolution's epilogue.
 Tensor ResidualBlock::forward(const Tensor& x) {
-  Tensor h = bn1_->forward_relu(conv1_->forward(x));
-  if (type_ == BlockType::Bottleneck) h = bn3_->forward(conv3_->forward(bn2_->forward_relu(conv2_->forward(h))));
-  else h = bn2_->forward(conv2_->forward(h));
-  return add_relu(h, downsample_ ? downsample_->forward(x) : x);
+  Tensor h = conv_bn(*conv1_, *bn1_, x, true);
+  if (type_ == BlockType::Bottleneck) h = conv_bn(*conv3_, *bn3_, conv_bn(*conv2_, *bn2_, h, true), false);
+  else h = conv_bn(*conv2_, *bn2_, h, false);
+  if (!downsample_) return add_relu(h, x);
+  auto& ds_conv = dynamic_cast<Conv2d&>((*downsample_)[0]);
+  auto& ds_bn = dynamic_cast<BatchNorm2d&>((*downsample_)[1]);
+  return add_relu(h, conv_bn(ds_conv, ds_bn, x, false));
 }
 
 ResNet::ResNet(const ResNetConfig& c, Rng& rng) : config_(c) {
@@ -83,7 +88,7 @@ Tensor ResNet::forward(const Tensor& x) {
   NIMBUS_CHECK(x.defined() && x.ndim() == 4 && x.size(1) == config_.in_channels, "resnet: input ",
                x.defined() ? x.shape().str() : "undefined", " is not (N,", config_.in_channels, ",H,W) for ",
                config_.str());
-  Tensor h = maxpool_->forward(bn1_->forward_relu(conv1_->forward(x)));
+  Tensor h = maxpool_->forward(conv_bn(*conv1_, *bn1_, x, true));
   for (auto& layer : layers_) h = layer->forward(h);
   return fc_->forward(global_avg_pool(h));
 }

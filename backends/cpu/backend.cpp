@@ -91,6 +91,16 @@ void conv2d_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* d
                      const bfloat16* w, const ConvGeom& g, float* ws) {
   HostViaF32::conv2d_backward(cpu::conv2d_backward, dx, dw, db, dy, x, w, g, ws);
 }
+// A conv -> batch norm pair: the two calls (the CPU has no epilogue to fold the statistics into).
+int64_t conv2d_bn_workspace(const ConvGeom& g) { return cpu::conv2d_workspace(g); }
+template <typename T>
+void conv2d_forward_bn_stats(T* y, const T* x, const T* w, const T* b, const ConvGeom& g, float* ws, float* mean,
+                             float* invstd, float* running_mean, float* running_var, float* count, float momentum,
+                             float eps) {
+  conv2d_forward(y, x, w, b, g, ws, false);
+  batchnorm_train_stats(mean, invstd, running_mean, running_var, count, static_cast<const T*>(y), g.N, g.K,
+                        g.P() * g.Q(), momentum, eps);
+}
 // The residual sum as a second pass (y = r + s y, elementwise in place).
 template <typename T>
 void conv2d_residual_forward(T* y, const T* x, const T* w, const T* b, const T* r, float s, const ConvGeom& g,

@@ -241,6 +241,34 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const flo
   cuda::linear_backward(dx, dw, db, dy, x, w, N, in, out);
 }
 
+void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
+                    float* ws, bool relu);  // below
+// A conv -> batch norm pair in training: with bn_fold() and a tensor-core forward, the moments come from
+// the forward's epilogue into the workspace past the forward's own part, and one launch merges them;
+// else the forward, then batch norm's statistics kernels over y.
+int64_t conv2d_bn_workspace(const ConvGeom& g) {
+  return (conv2d_workspace(g) + 3) / 4 * 4 + conv2d_bn_moments_floats(g);  // moments 16-byte aligned
+}
+template <typename T>
+void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
+                           const T* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps);
+template <typename E>
+void conv2d_forward_bn_stats(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* ws, float* mean,
+                             float* invstd, float* running_mean, float* running_var, float* count, float momentum,
+                             float eps) {
+  const bool tc = std::is_same_v<E, bfloat16> || tf32_on();
+  const bool on_wgmma = tc && wgmma_for<E>(g, TcKind::ConvForward);
+  if (bn_fold() && (on_wgmma || (tc && conv2d_tc_supported(g)))) {
+    float* moments = ws + (conv2d_workspace(g) + 3) / 4 * 4;
+    const int chunks = on_wgmma ? conv2d_wgmma_forward_bn_moments<E>(y, x, w, b, g, ws, moments)
+                                : conv2d_tc_forward_bn_moments<E>(y, x, w, b, g, moments);
+    return batchnorm_stats_from_moments(mean, invstd, running_mean, running_var, count, moments, g.K, chunks,
+                                        g.N * g.P() * g.Q(), momentum, eps);
+  }
+  conv2d_forward(y, x, w, b, g, ws, false);
+  batchnorm_train_stats<E>(mean, invstd, running_mean, running_var, count, y, g.N, g.K, g.P() * g.Q(), momentum, eps);
+}
+
 // Batch norm: a channel's values over several blocks when the channels alone would not fill the GPU
 // (batchnorm.h batchnorm_splits), with float32 scratch from the caching allocator, on the stream.
 template <typename T>
@@ -336,6 +364,14 @@ void install_reference(Reference r) {
       if (relu) cuda::relu_forward(y, y, g.N * g.K * g.P() * g.Q());
     };
     t.f32.conv2d_backward = ref::cudnn_conv2d_backward;
+    t.f32.conv2d_bn_workspace = ref::cudnn_conv2d_workspace;  // no fold: cuDNN's forward, then our statistics
+    t.f32.conv2d_forward_bn_stats = [](float* y, const float* x, const float* w, const float* b, const ConvGeom& g,
+                                       float* ws, float* mean, float* invstd, float* rm, float* rv, float* count,
+                                       float momentum, float eps) {
+      ref::cudnn_conv2d_forward(y, x, w, b, g, ws);
+      cuda_entries::batchnorm_train_stats<float>(mean, invstd, rm, rv, count, y, g.N, g.K, g.P() * g.Q(), momentum,
+                                                 eps);
+    };
   }
   set_backend(Device::CUDA, t);
 }
@@ -344,6 +380,7 @@ void install_reference(Reference r) {
 std::string base_status;  // the registration sentence, without the reference and math notes
 std::atomic<Math> current_math{Math::Tf32};
 std::atomic<ConvKernels> current_conv{ConvKernels::Auto};
+std::atomic<bool> current_bn_fold{true};
 
 // The status sentence: registration, then the math mode, then an active reference.
 void update_status() {
@@ -351,6 +388,7 @@ void update_status() {
   set_cuda_status(str(base_status, "; float32 conv2d/linear in ", math_name(current_math.load()),
                       current_math.load() == Math::Tf32 ? " on our tensor-core kernels" : " on the plain kernels",
                       "; tensor-core conv2d on ", convs_on_wgmma() ? "wgmma (sm_90a)" : "mma.sync",
+                      current_bn_fold.load() ? ", batch-norm statistics in its epilogue" : "",
                       r == Reference::None ? ""
                                            : str("; reference ", reference_name(r),
                                                  r == Reference::Cublas ? ": every GEMM on cuBLAS"
@@ -375,6 +413,12 @@ bool do_register() {
   const Math wanted_math = math_env ? parse_math(math_env) : current_math.load();
   const char* conv_env = std::getenv("NIMBUS_CUDA_CONV");
   const ConvKernels wanted_conv = conv_env ? parse_conv_kernels(conv_env) : current_conv.load();
+  if (const char* fold_env = std::getenv("NIMBUS_CUDA_BN_FOLD")) {
+    const std::string v = fold_env;
+    NIMBUS_CHECK(v == "0" || v == "1", "NIMBUS_CUDA_BN_FOLD=", v, ": expected 1 (fold batch-norm statistics into ",
+                 "the convolution) or 0");
+    current_bn_fold = v == "1";
+  }
   // Data-parallel ranks on one machine take one GPU each, by local rank (mpirun's
   // OMPI_COMM_WORLD_LOCAL_RANK, or SLURM_LOCALID); more ranks than GPUs share them round-robin.
   int device = 0;
@@ -488,6 +532,13 @@ void set_conv_kernels(ConvKernels k) {
 }
 
 ConvKernels conv_kernels() { return current_conv.load(); }
+
+void set_bn_fold(bool on) {
+  current_bn_fold = on;
+  if (!base_status.empty()) update_status();
+}
+
+bool bn_fold() { return current_bn_fold.load(); }
 
 bool convs_on_wgmma() {
   const ConvKernels k = current_conv.load();

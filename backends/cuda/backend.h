@@ -79,4 +79,26 @@ class ConvKernelsScope {
   ConvKernels saved_;
 };
 
+// Batch-norm statistics folded into the convolution (conv2d_forward_bn_stats: a conv -> batch norm pair
+// in training, ResNet's): on (the default), the tensor-core forward writes per-tile moments of its
+// output in its epilogue (kernels/cuda/bn_moments.cuh) and one small kernel merges them, so batch norm's
+// statistics never read the output; off, the forward and then batch norm's own statistics kernels (two
+// reads of the output). Either way the statistics agree within float rounding (another summation
+// order). NIMBUS_CUDA_BN_FOLD=1|0 in the environment at registration, or set_bn_fold(); bench_models
+// times a ResNet step both ways (its rows say which).
+void set_bn_fold(bool on);  // process-wide
+bool bn_fold();
+
+// Scope object for tests and benchmarks: sets the fold, restores the previous setting.
+class BnFoldScope {
+ public:
+  explicit BnFoldScope(bool on) : saved_(bn_fold()) { set_bn_fold(on); }
+  ~BnFoldScope() { set_bn_fold(saved_); }
+  BnFoldScope(const BnFoldScope&) = delete;
+  BnFoldScope& operator=(const BnFoldScope&) = delete;
+
+ private:
+  bool saved_;
+};
+
 }  // namespace nimbus::cuda

@@ -65,6 +65,14 @@ Tensor BatchNorm2d::forward_relu(const Tensor& x) {
                            &num_batches_tracked);
 }
 
+Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, bool relu) {
+  if (!bn.is_training() || bn.sync) return relu ? bn.forward_relu(conv.forward(x)) : bn.forward(conv.forward(x));
+  Tensor mean, invstd;
+  const Tensor y = conv2d_bn_stats(x, conv.weight, conv.bias, conv.stride, conv.padding, mean, invstd,
+                                   bn.running_mean, bn.running_var, bn.momentum, bn.eps, &bn.num_batches_tracked);
+  return batch_norm2d_from_stats(y, bn.weight, bn.bias, mean, invstd, relu);
+}
+
 Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Rng& rng) {
   NIMBUS_CHECK(in_features > 0 && out_features > 0, "Linear: bad configuration in=", in_features,
                " out=", out_features);

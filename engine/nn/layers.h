@@ -40,6 +40,12 @@ class BatchNorm2d : public UnaryModule {
   ProcessGroup* sync = nullptr;
 };
 
+// bn(conv(x)), then ReLU when `relu`: in training (unless bn is synchronised) as conv2d_bn_stats then
+// batch_norm2d_from_stats, so that a backend computes the statistics in the convolution's epilogue
+// (the same values as the two modules' forwards up to float rounding; on the CPU the same bits);
+// otherwise the two modules' forwards.
+Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, bool relu);
+
 class Linear : public UnaryModule {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias = true, Rng& rng = global_rng());

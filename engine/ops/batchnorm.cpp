@@ -26,15 +26,26 @@ void check_channel_param(const Tensor& p, const char* name, const Tensor& x, boo
 }  // namespace
 
 namespace {
-// batch_norm2d, then ReLU when `relu` (in the same pass over the data on the CPU).
+// Batch statistics computed before the call (conv2d_bn_stats): mean and invstd of x.
+struct GivenStats {
+  const Tensor &mean, &invstd;
+};
+
+// batch_norm2d, then ReLU when `relu` (in the same pass over the data on the CPU). With `given`,
+// training with those statistics (the running statistics are not used).
 Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
                          Tensor& running_var, bool training, float momentum, float eps, bool relu,
-                         Tensor* num_batches_tracked) {
+                         Tensor* num_batches_tracked, const GivenStats* given = nullptr) {
   NIMBUS_CHECK(x.ndim() == 4, "batch_norm2d: input must be (N,C,H,W), got ", x.shape().str());
   check_channel_param(weight, "weight", x, true);
   check_channel_param(bias, "bias", x, true);
-  check_channel_param(running_mean, "running_mean", x, false);
-  check_channel_param(running_var, "running_var", x, false);
+  if (given) {
+    check_channel_param(given->mean, "mean", x, false);
+    check_channel_param(given->invstd, "invstd", x, false);
+  } else {
+    check_channel_param(running_mean, "running_mean", x, false);
+    check_channel_param(running_var, "running_var", x, false);
+  }
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   NIMBUS_CHECK(!training || N * HW > 1, "batch_norm2d: training needs more than 1 value per channel, input ",
                x.shape().str());
@@ -44,7 +55,7 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
   const Device dev = x.device();
   const DType dt = x.dtype();
   const char* op = relu ? "batch_norm2d_relu" : "batch_norm2d";
-  Tensor mean = Tensor::empty({C}, dev), invstd = Tensor::empty({C}, dev);
+  Tensor mean = given ? given->mean : Tensor::empty({C}, dev), invstd = given ? given->invstd : Tensor::empty({C}, dev);
   const float* w = weight.defined() ? weight.data() : nullptr;
   const float* b = bias.defined() ? bias.data() : nullptr;
   Tensor y = Tensor::empty(x.shape(), dev, dt);
@@ -52,11 +63,11 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
   visit_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     const Kernels<T>& be = tables.of<T>();
-    if (training)
+    if (training && !given)  // (given: the statistics came with x)
       be.batchnorm_train_stats(mean.data(), invstd.data(), running_mean.data(), running_var.data(),
                                num_batches_tracked ? num_batches_tracked->data() : nullptr, x.data_as<T>(), N, C, HW,
                                momentum, eps);
-    else {
+    else if (!training) {
       mean.copy_(running_mean);  // a copy: later training steps must not change what backward sees
       tables.f32.batchnorm_invstd(invstd.data(), running_var.data(), eps, C);
     }
@@ -96,6 +107,13 @@ Tensor batch_norm2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bi
                          Tensor& running_var, bool training, float momentum, float eps, Tensor* num_batches_tracked) {
   return batch_norm2d_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, true,
                            num_batches_tracked);
+}
+
+Tensor batch_norm2d_from_stats(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& mean,
+                               const Tensor& invstd, bool relu) {
+  Tensor unused;
+  const GivenStats given{mean, invstd};
+  return batch_norm2d_impl(x, weight, bias, unused, unused, true, 0.0f, 0.0f, relu, nullptr, &given);
 }
 
 }  // namespace nimbus

@@ -25,4 +25,10 @@ Tensor batch_norm2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bi
                          Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f,
                          Tensor* num_batches_tracked = nullptr);
 
+// Training's normalisation (then the ReLU when `relu`) with the batch statistics of x already computed:
+// mean and invstd (C) float32, as conv2d_bn_stats (conv.h) gives them. The backward is batch_norm2d's in
+// training (through the batch statistics); nothing running is updated here.
+Tensor batch_norm2d_from_stats(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& mean,
+                               const Tensor& invstd, bool relu);
+
 }  // namespace nimbus

@@ -68,9 +68,17 @@ void conv_grads(const char* bop, const Tensor& dy_in, const Tensor& x_saved, con
   if (db.defined()) sink.set(2, db);
 }
 
+// What conv2d_bn_stats asks of the forward besides y: batch-norm statistics of y.
+struct BnStatsOut {
+  Tensor &mean, &invstd, &running_mean, &running_var;
+  Tensor* num_batches_tracked;
+  float momentum, eps;
+};
+
 // conv2d, then ReLU when `relu` (each backend fuses it where its kernel allows: the CPU's direct
-// path applies it as the output is stored).
-Tensor conv2d_impl(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, int stride, int padding, bool relu) {
+// path applies it as the output is stored); with `bn`, no ReLU and y's batch-norm statistics too.
+Tensor conv2d_impl(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, int stride, int padding, bool relu,
+                   const BnStatsOut* bn = nullptr) {
   const ConvGeom g = check_conv(x_in, w_in, b_in, stride, padding);
   // Under a bfloat16 autocast scope the operands are cast (recorded: gradients return in float32).
   const Tensor x = autocast_matmul(x_in), w = autocast_matmul(w_in), b = autocast_matmul(b_in);
@@ -78,15 +86,22 @@ Tensor conv2d_impl(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, i
                ", weight ", describe(w), b.defined() ? str(" and bias ", describe(b)) : std::string(),
                " must have one dtype");
   const DType dt = x.dtype();
-  const char* op = relu ? "conv2d_relu" : "conv2d";
+  const char* op = bn ? "conv2d_bn_stats" : relu ? "conv2d_relu" : "conv2d";
   Tensor y = Tensor::empty({g.N, g.K, g.P(), g.Q()}, x.device(), dt);
   const Backend& be = backend_tables(x.device(), op);  // once: one op boundary for the profiler
   // The workspace is float32 in every dtype (the float kernels' im2col columns).
-  Tensor ws = Tensor::empty({std::max<int64_t>(be.f32.conv2d_workspace(g), 1)}, x.device());
+  const int64_t ws_floats = bn ? be.f32.conv2d_bn_workspace(g) : be.f32.conv2d_workspace(g);
+  Tensor ws = Tensor::empty({std::max<int64_t>(ws_floats, 1)}, x.device());
   visit_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    be.of<T>().conv2d_forward(y.data_as<T>(), x.data_as<T>(), w.data_as<T>(), b.defined() ? b.data_as<T>() : nullptr, g,
-                        ws.data(), relu);
+    const T* bias = b.defined() ? b.data_as<T>() : nullptr;
+    if (!bn)
+      return be.of<T>().conv2d_forward(y.data_as<T>(), x.data_as<T>(), w.data_as<T>(), bias, g, ws.data(), relu);
+    be.of<T>().conv2d_forward_bn_stats(y.data_as<T>(), x.data_as<T>(), w.data_as<T>(), bias, g, ws.data(),
+                                       bn->mean.data(), bn->invstd.data(), bn->running_mean.data(),
+                                       bn->running_var.data(),
+                                       bn->num_batches_tracked ? bn->num_batches_tracked->data() : nullptr,
+                                       bn->momentum, bn->eps);
   });
 
   // Save only what backward can use: x for dw, w for dx, y for the ReLU's mask.
@@ -155,6 +170,24 @@ Tensor conv2d_residual(const Tensor& x_in, const Tensor& w_in, const Tensor& b_i
 
 Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding) {
   return conv2d_impl(x, w, b, stride, padding, true);
+}
+
+Tensor conv2d_bn_stats(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, Tensor& mean,
+                       Tensor& invstd, Tensor& running_mean, Tensor& running_var, float momentum, float eps,
+                       Tensor* num_batches_tracked) {
+  NIMBUS_CHECK(x.defined() && w.defined() && w.ndim() == 4, "conv2d_bn_stats: input and a 4-D weight must be defined");
+  const int64_t K = w.size(0);
+  for (const Tensor* t : {&running_mean, &running_var})
+    NIMBUS_CHECK(t->defined() && t->shape() == Shape{K} && t->dtype() == DType::F32 && t->device() == x.device(),
+                 "conv2d_bn_stats: running statistics ", t->defined() ? describe(*t) : std::string("(undefined)"),
+                 " must be float32 (", K, ") on the input's device ", describe(x));
+  NIMBUS_CHECK(!num_batches_tracked || (num_batches_tracked->defined() && num_batches_tracked->numel() == 1 &&
+                                        num_batches_tracked->device() == x.device()),
+               "conv2d_bn_stats: num_batches_tracked must be a one-element tensor on the input's device");
+  mean = Tensor::empty({K}, x.device());
+  invstd = Tensor::empty({K}, x.device());
+  const BnStatsOut bn{mean, invstd, running_mean, running_var, num_batches_tracked, momentum, eps};
+  return conv2d_impl(x, w, b, stride, padding, false, &bn);
 }
 
 }  // namespace nimbus

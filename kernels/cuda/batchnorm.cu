@@ -104,8 +104,22 @@ __global__ void batchnorm_chunk_moments_kernel(float* part, const T* x, int64_t 
   }
 }
 
-// S > 1, second kernel: channel c's S chunks combined in order (Chan et al.: n = na + nb, delta =
-// mb - ma, mean = ma + delta nb / n, m2 = m2a + m2b + delta^2 na nb / n), then the statistics.
+// Moments (count n, mean m, sum of squared deviations m2) a merged with b (Chan et al.: n = na + nb,
+// delta = mb - ma, mean = ma + delta nb / n, m2 = m2a + m2b + delta^2 na nb / n); an empty b changes
+// nothing, and b into an empty a is b itself.
+__device__ __forceinline__ void merge_moments(float& n, float& m, float& m2, float nb, float mb, float m2b) {
+  if (nb == 0.0f) return;
+  if (n == 0.0f) {
+    n = nb, m = mb, m2 = m2b;
+    return;
+  }
+  const float tot = n + nb, delta = mb - m;
+  m += delta * nb / tot;
+  m2 += m2b + delta * delta * n * nb / tot;
+  n = tot;
+}
+
+// S > 1, second kernel: channel c's S chunks combined in order, then the statistics.
 __global__ void batchnorm_combine_moments_kernel(float* mean, float* invstd, float* rm, float* rv, float* count,
                                                  const float* part, int64_t C, int S, float momentum, float eps,
                                                  float unbias) {
@@ -113,14 +127,32 @@ __global__ void batchnorm_combine_moments_kernel(float* mean, float* invstd, flo
     float n = 0.0f, m = 0.0f, m2 = 0.0f;
     for (int s = 0; s < S; ++s) {
       const float* p = part + (c * S + s) * 3;
-      if (p[0] == 0.0f) continue;
-      const float nb = p[0], tot = n + nb, delta = p[1] - m;
-      m += delta * nb / tot;
-      m2 += p[2] + delta * delta * n * nb / tot;
-      n = tot;
+      merge_moments(n, m, m2, p[0], p[1], p[2]);
     }
     write_stats(c, m, m2 / n, mean, invstd, rm, rv, count, momentum, eps, unbias);
   }
+}
+
+// batchnorm_stats_from_moments: the chunks a convolution's epilogue wrote (bn_moments.cuh), hundreds
+// per channel, so a warp per channel: lane l merges chunks l, l + 32, ... in order, then lane l merges
+// lane l + 16, 8, 4, 2, 1 (a fixed tree whose result lane 0 holds): deterministic.
+__global__ void batchnorm_merge_chunks_kernel(float* mean, float* invstd, float* rm, float* rv, float* count,
+                                              const float* part, int64_t C, int S, float momentum, float eps,
+                                              float unbias) {
+  const int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = int(threadIdx.x % 32);
+  if (c >= C) return;  // the whole warp (blockDim is a multiple of 32)
+  float n = 0.0f, m = 0.0f, m2 = 0.0f;
+  for (int s = lane; s < S; s += 32) {
+    const float* p = part + (c * S + s) * 3;
+    merge_moments(n, m, m2, p[0], p[1], p[2]);
+  }
+  for (int off = 16; off > 0; off /= 2) {
+    const float nb = __shfl_down_sync(0xffffffffu, n, off), mb = __shfl_down_sync(0xffffffffu, m, off),
+                m2b = __shfl_down_sync(0xffffffffu, m2, off);
+    if (lane < off) merge_moments(n, m, m2, nb, mb, m2b);
+  }
+  if (lane == 0) write_stats(c, m, m2 / n, mean, invstd, rm, rv, count, momentum, eps, unbias);
 }
 
 __global__ void batchnorm_invstd_kernel(float* invstd, const float* var, float eps, int64_t C) {
@@ -330,6 +362,17 @@ void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, floa
   launch(batchnorm_combine_moments_kernel, grid_for(C, kBlock), kBlock, 0, launch_stream(), mean, invstd, running_mean,
          running_var, count, static_cast<const float*>(scratch), C, splits, momentum, eps, unbias);
   check_launch("cuda::batchnorm_train_stats (combine)");
+}
+
+void batchnorm_stats_from_moments(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
+                                  const float* moments, int64_t C, int chunks, int64_t M, float momentum, float eps) {
+  if (C <= 0) return;
+  NIMBUS_CHECK(M > 1 && chunks > 0, "cuda::batchnorm_stats_from_moments: ", M, " values in ", chunks,
+               " chunks per channel");
+  const float unbias = float(M) / float(M - 1);
+  launch(batchnorm_merge_chunks_kernel, grid_for(C * 32, kBlock), kBlock, 0, launch_stream(), mean, invstd,
+         running_mean, running_var, count, moments, C, chunks, momentum, eps, unbias);
+  check_launch("cuda::batchnorm_stats_from_moments");
 }
 
 void batchnorm_invstd(float* invstd, const float* var, float eps, int64_t C) {

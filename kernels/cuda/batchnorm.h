@@ -25,6 +25,11 @@ void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, floa
 // block, at most 64; 1 when the channels alone fill the GPU.
 int batchnorm_splits(int64_t N, int64_t C, int64_t HW);
 int64_t batchnorm_scratch_floats(int64_t C, int splits);
+// The same statistics (and running update, count) from per-chunk moments: `moments` holds, for each
+// channel c and chunk s < chunks, (count, mean, sum of squared deviations) at (c * chunks + s) * 3, as
+// a tensor-core convolution's epilogue writes them (bn_moments.cuh); M = the channel's total count.
+void batchnorm_stats_from_moments(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
+                                  const float* moments, int64_t C, int chunks, int64_t M, float momentum, float eps);
 // Eval: invstd from the running variance.
 void batchnorm_invstd(float* invstd, const float* var, float eps, int64_t C);
 // relu: y = max(y, 0) in the same pass (batch_norm2d_relu).

@@ -89,14 +89,27 @@ struct Forward {
     if (h < 0 || h >= d.H || w < 0 || w >= d.W) return nullptr;
     return col.img + (int64_t(c) * d.H + h) * d.W + w;
   }
-  __device__ void store(int k, int npq, float v, int) const {
+  // Stores y[n, k, p, q] and returns it as stored (rounded to E): the moments' value.
+  __device__ float store(int k, int npq, float v, int) const {
     int n, pq;
     d.by_pq.divmod(npq, n, pq);
     if (bias) v += float(bias[k]);
     if (relu) v = v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
     const int64_t at = (int64_t(n) * d.K + k) * (d.P * d.Q) + pq;
     if (residual) v = float(residual[at]) + res_scale * v;
-    y[at] = E(v);
+    const E out(v);
+    y[at] = out;
+    return float(out);
+  }
+};
+
+// The forward that also writes y's batch-norm moments per (channel, chunk) (bn_moments.cuh): a type of
+// its own, so that the plain forward's kernel is compiled without that epilogue.
+template <typename E>
+struct ForwardMoments : Forward<E> {
+  float* moments;
+  __device__ float* moments_at(int k, int chunk, int chunks) const {
+    return moments + (int64_t(k) * chunks + chunk) * 3;
   }
 };
 
@@ -298,6 +311,25 @@ void conv2d_tc_forward_epilogue(E* y, const E* x, const E* w, const E* b, const 
                        "cuda::conv2d_tc_forward");
 }
 
+int64_t conv2d_bn_moments_floats(const ConvGeom& g) {
+  // mma.sync: ceil(NPQ / BN) * WarpsN chunks of WN >= 32 columns (at most NPQ / 32 + 4); wgmma: NPQ / 128.
+  return 3 * g.K * ((g.N * g.P() * g.Q() + 31) / 32 + 4);
+}
+
+template <typename E>
+int conv2d_tc_forward_bn_moments(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* moments,
+                                 TcPlan plan) {
+  NIMBUS_CHECK(conv2d_tc_supported(g), "cuda::conv2d_tc_forward: geometry too large for the tensor-core kernels");
+  NIMBUS_CHECK(moments, "cuda::conv2d_tc_forward_bn_moments: no moments buffer");
+  const Dims d = dims_of(g);
+  const ForwardMoments<E> pb{{x, w, b, y, d, false, nullptr, 1.0f}, moments};
+  const int M = d.K, N = d.N * d.P * d.Q, K = d.C * d.R * d.S;
+  const int config = config_of<E>(plan, TcKind::ConvForward, M, N, K, 1);
+  mma::launch_igemm<E>(pb, M, N, K, 1, config, w, "cuda::conv2d_tc_forward_bn_moments");
+  const TcConfig& c = kTcConfigs[config];
+  return (N + c.bn - 1) / c.bn * c.warps_n;
+}
+
 template <typename E>
 void conv2d_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, const ConvGeom& g, float* ws,
                         TcPlan plan) {
@@ -331,6 +363,10 @@ template void splitk_sum<float>(float*, const float*, int64_t, int, const char*)
 template void splitk_sum<bfloat16>(bfloat16*, const float*, int64_t, int, const char*);
 template void conv2d_tc_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&, bool,
                                        TcPlan);
+template int conv2d_tc_forward_bn_moments<float>(float*, const float*, const float*, const float*, const ConvGeom&,
+                                                 float*, TcPlan);
+template int conv2d_tc_forward_bn_moments<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
+                                                    const ConvGeom&, float*, TcPlan);
 template void conv2d_tc_residual_forward<float>(float*, const float*, const float*, const float*, const float*, float,
                                                 const ConvGeom&, TcPlan);
 template void conv2d_tc_residual_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,

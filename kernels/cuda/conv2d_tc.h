@@ -39,6 +39,13 @@ int64_t conv2d_tc_workspace(const ConvGeom& g, int splits = 0);
 
 template <typename E>
 void conv2d_tc_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, TcPlan plan = {});
+// The forward (no ReLU) that also writes its output's batch-norm moments per channel and column chunk
+// (bn_moments.cuh) to `moments` (conv2d_bn_moments_floats(g) floats, either kernel family); returns the
+// chunk count per channel, for batchnorm_stats_from_moments.
+template <typename E>
+int conv2d_tc_forward_bn_moments(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* moments,
+                                 TcPlan plan = {});
+int64_t conv2d_bn_moments_floats(const ConvGeom& g);
 // y = r + s * (conv + b), the sum in the epilogue (DSen2-CR's residual block).
 template <typename E>
 void conv2d_tc_residual_forward(E* y, const E* x, const E* w, const E* b, const E* r, float s, const ConvGeom& g,
@@ -56,6 +63,10 @@ extern template void conv2d_tc_forward<float>(float*, const float*, const float*
                                               bool, TcPlan);
 extern template void conv2d_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
                                                  const ConvGeom&, bool, TcPlan);
+extern template int conv2d_tc_forward_bn_moments<float>(float*, const float*, const float*, const float*,
+                                                        const ConvGeom&, float*, TcPlan);
+extern template int conv2d_tc_forward_bn_moments<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*,
+                                                           const bfloat16*, const ConvGeom&, float*, TcPlan);
 extern template void conv2d_tc_residual_forward<float>(float*, const float*, const float*, const float*,
                                                        const float*, float, const ConvGeom&, TcPlan);
 extern template void conv2d_tc_residual_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*,

@@ -55,6 +55,7 @@
 #include "kernels/common/fast_divmod.h"
 #include "kernels/cuda/conv2d_tc.h"  // conv2d_tc_max_splits, splitk_sum
 #include "kernels/cuda/gemm.h"       // bias_backward
+#include "kernels/cuda/bn_moments.cuh"
 #include "kernels/cuda/hopper.h"
 #include "kernels/cuda/pack.cuh"         // aligned16
 #include "kernels/cuda/tensor_core.h"    // store_vector
@@ -195,9 +196,12 @@ struct FwdParams {
   // data gradient one stride phase of dx.
   int out_st, out_ph, out_pw, out_W, out_HW;
   FastDivmod by_pq, by_q, by_rs, by_s;
+  float* moments;  // non-null (forward, no ReLU or residual): batch-norm moments of y (bn_moments.cuh)
 };
 
-template <typename E>
+// Moments: the epilogue also writes y's batch-norm moments to d.moments (a kernel of its own, so that the
+// plain forward is compiled without that epilogue).
+template <typename E, bool Moments>
 __global__ void __launch_bounds__(kThreads, 2)
     conv_fwd_kernel(const __grid_constant__ CUtensorMap map_w, FwdParams<E> d) {
   constexpr int BK = kBK<E>, CH = kChunk<E>;
@@ -251,28 +255,53 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // y[img, k, position] (NCHW), + bias, then ReLU or the residual sum, rounded to E once.
   const int i = tid % 128;
+  if constexpr (Moments) {  // and each row's moments over the tile's 128 columns: chunk blockIdx.x
 #pragma unroll
-  for (int j = 0; j < kBN / 8; ++j)
+    for (int h = 0; h < 2; ++h) {
+      const int k = m0 + 64 * wg + acc_row(i, h);
+      float v[kBN / 4];
+      uint32_t valid = 0;
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int cl = n0 + acc_col(i, j, e);
-      if (cl >= d.cols) continue;
-      int im, at, oi, oj;
-      d.by_pq.divmod(cl, im, at);
-      d.by_q.divmod(at, oi, oj);
-      const int64_t out = int64_t(d.out_ph + d.out_st * oi) * d.out_W + d.out_pw + d.out_st * oj;
+      for (int j = 0; j < kBN / 8; ++j)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int k = m0 + 64 * wg + acc_row(i, h);
-        if (k >= d.K) continue;
-        float v = acc[4 * j + 2 * h + e];
-        if (d.bias) v += float(d.bias[k]);
-        if (d.relu) v = v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
-        const int64_t at_y = (int64_t(im) * d.K + k) * d.out_HW + out;
-        if (d.residual) v = float(d.residual[at_y]) + d.res_scale * v;
-        d.y[at_y] = E(v);
-      }
+        for (int e = 0; e < 2; ++e) {
+          const int cl = n0 + acc_col(i, j, e);
+          v[2 * j + e] = 0.0f;
+          if (k >= d.K || cl >= d.cols) continue;
+          int im, at;
+          d.by_pq.divmod(cl, im, at);  // the forward: out_st 1, the grid is y's
+          float x = acc[4 * j + 2 * h + e];
+          if (d.bias) x += float(d.bias[k]);
+          const E out(x);
+          d.y[(int64_t(im) * d.K + k) * d.out_HW + at] = out;
+          v[2 * j + e] = float(out), valid |= 1u << (2 * j + e);
+        }
+      quad_row_moments(v, valid, k < d.K ? d.moments + (int64_t(k) * gridDim.x + blockIdx.x) * 3 : nullptr);
     }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kBN / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int cl = n0 + acc_col(i, j, e);
+        if (cl >= d.cols) continue;
+        int im, at, oi, oj;
+        d.by_pq.divmod(cl, im, at);
+        d.by_q.divmod(at, oi, oj);
+        const int64_t out = int64_t(d.out_ph + d.out_st * oi) * d.out_W + d.out_pw + d.out_st * oj;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int k = m0 + 64 * wg + acc_row(i, h);
+          if (k >= d.K) continue;
+          float v = acc[4 * j + 2 * h + e];
+          if (d.bias) v += float(d.bias[k]);
+          if (d.relu) v = v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
+          const int64_t at_y = (int64_t(im) * d.K + k) * d.out_HW + out;
+          if (d.residual) v = float(d.residual[at_y]) + d.res_scale * v;
+          d.y[at_y] = E(v);
+        }
+      }
+  }
 }
 
 // dst (rows x ld) = src (rows x cols) as the tensor core takes it (TF32-rounded floats), zeros in columns
@@ -458,13 +487,18 @@ void allow_smem(Kernel kernel, std::once_flag& once) {
   });
 }
 
-template <typename E>
-void launch_fwd(const CUtensorMap& map, const FwdParams<E>& p, const char* what) {
+template <typename E, bool Moments>
+void launch_fwd_as(const CUtensorMap& map, const FwdParams<E>& p, const char* what) {
   static std::once_flag once;
-  allow_smem(conv_fwd_kernel<E>, once);
-  launch(conv_fwd_kernel<E>, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)),
+  allow_smem(conv_fwd_kernel<E, Moments>, once);
+  launch(conv_fwd_kernel<E, Moments>, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)),
          dim3(kThreads), kSmem, launch_stream(), map, p);
   check_launch(what);
+}
+template <typename E>
+void launch_fwd(const CUtensorMap& map, const FwdParams<E>& p, const char* what) {
+  if (p.moments) return launch_fwd_as<E, true>(map, p, what);
+  launch_fwd_as<E, false>(map, p, what);
 }
 
 // The data gradient's stride phases (see the top): geometry, and where its packed weights sit.
@@ -578,9 +612,10 @@ int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits) {
   return std::max(workspace_of<float>(g, splits), workspace_of<bfloat16>(g, splits));
 }
 
+namespace {
 template <typename E>
-void conv2d_wgmma_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
-                          float* ws) {
+int forward_with(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
+                 float* ws, float* moments) {
   NIMBUS_CHECK(conv2d_wgmma_supported(g), "cuda::conv2d_wgmma_forward: geometry outside the wgmma kernels' range");
   const int K = int(g.K), CRS = int(g.C * g.R * g.S);
   const int ld = row16<E>(CRS);
@@ -602,7 +637,24 @@ void conv2d_wgmma_forward(E* y, const E* x, const E* w, const E* b, const ConvGe
   p.out_st = 1, p.out_ph = 0, p.out_pw = 0, p.out_W = int(g.Q()), p.out_HW = p.PQ;
   p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(int(g.Q())), p.by_rs = FastDivmod(int(g.R * g.S));
   p.by_s = FastDivmod(int(g.S));
-  launch_fwd(a_map<E>(wa, K, CRS, ld), p, "cuda::conv2d_wgmma_forward");
+  p.moments = moments;
+  launch_fwd(a_map<E>(wa, K, CRS, ld), p,
+             moments ? "cuda::conv2d_wgmma_forward_bn_moments" : "cuda::conv2d_wgmma_forward");
+  return (p.cols + kBN - 1) / kBN;  // the moments' chunks per channel
+}
+}  // namespace
+
+template <typename E>
+void conv2d_wgmma_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
+                          float* ws) {
+  forward_with(y, x, w, b, g, relu, r, s, ws, nullptr);
+}
+
+template <typename E>
+int conv2d_wgmma_forward_bn_moments(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* ws,
+                                    float* moments) {
+  NIMBUS_CHECK(moments, "cuda::conv2d_wgmma_forward_bn_moments: no moments buffer");
+  return forward_with(y, x, w, b, g, false, static_cast<const E*>(nullptr), 1.0f, ws, moments);
 }
 
 template <typename E>
@@ -686,6 +738,10 @@ bool wgmma_available() {
   return available;
 }
 
+template int conv2d_wgmma_forward_bn_moments<float>(float*, const float*, const float*, const float*,
+                                                    const ConvGeom&, float*, float*);
+template int conv2d_wgmma_forward_bn_moments<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
+                                                       const ConvGeom&, float*, float*);
 template void conv2d_wgmma_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&, bool,
                                           const float*, float, float*);
 template void conv2d_wgmma_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,

@@ -42,6 +42,12 @@ int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits = 0);
 template <typename E>
 void conv2d_wgmma_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
                           float* ws);
+// The forward (no ReLU or residual) that also writes its output's batch-norm moments per channel and
+// 128-column chunk (bn_moments.cuh) to `moments` (conv2d_bn_moments_floats(g) floats, conv2d_tc.h);
+// returns the chunk count per channel, for batchnorm_stats_from_moments.
+template <typename E>
+int conv2d_wgmma_forward_bn_moments(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* ws,
+                                    float* moments);
 template <typename E>
 void conv2d_wgmma_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, const ConvGeom& g, float* ws,
                            int splits = 0);
@@ -50,6 +56,10 @@ extern template void conv2d_wgmma_forward<float>(float*, const float*, const flo
                                                  bool, const float*, float, float*);
 extern template void conv2d_wgmma_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
                                                     const ConvGeom&, bool, const bfloat16*, float, float*);
+extern template int conv2d_wgmma_forward_bn_moments<float>(float*, const float*, const float*, const float*,
+                                                           const ConvGeom&, float*, float*);
+extern template int conv2d_wgmma_forward_bn_moments<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*,
+                                                              const bfloat16*, const ConvGeom&, float*, float*);
 extern template void conv2d_wgmma_backward<float>(float*, float*, float*, const float*, const float*, const float*,
                                                   const ConvGeom&, float*, int);
 extern template void conv2d_wgmma_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*,

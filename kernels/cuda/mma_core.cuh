@@ -46,6 +46,7 @@
 
 #include "kernels/common/bfloat16.h"
 #include "kernels/common/error.h"
+#include "kernels/cuda/bn_moments.cuh"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/tensor_core.h"
 
@@ -262,17 +263,42 @@ __global__ void __launch_bounds__(T::Threads)
 
   // Epilogue: accumulator c0 c1 at (g, 2t), (g, 2t + 1) of its fragment, c2 c3 eight rows down.
   const int lane = int(threadIdx.x) % 32, g = lane / 4, t = lane % 4;
+  if constexpr (requires { pb.moments_at(0, 0, 0); }) {
+    // A problem that asks for batch-norm moments (bn_moments.cuh): the stored values of each row, a
+    // quad's FN * 8 columns (the warp's WN), as chunk blockIdx.x * WarpsN + wn of gridDim.x * WarpsN.
+    const int chunk = int(blockIdx.x) * T::WarpsN + wn, chunks = int(gridDim.x) * T::WarpsN;
 #pragma unroll
-  for (int i = 0; i < T::FM; ++i)
-#pragma unroll
-    for (int j = 0; j < T::FN; ++j)
+    for (int i = 0; i < T::FM; ++i)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int m = m0 + wm * T::WM + i * 16 + g + 8 * h, n = n0 + wn * T::WN + j * 8 + 2 * t;
-        if (m >= M) continue;
-        if (n < N) pb.store(m, n, acc[i][j][2 * h], split);
-        if (n + 1 < N) pb.store(m, n + 1, acc[i][j][2 * h + 1], split);
+        const int m = m0 + wm * T::WM + i * 16 + g + 8 * h;
+        float v[2 * T::FN];
+        uint32_t valid = 0;
+#pragma unroll
+        for (int j = 0; j < T::FN; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int n = n0 + wn * T::WN + j * 8 + 2 * t + e;
+            v[2 * j + e] = 0.0f;
+            if (m >= M || n >= N) continue;
+            v[2 * j + e] = pb.store(m, n, acc[i][j][2 * h + e], split);
+            valid |= 1u << (2 * j + e);
+          }
+        quad_row_moments(v, valid, m < M ? pb.moments_at(m, chunk, chunks) : nullptr);
       }
+  } else {
+#pragma unroll
+    for (int i = 0; i < T::FM; ++i)
+#pragma unroll
+      for (int j = 0; j < T::FN; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int m = m0 + wm * T::WM + i * 16 + g + 8 * h, n = n0 + wn * T::WN + j * 8 + 2 * t;
+          if (m >= M) continue;
+          if (n < N) pb.store(m, n, acc[i][j][2 * h], split);
+          if (n + 1 < N) pb.store(m, n + 1, acc[i][j][2 * h + 1], split);
+        }
+  }
 }
 
 // ---- host side ------------------------------------------------------------------------------------------------

@@ -696,6 +696,75 @@ void conv2d_check(Run& r) {
   }
 }
 
+// A conv -> batch norm pair in training (conv2d_forward_bn_stats): y as conv2d_forward's (with and
+// without a bias; biases of 1 to 3 put the mean well above the spread), and the batch-norm statistics
+// of y as stored, bound as batchnorm_check bounds batchnorm_train_stats' (float32 whatever y's dtype:
+// they are float32 sums of the stored values). The CUDA tensor-core kernels fold them into the epilogue.
+template <typename T>
+void conv2d_bn_stats_check(Run& r) {
+  for (const ConvGeom& g : kConvGeoms) {
+    r.shape = conv_str(g);
+    const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
+    const int64_t PQ = g.P() * g.Q(), M = g.N * PQ;
+    const V x = r.rand(xs), w = r.rand(wsz), b = r.rand(g.K, 1, 3);
+    const Kernels<T>& be = r.be<T>();
+    const int64_t ws_floats = r.be().conv2d_bn_workspace(g);
+    REQUIRE_MESSAGE(ws_floats >= 0, r.where(), ": conv2d_bn_workspace ", ws_floats);
+    Tensor WS = Tensor::empty(Shape{std::max<int64_t>(ws_floats, 1)}, r.dev);
+    Tensor X = r.up(x), W = r.up(w), B = r.up(b);
+    for (const bool bias : {true, false}) {
+      const std::string tag = bias ? "" : " (no bias)";
+      V y(ysz), ys(ysz);
+      cpu::conv2d_forward_ref<double>(y.data(), x.data(), w.data(), bias ? b.data() : nullptr, g);
+      {
+        const V ax = absv(x), aw = absv(w), ab = absv(b);
+        cpu::conv2d_forward_ref<double>(ys.data(), ax.data(), aw.data(), bias ? ab.data() : nullptr, g);
+      }
+      const double eps = r.scalar(1e-5), mom = r.scalar(0.1);
+      const V rm = r.rand32(g.K), rv = r.rand32(g.K, 0.5, 2);
+      Tensor Y = r.poison(ysz), MEAN = r.poison32(g.K), IS = r.poison32(g.K), RM = r.up32(rm), RV = r.up32(rv);
+      Tensor COUNT = r.up32(V{41});
+      be.conv2d_forward_bn_stats(Y.data_as<T>(), X.data_as<T>(), W.data_as<T>(), bias ? B.data_as<T>() : nullptr, g,
+                                 WS.data(), MEAN.data(), IS.data(), RM.data(), RV.data(), COUNT.data(), float(mom),
+                                 float(eps));
+      const std::vector<float> got_y = Run::down(Y);
+      expect(r, "conv2d_forward_bn_stats y" + tag, got_y, y, ys, r.dt.tol);
+      // The statistics of the y it stored, in float64.
+      const V yq(got_y.begin(), got_y.end());
+      V mean(g.K), var(g.K), invstd(g.K), mean_s(g.K, 0.0), var_s(g.K, 0.0), invstd_s(g.K);
+      cpu::batchnorm_stats_ref<double>(mean.data(), var.data(), yq.data(), g.N, g.K, PQ);
+      for (int64_t k = 0; k < ysz; ++k) {
+        const int64_t c = (k / PQ) % g.K;
+        mean_s[c] += std::fabs(yq[k]) / double(M);
+        var_s[c] += yq[k] * yq[k] / double(M);
+      }
+      cpu::batchnorm_invstd<double>(invstd.data(), var.data(), eps, g.K);
+      for (int64_t c = 0; c < g.K; ++c) invstd_s[c] = invstd[c] + 0.5 * std::pow(invstd[c], 3) * var_s[c];
+      V rm_want = rm, rv_want = rv, rm_s = absv(rm), rv_s = rv;
+      cpu::batchnorm_update_running<double>(rm_want.data(), rv_want.data(), mean.data(), var.data(), mom, M, g.K);
+      const V am = absv(mean);
+      cpu::batchnorm_update_running<double>(rm_s.data(), rv_s.data(), am.data(), var_s.data(), mom, M, g.K);
+      const double tol = kF32.tol;
+      expect(r, "conv2d_forward_bn_stats mean" + tag, Run::down(MEAN), mean, mean_s, tol);
+      expect(r, "conv2d_forward_bn_stats invstd" + tag, Run::down(IS), invstd, invstd_s, tol);
+      expect(r, "conv2d_forward_bn_stats running_mean" + tag, Run::down(RM), rm_want, rm_s, tol);
+      expect(r, "conv2d_forward_bn_stats running_var" + tag, Run::down(RV), rv_want, rv_s, tol);
+      expect_exact(r, "conv2d_forward_bn_stats count" + tag, Run::down(COUNT), V{42.0});
+    }
+  }
+}
+
+// Its workspace size: at least conv2d_workspace's (the forward's own part comes first); that it is
+// enough is conv2d_bn_stats_check's part.
+void conv2d_bn_workspace_check(Run& r) {
+  for (const ConvGeom& g : kConvGeoms) {
+    r.shape = conv_str(g);
+    const int64_t n = r.be().conv2d_bn_workspace(g);
+    CHECK_MESSAGE(n >= r.be().conv2d_workspace(g), r.where(), ": conv2d_bn_workspace ", n, " < conv2d_workspace ",
+                  r.be().conv2d_workspace(g));
+  }
+}
+
 void conv2d_grad(uint64_t seed) {
   Rng rng(seed);
   for (ConvGeom g : kConvGeoms) {
@@ -1482,7 +1551,8 @@ void run_case(const char* name) {
   // The kernels whose float32 result depends on the CUDA math mode.
   bool math_dependent = false;
   for (const std::string& k : found->kernels)
-    math_dependent = math_dependent || k == "linear_forward" || k == "conv2d_forward" || k == "conv2d_residual_forward";
+    math_dependent = math_dependent || k == "linear_forward" || k == "conv2d_forward" ||
+                     k == "conv2d_residual_forward" || k == "conv2d_forward_bn_stats";
   for (Device d : backends())
     for (const TypeUnderTest* dt : {&kF32, &kTF32, &kBF16}) {
       void (*check)(Run&) = dt->dtype == DType::F32 ? found->check_f32 : found->check_bf16;
@@ -1640,6 +1710,8 @@ BACKEND_CASE_BF16(linear, "linear_forward linear_backward", linear_check, linear
 BACKEND_CASE_BF16(conv2d, "conv2d_forward conv2d_backward", conv2d_check, conv2d_grad)
 BACKEND_CASE(conv2d_workspace, "conv2d_workspace", conv2d_workspace_check, nullptr, nullptr)
 BACKEND_CASE_BF16(conv2d_residual, "conv2d_residual_forward", conv2d_residual_check, nullptr)
+BACKEND_CASE_BF16(conv2d_bn_stats, "conv2d_forward_bn_stats", conv2d_bn_stats_check, nullptr)
+BACKEND_CASE(conv2d_bn_workspace, "conv2d_bn_workspace", conv2d_bn_workspace_check, nullptr, nullptr)
 BACKEND_CASE_BF16(batchnorm, "batchnorm_train_stats batchnorm_forward batchnorm_backward", batchnorm_check,
                   batchnorm_grad)
 BACKEND_CASE(batchnorm_invstd, "batchnorm_invstd", batchnorm_invstd_check, nullptr, nullptr)

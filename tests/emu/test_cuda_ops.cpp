@@ -38,6 +38,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/loss.h"
 #include "kernels/cuda/optim.h"
+#include "kernels/cuda/stream.h"
 #include "kernels/cuda/pool.h"
 #include "models/dsen2cr.h"
 #include "models/resnet.h"
@@ -692,4 +693,79 @@ TEST_CASE("cuda engine: tiny ResNet and DSen2-CR TF32 steps with the convolution
 #endif
 }
 
+}  // namespace
+
+namespace {
+// The batch-norm statistics folded into the convolutions (backends/cuda/backend.h bn_fold), in TF32
+// training steps (batch statistics) with the fold and without. The convolutions' outputs are the same
+// bits either way; the statistics differ in their float summation order only (~1e-7 relative).
+// - A bottleneck block with a projection (four conv -> bn pairs, two deep) and SGD: every gradient and
+//   state tensor within 1e-5 of its scale.
+//   (Measured: 1.9e-7.)
+// - A whole tiny ResNet: its logits within 5e-3 of their scale (measured: 7e-4). Not 1e-5, and its
+//   gradients are not compared: TF32 rounds each convolution's operands to 10 bits, so a 1e-7 change
+//   in an activation can move an operand by 2^-11 of itself, five layers deep, and batch norm over the
+//   32 values per channel of layer4 amplifies that (a 1e-7 change of the input alone moves these
+//   gradients by 0.1 of their scale: measured). A statistic that is wrong, not rounded, moves the
+//   logits by their own size. At 2
+//   images of 128x128 the stem's batch norm (8,192 values per channel) splits over two blocks without
+//   the fold (batchnorm_splits), so the folded step queues fewer launches: the fold ran.
+template <typename Model, typename Step>
+std::vector<Tensor> step_with_fold(bool fold, Model& model, Step step, uint64_t& launches) {
+  const cuda::BnFoldScope scope(fold);
+  CHECK((cuda_status().find("batch-norm statistics in its epilogue") != std::string::npos) == fold);
+  model.to(Device::CUDA);
+  const uint64_t before = cuda::work_counts().launches;
+  std::vector<Tensor> out = train_step(model, Device::CUDA, step);
+  launches = cuda::work_counts().launches - before;
+  return out;
+}
+
+TEST_CASE("cuda engine: TF32 training steps with batch-norm statistics in the conv epilogue agree with the steps without") {
+  require_backend();
+  const cuda::MathScope math(cuda::Math::Tf32);
+  Rng data_rng(5);
+  uint64_t with = 0, without = 0;
+  {
+    const Tensor x = Tensor::randn({2, 8, 12, 10}, data_rng), dy = Tensor::randn({2, 16, 6, 5}, data_rng);
+    auto step = [&](models::ResidualBlock& b, Device d) {
+      SGD opt(b.named_parameters(), SGDOptions{0.1, 0.9});
+      b.forward(x.to(d)).backward(dy.to(d));
+      opt.step();
+    };
+    Rng r1(13), r2(13);
+    models::ResidualBlock b1(models::BlockType::Bottleneck, 8, 4, 2, r1), b2(models::BlockType::Bottleneck, 8, 4, 2, r2);
+    const std::vector<Tensor> folded = step_with_fold(true, b1, step, with), plain = step_with_fold(false, b2, step, without);
+    REQUIRE(folded.size() == plain.size());
+    double worst = 0;
+    for (size_t i = 0; i < folded.size(); ++i) {
+      double scale = 0;
+      for (float v : plain[i].to_vector()) scale = std::max(scale, double(std::fabs(v)));
+      const std::vector<float> f = folded[i].to_vector(), p = plain[i].to_vector();
+      for (size_t j = 0; j < f.size(); ++j) worst = std::max(worst, std::fabs(double(f[j]) - p[j]) / (scale + 1e-30));
+      check_close(folded[i], plain[i], 1e-7 + 1e-5 * scale, 1e-5, "block tensor " + std::to_string(i));
+    }
+    MESSAGE("bottleneck block: worst |fold - no fold| / scale ", worst);
+  }
+  const models::ResNetConfig cfg{
+      .block = models::BlockType::Bottleneck, .blocks = {1, 1, 1, 1}, .width = 4, .in_channels = 3, .classes = 5};
+  const Tensor x = Tensor::randn({2, 3, 128, 128}, data_rng), y = Tensor::from_vector({2}, {4, 1});
+  Tensor logits[2];
+  for (const bool fold : {true, false}) {
+    Rng r(13);
+    models::ResNet model(cfg, r);
+    auto step = [&](models::ResNet& m, Device d) {
+      SGD opt(m.named_parameters(), SGDOptions{0.1, 0.9});
+      logits[fold] = m.forward(x.to(d));
+      cross_entropy(logits[fold], y.to(d)).backward();
+      opt.step();
+    };
+    step_with_fold(fold, model, step, fold ? with : without);
+  }
+  double scale = 0;
+  for (float v : logits[0].to(Device::CPU).to_vector()) scale = std::max(scale, double(std::fabs(v)));
+  check_close(logits[1].to(Device::CPU), logits[0].to(Device::CPU), 5e-3 * scale, 5e-3, "tiny ResNet logits");
+  CHECK(with < without);
+  MESSAGE("tiny ResNet launches per step: ", with, " with the fold, ", without, " without");
+}
 }  // namespace

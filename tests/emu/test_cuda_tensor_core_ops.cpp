@@ -31,6 +31,7 @@
 #include "kernels/common/tf32.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cuda/batchnorm.h"
 #include "kernels/cuda/conv2d_tc.h"
 #include "kernels/cuda/conv2d_wgmma.h"
 #include "kernels/cuda/linear_tc.h"
@@ -510,6 +511,111 @@ TEST_CASE("cuda tensor cores: the weight gradient's automatic splits fit the wor
   CHECK(cuda::conv2d_tc_workspace(small) == 0);
   CHECK(cuda::conv2d_tc_supported(big));
   CHECK_FALSE(cuda::conv2d_tc_supported(ConvGeom{70000, 64, 224, 224, 64, 7, 7, 2, 3}));  // 2^31+ elements
+}
+
+// ---- batch-norm statistics from the forward's epilogue (kernels/cuda/bn_moments.cuh) --------------------
+// Each configuration of the menu and the wgmma kernel, with and without a bias: the forward that writes
+// moments stores y bit for bit as the plain forward does, returns the chunk count its tiling implies, and
+// writes every chunk (the buffer starts as NaN); batchnorm_stats_from_moments then gives the batch
+// statistics of that y (mean to 1e-5 of mean |y|, the variance inside invstd to 1e-5 of mean y^2, the
+// float64 two-pass values as reference), the running update and the count, the same bits in every order.
+template <typename E>
+void bn_moments_case(const ConvGeom& g, uint64_t seed) {
+  REQUIRE(cuda::register_cuda_backend());
+  Rng rng(seed);
+  const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, PQ = g.P() * g.Q(), M = g.N * PQ;
+  const size_t ny = size_t(g.N * g.K * PQ), K = size_t(g.K);
+  const Operand<E> x = operand<E>(size_t(xs), rng), w = operand<E>(size_t(wsz), rng);
+  std::vector<E> b;
+  for (size_t k = 0; k < K; ++k) b.push_back(E(float(2 + rng.uniform())));  // a mean well above the spread
+  std::vector<float> rm0, rv0;
+  for (size_t k = 0; k < K; ++k) rm0.push_back(float(rng.uniform())), rv0.push_back(float(0.5 + rng.uniform()));
+  DeviceBuffer<E> dX(x.values), dW(w.values), dB(b);
+  DeviceBuffer<float> ws(size_t(std::max<int64_t>(cuda::conv2d_wgmma_workspace(g, 1), 1)));
+  const float momentum = 0.1f, eps = 1e-5f;
+  std::vector<int> families = {0, 1, 2, 3, 4, 5};
+  bool wgmma = cuda::conv2d_wgmma_supported(g);
+#ifdef NIMBUS_CUDA_RUNTIME
+  wgmma = wgmma && cuda::wgmma_available();
+#endif
+  if (wgmma) families.push_back(cuda::kTcWgmma);
+  const int cols = int(M);
+  for (const int config : families)
+    for (const bool bias : {true, false}) {
+      const bool hopper = config == cuda::kTcWgmma;
+      const std::string where = std::string(std::is_same_v<E, float> ? "tf32" : "bf16") + " K=" +
+                                std::to_string(g.K) + " N*P*Q=" + std::to_string(M) + " " +
+                                cuda::tc_config_name(config) + (bias ? "" : " (no bias)");
+      const E* bp = bias ? dB.p : nullptr;
+      DeviceBuffer<E> plain(ny);
+      if (hopper)
+        cuda::conv2d_wgmma_forward(plain.p, dX.p, dW.p, bp, g, false, static_cast<const E*>(nullptr), 1.0f, ws.p);
+      else
+        cuda::conv2d_tc_forward(plain.p, dX.p, dW.p, bp, g, false, {config, 1});
+      const std::vector<E> y_plain = plain.download();
+      const cuda::TcConfig& tile = cuda::kTcConfigs[hopper ? 0 : config];
+      const int want_chunks = hopper ? (cols + 127) / 128 : (cols + tile.bn - 1) / tile.bn * tile.warps_n;
+      const V got = in_every_order(where, [&] {
+        DeviceBuffer<E> out(ny);
+        DeviceBuffer<float> moments(std::vector<float>(size_t(cuda::conv2d_bn_moments_floats(g)), NAN));
+        const int chunks = hopper ? cuda::conv2d_wgmma_forward_bn_moments(out.p, dX.p, dW.p, bp, g, ws.p, moments.p)
+                                  : cuda::conv2d_tc_forward_bn_moments(out.p, dX.p, dW.p, bp, g, moments.p, {config, 1});
+        CHECK_MESSAGE(chunks == want_chunks, where, ": ", chunks, " chunks per channel, want ", want_chunks);
+        const std::vector<E> y = out.download();
+        CHECK_MESSAGE(std::memcmp(y.data(), y_plain.data(), ny * sizeof(E)) == 0, where,
+                      ": y differs from the plain forward's");
+        DeviceBuffer<float> mean(K), invstd(K), rm(rm0), rv(rv0), count(std::vector<float>{41});
+        cuda::batchnorm_stats_from_moments(mean.p, invstd.p, rm.p, rv.p, count.p, moments.p, g.K, chunks, M, momentum,
+                                           eps);
+        V all;
+        for (const DeviceBuffer<float>* t : {&mean, &invstd, &rm, &rv, &count})
+          for (float v : t->download()) all.push_back(v);
+        return all;
+      });
+      REQUIRE(got.size() == 4 * K + 1);
+      for (size_t k = 0; k < K; ++k) {
+        double sum = 0, abs_sum = 0, sq = 0, dev = 0;
+        for (int64_t n = 0; n < g.N; ++n)
+          for (int64_t i = 0; i < PQ; ++i) {
+            const double v = double(float(y_plain[size_t((n * g.K + int64_t(k)) * PQ + i)]));
+            sum += v, abs_sum += std::fabs(v), sq += v * v;
+          }
+        const double mean = sum / double(M);
+        for (int64_t n = 0; n < g.N; ++n)
+          for (int64_t i = 0; i < PQ; ++i) {
+            const double d = double(float(y_plain[size_t((n * g.K + int64_t(k)) * PQ + i)])) - mean;
+            dev += d * d;
+          }
+        const double var = dev / double(M), var_s = sq / double(M), invstd = 1 / std::sqrt(var + double(eps));
+        const double mean_tol = 1e-5 * abs_sum / double(M), var_tol = 1e-5 * var_s;
+        const double invstd_tol = 0.5 * std::pow(invstd, 3) * var_tol + 1e-6 * invstd;
+        const double rm_want = (1 - momentum) * rm0[k] + momentum * mean;
+        const double rv_want = (1 - momentum) * rv0[k] + momentum * var * double(M) / double(M - 1);
+        auto near = [&](const char* what, double g_, double want, double tol) {
+          CHECK_MESSAGE(std::fabs(g_ - want) <= tol, where, ": ", what, "[", k, "] = ", g_, ", want ", want,
+                        " (bound ", tol, ")");  // NaN fails
+        };
+        near("mean", got[k], mean, mean_tol);
+        near("invstd", got[K + k], invstd, invstd_tol);
+        near("running_mean", got[2 * K + k], rm_want, 1e-6 + momentum * mean_tol);
+        near("running_var", got[3 * K + k], rv_want, 1e-6 * rv_want + momentum * 2 * var_tol);
+      }
+      CHECK(got[4 * K] == 42.0);
+    }
+}
+
+TEST_CASE("cuda tensor cores: batch-norm statistics from the conv forward's epilogue, every configuration and wgmma, tf32 and bf16, all orders") {
+  const ConvGeom geoms[] = {
+      {2, 5, 9, 11, 7, 3, 3, 1, 1},     // 198 positions: a partial last chunk in every tiling
+      {3, 8, 12, 11, 130, 3, 3, 1, 1},  // two row tiles (130 channels), 396 positions
+      {2, 13, 15, 13, 6, 7, 7, 2, 3},   // the stem: 112 positions, fewer than one wgmma tile
+      {2, 6, 9, 7, 5, 1, 1, 2, 0},      // 1x1 stride 2
+  };
+  uint64_t seed = 301;
+  for (const ConvGeom& g : geoms) {
+    bn_moments_case<float>(g, seed++);
+    bn_moments_case<bfloat16>(g, seed++);
+  }
 }
 
 }  // namespace

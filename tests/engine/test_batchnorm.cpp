@@ -8,7 +8,10 @@
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops/activation.h"
+#include "engine/nn/layers.h"
 #include "engine/ops/batchnorm.h"
+#include "engine/ops/conv.h"
+#include "engine/random.h"
 #include "kernels/cpu/batchnorm.h"
 #include "tests/common/check.h"
 
@@ -236,4 +239,63 @@ TEST_CASE("batch_norm2d(_relu) in bfloat16: the float32 op on the same rounded i
       check_close(rm16, rm32, 1e-6, 1e-6, "running_mean");
       check_close(rv16, rv32, 1e-6, 1e-6, "running_var");
     }
+}
+
+// conv_bn (engine/nn/layers.h): in training conv2d_bn_stats then batch_norm2d_from_stats, which on the
+// CPU runs the very kernels of the two modules' forwards in the same order: the same bits for y, the
+// running statistics, the counter and every gradient, with and without the ReLU and the conv's bias.
+// In eval it is the two modules. (The CUDA fold is tested against these in tests/emu/test_cuda_ops.cpp.)
+TEST_CASE("conv_bn is the two modules' forward and backward bit for bit on the CPU, in training and eval") {
+  for (const bool training : {true, false})
+    for (const bool relu : {false, true})
+      for (const bool bias : {false, true}) {
+        CAPTURE(training);
+        CAPTURE(relu);
+        CAPTURE(bias);
+        Rng r1(7), r2(7);
+        Conv2d c1(3, 5, 3, 2, 1, bias, r1), c2(3, 5, 3, 2, 1, bias, r2);
+        BatchNorm2d b1(5), b2(5);
+        Rng data(11);
+        std::vector<float> wb(5), bb(5), xv(2 * 3 * 9 * 8), dyv(2 * 5 * 5 * 4);
+        for (float& v : wb) v = float(0.5 + data.uniform());
+        for (float& v : bb) v = float(data.uniform() - 0.5);
+        for (float& v : xv) v = float(2 * data.uniform() - 1);
+        for (float& v : dyv) v = float(2 * data.uniform() - 1);
+        for (BatchNorm2d* b : {&b1, &b2}) {
+          b->weight.copy_(Tensor::from_vector({5}, wb));
+          b->bias.copy_(Tensor::from_vector({5}, bb));
+          b->train(training);
+        }
+        c1.train(training), c2.train(training);
+        Tensor x1 = Tensor::from_vector({2, 3, 9, 8}, xv).set_requires_grad(true);
+        Tensor x2 = Tensor::from_vector({2, 3, 9, 8}, xv).set_requires_grad(true);
+        Tensor y1 = conv_bn(c1, b1, x1, relu);
+        Tensor y2 = relu ? b2.forward_relu(c2.forward(x2)) : b2.forward(c2.forward(x2));
+        REQUIRE(y1.shape() == Shape({2, 5, 5, 4}));
+        CHECK(y1.to_vector() == y2.to_vector());
+        CHECK(b1.running_mean.to_vector() == b2.running_mean.to_vector());
+        CHECK(b1.running_var.to_vector() == b2.running_var.to_vector());
+        CHECK(b1.num_batches_tracked.to_vector() == b2.num_batches_tracked.to_vector());
+        CHECK(b1.num_batches_tracked.to_vector() == std::vector<float>{training ? 1.f : 0.f});
+        const Tensor dy = Tensor::from_vector({2, 5, 5, 4}, dyv);
+        y1.backward(dy);
+        y2.backward(dy);
+        CHECK(x1.grad().to_vector() == x2.grad().to_vector());
+        CHECK(c1.weight.grad().to_vector() == c2.weight.grad().to_vector());
+        if (bias) CHECK(c1.bias.grad().to_vector() == c2.bias.grad().to_vector());
+        CHECK(b1.weight.grad().to_vector() == b2.weight.grad().to_vector());
+        CHECK(b1.bias.grad().to_vector() == b2.bias.grad().to_vector());
+        const std::vector<float> gx = x1.grad().to_vector();
+        CHECK(std::any_of(gx.begin(), gx.end(), [](float v) { return v != 0.f; }));  // the gradient reached x
+      }
+}
+
+TEST_CASE("conv2d_bn_stats and batch_norm2d_from_stats: bad statistics give errors naming the op") {
+  Tensor x = Tensor::zeros({2, 3, 4, 4}), w = Tensor::zeros({5, 3, 1, 1});
+  Tensor mean, invstd, rm = Tensor::zeros({4}), rv = Tensor::ones({5});
+  CHECK_THROWS_WITH_AS(conv2d_bn_stats(x, w, Tensor(), 1, 0, mean, invstd, rm, rv, 0.1f, 1e-5f, nullptr),
+                       doctest::Contains("conv2d_bn_stats: running statistics"), Error);
+  Tensor y = Tensor::zeros({2, 5, 4, 4});
+  CHECK_THROWS_WITH_AS(batch_norm2d_from_stats(y, Tensor(), Tensor(), Tensor::zeros({4}), Tensor::ones({5}), false),
+                       doctest::Contains("has 5 channels but mean has shape (4)"), Error);
 }
