@@ -209,6 +209,11 @@ phase_correctness() {
     echo "  wgmma convolutions failed (exit $wrc): the later phases run with NIMBUS_CUDA_CONV=mma"
   fi
   note_rc "wgmma convolutions (small validation)" $wrc
+  # The warp-specialised forward (versions 10, 11; bench only: no fallback rides on it).
+  echo "  the warp-specialised wgmma forward at small sizes (gpu_bench_conv2d --versions 10,11)"
+  t 20 "${NB[@]}" "$bin/gpu_bench_conv2d" --versions 10,11 >> "$clog" 2>&1; local src=$?
+  grep -E '^version 1[01].*(WRONG|skipped)' "$clog" | head -3
+  note_rc "warp-specialised wgmma forward (small validation)" $src
   local cs; cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
   if [[ -z $cs ]]; then echo "  compute-sanitizer not found: memcheck/racecheck skipped"; return; fi
   # Small cases: every kernel of the elementwise/reduce tests, the tiled GEMMs, pooling and batch norm.
@@ -238,9 +243,10 @@ phase_kernels() {
     # math), 3 the first TF32 forward, 4 and 5 the backend's tensor-core kernels (the default) in TF32 and bf16,
     # 6, 7 and 8 the Hopper bf16 forward, data gradient and weight gradient, 9 all three in TF32 (wgmma;
     # the backend's default on sm_90a; a case runs the versions that have its direction; skipped with a
-    # message off compute capability 9.0). 100 ms per implementation and layer, not 150: nine
-    # implementations of the 23 ResNet layers must fit the case's 30 s.
-    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5,6,7,8,9 --budget-ms 100
+    # message off compute capability 9.0), 10 and 11 the warp-specialised forward in bf16 and TF32. 80 ms
+    # per implementation and layer, not 150: eleven forward implementations of the 23 ResNet layers must
+    # fit the case's 30 s.
+    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5,6,7,8,9,10,11 --budget-ms 80
     note_rc "gpu_bench_conv2d $c" $?
   done
   # PyTorch needed ~60 s for the seven cases on 2026-12-04 (cudnn.benchmark tries algorithms per geometry).

@@ -32,11 +32,16 @@
  *   version 9  versions 6-8 in TF32 (m64n128k8, operands rounded with cvt.rna as version 4's).
  *              Versions 6-9 are the engine's kernels (kernels/cuda/conv2d_wgmma.cu), the backend's
  *              default for tensor-core convolutions on sm_90a
+ *   version 10 forward only, bf16: version 6 warp-specialised (conv2d_wgmma_forward_specialised): a
+ *              producer warpgroup gathers the im2col tile and starts the weights' copy, two consumer
+ *              warpgroups multiply (setmaxnreg 88 / 200), a 4-stage ring on full/empty mbarriers,
+ *              no block barrier in the loop; the same results as version 6, bit for bit
+ *   version 11 version 10 in TF32 (as version 9 is 6-8's)
  *
  * Usage:
  *   bench_cuda_conv2d [--versions 1,3]    validate every version (the directions it has) at small odd
  *                                         shapes against kernels/cpu/conv2d.h's *_ref in double (both
- *                                         builds; under the emulator this is all it does, versions 3-9
+ *                                         builds; under the emulator this is all it does, versions 3-11
  *                                         in forward, reverse and shuffled order; a ctest test)
  *   gpu_bench_conv2d --list               the case names (both builds; needs no GPU)
  *   gpu_bench_conv2d --sweep NAME|all [--sweep-table FILE] [--budget-ms 20]
@@ -380,6 +385,25 @@ void dgrad9(float* dx, const float* dy, const float* w, const ConvGeom& g, float
 void wgrad9(float* dw, const float* dy, const float* x, const ConvGeom& g, float* ws) {
   cuda::conv2d_wgmma_backward<float>(nullptr, dw, nullptr, dy, x, nullptr, g, ws);
 }
+// ---- versions 10 and 11: version 6 (and 9's forward) warp-specialised ----------------------------------
+// What changes from version 6: the block's 256 threads all gather, then all wait at one __syncthreads
+// per k-tile, so the tensor cores idle while the next tile is gathered unless another block fills in
+// (two per SM). Here 384 threads split the work: warpgroup 0 (setmaxnreg.dec to 88 registers) gathers
+// whole lines of the im2col tile and starts the weights' TMA copy; warpgroups 1 and 2 (setmaxnreg.inc
+// to 200) only wait for full[s], multiply and release the stage on empty[s]. 4 stages (128 KiB: one
+// block per SM). Expected: the gather (twice the values per producer thread) hidden behind the MMAs
+// where C*R*S is long (DSen2-CR's 2304); no gain, or a loss, where one block per SM leaves the MMAs
+// idle in the epilogue (small layers). The GPU decides.
+void fwd10(bfloat16* y, const bfloat16* x, const bfloat16* w, const ConvGeom& g, float* ws) {
+  cuda::conv2d_wgmma_forward_specialised<bfloat16>(y, x, w, nullptr, g, false, nullptr, 1.0f, ws);
+}
+const Bf16Fn kBf16Specialised[3] = {fwd10, nullptr, nullptr};
+void fwd11(float* y, const float* x, const float* w, const ConvGeom& g, float* ws) {
+  cuda::conv2d_wgmma_forward_specialised<float>(y, x, w, nullptr, g, false, nullptr, 1.0f, ws);
+}
+// The bf16 kernels of version v (5 to 8, 10) by direction.
+const Bf16Fn* bf16_kernels(int v) { return v == 10 ? kBf16Specialised : v >= 6 ? kBf16Hopper : kBf16; }
+
 // Whether they run here: the engine's code for this device is sm_90a (its probe), or the emulator.
 bool wgmma_runs() {
 #ifdef __CUDACC__
@@ -401,7 +425,7 @@ void conv_bf16_via_f32(float* out, const float* a, const float* b, const ConvGeo
   CK(cudaMalloc(&o16, size_t(nout) * 2));
   cuda::cast_f32_to_bf16(a16, a, na);
   cuda::cast_f32_to_bf16(b16, b, nb);
-  (V >= 6 ? kBf16Hopper : kBf16)[Dir](o16, a16, b16, g, ws);
+  bf16_kernels(V)[Dir](o16, a16, b16, g, ws);
   cuda::cast_bf16_to_f32(out, o16, nout);
   CK(cudaDeviceSynchronize());
   cudaFree(a16), cudaFree(b16), cudaFree(o16);
@@ -419,11 +443,14 @@ const ConvFn kVersions[][3] = {{nullptr, nullptr, nullptr},
                                {conv_bf16_via_f32<6, 0>, nullptr, nullptr},
                                {nullptr, conv_bf16_via_f32<7, 1>, nullptr},
                                {nullptr, nullptr, conv_bf16_via_f32<8, 2>},
-                               {fwd9, dgrad9, wgrad9}};
-const char* const kPrecision[] = {"", "fp32", "fp32", "tf32", "tf32", "bf16", "bf16", "bf16", "bf16", "tf32"};
-constexpr int kLast = 9;
+                               {fwd9, dgrad9, wgrad9},
+                               {conv_bf16_via_f32<10, 0>, nullptr, nullptr},
+                               {fwd11, nullptr, nullptr}};
+const char* const kPrecision[] = {"",     "fp32", "fp32", "tf32", "tf32", "bf16",
+                                  "bf16", "bf16", "bf16", "tf32", "bf16", "tf32"};
+constexpr int kLast = 11;
 // Versions that need sm_90a (compute capability 9.0): TMA + wgmma.
-bool is_hopper_version(int v) { return v >= 6 && v <= 9; }
+bool is_hopper_version(int v) { return v >= 6 && v <= 11; }
 
 // Scratch floats any version needs at g: im2col columns (version 2), split partial sums (4, 5, 8), the
 // padded or packed weights (6, 7).
@@ -523,15 +550,17 @@ bool validate_mma(int v, int dir, const ConvGeom& g) {
         std::string extra;
         bool pass = c.pass;
 #ifndef __CUDACC__
-        // Versions 6, 8 and 9 (wgmma; not the data gradient's phases): the TMA copies, wgmma and mbarrier
-        // phases of the run must be the counts their tiling implies (the casts around them issue none).
-        if (v == 6 || v == 8 || (v == 9 && dir != kDgrad)) {
+        // Versions 6, 8, 9, 10 and 11 (wgmma; not the data gradient's phases): the TMA copies, wgmma and
+        // mbarrier phases of the run must be the counts their tiling implies (the casts around them issue
+        // none). The warp-specialised forward adds its empty[s] phases: every k-tile but a block's last.
+        if (v == 6 || v == 8 || (v == 9 && dir != kDgrad) || v >= 10) {
           const emu::LaunchStats st = emu::all_launch_stats();
           const int64_t tma = st.tma - before.tma, wgmma = st.wgmma - before.wgmma;
           const int64_t phases = st.mbarrier_phases - before.mbarrier_phases;
-          const bool tf32 = v == 9;
-          const cuda::WgmmaConvCounts want =
+          const bool tf32 = v == 9 || v == 11;
+          cuda::WgmmaConvCounts want =
               dir == kFwd ? cuda::conv2d_wgmma_forward_counts(g, tf32) : cuda::conv2d_wgmma_wgrad_counts(g, tf32);
+          if (v >= 10) want.phases = 2 * want.phases - ((g.N * g.P() * g.Q() + 127) / 128) * ((g.K + 127) / 128);
           const bool same = tma == want.tma && wgmma == want.wgmma && phases == want.phases;
           counts_ok = counts_ok && same;
           pass = pass && same;
@@ -737,7 +766,7 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
       const double elem = p == bench::Precision::bf16 ? 2 : 4;
       im.bytes += count * elem * double(n.a + n.b + n.out);
       if (im.ours && p == bench::Precision::bf16) {  // versions 5-7: bf16 NCHW operands made once, outside the timing
-        const Bf16Fn f = (std::atoi(im.name.c_str() + 8) >= 6 ? kBf16Hopper : kBf16)[cs.dir];
+        const Bf16Fn f = bf16_kernels(std::atoi(im.name.c_str() + 8))[cs.dir];
         DevBuf an(size_t(n.a) * 2), bn(size_t(n.b) * 2), on(size_t(n.out) * 2);
         const auto prepare = [&] {
           cuda::cast_f32_to_bf16(static_cast<bfloat16*>(an.p), a.f(), n.a);

@@ -43,6 +43,8 @@
  *   32: the kernel stays near 128). x's tile (B) is always gathered so. A split writes its
  *   fp32 partial sums to ws[split][K][CRS] and conv2d_tc.cu's splitk_sum adds them in order
  *   (deterministic); one split writes dw directly.
+ * conv_fwd_specialised_kernel: the forward warp-specialised (bench versions 10 and 11; see its block
+ *   below): a producer warpgroup gathers and starts the copies, two consumer warpgroups multiply.
  * db is gemm.cu's bias_backward. CPU twin: kernels/cpu/conv2d.h (the _ref loops are the definition).
  */
 #include "kernels/cuda/conv2d_wgmma.h"
@@ -199,66 +201,59 @@ struct FwdParams {
   float* moments;  // non-null (forward, no ReLU or residual): batch-norm moments of y (bn_moments.cuh)
 };
 
-// Moments: the epilogue also writes y's batch-norm moments to d.moments (a kernel of its own, so that the
-// plain forward is compiled without that epilogue).
-template <typename E, bool Moments>
-__global__ void __launch_bounds__(kThreads, 2)
-    conv_fwd_kernel(const __grid_constant__ CUtensorMap map_w, FwdParams<E> d) {
-  constexpr int BK = kBK<E>, CH = kChunk<E>;
-  unsigned char* smem = ring_base();
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
-  const int tid = int(threadIdx.x), wg = tid / 128;
-  const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
-  const int tiles = (d.CRS + BK - 1) / BK;
-  init_ring(full, &map_w);
-
-  // This thread's B column: output position (img, p, q), its window's corner (h0, w0) in x.
-  const int bn = tid % kBN, khalf = tid / kBN;  // chunks 4 khalf .. 4 khalf + 3 of every k-tile's line
-  const int col = n0 + bn;
-  const bool col_in = col < d.cols;
+// B's column `col` of the forward: output position (img, p, q) as image img's x and its window's corner
+// (h0, w0); `in` false past the last position (its column gathers zeros).
+template <typename E>
+struct FwdColumn {
+  const E* x_img;
+  int h0, w0;
+  bool in;
+};
+template <typename E>
+__device__ __forceinline__ FwdColumn<E> fwd_column(const FwdParams<E>& d, int col) {
+  const bool in = col < d.cols;
   int img, pq, p, q;
-  d.by_pq.divmod(col_in ? col : 0, img, pq);
+  d.by_pq.divmod(in ? col : 0, img, pq);
   d.by_q.divmod(pq, p, q);
-  const int h0 = p * d.stride - d.pad, w0 = q * d.stride - d.pad_w;
-  const E* x_img = d.x + int64_t(img) * d.C * d.H * d.W;
+  return {d.x + int64_t(img) * d.C * d.H * d.W, p * d.stride - d.pad, q * d.stride - d.pad_w, in};
+}
 
-  const auto load_a = [&](int kt) {  // thread 0: k-tile kt of the weights into its stage
-    const int s = kt % kStages;
-    mbarrier_arrive_expect_tx(&full[s], uint32_t(kABytes));
-    tma_load_2d(smem + s * kStageBytes, &map_w, &full[s], kt * BK, m0);
-  };
-  const auto gather = [&](int kt) {  // every thread: its 4 chunks of column bn of k-tile kt's B
-    unsigned char* b_tile = smem + (kt % kStages) * kStageBytes + kABytes;
-    int c, rs, r, s;
-    d.by_rs.divmod(kt * BK + 4 * CH * khalf, c, rs);
-    d.by_s.divmod(rs, r, s);
+// Chunks chunk0 .. chunk0 + Chunks - 1 (CH consecutive k each) of line `line` of k-tile kt's B tile:
+// column c's im2col values walked as (c, r, s) without division, 0 in the padding and past C.
+template <typename E, int Chunks>
+__device__ __forceinline__ void gather_column(unsigned char* b_tile, const FwdParams<E>& d, const FwdColumn<E>& col,
+                                              int line, int kt, int chunk0) {
+  constexpr int BK = kBK<E>, CH = kChunk<E>;
+  int c, rs, r, s;
+  d.by_rs.divmod(kt * BK + CH * chunk0, c, rs);
+  d.by_s.divmod(rs, r, s);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {  // chunk 4 khalf + j: CH consecutive k
-      uint32_t v[4];
+  for (int j = 0; j < Chunks; ++j) {  // chunk chunk0 + j: CH consecutive k
+    uint32_t v[4];
 #pragma unroll
-      for (int e = 0; e < CH; ++e) {
-        const int h = h0 + r, w = w0 + s;
-        const bool in = col_in && c < d.C && unsigned(h) < unsigned(d.H) && unsigned(w) < unsigned(d.W);
-        pack<E>(v, e, in ? Elem<E>::operand(x_img[(int64_t(c) * d.H + h) * d.W + w]) : 0u);
-        if (++s == d.S) {
-          s = 0;
-          if (++r == d.R) r = 0, ++c;
-        }
+    for (int e = 0; e < CH; ++e) {
+      const int h = col.h0 + r, w = col.w0 + s;
+      const bool in = col.in && c < d.C && unsigned(h) < unsigned(d.H) && unsigned(w) < unsigned(d.W);
+      pack<E>(v, e, in ? Elem<E>::operand(col.x_img[(int64_t(c) * d.H + h) * d.W + w]) : 0u);
+      if (++s == d.S) {
+        s = 0;
+        if (++r == d.R) r = 0, ++c;
       }
-      store_chunk(b_tile, bn, 4 * khalf + j, v);
     }
-    fence_proxy_async_shared();  // these generic-proxy stores before the wgmma (async proxy) reads them
-  };
+    store_chunk(b_tile, line, chunk0 + j, v);
+  }
+}
 
-  float acc[kBN / 2];
-  run_ring<E>(acc, smem, full, tiles, true, load_a, gather);
-
-  // y[img, k, position] (NCHW), + bias, then ReLU or the residual sum, rounded to E once.
-  const int i = tid % 128;
-  if constexpr (Moments) {  // and each row's moments over the tile's 128 columns: chunk blockIdx.x
+// The epilogue of a warpgroup's 64 x 128 accumulators (thread i of it), rows from m_base, columns from n0:
+// y[img, k, position] (NCHW), + bias, then ReLU or the residual sum, rounded to E once. Moments: no ReLU or
+// residual, and each row's batch-norm moments over the tile's 128 columns too, as chunk blockIdx.x.
+template <typename E, bool Moments>
+__device__ __forceinline__ void store_fwd_tile(const FwdParams<E>& d, const float (&acc)[kBN / 2], int m_base, int n0,
+                                               int i) {
+  if constexpr (Moments) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int k = m0 + 64 * wg + acc_row(i, h);
+      const int k = m_base + acc_row(i, h);
       float v[kBN / 4];
       uint32_t valid = 0;
 #pragma unroll
@@ -291,7 +286,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         const int64_t out = int64_t(d.out_ph + d.out_st * oi) * d.out_W + d.out_pw + d.out_st * oj;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int k = m0 + 64 * wg + acc_row(i, h);
+          const int k = m_base + acc_row(i, h);
           if (k >= d.K) continue;
           float v = acc[4 * j + 2 * h + e];
           if (d.bias) v += float(d.bias[k]);
@@ -302,6 +297,104 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
       }
   }
+}
+
+// Moments: the epilogue also writes y's batch-norm moments to d.moments (a kernel of its own, so that the
+// plain forward is compiled without that epilogue).
+template <typename E, bool Moments>
+__global__ void __launch_bounds__(kThreads, 2)
+    conv_fwd_kernel(const __grid_constant__ CUtensorMap map_w, FwdParams<E> d) {
+  constexpr int BK = kBK<E>;
+  unsigned char* smem = ring_base();
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+  const int tid = int(threadIdx.x), wg = tid / 128;
+  const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
+  const int tiles = (d.CRS + BK - 1) / BK;
+  init_ring(full, &map_w);
+
+  // This thread's B column and its half of every k-tile's line: chunks 4 khalf .. 4 khalf + 3.
+  const int bn = tid % kBN, khalf = tid / kBN;
+  const FwdColumn<E> col = fwd_column(d, n0 + bn);
+  const auto load_a = [&](int kt) {  // thread 0: k-tile kt of the weights into its stage
+    const int s = kt % kStages;
+    mbarrier_arrive_expect_tx(&full[s], uint32_t(kABytes));
+    tma_load_2d(smem + s * kStageBytes, &map_w, &full[s], kt * BK, m0);
+  };
+  const auto gather = [&](int kt) {  // every thread: its 4 chunks of column bn of k-tile kt's B
+    gather_column<E, 4>(smem + (kt % kStages) * kStageBytes + kABytes, d, col, bn, kt, 4 * khalf);
+    fence_proxy_async_shared();  // these generic-proxy stores before the wgmma (async proxy) reads them
+  };
+
+  float acc[kBN / 2];
+  run_ring<E>(acc, smem, full, tiles, true, load_a, gather);
+  store_fwd_tile<E, Moments>(d, acc, m0 + 64 * wg, n0, tid % 128);
+}
+
+// ---- the warp-specialised forward (bench/cuda/conv2d.cu versions 10 and 11) -------------------------------
+// The same tile, multiplication and epilogue with the work split by warpgroup: 384 threads. Warpgroup
+// 0 produces (setmaxnreg.dec to kProducerRegs): per k-tile every producer thread waits until the stage
+// is free (empty[s]), gathers its column's whole line of B (8 chunks: twice what a thread of
+// conv_fwd_kernel gathers), runs fence.proxy.async and arrives on full[s]; thread 0's arrival also
+// announces A's bytes (arrive.expect_tx) and starts its TMA copy. Warpgroups 1 and 2 consume
+// (setmaxnreg.inc to kConsumerRegs): wait for full[s], 4 wgmma on their 64 rows, commit, wait until
+// the previous k-tile's group is done and release that stage (empty, 256 arrivals). No block barrier
+// in the loop: the gathers of the next stages run while the tensor cores multiply. A ring of 4 stages
+// (128 KiB: one block per SM). full[s]: 128 arrivals + A's bytes; a producer waits for round r's
+// release with parity (r & 1) ^ 1, which a fresh barrier passes in round 0. Every output is the same
+// sum in the same order as conv_fwd_kernel's: the results are the same bits.
+constexpr int kWsStages = 4, kWsThreads = 384;
+constexpr int kProducerRegs = 88, kConsumerRegs = 200;  // 128 x 88 + 256 x 200 = 62,464 of 65,536
+constexpr size_t kWsSmem = size_t(kWsStages) * kStageBytes + 2 * kWsStages * sizeof(uint64_t) + kSwizzleRepeat;
+
+template <typename E>
+__global__ void __launch_bounds__(kWsThreads, 1)
+    conv_fwd_specialised_kernel(const __grid_constant__ CUtensorMap map_w, FwdParams<E> d) {
+  constexpr int BK = kBK<E>;
+  unsigned char* smem = ring_base();
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kWsStages * kStageBytes);
+  uint64_t* empty = full + kWsStages;
+  const int tid = int(threadIdx.x), wg = tid / 128;
+  const int m0 = int(blockIdx.y) * kBM, n0 = int(blockIdx.x) * kBN;
+  const int tiles = (d.CRS + BK - 1) / BK;
+  if (tid == 0) {
+    for (int s = 0; s < kWsStages; ++s) mbarrier_init(&full[s], 128), mbarrier_init(&empty[s], 256);
+    fence_mbarrier_init();
+    tma_prefetch_descriptor(&map_w);
+  }
+  __syncthreads();
+
+  if (wg == 0) {  // the producer warpgroup: thread tid owns column tid of every k-tile's B
+    setmaxnreg_dec<kProducerRegs>();
+    const FwdColumn<E> col = fwd_column(d, n0 + tid);
+    for (int kt = 0; kt < tiles; ++kt) {
+      const int s = kt % kWsStages;
+      unsigned char* stage = smem + s * kStageBytes;
+      mbarrier_wait_parity(&empty[s], (uint32_t(kt / kWsStages) & 1u) ^ 1u);
+      gather_column<E, 8>(stage + kABytes, d, col, tid, kt, 0);
+      fence_proxy_async_shared();  // the gathered line before the wgmma (async proxy) reads it
+      if (tid == 0) {
+        mbarrier_arrive_expect_tx(&full[s], uint32_t(kABytes));
+        tma_load_2d(stage, &map_w, &full[s], kt * BK, m0);
+      } else {
+        mbarrier_arrive(&full[s]);
+      }
+    }
+    return;
+  }
+  setmaxnreg_inc<kConsumerRegs>();
+  const int c = wg - 1;  // rows 64 c .. 64 c + 63 of the tile
+  float acc[kBN / 2];
+  for (int kt = 0; kt < tiles; ++kt) {
+    const int s = kt % kWsStages;
+    const unsigned char* stage = smem + s * kStageBytes;
+    mbarrier_wait_parity(&full[s], uint32_t(kt / kWsStages) & 1u);
+    mma_ktile<E>(acc, stage + c * 64 * kLine, stage + kABytes, kt > 0);
+    wgmma_wait_group<1>();  // k-tile kt - 1's group is done: its stage is no longer read
+    if (kt > 0) mbarrier_arrive(&empty[(kt - 1) % kWsStages]);
+  }
+  wgmma_wait_group<0>();
+  wgmma_fence_operand(acc);
+  store_fwd_tile<E, false>(d, acc, m0 + 64 * c, n0, tid % 128);
 }
 
 // dst (rows x ld) = src (rows x cols) as the tensor core takes it (TF32-rounded floats), zeros in columns
@@ -480,9 +573,9 @@ CUtensorMap a_map(const void* a, int rows, int cols, int ld) {
 
 // Dynamic shared memory above 48 KiB, once per kernel (a host-side setting: safe during a capture).
 template <typename Kernel>
-void allow_smem(Kernel kernel, std::once_flag& once) {
+void allow_smem(Kernel kernel, std::once_flag& once, size_t bytes = kSmem) {
   std::call_once(once, [&] {
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem));
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
     NIMBUS_CHECK(e == cudaSuccess, "cuda::conv2d_wgmma: cudaFuncSetAttribute failed: ", cudaGetErrorString(e));
   });
 }
@@ -499,6 +592,14 @@ template <typename E>
 void launch_fwd(const CUtensorMap& map, const FwdParams<E>& p, const char* what) {
   if (p.moments) return launch_fwd_as<E, true>(map, p, what);
   launch_fwd_as<E, false>(map, p, what);
+}
+template <typename E>
+void launch_fwd_specialised(const CUtensorMap& map, const FwdParams<E>& p, const char* what) {
+  static std::once_flag once;
+  allow_smem(conv_fwd_specialised_kernel<E>, once, kWsSmem);
+  launch(conv_fwd_specialised_kernel<E>, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)),
+         dim3(kWsThreads), kWsSmem, launch_stream(), map, p);
+  check_launch(what);
 }
 
 // The data gradient's stride phases (see the top): geometry, and where its packed weights sit.
@@ -615,7 +716,7 @@ int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits) {
 namespace {
 template <typename E>
 int forward_with(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
-                 float* ws, float* moments) {
+                 float* ws, float* moments, bool specialised = false) {
   NIMBUS_CHECK(conv2d_wgmma_supported(g), "cuda::conv2d_wgmma_forward: geometry outside the wgmma kernels' range");
   const int K = int(g.K), CRS = int(g.C * g.R * g.S);
   const int ld = row16<E>(CRS);
@@ -638,8 +739,11 @@ int forward_with(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bo
   p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(int(g.Q())), p.by_rs = FastDivmod(int(g.R * g.S));
   p.by_s = FastDivmod(int(g.S));
   p.moments = moments;
-  launch_fwd(a_map<E>(wa, K, CRS, ld), p,
-             moments ? "cuda::conv2d_wgmma_forward_bn_moments" : "cuda::conv2d_wgmma_forward");
+  if (specialised)
+    launch_fwd_specialised(a_map<E>(wa, K, CRS, ld), p, "cuda::conv2d_wgmma_forward_specialised");
+  else
+    launch_fwd(a_map<E>(wa, K, CRS, ld), p,
+               moments ? "cuda::conv2d_wgmma_forward_bn_moments" : "cuda::conv2d_wgmma_forward");
   return (p.cols + kBN - 1) / kBN;  // the moments' chunks per channel
 }
 }  // namespace
@@ -648,6 +752,12 @@ template <typename E>
 void conv2d_wgmma_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
                           float* ws) {
   forward_with(y, x, w, b, g, relu, r, s, ws, nullptr);
+}
+
+template <typename E>
+void conv2d_wgmma_forward_specialised(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu,
+                                      const E* r, float s, float* ws) {
+  forward_with(y, x, w, b, g, relu, r, s, ws, nullptr, true);
 }
 
 template <typename E>
@@ -738,6 +848,11 @@ bool wgmma_available() {
   return available;
 }
 
+template void conv2d_wgmma_forward_specialised<float>(float*, const float*, const float*, const float*,
+                                                      const ConvGeom&, bool, const float*, float, float*);
+template void conv2d_wgmma_forward_specialised<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*,
+                                                         const bfloat16*, const ConvGeom&, bool, const bfloat16*,
+                                                         float, float*);
 template int conv2d_wgmma_forward_bn_moments<float>(float*, const float*, const float*, const float*,
                                                     const ConvGeom&, float*, float*);
 template int conv2d_wgmma_forward_bn_moments<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,

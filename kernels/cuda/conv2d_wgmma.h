@@ -42,6 +42,13 @@ int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits = 0);
 template <typename E>
 void conv2d_wgmma_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
                           float* ws);
+// The warp-specialised forward (bench/cuda/conv2d.cu versions 10 and 11): one producer warpgroup gathers
+// the im2col tile and starts the weights' copy while two consumer warpgroups multiply (setmaxnreg), on a
+// 4-stage ring of full/empty mbarriers. The same arguments and the same results, bit for bit, as
+// conv2d_wgmma_forward; not the backend's choice until a GPU measures it faster.
+template <typename E>
+void conv2d_wgmma_forward_specialised(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu,
+                                      const E* r, float s, float* ws);
 // The forward (no ReLU or residual) that also writes its output's batch-norm moments per channel and
 // 128-column chunk (bn_moments.cuh) to `moments` (conv2d_bn_moments_floats(g) floats, conv2d_tc.h);
 // returns the chunk count per channel, for batchnorm_stats_from_moments.
@@ -56,6 +63,11 @@ extern template void conv2d_wgmma_forward<float>(float*, const float*, const flo
                                                  bool, const float*, float, float*);
 extern template void conv2d_wgmma_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
                                                     const ConvGeom&, bool, const bfloat16*, float, float*);
+extern template void conv2d_wgmma_forward_specialised<float>(float*, const float*, const float*, const float*,
+                                                             const ConvGeom&, bool, const float*, float, float*);
+extern template void conv2d_wgmma_forward_specialised<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*,
+                                                                const bfloat16*, const ConvGeom&, bool,
+                                                                const bfloat16*, float, float*);
 extern template int conv2d_wgmma_forward_bn_moments<float>(float*, const float*, const float*, const float*,
                                                            const ConvGeom&, float*, float*);
 extern template int conv2d_wgmma_forward_bn_moments<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*,

@@ -8,7 +8,9 @@
  * stride-2 stem with 13 channels) at odd sizes, one of them spanning several tiles in M and N, and
  * strides 3 and 4 with rectangular kernels for the data gradient's phase decomposition.
  * Under the emulator each runs forward, reversed and shuffled, and the outputs must be bitwise equal.
- * The Hopper kernels (conv2d_wgmma.cu: TF32 and bf16 on wgmma and TMA) run the same geometries and bounds.
+ * The Hopper kernels (conv2d_wgmma.cu: TF32 and bf16 on wgmma and TMA) run the same geometries and bounds;
+ * the warp-specialised forward must give their forward's bits.
+ * Batch-norm moments from the forwards' epilogues (bn_moments.cuh): every configuration and wgmma.
  *
  * The bound, per element: the reference is the float64 sum of the products of the rounded operands
  * (tf32_round of each float, or the bfloat16 values themselves), whose products the tensor cores
@@ -326,6 +328,32 @@ void wgmma_conv_case(const ConvGeom& g, uint64_t seed, const std::vector<int>& s
                    return download_double(out);
                  }),
                  yres, ymres, crs);
+  // The warp-specialised forward (bench versions 10 and 11): the three epilogues give the plain kernel's
+  // bits, in every order. Its copies and wgmma are the plain kernel's; its mbarrier phases add the
+  // consumers' releases (empty[s]: every k-tile but a block's last).
+  for (const int variant : {0, 1, 2}) {  // bias; ReLU without a bias; the residual sum
+    const E* bias = variant == 1 ? nullptr : dB.p;
+    const E* r = variant == 2 ? dR.p : nullptr;
+    const float rs = variant == 2 ? scale : 1.0f;
+    DeviceBuffer<E> plain_out(ny);
+    cuda::conv2d_wgmma_forward(plain_out.p, dX.p, dW.p, bias, g, variant == 1, r, rs, ws.p);
+    const V plain = download_double(plain_out);
+    const std::string what = where + ": specialised forward (" + (variant == 0 ? "bias" : variant == 1 ? "relu" : "residual") + ")";
+    const V got = in_every_order(what, [&] {
+      DeviceBuffer<E> out(ny);
+      cuda::conv2d_wgmma_forward_specialised(out.p, dX.p, dW.p, bias, g, variant == 1, r, rs, ws.p);
+#ifndef NIMBUS_CUDA_RUNTIME
+      const emu::LaunchStats st = emu::last_launch_stats();
+      const cuda::WgmmaConvCounts want = cuda::conv2d_wgmma_forward_counts(g, tf32);
+      const int64_t blocks = ((g.N * g.P() * g.Q() + 127) / 128) * ((g.K + 127) / 128);
+      CHECK(st.tma == want.tma);
+      CHECK(st.wgmma == want.wgmma);
+      CHECK(st.mbarrier_phases == 2 * want.phases - blocks);
+#endif
+      return download_double(out);
+    });
+    CHECK_MESSAGE(std::memcmp(got.data(), plain.data(), ny * sizeof(double)) == 0, what, ": differs from conv2d_wgmma_forward");
+  }
   check_bound<E>(where + ": dx", in_every_order(where + " dx", [&] {
                    DeviceBuffer<E> out(nx);
                    cuda::conv2d_wgmma_backward(out.p, static_cast<E*>(nullptr), static_cast<E*>(nullptr), dDY.p,
