@@ -190,6 +190,15 @@ bool wgmma_for(const ConvGeom& g, TcKind kind) {
   if (!wgmma_on(g)) return false;
   return !conv2d_tc_supported(g) || conv2d_wgmma_preferred(g, kind, std::is_same_v<E, float>);
 }
+// The wgmma forward (plain, ReLU or residual epilogue): the warp-specialised kernel where the dispatch
+// table's line says it measured faster, else the plain one.
+template <typename E>
+void wgmma_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
+                   float* ws) {
+  if (conv2d_wgmma_specialised_preferred(g, std::is_same_v<E, float>))
+    return conv2d_wgmma_forward_specialised<E>(y, x, w, b, g, relu, r, s, ws);
+  conv2d_wgmma_forward<E>(y, x, w, b, g, relu, r, s, ws);
+}
 // The tensor-core backward, each gradient on its family: wgmma's first (the workspace is reused in
 // stream order), db with it, the rest on mma.sync.
 template <typename E>
@@ -212,7 +221,7 @@ int64_t conv2d_workspace(const ConvGeom& g) {
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
                     bool relu) {
   if (tf32_on() && wgmma_for<float>(g, TcKind::ConvForward))
-    return conv2d_wgmma_forward<float>(y, x, w, b, g, relu, nullptr, 1.0f, ws);
+    return wgmma_forward<float>(y, x, w, b, g, relu, nullptr, 1.0f, ws);
   if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_forward(y, x, w, b, g, relu);
   cuda::conv2d_forward(y, x, w, b, g, ws);
   if (relu) cuda::relu_forward(y, y, g.N * g.K * g.P() * g.Q());
@@ -226,7 +235,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
 void conv2d_residual_forward(float* y, const float* x, const float* w, const float* b, const float* r, float s,
                              const ConvGeom& g, float* ws) {
   if (tf32_on() && wgmma_for<float>(g, TcKind::ConvForward))
-    return conv2d_wgmma_forward<float>(y, x, w, b, g, false, r, s, ws);
+    return wgmma_forward<float>(y, x, w, b, g, false, r, s, ws);
   if (tf32_on() && conv2d_tc_supported(g)) return conv2d_tc_residual_forward(y, x, w, b, r, s, g);
   cuda::conv2d_forward(y, x, w, b, g, ws);
   cuda::add_scaled(y, r, y, s, g.N * g.K * g.P() * g.Q());
@@ -313,7 +322,7 @@ void linear_backward(bfloat16* dx, bfloat16* dw, bfloat16* db, const bfloat16* d
 void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b, const ConvGeom& g,
                     float* ws, bool relu) {
   if (wgmma_for<bfloat16>(g, TcKind::ConvForward))
-    return conv2d_wgmma_forward<bfloat16>(y, x, w, b, g, relu, nullptr, 1.0f, ws);
+    return wgmma_forward<bfloat16>(y, x, w, b, g, relu, nullptr, 1.0f, ws);
   if (conv2d_tc_supported(g)) return conv2d_tc_forward(y, x, w, b, g, relu);
   DeviceViaF32::conv2d_forward(
       [](float* y32, const float* x32, const float* w32, const float* b32, const ConvGeom& g32, float* ws32,
@@ -326,7 +335,7 @@ void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfl
 void conv2d_residual_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfloat16* b,
                              const bfloat16* r, float s, const ConvGeom& g, float* ws) {
   if (wgmma_for<bfloat16>(g, TcKind::ConvForward))
-    return conv2d_wgmma_forward<bfloat16>(y, x, w, b, g, false, r, s, ws);
+    return wgmma_forward<bfloat16>(y, x, w, b, g, false, r, s, ws);
   if (conv2d_tc_supported(g)) return conv2d_tc_residual_forward(y, x, w, b, r, s, g);
   conv2d_forward(y, x, w, b, g, ws, false);
   cuda::add_scaled(y, r, y, s, g.N * g.K * g.P() * g.Q());

@@ -810,7 +810,8 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
 
 // ---- the sweep: every configuration of the backend's tensor-core kernels, per layer -----------------
 // For each distinct layer of the case, in TF32 and bf16: every configuration of the menu
-// (kernels/cuda/tc_dispatch.h) and, on sm_90a, Hopper's wgmma kernel (config kTcWgmma), and for the
+// (kernels/cuda/tc_dispatch.h) and, on sm_90a, Hopper's wgmma kernel (config kTcWgmma; for the forward
+// also its warp-specialised variant, kTcWgmmaSpecialised), and for the
 // weight gradient every power-of-two split count up to the workspace's limit, timed (CUDA events, medians) next to the dispatch's own choice. One JSON row
 // per layer and precision on stdout (the winner, the default, the speed-up); the winners' dispatch
 // table lines go to `table` (tc_dispatch_table.inc's format, one line per GEMM the layer launches).
@@ -855,8 +856,20 @@ bool sweep_case(const Case& cs, double budget_ms, const std::string& device, FIL
         else
           cuda::conv2d_tc_backward<bfloat16>(nullptr, o, nullptr, x, y, nullptr, g, ws.f(), plan);
       };
-      // Hopper's kernel (config kTcWgmma) with `splits` weight-gradient splits.
-      const auto run_wgmma = [&](int splits) {
+      // Hopper's kernel (config kTcWgmma) with `splits` weight-gradient splits; its warp-specialised
+      // forward (kTcWgmmaSpecialised) when `specialised`.
+      const auto run_wgmma = [&](int splits, bool specialised) {
+        if (specialised) {
+          if (bf16)
+            cuda::conv2d_wgmma_forward_specialised<bfloat16>(static_cast<bfloat16*>(out16.p),
+                                                             static_cast<const bfloat16*>(a16.p),
+                                                             static_cast<const bfloat16*>(b16.p), nullptr, g, false,
+                                                             nullptr, 1.0f, ws.f());
+          else
+            cuda::conv2d_wgmma_forward_specialised<float>(out.f(), a.f(), b.f(), nullptr, g, false, nullptr, 1.0f,
+                                                          ws.f());
+          return;
+        }
         if (bf16) {
           const auto* x = static_cast<const bfloat16*>(a16.p);
           const auto* y = static_cast<const bfloat16*>(b16.p);
@@ -873,13 +886,16 @@ bool sweep_case(const Case& cs, double budget_ms, const std::string& device, FIL
         }
       };
       const auto time_plan = [&](cuda::TcPlan plan) {
-        if (plan.config == cuda::kTcWgmma) return time_runs([&] { run_wgmma(plan.splits); }, budget_ms, 30).median;
+        if (plan.config >= cuda::kTcWgmma)
+          return time_runs([&] { run_wgmma(plan.splits, plan.config == cuda::kTcWgmmaSpecialised); }, budget_ms, 30)
+              .median;
         return time_runs([&] { bf16 ? run16(plan) : run32(plan); }, budget_ms, 30).median;
       };
       const double default_ms = time_plan(cuda::TcPlan{});
       int best_config = -1, best_splits = 1;
       double best_ms = INFINITY;
-      for (int c = 0; c < cuda::kTcConfigCount + (hopper ? 1 : 0); ++c)  // the menu, then kTcWgmma
+      // The menu, then kTcWgmma, then (forward only) kTcWgmmaSpecialised.
+      for (int c = 0; c < cuda::kTcConfigCount + (hopper ? (cs.dir == kFwd ? 2 : 1) : 0); ++c)
         for (int sp = 1; sp <= max_splits; sp *= 2) {
           const double ms = time_plan(cuda::TcPlan{c, sp});
           if (ms < best_ms) best_ms = ms, best_config = c, best_splits = sp;

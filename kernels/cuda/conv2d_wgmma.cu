@@ -707,6 +707,11 @@ bool conv2d_wgmma_preferred(const ConvGeom& g, TcKind kind, bool tf32) {
   return !(config >= 0 && config < kTcConfigCount);
 }
 
+bool conv2d_wgmma_specialised_preferred(const ConvGeom& g, bool tf32) {
+  const TcGemmShape f = conv2d_tc_gemms(g, TcKind::ConvForward)[0];
+  return tc_table_config(TcKind::ConvForward, !tf32, f.M, f.N, f.K) == kTcWgmmaSpecialised;
+}
+
 int conv2d_wgmma_splits(const ConvGeom& g, bool tf32) { return tf32 ? splits_of<float>(g) : splits_of<bfloat16>(g); }
 
 int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits) {

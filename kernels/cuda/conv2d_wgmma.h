@@ -35,6 +35,9 @@ int conv2d_wgmma_splits(const ConvGeom& g, bool tf32 = false);
 // direction at g (its first GEMM: the data gradient's phases share the choice); true without a line
 // or with a kTcWgmma line. The backend's Auto choice on sm_90a asks it.
 bool conv2d_wgmma_preferred(const ConvGeom& g, TcKind kind, bool tf32);
+// True when the dispatch table's forward line for g names kTcWgmmaSpecialised: the backend then runs its
+// wgmma forwards (plain, ReLU, residual; not the batch-norm moments') on conv2d_wgmma_forward_specialised.
+bool conv2d_wgmma_specialised_preferred(const ConvGeom& g, bool tf32);
 // Floats of workspace for a forward and a backward at g, either dtype, with `splits` weight-gradient
 // splits (0: conv2d_wgmma_splits(g) of each dtype).
 int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits = 0);

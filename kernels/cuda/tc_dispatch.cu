@@ -47,16 +47,16 @@ int tc_table_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K) {
 
 int tc_table_splits(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, bool wgmma) {
   const TcTableLine e = find(kind, bf16, M, N, K);
-  if (e.config < 0 || (e.config == kTcWgmma) != wgmma) return 0;
+  if (e.config < 0 || (e.config >= kTcWgmma) != wgmma) return 0;
   return e.splits;
 }
 
 const char* tc_config_name(int config) {
-  static const char* const kNames[kTcConfigCount + 1] = {
+  static const char* const kNames[kTcConfigCount + 2] = {
       "128x128 2x4 warps 2 stages", "128x128 2x4 warps 3 stages", "128x64 2x2 warps 3 stages",
       "64x128 2x2 warps 3 stages",  "64x64 2x2 warps 2 stages",   "64x64 2x2 warps 4 stages",
-      "wgmma 128x128 3 stages (sm_90a)"};
-  return config >= 0 && config <= kTcWgmma ? kNames[config] : "auto";
+      "wgmma 128x128 3 stages (sm_90a)", "wgmma 128x128 warp-specialised 4 stages (sm_90a)"};
+  return config >= 0 && config <= kTcWgmmaSpecialised ? kNames[config] : "auto";
 }
 
 TcTableScope::TcTableScope(const TcTableLine* lines, int count) : saved_lines_(test_lines), saved_count_(test_count) {

@@ -36,8 +36,10 @@ constexpr int kTcConfigCount = 6;
 constexpr TcConfig kTcConfigs[kTcConfigCount] = {{128, 128, 2, 4, 2}, {128, 128, 2, 4, 3}, {128, 64, 2, 2, 3},
                                                  {64, 128, 2, 2, 3},  {64, 64, 2, 2, 2},   {64, 64, 2, 2, 4}};
 
-// A dispatch-table config beyond the menu: the wgmma kernel (conv2d_wgmma.cu) won this shape.
+// Dispatch-table configs beyond the menu: the wgmma kernel (conv2d_wgmma.cu) won this shape; for a
+// forward, its warp-specialised variant (conv2d_wgmma_forward_specialised) did.
 constexpr int kTcWgmma = kTcConfigCount;
+constexpr int kTcWgmmaSpecialised = kTcConfigCount + 1;
 
 // A launcher's choice: config -1 lets tc_pick_config decide; splits 0 lets the launcher decide (only
 // the weight gradient splits its reduction).
@@ -57,7 +59,8 @@ int tc_table_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K);
 // mma.sync configuration (!wgmma), else 0.
 int tc_table_splits(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, bool wgmma = false);
 
-// "128x128 2x4 warps 3 stages"; kTcWgmma: "wgmma 128x128 3 stages (sm_90a)"
+// "128x128 2x4 warps 3 stages"; kTcWgmma: "wgmma 128x128 3 stages (sm_90a)"; kTcWgmmaSpecialised:
+// "wgmma 128x128 warp-specialised 4 stages (sm_90a)"
 const char* tc_config_name(int config);
 
 // For tests: table lines searched before the compiled ones while the scope lives (an inner scope's

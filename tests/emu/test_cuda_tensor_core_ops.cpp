@@ -439,6 +439,18 @@ TEST_CASE("cuda wgmma: the dispatch table's lines choose the kernel family and t
   CHECK(cuda::tc_pick_config(TcKind::ConvWeightGrad, true, wgr.M, wgr.N, wgr.K, 3) == 4);  // the rule
   CHECK(cuda::tc_table_config(TcKind::ConvWeightGrad, true, wgr.M, wgr.N, wgr.K) == cuda::kTcWgmma);
   CHECK(std::string(cuda::tc_config_name(cuda::kTcWgmma)) == "wgmma 128x128 3 stages (sm_90a)");
+  CHECK_FALSE(cuda::conv2d_wgmma_specialised_preferred(g, false));
+  // A forward line naming the warp-specialised wgmma kernel: wgmma stays preferred, the variant is chosen,
+  // and mma.sync's pick falls back to its rule.
+  const cuda::TcTableLine special[] = {{TcKind::ConvForward, true, fwd.M, fwd.N, fwd.K, cuda::kTcWgmmaSpecialised, 0}};
+  const cuda::TcTableScope table2(special, 1);
+  CHECK(cuda::conv2d_wgmma_preferred(g, TcKind::ConvForward, false));
+  CHECK(cuda::conv2d_wgmma_specialised_preferred(g, false));
+  CHECK_FALSE(cuda::conv2d_wgmma_specialised_preferred(g, true));  // the line is bf16's
+  CHECK(cuda::tc_pick_config(TcKind::ConvForward, true, fwd.M, fwd.N, fwd.K, 1) ==
+        cuda::tc_pick_config(TcKind::ConvForward, false, fwd.M, fwd.N, fwd.K, 1));
+  CHECK(std::string(cuda::tc_config_name(cuda::kTcWgmmaSpecialised)) ==
+        "wgmma 128x128 warp-specialised 4 stages (sm_90a)");
 }
 
 // Through the backend's op table with ConvKernels::Wgmma (what Auto is on an sm_90a device): each
@@ -473,10 +485,11 @@ void mixed_dispatch_case() {
   DeviceBuffer<E> dX(x.values), dW(w.values), dDY(dy.values);
   const std::string what = tf32 ? "tf32" : "bf16";
   // Run 0: the forward and the weight gradient on mma.sync, the data gradient on wgmma.
-  // Run 1: the opposite.
-  for (int run = 0; run < 2; ++run) {
+  // Run 1: the opposite. Run 2: as run 1 with the forward on the warp-specialised wgmma kernel.
+  for (int run = 0; run < 3; ++run) {
+    const int fwd_config = run == 0 ? 2 : run == 1 ? cuda::kTcWgmma : cuda::kTcWgmmaSpecialised;
     const cuda::TcTableLine lines[] = {
-        {TcKind::ConvForward, !tf32, fwd.M, fwd.N, fwd.K, run == 0 ? 2 : cuda::kTcWgmma, 0},
+        {TcKind::ConvForward, !tf32, fwd.M, fwd.N, fwd.K, fwd_config, 0},
         {TcKind::ConvDataGrad, !tf32, dgr.M, dgr.N, dgr.K, run == 0 ? cuda::kTcWgmma : 0, 0},
         {TcKind::ConvWeightGrad, !tf32, wgr.M, wgr.N, wgr.K, run == 0 ? 1 : cuda::kTcWgmma, 2}};
     const cuda::TcTableScope table(lines, 3);
@@ -500,8 +513,12 @@ void mixed_dispatch_case() {
       CHECK(bwd_wgmma > 0);  // the data gradient
       CHECK(bwd_mma > 0);    // the weight gradient
     } else {
-      CHECK(fwd_wgmma == cuda::conv2d_wgmma_forward_counts(g, tf32).wgmma);
+      const cuda::WgmmaConvCounts want = cuda::conv2d_wgmma_forward_counts(g, tf32);
+      const int64_t blocks = ((g.N * g.P() * g.Q() + 127) / 128) * ((g.K + 127) / 128);
+      CHECK(fwd_wgmma == want.wgmma);
       CHECK(fwd_mma == 0);
+      // The warp-specialised forward: its consumers' releases add a phase per block and k-tile but the last.
+      CHECK(s1.mbarrier_phases - s0.mbarrier_phases == (run == 2 ? 2 * want.phases - blocks : want.phases));
       CHECK(bwd_wgmma == cuda::conv2d_wgmma_wgrad_counts(g, tf32).wgmma);  // the weight gradient alone
       CHECK(bwd_mma > 0);                                           // the data gradient
     }
