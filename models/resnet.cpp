@@ -60,9 +60,10 @@ Tensor ResidualBlock::forward(const Tensor& x) {
   if (type_ == BlockType::Bottleneck) h = conv_bn(*conv3_, *bn3_, conv_bn(*conv2_, *bn2_, h, true), false);
   else h = conv_bn(*conv2_, *bn2_, h, false);
   if (!downsample_) return add_relu(h, x);
-  auto& ds_conv = dynamic_cast<Conv2d&>((*downsample_)[0]);
-  auto& ds_bn = dynamic_cast<BatchNorm2d&>((*downsample_)[1]);
-  return add_relu(h, conv_bn(ds_conv, ds_bn, x, false));
+  auto* ds_conv = dynamic_cast<Conv2d*>(&(*downsample_)[0]);
+  auto* ds_bn = downsample_->size() == 2 ? dynamic_cast<BatchNorm2d*>(&(*downsample_)[1]) : nullptr;
+  if (!ds_conv || !ds_bn) return add_relu(h, downsample_->forward(x));  // a replaced projection: as it is
+  return add_relu(h, conv_bn(*ds_conv, *ds_bn, x, false));
 }
 
 ResNet::ResNet(const ResNetConfig& c, Rng& rng) : config_(c) {

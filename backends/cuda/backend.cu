@@ -255,8 +255,10 @@ void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfl
 // A conv -> batch norm pair in training: with bn_fold() and a tensor-core forward, the moments come from
 // the forward's epilogue into the workspace past the forward's own part, and one launch merges them;
 // else the forward, then batch norm's statistics kernels over y.
+// The moments' room only where a fold can happen (bfloat16 always takes the tensor cores).
 int64_t conv2d_bn_workspace(const ConvGeom& g) {
-  return (conv2d_workspace(g) + 3) / 4 * 4 + conv2d_bn_moments_floats(g);  // moments 16-byte aligned
+  const bool fold = bn_fold() && (wgmma_on(g) || conv2d_tc_supported(g));
+  return (conv2d_workspace(g) + 3) / 4 * 4 + (fold ? conv2d_bn_moments_floats(g) : 0);  // moments 16-byte aligned
 }
 template <typename T>
 void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
@@ -366,14 +368,19 @@ void install_reference(Reference r) {
   Backend t = make_backend();
   set_gemm_reference(r == Reference::None ? nullptr : ref::cublas_gemm_batched);
   if (r == Reference::Cudnn) {
-    t.f32.conv2d_workspace = ref::cudnn_conv2d_workspace;
+    // cuDNN's float32 needs, and ours: bfloat16 convolutions stay on our kernels (the wgmma weight copy).
+    t.f32.conv2d_workspace = [](const ConvGeom& g) {
+      return std::max(ref::cudnn_conv2d_workspace(g), cuda_entries::conv2d_workspace(g));
+    };
     t.f32.conv2d_forward = [](float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
                           bool relu) {
       ref::cudnn_conv2d_forward(y, x, w, b, g, ws);
       if (relu) cuda::relu_forward(y, y, g.N * g.K * g.P() * g.Q());
     };
     t.f32.conv2d_backward = ref::cudnn_conv2d_backward;
-    t.f32.conv2d_bn_workspace = ref::cudnn_conv2d_workspace;  // no fold: cuDNN's forward, then our statistics
+    t.f32.conv2d_bn_workspace = [](const ConvGeom& g) {  // float32: cuDNN's forward, then our statistics
+      return std::max(ref::cudnn_conv2d_workspace(g), cuda_entries::conv2d_bn_workspace(g));
+    };
     t.f32.conv2d_forward_bn_stats = [](float* y, const float* x, const float* w, const float* b, const ConvGeom& g,
                                        float* ws, float* mean, float* invstd, float* rm, float* rv, float* count,
                                        float momentum, float eps) {

@@ -175,8 +175,10 @@ Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, int stride
 Tensor conv2d_bn_stats(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, Tensor& mean,
                        Tensor& invstd, Tensor& running_mean, Tensor& running_var, float momentum, float eps,
                        Tensor* num_batches_tracked) {
-  NIMBUS_CHECK(x.defined() && w.defined() && w.ndim() == 4, "conv2d_bn_stats: input and a 4-D weight must be defined");
-  const int64_t K = w.size(0);
+  const ConvGeom g = check_conv(x, w, b, stride, padding);
+  NIMBUS_CHECK(g.N * g.P() * g.Q() > 1, "batch_norm2d: training needs more than 1 value per channel, conv2d output (",
+               g.N, ",", g.K, ",", g.P(), ",", g.Q(), ")");
+  const int64_t K = g.K;
   for (const Tensor* t : {&running_mean, &running_var})
     NIMBUS_CHECK(t->defined() && t->shape() == Shape{K} && t->dtype() == DType::F32 && t->device() == x.device(),
                  "conv2d_bn_stats: running statistics ", t->defined() ? describe(*t) : std::string("(undefined)"),

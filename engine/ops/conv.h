@@ -21,9 +21,10 @@ Tensor conv2d_residual(const Tensor& x, const Tensor& w, const Tensor& b, const 
 // conv2d (no ReLU) that also gives its output's batch-norm training statistics, as batch_norm2d in
 // training computes them from y (N, K, P, Q): mean and invstd = 1/sqrt(var + eps) per output channel
 // (new (K) float32 tensors), running_mean and running_var updated in place, num_batches_tracked + 1
-// (null: not counted). Recorded as conv2d: the statistics carry no gradient of their own
-// (batch_norm2d_from_stats backpropagates through them). The CUDA tensor-core kernels compute them in
-// the convolution's epilogue; conv_bn (engine/nn/layers.h) pairs it with batch_norm2d_from_stats.
+// (null: not counted). Recorded as "conv2d_bn_stats" with conv2d's backward: the statistics carry no
+// gradient of their own (batch_norm2d_from_stats backpropagates through them). The CUDA tensor-core
+// kernels compute them in the convolution's epilogue; conv_bn (engine/nn/layers.h) pairs it with
+// batch_norm2d_from_stats. Training needs N*P*Q > 1: refused before anything is updated.
 Tensor conv2d_bn_stats(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, Tensor& mean,
                        Tensor& invstd, Tensor& running_mean, Tensor& running_var, float momentum, float eps,
                        Tensor* num_batches_tracked);

@@ -133,26 +133,35 @@ __global__ void batchnorm_combine_moments_kernel(float* mean, float* invstd, flo
   }
 }
 
-// batchnorm_stats_from_moments: the chunks a convolution's epilogue wrote (bn_moments.cuh), hundreds
-// per channel, so a warp per channel: lane l merges chunks l, l + 32, ... in order, then lane l merges
-// lane l + 16, 8, 4, 2, 1 (a fixed tree whose result lane 0 holds): deterministic.
-__global__ void batchnorm_merge_chunks_kernel(float* mean, float* invstd, float* rm, float* rv, float* count,
-                                              const float* part, int64_t C, int S, float momentum, float eps,
-                                              float unbias) {
-  const int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const int lane = int(threadIdx.x % 32);
-  if (c >= C) return;  // the whole warp (blockDim is a multiple of 32)
-  float n = 0.0f, m = 0.0f, m2 = 0.0f;
-  for (int s = lane; s < S; s += 32) {
-    const float* p = part + (c * S + s) * 3;
-    merge_moments(n, m, m2, p[0], p[1], p[2]);
+// batchnorm_stats_from_moments: the chunks a convolution's epilogue wrote (bn_moments.cuh), up to
+// N*P*Q / 32 per channel (tens of thousands at ResNet-50's stem), so a block of kMergeThreads per channel
+// (blocks stride over the channels): thread t merges chunks t, t + kMergeThreads, ... in order, then
+// thread t merges thread t + 128, 64, ..., 1 through shared memory (a fixed tree whose result thread 0
+// holds): deterministic.
+constexpr int kMergeThreads = 256;
+__global__ void __launch_bounds__(kMergeThreads)
+    batchnorm_merge_chunks_kernel(float* mean, float* invstd, float* rm, float* rv, float* count, const float* part,
+                                  int64_t C, int S, float momentum, float eps, float unbias) {
+  __shared__ float sn[kMergeThreads], sm[kMergeThreads], sm2[kMergeThreads];
+  const int t = int(threadIdx.x);
+  for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
+    float n = 0.0f, m = 0.0f, m2 = 0.0f;
+    for (int s = t; s < S; s += kMergeThreads) {
+      const float* p = part + (c * S + s) * 3;
+      merge_moments(n, m, m2, p[0], p[1], p[2]);
+    }
+    sn[t] = n, sm[t] = m, sm2[t] = m2;
+    __syncthreads();
+    for (int off = kMergeThreads / 2; off > 0; off /= 2) {
+      if (t < off) {
+        merge_moments(n, m, m2, sn[t + off], sm[t + off], sm2[t + off]);
+        sn[t] = n, sm[t] = m, sm2[t] = m2;
+      }
+      __syncthreads();
+    }
+    if (t == 0) write_stats(c, m, m2 / n, mean, invstd, rm, rv, count, momentum, eps, unbias);
+    __syncthreads();  // the shared arrays are read before the next channel overwrites them
   }
-  for (int off = 16; off > 0; off /= 2) {
-    const float nb = __shfl_down_sync(0xffffffffu, n, off), mb = __shfl_down_sync(0xffffffffu, m, off),
-                m2b = __shfl_down_sync(0xffffffffu, m2, off);
-    if (lane < off) merge_moments(n, m, m2, nb, mb, m2b);
-  }
-  if (lane == 0) write_stats(c, m, m2 / n, mean, invstd, rm, rv, count, momentum, eps, unbias);
 }
 
 __global__ void batchnorm_invstd_kernel(float* invstd, const float* var, float eps, int64_t C) {
@@ -370,8 +379,8 @@ void batchnorm_stats_from_moments(float* mean, float* invstd, float* running_mea
   NIMBUS_CHECK(M > 1 && chunks > 0, "cuda::batchnorm_stats_from_moments: ", M, " values in ", chunks,
                " chunks per channel");
   const float unbias = float(M) / float(M - 1);
-  launch(batchnorm_merge_chunks_kernel, grid_for(C * 32, kBlock), kBlock, 0, launch_stream(), mean, invstd,
-         running_mean, running_var, count, moments, C, chunks, momentum, eps, unbias);
+  launch(batchnorm_merge_chunks_kernel, unsigned(std::min<int64_t>(C, 65535)), kMergeThreads, 0, launch_stream(),
+         mean, invstd, running_mean, running_var, count, moments, C, chunks, momentum, eps, unbias);
   check_launch("cuda::batchnorm_stats_from_moments");
 }
 

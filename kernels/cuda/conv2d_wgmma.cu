@@ -333,9 +333,9 @@ __global__ void __launch_bounds__(kThreads, 2)
 // ---- the warp-specialised forward (bench/cuda/conv2d.cu versions 10 and 11) -------------------------------
 // The same tile, multiplication and epilogue with the work split by warpgroup: 384 threads. Warpgroup
 // 0 produces (setmaxnreg.dec to kProducerRegs): per k-tile every producer thread waits until the stage
-// is free (empty[s]), gathers its column's whole line of B (8 chunks: twice what a thread of
-// conv_fwd_kernel gathers), runs fence.proxy.async and arrives on full[s]; thread 0's arrival also
-// announces A's bytes (arrive.expect_tx) and starts its TMA copy. Warpgroups 1 and 2 consume
+// is free (empty[s]), thread 0 announces A's bytes on full[s] (expect_tx) and starts its TMA copy, and
+// every producer thread gathers its column's whole line of B (8 chunks: twice what a thread of
+// conv_fwd_kernel gathers), runs fence.proxy.async and arrives on full[s]. Warpgroups 1 and 2 consume
 // (setmaxnreg.inc to kConsumerRegs): wait for full[s], 4 wgmma on their 64 rows, commit, wait until
 // the previous k-tile's group is done and release that stage (empty, 256 arrivals). No block barrier
 // in the loop: the gathers of the next stages run while the tensor cores multiply. A ring of 4 stages
@@ -370,14 +370,13 @@ __global__ void __launch_bounds__(kWsThreads, 1)
       const int s = kt % kWsStages;
       unsigned char* stage = smem + s * kStageBytes;
       mbarrier_wait_parity(&empty[s], (uint32_t(kt / kWsStages) & 1u) ^ 1u);
+      if (tid == 0) {  // A's copy first, so that it flies during the gather; the phase waits for its bytes
+        mbarrier_expect_tx(&full[s], uint32_t(kABytes));
+        tma_load_2d(stage, &map_w, &full[s], kt * BK, m0);
+      }
       gather_column<E, 8>(stage + kABytes, d, col, tid, kt, 0);
       fence_proxy_async_shared();  // the gathered line before the wgmma (async proxy) reads it
-      if (tid == 0) {
-        mbarrier_arrive_expect_tx(&full[s], uint32_t(kABytes));
-        tma_load_2d(stage, &map_w, &full[s], kt * BK, m0);
-      } else {
-        mbarrier_arrive(&full[s]);
-      }
+      mbarrier_arrive(&full[s]);
     }
     return;
   }

@@ -295,6 +295,13 @@ TEST_CASE("conv2d_bn_stats and batch_norm2d_from_stats: bad statistics give erro
   Tensor mean, invstd, rm = Tensor::zeros({4}), rv = Tensor::ones({5});
   CHECK_THROWS_WITH_AS(conv2d_bn_stats(x, w, Tensor(), 1, 0, mean, invstd, rm, rv, 0.1f, 1e-5f, nullptr),
                        doctest::Contains("conv2d_bn_stats: running statistics"), Error);
+  // One value per channel: refused before anything is computed or updated (no NaN in running_var).
+  Tensor rm5 = Tensor::zeros({5}), rv5 = Tensor::ones({5}), nbt = Tensor::zeros({});
+  CHECK_THROWS_WITH_AS(conv2d_bn_stats(Tensor::zeros({1, 3, 1, 1}), w, Tensor(), 1, 0, mean, invstd, rm5, rv5, 0.1f,
+                                       1e-5f, &nbt),
+                       doctest::Contains("training needs more than 1 value per channel"), Error);
+  CHECK(rv5.to_vector() == std::vector<float>(5, 1.f));
+  CHECK(nbt.to_vector() == std::vector<float>{0.f});
   Tensor y = Tensor::zeros({2, 5, 4, 4});
   CHECK_THROWS_WITH_AS(batch_norm2d_from_stats(y, Tensor(), Tensor(), Tensor::zeros({4}), Tensor::ones({5}), false),
                        doctest::Contains("has 5 channels but mean has shape (4)"), Error);
