@@ -6,6 +6,17 @@
 
 #include "kernels/common/error.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define NIMBUS_ALLOCATOR_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NIMBUS_ALLOCATOR_ASAN 1
+#endif
+#endif
+#ifdef NIMBUS_ALLOCATOR_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace nimbus {
 
 namespace {
@@ -27,6 +38,26 @@ size_t CachingAllocator::round_size(size_t bytes) {
 }
 
 CachingAllocator::~CachingAllocator() { empty_cache(); }
+
+// ASan tracks 8-byte granules: a granule is usable or its first k bytes are. So a poisoned range
+// starts on a granule (the slack from the requested size rounded up to 8: a tensor of 3 floats
+// leaves 4 unguarded bytes) and an unpoisoned one may end anywhere.
+void CachingAllocator::poison(void* p, size_t from, size_t to) const {
+#ifdef NIMBUS_ALLOCATOR_ASAN
+  from = (from + 7) / 8 * 8;
+  if (host_memory_ && from < to) ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + from, to - from);
+#else
+  (void)p, (void)from, (void)to;
+#endif
+}
+
+void CachingAllocator::unpoison(void* p, size_t from, size_t to) const {
+#ifdef NIMBUS_ALLOCATOR_ASAN
+  if (host_memory_ && from < to) ASAN_UNPOISON_MEMORY_REGION(static_cast<char*>(p) + from, to - from);
+#else
+  (void)p, (void)from, (void)to;
+#endif
+}
 
 void* CachingAllocator::allocate(size_t bytes) {
   size_t size = round_size(bytes);
@@ -50,6 +81,12 @@ void* CachingAllocator::allocate(size_t bytes) {
                  " bytes in use)");
     stats_.system_allocs++;
   }
+  if (is_private(pool)) {
+    unpoison(p, 0, size);  // its earlier, captured uses may have been longer: the graph replays them
+  } else {
+    unpoison(p, 0, std::max<size_t>(bytes, 1));
+    poison(p, std::max<size_t>(bytes, 1), size);
+  }
   live_[p] = {size, pool};
   stats_.bytes_in_use += size;
   if (stats_.bytes_in_use > stats_.peak_in_use) stats_.peak_in_use = stats_.bytes_in_use;
@@ -72,6 +109,11 @@ void CachingAllocator::deallocate(void* p) {
   // During a capture (a private pool is current) every freed block joins it: the graph may use it.
   const Pool to = is_private(now) && !released_.count(now) ? now : resolve(it->second.pool);
   live_.erase(it);
+  if (is_private(to)) {
+    unpoison(p, 0, size);  // a captured graph may write any of it at every replay
+  } else {
+    poison(p, 0, size);
+  }
   free_[{to, size}].push_back(p);
   stats_.bytes_in_use -= size;
   stats_.bytes_cached += size;
@@ -83,7 +125,10 @@ void CachingAllocator::free_ordinary_cache() {
       ++b;
       continue;
     }
-    for (void* q : b->second) raw_free_(q);
+    for (void* q : b->second) {
+      unpoison(q, 0, b->first.second);  // the system's allocator owns it again
+      raw_free_(q);
+    }
     stats_.bytes_cached -= b->first.second * b->second.size();
     b = free_.erase(b);
   }

@@ -19,6 +19,13 @@
 // it is current, blocks freed from any pool land in it too (the captured graph may use them at every
 // replay, so no eager work may get them), and it keeps them until released, when they go to a named
 // pool. Pools never share blocks otherwise; empty_cache() frees the cached blocks of ordinary pools.
+//
+// Under AddressSanitizer, where the blocks are host memory (the CPU's, and the emulator's device
+// memory), the allocator tells ASan what it knows: the bytes past the requested size (the size class's
+// slack) and the whole of a cached block are poisoned, so a kernel writing past its tensor, or a view
+// used after its storage was freed, is reported even though the block itself is still allocated.
+// A private pool's blocks are never poisoned: the captured graph writes them at every replay, each
+// as long as any of its captured uses.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -44,7 +51,10 @@ class CachingAllocator {
   // A backend supplies the raw allocate/free (host memory here; cudaMalloc for CUDA).
   using RawAlloc = void* (*)(size_t bytes);
   using RawFree = void (*)(void* p);
-  CachingAllocator(RawAlloc raw_alloc, RawFree raw_free) : raw_alloc_(raw_alloc), raw_free_(raw_free) {}
+  // host_memory: the blocks are addressable host memory (false for a real GPU's), so AddressSanitizer
+  // may guard them (see the top of the file).
+  CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, bool host_memory = true)
+      : raw_alloc_(raw_alloc), raw_free_(raw_free), host_memory_(host_memory) {}
   ~CachingAllocator();
   CachingAllocator(const CachingAllocator&) = delete;
   CachingAllocator& operator=(const CachingAllocator&) = delete;
@@ -75,8 +85,11 @@ class CachingAllocator {
   Pool current_pool() const { return pool_fn_ ? pool_fn_() : 0; }
   Pool resolve(Pool p) const;  // follows released private pools to where their blocks go now
   void free_ordinary_cache();  // the cached blocks of every pool but the private ones; caller holds mu_
+  void poison(void* p, size_t from, size_t to) const;    // ASan: [from, to) of block p unusable
+  void unpoison(void* p, size_t from, size_t to) const;  // ASan: [from, to) of block p usable
   RawAlloc raw_alloc_;
   RawFree raw_free_;
+  bool host_memory_;
   PoolFn pool_fn_ = nullptr;
   mutable std::mutex mu_;
   std::map<std::pair<Pool, size_t>, std::vector<void*>> free_;  // (pool, size class) -> free blocks

@@ -255,10 +255,12 @@ void conv2d_forward(bfloat16* y, const bfloat16* x, const bfloat16* w, const bfl
 // A conv -> batch norm pair in training: with bn_fold() and a tensor-core forward, the moments come from
 // the forward's epilogue into the workspace past the forward's own part, and one launch merges them;
 // else the forward, then batch norm's statistics kernels over y.
-// The moments' room only where a fold can happen (bfloat16 always takes the tensor cores).
+// The workspace holds the forward's part, then the moments from a float offset that keeps them 16-byte
+// aligned; their room only where a fold can happen (bfloat16 always takes the tensor cores).
+int64_t conv2d_bn_moments_offset(const ConvGeom& g) { return (conv2d_workspace(g) + 3) / 4 * 4; }
 int64_t conv2d_bn_workspace(const ConvGeom& g) {
   const bool fold = bn_fold() && (wgmma_on(g) || conv2d_tc_supported(g));
-  return (conv2d_workspace(g) + 3) / 4 * 4 + (fold ? conv2d_bn_moments_floats(g) : 0);  // moments 16-byte aligned
+  return conv2d_bn_moments_offset(g) + (fold ? conv2d_bn_moments_floats(g) : 0);
 }
 template <typename T>
 void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
@@ -270,7 +272,7 @@ void conv2d_forward_bn_stats(E* y, const E* x, const E* w, const E* b, const Con
   const bool tc = std::is_same_v<E, bfloat16> || tf32_on();
   const bool on_wgmma = tc && wgmma_for<E>(g, TcKind::ConvForward);
   if (bn_fold() && (on_wgmma || (tc && conv2d_tc_supported(g)))) {
-    float* moments = ws + (conv2d_workspace(g) + 3) / 4 * 4;
+    float* moments = ws + conv2d_bn_moments_offset(g);
     const int chunks = on_wgmma ? conv2d_wgmma_forward_bn_moments<E>(y, x, w, b, g, ws, moments)
                                 : conv2d_tc_forward_bn_moments<E>(y, x, w, b, g, moments);
     return batchnorm_stats_from_moments(mean, invstd, running_mean, running_var, count, moments, g.K, chunks,
@@ -451,7 +453,12 @@ bool do_register() {
   NIMBUS_CHECK(se == cudaSuccess, "cuda backend: cudaStreamCreate failed: ", cudaGetErrorString(se));
   install_compute_stream(stream);
   // Never destroyed: tensors freed during static destruction still return their blocks here.
-  static CachingAllocator* allocator = new CachingAllocator(raw_alloc, raw_free);
+#ifdef __CUDACC__
+  constexpr bool host_memory = false;
+#else
+  constexpr bool host_memory = true;  // the emulator's device memory: AddressSanitizer may guard it
+#endif
+  static CachingAllocator* allocator = new CachingAllocator(raw_alloc, raw_free, host_memory);
   allocator->set_pool_fn(current_pool);
   the_allocator = allocator;
   set_device_runtime(Device::CUDA,

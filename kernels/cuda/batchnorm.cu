@@ -345,7 +345,11 @@ int batchnorm_splits(int64_t N, int64_t C, int64_t HW) {
   return int(std::clamp<int64_t>(std::min(want, M / kMinSplitValues), 1, 64));
 }
 
-int64_t batchnorm_scratch_floats(int64_t C, int splits) { return splits > 1 ? C * splits * 3 : 0; }
+// The statistics keep 3 floats a chunk (count, mean, M2); the backward 2 a chunk (sums of dy and dy x)
+// and then 3 a channel (dx's coefficients): C * (2 splits + 3), more than 3 C splits when splits is 2.
+int64_t batchnorm_scratch_floats(int64_t C, int splits) {
+  return splits > 1 ? C * std::max<int64_t>(3 * int64_t(splits), 2 * int64_t(splits) + 3) : 0;
+}
 
 template <typename T>
 void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
@@ -420,7 +424,7 @@ void batchnorm_backward(T* dx, float* dweight, float* dbias, const T* dy, const 
   NIMBUS_CHECK(scratch, "cuda::batchnorm_backward: ", splits, " splits need scratch");
   const int chunk = (M + splits - 1) / splits;
   float* part = scratch;                   // C * splits * 2
-  float* coef = scratch + C * splits * 2;  // C * 3 (within C * splits * 3: splits >= 2)
+  float* coef = scratch + C * splits * 2;  // C * 3 (batchnorm_scratch_floats counts them)
   launch(batchnorm_chunk_grad_kernel<T>, dim3(unsigned(C), unsigned(splits)), block, 0, launch_stream(), part, dy, x,
          mean, relu_y, C, HW, M, chunk, by_hw);
   check_launch("cuda::batchnorm_backward (chunks)");

@@ -8,6 +8,7 @@
  */
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -264,11 +265,19 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
     const std::vector<float> rm0 = rand_floats(size_t(C), 30), rv0 = rand_floats(size_t(C), 31, 0.5, 2);
     DeviceBuffer<float> dX(x), dDY(dy), dW(w), dB(b);
     // splits > 1: each channel's M values over 2 or 3 blocks (HW 7: chunks of 11 and 10, or 7), combined after.
-    DeviceBuffer<float> scratch(size_t(cuda::batchnorm_scratch_floats(C, 3)));
+    // The scratch is exactly batchnorm_scratch_floats long, then a guard of sentinels that no kernel may
+    // touch (with 2 splits the backward's coefficients once ran C floats past it).
     for (int splits : {1, 2, 3})
     for (int block : {32, 64}) {
       CAPTURE(splits);
       CAPTURE(block);
+      const size_t need = size_t(cuda::batchnorm_scratch_floats(C, splits)), guard = 64;
+      constexpr float kSentinel = 12345.0f;
+      DeviceBuffer<float> scratch(std::vector<float>(need + guard, kSentinel));
+      auto guard_intact = [&] {
+        const std::vector<float> all = scratch.download();
+        return std::all_of(all.begin() + std::ptrdiff_t(need), all.end(), [&](float v) { return v == kSentinel; });
+      };
       // Training statistics in one launch: mean, invstd, the running statistics (unbiased variance,
       // momentum 0.1) and the batch counter.
       std::vector<double> want_rm(rm0.begin(), rm0.end()), want_rv(rv0.begin(), rv0.end());
@@ -280,6 +289,7 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
                                     block);
         return download_all(m, is, rm, rv, count);
       });
+      CHECK_MESSAGE(guard_intact(), "batchnorm_train_stats wrote past its scratch");
       auto part = [&](size_t k) { return std::vector<float>(stats.begin() + k * C, stats.begin() + (k + 1) * C); };
       check_close(part(0), mean, 1e-6, 1e-5, "mean");
       check_close(part(1), invstd, 1e-6, 1e-5, "invstd");
@@ -309,6 +319,7 @@ TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and 
                                           scratch.p, splits, block);
           return download_all(gx, gw, gb);
         });
+        CHECK_MESSAGE(guard_intact(), "batchnorm_backward wrote past its scratch");
         check_close(std::vector<float>(g.begin(), g.begin() + n), dx, 1e-5, 1e-4, "batchnorm dx");
         check_close(std::vector<float>(g.begin() + n, g.begin() + n + C), dw, 1e-5, 1e-5, "batchnorm dweight");
         check_close(std::vector<float>(g.begin() + n + C, g.end()), db, 1e-5, 1e-5, "batchnorm dbias");

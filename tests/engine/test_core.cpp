@@ -9,6 +9,12 @@
 #include "kernels/cpu/elementwise.h"
 #include "tests/common/check.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+
+#include <cstdlib>
+#endif
+
 using namespace nimbus;
 using namespace nimbus::test;
 
@@ -60,6 +66,58 @@ TEST_CASE("allocator: freed blocks are reused, not returned to the system") {
     CHECK(double(r) <= 1.25 * double(n) + 512);
   }
 }
+
+#if defined(__SANITIZE_ADDRESS__)
+// Only under AddressSanitizer (scripts/test.sh --sanitize): the poisoning allocator.h describes.
+namespace {
+void* aligned_host_alloc(size_t n) { return std::aligned_alloc(64, n); }
+void aligned_host_free(void* p) { std::free(p); }
+CachingAllocator::Pool asan_test_pool = 0;
+CachingAllocator::Pool asan_test_pool_fn() { return asan_test_pool; }
+bool poisoned(const char* p) { return __asan_address_is_poisoned(p) != 0; }
+}  // namespace
+
+TEST_CASE("allocator: under AddressSanitizer a block's slack and a cached block are poisoned, a private pool's never") {
+  CachingAllocator a(aligned_host_alloc, aligned_host_free);
+  a.set_pool_fn(asan_test_pool_fn);
+  char* p = static_cast<char*>(a.allocate(100));  // a 512-byte block
+  CHECK(!poisoned(p));
+  CHECK(!poisoned(p + 99));
+  CHECK(poisoned(p + 104));  // the slack, from the next 8-byte granule
+  CHECK(poisoned(p + 511));
+  a.deallocate(p);
+  CHECK(poisoned(p));  // cached: a view used after its storage was freed is reported
+  char* q = static_cast<char*>(a.allocate(300));
+  REQUIRE(q == p);  // the same block, handed out again
+  CHECK(!poisoned(q + 299));
+  CHECK(poisoned(q + 304));
+  a.deallocate(q);
+
+  // A private pool (a graph capture): nothing poisoned, the replays write each block's longest use.
+  const CachingAllocator::Pool priv = a.new_private_pool();
+  asan_test_pool = priv;
+  char* g = static_cast<char*>(a.allocate(400));
+  CHECK(!poisoned(g + 399));
+  a.deallocate(g);
+  CHECK(!poisoned(g));
+  CHECK(!poisoned(g + 511));
+  char* h = static_cast<char*>(a.allocate(100));
+  REQUIRE(h == g);
+  CHECK(!poisoned(h + 399));
+  a.deallocate(h);
+  asan_test_pool = 0;
+  a.release_private_pool(priv, 0);  // the graph is gone: its blocks may now be freed
+  a.empty_cache();
+
+  // Memory that is not host memory (a real GPU's) is left alone.
+  CachingAllocator d(aligned_host_alloc, aligned_host_free, /*host_memory=*/false);
+  char* r = static_cast<char*>(d.allocate(100));
+  CHECK(!poisoned(r + 104));
+  d.deallocate(r);
+  CHECK(!poisoned(r));
+  d.empty_cache();
+}
+#endif
 
 TEST_CASE("rng: deterministic, state round trip, unbiased below()") {
   Rng a(42), b(42);
