@@ -2,6 +2,7 @@
 #include "engine/nn/layers.h"
 
 #include <cmath>
+#include <typeinfo>
 
 #include "engine/distributed/sync_batchnorm.h"
 #include "engine/nn/init.h"
@@ -66,6 +67,11 @@ Tensor BatchNorm2d::forward_relu(const Tensor& x) {
 }
 
 Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, bool relu) {
+  // A subclass may override forward (a quantised or adapted convolution): then its forwards, as written.
+  if (typeid(conv) != typeid(Conv2d) || typeid(bn) != typeid(BatchNorm2d)) {
+    const Tensor y = bn.forward(conv.forward(x));
+    return relu ? nimbus::relu(y) : y;
+  }
   if (!bn.is_training() || bn.sync) return relu ? bn.forward_relu(conv.forward(x)) : bn.forward(conv.forward(x));
   Tensor mean, invstd;
   const Tensor y = conv2d_bn_stats(x, conv.weight, conv.bias, conv.stride, conv.padding, mean, invstd,

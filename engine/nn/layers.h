@@ -43,7 +43,8 @@ class BatchNorm2d : public UnaryModule {
 // bn(conv(x)), then ReLU when `relu`: in training (unless bn is synchronised) as conv2d_bn_stats then
 // batch_norm2d_from_stats, so that a backend computes the statistics in the convolution's epilogue
 // (the same values as the two modules' forwards up to float rounding; on the CPU the same bits);
-// otherwise the two modules' forwards.
+// otherwise the two modules' forwards. A subclass of either (one that overrides forward) gets its own
+// forwards, then ReLU.
 Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, bool relu);
 
 class Linear : public UnaryModule {

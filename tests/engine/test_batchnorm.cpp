@@ -8,6 +8,7 @@
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops/activation.h"
+#include "engine/ops/arith.h"
 #include "engine/nn/layers.h"
 #include "engine/ops/batchnorm.h"
 #include "engine/ops/conv.h"
@@ -288,6 +289,40 @@ TEST_CASE("conv_bn is the two modules' forward and backward bit for bit on the C
         const std::vector<float> gx = x1.grad().to_vector();
         CHECK(std::any_of(gx.begin(), gx.end(), [](float v) { return v != 0.f; }));  // the gradient reached x
       }
+}
+
+// A convolution that overrides forward (here: its output doubled) keeps its forward inside conv_bn, in
+// training too; the fused path would silently drop it. Batch norm's statistics then see the doubled values.
+namespace {
+struct DoublingConv2d : Conv2d {
+  using Conv2d::Conv2d;
+  Tensor forward(const Tensor& x) override { return mul_scalar(Conv2d::forward(x), 2.f); }
+};
+}  // namespace
+
+TEST_CASE("conv_bn keeps a subclass's own forward") {
+  Rng r1(5), r2(5);
+  DoublingConv2d c1(2, 3, 3, 1, 1, true, r1);
+  Conv2d c2(2, 3, 3, 1, 1, true, r2);
+  BatchNorm2d b1(3), b2(3);
+  Rng data(3);
+  std::vector<float> xv(2 * 2 * 5 * 5);
+  for (float& v : xv) v = float(2 * data.uniform() - 1);
+  const Tensor x = Tensor::from_vector({2, 2, 5, 5}, xv);
+  const Tensor y1 = conv_bn(c1, b1, x, true);
+  const Tensor y2 = relu(b2.forward(mul_scalar(c2.forward(x), 2.f)));
+  CHECK(y1.to_vector() == y2.to_vector());
+  CHECK(b1.running_mean.to_vector() == b2.running_mean.to_vector());
+  // the doubled conv's mean, not the plain one's: the override ran
+  Rng r3(5);
+  Conv2d c3(2, 3, 3, 1, 1, true, r3);
+  BatchNorm2d b3(3);
+  (void)conv_bn(c3, b3, x, true);
+  const std::vector<float> m1 = b1.running_mean.to_vector(), m3 = b3.running_mean.to_vector();
+  for (size_t k = 0; k < m1.size(); ++k) {
+    CHECK(std::fabs(m3[k]) > 1e-4);  // the bias keeps the means away from 0, so doubling shows
+    CHECK(std::fabs(m1[k] - 2 * m3[k]) <= 1e-5 * std::fabs(m1[k]));
+  }
 }
 
 TEST_CASE("conv2d_bn_stats and batch_norm2d_from_stats: bad statistics give errors naming the op") {
