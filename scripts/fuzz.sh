@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # fuzz.sh [SECONDS]: builds the libFuzzer targets of fuzz/ with clang++-14 (build-fuzz/, every source
 # instrumented with -fsanitize=fuzzer-no-link,address,undefined) and runs each for SECONDS (default
-# 60; one per core at a time) with a 1 GiB memory limit, starting from the committed corpus (fuzz/corpus/<target>/) and the
-# test fixtures. A crash, a sanitizer report, an uncaught exception (std::bad_alloc included), a
+# 60; one per core at a time) with a 1 GiB memory limit, starting from the committed corpus
+# (fuzz/corpus/<target>/) and the test fixtures. A crash, a sanitizer report, an uncaught exception (std::bad_alloc included), a
 # timeout or memory above the limit is a finding: it is saved in build-fuzz/findings/ and the script
 # exits 1. Add each finding, once fixed, to fuzz/corpus/<target>/ (named regression_*): the g++ test
 # tests/data/test_fuzz_corpora.cpp replays that corpus in every build.
