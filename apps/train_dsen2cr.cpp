@@ -2,7 +2,8 @@
 // (reference/dsen2cr-sen12mscr.md §4, §5): random 128x128 crops with one
 // flip + quarter turn per sample and epoch, the §3 cloud/shadow mask computed
 // on the raw cloudy crop, the CARL loss, Keras-2 Nadam at 7e-5, batch 16,
-// B = 16 blocks of F = 256 features with SAR.
+// B = 16 blocks of F = 256 features with SAR. On CUDA the flips are drawn by the
+// loader and applied on the GPU (--augment-on; the same batch either way).
 //
 //   train_dsen2cr --data SEN12MS-CR/ --out runs/dsen2cr [--epochs 8] [--resume]
 //
@@ -24,6 +25,7 @@
 #include "data/image_metrics.h"
 #include "data/sen12mscr.h"
 #include "engine/autograd.h"
+#include "engine/ops/augment.h"
 #include "engine/ops/loss.h"
 
 using namespace nimbus;
@@ -147,12 +149,16 @@ int run(int argc, char** argv) {
 
   data::TripletSampleOptions train_opt, val_opt;
   const double thr = p.get_double("cloud-threshold");
-  auto mask_fn = [thr](const data::Raster& raw) {
+  auto mask_fn = [thr](const data::Raster& raw, int dihedral_code) {
     data::CloudDetectorOptions o;
     o.cloud_threshold = thr;
+    o.dihedral_code = dihedral_code;
     return data::cloud_shadow_mask(raw.data.data(), raw.bands, raw.height, raw.width, o);
   };
   train_opt.augment = data::AugmentConfig{int(crop), true, true};
+  // Flips on the device: the loader reads, masks and batches; one kernel per field turns the pixels.
+  const bool augment_on_device = training.flips_on_device(common.device);
+  train_opt.flip_rotate_on_device = augment_on_device;
   train_opt.mask_fn = mask_fn;
   val_opt.augment = data::AugmentConfig{int(crop), false, false};
   val_opt.mask_fn = mask_fn;
@@ -207,10 +213,13 @@ int run(int argc, char** argv) {
   loop.read_every = training.read_every;
   loop.graphs = training.graphs;
   loop.step_inputs = [&](const data::Batch& bt) {
-    return std::vector<Tensor>{bt["cloudy"], bt["target"], bt["sar"], bt["mask"]};
+    std::vector<Tensor> in{bt["cloudy"], bt["target"], bt["sar"], bt["mask"]};
+    if (augment_on_device) in.push_back(bt["augment"]);  // the codes travel with the batch (and the graph's inputs)
+    return in;
   };
   loop.step_loss = [&](const std::vector<Tensor>& t, std::vector<Tensor>&) {
-    const Inputs in{t[0], t[1], t[2], t[3]};
+    auto turned = [&](const Tensor& x) { return augment_on_device ? flip_rotate(x, t[4]) : x; };
+    const Inputs in{turned(t[0]), turned(t[1]), turned(t[2]), turned(t[3])};
     return loss_of(loss_kind, lambda, predict(net, in), in);
   };
   loop.after_step = [&](const std::vector<int64_t>&, double l, const std::vector<Tensor>&) { loss_sum += l, ++steps; };

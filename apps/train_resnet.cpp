@@ -152,9 +152,6 @@ int run(int argc, char** argv) {
                "ORDER");
   p.add_int("norm-samples", 2000, "training tiles used for the input_norm mean/std (0 = all of them)").range(0, 1e9);
   p.add_flag("no-augment", "no flips / rot90 (default: random flip and quarter turn per tile and epoch)");
-  p.add_choice("augment-on", "auto", {"auto", "host", "device"},
-               "where the training flips and quarter turns are applied: the loader threads (host) or the model's "
-               "device, the same draws and the same pixels either way (auto: device on cuda, host on cpu)");
   p.add_flag("sync-bn", "with several ranks (mpirun), batch norm statistics over the global batch (every rank's "
              "samples) instead of each rank's own; no effect with one process");
   apps::add_training_options(p);  // --workers, --resume, the debug hooks, --device, --threads, --seed
@@ -187,9 +184,7 @@ int run(int argc, char** argv) {
   };
   eval_opt.transform = train_opt.transform;
   train_opt.augment = data::AugmentConfig{0, false, !p.get_flag("no-augment")};
-  const std::string augment_on = p.get_string("augment-on");
-  const bool augment_on_device =
-      train_opt.augment.flip_rotate && (augment_on == "device" || (augment_on == "auto" && common.device == Device::CUDA));
+  const bool augment_on_device = train_opt.augment.flip_rotate && training.flips_on_device(common.device);
   train_opt.flip_rotate_on_device = augment_on_device;
   {
     std::vector<std::string> sources;

@@ -29,8 +29,13 @@ Window crop_window(const AugmentDraw& d, int height, int width, const AugmentCon
   return Window{d.x0, d.y0, cfg.crop, cfg.crop};
 }
 
-void flip_rotate(const float* in, float* out, int channels, int h, int w, int flip, int rot) {
-  NIMBUS_CHECK(flip >= 0 && flip <= 2 && rot >= 0 && rot <= 3, "flip_rotate: flip ", flip, " rot ", rot,
+namespace {
+
+// Moves every pixel along the dihedral rule (kernels/common/dihedral.h): a gather from the h x w
+// image into the turned frame, or (undo) the same pairs of places read backwards, a scatter.
+void dihedral_move(const float* in, float* out, int channels, int h, int w, int flip, int rot, bool undo,
+                   const char* what) {
+  NIMBUS_CHECK(flip >= 0 && flip <= 2 && rot >= 0 && rot <= 3, what, ": flip ", flip, " rot ", rot,
                " (flip must be 0..2, rot 0..3)");
   const bool swap = rot % 2 == 1;
   const int oh = swap ? w : h, ow = swap ? h : w;
@@ -41,9 +46,23 @@ void flip_rotate(const float* in, float* out, int channels, int h, int w, int fl
       for (int j = 0; j < ow; ++j) {
         int64_t y, x;  // the input pixel that lands on output (i, j): the rule the GPU kernels share
         dihedral_source(4 * flip + rot, h, w, i, j, y, x);
-        dst[size_t(i) * ow + j] = src[size_t(y) * w + size_t(x)];
+        const size_t turned = size_t(i) * ow + j, as_read = size_t(y) * w + size_t(x);
+        if (undo)
+          dst[as_read] = src[turned];
+        else
+          dst[turned] = src[as_read];
       }
   }
+}
+
+}  // namespace
+
+void flip_rotate(const float* in, float* out, int channels, int h, int w, int flip, int rot) {
+  dihedral_move(in, out, channels, h, w, flip, rot, false, "flip_rotate");
+}
+
+void undo_flip_rotate(const float* turned, float* out, int channels, int h, int w, int flip, int rot) {
+  dihedral_move(turned, out, channels, h, w, flip, rot, true, "undo_flip_rotate");
 }
 
 void flip_rotate(Raster& r, int flip, int rot) {

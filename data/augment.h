@@ -37,5 +37,9 @@ Window crop_window(const AugmentDraw& d, int height, int width, const AugmentCon
 void flip_rotate(const float* in, float* out, int channels, int h, int w, int flip, int rot);
 // In place on a raster (its width and height swap for odd rot; geo is left as it was).
 void flip_rotate(Raster& r, int flip, int rot);
+// The inverse: turned is flip_rotate's output for a (C, h, w) input; out (C, h, w) gets that input
+// back. For a value computed in the turned frame that must travel with pixels left as read (the
+// cloud mask when the GPU does the flips). turned != out.
+void undo_flip_rotate(const float* turned, float* out, int channels, int h, int w, int flip, int rot);
 
 }  // namespace nimbus::data

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/common/dihedral.h"
 #include "kernels/common/error.h"
 #include "kernels/common/parallel.h"
 
@@ -20,11 +21,27 @@ namespace {
 constexpr int kBands = kS2Bands;
 constexpr int kB1 = 0, kB2 = 1, kB3 = 2, kB4 = 3, kB8 = 7, kB10 = 10, kB11 = 11;
 
-void check_input(const float* dn, int bands, int height, int width) {
+void check_input(const float* dn, int bands, int height, int width, int code) {
   NIMBUS_CHECK(bands == kBands, "cloud detector: Sentinel-2 input has ", bands, " bands, expected ", kBands, " (B1..B12)");
   NIMBUS_CHECK(height > 0 && width > 0, "cloud detector: empty window ", height, "x", width);
   NIMBUS_CHECK(dn != nullptr, "cloud detector: null input");
+  NIMBUS_CHECK(code >= 0 && code < kDihedralCodes, "cloud detector: dihedral code ", code, " (must be 0..",
+               kDihedralCodes - 1, ")");
 }
+
+// The examined frame: the input (h x w) turned by `code`. source(p) is the input pixel that lands on
+// the frame's pixel p (row-major), so frame-order loops read what they would read in a turned copy.
+struct Frame {
+  int code, in_h, in_w, h, w;
+  Frame(int c, int height, int width)
+      : code(c), in_h(height), in_w(width), h(c % 2 ? width : height), w(c % 2 ? height : width) {}
+  size_t source(size_t p) const {
+    if (code == 0) return p;
+    int64_t y, x;
+    dihedral_source(code, in_h, in_w, int64_t(p) / w, int64_t(p) % w, y, x);
+    return size_t(y) * size_t(in_w) + size_t(x);
+  }
+};
 
 // numpy.minimum: NaN in either argument gives NaN.
 inline float np_min(float a, float b) { return (a < b || std::isnan(a)) ? a : b; }
@@ -136,15 +153,16 @@ float window_threshold(const std::vector<float>& v, double frac) {
 
 std::vector<double> cloud_score(const float* dn, int bands, int height, int width,
                                 const CloudDetectorOptions& options) {
-  check_input(dn, bands, height, width);
+  check_input(dn, bands, height, width, options.dihedral_code);
+  const Frame f(options.dihedral_code, height, width);
   const size_t n = size_t(height) * width;
-  auto band = [&](int c, size_t p) { return dn[size_t(c) * n + p] / kS2DnPerReflectance; };
+  auto band = [&](int c, size_t q) { return dn[size_t(c) * n + q] / kS2DnPerReflectance; };
   std::vector<float> s(n);
 #pragma omp parallel for if (parallel(height, width))
   for (int64_t ip = 0; ip < int64_t(n); ++ip) {
-    size_t p = size_t(ip);
-    float b1 = band(kB1, p), b2 = band(kB2, p), b3 = band(kB3, p), b4 = band(kB4, p);
-    float b10 = band(kB10, p), b11 = band(kB11, p);
+    const size_t p = size_t(ip), q = f.source(p);
+    float b1 = band(kB1, q), b2 = band(kB2, q), b3 = band(kB3, q), b4 = band(kB4, q);
+    float b10 = band(kB10, q), b11 = band(kB11, q);
     float v = 1.f;
     v = np_min(v, rescale(b2, 0.1, 0.5));  // bright in blue
     v = np_min(v, rescale(b1, 0.1, 0.3));  // bright in aerosol
@@ -155,22 +173,25 @@ std::vector<double> cloud_score(const float* dn, int bands, int height, int widt
   }
   // Grey closing: dilation then erosion, 5x5 flat, reflect borders.
   std::vector<float> dilated, closed;
-  minmax_filter5(s, dilated, height, width, true);
-  minmax_filter5(dilated, closed, height, width, false);
+  minmax_filter5(s, dilated, f.h, f.w, true);
+  minmax_filter5(dilated, closed, f.h, f.w, false);
   // 7x7 box mean with zero fill (convolve2d 'same'), float64, then clip.
-  std::vector<double> score = box_sum<float, double>(closed, height, width, 3);
+  std::vector<double> score = box_sum<float, double>(closed, f.h, f.w, 3);
   for (double& v : score) v = std::clamp(v * (1.0 / 49.0), 1e-5, 1.0);
   return score;
 }
 
-std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int width, float* t3, float* t4) {
-  check_input(dn, bands, height, width);
+std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int width, float* t3, float* t4,
+                                 int dihedral_code) {
+  check_input(dn, bands, height, width, dihedral_code);
+  const Frame f(dihedral_code, height, width);
   const size_t n = size_t(height) * width;
   std::vector<float> csi(n), blue(n);
-  for (size_t p = 0; p < n; ++p) {
-    float nir = dn[kB8 * n + p] / kS2DnPerReflectance, swir = dn[kB11 * n + p] / kS2DnPerReflectance;
+  for (size_t p = 0; p < n; ++p) {  // in frame order: the thresholds' sums add in the turned copy's order
+    const size_t q = f.source(p);
+    float nir = dn[kB8 * n + q] / kS2DnPerReflectance, swir = dn[kB11 * n + q] / kS2DnPerReflectance;
     csi[p] = (nir + swir) / 2.f;
-    blue[p] = dn[kB2 * n + p] / kS2DnPerReflectance;
+    blue[p] = dn[kB2 * n + q] / kS2DnPerReflectance;
   }
   const float T3 = window_threshold(csi, 3.0 / 4.0), T4 = window_threshold(blue, 5.0 / 6.0);
   if (t3) *t3 = T3;
@@ -178,7 +199,7 @@ std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int wid
   std::vector<uint8_t> candidate(n);
   for (size_t p = 0; p < n; ++p) candidate[p] = csi[p] < T3 && blue[p] < T4;
   // 5x5 median of {-1, 0} with zero padding: -1 when at least 13 of the 25 are -1.
-  std::vector<int> count = box_sum<uint8_t, int>(candidate, height, width, 2);
+  std::vector<int> count = box_sum<uint8_t, int>(candidate, f.h, f.w, 2);
   std::vector<uint8_t> out(n);
   for (size_t p = 0; p < n; ++p) out[p] = count[p] >= 13;
   return out;
@@ -187,12 +208,14 @@ std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int wid
 CloudShadowMasks detect_clouds(const float* dn, int bands, int height, int width,
                                const CloudDetectorOptions& options) {
   CloudShadowMasks m;
-  m.height = height;
-  m.width = width;
+  const Frame f(options.dihedral_code, height, width);
+  m.height = f.h;
+  m.width = f.w;
   m.cloud_score = cloud_score(dn, bands, height, width, options);
   m.cloud.resize(m.cloud_score.size());
   for (size_t p = 0; p < m.cloud.size(); ++p) m.cloud[p] = m.cloud_score[p] >= options.cloud_threshold;
-  m.shadow = shadow_mask(dn, bands, height, width, &m.shadow_csi_threshold, &m.shadow_blue_threshold);
+  m.shadow = shadow_mask(dn, bands, height, width, &m.shadow_csi_threshold, &m.shadow_blue_threshold,
+                         options.dihedral_code);
   return m;
 }
 

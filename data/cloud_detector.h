@@ -5,8 +5,9 @@
 // x10000 reflectance scale, float32, band-major (13, H, W), exactly as read from
 // the GeoTIFF (not clipped, not normalised), NaN-free (DSen2-CR fills NaN with
 // the window mean when it reads). The shadow thresholds use the window's min
-// and mean, so run the detector on the final crop (after flips / rot90 is fine:
-// they commute with it).
+// and mean, so run the detector on the final crop. The reference runs it after
+// the flip and quarter turn; `dihedral_code` lets it see the window turned
+// without the window being moved (the loader leaves the pixels to the GPU).
 //
 // Output per pixel: +1 cloud, -1 shadow, 0 clear (cloud wins over shadow); for
 // the CARL loss any non-zero is 1. The arithmetic follows the numpy dtypes of
@@ -24,10 +25,15 @@ struct CloudDetectorOptions {
   double cloud_threshold = 0.2;  // cloud where the smoothed score >= this (DSen2-CR main)
   // B1 + B10 test range: DSen2-CR uses (0.15, 0.20); UnCRtainTS / SEN12MS-CR-TS use (0.40, 0.90).
   double b1_b10_lo = 0.15, b1_b10_hi = 0.20;
+  // Examine the window as data/augment.h's flip_rotate would leave it (code = 4 flip + rot,
+  // kernels/common/dihedral.h): every output is in that turned frame (W x H when rot is odd) and
+  // equals, bit for bit, the detector run on the turned copy. Each pass reads the same values in the
+  // same order as it would there; only the first gathers through the permutation.
+  int dihedral_code = 0;
 };
 
 struct CloudShadowMasks {
-  int height = 0, width = 0;
+  int height = 0, width = 0;  // of the examined frame (swapped from the input's by an odd quarter turn)
   std::vector<double> cloud_score;  // (H, W) after closing, box mean and clip to [1e-5, 1]
   std::vector<uint8_t> cloud;       // (H, W) 1 where cloud_score >= threshold
   std::vector<uint8_t> shadow;      // (H, W) 1 where the median-filtered shadow test holds
@@ -51,7 +57,7 @@ CloudShadowMasks detect_clouds(const Raster& s2, const CloudDetectorOptions& opt
 std::vector<double> cloud_score(const float* dn, int bands, int height, int width,
                                 const CloudDetectorOptions& options = {});
 std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int width, float* t3 = nullptr,
-                                 float* t4 = nullptr);
+                                 float* t4 = nullptr, int dihedral_code = 0);
 
 // 0/1 mask (cloud or shadow) for the CARL loss, (H, W) floats.
 std::vector<float> cloud_shadow_mask(const float* dn, int bands, int height, int width,

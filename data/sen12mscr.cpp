@@ -287,11 +287,14 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   }
   const AugmentDraw d = draw_augment(rng, H, W, o.augment);
   const Window win = crop_window(d, H, W, o.augment);
+  const bool on_device = o.flip_rotate_on_device;  // pixels left as read; the code travels with the batch
+  NIMBUS_CHECK(!on_device || win.width == win.height, "sen12mscr: ", t.s2_cloudy, ": flips on the device need a ",
+               "square crop, not ", win.width, "x", win.height);
   Raster r[3];
   for (int i = 0; i < 3; ++i) {
     r[i] = read_window_via(o.pack.get(), *parts[i].path, win);
     if (parts[i].type == SampleType::Float32) fill_nan_with_mean(r[i].data.data(), r[i].data.size());  // ints have no NaN
-    flip_rotate(r[i], d.flip, d.rot);
+    if (!on_device) flip_rotate(r[i], d.flip, d.rot);
   }
   Raster& sar = r[0];
   Raster& target = r[1];
@@ -302,9 +305,17 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   s.path = t.s2_cloudy;
   std::vector<float> mask;
   if (o.mask_fn) {
-    mask = o.mask_fn(cloudy);  // on raw DN, after the geometry, before clipping (reference order)
+    // On raw DN, after the geometry, before clipping (reference order). With the flips left to the
+    // device the detector examines the turned crop in place, and its mask is moved back.
+    const int code = on_device ? 4 * d.flip + d.rot : 0;
+    mask = o.mask_fn(cloudy, code);
     NIMBUS_CHECK(mask.size() == hw, "sen12mscr: ", t.s2_cloudy, ": mask function returned ", mask.size(),
                  " values for a ", w, "x", h, " crop");
+    if (code != 0) {
+      std::vector<float> as_read(hw);
+      undo_flip_rotate(mask.data(), as_read.data(), 1, h, w, d.flip, d.rot);
+      mask = std::move(as_read);
+    }
   }
   std::vector<float> raw;
   if (o.keep_raw_cloudy) raw = cloudy.data;
@@ -322,9 +333,10 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
     NIMBUS_CHECK(info.bands == 4 && info.height == H && info.width == W, "sen12mscr: ", t.lc, ": land cover must be ",
                  W, "x", H, " with 4 bands but is ", info.width, "x", info.height, " with ", info.bands);
     Raster lc = read_window_via(o.pack.get(), t.lc, win);
-    flip_rotate(lc, d.flip, d.rot);
+    if (!on_device) flip_rotate(lc, d.flip, d.rot);
     s.add("lc", Shape{4, h, w}, std::move(lc.data));
   }
+  if (on_device) s.add("augment", Shape{}, {float(4 * d.flip + d.rot)});
   return s;
 }
 

@@ -64,15 +64,22 @@ struct TripletSampleOptions {
   AugmentConfig augment;         // default: random 128 crop + flip/rot90 (training)
   bool keep_raw_cloudy = false;  // also "cloudy_raw": the cloudy DN after flip/rot, before clipping
   bool with_lc = false;          // also "lc" (4, h, w): SEN12MS land cover, same window/flip/rot; required then
-  // Optional cloud/shadow mask from the raw cloudy crop (13, h, w DN) -> h*w values, as "mask" (1, h, w).
-  std::function<std::vector<float>(const Raster& cloudy_raw)> mask_fn;
+  // Optional cloud/shadow mask, as "mask" (1, h, w): mask_fn(cloudy_raw, code) examines the raw cloudy
+  // crop (13 bands of DN) turned by the dihedral code (kernels/common/dihedral.h; the detector's
+  // CloudDetectorOptions::dihedral_code) and returns h*w values in that turned frame.
+  std::function<std::vector<float>(const Raster& cloudy_raw, int dihedral_code)> mask_fn;
+  // The flips and quarter turns drawn but not applied: every image field is left as read, the mask
+  // moved back to match, and "augment" () holds the code 4 flip + rot for engine/ops/augment.h's
+  // flip_rotate to apply on the model's device. After it the batch is the host path's bit for bit
+  // (the mask was computed on the turned crop, as the reference does). Square crops only.
+  bool flip_rotate_on_device = false;
   // Optional raster pack (raster_pack.h): the files it holds are read from it, the rest from disk.
   std::shared_ptr<const RasterPack> pack;
 };
 
 // Reads the same window of all three files, fills NaNs (window mean), applies
 // the same flip and rotation, computes the mask on raw DN, then normalises (§4).
-// Fields: "cloudy" (13,h,w), "target" (13,h,w), "sar" (2,h,w) [, "cloudy_raw", "mask", "lc"].
+// Fields: "cloudy" (13,h,w), "target" (13,h,w), "sar" (2,h,w) [, "cloudy_raw", "mask", "lc", "augment"].
 Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOptions& options);
 SampleFn sen12mscr_sample_fn(std::vector<Sen12mscrTriplet> triplets, TripletSampleOptions options);
 

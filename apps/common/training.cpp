@@ -146,6 +146,9 @@ void add_training_options(cli::Parser& p) {
   p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");
   p.add_string("pack", "", "read the training and validation GeoTIFFs from this raster pack, built from them at the "
                "first run and rebuilt when one changes (decoded once: no TIFF decoding per sample)", "FILE");
+  p.add_choice("augment-on", "auto", {"auto", "host", "device"},
+               "where the training flips and quarter turns are applied: the loader threads (host) or the model's "
+               "device, the same draws and the same pixels either way (auto: device on cuda, host on cpu)");
   p.add_int("debug-inject-nan-at-step", -1, "(testing) make the loss of this global step (0-based) NaN (-1: never)");
   p.add_int("debug-sigkill-at-step", -1, "(testing) SIGKILL this process at the start of this step (-1: never)");
   p.add_int("debug-sigkill-after-epoch", -1, "(testing) SIGKILL this process right after this epoch's checkpoint (-1: never)");
@@ -182,6 +185,7 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   o.read_every = p.get_int("read-every");
   o.graphs = !p.get_flag("eager");
   o.pack = p.get_string("pack");
+  o.augment_on = p.get_string("augment-on");
   o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step"),
              p.get_int("debug-sigkill-after-epoch"), p.get_int("debug-rank")};
   if (o.data.empty()) throw cli::UsageError("--data " + data_metavar + " is required");
@@ -190,6 +194,10 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   // declare their ranges with the options). Each worker holds prefetched batches: 100000 of them
   // drove a machine into the OOM killer.
   return o;
+}
+
+bool TrainingOptions::flips_on_device(Device device) const {
+  return augment_on == "device" || (augment_on == "auto" && device == Device::CUDA);
 }
 
 void sum_over_ranks(std::vector<double>& values) {

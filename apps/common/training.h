@@ -91,7 +91,7 @@ struct DebugHooks {
 
 // The options every trainer takes besides its own. add_training_options() declares, after the
 // trainer's: --workers N (data loader threads), --resume, --read-every N (steps between reads of the
-// losses from the device), --eager (no CUDA graph), the debug hooks, then the common options
+// losses from the device), --eager (no CUDA graph), --pack, --augment-on, the debug hooks, then the common options
 // (--device, --threads, --seed). read_training_options() reads them back with --data, --out,
 // --epochs and --batch-size, which each trainer declares first with its own defaults; it throws
 // cli::UsageError when --data or --out is missing ("--data <data_metavar> is required") or a count
@@ -107,7 +107,11 @@ struct TrainingOptions {
   bool graphs = true;       // off with --eager
   bool resume = false;
   std::string pack;  // --pack FILE: read the samples' GeoTIFFs from this raster pack ("" = from the files)
+  std::string augment_on = "auto";  // --augment-on auto|host|device: where the training flips are applied
   DebugHooks debug;
+  // Are the training flips and quarter turns left to the model's device (drawn by the loader, applied
+  // by engine/ops/augment.h's flip_rotate)? auto: on CUDA yes, on the CPU the loader threads do them.
+  bool flips_on_device(Device device) const;
 };
 void add_training_options(cli::Parser& p);
 // The raster pack (data/raster_pack.h) of --pack holding `sources`: built first, with a progress bar,

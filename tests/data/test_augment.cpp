@@ -133,3 +133,19 @@ TEST_CASE("augment: flip_rotate on a batch equals the host augmentation for ever
   w.set_requires_grad(true);
   CHECK_THROWS_WITH(flip_rotate(w, Tensor::zeros({1})), doctest::Contains("gradient"));
 }
+
+TEST_CASE("augment: undo_flip_rotate gives back the input of every flip and turn, on a non-square image") {
+  const int C = 3, h = 5, w = 7;
+  std::vector<float> x(size_t(C * h * w));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i);  // every value distinct: a wrong place shows
+  for (int code = 0; code < 12; ++code) {
+    CAPTURE(code);
+    const std::vector<float> turned = fr(x, C, h, w, code / 4, code % 4);
+    if (code % 4 != 0 || code / 4 != 0) CHECK(turned != x);  // the control: it did move something
+    std::vector<float> back(x.size(), -1.f);
+    undo_flip_rotate(turned.data(), back.data(), C, h, w, code / 4, code % 4);
+    CHECK(back == x);
+  }
+  std::vector<float> out(x.size());
+  CHECK_THROWS_WITH(undo_flip_rotate(x.data(), out.data(), C, h, w, 3, 0), doctest::Contains("flip 3"));
+}

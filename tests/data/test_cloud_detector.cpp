@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "data/augment.h"
 #include "data/cloud_detector.h"
 #include "kernels/common/error.h"
 #include "engine/io/safetensors.h"
@@ -177,4 +178,42 @@ TEST_CASE("cloud detector: bad input raises an error naming the problem") {
   r.height = 8;
   r.width = 8;  // data left empty: size mismatch
   CHECK_THROWS_AS(detect_clouds(r), Error);
+}
+
+TEST_CASE("cloud detector: a dihedral code examines the turned window bit for bit, without moving it") {
+  // A real cloudy SEN12MS-CR patch with cloud and shadow in it; a non-square window, so a quarter
+  // turn that mixed up height and width would show.
+  const std::string rel = "sen12ms_cr/xufangchn+GLF-CR/data/s2_cloudy/ROIs1970_fall_139_p839.tif";
+  REQUIRE_MESSAGE(test::has_real_fixture(rel), rel, " is one of the carried fixtures");
+  const Raster s2 = read_geotiff(test::real_fixture(rel), Window{40, 24, 120, 104});
+  const int h = s2.height, w = s2.width;
+  const CloudShadowMasks plain = detect_clouds(s2);
+  CHECK(plain.cloud_fraction() > 0.02);  // both parts of the detector have something to find
+  CHECK(plain.shadow_fraction() > 0.002);
+  for (int code = 0; code < 12; ++code) {
+    CAPTURE(code);
+    const int flip = code / 4, rot = code % 4;
+    std::vector<float> turned(s2.data.size());
+    flip_rotate(s2.data.data(), turned.data(), 13, h, w, flip, rot);
+    const int th = rot % 2 ? w : h, tw = rot % 2 ? h : w;
+    const CloudShadowMasks want = detect_clouds(turned.data(), 13, th, tw);
+    CloudDetectorOptions o;
+    o.dihedral_code = code;
+    const CloudShadowMasks got = detect_clouds(s2.data.data(), 13, h, w, o);
+    CHECK(got.height == th);
+    CHECK(got.width == tw);
+    CHECK(got.cloud_score == want.cloud_score);  // doubles, compared exactly
+    CHECK(got.cloud == want.cloud);
+    CHECK(got.shadow == want.shadow);
+    CHECK(got.shadow_csi_threshold == want.shadow_csi_threshold);
+    CHECK(got.shadow_blue_threshold == want.shadow_blue_threshold);
+    if (code != 0) CHECK(got.map() != plain.map());  // the control: no other code is the identity
+    std::vector<float> back(got.cloud.size());
+    const std::vector<float> bin = got.binary();
+    undo_flip_rotate(bin.data(), back.data(), 1, h, w, flip, rot);
+    CHECK(back == plain.binary());  // and the detector commutes with the flips here (reference §3)
+  }
+  CloudDetectorOptions bad;
+  bad.dihedral_code = 12;
+  CHECK_THROWS_WITH_AS(detect_clouds(s2, bad), doctest::Contains("dihedral code 12"), Error);
 }

@@ -6,8 +6,10 @@
 #include <set>
 
 #include "data/augment.h"
+#include "data/cloud_detector.h"
 #include "data/normalize.h"
 #include "data/sen12mscr.h"
+#include "engine/ops/augment.h"
 #include "tests/common/check.h"
 #include "tests/data/data_test_util.h"
 
@@ -263,7 +265,8 @@ TEST_CASE("sen12mscr: a real triplet becomes a normalised, consistently augmente
 
   TripletSampleOptions o;  // 128 crop of 256, flip + rot
   o.keep_raw_cloudy = true;
-  o.mask_fn = [](const Raster& raw) {  // a stand-in detector: bright B2 (band index 1) is "cloud"
+  o.mask_fn = [](const Raster& raw, int code) {  // a stand-in detector: bright B2 (band index 1) is "cloud"
+    REQUIRE(code == 0);  // the loader turned the crop itself
     std::vector<float> m(size_t(raw.width) * raw.height);
     for (size_t i = 0; i < m.size(); ++i) m[i] = raw.band(1)[i] > 2500 ? 1.f : 0.f;
     return m;
@@ -305,6 +308,63 @@ TEST_CASE("sen12mscr: a real triplet becomes a normalised, consistently augmente
   CHECK(v.values[1][0] == s2.band(0)[0] / 2000.f);
   CHECK(v.values[1][127] == s2.band(0)[127] / 2000.f);
   CHECK(v.values[1][128] == s2.band(0)[256] / 2000.f);
+}
+
+TEST_CASE("sen12mscr: with the flips left to the device, flip_rotate of the sample is the host's sample bit for bit") {
+  Sen12mscrTriplet t;
+  t.s1 = real_fixture(glf + "s1/ROIs1970_fall_139_p839.tif");
+  t.s2 = real_fixture(glf + "s2_cloudfree/ROIs1970_fall_139_p839.tif");
+  t.s2_cloudy = real_fixture(glf + "s2_cloudy/ROIs1970_fall_139_p839.tif");
+  TripletSampleOptions host;  // 128 crop of 256, flip + rot, the real detector (cloud and shadow here)
+  host.keep_raw_cloudy = true;
+  host.mask_fn = [](const Raster& raw, int code) {
+    CloudDetectorOptions d;
+    d.dihedral_code = code;
+    return cloud_shadow_mask(raw.data.data(), raw.bands, raw.height, raw.width, d);
+  };
+  TripletSampleOptions device = host;
+  device.flip_rotate_on_device = true;
+  std::set<int> codes;
+  size_t masked = 0;
+  for (uint64_t seed = 1; seed <= 12; ++seed) {
+    CAPTURE(seed);
+    Rng a(seed), b(seed), again(seed);
+    const Sample want = load_triplet(t, a, host);
+    const Sample got = load_triplet(t, b, device);
+    const AugmentDraw d = draw_augment(again, 256, 256, host.augment);
+    REQUIRE(got.names == std::vector<std::string>{"cloudy", "target", "sar", "cloudy_raw", "mask", "augment"});
+    REQUIRE(got.values[5] == std::vector<float>{float(4 * d.flip + d.rot)});
+    codes.insert(4 * d.flip + d.rot);
+    const Tensor code = Tensor::from_vector({1}, got.values[5]);
+    for (size_t f = 0; f < 5; ++f) {  // cloudy, target, sar, cloudy_raw, mask: each turned on "the device"
+      CAPTURE(got.names[f]);
+      REQUIRE(got.shapes[f] == want.shapes[f]);
+      std::vector<int64_t> batch = got.shapes[f].vec();
+      batch.insert(batch.begin(), 1);
+      const Tensor turned = flip_rotate(Tensor::from_vector(Shape(batch), got.values[f]), code);
+      CHECK(turned.to_vector() == want.values[f]);
+      if (d.flip != 0 || d.rot != 0) CHECK(got.values[f] != want.values[f]);  // the control: left as read
+    }
+    for (float m : want.values[4]) masked += m != 0;
+  }
+  CHECK(codes.size() >= 6);  // the seeds reach both quarter-turn parities and every flip
+  CHECK(masked > 12 * 128 * 128 / 50);  // the masks have cloud or shadow to move
+  // A quarter turn of a non-square crop would change the batch's shape: refused up front.
+  TempDir tmp;
+  Sen12mscrTriplet wide;
+  WriteOptions f32, u16;
+  f32.type = SampleType::Float32;
+  wide.s1 = tmp / "s1.tif", wide.s2 = tmp / "s2.tif", wide.s2_cloudy = tmp / "cl.tif";
+  write_geotiff(wide.s1, random_raster(2, 12, 16, -30, 0, 1, SampleType::Float32), f32);
+  write_geotiff(wide.s2, random_raster(13, 12, 16, 0, 9000, 2), u16);
+  write_geotiff(wide.s2_cloudy, random_raster(13, 12, 16, 0, 9000, 3), u16);
+  TripletSampleOptions whole;
+  whole.augment = AugmentConfig{0, false, true};
+  whole.flip_rotate_on_device = true;
+  Rng rng(1);
+  CHECK_THROWS_WITH_AS(load_triplet(wide, rng, whole), doctest::Contains("need a square crop, not 16x12"), Error);
+  whole.flip_rotate_on_device = false;  // the host turns it (the shape follows) as before
+  CHECK(load_triplet(wide, rng, whole).shapes[0][0] == 13);
 }
 
 TEST_CASE("sen12mscr: wrong band count or type, and NaN in S1") {
