@@ -36,7 +36,9 @@
 # and implementation, written as results arrive; scripts/gpu/results.py documents the fields),
 # gpu_check.log (everything), correctness.log, sass_sm90.txt, summary.md (the table, also printed
 # last). Exit 0: every phase passed; 1: a phase failed or ran out of time; 77: no GPU (every phase
-# reports itself skipped, which is what CI checks); 2: bad arguments.
+# reports itself skipped, which is what CI checks); 2: bad arguments. Every phase also runs in ctest
+# on stand-ins for the GPU's programs (tests/scripts/gpu_check_rehearsal.sh): keep its expected
+# command lines in step with the phases below.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 all_phases=(smoke correctness distributed kernels sass models memory sweep demo)
@@ -55,7 +57,7 @@ while (($#)); do
     --only) [[ $# -ge 2 ]] || usage; only=$2; shift 2 ;;
     --budget) [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || usage; budget=$2; shift 2 ;;
     --out) [[ $# -ge 2 ]] || usage; out=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/{/^#/p}' "$0"; exit 0 ;;
     *) usage ;;
   esac
 done
@@ -174,7 +176,7 @@ phase_smoke() {
   g++ --version | head -1; cmake --version | head -1; uname -r
   # For two MPI ranks sharing the GPU (#17): is there an MPI here, and which one does mpi4py use?
   echo "mpirun: $(command -v mpirun || echo none) $(mpirun --version 2>/dev/null | head -1)"
-  python3 -c 'import mpi4py; print("mpi4py:", mpi4py.get_config())' 2>&1 | head -2
+  python3 -c 'import mpi4py; print("mpi4py:", mpi4py.get_config())' 2>/dev/null | head -2 || echo "mpi4py: none"
   [[ -n $manifest && -f $manifest ]] && cat "$manifest"
   echo "our programs' LD_LIBRARY_PATH=$nimbus_ld"
   [[ -n $bin && -x $bin/cuda_status ]] || { echo "  no binaries: nothing to run"; phase_ok=0; return; }

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# gpu_check_rehearsal.sh: scripts/gpu_check.sh run through every phase on a machine without a GPU,
+# with stand-ins for the GPU's programs, so that a mistake in the script itself (an unbound variable,
+# which stops the whole run under `set -u`; a misspelt option; a file in the wrong place) shows here
+# and does not cost the device's scarce minutes. CI otherwise only sees the script's no-GPU exit.
+#
+#   tests/scripts/gpu_check_rehearsal.sh REPO_ROOT        (ctest runs it; exit 77 without python3)
+#
+# Stand-ins, first on PATH: nvidia-smi (an "H200"), cuobjdump (a few SASS lines), compute-sanitizer,
+# and python3 for the two PyTorch scripts (everything else goes to the real python3). NIMBUS_GPU_BIN
+# points at stand-ins for the bundle's programs. Each logs its command line and prints rows shaped
+# like the real program's. Two runs:
+#   1. everything passes: exit 0, every phase "passed", the expected commands, a summary with every
+#      section, no shell error in the log;
+#   2. the wgmma validation fails: exit 1, that line FAILED, and the later phases run with
+#      NIMBUS_CUDA_CONV=mma (the fallback the script promises).
+set -uo pipefail
+root=$(cd "${1:?usage: $0 REPO_ROOT}" && pwd)
+real_py=$(command -v python3) || { echo "gpu_check_rehearsal: skipped: no python3"; exit 77; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_rehearsal.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+mkdir -p "$work/path" "$work/bin"
+calls=$work/calls.log
+
+# ---- the stand-ins --------------------------------------------------------------------------------
+cat > "$work/path/nvidia-smi" <<'EOF'
+#!/usr/bin/env bash
+case "$*" in
+  -L) echo "GPU 0: NVIDIA H200 (UUID: GPU-rehearsal)" ;;
+  *clocks.sm,name*) echo "1980, NVIDIA H200" ;;
+  --query-gpu=*) echo "name, driver_version"; echo "NVIDIA H200, 580.00" ;;
+  *) echo "Clocks"; echo "    SM : 1980 MHz" ;;
+esac
+EOF
+cat > "$work/path/cuobjdump" <<'EOF'
+#!/usr/bin/env bash
+echo "cuobjdump $*" >> "$REHEARSAL_CALLS"
+printf '\t\tFunction : igemm_kernel_bf16_rehearsal\n\tHMMA.16816.F32.BF16 R0, R4, R8, R0 ;\n\tLDSM.16.M88.4 R4, [R2] ;\n'
+EOF
+cat > "$work/path/compute-sanitizer" <<'EOF'
+#!/usr/bin/env bash
+echo "compute-sanitizer $*" >> "$REHEARSAL_CALLS"
+echo "========= ERROR SUMMARY: 0 errors"
+EOF
+cat > "$work/path/python3" <<EOF
+#!/usr/bin/env bash
+case "\${1:-}" in
+  */bench/torch/gpu_reference.py|*/scripts/gpu/ceilings.py) exec "$work/bin/.stub" "\$@" ;;
+esac
+exec "$real_py" "\$@"
+EOF
+# One stand-in for every program; it acts by its name (or, for python3, by its script's name).
+cat > "$work/bin/.stub" <<'EOF'
+#!/usr/bin/env bash
+name=$(basename "$0")
+[[ $name == .stub ]] && { name=$(basename "$1"); shift; }
+echo "$name $* | NIMBUS_CUDA_CONV=${NIMBUS_CUDA_CONV:-}" >> "$REHEARSAL_CALLS"
+arg() {  # the value after option $1
+  local want=$1; shift
+  while (($#)); do [[ $1 == "$want" ]] && { echo "${2:-}"; return; }; shift; done
+}
+[[ ${REHEARSAL_FAIL:-} == "$name $*" ]] && { echo "$name: failing on purpose"; exit 1; }
+row() { echo "{\"case\":\"$1\",\"impl\":\"$2\",\"precision\":\"$3\",\"ok\":true,\"median_ms\":$4,\"flops\":1e9$5}"; }
+case $name in
+  cuda_status)
+    [[ $* == *--nccl* ]] && echo '{"case":"nccl_allreduce","bytes":4096,"ranks":1,"median_ms":0.01,"p10_ms":0.01,"p90_ms":0.02,"ok":true}'
+    echo "CUDA: NVIDIA H200 (rehearsal)" ;;
+  test_cuda_real|test_gpu_reference) echo "[doctest] Status: SUCCESS!" ;;
+  gpu_bench_conformance)
+    expect=$(arg --expect "$@")
+    [[ -f $expect ]] || { echo "gpu_bench_conformance: no expected file '$expect'"; exit 1; }
+    echo "conformance: all lines match" ;;
+  gpu_bench_gemm|gpu_bench_conv2d)
+    sweep=$(arg --sweep-table "$@")
+    if [[ -n $sweep ]]; then
+      echo '{"layer":"rehearsal","config":0,"median_ms":1.0}'
+      echo '{ 64, 64, 3, 1, 1, 0 },' > "$sweep"
+    elif [[ -n $(arg --case "$@") ]]; then
+      c=$(arg --case "$@")
+      row "$c" nimbus_v5 bf16 1.0 ""; row "$c" cudnn bf16 0.9 ""
+    else
+      echo "version 6: OK (rehearsal)"
+    fi ;;
+  gpu_bench_memory_bound)
+    echo '{"case":"memory_bound","op":"relu","shape":"256x64x32x32","ms":0.05,"gbs":3000,"copy_gbs":4000,"fraction":0.75,"ok":true}' ;;
+  bench_models)
+    c=$(arg --cases "$@")
+    row "$c" nimbus bf16 50 ',"launches_per_step":1,"host_waits_per_step":0,"peak_mem_bytes":2e9,"conv_kernels":"wgmma","bn_fold":true,"ops":[{"name":"conv2d","ms":30,"calls":53}]' ;;
+  bench_loader) echo '{"bench":"loader","samples_per_s":1000}' ;;
+  ceilings.py) echo '{"case":"ceiling_copy","tb_per_s":4.0}'; echo '{"case":"ceiling_bf16_gemm","tflops":700}' ;;
+  gpu_reference.py)
+    if [[ ${1:-} == kernels ]]; then row gemm_4096 torch_eager bf16 0.95 ""
+    else row resnet50_train_b256_64 torch_eager bf16 60 ',"launches_per_step":900,"host_waits_per_step":1'; fi ;;
+esac
+exit 0
+EOF
+chmod +x "$work/path"/* "$work/bin/.stub"
+for p in cuda_status test_cuda_real test_gpu_reference gpu_bench_conformance gpu_bench_gemm gpu_bench_conv2d \
+         gpu_bench_memory_bound bench_models bench_loader make_synthetic train_resnet train_dsen2cr cloud_impact; do
+  ln -s .stub "$work/bin/$p"
+done
+
+# ---- the runs -------------------------------------------------------------------------------------
+rehearse() {  # out_dir [REHEARSAL_FAIL value]; prints the exit code
+  : > "$calls"
+  PATH="$work/path:$PATH" NIMBUS_GPU_BIN="$work/bin" REHEARSAL_CALLS="$calls" REHEARSAL_FAIL="${2:-}" \
+    OUT="" "$root/scripts/gpu_check.sh" --out "$1" > "$1.stdout" 2>&1
+  echo $?
+}
+phases=(smoke correctness distributed kernels sass models memory sweep demo)
+
+rc=$(rehearse "$work/pass")
+log=$work/pass/gpu_check.log
+[[ $rc == 0 ]] || fail "the passing rehearsal exited $rc (see below)"
+for p in "${phases[@]}"; do grep -q "^phase $p: passed" "$log" || fail "phase $p did not pass"; done
+if grep -nE 'unbound variable|command not found|syntax error|No such file|Traceback|bad substitution' \
+     "$log" "$work/pass.stdout"; then
+  fail "the script's log shows a shell or Python error (above)"
+fi
+expect_call() {  # a fixed string that some logged command line must contain
+  grep -qF -- "$1" "$calls" || fail "no command line with: $1"
+}
+expect_call "test_cuda_real "
+expect_call "test_gpu_reference "
+expect_call "gpu_bench_conformance --expect $root/bench/cuda/conformance_expected.txt"
+expect_call "gpu_bench_conv2d --versions 6,7,8,9"
+expect_call "gpu_bench_gemm --case gemm_4096"
+for c in dsen2cr_conv3x3_fwd dsen2cr_conv3x3_dgrad dsen2cr_conv3x3_wgrad resnet50_convs_fwd resnet50_convs_dgrad \
+         resnet50_convs_wgrad; do expect_call "gpu_bench_conv2d --case $c "; done
+for c in resnet50_train_b256_64 resnet50_train_b256_64_graph resnet50_train_b256_64_nofold resnet50_infer_b256_64 \
+         dsen2cr_train_B16F256_b16_128 dsen2cr_infer_B16F256_b1_256; do
+  expect_call "bench_models --device cuda --cases $c |"
+done
+expect_call "bench_loader --dataset eurosat"
+expect_call "bench_loader --triplets 64 --threads 16 --batch 16 --pack temp --augment-on device"
+expect_call "gpu_bench_memory_bound --case all"
+expect_call "gpu_bench_conv2d --sweep all --sweep-table $work/pass/sweep_table.inc"
+expect_call "cuda_status --nccl"
+expect_call "compute-sanitizer --tool memcheck"
+expect_call "compute-sanitizer --tool racecheck"
+expect_call "cuobjdump --gpu-architecture sm_90a --dump-sass $work/bin/bench_models"
+expect_call "train_dsen2cr "
+expect_call "cloud_impact "
+grep -q -- "--device cuda" <(grep "^train_dsen2cr " "$calls") || fail "the demo did not train DSen2-CR on cuda"
+grep -q "NIMBUS_CUDA_CONV=mma" "$calls" && fail "a passing run switched to NIMBUS_CUDA_CONV=mma"
+summary=$work/pass/summary.md
+for s in "| case | precision |" "Memory-bound kernels" "Distributed: NCCL" "Models (ms per step" "Ceilings measured"; do
+  grep -qF -- "$s" "$summary" || fail "summary.md has no '$s' section"
+done
+[[ -s $work/pass/loader.jsonl && -s $work/pass/sweep_table.inc && -s $work/pass/sass_sm90.txt ]] ||
+  fail "loader.jsonl, sweep_table.inc or sass_sm90.txt is missing or empty"
+grep -q "igemm_kernel_bf16_rehearsal: HMMA 1, LDSM 1" "$log" || fail "the SASS counts were not printed"
+
+# The wgmma validation fails: the run says so, exits 1, and the later phases fall back to mma.sync.
+rc=$(rehearse "$work/fallback" "gpu_bench_conv2d --versions 6,7,8,9")
+log=$work/fallback/gpu_check.log
+[[ $rc == 1 ]] || fail "a failed wgmma validation exited $rc, not 1"
+grep -q -- "-> wgmma convolutions (small validation): FAILED (exit 1)" "$log" || fail "the wgmma failure is not reported"
+grep -q "^phase correctness: FAILED" "$log" || fail "the correctness phase did not fail"
+grep -q "^bench_models --device cuda --cases resnet50_train_b256_64 | NIMBUS_CUDA_CONV=mma$" "$calls" ||
+  fail "the models phase did not run with NIMBUS_CUDA_CONV=mma after the failure"
+for p in distributed kernels sass models memory sweep demo; do
+  grep -q "^phase $p: passed" "$log" || fail "phase $p did not run on after the correctness failure"
+done
+
+if ((fails)); then
+  echo "--- the passing rehearsal's log:"; cat "$work/pass/gpu_check.log"
+  echo "--- its command lines:"; cat "$calls"
+  echo "gpu_check_rehearsal: $fails check(s) failed"
+  exit 1
+fi
+echo "gpu_check_rehearsal: both runs as expected ($(wc -l < "$calls") commands in the second)"
