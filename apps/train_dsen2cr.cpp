@@ -25,6 +25,7 @@
 #include "data/image_metrics.h"
 #include "data/sen12mscr.h"
 #include "engine/autograd.h"
+#include "engine/distributed/process_group.h"
 #include "engine/ops/augment.h"
 #include "engine/ops/loss.h"
 
@@ -251,7 +252,7 @@ int run(int argc, char** argv) {
                    (long long)training.epochs, loss_sum / double(nb));
   };
   apps::train_epochs(loop);
-  std::printf("train_dsen2cr: done; checkpoints in %s\n", paths.out.c_str());
+  if (world().rank() == 0) std::printf("train_dsen2cr: done; checkpoints in %s\n", paths.out.c_str());
   return 0;
 }
 

@@ -272,7 +272,8 @@ int run(int argc, char** argv) {
                  improved ? "  (best)" : "");
   };
   apps::train_epochs(loop);
-  std::printf("train_resnet: done, best validation accuracy %.4f; checkpoints in %s\n", best, paths.out.c_str());
+  if (world().rank() == 0)
+    std::printf("train_resnet: done, best validation accuracy %.4f; checkpoints in %s\n", best, paths.out.c_str());
   return 0;
 }
 

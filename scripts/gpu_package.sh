@@ -10,12 +10,18 @@
 # there from the wheels' versioned files (libcublas.so.13, libcudnn.so.9) through LD_LIBRARY_PATH,
 # which scripts/gpu_check.sh sets.
 #
+# The programs are built with MPI, and the bundle carries Debian's Open MPI runtime under mpi/ (mpirun,
+# its components and help texts; `mpi/mpirun` points Open MPI at them with its OPAL_* variables), so
+# that two ranks can share the GPU there (#17): the image has no MPI of its own.
+#
 # Writes .gpu/nimbus-gpu.tar.xz (ignored by git through .git/info/exclude; name .gpu in the device
-# tool's carry list) holding nimbus-gpu/{bin,lib,MANIFEST}. With --check it then proves the
+# tool's carry list) holding nimbus-gpu/{bin,lib,mpi,MANIFEST}. With --check it then proves the
 # bundle self-contained: with LD_LIBRARY_PATH set to its lib/ only and the build tree's RUNPATHs
 # stripped, every library each binary loads comes from lib/ or from the list of what the device
 # image provides (glibc, libstdc++, libgcc_s, libgomp, the driver's libcuda, the cuBLAS/cuDNN
-# wheels), and the programs start (cuda_status reports no device here, exit 1).
+# wheels), and the programs start (cuda_status reports no device here, exit 1); and two ranks of
+# bench_allreduce run under the bundle's mpirun, with Debian's Open MPI hidden where a private mount
+# namespace is allowed (unshare -m), so that nothing of it outside the bundle is used.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${NIMBUS_GPU_BUILD:-$root/build-gpu}
@@ -26,12 +32,12 @@ check=0
 
 targets=(cuda_status test_gpu_reference test_cuda_real gpu_bench_gemm gpu_bench_conv2d gpu_bench_conformance
          gpu_bench_memory_bound bench_models
-         bench_loader make_synthetic train_resnet train_dsen2cr classify remove_clouds cloud_impact)
+         bench_loader bench_allreduce make_synthetic train_resnet train_dsen2cr classify remove_clouds cloud_impact)
 
 "$root/scripts/install_deps.sh" > /dev/null
 echo "gpu_package: configuring $build (real CUDA backend, sm_90, -march=x86-64-v3)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNIMBUS_CUDA_BACKEND=ON -DNIMBUS_WERROR=ON \
-  -DNIMBUS_CUDA_ARCHS=90 -DNIMBUS_PLOTS=OFF -DNIMBUS_MPI=OFF \
+  -DNIMBUS_CUDA_ARCHS=90 -DNIMBUS_PLOTS=OFF -DNIMBUS_MPI=ON \
   -DNIMBUS_NATIVE=OFF -DCMAKE_CXX_FLAGS="-march=x86-64-v3 -Wno-psabi" -DCMAKE_CUDA_FLAGS="-Xcompiler=-march=x86-64-v3" \
   -DCMAKE_SKIP_BUILD_RPATH=ON -DNIMBUS_CUDART_STATIC=ON > "$build.configure.log" 2>&1 ||
   { cat "$build.configure.log"; exit 1; }
@@ -49,8 +55,34 @@ done
 provided='^(linux-vdso|ld-linux-x86-64|libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|libcuda|libcublas|libcublasLt|libcudnn[a-z_]*|libnvrtc)\.so'
 is_provided() { [[ $(basename "$1") =~ $provided ]]; }
 
-# Every library the binaries need, resolved here, minus what the device provides.
-for b in "$stage"/bin/*; do
+# Open MPI's runtime, from where Debian installs it (ompi_info names the folders): mpirun and orted,
+# the components (dlopen'ed by MPI_Init and mpirun), PMIx's components, the help texts and the default
+# parameters. Its shared libraries join the programs' in lib/ below.
+ompi_path() { ompi_info --parsable --path "$1" | awk -F: '{print $3}'; }
+mkdir -p "$stage/mpi/bin" "$stage/mpi/lib/pmix" "$stage/mpi/share" "$stage/mpi/etc"
+cp -L "$(command -v orterun)" "$stage/mpi/bin/mpirun"
+cp -L "$(command -v orted)" "$stage/mpi/bin/orted"
+cp -rL "$(ompi_path pkglibdir)" "$stage/mpi/lib/openmpi3"
+# PMIx (Open MPI's launch protocol) is Debian's own package: its components lie beside libpmix itself.
+pmix_lib=$(readlink -f "$(ldd "$stage"/mpi/lib/openmpi3/mca_pmix_ext3x.so | awk '/libpmix\.so/ {print $3; exit}')")
+cp -L "$(dirname "$pmix_lib")"/pmix/*.so "$stage/mpi/lib/pmix/"
+cp -rL "$(ompi_path pkgdatadir)" "$stage/mpi/share/openmpi"
+cp -L "$(ompi_path sysconfdir)"/*.conf "$stage/mpi/etc/"
+cat > "$stage/mpi/mpirun" <<'WRAPPER'
+#!/bin/sh
+# mpirun of the bundle's Open MPI (Debian's 4.1, moved): OPAL_* tell it where its parts now lie.
+# Its ranks need the bundle's lib/ on LD_LIBRARY_PATH, as every program of the bundle does.
+here=$(cd "$(dirname "$0")" && pwd)
+export OPAL_PREFIX="$here" OPAL_EXEC_PREFIX="$here" OPAL_BINDIR="$here/bin" OPAL_LIBDIR="$here/../lib" \
+  OPAL_PKGLIBDIR="$here/lib/openmpi3" OPAL_DATADIR="$here/share" OPAL_PKGDATADIR="$here/share/openmpi" \
+  OPAL_SYSCONFDIR="$here/etc" PMIX_MCA_mca_base_component_path="$here/lib/pmix"
+exec "$here/bin/mpirun" "$@"
+WRAPPER
+chmod +x "$stage/mpi/mpirun"
+
+# Every library the binaries and the MPI runtime need, resolved here, minus what the device provides.
+runtime=("$stage"/bin/* "$stage"/mpi/bin/* "$stage"/mpi/lib/openmpi3/*.so "$stage"/mpi/lib/pmix/*.so)
+for b in "${runtime[@]}"; do
   ldd "$b" | awk '/=> \// {print $3}'
 done | sort -u | while read -r lib; do
   is_provided "$lib" || cp -L "$lib" "$stage/lib/"
@@ -67,6 +99,7 @@ omp_blas=/usr/lib/$(gcc -dumpmachine)/openblas-openmp/libopenblas.so.0
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(nvcc --version 2>/dev/null | tail -1 || /usr/local/cuda/bin/nvcc --version | tail -1)"
   echo "bin: $(ls "$stage/bin" | tr '\n' ' ')"
   echo "lib: $(ls "$stage/lib" | tr '\n' ' ')"
+  echo "mpi: $(ompi_info --version | head -1) (mpi/mpirun)"
 } > "$stage/MANIFEST"
 # xz, with a 64 MiB dictionary: every program links the same kernels (~8.5 MB of device code each),
 # and a window that reaches from one program to the next stores them about once. Measured 2026-12-05
@@ -84,11 +117,40 @@ tree=$(git -C "$root" ls-files -z --cached --others --exclude-standard | (cd "$r
 echo "gpu_package: bundle + working tree $(((size + tree) / 1048576)) MiB of the 64 MiB the device tool carries"
 (( size + tree < 62 * 1048576 )) || { echo "gpu_package: bundle + working tree over 62 MiB"; exit 1; }
 
+# Two ranks of bench_allreduce under the bundle's mpirun. In a private mount namespace (root may make
+# one; a container may forbid it) Debian's Open MPI is hidden first: its folders under empty ones, its
+# libraries and programs under /dev/null. A part the bundle lacks then fails here, not on the device.
+mpi_check() {
+  local run=(env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="$stage/lib" "$stage/mpi/mpirun" --allow-run-as-root
+             --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none -np 2
+             "$stage/bin/bench_allreduce" --max-floats 65536 --reps 3)
+  local hide=() how="Debian's Open MPI hidden" msg rc
+  if unshare -m mount -t tmpfs none /mnt 2> /dev/null; then  # may this process make one?
+    local d f
+    for d in "$(ompi_path pkglibdir)" "$(ompi_path pkgdatadir)" "$(ompi_path sysconfdir)" "$(dirname "$pmix_lib")"; do
+      hide+=("mount -t tmpfs none '$d' &&")
+    done
+    for f in "$(ompi_path libdir)"/lib{mpi,open-rte,open-pal}.so "$(command -v orterun)" "$(command -v orted)"; do
+      hide+=("mount --bind /dev/null '$(readlink -f "$f")' &&")
+    done
+    msg=$(unshare -m bash -c "${hide[*]} exec \"\$@\"" hide "${run[@]}" 2>&1) && rc=0 || rc=$?
+  else
+    how="Debian's Open MPI not hidden: unshare -m is not allowed here"
+    msg=$("${run[@]}" 2>&1) && rc=0 || rc=$?
+  fi
+  if (( rc != 0 )) || ! grep -q '"ranks":2' <<< "$msg"; then
+    echo "$msg"; echo "gpu_package: two ranks under the bundle's mpirun FAILED (exit $rc)"; exit 1
+  fi
+  echo "  mpi/mpirun -np 2 bench_allreduce: $(grep -c '"ranks":2' <<< "$msg") sizes timed ($how)"
+}
+
 if (( check )); then
   echo "gpu_package: checking the bundle is self-contained"
   bad=0
-  for b in "$stage"/bin/*; do
-    ! readelf -d "$b" | grep -qE 'R(UN)?PATH' || { echo "  $b has an RPATH/RUNPATH"; bad=1; }
+  for b in "${runtime[@]}"; do
+    # Ours must have no RPATH. Debian's Open MPI parts keep their RUNPATH to its folder: it is searched
+    # after LD_LIBRARY_PATH, and there it does not exist.
+    [[ $b == "$stage"/mpi/* ]] || ! readelf -d "$b" | grep -qE 'R(UN)?PATH' || { echo "  $b has an RPATH/RUNPATH"; bad=1; }
     while read -r name path; do
       if [[ $path == "not found" ]]; then
         is_provided "$name" || { echo "  $(basename "$b"): $name not found"; bad=1; }
@@ -106,5 +168,7 @@ if (( check )); then
   env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/bench_models" --device cuda --list > /dev/null
   env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/gpu_bench_conv2d" --list > /dev/null
   env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/make_synthetic" --help > /dev/null
-  echo "gpu_package: bundle check passed (every library from the bundle or the device image; programs start)"
+  mpi_check
+  echo "gpu_package: bundle check passed (every library from the bundle or the device image; programs start;" \
+       "2 MPI ranks run)"
 fi

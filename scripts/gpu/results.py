@@ -126,7 +126,7 @@ def summary(path):
                   f"{r.get('copy_gbs', 0):.0f} | {f if f is None else f'{f:.2f}'}{mark} |")
         print()
 
-    dist = [r for r in rows if r.get("phase") == "distributed"]
+    dist = [r for r in rows if r.get("phase") == "distributed" and r.get("impl") == "nccl"]
     if dist:
         print("Distributed: NCCL all-reduce at world size 1 (ms, median; a copy's fixed cost, not a link)\n")
         print("| bytes | ranks | median ms | p10 | p90 | one-rank sum and mean exact |")
@@ -135,6 +135,11 @@ def summary(path):
             print(f"| {r.get('bytes')} | {r.get('ranks')} | {fmt(r.get('median_ms'))} | {fmt(r.get('p10_ms'))} | "
                   f"{fmt(r.get('p90_ms'))} | {'yes' if r.get('ok') else 'NO'} |")
         print()
+    for r in rows:  # compare_checkpoints.py's row: two MPI ranks sharing the GPU against one rank
+        if r.get("phase") == "distributed" and r.get("case", "").startswith("ddp_"):
+            print(f"Data parallel ({r['case']}): largest relative difference of the checkpoints "
+                  f"{r.get('max_rel_diff', float('nan')):.2e} (bound {r.get('bound_max')}): "
+                  f"{'ok' if r.get('ok') else 'FAILED ' + '; '.join(r.get('problems') or [])}\n")
 
     model_cases = [c for c in dict.fromkeys(r["case"] for r in rows if r.get("phase") == "models")]
     if model_cases:

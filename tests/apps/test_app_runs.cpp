@@ -387,6 +387,9 @@ TEST_CASE("data parallel: 2 ranks of batch 1 train DSen2-CR as 1 rank of batch 2
     REQUIRE_MESSAGE(r2.exit_code == 0, r2.output);
     CHECK(close(d / one + "/last.safetensors", d / two + "/last.safetensors") < 1e-4);
     CHECK(read_file(d / two + "/metrics.csv").size() > 0);
+    const std::string done = "train_dsen2cr: done";  // said once, by rank 0
+    CHECK(r2.output.find(done) != std::string::npos);
+    CHECK(r2.output.find(done) == r2.output.rfind(done));
   }
   // The control: 2 ranks of batch 2 (a global batch of 4, one step per epoch) is a different run.
   AppResult wrong = run_app_mpi(2, "train_dsen2cr", args("two_b2", "2", "adam"));

@@ -7,13 +7,16 @@
 #   tests/scripts/gpu_check_rehearsal.sh REPO_ROOT        (ctest runs it; exit 77 without python3)
 #
 # Stand-ins, first on PATH: nvidia-smi (an "H200"), cuobjdump (a few SASS lines), compute-sanitizer,
-# and python3 for the two PyTorch scripts (everything else goes to the real python3). NIMBUS_GPU_BIN
+# mpirun (one process, not two), and python3 for the two PyTorch scripts (everything else goes to the
+# real python3: results.py and compare_checkpoints.py run for real). NIMBUS_GPU_BIN
 # points at stand-ins for the bundle's programs. Each logs its command line and prints rows shaped
 # like the real program's. Two runs:
 #   1. everything passes: exit 0, every phase "passed", the expected commands, a summary with every
 #      section, no shell error in the log;
 #   2. the wgmma validation fails: exit 1, that line FAILED, and the later phases run with
 #      NIMBUS_CUDA_CONV=mma (the fallback the script promises).
+# Before them, scripts/gpu/compare_checkpoints.py (the distributed phase's verdict) on made-up
+# checkpoints: equal passes, a difference over the bound, a missing tensor or a NaN fails.
 set -uo pipefail
 root=$(cd "${1:?usage: $0 REPO_ROOT}" && pwd)
 real_py=$(command -v python3) || { echo "gpu_check_rehearsal: skipped: no python3"; exit 77; }
@@ -45,6 +48,13 @@ cat > "$work/path/compute-sanitizer" <<'EOF'
 echo "compute-sanitizer $*" >> "$REHEARSAL_CALLS"
 echo "========= ERROR SUMMARY: 0 errors"
 EOF
+cat > "$work/path/mpirun" <<'EOF'
+#!/usr/bin/env bash
+echo "mpirun $*" >> "$REHEARSAL_CALLS"
+while (($#)) && [[ $1 != "$REHEARSAL_BIN"/* ]]; do shift; done  # the options, up to the program
+(($#)) || { echo "mpirun stand-in: no program of the bundle in the command line"; exit 1; }
+exec "$@"
+EOF
 cat > "$work/path/python3" <<EOF
 #!/usr/bin/env bash
 case "\${1:-}" in
@@ -66,7 +76,7 @@ arg() {  # the value after option $1
 row() { echo "{\"case\":\"$1\",\"impl\":\"$2\",\"precision\":\"$3\",\"ok\":true,\"median_ms\":$4,\"flops\":1e9$5}"; }
 case $name in
   cuda_status)
-    [[ $* == *--nccl* ]] && echo '{"case":"nccl_allreduce","bytes":4096,"ranks":1,"median_ms":0.01,"p10_ms":0.01,"p90_ms":0.02,"ok":true}'
+    [[ $* == *--nccl* ]] && echo '{"case":"allreduce_4096B","impl":"nccl","precision":"fp32","bytes":4096,"ranks":1,"median_ms":0.01,"p10_ms":0.01,"p90_ms":0.02,"ok":true}'
     echo "CUDA: NVIDIA H200 (rehearsal)" ;;
   test_cuda_real|test_gpu_reference) echo "[doctest] Status: SUCCESS!" ;;
   gpu_bench_conformance)
@@ -90,6 +100,10 @@ case $name in
     c=$(arg --cases "$@")
     row "$c" nimbus bf16 50 ',"launches_per_step":1,"host_waits_per_step":0,"peak_mem_bytes":2e9,"conv_kernels":"wgmma","bn_fold":true,"ops":[{"name":"conv2d","ms":30,"calls":53}]' ;;
   bench_loader) echo '{"bench":"loader","samples_per_s":1000}' ;;
+  bench_allreduce) echo '{"bench":"allreduce","kind":"mpi","ranks":2,"bytes":4096,"median_s":1e-05}' ;;
+  train_dsen2cr)  # a checkpoint, the same for every run: the comparison sees equal weights
+    out=$(arg --out "$@")
+    mkdir -p "$out" && python3 "$REHEARSAL_CKPT" "$out/last.safetensors" 1 ;;
   ceilings.py) echo '{"case":"ceiling_copy","tb_per_s":4.0}'; echo '{"case":"ceiling_bf16_gemm","tflops":700}' ;;
   gpu_reference.py)
     if [[ ${1:-} == kernels ]]; then row gemm_4096 torch_eager bf16 0.95 ""
@@ -97,16 +111,45 @@ case $name in
 esac
 exit 0
 EOF
+# A safetensors file of float32 tensors: ckpt.py PATH VALUE [--without b] (VALUE may be nan).
+cat > "$work/ckpt.py" <<'EOF'
+import json, struct, sys
+path, value = sys.argv[1], float(sys.argv[2])
+names = [n for n in ("a", "b") if not ("--without" in sys.argv and n == sys.argv[-1])]
+header = {n: {"dtype": "F32", "shape": [2], "data_offsets": [8 * i, 8 * i + 8]} for i, n in enumerate(names)}
+header["__metadata__"] = {"epoch": "3"}
+blob = json.dumps(header).encode()
+with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(blob)) + blob + struct.pack("<" + "f" * 2 * len(names), *([1.0, value] * len(names))))
+EOF
 chmod +x "$work/path"/* "$work/bin/.stub"
 for p in cuda_status test_cuda_real test_gpu_reference gpu_bench_conformance gpu_bench_gemm gpu_bench_conv2d \
-         gpu_bench_memory_bound bench_models bench_loader make_synthetic train_resnet train_dsen2cr cloud_impact; do
+         gpu_bench_memory_bound bench_models bench_loader bench_allreduce make_synthetic train_resnet train_dsen2cr \
+         cloud_impact; do
   ln -s .stub "$work/bin/$p"
 done
+
+# ---- compare_checkpoints.py on its own ------------------------------------------------------------
+compare() { "$real_py" "$root/scripts/gpu/compare_checkpoints.py" "$work/$1" "$work/$2" --case t --max 1e-3 "${@:3}" \
+              > "$work/compare.out" 2>&1; }
+"$real_py" "$work/ckpt.py" "$work/c1" 1 && "$real_py" "$work/ckpt.py" "$work/c1b" 1.0005 &&
+  "$real_py" "$work/ckpt.py" "$work/c2" 2 && "$real_py" "$work/ckpt.py" "$work/cnan" nan &&
+  "$real_py" "$work/ckpt.py" "$work/cmiss" 1 --without b || fail "could not write the made-up checkpoints"
+compare c1 c1b || fail "compare_checkpoints: 5e-4 apart should pass --max 1e-3: $(cat "$work/compare.out")"
+grep -q '"ok": true' "$work/compare.out" || fail "compare_checkpoints: no ok row for a pass"
+compare c1 c2 && fail "compare_checkpoints: 1 against 2 passed --max 1e-3"
+grep -q '"ok": false' "$work/compare.out" || fail "compare_checkpoints: no failing row for a difference"
+compare c1 c1 --min 1e-2 && fail "compare_checkpoints: equal checkpoints passed --min 1e-2"
+compare c1 cnan && fail "compare_checkpoints: a NaN passed"
+compare c1 cmiss && fail "compare_checkpoints: a missing tensor passed"
+grep -q "b missing in the second" "$work/compare.out" || fail "compare_checkpoints: the missing tensor is not named"
+compare c1 nonexistent && fail "compare_checkpoints: a missing file passed"
 
 # ---- the runs -------------------------------------------------------------------------------------
 rehearse() {  # out_dir [REHEARSAL_FAIL value]; prints the exit code
   : > "$calls"
   PATH="$work/path:$PATH" NIMBUS_GPU_BIN="$work/bin" REHEARSAL_CALLS="$calls" REHEARSAL_FAIL="${2:-}" \
+    REHEARSAL_BIN="$work/bin" REHEARSAL_CKPT="$work/ckpt.py" \
     OUT="" "$root/scripts/gpu_check.sh" --out "$1" > "$1.stdout" 2>&1
   echo $?
 }
@@ -139,6 +182,13 @@ expect_call "bench_loader --triplets 64 --threads 16 --batch 16 --pack temp --au
 expect_call "gpu_bench_memory_bound --case all"
 expect_call "gpu_bench_conv2d --sweep all --sweep-table $work/pass/sweep_table.inc"
 expect_call "cuda_status --nccl"
+expect_call "mpirun --allow-run-as-root --oversubscribe --bind-to none"
+expect_call "-np 2 $work/bin/bench_allreduce --max-floats"
+expect_call "train_dsen2cr --data $work/pass/ddp/data/sen12mscr --epochs 3"
+expect_call "--device cuda --precision fp32 --out $work/pass/ddp/one --batch-size 4"
+expect_call "-np 2 $work/bin/train_dsen2cr --data $work/pass/ddp/data/sen12mscr"
+grep -q -- "-> 2 ranks of batch 2 against 1 rank of batch 4: checkpoints within 1e-3: ok" "$log" ||
+  fail "the data-parallel comparison did not pass"
 expect_call "compute-sanitizer --tool memcheck"
 expect_call "compute-sanitizer --tool racecheck"
 expect_call "cuobjdump --gpu-architecture sm_90a --dump-sass $work/bin/bench_models"
@@ -147,11 +197,12 @@ expect_call "cloud_impact "
 grep -q -- "--device cuda" <(grep "^train_dsen2cr " "$calls") || fail "the demo did not train DSen2-CR on cuda"
 grep -q "NIMBUS_CUDA_CONV=mma" "$calls" && fail "a passing run switched to NIMBUS_CUDA_CONV=mma"
 summary=$work/pass/summary.md
-for s in "| case | precision |" "Memory-bound kernels" "Distributed: NCCL" "Models (ms per step" "Ceilings measured"; do
+for s in "| case | precision |" "Memory-bound kernels" "Distributed: NCCL" "Models (ms per step" "Ceilings measured" \
+         "Data parallel (ddp_mpi_2ranks_vs_1): largest relative difference of the checkpoints 0.00e+00 (bound 0.001): ok"; do
   grep -qF -- "$s" "$summary" || fail "summary.md has no '$s' section"
 done
-[[ -s $work/pass/loader.jsonl && -s $work/pass/sweep_table.inc && -s $work/pass/sass_sm90.txt ]] ||
-  fail "loader.jsonl, sweep_table.inc or sass_sm90.txt is missing or empty"
+[[ -s $work/pass/loader.jsonl && -s $work/pass/sweep_table.inc && -s $work/pass/sass_sm90.txt &&
+   -s $work/pass/allreduce.jsonl ]] || fail "loader.jsonl, sweep_table.inc, sass_sm90.txt or allreduce.jsonl is missing or empty"
 grep -q "igemm_kernel_bf16_rehearsal: HMMA 1, LDSM 1" "$log" || fail "the SASS counts were not printed"
 
 # The wgmma validation fails: the run says so, exits 1, and the later phases fall back to mma.sync.
