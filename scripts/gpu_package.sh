@@ -32,7 +32,8 @@ check=0
 
 targets=(cuda_status test_gpu_reference test_cuda_real gpu_bench_gemm gpu_bench_conv2d gpu_bench_conformance
          gpu_bench_memory_bound bench_models
-         bench_loader bench_allreduce make_synthetic train_resnet train_dsen2cr classify remove_clouds cloud_impact)
+         bench_loader bench_allreduce make_synthetic train_resnet train_dsen2cr classify remove_clouds cloud_impact
+         raster_diff)
 
 "$root/scripts/install_deps.sh" > /dev/null
 echo "gpu_package: configuring $build (real CUDA backend, sm_90, -march=x86-64-v3)"

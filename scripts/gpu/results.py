@@ -135,11 +135,17 @@ def summary(path):
             print(f"| {r.get('bytes')} | {r.get('ranks')} | {fmt(r.get('median_ms'))} | {fmt(r.get('p10_ms'))} | "
                   f"{fmt(r.get('p90_ms'))} | {'yes' if r.get('ok') else 'NO'} |")
         print()
-    for r in rows:  # compare_checkpoints.py's row: two MPI ranks sharing the GPU against one rank
-        if r.get("phase") == "distributed" and r.get("case", "").startswith("ddp_"):
-            print(f"Data parallel ({r['case']}): largest relative difference of the checkpoints "
-                  f"{r.get('max_rel_diff', float('nan')):.2e} (bound {r.get('bound_max')}): "
-                  f"{'ok' if r.get('ok') else 'FAILED ' + '; '.join(r.get('problems') or [])}\n")
+    # The comparisons (compare_checkpoints.py, compare_csv.py, raster_diff): two runs that must agree.
+    checks = [r for r in rows if "bound_max" in r]
+    if checks:
+        print("Checks: runs that must agree (two MPI ranks against one; an app on the GPU against the CPU)\n")
+        for r in checks:
+            diff = r.get("max_rel_diff", r.get("max_abs_diff"))
+            kind = "relative" if "max_rel_diff" in r else "absolute"
+            verdict = "ok" if r.get("ok") else "FAILED " + "; ".join(r.get("problems") or [])
+            print(f"- {r.get('case')}: largest {kind} difference {diff if diff is None else f'{diff:.3g}'} "
+                  f"(bound {r.get('bound_max')}): {verdict}")
+        print()
 
     model_cases = [c for c in dict.fromkeys(r["case"] for r in rows if r.get("phase") == "models")]
     if model_cases:

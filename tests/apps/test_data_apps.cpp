@@ -5,6 +5,8 @@
 //   cloud_mask:     the written mask equals the detector run in-process, keeps
 //                   the input's size and georeferencing, and bad input exits 1
 //                   with a message naming the file.
+//   raster_diff:    finds the largest difference and where it is, passes within
+//                   --max and fails beyond it, on a lone NaN or another size.
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -154,4 +156,43 @@ TEST_CASE("cloud_mask, classify and remove_clouds refuse an output that names on
   CHECK(rc.output.find("is also --s2") != std::string::npos);
   CHECK(read_file(tif) == before);
   CHECK(read_file(weights) == read_file(fixture("models_resnet_basic.safetensors")));
+}
+
+TEST_CASE("raster_diff: the largest difference and where it is, within --max or not, NaN and size mismatches") {
+  TempDir d("raster_diff");
+  data::Raster r;
+  r.bands = 2, r.height = 4, r.width = 5;
+  for (int i = 0; i < 40; ++i) r.data.push_back(float(i * 7 % 11));
+  data::WriteOptions f32;
+  f32.type = data::SampleType::Float32;
+  data::write_geotiff(d / "a.tif", r, f32);
+  data::write_geotiff(d / "same.tif", r, f32);
+  data::Raster moved = r;
+  moved.data[20 + 2 * 5 + 3] += 3;  // band 2, row 2, column 3
+  moved.data[4] -= 1;
+  data::write_geotiff(d / "moved.tif", moved, f32);
+  AppResult same = run_app("raster_diff", {d / "a.tif", d / "same.tif", "--case", "t"});
+  CHECK_MESSAGE(same.exit_code == 0, same.output);
+  CHECK(same.output.find("\"case\":\"t\",\"impl\":\"nimbus\",\"ok\":true,\"max_abs_diff\":0,") != std::string::npos);
+  AppResult over = run_app("raster_diff", {d / "a.tif", d / "moved.tif", "--max", "2"});
+  CHECK(over.exit_code == 1);
+  CHECK_MESSAGE(over.output.find("\"ok\":false,\"max_abs_diff\":3,\"bound_max\":2,\"at_band\":2,\"at_row\":2,"
+                                 "\"at_col\":3,\"values_differing\":2,\"values\":40,") != std::string::npos,
+                over.output);
+  CHECK(run_app("raster_diff", {d / "a.tif", d / "moved.tif", "--max", "3"}).exit_code == 0);
+  data::Raster nan = r;
+  nan.data[7] = NAN;
+  data::write_geotiff(d / "nan.tif", nan, f32);
+  AppResult lone = run_app("raster_diff", {d / "a.tif", d / "nan.tif", "--max", "100"});
+  CHECK(lone.exit_code == 1);
+  CHECK(lone.output.find("\"nan_mismatches\":1,") != std::string::npos);
+  CHECK(run_app("raster_diff", {d / "nan.tif", d / "nan.tif"}).exit_code == 0);  // NaN in both places: equal
+  data::Raster wide = r;
+  wide.width = 10, wide.bands = 1;
+  data::write_geotiff(d / "wide.tif", wide, f32);
+  AppResult size = run_app("raster_diff", {d / "a.tif", d / "wide.tif"});
+  CHECK(size.exit_code == 1);
+  CHECK_MESSAGE(size.output.find("wide.tif is 10x4 with 1 bands, but") != std::string::npos, size.output);
+  CHECK(run_app("raster_diff", {d / "a.tif"}).exit_code == 2);
+  CHECK(run_app("raster_diff", {d / "a.tif", d / "missing.tif"}).exit_code == 1);
 }

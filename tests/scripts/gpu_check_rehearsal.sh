@@ -101,9 +101,16 @@ case $name in
     row "$c" nimbus bf16 50 ',"launches_per_step":1,"host_waits_per_step":0,"peak_mem_bytes":2e9,"conv_kernels":"wgmma","bn_fold":true,"ops":[{"name":"conv2d","ms":30,"calls":53}]' ;;
   bench_loader) echo '{"bench":"loader","samples_per_s":1000}' ;;
   bench_allreduce) echo '{"bench":"allreduce","kind":"mpi","ranks":2,"bytes":4096,"median_s":1e-05}' ;;
-  train_dsen2cr)  # a checkpoint, the same for every run: the comparison sees equal weights
+  train_dsen2cr|train_resnet)  # a checkpoint, the same for every run: the comparison sees equal weights
     out=$(arg --out "$@")
-    mkdir -p "$out" && python3 "$REHEARSAL_CKPT" "$out/last.safetensors" 1 ;;
+    mkdir -p "$out" && python3 "$REHEARSAL_CKPT" "$out/last.safetensors" 1 && cp "$out/last.safetensors" "$out/best.safetensors" ;;
+  make_synthetic)  # the folders the demo phase looks in, with an empty cloudy "triplet"
+    out=$(arg --out "$@")
+    mkdir -p "$out/eurosat/Forest" "$out/sen12mscr/ROIs1158_spring_s2_cloudy/s2_cloudy_1"
+    : > "$out/sen12mscr/ROIs1158_spring_s2_cloudy/s2_cloudy_1/ROIs1158_spring_s2_cloudy_1_p1.tif" ;;
+  classify) printf 'path,class_index,class_name,p_Forest\nForest_1.tif,1,Forest,0.5\n' > "$(arg --out "$@")" ;;
+  remove_clouds) : > "$(arg --out "$@")" ;;
+  raster_diff) echo '{"case":"remove_clouds_cuda_vs_cpu","impl":"nimbus","ok":true,"max_abs_diff":0,"bound_max":1}' ;;
   ceilings.py) echo '{"case":"ceiling_copy","tb_per_s":4.0}'; echo '{"case":"ceiling_bf16_gemm","tflops":700}' ;;
   gpu_reference.py)
     if [[ ${1:-} == kernels ]]; then row gemm_4096 torch_eager bf16 0.95 ""
@@ -125,7 +132,7 @@ EOF
 chmod +x "$work/path"/* "$work/bin/.stub"
 for p in cuda_status test_cuda_real test_gpu_reference gpu_bench_conformance gpu_bench_gemm gpu_bench_conv2d \
          gpu_bench_memory_bound bench_models bench_loader bench_allreduce make_synthetic train_resnet train_dsen2cr \
-         cloud_impact; do
+         cloud_impact classify remove_clouds raster_diff; do
   ln -s .stub "$work/bin/$p"
 done
 
@@ -144,6 +151,18 @@ compare c1 cnan && fail "compare_checkpoints: a NaN passed"
 compare c1 cmiss && fail "compare_checkpoints: a missing tensor passed"
 grep -q "b missing in the second" "$work/compare.out" || fail "compare_checkpoints: the missing tensor is not named"
 compare c1 nonexistent && fail "compare_checkpoints: a missing file passed"
+# compare_csv.py (classify on two devices): probabilities within --max, every text cell equal, same rows.
+printf 'path,class_index,class_name,p_a,p_b\nx.tif,0,a,0.6,0.4\ny.tif,1,b,0.3,0.7\n' > "$work/p1.csv"
+printf 'path,class_index,class_name,p_a,p_b\ny.tif,1,b,0.30005,0.69995\nx.tif,0,a,0.6,0.4\n' > "$work/p2.csv"
+sed 's/,0.4$/,0.41/' "$work/p1.csv" > "$work/p3.csv"
+sed 's/x.tif,0,a/x.tif,0,b/' "$work/p1.csv" > "$work/p4.csv"
+head -2 "$work/p1.csv" > "$work/p5.csv"
+compare_csv() { "$real_py" "$root/scripts/gpu/compare_csv.py" "$work/$1" "$work/$2" --case t --max 1e-4 > "$work/compare.out" 2>&1; }
+compare_csv p1.csv p2.csv || fail "compare_csv: 5e-5 apart, rows in another order, should pass: $(cat "$work/compare.out")"
+compare_csv p1.csv p3.csv && fail "compare_csv: 0.01 apart passed --max 1e-4"
+grep -q '"at": "x.tif p_b"' "$work/compare.out" || fail "compare_csv: the largest difference is not located"
+compare_csv p1.csv p4.csv && fail "compare_csv: another class name passed"
+compare_csv p1.csv p5.csv && fail "compare_csv: a missing row passed"
 
 # ---- the runs -------------------------------------------------------------------------------------
 rehearse() {  # out_dir [REHEARSAL_FAIL value]; prints the exit code
@@ -194,11 +213,19 @@ expect_call "compute-sanitizer --tool racecheck"
 expect_call "cuobjdump --gpu-architecture sm_90a --dump-sass $work/bin/bench_models"
 expect_call "train_dsen2cr "
 expect_call "cloud_impact "
+e=$work/pass/demo
+for dev in cuda cpu; do
+  expect_call "classify --weights $e/resnet/best.safetensors --out $e/classify_$dev.csv --device $dev --precision fp32"
+  expect_call "remove_clouds --weights $e/dsen2cr/last.safetensors --s2 $e/eval/sen12mscr/ROIs1158_spring_s2_cloudy/s2_cloudy_1/ROIs1158_spring_s2_cloudy_1_p1.tif --s1 $e/eval/sen12mscr/ROIs1158_spring_s1/s1_1/ROIs1158_spring_s1_1_p1.tif --out $e/clear_$dev.tif --device $dev"
+done
+expect_call "raster_diff $e/clear_cpu.tif $e/clear_cuda.tif --case remove_clouds_cuda_vs_cpu --max 1"
 grep -q -- "--device cuda" <(grep "^train_dsen2cr " "$calls") || fail "the demo did not train DSen2-CR on cuda"
 grep -q "NIMBUS_CUDA_CONV=mma" "$calls" && fail "a passing run switched to NIMBUS_CUDA_CONV=mma"
 summary=$work/pass/summary.md
 for s in "| case | precision |" "Memory-bound kernels" "Distributed: NCCL" "Models (ms per step" "Ceilings measured" \
-         "Data parallel (ddp_mpi_2ranks_vs_1): largest relative difference of the checkpoints 0.00e+00 (bound 0.001): ok"; do
+         "- ddp_mpi_2ranks_vs_1: largest relative difference 0 (bound 0.001): ok" \
+         "- classify_cuda_vs_cpu: largest absolute difference 0 (bound 0.0001): ok" \
+         "- remove_clouds_cuda_vs_cpu: largest absolute difference 0 (bound 1): ok"; do
   grep -qF -- "$s" "$summary" || fail "summary.md has no '$s' section"
 done
 [[ -s $work/pass/loader.jsonl && -s $work/pass/sweep_table.inc && -s $work/pass/sass_sm90.txt &&
