@@ -2,8 +2,10 @@
 //
 //   raster_diff A.tif B.tif [--max D] [--case NAME]
 // reads both (any type our reader takes: uint8/16, int16, float32; stripped or tiled), requires the
-// same width, height and band count, and prints one JSON line: the largest absolute difference, its
-// band and pixel, how many values differ at all, and whether the largest is at most --max. Exit 0
+// same width, height and band count, and prints one JSON line: the largest absolute difference, where
+// it is (at_band counts from 1 as GDAL's bands do, at_row and at_col from 0 as pixel offsets do; the
+// first value when nothing differs), how many values differ at all, and whether the largest is at most
+// --max. Exit 0
 // when it is, 1 when it is not or when a value is NaN in one file and not the other (a NaN in both
 // places counts as equal), 2 on usage errors. For comparing one program's output on two devices
 // (scripts/gpu_check.sh: remove_clouds on the GPU against the CPU) or two versions of a run; the

@@ -33,7 +33,8 @@
 #                (scripts/gpu/compare_csv.py, raster_diff); only with time left
 #
 # Binaries: from the bundle .gpu/nimbus-gpu.tar.xz that scripts/gpu_package.sh builds and packs on a
-# machine with our Debian libraries (the GPU machine has none); NIMBUS_GPU_BIN=DIR uses binaries
+# machine with our Debian libraries (the GPU machine has none), unpacked into /tmp/nimbus-gpu
+# (NIMBUS_GPU_BUNDLE and NIMBUS_GPU_UNPACK name others: the rehearsal's); NIMBUS_GPU_BIN=DIR uses binaries
 # built in place instead (a workstation: scripts/gpu_package.sh, then NIMBUS_GPU_BIN=build-gpu/bin).
 # cuBLAS/cuDNN come from the CUDA toolkit or the image's nvidia-* Python wheels.
 #
@@ -102,14 +103,15 @@ bin=${NIMBUS_GPU_BIN:-}
 manifest=""
 nimbus_ld=""
 if [[ -z $bin ]]; then
-  bundle=$root/.gpu/nimbus-gpu.tar.xz
+  bundle=${NIMBUS_GPU_BUNDLE:-$root/.gpu/nimbus-gpu.tar.xz}
+  unpack=${NIMBUS_GPU_UNPACK:-/tmp/nimbus-gpu}
   if [[ -f $bundle ]]; then
-    rm -rf /tmp/nimbus-gpu && mkdir -p /tmp/nimbus-gpu
-    if command -v xz > /dev/null; then tar -C /tmp/nimbus-gpu -xJf "$bundle"
-    else python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$bundle" /tmp/nimbus-gpu; fi
-    bin=/tmp/nimbus-gpu/nimbus-gpu/bin
-    manifest=/tmp/nimbus-gpu/nimbus-gpu/MANIFEST
-    nimbus_ld=/tmp/nimbus-gpu/nimbus-gpu/lib
+    rm -rf "$unpack" && mkdir -p "$unpack"
+    if command -v xz > /dev/null; then tar -C "$unpack" -xJf "$bundle"
+    else python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$bundle" "$unpack"; fi
+    bin=$unpack/nimbus-gpu/bin
+    manifest=$unpack/nimbus-gpu/MANIFEST
+    nimbus_ld=$unpack/nimbus-gpu/lib
   else
     echo "gpu_check: no bundle at $bundle: building here (needs our Debian libraries; see scripts/gpu_package.sh)"
     NIMBUS_GPU_BUILD=$root/build-gpu timeout 600 "$root/scripts/gpu_package.sh" && bin=$root/.gpu/nimbus-gpu/bin
@@ -137,13 +139,12 @@ fi
 nimbus_ld=${nimbus_ld#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 NB=(env LD_LIBRARY_PATH="$nimbus_ld")
 # mpirun: the bundle's Open MPI (scripts/gpu_package.sh carries it: the image has none), else one on
-# PATH; with the options a container needs (root, no CPU binding, no cross-memory attach) and the
-# plain shared-memory and TCP transports (the bundle's UCX and verbs would find no network here).
+# PATH, with scripts/gpu/mpirun_options.sh's options.
 mpirun=()
 if [[ -n $manifest && -x $(dirname "$manifest")/mpi/mpirun ]]; then mpirun=("$(dirname "$manifest")/mpi/mpirun")
 elif command -v mpirun > /dev/null; then mpirun=(mpirun); fi
-(( ${#mpirun[@]} )) && mpirun+=(--allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none
-                                --mca pml ob1 --mca btl self,vader,tcp -x LD_LIBRARY_PATH)
+source "$root/scripts/gpu/mpirun_options.sh"  # mpirun_options: shared with gpu_package.sh's check
+(( ${#mpirun[@]} )) && mpirun+=("${mpirun_options[@]}")
 # The commit the binaries were built from: the bundle's MANIFEST (the device's copy of .git, if any,
 # can be stale: on 2026-12-04 it named an older commit than the one that ran), else git.
 commit=""
@@ -188,7 +189,7 @@ phase_smoke() {
   (nvcc --version || /usr/local/cuda/bin/nvcc --version) 2>&1 | tail -2
   g++ --version | head -1; cmake --version | head -1; uname -r
   # For two MPI ranks sharing the GPU (#17): is there an MPI here, and which one does mpi4py use?
-  echo "mpirun: $(command -v mpirun || echo none) $(mpirun --version 2>/dev/null | head -1)"
+  echo "mpirun: ${mpirun[0]:-none} $( (( ${#mpirun[@]} )) && "${NB[@]}" "${mpirun[0]}" --version 2>/dev/null | head -1)"
   python3 -c 'import mpi4py; print("mpi4py:", mpi4py.get_config())' 2>/dev/null | head -2 || echo "mpi4py: none"
   [[ -n $manifest && -f $manifest ]] && cat "$manifest"
   echo "our programs' LD_LIBRARY_PATH=$nimbus_ld"
@@ -250,7 +251,10 @@ phase_distributed() {
   # through host memory (#17). First the all-reduce itself, then a whole training run.
   if (( ${#mpirun[@]} == 0 )); then echo "  no mpirun (no mpi/ in the bundle, none on PATH): two ranks not run"; return; fi
   t 15 "${NB[@]}" "${mpirun[@]}" -np 2 "$bin/bench_allreduce" --max-floats 16777216 --reps 5 > "$out/allreduce.jsonl"
-  note_rc "bench_allreduce, 2 MPI ranks (host memory)" $?
+  local arc=$?
+  note_rc "bench_allreduce, 2 MPI ranks (host memory)" $arc
+  # Two ranks that could not start here will not train either: keep the phase's time for the others.
+  (( arc == 0 )) || { echo "  two ranks do not run here: the data-parallel training is not tried"; return; }
   # 8 generated triplets (all in the training split), 3 epochs of 2 global batches of 4, fp32 (TF32
   # would round the two runs' different sums differently); the CPU's same check measured 1.1e-5.
   local d=$out/ddp
@@ -340,9 +344,11 @@ phase_demo() {
   # The two apps the demo does not run (#15: every app with --device cuda), with the demo's models, on
   # the GPU and on the CPU in fp32: the same probabilities within 1e-4, the same image within 1 DN.
   local e=$out/demo dev s2 s1
-  if [[ -f $e/resnet/best.safetensors && -f $e/dsen2cr/last.safetensors ]]; then
-    s2=$(find "$e/eval/sen12mscr" -path '*_s2_cloudy/*' -name '*.tif' | sort | head -1)
-    s1=${s2//s2_cloudy/s1}
+  s2=$(find "$e/eval/sen12mscr" -path '*_s2_cloudy/*' -name '*.tif' 2> /dev/null | sort | head -1)
+  s1=${s2//s2_cloudy/s1}
+  if [[ ! -f $s2 || ! -f $s1 ]]; then
+    echo "  the demo left no cloudy scene with its S1 under $e/eval: classify and remove_clouds not run"; phase_ok=0
+  elif [[ -f $e/resnet/best.safetensors && -f $e/dsen2cr/last.safetensors ]]; then
     for dev in cuda cpu; do
       t 20 "${NB[@]}" "$bin/classify" --weights "$e/resnet/best.safetensors" --out "$e/classify_$dev.csv" --device "$dev" \
         --precision fp32 --threads 16 "$e/data/eurosat" >> "$out/demo.log" 2>&1

@@ -122,8 +122,8 @@ echo "gpu_package: bundle + working tree $(((size + tree) / 1048576)) MiB of the
 # one; a container may forbid it) Debian's Open MPI is hidden first: its folders under empty ones, its
 # libraries and programs under /dev/null. A part the bundle lacks then fails here, not on the device.
 mpi_check() {
-  local run=(env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="$stage/lib" "$stage/mpi/mpirun" --allow-run-as-root
-             --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none -np 2
+  source "$root/scripts/gpu/mpirun_options.sh"  # the device's options (gpu_check.sh uses the same file)
+  local run=(env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="$stage/lib" "$stage/mpi/mpirun" "${mpirun_options[@]}" -np 2
              "$stage/bin/bench_allreduce" --max-floats 65536 --reps 3)
   local hide=() how="Debian's Open MPI hidden" msg rc
   if unshare -m mount -t tmpfs none /mnt 2> /dev/null; then  # may this process make one?

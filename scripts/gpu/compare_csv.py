@@ -57,6 +57,9 @@ def main():
         problems.append(f"{len(set(a) ^ set(b))} rows are in one file only")
     worst, where, text_differ, cells = 0.0, "", 0, 0
     for name in sorted(set(a) & set(b)):
+        if not len(a[name]) == len(b[name]) == len(ha):
+            problems.append(f"{name}: {len(a[name])} and {len(b[name])} cells for {len(ha)} columns")
+            continue
         for col, x, y in zip(ha, a[name], b[name]):
             u, v = number(x), number(y)
             if u is None or v is None:

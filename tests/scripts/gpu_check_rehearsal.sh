@@ -8,13 +8,15 @@
 #
 # Stand-ins, first on PATH: nvidia-smi (an "H200"), cuobjdump (a few SASS lines), compute-sanitizer,
 # mpirun (one process, not two), and python3 for the two PyTorch scripts (everything else goes to the
-# real python3: results.py and compare_checkpoints.py run for real). NIMBUS_GPU_BIN
-# points at stand-ins for the bundle's programs. Each logs its command line and prints rows shaped
-# like the real program's. Two runs:
-#   1. everything passes: exit 0, every phase "passed", the expected commands, a summary with every
+# real python3: results.py and the comparison scripts run for real). Stand-ins for the bundle's
+# programs log their command lines and print rows shaped like the real programs'. Two runs:
+#   1. from a stand-in bundle (bin/, mpi/mpirun, MANIFEST, packed with xz as gpu_package.sh packs it),
+#      as the GPU machine runs: everything passes: exit 0, every phase "passed", the expected commands
+#      (the bundle's mpirun for the ranks), the MANIFEST's commit in the rows, a summary with every
 #      section, no shell error in the log;
-#   2. the wgmma validation fails: exit 1, that line FAILED, and the later phases run with
-#      NIMBUS_CUDA_CONV=mma (the fallback the script promises).
+#   2. from NIMBUS_GPU_BIN (a workstation's build; mpirun from PATH), the wgmma validation failing:
+#      exit 1, that line FAILED, and the later phases run with NIMBUS_CUDA_CONV=mma (the fallback the
+#      script promises).
 # Before them, scripts/gpu/compare_checkpoints.py (the distributed phase's verdict) on made-up
 # checkpoints: equal passes, a difference over the bound, a missing tensor or a NaN fails.
 set -uo pipefail
@@ -104,10 +106,11 @@ case $name in
   train_dsen2cr|train_resnet)  # a checkpoint, the same for every run: the comparison sees equal weights
     out=$(arg --out "$@")
     mkdir -p "$out" && python3 "$REHEARSAL_CKPT" "$out/last.safetensors" 1 && cp "$out/last.safetensors" "$out/best.safetensors" ;;
-  make_synthetic)  # the folders the demo phase looks in, with an empty cloudy "triplet"
-    out=$(arg --out "$@")
-    mkdir -p "$out/eurosat/Forest" "$out/sen12mscr/ROIs1158_spring_s2_cloudy/s2_cloudy_1"
-    : > "$out/sen12mscr/ROIs1158_spring_s2_cloudy/s2_cloudy_1/ROIs1158_spring_s2_cloudy_1_p1.tif" ;;
+  make_synthetic)  # the folders the demo phase looks in, with an empty cloudy scene and its S1
+    out=$(arg --out "$@")/sen12mscr
+    mkdir -p "$out/../eurosat/Forest" "$out/ROIs1158_spring_s2_cloudy/s2_cloudy_1" "$out/ROIs1158_spring_s1/s1_1"
+    : > "$out/ROIs1158_spring_s2_cloudy/s2_cloudy_1/ROIs1158_spring_s2_cloudy_1_p1.tif"
+    : > "$out/ROIs1158_spring_s1/s1_1/ROIs1158_spring_s1_1_p1.tif" ;;
   classify) printf 'path,class_index,class_name,p_Forest\nForest_1.tif,1,Forest,0.5\n' > "$(arg --out "$@")" ;;
   remove_clouds) : > "$(arg --out "$@")" ;;
   raster_diff) echo '{"case":"remove_clouds_cuda_vs_cpu","impl":"nimbus","ok":true,"max_abs_diff":0,"bound_max":1}' ;;
@@ -150,6 +153,8 @@ compare c1 c1 --min 1e-2 && fail "compare_checkpoints: equal checkpoints passed 
 compare c1 cnan && fail "compare_checkpoints: a NaN passed"
 compare c1 cmiss && fail "compare_checkpoints: a missing tensor passed"
 grep -q "b missing in the second" "$work/compare.out" || fail "compare_checkpoints: the missing tensor is not named"
+compare cmiss c1 && fail "compare_checkpoints: a tensor only in the second file passed"
+grep -q "b missing in the first" "$work/compare.out" || fail "compare_checkpoints: the extra tensor is not named"
 compare c1 nonexistent && fail "compare_checkpoints: a missing file passed"
 # compare_csv.py (classify on two devices): probabilities within --max, every text cell equal, same rows.
 printf 'path,class_index,class_name,p_a,p_b\nx.tif,0,a,0.6,0.4\ny.tif,1,b,0.3,0.7\n' > "$work/p1.csv"
@@ -163,18 +168,31 @@ compare_csv p1.csv p3.csv && fail "compare_csv: 0.01 apart passed --max 1e-4"
 grep -q '"at": "x.tif p_b"' "$work/compare.out" || fail "compare_csv: the largest difference is not located"
 compare_csv p1.csv p4.csv && fail "compare_csv: another class name passed"
 compare_csv p1.csv p5.csv && fail "compare_csv: a missing row passed"
+sed 's/,0.4$//' "$work/p1.csv" > "$work/p6.csv"
+compare_csv p1.csv p6.csv && fail "compare_csv: a row with a cell missing passed"
 
 # ---- the runs -------------------------------------------------------------------------------------
-rehearse() {  # out_dir [REHEARSAL_FAIL value]; prints the exit code
+# The stand-in bundle: the same stand-ins, an mpirun of its own that says so, and a MANIFEST.
+pack=$work/pack/nimbus-gpu
+mkdir -p "$pack/bin" "$pack/lib" "$pack/mpi"
+cp -P "$work/bin/.stub" "$work/bin"/* "$pack/bin/"
+sed 's/^echo "mpirun /echo "bundle-mpirun /' "$work/path/mpirun" > "$pack/mpi/mpirun"
+chmod +x "$pack/mpi/mpirun"
+printf 'nimbus GPU bundle\ncommit 0123456789abcdef0123456789abcdef01234567\n' > "$pack/MANIFEST"
+tar -C "$work/pack" -cf - nimbus-gpu | xz -1 > "$work/bundle.tar.xz"
+unpacked=$work/unpack/nimbus-gpu/bin
+
+rehearse() {  # out_dir bundle|bin [REHEARSAL_FAIL value]; prints the exit code
   : > "$calls"
-  PATH="$work/path:$PATH" NIMBUS_GPU_BIN="$work/bin" REHEARSAL_CALLS="$calls" REHEARSAL_FAIL="${2:-}" \
-    REHEARSAL_BIN="$work/bin" REHEARSAL_CKPT="$work/ckpt.py" \
-    OUT="" "$root/scripts/gpu_check.sh" --out "$1" > "$1.stdout" 2>&1
+  local from=(NIMBUS_GPU_BUNDLE="$work/bundle.tar.xz" NIMBUS_GPU_UNPACK="$work/unpack" REHEARSAL_BIN="$unpacked")
+  [[ $2 == bin ]] && from=(NIMBUS_GPU_BIN="$work/bin" REHEARSAL_BIN="$work/bin")
+  env PATH="$work/path:$PATH" "${from[@]}" REHEARSAL_CALLS="$calls" REHEARSAL_FAIL="${3:-}" \
+    REHEARSAL_CKPT="$work/ckpt.py" OUT="" "$root/scripts/gpu_check.sh" --out "$1" > "$1.stdout" 2>&1
   echo $?
 }
 phases=(smoke correctness distributed kernels sass models memory sweep demo)
 
-rc=$(rehearse "$work/pass")
+rc=$(rehearse "$work/pass" bundle)
 log=$work/pass/gpu_check.log
 [[ $rc == 0 ]] || fail "the passing rehearsal exited $rc (see below)"
 for p in "${phases[@]}"; do grep -q "^phase $p: passed" "$log" || fail "phase $p did not pass"; done
@@ -202,15 +220,19 @@ expect_call "gpu_bench_memory_bound --case all"
 expect_call "gpu_bench_conv2d --sweep all --sweep-table $work/pass/sweep_table.inc"
 expect_call "cuda_status --nccl"
 expect_call "mpirun --allow-run-as-root --oversubscribe --bind-to none"
-expect_call "-np 2 $work/bin/bench_allreduce --max-floats"
+expect_call "-np 2 $unpacked/bench_allreduce --max-floats"
 expect_call "train_dsen2cr --data $work/pass/ddp/data/sen12mscr --epochs 3"
 expect_call "--device cuda --precision fp32 --out $work/pass/ddp/one --batch-size 4"
-expect_call "-np 2 $work/bin/train_dsen2cr --data $work/pass/ddp/data/sen12mscr"
+expect_call "-np 2 $unpacked/train_dsen2cr --data $work/pass/ddp/data/sen12mscr"
 grep -q -- "-> 2 ranks of batch 2 against 1 rank of batch 4: checkpoints within 1e-3: ok" "$log" ||
   fail "the data-parallel comparison did not pass"
 expect_call "compute-sanitizer --tool memcheck"
 expect_call "compute-sanitizer --tool racecheck"
-expect_call "cuobjdump --gpu-architecture sm_90a --dump-sass $work/bin/bench_models"
+expect_call "cuobjdump --gpu-architecture sm_90a --dump-sass $unpacked/bench_models"
+grep -q "^bundle-mpirun .* -np 2 $unpacked/train_dsen2cr " "$calls" || fail "the ranks did not start from the bundle's mpi/mpirun"
+grep -q '^mpirun ' "$calls" && fail "an mpirun from PATH ran although the bundle has one"
+grep -q '"commit": "0123456789ab"' "$work/pass/results.jsonl" || fail "the rows do not carry the MANIFEST's commit"
+grep -q "^mpirun: $work/unpack/nimbus-gpu/mpi/mpirun" "$log" || fail "the smoke phase did not name the bundle's mpirun"
 expect_call "train_dsen2cr "
 expect_call "cloud_impact "
 e=$work/pass/demo
@@ -233,7 +255,7 @@ done
 grep -q "igemm_kernel_bf16_rehearsal: HMMA 1, LDSM 1" "$log" || fail "the SASS counts were not printed"
 
 # The wgmma validation fails: the run says so, exits 1, and the later phases fall back to mma.sync.
-rc=$(rehearse "$work/fallback" "gpu_bench_conv2d --versions 6,7,8,9")
+rc=$(rehearse "$work/fallback" bin "gpu_bench_conv2d --versions 6,7,8,9")
 log=$work/fallback/gpu_check.log
 [[ $rc == 1 ]] || fail "a failed wgmma validation exited $rc, not 1"
 grep -q -- "-> wgmma convolutions (small validation): FAILED (exit 1)" "$log" || fail "the wgmma failure is not reported"
