@@ -288,6 +288,7 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   const AugmentDraw d = draw_augment(rng, H, W, o.augment);
   const Window win = crop_window(d, H, W, o.augment);
   const bool on_device = o.flip_rotate_on_device;  // pixels left as read; the code travels with the batch
+  const int code = 4 * d.flip + d.rot;              // kernels/common/dihedral.h's numbering
   NIMBUS_CHECK(!on_device || win.width == win.height, "sen12mscr: ", t.s2_cloudy, ": flips on the device need a ",
                "square crop, not ", win.width, "x", win.height);
   Raster r[3];
@@ -307,11 +308,10 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   if (o.mask_fn) {
     // On raw DN, after the geometry, before clipping (reference order). With the flips left to the
     // device the detector examines the turned crop in place, and its mask is moved back.
-    const int code = on_device ? 4 * d.flip + d.rot : 0;
-    mask = o.mask_fn(cloudy, code);
+    mask = o.mask_fn(cloudy, on_device ? code : 0);
     NIMBUS_CHECK(mask.size() == hw, "sen12mscr: ", t.s2_cloudy, ": mask function returned ", mask.size(),
                  " values for a ", w, "x", h, " crop");
-    if (code != 0) {
+    if (on_device && code != 0) {
       std::vector<float> as_read(hw);
       undo_flip_rotate(mask.data(), as_read.data(), 1, h, w, d.flip, d.rot);
       mask = std::move(as_read);
@@ -336,7 +336,7 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
     if (!on_device) flip_rotate(lc, d.flip, d.rot);
     s.add("lc", Shape{4, h, w}, std::move(lc.data));
   }
-  if (on_device) s.add("augment", Shape{}, {float(4 * d.flip + d.rot)});
+  if (on_device) s.add("augment", Shape{}, {float(code)});
   return s;
 }
 
