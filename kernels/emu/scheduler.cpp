@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <vector>
@@ -230,6 +231,9 @@ struct Block {
 thread_local Block tls_block;
 
 std::string site(const char* file, int line) { return str(file, ":", line); }
+// One source file? (__FILE__ strings: usually the same pointer; compared without a std::string, which
+// would be a heap allocation per lane of every warp collective.)
+bool same_file(const char* a, const char* b) { return a == b || std::strcmp(a, b) == 0; }
 
 // "0-9,12,40-43": compact list of linear thread ids.
 std::string ids(const std::vector<int>& v) {
@@ -340,7 +344,7 @@ EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask)
     // A collective instruction is `.aligned`: every lane at the same instruction (call site).
     bool same = o.op == me.op && o.mask == mask &&
                 (me.op != WarpOp::Collective ||
-                 (o.coll_fn == me.coll_fn && o.line == me.line && std::string(o.file) == me.file));
+                 (o.coll_fn == me.coll_fn && o.line == me.line && same_file(o.file, me.file)));
     if (same) continue;
     std::string msg = str("warp ", warp, ": lane ", l, " is in ", op_name(o), "(mask 0x", std::hex, o.mask, std::dec, ") at ",
                           site(o.file, o.line), " while lane ", me.tid % 32, " is in ", op_name(me), "(mask 0x",
@@ -491,7 +495,7 @@ EMU_NO_TSAN std::string release_or_diagnose(Block& b, bool strict_mode) {
       std::vector<int> same;
       for (int j : at_event) {
         const Thread& t = b.threads[size_t(j)];
-        if (!seen[size_t(j)] && t.event_key == t0.event_key && t.line == t0.line && std::string(t.file) == t0.file)
+        if (!seen[size_t(j)] && t.event_key == t0.event_key && t.line == t0.line && same_file(t.file, t0.file))
           same.push_back(j), seen[size_t(j)] = true;
       }
       msg += str(" Threads ", ids(same), " wait in ", t0.event_name, " at ", site(t0.file, t0.line), ": ",
@@ -507,7 +511,7 @@ EMU_NO_TSAN std::string release_or_diagnose(Block& b, bool strict_mode) {
   std::vector<int> elsewhere;
   for (int id : at_barrier) {
     const Thread& t = b.threads[size_t(id)];
-    if (t.line != t0.line || std::string(t.file) != t0.file) elsewhere.push_back(id);
+    if (t.line != t0.line || !same_file(t.file, t0.file)) elsewhere.push_back(id);
   }
   if (!elsewhere.empty()) {
     const Thread& t1 = b.threads[size_t(elsewhere[0])];
@@ -720,7 +724,7 @@ EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_
   } else {
     for (size_t i = first; i < first + 128; ++i) {
       const Thread& o = b.threads[i];
-      if (o.op == WarpOp::Group && o.coll_fn == fn && o.line == line && std::string(o.file) == file) continue;
+      if (o.op == WarpOp::Group && o.coll_fn == fn && o.line == line && same_file(o.file, file)) continue;
       std::string msg = str("warpgroup ", wg, ": thread ", o.tid, " is in ", op_name(o), " at ", site(o.file, o.line),
                             " while thread ", t.tid, " is in ", name, " at ", site(file, line),
                             ": all 128 threads of a warpgroup must execute the same instruction (.aligned)");
