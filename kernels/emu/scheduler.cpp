@@ -403,11 +403,11 @@ EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask)
 
 // ---------------------------------------------------------------------------------------------
 // The block loop.
-std::vector<int> permutation(int n, const OrderSpec& o, std::mt19937_64& rng) {
-  std::vector<int> p(static_cast<size_t>(n));
+// Into p, which the scheduler keeps across its rounds (one round per warp primitive or barrier).
+void permutation(std::vector<int>& p, int n, const OrderSpec& o, std::mt19937_64& rng) {
+  p.resize(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) p[size_t(i)] = o.order == Order::Reverse ? n - 1 - i : i;
   if (o.order == Order::Shuffle) std::shuffle(p.begin(), p.end(), rng);
-  return p;
 }
 
 EMU_NO_TSAN void start_or_resume(Block& b, Thread& t) {
@@ -561,9 +561,11 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
   std::mt19937_64 rng(order_spec.seed * 0x9E3779B97F4A7C15ull + block_linear);
   ++b.stats.blocks;
   b.stats.threads += n;
+  thread_local std::vector<int> round;
   for (;;) {
     bool ran = false;
-    for (int i : permutation(n, order_spec, rng)) {
+    permutation(round, n, order_spec, rng);
+    for (int i : round) {
       Thread& t = b.threads[size_t(i)];
       if (t.state != State::Fresh && t.state != State::Ready) continue;
       start_or_resume(b, t);
@@ -673,7 +675,7 @@ EMU_NO_TSAN uint32_t warp_arrive(WarpOp op, uint32_t mask, uint32_t value, int a
   __tsan_release(&b.warp_token[warp]);
 #endif
   bool complete = true;
-  for (int l = 0; l < 32; ++l)
+  for (int l = 0; l < 32 && complete; ++l)
     if ((mask >> l & 1) && b.threads[size_t(warp * 32 + l)].state != State::AtWarp) complete = false;
   if (complete)
     complete_warp_op(b, t, warp, mask);
