@@ -256,7 +256,7 @@ EMU_NO_TSAN ThreadCopies& my_copies() {
   if (b.serial != current_block_serial()) {  // a new block: what an earlier one left is gone
     b.serial = current_block_serial();
     for (ThreadCopies& t : b.threads) t.pending.clear(), t.committed = 0;
-    while (!b.inflight.empty()) b.remove(b.inflight.begin()->first);
+    while (!b.inflight.empty()) b.spare.push_back(b.inflight.extract(b.inflight.begin()));
   }
   size_t tid = size_t(current_thread_id());
   if (b.threads.size() <= tid) b.threads.resize(tid + 1);
