@@ -23,10 +23,12 @@
 //
 // --device cuda runs the GPU cases (the models phase of scripts/gpu_check.sh, next to
 // bench/torch/gpu_reference.py on the same GPU):
-//   resnet50_train_b256_64[_graph|_nofold]  resnet50_infer_b256_64  dsen2cr_train_B16F256_b16_128[_graph]
-//   dsen2cr_infer_B16F256_b1_256
+//   resnet50_train_b256_64[_graph|_nofold|_prologue]  resnet50_infer_b256_64
+//   dsen2cr_train_B16F256_b16_128[_graph]  dsen2cr_infer_B16F256_b1_256
 // (_graph: the same step captured once as a CUDA graph and replayed; _nofold: batch norm's statistics by its
-// own kernels, not in the convolutions' epilogue: backends/cuda/backend.h bn_fold). Each step ends with a device synchronisation (host clock around step + sync). The row adds, per
+// own kernels, not in the convolutions' epilogue: backends/cuda/backend.h bn_fold; _prologue: each
+// bottleneck's batch norm + ReLU applied by the next convolution as it reads its input, engine/nn/layers.h
+// bn_relu_prologue). Each step ends with a device synchronisation (host clock around step + sync). The row adds, per
 // step, the kernel launches, host waits and memcpys the backend counted (kernels/cuda/stream.h; the closing
 // synchronisation is not counted), the peak memory the CUDA caching allocator held (in use +
 // cached: PyTorch's max_memory_reserved), and, from one extra step under the op profiler
@@ -51,6 +53,7 @@
 #include "engine/backend.h"
 #include "engine/device.h"
 #include "engine/graph.h"
+#include "engine/nn/layers.h"  // bn_relu_prologue
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
 #include "models/classifier.h"
@@ -316,6 +319,13 @@ const std::vector<Case>& cuda_cases() {
        [](int it) {
          const cuda::BnFoldScope no_fold(false);
          resnet50("resnet50_train_b256_64_nofold", 256, true, it ? it : 10);
+       }},
+      {"resnet50_train_b256_64_prologue",  // each batch norm + ReLU in the next convolution's prologue
+       [](int it) {
+         const bool saved = bn_relu_prologue();
+         set_bn_relu_prologue(true);
+         resnet50("resnet50_train_b256_64_prologue", 256, true, it ? it : 10);
+         set_bn_relu_prologue(saved);
        }},
       {"resnet50_infer_b256_64", [](int it) { resnet50("resnet50_infer_b256_64", 256, false, it ? it : 20); }},
       {"dsen2cr_train_B16F256_b16_128",

@@ -53,12 +53,13 @@ ResidualBlock::ResidualBlock(BlockType type, int64_t in, int64_t planes, int str
   }
 }
 
-// Every conv -> bn pair goes through conv_bn: in training a backend may compute the batch statistics
-// in the convolution's epilogue.
+// Every conv -> bn pair goes through conv_bn (the main path as one conv_bn_chain): in training a backend
+// may compute the batch statistics in the convolution's epilogue, and with bn_relu_prologue() apply each
+// batch norm + ReLU in the next convolution's prologue.
 Tensor ResidualBlock::forward(const Tensor& x) {
-  Tensor h = conv_bn(*conv1_, *bn1_, x, true);
-  if (type_ == BlockType::Bottleneck) h = conv_bn(*conv3_, *bn3_, conv_bn(*conv2_, *bn2_, h, true), false);
-  else h = conv_bn(*conv2_, *bn2_, h, false);
+  const ConvBn p1{conv1_.get(), bn1_.get()}, p2{conv2_.get(), bn2_.get()};
+  const Tensor h = type_ == BlockType::Bottleneck ? conv_bn_chain({p1, p2, {conv3_.get(), bn3_.get()}}, x, false)
+                                                  : conv_bn_chain({p1, p2}, x, false);
   if (!downsample_) return add_relu(h, x);
   auto* ds_conv = dynamic_cast<Conv2d*>(&(*downsample_)[0]);
   auto* ds_bn = downsample_->size() == 2 ? dynamic_cast<BatchNorm2d*>(&(*downsample_)[1]) : nullptr;

@@ -306,8 +306,11 @@ phase_memory() {
 phase_models() {
   local c
   # _nofold: the same step with batch norm's statistics by its own kernels (#15: the fold into the conv
-  # epilogue stays the default only if it measures faster).
+  # epilogue stays the default only if it measures faster). _prologue: each bottleneck's batch norm +
+  # ReLU applied by the next convolution as it gathers its input (off by default until this row is
+  # faster than the first).
   for c in resnet50_train_b256_64:40 resnet50_train_b256_64_graph:40 resnet50_train_b256_64_nofold:30 \
+           resnet50_train_b256_64_prologue:30 \
            resnet50_infer_b256_64:25 dsen2cr_train_B16F256_b16_128:75 dsen2cr_infer_B16F256_b1_256:25; do
     rows models t "${c#*:}" "${NB[@]}" "$bin/bench_models" --device cuda --cases "${c%:*}"
     note_rc "bench_models --device cuda ${c%:*}" $?

@@ -101,6 +101,17 @@ void conv2d_forward_bn_stats(T* y, const T* x, const T* w, const T* b, const Con
   batchnorm_train_stats(mean, invstd, running_mean, running_var, count, static_cast<const T*>(y), g.N, g.K,
                         g.P() * g.Q(), momentum, eps);
 }
+// With the previous layer's batch norm + ReLU: that activation in host scratch, then the pair.
+template <typename T>
+void bnrelu_conv2d_forward_bn_stats(T* y, const T* x, const float* in_mean, const float* in_invstd,
+                                    const float* in_weight, const float* in_bias, const T* w, const T* b,
+                                    const ConvGeom& g, float* ws, float* mean, float* invstd, float* running_mean,
+                                    float* running_var, float* count, float momentum, float eps) {
+  std::vector<T> a(size_t(g.N * g.C * g.H * g.W));
+  batchnorm_forward(a.data(), x, in_mean, in_invstd, in_weight, in_bias, g.N, g.C, g.H * g.W, true);
+  conv2d_forward_bn_stats(y, static_cast<const T*>(a.data()), w, b, g, ws, mean, invstd, running_mean, running_var,
+                          count, momentum, eps);
+}
 // The residual sum as a second pass (y = r + s y, elementwise in place).
 template <typename T>
 void conv2d_residual_forward(T* y, const T* x, const T* w, const T* b, const T* r, float s, const ConvGeom& g,

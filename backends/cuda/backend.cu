@@ -281,6 +281,29 @@ void conv2d_forward_bn_stats(E* y, const E* x, const E* w, const E* b, const Con
   conv2d_forward(y, x, w, b, g, ws, false);
   batchnorm_train_stats<E>(mean, invstd, running_mean, running_var, count, y, g.N, g.K, g.P() * g.Q(), momentum, eps);
 }
+// The pair reading relu(batch_norm(x)) of the previous layer: with the fold, the tensor-core forward
+// applies it in its gather (the prologue); else that activation goes to scratch and the pair runs on it.
+template <typename E>
+void bnrelu_conv2d_forward_bn_stats(E* y, const E* x, const float* in_mean, const float* in_invstd,
+                                    const float* in_weight, const float* in_bias, const E* w, const E* b,
+                                    const ConvGeom& g, float* ws, float* mean, float* invstd, float* running_mean,
+                                    float* running_var, float* count, float momentum, float eps) {
+  const bool tc = std::is_same_v<E, bfloat16> || tf32_on();
+  const bool on_wgmma = tc && wgmma_for<E>(g, TcKind::ConvForward);
+  if (bn_fold() && (on_wgmma || (tc && conv2d_tc_supported(g)))) {
+    const BnReluIn in{in_mean, in_invstd, in_weight, in_bias};
+    float* moments = ws + conv2d_bn_moments_offset(g);
+    const int chunks = on_wgmma ? conv2d_wgmma_forward_bn_moments<E>(y, x, w, b, g, ws, moments, in)
+                                : conv2d_tc_forward_bn_moments<E>(y, x, w, b, g, moments, {}, in);
+    return batchnorm_stats_from_moments(mean, invstd, running_mean, running_var, count, moments, g.K, chunks,
+                                        g.N * g.P() * g.Q(), momentum, eps);
+  }
+  const int64_t n = g.N * g.C * g.H * g.W;
+  Tensor a = Tensor::empty({n}, Device::CUDA, std::is_same_v<E, bfloat16> ? DType::BF16 : DType::F32);
+  E* ap = a.data_as<E>();
+  cuda::batchnorm_forward(ap, x, in_mean, in_invstd, in_weight, in_bias, g.N, g.C, g.H * g.W, true);
+  conv2d_forward_bn_stats<E>(y, ap, w, b, g, ws, mean, invstd, running_mean, running_var, count, momentum, eps);
+}
 
 // Batch norm: a channel's values over several blocks when the channels alone would not fill the GPU
 // (batchnorm.h batchnorm_splits), with float32 scratch from the caching allocator, on the stream.
@@ -387,6 +410,17 @@ void install_reference(Reference r) {
                                        float* ws, float* mean, float* invstd, float* rm, float* rv, float* count,
                                        float momentum, float eps) {
       ref::cudnn_conv2d_forward(y, x, w, b, g, ws);
+      cuda_entries::batchnorm_train_stats<float>(mean, invstd, rm, rv, count, y, g.N, g.K, g.P() * g.Q(), momentum,
+                                                 eps);
+    };
+    // The batch norm + ReLU written out (cuDNN has no such prologue), then the pair above.
+    t.f32.bnrelu_conv2d_forward_bn_stats = [](float* y, const float* x, const float* im, const float* is,
+                                              const float* iw, const float* ib, const float* w, const float* b,
+                                              const ConvGeom& g, float* ws, float* mean, float* invstd, float* rm,
+                                              float* rv, float* count, float momentum, float eps) {
+      Tensor a = Tensor::empty({g.N * g.C * g.H * g.W}, Device::CUDA);
+      cuda::batchnorm_forward(a.data(), x, im, is, iw, ib, g.N, g.C, g.H * g.W, true);
+      ref::cudnn_conv2d_forward(y, a.data(), w, b, g, ws);
       cuda_entries::batchnorm_train_stats<float>(mean, invstd, rm, rv, count, y, g.N, g.K, g.P() * g.Q(), momentum,
                                                  eps);
     };

@@ -1,7 +1,10 @@
 // layers.cpp: each layer = its parameters + a call to the op that does the work.
 #include "engine/nn/layers.h"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <typeinfo>
 
 #include "engine/distributed/sync_batchnorm.h"
@@ -77,6 +80,54 @@ Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, bool relu) {
   const Tensor y = conv2d_bn_stats(x, conv.weight, conv.bias, conv.stride, conv.padding, mean, invstd,
                                    bn.running_mean, bn.running_var, bn.momentum, bn.eps, &bn.num_batches_tracked);
   return batch_norm2d_from_stats(y, bn.weight, bn.bias, mean, invstd, relu);
+}
+
+namespace {
+std::atomic<bool>& prologue_flag() {
+  static std::atomic<bool> on = [] {
+    const char* v = std::getenv("NIMBUS_BN_PROLOGUE");
+    if (!v) return false;
+    const std::string s = v;
+    NIMBUS_CHECK(s == "0" || s == "1", "NIMBUS_BN_PROLOGUE=", s,
+                 ": expected 1 (batch norm + ReLU in the next convolution's prologue) or 0");
+    return s == "1";
+  }();
+  return on;
+}
+bool prologue_eligible(const ConvBn& p) {
+  return typeid(*p.conv) == typeid(Conv2d) && typeid(*p.bn) == typeid(BatchNorm2d) && p.bn->is_training() &&
+         !p.bn->sync;
+}
+}  // namespace
+
+void set_bn_relu_prologue(bool on) { prologue_flag() = on; }
+bool bn_relu_prologue() { return prologue_flag().load(); }
+
+Tensor conv_bn_chain(std::initializer_list<ConvBn> pairs, const Tensor& x, bool relu) {
+  NIMBUS_CHECK(pairs.size() > 0, "conv_bn_chain: no conv -> bn pairs");
+  bool fused = bn_relu_prologue() && pairs.size() > 1;
+  for (const ConvBn& p : pairs) fused = fused && prologue_eligible(p);
+  if (!fused) {
+    Tensor h = x;
+    size_t i = 0;
+    for (const ConvBn& p : pairs) h = conv_bn(*p.conv, *p.bn, h, ++i < pairs.size() || relu);
+    return h;
+  }
+  // y: the last pair's raw convolution output, (mean, invstd) its batch statistics, prev its batch norm.
+  Tensor y, mean, invstd;
+  BatchNorm2d* prev = nullptr;
+  for (const ConvBn& p : pairs) {
+    Conv2d& c = *p.conv;
+    BatchNorm2d& b = *p.bn;
+    Tensor m, s;
+    y = prev ? bn_relu_conv2d_bn_stats(y, prev->weight, prev->bias, mean, invstd, c.weight, c.bias, c.stride,
+                                       c.padding, m, s, b.running_mean, b.running_var, b.momentum, b.eps,
+                                       &b.num_batches_tracked)
+             : conv2d_bn_stats(x, c.weight, c.bias, c.stride, c.padding, m, s, b.running_mean, b.running_var,
+                               b.momentum, b.eps, &b.num_batches_tracked);
+    mean = m, invstd = s, prev = &b;
+  }
+  return batch_norm2d_from_stats(y, prev->weight, prev->bias, mean, invstd, relu);
 }
 
 Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Rng& rng) {

@@ -11,6 +11,8 @@
 // with a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and bias
 // U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Models wanting another init re-initialise.
 #pragma once
+#include <initializer_list>
+
 #include "engine/nn/module.h"
 #include "engine/random.h"
 
@@ -46,6 +48,22 @@ class BatchNorm2d : public UnaryModule {
 // otherwise the two modules' forwards. A subclass of either (one that overrides forward) gets its own
 // forwards, then ReLU.
 Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, bool relu);
+
+// A chain of conv -> bn pairs with a ReLU after every batch norm but the last, which has one when
+// `relu` (ResNet's bottleneck: three pairs; its basic block: two). With bn_relu_prologue() on, in
+// training, each convolution after the first reads the previous pair's raw output through
+// bn_relu_conv2d_bn_stats (engine/ops/conv.h: that batch norm + ReLU in the convolution's prologue,
+// the activation never written or kept); otherwise, or when a pair is not eligible as conv_bn's fused
+// path (a subclass, eval, a synchronised batch norm), conv_bn after conv_bn. The same bits either way.
+struct ConvBn {
+  Conv2d* conv;
+  BatchNorm2d* bn;
+};
+Tensor conv_bn_chain(std::initializer_list<ConvBn> pairs, const Tensor& x, bool relu);
+// Process-wide; NIMBUS_BN_PROLOGUE=1 or 0 sets it at start-up. Off by default: it saves the activation's
+// write, read and memory but rereads x per tap, and which is faster on a GPU is the device run's question.
+void set_bn_relu_prologue(bool on);
+bool bn_relu_prologue();
 
 class Linear : public UnaryModule {
  public:

@@ -4,6 +4,7 @@
 #include "engine/ops/conv.h"
 
 #include <algorithm>
+#include <tuple>
 #include <type_traits>
 
 #include "engine/autocast.h"
@@ -172,24 +173,114 @@ Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, int stride
   return conv2d_impl(x, w, b, stride, padding, true);
 }
 
-Tensor conv2d_bn_stats(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, Tensor& mean,
-                       Tensor& invstd, Tensor& running_mean, Tensor& running_var, float momentum, float eps,
-                       Tensor* num_batches_tracked) {
-  const ConvGeom g = check_conv(x, w, b, stride, padding);
+namespace {
+// What conv2d_bn_stats and bn_relu_conv2d_bn_stats check of their batch norm, named as `op`, before
+// anything is updated; then mean and invstd are made (K) float32 on x's device.
+void check_bn_out(const char* op, const ConvGeom& g, const Tensor& x, Tensor& mean, Tensor& invstd,
+                  const Tensor& running_mean, const Tensor& running_var, const Tensor* num_batches_tracked) {
   NIMBUS_CHECK(g.N * g.P() * g.Q() > 1, "batch_norm2d: training needs more than 1 value per channel, conv2d output (",
                g.N, ",", g.K, ",", g.P(), ",", g.Q(), ")");
   const int64_t K = g.K;
   for (const Tensor* t : {&running_mean, &running_var})
     NIMBUS_CHECK(t->defined() && t->shape() == Shape{K} && t->dtype() == DType::F32 && t->device() == x.device(),
-                 "conv2d_bn_stats: running statistics ", t->defined() ? describe(*t) : std::string("(undefined)"),
+                 op, ": running statistics ", t->defined() ? describe(*t) : std::string("(undefined)"),
                  " must be float32 (", K, ") on the input's device ", describe(x));
   NIMBUS_CHECK(!num_batches_tracked || (num_batches_tracked->defined() && num_batches_tracked->numel() == 1 &&
                                         num_batches_tracked->device() == x.device()),
-               "conv2d_bn_stats: num_batches_tracked must be a one-element tensor on the input's device");
+               op, ": num_batches_tracked must be a one-element tensor on the input's device");
   mean = Tensor::empty({K}, x.device());
   invstd = Tensor::empty({K}, x.device());
+}
+}  // namespace
+
+Tensor conv2d_bn_stats(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, Tensor& mean,
+                       Tensor& invstd, Tensor& running_mean, Tensor& running_var, float momentum, float eps,
+                       Tensor* num_batches_tracked) {
+  const ConvGeom g = check_conv(x, w, b, stride, padding);
+  check_bn_out("conv2d_bn_stats", g, x, mean, invstd, running_mean, running_var, num_batches_tracked);
   const BnStatsOut bn{mean, invstd, running_mean, running_var, num_batches_tracked, momentum, eps};
   return conv2d_impl(x, w, b, stride, padding, false, &bn);
+}
+
+// The forward reads relu(batch_norm(x)) through the kernel's prologue and keeps x, not that activation;
+// the backward makes the activation again (batchnorm_forward: the bits the forward read), then runs
+// conv2d's backward on it and batch_norm2d_relu's training backward: the same kernels, on the same
+// values, as the three ops this one replaces (conv_bn_chain's test compares every bit).
+Tensor bn_relu_conv2d_bn_stats(const Tensor& x_in, const Tensor& in_weight, const Tensor& in_bias,
+                               const Tensor& in_mean, const Tensor& in_invstd, const Tensor& w_in, const Tensor& b_in,
+                               int stride, int padding, Tensor& mean, Tensor& invstd, Tensor& running_mean,
+                               Tensor& running_var, float momentum, float eps, Tensor* num_batches_tracked) {
+  const char* op = "bn_relu_conv2d_bn_stats";
+  const ConvGeom g = check_conv(x_in, w_in, b_in, stride, padding);
+  for (const auto& [t, name, optional] : {std::tuple{&in_weight, "in_weight", true}, {&in_bias, "in_bias", true},
+                                          {&in_mean, "in_mean", false}, {&in_invstd, "in_invstd", false}}) {
+    if (!t->defined() && optional) continue;
+    NIMBUS_CHECK(t->defined() && t->shape() == Shape{g.C} && t->dtype() == DType::F32 && t->device() == x_in.device(),
+                 op, ": ", name, " ", t->defined() ? describe(*t) : std::string("(undefined)"), " must be float32 (",
+                 g.C, ") on the input's device ", describe(x_in));
+  }
+  NIMBUS_CHECK(g.N * g.H * g.W > 1, op, ": the input's batch norm needs more than 1 value per channel, input ",
+               x_in.shape().str());
+  check_bn_out(op, g, x_in, mean, invstd, running_mean, running_var, num_batches_tracked);
+  const Tensor x = autocast_matmul(x_in), w = autocast_matmul(w_in), b = autocast_matmul(b_in);
+  NIMBUS_CHECK(w.dtype() == x.dtype() && (!b.defined() || b.dtype() == x.dtype()), op, ": input ", describe(x),
+               ", weight ", describe(w), b.defined() ? str(" and bias ", describe(b)) : std::string(),
+               " must have one dtype");
+  const DType dt = x.dtype();
+  const Device dev = x.device();
+  Tensor y = Tensor::empty({g.N, g.K, g.P(), g.Q()}, dev, dt);
+  const Backend& be = backend_tables(dev, op);
+  Tensor ws = Tensor::empty({std::max<int64_t>(be.f32.conv2d_bn_workspace(g), 1)}, dev);
+  const float* iw = in_weight.defined() ? in_weight.data() : nullptr;
+  const float* ib = in_bias.defined() ? in_bias.data() : nullptr;
+  visit_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    be.of<T>().bnrelu_conv2d_forward_bn_stats(y.data_as<T>(), x.data_as<T>(), in_mean.data(), in_invstd.data(), iw, ib,
+                                              w.data_as<T>(), b.defined() ? b.data_as<T>() : nullptr, g, ws.data(),
+                                              mean.data(), invstd.data(), running_mean.data(), running_var.data(),
+                                              num_batches_tracked ? num_batches_tracked->data() : nullptr, momentum,
+                                              eps);
+  });
+
+  if (!any_requires_grad({&x, &in_weight, &in_bias, &w, &b})) return y;
+  const Tensor xs = x.detach(), ws_saved = w.detach(), m = in_mean.detach(), is = in_invstd.detach();
+  const Tensor iws = in_weight.defined() ? in_weight.detach() : Tensor();
+  const Tensor ibs = in_bias.defined() ? in_bias.detach() : Tensor();
+  const bool has_bias = b.defined();
+  record(op, {x, in_weight, in_bias, w, b}, y, [=](const Tensor& dy_in, GradSink& sink) {
+    const bool through_bn = sink.needs(0) || sink.needs(1) || sink.needs(2);
+    const bool need_dw = sink.needs(3), need_db = has_bias && sink.needs(4);
+    if (!through_bn && !need_dw && !need_db) return;
+    const Tensor dy = dy_in.to(dt);
+    const int64_t N = g.N, C = g.C, HW = g.H * g.W;
+    Tensor a = Tensor::empty(xs.shape(), dev, dt);
+    Tensor da = through_bn ? Tensor::empty(xs.shape(), dev, dt) : Tensor();
+    Tensor dw = need_dw ? Tensor::empty(ws_saved.shape(), dev, dt) : Tensor();
+    Tensor db = need_db ? Tensor::empty({g.K}, dev, dt) : Tensor();
+    Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape(), dev, dt) : Tensor();
+    Tensor dgw = Tensor::empty({C}, dev), dgb = Tensor::empty({C}, dev);
+    const float* gw = iws.defined() ? iws.data() : nullptr;
+    const Backend& bb = backend_tables(dev, "bn_relu_conv2d_bn_stats_backward");
+    Tensor cws = Tensor::empty({std::max<int64_t>(bb.f32.conv2d_workspace(g), 1)}, dev);
+    visit_dtype(dt, [&](auto tag) {
+      using T = decltype(tag);
+      const Kernels<T>& k = bb.of<T>();
+      k.batchnorm_forward(a.data_as<T>(), xs.data_as<T>(), m.data(), is.data(), gw,
+                          ibs.defined() ? ibs.data() : nullptr, N, C, HW, true);
+      k.conv2d_backward(through_bn ? da.data_as<T>() : nullptr, need_dw ? dw.data_as<T>() : nullptr,
+                        need_db ? db.data_as<T>() : nullptr, dy.data_as<T>(), need_dw ? a.data_as<T>() : nullptr,
+                        through_bn ? ws_saved.data_as<T>() : nullptr, g, cws.data());
+      if (through_bn)
+        k.batchnorm_backward(dx.defined() ? dx.data_as<T>() : nullptr, dgw.data(), dgb.data(), da.data_as<T>(),
+                             xs.data_as<T>(), m.data(), is.data(), gw, a.data_as<T>(), N, C, HW, true);
+    });
+    if (sink.needs(0)) sink.set(0, dx);
+    if (sink.needs(1)) sink.set(1, dgw);
+    if (sink.needs(2)) sink.set(2, dgb);
+    if (need_dw) sink.set(3, dw);
+    if (need_db) sink.set(4, db);
+  });
+  return y;
 }
 
 }  // namespace nimbus

@@ -28,5 +28,16 @@ Tensor conv2d_residual(const Tensor& x, const Tensor& w, const Tensor& b, const 
 Tensor conv2d_bn_stats(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int padding, Tensor& mean,
                        Tensor& invstd, Tensor& running_mean, Tensor& running_var, float momentum, float eps,
                        Tensor* num_batches_tracked);
+// conv2d_bn_stats of relu(batch_norm(x)) with batch statistics already computed (in_mean, in_invstd, as
+// conv2d_bn_stats gave them for x) and in_weight, in_bias (may be undefined): the previous layer's
+// batch norm + ReLU applied by the convolution as it reads x (the CUDA tensor-core kernels' prologue),
+// so that activation is neither written nor kept for backward; backward makes it again. Gradients reach
+// x (through the batch statistics, as batch_norm2d_from_stats's do), in_weight, in_bias, w and b; the
+// statistics themselves carry none. Recorded as "bn_relu_conv2d_bn_stats". Same values as
+// batch_norm2d_from_stats(x, ..., relu = true) followed by conv2d_bn_stats, bit for bit.
+Tensor bn_relu_conv2d_bn_stats(const Tensor& x, const Tensor& in_weight, const Tensor& in_bias,
+                               const Tensor& in_mean, const Tensor& in_invstd, const Tensor& w, const Tensor& b,
+                               int stride, int padding, Tensor& mean, Tensor& invstd, Tensor& running_mean,
+                               Tensor& running_var, float momentum, float eps, Tensor* num_batches_tracked);
 
 }  // namespace nimbus

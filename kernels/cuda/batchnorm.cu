@@ -20,6 +20,7 @@
 
 #include "kernels/common/fast_divmod.h"
 #include "kernels/cuda/block_reduce.cuh"
+#include "kernels/cuda/bn_apply.cuh"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/pack.cuh"
@@ -176,12 +177,7 @@ __device__ __forceinline__ int channel_of(int i, const FastDivmod& by_hw, const 
   return c;
 }
 
-// y = (x - mean) * (invstd * w) + b, per channel constants as in the CPU kernel, then the ReLU.
-__device__ __forceinline__ float bn_apply(float x, float m, float scale, float shift, bool relu) {
-  const float v = (x - m) * scale + shift;
-  return relu && v < 0.0f ? 0.0f : v;  // relu_forward's rule: a NaN passes through
-}
-
+// y = bn_apply(x) (bn_apply.cuh: the convolutions' prologue shares the formula), then the ReLU.
 // vec (every pointer 16-byte aligned and HW a multiple of a pack, so a pack lies in one channel): a
 // thread moves a 16-byte pack of x and y per step; otherwise element by element. The same formula
 // per element either way, so the results are bitwise the same.

@@ -28,6 +28,7 @@
 
 #include "kernels/common/error.h"
 #include "kernels/common/fast_divmod.h"
+#include "kernels/cuda/bn_apply.cuh"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/conv2d.h"  // kConvWorkspaceFloats
 #include "kernels/cuda/gemm.h"
@@ -110,6 +111,23 @@ struct ForwardMoments : Forward<E> {
   float* moments;
   __device__ float* moments_at(int k, int chunk, int chunks) const {
     return moments + (int64_t(k) * chunks + chunk) * 3;
+  }
+};
+
+// The same with the previous layer's batch norm + ReLU applied to x as it is gathered (the prologue,
+// bn_apply.cuh): B's elements are values, not addresses (mma_core.cuh stages them with plain stores),
+// E(relu(bn(x))) as batchnorm_forward would have stored it, 0 in the padding (after the prologue: the
+// padding is the activation's, not x's).
+template <typename E>
+struct ForwardMomentsBnIn : ForwardMoments<E> {
+  BnReluIn in;
+  __device__ E b_value(int crs, const Window<E>& col) const {
+    int c, rs, r, s;
+    this->d.by_rs.divmod(crs, c, rs);
+    this->d.by_s.divmod(rs, r, s);
+    const int h = col.h0 + r, w = col.w0 + s;
+    if (h < 0 || h >= this->d.H || w < 0 || w >= this->d.W) return E(0.0f);
+    return E(bn_relu_in(in, c, float(col.img[(int64_t(c) * this->d.H + h) * this->d.W + w])));
   }
 };
 
@@ -318,14 +336,19 @@ int64_t conv2d_bn_moments_floats(const ConvGeom& g) {
 
 template <typename E>
 int conv2d_tc_forward_bn_moments(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* moments,
-                                 TcPlan plan) {
+                                 TcPlan plan, const BnReluIn& in) {
   NIMBUS_CHECK(conv2d_tc_supported(g), "cuda::conv2d_tc_forward: geometry too large for the tensor-core kernels");
   NIMBUS_CHECK(moments, "cuda::conv2d_tc_forward_bn_moments: no moments buffer");
+  NIMBUS_CHECK(!in.mean == !in.invstd, "cuda::conv2d_tc_forward_bn_moments: a prologue needs mean and invstd");
   const Dims d = dims_of(g);
   const ForwardMoments<E> pb{{x, w, b, y, d, false, nullptr, 1.0f}, moments};
   const int M = d.K, N = d.N * d.P * d.Q, K = d.C * d.R * d.S;
   const int config = config_of<E>(plan, TcKind::ConvForward, M, N, K, 1);
-  mma::launch_igemm<E>(pb, M, N, K, 1, config, w, "cuda::conv2d_tc_forward_bn_moments");
+  if (in.mean)
+    mma::launch_igemm<E>(ForwardMomentsBnIn<E>{pb, in}, M, N, K, 1, config, w,
+                         "cuda::conv2d_tc_forward_bn_moments (batch norm + ReLU prologue)");
+  else
+    mma::launch_igemm<E>(pb, M, N, K, 1, config, w, "cuda::conv2d_tc_forward_bn_moments");
   const TcConfig& c = kTcConfigs[config];
   return (N + c.bn - 1) / c.bn * c.warps_n;
 }
@@ -364,9 +387,9 @@ template void splitk_sum<bfloat16>(bfloat16*, const float*, int64_t, int, const 
 template void conv2d_tc_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&, bool,
                                        TcPlan);
 template int conv2d_tc_forward_bn_moments<float>(float*, const float*, const float*, const float*, const ConvGeom&,
-                                                 float*, TcPlan);
+                                                 float*, TcPlan, const BnReluIn&);
 template int conv2d_tc_forward_bn_moments<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
-                                                    const ConvGeom&, float*, TcPlan);
+                                                    const ConvGeom&, float*, TcPlan, const BnReluIn&);
 template void conv2d_tc_residual_forward<float>(float*, const float*, const float*, const float*, const float*, float,
                                                 const ConvGeom&, TcPlan);
 template void conv2d_tc_residual_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,

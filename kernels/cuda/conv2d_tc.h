@@ -17,6 +17,7 @@
 
 #include "kernels/common/bfloat16.h"
 #include "kernels/common/geometry.h"
+#include "kernels/cuda/bn_relu_in.h"
 #include "kernels/cuda/tc_dispatch.h"  // TcPlan
 
 namespace nimbus::cuda {
@@ -41,10 +42,12 @@ template <typename E>
 void conv2d_tc_forward(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, TcPlan plan = {});
 // The forward (no ReLU) that also writes its output's batch-norm moments per channel and column chunk
 // (bn_moments.cuh) to `moments` (conv2d_bn_moments_floats(g) floats, either kernel family); returns the
-// chunk count per channel, for batchnorm_stats_from_moments.
+// chunk count per channel, for batchnorm_stats_from_moments. With `in` (bn_relu_in.h), x is the previous
+// layer's raw output and the convolution reads relu(batch_norm(x)) as it gathers it (the prologue): the
+// bits of batchnorm_forward's output, which is never written.
 template <typename E>
 int conv2d_tc_forward_bn_moments(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* moments,
-                                 TcPlan plan = {});
+                                 TcPlan plan = {}, const BnReluIn& in = {});
 int64_t conv2d_bn_moments_floats(const ConvGeom& g);
 // y = r + s * (conv + b), the sum in the epilogue (DSen2-CR's residual block).
 template <typename E>
@@ -64,9 +67,10 @@ extern template void conv2d_tc_forward<float>(float*, const float*, const float*
 extern template void conv2d_tc_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
                                                  const ConvGeom&, bool, TcPlan);
 extern template int conv2d_tc_forward_bn_moments<float>(float*, const float*, const float*, const float*,
-                                                        const ConvGeom&, float*, TcPlan);
+                                                        const ConvGeom&, float*, TcPlan, const BnReluIn&);
 extern template int conv2d_tc_forward_bn_moments<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*,
-                                                           const bfloat16*, const ConvGeom&, float*, TcPlan);
+                                                           const bfloat16*, const ConvGeom&, float*, TcPlan,
+                                                           const BnReluIn&);
 extern template void conv2d_tc_residual_forward<float>(float*, const float*, const float*, const float*,
                                                        const float*, float, const ConvGeom&, TcPlan);
 extern template void conv2d_tc_residual_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*,

@@ -57,6 +57,7 @@
 #include "kernels/common/fast_divmod.h"
 #include "kernels/cuda/conv2d_tc.h"  // conv2d_tc_max_splits, splitk_sum
 #include "kernels/cuda/gemm.h"       // bias_backward
+#include "kernels/cuda/bn_apply.cuh"
 #include "kernels/cuda/bn_moments.cuh"
 #include "kernels/cuda/hopper.h"
 #include "kernels/cuda/pack.cuh"         // aligned16
@@ -199,6 +200,7 @@ struct FwdParams {
   int out_st, out_ph, out_pw, out_W, out_HW;
   FastDivmod by_pq, by_q, by_rs, by_s;
   float* moments;  // non-null (forward, no ReLU or residual): batch-norm moments of y (bn_moments.cuh)
+  BnReluIn in;     // in.mean non-null (with moments only): x gathered through batch norm + ReLU (bn_apply.cuh)
 };
 
 // B's column `col` of the forward: output position (img, p, q) as image img's x and its window's corner
@@ -219,8 +221,10 @@ __device__ __forceinline__ FwdColumn<E> fwd_column(const FwdParams<E>& d, int co
 }
 
 // Chunks chunk0 .. chunk0 + Chunks - 1 (CH consecutive k each) of line `line` of k-tile kt's B tile:
-// column c's im2col values walked as (c, r, s) without division, 0 in the padding and past C.
-template <typename E, int Chunks>
+// column c's im2col values walked as (c, r, s) without division, 0 in the padding and past C. BnIn:
+// each value is E(relu(batch_norm(x))) as batchnorm_forward would have stored it (the prologue; the
+// padding stays 0).
+template <typename E, int Chunks, bool BnIn = false>
 __device__ __forceinline__ void gather_column(unsigned char* b_tile, const FwdParams<E>& d, const FwdColumn<E>& col,
                                               int line, int kt, int chunk0) {
   constexpr int BK = kBK<E>, CH = kChunk<E>;
@@ -234,7 +238,15 @@ __device__ __forceinline__ void gather_column(unsigned char* b_tile, const FwdPa
     for (int e = 0; e < CH; ++e) {
       const int h = col.h0 + r, w = col.w0 + s;
       const bool in = col.in && c < d.C && unsigned(h) < unsigned(d.H) && unsigned(w) < unsigned(d.W);
-      pack<E>(v, e, in ? Elem<E>::operand(col.x_img[(int64_t(c) * d.H + h) * d.W + w]) : 0u);
+      uint32_t bits = 0u;
+      if (in) {
+        const E x = col.x_img[(int64_t(c) * d.H + h) * d.W + w];
+        if constexpr (BnIn)
+          bits = Elem<E>::operand(E(bn_relu_in(d.in, c, float(x))));
+        else
+          bits = Elem<E>::operand(x);
+      }
+      pack<E>(v, e, bits);
       if (++s == d.S) {
         s = 0;
         if (++r == d.R) r = 0, ++c;
@@ -300,8 +312,8 @@ __device__ __forceinline__ void store_fwd_tile(const FwdParams<E>& d, const floa
 }
 
 // Moments: the epilogue also writes y's batch-norm moments to d.moments (a kernel of its own, so that the
-// plain forward is compiled without that epilogue).
-template <typename E, bool Moments>
+// plain forward is compiled without that epilogue). BnIn: the gather applies d.in (with Moments only).
+template <typename E, bool Moments, bool BnIn = false>
 __global__ void __launch_bounds__(kThreads, 2)
     conv_fwd_kernel(const __grid_constant__ CUtensorMap map_w, FwdParams<E> d) {
   constexpr int BK = kBK<E>;
@@ -321,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     tma_load_2d(smem + s * kStageBytes, &map_w, &full[s], kt * BK, m0);
   };
   const auto gather = [&](int kt) {  // every thread: its 4 chunks of column bn of k-tile kt's B
-    gather_column<E, 4>(smem + (kt % kStages) * kStageBytes + kABytes, d, col, bn, kt, 4 * khalf);
+    gather_column<E, 4, BnIn>(smem + (kt % kStages) * kStageBytes + kABytes, d, col, bn, kt, 4 * khalf);
     fence_proxy_async_shared();  // these generic-proxy stores before the wgmma (async proxy) reads them
   };
 
@@ -579,16 +591,17 @@ void allow_smem(Kernel kernel, std::once_flag& once, size_t bytes = kSmem) {
   });
 }
 
-template <typename E, bool Moments>
+template <typename E, bool Moments, bool BnIn = false>
 void launch_fwd_as(const CUtensorMap& map, const FwdParams<E>& p, const char* what) {
   static std::once_flag once;
-  allow_smem(conv_fwd_kernel<E, Moments>, once);
-  launch(conv_fwd_kernel<E, Moments>, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)),
+  allow_smem(conv_fwd_kernel<E, Moments, BnIn>, once);
+  launch(conv_fwd_kernel<E, Moments, BnIn>, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)),
          dim3(kThreads), kSmem, launch_stream(), map, p);
   check_launch(what);
 }
 template <typename E>
 void launch_fwd(const CUtensorMap& map, const FwdParams<E>& p, const char* what) {
+  if (p.in.mean) return launch_fwd_as<E, true, true>(map, p, what);  // forward_with: only with moments
   if (p.moments) return launch_fwd_as<E, true>(map, p, what);
   launch_fwd_as<E, false>(map, p, what);
 }
@@ -720,8 +733,10 @@ int64_t conv2d_wgmma_workspace(const ConvGeom& g, int splits) {
 namespace {
 template <typename E>
 int forward_with(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bool relu, const E* r, float s,
-                 float* ws, float* moments, bool specialised = false) {
+                 float* ws, float* moments, bool specialised = false, const BnReluIn& in = {}) {
   NIMBUS_CHECK(conv2d_wgmma_supported(g), "cuda::conv2d_wgmma_forward: geometry outside the wgmma kernels' range");
+  NIMBUS_CHECK(!in.mean || (moments && in.invstd && !specialised),
+               "cuda::conv2d_wgmma_forward: a batch-norm prologue needs mean, invstd and the moments' kernel");
   const int K = int(g.K), CRS = int(g.C * g.R * g.S);
   const int ld = row16<E>(CRS);
   const void* wa = w;
@@ -743,11 +758,14 @@ int forward_with(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bo
   p.by_pq = FastDivmod(p.PQ), p.by_q = FastDivmod(int(g.Q())), p.by_rs = FastDivmod(int(g.R * g.S));
   p.by_s = FastDivmod(int(g.S));
   p.moments = moments;
+  p.in = in;
   if (specialised)
     launch_fwd_specialised(a_map<E>(wa, K, CRS, ld), p, "cuda::conv2d_wgmma_forward_specialised");
   else
     launch_fwd(a_map<E>(wa, K, CRS, ld), p,
-               moments ? "cuda::conv2d_wgmma_forward_bn_moments" : "cuda::conv2d_wgmma_forward");
+               in.mean   ? "cuda::conv2d_wgmma_forward_bn_moments (batch norm + ReLU prologue)"
+               : moments ? "cuda::conv2d_wgmma_forward_bn_moments"
+                         : "cuda::conv2d_wgmma_forward");
   return (p.cols + kBN - 1) / kBN;  // the moments' chunks per channel
 }
 }  // namespace
@@ -766,9 +784,9 @@ void conv2d_wgmma_forward_specialised(E* y, const E* x, const E* w, const E* b, 
 
 template <typename E>
 int conv2d_wgmma_forward_bn_moments(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* ws,
-                                    float* moments) {
+                                    float* moments, const BnReluIn& in) {
   NIMBUS_CHECK(moments, "cuda::conv2d_wgmma_forward_bn_moments: no moments buffer");
-  return forward_with(y, x, w, b, g, false, static_cast<const E*>(nullptr), 1.0f, ws, moments);
+  return forward_with(y, x, w, b, g, false, static_cast<const E*>(nullptr), 1.0f, ws, moments, false, in);
 }
 
 template <typename E>
@@ -858,9 +876,9 @@ template void conv2d_wgmma_forward_specialised<bfloat16>(bfloat16*, const bfloat
                                                          const bfloat16*, const ConvGeom&, bool, const bfloat16*,
                                                          float, float*);
 template int conv2d_wgmma_forward_bn_moments<float>(float*, const float*, const float*, const float*,
-                                                    const ConvGeom&, float*, float*);
+                                                    const ConvGeom&, float*, float*, const BnReluIn&);
 template int conv2d_wgmma_forward_bn_moments<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,
-                                                       const ConvGeom&, float*, float*);
+                                                       const ConvGeom&, float*, float*, const BnReluIn&);
 template void conv2d_wgmma_forward<float>(float*, const float*, const float*, const float*, const ConvGeom&, bool,
                                           const float*, float, float*);
 template void conv2d_wgmma_forward<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*, const bfloat16*,

@@ -22,6 +22,7 @@
 
 #include "kernels/common/bfloat16.h"
 #include "kernels/common/geometry.h"
+#include "kernels/cuda/bn_relu_in.h"
 #include "kernels/cuda/tc_dispatch.h"  // TcKind
 
 namespace nimbus::cuda {
@@ -54,10 +55,11 @@ void conv2d_wgmma_forward_specialised(E* y, const E* x, const E* w, const E* b, 
                                       const E* r, float s, float* ws);
 // The forward (no ReLU or residual) that also writes its output's batch-norm moments per channel and
 // 128-column chunk (bn_moments.cuh) to `moments` (conv2d_bn_moments_floats(g) floats, conv2d_tc.h);
-// returns the chunk count per channel, for batchnorm_stats_from_moments.
+// returns the chunk count per channel, for batchnorm_stats_from_moments. With `in`: the previous layer's
+// batch norm + ReLU applied to x in the gather (the prologue; as conv2d_tc_forward_bn_moments).
 template <typename E>
 int conv2d_wgmma_forward_bn_moments(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* ws,
-                                    float* moments);
+                                    float* moments, const BnReluIn& in = {});
 template <typename E>
 void conv2d_wgmma_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w, const ConvGeom& g, float* ws,
                            int splits = 0);
@@ -72,9 +74,10 @@ extern template void conv2d_wgmma_forward_specialised<bfloat16>(bfloat16*, const
                                                                 const bfloat16*, const ConvGeom&, bool,
                                                                 const bfloat16*, float, float*);
 extern template int conv2d_wgmma_forward_bn_moments<float>(float*, const float*, const float*, const float*,
-                                                           const ConvGeom&, float*, float*);
+                                                           const ConvGeom&, float*, float*, const BnReluIn&);
 extern template int conv2d_wgmma_forward_bn_moments<bfloat16>(bfloat16*, const bfloat16*, const bfloat16*,
-                                                              const bfloat16*, const ConvGeom&, float*, float*);
+                                                              const bfloat16*, const ConvGeom&, float*, float*,
+                                                              const BnReluIn&);
 extern template void conv2d_wgmma_backward<float>(float*, float*, float*, const float*, const float*, const float*,
                                                   const ConvGeom&, float*, int);
 extern template void conv2d_wgmma_backward<bfloat16>(bfloat16*, bfloat16*, bfloat16*, const bfloat16*,

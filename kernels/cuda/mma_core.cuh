@@ -11,6 +11,8 @@
  *   BCol b_col(n)           what column n of B needs, decoded once per thread (a thread stages the
  *                           same column of every B tile: consecutive threads take consecutive n)
  *   const E* b(k, col)      address of B[k][n] for col = b_col(n), or nullptr, likewise
+ *   E b_value(k, col)       (optional, instead of b) B[k][n] itself, computed on the way (the
+ *                           convolution's batch-norm prologue); staged by a plain load and shared store
  *   store(m, n, v, s)       v = split s's fp32 sum for D[m][n]; called once per element per split
  * The kernel checks m < M, n < N and k < Kred before it asks, so a problem only decodes indices (with
  * FastDivmod, kernels/common/fast_divmod.h: no integer divider on a GPU).
@@ -110,6 +112,9 @@ __device__ __forceinline__ void stage_element(float* dst, const float* p, const 
 __device__ __forceinline__ void stage_element(uint16_t* dst, const bfloat16* p, const bfloat16*) {
   *dst = p ? p->bits : uint16_t(0);
 }
+// A value computed on the way (a problem's b_value: the batch-norm prologue), by a plain shared store.
+__device__ __forceinline__ void stage_value(float* dst, float v) { *dst = v; }
+__device__ __forceinline__ void stage_value(uint16_t* dst, bfloat16 v) { *dst = v.bits; }
 
 // ---- the warp's mma loop over one staged k-tile -----------------------------------------------------
 // tf32, m16n8k8: BK / 8 steps. A fragment (PTX): a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4)
@@ -250,7 +255,10 @@ __global__ void __launch_bounds__(T::Threads)
 #pragma unroll 4
     for (int j = 0; j < T::BK / (T::Threads / T::BN); ++j) {  // B: this thread's column, rows every Threads / BN
       const int r = int(threadIdx.x) / T::BN + j * (T::Threads / T::BN), k = k0 + r;
-      stage_element(Bs + r * L::kLdb + bc, k < kend && n_in ? pb.b(k, col) : nullptr, any);
+      if constexpr (requires { pb.b_value(0, col); })  // B's values computed as they are read
+        stage_value(Bs + r * L::kLdb + bc, k < kend && n_in ? pb.b_value(k, col) : E(0.0f));
+      else
+        stage_element(Bs + r * L::kLdb + bc, k < kend && n_in ? pb.b(k, col) : nullptr, any);
     }
     cp_async_commit();
   };

@@ -754,6 +754,71 @@ void conv2d_bn_stats_check(Run& r) {
   }
 }
 
+// The pair reading relu(batch_norm(x)) of the previous layer (bnrelu_conv2d_forward_bn_stats; on CUDA the
+// tensor-core kernels' prologue). Its definition is the two kernels it replaces, so y, the statistics, the
+// running statistics and the count must be those of batchnorm_forward (ReLU) then conv2d_forward_bn_stats on
+// the same backend, bit for bit; y is also held to the float64 reference (the activation rounded to the
+// dtype, as stored), which a poisoned or empty output cannot pass. With and without the previous layer's
+// affine parameters; its mean spans the values so the ReLU cuts about half of them, and x's padding must
+// stay 0 after the prologue (a kernel that applied it to the padding would add relu(shift) there).
+template <typename T>
+void bnrelu_conv2d_bn_stats_check(Run& r) {
+  for (const ConvGeom& g : kConvGeoms) {
+    r.shape = conv_str(g);
+    const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
+    const int64_t HW = g.H * g.W;
+    const V x = r.rand(xs, -2, 2), w = r.rand(wsz), b = r.rand(g.K);
+    const V im = r.rand32(g.C, -0.5, 0.5), is = r.rand32(g.C, 0.5, 2), iw = r.rand32(g.C, 0.5, 1.5),
+            ib = r.rand32(g.C, 0.2, 0.6);
+    const Kernels<T>& be = r.be<T>();
+    Tensor WS = Tensor::empty(Shape{std::max<int64_t>(r.be().conv2d_bn_workspace(g), 1)}, r.dev);
+    Tensor X = r.up(x), W = r.up(w), B = r.up(b), IM = r.up32(im), IS = r.up32(is), IW = r.up32(iw), IB = r.up32(ib);
+    for (const bool affine : {true, false}) {
+      const std::string tag = affine ? "" : " (no affine)";
+      const float* iwp = affine ? IW.data() : nullptr;
+      const float* ibp = affine ? IB.data() : nullptr;
+      // The float64 reference: the activation as stored (rounded to the dtype), then the convolution.
+      V a(xs), aa(xs), y(ysz), ys(ysz);
+      for (int64_t i = 0; i < xs; ++i) {
+        const int64_t c = (i / HW) % g.C;
+        const double v = (x[i] - im[c]) * is[c] * (affine ? iw[c] : 1.0) + (affine ? ib[c] : 0.0);
+        a[i] = r.dt.round(v > 0 ? v : 0.0), aa[i] = std::fabs(a[i]);
+      }
+      const V aw = absv(w), ab = absv(b);
+      cpu::conv2d_forward_ref<double>(y.data(), a.data(), w.data(), b.data(), g);
+      cpu::conv2d_forward_ref<double>(ys.data(), aa.data(), aw.data(), ab.data(), g);
+      const V rm = r.rand32(g.K), rv = r.rand32(g.K, 0.5, 2);
+      // Both ways, each from the same running statistics and count.
+      Tensor Y[2], MEAN[2], INV[2], RM[2], RV[2], COUNT[2];
+      for (int way = 0; way < 2; ++way) {
+        Y[way] = r.poison(ysz), MEAN[way] = r.poison32(g.K), INV[way] = r.poison32(g.K);
+        RM[way] = r.up32(rm), RV[way] = r.up32(rv), COUNT[way] = r.up32(V{6});
+      }
+      be.bnrelu_conv2d_forward_bn_stats(Y[0].data_as<T>(), X.data_as<T>(), IM.data(), IS.data(), iwp, ibp,
+                                        W.data_as<T>(), B.data_as<T>(), g, WS.data(), MEAN[0].data(), INV[0].data(),
+                                        RM[0].data(), RV[0].data(), COUNT[0].data(), 0.1f, 1e-5f);
+      Tensor A = r.poison(xs);
+      be.batchnorm_forward(A.data_as<T>(), X.data_as<T>(), IM.data(), IS.data(), iwp, ibp, g.N, g.C, HW, true);
+      be.conv2d_forward_bn_stats(Y[1].data_as<T>(), A.data_as<T>(), W.data_as<T>(), B.data_as<T>(), g, WS.data(),
+                                 MEAN[1].data(), INV[1].data(), RM[1].data(), RV[1].data(), COUNT[1].data(), 0.1f,
+                                 1e-5f);
+      const std::vector<float> got = Run::down(Y[0]);
+      expect(r, "bnrelu_conv2d_forward_bn_stats y against float64" + tag, got, y, ys, r.dt.tol);
+      auto same = [&](const char* what, const Tensor& fused, const Tensor& pair) {
+        const std::vector<float> p = Run::down(pair);
+        expect_exact(r, std::string("bnrelu_conv2d_forward_bn_stats ") + what + " = the two kernels'" + tag,
+                     Run::down(fused), V(p.begin(), p.end()));
+      };
+      same("y", Y[0], Y[1]);
+      same("mean", MEAN[0], MEAN[1]);
+      same("invstd", INV[0], INV[1]);
+      same("running_mean", RM[0], RM[1]);
+      same("running_var", RV[0], RV[1]);
+      expect_exact(r, "bnrelu_conv2d_forward_bn_stats count" + tag, Run::down(COUNT[0]), V{7.0});
+    }
+  }
+}
+
 // Its workspace size: at least conv2d_workspace's (the forward's own part comes first); that it is
 // enough is conv2d_bn_stats_check's part.
 void conv2d_bn_workspace_check(Run& r) {
@@ -1552,7 +1617,8 @@ void run_case(const char* name) {
   bool math_dependent = false;
   for (const std::string& k : found->kernels)
     math_dependent = math_dependent || k == "linear_forward" || k == "conv2d_forward" ||
-                     k == "conv2d_residual_forward" || k == "conv2d_forward_bn_stats";
+                     k == "conv2d_residual_forward" || k == "conv2d_forward_bn_stats" ||
+                     k == "bnrelu_conv2d_forward_bn_stats";
   for (Device d : backends())
     for (const TypeUnderTest* dt : {&kF32, &kTF32, &kBF16}) {
       void (*check)(Run&) = dt->dtype == DType::F32 ? found->check_f32 : found->check_bf16;
@@ -1711,6 +1777,7 @@ BACKEND_CASE_BF16(conv2d, "conv2d_forward conv2d_backward", conv2d_check, conv2d
 BACKEND_CASE(conv2d_workspace, "conv2d_workspace", conv2d_workspace_check, nullptr, nullptr)
 BACKEND_CASE_BF16(conv2d_residual, "conv2d_residual_forward", conv2d_residual_check, nullptr)
 BACKEND_CASE_BF16(conv2d_bn_stats, "conv2d_forward_bn_stats", conv2d_bn_stats_check, nullptr)
+BACKEND_CASE_BF16(bnrelu_conv2d_bn_stats, "bnrelu_conv2d_forward_bn_stats", bnrelu_conv2d_bn_stats_check, nullptr)
 BACKEND_CASE(conv2d_bn_workspace, "conv2d_bn_workspace", conv2d_bn_workspace_check, nullptr, nullptr)
 BACKEND_CASE_BF16(batchnorm, "batchnorm_train_stats batchnorm_forward batchnorm_backward", batchnorm_check,
                   batchnorm_grad)

@@ -13,10 +13,13 @@
 #include <cstring>
 #include <functional>
 
+#include "engine/autocast.h"
 #include "engine/backend.h"
+#include "engine/nn/layers.h"
 #include "engine/ops/activation.h"
 #include "engine/ops/arith.h"
 #include "engine/ops/batchnorm.h"
+#include "engine/ops/cast.h"
 #include "engine/ops/conv.h"
 #include "engine/ops/linear.h"
 #include "engine/ops/loss.h"
@@ -730,6 +733,67 @@ std::vector<Tensor> step_with_fold(bool fold, Model& model, Step step, uint64_t&
   std::vector<Tensor> out = train_step(model, Device::CUDA, step);
   launches = cuda::work_counts().launches - before;
   return out;
+}
+
+// The batch norm + ReLU in the next convolution's prologue (engine/nn/layers.h bn_relu_prologue): a tiny
+// bottleneck ResNet's training step (SGD with momentum) with it and without, on the wgmma kernels and on
+// mma.sync, in TF32 and under bfloat16 autocast. The prologue gathers the bits batchnorm_forward would have
+// stored and the backward makes that activation again with batchnorm_forward, so every gradient, weight
+// and running statistic is the same bits either way. The graph's forward launches one kernel fewer per
+// fused pair (no batch norm apply) and its backward one more (the activation made again): the same count.
+TEST_CASE("cuda engine: training steps with the batch norm + ReLU prologue are the steps without it, bit for bit") {
+  require_backend();
+  const models::ResNetConfig cfg{
+      .block = models::BlockType::Bottleneck, .blocks = {1, 1, 1, 1}, .width = 4, .in_channels = 3, .classes = 5};
+  Rng data_rng(9);
+  const Tensor x = Tensor::randn({2, 3, 64, 64}, data_rng), y = Tensor::from_vector({2}, {4, 1});
+  std::vector<cuda::ConvKernels> kernels{cuda::ConvKernels::MmaSync};
+#ifdef NIMBUS_CUDA_RUNTIME
+  if (cuda::wgmma_available()) kernels.push_back(cuda::ConvKernels::Wgmma);
+#else
+  kernels.push_back(cuda::ConvKernels::Wgmma);  // the emulator runs sm_90a code
+#endif
+  for (const cuda::ConvKernels k : kernels)
+    for (const bool bf16 : {false, true}) {
+      const std::string kernel_name = cuda::conv_kernels_name(k);
+      CAPTURE(kernel_name);
+      CAPTURE(bf16);
+      const cuda::ConvKernelsScope conv(k);
+      const cuda::MathScope math(cuda::Math::Tf32);
+      std::vector<Tensor> got[2];
+      uint64_t launches[2] = {};
+      for (const bool prologue : {true, false}) {
+        const bool saved = bn_relu_prologue();
+        set_bn_relu_prologue(prologue);
+        Rng r(13);
+        models::ResNet model(cfg, r);
+        auto step = [&](models::ResNet& m, Device d) {
+          SGD opt(m.named_parameters(), SGDOptions{0.1, 0.9});
+          Tensor logits;
+          {
+            const AutocastScope autocast(bf16 ? DType::BF16 : DType::F32);
+            logits = m.forward(x.to(d));
+          }
+          cross_entropy(cast(logits, DType::F32), y.to(d)).backward();
+          opt.step();
+        };
+        const uint64_t before = cuda::work_counts().launches;
+        got[prologue ? 0 : 1] = train_step(model, Device::CUDA, step);
+        launches[prologue ? 0 : 1] = cuda::work_counts().launches - before;
+        set_bn_relu_prologue(saved);
+      }
+      REQUIRE(got[0].size() == got[1].size());
+      size_t differ = 0, nan = 0;
+      for (size_t i = 0; i < got[0].size(); ++i) {
+        const std::vector<float> a = got[0][i].to_vector(), b = got[1][i].to_vector();
+        REQUIRE(a.size() == b.size());
+        differ += std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) != 0;
+        nan += size_t(std::count_if(a.begin(), a.end(), [](float v) { return std::isnan(v); }));
+      }
+      CHECK_MESSAGE(differ == 0, differ, " of ", got[0].size(), " gradients and state tensors differ");
+      CHECK(nan == 0);
+      CHECK(launches[0] == launches[1]);
+    }
 }
 
 TEST_CASE("cuda engine: TF32 training steps with batch-norm statistics in the conv epilogue agree with the steps without") {

@@ -673,6 +673,82 @@ TEST_CASE("cuda tensor cores: batch-norm statistics from the conv forward's epil
   bn_moments_case<bfloat16>(kBnLarge, seed, false);
 }
 
+// ---- the previous layer's batch norm + ReLU in the forward's gather (the prologue, bn_apply.cuh) ----------
+// Each configuration of the menu and the wgmma kernel: the forward that reads x through a batch norm + ReLU
+// stores the y, and writes the moments, of the forward with moments run on batchnorm_forward's output
+// (ReLU) of the same x, bit for bit, in every order. The previous layer's mean spans x so the ReLU cuts
+// about half its values, and its shift is positive so that a prologue applied to the padding (which must
+// stay 0: it is the activation's) would show. With and without that layer's affine parameters.
+template <typename E>
+void bn_prologue_case(const ConvGeom& g, uint64_t seed) {
+  REQUIRE(cuda::register_cuda_backend());
+  Rng rng(seed);
+  const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S;
+  const size_t ny = size_t(g.N * g.K * g.P() * g.Q()), C = size_t(g.C);
+  const size_t nmom = size_t(cuda::conv2d_bn_moments_floats(g));
+  const Operand<E> x = operand<E>(size_t(xs), rng), w = operand<E>(size_t(wsz), rng);
+  std::vector<float> im, is, iw, ib;
+  for (size_t c = 0; c < C; ++c) {
+    im.push_back(float(rng.uniform() - 0.5)), is.push_back(float(0.5 + 1.5 * rng.uniform()));
+    iw.push_back(float(0.5 + rng.uniform())), ib.push_back(float(0.2 + 0.4 * rng.uniform()));
+  }
+  DeviceBuffer<E> dX(x.values), dW(w.values), dA{size_t(xs)};
+  DeviceBuffer<float> dM(im), dS(is), dG(iw), dBb(ib);
+  DeviceBuffer<float> ws(size_t(std::max<int64_t>(cuda::conv2d_wgmma_workspace(g, 1), 1)));
+  std::vector<int> families{0, 1, 2, 3, 4, 5};
+  bool wgmma = cuda::conv2d_wgmma_supported(g);
+#ifdef NIMBUS_CUDA_RUNTIME
+  wgmma = wgmma && cuda::wgmma_available();
+#endif
+  if (wgmma) families.push_back(cuda::kTcWgmma);
+  for (const bool affine : {true, false}) {
+    const cuda::BnReluIn in{dM.p, dS.p, affine ? dG.p : nullptr, affine ? dBb.p : nullptr};
+    cuda::batchnorm_forward(dA.p, static_cast<const E*>(dX.p), in.mean, in.invstd, in.weight, in.bias, g.N, g.C,
+                            g.H * g.W, true);
+    for (const int config : families) {
+      const bool hopper = config == cuda::kTcWgmma;
+      const std::string where = std::string(std::is_same_v<E, float> ? "tf32" : "bf16") + " C=" + std::to_string(g.C) +
+                                " K=" + std::to_string(g.K) + " " + std::to_string(g.R) + "x" + std::to_string(g.S) +
+                                " stride " + std::to_string(g.stride) + " " + cuda::tc_config_name(config) +
+                                (affine ? "" : " (no affine)");
+      // y then the moments, as floats: the forward with moments on the written activation ...
+      auto run = [&](const E* input, const cuda::BnReluIn& prologue) {
+        DeviceBuffer<E> out(std::vector<E>(ny, E(NAN)));
+        DeviceBuffer<float> moments(std::vector<float>(nmom, NAN));
+        const int chunks =
+            hopper ? cuda::conv2d_wgmma_forward_bn_moments<E>(out.p, input, dW.p, nullptr, g, ws.p, moments.p, prologue)
+                   : cuda::conv2d_tc_forward_bn_moments<E>(out.p, input, dW.p, nullptr, g, moments.p, {config, 1},
+                                                           prologue);
+        V all;
+        for (E v : out.download()) all.push_back(double(float(v)));
+        const std::vector<float> m = moments.download();
+        for (size_t i = 0; i < size_t(chunks) * size_t(g.K) * 3; ++i) all.push_back(m[i]);
+        return all;
+      };
+      const V want = run(dA.p, {});
+      size_t nan = 0;
+      for (double v : want) nan += std::isnan(v);
+      REQUIRE_MESSAGE(nan == 0, where, ": the reference forward left ", nan, " values unwritten");
+      // ... and the prologue on x, which must give the same bits.
+      const V got = in_every_order(where + " prologue", [&] { return run(dX.p, in); });
+      REQUIRE(got.size() == want.size());
+      size_t bad = 0, first = 0;
+      for (size_t i = 0; i < got.size(); ++i)
+        if (std::memcmp(&got[i], &want[i], sizeof(double)) != 0 && bad++ == 0) first = i;
+      CHECK_MESSAGE(bad == 0, where, ": ", bad, " of ", got.size(), " values (y, then moments) differ from the ",
+                    "forward on batchnorm_forward's output; first [", first, "] ", got[first], " against ", want[first]);
+    }
+  }
+}
+
+TEST_CASE("cuda tensor cores: the batch norm + ReLU prologue reads what batchnorm_forward writes, every configuration and wgmma, tf32 and bf16, all orders") {
+  uint64_t seed = 331;
+  for (const ConvGeom& g : kBnGeoms) {
+    bn_prologue_case<float>(g, seed++);
+    bn_prologue_case<bfloat16>(g, seed++);
+  }
+}
+
 // The merge alone (batchnorm_stats_from_moments): 3 channels of 1,000 chunks (every thread of the merge's
 // block takes several in order, and the whole tree runs), every 17th chunk empty, chunk sizes 1 to 64,
 // values with a mean of 1,000 and a spread of 1, their chunk moments rounded to float as an epilogue

@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops/activation.h"
 #include "engine/ops/arith.h"
 #include "engine/nn/layers.h"
 #include "engine/ops/batchnorm.h"
+#include "engine/ops/cast.h"
 #include "engine/ops/conv.h"
 #include "engine/random.h"
 #include "kernels/cpu/batchnorm.h"
@@ -323,6 +325,111 @@ TEST_CASE("conv_bn keeps a subclass's own forward") {
     CHECK(std::fabs(m3[k]) > 1e-4);  // the bias keeps the means away from 0, so doubling shows
     CHECK(std::fabs(m1[k] - 2 * m3[k]) <= 1e-5 * std::fabs(m1[k]));
   }
+}
+
+// conv_bn_chain (engine/nn/layers.h) with each batch norm + ReLU in the next convolution's prologue
+// (bn_relu_conv2d_bn_stats) against conv_bn after conv_bn: on the CPU the prologue op runs batchnorm_forward
+// into scratch and then the same pair of kernels, and its backward makes that activation again, so every
+// output, running statistic, counter and gradient must be the same bits. Three pairs as in a bottleneck
+// (a strided 3x3 in the middle, biases on two of the convolutions), with and without the final ReLU, in
+// float32 and under bfloat16 autocast. The graph shows the prologue op ran; in eval the chain is conv_bn's.
+namespace {
+struct Chain {
+  Rng rng;
+  Conv2d c1, c2, c3;
+  BatchNorm2d b1, b2, b3;
+  explicit Chain(uint64_t seed)
+      : rng(seed), c1(4, 6, 1, 1, 0, false, rng), c2(6, 6, 3, 2, 1, true, rng), c3(6, 8, 1, 1, 0, true, rng),
+        b1(6), b2(6), b3(8) {
+    Rng p(seed + 1);
+    for (BatchNorm2d* b : {&b1, &b2, &b3}) {
+      std::vector<float> w(size_t(b->weight.numel())), v(w.size());
+      for (size_t i = 0; i < w.size(); ++i) w[i] = float(0.5 + p.uniform()), v[i] = float(p.uniform() - 0.5);
+      b->weight.copy_(Tensor::from_vector(b->weight.shape(), w));
+      b->bias.copy_(Tensor::from_vector(b->bias.shape(), v));
+    }
+  }
+  std::vector<Tensor*> tensors() {
+    return {&c1.weight, &c2.weight, &c2.bias, &c3.weight, &c3.bias, &b1.weight, &b1.bias, &b2.weight,
+            &b2.bias,   &b3.weight, &b3.bias, &b1.running_mean, &b1.running_var, &b2.running_mean,
+            &b2.running_var, &b3.running_mean, &b3.running_var, &b3.num_batches_tracked};
+  }
+  Tensor forward(const Tensor& x, bool relu) { return conv_bn_chain({{&c1, &b1}, {&c2, &b2}, {&c3, &b3}}, x, relu); }
+};
+struct PrologueScope {
+  explicit PrologueScope(bool on) : saved(bn_relu_prologue()) { set_bn_relu_prologue(on); }
+  ~PrologueScope() { set_bn_relu_prologue(saved); }
+  bool saved;
+};
+}  // namespace
+
+TEST_CASE("conv_bn_chain with the batch norm + ReLU prologue is conv_bn after conv_bn bit for bit on the CPU") {
+  Rng data(21);
+  const Tensor xv = Tensor::randn({2, 4, 9, 10}, data), dyv = Tensor::randn({2, 8, 5, 5}, data);
+  for (const bool bf16 : {false, true})
+    for (const bool relu : {false, true}) {
+      CAPTURE(bf16);
+      CAPTURE(relu);
+      std::vector<std::vector<float>> got[2];
+      for (const bool prologue : {true, false}) {
+        const PrologueScope scope(prologue);
+        Chain m(31);
+        Tensor x = xv.clone().set_requires_grad(true);
+        Tensor y;
+        {
+          const AutocastScope autocast(bf16 ? DType::BF16 : DType::F32);
+          y = m.forward(x, relu);
+        }
+        REQUIRE(y.grad_fn());
+        const Node& bn3 = *y.grad_fn();
+        REQUIRE(bn3.edges.size() > 0);
+        REQUIRE(bn3.edges[0].fn);
+        CHECK(bn3.edges[0].fn->op == (prologue ? "bn_relu_conv2d_bn_stats" : "conv2d_bn_stats"));
+        cast(y, DType::F32).backward(dyv);
+        std::vector<std::vector<float>>& g = got[prologue ? 0 : 1];
+        g.push_back(y.to(DType::F32).to_vector());
+        g.push_back(x.grad().to_vector());
+        for (Tensor* t : m.tensors()) {
+          g.push_back(t->to_vector());
+          if (t->requires_grad()) g.push_back(t->grad().to_vector());
+        }
+      }
+      REQUIRE(got[0].size() == got[1].size());
+      for (size_t i = 0; i < got[0].size(); ++i) {
+        CAPTURE(i);
+        CHECK(got[0][i] == got[1][i]);
+      }
+      const std::vector<float>& gx = got[0][1];
+      CHECK(std::any_of(gx.begin(), gx.end(), [](float v) { return v != 0.f; }));  // the gradient reached x
+    }
+  // Eval: no batch statistics to carry, so the modules' own forwards.
+  const PrologueScope scope(true);
+  Chain m(31);
+  for (Module* mod : std::initializer_list<Module*>{&m.c1, &m.c2, &m.c3, &m.b1, &m.b2, &m.b3}) mod->train(false);
+  const Tensor y = m.forward(xv, true);
+  const Tensor want = relu(m.b3.forward(m.c3.forward(m.b2.forward_relu(m.c2.forward(m.b1.forward_relu(m.c1.forward(xv)))))));
+  CHECK(y.to_vector() == want.to_vector());
+}
+
+TEST_CASE("bn_relu_conv2d_bn_stats: bad batch-norm inputs give errors naming the op and the tensor") {
+  Tensor x = Tensor::zeros({2, 3, 4, 4}), w = Tensor::zeros({5, 3, 1, 1});
+  Tensor mean, invstd, rm = Tensor::zeros({5}), rv = Tensor::ones({5});
+  const Tensor m3 = Tensor::zeros({3}), s3 = Tensor::ones({3}), m4 = Tensor::zeros({4});
+  CHECK_THROWS_WITH_AS(bn_relu_conv2d_bn_stats(x, Tensor(), Tensor(), m4, s3, w, Tensor(), 1, 0, mean, invstd, rm, rv,
+                                               0.1f, 1e-5f, nullptr),
+                       doctest::Contains("bn_relu_conv2d_bn_stats: in_mean"), Error);
+  CHECK_THROWS_WITH_AS(bn_relu_conv2d_bn_stats(x, m4, Tensor(), m3, s3, w, Tensor(), 1, 0, mean, invstd, rm, rv, 0.1f,
+                                               1e-5f, nullptr),
+                       doctest::Contains("bn_relu_conv2d_bn_stats: in_weight"), Error);
+  CHECK_THROWS_WITH_AS(bn_relu_conv2d_bn_stats(x, Tensor(), Tensor(), m3, Tensor(), w, Tensor(), 1, 0, mean, invstd, rm,
+                                               rv, 0.1f, 1e-5f, nullptr),
+                       doctest::Contains("bn_relu_conv2d_bn_stats: in_invstd"), Error);
+  Tensor rm4 = Tensor::zeros({4});
+  CHECK_THROWS_WITH_AS(bn_relu_conv2d_bn_stats(x, Tensor(), Tensor(), m3, s3, w, Tensor(), 1, 0, mean, invstd, rm4, rv,
+                                               0.1f, 1e-5f, nullptr),
+                       doctest::Contains("bn_relu_conv2d_bn_stats: running statistics"), Error);
+  CHECK(!mean.defined());  // refused before anything was made or updated
+  CHECK(rv.to_vector() == std::vector<float>(5, 1.f));
 }
 
 TEST_CASE("conv2d_bn_stats and batch_norm2d_from_stats: bad statistics give errors naming the op") {

@@ -210,7 +210,8 @@ expect_call "gpu_bench_conv2d --versions 6,7,8,9"
 expect_call "gpu_bench_gemm --case gemm_4096"
 for c in dsen2cr_conv3x3_fwd dsen2cr_conv3x3_dgrad dsen2cr_conv3x3_wgrad resnet50_convs_fwd resnet50_convs_dgrad \
          resnet50_convs_wgrad; do expect_call "gpu_bench_conv2d --case $c "; done
-for c in resnet50_train_b256_64 resnet50_train_b256_64_graph resnet50_train_b256_64_nofold resnet50_infer_b256_64 \
+for c in resnet50_train_b256_64 resnet50_train_b256_64_graph resnet50_train_b256_64_nofold \
+         resnet50_train_b256_64_prologue resnet50_infer_b256_64 \
          dsen2cr_train_B16F256_b16_128 dsen2cr_infer_B16F256_b1_256; do
   expect_call "bench_models --device cuda --cases $c |"
 done
