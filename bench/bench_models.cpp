@@ -322,10 +322,8 @@ const std::vector<Case>& cuda_cases() {
        }},
       {"resnet50_train_b256_64_prologue",  // each batch norm + ReLU in the next convolution's prologue
        [](int it) {
-         const bool saved = bn_relu_prologue();
-         set_bn_relu_prologue(true);
+         const BnReluPrologueScope prologue(true);
          resnet50("resnet50_train_b256_64_prologue", 256, true, it ? it : 10);
-         set_bn_relu_prologue(saved);
        }},
       {"resnet50_infer_b256_64", [](int it) { resnet50("resnet50_infer_b256_64", 256, false, it ? it : 20); }},
       {"dsen2cr_train_B16F256_b16_128",

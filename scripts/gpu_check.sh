@@ -310,7 +310,7 @@ phase_models() {
   # ReLU applied by the next convolution as it gathers its input (off by default until this row is
   # faster than the first).
   for c in resnet50_train_b256_64:40 resnet50_train_b256_64_graph:40 resnet50_train_b256_64_nofold:30 \
-           resnet50_train_b256_64_prologue:30 \
+           resnet50_train_b256_64_prologue:25 \
            resnet50_infer_b256_64:25 dsen2cr_train_B16F256_b16_128:75 dsen2cr_infer_B16F256_b1_256:25; do
     rows models t "${c#*:}" "${NB[@]}" "$bin/bench_models" --device cuda --cases "${c%:*}"
     note_rc "bench_models --device cuda ${c%:*}" $?

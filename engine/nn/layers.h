@@ -60,10 +60,24 @@ struct ConvBn {
   BatchNorm2d* bn;
 };
 Tensor conv_bn_chain(std::initializer_list<ConvBn> pairs, const Tensor& x, bool relu);
-// Process-wide; NIMBUS_BN_PROLOGUE=1 or 0 sets it at start-up. Off by default: it saves the activation's
-// write, read and memory but rereads x per tap, and which is faster on a GPU is the device run's question.
+// Process-wide; NIMBUS_BN_PROLOGUE=1 or 0 gives the initial value (read at the first call of either; another
+// value is an error). Off by default: it saves the activation's write, its read and its memory until
+// backward, but evaluates the batch norm (four per-channel loads) for every element the convolution gathers,
+// R*S times per input value, and in TF32 on mma.sync gathers B without cp.async. Which is faster on a GPU is
+// the device run's question (bench_models' resnet50_train_b256_64_prologue row).
 void set_bn_relu_prologue(bool on);
 bool bn_relu_prologue();
+// Scope object (tests, benchmarks): sets the prologue switch, restores the previous value.
+class BnReluPrologueScope {
+ public:
+  explicit BnReluPrologueScope(bool on) : saved_(bn_relu_prologue()) { set_bn_relu_prologue(on); }
+  ~BnReluPrologueScope() { set_bn_relu_prologue(saved_); }
+  BnReluPrologueScope(const BnReluPrologueScope&) = delete;
+  BnReluPrologueScope& operator=(const BnReluPrologueScope&) = delete;
+
+ private:
+  bool saved_;
+};
 
 class Linear : public UnaryModule {
  public:

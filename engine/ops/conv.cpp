@@ -9,6 +9,7 @@
 
 #include "engine/autocast.h"
 #include "engine/autograd.h"
+#include "engine/ops/batchnorm.h"
 #include "engine/ops/cast.h"
 #include "engine/backend.h"
 
@@ -178,8 +179,8 @@ namespace {
 // anything is updated; then mean and invstd are made (K) float32 on x's device.
 void check_bn_out(const char* op, const ConvGeom& g, const Tensor& x, Tensor& mean, Tensor& invstd,
                   const Tensor& running_mean, const Tensor& running_var, const Tensor* num_batches_tracked) {
-  NIMBUS_CHECK(g.N * g.P() * g.Q() > 1, "batch_norm2d: training needs more than 1 value per channel, conv2d output (",
-               g.N, ",", g.K, ",", g.P(), ",", g.Q(), ")");
+  NIMBUS_CHECK(g.N * g.P() * g.Q() > 1, op, ": batch_norm2d training needs more than 1 value per channel, conv2d ",
+               "output (", g.N, ",", g.K, ",", g.P(), ",", g.Q(), ")");
   const int64_t K = g.K;
   for (const Tensor* t : {&running_mean, &running_var})
     NIMBUS_CHECK(t->defined() && t->shape() == Shape{K} && t->dtype() == DType::F32 && t->device() == x.device(),
@@ -223,6 +224,12 @@ Tensor bn_relu_conv2d_bn_stats(const Tensor& x_in, const Tensor& in_weight, cons
                x_in.shape().str());
   check_bn_out(op, g, x_in, mean, invstd, running_mean, running_var, num_batches_tracked);
   const Tensor x = autocast_matmul(x_in), w = autocast_matmul(w_in), b = autocast_matmul(b_in);
+  if (x.dtype() != x_in.dtype()) {
+    // Autocast would round x before the batch norm, where the two ops round its output: keep theirs.
+    const Tensor a = batch_norm2d_from_stats(x_in, in_weight, in_bias, in_mean, in_invstd, true);
+    return conv2d_bn_stats(a, w_in, b_in, stride, padding, mean, invstd, running_mean, running_var, momentum, eps,
+                           num_batches_tracked);
+  }
   NIMBUS_CHECK(w.dtype() == x.dtype() && (!b.defined() || b.dtype() == x.dtype()), op, ": input ", describe(x),
                ", weight ", describe(w), b.defined() ? str(" and bias ", describe(b)) : std::string(),
                " must have one dtype");
@@ -253,7 +260,8 @@ Tensor bn_relu_conv2d_bn_stats(const Tensor& x_in, const Tensor& in_weight, cons
     if (!through_bn && !need_dw && !need_db) return;
     const Tensor dy = dy_in.to(dt);
     const int64_t N = g.N, C = g.C, HW = g.H * g.W;
-    Tensor a = Tensor::empty(xs.shape(), dev, dt);
+    const bool remake = through_bn || need_dw;  // the bias gradient alone needs only dy
+    Tensor a = remake ? Tensor::empty(xs.shape(), dev, dt) : Tensor();
     Tensor da = through_bn ? Tensor::empty(xs.shape(), dev, dt) : Tensor();
     Tensor dw = need_dw ? Tensor::empty(ws_saved.shape(), dev, dt) : Tensor();
     Tensor db = need_db ? Tensor::empty({g.K}, dev, dt) : Tensor();
@@ -265,8 +273,9 @@ Tensor bn_relu_conv2d_bn_stats(const Tensor& x_in, const Tensor& in_weight, cons
     visit_dtype(dt, [&](auto tag) {
       using T = decltype(tag);
       const Kernels<T>& k = bb.of<T>();
-      k.batchnorm_forward(a.data_as<T>(), xs.data_as<T>(), m.data(), is.data(), gw,
-                          ibs.defined() ? ibs.data() : nullptr, N, C, HW, true);
+      if (remake)
+        k.batchnorm_forward(a.data_as<T>(), xs.data_as<T>(), m.data(), is.data(), gw,
+                            ibs.defined() ? ibs.data() : nullptr, N, C, HW, true);
       k.conv2d_backward(through_bn ? da.data_as<T>() : nullptr, need_dw ? dw.data_as<T>() : nullptr,
                         need_db ? db.data_as<T>() : nullptr, dy.data_as<T>(), need_dw ? a.data_as<T>() : nullptr,
                         through_bn ? ws_saved.data_as<T>() : nullptr, g, cws.data());

@@ -34,7 +34,8 @@ Tensor conv2d_bn_stats(const Tensor& x, const Tensor& w, const Tensor& b, int st
 // so that activation is neither written nor kept for backward; backward makes it again. Gradients reach
 // x (through the batch statistics, as batch_norm2d_from_stats's do), in_weight, in_bias, w and b; the
 // statistics themselves carry none. Recorded as "bn_relu_conv2d_bn_stats". Same values as
-// batch_norm2d_from_stats(x, ..., relu = true) followed by conv2d_bn_stats, bit for bit.
+// batch_norm2d_from_stats(x, ..., relu = true) followed by conv2d_bn_stats, bit for bit; under a bfloat16
+// autocast with a float32 x (which autocast would round before the batch norm) it is those two ops.
 Tensor bn_relu_conv2d_bn_stats(const Tensor& x, const Tensor& in_weight, const Tensor& in_bias,
                                const Tensor& in_mean, const Tensor& in_invstd, const Tensor& w, const Tensor& b,
                                int stride, int padding, Tensor& mean, Tensor& invstd, Tensor& running_mean,

@@ -736,7 +736,8 @@ int forward_with(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bo
                  float* ws, float* moments, bool specialised = false, const BnReluIn& in = {}) {
   NIMBUS_CHECK(conv2d_wgmma_supported(g), "cuda::conv2d_wgmma_forward: geometry outside the wgmma kernels' range");
   NIMBUS_CHECK(!in.mean || (moments && in.invstd && !specialised),
-               "cuda::conv2d_wgmma_forward: a batch-norm prologue needs mean, invstd and the moments' kernel");
+               "cuda::conv2d_wgmma_forward_bn_moments: a batch-norm prologue needs mean, invstd and the moments' ",
+               "kernel");
   const int K = int(g.K), CRS = int(g.C * g.R * g.S);
   const int ld = row16<E>(CRS);
   const void* wa = w;

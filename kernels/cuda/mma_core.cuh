@@ -33,7 +33,8 @@
  *
  * Loading: every element of a tile is one 4-byte cp.async (tf32; src-size 0 zero-fills where the
  * problem says nullptr) or one plain 2-byte load and shared store (bf16: cp.async copies at least
- * 4 bytes, and a gathered bf16 element is only 2-byte aligned). Consecutive threads take
+ * 4 bytes, and a gathered bf16 element is only 2-byte aligned); a problem with b_value has its B
+ * elements computed and stored by plain shared stores in both types (no copy in flight then). Consecutive threads take
  * consecutive columns of a tile (k for A, n for B), which are the contiguous direction of every
  * operand the backend gathers. A thread's B column is the same in every k-tile, so its decoding
  * (image, output position) happens once; the reduction index costs one or two multiply-shift

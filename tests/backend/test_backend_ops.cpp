@@ -804,6 +804,9 @@ void bnrelu_conv2d_bn_stats_check(Run& r) {
                                  1e-5f);
       const std::vector<float> got = Run::down(Y[0]);
       expect(r, "bnrelu_conv2d_forward_bn_stats y against float64" + tag, got, y, ys, r.dt.tol);
+      // The two kernels wrote their statistics (NaN would match the poison of a fused path that did not).
+      for (const Tensor* t : {&MEAN[1], &INV[1]})
+        for (float v : Run::down(*t)) REQUIRE_MESSAGE(std::isfinite(v), r.where(), ": the pair left a statistic unwritten");
       auto same = [&](const char* what, const Tensor& fused, const Tensor& pair) {
         const std::vector<float> p = Run::down(pair);
         expect_exact(r, std::string("bnrelu_conv2d_forward_bn_stats ") + what + " = the two kernels'" + tag,

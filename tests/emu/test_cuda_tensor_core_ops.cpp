@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -674,7 +675,7 @@ TEST_CASE("cuda tensor cores: batch-norm statistics from the conv forward's epil
 }
 
 // ---- the previous layer's batch norm + ReLU in the forward's gather (the prologue, bn_apply.cuh) ----------
-// Each configuration of the menu and the wgmma kernel: the forward that reads x through a batch norm + ReLU
+// Each configuration of the menu (kSweepConfigs) and the wgmma kernel: the forward that reads x through a batch norm + ReLU
 // stores the y, and writes the moments, of the forward with moments run on batchnorm_forward's output
 // (ReLU) of the same x, bit for bit, in every order. The previous layer's mean spans x so the ReLU cuts
 // about half its values, and its shift is positive so that a prologue applied to the padding (which must
@@ -695,7 +696,7 @@ void bn_prologue_case(const ConvGeom& g, uint64_t seed) {
   DeviceBuffer<E> dX(x.values), dW(w.values), dA{size_t(xs)};
   DeviceBuffer<float> dM(im), dS(is), dG(iw), dBb(ib);
   DeviceBuffer<float> ws(size_t(std::max<int64_t>(cuda::conv2d_wgmma_workspace(g, 1), 1)));
-  std::vector<int> families{0, 1, 2, 3, 4, 5};
+  std::vector<int> families(std::begin(kSweepConfigs), std::end(kSweepConfigs));
   bool wgmma = cuda::conv2d_wgmma_supported(g);
 #ifdef NIMBUS_CUDA_RUNTIME
   wgmma = wgmma && cuda::wgmma_available();

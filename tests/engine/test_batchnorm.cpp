@@ -356,11 +356,6 @@ struct Chain {
   }
   Tensor forward(const Tensor& x, bool relu) { return conv_bn_chain({{&c1, &b1}, {&c2, &b2}, {&c3, &b3}}, x, relu); }
 };
-struct PrologueScope {
-  explicit PrologueScope(bool on) : saved(bn_relu_prologue()) { set_bn_relu_prologue(on); }
-  ~PrologueScope() { set_bn_relu_prologue(saved); }
-  bool saved;
-};
 }  // namespace
 
 TEST_CASE("conv_bn_chain with the batch norm + ReLU prologue is conv_bn after conv_bn bit for bit on the CPU") {
@@ -372,7 +367,7 @@ TEST_CASE("conv_bn_chain with the batch norm + ReLU prologue is conv_bn after co
       CAPTURE(relu);
       std::vector<std::vector<float>> got[2];
       for (const bool prologue : {true, false}) {
-        const PrologueScope scope(prologue);
+        const BnReluPrologueScope scope(prologue);
         Chain m(31);
         Tensor x = xv.clone().set_requires_grad(true);
         Tensor y;
@@ -403,12 +398,36 @@ TEST_CASE("conv_bn_chain with the batch norm + ReLU prologue is conv_bn after co
       CHECK(std::any_of(gx.begin(), gx.end(), [](float v) { return v != 0.f; }));  // the gradient reached x
     }
   // Eval: no batch statistics to carry, so the modules' own forwards.
-  const PrologueScope scope(true);
+  const BnReluPrologueScope scope(true);
   Chain m(31);
   for (Module* mod : std::initializer_list<Module*>{&m.c1, &m.c2, &m.c3, &m.b1, &m.b2, &m.b3}) mod->train(false);
   const Tensor y = m.forward(xv, true);
   const Tensor want = relu(m.b3.forward(m.c3.forward(m.b2.forward_relu(m.c2.forward(m.b1.forward_relu(m.c1.forward(xv)))))));
   CHECK(y.to_vector() == want.to_vector());
+}
+
+// A float32 input under bfloat16 autocast: autocast would round x before the batch norm, where the two ops
+// round the batch norm's output, so the op is those two ops (the same bits, the plain ops in the graph).
+TEST_CASE("bn_relu_conv2d_bn_stats under bf16 autocast with a float32 input is the two ops") {
+  Rng data(41);
+  const Tensor x = Tensor::randn({2, 3, 6, 5}, data), w = Tensor::randn({4, 3, 3, 3}, data);
+  const Tensor gw = Tensor::from_vector({3}, {0.9f, 1.1f, 1.3f}), gb = Tensor::from_vector({3}, {0.2f, -0.1f, 0.3f});
+  const Tensor im = Tensor::from_vector({3}, {0.1f, -0.2f, 0.05f}), is = Tensor::from_vector({3}, {1.5f, 0.8f, 1.2f});
+  std::vector<float> got[2];
+  for (const bool fused : {true, false}) {
+    Tensor mean, invstd, rm = Tensor::zeros({4}), rv = Tensor::ones({4});
+    Tensor wr = w.clone().set_requires_grad(true);
+    const AutocastScope autocast(DType::BF16);
+    const Tensor y = fused ? bn_relu_conv2d_bn_stats(x, gw, gb, im, is, wr, Tensor(), 1, 1, mean, invstd, rm, rv, 0.1f,
+                                                     1e-5f, nullptr)
+                           : conv2d_bn_stats(batch_norm2d_from_stats(x, gw, gb, im, is, true), wr, Tensor(), 1, 1, mean,
+                                             invstd, rm, rv, 0.1f, 1e-5f, nullptr);
+    REQUIRE(y.grad_fn());
+    CHECK(y.grad_fn()->op == "conv2d_bn_stats");
+    got[fused ? 0 : 1] = y.to(DType::F32).to_vector();
+    for (float v : rm.to_vector()) got[fused ? 0 : 1].push_back(v);
+  }
+  CHECK(got[0] == got[1]);
 }
 
 TEST_CASE("bn_relu_conv2d_bn_stats: bad batch-norm inputs give errors naming the op and the tensor") {
