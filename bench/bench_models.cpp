@@ -143,13 +143,13 @@ void report(const std::string& key, const std::string& name, const std::vector<d
     std::printf("{\"case\":\"%s\",\"name\":\"%s\",\"impl\":\"nimbus\",\"precision\":\"%s\",\"ok\":true,"
                 "\"nimbus_ms\":%.3f,\"median_ms\":%.3f,\"p10_ms\":%.3f,\"p90_ms\":%.3f,\"iters\":%zu,"
                 "\"img_per_s\":%.2f,\"flops\":%.6g,\"launches_per_step\":%.0f,\"host_waits_per_step\":%.0f,"
-                "\"copies_per_step\":%.0f,\"graph_launches_per_step\":%.0f,\"gpu_busy_fraction\":%.4f,\"peak_mem_bytes\":%zu,\"ops\":%s,\"conv_kernels\":\"%s\",\"bn_fold\":%s,\"status\":\"%s\"}\n",
+                "\"copies_per_step\":%.0f,\"graph_launches_per_step\":%.0f,\"gpu_busy_fraction\":%.4f,\"peak_mem_bytes\":%zu,\"ops\":%s,\"conv_kernels\":\"%s\",\"bn_fold\":%s,\"bn_prologue\":%s,\"status\":\"%s\"}\n",
                 key.c_str(), name.c_str(), cuda::math_name(cuda::math()), med, med, percentile(ms, 0.1),
                 percentile(ms, 0.9), ms.size(),
                 batch / (med * 1e-3), batch * gflop_per_img * 1e9, g_cuda.launches, g_cuda.host_waits,
                 g_cuda.copies, g_cuda.graph_launches, g_cuda.busy, g_cuda.peak_reserved, ops.c_str(),
                 cuda::convs_on_wgmma() ? "wgmma" : "mma.sync", cuda::bn_fold() ? "true" : "false",
-                cuda_status().c_str());
+                bn_relu_prologue() ? "true" : "false", cuda_status().c_str());
     std::fflush(stdout);
     return;
   }

@@ -162,6 +162,8 @@ def summary(path):
             kern = f" ({ours['conv_kernels']})" if ours and ours.get("conv_kernels") else ""
             if ours and ours.get("bn_fold") is not None and case.startswith("resnet50_train"):
                 kern = kern[:-1] + (", BN stats in the conv epilogue)" if ours["bn_fold"] else ", BN stats apart)")
+                if ours.get("bn_prologue"):
+                    kern = kern[:-1] + ", BN + ReLU in the next conv's prologue)"
             print(f"| {case} | {fmt(ours['median_ms']) if ours else '-'}{kern} | "
                   + " | ".join(fmt(t[p]["median_ms"]) if t[p] else "-" for p in t)
                   + f" | {fmt(comp['median_ms']) if comp else '-'} | {lw(ours)} | {lw(t['bf16'])} | "

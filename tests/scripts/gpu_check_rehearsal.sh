@@ -100,7 +100,8 @@ case $name in
     echo '{"case":"memory_bound","op":"relu","shape":"256x64x32x32","ms":0.05,"gbs":3000,"copy_gbs":4000,"fraction":0.75,"ok":true}' ;;
   bench_models)
     c=$(arg --cases "$@")
-    row "$c" nimbus bf16 50 ',"launches_per_step":1,"host_waits_per_step":0,"peak_mem_bytes":2e9,"conv_kernels":"wgmma","bn_fold":true,"ops":[{"name":"conv2d","ms":30,"calls":53}]' ;;
+    p=false; [[ $c == *_prologue ]] && p=true
+    row "$c" nimbus bf16 50 ',"launches_per_step":1,"host_waits_per_step":0,"peak_mem_bytes":2e9,"conv_kernels":"wgmma","bn_fold":true,"bn_prologue":'"$p"',"ops":[{"name":"conv2d","ms":30,"calls":53}]' ;;
   bench_loader) echo '{"bench":"loader","samples_per_s":1000}' ;;
   bench_allreduce) echo '{"bench":"allreduce","kind":"mpi","ranks":2,"bytes":4096,"median_s":1e-05}' ;;
   train_dsen2cr|train_resnet)  # a checkpoint, the same for every run: the comparison sees equal weights
@@ -248,7 +249,9 @@ summary=$work/pass/summary.md
 for s in "| case | precision |" "Memory-bound kernels" "Distributed: NCCL" "Models (ms per step" "Ceilings measured" \
          "- ddp_mpi_2ranks_vs_1: largest relative difference 0 (bound 0.001): ok" \
          "- classify_cuda_vs_cpu: largest absolute difference 0 (bound 0.0001): ok" \
-         "- remove_clouds_cuda_vs_cpu: largest absolute difference 0 (bound 1): ok"; do
+         "- remove_clouds_cuda_vs_cpu: largest absolute difference 0 (bound 1): ok" \
+         "| resnet50_train_b256_64_prologue | 50.0 (wgmma, BN stats in the conv epilogue, BN + ReLU in the next conv's prologue) |" \
+         "| resnet50_train_b256_64 | 50.0 (wgmma, BN stats in the conv epilogue) |"; do
   grep -qF -- "$s" "$summary" || fail "summary.md has no '$s' section"
 done
 [[ -s $work/pass/loader.jsonl && -s $work/pass/sweep_table.inc && -s $work/pass/sass_sm90.txt &&
