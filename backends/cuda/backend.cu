@@ -265,19 +265,28 @@ int64_t conv2d_bn_workspace(const ConvGeom& g) {
 template <typename T>
 void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, float* running_var, float* count,
                            const T* x, int64_t N, int64_t C, int64_t HW, float momentum, float eps);
+// The folded pair, when a tensor-core forward takes it: the moments from the forward's epilogue (and
+// `in`'s batch norm + ReLU applied in its gather), then one merge. False, with nothing done, otherwise.
+template <typename E>
+bool folded_forward_bn_stats(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* ws, float* mean,
+                             float* invstd, float* running_mean, float* running_var, float* count, float momentum,
+                             float eps, const BnReluIn& in = {}) {
+  const bool tc = std::is_same_v<E, bfloat16> || tf32_on();
+  const bool on_wgmma = tc && wgmma_for<E>(g, TcKind::ConvForward);
+  if (!bn_fold() || !(on_wgmma || (tc && conv2d_tc_supported(g)))) return false;
+  float* moments = ws + conv2d_bn_moments_offset(g);
+  const int chunks = on_wgmma ? conv2d_wgmma_forward_bn_moments<E>(y, x, w, b, g, ws, moments, in)
+                              : conv2d_tc_forward_bn_moments<E>(y, x, w, b, g, moments, {}, in);
+  batchnorm_stats_from_moments(mean, invstd, running_mean, running_var, count, moments, g.K, chunks,
+                               g.N * g.P() * g.Q(), momentum, eps);
+  return true;
+}
 template <typename E>
 void conv2d_forward_bn_stats(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, float* ws, float* mean,
                              float* invstd, float* running_mean, float* running_var, float* count, float momentum,
                              float eps) {
-  const bool tc = std::is_same_v<E, bfloat16> || tf32_on();
-  const bool on_wgmma = tc && wgmma_for<E>(g, TcKind::ConvForward);
-  if (bn_fold() && (on_wgmma || (tc && conv2d_tc_supported(g)))) {
-    float* moments = ws + conv2d_bn_moments_offset(g);
-    const int chunks = on_wgmma ? conv2d_wgmma_forward_bn_moments<E>(y, x, w, b, g, ws, moments)
-                                : conv2d_tc_forward_bn_moments<E>(y, x, w, b, g, moments);
-    return batchnorm_stats_from_moments(mean, invstd, running_mean, running_var, count, moments, g.K, chunks,
-                                        g.N * g.P() * g.Q(), momentum, eps);
-  }
+  if (folded_forward_bn_stats<E>(y, x, w, b, g, ws, mean, invstd, running_mean, running_var, count, momentum, eps))
+    return;
   conv2d_forward(y, x, w, b, g, ws, false);
   batchnorm_train_stats<E>(mean, invstd, running_mean, running_var, count, y, g.N, g.K, g.P() * g.Q(), momentum, eps);
 }
@@ -288,16 +297,9 @@ void bnrelu_conv2d_forward_bn_stats(E* y, const E* x, const float* in_mean, cons
                                     const float* in_weight, const float* in_bias, const E* w, const E* b,
                                     const ConvGeom& g, float* ws, float* mean, float* invstd, float* running_mean,
                                     float* running_var, float* count, float momentum, float eps) {
-  const bool tc = std::is_same_v<E, bfloat16> || tf32_on();
-  const bool on_wgmma = tc && wgmma_for<E>(g, TcKind::ConvForward);
-  if (bn_fold() && (on_wgmma || (tc && conv2d_tc_supported(g)))) {
-    const BnReluIn in{in_mean, in_invstd, in_weight, in_bias};
-    float* moments = ws + conv2d_bn_moments_offset(g);
-    const int chunks = on_wgmma ? conv2d_wgmma_forward_bn_moments<E>(y, x, w, b, g, ws, moments, in)
-                                : conv2d_tc_forward_bn_moments<E>(y, x, w, b, g, moments, {}, in);
-    return batchnorm_stats_from_moments(mean, invstd, running_mean, running_var, count, moments, g.K, chunks,
-                                        g.N * g.P() * g.Q(), momentum, eps);
-  }
+  if (folded_forward_bn_stats<E>(y, x, w, b, g, ws, mean, invstd, running_mean, running_var, count, momentum, eps,
+                                 {in_mean, in_invstd, in_weight, in_bias}))
+    return;
   const int64_t n = g.N * g.C * g.H * g.W;
   Tensor a = Tensor::empty({n}, Device::CUDA, std::is_same_v<E, bfloat16> ? DType::BF16 : DType::F32);
   E* ap = a.data_as<E>();
