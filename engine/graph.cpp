@@ -3,6 +3,7 @@
 
 #include <utility>
 
+#include "engine/allocator.h"
 #include "kernels/common/error.h"
 
 namespace nimbus {
@@ -17,6 +18,11 @@ DeviceGraph DeviceGraph::capture(Device d, const std::function<void()>& work) {
   NIMBUS_CHECK(rt.begin_capture, "graph capture: device ", device_name(d), " has no graphs");
   NIMBUS_CHECK(!capturing_actions, "graph capture: a capture is already under way");
   std::vector<std::function<void()>> actions;
+  // The capture allocates from its own pool, which cannot take the ordinary pools' cached blocks (nor
+  // free them: no cudaFree during a capture). So what the warm-up step left cached is given back
+  // first; else capturing a step would reserve its activations twice, and a batch that fits eagerly
+  // could run out of memory in the capture.
+  if (rt.allocator) rt.allocator->empty_cache();
   rt.begin_capture();
   capturing_actions = &actions;
   try {

@@ -40,6 +40,8 @@ Optimizer::Optimizer(const NamedTensors& params, double lr, std::vector<std::str
 
 void Optimizer::set_lr(double lr) {
   NIMBUS_CHECK(std::isfinite(lr) && lr >= 0, "optimizer: learning rate must be finite and >= 0, got ", lr);
+  NIMBUS_CHECK(!(state_.defined() && device_capturing(state_.device())), type(),
+               ": set_lr inside a graph capture (the graph would replay this rate); set it between replays");
   if (state_.defined() && lr != lr_) backend(state_.device(), "optim_set_lr").optim_set_lr(clock_ptr(), lr);
   lr_ = lr;
 }
@@ -61,6 +63,7 @@ void Optimizer::ensure_state(Device d) {
   if (state_.defined() && state_.device() == d) return;
   NIMBUS_CHECK(!device_capturing(d), type(), ": the optimiser's first step on ", device_name(d),
                " is inside a graph capture; run one step eagerly before capturing (it creates the state)");
+  if (state_.defined()) clock_read(clock());  // moving devices: the subclass's fields as they stand now
   const size_t bytes = kClockBytes + params_.size() * (sizeof(double) + scalars_bytes());
   std::vector<float> host((bytes + sizeof(float) - 1) / sizeof(float), 0.f);
   OptimClock c;
@@ -107,6 +110,14 @@ void Optimizer::step() {
                    "capture (its state would be created by the graph at every replay); run one step eagerly first");
       p.slots.clear();
       for (size_t k = 0; k < slot_names_.size(); ++k) p.slots.push_back(Tensor::zeros(p.param.shape(), dev));
+    }
+    // Slots on another device: loaded from a checkpoint before the model moved (the trainers resume on
+    // the CPU, then move to the GPU). They follow the parameter, as the first step there runs eagerly.
+    for (Tensor& slot : p.slots) {
+      if (slot.device() == dev) continue;
+      NIMBUS_CHECK(!device_capturing(dev), type(), ": the state of '", p.name, "' is on ", device_name(slot.device()),
+                   " but the parameter on ", device_name(dev), " inside a graph capture; run one step eagerly first");
+      slot = slot.to(dev);
     }
     stepping.push_back(i);
   }
@@ -159,6 +170,8 @@ OptimizerState Optimizer::state_dict() const {
 }
 
 void Optimizer::load_state_dict(const OptimizerState& st) {
+  for (const ParamState& p : params_)
+    NIMBUS_CHECK(!device_capturing(p.param.device()), type(), ": load_state_dict inside a graph capture");
   std::map<std::string, const Tensor*> src;
   for (const auto& [n, t] : st.tensors) src[n] = &t;
   std::vector<std::string> problems;

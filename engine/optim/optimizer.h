@@ -43,9 +43,11 @@ class UpdateBatch {
     device_ = d;
     batch_.t[batch_.count++] = e;
   }
-  void flush() {
-    if (batch_.count > 0) launch_(device_, batch_);
+  void flush() {  // emptied before the launch: a launch that throws leaves no stale entries behind
+    if (batch_.count == 0) return;
+    const TensorBatch<Entry> full = batch_;
     batch_.count = 0;
+    launch_(device_, full);
   }
   void discard() { batch_.count = 0; }
 
@@ -69,13 +71,16 @@ class Optimizer {
   void step();       // one update of every parameter that has a .grad
   void zero_grad();  // drops every parameter's .grad
   double lr() const { return lr_; }
+  // Writes the rate into the device clock in order with the steps (a one-thread launch). Refused
+  // during a graph capture: the graph would replay the rate it was given at every replay.
   void set_lr(double lr);
   int64_t steps() const { return steps_; }
   virtual const char* type() const = 0;  // "sgd", "adam", "nadam"
 
   OptimizerState state_dict() const;
   // Replaces all state. Throws ONE Error listing every missing, unexpected or
-  // wrongly shaped tensor, or a type mismatch; on error nothing is changed.
+  // wrongly shaped tensor, or a type mismatch; on error nothing is changed. Refused during a graph
+  // capture; a graph captured before the load still points at the old state: capture again.
   void load_state_dict(const OptimizerState& state);
 
  protected:
