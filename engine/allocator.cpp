@@ -120,12 +120,15 @@ void CachingAllocator::deallocate(void* p) {
 }
 
 void CachingAllocator::free_ordinary_cache() {
+  bool first = true;
   for (auto b = free_.begin(); b != free_.end();) {
     if (is_private(b->first.first)) {
       ++b;
       continue;
     }
     for (void* q : b->second) {
+      if (first && before_free_) before_free_();
+      first = false;
       unpoison(q, 0, b->first.second);  // the system's allocator owns it again
       raw_free_(q);
     }

@@ -48,13 +48,15 @@ struct AllocatorStats {
 
 class CachingAllocator {
  public:
-  // A backend supplies the raw allocate/free (host memory here; cudaMalloc for CUDA).
+  // A backend supplies the raw allocate/free (host memory here; cudaMalloc for CUDA), and optionally
+  // what must happen once before a batch of frees (CUDA: wait for the device, once, not per block).
   using RawAlloc = void* (*)(size_t bytes);
   using RawFree = void (*)(void* p);
+  using BeforeFree = void (*)();
   // host_memory: the blocks are addressable host memory (false for a real GPU's), so AddressSanitizer
   // may guard them (see the top of the file).
-  CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, bool host_memory = true)
-      : raw_alloc_(raw_alloc), raw_free_(raw_free), host_memory_(host_memory) {}
+  CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, bool host_memory = true, BeforeFree before_free = nullptr)
+      : raw_alloc_(raw_alloc), raw_free_(raw_free), before_free_(before_free), host_memory_(host_memory) {}
   ~CachingAllocator();
   CachingAllocator(const CachingAllocator&) = delete;
   CachingAllocator& operator=(const CachingAllocator&) = delete;
@@ -89,6 +91,7 @@ class CachingAllocator {
   void unpoison(void* p, size_t from, size_t to) const;  // ASan: [from, to) of block p usable
   RawAlloc raw_alloc_;
   RawFree raw_free_;
+  BeforeFree before_free_;
   bool host_memory_;
   PoolFn pool_fn_ = nullptr;
   mutable std::mutex mu_;

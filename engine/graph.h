@@ -6,7 +6,8 @@
 // the device (a copy to or from the host, item(), a synchronisation) is refused during capture and
 // throws, and the capture is dropped. Tensors the work allocates come from a private memory pool
 // that only this graph uses (blocks freed during capture join it too), kept until the graph is
-// destroyed; so eager work between replays never gets memory a replay writes. Values that change
+// destroyed; so eager work between replays never gets memory a replay writes. A capture first gives
+// the ordinary pools' cached blocks back (empty_cache: one host wait), since its pool cannot use them. Values that change
 // from replay to replay must live in device memory the work reads (inputs copied into the same
 // tensors, the optimiser's clock): arguments passed by value are fixed at capture.
 //

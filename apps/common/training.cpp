@@ -84,8 +84,18 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTe
 int resume_or_start(bool resume, const std::string& program, const std::string& last, uint64_t seed,
                     models::Model& model, Optimizer& optimizer, Metadata* metadata) {
   if (!resume) return 0;
-  if (!fs::exists(last)) {
-    std::fprintf(stderr, "%s: --resume: no %s yet, starting from epoch 1\n", program.c_str(), last.c_str());
+  // Every rank must take the same decision: a rank that does not see the checkpoint (an --out that is
+  // not shared, a file still arriving) would start from epoch 1 while the others resume, and the
+  // ranks' collectives would no longer pair up.
+  ProcessGroup& g = world();
+  double seen = fs::exists(last) ? 1.0 : 0.0;
+  g.all_reduce_sum(&seen, 1);
+  NIMBUS_CHECK(seen == 0 || seen == double(g.size()), "--resume: ", last, " exists for ", int(seen), " of ", g.size(),
+               " ranks (", fs::exists(last) ? "this one included" : "not this one",
+               "); --out must be a folder every rank sees");
+  if (seen == 0) {
+    if (g.rank() == 0)
+      std::fprintf(stderr, "%s: --resume: no %s yet, starting from epoch 1\n", program.c_str(), last.c_str());
     return 0;
   }
   // The metadata first (not load_model: it would build a model, drawing from the global Rng).
@@ -95,8 +105,15 @@ int resume_or_start(bool resume, const std::string& program, const std::string& 
                " (its split and sample order depend on it) but this one has --seed ", seed);
   const int64_t epoch = models::load_training_state(last, model, optimizer, &global_rng());
   NIMBUS_CHECK(epoch >= 0, last, ": has no \"epoch\" metadata, cannot resume from it");
+  double first = double(epoch), differ = 0;  // and every rank read the same epoch's checkpoint
+  g.broadcast(&first, sizeof first, 0);
+  differ = double(first != double(epoch));
+  g.all_reduce_sum(&differ, 1);
+  NIMBUS_CHECK(differ == 0, "--resume: ", last, " holds epoch ", epoch, " here and epoch ", int64_t(first),
+               " on rank 0 (", int(differ), " of ", g.size(), " ranks differ); --out must be a folder every rank sees");
   if (metadata) *metadata = meta;
-  std::fprintf(stderr, "%s: resuming from %s after epoch %lld\n", program.c_str(), last.c_str(), (long long)epoch);
+  if (g.rank() == 0)
+    std::fprintf(stderr, "%s: resuming from %s after epoch %lld\n", program.c_str(), last.c_str(), (long long)epoch);
   return int(epoch);
 }
 
@@ -161,16 +178,32 @@ std::shared_ptr<const data::RasterPack> open_training_pack(const TrainingOptions
                                                            const std::vector<std::string>& sources,
                                                            const char* program) {
   if (o.pack.empty()) return nullptr;
-  std::unique_ptr<Progress> bar;
-  const auto pack = data::ensure_raster_pack(
-      o.pack, sources, [program](const std::string& why) { std::fprintf(stderr, "%s: %s\n", program, why.c_str()); },
-      [&](size_t done, size_t total) {
-        if (!bar) bar = std::make_unique<Progress>("packing", int64_t(total), stderr, Progress::Mode::Auto, "file");
-        bar->update(int64_t(done));
-      });
-  if (bar) bar->finish();
-  std::fprintf(stderr, "%s: reading %zu files from the raster pack %s (%.1f MiB)\n", program, pack->size(),
-               o.pack.c_str(), double(pack->bytes()) / 1048576.0);
+  // With several ranks, the first rank on each machine checks the pack and builds it when it must,
+  // while the others wait; then they open what it left, and only read. (Every rank building its own
+  // copy at once multiplied the reads and the disk space by the ranks, and wrote from every rank.)
+  ProcessGroup& g = world();
+  const bool builder = g.size() == 1 || launched_local_rank() == 0;
+  std::shared_ptr<const data::RasterPack> pack;
+  if (builder) {
+    std::unique_ptr<Progress> bar;
+    pack = data::ensure_raster_pack(
+        o.pack, sources, [program](const std::string& why) { std::fprintf(stderr, "%s: %s\n", program, why.c_str()); },
+        [&](size_t done, size_t total) {
+          if (!bar) bar = std::make_unique<Progress>("packing", int64_t(total), stderr, Progress::Mode::Auto, "file");
+          bar->update(int64_t(done));
+        });
+    if (bar) bar->finish();
+  }
+  if (g.size() > 1) g.barrier();  // a builder that fails stops every rank (abort_all) instead
+  if (!builder) {
+    const std::string why = data::RasterPack::stale_reason(o.pack, sources);
+    NIMBUS_CHECK(why.empty(), "--pack ", o.pack, ": not usable after the first rank on this machine made it (", why,
+                 "); every rank of a machine must see the same path");
+    pack = data::RasterPack::open(o.pack, true);
+  }
+  if (g.rank() == 0)
+    std::fprintf(stderr, "%s: reading %zu files from the raster pack %s (%.1f MiB)\n", program, pack->size(),
+                 o.pack.c_str(), double(pack->bytes()) / 1048576.0);
   return pack;
 }
 

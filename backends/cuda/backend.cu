@@ -27,6 +27,7 @@
 #include "engine/allocator.h"
 #include "engine/backend.h"
 #include "engine/device.h"
+#include "engine/distributed/process_group.h"
 #include "engine/tensor.h"
 #include "kernels/common/error.h"
 #include "kernels/cuda/batchnorm.h"
@@ -67,13 +68,14 @@ void* raw_alloc(size_t bytes) {
   return p;
 }
 
-// Only empty_cache() and the end of the process free: wait for every queued kernel first, rather
-// than rely on cudaFree's implicit synchronisation.
-void raw_free(void* p) {
+// Only empty_cache() and the end of the process free. The allocator calls wait_before_free() once
+// before a batch of frees: every queued kernel has run then, rather than relying on cudaFree's
+// implicit synchronisation (which, the device idle, then costs nothing: one host wait per batch).
+void wait_before_free() {
   count_host_wait();
   cudaDeviceSynchronize();
-  cudaFree(p);
 }
+void raw_free(void* p) { cudaFree(p); }
 
 // On the current stream, in order with the kernels. Device -> host: the host waits, since it reads
 // the data next. Host -> device: staged (upload.h), or, above the staging limit, a pageable copy and a
@@ -473,14 +475,9 @@ bool do_register() {
                  "the convolution) or 0");
     current_bn_fold = v == "1";
   }
-  // Data-parallel ranks on one machine take one GPU each, by local rank (mpirun's
-  // OMPI_COMM_WORLD_LOCAL_RANK, or SLURM_LOCALID); more ranks than GPUs share them round-robin.
-  int device = 0;
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
-    if (const char* v = std::getenv(name)) {
-      device = std::max(0, std::atoi(v)) % count;
-      break;
-    }
+  // Data-parallel ranks on one machine take one GPU each, by local rank; more ranks than GPUs share
+  // them round-robin.
+  const int device = launched_local_rank() % count;
   const cudaError_t de = cudaSetDevice(device);
   NIMBUS_CHECK(de == cudaSuccess, "cuda backend: cudaSetDevice(", device, ") failed: ", cudaGetErrorString(de));
   // The compute stream, never destroyed (like the allocator: work may run until the process ends).
@@ -494,7 +491,7 @@ bool do_register() {
 #else
   constexpr bool host_memory = true;  // the emulator's device memory: AddressSanitizer may guard it
 #endif
-  static CachingAllocator* allocator = new CachingAllocator(raw_alloc, raw_free, host_memory);
+  static CachingAllocator* allocator = new CachingAllocator(raw_alloc, raw_free, host_memory, wait_before_free);
   allocator->set_pool_fn(current_pool);
   the_allocator = allocator;
   set_device_runtime(Device::CUDA,

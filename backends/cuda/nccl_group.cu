@@ -9,8 +9,8 @@
  * (events, no host wait). So the last layers' buckets travel while backward computes the first
  * layers' gradients on the compute stream.
  *
- * Asked for with NIMBUS_PROCESS_GROUP=nccl (registered by the real CUDA backend only: under the
- * emulator, device memory is host memory and there is no driver). NCCL is loaded at run time with
+ * Asked for with NIMBUS_PROCESS_GROUP=nccl (made by the real CUDA backend only: under the emulator,
+ * device memory is host memory and there is no driver, and asking for it fails with that reason). NCCL is loaded at run time with
  * dlopen, not linked: libnccl.so.2 is 218 MB, too big to carry to a GPU machine, and a machine with
  * PyTorch has one in the nvidia-nccl wheel. Where: $NIMBUS_NCCL_LIB, else the loader's search path
  * (libnccl.so.2). The types come from the toolkit's nccl.h at build time.
@@ -161,8 +161,20 @@ void register_nccl_group() { register_process_group("nccl", make_nccl_group); }
 
 #else  // the emulator: no NCCL (its device memory is host memory, and there is no driver)
 
+#include <memory>
+
+#include "engine/distributed/process_group.h"
+#include "kernels/common/error.h"
+
 namespace nimbus::cuda {
-void register_nccl_group() {}
+// "nccl" is still a known kind, so that asking for it says why it cannot be had. It fails after MPI
+// is up, as a real NCCL start-up can (a library missing on one machine): the tests drive that path.
+void register_nccl_group() {
+  register_process_group("nccl", [](std::unique_ptr<ProcessGroup>) -> std::unique_ptr<ProcessGroup> {
+    throw Error("NIMBUS_PROCESS_GROUP=nccl: this build's CUDA backend is the emulator, which has no NCCL "
+                "(configure with -DNIMBUS_CUDA_BACKEND=ON on a machine with CUDA)");
+  });
+}
 }  // namespace nimbus::cuda
 
 #endif

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <exception>
 #include <limits>
 #include <map>
 #include <memory>
@@ -78,6 +79,10 @@ class MpiGroup final : public ProcessGroup {
     check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size_), "size");
   }
   ~MpiGroup() override {
+    // Not while an exception unwinds (a group built over this one failed to start, e.g. NCCL on one
+    // rank): MPI_Finalize would wait for ranks that wait in a collective for this one, and the
+    // message would never be printed. The handler calls abort_all(), which stops every rank.
+    if (std::uncaught_exceptions() > 0) return;
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (!finalized) MPI_Finalize();
@@ -183,6 +188,12 @@ int launched_rank() {
   return env_int("PMI_RANK");
 }
 
+int launched_local_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+    if (const char* v = std::getenv(name)) return std::max(0, std::atoi(v));
+  return 0;
+}
+
 ProcessGroup& world() {
   std::unique_ptr<ProcessGroup>& g = group();
   if (g) return *g;
@@ -209,8 +220,8 @@ void abort_all(int code) {
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
-  const std::unique_ptr<ProcessGroup>& g = group();
-  if (initialized && !finalized && g && g->size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  // Whether or not a group was made: MPI may be up under a group that failed to start.
+  if (initialized && !finalized && launched_with_several_ranks()) MPI_Abort(MPI_COMM_WORLD, code);
 #else
   (void)code;
 #endif

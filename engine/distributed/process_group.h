@@ -67,7 +67,11 @@ void register_process_group(const std::string& kind, GroupFactory make);
 bool launched_with_several_ranks();
 // This process's rank as the launcher announced it (0 without one); needs no MPI call.
 int launched_rank();
-// Stops every rank with `code`: MPI_Abort when the group is MPI, else nothing (the caller exits).
+// Its rank among the ranks on this machine (mpirun's OMPI_COMM_WORLD_LOCAL_RANK, MPICH's
+// MPI_LOCALRANKID, Slurm's SLURM_LOCALID; 0 without a launcher).
+int launched_local_rank();
+// Stops every rank with `code`: MPI_Abort when MPI is up with several ranks (also when the group
+// built over it failed to start), else nothing (the caller exits).
 void abort_all(int code);
 // "rank R of N (kind)" for messages; the launcher's numbers when the group is not made yet (or making
 // it failed), so that reporting a failure never tries again.

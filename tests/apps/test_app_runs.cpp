@@ -485,6 +485,43 @@ TEST_CASE("data parallel: --resume with another number of ranks continues the sa
   REQUIRE_MESSAGE(rest2.exit_code == 0, rest2.output);
   CHECK(checkpoint_difference(d / "full/last.safetensors", d / "back/last.safetensors") < 1e-4);
   CHECK(models::load_model(d / "back/last.safetensors").epoch == 3);
+  // A rank that does not see the checkpoint (here: rank 1 given another --out, as an --out on a disk of
+  // its own would be): every rank stops, saying so, instead of rank 1 starting over while rank 0 resumes.
+  const std::string before = read_file(d / "back/last.safetensors");
+  std::vector<std::string> mpmd = {"--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "--mca",
+                                   "btl_vader_single_copy_mechanism", "none", "--timeout", "300", "-np", "1",
+                                   app_path("train_dsen2cr")};
+  for (const auto& a : with(args("back", "1", "4"), {"--resume"})) mpmd.push_back(a);
+  for (const auto& a : std::vector<std::string>{":", "-np", "1", app_path("train_dsen2cr")}) mpmd.push_back(a);
+  for (const auto& a : with(args("elsewhere", "1", "4"), {"--resume"})) mpmd.push_back(a);
+  if (const char* asan = std::getenv("ASAN_OPTIONS"))
+    mpmd.insert(mpmd.begin(), {"-x", std::string("ASAN_OPTIONS=") + asan + ":detect_leaks=0"});
+  AppResult split = run_program(NIMBUS_MPIEXEC, mpmd);
+  CHECK(split.exit_code != 0);
+  CHECK_MESSAGE(split.output.find("exists for 1 of 2 ranks") != std::string::npos, split.output);
+  CHECK(read_file(d / "back/last.safetensors") == before);  // untouched
+}
+
+TEST_CASE("data parallel: with --pack the first rank of the machine builds the pack, the others only read it") {
+  TempDir d("dp_pack");
+  const std::string data = make_sen12mscr(d);
+  std::vector<std::string> a = with(dsen2cr_args(data, d / "run"), {"--pack", d / "cr.pack"});
+  a[5] = "1", a[7] = "1";  // --epochs, --batch-size
+  AppResult r = run_app_mpi(2, "train_dsen2cr", a);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  const std::string built = "building the raster pack";
+  CHECK_MESSAGE(r.output.find(built) != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find(built) == r.output.rfind(built), r.output);  // once, not once per rank
+  size_t files = 0;  // the pack and no one's leftover temporary file
+  for (const auto& e : std::filesystem::directory_iterator(d.path)) files += e.path().filename().string().rfind("cr.pack", 0) == 0;
+  CHECK(files == 1);
+  // Without a pack, the same run: the samples are the same either way.
+  std::vector<std::string> b = dsen2cr_args(data, d / "files");
+  b[7] = "1";
+  b[5] = "1";  // --epochs
+  AppResult plain = run_app_mpi(2, "train_dsen2cr", b);
+  REQUIRE_MESSAGE(plain.exit_code == 0, plain.output);
+  CHECK(checkpoint_difference(d / "run/last.safetensors", d / "files/last.safetensors") == 0);
 }
 
 TEST_CASE("data parallel: one rank killed mid-epoch stops every rank, the exit is non-zero, the last checkpoint stays") {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <cmath>
 #include <memory>
 #include <stdexcept>
@@ -27,6 +28,7 @@
 #include "engine/optim/adam.h"
 #include "engine/optim/sgd.h"
 #include "engine/random.h"
+#include "tests/apps/app_runner.h"
 #include "tests/common/check.h"
 
 using namespace nimbus;
@@ -400,3 +402,18 @@ TEST_CASE("sync batch norm: eval mode is batch norm with the running statistics,
   run_ranks(1, [&](ProcessGroup& g) { CHECK(convert_sync_batchnorm(m, g) == 0); });  // one rank: plain
   CHECK(m.a->sync == nullptr);
 }
+
+#ifdef NIMBUS_MPIEXEC
+TEST_CASE("process group: a group that fails to start on one rank after MPI is up stops every rank with its message") {
+  namespace fs = std::filesystem;
+  const std::string program = (fs::read_symlink("/proc/self/exe").parent_path() / "mpi_group_start_failure").string();
+  REQUIRE_MESSAGE(fs::exists(program), program, " is not built");
+  const test::AppResult r = test::run_program_mpi(2, program, {});
+  CHECK(r.exit_code != 0);
+  CHECK_MESSAGE(r.output.find("mpi_group_start_failure (rank 0 of 2 (no process group yet)): the group could not "
+                              "start on rank 0") != std::string::npos,
+                r.output);
+  CHECK_MESSAGE(r.output.find("passed the broadcast") == std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("time limit") == std::string::npos, r.output);  // mpirun's --timeout: a hang
+}
+#endif
