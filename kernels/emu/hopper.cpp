@@ -66,9 +66,14 @@
  * Numerics as the mma model: bf16 exact, tf32 = the top 19 bits of the 32-bit word, D = scale_d * C +
  * sum_k (scale_a A)(scale_b B) in float64, k ascending, rounded once: the one inexact part.
  *
- * setmaxnreg. Each warpgroup's count is kept: .inc below it or .dec above it is an error, and so are
- * counts that, summed over the block's warpgroups (24 for one without a setmaxnreg yet) x 128, exceed
- * the SM's 65,536 registers (a GPU's .inc would wait forever for them).
+ * setmaxnreg. Each warpgroup's count is kept: .inc below it or .dec above it is an error. The block's
+ * register pool is its launch count times its threads (PTX: per CTA; .inc takes from what .dec
+ * released). ptxas' launch count is not known here, so its upper bound stands for it: the SM's 65,536
+ * registers over the block's threads, in steps of 8, at most 256 (168 for 384 threads, what ptxas gives
+ * a __launch_bounds__(384, 1) kernel). Errors, each certain on a GPU: counts that, summed over the
+ * warpgroups (24 for one without a setmaxnreg yet: it may still .dec) x 128, exceed the pool; and at
+ * the block's end, the same sum with the launch count for a warpgroup that never ran setmaxnreg (it
+ * held its registers all along, so some .inc waited forever).
  *
  * wgmma ordering. fence, mma_async, commit_group and wait_group are warpgroup-collective (.aligned).
  * mma_async needs a wgmma.fence since the warpgroup's last wait_group (stricter than PTX, which
@@ -579,11 +584,29 @@ EMU_NO_TSAN std::string wgmma_wait_model(void* const* lanes) {
   return "";
 }
 
-// setmaxnreg. The SM's register file (65,536) bounds what the block's warpgroups can hold at once:
-// .inc waits until the CTA's pool (what .dec released) has the registers, so if the counts asked for
-// add up to more than that, some .inc waits forever. The launch's count (ptxas') is unknown here: a
-// warpgroup that has not run setmaxnreg counts as the least, 24, so an error is certain to be one on a
-// GPU. Also refused: an .inc below, or a .dec above, the count of the warpgroup's previous setmaxnreg.
+// setmaxnreg (see the top of the file). The pool: the launch's count (its upper bound) x the threads.
+int launch_regs(int threads) { return std::min(256, 65536 / threads / 8 * 8); }
+
+// The block's warpgroups' counts x 128 against its pool; `unset` is what a warpgroup without a
+// setmaxnreg counts as. An error message, or "".
+std::string maxnreg_budget(const HopperBlock& h, int unset, const std::string& what, const std::string& unset_text) {
+  const dim3 b = block_dim();
+  const int threads = int(b.x * b.y * b.z), groups = (threads + 127) / 128, entry = launch_regs(threads);
+  const int64_t pool = int64_t(entry) * threads;
+  int64_t total = 0;
+  std::string parts;
+  for (int g = 0; g < groups; ++g) {
+    const auto f = h.maxnreg.find(g);
+    const int r = f == h.maxnreg.end() ? unset : f->second;
+    total += 128 * int64_t(r);
+    parts += str(g ? ", " : "", g, ": ", r, f == h.maxnreg.end() ? unset_text : "");
+  }
+  if (total <= pool) return "";
+  return str(what, ": the block's warpgroups would hold ", total, " registers (per thread, by warpgroup: ", parts,
+             "; x 128 threads), more than its pool of ", pool, " (", threads, " threads x ", entry,
+             ", the most a launch can give each); on a GPU a setmaxnreg.inc would wait forever");
+}
+
 struct MaxnregLane {
   bool inc;
   int regs;
@@ -598,27 +621,21 @@ EMU_NO_TSAN std::string setmaxnreg_model(void* const* lanes) {
     return str("setmaxnreg.", l.inc ? "inc" : "dec", " to ", l.regs, " registers in warpgroup ", wg, ", whose count is ",
                it->second, " since its previous setmaxnreg: .inc may only raise the count, .dec only lower it");
   h.maxnreg[wg] = l.regs;
-  const dim3 b = block_dim();
-  const int groups = int((b.x * b.y * b.z + 127) / 128);
-  int64_t total = 0;
-  std::string parts;
-  for (int g = 0; g < groups; ++g) {
-    const auto f = h.maxnreg.find(g);
-    const int r = f == h.maxnreg.end() ? 24 : f->second;
-    total += 128 * int64_t(r);
-    parts += str(g ? ", " : "", g, ": ", r, f == h.maxnreg.end() ? " (no setmaxnreg yet: at least 24)" : "");
-  }
-  if (total > 65536)
-    return str("setmaxnreg.", l.inc ? "inc" : "dec", " to ", l.regs, " registers in warpgroup ", wg,
-               ": the block's warpgroups would hold ", total, " registers (per thread, by warpgroup: ", parts,
-               "; x 128 threads), more than the SM's 65536; on a GPU a setmaxnreg.inc would wait forever");
-  return "";
+  return maxnreg_budget(h, 24, str("setmaxnreg.", l.inc ? "inc" : "dec", " to ", l.regs, " registers in warpgroup ", wg),
+                        " (no setmaxnreg yet: at least 24)");
 }
 
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Entry points.
+EMU_NO_TSAN std::string block_exit_check() {
+  if (tls_h.serial != current_block_serial() || tls_h.maxnreg.empty()) return "";  // no setmaxnreg here
+  const int entry = launch_regs(int(block_dim().x * block_dim().y * block_dim().z));
+  return maxnreg_budget(tls_h, entry, "at the block's end",
+                        str(" (never ran setmaxnreg: it kept the launch's count, at most ", entry, ")"));
+}
+
 EMU_NO_TSAN uint32_t shared_address(const void* p, const char* what, const char* file, int line) {
   const auto a = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(dynamic_smem());
   if (a >= base && a < base + kMaxDynamicSmemOptIn) return uint32_t(a - base);

@@ -17,6 +17,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "kernels/emu/runtime.h"  // CUtensorMap
 
@@ -71,5 +72,9 @@ void wgmma_fence(const char* file, int line);
 void wgmma_commit_group(const char* file, int line);
 void wgmma_wait_group(int n, const char* file, int line);
 void setmaxnreg(bool inc, int regs, const char* file, int line);
+
+// What the block left that a GPU would not have finished (the scheduler calls it when every thread
+// is done): a warpgroup that never ran setmaxnreg while others' counts need its registers. "" if fine.
+std::string block_exit_check();
 
 }  // namespace nimbus::emu

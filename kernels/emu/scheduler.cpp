@@ -26,6 +26,7 @@
 
 #include "kernels/common/error.h"
 #include "kernels/emu/device.h"
+#include "kernels/emu/hopper.h"
 
 #if defined(__SANITIZE_ADDRESS__) && !defined(EMU_ASAN)
 #define EMU_ASAN 1
@@ -574,8 +575,10 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
     }
     if (!b.error.empty()) break;
     if (ran) continue;
-    if (std::all_of(b.threads.begin(), b.threads.end(), [](const Thread& t) { return t.state == State::Done; }))
+    if (std::all_of(b.threads.begin(), b.threads.end(), [](const Thread& t) { return t.state == State::Done; })) {
+      b.error = block_exit_check();  // hopper.h
       break;
+    }
     b.error = release_or_diagnose(b, strict_mode);
     if (!b.error.empty()) break;
   }

@@ -884,14 +884,15 @@ TEST_CASE("hopper: elect.sync picks the lowest lane of the mask, setmaxnreg is w
                 m);
 }
 
-// setmaxnreg's register budget: the counts the block's warpgroups ask for must fit the SM's 65,536
-// registers (else a .inc waits forever on a GPU), and .inc / .dec only raise / lower a count.
+// setmaxnreg's register budget: the counts the block's warpgroups ask for must fit the block's pool,
+// its launch count x its threads (else a .inc waits forever on a GPU), and .inc / .dec only raise /
+// lower a count. 384 threads: the launch gives each at most 168 registers, a pool of 64,512.
 __global__ void maxnreg_kernel(int variant) {
   const int wg = int(threadIdx.x) / 128;
   if (wg == 0) {
     if (variant != 3) setmaxnreg_dec<40>();  // variant 3: the producer keeps the launch's count
   } else if (variant == 0 || variant == 3) {
-    setmaxnreg_inc<232>();                   // 128 x 40 + 256 x 232 = 64,512: fits
+    setmaxnreg_inc<232>();                   // 128 x 40 + 256 x 232 = 64,512: fits exactly
   } else if (variant == 1) {
     setmaxnreg_inc<240>();                   // 128 x 40 + 256 x 240 = 66,560: too many
   } else {
@@ -900,16 +901,23 @@ __global__ void maxnreg_kernel(int variant) {
   }
 }
 
-TEST_CASE("hopper: setmaxnreg counts must fit the register file, .inc raises and .dec lowers") {
+TEST_CASE("hopper: setmaxnreg counts must fit the block's register pool, .inc raises and .dec lowers") {
   launch(maxnreg_kernel, 2, 384, 0, nullptr, 0);
-  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-  launch(maxnreg_kernel, 1, 384, 0, nullptr, 3);  // the unknown count counts as 24: 3,072 + 59,392
   REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
   for (Order o : kAllOrders) {  // whichever warpgroup sets its count last sees the total
     ScopedOrder so(o, 5);
     const std::string m = launch_error([&] { launch(maxnreg_kernel, 1, 384, 0, nullptr, 1); });
     CHECK_MESSAGE((contains(m, "would hold 66560 registers") && contains(m, "0: 40, 1: 240, 2: 240") &&
-                   contains(m, "more than the SM's 65536")),
+                   contains(m, "more than its pool of 64512 (384 threads x 168")),
+                  m);
+  }
+  // The producer never releases its 168: the consumers' .inc to 232 waits forever on a GPU. Seen when
+  // the block ends (until then the producer might still .dec): 128 x 168 + 256 x 232 = 80,896.
+  for (Order o : kAllOrders) {
+    ScopedOrder so(o, 5);
+    const std::string m = launch_error([&] { launch(maxnreg_kernel, 1, 384, 0, nullptr, 3); });
+    CHECK_MESSAGE((contains(m, "at the block's end") && contains(m, "would hold 80896 registers") &&
+                   contains(m, "0: 168 (never ran setmaxnreg")),
                   m);
   }
   const std::string m = launch_error([&] { launch(maxnreg_kernel, 1, 384, 0, nullptr, 2); });
