@@ -76,18 +76,32 @@ inline AppResult run_app(const std::string& name, const std::vector<std::string>
 // Under ASan the ranks run without leak detection: Open MPI unloads its plugins at MPI_Finalize, and
 // what they kept for the process's life is then reported from an unknown module, which no suppression
 // can name. ASan's and UBSan's other checks stay on, and the same code runs leak-checked in one process.
-// run_program_mpi: any program (its path) the same way.
-inline AppResult run_program_mpi(int ranks, const std::string& exe, const std::vector<std::string>& args) {
+inline std::vector<std::string> mpirun_options() {
   std::vector<std::string> all = {"--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "--mca",
                                   "btl_vader_single_copy_mechanism", "none", "--timeout", "300"};
   if (const char* asan = std::getenv("ASAN_OPTIONS"))
     all.insert(all.end(), {"-x", std::string("ASAN_OPTIONS=") + asan + ":detect_leaks=0"});
+  return all;
+}
+// run_program_mpi: any program (its path) the same way.
+inline AppResult run_program_mpi(int ranks, const std::string& exe, const std::vector<std::string>& args) {
+  std::vector<std::string> all = mpirun_options();
   all.insert(all.end(), {"-np", std::to_string(ranks), exe});
   all.insert(all.end(), args.begin(), args.end());
   return run_program(NIMBUS_MPIEXEC, all);
 }
 inline AppResult run_app_mpi(int ranks, const std::string& name, const std::vector<std::string>& args) {
   return run_program_mpi(ranks, app_path(name), args);
+}
+// One rank per element of `per_rank`, each with its own arguments (mpirun's MPMD form, "a : b").
+inline AppResult run_app_mpmd(const std::string& name, const std::vector<std::vector<std::string>>& per_rank) {
+  std::vector<std::string> all = mpirun_options();
+  for (size_t r = 0; r < per_rank.size(); ++r) {
+    if (r) all.push_back(":");
+    all.insert(all.end(), {"-np", "1", app_path(name)});
+    all.insert(all.end(), per_rank[r].begin(), per_rank[r].end());
+  }
+  return run_program(NIMBUS_MPIEXEC, all);
 }
 #endif
 

@@ -395,9 +395,14 @@ TEST_CASE("data parallel: 2 ranks of batch 1 train DSen2-CR as 1 rank of batch 2
   AppResult wrong = run_app_mpi(2, "train_dsen2cr", args("two_b2", "2", "adam"));
   REQUIRE_MESSAGE(wrong.exit_code == 0, wrong.output);
   CHECK(close(d / "one_adam/last.safetensors", d / "two_b2/last.safetensors") > 1e-2);
-  // Rank 0 alone wrote: one metrics.csv with one row per epoch, and the run folder is rank 0's.
+  // Rank 0 alone wrote: one metrics.csv with one row per epoch, and the run folder is rank 0's. Given
+  // an --out of its own, rank 1 leaves it unmade: it writes nothing anywhere it is told to.
   const std::string csv = read_file(d / "two_adam/metrics.csv");
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 4);
+  AppResult own = run_app_mpmd("train_dsen2cr", {args("two_own_0", "1", "adam"), args("two_own_1", "1", "adam")});
+  REQUIRE_MESSAGE(own.exit_code == 0, own.output);
+  CHECK(std::filesystem::exists(d / "two_own_0/last.safetensors"));
+  CHECK_FALSE(std::filesystem::exists(d / "two_own_1"));
   // A NaN on every rank at step 3 stops the run (exit 1) naming the step; epoch 1's checkpoint stays.
   AppResult nan = run_app_mpi(2, "train_dsen2cr", with(args("two_nan", "1", "adam"), {"--debug-inject-nan-at-step", "3"}));
   CHECK(nan.exit_code != 0);
@@ -488,15 +493,8 @@ TEST_CASE("data parallel: --resume with another number of ranks continues the sa
   // A rank that does not see the checkpoint (here: rank 1 given another --out, as an --out on a disk of
   // its own would be): every rank stops, saying so, instead of rank 1 starting over while rank 0 resumes.
   const std::string before = read_file(d / "back/last.safetensors");
-  std::vector<std::string> mpmd = {"--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "--mca",
-                                   "btl_vader_single_copy_mechanism", "none", "--timeout", "300", "-np", "1",
-                                   app_path("train_dsen2cr")};
-  for (const auto& a : with(args("back", "1", "4"), {"--resume"})) mpmd.push_back(a);
-  for (const auto& a : std::vector<std::string>{":", "-np", "1", app_path("train_dsen2cr")}) mpmd.push_back(a);
-  for (const auto& a : with(args("elsewhere", "1", "4"), {"--resume"})) mpmd.push_back(a);
-  if (const char* asan = std::getenv("ASAN_OPTIONS"))
-    mpmd.insert(mpmd.begin(), {"-x", std::string("ASAN_OPTIONS=") + asan + ":detect_leaks=0"});
-  AppResult split = run_program(NIMBUS_MPIEXEC, mpmd);
+  AppResult split = run_app_mpmd("train_dsen2cr", {with(args("back", "1", "4"), {"--resume"}),
+                                                   with(args("elsewhere", "1", "4"), {"--resume"})});
   CHECK(split.exit_code != 0);
   CHECK_MESSAGE(split.output.find("exists for 1 of 2 ranks") != std::string::npos, split.output);
   CHECK(read_file(d / "back/last.safetensors") == before);  // untouched
