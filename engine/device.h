@@ -32,6 +32,10 @@ struct DeviceRuntime {
   void (*replay_graph)(void* graph) = nullptr;
   void (*destroy_graph)(void* graph) = nullptr;
   bool (*capturing)() = nullptr;
+  // Page-locked host memory, for buffers the host copies to and from this device often (the gradient
+  // buckets of a host all-reduce): null where the device has none; free what alloc gave.
+  void* (*pinned_alloc)(size_t bytes) = nullptr;
+  void (*pinned_free)(void* p) = nullptr;
 };
 
 void set_device_runtime(Device d, const DeviceRuntime& rt);

@@ -77,6 +77,17 @@ void wait_before_free() {
 }
 void raw_free(void* p) { cudaFree(p); }
 
+// Page-locked host memory (DeviceRuntime::pinned_alloc): device <-> host copies from it need no
+// staging through the driver's own buffers.
+void* pinned_alloc(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMallocHost(&p, bytes);
+  if (e != cudaSuccess) (void)cudaGetLastError();
+  NIMBUS_CHECK(e == cudaSuccess, "cuda: cudaMallocHost of ", bytes, " bytes failed: ", cudaGetErrorString(e));
+  return p;
+}
+void pinned_free(void* p) { cudaFreeHost(p); }
+
 // On the current stream, in order with the kernels. Device -> host: the host waits, since it reads
 // the data next. Host -> device: staged (upload.h), or, above the staging limit, a pageable copy and a
 // wait (the caller may free or reuse the source once we return). Device -> device: queued only.
@@ -496,7 +507,8 @@ bool do_register() {
   the_allocator = allocator;
   set_device_runtime(Device::CUDA,
                      DeviceRuntime{allocator, copy, fill_n, synchronize, begin_capture_hook, end_capture_hook,
-                                   abort_capture_hook, replay_graph_hook, destroy_graph_hook, capturing_hook});
+                                   abort_capture_hook, replay_graph_hook, destroy_graph_hook, capturing_hook,
+                                   pinned_alloc, pinned_free});
   set_backend(Device::CUDA, make_backend());
   register_nccl_group();  // NIMBUS_PROCESS_GROUP=nccl (real CUDA only)
   base_status = str("CUDA backend: ", count, " device(s), using device ", device, " (", versions(), ")");

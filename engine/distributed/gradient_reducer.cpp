@@ -24,6 +24,11 @@ void copy_floats(float* dst, Device dst_dev, const float* src, Device src_dev, s
 
 }  // namespace
 
+void PinnedFree::operator()(float* p) const {
+  if (release) release(p);
+  else delete[] p;
+}
+
 GradientReducer::GradientReducer(NamedTensors params, ProcessGroup& pg, size_t bucket_floats)
     : params_(std::move(params)), pg_(pg), bucket_floats_(bucket_floats) {
   NIMBUS_CHECK(bucket_floats_ > 0, "GradientReducer: empty buckets");
@@ -67,23 +72,32 @@ void GradientReducer::ready(size_t i) {
   NIMBUS_CHECK(g.dtype() == DType::F32, "GradientReducer: the gradient of ", params_[i].first, " is ", describe(g),
                ", expected float32 (master weights)");
   const size_t n = size_t(g.numel());
-  const Device where = pg_.reduces_on(g.device()) ? g.device() : Device::CPU;
+  const Device grads = g.device(), where = pg_.reduces_on(grads) ? grads : Device::CPU;
   if (open_ < buckets_.size()) {
     const Bucket& b = buckets_[open_];
-    if (!b.members.empty() && (b.size + n > bucket_floats_ || b.where != where)) start_open_bucket();
+    if (!b.members.empty() && (b.size + n > bucket_floats_ || b.grads != grads)) start_open_bucket();
   }
   if (open_ == buckets_.size()) buckets_.emplace_back();
   Bucket& b = buckets_[open_];
-  if (b.members.empty()) {  // opening it: staging where the group reduces, large enough for the bucket
+  if (b.members.empty()) {  // opening it: its staging, large enough for the bucket
+    b.grads = grads;
     b.where = where;
     const size_t cap = std::max(bucket_floats_, n);
-    if (where == Device::CPU) {
+    if (grads == Device::CPU) {
       if (b.host.size() < cap) b.host.resize(cap);
-    } else if (!b.device.defined() || b.device.device() != where || size_t(b.device.numel()) < cap) {
-      b.device = Tensor::empty({int64_t(cap)}, where);
+    } else if (!b.device.defined() || b.device.device() != grads || size_t(b.device.numel()) < cap) {
+      b.device = Tensor::empty({int64_t(cap)}, grads);
+    }
+    if (b.via_host() && b.pinned_floats < cap) {
+      const DeviceRuntime& rt = device_runtime(grads);
+      b.pinned.reset();
+      b.pinned = rt.pinned_alloc ? PinnedFloats(static_cast<float*>(rt.pinned_alloc(cap * sizeof(float))),
+                                                PinnedFree{rt.pinned_free})
+                                 : PinnedFloats(new float[cap], PinnedFree{});
+      b.pinned_floats = cap;
     }
   }
-  copy_floats(b.data() + b.size, b.where, g.data(), g.device(), n);
+  copy_floats(b.staged() + b.size, grads, g.data(), grads, n);
   b.members.push_back({i, b.size, n});
   b.size += n;
   if (b.size >= bucket_floats_) start_open_bucket();
@@ -93,7 +107,9 @@ void GradientReducer::ready(size_t i) {
 void GradientReducer::start_open_bucket() {
   if (open_ == buckets_.size() || buckets_[open_].members.empty()) return;
   Bucket& b = buckets_[open_];
-  b.pending = pg_.start_all_reduce(b.data(), b.size, ReduceOp::Mean, b.where);
+  // A host reduction of device gradients: one copy to the host (it waits for them), then the group.
+  if (b.via_host()) copy_floats(b.pinned.get(), Device::CPU, b.device.data(), b.grads, b.size);
+  b.pending = pg_.start_all_reduce(b.reduced(), b.size, ReduceOp::Mean, b.where);
   ++step_.collectives;
   if (in_backward_) ++step_.before_backward_end;
   step_.floats += b.size;
@@ -107,9 +123,10 @@ size_t GradientReducer::finish() {
     Bucket& b = buckets_[k];
     b.pending->wait();
     b.pending.reset();
+    if (b.via_host()) copy_floats(b.device.data(), b.grads, b.pinned.get(), Device::CPU, b.size);  // one upload
     for (const Member& m : b.members) {
       Tensor g = params_[m.param].second.grad();
-      copy_floats(g.data(), g.device(), b.data() + m.offset, b.where, m.n);
+      copy_floats(g.data(), g.device(), b.staged() + m.offset, b.grads, m.n);
     }
     b.members.clear();
     b.size = 0;

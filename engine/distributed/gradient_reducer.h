@@ -12,10 +12,12 @@
 // because every rank runs the same graph, so backward completes the same gradients in the same order;
 // a parameter that gets no gradient is left out on every rank alike.
 //
-// Staging: a bucket lives where the group reduces (ProcessGroup::reduces_on): device memory for NCCL
-// and CUDA tensors (device-to-device copies, no host wait); host memory for MPI and the thread group,
-// so CUDA gradients are copied to the host (the copy waits for the gradient) and back. Debian's Open
-// MPI is not CUDA-aware, so that is the MPI path on GPU ranks.
+// Staging: a bucket's gradients are copied where they live (device-to-device copies for CUDA
+// tensors, no host wait), and it is reduced where the group reduces (ProcessGroup::reduces_on): in
+// place for NCCL, or, for a group that reduces host memory (MPI, the thread group), through a copy
+// in page-locked host memory: one device-to-host copy when the bucket starts (the host waits for
+// the gradients so far, once per bucket, not per parameter) and one back when it is done. Debian's
+// Open MPI is not CUDA-aware, so that is the MPI path on GPU ranks.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -25,6 +27,12 @@
 #include "engine/nn/module.h"
 
 namespace nimbus {
+
+// Frees page-locked host floats with the runtime's pinned_free (ordinary memory when it has none).
+struct PinnedFree {
+  void (*release)(void*) = nullptr;
+  void operator()(float* p) const;
+};
 
 class GradientReducer {
  public:
@@ -50,14 +58,20 @@ class GradientReducer {
     size_t param;
     size_t offset, n;
   };
+  using PinnedFloats = std::unique_ptr<float[], PinnedFree>;
   struct Bucket {
     std::vector<Member> members;
     size_t size = 0;
-    Device where = Device::CPU;
-    std::vector<float> host;  // staging when the group reduces host memory
-    Tensor device;            // staging when it reduces the gradients' device memory
+    Device grads = Device::CPU;  // where its gradients live
+    Device where = Device::CPU;  // where the group reduces it
+    std::vector<float> host;     // CPU gradients: their copy, reduced in place
+    Tensor device;               // gradients on a device: their copy there (reduced in place if the group can)
+    PinnedFloats pinned;         // ... else the host copy the group reduces
+    size_t pinned_floats = 0;
     std::unique_ptr<PendingCollective> pending;
-    float* data() { return where == Device::CPU ? host.data() : device.data(); }
+    bool via_host() const { return grads != Device::CPU && where == Device::CPU; }
+    float* staged() { return grads == Device::CPU ? host.data() : device.data(); }  // the gradients' copy
+    float* reduced() { return via_host() ? pinned.get() : staged(); }                // what the group reduces
   };
   void start_open_bucket();
 

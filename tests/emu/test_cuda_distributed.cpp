@@ -20,6 +20,8 @@
 #include "engine/ops/batchnorm.h"
 #include "engine/ops/loss.h"
 #include "engine/random.h"
+#include "kernels/cuda/stream.h"
+#include "kernels/emu/runtime.h"
 #include "models/model.h"
 #include "tests/common/check.h"
 #include "tests/emu/tiny_models.h"
@@ -34,7 +36,9 @@ class MirrorGroup final : public ProcessGroup {
   struct Call {
     Device where;
     size_t n;
+    bool pinned;  // host data in page-locked memory
   };
+  bool host_only = false;  // reduce host memory only, as MPI does (else device memory too, as NCCL)
   std::vector<Call> calls;  // start_all_reduce's, in order
   int rank() const override { return 0; }
   int size() const override { return 2; }
@@ -52,9 +56,9 @@ class MirrorGroup final : public ProcessGroup {
   }
   void broadcast(void*, size_t, int) override {}
   void barrier() override {}
-  bool reduces_on(Device) const override { return true; }
+  bool reduces_on(Device d) const override { return !host_only || d == Device::CPU; }
   std::unique_ptr<PendingCollective> start_all_reduce(float* data, size_t n, ReduceOp op, Device where) override {
-    calls.push_back({where, n});
+    calls.push_back({where, n, where == Device::CPU && emu::is_pinned_range(data, n * sizeof(float))});
     std::vector<float> host(n);
     device_runtime(where).copy(host.data(), Device::CPU, data, where, n * sizeof(float));
     if (op == ReduceOp::Sum)
@@ -72,9 +76,13 @@ std::vector<float> rand_floats(size_t n, uint64_t seed) {
 
 }  // namespace
 
+// NCCL's path (the group reduces device memory) and MPI's (host memory only: each bucket goes to
+// page-locked host memory in one copy, the host's one wait per bucket, and comes back in one).
 TEST_CASE("cuda distributed: the gradient reducer stages CUDA gradients in device buckets and gives back their mean") {
   REQUIRE(cuda::register_cuda_backend());
+  for (const bool host_only : {false, true})
   for (size_t bucket : {size_t(1) << 22, size_t(300)}) {
+    CAPTURE(host_only);
     CAPTURE(bucket);
     Rng rng(5);
     models::Model model = models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
@@ -91,17 +99,24 @@ TEST_CASE("cuda distributed: the gradient reducer stages CUDA gradients in devic
     clf.zero_grad();
     // Through the reducer (batch norm buffers moved by the first forward; the same batch again).
     MirrorGroup g;
+    g.host_only = host_only;
     GradientReducer reducer(params, g, bucket);
-    reducer.backward(cross_entropy(clf.logits(x), labels));
+    const Tensor loss = cross_entropy(clf.logits(x), labels);
+    const cuda::WorkCounts before = cuda::work_counts();
+    reducer.backward(loss);
+    const uint64_t waits = cuda::work_counts().host_waits - before.host_waits;
     size_t differ = 0, floats = 0;
     for (size_t i = 0; i < params.size(); ++i) {
       differ += params[i].second.grad().to_vector() != want[i];
       CHECK(params[i].second.grad().device() == Device::CUDA);
     }
     for (const MirrorGroup::Call& c : g.calls) {
-      CHECK(c.where == Device::CUDA);  // device memory, as NCCL takes it: no host staging
+      // NCCL's: device memory, no host staging; MPI's: page-locked host memory
+      CHECK(c.where == (host_only ? Device::CPU : Device::CUDA));
+      CHECK(c.pinned == host_only);
       floats += c.n;
     }
+    if (host_only) CHECK(waits == g.calls.size());  // one download per bucket, not one per parameter
     CHECK(differ == 0);  // the mean of two equal gradients is the gradient, bit for bit
     CHECK(floats == size_t(clf.num_parameters()));
     CHECK(reducer.last_step().collectives == g.calls.size());
