@@ -77,16 +77,22 @@ inline AppResult run_app(const std::string& name, const std::vector<std::string>
 // what they kept for the process's life is then reported from an unknown module, which no suppression
 // can name. ASan's and UBSan's other checks stay on, and the same code runs leak-checked in one process.
 inline std::vector<std::string> mpirun_options() {
-  std::vector<std::string> all = {"--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "--mca",
-                                  "btl_vader_single_copy_mechanism", "none", "--timeout", "300"};
+  return {"--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "--mca", "btl_vader_single_copy_mechanism",
+          "none", "--timeout", "300"};
+}
+// The options of one app context (in mpirun's MPMD form each context needs its own -x).
+inline std::vector<std::string> mpirun_context(const std::string& ranks, const std::string& exe) {
+  std::vector<std::string> c = {"-np", ranks};
   if (const char* asan = std::getenv("ASAN_OPTIONS"))
-    all.insert(all.end(), {"-x", std::string("ASAN_OPTIONS=") + asan + ":detect_leaks=0"});
-  return all;
+    c.insert(c.end(), {"-x", std::string("ASAN_OPTIONS=") + asan + ":detect_leaks=0"});
+  c.push_back(exe);
+  return c;
 }
 // run_program_mpi: any program (its path) the same way.
 inline AppResult run_program_mpi(int ranks, const std::string& exe, const std::vector<std::string>& args) {
   std::vector<std::string> all = mpirun_options();
-  all.insert(all.end(), {"-np", std::to_string(ranks), exe});
+  const std::vector<std::string> context = mpirun_context(std::to_string(ranks), exe);
+  all.insert(all.end(), context.begin(), context.end());
   all.insert(all.end(), args.begin(), args.end());
   return run_program(NIMBUS_MPIEXEC, all);
 }
@@ -98,7 +104,8 @@ inline AppResult run_app_mpmd(const std::string& name, const std::vector<std::ve
   std::vector<std::string> all = mpirun_options();
   for (size_t r = 0; r < per_rank.size(); ++r) {
     if (r) all.push_back(":");
-    all.insert(all.end(), {"-np", "1", app_path(name)});
+    const std::vector<std::string> context = mpirun_context("1", app_path(name));
+    all.insert(all.end(), context.begin(), context.end());
     all.insert(all.end(), per_rank[r].begin(), per_rank[r].end());
   }
   return run_program(NIMBUS_MPIEXEC, all);
