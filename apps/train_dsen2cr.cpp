@@ -145,8 +145,8 @@ int run(int argc, char** argv) {
     for (int64_t k = 0; k < lim; ++k) v.push_back(val[size_t(k) * val.size() / size_t(lim)]);
     val = std::move(v);
   }
-  if (val.empty()) std::fprintf(stderr, "train_dsen2cr: no validation triplets (benchmark val ROIs) under %s\n",
-                                training.data.c_str());
+  if (val.empty() && world().rank() == 0)
+    std::fprintf(stderr, "train_dsen2cr: no validation triplets (benchmark val ROIs) under %s\n", training.data.c_str());
 
   data::TripletSampleOptions train_opt, val_opt;
   const double thr = p.get_double("cloud-threshold");
@@ -183,10 +183,11 @@ int run(int argc, char** argv) {
   net.to(common.device);
   const std::string loss_kind = p.get_string("loss");
   const double lambda = p.get_double("lambda");
-  std::fprintf(stderr, "train_dsen2cr: %s, %lld parameters, loss %s, %s lr %g; %zu train / %zu val triplets; %s in %s\n",
-               model.config.str().c_str(), (long long)net.num_parameters(), loss_kind.c_str(),
-               p.get_string("optimizer").c_str(), lr, train.size(), val.size(), device_name(common.device),
-               common.precision.c_str());
+  if (world().rank() == 0)
+    std::fprintf(stderr, "train_dsen2cr: %s, %lld parameters, loss %s, %s lr %g; %zu train / %zu val triplets; %s in %s\n",
+                 model.config.str().c_str(), (long long)net.num_parameters(), loss_kind.c_str(),
+                 p.get_string("optimizer").c_str(), lr, train.size(), val.size(), device_name(common.device),
+                 common.precision.c_str());
 
   apps::MetricsCsv csv(paths.metrics,
                        {"epoch", "lr", "train_loss", "val_loss", "val_mae", "val_rmse", "val_psnr", "val_ssim",

@@ -203,7 +203,7 @@ int run(int argc, char** argv) {
   rc.width = int(p.get_int("width"));
   models::Model model = models::build_model(models::ModelConfig::of(rc), global_rng());
   models::Classifier& clf = *model.classifier;
-  if (p.get_flag("sync-bn") && convert_sync_batchnorm(clf, world()) > 0)
+  if (p.get_flag("sync-bn") && convert_sync_batchnorm(clf, world()) > 0 && world().rank() == 0)
     std::fprintf(stderr, "train_resnet: batch norm synchronised over %d ranks\n", world().size());
   std::unique_ptr<Optimizer> opt = apps::make_optimizer("adam", clf.named_parameters(), p.get_double("lr"));
   Metadata saved;
@@ -220,9 +220,10 @@ int run(int argc, char** argv) {
   std::vector<int> ms;
   for (int64_t m : p.get_int_list("milestones")) ms.push_back(int(m));
   const StepLr schedule(p.get_double("lr"), ms, p.get_double("lr-divisor"));
-  std::fprintf(stderr, "train_resnet: %s, %lld parameters; %zu train / %zu val tiles; epochs %d..%lld; %s in %s\n",
-               model.config.str().c_str(), (long long)clf.num_parameters(), split.train.size(), split.val.size(),
-               done + 1, (long long)training.epochs, device_name(common.device), common.precision.c_str());
+  if (world().rank() == 0)
+    std::fprintf(stderr, "train_resnet: %s, %lld parameters; %zu train / %zu val tiles; epochs %d..%lld; %s in %s\n",
+                 model.config.str().c_str(), (long long)clf.num_parameters(), split.train.size(), split.val.size(),
+                 done + 1, (long long)training.epochs, device_name(common.device), common.precision.c_str());
 
   apps::MetricsCsv csv(paths.metrics, {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"}, done);
   data::Loader loader(split.train.size(), train_fn,

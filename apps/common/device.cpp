@@ -7,6 +7,7 @@
 
 #include "engine/autocast.h"
 #include "engine/backend.h"
+#include "engine/distributed/process_group.h"
 #ifdef NIMBUS_APPS_WITH_CUDA
 #include "backends/cuda/backend.h"
 #endif
@@ -27,7 +28,7 @@ cli::CommonOptions setup_device(const cli::Parser& p) {
   if (asked == "cuda" && !device_available(Device::CUDA))
     throw Error(str("--device cuda: no usable CUDA device/backend (", cuda_status(), "); use --device cpu or auto"));
   cli::CommonOptions c = cli::apply_common_options(p);
-  if (asked == "auto" && c.device == Device::CPU)
+  if (asked == "auto" && c.device == Device::CPU && launched_rank() == 0)  // said once, not per rank
     std::fprintf(stderr, "%s: no usable CUDA device/backend, running on the CPU (%d threads): %s\n",
                  p.program().c_str(), c.threads, cuda_status().c_str());
   openblas_set_num_threads(c.threads);
@@ -35,7 +36,8 @@ cli::CommonOptions setup_device(const cli::Parser& p) {
     const std::string asked_p = p.get_string("precision");
     c.precision = asked_p == "auto" ? (c.device == Device::CUDA ? "tf32" : "fp32") : asked_p;
     if (c.precision == "tf32" && c.device == Device::CPU) {
-      std::fprintf(stderr, "%s: --precision tf32: the CPU has no TF32, running fp32\n", p.program().c_str());
+      if (launched_rank() == 0)
+        std::fprintf(stderr, "%s: --precision tf32: the CPU has no TF32, running fp32\n", p.program().c_str());
       c.precision = "fp32";
     }
     set_autocast_dtype(c.precision == "bf16" ? DType::BF16 : DType::F32);  // this (the main) thread, whole run
