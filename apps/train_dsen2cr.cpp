@@ -132,6 +132,7 @@ int run(int argc, char** argv) {
   // (--crop >= 11: SSIM's 11x11 window; the ranges are declared with the options.)
   const cli::CommonOptions common = apps::setup_device(p);
   const apps::RunPaths paths(training.out, "train_dsen2cr");
+  paths.refuse_over({{"--data", training.data}});
 
   const bool csv_list = training.data.size() > 4 && training.data.substr(training.data.size() - 4) == ".csv";
   const data::Sen12mscrIndex index =

@@ -162,6 +162,7 @@ int run(int argc, char** argv) {
   if (blocks.size() != 4) throw cli::UsageError("--blocks needs 4 numbers (blocks per stage)");
   const cli::CommonOptions common = apps::setup_device(p);
   const apps::RunPaths paths(training.out, "train_resnet");
+  paths.refuse_over({{"--data", training.data}});
 
   // Data: index, split, sample functions (tiles reordered to sen12ms order).
   data::EuroSat ds(training.data, /*check_files=*/false);

@@ -26,6 +26,7 @@
 #include <limits>
 #include <mutex>
 
+#include "engine/io/input_files.h"
 #include "kernels/common/error.h"
 
 namespace nimbus::data {
@@ -94,6 +95,7 @@ class TiffFile {
     tif_ = TIFFOpenExt(path.c_str(), mode, opts);
     TIFFOpenOptionsFree(opts);
     if (!tif_) fail(mode[0] == 'r' ? "cannot open as a TIFF" : "cannot create");
+    if (mode[0] == 'r') note_input(path);  // no output of this run may replace it (input_files.h)
   }
   ~TiffFile() {
     if (tif_) TIFFClose(tif_);
@@ -561,6 +563,7 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
   if (options.type != SampleType::Float32)
     for (float v : raster.data)
       NIMBUS_CHECK(!std::isnan(v), "geotiff: ", path, ": cannot write NaN as ", sample_type_name(options.type));
+  refuse_if_input(path);
   // Written next to the target and renamed, so a reader never sees half a file.
   const std::string tmp =
       str(path, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
@@ -598,6 +601,7 @@ TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int h
                                        const WriteOptions& options, const GeoInfo& geo,
                                        const std::vector<std::string>& band_names)
     : impl_(std::make_unique<Impl>()) {
+  refuse_if_input(path);  // before any of the (long) work that fills it
   Impl& m = *impl_;
   m.path = path;
   m.width = width, m.height = height, m.bands = bands;

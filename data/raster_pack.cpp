@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/io/input_files.h"
 #include "kernels/common/error.h"
 
 namespace nimbus::data {
@@ -233,6 +234,18 @@ std::string RasterPack::stale_reason(const std::string& path, const std::vector<
 
 void build_raster_pack(const std::string& path, const std::vector<std::string>& sources,
                        const std::function<void(size_t, size_t)>& progress) {
+  // Only a pack may be replaced: an existing file without the magic is someone's data (a mistyped
+  // --pack naming a tile or a checkpoint); and never an input of this run.
+  refuse_if_input(path);
+  if (fs::exists(path)) {
+    NIMBUS_CHECK(fs::is_regular_file(path), path, ": exists and is not a file; choose another raster pack path");
+    char head[sizeof kMagic] = {};
+    std::ifstream existing(path, std::ios::binary);
+    existing.read(head, sizeof head);
+    NIMBUS_CHECK(existing.gcount() == std::streamsize(sizeof head) && std::memcmp(head, kMagic, sizeof kMagic) == 0,
+                 path, ": exists and is not a raster pack (no NIMBUSRP magic): refusing to replace it; remove it or "
+                 "choose another path");
+  }
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
   NIMBUS_CHECK(f.good(), tmp, ": cannot create the raster pack");

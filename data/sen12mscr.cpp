@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "data/normalize.h"
+#include "engine/io/input_files.h"
 #include "kernels/common/error.h"
 
 namespace nimbus::data {
@@ -212,6 +213,7 @@ Sen12mscrIndex scan_sen12mscr(const std::string& root, const std::string& lc_roo
 Sen12mscrIndex read_sen12mscr_list(const std::string& csv_path) {
   std::ifstream in(csv_path);
   NIMBUS_CHECK(in.good(), "sen12mscr: cannot read list file ", csv_path);
+  note_input(csv_path);
   const fs::path base = fs::path(csv_path).parent_path();
   std::map<Key, Members> found;
   std::string line;

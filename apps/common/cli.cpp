@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "engine/distributed/process_group.h"
+#include "engine/io/input_files.h"
 #include "engine/random.h"
 
 namespace nimbus::cli {
@@ -311,6 +312,7 @@ int guarded_main(const char* program, int (*run)(int, char**), int argc, char** 
   auto who = [program] {
     return launched_with_several_ranks() ? str(program, " (", describe_rank(), ")") : std::string(program);
   };
+  protect_inputs(true);  // no output of a program may replace one of its inputs (engine/io/input_files.h)
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {

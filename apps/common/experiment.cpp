@@ -9,6 +9,7 @@
 #include "data/geotiff.h"
 #include "data/normalize.h"
 #include "engine/autograd.h"
+#include "engine/io/input_files.h"
 
 namespace nimbus::apps {
 
@@ -362,6 +363,7 @@ json::Value Experiment::to_json() const {
 std::map<std::string, TrueLabel> read_true_labels(const std::string& path) {
   std::ifstream f(path);
   NIMBUS_CHECK(f.good(), path, ": cannot open the labels file");
+  note_input(path);
   std::string line;
   NIMBUS_CHECK(std::getline(f, line), path, ": empty labels file");
   const std::vector<std::string> header = csv_fields(line);

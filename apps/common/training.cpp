@@ -34,6 +34,10 @@ RunPaths::RunPaths(const std::string& out_dir, const std::string& program) : out
   metrics = out + "/metrics.csv";
 }
 
+void RunPaths::refuse_over(const std::vector<std::pair<std::string, std::string>>& inputs) const {
+  for (const std::string& f : {last, best, metrics}) cli::refuse_output_over_input("--out", f, inputs);
+}
+
 MetricsCsv::MetricsCsv(std::string path, std::vector<std::string> columns, int keep_through_epoch)
     : path_(std::move(path)), columns_(std::move(columns)) {
   std::ifstream in(path_);

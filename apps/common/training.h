@@ -33,6 +33,9 @@ struct RunPaths {
   // Takes the folder for this run (run_folder.h: created, locked, stale temporaries removed). In a
   // data-parallel run only rank 0 takes it (and writes there); the other ranks only read from it.
   RunPaths(const std::string& out_dir, const std::string& program);
+  // Before any work: a usage error when one of the run's files (checkpoints, metrics.csv) is one of
+  // `inputs` (option -> path), e.g. a --data list CSV kept in --out under one of those names.
+  void refuse_over(const std::vector<std::pair<std::string, std::string>>& inputs) const;
   std::unique_ptr<RunFolder> folder;  // null on ranks other than 0
   std::string out, last, best, metrics;
 };

@@ -1,6 +1,8 @@
 // safetensors.cpp: checked reader, atomic writer (format in safetensors.h).
 #include "engine/io/safetensors.h"
 
+#include "engine/io/input_files.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -47,6 +49,7 @@ bool write_all(int fd, const std::string& bytes) {
 }  // namespace
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
+  refuse_if_input(path);
   // A path that exists and is no regular file (a device, a pipe, /dev/stdout) is written to
   // directly: renaming a temporary over it would replace the device with a plain file.
   struct stat st {};

@@ -320,6 +320,25 @@ TEST_CASE("trainers: --pack gives the same weights as the files, builds once, re
   AppResult stale = run_app("train_resnet", with(resnet_args(eurosat, d / "r_stale"), {"--pack", d / "r.pack"}));
   REQUIRE_MESSAGE(stale.exit_code == 0, stale.output);
   CHECK_MESSAGE(stale.output.find("changed since the pack was built") != std::string::npos, stale.output);
+  // A --pack that names someone's file is refused and the file kept: a training tile (an input of the
+  // run), and a checkpoint (no pack magic).
+  const std::string tile_bytes = read_file(tile), ckpt_bytes = read_file(d / "r_files/last.safetensors");
+  AppResult on_tile = run_app("train_resnet", with(resnet_args(eurosat, d / "r_tile"), {"--pack", tile}));
+  CHECK(on_tile.exit_code == 1);
+  CHECK_MESSAGE(on_tile.output.find("refusing to") != std::string::npos, on_tile.output);
+  CHECK(read_file(tile) == tile_bytes);
+  AppResult on_ckpt = run_app("train_resnet", with(resnet_args(eurosat, d / "r_ckpt"), {"--pack", d / "r_files/last.safetensors"}));
+  CHECK(on_ckpt.exit_code == 1);
+  CHECK_MESSAGE(on_ckpt.output.find("is not a raster pack") != std::string::npos, on_ckpt.output);
+  CHECK(read_file(d / "r_files/last.safetensors") == ckpt_bytes);
+  // A --data list CSV kept in --out under the name of a file the run writes: refused before any work.
+  const std::string list = d / "listrun/metrics.csv";
+  fs::create_directories(d / "listrun");
+  { std::ofstream(list) << "s1,s2,s2_cloudy\n"; }
+  AppResult over_list = run_app("train_dsen2cr", dsen2cr_args(list, d / "listrun"));
+  CHECK(over_list.exit_code == 2);
+  CHECK_MESSAGE(over_list.output.find("is also --data (an input)") != std::string::npos, over_list.output);
+  CHECK(read_file(list) == "s1,s2,s2_cloudy\n");
 }
 
 #ifdef NIMBUS_MPIEXEC  // the data-parallel tests' helpers
@@ -694,6 +713,13 @@ TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with 
                                                d / "v.tif", "--threads", "1"});
   REQUIRE(single.exit_code == 0);
   CHECK(read_file(produced) == read_file(d / "v.tif"));
+  // Folder mode into the cloudy images' own folder: refused before any work, every input kept.
+  const std::string cloudy_dir = fs::path(v.s2_cloudy).parent_path().string(), cloudy_bytes = read_file(v.s2_cloudy);
+  AppResult over = run_app("remove_clouds", {"--weights", ckpt, "--data", data, "--split", "val", "--out-dir",
+                                             cloudy_dir, "--threads", "1"});
+  CHECK(over.exit_code == 2);
+  CHECK_MESSAGE(over.output.find("is also a cloudy image (an input)") != std::string::npos, over.output);
+  CHECK(read_file(v.s2_cloudy) == cloudy_bytes);
 }
 
 TEST_CASE("apps: --device cuda is a clear error (exit 1) and --help works (exit 0)") {

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "data/geotiff.h"
+#include "engine/io/input_files.h"
 #include "engine/io/json.h"
 #include "tests/common/check.h"
 #include "tests/data/data_test_util.h"
@@ -489,4 +490,28 @@ TEST_CASE("geotiff: the tiled writer takes tiles in any order and writes what wr
   CHECK(left == 0);
   CHECK_THROWS_WITH_AS(TiledGeoTiffWriter(d / "v.tif", 10, 10, 2, o, r.geo, {"B1"}),
                        doctest::Contains("1 band names for 2 bands"), Error);
+}
+
+// The programs' rule (engine/io/input_files.h, on in every program): a GeoTIFF read as an input is
+// never replaced, whichever path names it, by the one-shot writer or the tiled one (refused when it is
+// made, before the long work that fills it); other files are written as before.
+TEST_CASE("geotiff: with input protection on, neither writer replaces a file that was read") {
+  TempDir tmp;
+  const Raster r = random_raster(2, 8, 9, 0, 100, 3, SampleType::UInt16);
+  WriteOptions o;
+  o.type = SampleType::UInt16;
+  const std::string in = tmp / "in.tif", link = tmp / "link.tif", out = tmp / "out.tif";
+  write_geotiff(in, r, o);
+  fs::create_symlink(in, link);
+  const ProtectInputsScope protect;
+  (void)read_tiff_info(link);  // through the link: the file is the same
+  for (const std::string& target : {in, link, tmp / "sub/../in.tif"}) {
+    CAPTURE(target);
+    fs::create_directories(tmp / "sub");
+    CHECK_THROWS_WITH_AS(write_geotiff(target, r, o), doctest::Contains("input files"), Error);
+    CHECK_THROWS_WITH_AS(TiledGeoTiffWriter(target, 9, 8, 2, o, r.geo, {}), doctest::Contains("input files"), Error);
+  }
+  check_close(read_geotiff(in).data, r.data, 0, 0, "the input, unchanged");
+  write_geotiff(out, r, o);  // not an input
+  CHECK(fs::exists(out));
 }

@@ -12,6 +12,7 @@
 #include "data/eurosat.h"
 #include "data/raster_pack.h"
 #include "data/sen12mscr.h"
+#include "engine/io/input_files.h"
 #include "tests/common/check.h"
 #include "tests/data/data_test_util.h"
 
@@ -248,4 +249,27 @@ TEST_CASE("raster pack: a truncated or corrupt pack is an Error naming it, at ev
   CHECK_THROWS_WITH_AS(RasterPack::open(bad, false), doctest::Contains("truncated or appended to"), Error);
   CHECK_THROWS_WITH_AS(RasterPack::open(tmp / "none.pack"), doctest::Contains("cannot open the raster pack"), Error);
   CHECK(RasterPack::open(good)->read(a).data == read_geotiff(a).data);
+}
+
+// Only a pack may be replaced: a --pack path naming someone's file (a tile, a checkpoint) is refused
+// and the file kept; so is one of this run's inputs, even when the file read is a pack's source.
+TEST_CASE("raster pack: never replaces a file that is not a pack, nor an input of the run") {
+  TempDir tmp;
+  const std::string src = write_typed(tmp, SampleType::UInt16);
+  const std::string other = tmp / "last.safetensors";
+  { std::ofstream(other) << "{\"not\": \"a pack\"}"; }
+  CHECK_THROWS_WITH_AS(build_raster_pack(other, {src}), doctest::Contains("is not a raster pack"), Error);
+  std::ifstream kept(other);
+  CHECK(std::string(std::istreambuf_iterator<char>(kept), {}) == "{\"not\": \"a pack\"}");
+  // A pack is rebuilt in place, as before.
+  const std::string pack = tmp / "p.pack";
+  build_raster_pack(pack, {src});
+  build_raster_pack(pack, {src});
+  CHECK(RasterPack::open(pack, true)->contains(src));
+  // With the programs' protection on (engine/io/input_files.h), a source the run read is refused before
+  // the magic is looked at: it stays a GeoTIFF.
+  const ProtectInputsScope protect;
+  const Raster before = read_geotiff(src);
+  CHECK_THROWS_WITH_AS(build_raster_pack(src, {src}), doctest::Contains("input files"), Error);
+  CHECK(same_values(read_geotiff(src).data, before.data));
 }
