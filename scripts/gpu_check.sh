@@ -2,31 +2,43 @@
 # gpu_check.sh: one command for a GPU machine: checks and times every CUDA kernel and both models,
 # next to cuBLAS, cuDNN and PyTorch on the same GPU, and writes the results table.
 #
-#   scripts/gpu_check.sh [--only PHASE[,PHASE...]] [--budget SECONDS] [--out DIR]
+#   scripts/gpu_check.sh [--only PHASE[,PHASE...]] [--budget SECONDS] [--out DIR] [--bring-back DIR]
 #
-# Phases, in order (each with its own time limit, so one that fails or hangs never costs the rest):
-#   smoke        GPU, driver, clocks, nvcc/g++ versions; the carried binaries start; the two ceilings
-#                (a large device-to-device copy, a large bf16 matrix product through PyTorch)
-#   correctness  the emulator's CUDA kernel tests on the device (test_cuda_real), our kernels against
-#                cuBLAS/cuDNN (test_gpu_reference), the tensor-core conformance kernels against the
-#                emulator's models (gpu_bench_conformance), compute-sanitizer memcheck and racecheck
-#                on small cases of the shared-memory kernels
+# On the device tool (docs/cuda-backend.md, "The GPU check"): `scripts/gpu_check.sh --budget 540`, with
+# timeout_s 590 and `.gpu/nimbus-gpu.tar.xz` carried. The tool brings back at most 8 files of $OUT (16
+# MiB each), so the run works in /tmp/gpu-check and, after every phase, copies its four main files
+# into $OUT and packs the rest into $OUT/gpu-check.tar.xz (a run killed at the tool's limit still
+# brings back what finished).
+#
+# Phases, in order of what the next run must decide first (each with its own time limit, so one that
+# fails or hangs never costs the rest; the PyTorch reruns and the demo come last):
+#   smoke        GPU, driver, clocks, nvcc/g++ versions; the carried binaries start (if they do not,
+#                the run stops at once: the minutes are better spent on a fixed rerun); the two
+#                ceilings (a large device-to-device copy, a large bf16 matrix product through PyTorch)
+#   correctness  first the tensor-core conformance kernels against the emulator's models
+#                (gpu_bench_conformance) and the wgmma convolutions' small validations (on failure the
+#                later phases use mma.sync and leave the wgmma versions out); then the emulator's CUDA
+#                kernel tests on the device (test_cuda_real), our kernels against cuBLAS/cuDNN
+#                (test_gpu_reference), compute-sanitizer memcheck and racecheck on small cases
+#   kernels      every numbered version in bench/cuda on the fixed cases, validated then timed, with
+#                cuDNN/cuBLAS in fp32, TF32, bf16 (gpu_bench_*)
+#   models       bench_models --device cuda; bench_loader's rates on this host (loader.jsonl), to set
+#                beside the GPU step's
+#   sweep        every configuration of the backend's tensor-core convolution kernels per layer of the
+#                kernel cases (gpu_bench_conv2d --sweep): sweep.jsonl, and sweep_table.inc with the
+#                winners in kernels/cuda/tc_dispatch_table.inc's format (commit them there)
+#   memory       the backend's memory-bound kernels and the optimisers' step at the models' shapes, each
+#                against a device-to-device copy of the same traffic (gpu_bench_memory_bound)
+#   sass         the hot kernels' SASS (cuobjdump): instruction counts in the log, one instantiation of
+#                each tensor-core kernel in sass_hot.txt (the whole dump stays on the machine)
 #   distributed  the "nccl" process group at world size 1 (cuda_status --nccl): one-rank sums and means
 #                exact, the all-reduce's fixed cost per message size; then two MPI ranks sharing the
 #                GPU through host memory (the bundle's Open MPI): the all-reduce's bandwidth
 #                (allreduce.jsonl), and a small DSen2-CR trained by 2 ranks of batch 2 against 1 rank
 #                of batch 4, their checkpoints compared (scripts/gpu/compare_checkpoints.py)
-#   kernels      every numbered version in bench/cuda on the fixed cases, validated then timed, with
-#                cuDNN/cuBLAS in fp32, TF32, bf16 (gpu_bench_*), and PyTorch (bench/torch/gpu_reference.py)
-#   sass         the hot kernels' SASS (cuobjdump), for reading on a machine without a GPU
-#   models       bench_models --device cuda, and PyTorch on the same cases; bench_loader's rates on this
-#                host (loader.jsonl), to set beside the GPU step's
-#   memory       the backend's memory-bound kernels and the optimisers' step at the models' shapes, each
-#                against a device-to-device copy of the same traffic (gpu_bench_memory_bound)
-#   sweep        every configuration of the backend's tensor-core convolution kernels per layer of the
-#                kernel cases (gpu_bench_conv2d --sweep): sweep.jsonl, and sweep_table.inc with the
-#                winners in kernels/cuda/tc_dispatch_table.inc's format (commit them there). Last: it
-#                tunes, the other phases measure
+#   torch        PyTorch on the same kernel and model cases (bench/torch/gpu_reference.py: eager in
+#                fp32/TF32/bf16, then torch.compile); the H200's of 2026-12-04 are in
+#                bench/results/h200/, so on an H200 this phase only refreshes them
 #   demo         scripts/demo.sh on the GPU with the bundle's programs, at reduced sizes (demo/: its
 #                report and Table 1, to set beside the CPU's for the same sizes); then classify and
 #                remove_clouds with the demo's models on the GPU and on the CPU in fp32, compared
@@ -38,31 +50,38 @@
 # built in place instead (a workstation: scripts/gpu_package.sh, then NIMBUS_GPU_BIN=build-gpu/bin).
 # cuBLAS/cuDNN come from the CUDA toolkit or the image's nvidia-* Python wheels.
 #
-# Output (in $OUT when set, else --out, else gpu-check/): results.jsonl (one JSON object per case
-# and implementation, written as results arrive; scripts/gpu/results.py documents the fields),
-# gpu_check.log (everything), correctness.log, sass_sm90.txt, summary.md (the table, also printed
-# last). Exit 0: every phase passed; 1: a phase failed or ran out of time; 77: no GPU (every phase
+# Output (in --out, else /tmp/gpu-check when $OUT is set, else gpu-check/): results.jsonl (one JSON
+# object per case and implementation, written as results arrive; scripts/gpu/results.py documents the
+# fields), gpu_check.log (everything), correctness.log, sass_sm90.txt, summary.md (the table, also
+# printed last). With --bring-back DIR ($OUT by default when set): results.jsonl, summary.md,
+# gpu_check.log and sweep_table.inc copied there, everything else but the whole SASS dump, the
+# checkpoints and the packs in DIR/gpu-check.tar.xz, remade after every phase. Exit 0: every phase passed; 1: a phase failed or ran out of time; 77: no GPU (every phase
 # reports itself skipped, which is what CI checks); 2: bad arguments. Every phase also runs in ctest
 # on stand-ins for the GPU's programs (tests/scripts/gpu_check_rehearsal.sh): keep its expected
 # command lines in step with the phases below.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-all_phases=(smoke correctness distributed kernels sass models memory sweep demo)
-# Seconds per phase; the whole run also stops starting work at --budget. Today's fp32 kernels make
-# the models phase the longest (a DSen2-CR training step takes seconds): 480 s in all for now, the
-# 6 minutes the issue asks for once the tensor-core kernels land.
-declare -A limit=([smoke]=45 [correctness]=110 [distributed]=60 [kernels]=150 [memory]=60 [sass]=20 [models]=240
-                  [sweep]=120 [demo]=120)
-budget=480
+all_phases=(smoke correctness kernels models sweep memory sass distributed torch demo)
+# Seconds per phase; the whole run also stops starting work at --budget (540: the device tool's 10
+# minutes a command, less the unpacking, the bring-back and a margin). In that budget the phases up to
+# memory fit their limits; sass, distributed, torch and demo take what is left.
+declare -A limit=([smoke]=45 [correctness]=110 [kernels]=130 [models]=170 [sweep]=100 [memory]=45 [sass]=20
+                  [distributed]=60 [torch]=190 [demo]=120)
+budget=540
 only=""
-out=${OUT:-$root/gpu-check}
+out=""
+bring=""
 
-usage() { echo "usage: $0 [--only PHASE[,PHASE...]] [--budget SECONDS] [--out DIR]; phases: ${all_phases[*]}" >&2; exit 2; }
+usage() {
+  echo "usage: $0 [--only PHASE[,PHASE...]] [--budget SECONDS] [--out DIR] [--bring-back DIR]; phases: ${all_phases[*]}" >&2
+  exit 2
+}
 while (($#)); do
   case $1 in
     --only) [[ $# -ge 2 ]] || usage; only=$2; shift 2 ;;
     --budget) [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || usage; budget=$2; shift 2 ;;
     --out) [[ $# -ge 2 ]] || usage; out=$2; shift 2 ;;
+    --bring-back) [[ $# -ge 2 ]] || usage; bring=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -uo/{/^#/p}' "$0"; exit 0 ;;
     *) usage ;;
   esac
@@ -73,12 +92,49 @@ if [[ -n $only ]]; then
   for p in "${phases[@]}"; do [[ -n ${limit[$p]:-} ]] || { echo "gpu_check: unknown phase '$p'" >&2; usage; }; done
 fi
 
+# The device tool's $OUT brings back few files: work elsewhere, bring back what matters (bring_back).
+[[ -z $bring && -n ${OUT:-} ]] && bring=$OUT
+if [[ -z $out ]]; then out=${bring:+/tmp/gpu-check}; out=${out:-$root/gpu-check}; fi
+if [[ -n $bring && $(realpath -m "$out") == "$(realpath -m "$bring")" ]]; then out=/tmp/gpu-check; fi
 mkdir -p "$out"
 log=$out/gpu_check.log
 results=$out/results.jsonl
 exec 3>&1 4>&2 > >(tee -a "$log") 2>&1
 tee_pid=$!
-trap 'exec 1>&3 2>&4; wait "$tee_pid" 2>/dev/null' EXIT  # the log is complete before we return
+
+# What comes back from the device tool's folder is limited (8 files, 16 MiB each, 64 MiB in all, two
+# folders down): the four files to read first, copied, and the rest packed into one archive (xz through
+# Python's tarfile: the image may have no xz binary), without the whole SASS dump, checkpoints and
+# packs; files over 4 MiB are left out when the archive would pass 15 MiB. Remade after every phase.
+bring_back() {
+  [[ -n $bring ]] || return 0
+  mkdir -p "$bring"
+  local f
+  for f in results.jsonl summary.md gpu_check.log sweep_table.inc; do
+    [[ -f $out/$f ]] && cp "$out/$f" "/tmp/gpu_check_bring.$$" && mv -f "/tmp/gpu_check_bring.$$" "$bring/$f"
+  done
+  python3 - "$out" "$bring/gpu-check.tar.xz" <<'PY' || echo "gpu_check: packing $bring/gpu-check.tar.xz failed"
+import os, sys, tarfile
+src, dst = sys.argv[1], sys.argv[2]
+skip_names = {"sass_sm90.txt", "results.jsonl", "summary.md", "gpu_check.log", "sweep_table.inc"}
+def pack(limit):
+    tmp = "/tmp/gpu_check_pack.%d.tar.xz" % os.getpid()
+    with tarfile.open(tmp, "w:xz", preset=6) as t:
+        for d, _, files in os.walk(src):
+            for f in sorted(files):
+                p = os.path.join(d, f)
+                if f in skip_names and d == src: continue
+                if f.endswith((".safetensors", ".pack")) or ".tmp" in f: continue
+                if os.path.getsize(p) > limit: continue
+                t.add(p, arcname=os.path.relpath(p, os.path.dirname(src)))
+    return tmp
+tmp = pack(1 << 40)
+if os.path.getsize(tmp) > 15 << 20: os.remove(tmp); tmp = pack(4 << 20)
+os.replace(tmp, dst) if os.stat(tmp).st_dev == os.stat(os.path.dirname(dst)).st_dev else (
+    __import__("shutil").copyfile(tmp, dst), os.remove(tmp))
+PY
+}
+trap 'exec 1>&3 2>&4; wait "$tee_pid" 2>/dev/null; bring_back' EXIT  # the log is complete before we return
 start=$(date +%s)
 echo "== gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ): phases ${phases[*]}, budget ${budget}s, output $out"
 
@@ -193,8 +249,12 @@ phase_smoke() {
   python3 -c 'import mpi4py; print("mpi4py:", mpi4py.get_config())' 2>/dev/null | head -2 || echo "mpi4py: none"
   [[ -n $manifest && -f $manifest ]] && cat "$manifest"
   echo "our programs' LD_LIBRARY_PATH=$nimbus_ld"
-  [[ -n $bin && -x $bin/cuda_status ]] || { echo "  no binaries: nothing to run"; phase_ok=0; return; }
-  t 20 "${NB[@]}" "$bin/cuda_status"; note_rc "carried binaries start (cuda_status)" $?
+  [[ -n $bin && -x $bin/cuda_status ]] || { echo "  no binaries: nothing to run"; phase_ok=0; stop_run=1; return; }
+  t 20 "${NB[@]}" "$bin/cuda_status"; local crc=$?
+  note_rc "carried binaries start (cuda_status)" $crc
+  # Nothing later can run without it (a library missing, a driver too old for the carried runtime):
+  # stop now, so that the device time left goes to a fixed rerun.
+  (( crc == 0 )) || stop_run=1
   for b in "$bin"/*; do
     if "${NB[@]}" ldd "$b" | grep -q 'not found'; then
       echo "  $(basename "$b"): $("${NB[@]}" ldd "$b" | grep 'not found' | tr '\n' ' ')"; phase_ok=0
@@ -205,31 +265,35 @@ phase_smoke() {
 
 phase_correctness() {
   local clog=$out/correctness.log
-  echo "  test_cuda_real (the emulator's kernel tests, on the device); full output in correctness.log"
-  t 60 "${NB[@]}" "$bin/test_cuda_real" > "$clog" 2>&1; local rc=$?
-  tail -4 "$clog"; grep -E 'ERROR|FATAL|logged' "$clog" | head -20
-  note_rc "test_cuda_real" $rc
-  echo "  test_gpu_reference (our GEMM/conv vs cuBLAS/cuDNN; a ResNet step each way)"
-  t 60 "${NB[@]}" "$bin/test_gpu_reference" 2>&1 | tee -a "$clog" | grep -vE '^OK ' ; note_rc "test_gpu_reference" "${PIPESTATUS[0]}"
+  # First what never ran on hardware and what the defaults rest on: the tensor-core instructions'
+  # data movement against the emulator's models, then the wgmma convolutions (the backend's default on
+  # this GPU) at small sizes, bitwise equal in every order and within float64's bounds. Should those
+  # fail, everything after runs on the mma.sync kernels (NIMBUS_CUDA_CONV=mma) and leaves the wgmma
+  # versions out, and says so.
   echo "  gpu_bench_conformance (tensor-core instructions: the GPU's data movement vs the emulator's, bit for bit)"
   t 30 "${NB[@]}" "$bin/gpu_bench_conformance" --expect "$root/bench/cuda/conformance_expected.txt" 2>&1 | tee -a "$clog"
   note_rc "conformance vs the emulator" "${PIPESTATUS[0]}"
-  # The wgmma convolutions are the backend's default on this GPU and had never run on one before: their
-  # small validations first (bitwise equal in every order, within the bounds of float64). Should they
-  # fail, the later phases (models, demo) run on the mma.sync kernels instead, and say so.
   echo "  the wgmma convolutions at small sizes (gpu_bench_conv2d --versions 6,7,8,9)"
   t 40 "${NB[@]}" "$bin/gpu_bench_conv2d" --versions 6,7,8,9 >> "$clog" 2>&1; local wrc=$?
   grep -cE ' OK ' "$clog" | sed 's/^/  validations OK: /'; grep -E 'WRONG|skipped' "$clog" | head -5
   if (( wrc != 0 )); then
     export NIMBUS_CUDA_CONV=mma
-    echo "  wgmma convolutions failed (exit $wrc): the later phases run with NIMBUS_CUDA_CONV=mma"
+    conv_versions=2,3,4,5 gemm_versions=1,2,3,4,5,6,7
+    echo "  wgmma convolutions failed (exit $wrc): the later phases run with NIMBUS_CUDA_CONV=mma, without the wgmma versions"
   fi
   note_rc "wgmma convolutions (small validation)" $wrc
   # The warp-specialised forward (versions 10, 11; bench only: no fallback rides on it).
   echo "  the warp-specialised wgmma forward at small sizes (gpu_bench_conv2d --versions 10,11)"
   t 20 "${NB[@]}" "$bin/gpu_bench_conv2d" --versions 10,11 >> "$clog" 2>&1; local src=$?
   grep -E '^version 1[01].*(WRONG|skipped)' "$clog" | head -3
+  (( src == 0 || wrc != 0 )) || conv_versions=2,3,4,5,6,7,8,9
   note_rc "warp-specialised wgmma forward (small validation)" $src
+  echo "  test_cuda_real (the emulator's kernel tests, on the device); full output in correctness.log"
+  t 60 "${NB[@]}" "$bin/test_cuda_real" >> "$clog" 2>&1; local rc=$?
+  tail -4 "$clog"; grep -E 'ERROR|FATAL|logged' "$clog" | head -20
+  note_rc "test_cuda_real" $rc
+  echo "  test_gpu_reference (our GEMM/conv vs cuBLAS/cuDNN; a ResNet step each way)"
+  t 60 "${NB[@]}" "$bin/test_gpu_reference" 2>&1 | tee -a "$clog" | grep -vE '^OK ' ; note_rc "test_gpu_reference" "${PIPESTATUS[0]}"
   local cs; cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
   if [[ -z $cs ]]; then echo "  compute-sanitizer not found: memcheck/racecheck skipped"; return; fi
   # Small cases: every kernel of the elementwise/reduce tests, the tiled GEMMs, pooling and batch norm.
@@ -278,7 +342,9 @@ phase_distributed() {
 phase_kernels() {
   # Every GEMM version (no --versions: 1-9). 8 and 9 (TMA + wgmma) run on compute capability 9.0 only;
   # elsewhere gpu_bench_gemm skips them with a message on stderr and still passes.
-  for c in gemm_4096; do rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_gemm" --case "$c"; note_rc "gpu_bench_gemm $c" $?; done
+  for c in gemm_4096; do
+    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_gemm" --case "$c" --versions "$gemm_versions"; note_rc "gpu_bench_gemm $c" $?
+  done
   for c in dsen2cr_conv3x3_fwd dsen2cr_conv3x3_dgrad dsen2cr_conv3x3_wgrad resnet50_convs_fwd resnet50_convs_dgrad \
            resnet50_convs_wgrad; do
     # Version 1 (direct, a teaching reference) would spend the case's time; 2 is the im2col path (fp32
@@ -288,11 +354,9 @@ phase_kernels() {
     # message off compute capability 9.0), 10 and 11 the warp-specialised forward in bf16 and TF32. 80 ms
     # per implementation and layer, not 150: eleven forward implementations of the 23 ResNet layers must
     # fit the case's 30 s.
-    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions 2,3,4,5,6,7,8,9,10,11 --budget-ms 80
+    rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions "$conv_versions" --budget-ms 80
     note_rc "gpu_bench_conv2d $c" $?
   done
-  # PyTorch needed ~60 s for the seven cases on 2026-12-04 (cudnn.benchmark tries algorithms per geometry).
-  rows kernels t 90 python3 "$root/bench/torch/gpu_reference.py" kernels --budget 85; note_rc "PyTorch kernels" $?
 }
 
 # The backend's memory-bound kernels (ReLU, add, batch norm, pooling, casts, the CARL loss, the
@@ -322,12 +386,28 @@ phase_models() {
     --augment-on device > "$out/loader.jsonl"; note_rc "bench_loader eurosat (pack, flips on the GPU)" $?
   t 25 "${NB[@]}" "$bin/bench_loader" --triplets 64 --threads 16 --batch 16 --pack temp --augment-on device \
     >> "$out/loader.jsonl"; note_rc "bench_loader sen12mscr (pack, mask, flips on the GPU)" $?
-  rows models t 80 python3 "$root/bench/torch/gpu_reference.py" models --configs fp32,tf32,bf16 --budget 70
-  note_rc "PyTorch models (eager)" $?
+}
+
+# PyTorch on the kernel and model cases. Each script gets the time its command is given (left), so that
+# it ends its own work, torch.compile's child included, before the limit does.
+phase_torch() {
+  local left
+  # PyTorch needed ~60 s for the seven kernel cases on 2026-12-04 (cudnn.benchmark tries algorithms).
+  left=$(( phase_end - $(date +%s) - 10 ))
+  (( left > 20 )) && { rows kernels t 90 python3 "$root/bench/torch/gpu_reference.py" kernels --budget $(( left < 85 ? left : 85 ));
+                       note_rc "PyTorch kernels" $?; }
+  left=$(( phase_end - $(date +%s) - 10 ))
+  (( left > 20 )) && { rows models t 80 python3 "$root/bench/torch/gpu_reference.py" models --configs fp32,tf32,bf16 \
+                         --budget $(( left < 70 ? left : 70 )); note_rc "PyTorch models (eager)" $?; }
   # torch.compile last: it may take its 90 s to compile and is the first thing to go when time is short.
-  rows models t 100 python3 "$root/bench/torch/gpu_reference.py" models --configs compile \
-    --cases resnet50_train_b256_64 --compile-limit 90 --budget 95
-  note_rc "PyTorch models (torch.compile)" $?
+  left=$(( phase_end - $(date +%s) - 10 ))
+  if (( left > 40 )); then
+    rows models t 100 python3 "$root/bench/torch/gpu_reference.py" models --configs compile \
+      --cases resnet50_train_b256_64 --compile-limit $(( left - 5 < 90 ? left - 5 : 90 )) --budget $(( left < 95 ? left : 95 ))
+    note_rc "PyTorch models (torch.compile)" $?
+  else
+    echo "  torch.compile not run: ${left}s left in the phase"
+  fi
 }
 
 phase_sweep() {
@@ -386,23 +466,30 @@ phase_sass() {
   # The tensor-core kernels (the numbered versions and the backend's igemm_kernel instantiations) must
   # show the instructions they were written for (HMMA/LDSM/LDGSTS; HGMMA/UTMALDG for the wgmma
   # versions), and no local memory.
-  python3 - "$out/sass_sm90.txt" <<'PY'
+  # sass_hot.txt: the first instantiation of each of them (by the start of the mangled name), to read
+  # elsewhere; the whole dump is too large to bring back.
+  python3 - "$out/sass_sm90.txt" "$out/sass_hot.txt" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
-seen = set()
+seen, kept, hot = set(), set(), open(sys.argv[2], "w")
 for part in re.split(r"\n\s*Function : ", text)[1:]:
     name = part.split("\n", 1)[0].strip()
     if not re.search(r"tf32|bf16|implicit|igemm|wgmma", name) or name in seen:
         continue
     seen.add(name)
+    if name[:48] not in kept:
+        kept.add(name[:48])
+        hot.write("Function : " + part + "\n")
     count = lambda op: len(re.findall(r"\b" + op + r"\b", part))
     print(f"  {name[:70]}: HMMA {count('HMMA')}, LDSM {count('LDSM')}, LDGSTS {count('LDGSTS')}, "
           f"HGMMA {count('HGMMA')}, UTMALDG {count('UTMALDG')}, LDL/STL {count('LDL') + count('STL')}")
 PY
 }
 
-failed=0
+failed=0 stop_run=0
+conv_versions=2,3,4,5,6,7,8,9,10,11 gemm_versions=1,2,3,4,5,6,7,8,9  # without the wgmma ones after a failed validation
 for p in "${phases[@]}"; do
+  if (( stop_run )); then echo "phase $p: not run: the carried programs do not start here (smoke)"; failed=1; continue; fi
   now=$(date +%s)
   left=$(( budget - (now - start) ))
   if (( left < 10 )); then echo "phase $p: not run: the ${budget}s budget is spent"; failed=1; continue; fi
@@ -413,6 +500,7 @@ for p in "${phases[@]}"; do
   "phase_$p"
   echo "phase $p: $([[ $phase_ok == 1 ]] && echo passed || echo FAILED) in $(( $(date +%s) - now ))s"
   (( phase_ok )) || failed=1
+  bring_back
 done
 
 python3 "$results_py" summary "$results" > "$out/summary.md" 2>&1 || echo "summary failed: see $out/summary.md"

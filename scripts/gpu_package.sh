@@ -14,8 +14,10 @@
 # its components and help texts; `mpi/mpirun` points Open MPI at them with its OPAL_* variables), so
 # that two ranks can share the GPU there (#17): the image has no MPI of its own.
 #
-# Writes .gpu/nimbus-gpu.tar.xz (ignored by git through .git/info/exclude; name .gpu in the device
-# tool's carry list) holding nimbus-gpu/{bin,lib,mpi,MANIFEST}. With --check it then proves the
+# Writes .gpu/nimbus-gpu.tar.xz (ignored by git through .git/info/exclude; name that file, not .gpu,
+# in the device tool's carry list: .gpu also holds the unpacked staging folder) holding
+# nimbus-gpu/{bin,lib,mpi,MANIFEST}. --verify only checks that the bundle there was built from HEAD
+# with a clean tree (run it right before the device call: a stale bundle runs old programs). With --check it then proves the
 # bundle self-contained: with LD_LIBRARY_PATH set to its lib/ only and the build tree's RUNPATHs
 # stripped, every library each binary loads comes from lib/ or from the list of what the device
 # image provides (glibc, libstdc++, libgcc_s, libgomp, the driver's libcuda, the cuBLAS/cuDNN
@@ -29,6 +31,18 @@ out=$root/.gpu
 stage=$out/nimbus-gpu
 check=0
 [[ ${1:-} == --check ]] && check=1
+if [[ ${1:-} == --verify ]]; then
+  [[ -f $out/nimbus-gpu.tar.xz ]] || { echo "gpu_package: no $out/nimbus-gpu.tar.xz: run scripts/gpu_package.sh --check"; exit 1; }
+  built=$(tar -xJOf "$out/nimbus-gpu.tar.xz" nimbus-gpu/MANIFEST | awk '/^commit/ {sub(/^commit /, ""); print}')
+  head=$(git -C "$root" rev-parse HEAD)
+  if [[ $built != "$head" ]] || ! git -C "$root" diff --quiet HEAD; then
+    echo "gpu_package: the bundle is stale: built from '$built', HEAD is $head$(git -C "$root" diff --quiet HEAD ||
+      echo ' with uncommitted changes'); run scripts/gpu_package.sh --check"
+    exit 1
+  fi
+  echo "gpu_package: the bundle was built from HEAD ($head), clean"
+  exit 0
+fi
 
 targets=(cuda_status test_gpu_reference test_cuda_real gpu_bench_gemm gpu_bench_conv2d gpu_bench_conformance
          gpu_bench_memory_bound bench_models

@@ -183,17 +183,17 @@ printf 'nimbus GPU bundle\ncommit 0123456789abcdef0123456789abcdef01234567\n' > 
 tar -C "$work/pack" -cf - nimbus-gpu | xz -1 > "$work/bundle.tar.xz"
 unpacked=$work/unpack/nimbus-gpu/bin
 
-rehearse() {  # out_dir bundle|bin [REHEARSAL_FAIL value]; prints the exit code
+rehearse() {  # out_dir bundle|bin [REHEARSAL_FAIL value] [bring-back dir, as the device tool's $OUT]; prints the exit code
   : > "$calls"
   local from=(NIMBUS_GPU_BUNDLE="$work/bundle.tar.xz" NIMBUS_GPU_UNPACK="$work/unpack" REHEARSAL_BIN="$unpacked")
   [[ $2 == bin ]] && from=(NIMBUS_GPU_BIN="$work/bin" REHEARSAL_BIN="$work/bin")
   env PATH="$work/path:$PATH" "${from[@]}" REHEARSAL_CALLS="$calls" REHEARSAL_FAIL="${3:-}" \
-    REHEARSAL_CKPT="$work/ckpt.py" OUT="" "$root/scripts/gpu_check.sh" --out "$1" > "$1.stdout" 2>&1
+    REHEARSAL_CKPT="$work/ckpt.py" OUT="${4:-}" "$root/scripts/gpu_check.sh" --out "$1" > "$1.stdout" 2>&1
   echo $?
 }
-phases=(smoke correctness distributed kernels sass models memory sweep demo)
+phases=(smoke correctness kernels models sweep memory sass distributed torch demo)
 
-rc=$(rehearse "$work/pass" bundle)
+rc=$(rehearse "$work/pass" bundle "" "$work/bring")
 log=$work/pass/gpu_check.log
 [[ $rc == 0 ]] || fail "the passing rehearsal exited $rc (see below)"
 for p in "${phases[@]}"; do grep -q "^phase $p: passed" "$log" || fail "phase $p did not pass"; done
@@ -257,6 +257,19 @@ done
 [[ -s $work/pass/loader.jsonl && -s $work/pass/sweep_table.inc && -s $work/pass/sass_sm90.txt &&
    -s $work/pass/allreduce.jsonl ]] || fail "loader.jsonl, sweep_table.inc, sass_sm90.txt or allreduce.jsonl is missing or empty"
 grep -q "igemm_kernel_bf16_rehearsal: HMMA 1, LDSM 1" "$log" || fail "the SASS counts were not printed"
+# What the device tool brings back: at most 8 files in $OUT, the main four and one archive of the rest
+# (without the whole SASS dump).
+n_back=$(find "$work/bring" -type f | wc -l)
+(( n_back <= 8 )) || fail "$n_back files in the bring-back folder: the device tool returns 8"
+for f in results.jsonl summary.md gpu_check.log sweep_table.inc gpu-check.tar.xz; do
+  [[ -s $work/bring/$f ]] || fail "the bring-back folder has no $f"
+done
+listing=$("$real_py" -c 'import sys, tarfile; print("\n".join(tarfile.open(sys.argv[1]).getnames()))' "$work/bring/gpu-check.tar.xz")
+for f in pass/correctness.log pass/loader.jsonl pass/allreduce.jsonl pass/sass_hot.txt pass/sweep.jsonl; do
+  grep -qx "$f" <<< "$listing" || fail "gpu-check.tar.xz does not hold $f"
+done
+grep -q "sass_sm90.txt" <<< "$listing" && fail "gpu-check.tar.xz holds the whole SASS dump"
+cmp -s "$work/bring/results.jsonl" "$work/pass/results.jsonl" || fail "the results.jsonl brought back is not the run's"
 
 # The wgmma validation fails: the run says so, exits 1, and the later phases fall back to mma.sync.
 rc=$(rehearse "$work/fallback" bin "gpu_bench_conv2d --versions 6,7,8,9")
@@ -266,9 +279,12 @@ grep -q -- "-> wgmma convolutions (small validation): FAILED (exit 1)" "$log" ||
 grep -q "^phase correctness: FAILED" "$log" || fail "the correctness phase did not fail"
 grep -q "^bench_models --device cuda --cases resnet50_train_b256_64 | NIMBUS_CUDA_CONV=mma$" "$calls" ||
   fail "the models phase did not run with NIMBUS_CUDA_CONV=mma after the failure"
-for p in distributed kernels sass models memory sweep demo; do
+for p in kernels models sweep memory sass distributed torch demo; do
   grep -q "^phase $p: passed" "$log" || fail "phase $p did not run on after the correctness failure"
 done
+grep -q "gpu_bench_conv2d --case dsen2cr_conv3x3_fwd --versions 2,3,4,5 " "$calls" ||
+  fail "the kernels phase did not leave the wgmma versions out after the failure"
+grep -q "^test_cuda_real .*NIMBUS_CUDA_CONV=mma" "$calls" || fail "test_cuda_real did not run with NIMBUS_CUDA_CONV=mma after the failure"
 
 if ((fails)); then
   echo "--- the passing rehearsal's log:"; cat "$work/pass/gpu_check.log"
