@@ -110,6 +110,14 @@ int run(int argc, char** argv) {
   o.patches_per_roi = int(p.get_int("patches-per-roi"));
 
   const std::string eurosat_root = out + "/eurosat", cr_root = out + "/sen12mscr";
+  // A set is written whole into an empty folder: over an earlier one (another seed, other counts) the
+  // files would mix, and labels.csv would describe only the new ones.
+  for (const auto& [root, n] : {std::pair{eurosat_root, n_eurosat}, std::pair{cr_root, n_cr}}) {
+    std::error_code ec;
+    if (n > 0 && std::filesystem::exists(root) && !std::filesystem::is_empty(root, ec))
+      throw cli::UsageError(str(root, " already holds a data set: writing another into it would mix the two; give "
+                                "an --out without it (or remove it)"));
+  }
   const int64_t total = n_eurosat * data::kNumClasses + n_cr;
   std::vector<std::string> rows(static_cast<size_t>(n_cr));
   std::string first_error;

@@ -83,6 +83,9 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
     NIMBUS_CHECK(i1.bands == models::kS1Bands, s1_path, ": has ", i1.bands, " bands; S1 SAR needs 2 (VV, VH in dB)");
     NIMBUS_CHECK(i1.width == W && i1.height == H, s1_path, " is ", i1.width, "x", i1.height, " but ", s2_path, " is ",
                  W, "x", H);
+    const std::string grid = data::grid_mismatch(i2.geo, i1.geo);
+    NIMBUS_CHECK(grid.empty(), s1_path, " and ", s2_path, " are not on the same grid (", grid,
+                 "): the SAR must be co-registered with the optical image");
   }
   // NaN is filled with the whole file's mean, as DSen2-CR does per patch (integer files have none).
   const std::optional<float> fill2 = nan_fill_value(s2_path, i2), fill1 = sar ? nan_fill_value(s1_path, i1) : std::nullopt;

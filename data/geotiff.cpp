@@ -531,6 +531,39 @@ void write_to(TiffFile& f, const Raster& raster, const WriteOptions& opt) {
 
 }  // namespace
 
+int GeoInfo::crs_code() const {
+  // GeoKeyDirectory: a header of 4 shorts, then (key, location, count, value) per key; location 0: the
+  // value is the short itself.
+  int geographic = 0;
+  for (size_t i = 4; i + 3 < geokeys.size(); i += 4) {
+    if (geokeys[i + 1] != 0) continue;
+    if (geokeys[i] == 3072) return geokeys[i + 3];
+    if (geokeys[i] == 2048) geographic = geokeys[i + 3];
+  }
+  return geographic;
+}
+
+std::string grid_mismatch(const GeoInfo& a, const GeoInfo& b) {
+  if (!a.present() || !b.present()) return "";
+  if (a.crs_code() != b.crs_code()) return str("CRS EPSG:", a.crs_code(), " against EPSG:", b.crs_code());
+  // Positions agree within a millionth of a pixel (of the first's scale; 1e-9 without one).
+  const double scale = a.pixel_scale.empty() ? 1e-3 : std::fabs(a.pixel_scale[0]);
+  auto differ = [&](const std::vector<double>& x, const std::vector<double>& y) {
+    if (x.size() != y.size()) return true;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (std::fabs(x[i] - y[i]) > 1e-6 * std::max(scale, 1e-3)) return true;
+    return false;
+  };
+  if (differ(a.pixel_scale, b.pixel_scale)) return "pixel scales differ";
+  if (differ(a.tiepoints, b.tiepoints))
+    return a.tiepoints.size() >= 5 && b.tiepoints.size() >= 5
+               ? str("tie points differ (", a.tiepoints[3], ", ", a.tiepoints[4], " against ", b.tiepoints[3], ", ",
+                     b.tiepoints[4], ")")
+               : std::string("tie points differ");
+  if (differ(a.transformation, b.transformation)) return "transformations differ";
+  return "";
+}
+
 TiffInfo read_tiff_info(const std::string& path) {
   TiffFile f(path, "r");
   return info_of(f);

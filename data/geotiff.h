@@ -26,7 +26,13 @@ struct GeoInfo {
   std::string geo_ascii_params;         // GeoAsciiParamsTag (34737)
   bool present() const { return !geokeys.empty() || !tiepoints.empty() || !transformation.empty(); }
   bool operator==(const GeoInfo&) const = default;  // every tag equal: the same georeferencing
+  int crs_code() const;  // EPSG code of ProjectedCSTypeGeoKey (3072), else GeographicTypeGeoKey (2048); 0: none
 };
+
+// "" when two rasters of the same size lie on the same grid (the same CRS code, tie point, pixel scale
+// and transformation, within a millionth of a pixel), or when either has no georeferencing (nothing to
+// compare); else what differs, for an error naming both files. S1 and S2 patches of a triplet must.
+std::string grid_mismatch(const GeoInfo& a, const GeoInfo& b);
 
 struct TiffInfo {
   int width = 0, height = 0, bands = 0;

@@ -59,6 +59,8 @@ fi
 mkdir -p "$DEMO_DIR"
 
 stamp "synthetic data: $((EUROSAT_PER_CLASS * 10)) EuroSAT-like tiles, $CR_TRAIN + $CR_EVAL SEN12MS-CR-like triplets"
+# Made again on every run, the same from the same seeds (make_synthetic writes only into empty folders).
+rm -rf "$DEMO_DIR/data" "$DEMO_DIR/eval"
 "$bin/make_synthetic" --out "$DEMO_DIR/data" --eurosat-per-class "$EUROSAT_PER_CLASS" --sen12mscr "$CR_TRAIN" \
   --seed 42 --threads "$THREADS"
 # The experiment's scenes: another seed, so DSen2-CR never saw them (synthetic ROIs are

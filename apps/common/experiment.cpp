@@ -37,6 +37,8 @@ Scene load_scene(const data::Sen12mscrTriplet& t, const data::CloudDetectorOptio
     const std::string& path = r == &target ? t.s2 : t.s1;
     NIMBUS_CHECK(r->height == cloudy.height && r->width == cloudy.width, "cloud_impact: ", path, " is ", r->width,
                  "x", r->height, " but ", t.s2_cloudy, " is ", cloudy.width, "x", cloudy.height);
+    const std::string grid = data::grid_mismatch(cloudy.geo, r->geo);
+    NIMBUS_CHECK(grid.empty(), "cloud_impact: ", path, " and ", t.s2_cloudy, " are not on the same grid (", grid, ")");
   }
   // NaN as DSen2-CR reads them: the window mean (integer S2 files have none, but a float one may).
   for (auto* r : {&cloudy, &target, &sar}) data::fill_nan_with_mean(r->data.data(), r->data.size());

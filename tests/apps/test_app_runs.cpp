@@ -699,6 +699,18 @@ TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with 
   CHECK_MESSAGE(nosar.output.find("needs S1 SAR input: give --s1") != std::string::npos, nosar.output);
   CHECK_FALSE(fs::exists(d / "x.tif"));
   // Wrong band count for --s2 (the SAR file).
+  // A SAR image of the same size on another grid (its tie point a kilometre east): refused, nothing written.
+  data::Raster shifted = data::read_geotiff(t.s1);
+  REQUIRE(shifted.geo.tiepoints.size() >= 5);
+  shifted.geo.tiepoints[3] += 1000;
+  data::WriteOptions float_out;
+  float_out.type = data::SampleType::Float32;
+  data::write_geotiff(d / "s1_shifted.tif", shifted, float_out);
+  AppResult grid = run_app("remove_clouds", {"--weights", ckpt, "--s2", t.s2_cloudy, "--s1", d / "s1_shifted.tif",
+                                             "--out", d / "x.tif"});
+  CHECK(grid.exit_code == 1);
+  CHECK_MESSAGE(grid.output.find("are not on the same grid (tie points differ") != std::string::npos, grid.output);
+  CHECK_FALSE(fs::exists(d / "x.tif"));
   AppResult bands = run_app("remove_clouds", {"--weights", ckpt, "--s2", t.s1, "--s1", t.s1, "--out", d / "x.tif"});
   CHECK(bands.exit_code == 1);
   CHECK(bands.output.find("has 2 bands; DSen2-CR needs 13") != std::string::npos);

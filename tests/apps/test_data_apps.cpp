@@ -63,6 +63,12 @@ TEST_CASE("make_synthetic: the same seed writes the same bytes in the real layou
   other.back() = "12";  // another seed
   REQUIRE(run_app("make_synthetic", other).exit_code == 0);
   CHECK(read_file(a / files[3]) != read_file(c / files[3]));
+  // Into a folder that already holds a set: refused (the two would mix), the set left as it was.
+  const std::string before = read_file(a / files[3]);
+  AppResult again = run_app("make_synthetic", other = with_out(a.path.string()));
+  CHECK(again.exit_code == 2);
+  CHECK_MESSAGE(again.output.find("already holds a data set") != std::string::npos, again.output);
+  CHECK(read_file(a / files[3]) == before);
 
   CHECK(run_app("make_synthetic", {"--help"}).exit_code == 0);
   CHECK(run_app("make_synthetic", {"--out", c.path.string(), "--no-such-option"}).exit_code == 2);

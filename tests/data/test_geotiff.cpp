@@ -515,3 +515,25 @@ TEST_CASE("geotiff: with input protection on, neither writer replaces a file tha
   write_geotiff(out, r, o);  // not an input
   CHECK(fs::exists(out));
 }
+
+// S1 and S2 of a triplet must share a grid. The real GLF-CR triplet does; moving the tie point by a
+// pixel, changing the pixel scale or the EPSG code is named; a raster without georeferencing has
+// nothing to compare.
+TEST_CASE("geotiff: grid_mismatch holds a real triplet's S1 and S2 equal and names what differs") {
+  const std::string s1 = real_fixture("sen12ms_cr/xufangchn+GLF-CR/data/s1/ROIs1970_fall_139_p839.tif");
+  const GeoInfo a = read_tiff_info(real_fixture(real_s2)).geo, b = read_tiff_info(s1).geo;
+  REQUIRE(a.present());
+  CHECK(a.crs_code() > 32600);  // a UTM zone (WGS 84 / UTM north: 326xx)
+  CHECK(grid_mismatch(a, b) == "");
+  GeoInfo moved = a;
+  moved.tiepoints[3] += a.pixel_scale[0];
+  CHECK(grid_mismatch(a, moved).find("tie points differ") == 0);
+  GeoInfo coarse = a;
+  coarse.pixel_scale[0] *= 2;
+  CHECK(grid_mismatch(a, coarse) == "pixel scales differ");
+  GeoInfo zone = a;
+  for (size_t i = 4; i + 3 < zone.geokeys.size(); i += 4)
+    if (zone.geokeys[i] == 3072) zone.geokeys[i + 3] = uint16_t(zone.geokeys[i + 3] + 1);
+  CHECK(grid_mismatch(a, zone).find("CRS EPSG:") == 0);
+  CHECK(grid_mismatch(a, GeoInfo{}) == "");
+}
