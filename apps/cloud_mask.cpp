@@ -1,13 +1,16 @@
 // cloud_mask: the DSen2-CR cloud / cloud-shadow mask of a Sentinel-2 GeoTIFF.
 //
 //   cloud_mask --s2 cloudy.tif --out mask.tif [--threshold 0.2] [--map]
-// reads a 13-band S2 image (raw DN, B1..B8, B8A, B9..B12), runs the §3
+// reads a 13-band S2 image (raw DN) in the band order it says (apps/common/band_order.h: --bands, its
+// band descriptions or its dataset layout; EuroSAT files keep B8A last) and puts it in the
+// detector's order (B1..B8, B8A, B9..B12), runs the §3
 // detector on the whole image and writes a uint8 GeoTIFF with the input's
 // georeferencing: 1 = cloud or shadow, 0 = clear (--map: 1 cloud, 2 shadow,
 // 0 clear). Prints the cloud and shadow fractions. Written atomically (temp
 // file + rename). Bad input (missing file, wrong band count) -> exit 1.
 #include <cstdio>
 
+#include "apps/common/band_order.h"
 #include "apps/common/cli.h"
 #include "data/sentinel2.h"
 #include "data/cloud_detector.h"
@@ -25,6 +28,7 @@ int run(int argc, char** argv) {
   p.add_string("out", "", "output mask GeoTIFF (uint8)", "FILE");
   p.add_double("threshold", 0.2, "cloud score threshold (DSen2-CR: 0.2)").range(0, 1);
   p.add_flag("map", "write 1 cloud / 2 shadow / 0 clear instead of the 0/1 loss mask");
+  apps::add_bands_option(p);
   p.parse_or_exit(argc, argv);
   const std::string in = p.get_string("s2"), out = p.get_string("out");
   if (in.empty() || out.empty()) throw cli::UsageError("--s2 FILE and --out FILE are required");
@@ -36,6 +40,12 @@ int run(int argc, char** argv) {
   data::check_finite(s2, in);  // one NaN pixel once changed the whole tile's shadow fraction
   NIMBUS_CHECK(s2.bands == data::kS2Bands, in, " has ", s2.bands,
                " bands; the detector needs a 13-band Sentinel-2 image (B1..B8, B8A, B9..B12)");
+  // The detector reads bands by position (B10 and B11 at 10 and 11): a file in another order (EuroSAT's,
+  // B8A last) is put in SEN12MS order first.
+  apps::FileBands file_bands(p.get_string("bands"), "cloud_mask");
+  const data::BandList bands = file_bands.of(in, s2.band_names, s2.bands);
+  s2.data = data::reorder_bands(std::move(s2.data), size_t(s2.width) * size_t(s2.height), bands,
+                                data::sen12ms_bands(), in);
   data::CloudDetectorOptions o;
   o.cloud_threshold = threshold;
   data::CloudShadowMasks m = data::detect_clouds(s2, o);

@@ -8,6 +8,7 @@
 
 #include "data/geotiff.h"
 #include "data/normalize.h"
+#include "data/sentinel2.h"
 #include "engine/autograd.h"
 #include "engine/io/input_files.h"
 
@@ -39,6 +40,15 @@ Scene load_scene(const data::Sen12mscrTriplet& t, const data::CloudDetectorOptio
                  "x", r->height, " but ", t.s2_cloudy, " is ", cloudy.width, "x", cloudy.height);
     const std::string grid = data::grid_mismatch(cloudy.geo, r->geo);
     NIMBUS_CHECK(grid.empty(), "cloud_impact: ", path, " and ", t.s2_cloudy, " are not on the same grid (", grid, ")");
+  }
+  // Both S2 images in SEN12MS order, whatever order they say they hold (band descriptions, layout): the
+  // detector, DSen2-CR and the classifier's input all take that order. A file that says nothing is
+  // taken as SEN12MS order, as the dataset distributes it.
+  for (auto* r : {&cloudy, &target}) {
+    const std::string& path = r == &cloudy ? t.s2_cloudy : t.s2;
+    if (const std::optional<data::BandList> said = data::s2_bands_of(path, r->band_names, r->bands))
+      r->data = data::reorder_bands(std::move(r->data), size_t(r->width) * size_t(r->height), *said,
+                                    data::sen12ms_bands(), path);
   }
   // NaN as DSen2-CR reads them: the window mean (integer S2 files have none, but a float one may).
   for (auto* r : {&cloudy, &target, &sar}) data::fill_nan_with_mean(r->data.data(), r->data.size());

@@ -19,6 +19,7 @@
 #include "apps/common/experiment_report.h"
 #include "apps/common/figure_file.h"
 #include "data/normalize.h"
+#include "data/sentinel2.h"
 #include "data/synthetic.h"
 #include "engine/io/json.h"
 
@@ -308,6 +309,21 @@ TEST_CASE("cloud_impact: synthetic triplets on disk load with their true labels 
     CHECK(labels.at(s.name).label >= 0);
     CHECK(labels.at(s.name).label < 10);
   }
+  // A cloudy image stored in EuroSAT's order (B8A last), saying so in its band descriptions, loads as
+  // the same scene: every band in SEN12MS order, the same detector cover.
+  const data::Sen12mscrTriplet& t0 = index.triplets[0];
+  const Scene plain = load_scene(t0);
+  data::Raster r = data::read_geotiff(t0.s2_cloudy);
+  r.data = data::reorder_bands(r.data, size_t(r.width) * size_t(r.height), data::sen12ms_bands(),
+                               data::eurosat_bands(), t0.s2_cloudy);
+  r.band_names.clear();
+  for (int b : data::eurosat_bands()) r.band_names.emplace_back(data::kS2BandNames[size_t(b)]);
+  data::WriteOptions wo;
+  wo.type = r.type;
+  data::write_geotiff(t0.s2_cloudy, r, wo);
+  const Scene reordered = load_scene(t0);
+  CHECK(reordered.cloudy == plain.cloudy);
+  CHECK(reordered.cloud_cover == plain.cloud_cover);
   // Malformed files name themselves.
   { std::ofstream(root + "/bad.csv") << "season,roi\nx,1\n"; }
   CHECK_THROWS_WITH_AS(read_true_labels(root + "/bad.csv"), doctest::Contains("bad.csv: no column 'patch'"), Error);

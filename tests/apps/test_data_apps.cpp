@@ -15,6 +15,7 @@
 
 #include "data/cloud_detector.h"
 #include "data/geotiff.h"
+#include "data/sentinel2.h"
 #include "tests/apps/app_runner.h"
 #include "tests/common/check.h"
 
@@ -92,6 +93,19 @@ TEST_CASE("cloud_mask: writes the detector's 0/1 mask with the input's georefere
   for (float v : mask.data) ones += v;
   CHECK(ones > 0);  // this fixture is cloudy: an all-zero mask would mean nothing was written
   CHECK(mask.geo == s2.geo);  // georeferencing kept
+  // The same scene stored in EuroSAT's order (B8A last), saying so in its band descriptions: the same
+  // mask. (The detector reads B10 and B11 by position; it used to take them from B9 and B10 here.)
+  data::Raster eu = s2;
+  eu.data = data::reorder_bands(s2.data, size_t(s2.width) * size_t(s2.height), data::sen12ms_bands(),
+                                data::eurosat_bands(), input);
+  eu.band_names.clear();
+  for (int b : data::eurosat_bands()) eu.band_names.emplace_back(data::kS2BandNames[size_t(b)]);
+  data::WriteOptions wo;
+  wo.type = data::read_tiff_info(input).type;
+  data::write_geotiff(d / "eurosat_order.tif", eu, wo);
+  AppResult reordered = run_app("cloud_mask", {"--s2", d / "eurosat_order.tif", "--out", d / "mask_eu.tif"});
+  REQUIRE_MESSAGE(reordered.exit_code == 0, reordered.output);
+  check_close(data::read_geotiff(d / "mask_eu.tif").data, want, 0, 0, "the EuroSAT-order file's mask");
 }
 
 TEST_CASE("cloud_mask: missing file, wrong band count and usage errors") {
