@@ -117,7 +117,8 @@ int run(int argc, char** argv) {
   p.add_choice("loss", "carl", {"carl", "l1"}, "CARL (cloud-adaptive, needs the cloud mask) or plain L1 to the target");
   p.add_double("lambda", 1.0, "CARL's weight on the whole-image L1 term").range(0, 1e6);
   p.add_choice("optimizer", "nadam", {"nadam", "adam"}, "Keras-2 Nadam (DSen2-CR) or PyTorch Adam");
-  p.add_double("lr", 7e-5, "learning rate, constant (DSen2-CR: 7e-5 with Nadam; its PyTorch port: 7e-4 with Adam)");
+  p.add_double("lr", 7e-5, "learning rate, constant (DSen2-CR: 7e-5 with Nadam; its PyTorch port: 7e-4 with Adam)")
+      .range(1e-12, 10);  // checked when parsed: before the run folder or any file is made
   p.add_int("blocks", 16, "residual blocks B").range(0, models::kMaxDsBlocks);
   p.add_int("features", 256, "features F of every conv").range(1, models::kMaxDsFeatures);
   p.add_flag("no-sar", "S2-only model (no S1 input)");

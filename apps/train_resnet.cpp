@@ -134,7 +134,7 @@ int run(int argc, char** argv) {
   p.add_int("epochs", 200, "epochs to train in total (a resumed run stops at the same total)").range(1, apps::kMaxEpochs);
   p.add_int("batch-size", 32, "training batch size (the last incomplete batch of an epoch is dropped)")
       .range(1, apps::kMaxBatch);
-  p.add_double("lr", 1e-3, "Adam learning rate at epoch 1");
+  p.add_double("lr", 1e-3, "Adam learning rate at epoch 1").range(1e-12, 10);  // checked before any file is made
   p.add_int_list("milestones", "50,100,200,250", "epochs (0-based) from which the learning rate is divided again")
       .range(0, apps::kMaxEpochs);
   p.add_double("lr-divisor", 5, "divisor applied at each milestone").range(1, 1e6);

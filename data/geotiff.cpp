@@ -597,6 +597,7 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
     for (float v : raster.data)
       NIMBUS_CHECK(!std::isnan(v), "geotiff: ", path, ": cannot write NaN as ", sample_type_name(options.type));
   refuse_if_input(path);
+  NIMBUS_CHECK(!std::filesystem::is_directory(path), "geotiff: ", path, ": is a folder, not a file name");
   // Written next to the target and renamed, so a reader never sees half a file.
   const std::string tmp =
       str(path, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
@@ -634,7 +635,10 @@ TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int h
                                        const WriteOptions& options, const GeoInfo& geo,
                                        const std::vector<std::string>& band_names)
     : impl_(std::make_unique<Impl>()) {
-  refuse_if_input(path);  // before any of the (long) work that fills it
+  // Before any of the (long) work that fills it: not an input, not a folder (the rename would fail
+  // only at the end).
+  refuse_if_input(path);
+  NIMBUS_CHECK(!std::filesystem::is_directory(path), "geotiff: ", path, ": is a folder, not a file name");
   Impl& m = *impl_;
   m.path = path;
   m.width = width, m.height = height, m.bands = bands;

@@ -174,6 +174,10 @@ TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear
   const std::string data = make_eurosat(d);
   std::vector<std::string> one = resnet_args(data, d / "run");
   one[5] = "1";  // --epochs 1
+  // A learning rate that cannot train: a usage error before the run folder or its split files exist.
+  AppResult bad_lr = run_app("train_resnet", with(resnet_args(data, d / "bad_lr"), {"--lr", "-1"}));
+  CHECK(bad_lr.exit_code == 2);
+  CHECK_FALSE(fs::exists(d / "bad_lr"));
   REQUIRE(run_app("train_resnet", one).exit_code == 0);
   // A different architecture: refused, naming the file.
   std::vector<std::string> wider = with(resnet_args(data, d / "run"), {"--resume"});

@@ -514,6 +514,9 @@ TEST_CASE("geotiff: with input protection on, neither writer replaces a file tha
   check_close(read_geotiff(in).data, r.data, 0, 0, "the input, unchanged");
   write_geotiff(out, r, o);  // not an input
   CHECK(fs::exists(out));
+  // A folder as the output: refused when the writer is made, not after the work that fills it.
+  CHECK_THROWS_WITH_AS(TiledGeoTiffWriter(tmp / "sub", 9, 8, 2, o, r.geo, {}), doctest::Contains("is a folder"), Error);
+  CHECK_THROWS_WITH_AS(write_geotiff(tmp / "sub", r, o), doctest::Contains("is a folder"), Error);
 }
 
 // S1 and S2 of a triplet must share a grid. The real GLF-CR triplet does; moving the tie point by a
