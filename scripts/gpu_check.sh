@@ -114,7 +114,7 @@ bring_back() {
     [[ -f $out/$f ]] && cp "$out/$f" "/tmp/gpu_check_bring.$$" && mv -f "/tmp/gpu_check_bring.$$" "$bring/$f"
   done
   python3 - "$out" "$bring/gpu-check.tar.xz" <<'PY' || echo "gpu_check: packing $bring/gpu-check.tar.xz failed"
-import os, sys, tarfile
+import os, shutil, sys, tarfile
 src, dst = sys.argv[1], sys.argv[2]
 skip_names = {"sass_sm90.txt", "results.jsonl", "summary.md", "gpu_check.log", "sweep_table.inc"}
 def pack(limit):
@@ -130,8 +130,7 @@ def pack(limit):
     return tmp
 tmp = pack(1 << 40)
 if os.path.getsize(tmp) > 15 << 20: os.remove(tmp); tmp = pack(4 << 20)
-os.replace(tmp, dst) if os.stat(tmp).st_dev == os.stat(os.path.dirname(dst)).st_dev else (
-    __import__("shutil").copyfile(tmp, dst), os.remove(tmp))
+shutil.move(tmp, dst)  # a rename, or a copy across file systems
 PY
 }
 trap 'exec 1>&3 2>&4; wait "$tee_pid" 2>/dev/null; bring_back' EXIT  # the log is complete before we return
