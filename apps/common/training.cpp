@@ -92,10 +92,11 @@ int resume_or_start(bool resume, const std::string& program, const std::string& 
   // not shared, a file still arriving) would start from epoch 1 while the others resume, and the
   // ranks' collectives would no longer pair up.
   ProcessGroup& g = world();
-  double seen = fs::exists(last) ? 1.0 : 0.0;
+  const bool here = fs::exists(last);
+  double seen = here ? 1.0 : 0.0;
   g.all_reduce_sum(&seen, 1);
   NIMBUS_CHECK(seen == 0 || seen == double(g.size()), "--resume: ", last, " exists for ", int(seen), " of ", g.size(),
-               " ranks (", fs::exists(last) ? "this one included" : "not this one",
+               " ranks (", here ? "this one included" : "not this one",
                "); --out must be a folder every rank sees");
   if (seen == 0) {
     if (g.rank() == 0)
@@ -109,9 +110,9 @@ int resume_or_start(bool resume, const std::string& program, const std::string& 
                " (its split and sample order depend on it) but this one has --seed ", seed);
   const int64_t epoch = models::load_training_state(last, model, optimizer, &global_rng());
   NIMBUS_CHECK(epoch >= 0, last, ": has no \"epoch\" metadata, cannot resume from it");
-  double first = double(epoch), differ = 0;  // and every rank read the same epoch's checkpoint
+  double first = double(epoch);  // and every rank read the same epoch's checkpoint
   g.broadcast(&first, sizeof first, 0);
-  differ = double(first != double(epoch));
+  double differ = double(first != double(epoch));
   g.all_reduce_sum(&differ, 1);
   NIMBUS_CHECK(differ == 0, "--resume: ", last, " holds epoch ", epoch, " here and epoch ", int64_t(first),
                " on rank 0 (", int(differ), " of ", g.size(), " ranks differ); --out must be a folder every rank sees");
