@@ -178,9 +178,18 @@ int run(int argc, char** argv) {
   models::DSen2CR& net = *model.dsen2cr;
   const double lr = p.get_double("lr");
   std::unique_ptr<Optimizer> opt = apps::make_optimizer(p.get_string("optimizer"), net.named_parameters(), lr);
+  // The run is its triplets (training, and validation after --val-limit), its cloud masks and its loss:
+  // the best validation loss a resume compares against was measured with them.
+  std::vector<std::string> names;
+  for (const data::Sen12mscrTriplet& t : train) names.push_back("train " + t.name());
+  for (const data::Sen12mscrTriplet& t : val) names.push_back("val " + t.name());
+  const apps::RunSettings settings{
+      {"data", apps::data_fingerprint(names, str("triplets (", train.size(), " train, ", val.size(), " val)"))},
+      {"loss", p.get_string("loss") == "carl" ? str("carl --lambda ", p.get_double("lambda")) : p.get_string("loss")},
+      {"cloud-threshold", str(thr)}};
   Metadata saved;
-  const int done =
-      apps::resume_or_start(training.resume, "train_dsen2cr", paths.last, common.seed, model, *opt, &saved);
+  const int done = apps::resume_or_start(training.resume, "train_dsen2cr", paths.last, common.seed, settings, model,
+                                         *opt, &saved);
   double best = apps::metadata_number(saved, "best_val_loss", INFINITY, paths.last);
   net.to(common.device);
   const std::string loss_kind = p.get_string("loss");
@@ -207,6 +216,7 @@ int run(int argc, char** argv) {
   for (size_t k : apps::rank_share(val.size())) val_mine.push_back(val[k]);
   apps::EpochLoop loop{training.epochs, training.batch, done, &loader, opt.get(), &model, &paths,
                        &training.debug, common.seed};
+  loop.settings = settings;
   loop.lr_at = [&](int) { return lr; };
   loop.train_mode = [&] {
     net.train();

@@ -170,11 +170,6 @@ int run(int argc, char** argv) {
       ds.stratified_split(common.seed, p.get_double("train-fraction"), p.get_double("val-fraction"));
   NIMBUS_CHECK(split.train.size() >= size_t(training.batch), training.data, ": ", split.train.size(),
                " training tiles, fewer than one batch of ", training.batch);
-  if (world().rank() == 0) {  // rank 0 alone writes into the run folder
-    ds.write_split_file(paths.out + "/split_train.txt", split.train);
-    ds.write_split_file(paths.out + "/split_val.txt", split.val);
-    ds.write_split_file(paths.out + "/split_test.txt", split.test);
-  }
   const data::BandList file_bands = data::parse_bands(p.get_string("bands"), "--bands");
   NIMBUS_CHECK(file_bands.size() == size_t(data::kS2Bands), "--bands: a EuroSAT MS tile has ", data::kS2Bands,
                " bands, not ", file_bands.size(), " (", data::bands_csv(file_bands), ")");
@@ -207,9 +202,23 @@ int run(int argc, char** argv) {
   if (p.get_flag("sync-bn") && convert_sync_batchnorm(clf, world()) > 0 && world().rank() == 0)
     std::fprintf(stderr, "train_resnet: batch norm synchronised over %d ranks\n", world().size());
   std::unique_ptr<Optimizer> opt = apps::make_optimizer("adam", clf.named_parameters(), p.get_double("lr"));
+  // The run is its tiles, their split and their band order: a resume with others is refused (before
+  // the split files are written, so a refused resume leaves the run folder as it was).
+  std::vector<std::string> tiles;
+  for (const data::EuroSatItem& it : ds.items()) tiles.push_back(it.rel);
+  const apps::RunSettings settings{
+      {"data", apps::data_fingerprint(tiles, "tiles")},
+      {"split", str("--train-fraction ", p.get_double("train-fraction"), " --val-fraction ",
+                    p.get_double("val-fraction"))},
+      {"bands", data::bands_csv(file_bands)}};
   Metadata saved;
-  const int done =
-      apps::resume_or_start(training.resume, "train_resnet", paths.last, common.seed, model, *opt, &saved);
+  const int done = apps::resume_or_start(training.resume, "train_resnet", paths.last, common.seed, settings, model,
+                                         *opt, &saved);
+  if (world().rank() == 0) {  // rank 0 alone writes into the run folder
+    ds.write_split_file(paths.out + "/split_train.txt", split.train);
+    ds.write_split_file(paths.out + "/split_val.txt", split.val);
+    ds.write_split_file(paths.out + "/split_test.txt", split.test);
+  }
   if (done == 0) {
     std::vector<float> mean, std;
     input_norm_stats(stats_fn, split.train.size(), size_t(std::max<int64_t>(0, p.get_int("norm-samples"))), mean,
@@ -234,6 +243,7 @@ int run(int argc, char** argv) {
   bool improved = false;
   apps::EpochLoop loop{training.epochs, training.batch, done, &loader, opt.get(), &model, &paths,
                        &training.debug, common.seed};
+  loop.settings = settings;
   loop.lr_at = [&](int epoch) { return schedule.lr_at(epoch); };
   loop.train_mode = [&] {
     clf.train();

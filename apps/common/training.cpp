@@ -85,8 +85,19 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTe
   throw Error(str("unknown optimiser '", type, "' (adam or nadam)"));
 }
 
+std::string data_fingerprint(const std::vector<std::string>& names, const std::string& what) {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a, 64 bits; a 0 byte ends each name
+  for (const std::string& n : names) {
+    for (unsigned char c : n) h = (h ^ c) * 0x100000001b3ull;
+    h *= 0x100000001b3ull;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+  return str(names.size(), " ", what, ", index ", hex);
+}
+
 int resume_or_start(bool resume, const std::string& program, const std::string& last, uint64_t seed,
-                    models::Model& model, Optimizer& optimizer, Metadata* metadata) {
+                    const RunSettings& settings, models::Model& model, Optimizer& optimizer, Metadata* metadata) {
   if (!resume) return 0;
   // Every rank must take the same decision: a rank that does not see the checkpoint (an --out that is
   // not shared, a file still arriving) would start from epoch 1 while the others resume, and the
@@ -108,6 +119,15 @@ int resume_or_start(bool resume, const std::string& program, const std::string& 
   auto s = meta.find(kSeedKey);
   NIMBUS_CHECK(s == meta.end() || s->second == std::to_string(seed), last, ": the run used --seed ", s->second,
                " (its split and sample order depend on it) but this one has --seed ", seed);
+  std::string differ_list;
+  for (const RunSetting& rs : settings) {
+    auto it = meta.find(kRunSettingPrefix + rs.name);
+    if (it != meta.end() && it->second != rs.value)
+      differ_list += str("\n  ", rs.name, ": '", it->second, "' in the checkpoint, '", rs.value, "' now");
+  }
+  NIMBUS_CHECK(differ_list.empty(), last, ": belongs to another run; --resume continues a run on the data and "
+               "settings it started with, and these differ:", differ_list,
+               "\n  (give another --out to start a new run)");
   const int64_t epoch = models::load_training_state(last, model, optimizer, &global_rng());
   NIMBUS_CHECK(epoch >= 0, last, ": has no \"epoch\" metadata, cannot resume from it");
   double first = double(epoch);  // and every rank read the same epoch's checkpoint
@@ -162,7 +182,9 @@ double DebugHooks::loss(double value, int64_t step) const {
 
 void add_training_options(cli::Parser& p) {
   p.add_int("workers", 2, "data loader threads").range(1, kMaxWorkers);
-  p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, loader order)");
+  p.add_flag("resume",
+             "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, loader order); refused when "
+             "the data, split, bands or loss differ from the run's");
   p.add_int("read-every", 16, "steps between reads of the training losses from the device: the host waits for it only then")
       .range(1, kMaxReadEvery);
   p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");
@@ -471,6 +493,7 @@ void train_epochs(const EpochLoop& L) {
     so.epoch = epoch + 1;
     so.extra = v.extra;
     so.extra[kSeedKey] = std::to_string(L.seed);
+    for (const RunSetting& rs : L.settings) so.extra[kRunSettingPrefix + rs.name] = rs.value;
     if (ranks.rank() == 0) {  // rank 0 alone writes; the others hold the same weights
       if (v.improved) models::save_model(L.paths->best, *L.model, so);
       so.optimizer = L.optimizer;

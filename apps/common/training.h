@@ -60,12 +60,29 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTe
 // Checkpoint metadata key holding the run's --seed: a resume must use the same one.
 inline constexpr const char* kSeedKey = "seed";
 
+// What makes a training run the run it is, besides its model and --seed: the samples it trains and
+// validates on, how they are read, and how its best score is measured. Each setting is stored in every
+// checkpoint (metadata "run.<name>") and a resume refuses a checkpoint whose run differs: its epochs
+// were trained on other data, or its best score is not comparable. What a resumed run may change
+// (--epochs, --lr, --workers, ...) is not a setting. Checkpoints written before a setting existed
+// lack its key and resume as before.
+struct RunSetting {
+  std::string name;   // "data", "split", "bands", "loss", ...
+  std::string value;  // compared as text: "27000 tiles, index 5f0c3a91d2e4b877"
+};
+using RunSettings = std::vector<RunSetting>;
+inline constexpr const char* kRunSettingPrefix = "run.";
+// "<count> <what>, index <16 hex digits>": a 64-bit FNV-1a hash of the names in order. Names, not
+// paths: a dataset moved to another folder is the same data.
+std::string data_fingerprint(const std::vector<std::string>& names, const std::string& what);
+
 // Loads <last> into model + optimiser + global Rng when `resume` and the file
 // exists. Returns the number of epochs already done (0 when starting afresh),
 // printing what happened. A corrupt or mismatched file (other model, other
-// optimiser, other --seed) is an Error naming it.
+// optimiser, other --seed, another run's settings) is an Error naming it and every difference.
 int resume_or_start(bool resume, const std::string& program, const std::string& last, uint64_t seed,
-                    models::Model& model, Optimizer& optimizer, Metadata* metadata = nullptr);
+                    const RunSettings& settings, models::Model& model, Optimizer& optimizer,
+                    Metadata* metadata = nullptr);
 
 // A number stored in a checkpoint's metadata (the best validation score): `fallback` when the key
 // is absent; an Error naming the file and the key when the text is not a number.
@@ -168,6 +185,7 @@ struct EpochLoop {
   const RunPaths* paths = nullptr;
   const DebugHooks* debug = nullptr;
   uint64_t seed = 0;
+  RunSettings settings;         // written into every checkpoint (see RunSetting)
   Device device = Device::CPU;  // the model's
   int64_t read_every = 16;      // steps between reads of the losses (one host wait each)
   bool graphs = true;           // on CUDA: capture the step once and replay it

@@ -185,10 +185,38 @@ TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear
   AppResult m = run_app("train_resnet", wider);
   CHECK(m.exit_code == 1);
   CHECK_MESSAGE(m.output.find("last.safetensors: holds resnet") != std::string::npos, m.output);
-  // Another --seed would mean another split and sample order: refused.
+  // Another --seed would mean another split and sample order: refused, and the split files it wrote
+  // are left as they were (they were rewritten before the check).
+  const std::string split_before = read_file(d / "run/split_train.txt");
   AppResult seed = run_app("train_resnet", with(resnet_args(data, d / "run"), {"--resume", "--seed", "7"}));
   CHECK(seed.exit_code == 1);
   CHECK_MESSAGE(seed.output.find("the run used --seed 42") != std::string::npos, seed.output);
+  CHECK(read_file(d / "run/split_train.txt") == split_before);
+  // Another run's data, split or band order: refused, every difference named, nothing rewritten.
+  const std::string fewer = d / "fewer";
+  fs::copy(data, fewer, fs::copy_options::recursive);
+  fs::remove(fewer + "/Forest/Forest_5.tif");
+  AppResult other = run_app("train_resnet", with(resnet_args(fewer, d / "run"),
+                                                 {"--resume", "--train-fraction", "0.7", "--bands", "sen12ms"}));
+  CHECK(other.exit_code == 1);
+  CHECK_MESSAGE(other.output.find("last.safetensors: belongs to another run") != std::string::npos, other.output);
+  for (const char* line : {"data: '60 tiles, index ", "' now", "split: '--train-fraction 0.8 --val-fraction 0.1' in "
+                           "the checkpoint, '--train-fraction 0.7 --val-fraction 0.1' now",
+                           "bands: 'B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B11,B12,B8A' in the checkpoint, "
+                           "'B1,B2,B3,B4,B5,B6,B7,B8,B8A,B9,B10,B11,B12' now"})
+    CHECK_MESSAGE(other.output.find(line) != std::string::npos, line, "\n", other.output);
+  CHECK(other.output.find("59 tiles, index ") != std::string::npos);
+  CHECK(read_file(d / "run/split_train.txt") == split_before);
+  // The same tiles in another folder are the same data: the run resumes from there.
+  const std::string moved = d / "moved";
+  fs::rename(data, moved);
+  std::vector<std::string> two = resnet_args(moved, d / "run");
+  two[5] = "2";
+  AppResult resumed = run_app("train_resnet", with(two, {"--resume"}));
+  CHECK_MESSAGE(resumed.exit_code == 0, resumed.output);
+  CHECK(resumed.output.find("after epoch 1") != std::string::npos);
+  CHECK(read_file(d / "run/split_train.txt") == split_before);
+  fs::rename(moved, data);
   // One flipped byte in the tensor data: the checksum catches it.
   const std::string last = d / "run/last.safetensors";
   {
@@ -287,6 +315,20 @@ TEST_CASE("train_dsen2cr: NaN loss stops naming the step and the l1 / adam / no-
   SafetensorsFile f = load_safetensors(d / "l1/last.safetensors");
   CHECK(f.metadata.at("optim.type") == "adam");
   CHECK(f.at("head.weight").size(1) == 13);
+  CHECK(f.metadata.at("run.loss") == "l1");
+  CHECK(f.metadata.at("run.data").rfind("5 triplets (4 train, 1 val), index ", 0) == 0);
+  // Its best validation loss was an L1 loss with masks at threshold 0.2: a resume measuring CARL, or
+  // masks at another threshold, would compare unlike numbers, and one on other triplets other data.
+  fs::remove_all(data + "/ROIs1158_spring_s2_cloudy/s2_cloudy_17");  // the val triplet
+  AppResult other = run_app("train_dsen2cr", with(args, {"--resume", "--optimizer", "adam", "--no-sar",
+                                                         "--cloud-threshold", "0.3"}));
+  CHECK(other.exit_code == 1);
+  for (const char* line : {"l1/last.safetensors: belongs to another run",
+                           "loss: 'l1' in the checkpoint, 'carl --lambda 1' now",
+                           "cloud-threshold: '0.2' in the checkpoint, '0.3' now",
+                           "data: '5 triplets (4 train, 1 val), index "})
+    CHECK_MESSAGE(other.output.find(line) != std::string::npos, line, "\n", other.output);
+  CHECK(other.output.find("'4 triplets (4 train, 0 val), index ") != std::string::npos);
 }
 
 TEST_CASE("trainers: --pack gives the same weights as the files, builds once, rebuilds when a file changes") {
