@@ -287,6 +287,8 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
     NIMBUS_CHECK(info.height == H && info.width == W, "sen12mscr: ", *p.path, " is ", info.width, "x", info.height,
                  " but ", t.s1, " is ", W, "x", H);
   }
+  NIMBUS_CHECK(o.augment.crop <= std::min(H, W), "sen12mscr: ", t.s2_cloudy, ": a ", o.augment.crop, "x",
+               o.augment.crop, " crop does not fit its ", W, "x", H, " pixels");
   const AugmentDraw d = draw_augment(rng, H, W, o.augment);
   const Window win = crop_window(d, H, W, o.augment);
   const bool on_device = o.flip_rotate_on_device;  // pixels left as read; the code travels with the batch

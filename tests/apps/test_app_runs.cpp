@@ -317,6 +317,12 @@ TEST_CASE("train_dsen2cr: NaN loss stops naming the step and the l1 / adam / no-
   CHECK(f.at("head.weight").size(1) == 13);
   CHECK(f.metadata.at("run.loss") == "l1");
   CHECK(f.metadata.at("run.data").rfind("5 triplets (4 train, 1 val), index ", 0) == 0);
+  // A crop larger than the 64x64 images: a usage error before any training, naming a file.
+  AppResult big = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "big"), {"--crop", "65"}));
+  CHECK(big.exit_code == 2);
+  CHECK_MESSAGE(big.output.find("--crop 65 is larger than the images: " + data) != std::string::npos, big.output);
+  CHECK_MESSAGE(big.output.find(" is 64x64; give --crop 64 or less") != std::string::npos, big.output);
+  CHECK(big.output.find("train epoch") == std::string::npos);
   // Its best validation loss was an L1 loss with masks at threshold 0.2: a resume measuring CARL, or
   // masks at another threshold, would compare unlike numbers, and one on other triplets other data.
   fs::remove_all(data + "/ROIs1158_spring_s2_cloudy/s2_cloudy_17");  // the val triplet

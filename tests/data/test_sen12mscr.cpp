@@ -308,6 +308,10 @@ TEST_CASE("sen12mscr: a real triplet becomes a normalised, consistently augmente
   CHECK(v.values[1][0] == s2.band(0)[0] / 2000.f);
   CHECK(v.values[1][127] == s2.band(0)[127] / 2000.f);
   CHECK(v.values[1][128] == s2.band(0)[256] / 2000.f);
+  // A crop larger than the image: an error naming the cloudy file and both sizes.
+  val.augment = AugmentConfig{257, false, false};
+  const std::string too_big = t.s2_cloudy + ": a 257x257 crop does not fit its 256x256 pixels";
+  CHECK_THROWS_WITH_AS(load_triplet(t, rng, val), doctest::Contains(too_big.c_str()), Error);
 }
 
 TEST_CASE("sen12mscr: with the flips left to the device, flip_rotate of the sample is the host's sample bit for bit") {
