@@ -23,8 +23,10 @@ int run(int argc, char** argv) {
   NIMBUS_CHECK(plot::available(), "this build has no PLplot (NIMBUS_PLOTS=OFF); run plot_figures where "
                                   "libplplot-dev and plplot-driver-cairo are installed");
   const std::string& dir = p.positionals()[0];
-  for (const std::string& f : plot::draw_figures(dir, plot::read_figures(dir)))
-    std::printf("wrote %s/%s\n", dir.c_str(), f.c_str());
+  const std::vector<std::string> drawn = plot::draw_figures(dir, plot::read_figures(dir));
+  for (const std::string& f : drawn) std::printf("wrote %s/%s\n", dir.c_str(), f.c_str());
+  for (const std::string& f : plot::remove_stale_figures(dir, drawn))  // not in figures.json: another run's
+    std::printf("removed %s/%s (not in figures.json)\n", dir.c_str(), f.c_str());
   return 0;
 }
 

@@ -273,9 +273,13 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
     figure("fig_examples", grid, "Examples across the cloud-cover range (paper: Figure 4)", "");
   }
   plot::write_figures(o.out_dir, figures);
-  if (plot::available())
-    plot::draw_figures(o.out_dir, figures);
-  else
+  const std::vector<std::string> drawn =
+      plot::available() ? plot::draw_figures(o.out_dir, figures) : std::vector<std::string>{};
+  const std::vector<std::string> stale = plot::remove_stale_figures(o.out_dir, drawn);
+  if (!stale.empty())
+    std::fprintf(stderr, "cloud_impact: removed %zu figure files of an earlier run in %s (%s%s)\n", stale.size(),
+                 o.out_dir.c_str(), stale.front().c_str(), stale.size() > 1 ? ", ..." : "");
+  if (!plot::available())
     figs << "*This build draws no figures (NIMBUS_PLOTS=OFF, the GPU bundle): every figure is kept as data in "
             "`figures.json`; `plot_figures " << o.out_dir << "` draws them where PLplot is installed.*\n\n";
 

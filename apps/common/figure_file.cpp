@@ -1,6 +1,7 @@
 // figure_file.cpp: figures.json written and read back (see figure_file.h), and every figure drawn.
 #include "apps/common/figure_file.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -186,6 +187,8 @@ Spec spec_from(const Reader& r, const std::string& dir, const Value& f) {
 
 void write_figures(const std::string& dir, const std::vector<Figure>& figures) {
   fs::create_directories(dir + "/figure_images");
+  for (const fs::directory_entry& e : fs::directory_iterator(dir + "/figure_images"))  // an earlier set's images
+    if (e.is_regular_file() && e.path().extension() == ".png") fs::remove(e.path());
   std::vector<Value> list;
   for (const Figure& f : figures) {
     NIMBUS_CHECK(plain_name(f.stem), "figure file name '", f.stem, "' is not a plain file name");
@@ -235,6 +238,19 @@ std::vector<std::string> draw_figures(const std::string& dir, const std::vector<
     if (!std::holds_alternative<PanelGrid>(f.spec)) written.push_back(f.stem + ".svg");
   }
   return written;
+}
+
+std::vector<std::string> remove_stale_figures(const std::string& dir, const std::vector<std::string>& kept) {
+  std::vector<std::string> removed;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string(), ext = e.path().extension().string();
+    if (!e.is_regular_file() || name.rfind("fig_", 0) != 0 || (ext != ".png" && ext != ".svg")) continue;
+    if (std::find(kept.begin(), kept.end(), name) != kept.end()) continue;
+    fs::remove(e.path());
+    removed.push_back(name);
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
 }
 
 }  // namespace nimbus::plot

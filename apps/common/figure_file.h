@@ -23,12 +23,18 @@ struct Figure {
 
 inline constexpr const char* kFiguresFile = "figures.json";
 
-// dir/figures.json and dir/figure_images/*.png (temp files + rename).
+// dir/figures.json and dir/figure_images/*.png (temp files + rename). figure_images/ holds only this
+// set's images afterwards: PNGs of an earlier set written there are removed.
 void write_figures(const std::string& dir, const std::vector<Figure>& figures);
 // Back from dir; Error naming the file and the figure on a missing or malformed field, a stem that
 // is not a plain file name, or an image path outside figure_images/.
 std::vector<Figure> read_figures(const std::string& dir);
 // Every figure as dir/<stem>.png (+ .svg but for panels); returns the file names written.
 std::vector<std::string> draw_figures(const std::string& dir, const std::vector<Figure>& figures);
+// Removes the drawings in dir (fig_*.png, fig_*.svg) that are not in `kept` (what this run drew, as
+// draw_figures returns it; empty when it drew none): an earlier run's figures in the same folder, one
+// with other methods or drawn by a build with PLplot, would stay beside this run's report and look like
+// its own. Other files are left alone. Returns the names removed.
+std::vector<std::string> remove_stale_figures(const std::string& dir, const std::vector<std::string>& kept);
 
 }  // namespace nimbus::plot

@@ -348,7 +348,11 @@ TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
   ro.classifier_metrics = dir + "/metrics.csv";
   ro.settings = json::object({{"split", json::string("all")}});
   ro.examples.push_back(make_example(s, s.target, "cloud-removed", "example"));
+  // An earlier run in the same folder drew a figure this one has not (a method it left out).
+  fs::create_directories(ro.out_dir);
+  { std::ofstream(ro.out_dir + "/fig_confusion_dsen2cr_nosar.png") << "earlier run"; }
   const std::string report = write_report(e, ro);
+  CHECK_FALSE(fs::exists(ro.out_dir + "/fig_confusion_dsen2cr_nosar.png"));
   for (const char* f : {"report.md", "results.json", "predictions.csv", "quality.csv", "table1.md", "figures.json"})
     CHECK_MESSAGE(fs::is_regular_file(ro.out_dir + "/" + f), f);
   // The figures: as data in every build, drawn (PNG + SVG, the examples PNG only) when PLplot is in.

@@ -290,6 +290,31 @@ TEST_CASE("plot: a PLplot failure is an error naming the file, and the next figu
   cleanup(ok);
 }
 
+TEST_CASE("figures: an earlier run's drawings and images in the folder are removed, nothing else") {
+  const std::string dir = out_dir() + "/stale";
+  fs::remove_all(dir);
+  fs::create_directories(dir + "/figure_images");
+  for (const char* f : {"fig_a.png", "fig_a.svg", "fig_old.png", "fig_old.svg", "notes.png", "fig_keep.txt",
+                        "figure_images/fig_examples_9_0.png"})
+    std::ofstream(dir + "/" + f) << "x";
+  fs::create_directories(dir + "/fig_dir.png");  // a folder is not a drawing
+  CHECK(remove_stale_figures(dir, {"fig_a.png", "fig_a.svg"}) ==
+        std::vector<std::string>{"fig_old.png", "fig_old.svg"});
+  for (const char* f : {"fig_a.png", "fig_a.svg", "notes.png", "fig_keep.txt", "fig_dir.png"})
+    CHECK_MESSAGE(fs::exists(dir + "/" + f), f);
+  CHECK_FALSE(fs::exists(dir + "/fig_old.png"));
+  CHECK_FALSE(fs::exists(dir + "/fig_old.svg"));
+  // Drew nothing (no PLplot): every drawing goes.
+  CHECK(remove_stale_figures(dir, {}) == std::vector<std::string>{"fig_a.png", "fig_a.svg"});
+  // A new set of figures replaces the images of the old one.
+  PanelGrid g;
+  g.rows.push_back({"row", {{"panel", quadrants(8)}}});
+  write_figures(dir, {{"fig_examples", g}});
+  CHECK_FALSE(fs::exists(dir + "/figure_images/fig_examples_9_0.png"));
+  CHECK(fs::exists(dir + "/figure_images/fig_examples_0_0.png"));
+  fs::remove_all(dir);
+}
+
 TEST_CASE("figures.json: every kind round-trips, and a malformed file is refused with its name") {
   const std::string dir = out_dir() + "/run";
   fs::create_directories(dir);
