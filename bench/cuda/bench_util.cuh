@@ -10,9 +10,12 @@
  *   rel_err         ||out - ref|| / ||ref|| over the samples (NaN if any sample is not finite)
  *   time_runs       CUDA events around each run: 2 warm-ups, then >= 5 runs, more while under a budget
  *   Row             one JSON object per line on stdout, flushed at once
+ *   time_left_s     what is left of --deadline-s: a case of many layers stops early rather than be
+ *                   killed by its caller's time limit with none of its rows printed
  *   require_device  exit 77 with "no CUDA device: ..." when there is none
  */
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -70,14 +73,27 @@ inline std::vector<int> split_ints(const char* s) {
 }
 
 // The command line of every numbered-kernel benchmark:
-//   [--versions a,b] | --list | --case NAME|all [--case ...] [--versions a,b] [--budget-ms MS]
+//   [--versions a,b] | --list | --case NAME|all [--case ...] [--versions a,b] [--budget-ms MS] [--deadline-s S]
 // With no --case, the program validates every chosen version at small sizes (the ctest test).
 struct BenchArgs {
   std::vector<int> versions;       // 1..last unless --versions
   std::vector<std::string> cases;  // --case names, in order
   double budget_ms = 150;          // timing budget per implementation (time_runs)
+  double deadline_s = 0;           // --deadline-s: the program's time limit from its start (0: none)
   bool list = false;               // --list: print the case names and stop
 };
+
+// --deadline-s, as a point in time (none: the far future). bench_main sets it; a case made of many
+// layers (gpu_bench_conv2d's) starts a layer only if time_left_s() exceeds the slowest layer so far,
+// and prints rows for the layers it timed, marked partial. Killed by its caller's limit instead, it
+// would print none: a case's rows sum its layers and come at its end.
+inline std::chrono::steady_clock::time_point& bench_deadline() {
+  static std::chrono::steady_clock::time_point d = std::chrono::steady_clock::time_point::max();
+  return d;
+}
+inline double time_left_s() {
+  return std::chrono::duration<double>(bench_deadline() - std::chrono::steady_clock::now()).count();
+}
 // False, after printing the usage line, when the command line is bad.
 inline bool parse_bench_args(int argc, char** argv, int last, BenchArgs& a) {
   for (int v = 1; v <= last; ++v) a.versions.push_back(v);
@@ -94,13 +110,16 @@ inline bool parse_bench_args(int argc, char** argv, int last, BenchArgs& a) {
       for (int v : a.versions) ok = ok && v >= 1 && v <= last;
     } else if (arg == "--budget-ms" && i + 1 < argc) {
       a.budget_ms = std::atof(argv[++i]);
+    } else if (arg == "--deadline-s" && i + 1 < argc) {
+      a.deadline_s = std::atof(argv[++i]);
+      ok = a.deadline_s > 0;
     } else {
       ok = false;
     }
   }
   if (!ok)
     std::fprintf(stderr, "usage: %s [--versions 1,%d] | --list | --case NAME|all [--case ...] [--versions ...] "
-                         "[--budget-ms MS]\n", argv[0], last);
+                         "[--budget-ms MS] [--deadline-s S]\n", argv[0], last);
   return ok;
 }
 
@@ -359,9 +378,11 @@ inline void measure(Impl& im, int count, const std::string& label, const std::fu
 }
 
 // One JSON row per implementation. Ours name `reference_tag` (e.g. "cudnn_fp32") and its median as
-// reference_ms; a reference row names itself. Returns false if any implementation failed.
+// reference_ms; a reference row names itself. layers_total > layers: the case stopped at --deadline-s,
+// and the rows say "partial": true with both counts (their times, FLOPs and bytes are of the layers
+// timed, every implementation over the same ones). Returns false if any implementation failed.
 inline bool print_rows(const std::string& case_name, const std::vector<Impl>& impls, double flops, int layers,
-                       const std::string& device, const std::string& reference_tag) {
+                       const std::string& device, const std::string& reference_tag, int layers_total = 0) {
   const Impl* reference = nullptr;
   for (const Impl& im : impls)
     if (!im.ours && im.tag() == reference_tag && im.ok) reference = &im;
@@ -390,6 +411,7 @@ inline bool print_rows(const std::string& case_name, const std::vector<Impl>& im
       r.null("nimbus_ms").str("reference", im.tag()).num("reference_ms", im.ok ? im.median : nan);
     }
     r.num("layers", layers);
+    if (layers_total > layers) r.num("layers_total", layers_total).boolean("partial", true);
     if (!im.ok) r.str("error", json_escape(im.error));
     r.print();
   }
@@ -410,6 +432,10 @@ int bench_main(int argc, char** argv, const BenchProgram<Case>& program) {
     for (const Case& c : program.cases) std::printf("%s\n", c.name);
     return 0;
   }
+  if (args.deadline_s > 0)
+    bench_deadline() = std::chrono::steady_clock::now() +
+                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                           std::chrono::duration<double>(args.deadline_s));
   if (args.cases.empty()) return program.validate_small(args.versions) ? 0 : 1;
   const std::vector<Case> todo = pick_cases(args.cases, program.cases);
   if (todo.empty()) return 2;

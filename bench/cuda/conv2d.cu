@@ -729,10 +729,17 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
       if (std::string(kPrecision[v]) == p && kVersions[v][cs.dir] && (hopper || !is_hopper_version(v)))
         impls.push_back(Impl{"nimbus_v" + std::to_string(v), p, true});
   }
-  double flops = 0;
-  int layers = 0;
+  double flops = 0, slowest_layer_s = 0;
+  int layers = 0, layers_total = 0;
+  for (const auto& layer : cs.layers) layers_total += layer.count;
   uint64_t seed = std::hash<std::string>{}(cs.name);
   for (size_t li = 0; li < cs.layers.size(); ++li) {
+    if (li > 0 && time_left_s() < slowest_layer_s) {  // rows for what was timed, not none (bench_util.cuh)
+      std::fprintf(stderr, "%s: stopped after %zu of %zu distinct layers: --deadline-s is %.1f s away\n", cs.name, li,
+                   cs.layers.size(), time_left_s());
+      break;
+    }
+    const auto layer_start = std::chrono::steady_clock::now();
     const ConvGeom& g = cs.layers[li].g;
     const int count = cs.layers[li].count;
     layers += count;
@@ -804,8 +811,10 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
         measure(im, count, label, prepare, poison, [&] { conv->run(a.p, b.p, out.p); }, fp32_sampled, ref, budget_ms);
       }
     }
+    slowest_layer_s = std::max(
+        slowest_layer_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - layer_start).count());
   }
-  return mma_tiles::print_rows_by_precision(cs.name, impls, flops, layers, device, "cudnn");
+  return mma_tiles::print_rows_by_precision(cs.name, impls, flops, layers, device, "cudnn", layers_total);
 }
 
 // ---- the sweep: every configuration of the backend's tensor-core kernels, per layer -----------------

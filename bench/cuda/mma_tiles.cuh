@@ -316,13 +316,14 @@ T* upload_any(const std::vector<T>& h) {
 // reference in its own precision ("cublas_tf32" for a tf32 version) with that reference's median:
 // the rows of precision p are `library`'s p row and our versions in p, in the order of `impls`.
 inline bool print_rows_by_precision(const std::string& case_name, const std::vector<Impl>& impls, double flops,
-                                    int layers, const std::string& device, const std::string& library) {
+                                    int layers, const std::string& device, const std::string& library,
+                                    int layers_total = 0) {
   bool ok = true;
   for (const char* p : {"fp32", "tf32", "bf16"}) {
     std::vector<Impl> group;
     for (const Impl& im : impls)
       if (im.precision == p && (im.ours || im.name == library)) group.push_back(im);
-    if (!group.empty()) ok = print_rows(case_name, group, flops, layers, device, library + "_" + p) && ok;
+    if (!group.empty()) ok = print_rows(case_name, group, flops, layers, device, library + "_" + p, layers_total) && ok;
   }
   return ok;
 }

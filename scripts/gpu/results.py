@@ -8,7 +8,8 @@ implementation in one precision. Fields written by the programs (bench/cuda --ca
 --device cuda, bench/torch/gpu_reference.py, scripts/gpu/ceilings.py, cuda_status --nccl):
   case, impl (nimbus_vN / nimbus / cudnn / cublas / torch_eager / torch_compile / torch), precision
   (fp32 / tf32 / bf16), ok, rel_err (against a float64 reference on sampled outputs), median_ms,
-  p10_ms, p90_ms, flops, bytes (the fewest bytes that must move), nimbus_ms (ours: = median_ms;
+  p10_ms, p90_ms, flops, bytes (the fewest bytes that must move), layers (and, for a case stopped at
+  its --deadline-s, layers_total and partial: true), nimbus_ms (ours: = median_ms;
   others: null), reference and reference_ms (for ours: the library reference timed in the same
   process; for a reference row: itself); model rows add launches_per_step, host_waits_per_step,
   peak_mem_bytes and ops (per-op device time).
@@ -105,8 +106,12 @@ def summary(path):
                 tfl = f" [{ours['flops'] / o / 1e9:.1f}]" if ours and ours.get("flops") else ""
                 name = f"{fmt(o)} ({ours['impl']}){tfl}" if ours else "-"
                 ratio = f"{lib['median_ms'] / o:.3f}" if (lib and o) else "-"
-                print(f"| {case} | {p} | {name} | {fmt(lib['median_ms']) if lib else '-'} | "
-                      f"{fmt(tor['median_ms']) if tor else '-'} | {ratio} |")
+                # A case stopped at --deadline-s timed its first layers only: ours and the library over the
+                # same ones (the ratio holds), PyTorch over all of them (not comparable).
+                part = next((r for r in (ours, lib) if r and r.get("partial")), None)
+                label = f"{case} (partial: {part.get('layers')} of {part.get('layers_total')} layers)" if part else case
+                torch_ms = "n/c" if part and tor else (fmt(tor["median_ms"]) if tor else "-")
+                print(f"| {label} | {p} | {name} | {fmt(lib['median_ms']) if lib else '-'} | {torch_ms} | {ratio} |")
         bad = [r for r in rows if r.get("phase") == "kernels" and not r.get("ok")]
         for r in bad:
             print(f"\nFAILED: {r.get('case')} {r.get('impl')} {r.get('precision')}: rel_err {r.get('rel_err')} "
