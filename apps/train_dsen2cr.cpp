@@ -148,18 +148,22 @@ int run(int argc, char** argv) {
     for (int64_t k = 0; k < lim; ++k) v.push_back(val[size_t(k) * val.size() / size_t(lim)]);
     val = std::move(v);
   }
-  // A crop larger than the images would stop the run at its first batch: said now, naming a file. (Each
-  // triplet is checked again when loaded; reading every header here would take minutes on the full set.)
-  auto check_crop = [&](const std::vector<data::Sen12mscrTriplet>& set) {
+  // A crop larger than the images, or files in another band order, would stop the run at its first
+  // batch: said now, naming a file. (Each triplet is checked again when loaded from its files; reading
+  // every header here would take minutes on the full set.)
+  auto check_first = [&](const std::vector<data::Sen12mscrTriplet>& set) {
     if (set.empty()) return;
     const data::TiffInfo info = data::read_tiff_info(set.front().s2_cloudy);
+    // And the band order, which nothing reorders (checked per file too, but not in a pack).
+    data::check_declared_bands(set.front().s2_cloudy, info.band_names, data::sen12ms_bands(),
+                               "SEN12MS-CR's band order");
     if (crop > std::min(info.width, info.height))
       throw cli::UsageError(str("--crop ", crop, " is larger than the images: ", set.front().s2_cloudy, " is ",
                                 info.width, "x", info.height, "; give --crop ", std::min(info.width, info.height),
                                 " or less"));
   };
-  check_crop(train);
-  check_crop(val);
+  check_first(train);
+  check_first(val);
   if (val.empty() && world().rank() == 0)
     std::fprintf(stderr, "train_dsen2cr: no validation triplets (benchmark val ROIs) under %s\n", training.data.c_str());
 

@@ -6,7 +6,8 @@
 //   train_resnet --data EuroSAT_MS/ --out runs/resnet [--epochs N] [--batch-size B] [--resume]
 //
 // Band order: EuroSAT files store B8A last (--bands says otherwise for re-saved
-// tiles); tiles are moved to the SEN12MS-CR order (data/sentinel2.h) before
+// tiles; a tile whose GDAL band descriptions contradict --bands is refused);
+// tiles are moved to the SEN12MS-CR order (data/sentinel2.h) before
 // anything else, like DSen2-CR's output, and the checkpoint says so in its
 // "bands" metadata, which classify and cloud_impact honour.
 // The split (stratified per class, from --seed) is written to <out>/split_*.txt;
@@ -175,10 +176,18 @@ int run(int argc, char** argv) {
                " bands, not ", file_bands.size(), " (", data::bands_csv(file_bands), ")");
   const data::BandList model_bands = data::sen12ms_bands();
   data::EuroSatSampleOptions train_opt, eval_opt;
+  train_opt.file_bands = file_bands;  // a tile whose band descriptions say otherwise is refused
+  train_opt.file_bands_from = "--bands " + p.get_string("bands");
+  {  // the first tile now, not at the first batch (and once with --pack, whose tiles are not checked)
+    const std::string& first = ds.items()[split.train.front()].path;
+    data::check_declared_bands(first, data::read_tiff_info(first).band_names, file_bands, train_opt.file_bands_from);
+  }
   train_opt.transform = [file_bands, model_bands](std::vector<float>& chw, int h, int w) {
     chw = data::reorder_bands(std::move(chw), size_t(h) * size_t(w), file_bands, model_bands, "EuroSAT tile");
   };
   eval_opt.transform = train_opt.transform;
+  eval_opt.file_bands = train_opt.file_bands;
+  eval_opt.file_bands_from = train_opt.file_bands_from;
   train_opt.augment = data::AugmentConfig{0, false, !p.get_flag("no-augment")};
   const bool augment_on_device = train_opt.augment.flip_rotate && training.flips_on_device(common.device);
   train_opt.flip_rotate_on_device = augment_on_device;

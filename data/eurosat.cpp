@@ -153,6 +153,8 @@ SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroS
     NIMBUS_CHECK(k < idx->size(), "eurosat: sample ", k, " of ", idx->size());
     const EuroSatItem& item = (*items)[(*idx)[k]];
     const TiffInfo info = checked_info(item.path, options.pack.get());
+    if (!options.file_bands.empty())
+      check_declared_bands(item.path, info.band_names, options.file_bands, options.file_bands_from);
     const AugmentDraw d = draw_augment(rng, info.height, info.width, options.augment);
     Raster r = read_window_via(options.pack.get(), item.path, crop_window(d, info.height, info.width, options.augment));
     if (!options.flip_rotate_on_device) flip_rotate(r, d.flip, d.rot);

@@ -15,6 +15,7 @@
 #include "data/geotiff.h"
 #include "data/loader.h"
 #include "data/raster_pack.h"
+#include "data/sentinel2.h"
 
 namespace nimbus::data {
 
@@ -60,6 +61,11 @@ struct EuroSatSampleOptions {
   AugmentConfig augment{0, false, false};  // default: whole tile, no flip/rotation
   // Optional in-place transform of the (13, h, w) DN tile (the classifier's input scaling).
   std::function<void(std::vector<float>& chw, int h, int w)> transform;
+  // The band order the tiles are read in (empty: not checked) and where it comes from ("--bands
+  // eurosat"): a tile read from its file whose band descriptions say another order is an Error
+  // (check_declared_bands). A pack keeps no band descriptions: tiles read from one are not checked.
+  BandList file_bands;
+  std::string file_bands_from;
   // Optional raster pack (raster_pack.h): the tiles it holds are read from it, the rest from disk.
   std::shared_ptr<const RasterPack> pack;
   // The flip and quarter turn drawn as usual (the same random numbers) but not applied: the sample

@@ -97,6 +97,14 @@ std::optional<BandList> s2_bands_of(const std::string& path, const std::vector<s
   return std::nullopt;
 }
 
+void check_declared_bands(const std::string& path, const std::vector<std::string>& band_descriptions,
+                          const BandList& read_as, const std::string& how) {
+  if (band_descriptions.empty() || band_index(band_descriptions[0]) < 0) return;  // says nothing
+  const std::optional<BandList> said = s2_bands_of(path, band_descriptions, int(read_as.size()));
+  NIMBUS_CHECK(said == read_as, path, ": its band descriptions say ", bands_csv(*said), ", but it is read as ", how,
+               " (", bands_csv(read_as), ")");
+}
+
 std::vector<float> reorder_bands(std::vector<float> chw, size_t hw, const BandList& from, const BandList& to,
                                  const std::string& what) {
   NIMBUS_CHECK(chw.size() == from.size() * hw, what, ": ", chw.size(), " values for ", from.size(), " bands of ", hw);

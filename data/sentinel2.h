@@ -59,6 +59,13 @@ std::string bands_name(const BandList& bands);
 std::optional<BandList> s2_bands_of(const std::string& path, const std::vector<std::string>& band_descriptions,
                                     int bands);
 
+// A loader reads a file in the order `read_as` without asking the file (the trainers: --bands, or
+// SEN12MS-CR's order). Error when the file's GDAL band descriptions name Sentinel-2 bands in another
+// order: "<path>: its band descriptions say <csv>, but it is read as <how> (<csv>)". A file without
+// such descriptions passes.
+void check_declared_bands(const std::string& path, const std::vector<std::string>& band_descriptions,
+                          const BandList& read_as, const std::string& how);
+
 // Moves a band-major image (from.size() bands of hw values) into the order `to`: band j of the
 // result is the band of `chw` whose canonical index is to[j]. Error naming `what` when a band of
 // `to` is not in `from`. Returns chw unchanged when the orders are equal.

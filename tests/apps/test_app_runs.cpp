@@ -238,6 +238,48 @@ TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear
   CHECK_MESSAGE(r.output.find(last) != std::string::npos, r.output);
 }
 
+TEST_CASE("trainers: files whose band descriptions contradict the order they are read in are refused") {
+  TempDir d("declared_bands");
+  // EuroSAT tiles re-saved in SEN12MS order, with descriptions saying so (as rasterio would).
+  const std::string data = make_eurosat(d);
+  std::vector<std::string> sen12ms_names;
+  for (int b : data::sen12ms_bands()) sen12ms_names.emplace_back(data::kS2BandNames[size_t(b)]);
+  for (const auto& e : fs::recursive_directory_iterator(data)) {
+    if (e.path().extension() != ".tif") continue;
+    data::Raster r = data::read_geotiff(e.path().string());
+    r.data = data::reorder_bands(std::move(r.data), size_t(r.width) * size_t(r.height), data::eurosat_bands(),
+                                 data::sen12ms_bands(), e.path().string());
+    r.band_names = sen12ms_names;
+    data::write_geotiff(e.path().string(), r, {});
+  }
+  std::vector<std::string> one = resnet_args(data, d / "run");
+  one[5] = "1";
+  AppResult as_eurosat = run_app("train_resnet", one);  // --bands eurosat, the default
+  CHECK(as_eurosat.exit_code == 1);
+  CHECK_MESSAGE(as_eurosat.output.find(".tif: its band descriptions say B1,B2,B3,B4,B5,B6,B7,B8,B8A,B9,B10,B11,B12, "
+                                       "but it is read as --bands eurosat") != std::string::npos,
+                as_eurosat.output);
+  CHECK(as_eurosat.output.find("train epoch") == std::string::npos);  // before any training
+  AppResult as_said = run_app("train_resnet", with(one, {"--bands", "sen12ms"}));
+  CHECK_MESSAGE(as_said.exit_code == 0, as_said.output);
+  // A SEN12MS-CR cloudy image in EuroSAT order: DSen2-CR takes SEN12MS order and nothing reorders it.
+  const std::string cr = make_sen12mscr(d);
+  std::string cloudy;
+  for (const auto& e : fs::recursive_directory_iterator(cr))
+    if (e.path().string().find("_s2_cloudy_") != std::string::npos && e.path().extension() == ".tif")
+      cloudy = std::max(cloudy, e.path().string());  // ROIs2017_winter: not the first triplet, so the loader's check
+  data::Raster r = data::read_geotiff(cloudy);
+  for (int b : data::eurosat_bands()) r.band_names.emplace_back(data::kS2BandNames[size_t(b)]);
+  data::write_geotiff(cloudy, r, {});
+  std::vector<std::string> cr_args = dsen2cr_args(cr, d / "cr");
+  cr_args[5] = "1";
+  AppResult refused = run_app("train_dsen2cr", cr_args);
+  CHECK(refused.exit_code == 1);
+  CHECK_MESSAGE(refused.output.find(cloudy + ": its band descriptions say B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B11,B12,"
+                                    "B8A, but it is read as SEN12MS-CR's band order") != std::string::npos,
+                refused.output);
+}
+
 TEST_CASE("train_resnet: input_norm holds the training split's per-band reflectance mean and std (SEN12MS order)") {
   TempDir d("resnet_norm");
   const std::string data = make_eurosat(d);

@@ -80,6 +80,24 @@ TEST_CASE("sentinel2: a file's band order comes from its band descriptions or it
                        Error);
 }
 
+TEST_CASE("sentinel2: a file read in a fixed order is refused when its band descriptions say another") {
+  std::vector<std::string> sen12ms_names, eurosat_names;
+  for (int b : sen12ms_bands()) sen12ms_names.emplace_back(kS2BandNames[size_t(b)]);
+  for (int b : eurosat_bands()) eurosat_names.emplace_back(kS2BandNames[size_t(b)]);
+  // Silent files, descriptions that are not band names, and agreeing ones pass.
+  CHECK_NOTHROW(check_declared_bands("t.tif", {}, eurosat_bands(), "--bands eurosat"));
+  CHECK_NOTHROW(check_declared_bands("t.tif", std::vector<std::string>(13, "band"), eurosat_bands(), "x"));
+  CHECK_NOTHROW(check_declared_bands("t.tif", eurosat_names, eurosat_bands(), "--bands eurosat"));
+  CHECK_NOTHROW(check_declared_bands("t.tif", sen12ms_names, sen12ms_bands(), "SEN12MS-CR's band order"));
+  // Another order: named, with both lists.
+  CHECK_THROWS_WITH_AS(check_declared_bands("Forest/Forest_1.tif", sen12ms_names, eurosat_bands(), "--bands eurosat"),
+                       doctest::Contains("Forest/Forest_1.tif: its band descriptions say B1,B2,B3,B4,B5,B6,B7,B8,B8A,"
+                                         "B9,B10,B11,B12, but it is read as --bands eurosat (B1,B2,B3,B4,B5,B6,B7,B8,"
+                                         "B9,B10,B11,B12,B8A)"),
+                       Error);
+  CHECK_THROWS_AS(check_declared_bands("c.tif", eurosat_names, sen12ms_bands(), "SEN12MS-CR's band order"), Error);
+}
+
 TEST_CASE("geotiff: band descriptions round-trip through GDAL's metadata tag, window reads keep them") {
   TempDir d;
   Raster r = random_raster(4, 12, 10, 0, 4000, 5, SampleType::UInt16);
