@@ -126,7 +126,8 @@ int run(int argc, char** argv) {
   p.add_double("cloud-threshold", 0.2, "cloud score threshold of the mask detector (DSen2-CR: 0.2)").range(0, 1);
   p.add_int("val-limit", 0, "validate on at most this many val triplets, spread over the split (0 = all)")
       .range(0, 1e9);
-  apps::add_training_options(p);  // --workers, --resume, the debug hooks, --device, --threads, --seed
+  apps::add_training_options(p, "the triplets (training, and validation after --val-limit), --crop, --loss, --lambda "
+                                "or --cloud-threshold");  // --workers, --resume, the debug hooks, --device, ...
   p.parse_or_exit(argc, argv);
 
   const apps::TrainingOptions training = apps::read_training_options(p, "PATH");
@@ -154,8 +155,11 @@ int run(int argc, char** argv) {
   auto check_first = [&](const std::vector<data::Sen12mscrTriplet>& set) {
     if (set.empty()) return;
     const data::TiffInfo info = data::read_tiff_info(set.front().s2_cloudy);
-    // And the band order, which nothing reorders (checked per file too, but not in a pack).
+    // And the band order of both optical images, which nothing reorders (checked per file too, but not
+    // in a pack).
     data::check_declared_bands(set.front().s2_cloudy, info.band_names, data::sen12ms_bands(),
+                               "SEN12MS-CR's band order");
+    data::check_declared_bands(set.front().s2, data::read_tiff_info(set.front().s2).band_names, data::sen12ms_bands(),
                                "SEN12MS-CR's band order");
     if (crop > std::min(info.width, info.height))
       throw cli::UsageError(str("--crop ", crop, " is larger than the images: ", set.front().s2_cloudy, " is ",
@@ -182,10 +186,6 @@ int run(int argc, char** argv) {
   train_opt.mask_fn = mask_fn;
   val_opt.augment = data::AugmentConfig{int(crop), false, false};
   val_opt.mask_fn = mask_fn;
-  std::vector<std::string> sources;
-  for (const auto& set : {std::cref(train), std::cref(val)})
-    for (const data::Sen12mscrTriplet& t : set.get()) sources.insert(sources.end(), {t.s1, t.s2, t.s2_cloudy});
-  train_opt.pack = val_opt.pack = apps::open_training_pack(training, sources, "train_dsen2cr");
 
   models::DSen2CRConfig dc;
   dc.blocks = int(p.get_int("blocks"));
@@ -195,19 +195,25 @@ int run(int argc, char** argv) {
   models::DSen2CR& net = *model.dsen2cr;
   const double lr = p.get_double("lr");
   std::unique_ptr<Optimizer> opt = apps::make_optimizer(p.get_string("optimizer"), net.named_parameters(), lr);
-  // The run is its triplets (training, and validation after --val-limit), its cloud masks and its loss:
-  // the best validation loss a resume compares against was measured with them.
+  // The run is its triplets (training, and validation after --val-limit), its cloud masks, its loss and
+  // its crop: the best validation loss a resume compares against was measured with them.
   std::vector<std::string> names;
   for (const data::Sen12mscrTriplet& t : train) names.push_back("train " + t.name());
   for (const data::Sen12mscrTriplet& t : val) names.push_back("val " + t.name());
   const apps::RunSettings settings{
       {"data", apps::data_fingerprint(names, str("triplets (", train.size(), " train, ", val.size(), " val)"))},
       {"loss", p.get_string("loss") == "carl" ? str("carl --lambda ", p.get_double("lambda")) : p.get_string("loss")},
-      {"cloud-threshold", str(thr)}};
+      {"cloud-threshold", str(thr)},
+      {"crop", str(crop)}};  // validation scores the top-left crop x crop window
   Metadata saved;
   const int done = apps::resume_or_start(training.resume, "train_dsen2cr", paths.last, common.seed, settings, model,
                                          *opt, &saved);
   double best = apps::metadata_number(saved, "best_val_loss", INFINITY, paths.last);
+  // The --pack after the resume check: a refused resume must not rebuild it from other data.
+  std::vector<std::string> sources;
+  for (const auto& set : {std::cref(train), std::cref(val)})
+    for (const data::Sen12mscrTriplet& t : set.get()) sources.insert(sources.end(), {t.s1, t.s2, t.s2_cloudy});
+  train_opt.pack = val_opt.pack = apps::open_training_pack(training, sources, "train_dsen2cr");
   net.to(common.device);
   const std::string loss_kind = p.get_string("loss");
   const double lambda = p.get_double("lambda");

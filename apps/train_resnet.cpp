@@ -155,7 +155,7 @@ int run(int argc, char** argv) {
   p.add_flag("no-augment", "no flips / rot90 (default: random flip and quarter turn per tile and epoch)");
   p.add_flag("sync-bn", "with several ranks (mpirun), batch norm statistics over the global batch (every rank's "
              "samples) instead of each rank's own; no effect with one process");
-  apps::add_training_options(p);  // --workers, --resume, the debug hooks, --device, --threads, --seed
+  apps::add_training_options(p, "the tiles, the split fractions or --bands");  // --workers, --resume, ...
   p.parse_or_exit(argc, argv);
 
   const apps::TrainingOptions training = apps::read_training_options(p, "DIR");
@@ -165,7 +165,7 @@ int run(int argc, char** argv) {
   const apps::RunPaths paths(training.out, "train_resnet");
   paths.refuse_over({{"--data", training.data}});
 
-  // Data: index, split, sample functions (tiles reordered to sen12ms order).
+  // Data: index and split.
   data::EuroSat ds(training.data, /*check_files=*/false);
   const data::EuroSatSplit split =
       ds.stratified_split(common.seed, p.get_double("train-fraction"), p.get_double("val-fraction"));
@@ -175,13 +175,44 @@ int run(int argc, char** argv) {
   NIMBUS_CHECK(file_bands.size() == size_t(data::kS2Bands), "--bands: a EuroSAT MS tile has ", data::kS2Bands,
                " bands, not ", file_bands.size(), " (", data::bands_csv(file_bands), ")");
   const data::BandList model_bands = data::sen12ms_bands();
-  data::EuroSatSampleOptions train_opt, eval_opt;
-  train_opt.file_bands = file_bands;  // a tile whose band descriptions say otherwise is refused
-  train_opt.file_bands_from = "--bands " + p.get_string("bands");
+  const std::string bands_from = "--bands " + p.get_string("bands");
   {  // the first tile now, not at the first batch (and once with --pack, whose tiles are not checked)
     const std::string& first = ds.items()[split.train.front()].path;
-    data::check_declared_bands(first, data::read_tiff_info(first).band_names, file_bands, train_opt.file_bands_from);
+    data::check_declared_bands(first, data::read_tiff_info(first).band_names, file_bands, bands_from);
   }
+
+  // Model and optimiser, then (maybe) the saved state over them.
+  models::ResNetConfig rc;
+  rc.block = p.get_string("block") == "basic" ? models::BlockType::Basic : models::BlockType::Bottleneck;
+  for (int s = 0; s < 4; ++s) rc.blocks[size_t(s)] = int(blocks[size_t(s)]);
+  rc.width = int(p.get_int("width"));
+  models::Model model = models::build_model(models::ModelConfig::of(rc), global_rng());
+  models::Classifier& clf = *model.classifier;
+  if (p.get_flag("sync-bn") && convert_sync_batchnorm(clf, world()) > 0 && world().rank() == 0)
+    std::fprintf(stderr, "train_resnet: batch norm synchronised over %d ranks\n", world().size());
+  std::unique_ptr<Optimizer> opt = apps::make_optimizer("adam", clf.named_parameters(), p.get_double("lr"));
+  // The run is its tiles, their split and their band order: a resume with others is refused before
+  // anything is written (the split files, the --pack), so a refused resume leaves everything as it was.
+  std::vector<std::string> tiles;
+  for (const data::EuroSatItem& it : ds.items()) tiles.push_back(it.rel);
+  const apps::RunSettings settings{
+      {"data", apps::data_fingerprint(tiles, "tiles")},
+      {"split", str("--train-fraction ", p.get_double("train-fraction"), " --val-fraction ",
+                    p.get_double("val-fraction"))},
+      {"bands", data::bands_csv(file_bands)}};
+  Metadata saved;
+  const int done = apps::resume_or_start(training.resume, "train_resnet", paths.last, common.seed, settings, model,
+                                         *opt, &saved);
+  if (world().rank() == 0) {  // rank 0 alone writes into the run folder
+    ds.write_split_file(paths.out + "/split_train.txt", split.train);
+    ds.write_split_file(paths.out + "/split_val.txt", split.val);
+    ds.write_split_file(paths.out + "/split_test.txt", split.test);
+  }
+
+  // Sample functions (tiles reordered to sen12ms order), reading from the --pack when there is one.
+  data::EuroSatSampleOptions train_opt, eval_opt;
+  train_opt.file_bands = file_bands;  // a tile whose band descriptions say otherwise is refused
+  train_opt.file_bands_from = bands_from;
   train_opt.transform = [file_bands, model_bands](std::vector<float>& chw, int h, int w) {
     chw = data::reorder_bands(std::move(chw), size_t(h) * size_t(w), file_bands, model_bands, "EuroSAT tile");
   };
@@ -201,33 +232,6 @@ int run(int argc, char** argv) {
   const data::SampleFn stats_fn = data::eurosat_sample_fn(ds, split.train, eval_opt);
   const data::SampleFn val_fn = data::eurosat_sample_fn(ds, split.val, eval_opt);
 
-  // Model and optimiser, then (maybe) the saved state over them.
-  models::ResNetConfig rc;
-  rc.block = p.get_string("block") == "basic" ? models::BlockType::Basic : models::BlockType::Bottleneck;
-  for (int s = 0; s < 4; ++s) rc.blocks[size_t(s)] = int(blocks[size_t(s)]);
-  rc.width = int(p.get_int("width"));
-  models::Model model = models::build_model(models::ModelConfig::of(rc), global_rng());
-  models::Classifier& clf = *model.classifier;
-  if (p.get_flag("sync-bn") && convert_sync_batchnorm(clf, world()) > 0 && world().rank() == 0)
-    std::fprintf(stderr, "train_resnet: batch norm synchronised over %d ranks\n", world().size());
-  std::unique_ptr<Optimizer> opt = apps::make_optimizer("adam", clf.named_parameters(), p.get_double("lr"));
-  // The run is its tiles, their split and their band order: a resume with others is refused (before
-  // the split files are written, so a refused resume leaves the run folder as it was).
-  std::vector<std::string> tiles;
-  for (const data::EuroSatItem& it : ds.items()) tiles.push_back(it.rel);
-  const apps::RunSettings settings{
-      {"data", apps::data_fingerprint(tiles, "tiles")},
-      {"split", str("--train-fraction ", p.get_double("train-fraction"), " --val-fraction ",
-                    p.get_double("val-fraction"))},
-      {"bands", data::bands_csv(file_bands)}};
-  Metadata saved;
-  const int done = apps::resume_or_start(training.resume, "train_resnet", paths.last, common.seed, settings, model,
-                                         *opt, &saved);
-  if (world().rank() == 0) {  // rank 0 alone writes into the run folder
-    ds.write_split_file(paths.out + "/split_train.txt", split.train);
-    ds.write_split_file(paths.out + "/split_val.txt", split.val);
-    ds.write_split_file(paths.out + "/split_test.txt", split.test);
-  }
   if (done == 0) {
     std::vector<float> mean, std;
     input_norm_stats(stats_fn, split.train.size(), size_t(std::max<int64_t>(0, p.get_int("norm-samples"))), mean,

@@ -357,10 +357,10 @@ phase_kernels() {
     # per implementation and layer, not 150: eleven forward implementations of the 23 ResNet layers must
     # fit the case's 30 s.
     # --deadline-s: a case that would overrun stops between layers and prints its rows for the layers it
-    # timed (marked partial), 4 s before the limit would kill it with none printed.
+    # timed (marked partial), 4 s before the limit would kill it with none printed (under 5 s t runs nothing).
     local cap; cap=$(cap_of 30)
     rows kernels t 30 "${NB[@]}" "$bin/gpu_bench_conv2d" --case "$c" --versions "$conv_versions" --budget-ms 80 \
-      --deadline-s $(( cap > 8 ? cap - 4 : 4 ))
+      --deadline-s $(( cap > 5 ? cap - 4 : 1 ))
     note_rc "gpu_bench_conv2d $c" $?
   done
 }

@@ -74,13 +74,15 @@ std::string image_name(const std::string& stem, size_t row, size_t panel) {
   return "figure_images/" + stem + "_" + std::to_string(row) + "_" + std::to_string(panel) + ".png";
 }
 
-Value panels_json(const std::string& dir, const std::string& stem, const PanelGrid& s) {
+Value panels_json(const std::string& dir, const std::string& stem, const PanelGrid& s,
+                  std::vector<std::string>& written) {
   std::vector<Value> rows;
   for (size_t r = 0; r < s.rows.size(); ++r) {
     std::vector<Value> panels;
     for (size_t k = 0; k < s.rows[r].panels.size(); ++k) {
       const std::string file = image_name(stem, r, k);
       write_png(dir + "/" + file, s.rows[r].panels[k].image);
+      written.push_back(file);
       panels.push_back(json::object({{"title", json::string(s.rows[r].panels[k].title)}, {"image", json::string(file)}}));
     }
     rows.push_back(json::object({{"caption", json::string(s.rows[r].caption)}, {"panels", json::array(std::move(panels))}}));
@@ -187,15 +189,14 @@ Spec spec_from(const Reader& r, const std::string& dir, const Value& f) {
 
 void write_figures(const std::string& dir, const std::vector<Figure>& figures) {
   fs::create_directories(dir + "/figure_images");
-  for (const fs::directory_entry& e : fs::directory_iterator(dir + "/figure_images"))  // an earlier set's images
-    if (e.is_regular_file() && e.path().extension() == ".png") fs::remove(e.path());
+  std::vector<std::string> images;  // "figure_images/<name>.png", this set's
   std::vector<Value> list;
   for (const Figure& f : figures) {
     NIMBUS_CHECK(plain_name(f.stem), "figure file name '", f.stem, "' is not a plain file name");
     Value v = std::visit(
         [&](const auto& s) {
           if constexpr (std::is_same_v<std::decay_t<decltype(s)>, PanelGrid>)
-            return panels_json(dir, f.stem, s);  // the pixels go to PNG files
+            return panels_json(dir, f.stem, s, images);  // the pixels go to PNG files
           else
             return spec_json(s);
         },
@@ -205,6 +206,14 @@ void write_figures(const std::string& dir, const std::vector<Figure>& figures) {
   }
   json::write(dir + "/" + kFiguresFile,
               json::object({{"format", json::string("nimbus figures 1")}, {"figures", json::array(std::move(list))}}));
+  // Then an earlier set's images, which the new figures.json does not name (removed last: a failure
+  // above leaves the old figures.json with every image it names).
+  for (const fs::directory_entry& e : fs::directory_iterator(dir + "/figure_images")) {
+    const std::string name = "figure_images/" + e.path().filename().string();
+    if (e.is_regular_file() && e.path().extension() == ".png" &&
+        std::find(images.begin(), images.end(), name) == images.end())
+      fs::remove(e.path());
+  }
 }
 
 std::vector<Figure> read_figures(const std::string& dir) {

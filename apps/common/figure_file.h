@@ -24,7 +24,7 @@ struct Figure {
 inline constexpr const char* kFiguresFile = "figures.json";
 
 // dir/figures.json and dir/figure_images/*.png (temp files + rename). figure_images/ holds only this
-// set's images afterwards: PNGs of an earlier set written there are removed.
+// set's images afterwards: PNGs of an earlier set there are removed once the new figures.json is in place.
 void write_figures(const std::string& dir, const std::vector<Figure>& figures);
 // Back from dir; Error naming the file and the figure on a missing or malformed field, a stem that
 // is not a plain file name, or an image path outside figure_images/.

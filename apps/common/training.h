@@ -133,7 +133,8 @@ struct TrainingOptions {
   // by engine/ops/augment.h's flip_rotate)? auto: on CUDA yes, on the CPU the loader threads do them.
   bool flips_on_device(Device device) const;
 };
-void add_training_options(cli::Parser& p);
+// run_settings: what --resume compares, for its help ("the data, the split and the band order").
+void add_training_options(cli::Parser& p, const std::string& run_settings);
 // The raster pack (data/raster_pack.h) of --pack holding `sources`: built first, with a progress bar,
 // when it is missing or stale (a source changed, or one is not in it); null without --pack.
 std::shared_ptr<const data::RasterPack> open_training_pack(const TrainingOptions& o,

@@ -112,7 +112,7 @@ inline bool parse_bench_args(int argc, char** argv, int last, BenchArgs& a) {
       a.budget_ms = std::atof(argv[++i]);
     } else if (arg == "--deadline-s" && i + 1 < argc) {
       a.deadline_s = std::atof(argv[++i]);
-      ok = a.deadline_s > 0;
+      ok = a.deadline_s > 0 && a.deadline_s <= 1e6;  // finite, and far from the clock's overflow
     } else {
       ok = false;
     }

@@ -7,7 +7,8 @@
 //       lr(e) = base / divisor^k, k = milestones <= e   (PyTorch MultiStepLR with gamma = 1/divisor)
 //       so epochs 0..49 use base and epoch 50 is the first at base/5.
 //   CosineLr(base, total, min)                   lr(e) = min + (base - min) * (1 + cos(pi * e / total)) / 2
-//       for e <= total, min after (PyTorch CosineAnnealingLR's closed form, T_max = total).
+//       for e <= total (PyTorch CosineAnnealingLR's closed form, T_max = total), then min: held
+//       there, where PyTorch's formula would climb back up the cosine (0.0505 at e = 1.5 total).
 #pragma once
 #include <memory>
 #include <vector>

@@ -105,6 +105,11 @@ void Optimizer::step() {
     if (!g.defined()) continue;
     NIMBUS_CHECK(p.param.device() == g.device(), type(), ": parameter '", p.name, "' is on ",
                  device_name(p.param.device()), " but its gradient on ", device_name(g.device()));
+    // float32 master weights and gradients (the update kernels' types): refused here, before the
+    // prepare advances any count, not by the update half-way through the step.
+    NIMBUS_CHECK(p.param.dtype() == DType::F32 && g.dtype() == DType::F32 && g.shape() == p.param.shape(), type(),
+                 ": parameter '", p.name, "' is ", describe(p.param), " with gradient ", describe(g),
+                 "; the optimisers update float32 parameters from float32 gradients of their shape");
     if (p.step == 0) {
       NIMBUS_CHECK(!device_capturing(dev), type(), ": parameter '", p.name, "' gets its first update inside a graph "
                    "capture (its state would be created by the graph at every replay); run one step eagerly first");
@@ -156,9 +161,14 @@ void Optimizer::step() {
 OptimizerState Optimizer::state_dict() const {
   clock_read(clock());  // the subclass's scalars, as the device has them
   OptimizerState st;
+  NIMBUS_CHECK(steps_ < (int64_t(1) << 24), type(), ": ", steps_, " steps, more than a checkpoint's float32 count "
+               "holds exactly (2^24)");
   for (const auto& [name, v] : scalars_) st.tensors.emplace_back(name, Tensor::scalar(v ? *v : float(steps_)));
   for (const auto& p : params_) {
     if (p.step == 0) continue;
+    // Counts travel as float32 (as PyTorch saves them), exact to 2^24: refused now rather than at the resume.
+    NIMBUS_CHECK(p.step < (int64_t(1) << 24), type(), ": parameter '", p.name, "' has taken ", p.step,
+                 " steps, more than a checkpoint's float32 count holds exactly (2^24)");
     st.tensors.emplace_back(p.name + ".step", Tensor::scalar(float(p.step)));
     for (size_t i = 0; i < slot_names_.size(); ++i)
       st.tensors.emplace_back(p.name + "." + slot_names_[i], p.slots[i].clone());
@@ -194,6 +204,13 @@ void Optimizer::load_state_dict(const OptimizerState& st) {
     problems.push_back("no optimizer type recorded");
   else if (type_it->second != type())
     problems.push_back(str("saved by ", type_it->second, ", loading into ", type()));
+  // The hyperparameters the state was made with (betas, eps, ...) must be this optimiser's: the
+  // moments of one beta continued with another are neither run (PyTorch would overwrite them silently).
+  for (const auto& [key, mine] : hyperparameters()) {
+    auto it = st.info.find(key);
+    if (it != st.info.end() && it->second != mine)
+      problems.push_back(str(key, " was ", it->second, " where this ", type(), " has ", mine));
+  }
   double lr = lr_;
   if (auto it = st.info.find("lr"); it != st.info.end()) {
     char* end = nullptr;

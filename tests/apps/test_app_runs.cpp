@@ -197,7 +197,9 @@ TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear
   fs::copy(data, fewer, fs::copy_options::recursive);
   fs::remove(fewer + "/Forest/Forest_5.tif");
   AppResult other = run_app("train_resnet", with(resnet_args(fewer, d / "run"),
-                                                 {"--resume", "--train-fraction", "0.7", "--bands", "sen12ms"}));
+                                                 {"--resume", "--train-fraction", "0.7", "--bands", "sen12ms",
+                                                  "--pack", d / "p"}));
+  CHECK_FALSE(fs::exists(d / "p"));  // the pack is built after the check: a refused resume builds none
   CHECK(other.exit_code == 1);
   CHECK_MESSAGE(other.output.find("last.safetensors: belongs to another run") != std::string::npos, other.output);
   for (const char* line : {"data: '60 tiles, index ", "' now", "split: '--train-fraction 0.8 --val-fraction 0.1' in "
@@ -244,16 +246,36 @@ TEST_CASE("trainers: files whose band descriptions contradict the order they are
   const std::string data = make_eurosat(d);
   std::vector<std::string> sen12ms_names;
   for (int b : data::sen12ms_bands()) sen12ms_names.emplace_back(data::kS2BandNames[size_t(b)]);
-  for (const auto& e : fs::recursive_directory_iterator(data)) {
-    if (e.path().extension() != ".tif") continue;
-    data::Raster r = data::read_geotiff(e.path().string());
+  auto resave = [&](const std::string& path) {
+    data::Raster r = data::read_geotiff(path);
     r.data = data::reorder_bands(std::move(r.data), size_t(r.width) * size_t(r.height), data::eurosat_bands(),
-                                 data::sen12ms_bands(), e.path().string());
+                                 data::sen12ms_bands(), path);
     r.band_names = sen12ms_names;
-    data::write_geotiff(e.path().string(), r, {});
-  }
+    data::write_geotiff(path, r, {});
+  };
   std::vector<std::string> one = resnet_args(data, d / "run");
   one[5] = "1";
+  // One re-saved tile, not the first of the training split (which is checked before training): the
+  // loader refuses it when it reads it.
+  std::vector<std::string> plain = resnet_args(data, d / "plain");
+  plain[5] = "1";
+  REQUIRE(run_app("train_resnet", plain).exit_code == 0);
+  std::istringstream split(read_file(d / "plain/split_train.txt"));
+  std::string first_tile, second_tile;
+  std::getline(split, first_tile);
+  std::getline(split, second_tile);
+  REQUIRE_FALSE(second_tile.empty());
+  resave(data + "/" + second_tile);
+  plain[3] = d / "plain2";
+  AppResult in_loader = run_app("train_resnet", plain);
+  CHECK(in_loader.exit_code == 1);
+  // It had started reading tiles (the input statistics read the training split first).
+  CHECK_MESSAGE(in_loader.output.find("input_norm statistics") != std::string::npos, in_loader.output);
+  CHECK_MESSAGE(in_loader.output.find(second_tile + ": its band descriptions say") != std::string::npos,
+                in_loader.output);
+  // Every tile re-saved: refused before training, by the first.
+  for (const auto& e : fs::recursive_directory_iterator(data))
+    if (e.path().extension() == ".tif" && e.path().string() != data + "/" + second_tile) resave(e.path().string());
   AppResult as_eurosat = run_app("train_resnet", one);  // --bands eurosat, the default
   CHECK(as_eurosat.exit_code == 1);
   CHECK_MESSAGE(as_eurosat.output.find(".tif: its band descriptions say B1,B2,B3,B4,B5,B6,B7,B8,B8A,B9,B10,B11,B12, "
@@ -369,11 +391,12 @@ TEST_CASE("train_dsen2cr: NaN loss stops naming the step and the l1 / adam / no-
   // masks at another threshold, would compare unlike numbers, and one on other triplets other data.
   fs::remove_all(data + "/ROIs1158_spring_s2_cloudy/s2_cloudy_17");  // the val triplet
   AppResult other = run_app("train_dsen2cr", with(args, {"--resume", "--optimizer", "adam", "--no-sar",
-                                                         "--cloud-threshold", "0.3"}));
+                                                         "--cloud-threshold", "0.3", "--crop", "16"}));
   CHECK(other.exit_code == 1);
   for (const char* line : {"l1/last.safetensors: belongs to another run",
                            "loss: 'l1' in the checkpoint, 'carl --lambda 1' now",
                            "cloud-threshold: '0.2' in the checkpoint, '0.3' now",
+                           "crop: '32' in the checkpoint, '16' now",
                            "data: '5 triplets (4 train, 1 val), index "})
     CHECK_MESSAGE(other.output.find(line) != std::string::npos, line, "\n", other.output);
   CHECK(other.output.find("'4 triplets (4 train, 0 val), index ") != std::string::npos);

@@ -197,7 +197,7 @@ TEST_CASE("checkpoint: trained on CUDA, resumed on the CPU and back: the file do
   for (size_t i = 0; i < a.size(); ++i) check_close(a[i].second.to(Device::CPU), b[i].second, 1e-4, 1e-5, a[i].first);
 }
 
-TEST_CASE("checkpoint: Nadam's m_schedule and SGD's momentum survive a round trip") {
+TEST_CASE("checkpoint: Nadam's m_schedule and SGD's momentum survive a round trip, under the same hyperparameters") {
   TempDir dir;
   std::string path = dir.path + "/n.safetensors";
   auto model = small_model(4);
@@ -223,6 +223,29 @@ TEST_CASE("checkpoint: Nadam's m_schedule and SGD's momentum survive a round tri
   CHECK_THROWS_WITH_AS(load_checkpoint(path, *small_model(9), &sgd),
                        doctest::Contains("saved by nadam, loading into sgd"), Error);
   CHECK(m2->state_dict()[0].second.to_vector() == before);
+
+  // SGD's momentum buffers through a file: the continued run is the uninterrupted one.
+  const std::string sgd_path = dir.path + "/s.safetensors";
+  auto s1 = small_model(6);
+  SGD sgd1(s1->named_parameters(), {.lr = 0.05, .momentum = 0.9});
+  Rng sdata(8);
+  for (int i = 0; i < 3; ++i) train_step(*s1, sgd1, sdata);
+  save_checkpoint(sgd_path, *s1, &sgd1);
+  auto s2 = small_model(6);
+  SGD sgd2(s2->named_parameters(), {.lr = 0.05, .momentum = 0.9});
+  load_checkpoint(sgd_path, *s2, &sgd2);
+  Rng sdata2 = sdata;
+  for (int i = 0; i < 2; ++i) {
+    train_step(*s1, sgd1, sdata);
+    train_step(*s2, sgd2, sdata2);
+  }
+  check_same_state(*s1, *s2);
+  // The same type with other hyperparameters: its moments belong to another run; refused, naming them.
+  Nadam other_beta(small_model(4)->named_parameters(), {.lr = 1e-3, .beta1 = 0.8});
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, *small_model(4), &other_beta),
+                       doctest::Contains("beta1 was 0.9 where this nadam has 0.8"), Error);
+  SGD other_momentum(small_model(6)->named_parameters(), {.lr = 0.05, .momentum = 0.5});
+  CHECK_THROWS_AS(load_checkpoint(sgd_path, *small_model(6), &other_momentum), Error);
 }
 
 TEST_CASE("checkpoint: a model mismatch fails with the path and leaves model and optimiser unchanged") {

@@ -195,6 +195,31 @@ TEST_CASE("optim: parameters without a gradient are skipped, bad configuration i
   CHECK_THROWS_AS(sgd.set_lr(-1), Error);
 }
 
+TEST_CASE("optim: a bfloat16 gradient is refused before any count advances, so the next step is a first step") {
+  for (const std::string kind : {"adam", "nadam"}) {
+    CAPTURE(kind);
+    auto make = [&](const NamedTensors& p) -> std::unique_ptr<Optimizer> {
+      if (kind == "adam") return std::make_unique<Adam>(p, AdamOptions{.lr = 1e-3});
+      return std::make_unique<Nadam>(p, NadamOptions{.lr = 1e-3});
+    };
+    Params ps, fresh;
+    auto opt = make(ps.named()), ref = make(fresh.named());
+    ps.w.set_grad(problem_grad(ps.w, "w"));
+    ps.b.set_grad(problem_grad(ps.b, "b").to(DType::BF16));  // the second parameter: after w was staged
+    CHECK_THROWS_WITH_AS(opt->step(), doctest::Contains("parameter 'b' is"), Error);
+    CHECK(ps.w.to_vector() == fresh.w.to_vector());  // nothing applied
+    // Refused whole: the same step with float32 gradients is a first step, as a fresh optimiser's.
+    for (Params* q : {&ps, &fresh}) {
+      q->w.set_grad(problem_grad(q->w, "w"));
+      q->b.set_grad(problem_grad(q->b, "b"));
+    }
+    opt->step();
+    ref->step();
+    CHECK(ps.w.to_vector() == fresh.w.to_vector());
+    CHECK(ps.b.to_vector() == fresh.b.to_vector());
+  }
+}
+
 TEST_CASE("lr_schedule: constant, step at milestones (divide by 5), cosine") {
   ConstantLr c(7e-5);
   CHECK(c.lr_at(0) == 7e-5);

@@ -92,9 +92,13 @@ case $name in
       echo '{ 64, 64, 3, 1, 1, 0 },' > "$sweep"
     elif [[ -n $(arg --case "$@") ]]; then
       c=$(arg --case "$@")
-      if [[ $name == gpu_bench_conv2d ]]; then  # a case must be given its own deadline, below t's limit
+      if [[ $name == gpu_bench_conv2d ]]; then  # a case must be given its own deadline, 4 s inside t's limit
         dl=$(arg --deadline-s "$@")
         [[ $dl =~ ^[0-9]+$ ]] && (( dl > 0 && dl < 30 )) || { echo "gpu_bench_conv2d: --deadline-s '$dl' is not in 1..29"; exit 2; }
+        # The limit it runs under: the parent is `timeout -k 5 CAP` (env execs the program in place).
+        cap=$(tr '\0' ' ' < /proc/$PPID/cmdline | awk '$1 ~ /timeout$/ {print $4}')
+        [[ $cap =~ ^[0-9]+$ ]] || { echo "gpu_bench_conv2d: not run under timeout (parent: $(tr '\0' ' ' < /proc/$PPID/cmdline))"; exit 2; }
+        (( dl <= cap - 4 || dl == 1 )) || { echo "gpu_bench_conv2d: --deadline-s $dl leaves under 4 s of its $cap s limit"; exit 2; }
       fi
       # One case stops at its deadline: its rows say how many layers they cover.
       more=""; [[ $c == resnet50_convs_wgrad ]] && more=',"layers":12,"layers_total":53,"partial":true'
