@@ -155,8 +155,7 @@ int run(int argc, char** argv) {
   auto check_first = [&](const std::vector<data::Sen12mscrTriplet>& set) {
     if (set.empty()) return;
     const data::TiffInfo info = data::read_tiff_info(set.front().s2_cloudy);
-    // And the band order of both optical images, which nothing reorders (checked per file too, but not
-    // in a pack).
+    // And the band order of both optical images, which nothing reorders (checked again as each is read).
     data::check_declared_bands(set.front().s2_cloudy, info.band_names, data::sen12ms_bands(),
                                "SEN12MS-CR's band order");
     data::check_declared_bands(set.front().s2, data::read_tiff_info(set.front().s2).band_names, data::sen12ms_bands(),

@@ -176,7 +176,7 @@ int run(int argc, char** argv) {
                " bands, not ", file_bands.size(), " (", data::bands_csv(file_bands), ")");
   const data::BandList model_bands = data::sen12ms_bands();
   const std::string bands_from = "--bands " + p.get_string("bands");
-  {  // the first tile now, not at the first batch (and once with --pack, whose tiles are not checked)
+  {  // the first tile now, not at its first read (each tile is checked as it is read, from a pack too)
     const std::string& first = ds.items()[split.train.front()].path;
     data::check_declared_bands(first, data::read_tiff_info(first).band_names, file_bands, bands_from);
   }

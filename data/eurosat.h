@@ -63,7 +63,7 @@ struct EuroSatSampleOptions {
   std::function<void(std::vector<float>& chw, int h, int w)> transform;
   // The band order the tiles are read in (empty: not checked) and where it comes from ("--bands
   // eurosat"): a tile read from its file whose band descriptions say another order is an Error
-  // (check_declared_bands). A pack keeps no band descriptions: tiles read from one are not checked.
+  // (check_declared_bands), whether it is read from its file or from a pack (which keeps them).
   BandList file_bands;
   std::string file_bands_from;
   // Optional raster pack (raster_pack.h): the tiles it holds are read from it, the rest from disk.

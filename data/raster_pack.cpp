@@ -22,9 +22,9 @@ namespace {
 
 namespace fs = std::filesystem;
 constexpr char kMagic[8] = {'N', 'I', 'M', 'B', 'U', 'S', 'R', 'P'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 constexpr uint64_t kHeaderBytes = 64, kAlign = 64;
-constexpr uint64_t kMaxPathBytes = 4096, kMaxSide = 1 << 20, kMaxBands = 1024;
+constexpr uint64_t kMaxPathBytes = 4096, kMaxSide = 1 << 20, kMaxBands = 1024, kMaxNameBytes = 1024;
 
 size_t sample_bytes(SampleType t) {
   switch (t) {
@@ -101,8 +101,8 @@ std::shared_ptr<const RasterPack> RasterPack::open(const std::string& path, bool
   NIMBUS_CHECK(dir_at >= kHeaderBytes && dir_at <= total && dir_bytes == total - dir_at, path,
                ": raster pack directory at ", dir_at, " (", dir_bytes, " bytes) does not end the ", total,
                "-byte file");
-  // Each entry takes at least 52 bytes of directory: a count beyond that is corrupt, not a reason to reserve.
-  NIMBUS_CHECK(count <= dir_bytes / 52, path, ": raster pack claims ", count, " entries in a ", dir_bytes,
+  // Each entry takes at least 56 bytes of directory: a count beyond that is corrupt, not a reason to reserve.
+  NIMBUS_CHECK(count <= dir_bytes / 56, path, ": raster pack claims ", count, " entries in a ", dir_bytes,
                "-byte directory");
   Cursor c{pack->map_, dir_at, total, path};
   pack->entries_.reserve(size_t(count));
@@ -129,6 +129,16 @@ std::shared_ptr<const RasterPack> RasterPack::open(const std::string& path, bool
                      e.bytes <= dir_at - e.offset,
                  path, ": raster pack entry ", key, ": ", e.bytes, " bytes at ", e.offset, " (expected ", want,
                  " bytes, 64-aligned, before the directory at ", dir_at, ")");
+    const uint32_t names = c.get<uint32_t>("a band name count");
+    NIMBUS_CHECK(names == 0 || names == bands, path, ": raster pack entry ", key, ": ", names, " band names for ",
+                 bands, " bands (corrupt)");
+    for (uint32_t k = 0; k < names; ++k) {
+      const uint32_t len = c.get<uint32_t>("a band name length");
+      NIMBUS_CHECK(len <= kMaxNameBytes && c.end - c.at >= len, path, ": raster pack entry ", key, ": band name ",
+                   k, " of ", len, " bytes (corrupt)");
+      e.band_names.emplace_back(reinterpret_cast<const char*>(pack->map_ + c.at), len);
+      c.at += len;
+    }
     NIMBUS_CHECK(pack->entries_.emplace(std::move(key), e).second, path, ": raster pack lists a source twice");
   }
   NIMBUS_CHECK(c.at == total, path, ": raster pack directory has ", total - c.at, " bytes after its last entry");
@@ -167,6 +177,7 @@ TiffInfo RasterPack::info(const std::string& source) const {
   const Entry& e = entry(source);
   TiffInfo info;
   info.width = e.width, info.height = e.height, info.bands = e.bands, info.type = e.type;
+  info.band_names = e.band_names;
   return info;
 }
 
@@ -183,6 +194,7 @@ Raster RasterPack::read(const std::string& source, const Window& win) const {
                " is outside the ", e.width, "x", e.height, " image");
   Raster r;
   r.width = win.width, r.height = win.height, r.bands = e.bands, r.type = e.type;
+  r.band_names = e.band_names;
   r.data.resize(size_t(e.bands) * size_t(win.height) * size_t(win.width));
   const unsigned char* base = map_ + e.offset;
   const size_t es = sample_bytes(e.type);
@@ -283,6 +295,14 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
       put<uint32_t>(dir, uint32_t(r.type));
       put<uint64_t>(dir, at);
       put<uint64_t>(dir, uint64_t(bytes.size()));
+      NIMBUS_CHECK(r.band_names.empty() || r.band_names.size() == size_t(r.bands), sources[i], ": ",
+                   r.band_names.size(), " band names for ", r.bands, " bands");
+      put<uint32_t>(dir, uint32_t(r.band_names.size()));
+      for (const std::string& name : r.band_names) {
+        NIMBUS_CHECK(name.size() <= kMaxNameBytes, sources[i], ": a band name of ", name.size(), " bytes");
+        put<uint32_t>(dir, uint32_t(name.size()));
+        dir += name;
+      }
       at += bytes.size();
       if (progress) progress(i + 1, sources.size());
     }

@@ -13,14 +13,17 @@
 // so a truncated or corrupt pack is an Error naming the file, never a crash.
 //
 // File layout, little-endian:
-//   [0, 64)  header: "NIMBUSRP", u32 version (1), u32 0, u64 entries, u64 directory offset,
+//   [0, 64)  header: "NIMBUSRP", u32 version (2), u32 0, u64 entries, u64 directory offset,
 //            u64 directory bytes, u64 file bytes, 16 bytes 0
 //   data     each entry's pixels, band-major (bands, height, width) in its sample type, each entry
 //            starting on a 64-byte boundary
 //   directory, per entry: u32 path bytes, the path (absolute, as the loader names the source),
 //            u64 source size, i64 source mtime (ns), u32 bands, u32 height, u32 width,
-//            u32 sample type (geotiff.h's SampleType), u64 data offset, u64 data bytes
-// Georeferencing and band names are not kept: the loaders need pixels only.
+//            u32 sample type (geotiff.h's SampleType), u64 data offset, u64 data bytes,
+//            u32 band names (0, or one per band), each u32 bytes + the name (the GDAL band
+//            descriptions: the trainers check the band order they declare, data/sentinel2.h)
+// Georeferencing is not kept: the loaders need pixels and band names only. Version 1 had no names;
+// a pack of another version is stale (ensure_raster_pack rebuilds it).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -46,7 +49,7 @@ class RasterPack {
   uint64_t bytes() const { return file_bytes_; }
   bool contains(const std::string& source) const;
   std::vector<std::string> sources() const;  // the keys it files its entries under (pack_key), sorted
-  // As read_tiff_info(source) for width, height, bands and type (the rest default). Error if absent.
+  // As read_tiff_info(source) for width, height, bands, type and band names (the rest default). Error if absent.
   TiffInfo info(const std::string& source) const;
   // As read_geotiff(source, window): float32 band-major, the same values; no georeferencing.
   Raster read(const std::string& source, const Window& window) const;
@@ -63,6 +66,7 @@ class RasterPack {
     int bands = 0, height = 0, width = 0;
     SampleType type = SampleType::UInt16;
     uint64_t offset = 0, bytes = 0;
+    std::vector<std::string> band_names;
   };
   RasterPack() = default;
   const Entry& entry(const std::string& source) const;

@@ -283,7 +283,7 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
     NIMBUS_CHECK(info.bands == p.bands && info.type == p.type, "sen12mscr: ", *p.path, ": ", p.what, " must be ",
                  p.bands, "-band ", sample_type_name(p.type), " but is ", info.bands, "-band ",
                  sample_type_name(info.type));
-    if (p.bands == kS2Bands)  // the model takes SEN12MS-CR's order and nothing reorders (no pack: names unknown)
+    if (p.bands == kS2Bands)  // the model takes SEN12MS-CR's order and nothing reorders
       check_declared_bands(*p.path, info.band_names, sen12ms_bands(), "SEN12MS-CR's band order");
     if (H == 0) H = info.height, W = info.width;
     NIMBUS_CHECK(info.height == H && info.width == W, "sen12mscr: ", *p.path, " is ", info.width, "x", info.height,

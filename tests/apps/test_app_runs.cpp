@@ -273,6 +273,13 @@ TEST_CASE("trainers: files whose band descriptions contradict the order they are
   CHECK_MESSAGE(in_loader.output.find("input_norm statistics") != std::string::npos, in_loader.output);
   CHECK_MESSAGE(in_loader.output.find(second_tile + ": its band descriptions say") != std::string::npos,
                 in_loader.output);
+  // The same from a --pack, which keeps the band descriptions.
+  plain[3] = d / "plain3";
+  AppResult from_pack = run_app("train_resnet", with(plain, {"--pack", d / "tiles.pack"}));
+  CHECK(from_pack.exit_code == 1);
+  CHECK_MESSAGE(from_pack.output.find("building the raster pack") != std::string::npos, from_pack.output);
+  CHECK_MESSAGE(from_pack.output.find(second_tile + ": its band descriptions say") != std::string::npos,
+                from_pack.output);
   // Every tile re-saved: refused before training, by the first.
   for (const auto& e : fs::recursive_directory_iterator(data))
     if (e.path().extension() == ".tif" && e.path().string() != data + "/" + second_tile) resave(e.path().string());

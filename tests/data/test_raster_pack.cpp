@@ -233,7 +233,8 @@ TEST_CASE("raster pack: a truncated or corrupt pack is an Error naming it, at ev
     CHECK_THROWS_WITH_AS(RasterPack::open(bad, false), doctest::Contains(expected), Error);
   };
   patched(0, "X", "no NIMBUSRP magic");
-  patched(8, std::string("\x02\0\0\0", 4), "version 2");
+  patched(8, std::string("\x03\0\0\0", 4), "version 3");
+  patched(8, std::string("\x01\0\0\0", 4), "raster pack version 1, this build reads 2 (rebuild it)");
   patched(16, std::string("\xff\xff\xff\xff\xff\xff\xff\x0f", 8), "entries in a");  // 2^60 entries
   patched(24, std::string("\x08\0\0\0\0\0\0\0", 8), "does not end the");           // directory inside the header
   // The first entry's band count (after its u32 path length, the path, size and time) set to 0.
@@ -249,6 +250,42 @@ TEST_CASE("raster pack: a truncated or corrupt pack is an Error naming it, at ev
   CHECK_THROWS_WITH_AS(RasterPack::open(bad, false), doctest::Contains("truncated or appended to"), Error);
   CHECK_THROWS_WITH_AS(RasterPack::open(tmp / "none.pack"), doctest::Contains("cannot open the raster pack"), Error);
   CHECK(RasterPack::open(good)->read(a).data == read_geotiff(a).data);
+}
+
+TEST_CASE("raster pack: band descriptions travel in the pack; a version-1 pack (none) is rebuilt") {
+  TempDir tmp;
+  Raster r;
+  r.width = 4, r.height = 2, r.bands = 3, r.type = SampleType::UInt16;
+  r.data.assign(24, 7.f);
+  r.band_names = {"B4", "B3", "B2"};
+  const std::string named = tmp / "named.tif", plain = write_typed(tmp, SampleType::UInt8);
+  write_geotiff(named, r, {});
+  const std::string path = tmp / "p.pack";
+  build_raster_pack(path, {named, plain});
+  auto pack = RasterPack::open(path);
+  CHECK(pack->info(named).band_names == r.band_names);
+  CHECK(pack->read(named, Window{1, 0, 2, 2}).band_names == r.band_names);  // as read_geotiff gives them
+  CHECK(pack->info(plain).band_names.empty());
+  CHECK(read_info_via(pack.get(), named).band_names == read_tiff_info(named).band_names);
+  // A name count that is neither 0 nor the band count: corrupt.
+  const std::string bytes = slurp(path);
+  uint64_t dir_at = 0;
+  std::memcpy(&dir_at, bytes.data() + 24, 8);
+  uint32_t path_len = 0;
+  std::memcpy(&path_len, bytes.data() + dir_at, 4);
+  std::string bad = bytes;
+  bad.replace(size_t(dir_at) + 4 + path_len + 48, 4, std::string("\x02\0\0\0", 4));
+  spit(tmp / "bad.pack", bad);
+  CHECK_THROWS_WITH_AS(RasterPack::open(tmp / "bad.pack", false), doctest::Contains("2 band names for 3 bands"), Error);
+  // A pack from before the names (version 1) is stale: ensure_raster_pack builds it again, saying why.
+  pack.reset();
+  std::string v1 = bytes;
+  v1.replace(8, 4, std::string("\x01\0\0\0", 4));
+  spit(path, v1);
+  std::string said;
+  pack = ensure_raster_pack(path, {named, plain}, [&](const std::string& m) { said = m; });
+  CHECK_MESSAGE(said.find("version 1, this build reads 2") != std::string::npos, said);
+  CHECK(pack->info(named).band_names == r.band_names);
 }
 
 // Only a pack may be replaced: a --pack path naming someone's file (a tile, a checkpoint) is refused
