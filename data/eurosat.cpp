@@ -155,6 +155,9 @@ SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroS
     const TiffInfo info = checked_info(item.path, options.pack.get());
     if (!options.file_bands.empty())
       check_declared_bands(item.path, info.band_names, options.file_bands, options.file_bands_from);
+    NIMBUS_CHECK(options.augment.crop > 0 || !options.augment.flip_rotate || info.width == info.height, "eurosat: ",
+                 item.path, ": a ", info.width, "x", info.height, " tile cannot be turned a quarter (the training ",
+                 "flips and quarter turns need square tiles)");
     const AugmentDraw d = draw_augment(rng, info.height, info.width, options.augment);
     Raster r = read_window_via(options.pack.get(), item.path, crop_window(d, info.height, info.width, options.augment));
     if (!options.flip_rotate_on_device) flip_rotate(r, d.flip, d.rot);

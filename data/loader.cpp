@@ -127,8 +127,11 @@ Batch Loader::make_batch(uint64_t g) {
     NIMBUS_CHECK(s.names == b.names, "loader: sample ", index, " (", s.path, ") has other fields than the batch's first");
     for (size_t k = 0; k < s.names.size(); ++k) {
       const size_t per = s.values[k].size();
-      NIMBUS_CHECK(int64_t(per) * int64_t(B) == b.tensors[k].numel(), "loader: sample ", index, " (", s.path, "): '",
-                   s.names[k], "' is ", s.shapes[k].str(), " but the batch holds ", b.tensors[k].shape().str());
+      // The shape, not only the count: a (13, 32, 64) tile turned a quarter is (13, 64, 32), the same
+      // count, and would be copied in as the other layout.
+      NIMBUS_CHECK(batched(s.shapes[k], B) == b.tensors[k].shape() && int64_t(per) * int64_t(B) == b.tensors[k].numel(),
+                   "loader: sample ", index, " (", s.path, "): '", s.names[k], "' is ", s.shapes[k].str(),
+                   " but the batch holds ", b.tensors[k].shape().str());
       std::memcpy(b.tensors[k].data() + i * per, s.values[k].data(), per * sizeof(float));
     }
     b.labels.push_back(s.label);

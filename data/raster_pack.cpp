@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "engine/io/input_files.h"
 #include "kernels/common/error.h"
@@ -265,8 +266,13 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
     std::string dir;
     uint64_t at = kHeaderBytes;
     f.write(std::string(kHeaderBytes, '\0').data(), std::streamsize(kHeaderBytes));
+    std::set<std::string> packed;  // a file named twice (a triplet list may share one) is packed once
     for (size_t i = 0; i < sources.size(); ++i) {
       const std::string key = pack_key(sources[i]);
+      if (!packed.insert(key).second) {
+        if (progress) progress(i + 1, sources.size());
+        continue;
+      }
       const SourceStat st = stat_source(key);  // before reading: a change while it is read makes the pack stale
       NIMBUS_CHECK(st.exists, sources[i], ": cannot pack a missing file");
       const Raster r = read_geotiff(sources[i]);
@@ -311,7 +317,7 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
     std::string head(kMagic, sizeof kMagic);
     put<uint32_t>(head, kVersion);
     put<uint32_t>(head, 0);
-    put<uint64_t>(head, uint64_t(sources.size()));
+    put<uint64_t>(head, uint64_t(packed.size()));
     put<uint64_t>(head, dir_at);
     put<uint64_t>(head, uint64_t(dir.size()));
     put<uint64_t>(head, total);

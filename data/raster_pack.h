@@ -79,8 +79,8 @@ class RasterPack {
 // The key a pack files a source under: its absolute, lexically normal path.
 std::string pack_key(const std::string& source);
 
-// Writes a pack of `sources` (each read with read_geotiff) to `path`: a temporary file renamed into
-// place. progress(done, total) after each source, when given. Error naming the source that fails.
+// Writes a pack of `sources` (each read with read_geotiff; a file named twice is packed once) to
+// `path`: a temporary file renamed into place. progress(done, total) after each source, when given. Error naming the source that fails.
 void build_raster_pack(const std::string& path, const std::vector<std::string>& sources,
                        const std::function<void(size_t, size_t)>& progress = {});
 // open(path), after building it first when it is missing or stale (why goes to `log` when given).

@@ -291,6 +291,8 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   }
   NIMBUS_CHECK(o.augment.crop <= std::min(H, W), "sen12mscr: ", t.s2_cloudy, ": a ", o.augment.crop, "x",
                o.augment.crop, " crop does not fit its ", W, "x", H, " pixels");
+  NIMBUS_CHECK(o.augment.crop > 0 || !o.augment.flip_rotate || H == W, "sen12mscr: ", t.s2_cloudy, ": a ", W, "x", H,
+               " image cannot be turned a quarter (flips and quarter turns need square images or a crop)");
   const AugmentDraw d = draw_augment(rng, H, W, o.augment);
   const Window win = crop_window(d, H, W, o.augment);
   const bool on_device = o.flip_rotate_on_device;  // pixels left as read; the code travels with the batch

@@ -149,6 +149,22 @@ TEST_CASE("eurosat: bad folders and tiles are errors naming them") {
     write_tile(tmp / "Forest/River_3.tif");
     CHECK_THROWS_WITH_AS(EuroSat(tmp.path.string()), doctest::Contains("a River file in the Forest folder"), Error);
   }
+  {  // A tile that is not square cannot be turned a quarter: refused when the flips are on, read without.
+    TempDir tmp;
+    write_tree(tmp.path, one);
+    const std::string wide = tmp / "SeaLake/SeaLake_1.tif";
+    write_geotiff(wide, random_raster(13, 8, 16, 0, 4000, 3, SampleType::UInt16), WriteOptions{});
+    EuroSat ds(tmp.path.string());
+    size_t k = 0;
+    for (size_t i = 0; i < ds.size(); ++i)
+      if (ds.items()[i].path == wide) k = i;
+    EuroSatSampleOptions flips;
+    flips.augment = AugmentConfig{0, false, true};
+    Rng rng(1);
+    CHECK_THROWS_WITH_AS(eurosat_sample_fn(ds, {k}, flips)(0, rng),
+                         doctest::Contains("SeaLake_1.tif: a 16x8 tile cannot be turned a quarter"), Error);
+    CHECK(eurosat_sample_fn(ds, {k}, {})(0, rng).shapes[0] == Shape{13, 8, 16});
+  }
   CHECK_THROWS_WITH_AS(EuroSat("/nonexistent/eurosat"), doctest::Contains("not a directory"), Error);
 }
 

@@ -161,6 +161,15 @@ TEST_CASE("loader: a worker's error reaches the consumer naming the file, shutdo
   };
   Loader l(4, ragged, o);
   CHECK_THROWS_WITH_AS(l.next(), doctest::Contains("r1"), Error);
+  // The same count in another shape (a 2 x 3 image turned a quarter is 3 x 2): refused, not copied in.
+  SampleFn turned = [](size_t i, Rng&) {
+    Sample s;
+    s.path = str("t", i);
+    s.add("x", i % 2 ? Shape{3, 2} : Shape{2, 3}, std::vector<float>(6, 0.f));
+    return s;
+  };
+  Loader lt(4, turned, o);
+  CHECK_THROWS_WITH_AS(lt.next(), doctest::Contains("t1): 'x' is (3,2) but the batch holds (2,2,3)"), Error);
 }
 
 TEST_CASE("loader: one batch per epoch, many threads: every epoch's order is found (regression)") {

@@ -266,6 +266,9 @@ TEST_CASE("raster pack: band descriptions travel in the pack; a version-1 pack (
   CHECK(pack->info(named).band_names == r.band_names);
   CHECK(pack->read(named, Window{1, 0, 2, 2}).band_names == r.band_names);  // as read_geotiff gives them
   CHECK(pack->info(plain).band_names.empty());
+  // A source named twice (two lines of a triplet list sharing a file) is packed once.
+  build_raster_pack(tmp / "twice.pack", {named, plain, named});
+  CHECK(RasterPack::open(tmp / "twice.pack")->size() == 2);
   CHECK(read_info_via(pack.get(), named).band_names == read_tiff_info(named).band_names);
   // A name count that is neither 0 nor the band count: corrupt.
   const std::string bytes = slurp(path);

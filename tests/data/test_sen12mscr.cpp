@@ -353,7 +353,8 @@ TEST_CASE("sen12mscr: with the flips left to the device, flip_rotate of the samp
   }
   CHECK(codes.size() >= 6);  // the seeds reach both quarter-turn parities and every flip
   CHECK(masked > 12 * 128 * 128 / 50);  // the masks have cloud or shadow to move
-  // A quarter turn of a non-square crop would change the batch's shape: refused up front.
+  // A quarter turn of a non-square image would change the batch's shape (the loader would copy it in
+  // as the first sample's layout): refused up front, on the host as on the device.
   TempDir tmp;
   Sen12mscrTriplet wide;
   WriteOptions f32, u16;
@@ -366,9 +367,13 @@ TEST_CASE("sen12mscr: with the flips left to the device, flip_rotate of the samp
   whole.augment = AugmentConfig{0, false, true};
   whole.flip_rotate_on_device = true;
   Rng rng(1);
-  CHECK_THROWS_WITH_AS(load_triplet(wide, rng, whole), doctest::Contains("need a square crop, not 16x12"), Error);
-  whole.flip_rotate_on_device = false;  // the host turns it (the shape follows) as before
-  CHECK(load_triplet(wide, rng, whole).shapes[0][0] == 13);
+  CHECK_THROWS_WITH_AS(load_triplet(wide, rng, whole), doctest::Contains("a 16x12 image cannot be turned a quarter"),
+                       Error);
+  whole.flip_rotate_on_device = false;
+  CHECK_THROWS_WITH_AS(load_triplet(wide, rng, whole), doctest::Contains("a 16x12 image cannot be turned a quarter"),
+                       Error);
+  whole.augment.flip_rotate = false;  // no turns: read as it is
+  CHECK(load_triplet(wide, rng, whole).shapes[0] == Shape{13, 12, 16});
 }
 
 TEST_CASE("sen12mscr: wrong band count or type, and NaN in S1") {
