@@ -188,8 +188,8 @@ int run(int argc, char** argv) {
   apps::ReportOptions ro;
   ro.out_dir = out;
   ro.classifier_metrics = metrics_csv;
-  for (float v : lm.model.classifier->input_norm().std.to_vector())
-    ro.classifier_std_dn.push_back(double(v) * models::kReflectanceScale);
+  if (lm.has_input_norm)  // in SEN12MS order, as the per-band errors (the classifier's may be another)
+    ro.classifier_std_dn = apps::classifier_std_dn(lm.model.classifier->input_norm().std.to_vector(), model_bands);
   std::vector<double> covers;
   for (const auto& s : exp.scenes()) covers.push_back(s.cloud_cover);
   const std::vector<size_t> picks = apps::pick_examples(covers, size_t(p.get_int("examples")));

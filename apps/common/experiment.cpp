@@ -180,6 +180,11 @@ SceneResult evaluate_scene(const Scene& s, const std::vector<Method>& methods, c
     std::vector<float> out = m.run(s);
     NIMBUS_CHECK(out.size() == n, "cloud_impact: method ", m.name, " returned ", out.size(), " values for ", s.name,
                  ", expected ", models::kS2Bands, " x ", s.height, " x ", s.width);
+    // A diverged model's NaN would stop the run in the metrics, naming neither the scene nor the method.
+    const auto bad = std::find_if(out.begin(), out.end(), [](float v) { return !std::isfinite(v); });
+    NIMBUS_CHECK(bad == out.end(), "cloud_impact: method ", m.name, " returned a non-finite value (", *bad, ") for ",
+                 s.name, " at band ", (bad - out.begin()) / int64_t(size_t(s.height) * size_t(s.width)),
+                 " (a diverged cloud-removal model?)");
     r.pred.push_back(argmax(classify(out.data(), s.height, s.width)));
     const std::vector<float> o = rho(out);
     r.metrics.push_back(image_metrics({o.data(), models::kS2Bands, s.height, s.width}, tv, cv,

@@ -80,6 +80,13 @@ std::string cover_markdown(const Experiment& e) {
 }
 
 std::string quality_markdown(const Experiment& e) {
+  // How many scenes each region's mean is over: a scene without clear pixels has no reprod, one
+  // without cloud or shadow no recon.
+  auto count_of = [](const MetricsMean& q, const char* name) {
+    const auto it = std::find_if(kMetricNames.begin(), kMetricNames.end(),
+                                 [&](const char* n) { return std::string(n) == name; });
+    return q.count(int(it - kMetricNames.begin()));
+  };
   std::ostringstream s;
   s << "| method | MAE target | MAE reprod | MAE recon | RMSE target | PSNR (dB) | SAM target (deg) | SAM reprod | "
        "SAM recon | SSIM | images |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
@@ -89,7 +96,7 @@ std::string quality_markdown(const Experiment& e) {
     s << "| " << e.label(m) << " (ours) | " << fixed(v.mae, 4) << " | " << fixed(v.mae_reprod, 4) << " | "
       << fixed(v.mae_recon, 4) << " | " << fixed(v.rmse, 4) << " | " << fixed(v.psnr, 1) << " | " << fixed(v.sam, 2)
       << " | " << fixed(v.sam_reprod, 2) << " | " << fixed(v.sam_recon, 2) << " | " << fixed(v.ssim, 3) << " | "
-      << q.images() << " (recon: " << q.count(10) << ") |\n";
+      << q.images() << " (reprod: " << count_of(q, "mae_reprod") << ", recon: " << count_of(q, "mae_recon") << ") |\n";
   }
   s << "| DSen2-CR, CARL (Meraner et al.) | 0.0290 | 0.0204 | 0.0266 | 0.0366 | 28.7 | 8.15 | 3.94 | 8.04 | 0.875 | "
        "|\n"
@@ -97,9 +104,22 @@ std::string quality_markdown(const Experiment& e) {
        "0.870 | |\n";
   s << "\nMAE/RMSE in reflectance (DN / 10000), PSNR = 20 log10(1 / RMSE) capped at " << fixed(kPsnrCapDb, 0)
     << " dB, SAM in degrees, SSIM as tf.image.ssim (data range 1). target: vs the cloud-free image, whole scene; "
-       "reprod: vs the cloudy input on clear pixels; recon: vs the cloud-free image on cloud/shadow pixels (scenes "
-       "without any are skipped in that mean). The pristine row is the cap (identical images).\n";
+       "reprod: vs the cloudy input on clear pixels (scenes without any are skipped in that mean); recon: vs the "
+       "cloud-free image on cloud/shadow pixels (scenes without any are skipped in that mean). The pristine row is "
+       "the cap (identical images), except in its reprod columns, which compare the pristine image with the cloudy "
+       "input.\n";
   return s.str();
+}
+
+std::vector<double> classifier_std_dn(const std::vector<float>& std, const data::BandList& model_bands) {
+  NIMBUS_CHECK(std.size() == model_bands.size(), "classifier_std_dn: ", std.size(), " std values for ",
+               model_bands.size(), " bands");
+  std::vector<double> out(size_t(models::kS2Bands), std::nan(""));
+  const data::BandList order = data::sen12ms_bands();
+  for (size_t j = 0; j < order.size(); ++j)
+    for (size_t k = 0; k < model_bands.size(); ++k)
+      if (model_bands[k] == order[j]) out[j] = double(std[k]) * models::kReflectanceScale;
+  return out;
 }
 
 std::string band_error_markdown(const Experiment& e, const std::vector<double>& std_dn) {
@@ -113,7 +133,7 @@ std::string band_error_markdown(const Experiment& e, const std::vector<double>& 
   s << "\n";
   if (with_std) {
     s << "| classifier input std (DN) |";
-    for (double v : std_dn) s << " " << fixed(v, 1) << " |";
+    for (double v : std_dn) s << " " << (std::isnan(v) ? std::string("-") : fixed(v, 1)) << " |";
     s << "\n";
   }
   for (int m = 0; m < e.methods(); ++m) {
@@ -204,7 +224,12 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
   e.quality_csv().write(dir + "quality.csv");
   json::Value results = e.to_json();
   results.obj.insert(results.obj.begin(), {"settings", o.settings});
-  if (!o.classifier_std_dn.empty()) results.obj.push_back({"classifier_input_std_dn", json::numbers(o.classifier_std_dn)});
+  if (!o.classifier_std_dn.empty()) {  // by band name: the classifier's own order may be another
+    json::Value by_band = json::object({});
+    for (size_t c = 0; c < o.classifier_std_dn.size() && c < data::kS2BandNames.size(); ++c)
+      by_band.obj.push_back({std::string(data::kS2BandNames[c]), json::number(o.classifier_std_dn[c])});
+    results.obj.push_back({"classifier_input_std_dn", by_band});
+  }
   results.obj.push_back(
       {"paper", json::object({{"aarnoutse_witte_accuracy_cloudy", json::number(kPaperCloudyAccuracy)},
                               {"aarnoutse_witte_accuracy_dsen2cr", json::number(kPaperDsen2crAccuracy)}})});
@@ -262,7 +287,8 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
     if (m == e.reference()) continue;
     const CoverBins bins = e.bins_vs_reference(m);
     std::vector<double> v;
-    for (int b = 0; b < bins.bins(); ++b) v.push_back(bins.count(b) ? bins.accuracy(b).value : 0.0);
+    for (int b = 0; b < bins.bins(); ++b)  // an empty bin has no accuracy: no bar (NaN), not a bar at 0
+      v.push_back(bins.count(b) ? bins.accuracy(b).value : std::nan(""));
     cover.groups.push_back({e.name(m), v});
   }
   figure("fig_accuracy_by_cover", cover, "Accuracy by cloud cover", "");

@@ -20,6 +20,7 @@
 
 #include "apps/common/experiment.h"
 #include "apps/common/plot.h"
+#include "data/sentinel2.h"
 
 namespace nimbus::apps {
 
@@ -36,9 +37,12 @@ std::string table1_markdown(const Experiment& e);
 std::string cover_markdown(const Experiment& e);
 // Mean cloud-removal quality per method, Meraner et al. Table 1 columns, with their rows.
 std::string quality_markdown(const Experiment& e);
-// Per-band MAE against the target in DN per method, and (when given, 13 values) the
-// classifier's input std per band in DN with each error in units of it.
+// Per-band MAE against the target in DN per method, and (when given, 13 values in SEN12MS order) the
+// classifier's input std per band in DN with each error in units of it ("-" for a band it lacks).
 std::string band_error_markdown(const Experiment& e, const std::vector<double>& classifier_std_dn);
+// The classifier's input_norm std (reflectance, one per band of model_bands, its input order) as DN in
+// SEN12MS order, the per-band table's: NaN for a band the classifier does not take.
+std::vector<double> classifier_std_dn(const std::vector<float>& std, const data::BandList& model_bands);
 
 // train_resnet's metrics.csv -> accuracy-per-epoch chart (every *_acc column). Error naming the file.
 plot::LineChart training_curve(const std::string& metrics_csv);
@@ -58,7 +62,7 @@ struct ReportOptions {
   std::string classifier_metrics;  // "" = no training-curve figure
   json::Value settings;            // the run's settings, stored in results.json as "settings"
   std::vector<Example> examples;
-  std::vector<double> classifier_std_dn;  // input_norm std x 10000 (13), or empty
+  std::vector<double> classifier_std_dn;  // classifier_std_dn() (13, SEN12MS order), or empty: no input_norm
 };
 // Writes every file listed above. Returns the path of report.md.
 std::string write_report(const Experiment& e, const ReportOptions& o);

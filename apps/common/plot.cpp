@@ -48,8 +48,9 @@ void check(const BarChart& s) {
   for (const BarGroup& g : s.groups) {
     NIMBUS_CHECK(g.values.size() == s.categories.size(), "bar chart '", s.title, "': group '", g.name, "' has ",
                  g.values.size(), " values for ", s.categories.size(), " categories");
-    for (double v : g.values)
-      NIMBUS_CHECK(std::isfinite(v) && v >= 0, "bar chart '", s.title, "': bar value ", v, " must be finite and >= 0");
+    for (double v : g.values)  // NaN: no bar (nothing to measure there)
+      NIMBUS_CHECK(std::isnan(v) || (std::isfinite(v) && v >= 0), "bar chart '", s.title, "': bar value ", v,
+                   " must be finite and >= 0, or NaN for none");
   }
   NIMBUS_CHECK(s.width >= 200 && s.height >= 150 && s.width <= 8000 && s.height <= 8000, "bar chart '", s.title,
                "': size ", s.width, "x", s.height, " is not usable");
@@ -286,7 +287,8 @@ void draw(const Page& p, const BarChart& s) {
   std::vector<std::string> names;
   for (const BarGroup& g : s.groups) {
     names.push_back(g.name);
-    for (double v : g.values) vmax = std::max(vmax, v);
+    for (double v : g.values)
+      if (!std::isnan(v)) vmax = std::max(vmax, v);
   }
   if (vmax == 0) vmax = 1;
   const double c = p.char_mm();
@@ -303,7 +305,7 @@ void draw(const Page& p, const BarChart& s) {
     for (size_t i = 0; i < s.categories.size(); ++i) {
       const double x0 = double(i) + 0.1 + 0.8 * double(g) / groups, x1 = x0 + 0.8 / groups * 0.92;
       PLFLT xs[4] = {x0, x1, x1, x0}, ys[4] = {0, 0, s.groups[g].values[i], s.groups[g].values[i]};
-      if (s.groups[g].values[i] > 0) plfill(4, xs, ys);
+      if (s.groups[g].values[i] > 0) plfill(4, xs, ys);  // not NaN (no bar) nor 0
     }
   }
   plcol0(kInk);

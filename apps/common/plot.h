@@ -36,7 +36,7 @@ struct LineChart {
 
 struct BarGroup {
   std::string name;            // legend entry, e.g. "cloudy"
-  std::vector<double> values;  // one per category, finite and >= 0
+  std::vector<double> values;  // one per category, finite and >= 0; NaN: no bar (no data there)
 };
 struct BarChart {
   std::string title, y_label;

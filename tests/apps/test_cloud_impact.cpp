@@ -262,10 +262,20 @@ TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR
   CHECK(e.quality(3).mean().mae_reprod == 0);
 }
 
-TEST_CASE("cloud_impact: a method returning the wrong size is an error naming it") {
+TEST_CASE("cloud_impact: a method returning the wrong size, or a NaN, is an error naming it and the scene") {
   const Method bad{"bad", "bad", [](const Scene&) { return std::vector<float>(5); }};
   CHECK_THROWS_WITH_AS(evaluate_scene(flat_scene("s", 1000, 0, 0), {bad}, mean_level_classifier()),
                        doctest::Contains("method bad returned 5 values"), Error);
+  const Method diverged{"dsen2cr_sar", "DSen2-CR", [](const Scene& s) {
+                          std::vector<float> v = s.cloudy;
+                          v[v.size() / 2] = NAN;  // in the middle band
+                          return v;
+                        }};
+  const Scene s = flat_scene("ROIs1158_spring_1_p2", 1000, 0, 0);
+  CHECK_THROWS_WITH_AS(evaluate_scene(s, {diverged}, mean_level_classifier()),
+                       doctest::Contains("method dsen2cr_sar returned a non-finite value (nan) for ROIs1158_spring_1_p2 "
+                                         "at band 6"),
+                       Error);
 }
 
 TEST_CASE("cloud_impact: DSen2-CR method equals the model on normalised input, rescaled to DN") {
@@ -332,6 +342,29 @@ TEST_CASE("cloud_impact: synthetic triplets on disk load with their true labels 
   fs::remove_all(root);
 }
 
+TEST_CASE("cloud_impact: the classifier's input std is put in SEN12MS order beside the per-band errors") {
+  // A classifier in EuroSAT order (B8A last): std k is band eurosat_bands()[k].
+  std::vector<float> std13;
+  for (int k = 0; k < 13; ++k) std13.push_back(0.01f * float(k + 1));
+  const std::vector<double> s = classifier_std_dn(std13, data::eurosat_bands());
+  REQUIRE(s.size() == 13);
+  CHECK(s[8] == doctest::Approx(1300));   // B8A: the classifier's last
+  CHECK(s[9] == doctest::Approx(900));    // B9: its 9th
+  CHECK(s[10] == doctest::Approx(1000));  // B10
+  CHECK(s[0] == doctest::Approx(100));
+  // An RGB classifier: its three bands, the others unknown.
+  const std::vector<double> rgb = classifier_std_dn({0.1f, 0.2f, 0.3f}, data::BandList{data::B4, data::B3, data::B2});
+  CHECK(rgb[3] == doctest::Approx(1000));
+  CHECK(rgb[1] == doctest::Approx(3000));
+  CHECK(std::isnan(rgb[0]));
+  CHECK_THROWS_AS(classifier_std_dn({0.1f}, data::eurosat_bands()), Error);
+  // The table: "-" where the classifier has no std, no "(sd)" there.
+  Experiment e({"cloudy", "pristine"}, {"cloudy S2", "pristine S2"}, 1, class_names10());
+  e.add(result("a", 0.5, 1, {1, 1}));
+  const std::string md = band_error_markdown(e, rgb);
+  CHECK_MESSAGE(md.find("| classifier input std (DN) | - | 3000.0 | 2000.0 | 1000.0 | - |") != std::string::npos, md);
+}
+
 TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
   const std::string dir = temp_dir("report");
   Experiment e({"cloudy", "dsen2cr_sar", "pristine"}, {"cloudy S2", "DSen2-CR with SAR", "pristine S2"}, 2,
@@ -348,6 +381,9 @@ TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
   ro.classifier_metrics = dir + "/metrics.csv";
   ro.settings = json::object({{"split", json::string("all")}});
   ro.examples.push_back(make_example(s, s.target, "cloud-removed", "example"));
+  std::vector<float> std13(13, 0.05f);
+  std13[12] = 0.2f;  // B8A, last in EuroSAT order
+  ro.classifier_std_dn = classifier_std_dn(std13, data::eurosat_bands());
   // An earlier run in the same folder drew a figure this one has not (a method it left out).
   fs::create_directories(ro.out_dir);
   { std::ofstream(ro.out_dir + "/fig_confusion_dsen2cr_nosar.png") << "earlier run"; }
@@ -361,6 +397,12 @@ TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
   for (const plot::Figure& f : figs) stems.push_back(f.stem);
   CHECK(stems == std::vector<std::string>{"fig_training_curve", "fig_class_distribution", "fig_confusion_cloudy",
                                           "fig_confusion_dsen2cr_sar", "fig_accuracy_by_cover", "fig_examples"});
+  // No scene has 10-30% cover: that bin has no bar (null in figures.json), not a bar at 0% accuracy.
+  const auto& cover = std::get<plot::BarChart>(figs[4].spec);
+  REQUIRE(cover.categories.size() == 4);
+  CHECK(cover.categories[1] == "10-30% (n=0)");
+  CHECK(std::isnan(cover.groups[0].values[1]));
+  CHECK(cover.groups[0].values[0] == 1.0);  // a: cloudy right
   const auto& dist = std::get<plot::BarChart>(figs[1].spec);
   REQUIRE(dist.groups.size() == 4);  // true label, pristine, cloudy, dsen2cr_sar
   CHECK(dist.groups[0].name == "true label");
@@ -372,6 +414,11 @@ TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
     }
   }
   const json::Value r = json::parse(test::read_file(ro.out_dir + "/results.json"));
+  const json::Value* by_band = r.get("classifier_input_std_dn");
+  REQUIRE(by_band != nullptr);
+  REQUIRE(by_band->get("B8A") != nullptr);
+  CHECK(by_band->get("B8A")->num == doctest::Approx(2000));
+  CHECK(by_band->get("B12")->num == doctest::Approx(500));
   const json::Value* methods = r.get("methods");
   REQUIRE(methods != nullptr);
   REQUIRE(methods->arr.size() == 3);

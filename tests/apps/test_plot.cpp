@@ -171,6 +171,14 @@ TEST_CASE("plot: the specs are checked before anything is drawn") {
   BarChart bc = distribution_chart();
   bc.groups[1].values[3] = -1;
   CHECK_THROWS_WITH_AS(save(out_dir() + "/bad", bc), doctest::Contains("bar value -1 must be finite and >= 0"), Error);
+  bc.groups[1].values[3] = INFINITY;
+  CHECK_THROWS_WITH_AS(save(out_dir() + "/bad", bc), doctest::Contains("bar value inf must be finite"), Error);
+  if (available()) {  // NaN: a category with nothing to show, drawn without a bar
+    bc.groups[1].values[3] = NAN;
+    save(out_dir() + "/nan_bar", bc);
+    CHECK(fs::exists(out_dir() + "/nan_bar.png"));
+    cleanup(out_dir() + "/nan_bar");
+  }
   Heatmap h = confusion_chart();
   h.values.pop_back();
   CHECK_THROWS_WITH_AS(save(out_dir() + "/bad", h), doctest::Contains("8 values for 3x3 cells"), Error);
