@@ -252,7 +252,7 @@ TEST_CASE("raster pack: a truncated or corrupt pack is an Error naming it, at ev
   CHECK(RasterPack::open(good)->read(a).data == read_geotiff(a).data);
 }
 
-TEST_CASE("raster pack: band descriptions travel in the pack; a version-1 pack (none) is rebuilt") {
+TEST_CASE("raster pack: band descriptions travel in the pack, and a version-1 pack (none) is rebuilt") {
   TempDir tmp;
   Raster r;
   r.width = 4, r.height = 2, r.bands = 3, r.type = SampleType::UInt16;
