@@ -182,8 +182,10 @@ double DebugHooks::loss(double value, int64_t step) const {
 
 void add_training_options(cli::Parser& p, const std::string& run_settings) {
   p.add_int("workers", 2, "data loader threads").range(1, kMaxWorkers);
-  p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, loader order); refused "
-                       "when --seed, the model, or " + run_settings + " differ from the run's");
+  p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, sample order) at the "
+                       "start of the next epoch; refused when --seed, the model, or " + run_settings +
+                       " differ from the run's. --batch-size and the number of ranks may change: the samples come in "
+                       "the same order, grouped into other batches");
   p.add_int("read-every", 16, "steps between reads of the training losses from the device: the host waits for it only then")
       .range(1, kMaxReadEvery);
   p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");

@@ -9,10 +9,12 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "tests/common/check.h"
 #include "apps/common/experiment.h"
@@ -21,6 +23,7 @@
 #include "data/normalize.h"
 #include "data/sentinel2.h"
 #include "data/synthetic.h"
+#include "engine/autograd.h"
 #include "engine/io/json.h"
 
 using namespace nimbus;
@@ -133,8 +136,14 @@ TEST_CASE("cloud_impact: the tiles classifier averages tile probabilities of a r
     for (int c = 0; c < kC; ++c)
       for (int y = 0; y < 64; ++y)
         for (int x = 0; x < 64; ++x) crop.push_back(dn[size_t(c) * 128 * 128 + size_t(y0 + y) * 128 + size_t(x0 + x)]);
-    const auto q = classifier_fn(clf, ClassifyMode::Full, 64, Device::CPU)(crop.data(), 64, 64);
-    for (int k = 0; k < 10; ++k) want[size_t(k)] += q[size_t(k)] / 4.0;
+    // The softmax by hand from the model's logits for this crop alone (not the batch classifier_fn builds).
+    NoGradGuard ng;
+    const std::vector<float> z = clf->logits(Tensor::from_vector({1, kC, 64, 64}, crop)).to_vector();
+    REQUIRE(z.size() == 10);
+    const double zmax = *std::max_element(z.begin(), z.end());
+    double sum = 0;
+    for (float v : z) sum += std::exp(double(v) - zmax);
+    for (int k = 0; k < 10; ++k) want[size_t(k)] += std::exp(double(z[size_t(k)]) - zmax) / sum / 4.0;
   }
   for (int k = 0; k < 10; ++k) CHECK(p[size_t(k)] == doctest::Approx(want[size_t(k)]).epsilon(1e-5));
 }
@@ -193,20 +202,27 @@ TEST_CASE("cloud_impact: accounting vs pristine and true labels, confusion, bins
   CHECK_THROWS_WITH_AS(e.add(result("i", 1.5, 1, {1, 1, 1})), doctest::Contains("cloud cover 1.5"), Error);
 }
 
-TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR cap - the identity equals cloudy") {
+TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR cap - half a cloud by hand") {
   // Targets at 2000 / 5000 / 8000 DN (classes 2, 5, 8); clouds add 6400 DN on 4, 8, 16 of 16 columns.
   std::vector<Scene> scenes = {flat_scene("s1", 2000, 6400, 4, 2), flat_scene("s2", 5000, 6400, 8, 5),
                                flat_scene("s3", 8000, 6400, 16, 8)};
   const Method perfect{"perfect", "returns the target", [](const Scene& s) { return s.target; }};
-  const Method identity{"identity", "returns the cloudy input", [](const Scene& s) { return s.cloudy; }};
-  const std::vector<Method> methods = {cloudy_method(), perfect, identity, pristine_method()};
-  Experiment e({"cloudy", "perfect", "identity", "pristine"}, {"a", "b", "c", "d"}, 3, class_names10());
+  // Removes half of each cloud: target + 3200 DN on the covered pixels, clear pixels untouched.
+  const Method half{"half", "removes half the cloud", [](const Scene& s) {
+                      std::vector<float> v = s.cloudy;
+                      for (size_t i = 0; i < v.size(); ++i) v[i] -= (v[i] - s.target[i]) / 2;
+                      return v;
+                    }};
+  const std::vector<Method> methods = {cloudy_method(), perfect, half, pristine_method()};
+  Experiment e({"cloudy", "perfect", "half", "pristine"}, {"a", "b", "c", "d"}, 3, class_names10());
   for (const Scene& s : scenes) e.add(evaluate_scene(s, methods, mean_level_classifier()));
 
-  // Hand: cloudy mean band-0 DN = level + 6400 * cols/16 -> 3600 (4), 8200 (8), 14400 (9): all wrong.
-  CHECK(e.scenes()[0].pred == std::vector<int>{4, 2, 4, 2});
-  CHECK(e.scenes()[1].pred == std::vector<int>{8, 5, 8, 5});
+  // Hand: cloudy mean band-0 DN = level + 6400 * cols/16 -> 3600 (4), 8200 (8), 14400 (9): all wrong;
+  // half a cloud: level + 3200 * cols/16 -> 2800 (3), 6600 (7), 11200 (9).
+  CHECK(e.scenes()[0].pred == std::vector<int>{4, 2, 3, 2});
+  CHECK(e.scenes()[1].pred == std::vector<int>{8, 5, 7, 5});
   CHECK(e.scenes()[2].pred == std::vector<int>{9, 8, 9, 8});
+  CHECK(e.accuracy_vs_reference(2).k == 0);
   CHECK(e.accuracy_vs_reference(0).k == 0);
   CHECK(e.accuracy_vs_reference(1).k == 3);
   CHECK(e.accuracy_vs_reference(1).value == 1.0);
@@ -221,33 +237,33 @@ TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR
   CHECK(perfect_mean.sam == 0);
   CHECK(perfect_mean.mae_recon == 0);
 
-  // The identity remover equals the cloudy row exactly: predictions and every metric.
-  CHECK(e.accuracy_vs_reference(2).k == e.accuracy_vs_reference(0).k);
-  for (const SceneResult& r : e.scenes()) {
-    CHECK(r.pred[2] == r.pred[0]);
-    const auto a = r.metrics[2].values(), b = r.metrics[0].values();
-    for (size_t k = 0; k < a.size(); ++k) CHECK((a[k] == b[k] || (std::isnan(a[k]) && std::isnan(b[k]))));
-  }
-  // Cloudy metrics by hand (reflectance = DN / 1e4, the cloud adds 0.64 on a fraction f of pixels):
-  // MAE target = 0.64 f, RMSE = 0.64 sqrt(f), PSNR = 20 log10(1 / RMSE), MAE recon = 0.64, MAE reprod = 0 (clear
-  // pixels equal the cloudy input), and reprod is NaN for s3, which has no clear pixel.
+  // Cloudy and half-cloud metrics by hand (reflectance = DN / 1e4, the cloud adds a = 0.64, or 0.32 after half
+  // is removed, on a fraction f of pixels): MAE target = a f, RMSE = a sqrt(f), PSNR = 20 log10(1 / RMSE), MAE
+  // recon = a, MAE reprod = 0 (clear pixels equal the cloudy input), and reprod is NaN for s3, which has no clear
+  // pixel.
   const double f[3] = {0.25, 0.5, 1.0};
-  for (int i = 0; i < 3; ++i) {
-    const ImageMetrics& m = e.scenes()[size_t(i)].metrics[0];
-    CHECK(m.mae == doctest::Approx(0.64 * f[i]).epsilon(1e-6));
-    CHECK(m.rmse == doctest::Approx(0.64 * std::sqrt(f[i])).epsilon(1e-6));
-    CHECK(m.psnr == doctest::Approx(20 * std::log10(1 / (0.64 * std::sqrt(f[i])))).epsilon(1e-6));
-    CHECK(m.mae_recon == doctest::Approx(0.64).epsilon(1e-6));
-    CHECK(m.sam == doctest::Approx(0).epsilon(1e-6));  // flat spectra scaled: same direction
-    CHECK(m.cloud_fraction == doctest::Approx(f[i]));
-    if (i < 2) CHECK(m.mae_reprod == 0);
-    else CHECK(std::isnan(m.mae_reprod));
+  for (int method : {0, 2}) {
+    const double a = method == 0 ? 0.64 : 0.32;
+    for (int i = 0; i < 3; ++i) {
+      CAPTURE(method);
+      CAPTURE(i);
+      const ImageMetrics& m = e.scenes()[size_t(i)].metrics[size_t(method)];
+      CHECK(m.mae == doctest::Approx(a * f[i]).epsilon(1e-6));
+      CHECK(m.rmse == doctest::Approx(a * std::sqrt(f[i])).epsilon(1e-6));
+      CHECK(m.psnr == doctest::Approx(20 * std::log10(1 / (a * std::sqrt(f[i])))).epsilon(1e-6));
+      CHECK(m.mae_recon == doctest::Approx(a).epsilon(1e-6));
+      CHECK(m.sam == doctest::Approx(0).epsilon(1e-6));  // flat spectra scaled: same direction
+      CHECK(m.cloud_fraction == doctest::Approx(f[i]));
+      if (i < 2) CHECK(m.mae_reprod == 0);
+      else CHECK(std::isnan(m.mae_reprod));
+    }
   }
   // Per-band MAE in DN: the cloud adds 6400 DN on a fraction f, in every band; the perfect remover has none.
   const std::vector<double> band = e.band_mae_dn(0);
   REQUIRE(band.size() == 13);
   for (double v : band) CHECK(v == doctest::Approx(6400 * (0.25 + 0.5 + 1.0) / 3).epsilon(1e-6));
   for (double v : e.band_mae_dn(1)) CHECK(v == 0);
+  for (double v : e.band_mae_dn(2)) CHECK(v == doctest::Approx(3200 * (0.25 + 0.5 + 1.0) / 3).epsilon(1e-6));
   std::vector<double> std_dn(13, 100.0);
   std_dn[10] = 3.2;
   const std::string md = band_error_markdown(e, std_dn);
@@ -369,9 +385,22 @@ TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
   const std::string dir = temp_dir("report");
   Experiment e({"cloudy", "dsen2cr_sar", "pristine"}, {"cloudy S2", "DSen2-CR with SAR", "pristine S2"}, 2,
                class_names10());
-  e.add(result("a", 0.05, 1, {1, 1, 1}));
-  e.add(result("b", 0.40, 2, {3, 2, 2}));
-  e.add(result("c", 0.90, 3, {3, 2, 3}));
+  // Each scene and method gets its own quality numbers: metric k of scene i, method m = m + i / 10 + k / 100;
+  // scene c has no clear pixel (reprod NaN), scene a no cloud (recon NaN).
+  const std::vector<std::tuple<std::string, double, int, std::vector<int>>> scenes = {
+      {"a", 0.05, 1, {1, 1, 1}}, {"b", 0.40, 2, {3, 2, 2}}, {"c", 0.90, 3, {3, 2, 3}}};
+  auto metric_value = [](int m, int i, int k) { return m + i / 10.0 + k / 100.0; };
+  auto is_nan = [](int i, int k) { return (i == 2 && k >= 5 && k <= 8) || (i == 0 && k >= 9 && k <= 12); };
+  for (int i = 0; i < 3; ++i) {
+    const auto& [name, cover, truth, pred] = scenes[size_t(i)];
+    SceneResult r = result(name, cover, truth, pred);
+    for (int m = 0; m < 3; ++m) {
+      std::array<double, ImageMetrics::kCount> v{};
+      for (int k = 0; k < ImageMetrics::kCount; ++k) v[size_t(k)] = is_nan(i, k) ? std::nan("") : metric_value(m, i, k);
+      r.metrics[size_t(m)] = ImageMetrics::from_values(v);
+    }
+    e.add(std::move(r));
+  }
   { std::ofstream(dir + "/metrics.csv") << "epoch,lr,train_loss,train_acc,val_loss,val_acc\n1,0.001,1,0.5,1,0.6\n"
                                            "2,0.001,0.5,0.8,0.7,0.75\n"; }
   Scene s = flat_scene("a", 1000, 3000, 5);
@@ -427,6 +456,29 @@ TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
   CHECK(methods->arr[1].get("accuracy_vs_pristine")->get("correct")->num == 2);
   CHECK(methods->arr[1].get("accuracy_vs_truth")->get("correct")->num == 2);
   CHECK(methods->arr[2].get("accuracy_vs_pristine")->get("accuracy")->num == 1.0);
+  // Quality means skip the NaN scenes and say over how many images each is.
+  for (int m = 0; m < 3; ++m) {
+    const json::Value* q = methods->arr[size_t(m)].get("quality");
+    REQUIRE(q != nullptr);
+    for (int k = 0; k < ImageMetrics::kCount; ++k) {
+      double sum = 0;
+      int n = 0;
+      for (int i = 0; i < 3; ++i)
+        if (!is_nan(i, k)) sum += metric_value(m, i, k), ++n;
+      CAPTURE(m);
+      CAPTURE(kMetricNames[size_t(k)]);
+      CHECK(q->get("mean")->get(kMetricNames[size_t(k)])->num == doctest::Approx(sum / n).epsilon(1e-12));
+      CHECK(q->get("images")->get(kMetricNames[size_t(k)])->num == n);
+    }
+  }
+  // quality.csv: a row per scene and method with that scene's numbers (blank for NaN), in metric order.
+  const std::string qcsv = test::read_file(ro.out_dir + "/quality.csv");
+  CHECK_MESSAGE(qcsv.find("b,dsen2cr_sar,0.4,1.1,1.11,1.12,") != std::string::npos, qcsv);
+  // The report's table: dsen2cr_sar's MAE target over a, b, c = 1 + (0 + 0.1 + 0.2) / 3 = 1.1000; MAE reprod
+  // (k = 5) over a and b = 1 + 0.05 + 0.05 = 1.1000; MAE recon (k = 9) over b and c = 1 + 0.15 + 0.09 = 1.2400.
+  const std::string rep = test::read_file(report);
+  CHECK_MESSAGE(rep.find("| DSen2-CR with SAR (ours) | 1.1000 | 1.1000 | 1.2400 |") != std::string::npos, rep);
+  CHECK(rep.find("| 3 (reprod: 2, recon: 2) |") != std::string::npos);
   CHECK(r.get("settings")->get("split")->s == "all");
   const std::string t1 = test::read_file(ro.out_dir + "/table1.md");
   CHECK(t1.find("| DSen2-CR with SAR | 66.67% [") != std::string::npos);

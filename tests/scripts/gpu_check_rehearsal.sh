@@ -11,12 +11,13 @@
 # real python3: results.py and the comparison scripts run for real). Stand-ins for the bundle's
 # programs log their command lines and print rows shaped like the real programs'. Two runs:
 #   1. from a stand-in bundle (bin/, mpi/mpirun, MANIFEST, packed with xz as gpu_package.sh packs it),
-#      as the GPU machine runs: everything passes: exit 0, every phase "passed", the expected commands
+#      as the GPU machine runs: everything passes (racecheck cannot start: reported as not run, not as a
+#      failure): exit 0, every phase "passed", the expected commands
 #      (the bundle's mpirun for the ranks), the MANIFEST's commit in the rows, a summary with every
 #      section, no shell error in the log;
 #   2. from NIMBUS_GPU_BIN (a workstation's build; mpirun from PATH), the wgmma validation failing:
 #      exit 1, that line FAILED, and the later phases run with NIMBUS_CUDA_CONV=mma (the fallback the
-#      script promises).
+#      script promises); the tests die under memcheck: a failure.
 # Before them, scripts/gpu/compare_checkpoints.py (the distributed phase's verdict) on made-up
 # checkpoints: equal passes, a difference over the bound, a missing tensor or a NaN fails.
 set -uo pipefail
@@ -45,9 +46,16 @@ cat > "$work/path/cuobjdump" <<'EOF'
 echo "cuobjdump $*" >> "$REHEARSAL_CALLS"
 printf '\t\tFunction : igemm_kernel_bf16_rehearsal\n\tHMMA.16816.F32.BF16 R0, R4, R8, R0 ;\n\tLDSM.16.M88.4 R4, [R2] ;\n'
 EOF
+# REHEARSAL_SANITIZER="TOOL:nostart" (the tool cannot start the program) or "TOOL:crash" (the program
+# dies before its first line, with no message from the tool); otherwise the tests pass under it.
 cat > "$work/path/compute-sanitizer" <<'EOF'
 #!/usr/bin/env bash
 echo "compute-sanitizer $*" >> "$REHEARSAL_CALLS"
+case "${REHEARSAL_SANITIZER:-}" in
+  "$2:nostart") echo "========= Error: Target application terminated before first instrumented API call"; exit 1 ;;
+  "$2:crash") exit 139 ;;
+esac
+echo "[doctest] Status: SUCCESS!"
 echo "========= ERROR SUMMARY: 0 errors"
 EOF
 cat > "$work/path/mpirun" <<'EOF'
@@ -193,17 +201,18 @@ printf 'nimbus GPU bundle\ncommit 0123456789abcdef0123456789abcdef01234567\n' > 
 tar -C "$work/pack" -cf - nimbus-gpu | xz -1 > "$work/bundle.tar.xz"
 unpacked=$work/unpack/nimbus-gpu/bin
 
-rehearse() {  # out_dir bundle|bin [REHEARSAL_FAIL value] [bring-back dir, as the device tool's $OUT]; prints the exit code
+rehearse() {  # out_dir bundle|bin [REHEARSAL_FAIL value] [bring-back dir, as the device tool's $OUT] [REHEARSAL_SANITIZER]
+             # prints the exit code
   : > "$calls"
   local from=(NIMBUS_GPU_BUNDLE="$work/bundle.tar.xz" NIMBUS_GPU_UNPACK="$work/unpack" REHEARSAL_BIN="$unpacked")
   [[ $2 == bin ]] && from=(NIMBUS_GPU_BIN="$work/bin" REHEARSAL_BIN="$work/bin")
   env PATH="$work/path:$PATH" "${from[@]}" REHEARSAL_CALLS="$calls" REHEARSAL_FAIL="${3:-}" \
-    REHEARSAL_CKPT="$work/ckpt.py" OUT="${4:-}" "$root/scripts/gpu_check.sh" --out "$1" > "$1.stdout" 2>&1
+    REHEARSAL_CKPT="$work/ckpt.py" OUT="${4:-}" REHEARSAL_SANITIZER="${5:-}" "$root/scripts/gpu_check.sh" --out "$1" > "$1.stdout" 2>&1
   echo $?
 }
 phases=(smoke correctness kernels models sweep memory sass distributed torch demo)
 
-rc=$(rehearse "$work/pass" bundle "" "$work/bring")
+rc=$(rehearse "$work/pass" bundle "" "$work/bring" racecheck:nostart)
 log=$work/pass/gpu_check.log
 [[ $rc == 0 ]] || fail "the passing rehearsal exited $rc (see below)"
 for p in "${phases[@]}"; do grep -q "^phase $p: passed" "$log" || fail "phase $p did not pass"; done
@@ -240,6 +249,10 @@ grep -q -- "-> 2 ranks of batch 2 against 1 rank of batch 4: checkpoints within 
   fail "the data-parallel comparison did not pass"
 expect_call "compute-sanitizer --tool memcheck"
 expect_call "compute-sanitizer --tool racecheck"
+# A sanitizer that cannot start is reported as not run, and the phase still passes (checked above).
+grep -q -- "-> memcheck: ok (no errors; the tests passed under it)" "$log" || fail "memcheck's pass is not reported"
+grep -qF -- "-> racecheck: NOT RUN: compute-sanitizer did not start the tests (exit 1): ========= Error: Target" "$log" ||
+  fail "racecheck's failure to start is not reported as such"
 expect_call "cuobjdump --gpu-architecture sm_90a --dump-sass $unpacked/bench_models"
 grep -q "^bundle-mpirun .* -np 2 $unpacked/train_dsen2cr " "$calls" || fail "the ranks did not start from the bundle's mpi/mpirun"
 grep -q '^mpirun ' "$calls" && fail "an mpirun from PATH ran although the bundle has one"
@@ -284,11 +297,14 @@ grep -q "sass_sm90.txt" <<< "$listing" && fail "gpu-check.tar.xz holds the whole
 cmp -s "$work/bring/results.jsonl" "$work/pass/results.jsonl" || fail "the results.jsonl brought back is not the run's"
 
 # The wgmma validation fails: the run says so, exits 1, and the later phases fall back to mma.sync.
-rc=$(rehearse "$work/fallback" bin "gpu_bench_conv2d --versions 6,7,8,9")
+rc=$(rehearse "$work/fallback" bin "gpu_bench_conv2d --versions 6,7,8,9" "" memcheck:crash)
 log=$work/fallback/gpu_check.log
 [[ $rc == 1 ]] || fail "a failed wgmma validation exited $rc, not 1"
 grep -q -- "-> wgmma convolutions (small validation): FAILED (exit 1)" "$log" || fail "the wgmma failure is not reported"
 grep -q "^phase correctness: FAILED" "$log" || fail "the correctness phase did not fail"
+# A program that dies under the sanitizer without a word from the tool is a failure, not "not run".
+grep -qF -- "-> memcheck: no sanitizer errors, but the tests under it failed (exit 139)" "$log" ||
+  fail "a test program dying under memcheck is not reported as a failure"
 grep -q "^bench_models --device cuda --cases resnet50_train_b256_64 | NIMBUS_CUDA_CONV=mma$" "$calls" ||
   fail "the models phase did not run with NIMBUS_CUDA_CONV=mma after the failure"
 for p in kernels models sweep memory sass distributed torch demo; do
