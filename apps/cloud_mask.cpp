@@ -6,12 +6,14 @@
 // detector's order (B1..B8, B8A, B9..B12), runs the §3
 // detector on the whole image and writes a uint8 GeoTIFF with the input's
 // georeferencing: 1 = cloud or shadow, 0 = clear (--map: 1 cloud, 2 shadow,
-// 0 clear). Prints the cloud and shadow fractions. Written atomically (temp
-// file + rename). Bad input (missing file, wrong band count) -> exit 1.
+// 0 clear). Prints the cloud and shadow fractions; progress bars on stderr while it reads and
+// detects. Written atomically (temp file + rename). Bad input (missing file, wrong band count) -> exit 1.
 #include <cstdio>
+#include <memory>
 
 #include "apps/common/band_order.h"
 #include "apps/common/cli.h"
+#include "apps/common/progress.h"
 #include "data/sentinel2.h"
 #include "data/cloud_detector.h"
 #include "data/geotiff.h"
@@ -36,10 +38,20 @@ int run(int argc, char** argv) {
   const double threshold = p.get_double("threshold");
   if (!(threshold > 0 && threshold <= 1))
     throw cli::UsageError(str("--threshold must be in (0, 1], got ", threshold));
-  data::Raster s2 = data::read_geotiff(in);
-  data::check_finite(s2, in);  // one NaN pixel once changed the whole tile's shadow fraction
-  NIMBUS_CHECK(s2.bands == data::kS2Bands, in, " has ", s2.bands,
+  // A whole granule (10980 x 10980) takes minutes on 2 cores: a bar over the rows read, then one over
+  // the detector's two passes (its shadow thresholds are whole-image statistics: it cannot stream).
+  const data::TiffInfo info = data::read_tiff_info(in);
+  NIMBUS_CHECK(info.bands == data::kS2Bands, in, " has ", info.bands,
                " bands; the detector needs a 13-band Sentinel-2 image (B1..B8, B8A, B9..B12)");
+  data::Raster s2;
+  {
+    std::unique_ptr<Progress> bar;  // made at the first call: the total is the height, or twice it
+    s2 = data::read_geotiff(in, [&](int64_t done, int64_t total) {
+      if (!bar) bar = std::make_unique<Progress>("cloud_mask read", total, stderr, Progress::Mode::Auto, "row");
+      bar->update(done);
+    });
+  }
+  data::check_finite(s2, in);  // one NaN pixel once changed the whole tile's shadow fraction
   // The detector reads bands by position (B10 and B11 at 10 and 11): a file in another order (EuroSAT's,
   // B8A last) is put in SEN12MS order first.
   apps::FileBands file_bands(p.get_string("bands"), "cloud_mask");
@@ -48,7 +60,12 @@ int run(int argc, char** argv) {
                                 data::sen12ms_bands(), in);
   data::CloudDetectorOptions o;
   o.cloud_threshold = threshold;
-  data::CloudShadowMasks m = data::detect_clouds(s2, o);
+  data::CloudShadowMasks m;
+  {
+    Progress bar("cloud_mask detect", 2, stderr, Progress::Mode::Auto, "pass");
+    o.on_pass = [&](int done, int) { bar.update(done); };
+    m = data::detect_clouds(s2, o);
+  }
 
   data::Raster mask;
   mask.width = s2.width;

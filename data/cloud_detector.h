@@ -15,6 +15,7 @@
 // scipy bit for bit except at ties.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "data/geotiff.h"
@@ -30,6 +31,9 @@ struct CloudDetectorOptions {
   // equals, bit for bit, the detector run on the turned copy. Each pass reads the same values in the
   // same order as it would there; only the first gathers through the permutation.
   int dihedral_code = 0;
+  // detect_clouds calls this after each of its two passes (the cloud score, then the shadow mask) with
+  // (passes done, 2): for a progress bar over a whole scene. Empty: not called.
+  std::function<void(int done, int total)> on_pass;
 };
 
 struct CloudShadowMasks {

@@ -350,7 +350,7 @@ void verify_by_rows(const std::string& path, const TiffInfo& info, const Window&
                    " (truncated or corrupt file?)"));
 }
 
-Raster read_window(const std::string& path, const Window* window) {
+Raster read_window(const std::string& path, const Window* window, const ReadProgress* progress) {
   TiffFile f(path, "r");
   TiffInfo info = info_of(f);
   Window win = window ? *window : Window{0, 0, info.width, info.height};
@@ -387,10 +387,12 @@ Raster read_window(const std::string& path, const Window* window) {
   std::vector<unsigned char> buf;
 
   const int planes = info.planar_separate ? info.bands : 1;
+  // The rows decoded so far, for `progress`, of this many: one pass, or two with the verification below.
+  int64_t rows_done = 0, rows_total = win.height;
   // Decodes every block the window needs; with `keep`, scatters it into `out`.
   auto decode_blocks = [&](bool keep) {
     buf.resize(static_cast<size_t>(block_bytes));
-    for (int by0 = (win.y0 / b.bh) * b.bh; by0 < win.y0 + win.height; by0 += b.bh)
+    for (int by0 = (win.y0 / b.bh) * b.bh; by0 < win.y0 + win.height; by0 += b.bh) {
       for (int bx0 = (win.x0 / b.bw) * b.bw; bx0 < win.x0 + win.width; bx0 += b.bw)
         for (int p = 0; p < planes; ++p) {
           const int r0 = std::max(by0, win.y0), r1 = std::min({by0 + b.bh, win.y0 + win.height, info.height});
@@ -415,6 +417,9 @@ Raster read_window(const std::string& path, const Window* window) {
             scatter<decltype(sample)>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
           });
         }
+      rows_done += std::min(by0 + b.bh, win.y0 + win.height) - std::max(by0, win.y0);
+      if (progress) (*progress)(rows_done, rows_total);
+    }
   };
   // A compressed file that claims far more pixels than its bytes (64x here; real Sentinel tiles
   // compress 2-4x) is decoded once before the raster is allocated, so a file that does not hold
@@ -423,10 +428,14 @@ Raster read_window(const std::string& path, const Window* window) {
   // interface on a second handle (one row's buffer and the compressed strip, which the file's size
   // bounds). A true, very compressible image pays a second decode.
   if (info.compression != COMPRESSION_NONE && !ec && want > 64 * file_bytes) {
-    if (!info.tiled && block_bytes > kVerifyBlockBytes)
+    rows_total = 2 * int64_t(win.height);
+    if (!info.tiled && block_bytes > kVerifyBlockBytes) {
       verify_by_rows(path, info, win);
-    else
+      rows_done = win.height;
+      if (progress) (*progress)(rows_done, rows_total);
+    } else {
       decode_blocks(false);
+    }
   }
   out.data.assign(size_t(out.bands) * out.width * out.height, 0.f);
   decode_blocks(true);
@@ -571,9 +580,9 @@ TiffInfo read_tiff_info(const std::string& path) {
 
 // Memory exhaustion while reading (the file's dimensions are bounded before allocating, but a large
 // valid image can still exceed what this machine has): an Error naming the file, not std::bad_alloc.
-Raster read_checked(const std::string& path, const Window* window) {
+Raster read_checked(const std::string& path, const Window* window, const ReadProgress* progress = nullptr) {
   try {
-    return read_window(path, window);
+    return read_window(path, window, progress);
   } catch (const std::bad_alloc&) {
     throw Error(str(path, ": out of memory while reading this GeoTIFF",
                     window ? str(" (window ", window->width, "x", window->height, ")") : std::string()));
@@ -582,6 +591,9 @@ Raster read_checked(const std::string& path, const Window* window) {
 
 Raster read_geotiff(const std::string& path) { return read_checked(path, nullptr); }
 Raster read_geotiff(const std::string& path, const Window& window) { return read_checked(path, &window); }
+Raster read_geotiff(const std::string& path, const ReadProgress& progress) {
+  return read_checked(path, nullptr, progress ? &progress : nullptr);
+}
 
 void write_geotiff(const std::string& path, const Raster& raster, const WriteOptions& options) {
   NIMBUS_CHECK(raster.width > 0 && raster.height > 0 && raster.bands > 0 && raster.bands < 65536, "geotiff: ", path,

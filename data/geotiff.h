@@ -8,6 +8,7 @@
 // in GDAL or QGIS.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,6 +72,11 @@ TiffInfo read_tiff_info(const std::string& path);
 // Reads the whole image, or only `window` (only the strips/tiles it touches).
 Raster read_geotiff(const std::string& path);
 Raster read_geotiff(const std::string& path, const Window& window);
+// The whole image, calling `progress(done, total)` after each row of strips or tiles is decoded: done
+// counts rows, and total is the image's height (twice it when a very compressible file is decoded once
+// before the raster is allocated: see read_window). For a progress bar over a large scene.
+using ReadProgress = std::function<void(int64_t done, int64_t total)>;
+Raster read_geotiff(const std::string& path, const ReadProgress& progress);
 
 struct WriteOptions {
   SampleType type = SampleType::UInt16;

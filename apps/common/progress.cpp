@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 
 #include "engine/distributed/process_group.h"
 #include "kernels/common/error.h"
@@ -38,7 +39,9 @@ Progress::Progress(std::string label, int64_t total, std::FILE* out, Mode mode, 
   draw(true);
 }
 
-Progress::~Progress() { finish(); }
+// Destroyed by an exception on its way out (an error mid-run): the last line says the work stopped,
+// not that it finished, just above the error's own message.
+Progress::~Progress() { end(std::uncaught_exceptions() > uncaught_at_start_); }
 
 double Progress::elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
 
@@ -92,17 +95,19 @@ void Progress::update(int64_t done) {
   draw(false);
 }
 
-void Progress::finish() {
+void Progress::finish() { end(false); }
+
+void Progress::end(bool stopped) {
   if (finished_) return;
   finished_ = true;
   if (off_) return;
   double t = elapsed();
   char buf[128];
   std::snprintf(buf, sizeof buf, "%lld", (long long)done_);
-  std::string s = label_ + ": " + buf;
+  std::string s = label_ + (stopped ? ": stopped at " : ": ") + buf;
   if (total_ > 0) s += "/" + std::to_string(total_);
-  std::snprintf(buf, sizeof buf, " in %s (%.1f %s/s)", format_duration(t).c_str(), t > 0 ? double(done_) / t : 0.0,
-                unit_.c_str());
+  std::snprintf(buf, sizeof buf, " %s %s (%.1f %s/s)", stopped ? "after" : "in", format_duration(t).c_str(),
+                t > 0 ? double(done_) / t : 0.0, unit_.c_str());
   s += buf;
   if (!note_.empty()) s += "  " + note_;
   if (tty_) {

@@ -4,7 +4,8 @@
 //   train epoch 3  [##########..........]  512/1024  48.3 it/s  0:10 left 0:11  loss 0.412
 // When stderr is not a TTY (CI logs, `2> file`) it prints a plain line every
 // 10% instead, so logs stay short and readable. finish() (or the destructor)
-// prints the final line: "train epoch 3: 1024/1024 in 0:21 (48.3 it/s)".
+// prints the final line: "train epoch 3: 1024/1024 in 0:21 (48.3 it/s)"; a bar destroyed by an
+// error on its way out says "stopped at 12/1024 after 0:03" instead.
 //
 // In a data-parallel run (mpirun) only rank 0 draws: the other ranks' bars in Auto mode are silent,
 // so N ranks do not print N copies of every line.
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <string>
 
 namespace nimbus {
@@ -32,7 +34,8 @@ class Progress {
   void update(int64_t done);        // absolute count
   void advance(int64_t n = 1) { update(done_ + n); }
   void set_note(std::string note);  // shown after the timing, e.g. "loss 0.412"
-  void finish();                    // final line; idempotent
+  void finish();                    // final line; idempotent. Destroyed unfinished by an exception, the
+                                    // bar ends "label: stopped at done/total after 0:14" instead.
 
   int64_t done() const { return done_; }
 
@@ -41,6 +44,7 @@ class Progress {
   double elapsed() const;
   std::string status_line() const;
   void draw(bool force);
+  void end(bool stopped);
 
   std::string label_, unit_, note_;
   int64_t total_, done_ = 0;
@@ -48,6 +52,7 @@ class Progress {
   bool tty_, off_, finished_ = false;
   Clock::time_point start_, last_draw_;
   int last_decile_ = -1;
+  int uncaught_at_start_ = std::uncaught_exceptions();  // a bar made during unwinding still ends well
   size_t last_width_ = 0;
 };
 

@@ -81,6 +81,9 @@ TEST_CASE("cloud_mask: writes the detector's 0/1 mask with the input's georefere
   const std::string out = d / "mask.tif";
   AppResult r = run_app("cloud_mask", {"--s2", input, "--out", out});
   REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  // Progress on stderr (lines, not a terminal here): the rows read, then the detector's two passes.
+  CHECK_MESSAGE(r.output.find("cloud_mask read: 256/256 in ") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("cloud_mask detect: 2/2 in ") != std::string::npos, r.output);
 
   data::Raster s2 = data::read_geotiff(input);
   data::Raster mask = data::read_geotiff(out);

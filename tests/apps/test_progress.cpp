@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -122,4 +123,29 @@ TEST_CASE("progress: silent when off, and in Auto mode on every rank of mpirun b
   CHECK(rank1.empty());
   CHECK(!forced.empty());  // an explicit mode still prints
   CHECK(!rank0.empty());
+}
+
+TEST_CASE("progress: a bar an error destroys says it stopped, not that it finished") {
+  std::FILE* f = std::tmpfile();
+  REQUIRE(f);
+  try {
+    Progress p("classify", 8, f, Progress::Mode::Lines, "img");
+    p.update(3);
+    throw std::runtime_error("a bad file");
+  } catch (const std::runtime_error&) {
+  }
+  {
+    Progress ok("classify", 8, f, Progress::Mode::Lines, "img");
+    ok.update(8);
+  }
+  auto ls = lines(read_all(f));
+  std::fclose(f);
+  REQUIRE(ls.size() >= 2);
+  bool stopped = false, finished = false;
+  for (const std::string& l : ls) {
+    stopped = stopped || l.find("classify: stopped at 3/8 after 0:0") == 0;
+    finished = finished || l.find("classify: 8/8 in 0:0") == 0;
+  }
+  CHECK_MESSAGE(stopped, ls.front());
+  CHECK(finished);
 }

@@ -369,6 +369,49 @@ TEST_CASE("geotiff: a single-strip compressed file claiming more than it holds i
   CHECK(read_geotiff(tmp / "big_one_strip.tif").data == big.data);
 }
 
+// The progress callback: rows after each row of blocks, ending at the total, the same pixels as a plain
+// read; twice the height when a very compressible file is decoded once before the raster is allocated.
+TEST_CASE("geotiff: a whole read reports its rows as it decodes them") {
+  TempDir tmp;
+  const Raster r = random_raster(3, 37, 40, 0, 1000, 6, SampleType::UInt16);  // 37 rows of 40
+  auto calls_of = [](const std::string& path, Raster* got) {
+    std::vector<std::pair<int64_t, int64_t>> calls;
+    *got = read_geotiff(path, [&](int64_t done, int64_t total) { calls.emplace_back(done, total); });
+    return calls;
+  };
+  WriteOptions strips;
+  strips.rows_per_strip = 7;  // 37 rows: 7, 14, ..., 35, 37
+  write_geotiff(tmp / "strips.tif", r, strips);
+  Raster got;
+  auto calls = calls_of(tmp / "strips.tif", &got);
+  REQUIRE(calls.size() == 6);
+  for (size_t i = 0; i + 1 < calls.size(); ++i) CHECK(calls[i] == std::pair<int64_t, int64_t>{7 * int64_t(i + 1), 37});
+  CHECK(calls.back() == std::pair<int64_t, int64_t>{37, 37});
+  CHECK(got.data == read_geotiff(tmp / "strips.tif").data);
+  WriteOptions tiles;
+  tiles.tiled = true;
+  tiles.tile_size = 16;  // rows of tiles end at 16, 32, 37
+  write_geotiff(tmp / "tiles.tif", r, tiles);
+  calls = calls_of(tmp / "tiles.tif", &got);
+  CHECK(calls == std::vector<std::pair<int64_t, int64_t>>{{16, 37}, {32, 37}, {37, 37}});
+  CHECK(got.data == r.data);
+  // A constant image compresses far past 64x: decoded twice, counted twice.
+  Raster flat;
+  flat.bands = 13;
+  flat.width = flat.height = 256;
+  flat.data.assign(size_t(13) * 256 * 256, 417.f);
+  WriteOptions deflate;
+  deflate.deflate = true;
+  deflate.rows_per_strip = 64;
+  write_geotiff(tmp / "flat.tif", flat, deflate);
+  calls = calls_of(tmp / "flat.tif", &got);
+  CHECK(calls == std::vector<std::pair<int64_t, int64_t>>{
+                     {64, 512}, {128, 512}, {192, 512}, {256, 512}, {320, 512}, {384, 512}, {448, 512}, {512, 512}});
+  CHECK(got.data == flat.data);
+  // An empty callback reads as the plain overload.
+  CHECK(read_geotiff(tmp / "flat.tif", ReadProgress{}).data == flat.data);
+}
+
 TEST_CASE("geotiff: bad input gives an Error naming the file and the problem") {
   TempDir tmp;
   const std::string missing = tmp / "nope.tif";
