@@ -106,8 +106,11 @@ void CachingAllocator::deallocate(void* p) {
   NIMBUS_CHECK(it != live_.end(), "allocator: freeing a pointer it did not allocate");
   const size_t size = it->second.size;
   const Pool now = current_pool();
-  // During a capture (a private pool is current) every freed block joins it: the graph may use it.
-  const Pool to = is_private(now) && !released_.count(now) ? now : resolve(it->second.pool);
+  // During a capture (a private pool is current) a freed block joins it: the graph may use it. Not a
+  // block of another live graph's pool (that graph's tensors, dropped by the new capture): the other
+  // graph still writes it at every replay, so it goes back there.
+  const Pool owner = resolve(it->second.pool);
+  const Pool to = is_private(now) && !released_.count(now) && !is_private(owner) ? now : owner;
   live_.erase(it);
   if (is_private(to)) {
     unpoison(p, 0, size);  // a captured graph may write any of it at every replay

@@ -16,9 +16,10 @@
 // to the pool it was allocated from, and allocate() takes only from the pool the pool function names
 // now, so a block freed while work queued on one stream may still use it is never handed to another
 // stream (each stream is its own pool, as in PyTorch). A private pool serves a graph capture: while
-// it is current, blocks freed from any pool land in it too (the captured graph may use them at every
-// replay, so no eager work may get them), and it keeps them until released, when they go to a named
-// pool. Pools never share blocks otherwise; empty_cache() frees the cached blocks of ordinary pools.
+// it is current, blocks freed from any ordinary pool land in it too (the captured graph may use them at
+// every replay, so no eager work may get them), and it keeps them until released, when they go to a
+// named pool. A block of another live graph's private pool freed during a capture goes back to that
+// pool (its graph still writes it). Pools never share blocks otherwise; empty_cache() frees the cached blocks of ordinary pools.
 //
 // Under AddressSanitizer, where the blocks are host memory (the CPU's, and the emulator's device
 // memory), the allocator tells ASan what it knows: the bytes past the requested size (the size class's

@@ -61,10 +61,15 @@ void* raw_alloc(size_t bytes) {
   cudaThreadExchangeStreamCaptureMode(&mode);
   const cudaError_t e = cudaMalloc(&p, bytes);
   cudaThreadExchangeStreamCaptureMode(&mode);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();  // out of memory is reported by the allocator; clear the sticky error
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();  // out of memory is reported by the allocator (after it drops its cache)
     return nullptr;
   }
+  // Anything else is no shortage: after a kernel faults (an illegal address), every later call returns
+  // that error for the rest of the process, and calling it "out of memory" would send the reader the
+  // wrong way.
+  NIMBUS_CHECK(e == cudaSuccess, "cuda: cudaMalloc of ", bytes, " bytes failed: ", cudaGetErrorString(e),
+               " (not a shortage of memory: an earlier kernel probably failed; NIMBUS_CUDA_SYNC_CHECK=1 finds it)");
   return p;
 }
 
@@ -73,7 +78,9 @@ void* raw_alloc(size_t bytes) {
 // implicit synchronisation (which, the device idle, then costs nothing: one host wait per batch).
 void wait_before_free() {
   count_host_wait();
-  cudaDeviceSynchronize();
+  const cudaError_t e = cudaDeviceSynchronize();
+  NIMBUS_CHECK(e == cudaSuccess, "cuda: waiting for the device before freeing memory: ", cudaGetErrorString(e),
+               " (a kernel failed; NIMBUS_CUDA_SYNC_CHECK=1 finds which)");
 }
 void raw_free(void* p) { cudaFree(p); }
 

@@ -188,8 +188,8 @@ __global__ void batchnorm_forward_kernel(T* y, const T* x, const float* mean, co
   int done = 0;
   if (vec) {
     constexpr int K = Pack<T>::K;
-    for (int p = int(grid_first()); p < n / K; p += int(grid_step())) {
-      const int c = channel_of(p * K, by_hw, by_c);
+    for (int64_t p = grid_first(); p < n / K; p += grid_step()) {  // 64-bit: p + step may pass 2^31
+      const int c = channel_of(int(p * K), by_hw, by_c);
       const float scale = invstd[c] * (weight ? weight[c] : 1.0f), shift = bias ? bias[c] : 0.0f, m = mean[c];
       const Pack<T> xs = load_vector<Pack<T>>(x + p * K);
       Pack<T> ys;
@@ -199,8 +199,8 @@ __global__ void batchnorm_forward_kernel(T* y, const T* x, const float* mean, co
     }
     done = n / K * K;
   }
-  for (int i = done + int(grid_first()); i < n; i += int(grid_step())) {
-    const int c = channel_of(i, by_hw, by_c);
+  for (int64_t i = done + grid_first(); i < n; i += grid_step()) {
+    const int c = channel_of(int(i), by_hw, by_c);
     const float scale = invstd[c] * (weight ? weight[c] : 1.0f), shift = bias ? bias[c] : 0.0f;
     y[i] = bn_apply(float(x[i]), mean[c], scale, shift, relu);
   }
@@ -302,8 +302,8 @@ __global__ void batchnorm_dx_kernel(T* dx, const T* dy, const T* x, const float*
   int done = 0;
   if (vec) {
     constexpr int K = Pack<T>::K;
-    for (int p = int(grid_first()); p < n / K; p += int(grid_step())) {
-      const int c = channel_of(p * K, by_hw, by_c);
+    for (int64_t p = grid_first(); p < n / K; p += grid_step()) {  // 64-bit: p + step may pass 2^31
+      const int c = channel_of(int(p * K), by_hw, by_c);
       const float* k = coef + int64_t(c) * 3;
       const float m = mean[c];
       const Pack<T> ds = load_vector<Pack<T>>(dy + p * K), xs = load_vector<Pack<T>>(x + p * K);
@@ -318,8 +318,8 @@ __global__ void batchnorm_dx_kernel(T* dx, const T* dy, const T* x, const float*
     }
     done = n / K * K;
   }
-  for (int i = done + int(grid_first()); i < n; i += int(grid_step())) {
-    const int c = channel_of(i, by_hw, by_c);
+  for (int64_t i = done + grid_first(); i < n; i += grid_step()) {
+    const int c = channel_of(int(i), by_hw, by_c);
     dx[i] = bn_dx(coef + int64_t(c) * 3, dy_through_relu(dy, relu_y, i), float(x[i]), mean[c]);
   }
 }

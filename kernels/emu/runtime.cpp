@@ -19,6 +19,7 @@
  * tests that downloaded with cudaMemcpy after launching on the backend's non-blocking stream read
  * stale data; under the old emulator they passed.)
  */
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -66,6 +67,9 @@ namespace {
 
 std::mutex registry_mutex;
 std::map<uintptr_t, size_t> registry;  // device allocations: start -> bytes
+size_t registry_bytes = 0;             // their sum, for the memory limit
+size_t memory_limit = 0;               // set_device_memory_limit; 0: none
+std::atomic<int> sticky_error{0};      // set_sticky_error: an asynchronous fault's error, or 0
 
 // Live streams, and the default stream's counters. Guarded by stream_mutex.
 std::mutex stream_mutex;
@@ -267,6 +271,11 @@ void set_last_error(cudaError_t e, const std::string& detail) {
   last_error = e;
   last_detail = detail;
 }
+void set_device_memory_limit(size_t bytes) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  memory_limit = bytes;
+}
+void set_sticky_error(cudaError_t e) { sticky_error = int(e); }
 
 }  // namespace nimbus::emu
 
@@ -281,7 +290,14 @@ bool refused(const char* what) {
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (!ptr) return fail(cudaErrorInvalidValue, "cudaMalloc: null output pointer");
+  if (sticky_error) return fail(cudaError_t(sticky_error.load()), "cudaMalloc: an earlier kernel faulted");
   if (refused("cudaMalloc")) return cudaErrorStreamCaptureUnsupported;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    if (memory_limit && registry_bytes + bytes > memory_limit)
+      return fail(cudaErrorMemoryAllocation, nimbus::str("cudaMalloc: out of memory for ", bytes, " bytes (",
+                                                         registry_bytes, " of the ", memory_limit, " bytes in use)"));
+  }
   // 256-byte aligned like CUDA's, but exactly `bytes` long (no rounding up), so ASan flags a kernel
   // reading one element past the end, which a GPU's allocation granularity would hide.
   void* p = nullptr;
@@ -290,6 +306,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   std::memset(p, 0xFF, bytes);
   std::lock_guard<std::mutex> lock(registry_mutex);
   registry[uintptr_t(p)] = bytes;
+  registry_bytes += bytes;
   *ptr = p;
   return cudaSuccess;
 }
@@ -302,6 +319,7 @@ cudaError_t cudaFree(void* ptr) {
     auto it = registry.find(uintptr_t(ptr));
     if (it == registry.end())
       return fail(cudaErrorInvalidValue, nimbus::str("cudaFree: ", ptr, " is not the start of a live allocation"));
+    registry_bytes -= it->second;
     registry.erase(it);
   }
   std::free(ptr);
@@ -451,6 +469,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaSuccess: return "cudaSuccess";
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
@@ -477,6 +496,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     case cudaErrorStreamCaptureIsolation: return "dependency created on uncaptured work in another stream";
@@ -503,6 +523,7 @@ cudaError_t cudaDeviceSynchronize() {
   std::lock_guard<std::mutex> lock(stream_mutex);
   if (refused_in_capture("cudaDeviceSynchronize")) return cudaErrorStreamCaptureUnsupported;
   finish_all();
+  if (sticky_error) return fail(cudaError_t(sticky_error.load()), "cudaDeviceSynchronize: an earlier kernel faulted");
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
@@ -538,6 +559,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     s->finished = s->issued;
     finish(s);
   }
+  if (sticky_error) return fail(cudaError_t(sticky_error.load()), "cudaStreamSynchronize: an earlier kernel faulted");
   return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {

@@ -26,6 +26,7 @@ enum cudaError_t : int {
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorIllegalState = 401,
   cudaErrorNotReady = 600,
+  cudaErrorIllegalAddress = 700,
   cudaErrorLaunchFailure = 719,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
@@ -202,5 +203,14 @@ size_t dynamic_smem_limit(const void* kernel);
 size_t live_allocations();
 std::string last_error_detail();
 void set_last_error(cudaError_t e, const std::string& detail);  // used by the scheduler
+
+// Test models of two things only a GPU has:
+//  - a device of limited memory: cudaMalloc fails with cudaErrorMemoryAllocation once the live
+//    allocations would pass `bytes` (0: no limit, the default);
+//  - a kernel that faulted asynchronously (an illegal address): from then on cudaMalloc,
+//    cudaDeviceSynchronize and cudaStreamSynchronize return `e`, as CUDA's sticky errors do for the
+//    rest of the process; set_sticky_error(cudaSuccess) ends the model (a test's fresh process).
+void set_device_memory_limit(size_t bytes);
+void set_sticky_error(cudaError_t e);
 
 }  // namespace nimbus::emu

@@ -246,6 +246,33 @@ TEST_CASE("allocator pools: a private pool takes what is freed during capture an
   test_pool = 0;
 }
 
+// Two live graphs: the second capture drops the first graph's outputs (zero_grad, a new loss). Those
+// blocks stay the first graph's, which writes them at every replay; the second graph gets others.
+TEST_CASE("allocator pools: a capture never takes a block of another live graph's pool") {
+  std::set<void*> blocks;
+  raw_blocks = &blocks;
+  CachingAllocator alloc(counted_alloc, counted_free);
+  alloc.set_pool_fn(test_pool_fn);
+  const CachingAllocator::Pool first = alloc.new_private_pool(), second = alloc.new_private_pool();
+  test_pool = first;  // capturing the first graph
+  void* first_out = alloc.allocate(1000);
+  test_pool = second;  // capturing the second: it frees the first graph's output
+  alloc.deallocate(first_out);
+  CHECK(alloc.cached_blocks(first) == 1);
+  CHECK(alloc.cached_blocks(second) == 0);
+  void* second_out = alloc.allocate(1000);
+  CHECK(second_out != first_out);
+  test_pool = 2;
+  alloc.release_private_pool(first, 2);  // the first graph goes: its block is the stream's now
+  CHECK(alloc.cached_blocks(2) == 1);
+  alloc.deallocate(second_out);  // back to the live second graph
+  CHECK(alloc.cached_blocks(second) == 1);
+  alloc.release_private_pool(second, 2);
+  alloc.empty_cache();
+  CHECK(blocks.empty());
+  test_pool = 0;
+}
+
 // The CUDA backend's allocator keys its pools by the current stream.
 TEST_CASE("cuda allocator: a block freed on the compute stream is reused there, not on another stream") {
   REQUIRE(cuda::register_cuda_backend());
@@ -271,6 +298,39 @@ TEST_CASE("cuda allocator: a block freed on the compute stream is reused there, 
   }
   cuda::destroy_stream(other);
 }
+
+#ifndef NIMBUS_CUDA_RUNTIME
+// After a kernel faults on a GPU every later call returns its error: the allocator must say that, not
+// "out of memory" (the emulator's models of a fault and of a full device, kernels/emu/runtime.h).
+TEST_CASE("cuda allocator: a faulted device is not called out of memory; a full one is") {
+  REQUIRE(cuda::register_cuda_backend());
+  CachingAllocator& alloc = *device_runtime(Device::CUDA).allocator;
+  alloc.empty_cache();
+  emu::set_sticky_error(cudaErrorIllegalAddress);
+  std::string msg;
+  try {
+    (void)Tensor::empty({777777}, Device::CUDA);  // nothing cached: the allocation goes to cudaMalloc
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  emu::set_sticky_error(cudaSuccess);
+  CHECK_MESSAGE(msg.find("an illegal memory access was encountered") != std::string::npos, msg);
+  CHECK(msg.find("not a shortage of memory") != std::string::npos);
+  CHECK(msg.find("out of memory") == std::string::npos);
+  { const Tensor t = Tensor::empty({4096}, Device::CUDA); }  // one cached block
+  emu::set_sticky_error(cudaErrorIllegalAddress);
+  CHECK_THROWS_WITH_AS(alloc.empty_cache(), doctest::Contains("waiting for the device before freeing memory: an "
+                                                              "illegal memory access"), Error);
+  emu::set_sticky_error(cudaSuccess);
+  alloc.empty_cache();
+  // A full device: out of memory, once the cache is dropped and the allocation retried.
+  emu::set_device_memory_limit(1);
+  CHECK_THROWS_WITH_AS((void)Tensor::empty({777777}, Device::CUDA), doctest::Contains("allocator: out of memory"),
+                       Error);
+  emu::set_device_memory_limit(0);
+  CHECK(Tensor::empty({777777}, Device::CUDA).numel() == 777777);
+}
+#endif
 
 // ---- a whole training step -----------------------------------------------------------------------
 
