@@ -11,7 +11,8 @@
 // default the softmax averaged over its non-overlapping tiles. Tiles are read by
 // windows, a band of tile rows at a time, and batched across images, so memory
 // depends on the tile and batch sizes, not on the image (a whole granule fits);
-// only --classify full holds a whole large image. Images with a side no longer
+// only --classify full holds a whole large image (and batches at most --batch-size
+// tiles' worth of pixels: one granule at a time). Images with a side no longer
 // than a tile are classified whole.
 //
 // Band order (apps/common/band_order.h): each file is read in the order it says it holds (GDAL band
@@ -21,6 +22,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 
 #include "apps/common/accuracy.h"
 #include "apps/common/band_order.h"
@@ -48,8 +50,17 @@ std::vector<std::string> collect_inputs(const std::vector<std::string>& args) {
     std::error_code ec;
     if (fs::is_directory(a, ec)) {
       std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(a))
-        if (e.is_regular_file() && is_tif(e.path())) found.push_back(e.path().string());
+      // Linked folders are followed (a dataset assembled from links), each real folder once: a link
+      // back to an ancestor would otherwise loop.
+      std::set<fs::path> seen_dirs = {fs::canonical(a)};
+      for (auto it = fs::recursive_directory_iterator(a, fs::directory_options::follow_directory_symlink);
+           it != fs::recursive_directory_iterator(); ++it) {
+        if (it->is_directory() && !seen_dirs.insert(fs::canonical(it->path())).second) {
+          it.disable_recursion_pending();
+          continue;
+        }
+        if (it->is_regular_file() && is_tif(it->path())) found.push_back(it->path().string());
+      }
       std::sort(found.begin(), found.end());
       NIMBUS_CHECK(!found.empty(), a, ": folder has no .tif files");
       files.insert(files.end(), found.begin(), found.end());
@@ -74,7 +85,8 @@ int run(int argc, char** argv) {
   p.add_string("out", "", "output CSV (written atomically)", "FILE");
   apps::add_bands_option(p);
   apps::add_model_bands_option(p);
-  p.add_int("batch-size", 32, "tiles (or whole small images) per forward pass, across images of the same size")
+  p.add_int("batch-size", 32, "tiles (or whole small images) per forward pass, across images of the same size; "
+            "with --classify full, as many large images as hold that many tiles' pixels (one at least)")
       .range(1, 65536);
   p.add_choice("classify", "tiles", {"tiles", "center", "full"},
                "an image larger than the classifier's tile: tiles = softmax averaged over its non-overlapping tiles "
@@ -96,6 +108,7 @@ int run(int argc, char** argv) {
     for (const std::string& f : files) inputs.emplace_back("an input image", f);
     cli::refuse_output_over_input("--out", p.get_string("out"), inputs);
   }
+  cli::prepare_output_file("--out", out);
 
   models::LoadedModel lm = models::load_model(weights);
   NIMBUS_CHECK(lm.model.classifier, weights, ": holds ", lm.model.config.str(), ", not a land-cover classifier");
@@ -135,6 +148,7 @@ int run(int argc, char** argv) {
     im.path = files[i];
     const data::TiffInfo info = data::read_tiff_info(files[i]);
     im.bands = file_bands.of(files[i], info.band_names, info.bands);
+    data::check_bands_cover(im.bands, model_bands, files[i]);  // before any image is classified
     im.height = info.height, im.width = info.width;
     im.sum.assign(size_t(K), 0.0);
     // Whole: --classify full, or an image with a side no longer than a tile (no tile fits it).
@@ -204,7 +218,10 @@ int run(int argc, char** argv) {
   for (const Crop& c : crops) {
     if (!pending.empty() && (pending[0].h != c.h || pending[0].w != c.w)) run_batch();  // another size
     pending.push_back(c);
-    if (pending.size() == size_t(batch)) run_batch();
+    // At most --batch-size tiles' worth of pixels a pass: whole images larger than a tile (--classify
+    // full) go fewer at a time, one at least (32 granules at once would not fit anywhere).
+    const int64_t pixels = int64_t(c.h) * c.w, budget = batch * int64_t(tile) * tile;
+    if (int64_t(pending.size()) >= std::clamp<int64_t>(budget / pixels, 1, batch)) run_batch();
   }
   run_batch();
   NIMBUS_CHECK(emitted == images.size(), "classify: internal: ", images.size() - emitted, " images unfinished");

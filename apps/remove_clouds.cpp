@@ -170,7 +170,8 @@ int run(int argc, char** argv) {
   p.add_choice("split", "test", {"train", "val", "test"}, "folder mode: which benchmark split to process");
   p.add_string("out-dir", "", "folder mode: output folder, one <cloudy S2 file name> per triplet", "DIR");
   p.add_int("tile", 256, "tile side in pixels; images up to this size run in one piece").range(16, 8192);
-  p.add_int("overlap", -1, "tile overlap in pixels (-1: 2 x receptive radius + 32, e.g. 100 for 16 blocks)").range(-1, 4096);
+  p.add_int("overlap", -1, "tile overlap in pixels, less than --tile (-1: 2 x receptive radius + 32, e.g. 100 for 16 "
+            "blocks)").range(-1, 4096);
   p.add_int("batch-size", 0,
             "tiles per forward pass (0: 1 on the CPU, where more only adds memory, about 180 MiB per 256x256 tile "
             "of the demo model; 4 on a GPU, where it saves launches)")
@@ -186,11 +187,18 @@ int run(int argc, char** argv) {
   const std::string weights = p.get_string("weights"), s2 = p.get_string("s2"), root = p.get_string("data");
   const bool folder = !root.empty();
   if (weights.empty()) throw cli::UsageError("--weights FILE is required");
-  if (folder && (!s2.empty() || !p.get_string("out").empty()))
+  // An option of the other mode would be ignored: refused, so that a typo'd run is not taken for the intended one.
+  if (folder && (!s2.empty() || p.given("s1") || !p.get_string("out").empty()))
     throw cli::UsageError("use either --s2/--s1/--out (one image) or --data/--split/--out-dir (a split)");
+  if (!folder && (p.given("split") || p.given("out-dir")))
+    throw cli::UsageError("--split and --out-dir go with --data DIR (a split); one image takes --s2/--s1/--out");
   if (!folder && (s2.empty() || p.get_string("out").empty()))
     throw cli::UsageError("--s2 FILE and --out FILE are required (or --data DIR --out-dir DIR)");
   if (folder && p.get_string("out-dir").empty()) throw cli::UsageError("--out-dir DIR is required with --data");
+  // Tiles blend over their overlap (apps/common/tiling.h): at least one pixel, and less than a tile.
+  if (p.get_int("overlap") == 0 || p.get_int("overlap") >= p.get_int("tile"))
+    throw cli::UsageError(str("--overlap ", p.get_int("overlap"), " must be -1 (the default) or in [1, --tile ",
+                              p.get_int("tile"), "): neighbouring tiles blend over it"));
   const cli::CommonOptions common = apps::setup_device(p);
   models::LoadedModel lm = models::load_model(weights);
   NIMBUS_CHECK(lm.model.dsen2cr, weights, ": holds ", lm.model.config.str(), ", not a DSen2-CR model");

@@ -27,6 +27,7 @@
 #include <mutex>
 
 #include "engine/io/input_files.h"
+#include "engine/io/temp_files.h"
 #include "kernels/common/error.h"
 
 namespace nimbus::data {
@@ -613,6 +614,7 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
   // Written next to the target and renamed, so a reader never sees half a file.
   const std::string tmp =
       str(path, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
+  const TempFile guard(tmp);  // removed if a signal stops the process before the rename
   try {
     TiffFile f(tmp, "w");
     write_to(f, raster, options);
@@ -635,6 +637,7 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
 
 struct TiledGeoTiffWriter::Impl {
   std::string path, tmp;
+  std::unique_ptr<TempFile> guard;  // tmp, removed if a signal stops the process
   int width = 0, height = 0, bands = 0;
   WriteOptions opt;
   std::unique_ptr<TiffFile> file;
@@ -664,6 +667,7 @@ TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int h
   NIMBUS_CHECK(band_names.empty() || band_names.size() == size_t(bands), "geotiff: ", path, ": ", band_names.size(),
                " band names for ", bands, " bands");
   m.tmp = str(path, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
+  m.guard = std::make_unique<TempFile>(m.tmp);
   // Classic TIFF addresses 4 GiB: larger outputs (whole tiles, uncompressed) are written as BigTIFF,
   // decided here, before any work is done.
   const uint64_t bytes = uint64_t((width + m.opt.tile_size - 1) / m.opt.tile_size) *

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "engine/io/input_files.h"
+#include "engine/io/temp_files.h"
 #include "kernels/common/error.h"
 
 namespace nimbus::data {
@@ -260,6 +261,7 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
                  "choose another path");
   }
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const TempFile guard(tmp);  // removed if a signal stops the process before the rename
   std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
   NIMBUS_CHECK(f.good(), tmp, ": cannot create the raster pack");
   try {

@@ -105,15 +105,20 @@ void check_declared_bands(const std::string& path, const std::vector<std::string
                " (", bands_csv(read_as), ")");
 }
 
+void check_bands_cover(const BandList& from, const BandList& to, const std::string& what) {
+  for (int band : to)
+    NIMBUS_CHECK(std::find(from.begin(), from.end(), band) != from.end(), what, ": has no band ",
+                 kS2BandNames[size_t(band)], " (it holds ", bands_csv(from), "), which the model needs");
+}
+
 std::vector<float> reorder_bands(std::vector<float> chw, size_t hw, const BandList& from, const BandList& to,
                                  const std::string& what) {
   NIMBUS_CHECK(chw.size() == from.size() * hw, what, ": ", chw.size(), " values for ", from.size(), " bands of ", hw);
   if (from == to) return chw;
+  check_bands_cover(from, to, what);
   std::vector<float> out(to.size() * hw);
   for (size_t j = 0; j < to.size(); ++j) {
     const auto it = std::find(from.begin(), from.end(), to[j]);
-    NIMBUS_CHECK(it != from.end(), what, ": has no band ", kS2BandNames[size_t(to[j])], " (it holds ",
-                 bands_csv(from), "), which the model needs");
     std::copy_n(chw.begin() + ptrdiff_t(size_t(it - from.begin()) * hw), hw, out.begin() + ptrdiff_t(j * hw));
   }
   return out;

@@ -66,6 +66,10 @@ std::optional<BandList> s2_bands_of(const std::string& path, const std::vector<s
 void check_declared_bands(const std::string& path, const std::vector<std::string>& band_descriptions,
                           const BandList& read_as, const std::string& how);
 
+// Error naming `what` when a band of `to` is not in `from` (what reorder_bands would refuse), for a
+// check of every input's header before any work.
+void check_bands_cover(const BandList& from, const BandList& to, const std::string& what);
+
 // Moves a band-major image (from.size() bands of hw values) into the order `to`: band j of the
 // result is the band of `chw` whose canonical index is to[j]. Error naming `what` when a band of
 // `to` is not in `from`. Returns chw unchanged when the orders are equal.

@@ -3,18 +3,22 @@
 #include "apps/common/cli.h"
 
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 
 #include "engine/distributed/process_group.h"
 #include "engine/io/input_files.h"
+#include "engine/io/temp_files.h"
 #include "engine/random.h"
 
 namespace nimbus::cli {
@@ -265,8 +269,8 @@ bool Parser::declared(const std::string& name) const {
 
 void add_common_options(Parser& p) {
   p.add_choice("device", "auto", {"cpu", "cuda", "auto"}, "where to compute; auto picks cuda when available");
-  p.add_int("threads", 0, "CPU threads (0 = all cores)");
-  p.add_int("seed", 42, "random seed: the same seed repeats a run exactly");
+  p.add_int("threads", 0, "CPU threads (0 = all cores)").range(0, 4096);
+  p.add_int("seed", 42, "random seed: the same seed repeats a run exactly").range(0, 9e18);
 }
 
 CommonOptions apply_common_options(const Parser& p) {
@@ -276,15 +280,13 @@ CommonOptions apply_common_options(const Parser& p) {
     c.device = device_available(Device::CUDA) ? Device::CUDA : Device::CPU;
   } else {
     c.device = parse_device(dev);
-    NIMBUS_CHECK(device_available(c.device), p.program(), ": --device ", dev,
+    NIMBUS_CHECK(device_available(c.device), "--device ", dev,
                  " was asked for but no CUDA device is available in this build or on this machine");
   }
-  int64_t t = p.get_int("threads");
-  NIMBUS_CHECK(t >= 0 && t <= 4096, p.program(), ": --threads must be 0 (all cores) or a positive count, got ", t);
+  int64_t t = p.get_int("threads");  // the parser holds it to [0, 4096], and the seed to [0, 9e18]
   c.threads = t > 0 ? int(t) : omp_get_num_procs();
   omp_set_num_threads(c.threads);
   int64_t seed = p.get_int("seed");
-  NIMBUS_CHECK(seed >= 0, p.program(), ": --seed must be non-negative, got ", seed);
   c.seed = uint64_t(seed);
   manual_seed(c.seed);
   return c;
@@ -306,6 +308,26 @@ void refuse_output_over_input(const std::string& out_option, const std::string& 
   }
 }
 
+void prepare_output_file(const std::string& out_option, const std::string& out) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(out, ec)) throw UsageError(str(out_option, " ", out, " is a folder: give a file name"));
+  // A device or a pipe (/dev/null, /dev/stdout) is written to directly (write_file_atomic).
+  if (fs::exists(out, ec) && !fs::is_regular_file(out, ec)) return;
+  const fs::path dir = fs::path(out).parent_path();
+  if (!dir.empty() && !fs::is_directory(dir, ec)) {
+    if (fs::exists(dir, ec)) throw UsageError(str(out_option, " ", out, ": ", dir.string(), " is not a folder"));
+    fs::create_directories(dir, ec);
+    NIMBUS_CHECK(!ec, out_option, " ", out, ": cannot create its folder ", dir.string(), ": ", ec.message());
+  }
+  // A probe beside it, removed at once: the same kind of file the atomic writers create there.
+  const std::string probe = out + ".probe." + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  NIMBUS_CHECK(fd >= 0, out_option, " ", out, ": cannot create a file there: ", std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
 int guarded_main(const char* program, int (*run)(int, char**), int argc, char** argv) {
   // In a data-parallel run the failing rank names itself and stops every rank (abort_all): the others
   // would otherwise wait forever in their next collective.
@@ -313,6 +335,7 @@ int guarded_main(const char* program, int (*run)(int, char**), int argc, char** 
     return launched_with_several_ranks() ? str(program, " (", describe_rank(), ")") : std::string(program);
   };
   protect_inputs(true);  // no output of a program may replace one of its inputs (engine/io/input_files.h)
+  remove_temp_files_on_signals();  // Ctrl-C leaves no half-written temporary behind (engine/io/temp_files.h)
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {

@@ -108,6 +108,12 @@ std::vector<int64_t> parse_int_list(const std::string& s, const std::string& wha
 void refuse_output_over_input(const std::string& out_option, const std::string& out,
                               const std::vector<std::pair<std::string, std::string>>& inputs);
 
+// Before the work that produces it: `out` (the value of out_option) must be a file that can be written
+// at the end. Throws UsageError when it is a folder; creates its folder when missing (as the trainers
+// and remove_clouds do); throws Error naming it when nothing can be created there (no permission, a
+// read-only filesystem), so a long run does not end by failing to write its result.
+void prepare_output_file(const std::string& out_option, const std::string& out);
+
 // The options every app shares.
 struct CommonOptions {
   Device device = Device::CPU;  // "auto" resolved: cuda when available, else cpu

@@ -2,6 +2,7 @@
 #include "engine/io/safetensors.h"
 
 #include "engine/io/input_files.h"
+#include "engine/io/temp_files.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -64,6 +65,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     return;
   }
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const TempFile guard(tmp);  // removed if a signal stops the process before the rename
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   NIMBUS_CHECK(fd >= 0, path, ": cannot create temporary file ", tmp, ": ", std::strerror(errno));
   if (!write_all(fd, bytes)) {

@@ -783,6 +783,68 @@ TEST_CASE("classify: probabilities equal the model's forward, each file in the b
   CHECK_MESSAGE(cut.output.find(ckpt) != std::string::npos, cut.output);
 }
 
+// What can be known before the work is checked before it: the output's place, every input's bands, and
+// options that contradict each other (each used to fail after the images were processed, or be ignored).
+TEST_CASE("classify and remove_clouds: outputs, bands and contradictory options are refused before any work") {
+  TempDir d("upfront");
+  Rng rng(8);
+  models::Model m = tiny_classifier(rng);
+  const std::string ckpt = d / "clf.safetensors";
+  models::save_model(ckpt, m);
+  data::write_eurosat_tile(d / "eu", 42, 1, 0);
+  data::write_eurosat_tile(d / "eu", 42, 8, 0);
+  // --out a folder: a usage error before anything is read.
+  fs::create_directories(d / "outdir");
+  AppResult folder = run_app("classify", {"--weights", ckpt, "--out", d / "outdir", "--threads", "1", d / "eu"});
+  CHECK(folder.exit_code == 2);
+  CHECK_MESSAGE(folder.output.find("--out " + (d / "outdir") + " is a folder") != std::string::npos, folder.output);
+  CHECK(folder.output.find("img/s") == std::string::npos);  // no image was classified
+  // --out in a folder that does not exist yet: made, as the other apps make theirs.
+  AppResult nested = run_app("classify", {"--weights", ckpt, "--out", d / "new/sub/p.csv", "--threads", "1", d / "eu"});
+  REQUIRE_MESSAGE(nested.exit_code == 0, nested.output);
+  CHECK(fs::is_regular_file(d / "new/sub/p.csv"));
+  // A file without a band the classifier takes, after good ones: refused from the headers, naming it.
+  data::Raster rgbn;
+  rgbn.width = rgbn.height = 64;
+  rgbn.bands = 4;
+  rgbn.data.assign(4 * 64 * 64, 500.f);
+  rgbn.band_names = {"B2", "B3", "B4", "B8"};
+  data::write_geotiff(d / "z_rgbn.tif", rgbn, data::WriteOptions{});
+  AppResult bands = run_app("classify", {"--weights", ckpt, "--out", d / "b.csv", "--threads", "1", d / "eu",
+                                         d / "z_rgbn.tif"});
+  CHECK(bands.exit_code == 1);
+  CHECK_MESSAGE(bands.output.find("z_rgbn.tif: has no band B1 (it holds B2,B3,B4,B8)") != std::string::npos,
+                bands.output);
+  CHECK(bands.output.find("img/s") == std::string::npos);
+  CHECK_FALSE(fs::exists(d / "b.csv"));
+  // A linked folder inside a searched one is followed (each real folder once, even through a loop).
+  fs::create_directories(d / "linked");
+  fs::create_directory_symlink(d / "eu", d / "linked/more");
+  fs::create_directory_symlink(d / "linked", d / "linked/loop");
+  AppResult links = run_app("classify", {"--weights", ckpt, "--out", d / "l.csv", "--threads", "1", d / "linked"});
+  REQUIRE_MESSAGE(links.exit_code == 0, links.output);
+  CHECK_MESSAGE(links.output.find("classify: 2 images") != std::string::npos, links.output);
+  // Common options out of range are usage errors (exit 2), named once.
+  AppResult threads = run_app("classify", {"--weights", ckpt, "--out", d / "t.csv", "--threads", "-1", d / "eu"});
+  CHECK(threads.exit_code == 2);
+  CHECK_MESSAGE(threads.output.find("--threads") != std::string::npos, threads.output);
+  CHECK(threads.output.find("classify: classify:") == std::string::npos);
+  // remove_clouds: an option of the other mode, or an overlap tiles cannot blend over.
+  const std::vector<std::vector<std::string>> contradictory = {
+      {"--data", d / "x", "--out-dir", d / "o", "--s1", d / "s1.tif"},
+      {"--s2", d / "a.tif", "--out", d / "o.tif", "--split", "val"},
+      {"--s2", d / "a.tif", "--out", d / "o.tif", "--out-dir", d / "o"},
+      {"--s2", d / "a.tif", "--out", d / "o.tif", "--overlap", "0"},
+      {"--s2", d / "a.tif", "--out", d / "o.tif", "--tile", "128", "--overlap", "128"}};
+  for (const auto& args : contradictory) {
+    std::vector<std::string> full = {"--weights", ckpt};
+    full.insert(full.end(), args.begin(), args.end());
+    AppResult r = run_app("remove_clouds", full);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+  }
+}
+
 TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with georeferencing kept and errors") {
   TempDir d("remove_clouds");
   const std::string data = make_sen12mscr(d);

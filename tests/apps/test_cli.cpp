@@ -162,9 +162,10 @@ TEST_CASE("cli: common options resolve the device, threads and seed") {
   CHECK(c.threads == 1);
   CHECK(c.seed == 5);
   CHECK(c.device == (device_available(Device::CUDA) ? Device::CUDA : Device::CPU));
-  Parser bad = make();
-  bad.parse({"--threads", "-3"});
-  CHECK_THROWS_WITH_AS(apply_common_options(bad), doctest::Contains("--threads"), Error);
+  // Out of range: usage errors from the parser (exit 2), before any option is applied.
+  CHECK_THROWS_WITH_AS(make().parse({"--threads", "-3"}), doctest::Contains("--threads -3: must be in [0, 4096]"),
+                       UsageError);
+  CHECK_THROWS_WITH_AS(make().parse({"--seed", "-5"}), doctest::Contains("--seed"), UsageError);
   if (!device_available(Device::CUDA)) {
     Parser cuda = make();
     cuda.parse({"--device", "cuda"});

@@ -4,7 +4,10 @@
 // for every type and layout, and clear errors for bad files.
 #include <doctest/doctest.h>
 
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <tiffio.h>
 
 #include <cmath>
@@ -12,6 +15,7 @@
 
 #include "data/geotiff.h"
 #include "engine/io/input_files.h"
+#include "engine/io/temp_files.h"
 #include "engine/io/json.h"
 #include "tests/common/check.h"
 #include "tests/data/data_test_util.h"
@@ -565,6 +569,41 @@ TEST_CASE("geotiff: with input protection on, neither writer replaces a file tha
 // S1 and S2 of a triplet must share a grid. The real GLF-CR triplet does; moving the tie point by a
 // pixel, changing the pixel scale or the EPSG code is named; a raster without georeferencing has
 // nothing to compare.
+// A process stopped by SIGINT or SIGTERM while a writer holds its temporary (remove_clouds writing a
+// granule, Ctrl-C) leaves no temporary behind and dies of that signal; files it did not guard stay.
+TEST_CASE("geotiff: a signal mid-write removes the writers' temporaries, and the process dies of it") {
+  TempDir tmp;
+  const Raster r = random_raster(2, 40, 40, 0, 100, 3, SampleType::UInt16);
+  for (int sig : {SIGINT, SIGTERM}) {
+    CAPTURE(sig);
+    const std::string keep = tmp / "unguarded.txt";
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {  // the child: no doctest from here on, only _exit codes
+      // doctest's crash handlers came with the fork: a program starts with the default ones.
+      for (int s2 : {SIGINT, SIGTERM, SIGHUP}) ::signal(s2, SIG_DFL);
+      remove_temp_files_on_signals();
+      spit(keep, "not a temporary");
+      WriteOptions o;
+      TiledGeoTiffWriter w(tmp / "out.tif", 40, 40, 2, o, r.geo, {});
+      const TempFile other(tmp / "other.tmp");  // a guarded file of another writer
+      spit(tmp / "other.tmp", "half");
+      if (std::distance(fs::directory_iterator(tmp.path), fs::directory_iterator()) != 3) ::_exit(3);
+      ::raise(sig);
+      ::_exit(4);  // not reached: the signal ends the process
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFSIGNALED(status));
+    if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == sig);
+    if (WIFEXITED(status)) FAIL("the child exited with ", WEXITSTATUS(status));
+    std::vector<std::string> left;
+    for (const auto& e : fs::directory_iterator(tmp.path)) left.push_back(e.path().filename().string());
+    CHECK(left == std::vector<std::string>{"unguarded.txt"});
+    fs::remove(keep);
+  }
+}
+
 TEST_CASE("geotiff: grid_mismatch holds a real triplet's S1 and S2 equal and names what differs") {
   const std::string s1 = real_fixture("sen12ms_cr/xufangchn+GLF-CR/data/s1/ROIs1970_fall_139_p839.tif");
   const GeoInfo a = read_tiff_info(real_fixture(real_s2)).geo, b = read_tiff_info(s1).geo;

@@ -302,7 +302,7 @@ TEST_CASE("cuda allocator: a block freed on the compute stream is reused there, 
 #ifndef NIMBUS_CUDA_RUNTIME
 // After a kernel faults on a GPU every later call returns its error: the allocator must say that, not
 // "out of memory" (the emulator's models of a fault and of a full device, kernels/emu/runtime.h).
-TEST_CASE("cuda allocator: a faulted device is not called out of memory; a full one is") {
+TEST_CASE("cuda allocator: a faulted device is not called out of memory, a full one is") {
   REQUIRE(cuda::register_cuda_backend());
   CachingAllocator& alloc = *device_runtime(Device::CUDA).allocator;
   alloc.empty_cache();

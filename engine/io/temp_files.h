@@ -1,0 +1,34 @@
+// temp_files.h: the temporary files the atomic writers have open, removed when the process is
+// interrupted.
+//
+// Why: every writer of a result (write_file_atomic, the GeoTIFF writers, the raster pack) writes
+// `<path>.tmp<pid>...` and renames it into place, so a reader never sees half a file. A Ctrl-C or a
+// `kill` in between (remove_clouds writes a granule's 3 GB for minutes) left the temporary behind,
+// and nothing outside a run folder (apps/common/run_folder.h) ever removed it. So each writer holds a
+// TempFile while its temporary exists, and the handlers that remove_on_signals() installs for SIGINT,
+// SIGTERM and SIGHUP unlink every such file, then die of the same signal (the exit status a shell or
+// mpirun expects). SIGKILL cannot be caught: a run folder still clears what a killed run left.
+//
+// The handler only reads a fixed table and calls unlink(), both async-signal-safe; a TempFile takes a
+// slot of the table for its life (64 at once at most: the writers hold one or two each).
+#pragma once
+#include <string>
+
+namespace nimbus {
+
+class TempFile {
+ public:
+  explicit TempFile(const std::string& path);  // registers `path` (the file need not exist yet)
+  ~TempFile();                                 // unregisters it (it was renamed, or the writer removed it)
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+
+ private:
+  int slot_ = -1;  // -1: the table was full or the path too long (the file is then not guarded)
+};
+
+// Installs the handlers, once per process; signals whose handler is not the default (an MPI runtime's,
+// a shell that ignores SIGHUP) are left alone. cli::guarded_main calls it.
+void remove_temp_files_on_signals();
+
+}  // namespace nimbus
