@@ -96,13 +96,12 @@ void* pinned_alloc(size_t bytes) {
 void pinned_free(void* p) { cudaFreeHost(p); }
 
 // On the current stream, in order with the kernels. Device -> host: the host waits, since it reads
-// the data next. Host -> device: staged (upload.h), or, above the staging limit, a pageable copy and a
-// wait (the caller may free or reuse the source once we return). Device -> device: queued only.
+// the data next. Host -> device: staged in pieces (upload.h), no wait (the caller may free or reuse
+// the source once we return). Device -> device: queued only.
 void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
   if (bytes == 0) return;
   // Host -> device: staged through page-locked memory on the copy stream, no host wait (upload.h).
-  if (src_dev == Device::CPU && dst_dev == Device::CUDA && bytes <= kMaxStagedBytes)
-    return upload(dst, src, bytes);
+  if (src_dev == Device::CPU && dst_dev == Device::CUDA) return upload(dst, src, bytes);
   const cudaMemcpyKind kind = src_dev == Device::CPU
                                   ? (dst_dev == Device::CPU ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
                                   : (dst_dev == Device::CPU ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);

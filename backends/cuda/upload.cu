@@ -4,6 +4,7 @@
  */
 #include "backends/cuda/upload.h"
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -68,15 +69,8 @@ void grow(Slot& s, size_t bytes) {
   }
 }
 
-}  // namespace
-
-void upload(void* dst, const void* src, size_t bytes) {
-  if (bytes == 0) return;
-  NIMBUS_CHECK(!capturing(), "cuda upload of ", bytes, " bytes from host memory inside a graph capture: a graph "
-               "cannot hold it (copy the inputs into the captured tensors before each replay instead)");
-  NIMBUS_CHECK(bytes <= kMaxStagedBytes, "cuda upload: ", bytes, " bytes exceed the staging limit");
-  std::lock_guard<std::mutex> lock(mu);
-  if (!copy_stream) check(cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking), "creating the copy stream");
+// One piece (at most kStagePieceBytes) through the next slot. Caller holds mu.
+void upload_piece(void* dst, const void* src, size_t bytes) {
   Slot& s = slots[next_slot];
   next_slot = (next_slot + 1) % kUploadSlots;
   if (s.capacity < bytes) grow(s, bytes);
@@ -92,6 +86,26 @@ void upload(void* dst, const void* src, size_t bytes) {
   check(cudaMemcpyAsync(dst, s.dev, bytes, cudaMemcpyDeviceToDevice, compute), "staging -> destination");
   check(cudaEventRecord(s.consumed, compute), "cudaEventRecord");
   s.used = true;
+}
+
+}  // namespace
+
+void upload(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  NIMBUS_CHECK(!capturing(), "cuda upload of ", bytes, " bytes from host memory inside a graph capture: a graph "
+               "cannot hold it (copy the inputs into the captured tensors before each replay instead)");
+  std::lock_guard<std::mutex> lock(mu);
+  if (!copy_stream) check(cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking), "creating the copy stream");
+  for (size_t at = 0; at < bytes; at += kStagePieceBytes)
+    upload_piece(static_cast<char*>(dst) + at, static_cast<const char*>(src) + at,
+                 std::min(kStagePieceBytes, bytes - at));
+}
+
+size_t staging_bytes() {
+  std::lock_guard<std::mutex> lock(mu);
+  size_t n = 0;
+  for (const Slot& s : slots) n += s.dev ? s.capacity : 0;
+  return n;
 }
 
 }  // namespace nimbus::cuda

@@ -9,9 +9,12 @@
  *                page-locked -> device (so it overlaps the kernels queued before it);
  *   current      waits for that copy, then copies the slot's device buffer to the destination.
  * The host waits only when it comes back to a slot whose previous copy has not run yet, i.e. when it
- * is kUploadSlots uploads ahead of the device: back-pressure, never in a step that keeps up. Copies
- * larger than kMaxStagedBytes take the plain path (a pageable copy and a wait): they are start-up
- * transfers (weights), and staging them would pin that much host memory for good.
+ * is kUploadSlots pieces ahead of the device: back-pressure, never in a step that keeps up. A copy
+ * goes in pieces of at most kStagePieceBytes, each through the next slot, so a slot never grows past
+ * that: the staging memory stays under kUploadSlots x kStagePieceBytes on each side (256 MiB), whatever
+ * the inputs' size (a batch of 64 SEN12MS-CR scenes is 218 MB), and no copy size needs a host wait.
+ * staging_bytes() says how much device memory the slots hold (the benchmarks add it to the caching
+ * allocator's peak: it is ours too).
  */
 #pragma once
 #include <cstddef>
@@ -19,11 +22,14 @@
 namespace nimbus::cuda {
 
 constexpr int kUploadSlots = 8;
-constexpr size_t kMaxStagedBytes = size_t(128) << 20;
+constexpr size_t kStagePieceBytes = size_t(32) << 20;
 
 // Queues the copy of `bytes` from host `src` to device `dst` on the current stream (as above).
 // Throws nimbus::Error during a graph capture (a capture cannot hold a copy from host memory that the
 // host rewrites) or if the CUDA runtime refuses.
 void upload(void* dst, const void* src, size_t bytes);
+
+// Device memory the staging slots hold now (each slot's buffer, a power of two up to kStagePieceBytes).
+size_t staging_bytes();
 
 }  // namespace nimbus::cuda

@@ -111,6 +111,20 @@ TEST_CASE("cuda work counts: an upload from host memory queues two copies and ne
     CHECK(got[0] == float(k));
     CHECK(got.back() == float(got.size() - 1) * 0.5f + float(k));
   }
+  // Larger than a piece: staged in pieces (two copies each), still no wait, and the slots never grow
+  // past a piece (the staging memory is bounded whatever the input's size).
+  {
+    const size_t n = cuda::kStagePieceBytes / sizeof(float) * 2 + 12345;  // 3 pieces
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = float(i % 1000003);
+    const cuda::WorkCounts a = cuda::work_counts();
+    const Tensor big = Tensor::from_vector({int64_t(n)}, v, Device::CUDA);
+    const cuda::WorkCounts b = cuda::work_counts();
+    CHECK(b.copies - a.copies == 6);
+    CHECK(b.host_waits == a.host_waits);
+    CHECK(big.to_vector() == v);
+    CHECK(cuda::staging_bytes() <= size_t(cuda::kUploadSlots) * cuda::kStagePieceBytes);
+  }
   // Inside a capture an upload is refused (a graph cannot hold it).
   cuda::begin_capture();
   CHECK_THROWS_WITH_AS(Tensor::from_vector({3}, {1, 2, 3}, Device::CUDA), doctest::Contains("inside a graph capture"),
