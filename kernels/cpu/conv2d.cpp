@@ -398,9 +398,9 @@ int64_t conv2d_workspace(const ConvGeom& g) {
     case Path::Direct3x3: return conv2d_direct_workspace(g);
     case Path::PerImage: return std::max(kvec, omp_get_max_threads() * per_image_floats(g));
     case Path::Pointwise: return kvec;
-    case Path::Shifted: {
+    case Path::Shifted: {  // the backward's; the forward takes the k-vectorised kernel when it applies
       const Shifted sh(g);
-      return 2 * g.C * sh.Lp + 2 * g.R * g.S * g.K * g.C + g.K * sh.J;
+      return std::max(kvec, 2 * g.C * sh.Lp + 2 * g.R * g.S * g.K * g.C + g.K * sh.J);
     }
     case Path::Im2col: break;
   }

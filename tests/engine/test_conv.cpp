@@ -112,6 +112,10 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
       {{2, 11, 15, 13, 20, 7, 7, 2, 3}, "kvec"},       // a 7x7/2 stem, 20 outputs: one partial vector
       {{1, 60, 9, 9, 70, 3, 3, 2, 1}, "kvec"},         // 70 outputs: a group of 4 vectors, then 1
       {{2, 60, 8, 8, 20, 3, 3, 1, 1}, "kvec"},         // stride 1, rows < 16 (ResNet's 8x8 stage)
+      // One image, few outputs: the backward's path is the shifted GEMM, whose workspace is smaller than
+      // the k-vectorised forward's (the forward wrote 1,200 floats past it).
+      {{1, 64, 8, 8, 1, 3, 3, 1, 1}, "kvec"},
+      {{1, 64, 6, 6, 1, 3, 3, 1, 0}, "kvec"},
       // 1x1 on planes of a multiple of 16 pixels: the q-vectorised tile with one tap.
       {{3, 20, 4, 4, 37, 1, 1, 1, 0}, "direct1x1"},    // one vector per image: a tile spans 3 images; 37 = 8*4+5
       {{2, 9, 8, 8, 16, 1, 1, 1, 0}, "direct1x1"},     // 8 vectors: tiles of 3, 3, 2
@@ -140,10 +144,18 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
     cpu::bias_backward(db_ref.data(), dyd.data(), g.N, g.K, g.P() * g.Q());
 
     auto x = to_float(xd), w = to_float(wd), b = to_float(bd), dy = to_float(dyd);
-    std::vector<float> ws(size_t(std::max<int64_t>(cpu::conv2d_workspace(g), 1)));
+    // The workspace, then a guard the kernels must not touch (a write past the size conv2d_workspace
+    // gives lands there; ASan sees it too, this sees it in every build).
+    const size_t ws_size = size_t(std::max<int64_t>(cpu::conv2d_workspace(g), 1)), guard = 8192;
+    std::vector<float> ws(ws_size + guard, -12345.f);
+    auto guard_intact = [&] {
+      return std::all_of(ws.begin() + ptrdiff_t(ws_size), ws.end(), [](float v) { return v == -12345.f; });
+    };
     std::vector<float> y(y_size(g), NAN), dx(x.size(), NAN), dw(w.size(), NAN), db(b.size(), NAN);
     cpu::conv2d_forward(y.data(), x.data(), w.data(), b.data(), g, ws.data());
+    CHECK_MESSAGE(guard_intact(), "the forward wrote past its workspace of ", ws_size, " floats");
     cpu::conv2d_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), g, ws.data());
+    CHECK_MESSAGE(guard_intact(), "the backward wrote past its workspace of ", ws_size, " floats");
     // A float sum of n products of O(1) values is off by ~eps*sqrt(n)*O(1) in any
     // order; the direct kernels sum in another order than the GEMMs, so the
     // absolute tolerance grows with the terms per output (1e-5 up to 64 terms).
