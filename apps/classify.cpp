@@ -15,6 +15,10 @@
 // tiles' worth of pixels: one granule at a time). Images with a side no longer
 // than a tile are classified whole.
 //
+// Nodata (the file's GDAL nodata value): a tile that is nodata in every pixel and band is left out of
+// the image's average; an image that is nodata everywhere gets class_index -1, class_name "nodata" and
+// empty probabilities.
+//
 // Band order (apps/common/band_order.h): each file is read in the order it says it holds (GDAL band
 // descriptions, or its EuroSAT / SEN12MS-CR layout; --bands overrides) and moved into the order the
 // classifier takes (its checkpoint's "bands" metadata; --model-bands for a file without it).
@@ -22,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "apps/common/accuracy.h"
@@ -138,8 +143,10 @@ int run(int argc, char** argv) {
   struct Image {
     std::string path;
     data::BandList bands;
+    std::optional<double> nodata;  // the file's GDAL nodata value
     int height = 0, width = 0, crops = 0, done = 0;
-    std::vector<double> sum;  // of the crops' probabilities
+    int counted = 0;          // crops with data: a crop that is nodata in every pixel and band is left out
+    std::vector<double> sum;  // of the counted crops' probabilities
   };
   std::vector<Image> images(files.size());
   std::vector<Crop> crops;  // every image's crops, in order (headers only are read here)
@@ -150,6 +157,7 @@ int run(int argc, char** argv) {
     im.bands = file_bands.of(files[i], info.band_names, info.bands);
     data::check_bands_cover(im.bands, model_bands, files[i]);  // before any image is classified
     im.height = info.height, im.width = info.width;
+    im.nodata = info.nodata;
     im.sum.assign(size_t(K), 0.0);
     // Whole: --classify full, or an image with a side no longer than a tile (no tile fits it).
     const bool whole = mode == apps::ClassifyMode::Full || im.height <= tile || im.width <= tile;
@@ -161,13 +169,21 @@ int run(int argc, char** argv) {
   }
   Progress bar("classify", int64_t(crops.size()), stderr, Progress::Mode::Auto,
                crops.size() == files.size() ? "img" : "tile");
-  size_t emitted = 0, crops_done = 0;
+  size_t emitted = 0, crops_done = 0, nodata_images = 0;
   auto emit_finished = [&] {
     for (; emitted < images.size() && images[emitted].crops > 0 && images[emitted].done == images[emitted].crops;
          ++emitted) {
       Image& im = images[emitted];
+      if (im.counted == 0) {  // nodata everywhere: no class, and no probabilities to give
+        std::vector<std::string> cells = {im.path, "-1", "nodata"};
+        cells.resize(size_t(3 + K));
+        csv.add_row(std::move(cells));
+        ++nodata_images;
+        im.sum = {};
+        continue;
+      }
       std::vector<double> mean(im.sum.size());
-      for (size_t k = 0; k < mean.size(); ++k) mean[k] = im.sum[k] / im.crops;
+      for (size_t k = 0; k < mean.size(); ++k) mean[k] = im.sum[k] / im.counted;
       const int best = int(std::max_element(mean.begin(), mean.end()) - mean.begin());
       std::vector<std::string> cells = {im.path, std::to_string(best), class_name(best, K)};
       for (int k = 0; k < K; ++k) cells.push_back(fmt_num(mean[size_t(k)], 9));
@@ -179,6 +195,7 @@ int run(int argc, char** argv) {
   size_t band_image = SIZE_MAX;
   int band_y0 = -1;
   std::vector<Crop> pending;
+  std::vector<char> has_data;  // per pending crop: not nodata in every pixel and band
   std::vector<float> dn;
   auto run_batch = [&] {
     if (pending.empty()) return;
@@ -199,6 +216,9 @@ int run(int argc, char** argv) {
           std::copy_n(band.data.data() + size_t(b) * plane + size_t(c.y0 - band_y0 + y) * size_t(band.width) +
                           size_t(c.x0),
                       size_t(w), crop.data() + size_t(b) * whw + size_t(y) * size_t(w));
+      has_data.push_back(!im.nodata || !std::all_of(crop.begin(), crop.end(), [&](float v) {
+        return data::is_nodata(v, im.nodata);
+      }));
       crop = data::reorder_bands(std::move(crop), whw, im.bands, model_bands, im.path);
       dn.insert(dn.end(), crop.begin(), crop.end());
     }
@@ -207,11 +227,15 @@ int run(int argc, char** argv) {
         clf.probabilities(Tensor::from_vector({n, C, h, w}, dn).to(common.device)).to_vector();
     for (int64_t b = 0; b < n; ++b) {
       Image& im = images[pending[size_t(b)].image];
-      for (int k = 0; k < K; ++k) im.sum[size_t(k)] += double(prob[size_t(b * K + k)]);
+      if (has_data[size_t(b)]) {
+        for (int k = 0; k < K; ++k) im.sum[size_t(k)] += double(prob[size_t(b * K + k)]);
+        ++im.counted;
+      }
       ++im.done;
     }
     crops_done += pending.size();
     pending.clear();
+    has_data.clear();
     emit_finished();
     bar.update(int64_t(crops_done));
   };
@@ -229,6 +253,9 @@ int run(int argc, char** argv) {
   csv.write(out);
   std::printf("classify: %zu images, bands read as %s; the classifier takes %s -> %s\n", files.size(),
               file_bands.summary().c_str(), data::bands_name(model_bands).c_str(), out.c_str());
+  if (nodata_images > 0)
+    std::printf("classify: %zu images are nodata everywhere: class_index -1 (\"nodata\"), no probabilities\n",
+                nodata_images);
   return 0;
 }
 

@@ -6,8 +6,10 @@
 // detector's order (B1..B8, B8A, B9..B12), runs the §3
 // detector on the whole image and writes a uint8 GeoTIFF with the input's
 // georeferencing: 1 = cloud or shadow, 0 = clear (--map: 1 cloud, 2 shadow,
-// 0 clear). Prints the cloud and shadow fractions; progress bars on stderr while it reads and
-// detects. Written atomically (temp file + rename). Bad input (missing file, wrong band count) -> exit 1.
+// 0 clear); 255 where the input is its GDAL nodata value in every band (the mask's nodata value then;
+// the detector's shadow thresholds leave those pixels out). Prints the cloud and shadow fractions of
+// the pixels with data; progress bars on stderr while it reads and detects. Written atomically (temp
+// file + rename). Bad input (missing file, wrong band count) -> exit 1.
 #include <cstdio>
 #include <memory>
 
@@ -21,6 +23,8 @@
 using namespace nimbus;
 
 namespace {
+
+constexpr float kNodataMask = 255.f;  // the mask of a pixel without data (the input's nodata)
 
 int run(int argc, char** argv) {
   cli::Parser p("cloud_mask",
@@ -52,6 +56,23 @@ int run(int argc, char** argv) {
       bar->update(done);
     });
   }
+  // Pixels that are the file's nodata value in every band (a swath's edge) have no data: the detector's
+  // thresholds leave them out and the mask says 255 (nodata) there. Their values are zeroed first, so a
+  // NaN nodata value is not taken for a bad pixel below.
+  const size_t hw = size_t(s2.width) * size_t(s2.height);
+  std::vector<uint8_t> valid;
+  if (s2.nodata) {
+    valid.assign(hw, 0);
+    size_t with_data = 0;
+    for (size_t q = 0; q < hw; ++q) {
+      for (int c = 0; c < s2.bands && !valid[q]; ++c) valid[q] = !data::is_nodata(s2.data[size_t(c) * hw + q], s2.nodata);
+      with_data += valid[q];
+    }
+    NIMBUS_CHECK(with_data > 0, in, ": every pixel is the nodata value ", *s2.nodata, ": nothing to detect");
+    for (size_t q = 0; q < hw; ++q)
+      if (!valid[q])
+        for (int c = 0; c < s2.bands; ++c) s2.data[size_t(c) * hw + q] = 0.f;
+  }
   data::check_finite(s2, in);  // one NaN pixel once changed the whole tile's shadow fraction
   // The detector reads bands by position (B10 and B11 at 10 and 11): a file in another order (EuroSAT's,
   // B8A last) is put in SEN12MS order first.
@@ -61,6 +82,7 @@ int run(int argc, char** argv) {
                                 data::sen12ms_bands(), in);
   data::CloudDetectorOptions o;
   o.cloud_threshold = threshold;
+  o.valid = valid.empty() ? nullptr : valid.data();
   data::CloudShadowMasks m;
   {
     Progress bar("cloud_mask detect", 2, stderr, Progress::Mode::Auto, "pass");
@@ -76,13 +98,23 @@ int run(int argc, char** argv) {
   mask.geo = s2.geo;
   mask.data.resize(m.cloud.size());
   const bool map = p.get_flag("map");
-  for (size_t i = 0; i < mask.data.size(); ++i)
+  size_t cloud = 0, shadow = 0, with_data = 0;  // the fractions are of the pixels with data
+  for (size_t i = 0; i < mask.data.size(); ++i) {
+    if (!valid.empty() && !valid[i]) {
+      mask.data[i] = kNodataMask;
+      continue;
+    }
     mask.data[i] = m.cloud[i] ? 1.f : (m.shadow[i] ? (map ? 2.f : 1.f) : 0.f);
+    cloud += m.cloud[i], shadow += !m.cloud[i] && m.shadow[i], ++with_data;
+  }
+  if (!valid.empty()) mask.nodata = kNodataMask;
   data::WriteOptions wo;
   wo.type = data::SampleType::UInt8;
   data::write_geotiff(out, mask, wo);
-  std::printf("%s: %dx%d, cloud %.4f, shadow %.4f, masked %.4f -> %s\n", in.c_str(), s2.width, s2.height,
-              m.cloud_fraction(), m.shadow_fraction(), m.cloud_fraction() + m.shadow_fraction(), out.c_str());
+  const double fc = double(cloud) / double(with_data), fs = double(shadow) / double(with_data);
+  std::printf("%s: %dx%d, cloud %.4f, shadow %.4f, masked %.4f", in.c_str(), s2.width, s2.height, fc, fs, fc + fs);
+  if (!valid.empty()) std::printf(" (of the %zu pixels with data; nodata: %zu)", with_data, hw - with_data);
+  std::printf(" -> %s\n", out.c_str());
   return 0;
 }
 

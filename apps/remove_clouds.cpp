@@ -14,6 +14,8 @@
 // Band order: the input's is what the file says (apps/common/band_order.h;
 // --bands overrides), moved to DSen2-CR's SEN12MS order; the output is in
 // SEN12MS order and names its bands in GDAL band descriptions.
+// Nodata: a pixel that is the input's GDAL nodata value in every band is nodata in the output (that
+// value when uint16 holds it, else 0), and the output carries the tag.
 // Folder mode writes one file per triplet of the split: DIR/<cloudy S2 file name>.
 #include <algorithm>
 #include <cmath>
@@ -103,7 +105,13 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
   for (int b : sen12ms) names.emplace_back(data::kS2BandNames[size_t(b)]);
   const fs::path parent = fs::path(out_path).parent_path();
   if (!parent.empty()) fs::create_directories(parent);
-  data::TiledGeoTiffWriter out(out_path, W, H, models::kS2Bands, wo, i2.geo, names);  // the input's georeferencing
+  // A pixel that is nodata in every band of the input (a swath's edge) is nodata in the output too, with
+  // the input's value when uint16 holds it, else 0 (Sentinel-2's own nodata DN); the model's output
+  // there is not data.
+  std::optional<double> out_nodata;
+  if (i2.nodata)
+    out_nodata = *i2.nodata >= 0 && *i2.nodata <= 65535 && *i2.nodata == std::floor(*i2.nodata) ? *i2.nodata : 0.0;
+  data::TiledGeoTiffWriter out(out_path, W, H, models::kS2Bands, wo, i2.geo, names, out_nodata);  // the input's grid
 
   apps::TileIO io;
   io.read = [&](int x0, int y0, int w, int h, float* s2, float* s1) {
@@ -134,6 +142,16 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
           for (int y = 0; y < rows; ++y)
             std::copy_n(pending[size_t(c)].data() + size_t(y) * size_t(sw) + size_t(tx0 - sx0), size_t(cols),
                         tile.data() + (size_t(c) * size_t(rows) + size_t(y)) * size_t(cols));
+        if (out_nodata) {  // the input's nodata pixels under this tile (its own read: the model's was filled)
+          const data::Raster in = data::read_geotiff(s2_path, data::Window{tx0, py0, cols, rows});
+          const size_t n = size_t(rows) * size_t(cols);
+          for (size_t q = 0; q < n; ++q) {
+            bool all = true;
+            for (int c = 0; c < in.bands && all; ++c) all = data::is_nodata(in.data[size_t(c) * n + q], i2.nodata);
+            if (all)
+              for (int c = 0; c < models::kS2Bands; ++c) tile[size_t(c) * n + q] = float(*out_nodata);
+          }
+        }
         out.write_tile(tx0 / T, py0 / T, tile.data());
       }
       for (auto& p : pending) p.erase(p.begin(), p.begin() + ptrdiff_t(size_t(rows) * size_t(sw)));

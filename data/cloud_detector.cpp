@@ -182,7 +182,7 @@ std::vector<double> cloud_score(const float* dn, int bands, int height, int widt
 }
 
 std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int width, float* t3, float* t4,
-                                 int dihedral_code) {
+                                 int dihedral_code, const uint8_t* valid) {
   check_input(dn, bands, height, width, dihedral_code);
   const Frame f(dihedral_code, height, width);
   const size_t n = size_t(height) * width;
@@ -193,7 +193,16 @@ std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int wid
     csi[p] = (nir + swir) / 2.f;
     blue[p] = dn[kB2 * n + q] / kS2DnPerReflectance;
   }
-  const float T3 = window_threshold(csi, 3.0 / 4.0), T4 = window_threshold(blue, 5.0 / 6.0);
+  float T3, T4;
+  if (!valid) {
+    T3 = window_threshold(csi, 3.0 / 4.0), T4 = window_threshold(blue, 5.0 / 6.0);
+  } else {  // statistics of the pixels with data only (a swath's nodata edge is not dark ground)
+    std::vector<float> csi_data, blue_data;
+    for (size_t p = 0; p < n; ++p)
+      if (valid[f.source(p)]) csi_data.push_back(csi[p]), blue_data.push_back(blue[p]);
+    NIMBUS_CHECK(!csi_data.empty(), "cloud detector: no pixel of the window has data");
+    T3 = window_threshold(csi_data, 3.0 / 4.0), T4 = window_threshold(blue_data, 5.0 / 6.0);
+  }
   if (t3) *t3 = T3;
   if (t4) *t4 = T4;
   std::vector<uint8_t> candidate(n);
@@ -216,7 +225,7 @@ CloudShadowMasks detect_clouds(const float* dn, int bands, int height, int width
   for (size_t p = 0; p < m.cloud.size(); ++p) m.cloud[p] = m.cloud_score[p] >= options.cloud_threshold;
   if (options.on_pass) options.on_pass(1, 2);
   m.shadow = shadow_mask(dn, bands, height, width, &m.shadow_csi_threshold, &m.shadow_blue_threshold,
-                         options.dihedral_code);
+                         options.dihedral_code, options.valid);
   if (options.on_pass) options.on_pass(2, 2);
   return m;
 }

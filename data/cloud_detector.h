@@ -31,6 +31,10 @@ struct CloudDetectorOptions {
   // equals, bit for bit, the detector run on the turned copy. Each pass reads the same values in the
   // same order as it would there; only the first gathers through the permutation.
   int dihedral_code = 0;
+  // (H, W) in the input's frame, 0 where a pixel has no data (its file's nodata value in every band), or
+  // null (every pixel has). The shadow thresholds are then statistics of the pixels with data; the
+  // masks still cover every pixel (the caller decides what a nodata pixel's mask says).
+  const uint8_t* valid = nullptr;
   // detect_clouds calls this after each of its two passes (the cloud score, then the shadow mask) with
   // (passes done, 2): for a progress bar over a whole scene. Empty: not called.
   std::function<void(int done, int total)> on_pass;
@@ -61,7 +65,7 @@ CloudShadowMasks detect_clouds(const Raster& s2, const CloudDetectorOptions& opt
 std::vector<double> cloud_score(const float* dn, int bands, int height, int width,
                                 const CloudDetectorOptions& options = {});
 std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int width, float* t3 = nullptr,
-                                 float* t4 = nullptr, int dihedral_code = 0);
+                                 float* t4 = nullptr, int dihedral_code = 0, const uint8_t* valid = nullptr);
 
 // 0/1 mask (cloud or shadow) for the CARL loss, (H, W) floats.
 std::vector<float> cloud_shadow_mask(const float* dn, int bands, int height, int width,

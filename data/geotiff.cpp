@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cctype>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -25,6 +26,7 @@
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <optional>
 
 #include "engine/io/input_files.h"
 #include "engine/io/temp_files.h"
@@ -76,8 +78,9 @@ int on_warning(TIFF*, void*, const char*, const char*, va_list) { return 1; }  /
 TIFFExtendProc g_parent_extender = nullptr;
 void gdal_tag_extender(TIFF* tif) {
   static const TIFFFieldInfo info[] = {
-      {TIFFTAG_GDAL_METADATA, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_ASCII, FIELD_CUSTOM, 1, 0, const_cast<char*>("GDALMetadata")}};
-  TIFFMergeFieldInfo(tif, info, 1);
+      {TIFFTAG_GDAL_METADATA, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_ASCII, FIELD_CUSTOM, 1, 0, const_cast<char*>("GDALMetadata")},
+      {TIFFTAG_GDAL_NODATA, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_ASCII, FIELD_CUSTOM, 1, 0, const_cast<char*>("GDALNoDataValue")}};
+  TIFFMergeFieldInfo(tif, info, 2);
   if (g_parent_extender) g_parent_extender(tif);
 }
 void register_tags() {
@@ -216,6 +219,26 @@ std::vector<std::string> read_band_names(TIFF* tif, int bands) {
   return any ? names : std::vector<std::string>{};
 }
 
+// GDAL's nodata value (tag 42113): one number as ASCII for every band ("0", "-9999", "nan").
+std::optional<double> read_nodata(const TiffFile& f) {
+  char* text = nullptr;
+  if (!TIFFGetField(f.get(), TIFFTAG_GDAL_NODATA, &text) || !text) return std::nullopt;
+  std::string t(text);
+  while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
+  char* end = nullptr;
+  const double v = std::strtod(t.c_str(), &end);
+  if (t.empty() || end != t.c_str() + t.size()) f.fail(str("GDAL nodata tag '", t, "' is not a number"));
+  return v;
+}
+
+void write_nodata(TIFF* tif, std::optional<double> nodata) {
+  if (!nodata) return;
+  // %.17g keeps a float32 value exact; GDAL writes "nan" for NaN, as printf does.
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", *nodata);
+  TIFFSetField(tif, TIFFTAG_GDAL_NODATA, buf);
+}
+
 void write_band_names(TIFF* tif, const std::vector<std::string>& names) {
   if (names.empty()) return;
   std::string xml = "<GDALMetadata>\n";
@@ -286,6 +309,7 @@ TiffInfo info_of(const TiffFile& f) {
   info.compression = comp;
   info.geo = read_geo(tif);
   info.band_names = read_band_names(tif, info.bands);
+  info.nodata = read_nodata(f);
   return info;
 }
 
@@ -376,6 +400,7 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   out.type = info.type;
   out.geo = shift_geo(info.geo, win.x0, win.y0);
   out.band_names = info.band_names;
+  out.nodata = info.nodata;
 
   TIFF* tif = f.get();
   Blocks b = blocks_of(f, info);
@@ -472,7 +497,7 @@ std::atomic<uint64_t> g_tmp_counter{0};
 
 // Every tag of a new image: size, sample layout, strips or tiles, georeferencing, band names.
 Blocks set_tags(TIFF* tif, int width, int height, int bands, const WriteOptions& opt, const GeoInfo& geo,
-                const std::vector<std::string>& band_names) {
+                const std::vector<std::string>& band_names, std::optional<double> nodata) {
   const uint16_t bps = uint16_t(8 * bytes_of(opt.type));
   const uint16_t fmt = opt.type == SampleType::Float32 ? SAMPLEFORMAT_IEEEFP
                        : opt.type == SampleType::Int16 ? SAMPLEFORMAT_INT
@@ -503,6 +528,7 @@ Blocks set_tags(TIFF* tif, int width, int height, int bands, const WriteOptions&
   }
   write_geo(tif, geo);
   write_band_names(tif, band_names);
+  write_nodata(tif, nodata);
   return b;
 }
 
@@ -524,7 +550,8 @@ void write_block(TiffFile& f, const Raster& raster, const WriteOptions& opt, int
 }
 
 void write_to(TiffFile& f, const Raster& raster, const WriteOptions& opt) {
-  const Blocks b = set_tags(f.get(), raster.width, raster.height, raster.bands, opt, raster.geo, raster.band_names);
+  const Blocks b =
+      set_tags(f.get(), raster.width, raster.height, raster.bands, opt, raster.geo, raster.band_names, raster.nodata);
   const int planes = opt.planar_separate ? raster.bands : 1;
   const int nb = opt.planar_separate ? 1 : raster.bands;
   std::vector<unsigned char> buf;
@@ -648,7 +675,7 @@ struct TiledGeoTiffWriter::Impl {
 
 TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int height, int bands,
                                        const WriteOptions& options, const GeoInfo& geo,
-                                       const std::vector<std::string>& band_names)
+                                       const std::vector<std::string>& band_names, std::optional<double> nodata)
     : impl_(std::make_unique<Impl>()) {
   // Before any of the (long) work that fills it: not an input, not a folder (the rename would fail
   // only at the end).
@@ -674,7 +701,7 @@ TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int h
                          uint64_t((height + m.opt.tile_size - 1) / m.opt.tile_size) * uint64_t(m.opt.tile_size) *
                          uint64_t(m.opt.tile_size) * uint64_t(bands) * bytes_of(m.opt.type);
   m.file = std::make_unique<TiffFile>(m.tmp, bytes > (uint64_t(15) << 28) ? "w8" : "w");
-  set_tags(m.file->get(), width, height, bands, m.opt, geo, band_names);
+  set_tags(m.file->get(), width, height, bands, m.opt, geo, band_names, nodata);
   m.written.assign(size_t(tiles_x()) * size_t(tiles_y()), 0);
 }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,9 @@ struct TiffInfo {
   // Band descriptions ("B1", "B8A", ...) from the GDAL_METADATA tag (42112), where GDAL and
   // rasterio keep them; empty when the file has none, else one per band ("" where a band has none).
   std::vector<std::string> band_names;
+  // GDAL's nodata value (tag 42113, one for every band; NaN allowed): pixels holding it are not data
+  // (the edge of a Sentinel-2 swath: 0). Absent when the file has none.
+  std::optional<double> nodata;
 };
 
 // A pixel window: columns [x0, x0 + width), rows [y0, y0 + height).
@@ -58,9 +62,16 @@ struct Raster {
   std::vector<float> data;                // bands * height * width, band-major
   GeoInfo geo;
   std::vector<std::string> band_names;    // as TiffInfo; written when not empty (one per band)
+  std::optional<double> nodata;           // as TiffInfo; written when set
   float* band(int c) { return data.data() + size_t(c) * size_t(height) * size_t(width); }
   const float* band(int c) const { return data.data() + size_t(c) * size_t(height) * size_t(width); }
 };
+
+// Whether `v`, a value read from a file, is that file's nodata value: equal as float32 (what the
+// reader holds), or both NaN. False when the file has none.
+inline bool is_nodata(float v, std::optional<double> nodata) {
+  return nodata && (v == float(*nodata) || (v != v && *nodata != *nodata));
+}
 
 // The NaN policy for inputs with no masking convention (EuroSAT tiles, cloud_mask's S2): throws an
 // Error naming `path` when any value of r is NaN or infinite (how many, and the first one's band, row
@@ -99,7 +110,8 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
 class TiledGeoTiffWriter {
  public:
   TiledGeoTiffWriter(const std::string& path, int width, int height, int bands, const WriteOptions& options,
-                     const GeoInfo& geo, const std::vector<std::string>& band_names);
+                     const GeoInfo& geo, const std::vector<std::string>& band_names,
+                     std::optional<double> nodata = std::nullopt);
   ~TiledGeoTiffWriter();
   TiledGeoTiffWriter(const TiledGeoTiffWriter&) = delete;
   TiledGeoTiffWriter& operator=(const TiledGeoTiffWriter&) = delete;

@@ -845,6 +845,48 @@ TEST_CASE("classify and remove_clouds: outputs, bands and contradictory options 
   }
 }
 
+// A scene whose left 16 columns are the file's nodata value (0 in every band): the output says 0 is
+// its nodata value and holds it there; elsewhere it is what the same pixels give without the tag.
+TEST_CASE("remove_clouds: nodata pixels of the input are nodata in the output") {
+  TempDir d("remove_clouds_nodata");
+  const std::string data = make_sen12mscr(d);
+  Rng rng(5);
+  models::Model m = models::build_model(models::ModelConfig::of(models::DSen2CRConfig{2, 8, true}), rng);
+  const std::string ckpt = d / "cr.safetensors";
+  models::save_model(ckpt, m);
+  const data::Sen12mscrTriplet t = data::scan_sen12mscr(data).triplets[0];
+  data::Raster s2 = data::read_geotiff(t.s2_cloudy);
+  const size_t hw = size_t(s2.width) * size_t(s2.height);
+  for (int c = 0; c < s2.bands; ++c)
+    for (int y = 0; y < s2.height; ++y)
+      for (int x = 0; x < 16; ++x) s2.data[size_t(c) * hw + size_t(y * s2.width + x)] = 0.f;
+  data::write_geotiff(d / "plain.tif", s2, data::WriteOptions{});
+  s2.nodata = 0.0;
+  data::write_geotiff(d / "edge.tif", s2, data::WriteOptions{});
+  for (const char* name : {"plain", "edge"}) {
+    AppResult r = run_app("remove_clouds", {"--weights", ckpt, "--s2", d / (std::string(name) + ".tif"), "--s1", t.s1,
+                                            "--out", d / (std::string(name) + "_out.tif"), "--threads", "1"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  }
+  const data::Raster plain = data::read_geotiff(d / "plain_out.tif"), edge = data::read_geotiff(d / "edge_out.tif");
+  CHECK_FALSE(plain.nodata.has_value());
+  CHECK(edge.nodata == std::optional<double>(0.0));
+  size_t nodata_ok = 0, data_ok = 0, nonzero_edge_in_plain = 0;
+  for (int c = 0; c < edge.bands; ++c)
+    for (size_t q = 0; q < hw; ++q) {
+      const size_t i = size_t(c) * hw + q;
+      if (int(q % size_t(s2.width)) < 16) {
+        nodata_ok += edge.data[i] == 0.f;
+        nonzero_edge_in_plain += plain.data[i] != 0.f;
+      } else {
+        data_ok += edge.data[i] == plain.data[i];
+      }
+    }
+  CHECK(nodata_ok == size_t(13 * 16 * s2.height));
+  CHECK(data_ok == size_t(13) * (hw - size_t(16 * s2.height)));
+  CHECK(nonzero_edge_in_plain > 0);  // without the tag the model's output there is kept: the test can fail
+}
+
 TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with georeferencing kept and errors") {
   TempDir d("remove_clouds");
   const std::string data = make_sen12mscr(d);
@@ -1114,6 +1156,55 @@ TEST_CASE("classify: an image larger than a tile is classified as cloud_impact d
   CHECK(t.at(d / "a_big.tif") != f.at(d / "a_big.tif"));
   // One tile: the same image (in another batch, so equal up to rounding).
   check_close(t.at(d / "b_small.tif"), f.at(d / "b_small.tif"), 1e-7, 1e-5, "64x64, tiles vs full");
+}
+
+// Nodata (GDAL's tag): a tile that is nodata in every pixel and band is left out of the image's average;
+// an image that is nodata everywhere gets class -1 and no probabilities.
+TEST_CASE("classify: tiles without data are left out, an image without data has no class") {
+  TempDir d("classify_nodata");
+  Rng rng(12);
+  models::Model m = tiny_classifier(rng);
+  const std::string ckpt = d / "clf.safetensors";
+  models::save_model(ckpt, m);
+  data::Raster r;
+  r.height = r.width = 128, r.bands = 13;
+  r.data.resize(size_t(13 * 128 * 128));
+  for (float& v : r.data) v = float(1 + rng.below(5000));  // no 0 by chance
+  for (int b = 0; b < 13; ++b) r.band_names.emplace_back(data::kS2BandNames[size_t(b)]);
+  for (int c = 0; c < 13; ++c)  // the top-left tile is the swath's edge
+    for (int y = 0; y < 64; ++y)
+      for (int x = 0; x < 64; ++x) r.data[size_t(c * 128 * 128 + y * 128 + x)] = 0.f;
+  r.nodata = 0.0;
+  data::write_geotiff(d / "a_edge.tif", r, data::WriteOptions{});
+  data::Raster empty = r;
+  std::fill(empty.data.begin(), empty.data.end(), 0.f);
+  data::write_geotiff(d / "b_empty.tif", empty, data::WriteOptions{});
+  AppResult run = run_app("classify", {"--weights", ckpt, "--out", d / "p.csv", "--threads", "1", d / "a_edge.tif",
+                                       d / "b_empty.tif"});
+  REQUIRE_MESSAGE(run.exit_code == 0, run.output);
+  CHECK_MESSAGE(run.output.find("1 images are nodata everywhere") != std::string::npos, run.output);
+  std::ifstream in(d / "p.csv");
+  std::string header, edge, none;
+  std::getline(in, header), std::getline(in, edge), std::getline(in, none);
+  CHECK(none == d / "b_empty.tif" + ",-1,nodata" + std::string(10, ','));
+  // The edge image: the mean of its three tiles with data.
+  std::vector<std::string> f;
+  std::stringstream ss(edge);
+  for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+  REQUIRE(f.size() == 13);
+  const apps::ClassifyFn one = apps::classifier_fn(m.classifier, apps::ClassifyMode::Full, 64, Device::CPU);
+  std::vector<double> want(10, 0.0);
+  for (const auto& [y0, x0] : std::vector<std::pair<int, int>>{{0, 64}, {64, 0}, {64, 64}}) {
+    std::vector<float> tile;
+    for (int c = 0; c < 13; ++c)
+      for (int y = 0; y < 64; ++y)
+        for (int x = 0; x < 64; ++x) tile.push_back(r.data[size_t(c * 128 * 128 + (y0 + y) * 128 + x0 + x)]);
+    const std::vector<float> p = one(tile.data(), 64, 64);
+    for (int k = 0; k < 10; ++k) want[size_t(k)] += p[size_t(k)] / 3.0;
+  }
+  std::vector<double> got;
+  for (int k = 0; k < 10; ++k) got.push_back(std::stod(f[size_t(3 + k)]));
+  check_close(got, want, 1e-7, 1e-5, "the mean of the three tiles with data");
 }
 
 TEST_CASE("classify: a PyTorch classifier that names its bands classifies EuroSAT tiles as PyTorch does") {

@@ -111,6 +111,49 @@ TEST_CASE("cloud_mask: writes the detector's 0/1 mask with the input's georefere
   check_close(data::read_geotiff(d / "mask_eu.tif").data, want, 0, 0, "the EuroSAT-order file's mask");
 }
 
+// A scene whose left 48 columns are the file's nodata value (0 in every band, a swath's edge): those
+// pixels are 255 in the mask, which says 255 is its nodata value; the rest is the detector's mask with
+// the shadow thresholds taken over the pixels with data only (they move: the zeros were the minimum).
+TEST_CASE("cloud_mask: nodata pixels are left out of the thresholds and marked 255") {
+  const std::string input = real_fixture(kCloudyFixture);
+  TempDir d("cloud_mask_nodata");
+  data::Raster s2 = data::read_geotiff(input);
+  const int H = s2.height, W = s2.width;
+  const size_t hw = size_t(H) * size_t(W);
+  std::vector<uint8_t> valid(hw, 1);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < 48; ++x) {
+      valid[size_t(y * W + x)] = 0;
+      for (int c = 0; c < s2.bands; ++c) s2.data[size_t(c) * hw + size_t(y * W + x)] = 0.f;
+    }
+  s2.nodata = 0.0;
+  data::WriteOptions wo;
+  wo.type = data::read_tiff_info(input).type;
+  data::write_geotiff(d / "edge.tif", s2, wo);
+  AppResult r = run_app("cloud_mask", {"--s2", d / "edge.tif", "--out", d / "mask.tif"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK_MESSAGE(r.output.find("(of the " + std::to_string(hw - size_t(48 * H)) + " pixels with data; nodata: " +
+                              std::to_string(48 * H) + ")") != std::string::npos,
+                r.output);
+  const data::Raster mask = data::read_geotiff(d / "mask.tif");
+  CHECK(mask.nodata == std::optional<double>(255.0));
+  data::CloudDetectorOptions o;
+  o.valid = valid.data();
+  const data::CloudShadowMasks with = data::detect_clouds(s2, o), without = data::detect_clouds(s2);
+  CHECK(with.shadow_csi_threshold != without.shadow_csi_threshold);  // the zeros no longer count
+  const std::vector<float> bin = with.binary();
+  size_t wrong = 0;
+  for (size_t q = 0; q < hw; ++q) wrong += mask.data[q] != (valid[q] ? bin[q] : 255.f);
+  CHECK(wrong == 0);
+  // Nodata everywhere: nothing to detect, an error naming the file.
+  std::fill(s2.data.begin(), s2.data.end(), 0.f);
+  data::write_geotiff(d / "empty.tif", s2, wo);
+  AppResult empty = run_app("cloud_mask", {"--s2", d / "empty.tif", "--out", d / "m2.tif"});
+  CHECK(empty.exit_code == 1);
+  CHECK_MESSAGE(empty.output.find("empty.tif: every pixel is the nodata value 0") != std::string::npos, empty.output);
+  CHECK_FALSE(fs::exists(d / "m2.tif"));
+}
+
 TEST_CASE("cloud_mask: missing file, wrong band count and usage errors") {
   TempDir d("cloud_mask_err");
   AppResult missing = run_app("cloud_mask", {"--s2", d / "nope.tif", "--out", d / "m.tif"});

@@ -569,6 +569,58 @@ TEST_CASE("geotiff: with input protection on, neither writer replaces a file tha
 // S1 and S2 of a triplet must share a grid. The real GLF-CR triplet does; moving the tie point by a
 // pixel, changing the pixel scale or the EPSG code is named; a raster without georeferencing has
 // nothing to compare.
+// GDAL's nodata tag (42113): written from Raster::nodata, read into TiffInfo/Raster, NaN included; a
+// tag that is not a number is an error naming the file; a file without it has none.
+TEST_CASE("geotiff: the nodata value is read and written as GDAL keeps it") {
+  TempDir tmp;
+  Raster r = random_raster(2, 8, 9, 0, 100, 3, SampleType::UInt16);
+  write_geotiff(tmp / "none.tif", r, WriteOptions{});
+  CHECK_FALSE(read_tiff_info(tmp / "none.tif").nodata.has_value());
+  for (double v : {0.0, -9999.0, 65535.0, 1e-3}) {
+    CAPTURE(v);
+    r.nodata = v;
+    WriteOptions o;
+    o.type = v < 0 ? SampleType::Int16 : v == 1e-3 ? SampleType::Float32 : SampleType::UInt16;
+    write_geotiff(tmp / "nd.tif", r, o);
+    const TiffInfo info = read_tiff_info(tmp / "nd.tif");
+    REQUIRE(info.nodata.has_value());
+    CHECK(*info.nodata == v);
+    CHECK(read_geotiff(tmp / "nd.tif").nodata == info.nodata);
+    CHECK(is_nodata(float(v), info.nodata));
+    CHECK_FALSE(is_nodata(float(v) + 1.f, info.nodata));
+  }
+  r.nodata = std::nan("");
+  WriteOptions f32;
+  f32.type = SampleType::Float32;
+  write_geotiff(tmp / "nan.tif", r, f32);
+  const std::optional<double> nan_nodata = read_tiff_info(tmp / "nan.tif").nodata;
+  REQUIRE(nan_nodata.has_value());
+  CHECK(std::isnan(*nan_nodata));
+  CHECK(is_nodata(NAN, nan_nodata));
+  CHECK_FALSE(is_nodata(0.f, nan_nodata));
+  CHECK_FALSE(is_nodata(NAN, std::nullopt));
+  // The tiled writer carries it too.
+  {
+    TiledGeoTiffWriter w(tmp / "tiled.tif", 9, 8, 2, WriteOptions{}, r.geo, {}, 0.0);
+    std::vector<float> tile(size_t(2) * 8 * 9, 1.f);
+    w.write_tile(0, 0, tile.data());
+    w.finish();
+  }
+  CHECK(read_tiff_info(tmp / "tiled.tif").nodata == std::optional<double>(0.0));
+  // A tag that is not a number: "-9999" made "-99x9" in the file's bytes.
+  r.nodata = -9999.0;
+  WriteOptions i16;
+  i16.type = SampleType::Int16;
+  write_geotiff(tmp / "bad.tif", r, i16);
+  std::string bytes = slurp(tmp / "bad.tif");
+  const size_t at = bytes.find("-9999");
+  REQUIRE(at != std::string::npos);
+  bytes[at + 3] = 'x';
+  spit(tmp / "bad.tif", bytes);
+  CHECK_THROWS_WITH_AS(read_tiff_info(tmp / "bad.tif"), doctest::Contains("GDAL nodata tag '-99x9' is not a number"),
+                       Error);
+}
+
 // A process stopped by SIGINT or SIGTERM while a writer holds its temporary (remove_clouds writing a
 // granule, Ctrl-C) leaves no temporary behind and dies of that signal; files it did not guard stay.
 TEST_CASE("geotiff: a signal mid-write removes the writers' temporaries, and the process dies of it") {
