@@ -137,7 +137,11 @@ LoadResult Module::load_state_dict(const NamedTensors& source, bool strict) {
   }
   for (auto& [n, t] : mine) {
     auto it = src.find(n);
-    if (it != src.end()) t.copy_(*it->second);
+    if (it == src.end()) continue;
+    // Another dtype is converted, as PyTorch's load_state_dict does (copy_ takes one dtype: a bfloat16
+    // entry used to throw half-way, after the entries before it were copied).
+    const Tensor& from = *it->second;
+    t.copy_(from.dtype() == t.dtype() ? from : from.to(t.dtype()));
   }
   return result;
 }

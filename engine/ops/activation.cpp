@@ -11,13 +11,22 @@
 
 namespace nimbus {
 
+// In x's dtype (float32, or bfloat16 under autocast): the kernel of that dtype, y in it too.
 Tensor relu(const Tensor& x) {
-  Tensor y = Tensor::empty(x.shape(), x.device());
-  backend(x.device(), "relu").relu_forward(y.data(), x.data(), x.numel());
+  Tensor y = Tensor::empty(x.shape(), x.device(), x.dtype());
+  visit_dtype(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    backend<T>(x.device(), "relu").relu_forward(y.data_as<T>(), x.data_as<T>(), x.numel());
+  });
   Tensor y_saved = y.detach();  // backward needs the output's sign only
-  record("relu", {x}, y, [y_saved](const Tensor& dy, GradSink& sink) {
-    Tensor dx = Tensor::empty(dy.shape(), dy.device());
-    backend(dy.device(), "relu").relu_backward(dx.data(), dy.data(), y_saved.data(), dy.numel());
+  record("relu", {x}, y, [y_saved](const Tensor& dy_in, GradSink& sink) {
+    const Tensor dy = dy_in.to(y_saved.dtype());  // the gradient arrives in the dtype of what used y
+    Tensor dx = Tensor::empty(dy.shape(), dy.device(), dy.dtype());
+    visit_dtype(dy.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      backend<T>(dy.device(), "relu").relu_backward(dx.data_as<T>(), dy.data_as<T>(), y_saved.data_as<T>(),
+                                                    dy.numel());
+    });
     sink.set(0, dx);
   });
   return y;

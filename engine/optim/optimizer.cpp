@@ -197,6 +197,11 @@ void Optimizer::load_state_dict(const OptimizerState& st) {
       problems.push_back(str(name, " has shape ", it->second->shape(), ", expected ", shape));
       return nullptr;
     }
+    // The state is float32 (the moments' precision); another dtype would fail only at the next step.
+    if (it->second->dtype() != DType::F32) {
+      problems.push_back(str(name, " is ", dtype_name(it->second->dtype()), ", expected float32"));
+      return nullptr;
+    }
     return it->second;
   };
   auto type_it = st.info.find("type");

@@ -72,19 +72,23 @@ void batchnorm_stats(float* mean, float* var, const T* x, int64_t N, int64_t C, 
   const double M = double(N * HW);
 #pragma omp parallel for if (N * C * HW > kParallelGrain)
   for (int64_t c = 0; c < C; ++c) {
-    double s = 0, ss = 0;  // one pass: var = E[x^2] - E[x]^2, safe in double for float data
+    // One pass over x - k, k the channel's first value: var = E[(x-k)^2] - E[x-k]^2. Unshifted, E[x^2]
+    // and E[x]^2 cancel when |mean| >> std (mean 1e4, std 1e-2: a few percent off even in double);
+    // shifted by a value of the data, the terms are of the spread's size.
+    const double k = M > 0 ? double(float(x[c * HW])) : 0.0;
+    double s = 0, ss = 0;
     for (int64_t n = 0; n < N; ++n) {
       const T* xc = x + (n * C + c) * HW;
 #pragma omp simd reduction(+ : s, ss)
       for (int64_t i = 0; i < HW; ++i) {
-        double v = float(xc[i]);
+        double v = double(float(xc[i])) - k;
         s += v;
         ss += v * v;
       }
     }
-    double m = s / M;
-    mean[c] = float(m);
-    var[c] = float(std::max(ss / M - m * m, 0.0));
+    double d = s / M;
+    mean[c] = float(k + d);
+    var[c] = float(std::max(ss / M - d * d, 0.0));
   }
 }
 

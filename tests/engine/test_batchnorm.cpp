@@ -109,6 +109,27 @@ TEST_CASE("batchnorm reference: training backward (through batch stats) matches 
 
 TEST_CASE("batchnorm reference: eval backward matches finite differences") { check_ref_grads(false); }
 
+// Unnormalised data (a DN-like offset, a spread 1e6 times smaller): E[x^2] - E[x]^2 unshifted lost a few
+// percent of the variance even in double; the shifted one-pass sums hold it to float's rounding.
+TEST_CASE("batchnorm statistics: a mean far larger than the spread keeps its variance") {
+  const int64_t N = 2, C = 2, HW = 32768;
+  Rng rng(21);
+  std::vector<float> xf(size_t(N * C * HW));
+  for (float& v : xf) v = float(1e4 + 1e-2 * (2 * rng.uniform() - 1) * std::sqrt(3.0));  // std 1e-2
+  const std::vector<double> x = to_double(xf);
+  std::vector<double> mean(C), var(C);
+  std::vector<float> meanf(C), varf(C);
+  cpu::batchnorm_stats_ref(mean.data(), var.data(), x.data(), N, C, HW);
+  cpu::batchnorm_stats(meanf.data(), varf.data(), xf.data(), N, C, HW);
+  for (int64_t c = 0; c < C; ++c) {
+    CAPTURE(c);
+    // Relative bounds (doctest's Approx adds 1 to the scale, which a variance of 1e-4 would pass anyway).
+    CHECK(std::fabs(var[size_t(c)] - 1e-4) <= 0.05 * 1e-4);  // the data is what it says
+    CHECK(std::fabs(double(varf[size_t(c)]) - var[size_t(c)]) <= 1e-5 * var[size_t(c)]);
+    CHECK(std::fabs(double(meanf[size_t(c)]) - mean[size_t(c)]) <= 1e-7 * mean[size_t(c)]);
+  }
+}
+
 TEST_CASE("batchnorm fast float kernels match the reference") {
   for (bool training : {true, false}) {
     CAPTURE(training);

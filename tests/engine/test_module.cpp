@@ -202,6 +202,21 @@ TEST_CASE("module: load_state_dict reports every problem at once and changes not
   CHECK(net.fc->bias.to_vector() == std::vector<float>(5, 3.f));
   CHECK_THROWS_WITH_AS(net.load_state_dict(NamedTensors{{"fc.bias", Tensor::zeros({4})}}, false),
                        doctest::Contains("fc.bias: checkpoint (4) vs model (5)"), Error);
+
+  // An entry in another dtype (bfloat16, after float32 ones) is converted, as PyTorch converts: every
+  // entry loads (it used to throw half-way, the entries before it already copied).
+  NamedTensors mixed;
+  for (auto& [n, t] : sd) mixed.emplace_back(n, Tensor::full(t.shape(), 1.5f));
+  auto& [mid_name, mid] = mixed[mixed.size() / 2];
+  mid = Tensor::full(mid.shape(), 0.3f).to(DType::BF16);  // 0.30078125 in bfloat16
+  mixed.back().second = mixed.back().second.to(DType::BF16);
+  net.load_state_dict(mixed);
+  for (auto& [n, t] : net.state_dict()) {
+    CAPTURE(n);
+    CHECK(t.dtype() == DType::F32);
+    const float want = n == mid_name ? 0.30078125f : 1.5f;
+    for (float v : t.to_vector()) REQUIRE(v == want);
+  }
 }
 
 TEST_CASE("module: registration rules, train/eval, zero_grad, Sequential") {

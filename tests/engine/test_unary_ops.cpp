@@ -83,3 +83,30 @@ TEST_CASE("unary ops: bfloat16 forward and backward match PyTorch within bfloat1
   // rounding moves a small result by f'(x) x 2^-9.
   check_against_torch(DType::BF16, {1e-2, 1.0 / 128}, {2e-2, 1.0 / 64});
 }
+
+// relu in both dtypes (it is no formula op: the backward reads the output's sign). Under autocast a
+// bfloat16 tensor reaches it (a synchronised batch norm's forward_relu, a ReLU after a convolution);
+// it used to ask for float32 data and throw. Exact in either dtype: y = max(x, 0), dx = dy where y > 0.
+TEST_CASE("relu: float32 and bfloat16, forward and backward, exact on cpu and cuda") {
+  REQUIRE(cuda::register_cuda_backend());
+  const std::vector<float> xs = {-2.5f, -0.f, 0.f, 0.375f, 3.f, -1e-3f, 96.f, 1.5f};
+  const std::vector<float> dys = {1.f, 2.f, 3.f, 4.f, -5.f, 6.f, 0.25f, -0.5f};
+  for (DType t : {DType::F32, DType::BF16})
+    for (Device d : {Device::CPU, Device::CUDA}) {
+      CAPTURE(dtype_name(t));
+      CAPTURE(device_name(d));
+      Tensor x = Tensor::from_vector({8}, xs).to(d).to(t);
+      x.set_requires_grad(true);
+      Tensor y = relu(x);
+      CHECK(y.dtype() == t);
+      y.backward(Tensor::from_vector({8}, dys).to(d).to(t));
+      REQUIRE(x.grad().defined());
+      CHECK(x.grad().dtype() == t);
+      const std::vector<float> got_y = y.to(DType::F32).to_vector(), got_dx = x.grad().to(DType::F32).to_vector();
+      for (size_t i = 0; i < xs.size(); ++i) {
+        CAPTURE(i);
+        CHECK(got_y[i] == std::max(xs[i], 0.f));
+        CHECK(got_dx[i] == (xs[i] > 0 ? dys[i] : 0.f));
+      }
+    }
+}
