@@ -29,7 +29,7 @@ TEST_CASE("cli: defaults when nothing is given") {
   CHECK(p.parse({}) == Parser::Result::Ok);
   CHECK(p.get_string("data") == "");
   CHECK(p.get_int("epochs") == 200);
-  CHECK(p.get_double("lr") == doctest::Approx(1e-3));
+  CHECK(p.get_double("lr") == doctest::Approx(1e-3).scale(0));
   CHECK(p.get_int_list("milestones") == std::vector<int64_t>{50, 100, 200});
   CHECK_FALSE(p.get_flag("resume"));
   CHECK(p.get_string("device") == "auto");

@@ -238,8 +238,8 @@ TEST_CASE("geotiff: transformation matrix and double params are carried and shif
   CHECK(back.geo.geokeys == r.geo.geokeys);
   CHECK(back.geo.geo_ascii_params == "custom|");
   Raster w = read_geotiff(tmp / "m.tif", Window{4, 6, 10, 10});
-  CHECK(w.geo.transformation[3] == doctest::Approx(500000 + 10 * 4 + 0.5 * 6));
-  CHECK(w.geo.transformation[7] == doctest::Approx(4000000 + 0.25 * 4 - 10 * 6));
+  CHECK(w.geo.transformation[3] == doctest::Approx(500000 + 10 * 4 + 0.5 * 6).epsilon(1e-12));
+  CHECK(w.geo.transformation[7] == doctest::Approx(4000000 + 0.25 * 4 - 10 * 6).epsilon(1e-12));
 }
 
 TEST_CASE("geotiff: integer writes round to nearest and clamp to the type") {
