@@ -11,7 +11,8 @@
 # brings back what finished).
 #
 # Phases, in order of what the next run must decide first (each with its own time limit, so one that
-# fails or hangs never costs the rest; the PyTorch reruns and the demo come last):
+# fails or hangs never costs the rest; the open issues' measurements first, the PyTorch reruns and the
+# demo last):
 #   smoke        GPU, driver, clocks, nvcc/g++ versions; the carried binaries start (if they do not,
 #                the run stops at once: the minutes are better spent on a fixed rerun); the two
 #                ceilings (a large device-to-device copy, a large bf16 matrix product through PyTorch)
@@ -20,22 +21,22 @@
 #                later phases use mma.sync and leave the wgmma versions out); then the emulator's CUDA
 #                kernel tests on the device (test_cuda_real), our kernels against cuBLAS/cuDNN
 #                (test_gpu_reference), compute-sanitizer memcheck and racecheck on small cases
-#   kernels      every numbered version in bench/cuda on the fixed cases, validated then timed, with
-#                cuDNN/cuBLAS in fp32, TF32, bf16 (gpu_bench_*)
 #   models       bench_models --device cuda; bench_loader's rates on this host (loader.jsonl), to set
 #                beside the GPU step's
-#   sweep        every configuration of the backend's tensor-core convolution kernels per layer of the
-#                kernel cases (gpu_bench_conv2d --sweep): sweep.jsonl, and sweep_table.inc with the
-#                winners in kernels/cuda/tc_dispatch_table.inc's format (commit them there)
-#   memory       the backend's memory-bound kernels and the optimisers' step at the models' shapes, each
-#                against a device-to-device copy of the same traffic (gpu_bench_memory_bound)
-#   sass         the hot kernels' SASS (cuobjdump): instruction counts in the log, one instantiation of
-#                each tensor-core kernel in sass_hot.txt (the whole dump stays on the machine)
 #   distributed  the "nccl" process group at world size 1 (cuda_status --nccl): one-rank sums and means
 #                exact, the all-reduce's fixed cost per message size; then two MPI ranks sharing the
 #                GPU through host memory (the bundle's Open MPI): the all-reduce's bandwidth
 #                (allreduce.jsonl), and a small DSen2-CR trained by 2 ranks of batch 2 against 1 rank
 #                of batch 4, their checkpoints compared (scripts/gpu/compare_checkpoints.py)
+#   kernels      every numbered version in bench/cuda on the fixed cases, validated then timed, with
+#                cuDNN/cuBLAS in fp32, TF32, bf16 (gpu_bench_*)
+#   memory       the backend's memory-bound kernels and the optimisers' step at the models' shapes, each
+#                against a device-to-device copy of the same traffic (gpu_bench_memory_bound)
+#   sweep        every configuration of the backend's tensor-core convolution kernels per layer of the
+#                kernel cases (gpu_bench_conv2d --sweep): sweep.jsonl, and sweep_table.inc with the
+#                winners in kernels/cuda/tc_dispatch_table.inc's format (commit them there)
+#   sass         the hot kernels' SASS (cuobjdump): instruction counts in the log, one instantiation of
+#                each tensor-core kernel in sass_hot.txt (the whole dump stays on the machine)
 #   torch        PyTorch on the same kernel and model cases (bench/torch/gpu_reference.py: eager in
 #                fp32/TF32/bf16, then torch.compile); the H200's of 2026-12-04 are in
 #                bench/results/h200/, so on an H200 this phase only refreshes them
@@ -61,12 +62,16 @@
 # command lines in step with the phases below.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-all_phases=(smoke correctness kernels models sweep memory sass distributed torch demo)
+# In the order the open issues need them: the sync-free step's numbers (models, #14) and the two ranks
+# (distributed, #17) before the kernel tables that an earlier run measured (kernels, memory), then the
+# sweep, the SASS, the PyTorch reruns and the demo.
+all_phases=(smoke correctness models distributed kernels memory sweep sass torch demo)
 # Seconds per phase; the whole run also stops starting work at --budget (540: the device tool's 10
 # minutes a command, less the unpacking, the bring-back and a margin). In that budget the phases up to
-# memory fit their limits; sass, distributed, torch and demo take what is left.
-declare -A limit=([smoke]=45 [correctness]=110 [kernels]=130 [models]=170 [sweep]=100 [memory]=45 [sass]=20
-                  [distributed]=60 [torch]=190 [demo]=120)
+# memory fit their limits (45 + 110 + 170 + 60 + 110 + 45 = 540); sweep, sass, torch and demo take
+# what the others leave.
+declare -A limit=([smoke]=45 [correctness]=110 [models]=170 [distributed]=60 [kernels]=110 [memory]=45 [sweep]=100
+                  [sass]=20 [torch]=190 [demo]=120)
 budget=540
 only=""
 out=""
@@ -111,14 +116,16 @@ bring_back() {
   mkdir -p "$bring"
   local f
   for f in results.jsonl summary.md gpu_check.log sweep_table.inc; do
-    [[ -f $out/$f ]] && cp "$out/$f" "/tmp/gpu_check_bring.$$" && mv -f "/tmp/gpu_check_bring.$$" "$bring/$f"
+    # Copied beside the target and renamed: a rename within the folder is atomic ($OUT and /tmp may be
+    # different file systems, where mv is a copy).
+    [[ -f $out/$f ]] && cp "$out/$f" "$bring/.$f.part" && mv -f "$bring/.$f.part" "$bring/$f"
   done
   python3 - "$out" "$bring/gpu-check.tar.xz" <<'PY' || echo "gpu_check: packing $bring/gpu-check.tar.xz failed"
-import os, shutil, sys, tarfile
+import os, sys, tarfile
 src, dst = sys.argv[1], sys.argv[2]
 skip_names = {"sass_sm90.txt", "results.jsonl", "summary.md", "gpu_check.log", "sweep_table.inc"}
 def pack(limit):
-    tmp = "/tmp/gpu_check_pack.%d.tar.xz" % os.getpid()
+    tmp = os.path.join(os.path.dirname(dst), ".gpu-check.tar.xz.part")  # renamed into place: atomic
     with tarfile.open(tmp, "w:xz", preset=6) as t:
         for d, _, files in os.walk(src):
             for f in sorted(files):
@@ -130,10 +137,18 @@ def pack(limit):
     return tmp
 tmp = pack(1 << 40)
 if os.path.getsize(tmp) > 15 << 20: os.remove(tmp); tmp = pack(4 << 20)
-shutil.move(tmp, dst)  # a rename, or a copy across file systems
+os.replace(tmp, dst)
 PY
 }
-trap 'exec 1>&3 2>&4; wait "$tee_pid" 2>/dev/null; bring_back' EXIT  # the log is complete before we return
+# The log is complete before we return: tee ends once every writer has closed it, but a process that
+# outlived its timeout (a child in its own session) may hold it open; wait 5 s at most, then bring back.
+finish_log() {
+  exec 1>&3 2>&4
+  local i
+  for i in $(seq 50); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done
+  bring_back
+}
+trap finish_log EXIT
 start=$(date +%s)
 echo "== gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ): phases ${phases[*]}, budget ${budget}s, output $out"
 
@@ -168,10 +183,9 @@ if [[ -z $bin ]]; then
     manifest=$unpack/nimbus-gpu/MANIFEST
     nimbus_ld=$unpack/nimbus-gpu/lib
   else
-    echo "gpu_check: no bundle at $bundle: building here (needs our Debian libraries; see scripts/gpu_package.sh)"
-    NIMBUS_GPU_BUILD=$root/build-gpu timeout 600 "$root/scripts/gpu_package.sh" && bin=$root/.gpu/nimbus-gpu/bin
-    manifest=$root/.gpu/nimbus-gpu/MANIFEST
-    nimbus_ld=$root/.gpu/nimbus-gpu/lib
+    # No building here: the machine has no network and none of our Debian libraries, and a build would
+    # outlast the call. Only what needs no binaries runs (the ceilings, PyTorch).
+    echo "gpu_check: no bundle at $bundle (carry .gpu/nimbus-gpu.tar.xz, made by scripts/gpu_package.sh --check)"
   fi
 fi
 # cuBLAS/cuDNN: the toolkit's, else the Python wheels' (nvidia/<lib>/lib, versioned .so files only).
@@ -209,7 +223,21 @@ export NIMBUS_RESULTS=$results NIMBUS_COMMIT=${commit:-unknown}
 results_py=$root/scripts/gpu/results.py
 # Runs a program whose stdout has JSON rows: rows go to results.jsonl (annotated with the phase,
 # commit, GPU and current SM clock), other lines to the log.
-rows() { local phase=$1; shift; "$@" | python3 "$results_py" annotate --phase "$phase"; return "${PIPESTATUS[0]}"; }
+# After each such command the rows and the log so far are copied to the bring-back folder too: a call
+# the device tool stops mid-phase still brings back every row measured before it.
+rows() {
+  local phase=$1; shift
+  "$@" | python3 "$results_py" annotate --phase "$phase"
+  local rc=${PIPESTATUS[0]}
+  if [[ -n $bring ]]; then
+    mkdir -p "$bring"
+    local f
+    for f in results.jsonl gpu_check.log; do
+      [[ -f $out/$f ]] && cp "$out/$f" "$bring/.$f.part" && mv -f "$bring/.$f.part" "$bring/$f"
+    done
+  fi
+  return "$rc"
+}
 
 # Time limits: every command in a phase gets at most what is left of the phase and of the budget.
 phase_end=0
@@ -221,11 +249,14 @@ cap_of() {  # the limit t would give a command that wants $1 seconds
 t() {
   local want=$1; shift
   local cap; cap=$(cap_of "$want")
-  if (( cap < 5 )); then echo "  (out of time, not run: $*)"; return 124; fi
+  if (( cap < 5 )); then echo "  (out of time, not run: $*)"; return 125; fi
   timeout -k 5 "$cap" "$@"
 }
+# 125: t had no time left to start it (not a failure of the program: say so, so that a later reader
+# does not take it for one; the phase is still marked incomplete).
 note_rc() {  # what, rc
   case $2 in 0) echo "  -> $1: ok" ;; 124|137) echo "  -> $1: TIMED OUT"; phase_ok=0 ;;
+    125) echo "  -> $1: NOT RUN (no time left in the phase or the budget)"; phase_ok=0 ;;
     77) echo "  -> $1: FAILED: it saw no device (exit 77) on a machine with a GPU"; phase_ok=0 ;;
     *) echo "  -> $1: FAILED (exit $2)"; phase_ok=0 ;; esac
 }
@@ -269,8 +300,10 @@ phase_smoke() {
   echo "mpirun: ${mpirun[0]:-none} $( (( ${#mpirun[@]} )) && "${NB[@]}" "${mpirun[0]}" --version 2>/dev/null | head -1)"
   python3 -c 'import mpi4py; print("mpi4py:", mpi4py.get_config())' 2>/dev/null | head -2 || echo "mpi4py: none"
   [[ -n $manifest && -f $manifest ]] && cat "$manifest"
-  echo "our programs' LD_LIBRARY_PATH=$nimbus_ld"
-  [[ -n $bin && -x $bin/cuda_status ]] || { echo "  no binaries: nothing to run"; phase_ok=0; stop_run=1; return; }
+  echo "our programs' LD_LIBRARY_PATH=$nimbus_ld (python3: $(command -v python3 || echo none))"
+  # The card's own ceilings need none of our programs: measured first, whatever follows.
+  rows smoke t 60 python3 "$root/scripts/gpu/ceilings.py"; note_rc "ceilings (copy bandwidth, bf16 GEMM via PyTorch)" $?
+  [[ -n $bin && -x $bin/cuda_status ]] || { echo "  no binaries: nothing of ours can run"; phase_ok=0; stop_run=1; return; }
   t 20 "${NB[@]}" "$bin/cuda_status"; local crc=$?
   note_rc "carried binaries start (cuda_status)" $crc
   # Nothing later can run without it (a library missing, a driver too old for the carried runtime):
@@ -281,7 +314,6 @@ phase_smoke() {
       echo "  $(basename "$b"): $("${NB[@]}" ldd "$b" | grep 'not found' | tr '\n' ' ')"; phase_ok=0
     fi
   done
-  rows smoke t 60 python3 "$root/scripts/gpu/ceilings.py"; note_rc "ceilings (copy bandwidth, bf16 GEMM via PyTorch)" $?
 }
 
 phase_correctness() {
@@ -336,7 +368,8 @@ phase_distributed() {
   local arc=$?
   note_rc "bench_allreduce, 2 MPI ranks (host memory)" $arc
   # Two ranks that could not start here will not train either: keep the phase's time for the others.
-  (( arc == 0 )) || { echo "  two ranks do not run here: the data-parallel training is not tried"; return; }
+  if (( arc == 125 )); then echo "  no time left for two ranks: the data-parallel training is not tried"; return; fi
+  (( arc == 0 )) || { echo "  two ranks failed here (exit $arc): the data-parallel training is not tried"; return; }
   # 8 generated triplets (all in the training split), 3 epochs of 2 global batches of 4, fp32 (TF32
   # would round the two runs' different sums differently); the CPU's same check measured 1.1e-5.
   local d=$out/ddp
@@ -435,7 +468,11 @@ phase_torch() {
 phase_sweep() {
   t 115 "${NB[@]}" "$bin/gpu_bench_conv2d" --sweep all --sweep-table "$out/sweep_table.inc" --budget-ms 10 \
     > "$out/sweep.jsonl" 2>> "$out/gpu_check.log"
-  note_rc "gpu_bench_conv2d --sweep" $?
+  local rc=$?
+  note_rc "gpu_bench_conv2d --sweep" $rc
+  # A sweep stopped part-way leaves a table that looks whole: it says so in its last line.
+  (( rc == 0 )) || echo "// INCOMPLETE: the sweep stopped (exit $rc); the layers after the last row were not swept" \
+    >> "$out/sweep_table.inc"
   echo "  $(wc -l < "$out/sweep.jsonl") layer rows; table lines in sweep_table.inc: $(grep -c '^{' "$out/sweep_table.inc" 2>/dev/null || echo 0)"
 }
 
@@ -511,7 +548,10 @@ PY
 failed=0 stop_run=0
 conv_versions=2,3,4,5,6,7,8,9,10,11 gemm_versions=1,2,3,4,5,6,7,8,9  # without the wgmma ones after a failed validation
 for p in "${phases[@]}"; do
-  if (( stop_run )); then echo "phase $p: not run: the carried programs do not start here (smoke)"; failed=1; continue; fi
+  # PyTorch's phase needs none of our programs: it still runs when they cannot.
+  if (( stop_run )) && [[ $p != torch ]]; then
+    echo "phase $p: not run: the carried programs do not start here (smoke)"; failed=1; continue
+  fi
   now=$(date +%s)
   left=$(( budget - (now - start) ))
   if (( left < 10 )); then echo "phase $p: not run: the ${budget}s budget is spent"; failed=1; continue; fi
@@ -522,6 +562,8 @@ for p in "${phases[@]}"; do
   "phase_$p"
   echo "phase $p: $([[ $phase_ok == 1 ]] && echo passed || echo FAILED) in $(( $(date +%s) - now ))s"
   (( phase_ok )) || failed=1
+  # The table so far, so that a run stopped in a later phase still brings back a summary.
+  python3 "$results_py" summary "$results" > "$out/summary.md" 2>&1 || echo "summary failed after phase $p"
   bring_back
 done
 

@@ -77,7 +77,7 @@ def summary(path):
     first = rows[0]
     print(f"GPU: {first.get('gpu')}, commit {first.get('commit')}, {first.get('date')}\n")
 
-    ceil = {r["case"]: r for r in rows if r.get("case", "").startswith("ceiling_")}
+    ceil = {r["case"]: r for r in rows if (r.get("case") or "").startswith("ceiling_")}
     bw = ceil.get("ceiling_copy", {}).get("tb_per_s")
     tf = ceil.get("ceiling_bf16_gemm", {}).get("tflops")
     if bw or tf:
@@ -89,7 +89,7 @@ def summary(path):
              and r.get("median_ms") is not None]
         return min(c, key=lambda r: r["median_ms"]) if c else None
 
-    kernel_cases = [c for c in dict.fromkeys(r["case"] for r in rows if r.get("phase") == "kernels")]
+    kernel_cases = [c for c in dict.fromkeys(r.get("case") for r in rows if r.get("phase") == "kernels") if c]
     if kernel_cases:
         print("Kernels (ms, median). Per precision: our best version [its TFLOP/s], the library (cuDNN for convs,")
         print("cuBLAS for GEMM) and PyTorch; 'ours/lib' is the library's time over ours (1 = as fast).\n")
@@ -112,9 +112,11 @@ def summary(path):
                 label = f"{case} (partial: {part.get('layers')} of {part.get('layers_total')} layers)" if part else case
                 torch_ms = "n/c" if part and tor else (fmt(tor["median_ms"]) if tor else "-")
                 print(f"| {label} | {p} | {name} | {fmt(lib['median_ms']) if lib else '-'} | {torch_ms} | {ratio} |")
-        bad = [r for r in rows if r.get("phase") == "kernels" and not r.get("ok")]
+        bad = [r for r in rows if r.get("phase") == "kernels" and not r.get("ok") and not r.get("unsupported")]
         for r in bad:
-            print(f"\nFAILED: {r.get('case')} {r.get('impl')} {r.get('precision')}: rel_err {r.get('rel_err')} "
+            # A row the time budget skipped is not a failure of what it would have measured.
+            what = "NOT RUN" if str(r.get("note", "")).startswith("skipped") else "FAILED"
+            print(f"\n{what}: {r.get('case')} {r.get('impl')} {r.get('precision')}: rel_err {r.get('rel_err')} "
                   f"{r.get('note', '')}")
         print()
 
@@ -127,8 +129,9 @@ def summary(path):
         for r in mem:
             f = r.get("fraction")
             mark = "" if f is None or f >= 0.7 else " (below 0.7)"
-            print(f"| {r.get('op')} | {r.get('shape')} | {fmt(r.get('ms'))} | {r.get('gbs', 0):.0f} | "
-                  f"{r.get('copy_gbs', 0):.0f} | {f if f is None else f'{f:.2f}'}{mark} |")
+            n0 = lambda v: "-" if v is None else f"{v:.0f}"  # the bench writes null for a non-finite number
+            print(f"| {r.get('op')} | {r.get('shape')} | {fmt(r.get('ms'))} | {n0(r.get('gbs'))} | "
+                  f"{n0(r.get('copy_gbs'))} | {'-' if f is None else f'{f:.2f}'}{mark} |")
         print()
 
     dist = [r for r in rows if r.get("phase") == "distributed" and r.get("impl") == "nccl"]
@@ -152,10 +155,10 @@ def summary(path):
                   f"(bound {r.get('bound_max')}): {verdict}")
         print()
 
-    model_cases = [c for c in dict.fromkeys(r["case"] for r in rows if r.get("phase") == "models")]
+    model_cases = [c for c in dict.fromkeys(r.get("case") for r in rows if r.get("phase") == "models") if c]
     if model_cases:
         print("Models (ms per step, median; launches / host waits per step; peak reserved GiB)\n")
-        print("| case | nimbus fp32 | torch fp32 | torch TF32 | torch bf16 | torch.compile bf16 | nimbus launches / waits "
+        print("| case | nimbus (its precision) | torch fp32 | torch TF32 | torch bf16 | torch.compile bf16 | nimbus launches / waits "
               "| torch bf16 launches / waits | peak GiB nimbus / torch fp32 |")
         print("|---|---|---|---|---|---|---|---|---|")
         gib = lambda r: f"{r['peak_mem_bytes'] / 2**30:.1f}" if r and r.get("peak_mem_bytes") else "-"
@@ -164,7 +167,9 @@ def summary(path):
             ours = best(case, "nimbus")
             t = {p: best(case, "torch_eager", p) for p in ("fp32", "tf32", "bf16")}
             comp = best(case, "torch_compile")
-            kern = f" ({ours['conv_kernels']})" if ours and ours.get("conv_kernels") else ""
+            # Ours runs in the precision its row says (TF32 by default on the GPU): set it beside torch's same.
+            kern = f" ({ours.get('precision', '?')}, {ours['conv_kernels']})" if ours and ours.get("conv_kernels") else (
+                f" ({ours.get('precision', '?')})" if ours else "")
             if ours and ours.get("bn_fold") is not None and case.startswith("resnet50_train"):
                 kern = kern[:-1] + (", BN stats in the conv epilogue)" if ours["bn_fold"] else ", BN stats apart)")
                 if ours.get("bn_prologue"):

@@ -9,7 +9,7 @@
 # Stand-ins, first on PATH: nvidia-smi (an "H200"), cuobjdump (a few SASS lines), compute-sanitizer,
 # mpirun (one process, not two), and python3 for the two PyTorch scripts (everything else goes to the
 # real python3: results.py and the comparison scripts run for real). Stand-ins for the bundle's
-# programs log their command lines and print rows shaped like the real programs'. Two runs:
+# programs log their command lines and print rows shaped like the real programs'. Three runs:
 #   1. from a stand-in bundle (bin/, mpi/mpirun, MANIFEST, packed with xz as gpu_package.sh packs it),
 #      as the GPU machine runs: everything passes (racecheck cannot start: reported as not run, not as a
 #      failure): exit 0, every phase "passed", the expected commands
@@ -18,6 +18,7 @@
 #   2. from NIMBUS_GPU_BIN (a workstation's build; mpirun from PATH), the wgmma validation failing:
 #      exit 1, that line FAILED, and the later phases run with NIMBUS_CUDA_CONV=mma (the fallback the
 #      script promises); the tests die under memcheck: a failure.
+#   3. no bundle carried: nothing is built, the card's ceilings and PyTorch run, our phases say why not.
 # Before them, scripts/gpu/compare_checkpoints.py (the distributed phase's verdict) on made-up
 # checkpoints: equal passes, a difference over the bound, a missing tensor or a NaN fails.
 set -uo pipefail
@@ -115,7 +116,9 @@ case $name in
       echo "version 6: OK (rehearsal)"
     fi ;;
   gpu_bench_memory_bound)
-    echo '{"case":"memory_bound","op":"relu","shape":"256x64x32x32","ms":0.05,"gbs":3000,"copy_gbs":4000,"fraction":0.75,"ok":true}' ;;
+    echo '{"case":"memory_bound","op":"relu","shape":"256x64x32x32","ms":0.05,"gbs":3000,"copy_gbs":4000,"fraction":0.75,"ok":true}'
+    # A non-finite rate is written as null: the summary must print it, not stop.
+    echo '{"case":"memory_bound","op":"cast","shape":"1x1","ms":0,"gbs":null,"copy_gbs":null,"fraction":null,"ok":true}' ;;
   bench_models)
     c=$(arg --cases "$@")
     p=false; [[ $c == *_prologue ]] && p=true
@@ -206,11 +209,13 @@ rehearse() {  # out_dir bundle|bin [REHEARSAL_FAIL value] [bring-back dir, as th
   : > "$calls"
   local from=(NIMBUS_GPU_BUNDLE="$work/bundle.tar.xz" NIMBUS_GPU_UNPACK="$work/unpack" REHEARSAL_BIN="$unpacked")
   [[ $2 == bin ]] && from=(NIMBUS_GPU_BIN="$work/bin" REHEARSAL_BIN="$work/bin")
+  [[ $2 == none ]] && from=(NIMBUS_GPU_BUNDLE="$work/no-such-bundle.tar.xz" NIMBUS_GPU_UNPACK="$work/unpack-none"
+                            REHEARSAL_BIN="$work/none")
   env PATH="$work/path:$PATH" "${from[@]}" REHEARSAL_CALLS="$calls" REHEARSAL_FAIL="${3:-}" \
     REHEARSAL_CKPT="$work/ckpt.py" OUT="${4:-}" REHEARSAL_SANITIZER="${5:-}" "$root/scripts/gpu_check.sh" --out "$1" > "$1.stdout" 2>&1
   echo $?
 }
-phases=(smoke correctness kernels models sweep memory sass distributed torch demo)
+phases=(smoke correctness models distributed kernels memory sweep sass torch demo)
 
 rc=$(rehearse "$work/pass" bundle "" "$work/bring" racecheck:nostart)
 log=$work/pass/gpu_check.log
@@ -220,6 +225,9 @@ if grep -nE 'unbound variable|command not found|syntax error|No such file|Traceb
      "$log" "$work/pass.stdout"; then
   fail "the script's log shows a shell or Python error (above)"
 fi
+# The phases ran in the script's order: the open issues' measurements (models, distributed) first.
+order=$(grep -o '^== phase [a-z]*' "$log" | awk '{print $3}' | tr '\n' ' ')
+[[ $order == "${phases[*]} " ]] || fail "the phases ran as '$order', not '${phases[*]}'"
 expect_call() {  # a fixed string that some logged command line must contain
   grep -qF -- "$1" "$calls" || fail "no command line with: $1"
 }
@@ -269,12 +277,12 @@ expect_call "raster_diff $e/clear_cpu.tif $e/clear_cuda.tif --case remove_clouds
 grep -q -- "--device cuda" <(grep "^train_dsen2cr " "$calls") || fail "the demo did not train DSen2-CR on cuda"
 grep -q "NIMBUS_CUDA_CONV=mma" "$calls" && fail "a passing run switched to NIMBUS_CUDA_CONV=mma"
 summary=$work/pass/summary.md
-for s in "| case | precision |" "Memory-bound kernels" "Distributed: NCCL" "Models (ms per step" "Ceilings measured" \
+for s in "| case | precision |" "Memory-bound kernels" "| cast | 1x1 | 0.000 | - | - | - |" "Distributed: NCCL" "Models (ms per step" "Ceilings measured" \
          "- ddp_mpi_2ranks_vs_1: largest relative difference 0 (bound 0.001): ok" \
          "- classify_cuda_vs_cpu: largest absolute difference 0 (bound 0.0001): ok" \
          "- remove_clouds_cuda_vs_cpu: largest absolute difference 0 (bound 1): ok" \
-         "| resnet50_train_b256_64_prologue | 50.0 (wgmma, BN stats in the conv epilogue, BN + ReLU in the next conv's prologue) |" \
-         "| resnet50_train_b256_64 | 50.0 (wgmma, BN stats in the conv epilogue) |" \
+         "| resnet50_train_b256_64_prologue | 50.0 (bf16, wgmma, BN stats in the conv epilogue, BN + ReLU in the next conv's prologue) |" \
+         "| resnet50_train_b256_64 | 50.0 (bf16, wgmma, BN stats in the conv epilogue) |" \
          "| resnet50_convs_wgrad (partial: 12 of 53 layers) | bf16 | 1.000 (nimbus_v5) [1.0] | 0.900 | n/c | 0.900 |" \
          "| resnet50_convs_fwd | bf16 | 1.000 (nimbus_v5) [1.0] | 0.900 | - | 0.900 |"; do
   grep -qF -- "$s" "$summary" || fail "summary.md has no '$s' section"
@@ -314,10 +322,21 @@ grep -q "gpu_bench_conv2d --case dsen2cr_conv3x3_fwd --versions 2,3,4,5 " "$call
   fail "the kernels phase did not leave the wgmma versions out after the failure"
 grep -q "^test_cuda_real .*NIMBUS_CUDA_CONV=mma" "$calls" || fail "test_cuda_real did not run with NIMBUS_CUDA_CONV=mma after the failure"
 
+# No bundle carried: nothing is built on the device (no network, no time); the card's ceilings and
+# PyTorch still run, every phase of ours says why it did not, and the run fails.
+rc=$(rehearse "$work/nobundle" none)
+log=$work/nobundle/gpu_check.log
+[[ $rc == 1 ]] || fail "a run without a bundle exited $rc, not 1"
+grep -q "gpu_check: no bundle at $work/no-such-bundle.tar.xz" "$log" || fail "the missing bundle is not named"
+grep -q "building here\|gpu_package.sh --check builds\|install_deps" "$log" && fail "a run without a bundle tried to build"
+grep -q -- "-> ceilings (copy bandwidth, bf16 GEMM via PyTorch): ok" "$log" || fail "the ceilings did not run without a bundle"
+grep -q "^phase models: not run: the carried programs do not start here" "$log" || fail "models did not say why it did not run"
+grep -q "^== phase torch" "$log" || fail "the PyTorch phase did not run without a bundle"
+
 if ((fails)); then
   echo "--- the passing rehearsal's log:"; cat "$work/pass/gpu_check.log"
   echo "--- its command lines:"; cat "$calls"
   echo "gpu_check_rehearsal: $fails check(s) failed"
   exit 1
 fi
-echo "gpu_check_rehearsal: both runs as expected ($(wc -l < "$calls") commands in the second)"
+echo "gpu_check_rehearsal: the three runs as expected"
