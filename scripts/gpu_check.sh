@@ -142,7 +142,9 @@ PY
 }
 # The log is complete before we return: tee ends once every writer has closed it, but a process that
 # outlived its timeout (a child in its own session) may hold it open; wait 5 s at most, then bring back.
+clock_pid=""
 finish_log() {
+  [[ -n $clock_pid ]] && kill "$clock_pid" 2>/dev/null
   exec 1>&3 2>&4
   local i
   for i in $(seq 50); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done
@@ -165,6 +167,13 @@ if [[ -n $gpu_line ]]; then
   echo "gpu_check: skipped: no GPU"
   exit 77
 fi
+
+# The SM clock, memory clock, temperature and power twice a second for the whole run (clocks.csv, in
+# the archive): a row's own clock is read when it arrives, after its case ran; this says what the
+# clocks did while it ran.
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv -lms 500 \
+  > "$out/clocks.csv" 2>/dev/null &
+clock_pid=$!
 
 # ---- binaries and libraries -----------------------------------------------------------------------
 # Our programs get the bundle's libraries through NB (env LD_LIBRARY_PATH=...); the environment's own

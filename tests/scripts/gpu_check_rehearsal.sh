@@ -298,7 +298,7 @@ for f in results.jsonl summary.md gpu_check.log sweep_table.inc gpu-check.tar.xz
   [[ -s $work/bring/$f ]] || fail "the bring-back folder has no $f"
 done
 listing=$("$real_py" -c 'import sys, tarfile; print("\n".join(tarfile.open(sys.argv[1]).getnames()))' "$work/bring/gpu-check.tar.xz")
-for f in pass/correctness.log pass/loader.jsonl pass/allreduce.jsonl pass/sass_hot.txt pass/sweep.jsonl; do
+for f in pass/correctness.log pass/loader.jsonl pass/allreduce.jsonl pass/sass_hot.txt pass/sweep.jsonl pass/clocks.csv; do
   grep -qx "$f" <<< "$listing" || fail "gpu-check.tar.xz does not hold $f"
 done
 grep -q "sass_sm90.txt" <<< "$listing" && fail "gpu-check.tar.xz holds the whole SASS dump"
