@@ -213,6 +213,13 @@ EOF
   )
   [[ -n $wheel_libs ]] && nimbus_ld=$nimbus_ld:$wheel_libs
 fi
+# The first python3 on PATH may not be the one with the wheels (the image keeps PyTorch in a venv under
+# /opt): their library folders are looked for there too.
+if [[ -z ${wheel_libs:-} ]]; then
+  for d in /opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib /usr/local/lib/python3*/dist-packages/nvidia/*/lib; do
+    [[ -d $d ]] && nimbus_ld=$nimbus_ld:$d
+  done
+fi
 [[ -d /usr/local/cuda/lib64 ]] && nimbus_ld=$nimbus_ld:/usr/local/cuda/lib64
 nimbus_ld=${nimbus_ld#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 NB=(env LD_LIBRARY_PATH="$nimbus_ld")
