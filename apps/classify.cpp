@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <set>
 
@@ -150,6 +151,11 @@ int run(int argc, char** argv) {
   };
   std::vector<Image> images(files.size());
   std::vector<Crop> crops;  // every image's crops, in order (headers only are read here)
+  // EuroSAT's 27,000 tiles take a while even by their headers: a bar when there are many.
+  std::unique_ptr<Progress> header_bar;
+  if (files.size() >= 1000)
+    header_bar = std::make_unique<Progress>("classify headers", int64_t(files.size()), stderr, Progress::Mode::Auto,
+                                            "file");
   for (size_t i = 0; i < files.size(); ++i) {
     Image& im = images[i];
     im.path = files[i];
@@ -166,7 +172,9 @@ int run(int argc, char** argv) {
     im.crops = int(corners.size());
     for (const auto& [y0, x0] : corners)
       crops.push_back({i, x0, y0, whole ? im.width : tile, whole ? im.height : tile});
+    if (header_bar) header_bar->update(int64_t(i + 1));
   }
+  header_bar.reset();
   Progress bar("classify", int64_t(crops.size()), stderr, Progress::Mode::Auto,
                crops.size() == files.size() ? "img" : "tile");
   size_t emitted = 0, crops_done = 0, nodata_images = 0;
