@@ -266,7 +266,7 @@ bool conv2d_tc_supported(const ConvGeom& g) {
   const int64_t PQ = g.P() * g.Q();
   return g.N > 0 && g.K > 0 && PQ > 0 && g.N * g.C * g.H * g.W < lim && g.N * g.K * PQ < lim &&
          g.K * g.C * g.R * g.S < lim && g.N * PQ < lim && g.N * g.H * g.W < lim && g.K * g.R * g.S < lim &&
-         (g.K + 127) / 128 < 65535 && (g.C + 127) / 128 < 65535;
+         (g.K + 63) / 64 < 65535 && (g.C + 63) / 64 < 65535;  // grid rows: 64-row tiles in configs 3-5
 }
 
 int conv2d_tc_max_splits(const ConvGeom& g) {

@@ -53,7 +53,7 @@ int config_of(const TcPlan& p, int64_t M, int64_t N, int64_t K) {
 bool linear_tc_supported(int64_t N, int64_t in, int64_t out) {
   const int64_t lim = INT_MAX - 256;
   return N > 0 && in > 0 && out > 0 && N * in < lim && N * out < lim && in * out < lim &&
-         (std::max(N, out) + 127) / 128 < 65535;
+         (std::max(N, out) + 63) / 64 < 65535;  // grid rows: 64-row tiles in configs 3-5
 }
 
 template <typename E>
@@ -87,7 +87,7 @@ void linear_tc_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E* w
 template <typename E>
 void gemm_tc(bool trans_a, bool trans_b, int M, int N, int K, const E* A, int lda, const E* B, int ldb, float* C,
              int ldc, TcPlan plan) {
-  NIMBUS_CHECK(M >= 0 && N >= 0 && K >= 0 && (int64_t(std::max(M, N)) + 127) / 128 < 65535, "cuda::gemm_tc: ", M,
+  NIMBUS_CHECK(M >= 0 && N >= 0 && K >= 0 && (int64_t(std::max(M, N)) + 63) / 64 < 65535, "cuda::gemm_tc: ", M,
                " x ", N, " x ", K, " is too large for the tensor-core kernels");
   const MatMul<E, float> pb{A, B, nullptr, C, lda, ldb, ldc, trans_a, trans_b};
   mma::launch_igemm<E>(pb, M, N, K, 1, config_of<E>(plan, M, N, K), A, "cuda::gemm_tc");
