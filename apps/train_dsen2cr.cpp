@@ -205,7 +205,7 @@ int run(int argc, char** argv) {
       {"cloud-threshold", str(thr)},
       {"crop", str(crop)}};  // validation scores the top-left crop x crop window
   Metadata saved;
-  const int done = apps::resume_or_start(training.resume, "train_dsen2cr", paths.last, common.seed, settings, model,
+  const int done = apps::resume_or_start(training, "train_dsen2cr", paths, common.seed, settings, model,
                                          *opt, &saved);
   double best = apps::metadata_number(saved, "best_val_loss", INFINITY, paths.last);
   // The --pack after the resume check: a refused resume must not rebuild it from other data.
@@ -269,7 +269,11 @@ int run(int argc, char** argv) {
                     : validate(net, val_mine, val_opt, size_t(training.batch), loss_kind, lambda, common.device);
     improved = v.images > 0 && v.loss < best;
     if (improved) best = v.loss;
-    return apps::EpochLoop::Validation{improved, {{"best_val_loss", str(best)}}};
+    apps::EpochLoop::Validation r;
+    r.improved = improved;
+    r.extra = {{"best_val_loss", str(best)}};
+    if (v.images > 0) r.loss = v.loss;
+    return r;
   };
   loop.report = [&](int epoch) {
     const ImageMetrics& m = v.metrics;
@@ -287,7 +291,10 @@ int run(int argc, char** argv) {
                    (long long)training.epochs, loss_sum / double(nb));
   };
   apps::train_epochs(loop);
-  if (world().rank() == 0) std::printf("train_dsen2cr: done; checkpoints in %s\n", paths.out.c_str());
+  if (world().rank() == 0)
+    std::printf("train_dsen2cr: done; %s in %s\n",
+                val.empty() ? "no validation triplets: no best.safetensors; last.safetensors" : "checkpoints",
+                paths.out.c_str());
   return 0;
 }
 

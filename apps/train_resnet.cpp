@@ -161,6 +161,11 @@ int run(int argc, char** argv) {
   const apps::TrainingOptions training = apps::read_training_options(p, "DIR");
   const std::vector<int64_t> blocks = p.get_int_list("blocks");
   if (blocks.size() != 4) throw cli::UsageError("--blocks needs 4 numbers (blocks per stage)");
+  {  // before any work (the split files, the input statistics): StepLr would refuse them only then
+    const std::vector<int64_t> ms = p.get_int_list("milestones");
+    for (size_t i = 1; i < ms.size(); ++i)
+      if (ms[i] <= ms[i - 1]) throw cli::UsageError("--milestones must be increasing epochs, e.g. 50,100,200");
+  }
   const cli::CommonOptions common = apps::setup_device(p);
   const apps::RunPaths paths(training.out, "train_resnet");
   paths.refuse_over({{"--data", training.data}});
@@ -201,7 +206,7 @@ int run(int argc, char** argv) {
                     p.get_double("val-fraction"))},
       {"bands", data::bands_csv(file_bands)}};
   Metadata saved;
-  const int done = apps::resume_or_start(training.resume, "train_resnet", paths.last, common.seed, settings, model,
+  const int done = apps::resume_or_start(training, "train_resnet", paths, common.seed, settings, model,
                                          *opt, &saved);
   if (world().rank() == 0) {  // rank 0 alone writes into the run folder
     ds.write_split_file(paths.out + "/split_train.txt", split.train);
@@ -231,6 +236,9 @@ int run(int argc, char** argv) {
   const data::SampleFn train_fn = data::eurosat_sample_fn(ds, split.train, train_opt);
   const data::SampleFn stats_fn = data::eurosat_sample_fn(ds, split.train, eval_opt);
   const data::SampleFn val_fn = data::eurosat_sample_fn(ds, split.val, eval_opt);
+  if (split.val.empty() && world().rank() == 0)  // --val-fraction 0, or classes too small for it to round up
+    std::fprintf(stderr, "train_resnet: no validation tiles (--val-fraction %g): no best.safetensors will be written\n",
+                 p.get_double("val-fraction"));
 
   if (done == 0) {
     std::vector<float> mean, std;
@@ -286,9 +294,15 @@ int run(int argc, char** argv) {
   loop.validate = [&](int) {
     tr = tr.over_ranks();  // every rank's training samples; each rank then validates its share
     va = evaluate(clf, val_fn, apps::rank_share(split.val.size()), size_t(training.batch), common.device).over_ranks();
-    improved = va.n > 0 && va.acc() > best;
+    // A finite loss too: a model whose logits are all NaN predicts class 0 (argmax) and scores that class's
+    // share; it must not become the best (train_epochs then stops the run on the NaN loss).
+    improved = va.n > 0 && std::isfinite(va.mean_loss()) && va.acc() > best;
     if (improved) best = va.acc();
-    return apps::EpochLoop::Validation{improved, {{"best_val_acc", str(best)}, {apps::kBandsKey, data::bands_csv(model_bands)}}};
+    apps::EpochLoop::Validation v;
+    v.improved = improved;
+    v.extra = {{"best_val_acc", str(best)}, {apps::kBandsKey, data::bands_csv(model_bands)}};
+    if (va.n > 0) v.loss = va.mean_loss();
+    return v;
   };
   loop.report = [&](int epoch) {
     csv.append({double(epoch + 1), opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc()});
@@ -297,8 +311,13 @@ int run(int argc, char** argv) {
                  improved ? "  (best)" : "");
   };
   apps::train_epochs(loop);
-  if (world().rank() == 0)
-    std::printf("train_resnet: done, best validation accuracy %.4f; checkpoints in %s\n", best, paths.out.c_str());
+  if (world().rank() == 0) {
+    if (split.val.empty())
+      std::printf("train_resnet: done, no validation tiles: no best.safetensors; last.safetensors in %s\n",
+                  paths.out.c_str());
+    else
+      std::printf("train_resnet: done, best validation accuracy %.4f; checkpoints in %s\n", best, paths.out.c_str());
+  }
   return 0;
 }
 

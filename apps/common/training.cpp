@@ -96,13 +96,42 @@ std::string data_fingerprint(const std::vector<std::string>& names, const std::s
   return str(names.size(), " ", what, ", index ", hex);
 }
 
-int resume_or_start(bool resume, const std::string& program, const std::string& last, uint64_t seed,
+namespace {
+std::string join(const std::vector<std::string>& v, const std::string& sep) {
+  std::string s;
+  for (const std::string& x : v) s += (s.empty() ? "" : sep) + x;
+  return s;
+}
+}  // namespace
+
+int resume_or_start(const TrainingOptions& options, const std::string& program, const RunPaths& paths, uint64_t seed,
                     const RunSettings& settings, models::Model& model, Optimizer& optimizer, Metadata* metadata) {
-  if (!resume) return 0;
+  const std::string& last = paths.last;
+  ProcessGroup& g = world();
+  if (!options.resume) {
+    // A fresh run into an earlier run's folder: its last.safetensors would be overwritten at the first
+    // epoch's end and its best.safetensors kept whenever this run's validation never improves (no
+    // validation set, NaN losses), to be taken for this run's by whatever reads the folder next.
+    std::vector<std::string> held;
+    for (const std::string& f : {paths.last, paths.best})
+      if (fs::exists(f)) held.push_back(fs::path(f).filename().string());
+    double any = held.empty() ? 0.0 : 1.0;
+    g.all_reduce_sum(&any, 1);  // every rank decides alike (only rank 0 removes)
+    if (any == 0) return 0;
+    if (!options.overwrite)
+      throw cli::UsageError(str("--out ", paths.out, " holds an earlier run's checkpoints (", join(held, ", "),
+                                "): --resume continues that run; --overwrite starts anew and removes them"));
+    if (g.rank() == 0) {
+      for (const std::string& f : {paths.last, paths.best}) fs::remove(f);
+      std::fprintf(stderr, "%s: --overwrite: removed the earlier run's %s from %s\n", program.c_str(),
+                   join(held, " and ").c_str(), paths.out.c_str());
+    }
+    g.barrier();
+    return 0;
+  }
   // Every rank must take the same decision: a rank that does not see the checkpoint (an --out that is
   // not shared, a file still arriving) would start from epoch 1 while the others resume, and the
   // ranks' collectives would no longer pair up.
-  ProcessGroup& g = world();
   const bool here = fs::exists(last);
   double seen = here ? 1.0 : 0.0;
   g.all_reduce_sum(&seen, 1);
@@ -186,6 +215,8 @@ void add_training_options(cli::Parser& p, const std::string& run_settings) {
                        "start of the next epoch; refused when --seed, the model, or " + run_settings +
                        " differ from the run's. --batch-size and the number of ranks may change: the samples come in "
                        "the same order, grouped into other batches");
+  p.add_flag("overwrite", "start anew in an --out that holds an earlier run's checkpoints, removing them (without it, "
+                          "or --resume, such a folder is refused)");
   p.add_int("read-every", 16, "steps between reads of the training losses from the device: the host waits for it only then")
       .range(1, kMaxReadEvery);
   p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");
@@ -243,6 +274,8 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   o.batch = p.get_int("batch-size");
   o.workers = p.get_int("workers");
   o.resume = p.get_flag("resume");
+  o.overwrite = p.get_flag("overwrite");
+  if (o.resume && o.overwrite) throw cli::UsageError("--resume continues a run and --overwrite starts anew: give one");
   o.read_every = p.get_int("read-every");
   o.graphs = !p.get_flag("eager");
   o.pack = p.get_string("pack");
@@ -454,6 +487,9 @@ void train_epochs(const EpochLoop& L) {
   }
   StepRunner runner(L);
   PendingSteps pending(L.device);
+  if (L.first_epoch >= L.epochs && ranks.rank() == 0)  // a --resume of a finished run
+    std::fprintf(stderr, "the run has done %d epochs already, --epochs %lld: nothing to train (raise --epochs to "
+                         "go on)\n", L.first_epoch, (long long)L.epochs);
   for (int epoch = L.first_epoch; epoch < L.epochs; ++epoch) {
     L.optimizer->set_lr(L.lr_at(epoch));
     L.train_mode();
@@ -489,6 +525,12 @@ void train_epochs(const EpochLoop& L) {
     // Per-rank batch norm leaves each rank its own running statistics: validate rank 0's, which it saves.
     if (ranks.size() > 1) broadcast_tensors(L.model->module().named_buffers(), ranks);
     const EpochLoop::Validation v = L.validate(epoch);
+    // Every training loss was finite (read_back checked), yet validation is not: the epoch's last step
+    // made the weights or batch-norm statistics non-finite. Stop before metrics.csv's row and the
+    // checkpoints: last.safetensors keeps the previous epoch, as with a NaN training loss.
+    NIMBUS_CHECK(!v.loss || std::isfinite(*v.loss), "epoch ", epoch + 1, ": the validation loss is ", *v.loss,
+                 " though every training loss was finite: the epoch's last step left non-finite weights or "
+                 "statistics; nothing of this epoch is saved (", L.paths->last, " keeps epoch ", epoch, ")");
     if (ranks.rank() == 0) L.report(epoch);  // metrics.csv's row first (see training.h); rank 0 alone
     models::SaveOptions so;
     so.epoch = epoch + 1;

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,11 +77,15 @@ inline constexpr const char* kRunSettingPrefix = "run.";
 // paths: a dataset moved to another folder is the same data.
 std::string data_fingerprint(const std::vector<std::string>& names, const std::string& what);
 
-// Loads <last> into model + optimiser + global Rng when `resume` and the file
+// Loads <last> into model + optimiser + global Rng when --resume and the file
 // exists. Returns the number of epochs already done (0 when starting afresh),
 // printing what happened. A corrupt or mismatched file (other model, other
 // optimiser, other --seed, another run's settings) is an Error naming it and every difference.
-int resume_or_start(bool resume, const std::string& program, const std::string& last, uint64_t seed,
+// Without --resume, a folder that holds an earlier run's checkpoints is a usage error (the new run
+// would overwrite its last.safetensors and keep its best.safetensors, which the next step of a
+// pipeline would take for this run's); --overwrite removes them first, saying so.
+struct TrainingOptions;
+int resume_or_start(const TrainingOptions& options, const std::string& program, const RunPaths& paths, uint64_t seed,
                     const RunSettings& settings, models::Model& model, Optimizer& optimizer,
                     Metadata* metadata = nullptr);
 
@@ -126,6 +131,7 @@ struct TrainingOptions {
   int64_t read_every = 16;  // --read-every: steps between reads of the losses
   bool graphs = true;       // off with --eager
   bool resume = false;
+  bool overwrite = false;  // --overwrite: a fresh run may replace an earlier run's checkpoints in --out
   std::string pack;  // --pack FILE: read the samples' GeoTIFFs from this raster pack ("" = from the files)
   std::string augment_on = "auto";  // --augment-on auto|host|device: where the training flips are applied
   DebugHooks debug;
@@ -203,6 +209,9 @@ struct EpochLoop {
   struct Validation {
     bool improved = false;
     std::map<std::string, std::string> extra;  // checkpoint metadata (best score, ...)
+    // The mean validation loss, when there was validation: a non-finite one stops the run before the
+    // epoch's checkpoints (the last step left weights that are not finite, though its loss was).
+    std::optional<double> loss;
   };
   std::function<Validation(int epoch)> validate;
   std::function<void(int epoch)> report;  // metrics.csv row and the console line

@@ -178,6 +178,11 @@ TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear
   AppResult bad_lr = run_app("train_resnet", with(resnet_args(data, d / "bad_lr"), {"--lr", "-1"}));
   CHECK(bad_lr.exit_code == 2);
   CHECK_FALSE(fs::exists(d / "bad_lr"));
+  // Milestones out of order: the same, before the split files and the input statistics.
+  AppResult bad_ms = run_app("train_resnet", with(resnet_args(data, d / "bad_ms"), {"--milestones", "3,1"}));
+  CHECK(bad_ms.exit_code == 2);
+  CHECK(bad_ms.output.find("--milestones must be increasing") != std::string::npos);
+  CHECK_FALSE(fs::exists(d / "bad_ms"));
   REQUIRE(run_app("train_resnet", one).exit_code == 0);
   // A different architecture: refused, naming the file.
   std::vector<std::string> wider = with(resnet_args(data, d / "run"), {"--resume"});
@@ -192,6 +197,26 @@ TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear
   CHECK(seed.exit_code == 1);
   CHECK_MESSAGE(seed.output.find("the run used --seed 42") != std::string::npos, seed.output);
   CHECK(read_file(d / "run/split_train.txt") == split_before);
+  // A fresh run into the folder (no --resume): refused before anything is written, since it would
+  // overwrite last.safetensors and could keep the earlier run's best.safetensors as its own.
+  const std::string last_before = read_file(d / "run/last.safetensors");
+  AppResult fresh = run_app("train_resnet", one);
+  CHECK(fresh.exit_code == 2);
+  CHECK_MESSAGE(fresh.output.find("holds an earlier run's checkpoints (last.safetensors, best.safetensors): --resume "
+                                  "continues that run; --overwrite starts anew") != std::string::npos,
+                fresh.output);
+  CHECK(read_file(d / "run/last.safetensors") == last_before);
+  CHECK(run_app("train_resnet", with(one, {"--resume", "--overwrite"})).exit_code == 2);
+  // --overwrite: the earlier checkpoints go first (here the new run, without validation, writes no best).
+  fs::copy(d / "run", d / "again", fs::copy_options::recursive);
+  std::vector<std::string> again = with(resnet_args(data, d / "again"), {"--overwrite", "--val-fraction", "0"});
+  again[5] = "1";
+  AppResult over = run_app("train_resnet", again);
+  REQUIRE_MESSAGE(over.exit_code == 0, over.output);
+  CHECK(over.output.find("--overwrite: removed the earlier run's last.safetensors and best.safetensors") !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists(d / "again/best.safetensors"));
+  CHECK(fs::exists(d / "again/last.safetensors"));
   // Another run's data, split or band order: refused, every difference named, nothing rewritten.
   const std::string fewer = d / "fewer";
   fs::copy(data, fewer, fs::copy_options::recursive);

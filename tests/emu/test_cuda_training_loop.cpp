@@ -1,10 +1,12 @@
 /* test_cuda_training_loop.cpp: the trainers' epoch loop (apps/common/training.h) on the emulated
  * CUDA backend: a step replayed as a captured graph trains exactly as the eager step does, the host
  * waits for the device only when it reads the losses back (every --read-every steps and at the end
- * of an epoch), and a batch of other shapes runs eagerly between replays.
+ * of an epoch), and a batch of other shapes runs eagerly between replays. And on the CPU: a validation
+ * loss that is not finite stops the run before the epoch is recorded or saved.
  */
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -12,6 +14,7 @@
 
 #include "apps/common/training.h"
 #include "backends/cuda/backend.h"
+#include "engine/io/safetensors.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
 #include "engine/random.h"
@@ -158,6 +161,63 @@ TEST_CASE("cuda training loop: the replayed graph trains bit for bit as the eage
     CHECK(delta(graph, k).host_waits == 0);
     CHECK(delta(eager, k).host_waits == 0);
   }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+
+namespace {
+
+// An epoch on the CPU whose validation loss is NaN though every training loss was finite (what a last
+// step leaving NaN weights gives): the loop stops with an error naming the epoch, before metrics.csv's
+// row and before either checkpoint. A NaN model must never become last.safetensors, let alone best.
+TEST_CASE("training loop: a non-finite validation loss stops the run before the epoch's row and checkpoints") {
+  const std::string dir = (std::filesystem::temp_directory_path() / "nimbus_test_training_loop_nan").string();
+  std::filesystem::remove_all(dir);
+  Rng rng(4);
+  models::Model model = models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
+  models::Classifier& clf = *model.classifier;
+  Adam adam(clf.named_parameters(), AdamOptions{1e-3});
+  const data::SampleFn fn = [](size_t i, Rng&) {
+    data::Sample s;
+    s.add("image", {13, 8, 8}, std::vector<float>(13 * 8 * 8, float(100 * i)));
+    s.label = int64_t(i % 10);
+    return s;
+  };
+  data::Loader loader(6, fn, apps::loader_options(3, 1, 9, 0));
+  apps::RunPaths paths(dir, "test");
+  apps::DebugHooks debug;
+  apps::EpochLoop loop{2, 3, 0, &loader, &adam, &model, &paths, &debug, 9};
+  loop.lr_at = [](int) { return 1e-3; };
+  loop.train_mode = [&] { clf.train(); };
+  loop.step_inputs = [&](const data::Batch& bt) {
+    std::vector<float> labels(bt.labels.begin(), bt.labels.end());
+    return std::vector<Tensor>{bt["image"], Tensor::from_vector({int64_t(labels.size())}, labels)};
+  };
+  loop.step_loss = [&](const std::vector<Tensor>& in, std::vector<Tensor>&) {
+    return cross_entropy(clf.logits(in[0]), in[1]);
+  };
+  int steps = 0, reports = 0;
+  loop.after_step = [&](const std::vector<int64_t>&, double l, const std::vector<Tensor>&) {
+    CHECK(std::isfinite(l));
+    ++steps;
+  };
+  loop.note = [] { return std::string(); };
+  loop.validate = [&](int epoch) {
+    apps::EpochLoop::Validation v;
+    v.improved = true;  // as a NaN model scoring class 0's share would claim
+    v.loss = epoch == 0 ? 2.3 : std::nan("");
+    return v;
+  };
+  loop.report = [&](int) { ++reports; };
+  CHECK_THROWS_WITH_AS(apps::train_epochs(loop),
+                       doctest::Contains("epoch 2: the validation loss is nan though every training loss was finite"),
+                       Error);
+  CHECK(steps == 4);    // both epochs trained
+  CHECK(reports == 1);  // the first epoch's row only
+  // The checkpoints are the first epoch's: the second wrote neither.
+  CHECK(load_safetensors(paths.last).metadata.at("epoch") == "1");
+  CHECK(load_safetensors(paths.best).metadata.at("epoch") == "1");
   std::filesystem::remove_all(dir);
 }
 
