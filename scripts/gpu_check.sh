@@ -101,6 +101,9 @@ fi
 [[ -z $bring && -n ${OUT:-} ]] && bring=$OUT
 if [[ -z $out ]]; then out=${bring:+/tmp/gpu-check}; out=${out:-$root/gpu-check}; fi
 if [[ -n $bring && $(realpath -m "$out") == "$(realpath -m "$bring")" ]]; then out=/tmp/gpu-check; fi
+# The working folder on the device is this run's alone: a second call on a still-warm machine would
+# otherwise append to the first's results.jsonl and find its checkpoints.
+[[ $out == /tmp/gpu-check ]] && rm -rf "$out"
 mkdir -p "$out"
 log=$out/gpu_check.log
 results=$out/results.jsonl
@@ -389,6 +392,7 @@ phase_distributed() {
   # 8 generated triplets (all in the training split), 3 epochs of 2 global batches of 4, fp32 (TF32
   # would round the two runs' different sums differently); the CPU's same check measured 1.1e-5.
   local d=$out/ddp
+  rm -rf "$d"  # fresh runs: the trainers refuse a folder that holds another run's checkpoints
   local a=(--data "$d/data/sen12mscr" --epochs 3 --crop 32 --blocks 1 --features 8 --threads 2 --workers 1
            --optimizer adam --lr 1e-3 --device cuda --precision fp32)
   mkdir -p "$d"
