@@ -23,6 +23,7 @@
 // descriptions, or its EuroSAT / SEN12MS-CR layout; --bands overrides) and moved into the order the
 // classifier takes (its checkpoint's "bands" metadata; --model-bands for a file without it).
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -200,6 +201,7 @@ int run(int argc, char** argv) {
     }
   };
   data::Raster band;  // rows [band_y0, band_y0 + band.height) of image band_image, all columns
+  std::vector<uint8_t> band_nodata;  // with a NaN nodata value: 1 where a pixel of `band` is NaN in every band
   size_t band_image = SIZE_MAX;
   int band_y0 = -1;
   std::vector<Crop> pending;
@@ -214,6 +216,18 @@ int run(int argc, char** argv) {
       if (c.image != band_image || c.y0 < band_y0 || c.y0 + c.h > band_y0 + band.height) {
         // One read for the whole row of crops: the band of rows [y0, y0 + h), every column.
         band = data::read_geotiff(im.path, data::Window{0, c.y0, im.width, c.h});
+        // A NaN nodata value: a pixel NaN in every band has no data; it is zeroed (a tile with any data
+        // is classified as a whole) and its tile's has_data comes from the mask. Any other NaN is an error.
+        band_nodata.clear();
+        if (im.nodata && std::isnan(*im.nodata)) {
+          const size_t hw = size_t(band.height) * size_t(band.width);
+          band_nodata.assign(hw, 1);
+          for (int b = 0; b < band.bands; ++b)
+            for (size_t q = 0; q < hw; ++q) band_nodata[q] &= std::isnan(band.data[size_t(b) * hw + q]) ? 1 : 0;
+          for (int b = 0; b < band.bands; ++b)
+            for (size_t q = 0; q < hw; ++q)
+              if (band_nodata[q]) band.data[size_t(b) * hw + q] = 0.f;
+        }
         data::check_finite(band, im.path);  // a NaN pixel would make this image's probabilities NaN
         band_image = c.image, band_y0 = c.y0;
       }
@@ -224,9 +238,17 @@ int run(int argc, char** argv) {
           std::copy_n(band.data.data() + size_t(b) * plane + size_t(c.y0 - band_y0 + y) * size_t(band.width) +
                           size_t(c.x0),
                       size_t(w), crop.data() + size_t(b) * whw + size_t(y) * size_t(w));
-      has_data.push_back(!im.nodata || !std::all_of(crop.begin(), crop.end(), [&](float v) {
-        return data::is_nodata(v, im.nodata);
-      }));
+      if (!band_nodata.empty()) {  // NaN nodata: the mask of the zeroed pixels
+        bool any = false;
+        for (int y = 0; y < h && !any; ++y)
+          for (int x = 0; x < w && !any; ++x)
+            any = !band_nodata[size_t(c.y0 - band_y0 + y) * size_t(band.width) + size_t(c.x0 + x)];
+        has_data.push_back(any);
+      } else {
+        has_data.push_back(!im.nodata || !std::all_of(crop.begin(), crop.end(), [&](float v) {
+          return data::is_nodata(v, im.nodata);
+        }));
+      }
       crop = data::reorder_bands(std::move(crop), whw, im.bands, model_bands, im.path);
       dn.insert(dn.end(), crop.begin(), crop.end());
     }

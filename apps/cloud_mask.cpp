@@ -10,6 +10,7 @@
 // the detector's shadow thresholds leave those pixels out). Prints the cloud and shadow fractions of
 // the pixels with data; progress bars on stderr while it reads and detects. Written atomically (temp
 // file + rename). Bad input (missing file, wrong band count) -> exit 1.
+#include <cmath>
 #include <cstdio>
 #include <memory>
 
@@ -64,8 +65,13 @@ int run(int argc, char** argv) {
   if (s2.nodata) {
     valid.assign(hw, 0);
     size_t with_data = 0;
+    // A NaN nodata value: NaN in any band is no data (a swath's edge differs a little per band); another
+    // value must hold in every band (0 DN can be a real value in one band).
+    const bool nan_nodata = std::isnan(*s2.nodata);
     for (size_t q = 0; q < hw; ++q) {
-      for (int c = 0; c < s2.bands && !valid[q]; ++c) valid[q] = !data::is_nodata(s2.data[size_t(c) * hw + q], s2.nodata);
+      int nodata_bands = 0;
+      for (int c = 0; c < s2.bands; ++c) nodata_bands += data::is_nodata(s2.data[size_t(c) * hw + q], s2.nodata);
+      valid[q] = nan_nodata ? nodata_bands == 0 : nodata_bands < s2.bands;
       with_data += valid[q];
     }
     NIMBUS_CHECK(with_data > 0, in, ": every pixel is the nodata value ", *s2.nodata, ": nothing to detect");

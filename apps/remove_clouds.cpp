@@ -15,7 +15,8 @@
 // --bands overrides), moved to DSen2-CR's SEN12MS order; the output is in
 // SEN12MS order and names its bands in GDAL band descriptions.
 // Nodata: a pixel that is the input's GDAL nodata value in every band is nodata in the output (that
-// value when uint16 holds it, else 0), and the output carries the tag.
+// value when uint16 holds it, else 0), and the output carries the tag; a pixel with data whose value
+// would round to the nodata value is moved 1 DN off it.
 // Folder mode writes one file per triplet of the split: DIR/<cloudy S2 file name>.
 #include <algorithm>
 #include <cmath>
@@ -145,11 +146,16 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
         if (out_nodata) {  // the input's nodata pixels under this tile (its own read: the model's was filled)
           const data::Raster in = data::read_geotiff(s2_path, data::Window{tx0, py0, cols, rows});
           const size_t n = size_t(rows) * size_t(cols);
+          const float nd = float(*out_nodata);
           for (size_t q = 0; q < n; ++q) {
             bool all = true;
             for (int c = 0; c < in.bands && all; ++c) all = data::is_nodata(in.data[size_t(c) * n + q], i2.nodata);
-            if (all)
-              for (int c = 0; c < models::kS2Bands; ++c) tile[size_t(c) * n + q] = float(*out_nodata);
+            for (int c = 0; c < models::kS2Bands; ++c) {
+              float& v = tile[size_t(c) * n + q];
+              // A pixel with data must not read as nodata once rounded (GDAL masks per band): 1 DN off.
+              if (all) v = nd;
+              else if (std::lround(std::clamp(v, 0.f, 65535.f)) == std::lround(nd)) v = nd == 0.f ? 1.f : nd - 1.f;
+            }
           }
         }
         out.write_tile(tx0 / T, py0 / T, tile.data());

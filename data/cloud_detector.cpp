@@ -206,7 +206,7 @@ std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int wid
   if (t3) *t3 = T3;
   if (t4) *t4 = T4;
   std::vector<uint8_t> candidate(n);
-  for (size_t p = 0; p < n; ++p) candidate[p] = csi[p] < T3 && blue[p] < T4;
+  for (size_t p = 0; p < n; ++p) candidate[p] = (!valid || valid[f.source(p)]) && csi[p] < T3 && blue[p] < T4;
   // 5x5 median of {-1, 0} with zero padding: -1 when at least 13 of the 25 are -1.
   std::vector<int> count = box_sum<uint8_t, int>(candidate, f.h, f.w, 2);
   std::vector<uint8_t> out(n);

@@ -32,8 +32,9 @@ struct CloudDetectorOptions {
   // same order as it would there; only the first gathers through the permutation.
   int dihedral_code = 0;
   // (H, W) in the input's frame, 0 where a pixel has no data (its file's nodata value in every band), or
-  // null (every pixel has). The shadow thresholds are then statistics of the pixels with data; the
-  // masks still cover every pixel (the caller decides what a nodata pixel's mask says).
+  // null (every pixel has). The shadow thresholds are then statistics of the pixels with data, and a
+  // pixel without data is no shadow candidate (its zeros would spread shadow from a swath's edge through
+  // the median); the masks still cover every pixel (the caller decides what a nodata pixel's mask says).
   const uint8_t* valid = nullptr;
   // detect_clouds calls this after each of its two passes (the cloud score, then the shadow mask) with
   // (passes done, 2): for a progress bar over a whole scene. Empty: not called.

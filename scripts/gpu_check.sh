@@ -294,7 +294,7 @@ run_sanitizer() {
   cat "$part" >> "$clog"
   grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Invalid|out of bounds|hazard' "$part" | tail -5
   # The tool's own start errors read "========= Error: ..."; doctest's first line is "[doctest] ...".
-  if (( rc != 0 && rc != 9 && rc != 124 && rc != 137 )) && ! grep -q '^\[doctest\]' "$part" &&
+  if (( rc != 0 && rc != 9 && rc != 124 && rc != 125 && rc != 137 )) && ! grep -q '^\[doctest\]' "$part" &&
      grep -q '^========= Error' "$part"; then
     echo "  -> $tool: NOT RUN: compute-sanitizer did not start the tests (exit $rc): $(grep -m1 '^========= Error' "$part")"
     rm -f "$part"
@@ -303,6 +303,7 @@ run_sanitizer() {
   rm -f "$part"
   case $rc in 9) echo "  -> $tool: FAILED: the sanitizer reported errors"; phase_ok=0 ;;
     0) echo "  -> $tool: ok (no errors; the tests passed under it)" ;;
+    125) echo "  -> $tool: NOT RUN (no time left in the phase or the budget)"; phase_ok=0 ;;
     124|137) echo "  -> $tool: TIMED OUT"; phase_ok=0 ;;
     *) echo "  -> $tool: no sanitizer errors, but the tests under it failed (exit $rc): see correctness.log"; phase_ok=0 ;;
   esac
@@ -320,9 +321,14 @@ phase_smoke() {
   python3 -c 'import mpi4py; print("mpi4py:", mpi4py.get_config())' 2>/dev/null | head -2 || echo "mpi4py: none"
   [[ -n $manifest && -f $manifest ]] && cat "$manifest"
   echo "our programs' LD_LIBRARY_PATH=$nimbus_ld (python3: $(command -v python3 || echo none))"
-  # The card's own ceilings need none of our programs: measured first, whatever follows.
-  rows smoke t 60 python3 "$root/scripts/gpu/ceilings.py"; note_rc "ceilings (copy bandwidth, bf16 GEMM via PyTorch)" $?
-  [[ -n $bin && -x $bin/cuda_status ]] || { echo "  no binaries: nothing of ours can run"; phase_ok=0; stop_run=1; return; }
+  # The card's own ceilings need none of our programs: measured whatever follows, but after the quick
+  # start check (they may take most of the phase, and a start check left without time would stop the run).
+  local ceilings=(python3 "$root/scripts/gpu/ceilings.py")
+  if [[ -z $bin || ! -x $bin/cuda_status ]]; then
+    echo "  no binaries: nothing of ours can run"; phase_ok=0; stop_run=1
+    rows smoke t 60 "${ceilings[@]}"; note_rc "ceilings (copy bandwidth, bf16 GEMM via PyTorch)" $?
+    return
+  fi
   t 20 "${NB[@]}" "$bin/cuda_status"; local crc=$?
   note_rc "carried binaries start (cuda_status)" $crc
   # Nothing later can run without it (a library missing, a driver too old for the carried runtime):
@@ -333,6 +339,7 @@ phase_smoke() {
       echo "  $(basename "$b"): $("${NB[@]}" ldd "$b" | grep 'not found' | tr '\n' ' ')"; phase_ok=0
     fi
   done
+  rows smoke t 60 "${ceilings[@]}"; note_rc "ceilings (copy bandwidth, bf16 GEMM via PyTorch)" $?
 }
 
 phase_correctness() {

@@ -271,7 +271,7 @@ void add_common_options(Parser& p) {
   p.add_choice("device", "auto", {"cpu", "cuda", "auto"}, "where to compute; auto picks cuda when available");
   p.add_int("threads", 0, "CPU threads (0 = all cores)").range(0, 4096);
   p.add_int("seed", 42, "random seed: the same seed repeats a run exactly on the same device with the same --threads "
-            "(the CPU sums weight gradients per thread: another count changes the last bits)").range(0, 9e18);
+            "(the CPU sums weight gradients per thread: another count changes the last bits)").range(0, 9223372036854775807.0);
 }
 
 CommonOptions apply_common_options(const Parser& p) {
@@ -284,7 +284,7 @@ CommonOptions apply_common_options(const Parser& p) {
     NIMBUS_CHECK(device_available(c.device), "--device ", dev,
                  " was asked for but no CUDA device is available in this build or on this machine");
   }
-  int64_t t = p.get_int("threads");  // the parser holds it to [0, 4096], and the seed to [0, 9e18]
+  int64_t t = p.get_int("threads");  // the parser holds it to [0, 4096], and the seed to [0, 2^63)
   c.threads = t > 0 ? int(t) : omp_get_num_procs();
   omp_set_num_threads(c.threads);
   int64_t seed = p.get_int("seed");

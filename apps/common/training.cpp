@@ -139,6 +139,13 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
                " ranks (", here ? "this one included" : "not this one",
                "); --out must be a folder every rank sees");
   if (seen == 0) {
+    // No last checkpoint but another run's best: starting from epoch 1 would keep it whenever this
+    // run's validation never improves, as a fresh run would (above).
+    double best_seen = fs::exists(paths.best) ? 1.0 : 0.0;
+    g.all_reduce_sum(&best_seen, 1);
+    if (best_seen > 0)
+      throw cli::UsageError(str("--resume: ", paths.out, " has no last.safetensors to continue but holds an earlier "
+                                "run's best.safetensors: --overwrite starts anew and removes it"));
     if (g.rank() == 0)
       std::fprintf(stderr, "%s: --resume: no %s yet, starting from epoch 1\n", program.c_str(), last.c_str());
     return 0;

@@ -15,13 +15,16 @@ namespace {
 constexpr int kSlots = 64;
 constexpr size_t kPathMax = 4096;
 
-// A slot is free (0), being filled or emptied (1), or holds a path the handler may unlink (2).
+// A slot is free (0), being filled (1), holds a path the handler may unlink (2), or is being unlinked by
+// the handler (3: the process is about to die of the signal; the slot is never freed again).
 std::atomic<int> state[kSlots];
 char paths[kSlots][kPathMax];
 
 void on_signal(int sig) {
-  for (int i = 0; i < kSlots; ++i)
-    if (state[i].load(std::memory_order_acquire) == 2) ::unlink(paths[i]);
+  for (int i = 0; i < kSlots; ++i) {
+    int held = 2;  // taken from 2 to 3 first: a writer's thread can then neither free nor refill the slot
+    if (state[i].compare_exchange_strong(held, 3, std::memory_order_acquire)) ::unlink(paths[i]);
+  }
   // Die of the same signal: the default action, re-raised (it is blocked until this handler returns).
   ::signal(sig, SIG_DFL);
   ::raise(sig);
@@ -42,7 +45,8 @@ TempFile::TempFile(const std::string& path) {
 }
 
 TempFile::~TempFile() {
-  if (slot_ >= 0) state[slot_].store(0, std::memory_order_release);
+  int held = 2;  // not if the handler holds it (3): the process is dying of the signal anyway
+  if (slot_ >= 0) state[slot_].compare_exchange_strong(held, 0, std::memory_order_release);
 }
 
 void remove_temp_files_on_signals() {

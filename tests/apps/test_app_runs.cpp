@@ -207,6 +207,14 @@ TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear
                 fresh.output);
   CHECK(read_file(d / "run/last.safetensors") == last_before);
   CHECK(run_app("train_resnet", with(one, {"--resume", "--overwrite"})).exit_code == 2);
+  // --resume where only an earlier run's best is left (last removed): refused too, for the same reason.
+  fs::create_directories(d / "stale");
+  fs::copy_file(d / "run/best.safetensors", d / "stale/best.safetensors");
+  AppResult stale = run_app("train_resnet", with(resnet_args(data, d / "stale"), {"--resume"}));
+  CHECK(stale.exit_code == 2);
+  CHECK_MESSAGE(stale.output.find("has no last.safetensors to continue but holds an earlier run's best") !=
+                    std::string::npos,
+                stale.output);
   // --overwrite: the earlier checkpoints go first (here the new run, without validation, writes no best).
   fs::copy(d / "run", d / "again", fs::copy_options::recursive);
   std::vector<std::string> again = with(resnet_args(data, d / "again"), {"--overwrite", "--val-fraction", "0"});
@@ -904,12 +912,23 @@ TEST_CASE("remove_clouds: nodata pixels of the input are nodata in the output") 
         nodata_ok += edge.data[i] == 0.f;
         nonzero_edge_in_plain += plain.data[i] != 0.f;
       } else {
-        data_ok += edge.data[i] == plain.data[i];
+        data_ok += edge.data[i] == plain.data[i] || (plain.data[i] == 0.f && edge.data[i] == 1.f);
       }
     }
   CHECK(nodata_ok == size_t(13 * 16 * s2.height));
   CHECK(data_ok == size_t(13) * (hw - size_t(16 * s2.height)));
   CHECK(nonzero_edge_in_plain > 0);  // without the tag the model's output there is kept: the test can fail
+  // A pixel with data never reads as nodata: where the plain run wrote 0, the tagged one wrote 1.
+  size_t zero_data = 0, moved = 0;
+  for (int c = 0; c < edge.bands; ++c)
+    for (size_t q = 0; q < hw; ++q)
+      if (int(q % size_t(s2.width)) >= 16) {
+        const size_t i = size_t(c) * hw + q;
+        zero_data += edge.data[i] == 0.f;
+        moved += plain.data[i] == 0.f && edge.data[i] == 1.f;
+      }
+  CHECK(zero_data == 0);
+  MESSAGE(moved, " data values moved from 0 to 1 DN");
 }
 
 TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with georeferencing kept and errors") {
@@ -1230,6 +1249,19 @@ TEST_CASE("classify: tiles without data are left out, an image without data has 
   std::vector<double> got;
   for (int k = 0; k < 10; ++k) got.push_back(std::stod(f[size_t(3 + k)]));
   check_close(got, want, 1e-7, 1e-5, "the mean of the three tiles with data");
+  // The same image in float32 with NaN as its nodata value (NaN in every band of the edge tile): the
+  // same tiles are left out, and the NaN is no error.
+  data::Raster nan_edge = r;
+  for (int c = 0; c < 13; ++c)
+    for (int y = 0; y < 64; ++y)
+      for (int x = 0; x < 64; ++x) nan_edge.data[size_t(c * 128 * 128 + y * 128 + x)] = NAN;
+  nan_edge.nodata = std::nan("");
+  data::WriteOptions f32;
+  f32.type = data::SampleType::Float32;
+  data::write_geotiff(d / "c_nan_edge.tif", nan_edge, f32);
+  AppResult nan_run = run_app("classify", {"--weights", ckpt, "--out", d / "q.csv", "--threads", "1", d / "c_nan_edge.tif"});
+  REQUIRE_MESSAGE(nan_run.exit_code == 0, nan_run.output);
+  check_close(read_probabilities(d / "q.csv").at(d / "c_nan_edge.tif"), want, 1e-7, 1e-5, "NaN nodata: the same mean");
 }
 
 TEST_CASE("classify: a PyTorch classifier that names its bands classifies EuroSAT tiles as PyTorch does") {

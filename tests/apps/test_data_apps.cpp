@@ -145,6 +145,24 @@ TEST_CASE("cloud_mask: nodata pixels are left out of the thresholds and marked 2
   size_t wrong = 0;
   for (size_t q = 0; q < hw; ++q) wrong += mask.data[q] != (valid[q] ? bin[q] : 255.f);
   CHECK(wrong == 0);
+  // A NaN nodata value: a pixel NaN in any band has no data (a swath's edge differs a little per band).
+  data::Raster f = s2;
+  for (size_t q = 0; q < hw; ++q)
+    if (!valid[q])
+      for (int c = 0; c < f.bands; ++c) f.data[size_t(c) * hw + q] = NAN;
+  f.data[size_t(3) * hw + size_t(10 * W + 48)] = NAN;  // one more pixel, NaN in band 3 only
+  valid[size_t(10 * W + 48)] = 0;
+  f.nodata = std::nan("");
+  data::WriteOptions f32;
+  f32.type = data::SampleType::Float32;
+  data::write_geotiff(d / "nan_edge.tif", f, f32);
+  AppResult nan_run = run_app("cloud_mask", {"--s2", d / "nan_edge.tif", "--out", d / "mask_nan.tif"});
+  REQUIRE_MESSAGE(nan_run.exit_code == 0, nan_run.output);
+  const data::Raster mask_nan = data::read_geotiff(d / "mask_nan.tif");
+  CHECK(mask_nan.data[size_t(10 * W + 48)] == 255.f);
+  size_t nan_marked = 0;
+  for (size_t q = 0; q < hw; ++q) nan_marked += (mask_nan.data[q] == 255.f) == !valid[q];
+  CHECK(nan_marked == hw);
   // Nodata everywhere: nothing to detect, an error naming the file.
   std::fill(s2.data.begin(), s2.data.end(), 0.f);
   data::write_geotiff(d / "empty.tif", s2, wo);
