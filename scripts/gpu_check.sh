@@ -114,15 +114,20 @@ tee_pid=$!
 # folders down): the four files to read first, copied, and the rest packed into one archive (xz through
 # Python's tarfile: the image may have no xz binary), without the whole SASS dump, checkpoints and
 # packs; files over 4 MiB are left out when the archive would pass 15 MiB. Remade after every phase.
-bring_back() {
+# copy_back FILE...: each of $out's files copied beside its target in $bring and renamed: a rename
+# within the folder is atomic ($OUT and /tmp may be different file systems, where mv is a copy).
+copy_back() {
   [[ -n $bring ]] || return 0
   mkdir -p "$bring"
   local f
-  for f in results.jsonl summary.md gpu_check.log sweep_table.inc; do
-    # Copied beside the target and renamed: a rename within the folder is atomic ($OUT and /tmp may be
-    # different file systems, where mv is a copy).
+  for f in "$@"; do
     [[ -f $out/$f ]] && cp "$out/$f" "$bring/.$f.part" && mv -f "$bring/.$f.part" "$bring/$f"
   done
+  return 0
+}
+bring_back() {
+  [[ -n $bring ]] || return 0
+  copy_back results.jsonl summary.md gpu_check.log sweep_table.inc
   python3 - "$out" "$bring/gpu-check.tar.xz" <<'PY' || echo "gpu_check: packing $bring/gpu-check.tar.xz failed"
 import os, sys, tarfile
 src, dst = sys.argv[1], sys.argv[2]
@@ -248,13 +253,7 @@ rows() {
   local phase=$1; shift
   "$@" | python3 "$results_py" annotate --phase "$phase"
   local rc=${PIPESTATUS[0]}
-  if [[ -n $bring ]]; then
-    mkdir -p "$bring"
-    local f
-    for f in results.jsonl gpu_check.log; do
-      [[ -f $out/$f ]] && cp "$out/$f" "$bring/.$f.part" && mv -f "$bring/.$f.part" "$bring/$f"
-    done
-  fi
+  copy_back results.jsonl gpu_check.log
   return "$rc"
 }
 
