@@ -34,6 +34,7 @@
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/loss.h"
+#include "kernels/cpu/optim.h"
 #include "kernels/cpu/pool.h"
 #include "backends/cuda/backend.h"
 #include "kernels/cuda/batchnorm.h"
@@ -452,24 +453,31 @@ TEST_CASE("cuda kernels: strided row copy and fused optimiser updates, two block
   const int64_t n = 301;
   const std::vector<float> p0 = rand_floats(size_t(n), 63), m0 = rand_floats(size_t(n), 64),
                            v0 = rand_floats(size_t(n), 65, 0, 1), g = rand_floats(size_t(n), 66);
-  // The CPU loops of engine/optim written out (same float expressions) for one element.
+  // The CPU loops (kernels/cpu/optim.cpp), compiled in the library as the emulated kernels are: both
+  // evaluate kernels/common/optim_update.h's element updates, so the compiler contracts them alike.
   const cuda::AdamScalars a{0.9f, 0.999f, 0.1f, 0.001f, 0.01f, 1e-8f, 0.05f, 0.3f};
   const cuda::NadamScalars na{0.9f, 0.999f, 0.1f, 0.001f, 1.2f, 1.1f, 1.3f, 0.2f, 0.8f, 0.01f, 1e-8f};
   const cuda::SgdScalars sg{0.1f, 0.001f, 0.9f, 1.0f, false, true, true};
   std::vector<float> pa = p0, ma = m0, va = v0, pn = p0, mn = m0, vn = v0, ps = p0, bs = m0;
-  for (size_t i = 0; i < size_t(n); ++i) {
-    float gi = g[i] + a.wd * pa[i];
-    ma[i] = ma[i] * a.b1 + a.one_m_b1 * gi;
-    va[i] = va[i] * a.b2 + a.one_m_b2 * (gi * gi);
-    pa[i] += -a.step_size * (ma[i] / (std::sqrt(va[i]) / a.bc2_sqrt + a.eps));
-    mn[i] = na.b1 * mn[i] + na.one_m_b1 * g[i];
-    vn[i] = na.b2 * vn[i] + na.one_m_b2 * (g[i] * g[i]);
-    pn[i] -= na.lr * (na.c_g * (g[i] * na.g_scale) + na.c_m * (mn[i] * na.m_scale)) /
-             (std::sqrt(vn[i] * na.v_scale) + na.eps);
-    float d = g[i] + sg.wd * ps[i];
-    bs[i] = bs[i] * sg.mom + sg.keep * d;
-    d = d + sg.mom * bs[i];
-    ps[i] += -sg.lr * d;
+  {
+    AdamBatch ab;
+    ab.t[ab.count++] = {pa.data(), ma.data(), va.data(), g.data(), n, &a};
+    NadamBatch nb;
+    nb.t[nb.count++] = {pn.data(), mn.data(), vn.data(), g.data(), n, &na};
+    SgdBatch sb;
+    sb.t[sb.count++] = {ps.data(), bs.data(), g.data(), n, &sg};
+    cpu::adam_update(ab);
+    cpu::nadam_update(nb);
+    cpu::sgd_update(sb);
+  }
+  // An independent check of the CPU loops' Adam element, in double: what the bitwise check relies on.
+  {
+    const size_t i = 7;
+    const double gi = double(g[i]) + double(a.wd) * p0[i], mi = double(m0[i]) * a.b1 + double(a.one_m_b1) * gi,
+                 vi = double(v0[i]) * a.b2 + double(a.one_m_b2) * gi * gi;
+    const double pi = p0[i] - double(a.step_size) * mi / (std::sqrt(vi) / a.bc2_sqrt + a.eps);
+    CHECK(std::fabs(pa[i] - pi) <= 1e-6 * (std::fabs(p0[i]) + std::fabs(pi - p0[i])));
+    CHECK(pa[i] != p0[i]);
   }
   for (int block : {32, 128}) {
     CAPTURE(block);
@@ -503,8 +511,9 @@ TEST_CASE("cuda kernels: strided row copy and fused optimiser updates, two block
     });
     std::vector<float> all;
     for (auto* h : {&pa, &ma, &va, &pn, &mn, &vn, &ps, &bs}) all.insert(all.end(), h->begin(), h->end());
-    // Bitwise under the emulator (the same C++ expressions). nvcc contracts a*b+c into one FMA (one
-    // rounding instead of two) and g++ may too, differently: on a GPU, within 2 ulp (seen: 1 ulp, H200).
+    // Bitwise under the emulator (the same C++ expressions, compiled with the same flags). nvcc contracts
+    // a*b+c into one FMA (one rounding instead of two) where g++ may not: on a GPU, within 2 ulp (seen:
+    // 1 ulp, H200).
     const double ulps = kOnEmulator ? 0 : 2.4e-7;
     check_close(opt, all, ulps * 1e-3, ulps, "adam, nadam, sgd (same float expressions as the CPU loops)");
   }
