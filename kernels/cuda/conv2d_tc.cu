@@ -239,7 +239,7 @@ struct WeightGrad {
 // The plan's configuration, or the dispatch's for this problem.
 template <typename E>
 int config_of(const TcPlan& p, TcKind kind, int64_t M, int64_t N, int64_t K, int splits) {
-  return p.config >= 0 ? p.config : tc_pick_config(kind, std::is_same_v<E, bfloat16>, M, N, K, splits);
+  return p.config >= 0 ? p.config : tc_pick_config(kind, std::is_same_v<E, bfloat16>, M, N, K, splits, device_smem_opt_in());
 }
 
 constexpr int kMinSplitLength = 256;  // reduction elements per split (8 k-tiles): below this a split is mostly overhead

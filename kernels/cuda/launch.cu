@@ -23,6 +23,15 @@ std::atomic<bool> sync_check{[] {
 }()};
 }  // namespace
 
+int64_t device_smem_opt_in() {
+  int device = 0, bytes = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (e != cudaSuccess) (void)cudaGetLastError();
+  NIMBUS_CHECK(e == cudaSuccess, "cuda: the device's shared memory limit: ", cudaGetErrorString(e));
+  return bytes;
+}
+
 bool sync_check_enabled() { return sync_check.load(std::memory_order_relaxed); }
 void set_sync_check(bool on) { sync_check.store(on, std::memory_order_relaxed); }
 

@@ -45,7 +45,7 @@ struct MatMul {
 // The plan's configuration, or the dispatch's for this GEMM.
 template <typename E>
 int config_of(const TcPlan& p, int64_t M, int64_t N, int64_t K) {
-  return p.config >= 0 ? p.config : tc_pick_config(TcKind::Gemm, std::is_same_v<E, bfloat16>, M, N, K, 1);
+  return p.config >= 0 ? p.config : tc_pick_config(TcKind::Gemm, std::is_same_v<E, bfloat16>, M, N, K, 1, device_smem_opt_in());
 }
 
 }  // namespace

@@ -51,6 +51,7 @@
 #include "kernels/common/error.h"
 #include "kernels/cuda/bn_moments.cuh"
 #include "kernels/cuda/compat.h"
+#include "kernels/cuda/tc_dispatch.h"  // kTcConfigs, tc_config_smem_bytes
 #include "kernels/cuda/tensor_core.h"
 
 namespace nimbus::cuda::mma {
@@ -103,6 +104,20 @@ struct SmemLayout {
   static constexpr int kStage = T::BM * kLda + T::BK * kLdb;  // elements per stage: A, then B
   static constexpr size_t kBytes = size_t(T::Stages) * size_t(kStage) * sizeof(S);
 };
+
+// TileOf<i> is the menu's configuration i, and takes the shared memory that the dispatch, which knows
+// no kernels, reckons with (tc_pick_config keeps to the device's limit by it).
+template <int I>
+constexpr bool menu_agrees() {
+  using T = typename TileOf<I>::type;
+  constexpr TcConfig c = kTcConfigs[I];
+  return T::BM == c.bm && T::BN == c.bn && T::WarpsM == c.warps_m && T::WarpsN == c.warps_n &&
+         T::Stages == c.stages && SmemLayout<float, T>::kBytes == size_t(tc_config_smem_bytes(I, false)) &&
+         SmemLayout<bfloat16, T>::kBytes == size_t(tc_config_smem_bytes(I, true));
+}
+static_assert(kTcConfigCount == 6 && menu_agrees<0>() && menu_agrees<1>() && menu_agrees<2>() && menu_agrees<3>() &&
+                  menu_agrees<4>() && menu_agrees<5>(),
+              "TileOf and SmemLayout disagree with tc_dispatch.h's menu");
 
 // ---- staging one element ----------------------------------------------------------------------------
 // tf32: one 4-byte cp.async, zero-filled (src-size 0) when p is null; `any` is a valid global address
@@ -319,6 +334,9 @@ void launch_igemm(const Problem& pb, int M, int N, int Kred, int splits, const E
   if (M <= 0 || N <= 0) return;
   const int per = splits <= 1 ? Kred : (((Kred + splits - 1) / splits + T::BK - 1) / T::BK) * T::BK;
   if constexpr (L::kBytes > 48 * 1024) {
+    const int64_t most = device_smem_opt_in();  // the dispatch keeps to it; a TcPlan may not
+    NIMBUS_CHECK(int64_t(L::kBytes) <= most, what, ": tensor-core tile ", T::BM, "x", T::BN, " with ", T::Stages,
+                 " stages needs ", L::kBytes, " bytes of shared memory, more than this device's ", most);
     static const cudaError_t opt_in = cudaFuncSetAttribute(
         igemm_kernel<E, T, Problem>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::kBytes));
     NIMBUS_CHECK(opt_in == cudaSuccess, what, ": cudaFuncSetAttribute (", L::kBytes,

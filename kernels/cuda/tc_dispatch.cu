@@ -34,9 +34,10 @@ TcTableLine find(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K) {
 
 }  // namespace
 
-int tc_pick_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, int splits) {
+int tc_pick_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, int splits, int64_t smem_limit) {
   const TcTableLine e = find(kind, bf16, M, N, K);
-  if (e.config >= 0 && e.config < kTcConfigCount) return e.config;
+  if (e.config >= 0 && e.config < kTcConfigCount && tc_config_smem_bytes(e.config, bf16) <= smem_limit)
+    return e.config;
   const int64_t large_blocks = ((M + 127) / 128) * ((N + 127) / 128) * (splits < 1 ? 1 : splits);
   return large_blocks >= 264 ? 0 : 4;  // two 128x128 blocks per SM of an H200 (132 SMs), else more, smaller ones
 }

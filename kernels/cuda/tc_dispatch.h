@@ -16,7 +16,10 @@
  *
  * tc_pick_config() chooses for a problem: first the dispatch table (tc_dispatch_table.inc: the winners
  * an H200 sweep measured, per exact problem shape; `gpu_bench_conv2d --sweep` prints its lines), else
- * a rule: configuration 0 when its blocks give at least two per SM of an H200 (264), else 4.
+ * a rule: configuration 0 when its blocks give at least two per SM of an H200 (264), else 4. A table
+ * line whose configuration needs more shared memory than the device lets a block have (TF32 config 1:
+ * 105 KiB, over the 99 KiB of an sm_86 or sm_89) gives way to the rule, whose configurations fit
+ * every device from sm_80 on.
  * A TcPlan overrides it (tests run every configuration; the sweep times them).
  *
  * On sm_90a the sweep also times Hopper's wgmma convolution (conv2d_wgmma.h), and a table line whose
@@ -51,8 +54,19 @@ struct TcPlan {
 enum class TcKind : int { ConvForward = 0, ConvDataGrad = 1, ConvWeightGrad = 2, Gemm = 3 };
 
 // The mma.sync configuration for an M x N x K problem of `kind` in bf16 (else TF32) with `splits`
-// splits: the table's unless it names kTcWgmma, else the rule.
-int tc_pick_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, int splits);
+// splits, on a device whose blocks may have smem_limit bytes of dynamic shared memory
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin): the table's unless it names kTcWgmma or does not fit,
+// else the rule.
+int tc_pick_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, int splits, int64_t smem_limit);
+// The dynamic shared memory configuration `config` of the menu takes, in bytes (the table above):
+// `stages` buffers of a BM x (BK + pad) A tile and a BK x (BN + 8) B tile. mma_core.cuh's SmemLayout
+// lays them out and checks that it agrees.
+constexpr int64_t tc_config_smem_bytes(int config, bool bf16) {
+  if (config < 0 || config >= kTcConfigCount) return 0;
+  const TcConfig c = kTcConfigs[config];
+  const int64_t elem = bf16 ? 2 : 4, pad_a = bf16 ? 8 : 4, bk = 32;
+  return int64_t(c.stages) * (c.bm * (bk + pad_a) + bk * (c.bn + 8)) * elem;
+}
 // The table's config for that problem (a menu index or kTcWgmma), or -1 when the table has none.
 int tc_table_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K);
 // The table's split count for that problem when its line is for the wgmma kernel (wgmma) or for an

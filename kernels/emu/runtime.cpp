@@ -19,6 +19,7 @@
  * tests that downloaded with cudaMemcpy after launching on the backend's non-blocking stream read
  * stale data; under the old emulator they passed.)
  */
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -256,11 +257,22 @@ bool is_device_range(const void* p, size_t bytes) {
 namespace {
 std::mutex attribute_mutex;
 std::map<const void*, size_t> smem_opt_in;  // kernel -> cudaFuncAttributeMaxDynamicSharedMemorySize
+size_t device_smem_opt_in = kMaxDynamicSmemOptIn;  // set_smem_opt_in_limit
 }  // namespace
 size_t dynamic_smem_limit(const void* kernel) {
   std::lock_guard<std::mutex> lock(attribute_mutex);
   auto it = smem_opt_in.find(kernel);
-  return it == smem_opt_in.end() ? kMaxDynamicSmem : it->second;
+  return std::min(it == smem_opt_in.end() ? kMaxDynamicSmem : it->second, device_smem_opt_in);
+}
+void set_smem_opt_in_limit(size_t bytes) {
+  NIMBUS_CHECK(bytes >= kMaxDynamicSmem && bytes <= kMaxDynamicSmemOptIn, "emu::set_smem_opt_in_limit: ", bytes,
+               " bytes is not in [48 KiB, 227 KiB]");
+  std::lock_guard<std::mutex> lock(attribute_mutex);
+  device_smem_opt_in = bytes;
+}
+size_t smem_opt_in_limit() {
+  std::lock_guard<std::mutex> lock(attribute_mutex);
+  return device_smem_opt_in;
 }
 size_t live_allocations() {
   std::lock_guard<std::mutex> lock(registry_mutex);
@@ -519,6 +531,15 @@ cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (!value) return fail(cudaErrorInvalidValue, "cudaDeviceGetAttribute: null pointer");
+  if (device != 0)
+    return fail(cudaErrorInvalidDevice, nimbus::str("cudaDeviceGetAttribute: device ", device, ": the emulator has device 0 only"));
+  if (attr != cudaDevAttrMaxSharedMemoryPerBlockOptin)
+    return fail(cudaErrorInvalidValue, nimbus::str("cudaDeviceGetAttribute: attribute ", int(attr), " is not emulated"));
+  *value = int(smem_opt_in_limit());
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize() {
   std::lock_guard<std::mutex> lock(stream_mutex);
   if (refused_in_capture("cudaDeviceSynchronize")) return cudaErrorStreamCaptureUnsupported;
@@ -737,9 +758,10 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
   }
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
     return fail(cudaErrorInvalidValue, nimbus::str("cudaFuncSetAttribute: attribute ", int(attr), " is not emulated"));
-  if (value < 0 || size_t(value) > kMaxDynamicSmemOptIn)
+  const size_t most = smem_opt_in_limit();
+  if (value < 0 || size_t(value) > most)
     return fail(cudaErrorInvalidValue, nimbus::str("cudaFuncSetAttribute: cudaFuncAttributeMaxDynamicSharedMemorySize ",
-                                                   value, " is not in [0, ", kMaxDynamicSmemOptIn, "] (227 KiB on sm_90)"));
+                                                   value, " is not in [0, ", most, "] (this device's opt-in limit)"));
   std::lock_guard<std::mutex> lock(attribute_mutex);
   smem_opt_in[func] = size_t(value);
   return cudaSuccess;

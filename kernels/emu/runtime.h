@@ -84,6 +84,10 @@ cudaError_t cudaGetDeviceCount(int* count);  // 1: the emulated device
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDevice(int* device);
 cudaError_t cudaDeviceSynchronize();
+// Device attributes: only the most dynamic shared memory a block may opt in to (227 KiB, an sm_90's,
+// unless a test models another device with emu::set_smem_opt_in_limit); others are cudaErrorInvalidValue.
+enum cudaDeviceAttr : int { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
 cudaError_t cudaStreamCreate(cudaStream_t* stream);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
@@ -115,7 +119,8 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 
 // Kernel attributes: only the dynamic shared memory opt-in. A kernel may use more than 48 KiB of
 // dynamic shared memory only after cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-// bytes), bytes <= 227 KiB (sm_90); the launch is checked against it (cudaErrorInvalidConfiguration).
+// bytes), bytes <= the device's opt-in limit (227 KiB, an sm_90's, unless set_smem_opt_in_limit set
+// less); the launch is checked against both (cudaErrorInvalidConfiguration).
 enum cudaFuncAttribute : int {
   cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
   cudaFuncAttributePreferredSharedMemoryCarveout = 9,  // accepted (0..100, or -1), no effect
@@ -212,5 +217,11 @@ void set_last_error(cudaError_t e, const std::string& detail);  // used by the s
 //    rest of the process; set_sticky_error(cudaSuccess) ends the model (a test's fresh process).
 void set_device_memory_limit(size_t bytes);
 void set_sticky_error(cudaError_t e);
+// A device whose blocks may opt in to at most `bytes` of dynamic shared memory (an sm_86 or sm_89:
+// 99 KiB; an sm_80: 163 KiB), in [48 KiB, 227 KiB]; kMaxDynamicSmemOptIn, an sm_90's, is the default.
+// cudaDeviceGetAttribute reports it, cudaFuncSetAttribute refuses more, and a launch is checked
+// against the smaller of it and the kernel's own limit.
+void set_smem_opt_in_limit(size_t bytes);
+size_t smem_opt_in_limit();
 
 }  // namespace nimbus::emu

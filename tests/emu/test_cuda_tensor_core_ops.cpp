@@ -415,6 +415,9 @@ TEST_CASE("cuda wgmma: the weight gradient with dy by TMA (P*Q a multiple of 64)
   }
 }
 
+// The most dynamic shared memory a block may have on an sm_90 (H100, H200) and on an sm_86 or sm_89.
+constexpr int64_t kSm90Smem = 227 * 1024, kSm86Smem = 99 * 1024;
+
 // The dispatch table's lines (tc_dispatch.h): a line naming an mma.sync configuration moves that
 // direction of that shape off wgmma; a kTcWgmma line keeps it and sets the weight gradient's splits.
 TEST_CASE("cuda wgmma: the dispatch table's lines choose the kernel family and the splits") {
@@ -437,8 +440,8 @@ TEST_CASE("cuda wgmma: the dispatch table's lines choose the kernel family and t
   CHECK(cuda::conv2d_wgmma_splits(g, true) == 1);   // the rule (7 k-tiles): the TF32 line is mma.sync's
   CHECK(cuda::conv2d_tc_splits(g, false) == 2);     // mma.sync lines feed the mma.sync kernels...
   CHECK(cuda::conv2d_tc_splits(g, true) == 1);      // ...and a kTcWgmma line does not (the rule)
-  CHECK(cuda::tc_pick_config(TcKind::ConvForward, true, fwd.M, fwd.N, fwd.K, 1) == 2);
-  CHECK(cuda::tc_pick_config(TcKind::ConvWeightGrad, true, wgr.M, wgr.N, wgr.K, 3) == 4);  // the rule
+  CHECK(cuda::tc_pick_config(TcKind::ConvForward, true, fwd.M, fwd.N, fwd.K, 1, kSm90Smem) == 2);
+  CHECK(cuda::tc_pick_config(TcKind::ConvWeightGrad, true, wgr.M, wgr.N, wgr.K, 3, kSm90Smem) == 4);  // the rule
   CHECK(cuda::tc_table_config(TcKind::ConvWeightGrad, true, wgr.M, wgr.N, wgr.K) == cuda::kTcWgmma);
   CHECK(std::string(cuda::tc_config_name(cuda::kTcWgmma)) == "wgmma 128x128 3 stages (sm_90a)");
   CHECK_FALSE(cuda::conv2d_wgmma_specialised_preferred(g, false));
@@ -449,10 +452,54 @@ TEST_CASE("cuda wgmma: the dispatch table's lines choose the kernel family and t
   CHECK(cuda::conv2d_wgmma_preferred(g, TcKind::ConvForward, false));
   CHECK(cuda::conv2d_wgmma_specialised_preferred(g, false));
   CHECK_FALSE(cuda::conv2d_wgmma_specialised_preferred(g, true));  // the line is bf16's
-  CHECK(cuda::tc_pick_config(TcKind::ConvForward, true, fwd.M, fwd.N, fwd.K, 1) ==
-        cuda::tc_pick_config(TcKind::ConvForward, false, fwd.M, fwd.N, fwd.K, 1));
+  CHECK(cuda::tc_pick_config(TcKind::ConvForward, true, fwd.M, fwd.N, fwd.K, 1, kSm90Smem) ==
+        cuda::tc_pick_config(TcKind::ConvForward, false, fwd.M, fwd.N, fwd.K, 1, kSm90Smem));
   CHECK(std::string(cuda::tc_config_name(cuda::kTcWgmmaSpecialised)) ==
         "wgmma 128x128 warp-specialised 4 stages (sm_90a)");
+}
+
+// A table line whose configuration needs more shared memory than the device gives a block (TF32
+// config 1: 107,520 bytes, over an sm_86's 101,376) gives way to the rule, and a TcPlan naming it is a
+// clear Error there; bf16's config 1 (56,832 bytes) fits and is kept. The rule's configurations (0, 4)
+// fit every device from sm_80 on.
+TEST_CASE("cuda tensor cores: a table line over the device's shared memory gives way to the rule, a plan over it is an Error") {
+  using cuda::TcKind;
+  CHECK(cuda::tc_config_smem_bytes(1, false) == 107520);
+  CHECK(cuda::tc_config_smem_bytes(1, true) == 56832);
+  CHECK(cuda::tc_config_smem_bytes(0, false) <= kSm86Smem);
+  CHECK(cuda::tc_config_smem_bytes(4, false) <= kSm86Smem);
+  const ConvGeom g{2, 5, 9, 11, 7, 3, 3, 1, 1};
+  const cuda::TcGemmShape fwd = cuda::conv2d_tc_gemms(g, TcKind::ConvForward)[0];
+  const cuda::TcTableLine lines[] = {{TcKind::ConvForward, false, fwd.M, fwd.N, fwd.K, 1, 0},
+                                     {TcKind::ConvForward, true, fwd.M, fwd.N, fwd.K, 1, 0}};
+  const cuda::TcTableScope table(lines, 2);
+  CHECK(cuda::tc_pick_config(TcKind::ConvForward, false, fwd.M, fwd.N, fwd.K, 1, kSm90Smem) == 1);
+  CHECK(cuda::tc_pick_config(TcKind::ConvForward, false, fwd.M, fwd.N, fwd.K, 1, 107520) == 1);
+  CHECK(cuda::tc_pick_config(TcKind::ConvForward, false, fwd.M, fwd.N, fwd.K, 1, kSm86Smem) == 4);  // the rule
+  CHECK(cuda::tc_pick_config(TcKind::ConvForward, true, fwd.M, fwd.N, fwd.K, 1, kSm86Smem) == 1);
+#ifndef NIMBUS_CUDA_RUNTIME
+  // Through the launcher on an emulated sm_86: the blocks launched show the configuration (config 1's
+  // 128x128 tiles: 1 x 2 blocks for these 7 x 198 outputs; config 4's 64x64: 1 x 4).
+  REQUIRE(cuda::register_cuda_backend());
+  Rng rng(91);
+  DeviceBuffer<float> x(operand<float>(size_t(g.N * g.C * g.H * g.W), rng).values),
+      w(operand<float>(size_t(g.K * g.C * g.R * g.S), rng).values), b(operand<float>(size_t(g.K), rng).values),
+      y(size_t(g.N * g.K * g.P() * g.Q()));
+  auto forward = [&](cuda::TcPlan plan) { cuda::conv2d_tc_forward(y.p, x.p, w.p, b.p, g, false, plan); };
+  forward({-1, 1});
+  CHECK(emu::last_launch_stats().blocks == 2);  // the table's config 1
+  const std::vector<float> y1 = y.download();
+  struct Restore {
+    ~Restore() { emu::set_smem_opt_in_limit(kSm90Smem); }
+  } restore;
+  emu::set_smem_opt_in_limit(kSm86Smem);
+  forward({-1, 1});
+  CHECK(emu::last_launch_stats().blocks == 4);  // the rule's config 4
+  const std::vector<float> y4 = y.download();
+  for (size_t i = 0; i < y1.size(); ++i) REQUIRE(std::fabs(y4[i] - y1[i]) <= 1e-5f * (1 + std::fabs(y1[i])));
+  const std::string e = launch_error([&] { forward({1, 1}); });
+  CHECK_MESSAGE(e.find("needs 107520 bytes of shared memory, more than this device's 101376") != std::string::npos, e);
+#endif
 }
 
 // Through the backend's op table with ConvKernels::Wgmma (what Auto is on an sm_90a device): each

@@ -586,6 +586,36 @@ TEST_CASE("tensor core: dynamic shared memory above 48 KiB needs cudaFuncSetAttr
   CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
 }
 
+// A smaller device (an sm_86: 99 KiB a block at most): the attribute reports it, an opt-in above it is
+// refused, and a kernel that opted in to more before may launch with no more than it.
+TEST_CASE("tensor core: a device of 99 KiB of shared memory a block reports, refuses and enforces it") {
+  int bytes = 0;
+  REQUIRE(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) == cudaSuccess);
+  CHECK(bytes == 227 * 1024);
+  DeviceBuffer<float> out(1);
+  REQUIRE(cudaFuncSetAttribute(big_smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024) ==
+          cudaSuccess);
+  struct Restore {
+    ~Restore() { emu::set_smem_opt_in_limit(227 * 1024); }
+  } restore;
+  emu::set_smem_opt_in_limit(99 * 1024);
+  REQUIRE(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) == cudaSuccess);
+  CHECK(bytes == 99 * 1024);
+  CHECK(cudaDeviceGetAttribute(&bytes, cudaDeviceAttr(16), 0) == cudaErrorInvalidValue);  // not emulated
+  cudaGetLastError();
+  CHECK(cudaFuncSetAttribute(big_smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024) ==
+        cudaErrorInvalidValue);
+  CHECK(emu::last_error_detail().find("101376") != std::string::npos);
+  cudaGetLastError();
+  launch(big_smem_kernel, 1, 64, 100 * 1024, nullptr, out.p, 100 * 256);  // opted in to 200 KiB before
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  launch(big_smem_kernel, 1, 64, 99 * 1024, nullptr, out.p, 99 * 256);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  CHECK(out.download()[0] == float(99 * 256 - 1));
+  CHECK_THROWS_AS(emu::set_smem_opt_in_limit(228 * 1024), Error);
+  CHECK_THROWS_AS(emu::set_smem_opt_in_limit(47 * 1024), Error);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The worked example: one warp computes C (16x8) = A (16xK) B (Kx8), A and B row-major in global
 // memory. bf16: per 16-deep k-step, cp.async brings the A tile (16x16, 512 bytes: one 16-byte chunk
