@@ -114,11 +114,23 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
     out_nodata = *i2.nodata >= 0 && *i2.nodata <= 65535 && *i2.nodata == std::floor(*i2.nodata) ? *i2.nodata : 0.0;
   data::TiledGeoTiffWriter out(out_path, W, H, models::kS2Bands, wo, i2.geo, names, out_nodata);  // the input's grid
 
+  // Which pixels of the input are nodata in every band, one bit each (15 MB for a 10980^2 granule),
+  // marked as the model's windows read them: every output pixel lies in a window read before its rows
+  // are written.
+  std::vector<bool> no_data(out_nodata ? size_t(W) * size_t(H) : 0);
   apps::TileIO io;
   io.read = [&](int x0, int y0, int w, int h, float* s2, float* s1) {
     const data::Window win{x0, y0, w, h};
-    std::vector<float> v = data::reorder_bands(data::read_geotiff(s2_path, win).data, size_t(w) * size_t(h), bands,
-                                               sen12ms, s2_path);
+    data::Raster in = data::read_geotiff(s2_path, win);
+    if (out_nodata) {
+      const size_t n = size_t(w) * size_t(h);
+      for (size_t q = 0; q < n; ++q) {
+        bool all = true;
+        for (int c = 0; c < in.bands && all; ++c) all = data::is_nodata(in.data[size_t(c) * n + q], i2.nodata);
+        if (all) no_data[size_t(y0 + int(q / size_t(w))) * size_t(W) + size_t(x0) + q % size_t(w)] = true;
+      }
+    }
+    std::vector<float> v = data::reorder_bands(std::move(in.data), size_t(w) * size_t(h), bands, sen12ms, s2_path);
     fill(v, fill2);
     std::copy(v.begin(), v.end(), s2);
     if (s1) {
@@ -143,13 +155,11 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
           for (int y = 0; y < rows; ++y)
             std::copy_n(pending[size_t(c)].data() + size_t(y) * size_t(sw) + size_t(tx0 - sx0), size_t(cols),
                         tile.data() + (size_t(c) * size_t(rows) + size_t(y)) * size_t(cols));
-        if (out_nodata) {  // the input's nodata pixels under this tile (its own read: the model's was filled)
-          const data::Raster in = data::read_geotiff(s2_path, data::Window{tx0, py0, cols, rows});
+        if (out_nodata) {  // the input's nodata pixels under this tile (no_data, marked by the reads)
           const size_t n = size_t(rows) * size_t(cols);
           const float nd = float(*out_nodata);
           for (size_t q = 0; q < n; ++q) {
-            bool all = true;
-            for (int c = 0; c < in.bands && all; ++c) all = data::is_nodata(in.data[size_t(c) * n + q], i2.nodata);
+            const bool all = no_data[size_t(py0 + int(q / size_t(cols))) * size_t(W) + size_t(tx0) + q % size_t(cols)];
             for (int c = 0; c < models::kS2Bands; ++c) {
               float& v = tile[size_t(c) * n + q];
               // A pixel with data must not read as nodata once rounded (GDAL masks per band): 1 DN off.

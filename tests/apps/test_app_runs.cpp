@@ -929,6 +929,48 @@ TEST_CASE("remove_clouds: nodata pixels of the input are nodata in the output") 
       }
   CHECK(zero_data == 0);
   MESSAGE(moved, " data values moved from 0 to 1 DN");
+  // Tiled and in stripes, the nodata pixels are marked as each window is read: a scene 5 times as wide
+  // (320 columns: output tiles of 256, so --stripe 256 makes two stripes, the second's windows starting
+  // right of column 0), nodata in columns [0, 16) and [272, 288). The same pixels, and no others, are
+  // nodata in the output.
+  const int wide = 5 * s2.width;
+  auto widen = [&](const data::Raster& r) {
+    data::Raster o = r;
+    o.width = wide;
+    o.data.assign(size_t(r.bands) * size_t(wide) * size_t(r.height), 0.f);
+    for (int c = 0; c < r.bands; ++c)
+      for (int y = 0; y < r.height; ++y)
+        for (int x = 0; x < wide; ++x)
+          o.data[(size_t(c) * size_t(r.height) + size_t(y)) * size_t(wide) + size_t(x)] =
+              r.data[(size_t(c) * size_t(r.height) + size_t(y)) * size_t(r.width) + size_t(x % r.width)];
+    return o;
+  };
+  auto edge_col = [](int x) { return x < 16 || (x >= 272 && x < 288); };
+  data::Raster s2w = widen(data::read_geotiff(t.s2_cloudy));  // the scene without the edge above
+  s2w.nodata = 0.0;
+  for (int c = 0; c < s2w.bands; ++c)
+    for (int y = 0; y < s2w.height; ++y)
+      for (int x = 0; x < wide; ++x)
+        if (edge_col(x)) s2w.data[(size_t(c) * size_t(s2w.height) + size_t(y)) * size_t(wide) + size_t(x)] = 0.f;
+  data::write_geotiff(d / "wide.tif", s2w, data::WriteOptions{});
+  data::write_geotiff(d / "wide_s1.tif", widen(data::read_geotiff(t.s1)), data::WriteOptions{});
+  AppResult r = run_app("remove_clouds", {"--weights", ckpt, "--s2", d / "wide.tif", "--s1", d / "wide_s1.tif", "--out",
+                                          d / "wide_out.tif", "--tile", "40", "--overlap", "20", "--stripe", "256",
+                                          "--threads", "1"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  const data::Raster tiled = data::read_geotiff(d / "wide_out.tif");
+  REQUIRE(tiled.width == wide);
+  CHECK(tiled.nodata == std::optional<double>(0.0));
+  const size_t whw = size_t(wide) * size_t(tiled.height);
+  size_t tiled_nodata = 0, tiled_wrong = 0;
+  for (int c = 0; c < tiled.bands; ++c)
+    for (size_t q = 0; q < whw; ++q) {
+      const bool edge_px = edge_col(int(q % size_t(wide))), zero = tiled.data[size_t(c) * whw + q] == 0.f;
+      tiled_nodata += edge_px && zero;
+      tiled_wrong += edge_px != zero;
+    }
+  CHECK(tiled_nodata == size_t(13 * 32 * s2.height));
+  CHECK(tiled_wrong == 0);
 }
 
 TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with georeferencing kept and errors") {
