@@ -12,7 +12,9 @@
  * is kUploadSlots pieces ahead of the device: back-pressure, never in a step that keeps up. A copy
  * goes in pieces of at most kStagePieceBytes, each through the next slot, so a slot never grows past
  * that: the staging memory stays under kUploadSlots x kStagePieceBytes on each side (256 MiB), whatever
- * the inputs' size (a batch of 64 SEN12MS-CR scenes is 218 MB), and no copy size needs a host wait.
+ * the inputs' size (a batch of 64 SEN12MS-CR scenes is 218 MB). A copy of up to kUploadSlots pieces
+ * (256 MiB) queued behind a device that keeps up needs no host wait; a larger one comes round to its
+ * own first pieces' slots and waits for their copies (the same back-pressure), piece by piece.
  * staging_bytes() says how much device memory the slots hold (the benchmarks add it to the caching
  * allocator's peak: it is ours too).
  */

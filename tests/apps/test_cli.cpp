@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "apps/common/cli.h"
+#include "tests/common/child.h"
 
 using namespace nimbus;
 using namespace nimbus::cli;
@@ -145,8 +146,7 @@ TEST_CASE("cli: parse_or_exit exits 0 on --help and 2 on a usage error") {
       p.parse_or_exit(int(argv.size()), argv.data());
       _exit(7);  // parsed fine
     }
-    int status = 0;
-    waitpid(pid, &status, 0);
+    const int status = nimbus::test::wait_child(pid);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   };
   CHECK(run({"--help"}) == 0);

@@ -15,6 +15,7 @@
 #include "apps/common/training.h"
 #include "kernels/common/error.h"
 #include "tests/apps/app_runner.h"
+#include "tests/common/child.h"
 
 using namespace nimbus;
 using nimbus::apps::RunFolder;
@@ -43,8 +44,8 @@ TEST_CASE("run folder: a second run into the same folder is refused, naming the 
     }
     _exit(code);
   }
-  int status = 0;
-  REQUIRE(waitpid(child, &status, 0) == child);
+  const int status = test::wait_child(child);
+  CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 1);
   first.reset();  // released: the folder can be taken again
   CHECK_NOTHROW(RunFolder(dir, "train_resnet"));

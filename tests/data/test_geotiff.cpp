@@ -18,6 +18,7 @@
 #include "engine/io/temp_files.h"
 #include "engine/io/json.h"
 #include "tests/common/check.h"
+#include "tests/common/child.h"
 #include "tests/data/data_test_util.h"
 
 using namespace nimbus;
@@ -644,8 +645,7 @@ TEST_CASE("geotiff: a signal mid-write removes the writers' temporaries, and the
       ::raise(sig);
       ::_exit(4);  // not reached: the signal ends the process
     }
-    int status = 0;
-    REQUIRE(::waitpid(child, &status, 0) == child);
+    const int status = wait_child(child);
     CHECK(WIFSIGNALED(status));
     if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == sig);
     if (WIFEXITED(status)) FAIL("the child exited with ", WEXITSTATUS(status));

@@ -117,6 +117,7 @@ TEST_CASE("cuda work counts: an upload from host memory queues two copies and ne
     const size_t n = cuda::kStagePieceBytes / sizeof(float) * 2 + 12345;  // 3 pieces
     std::vector<float> v(n);
     for (size_t i = 0; i < n; ++i) v[i] = float(i % 1000003);
+    const size_t staged_before = cuda::staging_bytes();
     const cuda::WorkCounts a = cuda::work_counts();
     const Tensor big = Tensor::from_vector({int64_t(n)}, v, Device::CUDA);
     const cuda::WorkCounts b = cuda::work_counts();
@@ -124,6 +125,9 @@ TEST_CASE("cuda work counts: an upload from host memory queues two copies and ne
     CHECK(b.host_waits == a.host_waits);
     CHECK(big.to_vector() == v);
     CHECK(cuda::staging_bytes() <= size_t(cuda::kUploadSlots) * cuda::kStagePieceBytes);
+    // Two full pieces grew at most two slots to a piece each (at least 1 MiB before); one slot for the
+    // whole 64 MiB would have grown to 128 MiB.
+    CHECK(cuda::staging_bytes() - staged_before <= 2 * cuda::kStagePieceBytes);
   }
   // Inside a capture an upload is refused (a graph cannot hold it).
   cuda::begin_capture();
