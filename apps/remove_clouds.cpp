@@ -114,20 +114,24 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
     out_nodata = *i2.nodata >= 0 && *i2.nodata <= 65535 && *i2.nodata == std::floor(*i2.nodata) ? *i2.nodata : 0.0;
   data::TiledGeoTiffWriter out(out_path, W, H, models::kS2Bands, wo, i2.geo, names, out_nodata);  // the input's grid
 
-  // Which pixels of the input are nodata in every band, one bit each (15 MB for a 10980^2 granule),
-  // marked as the model's windows read them: every output pixel lies in a window read before its rows
-  // are written.
-  std::vector<bool> no_data(out_nodata ? size_t(W) * size_t(H) : 0);
+  // Which pixels of the input are nodata in every band (1), for the rows of the current stripe's windows
+  // that are not written yet: marked as the model's windows read them (every output pixel lies in a
+  // window read before its rows are written), dropped once written, so it stays a window's size.
+  std::vector<uint8_t> no_data;  // rows [nd_y0, nd_y0 + no_data.size() / nd_w), columns [nd_x0, nd_x0 + nd_w)
+  int nd_x0 = -1, nd_w = 0, nd_y0 = 0;
   apps::TileIO io;
   io.read = [&](int x0, int y0, int w, int h, float* s2, float* s1) {
     const data::Window win{x0, y0, w, h};
     data::Raster in = data::read_geotiff(s2_path, win);
     if (out_nodata) {
-      const size_t n = size_t(w) * size_t(h);
+      if (x0 != nd_x0 || w != nd_w) nd_x0 = x0, nd_w = w, nd_y0 = y0, no_data.clear();  // a new stripe
+      NIMBUS_CHECK(y0 >= nd_y0, "remove_clouds: internal: window at row ", y0, " above the nodata rows kept");
+      no_data.resize(std::max(no_data.size(), size_t(y0 + h - nd_y0) * size_t(w)));
+      const size_t n = size_t(w) * size_t(h), at = size_t(y0 - nd_y0) * size_t(w);
       for (size_t q = 0; q < n; ++q) {
         bool all = true;
         for (int c = 0; c < in.bands && all; ++c) all = data::is_nodata(in.data[size_t(c) * n + q], i2.nodata);
-        if (all) no_data[size_t(y0 + int(q / size_t(w))) * size_t(W) + size_t(x0) + q % size_t(w)] = true;
+        no_data[at + q] = all;
       }
     }
     std::vector<float> v = data::reorder_bands(std::move(in.data), size_t(w) * size_t(h), bands, sen12ms, s2_path);
@@ -158,8 +162,12 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
         if (out_nodata) {  // the input's nodata pixels under this tile (no_data, marked by the reads)
           const size_t n = size_t(rows) * size_t(cols);
           const float nd = float(*out_nodata);
+          NIMBUS_CHECK(py0 >= nd_y0 && tx0 >= nd_x0 && tx0 + cols <= nd_x0 + nd_w &&
+                           size_t(py0 + rows - nd_y0) * size_t(nd_w) <= no_data.size(),
+                       "remove_clouds: internal: tile (", tx0, ", ", py0, ") outside the windows read");
           for (size_t q = 0; q < n; ++q) {
-            const bool all = no_data[size_t(py0 + int(q / size_t(cols))) * size_t(W) + size_t(tx0) + q % size_t(cols)];
+            const bool all = no_data[size_t(py0 - nd_y0 + int(q / size_t(cols))) * size_t(nd_w) + size_t(tx0 - nd_x0) +
+                                     q % size_t(cols)];
             for (int c = 0; c < models::kS2Bands; ++c) {
               float& v = tile[size_t(c) * n + q];
               // A pixel with data must not read as nodata once rounded (GDAL masks per band): 1 DN off.
@@ -172,6 +180,11 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
       }
       for (auto& p : pending) p.erase(p.begin(), p.begin() + ptrdiff_t(size_t(rows) * size_t(sw)));
       py0 += rows;
+      if (out_nodata && py0 > nd_y0) {  // rows written: their nodata bits are not needed again
+        const size_t drop = std::min(no_data.size(), size_t(py0 - nd_y0) * size_t(nd_w));
+        no_data.erase(no_data.begin(), no_data.begin() + ptrdiff_t(drop));
+        nd_y0 = py0;
+      }
     }
   };
   io.write = [&](int x0, int y0, int w, int h, const float* dn) {

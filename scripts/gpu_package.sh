@@ -50,7 +50,8 @@ targets=(cuda_status test_gpu_reference test_cuda_real gpu_bench_gemm gpu_bench_
          raster_diff)
 
 "$root/scripts/install_deps.sh" > /dev/null
-# The host C++ as a unity build, 8 sources a unit (CMake 3.25 leaves the .cu files alone): ~35% less
+# The host C++ as a unity build, 8 sources a unit (the backend's .cu files stay apart: nimbus_cuda sets
+# UNITY_BUILD OFF): ~35% less
 # compile time, and the Release build (scripts/test.sh) still compiles each file alone, so a missing
 # #include fails there.
 echo "gpu_package: configuring $build (real CUDA backend, sm_90, -march=x86-64-v3)"

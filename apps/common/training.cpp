@@ -121,11 +121,18 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
     if (!options.overwrite)
       throw cli::UsageError(str("--out ", paths.out, " holds an earlier run's checkpoints (", join(held, ", "),
                                 "): --resume continues that run; --overwrite starts anew and removes them"));
-    if (g.rank() == 0) {
-      for (const std::string& f : {paths.last, paths.best}) fs::remove(f);
+    // Every rank removes what it sees: with an --out that is not shared, a rank's own copy would
+    // otherwise outlive the run and stop a later --resume (it would see a checkpoint the others do not).
+    // On a shared folder the ranks race to remove the same files, which is harmless (a file already
+    // gone is not an error).
+    for (const std::string& f : {paths.last, paths.best}) {
+      std::error_code ec;
+      fs::remove(f, ec);
+      NIMBUS_CHECK(!ec || !fs::exists(f), "--overwrite: cannot remove ", f, ": ", ec.message());
+    }
+    if (g.rank() == 0)
       std::fprintf(stderr, "%s: --overwrite: removed the earlier run's %s from %s\n", program.c_str(),
                    join(held, " and ").c_str(), paths.out.c_str());
-    }
     g.barrier();
     return 0;
   }

@@ -73,7 +73,8 @@ inline cudaStream_t launch_stream() { return static_cast<cudaStream_t>(current_s
 // with NIMBUS_CUDA_SYNC_CHECK=1, also wait for the kernel and raise its execution error (launch.cu).
 void check_launch(const char* what);
 // Host side: the most dynamic shared memory a block of the current device may opt in to
-// (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86/89).
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86/89);
+// INT64_MAX when the device cannot be asked (the next launch then reports why).
 int64_t device_smem_opt_in();
 bool sync_check_enabled();     // NIMBUS_CUDA_SYNC_CHECK at start-up, or the last set_sync_check()
 void set_sync_check(bool on);
