@@ -181,30 +181,30 @@ std::vector<double> cloud_score(const float* dn, int bands, int height, int widt
   return score;
 }
 
-std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int width, float* t3, float* t4,
-                                 int dihedral_code, const uint8_t* valid) {
-  check_input(dn, bands, height, width, dihedral_code);
-  const Frame f(dihedral_code, height, width);
-  const size_t n = size_t(height) * width;
-  std::vector<float> csi(n), blue(n);
-  for (size_t p = 0; p < n; ++p) {  // in frame order: the thresholds' sums add in the turned copy's order
-    const size_t q = f.source(p);
-    float nir = dn[kB8 * n + q] / kS2DnPerReflectance, swir = dn[kB11 * n + q] / kS2DnPerReflectance;
-    csi[p] = (nir + swir) / 2.f;
-    blue[p] = dn[kB2 * n + q] / kS2DnPerReflectance;
-  }
-  float T3, T4;
-  if (!valid) {
-    T3 = window_threshold(csi, 3.0 / 4.0), T4 = window_threshold(blue, 5.0 / 6.0);
-  } else {  // statistics of the pixels with data only (a swath's nodata edge is not dark ground)
-    std::vector<float> csi_data, blue_data;
-    for (size_t p = 0; p < n; ++p)
-      if (valid[f.source(p)]) csi_data.push_back(csi[p]), blue_data.push_back(blue[p]);
-    NIMBUS_CHECK(!csi_data.empty(), "cloud detector: no pixel of the window has data");
-    T3 = window_threshold(csi_data, 3.0 / 4.0), T4 = window_threshold(blue_data, 5.0 / 6.0);
-  }
-  if (t3) *t3 = T3;
-  if (t4) *t4 = T4;
+void shadow_indices(const float* dn, size_t n, size_t q, float& csi, float& blue) {
+  const float nir = dn[kB8 * n + q] / kS2DnPerReflectance, swir = dn[kB11 * n + q] / kS2DnPerReflectance;
+  csi = (nir + swir) / 2.f;
+  blue = dn[kB2 * n + q] / kS2DnPerReflectance;
+}
+
+void shadow_thresholds(const std::vector<float>& csi, const std::vector<float>& blue, float& t3, float& t4) {
+  NIMBUS_CHECK(!csi.empty() && csi.size() == blue.size(), "cloud detector: no pixel of the window has data");
+  t3 = window_threshold(csi, 3.0 / 4.0);
+  t4 = window_threshold(blue, 5.0 / 6.0);
+}
+
+namespace {
+
+// The frame's indices (frame order), and the shadow mask from them and the thresholds.
+void frame_indices(const float* dn, const Frame& f, std::vector<float>& csi, std::vector<float>& blue) {
+  const size_t n = size_t(f.in_h) * size_t(f.in_w);
+  csi.resize(n), blue.resize(n);
+  for (size_t p = 0; p < n; ++p) shadow_indices(dn, n, f.source(p), csi[p], blue[p]);
+}
+
+std::vector<uint8_t> shadow_from(const std::vector<float>& csi, const std::vector<float>& blue, float T3, float T4,
+                                 const Frame& f, const uint8_t* valid) {
+  const size_t n = csi.size();
   std::vector<uint8_t> candidate(n);
   for (size_t p = 0; p < n; ++p) candidate[p] = (!valid || valid[f.source(p)]) && csi[p] < T3 && blue[p] < T4;
   // 5x5 median of {-1, 0} with zero padding: -1 when at least 13 of the 25 are -1.
@@ -212,6 +212,37 @@ std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int wid
   std::vector<uint8_t> out(n);
   for (size_t p = 0; p < n; ++p) out[p] = count[p] >= 13;
   return out;
+}
+
+}  // namespace
+
+std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int width, float* t3, float* t4,
+                                 int dihedral_code, const uint8_t* valid) {
+  check_input(dn, bands, height, width, dihedral_code);
+  const Frame f(dihedral_code, height, width);
+  std::vector<float> csi, blue;  // in frame order: the thresholds' sums add in the turned copy's order
+  frame_indices(dn, f, csi, blue);
+  float T3, T4;
+  if (!valid) {
+    shadow_thresholds(csi, blue, T3, T4);
+  } else {  // statistics of the pixels with data only (a swath's nodata edge is not dark ground)
+    std::vector<float> csi_data, blue_data;
+    for (size_t p = 0; p < csi.size(); ++p)
+      if (valid[f.source(p)]) csi_data.push_back(csi[p]), blue_data.push_back(blue[p]);
+    shadow_thresholds(csi_data, blue_data, T3, T4);
+  }
+  if (t3) *t3 = T3;
+  if (t4) *t4 = T4;
+  return shadow_from(csi, blue, T3, T4, f, valid);
+}
+
+std::vector<uint8_t> shadow_mask_thresholded(const float* dn, int bands, int height, int width, float t3, float t4,
+                                             int dihedral_code, const uint8_t* valid) {
+  check_input(dn, bands, height, width, dihedral_code);
+  const Frame f(dihedral_code, height, width);
+  std::vector<float> csi, blue;
+  frame_indices(dn, f, csi, blue);
+  return shadow_from(csi, blue, t3, t4, f, valid);
 }
 
 CloudShadowMasks detect_clouds(const float* dn, int bands, int height, int width,

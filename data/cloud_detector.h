@@ -68,6 +68,18 @@ std::vector<double> cloud_score(const float* dn, int bands, int height, int widt
 std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int width, float* t3 = nullptr,
                                  float* t4 = nullptr, int dihedral_code = 0, const uint8_t* valid = nullptr);
 
+// The shadow test by its parts, for a scene read in stripes (data/cloud_scene.h), where the thresholds
+// are the whole scene's. shadow_mask is shadow_indices for every pixel, shadow_thresholds over those
+// with data, then shadow_mask_thresholded.
+//   shadow_indices: pixel q of a (13, n) window's cloud-shadow index (B8 + B11) / 2 and blue reflectance;
+//   shadow_thresholds: T3, T4 from the indices of the pixels with data, in frame order (numpy's float32
+//     min and pairwise mean); Error when there are none;
+//   shadow_mask_thresholded: the median-filtered test with given thresholds (frame of dihedral_code).
+void shadow_indices(const float* dn, size_t n, size_t q, float& csi, float& blue);
+void shadow_thresholds(const std::vector<float>& csi, const std::vector<float>& blue, float& t3, float& t4);
+std::vector<uint8_t> shadow_mask_thresholded(const float* dn, int bands, int height, int width, float t3, float t4,
+                                             int dihedral_code = 0, const uint8_t* valid = nullptr);
+
 // 0/1 mask (cloud or shadow) for the CARL loss, (H, W) floats.
 std::vector<float> cloud_shadow_mask(const float* dn, int bands, int height, int width,
                                      const CloudDetectorOptions& options = {});

@@ -27,6 +27,7 @@
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <tuple>
 
 #include "engine/io/input_files.h"
 #include "engine/io/temp_files.h"
@@ -752,16 +753,27 @@ void TiledGeoTiffWriter::finish() {
   }
 }
 
-void check_finite(const Raster& r, const std::string& path) {
-  const size_t plane = size_t(r.height) * size_t(r.width);
-  size_t bad = 0, first = 0;
-  for (size_t i = 0; i < r.data.size(); ++i)
-    if (!std::isfinite(r.data[i]) && bad++ == 0) first = i;
+void FiniteCount::add(const Raster& rows, int y0) {
+  const size_t plane = size_t(rows.height) * size_t(rows.width);
+  for (size_t i = 0; i < rows.data.size(); ++i) {
+    if (std::isfinite(rows.data[i])) continue;
+    const int b = plane ? int(i / plane) : 0, y = y0 + (rows.width ? int(i % plane / size_t(rows.width)) : 0),
+              x = rows.width ? int(i % plane % size_t(rows.width)) : 0;
+    if (bad++ == 0 || std::tie(b, y, x) < std::tie(band, row, column)) band = b, row = y, column = x;
+  }
+  values += rows.data.size();
+}
+
+void FiniteCount::check(const std::string& path) const {
   if (bad == 0) return;
-  const size_t within = plane ? first % plane : 0;
-  throw Error(str(path, ": ", bad, " of ", r.data.size(), " values are NaN or infinite (the first in band ",
-                  plane ? first / plane + 1 : 1, ", row ", r.width ? within / size_t(r.width) : 0, ", column ",
-                  r.width ? within % size_t(r.width) : 0, "); this input needs finite values"));
+  throw Error(str(path, ": ", bad, " of ", values, " values are NaN or infinite (the first in band ", band + 1,
+                  ", row ", row, ", column ", column, "); this input needs finite values"));
+}
+
+void check_finite(const Raster& r, const std::string& path) {
+  FiniteCount c;
+  c.add(r, 0);
+  c.check(path);
 }
 
 }  // namespace nimbus::data

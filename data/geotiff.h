@@ -78,6 +78,15 @@ inline bool is_nodata(float v, std::optional<double> nodata) {
 // and column). SEN12MS-CR's readers fill NaN with the window's mean instead (data/normalize.h), as
 // DSen2-CR's code does.
 void check_finite(const Raster& r, const std::string& path);
+// The same for an image read in windows of whole rows (cloud_mask by stripes): add() each window with
+// its first row, then check() throws what check_finite would for the whole image (the count over every
+// window; the first bad value in the whole image's band-major order).
+struct FiniteCount {
+  size_t bad = 0, values = 0;
+  int band = 0, row = 0, column = 0;  // the first bad value's (band counted from 0)
+  void add(const Raster& rows, int y0);
+  void check(const std::string& path) const;
+};
 
 TiffInfo read_tiff_info(const std::string& path);
 // Reads the whole image, or only `window` (only the strips/tiles it touches).

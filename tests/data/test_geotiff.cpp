@@ -674,3 +674,37 @@ TEST_CASE("geotiff: grid_mismatch holds a real triplet's S1 and S2 equal and nam
   CHECK(grid_mismatch(a, zone).find("CRS EPSG:") == 0);
   CHECK(grid_mismatch(a, GeoInfo{}) == "");
 }
+
+// check_finite over windows of rows (cloud_mask's stripes): the count is the whole image's, the first
+// bad value the first in band-major order (a later window's band 1 before an earlier window's band 2),
+// its row the image's.
+TEST_CASE("geotiff: FiniteCount over windows of rows reports what check_finite reports for the whole image") {
+  Raster whole;
+  whole.width = 5, whole.height = 8, whole.bands = 2;
+  whole.data.assign(size_t(2 * 8 * 5), 1.f);
+  whole.data[size_t(1 * 40 + 1 * 5 + 2)] = NAN;       // band 2, row 1, column 2: in the first window
+  whole.data[size_t(0 * 40 + 6 * 5 + 4)] = INFINITY;  // band 1, row 6, column 4: in the second
+  std::string want;
+  try {
+    check_finite(whole, "x.tif");
+  } catch (const Error& e) {
+    want = e.what();
+  }
+  CHECK(want.find("x.tif: 2 of 80 values are NaN or infinite (the first in band 1, row 6, column 4)") !=
+        std::string::npos);
+  FiniteCount c;
+  for (int y0 : {0, 3, 6}) {  // windows of 3, 3 and 2 rows
+    Raster w;
+    w.width = 5, w.bands = 2, w.height = std::min(3, 8 - y0);
+    for (int b = 0; b < 2; ++b)
+      for (int y = 0; y < w.height; ++y)
+        for (int x = 0; x < 5; ++x) w.data.push_back(whole.data[size_t(b * 40 + (y0 + y) * 5 + x)]);
+    c.add(w, y0);
+  }
+  CHECK(c.bad == 2);
+  CHECK(c.values == 80);
+  CHECK_THROWS_WITH_AS(c.check("x.tif"), want.c_str(), Error);
+  FiniteCount clean;
+  clean.add(Raster{}, 0);
+  CHECK_NOTHROW(clean.check("y.tif"));
+}

@@ -1,0 +1,122 @@
+// test_cloud_scene.cpp: the cloud / shadow detector over a scene in stripes (data/cloud_scene.h) is the
+// whole-image detector bit for bit: on a real cloudy Sentinel-2 scene, with and without pixels that
+// have no data, in stripes from one row to more than the scene, and on a scene smaller than the halo.
+#include <algorithm>
+
+#include "data/cloud_detector.h"
+#include "data/cloud_scene.h"
+#include "data/geotiff.h"
+#include "data/sentinel2.h"
+#include "kernels/common/error.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::data;
+
+namespace {
+
+const char* kCloudy = "sen12ms_cr/xufangchn+GLF-CR/data/s2_cloudy/ROIs1970_fall_139_p839.tif";
+
+// A reader over an image in memory (13, H, W) and its validity (empty: every pixel has data).
+SceneReader reader_of(const std::vector<float>& dn, int H, int W, const std::vector<uint8_t>& valid, int* reads) {
+  SceneReader r;
+  r.height = H, r.width = W;
+  r.read = [&dn, &valid, H, W, reads](int y0, int rows, std::vector<float>& out, std::vector<uint8_t>& v) {
+    REQUIRE((y0 >= 0 && rows > 0 && y0 + rows <= H));
+    const size_t hw = size_t(H) * size_t(W), n = size_t(rows) * size_t(W);
+    out.resize(size_t(kS2Bands) * n);
+    for (int c = 0; c < kS2Bands; ++c)
+      std::copy_n(dn.data() + size_t(c) * hw + size_t(y0) * size_t(W), n, out.data() + size_t(c) * n);
+    if (!valid.empty()) v.assign(valid.begin() + ptrdiff_t(size_t(y0) * W), valid.begin() + ptrdiff_t(size_t(y0 + rows) * W));
+    ++*reads;
+  };
+  return r;
+}
+
+// The scene in stripes of `stripe` rows against detect_clouds on the whole image.
+void check_stripes(const std::vector<float>& dn, int H, int W, const std::vector<uint8_t>& valid, int stripe) {
+  CAPTURE(stripe);
+  CloudDetectorOptions o;
+  o.valid = valid.empty() ? nullptr : valid.data();
+  const CloudShadowMasks want = detect_clouds(dn.data(), kS2Bands, H, W, o);
+  int reads = 0, progress = 0;
+  const SceneReader r = reader_of(dn, H, W, valid, &reads);
+  const SceneThresholds t = scene_shadow_thresholds(r, stripe, [&](int rows) { progress = rows; });
+  CHECK(progress == H);
+  CHECK(reads == (H + stripe - 1) / stripe);
+  CHECK(t.csi == want.shadow_csi_threshold);  // bit for bit: the same floats summed in the same order
+  CHECK(t.blue == want.shadow_blue_threshold);
+  CHECK(t.with_data == (valid.empty() ? size_t(H) * W : size_t(std::count(valid.begin(), valid.end(), 1))));
+  std::vector<uint8_t> cloud(size_t(H) * W, 9), shadow(size_t(H) * W, 9);
+  int next = 0;
+  scene_masks(r, t, CloudDetectorOptions{}, stripe, [&](const SceneStripe& s) {
+    REQUIRE(s.y0 == next);
+    REQUIRE(s.width == W);
+    CHECK((s.valid != nullptr) == !valid.empty());
+    std::copy_n(s.cloud, size_t(s.rows) * W, cloud.begin() + ptrdiff_t(size_t(s.y0) * W));
+    std::copy_n(s.shadow, size_t(s.rows) * W, shadow.begin() + ptrdiff_t(size_t(s.y0) * W));
+    next += s.rows;
+  });
+  CHECK(next == H);
+  size_t cloud_diff = 0, shadow_diff = 0;
+  for (size_t p = 0; p < cloud.size(); ++p) cloud_diff += cloud[p] != want.cloud[p], shadow_diff += shadow[p] != want.shadow[p];
+  CHECK(cloud_diff == 0);
+  CHECK(shadow_diff == 0);
+}
+
+}  // namespace
+
+TEST_CASE("cloud scene: stripes of a real cloudy scene give the whole-image masks and thresholds, bit for bit") {
+  const Raster s2 = read_geotiff(test::real_fixture(kCloudy));
+  REQUIRE(s2.bands == kS2Bands);
+  const CloudShadowMasks whole = detect_clouds(s2);
+  REQUIRE(whole.cloud_fraction() > 0.05);  // a scene with clouds and shadows: the masks have edges to cut
+  REQUIRE(whole.shadow_fraction() > 0.001);
+  for (int stripe : {1, 7, 8, 15, 64, 100, 256, 1000}) check_stripes(s2.data, s2.height, s2.width, {}, stripe);
+  // The left 48 columns without data (zeroed): the thresholds are the other pixels'.
+  std::vector<float> edge = s2.data;
+  const size_t hw = size_t(s2.height) * size_t(s2.width);
+  std::vector<uint8_t> valid(hw, 1);
+  for (size_t q = 0; q < hw; ++q)
+    if (int(q % size_t(s2.width)) < 48) {
+      valid[q] = 0;
+      for (int c = 0; c < kS2Bands; ++c) edge[size_t(c) * hw + q] = 0.f;
+    }
+  for (int stripe : {1, 9, 100}) check_stripes(edge, s2.height, s2.width, valid, stripe);
+}
+
+TEST_CASE("cloud scene: a scene smaller than the halo, and one row, in stripes of 1 and 2") {
+  const Raster s2 = read_geotiff(test::real_fixture(kCloudy));
+  for (int H : {1, 2, 3, 5, 16}) {
+    CAPTURE(H);
+    const int W = 11;
+    std::vector<float> dn(size_t(kS2Bands) * size_t(H) * W);
+    const size_t hw = size_t(s2.height) * size_t(s2.width);
+    for (int c = 0; c < kS2Bands; ++c)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x)  // a corner of the real scene (cloud edges in it)
+          dn[(size_t(c) * H + size_t(y)) * W + size_t(x)] = s2.data[size_t(c) * hw + size_t(100 + y) * s2.width + 40 + x];
+    for (int stripe : {1, 2, 100}) check_stripes(dn, H, W, {}, stripe);
+  }
+}
+
+TEST_CASE("cloud scene: no pixel with data, a reader of the wrong size and bad stripes are errors") {
+  std::vector<float> dn(size_t(kS2Bands) * 4 * 5, 1000.f);
+  std::vector<uint8_t> none(20, 0);
+  int reads = 0;
+  const SceneReader r = reader_of(dn, 4, 5, none, &reads);
+  const SceneThresholds t = scene_shadow_thresholds(r, 2, nullptr);
+  CHECK(t.with_data == 0);
+  CHECK_THROWS_WITH_AS(scene_masks(r, t, CloudDetectorOptions{}, 2, [](const SceneStripe&) {}),
+                       doctest::Contains("no pixel of the scene has data"), Error);
+  SceneReader shortr = r;
+  shortr.read = [](int, int, std::vector<float>& out, std::vector<uint8_t>&) { out.assign(7, 0.f); };
+  CHECK_THROWS_WITH_AS(scene_shadow_thresholds(shortr, 2, nullptr), doctest::Contains("the reader gave 7 values"), Error);
+  CHECK_THROWS_WITH_AS(scene_shadow_thresholds(r, 0, nullptr), doctest::Contains("stripe of 0 rows"), Error);
+  CloudDetectorOptions turned;
+  turned.dihedral_code = 1;
+  SceneThresholds some;
+  some.with_data = 1;
+  CHECK_THROWS_WITH_AS(scene_masks(r, some, turned, 2, [](const SceneStripe&) {}),
+                       doctest::Contains("examined as stored"), Error);
+}
