@@ -33,6 +33,8 @@ SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const
   // The indices of the pixels with data, in row-major order: what shadow_mask's thresholds see.
   std::vector<float> csi, blue, dn;
   std::vector<uint8_t> valid;
+  csi.reserve(size_t(in.height) * size_t(in.width));  // at most every pixel: no growth past it
+  blue.reserve(size_t(in.height) * size_t(in.width));
   for (int y0 = 0; y0 < in.height; y0 += stripe) {
     const int rows = std::min(stripe, in.height - y0);
     read_rows(in, y0, rows, dn, valid);

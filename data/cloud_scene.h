@@ -3,7 +3,8 @@
 // floats, and the detector's working arrays as much again. Two passes over a SceneReader:
 //   1. scene_shadow_thresholds: the shadow thresholds T3, T4, the only whole-scene quantities the
 //      detector has (the min and numpy's float32 mean of two indices over the pixels with data). It
-//      keeps those two floats per pixel with data (about 1 GB for a granule) and nothing else.
+//      keeps those two floats per pixel (8 bytes: 0.96 GB for a granule, 12.8 GB for a 40000^2 mosaic)
+//      and a stripe.
 //   2. scene_masks: the masks stripe by stripe, each stripe read with kSceneHalo rows above and below:
 //      the 5x5 closing (a dilation and an erosion, 2 rows each) and the 7x7 box mean reach 7 rows, the
 //      shadow's 5x5 median 2, so a stripe's rows see exactly what they see in the whole image.

@@ -511,6 +511,15 @@ TEST_CASE("cuda tensor cores: a table line over the device's shared memory gives
   for (size_t i = 0; i < y1.size(); ++i) REQUIRE(std::fabs(y4[i] - y1[i]) <= 1e-5f * (1 + std::fabs(y1[i])));
   const std::string e = launch_error([&] { forward({1, 1}); });
   CHECK_MESSAGE(e.find("needs 107520 bytes of shared memory, more than this device's 101376") != std::string::npos, e);
+  // A weight-gradient line's split count goes with its configuration: the rule's where that does not fit.
+  const cuda::TcGemmShape wgr = cuda::conv2d_tc_gemms(g, TcKind::ConvWeightGrad)[0];
+  const int rule = cuda::conv2d_tc_splits(g, false);
+  const cuda::TcTableLine split_line[] = {{TcKind::ConvWeightGrad, false, wgr.M, wgr.N, wgr.K, 1, rule + 1}};
+  const cuda::TcTableScope table3(split_line, 1);
+  REQUIRE(rule + 1 <= cuda::conv2d_tc_max_splits(g));
+  CHECK(cuda::conv2d_tc_splits(g, false) == rule);  // on the sm_86
+  emu::set_smem_opt_in_limit(kSm90Smem);
+  CHECK(cuda::conv2d_tc_splits(g, false) == rule + 1);
 #endif
 }
 
