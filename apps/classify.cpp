@@ -272,10 +272,8 @@ int run(int argc, char** argv) {
   for (const Crop& c : crops) {
     if (!pending.empty() && (pending[0].h != c.h || pending[0].w != c.w)) run_batch();  // another size
     pending.push_back(c);
-    // At most --batch-size tiles' worth of pixels a pass: whole images larger than a tile (--classify
-    // full) go fewer at a time, one at least (32 granules at once would not fit anywhere).
-    const int64_t pixels = int64_t(c.h) * c.w, budget = batch * int64_t(tile) * tile;
-    if (int64_t(pending.size()) >= std::clamp<int64_t>(budget / pixels, 1, batch)) run_batch();
+    // At most --batch-size tiles' worth of pixels a pass (whole large images: fewer, one at least).
+    if (int64_t(pending.size()) >= apps::crops_per_pass(int64_t(c.h) * c.w, batch, tile)) run_batch();
   }
   run_batch();
   NIMBUS_CHECK(emitted == images.size(), "classify: internal: ", images.size() - emitted, " images unfinished");

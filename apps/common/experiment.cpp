@@ -97,6 +97,12 @@ const char* classify_mode_name(ClassifyMode m) {
   return m == ClassifyMode::Tiles ? "tiles" : m == ClassifyMode::Center ? "center" : "full";
 }
 
+int64_t crops_per_pass(int64_t crop_pixels, int64_t batch, int tile) {
+  NIMBUS_CHECK(crop_pixels > 0 && batch > 0 && tile > 0, "crops_per_pass: ", crop_pixels, " pixels, batch ", batch,
+               ", tile ", tile);
+  return std::clamp<int64_t>(batch * tile * tile / crop_pixels, 1, batch);
+}
+
 std::vector<std::pair<int, int>> classify_crops(int height, int width, ClassifyMode mode, int tile) {
   NIMBUS_CHECK(height > 0 && width > 0 && tile > 0, "classify_crops: bad size ", height, "x", width, " tile ", tile);
   if (mode == ClassifyMode::Full) return {{0, 0}};

@@ -81,6 +81,10 @@ const char* classify_mode_name(ClassifyMode m);
 // crop of the whole image at (0, 0)). Error when the image is smaller than a tile
 // (Tiles/Center).
 std::vector<std::pair<int, int>> classify_crops(int height, int width, ClassifyMode mode, int tile = 64);
+// How many crops of `crop_pixels` pixels each one forward pass takes: batch tiles' worth of pixels
+// (batch x tile x tile), at least one, at most batch. Whole large images (classify --classify full)
+// then go few at a time: 32 granules at once would not fit anywhere.
+int64_t crops_per_pass(int64_t crop_pixels, int64_t batch, int tile);
 // Mean of `probs` rows (n rows of k) -> k values. Exposed for the tests.
 std::vector<float> mean_rows(const std::vector<float>& probs, int n, int k);
 // The real thing: the crops of `mode` batched through the classifier (eval mode, no grad).

@@ -92,7 +92,7 @@ SceneResult result(const std::string& name, double cover, int truth, std::vector
 
 }  // namespace
 
-TEST_CASE("cloud_impact: classification crops for tiles, center and full") {
+TEST_CASE("cloud_impact: classification crops for tiles, center and full, and how many a forward pass takes") {
   auto c = classify_crops(256, 256, ClassifyMode::Tiles, 64);
   REQUIRE(c.size() == 16);
   CHECK(c.front() == std::pair<int, int>{0, 0});
@@ -105,6 +105,13 @@ TEST_CASE("cloud_impact: classification crops for tiles, center and full") {
   CHECK(c[1] == std::pair<int, int>{0, 6});
   CHECK(c[3] == std::pair<int, int>{36, 6});
   CHECK(classify_crops(64, 64, ClassifyMode::Tiles, 64).size() == 1);
+  // Crops per forward pass: tiles fill the batch; whole images as many as hold batch tiles' pixels.
+  CHECK(crops_per_pass(64 * 64, 32, 64) == 32);
+  CHECK(crops_per_pass(256 * 256, 32, 64) == 2);    // 16 tiles' worth each
+  CHECK(crops_per_pass(100 * 70, 32, 64) == 18);    // 131072 / 7000
+  CHECK(crops_per_pass(10980 * 10980, 32, 64) == 1);
+  CHECK(crops_per_pass(8 * 8, 32, 64) == 32);       // never more than the batch
+  CHECK_THROWS_AS(crops_per_pass(0, 32, 64), Error);
   CHECK(classify_crops(256, 256, ClassifyMode::Center, 64) == std::vector<std::pair<int, int>>{{96, 96}});
   CHECK(classify_crops(256, 200, ClassifyMode::Full, 64) == std::vector<std::pair<int, int>>{{0, 0}});
   CHECK_THROWS_WITH_AS(classify_crops(32, 256, ClassifyMode::Tiles, 64), doctest::Contains("smaller than"), Error);
