@@ -397,6 +397,17 @@ class StepRunner {
     warmed_up_ = true;
   }
 
+  // Gives the captured step's private memory pool back to the allocator (engine/graph.h), before the
+  // epoch's validation: validation runs eagerly, and a run sized to the GPU's memory would otherwise
+  // need the step's memory and the validation's at once. The next epoch's first step captures again
+  // (one capture's work, and its one host wait).
+  void release_graph() {
+    graph_ = DeviceGraph();
+    inputs_.clear();
+    loss_ = Tensor();
+    kept_.clear();
+  }
+
  private:
   void body(const std::vector<Tensor>& inputs, Tensor& loss, std::vector<Tensor>& kept) {
     L_.optimizer->zero_grad();
@@ -536,6 +547,8 @@ void train_epochs(const EpochLoop& L) {
     }
     read_back();  // before validating and saving: a NaN stops the run before any checkpoint has it
     bar.finish();
+    loss = Tensor(), kept.clear();  // the captured step's outputs: its pool goes back with them
+    runner.release_graph();
     // Per-rank batch norm leaves each rank its own running statistics: validate rank 0's, which it saves.
     if (ranks.size() > 1) broadcast_tensors(L.model->module().named_buffers(), ranks);
     const EpochLoop::Validation v = L.validate(epoch);

@@ -178,7 +178,9 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // creates the optimiser state) and replayed for every batch of the same shapes, its inputs copied into
 // the tensors the capture used (engine/graph.h); a batch of other shapes runs eagerly (the loader
 // drops the last, partial batch, so in the apps none comes). A step that cannot be captured runs
-// eagerly, with a note on stderr saying why.
+// eagerly, with a note on stderr saying why. The graph is released before each validation (its memory
+// pool would otherwise stay reserved beside the validation's) and captured again at the next epoch's
+// first step.
 struct EpochLoop {
   EpochLoop(int64_t epochs_, int64_t batch_, int first_epoch_, data::Loader* loader_, Optimizer* optimizer_,
             models::Model* model_, const RunPaths* paths_, const DebugHooks* debug_, uint64_t seed_)

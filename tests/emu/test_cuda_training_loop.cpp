@@ -38,7 +38,7 @@ struct Run {
 
 // One epoch of 5 batches of 3 tiles of 8x8 pixels (the emulator is slow); batch 3 has 2 tiles (other
 // shapes: eager).
-Run train(bool graphs, const std::string& dir) {
+Run train(bool graphs, const std::string& dir, int64_t epochs = 1) {
   Rng rng(4);
   models::Model model = models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
   models::Classifier& clf = *model.classifier;
@@ -57,7 +57,7 @@ Run train(bool graphs, const std::string& dir) {
   data::Loader loader(15, fn, lo);
   apps::RunPaths paths(dir, "test");
   apps::DebugHooks debug;
-  apps::EpochLoop loop{1, 3, 0, &loader, &adam, &model, &paths, &debug, 9};
+  apps::EpochLoop loop{epochs, 3, 0, &loader, &adam, &model, &paths, &debug, 9};
   Run out;
   cuda::WorkCounts start;
   loop.device = Device::CUDA;
@@ -161,6 +161,30 @@ TEST_CASE("cuda training loop: the replayed graph trains bit for bit as the eage
     CHECK(delta(graph, k).host_waits == 0);
     CHECK(delta(eager, k).host_waits == 0);
   }
+  std::filesystem::remove_all(dir);
+}
+
+// Two epochs: the graph is released before each validation (its private pool would stay reserved beside
+// the validation's memory) and captured again at the next epoch's first step, which therefore waits
+// once more (the capture gives the ordinary cache back); the weights stay bit for bit the eager loop's.
+TEST_CASE("cuda training loop: the graph is released for validation and captured again the next epoch") {
+  REQUIRE(cuda::register_cuda_backend());
+  const std::string dir = (std::filesystem::temp_directory_path() / "nimbus_test_training_loop2").string();
+  std::filesystem::remove_all(dir);
+  const Run eager = train(false, dir + "/eager", 2);
+  const Run graph = train(true, dir + "/graph", 2);
+  REQUIRE(eager.steps_seen == 10);
+  REQUIRE(graph.steps_seen == 10);
+  CHECK(graph.losses == eager.losses);
+  REQUIRE(graph.weights.size() == eager.weights.size());
+  size_t differing = 0;
+  for (size_t i = 0; i < eager.weights.size(); ++i) differing += graph.weights[i] != eager.weights[i];
+  CHECK(differing == 0);
+  REQUIRE(graph.at_step.size() == 12);  // per epoch: 5 steps' starts, then validation's
+  const cuda::WorkCounts &a = graph.at_step[6], &b = graph.at_step[7];  // the second epoch's first step
+  CHECK(b.launches - a.launches == 0);       // captured, then replayed
+  CHECK(b.graph_launches - a.graph_launches == 1);
+  CHECK(b.host_waits - a.host_waits == 1);   // the new capture's wait: the first graph was released
   std::filesystem::remove_all(dir);
 }
 
