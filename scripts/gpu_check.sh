@@ -98,12 +98,14 @@ if [[ -n $only ]]; then
 fi
 
 # The device tool's $OUT brings back few files: work elsewhere, bring back what matters (bring_back).
+# The default working folder there: /tmp/gpu-check (NIMBUS_GPU_CHECK_WORK: the rehearsal's own).
 [[ -z $bring && -n ${OUT:-} ]] && bring=$OUT
-if [[ -z $out ]]; then out=${bring:+/tmp/gpu-check}; out=${out:-$root/gpu-check}; fi
-if [[ -n $bring && $(realpath -m "$out") == "$(realpath -m "$bring")" ]]; then out=/tmp/gpu-check; fi
+default_work=${NIMBUS_GPU_CHECK_WORK:-/tmp/gpu-check}
+if [[ -z $out ]]; then out=${bring:+$default_work}; out=${out:-$root/gpu-check}; fi
+if [[ -n $bring && $(realpath -m "$out") == "$(realpath -m "$bring")" ]]; then out=$default_work; fi
 # The working folder on the device is this run's alone: a second call on a still-warm machine would
 # otherwise append to the first's results.jsonl and find its checkpoints.
-[[ $out == /tmp/gpu-check ]] && rm -rf "$out"
+[[ $out == "$default_work" ]] && rm -rf "$out"
 mkdir -p "$out"
 log=$out/gpu_check.log
 results=$out/results.jsonl

@@ -18,7 +18,8 @@
 #   2. from NIMBUS_GPU_BIN (a workstation's build; mpirun from PATH), the wgmma validation failing:
 #      exit 1, that line FAILED, and the later phases run with NIMBUS_CUDA_CONV=mma (the fallback the
 #      script promises); the tests die under memcheck: a failure.
-#   3. no bundle carried: nothing is built, the card's ceilings and PyTorch run, our phases say why not.
+#   3. no bundle carried: nothing is built, the card's ceilings and PyTorch run, our phases say why not;
+#      run without --out, as on the device: the default working folder is emptied first.
 # Before them, scripts/gpu/compare_checkpoints.py (the distributed phase's verdict) on made-up
 # checkpoints: equal passes, a difference over the bound, a missing tensor or a NaN fails.
 set -uo pipefail
@@ -211,8 +212,12 @@ rehearse() {  # out_dir bundle|bin [REHEARSAL_FAIL value] [bring-back dir, as th
   [[ $2 == bin ]] && from=(NIMBUS_GPU_BIN="$work/bin" REHEARSAL_BIN="$work/bin")
   [[ $2 == none ]] && from=(NIMBUS_GPU_BUNDLE="$work/no-such-bundle.tar.xz" NIMBUS_GPU_UNPACK="$work/unpack-none"
                             REHEARSAL_BIN="$work/none")
+  # out_dir "default": no --out, as on the device (the default working folder, NIMBUS_GPU_CHECK_WORK here)
+  local where=(--out "$1")
+  [[ $1 == default ]] && where=()
   env PATH="$work/path:$PATH" "${from[@]}" REHEARSAL_CALLS="$calls" REHEARSAL_FAIL="${3:-}" \
-    REHEARSAL_CKPT="$work/ckpt.py" OUT="${4:-}" REHEARSAL_SANITIZER="${5:-}" "$root/scripts/gpu_check.sh" --out "$1" > "$1.stdout" 2>&1
+    NIMBUS_GPU_CHECK_WORK="$work/default" REHEARSAL_CKPT="$work/ckpt.py" OUT="${4:-}" \
+    REHEARSAL_SANITIZER="${5:-}" "$root/scripts/gpu_check.sh" "${where[@]}" > "$work/$(basename "$1").stdout" 2>&1
   echo $?
 }
 phases=(smoke correctness models distributed kernels memory sweep sass torch demo)
@@ -324,8 +329,14 @@ grep -q "^test_cuda_real .*NIMBUS_CUDA_CONV=mma" "$calls" || fail "test_cuda_rea
 
 # No bundle carried: nothing is built on the device (no network, no time); the card's ceilings and
 # PyTorch still run, every phase of ours says why it did not, and the run fails.
-rc=$(rehearse "$work/nobundle" none)
-log=$work/nobundle/gpu_check.log
+# It runs, as on the device, without --out: in the default working folder, emptied first (a warm
+# machine's earlier run left a results.jsonl there), its files brought back to $OUT.
+mkdir -p "$work/default" "$work/bring3"
+echo '{"stale": true}' > "$work/default/results.jsonl"
+rc=$(rehearse default none "" "$work/bring3")
+log=$work/default/gpu_check.log
+grep -q stale "$work/default/results.jsonl" && fail "the default working folder kept an earlier run's results"
+[[ -f $work/bring3/gpu_check.log ]] || fail "the run without --out brought nothing back to \$OUT"
 [[ $rc == 1 ]] || fail "a run without a bundle exited $rc, not 1"
 grep -q "gpu_check: no bundle at $work/no-such-bundle.tar.xz" "$log" || fail "the missing bundle is not named"
 grep -q "building here\|gpu_package.sh --check builds\|install_deps" "$log" && fail "a run without a bundle tried to build"
