@@ -19,7 +19,9 @@
 #      exit 1, that line FAILED, and the later phases run with NIMBUS_CUDA_CONV=mma (the fallback the
 #      script promises); the tests die under memcheck: a failure.
 #   3. no bundle carried: nothing is built, the card's ceilings and PyTorch run, our phases say why not;
-#      run without --out, as on the device: the default working folder is emptied first.
+#      run without --out, as on the device: the default working folder is emptied first;
+#   4. the budget, timed for real: a hanging command is stopped at its phase's cap and nothing runs past
+#      --budget.
 # Before them, scripts/gpu/compare_checkpoints.py (the distributed phase's verdict) on made-up
 # checkpoints: equal passes, a difference over the bound, a missing tensor or a NaN fails.
 set -uo pipefail
@@ -85,6 +87,8 @@ arg() {  # the value after option $1
   while (($#)); do [[ $1 == "$want" ]] && { echo "${2:-}"; return; }; shift; done
 }
 [[ ${REHEARSAL_FAIL:-} == "$name $*" ]] && { echo "$name: failing on purpose"; exit 1; }
+# REHEARSAL_SLEEP="NAME:SECONDS": that program hangs (the budget run below).
+[[ -n ${REHEARSAL_SLEEP:-} && ${REHEARSAL_SLEEP%%:*} == "$name" ]] && exec sleep "${REHEARSAL_SLEEP#*:}"
 row() { echo "{\"case\":\"$1\",\"impl\":\"$2\",\"precision\":\"$3\",\"ok\":true,\"median_ms\":$4,\"flops\":1e9$5}"; }
 case $name in
   cuda_status)
@@ -344,10 +348,27 @@ grep -q -- "-> ceilings (copy bandwidth, bf16 GEMM via PyTorch): ok" "$log" || f
 grep -q "^phase models: not run: the carried programs do not start here" "$log" || fail "models did not say why it did not run"
 grep -q "^== phase torch" "$log" || fail "the PyTorch phase did not run without a bundle"
 
+# The budget holds, timed for real: with --budget 14 and the card's ceilings (the first command run)
+# hanging, the run stops them at the phase's cap, says TIMED OUT, starts nothing else, and ends within
+# the budget plus the kill's grace (5 s) and the summary.
+start4=$(date +%s)
+env PATH="$work/path:$PATH" NIMBUS_GPU_BUNDLE="$work/no-such-bundle.tar.xz" NIMBUS_GPU_UNPACK="$work/unpack-budget" \
+  REHEARSAL_BIN="$work/none" REHEARSAL_CALLS="$calls" REHEARSAL_SLEEP="ceilings.py:120" OUT="" \
+  "$root/scripts/gpu_check.sh" --out "$work/budget" --budget 14 > "$work/budget.stdout" 2>&1
+rc=$?
+took=$(( $(date +%s) - start4 ))
+echo "the run with a 14 s budget and a hanging command took $took s"
+log=$work/budget/gpu_check.log
+[[ $rc == 1 ]] || fail "the run over its budget exited $rc, not 1"
+(( took <= 24 )) || fail "the run with a 14 s budget took $took s"
+grep -q -- "-> ceilings (copy bandwidth, bf16 GEMM via PyTorch): TIMED OUT" "$log" ||
+  fail "the hanging ceilings were not reported TIMED OUT"
+grep -q "^phase torch: not run: the 14s budget is spent" "$log" || fail "the torch phase ran past the budget"
+
 if ((fails)); then
   echo "--- the passing rehearsal's log:"; cat "$work/pass/gpu_check.log"
   echo "--- its command lines:"; cat "$calls"
   echo "gpu_check_rehearsal: $fails check(s) failed"
   exit 1
 fi
-echo "gpu_check_rehearsal: the three runs as expected"
+echo "gpu_check_rehearsal: the four runs as expected"
