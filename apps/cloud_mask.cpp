@@ -12,8 +12,9 @@
 // The image is read in stripes of --stripe rows, twice (data/cloud_scene.h): first for the shadow
 // thresholds, the only whole-image statistics, then for the masks; the result is the whole-image
 // detector's, bit for bit. A granule (10980 x 10980): 1.5 GiB at the peak instead of 9 GiB (the first
-// pass keeps 8 bytes a pixel; a file stored in strips or tiles taller than a stripe is decoded again
-// for each stripe). Progress bars on stderr over both passes.
+// pass keeps 8 bytes a pixel). A stripe is raised to whole strips or tiles of the input, which a read
+// decodes whole. Progress bars on stderr over both passes.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -54,11 +55,21 @@ int run(int argc, char** argv) {
   const double threshold = p.get_double("threshold");
   if (!(threshold > 0 && threshold <= 1))
     throw cli::UsageError(str("--threshold must be in (0, 1], got ", threshold));
-  const int stripe_rows = int(p.get_int("stripe"));
+  int stripe_rows = int(p.get_int("stripe"));
   const data::TiffInfo info = data::read_tiff_info(in);
   NIMBUS_CHECK(info.bands == data::kS2Bands, in, " has ", info.bands,
                " bands; the detector needs a 13-band Sentinel-2 image (B1..B8, B8A, B9..B12)");
   const int H = info.height, W = info.width;
+  // A read decodes whole strips or tiles: stripes of whole blocks, so that none is decoded for every
+  // stripe (a file stored as one strip is then read whole, once per pass).
+  if (stripe_rows % info.block_rows != 0) {
+    const int64_t rows = std::min<int64_t>(H, (int64_t(stripe_rows) + info.block_rows - 1) / info.block_rows *
+                                                  info.block_rows);
+    if (rows > stripe_rows)
+      std::fprintf(stderr, "cloud_mask: --stripe %d raised to %lld rows: %s stores %d rows a %s\n", stripe_rows,
+                   (long long)rows, in.c_str(), info.block_rows, info.tiled ? "tile" : "strip");
+    stripe_rows = int(std::max<int64_t>(rows, 1));
+  }
   // The detector reads bands by position (B10 and B11 at 10 and 11): a file in another order (EuroSAT's,
   // B8A last) is put in SEN12MS order first.
   apps::FileBands file_bands(p.get_string("bands"), "cloud_mask");

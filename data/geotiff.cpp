@@ -306,6 +306,10 @@ TiffInfo info_of(const TiffFile& f) {
   info.height = int(h);
   info.bands = spp;
   info.tiled = TIFFIsTiled(tif);
+  uint32_t block_rows = 0;  // checked where a read uses it (blocks_of)
+  if (info.tiled) TIFFGetField(tif, TIFFTAG_TILELENGTH, &block_rows);
+  else TIFFGetFieldDefaulted(tif, TIFFTAG_ROWSPERSTRIP, &block_rows);
+  info.block_rows = int(std::clamp<uint32_t>(block_rows, 1, std::max<uint32_t>(h, 1)));
   info.planar_separate = planar == PLANARCONFIG_SEPARATE;
   info.compression = comp;
   info.geo = read_geo(tif);

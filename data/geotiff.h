@@ -40,6 +40,7 @@ struct TiffInfo {
   int width = 0, height = 0, bands = 0;
   SampleType type = SampleType::UInt16;
   bool tiled = false;
+  int block_rows = 1;            // rows of a strip or a tile: a window's read decodes whole blocks
   bool planar_separate = false;  // PlanarConfiguration 2 (band-interleaved)
   int compression = 1;           // TIFF code: 1 none, 5 LZW, 8/32946 Deflate
   GeoInfo geo;

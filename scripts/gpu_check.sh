@@ -101,6 +101,9 @@ fi
 # The default working folder there: /tmp/gpu-check (NIMBUS_GPU_CHECK_WORK: the rehearsal's own).
 [[ -z $bring && -n ${OUT:-} ]] && bring=$OUT
 default_work=${NIMBUS_GPU_CHECK_WORK:-/tmp/gpu-check}
+case $(realpath -m "$default_work") in  # it is emptied below: never a folder that holds anything else
+  /|"$root"|"$HOME"|/tmp) echo "gpu_check: NIMBUS_GPU_CHECK_WORK=$default_work is not a folder of its own" >&2; exit 2 ;;
+esac
 if [[ -z $out ]]; then out=${bring:+$default_work}; out=${out:-$root/gpu-check}; fi
 if [[ -n $bring && $(realpath -m "$out") == "$(realpath -m "$bring")" ]]; then out=$default_work; fi
 # The working folder on the device is this run's alone: a second call on a still-warm machine would

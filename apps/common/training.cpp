@@ -549,6 +549,7 @@ void train_epochs(const EpochLoop& L) {
     bar.finish();
     loss = Tensor(), kept.clear();  // the captured step's outputs: its pool goes back with them
     runner.release_graph();
+    L.optimizer->zero_grad();  // nor are the gradients held through validation (the next step drops them anyway)
     // Per-rank batch norm leaves each rank its own running statistics: validate rank 0's, which it saves.
     if (ranks.size() > 1) broadcast_tensors(L.model->module().named_buffers(), ranks);
     const EpochLoop::Validation v = L.validate(epoch);

@@ -100,6 +100,16 @@ TEST_CASE("cloud_mask: writes the detector's 0/1 mask with the input's georefere
   AppResult striped = run_app("cloud_mask", {"--s2", input, "--out", d / "mask40.tif", "--stripe", "40"});
   REQUIRE_MESSAGE(striped.exit_code == 0, striped.output);
   CHECK(read_file(d / "mask40.tif") == read_file(out));
+  // A file stored in strips of 100 rows: stripes of whole strips (none decoded for every stripe), said.
+  data::WriteOptions strips;
+  strips.type = data::read_tiff_info(input).type;
+  strips.rows_per_strip = 100;
+  data::write_geotiff(d / "strips100.tif", s2, strips);
+  REQUIRE(data::read_tiff_info(d / "strips100.tif").block_rows == 100);
+  AppResult tall = run_app("cloud_mask", {"--s2", d / "strips100.tif", "--out", d / "mask100.tif", "--stripe", "40"});
+  REQUIRE_MESSAGE(tall.exit_code == 0, tall.output);
+  CHECK_MESSAGE(tall.output.find("--stripe 40 raised to 100 rows") != std::string::npos, tall.output);
+  CHECK(read_file(d / "mask100.tif") == read_file(out));
   // The same scene stored in EuroSAT's order (B8A last), saying so in its band descriptions: the same
   // mask. (The detector reads B10 and B11 by position; it used to take them from B9 and B10 here.)
   data::Raster eu = s2;

@@ -219,7 +219,7 @@ rehearse() {  # out_dir bundle|bin [REHEARSAL_FAIL value] [bring-back dir, as th
   # out_dir "default": no --out, as on the device (the default working folder, NIMBUS_GPU_CHECK_WORK here)
   local where=(--out "$1")
   [[ $1 == default ]] && where=()
-  env PATH="$work/path:$PATH" "${from[@]}" REHEARSAL_CALLS="$calls" REHEARSAL_FAIL="${3:-}" \
+  env -u NIMBUS_GPU_BIN PATH="$work/path:$PATH" "${from[@]}" REHEARSAL_CALLS="$calls" REHEARSAL_FAIL="${3:-}" \
     NIMBUS_GPU_CHECK_WORK="$work/default" REHEARSAL_CKPT="$work/ckpt.py" OUT="${4:-}" \
     REHEARSAL_SANITIZER="${5:-}" "$root/scripts/gpu_check.sh" "${where[@]}" > "$work/$(basename "$1").stdout" 2>&1
   echo $?
@@ -352,7 +352,7 @@ grep -q "^== phase torch" "$log" || fail "the PyTorch phase did not run without 
 # hanging, the run stops them at the phase's cap, says TIMED OUT, starts nothing else, and ends within
 # the budget plus the kill's grace (5 s) and the summary.
 start4=$(date +%s)
-env PATH="$work/path:$PATH" NIMBUS_GPU_BUNDLE="$work/no-such-bundle.tar.xz" NIMBUS_GPU_UNPACK="$work/unpack-budget" \
+env -u NIMBUS_GPU_BIN PATH="$work/path:$PATH" NIMBUS_GPU_BUNDLE="$work/no-such-bundle.tar.xz" NIMBUS_GPU_UNPACK="$work/unpack-budget" \
   REHEARSAL_BIN="$work/none" REHEARSAL_CALLS="$calls" REHEARSAL_SLEEP="ceilings.py:120" OUT="" \
   "$root/scripts/gpu_check.sh" --out "$work/budget" --budget 14 > "$work/budget.stdout" 2>&1
 rc=$?
