@@ -62,13 +62,12 @@ int run(int argc, char** argv) {
   const int H = info.height, W = info.width;
   // A read decodes whole strips or tiles: stripes of whole blocks, so that none is decoded for every
   // stripe (a file stored as one strip is then read whole, once per pass).
-  if (stripe_rows % info.block_rows != 0) {
-    const int64_t rows = std::min<int64_t>(H, (int64_t(stripe_rows) + info.block_rows - 1) / info.block_rows *
-                                                  info.block_rows);
-    if (rows > stripe_rows)
-      std::fprintf(stderr, "cloud_mask: --stripe %d raised to %lld rows: %s stores %d rows a %s\n", stripe_rows,
-                   (long long)rows, in.c_str(), info.block_rows, info.tiled ? "tile" : "strip");
-    stripe_rows = int(std::max<int64_t>(rows, 1));
+  const int64_t whole_blocks = (int64_t(stripe_rows) + info.block_rows - 1) / info.block_rows * info.block_rows;
+  if (whole_blocks > stripe_rows && stripe_rows < H) {
+    const int rows = int(std::min<int64_t>(whole_blocks, H));
+    std::fprintf(stderr, "cloud_mask: --stripe %d raised to %d rows: %s stores %d rows a %s\n", stripe_rows, rows,
+                 in.c_str(), info.block_rows, info.tiled ? "tile" : "strip");
+    stripe_rows = rows;
   }
   // The detector reads bands by position (B10 and B11 at 10 and 11): a file in another order (EuroSAT's,
   // B8A last) is put in SEN12MS order first.
