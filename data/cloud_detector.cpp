@@ -254,10 +254,8 @@ CloudShadowMasks detect_clouds(const float* dn, int bands, int height, int width
   m.cloud_score = cloud_score(dn, bands, height, width, options);
   m.cloud.resize(m.cloud_score.size());
   for (size_t p = 0; p < m.cloud.size(); ++p) m.cloud[p] = m.cloud_score[p] >= options.cloud_threshold;
-  if (options.on_pass) options.on_pass(1, 2);
   m.shadow = shadow_mask(dn, bands, height, width, &m.shadow_csi_threshold, &m.shadow_blue_threshold,
                          options.dihedral_code, options.valid);
-  if (options.on_pass) options.on_pass(2, 2);
   return m;
 }
 

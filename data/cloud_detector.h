@@ -15,7 +15,6 @@
 // scipy bit for bit except at ties.
 #pragma once
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "data/geotiff.h"
@@ -36,9 +35,6 @@ struct CloudDetectorOptions {
   // pixel without data is no shadow candidate (its zeros would spread shadow from a swath's edge through
   // the median); the masks still cover every pixel (the caller decides what a nodata pixel's mask says).
   const uint8_t* valid = nullptr;
-  // detect_clouds calls this after each of its two passes (the cloud score, then the shadow mask) with
-  // (passes done, 2): for a progress bar over a whole scene. Empty: not called.
-  std::function<void(int done, int total)> on_pass;
 };
 
 struct CloudShadowMasks {

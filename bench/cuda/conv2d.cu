@@ -907,7 +907,7 @@ bool sweep_case(const Case& cs, double budget_ms, const std::string& device, FIL
       // A configuration over this device's shared memory a block (TF32 config 1 on an sm_86 or sm_89) is
       // left out: it cannot run here.
       for (int c = 0; c < cuda::kTcConfigCount + (hopper ? (cs.dir == kFwd ? 2 : 1) : 0); ++c)
-        for (int sp = 1; sp <= max_splits && cuda::tc_config_smem_bytes(c, bf16) <= cuda::device_smem_opt_in(); sp *= 2) {
+        for (int sp = 1; sp <= max_splits && cuda::tc_config_fits_device(c, bf16); sp *= 2) {
           const double ms = time_plan(cuda::TcPlan{c, sp});
           if (ms < best_ms) best_ms = ms, best_config = c, best_splits = sp;
         }

@@ -276,8 +276,7 @@ int conv2d_tc_max_splits(const ConvGeom& g) {
 int conv2d_tc_splits(const ConvGeom& g, bool bf16) {
   const int64_t CRS = g.C * g.R * g.S, red = g.N * g.P() * g.Q();
   // A line's split count goes with its configuration: not taken where that does not fit the device.
-  const bool fits = tc_config_smem_bytes(tc_table_config(TcKind::ConvWeightGrad, bf16, g.K, CRS, red), bf16) <=
-                    device_smem_opt_in();
+  const bool fits = tc_config_fits_device(tc_table_config(TcKind::ConvWeightGrad, bf16, g.K, CRS, red), bf16);
   const int table = fits ? tc_table_splits(TcKind::ConvWeightGrad, bf16, g.K, CRS, red) : 0;
   if (table > 0) return std::min(table, conv2d_tc_max_splits(g));
   const int64_t blocks = ((g.K + 63) / 64) * ((CRS + 63) / 64);  // small tiles

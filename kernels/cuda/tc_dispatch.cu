@@ -2,6 +2,8 @@
  * first, then the rule. Host code only. */
 #include "kernels/cuda/tc_dispatch.h"
 
+#include "kernels/cuda/compat.h"  // device_smem_opt_in
+
 namespace nimbus::cuda {
 
 namespace {
@@ -41,6 +43,8 @@ int tc_pick_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, int 
   const int64_t large_blocks = ((M + 127) / 128) * ((N + 127) / 128) * (splits < 1 ? 1 : splits);
   return large_blocks >= 264 ? 0 : 4;  // two 128x128 blocks per SM of an H200 (132 SMs), else more, smaller ones
 }
+
+bool tc_config_fits_device(int config, bool bf16) { return tc_config_smem_bytes(config, bf16) <= device_smem_opt_in(); }
 
 int tc_table_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K) {
   return find(kind, bf16, M, N, K).config;

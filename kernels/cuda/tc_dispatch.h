@@ -58,6 +58,10 @@ enum class TcKind : int { ConvForward = 0, ConvDataGrad = 1, ConvWeightGrad = 2,
 // (cudaDevAttrMaxSharedMemoryPerBlockOptin): the table's unless it names kTcWgmma or does not fit,
 // else the rule.
 int tc_pick_config(TcKind kind, bool bf16, int64_t M, int64_t N, int64_t K, int splits, int64_t smem_limit);
+// Whether the current device lets a block have configuration `config`'s shared memory (always true for
+// what is not a menu configuration): what tc_pick_config checks a table line against, for the callers
+// that loop over configurations or read a line's splits.
+bool tc_config_fits_device(int config, bool bf16);
 // The dynamic shared memory configuration `config` of the menu takes, in bytes (the table above):
 // `stages` buffers of a BM x (BK + pad) A tile and a BK x (BN + 8) B tile. mma_core.cuh's SmemLayout
 // lays them out and checks that it agrees.

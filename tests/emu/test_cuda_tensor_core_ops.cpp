@@ -73,7 +73,7 @@ Operand<E> operand(size_t n, Rng& rng) {
 // where it does not, saying so (test_cuda_real on such a card). Under the emulator (227 KiB) all fit.
 template <typename E>
 bool config_fits(int config) {
-  const bool fits = cuda::tc_config_smem_bytes(config, !std::is_same_v<E, float>) <= cuda::device_smem_opt_in();
+  const bool fits = cuda::tc_config_fits_device(config, !std::is_same_v<E, float>);
   if (!fits) MESSAGE("skipped: configuration ", config, " needs more shared memory than this device gives a block");
   return fits;
 }
