@@ -119,8 +119,10 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
     g.all_reduce_sum(&any, 1);  // every rank decides alike (only rank 0 removes)
     if (any == 0) return 0;
     if (!options.overwrite)
-      throw cli::UsageError(str("--out ", paths.out, " holds an earlier run's checkpoints (", join(held, ", "),
-                                "): --resume continues that run; --overwrite starts anew and removes them"));
+      throw cli::UsageError(str("--out ", paths.out,
+                                held.empty() ? " holds no checkpoint here, but another rank's holds an earlier run's"
+                                             : str(" holds an earlier run's checkpoints (", join(held, ", "), ")"),
+                                ": --resume continues that run; --overwrite starts anew and removes them"));
     // Every rank removes what it sees: with an --out that is not shared, a rank's own copy would
     // otherwise outlive the run and stop a later --resume (it would see a checkpoint the others do not).
     // On a shared folder the ranks race to remove the same files, which is harmless (a file already

@@ -76,6 +76,15 @@ void check_launch(const char* what);
 // (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86/89);
 // INT64_MAX when the device cannot be asked (the next launch then reports why).
 int64_t device_smem_opt_in();
+// Host side: opt `kernel` in to `bytes` of dynamic shared memory (above the default 48 KiB), once per
+// kernel and device: the attribute belongs to the kernel as loaded on one device, so a process that
+// drives two GPUs makes it on each. Raises an Error naming `what` when the device refuses. A host-side
+// setting, safe during a stream capture.
+void allow_dynamic_smem(const void* kernel, size_t bytes, const char* what);
+template <typename... P>
+void allow_dynamic_smem(void (*kernel)(P...), size_t bytes, const char* what) {
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes, what);
+}
 bool sync_check_enabled();     // NIMBUS_CUDA_SYNC_CHECK at start-up, or the last set_sync_check()
 void set_sync_check(bool on);
 // Grid size for a grid-stride loop over n elements: enough blocks to cover n, capped (more

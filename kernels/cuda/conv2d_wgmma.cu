@@ -51,7 +51,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <mutex>
 
 #include "kernels/common/error.h"
 #include "kernels/common/fast_divmod.h"
@@ -582,19 +581,9 @@ CUtensorMap a_map(const void* a, int rows, int cols, int ld) {
   return map;
 }
 
-// Dynamic shared memory above 48 KiB, once per kernel (a host-side setting: safe during a capture).
-template <typename Kernel>
-void allow_smem(Kernel kernel, std::once_flag& once, size_t bytes = kSmem) {
-  std::call_once(once, [&] {
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-    NIMBUS_CHECK(e == cudaSuccess, "cuda::conv2d_wgmma: cudaFuncSetAttribute failed: ", cudaGetErrorString(e));
-  });
-}
-
 template <typename E, bool Moments, bool BnIn = false>
 void launch_fwd_as(const CUtensorMap& map, const FwdParams<E>& p, const char* what) {
-  static std::once_flag once;
-  allow_smem(conv_fwd_kernel<E, Moments, BnIn>, once);
+  allow_dynamic_smem(conv_fwd_kernel<E, Moments, BnIn>, kSmem, what);
   launch(conv_fwd_kernel<E, Moments, BnIn>, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)),
          dim3(kThreads), kSmem, launch_stream(), map, p);
   check_launch(what);
@@ -607,8 +596,7 @@ void launch_fwd(const CUtensorMap& map, const FwdParams<E>& p, const char* what)
 }
 template <typename E>
 void launch_fwd_specialised(const CUtensorMap& map, const FwdParams<E>& p, const char* what) {
-  static std::once_flag once;
-  allow_smem(conv_fwd_specialised_kernel<E>, once, kWsSmem);
+  allow_dynamic_smem(conv_fwd_specialised_kernel<E>, kWsSmem, what);
   launch(conv_fwd_specialised_kernel<E>, dim3(unsigned((p.cols + kBN - 1) / kBN), unsigned((p.K + kBM - 1) / kBM)),
          dim3(kWsThreads), kWsSmem, launch_stream(), map, p);
   check_launch(what);
@@ -812,8 +800,7 @@ void conv2d_wgmma_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E
     p.tma_a = wgrad_tma_a<E>(g, dy) ? 1 : 0;
     alignas(64) CUtensorMap map{};  // unused unless tma_a
     if (p.tma_a) map = dy_map(dy, g);
-    static std::once_flag once;
-    allow_smem(conv_wgrad_kernel<E>, once);
+    allow_dynamic_smem(conv_wgrad_kernel<E>, kSmem, "cuda::conv2d_wgmma_backward (dw)");
     launch(conv_wgrad_kernel<E>, dim3(unsigned((CRS + kBN - 1) / kBN), unsigned((K + kBM - 1) / kBM), unsigned(used)),
            dim3(kThreads), kSmem, launch_stream(), map, p);
     check_launch("cuda::conv2d_wgmma_backward (dw)");

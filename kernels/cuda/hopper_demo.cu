@@ -122,7 +122,7 @@ void hopper_gemm_bf16_demo(const uint16_t* A, const uint16_t* B, float* C, int K
   d.global = B;
   encode_tensor_map(&map_b, d);
   const size_t smem = 2 * kStageBytes + 16 + 1024;
-  cudaFuncSetAttribute(gemm_bf16_demo_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  allow_dynamic_smem(gemm_bf16_demo_kernel, smem, "cuda::hopper_gemm_bf16_demo");
   launch(gemm_bf16_demo_kernel, 1, 128, smem, launch_stream(), map_a, map_b, C, K);
   check_launch("cuda::hopper_gemm_bf16_demo");
   (void)hopper_instantiation_check;

@@ -11,7 +11,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "kernels/common/error.h"
 
@@ -46,6 +49,24 @@ int64_t device_smem_opt_in() {
   if (cacheable) cached[device].store(bytes, std::memory_order_relaxed);
 #endif
   return bytes;
+}
+
+void allow_dynamic_smem(const void* kernel, size_t bytes, const char* what) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;  // the launch that follows fails too, and check_launch names its op
+  }
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, size_t> allowed;  // (kernel, device) -> bytes opted in to
+  const std::lock_guard<std::mutex> lock(mutex);
+  size_t& done = allowed[{kernel, device}];
+  if (done >= bytes) return;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  if (e != cudaSuccess) (void)cudaGetLastError();
+  NIMBUS_CHECK(e == cudaSuccess, what, ": cudaFuncSetAttribute (", bytes, " bytes of dynamic shared memory on device ",
+               device, "): ", cudaGetErrorString(e));
+  done = bytes;
 }
 
 bool sync_check_enabled() { return sync_check.load(std::memory_order_relaxed); }

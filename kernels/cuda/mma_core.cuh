@@ -327,7 +327,7 @@ __global__ void __launch_bounds__(T::Threads)
 
 // ---- host side ------------------------------------------------------------------------------------------------
 // Launches igemm_kernel<E, T, Problem> on the current stream. A configuration above 48 KiB of dynamic
-// shared memory needs one cudaFuncSetAttribute per instantiation (the first launch makes it).
+// shared memory needs one cudaFuncSetAttribute per instantiation and device (allow_dynamic_smem).
 template <typename E, class T, class Problem>
 void launch_igemm(const Problem& pb, int M, int N, int Kred, int splits, const E* any, const char* what) {
   using L = SmemLayout<E, T>;
@@ -337,10 +337,7 @@ void launch_igemm(const Problem& pb, int M, int N, int Kred, int splits, const E
     const int64_t most = device_smem_opt_in();  // the dispatch keeps to it; a TcPlan may not
     NIMBUS_CHECK(int64_t(L::kBytes) <= most, what, ": tensor-core tile ", T::BM, "x", T::BN, " with ", T::Stages,
                  " stages needs ", L::kBytes, " bytes of shared memory, more than this device's ", most);
-    static const cudaError_t opt_in = cudaFuncSetAttribute(
-        igemm_kernel<E, T, Problem>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::kBytes));
-    NIMBUS_CHECK(opt_in == cudaSuccess, what, ": cudaFuncSetAttribute (", L::kBytes,
-                 " bytes of dynamic shared memory): ", cudaGetErrorString(opt_in));
+    allow_dynamic_smem(igemm_kernel<E, T, Problem>, L::kBytes, what);
   }
   const dim3 grid(unsigned((N + T::BN - 1) / T::BN), unsigned((M + T::BM - 1) / T::BM), unsigned(splits < 1 ? 1 : splits));
   launch(igemm_kernel<E, T, Problem>, grid, dim3(T::Threads), L::kBytes, launch_stream(), pb, M, N, Kred,

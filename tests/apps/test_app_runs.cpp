@@ -674,6 +674,24 @@ TEST_CASE("data parallel: --resume with another number of ranks continues the sa
   CHECK(split.exit_code != 0);
   CHECK_MESSAGE(split.output.find("exists for 1 of 2 ranks") != std::string::npos, split.output);
   CHECK(read_file(d / "back/last.safetensors") == before);  // untouched
+  // A fresh run where only rank 1's --out (a disk of its own, as above) holds an earlier run: every rank
+  // refuses without --overwrite; with it, rank 1 removes its copy too, which would otherwise stop a
+  // later --resume of this run (it would exist for 1 of 2 ranks).
+  std::filesystem::create_directories(d / "stale");
+  std::filesystem::copy_file(d / "back/last.safetensors", d / "stale/last.safetensors");
+  AppResult refused = run_app_mpmd("train_dsen2cr", {args("fresh", "1", "1"), args("stale", "1", "1")});
+  CHECK(refused.exit_code != 0);
+  CHECK_MESSAGE(refused.output.find("stale holds an earlier run's checkpoints (last.safetensors)") != std::string::npos,
+                refused.output);
+  CHECK_MESSAGE(refused.output.find("fresh holds no checkpoint here, but another rank's holds an earlier run's") !=
+                    std::string::npos,
+                refused.output);
+  CHECK(std::filesystem::exists(d / "stale/last.safetensors"));
+  AppResult over = run_app_mpmd("train_dsen2cr", {with(args("fresh", "1", "1"), {"--overwrite"}),
+                                                  with(args("stale", "1", "1"), {"--overwrite"})});
+  REQUIRE_MESSAGE(over.exit_code == 0, over.output);
+  CHECK_FALSE(std::filesystem::exists(d / "stale/last.safetensors"));
+  CHECK(models::load_model(d / "fresh/last.safetensors").epoch == 1);
 }
 
 TEST_CASE("data parallel: with --pack the first rank of the machine builds the pack, the others only read it") {

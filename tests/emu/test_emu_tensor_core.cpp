@@ -21,6 +21,7 @@
 
 #include "kernels/common/bfloat16.h"
 #include "kernels/common/error.h"
+#include "kernels/cuda/compat.h"  // allow_dynamic_smem
 #include "kernels/cuda/tensor_core.h"
 #include "tests/emu/emu_util.h"
 
@@ -614,6 +615,47 @@ TEST_CASE("tensor core: a device of 99 KiB of shared memory a block reports, ref
   CHECK(out.download()[0] == float(99 * 256 - 1));
   CHECK_THROWS_AS(emu::set_smem_opt_in_limit(228 * 1024), Error);
   CHECK_THROWS_AS(emu::set_smem_opt_in_limit(47 * 1024), Error);
+}
+
+// allow_dynamic_smem (kernels/cuda/launch.cu), what every launcher above 48 KiB calls: the opt-in is
+// made (a launch of that size then runs), a larger one later is made again, and a device that refuses is
+// an Error naming the op and the size, with no CUDA error left pending. Its once-per-device memo cannot
+// be seen here: the emulator has one device. A kernel of its own: the tests above set big_smem_kernel's
+// attribute directly. Its last float of shared memory is written and read back (an emulated launch
+// checks every access against the size launched with).
+__global__ void opt_in_kernel(float* out, int n) {
+  DYNAMIC_SMEM(float, s);
+  if (threadIdx.x == 0) s[n - 1] = float(n), out[0] = s[n - 1];
+}
+
+TEST_CASE("tensor core: allow_dynamic_smem opts a kernel in, raises it later, and names the op when refused") {
+  DeviceBuffer<float> out(1);
+  cudaGetLastError();
+  cuda::allow_dynamic_smem(opt_in_kernel, 64 * 1024, "test op");
+  launch(opt_in_kernel, 1, 64, 64 * 1024, nullptr, out.p, 16 * 1024);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  CHECK(out.download()[0] == float(16 * 1024));
+  cuda::allow_dynamic_smem(opt_in_kernel, 32 * 1024, "test op");  // less than made: nothing to do
+  launch(opt_in_kernel, 1, 64, 96 * 1024, nullptr, out.p, 24 * 1024);
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);  // not opted in to that much yet
+  cuda::allow_dynamic_smem(opt_in_kernel, 96 * 1024, "test op");
+  launch(opt_in_kernel, 1, 64, 96 * 1024, nullptr, out.p, 24 * 1024);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  CHECK(out.download()[0] == float(24 * 1024));
+  struct Restore {
+    ~Restore() { emu::set_smem_opt_in_limit(227 * 1024); }
+  } restore;
+  emu::set_smem_opt_in_limit(99 * 1024);
+  std::string m;
+  try {
+    cuda::allow_dynamic_smem(opt_in_kernel, 100 * 1024, "test op");
+  } catch (const Error& e) {
+    m = e.what();
+  }
+  CHECK_MESSAGE(m.find("test op: cudaFuncSetAttribute (102400 bytes of dynamic shared memory on device 0)") !=
+                    std::string::npos,
+                m);
+  CHECK(cudaGetLastError() == cudaSuccess);
 }
 
 // ---------------------------------------------------------------------------------------------
