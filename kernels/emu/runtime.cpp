@@ -26,6 +26,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "kernels/common/error.h"
@@ -55,6 +56,7 @@ struct EmuStream {
   // unsupported call invalidated it.
   EmuGraph* capture = nullptr;
   cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
+  std::thread::id capture_thread;  // the thread that began it
   bool invalidated = false;
 };
 struct EmuEvent {
@@ -140,17 +142,25 @@ StreamStats* stream_counters(cudaStream_t s, const char* what) {
   return nullptr;
 }
 
-// A call that is unsafe during stream capture (an allocation, a free, a synchronisation, a
-// synchronous copy) is about to run. If a capture that is not relaxed is active and this thread has
-// not swapped itself to relaxed mode, every such capture is invalidated and the call fails with
-// cudaErrorStreamCaptureUnsupported, as on a GPU. Caller holds stream_mutex.
+// A call that is unsafe during stream capture (an allocation, a free, a synchronisation, a query, a
+// synchronous copy) is about to run. CUDA's rule (cudaThreadExchangeStreamCaptureMode): a thread in
+// relaxed mode may make it; a thread in thread-local mode may not while a capture it began is under
+// way, unless that capture is relaxed; a thread in global mode (the default) may not either, nor while
+// another thread's capture begun in global mode is under way. A refused call fails with
+// cudaErrorStreamCaptureUnsupported and invalidates the captures that refused it, as on a GPU.
+// Caller holds stream_mutex.
 bool refused_in_capture(const char* what) {
+  if (thread_capture_mode == cudaStreamCaptureModeRelaxed) return false;
+  const std::thread::id me = std::this_thread::get_id();
+  auto refuses = [&](cudaStream_t o) {
+    if (!o->capture) return false;
+    if (o->capture_thread == me) return o->capture_mode != cudaStreamCaptureModeRelaxed;
+    return thread_capture_mode == cudaStreamCaptureModeGlobal && o->capture_mode == cudaStreamCaptureModeGlobal;
+  };
   cudaStream_t active = nullptr;
   for (cudaStream_t o : live_streams)
-    if (o->capture && o->capture_mode != cudaStreamCaptureModeRelaxed) active = o;
-  if (!active || thread_capture_mode == cudaStreamCaptureModeRelaxed) return false;
-  for (cudaStream_t o : live_streams)
-    if (o->capture && o->capture_mode != cudaStreamCaptureModeRelaxed) o->invalidated = true;
+    if (refuses(o)) active = o, o->invalidated = true;
+  if (!active) return false;
   fail(cudaErrorStreamCaptureUnsupported,
        nimbus::str(what, " while stream ", static_cast<const void*>(active),
                    " is capturing a graph: not allowed during capture (the capture is now invalidated)"));
@@ -645,6 +655,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e) {
   std::lock_guard<std::mutex> lock(stream_mutex);
   if (e->in_capture && e->stream && live_streams.count(e->stream) && e->stream->capture)
     return fail(cudaErrorStreamCaptureUnsupported, "cudaEventQuery: the event was recorded in an ongoing capture");
+  if (refused_in_capture("cudaEventQuery")) return cudaErrorStreamCaptureUnsupported;
   if (e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
   return cudaSuccess;
 }
@@ -667,6 +678,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
                                                    " is already capturing"));
   s->capture = new EmuGraph;
   s->capture_mode = mode;
+  s->capture_thread = std::this_thread::get_id();
   s->invalidated = false;
   return cudaSuccess;
 }

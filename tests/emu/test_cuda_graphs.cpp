@@ -19,6 +19,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backends/cuda/backend.h"
@@ -157,6 +158,66 @@ TEST_CASE("emu graphs: allocations, frees, waits, synchronous and pageable copie
 #endif
   cudaGraphDestroy(g);
   cudaFree(p);
+}
+
+// The capture modes across threads (cudaThreadExchangeStreamCaptureMode). While this thread captures in
+// global mode, another thread in global mode (the default) may not allocate page-locked memory nor
+// query an event: the call fails and the capture is invalidated (a loader thread's upload would
+// invalidate the training step's capture so). In thread-local or relaxed mode it may. A capture begun
+// in thread-local or relaxed mode does not bind other threads.
+TEST_CASE("emu graphs: another thread's unsafe call invalidates a global capture unless a mode allows it") {
+  REQUIRE(cuda::register_cuda_backend());
+  test::DeviceBuffer<float> d(16);
+  cudaEvent_t before = nullptr;
+  REQUIRE(cudaEventCreateWithFlags(&before, cudaEventDisableTiming) == cudaSuccess);
+  REQUIRE(cudaEventRecord(before, compute()) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(compute()) == cudaSuccess);  // the event has completed
+  const std::function<cudaError_t()> malloc_host = [] {
+    void* host = nullptr;
+    const cudaError_t e = cudaMallocHost(&host, 256);
+    if (e == cudaSuccess) cudaFreeHost(host);
+    return e;
+  };
+  const std::function<cudaError_t()> query = [&] { return cudaEventQuery(before); };
+  struct Case {
+    const char* what;
+    cudaStreamCaptureMode capture, other;  // the capture's mode, the other thread's
+    bool refused;
+    const std::function<cudaError_t()>& call;
+  };
+  const Case cases[] = {
+      {"cudaMallocHost", cudaStreamCaptureModeGlobal, cudaStreamCaptureModeGlobal, true, malloc_host},
+      {"cudaEventQuery", cudaStreamCaptureModeGlobal, cudaStreamCaptureModeGlobal, true, query},
+      {"cudaMallocHost", cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal, false, malloc_host},
+      {"cudaEventQuery", cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal, false, query},
+      {"cudaMallocHost", cudaStreamCaptureModeGlobal, cudaStreamCaptureModeRelaxed, false, malloc_host},
+      {"cudaMallocHost", cudaStreamCaptureModeThreadLocal, cudaStreamCaptureModeGlobal, false, malloc_host},
+      {"cudaMallocHost", cudaStreamCaptureModeRelaxed, cudaStreamCaptureModeGlobal, false, malloc_host},
+  };
+  for (const Case& c : cases) {
+    const std::string call = c.what;
+    const int capture_mode = int(c.capture), other_thread_mode = int(c.other);  // 0 global, 1 thread-local, 2 relaxed
+    CAPTURE(call);
+    CAPTURE(capture_mode);
+    CAPTURE(other_thread_mode);
+    REQUIRE(cudaStreamBeginCapture(compute(), c.capture) == cudaSuccess);
+    REQUIRE(cudaMemsetAsync(d.p, 0, 64, compute()) == cudaSuccess);
+    cudaError_t got = cudaErrorInvalidValue;  // neither answer, should the thread not get to call
+    std::thread other([&] {
+      cudaStreamCaptureMode mode = c.other;
+      if (cudaThreadExchangeStreamCaptureMode(&mode) != cudaSuccess) return;
+      got = c.call();
+      (void)cudaGetLastError();
+    });
+    other.join();
+    CHECK(got == (c.refused ? cudaErrorStreamCaptureUnsupported : cudaSuccess));
+    cudaGraph_t g = nullptr;
+    CHECK(cudaStreamEndCapture(compute(), &g) == (c.refused ? cudaErrorStreamCaptureInvalidated : cudaSuccess));
+    CHECK((g == nullptr) == c.refused);
+    if (g) cudaGraphDestroy(g);
+    (void)cudaGetLastError();
+  }
+  cudaEventDestroy(before);
 }
 
 // ---- the allocator's pools -----------------------------------------------------------------------
