@@ -3,7 +3,9 @@
  * Debug switch: with NIMBUS_CUDA_SYNC_CHECK=1 in the environment, check_launch() also waits for the
  * kernel to finish and raises its execution error (an illegal address, say) as an Error naming the
  * launcher that queued it. Without it such an error surfaces at the next synchronisation, named
- * after whatever happened to wait. Each of those waits counts as a host wait (stream.h).
+ * after whatever happened to wait. Each of those waits counts as a host wait (stream.h). During a
+ * graph capture it does not wait: a captured kernel is only recorded, and a wait would invalidate the
+ * capture; a replay's faults surface at the next synchronisation.
  */
 #include "kernels/cuda/compat.h"
 
@@ -17,6 +19,7 @@
 #include <utility>
 
 #include "kernels/common/error.h"
+#include "kernels/cuda/stream.h"  // capturing
 
 namespace nimbus::cuda {
 
@@ -74,7 +77,7 @@ void set_sync_check(bool on) { sync_check.store(on, std::memory_order_relaxed); 
 
 void check_launch(const char* what) {
   cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess && sync_check_enabled()) {
+  if (e == cudaSuccess && sync_check_enabled() && !capturing()) {  // a captured kernel is recorded, not run
     count_host_wait();
     e = cudaStreamSynchronize(launch_stream());
     if (e != cudaSuccess) (void)cudaGetLastError();

@@ -224,6 +224,16 @@ TEST_CASE("cuda sync check: the NIMBUS_CUDA_SYNC_CHECK switch waits for every ke
   CHECK(b.launches - a.launches == 2);
   CHECK(b.host_waits - a.host_waits == 2);
   CHECK_THROWS_WITH_AS(cuda::fill(y.p, 1.0f, 100, 2048), doctest::Contains("cuda::fill: CUDA launch failed"), Error);
+  // During a capture a kernel is recorded, not run: nothing to wait for, and a wait would invalidate
+  // the capture. So a step still captures with the switch on (its replays' faults show at a wait).
+  const cuda::WorkCounts c = cuda::work_counts();
+  cuda::begin_capture();
+  cuda::fill(y.p, 4.0f, 100);
+  const cuda::GraphExec g = cuda::end_capture();
+  CHECK(cuda::work_counts().host_waits == c.host_waits);
+  cuda::launch_graph(g);
+  cuda::destroy_graph(g);
+  CHECK(y.download()[99] == 4.0f);
   cuda::set_sync_check(false);
   cuda::fill(y.p, 3.0f, 100);
   CHECK(cuda::work_counts().host_waits == b.host_waits);  // a refused launch has nothing to wait for; off: no wait
