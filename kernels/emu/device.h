@@ -283,6 +283,7 @@ void emu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaSt
     std::tuple<std::decay_t<P>...> params;
   } call{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
   const size_t limit = ::nimbus::emu::dynamic_smem_limit(reinterpret_cast<const void*>(kernel));
+  if (!::nimbus::emu::launch_config_ok(grid, block, smem, limit)) return;  // at the call, as CUDA reports it
   auto run = [grid, block, smem, limit](Call& c) {
     ::nimbus::emu::run_kernel(grid, block, smem, [](void* p) {
       auto* call = static_cast<Call*>(p);
@@ -290,7 +291,7 @@ void emu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaSt
     }, &c, limit);
   };
   // A capturing stream keeps a copy of the parameters (as a CUDA graph's kernel node does) and runs
-  // nothing now.
+  // nothing now; so does a deferred stream (runtime.h, set_deferred) until something waits for it.
   if (::nimbus::emu::capture_kernel(stream, [run, call]() mutable { run(call); })) return;
   run(call);
 }

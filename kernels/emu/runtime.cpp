@@ -4,9 +4,11 @@
  * be checked: a copy's direction must match where its pointers live, and a device range must lie
  * inside one allocation. New allocations are filled with 0xFF bytes (a float NaN), so reading
  * memory nobody wrote shows up. Errors are sticky until cudaGetLastError(), as in CUDA; the
- * detailed text is in last_error_detail(). Everything runs synchronously; streams are live handles
- * in a set (use after destroy is an error) that count the work issued on them (stream_stats), and
- * events remember the stream and the point in it where they were recorded.
+ * detailed text is in last_error_detail(). Everything runs synchronously, unless the deferred mode
+ * queues a non-blocking stream's work until something waits for it (runtime.h, set_deferred; the
+ * drain() functions below); streams are live handles in a set (use after destroy is an error) that
+ * count the work issued on them (stream_stats), and events remember the stream and the point in it
+ * where they were recorded.
  *
  * Ordering with the legacy default stream (strict mode). On a GPU, work on a stream created with
  * cudaStreamNonBlocking is not ordered with the legacy default stream: a plain cudaMemcpy (or a
@@ -23,6 +25,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -44,8 +48,18 @@ struct EmuGraph {
 struct EmuGraphExec {
   std::vector<EmuNode> nodes;
 };
+// Work queued on a deferred stream (runtime.h, set_deferred): `run` once the stream's work before it
+// has run; a cudaStreamWaitEvent is a marker with no `run` that first runs `wait_on`'s work up to
+// `wait_at`.
+struct EmuDeferred {
+  uint64_t seq = 0;  // its place in the stream: an event recorded at `at` covers seq <= at
+  cudaStream_t wait_on = nullptr;
+  uint64_t wait_at = 0;
+  std::function<void()> run;
+};
 struct EmuStream {
   nimbus::emu::StreamStats stats;
+  std::deque<EmuDeferred> deferred;  // queued, not yet run (deferred mode)
   bool non_blocking = false;
   uint64_t issued = 0;    // work items issued on it
   uint64_t finished = 0;  // of those, how many the host (or stream 0) is known to be ordered after
@@ -218,6 +232,53 @@ void finish(cudaStream_t s) {
   }
 }
 
+bool& deferred_setting() {
+  static bool d = [] {
+    const char* e = std::getenv("EMU_DEFER");
+    return e && std::string(e) == "1";
+  }();
+  return d;
+}
+
+// Runs `s`'s queued work up to place `upto` (UINT64_MAX: all of it), and first, at each wait marker,
+// the other stream's work it waits for. One drain at a time (a recursive mutex: markers recurse), each
+// item run without stream_mutex (a kernel or copy may need it). Caller holds no lock.
+std::recursive_mutex drain_mutex;
+void drain(cudaStream_t s, uint64_t upto) {
+  if (!s) return;
+  std::lock_guard<std::recursive_mutex> drain_lock(drain_mutex);
+  for (;;) {
+    EmuDeferred d;
+    {
+      std::lock_guard<std::mutex> lock(stream_mutex);
+      if (!live_streams.count(s) || s->deferred.empty() || s->deferred.front().seq > upto) return;
+      d = std::move(s->deferred.front());
+      s->deferred.pop_front();
+    }
+    if (d.wait_on) drain(d.wait_on, d.wait_at);
+    if (d.run) d.run();
+  }
+}
+void drain_all() {
+  std::vector<cudaStream_t> all;
+  {
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    all.assign(live_streams.begin(), live_streams.end());
+  }
+  for (cudaStream_t o : all) drain(o, UINT64_MAX);
+}
+// Does `s` (live) still hold queued work up to place `at`? Caller holds stream_mutex.
+bool queued_up_to(cudaStream_t s, uint64_t at) {
+  return s && live_streams.count(s) && !s->deferred.empty() && s->deferred.front().seq <= at;
+}
+// Queues `run` on `s` if the mode defers and s is a live, non-blocking, non-capturing stream (its
+// place: s->issued, already counted by issue_on). Caller holds stream_mutex.
+bool defer_on(cudaStream_t s, std::function<void()>& run) {
+  if (!deferred_setting() || !s || !live_streams.count(s) || s->capture || !s->non_blocking) return false;
+  s->deferred.push_back({s->issued, nullptr, 0, std::move(run)});
+  return true;
+}
+
 // Counts one copy/memset on `s`; false (error set) if s is not live or the copy would be unordered.
 bool count_copy(cudaStream_t s, const char* what) {
   std::lock_guard<std::mutex> lock(stream_mutex);
@@ -253,6 +314,11 @@ const char* order_name(Order o) {
   return o == Order::Forward ? "forward" : o == Order::Reverse ? "reverse" : "shuffled";
 }
 void set_strict(bool s) { strict_setting() = s; }
+void set_deferred(bool d) {
+  if (!d) drain_all();
+  deferred_setting() = d;
+}
+bool deferred() { return deferred_setting(); }
 bool strict() { return strict_setting(); }
 
 bool is_device_pointer(const void* p) {
@@ -336,6 +402,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 cudaError_t cudaFree(void* ptr) {
   if (!ptr) return cudaSuccess;
   if (refused("cudaFree")) return cudaErrorStreamCaptureUnsupported;
+  drain_all();  // cudaFree synchronises the device: queued work that uses the block runs first
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
     auto it = registry.find(uintptr_t(ptr));
@@ -366,6 +433,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
 cudaError_t cudaFreeHost(void* ptr) {
   if (!ptr) return cudaSuccess;
   if (refused("cudaFreeHost")) return cudaErrorStreamCaptureUnsupported;
+  drain_all();  // as cudaFree
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
     auto it = pinned.find(uintptr_t(ptr));
@@ -432,10 +500,26 @@ namespace {
 // Caller holds no lock.
 bool captured(cudaStream_t s, EmuNode&& node, cudaError_t* result) {
   std::lock_guard<std::mutex> lock(stream_mutex);
+  *result = cudaSuccess;
+  if (defer_on(s, node.run)) return true;  // deferred mode: queued, run when waited for
   if (!s || !live_streams.count(s) || !s->capture) return false;
   s->capture->nodes.push_back(std::move(node));
-  *result = cudaSuccess;
   return true;
+}
+// Deferred mode: a copy between a stream and pageable host memory is staged (host to device) or
+// completed (device to host) at the call, after the stream's queued work, so it runs now.
+bool pageable_now(cudaStream_t s, void* dst, const void* src, size_t bytes) {
+  if (!deferred_setting() || !s) return false;
+  {
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    if (!live_streams.count(s) || s->capture) return false;
+  }
+  for (const void* p : {static_cast<const void*>(dst), src})
+    if (!is_device_range(p, bytes) && !is_pinned_range(p, bytes)) {
+      drain(s, UINT64_MAX);
+      return true;
+    }
+  return false;
 }
 // A copy into a capture: each host side must be page-locked (a pageable copy is staged by the
 // driver at the call, which a graph cannot replay).
@@ -464,6 +548,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
   if (!count_copy(s, "cudaMemcpyAsync")) return cudaErrorInvalidResourceHandle;
   if (pageable_in_capture(s, dst, src, bytes)) return cudaErrorStreamCaptureUnsupported;
+  if (pageable_now(s, dst, src, bytes)) return memcpy_checked(dst, src, bytes, kind);
   cudaError_t r;
   if (captured(s, {EmuNode::Copy, [=] { memcpy_checked(dst, src, bytes, kind); }}, &r)) return r;
   return memcpy_checked(dst, src, bytes, kind);
@@ -551,8 +636,9 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize() {
+  if (refused("cudaDeviceSynchronize")) return cudaErrorStreamCaptureUnsupported;
+  drain_all();
   std::lock_guard<std::mutex> lock(stream_mutex);
-  if (refused_in_capture("cudaDeviceSynchronize")) return cudaErrorStreamCaptureUnsupported;
   finish_all();
   if (sticky_error) return fail(cudaError_t(sticky_error.load()), "cudaDeviceSynchronize: an earlier kernel faulted");
   return cudaSuccess;
@@ -570,6 +656,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   if (!s) return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy: the default stream cannot be destroyed");
+  drain(s, UINT64_MAX);  // its queued work still runs on a GPU; here, before the handle goes
   {
     std::lock_guard<std::mutex> lock(stream_mutex);
     if (!stream_counters(s, "cudaStreamDestroy")) return cudaErrorInvalidResourceHandle;
@@ -583,9 +670,13 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  {
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    if (!stream_counters(s, "cudaStreamSynchronize")) return cudaErrorInvalidResourceHandle;
+    if (refused_sync(s, "cudaStreamSynchronize")) return cudaErrorStreamCaptureUnsupported;
+  }
+  drain(s, UINT64_MAX);
   std::lock_guard<std::mutex> lock(stream_mutex);
-  if (!stream_counters(s, "cudaStreamSynchronize")) return cudaErrorInvalidResourceHandle;
-  if (refused_sync(s, "cudaStreamSynchronize")) return cudaErrorStreamCaptureUnsupported;
   if (s) {
     s->finished = s->issued;
     finish(s);
@@ -595,7 +686,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: null event");
-  std::lock_guard<std::mutex> lock(stream_mutex);
+  std::unique_lock<std::mutex> lock(stream_mutex);
   StreamStats* st = stream_counters(s, "cudaStreamWaitEvent");
   if (st && ((s && s->capture) || e->in_capture)) {
     // A capture here is one stream's sequence: joining another stream in or out is not modelled.
@@ -607,12 +698,24 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
                             "only; the capture is now invalidated)"));
   }
   if (st) ++st->waits;
+  // Deferred mode: s's later work first runs the event's (a marker); stream 0 runs now, so it runs the
+  // event's work now (below, without the lock).
+  cudaStream_t run_now = nullptr;
+  if (st && deferred_setting() && e->stream && e->stream != s && live_streams.count(e->stream)) {
+    if (s && s->non_blocking) s->deferred.push_back({s->issued + 1, e->stream, e->at, nullptr});
+    else run_now = e->stream;
+  }
   // Stream 0 waiting on an event of a non-blocking stream is ordered after that stream's work up to it.
   if (st && !s && e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
   // Another stream's: remembered, so that synchronising s finishes that work too.
   if (st && s && e->stream && e->stream != s && live_streams.count(e->stream)) {
     uint64_t& at = s->waited[e->stream];
     if (at < e->at) at = e->at;
+  }
+  if (run_now) {
+    const uint64_t at = e->at;
+    lock.unlock();
+    drain(run_now, at);
   }
   return st ? cudaSuccess : cudaErrorInvalidResourceHandle;
 }
@@ -638,10 +741,17 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: null event");
+  cudaStream_t s = nullptr;
+  uint64_t at = 0;
+  {
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    if (refused_sync(e->in_capture ? e->stream : nullptr, "cudaEventSynchronize"))
+      return cudaErrorStreamCaptureUnsupported;
+    s = e->stream, at = e->at;
+  }
+  drain(s, at);
   std::lock_guard<std::mutex> lock(stream_mutex);
-  if (refused_sync(e->in_capture ? e->stream : nullptr, "cudaEventSynchronize"))
-    return cudaErrorStreamCaptureUnsupported;
-  if (e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
+  if (s && live_streams.count(s) && s->finished < at) s->finished = at;
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
@@ -656,6 +766,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e) {
   if (e->in_capture && e->stream && live_streams.count(e->stream) && e->stream->capture)
     return fail(cudaErrorStreamCaptureUnsupported, "cudaEventQuery: the event was recorded in an ongoing capture");
   if (refused_in_capture("cudaEventQuery")) return cudaErrorStreamCaptureUnsupported;
+  if (queued_up_to(e->stream, e->at)) return cudaErrorNotReady;  // deferred mode: its work has not run
   if (e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
   return cudaSuccess;
 }
@@ -737,10 +848,18 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   }
   // In order; the first failing node ends the replay with its error set (sticky), as a fault would.
   if (const cudaError_t pending = cudaPeekAtLastError(); pending != cudaSuccess) return pending;
-  for (const EmuNode& n : exec->nodes) {
-    n.run();
-    if (cudaPeekAtLastError() != cudaSuccess) break;
+  // Deferred mode: the replay is queued with a copy of the nodes (the exec may be destroyed first).
+  std::function<void()> replay = [nodes = exec->nodes] {
+    for (const EmuNode& n : nodes) {
+      n.run();
+      if (cudaPeekAtLastError() != cudaSuccess) break;
+    }
+  };
+  {
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    if (defer_on(s, replay)) return cudaSuccess;
   }
+  replay();
   return cudaSuccess;
 }
 

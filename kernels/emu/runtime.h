@@ -150,6 +150,21 @@ const char* order_name(Order o);
 void set_strict(bool strict);
 bool strict();
 
+// Deferred streams (off by default; EMU_DEFER=1 turns it on): work queued on a non-blocking stream
+// (kernels, async copies and memsets, graph replays) does not run at the call but as late as CUDA
+// allows, when something waits for it: cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize,
+// cudaFree or cudaFreeHost (they synchronise the device), cudaStreamDestroy, a copy between the stream
+// and pageable host memory (CUDA stages it at the call), stream 0 waiting on an event, or another
+// stream's work queued after a cudaStreamWaitEvent on it. cudaEventQuery says cudaErrorNotReady while
+// the event's work is still queued. So a missing event wait between two streams, or a page-locked
+// buffer rewritten before the copy that reads it has run, gives wrong numbers here, as it would on a
+// GPU whose copy engine or other stream ran late; in the default mode everything runs at once and such
+// a bug passes. A launch's configuration is still checked at the call; a kernel's fault is raised by
+// the call that runs it. last_launch_stats() then describes the last kernel run, not the last queued.
+// Turning the mode off runs everything still queued.
+void set_deferred(bool deferred);
+bool deferred();
+
 // OS threads running blocks in parallel (OpenMP); default from EMU_THREADS, else 1 (serial,
 // deterministic). Results of a correct kernel must not depend on it.
 void set_block_threads(int n);
@@ -190,8 +205,12 @@ bool is_live_stream(cudaStream_t s);       // nullptr (the default stream) is al
 // Called by launch() before running a kernel: false (error set) if `s` is not live.
 bool begin_launch_on(cudaStream_t s);
 // Called by launch() after begin_launch_on: if `s` is capturing, takes the kernel as a graph node
-// (run by every replay) and returns true; false otherwise (run it now).
+// (run by every replay) and returns true; in deferred mode, queues it on a non-blocking `s` and returns
+// true; false otherwise (run it now).
 bool capture_kernel(cudaStream_t s, std::function<void()>&& run);
+// Called by launch() first: false, with cudaErrorInvalidConfiguration set, when grid, block and
+// dynamic shared memory are no valid launch (`smem_limit`: the kernel's dynamic_smem_limit).
+bool launch_config_ok(dim3 grid, dim3 block, size_t smem, size_t smem_limit);
 // Graph bookkeeping for tests: kernel, copy and memset nodes of a graph; replays of an exec.
 struct GraphStats {
   int64_t kernels = 0, copies = 0, memsets = 0;

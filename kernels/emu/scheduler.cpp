@@ -790,7 +790,7 @@ EMU_NO_TSAN LaunchStats& current_block_stats() { return tls_block.stats; }
 
 // ---------------------------------------------------------------------------------------------
 // Host-side launch.
-void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg, size_t smem_limit) {
+bool launch_config_ok(dim3 grid, dim3 block, size_t smem, size_t smem_limit) {
   uint64_t threads = uint64_t(block.x) * block.y * block.z;
   smem_limit = std::min(smem_limit, kMaxDynamicSmemOptIn);
   if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
@@ -803,8 +803,13 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
                                                        "cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)"
                                                      : " as set by cudaFuncSetAttribute",
                        ")"));
-    return;
+    return false;
   }
+  return true;
+}
+
+void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg, size_t smem_limit) {
+  if (!launch_config_ok(grid, block, smem, smem_limit)) return;
   const OrderSpec spec = order();
   const bool strict_mode = strict();
   int64_t nblocks = int64_t(grid.x) * grid.y * grid.z;

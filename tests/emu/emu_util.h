@@ -76,6 +76,9 @@ struct ScopedOrder {
 struct ScopedBlockThreads {
   explicit ScopedBlockThreads(int) {}
 };
+struct ScopedDeferred {
+  ScopedDeferred() {}  // a GPU runs queued work late anyway
+};
 inline const emu::Order kAllOrders[] = {emu::Order::Forward};
 constexpr bool kOnEmulator = false;
 #else
@@ -100,6 +103,13 @@ struct ScopedBlockThreads {
   int saved = emu::block_threads();
   explicit ScopedBlockThreads(int n) { emu::set_block_threads(n); }
   ~ScopedBlockThreads() { emu::set_block_threads(saved); }
+};
+
+// Deferred streams for one scope (kernels/emu/runtime.h, set_deferred): queued work runs only when
+// something waits for it, as on a GPU that lags; the end of the scope runs what is still queued.
+struct ScopedDeferred {
+  ScopedDeferred() { emu::set_deferred(true); }
+  ~ScopedDeferred() { emu::set_deferred(false); }
 };
 
 inline const emu::Order kAllOrders[] = {emu::Order::Forward, emu::Order::Reverse, emu::Order::Shuffle};

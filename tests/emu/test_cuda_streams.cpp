@@ -4,9 +4,15 @@
  * launches, copies and event waits per stream, emu::stream_stats) and that results stay right:
  * the backend's ops, fills and copies use its compute stream and never the default stream; under a
  * StreamGuard they use the user's stream, with a join (one event wait) on entry and on exit; a
- * destroyed stream is refused with a clear error instead of being used.
+ * destroyed stream is refused with a clear error instead of being used. And the emulator's deferred
+ * streams, which run queued work only when something waits for it, so that a missing wait between
+ * streams shows as wrong numbers.
  */
 #include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
 
 #include "engine/device.h"
 #include "engine/ops/activation.h"
@@ -176,6 +182,84 @@ TEST_CASE("emu streams: synchronising a stream finishes the work on other stream
   REQUIRE(cudaStreamSynchronize(a) == cudaSuccess);
   cudaEventDestroy(e);
   cudaFree(d);
+  cudaStreamDestroy(a);
+  cudaStreamDestroy(b);
+}
+
+// Deferred streams (kernels/emu/runtime.h, set_deferred): queued work runs only when something waits
+// for it, so an ordering mistake between streams gives wrong numbers here, as on a GPU that ran the
+// other stream (or the copy engine) late. Each step below is one such mistake or its fix.
+TEST_CASE("emu streams: deferred work runs when waited for, a missing wait reads stale data, a rewritten page-locked buffer is copied late") {
+  REQUIRE(cuda::register_cuda_backend());
+  const ScopedDeferred deferred;
+  cudaStream_t a = nullptr, b = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking) == cudaSuccess);
+  float *d = nullptr, *e = nullptr, *host = nullptr, *out = nullptr;
+  REQUIRE(cudaMalloc(&d, 16) == cudaSuccess);  // 0xFF bytes: NaN until written
+  REQUIRE(cudaMalloc(&e, 16) == cudaSuccess);
+  REQUIRE(cudaMallocHost(&host, 16) == cudaSuccess);
+  REQUIRE(cudaMallocHost(&out, 16) == cudaSuccess);
+  cudaEvent_t ev = nullptr;
+  REQUIRE(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) == cudaSuccess);
+  auto read = [&](const float* src, cudaStream_t s) {  // src's 4 floats, through page-locked memory on s
+    REQUIRE(cudaMemcpyAsync(out, src, 16, cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
+    return std::vector<float>(out, out + 4);
+  };
+  // Queued on a, not run: its event is not ready.
+  launch(set_one_kernel, 1, 4, 0, a, d);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  REQUIRE(cudaEventRecord(ev, a) == cudaSuccess);
+  CHECK(cudaEventQuery(ev) == cudaErrorNotReady);
+  // b copies d without waiting for a: it reads d before a's kernel wrote it.
+  REQUIRE(cudaMemcpyAsync(e, d, 16, cudaMemcpyDeviceToDevice, b) == cudaSuccess);
+  CHECK(std::isnan(read(e, b)[0]));
+  CHECK(cudaEventQuery(ev) == cudaErrorNotReady);  // synchronising b ran none of a's work
+  // With the wait, b's copy first runs a's work up to the event.
+  REQUIRE(cudaStreamWaitEvent(b, ev, 0) == cudaSuccess);
+  REQUIRE(cudaMemcpyAsync(e, d, 16, cudaMemcpyDeviceToDevice, b) == cudaSuccess);
+  CHECK(read(e, b) == std::vector<float>(4, 1.0f));
+  CHECK(cudaEventQuery(ev) == cudaSuccess);
+  // A page-locked buffer rewritten after its copy was queued: the copy, run later, reads the new values.
+  std::fill(host, host + 4, 5.0f);
+  REQUIRE(cudaMemcpyAsync(d, host, 16, cudaMemcpyHostToDevice, a) == cudaSuccess);
+  std::fill(host, host + 4, 7.0f);
+  CHECK(read(d, a) == std::vector<float>(4, 7.0f));
+  // Pageable memory is staged at the call: rewriting it afterwards changes nothing.
+  std::vector<float> pageable(4, 3.0f);
+  REQUIRE(cudaMemcpyAsync(d, pageable.data(), 16, cudaMemcpyHostToDevice, a) == cudaSuccess);
+  pageable.assign(4, 9.0f);
+  CHECK(read(d, a) == std::vector<float>(4, 3.0f));
+  // The legacy stream waiting on an event runs that work now: a plain cudaMemcpy then sees it.
+  REQUIRE(cudaMemsetAsync(e, 0, 16, b) == cudaSuccess);
+  REQUIRE(cudaEventRecord(ev, b) == cudaSuccess);
+  REQUIRE(cudaStreamWaitEvent(nullptr, ev, 0) == cudaSuccess);
+  std::vector<float> plain(4, -1.0f);
+  REQUIRE(cudaMemcpy(plain.data(), e, 16, cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(plain == std::vector<float>(4, 0.0f));
+  // A captured graph's replay is queued like any work; turning the mode off runs what is still queued.
+  REQUIRE(cudaStreamBeginCapture(a, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  launch(set_one_kernel, 1, 4, 0, a, e);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(a, &graph) == cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  REQUIRE(cudaGraphLaunch(exec, a) == cudaSuccess);
+  REQUIRE(cudaGraphExecDestroy(exec) == cudaSuccess);  // allowed before the replay ran, as in CUDA
+  REQUIRE(cudaEventRecord(ev, a) == cudaSuccess);
+  CHECK(cudaEventQuery(ev) == cudaErrorNotReady);
+  emu::set_deferred(false);
+  CHECK(cudaEventQuery(ev) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(a) == cudaSuccess);
+  REQUIRE(cudaMemcpy(plain.data(), e, 16, cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(plain == std::vector<float>(4, 1.0f));
+  cudaGraphDestroy(graph);
+  cudaEventDestroy(ev);
+  cudaFreeHost(host);
+  cudaFreeHost(out);
+  cudaFree(d);
+  cudaFree(e);
   cudaStreamDestroy(a);
   cudaStreamDestroy(b);
 }

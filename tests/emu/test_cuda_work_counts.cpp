@@ -136,6 +136,36 @@ TEST_CASE("cuda work counts: an upload from host memory queues two copies and ne
   cuda::abort_capture();
 }
 
+// The same staging with the emulator's deferred streams (kernels/emu/runtime.h: queued copies run only
+// when something waits for them, as on a GPU whose copy engine lags): every tensor still arrives
+// intact. So a page-locked slot is rewritten only after its previous copy ran, and the copy into the
+// tensor waits for the copy stream's. The host now does wait for slots: here the copies never run
+// early (on a GPU it waits only when the device lags that far behind).
+TEST_CASE("cuda upload: with the copies run late (deferred streams), every upload still arrives intact") {
+  REQUIRE(cuda::register_cuda_backend());
+  const test::ScopedDeferred deferred;  // on a GPU: the hardware's own timing
+  auto value = [](size_t i, int k) { return float(i % 4099) * 0.25f + 100.0f * float(k); };
+  std::vector<Tensor> up;
+  const cuda::WorkCounts a = cuda::work_counts();
+  const int count = 3 * cuda::kUploadSlots;
+  for (int k = 0; k <= count; ++k) {
+    // The last one has three pieces (two full), so slots are reused within one upload too.
+    const size_t n = k < count ? 500 + size_t(k) : cuda::kStagePieceBytes / sizeof(float) * 2 + 777;
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = value(i, k);
+    up.push_back(Tensor::from_vector({int64_t(n)}, v, Device::CUDA));
+    v.assign(n, -1.0f);
+  }
+  if (test::kOnEmulator) CHECK(cuda::work_counts().host_waits > a.host_waits);
+  for (int k = 0; k <= count; ++k) {
+    CAPTURE(k);
+    const std::vector<float> got = up[size_t(k)].to_vector();
+    size_t wrong = 0;
+    for (size_t i = 0; i < got.size(); ++i) wrong += got[i] != value(i, k);
+    CHECK(wrong == 0);
+  }
+}
+
 // Trains `net` on the device with Adam, `loss(net)` giving each step's loss, and checks the third
 // step's counts against the budget.
 template <typename Net, typename Loss>
