@@ -45,7 +45,8 @@ CachingAllocator::~CachingAllocator() { empty_cache(); }
 void CachingAllocator::poison(void* p, size_t from, size_t to) const {
 #ifdef NIMBUS_ALLOCATOR_ASAN
   from = (from + 7) / 8 * 8;
-  if (host_memory_ && from < to) ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + from, to - from);
+  if (host_memory_ && (!guard_fn_ || guard_fn_()) && from < to)
+    ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + from, to - from);
 #else
   (void)p, (void)from, (void)to;
 #endif

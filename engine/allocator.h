@@ -68,6 +68,11 @@ class CachingAllocator {
   AllocatorStats stats() const;
   static size_t round_size(size_t bytes);
   void reset_peaks();               // peak_in_use / peak_reserved := the current values
+  // host_memory blocks are poisoned for ASan only while `f` (if set) returns true. The emulator's
+  // deferred streams set one: there a kernel the host queued before freeing a block still writes it
+  // afterwards, as stream order allows, which the host-side poisoning would report.
+  using GuardFn = bool (*)();
+  void set_guard_fn(GuardFn f) { guard_fn_ = f; }
 
   // Pools (see the top of the file). A pool id is a stream handle (even, 0 = the default pool) or a
   // private pool (odd, from new_private_pool()). The pool function says which pool is current.
@@ -95,6 +100,7 @@ class CachingAllocator {
   BeforeFree before_free_;
   bool host_memory_;
   PoolFn pool_fn_ = nullptr;
+  GuardFn guard_fn_ = nullptr;
   mutable std::mutex mu_;
   std::map<std::pair<Pool, size_t>, std::vector<void*>> free_;  // (pool, size class) -> free blocks
   std::map<void*, Live> live_;                                  // block -> size class and pool

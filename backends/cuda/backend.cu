@@ -510,6 +510,9 @@ bool do_register() {
 #endif
   static CachingAllocator* allocator = new CachingAllocator(raw_alloc, raw_free, host_memory, wait_before_free);
   allocator->set_pool_fn(current_pool);
+#ifndef __CUDACC__
+  allocator->set_guard_fn([] { return !emu::deferred(); });  // allocator.h says why
+#endif
   the_allocator = allocator;
   set_device_runtime(Device::CUDA,
                      DeviceRuntime{allocator, copy, fill_n, synchronize, begin_capture_hook, end_capture_hook,
