@@ -108,8 +108,9 @@ struct ScopedBlockThreads {
 // Deferred streams for one scope (kernels/emu/runtime.h, set_deferred): queued work runs only when
 // something waits for it, as on a GPU that lags; the end of the scope runs what is still queued.
 struct ScopedDeferred {
+  bool saved = emu::deferred();  // EMU_DEFER=1 may have set it for the whole run
   ScopedDeferred() { emu::set_deferred(true); }
-  ~ScopedDeferred() { emu::set_deferred(false); }
+  ~ScopedDeferred() { emu::set_deferred(saved); }
 };
 
 inline const emu::Order kAllOrders[] = {emu::Order::Forward, emu::Order::Reverse, emu::Order::Shuffle};
