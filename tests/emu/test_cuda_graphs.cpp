@@ -12,7 +12,6 @@
  */
 #include <doctest/doctest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -364,33 +363,6 @@ TEST_CASE("cuda allocator: a block freed on the compute stream is reused there, 
 #ifndef NIMBUS_CUDA_RUNTIME
 // After a kernel faults on a GPU every later call returns its error: the allocator must say that, not
 // "out of memory" (the emulator's models of a fault and of a full device, kernels/emu/runtime.h).
-// The same with the work run late (the emulator's deferred streams, as on a GPU that lags): a fill
-// queued on the compute stream still writes its tensor's block after the host freed the tensor. A
-// tensor made meanwhile on another stream must not get that block, or the late fill overwrites it.
-TEST_CASE("cuda allocator: with the work run late, a block the compute stream still writes is not handed to another stream") {
-  REQUIRE(cuda::register_cuda_backend());
-  const test::ScopedDeferred deferred;  // on a GPU: its own timing
-  const cuda::Stream other = cuda::create_stream();
-  {
-    Tensor t = Tensor::empty({4096}, Device::CUDA);
-    cuda::fill(static_cast<float*>(t.data()), 1.0f, 4096);  // queued on the compute stream
-  }  // freed by the host; the fill has not run
-  Tensor u;
-  {
-    cuda::StreamGuard guard(other);
-    u = Tensor::full({4096}, 2.0f, Device::CUDA);
-    cuda::synchronize_stream(other);  // u's fill has run
-  }
-  cuda::synchronize_stream(cuda::compute_stream());  // the late fill runs now
-  {
-    cuda::StreamGuard guard(other);
-    const std::vector<float> got = u.to_vector();
-    CHECK(std::count(got.begin(), got.end(), 2.0f) == 4096);
-    u = Tensor();
-  }
-  cuda::destroy_stream(other);
-}
-
 TEST_CASE("cuda allocator: a faulted device is not called out of memory, a full one is") {
   REQUIRE(cuda::register_cuda_backend());
   CachingAllocator& alloc = *device_runtime(Device::CUDA).allocator;
