@@ -52,7 +52,7 @@ struct EmuGraphExec {
 // has run; a cudaStreamWaitEvent is a marker with no `run` that first runs `wait_on`'s work up to
 // `wait_at`.
 struct EmuDeferred {
-  uint64_t seq = 0;  // its place in the stream: an event recorded at `at` covers seq <= at
+  uint64_t seq = 0;  // its place in the stream's queue: an event recorded at `queued_at` covers seq <= it
   cudaStream_t wait_on = nullptr;
   uint64_t wait_at = 0;
   std::function<void()> run;
@@ -60,6 +60,7 @@ struct EmuDeferred {
 struct EmuStream {
   nimbus::emu::StreamStats stats;
   std::deque<EmuDeferred> deferred;  // queued, not yet run (deferred mode)
+  uint64_t queued = 0;               // places given out in `deferred` (work and wait markers alike)
   bool non_blocking = false;
   uint64_t issued = 0;    // work items issued on it
   uint64_t finished = 0;  // of those, how many the host (or stream 0) is known to be ordered after
@@ -74,9 +75,11 @@ struct EmuStream {
   bool invalidated = false;
 };
 struct EmuEvent {
-  cudaStream_t stream = nullptr;  // where it was last recorded (nullptr: never, or stream 0)
-  uint64_t at = 0;                // that stream's `issued` then
+  cudaStream_t stream = nullptr;  // where it was last recorded (nullptr: never, stream 0, or a destroyed stream)
+  uint64_t at = 0;                // that stream's `issued` then (strict mode's bookkeeping)
+  uint64_t queued_at = 0;         // and its `queued` (deferred mode: the queue places it covers)
   bool in_capture = false;        // recorded on a capturing stream
+  int not_ready = 0;              // cudaEventQuery's cudaErrorNotReady answers since it was recorded
 };
 
 namespace nimbus::emu {
@@ -91,6 +94,7 @@ std::atomic<int> sticky_error{0};      // set_sticky_error: an asynchronous faul
 // Live streams, and the default stream's counters. Guarded by stream_mutex.
 std::mutex stream_mutex;
 std::set<cudaStream_t> live_streams;
+std::set<cudaEvent_t> live_events;  // so that a destroyed stream's events stop naming it
 StreamStats default_stream_stats;
 
 // The counters of `s`, or nullptr (error set, naming `what`) if s is not live. Caller holds stream_mutex.
@@ -232,31 +236,39 @@ void finish(cudaStream_t s) {
   }
 }
 
-bool& deferred_setting() {
-  static bool d = [] {
+std::atomic<bool>& deferred_setting() {
+  static std::atomic<bool> d{[] {
     const char* e = std::getenv("EMU_DEFER");
     return e && std::string(e) == "1";
-  }();
+  }()};
   return d;
 }
 
 // Runs `s`'s queued work up to place `upto` (UINT64_MAX: all of it), and first, at each wait marker,
 // the other stream's work it waits for. One drain at a time (a recursive mutex: markers recurse), each
-// item run without stream_mutex (a kernel or copy may need it). Caller holds no lock.
+// item run without stream_mutex (a kernel or copy may need it). A marker leaves the queue only after
+// the work it waits for has run, so a kernel that faults (an Error) in that work leaves it in place;
+// a faulting item itself has run, as a faulted kernel on a GPU has. Caller holds no lock.
 std::recursive_mutex drain_mutex;
 void drain(cudaStream_t s, uint64_t upto) {
   if (!s) return;
   std::lock_guard<std::recursive_mutex> drain_lock(drain_mutex);
   for (;;) {
-    EmuDeferred d;
+    cudaStream_t wait_on = nullptr;
+    uint64_t wait_at = 0;
     {
       std::lock_guard<std::mutex> lock(stream_mutex);
       if (!live_streams.count(s) || s->deferred.empty() || s->deferred.front().seq > upto) return;
-      d = std::move(s->deferred.front());
+      wait_on = s->deferred.front().wait_on, wait_at = s->deferred.front().wait_at;
+    }
+    if (wait_on) drain(wait_on, wait_at);
+    std::function<void()> run;
+    {
+      std::lock_guard<std::mutex> lock(stream_mutex);
+      run = std::move(s->deferred.front().run);
       s->deferred.pop_front();
     }
-    if (d.wait_on) drain(d.wait_on, d.wait_at);
-    if (d.run) d.run();
+    if (run) run();
   }
 }
 void drain_all() {
@@ -267,15 +279,17 @@ void drain_all() {
   }
   for (cudaStream_t o : all) drain(o, UINT64_MAX);
 }
-// Does `s` (live) still hold queued work up to place `at`? Caller holds stream_mutex.
+// Does `s` (live) still hold queued work up to queue place `at`? Caller holds stream_mutex.
 bool queued_up_to(cudaStream_t s, uint64_t at) {
   return s && live_streams.count(s) && !s->deferred.empty() && s->deferred.front().seq <= at;
 }
-// Queues `run` on `s` if the mode defers and s is a live, non-blocking, non-capturing stream (its
-// place: s->issued, already counted by issue_on). Caller holds stream_mutex.
+// Queues `run` on `s` if s is a live, non-blocking, non-capturing stream and the mode defers, or s
+// still holds queued work (the mode was just turned off: later work must not overtake it). Caller
+// holds stream_mutex.
 bool defer_on(cudaStream_t s, std::function<void()>& run) {
-  if (!deferred_setting() || !s || !live_streams.count(s) || s->capture || !s->non_blocking) return false;
-  s->deferred.push_back({s->issued, nullptr, 0, std::move(run)});
+  if (!s || !live_streams.count(s) || s->capture || !s->non_blocking) return false;
+  if (!deferred_setting() && s->deferred.empty()) return false;
+  s->deferred.push_back({++s->queued, nullptr, 0, std::move(run)});
   return true;
 }
 
@@ -315,8 +329,8 @@ const char* order_name(Order o) {
 }
 void set_strict(bool s) { strict_setting() = s; }
 void set_deferred(bool d) {
+  deferred_setting() = d;  // first: work queued from now on runs at once, after what is queued
   if (!d) drain_all();
-  deferred_setting() = d;
 }
 bool deferred() { return deferred_setting(); }
 bool strict() { return strict_setting(); }
@@ -457,7 +471,9 @@ bool nimbus::emu::is_pinned_range(const void* p, size_t bytes) {
 }
 
 namespace {
-cudaError_t memcpy_checked(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+// Checks a copy's direction and ranges (an error set and returned), then copies unless `copy` is false
+// (an async copy is checked at the call, and again when it runs: its memory may be freed meanwhile).
+cudaError_t memcpy_checked(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, bool copy = true) {
   if (bytes == 0) return cudaSuccess;
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
@@ -479,10 +495,10 @@ cudaError_t memcpy_checked(void* dst, const void* src, size_t bytes, cudaMemcpyK
       return fail(cudaErrorInvalidValue, nimbus::str("cudaMemcpy: ", bytes, " bytes at ", src,
                                                      " run past the end of the source allocation"));
   }
-  std::memmove(dst, src, bytes);
+  if (copy) std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
-cudaError_t memset_checked(void* ptr, int value, size_t bytes) {
+cudaError_t memset_checked(void* ptr, int value, size_t bytes, bool set = true) {
   if (bytes == 0) return cudaSuccess;
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
@@ -490,7 +506,7 @@ cudaError_t memset_checked(void* ptr, int value, size_t bytes) {
       return fail(cudaErrorInvalidValue,
                   nimbus::str("cudaMemset: ", bytes, " bytes at ", ptr, " are not inside one device allocation"));
   }
-  std::memset(ptr, value, bytes);
+  if (set) std::memset(ptr, value, bytes);
   return cudaSuccess;
 }
 }  // namespace
@@ -509,10 +525,10 @@ bool captured(cudaStream_t s, EmuNode&& node, cudaError_t* result) {
 // Deferred mode: a copy between a stream and pageable host memory is staged (host to device) or
 // completed (device to host) at the call, after the stream's queued work, so it runs now.
 bool pageable_now(cudaStream_t s, void* dst, const void* src, size_t bytes) {
-  if (!deferred_setting() || !s) return false;
+  if (!s) return false;
   {
     std::lock_guard<std::mutex> lock(stream_mutex);
-    if (!live_streams.count(s) || s->capture) return false;
+    if (!live_streams.count(s) || s->capture || (!deferred_setting() && s->deferred.empty())) return false;
   }
   for (const void* p : {static_cast<const void*>(dst), src})
     if (!is_device_range(p, bytes) && !is_pinned_range(p, bytes)) {
@@ -549,6 +565,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   if (!count_copy(s, "cudaMemcpyAsync")) return cudaErrorInvalidResourceHandle;
   if (pageable_in_capture(s, dst, src, bytes)) return cudaErrorStreamCaptureUnsupported;
   if (pageable_now(s, dst, src, bytes)) return memcpy_checked(dst, src, bytes, kind);
+  if (const cudaError_t e = memcpy_checked(dst, src, bytes, kind, false); e != cudaSuccess) return e;
   cudaError_t r;
   if (captured(s, {EmuNode::Copy, [=] { memcpy_checked(dst, src, bytes, kind); }}, &r)) return r;
   return memcpy_checked(dst, src, bytes, kind);
@@ -559,6 +576,7 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
 }
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t s) {
   if (!count_copy(s, "cudaMemsetAsync")) return cudaErrorInvalidResourceHandle;
+  if (const cudaError_t e = memset_checked(ptr, value, bytes, false); e != cudaSuccess) return e;
   cudaError_t r;
   if (captured(s, {EmuNode::Memset, [=] { memset_checked(ptr, value, bytes); }}, &r)) return r;
   return memset_checked(ptr, value, bytes);
@@ -664,7 +682,13 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
       return fail(cudaErrorStreamCaptureUnsupported, nimbus::str("cudaStreamDestroy: stream ", static_cast<const void*>(s),
                                                                  " is capturing a graph; end the capture first"));
     live_streams.erase(s);
-    for (cudaStream_t o : live_streams) o->waited.erase(s);
+    for (cudaStream_t o : live_streams) {
+      o->waited.erase(s);
+      for (EmuDeferred& d : o->deferred)
+        if (d.wait_on == s) d.wait_on = nullptr;  // its work has run (drained above)
+    }
+    for (cudaEvent_t e : live_events)
+      if (e->stream == s) e->stream = nullptr;  // complete; a new stream may get this address
   }
   delete s;
   return cudaSuccess;
@@ -702,7 +726,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
   // event's work now (below, without the lock).
   cudaStream_t run_now = nullptr;
   if (st && deferred_setting() && e->stream && e->stream != s && live_streams.count(e->stream)) {
-    if (s && s->non_blocking) s->deferred.push_back({s->issued + 1, e->stream, e->at, nullptr});
+    if (s && s->non_blocking && !s->capture) s->deferred.push_back({++s->queued, e->stream, e->queued_at, nullptr});
     else run_now = e->stream;
   }
   // Stream 0 waiting on an event of a non-blocking stream is ordered after that stream's work up to it.
@@ -713,7 +737,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
     if (at < e->at) at = e->at;
   }
   if (run_now) {
-    const uint64_t at = e->at;
+    const uint64_t at = e->queued_at;
     lock.unlock();
     drain(run_now, at);
   }
@@ -723,10 +747,16 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
   if (!e) return fail(cudaErrorInvalidValue, "cudaEventCreate: null pointer");
   if (flags & ~3u) return fail(cudaErrorInvalidValue, nimbus::str("cudaEventCreateWithFlags: unknown flags ", flags));
   *e = new EmuEvent;
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  live_events.insert(*e);
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  {
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    live_events.erase(e);
+  }
   delete e;
   return cudaSuccess;
 }
@@ -736,20 +766,22 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!stream_counters(s, "cudaEventRecord")) return cudaErrorInvalidResourceHandle;
   e->stream = s;
   e->at = s ? s->issued : 0;
+  e->queued_at = s ? s->queued : 0;
   e->in_capture = s && s->capture;
+  e->not_ready = 0;
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: null event");
   cudaStream_t s = nullptr;
-  uint64_t at = 0;
+  uint64_t at = 0, queued_at = 0;
   {
     std::lock_guard<std::mutex> lock(stream_mutex);
     if (refused_sync(e->in_capture ? e->stream : nullptr, "cudaEventSynchronize"))
       return cudaErrorStreamCaptureUnsupported;
-    s = e->stream, at = e->at;
+    s = e->stream, at = e->at, queued_at = e->queued_at;
   }
-  drain(s, at);
+  drain(s, queued_at);
   std::lock_guard<std::mutex> lock(stream_mutex);
   if (s && live_streams.count(s) && s->finished < at) s->finished = at;
   return cudaSuccess;
@@ -762,11 +794,23 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
 
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventQuery: null event");
+  // Not while another thread runs queued work (it may be this event's); the polls a GPU would
+  // eventually answer: a host that polls in a loop sees the work run after kPollsBeforeRun answers.
+  constexpr int kPollsBeforeRun = 16;
+  std::lock_guard<std::recursive_mutex> drain_lock(drain_mutex);
+  cudaStream_t late = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(stream_mutex);
+    if (e->in_capture && e->stream && live_streams.count(e->stream) && e->stream->capture)
+      return fail(cudaErrorStreamCaptureUnsupported, "cudaEventQuery: the event was recorded in an ongoing capture");
+    if (refused_in_capture("cudaEventQuery")) return cudaErrorStreamCaptureUnsupported;
+    if (queued_up_to(e->stream, e->queued_at)) {  // deferred mode: its work has not run
+      if (++e->not_ready < kPollsBeforeRun) return cudaErrorNotReady;
+      late = e->stream;
+    }
+  }
+  if (late) drain(late, e->queued_at);
   std::lock_guard<std::mutex> lock(stream_mutex);
-  if (e->in_capture && e->stream && live_streams.count(e->stream) && e->stream->capture)
-    return fail(cudaErrorStreamCaptureUnsupported, "cudaEventQuery: the event was recorded in an ongoing capture");
-  if (refused_in_capture("cudaEventQuery")) return cudaErrorStreamCaptureUnsupported;
-  if (queued_up_to(e->stream, e->at)) return cudaErrorNotReady;  // deferred mode: its work has not run
   if (e->stream && live_streams.count(e->stream) && e->stream->finished < e->at) e->stream->finished = e->at;
   return cudaSuccess;
 }
@@ -848,8 +892,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   }
   // In order; the first failing node ends the replay with its error set (sticky), as a fault would.
   if (const cudaError_t pending = cudaPeekAtLastError(); pending != cudaSuccess) return pending;
-  // Deferred mode: the replay is queued with a copy of the nodes (the exec may be destroyed first).
-  std::function<void()> replay = [nodes = exec->nodes] {
+  auto replay = [](const std::vector<EmuNode>& nodes) {
     for (const EmuNode& n : nodes) {
       n.run();
       if (cudaPeekAtLastError() != cudaSuccess) break;
@@ -857,9 +900,13 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   };
   {
     std::lock_guard<std::mutex> lock(stream_mutex);
-    if (defer_on(s, replay)) return cudaSuccess;
+    if (s && (deferred_setting() || !s->deferred.empty())) {
+      // Deferred mode: queued with a copy of the nodes (the exec may be destroyed before it runs).
+      std::function<void()> queued = [replay, nodes = exec->nodes] { replay(nodes); };
+      if (defer_on(s, queued)) return cudaSuccess;
+    }
   }
-  replay();
+  replay(exec->nodes);
   return cudaSuccess;
 }
 

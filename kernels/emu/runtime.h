@@ -99,7 +99,9 @@ cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);  // always 0: no timings here
-cudaError_t cudaEventQuery(cudaEvent_t event);  // cudaSuccess: work runs at once here, so it is always done
+// cudaSuccess, or in deferred mode cudaErrorNotReady while the event's work is queued (after 16 such
+// answers for one recording its work runs: a host polling in a loop sees progress, as on a GPU).
+cudaError_t cudaEventQuery(cudaEvent_t event);
 
 // Stream capture and graphs (one stream per capture; see docs/cuda-emulator.md "Graphs"). While a
 // stream captures, launches, async copies and memsets on it are recorded, not run; cudaGraphLaunch
@@ -152,16 +154,18 @@ bool strict();
 
 // Deferred streams (off by default; EMU_DEFER=1 turns it on): work queued on a non-blocking stream
 // (kernels, async copies and memsets, graph replays) does not run at the call but as late as CUDA
-// allows, when something waits for it: cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize,
-// cudaFree or cudaFreeHost (they synchronise the device), cudaStreamDestroy, a copy between the stream
-// and pageable host memory (CUDA stages it at the call), stream 0 waiting on an event, or another
-// stream's work queued after a cudaStreamWaitEvent on it. cudaEventQuery says cudaErrorNotReady while
-// the event's work is still queued. So a missing event wait between two streams, or a page-locked
-// buffer rewritten before the copy that reads it has run, gives wrong numbers here, as it would on a
-// GPU whose copy engine or other stream ran late; in the default mode everything runs at once and such
-// a bug passes. A launch's configuration is still checked at the call; a kernel's fault is raised by
-// the call that runs it. last_launch_stats() then describes the last kernel run, not the last queued.
-// Turning the mode off runs everything still queued.
+// allows, when something waits for it: cudaStreamSynchronize, cudaEventSynchronize,
+// cudaDeviceSynchronize, cudaFree or cudaFreeHost (they synchronise the device), cudaStreamDestroy, a
+// copy between the stream and pageable host memory (CUDA stages it at the call), stream 0 waiting on
+// an event, or another stream's queue reaching a cudaStreamWaitEvent on it. cudaEventQuery says
+// cudaErrorNotReady while the event's work is still queued (16 times, then the work runs: a polling
+// host sees progress). So a missing event wait between two streams, or a page-locked buffer rewritten
+// before the copy that reads it has run, gives wrong numbers here, as it would on a GPU whose copy
+// engine or other stream ran late; in the default mode everything runs at once and such a bug passes.
+// A launch's configuration and a copy's direction and ranges are still checked at the call; a
+// kernel's fault is raised by the call that runs it. last_launch_stats() then describes the last
+// kernel run, not the last queued. Turning the mode off runs everything still queued (work queued
+// after that runs at once, behind it).
 void set_deferred(bool deferred);
 bool deferred();
 
@@ -190,10 +194,10 @@ struct LaunchStats {
 LaunchStats last_launch_stats();
 LaunchStats all_launch_stats();  // summed over every launch since the process started (max_stacks: the most)
 
-// Streams run nothing asynchronously, but every stream is checked and counted, so tests can see
-// where work went: a launch, async copy/memset or wait on a stream that was never created or is
-// already destroyed fails with cudaErrorInvalidResourceHandle (the launch runs nothing). nullptr is
-// the default stream; synchronous cudaMemcpy/cudaMemset count there.
+// Streams run nothing asynchronously (unless deferred: set_deferred), but every stream is checked and
+// counted, so tests can see where work went: a launch, async copy/memset or wait on a stream that was
+// never created or is already destroyed fails with cudaErrorInvalidResourceHandle (the launch runs
+// nothing). nullptr is the default stream; synchronous cudaMemcpy/cudaMemset count there.
 struct StreamStats {
   int64_t launches = 0;  // launch() calls on it
   int64_t copies = 0;    // cudaMemcpy[Async] and cudaMemset[Async] on it

@@ -110,7 +110,13 @@ struct ScopedBlockThreads {
 struct ScopedDeferred {
   bool saved = emu::deferred();  // EMU_DEFER=1 may have set it for the whole run
   ScopedDeferred() { emu::set_deferred(true); }
-  ~ScopedDeferred() { emu::set_deferred(saved); }
+  ~ScopedDeferred() {
+    try {  // runs what is still queued: a kernel that faults there must not end the program
+      emu::set_deferred(saved);
+    } catch (const std::exception& e) {
+      FAIL_CHECK("queued work failed when deferral ended: ", e.what());
+    }
+  }
 };
 
 inline const emu::Order kAllOrders[] = {emu::Order::Forward, emu::Order::Reverse, emu::Order::Shuffle};

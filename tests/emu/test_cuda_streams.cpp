@@ -238,6 +238,38 @@ TEST_CASE("emu streams: deferred work runs when waited for, a missing wait reads
   std::vector<float> plain(4, -1.0f);
   REQUIRE(cudaMemcpy(plain.data(), e, 16, cudaMemcpyDeviceToHost) == cudaSuccess);
   CHECK(plain == std::vector<float>(4, 0.0f));
+  // The join pattern: b waits for a's event and records its own; waiting for b's event runs a's work.
+  launch(set_one_kernel, 1, 4, 0, a, d);
+  REQUIRE(cudaEventRecord(ev, a) == cudaSuccess);
+  cudaEvent_t joined = nullptr;
+  REQUIRE(cudaEventCreateWithFlags(&joined, cudaEventDisableTiming) == cudaSuccess);
+  REQUIRE(cudaStreamWaitEvent(b, ev, 0) == cudaSuccess);
+  REQUIRE(cudaEventRecord(joined, b) == cudaSuccess);
+  CHECK(cudaEventQuery(ev) == cudaErrorNotReady);
+  REQUIRE(cudaEventSynchronize(joined) == cudaSuccess);
+  CHECK(cudaEventQuery(ev) == cudaSuccess);
+  // A host polling an event sees its work run after a while (16 answers), as a GPU makes progress.
+  launch(set_one_kernel, 1, 4, 0, a, d);
+  REQUIRE(cudaEventRecord(ev, a) == cudaSuccess);
+  int polls = 1;
+  while (cudaEventQuery(ev) == cudaErrorNotReady) ++polls;
+  CHECK(polls == 16);
+  // A copy's direction and ranges are checked at the call, not when it runs.
+  CHECK(cudaMemcpyAsync(out, d, 16, cudaMemcpyHostToDevice, a) == cudaErrorInvalidValue);
+  CHECK(cudaMemsetAsync(d, 0, 32, a) == cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+  // An event of a destroyed stream is complete, whatever stream gets its address next.
+  cudaStream_t c = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&c, cudaStreamNonBlocking) == cudaSuccess);
+  launch(set_one_kernel, 1, 4, 0, c, d);
+  REQUIRE(cudaEventRecord(joined, c) == cudaSuccess);
+  REQUIRE(cudaStreamDestroy(c) == cudaSuccess);  // runs c's work first
+  CHECK(cudaEventQuery(joined) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&c, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaMemsetAsync(e, 0, 16, c) == cudaSuccess);
+  CHECK(cudaEventQuery(joined) == cudaSuccess);
+  REQUIRE(cudaStreamDestroy(c) == cudaSuccess);
+  cudaEventDestroy(joined);
   // A captured graph's replay is queued like any work; turning the mode off runs what is still queued.
   REQUIRE(cudaStreamBeginCapture(a, cudaStreamCaptureModeGlobal) == cudaSuccess);
   launch(set_one_kernel, 1, 4, 0, a, e);
