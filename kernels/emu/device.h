@@ -276,7 +276,8 @@ template <typename... P, typename... A>
 void emu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
   static_assert((std::is_trivially_copyable_v<std::decay_t<P>> && ...), "launch: kernel parameters must be POD");
-  // Streams run in order on the host; the stream is checked (live) and counted (emu::stream_stats).
+  // Streams run in order on the host (unless deferred: runtime.h); the stream is checked (live) and
+  // counted (emu::stream_stats).
   if (!::nimbus::emu::begin_launch_on(stream)) return;
   struct Call {
     void (*kernel)(P...);

@@ -794,9 +794,9 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
 
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventQuery: null event");
-  // Not while another thread runs queued work (it may be this event's); the polls a GPU would
-  // eventually answer: a host that polls in a loop sees the work run after kPollsBeforeRun answers.
-  constexpr int kPollsBeforeRun = 16;
+  // Not while another thread runs queued work (it may be this event's). A GPU makes progress: after
+  // kNotReadyAnswers answers for one recording, the next query runs the work, so a polling loop ends.
+  constexpr int kNotReadyAnswers = 15;
   std::lock_guard<std::recursive_mutex> drain_lock(drain_mutex);
   cudaStream_t late = nullptr;
   {
@@ -805,7 +805,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e) {
       return fail(cudaErrorStreamCaptureUnsupported, "cudaEventQuery: the event was recorded in an ongoing capture");
     if (refused_in_capture("cudaEventQuery")) return cudaErrorStreamCaptureUnsupported;
     if (queued_up_to(e->stream, e->queued_at)) {  // deferred mode: its work has not run
-      if (++e->not_ready < kPollsBeforeRun) return cudaErrorNotReady;
+      if (++e->not_ready <= kNotReadyAnswers) return cudaErrorNotReady;
       late = e->stream;
     }
   }
@@ -900,7 +900,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   };
   {
     std::lock_guard<std::mutex> lock(stream_mutex);
-    if (s && (deferred_setting() || !s->deferred.empty())) {
+    if (s && s->non_blocking && !s->capture && (deferred_setting() || !s->deferred.empty())) {
       // Deferred mode: queued with a copy of the nodes (the exec may be destroyed before it runs).
       std::function<void()> queued = [replay, nodes = exec->nodes] { replay(nodes); };
       if (defer_on(s, queued)) return cudaSuccess;

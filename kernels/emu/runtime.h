@@ -1,5 +1,6 @@
 /* runtime.h: the emulator's host side: the CUDA runtime types and the cuda* subset our backend
- * uses (runtime.cpp), plus the emulator's own controls (execution order, strictness, stats).
+ * uses (runtime.cpp), plus the emulator's own controls (execution order, strictness, deferred streams,
+ * stats).
  *
  * Self-contained on purpose: the CPU build needs no CUDA toolkit. Types and error codes carry
  * CUDA's names and values. There is no libcudart: device memory is host memory from a registry
@@ -99,8 +100,9 @@ cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);  // always 0: no timings here
-// cudaSuccess, or in deferred mode cudaErrorNotReady while the event's work is queued (after 16 such
-// answers for one recording its work runs: a host polling in a loop sees progress, as on a GPU).
+// cudaSuccess, or in deferred mode cudaErrorNotReady while the event's work is queued (15 times for
+// one recording; the 16th query runs the work, so a host polling in a loop sees progress, as on a
+// GPU), or a capture's refusal (docs/cuda-emulator.md, "Refusals").
 cudaError_t cudaEventQuery(cudaEvent_t event);
 
 // Stream capture and graphs (one stream per capture; see docs/cuda-emulator.md "Graphs"). While a
@@ -156,10 +158,10 @@ bool strict();
 // (kernels, async copies and memsets, graph replays) does not run at the call but as late as CUDA
 // allows, when something waits for it: cudaStreamSynchronize, cudaEventSynchronize,
 // cudaDeviceSynchronize, cudaFree or cudaFreeHost (they synchronise the device), cudaStreamDestroy, a
-// copy between the stream and pageable host memory (CUDA stages it at the call), stream 0 waiting on
-// an event, or another stream's queue reaching a cudaStreamWaitEvent on it. cudaEventQuery says
-// cudaErrorNotReady while the event's work is still queued (16 times, then the work runs: a polling
-// host sees progress). So a missing event wait between two streams, or a page-locked buffer rewritten
+// copy between the stream and pageable host memory (CUDA stages it at the call), a stream that is not
+// deferred (stream 0, a blocking stream) waiting on an event, or another stream's queue reaching a
+// cudaStreamWaitEvent on it. cudaEventQuery says cudaErrorNotReady while the event's work is still
+// queued (15 times; the 16th query runs it: a polling host sees progress). So a missing event wait between two streams, or a page-locked buffer rewritten
 // before the copy that reads it has run, gives wrong numbers here, as it would on a GPU whose copy
 // engine or other stream ran late; in the default mode everything runs at once and such a bug passes.
 // A launch's configuration and a copy's direction and ranges are still checked at the call; a
@@ -212,7 +214,7 @@ bool begin_launch_on(cudaStream_t s);
 // (run by every replay) and returns true; in deferred mode, queues it on a non-blocking `s` and returns
 // true; false otherwise (run it now).
 bool capture_kernel(cudaStream_t s, std::function<void()>&& run);
-// Called by launch() first: false, with cudaErrorInvalidConfiguration set, when grid, block and
+// Called by launch() after begin_launch_on: false, with cudaErrorInvalidConfiguration set, when grid, block and
 // dynamic shared memory are no valid launch (`smem_limit`: the kernel's dynamic_smem_limit).
 bool launch_config_ok(dim3 grid, dim3 block, size_t smem, size_t smem_limit);
 // Graph bookkeeping for tests: kernel, copy and memset nodes of a graph; replays of an exec.

@@ -1,5 +1,5 @@
 /* emu_util.h: small helpers for the emulator tests: device buffers, the error of a failing launch and
- * scoped order/strict settings.
+ * scoped order/strict and deferred-stream settings.
  * Built with -DNIMBUS_CUDA_RUNTIME (test_cuda_real), the same tests run on a real GPU: the order
  * settings become no-ops and kOnEmulator is false for the few checks that only hold on the emulator. */
 #pragma once

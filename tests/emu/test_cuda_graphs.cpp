@@ -3,8 +3,8 @@
  * GPU (test_cuda_real), where the runtime cases check the emulator's model against CUDA itself.
  *
  * The emulator records what a capturing stream is given and runs it at each cudaGraphLaunch; it
- * refuses, as CUDA does, what a capture cannot hold (an allocation, a free, a wait, a synchronous or
- * pageable copy). The training-step tests are the sync-free step's contract: a captured step replayed
+ * refuses, as CUDA does, what a capture cannot hold (an allocation, a free, a wait, an event query, a
+ * synchronous or pageable copy), also when another thread makes the call, as the capture modes say. The training-step tests are the sync-free step's contract: a captured step replayed
  * five times leaves the weights bit for bit where five eager steps leave them (SGD, Adam and Nadam,
  * with the learning rate divided at a milestone in between), with one graph launch and no host wait
  * per step (a small conv net: the emulator is slow; the ResNet's step counts are pinned in

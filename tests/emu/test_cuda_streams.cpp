@@ -1,6 +1,6 @@
 /* test_cuda_streams.cpp: the CUDA backend's stream use (kernels/cuda/stream.h), run by the emulator.
  *
- * The emulator runs everything in order, so what is checked here is *where* work goes (it counts
+ * By default the emulator runs everything in order, so what is checked here is *where* work goes (it counts
  * launches, copies and event waits per stream, emu::stream_stats) and that results stay right:
  * the backend's ops, fills and copies use its compute stream and never the default stream; under a
  * StreamGuard they use the user's stream, with a join (one event wait) on entry and on exit; a
@@ -263,9 +263,11 @@ TEST_CASE("emu streams: deferred work runs when waited for, a missing wait reads
   REQUIRE(cudaStreamCreateWithFlags(&c, cudaStreamNonBlocking) == cudaSuccess);
   launch(set_one_kernel, 1, 4, 0, c, d);
   REQUIRE(cudaEventRecord(joined, c) == cudaSuccess);
+  const void* destroyed = c;
   REQUIRE(cudaStreamDestroy(c) == cudaSuccess);  // runs c's work first
   CHECK(cudaEventQuery(joined) == cudaSuccess);
   REQUIRE(cudaStreamCreateWithFlags(&c, cudaStreamNonBlocking) == cudaSuccess);
+  if (c != destroyed) MESSAGE("the new stream got another address: the reused-address case did not arise");
   REQUIRE(cudaMemsetAsync(e, 0, 16, c) == cudaSuccess);
   CHECK(cudaEventQuery(joined) == cudaSuccess);
   REQUIRE(cudaStreamDestroy(c) == cudaSuccess);

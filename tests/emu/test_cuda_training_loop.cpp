@@ -1,7 +1,8 @@
 /* test_cuda_training_loop.cpp: the trainers' epoch loop (apps/common/training.h) on the emulated
  * CUDA backend: a step replayed as a captured graph trains exactly as the eager step does, the host
  * waits for the device only when it reads the losses back (every --read-every steps and at the end
- * of an epoch), and a batch of other shapes runs eagerly between replays. And on the CPU: a validation
+ * of an epoch), and a batch of other shapes runs eagerly between replays; with the emulator's deferred
+ * streams (work run as late as a GPU may) it trains the same, bit for bit. And on the CPU: a validation
  * loss that is not finite stops the run before the epoch is recorded or saved.
  */
 #include <doctest/doctest.h>

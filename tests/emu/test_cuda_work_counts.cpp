@@ -6,6 +6,7 @@
  * adds launches or waits to a step fails here, in CI, with the new figure, and the budget below is
  * raised only on purpose (a GPU step pays ~3-5 us per launch and a full pipeline drain per wait).
  * The budgets are today's exact counts: lowering them as the sync-free step lands is the point.
+ * Also: the upload path's staging, with the emulator's deferred streams, delivers every tensor intact.
  */
 #include <doctest/doctest.h>
 
@@ -139,8 +140,8 @@ TEST_CASE("cuda work counts: an upload from host memory queues two copies and ne
 // The same staging with the emulator's deferred streams (kernels/emu/runtime.h: queued copies run only
 // when something waits for them, as on a GPU whose copy engine lags): every tensor still arrives
 // intact. So a page-locked slot is rewritten only after its previous copy ran, and the copy into the
-// tensor waits for the copy stream's. The host now does wait for slots: here the copies never run
-// early (on a GPU it waits only when the device lags that far behind).
+// tensor waits for the copy stream's. The host waits for slots here, where the copies never run early
+// (on a GPU it waits only when the device lags that far behind).
 TEST_CASE("cuda upload: with the copies run late (deferred streams), every upload still arrives intact") {
   REQUIRE(cuda::register_cuda_backend());
   const test::ScopedDeferred deferred;  // on a GPU: the hardware's own timing

@@ -636,6 +636,8 @@ TEST_CASE("tensor core: allow_dynamic_smem opts a kernel in, raises it later, an
   REQUIRE(cudaGetLastError() == cudaSuccess);
   CHECK(out.download()[0] == float(16 * 1024));
   cuda::allow_dynamic_smem(opt_in_kernel, 32 * 1024, "test op");  // less than made: nothing to do
+  launch(opt_in_kernel, 1, 64, 64 * 1024, nullptr, out.p, 16 * 1024);  // still allowed: not lowered
+  REQUIRE(cudaGetLastError() == cudaSuccess);
   launch(opt_in_kernel, 1, 64, 96 * 1024, nullptr, out.p, 24 * 1024);
   CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);  // not opted in to that much yet
   cuda::allow_dynamic_smem(opt_in_kernel, 96 * 1024, "test op");
