@@ -10,10 +10,11 @@
 // shadow fractions of the pixels with data. Written atomically (temp file + rename). Bad input
 // (missing file, wrong band count, a NaN) -> exit 1.
 // The image is read in stripes of --stripe rows, twice (data/cloud_scene.h): first for the shadow
-// thresholds, the only whole-image statistics, then for the masks; the result is the whole-image
-// detector's, bit for bit. A granule (10980 x 10980): 1.5 GiB at the peak instead of 9 GiB (the first
-// pass keeps 8 bytes a pixel). A stripe is raised to whole strips or tiles of the input, which a read
-// decodes whole. Progress bars on stderr over both passes.
+// thresholds, the only whole-image statistics (a scene with nodata once more before, to count the
+// pixels with data), then for the masks; the result is the whole-image detector's, bit for bit, and
+// the memory a stripe's, whatever the scene's size (docs/experiment.md has a granule's figures). A
+// stripe is raised to whole strips or tiles of the input, which a read decodes whole. Progress bars on
+// stderr over both passes.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -81,7 +82,7 @@ int run(int argc, char** argv) {
   // value in one band). Any other NaN is an error naming the file, after the first pass has counted them
   // (one NaN once changed a tile's shadow fraction from 0.26 to 0).
   data::FiniteCount finite;
-  bool first_pass = true;
+  int counted_rows = 0;  // rows [0, counted_rows) are in `finite` (the first pass may read them twice)
   data::SceneReader reader;
   reader.height = H, reader.width = W;
   reader.read = [&](int y0, int rows, std::vector<float>& dn, std::vector<uint8_t>& valid) {
@@ -98,20 +99,20 @@ int run(int argc, char** argv) {
           for (int c = 0; c < r.bands; ++c) r.data[size_t(c) * hw + q] = 0.f;
       }
     }
-    if (first_pass) finite.add(r, y0);
+    if (y0 >= counted_rows) finite.add(r, y0), counted_rows = y0 + rows;
     dn = data::reorder_bands(std::move(r.data), hw, bands, data::sen12ms_bands(), in);
   };
 
   // Pass 1: the shadow thresholds.
   data::SceneThresholds thresholds;
   {
-    Progress bar("cloud_mask statistics", H, stderr, Progress::Mode::Auto, "row");
+    // Rows read: the scene twice when it has nodata (data/cloud_scene.h: the count, then the sums).
+    Progress bar("cloud_mask statistics", info.nodata ? 2 * int64_t(H) : H, stderr, Progress::Mode::Auto, "row");
     thresholds = data::scene_shadow_thresholds(reader, stripe_rows, [&](int rows) { bar.update(rows); });
   }
   finite.check(in);
   NIMBUS_CHECK(thresholds.with_data > 0, in, ": every pixel is the nodata value ", info.nodata.value_or(0),
                ": nothing to detect");
-  first_pass = false;
 
   // Pass 2: the masks by stripes; their rows wait in `pending` until a row of output tiles is complete
   // (the tiles' size is the scene's, whatever --stripe says).

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "kernels/common/dihedral.h"
 #include "kernels/common/error.h"
@@ -117,34 +118,56 @@ std::vector<Acc> box_sum(const std::vector<In>& in, int h, int w, int r) {
   return out;
 }
 
-// numpy's float32 sum (pairwise: 8 accumulators below 128 elements, halves above).
-float pairwise_sum(const float* a, size_t n) {
+// numpy's float32 sum of one leaf of its pairwise tree (n <= 128 values): a plain loop below 8, else
+// 8 accumulators.
+float leaf_sum(const float* a, size_t n) {
   if (n < 8) {
     float s = 0.f;
     for (size_t i = 0; i < n; ++i) s += a[i];
     return s;
   }
-  if (n <= 128) {
-    float r[8];
-    for (int k = 0; k < 8; ++k) r[k] = a[k];
-    size_t i = 8;
-    for (; i < n - n % 8; i += 8)
-      for (int k = 0; k < 8; ++k) r[k] += a[i + k];
-    float s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-    for (; i < n; ++i) s += a[i];
-    return s;
-  }
-  size_t n2 = n / 2;
-  n2 -= n2 % 8;
-  return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+  float r[8];
+  for (int k = 0; k < 8; ++k) r[k] = a[k];
+  size_t i = 8;
+  for (; i < n - n % 8; i += 8)
+    for (int k = 0; k < 8; ++k) r[k] += a[i + k];
+  float s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+  for (; i < n; ++i) s += a[i];
+  return s;
 }
+
+// numpy's float32 pairwise sums of two sequences of n values, and their minima (std::min_element's:
+// the first value, then any smaller one), pulling the values leaf by leaf, in order. The tree depends
+// on n alone (above 128 values, the first half rounded down to a multiple of 8, then the rest), so the
+// values need not be held: one leaf of each is.
+struct PulledSums {
+  const ShadowIndexPull& pull;
+  bool any = false;
+  float min_a = 0.f, min_b = 0.f;
+  std::pair<float, float> sum(size_t n) {
+    if (n <= 128) {
+      float a[128], b[128];
+      pull(a, b, n);
+      for (size_t i = 0; i < n; ++i) {
+        if (!any || a[i] < min_a) min_a = a[i];
+        if (!any || b[i] < min_b) min_b = b[i];
+        any = true;
+      }
+      return {leaf_sum(a, n), leaf_sum(b, n)};
+    }
+    size_t n2 = n / 2;
+    n2 -= n2 % 8;
+    const std::pair<float, float> left = sum(n2);  // first: the pulls follow the sequence
+    const std::pair<float, float> right = sum(n - n2);
+    return {left.first + right.first, left.second + right.second};
+  }
+};
 
 // T = min + frac * (mean - min) as numpy computes it: min and mean are float32
 // scalars, their difference float32, the rest float64; comparing a float32
 // array with it rounds it to float32.
-float window_threshold(const std::vector<float>& v, double frac) {
-  float mn = *std::min_element(v.begin(), v.end());
-  float mean = float(double(pairwise_sum(v.data(), v.size())) / double(v.size()));
+float window_threshold(float mn, float sum, size_t n, double frac) {
+  float mean = float(double(sum) / double(n));
   float diff = mean - mn;
   return float(double(mn) + frac * double(diff));
 }
@@ -188,9 +211,25 @@ void shadow_indices(const float* dn, size_t n, size_t q, float& csi, float& blue
 }
 
 void shadow_thresholds(const std::vector<float>& csi, const std::vector<float>& blue, float& t3, float& t4) {
-  NIMBUS_CHECK(!csi.empty() && csi.size() == blue.size(), "cloud detector: no pixel of the window has data");
-  t3 = window_threshold(csi, 3.0 / 4.0);
-  t4 = window_threshold(blue, 5.0 / 6.0);
+  NIMBUS_CHECK(csi.size() == blue.size(), "cloud detector: ", csi.size(), " shadow indices but ", blue.size(),
+               " blue reflectances");
+  size_t at = 0;
+  shadow_thresholds_pulled(
+      csi.size(),
+      [&](float* c, float* b, size_t k) {
+        std::copy_n(csi.data() + at, k, c);
+        std::copy_n(blue.data() + at, k, b);
+        at += k;
+      },
+      t3, t4);
+}
+
+void shadow_thresholds_pulled(size_t n, const ShadowIndexPull& pull, float& t3, float& t4) {
+  NIMBUS_CHECK(n > 0, "cloud detector: no pixel of the window has data");
+  PulledSums s{pull};
+  const std::pair<float, float> sums = s.sum(n);
+  t3 = window_threshold(s.min_a, sums.first, n, 3.0 / 4.0);
+  t4 = window_threshold(s.min_b, sums.second, n, 5.0 / 6.0);
 }
 
 namespace {

@@ -15,6 +15,7 @@
 // scipy bit for bit except at ties.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "data/geotiff.h"
@@ -70,9 +71,14 @@ std::vector<uint8_t> shadow_mask(const float* dn, int bands, int height, int wid
 //   shadow_indices: pixel q of a (13, n) window's cloud-shadow index (B8 + B11) / 2 and blue reflectance;
 //   shadow_thresholds: T3, T4 from the indices of the pixels with data, in frame order (numpy's float32
 //     min and pairwise mean); Error when there are none;
+//   shadow_thresholds_pulled: the same from n pixels' indices delivered in order by pull(csi, blue, k),
+//     k <= 128 at a time, holding no more than that (numpy's pairwise tree depends on n alone, so n
+//     must be known first); bit for bit shadow_thresholds over the whole arrays;
 //   shadow_mask_thresholded: the median-filtered test with given thresholds (frame of dihedral_code).
 void shadow_indices(const float* dn, size_t n, size_t q, float& csi, float& blue);
 void shadow_thresholds(const std::vector<float>& csi, const std::vector<float>& blue, float& t3, float& t4);
+using ShadowIndexPull = std::function<void(float* csi, float* blue, size_t k)>;
+void shadow_thresholds_pulled(size_t n, const ShadowIndexPull& pull, float& t3, float& t4);
 std::vector<uint8_t> shadow_mask_thresholded(const float* dn, int bands, int height, int width, float t3, float t4,
                                              int dihedral_code = 0, const uint8_t* valid = nullptr);
 

@@ -30,27 +30,65 @@ void check_scene(const SceneReader& in, int stripe) {
 
 SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const std::function<void(int)>& progress) {
   check_scene(in, stripe);
-  // The indices of the pixels with data, in row-major order: what shadow_mask's thresholds see.
-  std::vector<float> csi, blue, dn;
+  const int H = in.height;
+  std::vector<float> dn;
   std::vector<uint8_t> valid;
-  csi.reserve(size_t(in.height) * size_t(in.width));  // at most every pixel: no growth past it
-  blue.reserve(size_t(in.height) * size_t(in.width));
-  for (int y0 = 0; y0 < in.height; y0 += stripe) {
-    const int rows = std::min(stripe, in.height - y0);
+  int rows = 0, rows_read = 0;
+  auto read_stripe = [&](int y0) {
+    rows = std::min(stripe, H - y0);
     read_rows(in, y0, rows, dn, valid);
-    const size_t n = size_t(rows) * size_t(in.width);
-    for (size_t q = 0; q < n; ++q) {
-      if (!valid.empty() && !valid[q]) continue;
-      float c, b;
-      shadow_indices(dn.data(), n, q, c, b);
-      csi.push_back(c), blue.push_back(b);
-    }
-    if (progress) progress(y0 + rows);
+    rows_read += rows;
+    if (progress) progress(rows_read);
+  };
+  // How many pixels have data: numpy's pairwise tree depends on the count, so it comes first. Every
+  // pixel when the reader gives no validity (it says so from the first stripe on, for the whole
+  // scene); else counted in a first read of the scene.
+  read_stripe(0);
+  const bool all_valid = valid.empty();
+  size_t n = all_valid ? size_t(H) * size_t(in.width) : 0;
+  for (int y0 = 0; !all_valid;) {
+    n += size_t(std::count(valid.begin(), valid.end(), uint8_t(1)));
+    if ((y0 += rows) >= H) break;
+    read_stripe(y0);
   }
   SceneThresholds t;
-  if (csi.empty()) return t;  // no pixel has data: with_data 0, the caller says so
-  shadow_thresholds(csi, blue, t.csi, t.blue);
-  t.with_data = csi.size();
+  if (n == 0) return t;  // no pixel has data: with_data 0, the caller says so
+  // The indices of the pixels with data, in row-major order (what shadow_mask's thresholds see), one
+  // stripe at a time: the stripe already read when every pixel has data, else the scene again.
+  std::vector<float> csi, blue;
+  size_t at = 0;
+  int next = 0;
+  auto take_stripe = [&] {
+    const size_t m = size_t(rows) * size_t(in.width);
+    csi.clear(), blue.clear(), at = 0;
+    for (size_t q = 0; q < m; ++q) {
+      if (!valid.empty() && !valid[q]) continue;
+      float c, b;
+      shadow_indices(dn.data(), m, q, c, b);
+      csi.push_back(c), blue.push_back(b);
+    }
+    next += rows;
+  };
+  if (all_valid) take_stripe();
+  shadow_thresholds_pulled(
+      n,
+      [&](float* c, float* b, size_t k) {
+        while (k > 0) {
+          if (at == csi.size()) {
+            NIMBUS_CHECK(next < H, "cloud scene: the reader gave fewer pixels with data on the second read than ",
+                         "the ", n, " of the first");
+            read_stripe(next);
+            take_stripe();
+            continue;
+          }
+          const size_t take = std::min(k, csi.size() - at);
+          std::copy_n(csi.data() + at, take, c);
+          std::copy_n(blue.data() + at, take, b);
+          at += take, c += take, b += take, k -= take;
+        }
+      },
+      t.csi, t.blue);
+  t.with_data = n;
   return t;
 }
 

@@ -2,9 +2,9 @@
 // of rows, for scenes too large to hold: a Sentinel-2 granule (10980 x 10980, 13 bands) is 6.3 GB of
 // floats, and the detector's working arrays as much again. Two passes over a SceneReader:
 //   1. scene_shadow_thresholds: the shadow thresholds T3, T4, the only whole-scene quantities the
-//      detector has (the min and numpy's float32 mean of two indices over the pixels with data). It
-//      keeps those two floats per pixel (8 bytes: 0.96 GB for a granule, 12.8 GB for a 40000^2 mosaic)
-//      and a stripe.
+//      detector has (the min and numpy's float32 mean of two indices over the pixels with data). The
+//      mean's pairwise tree depends on how many pixels have data, so a scene with nodata is read twice
+//      (a count, then the sums); one without, once. It holds a stripe, whatever the scene's size.
 //   2. scene_masks: the masks stripe by stripe, each stripe read with kSceneHalo rows above and below:
 //      the 5x5 closing (a dilation and an erosion, 2 rows each) and the 7x7 box mean reach 7 rows, the
 //      shadow's 5x5 median 2, so a stripe's rows see exactly what they see in the whole image.
@@ -44,7 +44,8 @@ struct SceneStripe {
   const uint8_t* valid = nullptr;
 };
 
-// Pass 1, reading `stripe` rows at a time; progress(rows done) after each read. When no pixel of the
+// Pass 1, reading `stripe` rows at a time; progress(rows read) after each read: up to the height, or
+// twice it when the reader gives validity (the count's read, then the sums'). When no pixel of the
 // scene has data, with_data is 0 (and scene_masks refuses the thresholds).
 SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const std::function<void(int)>& progress);
 // Pass 2: out(stripe) for each stripe of `stripe` rows, top to bottom. options: the cloud threshold and

@@ -2,6 +2,7 @@
 // whole-image detector bit for bit: on a real cloudy Sentinel-2 scene, with and without pixels that
 // have no data, in stripes from one row to more than the scene, and on a scene smaller than the halo.
 #include <algorithm>
+#include <random>
 
 #include "data/cloud_detector.h"
 #include "data/cloud_scene.h"
@@ -42,8 +43,10 @@ void check_stripes(const std::vector<float>& dn, int H, int W, const std::vector
   int reads = 0, progress = 0;
   const SceneReader r = reader_of(dn, H, W, valid, &reads);
   const SceneThresholds t = scene_shadow_thresholds(r, stripe, [&](int rows) { progress = rows; });
-  CHECK(progress == H);
-  CHECK(reads == (H + stripe - 1) / stripe);
+  // Read once without nodata; with it twice: the count of pixels with data comes before the sums.
+  const int passes = valid.empty() ? 1 : 2;
+  CHECK(progress == passes * H);
+  CHECK(reads == passes * ((H + stripe - 1) / stripe));
   CHECK(t.csi == want.shadow_csi_threshold);  // bit for bit: the same floats summed in the same order
   CHECK(t.blue == want.shadow_blue_threshold);
   CHECK(t.with_data == (valid.empty() ? size_t(H) * W : size_t(std::count(valid.begin(), valid.end(), 1))));
@@ -98,6 +101,67 @@ TEST_CASE("cloud scene: a scene smaller than the halo, and one row, in stripes o
           dn[(size_t(c) * H + size_t(y)) * W + size_t(x)] = s2.data[size_t(c) * hw + size_t(100 + y) * s2.width + 40 + x];
     for (int stripe : {1, 2, 100}) check_stripes(dn, H, W, {}, stripe);
   }
+}
+
+namespace {
+
+// numpy's float32 pairwise sum as the recursion over a whole array (numpy's pairwise_sum), and the
+// threshold formula, written out here as the reference for the pulled sums, which hold one leaf.
+float numpy_pairwise(const float* a, size_t n) {
+  if (n < 8) {
+    float s = 0.f;
+    for (size_t i = 0; i < n; ++i) s += a[i];
+    return s;
+  }
+  if (n <= 128) {
+    float r[8];
+    for (int k = 0; k < 8; ++k) r[k] = a[k];
+    size_t i = 8;
+    for (; i < n - n % 8; i += 8)
+      for (int k = 0; k < 8; ++k) r[k] += a[i + k];
+    float s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) s += a[i];
+    return s;
+  }
+  size_t n2 = n / 2;
+  n2 -= n2 % 8;
+  return numpy_pairwise(a, n2) + numpy_pairwise(a + n2, n - n2);
+}
+float numpy_threshold(const std::vector<float>& v, double frac) {
+  const float mn = *std::min_element(v.begin(), v.end());
+  const float mean = float(double(numpy_pairwise(v.data(), v.size())) / double(v.size()));
+  return float(double(mn) + frac * double(mean - mn));
+}
+
+}  // namespace
+
+TEST_CASE("cloud scene: the pulled shadow thresholds are numpy's over the whole arrays, taking at most 128 values at a time, in order") {
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<float> u(0.01f, 0.6f);
+  for (size_t n : {size_t(1), size_t(7), size_t(8), size_t(127), size_t(128), size_t(129), size_t(1000), size_t(4099),
+                   size_t(100003)}) {
+    CAPTURE(n);
+    std::vector<float> csi(n), blue(n);
+    for (size_t i = 0; i < n; ++i) csi[i] = u(gen), blue[i] = u(gen) * 0.5f;
+    size_t at = 0, largest = 0;
+    float t3 = 0, t4 = 0;
+    shadow_thresholds_pulled(
+        n,
+        [&](float* c, float* b, size_t k) {
+          largest = std::max(largest, k);
+          std::copy_n(csi.data() + at, k, c);
+          std::copy_n(blue.data() + at, k, b);
+          at += k;
+        },
+        t3, t4);
+    CHECK(at == n);  // every value once, in order
+    CHECK(largest <= 128);
+    CHECK(t3 == numpy_threshold(csi, 3.0 / 4.0));
+    CHECK(t4 == numpy_threshold(blue, 5.0 / 6.0));
+  }
+  float t3 = 0, t4 = 0;
+  CHECK_THROWS_WITH_AS(shadow_thresholds_pulled(0, [](float*, float*, size_t) {}, t3, t4),
+                       doctest::Contains("no pixel of the window has data"), Error);
 }
 
 TEST_CASE("cloud scene: no pixel with data, a reader of the wrong size and bad stripes are errors") {
