@@ -10,9 +10,10 @@
 // shadow fractions of the pixels with data. Written atomically (temp file + rename). Bad input
 // (missing file, wrong band count, a NaN) -> exit 1.
 // The image is read in stripes of --stripe rows, twice (data/cloud_scene.h): first for the shadow
-// thresholds, the only whole-image statistics (a scene with nodata once more before, to count the
-// pixels with data), then for the masks; the result is the whole-image detector's, bit for bit, and
-// the memory a stripe's, whatever the scene's size (docs/experiment.md has a granule's figures). A
+// thresholds, the only whole-image statistics (a scene with nodata larger than a granule once more
+// before, to count the pixels with data), then for the masks; the result is the whole-image
+// detector's, bit for bit, and the memory bounded whatever the scene's size (docs/experiment.md has
+// a granule's figures). A
 // stripe is raised to whole strips or tiles of the input, which a read decodes whole. Progress bars on
 // stderr over both passes.
 #include <algorithm>
@@ -106,8 +107,10 @@ int run(int argc, char** argv) {
   // Pass 1: the shadow thresholds.
   data::SceneThresholds thresholds;
   {
-    // Rows read: the scene twice when it has nodata (data/cloud_scene.h: the count, then the sums).
-    Progress bar("cloud_mask statistics", info.nodata ? 2 * int64_t(H) : H, stderr, Progress::Mode::Auto, "row");
+    // Rows read: twice the scene when a scene with nodata is too large to keep its indices (the count,
+    // then the sums: data/cloud_scene.h).
+    const bool twice = data::scene_counts_first(H, W, info.nodata.has_value());
+    Progress bar("cloud_mask statistics", twice ? 2 * int64_t(H) : H, stderr, Progress::Mode::Auto, "row");
     thresholds = data::scene_shadow_thresholds(reader, stripe_rows, [&](int rows) { bar.update(rows); });
   }
   finite.check(in);

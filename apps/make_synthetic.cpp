@@ -10,11 +10,15 @@
 // --granule N also writes DIR/granule/s2_cloudy.tif and s1.tif, one N x N scene
 // (10980 = a Sentinel-2 granule) tiled from 256x256 synthetic triplets side by
 // side, written by tiles in bounded memory: the input for remove_clouds at scale.
+// --granule-nodata W gives its S2 scene a swath edge: no data left of a diagonal from W pixels wide
+// at the top to none at the bottom, 0 in every band with GDAL nodata 0, as an L1C granule at the
+// edge of a satellite's swath (the S1 scene keeps its data).
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <vector>
 
 #include "apps/common/cli.h"
@@ -40,7 +44,8 @@ std::pair<double, double> parse_range(const std::string& s) {
 
 // A (size x size) cloudy S2 + S1 pair made of synthetic triplets placed side by side (256x256
 // each, the last row and column cropped), written tile by tile: only a row of triplets is in memory.
-void write_granule(const std::string& dir, const data::SyntheticOptions& o, int size) {
+// nodata_edge > 0: the S2 pixels left of column nodata_edge * (1 - row / size) have no data.
+void write_granule(const std::string& dir, const data::SyntheticOptions& o, int size, int nodata_edge) {
   constexpr int T = 256;
   const int n = (size + T - 1) / T;
   std::filesystem::create_directories(dir);
@@ -52,7 +57,10 @@ void write_granule(const std::string& dir, const data::SyntheticOptions& o, int 
   w2.type = data::SampleType::UInt16;
   w1.type = data::SampleType::Float32;
   w2.tile_size = w1.tile_size = T;
-  data::TiledGeoTiffWriter s2(dir + "/s2_cloudy.tif", size, size, data::kS2Bands, w2, first.s2_cloudy.geo, names);
+  std::optional<double> nodata;
+  if (nodata_edge > 0) nodata = 0.0;  // Sentinel-2's own nodata DN
+  data::TiledGeoTiffWriter s2(dir + "/s2_cloudy.tif", size, size, data::kS2Bands, w2, first.s2_cloudy.geo, names,
+                              nodata);
   data::TiledGeoTiffWriter s1(dir + "/s1.tif", size, size, data::kS1Bands, w1, first.s1.geo, {"VV", "VH"});
   Progress bar("make_synthetic granule", int64_t(n) * n, stderr, Progress::Mode::Auto, "tile");
   std::vector<data::SyntheticTriplet> row(static_cast<size_t>(n));
@@ -73,7 +81,13 @@ void write_granule(const std::string& dir, const data::SyntheticOptions& o, int 
                         v.data() + (size_t(c) * size_t(h) + size_t(y)) * size_t(w));
         return v;
       };
-      s2.write_tile(tx, ty, crop(row[size_t(tx)].s2_cloudy).data());
+      std::vector<float> s2_tile = crop(row[size_t(tx)].s2_cloudy);
+      for (int y = 0; nodata_edge > 0 && y < h; ++y) {
+        const int64_t gy = int64_t(ty) * T + y, edge = nodata_edge - int64_t(nodata_edge) * gy / size;
+        for (int x = 0; x < w && int64_t(tx) * T + x < edge; ++x)
+          for (int c = 0; c < data::kS2Bands; ++c) s2_tile[(size_t(c) * size_t(h) + size_t(y)) * size_t(w) + size_t(x)] = 0.f;
+      }
+      s2.write_tile(tx, ty, s2_tile.data());
       s1.write_tile(tx, ty, crop(row[size_t(tx)].s1).data());
       bar.update(int64_t(ty) * n + tx + 1);
     }
@@ -97,12 +111,19 @@ int run(int argc, char** argv) {
             "also write granule/s2_cloudy.tif and granule/s1.tif, one N x N scene tiled from synthetic triplets "
             "(10980 = a Sentinel-2 granule; 0 = none)")
       .range(0, 40000);
+  p.add_int("granule-nodata", 0,
+            "with --granule: the S2 scene's swath edge, no data (0 in every band, GDAL nodata 0) left of a diagonal "
+            "from W pixels wide at the top to none at the bottom (0 = every pixel has data)", "W")
+      .range(0, 40000);
   cli::add_common_options(p);
   p.parse_or_exit(argc, argv);
   const std::string out = p.get_string("out");
   const int64_t n_eurosat = p.get_int("eurosat-per-class"), n_cr = p.get_int("sen12mscr");
   data::SyntheticOptions o;
   if (out.empty()) throw cli::UsageError("--out DIR is required");
+  const int64_t nodata_edge = p.get_int("granule-nodata");
+  if (nodata_edge > 0 && p.get_int("granule") == 0)
+    throw cli::UsageError("--granule-nodata " + std::to_string(nodata_edge) + " needs --granule N");
   if (n_eurosat < 0 || n_cr < 0) throw cli::UsageError("counts must be >= 0");
   std::tie(o.cover_lo, o.cover_hi) = parse_range(p.get_string("cloud-cover"));
   cli::CommonOptions common = cli::apply_common_options(p);
@@ -145,7 +166,7 @@ int run(int argc, char** argv) {
   }
   if (n_cr > 0) data::write_labels(cr_root, rows);
   if (const int64_t g = p.get_int("granule"); g > 0) {
-    write_granule(out + "/granule", o, int(g));
+    write_granule(out + "/granule", o, int(g), int(nodata_edge));
     std::printf("make_synthetic: a %lld x %lld granule in %s/granule\n", (long long)g, (long long)g, out.c_str());
   }
   std::printf("make_synthetic: %lld EuroSAT-like tiles in %s, %lld SEN12MS-CR-like triplets in %s (seed %llu, "

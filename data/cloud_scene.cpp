@@ -28,48 +28,62 @@ void check_scene(const SceneReader& in, int stripe) {
 
 }  // namespace
 
-SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const std::function<void(int)>& progress) {
+bool scene_counts_first(int height, int width, bool has_nodata, size_t keep_bytes) {
+  return has_nodata && 8 * size_t(height) * size_t(width) > keep_bytes;
+}
+
+SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const std::function<void(int)>& progress,
+                                        size_t keep_bytes) {
   check_scene(in, stripe);
   const int H = in.height;
   std::vector<float> dn;
   std::vector<uint8_t> valid;
-  int rows = 0, rows_read = 0;
-  auto read_stripe = [&](int y0) {
-    rows = std::min(stripe, H - y0);
-    read_rows(in, y0, rows, dn, valid);
-    rows_read += rows;
+  int rows = 0, rows_read = 0, next = 0;
+  auto read_stripe = [&] {
+    rows = std::min(stripe, H - next);
+    read_rows(in, next, rows, dn, valid);
+    next += rows, rows_read += rows;
     if (progress) progress(rows_read);
   };
-  // How many pixels have data: numpy's pairwise tree depends on the count, so it comes first. Every
-  // pixel when the reader gives no validity (it says so from the first stripe on, for the whole
-  // scene); else counted in a first read of the scene.
-  read_stripe(0);
-  const bool all_valid = valid.empty();
-  size_t n = all_valid ? size_t(H) * size_t(in.width) : 0;
-  for (int y0 = 0; !all_valid;) {
-    n += size_t(std::count(valid.begin(), valid.end(), uint8_t(1)));
-    if ((y0 += rows) >= H) break;
-    read_stripe(y0);
-  }
-  SceneThresholds t;
-  if (n == 0) return t;  // no pixel has data: with_data 0, the caller says so
-  // The indices of the pixels with data, in row-major order (what shadow_mask's thresholds see), one
-  // stripe at a time: the stripe already read when every pixel has data, else the scene again.
+  // The indices of the stripe's pixels with data, in row-major order (what shadow_mask's thresholds
+  // see), after those already in csi and blue.
   std::vector<float> csi, blue;
-  size_t at = 0;
-  int next = 0;
-  auto take_stripe = [&] {
+  auto add_indices = [&] {
     const size_t m = size_t(rows) * size_t(in.width);
-    csi.clear(), blue.clear(), at = 0;
     for (size_t q = 0; q < m; ++q) {
       if (!valid.empty() && !valid[q]) continue;
       float c, b;
       shadow_indices(dn.data(), m, q, c, b);
       csi.push_back(c), blue.push_back(b);
     }
-    next += rows;
   };
-  if (all_valid) take_stripe();
+  SceneThresholds t;
+  read_stripe();
+  const bool has_nodata = !valid.empty();  // the reader says so from its first stripe on
+  if (has_nodata && !scene_counts_first(H, in.width, true, keep_bytes)) {
+    // Small enough: every index kept, one read.
+    for (add_indices(); next < H; add_indices()) read_stripe();
+    if (csi.empty()) return t;  // no pixel has data: with_data 0, the caller says so
+    shadow_thresholds(csi, blue, t.csi, t.blue);
+    t.with_data = csi.size();
+    return t;
+  }
+  // Else the sums take the indices as they come, one stripe at a time. numpy's pairwise tree depends
+  // on their count, so it comes first: every pixel without nodata, else counted in a first read.
+  size_t n = size_t(H) * size_t(in.width);
+  if (has_nodata) {
+    n = 0;
+    for (;;) {
+      n += size_t(std::count(valid.begin(), valid.end(), uint8_t(1)));
+      if (next >= H) break;
+      read_stripe();
+    }
+    if (n == 0) return t;
+    next = 0;
+    read_stripe();
+  }
+  size_t at = 0;
+  add_indices();
   shadow_thresholds_pulled(
       n,
       [&](float* c, float* b, size_t k) {
@@ -77,8 +91,9 @@ SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const
           if (at == csi.size()) {
             NIMBUS_CHECK(next < H, "cloud scene: the reader gave fewer pixels with data on the second read than ",
                          "the ", n, " of the first");
-            read_stripe(next);
-            take_stripe();
+            read_stripe();
+            csi.clear(), blue.clear(), at = 0;
+            add_indices();
             continue;
           }
           const size_t take = std::min(k, csi.size() - at);

@@ -3,8 +3,10 @@
 // floats, and the detector's working arrays as much again. Two passes over a SceneReader:
 //   1. scene_shadow_thresholds: the shadow thresholds T3, T4, the only whole-scene quantities the
 //      detector has (the min and numpy's float32 mean of two indices over the pixels with data). The
-//      mean's pairwise tree depends on how many pixels have data, so a scene with nodata is read twice
-//      (a count, then the sums); one without, once. It holds a stripe, whatever the scene's size.
+//      sums take the indices as they come, holding a stripe: their pairwise tree depends only on how
+//      many pixels have data, which is every pixel in a scene without nodata (one read). A scene with
+//      nodata keeps its indices (8 bytes a pixel, one read) up to keep_bytes; above, it is read twice,
+//      first to count, so that a mosaic larger than memory still fits.
 //   2. scene_masks: the masks stripe by stripe, each stripe read with kSceneHalo rows above and below:
 //      the 5x5 closing (a dilation and an erosion, 2 rows each) and the 7x7 box mean reach 7 rows, the
 //      shadow's 5x5 median 2, so a stripe's rows see exactly what they see in the whole image.
@@ -45,9 +47,13 @@ struct SceneStripe {
 };
 
 // Pass 1, reading `stripe` rows at a time; progress(rows read) after each read: up to the height, or
-// twice it when the reader gives validity (the count's read, then the sums'). When no pixel of the
-// scene has data, with_data is 0 (and scene_masks refuses the thresholds).
-SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const std::function<void(int)>& progress);
+// twice it when scene_counts_first. When no pixel of the scene has data, with_data is 0 (and
+// scene_masks refuses the thresholds).
+constexpr size_t kSceneKeepBytes = size_t(2) << 30;  // a granule with nodata keeps its indices (0.96 GB)
+SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const std::function<void(int)>& progress,
+                                        size_t keep_bytes = kSceneKeepBytes);
+// Does pass 1 read the scene twice (a count first)? Only with nodata, above keep_bytes of indices.
+bool scene_counts_first(int height, int width, bool has_nodata, size_t keep_bytes = kSceneKeepBytes);
 // Pass 2: out(stripe) for each stripe of `stripe` rows, top to bottom. options: the cloud threshold and
 // the B1 + B10 range (dihedral_code 0 and valid null: the reader gives the validity).
 void scene_masks(const SceneReader& in, const SceneThresholds& thresholds, const CloudDetectorOptions& options,

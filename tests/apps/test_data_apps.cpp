@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 
 #include "data/cloud_detector.h"
 #include "data/geotiff.h"
@@ -73,6 +74,48 @@ TEST_CASE("make_synthetic: the same seed writes the same bytes in the real layou
 
   CHECK(run_app("make_synthetic", {"--help"}).exit_code == 0);
   CHECK(run_app("make_synthetic", {"--out", c.path.string(), "--no-such-option"}).exit_code == 2);
+}
+
+// --granule-nodata: a swath edge on the S2 scene (no data left of a diagonal, 0 DN with GDAL nodata
+// 0), which cloud_mask then leaves out and marks 255, pixel for pixel.
+TEST_CASE("make_synthetic: --granule-nodata gives the granule a swath edge that cloud_mask marks as nodata") {
+  TempDir d("synth_swath");
+  AppResult r = run_app("make_synthetic", {"--out", d.path.string(), "--granule", "300", "--granule-nodata", "120",
+                                           "--threads", "1"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  const std::string s2_path = d / "granule/s2_cloudy.tif";
+  const data::Raster s2 = data::read_geotiff(s2_path);
+  CHECK(s2.nodata == std::optional<double>(0.0));
+  CHECK_FALSE(data::read_tiff_info(d / "granule/s1.tif").nodata.has_value());  // SAR keeps its data
+  const size_t hw = size_t(300) * 300;
+  auto no_data = [&](int y, int x) {
+    for (int c = 0; c < 13; ++c)
+      if (s2.data[size_t(c) * hw + size_t(y) * 300 + size_t(x)] != 0.f) return false;
+    return true;
+  };
+  size_t edge_pixels = 0, wrong = 0;
+  for (int y = 0; y < 300; ++y) {
+    const int edge = 120 - 120 * y / 300;  // 120 columns at the top, 1 at the bottom row
+    for (int x = 0; x < 300; ++x) {
+      wrong += no_data(y, x) != (x < edge);
+      edge_pixels += x < edge;
+    }
+  }
+  CHECK(wrong == 0);
+  CHECK(edge_pixels > 0);
+  AppResult m = run_app("cloud_mask", {"--s2", s2_path, "--out", d / "mask.tif"});
+  REQUIRE_MESSAGE(m.exit_code == 0, m.output);
+  const data::Raster mask = data::read_geotiff(d / "mask.tif");
+  size_t marked = 0, marked_wrong = 0;
+  for (int y = 0; y < 300; ++y)
+    for (int x = 0; x < 300; ++x) {
+      const bool nodata = mask.data[size_t(y) * 300 + size_t(x)] == 255.f;
+      marked += nodata;
+      marked_wrong += nodata != (x < 120 - 120 * y / 300);
+    }
+  CHECK(marked == edge_pixels);
+  CHECK(marked_wrong == 0);
+  CHECK(run_app("make_synthetic", {"--out", d / "other", "--granule-nodata", "5"}).exit_code == 2);
 }
 
 TEST_CASE("cloud_mask: writes the detector's 0/1 mask with the input's georeferencing") {

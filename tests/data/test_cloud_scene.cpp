@@ -34,17 +34,21 @@ SceneReader reader_of(const std::vector<float>& dn, int H, int W, const std::vec
   return r;
 }
 
-// The scene in stripes of `stripe` rows against detect_clouds on the whole image.
-void check_stripes(const std::vector<float>& dn, int H, int W, const std::vector<uint8_t>& valid, int stripe) {
+// The scene in stripes of `stripe` rows against detect_clouds on the whole image; keep_bytes: pass 1's
+// limit on kept indices (0: with nodata, count first and keep none).
+void check_stripes(const std::vector<float>& dn, int H, int W, const std::vector<uint8_t>& valid, int stripe,
+                   size_t keep_bytes = kSceneKeepBytes) {
   CAPTURE(stripe);
+  CAPTURE(keep_bytes);
   CloudDetectorOptions o;
   o.valid = valid.empty() ? nullptr : valid.data();
   const CloudShadowMasks want = detect_clouds(dn.data(), kS2Bands, H, W, o);
   int reads = 0, progress = 0;
   const SceneReader r = reader_of(dn, H, W, valid, &reads);
-  const SceneThresholds t = scene_shadow_thresholds(r, stripe, [&](int rows) { progress = rows; });
-  // Read once without nodata; with it twice: the count of pixels with data comes before the sums.
-  const int passes = valid.empty() ? 1 : 2;
+  const SceneThresholds t = scene_shadow_thresholds(r, stripe, [&](int rows) { progress = rows; }, keep_bytes);
+  // Read once, or twice when the count of pixels with data must come before the sums.
+  const int passes = scene_counts_first(H, W, !valid.empty(), keep_bytes) ? 2 : 1;
+  CHECK(passes == (!valid.empty() && keep_bytes == 0 ? 2 : 1));
   CHECK(progress == passes * H);
   CHECK(reads == passes * ((H + stripe - 1) / stripe));
   CHECK(t.csi == want.shadow_csi_threshold);  // bit for bit: the same floats summed in the same order
@@ -85,7 +89,8 @@ TEST_CASE("cloud scene: stripes of a real cloudy scene give the whole-image mask
       valid[q] = 0;
       for (int c = 0; c < kS2Bands; ++c) edge[size_t(c) * hw + q] = 0.f;
     }
-  for (int stripe : {1, 9, 100}) check_stripes(edge, s2.height, s2.width, valid, stripe);
+  for (int stripe : {1, 9, 100})
+    for (size_t keep : {kSceneKeepBytes, size_t(0)}) check_stripes(edge, s2.height, s2.width, valid, stripe, keep);
 }
 
 TEST_CASE("cloud scene: a scene smaller than the halo, and one row, in stripes of 1 and 2") {
@@ -171,6 +176,7 @@ TEST_CASE("cloud scene: no pixel with data, a reader of the wrong size and bad s
   const SceneReader r = reader_of(dn, 4, 5, none, &reads);
   const SceneThresholds t = scene_shadow_thresholds(r, 2, nullptr);
   CHECK(t.with_data == 0);
+  CHECK(scene_shadow_thresholds(r, 2, nullptr, 0).with_data == 0);  // counted first: the same answer
   CHECK_THROWS_WITH_AS(scene_masks(r, t, CloudDetectorOptions{}, 2, [](const SceneStripe&) {}),
                        doctest::Contains("no pixel of the scene has data"), Error);
   SceneReader shortr = r;
