@@ -62,7 +62,8 @@ SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const
   const bool has_nodata = !valid.empty();  // the reader says so from its first stripe on
   if (has_nodata && !scene_counts_first(H, in.width, true, keep_bytes)) {
     // Small enough: every index kept, one read.
-    for (add_indices(); next < H; add_indices()) read_stripe();
+    add_indices();
+    while (next < H) read_stripe(), add_indices();
     if (csi.empty()) return t;  // no pixel has data: with_data 0, the caller says so
     shadow_thresholds(csi, blue, t.csi, t.blue);
     t.with_data = csi.size();
@@ -74,7 +75,7 @@ SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const
   if (has_nodata) {
     n = 0;
     for (;;) {
-      n += size_t(std::count(valid.begin(), valid.end(), uint8_t(1)));
+      n += size_t(std::count_if(valid.begin(), valid.end(), [](uint8_t v) { return v != 0; }));
       if (next >= H) break;
       read_stripe();
     }
@@ -89,8 +90,7 @@ SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const
       [&](float* c, float* b, size_t k) {
         while (k > 0) {
           if (at == csi.size()) {
-            NIMBUS_CHECK(next < H, "cloud scene: the reader gave fewer pixels with data on the second read than ",
-                         "the ", n, " of the first");
+            NIMBUS_CHECK(next < H, "cloud scene: the reader gave fewer pixels with data than the ", n, " counted");
             read_stripe();
             csi.clear(), blue.clear(), at = 0;
             add_indices();
