@@ -522,6 +522,13 @@ bool captured(cudaStream_t s, EmuNode&& node, cudaError_t* result) {
   s->capture->nodes.push_back(std::move(node));
   return true;
 }
+// The side of a copy that is pageable host memory (neither device memory nor cudaMallocHost's), or
+// nullptr.
+const void* pageable_side(const void* dst, const void* src, size_t bytes) {
+  for (const void* p : {dst, src})
+    if (!is_device_range(p, bytes) && !is_pinned_range(p, bytes)) return p;
+  return nullptr;
+}
 // Deferred mode: a copy between a stream and pageable host memory is staged (host to device) or
 // completed (device to host) at the call, after the stream's queued work, so it runs now.
 bool pageable_now(cudaStream_t s, void* dst, const void* src, size_t bytes) {
@@ -530,12 +537,9 @@ bool pageable_now(cudaStream_t s, void* dst, const void* src, size_t bytes) {
     std::lock_guard<std::mutex> lock(stream_mutex);
     if (!live_streams.count(s) || s->capture || (!deferred_setting() && s->deferred.empty())) return false;
   }
-  for (const void* p : {static_cast<const void*>(dst), src})
-    if (!is_device_range(p, bytes) && !is_pinned_range(p, bytes)) {
-      drain(s, UINT64_MAX);
-      return true;
-    }
-  return false;
+  if (!pageable_side(dst, src, bytes)) return false;
+  drain(s, UINT64_MAX);
+  return true;
 }
 // A copy into a capture: each host side must be page-locked (a pageable copy is staged by the
 // driver at the call, which a graph cannot replay).
@@ -544,16 +548,14 @@ bool pageable_in_capture(cudaStream_t s, void* dst, const void* src, size_t byte
     std::lock_guard<std::mutex> lock(stream_mutex);
     if (!s || !live_streams.count(s) || !s->capture) return false;
   }
-  for (const void* p : {static_cast<const void*>(dst), src}) {
-    if (is_device_range(p, bytes) || is_pinned_range(p, bytes)) continue;
-    std::lock_guard<std::mutex> lock(stream_mutex);
-    s->invalidated = true;
-    fail(cudaErrorStreamCaptureUnsupported,
-         nimbus::str("cudaMemcpyAsync: ", bytes, " bytes at ", p, " are pageable host memory, which stream ",
-                     static_cast<const void*>(s), " cannot capture (use cudaMallocHost; the capture is now invalidated)"));
-    return true;
-  }
-  return false;
+  const void* p = pageable_side(dst, src, bytes);
+  if (!p) return false;
+  std::lock_guard<std::mutex> lock(stream_mutex);
+  s->invalidated = true;
+  fail(cudaErrorStreamCaptureUnsupported,
+       nimbus::str("cudaMemcpyAsync: ", bytes, " bytes at ", p, " are pageable host memory, which stream ",
+                   static_cast<const void*>(s), " cannot capture (use cudaMallocHost; the capture is now invalidated)"));
+  return true;
 }
 }  // namespace
 
