@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/device.h"
@@ -62,6 +64,16 @@ void check_equal_to_cpu(const Result& got) {
 }
 
 __global__ void set_one_kernel(float* p) { p[threadIdx.x] = 1.0f; }
+
+// A kernel bug the emulator reports (a barrier reached from two call sites): its Error is thrown where
+// the kernel runs, which in deferred mode is inside a drain.
+__global__ void two_barriers_kernel(float* p) {
+  if (threadIdx.x % 2)
+    __syncthreads();
+  else
+    __syncthreads();
+  p[threadIdx.x] = 2.0f;
+}
 
 }  // namespace
 
@@ -291,6 +303,54 @@ TEST_CASE("emu streams: deferred work runs when waited for, a missing wait reads
   cudaGraphDestroy(graph);
   cudaEventDestroy(ev);
   cudaFreeHost(host);
+  cudaFreeHost(out);
+  cudaFree(d);
+  cudaFree(e);
+  cudaStreamDestroy(a);
+  cudaStreamDestroy(b);
+}
+
+// A kernel that fails while queued work drains: the call that waited throws the kernel's error, and
+// the drain leaves the rest consistent. The failed kernel has run (as a faulted kernel on a GPU has),
+// the work queued after it on its stream and the other stream's wait marker stay queued, and the next
+// wait runs them in order: nothing is lost or run twice, and no lock is left held.
+TEST_CASE("emu streams: a kernel that fails during a deferred drain throws at the wait and loses no queued work") {
+  REQUIRE(cuda::register_cuda_backend());
+  const ScopedDeferred deferred;
+  cudaStream_t a = nullptr, b = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking) == cudaSuccess);
+  float *d = nullptr, *e = nullptr, *out = nullptr;
+  REQUIRE(cudaMalloc(&d, 256) == cudaSuccess);
+  REQUIRE(cudaMalloc(&e, 16) == cudaSuccess);
+  REQUIRE(cudaMallocHost(&out, 16) == cudaSuccess);
+  cudaEvent_t ev = nullptr;
+  REQUIRE(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) == cudaSuccess);
+  launch(two_barriers_kernel, 1, 64, 0, a, d);  // queued: nothing runs yet, so no error yet
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  launch(set_one_kernel, 1, 4, 0, a, e);  // after the bad kernel on a
+  REQUIRE(cudaEventRecord(ev, a) == cudaSuccess);
+  REQUIRE(cudaStreamWaitEvent(b, ev, 0) == cudaSuccess);  // b's marker: a's work up to ev
+  REQUIRE(cudaMemcpyAsync(out, e, 16, cudaMemcpyDeviceToHost, b) == cudaSuccess);
+  std::fill(out, out + 4, -1.0f);
+  // Synchronising b runs a's work up to the marker: the bad kernel throws, from b's wait.
+  const std::string m = launch_error([&] { (void)cudaStreamSynchronize(b); });
+  CHECK_MESSAGE(m.find("different call sites") != std::string::npos, m);
+  CHECK(std::vector<float>(out, out + 4) == std::vector<float>(4, -1.0f));  // b's copy has not run
+  // Both stay queued: the next wait runs a's second kernel, then b's copy, once each.
+  REQUIRE(cudaStreamSynchronize(b) == cudaSuccess);
+  CHECK(std::vector<float>(out, out + 4) == std::vector<float>(4, 1.0f));
+  CHECK(cudaEventQuery(ev) == cudaSuccess);
+  std::fill(out, out + 4, -1.0f);
+  REQUIRE(cudaStreamSynchronize(a) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(b) == cudaSuccess);
+  CHECK(std::vector<float>(out, out + 4) == std::vector<float>(4, -1.0f));  // the copy did not run again
+  // The drain lock was released: another thread can drain (a held std::recursive_mutex would hang it).
+  launch(set_one_kernel, 1, 4, 0, a, e);
+  std::thread other([&] { CHECK(cudaStreamSynchronize(a) == cudaSuccess); });
+  other.join();
+  CHECK(cudaGetLastError() == cudaSuccess);
+  cudaEventDestroy(ev);
   cudaFreeHost(out);
   cudaFree(d);
   cudaFree(e);
