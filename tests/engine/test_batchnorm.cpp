@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backends/cuda/backend.h"
 #include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
@@ -449,6 +450,44 @@ TEST_CASE("bn_relu_conv2d_bn_stats under bf16 autocast with a float32 input is t
     for (float v : rm.to_vector()) got[fused ? 0 : 1].push_back(v);
   }
   CHECK(got[0] == got[1]);
+}
+
+// The models' batch norms are affine, so their prologue always has in_weight and in_bias; the op also
+// takes them undefined (weight 1, bias 0). That case is the two ops it replaces, bit for bit, on each
+// backend: output, batch statistics, running statistics and the gradients of x, the weight and the bias.
+// (The incoming statistics are x's: the training backward differentiates through them, as batch_norm2d's.)
+TEST_CASE("bn_relu_conv2d_bn_stats without in_weight and in_bias is the two ops: output, statistics, gradients") {
+  std::vector<Device> devices{Device::CPU};
+  if (cuda::register_cuda_backend()) devices.push_back(Device::CUDA);
+  for (const Device d : devices) {
+    const std::string dev = device_name(d);
+    CAPTURE(dev);
+    Rng data(43);
+    const Tensor xv = Tensor::randn({2, 3, 7, 6}, data), wv = Tensor::randn({5, 3, 3, 3}, data);
+    const Tensor bv = Tensor::randn({5}, data), dyv = Tensor::randn({2, 5, 4, 3}, data);
+    const Tensor imv = Tensor::from_vector({3}, {0.1f, -0.2f, 0.05f}), isv = Tensor::from_vector({3}, {1.5f, 0.8f, 1.2f});
+    std::vector<std::vector<float>> got[2];
+    for (const bool fused : {true, false}) {
+      auto leaf = [&](const Tensor& v) { return v.to(d).clone().set_requires_grad(true); };  // fresh gradients
+      const Tensor x = leaf(xv), w = leaf(wv), b = leaf(bv), im = imv.to(d), is = isv.to(d);
+      Tensor mean, invstd, rm = Tensor::zeros({5}).to(d), rv = Tensor::ones({5}).to(d);
+      const Tensor y = fused ? bn_relu_conv2d_bn_stats(x, Tensor(), Tensor(), im, is, w, b, 2, 1, mean, invstd, rm, rv,
+                                                       0.1f, 1e-5f, nullptr)
+                             : conv2d_bn_stats(batch_norm2d_from_stats(x, Tensor(), Tensor(), im, is, true), w, b, 2,
+                                               1, mean, invstd, rm, rv, 0.1f, 1e-5f, nullptr);
+      REQUIRE(y.grad_fn());
+      CHECK(y.grad_fn()->op == (fused ? "bn_relu_conv2d_bn_stats" : "conv2d_bn_stats"));
+      y.backward(dyv.to(d));
+      for (const Tensor& t : {y, mean, invstd, rm, rv, x.grad(), w.grad(), b.grad()})
+        got[fused ? 0 : 1].push_back(t.to_vector());
+    }
+    for (size_t i = 0; i < got[0].size(); ++i) {
+      CAPTURE(i);
+      CHECK(got[0][i] == got[1][i]);
+      CHECK(std::none_of(got[0][i].begin(), got[0][i].end(), [](float v) { return std::isnan(v); }));
+    }
+    CHECK(std::any_of(got[0][5].begin(), got[0][5].end(), [](float v) { return v != 0.f; }));  // x's gradient
+  }
 }
 
 TEST_CASE("bn_relu_conv2d_bn_stats: bad batch-norm inputs give errors naming the op and the tensor") {
