@@ -15,7 +15,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1,
 Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1, int padding = 0);
 // r + s * conv2d(x, w, b) as one op (DSen2-CR's residual block, x + 0.1 F(x)): the CUDA tensor-core
 // kernels add r in the convolution's epilogue, saving a pass over the activations. r has the
-// output's shape. Backward: dr = dy, and the convolution's gradients from s dy.
+// output's shape. Backward: dr = dy, and the convolution's gradients from s dy. In bfloat16 the CUDA
+// epilogue rounds r + s v once, where the CPU rounds v and then the sum (both within 2^-8 of float32).
 Tensor conv2d_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& r, float s, int stride = 1,
                        int padding = 0);
 // conv2d (no ReLU) that also gives its output's batch-norm training statistics, as batch_norm2d in
