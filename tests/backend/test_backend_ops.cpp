@@ -1417,6 +1417,61 @@ void adam_ref(const AdamScalars& a, const V& g, V& p, V& m, V& v, V& sp, V& sm, 
   }
 }
 
+// Nadam's reference for one tensor, as adam_ref.
+void nadam_ref(const NadamScalars& a, const V& g, V& p, V& m, V& v, V& sp, V& sm, V& sv) {
+  for (size_t i = 0; i < p.size(); ++i) {
+    sm[i] = std::fabs(a.b1 * m[i]) + std::fabs(a.one_m_b1 * g[i]);
+    m[i] = double(a.b1) * m[i] + double(a.one_m_b1) * g[i];
+    sv[i] = std::fabs(a.b2 * v[i]) + std::fabs(a.one_m_b2 * g[i] * g[i]);
+    v[i] = double(a.b2) * v[i] + double(a.one_m_b2) * (g[i] * g[i]);
+    const double denom = std::sqrt(v[i] * a.v_scale) + a.eps;
+    const double m_bar = double(a.c_g) * (g[i] * a.g_scale) + double(a.c_m) * (m[i] * a.m_scale);
+    sp[i] = std::fabs(p[i]) + double(a.lr) * (std::fabs(a.c_g * g[i] * a.g_scale) + std::fabs(a.c_m * m[i] * a.m_scale)) / denom;
+    p[i] -= double(a.lr) * m_bar / denom;
+  }
+}
+
+// SGD's reference for one tensor: p and buf updated in place (buf untouched without momentum).
+void sgd_ref(const SgdScalars& c, const V& g, V& p, V& buf, V& sp, V& sb) {
+  for (size_t i = 0; i < p.size(); ++i) {
+    double d = c.wd != 0.f ? g[i] + double(c.wd) * p[i] : g[i];
+    double sd = std::fabs(g[i]) + std::fabs(double(c.wd) * p[i]);
+    if (c.use_mom) {
+      sb[i] = c.first ? sd : std::fabs(buf[i] * c.mom) + std::fabs(c.keep * d);
+      buf[i] = c.first ? d : buf[i] * c.mom + double(c.keep) * d;
+      sd = c.nesterov ? sd + std::fabs(c.mom * buf[i]) : sb[i];
+      d = c.nesterov ? d + double(c.mom) * buf[i] : buf[i];
+    }
+    sp[i] = std::fabs(p[i]) + std::fabs(c.lr) * sd;
+    p[i] += -double(c.lr) * d;
+  }
+}
+
+// A full batch (kOptimBatch tensors of n = 1..kOptimBatch, the configurations in turn): every entry is
+// updated, each with its own scalars. `add(batch, keep, k, n)` appends tensor k's entry (its device
+// tensors pushed on `keep`, the parameter first) and returns the expected parameter; `update` runs
+// the kernel.
+template <typename Batch, typename Add, typename Update>
+void full_batch_check(Run& r, const char* what, Add add, Update update) {
+  Batch full;
+  std::vector<Tensor> keep, params;
+  std::vector<V> want;
+  for (int k = 0; k < kOptimBatch; ++k) {
+    const size_t first = keep.size();
+    want.push_back(add(full, keep, k, int64_t(k + 1)));
+    params.push_back(keep.at(first));
+  }
+  REQUIRE(full.count == kOptimBatch);
+  r.shape = "full batch: 32 tensors of n=1..32";
+  update(full);
+  for (int k = 0; k < kOptimBatch; ++k) {
+    V scale(want[size_t(k)].size());
+    for (size_t i = 0; i < scale.size(); ++i) scale[i] = 1 + std::fabs(want[size_t(k)][i]);
+    expect(r, str(what, " p (full batch, tensor ", k, ")"), Run::down(params[size_t(k)]), want[size_t(k)], scale,
+           r.dt.tol);
+  }
+}
+
 void adam_check(Run& r) {
   r.shape = "batch of 3: n=1037, 293, 295";
   const AdamScalars configs[] = {{0.9f, 0.999f, 0.1f, 0.001f, 0.0f, 1e-8f, 0.05f, 0.3f},
@@ -1442,28 +1497,18 @@ void adam_check(Run& r) {
     expect(r, "adam_update m" + tag, Run::down(M[k]), m[k], sm[k], r.dt.tol);
     expect(r, "adam_update v" + tag, Run::down(Vv[k]), v[k], sv[k], r.dt.tol);
   }
-  // A full batch of small tensors (sizes 1..kOptimBatch).
-  AdamBatch full;
-  std::vector<Tensor> fP, fM, fV, fG;
-  std::vector<V> fp(kOptimBatch);
-  for (int k = 0; k < kOptimBatch; ++k) {
-    const int64_t n = k + 1;
-    OptimState s = optim_inputs(r, n);
-    fP.push_back(r.up(s.p)), fM.push_back(r.up(s.m)), fV.push_back(r.up(s.v)), fG.push_back(r.up(s.g));
-    full.t[full.count++] = {fP[size_t(k)].data(), fM[size_t(k)].data(), fV[size_t(k)].data(), fG[size_t(k)].data(), n,
-                            dev_configs + k % 3};
-    V mm = s.m, vv = s.v, a(static_cast<size_t>(n)), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
-    fp[size_t(k)] = s.p;
-    adam_ref(configs[size_t(k) % 3], s.g, fp[size_t(k)], mm, vv, a, b, c);
-  }
-  r.shape = "full batch: 32 tensors of n=1..32";
-  r.be().adam_update(full);
-  for (int k = 0; k < kOptimBatch; ++k) {
-    V scale(fp[size_t(k)].size());
-    for (size_t i = 0; i < scale.size(); ++i) scale[i] = 1 + std::fabs(fp[size_t(k)][i]);
-    expect(r, "adam_update p (full batch, tensor " + std::to_string(k) + ")", Run::down(fP[size_t(k)]), fp[size_t(k)],
-           scale, r.dt.tol);
-  }
+  full_batch_check<AdamBatch>(
+      r, "adam_update",
+      [&](AdamBatch& full, std::vector<Tensor>& keep, int k, int64_t n) {
+        OptimState s = optim_inputs(r, n);
+        Tensor P = r.up(s.p), M = r.up(s.m), Vt = r.up(s.v), G = r.up(s.g);
+        full.t[full.count++] = {P.data(), M.data(), Vt.data(), G.data(), n, dev_configs + k % 3};
+        keep.insert(keep.end(), {P, M, Vt, G});
+        V p = s.p, mm = s.m, vv = s.v, a(static_cast<size_t>(n)), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
+        adam_ref(configs[size_t(k) % 3], s.g, p, mm, vv, a, b, c);
+        return p;
+      },
+      [&](const AdamBatch& full) { r.be().adam_update(full); });
 }
 
 void nadam_check(Run& r) {
@@ -1482,20 +1527,7 @@ void nadam_check(Run& r) {
     P.push_back(r.up(s.p)), M.push_back(r.up(s.m)), Vv.push_back(r.up(s.v)), G.push_back(r.up(s.g));
     batch.t[batch.count++] = {P[k].data(), M[k].data(), Vv[k].data(), G[k].data(), n, dev_configs + k};
     p.push_back(s.p), m.push_back(s.m), v.push_back(s.v), sp.emplace_back(n), sm.emplace_back(n), sv.emplace_back(n);
-    for (int64_t i = 0; i < n; ++i) {
-      V &pk = p[k], &mk = m[k], &vk = v[k];
-      const double g = s.g[size_t(i)];
-      sm[k][size_t(i)] = std::fabs(a.b1 * mk[size_t(i)]) + std::fabs(a.one_m_b1 * g);
-      mk[size_t(i)] = double(a.b1) * mk[size_t(i)] + double(a.one_m_b1) * g;
-      sv[k][size_t(i)] = std::fabs(a.b2 * vk[size_t(i)]) + std::fabs(a.one_m_b2 * g * g);
-      vk[size_t(i)] = double(a.b2) * vk[size_t(i)] + double(a.one_m_b2) * (g * g);
-      const double denom = std::sqrt(vk[size_t(i)] * a.v_scale) + a.eps;
-      const double m_bar = double(a.c_g) * (g * a.g_scale) + double(a.c_m) * (mk[size_t(i)] * a.m_scale);
-      sp[k][size_t(i)] = std::fabs(pk[size_t(i)]) +
-                         double(a.lr) * (std::fabs(a.c_g * g * a.g_scale) + std::fabs(a.c_m * mk[size_t(i)] * a.m_scale)) /
-                             denom;
-      pk[size_t(i)] -= double(a.lr) * m_bar / denom;
-    }
+    nadam_ref(a, s.g, p[k], m[k], v[k], sp[k], sm[k], sv[k]);
   }
   r.be().nadam_update(batch);
   for (size_t k = 0; k < 2; ++k) {
@@ -1504,6 +1536,18 @@ void nadam_check(Run& r) {
     expect(r, "nadam_update m" + tag, Run::down(M[k]), m[k], sm[k], r.dt.tol);
     expect(r, "nadam_update v" + tag, Run::down(Vv[k]), v[k], sv[k], r.dt.tol);
   }
+  full_batch_check<NadamBatch>(
+      r, "nadam_update",
+      [&](NadamBatch& full, std::vector<Tensor>& keep, int k, int64_t n) {
+        OptimState s = optim_inputs(r, n);
+        Tensor P = r.up(s.p), M = r.up(s.m), Vt = r.up(s.v), G = r.up(s.g);
+        full.t[full.count++] = {P.data(), M.data(), Vt.data(), G.data(), n, dev_configs + k % 2};
+        keep.insert(keep.end(), {P, M, Vt, G});
+        V p = s.p, mm = s.m, vv = s.v, a(static_cast<size_t>(n)), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
+        nadam_ref(configs[size_t(k) % 2], s.g, p, mm, vv, a, b, c);
+        return p;
+      },
+      [&](const NadamBatch& full) { r.be().nadam_update(full); });
 }
 
 void sgd_check(Run& r) {
@@ -1528,18 +1572,7 @@ void sgd_check(Run& r) {
     if (!c.use_mom) std::fill(buf[k].begin(), buf[k].end(), kNaN);
     P.push_back(r.up(s.p)), B.push_back(r.up(buf[k])), G.push_back(r.up(s.g));
     batch.t[batch.count++] = {P[k].data(), B[k].data(), G[k].data(), n, dev_configs + k};
-    for (size_t i = 0; i < size_t(n); ++i) {
-      double d = c.wd != 0.f ? s.g[i] + double(c.wd) * p[k][i] : s.g[i];
-      double sd = std::fabs(s.g[i]) + std::fabs(double(c.wd) * p[k][i]);
-      if (c.use_mom) {
-        sb[k][i] = c.first ? sd : std::fabs(buf[k][i] * c.mom) + std::fabs(c.keep * d);
-        buf[k][i] = c.first ? d : buf[k][i] * c.mom + double(c.keep) * d;
-        sd = c.nesterov ? sd + std::fabs(c.mom * buf[k][i]) : sb[k][i];
-        d = c.nesterov ? d + double(c.mom) * buf[k][i] : buf[k][i];
-      }
-      sp[k][i] = std::fabs(p[k][i]) + std::fabs(c.lr) * sd;
-      p[k][i] += -double(c.lr) * d;
-    }
+    sgd_ref(c, s.g, p[k], buf[k], sp[k], sb[k]);
   }
   r.be().sgd_update(batch);
   for (size_t k = 0; k < 3; ++k) {
@@ -1550,6 +1583,20 @@ void sgd_check(Run& r) {
     if (c.use_mom) expect(r, "sgd_update buf" + tag, Run::down(B[k]), buf[k], sb[k], r.dt.tol);
     else expect_exact(r, "sgd_update buf untouched" + tag, Run::down(B[k]), buf[k]);
   }
+  full_batch_check<SgdBatch>(
+      r, "sgd_update",
+      [&](SgdBatch& full, std::vector<Tensor>& keep, int k, int64_t n) {
+        const SgdScalars& c = configs[size_t(k) % 3];
+        OptimState s = optim_inputs(r, n);
+        if (!c.use_mom) std::fill(s.m.begin(), s.m.end(), kNaN);
+        Tensor P = r.up(s.p), B = r.up(s.m), G = r.up(s.g);
+        full.t[full.count++] = {P.data(), B.data(), G.data(), n, dev_configs + k % 3};
+        keep.insert(keep.end(), {P, B, G});
+        V p = s.p, bb = s.m, a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+        sgd_ref(c, s.g, p, bb, a, b);
+        return p;
+      },
+      [&](const SgdBatch& full) { r.be().sgd_update(full); });
 }
 
 // ============================================================================================
@@ -1693,45 +1740,67 @@ void optim_prepare_check(Run& r) {
   c0.lr = 0.003;
   c0.step = 6;
   c0.m_schedule = 0.25f;
-  // Adam: per-parameter bias corrections.
-  {
+  // A parameter outside the mask keeps its scalars (here the poison: every float NaN).
+  auto check_untouched = [&](const char* what, const Tensor& sc, size_t floats_per_param) {
+    const std::vector<float> all = Run::down(sc);
+    for (int i = 0; i < 5; ++i) {
+      if (stepping[i]) continue;
+      const auto first = all.begin() + ptrdiff_t(size_t(i) * floats_per_param);
+      CHECK_MESSAGE(std::all_of(first, first + ptrdiff_t(floats_per_param), [](float v) { return std::isnan(v); }),
+                    r.where(), ": ", what, " wrote the scalars of parameter ", i, ", outside the mask");
+    }
+  };
+  // Adam: per-parameter bias corrections. The step's first call advances the clock; a later chunk's
+  // (advance false) reads it as it is.
+  for (const bool advance : {true, false}) {
+    const std::string tag = advance ? "" : " (no advance)";
     Tensor clock = r.up_raw(&c0, 1), steps = r.up_raw(counts, 5), sc = r.poison32(5 * sizeof(AdamScalars) / 4);
     r.be().optim_set_lr(reinterpret_cast<OptimClock*>(clock.data()), 0.002);
     const AdamHyper h{0.9, 0.999, 1e-8, 0.01};
     r.be().adam_prepare({reinterpret_cast<OptimClock*>(clock.data()), reinterpret_cast<double*>(steps.data()),
-                         reinterpret_cast<AdamScalars*>(sc.data()), h, true, mask});
+                         reinterpret_cast<AdamScalars*>(sc.data()), h, advance, mask});
     const OptimClock c = Run::raw_down<OptimClock>(clock, 1)[0];
-    expect_exact(r, "adam_prepare clock step, optim_set_lr", {float(c.step), float(c.lr)}, {7.0, double(float(0.002))});
+    expect_exact(r, "adam_prepare clock step, optim_set_lr" + tag, {float(c.step), float(c.lr)},
+                 {advance ? 7.0 : 6.0, double(float(0.002))});
     check_counts("adam_prepare", steps);
+    check_untouched("adam_prepare", sc, sizeof(AdamScalars) / 4);
     const std::vector<AdamScalars> s = Run::raw_down<AdamScalars>(sc, 5);
     for (int i = 0; i < 5; ++i) {
       if (!stepping[i]) continue;
       const double t = counts[i] + 1;
-      close(str("adam_prepare step_size (parameter ", i, ")"), s[size_t(i)].step_size, 0.002 / (1 - std::pow(0.9, t)));
-      close(str("adam_prepare bc2_sqrt (parameter ", i, ")"), s[size_t(i)].bc2_sqrt, std::sqrt(1 - std::pow(0.999, t)));
-      close(str("adam_prepare wd (parameter ", i, ")"), s[size_t(i)].wd, 0.01);
+      close(str("adam_prepare step_size (parameter ", i, ")", tag), s[size_t(i)].step_size, 0.002 / (1 - std::pow(0.9, t)));
+      close(str("adam_prepare bc2_sqrt (parameter ", i, ")", tag), s[size_t(i)].bc2_sqrt, std::sqrt(1 - std::pow(0.999, t)));
+      close(str("adam_prepare wd (parameter ", i, ")", tag), s[size_t(i)].wd, 0.01);
     }
   }
-  // Nadam: the clock carries the schedule; every parameter gets the same scalars.
-  {
-    Tensor clock = r.up_raw(&c0, 1), steps = r.up_raw(counts, 5), sc = r.poison32(5 * sizeof(NadamScalars) / 4);
+  // Nadam: the clock carries the schedule; every parameter gets the same scalars. Advancing: t = 7 and
+  // the schedule's next values from m_schedule; not advancing: the clock's values as they are.
+  for (const bool advance : {true, false}) {
+    const std::string tag = advance ? "" : " (no advance)";
+    OptimClock start = c0;
+    if (!advance) start.s_t = 0.3, start.s_next = 0.2, start.mu_t = 0.85, start.mu_next = 0.86;
+    Tensor clock = r.up_raw(&start, 1), steps = r.up_raw(counts, 5), sc = r.poison32(5 * sizeof(NadamScalars) / 4);
     const NadamHyper h{0.9, 0.999, 1e-8, 0.004};
     r.be().nadam_prepare({reinterpret_cast<OptimClock*>(clock.data()), reinterpret_cast<double*>(steps.data()),
-                          reinterpret_cast<NadamScalars*>(sc.data()), h, true, mask});
-    const double t = 7;
-    const double mu_t = 0.9 * (1 - 0.5 * std::pow(0.96, t * 0.004)), mu_n = 0.9 * (1 - 0.5 * std::pow(0.96, (t + 1) * 0.004));
-    const double s_t = 0.25 * mu_t, s_n = s_t * mu_n;
+                          reinterpret_cast<NadamScalars*>(sc.data()), h, advance, mask});
+    const double t = advance ? 7 : 6;
+    const double mu_t = advance ? 0.9 * (1 - 0.5 * std::pow(0.96, t * 0.004)) : start.mu_t;
+    const double mu_n = advance ? 0.9 * (1 - 0.5 * std::pow(0.96, (t + 1) * 0.004)) : start.mu_next;
+    const double s_t = advance ? 0.25 * mu_t : start.s_t, s_n = advance ? s_t * mu_n : start.s_next;
     const OptimClock c = Run::raw_down<OptimClock>(clock, 1)[0];
-    close("nadam_prepare m_schedule", c.m_schedule, s_t);
+    expect_exact(r, "nadam_prepare clock step" + tag, {float(c.step)}, {t});
+    close("nadam_prepare m_schedule" + tag, c.m_schedule, advance ? s_t : 0.25);
     check_counts("nadam_prepare", steps);
+    check_untouched("nadam_prepare", sc, sizeof(NadamScalars) / 4);
     const std::vector<NadamScalars> s = Run::raw_down<NadamScalars>(sc, 5);
     for (int i = 0; i < 5; ++i) {
       if (!stepping[i]) continue;
-      close(str("nadam_prepare g_scale (parameter ", i, ")"), s[size_t(i)].g_scale, 1 / (1 - s_t));
-      close(str("nadam_prepare m_scale (parameter ", i, ")"), s[size_t(i)].m_scale, 1 / (1 - s_n));
-      close(str("nadam_prepare v_scale (parameter ", i, ")"), s[size_t(i)].v_scale, 1 / (1 - std::pow(0.999, t)));
-      close(str("nadam_prepare c_g, c_m (parameter ", i, ")"), s[size_t(i)].c_g + s[size_t(i)].c_m, double(float(1 - mu_t)) + double(float(mu_n)));
-      close(str("nadam_prepare lr (parameter ", i, ")"), s[size_t(i)].lr, 0.003);
+      close(str("nadam_prepare g_scale (parameter ", i, ")", tag), s[size_t(i)].g_scale, 1 / (1 - s_t));
+      close(str("nadam_prepare m_scale (parameter ", i, ")", tag), s[size_t(i)].m_scale, 1 / (1 - s_n));
+      close(str("nadam_prepare v_scale (parameter ", i, ")", tag), s[size_t(i)].v_scale, 1 / (1 - std::pow(0.999, t)));
+      close(str("nadam_prepare c_g, c_m (parameter ", i, ")", tag), s[size_t(i)].c_g + s[size_t(i)].c_m,
+            double(float(1 - mu_t)) + double(float(mu_n)));
+      close(str("nadam_prepare lr (parameter ", i, ")", tag), s[size_t(i)].lr, 0.003);
     }
   }
   // SGD: `first` marks a parameter's first update; a later chunk (advance false) leaves the clock.
@@ -1743,6 +1812,7 @@ void optim_prepare_check(Run& r) {
     const OptimClock c = Run::raw_down<OptimClock>(clock, 1)[0];
     expect_exact(r, "sgd_prepare without advance keeps the clock", {float(c.step)}, {6.0});
     check_counts("sgd_prepare", steps);
+    check_untouched("sgd_prepare", sc, sizeof(SgdScalars) / 4);
     const std::vector<SgdScalars> s = Run::raw_down<SgdScalars>(sc, 5);
     for (int i = 0; i < 5; ++i) {
       if (!stepping[i]) continue;
