@@ -1472,6 +1472,24 @@ void full_batch_check(Run& r, const char* what, Add add, Update update) {
   }
 }
 
+// full_batch_check for the two optimisers with moments (Adam, Nadam: p, m, v, g and the scalars).
+template <typename Batch, typename Scalars, typename Ref, typename Update>
+void moments_full_batch(Run& r, const char* what, const Scalars* configs, const Scalars* dev_configs, int ncfg, Ref ref,
+                        Update update) {
+  full_batch_check<Batch>(
+      r, what,
+      [&](Batch& full, std::vector<Tensor>& keep, int k, int64_t n) {
+        OptimState s = optim_inputs(r, n);
+        Tensor P = r.up(s.p), M = r.up(s.m), Vt = r.up(s.v), G = r.up(s.g);
+        full.t[full.count++] = {P.data(), M.data(), Vt.data(), G.data(), n, dev_configs + k % ncfg};
+        keep.insert(keep.end(), {P, M, Vt, G});
+        V p = s.p, mm = s.m, vv = s.v, a(static_cast<size_t>(n)), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
+        ref(configs[k % ncfg], s.g, p, mm, vv, a, b, c);
+        return p;
+      },
+      update);
+}
+
 void adam_check(Run& r) {
   r.shape = "batch of 3: n=1037, 293, 295";
   const AdamScalars configs[] = {{0.9f, 0.999f, 0.1f, 0.001f, 0.0f, 1e-8f, 0.05f, 0.3f},
@@ -1497,18 +1515,8 @@ void adam_check(Run& r) {
     expect(r, "adam_update m" + tag, Run::down(M[k]), m[k], sm[k], r.dt.tol);
     expect(r, "adam_update v" + tag, Run::down(Vv[k]), v[k], sv[k], r.dt.tol);
   }
-  full_batch_check<AdamBatch>(
-      r, "adam_update",
-      [&](AdamBatch& full, std::vector<Tensor>& keep, int k, int64_t n) {
-        OptimState s = optim_inputs(r, n);
-        Tensor P = r.up(s.p), M = r.up(s.m), Vt = r.up(s.v), G = r.up(s.g);
-        full.t[full.count++] = {P.data(), M.data(), Vt.data(), G.data(), n, dev_configs + k % 3};
-        keep.insert(keep.end(), {P, M, Vt, G});
-        V p = s.p, mm = s.m, vv = s.v, a(static_cast<size_t>(n)), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
-        adam_ref(configs[size_t(k) % 3], s.g, p, mm, vv, a, b, c);
-        return p;
-      },
-      [&](const AdamBatch& full) { r.be().adam_update(full); });
+  moments_full_batch<AdamBatch>(r, "adam_update", configs, dev_configs, 3, adam_ref,
+                                [&](const AdamBatch& full) { r.be().adam_update(full); });
 }
 
 void nadam_check(Run& r) {
@@ -1536,18 +1544,8 @@ void nadam_check(Run& r) {
     expect(r, "nadam_update m" + tag, Run::down(M[k]), m[k], sm[k], r.dt.tol);
     expect(r, "nadam_update v" + tag, Run::down(Vv[k]), v[k], sv[k], r.dt.tol);
   }
-  full_batch_check<NadamBatch>(
-      r, "nadam_update",
-      [&](NadamBatch& full, std::vector<Tensor>& keep, int k, int64_t n) {
-        OptimState s = optim_inputs(r, n);
-        Tensor P = r.up(s.p), M = r.up(s.m), Vt = r.up(s.v), G = r.up(s.g);
-        full.t[full.count++] = {P.data(), M.data(), Vt.data(), G.data(), n, dev_configs + k % 2};
-        keep.insert(keep.end(), {P, M, Vt, G});
-        V p = s.p, mm = s.m, vv = s.v, a(static_cast<size_t>(n)), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
-        nadam_ref(configs[size_t(k) % 2], s.g, p, mm, vv, a, b, c);
-        return p;
-      },
-      [&](const NadamBatch& full) { r.be().nadam_update(full); });
+  moments_full_batch<NadamBatch>(r, "nadam_update", configs, dev_configs, 2, nadam_ref,
+                                 [&](const NadamBatch& full) { r.be().nadam_update(full); });
 }
 
 void sgd_check(Run& r) {
