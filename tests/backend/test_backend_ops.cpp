@@ -380,6 +380,34 @@ void input_norm_check(Run& r) {
   expect(r, "input_norm y", Y.to_vector(), y, scale, 1e-6);
 }
 
+// flip_rotate's reference, independent of kernels/common/dihedral.h: numpy's flipud (flip 1) or fliplr
+// (flip 2), then `rot` turns of np.rot90 (one turn: out[i][j] = in[j][S-1-i]), plane by plane; every
+// value NaN for a code outside 0..11 or not whole.
+V flip_rotate_ref(const V& x, const std::vector<float>& codes, int64_t N, int64_t C, int64_t S) {
+  V y(x.size());
+  for (int64_t n = 0; n < N; ++n) {
+    const float code = codes[size_t(n)];
+    const bool valid = code >= 0 && code < 12 && code == std::floor(code);
+    const int flip = valid ? int(code) / 4 : 0, rot = valid ? int(code) % 4 : 0;
+    for (int64_t c = 0; c < C; ++c) {
+      const size_t at = size_t((n * C + c) * S * S);
+      V plane(x.begin() + ptrdiff_t(at), x.begin() + ptrdiff_t(at + size_t(S * S))), turned(plane.size());
+      for (int64_t i = 0; i < S; ++i)
+        for (int64_t j = 0; j < S; ++j)
+          turned[size_t(i * S + j)] = flip == 1 ? plane[size_t((S - 1 - i) * S + j)]
+                                      : flip == 2 ? plane[size_t(i * S + S - 1 - j)]
+                                                  : plane[size_t(i * S + j)];
+      for (int t = 0; t < rot; ++t) {
+        plane = turned;
+        for (int64_t i = 0; i < S; ++i)
+          for (int64_t j = 0; j < S; ++j) turned[size_t(i * S + j)] = plane[size_t(j * S + S - 1 - i)];
+      }
+      for (size_t k = 0; k < turned.size(); ++k) y[at + k] = valid ? turned[k] : kNaN;
+    }
+  }
+  return y;
+}
+
 // flip_rotate: every code 0..11 once, then an out-of-range and a fractional code (NaN samples), on 5x5
 // images (odd: the centre pixel stays) with a NaN pixel; a permutation, so exact.
 void flip_rotate_check(Run& r) {
@@ -391,8 +419,7 @@ void flip_rotate_check(Run& r) {
   for (int64_t k = 0; k < 12; ++k) codes[size_t(k)] = double(k);
   codes[12] = 12, codes[13] = 2.5;
   const std::vector<float> cf(codes.begin(), codes.end());
-  V y(static_cast<size_t>(n));
-  cpu::flip_rotate<double>(y.data(), x.data(), cf.data(), N, C, S);
+  const V y = flip_rotate_ref(x, cf, N, C, S);
   Tensor X = r.up32(x), K = r.up32(codes), Y = r.poison32(size_t(n));
   r.be().flip_rotate(Y.data(), X.data(), K.data(), N, C, S);
   expect_exact(r, "flip_rotate y", Y.to_vector(), y);
