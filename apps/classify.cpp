@@ -115,7 +115,7 @@ int run(int argc, char** argv) {
     for (const std::string& f : files) inputs.emplace_back("an input image", f);
     cli::refuse_output_over_input("--out", p.get_string("out"), inputs);
   }
-  cli::prepare_output_file("--out", out);
+  cli::prepare_output_file("--out", out, /*stream_ok=*/true);
 
   models::LoadedModel lm = models::load_model(weights);
   NIMBUS_CHECK(lm.model.classifier, weights, ": holds ", lm.model.config.str(), ", not a land-cover classifier");

@@ -53,7 +53,7 @@ int run(int argc, char** argv) {
   const std::string in = p.get_string("s2"), out = p.get_string("out");
   if (in.empty() || out.empty()) throw cli::UsageError("--s2 FILE and --out FILE are required");
   cli::refuse_output_over_input("--out", out, {{"--s2", in}});
-  cli::prepare_output_file("--out", out);
+  cli::prepare_output_file("--out", out, /*stream_ok=*/false);  // a GeoTIFF
   const double threshold = p.get_double("threshold");
   if (!(threshold > 0 && threshold <= 1))
     throw cli::UsageError(str("--threshold must be in (0, 1], got ", threshold));

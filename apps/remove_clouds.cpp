@@ -262,6 +262,7 @@ int run(int argc, char** argv) {
   if (!folder) {
     const std::string s1 = p.get_string("s1");
     cli::refuse_output_over_input("--out", p.get_string("out"), {{"--s2", s2}, {"--s1", s1}, {"--weights", weights}});
+    cli::prepare_output_file("--out", p.get_string("out"), /*stream_ok=*/false);  // a GeoTIFF
     if (!net.config().sar && !s1.empty())
       std::fprintf(stderr, "remove_clouds: the model has no SAR input; ignoring --s1 %s\n", s1.c_str());
     // One image: the bar counts tiles.
@@ -284,6 +285,13 @@ int run(int argc, char** argv) {
   const std::vector<data::Sen12mscrTriplet> ts = index.split(split);
   NIMBUS_CHECK(!ts.empty(), root, ": no triplets in the ", split_name, " split");
   const std::string out_dir = p.get_string("out-dir");
+  {  // Before any work: a folder there, or one we can make.
+    std::error_code ec;
+    if (fs::exists(out_dir, ec) && !fs::is_directory(out_dir, ec))
+      throw cli::UsageError(str("--out-dir ", out_dir, " is not a folder"));
+    fs::create_directories(out_dir, ec);
+    NIMBUS_CHECK(!ec, "--out-dir ", out_dir, ": cannot create the folder: ", ec.message());
+  }
   // Before any work: no output may land on an input of the split (--out-dir the cloudy folder, say).
   for (const data::Sen12mscrTriplet& t : ts) {
     const std::string out = out_dir + "/" + fs::path(t.s2_cloudy).filename().string();

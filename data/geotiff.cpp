@@ -30,6 +30,7 @@
 #include <tuple>
 
 #include "engine/io/input_files.h"
+#include "engine/io/output_path.h"
 #include "engine/io/temp_files.h"
 #include "kernels/common/error.h"
 
@@ -643,15 +644,16 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
       NIMBUS_CHECK(!std::isnan(v), "geotiff: ", path, ": cannot write NaN as ", sample_type_name(options.type));
   refuse_if_input(path);
   NIMBUS_CHECK(!std::filesystem::is_directory(path), "geotiff: ", path, ": is a folder, not a file name");
+  const std::string target = atomic_output_path(path);  // no device or pipe; a link's file, the link kept
   // Written next to the target and renamed, so a reader never sees half a file.
   const std::string tmp =
-      str(path, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
+      str(target, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
   const TempFile guard(tmp);  // removed if a signal stops the process before the rename
   try {
     TiffFile f(tmp, "w");
     write_to(f, raster, options);
     std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
+    std::filesystem::rename(tmp, target, ec);
     NIMBUS_CHECK(!ec, "geotiff: ", path, ": cannot rename temporary file into place: ", ec.message());
   } catch (const Error& e) {
     std::error_code ignore;
@@ -668,7 +670,7 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
 }
 
 struct TiledGeoTiffWriter::Impl {
-  std::string path, tmp;
+  std::string path, target, tmp;  // target: atomic_output_path(path)
   std::unique_ptr<TempFile> guard;  // tmp, removed if a signal stops the process
   int width = 0, height = 0, bands = 0;
   WriteOptions opt;
@@ -698,7 +700,8 @@ TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int h
                m.opt.tile_size, " must be a positive multiple of 16");
   NIMBUS_CHECK(band_names.empty() || band_names.size() == size_t(bands), "geotiff: ", path, ": ", band_names.size(),
                " band names for ", bands, " bands");
-  m.tmp = str(path, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
+  m.target = atomic_output_path(path);  // no device or pipe; a link's file, the link kept
+  m.tmp = str(m.target, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
   m.guard = std::make_unique<TempFile>(m.tmp);
   // Classic TIFF addresses 4 GiB: larger outputs (whole tiles, uncompressed) are written as BigTIFF,
   // decided here, before any work is done.
@@ -749,7 +752,7 @@ void TiledGeoTiffWriter::finish() {
   m.file->close();
   m.file.reset();
   std::error_code ec;
-  std::filesystem::rename(m.tmp, m.path, ec);
+  std::filesystem::rename(m.tmp, m.target, ec);
   if (ec) {
     std::error_code ignore;
     std::filesystem::remove(m.tmp, ignore);

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "engine/io/input_files.h"
+#include "engine/io/output_path.h"
 #include "engine/io/temp_files.h"
 #include "kernels/common/error.h"
 
@@ -260,7 +261,8 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
                  path, ": exists and is not a raster pack (no NIMBUSRP magic): refusing to replace it; remove it or "
                  "choose another path");
   }
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string target = atomic_output_path(path);  // a link's file, the link kept
+  const std::string tmp = target + ".tmp." + std::to_string(::getpid());
   const TempFile guard(tmp);  // removed if a signal stops the process before the rename
   std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
   NIMBUS_CHECK(f.good(), tmp, ": cannot create the raster pack");
@@ -337,7 +339,7 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
     throw;
   }
   std::error_code ec;
-  fs::rename(tmp, path, ec);
+  fs::rename(tmp, target, ec);
   if (ec) {
     fs::remove(tmp);
     throw Error(str(path, ": cannot rename the finished raster pack into place: ", ec.message()));

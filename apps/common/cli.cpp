@@ -18,6 +18,7 @@
 
 #include "engine/distributed/process_group.h"
 #include "engine/io/input_files.h"
+#include "engine/io/output_path.h"
 #include "engine/io/temp_files.h"
 #include "engine/random.h"
 
@@ -309,20 +310,26 @@ void refuse_output_over_input(const std::string& out_option, const std::string& 
   }
 }
 
-void prepare_output_file(const std::string& out_option, const std::string& out) {
+void prepare_output_file(const std::string& out_option, const std::string& out, bool stream_ok) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (fs::is_directory(out, ec)) throw UsageError(str(out_option, " ", out, " is a folder: give a file name"));
-  // A device or a pipe (/dev/null, /dev/stdout) is written to directly (write_file_atomic).
-  if (fs::exists(out, ec) && !fs::is_regular_file(out, ec)) return;
-  const fs::path dir = fs::path(out).parent_path();
+  if (fs::exists(out, ec) && !fs::is_regular_file(out, ec)) {
+    // A device or a pipe (/dev/null, /dev/stdout): write_file_atomic writes it directly; a GeoTIFF
+    // cannot be streamed, and renaming into place would replace the device with a plain file.
+    if (stream_ok) return;
+    throw UsageError(str(out_option, " ", out, " is a device or a pipe: this output is written to a temporary file "
+                         "and renamed into place; give a file name"));
+  }
+  const std::string target = atomic_output_path(out);  // where the writer will rename to: a link's file
+  const fs::path dir = fs::path(target).parent_path();
   if (!dir.empty() && !fs::is_directory(dir, ec)) {
     if (fs::exists(dir, ec)) throw UsageError(str(out_option, " ", out, ": ", dir.string(), " is not a folder"));
     fs::create_directories(dir, ec);
     NIMBUS_CHECK(!ec, out_option, " ", out, ": cannot create its folder ", dir.string(), ": ", ec.message());
   }
   // A probe beside it, removed at once: the same kind of file the atomic writers create there.
-  const std::string probe = out + ".probe." + std::to_string(::getpid());
+  const std::string probe = target + ".probe." + std::to_string(::getpid());
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   NIMBUS_CHECK(fd >= 0, out_option, " ", out, ": cannot create a file there: ", std::strerror(errno));
   ::close(fd);

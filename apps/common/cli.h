@@ -109,10 +109,12 @@ void refuse_output_over_input(const std::string& out_option, const std::string& 
                               const std::vector<std::pair<std::string, std::string>>& inputs);
 
 // Before the work that produces it: `out` (the value of out_option) must be a file that can be written
-// at the end. Throws UsageError when it is a folder; creates its folder when missing (as the trainers
-// and remove_clouds do); throws Error naming it when nothing can be created there (no permission, a
-// read-only filesystem), so a long run does not end by failing to write its result.
-void prepare_output_file(const std::string& out_option, const std::string& out);
+// at the end. Throws UsageError when it is a folder, or a device or a pipe that the writer cannot
+// stream to (`stream_ok` false: a GeoTIFF, written to a temporary and renamed into place, which would
+// replace the device); creates its folder when missing (as the trainers and remove_clouds do); throws
+// Error naming it when nothing can be created there (no permission, a read-only filesystem), so a long
+// run does not end by failing to write its result. A symbolic link is followed (the writers keep it).
+void prepare_output_file(const std::string& out_option, const std::string& out, bool stream_ok);
 
 // The options every app shares.
 struct CommonOptions {

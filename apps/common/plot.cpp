@@ -11,6 +11,7 @@
 #include <sstream>
 #include <utility>
 
+#include "engine/io/output_path.h"
 #include "kernels/common/error.h"
 
 #ifdef NIMBUS_WITH_PLPLOT
@@ -124,7 +125,8 @@ void end_stream_after_error() {
 // by finish(). On an exception the stream is ended and the temporary file removed.
 class Page {
  public:
-  Page(const std::string& path, const char* device, int width, int height) : path_(path), tmp_(path + ".tmp") {
+  Page(const std::string& path, const char* device, int width, int height)
+      : path_(path), target_(atomic_output_path(path)), tmp_(target_ + ".tmp") {
     PLINT stream = 0;
     plmkstrm(&stream);
     plsexit(throw_on_plplot_exit);
@@ -152,7 +154,7 @@ class Page {
       throw;
     }
     std::error_code ec;
-    std::filesystem::rename(tmp_, path_, ec);
+    std::filesystem::rename(tmp_, target_, ec);
     NIMBUS_CHECK(!ec, path_, ": cannot rename the finished figure into place: ", ec.message());
   }
   double width_mm() const { return page_w_; }
@@ -189,7 +191,7 @@ class Page {
     plwidth(1);
   }
 
-  std::string path_, tmp_;
+  std::string path_, target_, tmp_;  // target_: atomic_output_path(path_)
   bool done_ = false;
   double page_w_ = 0, page_h_ = 0, mm_per_px_ = 0, char_mm_ = 0;
 };

@@ -2,6 +2,7 @@
 #include "engine/io/safetensors.h"
 
 #include "engine/io/input_files.h"
+#include "engine/io/output_path.h"
 #include "engine/io/temp_files.h"
 
 #include <fcntl.h>
@@ -64,7 +65,8 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     NIMBUS_CHECK(ok && closed, path, ": write failed: ", std::strerror(ok ? errno : err));
     return;
   }
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string target = atomic_output_path(path);  // a link's file, the link kept
+  std::string tmp = target + ".tmp." + std::to_string(::getpid());
   const TempFile guard(tmp);  // removed if a signal stops the process before the rename
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   NIMBUS_CHECK(fd >= 0, path, ": cannot create temporary file ", tmp, ": ", std::strerror(errno));
@@ -76,7 +78,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   }
   bool ok = ::fsync(fd) == 0;
   ok = (::close(fd) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (!ok || std::rename(tmp.c_str(), target.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());
     throw Error(str(path, ": could not finish writing: ", std::strerror(err)));

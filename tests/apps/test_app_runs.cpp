@@ -10,6 +10,8 @@
 //   all: --device cuda is a clear error (exit 1), --help exits 0.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <csignal>
@@ -1064,6 +1066,26 @@ TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with 
   CHECK(over.exit_code == 2);
   CHECK_MESSAGE(over.output.find("is also a cloudy image (an input)") != std::string::npos, over.output);
   CHECK(read_file(v.s2_cloudy) == cloudy_bytes);
+  // A pipe as --out (or a device: renaming the finished GeoTIFF over /dev/null replaced it with a plain
+  // file), a file as --out-dir: usage errors before any work, the pipe left as it was.
+  const std::string fifo = d / "fifo.tif";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  AppResult pipe = run_app("remove_clouds", {"--weights", ckpt, "--s2", v.s2_cloudy, "--s1", v.s1, "--out", fifo});
+  CHECK(pipe.exit_code == 2);
+  CHECK_MESSAGE(pipe.output.find("--out " + fifo + " is a device or a pipe") != std::string::npos, pipe.output);
+  CHECK(fs::is_fifo(fifo));
+  AppResult file_dir = run_app("remove_clouds", {"--weights", ckpt, "--data", data, "--split", "val", "--out-dir",
+                                                 d / "v.tif"});
+  CHECK(file_dir.exit_code == 2);
+  CHECK_MESSAGE(file_dir.output.find("--out-dir " + d / "v.tif" + " is not a folder") != std::string::npos,
+                file_dir.output);
+  // Through a symbolic link: the file it names is written, the link kept.
+  fs::create_symlink("v.tif", d / "link.tif");
+  AppResult linked = run_app("remove_clouds", {"--weights", ckpt, "--s2", v.s2_cloudy, "--s1", v.s1, "--out",
+                                               d / "link.tif", "--threads", "1"});
+  REQUIRE_MESSAGE(linked.exit_code == 0, linked.output);
+  CHECK(fs::is_symlink(d / "link.tif"));
+  CHECK(read_file(produced) == read_file(d / "v.tif"));
 }
 
 TEST_CASE("apps: --device cuda is a clear error (exit 1) and --help works (exit 0)") {

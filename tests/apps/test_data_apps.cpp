@@ -9,6 +9,8 @@
 //                   --max and fails beyond it, on a lone NaN or another size.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -166,6 +168,14 @@ TEST_CASE("cloud_mask: writes the detector's 0/1 mask with the input's georefere
   AppResult reordered = run_app("cloud_mask", {"--s2", d / "eurosat_order.tif", "--out", d / "mask_eu.tif"});
   REQUIRE_MESSAGE(reordered.exit_code == 0, reordered.output);
   check_close(data::read_geotiff(d / "mask_eu.tif").data, want, 0, 0, "the EuroSAT-order file's mask");
+  // A pipe as --out: a usage error before any work (renaming the mask over a device replaced it with a
+  // plain file), the pipe left as it was.
+  const std::string fifo = d / "fifo.tif";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  AppResult pipe = run_app("cloud_mask", {"--s2", input, "--out", fifo});
+  CHECK(pipe.exit_code == 2);
+  CHECK_MESSAGE(pipe.output.find("--out " + fifo + " is a device or a pipe") != std::string::npos, pipe.output);
+  CHECK(fs::is_fifo(fifo));
 }
 
 // A scene whose left 48 columns are the file's nodata value (0 in every band, a swath's edge): those

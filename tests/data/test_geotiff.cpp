@@ -6,6 +6,7 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <tiffio.h>
@@ -565,6 +566,37 @@ TEST_CASE("geotiff: with input protection on, neither writer replaces a file tha
   // A folder as the output: refused when the writer is made, not after the work that fills it.
   CHECK_THROWS_WITH_AS(TiledGeoTiffWriter(tmp / "sub", 9, 8, 2, o, r.geo, {}), doctest::Contains("is a folder"), Error);
   CHECK_THROWS_WITH_AS(write_geotiff(tmp / "sub", r, o), doctest::Contains("is a folder"), Error);
+}
+
+// Both writers rename a temporary into place (engine/io/output_path.h): through a symbolic link they
+// replace the file it names and keep the link; a pipe (or a device: as root, --out /dev/null was
+// replaced by a plain file) is refused before anything is written, and stays what it was.
+TEST_CASE("geotiff: both writers write through a symbolic link and refuse a pipe") {
+  TempDir tmp;
+  const Raster r = random_raster(2, 8, 9, 0, 100, 3, SampleType::UInt16);
+  WriteOptions o;
+  o.type = SampleType::UInt16;
+  const std::string file = tmp / "file.tif", link = tmp / "link.tif", fifo = tmp / "fifo.tif";
+  write_geotiff(file, random_raster(1, 4, 4, 0, 100, 5, SampleType::UInt16), o);
+  fs::create_symlink("file.tif", link);
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  write_geotiff(link, r, o);
+  CHECK(fs::is_symlink(link));
+  check_close(read_geotiff(file).data, r.data, 0, 0, "the linked file, rewritten");
+  fs::remove(file);
+  {
+    TiledGeoTiffWriter w(link, 9, 8, 2, o, r.geo, {});  // one tile holds the whole 9x8 image
+    w.write_tile(0, 0, r.data.data());
+    w.finish();
+  }
+  CHECK(fs::is_symlink(link));
+  check_close(read_geotiff(file).data, r.data, 0, 0, "the tiled writer's file");
+  CHECK_THROWS_WITH_AS(write_geotiff(fifo, r, o), doctest::Contains("fifo.tif: is a pipe"), Error);
+  CHECK_THROWS_WITH_AS(TiledGeoTiffWriter(fifo, 9, 8, 2, o, r.geo, {}), doctest::Contains("fifo.tif: is a pipe"), Error);
+  CHECK(fs::is_fifo(fifo));
+  size_t left = 0;  // no temporary left behind
+  for (const auto& e : fs::directory_iterator(tmp.path)) left += e.path().string().find(".tmp") != std::string::npos;
+  CHECK(left == 0);
 }
 
 // S1 and S2 of a triplet must share a grid. The real GLF-CR triplet does; moving the tie point by a

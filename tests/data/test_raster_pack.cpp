@@ -4,6 +4,8 @@
 // is an Error naming the file, at every truncation length.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -306,6 +308,17 @@ TEST_CASE("raster pack: never replaces a file that is not a pack, nor an input o
   build_raster_pack(pack, {src});
   build_raster_pack(pack, {src});
   CHECK(RasterPack::open(pack, true)->contains(src));
+  // Through a symbolic link: the pack it names is rebuilt, the link stays.
+  const std::string link = tmp / "link.pack";
+  fs::create_symlink("p.pack", link);
+  build_raster_pack(link, {src});
+  CHECK(fs::is_symlink(link));
+  CHECK(RasterPack::open(link, true)->contains(src));
+  // A pipe is no pack: refused, and it stays a pipe.
+  const std::string fifo = tmp / "fifo.pack";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH_AS(build_raster_pack(fifo, {src}), doctest::Contains("is not a file"), Error);
+  CHECK(fs::is_fifo(fifo));
   // With the programs' protection on (engine/io/input_files.h), a source the run read is refused before
   // the magic is looked at: it stays a GeoTIFF.
   const ProtectInputsScope protect;

@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
 #include "backends/cuda/backend.h"
 #include "engine/io/checkpoint.h"
+#include "engine/io/output_path.h"
 #include "engine/nn/layers.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
@@ -22,6 +24,7 @@
 
 using namespace nimbus;
 using namespace nimbus::test;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -99,6 +102,43 @@ TEST_CASE("write_file_atomic: devices are written in place and a full one is an 
   REQUIRE(::stat("/dev/null", &after) == 0);
   CHECK(S_ISCHR(after.st_mode));
   CHECK_THROWS_WITH_AS(write_file_atomic("/tmp", "x"), doctest::Contains("/tmp: is a folder"), Error);
+}
+
+// An atomic writer renames a temporary over the output: atomic_output_path says where. A link is
+// followed (its file replaced, the link kept: renaming over it lost the link); a pipe, a device or a
+// folder is refused (renaming over one replaced it with a plain file).
+TEST_CASE("atomic_output_path: links are followed and kept, pipes, devices and folders are refused") {
+  TempDir dir;
+  auto at = [&](const char* name) { return dir.path + "/" + name; };
+  const std::string file = at("file.bin"), link = at("link.bin"), chain = at("chain.bin");
+  const std::string dangling = at("dangling.bin"), fifo = at("fifo");
+  write_file_atomic(file, "old");
+  fs::create_symlink("file.bin", link);  // relative: resolved next to the link
+  fs::create_symlink(link, chain);
+  fs::create_symlink("later.bin", dangling);
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK(atomic_output_path(file) == file);
+  CHECK(atomic_output_path(at("new.bin")) == at("new.bin"));
+  CHECK(atomic_output_path(link) == at("file.bin"));
+  CHECK(atomic_output_path(chain) == at("file.bin"));
+  CHECK(atomic_output_path(dangling) == at("later.bin"));
+  CHECK_THROWS_WITH_AS(atomic_output_path(fifo), doctest::Contains((fifo + ": is a pipe").c_str()), Error);
+  CHECK_THROWS_WITH_AS(atomic_output_path(dir.path), doctest::Contains("is a folder"), Error);
+  fs::create_symlink(fifo, at("to_fifo"));
+  CHECK_THROWS_WITH_AS(atomic_output_path(at("to_fifo")), doctest::Contains("to_fifo: is a pipe"), Error);
+  if (::access("/dev/null", F_OK) == 0)
+    CHECK_THROWS_WITH_AS(atomic_output_path("/dev/null"), doctest::Contains("/dev/null: is a device"), Error);
+  // write_file_atomic through the chain of links: the file gets the bytes, both links stay links.
+  write_file_atomic(chain, "new");
+  CHECK(fs::is_symlink(chain));
+  CHECK(fs::is_symlink(link));
+  std::ifstream in(file);
+  std::string got;
+  std::getline(in, got);
+  CHECK(got == "new");
+  write_file_atomic(dangling, "made");  // the file the link names is made
+  CHECK(fs::is_symlink(dangling));
+  CHECK(fs::is_regular_file(at("later.bin")));
 }
 
 TEST_CASE("checkpoint: round trip of weights, buffers, optimiser state and metadata, and exact resume") {
