@@ -16,8 +16,11 @@
 // Band order: SEN12MS-CR files and DSen2-CR output are in SEN12MS order; each
 // image is moved into the order the classifier takes (its checkpoint's "bands"
 // metadata, or --model-bands: apps/common/band_order.h) before it is classified.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "apps/common/band_order.h"
 #include "apps/common/device.h"
@@ -59,6 +62,30 @@ std::shared_ptr<models::DSen2CR> load_cr(const std::string& path, bool want_sar)
   return lm.model.dsen2cr;
 }
 
+// --out belongs to this experiment: a new or empty folder, or an earlier cloud_impact run's (its files
+// are replaced, its figures that this run does not draw removed). A folder of other files is refused
+// before any work: report.md and the other files would replace theirs, and the clean-up of stale
+// figures would remove their fig_*.png and figure_images/*.png.
+void refuse_foreign_folder(const std::string& out) {
+  std::vector<std::string> names;
+  for (const fs::directory_entry& e : fs::directory_iterator(out)) {
+    const std::string name = e.path().filename().string();
+    if (name != ".nimbus.lock") names.push_back(name);  // the RunFolder's own lock
+  }
+  if (names.empty()) return;
+  const std::string results = out + "/results.json";
+  if (fs::is_regular_file(results)) {
+    std::ifstream f(results);
+    const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (text.find("\"aarnoutse_witte_accuracy_cloudy\"") != std::string::npos) return;  // written by cloud_impact
+  }
+  std::sort(names.begin(), names.end());
+  std::string some;
+  for (size_t i = 0; i < names.size() && i < 3; ++i) some += (i ? ", " : "") + names[i];
+  throw cli::UsageError(str("--out ", out, " holds files that are not an earlier cloud_impact run (", some,
+                            names.size() > 3 ? ", ..." : "", "): choose a new or empty folder"));
+}
+
 int run(int argc, char** argv) {
   cli::Parser p("cloud_impact",
                 "The cloud-impact experiment: classify pristine, cloudy and cloud-removed SEN12MS-CR scenes with a "
@@ -94,6 +121,7 @@ int run(int argc, char** argv) {
   const cli::CommonOptions common = apps::setup_device(p);
   // The run owns --out from here: created now (not after all the work), locked against a second run.
   const apps::RunFolder folder(out, "cloud_impact");
+  refuse_foreign_folder(out);
 
   // Models.
   models::LoadedModel lm = models::load_model(classifier);
@@ -150,6 +178,7 @@ int run(int argc, char** argv) {
     const fs::path guess = fs::path(classifier).parent_path() / "metrics.csv";
     if (fs::is_regular_file(guess)) metrics_csv = guess.string();
   }
+  if (!metrics_csv.empty()) (void)apps::training_curve(metrics_csv);  // a bad file fails now, not after the work
   data::CloudDetectorOptions det;
   det.cloud_threshold = p.get_double("cloud-threshold");
 

@@ -47,6 +47,8 @@ struct TinyRun {
   ~TinyRun() { fs::remove_all(dir); }
 };
 
+void spit(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
 }  // namespace
 
 TEST_CASE("cloud_impact app: a tiny run writes every file and the numbers agree") {
@@ -98,6 +100,41 @@ TEST_CASE("cloud_impact app: a tiny run writes every file and the numbers agree"
   CHECK(cloudy.get("name")->s == "cloudy");
   CHECK(cloudy.get("accuracy_vs_pristine")->get("correct")->num == cloudy_right);
   CHECK(res.get("methods")->arr.at(2).get("accuracy_vs_pristine")->get("accuracy")->num == 1.0);
+
+  // Run again into the same folder: an earlier cloud_impact run's, so it is replaced.
+  const auto again = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split",
+                                                    "all", "--out", out, "--threads", "1", "--examples", "1"});
+  CHECK_MESSAGE(again.exit_code == 0, again.output);
+}
+
+// --out holding someone else's files (a report, figures named like ours) is refused before any work:
+// report.md would replace theirs and the stale-figure clean-up would remove their fig_*.png and
+// figure_images/*.png. A --classifier-metrics that cannot give the training curve fails before any
+// work too, leaving no half-written run.
+TEST_CASE("cloud_impact app: a folder of other files and a bad metrics file are refused before any work") {
+  TinyRun t;
+  const std::string mine = t.dir + "/mine";
+  fs::create_directories(mine + "/figure_images");
+  for (const char* f : {"report.md", "fig_my_plot.png", "figure_images/holiday.png"}) spit(mine + "/" + f, "mine");
+  auto r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all",
+                                          "--out", mine, "--threads", "1"});
+  CHECK(r.exit_code == 2);
+  CHECK_MESSAGE(r.output.find("--out " + mine + " holds files that are not an earlier cloud_impact run "
+                              "(fig_my_plot.png, figure_images, report.md)") != std::string::npos,
+                r.output);
+  for (const char* f : {"report.md", "fig_my_plot.png", "figure_images/holiday.png"})
+    CHECK_MESSAGE(test::read_file(mine + "/" + f) == "mine", f);
+  CHECK_FALSE(fs::exists(mine + "/results.json"));
+
+  spit(t.dir + "/metrics.csv", "epoch,lr\n1,0.1\n");
+  const std::string out = t.dir + "/run";
+  r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all", "--out",
+                                     out, "--threads", "1", "--classifier-metrics", t.dir + "/metrics.csv"});
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(r.output.find("metrics.csv: no *_acc column") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("cloud_impact: 4 scenes") == std::string::npos, r.output);  // before the work
+  for (const char* f : {"predictions.csv", "quality.csv", "results.json", "table1.md", "report.md"})
+    CHECK_MESSAGE(!fs::exists(out + "/" + f), f);
 }
 
 TEST_CASE("cloud_impact app: wrong checkpoint, empty split and missing options are clear errors") {
