@@ -217,8 +217,8 @@ int run(int argc, char** argv) {
   p.add_choice("split", "test", {"train", "val", "test"}, "folder mode: which benchmark split to process");
   p.add_string("out-dir", "", "folder mode: output folder, one <cloudy S2 file name> per triplet", "DIR");
   p.add_int("tile", 256, "tile side in pixels; images up to this size run in one piece").range(16, 8192);
-  p.add_int("overlap", -1, "tile overlap in pixels, less than --tile (-1: 2 x receptive radius + 32, e.g. 100 for 16 "
-            "blocks)").range(-1, 4096);
+  p.add_int("overlap", -1, "tile overlap in pixels, at most half of --tile (-1: 2 x receptive radius + 32, e.g. 100 "
+            "for 16 blocks, at most half a tile)").range(-1, 4096);
   p.add_int("batch-size", 0,
             "tiles per forward pass (0: 1 on the CPU, where more only adds memory, about 180 MiB per 256x256 tile "
             "of the demo model; 4 on a GPU, where it saves launches)")
@@ -242,10 +242,12 @@ int run(int argc, char** argv) {
   if (!folder && (s2.empty() || p.get_string("out").empty()))
     throw cli::UsageError("--s2 FILE and --out FILE are required (or --data DIR --out-dir DIR)");
   if (folder && p.get_string("out-dir").empty()) throw cli::UsageError("--out-dir DIR is required with --data");
-  // Tiles blend over their overlap (apps/common/tiling.h): at least one pixel, and less than a tile.
-  if (p.get_int("overlap") == 0 || p.get_int("overlap") >= p.get_int("tile"))
-    throw cli::UsageError(str("--overlap ", p.get_int("overlap"), " must be -1 (the default) or in [1, --tile ",
-                              p.get_int("tile"), "): neighbouring tiles blend over it"));
+  // Tiles blend over their overlap (apps/common/tiling.h): at least one pixel, and at most half a tile
+  // (more computes every pixel more than twice each way: --overlap 63 at --tile 64 steps by one pixel).
+  if (p.get_int("overlap") == 0 || p.get_int("overlap") > p.get_int("tile") / 2)
+    throw cli::UsageError(str("--overlap ", p.get_int("overlap"), " must be -1 (the default) or in [1, ",
+                              p.get_int("tile") / 2, "] (half of --tile ", p.get_int("tile"),
+                              "): neighbouring tiles blend over it"));
   const cli::CommonOptions common = apps::setup_device(p);
   models::LoadedModel lm = models::load_model(weights);
   NIMBUS_CHECK(lm.model.dsen2cr, weights, ": holds ", lm.model.config.str(), ", not a DSen2-CR model");
@@ -254,6 +256,16 @@ int run(int argc, char** argv) {
   apps::TileOptions to;
   to.tile = int(p.get_int("tile"));
   to.overlap = int(p.get_int("overlap"));
+  {  // Exact tiling needs a margin of the model's receptive radius; say when the tiles are too small for it.
+    const int overlap = to.overlap >= 0 ? to.overlap : apps::default_overlap(net.config(), to.tile);
+    const int radius = apps::receptive_radius(net.config()), margin = apps::tile_margin(net.config(), overlap);
+    if (margin < radius)
+      std::fprintf(stderr,
+                   "remove_clouds: note: --tile %d with an overlap of %d px cuts tiles with a margin of %d px, below "
+                   "the model's receptive radius %d: tiles are blended, not exact (--tile %d and the default "
+                   "overlap are exact)\n",
+                   to.tile, overlap, margin, radius, 2 * (2 * radius + 1));
+  }
   to.batch = p.get_int("batch-size") > 0 ? int(p.get_int("batch-size")) : common.device == Device::CPU ? 1 : 4;
   to.stripe = int(p.get_int("stripe"));
   to.device = common.device;

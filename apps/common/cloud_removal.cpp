@@ -9,15 +9,19 @@
 namespace nimbus::apps {
 
 int receptive_radius(const models::DSen2CRConfig& c) { return 2 * c.blocks + 2; }
+int default_overlap(const models::DSen2CRConfig& c, int tile) {
+  return std::max(1, std::min(tile / 2, 2 * receptive_radius(c) + 32));
+}
+int tile_margin(const models::DSen2CRConfig& c, int overlap) {
+  return std::max(0, std::min(receptive_radius(c), (overlap - 1) / 2));
+}
 
 void remove_clouds_streamed(models::DSen2CR& net, int H, int W, const TileIO& io, const TileOptions& o) {
   const bool sar = net.config().sar;
   NIMBUS_CHECK(o.batch >= 1, "remove_clouds: batch size must be >= 1, got ", o.batch);
   NIMBUS_CHECK(o.stripe >= 0, "remove_clouds: stripe width must be >= 0, got ", o.stripe);
-  // The margin is the receptive radius when the overlap leaves room for it (exact tiling), else what fits.
-  const int radius = receptive_radius(net.config());
-  const int overlap = o.overlap >= 0 ? o.overlap : std::min(o.tile - 1, 2 * radius + 32);
-  const int margin = std::max(0, std::min(radius, (overlap - 1) / 2));
+  const int overlap = o.overlap >= 0 ? o.overlap : default_overlap(net.config(), o.tile);
+  const int margin = tile_margin(net.config(), overlap);
   const TilePlan plan = plan_tiles(H, W, o.tile, overlap, margin);
   const int th = plan.tile_h, tw = plan.tile_w;
   const size_t thw = size_t(th) * size_t(tw);

@@ -21,7 +21,7 @@ namespace nimbus::apps {
 
 struct TileOptions {
   int tile = 256;    // tile side; images up to this size run in one piece
-  int overlap = -1;  // -1: automatic, 2 * margin + 32 (capped at tile - 1)
+  int overlap = -1;  // -1: default_overlap(); else in [1, tile / 2]
   int batch = 4;     // tiles per forward pass
   int stripe = 0;    // output columns blended at once (0: the whole width); memory ~ (stripe + 2 tile) x tile
   Device device = Device::CPU;
@@ -40,6 +40,12 @@ struct TileIO {
 
 // Radius in pixels of the model's receptive field: one per 3x3 conv (head, 2 per block, tail).
 int receptive_radius(const models::DSen2CRConfig& c);
+// The overlap of --overlap -1: 2 x the receptive radius + 32, at most half a tile. (Capped at tile - 1
+// it made a tile at or below 2r + 32 step by one pixel: 37,249 tiles for a 256 x 256 image at --tile 64.)
+int default_overlap(const models::DSen2CRConfig& c, int tile);
+// Tiles cut with this margin (the receptive radius when the overlap leaves room for it, else what
+// fits): a margin of the full radius makes the tiled output the whole image's (exact tiling).
+int tile_margin(const models::DSen2CRConfig& c, int overlap);
 
 // Streams the (height x width) image through the model. Error when the model needs SAR and
 // io.read cannot give it (the caller checks), or on a bad option.

@@ -888,7 +888,8 @@ TEST_CASE("classify and remove_clouds: outputs, bands and contradictory options 
       {"--s2", d / "a.tif", "--out", d / "o.tif", "--split", "val"},
       {"--s2", d / "a.tif", "--out", d / "o.tif", "--out-dir", d / "o"},
       {"--s2", d / "a.tif", "--out", d / "o.tif", "--overlap", "0"},
-      {"--s2", d / "a.tif", "--out", d / "o.tif", "--tile", "128", "--overlap", "128"}};
+      {"--s2", d / "a.tif", "--out", d / "o.tif", "--tile", "128", "--overlap", "128"},
+      {"--s2", d / "a.tif", "--out", d / "o.tif", "--tile", "128", "--overlap", "65"}};  // more than half a tile
   for (const auto& args : contradictory) {
     std::vector<std::string> full = {"--weights", ckpt};
     full.insert(full.end(), args.begin(), args.end());
@@ -896,6 +897,11 @@ TEST_CASE("classify and remove_clouds: outputs, bands and contradictory options 
     CAPTURE(r.output);
     CHECK(r.exit_code == 2);
   }
+  AppResult half = run_app("remove_clouds", {"--weights", ckpt, "--s2", d / "a.tif", "--out", d / "o.tif", "--tile",
+                                             "128", "--overlap", "65"});
+  CHECK_MESSAGE(half.output.find("--overlap 65 must be -1 (the default) or in [1, 64] (half of --tile 128)") !=
+                    std::string::npos,
+                half.output);
 }
 
 // A scene whose left 16 columns are the file's nodata value (0 in every band): the output says 0 is
@@ -1010,6 +1016,16 @@ TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with 
                                               d / "tiled.tif", "--tile", "40", "--overlap", "20", "--batch-size", "3",
                                               "--threads", "1"});
   REQUIRE_MESSAGE(tiled.exit_code == 0, tiled.output);
+  CHECK_MESSAGE(tiled.output.find("not exact") == std::string::npos, tiled.output);  // margin 6 = the radius
+  // Tiles too small for the receptive radius (6 px: 2 blocks) with the default overlap (8 px, half of 16):
+  // blended, not exact, and said so.
+  AppResult small = run_app("remove_clouds", {"--weights", ckpt, "--s2", t.s2_cloudy, "--s1", t.s1, "--out",
+                                              d / "small.tif", "--tile", "16", "--threads", "1"});
+  REQUIRE_MESSAGE(small.exit_code == 0, small.output);
+  CHECK_MESSAGE(small.output.find("--tile 16 with an overlap of 8 px cuts tiles with a margin of 3 px, below the "
+                                  "model's receptive radius 6: tiles are blended, not exact (--tile 26 and the "
+                                  "default overlap are exact)") != std::string::npos,
+                small.output);
   // The model's own forward on the whole image, in DN.
   data::Raster s2 = data::read_geotiff(t.s2_cloudy), s1 = data::read_geotiff(t.s1);
   std::vector<float> a = s2.data, b = s1.data;

@@ -121,3 +121,21 @@ TEST_CASE("cloud removal: tiled inference equals one untiled forward pass (SAR a
   CHECK_THROWS_WITH_AS(remove_clouds_tiled(net, s2.data(), nullptr, 8, 8, {}), doctest::Contains("needs S1 SAR"),
                        Error);
 }
+
+// remove_clouds' default overlap is 2 x the receptive radius + 32, at most half a tile: capped at
+// tile - 1 instead, a tile at or below 2r + 32 stepped by one pixel (37,249 tiles for a 256 x 256 image
+// at --tile 64 with 16 blocks). The margin is the radius (exact tiling) when the overlap has room.
+TEST_CASE("tiling: remove_clouds' default overlap leaves a step of at least half a tile") {
+  models::DSen2CRConfig c;
+  c.blocks = 16;  // receptive radius 34
+  REQUIRE(apps::receptive_radius(c) == 34);
+  CHECK(apps::default_overlap(c, 256) == 100);
+  CHECK(apps::default_overlap(c, 128) == 64);
+  CHECK(apps::default_overlap(c, 64) == 32);
+  CHECK(apps::default_overlap(c, 16) == 8);
+  CHECK(apps::tile_margin(c, 100) == 34);  // exact
+  CHECK(apps::tile_margin(c, 69) == 34);   // 2r + 1: still exact
+  CHECK(apps::tile_margin(c, 64) == 31);   // blended
+  const apps::TilePlan plan = apps::plan_tiles(256, 256, 64, apps::default_overlap(c, 64), apps::tile_margin(c, 32));
+  CHECK(plan.count() <= 49);  // steps of 32: 7 x 7 tiles, not 193 x 193
+}
