@@ -190,6 +190,9 @@ int run(int argc, char** argv) {
   dc.blocks = int(p.get_int("blocks"));
   dc.features = int(p.get_int("features"));
   dc.sar = !p.get_flag("no-sar");
+  if (common.device == Device::CPU)
+    apps::refuse_model_beyond_memory(models::ModelConfig::of(dc), apps::host_memory_available(),
+                                     str("--blocks ", dc.blocks, " --features ", dc.features));
   models::Model model = models::build_model(models::ModelConfig::of(dc), global_rng());
   models::DSen2CR& net = *model.dsen2cr;
   const double lr = p.get_double("lr");

@@ -191,6 +191,10 @@ int run(int argc, char** argv) {
   rc.block = p.get_string("block") == "basic" ? models::BlockType::Basic : models::BlockType::Bottleneck;
   for (int s = 0; s < 4; ++s) rc.blocks[size_t(s)] = int(blocks[size_t(s)]);
   rc.width = int(p.get_int("width"));
+  if (common.device == Device::CPU)
+    apps::refuse_model_beyond_memory(models::ModelConfig::of(rc), apps::host_memory_available(),
+                                     str("--block ", p.get_string("block"), " --blocks ", blocks[0], ",", blocks[1], ",", blocks[2],
+                                         ",", blocks[3], " --width ", rc.width));
   models::Model model = models::build_model(models::ModelConfig::of(rc), global_rng());
   models::Classifier& clf = *model.classifier;
   if (p.get_flag("sync-bn") && convert_sync_batchnorm(clf, world()) > 0 && world().rank() == 0)

@@ -70,6 +70,28 @@ void MetricsCsv::append(const std::vector<double>& row) {
   write_file_atomic(path_, all.str());
 }
 
+void refuse_model_beyond_memory(const models::ModelConfig& config, uint64_t available, const std::string& options) {
+  const double params = double(models::min_parameter_count(config)), need = 16.0 * params;
+  if (available == 0 || need <= double(available)) return;
+  constexpr double GiB = double(uint64_t(1) << 30);
+  char text[256];
+  std::snprintf(text, sizeof text,
+                "at least %.3g parameters: its weights, gradients and optimiser moments need at least %.1f GiB, more "
+                "than the %.1f GiB of memory available here",
+                params, need / GiB, double(available) / GiB);
+  throw cli::UsageError(str(options, " make a model (", config.str(), ") of ", text));
+}
+
+uint64_t host_memory_available() {
+  std::ifstream f("/proc/meminfo");
+  for (std::string key; f >> key;) {
+    uint64_t kib = 0;
+    if (key == "MemAvailable:" && f >> kib) return kib * 1024;
+    f.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0;
+}
+
 std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTensors& params, double lr) {
   NIMBUS_CHECK(lr > 0 && std::isfinite(lr), "--lr must be positive, got ", lr);
   if (type == "adam") {

@@ -25,6 +25,7 @@
 #include "apps/common/cloud_removal.h"
 #include "apps/common/experiment.h"
 #include "apps/common/run_folder.h"
+#include "apps/common/training.h"
 #include "data/eurosat.h"
 #include "data/geotiff.h"
 #include "data/normalize.h"
@@ -123,6 +124,35 @@ void check_kill_resume(const std::string& app, const std::vector<std::string>& a
 }
 
 }  // namespace
+
+// A model whose weights, gradients and optimiser moments cannot fit in the memory available is refused
+// before it is built, naming the options: the largest sizes the options accept used to fill the
+// machine until the kernel killed the run, with no message.
+TEST_CASE("trainers: a model larger than the memory available is refused before it is built") {
+  models::DSen2CRConfig dc;
+  dc.blocks = 16;
+  dc.features = 256;  // the paper's: ~18.9 M parameters, 16 bytes each with Adam's moments
+  const models::ModelConfig paper = models::ModelConfig::of(dc);
+  const uint64_t need = 16 * uint64_t(models::min_parameter_count(paper));
+  CHECK_NOTHROW(apps::refuse_model_beyond_memory(paper, need, "--blocks 16 --features 256"));
+  CHECK_NOTHROW(apps::refuse_model_beyond_memory(paper, 0, "--blocks 16 --features 256"));  // unknown
+  CHECK_THROWS_WITH_AS(apps::refuse_model_beyond_memory(paper, need - 1, "--blocks 16 --features 256"),
+                       doctest::Contains("--blocks 16 --features 256 make a model (dsen2cr(B=16, F=256, SAR)) of at "
+                                         "least 1.89e+07 parameters"),
+                       cli::UsageError);
+  CHECK(apps::host_memory_available() > 0);  // Linux: /proc/meminfo
+  // The largest ResNet the options accept: ~26 G parameters, ~381 GiB. Refused at once (exit 2).
+  TempDir d("too_big");
+  const std::string data = make_eurosat(d);
+  AppResult r = run_app("train_resnet", {"--data", data, "--out", d / "run", "--block", "basic", "--blocks",
+                                         "64,64,64,64", "--width", "512", "--epochs", "1", "--batch-size", "8",
+                                         "--workers", "1", "--threads", "1", "--device", "cpu"});
+  CHECK(r.exit_code == 2);
+  CHECK_MESSAGE(r.output.find("--block basic --blocks 64,64,64,64 --width 512 make a model") != std::string::npos,
+                r.output);
+  CHECK_MESSAGE(r.output.find("GiB of memory available here") != std::string::npos, r.output);
+  CHECK_FALSE(fs::exists(d / "run/last.safetensors"));
+}
 
 TEST_CASE("train_resnet: SIGKILL mid-epoch then --resume ends with the weights of an uninterrupted run") {
   TempDir d("resnet_kill");
