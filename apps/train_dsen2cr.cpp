@@ -210,7 +210,7 @@ int run(int argc, char** argv) {
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_dsen2cr", paths, common.seed, settings, model,
                                          *opt, &saved);
-  double best = apps::metadata_number(saved, "best_val_loss", INFINITY, paths.last);
+  double best = apps::metadata_number(saved, "best_val_loss", INFINITY, paths.last, 0, INFINITY);
   // The --pack after the resume check: a refused resume must not rebuild it from other data.
   std::vector<std::string> sources;
   for (const auto& set : {std::cref(train), std::cref(val)})

@@ -250,7 +250,7 @@ int run(int argc, char** argv) {
                      std);
     clf.set_input_norm(mean, std);
   }
-  double best = apps::metadata_number(saved, "best_val_acc", -1.0, paths.last);
+  double best = apps::metadata_number(saved, "best_val_acc", -1.0, paths.last, -1, 1);  // -1: none yet
   clf.to(common.device);
   std::vector<int> ms;
   for (int64_t m : p.get_int_list("milestones")) ms.push_back(int(m));

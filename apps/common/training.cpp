@@ -40,18 +40,24 @@ void RunPaths::refuse_over(const std::vector<std::pair<std::string, std::string>
 
 MetricsCsv::MetricsCsv(std::string path, std::vector<std::string> columns, int keep_through_epoch)
     : path_(std::move(path)), columns_(std::move(columns)) {
+  if (keep_through_epoch <= 0) return;  // a fresh run: whatever is there is replaced
   std::ifstream in(path_);
+  if (!in) return;  // none (a resume whose metrics.csv was removed starts a new one)
+  std::string header;
+  std::getline(in, header);
+  std::string want;
+  for (size_t i = 0; i < columns_.size(); ++i) want += (i ? "," : "") + columns_[i];
+  const char* fix = ": remove or repair it to resume (the checkpoints do not depend on it)";
+  NIMBUS_CHECK(header == want, path_, ":1: header '", header, "' is not this run's '", want, "'", fix);
   std::string line;
-  bool header = true;
-  while (in && std::getline(in, line)) {
-    if (header) {
-      header = false;
-      continue;
-    }
+  for (int lineno = 2; std::getline(in, line); ++lineno) {
     if (line.empty()) continue;
-    // Rows are ours: the first field is the integer epoch.
-    long epoch = std::strtol(line.c_str(), nullptr, 10);
-    if (epoch >= 1 && epoch <= keep_through_epoch) rows_.push_back(line);
+    const size_t fields = size_t(std::count(line.begin(), line.end(), ',')) + 1;
+    char* end = nullptr;
+    const long epoch = std::strtol(line.c_str(), &end, 10);
+    NIMBUS_CHECK(fields == columns_.size() && end != line.c_str() && *end == ',' && epoch >= 1, path_, ":", lineno,
+                 ": '", line, "' is not a row of this run's ", columns_.size(), " columns", fix);
+    if (epoch <= keep_through_epoch) rows_.push_back(line);
   }
 }
 
@@ -197,6 +203,8 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
                "\n  (give another --out to start a new run)");
   const int64_t epoch = models::load_training_state(last, model, optimizer, &global_rng());
   NIMBUS_CHECK(epoch >= 0, last, ": has no \"epoch\" metadata, cannot resume from it");
+  NIMBUS_CHECK(epoch <= kMaxEpochs, last, ": metadata \"epoch\" is ", epoch, ", more than the ", kMaxEpochs,
+               " epochs a run may have: cannot resume from it");
   double first = double(epoch);  // and every rank read the same epoch's checkpoint
   g.broadcast(&first, sizeof first, 0);
   double differ = double(first != double(epoch));
@@ -209,7 +217,8 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
   return int(epoch);
 }
 
-double metadata_number(const Metadata& m, const std::string& key, double fallback, const std::string& path) {
+double metadata_number(const Metadata& m, const std::string& key, double fallback, const std::string& path,
+                       double lo, double hi) {
   auto it = m.find(key);
   if (it == m.end()) return fallback;
   char* end = nullptr;
@@ -217,6 +226,10 @@ double metadata_number(const Metadata& m, const std::string& key, double fallbac
   const double v = std::strtod(it->second.c_str(), &end);
   NIMBUS_CHECK(!it->second.empty() && *end == '\0' && errno != ERANGE, path, ": metadata \"", key, "\" is '",
                it->second, "', not a number");
+  // NaN or out of range: a best score no epoch could beat (NaN) or reach (an accuracy of 2) would keep a
+  // stale best.safetensors for the rest of the run.
+  NIMBUS_CHECK(v >= lo && v <= hi, path, ": metadata \"", key, "\" is ", it->second, ", outside [", lo, ", ", hi,
+               "]: cannot resume from it");
   return v;
 }
 

@@ -43,7 +43,9 @@ struct RunPaths {
 
 // metrics.csv: header fixed at construction; on resume the rows of epochs
 // <= keep_through_epoch are kept from the existing file, later ones (from the
-// interrupted epoch) dropped. Epochs are 1-based in the file.
+// interrupted epoch) dropped. Epochs are 1-based in the file. On resume (keep_through_epoch > 0) a file
+// that is not this run's (another header, a row of other fields) is an Error naming it and the line:
+// it used to be dropped silently and rewritten with the new rows alone.
 class MetricsCsv {
  public:
   MetricsCsv(std::string path, std::vector<std::string> columns, int keep_through_epoch);
@@ -61,7 +63,7 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTe
 // Before a trainer builds its model on the CPU: a UsageError naming `options` (those that size the model)
 // when its weights, gradients and the optimiser's two moments (16 bytes a parameter, counted with
 // models::min_parameter_count, a lower bound) need more than `available` bytes (0: unknown, nothing is
-// refused). The largest sizes the options accept (train_resnet --blocks 64,64,64,64 --width 512: ~19 G
+// refused). The largest sizes the options accept (train_resnet --blocks 64,64,64,64 --width 512: ~26 G
 // parameters) filled the machine's memory until the kernel killed the run, with no message.
 void refuse_model_beyond_memory(const models::ModelConfig& config, uint64_t available, const std::string& options);
 // The memory this machine can give now: /proc/meminfo's MemAvailable in bytes, 0 when unknown.
@@ -99,8 +101,10 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
                     Metadata* metadata = nullptr);
 
 // A number stored in a checkpoint's metadata (the best validation score): `fallback` when the key
-// is absent; an Error naming the file and the key when the text is not a number.
-double metadata_number(const Metadata& m, const std::string& key, double fallback, const std::string& path);
+// is absent; an Error naming the file and the key when the text is not a number, or is NaN or
+// outside [lo, hi].
+double metadata_number(const Metadata& m, const std::string& key, double fallback, const std::string& path,
+                       double lo, double hi);
 
 // Stops training on a NaN or infinite loss: Error naming the global step, the
 // epoch and batch, and the checkpoint that is kept.

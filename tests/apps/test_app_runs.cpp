@@ -33,6 +33,7 @@
 #include "data/synthetic.h"
 #include "data/synthetic_spectra.h"
 #include "engine/autograd.h"
+#include "engine/io/checkpoint.h"
 #include "engine/io/json.h"
 #include "engine/io/safetensors.h"
 #include "models/model_io.h"
@@ -284,6 +285,26 @@ TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear
   CHECK(resumed.output.find("after epoch 1") != std::string::npos);
   CHECK(read_file(d / "run/split_train.txt") == split_before);
   fs::rename(moved, data);
+  // Metadata that passes the checksum (rewritten by save_checkpoint) but cannot be resumed from: an epoch
+  // beyond --epochs' bound (it wrapped to a negative int), a best score no epoch can beat (NaN) or reach.
+  for (const auto& [key, value, says] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"epoch", "2147483648", "metadata \"epoch\" is 2147483648, more than the 1000000 epochs"},
+           {"best_val_acc", "nan", "metadata \"best_val_acc\" is nan, outside [-1, 1]"},
+           {"best_val_acc", "2", "metadata \"best_val_acc\" is 2, outside [-1, 1]"}}) {
+    CAPTURE(value);
+    fs::remove_all(d / "meta");
+    fs::copy(d / "run", d / "meta", fs::copy_options::recursive);
+    const std::string path = d / "meta/last.safetensors";
+    models::LoadedModel lm = models::load_model(path);
+    std::unique_ptr<Optimizer> opt = apps::make_optimizer("adam", lm.model.module().named_parameters(), 1e-3);
+    Metadata meta = load_checkpoint(path, lm.model.module(), opt.get());
+    meta[key] = value;
+    save_checkpoint(path, lm.model.module(), opt.get(), meta);
+    AppResult bad = run_app("train_resnet", with(resnet_args(data, d / "meta"), {"--resume"}));
+    CHECK(bad.exit_code == 1);
+    CHECK_MESSAGE(bad.output.find(path + ": " + says) != std::string::npos, bad.output);
+  }
   // One flipped byte in the tensor data: the checksum catches it.
   const std::string last = d / "run/last.safetensors";
   {

@@ -9,7 +9,10 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "apps/common/run_folder.h"
 #include "apps/common/training.h"
@@ -67,13 +70,55 @@ TEST_CASE("run folder: killed runs' temporaries are removed, other files kept, a
   CHECK_THROWS_WITH_AS(RunFolder(tmp / "file", "cloud_impact"), doctest::Contains("file"), Error);
 }
 
-// The trainers read their best score back from a checkpoint's metadata when resuming.
-TEST_CASE("metadata_number: a stored score, its absence, and a corrupt one named with its file") {
-  const Metadata m{{"best_val_acc", "0.8125"}, {"best_val_loss", "inf"}, {"bad", "0.5x"}, {"empty", ""}};
-  CHECK(apps::metadata_number(m, "best_val_acc", -1.0, "last.st") == 0.8125);
-  CHECK(std::isinf(apps::metadata_number(m, "best_val_loss", 0.0, "last.st")));  // DSen2-CR's start, saved as "inf"
-  CHECK(apps::metadata_number(m, "absent", -1.0, "last.st") == -1.0);
-  CHECK_THROWS_WITH_AS(apps::metadata_number(m, "bad", 0.0, "runs/x/last.st"),
+// The trainers read their best score back from a checkpoint's metadata when resuming. NaN or a score
+// out of range (an accuracy of 2) is refused: no epoch could beat it, so a stale best.safetensors stayed.
+TEST_CASE("metadata_number: a stored score, its absence, and a corrupt or impossible one named with its file") {
+  const Metadata m{{"best_val_acc", "0.8125"}, {"best_val_loss", "inf"}, {"bad", "0.5x"}, {"empty", ""},
+                   {"nan", "nan"}, {"two", "2"}};
+  CHECK(apps::metadata_number(m, "best_val_acc", -1.0, "last.st", -1, 1) == 0.8125);
+  // DSen2-CR's start, saved as "inf"
+  CHECK(std::isinf(apps::metadata_number(m, "best_val_loss", 0.0, "last.st", 0, INFINITY)));
+  CHECK(apps::metadata_number(m, "absent", -1.0, "last.st", -1, 1) == -1.0);
+  CHECK_THROWS_WITH_AS(apps::metadata_number(m, "bad", 0.0, "runs/x/last.st", -1, 1),
                        doctest::Contains("runs/x/last.st: metadata \"bad\" is '0.5x', not a number"), Error);
-  CHECK_THROWS_AS(apps::metadata_number(m, "empty", 0.0, "last.st"), Error);
+  CHECK_THROWS_AS(apps::metadata_number(m, "empty", 0.0, "last.st", -1, 1), Error);
+  CHECK_THROWS_WITH_AS(apps::metadata_number(m, "nan", 0.0, "last.st", -1, 1),
+                       doctest::Contains("last.st: metadata \"nan\" is nan, outside [-1, 1]"), Error);
+  CHECK_THROWS_WITH_AS(apps::metadata_number(m, "two", 0.0, "last.st", -1, 1),
+                       doctest::Contains("metadata \"two\" is 2, outside [-1, 1]"), Error);
+  CHECK_THROWS_AS(apps::metadata_number(m, "best_val_acc", 0.0, "last.st", 0.9, 1), Error);
+}
+
+// metrics.csv on resume keeps the rows of the epochs the checkpoint holds; a file that is not this run's
+// is an error naming it and the line (it used to be dropped and rewritten with the new rows alone). A
+// fresh run (keep_through_epoch 0) replaces whatever is there.
+TEST_CASE("MetricsCsv: a resume keeps the finished epochs' rows and refuses a file that is not this run's") {
+  test::TempDir tmp("metrics_csv");
+  const std::string path = tmp / "metrics.csv";
+  const std::vector<std::string> cols{"epoch", "lr", "val_acc"};
+  auto write = [&](const std::string& text) { std::ofstream(path) << text; };
+  auto read = [&] {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  write("epoch,lr,val_acc\n1,0.1,0.5\n2,0.1,0.6\n3,0.1,0.7\n");
+  {
+    apps::MetricsCsv csv(path, cols, 2);  // the checkpoint holds epoch 2: row 3 is the interrupted epoch's
+    csv.append({3, 0.1, 0.75});
+  }
+  CHECK(read() == "epoch,lr,val_acc\n1,0.1,0.5\n2,0.1,0.6\n3,0.1,0.75\n");
+  write("garbage\n1,0.1,0.5\n");
+  CHECK_THROWS_WITH_AS(apps::MetricsCsv(path, cols, 2),
+                       doctest::Contains((path + ":1: header 'garbage' is not this run's 'epoch,lr,val_acc'").c_str()), Error);
+  write("epoch,lr,val_acc\n1,0.1,0.5\n\x01\x02binary\n");
+  CHECK_THROWS_WITH_AS(apps::MetricsCsv(path, cols, 2), doctest::Contains((path + ":3: ").c_str()), Error);
+  write("epoch,lr,val_acc\n1,0.1\n");
+  CHECK_THROWS_WITH_AS(apps::MetricsCsv(path, cols, 2), doctest::Contains("is not a row of this run's 3 columns"), Error);
+  {
+    apps::MetricsCsv fresh(path, cols, 0);  // a fresh run: the old file is replaced, not read
+    fresh.append({1, 0.1, 0.2});
+  }
+  CHECK(read() == "epoch,lr,val_acc\n1,0.1,0.2\n");
+  fs::remove(path);
+  CHECK_NOTHROW(apps::MetricsCsv(path, cols, 2));  // none: a new one is started
 }
