@@ -219,8 +219,9 @@ void write_figures(const std::string& dir, const std::vector<Figure>& figures) {
 std::vector<Figure> read_figures(const std::string& dir) {
   const std::string path = dir + "/" + kFiguresFile;
   Value root;
+  const std::string text = read_text(path);  // its errors name the file already
   try {
-    root = json::parse(read_text(path));
+    root = json::parse(text);
   } catch (const Error& e) {
     throw Error(str(path, ": ", e.what()));
   }

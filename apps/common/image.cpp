@@ -90,6 +90,17 @@ Image read_png(const std::string& path) {
     png_image_free(&img);
     throw Error(str(path, ": PNG size ", img.width, "x", img.height, " is not usable"));
   }
+  // Deflate shrinks data at most ~1032 times, and a PNG row holds at least a filter byte and a bit a
+  // pixel: a file too small for the size its header claims is refused before the pixels are allocated
+  // (a 69-byte file claiming 16384 x 16384 took 1.5 GB before libpng found the data short).
+  std::error_code ec;
+  const uint64_t file_bytes = std::filesystem::file_size(path, ec);
+  const uint64_t least_raw = uint64_t(img.height) * (1 + (uint64_t(img.width) + 7) / 8);
+  if (!ec && least_raw > 1032 * file_bytes + 4096) {
+    png_image_free(&img);
+    throw Error(str(path, ": PNG header claims ", img.width, "x", img.height, " pixels, more than its ", file_bytes,
+                    " bytes can hold (truncated or corrupt)"));
+  }
   Image im(int(img.width), int(img.height));
   std::vector<uint8_t> px(PNG_IMAGE_SIZE(img));
   NIMBUS_CHECK(png_image_finish_read(&img, nullptr, px.data(), 0, nullptr), path, ": PNG decoding failed (",

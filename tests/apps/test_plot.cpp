@@ -162,6 +162,23 @@ TEST_CASE("image: Sentinel-2 RGB and grey planes, PNG round trip") {
   { std::ofstream(out_dir() + "/not.png") << "not a png"; }
   CHECK_THROWS_WITH_AS(read_png(out_dir() + "/not.png"), doctest::Contains("not.png: not a readable PNG"), Error);
   fs::remove(out_dir() + "/not.png");
+  // A header claiming 16384 x 16384 (valid CRC) over a 37 x 23 image's few bytes: refused before the
+  // pixels are allocated (1.5 GB before libpng found the data short).
+  write_png(path, im);
+  std::string bytes = read_text(path);
+  REQUIRE(bytes.substr(12, 4) == "IHDR");
+  for (int k : {16, 20}) bytes.replace(size_t(k), 4, std::string("\x00\x00\x40\x00", 4));  // 16384, big-endian
+  uint32_t crc = 0xFFFFFFFFu;  // CRC-32 (PNG's) over the chunk type and data
+  for (size_t i = 12; i < 29; ++i) {
+    crc ^= uint8_t(bytes[i]);
+    for (int b = 0; b < 8; ++b) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  crc ^= 0xFFFFFFFFu;
+  for (int b = 0; b < 4; ++b) bytes[size_t(29 + b)] = char(crc >> (24 - 8 * b));
+  { std::ofstream(path, std::ios::binary) << bytes; }
+  CHECK_THROWS_WITH_AS(read_png(path), doctest::Contains("roundtrip.png: PNG header claims 16384x16384 pixels, more than its"),
+                       Error);
+  fs::remove(path);
 }
 
 TEST_CASE("plot: the specs are checked before anything is drawn") {
@@ -375,5 +392,14 @@ TEST_CASE("figures.json: every kind round-trips, and a malformed file is refused
   refused(R"({"format": "nimbus figures 1", "figures": [{"file": "f", "kind": "panels", "title": "", "panel_size": 200,
              "rows": [{"caption": "", "panels": [{"title": "x", "image": "figure_images/../../etc/passwd"}]}]}]})",
           "is not a file in figure_images/");
+  fs::remove(dir + "/figures.json");  // none: the path is named once
+  try {
+    (void)read_figures(dir);
+    FAIL("no error without figures.json");
+  } catch (const Error& e) {
+    const std::string m = e.what(), f = dir + "/figures.json";
+    CHECK_MESSAGE(m.find(f) != std::string::npos, m);
+    CHECK_MESSAGE(m.find(f, m.find(f) + 1) == std::string::npos, m);
+  }
   if (!std::getenv("NIMBUS_KEEP_PLOTS")) fs::remove_all(dir);
 }
