@@ -7,7 +7,8 @@
 // first value when nothing differs), how many values differ at all, and whether the largest is at most
 // --max. Exit 0
 // when it is, 1 when it is not or when a value is NaN in one file and not the other (a NaN in both
-// places counts as equal), 2 on usage errors. For comparing one program's output on two devices
+// places counts as equal), 2 on usage errors, 3 when the two cannot be compared (a file unreadable,
+// another size or band count), so that a script tells "differ" from "could not look", as with cmp. For comparing one program's output on two devices
 // (scripts/gpu_check.sh: remove_clouds on the GPU against the CPU) or two versions of a run; the
 // line is a results row of scripts/gpu/results.py when --case is given.
 #include <cmath>
@@ -25,7 +26,7 @@ namespace {
 int run(int argc, char** argv) {
   cli::Parser p("raster_diff",
                 "Compare two GeoTIFFs of the same size and band count: the largest absolute difference, where it "
-                "is, and how many values differ; exit 1 when it exceeds --max.");
+                "is, and how many values differ; exit 1 when it exceeds --max, 3 when the files cannot be compared.");
   p.add_positional("rasters", "the two GeoTIFFs to compare");
   p.add_double("max", 0, "largest absolute difference allowed (0: the files' values must be equal)").range(0, 1e30);
   p.add_string("case", "", "name of the comparison, written as the JSON line's \"case\" (scripts/gpu/results.py)",
@@ -33,10 +34,16 @@ int run(int argc, char** argv) {
   p.parse_or_exit(argc, argv);
   const std::vector<std::string> files = p.positionals();
   if (files.size() != 2) throw cli::UsageError(str("two GeoTIFFs to compare, got ", files.size()));
-  const data::Raster a = data::read_geotiff(files[0]), b = data::read_geotiff(files[1]);
-  NIMBUS_CHECK(a.width == b.width && a.height == b.height && a.bands == b.bands, files[1], " is ", b.width, "x",
-               b.height, " with ", b.bands, " bands, but ", files[0], " is ", a.width, "x", a.height, " with ",
-               a.bands, " bands");
+  data::Raster a, b;
+  try {
+    a = data::read_geotiff(files[0]), b = data::read_geotiff(files[1]);
+    NIMBUS_CHECK(a.width == b.width && a.height == b.height && a.bands == b.bands, files[1], " is ", b.width, "x",
+                 b.height, " with ", b.bands, " bands, but ", files[0], " is ", a.width, "x", a.height, " with ",
+                 a.bands, " bands");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "raster_diff: cannot compare: %s\n", e.what());
+    return 3;
+  }
   const size_t plane = size_t(a.width) * size_t(a.height);
   double worst = 0;
   size_t at = 0, differ = 0, nan_mismatch = 0;

@@ -345,9 +345,13 @@ TEST_CASE("raster_diff: the largest difference and where it is, within --max or 
   data::Raster wide = r;
   wide.width = 10, wide.bands = 1;
   data::write_geotiff(d / "wide.tif", wide, f32);
+  // Files that cannot be compared exit 3, not 1: a script tells "differ" from "could not look".
   AppResult size = run_app("raster_diff", {d / "a.tif", d / "wide.tif"});
-  CHECK(size.exit_code == 1);
-  CHECK_MESSAGE(size.output.find("wide.tif is 10x4 with 1 bands, but") != std::string::npos, size.output);
+  CHECK(size.exit_code == 3);
+  CHECK_MESSAGE(size.output.find("cannot compare: " + d / "wide.tif is 10x4 with 1 bands, but") != std::string::npos,
+                size.output);
   CHECK(run_app("raster_diff", {d / "a.tif"}).exit_code == 2);
-  CHECK(run_app("raster_diff", {d / "a.tif", d / "missing.tif"}).exit_code == 1);
+  AppResult missing = run_app("raster_diff", {d / "a.tif", d / "missing.tif"});
+  CHECK(missing.exit_code == 3);
+  CHECK_MESSAGE(missing.output.find("missing.tif") != std::string::npos, missing.output);
 }
