@@ -121,6 +121,13 @@ int run(int argc, char** argv) {
   const int64_t n_eurosat = p.get_int("eurosat-per-class"), n_cr = p.get_int("sen12mscr");
   data::SyntheticOptions o;
   if (out.empty()) throw cli::UsageError("--out DIR is required");
+  {  // before any data is made: a folder there, or one we can make
+    std::error_code ec;
+    if (std::filesystem::exists(out, ec) && !std::filesystem::is_directory(out, ec))
+      throw cli::UsageError("--out " + out + " is not a folder");
+    std::filesystem::create_directories(out, ec);
+    NIMBUS_CHECK(!ec, "--out ", out, ": cannot create the folder: ", ec.message());
+  }
   const int64_t nodata_edge = p.get_int("granule-nodata");
   if (nodata_edge > 0 && p.get_int("granule") == 0)
     throw cli::UsageError("--granule-nodata " + std::to_string(nodata_edge) + " needs --granule N");

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -265,7 +266,8 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
   const std::string tmp = target + ".tmp." + std::to_string(::getpid());
   const TempFile guard(tmp);  // removed if a signal stops the process before the rename
   std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-  NIMBUS_CHECK(f.good(), tmp, ": cannot create the raster pack");
+  NIMBUS_CHECK(f.good(), path, ": cannot create the raster pack (its temporary file ", tmp, ": ", std::strerror(errno),
+               ")");
   try {
     std::string dir;
     uint64_t at = kHeaderBytes;
@@ -331,7 +333,7 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
     f.close();
     if (!f) {
       fs::remove(tmp);
-      throw Error(str(tmp, ": writing the raster pack failed (disk full?)"));
+      throw Error(str(path, ": writing the raster pack failed (disk full?) (its temporary file ", tmp, ")"));
     }
   } catch (...) {
     f.close();

@@ -76,6 +76,14 @@ TEST_CASE("make_synthetic: the same seed writes the same bytes in the real layou
 
   CHECK(run_app("make_synthetic", {"--help"}).exit_code == 0);
   CHECK(run_app("make_synthetic", {"--out", c.path.string(), "--no-such-option"}).exit_code == 2);
+  // --out naming a file: refused before any data is made (it used to fail only after generating it).
+  const std::string file = c / files[3];
+  AppResult onto = run_app("make_synthetic", {"--out", file, "--eurosat-per-class", "1"});
+  CHECK(onto.exit_code == 2);
+  CHECK_MESSAGE(onto.output.find("--out " + file + " is not a folder") != std::string::npos, onto.output);
+  AppResult under = run_app("make_synthetic", {"--out", file + "/sub", "--eurosat-per-class", "1"});
+  CHECK(under.exit_code == 1);
+  CHECK_MESSAGE(under.output.find("cannot create the folder") != std::string::npos, under.output);
 }
 
 // --granule-nodata: a swath edge on the S2 scene (no data left of a diagonal, 0 DN with GDAL nodata

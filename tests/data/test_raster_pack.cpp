@@ -319,6 +319,10 @@ TEST_CASE("raster pack: never replaces a file that is not a pack, nor an input o
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   CHECK_THROWS_WITH_AS(build_raster_pack(fifo, {src}), doctest::Contains("is not a file"), Error);
   CHECK(fs::is_fifo(fifo));
+  // Where nothing can be created: the error names the pack asked for, not only its temporary.
+  const std::string under_file = src + "/x.pack";
+  CHECK_THROWS_WITH_AS(build_raster_pack(under_file, {src}),
+                       doctest::Contains((under_file + ": cannot create the raster pack").c_str()), Error);
   // With the programs' protection on (engine/io/input_files.h), a source the run read is refused before
   // the magic is looked at: it stays a GeoTIFF.
   const ProtectInputsScope protect;
