@@ -6,6 +6,7 @@
 #include <cmath>
 #include <set>
 
+#include "backends/cuda/backend.h"
 #include "data/augment.h"
 #include "engine/ops/augment.h"
 #include "tests/common/check.h"
@@ -132,6 +133,20 @@ TEST_CASE("augment: flip_rotate on a batch equals the host augmentation for ever
   Tensor w = Tensor::zeros({1, 1, 2, 2});
   w.set_requires_grad(true);
   CHECK_THROWS_WITH(flip_rotate(w, Tensor::zeros({1})), doctest::Contains("gradient"));
+}
+
+// torch.flip then torch.rot90(dims=(2, 3)) for every code (tests/torch/gen_fixtures_norm_loss.py), on the
+// CPU and the emulated CUDA backend: the device augmentation is the framework's flips and turns.
+TEST_CASE("augment: flip_rotate equals torch's flip then rot90 for every code, on every backend") {
+  const SafetensorsFile& f = fixture_file("ops_norm_loss.safetensors");
+  std::vector<Device> devices{Device::CPU};
+  if (cuda::register_cuda_backend()) devices.push_back(Device::CUDA);
+  for (const Device d : devices) {
+    const std::string dev = device_name(d);
+    CAPTURE(dev);
+    const Tensor y = flip_rotate(f.at("flip_rotate.x").to(d), f.at("flip_rotate.codes").to(d));
+    check_close(y.to(Device::CPU), f.at("flip_rotate.y"), 0, 0, "flip_rotate vs torch");
+  }
 }
 
 TEST_CASE("augment: undo_flip_rotate gives back the input of every flip and turn, on a non-square image") {

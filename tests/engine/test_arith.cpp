@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "engine/io/safetensors.h"
+#include "engine/ops/activation.h"
 #include "engine/ops/arith.h"
 #include "kernels/cpu/elementwise.h"
 #include "tests/common/check.h"
@@ -92,30 +93,29 @@ TEST_CASE("add_relu and add_scaled kernels: gradients match finite differences i
   }
 }
 
-TEST_CASE("add_relu and add_scaled: forward and gradients on PyTorch's add fixtures") {
-  // relu(a + b) and a + s*b from torch's a + b and the fixtures' inputs.
-  const std::vector<float> a0 = fixtures().at("add.a").to_vector(), b0 = fixtures().at("add.b").to_vector();
-  const std::vector<float> sum = fixtures().at("add.y").to_vector(), dy = fixtures().at("add.dy").to_vector();
-  std::vector<double> want_relu(sum.size()), want_d(sum.size()), want_scaled(sum.size()), want_db(sum.size());
-  for (size_t i = 0; i < sum.size(); ++i) {
-    want_relu[i] = std::max(0.f, sum[i]);
-    want_d[i] = sum[i] > 0 ? dy[i] : 0.0;
-    want_scaled[i] = double(a0[i]) + 0.1 * double(b0[i]);
-    want_db[i] = 0.1 * double(dy[i]);
-  }
-  Tensor a = fx("add.a").set_requires_grad(true), b = fx("add.b").set_requires_grad(true);
+TEST_CASE("relu, add_relu and add_scaled: forward and gradients match PyTorch") {
+  // relu: exact zeros among the inputs, where torch's gradient is 0 as ours is.
+  Tensor x = fx("relu.x").set_requires_grad(true);
+  Tensor r = relu(x);
+  check_close(r, fixtures().at("relu.y"), 0, 0, "relu y");
+  r.backward(fixtures().at("relu.dy"));
+  check_close(x.grad(), fixtures().at("relu.dx"), 0, 0, "relu dx");
+  // relu(a + b): the sum rounds as torch's does, then the same mask.
+  Tensor a = fx("add_relu.a").set_requires_grad(true), b = fx("add_relu.b").set_requires_grad(true);
   Tensor y = add_relu(a, b);
-  check_close(y.to_vector(), want_relu, 1e-6, 1e-6, "add_relu y");
-  y.backward(fixtures().at("add.dy"));
-  check_close(a.grad().to_vector(), want_d, 0, 0, "add_relu da");
-  check_close(b.grad().to_vector(), want_d, 0, 0, "add_relu db");
-
-  Tensor a2 = fx("add.a").set_requires_grad(true), b2 = fx("add.b").set_requires_grad(true);
-  Tensor y2 = add_scaled(a2, b2, 0.1f);
-  check_close(y2.to_vector(), want_scaled, 1e-6, 1e-6, "add_scaled y");
-  y2.backward(fixtures().at("add.dy"));
-  check_close(a2.grad().to_vector(), std::vector<double>(dy.begin(), dy.end()), 0, 0, "add_scaled da");
-  check_close(b2.grad().to_vector(), want_db, 1e-7, 1e-6, "add_scaled db");
+  check_close(y, fixtures().at("add_relu.y"), 0, 0, "add_relu y");
+  y.backward(fixtures().at("add_relu.dy"));
+  check_close(a.grad(), fixtures().at("add_relu.da"), 0, 0, "add_relu da");
+  check_close(b.grad(), fixtures().at("add_relu.db"), 0, 0, "add_relu db");
+  // a + s b in float32: torch rounds s b, then the sum; ours may fuse them (one rounding less).
+  const float s = fixtures().at("add_scaled.s").item();
+  REQUIRE(s == 0.1f);
+  Tensor a2 = fx("add_scaled.a").set_requires_grad(true), b2 = fx("add_scaled.b").set_requires_grad(true);
+  Tensor y2 = add_scaled(a2, b2, s);
+  check_close(y2, fixtures().at("add_scaled.y"), 1e-6, 1e-6, "add_scaled y");
+  y2.backward(fixtures().at("add_scaled.dy"));
+  check_close(a2.grad(), fixtures().at("add_scaled.da"), 0, 0, "add_scaled da");
+  check_close(b2.grad(), fixtures().at("add_scaled.db"), 1e-7, 1e-6, "add_scaled db");
   // The shape check names the fused op.
   CHECK_THROWS_WITH_AS(add_relu(Tensor::zeros({2}), Tensor::zeros({3})), doctest::Contains("add_relu: shapes differ"),
                        Error);

@@ -1,4 +1,5 @@
-"""gen_fixtures_norm_loss.py: PyTorch reference values for batch norm, add/mul_scalar and the losses.
+"""gen_fixtures_norm_loss.py: PyTorch reference values for batch norm, add/mul_scalar, the losses, and
+relu, add_relu, add_scaled and the flips and quarter turns of flip_rotate.
 
 Run with Debian's torch:  /usr/bin/python3 tests/torch/gen_fixtures_norm_loss.py
 Writes tests/fixtures/ops_norm_loss.safetensors (committed, so the C++ tests never need torch).
@@ -94,6 +95,45 @@ for tag, lam in (("carl", 1.0), ("carl_lam", 0.25)):
     loss = (M * (PP - T).abs() + (1 - M) * (PP - I).abs()).mean() + lam * (PP - T).abs().mean()
     loss.backward()
     out.update({f"{tag}.lambda": torch.tensor(lam), f"{tag}.loss": loss, f"{tag}.dP": PP.grad})
+
+# The cases below come last, so that the draws above (and the fixtures made from them) stay as they were.
+
+# ---- relu (exact zeros: the gradient there is 0, as torch's threshold_backward gives), add_relu,
+# add_scaled (DSen2-CR's residual a + 0.1 b) ----
+x = torch.randn(2, 3, 4, 5)
+x[0, 0, 0, :4] = torch.tensor([0.0, -0.0, 1e-30, -1e-30])
+x = leaf(x)
+y = F.relu(x)
+dy = torch.randn_like(y)
+y.backward(dy)
+out.update({"relu.x": x, "relu.y": y, "relu.dy": dy, "relu.dx": x.grad})
+a, c = leaf(torch.randn(2, 3, 4, 5)), leaf(torch.randn(2, 3, 4, 5))
+y = F.relu(a + c)
+dy = torch.randn_like(y)
+y.backward(dy)
+out.update({"add_relu.a": a, "add_relu.b": c, "add_relu.y": y, "add_relu.dy": dy, "add_relu.da": a.grad,
+            "add_relu.db": c.grad})
+a, c = leaf(torch.randn(2, 3, 4, 5)), leaf(torch.randn(2, 3, 4, 5))
+y = a + 0.1 * c
+dy = torch.randn_like(y)
+y.backward(dy)
+out.update({"add_scaled.a": a, "add_scaled.b": c, "add_scaled.s": torch.tensor(0.1), "add_scaled.y": y,
+            "add_scaled.dy": dy, "add_scaled.da": a.grad, "add_scaled.db": c.grad})
+
+# ---- flip_rotate: code = 4 flip + rot (flip 0 none, 1 rows, 2 columns), every code on its own image:
+# flip first, then rot counter-clockwise quarter turns, as torch.rot90(dims=(2, 3)) and np.rot90 turn ----
+x = torch.randn(12, 2, 5, 5)
+ys = []
+for code in range(12):
+    flip, rot = divmod(code, 4)
+    img = x[code:code + 1]
+    if flip == 1:
+        img = torch.flip(img, dims=(2,))
+    elif flip == 2:
+        img = torch.flip(img, dims=(3,))
+    ys.append(torch.rot90(img, rot, dims=(2, 3)))
+out.update({"flip_rotate.x": x, "flip_rotate.codes": torch.arange(12, dtype=torch.float32),
+            "flip_rotate.y": torch.cat(ys)})
 
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "ops_norm_loss.safetensors")
 st.save(os.path.normpath(path), out, {"generator": "tests/torch/gen_fixtures_norm_loss.py", "torch": torch.__version__})
