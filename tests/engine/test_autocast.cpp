@@ -193,7 +193,11 @@ void check_steps_close(const std::vector<std::pair<std::string, Tensor>>& got,
 
 // Well-conditioned steps (as test_cuda_ops.cpp's TF32 cases): batch norm on running statistics, MSE
 // and plain SGD, so that the comparison measures rounding, not the amplification of ill-conditioned
-// batch statistics or of sign() in L1 losses.
+// batch statistics or of sign() in L1 losses. The ResNet's step is the worse conditioned one (cross
+// entropy; gradients through max pooling, whose maxima bfloat16 rounding can tie and move): its worst
+// tensor is 0.41 of its scale (layer1's first batch-norm bias gradient, a sum of terms that cancel),
+// lowest cosine 0.951, the same on every backend; the bounds 0.6 and 0.93 leave 1.5x. DSen2-CR's worst
+// is 0.0087 (bound 3e-2). Each op's bfloat16 bound (2^-8) is held op by op elsewhere.
 TEST_CASE("autocast: a bfloat16 training step of a tiny ResNet and a tiny DSen2-CR is within the bf16 bound of float32") {
   const models::ResNetConfig rcfg{
       .block = models::BlockType::Basic, .blocks = {1, 1, 1, 1}, .width = 4, .in_channels = 3, .classes = 5};
@@ -213,7 +217,7 @@ TEST_CASE("autocast: a bfloat16 training step of a tiny ResNet and a tiny DSen2-
     CAPTURE(dev);
     const cuda::MathScope fp32(cuda::Math::Fp32);  // the float32 layers on CUDA: plain fp32 kernels
     const std::string tag = std::string(" on ") + device_name(d);
-    check_steps_close(autocast_step<models::ResNet>(rcfg, 11, d, DType::BF16, false, resnet_loss), r32, 1, 0.9,
+    check_steps_close(autocast_step<models::ResNet>(rcfg, 11, d, DType::BF16, false, resnet_loss), r32, 0.6, 0.93,
                       "tiny ResNet, bf16 vs fp32" + tag);
     check_steps_close(autocast_step<models::DSen2CR>(dcfg, 12, d, DType::BF16, false, dsen2cr_loss), d32, 3e-2,
                       0.9999, "tiny DSen2-CR, bf16 vs fp32" + tag);
@@ -226,8 +230,8 @@ TEST_CASE("autocast: a bfloat16 training step of a tiny ResNet and a tiny DSen2-
     const cuda::ConvKernelsScope hopper(cuda::ConvKernels::Wgmma);
     REQUIRE(cuda::convs_on_wgmma());
     const int64_t before = emu::all_launch_stats().wgmma;
-    check_steps_close(autocast_step<models::ResNet>(rcfg, 11, Device::CUDA, DType::BF16, false, resnet_loss), r32, 1,
-                      0.9, "tiny ResNet, bf16 on wgmma vs fp32");
+    check_steps_close(autocast_step<models::ResNet>(rcfg, 11, Device::CUDA, DType::BF16, false, resnet_loss), r32, 0.6,
+                      0.93, "tiny ResNet, bf16 on wgmma vs fp32");
     const int64_t resnet = emu::all_launch_stats().wgmma;
     CHECK(resnet > before);
     check_steps_close(autocast_step<models::DSen2CR>(dcfg, 12, Device::CUDA, DType::BF16, false, dsen2cr_loss), d32,
