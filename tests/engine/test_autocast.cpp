@@ -194,7 +194,7 @@ void check_steps_close(const std::vector<std::pair<std::string, Tensor>>& got,
 // Well-conditioned steps (as test_cuda_ops.cpp's TF32 cases): batch norm on running statistics, MSE
 // and plain SGD, so that the comparison measures rounding, not the amplification of ill-conditioned
 // batch statistics or of sign() in L1 losses. The ResNet's step is the worse conditioned one (cross
-// entropy; gradients through max pooling, whose maxima bfloat16 rounding can tie and move): its worst
+// entropy; max pooling, where a bfloat16 rounding may change which value is largest): its worst
 // tensor is 0.41 of its scale (layer1's first batch-norm bias gradient, a sum of terms that cancel),
 // lowest cosine 0.951, the same on every backend; the bounds 0.6 and 0.93 leave 1.5x. DSen2-CR's worst
 // is 0.0087 (bound 3e-2). Each op's bfloat16 bound (2^-8) is held op by op elsewhere.
