@@ -632,6 +632,27 @@ ConvRef conv_ref(const ConvGeom& g, const V& x, const V& w, const V& b, const V&
   return c;
 }
 
+// A convolution's workspace of exactly `floats` float32 values on r's device, followed by a guard the
+// kernels must not touch: a write past the size conv2d_workspace gives lands there. (The allocator
+// rounds sizes up, so a short overrun stayed inside the block and no bounds check could see it.)
+struct GuardedWorkspace {
+  static constexpr int64_t kGuard = 4096;
+  static constexpr double kSentinel = -12345.0;
+  int64_t floats;
+  Tensor t;
+  GuardedWorkspace(const Run& r, int64_t n) : floats(n) {
+    V init(size_t(n + kGuard), 0.0);
+    std::fill(init.begin() + n, init.end(), kSentinel);
+    t = r.up32(init);
+  }
+  float* data() { return t.data(); }
+  void check(const Run& r, const char* what) const {
+    const std::vector<float> all = Run::down(t);
+    const int64_t touched = std::count_if(all.begin() + floats, all.end(), [](float v) { return v != float(kSentinel); });
+    CHECK_MESSAGE(touched == 0, r.where(), ": ", what, " wrote ", touched, " floats past its workspace of ", floats);
+  }
+};
+
 // y = r + s (conv2d(x, w) + b), DSen2-CR's residual block (s = 0.1, and -0.5 for a sign). The bound's
 // scale is |r| + |s| (the convolution's scale); the CPU adds r in a second pass, so a bfloat16 result
 // is rounded twice there (the bound doubles: 2 tol).
@@ -648,7 +669,7 @@ void conv2d_residual_check(Run& r) {
       cpu::conv2d_forward_ref<double>(scale.data(), ax.data(), aw.data(), ab.data(), g);
     }
     const Kernels<T>& be = r.be<T>();
-    Tensor WS = Tensor::empty(Shape{std::max<int64_t>(r.be().conv2d_workspace(g), 1)}, r.dev);
+    GuardedWorkspace WS(r, r.be().conv2d_workspace(g));
     Tensor X = r.up(x), W = r.up(w), B = r.up(b), R = r.up(res);
     for (const double s : {0.1, -0.5}) {
       V y(ysz), sc(ysz);
@@ -658,11 +679,13 @@ void conv2d_residual_check(Run& r) {
                                  float(s), g, WS.data());
       expect(r, "conv2d_residual_forward y (s = " + std::to_string(s) + ")", Run::down(Y), y, sc, 2 * r.dt.tol);
     }
+    WS.check(r, "conv2d_residual_forward");
   }
 }
 
 // The workspace size (float32 in every dtype, so a case of its own): non-negative for every
-// geometry; that it is enough is conv2d_check's part (it runs each geometry with exactly this many).
+// geometry; that it is enough is conv2d_check's part (it runs each geometry with exactly this many,
+// followed by a guard).
 void conv2d_workspace_check(Run& r) {
   for (const ConvGeom& g : kConvGeoms) {
     r.shape = conv_str(g);
@@ -689,7 +712,7 @@ void conv2d_check(Run& r) {
     const Kernels<T>& be = r.be<T>();
     const int64_t ws_floats = r.be().conv2d_workspace(g);  // float32 in every dtype
     REQUIRE_MESSAGE(ws_floats >= 0, r.where(), ": conv2d_workspace ", ws_floats);
-    Tensor WS = Tensor::empty(Shape{std::max<int64_t>(ws_floats, 1)}, r.dev);
+    GuardedWorkspace WS(r, ws_floats);
     Tensor X = r.up(x), W = r.up(w), B = r.up(b), DY = r.up(dy);
     Tensor Y = r.poison(ysz);
     be.conv2d_forward(Y.data_as<T>(), X.data_as<T>(), W.data_as<T>(), B.data_as<T>(), g, WS.data(), false);
@@ -720,6 +743,7 @@ void conv2d_check(Run& r) {
     Tensor DX2 = r.poison(xs);
     be.conv2d_backward(DX2.data_as<T>(), nullptr, nullptr, DY.data_as<T>(), nullptr, W.data_as<T>(), g, WS.data());
     expect(r, "conv2d_backward dx (dw, db, x null)", Run::down(DX2), c.dx, c.sx, r.dt.tol);
+    WS.check(r, "conv2d_forward or conv2d_backward");
   }
 }
 
@@ -737,7 +761,7 @@ void conv2d_bn_stats_check(Run& r) {
     const Kernels<T>& be = r.be<T>();
     const int64_t ws_floats = r.be().conv2d_bn_workspace(g);
     REQUIRE_MESSAGE(ws_floats >= 0, r.where(), ": conv2d_bn_workspace ", ws_floats);
-    Tensor WS = Tensor::empty(Shape{std::max<int64_t>(ws_floats, 1)}, r.dev);
+    GuardedWorkspace WS(r, ws_floats);
     Tensor X = r.up(x), W = r.up(w), B = r.up(b);
     for (const bool bias : {true, false}) {
       const std::string tag = bias ? "" : " (no bias)";
@@ -778,6 +802,7 @@ void conv2d_bn_stats_check(Run& r) {
       expect(r, "conv2d_forward_bn_stats running_var" + tag, Run::down(RV), rv_want, rv_s, tol);
       expect_exact(r, "conv2d_forward_bn_stats count" + tag, Run::down(COUNT), V{42.0});
     }
+    WS.check(r, "conv2d_forward_bn_stats");
   }
 }
 
@@ -798,7 +823,7 @@ void bnrelu_conv2d_bn_stats_check(Run& r) {
     const V im = r.rand32(g.C, -0.5, 0.5), is = r.rand32(g.C, 0.5, 2), iw = r.rand32(g.C, 0.5, 1.5),
             ib = r.rand32(g.C, 0.2, 0.6);
     const Kernels<T>& be = r.be<T>();
-    Tensor WS = Tensor::empty(Shape{std::max<int64_t>(r.be().conv2d_bn_workspace(g), 1)}, r.dev);
+    GuardedWorkspace WS(r, r.be().conv2d_bn_workspace(g));
     Tensor X = r.up(x), W = r.up(w), B = r.up(b), IM = r.up32(im), IS = r.up32(is), IW = r.up32(iw), IB = r.up32(ib);
     for (const bool affine : {true, false}) {
       const std::string tag = affine ? "" : " (no affine)";
@@ -846,6 +871,7 @@ void bnrelu_conv2d_bn_stats_check(Run& r) {
       same("running_var", RV[0], RV[1]);
       expect_exact(r, "bnrelu_conv2d_forward_bn_stats count" + tag, Run::down(COUNT[0]), V{7.0});
     }
+    WS.check(r, "bnrelu_conv2d_forward_bn_stats or the pair");
   }
 }
 
