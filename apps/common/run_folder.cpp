@@ -34,6 +34,7 @@ bool is_temporary(const std::string& name) {
 RunFolder::RunFolder(const std::string& dir, const std::string& program) : dir_(dir) {
   NIMBUS_CHECK(!dir.empty(), program, ": an output folder is required");
   std::error_code ec;
+  created_ = !fs::exists(dir, ec);
   fs::create_directories(dir, ec);
   NIMBUS_CHECK(!ec && fs::is_directory(dir), dir, ": cannot create the output folder (",
                ec ? ec.message() : "a file of that name exists", ")");
@@ -62,7 +63,18 @@ RunFolder::RunFolder(const std::string& dir, const std::string& program) : dir_(
 }
 
 RunFolder::~RunFolder() {
-  if (fd_ >= 0) ::close(fd_);  // closing drops the flock
+  if (fd_ < 0) return;
+  // A folder this run made and left holding nothing but its lock (the run failed before writing
+  // anything: a refused option, unreadable data) goes again, so a retry finds no stray folder. The
+  // lock file is removed while still held, then the folder (rmdir: only if still empty).
+  bool only_lock = created_;
+  std::error_code ec;
+  if (only_lock)
+    for (const fs::directory_entry& e : fs::directory_iterator(dir_, ec))
+      if (e.path().filename() != ".nimbus.lock") only_lock = false;
+  if (only_lock && !ec) ::unlink((dir_ + "/.nimbus.lock").c_str());
+  ::close(fd_);  // closing drops the flock
+  if (only_lock && !ec) ::rmdir(dir_.c_str());
 }
 
 }  // namespace nimbus::apps

@@ -5,7 +5,8 @@
 // that holds it, instead of mixing its files with the first one's), and removes the temporary files
 // that killed runs left there (`<name>.tmp.<pid>` and `<name>.tmp<pid>_<n>`, from the atomic writers:
 // while we hold the lock nobody else writes into the folder). The kernel drops the lock when the
-// process ends, however it ends, so a SIGKILLed run never leaves the folder locked.
+// process ends, however it ends, so a SIGKILLed run never leaves the folder locked. A folder the run
+// created and left holding only the lock (it failed before writing anything) is removed at the end.
 #pragma once
 #include <string>
 
@@ -25,6 +26,7 @@ class RunFolder {
   std::string dir_;
   int fd_ = -1;
   int removed_ = 0;
+  bool created_ = false;  // the folder did not exist before
 };
 
 }  // namespace nimbus::apps

@@ -54,6 +54,24 @@ TEST_CASE("run folder: a second run into the same folder is refused, naming the 
   CHECK_NOTHROW(RunFolder(dir, "train_resnet"));
 }
 
+// A run that fails before writing anything leaves no folder behind when it made the folder (a retry, or
+// cloud_impact's check for a foreign folder, found a stray one holding .nimbus.lock); a folder that was
+// there before, or that holds anything, stays.
+TEST_CASE("run folder: a folder the run made and left empty is removed, any other stays") {
+  test::TempDir tmp("run_folder_empty");
+  const std::string made = tmp / "made", used = tmp / "used", before = tmp / "before";
+  { const RunFolder f(made, "train_resnet"); }
+  CHECK_FALSE(fs::exists(made));
+  {
+    const RunFolder f(used, "train_resnet");
+    touch(used + "/metrics.csv");
+  }
+  CHECK(fs::is_regular_file(used + "/metrics.csv"));
+  fs::create_directories(before);
+  { const RunFolder f(before, "cloud_impact"); }
+  CHECK(fs::is_directory(before));
+}
+
 TEST_CASE("run folder: killed runs' temporaries are removed, other files kept, and a bad path is named") {
   test::TempDir tmp("run_folder_tmp");
   const std::string dir = tmp / "run";
