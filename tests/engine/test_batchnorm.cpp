@@ -450,6 +450,15 @@ TEST_CASE("bn_relu_conv2d_bn_stats under bf16 autocast with a float32 input is t
     for (float v : rm.to_vector()) got[fused ? 0 : 1].push_back(v);
   }
   CHECK(got[0] == got[1]);
+  // What the op avoids: x rounded to bfloat16 before the batch norm (the fused kernel on a bfloat16
+  // input) gives other values, so the check above tells the two roundings apart.
+  Tensor mean, invstd, rm = Tensor::zeros({4}), rv = Tensor::ones({4});
+  const AutocastScope autocast(DType::BF16);
+  const Tensor early = bn_relu_conv2d_bn_stats(cast(x, DType::BF16), gw, gb, im, is, w, Tensor(), 1, 1, mean, invstd, rm,
+                                               rv, 0.1f, 1e-5f, nullptr);
+  REQUIRE(early.grad_fn() == nullptr);  // no input wants a gradient here
+  const std::vector<float> e = early.to(DType::F32).to_vector();
+  CHECK(std::vector<float>(got[0].begin(), got[0].begin() + ptrdiff_t(e.size())) != e);
 }
 
 // The models' batch norms are affine, so their prologue always has in_weight and in_bias; the op also
