@@ -20,8 +20,8 @@
 # with a clean tree (run it right before the device call: a stale bundle runs old programs). With --check it then proves the
 # bundle self-contained: with LD_LIBRARY_PATH set to its lib/ only and the build tree's RUNPATHs
 # stripped, every library each binary loads comes from lib/ or from the list of what the device
-# image provides (glibc, libstdc++, libgcc_s, libgomp, the driver's libcuda, the cuBLAS/cuDNN
-# wheels), and the programs start (cuda_status reports no device here, exit 1); and two ranks of
+# image provides (glibc, libstdc++, libgcc_s, the driver's libcuda, the cuBLAS/cuDNN wheels; libgomp
+# is carried), and the programs start (cuda_status reports no device here, exit 1); and two ranks of
 # bench_allreduce run under the bundle's mpirun, with Debian's Open MPI hidden where a private mount
 # namespace is allowed (unshare -m), so that nothing of it outside the bundle is used.
 set -euo pipefail

@@ -63,8 +63,8 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTe
 // Before a trainer builds its model on the CPU: a UsageError naming `options` (those that size the model)
 // when its weights, gradients and the optimiser's two moments (16 bytes a parameter, counted with
 // models::min_parameter_count, a lower bound) need more than `available` bytes (0: unknown, nothing is
-// refused). The largest sizes the options accept (train_resnet --blocks 64,64,64,64 --width 512: ~26 G
-// parameters) filled the machine's memory until the kernel killed the run, with no message.
+// refused). The largest sizes the options accept (train_resnet --block basic --blocks 64,64,64,64
+// --width 512: at least 2.56e10 parameters) filled the machine's memory until the kernel killed the run, with no message.
 void refuse_model_beyond_memory(const models::ModelConfig& config, uint64_t available, const std::string& options);
 // The memory this machine can give now: /proc/meminfo's MemAvailable in bytes, 0 when unknown.
 uint64_t host_memory_available();
