@@ -3,7 +3,7 @@
 # what is missing, builds (Release), writes a small synthetic EuroSAT-like and
 # SEN12MS-CR-like dataset, trains a small classifier and a small DSen2-CR, runs
 # the cloud-impact experiment and prints Table 1 and where the report is.
-# About 5 minutes on 2 idle CPU cores, build included (limit: 15; docs/experiment.md).
+# About 2-4 minutes on 2 idle CPU cores, build included (limit: 15; docs/experiment.md).
 #
 #   scripts/demo.sh                 everything, into runs/demo/
 #   DEMO_DIR=/tmp/x scripts/demo.sh another run folder
