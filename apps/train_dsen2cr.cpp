@@ -134,6 +134,7 @@ int run(int argc, char** argv) {
   const int64_t crop = p.get_int("crop");
   // (--crop >= 11: SSIM's 11x11 window; the ranges are declared with the options.)
   const cli::CommonOptions common = apps::setup_device(p);
+  apps::check_ranks_agree(p, apps::kPerRankOptions);  // before any collective
   const apps::RunPaths paths(training.out, "train_dsen2cr");
   paths.refuse_over({{"--data", training.data}});
 

@@ -167,6 +167,7 @@ int run(int argc, char** argv) {
       if (ms[i] <= ms[i - 1]) throw cli::UsageError("--milestones must be increasing epochs, e.g. 50,100,200");
   }
   const cli::CommonOptions common = apps::setup_device(p);
+  apps::check_ranks_agree(p, apps::kPerRankOptions);  // before any collective
   const apps::RunPaths paths(training.out, "train_resnet");
   paths.refuse_over({{"--data", training.data}});
 

@@ -76,6 +76,9 @@ class Parser {
   std::vector<int64_t> get_int_list(const std::string& name) const;
   bool given(const std::string& name) const;  // true when the option appeared on the command line
   bool declared(const std::string& name) const;  // true when the app declared the option
+  // Every declared option and its value, given or default, in declaration order; numbers
+  // in one spelling (--lr 1e-1 and --lr 0.1 give the same text), so two command lines can be compared.
+  std::vector<std::pair<std::string, std::string>> values() const;
   const std::vector<std::string>& positionals() const { return positionals_; }
   const std::string& program() const { return program_; }
 

@@ -130,12 +130,75 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
   for (const std::string& x : v) s += (s.empty() ? "" : sep) + x;
   return s;
 }
+
+// Rank 0's (name, value) pairs, sent to every rank: names and values as "name\x1fvalue\x1e" records.
+std::vector<std::pair<std::string, std::string>> rank0_values(ProcessGroup& g,
+                                                              const std::vector<std::pair<std::string, std::string>>& mine) {
+  std::string text;
+  for (const auto& [k, v] : mine) text += k + '\x1f' + v + '\x1e';
+  double bytes = double(text.size());
+  g.broadcast(&bytes, sizeof bytes, 0);
+  std::string theirs(size_t(bytes), '\0');
+  if (g.rank() == 0) theirs = text;
+  if (!theirs.empty()) g.broadcast(theirs.data(), theirs.size(), 0);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (size_t at = 0; at < theirs.size();) {
+    const size_t unit = theirs.find('\x1f', at), end = theirs.find('\x1e', at);
+    if (unit == std::string::npos || end == std::string::npos || unit > end) break;
+    out.emplace_back(theirs.substr(at, unit - at), theirs.substr(unit + 1, end - unit - 1));
+    at = end + 1;
+  }
+  return out;
+}
+
+// Every rank compares `mine` with rank 0's; if any rank differs, every rank throws UsageError (`what`
+// names the things compared, `rule` says what must hold), a differing rank naming each difference.
+void require_same_on_every_rank(const std::vector<std::pair<std::string, std::string>>& mine, const std::string& what,
+                                const std::string& rule) {
+  ProcessGroup& g = world();
+  if (g.size() == 1) return;
+  const std::vector<std::pair<std::string, std::string>> theirs = rank0_values(g, mine);
+  std::vector<std::string> differ;
+  for (const auto& [k, v] : mine) {
+    auto it = std::find_if(theirs.begin(), theirs.end(), [&](const auto& t) { return t.first == k; });
+    const std::string other = it == theirs.end() ? std::string("(none)") : it->second;
+    if (other != v) differ.push_back(str(k, " '", v, "' here, '", other, "' on rank 0"));
+  }
+  if (theirs.size() != mine.size() && differ.empty()) differ.push_back("another set of them");
+  double count = differ.empty() ? 0.0 : 1.0;
+  g.all_reduce_sum(&count, 1);
+  if (count == 0) return;
+  if (!differ.empty())
+    throw cli::UsageError(str("this rank was given other ", what, " than rank 0: ", join(differ, "; "), "; ", rule));
+  throw cli::UsageError(str(int(count), " of ", g.size(), " ranks were given other ", what,
+                            " than rank 0 (each names them); ", rule));
+}
 }  // namespace
+
+void check_ranks_agree(const cli::Parser& p, const std::vector<std::string>& per_rank) {
+  std::vector<std::pair<std::string, std::string>> mine;
+  for (const auto& [k, v] : p.values()) {
+    const bool own = std::find(per_rank.begin(), per_rank.end(), k) != per_rank.end();
+    // A per-rank option's value may differ, not whether it is there (--pack on one rank only hung both).
+    mine.emplace_back("--" + k, !own ? v : v.empty() ? "(none)" : "(given)");
+  }
+  std::vector<std::string> shown;
+  for (const std::string& k : per_rank) shown.push_back("--" + k);
+  require_same_on_every_rank(mine, "options",
+                             str("every rank must be given the same options (only ", join(shown, ", "), " may differ)"));
+}
 
 int resume_or_start(const TrainingOptions& options, const std::string& program, const RunPaths& paths, uint64_t seed,
                     const RunSettings& settings, models::Model& model, Optimizer& optimizer, Metadata* metadata) {
   const std::string& last = paths.last;
   ProcessGroup& g = world();
+  {  // the run itself (the data by its names, not its path; the split, the bands, ...): the same everywhere
+    std::vector<std::pair<std::string, std::string>> mine;
+    for (const RunSetting& rs : settings) mine.emplace_back(rs.name, rs.value);
+    require_same_on_every_rank(mine, "run settings",
+                               "every rank must train on the same data (the same file names; its folder may differ), "
+                               "split and settings");
+  }
   if (!options.resume) {
     // A fresh run into an earlier run's folder: its last.safetensors would be overwritten at the first
     // epoch's end and its best.safetensors kept whenever this run's validation never improves (no

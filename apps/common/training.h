@@ -100,6 +100,18 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
                     const RunSettings& settings, models::Model& model, Optimizer& optimizer,
                     Metadata* metadata = nullptr);
 
+// Before the first collective of a data-parallel run: every rank must have been given the same options
+// but for `per_rank` (names without "--": what names a rank's own files and resources, e.g. out, data,
+// pack, threads, workers). A rank given another --lr or --seed used to train another run in silence
+// (another split: validation tiles in its training share); another --batch-size, --epochs or --sync-bn
+// hung every rank in a collective. Throws UsageError on every rank; a rank that differs names each
+// option with its value and rank 0's. resume_or_start compares the run settings (the data's names)
+// the same way. One rank: nothing to compare.
+void check_ranks_agree(const cli::Parser& p, const std::vector<std::string>& per_rank);
+// The trainers' per-rank options: a rank's own --out (a disk of its own), the data's and the pack's
+// paths (the data is compared by its names), and its threads.
+inline const std::vector<std::string> kPerRankOptions = {"out", "data", "pack", "threads", "workers"};
+
 // A number stored in a checkpoint's metadata (the best validation score): `fallback` when the key
 // is absent; an Error naming the file and the key when the text is not a number, or is NaN or
 // outside [lo, hi].

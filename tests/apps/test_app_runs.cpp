@@ -784,6 +784,52 @@ TEST_CASE("data parallel: one rank killed mid-epoch stops every rank, the exit i
   REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.output);
   CHECK(models::load_model(d / "run/last.safetensors").epoch == 3);
 }
+
+// Each rank parses its own command line. A rank given another --lr or --seed trained another run in
+// silence (another --seed: another split, validation tiles in its training share); another --batch-size
+// or other data hung every rank in a collective. Every rank now compares its options (all but its own
+// --out, the data's and the pack's paths, threads and workers) and its run's settings (the data by the
+// files' names) with rank 0's before any collective, and every rank stops with a usage error: the
+// rank that differs names the option and both values. Nothing is written.
+TEST_CASE("data parallel: ranks given other options or other data stop before any work, naming what differs") {
+  TempDir d("dp_agree");
+  const std::string data = make_sen12mscr(d);
+  const std::vector<std::string> a = dsen2cr_args(data, d / "run");
+  AppResult lr = run_app_mpmd("train_dsen2cr", {with(a, {"--lr", "1e-3"}), with(a, {"--lr", "0.5"})});
+  CHECK(lr.exit_code == 2);
+  CHECK_MESSAGE(lr.output.find("this rank was given other options than rank 0: --lr '0.5' here, '0.001' on rank 0") !=
+                    std::string::npos,
+                lr.output);
+  CHECK_MESSAGE(lr.output.find("1 of 2 ranks were given other options than rank 0") != std::string::npos, lr.output);
+  CHECK_FALSE(fs::exists(d / "run"));
+  // A per-rank option's value may differ, not whether it is given: --pack on one rank only hung both.
+  AppResult pack = run_app_mpmd("train_dsen2cr", {with(a, {"--pack", d / "p.pack"}), a});
+  CHECK(pack.exit_code == 2);
+  CHECK_MESSAGE(pack.output.find("--pack '(none)' here, '(given)' on rank 0") != std::string::npos, pack.output);
+  // The same values spelled otherwise, another --out, --threads and --workers: the same run.
+  std::vector<std::string> b = with(a, {"--lr", "0.001"});
+  b[3] = d / "run_1";  // --out: a disk of its own
+  b[b.size() - 5] = "2";  // --threads (dsen2cr_args: ..., "--threads", "1", "--workers", "1")
+  AppResult same = run_app_mpmd("train_dsen2cr", {with(a, {"--lr", "1e-3"}), b});
+  CHECK_MESSAGE(same.exit_code == 0, same.output);
+  // The same file names in another folder are the same data; fewer files are not.
+  const std::string copy = d / "copy", fewer = d / "fewer";
+  fs::copy(data, copy, fs::copy_options::recursive);
+  fs::copy(data, fewer, fs::copy_options::recursive);
+  const data::Sen12mscrTriplet first = data::scan_sen12mscr(fewer).triplets.at(0);
+  fs::remove(first.s2_cloudy);
+  std::vector<std::string> moved = a, less = a;
+  moved[1] = copy, less[1] = fewer;  // --data
+  moved[3] = less[3] = d / "run2";
+  std::vector<std::string> a2 = a;
+  a2[3] = d / "run2";
+  AppResult elsewhere = run_app_mpmd("train_dsen2cr", {a2, moved});
+  CHECK_MESSAGE(elsewhere.exit_code == 0, elsewhere.output);
+  AppResult other = run_app_mpmd("train_dsen2cr", {with(a2, {"--overwrite"}), with(less, {"--overwrite"})});
+  CHECK(other.exit_code == 2);
+  CHECK_MESSAGE(other.output.find("this rank was given other run settings than rank 0: data '") != std::string::npos,
+                other.output);
+}
 #endif
 
 namespace {
