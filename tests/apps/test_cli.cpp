@@ -66,6 +66,26 @@ TEST_CASE("cli: values in both spellings, flags, positionals and --") {
   CHECK(q2.positionals() == std::vector<std::string>{"[2023]", "[a,b].tif"});
 }
 
+// What data-parallel ranks compare (apps::check_ranks_agree): every option, given or not, with numbers in
+// one spelling, so 1e-3 and 0.001, 007 and 7 agree and 0.1 keeps its short form.
+TEST_CASE("cli: values lists every option with numbers in one spelling") {
+  Parser a = make(), b = make();
+  REQUIRE(a.parse({"--lr", "1e-3", "--epochs", "007", "--milestones", "3,4"}) == Parser::Result::Ok);
+  REQUIRE(b.parse({"--lr", "0.001", "--epochs", "7", "--milestones", "3,4"}) == Parser::Result::Ok);
+  CHECK(a.values() == b.values());
+  const auto v = a.values();
+  REQUIRE(v.size() == 8);  // data, epochs, lr, milestones, resume, device, threads, seed
+  CHECK(v[0] == std::pair<std::string, std::string>{"data", ""});
+  CHECK(v[1] == std::pair<std::string, std::string>{"epochs", "7"});
+  CHECK(v[2] == std::pair<std::string, std::string>{"lr", "0.001"});
+  CHECK(v[3] == std::pair<std::string, std::string>{"milestones", "3,4"});
+  CHECK(v[4] == std::pair<std::string, std::string>{"resume", "false"});
+  Parser c = make();
+  REQUIRE(c.parse({"--lr", "0.1"}) == Parser::Result::Ok);
+  CHECK(c.values()[2].second == "0.1");
+  CHECK(c.values() != b.values());
+}
+
 TEST_CASE("cli: usage errors name the option") {
   auto err = [](std::vector<std::string> args, const char* needle) {
     Parser p = make();
