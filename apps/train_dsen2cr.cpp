@@ -143,8 +143,9 @@ int run(int argc, char** argv) {
       csv_list ? data::read_sen12mscr_list(training.data) : data::scan_sen12mscr(training.data);
   const std::vector<data::Sen12mscrTriplet> train = index.split(data::Split::Train);
   std::vector<data::Sen12mscrTriplet> val = index.split(data::Split::Val);
-  NIMBUS_CHECK(train.size() >= size_t(training.batch), training.data, ": ", train.size(),
-               " training triplets (benchmark split), fewer than one batch of ", training.batch);
+  NIMBUS_CHECK(train.size() >= size_t(training.batch) * size_t(world().size()), training.data, ": ", train.size(),
+               " training triplets (benchmark split), fewer than one batch of ", training.batch,
+               world().size() > 1 ? str(" on each of ", world().size(), " ranks") : std::string());
   if (const int64_t lim = p.get_int("val-limit"); lim > 0 && size_t(lim) < val.size()) {
     std::vector<data::Sen12mscrTriplet> v;
     for (int64_t k = 0; k < lim; ++k) v.push_back(val[size_t(k) * val.size() / size_t(lim)]);

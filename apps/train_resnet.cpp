@@ -175,8 +175,11 @@ int run(int argc, char** argv) {
   data::EuroSat ds(training.data, /*check_files=*/false);
   const data::EuroSatSplit split =
       ds.stratified_split(common.seed, p.get_double("train-fraction"), p.get_double("val-fraction"));
-  NIMBUS_CHECK(split.train.size() >= size_t(training.batch), training.data, ": ", split.train.size(),
-               " training tiles, fewer than one batch of ", training.batch);
+  // One global batch at least (each rank takes --batch-size of it), before the split files are written.
+  const size_t global_batch = size_t(training.batch) * size_t(world().size());
+  NIMBUS_CHECK(split.train.size() >= global_batch, training.data, ": ", split.train.size(),
+               " training tiles, fewer than one batch of ", training.batch,
+               world().size() > 1 ? str(" on each of ", world().size(), " ranks") : std::string());
   const data::BandList file_bands = data::parse_bands(p.get_string("bands"), "--bands");
   NIMBUS_CHECK(file_bands.size() == size_t(data::kS2Bands), "--bands: a EuroSAT MS tile has ", data::kS2Bands,
                " bands, not ", file_bands.size(), " (", data::bands_csv(file_bands), ")");

@@ -153,7 +153,8 @@ std::vector<std::pair<std::string, std::string>> rank0_values(ProcessGroup& g,
 
 // Every rank compares `mine` with rank 0's; if any rank differs, every rank throws UsageError (`what`
 // names the things compared, `rule` says what must hold), a differing rank naming each difference.
-void require_same_on_every_rank(const std::vector<std::pair<std::string, std::string>>& mine, const std::string& what,
+void require_same_on_every_rank(const std::string& program,
+                                const std::vector<std::pair<std::string, std::string>>& mine, const std::string& what,
                                 const std::string& rule) {
   ProcessGroup& g = world();
   if (g.size() == 1) return;
@@ -168,10 +169,15 @@ void require_same_on_every_rank(const std::vector<std::pair<std::string, std::st
   double count = differ.empty() ? 0.0 : 1.0;
   g.all_reduce_sum(&count, 1);
   if (count == 0) return;
-  if (!differ.empty())
-    throw cli::UsageError(str("this rank was given other ", what, " than rank 0: ", join(differ, "; "), "; ", rule));
-  throw cli::UsageError(str(int(count), " of ", g.size(), " ranks were given other ", what,
-                            " than rank 0 (each names them); ", rule));
+  const std::string says =
+      !differ.empty() ? str("this rank was given other ", what, " than rank 0: ", join(differ, "; "), "; ", rule)
+                      : str(int(count), " of ", g.size(), " ranks were given other ", what,
+                            " than rank 0 (each names them); ", rule);
+  // Every rank says its part before any rank stops them all (MPI_Abort would cut another's short).
+  std::fprintf(stderr, "%s (%s): %s\n", program.c_str(), describe_rank().c_str(), says.c_str());
+  std::fflush(stderr);
+  g.barrier();
+  throw cli::UsageError(str("the ranks do not agree on their ", what, " (each rank said above)"));
 }
 }  // namespace
 
@@ -184,7 +190,7 @@ void check_ranks_agree(const cli::Parser& p, const std::vector<std::string>& per
   }
   std::vector<std::string> shown;
   for (const std::string& k : per_rank) shown.push_back("--" + k);
-  require_same_on_every_rank(mine, "options",
+  require_same_on_every_rank(p.program(), mine, "options",
                              str("every rank must be given the same options (only ", join(shown, ", "), " may differ)"));
 }
 
@@ -195,7 +201,7 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
   {  // the run itself (the data by its names, not its path; the split, the bands, ...): the same everywhere
     std::vector<std::pair<std::string, std::string>> mine;
     for (const RunSetting& rs : settings) mine.emplace_back(rs.name, rs.value);
-    require_same_on_every_rank(mine, "run settings",
+    require_same_on_every_rank(program, mine, "run settings",
                                "every rank must train on the same data (the same file names; its folder may differ), "
                                "split and settings");
   }

@@ -802,6 +802,15 @@ TEST_CASE("data parallel: ranks given other options or other data stop before an
                 lr.output);
   CHECK_MESSAGE(lr.output.find("1 of 2 ranks were given other options than rank 0") != std::string::npos, lr.output);
   CHECK_FALSE(fs::exists(d / "run"));
+  // 4 training triplets make no global batch of 2 x 3: refused before the run folder is written into.
+  std::vector<std::string> big = a;
+  big[7] = "3";  // --batch-size
+  AppResult too_big = run_app_mpi(2, "train_dsen2cr", big);
+  CHECK(too_big.exit_code == 1);
+  CHECK_MESSAGE(too_big.output.find("4 training triplets (benchmark split), fewer than one batch of 3 on each of 2 "
+                                    "ranks") != std::string::npos,
+                too_big.output);
+  CHECK_FALSE(fs::exists(d / "run/last.safetensors"));
   // A per-rank option's value may differ, not whether it is given: --pack on one rank only hung both.
   AppResult pack = run_app_mpmd("train_dsen2cr", {with(a, {"--pack", d / "p.pack"}), a});
   CHECK(pack.exit_code == 2);
@@ -816,8 +825,8 @@ TEST_CASE("data parallel: ranks given other options or other data stop before an
   const std::string copy = d / "copy", fewer = d / "fewer";
   fs::copy(data, copy, fs::copy_options::recursive);
   fs::copy(data, fewer, fs::copy_options::recursive);
-  const data::Sen12mscrTriplet first = data::scan_sen12mscr(fewer).triplets.at(0);
-  fs::remove(first.s2_cloudy);
+  const data::Sen12mscrTriplet val = data::scan_sen12mscr(fewer).split(data::Split::Val).at(0);
+  fs::remove(val.s2_cloudy);  // the validation triplet: the 4 training ones still make a global batch
   std::vector<std::string> moved = a, less = a;
   moved[1] = copy, less[1] = fewer;  // --data
   moved[3] = less[3] = d / "run2";
