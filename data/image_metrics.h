@@ -6,7 +6,8 @@
 // (= 20 log10(1 / RMSE)), SSIM with data range 1, SAM in degrees. These are the
 // units of Meraner et al. 2020, Table 1 (reference/dsen2cr-sen12mscr.md §5.3-5.4),
 // so our numbers compare with theirs directly. (DSen2-CR's code works in DN/2000;
-// divide its MAE/RMSE by 5 to get ours.)
+// divide its MAE/RMSE by 5 to get ours.) As there, the references (target, cloudy input)
+// are clipped to [0, 1] by the caller (apps/common/experiment.cpp) and predictions are not.
 //
 // Mask. Optional (H, W) floats, 1 = cloud or shadow, 0 = clear (the detector's
 // cloud_shadow_mask); a pixel counts as covered when mask > 0.5.
@@ -30,7 +31,8 @@
 //         sigma 1.5, k1 0.01, k2 0.03, data range 1, VALID filtering (the map is
 //         (H-10) x (W-10), no padding), mean over the map, then over channels.
 //         Whole image only (no masked variant). H and W must be >= 11.
-// All sums run in double. Non-finite inputs are an Error naming the image.
+// All sums run in double. Non-finite inputs are an Error naming which image (prediction or
+// reference) and the flat index; the caller names the scene.
 #pragma once
 #include <array>
 #include <cstdint>

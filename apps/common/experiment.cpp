@@ -173,13 +173,16 @@ SceneResult evaluate_scene(const Scene& s, const std::vector<Method>& methods, c
   r.true_label = s.true_label;
   r.true_cloud_fraction = s.true_cloud_fraction;
   if (outputs) outputs->clear();
-  // Reflectance copies for the metrics (rho = DN / 10000).
-  auto rho = [](const std::vector<float>& dn) {
+  // Reflectance copies for the metrics (rho = DN / 10000). The references (target, cloudy input) are
+  // clipped to [0, 10000] DN first, as DSen2-CR's data pipeline clips both before its metrics see them;
+  // a method's output is not (DSen2-CR does not clip its predictions): reference/dsen2cr-sen12mscr.md §4.
+  auto rho = [](const std::vector<float>& dn, bool clip) {
     std::vector<float> v(dn.size());
-    for (size_t i = 0; i < v.size(); ++i) v[i] = dn[i] / models::kReflectanceScale;
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = (clip ? std::clamp(dn[i], 0.f, models::kReflectanceScale) : dn[i]) / models::kReflectanceScale;
     return v;
   };
-  const std::vector<float> target = rho(s.target), cloudy = rho(s.cloudy);
+  const std::vector<float> target = rho(s.target, true), cloudy = rho(s.cloudy, true);
   const ImageView tv{target.data(), models::kS2Bands, s.height, s.width};
   const ImageView cv{cloudy.data(), models::kS2Bands, s.height, s.width};
   for (const Method& m : methods) {
@@ -192,7 +195,7 @@ SceneResult evaluate_scene(const Scene& s, const std::vector<Method>& methods, c
                  s.name, " at band ", (bad - out.begin()) / int64_t(size_t(s.height) * size_t(s.width)),
                  " (a diverged cloud-removal model?)");
     r.pred.push_back(argmax(classify(out.data(), s.height, s.width)));
-    const std::vector<float> o = rho(out);
+    const std::vector<float> o = rho(out, false);
     r.metrics.push_back(image_metrics({o.data(), models::kS2Bands, s.height, s.width}, tv, cv,
                                       s.mask.empty() ? nullptr : s.mask.data()));
     std::vector<double> band(models::kS2Bands, 0.0);

@@ -209,6 +209,23 @@ TEST_CASE("cloud_impact: accounting vs pristine and true labels, confusion, bins
   CHECK_THROWS_WITH_AS(e.add(result("i", 1.5, 1, {1, 1, 1})), doctest::Contains("cloud cover 1.5"), Error);
 }
 
+// The metrics' references are clipped to [0, 10000] DN as DSen2-CR's pipeline clips its target and cloudy
+// input; a method's output is not (DSen2-CR's predictions are not). A target at 12000 DN (snow, glint):
+// a remover that returns 10000 is exact, one that returns the raw 12000 is off by 0.2 in reflectance.
+TEST_CASE("cloud_impact: the metrics' references are clipped to 10000 DN, the outputs are not") {
+  const Scene s = flat_scene("bright", 12000, 0, 0);  // no cloud: cloudy = target = 12000 DN
+  const Method raw{"raw", "returns the target as read", [](const Scene& sc) { return sc.target; }};
+  const Method clipped{"clipped", "returns 10000 DN", [](const Scene& sc) {
+                         return std::vector<float>(sc.target.size(), 10000.f);
+                       }};
+  const SceneResult r = evaluate_scene(s, {raw, clipped}, mean_level_classifier());
+  CHECK(r.metrics[0].mae == doctest::Approx(0.2).epsilon(1e-6));
+  CHECK(r.metrics[0].mae_reprod == doctest::Approx(0.2).epsilon(1e-6));  // vs the clipped cloudy input
+  CHECK(r.metrics[1].mae == 0);
+  CHECK(r.metrics[1].mae_reprod == 0);
+  CHECK(r.metrics[1].psnr == kPsnrCapDb);
+}
+
 TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR cap - half a cloud by hand") {
   // Targets at 2000 / 5000 / 8000 DN (classes 2, 5, 8); clouds add 6400 DN on 4, 8, 16 of 16 columns.
   std::vector<Scene> scenes = {flat_scene("s1", 2000, 6400, 4, 2), flat_scene("s2", 5000, 6400, 8, 5),
@@ -478,7 +495,7 @@ TEST_CASE("cloud_impact: report files hold the accounting's numbers") {
       CHECK(q->get("images")->get(kMetricNames[size_t(k)])->num == n);
     }
   }
-  // quality.csv: a row per scene and method with that scene's numbers (blank for NaN), in metric order.
+  // quality.csv: a row per scene and method with that scene's numbers ("nan" where none), in metric order.
   const std::string qcsv = test::read_file(ro.out_dir + "/quality.csv");
   CHECK_MESSAGE(qcsv.find("b,dsen2cr_sar,0.4,1.1,1.11,1.12,") != std::string::npos, qcsv);
   // The report's table: dsen2cr_sar's MAE target over a, b, c = 1 + (0 + 0.1 + 0.2) / 3 = 1.1000; MAE reprod
