@@ -296,7 +296,9 @@ int run(int argc, char** argv) {
   };
   loop.note = [&] {
     char note[64];
-    std::snprintf(note, sizeof note, "loss %.4f acc %.3f", tr.mean_loss(), tr.acc());
+    // The loss is every rank's mean; the running accuracy is rank 0's share until the epoch's end.
+    std::snprintf(note, sizeof note, "loss %.4f acc %.3f%s", tr.mean_loss(), tr.acc(),
+                  world().size() > 1 ? " (rank 0)" : "");
     return std::string(note);
   };
   loop.validate = [&](int) {

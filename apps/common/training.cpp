@@ -624,7 +624,9 @@ void train_epochs(const EpochLoop& L) {
   for (int epoch = L.first_epoch; epoch < L.epochs; ++epoch) {
     L.optimizer->set_lr(L.lr_at(epoch));
     L.train_mode();
-    Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(nb) * L.batch, stderr, Progress::Mode::Auto,
+    // Counted in the global batch's images (every rank's), so the rate is the run's.
+    const int64_t per_step = L.batch * int64_t(ranks.size());
+    Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(nb) * per_step, stderr, Progress::Mode::Auto,
                  "img");
     auto read_back = [&] {
       pending.read([&](int64_t step, size_t b, const std::vector<int64_t>& labels, double value,
@@ -636,7 +638,7 @@ void train_epochs(const EpochLoop& L) {
         const double l = L.debug->loss(value, step);
         check_loss_finite(l, step, epoch, b, L.paths->last);
         L.after_step(labels, l, kept);
-        bar.update(int64_t(b + 1) * L.batch);
+        bar.update(int64_t(b + 1) * per_step);
       });
       bar.set_note(L.note());
     };
