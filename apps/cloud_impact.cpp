@@ -18,9 +18,11 @@
 // metadata, or --model-bands: apps/common/band_order.h) before it is classified.
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 
 #include "apps/common/band_order.h"
 #include "apps/common/device.h"
@@ -66,13 +68,32 @@ std::shared_ptr<models::DSen2CR> load_cr(const std::string& path, bool want_sar)
 // are replaced, its figures that this run does not draw removed). A folder of other files is refused
 // before any work: report.md and the other files would replace theirs, and the clean-up of stale
 // figures would remove their fig_*.png and figure_images/*.png.
+// What cloud_impact writes into its folder (experiment_report.h), temporaries included: a folder holding
+// nothing else is an earlier run's, finished or stopped part-way.
+bool ours(const std::string& name) {
+  static const std::set<std::string> files = {"results.json", "predictions.csv", "quality.csv", "table1.md",
+                                              "report.md",    "figures.json",    "figure_images", ".nimbus.lock"};
+  const auto ends = [&](const char* s) { return name.size() > std::strlen(s) && name.rfind(s) == name.size() - std::strlen(s); };
+  return files.count(name) || (name.rfind("fig_", 0) == 0 && (ends(".png") || ends(".svg"))) ||
+         name.find(".tmp") != std::string::npos;
+}
+
 void refuse_foreign_folder(const std::string& out) {
   std::vector<std::string> names;
-  for (const fs::directory_entry& e : fs::directory_iterator(out)) {
+  bool all_ours = true;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(out, ec)) {
     const std::string name = e.path().filename().string();
-    if (name != ".nimbus.lock") names.push_back(name);  // the RunFolder's own lock
+    if (name == ".nimbus.lock") continue;  // the RunFolder's own lock
+    names.push_back(name);
+    all_ours = all_ours && ours(name);
   }
   if (names.empty()) return;
+  // Stopped part-way: only our names, and one that only cloud_impact writes (its first file is predictions.csv).
+  const bool distinctive = std::any_of(names.begin(), names.end(), [](const std::string& n) {
+    return n == "predictions.csv" || n == "quality.csv" || n == "results.json" || n == "figures.json";
+  });
+  if (all_ours && distinctive) return;
   const std::string results = out + "/results.json";
   if (fs::is_regular_file(results)) {
     std::ifstream f(results);
@@ -120,8 +141,9 @@ int run(int argc, char** argv) {
   if (cr.empty() && cr_nosar.empty()) throw cli::UsageError("give --cr FILE (and/or --cr-nosar FILE)");
   const cli::CommonOptions common = apps::setup_device(p);
   // The run owns --out from here: created now (not after all the work), locked against a second run.
+  if (fs::exists(out)) refuse_foreign_folder(out);  // before the RunFolder writes its lock and clears temporaries
   const apps::RunFolder folder(out, "cloud_impact");
-  refuse_foreign_folder(out);
+  refuse_foreign_folder(out);  // again, now that no other run can write there
 
   // Models.
   models::LoadedModel lm = models::load_model(classifier);

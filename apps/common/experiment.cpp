@@ -64,11 +64,11 @@ Scene load_scene(const data::Sen12mscrTriplet& t, const data::CloudDetectorOptio
 // ---- methods ------------------------------------------------------------------
 
 Method cloudy_method() {
-  return {"cloudy", "cloudy S2 (as is)", [](const Scene& s) { return s.cloudy; }};
+  return {"cloudy", "cloudy S2 (as is)", [](const Scene& s) { return s.cloudy; }, true};
 }
 
 Method pristine_method() {
-  return {"pristine", "pristine S2 (upper bound)", [](const Scene& s) { return s.target; }};
+  return {"pristine", "pristine S2 (upper bound)", [](const Scene& s) { return s.target; }, true};
 }
 
 Method dsen2cr_method(std::string name, std::string label, std::shared_ptr<models::DSen2CR> net, TileOptions tiles) {
@@ -175,7 +175,8 @@ SceneResult evaluate_scene(const Scene& s, const std::vector<Method>& methods, c
   if (outputs) outputs->clear();
   // Reflectance copies for the metrics (rho = DN / 10000). The references (target, cloudy input) are
   // clipped to [0, 10000] DN first, as DSen2-CR's data pipeline clips both before its metrics see them;
-  // a method's output is not (DSen2-CR does not clip its predictions): reference/dsen2cr-sen12mscr.md §4.
+  // a model's output is not (DSen2-CR does not clip its predictions): reference/dsen2cr-sen12mscr.md §4.
+  // The cloudy and pristine rows' outputs are those inputs, so they are clipped alike.
   auto rho = [](const std::vector<float>& dn, bool clip) {
     std::vector<float> v(dn.size());
     for (size_t i = 0; i < v.size(); ++i)
@@ -195,7 +196,7 @@ SceneResult evaluate_scene(const Scene& s, const std::vector<Method>& methods, c
                  s.name, " at band ", (bad - out.begin()) / int64_t(size_t(s.height) * size_t(s.width)),
                  " (a diverged cloud-removal model?)");
     r.pred.push_back(argmax(classify(out.data(), s.height, s.width)));
-    const std::vector<float> o = rho(out, false);
+    const std::vector<float> o = rho(out, m.is_input);
     r.metrics.push_back(image_metrics({o.data(), models::kS2Bands, s.height, s.width}, tv, cv,
                                       s.mask.empty() ? nullptr : s.mask.data()));
     std::vector<double> band(models::kS2Bands, 0.0);

@@ -64,9 +64,12 @@ struct Method {
   std::string name;   // key in files: "cloudy", "dsen2cr_sar", "dsen2cr_nosar", "pristine"
   std::string label;  // for tables: "DSen2-CR with SAR"
   std::function<std::vector<float>(const Scene&)> run;  // -> (13, H, W) DN
+  // The output is one of the scene's own images (cloudy, pristine): for the quality metrics it is
+  // clipped to [0, 10000] DN as the references are, so the pristine row stays the cap (0 error).
+  bool is_input = false;
 };
-Method cloudy_method();    // returns scene.cloudy
-Method pristine_method();  // returns scene.target
+Method cloudy_method();    // returns scene.cloudy (is_input)
+Method pristine_method();  // returns scene.target (is_input)
 // DSen2-CR over the whole scene (tiled as apps/common/cloud_removal.h). The
 // model's SAR setting decides whether scene.sar is used (Error if it is empty).
 Method dsen2cr_method(std::string name, std::string label, std::shared_ptr<models::DSen2CR> net,

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -39,17 +40,30 @@ RunFolder::RunFolder(const std::string& dir, const std::string& program) : dir_(
   NIMBUS_CHECK(!ec && fs::is_directory(dir), dir, ": cannot create the output folder (",
                ec ? ec.message() : "a file of that name exists", ")");
   const std::string lock = dir + "/.nimbus.lock";
-  fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  NIMBUS_CHECK(fd_ >= 0, lock, ": cannot open the folder's lock file: ", std::strerror(errno));
-  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    char holder[256] = {};
-    const ssize_t n = ::pread(fd_, holder, sizeof holder - 1, 0);
+  // A run ending removes the lock file of a folder it made and left empty (see the destructor), so a
+  // lock taken on a file that has just lost its name is no lock: take it again on the file there now.
+  for (int attempt = 0;; ++attempt) {
+    fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    NIMBUS_CHECK(fd_ >= 0, lock, ": cannot open the folder's lock file: ", std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      char holder[256] = {};
+      const ssize_t n = ::pread(fd_, holder, sizeof holder - 1, 0);
+      ::close(fd_);
+      fd_ = -1;
+      NIMBUS_CHECK(err != EWOULDBLOCK, dir, ": in use by another run (", n > 0 ? holder : "unknown",
+                   "); wait for it to finish or choose another output folder");
+      throw Error(str(lock, ": cannot lock the output folder: ", std::strerror(err)));
+    }
+    struct stat held {}, named {};
+    if (::fstat(fd_, &held) == 0 && ::stat(lock.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+        held.st_ino == named.st_ino)
+      break;
     ::close(fd_);
     fd_ = -1;
-    NIMBUS_CHECK(err != EWOULDBLOCK, dir, ": in use by another run (", n > 0 ? holder : "unknown",
-                 "); wait for it to finish or choose another output folder");
-    throw Error(str(lock, ": cannot lock the output folder: ", std::strerror(err)));
+    NIMBUS_CHECK(attempt < 8, lock, ": the lock file keeps being replaced; is another run starting and ending there?");
+    std::error_code again;
+    fs::create_directories(dir, again);  // the ending run may have removed the folder too
   }
   const std::string me = str(program, ", pid ", ::getpid());
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) != ssize_t(me.size())) {

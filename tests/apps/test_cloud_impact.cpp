@@ -210,7 +210,7 @@ TEST_CASE("cloud_impact: accounting vs pristine and true labels, confusion, bins
 }
 
 // The metrics' references are clipped to [0, 10000] DN as DSen2-CR's pipeline clips its target and cloudy
-// input; a method's output is not (DSen2-CR's predictions are not). A target at 12000 DN (snow, glint):
+// input; a model's output is not (DSen2-CR's predictions are not), the cloudy and pristine rows' are. A target at 12000 DN (snow, glint):
 // a remover that returns 10000 is exact, one that returns the raw 12000 is off by 0.2 in reflectance.
 TEST_CASE("cloud_impact: the metrics' references are clipped to 10000 DN, the outputs are not") {
   const Scene s = flat_scene("bright", 12000, 0, 0);  // no cloud: cloudy = target = 12000 DN
@@ -224,6 +224,12 @@ TEST_CASE("cloud_impact: the metrics' references are clipped to 10000 DN, the ou
   CHECK(r.metrics[1].mae == 0);
   CHECK(r.metrics[1].mae_reprod == 0);
   CHECK(r.metrics[1].psnr == kPsnrCapDb);
+  // The built-in rows return the scene's own images, clipped alike: pristine stays the cap.
+  const SceneResult own = evaluate_scene(s, {cloudy_method(), pristine_method()}, mean_level_classifier());
+  for (const ImageMetrics& m : own.metrics) {
+    CHECK(m.mae == 0);
+    CHECK(m.psnr == kPsnrCapDb);
+  }
 }
 
 TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR cap - half a cloud by hand") {
@@ -264,11 +270,13 @@ TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR
   // Cloudy and half-cloud metrics by hand (reflectance = DN / 1e4, the cloud adds a = 0.64, or 0.32 after half
   // is removed, on a fraction f of pixels): MAE target = a f, RMSE = a sqrt(f), PSNR = 20 log10(1 / RMSE), MAE
   // recon = a, MAE reprod = 0 (clear pixels equal the cloudy input), and reprod is NaN for s3, which has no clear
-  // pixel.
-  const double f[3] = {0.25, 0.5, 1.0};
+  // pixel. The cloudy row is the scene's own image, clipped to 10000 DN for the metrics as the references are:
+  // its cloud adds min(level + 6400, 10000) - level DN, a = 0.64, 0.5, 0.2; the half remover's is a model's
+  // output, unclipped (s3's 11200 DN stays).
+  const double f[3] = {0.25, 0.5, 1.0}, cloudy_a[3] = {0.64, 0.5, 0.2};
   for (int method : {0, 2}) {
-    const double a = method == 0 ? 0.64 : 0.32;
     for (int i = 0; i < 3; ++i) {
+      const double a = method == 0 ? cloudy_a[i] : 0.32;
       CAPTURE(method);
       CAPTURE(i);
       const ImageMetrics& m = e.scenes()[size_t(i)].metrics[size_t(method)];
@@ -297,7 +305,7 @@ TEST_CASE("cloud_impact: a remover returning the target scores 100% and the PSNR
   // Dataset means skip NaN: reprod over 2 scenes, MAE over 3.
   const MetricsMean q = e.quality(0);
   CHECK(q.count(5) == 2);
-  CHECK(q.mean().mae == doctest::Approx(0.64 * (0.25 + 0.5 + 1.0) / 3).epsilon(1e-6));
+  CHECK(q.mean().mae == doctest::Approx((0.64 * 0.25 + 0.5 * 0.5 + 0.2 * 1.0) / 3).epsilon(1e-6));
   // The pristine row against the cloudy input on clear pixels is 0 too here (clear pixels are untouched).
   CHECK(e.quality(3).mean().mae_reprod == 0);
 }

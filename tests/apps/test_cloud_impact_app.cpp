@@ -125,6 +125,22 @@ TEST_CASE("cloud_impact app: a folder of other files and a bad metrics file are 
   for (const char* f : {"report.md", "fig_my_plot.png", "figure_images/holiday.png"})
     CHECK_MESSAGE(test::read_file(mine + "/" + f) == "mine", f);
   CHECK_FALSE(fs::exists(mine + "/results.json"));
+  // Refused before the run folder is taken: nothing of theirs is touched, not even a file named like
+  // our temporaries, and no lock file is left.
+  spit(mine + "/scan.tmp.2024", "mine");
+  r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all",
+                                     "--out", mine, "--threads", "1"});
+  CHECK(r.exit_code == 2);
+  CHECK(test::read_file(mine + "/scan.tmp.2024") == "mine");
+  CHECK_FALSE(fs::exists(mine + "/.nimbus.lock"));
+  // A run stopped part-way (its first files written, no results.json) is still ours: the rerun goes on.
+  const std::string stopped = t.dir + "/stopped";
+  fs::create_directories(stopped);
+  spit(stopped + "/predictions.csv", "scene\n");
+  spit(stopped + "/quality.csv", "scene\n");
+  r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all",
+                                     "--out", stopped, "--threads", "1", "--examples", "1"});
+  CHECK_MESSAGE(r.exit_code == 0, r.output);
 
   spit(t.dir + "/metrics.csv", "epoch,lr\n1,0.1\n");
   const std::string out = t.dir + "/run";
