@@ -172,13 +172,22 @@ int run(int argc, char** argv) {
   tiles.device = common.device;
   std::vector<apps::Method> methods = {apps::cloudy_method()};
   json::Value cr_json = json::string(""), cr_nosar_json = json::string("");
+  auto note_tiling = [&](const std::string& path, const models::DSen2CRConfig& c) {  // --tile too small to be exact
+    const int radius = apps::receptive_radius(c), margin = apps::tile_margin(c, apps::default_overlap(c, tiles.tile));
+    if (margin < radius)
+      std::fprintf(stderr, "cloud_impact: note: %s: --tile %d cuts tiles with a margin of %d px, below the model's "
+                   "receptive radius %d: scenes larger than a tile are blended, not exact (--tile %d is exact)\n",
+                   path.c_str(), tiles.tile, margin, radius, 2 * (2 * radius + 1));
+  };
   if (!cr.empty()) {
     auto net = load_cr(cr, true);
+    note_tiling(cr, net->config());
     cr_json = json::string(net->config().str());
     methods.push_back(apps::dsen2cr_method("dsen2cr_sar", "DSen2-CR with SAR", net, tiles));
   }
   if (!cr_nosar.empty()) {
     auto net = load_cr(cr_nosar, false);
+    note_tiling(cr_nosar, net->config());
     cr_nosar_json = json::string(net->config().str());
     methods.push_back(apps::dsen2cr_method("dsen2cr_nosar", "DSen2-CR without SAR", net, tiles));
   }

@@ -297,19 +297,18 @@ int run(int argc, char** argv) {
   const std::vector<data::Sen12mscrTriplet> ts = index.split(split);
   NIMBUS_CHECK(!ts.empty(), root, ": no triplets in the ", split_name, " split");
   const std::string out_dir = p.get_string("out-dir");
-  {  // Before any work: a folder there, or one we can make.
-    std::error_code ec;
-    if (fs::exists(out_dir, ec) && !fs::is_directory(out_dir, ec))
-      throw cli::UsageError(str("--out-dir ", out_dir, " is not a folder"));
-    fs::create_directories(out_dir, ec);
-    NIMBUS_CHECK(!ec, "--out-dir ", out_dir, ": cannot create the folder: ", ec.message());
-  }
   // Before any work: no output may land on an input of the split (--out-dir the cloudy folder, say).
+  std::error_code ec;
+  if (fs::exists(out_dir, ec) && !fs::is_directory(out_dir, ec))
+    throw cli::UsageError(str("--out-dir ", out_dir, " is not a folder"));
   for (const data::Sen12mscrTriplet& t : ts) {
     const std::string out = out_dir + "/" + fs::path(t.s2_cloudy).filename().string();
     cli::refuse_output_over_input("--out-dir", out, {{"a cloudy image", t.s2_cloudy}, {"a SAR image", t.s1},
                                                      {"a cloud-free image", t.s2}, {"--weights", weights}});
   }
+  // Then a folder we can make (a refusal above leaves none behind).
+  fs::create_directories(out_dir, ec);
+  NIMBUS_CHECK(!ec, "--out-dir ", out_dir, ": cannot create the folder: ", ec.message());
   Progress bar("remove_clouds " + split_name, int64_t(ts.size()), stderr, Progress::Mode::Auto, "img");
   for (size_t i = 0; i < ts.size(); ++i) {
     process(net, weights, ts[i].s2_cloudy, net.config().sar ? ts[i].s1 : "",

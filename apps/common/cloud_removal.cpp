@@ -20,6 +20,8 @@ void remove_clouds_streamed(models::DSen2CR& net, int H, int W, const TileIO& io
   const bool sar = net.config().sar;
   NIMBUS_CHECK(o.batch >= 1, "remove_clouds: batch size must be >= 1, got ", o.batch);
   NIMBUS_CHECK(o.stripe >= 0, "remove_clouds: stripe width must be >= 0, got ", o.stripe);
+  NIMBUS_CHECK(o.overlap < 0 || (o.overlap >= 1 && o.overlap <= o.tile / 2), "remove_clouds: overlap ", o.overlap,
+               " must be -1 (the default) or in [1, ", o.tile / 2, "] (half of the tile ", o.tile, ")");
   const int overlap = o.overlap >= 0 ? o.overlap : default_overlap(net.config(), o.tile);
   const int margin = tile_margin(net.config(), overlap);
   const TilePlan plan = plan_tiles(H, W, o.tile, overlap, margin);

@@ -169,6 +169,13 @@ TEST_CASE("cloud_impact app: wrong checkpoint, empty split and missing options a
   r = test::run_app("cloud_impact", {"--classifier", t.clf, "--data", t.data, "--out", t.dir + "/d"});
   CHECK(r.exit_code == 2);
   CHECK(r.output.find("--cr FILE") != std::string::npos);
+  // Tiles too small for an exact margin (radius 4 for one block; --tile 16 gives 3): said, and the run goes on.
+  r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all",
+                                     "--out", t.dir + "/small_tiles", "--tile", "16", "--limit", "1", "--threads", "1"});
+  CHECK_MESSAGE(r.exit_code == 0, r.output);
+  CHECK_MESSAGE(r.output.find("--tile 16 cuts tiles with a margin of 3 px, below the model's receptive radius 4") !=
+                    std::string::npos,
+                r.output);
   r = test::run_app("cloud_impact", {"--help"});
   CHECK(r.exit_code == 0);
   CHECK(r.output.find("--classify") != std::string::npos);
