@@ -653,6 +653,7 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
     TiffFile f(tmp, "w");
     write_to(f, raster, options);
     std::error_code ec;
+    keep_target_mode(tmp, target);
     std::filesystem::rename(tmp, target, ec);
     NIMBUS_CHECK(!ec, "geotiff: ", path, ": cannot rename temporary file into place: ", ec.message());
   } catch (const Error& e) {
@@ -752,6 +753,7 @@ void TiledGeoTiffWriter::finish() {
   m.file->close();
   m.file.reset();
   std::error_code ec;
+  keep_target_mode(m.tmp, m.target);
   std::filesystem::rename(m.tmp, m.target, ec);
   if (ec) {
     std::error_code ignore;

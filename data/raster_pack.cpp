@@ -341,6 +341,7 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
     throw;
   }
   std::error_code ec;
+  keep_target_mode(tmp, target);
   fs::rename(tmp, target, ec);
   if (ec) {
     fs::remove(tmp);

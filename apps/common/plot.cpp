@@ -154,6 +154,7 @@ class Page {
       throw;
     }
     std::error_code ec;
+    keep_target_mode(tmp_, target_);
     std::filesystem::rename(tmp_, target_, ec);
     NIMBUS_CHECK(!ec, path_, ": cannot rename the finished figure into place: ", ec.message());
   }

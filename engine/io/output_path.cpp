@@ -2,6 +2,7 @@
 #include "engine/io/output_path.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -31,11 +32,23 @@ std::string atomic_output_path(const std::string& path) {
   std::error_code ec;
   for (int hops = 0; std::filesystem::is_symlink(p, ec); ++hops) {
     NIMBUS_CHECK(hops < 40, path, ": too many levels of symbolic links");
+    struct stat link {}, dir {};
+    const std::string parent = p.parent_path().empty() ? std::string(".") : p.parent_path().string();
+    if (::lstat(p.c_str(), &link) == 0 && ::stat(parent.c_str(), &dir) == 0 && (dir.st_mode & S_ISVTX) &&
+        (dir.st_mode & S_IWOTH))
+      NIMBUS_CHECK(link.st_uid == ::geteuid() || link.st_uid == dir.st_uid, path, ": ", p.string(),
+                   " is another user's symbolic link in the shared folder ", parent,
+                   ": not followed (choose a path of your own)");
     const std::filesystem::path to = std::filesystem::read_symlink(p, ec);
     NIMBUS_CHECK(!ec, path, ": cannot read the symbolic link ", p.string(), ": ", ec.message());
     p = to.is_absolute() ? to : p.parent_path() / to;
   }
   return p.string();
+}
+
+void keep_target_mode(const std::string& tmp, const std::string& target) {
+  struct stat st {};
+  if (::stat(target.c_str(), &st) == 0) (void)::chmod(tmp.c_str(), st.st_mode & 07777);
 }
 
 }  // namespace nimbus

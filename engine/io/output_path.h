@@ -13,7 +13,14 @@
 namespace nimbus {
 
 // `path`, or the file the symbolic links at `path` lead to; throws nimbus::Error naming `path` and
-// what it is when that exists and is not a regular file.
+// what it is when that exists and is not a regular file. A link in a sticky world-writable folder (/tmp)
+// owned neither by this user nor by the folder's owner is not followed (the kernel's protected_symlinks
+// rule, which following the link by hand would bypass: another user's link could aim a root run at
+// /etc).
 std::string atomic_output_path(const std::string& path);
+
+// Before the rename: the temporary `tmp` takes the permission bits of the file it replaces at `target`
+// (a 0600 file stays 0600); nothing when there is none yet.
+void keep_target_mode(const std::string& tmp, const std::string& target);
 
 }  // namespace nimbus

@@ -78,6 +78,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   }
   bool ok = ::fsync(fd) == 0;
   ok = (::close(fd) == 0) && ok;
+  keep_target_mode(tmp, target);
   if (!ok || std::rename(tmp.c_str(), target.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());

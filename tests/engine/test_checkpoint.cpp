@@ -139,6 +139,29 @@ TEST_CASE("atomic_output_path: links are followed and kept, pipes, devices and f
   write_file_atomic(dangling, "made");  // the file the link names is made
   CHECK(fs::is_symlink(dangling));
   CHECK(fs::is_regular_file(at("later.bin")));
+  // The replaced file keeps its permission bits (it used to take the temporary's 0644).
+  REQUIRE(::chmod(file.c_str(), 0600) == 0);
+  write_file_atomic(link, "again");
+  struct stat st {};
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  // Another user's link in a sticky world-writable folder (as /tmp) is not followed: as root it could aim
+  // a run at /etc. (Needs root to give the link another owner; skipped otherwise.)
+  const std::string shared = at("shared");
+  fs::create_directories(shared);
+  REQUIRE(::chmod(shared.c_str(), 01777) == 0);
+  const std::string planted = shared + "/out.bin";
+  fs::create_symlink(file, planted);
+  if (::lchown(planted.c_str(), 12345, 12345) == 0) {
+    CHECK_THROWS_WITH_AS(atomic_output_path(planted), doctest::Contains("is another user's symbolic link"), Error);
+    CHECK_THROWS_AS(write_file_atomic(planted, "x"), Error);
+    std::ifstream kept(file);
+    std::string text;
+    std::getline(kept, text);
+    CHECK(text == "again");
+  } else {
+    MESSAGE("not root: the other-user link case is skipped");
+  }
 }
 
 TEST_CASE("checkpoint: round trip of weights, buffers, optimiser state and metadata, and exact resume") {
