@@ -65,6 +65,7 @@ RunFolder::RunFolder(const std::string& dir, const std::string& program) : dir_(
     std::error_code again;
     fs::create_directories(dir, again);  // the ending run may have removed the folder too
   }
+  if (created_) on_signal_ = std::make_unique<NewFolder>(dir, ".nimbus.lock");
   const std::string me = str(program, ", pid ", ::getpid());
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) != ssize_t(me.size())) {
     // The note is for the message another run prints; the lock holds without it.
@@ -78,6 +79,7 @@ RunFolder::RunFolder(const std::string& dir, const std::string& program) : dir_(
 
 RunFolder::~RunFolder() {
   if (fd_ < 0) return;
+  on_signal_.reset();  // from here the destructor decides
   // A folder this run made and left holding nothing but its lock (the run failed before writing
   // anything: a refused option, unreadable data) goes again, so a retry finds no stray folder. The
   // lock file is removed while still held, then the folder (rmdir: only if still empty).

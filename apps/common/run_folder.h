@@ -6,9 +6,14 @@
 // that killed runs left there (`<name>.tmp.<pid>` and `<name>.tmp<pid>_<n>`, from the atomic writers:
 // while we hold the lock nobody else writes into the folder). The kernel drops the lock when the
 // process ends, however it ends, so a SIGKILLed run never leaves the folder locked. A folder the run
-// created and left holding only the lock (it failed before writing anything) is removed at the end.
+// created and left holding only the lock (it failed before writing anything) is removed at the end,
+// and also when a signal stops the run (engine/io/temp_files.h: Ctrl-C, or mpirun stopping rank 0
+// because another rank failed at start-up).
 #pragma once
+#include <memory>
 #include <string>
+
+#include "engine/io/temp_files.h"
 
 namespace nimbus::apps {
 
@@ -27,6 +32,7 @@ class RunFolder {
   int fd_ = -1;
   int removed_ = 0;
   bool created_ = false;  // the folder did not exist before
+  std::unique_ptr<NewFolder> on_signal_;  // while created_: a signal removes the folder if still empty
 };
 
 }  // namespace nimbus::apps

@@ -11,6 +11,12 @@
 //
 // The handler only reads a fixed table and calls unlink(), both async-signal-safe; a TempFile takes a
 // slot of the table for its life (64 at once at most: the writers hold one or two each).
+//
+// The same handlers remove a NewFolder that holds nothing but its lock file when the signal comes: a
+// run folder (apps/common/run_folder.h) that a run made and was stopped in before writing anything. A
+// run ending normally removes such a folder itself; this is for the run that is stopped: Ctrl-C while
+// the data is read, or rank 0 of a data-parallel run when another rank fails at start-up (MPI_Abort:
+// Open MPI sends SIGTERM, then SIGKILL a second later).
 #pragma once
 #include <string>
 
@@ -25,6 +31,19 @@ class TempFile {
 
  private:
   int slot_ = -1;  // -1: the table was full or the path too long (the file is then not guarded)
+};
+
+class NewFolder {
+ public:
+  // Registers `dir`, removed on a signal if it then holds only `lock_name` (removed too) or nothing.
+  // One at a time: a second NewFolder while one lives is not guarded.
+  NewFolder(const std::string& dir, const std::string& lock_name);
+  ~NewFolder();
+  NewFolder(const NewFolder&) = delete;
+  NewFolder& operator=(const NewFolder&) = delete;
+
+ private:
+  bool held_ = false;
 };
 
 // Installs the handlers, once per process; signals whose handler is not the default (an MPI runtime's,

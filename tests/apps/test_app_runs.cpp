@@ -848,6 +848,21 @@ TEST_CASE("data parallel: ranks given other options or other data stop before an
   CHECK_MESSAGE(other.output.find("this rank was given other run settings than rank 0: data '") != std::string::npos,
                 other.output);
 }
+
+// A rank whose own data cannot be read stops every rank (MPI_Abort); rank 0, which may have made the run
+// folder by then, is stopped by SIGTERM, and the folder it made, holding only its lock, goes with it (it
+// used to stay, holding .nimbus.lock).
+TEST_CASE("data parallel: a rank that fails at start-up stops every rank, and leaves no run folder") {
+  TempDir d("dp_start_fail");
+  const std::string data = make_sen12mscr(d);
+  const std::vector<std::string> a = dsen2cr_args(data, d / "run");
+  std::vector<std::string> missing = a;
+  missing[1] = d / "no_such_data";  // --data
+  AppResult r = run_app_mpmd("train_dsen2cr", {a, missing});
+  CHECK(r.exit_code != 0);
+  CHECK_MESSAGE(r.output.find("no_such_data") != std::string::npos, r.output);
+  CHECK_FALSE(fs::exists(d / "run"));
+}
 #endif
 
 namespace {

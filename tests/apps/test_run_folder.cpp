@@ -3,6 +3,7 @@
 // and cleared of killed runs' temporaries), and the best score a resume reads back from it.
 #include <doctest/doctest.h>
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 
 #include "apps/common/run_folder.h"
 #include "apps/common/training.h"
+#include "engine/io/temp_files.h"
 #include "kernels/common/error.h"
 #include "tests/apps/app_runner.h"
 #include "tests/common/child.h"
@@ -70,6 +72,44 @@ TEST_CASE("run folder: a folder the run made and left empty is removed, any othe
   fs::create_directories(before);
   { const RunFolder f(before, "cloud_impact"); }
   CHECK(fs::is_directory(before));
+}
+
+// A run stopped by a signal (Ctrl-C while it reads its data, or mpirun stopping rank 0 when another rank
+// fails) before writing anything leaves no folder either; a folder holding a file, or one that was
+// there before, stays as it is.
+TEST_CASE("run folder: a signal removes a folder the run made that holds only its lock and temporaries") {
+  test::TempDir tmp("run_folder_signal");
+  enum What { kEmpty, kTemporary, kWritten, kExisting };
+  for (What what : {kEmpty, kTemporary, kWritten, kExisting}) {
+    CAPTURE(int(what));
+    const std::string dir = tmp / ("run" + std::to_string(int(what)));
+    if (what == kExisting) fs::create_directories(dir);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {  // no doctest from here on, only _exit codes
+      for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, SIG_DFL);
+      remove_temp_files_on_signals();
+      const RunFolder folder(dir, "train_resnet");
+      std::unique_ptr<TempFile> guard;
+      if (what == kTemporary) {
+        guard = std::make_unique<TempFile>(dir + "/last.safetensors.tmp.1");
+        touch(dir + "/last.safetensors.tmp.1");
+      }
+      if (what == kWritten) touch(dir + "/split_train.txt");
+      ::raise(SIGTERM);
+      ::_exit(4);  // not reached
+    }
+    const int status = test::wait_child(child);
+    CHECK(WIFSIGNALED(status));
+    if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == SIGTERM);
+    if (what == kEmpty || what == kTemporary) {
+      CHECK_FALSE(fs::exists(dir));
+    } else {
+      REQUIRE(fs::is_directory(dir));
+      CHECK(fs::exists(dir + "/.nimbus.lock"));
+      CHECK(fs::exists(dir + "/split_train.txt") == (what == kWritten));
+    }
+  }
 }
 
 TEST_CASE("run folder: killed runs' temporaries are removed, other files kept, and a bad path is named") {
