@@ -155,7 +155,9 @@ def summary(path):
                   f"(bound {r.get('bound_max')}): {verdict}")
         print()
 
-    model_cases = [c for c in dict.fromkeys(r.get("case") for r in rows if r.get("phase") == "models") if c]
+    # (gpu_reference.py --smoke adds a self-test row of its time guards: not a model)
+    model_cases = [c for c in dict.fromkeys(r.get("case") for r in rows
+                                            if r.get("phase") == "models" and r.get("impl") != "selftest") if c]
     if model_cases:
         print("Models (ms per step, median; launches / host waits per step; peak reserved GiB)\n")
         print("| case | nimbus (its precision) | torch fp32 | torch TF32 | torch bf16 | torch.compile bf16 | nimbus launches / waits "
