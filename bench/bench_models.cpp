@@ -257,7 +257,8 @@ void dsen2cr(const std::string& key, int B, int F, int N, int H, bool train, int
   const double fwd = 2.0 * 9 * H * H * (15.0 * F + 2.0 * B * F * F + 13.0 * F) / 1e9;
   const double trn = 3 * fwd - 2.0 * 9 * H * H * 15.0 * F / 1e9;
   const int default_iters = F == 64 ? (train ? 10 : 20) : 5;
-  iters = iters ? iters : default_iters;
+  const bool chosen = iters > 0;  // else the default; a paper-size train step also looks at its first step
+  iters = chosen ? iters : default_iters;
   Rng rng(0);
   DSen2CR net(DSen2CRConfig{B, F, true}, rng);
   Tensor s2 = Tensor::randn({N, 13, H, H}, rng).to(g_device), s1 = Tensor::randn({N, 2, H, H}, rng).to(g_device);
@@ -290,6 +291,9 @@ void dsen2cr(const std::string& key, int B, int F, int N, int H, bool train, int
     report(key, tag + " FORWARD ONLY (train step > 60 s)", time_it(infer, 1, iters), N, fwd);
     return;
   }
+  // The paper's size: 5 timed steps (a median, not the mean of two) unless the first took over 3 s (the
+  // fp32 kernels of the first device run: 7 s a step), where 2 keep the case inside its time limit.
+  if (!chosen && F == 256) iters = first_s > 3 ? 2 : 5;
   report_step(key, tag + " train step (fwd+L1+bwd+Adam)", step, graph, first_s > 10 ? 0 : 1, iters, N, trn);
 }
 
@@ -329,9 +333,9 @@ const std::vector<Case>& cuda_cases() {
        }},
       {"resnet50_infer_b256_64", [](int it) { resnet50("resnet50_infer_b256_64", 256, false, it ? it : 20); }},
       {"dsen2cr_train_B16F256_b16_128",
-       [](int it) { dsen2cr("dsen2cr_train_B16F256_b16_128", 16, 256, 16, 128, true, it ? it : 2); }},
+       [](int it) { dsen2cr("dsen2cr_train_B16F256_b16_128", 16, 256, 16, 128, true, it); }},
       {"dsen2cr_train_B16F256_b16_128_graph",
-       [](int it) { dsen2cr("dsen2cr_train_B16F256_b16_128_graph", 16, 256, 16, 128, true, it ? it : 2, true); }},
+       [](int it) { dsen2cr("dsen2cr_train_B16F256_b16_128_graph", 16, 256, 16, 128, true, it, true); }},
       {"dsen2cr_infer_B16F256_b1_256",
        [](int it) { dsen2cr("dsen2cr_infer_B16F256_b1_256", 16, 256, 1, 256, false, it ? it : 5); }},
   };

@@ -2,7 +2,8 @@
  *
  * Both builds (g++ + emulator, nvcc):  upload() a host vector, check() a CUDA call, split_ints(),
  * parse_bench_args() and pick_cases() (the command line every benchmark program takes), bench_main()
- * (every benchmark's main(), given its BenchProgram).
+ * (every benchmark's main(), given its BenchProgram), count_nonfinite() (every output element
+ * written: the whole output's inf/NaN, poisoned ones included).
  * nvcc only (the `--case` mode, docs/cuda-backend.md "Kernel cases"), because only a real GPU gives
  * timings and cudaDeviceProp:
  *   fill_uniform    device inputs, uniform in [-1, 1) from a hash of (seed, index): fresh per case
@@ -16,10 +17,12 @@
  *   require_device  exit 77 with "no CUDA device: ..." when there is none
  */
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -71,6 +74,59 @@ inline std::vector<int> split_ints(const char* s) {
     }
   }
   return out;
+}
+
+// ---- every output element written ---------------------------------------------------------------
+// Outputs are poisoned with NaN (every byte 0xFF) before a validation run, and the sampled comparison
+// sees an element the kernel never wrote only where a sample lands: 1,000 samples miss one 128 x 128
+// tile of DSen2-CR's 33.5 M outputs 61% of the time. Counting the non-finite elements of the whole
+// output does not miss it (nor a NaN the kernel made). By the bits: an all-ones exponent is inf or NaN,
+// for fp32 (bytes 4) and bf16 (bytes 2) alike. Both builds: validate_small checks the counter itself.
+template <typename Bits>
+__global__ void count_nonfinite_kernel(unsigned long long* count, const Bits* p, int64_t n, Bits exponent) {
+  unsigned long long mine = 0;
+  for (int64_t i = grid_first(); i < n; i += grid_step()) mine += (p[i] & exponent) == exponent ? 1u : 0u;
+  if (mine) atomicAdd(count, mine);
+}
+inline int64_t count_nonfinite(const void* p, int64_t n, int bytes) {
+  unsigned long long* d = nullptr;
+  CK(cudaMalloc(&d, sizeof *d));
+  CK(cudaMemset(d, 0, sizeof *d));
+  const dim3 grid(unsigned(std::min<int64_t>((n + 255) / 256, 4096))), block(256);
+  if (bytes == 4)
+    launch(count_nonfinite_kernel<uint32_t>, grid, block, 0, nullptr, d, static_cast<const uint32_t*>(p), n,
+           uint32_t(0x7F800000u));
+  else
+    launch(count_nonfinite_kernel<uint16_t>, grid, block, 0, nullptr, d, static_cast<const uint16_t*>(p), n,
+           uint16_t(0x7F80u));
+  unsigned long long h = 0;
+  const cudaError_t launched = cudaGetLastError();
+  const cudaError_t copied = cudaMemcpy(&h, d, sizeof h, cudaMemcpyDeviceToHost);
+  CK(cudaFree(d));
+  CK(launched);
+  CK(copied);
+  return int64_t(h);
+}
+// The counter's own check (validate_small runs it): a poisoned buffer of each element size, then
+// finite values written over all but 3 of its elements, one of them an infinity.
+inline bool nonfinite_counter_works() {
+  const int64_t n = 70001;  // several blocks' strides, not a multiple of 256
+  void* d = nullptr;
+  CK(cudaMalloc(&d, size_t(n) * 4));
+  bool ok = true;
+  for (int bytes : {4, 2}) {
+    CK(cudaMemset(d, 0xFF, size_t(n) * size_t(bytes)));
+    ok = ok && count_nonfinite(d, n, bytes) == n;
+    std::vector<uint8_t> h(size_t(n) * size_t(bytes), 0);  // zeros: finite in both formats
+    for (int64_t i : {int64_t(0), n / 2, n - 1}) std::memset(&h[size_t(i) * size_t(bytes)], 0xFF, size_t(bytes));
+    if (bytes == 4) std::memcpy(&h[4 * 7], "\x00\x00\x80\x7F", 4);  // +inf (little-endian)
+    else std::memcpy(&h[2 * 7], "\x80\x7F", 2);
+    CK(cudaMemcpy(d, h.data(), h.size(), cudaMemcpyHostToDevice));
+    ok = ok && count_nonfinite(d, n, bytes) == 4;
+  }
+  CK(cudaFree(d));
+  std::printf("the whole-output non-finite counter (fp32, bf16): %s\n", ok ? "OK" : "WRONG");
+  return ok;
 }
 
 // The command line of every numbered-kernel benchmark:
@@ -153,9 +209,13 @@ struct BenchProgram {
 };
 
 // Pass bounds on rel_err, by the precision of the arithmetic (inputs are uniform in [-1, 1), sums of
-// 10^2..10^5 products). fp32: 1e-4 leaves ~10x headroom over sqrt(terms) * 2^-24 accumulation error.
-// TF32 (10-bit mantissa inputs, rel. rounding 2^-11 ~ 5e-4): 5e-3. bf16 (7-bit mantissa inputs and
-// bf16 outputs, 2^-8 ~ 4e-3 each): 2e-2.
+// 10^2..3x10^5 products: the ResNet stem's weight gradient). fp32: 1e-4 leaves ~10x headroom over
+// sqrt(terms) * 2^-24 accumulation error. TF32 (10-bit mantissa inputs, rel. rounding 2^-11 ~ 5e-4):
+// 5e-3. bf16 (7-bit mantissa inputs, 2^-9 ~ 2e-3 each when rounded; the convolutions' outputs are bf16
+// too, 2^-9 again; GEMM's C is fp32): 2e-2. These catch a wrong kernel, not a wrong precision: TF32
+// and bf16 errors overlap at full size (the first device run: library TF32 rows 2.5e-4 to 8.8e-4,
+// bf16 1.6e-3 to 2.9e-3). The small validations (no --case) check each version against its own
+// rounded operands, which does tell them apart.
 inline double bound(const std::string& precision) {
   return precision == "fp32" ? 1e-4 : precision == "tf32" ? 5e-3 : 2e-2;
 }
@@ -356,12 +416,12 @@ struct Impl {
   std::string tag() const { return name + "_" + precision; }  // "cudnn_fp32"
 };
 
-// Validate `im` on one layer (poison the output, run once, compare the sampled outputs with `ref`),
-// then time it. prepare() (cuDNN's algorithm search, bf16 copies) runs first and is not timed.
+// Validate `im` on one layer (poison the output, run once, count the whole output's non-finite
+// elements, compare the sampled outputs with `ref`), then time it. prepare() (cuDNN's algorithm search, bf16 copies) runs first and is not timed.
 inline void measure(Impl& im, int count, const std::string& label, const std::function<void()>& prepare,
                     const std::function<void()>& poison, const std::function<void()>& run,
                     const std::function<std::vector<float>()>& sampled, const std::vector<double>& ref,
-                    double budget_ms) {
+                    const std::function<int64_t()>& nonfinite, double budget_ms) {
   if (!im.ok) return;
   try {
     prepare();
@@ -369,6 +429,14 @@ inline void measure(Impl& im, int count, const std::string& label, const std::fu
     run();
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
+    if (const int64_t bad = nonfinite(); bad > 0) {  // unwritten (still poisoned) or NaN/inf, anywhere
+      im.ok = false;
+      im.err = NAN;
+      im.error = std::to_string(bad) + " outputs not finite (unwritten or NaN/inf)";
+      std::fprintf(stderr, "%s: %s %s FAILED: %s\n", label.c_str(), im.name.c_str(), im.precision.c_str(),
+                   im.error.c_str());
+      return;
+    }
     const double e = rel_err(sampled(), ref);
     im.err = std::isfinite(e) ? std::max(im.err, e) : NAN;
     if (!(e <= bound(im.precision))) {

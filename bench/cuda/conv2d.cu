@@ -716,7 +716,7 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
   // Order matters: the fp32 reference first (ours report its time), then ours, then TF32 and bf16.
   // Per precision: cuDNN in it, then our versions in it that have this direction (each row names
   // the reference in its own precision, mma_tiles::print_rows_by_precision).
-  // Version 6 (sm_90a) is skipped, with a message, on a device that is not compute capability 9.0.
+  // Versions 6-11 (sm_90a) are skipped, with a message, on a device that is not compute capability 9.0.
   std::vector<Impl> impls;
   const bool hopper = wgmma_runs();
   for (int v : versions)
@@ -760,6 +760,7 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
     for (size_t j = 0; j < idx.size(); ++j) ref[j] = reference_at(cs.dir, g, ha, hb, idx[j]);
     DevBuf ws(sizeof(float) * size_t(conv_workspace(g)));
     const auto fp32_sampled = [&] { return gather(out.f(), idx); };
+    const auto fp32_nonfinite = [&] { return count_nonfinite(out.p, n.out, 4); };
     const auto poison = [&] { out.poison(); };
     // bf16 copies (NHWC), made once per layer when the bf16 reference first needs them.
     DevBuf a16(size_t(n.a) * 2), b16(size_t(n.b) * 2), out16(size_t(n.out) * 2);
@@ -782,13 +783,14 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
         measure(im, count, label, prepare, [&] { on.poison(); },
                 [&] { f(static_cast<bfloat16*>(on.p), static_cast<const bfloat16*>(an.p),
                         static_cast<const bfloat16*>(bn.p), g, ws.f()); },
-                [&] { return gather(static_cast<const __nv_bfloat16*>(on.p), idx); }, ref, budget_ms);
+                [&] { return gather(static_cast<const __nv_bfloat16*>(on.p), idx); }, ref,
+                [&] { return count_nonfinite(on.p, n.out, 2); }, budget_ms);
         continue;
       }
       if (im.ours) {
         const ConvFn f = kVersions[std::atoi(im.name.c_str() + 8)][cs.dir];
         measure(im, count, label, [] {}, poison, [&] { f(out.f(), a.f(), b.f(), g, ws.f()); }, fp32_sampled, ref,
-                budget_ms);
+                fp32_nonfinite, budget_ms);
         continue;
       }
       // cuDNN: descriptors and the algorithm search inside prepare(), so a refusal marks the row failed.
@@ -802,13 +804,15 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
           im.algos.push_back(conv->find(a16.p, b16.p, out16.p));
         };
         measure(im, count, label, prepare, [&] { out16.poison(); }, [&] { conv->run(a16.p, b16.p, out16.p); },
-                [&] { return gather(static_cast<const __nv_bfloat16*>(out16.p), idx16); }, ref, budget_ms);
+                [&] { return gather(static_cast<const __nv_bfloat16*>(out16.p), idx16); }, ref,
+                [&] { return count_nonfinite(out16.p, n.out, 2); }, budget_ms);
       } else {
         const auto prepare = [&] {
           conv = std::make_unique<bench::CudnnConv>(g, p, d);
           im.algos.push_back(conv->find(a.p, b.p, out.p));
         };
-        measure(im, count, label, prepare, poison, [&] { conv->run(a.p, b.p, out.p); }, fp32_sampled, ref, budget_ms);
+        measure(im, count, label, prepare, poison, [&] { conv->run(a.p, b.p, out.p); }, fp32_sampled, ref,
+                fp32_nonfinite, budget_ms);
       }
     }
     slowest_layer_s = std::max(
@@ -1035,7 +1039,7 @@ bool validate_small(const std::vector<int>& versions) {
                             {3, 8, 12, 11, 130, 3, 3, 1, 1},    {2, 12, 13, 15, 20, 3, 3, 2, 1},
                             {2, 16, 7, 9, 6, 1, 1, 2, 0},       {1, 13, 11, 9, 6, 7, 7, 2, 3},
                             {2, 5, 16, 16, 7, 3, 3, 2, 1}};
-  bool ok = true;
+  bool ok = nonfinite_counter_works();
   const bool hopper = wgmma_runs();
   for (int v : versions) {
     if (is_hopper_version(v) && !hopper) {

@@ -755,6 +755,7 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
   }
   const auto poison = [&] { C.poison(); };
   const auto sampled = [&] { return gather(C.f(), idx); };
+  const auto nonfinite = [&] { return count_nonfinite(C.p, nC, 4); };
   for (Impl& im : impls) {
     // bf16 reads A and B in 2 bytes and still writes an fp32 C.
     im.bytes = (im.precision == "bf16" ? 2.0 : 4.0) * double(nA + nB) + 4.0 * double(nC);
@@ -768,15 +769,15 @@ bool run_case(const Case& cs, const std::vector<int>& versions, double budget_ms
       const auto prepare = [&] {
         if (im.precision == "bf16") to_bf16();
       };
-      measure(im, 1, cs.name, prepare, poison, [&] { f(M, N, K, in, C.f()); }, sampled, ref, budget_ms);
+      measure(im, 1, cs.name, prepare, poison, [&] { f(M, N, K, in, C.f()); }, sampled, ref, nonfinite, budget_ms);
     } else if (im.precision == "bf16") {
       measure(im, 1, cs.name, to_bf16, poison,
               [&] { bench::cublas_gemm(bench::Precision::bf16, M, N, K, A16.p, B16.p, C.f()); }, sampled, ref,
-              budget_ms);
+              nonfinite, budget_ms);
     } else {
       const bench::Precision p = im.precision == "fp32" ? bench::Precision::fp32 : bench::Precision::tf32;
       measure(im, 1, cs.name, [] {}, poison, [&] { bench::cublas_gemm(p, M, N, K, A.p, B.p, C.f()); }, sampled, ref,
-              budget_ms);
+              nonfinite, budget_ms);
     }
   }
   return mma_tiles::print_rows_by_precision(cs.name, impls, 2.0 * M * N * double(K), 1, device, "cublas");
@@ -795,7 +796,7 @@ constexpr RunCase<Case> run_case = nullptr;  // no --case timing in this build (
 // 67x44x36 for v8. On a GPU that is not compute capability 9.0 they are skipped.
 bool validate_small(const std::vector<int>& versions) {
   const int sizes[][3] = {{67, 45, 33}, {130, 70, 19}, {67, 44, 36}, {150, 136, 72}, {67, 264, 520}};
-  bool ok = true;
+  bool ok = nonfinite_counter_works();
   const bool hopper = hopper_device();
   for (int v : versions) {
     if (kVersions[v].hopper && !hopper) {

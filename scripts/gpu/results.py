@@ -92,9 +92,11 @@ def summary(path):
     kernel_cases = [c for c in dict.fromkeys(r.get("case") for r in rows if r.get("phase") == "kernels") if c]
     if kernel_cases:
         print("Kernels (ms, median). Per precision: our best version [its TFLOP/s], the library (cuDNN for convs,")
-        print("cuBLAS for GEMM) and PyTorch; 'ours/lib' is the library's time over ours (1 = as fast).\n")
-        print("| case | precision | ours (best version) | lib | torch | ours/lib |")
-        print("|---|---|---|---|---|---|")
+        print("cuBLAS for GEMM) and PyTorch; 'ours/lib' is the library's time over ours (1 = as fast), 'ours/best'")
+        print("the faster of the library and PyTorch over ours (PyTorch's cuDNN can pick faster algorithms than our")
+        print("legacy-API call of it).\n")
+        print("| case | precision | ours (best version) | lib | torch | ours/lib | ours/best |")
+        print("|---|---|---|---|---|---|---|")
         for case in kernel_cases:
             for p in ("fp32", "tf32", "bf16"):
                 ours = best(case, "nimbus", p)
@@ -111,7 +113,10 @@ def summary(path):
                 part = next((r for r in (ours, lib) if r and r.get("partial")), None)
                 label = f"{case} (partial: {part.get('layers')} of {part.get('layers_total')} layers)" if part else case
                 torch_ms = "n/c" if part and tor else (fmt(tor["median_ms"]) if tor else "-")
-                print(f"| {label} | {p} | {name} | {fmt(lib['median_ms']) if lib else '-'} | {torch_ms} | {ratio} |")
+                refs = [r["median_ms"] for r in (lib, None if part else tor) if r]
+                best_ratio = f"{min(refs) / o:.3f}" if (refs and o) else "-"
+                print(f"| {label} | {p} | {name} | {fmt(lib['median_ms']) if lib else '-'} | {torch_ms} | {ratio} | "
+                      f"{best_ratio} |")
         bad = [r for r in rows if r.get("phase") == "kernels" and not r.get("ok") and not r.get("unsupported")]
         for r in bad:
             # A row the time budget skipped is not a failure of what it would have measured.
@@ -127,6 +132,9 @@ def summary(path):
         print("| op | shape | ms | GB/s | copy GB/s | fraction |")
         print("|---|---|---|---|---|---|")
         for r in mem:
+            if r.get("ok") is False:  # the case threw: its row names the error instead of a time
+                print(f"| {r.get('op')} | FAILED: {r.get('error', '?')} | - | - | - | - |")
+                continue
             f = r.get("fraction")
             mark = "" if f is None or f >= 0.7 else " (below 0.7)"
             n0 = lambda v: "-" if v is None else f"{v:.0f}"  # the bench writes null for a non-finite number
