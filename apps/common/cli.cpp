@@ -297,8 +297,8 @@ bool Parser::declared(const std::string& name) const {
 void add_common_options(Parser& p) {
   p.add_choice("device", "auto", {"cpu", "cuda", "auto"}, "where to compute; auto picks cuda when available");
   p.add_int("threads", 0, "CPU threads (0 = all cores)").range(0, 4096);
-  p.add_int("seed", 42, "random seed: the same seed repeats a run exactly on the same device with the same --threads "
-            "(OpenBLAS and the CPU convolution split sums by thread: another count changes the last bits)").range(0, 9223372036854775807.0);
+  p.add_int("seed", 42, "random seed: the same seed repeats a run exactly on the same device, whatever --threads "
+            "(on the CPU every sum is split by the shapes alone, not by the thread count)").range(0, 9223372036854775807.0);
 }
 
 CommonOptions apply_common_options(const Parser& p) {

@@ -1,8 +1,6 @@
 // device.cpp: --device / --threads / --seed for the apps (see device.h).
 #include "apps/common/device.h"
 
-#include <cblas.h>
-
 #include <cstdio>
 
 #include "engine/autocast.h"
@@ -31,7 +29,8 @@ cli::CommonOptions setup_device(const cli::Parser& p) {
   if (asked == "auto" && c.device == Device::CPU && launched_rank() == 0)  // said once, not per rank
     std::fprintf(stderr, "%s: no usable CUDA device/backend, running on the CPU (%d threads): %s\n",
                  p.program().c_str(), c.threads, cuda_status().c_str());
-  openblas_set_num_threads(c.threads);
+  // (OpenBLAS is not given the thread count: gemm<float> keeps it serial and shares out its tiles over
+  // OpenMP's threads, so that results do not depend on --threads; kernels/cpu/gemm.h.)
   if (p.declared("precision")) {
     const std::string asked_p = p.get_string("precision");
     c.precision = asked_p == "auto" ? (c.device == Device::CUDA ? "tf32" : "fp32") : asked_p;

@@ -204,17 +204,22 @@ bool use_kvec(const ConvGeom& g) {
 }
 
 // ---- PerImage: threads split the images ----
-// ws per thread: col (CRS*PQ, unless pointwise) | dW partial sum (K*CRS).
-int64_t per_image_floats(const ConvGeom& g) {
-  const int64_t PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S;
-  return (g.pointwise() ? 0 : CRS * PQ) + g.K * CRS;
+// ws: a column buffer per thread (CRS*PQ; none when pointwise), then the backward's dW partial sums,
+// one per group of images. The groups are fixed by the batch alone (at most kDwGroups; image n in
+// group n * groups / N), each sums its images in order and dW sums the groups in order: the same bits
+// for any thread count. (A partial sum per thread made dW, and so training, depend on --threads.)
+constexpr int64_t kDwGroups = 8;
+int64_t per_image_col_floats(const ConvGeom& g) { return g.pointwise() ? 0 : g.P() * g.Q() * g.C * g.R * g.S; }
+int64_t dw_groups(const ConvGeom& g) { return std::min<int64_t>(g.N, kDwGroups); }
+int64_t per_image_workspace(const ConvGeom& g) {
+  return omp_get_max_threads() * per_image_col_floats(g) + dw_groups(g) * g.K * g.C * g.R * g.S;
 }
 
 void per_image_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws) {
   const int64_t PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S, CHW = g.C * g.H * g.W, KPQ = g.K * PQ;
 #pragma omp parallel
   {
-    float* col = ws + omp_get_thread_num() * per_image_floats(g);
+    float* col = ws + omp_get_thread_num() * per_image_col_floats(g);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < g.N; ++n) {
       const float* B = x + n * CHW;
@@ -231,39 +236,39 @@ void per_image_forward(float* y, const float* x, const float* w, const float* b,
 
 void per_image_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const ConvGeom& g,
                         float* ws) {
-  const int64_t PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S, CHW = g.C * g.H * g.W, KPQ = g.K * PQ;
-  const int64_t per = per_image_floats(g), dw_off = g.pointwise() ? 0 : CRS * PQ;
-  int nth = 1;
+  const int64_t PQ = g.P() * g.Q(), CRS = g.C * g.R * g.S, CHW = g.C * g.H * g.W, KPQ = g.K * PQ, KCRS = g.K * CRS;
+  const int64_t cols = per_image_col_floats(g), groups = dw_groups(g);
+  float* const partial = ws + omp_get_max_threads() * cols;  // group q's share of dW at partial + q * KCRS
 #pragma omp parallel
   {
-#pragma omp single
-    nth = omp_get_num_threads();
-    float* col = ws + omp_get_thread_num() * per;
-    float* dw_t = col + dw_off;  // this thread's images' share of dW
-    if (dw) std::fill(dw_t, dw_t + g.K * CRS, 0.f);
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < g.N; ++n) {
-      const float* dyn = dy + n * KPQ;
-      if (dw) {  // dW (K, CRS) += dy_n (K, PQ) col_n^T (PQ, CRS)
-        const float* B = x + n * CHW;
-        if (!g.pointwise()) {
-          im2col(col, B, 1, g);
-          B = col;
+    float* col = ws + omp_get_thread_num() * cols;
+#pragma omp for schedule(dynamic)
+    for (int64_t q = 0; q < groups; ++q) {
+      float* dw_q = partial + q * KCRS;
+      if (dw) std::fill(dw_q, dw_q + KCRS, 0.f);
+      for (int64_t n = g.N * q / groups; n < g.N * (q + 1) / groups; ++n) {
+        const float* dyn = dy + n * KPQ;
+        if (dw) {  // dW_q (K, CRS) += dy_n (K, PQ) col_n^T (PQ, CRS)
+          const float* B = x + n * CHW;
+          if (!g.pointwise()) {
+            im2col(col, B, 1, g);
+            B = col;
+          }
+          gemm<float>(false, true, g.K, CRS, PQ, 1.f, dyn, PQ, B, PQ, 1.f, dw_q, CRS);
         }
-        gemm<float>(false, true, g.K, CRS, PQ, 1.f, dyn, PQ, B, PQ, 1.f, dw_t, CRS);
-      }
-      if (dx) {  // dcol (CRS, PQ) = W^T dy_n, folded into dx_n
-        float* out = g.pointwise() ? dx + n * CHW : col;
-        gemm<float>(true, false, CRS, PQ, g.K, 1.f, w, CRS, dyn, PQ, 0.f, out, PQ);
-        if (!g.pointwise()) col2im(dx + n * CHW, col, 1, g);
+        if (dx) {  // dcol (CRS, PQ) = W^T dy_n, folded into dx_n
+          float* out = g.pointwise() ? dx + n * CHW : col;
+          gemm<float>(true, false, CRS, PQ, g.K, 1.f, w, CRS, dyn, PQ, 0.f, out, PQ);
+          if (!g.pointwise()) col2im(dx + n * CHW, col, 1, g);
+        }
       }
     }
   }
   if (!dw) return;
-#pragma omp parallel for if (g.K * CRS > kParallelGrain)
-  for (int64_t i = 0; i < g.K * CRS; ++i) {
+#pragma omp parallel for if (KCRS > kParallelGrain)
+  for (int64_t i = 0; i < KCRS; ++i) {
     float s = 0.f;
-    for (int t = 0; t < nth; ++t) s += ws[t * per + dw_off + i];
+    for (int64_t q = 0; q < groups; ++q) s += partial[q * KCRS + i];
     dw[i] = s;
   }
 }
@@ -396,7 +401,7 @@ int64_t conv2d_workspace(const ConvGeom& g) {
                                                      : 0;
   switch (path_of(g)) {
     case Path::Direct3x3: return conv2d_direct_workspace(g);
-    case Path::PerImage: return std::max(kvec, omp_get_max_threads() * per_image_floats(g));
+    case Path::PerImage: return std::max(kvec, per_image_workspace(g));
     case Path::Pointwise: return kvec;
     case Path::Shifted: {  // the backward's; the forward takes the k-vectorised kernel when it applies
       const Shifted sh(g);

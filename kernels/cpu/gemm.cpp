@@ -4,6 +4,9 @@
 #include "kernels/common/parallel.h"
 
 #include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
 
 
 namespace nimbus::cpu {
@@ -24,6 +27,37 @@ void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
     }
 }
 
+// OpenBLAS on one thread, always: it splits a threaded call by the thread count, and the split changes
+// the rounding (a 64 x 1024 x 64 product differed in 18% of its outputs between 1 and 2 threads), so a
+// training run's weights depended on --threads. Two builds, two switches:
+// - the pthread build threads a call unless its own count (blas_cpu_number) is 1:
+//   openblas_set_num_threads(1), once (checked each call: a library or a test may have set it since);
+//   in the OpenMP build that call also sets OpenMP's count, which is put back;
+// - the OpenMP build (the one CMakeLists.txt links) ignores its own count and threads any call made
+//   outside an active parallel region over omp_get_max_threads(): SerialBlas sets that to 1 around
+//   the call, for the calling thread only (an OpenMP setting is per task).
+void openblas_serial() {
+  if (openblas_get_num_threads() == 1) return;
+  const int ours = omp_get_max_threads();
+  openblas_set_num_threads(1);
+  omp_set_num_threads(ours);
+}
+
+class SerialBlas {
+ public:
+  SerialBlas() : saved_(omp_in_parallel() ? 1 : omp_get_max_threads()) {
+    if (saved_ != 1) omp_set_num_threads(1);
+  }
+  ~SerialBlas() {
+    if (saved_ != 1) omp_set_num_threads(saved_);
+  }
+  SerialBlas(const SerialBlas&) = delete;
+  SerialBlas& operator=(const SerialBlas&) = delete;
+
+ private:
+  int saved_;
+};
+
 template <>
 void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -33,8 +67,25 @@ void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              blasint(M), blasint(N), blasint(K), alpha, A, blasint(lda), B, blasint(ldb), beta, C, blasint(ldc));
+  openblas_serial();
+  // C in fixed tiles of kGemmTileRows x kGemmTileCols, cut by the shape alone, each a serial sgemm:
+  // every output sums its K products in an order that the shape decides, never the thread count. Our
+  // threads share out the tiles; inside a parallel region (the per-image convolution paths) the
+  // calling thread runs them in turn.
+  const int64_t mt = (M + kGemmTileRows - 1) / kGemmTileRows, nt = (N + kGemmTileCols - 1) / kGemmTileCols;
+  const auto tile = [&](int64_t t) {
+    const int64_t i0 = (t / nt) * kGemmTileRows, j0 = (t % nt) * kGemmTileCols;
+    const int64_t m = std::min(kGemmTileRows, M - i0), n = std::min(kGemmTileCols, N - j0);
+    const float* a = trans_a ? A + i0 : A + i0 * lda;
+    const float* b = trans_b ? B + j0 * ldb : B + j0;
+    const SerialBlas serial;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                blasint(m), blasint(n), blasint(K), alpha, a, blasint(lda), b, blasint(ldb), beta, C + i0 * ldc + j0,
+                blasint(ldc));
+  };
+  const int64_t tiles = mt * nt;
+#pragma omp parallel for schedule(dynamic) if (tiles > 1 && !omp_in_parallel() && M * N * K > kParallelGrain * 64)
+  for (int64_t t = 0; t < tiles; ++t) tile(t);
 }
 
 template <>

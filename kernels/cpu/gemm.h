@@ -6,9 +6,10 @@
 //   beta == 0 means C is write-only (it may hold garbage or NaN), as in BLAS.
 //
 // gemm_ref is the plain triple loop (the definition, usable in double).
-// gemm<float> is the fast path: OpenBLAS cblas_sgemm, which threads itself over
-// both cores, or runs on the calling thread inside an OpenMP parallel region
-// (the OpenMP build of OpenBLAS that CMakeLists.txt links).
+// gemm<float> is the fast path: OpenBLAS cblas_sgemm on fixed tiles of C
+// (kGemmTileRows x kGemmTileCols), each on one thread, the tiles shared out over
+// our OpenMP threads (or run in turn inside a parallel region). Its results are
+// the same bits for any thread count: the tiles depend on the shape alone.
 // gemm<double> runs gemm_ref, so every caller can be tested in double.
 //
 // The fully connected layer is one GEMM plus a bias, so it lives here too:
@@ -21,6 +22,10 @@ namespace nimbus::cpu {
 template <typename T>
 void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
               const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// The tiles of gemm<float>: large enough that re-packing an operand per tile costs ~1/256 of the
+// work, small enough that a convolution's GEMMs give both cores tiles.
+constexpr int64_t kGemmTileRows = 256, kGemmTileCols = 256;
 
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/common/class_index.h"
 #include "kernels/common/parallel.h"
@@ -14,6 +15,23 @@ template <typename T>
 T sign(T d) {
   return T((d > T(0)) - (d < T(0)));
 }
+
+// The sum of part(j) for j in [0, parts), in double, the parts run in parallel and added in order:
+// the same bits for any thread count. (An OpenMP reduction adds per-thread sums, which the thread count
+// decides: a loss, and so metrics.csv and the choice of the best epoch, moved in the last bits with
+// --threads.) `work` is the number of elements behind all the parts, for the serial cut-off.
+template <typename Part>
+double sum_in_order(int64_t parts, int64_t work, const Part& part) {
+  std::vector<double> sums(static_cast<size_t>(parts));
+#pragma omp parallel for if (work > kParallelGrain)
+  for (int64_t j = 0; j < parts; ++j) sums[size_t(j)] = part(j);
+  double s = 0;
+  for (double v : sums) s += v;
+  return s;
+}
+
+// A flat sum cut into parts of this many elements (by the size alone).
+constexpr int64_t kSumPart = 4096;
 
 // Softmax of one row of K logits into y; returns log(sum exp(x)) (the logsumexp).
 template <typename T>
@@ -35,12 +53,11 @@ void softmax_forward(T* y, const T* x, int64_t N, int64_t K) {
 
 template <typename T>
 T cross_entropy_forward(T* prob, const T* logits, const T* target, int64_t N, int64_t K) {
-  double s = 0;
-#pragma omp parallel for reduction(+ : s) if (N * K > kParallelGrain)
-  for (int64_t n = 0; n < N; ++n) {
+  // One part per row (its softmax written on the way).
+  const double s = sum_in_order(N, N * K, [&](int64_t n) {
     T lse = softmax_row(prob + n * K, logits + n * K, K);
-    s += is_class_index(target[n], K) ? double(lse - logits[n * K + int64_t(target[n])]) : double(NAN);
-  }
+    return is_class_index(target[n], K) ? double(lse - logits[n * K + int64_t(target[n])]) : double(NAN);
+  });
   return T(s / double(N));
 }
 
@@ -57,9 +74,13 @@ void cross_entropy_backward(T* dlogits, const T* prob, const T* target, T g, int
 
 template <typename T>
 T l1_forward(const T* p, const T* t, int64_t n) {
-  double s = 0;
-#pragma omp parallel for simd reduction(+ : s) if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) s += double(std::fabs(p[i] - t[i]));
+  const double s = sum_in_order((n + kSumPart - 1) / kSumPart, n, [&](int64_t j) {
+    double part = 0;
+    const int64_t end = std::min(n, (j + 1) * kSumPart);
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = j * kSumPart; i < end; ++i) part += double(std::fabs(p[i] - t[i]));
+    return part;
+  });
   return T(s / double(n));
 }
 
@@ -72,12 +93,16 @@ void l1_backward(T* dp, const T* p, const T* t, T g, int64_t n) {
 
 template <typename T>
 T mse_forward(const T* p, const T* t, int64_t n) {
-  double s = 0;
-#pragma omp parallel for simd reduction(+ : s) if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) {
-    double d = double(p[i] - t[i]);
-    s += d * d;
-  }
+  const double s = sum_in_order((n + kSumPart - 1) / kSumPart, n, [&](int64_t j) {
+    double part = 0;
+    const int64_t end = std::min(n, (j + 1) * kSumPart);
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = j * kSumPart; i < end; ++i) {
+      const double d = double(p[i] - t[i]);
+      part += d * d;
+    }
+    return part;
+  });
   return T(s / double(n));
 }
 
@@ -90,17 +115,17 @@ void mse_backward(T* dp, const T* p, const T* t, T g, int64_t n) {
 
 template <typename T>
 T carl_forward(const T* P, const T* Tg, const T* I, const T* M, T lambda, int64_t N, int64_t C, int64_t HW) {
-  double s = 0;
-#pragma omp parallel for collapse(2) reduction(+ : s) if (N * C * HW > kParallelGrain)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t o = (n * C + c) * HW;
-      const T* m = M + n * HW;
-      for (int64_t i = 0; i < HW; ++i) {
-        T dt = std::fabs(P[o + i] - Tg[o + i]), di = std::fabs(P[o + i] - I[o + i]);
-        s += double((m[i] + lambda) * dt + (T(1) - m[i]) * di);
-      }
+  // One part per (image, band) plane.
+  const double s = sum_in_order(N * C, N * C * HW, [&](int64_t plane) {
+    const int64_t o = plane * HW;
+    const T* m = M + plane / C * HW;
+    double part = 0;
+    for (int64_t i = 0; i < HW; ++i) {
+      T dt = std::fabs(P[o + i] - Tg[o + i]), di = std::fabs(P[o + i] - I[o + i]);
+      part += double((m[i] + lambda) * dt + (T(1) - m[i]) * di);
     }
+    return part;
+  });
   return T(s / double(N * C * HW));
 }
 

@@ -58,13 +58,21 @@ __device__ void chunk_moments(const T* x, int64_t c, int64_t C, int64_t HW, cons
                               float& mean, float& m2) {
   float acc = 0.0f;
   for (int j = j0 + int(threadIdx.x); j < j1; j += int(blockDim.x)) acc += float(x[channel_index(j, c, C, HW, by_hw)]);
-  mean = block_sum_broadcast(acc) / float(j1 - j0);
+  const float n = float(j1 - j0);
+  mean = block_sum_broadcast(acc) / n;
   acc = 0.0f;
+  float e = 0.0f;
   for (int j = j0 + int(threadIdx.x); j < j1; j += int(blockDim.x)) {
     const float d = float(x[channel_index(j, c, C, HW, by_hw)]) - mean;
+    e += d;
     acc += d * d;
   }
   m2 = block_sum_broadcast(acc);
+  // The corrected two-pass form (as bn_moments.cuh): the first pass's mean of values far from 0 is off
+  // by its rounding, which the deviations' sum e (n times that error) measures; taken out of both.
+  e = block_sum_broadcast(e);
+  m2 = fmaxf(m2 - e * e / n, 0.0f);
+  mean += e / n;
 }
 
 // Thread 0's part of the statistics once mean and var of channel c are known.

@@ -26,6 +26,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -802,6 +803,29 @@ void conv2d_bn_stats_check(Run& r) {
       expect(r, "conv2d_forward_bn_stats running_var" + tag, Run::down(RV), rv_want, rv_s, tol);
       expect_exact(r, "conv2d_forward_bn_stats count" + tag, Run::down(COUNT), V{42.0});
     }
+    // Outputs near 10 with a spread near 2e-3 (biases of 10, weights of 1e-3): invstd to 1e-3 of itself
+    // (var to 2e-3). A one-pass E[y^2] - E[y]^2 in float32 loses it all (y^2 ~ 100 rounds by ~1e-5, the
+    // variance is ~4e-6); the epilogue's two passes per chunk and Chan's merge keep it. (Not much further:
+    // with outputs near 1e3, each chunk's float32 mean is off by a hundredth of this spread, and the
+    // merge by 0.1% to 1% of the variance; the CPU sums deviations from a shift and keeps it.)
+    // float32 only: bfloat16 cannot hold such a spread at 10.
+    if constexpr (std::is_same_v<T, float>) {
+      V wl = w, bl(g.K);
+      for (double& v : wl) v = double(float(v * 1e-3));
+      for (double& v : bl) v = double(float(10 + r.rng.uniform()));
+      Tensor WL = r.up(wl), BL = r.up(bl), Y = r.poison(ysz), MEAN = r.poison32(g.K), IS = r.poison32(g.K);
+      Tensor RM = r.up32(V(g.K, 0.0)), RV = r.up32(V(g.K, 1.0));
+      const double eps_l = r.scalar(1e-12);  // invstd then follows var alone
+      be.conv2d_forward_bn_stats(Y.data_as<T>(), X.data_as<T>(), WL.data_as<T>(), BL.data_as<T>(), g, WS.data(),
+                                 MEAN.data(), IS.data(), RM.data(), RV.data(), nullptr, 0.1f, float(eps_l));
+      const std::vector<float> got_y = Run::down(Y);
+      const V yq(got_y.begin(), got_y.end());
+      V mean(g.K), var(g.K), invstd(g.K);
+      cpu::batchnorm_stats_ref<double>(mean.data(), var.data(), yq.data(), g.N, g.K, PQ);
+      cpu::batchnorm_invstd<double>(invstd.data(), var.data(), eps_l, g.K);
+      expect(r, "conv2d_forward_bn_stats mean (outputs near 10, spread 2e-3)", Run::down(MEAN), mean, V{10.0}, 1e-6);
+      expect(r, "conv2d_forward_bn_stats invstd (outputs near 10, spread 2e-3)", Run::down(IS), invstd, invstd, 1e-3);
+    }
     WS.check(r, "conv2d_forward_bn_stats");
   }
 }
@@ -967,6 +991,24 @@ void batchnorm_check(Run& r) {
       expect_exact(r, "batchnorm_train_stats count" + tag, Run::down(COUNT), V{counted ? 42.0 : 41.0});
     }
   }
+  // A large mean over a small spread (1e4 and 1e-2: DN-scale values that nothing normalised): invstd to
+  // 1e-3 of itself, so var to 2e-3 of itself. A one-pass E[x^2] - E[x]^2 in float32 loses it all (x^2
+  // ~ 1e8 rounds by ~4, the variance is 3e-5); a shifted or two-pass sum keeps it. float32 only: in
+  // bfloat16, 1e4 +- 1e-2 is a single value.
+  if constexpr (std::is_same_v<T, float>) {
+    V xl(static_cast<size_t>(n));
+    for (double& v : xl) v = double(float(1e4 + 1e-2 * (2 * r.rng.uniform() - 1)));
+    V ml(C), vl(C), isl(C);
+    cpu::batchnorm_stats_ref<double>(ml.data(), vl.data(), xl.data(), N, C, HW);
+    const double eps_l = r.scalar(1e-12);  // invstd then follows var alone
+    cpu::batchnorm_invstd<double>(isl.data(), vl.data(), eps_l, C);
+    Tensor XL = r.up(xl), ML = r.poison32(C), ISL = r.poison32(C), RM = r.up32(V(C, 0.0)), RV = r.up32(V(C, 1.0));
+    be.batchnorm_train_stats(ML.data(), ISL.data(), RM.data(), RV.data(), nullptr, XL.data_as<T>(), N, C, HW,
+                             float(mom), float(eps_l));
+    expect(r, "batchnorm_train_stats mean (mean 1e4, spread 1e-2)", Run::down(ML), ml, V{1e4}, 1e-6);
+    expect(r, "batchnorm_train_stats invstd (mean 1e4, spread 1e-2)", Run::down(ISL), isl, isl, 1e-3);
+  }
+
   // forward and backward from the statistics rounded to float, so only the kernel under test differs.
   V meanq(C), isq(C);
   for (int64_t c = 0; c < C; ++c) meanq[c] = r.scalar(mean[c]), isq[c] = r.scalar(invstd[c]);

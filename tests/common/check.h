@@ -52,14 +52,20 @@ inline const SafetensorsFile& fixture_file(const std::string& name) {
   return it->second;
 }
 
+// What a NaN on both sides means. NaN never passes by default: two computed results (CPU and CUDA, fused
+// and unfused, one rank and two) that are both NaN share a bug, they do not agree. A test that means NaN
+// to come out where NaN went in (propagation, a NaN metric row) says so with check_close_nan_ok.
+enum class NanOnBoth { Fails, Agrees };
+
 // Largest violation of the tolerance; 0 when everything is within it.
 template <typename A, typename B>
-double worst_violation(const A& got, const B& want, double atol, double rtol, size_t* where = nullptr) {
+double worst_violation(const A& got, const B& want, double atol, double rtol, size_t* where = nullptr,
+                       NanOnBoth nan = NanOnBoth::Fails) {
   double worst = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     double g = double(got[i]), w = double(want[i]);
     double excess = std::fabs(g - w) - (atol + rtol * std::fabs(w));
-    if (std::isnan(g) != std::isnan(w)) excess = INFINITY;
+    if (std::isnan(g) || std::isnan(w)) excess = std::isnan(g) && std::isnan(w) && nan == NanOnBoth::Agrees ? 0 : INFINITY;
     if (std::isinf(g) || std::isinf(w)) excess = g == w ? 0 : INFINITY;  // inf - inf is no agreement
     if (excess > worst) {
       worst = excess;
@@ -69,21 +75,32 @@ double worst_violation(const A& got, const B& want, double atol, double rtol, si
   return worst;
 }
 
-// CHECKs that got and want (any indexable containers) agree elementwise.
+// The larger of worst and v, infinite when v is NaN (std::max(worst, NaN) is worst: the NaN was lost).
+inline double worse(double worst, double v) { return std::isnan(v) ? INFINITY : std::max(worst, v); }
+
+// CHECKs that got and want (any indexable containers) agree elementwise; a NaN on either side fails.
 template <typename A, typename B>
-void check_close(const A& got, const B& want, double atol, double rtol, const std::string& what = "") {
+void check_close(const A& got, const B& want, double atol, double rtol, const std::string& what = "",
+                 NanOnBoth nan = NanOnBoth::Fails) {
   REQUIRE_MESSAGE(got.size() == want.size(), what, ": size ", got.size(), " vs ", want.size());
   size_t at = 0;
-  double v = worst_violation(got, want, atol, rtol, &at);
+  double v = worst_violation(got, want, atol, rtol, &at, nan);
   // Read eagerly: doctest builds the message lazily, also for passing checks under -s, and an
   // empty pair of containers has no element `at`.
   const double g = got.size() > at ? double(got[at]) : 0, w = want.size() > at ? double(want[at]) : 0;
   CHECK_MESSAGE(v == 0, what, ": element ", at, " is ", g, ", expected ", w, " (atol ", atol, ", rtol ", rtol, ")");
 }
 
-inline void check_close(const Tensor& got, const Tensor& want, double atol, double rtol, const std::string& what = "") {
+inline void check_close(const Tensor& got, const Tensor& want, double atol, double rtol, const std::string& what = "",
+                        NanOnBoth nan = NanOnBoth::Fails) {
   REQUIRE_MESSAGE(got.shape() == want.shape(), what, ": shape ", got.shape().str(), " vs ", want.shape().str());
-  check_close(got.to_vector(), want.to_vector(), atol, rtol, what);
+  check_close(got.to_vector(), want.to_vector(), atol, rtol, what, nan);
+}
+
+// check_close where a NaN is expected in the same places on both sides (NaN propagation, NaN rows).
+template <typename A, typename B>
+void check_close_nan_ok(const A& got, const B& want, double atol, double rtol, const std::string& what = "") {
+  check_close(got, want, atol, rtol, what, NanOnBoth::Agrees);
 }
 
 // Central finite differences of a scalar function f at x, in double:

@@ -49,9 +49,12 @@ class MirrorGroup final : public ProcessGroup {
     for (size_t i = 0; i < n; ++i) data[i] *= 2;
   }
   void all_reduce_sum(double* data, size_t n) override {
-    // sync_batch_norm2d gathers rows (rank 0's filled, rank 1's zero): mirror rank 0's into rank 1's.
+    // sync_batch_norm2d gathers rows (rank 0's filled, rank 1's zero: count, C means, C variances):
+    // mirror rank 0's into rank 1's, its means moved by mean_shift (rank 1's data then is rank 0's plus
+    // mean_shift per channel).
     if (n % 2 == 0 && gathering_) {
       for (size_t i = 0; i < n / 2; ++i) data[n / 2 + i] = data[i];
+      for (size_t c = 0; c < mean_shift.size(); ++c) data[n / 2 + 1 + c] += mean_shift[c];
       return;
     }
     for (size_t i = 0; i < n; ++i) data[i] *= 2;
@@ -69,6 +72,7 @@ class MirrorGroup final : public ProcessGroup {
     return ProcessGroup::start_all_reduce(nullptr, 0, ReduceOp::Sum, Device::CPU);  // a completed one
   }
   bool gathering_ = true;  // the next double all-reduce is the statistics' gather
+  std::vector<double> mean_shift;  // rank 1's means minus rank 0's (none: the same statistics)
 };
 
 std::vector<float> rand_floats(size_t n, uint64_t seed) {
@@ -136,6 +140,34 @@ TEST_CASE("cuda distributed: the gradient reducer stages CUDA gradients in devic
       CHECK(g.calls.size() == 1);
     }
   }
+}
+
+// The mirror above makes both ranks' statistics equal, so a synchronised batch norm that ignored the
+// other rank would pass that test. Here rank 1's data is rank 0's plus a shift per channel: the forward
+// must normalise by the statistics of both halves, as batch_norm2d on the CPU does over the two halves
+// put together (output and running statistics).
+TEST_CASE("cuda distributed: synchronised batch norm normalises by the other rank's statistics too") {
+  REQUIRE(cuda::register_cuda_backend());
+  const int64_t N = 3, C = 4, H = 5, W = 3, n = N * C * H * W;
+  const std::vector<double> shift = {0.5, -1.0, 2.0, 0.25};
+  const std::vector<float> xv = rand_floats(size_t(n), 21);
+  std::vector<float> both = xv;  // rank 0's images, then rank 1's (each value plus its channel's shift)
+  for (int64_t i = 0; i < n; ++i) both.push_back(xv[size_t(i)] + float(shift[size_t(i / (H * W) % C)]));
+  const std::vector<float> wv = {1.f, -2.f, 0.5f, 1.5f}, bv = {0.f, 0.1f, -0.2f, 0.3f};
+  Tensor rm_want = Tensor::zeros({C}), rv_want = Tensor::ones({C});
+  const std::vector<float> whole = batch_norm2d(Tensor::from_vector({2 * N, C, H, W}, both), Tensor::from_vector({C}, wv),
+                                                Tensor::from_vector({C}, bv), rm_want, rv_want, true, 0.1f, 1e-5f)
+                                       .to_vector();
+  const std::vector<float> want(whole.begin(), whole.begin() + n);  // rank 0's half
+  MirrorGroup g;
+  g.mean_shift = shift;
+  Tensor rm = Tensor::zeros({C}, Device::CUDA), rv = Tensor::ones({C}, Device::CUDA);
+  const Tensor y = sync_batch_norm2d(Tensor::from_vector({N, C, H, W}, xv).to(Device::CUDA),
+                                     Tensor::from_vector({C}, wv).to(Device::CUDA),
+                                     Tensor::from_vector({C}, bv).to(Device::CUDA), rm, rv, true, 0.1f, 1e-5f, nullptr, g);
+  check_close(y.to_vector(), want, 1e-5, 1e-5, "y");
+  check_close(rm.to_vector(), rm_want.to_vector(), 1e-6, 1e-5, "running_mean");
+  check_close(rv.to_vector(), rv_want.to_vector(), 1e-6, 1e-5, "running_var");
 }
 
 TEST_CASE("cuda distributed: synchronised batch norm on the CUDA backend, float32 and bfloat16") {

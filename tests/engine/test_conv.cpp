@@ -3,6 +3,8 @@
 // fixtures, only-what-is-needed gradients, and error cases.
 #include <doctest/doctest.h>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -104,9 +106,10 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
   for (const ConvGeom& g : direct) CHECK(cpu::conv2d_path(g, true) == std::string("direct3x3"));
   gs.insert(gs.end(), direct.begin(), direct.end());
   // Batches of >= 64-pixel images: threads split the images (per-image GEMMs,
-  // per-thread dW sums); and the k-vectorised forward of strided convs.
+  // dW summed in fixed groups of images); and the k-vectorised forward of strided convs.
   const std::vector<std::pair<ConvGeom, std::string>> routed = {
       {{3, 6, 8, 9, 7, 1, 1, 1, 0}, "per_image"},      // pointwise: GEMMs on the NCHW planes
+      {{20, 5, 9, 8, 6, 3, 3, 1, 1}, "per_image"},     // 8 groups of 2 or 3 images
       {{2, 5, 17, 16, 9, 3, 3, 2, 1}, "per_image"},    // strided 3x3: per-thread im2col
       {{5, 6, 9, 10, 5, 3, 3, 1, 1}, "per_image"},     // stride 1 but rows < 16
       {{2, 11, 15, 13, 20, 7, 7, 2, 3}, "kvec"},       // a 7x7/2 stem, 20 outputs: one partial vector
@@ -178,6 +181,43 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
     cpu::conv2d_backward(dx2.data(), nullptr, nullptr, dy.data(), nullptr, w.data(), g, ws.data());
     check_close(dx2, dx_ref, dx_tol, 1e-5, "dx alone");
   }
+}
+
+// Training's weights must not depend on --threads. Every CPU path, with 1 and 2 threads: the same
+// bits. (The per-image path summed dW per thread, and OpenBLAS split its GEMMs by the thread count.)
+TEST_CASE("conv2d fast paths: forward and gradients the same bits on 1 and 2 threads") {
+  const std::vector<ConvGeom> gs = {
+      {20, 5, 9, 8, 6, 3, 3, 1, 1},      // per_image: 8 groups of images
+      {16, 24, 16, 16, 32, 1, 1, 1, 0},  // per_image, pointwise
+      {8, 16, 12, 12, 24, 3, 3, 2, 1},   // im2col, grouped images
+      {2, 64, 20, 20, 128, 3, 3, 1, 1},  // direct3x3
+      {1, 64, 12, 13, 64, 3, 3, 1, 1},   // shifted
+      {4, 64, 8, 8, 96, 3, 3, 1, 1},     // kvec forward, rows < 16
+  };
+  const int saved = omp_get_max_threads();
+  Rng rng(31);
+  for (const ConvGeom& g : gs) {
+    const std::string path = cpu::conv2d_path(g, true);
+    CAPTURE(path);
+    const auto x = to_float(random_vec(x_size(g), rng)), w = to_float(random_vec(w_size(g), rng));
+    const auto b = to_float(random_vec(size_t(g.K), rng)), dy = to_float(random_vec(y_size(g), rng));
+    std::vector<float> out[2][4];
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      std::vector<float> ws(size_t(std::max<int64_t>(cpu::conv2d_workspace(g), 1)));
+      auto& o = out[threads - 1];
+      o[0].assign(y_size(g), NAN), o[1].assign(x.size(), NAN), o[2].assign(w.size(), NAN), o[3].assign(b.size(), NAN);
+      cpu::conv2d_forward(o[0].data(), x.data(), w.data(), b.data(), g, ws.data());
+      cpu::conv2d_backward(o[1].data(), o[2].data(), o[3].data(), dy.data(), x.data(), w.data(), g, ws.data());
+    }
+    const std::string what[4] = {"y", "dx", "dw", "db"};
+    for (int i = 0; i < 4; ++i) {
+      CAPTURE(what[i]);
+      CHECK(out[0][i] == out[1][i]);
+      CHECK(std::all_of(out[0][i].begin(), out[0][i].end(), [](float v) { return std::isfinite(v); }));
+    }
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST_CASE("conv2d op: forward and gradients match PyTorch") {

@@ -2,6 +2,8 @@
 // linear backward vs finite differences (double), the op vs PyTorch, errors.
 #include <doctest/doctest.h>
 
+#include <omp.h>
+
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops/linear.h"
@@ -44,6 +46,47 @@ TEST_CASE("gemm: OpenBLAS float path matches the reference for every transpose a
       check_close(C, Cd, 1e-5, 1e-5, "C");
     }
   }
+}
+
+// OpenBLAS split a call over the threads OpenMP allowed, and the split changed the rounding: 18% of a
+// 64 x 1024 x 64 product's outputs differed between 1 and 2 threads, and a training run's weights with
+// them. gemm<float> cuts C into fixed tiles, each a serial sgemm: the same bits on any number of
+// threads, and when called from inside a parallel region (the per-image convolution paths).
+TEST_CASE("gemm<float>: the same bits on 1 and 2 threads and inside a parallel region, sizes across tiles") {
+  Rng rng(21);
+  const int saved = omp_get_max_threads();
+  for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{
+           {64, 1024, 64}, {300, 700, 129}, {1024, 64, 512}, {257, 513, 33}, {cpu::kGemmTileRows, 2, 3000}}) {
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      CAPTURE(M);
+      CAPTURE(N);
+      CAPTURE(t);
+      const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+      const auto A = to_float(random_vec(size_t(M * K), rng)), B = to_float(random_vec(size_t(K * N), rng));
+      const auto C0 = to_float(random_vec(size_t(M * N), rng));
+      auto run = [&](int threads, bool in_region) {
+        omp_set_num_threads(threads);
+        std::vector<float> C = C0;
+        if (in_region) {
+#pragma omp parallel num_threads(2)
+#pragma omp single
+          cpu::gemm<float>(ta, tb, M, N, K, 1.5f, A.data(), lda, B.data(), ldb, 0.5f, C.data(), N);
+        } else {
+          cpu::gemm<float>(ta, tb, M, N, K, 1.5f, A.data(), lda, B.data(), ldb, 0.5f, C.data(), N);
+        }
+        return C;
+      };
+      const std::vector<float> one = run(1, false), two = run(2, false), nested = run(2, true);
+      CHECK(one == two);
+      CHECK(one == nested);
+      // And the product it is, for every transpose: a tile's operand offsets differ with them.
+      std::vector<double> Cd = to_double(C0);
+      cpu::gemm_ref<double>(ta, tb, M, N, K, 1.5, to_double(A).data(), lda, to_double(B).data(), ldb, 0.5, Cd.data(), N);
+      check_close(one, Cd, 1e-4, 1e-5, "C");
+    }
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST_CASE("linear kernel: backward matches finite differences in double") {
