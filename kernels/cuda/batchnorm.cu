@@ -21,6 +21,7 @@
 #include "kernels/common/fast_divmod.h"
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/bn_apply.cuh"
+#include "kernels/cuda/bn_moments.cuh"  // clamp_m2
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/pack.cuh"
@@ -71,7 +72,7 @@ __device__ void chunk_moments(const T* x, int64_t c, int64_t C, int64_t HW, cons
   // The corrected two-pass form (as bn_moments.cuh): the first pass's mean of values far from 0 is off
   // by its rounding, which the deviations' sum e (n times that error) measures; taken out of both.
   e = block_sum_broadcast(e);
-  m2 = fmaxf(m2 - e * e / n, 0.0f);
+  m2 = clamp_m2(m2 - e * e / n);
   mean += e / n;
 }
 

@@ -27,6 +27,10 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v;
 }
 
+// m2 after its correction, never below 0 (rounding), but NaN kept: fmaxf(NaN, 0) would be 0, and a
+// diverged activation's statistics must stay NaN.
+__device__ __forceinline__ float clamp_m2(float m2) { return m2 < 0.0f ? 0.0f : m2; }
+
 // One row's chunk moments from this thread's V values (bit i of `valid`: v[i] is a real column) and
 // its quad's; lane 0 of the quad writes (count, mean, m2) to dst unless dst is null (a row past the
 // last channel). Every lane of the warp calls it: the shuffles need the whole warp.
@@ -53,7 +57,7 @@ __device__ __forceinline__ void quad_row_moments(const float (&v)[V], uint32_t v
   // The corrected two-pass form: s / n of values far from 0 is off by its rounding (values near 1e4:
   // ~1e-3), which moves every deviation alike and adds n x that squared to m2 (1% of a spread of 1e-2).
   // e, the deviations' sum, is n times that error: taken out of the mean and of m2.
-  if (n > 0.0f) m2 = fmaxf(m2 - e * e / n, 0.0f);
+  if (n > 0.0f) m2 = clamp_m2(m2 - e * e / n);
   if (dst && (threadIdx.x & 3u) == 0) dst[0] = n, dst[1] = n > 0.0f ? mean + e / n : 0.0f, dst[2] = m2;
 }
 

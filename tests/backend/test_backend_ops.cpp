@@ -991,6 +991,22 @@ void batchnorm_check(Run& r) {
       expect_exact(r, "batchnorm_train_stats count" + tag, Run::down(COUNT), V{counted ? 42.0 : 41.0});
     }
   }
+  // A NaN among a channel's values makes its statistics NaN (a diverged activation must not look finite),
+  // and only that channel's.
+  {
+    V xn = x;
+    xn[5] = kNaN;  // channel 0
+    V mn(C), vn(C), isn(C);
+    cpu::batchnorm_stats_ref<double>(mn.data(), vn.data(), xn.data(), N, C, HW);
+    cpu::batchnorm_invstd<double>(isn.data(), vn.data(), eps, C);
+    REQUIRE(std::isnan(isn[0]));
+    Tensor XN = r.up(xn), MN = r.poison32(C), ISN = r.poison32(C), RM = r.up32(V(C, 0.0)), RV = r.up32(V(C, 1.0));
+    be.batchnorm_train_stats(MN.data(), ISN.data(), RM.data(), RV.data(), nullptr, XN.data_as<T>(), N, C, HW,
+                             float(mom), float(eps));
+    expect(r, "batchnorm_train_stats mean (a NaN in channel 0)", Run::down(MN), mn, mean_s, kF32.tol);
+    expect(r, "batchnorm_train_stats invstd (a NaN in channel 0)", Run::down(ISN), isn, invstd_s, kF32.tol);
+  }
+
   // A large mean over a small spread (1e4 and 1e-2: DN-scale values that nothing normalised): invstd to
   // 1e-3 of itself, so var to 2e-3 of itself. A one-pass E[x^2] - E[x]^2 in float32 loses it all (x^2
   // ~ 1e8 rounds by ~4, the variance is 3e-5); a shifted or two-pass sum keeps it. float32 only: in
