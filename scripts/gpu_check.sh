@@ -377,10 +377,14 @@ phase_correctness() {
   # there would cost the case's whole limit, the cuBLAS rows included). The same small sizes the
   # emulator validates in ctest, against rounded operands: the tight check.
   echo "  the tensor-core GEMMs at small sizes (gpu_bench_gemm --versions 4,5,6,7, then 8,9)"
-  t 20 "${NB[@]}" "$bin/gpu_bench_gemm" --versions 4,5,6,7 >> "$clog" 2>&1
-  note_rc "mma.sync GEMMs (small validation)" $?
-  t 20 "${NB[@]}" "$bin/gpu_bench_gemm" --versions 8,9 >> "$clog" 2>&1; local grc=$?
-  grep -E '^version [4-9] .*(WRONG|skipped)' "$clog" | head -3
+  # (each check greps only the lines its own command added to correctness.log: from line $at on)
+  local at; at=$(( $(wc -l < "$clog") + 1 ))
+  t 20 "${NB[@]}" "$bin/gpu_bench_gemm" --versions 4,5,6,7 >> "$clog" 2>&1; local grc=$?
+  tail -n +"$at" "$clog" | grep -E '^version [4-7] .*(WRONG|skipped)' | head -3
+  note_rc "mma.sync GEMMs (small validation)" $grc
+  at=$(( $(wc -l < "$clog") + 1 ))
+  t 20 "${NB[@]}" "$bin/gpu_bench_gemm" --versions 8,9 >> "$clog" 2>&1; grc=$?
+  tail -n +"$at" "$clog" | grep -E '^version [89] .*(WRONG|skipped)' | head -3
   if (( grc != 0 )); then
     gemm_versions=1,2,3,4,5,6,7
     echo "  TMA/wgmma GEMMs failed (exit $grc): the kernel phase leaves versions 8 and 9 out"
@@ -389,13 +393,15 @@ phase_correctness() {
   # The first TF32 conv forward (3) and the mma.sync convolutions (4, 5; test_cuda_real checks the
   # backend's configurations too) at the small sizes.
   echo "  the mma.sync convolutions at small sizes (gpu_bench_conv2d --versions 3,4,5)"
+  at=$(( $(wc -l < "$clog") + 1 ))
   t 25 "${NB[@]}" "$bin/gpu_bench_conv2d" --versions 3,4,5 >> "$clog" 2>&1; local mrc=$?
-  grep -E '^version [345] .*(WRONG|skipped)' "$clog" | head -3
+  tail -n +"$at" "$clog" | grep -E '^version [345] .*(WRONG|skipped)' | head -3
   note_rc "mma.sync convolutions (small validation)" $mrc
   # The memory-bound kernels against the CPU at small sizes (the memory phase times them unchecked).
   echo "  the memory-bound kernels at small sizes (gpu_bench_memory_bound)"
+  at=$(( $(wc -l < "$clog") + 1 ))
   t 20 "${NB[@]}" "$bin/gpu_bench_memory_bound" >> "$clog" 2>&1; local brc=$?
-  grep -E 'WRONG' "$clog" | head -3
+  tail -n +"$at" "$clog" | grep -E 'WRONG' | head -3
   note_rc "memory-bound kernels (small validation)" $brc
   echo "  test_cuda_real (the emulator's kernel tests, on the device); full output in correctness.log"
   t 60 "${NB[@]}" "$bin/test_cuda_real" >> "$clog" 2>&1; local rc=$?

@@ -450,7 +450,7 @@ bool run_case(const Case& cs, const std::vector<int>&, double budget_ms, const s
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: FAILED: %s\n", name.c_str(), e.what());
     print_failed_row(name, e.what(), device);
-    (void)cudaGetLastError();  // a launch error must not fail the next case too
+    (void)cudaGetLastError();  // a launch error must not fail the next case too (a kernel fault is sticky: it would)
     return false;
   }
 }

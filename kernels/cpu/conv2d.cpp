@@ -84,12 +84,14 @@ NIMBUS_INSTANTIATE(double)
 
 // ============================== fast path ==============================
 //
-// Threads: the GEMMs thread themselves (OpenBLAS's OpenMP build) and the copies
-// around them (im2col, col2im, pad, pack, crop, scatter) are OpenMP loops on the
-// same libgomp pool. (With the pthread build of OpenBLAS these copies had to
-// stay serial: libgomp's spinning worker and OpenBLAS's threads fought over the
-// two cores. With one pool, making them parallel took ResNet-50 b32 from 531
-// to 449 ms per training step and from 162 to 133 ms per inference batch.)
+// Threads: the GEMMs share out their fixed tiles over OpenMP's threads (gemm.h;
+// OpenBLAS itself runs serial), and the copies around them (im2col, col2im, pad,
+// pack, crop, scatter) are OpenMP loops on the same libgomp pool. No sum depends
+// on the thread count. (With the pthread build of OpenBLAS threading itself these
+// copies had to stay serial: libgomp's spinning worker and OpenBLAS's threads
+// fought over the two cores. With one pool, making them parallel took ResNet-50
+// b32 from 531 to 449 ms per training step and from 162 to 133 ms per inference
+// batch.)
 
 namespace {
 // GEMM columns we aim for per call (fewer leave BLAS starved on small images),
@@ -242,25 +244,27 @@ void per_image_backward(float* dx, float* dw, const float* dy, const float* x, c
 #pragma omp parallel
   {
     float* col = ws + omp_get_thread_num() * cols;
+    if (dw) {
 #pragma omp for schedule(dynamic)
-    for (int64_t q = 0; q < groups; ++q) {
-      float* dw_q = partial + q * KCRS;
-      if (dw) std::fill(dw_q, dw_q + KCRS, 0.f);
-      for (int64_t n = g.N * q / groups; n < g.N * (q + 1) / groups; ++n) {
-        const float* dyn = dy + n * KPQ;
-        if (dw) {  // dW_q (K, CRS) += dy_n (K, PQ) col_n^T (PQ, CRS)
+      for (int64_t q = 0; q < groups; ++q) {
+        float* dw_q = partial + q * KCRS;
+        std::fill(dw_q, dw_q + KCRS, 0.f);
+        for (int64_t n = g.N * q / groups; n < g.N * (q + 1) / groups; ++n) {  // dW_q (K, CRS) += dy_n col_n^T
           const float* B = x + n * CHW;
           if (!g.pointwise()) {
             im2col(col, B, 1, g);
             B = col;
           }
-          gemm<float>(false, true, g.K, CRS, PQ, 1.f, dyn, PQ, B, PQ, 1.f, dw_q, CRS);
+          gemm<float>(false, true, g.K, CRS, PQ, 1.f, dy + n * KPQ, PQ, B, PQ, 1.f, dw_q, CRS);
         }
-        if (dx) {  // dcol (CRS, PQ) = W^T dy_n, folded into dx_n
-          float* out = g.pointwise() ? dx + n * CHW : col;
-          gemm<float>(true, false, CRS, PQ, g.K, 1.f, w, CRS, dyn, PQ, 0.f, out, PQ);
-          if (!g.pointwise()) col2im(dx + n * CHW, col, 1, g);
-        }
+      }
+    }
+    if (dx) {  // no sum across images: every thread takes images, whatever the groups
+#pragma omp for schedule(static)
+      for (int64_t n = 0; n < g.N; ++n) {  // dcol (CRS, PQ) = W^T dy_n, folded into dx_n
+        float* out = g.pointwise() ? dx + n * CHW : col;
+        gemm<float>(true, false, CRS, PQ, g.K, 1.f, w, CRS, dy + n * KPQ, PQ, 0.f, out, PQ);
+        if (!g.pointwise()) col2im(dx + n * CHW, col, 1, g);
       }
     }
   }

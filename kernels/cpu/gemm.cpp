@@ -27,21 +27,24 @@ void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
     }
 }
 
+namespace {
+
 // OpenBLAS on one thread, always: it splits a threaded call by the thread count, and the split changes
 // the rounding (a 64 x 1024 x 64 product differed in 18% of its outputs between 1 and 2 threads), so a
 // training run's weights depended on --threads. Two builds, two switches:
 // - the pthread build threads a call unless its own count (blas_cpu_number) is 1:
-//   openblas_set_num_threads(1), once (checked each call: a library or a test may have set it since);
-//   in the OpenMP build that call also sets OpenMP's count, which is put back;
-// - the OpenMP build (the one CMakeLists.txt links) ignores its own count and threads any call made
-//   outside an active parallel region over omp_get_max_threads(): SerialBlas sets that to 1 around
-//   the call, for the calling thread only (an OpenMP setting is per task).
-void openblas_serial() {
-  if (openblas_get_num_threads() == 1) return;
+//   openblas_set_num_threads(1), once, when the program starts (single-threaded: the OpenMP build's
+//   version of that call also resizes its per-thread buffers and sets OpenMP's count, which is put
+//   back; the first gemm may run inside a parallel region, where neither is safe);
+// - the OpenMP build ignores its own count and threads any call made outside an active parallel region
+//   over omp_get_max_threads(): SerialBlas sets that to 1 around each call, for the calling task only.
+bool make_openblas_serial() {
   const int ours = omp_get_max_threads();
   openblas_set_num_threads(1);
   omp_set_num_threads(ours);
+  return true;
 }
+const bool openblas_serial = make_openblas_serial();
 
 class SerialBlas {
  public:
@@ -58,6 +61,8 @@ class SerialBlas {
   int saved_;
 };
 
+}  // namespace
+
 template <>
 void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -67,7 +72,7 @@ void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  openblas_serial();
+  (void)openblas_serial;
   // C in fixed tiles of kGemmTileRows x kGemmTileCols, cut by the shape alone, each a serial sgemm:
   // every output sums its K products in an order that the shape decides, never the thread count. Our
   // threads share out the tiles; inside a parallel region (the per-image convolution paths) the

@@ -75,6 +75,14 @@ double worst_violation(const A& got, const B& want, double atol, double rtol, si
   return worst;
 }
 
+// Every value finite: what a "these must differ" check asks first (two NaN vectors differ too).
+template <typename A>
+bool all_finite(const A& v) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(double(v[i]))) return false;
+  return true;
+}
+
 // The larger of worst and v, infinite when v is NaN (std::max(worst, NaN) is worst: the NaN was lost).
 inline double worse(double worst, double v) { return std::isnan(v) ? INFINITY : std::max(worst, v); }
 

@@ -123,6 +123,8 @@ TEST_CASE("optim: the test detects a wrong update (fixture configs differ from e
   // Guards the test above against vacuous agreement: the trajectories must differ.
   auto w = [](const std::string& n) { return fx().at(n + ".step10.w").to_vector(); };
   for (const char* a : {"sgd", "sgd_momentum_wd", "sgd_nesterov", "sgd_dampening", "adam", "adam_wd", "nadam"})
+    CHECK(all_finite(w(a)));  // differing by NaN would not count
+  for (const char* a : {"sgd", "sgd_momentum_wd", "sgd_nesterov", "sgd_dampening", "adam", "adam_wd", "nadam"})
     for (const char* b : {"sgd", "sgd_momentum_wd", "sgd_nesterov", "sgd_dampening", "adam", "adam_wd", "nadam"})
       if (std::string(a) != b) CHECK(worst_violation(w(a), w(b), 1e-5, 1e-5) > 0);
   CHECK(worst_violation(w("adam"), fx().at("w0").to_vector(), 1e-3, 0) > 0);  // parameters did move

@@ -28,7 +28,9 @@ for what in kernels models; do
   set -e
   [[ ${rcs[0]} -eq 0 && ${rcs[1]} -eq 0 ]] || { cat "$work/$what.err"; fail "$what: exit ${rcs[*]}"; }
   # One eager row per case and precision at least; the time-guard self-test row once per run.
-  for case in $("$py" "$root/bench/torch/gpu_reference.py" "$what" --list); do
+  cases=$("$py" "$root/bench/torch/gpu_reference.py" "$what" --list) || fail "$what --list: exit $?"
+  [[ -n $cases ]] || fail "$what --list named no case"
+  for case in $cases; do
     for p in fp32 tf32 bf16; do
       grep -q "\"case\": \"$case\", \"impl\": \"torch_eager\", \"precision\": \"$p\", \"ok\": true" "$work/$what.out" ||
         fail "$what: no ok torch_eager $p row for $case"
