@@ -24,7 +24,10 @@ void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
               const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
 // The tiles of gemm<float>: large enough that re-packing an operand per tile costs ~1/256 of the
-// work, small enough that a convolution's GEMMs give both cores tiles.
+// work, small enough that a convolution's GEMMs give both cores tiles. A product of at most 256 x 256
+// outputs is one tile, on one thread: measured on 2 cores, where the convolutions' per-image and
+// grouped paths keep both busy; a many-core machine would want smaller tiles for such shapes (chosen
+// by the shape, never by the thread count, to keep the bits).
 constexpr int64_t kGemmTileRows = 256, kGemmTileCols = 256;
 
 template <typename T>
