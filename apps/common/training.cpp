@@ -215,11 +215,20 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
     double any = held.empty() ? 0.0 : 1.0;
     g.all_reduce_sum(&any, 1);  // every rank decides alike (only rank 0 removes)
     if (any == 0) return 0;
-    if (!options.overwrite)
-      throw cli::UsageError(str("--out ", paths.out,
-                                held.empty() ? " holds no checkpoint here, but another rank's holds an earlier run's"
-                                             : str(" holds an earlier run's checkpoints (", join(held, ", "), ")"),
-                                ": --resume continues that run; --overwrite starts anew and removes them"));
+    if (!options.overwrite) {
+      const std::string says =
+          str("--out ", paths.out,
+              held.empty() ? " holds no checkpoint here, but another rank's holds an earlier run's"
+                           : str(" holds an earlier run's checkpoints (", join(held, ", "), ")"),
+              ": --resume continues that run; --overwrite starts anew and removes them");
+      if (g.size() == 1) throw cli::UsageError(says);
+      // Every rank refuses at once: each says its part, and only then may the first one to stop them all
+      // (MPI_Abort) cut the others short. (A rank's own message was lost when it did so first.)
+      std::fprintf(stderr, "%s (%s): %s\n", program.c_str(), describe_rank().c_str(), says.c_str());
+      std::fflush(stderr);
+      g.barrier();
+      throw cli::UsageError("the ranks' output folders hold an earlier run's checkpoints (each rank said above)");
+    }
     // Every rank removes what it sees: with an --out that is not shared, a rank's own copy would
     // otherwise outlive the run and stop a later --resume (it would see a checkpoint the others do not).
     // On a shared folder the ranks race to remove the same files, which is harmless (a file already
