@@ -17,14 +17,17 @@ if [[ -z $data ]]; then
 fi
 mpirun=(mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none)
 args=(--data "$data" --epochs 1 --blocks 4 --features 32 --crop 64 --loss l1 --optimizer adam --lr 1e-3 --workers 1)
-run() {  # name, ranks, then the command; the epoch's rate (each rank's progress summary counts its own
-          # share of the images, so the run's rate is that times the ranks)
+run() {  # name, ranks, then the command; the epoch's rate from rank 0's progress summary, which counts
+          # every rank's images (the global batch; until 2026-12-06 it counted rank 0's share only)
   local name=$1 ranks=$2 out rate
   shift 2
   out=$("$@" 2>&1 | grep -o 'train epoch 1: [0-9/]* in [0-9:]* ([0-9.]* img/s)' | head -1)
+  local count=${out#train epoch 1: }
+  count=${count%% *}
+  [[ -n $out && ${count%/*} == "${count#*/}" ]] || { echo "bench_scaling: $name: no summary of the whole epoch: '$out'" >&2; exit 1; }
   rate=${out##*(}
   rate=${rate% img/s)}
-  echo "{\"bench\":\"dp_scaling\",\"config\":\"$name\",\"img_per_s\":$(awk -v r="$rate" -v n="$ranks" 'BEGIN {print r * n}')}"
+  echo "{\"bench\":\"dp_scaling\",\"config\":\"$name\",\"ranks\":$ranks,\"img_per_s\":$rate}"
 }
 run "1 rank x 1 thread" 1 "$bin/train_dsen2cr" "${args[@]}" --out "$tmp/a" --batch-size 8 --threads 1
 run "1 rank x 2 threads" 1 "$bin/train_dsen2cr" "${args[@]}" --out "$tmp/b" --batch-size 8 --threads 2
