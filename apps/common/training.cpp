@@ -151,6 +151,19 @@ std::vector<std::pair<std::string, std::string>> rank0_values(ProcessGroup& g,
   return out;
 }
 
+// Every rank of a group that refuses at once: each says its part (`says`, its own), and only then, past a
+// barrier, throws UsageError(`summary`): the first rank to stop them all (MPI_Abort) would cut another's
+// message short. One process: UsageError(`says`).
+[[noreturn]] void refuse_on_every_rank(const std::string& program, const std::string& says,
+                                       const std::string& summary) {
+  ProcessGroup& g = world();
+  if (g.size() == 1) throw cli::UsageError(says);
+  std::fprintf(stderr, "%s (%s): %s\n", program.c_str(), describe_rank().c_str(), says.c_str());
+  std::fflush(stderr);
+  g.barrier();
+  throw cli::UsageError(summary);
+}
+
 // Every rank compares `mine` with rank 0's; if any rank differs, every rank throws UsageError (`what`
 // names the things compared, `rule` says what must hold), a differing rank naming each difference.
 void require_same_on_every_rank(const std::string& program,
@@ -173,11 +186,7 @@ void require_same_on_every_rank(const std::string& program,
       !differ.empty() ? str("this rank was given other ", what, " than rank 0: ", join(differ, "; "), "; ", rule)
                       : str(int(count), " of ", g.size(), " ranks were given other ", what,
                             " than rank 0 (each names them); ", rule);
-  // Every rank says its part before any rank stops them all (MPI_Abort would cut another's short).
-  std::fprintf(stderr, "%s (%s): %s\n", program.c_str(), describe_rank().c_str(), says.c_str());
-  std::fflush(stderr);
-  g.barrier();
-  throw cli::UsageError(str("the ranks do not agree on their ", what, " (each rank said above)"));
+  refuse_on_every_rank(program, says, str("the ranks do not agree on their ", what, " (each rank said above)"));
 }
 }  // namespace
 
@@ -221,13 +230,9 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
               held.empty() ? " holds no checkpoint here, but another rank's holds an earlier run's"
                            : str(" holds an earlier run's checkpoints (", join(held, ", "), ")"),
               ": --resume continues that run; --overwrite starts anew and removes them");
-      if (g.size() == 1) throw cli::UsageError(says);
-      // Every rank refuses at once: each says its part, and only then may the first one to stop them all
-      // (MPI_Abort) cut the others short. (A rank's own message was lost when it did so first.)
-      std::fprintf(stderr, "%s (%s): %s\n", program.c_str(), describe_rank().c_str(), says.c_str());
-      std::fflush(stderr);
-      g.barrier();
-      throw cli::UsageError("the ranks' output folders hold an earlier run's checkpoints (each rank said above)");
+      // Every rank refuses at once (a rank's own message was lost when another stopped them all first).
+      refuse_on_every_rank(program, says,
+                           "the ranks' output folders hold an earlier run's checkpoints (each rank said above)");
     }
     // Every rank removes what it sees: with an --out that is not shared, a rank's own copy would
     // otherwise outlive the run and stop a later --resume (it would see a checkpoint the others do not).
