@@ -44,7 +44,7 @@ bool make_openblas_serial() {
   omp_set_num_threads(ours);
   return true;
 }
-const bool openblas_serial = make_openblas_serial();
+[[maybe_unused]] const bool openblas_serial = make_openblas_serial();  // runs before main
 
 class SerialBlas {
  public:
@@ -72,7 +72,6 @@ void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  (void)openblas_serial;
   // C in fixed tiles of kGemmTileRows x kGemmTileCols, cut by the shape alone, each a serial sgemm:
   // every output sums its K products in an order that the shape decides, never the thread count. Our
   // threads share out the tiles; inside a parallel region (the per-image convolution paths) the

@@ -33,6 +33,18 @@ double sum_in_order(int64_t parts, int64_t work, const Part& part) {
 // A flat sum cut into parts of this many elements (by the size alone).
 constexpr int64_t kSumPart = 4096;
 
+// The sum of term(i) for i in [0, n), in double, by sum_in_order's parts of kSumPart elements.
+template <typename Term>
+double flat_sum_in_order(int64_t n, const Term& term) {
+  return sum_in_order((n + kSumPart - 1) / kSumPart, n, [&](int64_t j) {
+    double part = 0;
+    const int64_t end = std::min(n, (j + 1) * kSumPart);
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = j * kSumPart; i < end; ++i) part += term(i);
+    return part;
+  });
+}
+
 // Softmax of one row of K logits into y; returns log(sum exp(x)) (the logsumexp).
 template <typename T>
 T softmax_row(T* y, const T* x, int64_t K) {
@@ -74,13 +86,7 @@ void cross_entropy_backward(T* dlogits, const T* prob, const T* target, T g, int
 
 template <typename T>
 T l1_forward(const T* p, const T* t, int64_t n) {
-  const double s = sum_in_order((n + kSumPart - 1) / kSumPart, n, [&](int64_t j) {
-    double part = 0;
-    const int64_t end = std::min(n, (j + 1) * kSumPart);
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = j * kSumPart; i < end; ++i) part += double(std::fabs(p[i] - t[i]));
-    return part;
-  });
+  const double s = flat_sum_in_order(n, [&](int64_t i) { return double(std::fabs(p[i] - t[i])); });
   return T(s / double(n));
 }
 
@@ -93,15 +99,9 @@ void l1_backward(T* dp, const T* p, const T* t, T g, int64_t n) {
 
 template <typename T>
 T mse_forward(const T* p, const T* t, int64_t n) {
-  const double s = sum_in_order((n + kSumPart - 1) / kSumPart, n, [&](int64_t j) {
-    double part = 0;
-    const int64_t end = std::min(n, (j + 1) * kSumPart);
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = j * kSumPart; i < end; ++i) {
-      const double d = double(p[i] - t[i]);
-      part += d * d;
-    }
-    return part;
+  const double s = flat_sum_in_order(n, [&](int64_t i) {
+    const double d = double(p[i] - t[i]);
+    return d * d;
   });
   return T(s / double(n));
 }

@@ -5,6 +5,8 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <omp.h>
+
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -74,6 +76,18 @@ double worst_violation(const A& got, const B& want, double atol, double rtol, si
   }
   return worst;
 }
+
+// OpenMP's thread count for a scope, put back at its end (also when a REQUIRE leaves it early).
+class ScopedOmpThreads {
+ public:
+  explicit ScopedOmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
+  ~ScopedOmpThreads() { omp_set_num_threads(saved_); }
+  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
+  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
+
+ private:
+  int saved_;
+};
 
 // Every value finite: what a "these must differ" check asks first (two NaN vectors differ too).
 template <typename A>

@@ -3,8 +3,6 @@
 // fixtures, only-what-is-needed gradients, and error cases.
 #include <doctest/doctest.h>
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -194,7 +192,6 @@ TEST_CASE("conv2d fast paths: forward and gradients the same bits on 1 and 2 thr
       {1, 64, 12, 13, 64, 3, 3, 1, 1},   // shifted
       {4, 64, 8, 8, 96, 3, 3, 1, 1},     // kvec forward, rows < 16
   };
-  const int saved = omp_get_max_threads();
   Rng rng(31);
   for (const ConvGeom& g : gs) {
     const std::string path = cpu::conv2d_path(g, true);
@@ -203,7 +200,7 @@ TEST_CASE("conv2d fast paths: forward and gradients the same bits on 1 and 2 thr
     const auto b = to_float(random_vec(size_t(g.K), rng)), dy = to_float(random_vec(y_size(g), rng));
     std::vector<float> out[2][4];
     for (int threads : {1, 2}) {
-      omp_set_num_threads(threads);
+      const ScopedOmpThreads scope(threads);
       std::vector<float> ws(size_t(std::max<int64_t>(cpu::conv2d_workspace(g), 1)));
       auto& o = out[threads - 1];
       o[0].assign(y_size(g), NAN), o[1].assign(x.size(), NAN), o[2].assign(w.size(), NAN), o[3].assign(b.size(), NAN);
@@ -217,7 +214,6 @@ TEST_CASE("conv2d fast paths: forward and gradients the same bits on 1 and 2 thr
       CHECK(std::all_of(out[0][i].begin(), out[0][i].end(), [](float v) { return std::isfinite(v); }));
     }
   }
-  omp_set_num_threads(saved);
 }
 
 TEST_CASE("conv2d op: forward and gradients match PyTorch") {

@@ -2,8 +2,6 @@
 // linear backward vs finite differences (double), the op vs PyTorch, errors.
 #include <doctest/doctest.h>
 
-#include <omp.h>
-
 #include "engine/autograd.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops/linear.h"
@@ -54,7 +52,6 @@ TEST_CASE("gemm: OpenBLAS float path matches the reference for every transpose a
 // threads, and when called from inside a parallel region (the per-image convolution paths).
 TEST_CASE("gemm<float>: the same bits on 1 and 2 threads and inside a parallel region, sizes across tiles") {
   Rng rng(21);
-  const int saved = omp_get_max_threads();
   for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{
            {64, 1024, 64}, {300, 700, 129}, {1024, 64, 512}, {257, 513, 33}, {cpu::kGemmTileRows, 2, 3000}}) {
     for (int t = 0; t < 4; ++t) {
@@ -66,7 +63,7 @@ TEST_CASE("gemm<float>: the same bits on 1 and 2 threads and inside a parallel r
       const auto A = to_float(random_vec(size_t(M * K), rng)), B = to_float(random_vec(size_t(K * N), rng));
       const auto C0 = to_float(random_vec(size_t(M * N), rng));
       auto run = [&](int threads, bool in_region) {
-        omp_set_num_threads(threads);
+        const ScopedOmpThreads scope(threads);
         std::vector<float> C = C0;
         if (in_region) {
 #pragma omp parallel num_threads(2)
@@ -86,7 +83,6 @@ TEST_CASE("gemm<float>: the same bits on 1 and 2 threads and inside a parallel r
       check_close(one, Cd, 1e-4, 1e-5, "C");
     }
   }
-  omp_set_num_threads(saved);
 }
 
 TEST_CASE("linear kernel: backward matches finite differences in double") {
