@@ -598,12 +598,13 @@ std::vector<Tensor> train_step(Model& model, Device d, Step step, bool batch_sta
 }
 
 // Model(cfg) built twice from Rng(seed), one training step (train_step) on the CPU backend and one
-// on CUDA in math mode `m`: every tensor within atol = rel * its largest |value| (+1e-6): gradients
+// on CUDA in math mode `m`: every tensor within atol = rel * its largest |value| (+1e-12): gradients
 // of weights differ in scale by orders of magnitude between layers, and float sums in another order
-// differ relatively. fp32 math: rel = 1e-4. TF32 math: see the TF32 test cases below.
+// differ relatively. The bounds are each model's measured worst (every OpenBLAS core type here) times
+// 3-7: an element below rel * scale goes unchecked, so rel is kept as low as the agreement allows.
 template <typename Model, typename Config, typename Step>
-void check_step_matches_cpu(const Config& cfg, uint64_t seed, Step step, cuda::Math m = cuda::Math::Fp32,
-                            double rel = 1e-4, bool batch_stats = true) {
+void check_step_matches_cpu(const Config& cfg, uint64_t seed, Step step, cuda::Math m,
+                            double rel, bool batch_stats = true) {
   const cuda::MathScope math(m);
   Rng r1(seed), r2(seed);
   Model cpu_model(cfg, r1), cuda_model(cfg, r2);
@@ -623,7 +624,7 @@ void check_step_matches_cpu(const Config& cfg, uint64_t seed, Step step, cuda::M
       const double r = std::fabs(double(g[j]) - w[j]) / (scale + 1e-30);
       if (!(r <= worst)) worst = r, worst_name = names[i];
     }
-    check_close(got[i], want[i], 1e-6 + rel * scale, rel, names[i]);
+    check_close(got[i], want[i], 1e-12 + rel * scale, rel, names[i]);
   }
   MESSAGE("math ", std::string(cuda::math_name(m)), ": worst |cuda - cpu| / scale ", worst, " (", worst_name, ")");
 }
@@ -637,8 +638,8 @@ void tiny_resnet_step_matches_cpu(cuda::Math m, double rel, bool batch_stats = t
   // planes): there the gradients that flow back through the batch norms of layer4 and layer3 are so
   // ill-conditioned that the CPU backend alone moves grad of layer2.0.downsample.0.weight by 1.5e-4 of
   // its largest |value| between OpenBLAS's Haswell, SkylakeX and Sandybridge kernels (each GEMM is
-  // accurate to ~1e-7 against a double reference), past check_step_matches_cpu's 1e-4; at 64x64 every tensor agrees
-  // within 6e-6 of its scale across those kernels and the CUDA backend, for data seeds 3, 4, 5 and 7.
+  // accurate to ~1e-7 against a double reference); at 64x64 every tensor agrees within 6e-6 of its
+  // scale across those kernels and the CUDA backend, for data seeds 3, 4, 5 and 7.
   const Tensor x = Tensor::randn({3, 3, 64, 64}, data_rng), y = Tensor::from_vector({3}, {4, 1, 0});
   auto step = [&](models::ResNet& m, Device d) {
     SGD opt(m.named_parameters(), SGDOptions{0.1, 0.9});
@@ -673,12 +674,15 @@ void tiny_dsen2cr_step_matches_cpu(cuda::Math m, double rel, bool smooth = false
   check_step_matches_cpu<models::DSen2CR>(cfg, 12, step, m, rel);
 }
 
+// fp32 math: measured worst 5.5e-6 of the scale (ResNet, grad of bn1.weight) and 3.1e-7 (DSen2-CR)
+// over OpenBLAS's Haswell, SkylakeX, Sandybridge and Cooperlake kernels; bounds 3e-5 and 5e-6 (a GPU's
+// fused multiply-adds round differently from the emulator's host code, so not tighter).
 TEST_CASE("cuda engine: one training step of a tiny ResNet equals the CPU backend") {
-  tiny_resnet_step_matches_cpu(cuda::Math::Fp32, 1e-4);
+  tiny_resnet_step_matches_cpu(cuda::Math::Fp32, 3e-5);
 }
 
 TEST_CASE("cuda engine: one training step of a tiny DSen2-CR (CARL, Nadam) equals the CPU backend") {
-  tiny_dsen2cr_step_matches_cpu(cuda::Math::Fp32, 1e-4);
+  tiny_dsen2cr_step_matches_cpu(cuda::Math::Fp32, 5e-6);
 }
 
 // TF32 math (the default): convolutions and linear layers on the tensor cores, operands rounded to
@@ -688,18 +692,18 @@ TEST_CASE("cuda engine: one training step of a tiny DSen2-CR (CARL, Nadam) equal
 // in CARL's L1 gradient and in Nadam's first update turn a 1e-3 perturbation into 0.1-0.4 of a
 // gradient's scale (measured). So the TF32 runs take the ResNet with its batch norms in eval mode
 // (running statistics: an affine map) and DSen2-CR with MSE and SGD; measured worst 3.0e-3
-// (ResNet, grad of layer1.0.bn2.weight) and 7.2e-4 (DSen2-CR); bound 1e-2 of the scale. A kernel
-// that drops or misplaces a term is off by about a term's size, far above it.
+// (ResNet, grad of layer1.0.bn2.weight) and 7.2e-4 (DSen2-CR); bounds 1e-2 and 4e-3 of the scale. A
+// kernel that drops or misplaces a term is off by about a term's size, far above them.
 TEST_CASE("cuda engine: one training step of a tiny ResNet in TF32 is within the TF32 bound of the CPU") {
   tiny_resnet_step_matches_cpu(cuda::Math::Tf32, 1e-2, false);
 }
 
 TEST_CASE("cuda engine: one training step of a tiny DSen2-CR in TF32 is within the TF32 bound of the CPU") {
-  tiny_dsen2cr_step_matches_cpu(cuda::Math::Tf32, 1e-2, true);
+  tiny_dsen2cr_step_matches_cpu(cuda::Math::Tf32, 4e-3, true);
 }
 
 // The same steps with the convolutions on Hopper's wgmma kernels (conv2d_wgmma.cu, TF32), which the
-// emulator runs when asked (on a GPU: where it runs sm_90a code). Same bound.
+// emulator runs when asked (on a GPU: where it runs sm_90a code). Same bounds.
 TEST_CASE("cuda engine: tiny ResNet and DSen2-CR TF32 steps with the convolutions on wgmma, within the TF32 bound") {
   require_backend();
   if (!kOnEmulator && !cuda::wgmma_available()) {
@@ -711,7 +715,7 @@ TEST_CASE("cuda engine: tiny ResNet and DSen2-CR TF32 steps with the convolution
   const int64_t before = emu::all_launch_stats().wgmma;
 #endif
   tiny_resnet_step_matches_cpu(cuda::Math::Tf32, 1e-2, false);
-  tiny_dsen2cr_step_matches_cpu(cuda::Math::Tf32, 1e-2, true);
+  tiny_dsen2cr_step_matches_cpu(cuda::Math::Tf32, 4e-3, true);
 #ifndef NIMBUS_CUDA_RUNTIME
   CHECK(emu::all_launch_stats().wgmma > before);  // they ran on wgmma
 #endif
