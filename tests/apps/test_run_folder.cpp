@@ -1,11 +1,15 @@
 // test_run_folder.cpp: a trainer's or cloud_impact's run folder: the folder one run owns
-// (apps/common/run_folder.h: created at once, locked against a second run, in another process too,
-// and cleared of killed runs' temporaries), and the best score a resume reads back from it.
+// (apps/common/run_folder.h: created at once, locked against a second run, in another process too and
+// while another run ends, and cleared of killed runs' temporaries), and the best score a resume reads back.
 #include <doctest/doctest.h>
 
+#include <dlfcn.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <functional>
 
 #include <cmath>
 #include <filesystem>
@@ -13,6 +17,7 @@
 #include <iterator>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "apps/common/run_folder.h"
@@ -28,7 +33,20 @@ namespace fs = std::filesystem;
 
 namespace {
 void touch(const std::string& p) { std::ofstream(p) << "x"; }
+
+// Runs once, inside the next flock() call of this program, before the lock is taken: the test below
+// puts another run's ending exactly between a RunFolder's open() of the lock file and its flock().
+std::function<void()> before_next_flock;
 }  // namespace
+
+// This program's flock(): RunFolder's calls come here (the definition in the executable wins over
+// libc's), run the armed action, and go on to libc's flock.
+extern "C" int flock(int fd, int op) {
+  using Flock = int (*)(int, int);
+  static const Flock real = reinterpret_cast<Flock>(::dlsym(RTLD_NEXT, "flock"));
+  if (before_next_flock) std::exchange(before_next_flock, nullptr)();
+  return real(fd, op);
+}
 
 TEST_CASE("run folder: a second run into the same folder is refused, naming the run that holds it") {
   test::TempDir tmp("run_folder");
@@ -54,6 +72,26 @@ TEST_CASE("run folder: a second run into the same folder is refused, naming the 
   CHECK(WEXITSTATUS(status) == 1);
   first.reset();  // released: the folder can be taken again
   CHECK_NOTHROW(RunFolder(dir, "train_resnet"));
+}
+
+// The race a folder's removal opens: run B opens .nimbus.lock, run A (which made the folder and wrote
+// nothing) unlinks that file, drops its lock and removes the folder, and only then does B's flock()
+// succeed, on a file that has lost its name. B must see that and lock the file named there now, or
+// a third run C would lock a new .nimbus.lock beside B and share the folder with it.
+TEST_CASE("run folder: a run that locks a lock file just removed by a run ending takes the lock again") {
+  test::TempDir tmp("run_folder_race");
+  const std::string dir = tmp / "out";
+  auto a = std::make_unique<RunFolder>(dir, "train_resnet");
+  bool a_ended = false;
+  before_next_flock = [&] {
+    a.reset();  // unlinks the lock file B has open, closes it, removes the empty folder
+    a_ended = true;
+  };
+  const RunFolder b(dir, "train_dsen2cr");
+  CHECK(a_ended);
+  REQUIRE(fs::is_directory(dir));
+  CHECK_THROWS_WITH_AS(RunFolder(dir, "cloud_impact"),
+                       doctest::Contains("in use by another run (train_dsen2cr, pid"), Error);
 }
 
 // A run that fails before writing anything leaves no folder behind when it made the folder (a retry, or
