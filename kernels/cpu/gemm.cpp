@@ -63,6 +63,28 @@ class SerialBlas {
 
 }  // namespace
 
+GemmTiles gemm_tiles(int64_t M, int64_t N, int64_t K) {
+  GemmTiles t{kGemmMaxTile, kGemmMaxTile};
+  // A side longer than twice the product's is cut down first: the same cuts, an honest work estimate.
+  while (t.rows > kGemmMinTile && t.rows / 2 >= M) t.rows /= 2;
+  while (t.cols > kGemmMinTile && t.cols / 2 >= N) t.cols /= 2;
+  const auto count = [](int64_t n, int64_t tile) { return (n + tile - 1) / tile; };
+  // From here a side is less than twice its extent, so halving it always adds tiles.
+  const auto can_halve = [&](int64_t tile, int64_t other) {
+    return tile > kGemmMinTile && (tile / 2) * other * K >= kGemmMinTileWork;
+  };
+  while (count(M, t.rows) * count(N, t.cols) < kGemmMinTiles) {
+    const bool rows = can_halve(t.rows, std::min(t.cols, N)), cols = can_halve(t.cols, std::min(t.rows, M));
+    if (rows && (t.rows >= t.cols || !cols))  // the longer side first, rows on a tie
+      t.rows /= 2;
+    else if (cols)
+      t.cols /= 2;
+    else
+      break;
+  }
+  return t;
+}
+
 template <>
 void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -72,14 +94,15 @@ void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  // C in fixed tiles of kGemmTileRows x kGemmTileCols, cut by the shape alone, each a serial sgemm:
-  // every output sums its K products in an order that the shape decides, never the thread count. Our
-  // threads share out the tiles; inside a parallel region (the per-image convolution paths) the
-  // calling thread runs them in turn.
-  const int64_t mt = (M + kGemmTileRows - 1) / kGemmTileRows, nt = (N + kGemmTileCols - 1) / kGemmTileCols;
+  // C in tiles cut by the shape alone (gemm_tiles), each a serial sgemm: every output sums its K
+  // products in an order that the shape decides, never the thread count. Our threads share out the
+  // tiles; inside a parallel region (the per-image convolution paths) the calling thread runs them in
+  // turn.
+  const GemmTiles size = gemm_tiles(M, N, K);
+  const int64_t mt = (M + size.rows - 1) / size.rows, nt = (N + size.cols - 1) / size.cols;
   const auto tile = [&](int64_t t) {
-    const int64_t i0 = (t / nt) * kGemmTileRows, j0 = (t % nt) * kGemmTileCols;
-    const int64_t m = std::min(kGemmTileRows, M - i0), n = std::min(kGemmTileCols, N - j0);
+    const int64_t i0 = (t / nt) * size.rows, j0 = (t % nt) * size.cols;
+    const int64_t m = std::min(size.rows, M - i0), n = std::min(size.cols, N - j0);
     const float* a = trans_a ? A + i0 : A + i0 * lda;
     const float* b = trans_b ? B + j0 * ldb : B + j0;
     const SerialBlas serial;

@@ -6,8 +6,8 @@
 //   beta == 0 means C is write-only (it may hold garbage or NaN), as in BLAS.
 //
 // gemm_ref is the plain triple loop (the definition, usable in double).
-// gemm<float> is the fast path: OpenBLAS cblas_sgemm on fixed tiles of C
-// (kGemmTileRows x kGemmTileCols), each on one thread, the tiles shared out over
+// gemm<float> is the fast path: OpenBLAS cblas_sgemm on tiles of C (gemm_tiles:
+// fixed by the shape), each on one thread, the tiles shared out over
 // our OpenMP threads (or run in turn inside a parallel region). Its results are
 // the same bits for any thread count: the tiles depend on the shape alone.
 // gemm<double> runs gemm_ref, so every caller can be tested in double.
@@ -23,12 +23,19 @@ template <typename T>
 void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
               const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
-// The tiles of gemm<float>: large enough that re-packing an operand per tile costs ~1/256 of the
-// work, small enough that a convolution's GEMMs give both cores tiles. A product of at most 256 x 256
-// outputs is one tile, on one thread: measured on 2 cores, where the convolutions' per-image and
-// grouped paths keep both busy; a many-core machine would want smaller tiles for such shapes (chosen
-// by the shape, never by the thread count, to keep the bits).
-constexpr int64_t kGemmTileRows = 256, kGemmTileCols = 256;
+// The tiles of gemm<float>, chosen by the shape alone (never the thread count: that keeps the bits).
+// 256 x 256, so that re-packing an operand per tile costs ~1/256 of the work (a side at least twice
+// the product's is first cut to it); then, while the product has fewer than kGemmMinTiles tiles, the
+// longer tile side is halved (down to 64) as long as a tile keeps at least kGemmMinTileWork
+// multiply-adds (~0.3 ms on one core), so a many-core machine gets tiles for every thread: ResNet-50's
+// training step spends 40% of its GEMM work in products of fewer than 16 tiles of 256 x 256 (its
+// weight gradients: 512 x 128 outputs summed over 4608 products). On 2 cores this costs nothing
+// measurable (docs/perf-notes.md); the gain on more cores is expected, not measured here.
+struct GemmTiles {
+  int64_t rows, cols;
+};
+constexpr int64_t kGemmMaxTile = 256, kGemmMinTile = 64, kGemmMinTiles = 32, kGemmMinTileWork = int64_t(1) << 24;
+GemmTiles gemm_tiles(int64_t M, int64_t N, int64_t K);
 
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,

@@ -46,14 +46,50 @@ TEST_CASE("gemm: OpenBLAS float path matches the reference for every transpose a
   }
 }
 
+// gemm<float>'s tiles: 256 x 256 for a large product, sides cut to a small one's; a product of few
+// tiles with enough work gets smaller ones (the longer side halved first, never below 64 or below the
+// minimum work).
+TEST_CASE("gemm_tiles: chosen by the shape, smaller for a product of few tiles, within their bounds") {
+  const auto tiles = [](int64_t M, int64_t N, int64_t K) {
+    const cpu::GemmTiles t = cpu::gemm_tiles(M, N, K);
+    return std::array<int64_t, 2>{t.rows, t.cols};
+  };
+  CHECK(tiles(4096, 4096, 64) == std::array<int64_t, 2>{256, 256});  // 256 tiles already
+  CHECK(tiles(64, 64, 64) == std::array<int64_t, 2>{64, 64});        // sides cut to the product's; one tile
+  CHECK(tiles(64, 1024, 64) == std::array<int64_t, 2>{64, 256});     // 64 x 128 x 64 is under the minimum
+  CHECK(tiles(100, 3, 1 << 20) == std::array<int64_t, 2>{64, 64});   // thin, long K: rows 128 -> 64, 2 tiles
+  // 2 tiles -> rows 128 (4) -> cols 128 (6); a 64-row or 64-column tile would hold 2^23 < 2^24.
+  CHECK(tiles(256, 320, 1024) == std::array<int64_t, 2>{128, 128});
+  CHECK(tiles(512, 128, 4608) == std::array<int64_t, 2>{64, 64});    // ResNet-50's layer3 weight gradient
+  for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{{1024, 512, 512}, {512, 128, 2048}, {2048, 128, 1024}}) {
+    CAPTURE(M);
+    CAPTURE(N);
+    const auto [r, c] = tiles(M, N, K);
+    CHECK(r >= cpu::kGemmMinTile);
+    CHECK(c >= cpu::kGemmMinTile);
+    CHECK(r * std::min(c, N) * K >= cpu::kGemmMinTileWork);
+    CHECK(std::min(r, M) * c * K >= cpu::kGemmMinTileWork);
+    // Enough tiles, or neither side could be halved again.
+    const bool enough = ((M + r - 1) / r) * ((N + c - 1) / c) >= cpu::kGemmMinTiles;
+    const bool rows_done = r == cpu::kGemmMinTile || (r / 2) * std::min(c, N) * K < cpu::kGemmMinTileWork;
+    const bool cols_done = c == cpu::kGemmMinTile || std::min(r, M) * (c / 2) * K < cpu::kGemmMinTileWork;
+    CHECK((enough || (rows_done && cols_done)));
+    CHECK(((M + r - 1) / r) * ((N + c - 1) / c) >= 8);  // each was 2 to 8 tiles of 256 x 256
+  }
+}
+
 // OpenBLAS split a call over the threads OpenMP allowed, and the split changed the rounding: 18% of a
 // 64 x 1024 x 64 product's outputs differed between 1 and 2 threads, and a training run's weights with
-// them. gemm<float> cuts C into fixed tiles, each a serial sgemm: the same bits on any number of
-// threads, and when called from inside a parallel region (the per-image convolution paths).
+// them. gemm<float> cuts C into tiles fixed by the shape, each a serial sgemm: the same bits on any
+// number of threads, and when called from inside a parallel region (the per-image convolution paths).
 TEST_CASE("gemm<float>: the same bits on 1 and 2 threads and inside a parallel region, sizes across tiles") {
   Rng rng(21);
-  for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{
-           {64, 1024, 64}, {300, 700, 129}, {1024, 64, 512}, {257, 513, 33}, {cpu::kGemmTileRows, 2, 3000}}) {
+  for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{{64, 1024, 64},
+                                                             {300, 700, 129},
+                                                             {1024, 64, 512},
+                                                             {257, 513, 33},
+                                                             {cpu::kGemmMaxTile, 2, 3000},
+                                                             {256, 320, 1024}}) {  // 128 x 128 tiles
     for (int t = 0; t < 4; ++t) {
       const bool ta = t & 1, tb = t & 2;
       CAPTURE(M);
