@@ -206,8 +206,8 @@ int run(int argc, char** argv) {
   for (const data::Sen12mscrTriplet& t : val) names.push_back("val " + t.name());
   const apps::RunSettings settings{
       {"data", apps::data_fingerprint(names, str("triplets (", train.size(), " train, ", val.size(), " val)"))},
-      {"loss", p.get_string("loss") == "carl" ? str("carl --lambda ", p.get_double("lambda")) : p.get_string("loss")},
-      {"cloud-threshold", str(thr)},
+      {"loss", p.get_string("loss") == "carl" ? str("carl --lambda ", exact_str(p.get_double("lambda"))) : p.get_string("loss")},
+      {"cloud-threshold", exact_str(thr)},
       {"crop", str(crop)}};  // validation scores the top-left crop x crop window
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_dsen2cr", paths, common.seed, settings, model,
@@ -276,7 +276,7 @@ int run(int argc, char** argv) {
     if (improved) best = v.loss;
     apps::EpochLoop::Validation r;
     r.improved = improved;
-    r.extra = {{"best_val_loss", str(best)}};
+    r.extra = {{"best_val_loss", exact_str(best)}};
     if (v.images > 0) r.loss = v.loss;
     return r;
   };

@@ -210,8 +210,8 @@ int run(int argc, char** argv) {
   for (const data::EuroSatItem& it : ds.items()) tiles.push_back(it.rel);
   const apps::RunSettings settings{
       {"data", apps::data_fingerprint(tiles, "tiles")},
-      {"split", str("--train-fraction ", p.get_double("train-fraction"), " --val-fraction ",
-                    p.get_double("val-fraction"))},
+      {"split", str("--train-fraction ", exact_str(p.get_double("train-fraction")), " --val-fraction ",
+                    exact_str(p.get_double("val-fraction")))},
       {"bands", data::bands_csv(file_bands)}};
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_resnet", paths, common.seed, settings, model,
@@ -310,7 +310,7 @@ int run(int argc, char** argv) {
     if (improved) best = va.acc();
     apps::EpochLoop::Validation v;
     v.improved = improved;
-    v.extra = {{"best_val_acc", str(best)}, {apps::kBandsKey, data::bands_csv(model_bands)}};
+    v.extra = {{"best_val_acc", exact_str(best)}, {apps::kBandsKey, data::bands_csv(model_bands)}};
     if (va.n > 0) v.loss = va.mean_loss();
     return v;
   };

@@ -31,8 +31,9 @@ void host_free(void* p) { std::free(p); }
 size_t CachingAllocator::round_size(size_t bytes) {
   if (bytes == 0) bytes = 1;
   if (bytes < kLargeThreshold) return (bytes + kSmallStep - 1) / kSmallStep * kSmallStep;
+  NIMBUS_CHECK(bytes <= size_t(1) << 62, "allocator: ", bytes, " bytes cannot be allocated");
   size_t pow2 = kLargeThreshold;
-  while (pow2 < bytes) pow2 <<= 1;
+  while (pow2 < bytes) pow2 <<= 1;  // at most 1 << 62: never wraps
   size_t step = pow2 / 8;  // classes at 5/8, 6/8, 7/8, 8/8 of pow2: waste <= 25%
   return (bytes + step - 1) / step * step;
 }

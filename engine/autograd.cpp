@@ -98,9 +98,10 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
   Tensor seed = grad_output;
   if (!seed.defined()) {
     NIMBUS_CHECK(root.numel() == 1, "backward: implicit gradient needs a 1-element output, got ", describe(root));
-    seed = Tensor::ones(root.shape(), root.device());
+    seed = Tensor::ones(root.shape(), root.device()).to(root.dtype());  // a gradient has its tensor's dtype
   }
-  NIMBUS_CHECK(seed.shape() == root.shape(), "backward: grad_output ", describe(seed), " for output ", describe(root));
+  NIMBUS_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype() && seed.device() == root.device(),
+               "backward: grad_output ", describe(seed), " for output ", describe(root));
   LeafGradHook* hook = t_leaf_hook;
   if (root.is_leaf()) {
     accumulate_leaf(*root.impl(), seed);

@@ -21,7 +21,11 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, Device device, DType d
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(size_t(shape.numel()) * dtype_size(dtype), device);
+  // Shape keeps the element count in 64 bits; the byte count must fit too (1 << 62 floats do not).
+  const size_t n = size_t(shape.numel()), unit = dtype_size(dtype);
+  NIMBUS_CHECK(n <= (size_t(1) << 62) / unit, "tensor: ", shape.str(), " of ", dtype_name(dtype),
+               " is too large to address (", n, " elements)");
+  impl->storage = std::make_shared<Storage>(n * unit, device);
   return impl;
 }
 }  // namespace
@@ -151,8 +155,10 @@ Tensor Tensor::view(const Shape& s) const {
 bool Tensor::requires_grad() const { return checked().requires_grad; }
 
 Tensor& Tensor::set_requires_grad(bool on) {
-  NIMBUS_CHECK(!on || !checked().grad_fn, "set_requires_grad: only leaf tensors can be marked; this one comes from ",
-               impl_->grad_fn ? impl_->grad_fn->op : "?");
+  // Either way on a tensor an op made: turning it off would silently cut the gradient to what made it
+  // (use detach() for a copy without history), and it could not be turned on again.
+  NIMBUS_CHECK(!checked().grad_fn, "set_requires_grad: only leaf tensors can be marked; this one comes from ",
+               impl_->grad_fn->op, (on ? "" : " (detach() gives a tensor without its history)"));
   checked().requires_grad = on;
   return *this;
 }
@@ -160,8 +166,8 @@ Tensor& Tensor::set_requires_grad(bool on) {
 Tensor Tensor::grad() const { return Tensor(checked().grad); }
 
 void Tensor::set_grad(const Tensor& g) {
-  NIMBUS_CHECK(!g.defined() || g.shape() == shape(), "set_grad: gradient ", describe(g), " for tensor ",
-               describe(*this));
+  NIMBUS_CHECK(!g.defined() || (g.shape() == shape() && g.dtype() == dtype() && g.device() == device()),
+               "set_grad: gradient ", describe(g), " for tensor ", describe(*this));
   checked().grad = g.impl_ptr();
 }
 

@@ -266,16 +266,9 @@ std::vector<std::pair<std::string, std::string>> Parser::values() const {
   std::vector<std::pair<std::string, std::string>> out;
   for (const Option& o : options_) {
     std::string v = o.value;
-    char buf[64];
     switch (o.kind) {
       case Kind::Int: v = std::to_string(get_int(o.name)); break;
-      case Kind::Double: {  // the shortest of %.15g and %.17g that gives the value back
-        const double d = get_double(o.name);
-        std::snprintf(buf, sizeof buf, "%.15g", d);
-        if (std::strtod(buf, nullptr) != d) std::snprintf(buf, sizeof buf, "%.17g", d);
-        v = buf;
-        break;
-      }
+      case Kind::Double: v = exact_str(get_double(o.name)); break;
       case Kind::IntList: {
         v.clear();
         for (int64_t x : get_int_list(o.name)) v += (v.empty() ? "" : ",") + std::to_string(x);

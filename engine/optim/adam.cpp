@@ -27,10 +27,10 @@ void Adam::update(ParamState& s, const Tensor& grad, const void* scalars) {
 void Adam::end_step(bool apply) { apply ? batch_.flush() : batch_.discard(); }
 
 std::map<std::string, std::string> Adam::hyperparameters() const {
-  return {{"beta1", str(opt_.beta1)},
-          {"beta2", str(opt_.beta2)},
-          {"eps", str(opt_.eps)},
-          {"weight_decay", str(opt_.weight_decay)}};
+  return {{"beta1", exact_str(opt_.beta1)},
+          {"beta2", exact_str(opt_.beta2)},
+          {"eps", exact_str(opt_.eps)},
+          {"weight_decay", exact_str(opt_.weight_decay)}};
 }
 
 }  // namespace nimbus

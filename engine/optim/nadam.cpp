@@ -29,10 +29,10 @@ void Nadam::update(ParamState& s, const Tensor& grad, const void* scalars) {
 void Nadam::end_step(bool apply) { apply ? batch_.flush() : batch_.discard(); }
 
 std::map<std::string, std::string> Nadam::hyperparameters() const {
-  return {{"beta1", str(opt_.beta1)},
-          {"beta2", str(opt_.beta2)},
-          {"eps", str(opt_.eps)},
-          {"schedule_decay", str(opt_.schedule_decay)}};
+  return {{"beta1", exact_str(opt_.beta1)},
+          {"beta2", exact_str(opt_.beta2)},
+          {"eps", exact_str(opt_.eps)},
+          {"schedule_decay", exact_str(opt_.schedule_decay)}};
 }
 
 }  // namespace nimbus

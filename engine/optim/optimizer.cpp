@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -14,14 +13,6 @@
 #include "engine/graph.h"
 
 namespace nimbus {
-
-namespace {
-std::string exact(double x) {  // shortest text that reads back to the same double
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", x);
-  return buf;
-}
-}  // namespace
 
 Optimizer::Optimizer(const NamedTensors& params, double lr, std::vector<std::string> slot_names)
     : slot_names_(std::move(slot_names)), lr_(lr) {
@@ -175,7 +166,7 @@ OptimizerState Optimizer::state_dict() const {
   }
   st.info = hyperparameters();
   st.info["type"] = type();
-  st.info["lr"] = exact(lr_);
+  st.info["lr"] = exact_str(lr_);
   return st;
 }
 

@@ -28,9 +28,9 @@ void SGD::update(ParamState& s, const Tensor& grad, const void* scalars) {
 void SGD::end_step(bool apply) { apply ? batch_.flush() : batch_.discard(); }
 
 std::map<std::string, std::string> SGD::hyperparameters() const {
-  return {{"momentum", str(opt_.momentum)},
-          {"dampening", str(opt_.dampening)},
-          {"weight_decay", str(opt_.weight_decay)},
+  return {{"momentum", exact_str(opt_.momentum)},
+          {"dampening", exact_str(opt_.dampening)},
+          {"weight_decay", exact_str(opt_.weight_decay)},
           {"nesterov", opt_.nesterov ? "true" : "false"}};
 }
 

@@ -5,6 +5,8 @@
 // internal invariants; their message says which op or file and what is wrong,
 // e.g. "conv2d: input (2,3,8,8) has 3 channels but weight (4,5,3,3) expects 5".
 #pragma once
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -30,6 +32,15 @@ std::string str(const Args&... args) {
   std::ostringstream os;
   detail::format_into(os, args...);
   return os.str();
+}
+
+// exact_str(x): the shortest of %.15g and %.17g that reads back as x, for a number written to a file
+// that is read back or compared (a best score, a hyper-parameter, a run setting): str() keeps 6 digits.
+inline std::string exact_str(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.15g", x);
+  if (std::strtod(buf, nullptr) != x) std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
 }
 
 }  // namespace nimbus

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "apps/common/accuracy.h"
 #include "apps/common/cloud_removal.h"
 #include "apps/common/experiment.h"
 #include "apps/common/run_folder.h"
@@ -164,6 +165,29 @@ TEST_CASE("trainers: a model larger than the memory available is refused before 
   CHECK_FALSE(fs::exists(d / "run"));  // the folder it made, empty, is gone again
 }
 
+// The best score a resume compares new epochs with is the best epoch's own, not rounded: 6 digits made
+// a later epoch that only tied the best (or a DSen2-CR loss within the rounding) replace best.safetensors
+// after a resume. So the checkpoint's score, printed to metrics.csv's 9 digits, is the best of that column.
+namespace {
+void check_best_score(const std::string& run, const std::string& key, size_t column, bool lowest) {
+  const std::string csv = read_file(run + "/metrics.csv");
+  std::istringstream rows(csv);
+  std::string best_text, row;
+  std::getline(rows, row);  // the header
+  double best = lowest ? INFINITY : -INFINITY;
+  while (std::getline(rows, row)) {
+    std::istringstream cells(row);
+    std::string cell;
+    for (size_t i = 0; i <= column; ++i) std::getline(cells, cell, ',');
+    const double v = std::stod(cell);
+    if (lowest ? v < best : v > best) best = v, best_text = cell;
+  }
+  const std::string saved = load_safetensors(run + "/last.safetensors").metadata.at(key);
+  CHECK_MESSAGE(fmt_num(std::stod(saved), 9) == best_text, key, " ", saved, " in the checkpoint, ", best_text,
+                " in metrics.csv");
+}
+}  // namespace
+
 TEST_CASE("train_resnet: SIGKILL mid-epoch then --resume ends with the weights of an uninterrupted run") {
   TempDir d("resnet_kill");
   const std::string data = make_eurosat(d);
@@ -187,6 +211,7 @@ TEST_CASE("train_resnet: SIGKILL mid-epoch then --resume ends with the weights o
   models::LoadedModel lm = models::load_model(d / "a/last.safetensors");
   CHECK(lm.epoch == 3);
   CHECK(lm.model.classifier->config().width == 4);
+  check_best_score(d / "a", "best_val_acc", 5, false);
 }
 
 // A run's weights and metrics must not depend on --threads: the per-image convolution summed its weight
@@ -473,6 +498,9 @@ TEST_CASE("train_dsen2cr: SIGKILL then --resume equals an uninterrupted run with
   // 4 train triplets, batch 2: 2 steps per epoch; step 3 is in epoch 2.
   check_kill_resume("train_dsen2cr", dsen2cr_args(data, d / "a"), dsen2cr_args(data, d / "b"), 3);
   check_same_tensors(d / "a/last.safetensors", d / "b/last.safetensors");
+  check_same_tensors(d / "a/best.safetensors", d / "b/best.safetensors");
+  check_best_score(d / "a", "best_val_loss", 3, true);
+  check_best_score(d / "b", "best_val_loss", 3, true);
   const std::string csv = read_file(d / "a/metrics.csv");
   CHECK(csv == read_file(d / "b/metrics.csv"));
   CHECK(csv.rfind("epoch,lr,train_loss,val_loss,val_mae,val_rmse,val_psnr,val_ssim,val_sam\n", 0) == 0);

@@ -65,11 +65,17 @@ TEST_CASE("allocator: freed blocks are reused, not returned to the system") {
   a.deallocate(q);
   CHECK(CachingAllocator::round_size(1) == 512);
   CHECK(CachingAllocator::round_size((1 << 20) + 1) == (1 << 20) + (1 << 18));  // 1.25 MiB class
-  for (size_t n : {size_t(1), size_t(1000), size_t(5) << 20, size_t(77777777)}) {
+  for (size_t n : {size_t(1), size_t(1000), size_t(5) << 20, size_t(77777777), (size_t(1) << 61) + 1}) {
     size_t r = CachingAllocator::round_size(n);
     CHECK(r >= n);
     CHECK(double(r) <= 1.25 * double(n) + 512);
   }
+  // Sizes no machine has are errors, not a wrapped size class (or, past 1 << 61, an endless loop),
+  // and a tensor whose byte count would wrap is refused before any allocation.
+  CHECK_THROWS_AS(CachingAllocator::round_size((size_t(1) << 62) + 1), Error);
+  CHECK_THROWS_WITH_AS(Tensor::empty({int64_t(1) << 62}), doctest::Contains("too large"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::empty({int64_t(1) << 61, 2}, Device::CPU, DType::BF16), doctest::Contains("too large"),
+                       Error);
 }
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -256,4 +262,33 @@ TEST_CASE("autograd: no-grad mode records nothing - a used graph cannot be reuse
   CHECK_THROWS_WITH_AS(y.backward(Tensor::ones({2})), doctest::Contains("already"), Error);
   CHECK_THROWS_AS(relu(x).backward(), Error);  // 2 elements: no implicit gradient
   CHECK_THROWS_AS(relu(x).backward(Tensor::ones({3})), Error);
+}
+
+// A gradient has its tensor's shape, dtype and device, whoever gives it: the implicit seed of a
+// bfloat16 output was float32 (a float32 .grad on a bfloat16 leaf, and the next accumulation threw).
+TEST_CASE("autograd: gradients given or seeded have the tensor's dtype, a mismatch is an error naming both") {
+  Tensor x = Tensor::from_vector({1}, {2.f}).to(DType::BF16);
+  x.set_requires_grad(true);
+  reshape(x, Shape{}).backward();  // reshape passes the seed through to the leaf
+  REQUIRE(x.grad().defined());
+  CHECK(x.grad().dtype() == DType::BF16);
+  CHECK_NOTHROW(relu(x).backward(Tensor::ones({1}).to(DType::BF16)));  // accumulates into it
+  CHECK(x.grad().to(DType::F32).to_vector() == std::vector<float>{2.f});
+  CHECK_THROWS_WITH_AS(relu(x).backward(Tensor::ones({1})), doctest::Contains("bfloat16"), Error);
+  CHECK_THROWS_WITH_AS(x.set_grad(Tensor::ones({1})), doctest::Contains("set_grad"), Error);
+  CHECK_THROWS_AS(x.set_grad(Tensor::ones({2}).to(DType::BF16)), Error);
+  CHECK_NOTHROW(x.set_grad(Tensor()));  // clearing is always allowed
+}
+
+// Only a leaf's requires_grad can be set, either way: switching it off on an op's output cut the
+// gradient to everything before it in silence (PyTorch refuses both too).
+TEST_CASE("autograd: requires_grad of a tensor an op made cannot be changed") {
+  Tensor x = Tensor::from_vector({2}, {1, 2});
+  x.set_requires_grad(true);
+  Tensor h = relu(x);
+  CHECK_THROWS_WITH_AS(h.set_requires_grad(false), doctest::Contains("detach()"), Error);
+  CHECK_THROWS_WITH_AS(h.set_requires_grad(true), doctest::Contains("relu"), Error);
+  CHECK(h.requires_grad());
+  x.set_requires_grad(false);  // a leaf may be switched off
+  CHECK_FALSE(relu(x).requires_grad());
 }

@@ -252,8 +252,10 @@ TEST_CASE("module: registration rules, train/eval, zero_grad, Sequential") {
   seq.zero_grad();
   for (auto& p : seq.parameters()) CHECK_FALSE(p.grad().defined());
 
-  seq.to(Device::CPU);  // already there: a no-op that keeps the handles
+  const float* storage = l0.weight.data();
+  seq.to(Device::CPU);  // already there: a no-op that keeps the handles and their storage
   CHECK(l0.weight.same(seq.named_parameters()[0].second));
+  CHECK(l0.weight.data() == storage);
 }
 
 TEST_CASE("init: PyTorch default bounds, kaiming/he uniform and normal, constants") {
