@@ -37,7 +37,8 @@ bool any_requires_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-void record(const char* op, const std::vector<Tensor>& inputs, Tensor& out, BackwardFn backward) {
+void record(const char* op, const std::vector<Tensor>& inputs, Tensor& out, const std::vector<Tensor>& saved,
+            BackwardFn backward) {
   if (!any_requires_grad(inputs)) return;
   auto node = std::make_shared<Node>();
   node->op = op;
@@ -52,6 +53,8 @@ void record(const char* op, const std::vector<Tensor>& inputs, Tensor& out, Back
     node->edges.push_back(std::move(e));
   }
   node->backward = std::move(backward);
+  for (const Tensor& t : saved)
+    if (t.defined()) node->saved.push_back({t.impl()->storage, t.version(), t.shape()});
   TensorImpl* impl = out.impl();
   impl->grad_fn = std::move(node);
   impl->requires_grad = true;
@@ -132,9 +135,17 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
       continue;
     }
     NIMBUS_CHECK(node->backward, "backward: the graph through ", node->op, " was already freed");
+    for (const SavedVersion& s : node->saved) {
+      const std::shared_ptr<Storage> storage = s.storage.lock();
+      NIMBUS_CHECK(!storage || storage->version == s.version, "backward: a tensor ", s.shape.str(), " that ",
+                   node->op, " saved for its gradient was written in place after the forward pass (",
+                   storage ? storage->version - s.version : 0, " write(s): copy_, fill_, add_inplace, an optimiser "
+                   "step or load_state_dict); run the forward again, or write into a clone()");
+    }
     GradSink sink(node->edges);
     node->backward(node->grad_out, sink);
     node->backward = nullptr;  // frees the saved activations now
+    node->saved.clear();
     node->grad_out = Tensor();
     for (size_t i = 0; i < node->edges.size(); ++i) {
       const Edge& e = node->edges[i];

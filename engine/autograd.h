@@ -13,6 +13,11 @@
 // tensor per input with sink.set(i, g); the engine does the summing.
 //
 // NoGradGuard switches recording off (inference); nothing is saved then.
+//
+// An op names the tensors its closure saved from its inputs and output (record's `saved`), and the
+// Node keeps their storage's write count (Storage::version). A backward whose saved tensor was written
+// in place since (copy_, fill_, add_inplace, an optimiser step between forward and backward,
+// load_state_dict) is an error naming the op, as in PyTorch, instead of a wrong gradient.
 #pragma once
 #include <functional>
 #include <memory>
@@ -47,11 +52,19 @@ class GradSink {
 
 using BackwardFn = std::function<void(const Tensor& grad_out, GradSink& sink)>;
 
+// What an op saved for backward, and how many writes its storage had then.
+struct SavedVersion {
+  std::weak_ptr<Storage> storage;  // the closure holds the tensor; weak: the Node does not extend it
+  uint64_t version = 0;
+  Shape shape;
+};
+
 struct Node {
   std::string op;            // e.g. "conv2d"; used in error messages
   std::vector<Edge> edges;   // one per op input, in the op's argument order
   BackwardFn backward;       // null once run (saved tensors freed)
   Tensor grad_out;           // dL/d(output), summed over consumers during backward
+  std::vector<SavedVersion> saved;  // checked before backward runs
 };
 
 // Grad mode: on by default; NoGradGuard turns it off for its scope (per thread).
@@ -73,8 +86,14 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 bool any_requires_grad(const std::vector<Tensor>& inputs);
 
 // Attach a Node to `out` if any_requires_grad(inputs). Undefined inputs
-// (e.g. an absent bias) are allowed and never get a gradient.
-void record(const char* op, const std::vector<Tensor>& inputs, Tensor& out, BackwardFn backward);
+// (e.g. an absent bias) are allowed and never get a gradient. `saved`: the tensors sharing storage
+// with an input or the output that the closure reads (undefined ones are skipped); an op that saves
+// none of those (only shapes, scalars or tensors of its own) leaves it empty.
+void record(const char* op, const std::vector<Tensor>& inputs, Tensor& out, const std::vector<Tensor>& saved,
+            BackwardFn backward);
+inline void record(const char* op, const std::vector<Tensor>& inputs, Tensor& out, BackwardFn backward) {
+  record(op, inputs, out, {}, std::move(backward));
+}
 
 // The reverse walk; Tensor::backward() calls this.
 void run_backward(const Tensor& root, const Tensor& grad_output);

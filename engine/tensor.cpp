@@ -141,9 +141,16 @@ void Tensor::copy_(const Tensor& src) {
   Device dd = device(), sd = src.device();
   const DeviceRuntime& rt = device_runtime(dd == Device::CPU ? sd : dd);
   rt.copy(d, dd, s, sd, nbytes());
+  mark_written();
 }
 
-void Tensor::fill_(float value) { device_runtime(device()).fill(data(), value, size_t(numel())); }
+void Tensor::fill_(float value) {
+  device_runtime(device()).fill(data(), value, size_t(numel()));
+  mark_written();
+}
+
+uint64_t Tensor::version() const { return checked().storage->version; }
+void Tensor::mark_written() { ++checked().storage->version; }
 
 Tensor Tensor::view(const Shape& s) const {
   NIMBUS_CHECK(s.numel() == numel(), "view: cannot view ", describe(*this), " as ", s.str());

@@ -25,7 +25,9 @@ class Rng;
 struct Node;
 
 // One device buffer, returned to its device's caching allocator when the last
-// tensor using it goes away.
+// tensor using it goes away. `version` counts the writes into it after it was made
+// (copy_, fill_, add_inplace, an optimiser's update, mark_written): autograd compares
+// it with what an op saved for backward (autograd.h), as PyTorch's version counter.
 struct Storage {
   Storage(size_t bytes, Device device);
   ~Storage();
@@ -34,6 +36,7 @@ struct Storage {
   void* data = nullptr;
   size_t bytes = 0;
   Device device = Device::CPU;
+  uint64_t version = 0;
 };
 
 struct TensorImpl {
@@ -94,6 +97,10 @@ class Tensor {
   Tensor detach() const;           // same storage, no autograd history, requires_grad false
   void copy_(const Tensor& src);   // overwrite data in place; shapes and dtypes must match; not recorded
   void fill_(float value);         // float32 only; not recorded
+  // Writes in place count (Storage::version): a backward that needs what was overwritten is an error.
+  // Code writing through data() itself says so with mark_written().
+  uint64_t version() const;
+  void mark_written();
   Tensor view(const Shape& shape) const;  // same storage and history-free; numel must match
 
   // ---- autograd ----

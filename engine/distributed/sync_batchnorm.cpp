@@ -115,7 +115,7 @@ Tensor sync_batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bi
   const Tensor xs = x.detach(), ws = weight.defined() ? weight.detach() : Tensor();
   const double M = g.count;
   ProcessGroup* group = &pg;
-  record("sync_batch_norm2d", {x, weight, bias}, y, [=](const Tensor& dy_in, GradSink& sink) {
+  record("sync_batch_norm2d", {x, weight, bias}, y, {xs, ws}, [=](const Tensor& dy_in, GradSink& sink) {
     const Tensor dy = dy_in.to(dt);
     const Backend& be = backend_tables(dev, "sync_batch_norm2d_backward");
     // This rank's sums (the weight's and bias's own gradients), then the global ones.

@@ -13,6 +13,7 @@ void add_inplace(Tensor& dst, const Tensor& src) {
     using T = decltype(tag);
     backend<T>(dst.device(), "add_inplace").add_inplace(dst.data_as<T>(), src.data_as<T>(), dst.numel());
   });
+  dst.mark_written();
 }
 
 }  // namespace nimbus

@@ -2,7 +2,8 @@
 //
 // This file is the pattern every op follows: check inputs, run the forward
 // kernel, then record() a closure that computes the input gradients from
-// dL/dy and the tensors it saved (detached, so the graph holds no cycles).
+// dL/dy and the tensors it saved (detached, so the graph holds no cycles),
+// naming those tensors to record() too (a write into them before backward is an error).
 #include "engine/ops/activation.h"
 
 #include "engine/autograd.h"
@@ -19,7 +20,7 @@ Tensor relu(const Tensor& x) {
     backend<T>(x.device(), "relu").relu_forward(y.data_as<T>(), x.data_as<T>(), x.numel());
   });
   Tensor y_saved = y.detach();  // backward needs the output's sign only
-  record("relu", {x}, y, [y_saved](const Tensor& dy_in, GradSink& sink) {
+  record("relu", {x}, y, {y_saved}, [y_saved](const Tensor& dy_in, GradSink& sink) {
     const Tensor dy = dy_in.to(y_saved.dtype());  // the gradient arrives in the dtype of what used y
     Tensor dx = Tensor::empty(dy.shape(), dy.device(), dy.dtype());
     visit_dtype(dy.dtype(), [&](auto tag) {
@@ -42,7 +43,7 @@ Tensor relu(const Tensor& x) {
       backend<T>(x.device(), #name).name##_forward(y.data_as<T>(), x.data_as<T>(), x.numel());          \
     });                                                                                                 \
     Tensor x_saved = x.detach();                                                                        \
-    record(#name, {x}, y, [x_saved](const Tensor& dy_in, GradSink& sink) {                              \
+    record(#name, {x}, y, {x_saved}, [x_saved](const Tensor& dy_in, GradSink& sink) {                   \
       const Tensor dy = dy_in.to(x_saved.dtype());                                                      \
       Tensor dx = Tensor::empty(dy.shape(), dy.device(), dy.dtype());                                   \
       visit_dtype(dy.dtype(), [&](auto tag) {                                                           \

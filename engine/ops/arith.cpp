@@ -49,7 +49,7 @@ Tensor add_relu(const Tensor& a_in, const Tensor& b_in) {
     backend<T>(a.device(), "add_relu").add_relu(y.data_as<T>(), a.data_as<T>(), b.data_as<T>(), y.numel());
   });
   Tensor y_saved = y.detach();
-  record("add_relu", {a, b}, y, [y_saved, dt](const Tensor& dy_in, GradSink& sink) {
+  record("add_relu", {a, b}, y, {y_saved}, [y_saved, dt](const Tensor& dy_in, GradSink& sink) {
     const Tensor dy = dy_in.to(dt);
     Tensor d = Tensor::empty(dy.shape(), dy.device(), dt);  // dy where y > 0: the same for both inputs
     visit_dtype(dt, [&](auto tag) {

@@ -111,7 +111,8 @@ Tensor conv2d_impl(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, i
   Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();
   Tensor y_saved = relu ? y.detach() : Tensor();
   const bool has_bias = b.defined();
-  record(op, {x, w, b}, y, [x_saved, w_saved, y_saved, g, has_bias, relu, dt](const Tensor& dy_in, GradSink& sink) {
+  record(op, {x, w, b}, y, {x_saved, w_saved, y_saved},
+         [x_saved, w_saved, y_saved, g, has_bias, relu, dt](const Tensor& dy_in, GradSink& sink) {
     conv_grads(relu ? "conv2d_relu_backward" : "conv2d_backward", dy_in, x_saved, w_saved, g, has_bias, dt, sink,
                [&](const auto& bb, Tensor& dy) {
                  if (!relu) return;  // through the ReLU first: dy * (y > 0)
@@ -156,7 +157,7 @@ Tensor conv2d_residual(const Tensor& x_in, const Tensor& w_in, const Tensor& b_i
   Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();
   Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();
   const bool has_bias = b.defined();
-  record("conv2d_residual", {x, w, b, r}, y,
+  record("conv2d_residual", {x, w, b, r}, y, {x_saved, w_saved},
          [x_saved, w_saved, g, has_bias, s, dt](const Tensor& dy_in, GradSink& sink) {
            if (sink.needs(3)) sink.set(3, dy_in.to(dt));  // dL/dr = dL/dy
            conv_grads("conv2d_residual_backward", dy_in, x_saved, w_saved, g, has_bias, dt, sink,
@@ -254,7 +255,7 @@ Tensor bn_relu_conv2d_bn_stats(const Tensor& x_in, const Tensor& in_weight, cons
   const Tensor iws = in_weight.defined() ? in_weight.detach() : Tensor();
   const Tensor ibs = in_bias.defined() ? in_bias.detach() : Tensor();
   const bool has_bias = b.defined();
-  record(op, {x, in_weight, in_bias, w, b}, y, [=](const Tensor& dy_in, GradSink& sink) {
+  record(op, {x, in_weight, in_bias, w, b}, y, {xs, ws_saved, m, is, iws, ibs}, [=](const Tensor& dy_in, GradSink& sink) {
     const bool through_bn = sink.needs(0) || sink.needs(1) || sink.needs(2);
     const bool need_dw = sink.needs(3), need_db = has_bias && sink.needs(4);
     if (!through_bn && !need_dw && !need_db) return;

@@ -39,7 +39,8 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
   Tensor x_saved = w.requires_grad() ? x.detach() : Tensor();  // for dw
   Tensor w_saved = x.requires_grad() ? w.detach() : Tensor();  // for dx
   const bool has_bias = b.defined();
-  record("linear", {x, w, b}, y, [x_saved, w_saved, N, in, out, has_bias, dt](const Tensor& dy_in, GradSink& sink) {
+  record("linear", {x, w, b}, y, {x_saved, w_saved},
+         [x_saved, w_saved, N, in, out, has_bias, dt](const Tensor& dy_in, GradSink& sink) {
     const Tensor dy = dy_in.to(dt);
     Tensor dx, dw, db;
     if (sink.needs(0)) dx = Tensor::empty({N, in}, dy.device(), dt);

@@ -52,7 +52,7 @@ void record_pointwise_loss(const char* op, const Tensor& pred, const Tensor& tar
                            PointwiseBackward Kernels<float>::*bwd) {
   if (!any_requires_grad({&pred, &target})) return;
   Tensor p = pred.detach(), t = target.detach();
-  record(op, {pred, target}, loss, [op, p, t, bwd](const Tensor& dy, GradSink& sink) {
+  record(op, {pred, target}, loss, {p, t}, [op, p, t, bwd](const Tensor& dy, GradSink& sink) {
     const Kernels<float>& be = backend(p.device(), op);
     Tensor dp = Tensor::empty(p.shape(), p.device());
     (be.*bwd)(dp.data(), p.data(), t.data(), dy.data(), p.numel());  // dy stays on the device
@@ -113,7 +113,7 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& target) {
   });
   if (!any_requires_grad({&logits})) return loss;
   Tensor ts = target.detach();
-  record("cross_entropy", {logits}, loss, [prob, ts, N, K](const Tensor& dy, GradSink& sink) {
+  record("cross_entropy", {logits}, loss, {ts}, [prob, ts, N, K](const Tensor& dy, GradSink& sink) {
     Tensor dl = Tensor::empty(prob.shape(), prob.device());
     backend(prob.device(), "cross_entropy_backward")
         .cross_entropy_backward(dl.data(), prob.data(), ts.data(), dy.data(), N, K);
@@ -147,7 +147,7 @@ Tensor carl_loss(const Tensor& pred_in, const Tensor& target_in, const Tensor& c
   });
   if (!any_requires_grad({&pred})) return loss;  // the gradient flows to pred only
   Tensor p = pred.detach(), t = target.detach(), ci = cloudy_input.detach(), m = mask.detach();
-  record("carl_loss", {pred}, loss, [=](const Tensor& dy, GradSink& sink) {
+  record("carl_loss", {pred}, loss, {p, t, ci, m}, [=](const Tensor& dy, GradSink& sink) {
     Tensor dp = Tensor::empty(p.shape(), p.device());
     backend(p.device(), "carl_loss_backward")
         .carl_backward(dp.data(), p.data(), t.data(), ci.data(), m.data(), lambda, dy.data(), N, C, HW);

@@ -26,7 +26,7 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
   // Backward recomputes each window's argmax from x (no index tensor to keep;
   // x is usually a ReLU output that is saved anyway).
   Tensor x_saved = x.detach();
-  record("max_pool2d", {x}, y, [x_saved, g](const Tensor& dy_in, GradSink& sink) {
+  record("max_pool2d", {x}, y, {x_saved}, [x_saved, g](const Tensor& dy_in, GradSink& sink) {
     const Tensor dy = dy_in.to(x_saved.dtype());
     Tensor dx = Tensor::empty(x_saved.shape(), dy.device(), dy.dtype());
     visit_dtype(dy.dtype(), [&](auto tag) {

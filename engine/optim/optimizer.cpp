@@ -140,6 +140,7 @@ void Optimizer::step() {
     throw;
   }
   end_step(true);
+  for (size_t i : stepping) params_[i].param.mark_written();  // a graph that saved them is stale now
   // The host's mirrors of the counts the prepare advanced: now, or at each replay of a captured step.
   auto advance = [this, stepping = std::move(stepping)] {
     ++steps_;

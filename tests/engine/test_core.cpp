@@ -3,8 +3,11 @@
 
 #include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/ops/accumulate.h"
 #include "engine/ops/activation.h"
 #include "engine/ops/arith.h"
+#include "engine/ops/linear.h"
+#include "engine/optim/sgd.h"
 #include "engine/ops/shape_ops.h"
 #include "kernels/cpu/elementwise.h"
 #include "tests/common/check.h"
@@ -278,6 +281,51 @@ TEST_CASE("autograd: gradients given or seeded have the tensor's dtype, a mismat
   CHECK_THROWS_WITH_AS(x.set_grad(Tensor::ones({1})), doctest::Contains("set_grad"), Error);
   CHECK_THROWS_AS(x.set_grad(Tensor::ones({2}).to(DType::BF16)), Error);
   CHECK_NOTHROW(x.set_grad(Tensor()));  // clearing is always allowed
+}
+
+// What an op saved for backward and was written in place before backward ran gave a wrong gradient in
+// silence (relu's mask from overwritten outputs; linear's dx from weights an optimiser step had moved).
+// As in PyTorch, each in-place write counts, and backward refuses a saved tensor written since.
+TEST_CASE("autograd: a tensor saved for backward and written in place since is an error naming the op") {
+  Tensor x = Tensor::from_vector({3}, {-1, 2, 3});
+  x.set_requires_grad(true);
+  Tensor y = relu(x);
+  const uint64_t v = y.version();
+  y.fill_(-5.f);
+  CHECK(y.version() == v + 1);
+  CHECK_THROWS_WITH_AS(y.backward(Tensor::ones({3})), doctest::Contains("relu saved"), Error);
+  CHECK_FALSE(x.grad().defined());  // nothing delivered
+
+  // An optimiser step between a forward and its backward (the parameter linear saved for dx moved).
+  Tensor w = Tensor::from_vector({1, 2}, {1, 1}), a = Tensor::from_vector({1, 2}, {1, 1});
+  w.set_requires_grad(true), a.set_requires_grad(true);
+  SGD sgd({{"w", w}}, SGDOptions{0.1});
+  w.set_grad(Tensor::ones({1, 2}));
+  Tensor z = linear(a, w, Tensor());
+  sgd.step();
+  CHECK_THROWS_WITH_AS(z.backward(Tensor::ones({1, 1})), doctest::Contains("linear saved"), Error);
+
+  // copy_ and add_inplace count too; a write into a clone, or into an input the op did not save, does not.
+  for (int how = 0; how < 2; ++how) {
+    CAPTURE(how);
+    Tensor p = Tensor::from_vector({2}, {0.5f, -1});
+    p.set_requires_grad(true);
+    Tensor q = gelu(p);  // saves its input
+    Tensor pd = p.detach();  // the same storage
+    if (how == 0) pd.copy_(Tensor::from_vector({2}, {3, 3}));
+    else add_inplace(pd, Tensor::ones({2}));
+    CHECK_THROWS_WITH_AS(q.backward(Tensor::ones({2})), doctest::Contains("gelu saved"), Error);
+  }
+  Tensor b = Tensor::from_vector({2}, {1, 2}), c = Tensor::from_vector({2}, {3, 4});
+  b.set_requires_grad(true);
+  Tensor sum = add(b, c);  // saves nothing: its gradient is dy for both
+  c.fill_(0.f);
+  Tensor r = relu(b);
+  Tensor rc = r.clone();
+  rc.fill_(-1.f);
+  CHECK_NOTHROW(sum.backward(Tensor::ones({2})));
+  CHECK_NOTHROW(r.backward(Tensor::ones({2})));
+  CHECK(b.grad().to_vector() == std::vector<float>{2, 2});
 }
 
 // Only a leaf's requires_grad can be set, either way: switching it off on an op's output cut the
