@@ -270,8 +270,11 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
       std::fprintf(stderr, "%s: --resume: no %s yet, starting from epoch 1\n", program.c_str(), last.c_str());
     return 0;
   }
-  // The metadata first (not load_model: it would build a model, drawing from the global Rng).
-  const Metadata meta = load_safetensors(last).metadata;
+  // The metadata first (not load_model: it would build a model, drawing from the global Rng), from a
+  // file whose checksum holds: a damaged seed or setting is named as damage, not as another run's.
+  const SafetensorsFile file = load_safetensors(last);
+  verify_checkpoint(file, last);
+  const Metadata& meta = file.metadata;
   auto s = meta.find(kSeedKey);
   NIMBUS_CHECK(s == meta.end() || s->second == std::to_string(seed), last, ": the run used --seed ", s->second,
                " (its split and sample order depend on it) but this one has --seed ", seed);

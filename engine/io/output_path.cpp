@@ -1,6 +1,7 @@
 // output_path.cpp: see output_path.h.
 #include "engine/io/output_path.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +50,14 @@ std::string atomic_output_path(const std::string& path) {
 void keep_target_mode(const std::string& tmp, const std::string& target) {
   struct stat st {};
   if (::stat(target.c_str(), &st) == 0) (void)::chmod(tmp.c_str(), st.st_mode & 07777);
+}
+
+void sync_folder_of(const std::string& target) {
+  const std::string folder = std::filesystem::path(target).parent_path().string();
+  const int fd = ::open(folder.empty() ? "." : folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)::fsync(fd);
+  ::close(fd);
 }
 
 }  // namespace nimbus

@@ -23,4 +23,9 @@ std::string atomic_output_path(const std::string& path);
 // (a 0600 file stays 0600); nothing when there is none yet.
 void keep_target_mode(const std::string& tmp, const std::string& target);
 
+// After the rename: the folder holding `target` is flushed too (fsync on the folder), so that after a
+// power cut the name leads to the new file, not the one it replaced (the file itself was flushed before
+// the rename). Best effort: a file system that cannot flush a folder (EINVAL) is left as it is.
+void sync_folder_of(const std::string& target);
+
 }  // namespace nimbus

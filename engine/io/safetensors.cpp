@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -84,6 +85,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     ::unlink(tmp.c_str());
     throw Error(str(path, ": could not finish writing: ", std::strerror(err)));
   }
+  sync_folder_of(target);
 }
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
@@ -226,6 +228,11 @@ SafetensorsFile load_unchecked(const std::string& path) {
   NIMBUS_CHECK(f || data_size == 0, path, ": could not read tensor data");
 
   SafetensorsFile out;
+  struct Span {
+    uint64_t begin, end;
+    std::string name;
+  };
+  std::vector<Span> spans;
   for (const auto& [name, v] : root.obj) {
     if (name == "__metadata__") {
       NIMBUS_CHECK(v.is(json::Value::Type::Object), path, ": __metadata__ is not an object");
@@ -257,8 +264,11 @@ SafetensorsFile load_unchecked(const std::string& path) {
     }
     NIMBUS_CHECK(dims.size() <= size_t(Shape::kMaxDims), path, ": tensor '", name, "' has ", dims.size(), " dims (max ",
                  Shape::kMaxDims, ")");
+    for (const json::Value& o : off->arr)
+      NIMBUS_CHECK(o.is(json::Value::Type::Number) && o.num >= 0 && o.num == double(int64_t(o.num)), path, ": tensor '",
+                   name, "' has data_offsets that are not two byte counts");
     double b = off->arr[0].num, e = off->arr[1].num;
-    NIMBUS_CHECK(b >= 0 && e >= b && e <= double(data_size), path, ": tensor '", name, "' data_offsets [", b, ",", e,
+    NIMBUS_CHECK(e >= b && e <= double(data_size), path, ": tensor '", name, "' data_offsets [", b, ",", e,
                  "] outside the ", data_size, "-byte data section (truncated file?)");
     NIMBUS_CHECK(uint64_t(e - b) == numel * esize, path, ": tensor '", name, "' has ", uint64_t(e - b),
                  " bytes but its shape and dtype need ", numel * esize);
@@ -266,7 +276,22 @@ SafetensorsFile load_unchecked(const std::string& path) {
     convert(dt->s, data.data() + uint64_t(b), t.data(), size_t(numel));
     out.dtypes[name] = dt->s;
     out.tensors.emplace_back(name, t);
+    spans.push_back({uint64_t(b), uint64_t(e), name});
   }
+  // The format's rule: the tensors cover the data section exactly, without overlaps or holes (a file
+  // with either is damaged, or two files in one).
+  std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) {
+    return x.begin != y.begin ? x.begin < y.begin : x.end < y.end;
+  });
+  uint64_t at = 0;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    NIMBUS_CHECK(spans[i].begin >= at, path, ": tensor '", spans[i].name, "' overlaps tensor '", spans[i - 1].name,
+                 "' in the data section (bytes ", spans[i].begin, " to ", at, ")");
+    NIMBUS_CHECK(spans[i].begin == at, path, ": bytes ", at, " to ", spans[i].begin,
+                 " of the data section belong to no tensor");
+    at = spans[i].end;
+  }
+  NIMBUS_CHECK(at == data_size, path, ": bytes ", at, " to ", data_size, " of the data section belong to no tensor");
   return out;
 }
 }  // namespace

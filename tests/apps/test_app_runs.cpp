@@ -290,6 +290,17 @@ TEST_CASE("train_resnet: corrupt or mismatched checkpoint on --resume is a clear
   CHECK(seed.exit_code == 1);
   CHECK_MESSAGE(seed.output.find("the run used --seed 42") != std::string::npos, seed.output);
   CHECK(read_file(d / "run/split_train.txt") == split_before);
+  // A damaged seed is named as damage (the checksum is checked first), not as another run's --seed.
+  fs::copy(d / "run", d / "damaged", fs::copy_options::recursive);
+  {
+    SafetensorsFile f = load_safetensors(d / "damaged/last.safetensors");
+    REQUIRE(f.metadata.at(apps::kSeedKey) == "42");
+    f.metadata[apps::kSeedKey] = "7";
+    save_safetensors(d / "damaged/last.safetensors", f.tensors, f.metadata);
+  }
+  AppResult damaged = run_app("train_resnet", with(resnet_args(data, d / "damaged"), {"--resume"}));
+  CHECK(damaged.exit_code == 1);
+  CHECK_MESSAGE(damaged.output.find("last.safetensors: checksum mismatch") != std::string::npos, damaged.output);
   // A fresh run into the folder (no --resume): refused before anything is written, since it would
   // overwrite last.safetensors and could keep the earlier run's best.safetensors as its own.
   const std::string last_before = read_file(d / "run/last.safetensors");

@@ -431,3 +431,41 @@ TEST_CASE("safetensors: a shape whose element count wraps is refused before anyt
   }
   CHECK_THROWS_WITH_AS(Shape({int64_t(1) << 32, int64_t(1) << 32}), doctest::Contains("overflow"), Error);
 }
+
+// The format's rules on data_offsets: two byte counts, and the tensors cover the data section exactly,
+// no overlap, no hole (https://github.com/huggingface/safetensors: "entirely indexed ... cannot contain
+// holes"). Overlapping tensors read the same bytes twice; a hole hides bytes no tensor owns.
+TEST_CASE("safetensors: data_offsets that are not byte counts, overlap, or leave a hole are refused naming the file") {
+  TempDir dir;
+  const std::string p = dir.path + "/offsets.safetensors";
+  auto write = [&](const std::string& tensors, size_t data_bytes) {
+    std::string header = "{" + tensors + "}";
+    while (header.size() % 8) header += ' ';
+    std::string bytes(8, '\0');
+    for (int b = 0; b < 8; ++b) bytes[size_t(b)] = char((uint64_t(header.size()) >> (8 * b)) & 0xff);
+    write_all(p, bytes + header + std::string(data_bytes, '\0'));
+  };
+  const auto t = [](const char* name, int begin, int end, int n) {
+    return str("\"", name, "\":{\"dtype\":\"F32\",\"shape\":[", n, "],\"data_offsets\":[", begin, ",", end, "]}");
+  };
+  write(t("a", 0, 8, 2) + "," + t("b", 8, 16, 2), 16);  // exact cover: read
+  CHECK(load_safetensors(p).tensors.size() == 2);
+  write(t("b", 8, 16, 2) + "," + t("a", 0, 8, 2) + "," + t("e", 16, 16, 0), 16);  // any order, an empty tensor
+  CHECK(load_safetensors(p).tensors.size() == 3);
+  struct Bad {
+    std::string tensors;
+    size_t bytes;
+    const char* says;
+  };
+  for (const Bad& bad : {Bad{t("a", 0, 8, 2) + "," + t("b", 4, 12, 2), 12, "overlaps tensor 'a'"},
+                         Bad{t("a", 0, 8, 2) + "," + t("b", 12, 20, 2), 20, "bytes 8 to 12"},
+                         Bad{t("a", 4, 12, 2), 12, "bytes 0 to 4"},
+                         Bad{t("a", 0, 8, 2), 12, "bytes 8 to 12"},
+                         Bad{"\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[\"x\",4]}", 4, "not two byte counts"},
+                         Bad{"\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0.5,4.5]}", 5, "not two byte counts"}}) {
+    CAPTURE(bad.tensors);
+    write(bad.tensors, bad.bytes);
+    CHECK_THROWS_WITH_AS(load_safetensors(p), doctest::Contains("offsets.safetensors"), Error);
+    CHECK_THROWS_WITH_AS(load_safetensors(p), doctest::Contains(bad.says), Error);
+  }
+}
