@@ -118,6 +118,16 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
   // Keep the graph alive while we walk it even if the caller drops `root`.
   std::shared_ptr<Node> keep = root.grad_fn();
   const std::vector<Node*> order = topological_order(top);
+  // Every saved tensor as its op saw it, checked before any node runs: a refusal leaves every .grad
+  // as it was.
+  for (const Node* node : order)
+    for (const SavedVersion& s : node->saved) {
+      const std::shared_ptr<Storage> storage = s.storage.lock();
+      NIMBUS_CHECK(!storage || storage->version == s.version, "backward: a tensor ", s.shape.str(), " that ",
+                   node->op, " saved for its gradient was written in place after the forward pass (",
+                   storage ? storage->version - s.version : 0, " write(s): copy_, fill_, add_inplace, an optimiser "
+                   "step or load_state_dict); run the forward again, or write into a clone()");
+    }
   // With a hook: how many edges of the walk still have to deliver into each leaf.
   std::unordered_map<TensorImpl*, int> pending;
   if (hook)
@@ -135,13 +145,6 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
       continue;
     }
     NIMBUS_CHECK(node->backward, "backward: the graph through ", node->op, " was already freed");
-    for (const SavedVersion& s : node->saved) {
-      const std::shared_ptr<Storage> storage = s.storage.lock();
-      NIMBUS_CHECK(!storage || storage->version == s.version, "backward: a tensor ", s.shape.str(), " that ",
-                   node->op, " saved for its gradient was written in place after the forward pass (",
-                   storage ? storage->version - s.version : 0, " write(s): copy_, fill_, add_inplace, an optimiser "
-                   "step or load_state_dict); run the forward again, or write into a clone()");
-    }
     GradSink sink(node->edges);
     node->backward(node->grad_out, sink);
     node->backward = nullptr;  // frees the saved activations now

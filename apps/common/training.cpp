@@ -272,9 +272,12 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
   }
   // The metadata first (not load_model: it would build a model, drawing from the global Rng), from a
   // file whose checksum holds: a damaged seed or setting is named as damage, not as another run's.
-  const SafetensorsFile file = load_safetensors(last);
-  verify_checkpoint(file, last);
-  const Metadata& meta = file.metadata;
+  Metadata meta;
+  {
+    SafetensorsFile file = load_safetensors(last);  // its tensors go at the end of this block
+    verify_checkpoint(file, last);
+    meta = std::move(file.metadata);
+  }
   auto s = meta.find(kSeedKey);
   NIMBUS_CHECK(s == meta.end() || s->second == std::to_string(seed), last, ": the run used --seed ", s->second,
                " (its split and sample order depend on it) but this one has --seed ", seed);

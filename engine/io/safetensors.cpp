@@ -265,7 +265,8 @@ SafetensorsFile load_unchecked(const std::string& path) {
     NIMBUS_CHECK(dims.size() <= size_t(Shape::kMaxDims), path, ": tensor '", name, "' has ", dims.size(), " dims (max ",
                  Shape::kMaxDims, ")");
     for (const json::Value& o : off->arr)
-      NIMBUS_CHECK(o.is(json::Value::Type::Number) && o.num >= 0 && o.num == double(int64_t(o.num)), path, ": tensor '",
+      NIMBUS_CHECK(o.is(json::Value::Type::Number) && o.num >= 0 && o.num < 9e18 && o.num == double(int64_t(o.num)),
+                   path, ": tensor '",
                    name, "' has data_offsets that are not two byte counts");
     double b = off->arr[0].num, e = off->arr[1].num;
     NIMBUS_CHECK(e >= b && e <= double(data_size), path, ": tensor '", name, "' data_offsets [", b, ",", e,

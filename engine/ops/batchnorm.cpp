@@ -77,7 +77,7 @@ Tensor batch_norm2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bi
   if (!any_requires_grad({&x, &weight, &bias})) return y;
   Tensor xs = x.detach(), ws = weight.defined() ? weight.detach() : Tensor();
   Tensor ys = relu ? y.detach() : Tensor();  // the ReLU's mask: y > 0
-  record(op, {x, weight, bias}, y, {xs, ws, ys}, [=](const Tensor& dy_in, GradSink& sink) {
+  record(op, {x, weight, bias}, y, {xs, ws, ys, mean, invstd}, [=](const Tensor& dy_in, GradSink& sink) {
     const Tensor dy = dy_in.to(dt);
     Tensor dx = sink.needs(0) ? Tensor::empty(xs.shape(), dev, dt) : Tensor();
     Tensor dw = Tensor::empty({C}, dev), db = Tensor::empty({C}, dev);

@@ -84,7 +84,7 @@ NIMBUS_INSTANTIATE(double)
 
 // ============================== fast path ==============================
 //
-// Threads: the GEMMs share out their fixed tiles over OpenMP's threads (gemm.h;
+// Threads: the GEMMs share out their tiles (fixed by the shape) over OpenMP's threads (gemm.h;
 // OpenBLAS itself runs serial), and the copies around them (im2col, col2im, pad,
 // pack, crop, scatter) are OpenMP loops on the same libgomp pool. No sum depends
 // on the thread count. (With the pthread build of OpenBLAS threading itself these

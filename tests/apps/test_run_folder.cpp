@@ -88,6 +88,7 @@ TEST_CASE("run folder: a run that locks a lock file just removed by a run ending
     a_ended = true;
   };
   const RunFolder b(dir, "train_dsen2cr");
+  before_next_flock = nullptr;  // never left armed with references to this test's locals
   CHECK(a_ended);
   REQUIRE(fs::is_directory(dir));
   CHECK_THROWS_WITH_AS(RunFolder(dir, "cloud_impact"),

@@ -606,6 +606,10 @@ template <typename Model, typename Config, typename Step>
 void check_step_matches_cpu(const Config& cfg, uint64_t seed, Step step, cuda::Math m,
                             double rel, bool batch_stats = true) {
   const cuda::MathScope math(m);
+  // On a GPU, nvcc's fused multiply-adds round otherwise than the emulator's host code, and these
+  // bounds are the emulator's: a real device keeps the bounds it had before they were measured here
+  // (1e-4 in fp32, 1e-2 in TF32) until a device run measures its own.
+  if (!kOnEmulator) rel = std::max(rel, m == cuda::Math::Fp32 ? 1e-4 : 1e-2);
   Rng r1(seed), r2(seed);
   Model cpu_model(cfg, r1), cuda_model(cfg, r2);
   const std::vector<Tensor> want = train_step(cpu_model, Device::CPU, step, batch_stats);
@@ -675,8 +679,8 @@ void tiny_dsen2cr_step_matches_cpu(cuda::Math m, double rel, bool smooth = false
 }
 
 // fp32 math: measured worst 5.5e-6 of the scale (ResNet, grad of bn1.weight) and 3.1e-7 (DSen2-CR)
-// over OpenBLAS's Haswell, SkylakeX, Sandybridge and Cooperlake kernels; bounds 3e-5 and 5e-6 (a GPU's
-// fused multiply-adds round differently from the emulator's host code, so not tighter).
+// over OpenBLAS's Haswell, SkylakeX, Sandybridge and Cooperlake kernels; bounds 3e-5 and 5e-6 on the
+// emulator (check_step_matches_cpu keeps a real GPU's looser).
 TEST_CASE("cuda engine: one training step of a tiny ResNet equals the CPU backend") {
   tiny_resnet_step_matches_cpu(cuda::Math::Fp32, 3e-5);
 }

@@ -462,7 +462,8 @@ TEST_CASE("safetensors: data_offsets that are not byte counts, overlap, or leave
                          Bad{t("a", 4, 12, 2), 12, "bytes 0 to 4"},
                          Bad{t("a", 0, 8, 2), 12, "bytes 8 to 12"},
                          Bad{"\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[\"x\",4]}", 4, "not two byte counts"},
-                         Bad{"\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0.5,4.5]}", 5, "not two byte counts"}}) {
+                         Bad{"\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0.5,4.5]}", 5, "not two byte counts"},
+                         Bad{"\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[1e19,4]}", 4, "not two byte counts"}}) {
     CAPTURE(bad.tensors);
     write(bad.tensors, bad.bytes);
     CHECK_THROWS_WITH_AS(load_safetensors(p), doctest::Contains("offsets.safetensors"), Error);

@@ -295,6 +295,14 @@ TEST_CASE("autograd: a tensor saved for backward and written in place since is a
   CHECK(y.version() == v + 1);
   CHECK_THROWS_WITH_AS(y.backward(Tensor::ones({3})), doctest::Contains("relu saved"), Error);
   CHECK_FALSE(x.grad().defined());  // nothing delivered
+  // Checked before any node runs: a stale node deep in the graph leaves every .grad as it was.
+  Tensor left = Tensor::from_vector({2}, {1, -1}), right = Tensor::from_vector({2}, {0.5f, 2});
+  left.set_requires_grad(true), right.set_requires_grad(true);
+  Tensor s = add(relu(left), gelu(right));
+  right.detach().fill_(0.f);  // gelu saved right
+  CHECK_THROWS_WITH_AS(s.backward(Tensor::ones({2})), doctest::Contains("gelu saved"), Error);
+  CHECK_FALSE(left.grad().defined());
+  CHECK_FALSE(right.grad().defined());
 
   // An optimiser step between a forward and its backward (the parameter linear saved for dx moved).
   Tensor w = Tensor::from_vector({1, 2}, {1, 1}), a = Tensor::from_vector({1, 2}, {1, 1});
