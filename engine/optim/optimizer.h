@@ -59,7 +59,7 @@ class UpdateBatch {
 
 struct OptimizerState {
   NamedTensors tensors;                     // names as above
-  std::map<std::string, std::string> info;  // "type", "lr" (%.17g), hyper-parameters for the record
+  std::map<std::string, std::string> info;  // "type", "lr", hyper-parameters (exact_str), compared on load
 };
 
 class Optimizer {
@@ -68,7 +68,11 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  void step();       // one update of every parameter that has a .grad
+  // One update of every parameter that has a .grad. A parameter, gradient or device it cannot take is
+  // refused before anything changes. An error from the update itself (out of memory, a device fault)
+  // comes after the device's step counts advanced and leaves the host's behind them: state_dict() is
+  // then not to be trusted; load the last checkpoint.
+  void step();
   void zero_grad();  // drops every parameter's .grad
   double lr() const { return lr_; }
   // Writes the rate into the device clock in order with the steps (a one-thread launch). Refused
