@@ -484,7 +484,8 @@ std::string hopper_shape_problem(int elem_bytes, int M, int N, int K, const void
   if (M < 1 || N < 1 || K < 1) return str("M, N and K must be positive (", M, "x", N, "x", K, ")");
   if (K % per16 || N % per16)
     return str("TMA needs 16-byte row strides: K = ", K, " and N = ", N, " must be multiples of ", per16);
-  if (!mma_tiles::aligned16(A) || !mma_tiles::aligned16(B)) return "A and B must be 16-byte aligned";
+  if (reinterpret_cast<uintptr_t>(A) % 128 || reinterpret_cast<uintptr_t>(B) % 128)
+    return "A and B must be 128-byte aligned (the base of a swizzled tensor map)";
   return "";
 }
 

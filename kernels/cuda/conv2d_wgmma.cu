@@ -605,7 +605,7 @@ void launch_fwd_specialised(const CUtensorMap& map, const FwdParams<E>& p, const
 // The data gradient's stride phases (see the top): geometry, and where its packed weights sit.
 struct PhaseGeom {
   int ph, pw, r0, s0, Rp, Sp, Hp, Wp, hb, wb, zero, ld;
-  int64_t at;  // elements into the workspace
+  int64_t at;  // elements into the workspace (a multiple of 128 bytes)
 };
 template <typename E>
 std::vector<PhaseGeom> dgrad_phases(const ConvGeom& g, int64_t* total) {
@@ -624,7 +624,8 @@ std::vector<PhaseGeom> dgrad_phases(const ConvGeom& g, int64_t* total) {
       if (f.zero) f.Rp = f.Sp = 1, f.hb = f.wb = 0;
       f.ld = row16<E>(g.K * f.Rp * f.Sp);
       f.at = at;
-      at += g.C * f.ld;
+      const int64_t line = 128 / int64_t(sizeof(E));  // each phase's block starts 128-byte aligned (its map's base)
+      at += (g.C * f.ld + line - 1) / line * line;
       phases.push_back(f);
     }
   if (total) *total = at;
@@ -635,7 +636,7 @@ std::vector<PhaseGeom> dgrad_phases(const ConvGeom& g, int64_t* total) {
 // copy engine can address dy (16-byte aligned); in bf16 only: TF32 operands must be rounded on the way in.
 template <typename E>
 bool wgrad_tma_a(const ConvGeom& g, const void* dy) {
-  return sizeof(E) == 2 && (g.P() * g.Q()) % kBK<E> == 0 && aligned16(dy);
+  return sizeof(E) == 2 && (g.P() * g.Q()) % kBK<E> == 0 && aligned128(dy);
 }
 
 // dy (N, K, P*Q) as a 3-D map (innermost first): boxes of one k-tile of positions x 128 channels x 1
@@ -729,9 +730,10 @@ int forward_with(E* y, const E* x, const E* w, const E* b, const ConvGeom& g, bo
   const int K = int(g.K), CRS = int(g.C * g.R * g.S);
   const int ld = row16<E>(CRS);
   const void* wa = w;
-  // TMA needs a 16-byte row stride, and TF32 operands their rounding: then a copy of w in the workspace.
-  if (sizeof(E) == 4 || ld != CRS || !aligned16(w)) {
-    NIMBUS_CHECK(ws && aligned16(ws), "cuda::conv2d_wgmma_forward: the weights' copy needs a 16-byte aligned ",
+  // TMA needs a 16-byte row stride and (swizzled) a 128-byte aligned base, and TF32 operands their
+  // rounding: then a copy of w in the workspace.
+  if (sizeof(E) == 4 || ld != CRS || !aligned128(w)) {
+    NIMBUS_CHECK(ws && aligned128(ws), "cuda::conv2d_wgmma_forward: the weights' copy needs a 128-byte aligned ",
                  "workspace");
     auto* dst = reinterpret_cast<typename Elem<E>::Bits*>(ws);
     launch_n("cuda::conv2d_wgmma_forward (weight copy)", pad_rows_kernel<E>, int64_t(K) * ld, 256, dst, w, K, CRS, ld);
@@ -808,7 +810,7 @@ void conv2d_wgmma_backward(E* dx, E* dw, E* db, const E* dy, const E* x, const E
   }
   if (dx) {
     NIMBUS_CHECK(w, "cuda::conv2d_wgmma_backward: dx needs w");
-    NIMBUS_CHECK(ws && aligned16(ws), "cuda::conv2d_wgmma_backward: dx needs a 16-byte aligned workspace");
+    NIMBUS_CHECK(ws && aligned128(ws), "cuda::conv2d_wgmma_backward: dx needs a 128-byte aligned workspace");
     const int st = int(g.stride), N = int(g.N);
     const std::vector<PhaseGeom> phases = dgrad_phases<E>(g, nullptr);
     auto* packed = reinterpret_cast<typename Elem<E>::Bits*>(ws);

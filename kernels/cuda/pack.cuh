@@ -3,6 +3,7 @@
  *
  *   Pack<T>              alignas(16) { T v[K]; }, K = 16 / sizeof(T)
  *   aligned16(p)         host: p is null or 16-byte aligned (a kernel takes its pack path only then)
+ *   aligned128(p)        host: p is null or 128-byte aligned (what a swizzled tensor map's base needs)
  * Packs go through load_vector / store_vector (tensor_core.h), which the emulator checks for alignment.
  */
 #pragma once
@@ -17,5 +18,6 @@ struct alignas(16) Pack {
 };
 
 inline bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+inline bool aligned128(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 128 == 0; }
 
 }  // namespace nimbus::cuda

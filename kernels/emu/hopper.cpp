@@ -37,7 +37,8 @@
  * mod 8 (128B, B = 3; repeats every 1024 bytes), its low 2 bits (64B, B = 2; 512) or 1 bit (32B, B = 1;
  * 256). The model refuses what it cannot make exact: a swizzled TMA destination not aligned to the
  * repeat (plain ones need 128 bytes), a swizzled box whose inner dimension is not exactly the swizzle
- * span (the driver accepts less), NaN-request OOB fill, a wgmma descriptor with a base offset or a
+ * span (the driver accepts less), NaN-request OOB fill, the F32_FTZ / TF32 / TF32_FTZ data types (the
+ * copy would flush or round; the model copies bits), a wgmma descriptor with a base offset or a
  * start address not at a pattern row boundary (bits [7, 7+B) set).
  *
  * fence.proxy.async. Plain stores are the generic proxy; TMA and wgmma's operand reads the async
@@ -827,6 +828,9 @@ EMU_NO_TSAN void tma_load(int rank, void* dst, const CUtensorMap* map, uint64_t*
                 "when its inner dimension is exactly the swizzle span (the driver accepts less)");
     } else if (mm.oob) {
       err = str(op, " at ", site(file, line), ": NaN-request OOB fill is not modelled (zero fill is)");
+    } else if (mm.dtype >= 10) {  // CUtensorMapDataType's F32_FTZ (10), TF32 (11), TF32_FTZ (12)
+      err = str(op, " at ", site(file, line), ": data type ", int(mm.dtype), " (F32_FTZ, TF32 or TF32_FTZ) is not ",
+                "modelled (the copy would flush or round); F32 is");
     } else if ((m = find_bar(bar, op, file, line, err)) != nullptr) {
       HopperBlock& h = block();
       auto it = h.inflight.upper_bound(d + bytes - 1);

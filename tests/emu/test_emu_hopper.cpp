@@ -187,6 +187,8 @@ TEST_CASE("hopper: encode_tensor_map follows the driver's rules") {
       {[](cuda::TensorMapDesc& d) { d.rank = 6; }, "rank 6 is not in [1, 5]"},
       {[](cuda::TensorMapDesc& d) { d.rank = 0; }, "rank 0 is not in [1, 5]"},
       {[](cuda::TensorMapDesc& d) { d.global = static_cast<const char*>(d.global) + 8; }, "is not 16-byte aligned"},
+      {[](cuda::TensorMapDesc& d) { d.global = static_cast<const char*>(d.global) + 64; },
+       "is not 128-byte aligned, which a swizzled map needs"},
       {[](cuda::TensorMapDesc& d) { d.dims[1] = 0; }, "dims[1] = 0 is not in [1, 2^32]"},
       {[](cuda::TensorMapDesc& d) { d.dims[0] = (uint64_t(1) << 32) + 1; }, "is not in [1, 2^32]"},
       {[](cuda::TensorMapDesc& d) { d.strides[0] = 248; }, "strides[0] = 248 bytes is not a multiple of 16"},
@@ -220,6 +222,11 @@ TEST_CASE("hopper: encode_tensor_map follows the driver's rules") {
     m = e.what();
   }
   CHECK_MESSAGE(contains(m, "the CUtensorMap is not 64-byte aligned"), m);
+  // Only a swizzled map needs the 128-byte base; an unswizzled one takes any 16-byte aligned address.
+  cuda::TensorMapDesc plain = ok;
+  plain.swizzle = cuda::TmaSwizzle::None;
+  plain.global = static_cast<const char*>(ok.global) + 64;
+  CHECK_NOTHROW(cuda::encode_tensor_map(&map, plain));
   // NaN-request fill is accepted for a float type (the copy model then refuses it: not modelled).
   cuda::TensorMapDesc nan = ok;
   nan.oob_fill = cuda::TmaOobFill::NanRequestZeroFma;
@@ -435,6 +442,23 @@ TEST_CASE("hopper: TMA misuse is reported") {
   cuda::encode_tensor_map(&map_narrow, narrow);
   m = run({2, {0, 0, 0}, 512, 1024, 0, 0}, map_narrow);
   CHECK_MESSAGE(contains(m, "only when its inner dimension is exactly the swizzle span"), m);
+  // The flushing and rounding types (F32_FTZ, TF32, TF32_FTZ): the driver accepts them; the model,
+  // which copies bits, refuses them rather than copy what the hardware would change.
+  for (cuda::TmaType type : {cuda::TmaType::F32_FTZ, cuda::TmaType::TF32, cuda::TmaType::TF32_FTZ}) {
+    cuda::TensorMapDesc f = d;
+    f.type = type;
+    f.dims[0] = 32, f.box[0] = 32;  // 128-byte rows of 4-byte elements, the same 1024-byte box
+    alignas(64) CUtensorMap map_f;
+    cuda::encode_tensor_map(&map_f, f);
+    m = run({2, {0, 0, 0}, 1024, 1024, 0, 0}, map_f);
+    CHECK_MESSAGE(contains(m, "is not modelled (the copy would flush or round)"), m);
+  }
+  cuda::TensorMapDesc f32 = d;  // plain F32 is copied
+  f32.type = cuda::TmaType::F32;
+  f32.dims[0] = 32, f32.box[0] = 32;
+  alignas(64) CUtensorMap map_f32;
+  cuda::encode_tensor_map(&map_f32, f32);
+  CHECK(run({2, {0, 0, 0}, 1024, 1024, 0, 0}, map_f32) == "(no error)");
   alignas(64) CUtensorMap junk{};
   m = run({2, {0, 0, 0}, 1024, 1024, 0, 0}, junk);
   CHECK_MESSAGE(contains(m, "was not written by nimbus::cuda::encode_tensor_map"), m);
