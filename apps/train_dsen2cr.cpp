@@ -156,16 +156,11 @@ int run(int argc, char** argv) {
   // every header here would take minutes on the full set.)
   auto check_first = [&](const std::vector<data::Sen12mscrTriplet>& set) {
     if (set.empty()) return;
-    const data::TiffInfo info = data::read_tiff_info(set.front().s2_cloudy);
-    // And the band order of both optical images, which nothing reorders (checked again as each is read).
-    data::check_declared_bands(set.front().s2_cloudy, info.band_names, data::sen12ms_bands(),
-                               "SEN12MS-CR's band order");
-    data::check_declared_bands(set.front().s2, data::read_tiff_info(set.front().s2).band_names, data::sen12ms_bands(),
-                               "SEN12MS-CR's band order");
-    if (crop > std::min(info.width, info.height))
+    // Its files' bands, types, band order and size, as each triplet is checked again when read.
+    const auto [height, width] = data::check_triplet_files(set.front());
+    if (crop > std::min(width, height))
       throw cli::UsageError(str("--crop ", crop, " is larger than the images: ", set.front().s2_cloudy, " is ",
-                                info.width, "x", info.height, "; give --crop ", std::min(info.width, info.height),
-                                " or less"));
+                                width, "x", height, "; give --crop ", std::min(width, height), " or less"));
   };
   check_first(train);
   check_first(val);

@@ -130,25 +130,34 @@ void scan_root(const fs::path& root, int only, std::map<Key, Members>& found) {
     const std::string tname = top.filename().string();
     if (!fs::is_directory(top, ec) || !tname.starts_with("ROIs")) continue;  // archives, READMEs, ...
     auto pre = parse_prefix(tname);
-    const int m = pre ? modality_index(pre->modality) : -1;
+    // SEN12MS itself (where its land cover comes from) unpacks a season into one folder without a
+    // modality, ROIs1158_spring/{lc,s1,s2}_<roi>/ROIs1158_spring_lc_<roi>_p<n>.tif (as torchgeo and the
+    // SEN12MS toolbox read it): its land cover is taken from there; its s1/s2 are SEN12MS-CR's own
+    // folders' patches again, and are left out.
+    const bool sen12ms_season = pre && pre->modality.empty();
+    const int m = sen12ms_season ? int(kLc) : pre ? modality_index(pre->modality) : -1;
     NIMBUS_CHECK(m >= 0, "sen12mscr: ", top.string(),
-                 ": unknown folder (expected ROIs<1158|1868|1970|2017>_<season>_<s1|s2|s2_cloudy|lc>)");
+                 ": unknown folder (expected ROIs<1158|1868|1970|2017>_<season>_<s1|s2|s2_cloudy|lc>, or SEN12MS's "
+                 "ROIs<seed>_<season>)");
     if (only >= 0 && m != only) continue;
     const std::string sub_prefix = std::string(kModalities[size_t(m)]) + "_";
     for (auto& sub : sorted_entries(top)) {
       const std::string sname = sub.filename().string();
       if (!fs::is_directory(sub, ec)) continue;
+      if (sen12ms_season && (sname.starts_with("s1_") || sname.starts_with("s2_"))) continue;
       NIMBUS_CHECK(sname.starts_with(sub_prefix) && all_digits(std::string_view(sname).substr(sub_prefix.size())),
-                   "sen12mscr: ", sub.string(), ": folder should be named ", sub_prefix, "<roi>");
+                   "sen12mscr: ", sub.string(), ": folder should be named ", sub_prefix, "<roi>",
+                   sen12ms_season ? " (or s1_<roi>, s2_<roi>: left out)" : "");
       const int roi = to_int(std::string_view(sname).substr(sub_prefix.size()));
       for (auto& file : sorted_entries(sub)) {
         const std::string fname = file.filename().string();
         if (!fname.ends_with(".tif")) continue;  // e.g. GDAL .aux.xml sidecars
         auto parts = parse_patch_name(fname);
-        NIMBUS_CHECK(parts && parts->prefix.seed == pre->seed && parts->prefix.modality == pre->modality &&
+        const std::string want_modality = sen12ms_season ? "lc" : pre->modality;
+        NIMBUS_CHECK(parts && parts->prefix.seed == pre->seed && parts->prefix.modality == want_modality &&
                          parts->roi == roi,
                      "sen12mscr: ", file.string(), ": file name does not match its folder (expected ", tname, "_",
-                     roi, "_p<n>.tif)");
+                     sen12ms_season ? "lc_" : "", roi, "_p<n>.tif)");
         found[Key{pre->seed, roi, parts->patch}][size_t(m)] = file.string();
       }
     }
@@ -267,7 +276,7 @@ Sen12mscrIndex read_sen12mscr_list(const std::string& csv_path) {
   return idx;
 }
 
-Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOptions& o) {
+std::pair<int, int> check_triplet_files(const Sen12mscrTriplet& t, const RasterPack* pack) {
   struct Part {
     const std::string* path;
     int bands;
@@ -279,7 +288,7 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
                          {&t.s2_cloudy, kS2Bands, SampleType::UInt16, "cloudy S2"}};
   int H = 0, W = 0;
   for (const Part& p : parts) {
-    TiffInfo info = read_info_via(o.pack.get(), *p.path);
+    TiffInfo info = read_info_via(pack, *p.path);
     NIMBUS_CHECK(info.bands == p.bands && info.type == p.type, "sen12mscr: ", *p.path, ": ", p.what, " must be ",
                  p.bands, "-band ", sample_type_name(p.type), " but is ", info.bands, "-band ",
                  sample_type_name(info.type));
@@ -289,6 +298,11 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
     NIMBUS_CHECK(info.height == H && info.width == W, "sen12mscr: ", *p.path, " is ", info.width, "x", info.height,
                  " but ", t.s1, " is ", W, "x", H);
   }
+  return {H, W};
+}
+
+Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOptions& o) {
+  const auto [H, W] = check_triplet_files(t, o.pack.get());
   NIMBUS_CHECK(o.augment.crop <= std::min(H, W), "sen12mscr: ", t.s2_cloudy, ": a ", o.augment.crop, "x",
                o.augment.crop, " crop does not fit its ", W, "x", H, " pixels");
   NIMBUS_CHECK(o.augment.crop > 0 || !o.augment.flip_rotate || H == W, "sen12mscr: ", t.s2_cloudy, ": a ", W, "x", H,
@@ -300,9 +314,10 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   NIMBUS_CHECK(!on_device || win.width == win.height, "sen12mscr: ", t.s2_cloudy, ": flips on the device need a ",
                "square crop, not ", win.width, "x", win.height);
   Raster r[3];
+  const std::string* paths[3] = {&t.s1, &t.s2, &t.s2_cloudy};
   for (int i = 0; i < 3; ++i) {
-    r[i] = read_window_via(o.pack.get(), *parts[i].path, win);
-    if (parts[i].type == SampleType::Float32) fill_nan_with_mean(r[i].data.data(), r[i].data.size());  // ints have no NaN
+    r[i] = read_window_via(o.pack.get(), *paths[i], win);
+    if (i == 0) fill_nan_with_mean(r[i].data.data(), r[i].data.size());  // S1 float32; the S2 integers have no NaN
     if (!on_device) flip_rotate(r[i], d.flip, d.rot);
   }
   Raster& sar = r[0];

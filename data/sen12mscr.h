@@ -7,7 +7,9 @@
 //   <root>/ROIs1158_spring_s1/s1_<roi>/ROIs1158_spring_s1_<roi>_p<n>.tif
 //   <root>/ROIs1158_spring_s2/s2_<roi>/ROIs1158_spring_s2_<roi>_p<n>.tif
 //   <root>/ROIs1158_spring_s2_cloudy/s2_cloudy_<roi>/ROIs1158_spring_s2_cloudy_<roi>_p<n>.tif
-//   and, when SEN12MS land cover is present (under root or lc_root):
+//   and, when SEN12MS land cover is present (under root or lc_root), as SEN12MS unpacks it
+//   <lc_root>/ROIs1158_spring/lc_<roi>/ROIs1158_spring_lc_<roi>_p<n>.tif   (its s1_/s2_ folders left out)
+//   or in a folder of its own like the others
 //   <lc_root>/ROIs1158_spring_lc/lc_<roi>/ROIs1158_spring_lc_<roi>_p<n>.tif
 // Flat list form: a CSV, one triplet per line, "s1,s2,s2_cloudy[,lc]" paths
 // (relative to the CSV's folder or absolute); '#' comments and an "s1,..." header
@@ -19,6 +21,7 @@
 #pragma once
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data/augment.h"
@@ -54,7 +57,7 @@ struct Sen12mscrIndex {
   std::vector<Sen12mscrTriplet> split(Split s) const;
 };
 
-// Walks the nested layout. lc_root: where ROIsXXXX_<season>_lc lives (default: root).
+// Walks the nested layout. lc_root: where the land cover lives (default: root).
 Sen12mscrIndex scan_sen12mscr(const std::string& root, const std::string& lc_root = "");
 // Reads the flat CSV form.
 Sen12mscrIndex read_sen12mscr_list(const std::string& csv_path);
@@ -76,6 +79,11 @@ struct TripletSampleOptions {
   // Optional raster pack (raster_pack.h): the files it holds are read from it, the rest from disk.
   std::shared_ptr<const RasterPack> pack;
 };
+
+// The triplet's three files as load_triplet needs them (S1 2-band float32, both S2 13-band uint16 in
+// SEN12MS-CR's band order, one size), read from `pack` when it holds them: their (height, width), or an
+// Error naming the file. load_triplet runs it on every triplet; train_dsen2cr on the first before any work.
+std::pair<int, int> check_triplet_files(const Sen12mscrTriplet& t, const RasterPack* pack = nullptr);
 
 // Reads the same window of all three files, fills NaNs (window mean), applies
 // the same flip and rotation, computes the mask on raw DN, then normalises (§4).

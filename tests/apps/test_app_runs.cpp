@@ -466,6 +466,24 @@ TEST_CASE("trainers: files whose band descriptions contradict the order they are
   CHECK_MESSAGE(refused.output.find(cloudy + ": its band descriptions say B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B11,B12,"
                                     "B8A, but it is read as SEN12MS-CR's band order") != std::string::npos,
                 refused.output);
+  // Cloudy images stored as float32 (a re-export): the loader takes uint16 only, and the first triplet's
+  // files are checked as the loader will check them before any work, not at the first batch.
+  TempDir d2("band_contradiction_f32");
+  const std::string cr2 = make_sen12mscr(d2);
+  for (const auto& e : fs::recursive_directory_iterator(cr2))
+    if (e.path().string().find("_s2_cloudy_") != std::string::npos && e.path().extension() == ".tif") {
+      data::Raster f = data::read_geotiff(e.path().string());
+      data::WriteOptions o;
+      o.type = data::SampleType::Float32;
+      data::write_geotiff(e.path().string(), f, o);
+    }
+  std::vector<std::string> f32_args = dsen2cr_args(cr2, d2 / "cr");
+  f32_args[5] = "1";
+  AppResult f32 = run_app("train_dsen2cr", f32_args);
+  CHECK(f32.exit_code == 1);
+  CHECK_MESSAGE(f32.output.find(": cloudy S2 must be 13-band uint16 but is 13-band float32") != std::string::npos,
+                f32.output);
+  CHECK_MESSAGE(f32.output.find("train epoch") == std::string::npos, f32.output);  // before any training
 }
 
 TEST_CASE("train_resnet: input_norm holds the training split's per-band reflectance mean and std (SEN12MS order)") {

@@ -136,6 +136,32 @@ TEST_CASE("sen12mscr: benchmark split matches the exact ROI folder, never a subs
   CHECK(split_name(Split::Val) == std::string("val"));
 }
 
+// SEN12MS itself unpacks a season's land cover (and its own s1, s2) into ROIs<seed>_<season>/<mod>_<roi>/
+// (torchgeo and the SEN12MS toolbox read that path). Next to SEN12MS-CR's folders that folder stopped
+// every scan ("unknown folder"); its land cover is now paired, its s1/s2 left out.
+TEST_CASE("sen12mscr: SEN12MS's own season folder gives its land cover, its s1/s2 are left out") {
+  TempDir tmp;
+  write_triplet(tmp.path, 1158, 1, 1);
+  write_triplet(tmp.path, 1158, 1, 2);
+  const fs::path season = tmp.path / "ROIs1158_spring";
+  fs::create_directories(season / "lc_1");
+  fs::create_directories(season / "s2_1");
+  Raster lc = random_raster(4, 8, 8, 1, 17, 7, SampleType::UInt8);
+  WriteOptions o;
+  o.type = SampleType::UInt8;
+  const std::string lc_path = (season / "lc_1" / "ROIs1158_spring_lc_1_p2.tif").string();
+  write_geotiff(lc_path, lc, o);
+  write_geotiff((season / "s2_1" / "ROIs1158_spring_s2_1_p1.tif").string(), random_raster(13, 8, 8, 0, 9, 3), {});
+  Sen12mscrIndex idx = scan_sen12mscr(tmp.path.string());
+  REQUIRE(idx.triplets.size() == 2);
+  CHECK(idx.with_lc == 1);
+  for (auto& t : idx.triplets) CHECK(t.lc == (t.patch == 2 ? lc_path : ""));
+  CHECK(idx.triplets[0].s2 != (season / "s2_1" / "ROIs1158_spring_s2_1_p1.tif").string());  // CR's own s2
+  // Inside it, a folder that is neither: named.
+  fs::create_directories(season / "other");
+  CHECK_THROWS_WITH_AS(scan_sen12mscr(tmp.path.string()), doctest::Contains("should be named lc_<roi>"), Error);
+}
+
 TEST_CASE("sen12mscr: SEN12MS land cover is paired when present, here or under lc_root") {
   TempDir tmp, lcroot;
   write_triplet(tmp.path, 1158, 1, 1);
