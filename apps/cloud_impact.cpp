@@ -30,6 +30,7 @@
 #include "apps/common/experiment_report.h"
 #include "apps/common/progress.h"
 #include "apps/common/run_folder.h"
+#include "apps/common/training.h"
 #include "data/eurosat.h"
 #include "models/model_io.h"
 
@@ -56,12 +57,19 @@ std::vector<data::Sen12mscrTriplet> select_split(const std::string& data_root, c
   return t;
 }
 
-std::shared_ptr<models::DSen2CR> load_cr(const std::string& path, bool want_sar) {
+// A DSen2-CR checkpoint and the loss train_dsen2cr trained it with ("l1", "carl --lambda 1", ...; "" when
+// the file does not say: a converted model): its quality compares with Meraner et al.'s row of that loss.
+struct CrModel {
+  std::shared_ptr<models::DSen2CR> net;
+  std::string loss;
+};
+CrModel load_cr(const std::string& path, bool want_sar) {
   models::LoadedModel lm = models::load_model(path);
   NIMBUS_CHECK(lm.model.dsen2cr, path, ": holds ", lm.model.config.str(), ", not a DSen2-CR model");
   NIMBUS_CHECK(lm.model.dsen2cr->config().sar == want_sar, path, ": is ", lm.model.config.str(), " but ",
                want_sar ? "--cr expects a model with SAR" : "--cr-nosar expects a model without SAR");
-  return lm.model.dsen2cr;
+  const auto loss = lm.metadata.find(std::string(apps::kRunSettingPrefix) + "loss");
+  return {lm.model.dsen2cr, loss == lm.metadata.end() ? "" : loss->second};
 }
 
 // --out belongs to this experiment: a new or empty folder, or an earlier cloud_impact run's (its files
@@ -179,17 +187,20 @@ int run(int argc, char** argv) {
                    "receptive radius %d: scenes larger than a tile are blended, not exact (--tile %d is exact)\n",
                    path.c_str(), tiles.tile, margin, radius, 2 * (2 * radius + 1));
   };
+  std::string cr_loss, cr_nosar_loss;
   if (!cr.empty()) {
-    auto net = load_cr(cr, true);
-    note_tiling(cr, net->config());
-    cr_json = json::string(net->config().str());
-    methods.push_back(apps::dsen2cr_method("dsen2cr_sar", "DSen2-CR with SAR", net, tiles));
+    const CrModel m = load_cr(cr, true);
+    note_tiling(cr, m.net->config());
+    cr_json = json::string(m.net->config().str());
+    cr_loss = m.loss;
+    methods.push_back(apps::dsen2cr_method("dsen2cr_sar", "DSen2-CR with SAR", m.net, tiles));
   }
   if (!cr_nosar.empty()) {
-    auto net = load_cr(cr_nosar, false);
-    note_tiling(cr_nosar, net->config());
-    cr_nosar_json = json::string(net->config().str());
-    methods.push_back(apps::dsen2cr_method("dsen2cr_nosar", "DSen2-CR without SAR", net, tiles));
+    const CrModel m = load_cr(cr_nosar, false);
+    note_tiling(cr_nosar, m.net->config());
+    cr_nosar_json = json::string(m.net->config().str());
+    cr_nosar_loss = m.loss;
+    methods.push_back(apps::dsen2cr_method("dsen2cr_nosar", "DSen2-CR without SAR", m.net, tiles));
   }
   methods.push_back(apps::pristine_method());
   const int reference = int(methods.size()) - 1;
@@ -269,12 +280,24 @@ int run(int argc, char** argv) {
     }
     bar.finish();
   }
+  // Which of Meraner et al.'s rows each of our DSen2-CR rows compares with.
+  const auto loss_text = [](const std::string& loss) {
+    return loss.empty() ? std::string("a loss its file does not name") : "`--loss " + loss + "`";
+  };
+  if (!cr.empty() || !cr_nosar.empty())
+    ro.trained_with = "Compare each of our rows with Meraner et al.'s row of the same loss: " +
+                      (cr.empty() ? std::string() : "DSen2-CR with SAR was trained with " + loss_text(cr_loss)) +
+                      (!cr.empty() && !cr_nosar.empty() ? "; " : "") +
+                      (cr_nosar.empty() ? std::string() : "DSen2-CR without SAR with " + loss_text(cr_nosar_loss)) +
+                      ".";
   ro.settings = json::object({{"classifier", json::string(classifier)},
                               {"classifier_config", json::string(lm.model.config.str())},
                               {"cr", json::string(cr)},
                               {"cr_config", cr_json},
+                              {"cr_loss", json::string(cr_loss)},
                               {"cr_nosar", json::string(cr_nosar)},
                               {"cr_nosar_config", cr_nosar_json},
+                              {"cr_nosar_loss", json::string(cr_nosar_loss)},
                               {"data", json::string(data_root)},
                               {"split", json::string(split)},
                               {"labels", json::string(labels_path)},

@@ -61,6 +61,7 @@ struct ReportOptions {
   std::string out_dir;
   std::string classifier_metrics;  // "" = no training-curve figure
   json::Value settings;            // the run's settings, stored in results.json as "settings"
+  std::string trained_with;        // under the quality table: the losses our DSen2-CR models were trained with
   std::vector<Example> examples;
   std::vector<double> classifier_std_dn;  // classifier_std_dn() (13, SEN12MS order), or empty: no input_norm
 };

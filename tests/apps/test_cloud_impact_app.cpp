@@ -42,7 +42,9 @@ struct TinyRun {
     dc.blocks = 1;
     dc.features = 4;
     cr = dir + "/cr.safetensors";
-    models::save_model(cr, models::build_model(models::ModelConfig::of(dc), rng));
+    models::SaveOptions so;
+    so.extra = {{"run.loss", "l1"}};  // as train_dsen2cr --loss l1 records it
+    models::save_model(cr, models::build_model(models::ModelConfig::of(dc), rng), so);
   }
   ~TinyRun() { fs::remove_all(dir); }
 };
@@ -100,6 +102,11 @@ TEST_CASE("cloud_impact app: a tiny run writes every file and the numbers agree"
   CHECK(cloudy.get("name")->s == "cloudy");
   CHECK(cloudy.get("accuracy_vs_pristine")->get("correct")->num == cloudy_right);
   CHECK(res.get("methods")->arr.at(2).get("accuracy_vs_pristine")->get("accuracy")->num == 1.0);
+  // The quality table says which of Meraner et al.'s rows our model compares with: the one of its loss.
+  CHECK(res.get("settings")->get("cr_loss")->s == "l1");
+  const std::string report = test::read_file(out + "/report.md");
+  CHECK(report.find("| DSen2-CR, L1 (Meraner et al.) | 0.0270 | 0.0398 |") != std::string::npos);
+  CHECK_MESSAGE(report.find("DSen2-CR with SAR was trained with `--loss l1`") != std::string::npos, report);
 
   // Run again into the same folder: an earlier cloud_impact run's, so it is replaced.
   const auto again = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split",
