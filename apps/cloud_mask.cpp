@@ -1,6 +1,6 @@
 // cloud_mask: the DSen2-CR cloud / cloud-shadow mask of a Sentinel-2 GeoTIFF.
 //
-//   cloud_mask --s2 cloudy.tif --out mask.tif [--threshold 0.2] [--map] [--stripe 512]
+//   cloud_mask --s2 cloudy.tif --out mask.tif [--cloud-threshold 0.2] [--map] [--stripe 512]
 // reads a 13-band S2 image (raw DN) in the band order it says (apps/common/band_order.h: --bands, its
 // band descriptions or its dataset layout; EuroSAT files keep B8A last) and puts it in the
 // detector's order (B1..B8, B8A, B9..B12), runs the §3 detector on the whole image and writes a
@@ -42,7 +42,9 @@ int run(int argc, char** argv) {
                 "written as a uint8 GeoTIFF aligned with the input.");
   p.add_string("s2", "", "input Sentinel-2 GeoTIFF, 13 bands, raw DN (x10000 reflectance)", "FILE");
   p.add_string("out", "", "output mask GeoTIFF (uint8)", "FILE");
-  p.add_double("threshold", 0.2, "cloud score threshold (DSen2-CR: 0.2)").range(0, 1);
+  p.add_double("cloud-threshold", 0.2, "cloud score threshold (DSen2-CR: 0.2; the name train_dsen2cr and "
+               "cloud_impact use)").range(0, 1);
+  p.add_double("threshold", 0.2, "the same as --cloud-threshold (this app's earlier name)").range(0, 1);
   p.add_flag("map", "write 1 cloud / 2 shadow / 0 clear instead of the 0/1 loss mask");
   p.add_int("stripe", 512,
             "rows examined at a time (each pass; the second reads 7 more above and below; a granule's 10980 columns x "
@@ -54,9 +56,12 @@ int run(int argc, char** argv) {
   if (in.empty() || out.empty()) throw cli::UsageError("--s2 FILE and --out FILE are required");
   cli::refuse_output_over_input("--out", out, {{"--s2", in}});
   cli::prepare_output_file("--out", out, /*stream_ok=*/false);  // a GeoTIFF
-  const double threshold = p.get_double("threshold");
+  if (p.given("threshold") && p.given("cloud-threshold") && p.get_double("threshold") != p.get_double("cloud-threshold"))
+    throw cli::UsageError("--threshold and --cloud-threshold are one option: give it once");
+  const char* threshold_name = p.given("threshold") ? "threshold" : "cloud-threshold";
+  const double threshold = p.get_double(threshold_name);
   if (!(threshold > 0 && threshold <= 1))
-    throw cli::UsageError(str("--threshold must be in (0, 1], got ", threshold));
+    throw cli::UsageError(str("--", threshold_name, " must be in (0, 1], got ", threshold));
   int stripe_rows = int(p.get_int("stripe"));
   const data::TiffInfo info = data::read_tiff_info(in);
   NIMBUS_CHECK(info.bands == data::kS2Bands, in, " has ", info.bands,

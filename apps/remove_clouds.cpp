@@ -213,8 +213,9 @@ int run(int argc, char** argv) {
   p.add_string("s1", "", "single-image mode: Sentinel-1 GeoTIFF (VV, VH dB) on the same grid; required by SAR models",
                "FILE");
   p.add_string("out", "", "single-image mode: output GeoTIFF (uint16 DN)", "FILE");
-  p.add_string("data", "", "folder mode: SEN12MS-CR root (or triplet list CSV); every triplet of --split", "PATH");
-  p.add_choice("split", "test", {"train", "val", "test"}, "folder mode: which benchmark split to process");
+  p.add_string("data", "", "folder mode: SEN12MS-CR root (or a triplet list CSV (one triplet a line: s1,s2,s2_cloudy[,lc] paths, relative to the CSV)); every triplet of --split", "PATH");
+  p.add_choice("split", "test", {"train", "val", "test", "all"},
+               "folder mode: which benchmark split (by ROI) to process; all = every triplet (as cloud_impact)");
   p.add_string("out-dir", "", "folder mode: output folder, one <cloudy S2 file name> per triplet", "DIR");
   p.add_int("tile", 256, "tile side in pixels; images up to this size run in one piece").range(16, 8192);
   p.add_int("overlap", -1, "tile overlap in pixels, at most half of --tile (-1: 2 x receptive radius + 32, e.g. 100 "
@@ -294,8 +295,9 @@ int run(int argc, char** argv) {
   const data::Split split = split_name == "train" ? data::Split::Train
                             : split_name == "val" ? data::Split::Val
                                                   : data::Split::Test;
-  const std::vector<data::Sen12mscrTriplet> ts = index.split(split);
-  NIMBUS_CHECK(!ts.empty(), root, ": no triplets in the ", split_name, " split");
+  const std::vector<data::Sen12mscrTriplet> ts = split_name == "all" ? index.triplets : index.split(split);
+  NIMBUS_CHECK(!ts.empty(), root, ": no triplets in the ", split_name, " split",
+               split_name == "all" ? "" : " (--split all takes every triplet, whatever its ROI)");
   const std::string out_dir = p.get_string("out-dir");
   // Before any work: no output may land on an input of the split (--out-dir the cloudy folder, say).
   std::error_code ec;

@@ -108,12 +108,14 @@ int run(int argc, char** argv) {
   cli::Parser p("train_dsen2cr",
                 "Train DSen2-CR (cloud removal) on SEN12MS-CR, resumable. Writes last.safetensors, "
                 "best.safetensors and metrics.csv into --out.");
-  p.add_string("data", "", "SEN12MS-CR root (nested ROIs*_s1/_s2/_s2_cloudy folders) or a triplet list CSV", "PATH");
+  p.add_string("data", "", "SEN12MS-CR root (nested ROIs*_s1/_s2/_s2_cloudy folders) or a triplet list CSV (one triplet a line: s1,s2,s2_cloudy[,lc] paths, relative to the CSV)", "PATH");
   p.add_string("out", "", "run folder for checkpoints and metrics.csv", "DIR");
   p.add_int("epochs", 8, "epochs to train in total (DSen2-CR: 8)").range(1, apps::kMaxEpochs);
   p.add_int("batch-size", 16, "batch size (DSen2-CR: 16); the last incomplete batch of an epoch is dropped")
       .range(1, apps::kMaxBatch);
-  p.add_int("crop", 128, "training crop size; random position, plus one flip and quarter turn per sample")
+  p.add_int("crop", 128, "training crop size; random position, plus one flip and quarter turn per sample; "
+            "validation scores each val triplet's top-left crop of this size (metrics.csv's val_* are not whole-image "
+            "scores: cloud_impact gives those)")
       .range(11, 4096);
   p.add_choice("loss", "carl", {"carl", "l1"}, "CARL (cloud-adaptive, needs the cloud mask) or plain L1 to the target");
   p.add_double("lambda", 1.0, "CARL's weight on the whole-image L1 term").range(0, 1e6);

@@ -1,7 +1,8 @@
 // train_resnet: train the land-cover classifier (a ResNet, default ResNet-50)
-// on EuroSAT MS, with the set-up of Aarnoutse & Witte (reference/experiment.md):
-// Adam lr 1e-3, divided by 5 at epochs 50/100/200/250, 13 bands, flips and
-// rot90, no pretraining (torchvision's init; the paper says only "uniform random").
+// on EuroSAT MS, with what Aarnoutse & Witte report (reference/experiment.md): Adam lr
+// 1e-3, divided by 5 at epochs 50/100/200/250, 13 bands, no pretraining; and our
+// choices where they report none (docs/experiment.md lists them): batch 32, flips and
+// rot90, a stratified 80/10/10 split, per-band standardisation, torchvision's init.
 //
 //   train_resnet --data EuroSAT_MS/ --out runs/resnet [--epochs N] [--batch-size B] [--resume]
 //
@@ -135,8 +136,11 @@ int run(int argc, char** argv) {
   p.add_int("epochs", 200, "epochs to train in total (a resumed run stops at the same total)").range(1, apps::kMaxEpochs);
   p.add_int("batch-size", 32, "training batch size (the last incomplete batch of an epoch is dropped)")
       .range(1, apps::kMaxBatch);
-  p.add_double("lr", 1e-3, "Adam learning rate at epoch 1").range(1e-12, 10);  // checked before any file is made
-  p.add_int_list("milestones", "50,100,200,250", "epochs (0-based) from which the learning rate is divided again")
+  p.add_double("lr", 1e-3, "Adam learning rate at the first epoch").range(1e-12, 10);  // checked before any file is made
+  p.add_int_list("milestones", "50,100,200,250",
+                 "after this many epochs the learning rate is divided again (as PyTorch's MultiStepLR: 50 "
+                 "divides it from the 51st epoch, metrics.csv's row 51; the paper's 200 and 250 never act in its "
+                 "200 epochs)")
       .range(0, apps::kMaxEpochs);
   p.add_double("lr-divisor", 5, "divisor applied at each milestone").range(1, 1e6);
   p.add_choice("block", "bottleneck", {"basic", "bottleneck"}, "residual block type (bottleneck: ResNet-50 family)");

@@ -215,7 +215,9 @@ Sen12mscrIndex scan_sen12mscr(const std::string& root, const std::string& lc_roo
   if (!lc_root.empty() && fs::path(lc_root) != fs::path(root)) scan_root(lc_root, kLc, found);
   Sen12mscrIndex idx = assemble(found, root, false);
   NIMBUS_CHECK(!idx.triplets.empty() || idx.incomplete, "sen12mscr: ", root,
-               ": no SEN12MS-CR patches found (expected ROIsXXXX_<season>_s1/s1_<roi>/... folders)");
+               ": no SEN12MS-CR patches found (expected ROIsXXXX_<season>_s1/s1_<roi>/... folders; files in another "
+               "layout, DSen2-CR's flattened s1/, s2_cloudFree/, s2_cloudy/ say, can be listed in a CSV of "
+               "s1,s2,s2_cloudy paths a line)");
   return idx;
 }
 

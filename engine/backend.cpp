@@ -16,8 +16,8 @@ struct Registry {
   std::array<bool, kNumDevices> registered{};
   std::array<Backend, kNumDevices> tables{};
   std::array<OpMarker, kNumDevices> markers{};
-  std::string cuda_status = "no CUDA backend: this program was built without one (no nvcc, or it does not call "
-                            "register_cuda_backend())";
+  // What a program without the CUDA backend says (built without nvcc, or one that never asks for it).
+  std::string cuda_status = "this build has no CUDA backend";
 };
 Registry& registry() {
   static Registry r;

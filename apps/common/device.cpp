@@ -27,8 +27,8 @@ cli::CommonOptions setup_device(const cli::Parser& p) {
     throw Error(str("--device cuda: no usable CUDA device/backend (", cuda_status(), "); use --device cpu or auto"));
   cli::CommonOptions c = cli::apply_common_options(p);
   if (asked == "auto" && c.device == Device::CPU && launched_rank() == 0)  // said once, not per rank
-    std::fprintf(stderr, "%s: no usable CUDA device/backend, running on the CPU (%d threads): %s\n",
-                 p.program().c_str(), c.threads, cuda_status().c_str());
+    std::fprintf(stderr, "%s: running on the CPU with %d thread%s (no usable CUDA device/backend: %s)\n",
+                 p.program().c_str(), c.threads, c.threads == 1 ? "" : "s", cuda_status().c_str());
   // (OpenBLAS is not given the thread count: gemm<float> keeps it serial and shares out its tiles over
   // OpenMP's threads, so that results do not depend on --threads; kernels/cpu/gemm.h.)
   if (p.declared("precision")) {

@@ -1291,6 +1291,14 @@ TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with 
                                                d / "v.tif", "--threads", "1"});
   REQUIRE(single.exit_code == 0);
   CHECK(read_file(produced) == read_file(d / "v.tif"));
+  // --split all: every triplet whatever its ROI (cloud_impact's choice for sets off the benchmark ROIs).
+  AppResult all = run_app("remove_clouds", {"--weights", ckpt, "--data", data, "--split", "all", "--out-dir",
+                                            d / "out_all", "--threads", "1"});
+  REQUIRE_MESSAGE(all.exit_code == 0, all.output);
+  size_t written = 0;
+  for (const auto& e : fs::directory_iterator(d / "out_all")) written += e.path().extension() == ".tif";
+  CHECK(written == idx.triplets.size());
+  CHECK(read_file(d / ("out_all/" + fs::path(v.s2_cloudy).filename().string())) == read_file(d / "v.tif"));
   // Folder mode into the cloudy images' own folder: refused before any work, every input kept.
   const std::string cloudy_dir = fs::path(v.s2_cloudy).parent_path().string(), cloudy_bytes = read_file(v.s2_cloudy);
   AppResult over = run_app("remove_clouds", {"--weights", ckpt, "--data", data, "--split", "val", "--out-dir",

@@ -262,6 +262,18 @@ TEST_CASE("cloud_mask: missing file, wrong band count and usage errors") {
   CHECK(!fs::exists(d / "m.tif"));  // nothing half-written
   CHECK(run_app("cloud_mask", {"--help"}).exit_code == 0);
   CHECK(run_app("cloud_mask", {"--s2"}).exit_code == 2);
+  // --cloud-threshold (the other apps' name) and --threshold (this app's first) are one option.
+  const std::string input = real_fixture(kCloudyFixture);
+  AppResult a = run_app("cloud_mask", {"--s2", input, "--out", d / "a.tif", "--cloud-threshold", "0.3"});
+  AppResult b = run_app("cloud_mask", {"--s2", input, "--out", d / "b.tif", "--threshold", "0.3"});
+  AppResult c = run_app("cloud_mask", {"--s2", input, "--out", d / "c.tif"});
+  REQUIRE((a.exit_code == 0 && b.exit_code == 0 && c.exit_code == 0));
+  CHECK(read_file(d / "a.tif") == read_file(d / "b.tif"));
+  CHECK(read_file(d / "a.tif") != read_file(d / "c.tif"));  // 0.3 is not the default 0.2
+  AppResult both = run_app("cloud_mask", {"--s2", input, "--out", d / "x.tif", "--threshold", "0.3",
+                                          "--cloud-threshold", "0.4"});
+  CHECK(both.exit_code == 2);
+  CHECK_MESSAGE(both.output.find("are one option") != std::string::npos, both.output);
 }
 
 TEST_CASE("cloud_mask and classify: a NaN pixel in the input is an error naming the file, not a silent result") {
