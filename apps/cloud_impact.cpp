@@ -62,14 +62,18 @@ std::vector<data::Sen12mscrTriplet> select_split(const std::string& data_root, c
 struct CrModel {
   std::shared_ptr<models::DSen2CR> net;
   std::string loss;
+  std::string cloud_threshold;  // train_dsen2cr's --cloud-threshold (run.cloud-threshold), "" when not said
 };
 CrModel load_cr(const std::string& path, bool want_sar) {
   models::LoadedModel lm = models::load_model(path);
   NIMBUS_CHECK(lm.model.dsen2cr, path, ": holds ", lm.model.config.str(), ", not a DSen2-CR model");
   NIMBUS_CHECK(lm.model.dsen2cr->config().sar == want_sar, path, ": is ", lm.model.config.str(), " but ",
                want_sar ? "--cr expects a model with SAR" : "--cr-nosar expects a model without SAR");
-  const auto loss = lm.metadata.find(std::string(apps::kRunSettingPrefix) + "loss");
-  return {lm.model.dsen2cr, loss == lm.metadata.end() ? "" : loss->second};
+  const auto said = [&](const char* key) {
+    const auto it = lm.metadata.find(std::string(apps::kRunSettingPrefix) + key);
+    return it == lm.metadata.end() ? std::string() : it->second;
+  };
+  return {lm.model.dsen2cr, said("loss"), said("cloud-threshold")};
 }
 
 // --out belongs to this experiment: a new or empty folder, or an earlier cloud_impact run's (its files
@@ -187,12 +191,13 @@ int run(int argc, char** argv) {
                    "receptive radius %d: scenes larger than a tile are blended, not exact (--tile %d is exact)\n",
                    path.c_str(), tiles.tile, margin, radius, 2 * (2 * radius + 1));
   };
-  std::string cr_loss, cr_nosar_loss;
+  std::string cr_loss, cr_nosar_loss, cr_threshold, cr_nosar_threshold;
   if (!cr.empty()) {
     const CrModel m = load_cr(cr, true);
     note_tiling(cr, m.net->config());
     cr_json = json::string(m.net->config().str());
     cr_loss = m.loss;
+    cr_threshold = m.cloud_threshold;
     methods.push_back(apps::dsen2cr_method("dsen2cr_sar", "DSen2-CR with SAR", m.net, tiles));
   }
   if (!cr_nosar.empty()) {
@@ -200,6 +205,7 @@ int run(int argc, char** argv) {
     note_tiling(cr_nosar, m.net->config());
     cr_nosar_json = json::string(m.net->config().str());
     cr_nosar_loss = m.loss;
+    cr_nosar_threshold = m.cloud_threshold;
     methods.push_back(apps::dsen2cr_method("dsen2cr_nosar", "DSen2-CR without SAR", m.net, tiles));
   }
   methods.push_back(apps::pristine_method());
@@ -223,6 +229,12 @@ int run(int argc, char** argv) {
   if (!metrics_csv.empty()) (void)apps::training_curve(metrics_csv);  // a bad file fails now, not after the work
   data::CloudDetectorOptions det;
   det.cloud_threshold = p.get_double("cloud-threshold");
+  // A model trained on masks of another threshold (CARL's clear pixels): worth a line, not a refusal.
+  for (const auto& [path, trained] : {std::pair{cr, cr_threshold}, std::pair{cr_nosar, cr_nosar_threshold}})
+    if (!trained.empty() && trained != exact_str(det.cloud_threshold))
+      std::fprintf(stderr, "cloud_impact: note: %s was trained with --cloud-threshold %s; this run's detector uses %s "
+                   "(the cover table and the quality's reprod/recon masks)\n", path.c_str(), trained.c_str(),
+                   exact_str(det.cloud_threshold).c_str());
 
   std::vector<std::string> names, method_labels;
   for (const auto& m : methods) names.push_back(m.name), method_labels.push_back(m.label);

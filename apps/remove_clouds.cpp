@@ -84,6 +84,7 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
   if (sar) {
     i1 = data::read_tiff_info(s1_path);
     NIMBUS_CHECK(i1.bands == models::kS1Bands, s1_path, ": has ", i1.bands, " bands; S1 SAR needs 2 (VV, VH in dB)");
+    data::check_s1_band_order(s1_path, i1.band_names);
     NIMBUS_CHECK(i1.width == W && i1.height == H, s1_path, " is ", i1.width, "x", i1.height, " but ", s2_path, " is ",
                  W, "x", H);
     const std::string grid = data::grid_mismatch(i2.geo, i1.geo);

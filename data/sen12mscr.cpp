@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -278,6 +279,16 @@ Sen12mscrIndex read_sen12mscr_list(const std::string& csv_path) {
   return idx;
 }
 
+void check_s1_band_order(const std::string& path, const std::vector<std::string>& d) {
+  const auto is = [](const std::string& s, const char* want) {
+    return s.size() == 2 && std::toupper(static_cast<unsigned char>(s[0])) == want[0] &&
+           std::toupper(static_cast<unsigned char>(s[1])) == want[1];
+  };
+  NIMBUS_CHECK(!(d.size() == 2 && is(d[0], "VH") && is(d[1], "VV")), "sen12mscr: ", path,
+               ": its band descriptions say VH,VV, but S1 is read as VV, VH (SEN12MS-CR's order); write the bands "
+               "as VV, VH");
+}
+
 std::pair<int, int> check_triplet_files(const Sen12mscrTriplet& t, const RasterPack* pack) {
   struct Part {
     const std::string* path;
@@ -296,6 +307,8 @@ std::pair<int, int> check_triplet_files(const Sen12mscrTriplet& t, const RasterP
                  sample_type_name(info.type));
     if (p.bands == kS2Bands)  // the model takes SEN12MS-CR's order and nothing reorders
       check_declared_bands(*p.path, info.band_names, sen12ms_bands(), "SEN12MS-CR's band order");
+    else
+      check_s1_band_order(*p.path, info.band_names);
     if (H == 0) H = info.height, W = info.width;
     NIMBUS_CHECK(info.height == H && info.width == W, "sen12mscr: ", *p.path, " is ", info.width, "x", info.height,
                  " but ", t.s1, " is ", W, "x", H);

@@ -80,6 +80,10 @@ struct TripletSampleOptions {
   std::shared_ptr<const RasterPack> pack;
 };
 
+// S1 is read as (VV, VH). A file whose band descriptions name the two the other way round (a re-export
+// that swapped them) is an Error naming it; no descriptions, or others, are taken as SEN12MS-CR's order.
+void check_s1_band_order(const std::string& path, const std::vector<std::string>& band_descriptions);
+
 // The triplet's three files as load_triplet needs them (S1 2-band float32, both S2 13-band uint16 in
 // SEN12MS-CR's band order, one size), read from `pack` when it holds them: their (height, width), or an
 // Error naming the file. load_triplet runs it on every triplet; train_dsen2cr on the first before any work.

@@ -43,7 +43,7 @@ struct TinyRun {
     dc.features = 4;
     cr = dir + "/cr.safetensors";
     models::SaveOptions so;
-    so.extra = {{"run.loss", "l1"}};  // as train_dsen2cr --loss l1 records it
+    so.extra = {{"run.loss", "l1"}, {"run.cloud-threshold", "0.3"}};  // as train_dsen2cr records them
     models::save_model(cr, models::build_model(models::ModelConfig::of(dc), rng), so);
   }
   ~TinyRun() { fs::remove_all(dir); }
@@ -62,6 +62,8 @@ TEST_CASE("cloud_impact app: a tiny run writes every file and the numbers agree"
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("Table 1 (4 scenes)") != std::string::npos);
   CHECK(r.output.find("4 true labels") != std::string::npos);
+  // The model was trained on masks of another threshold than this run's default 0.2: said.
+  CHECK(r.output.find("was trained with --cloud-threshold 0.3; this run's detector uses 0.2") != std::string::npos);
   for (const char* f : {"report.md", "results.json", "predictions.csv", "quality.csv", "table1.md", "figures.json"})
     CHECK_MESSAGE(fs::is_regular_file(out + "/" + f), f);
   if (plot::available()) {

@@ -162,6 +162,29 @@ TEST_CASE("sen12mscr: SEN12MS's own season folder gives its land cover, its s1/s
   CHECK_THROWS_WITH_AS(scan_sen12mscr(tmp.path.string()), doctest::Contains("should be named lc_<roi>"), Error);
 }
 
+// S1 is read as (VV, VH): a file whose descriptions say the other order (a re-export that swapped the
+// bands) gave DSen2-CR swapped SAR in silence (outputs off by up to 1989 DN in a review's run).
+TEST_CASE("sen12mscr: an S1 file whose band descriptions say VH, VV is refused naming it") {
+  TempDir tmp;
+  write_triplet(tmp.path, 1158, 1, 1);
+  const Sen12mscrTriplet t = scan_sen12mscr(tmp.path.string()).triplets.at(0);
+  Raster s1 = read_geotiff(t.s1);
+  WriteOptions o;
+  o.type = SampleType::Float32;
+  for (auto [names, refused] : std::vector<std::pair<std::vector<std::string>, bool>>{
+           {{"VV", "VH"}, false}, {{"vv", "vh"}, false}, {{"Band 1", "Band 2"}, false}, {{"VH", "VV"}, true},
+           {{"vh", "vv"}, true}}) {
+    CAPTURE(names[0]);
+    s1.band_names = names;
+    write_geotiff(t.s1, s1, o);
+    const std::string says = t.s1 + ": its band descriptions say VH,VV";
+    if (refused)
+      CHECK_THROWS_WITH_AS(check_triplet_files(t), doctest::Contains(says.c_str()), Error);
+    else
+      CHECK_NOTHROW(check_triplet_files(t));
+  }
+}
+
 TEST_CASE("sen12mscr: SEN12MS land cover is paired when present, here or under lc_root") {
   TempDir tmp, lcroot;
   write_triplet(tmp.path, 1158, 1, 1);
