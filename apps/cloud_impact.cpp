@@ -229,9 +229,11 @@ int run(int argc, char** argv) {
   if (!metrics_csv.empty()) (void)apps::training_curve(metrics_csv);  // a bad file fails now, not after the work
   data::CloudDetectorOptions det;
   det.cloud_threshold = p.get_double("cloud-threshold");
-  // A model trained on masks of another threshold (CARL's clear pixels): worth a line, not a refusal.
-  for (const auto& [path, trained] : {std::pair{cr, cr_threshold}, std::pair{cr_nosar, cr_nosar_threshold}})
-    if (!trained.empty() && trained != exact_str(det.cloud_threshold))
+  // A model trained with CARL on masks of another threshold (its clear pixels): worth a line, not a
+  // refusal. (With L1 the mask only shaped the validation scores.)
+  for (const auto& [path, trained, loss] : {std::tuple{cr, cr_threshold, cr_loss},
+                                            std::tuple{cr_nosar, cr_nosar_threshold, cr_nosar_loss}})
+    if (!trained.empty() && trained != exact_str(det.cloud_threshold) && loss.rfind("carl", 0) == 0)
       std::fprintf(stderr, "cloud_impact: note: %s was trained with --cloud-threshold %s; this run's detector uses %s "
                    "(the cover table and the quality's reprod/recon masks)\n", path.c_str(), trained.c_str(),
                    exact_str(det.cloud_threshold).c_str());

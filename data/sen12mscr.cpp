@@ -145,7 +145,10 @@ void scan_root(const fs::path& root, int only, std::map<Key, Members>& found) {
     for (auto& sub : sorted_entries(top)) {
       const std::string sname = sub.filename().string();
       if (!fs::is_directory(sub, ec)) continue;
-      if (sen12ms_season && (sname.starts_with("s1_") || sname.starts_with("s2_"))) continue;
+      // SEN12MS's own s1_<roi> and s2_<roi> (an s2_cloudy_<roi> here is SEN12MS-CR's, misplaced: named below).
+      if (sen12ms_season && (sname.starts_with("s1_") || sname.starts_with("s2_")) &&
+          all_digits(std::string_view(sname).substr(3)))
+        continue;
       NIMBUS_CHECK(sname.starts_with(sub_prefix) && all_digits(std::string_view(sname).substr(sub_prefix.size())),
                    "sen12mscr: ", sub.string(), ": folder should be named ", sub_prefix, "<roi>",
                    sen12ms_season ? " (or s1_<roi>, s2_<roi>: left out)" : "");

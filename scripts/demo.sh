@@ -67,14 +67,18 @@ rm -rf "$DEMO_DIR/data" "$DEMO_DIR/eval"
 # too few to reach the benchmark's test ROIs, hence a separate set and --split all below).
 "$bin/make_synthetic" --out "$DEMO_DIR/eval" --sen12mscr "$CR_EVAL" --seed 4242 --threads "$THREADS"
 
-# The trainers resume an earlier demo's runs (--resume), which they refuse on other data: when the sizes
-# changed since, those runs are another experiment's and start again.
-sizes="$EUROSAT_PER_CLASS $CR_TRAIN $CR_EVAL"
-if [ -f "$DEMO_DIR/sizes" ] && [ "$(cat "$DEMO_DIR/sizes")" != "$sizes" ]; then
-  echo "demo: the sizes changed since the last demo in $DEMO_DIR: its trained models are removed"
-  rm -rf "$DEMO_DIR/resnet" "$DEMO_DIR/dsen2cr"
-fi
-echo "$sizes" > "$DEMO_DIR/sizes"
+# The trainers resume an earlier demo's runs (--resume: a demo stopped part-way goes on), which they
+# refuse on other data. Each run folder is stamped with the size of the data it trains on; a run of
+# another size, or one without a stamp (an older demo's), is another experiment's: removed.
+fresh_run() {  # fresh_run NAME SIZE
+  if [ -d "$DEMO_DIR/$1" ] && [ "$(cat "$DEMO_DIR/$1.size" 2>/dev/null)" != "$2" ]; then
+    echo "demo: $DEMO_DIR/$1 was trained on other data: removed, trained again"
+    rm -rf "$DEMO_DIR/$1"
+  fi
+  echo "$2" > "$DEMO_DIR/$1.size"
+}
+fresh_run resnet "$EUROSAT_PER_CLASS"
+fresh_run dsen2cr "$CR_TRAIN"
 
 stamp "training the classifier: ResNet (basic blocks 1,1,1,1, width 16), $RESNET_EPOCHS epochs"
 "$bin/train_resnet" --data "$DEMO_DIR/data/eurosat" --out "$DEMO_DIR/resnet" --epochs "$RESNET_EPOCHS" \

@@ -4,8 +4,9 @@
 // seed) and adds what the apps need on top:
 //   --device cuda  with no usable CUDA backend -> Error "no usable CUDA device/backend ..."
 //                  (the app prints it and exits 1);
-//   --device auto  without CUDA -> one line on stderr "<app>: no usable CUDA device/backend, running on the CPU";
-//   --threads N    also sets OpenBLAS's thread count (the GEMMs of conv/linear).
+//   --device auto  without CUDA -> one line on stderr "<app>: running on the CPU with N threads (no usable CUDA
+//                  device/backend: ...)";
+//   --threads N    OpenMP's thread count (OpenBLAS itself runs serial: kernels/cpu/gemm.h).
 // When the apps are linked with the real CUDA backend (target nimbus_cuda,
 // NIMBUS_APPS_WITH_CUDA), it is registered here first; the messages quote
 // nimbus::cuda_status() for why CUDA is not usable.

@@ -313,7 +313,7 @@ const Bf16Fn kBf16[3] = {fwd_tc<bfloat16>, dgrad_tc<bfloat16>, wgrad_tc<bfloat16
 //   accumulators per thread. k-tile 64 (one 128-byte line of bf16 per row: the 128B swizzle span).
 //   A (weights): one TMA box per k-tile (64 k x 128 rows, 16 KiB, 128B swizzle, zero outside the
 //   matrix), completing on the stage's mbarrier. TMA needs a 16-byte row stride, so when C*R*S is
-//   not a multiple of 8 (the 13-channel stem: 637; C = 3 3x3: 27) or w is not 16-byte aligned, the
+//   not a multiple of 8 (the 13-channel stem: 637; C = 3 3x3: 27) or w is not 128-byte aligned, the
 //   launcher first copies w into a padded bf16 matrix (row stride rounded up to 8 elements) in a
 //   buffer it keeps; the copy is part of every call (timed: K * CRS elements, tiny next to x). The
 //   map's inner extent stays C*R*S, so the padding is never read (TMA zero-fills past it).

@@ -245,7 +245,7 @@ void gemm7(int M, int N, int K, const Inputs& in, float* C) {
 // overlapped with the next tile's math) and the last wave (4096^2 / (128 x 256) = 512 blocks on 132
 // SMs, one block per SM). Next steps: a persistent grid, TMA-store epilogue, clusters with multicast.
 // Shape rules (TMA): row strides must be multiples of 16 bytes, so K and N multiples of 8 (bf16) or 4
-// (fp32); M is free; A and B 16-byte aligned. The launchers refuse anything else with a nimbus::Error
+// (fp32); M is free; A and B 128-byte aligned (the base of a swizzled map). The launchers refuse anything else with a nimbus::Error
 // (hopper_shape_problem). Runs only on sm_90a (compute capability 9.0); the nvcc build skips these
 // versions elsewhere (hopper_device()).
 namespace hopper_gemm {

@@ -24,7 +24,7 @@
  *   mbarrier), N = N*P*Q (B = the implicit im2col columns, gathered: thread t owns column t % 128 and
  *   chunks 4 (t / 128) .. + 3 of its line, walked as (c, r, s) without division, packed into 16-byte
  *   stores). TMA needs a 16-byte row stride: when C*R*S is not a multiple of 8 bf16 (the 13-band stem:
- *   637) or w is not 16-byte aligned, and always in TF32 (the rounding), w is first copied into a
+ *   637) or w is not 128-byte aligned (a swizzled map's base), and always in TF32 (the rounding), w is first copied into a
  *   padded matrix in the workspace (the map's inner extent stays C*R*S, so TMA zero-fills the padding).
  *   Epilogue: + bias, then ReLU or the residual sum, rounded to E once, stored NCHW.
  *   The data gradient is this kernel once per stride phase (h mod st, w mod st), as conv2d_tc.cu's
@@ -633,7 +633,7 @@ std::vector<PhaseGeom> dgrad_phases(const ConvGeom& g, int64_t* total) {
 }
 
 // The weight gradient takes dy by TMA when every k-tile lies in one image (P*Q a multiple of it) and the
-// copy engine can address dy (16-byte aligned); in bf16 only: TF32 operands must be rounded on the way in.
+// copy engine can map dy (128-byte aligned, a swizzled map's base); in bf16 only: TF32 operands must be rounded on the way in.
 template <typename E>
 bool wgrad_tma_a(const ConvGeom& g, const void* dy) {
   return sizeof(E) == 2 && (g.P() * g.Q()) % kBK<E> == 0 && aligned128(dy);

@@ -9,7 +9,7 @@
  *   forward:  y = conv(x, w) + b, then ReLU when `relu`, or y = r + s (conv + b) when r is non-null
  *             (DSen2-CR's residual block; no ReLU then).
  *   backward: writes (=) each non-null dx, dw, db.
- * `ws`: conv2d_wgmma_workspace(g) floats, 16-byte aligned: the padded (TF32: rounded) or per-phase
+ * `ws`: conv2d_wgmma_workspace(g) floats, 128-byte aligned (a swizzled tensor map's base): the padded (TF32: rounded) or per-phase
  * packed weights the copy engine reads, and the weight gradient's split partial sums. Work goes on the current
  * stream; nothing is allocated, so a call may be captured into a CUDA graph.
  * conv2d_wgmma_supported(g) is false where the kernels' 32-bit indices or grid would overflow, or the
@@ -86,7 +86,7 @@ extern template void conv2d_wgmma_backward<bfloat16>(bfloat16*, bfloat16*, bfloa
 // What the kernels must do at g, for the emulator's counters (tests): the TMA copies, wgmma instructions
 // and mbarrier phases of the forward (one box, 8 wgmma and one phase per block and k-tile) and of the
 // weight gradient (8 wgmma per block and k-tile, whatever the splits; a box and a phase too where it
-// takes dy by TMA: bf16, P*Q a multiple of 64, dy 16-byte aligned).
+// takes dy by TMA: bf16, P*Q a multiple of 64, dy 128-byte aligned).
 struct WgmmaConvCounts {
   int64_t tma, wgmma, phases;
 };

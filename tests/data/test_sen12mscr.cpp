@@ -157,7 +157,11 @@ TEST_CASE("sen12mscr: SEN12MS's own season folder gives its land cover, its s1/s
   CHECK(idx.with_lc == 1);
   for (auto& t : idx.triplets) CHECK(t.lc == (t.patch == 2 ? lc_path : ""));
   CHECK(idx.triplets[0].s2 != (season / "s2_1" / "ROIs1158_spring_s2_1_p1.tif").string());  // CR's own s2
-  // Inside it, a folder that is neither: named.
+  // Inside it, a folder that is neither, or SEN12MS-CR's cloudy images put there: named, not dropped.
+  fs::create_directories(season / "s2_cloudy_1");
+  CHECK_THROWS_WITH_AS(scan_sen12mscr(tmp.path.string()), doctest::Contains("s2_cloudy_1: folder should be named"),
+                       Error);
+  fs::remove_all(season / "s2_cloudy_1");
   fs::create_directories(season / "other");
   CHECK_THROWS_WITH_AS(scan_sen12mscr(tmp.path.string()), doctest::Contains("should be named lc_<roi>"), Error);
 }

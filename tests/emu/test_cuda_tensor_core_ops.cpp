@@ -415,6 +415,63 @@ const ConvGeom kGeomsTmaDy[] = {
     {2, 5, 16, 16, 7, 3, 3, 2, 1},     // stride 2 -> 8x8
     {3, 4, 16, 16, 130, 1, 1, 1, 0},   // 16x16, four k-tiles per image, two row tiles
 };
+// A swizzled tensor map's base must be 128-byte aligned: w and dy 64 bytes past such a boundary make
+// the forward copy w into the workspace and the weight gradient gather dy instead of mapping it (what
+// the copy engine would take from a 128-aligned w and dy), with the same bits.
+TEST_CASE("cuda wgmma: w and dy off a 128-byte boundary take the copy and gather paths, with the same bits") {
+  REQUIRE(cuda::register_cuda_backend());
+#ifdef NIMBUS_CUDA_RUNTIME
+  if (!cuda::wgmma_available()) {
+    MESSAGE("wgmma convolution skipped: this device does not run sm_90a code");
+    return;
+  }
+#endif
+  using E = bfloat16;
+  const ConvGeom g{2, 8, 8, 8, 16, 3, 3, 1, 1};  // C*R*S = 72 (whole 16-byte rows), P*Q = 64 (dy by TMA)
+  REQUIRE(cuda::conv2d_wgmma_supported(g));
+  Rng rng(231);
+  const size_t nx = size_t(g.N * g.C * g.H * g.W), nw = size_t(g.K * g.C * g.R * g.S), ny = size_t(g.N * g.K * 64);
+  const Operand<E> x = operand<E>(nx, rng), w = operand<E>(nw, rng), dy = operand<E>(ny, rng);
+  constexpr size_t kOff = 32;  // 64 bytes of bfloat16
+  std::vector<E> w_off(kOff), dy_off(kOff);
+  w_off.insert(w_off.end(), w.values.begin(), w.values.end());
+  dy_off.insert(dy_off.end(), dy.values.begin(), dy.values.end());
+  DeviceBuffer<E> dX(x.values), dW(w.values), dDY(dy.values), dWo(w_off), dDYo(dy_off);
+  REQUIRE(reinterpret_cast<uintptr_t>(dW.p) % 128 == 0);
+  REQUIRE(reinterpret_cast<uintptr_t>(dWo.p + kOff) % 128 == 64);
+  DeviceBuffer<float> ws(size_t(std::max<int64_t>(cuda::conv2d_wgmma_workspace(g, 1), 1)));
+  const auto forward = [&](const E* wp) {
+    DeviceBuffer<E> out(ny);
+    cuda::conv2d_wgmma_forward(out.p, dX.p, wp, static_cast<const E*>(nullptr), g, false,
+                               static_cast<const E*>(nullptr), 1.0f, ws.p);
+    return download_double(out);
+  };
+  const auto wgrad = [&](const E* dyp, int64_t* tma) {
+    DeviceBuffer<E> out(nw);
+#ifndef NIMBUS_CUDA_RUNTIME
+    const int64_t before = emu::all_launch_stats().tma;
+#endif
+    cuda::conv2d_wgmma_backward(static_cast<E*>(nullptr), out.p, static_cast<E*>(nullptr), dyp, dX.p,
+                                static_cast<const E*>(nullptr), g, ws.p, 1);
+#ifndef NIMBUS_CUDA_RUNTIME
+    *tma = emu::all_launch_stats().tma - before;
+#else
+    *tma = 0;
+#endif
+    return download_double(out);
+  };
+  const V y_aligned = forward(dW.p), y_off = forward(dWo.p + kOff);
+  CHECK(all_finite(y_aligned));
+  CHECK(std::memcmp(y_aligned.data(), y_off.data(), ny * sizeof(double)) == 0);
+  int64_t tma_aligned = 0, tma_off = 0;
+  const V dw_aligned = wgrad(dDY.p, &tma_aligned), dw_off = wgrad(dDYo.p + kOff, &tma_off);
+  CHECK(all_finite(dw_aligned));
+  CHECK(std::memcmp(dw_aligned.data(), dw_off.data(), nw * sizeof(double)) == 0);
+#ifndef NIMBUS_CUDA_RUNTIME
+  CHECK(tma_off < tma_aligned);  // dy by TMA only when aligned (x comes by TMA in neither)
+#endif
+}
+
 TEST_CASE("cuda wgmma: the weight gradient with dy by TMA (P*Q a multiple of 64), bf16 and tf32") {
   uint64_t seed = 221;
   for (const ConvGeom& g : kGeomsTmaDy) {
