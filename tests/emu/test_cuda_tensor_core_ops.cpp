@@ -271,15 +271,21 @@ TEST_CASE("cuda tensor cores: linear forward and backward in tf32 and bf16, ever
 // with 1, 3 and the automatic number of splits. The workspace is exactly conv2d_wgmma_workspace(g,
 // splits) floats. Under the emulator the launches must also issue the TMA copies, wgmma and mbarrier
 // phases their tiling implies. On a real GPU without sm_90a code the case says so and skips.
-template <typename E>
-void wgmma_conv_case(const ConvGeom& g, uint64_t seed, const std::vector<int>& split_counts = {1, 3, 0}) {
+// The emulator runs the wgmma kernels; a real GPU without sm_90a code says so, and its cases skip.
+static bool wgmma_runs_here() {
   REQUIRE(cuda::register_cuda_backend());
 #ifdef NIMBUS_CUDA_RUNTIME
   if (!cuda::wgmma_available()) {
     MESSAGE("wgmma convolution skipped: this device does not run sm_90a code");
-    return;
+    return false;
   }
 #endif
+  return true;
+}
+
+template <typename E>
+void wgmma_conv_case(const ConvGeom& g, uint64_t seed, const std::vector<int>& split_counts = {1, 3, 0}) {
+  if (!wgmma_runs_here()) return;
   REQUIRE(cuda::conv2d_wgmma_supported(g));
   Rng rng(seed);
   const int64_t xs = g.N * g.C * g.H * g.W, wsz = g.K * g.C * g.R * g.S, ysz = g.N * g.K * g.P() * g.Q();
@@ -419,13 +425,7 @@ const ConvGeom kGeomsTmaDy[] = {
 // the forward copy w into the workspace and the weight gradient gather dy instead of mapping it (what
 // the copy engine would take from a 128-aligned w and dy), with the same bits.
 TEST_CASE("cuda wgmma: w and dy off a 128-byte boundary take the copy and gather paths, with the same bits") {
-  REQUIRE(cuda::register_cuda_backend());
-#ifdef NIMBUS_CUDA_RUNTIME
-  if (!cuda::wgmma_available()) {
-    MESSAGE("wgmma convolution skipped: this device does not run sm_90a code");
-    return;
-  }
-#endif
+  if (!wgmma_runs_here()) return;
   using E = bfloat16;
   const ConvGeom g{2, 8, 8, 8, 16, 3, 3, 1, 1};  // C*R*S = 72 (whole 16-byte rows), P*Q = 64 (dy by TMA)
   REQUIRE(cuda::conv2d_wgmma_supported(g));
