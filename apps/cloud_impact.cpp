@@ -191,23 +191,19 @@ int run(int argc, char** argv) {
                    "receptive radius %d: scenes larger than a tile are blended, not exact (--tile %d is exact)\n",
                    path.c_str(), tiles.tile, margin, radius, 2 * (2 * radius + 1));
   };
-  std::string cr_loss, cr_nosar_loss, cr_threshold, cr_nosar_threshold;
-  if (!cr.empty()) {
-    const CrModel m = load_cr(cr, true);
-    note_tiling(cr, m.net->config());
-    cr_json = json::string(m.net->config().str());
-    cr_loss = m.loss;
-    cr_threshold = m.cloud_threshold;
-    methods.push_back(apps::dsen2cr_method("dsen2cr_sar", "DSen2-CR with SAR", m.net, tiles));
-  }
-  if (!cr_nosar.empty()) {
-    const CrModel m = load_cr(cr_nosar, false);
-    note_tiling(cr_nosar, m.net->config());
-    cr_nosar_json = json::string(m.net->config().str());
-    cr_nosar_loss = m.loss;
-    cr_nosar_threshold = m.cloud_threshold;
-    methods.push_back(apps::dsen2cr_method("dsen2cr_nosar", "DSen2-CR without SAR", m.net, tiles));
-  }
+  // Each DSen2-CR model given: loaded, its tiling said, its method added.
+  CrModel cr_model, cr_nosar_model;
+  const auto add_cr = [&](const std::string& path, bool sar, CrModel& m, json::Value& config) {
+    if (path.empty()) return;
+    m = load_cr(path, sar);
+    note_tiling(path, m.net->config());
+    config = json::string(m.net->config().str());
+    methods.push_back(apps::dsen2cr_method(sar ? "dsen2cr_sar" : "dsen2cr_nosar",
+                                           sar ? "DSen2-CR with SAR" : "DSen2-CR without SAR", m.net, tiles));
+  };
+  add_cr(cr, true, cr_model, cr_json);
+  add_cr(cr_nosar, false, cr_nosar_model, cr_nosar_json);
+  const std::string &cr_loss = cr_model.loss, &cr_nosar_loss = cr_nosar_model.loss;
   methods.push_back(apps::pristine_method());
   const int reference = int(methods.size()) - 1;
 
@@ -231,9 +227,9 @@ int run(int argc, char** argv) {
   det.cloud_threshold = p.get_double("cloud-threshold");
   // A model trained with CARL on masks of another threshold (its clear pixels): worth a line, not a
   // refusal. (With L1 the mask only shaped the validation scores.)
-  for (const auto& [path, trained, loss] : {std::tuple{cr, cr_threshold, cr_loss},
-                                            std::tuple{cr_nosar, cr_nosar_threshold, cr_nosar_loss}})
-    if (!trained.empty() && trained != exact_str(det.cloud_threshold) && loss.rfind("carl", 0) == 0)
+  for (const auto& [path, m] : {std::pair{cr, &cr_model}, std::pair{cr_nosar, &cr_nosar_model}})
+    if (const std::string& trained = m->cloud_threshold;
+        !trained.empty() && trained != exact_str(det.cloud_threshold) && m->loss.rfind("carl", 0) == 0)
       std::fprintf(stderr, "cloud_impact: note: %s was trained with --cloud-threshold %s; this run's detector uses %s "
                    "(the cover table and the quality's reprod/recon masks)\n", path.c_str(), trained.c_str(),
                    exact_str(det.cloud_threshold).c_str());
