@@ -127,7 +127,7 @@ int run(int argc, char** argv) {
   p.add_string("classifier", "", "classifier checkpoint (train_resnet's best.safetensors)", "FILE");
   p.add_string("cr", "", "DSen2-CR checkpoint with SAR (train_dsen2cr's)", "FILE");
   p.add_string("cr-nosar", "", "optional DSen2-CR checkpoint without SAR (train_dsen2cr --no-sar)", "FILE");
-  p.add_string("data", "", "SEN12MS-CR root (nested layout) or a triplet list CSV (one triplet a line: s1,s2,s2_cloudy[,lc] paths, relative to the CSV)", "PATH");
+  p.add_string("data", "", str("SEN12MS-CR root (nested layout) or ", data::kTripletListHelp), "PATH");
   p.add_choice("split", "test", {"test", "val", "train", "all"}, "benchmark split (by ROI) to evaluate; all = every triplet");
   p.add_string("out", "", "run folder for the report, tables and figures", "DIR");
   p.add_string("labels", "", "true labels CSV (default: <data>/labels.csv when it exists)", "FILE");

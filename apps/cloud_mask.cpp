@@ -56,7 +56,8 @@ int run(int argc, char** argv) {
   if (in.empty() || out.empty()) throw cli::UsageError("--s2 FILE and --out FILE are required");
   cli::refuse_output_over_input("--out", out, {{"--s2", in}});
   cli::prepare_output_file("--out", out, /*stream_ok=*/false);  // a GeoTIFF
-  if (p.given("threshold") && p.given("cloud-threshold") && p.get_double("threshold") != p.get_double("cloud-threshold"))
+  if (p.given("threshold") && p.given("cloud-threshold") &&
+      p.get_double("threshold") != p.get_double("cloud-threshold"))
     throw cli::UsageError("--threshold and --cloud-threshold are one option: give it once");
   const char* threshold_name = p.given("threshold") ? "threshold" : "cloud-threshold";
   const double threshold = p.get_double(threshold_name);

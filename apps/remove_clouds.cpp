@@ -214,7 +214,8 @@ int run(int argc, char** argv) {
   p.add_string("s1", "", "single-image mode: Sentinel-1 GeoTIFF (VV, VH dB) on the same grid; required by SAR models",
                "FILE");
   p.add_string("out", "", "single-image mode: output GeoTIFF (uint16 DN)", "FILE");
-  p.add_string("data", "", "folder mode: SEN12MS-CR root (or a triplet list CSV (one triplet a line: s1,s2,s2_cloudy[,lc] paths, relative to the CSV)); every triplet of --split", "PATH");
+  p.add_string("data", "", str("folder mode: SEN12MS-CR root (or ", data::kTripletListHelp, "); every triplet of --split"),
+               "PATH");
   p.add_choice("split", "test", {"train", "val", "test", "all"},
                "folder mode: which benchmark split (by ROI) to process; all = every triplet (as cloud_impact)");
   p.add_string("out-dir", "", "folder mode: output folder, one <cloudy S2 file name> per triplet", "DIR");

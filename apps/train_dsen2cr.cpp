@@ -108,7 +108,8 @@ int run(int argc, char** argv) {
   cli::Parser p("train_dsen2cr",
                 "Train DSen2-CR (cloud removal) on SEN12MS-CR, resumable. Writes last.safetensors, "
                 "best.safetensors and metrics.csv into --out.");
-  p.add_string("data", "", "SEN12MS-CR root (nested ROIs*_s1/_s2/_s2_cloudy folders) or a triplet list CSV (one triplet a line: s1,s2,s2_cloudy[,lc] paths, relative to the CSV)", "PATH");
+  p.add_string("data", "", str("SEN12MS-CR root (nested ROIs*_s1/_s2/_s2_cloudy folders) or ", data::kTripletListHelp),
+               "PATH");
   p.add_string("out", "", "run folder for checkpoints and metrics.csv", "DIR");
   p.add_int("epochs", 8, "epochs to train in total (DSen2-CR: 8)").range(1, apps::kMaxEpochs);
   p.add_int("batch-size", 16, "batch size (DSen2-CR: 16); the last incomplete batch of an epoch is dropped")
@@ -203,7 +204,8 @@ int run(int argc, char** argv) {
   for (const data::Sen12mscrTriplet& t : val) names.push_back("val " + t.name());
   const apps::RunSettings settings{
       {"data", apps::data_fingerprint(names, str("triplets (", train.size(), " train, ", val.size(), " val)"))},
-      {"loss", p.get_string("loss") == "carl" ? str("carl --lambda ", exact_str(p.get_double("lambda"))) : p.get_string("loss")},
+      {"loss", p.get_string("loss") == "carl" ? str("carl --lambda ", exact_str(p.get_double("lambda")))
+                                              : p.get_string("loss")},
       {"cloud-threshold", exact_str(thr)},
       {"crop", str(crop)}};  // validation scores the top-left crop x crop window
   Metadata saved;

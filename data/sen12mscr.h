@@ -59,7 +59,9 @@ struct Sen12mscrIndex {
 
 // Walks the nested layout. lc_root: where the land cover lives (default: root).
 Sen12mscrIndex scan_sen12mscr(const std::string& root, const std::string& lc_root = "");
-// Reads the flat CSV form.
+// Reads the flat CSV form. kTripletListHelp: how the apps' --help names it.
+inline constexpr const char* kTripletListHelp =
+    "a triplet list CSV (one triplet a line: s1,s2,s2_cloudy[,lc] paths, relative to the CSV)";
 Sen12mscrIndex read_sen12mscr_list(const std::string& csv_path);
 
 // ---- one triplet -> one training sample ----

@@ -255,7 +255,8 @@ Tensor bn_relu_conv2d_bn_stats(const Tensor& x_in, const Tensor& in_weight, cons
   const Tensor iws = in_weight.defined() ? in_weight.detach() : Tensor();
   const Tensor ibs = in_bias.defined() ? in_bias.detach() : Tensor();
   const bool has_bias = b.defined();
-  record(op, {x, in_weight, in_bias, w, b}, y, {xs, ws_saved, m, is, iws, ibs}, [=](const Tensor& dy_in, GradSink& sink) {
+  record(op, {x, in_weight, in_bias, w, b}, y, {xs, ws_saved, m, is, iws, ibs},
+         [=](const Tensor& dy_in, GradSink& sink) {
     const bool through_bn = sink.needs(0) || sink.needs(1) || sink.needs(2);
     const bool need_dw = sink.needs(3), need_db = has_bias && sink.needs(4);
     if (!through_bn && !need_dw && !need_db) return;
