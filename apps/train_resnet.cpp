@@ -11,15 +11,23 @@
 // tiles are moved to the SEN12MS-CR order (data/sentinel2.h) before
 // anything else, like DSen2-CR's output, and the checkpoint says so in its
 // "bands" metadata, which classify and cloud_impact honour.
-// The split (stratified per class, from --seed) is written to <out>/split_*.txt;
-// input_norm mean/std (reflectance, per band) come from training tiles only
-// and are stored in the checkpoint. After every epoch: validation loss and
-// accuracy, <out>/last.safetensors (+ optimiser, epoch, RNG: --resume),
-// <out>/best.safetensors when validation accuracy improved, <out>/metrics.csv.
+// The split (stratified per class, from --seed; or --splits: the standard
+// eurosat-{train,val,test}.txt lists, or an earlier run's) is written to
+// <out>/split_*.txt; input_norm mean/std (reflectance, per band) come from
+// training tiles only and are stored in the checkpoint. After every epoch:
+// validation loss and accuracy, <out>/last.safetensors (+ optimiser, epoch,
+// RNG: --resume), <out>/best.safetensors when validation accuracy improved,
+// <out>/metrics.csv. At the end the test split is scored once, with
+// best.safetensors read back from its file (last.safetensors without
+// validation tiles): accuracy with its 95% interval and the confusion matrix
+// in <out>/test.json.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
+#include "apps/common/accuracy.h"
 #include "apps/common/band_order.h"
 #include "apps/common/device.h"
 #include "apps/common/progress.h"
@@ -33,6 +41,7 @@
 #include "engine/optim/lr_schedule.h"
 
 using namespace nimbus;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -43,12 +52,15 @@ struct Score {
   double loss = 0;
   int64_t correct = 0, n = 0;
   double acc() const { return n ? double(correct) / double(n) : std::nan(""); }
-  void add(const Tensor& logits, const std::vector<int64_t>& labels, double batch_loss) {
+  void add(const Tensor& logits, const std::vector<int64_t>& labels, double batch_loss,
+           ConfusionMatrix* confusion = nullptr) {
     const std::vector<float> l = logits.to_vector();
     const size_t K = size_t(logits.size(1));
     for (size_t i = 0; i < labels.size(); ++i) {
       const float* row = l.data() + i * K;
-      correct += int64_t(std::max_element(row, row + K) - row) == labels[i];
+      const int64_t pred = int64_t(std::max_element(row, row + K) - row);
+      correct += pred == labels[i];
+      if (confusion) confusion->add(int(labels[i]), int(pred));
     }
     loss += batch_loss * double(labels.size());
     n += int64_t(labels.size());
@@ -104,13 +116,14 @@ void input_norm_stats(const data::SampleFn& fn, size_t count, size_t n, std::vec
   }
 }
 
-// The score over the samples `which` of fn (this rank's share in a data-parallel run).
+// The score over the samples `which` of fn (this rank's share in a data-parallel run); each
+// (label, prediction) pair also counted in `confusion` when given.
 Score evaluate(models::Classifier& clf, const data::SampleFn& fn, const std::vector<size_t>& which, size_t batch,
-               Device dev) {
+               Device dev, const char* what = "validation", ConfusionMatrix* confusion = nullptr) {
   NoGradGuard ng;
   clf.eval();
   Score sc;
-  Progress bar("validation", int64_t(which.size()), stderr, Progress::Mode::Auto, "img");
+  Progress bar(what, int64_t(which.size()), stderr, Progress::Mode::Auto, "img");
   for (size_t b0 = 0; b0 < which.size(); b0 += batch) {
     std::vector<data::Sample> samples;
     std::vector<int64_t> labels;
@@ -120,11 +133,37 @@ Score evaluate(models::Classifier& clf, const data::SampleFn& fn, const std::vec
       labels.push_back(samples.back().label);
     }
     Tensor logits = clf.logits(apps::stack_field(samples, "image").to(dev));
-    sc.add(logits, labels, double(cross_entropy(logits, label_tensor(labels).to(dev)).item()));
+    sc.add(logits, labels, double(cross_entropy(logits, label_tensor(labels).to(dev)).item()), confusion);
     bar.update(int64_t(sc.n));
   }
   bar.finish();
   return sc;
+}
+
+// The test split, scored once at the end with the checkpoint a user goes on with (best.safetensors, or
+// last.safetensors when there were no validation tiles), read back from its file as classify reads it.
+// Rank 0 alone: another rank's --out may be a disk without the file. Printed, and written to `json_path`.
+void score_test_split(const std::string& checkpoint, const data::SampleFn& test_fn, size_t count, size_t batch,
+                      Device dev, const std::string& json_path) {
+  models::LoadedModel lm = models::load_model(checkpoint);
+  NIMBUS_CHECK(lm.model.classifier, checkpoint, ": holds no classifier");
+  models::Classifier& clf = *lm.model.classifier;
+  clf.to(dev);
+  std::vector<size_t> all(count);
+  for (size_t i = 0; i < count; ++i) all[i] = i;
+  ConfusionMatrix confusion(clf.config().classes);
+  const Score sc = evaluate(clf, test_fn, all, batch, dev, "test", &confusion);
+  const Proportion acc = confusion.accuracy();
+  std::vector<std::string> names(data::eurosat_class_names().begin(), data::eurosat_class_names().end());
+  json::write(json_path, json::object({{"checkpoint", json::string(fs::path(checkpoint).filename().string())},
+                                       {"epoch", json::number(double(lm.epoch))},
+                                       {"tiles", json::number(double(sc.n))},
+                                       {"loss", json::number(sc.mean_loss())},
+                                       {"accuracy", to_json(acc)},
+                                       {"confusion", to_json(confusion, names)}}));
+  std::printf("train_resnet: test accuracy %.4f (95%% interval %.4f-%.4f) on %lld tiles, %s of epoch %lld; %s\n",
+              acc.value, acc.lo, acc.hi, (long long)sc.n, fs::path(checkpoint).filename().string().c_str(),
+              (long long)lm.epoch, json_path.c_str());
 }
 
 int run(int argc, char** argv) {
@@ -150,6 +189,11 @@ int run(int argc, char** argv) {
       .range(1, models::kMaxWidth);
   p.add_double("train-fraction", 0.8, "share of each class for training (stratified split from --seed)").range(0, 1);
   p.add_double("val-fraction", 0.1, "share of each class for validation; the rest is the test split").range(0, 1);
+  p.add_string("splits", "",
+               "train, validate and test on the tiles a folder's split files list instead of a stratified split: the "
+               "standard eurosat-train.txt, eurosat-val.txt and eurosat-test.txt (Neumann et al. 2019, as torchgeo "
+               "uses them) or an earlier run's split_train.txt, split_val.txt and split_test.txt",
+               "DIR");
   p.add_string("bands", "eurosat",
                "band order of the tiles under --data: eurosat = B1..B8,B9..B12,B8A (EuroSAT MS files as "
                "distributed), sen12ms = B1..B8,B8A,B9..B12, or band names separated by commas; tiles are moved to "
@@ -171,18 +215,35 @@ int run(int argc, char** argv) {
       if (ms[i] <= ms[i - 1]) throw cli::UsageError("--milestones must be increasing epochs, e.g. 50,100,200");
   }
   const cli::CommonOptions common = apps::setup_device(p);
-  apps::check_ranks_agree(p, apps::kPerRankOptions);  // before any collective
+  const std::string splits_dir = p.get_string("splits");
+  if (!splits_dir.empty() && (p.given("train-fraction") || p.given("val-fraction")))
+    throw cli::UsageError("--splits takes the split from its files: --train-fraction and --val-fraction do not apply");
+  {  // before any collective; --splits names a rank's own copy of the files (their tiles are compared)
+    std::vector<std::string> per_rank = apps::kPerRankOptions;
+    per_rank.push_back("splits");
+    apps::check_ranks_agree(p, per_rank);
+  }
   const apps::RunPaths paths(training.out, "train_resnet");
   paths.refuse_over({{"--data", training.data}});
+  const std::array<std::string, 3> split_out = {paths.out + "/split_train.txt", paths.out + "/split_val.txt",
+                                                paths.out + "/split_test.txt"};
+  const std::string test_json = paths.out + "/test.json";
 
   // Data: index and split.
   data::EuroSat ds(training.data, /*check_files=*/false);
+  std::vector<std::string> split_files;
   const data::EuroSatSplit split =
-      ds.stratified_split(common.seed, p.get_double("train-fraction"), p.get_double("val-fraction"));
+      splits_dir.empty() ? ds.stratified_split(common.seed, p.get_double("train-fraction"), p.get_double("val-fraction"))
+                         : ds.read_split_folder(splits_dir, &split_files);
+  {  // the run rewrites its split files: an earlier run's, given as --splits, must not be this run's --out
+    std::vector<std::pair<std::string, std::string>> inputs;
+    for (const std::string& f : split_files) inputs.emplace_back("--splits", f);
+    for (const std::string& f : split_out) cli::refuse_output_over_input("--out", f, inputs);
+  }
   // One global batch at least (each rank takes --batch-size of it), before the split files are written.
   const size_t global_batch = size_t(training.batch) * size_t(world().size());
-  NIMBUS_CHECK(split.train.size() >= global_batch, training.data, ": ", split.train.size(),
-               " training tiles, fewer than one batch of ", training.batch,
+  NIMBUS_CHECK(split.train.size() >= global_batch, splits_dir.empty() ? training.data : split_files[0], ": ",
+               split.train.size(), " training tiles, fewer than one batch of ", training.batch,
                world().size() > 1 ? str(" on each of ", world().size(), " ranks") : std::string());
   const data::BandList file_bands = data::parse_bands(p.get_string("bands"), "--bands");
   NIMBUS_CHECK(file_bands.size() == size_t(data::kS2Bands), "--bands: a EuroSAT MS tile has ", data::kS2Bands,
@@ -212,18 +273,30 @@ int run(int argc, char** argv) {
   // anything is written (the split files, the --pack), so a refused resume leaves everything as it was.
   std::vector<std::string> tiles;
   for (const data::EuroSatItem& it : ds.items()) tiles.push_back(it.rel);
+  const auto split_fingerprint = [&] {  // --splits: the tiles of each part, by name
+    std::string text = "--splits";
+    const std::pair<const char*, const std::vector<size_t>*> parts[] = {
+        {"train", &split.train}, {"val", &split.val}, {"test", &split.test}};
+    for (const auto& [name, part] : parts) {
+      std::vector<std::string> rels;
+      for (size_t i : *part) rels.push_back(ds.items()[i].rel);
+      text += str(" ", apps::data_fingerprint(rels, str(name, " tiles")));
+    }
+    return text;
+  };
   const apps::RunSettings settings{
       {"data", apps::data_fingerprint(tiles, "tiles")},
-      {"split", str("--train-fraction ", exact_str(p.get_double("train-fraction")), " --val-fraction ",
-                    exact_str(p.get_double("val-fraction")))},
+      {"split", splits_dir.empty() ? str("--train-fraction ", exact_str(p.get_double("train-fraction")),
+                                         " --val-fraction ", exact_str(p.get_double("val-fraction")))
+                                   : split_fingerprint()},
       {"bands", data::bands_csv(file_bands)}};
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_resnet", paths, common.seed, settings, model,
                                          *opt, &saved);
   if (world().rank() == 0) {  // rank 0 alone writes into the run folder
-    ds.write_split_file(paths.out + "/split_train.txt", split.train);
-    ds.write_split_file(paths.out + "/split_val.txt", split.val);
-    ds.write_split_file(paths.out + "/split_test.txt", split.test);
+    ds.write_split_file(split_out[0], split.train);
+    ds.write_split_file(split_out[1], split.val);
+    ds.write_split_file(split_out[2], split.test);
   }
 
   // Sample functions (tiles reordered to sen12ms order), reading from the --pack when there is one.
@@ -248,6 +321,7 @@ int run(int argc, char** argv) {
   const data::SampleFn train_fn = data::eurosat_sample_fn(ds, split.train, train_opt);
   const data::SampleFn stats_fn = data::eurosat_sample_fn(ds, split.train, eval_opt);
   const data::SampleFn val_fn = data::eurosat_sample_fn(ds, split.val, eval_opt);
+  const data::SampleFn test_fn = data::eurosat_sample_fn(ds, split.test, eval_opt);
   if (split.val.empty() && world().rank() == 0)  // --val-fraction 0, or classes too small for it to round up
     std::fprintf(stderr, "train_resnet: no validation tiles (--val-fraction %g): no best.safetensors will be written\n",
                  p.get_double("val-fraction"));
@@ -331,7 +405,16 @@ int run(int argc, char** argv) {
                   paths.out.c_str());
     else
       std::printf("train_resnet: done, best validation accuracy %.4f; checkpoints in %s\n", best, paths.out.c_str());
+    // The validation never improving (NaN losses) leaves no best.safetensors: nothing to test then.
+    const std::string tested = split.val.empty() ? paths.last : paths.best;
+    if (split.test.empty() || !fs::exists(tested)) {
+      std::printf("train_resnet: %s: the test split is not scored\n",
+                  split.test.empty() ? "no test tiles" : str("no ", fs::path(tested).filename().string()).c_str());
+      fs::remove(test_json);  // an earlier run's score, in a folder this run has taken over
+    } else
+      score_test_split(tested, test_fn, split.test.size(), size_t(training.batch), common.device, test_json);
   }
+  world().barrier();  // the other ranks wait for rank 0's test score (a failure there stops them all)
   return 0;
 }
 

@@ -35,6 +35,22 @@ std::string all_names() {
   for (auto& n : eurosat_class_names()) s += (s.empty() ? "" : ", ") + n;
   return s;
 }
+// Where under `dir` the class folders are, when the root given is a folder above them (the
+// distributed zips unpack to EuroSAT_MS/ or ds/images/remote_sensing/otherDatasets/sentinel_2/tif/):
+// a hint for the error, "" when none is found within a few levels.
+std::string class_folders_under(const fs::path& dir) {
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
+       !ec && it != end; it.increment(ec)) {
+    if (it.depth() > 6) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_directory(ec) && it->path().filename() == eurosat_class_names()[0])
+      return str(" (the class folders are in ", it->path().parent_path().string(), ": give that folder as the root)");
+  }
+  return "";
+}
 bool is_tif(const fs::path& p) {
   auto e = p.extension().string();
   return e == ".tif" || e == ".tiff";
@@ -66,7 +82,7 @@ EuroSat::EuroSat(const std::string& root, bool check_files) : root_(root) {
     if (!e.is_directory() || name.starts_with(".")) continue;  // READMEs, split files, hidden folders
     const int label = class_index(name);
     NIMBUS_CHECK(label >= 0, "eurosat: ", e.path().string(), ": unknown class folder '", name, "' (expected ",
-                 all_names(), ")");
+                 all_names(), ")", class_folders_under(e.path()));
     seen[size_t(label)] = true;
     for (auto& f : fs::directory_iterator(e.path())) {
       if (!f.is_regular_file() || !is_tif(f.path())) continue;
@@ -109,11 +125,20 @@ EuroSatSplit EuroSat::stratified_split(uint64_t seed, double train_frac, double 
   return s;
 }
 
+// A line is a tile's path under the root ("Forest/Forest_3.tif", what write_split_file writes) or a
+// bare file name ("Forest_3.jpg"): the split lists of Neumann et al. 2019 that torchgeo and most
+// EuroSAT benchmarks use (eurosat-{train,val,test}.txt) name the RGB release's .jpg files, so a
+// bare name is matched by its stem, whatever its extension (.jpg, .tif, .tiff).
 std::vector<size_t> EuroSat::read_split_file(const std::string& path) const {
   std::ifstream in(path);
   NIMBUS_CHECK(in.good(), "eurosat: cannot read split file ", path);
-  std::map<std::string, size_t> by_rel;
-  for (size_t i = 0; i < items_.size(); ++i) by_rel[items_[i].rel] = i;
+  std::map<std::string, size_t> by_rel, by_stem;
+  std::map<std::string, std::string> stem_clash;  // a stem that two class folders hold: its second path
+  for (size_t i = 0; i < items_.size(); ++i) {
+    by_rel[items_[i].rel] = i;
+    const std::string stem = fs::path(items_[i].rel).stem().string();
+    if (!by_stem.emplace(stem, i).second) stem_clash.emplace(stem, items_[i].rel);
+  }
   std::vector<size_t> out;
   std::vector<bool> taken(items_.size(), false);
   std::string line;
@@ -124,12 +149,28 @@ std::vector<size_t> EuroSat::read_split_file(const std::string& path) const {
     size_t a = line.find_first_not_of(" \t");
     if (a == std::string::npos || line[a] == '#') continue;
     line = line.substr(a);
-    auto it = by_rel.find(line);
-    NIMBUS_CHECK(it != by_rel.end(), "eurosat: ", path, " line ", lineno, ": '", line, "' is not a tile under ",
-                 root_);
-    NIMBUS_CHECK(!taken[it->second], "eurosat: ", path, " line ", lineno, ": '", line, "' is listed twice");
-    taken[it->second] = true;
-    out.push_back(it->second);
+    const std::string where = str("eurosat: ", path, " line ", lineno, ": '", line, "'");
+    size_t index = 0;
+    if (line.find('/') != std::string::npos) {
+      auto it = by_rel.find(line);
+      NIMBUS_CHECK(it != by_rel.end(), where, " is not a tile under ", root_);
+      index = it->second;
+    } else {
+      const fs::path name(line);
+      const std::string ext = name.extension().string();
+      NIMBUS_CHECK(ext == ".jpg" || ext == ".tif" || ext == ".tiff", where,
+                   " is neither <Class>/<file>.tif nor a file name ending in .tif, .tiff or .jpg");
+      const std::string stem = name.stem().string();
+      auto it = by_stem.find(stem);
+      NIMBUS_CHECK(it != by_stem.end(), where, ": no tile named ", stem, ".tif under ", root_);
+      auto clash = stem_clash.find(stem);
+      NIMBUS_CHECK(clash == stem_clash.end(), where, " is ambiguous: both ", items_[it->second].rel, " and ",
+                   clash->second, " are under ", root_, " (write the class folder: <Class>/<file>.tif)");
+      index = it->second;
+    }
+    NIMBUS_CHECK(!taken[index], where, " is listed twice");
+    taken[index] = true;
+    out.push_back(index);
   }
   return out;
 }
@@ -143,6 +184,44 @@ void EuroSat::write_split_file(const std::string& path, const std::vector<size_t
     text += items_[i].rel + "\n";
   }
   write_file_atomic(path, text);
+}
+
+EuroSatSplit EuroSat::read_split_folder(const std::string& dir, std::vector<std::string>* files) const {
+  NIMBUS_CHECK(fs::is_directory(dir), "eurosat: split folder ", dir, " is not a folder");
+  const std::array<std::string, 3> parts = {"train", "val", "test"};
+  const auto set_of = [&](const std::string& prefix) {
+    std::vector<std::string> paths;
+    for (const std::string& part : parts) paths.push_back((fs::path(dir) / (prefix + part + ".txt")).string());
+    return paths;
+  };
+  const std::vector<std::string> standard = set_of("eurosat-"), ours = set_of("split_");
+  const auto count_there = [](const std::vector<std::string>& paths) {
+    return std::count_if(paths.begin(), paths.end(), [](const std::string& f) { return fs::exists(f); });
+  };
+  const long n_standard = count_there(standard), n_ours = count_there(ours);
+  NIMBUS_CHECK(n_standard == 0 || n_ours == 0, "eurosat: ", dir, " holds both eurosat-*.txt and split_*.txt ",
+               "split files: give a folder with one set");
+  NIMBUS_CHECK(n_standard + n_ours > 0, "eurosat: ", dir, " holds no split files (eurosat-train.txt, eurosat-val.txt, ",
+               "eurosat-test.txt, or an earlier run's split_train.txt, split_val.txt, split_test.txt)");
+  const std::vector<std::string>& chosen = n_standard > 0 ? standard : ours;
+  for (const std::string& f : chosen)
+    NIMBUS_CHECK(fs::exists(f), "eurosat: ", f, " is missing (the split needs its three files, ",
+                 fs::path(chosen[0]).filename().string(), ", ", fs::path(chosen[1]).filename().string(), " and ",
+                 fs::path(chosen[2]).filename().string(), "; an empty file for an empty part)");
+  EuroSatSplit s;
+  std::vector<int> part_of(items_.size(), -1);
+  std::vector<size_t>* out[3] = {&s.train, &s.val, &s.test};
+  for (int k = 0; k < 3; ++k) {
+    *out[k] = read_split_file(chosen[size_t(k)]);
+    for (size_t i : *out[k]) {
+      NIMBUS_CHECK(part_of[i] < 0, "eurosat: ", items_[i].rel, " is listed in both ", chosen[size_t(part_of[i])],
+                   " and ", chosen[size_t(k)]);
+      part_of[i] = k;
+    }
+    std::sort(out[k]->begin(), out[k]->end());
+  }
+  if (files) *files = chosen;
+  return s;
 }
 
 SampleFn eurosat_sample_fn(const EuroSat& ds, std::vector<size_t> indices, EuroSatSampleOptions options) {

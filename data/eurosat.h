@@ -4,7 +4,9 @@
 // Class index = alphabetical order of the 10 official names (AnnualCrop = 0 ...
 // SeaLake = 9). The index holds paths only; tiles are read when a sample is
 // made. Splits are stratified (per class) from a seed and fractions, or come
-// from split files listing relative paths, one per line.
+// from split files listing tiles one per line: as paths under the root
+// ("Forest/Forest_3.tif"), or as bare file names, as the standard split lists of
+// Neumann et al. 2019 (torchgeo's eurosat-{train,val,test}.txt, "Forest_3.jpg") do.
 #pragma once
 #include <array>
 #include <functional>
@@ -45,9 +47,17 @@ class EuroSat {
 
   // Per class: shuffle (seed), first round(train*n) -> train, next round(val*n) -> val, rest -> test.
   EuroSatSplit stratified_split(uint64_t seed, double train_frac, double val_frac) const;
-  // Indices of the relative paths listed in a split file ('#' comments and blank lines skipped).
+  // Indices of the tiles listed in a split file: "<Class>/<file>.tif", or a bare "<file>.jpg|.tif|.tiff"
+  // matched by its stem ('#' comments and blank lines skipped). A tile not under the root, a name two
+  // class folders hold, or a tile listed twice is an Error naming the file and line.
   std::vector<size_t> read_split_file(const std::string& path) const;
   void write_split_file(const std::string& path, const std::vector<size_t>& indices) const;
+  // The split a folder's files give: the standard lists eurosat-{train,val,test}.txt (Neumann et al.
+  // 2019; torchgeo's; 16,200 / 5,400 / 5,400 tiles of the full dataset) or an earlier run's
+  // split_{train,val,test}.txt. The three files of one set must all be there (an empty one is an empty
+  // part); a folder with both sets, or neither, or a tile in two parts is an Error naming the files.
+  // Each part sorted as stratified_split's are; `files` (optional) gets the three paths read.
+  EuroSatSplit read_split_folder(const std::string& dir, std::vector<std::string>* files = nullptr) const;
 
  private:
   std::string root_;

@@ -104,6 +104,76 @@ TEST_CASE("eurosat: stratified split is per class, complete, disjoint and seeded
   CHECK_THROWS_WITH_AS(ds.read_split_file(tmp / "dup.txt"), doctest::Contains("listed twice"), Error);
 }
 
+// The split lists of Neumann et al. 2019 (torchgeo's eurosat-{train,val,test}.txt) name the RGB release's
+// files, "Forest_3.jpg", one per line, with no class folder.
+TEST_CASE("eurosat: split files of bare names (the standard eurosat-*.txt lists) match tiles by their stem") {
+  TempDir tmp;
+  write_tree(tmp.path, std::vector<int>(10, 3));
+  EuroSat ds(tmp.path.string());
+  spit(tmp / "eurosat-val.txt", "Forest_3.jpg\nSeaLake_1.jpg\r\nRiver_2.tif\nAnnualCrop/AnnualCrop_2.tif\n");
+  const std::vector<size_t> v = ds.read_split_file(tmp / "eurosat-val.txt");
+  REQUIRE(v.size() == 4);
+  CHECK(ds.items()[v[0]].rel == "Forest/Forest_3.tif");
+  CHECK(ds.items()[v[1]].rel == "SeaLake/SeaLake_1.tif");
+  CHECK(ds.items()[v[2]].rel == "River/River_2.tif");
+  CHECK(ds.items()[v[3]].label == 0);
+  // The same tile by its name and by its path is listed twice.
+  spit(tmp / "twice.txt", "Forest_3.jpg\nForest/Forest_3.tif\n");
+  CHECK_THROWS_WITH_AS(ds.read_split_file(tmp / "twice.txt"), doctest::Contains("twice.txt line 2"), Error);
+  spit(tmp / "missing.txt", "Forest_3.jpg\nForest_4.jpg\n");
+  CHECK_THROWS_WITH_AS(ds.read_split_file(tmp / "missing.txt"), doctest::Contains("no tile named Forest_4.tif"),
+                       Error);
+  spit(tmp / "png.txt", "Forest_3.png\n");
+  CHECK_THROWS_WITH_AS(ds.read_split_file(tmp / "png.txt"), doctest::Contains("png.txt line 1"), Error);
+  // A name that two class folders hold cannot be placed by its name alone.
+  write_tile(tmp / "Forest/tile_9.tif");
+  write_tile(tmp / "River/tile_9.tif");
+  EuroSat two(tmp.path.string());
+  spit(tmp / "ambiguous.txt", "tile_9.jpg\n");
+  CHECK_THROWS_WITH_AS(two.read_split_file(tmp / "ambiguous.txt"), doctest::Contains("ambiguous"), Error);
+  spit(tmp / "placed.txt", "River/tile_9.tif\n");
+  CHECK(two.items()[two.read_split_file(tmp / "placed.txt").at(0)].label == 8);
+}
+
+TEST_CASE("eurosat: a folder of split files gives the split (the standard set or a run's own)") {
+  TempDir tmp;
+  write_tree(tmp / "data", std::vector<int>(10, 4));
+  EuroSat ds(tmp / "data");
+  // A run's own files read back to the split that wrote them.
+  const EuroSatSplit s = ds.stratified_split(3, 0.5, 0.25);
+  fs::create_directories(tmp / "run");
+  ds.write_split_file(tmp / "run/split_train.txt", s.train);
+  ds.write_split_file(tmp / "run/split_val.txt", s.val);
+  ds.write_split_file(tmp / "run/split_test.txt", s.test);
+  std::vector<std::string> files;
+  const EuroSatSplit back = ds.read_split_folder(tmp / "run", &files);
+  CHECK(back.train == s.train);
+  CHECK(back.val == s.val);
+  CHECK(back.test == s.test);
+  CHECK(files.at(2) == tmp / "run/split_test.txt");
+  // The standard set, bare names in any order; each part comes back sorted.
+  fs::create_directories(tmp / "std");
+  spit(tmp / "std/eurosat-train.txt", "SeaLake_4.jpg\nForest_1.jpg\nAnnualCrop_2.jpg\n");
+  spit(tmp / "std/eurosat-val.txt", "River_3.jpg\n");
+  spit(tmp / "std/eurosat-test.txt", "");
+  const EuroSatSplit st = ds.read_split_folder(tmp / "std");
+  REQUIRE(st.train.size() == 3);
+  CHECK(std::is_sorted(st.train.begin(), st.train.end()));
+  CHECK(ds.items()[st.train[0]].rel == "AnnualCrop/AnnualCrop_2.tif");
+  CHECK(ds.items()[st.val.at(0)].rel == "River/River_3.tif");
+  CHECK(st.test.empty());
+  // A tile in two parts, a missing part, both sets, neither: errors naming the files.
+  spit(tmp / "std/eurosat-test.txt", "Forest_1.jpg\n");
+  CHECK_THROWS_WITH_AS(ds.read_split_folder(tmp / "std"),
+                       doctest::Contains("Forest/Forest_1.tif is listed in both"), Error);
+  fs::remove(tmp / "std/eurosat-test.txt");
+  CHECK_THROWS_WITH_AS(ds.read_split_folder(tmp / "std"), doctest::Contains("eurosat-test.txt is missing"), Error);
+  spit(tmp / "std/split_val.txt", "");
+  CHECK_THROWS_WITH_AS(ds.read_split_folder(tmp / "std"), doctest::Contains("holds both"), Error);
+  fs::create_directories(tmp / "empty");
+  CHECK_THROWS_WITH_AS(ds.read_split_folder(tmp / "empty"), doctest::Contains("holds no split files"), Error);
+}
+
 TEST_CASE("eurosat: bad folders and tiles are errors naming them") {
   const std::vector<int> one(10, 1);
   {
@@ -112,6 +182,14 @@ TEST_CASE("eurosat: bad folders and tiles are errors naming them") {
     fs::create_directories(tmp / "Forrest");
     spit(tmp / "Forrest/x.tif", "");
     CHECK_THROWS_WITH_AS(EuroSat(tmp.path.string()), doctest::Contains("unknown class folder 'Forrest'"), Error);
+  }
+  {  // the root given one level too high (EuroSATallBands.zip unpacks to ds/images/.../tif/<Class>/): named
+    TempDir tmp;
+    write_tree(tmp / "ds/images/remote_sensing/otherDatasets/sentinel_2/tif", one);
+    const std::string where = tmp / "ds/images/remote_sensing/otherDatasets/sentinel_2/tif";
+    CHECK_THROWS_WITH_AS(EuroSat(tmp.path.string()),
+                         doctest::Contains(("the class folders are in " + where + ": give that folder").c_str()), Error);
+    CHECK(EuroSat(where).size() == 10);
   }
   {
     TempDir tmp;

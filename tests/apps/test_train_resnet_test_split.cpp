@@ -1,0 +1,182 @@
+// test_train_resnet_test_split.cpp: train_resnet's split from files (--splits: the standard
+// eurosat-{train,val,test}.txt lists of bare names, or an earlier run's split_*.txt) and its score on
+// the test split at the end (test.json), checked against classify's predictions for the same tiles
+// from the same checkpoint: two programs, one answer.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "apps/common/accuracy.h"
+#include "data/eurosat.h"
+#include "data/synthetic.h"
+#include "engine/io/json.h"
+#include "models/model_io.h"
+#include "tests/apps/app_runner.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// 6 synthetic EuroSAT tiles per class; the standard lists' form: tiles 0-3 train, 4 val, 5 test.
+struct StandardSplit {
+  std::string data, lists;
+  std::vector<std::string> test_paths;  // the test tiles' files
+  std::vector<int> test_labels;
+};
+StandardSplit make_standard_split(const TempDir& d) {
+  StandardSplit s{d / "eurosat", d / "lists", {}, {}};
+  for (int c = 0; c < 10; ++c)
+    for (int i = 0; i < 6; ++i) data::write_eurosat_tile(s.data, 42, c, i);
+  fs::create_directories(s.lists);
+  data::EuroSat ds(s.data);
+  std::map<std::string, std::string> text;
+  std::map<int, int> seen;
+  for (const data::EuroSatItem& it : ds.items()) {
+    const int k = seen[it.label]++;
+    const std::string part = k < 4 ? "train" : k == 4 ? "val" : "test";
+    text[part] += fs::path(it.rel).stem().string() + ".jpg\n";  // the RGB release's name, as the lists write it
+    if (part == "test") {
+      s.test_paths.push_back(it.path);
+      s.test_labels.push_back(it.label);
+    }
+  }
+  for (const auto& [part, t] : text) std::ofstream(s.lists + "/eurosat-" + part + ".txt") << t;
+  return s;
+}
+
+std::vector<std::string> args(const std::string& data, const std::string& out) {
+  return {"--data",   data, "--out",    out, "--epochs", "2", "--batch-size", "8", "--block",   "basic", "--blocks",
+          "1,1,1,1", "--width", "4", "--threads", "1", "--workers", "1"};
+}
+std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& more) {
+  a.insert(a.end(), more.begin(), more.end());
+  return a;
+}
+
+// A member of a JSON object (the test fails, naming it, when it is not there).
+const json::Value& at(const json::Value& v, const std::string& key) {
+  const json::Value* m = v.get(key);
+  REQUIRE_MESSAGE(m != nullptr, "no '" << key << "'");
+  return *m;
+}
+
+// Lines of a file, in order.
+std::vector<std::string> lines_of(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> v;
+  for (std::string l; std::getline(in, l);) v.push_back(l);
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("train_resnet --splits: trains on the standard lists and scores the test split as classify does") {
+  TempDir d("resnet_splits");
+  const StandardSplit s = make_standard_split(d);
+  AppResult r = run_app("train_resnet", with(args(s.data, d / "run"), {"--splits", s.lists}));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK_MESSAGE(r.output.find("40 train / 10 val tiles") != std::string::npos, r.output);
+  // The run's own split files name the listed tiles, in the folder form.
+  const std::vector<std::string> test_rel = lines_of(d / "run/split_test.txt");
+  REQUIRE(test_rel.size() == 10);
+  for (size_t i = 0; i < test_rel.size(); ++i) CHECK(s.test_paths[i].ends_with("/" + test_rel[i]));
+  CHECK(lines_of(d / "run/split_train.txt").size() == 40);
+
+  // test.json: best.safetensors's score on the 10 test tiles.
+  const json::Value t = json::parse(read_file(d / "run/test.json"));
+  CHECK(at(t, "checkpoint").s == "best.safetensors");
+  CHECK(at(t, "tiles").num == 10);
+  const int64_t correct = int64_t(at(at(t, "accuracy"), "correct").num);
+  CHECK(at(at(t, "accuracy"), "total").num == 10);
+  CHECK(at(at(t, "accuracy"), "accuracy").num == doctest::Approx(double(correct) / 10));
+  CHECK(at(t, "epoch").num == double(models::load_model(d / "run/best.safetensors").epoch));
+  CHECK_MESSAGE(r.output.find("test accuracy") != std::string::npos, r.output);
+
+  // classify, from the same checkpoint, on the same tiles: the same correct count, and the confusion
+  // matrix's rows are the labels, its columns classify's classes.
+  std::vector<std::string> cargs = {"--weights", d / "run/best.safetensors", "--out", d / "p.csv", "--threads", "1"};
+  cargs.insert(cargs.end(), s.test_paths.begin(), s.test_paths.end());
+  AppResult c = run_app("classify", cargs);
+  REQUIRE_MESSAGE(c.exit_code == 0, c.output);
+  const std::vector<std::string> rows = lines_of(d / "p.csv");
+  REQUIRE(rows.size() == 11);
+  std::map<std::string, int> predicted;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const std::vector<std::string> f = csv_fields(rows[i]);
+    predicted[f.at(0)] = std::stoi(f.at(1));
+  }
+  ConfusionMatrix want(10);
+  for (size_t i = 0; i < s.test_paths.size(); ++i) want.add(s.test_labels[i], predicted.at(s.test_paths[i]));
+  CHECK(want.accuracy().k == correct);
+  const json::Value& m = at(at(t, "confusion"), "counts");
+  REQUIRE(m.arr.size() == 10);
+  for (int a = 0; a < 10; ++a)
+    for (int b = 0; b < 10; ++b) CHECK(m.arr[size_t(a)].arr.at(size_t(b)).num == double(want.count(a, b)));
+
+  // Resumed with the stratified split instead: another run, refused before any work.
+  AppResult other = run_app("train_resnet", with(args(s.data, d / "run"), {"--resume", "--epochs", "3"}));
+  CHECK(other.exit_code != 0);
+  CHECK_MESSAGE(other.output.find("split") != std::string::npos, other.output);
+  // Resumed with its own split files copied elsewhere: the same tiles, so the same run.
+  fs::create_directories(d / "copy");
+  for (const char* f : {"split_train.txt", "split_val.txt", "split_test.txt"})
+    fs::copy_file(d / (std::string("run/") + f), d / (std::string("copy/") + f));
+  AppResult same = run_app("train_resnet", with(args(s.data, d / "run"), {"--resume", "--splits", d / "copy"}));
+  CHECK_MESSAGE(same.exit_code == 0, same.output);
+}
+
+TEST_CASE("train_resnet --splits: contradicting options, the run's own folder and a bad list are refused") {
+  TempDir d("resnet_splits_bad");
+  const StandardSplit s = make_standard_split(d);
+  AppResult both = run_app("train_resnet", with(args(s.data, d / "a"), {"--splits", s.lists, "--val-fraction", "0.2"}));
+  CHECK(both.exit_code == 2);
+  CHECK_MESSAGE(both.output.find("--train-fraction and --val-fraction do not apply") != std::string::npos, both.output);
+  // A run's split files given back as --splits of the same --out would be rewritten while read.
+  fs::create_directories(d / "b");
+  for (const char* part : {"train", "val", "test"})
+    fs::copy_file(s.lists + "/eurosat-" + part + ".txt", d / ("b/split_" + std::string(part) + ".txt"));
+  AppResult over = run_app("train_resnet", with(args(s.data, d / "b"), {"--splits", d / "b"}));
+  CHECK(over.exit_code == 2);
+  CHECK_MESSAGE(over.output.find("--splits") != std::string::npos, over.output);
+  // A listed tile that is not there: the list and its line named, nothing written.
+  std::ofstream(s.lists + "/eurosat-val.txt", std::ios::app) << "Forest_999.jpg\n";
+  AppResult missing = run_app("train_resnet", with(args(s.data, d / "c"), {"--splits", s.lists}));
+  CHECK(missing.exit_code == 1);
+  CHECK_MESSAGE(missing.output.find("eurosat-val.txt line 11") != std::string::npos, missing.output);
+  CHECK_FALSE(fs::exists(d / "c/last.safetensors"));
+}
+
+TEST_CASE("train_resnet: without test tiles no test.json, and an earlier run's is removed") {
+  TempDir d("resnet_no_test");
+  const StandardSplit s = make_standard_split(d);
+  fs::create_directories(d / "run");
+  std::ofstream(d / "run/test.json") << "{\"from\": \"an earlier run\"}\n";
+  AppResult r = run_app("train_resnet",
+                        with(args(s.data, d / "run"), {"--train-fraction", "0.8", "--val-fraction", "0.2", "--overwrite"}));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK_MESSAGE(r.output.find("no test tiles: the test split is not scored") != std::string::npos, r.output);
+  CHECK_FALSE(fs::exists(d / "run/test.json"));
+}
+
+#ifdef NIMBUS_MPIEXEC
+TEST_CASE("data parallel: rank 0 alone scores the test split, once, from the checkpoint it wrote") {
+  TempDir d("dp_resnet_test_split");
+  const StandardSplit s = make_standard_split(d);  // 40 training tiles: 5 global batches of 8
+  std::vector<std::string> a = with(args(s.data, d / "run"), {"--splits", s.lists});
+  a[7] = "4";  // --batch-size, per rank
+  AppResult r = run_app_mpi(2, "train_resnet", a);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  const std::string marker = "train_resnet: test accuracy ";
+  const size_t first = r.output.find(marker);
+  REQUIRE_MESSAGE(first != std::string::npos, r.output);
+  CHECK(r.output.find(marker, first + 1) == std::string::npos);
+  const json::Value t = json::parse(read_file(d / "run/test.json"));
+  CHECK(at(t, "tiles").num == 10);  // every test tile, not one rank's share
+  CHECK(at(at(t, "accuracy"), "total").num == 10);
+}
+#endif
