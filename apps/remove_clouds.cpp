@@ -140,6 +140,7 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
     std::copy(v.begin(), v.end(), s2);
     if (s1) {
       std::vector<float> r = data::read_geotiff(s1_path, win).data;
+      data::check_s1_in_db(s1_path, r.data(), r.size());  // window by window: a granule is never held whole
       fill(r, fill1);
       std::copy(r.begin(), r.end(), s1);
     }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -292,6 +293,22 @@ void check_s1_band_order(const std::string& path, const std::vector<std::string>
                "as VV, VH");
 }
 
+void check_s1_in_db(const std::string& path, const float* values, size_t n) {
+  size_t nonzero = 0, positive = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float v = values[i];
+    if (!std::isfinite(v) || v == 0.f) continue;  // NaN holes and zero fill say nothing about the scale
+    ++nonzero;
+    positive += v > 0.f;
+  }
+  if (nonzero < kS1ScaleMinValues) return;
+  NIMBUS_CHECK(double(positive) <= kS1MaxPositiveShare * double(nonzero), "sen12mscr: ", path, ": ",
+               std::lround(100.0 * double(positive) / double(nonzero)), "% of its S1 values are above 0, so they are "
+               "not backscatter in dB (SEN12MS-CR's S1: 10 log10 of the linear power, mostly -30..0 dB) but linear "
+               "power or amplitude, which the model's clip to [-25, 0] and [-32.5, 0] dB would flatten; write them as "
+               "10 log10 of the power");
+}
+
 std::pair<int, int> check_triplet_files(const Sen12mscrTriplet& t, const RasterPack* pack) {
   struct Part {
     const std::string* path;
@@ -335,7 +352,10 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
   const std::string* paths[3] = {&t.s1, &t.s2, &t.s2_cloudy};
   for (int i = 0; i < 3; ++i) {
     r[i] = read_window_via(o.pack.get(), *paths[i], win);
-    if (i == 0) fill_nan_with_mean(r[i].data.data(), r[i].data.size());  // S1 float32; the S2 integers have no NaN
+    if (i == 0) {  // S1 float32; the S2 integers have no NaN
+      check_s1_in_db(t.s1, r[i].data.data(), r[i].data.size());
+      fill_nan_with_mean(r[i].data.data(), r[i].data.size());
+    }
     if (!on_device) flip_rotate(r[i], d.flip, d.rot);
   }
   Raster& sar = r[0];

@@ -86,6 +86,15 @@ struct TripletSampleOptions {
 // that swapped them) is an Error naming it; no descriptions, or others, are taken as SEN12MS-CR's order.
 void check_s1_band_order(const std::string& path, const std::vector<std::string>& band_descriptions);
 
+// SEN12MS-CR's S1 is backscatter in dB (10 log10 of the linear power): mostly -30..0, above 0 only on
+// bright targets, and VH hardly ever. A re-export in linear power or amplitude is all positive, and the
+// model's clip to [-25, 0] / [-32.5, 0] dB (normalize.h) would turn it into a flat SAR input in silence.
+// Error naming the file when, of at least kS1ScaleMinValues finite non-zero values (both bands
+// together), more than kS1MaxPositiveShare are above 0. The readers of S1 run it on what they read.
+inline constexpr size_t kS1ScaleMinValues = 64;
+inline constexpr double kS1MaxPositiveShare = 0.9;
+void check_s1_in_db(const std::string& path, const float* values, size_t n);
+
 // The triplet's three files as load_triplet needs them (S1 2-band float32, both S2 13-band uint16 in
 // SEN12MS-CR's band order, one size), read from `pack` when it holds them: their (height, width), or an
 // Error naming the file. load_triplet runs it on every triplet; train_dsen2cr on the first before any work.

@@ -35,6 +35,7 @@ Scene load_scene(const data::Sen12mscrTriplet& t, const data::CloudDetectorOptio
   NIMBUS_CHECK(sar.bands == models::kS1Bands, "cloud_impact: ", t.s1, ": S1 has ", sar.bands,
                " bands, expected 2 (VV, VH)");
   data::check_s1_band_order(t.s1, sar.band_names);
+  data::check_s1_in_db(t.s1, sar.data.data(), sar.data.size());
   for (const auto* r : {&target, &sar}) {
     const std::string& path = r == &target ? t.s2 : t.s1;
     NIMBUS_CHECK(r->height == cloudy.height && r->width == cloudy.width, "cloud_impact: ", path, " is ", r->width,

@@ -1326,6 +1326,18 @@ TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with 
   REQUIRE_MESSAGE(linked.exit_code == 0, linked.output);
   CHECK(fs::is_symlink(d / "link.tif"));
   CHECK(read_file(produced) == read_file(d / "v.tif"));
+  // S1 in linear power (a re-export without the dB step): refused naming the file, no output written.
+  data::Raster power = data::read_geotiff(v.s1);
+  for (float& x : power.data) x = std::pow(10.f, x / 10.f);
+  data::WriteOptions f32;
+  f32.type = data::SampleType::Float32;
+  data::write_geotiff(d / "power_s1.tif", power, f32);
+  AppResult lin = run_app("remove_clouds", {"--weights", ckpt, "--s2", v.s2_cloudy, "--s1", d / "power_s1.tif",
+                                            "--out", d / "lin.tif", "--threads", "1"});
+  CHECK(lin.exit_code == 1);
+  CHECK_MESSAGE(lin.output.find(d / "power_s1.tif" + ": 100% of its S1 values are above 0") != std::string::npos,
+                lin.output);
+  CHECK_FALSE(fs::exists(d / "lin.tif"));
 }
 
 TEST_CASE("apps: --device cuda is a clear error (exit 1) and --help works (exit 0)") {

@@ -189,6 +189,51 @@ TEST_CASE("sen12mscr: an S1 file whose band descriptions say VH, VV is refused n
   }
 }
 
+// SEN12MS-CR's S1 is in dB; the same backscatter in linear power (or amplitude) is all positive, and the
+// model's clip to [-25, 0] dB flattened it into a constant SAR input without a word.
+TEST_CASE("sen12mscr: S1 in linear power or amplitude is refused naming the file; dB passes, the real file too") {
+  const std::string real_path = real_fixture(glf + "s1/ROIs1970_fall_139_p839.tif");
+  const Raster real = read_geotiff(real_path);
+  size_t positive = 0;
+  for (float v : real.data) positive += v > 0;
+  MESSAGE("the real S1's share of values above 0 dB: ", double(positive) / double(real.data.size()));
+  CHECK(double(positive) < 0.05 * double(real.data.size()));  // the rule's margin on real data
+  CHECK_NOTHROW(check_s1_in_db(real_path, real.data.data(), real.data.size()));
+  std::vector<float> power = real.data, amplitude = real.data;
+  for (float& v : power) v = std::pow(10.f, v / 10.f);
+  for (float& v : amplitude) v = 1000.f * std::sqrt(std::pow(10.f, v / 10.f));
+  CHECK_THROWS_WITH_AS(check_s1_in_db("power.tif", power.data(), power.size()),
+                       doctest::Contains("power.tif: 100% of its S1 values are above 0"), Error);
+  CHECK_THROWS_WITH_AS(check_s1_in_db("amplitude.tif", amplitude.data(), amplitude.size()),
+                       doctest::Contains("amplitude.tif: 100%"), Error);
+  // At the share's edge: 90% positive passes, 91% does not; NaN holes and zero fill are not counted, and
+  // fewer than 64 counted values decide nothing.
+  std::vector<float> v(100, -12.f);
+  std::fill(v.begin(), v.begin() + 90, 0.5f);
+  CHECK_NOTHROW(check_s1_in_db("edge.tif", v.data(), v.size()));
+  v[90] = 0.5f;
+  CHECK_THROWS_AS(check_s1_in_db("edge.tif", v.data(), v.size()), Error);
+  std::vector<float> holes(1000, std::nanf(""));
+  std::fill(holes.begin(), holes.begin() + 400, 0.f);
+  std::fill(holes.begin() + 400, holes.begin() + 463, 0.3f);  // 63 values, all positive
+  CHECK_NOTHROW(check_s1_in_db("holes.tif", holes.data(), holes.size()));
+  holes[463] = 0.3f;
+  CHECK_THROWS_AS(check_s1_in_db("holes.tif", holes.data(), holes.size()), Error);
+  // A triplet whose S1 was re-exported in linear power: refused when loaded, naming it.
+  TempDir tmp;
+  write_triplet(tmp.path, 1158, 1, 1);
+  const Sen12mscrTriplet t = scan_sen12mscr(tmp.path.string()).triplets.at(0);
+  Raster s1 = read_geotiff(t.s1);
+  for (float& x : s1.data) x = std::pow(10.f, x / 10.f);
+  WriteOptions o;
+  o.type = SampleType::Float32;
+  write_geotiff(t.s1, s1, o);
+  Rng rng(1);
+  TripletSampleOptions whole;
+  whole.augment = AugmentConfig{0, false, false};
+  CHECK_THROWS_WITH_AS(load_triplet(t, rng, whole), doctest::Contains((t.s1 + ": 100%").c_str()), Error);
+}
+
 TEST_CASE("sen12mscr: SEN12MS land cover is paired when present, here or under lc_root") {
   TempDir tmp, lcroot;
   write_triplet(tmp.path, 1158, 1, 1);
