@@ -31,6 +31,7 @@
 #include "apps/common/device.h"
 #include "apps/common/progress.h"
 #include "data/geotiff.h"
+#include "data/normalize.h"
 #include "data/sen12mscr.h"
 #include "models/model_io.h"
 
@@ -41,7 +42,7 @@ namespace {
 
 // The value fill_nan_with_mean would put in place of NaN in a whole float file (the mean of its
 // other values, in double), found by reading it a block of rows at a time; nullopt when it has no
-// NaN (integer files never do, and are not read). The sum runs in fill_nan_with_mean's order (band
+// NaN (integer files never do, and are not read), NaN when it has nothing else. The sum runs in fill_nan_with_mean's order (band
 // by band, row by row), one pass per band, so the value is the same bits.
 std::optional<float> nan_fill_value(const std::string& path, const data::TiffInfo& info) {
   if (info.type != data::SampleType::Float32) return std::nullopt;
@@ -61,7 +62,7 @@ std::optional<float> nan_fill_value(const std::string& path, const data::TiffInf
       for (size_t i = 0; i < size_t(r.width) * size_t(r.height); ++i)
         if (!std::isnan(p[i])) sum += double(p[i]), ++count;
     });
-  return count ? float(sum / double(count)) : 0.f;
+  return count ? float(sum / double(count)) : std::nanf("");
 }
 
 // Output tiles of the GeoTIFF: 256 (GDAL's default block), smaller for a small image.
@@ -91,12 +92,13 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
     NIMBUS_CHECK(grid.empty(), s1_path, " and ", s2_path, " are not on the same grid (", grid,
                  "): the SAR must be co-registered with the optical image");
   }
-  // NaN is filled with the whole file's mean, as DSen2-CR does per patch (integer files have none).
+  // NaN is filled with the whole file's mean, as DSen2-CR does per patch (integer files have none). A
+  // file of nothing but NaN: S2 0 (fill_nan_with_mean's), S1 its bands' clip floors (fill_s1_nan's).
   const std::optional<float> fill2 = nan_fill_value(s2_path, i2), fill1 = sar ? nan_fill_value(s1_path, i1) : std::nullopt;
   auto fill = [](std::vector<float>& v, std::optional<float> with) {
     if (with)
       for (float& x : v)
-        if (std::isnan(x)) x = *with;
+        if (std::isnan(x)) x = std::isnan(*with) ? 0.f : *with;
   };
 
   const int T = output_tile(H, W);
@@ -141,7 +143,8 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
     if (s1) {
       std::vector<float> r = data::read_geotiff(s1_path, win).data;
       data::check_s1_in_db(s1_path, r.data(), r.size());  // window by window: a granule is never held whole
-      fill(r, fill1);
+      if (fill1 && std::isnan(*fill1)) data::fill_s1_nan(r.data(), r.size() / 2);
+      else fill(r, fill1);
       std::copy(r.begin(), r.end(), s1);
     }
   };

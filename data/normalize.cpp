@@ -18,6 +18,14 @@ size_t fill_nan_with_mean(float* x, size_t n) {
   return n - good;
 }
 
+size_t fill_s1_nan(float* x, size_t hw) {
+  const size_t n = 2 * hw;
+  if (std::any_of(x, x + n, [](float v) { return !std::isnan(v); })) return fill_nan_with_mean(x, n);
+  std::fill(x, x + hw, kS1VVMin);
+  std::fill(x + hw, x + n, kS1VHMin);
+  return n;
+}
+
 void normalize_s2(float* x, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] = std::clamp(x[i], 0.f, kS2ClipMax) / kS2Scale;
 }

@@ -27,6 +27,11 @@ void normalize_s2(float* x, size_t n);    // any number of bands: n = bands * h 
 void denormalize_s2(float* x, size_t n);  // back to DN: x * 2000 (not clipped)
 
 // x holds (2, hw): VV plane then VH plane.
+// S1 (VV, VH; hw pixels each): NaN filled as fill_nan_with_mean does (DSen2-CR's patch mean, both bands
+// together), except that a window with no value at all gets each band's clip floor (kS1VVMin,
+// kS1VHMin): normalised, 0, no backscatter, as the zero padding past an image's edge, where the mean's
+// fallback 0 dB is the brightest SAR the model is shown. Returns how many were replaced.
+size_t fill_s1_nan(float* x, size_t hw);
 void normalize_s1(float* x, size_t hw);
 void denormalize_s1(float* x, size_t hw);  // back to dB
 

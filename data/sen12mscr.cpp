@@ -354,7 +354,7 @@ Sample load_triplet(const Sen12mscrTriplet& t, Rng& rng, const TripletSampleOpti
     r[i] = read_window_via(o.pack.get(), *paths[i], win);
     if (i == 0) {  // S1 float32; the S2 integers have no NaN
       check_s1_in_db(t.s1, r[i].data.data(), r[i].data.size());
-      fill_nan_with_mean(r[i].data.data(), r[i].data.size());
+      fill_s1_nan(r[i].data.data(), size_t(r[i].width) * size_t(r[i].height));
     }
     if (!on_device) flip_rotate(r[i], d.flip, d.rot);
   }

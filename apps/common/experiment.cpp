@@ -53,7 +53,8 @@ Scene load_scene(const data::Sen12mscrTriplet& t, const data::CloudDetectorOptio
                                     data::sen12ms_bands(), path);
   }
   // NaN as DSen2-CR reads them: the window mean (integer S2 files have none, but a float one may).
-  for (auto* r : {&cloudy, &target, &sar}) data::fill_nan_with_mean(r->data.data(), r->data.size());
+  for (auto* r : {&cloudy, &target}) data::fill_nan_with_mean(r->data.data(), r->data.size());
+  data::fill_s1_nan(sar.data.data(), size_t(sar.width) * size_t(sar.height));
   s.height = cloudy.height;
   s.width = cloudy.width;
   s.cloudy = std::move(cloudy.data);

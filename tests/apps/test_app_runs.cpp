@@ -1443,6 +1443,15 @@ TEST_CASE("remove_clouds: streams a scene by windows and stripes into a tiled Ge
   data::write_geotiff(d / "memory_nan.tif", want, data::WriteOptions{});
   CHECK(filled.data == data::read_geotiff(d / "memory_nan.tif").data);  // the same fill value, to the bit
   CHECK(filled.data != whole.data);  // the holes mattered
+  // A SAR file of nothing but NaN (outside the S1 swath): each band's clip floor, as in memory (fill_s1_nan).
+  data::Raster empty = in1;
+  std::fill(empty.data.begin(), empty.data.end(), std::nanf(""));
+  data::write_geotiff(d / "s1_empty.tif", empty, f32);
+  const data::Raster no_sar = run(d / "no_sar.tif", s2, d / "s1_empty.tif", {"--stripe", "256"});
+  data::fill_s1_nan(empty.data.data(), size_t(600) * 600);
+  want.data = apps::remove_clouds_tiled(*m.dsen2cr, in2.data.data(), empty.data.data(), 600, 600, o);
+  data::write_geotiff(d / "memory_empty.tif", want, data::WriteOptions{});
+  CHECK(no_sar.data == data::read_geotiff(d / "memory_empty.tif").data);
 }
 
 TEST_CASE("real fixtures: remove_clouds keeps georeferencing and classify reads EuroSAT tiles") {

@@ -38,3 +38,14 @@ TEST_CASE("normalize: NaN becomes the mean of the whole window, all bands togeth
   CHECK(fill_nan_with_mean(all_nan.data(), 2) == 2);
   CHECK(all_nan == std::vector<float>{0, 0});
 }
+
+TEST_CASE("normalize: S1 NaN is the window's mean; a window of nothing else is each band's floor, 0 normalised") {
+  std::vector<float> x = {-10, NAN, /* VH */ NAN, -20};
+  CHECK(fill_s1_nan(x.data(), 2) == 2);
+  CHECK(x == std::vector<float>{-10, -15, -15, -20});  // DSen2-CR's: both bands' mean
+  std::vector<float> none = {NAN, NAN, NAN, NAN};
+  CHECK(fill_s1_nan(none.data(), 2) == 4);
+  CHECK(none == std::vector<float>{kS1VVMin, kS1VVMin, kS1VHMin, kS1VHMin});
+  normalize_s1(none.data(), 2);
+  CHECK(none == std::vector<float>{0, 0, 0, 0});  // no backscatter, not 0 dB (normalised kS1Max)
+}
