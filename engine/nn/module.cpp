@@ -49,16 +49,29 @@ void Module::collect(const std::string& prefix, int kinds, NamedTensors& out) co
   for (const auto& [n, child] : children_) child->collect(prefix + n + ".", kinds, out);
 }
 
+namespace {
+// A tensor reached under several names (a module registered twice, a weight tied between two layers)
+// kept once, under its first name: PyTorch's remove_duplicate. An optimiser given both would step it
+// twice (ours refuses), and num_parameters would count it twice.
+NamedTensors first_names(NamedTensors all) {
+  NamedTensors out;
+  std::set<const TensorImpl*> seen;
+  for (auto& [n, t] : all)
+    if (seen.insert(t.impl()).second) out.emplace_back(std::move(n), std::move(t));
+  return out;
+}
+}  // namespace
+
 NamedTensors Module::named_parameters() const {
   NamedTensors out;
   collect("", kParams, out);
-  return out;
+  return first_names(std::move(out));
 }
 
 NamedTensors Module::named_buffers() const {
   NamedTensors out;
   collect("", kBuffers, out);
-  return out;
+  return first_names(std::move(out));
 }
 
 NamedTensors Module::state_dict() const {

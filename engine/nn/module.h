@@ -53,6 +53,8 @@ class Module {
   }
 
   // ---- walking (recursive, PyTorch order, dotted names) ----
+  // A tensor reached under several names (tied weights, a module registered twice) is listed once by
+  // named_parameters and named_buffers, under its first name, and under every name by state_dict: PyTorch's.
   NamedTensors named_parameters() const;
   NamedTensors named_buffers() const;
   NamedTensors state_dict() const;  // parameters and buffers, interleaved per module as PyTorch does

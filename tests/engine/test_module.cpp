@@ -14,6 +14,7 @@
 #include "engine/ops/arith.h"
 #include "engine/ops/activation.h"
 #include "engine/ops/loss.h"
+#include "engine/optim/sgd.h"
 #include "tests/common/check.h"
 
 using namespace nimbus;
@@ -306,4 +307,35 @@ TEST_CASE("init: PyTorch default bounds, kaiming/he uniform and normal, constant
   // Same seed, same model.
   Rng r1(5), r2(5);
   CHECK(Conv2d(3, 4, 3, 1, 1, true, r1).weight.to_vector() == Conv2d(3, 4, 3, 1, 1, true, r2).weight.to_vector());
+}
+
+// A weight tied between two layers (or one layer registered twice) is one parameter, as in PyTorch:
+// listed once, under its first name, counted once, stepped once with the gradients of both uses summed;
+// state_dict keeps every name (PyTorch's checkpoints of tied models hold both).
+TEST_CASE("module: a tied weight is one parameter: listed, counted and stepped once, saved under each name") {
+  Rng rng(4);
+  auto shared = std::make_shared<Linear>(3, 3, false, rng);
+  Module net;
+  net.register_module("first", shared);
+  auto second = net.register_module("second", std::make_shared<Linear>(3, 3, false, rng));
+  net.register_module("again", shared);               // the same layer under another name
+  Module tied;
+  tied.register_parameter("w", second->weight);       // a weight tied into another module
+  net.register_module("tied", std::shared_ptr<Module>(&tied, [](Module*) {}));
+  CHECK(keys(net.named_parameters()) == std::vector<std::string>{"first.weight", "second.weight"});
+  CHECK(keys(net.state_dict()) ==
+        std::vector<std::string>{"first.weight", "second.weight", "again.weight", "tied.w"});
+  CHECK(net.num_parameters() == 18);
+  // y = second(shared(shared(x))): the shared weight is used twice, its gradient is both uses' sum.
+  const Tensor x = Tensor::randn({2, 3}, rng);
+  const Tensor target = Tensor::randn({2, 3}, rng);
+  const std::vector<float> w0 = shared->weight.to_vector();
+  Tensor loss = mse_loss(second->forward(shared->forward(shared->forward(x))), target);
+  loss.backward();
+  const std::vector<float> g = shared->weight.grad().to_vector();
+  SGD opt(net.named_parameters(), SGDOptions{0.5});  // given every name, an optimiser refuses the second
+  opt.step();
+  const std::vector<float> w1 = shared->weight.to_vector();
+  for (size_t i = 0; i < w0.size(); ++i) CHECK(w1[i] == doctest::Approx(w0[i] - 0.5 * g[i]).epsilon(1e-6));
+  CHECK_THROWS_WITH_AS(SGD(net.state_dict(), SGDOptions{0.5}), doctest::Contains("same tensor as another"), Error);
 }
