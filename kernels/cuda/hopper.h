@@ -93,8 +93,9 @@ __device__ __forceinline__ void mbarrier_inval(uint64_t* bar NIMBUS_HP_SITE) {
 #endif
 }
 
-// Makes mbarrier.init visible to the cluster's async proxy; a CTA-only kernel needs the
-// __syncthreads() that follows. The emulator has nothing to do.
+// Makes this thread's mbarrier.init visible to the async proxy (the TMA that signals the barrier) and
+// the cluster; the other threads of the block then need the __syncthreads() that follows. The emulator
+// refuses a bulk copy that signals a barrier no such fence (or a fence.proxy.async) has covered.
 __device__ __forceinline__ void fence_mbarrier_init() {
 #ifdef __CUDACC__
 #if NIMBUS_DEVICE_SM90
@@ -102,6 +103,8 @@ __device__ __forceinline__ void fence_mbarrier_init() {
 #else
   NIMBUS_HP_UNSUPPORTED();
 #endif
+#else
+  ::nimbus::emu::fence_mbarrier_init();
 #endif
 }
 

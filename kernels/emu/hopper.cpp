@@ -16,7 +16,10 @@
  * init count in [1, 2^20 - 1]; use before init; use by another thread before any __syncthreads() or
  * warp sync since the init (the init is a plain shared-memory write: others see it after a barrier);
  * arrive count above the pending arrivals; tx-count outside [-(2^20 - 1), 2^20 - 1]; re-init or inval
- * while copies are in flight or threads wait. A wait that can never end is a deadlock report naming
+ * while copies are in flight or threads wait; a bulk copy signalling an mbarrier whose init no fence
+ * has made visible to the async proxy since (fence.mbarrier_init by the thread that initialised it, or
+ * fence.proxy.async by any thread, as the CUDA Programming Guide's TMA examples do before their
+ * __syncthreads()): on a GPU the copy engine may see the barrier's old bytes. A wait that can never end is a deadlock report naming
  * the call site, the phase, the pending arrivals and the tx-count.
  *
  * The copy engine is lazy, on purpose: a cp.async.bulk.tensor fills its destination with 0xFF (NaN)
@@ -148,6 +151,7 @@ struct Mbarrier {
   const char* init_file = "";
   int init_line = 0;
   int waiters = 0;
+  bool init_visible = false;  // a fence since the init made it visible to the async proxy (TMA)
   std::vector<BulkCopy> copies;
 };
 
@@ -834,7 +838,12 @@ EMU_NO_TSAN void tma_load(int rank, void* dst, const CUtensorMap* map, uint64_t*
     } else if ((m = find_bar(bar, op, file, line, err)) != nullptr) {
       HopperBlock& h = block();
       auto it = h.inflight.upper_bound(d + bytes - 1);
-      if (strict() && it != h.inflight.begin() && std::prev(it)->second > d)
+      if (!m->init_visible)
+        err = str(op, " at ", site(file, line), ": the mbarrier at ", static_cast<const void*>(bar),
+                  " (initialised at ", site(m->init_file, m->init_line), ") is not yet visible to the async proxy "
+                  "that signals it: fence.mbarrier_init (fence_mbarrier_init()) by the initialising thread, or "
+                  "fence.proxy.async, after the init");
+      else if (strict() && it != h.inflight.begin() && std::prev(it)->second > d)
         err = str(op, " at ", site(file, line), ": destination ", dst, " (", bytes,
                   " bytes) overlaps the destination of a bulk copy still in flight at ",
                   reinterpret_cast<const void*>(std::prev(it)->first),
@@ -862,6 +871,14 @@ EMU_NO_TSAN void fence_proxy_async_shared() {
   TsanIgnore ignore;
   HopperBlock& h = block();
   std::memcpy(h.view.data(), dynamic_smem(), h.view.size());
+  for (auto& [a, m] : h.bars) m.init_visible = true;  // lenient, as for stores: any thread's fence
+}
+
+EMU_NO_TSAN void fence_mbarrier_init() {
+  TsanIgnore ignore;
+  const int tid = current_thread_id();
+  for (auto& [a, m] : block().bars)
+    if (m.init_tid == tid) m.init_visible = true;  // this thread's inits only, as PTX orders them
 }
 
 void wgmma_mma_async(const WgmmaShape& shape, float* d, const uint32_t* a, uint64_t desc_a, uint64_t desc_b,

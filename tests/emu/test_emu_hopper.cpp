@@ -244,6 +244,10 @@ struct TmaArgs {
   uint32_t dst_offset;  // from the 1024-aligned dynamic shared memory
   int expect_extra;     // added to the expect_tx count (a wrong count must hang)
   int store_in_flight;  // thread 0 stores into the destination before waiting (strict: error)
+  // How the barrier's init is made visible to the copy engine before the __syncthreads(): 1 thread 0's
+  // fence.mbarrier_init (right), 0 no fence, 2 thread 1's fence.mbarrier_init (orders only thread 1's
+  // inits), 3 thread 1's fence.proxy.async (enough).
+  int fence = 1;
 };
 __global__ void tma_kernel(const __grid_constant__ CUtensorMap map, TmaArgs a, unsigned char* out,
                            unsigned char* early) {
@@ -252,6 +256,12 @@ __global__ void tma_kernel(const __grid_constant__ CUtensorMap map, TmaArgs a, u
   unsigned char* dst = smem + a.dst_offset;
   const int tid = int(threadIdx.x), n = int(blockDim.x);
   if (tid == 0) mbarrier_init(bar, 1);
+  if (tid == (a.fence == 1 ? 0 : 1) && a.fence != 0) {
+    if (a.fence == 3)
+      fence_proxy_async_shared();
+    else
+      fence_mbarrier_init();
+  }
   __syncthreads();
   if (tid == 0) {
     (void)mbarrier_arrive_expect_tx(bar, uint32_t(int(a.box_bytes) + a.expect_extra));
@@ -429,6 +439,13 @@ TEST_CASE("hopper: TMA misuse is reported") {
   CHECK_MESSAGE(contains(m, "was written while the copy was in flight"), m);
   m = run({3, {0, 0, 0}, 1024, 1024, 0, 0}, map);
   CHECK_MESSAGE(contains(m, "the tensor map has rank 2"), m);
+  // The barrier's init must reach the async proxy before a copy signals it.
+  for (int fence : {0, 2}) {
+    CAPTURE(fence);
+    m = run({2, {0, 0, 0}, 1024, 1024, 0, 0, fence}, map);
+    CHECK_MESSAGE(contains(m, "is not yet visible to the async proxy that signals it"), m);
+  }
+  CHECK(run({2, {0, 0, 0}, 1024, 1024, 0, 0, 3}, map) == "(no error)");
   cuda::TensorMapDesc plain = d;
   plain.swizzle = cuda::TmaSwizzle::None;
   alignas(64) CUtensorMap map_plain;
