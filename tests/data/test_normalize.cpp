@@ -39,7 +39,7 @@ TEST_CASE("normalize: NaN becomes the mean of the whole window, all bands togeth
   CHECK(all_nan == std::vector<float>{0, 0});
 }
 
-TEST_CASE("normalize: S1 NaN is the window's mean; a window of nothing else is each band's floor, 0 normalised") {
+TEST_CASE("normalize: S1 NaN is the window's mean, and a window of nothing else is each band's floor, 0 normalised") {
   std::vector<float> x = {-10, NAN, /* VH */ NAN, -20};
   CHECK(fill_s1_nan(x.data(), 2) == 2);
   CHECK(x == std::vector<float>{-10, -15, -15, -20});  // DSen2-CR's: both bands' mean

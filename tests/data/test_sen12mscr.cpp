@@ -191,7 +191,7 @@ TEST_CASE("sen12mscr: an S1 file whose band descriptions say VH, VV is refused n
 
 // SEN12MS-CR's S1 is in dB; the same backscatter in linear power (or amplitude) is all positive, and the
 // model's clip to [-25, 0] dB flattened it into a constant SAR input without a word.
-TEST_CASE("sen12mscr: S1 in linear power or amplitude is refused naming the file; dB passes, the real file too") {
+TEST_CASE("sen12mscr: S1 in linear power or amplitude is refused naming the file, while dB passes, the real file too") {
   const std::string real_path = real_fixture(glf + "s1/ROIs1970_fall_139_p839.tif");
   const Raster real = read_geotiff(real_path);
   size_t positive = 0;
