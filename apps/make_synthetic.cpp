@@ -115,7 +115,7 @@ int run(int argc, char** argv) {
             "with --granule: the S2 scene's swath edge, no data (0 in every band, GDAL nodata 0) left of a diagonal "
             "from W pixels wide at the top to none at the bottom (0 = every pixel has data)", "W")
       .range(0, 40000);
-  cli::add_common_options(p);
+  cli::add_common_options(p, /*with_device=*/false);
   p.parse_or_exit(argc, argv);
   const std::string out = p.get_string("out");
   const int64_t n_eurosat = p.get_int("eurosat-per-class"), n_cr = p.get_int("sen12mscr");

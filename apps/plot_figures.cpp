@@ -16,7 +16,7 @@ namespace {
 int run(int argc, char** argv) {
   cli::Parser p("plot_figures", "Draw a cloud_impact run's figures (fig_*.png, fig_*.svg) from its figures.json.");
   p.add_positional("RUN_DIR", "the cloud_impact output folder (holds figures.json)");
-  cli::add_common_options(p);
+  cli::add_common_options(p, /*with_device=*/false);
   p.parse_or_exit(argc, argv);
   cli::apply_common_options(p);
   if (p.positionals().size() != 1) throw cli::UsageError("give exactly one RUN_DIR");

@@ -287,8 +287,9 @@ bool Parser::declared(const std::string& name) const {
   return false;
 }
 
-void add_common_options(Parser& p) {
-  p.add_choice("device", "auto", {"cpu", "cuda", "auto"}, "where to compute; auto picks cuda when available");
+void add_common_options(Parser& p, bool with_device) {
+  if (with_device)
+    p.add_choice("device", "auto", {"cpu", "cuda", "auto"}, "where to compute; auto picks cuda when available");
   p.add_int("threads", 0, "CPU threads (0 = all cores)").range(0, 4096);
   p.add_int("seed", 42, "random seed: the same seed repeats a run exactly on the same device, whatever --threads "
             "(on the CPU every sum is split by the shapes alone, not by the thread count)").range(0, 9223372036854775807.0);
@@ -296,7 +297,7 @@ void add_common_options(Parser& p) {
 
 CommonOptions apply_common_options(const Parser& p) {
   CommonOptions c;
-  std::string dev = p.get_string("device");
+  const std::string dev = p.declared("device") ? p.get_string("device") : "cpu";
   if (dev == "auto") {
     c.device = device_available(Device::CUDA) ? Device::CUDA : Device::CPU;
   } else {

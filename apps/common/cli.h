@@ -127,7 +127,9 @@ struct CommonOptions {
   std::string precision = "fp32";  // the apps that run a model: --precision resolved (apps/common/device.h)
 };
 // Adds --device cpu|cuda|auto (default auto), --threads N (0 = all cores), --seed N (default 42).
-void add_common_options(Parser& p);
+// with_device false: the programs that compute nothing on a device (make_synthetic, plot_figures) take
+// --threads and --seed only (a --device there was accepted and did nothing); their device is the CPU.
+void add_common_options(Parser& p, bool with_device = true);
 // Reads them back, sets the OpenMP thread count and seeds the global RNG.
 // Throws Error when --device cuda is asked for but no CUDA runtime is present.
 CommonOptions apply_common_options(const Parser& p);

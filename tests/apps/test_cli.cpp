@@ -191,4 +191,13 @@ TEST_CASE("cli: common options resolve the device, threads and seed") {
     cuda.parse({"--device", "cuda"});
     CHECK_THROWS_WITH_AS(apply_common_options(cuda), doctest::Contains("no CUDA device"), Error);
   }
+  // Without --device (make_synthetic, plot_figures: nothing to compute on a device): the CPU, and a
+  // --device given is a usage error rather than an option that does nothing.
+  Parser host("host", "test");
+  add_common_options(host, /*with_device=*/false);
+  host.parse({"--threads", "1"});
+  CHECK(apply_common_options(host).device == Device::CPU);
+  Parser given("host", "test");
+  add_common_options(given, /*with_device=*/false);
+  CHECK_THROWS_AS(given.parse({"--device", "cpu"}), UsageError);
 }
