@@ -223,6 +223,7 @@ int run(int argc, char** argv) {
     if (fs::is_regular_file(guess)) metrics_csv = guess.string();
   }
   if (!metrics_csv.empty()) (void)apps::training_curve(metrics_csv);  // a bad file fails now, not after the work
+  const std::optional<apps::ClassifierTest> classifier_test = apps::read_classifier_test(classifier);  // so does this
   data::CloudDetectorOptions det;
   det.cloud_threshold = p.get_double("cloud-threshold");
   // A model trained with CARL on masks of another threshold (its clear pixels): worth a line, not a
@@ -269,6 +270,7 @@ int run(int argc, char** argv) {
   apps::ReportOptions ro;
   ro.out_dir = out;
   ro.classifier_metrics = metrics_csv;
+  ro.classifier_test = classifier_test;
   if (lm.has_input_norm)  // in SEN12MS order, as the per-band errors (the classifier's may be another)
     ro.classifier_std_dn = apps::classifier_std_dn(lm.model.classifier->input_norm().std.to_vector(), model_bands);
   std::vector<double> covers;

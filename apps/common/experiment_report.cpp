@@ -193,6 +193,41 @@ plot::LineChart training_curve(const std::string& path) {
   return c;
 }
 
+std::optional<ClassifierTest> read_classifier_test(const std::string& classifier_path) {
+  namespace fs = std::filesystem;
+  const fs::path file = fs::path(classifier_path).parent_path() / "test.json";
+  if (!fs::is_regular_file(file)) return std::nullopt;
+  const std::string path = file.string();
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  NIMBUS_CHECK(in.good() || in.eof(), path, ": cannot read the classifier's test score");
+  const json::Value v = json::parse(text.str());
+  const auto member = [&](const json::Value& o, const char* key, json::Value::Type type) -> const json::Value& {
+    const json::Value* m = o.is(json::Value::Type::Object) ? o.get(key) : nullptr;
+    NIMBUS_CHECK(m && m->is(type), path, ": no '", key, "' of the right type (train_resnet's test.json has "
+                 "checkpoint, epoch, tiles, accuracy{correct, total}, confusion)");
+    return *m;
+  };
+  ClassifierTest t;
+  t.path = path;
+  t.checkpoint = member(v, "checkpoint", json::Value::Type::String).s;
+  if (t.checkpoint != fs::path(classifier_path).filename().string()) return std::nullopt;  // it scored another file
+  t.epoch = int64_t(member(v, "epoch", json::Value::Type::Number).num);
+  const json::Value& acc = member(v, "accuracy", json::Value::Type::Object);
+  const double k = member(acc, "correct", json::Value::Type::Number).num,
+               n = member(acc, "total", json::Value::Type::Number).num;
+  NIMBUS_CHECK(k >= 0 && n >= k && n < 9e15 && k == std::floor(k) && n == std::floor(n), path, ": accuracy ", k,
+               " correct of ", n, " is not a count of tiles");
+  t.accuracy = wilson_interval(int64_t(k), int64_t(n));  // from the counts, not the file's rounded rate
+  return t;
+}
+
+std::string classifier_test_line(const ClassifierTest& t) {
+  return str("EuroSAT test accuracy ", percent_ci(t.accuracy), " on ", t.accuracy.n, " tiles (`", t.path, "`: ",
+             t.checkpoint, t.epoch >= 0 ? str(" of epoch ", t.epoch) : std::string(), ")");
+}
+
 Example make_example(const Scene& s, const std::vector<float>& removed_dn, const std::string& removed_title,
                      const std::string& caption) {
   const int H = s.height, W = s.width, C = models::kS2Bands;
@@ -235,9 +270,17 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
       by_band.obj.push_back({std::string(data::kS2BandNames[c]), json::number(o.classifier_std_dn[c])});
     results.obj.push_back({"classifier_input_std_dn", by_band});
   }
+  if (o.classifier_test)
+    results.obj.push_back({"classifier_eurosat_test",
+                           json::object({{"file", json::string(o.classifier_test->path)},
+                                         {"checkpoint", json::string(o.classifier_test->checkpoint)},
+                                         {"epoch", json::number(double(o.classifier_test->epoch))},
+                                         {"accuracy", to_json(o.classifier_test->accuracy)}})});
   results.obj.push_back(
       {"paper", json::object({{"aarnoutse_witte_accuracy_cloudy", json::number(kPaperCloudyAccuracy)},
-                              {"aarnoutse_witte_accuracy_dsen2cr", json::number(kPaperDsen2crAccuracy)}})});
+                              {"aarnoutse_witte_accuracy_dsen2cr", json::number(kPaperDsen2crAccuracy)},
+                              {"aarnoutse_witte_classifier_best_val_accuracy",
+                               json::number(kPaperClassifierValAccuracy)}})});
   json::write(dir + "results.json", results);
   const std::string t1 = table1_markdown(e);
   write_file_atomic(dir + "table1.md", t1);
@@ -321,6 +364,10 @@ std::string write_report(const Experiment& e, const ReportOptions& o) {
        "classifier labels the pristine (cloud-free) scene, and those labels are the reference for the cloudy "
        "scene and for the cloud-removed one. Settings: `results.json` (\"settings\").\n\n"
     << "## Table 1: classification accuracy\n\n"
+    << (o.classifier_test ? "The classifier: " + classifier_test_line(*o.classifier_test) +
+                                "; Aarnoutse & Witte report " + pct(kPaperClassifierValAccuracy) +
+                                " best validation accuracy on EuroSAT (13 bands), and no test accuracy.\n\n"
+                          : std::string())
     << t1 << "\n"
     << "## Accuracy by cloud cover of the input\n\n"
     << "Cover = fraction of the cloudy scene the DSen2-CR detector calls cloud; accuracy vs pristine-derived "

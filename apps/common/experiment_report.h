@@ -3,7 +3,8 @@
 //
 // Files written into the run folder (docs/experiment.md explains each):
 //   report.md                  tables + figures, the papers' numbers beside ours
-//   results.json               every number (Experiment::to_json + run settings)
+//   results.json               every number (Experiment::to_json + run settings; the classifier's
+//                              EuroSAT test score when its test.json is beside it)
 //   predictions.csv            one row per scene: cover, true label, each method's class
 //   quality.csv                one row per (scene, method): the 14 image metrics
 //   table1.md                  Table 1 alone (also printed by cloud_impact)
@@ -15,6 +16,7 @@
 //   fig_examples.png                example panels across the cloud-cover range
 // The fig_* files only when the build has PLplot (plot.h); plot_figures draws them later otherwise.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,7 @@ namespace nimbus::apps {
 // Paper figures we compare with (reference/experiment.md, dsen2cr-sen12mscr.md §5.3).
 inline constexpr double kPaperCloudyAccuracy = 0.3987;   // Aarnoutse & Witte, Table 1
 inline constexpr double kPaperDsen2crAccuracy = 0.7565;  // same, DSen2-CR (with SAR)
+inline constexpr double kPaperClassifierValAccuracy = 0.929;  // same, the classifier's best validation accuracy
 
 // "39.87% [35.1, 44.9]" style cell.
 std::string percent_ci(const Proportion& p);
@@ -47,6 +50,20 @@ std::vector<double> classifier_std_dn(const std::vector<float>& std, const data:
 // train_resnet's metrics.csv -> accuracy-per-epoch chart (every *_acc column). Error naming the file.
 plot::LineChart training_curve(const std::string& metrics_csv);
 
+// The classifier's own score on the EuroSAT test split, from the test.json train_resnet writes beside
+// its checkpoints. Only when that file scored this checkpoint (its "checkpoint" names the classifier's
+// file name); nullopt when there is no such file or it scored another. Error naming the file when it
+// is malformed.
+struct ClassifierTest {
+  std::string path;        // the test.json read
+  std::string checkpoint;  // the file it scored ("best.safetensors")
+  int64_t epoch = -1;
+  Proportion accuracy;
+};
+std::optional<ClassifierTest> read_classifier_test(const std::string& classifier_path);
+// "EuroSAT test accuracy 91.2% [89.1, 93.0] on 2700 tiles (test.json: best.safetensors of epoch 37)".
+std::string classifier_test_line(const ClassifierTest& t);
+
 // One example: its panels (cloudy RGB, SAR, mask, cloud-removed RGB, target RGB) and a caption.
 struct Example {
   std::string caption;
@@ -64,6 +81,7 @@ struct ReportOptions {
   std::string trained_with;        // under the quality table: the losses our DSen2-CR models were trained with
   std::vector<Example> examples;
   std::vector<double> classifier_std_dn;  // classifier_std_dn() (13, SEN12MS order), or empty: no input_norm
+  std::optional<ClassifierTest> classifier_test;  // read_classifier_test(), or none
 };
 // Writes every file listed above. Returns the path of report.md.
 std::string write_report(const Experiment& e, const ReportOptions& o);

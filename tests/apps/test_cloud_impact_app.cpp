@@ -113,16 +113,31 @@ TEST_CASE("cloud_impact app: a tiny run writes every file and the numbers agree"
   const std::string report = test::read_file(out + "/report.md");
   CHECK(report.find("| DSen2-CR, L1 (Meraner et al.) | 0.0270 | 0.0398 |") != std::string::npos);
   CHECK_MESSAGE(report.find("DSen2-CR with SAR was trained with `--loss l1`") != std::string::npos, report);
+  CHECK(report.find("EuroSAT test accuracy") == std::string::npos);  // no test.json beside the classifier
+  CHECK(res.get("classifier_eurosat_test") == nullptr);
 
   // Run again into the same folder: an earlier cloud_impact run's, so it is replaced. This time with a
-  // model trained with CARL on masks of threshold 0.3, against this run's 0.2: said.
+  // model trained with CARL on masks of threshold 0.3, against this run's 0.2: said. And with the
+  // classifier's EuroSAT test score beside it (train_resnet's test.json, for this file): reported, its
+  // interval recomputed from the counts (the rate in the file is ignored).
+  spit(t.dir + "/test.json", "{\"checkpoint\": \"clf.safetensors\", \"epoch\": 3, \"tiles\": 10, "
+                             "\"accuracy\": {\"accuracy\": 0.1, \"correct\": 7, \"total\": 10}}\n");
   const auto again = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr_carl, "--data", t.data,
                                                     "--split", "all", "--out", out, "--threads", "1", "--examples", "1"});
   CHECK_MESSAGE(again.exit_code == 0, again.output);
   CHECK_MESSAGE(again.output.find("was trained with --cloud-threshold 0.3; this run's detector uses 0.2") !=
                     std::string::npos,
                 again.output);
-  CHECK(test::read_file(out + "/report.md").find("trained with `--loss carl --lambda 1`") != std::string::npos);
+  const std::string report2 = test::read_file(out + "/report.md");
+  CHECK(report2.find("trained with `--loss carl --lambda 1`") != std::string::npos);
+  CHECK_MESSAGE(report2.find("The classifier: EuroSAT test accuracy 70.00% [39.7, 89.2] on 10 tiles (`" + t.dir +
+                             "/test.json`: clf.safetensors of epoch 3); Aarnoutse & Witte report 92.90%") !=
+                    std::string::npos,
+                report2);
+  const json::Value res2 = json::parse(test::read_file(out + "/results.json"));
+  REQUIRE(res2.get("classifier_eurosat_test") != nullptr);
+  CHECK(res2.get("classifier_eurosat_test")->get("accuracy")->get("correct")->num == 7);
+  CHECK(res2.get("classifier_eurosat_test")->get("accuracy")->get("accuracy")->num == doctest::Approx(0.7));
 }
 
 // --out holding someone else's files (a report, figures named like ours) is refused before any work:
@@ -169,6 +184,21 @@ TEST_CASE("cloud_impact app: a folder of other files and a bad metrics file are 
   CHECK_MESSAGE(r.output.find("cloud_impact: 4 scenes") == std::string::npos, r.output);  // before the work
   for (const char* f : {"predictions.csv", "quality.csv", "results.json", "table1.md", "report.md"})
     CHECK_MESSAGE(!fs::exists(out + "/" + f), f);
+  // A test.json beside the classifier that scored it but is not train_resnet's: refused before the work,
+  // named. One that scored another file of the folder (last.safetensors) is not this classifier's: left out.
+  fs::remove(t.dir + "/metrics.csv");  // beside the classifier it would be read (and refused) first
+  spit(t.dir + "/test.json", "{\"checkpoint\": \"clf.safetensors\", \"epoch\": 3}\n");
+  r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all", "--out",
+                                     out, "--threads", "1"});
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(r.output.find(t.dir + "/test.json: no 'accuracy'") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("cloud_impact: 4 scenes") == std::string::npos, r.output);
+  spit(t.dir + "/test.json", "{\"checkpoint\": \"last.safetensors\", \"epoch\": 3, \"accuracy\": "
+                             "{\"correct\": 1, \"total\": 2}}\n");
+  r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all", "--out",
+                                     out, "--threads", "1", "--examples", "0"});
+  CHECK_MESSAGE(r.exit_code == 0, r.output);
+  CHECK(test::read_file(out + "/report.md").find("EuroSAT test accuracy") == std::string::npos);
 }
 
 TEST_CASE("cloud_impact app: wrong checkpoint, empty split and missing options are clear errors") {
