@@ -89,8 +89,15 @@ std::optional<BandList> s2_bands_of(const std::string& path, const std::vector<s
   const std::filesystem::path p(path);
   const std::string name = p.filename().string(), folder = p.parent_path().filename().string();
   const auto& classes = eurosat_class_names();
-  if (std::find(classes.begin(), classes.end(), folder) != classes.end() && name.starts_with(folder + "_"))
-    return eurosat_bands();
+  const bool class_folder = std::find(classes.begin(), classes.end(), folder) != classes.end();
+  if (class_folder && name.starts_with(folder + "_")) return eurosat_bands();
+  // EuroSAT's own file name, <Class>_<n>.tif, out of any class folder (tiles gathered in one folder; in
+  // another class's folder the two disagree and say nothing).
+  const std::string stem = p.stem().string(), ext = p.extension().string();
+  for (const std::string& c : classes)
+    if (!class_folder && (ext == ".tif" || ext == ".tiff") && stem.size() > c.size() + 1 && stem.starts_with(c + "_") &&
+        std::all_of(stem.begin() + ptrdiff_t(c.size() + 1), stem.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+      return eurosat_bands();
   if (name.starts_with("ROIs") && name.find("_s2_") != std::string::npos)  // also _s2_cloudy_
     return sen12ms_bands();
   if (folder == "s2" || folder == "s2_cloudy" || folder == "s2_cloudfree") return sen12ms_bands();

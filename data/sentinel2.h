@@ -50,7 +50,8 @@ std::string bands_name(const BandList& bands);
 // The band order of a Sentinel-2 file, from what the file says: its GDAL band descriptions when
 // they name Sentinel-2 bands (GeoTIFFs that nimbus, GDAL or rasterio wrote with descriptions), else
 // the dataset layout its path follows:
-//   EuroSAT MS   <Class>/<Class>_<n>.tif, Class one of the ten EuroSAT classes    -> eurosat
+//   EuroSAT MS   <Class>/<Class>_<n>.tif, Class one of the ten EuroSAT classes, or a file
+//                named <Class>_<n>.tif (digits n) in a folder not named after a class  -> eurosat
 //   SEN12MS-CR   a name starting "ROIs" with "_s2_" or "_s2_cloudy_" in it
 //                (ROIs1158_spring_s2_cloudy_1_p30.tif), or any .tif in a folder
 //                s2, s2_cloudy or s2_cloudfree (the flattened copies DSen2-CR uses)  -> sen12ms

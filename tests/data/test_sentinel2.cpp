@@ -58,6 +58,13 @@ TEST_CASE("sentinel2: a file's band order comes from its band descriptions or it
   const std::vector<std::string> none;
   CHECK(s2_bands_of("EuroSAT/Forest/Forest_12.tif", none, 13) == eurosat_bands());
   CHECK(s2_bands_of("/d/SeaLake/SeaLake_1.tif", none, 13) == eurosat_bands());
+  // EuroSAT's file name out of its class folder (tiles gathered in one folder); only that exact name.
+  CHECK(s2_bands_of("gathered/Forest_12.tif", none, 13) == eurosat_bands());
+  CHECK(s2_bands_of("HerbaceousVegetation_3.tiff", none, 13) == eurosat_bands());
+  CHECK_FALSE(s2_bands_of("gathered/Forest_12b.tif", none, 13).has_value());
+  CHECK_FALSE(s2_bands_of("gathered/Forest_.tif", none, 13).has_value());
+  CHECK_FALSE(s2_bands_of("gathered/Forest_12.png", none, 13).has_value());
+  CHECK_FALSE(s2_bands_of("gathered/Forests_12.tif", none, 13).has_value());
   CHECK(s2_bands_of("SEN12MS-CR/ROIs1158_spring_s2_cloudy/s2_cloudy_1/ROIs1158_spring_s2_cloudy_1_p30.tif", none, 13) ==
         sen12ms_bands());
   CHECK(s2_bands_of("x/ROIs1158_spring_s2_1_p30.tif", none, 13) == sen12ms_bands());
