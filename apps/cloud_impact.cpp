@@ -223,7 +223,7 @@ int run(int argc, char** argv) {
     if (fs::is_regular_file(guess)) metrics_csv = guess.string();
   }
   if (!metrics_csv.empty()) (void)apps::training_curve(metrics_csv);  // a bad file fails now, not after the work
-  const std::optional<apps::ClassifierTest> classifier_test = apps::read_classifier_test(classifier);  // so does this
+  const std::optional<apps::ClassifierTest> classifier_test = apps::read_classifier_test(classifier, lm.epoch);  // so does this
   data::CloudDetectorOptions det;
   det.cloud_threshold = p.get_double("cloud-threshold");
   // A model trained with CARL on masks of another threshold (its clear pixels): worth a line, not a

@@ -154,13 +154,15 @@ int run(int argc, char** argv) {
     for (int64_t k = 0; k < lim; ++k) v.push_back(val[size_t(k) * val.size() / size_t(lim)]);
     val = std::move(v);
   }
-  // A crop larger than the images, or files in another band order, would stop the run at its first
-  // batch: said now, naming a file. (Each triplet is checked again when loaded from its files; reading
+  // A crop larger than the images, files in another band order, or S1 not in dB, would stop the run at
+  // its first batch (after a --pack was built): said now, naming a file. (Each triplet is checked again when loaded from its files; reading
   // every header here would take minutes on the full set.)
   auto check_first = [&](const std::vector<data::Sen12mscrTriplet>& set) {
     if (set.empty()) return;
     // Its files' bands, types, band order and size, as each triplet is checked again when read.
     const auto [height, width] = data::check_triplet_files(set.front());
+    const data::Raster s1 = data::read_geotiff(set.front().s1);  // in dB, as the loader will check it
+    data::check_s1_in_db(set.front().s1, s1.data.data(), s1.data.size());
     if (crop > std::min(width, height))
       throw cli::UsageError(str("--crop ", crop, " is larger than the images: ", set.front().s2_cloudy, " is ",
                                 width, "x", height, "; give --crop ", std::min(width, height), " or less"));

@@ -192,7 +192,8 @@ int run(int argc, char** argv) {
   p.add_string("splits", "",
                "train, validate and test on the tiles a folder's split files list instead of a stratified split: the "
                "standard eurosat-train.txt, eurosat-val.txt and eurosat-test.txt (Neumann et al. 2019, as torchgeo "
-               "uses them) or an earlier run's split_train.txt, split_val.txt and split_test.txt",
+               "uses them) or an earlier run's split_train.txt, split_val.txt and split_test.txt (a run started "
+               "with one of the two ways resumes with the same one)",
                "DIR");
   p.add_string("bands", "eurosat",
                "band order of the tiles under --data: eurosat = B1..B8,B9..B12,B8A (EuroSAT MS files as "
@@ -294,6 +295,9 @@ int run(int argc, char** argv) {
   const int done = apps::resume_or_start(training, "train_resnet", paths, common.seed, settings, model,
                                          *opt, &saved);
   if (world().rank() == 0) {  // rank 0 alone writes into the run folder
+    // An earlier score goes now: this run may replace best.safetensors and stop before scoring it anew,
+    // and the old score would then be read as the new checkpoint's (cloud_impact reports it).
+    fs::remove(test_json);
     ds.write_split_file(split_out[0], split.train);
     ds.write_split_file(split_out[1], split.val);
     ds.write_split_file(split_out[2], split.test);
@@ -322,9 +326,10 @@ int run(int argc, char** argv) {
   const data::SampleFn stats_fn = data::eurosat_sample_fn(ds, split.train, eval_opt);
   const data::SampleFn val_fn = data::eurosat_sample_fn(ds, split.val, eval_opt);
   const data::SampleFn test_fn = data::eurosat_sample_fn(ds, split.test, eval_opt);
-  if (split.val.empty() && world().rank() == 0)  // --val-fraction 0, or classes too small for it to round up
-    std::fprintf(stderr, "train_resnet: no validation tiles (--val-fraction %g): no best.safetensors will be written\n",
-                 p.get_double("val-fraction"));
+  if (split.val.empty() && world().rank() == 0)  // --val-fraction 0, classes too small for it, an empty list
+    std::fprintf(stderr, "train_resnet: no validation tiles (%s): no best.safetensors will be written\n",
+                 splits_dir.empty() ? str("--val-fraction ", p.get_double("val-fraction")).c_str()
+                                    : str(split_files[1], " lists none").c_str());
 
   if (done == 0) {
     std::vector<float> mean, std;
@@ -407,11 +412,10 @@ int run(int argc, char** argv) {
       std::printf("train_resnet: done, best validation accuracy %.4f; checkpoints in %s\n", best, paths.out.c_str());
     // The validation never improving (NaN losses) leaves no best.safetensors: nothing to test then.
     const std::string tested = split.val.empty() ? paths.last : paths.best;
-    if (split.test.empty() || !fs::exists(tested)) {
+    if (split.test.empty() || !fs::exists(tested))
       std::printf("train_resnet: %s: the test split is not scored\n",
                   split.test.empty() ? "no test tiles" : str("no ", fs::path(tested).filename().string()).c_str());
-      fs::remove(test_json);  // an earlier run's score, in a folder this run has taken over
-    } else
+    else
       score_test_split(tested, test_fn, split.test.size(), size_t(training.batch), common.device, test_json);
   }
   world().barrier();  // the other ranks wait for rank 0's test score (a failure there stops them all)

@@ -3,6 +3,7 @@
 #include "data/sentinel2.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -157,7 +158,8 @@ std::vector<size_t> EuroSat::read_split_file(const std::string& path) const {
       index = it->second;
     } else {
       const fs::path name(line);
-      const std::string ext = name.extension().string();
+      std::string ext = name.extension().string();
+      for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));  // "Forest_3.JPG" too
       NIMBUS_CHECK(ext == ".jpg" || ext == ".tif" || ext == ".tiff", where,
                    " is neither <Class>/<file>.tif nor a file name ending in .tif, .tiff or .jpg");
       const std::string stem = name.stem().string();

@@ -302,8 +302,10 @@ void check_s1_in_db(const std::string& path, const float* values, size_t n) {
     positive += v > 0.f;
   }
   if (nonzero < kS1ScaleMinValues) return;
-  NIMBUS_CHECK(double(positive) <= kS1MaxPositiveShare * double(nonzero), "sen12mscr: ", path, ": ",
-               std::lround(100.0 * double(positive) / double(nonzero)), "% of its S1 values are above 0, so they are "
+  char share[16];
+  std::snprintf(share, sizeof share, "%.1f", 100.0 * double(positive) / double(nonzero));  // 90.3 is not "90"
+  NIMBUS_CHECK(double(positive) <= kS1MaxPositiveShare * double(nonzero), "sen12mscr: ", path, ": ", share,
+               "% of its S1 values are above 0, so they are "
                "not backscatter in dB (SEN12MS-CR's S1: 10 log10 of the linear power, mostly -30..0 dB) but linear "
                "power or amplitude, which the model's clip to [-25, 0] and [-32.5, 0] dB would flatten; write them as "
                "10 log10 of the power");

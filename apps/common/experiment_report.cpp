@@ -193,7 +193,7 @@ plot::LineChart training_curve(const std::string& path) {
   return c;
 }
 
-std::optional<ClassifierTest> read_classifier_test(const std::string& classifier_path) {
+std::optional<ClassifierTest> read_classifier_test(const std::string& classifier_path, int64_t epoch) {
   namespace fs = std::filesystem;
   const fs::path file = fs::path(classifier_path).parent_path() / "test.json";
   if (!fs::is_regular_file(file)) return std::nullopt;
@@ -214,6 +214,12 @@ std::optional<ClassifierTest> read_classifier_test(const std::string& classifier
   t.checkpoint = member(v, "checkpoint", json::Value::Type::String).s;
   if (t.checkpoint != fs::path(classifier_path).filename().string()) return std::nullopt;  // it scored another file
   t.epoch = int64_t(member(v, "epoch", json::Value::Type::Number).num);
+  if (t.epoch != epoch) {  // the checkpoint was replaced since (a run resumed without scoring it again)
+    std::fprintf(stderr, "cloud_impact: note: %s scored %s of epoch %lld, but %s is of epoch %lld: its test score "
+                 "is not reported\n", path.c_str(), t.checkpoint.c_str(), (long long)t.epoch, classifier_path.c_str(),
+                 (long long)epoch);
+    return std::nullopt;
+  }
   const json::Value& acc = member(v, "accuracy", json::Value::Type::Object);
   const double k = member(acc, "correct", json::Value::Type::Number).num,
                n = member(acc, "total", json::Value::Type::Number).num;

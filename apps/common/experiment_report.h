@@ -52,15 +52,15 @@ plot::LineChart training_curve(const std::string& metrics_csv);
 
 // The classifier's own score on the EuroSAT test split, from the test.json train_resnet writes beside
 // its checkpoints. Only when that file scored this checkpoint (its "checkpoint" names the classifier's
-// file name); nullopt when there is no such file or it scored another. Error naming the file when it
-// is malformed.
+// file name and its "epoch" is the checkpoint's, `epoch`); nullopt when there is no such file or it
+// scored another (said on stderr when only the epoch differs). Error naming the file when it is malformed.
 struct ClassifierTest {
   std::string path;        // the test.json read
   std::string checkpoint;  // the file it scored ("best.safetensors")
   int64_t epoch = -1;
   Proportion accuracy;
 };
-std::optional<ClassifierTest> read_classifier_test(const std::string& classifier_path);
+std::optional<ClassifierTest> read_classifier_test(const std::string& classifier_path, int64_t epoch);
 // "EuroSAT test accuracy 91.2% [89.1, 93.0] on 2700 tiles (test.json: best.safetensors of epoch 37)".
 std::string classifier_test_line(const ClassifierTest& t);
 

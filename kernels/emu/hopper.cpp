@@ -18,8 +18,9 @@
  * arrive count above the pending arrivals; tx-count outside [-(2^20 - 1), 2^20 - 1]; re-init or inval
  * while copies are in flight or threads wait; a bulk copy signalling an mbarrier whose init no fence
  * has made visible to the async proxy since (fence.mbarrier_init by the thread that initialised it, or
- * fence.proxy.async by any thread, as the CUDA Programming Guide's TMA examples do before their
- * __syncthreads()): on a GPU the copy engine may see the barrier's old bytes. A wait that can never end is a deadlock report naming
+ * fence.proxy.async by a thread that has seen the init: that thread, as the CUDA Programming Guide's
+ * TMA examples do before their __syncthreads(), or another after a sync): on a GPU the copy engine may
+ * see the barrier's old bytes. A wait that can never end is a deadlock report naming
  * the call site, the phase, the pending arrivals and the tx-count.
  *
  * The copy engine is lazy, on purpose: a cp.async.bulk.tensor fills its destination with 0xFF (NaN)
@@ -871,7 +872,11 @@ EMU_NO_TSAN void fence_proxy_async_shared() {
   TsanIgnore ignore;
   HopperBlock& h = block();
   std::memcpy(h.view.data(), dynamic_smem(), h.view.size());
-  for (auto& [a, m] : h.bars) m.init_visible = true;  // lenient, as for stores: any thread's fence
+  // The inits this thread has seen: its own, and those a barrier or warp sync has shown it since.
+  const int tid = current_thread_id();
+  const int64_t now = syncs();
+  for (auto& [a, m] : h.bars)
+    if (m.init_tid == tid || m.init_syncs < now) m.init_visible = true;
 }
 
 EMU_NO_TSAN void fence_mbarrier_init() {

@@ -54,7 +54,7 @@ void tma_load(int rank, void* dst, const CUtensorMap* map, uint64_t* bar, const 
 void tma_prefetch(const CUtensorMap* map, const char* file, int line);
 
 // ---- proxies -----------------------------------------------------------------------------------------
-void fence_proxy_async_shared();  // also makes every mbarrier's init visible to the async proxy
+void fence_proxy_async_shared();  // also the mbarrier inits the calling thread has seen, to the async proxy
 void fence_mbarrier_init();       // the calling thread's mbarrier inits visible to the async proxy
 
 // ---- wgmma (warpgroup-collective: the 128 threads of a warpgroup, from one call site) ---------------------

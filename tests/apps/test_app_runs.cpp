@@ -484,6 +484,24 @@ TEST_CASE("trainers: files whose band descriptions contradict the order they are
   CHECK_MESSAGE(f32.output.find(": cloudy S2 must be 13-band uint16 but is 13-band float32") != std::string::npos,
                 f32.output);
   CHECK_MESSAGE(f32.output.find("train epoch") == std::string::npos, f32.output);  // before any training
+  // S1 in linear power: the same, before any work (a --pack would be built first otherwise).
+  TempDir d3("linear_sar");
+  const std::string cr3 = make_sen12mscr(d3);
+  for (const auto& e : fs::recursive_directory_iterator(cr3))
+    if (e.path().filename().string().find("_s1_") != std::string::npos && e.path().extension() == ".tif") {
+      data::Raster f = data::read_geotiff(e.path().string());
+      for (float& x : f.data) x = std::pow(10.f, x / 10.f);
+      data::WriteOptions o;
+      o.type = data::SampleType::Float32;
+      data::write_geotiff(e.path().string(), f, o);
+    }
+  std::vector<std::string> lin_args = dsen2cr_args(cr3, d3 / "cr");
+  lin_args[5] = "1";
+  AppResult lin = run_app("train_dsen2cr", with(lin_args, {"--pack", d3 / "cr.pack"}));
+  CHECK(lin.exit_code == 1);
+  CHECK_MESSAGE(lin.output.find("% of its S1 values are above 0") != std::string::npos, lin.output);
+  CHECK_MESSAGE(lin.output.find("train epoch") == std::string::npos, lin.output);
+  CHECK_FALSE(fs::exists(d3 / "cr.pack"));
 }
 
 TEST_CASE("train_resnet: input_norm holds the training split's per-band reflectance mean and std (SEN12MS order)") {
@@ -1335,7 +1353,7 @@ TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with 
   AppResult lin = run_app("remove_clouds", {"--weights", ckpt, "--s2", v.s2_cloudy, "--s1", d / "power_s1.tif",
                                             "--out", d / "lin.tif", "--threads", "1"});
   CHECK(lin.exit_code == 1);
-  CHECK_MESSAGE(lin.output.find(d / "power_s1.tif" + ": 100% of its S1 values are above 0") != std::string::npos,
+  CHECK_MESSAGE(lin.output.find(d / "power_s1.tif" + ": 100.0% of its S1 values are above 0") != std::string::npos,
                 lin.output);
   CHECK_FALSE(fs::exists(d / "lin.tif"));
 }

@@ -37,7 +37,9 @@ struct TinyRun {
     rc.width = 4;
     Rng rng(1);
     clf = dir + "/clf.safetensors";
-    models::save_model(clf, models::build_model(models::ModelConfig::of(rc), rng));
+    models::SaveOptions at_epoch;
+    at_epoch.epoch = 3;  // as train_resnet's best.safetensors of epoch 3
+    models::save_model(clf, models::build_model(models::ModelConfig::of(rc), rng), at_epoch);
     models::DSen2CRConfig dc;
     dc.blocks = 1;
     dc.features = 4;
@@ -198,6 +200,16 @@ TEST_CASE("cloud_impact app: a folder of other files and a bad metrics file are 
   r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all", "--out",
                                      out, "--threads", "1", "--examples", "0"});
   CHECK_MESSAGE(r.exit_code == 0, r.output);
+  CHECK(test::read_file(out + "/report.md").find("EuroSAT test accuracy") == std::string::npos);
+  // One that scored this file at another epoch (the checkpoint replaced since): not reported, said.
+  spit(t.dir + "/test.json", "{\"checkpoint\": \"clf.safetensors\", \"epoch\": 2, \"accuracy\": "
+                             "{\"correct\": 1, \"total\": 2}}\n");
+  r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all", "--out",
+                                     out, "--threads", "1", "--examples", "0"});
+  CHECK_MESSAGE(r.exit_code == 0, r.output);
+  CHECK_MESSAGE(r.output.find("scored clf.safetensors of epoch 2, but " + t.clf + " is of epoch 3") !=
+                    std::string::npos,
+                r.output);
   CHECK(test::read_file(out + "/report.md").find("EuroSAT test accuracy") == std::string::npos);
 }
 

@@ -4,6 +4,7 @@
 // from the same checkpoint: two programs, one answer.
 #include <doctest/doctest.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -128,6 +129,14 @@ TEST_CASE("train_resnet --splits: trains on the standard lists and scores the te
     fs::copy_file(d / (std::string("run/") + f), d / (std::string("copy/") + f));
   AppResult same = run_app("train_resnet", with(args(s.data, d / "run"), {"--resume", "--splits", d / "copy"}));
   CHECK_MESSAGE(same.exit_code == 0, same.output);
+  CHECK(fs::exists(d / "run/test.json"));
+  // Resumed for more epochs and killed before the end: the earlier score is gone with the run it scored
+  // (best.safetensors may have changed since), not left to be read as the new checkpoint's.
+  AppResult killed = run_app("train_resnet", with(args(s.data, d / "run"), {"--resume", "--splits", d / "copy",
+                                                                            "--epochs", "3",
+                                                                            "--debug-sigkill-after-epoch", "3"}));
+  CHECK(killed.signal == SIGKILL);
+  CHECK_FALSE(fs::exists(d / "run/test.json"));
 }
 
 TEST_CASE("train_resnet --splits: contradicting options, the run's own folder and a bad list are refused") {

@@ -110,7 +110,7 @@ TEST_CASE("eurosat: split files of bare names (the standard eurosat-*.txt lists)
   TempDir tmp;
   write_tree(tmp.path, std::vector<int>(10, 3));
   EuroSat ds(tmp.path.string());
-  spit(tmp / "eurosat-val.txt", "Forest_3.jpg\nSeaLake_1.jpg\r\nRiver_2.tif\nAnnualCrop/AnnualCrop_2.tif\n");
+  spit(tmp / "eurosat-val.txt", "Forest_3.jpg\nSeaLake_1.JPG\r\nRiver_2.tif\nAnnualCrop/AnnualCrop_2.tif\n");
   const std::vector<size_t> v = ds.read_split_file(tmp / "eurosat-val.txt");
   REQUIRE(v.size() == 4);
   CHECK(ds.items()[v[0]].rel == "Forest/Forest_3.tif");

@@ -244,9 +244,10 @@ struct TmaArgs {
   uint32_t dst_offset;  // from the 1024-aligned dynamic shared memory
   int expect_extra;     // added to the expect_tx count (a wrong count must hang)
   int store_in_flight;  // thread 0 stores into the destination before waiting (strict: error)
-  // How the barrier's init is made visible to the copy engine before the __syncthreads(): 1 thread 0's
-  // fence.mbarrier_init (right), 0 no fence, 2 thread 1's fence.mbarrier_init (orders only thread 1's
-  // inits), 3 thread 1's fence.proxy.async (enough).
+  // How the barrier's init is made visible to the copy engine: 1 thread 0's fence.mbarrier_init (right),
+  // 0 no fence, 2 thread 1's fence.mbarrier_init (orders only thread 1's inits), 3 thread 0's
+  // fence.proxy.async (enough), 4 thread 1's fence.proxy.async before the __syncthreads() (it has not
+  // seen the init), 5 thread 1's fence.proxy.async after it (it has).
   int fence = 1;
 };
 __global__ void tma_kernel(const __grid_constant__ CUtensorMap map, TmaArgs a, unsigned char* out,
@@ -256,13 +257,12 @@ __global__ void tma_kernel(const __grid_constant__ CUtensorMap map, TmaArgs a, u
   unsigned char* dst = smem + a.dst_offset;
   const int tid = int(threadIdx.x), n = int(blockDim.x);
   if (tid == 0) mbarrier_init(bar, 1);
-  if (tid == (a.fence == 1 ? 0 : 1) && a.fence != 0) {
-    if (a.fence == 3)
-      fence_proxy_async_shared();
-    else
-      fence_mbarrier_init();
-  }
+  const int fencer = a.fence == 1 || a.fence == 3 ? 0 : 1;
+  if (tid == fencer && a.fence >= 1 && a.fence <= 2) fence_mbarrier_init();
+  if (tid == fencer && (a.fence == 3 || a.fence == 4)) fence_proxy_async_shared();
   __syncthreads();
+  if (tid == 1 && a.fence == 5) fence_proxy_async_shared();
+  if (a.fence == 5) __syncthreads();  // thread 0 issues the copy after thread 1's fence
   if (tid == 0) {
     (void)mbarrier_arrive_expect_tx(bar, uint32_t(int(a.box_bytes) + a.expect_extra));
     if (a.rank == 2)
@@ -440,12 +440,15 @@ TEST_CASE("hopper: TMA misuse is reported") {
   m = run({3, {0, 0, 0}, 1024, 1024, 0, 0}, map);
   CHECK_MESSAGE(contains(m, "the tensor map has rank 2"), m);
   // The barrier's init must reach the async proxy before a copy signals it.
-  for (int fence : {0, 2}) {
+  for (int fence : {0, 2, 4}) {
     CAPTURE(fence);
     m = run({2, {0, 0, 0}, 1024, 1024, 0, 0, fence}, map);
     CHECK_MESSAGE(contains(m, "is not yet visible to the async proxy that signals it"), m);
   }
-  CHECK(run({2, {0, 0, 0}, 1024, 1024, 0, 0, 3}, map) == "(no error)");
+  for (int fence : {3, 5}) {
+    CAPTURE(fence);
+    CHECK(run({2, {0, 0, 0}, 1024, 1024, 0, 0, fence}, map) == "(no error)");
+  }
   cuda::TensorMapDesc plain = d;
   plain.swizzle = cuda::TmaSwizzle::None;
   alignas(64) CUtensorMap map_plain;
