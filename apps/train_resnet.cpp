@@ -169,7 +169,8 @@ void score_test_split(const std::string& checkpoint, const data::SampleFn& test_
 int run(int argc, char** argv) {
   cli::Parser p("train_resnet",
                 "Train the ResNet land-cover classifier on EuroSAT MS (13 bands, 10 classes), resumable. Writes "
-                "last.safetensors, best.safetensors, metrics.csv and the split files into --out.");
+                "last.safetensors, best.safetensors, metrics.csv, the split files and the test split's score (test.json) "
+                "into --out.");
   p.add_string("data", "", "EuroSAT MS root: <Class>/<Class>_<n>.tif, 13-band uint16", "DIR");
   p.add_string("out", "", "run folder for checkpoints, metrics.csv and split_{train,val,test}.txt", "DIR");
   p.add_int("epochs", 200, "epochs to train in total (a resumed run stops at the same total)").range(1, apps::kMaxEpochs);
