@@ -19,6 +19,12 @@
 // the image's average; an image that is nodata everywhere gets class_index -1, class_name "nodata" and
 // empty probabilities.
 //
+// --map-dir DIR: for each image classified by its tiles, a land-cover map of them beside the CSV's
+// average: <DIR>/<file stem>_classes.tif, uint8 class indices (255 where a tile has no data), one pixel
+// per tile, georeferenced on the image's grid coarsened by the tile (data::coarsened_geo). A last tile
+// flush with the far edge (the image not a multiple of the tile) overlaps its neighbour; its pixel lies
+// partly past the image's edge.
+//
 // Band order (apps/common/band_order.h): each file is read in the order it says it holds (GDAL band
 // descriptions, or its EuroSAT / SEN12MS-CR layout; --bands overrides) and moved into the order the
 // classifier takes (its checkpoint's "bands" metadata; --model-bands for a file without it).
@@ -27,6 +33,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -99,6 +106,11 @@ int run(int argc, char** argv) {
                "an image larger than the classifier's tile: tiles = softmax averaged over its non-overlapping tiles "
                "(read by windows), center = the centre tile only, full = the whole image at once (holds it all)");
   p.add_int("classifier-tile", 64, "the classifier's training tile size (EuroSAT: 64)").range(8, 4096);
+  p.add_string("map-dir", "",
+               "also write each image classified by its tiles (--classify tiles, larger than a tile) as a map of "
+               "their classes: DIR/<file stem>_classes.tif, uint8 (255: no data), one pixel per tile, on the "
+               "image's grid",
+               "DIR");
   p.add_positional("inputs", "GeoTIFF files, or folders searched recursively for .tif files");
   cli::add_common_options(p);
   apps::add_precision_option(p);
@@ -108,13 +120,14 @@ int run(int argc, char** argv) {
   if (weights.empty() || out.empty()) throw cli::UsageError("--weights FILE and --out FILE are required");
   if (p.positionals().empty()) throw cli::UsageError("give at least one GeoTIFF or folder");
   if (batch < 1) throw cli::UsageError("--batch-size must be >= 1");
+  const std::string map_dir = p.get_string("map-dir");
+  if (!map_dir.empty() && p.get_string("classify") != "tiles")
+    throw cli::UsageError("--map-dir maps the tiles of --classify tiles, not --classify " + p.get_string("classify"));
   const cli::CommonOptions common = apps::setup_device(p);
   const std::vector<std::string> files = collect_inputs(p.positionals());
-  {
-    std::vector<std::pair<std::string, std::string>> inputs = {{"--weights", weights}};
-    for (const std::string& f : files) inputs.emplace_back("an input image", f);
-    cli::refuse_output_over_input("--out", p.get_string("out"), inputs);
-  }
+  std::vector<std::pair<std::string, std::string>> inputs = {{"--weights", weights}};
+  for (const std::string& f : files) inputs.emplace_back("an input image", f);
+  cli::refuse_output_over_input("--out", p.get_string("out"), inputs);
   cli::prepare_output_file("--out", out, /*stream_ok=*/true);
 
   models::LoadedModel lm = models::load_model(weights);
@@ -141,6 +154,7 @@ int run(int argc, char** argv) {
   struct Crop {
     size_t image;
     int x0, y0, w, h;
+    int index;  // in its image's crops: row-major, as classify_crops gives them
   };
   struct Image {
     std::string path;
@@ -149,7 +163,12 @@ int run(int argc, char** argv) {
     int height = 0, width = 0, crops = 0, done = 0;
     int counted = 0;          // crops with data: a crop that is nodata in every pixel and band is left out
     std::vector<double> sum;  // of the counted crops' probabilities
+    data::GeoInfo geo;        // with --map-dir
+    std::string map;          // --map-dir: its map's path ("" when it gets none)
+    int map_rows = 0, map_cols = 0;
+    std::vector<float> classes;  // the map: each crop's class, row-major, kMapNoData without data
   };
+  constexpr float kMapNoData = 255.f;
   std::vector<Image> images(files.size());
   std::vector<Crop> crops;  // every image's crops, in order (headers only are read here)
   // EuroSAT's 27,000 tiles take a while even by their headers: a bar when there are many.
@@ -171,18 +190,53 @@ int run(int argc, char** argv) {
     const std::vector<std::pair<int, int>> corners =
         whole ? std::vector<std::pair<int, int>>{{0, 0}} : apps::classify_crops(im.height, im.width, mode, tile);
     im.crops = int(corners.size());
-    for (const auto& [y0, x0] : corners)
-      crops.push_back({i, x0, y0, whole ? im.width : tile, whole ? im.height : tile});
+    for (size_t k = 0; k < corners.size(); ++k)
+      crops.push_back({i, corners[k].second, corners[k].first, whole ? im.width : tile, whole ? im.height : tile,
+                       int(k)});
+    if (!map_dir.empty() && !whole) {
+      im.map_cols = int(std::count_if(corners.begin(), corners.end(), [&](const auto& c) { return c.first == 0; }));
+      im.map_rows = im.crops / im.map_cols;
+      im.map = (fs::path(map_dir) / (fs::path(im.path).stem().string() + "_classes.tif")).string();
+      im.geo = info.geo;
+    }
     if (header_bar) header_bar->update(int64_t(i + 1));
   }
   header_bar.reset();
+  if (!map_dir.empty()) {  // every map's name before any work: one per image, none over an input
+    std::map<std::string, std::string> by_map;
+    for (const Image& im : images) {
+      if (im.map.empty()) continue;
+      const auto [it, fresh] = by_map.emplace(im.map, im.path);
+      if (!fresh)
+        throw cli::UsageError(str("--map-dir: ", it->second, " and ", im.path, " would both be mapped to ", im.map,
+                                  " (the same file stem): classify them into separate folders"));
+      cli::refuse_output_over_input("--map-dir", im.map, inputs);
+    }
+    if (by_map.empty())
+      std::fprintf(stderr, "classify: --map-dir: no image is larger than the %d-pixel tile, so none has a map\n", tile);
+    else
+      fs::create_directories(map_dir);
+  }
   Progress bar("classify", int64_t(crops.size()), stderr, Progress::Mode::Auto,
                crops.size() == files.size() ? "img" : "tile");
-  size_t emitted = 0, crops_done = 0, nodata_images = 0;
+  size_t emitted = 0, crops_done = 0, nodata_images = 0, maps_written = 0;
   auto emit_finished = [&] {
     for (; emitted < images.size() && images[emitted].crops > 0 && images[emitted].done == images[emitted].crops;
          ++emitted) {
       Image& im = images[emitted];
+      if (!im.map.empty()) {  // written atomically, as soon as the image is done
+        data::Raster m;
+        m.width = im.map_cols, m.height = im.map_rows, m.bands = 1;
+        m.type = data::SampleType::UInt8;
+        m.data = std::move(im.classes);
+        m.geo = data::coarsened_geo(im.geo, tile);
+        m.band_names = {"class"};
+        m.nodata = kMapNoData;
+        data::WriteOptions wo;
+        wo.type = data::SampleType::UInt8;
+        data::write_geotiff(im.map, m, wo);
+        ++maps_written;
+      }
       if (im.counted == 0) {  // nodata everywhere: no class, and no probabilities to give
         std::vector<std::string> cells = {im.path, "-1", "nodata"};
         cells.resize(size_t(3 + K));
@@ -261,6 +315,11 @@ int run(int argc, char** argv) {
         for (int k = 0; k < K; ++k) im.sum[size_t(k)] += double(prob[size_t(b * K + k)]);
         ++im.counted;
       }
+      if (!im.map.empty()) {
+        if (im.classes.empty()) im.classes.assign(size_t(im.crops), kMapNoData);
+        const float* row = prob.data() + b * K;
+        if (has_data[size_t(b)]) im.classes[size_t(pending[size_t(b)].index)] = float(std::max_element(row, row + K) - row);
+      }
       ++im.done;
     }
     crops_done += pending.size();
@@ -284,6 +343,9 @@ int run(int argc, char** argv) {
   if (nodata_images > 0)
     std::printf("classify: %zu images are nodata everywhere: class_index -1 (\"nodata\"), no probabilities\n",
                 nodata_images);
+  if (maps_written > 0)
+    std::printf("classify: %zu maps of tile classes (%dx%d pixels a tile) in %s\n", maps_written, tile, tile,
+                map_dir.c_str());
   return 0;
 }
 

@@ -274,6 +274,36 @@ GeoInfo shift_geo(GeoInfo g, int x0, int y0) {
   return g;
 }
 
+}  // namespace
+
+GeoInfo coarsened_geo(GeoInfo g, int factor) {
+  NIMBUS_CHECK(factor >= 1, "coarsened_geo: factor ", factor, " must be >= 1");
+  if (factor == 1 || !g.present()) return g;
+  const double f = double(factor);
+  // GTRasterTypeGeoKey (1025): 2 = PixelIsPoint, the model points at pixel centres; else PixelIsArea.
+  bool point = false;
+  for (size_t k = 4; k + 3 < g.geokeys.size(); k += 4)
+    if (g.geokeys[k] == 1025 && g.geokeys[k + 1] == 0) point = g.geokeys[k + 3] == 2;
+  // A raster position i of the fine grid is position i / f of the coarse one (area: corners); for
+  // points, the coarse pixel u's centre is the fine grid's (u + 0.5) f - 0.5.
+  const auto coarse = [&](double i) { return point ? (i + 0.5) / f - 0.5 : i / f; };
+  if (g.transformation.size() == 16) {
+    auto& m = g.transformation;  // X = m0*i + m1*j + m3, Y = m4*i + m5*j + m7 in the fine grid's (i, j)
+    const double di = point ? 0.5 * (f - 1) : 0.0;  // the fine position of coarse (0, 0)
+    m[3] += (m[0] + m[1]) * di;
+    m[7] += (m[4] + m[5]) * di;
+    for (int k : {0, 1, 4, 5}) m[size_t(k)] *= f;
+  }
+  for (size_t k = 0; k + 5 < g.tiepoints.size(); k += 6) {
+    g.tiepoints[k] = coarse(g.tiepoints[k]);
+    g.tiepoints[k + 1] = coarse(g.tiepoints[k + 1]);
+  }
+  if (g.pixel_scale.size() >= 2) g.pixel_scale[0] *= f, g.pixel_scale[1] *= f;
+  return g;
+}
+
+namespace {
+
 TiffInfo info_of(const TiffFile& f) {
   TIFF* tif = f.get();
   TiffInfo info;

@@ -36,6 +36,12 @@ struct GeoInfo {
 // compare); else what differs, for an error naming both files. S1 and S2 patches of a triplet must.
 std::string grid_mismatch(const GeoInfo& a, const GeoInfo& b);
 
+// The georeferencing of a grid `factor` times coarser on the same origin: its pixel (u, v) covers the
+// fine pixels [u f, (u + 1) f) x [v f, (v + 1) f) (a class map of f x f tiles). Pixel scales and the
+// transformation's linear part grow by f; tie points' raster positions shrink by f (for PixelIsPoint,
+// GTRasterTypeGeoKey 2, by pixel centres). Unchanged without georeferencing.
+GeoInfo coarsened_geo(GeoInfo g, int factor);
+
 struct TiffInfo {
   int width = 0, height = 0, bands = 0;
   SampleType type = SampleType::UInt16;

@@ -740,3 +740,48 @@ TEST_CASE("geotiff: FiniteCount over windows of rows reports what check_finite r
   clean.add(Raster{}, 0);
   CHECK_NOTHROW(clean.check("y.tif"));
 }
+
+// Where a raster position lands in model space: the transformation when there is one, else the first
+// tie point and the pixel scale (rows go south). `point`: positions of pixel centres (PixelIsPoint).
+namespace {
+std::pair<double, double> model_at(const GeoInfo& g, double i, double j) {
+  if (g.transformation.size() == 16) {
+    const auto& m = g.transformation;
+    return {m[0] * i + m[1] * j + m[3], m[4] * i + m[5] * j + m[7]};
+  }
+  return {g.tiepoints[3] + (i - g.tiepoints[0]) * g.pixel_scale[0],
+          g.tiepoints[4] - (j - g.tiepoints[1]) * g.pixel_scale[1]};
+}
+}  // namespace
+
+TEST_CASE("geotiff: coarsened_geo puts a coarse pixel where its block of fine pixels lies") {
+  const std::vector<uint16_t> area_keys = {1, 1, 0, 2, 1025, 0, 1, 1, 3072, 0, 1, 32632};
+  std::vector<uint16_t> point_keys = area_keys;
+  point_keys[7] = 2;  // GTRasterTypeGeoKey = PixelIsPoint
+  GeoInfo tie, moved, affine;
+  tie.pixel_scale = {10, 20, 0};
+  tie.tiepoints = {0, 0, 0, 500000, 6000000, 0};
+  moved = tie;
+  moved.tiepoints = {37, 11, 0, 500370, 5999780, 0};  // the same grid, tied at another pixel
+  affine.transformation = {10, 2, 0, 500000, -1, -20, 0, 6000000, 0, 0, 0, 0, 0, 0, 0, 1};
+  for (const GeoInfo* g0 : {&tie, &moved, &affine})
+    for (bool point : {false, true}) {
+      CAPTURE(point);
+      GeoInfo fine = *g0;
+      fine.geokeys = point ? point_keys : area_keys;
+      const GeoInfo coarse = coarsened_geo(fine, 64);
+      CHECK(coarse.geokeys == fine.geokeys);
+      for (auto [u, v] : {std::pair{0, 0}, {1, 0}, {3, 2}, {5, 7}}) {
+        // Area: coarse corner (u, v) is fine corner (64u, 64v). Point: coarse centre (u, v) is the centre
+        // of the fine block, fine position 64u + 31.5.
+        const double fu = point ? 64.0 * u + 31.5 : 64.0 * u, fv = point ? 64.0 * v + 31.5 : 64.0 * v;
+        const auto [cx, cy] = model_at(coarse, u, v);
+        const auto [fx, fy] = model_at(fine, fu, fv);
+        CHECK(cx == doctest::Approx(fx).epsilon(1e-12));
+        CHECK(cy == doctest::Approx(fy).epsilon(1e-12));
+      }
+    }
+  CHECK(coarsened_geo(tie, 1) == tie);
+  CHECK_FALSE(coarsened_geo(GeoInfo{}, 64).present());
+  CHECK_THROWS_AS(coarsened_geo(tie, 0), Error);
+}
