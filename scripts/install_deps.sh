@@ -7,7 +7,7 @@
 # Safe to run again: it does nothing when everything is present.
 set -euo pipefail
 
-pkgs=(cmake ninja-build g++ pkg-config libopenblas-dev libopenblas0-openmp doctest-dev libtiff-dev libgeotiff-dev zlib1g-dev libpng-dev libcli11-dev nlohmann-json3-dev libplplot-dev plplot-driver-cairo libopenmpi-dev openmpi-bin python3 xz-utils)
+pkgs=(cmake ninja-build g++ pkg-config libopenblas-dev libopenblas0-openmp doctest-dev libtiff-dev libgeotiff-dev zlib1g-dev libpng-dev libcli11-dev nlohmann-json3-dev libplplot-dev plplot-driver-cairo libopenmpi-dev openmpi-bin python3 xz-utils gdal-bin)
 if [[ "${1:-}" == "--dev" ]]; then
   pkgs+=(python3-torch python3-torchvision python3-numpy python3-scipy python3-rasterio python3-skimage)
 fi

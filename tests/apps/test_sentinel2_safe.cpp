@@ -1,0 +1,129 @@
+// test_sentinel2_safe.cpp: scripts/sentinel2_safe.sh on a small product laid out as ESA's Level-1C
+// .SAFE folders are (GRANULE/<id>/IMG_DATA/<tile>_<time>_B01.jp2 ... at 10, 20 and 60 m, and
+// MTD_MSIL1C.xml with baseline 04.00's RADIO_ADD_OFFSET), made here: nimbus's own GeoTIFFs turned into
+// JPEG 2000 by GDAL. The stacked GeoTIFF is read back with nimbus's reader and every pixel of every band
+// compared with the source pixel it covers (nearest), less the offset; the refusals (Level-2A, a band
+// missing, the output inside the product) too. GDAL (gdal-bin) comes with scripts/install_deps.sh.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/geotiff.h"
+#include "data/sentinel2.h"
+#include "tests/apps/app_runner.h"
+#include "tests/common/check.h"
+
+using namespace nimbus;
+using namespace nimbus::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A program on the PATH ("" when there is none).
+std::string on_path(const std::string& name) {
+  std::stringstream path(std::getenv("PATH") ? std::getenv("PATH") : "");
+  for (std::string dir; std::getline(path, dir, ':');)
+    if (fs::exists(fs::path(dir) / name)) return (fs::path(dir) / name).string();
+  return "";
+}
+
+const std::string kScript = (fs::path(NIMBUS_FIXTURES).parent_path().parent_path() / "scripts/sentinel2_safe.sh").string();
+const char* kBands[13] = {"B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"};
+const int kMetres[13] = {60, 10, 10, 10, 20, 20, 20, 10, 20, 60, 60, 20, 20};
+constexpr int kSide = 1200;  // metres: 120 pixels of 10 m, 60 of 20 m, 20 of 60 m
+
+// Band b's source value at its own pixel (x, y): distinct per band and pixel, 0 (nodata) at the top-left
+// pixel, and below the offset (a dark pixel) at (1, 0).
+float source_value(int b, int x, int y) {
+  if (x == 0 && y == 0) return 0.f;
+  if (x == 1 && y == 0) return 400.f;
+  return float(1000 + 100 * b + (7 * x + 3 * y) % 97);
+}
+
+// The product: each band written by nimbus as a GeoTIFF (UTM 32N), then made JPEG 2000 (lossless) by GDAL.
+std::string make_product(const fs::path& root, const std::string& gdal_translate) {
+  const fs::path safe = root / "S2A_MSIL1C_20220301T101401_N0400_R022_T32TQM_20220301T120000.SAFE";
+  const fs::path img = safe / "GRANULE/L1C_T32TQM_A034000_20220301T101401/IMG_DATA";
+  fs::create_directories(img);
+  for (int b = 0; b < 13; ++b) {
+    const int n = kSide / kMetres[b];
+    data::Raster r;
+    r.width = r.height = n, r.bands = 1;
+    r.type = data::SampleType::UInt16;
+    r.data.resize(size_t(n) * size_t(n));
+    for (int y = 0; y < n; ++y)
+      for (int x = 0; x < n; ++x) r.data[size_t(y) * size_t(n) + size_t(x)] = source_value(b, x, y);
+    r.geo.pixel_scale = {double(kMetres[b]), double(kMetres[b]), 0};
+    r.geo.tiepoints = {0, 0, 0, 600000, 5000040, 0};
+    r.geo.geokeys = {1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32632};
+    const std::string tif = (root / (std::string(kBands[b]) + ".tif")).string();
+    data::write_geotiff(tif, r, data::WriteOptions{});
+    const AppResult jp2 = run_program(gdal_translate, {"-q", "-of", "JP2OpenJPEG", "-co", "QUALITY=100", "-co",
+                                                       "REVERSIBLE=YES", tif,
+                                                       (img / ("T32TQM_20220301T101401_" + std::string(kBands[b]) +
+                                                               ".jp2")).string()});
+    REQUIRE_MESSAGE(jp2.exit_code == 0, jp2.output);
+  }
+  std::ofstream mtd(safe / "MTD_MSIL1C.xml");
+  mtd << "<?xml version=\"1.0\"?>\n<n1:Level-1C_User_Product>\n  <Radiometric_Offset_List>\n";
+  for (int b = 0; b < 13; ++b) mtd << "    <RADIO_ADD_OFFSET band_id=\"" << b << "\">-1000</RADIO_ADD_OFFSET>\n";
+  mtd << "  </Radiometric_Offset_List>\n</n1:Level-1C_User_Product>\n";
+  return safe.string();
+}
+
+}  // namespace
+
+TEST_CASE("scripts: sentinel2_safe.sh stacks a Level-1C product's 13 bands on the 10 m grid, SEN12MS order") {
+  const std::string gdal_translate = on_path("gdal_translate");
+  REQUIRE_MESSAGE(!gdal_translate.empty(), "gdal_translate is missing: scripts/install_deps.sh installs gdal-bin");
+  TempDir d("sentinel2_safe");
+  const std::string safe = make_product(d.path, gdal_translate);
+  const AppResult r = run_program("/bin/bash", {kScript, safe, d / "out/scene.tif"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+
+  const data::Raster out = data::read_geotiff(d / "out/scene.tif");
+  REQUIRE(out.bands == 13);
+  REQUIRE(out.width == 120);
+  REQUIRE(out.height == 120);
+  CHECK(out.type == data::SampleType::UInt16);
+  CHECK(out.nodata == 0.0);
+  std::vector<std::string> sen12ms;
+  for (const auto& n : data::kS2BandNames) sen12ms.emplace_back(n);
+  CHECK(out.band_names == sen12ms);  // B8A in 9th place, as read by classify and remove_clouds
+  CHECK(out.geo.pixel_scale.at(0) == 10);
+  CHECK(out.geo.tiepoints.at(3) == 600000);
+  CHECK(out.geo.tiepoints.at(4) == 5000040);
+  CHECK(out.geo.crs_code() == 32632);
+  // Every pixel: the source pixel it lies in (nearest), less the 1000 offset, clamped at 0; the source's
+  // nodata 0 stays 0.
+  size_t wrong = 0;
+  for (int b = 0; b < 13; ++b) {
+    const int f = kMetres[b] / 10;  // SEN12MS band b is the product's kBands[b]
+    for (int y = 0; y < 120; ++y)
+      for (int x = 0; x < 120; ++x) {
+        const float src = source_value(b, x / f, y / f);
+        const float want = src == 0.f ? 0.f : std::max(0.f, src - 1000.f);
+        wrong += out.data[(size_t(b) * 120 + size_t(y)) * 120 + size_t(x)] != want;
+      }
+  }
+  CHECK(wrong == 0);
+  for (const auto& e : fs::directory_iterator(d / "out")) CHECK(e.path().filename() == "scene.tif");  // no temporary
+
+  // Refused, naming why, with nothing written: the output inside the product, a band missing, Level-2A.
+  const AppResult inside = run_program("/bin/bash", {kScript, safe, safe + "/stack.tif"});
+  CHECK(inside.exit_code == 1);
+  CHECK_MESSAGE(inside.output.find("may not be inside the product") != std::string::npos, inside.output);
+  const fs::path img = fs::path(safe) / "GRANULE/L1C_T32TQM_A034000_20220301T101401/IMG_DATA";
+  fs::rename(img / "T32TQM_20220301T101401_B10.jp2", d / "B10.jp2");
+  const AppResult missing = run_program("/bin/bash", {kScript, safe, d / "out/missing.tif"});
+  CHECK(missing.exit_code == 1);
+  CHECK_MESSAGE(missing.output.find("0 files *_B10.jp2") != std::string::npos, missing.output);
+  CHECK_FALSE(fs::exists(d / "out/missing.tif"));
+  fs::rename(d / "B10.jp2", img / "T32TQM_20220301T101401_B02_10m.jp2");  // a Level-2A name
+  const AppResult l2a = run_program("/bin/bash", {kScript, safe, d / "out/l2a.tif"});
+  CHECK(l2a.exit_code == 1);
+  CHECK_MESSAGE(l2a.output.find("Level-2A") != std::string::npos, l2a.output);
+}
