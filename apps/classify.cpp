@@ -121,8 +121,23 @@ int run(int argc, char** argv) {
   if (p.positionals().empty()) throw cli::UsageError("give at least one GeoTIFF or folder");
   if (batch < 1) throw cli::UsageError("--batch-size must be >= 1");
   const std::string map_dir = p.get_string("map-dir");
-  if (!map_dir.empty() && p.get_string("classify") != "tiles")
-    throw cli::UsageError("--map-dir maps the tiles of --classify tiles, not --classify " + p.get_string("classify"));
+  if (!map_dir.empty()) {
+    if (p.get_string("classify") != "tiles")
+      throw cli::UsageError("--map-dir maps the tiles of --classify tiles, not --classify " + p.get_string("classify"));
+    std::error_code ec;
+    if (fs::exists(map_dir, ec) && !fs::is_directory(map_dir, ec))
+      throw cli::UsageError("--map-dir " + map_dir + " is a file, not a folder");
+    // Inside an input folder, the maps would be taken for images by the next run over that folder.
+    const fs::path maps = fs::weakly_canonical(map_dir);
+    for (const std::string& in : p.positionals())
+      if (fs::is_directory(in, ec)) {
+        const fs::path folder = fs::canonical(in);
+        const auto [end, _] = std::mismatch(folder.begin(), folder.end(), maps.begin(), maps.end());
+        if (end == folder.end())
+          throw cli::UsageError(str("--map-dir ", map_dir, " lies in the input folder ", in,
+                                    ": its maps would be read as images by the next run; put them elsewhere"));
+      }
+  }
   const cli::CommonOptions common = apps::setup_device(p);
   const std::vector<std::string> files = collect_inputs(p.positionals());
   std::vector<std::pair<std::string, std::string>> inputs = {{"--weights", weights}};
@@ -139,6 +154,8 @@ int run(int argc, char** argv) {
   clf.to(common.device);
   clf.eval();
   const int C = clf.config().in_channels, K = clf.config().classes;
+  NIMBUS_CHECK(map_dir.empty() || K < 255, weights, ": ", K, " classes do not fit --map-dir's uint8 maps (255 is "
+               "their nodata)");
   const data::BandList model_bands = apps::classifier_bands(lm, weights, p.get_string("model-bands"), "classify");
   apps::FileBands file_bands(p.get_string("bands"), "classify");
 
@@ -211,7 +228,13 @@ int run(int argc, char** argv) {
         throw cli::UsageError(str("--map-dir: ", it->second, " and ", im.path, " would both be mapped to ", im.map,
                                   " (the same file stem): classify them into separate folders"));
       cli::refuse_output_over_input("--map-dir", im.map, inputs);
+      cli::refuse_output_over_input("--map-dir", im.map, {{"--out", out}});
     }
+    size_t whole = 0;  // larger than a tile one way only: classified whole, so no map
+    for (const Image& im : images) whole += im.map.empty() && (im.height > tile || im.width > tile);
+    if (whole > 0)
+      std::fprintf(stderr, "classify: --map-dir: %zu images have a side no longer than the %d-pixel tile: classified "
+                   "whole, no map\n", whole, tile);
     if (by_map.empty())
       std::fprintf(stderr, "classify: --map-dir: no image is larger than the %d-pixel tile, so none has a map\n", tile);
     else

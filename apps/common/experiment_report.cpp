@@ -202,7 +202,12 @@ std::optional<ClassifierTest> read_classifier_test(const std::string& classifier
   std::stringstream text;
   text << in.rdbuf();
   NIMBUS_CHECK(in.good() || in.eof(), path, ": cannot read the classifier's test score");
-  const json::Value v = json::parse(text.str());
+  json::Value v;
+  try {
+    v = json::parse(text.str());
+  } catch (const Error& e) {
+    throw Error(str(path, ": ", e.what()));
+  }
   const auto member = [&](const json::Value& o, const char* key, json::Value::Type type) -> const json::Value& {
     const json::Value* m = o.is(json::Value::Type::Object) ? o.get(key) : nullptr;
     NIMBUS_CHECK(m && m->is(type), path, ": no '", key, "' of the right type (train_resnet's test.json has "
@@ -213,7 +218,10 @@ std::optional<ClassifierTest> read_classifier_test(const std::string& classifier
   t.path = path;
   t.checkpoint = member(v, "checkpoint", json::Value::Type::String).s;
   if (t.checkpoint != fs::path(classifier_path).filename().string()) return std::nullopt;  // it scored another file
-  t.epoch = int64_t(member(v, "epoch", json::Value::Type::Number).num);
+  const double epoch_number = member(v, "epoch", json::Value::Type::Number).num;
+  NIMBUS_CHECK(epoch_number >= -1 && epoch_number < 1e9 && epoch_number == std::floor(epoch_number), path, ": epoch ",
+               epoch_number, " is not an epoch");
+  t.epoch = int64_t(epoch_number);
   if (t.epoch != epoch) {  // the checkpoint was replaced since (a run resumed without scoring it again)
     std::fprintf(stderr, "cloud_impact: note: %s scored %s of epoch %lld, but %s is of epoch %lld: its test score "
                  "is not reported\n", path.c_str(), t.checkpoint.c_str(), (long long)t.epoch, classifier_path.c_str(),
@@ -223,8 +231,8 @@ std::optional<ClassifierTest> read_classifier_test(const std::string& classifier
   const json::Value& acc = member(v, "accuracy", json::Value::Type::Object);
   const double k = member(acc, "correct", json::Value::Type::Number).num,
                n = member(acc, "total", json::Value::Type::Number).num;
-  NIMBUS_CHECK(k >= 0 && n >= k && n < 9e15 && k == std::floor(k) && n == std::floor(n), path, ": accuracy ", k,
-               " correct of ", n, " is not a count of tiles");
+  NIMBUS_CHECK(k >= 0 && n >= k && n > 0 && n < 9e15 && k == std::floor(k) && n == std::floor(n), path,
+               ": accuracy ", k, " correct of ", n, " is not a count of tiles");
   t.accuracy = wilson_interval(int64_t(k), int64_t(n));  // from the counts, not the file's rounded rate
   return t;
 }

@@ -121,4 +121,18 @@ TEST_CASE("classify --map-dir: one pixel per tile holds that tile's class, on th
   CHECK_MESSAGE(twice.output.find("would both be mapped to") != std::string::npos, twice.output);
   CHECK_FALSE(fs::exists(d / "maps3"));
   CHECK_FALSE(fs::exists(d / "t.csv"));
+  // The CSV over a map; the maps in the folder of the images (the next run would read them as images);
+  // a file as the folder.
+  AppResult csv_over_map = run_app("classify", {"--weights", ckpt, "--out", d / "maps4/scene_classes.tif",
+                                                "--map-dir", d / "maps4", d / "scene.tif"});
+  CHECK(csv_over_map.exit_code == 2);
+  CHECK_MESSAGE(csv_over_map.output.find("--map-dir") != std::string::npos, csv_over_map.output);
+  AppResult inside = run_app("classify", {"--weights", ckpt, "--out", d / "i.csv", "--map-dir", d / "other/maps",
+                                          d / "other"});
+  CHECK(inside.exit_code == 2);
+  CHECK_MESSAGE(inside.output.find("lies in the input folder") != std::string::npos, inside.output);
+  AppResult file = run_app("classify", {"--weights", ckpt, "--out", d / "f.csv", "--map-dir", d / "scene.tif",
+                                        d / "other/scene.tif"});
+  CHECK(file.exit_code == 2);
+  CHECK_MESSAGE(file.output.find("is a file, not a folder") != std::string::npos, file.output);
 }

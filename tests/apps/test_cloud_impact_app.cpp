@@ -195,6 +195,15 @@ TEST_CASE("cloud_impact app: a folder of other files and a bad metrics file are 
   CHECK(r.exit_code == 1);
   CHECK_MESSAGE(r.output.find(t.dir + "/test.json: no 'accuracy'") != std::string::npos, r.output);
   CHECK_MESSAGE(r.output.find("cloud_impact: 4 scenes") == std::string::npos, r.output);
+  for (const char* bad : {"{\"checkpoint\": \"clf.safetensors\",", "{\"checkpoint\": \"clf.safetensors\", "
+                          "\"epoch\": 3, \"accuracy\": {\"correct\": 0, \"total\": 0}}"}) {
+    CAPTURE(bad);
+    spit(t.dir + "/test.json", bad);
+    r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all",
+                                       "--out", out, "--threads", "1"});
+    CHECK(r.exit_code == 1);
+    CHECK_MESSAGE(r.output.find(t.dir + "/test.json: ") != std::string::npos, r.output);  // a syntax error too
+  }
   spit(t.dir + "/test.json", "{\"checkpoint\": \"last.safetensors\", \"epoch\": 3, \"accuracy\": "
                              "{\"correct\": 1, \"total\": 2}}\n");
   r = test::run_app("cloud_impact", {"--classifier", t.clf, "--cr", t.cr, "--data", t.data, "--split", "all", "--out",
