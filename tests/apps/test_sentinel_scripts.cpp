@@ -1,11 +1,15 @@
-// test_sentinel2_safe.cpp: scripts/sentinel2_safe.sh on a small product laid out as ESA's Level-1C
+// test_sentinel_scripts.cpp: the scripts that prepare a user's own scene, on small inputs made here.
+// scripts/sentinel2_safe.sh on a small product laid out as ESA's Level-1C
 // .SAFE folders are (GRANULE/<id>/IMG_DATA/<tile>_<time>_B01.jp2 ... at 10, 20 and 60 m, and
 // MTD_MSIL1C.xml with baseline 04.00's RADIO_ADD_OFFSET), made here: nimbus's own GeoTIFFs turned into
 // JPEG 2000 by GDAL. The stacked GeoTIFF is read back with nimbus's reader and every pixel of every band
 // compared with the source pixel it covers (nearest), less the offset; the refusals (Level-2A, a band
-// missing, the output inside the product) too. GDAL (gdal-bin) comes with scripts/install_deps.sh.
+// missing, the output inside the product) too. scripts/sentinel1_to_grid.sh on an S1 image of its own
+// grid: each output pixel checked against the input pixel it lies in. GDAL (gdal-bin) comes with
+// scripts/install_deps.sh.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -126,4 +130,74 @@ TEST_CASE("scripts: sentinel2_safe.sh stacks a Level-1C product's 13 bands on th
   const AppResult l2a = run_program("/bin/bash", {kScript, safe, d / "out/l2a.tif"});
   CHECK(l2a.exit_code == 1);
   CHECK_MESSAGE(l2a.output.find("Level-2A") != std::string::npos, l2a.output);
+}
+
+// scripts/sentinel1_to_grid.sh: S1 in linear power on a 20 m grid of its own -> dB on the Sentinel-2
+// image's 10 m grid. Nearest resampling here, so that each output pixel is one input pixel's 10 log10.
+TEST_CASE("scripts: sentinel1_to_grid.sh puts S1 on a Sentinel-2 image's grid, in dB, VV then VH") {
+  REQUIRE_MESSAGE(!on_path("gdalwarp").empty(), "gdalwarp is missing: scripts/install_deps.sh installs gdal-bin");
+  TempDir d("sentinel1_grid");
+  const std::vector<uint16_t> utm32 = {1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32632};
+  data::Raster s2;
+  s2.width = 60, s2.height = 40, s2.bands = 13;
+  s2.type = data::SampleType::UInt16;
+  s2.data.assign(size_t(13) * 60 * 40, 1500.f);
+  s2.geo.pixel_scale = {10, 10, 0};
+  s2.geo.tiepoints = {0, 0, 0, 600000, 5000040, 0};
+  s2.geo.geokeys = utm32;
+  data::write_geotiff(d / "scene.tif", s2, data::WriteOptions{});
+  // S1: 40 x 30 pixels of 20 m from (599980, 5000060), covering the scene; one pixel 0 (no backscatter).
+  data::Raster s1;
+  s1.width = 40, s1.height = 30, s1.bands = 2;
+  s1.type = data::SampleType::Float32;
+  s1.data.resize(size_t(2) * 40 * 30);
+  for (size_t i = 0; i < s1.data.size(); ++i) s1.data[i] = std::pow(10.f, (-25.f + float(i % 211) * 0.1f) / 10.f);
+  s1.data[size_t(3) * 40 + 5] = 0.f;  // VV at row 3, column 5
+  s1.geo.pixel_scale = {20, 20, 0};
+  s1.geo.tiepoints = {0, 0, 0, 599980, 5000060, 0};
+  s1.geo.geokeys = utm32;
+  data::WriteOptions f32;
+  f32.type = data::SampleType::Float32;
+  data::write_geotiff(d / "s1_power.tif", s1, f32);
+  const std::string script = (fs::path(kScript).parent_path() / "sentinel1_to_grid.sh").string();
+  const AppResult r =
+      run_program("/bin/bash", {script, d / "s1_power.tif", d / "scene.tif", d / "s1_db.tif", "--resampling", "nearest"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  const data::Raster out = data::read_geotiff(d / "s1_db.tif");
+  REQUIRE(out.bands == 2);
+  REQUIRE(out.width == 60);
+  REQUIRE(out.height == 40);
+  CHECK(out.band_names == std::vector<std::string>{"VV", "VH"});
+  CHECK(data::grid_mismatch(s2.geo, out.geo).empty());
+  CHECK(out.geo.pixel_scale.at(0) == 10);
+  // Output pixel (x, y), centre (600005 + 10x, 5000035 - 10y), lies in S1 pixel ((25 + 10x) / 20, (25 + 10y) / 20).
+  size_t wrong = 0, nan = 0;
+  for (int b = 0; b < 2; ++b)
+    for (int y = 0; y < 40; ++y)
+      for (int x = 0; x < 60; ++x) {
+        const float p = s1.data[(size_t(b) * 30 + size_t((25 + 10 * y) / 20)) * 40 + size_t((25 + 10 * x) / 20)];
+        const float got = out.data[(size_t(b) * 40 + size_t(y)) * 60 + size_t(x)];
+        if (p == 0.f) {
+          nan += std::isnan(got);
+          continue;
+        }
+        wrong += !(std::abs(got - 10.f * std::log10(p)) <= 1e-4f);
+      }
+  CHECK(wrong == 0);
+  CHECK(nan == 4);  // the S1 pixel without backscatter covers 2 x 2 output pixels: NaN, not -inf
+  // --db moves without converting; an input with other than 2 bands, or the output over an input: refused.
+  const AppResult again = run_program("/bin/bash", {script, d / "s1_db.tif", d / "scene.tif", d / "moved.tif", "--db",
+                                                    "--resampling", "nearest"});
+  REQUIRE_MESSAGE(again.exit_code == 0, again.output);
+  const data::Raster moved = data::read_geotiff(d / "moved.tif");
+  size_t differ = 0;
+  for (size_t i = 0; i < out.data.size(); ++i)
+    differ += !(moved.data[i] == out.data[i] || (std::isnan(moved.data[i]) && std::isnan(out.data[i])));
+  CHECK(differ == 0);
+  const AppResult three = run_program("/bin/bash", {script, d / "scene.tif", d / "scene.tif", d / "x.tif"});
+  CHECK(three.exit_code == 1);
+  CHECK_MESSAGE(three.output.find("13 bands; Sentinel-1 for DSen2-CR is 2") != std::string::npos, three.output);
+  const AppResult over = run_program("/bin/bash", {script, d / "s1_power.tif", d / "scene.tif", d / "s1_power.tif"});
+  CHECK(over.exit_code == 1);
+  CHECK_MESSAGE(over.output.find("may not be an input") != std::string::npos, over.output);
 }
