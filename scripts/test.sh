@@ -19,7 +19,7 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}"  # third-party caches
 fi
 
-scripts/install_deps.sh
+scripts/install_deps.sh --tests
 jobs=$(nproc)
 cmake -S . -B "$build" -G Ninja "${flags[@]}" > "$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 cmake --build "$build" -j "$jobs"

@@ -6,7 +6,7 @@
 // compared with the source pixel it covers (nearest), less the offset; the refusals (Level-2A, a band
 // missing, the output inside the product) too. scripts/sentinel1_to_grid.sh on an S1 image of its own
 // grid: each output pixel checked against the input pixel it lies in. GDAL (gdal-bin) comes with
-// scripts/install_deps.sh.
+// scripts/install_deps.sh --tests (scripts/test.sh).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -82,7 +82,7 @@ std::string make_product(const fs::path& root, const std::string& gdal_translate
 
 TEST_CASE("scripts: sentinel2_safe.sh stacks a Level-1C product's 13 bands on the 10 m grid, SEN12MS order") {
   const std::string gdal_translate = on_path("gdal_translate");
-  REQUIRE_MESSAGE(!gdal_translate.empty(), "gdal_translate is missing: scripts/install_deps.sh installs gdal-bin");
+  REQUIRE_MESSAGE(!gdal_translate.empty(), "gdal_translate is missing: scripts/install_deps.sh --tests installs gdal-bin");
   TempDir d("sentinel2_safe");
   const std::string safe = make_product(d.path, gdal_translate);
   const AppResult r = run_program("/bin/bash", {kScript, safe, d / "out/scene.tif"});
@@ -135,7 +135,7 @@ TEST_CASE("scripts: sentinel2_safe.sh stacks a Level-1C product's 13 bands on th
 // scripts/sentinel1_to_grid.sh: S1 in linear power on a 20 m grid of its own -> dB on the Sentinel-2
 // image's 10 m grid. Nearest resampling here, so that each output pixel is one input pixel's 10 log10.
 TEST_CASE("scripts: sentinel1_to_grid.sh puts S1 on a Sentinel-2 image's grid, in dB, VV then VH") {
-  REQUIRE_MESSAGE(!on_path("gdalwarp").empty(), "gdalwarp is missing: scripts/install_deps.sh installs gdal-bin");
+  REQUIRE_MESSAGE(!on_path("gdalwarp").empty(), "gdalwarp is missing: scripts/install_deps.sh --tests installs gdal-bin");
   TempDir d("sentinel1_grid");
   const std::vector<uint16_t> utm32 = {1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32632};
   data::Raster s2;
