@@ -5,29 +5,34 @@
 # in dB, the bands named VV and VH.
 #
 #   scripts/sentinel1_to_grid.sh s1.tif scene.tif s1_on_scene.tif [--linear | --db] [--resampling bilinear]
+#                                [--srcnodata V | --srcnodata none]
 #
 # --linear (the default): the input holds linear power (SNAP's Sigma0_VV, GEE's S1_GRD_FLOAT) and is
 # converted, 10 log10; --db: it is in dB already (GEE's S1_GRD), and only moved. Resampling is done on
-# what the file holds (bilinear by default; GDAL's -r names). Pixels the input does not cover are NaN,
-# which the apps fill as DSen2-CR does (docs/robustness.md, "The NaN policy"). GDAL's tools do the work
+# what the file holds (bilinear by default; GDAL's -r names). Pixels without data are NaN, which the
+# apps fill as DSen2-CR does (docs/robustness.md, "The NaN policy"): those the input does not cover,
+# and its own nodata pixels, the file's nodata value or, when it has none, 0 (SNAP's and most exports'
+# fill; --srcnodata V another, --srcnodata none for none), kept out of the resampling's averages. GDAL's tools do the work
 # (gdal-bin, installed when missing). The output is written next to its final name and renamed into
 # place when complete; it may not be one of the inputs.
 set -euo pipefail
 
 die() { echo "sentinel1_to_grid: $*" >&2; exit 1; }
 usage() {
-  echo "usage: scripts/sentinel1_to_grid.sh S1.tif S2_SCENE.tif OUT.tif [--linear | --db] [--resampling bilinear]" >&2
+  echo "usage: scripts/sentinel1_to_grid.sh S1.tif S2_SCENE.tif OUT.tif [--linear | --db] [--resampling bilinear]" \
+    "[--srcnodata V|none]" >&2
   exit 2
 }
 
 (($# >= 3)) || usage
 s1=$1 s2=$2 out=$3
 shift 3
-scale=linear resampling=bilinear
+scale=linear resampling=bilinear srcnodata=""
 while (($#)); do
   case $1 in
     --linear) scale=linear; shift ;;
     --db) scale=db; shift ;;
+    --srcnodata) (($# >= 2)) || usage; srcnodata=$2; shift 2 ;;
     --resampling) (($# >= 2)) || usage; resampling=$2; shift 2 ;;
     *) usage ;;
   esac
@@ -51,26 +56,37 @@ if ! command -v gdalwarp > /dev/null || ! command -v gdal_calc.py > /dev/null; t
   $SUDO apt-get install -y -qq --no-install-recommends gdal-bin > /dev/null || die "cannot install gdal-bin"
 fi
 
-bands=$(gdalinfo "$s1" | grep -c '^Band ' || true)
+s1_info=$(gdalinfo "$s1") || die "$s1: GDAL cannot read it"
+bands=$(grep -c '^Band ' <<< "$s1_info" || true)
 ((bands == 2)) || die "$s1: $bands bands; Sentinel-1 for DSen2-CR is 2 (VV, VH)"
-# The Sentinel-2 image's grid: size, origin and pixel size (north up, as Sentinel-2 granules are).
-info=$(gdalinfo "$s2")
-read -r width height < <(sed -n 's/^Size is \([0-9]*\), \([0-9]*\)$/\1 \2/p' <<< "$info")
-read -r x0 y0 < <(sed -n 's/^Origin = (\([-0-9.e+]*\),\([-0-9.e+]*\))$/\1 \2/p' <<< "$info")
-read -r dx dy < <(sed -n 's/^Pixel Size = (\([-0-9.e+]*\),\([-0-9.e+]*\))$/\1 \2/p' <<< "$info")
-[[ -n ${width:-} && -n ${x0:-} && -n ${dx:-} ]] || die "$s2: no north-up georeferencing (gdalinfo prints no Origin and Pixel Size)"
+if [[ -z $srcnodata ]]; then  # the file's own nodata value, else 0
+  srcnodata=$(sed -n 's/^ *NoData Value=\(.*\)$/\1/p' <<< "$s1_info" | head -1)
+  srcnodata=${srcnodata:-0}
+fi
+nodata_args=()
+[[ $srcnodata == none ]] || nodata_args=(-srcnodata "$srcnodata")
+# The Sentinel-2 image's grid: size, origin and pixel size, north up (as Sentinel-2 granules are).
+info=$(gdalinfo "$s2") || die "$s2: GDAL cannot read it"
+grid=$(awk '/^Size is / { gsub(",", ""); w = $3; h = $4 }
+  /^Origin = / { gsub(/[(),]/, " "); x0 = $3; y0 = $4 }
+  /^Pixel Size = / { gsub(/[(),]/, " "); dx = $4; dy = $5 }
+  END { if (w != "" && x0 != "" && dx != "") print w, h, x0, y0, dx, dy }' <<< "$info")
+[[ -n $grid ]] || die "$s2: no north-up georeferencing (gdalinfo prints no Origin and Pixel Size: rotated, or none)"
+read -r width height x0 y0 dx dy <<< "$grid"
+awk -v dx="$dx" -v dy="$dy" 'BEGIN { exit !(dx > 0 && dy < 0) }' ||
+  die "$s2: pixel size ($dx, $dy) is not north up (x growing east, y growing south)"
+# The exact extent and size (%.17g: a geographic grid's pixel sizes keep every digit).
 extent=$(awk -v x0="$x0" -v y0="$y0" -v dx="$dx" -v dy="$dy" -v w="$width" -v h="$height" \
-  'BEGIN { printf "%.10f %.10f %.10f %.10f", x0, y0 + dy * h, x0 + dx * w, y0 }')
-res=$(awk -v dx="$dx" -v dy="$dy" 'BEGIN { printf "%.10f %.10f", dx, -dy }')
+  'BEGIN { printf "%.17g %.17g %.17g %.17g", x0, y0 + dy * h, x0 + dx * w, y0 }')
 
 out_dir=$(dirname "$out")
 mkdir -p "$out_dir"
 tmp=$(mktemp -d "$out_dir/.sentinel1_to_grid.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-# shellcheck disable=SC2086  # the extent and resolution are four and two numbers
+# shellcheck disable=SC2086  # the extent is four numbers
 gdalsrsinfo -o wkt "$s2" > "$tmp/s2.wkt" 2> /dev/null && grep -q . "$tmp/s2.wkt" || die "$s2: no coordinate system"
-gdalwarp -q -t_srs "$tmp/s2.wkt" -te $extent -tr $res -r "$resampling" -ot Float32 -dstnodata nan -of GTiff \
-  "$s1" "$tmp/grid.tif" || die "gdalwarp could not put $s1 on the grid of $s2"
+gdalwarp -q -t_srs "$tmp/s2.wkt" -te $extent -ts "$width" "$height" -r "$resampling" "${nodata_args[@]}" \
+  -ot Float32 -dstnodata nan -of GTiff "$s1" "$tmp/grid.tif" || die "gdalwarp could not put $s1 on the grid of $s2"
 if [[ $scale == linear ]]; then
   # 10 log10 of the power; 0 and below (no backscatter, or a fill value) become NaN, not -inf.
   gdal_calc.py --quiet -A "$tmp/grid.tif" --allBands=A --calc="where(A > 0, 10 * log10(maximum(A, 1e-30)), nan)" \

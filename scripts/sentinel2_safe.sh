@@ -11,26 +11,32 @@
 # Earth Engine's export that made SEN12MS-CR does; --resampling takes GDAL's -r names), and written
 # tiled and deflated, a BigTIFF if it needs one. DN 0 is nodata (ESA's), kept as the file's nodata.
 #
-# Processing baseline 04.00 (products from 25 January 2022) stores DN + 1000 (RADIO_ADD_OFFSET -1000 in
-# MTD_MSIL1C.xml): the offset is applied, so the DN mean what SEN12MS-CR's and EuroSAT's (2017-2018)
-# do. A pixel darker than the offset (a reflectance below 0, over dark water) then becomes 0, and is
-# nodata only where every band is 0. Level-2A products are refused: they hold surface reflectance and no
-# B10, and the models take the 13 Level-1C bands.
+# Processing baseline 04.00 and later (products from 25 January 2022, and older dates reprocessed)
+# store DN + 1000 (RADIO_ADD_OFFSET -1000 in MTD_MSIL1C.xml): the offset is taken off, so the DN mean
+# what SEN12MS-CR's and EuroSAT's (2017-2018) do, with the older products' conventions kept: 0 nodata,
+# 65535 saturated (kept), and a pixel darker than the offset (a reflectance below 0) 1, as ESA clamped
+# them before 04.00. Level-2A products are refused: they hold surface reflectance and no B10, and the
+# models take the 13 Level-1C bands. So is a multi-granule product (before December 2016): --tile picks
+# one of its granules (T32TQM).
 #
 # The output is written next to its final name and renamed into place when complete; it may not be a
 # file of the product.
 set -euo pipefail
 
 die() { echo "sentinel2_safe: $*" >&2; exit 1; }
-usage() { echo "usage: scripts/sentinel2_safe.sh PRODUCT.SAFE OUT.tif [--resampling nearest|bilinear|cubic|average|...]" >&2; exit 2; }
+usage() {
+  echo "usage: scripts/sentinel2_safe.sh PRODUCT.SAFE OUT.tif [--resampling nearest|bilinear|...] [--tile T32TQM]" >&2
+  exit 2
+}
 
 (($# >= 2)) || usage
 safe=$1 out=$2
 shift 2
-resampling=nearest
+resampling=nearest tile=""
 while (($#)); do
   case $1 in
     --resampling) (($# >= 2)) || usage; resampling=$2; shift 2 ;;
+    --tile) (($# >= 2)) || usage; tile=${2#T}; shift 2 ;;
     *) usage ;;
   esac
 done
@@ -52,23 +58,38 @@ fi
 # The bands, one file each (GRANULE/<id>/IMG_DATA/<tile>_<time>_B01.jp2), in SEN12MS order.
 bands=(B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B10 B11 B12)
 names=(B1 B2 B3 B4 B5 B6 B7 B8 B8A B9 B10 B11 B12)
-if find "$safe" -path '*IMG_DATA*' -name '*_B??_[126]0m.jp2' | grep -q .; then
+# find -L: a .SAFE given as a symbolic link is followed.
+if find -L "$safe" -path '*IMG_DATA*' -name '*_B??_[126]0m.jp2' | grep -q .; then
   die "$safe is a Level-2A product (surface reflectance, no B10): the models take the 13 Level-1C bands"
 fi
+granules=$(find -L "$safe" -path '*/GRANULE/*' -maxdepth 2 -mindepth 2 -type d | wc -l)
 files=()
 for b in "${bands[@]}"; do
-  mapfile -t found < <(find "$safe" -path '*IMG_DATA*' -name "*_${b}.jp2" | sort)
-  ((${#found[@]} == 1)) || die "$safe: ${#found[@]} files *_${b}.jp2 under GRANULE/*/IMG_DATA (one expected)${found:+: ${found[*]}}"
+  mapfile -t found < <(find -L "$safe" -path '*IMG_DATA*' -name "*${tile:+T$tile*}_${b}.jp2" | sort)
+  if ((${#found[@]} > 1 && granules > 1)); then
+    die "$safe holds $granules granules (a product from before December 2016): give --tile with one of their tiles (e.g. --tile $(basename "${found[0]}" | sed -n 's/.*_T\([0-9A-Z]\{5\}\)_.*/\1/p'))"
+  fi
+  ((${#found[@]} == 1)) || die "$safe: ${#found[@]} files *_${b}.jp2 under GRANULE/*/IMG_DATA${tile:+ of tile T$tile} (one expected)${found:+: ${found[*]}}"
   files+=("${found[0]}")
 done
 
 # RADIO_ADD_OFFSET per band (band_id 0..12 in the order above), from the product's metadata.
-mtd=$(find "$safe" -maxdepth 1 -name 'MTD_MSIL1C.xml' | head -1)
+mtd=$(find -L "$safe" -maxdepth 1 -name 'MTD_MSIL1C.xml' | head -1)
 offsets=(0 0 0 0 0 0 0 0 0 0 0 0 0)
 if [[ -n $mtd ]]; then
-  while read -r id value; do
-    [[ $id =~ ^[0-9]+$ && $id -lt 13 ]] && offsets[id]=$value
-  done < <(sed -n 's/.*<RADIO_ADD_OFFSET band_id="\([0-9]*\)">\(-\{0,1\}[0-9.]*\)<\/RADIO_ADD_OFFSET>.*/\1 \2/p' "$mtd")
+  found=0
+  # Each element wherever it lies (one a line as ESA writes them, or several on one), any attribute order.
+  while read -r element; do
+    id=$(sed -n 's/.*band_id="\([0-9]*\)".*/\1/p' <<< "$element")
+    value=$(sed -n 's/.*>[[:space:]]*\(-\{0,1\}[0-9]*\)[[:space:]]*<.*/\1/p' <<< "$element")
+    [[ $id =~ ^[0-9]+$ && $id -lt 13 && $value =~ ^(-[0-9]+|0)$ ]] || die "$mtd: cannot read '$element' (a band_id 0-12 and an offset <= 0)"
+    offsets[id]=$value
+    found=$((found + 1))
+  done < <(tr '\n' ' ' < "$mtd" | grep -o '<[A-Za-z0-9_]*:\{0,1\}RADIO_ADD_OFFSET[^>]*>[^<]*</' || true)
+  ((found == 0 || found == 13)) || die "$mtd: $found RADIO_ADD_OFFSET values, not one for each of the 13 bands"
+  if ((found == 0)) && [[ $(basename "$(realpath "$safe")") =~ _N0[4-9][0-9]{2}_ ]]; then
+    die "$mtd: a product of baseline 04.00 or later (its name says so) without RADIO_ADD_OFFSET values"
+  fi
 else
   echo "sentinel2_safe: no MTD_MSIL1C.xml in $safe: no radiometric offset applied (right for products before baseline 04.00)" >&2
 fi
@@ -79,14 +100,15 @@ tmp=$(mktemp -d "$out_dir/.sentinel2_safe.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 gdalbuildvrt -q -separate -resolution highest -r "$resampling" -srcnodata 0 -vrtnodata 0 "$tmp/stack.vrt" "${files[@]}"
 
-# Each band's name, and its offset as its ComplexSource's (gdalbuildvrt writes one per band with
-# -srcnodata; computed in float, clamped to uint16 on the way out; the source's 0, nodata, is skipped).
+# Each band's name, and its offset as a lookup table on its ComplexSource (gdalbuildvrt writes one per
+# band with -srcnodata; the source's 0, nodata, is skipped): DN 1 - offset and below -> 1, DN -> DN +
+# offset up to 65534, 65535 (saturated) kept.
 awk -v names="${names[*]}" -v offsets="${offsets[*]}" '
   BEGIN { split(names, name, " "); split(offsets, off, " "); band = 0 }
   /<VRTRasterBand / { band++; print; print "    <Description>" name[band] "</Description>"; next }
   off[band] != 0 && /<\/ComplexSource>/ {
-    print "      <ScaleOffset>" off[band] "</ScaleOffset>"
-    print "      <ScaleRatio>1</ScaleRatio>"
+    o = off[band]
+    print "      <LUT>1:1," (1 - o) ":1,65534:" (65534 + o) ",65535:65535</LUT>"
     offset++
   }
   { print }

@@ -39,12 +39,21 @@ const char* kBands[13] = {"B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08"
 const int kMetres[13] = {60, 10, 10, 10, 20, 20, 20, 10, 20, 60, 60, 20, 20};
 constexpr int kSide = 1200;  // metres: 120 pixels of 10 m, 60 of 20 m, 20 of 60 m
 
-// Band b's source value at its own pixel (x, y): distinct per band and pixel, 0 (nodata) at the top-left
-// pixel, and below the offset (a dark pixel) at (1, 0).
+// Band b's source value at its own pixel (x, y): distinct per band and pixel; 0 (nodata) at the top-left
+// pixel, below the offset (a dark pixel) at (1, 0), saturated (65535) at (2, 0).
 float source_value(int b, int x, int y) {
   if (x == 0 && y == 0) return 0.f;
   if (x == 1 && y == 0) return 400.f;
-  return float(1000 + 100 * b + (7 * x + 3 * y) % 97);
+  if (x == 2 && y == 0) return 65535.f;
+  return float(1100 + 100 * b + (7 * x + 3 * y) % 97);
+}
+// Band b's RADIO_ADD_OFFSET (band_id b: ESA's order is SEN12MS's); another for each band, so that a band
+// given another's is seen.
+int offset_of(int b) { return -1000 - 10 * b; }
+// What the stack holds for a source value of band b: nodata and saturation kept, dark pixels 1.
+float stacked(int b, float src) {
+  if (src == 0.f || src == 65535.f) return src;
+  return std::max(1.f, src + float(offset_of(b)));
 }
 
 // The product: each band written by nimbus as a GeoTIFF (UTM 32N), then made JPEG 2000 (lossless) by GDAL.
@@ -71,10 +80,13 @@ std::string make_product(const fs::path& root, const std::string& gdal_translate
                                                                ".jp2")).string()});
     REQUIRE_MESSAGE(jp2.exit_code == 0, jp2.output);
   }
+  // On one line, in a namespace, as a re-serialised file may be (ESA writes one element a line).
   std::ofstream mtd(safe / "MTD_MSIL1C.xml");
-  mtd << "<?xml version=\"1.0\"?>\n<n1:Level-1C_User_Product>\n  <Radiometric_Offset_List>\n";
-  for (int b = 0; b < 13; ++b) mtd << "    <RADIO_ADD_OFFSET band_id=\"" << b << "\">-1000</RADIO_ADD_OFFSET>\n";
-  mtd << "  </Radiometric_Offset_List>\n</n1:Level-1C_User_Product>\n";
+  mtd << "<?xml version=\"1.0\"?><n1:Level-1C_User_Product xmlns:n1=\"https://psd-14.sentinel2.eo.esa.int\">"
+      << "<Radiometric_Offset_List>";
+  for (int b = 0; b < 13; ++b)
+    mtd << "<RADIO_ADD_OFFSET band_id=\"" << b << "\">" << offset_of(b) << "</RADIO_ADD_OFFSET>";
+  mtd << "</Radiometric_Offset_List></n1:Level-1C_User_Product>\n";
   return safe.string();
 }
 
@@ -101,21 +113,26 @@ TEST_CASE("scripts: sentinel2_safe.sh stacks a Level-1C product's 13 bands on th
   CHECK(out.geo.tiepoints.at(3) == 600000);
   CHECK(out.geo.tiepoints.at(4) == 5000040);
   CHECK(out.geo.crs_code() == 32632);
-  // Every pixel: the source pixel it lies in (nearest), less the 1000 offset, clamped at 0; the source's
-  // nodata 0 stays 0.
+  // Every pixel: the source pixel it lies in (nearest), less its band's offset, dark pixels 1, the
+  // source's nodata 0 and saturated 65535 kept.
   size_t wrong = 0;
   for (int b = 0; b < 13; ++b) {
     const int f = kMetres[b] / 10;  // SEN12MS band b is the product's kBands[b]
     for (int y = 0; y < 120; ++y)
-      for (int x = 0; x < 120; ++x) {
-        const float src = source_value(b, x / f, y / f);
-        const float want = src == 0.f ? 0.f : std::max(0.f, src - 1000.f);
-        wrong += out.data[(size_t(b) * 120 + size_t(y)) * 120 + size_t(x)] != want;
-      }
+      for (int x = 0; x < 120; ++x)
+        wrong += out.data[(size_t(b) * 120 + size_t(y)) * 120 + size_t(x)] != stacked(b, source_value(b, x / f, y / f));
   }
   CHECK(wrong == 0);
+  CHECK(out.data[12] == 65535.f);  // B1's saturated pixel (60 m: its 6 x 6 from column 12)
+  CHECK(out.data[size_t(1) * 120 * 120 + 1] == 1.f);  // B2's dark pixel
   for (const auto& e : fs::directory_iterator(d / "out")) CHECK(e.path().filename() == "scene.tif");  // no temporary
 
+  // Through a symbolic link to the product: the same stack.
+  fs::create_directory_symlink(safe, d / "link.SAFE");
+  const AppResult linked = run_program("/bin/bash", {kScript, d / "link.SAFE", d / "out/linked.tif"});
+  REQUIRE_MESSAGE(linked.exit_code == 0, linked.output);
+  CHECK(data::read_geotiff(d / "out/linked.tif").data == out.data);
+  fs::remove(d / "out/linked.tif");
   // Refused, naming why, with nothing written: the output inside the product, a band missing, Level-2A.
   const AppResult inside = run_program("/bin/bash", {kScript, safe, safe + "/stack.tif"});
   CHECK(inside.exit_code == 1);
@@ -152,7 +169,7 @@ TEST_CASE("scripts: sentinel1_to_grid.sh puts S1 on a Sentinel-2 image's grid, i
   s1.type = data::SampleType::Float32;
   s1.data.resize(size_t(2) * 40 * 30);
   for (size_t i = 0; i < s1.data.size(); ++i) s1.data[i] = std::pow(10.f, (-25.f + float(i % 211) * 0.1f) / 10.f);
-  s1.data[size_t(3) * 40 + 5] = 0.f;  // VV at row 3, column 5
+  s1.data[size_t(3) * 40 + 5] = 0.f;  // VV at row 3, column 5: the exports' fill, no data
   s1.geo.pixel_scale = {20, 20, 0};
   s1.geo.tiepoints = {0, 0, 0, 599980, 5000060, 0};
   s1.geo.geokeys = utm32;
@@ -184,7 +201,7 @@ TEST_CASE("scripts: sentinel1_to_grid.sh puts S1 on a Sentinel-2 image's grid, i
         wrong += !(std::abs(got - 10.f * std::log10(p)) <= 1e-4f);
       }
   CHECK(wrong == 0);
-  CHECK(nan == 4);  // the S1 pixel without backscatter covers 2 x 2 output pixels: NaN, not -inf
+  CHECK(nan == 4);  // the S1 pixel without data covers 2 x 2 output pixels: NaN, not -inf
   // --db moves without converting; an input with other than 2 bands, or the output over an input: refused.
   const AppResult again = run_program("/bin/bash", {script, d / "s1_db.tif", d / "scene.tif", d / "moved.tif", "--db",
                                                     "--resampling", "nearest"});
@@ -200,4 +217,29 @@ TEST_CASE("scripts: sentinel1_to_grid.sh puts S1 on a Sentinel-2 image's grid, i
   const AppResult over = run_program("/bin/bash", {script, d / "s1_power.tif", d / "scene.tif", d / "s1_power.tif"});
   CHECK(over.exit_code == 1);
   CHECK_MESSAGE(over.output.find("may not be an input") != std::string::npos, over.output);
+  // Bilinear (the default) over a constant image with a fill hole: the hole's 0 is not blended into its
+  // neighbours (they stay the constant's dB), and the hole is NaN.
+  std::fill(s1.data.begin(), s1.data.end(), 0.05f);
+  for (int b = 0; b < 2; ++b)
+    for (int y = 10; y < 14; ++y)
+      for (int x = 10; x < 14; ++x) s1.data[(size_t(b) * 30 + size_t(y)) * 40 + size_t(x)] = 0.f;
+  data::write_geotiff(d / "s1_hole.tif", s1, f32);
+  const AppResult hole = run_program("/bin/bash", {script, d / "s1_hole.tif", d / "scene.tif", d / "hole_db.tif"});
+  REQUIRE_MESSAGE(hole.exit_code == 0, hole.output);
+  size_t blended = 0, holes = 0;
+  for (float v : data::read_geotiff(d / "hole_db.tif").data) {
+    if (std::isnan(v)) ++holes;
+    else blended += std::abs(v - 10.f * std::log10(0.05f)) > 1e-4f;
+  }
+  CHECK(blended == 0);
+  CHECK(holes > 0);
+  // A Sentinel-2 image that is not north up: said, not a silent exit.
+  data::Raster rotated = s2;
+  rotated.geo.pixel_scale.clear();
+  rotated.geo.tiepoints.clear();
+  rotated.geo.transformation = {8, 6, 0, 600000, 6, -8, 0, 5000040, 0, 0, 0, 0, 0, 0, 0, 1};
+  data::write_geotiff(d / "rotated.tif", rotated, data::WriteOptions{});
+  const AppResult rot = run_program("/bin/bash", {script, d / "s1_power.tif", d / "rotated.tif", d / "r.tif"});
+  CHECK(rot.exit_code == 1);
+  CHECK_MESSAGE(rot.output.find("no north-up georeferencing") != std::string::npos, rot.output);
 }
