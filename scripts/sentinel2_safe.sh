@@ -67,7 +67,7 @@ files=()
 for b in "${bands[@]}"; do
   mapfile -t found < <(find -L "$safe" -path '*IMG_DATA*' -name "*${tile:+T$tile*}_${b}.jp2" | sort)
   if ((${#found[@]} > 1 && granules > 1)); then
-    die "$safe holds $granules granules (a product from before December 2016): give --tile with one of their tiles (e.g. --tile $(basename "${found[0]}" | sed -n 's/.*_T\([0-9A-Z]\{5\}\)_.*/\1/p'))"
+    die "$safe holds $granules granules (a product from before December 2016): give --tile with one of their tiles (e.g. --tile $(basename "${found[0]}" | grep -o 'T[0-9]\{2\}[A-Z]\{3\}' | head -1))"
   fi
   ((${#found[@]} == 1)) || die "$safe: ${#found[@]} files *_${b}.jp2 under GRANULE/*/IMG_DATA${tile:+ of tile T$tile} (one expected)${found:+: ${found[*]}}"
   files+=("${found[0]}")

@@ -133,6 +133,24 @@ TEST_CASE("scripts: sentinel2_safe.sh stacks a Level-1C product's 13 bands on th
   REQUIRE_MESSAGE(linked.exit_code == 0, linked.output);
   CHECK(data::read_geotiff(d / "out/linked.tif").data == out.data);
   fs::remove(d / "out/linked.tif");
+  // A product of two granules (before December 2016): refused without --tile, one granule with it.
+  const fs::path img0 = fs::path(safe) / "GRANULE/L1C_T32TQM_A034000_20220301T101401/IMG_DATA";
+  const fs::path img1 = fs::path(safe) / "GRANULE/L1C_T32TQN_A034000_20220301T101401/IMG_DATA";
+  fs::create_directories(img1);
+  for (const auto& e : fs::directory_iterator(img0)) {
+    std::string name = e.path().filename().string();
+    name.replace(name.find("T32TQM"), 6, "T32TQN");
+    fs::copy_file(e.path(), img1 / name);
+  }
+  const AppResult two = run_program("/bin/bash", {kScript, safe, d / "out/two.tif"});
+  CHECK(two.exit_code == 1);
+  CHECK_MESSAGE(two.output.find("holds 2 granules") != std::string::npos, two.output);
+  CHECK_MESSAGE(two.output.find("--tile T32TQ") != std::string::npos, two.output);
+  const AppResult one = run_program("/bin/bash", {kScript, safe, d / "out/one.tif", "--tile", "T32TQN"});
+  REQUIRE_MESSAGE(one.exit_code == 0, one.output);
+  CHECK(data::read_geotiff(d / "out/one.tif").data == out.data);
+  fs::remove(d / "out/one.tif");
+  fs::remove_all(fs::path(safe) / "GRANULE/L1C_T32TQN_A034000_20220301T101401");
   // Refused, naming why, with nothing written: the output inside the product, a band missing, Level-2A.
   const AppResult inside = run_program("/bin/bash", {kScript, safe, safe + "/stack.tif"});
   CHECK(inside.exit_code == 1);
