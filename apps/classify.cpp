@@ -19,6 +19,12 @@
 // the image's average; an image that is nodata everywhere gets class_index -1, class_name "nodata" and
 // empty probabilities.
 //
+// Scored: when inputs lie in EuroSAT's layout (<Class>/<Class>_<n>.tif), their predictions are scored
+// against the class their folders name: accuracy with its 95% interval, printed, and with --metrics FILE
+// also the confusion matrix (JSON). --eurosat-split FILE takes the tiles a split file lists under one
+// EuroSAT root (eurosat-test.txt of the standard lists, or a run's split_test.txt): a checkpoint from
+// anywhere (PyTorch's too) scored on the test split train_resnet scores its own on.
+//
 // --map-dir DIR: for each image classified by its tiles, a land-cover map of them beside the CSV's
 // average: <DIR>/<file stem>_classes.tif, uint8 class indices (255 where a tile has no data), one pixel
 // per tile, georeferenced on the image's grid coarsened by the tile (data::coarsened_geo). A last tile
@@ -111,6 +117,14 @@ int run(int argc, char** argv) {
                "their classes: DIR/<file stem>_classes.tif, uint8 (255: no data), one pixel per tile, on the "
                "image's grid",
                "DIR");
+  p.add_string("eurosat-split", "",
+               "classify the tiles this split file lists (eurosat-test.txt, a run's split_test.txt) under the one "
+               "input, a EuroSAT MS root, and score them against their class folders",
+               "FILE");
+  p.add_string("metrics", "",
+               "with inputs in EuroSAT's class folders: also write their accuracy (95% interval) and confusion "
+               "matrix as JSON (written atomically)",
+               "FILE");
   p.add_positional("inputs", "GeoTIFF files, or folders searched recursively for .tif files");
   cli::add_common_options(p);
   apps::add_precision_option(p);
@@ -138,12 +152,28 @@ int run(int argc, char** argv) {
                                     ": its maps would be read as images by the next run; put them elsewhere"));
       }
   }
+  const std::string split_file = p.get_string("eurosat-split"), metrics = p.get_string("metrics");
+  if (!split_file.empty() && (p.positionals().size() != 1 || !fs::is_directory(p.positionals()[0])))
+    throw cli::UsageError("--eurosat-split takes the tiles under one input, a EuroSAT MS root folder");
   const cli::CommonOptions common = apps::setup_device(p);
-  const std::vector<std::string> files = collect_inputs(p.positionals());
+  std::vector<std::string> files;
+  if (split_file.empty()) {
+    files = collect_inputs(p.positionals());
+  } else {
+    const data::EuroSat ds(p.positionals()[0], /*check_files=*/false);
+    for (size_t i : ds.read_split_file(split_file)) files.push_back(ds.items()[i].path);
+    NIMBUS_CHECK(!files.empty(), split_file, ": lists no tile");
+  }
   std::vector<std::pair<std::string, std::string>> inputs = {{"--weights", weights}};
   for (const std::string& f : files) inputs.emplace_back("an input image", f);
+  if (!split_file.empty()) inputs.emplace_back("--eurosat-split", split_file);
   cli::refuse_output_over_input("--out", p.get_string("out"), inputs);
   cli::prepare_output_file("--out", out, /*stream_ok=*/true);
+  if (!metrics.empty()) {
+    cli::refuse_output_over_input("--metrics", metrics, inputs);
+    cli::refuse_output_over_input("--metrics", metrics, {{"--out", out}});
+    cli::prepare_output_file("--metrics", metrics, /*stream_ok=*/true);
+  }
 
   models::LoadedModel lm = models::load_model(weights);
   NIMBUS_CHECK(lm.model.classifier, weights, ": holds ", lm.model.config.str(), ", not a land-cover classifier");
@@ -156,6 +186,13 @@ int run(int argc, char** argv) {
   const int C = clf.config().in_channels, K = clf.config().classes;
   NIMBUS_CHECK(map_dir.empty() || K < 255, weights, ": ", K, " classes do not fit --map-dir's uint8 maps (255 is "
                "their nodata)");
+  if (!metrics.empty()) {  // something to score, before the work
+    if (std::none_of(files.begin(), files.end(), [](const std::string& f) { return data::eurosat_label_of(f) >= 0; }))
+      throw cli::UsageError("--metrics " + metrics + ": no input lies in EuroSAT's class folders "
+                            "(<Class>/<Class>_<n>.tif): nothing to score");
+    NIMBUS_CHECK(K == data::kEuroSatClasses, weights, ": ", K, " classes, not EuroSAT's ", data::kEuroSatClasses,
+                 ": --metrics cannot score it against EuroSAT's class folders");
+  }
   const data::BandList model_bands = apps::classifier_bands(lm, weights, p.get_string("model-bands"), "classify");
   apps::FileBands file_bands(p.get_string("bands"), "classify");
 
@@ -184,6 +221,7 @@ int run(int argc, char** argv) {
     std::string map;          // --map-dir: its map's path ("" when it gets none)
     int map_rows = 0, map_cols = 0;
     std::vector<float> classes;  // the map: each crop's class, row-major, kMapNoData without data
+    int predicted = -1;          // its class (-1: nodata everywhere)
   };
   constexpr float kMapNoData = 255.f;
   std::vector<Image> images(files.size());
@@ -271,6 +309,7 @@ int run(int argc, char** argv) {
       std::vector<double> mean(im.sum.size());
       for (size_t k = 0; k < mean.size(); ++k) mean[k] = im.sum[k] / im.counted;
       const int best = int(std::max_element(mean.begin(), mean.end()) - mean.begin());
+      im.predicted = best;
       std::vector<std::string> cells = {im.path, std::to_string(best), class_name(best, K)};
       for (int k = 0; k < K; ++k) cells.push_back(fmt_num(mean[size_t(k)], 9));
       csv.add_row(std::move(cells));
@@ -369,6 +408,35 @@ int run(int argc, char** argv) {
   if (maps_written > 0)
     std::printf("classify: %zu maps of tile classes (%dx%d pixels a tile) in %s\n", maps_written, tile, tile,
                 map_dir.c_str());
+  // Scored against the classes EuroSAT's folders name, where the inputs lie in them.
+  ConfusionMatrix confusion(K);
+  size_t labelled = 0, unscored = 0;
+  for (const Image& im : images) {
+    const int truth = data::eurosat_label_of(im.path);
+    if (truth < 0) continue;
+    ++labelled;
+    if (K != data::kEuroSatClasses || im.predicted < 0) ++unscored;
+    else confusion.add(truth, im.predicted);
+  }
+  if (labelled > 0 && K != data::kEuroSatClasses) {
+    std::printf("classify: %zu images lie in EuroSAT's class folders, but the classifier has %d classes, not EuroSAT's "
+                "%d: not scored\n", labelled, K, data::kEuroSatClasses);
+  } else if (confusion.total() > 0) {
+    const Proportion acc = confusion.accuracy();
+    std::printf("classify: accuracy %.4f (95%% interval %.4f-%.4f) on the %lld of %zu images that lie in EuroSAT's "
+                "class folders%s\n", acc.value, acc.lo, acc.hi, (long long)acc.n, files.size(),
+                unscored ? str(" (", unscored, " without data: not scored)").c_str() : "");
+  }
+  if (!metrics.empty()) {
+    NIMBUS_CHECK(confusion.total() > 0, "--metrics ", metrics, ": every input in EuroSAT's class folders is "
+                 "without data: nothing to score");
+    std::vector<std::string> names(data::eurosat_class_names().begin(), data::eurosat_class_names().end());
+    json::write(metrics, json::object({{"weights", json::string(weights)},
+                                       {"split_file", json::string(split_file)},
+                                       {"images", json::number(double(files.size()))},
+                                       {"accuracy", to_json(confusion.accuracy())},
+                                       {"confusion", to_json(confusion, names)}}));
+  }
   return 0;
 }
 

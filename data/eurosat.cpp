@@ -69,6 +69,13 @@ TiffInfo checked_info(const std::string& path, const RasterPack* pack = nullptr)
 }
 }  // namespace
 
+int eurosat_label_of(const std::string& path) {
+  const fs::path p(path);
+  const std::string folder = p.parent_path().filename().string();
+  const int label = class_index(folder);
+  return label >= 0 && p.filename().string().starts_with(folder + "_") ? label : -1;
+}
+
 Raster load_eurosat_tile(const std::string& path) {
   checked_info(path);
   return read_geotiff(path);

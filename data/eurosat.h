@@ -64,6 +64,10 @@ class EuroSat {
   std::vector<EuroSatItem> items_;  // by class, then file name
 };
 
+// The class a file's EuroSAT layout names: its folder is a class's and its name <Class>_..., as the
+// dataset is distributed (-1 otherwise). classify scores its predictions against it.
+int eurosat_label_of(const std::string& path);
+
 // A tile, checked to be 13-band uint16; values stay raw DN.
 Raster load_eurosat_tile(const std::string& path);
 

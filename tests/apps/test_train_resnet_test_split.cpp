@@ -118,6 +118,20 @@ TEST_CASE("train_resnet --splits: trains on the standard lists and scores the te
   REQUIRE(m.arr.size() == 10);
   for (int a = 0; a < 10; ++a)
     for (int b = 0; b < 10; ++b) CHECK(m.arr[size_t(a)].arr.at(size_t(b)).num == double(want.count(a, b)));
+  // classify scores it itself from the same split file (--eurosat-split, --metrics): the same matrix.
+  AppResult scored = run_app("classify", {"--weights", d / "run/best.safetensors", "--out", d / "q.csv",
+                                          "--eurosat-split", s.lists + "/eurosat-test.txt", "--metrics",
+                                          d / "metrics.json", "--threads", "1", s.data});
+  REQUIRE_MESSAGE(scored.exit_code == 0, scored.output);
+  CHECK_MESSAGE(scored.output.find("on the 10 of 10 images that lie in EuroSAT's class folders") != std::string::npos,
+                scored.output);
+  const json::Value cm = json::parse(read_file(d / "metrics.json"));
+  CHECK(at(at(cm, "accuracy"), "correct").num == double(correct));
+  const json::Value& counts = at(at(cm, "confusion"), "counts");
+  REQUIRE(counts.arr.size() == 10);
+  for (int a = 0; a < 10; ++a)
+    for (int b = 0; b < 10; ++b) CHECK(counts.arr[size_t(a)].arr.at(size_t(b)).num == double(want.count(a, b)));
+  CHECK(lines_of(d / "q.csv").size() == 11);  // the 10 listed tiles, not the 60 under the root
 
   // Resumed with the stratified split instead: another run, refused before any work.
   AppResult other = run_app("train_resnet", with(args(s.data, d / "run"), {"--resume", "--epochs", "3"}));
@@ -158,6 +172,33 @@ TEST_CASE("train_resnet --splits: contradicting options, the run's own folder an
   CHECK(missing.exit_code == 1);
   CHECK_MESSAGE(missing.output.find("eurosat-val.txt line 11") != std::string::npos, missing.output);
   CHECK_FALSE(fs::exists(d / "c/last.safetensors"));
+}
+
+TEST_CASE("classify --eurosat-split and --metrics: what they take and what they refuse") {
+  TempDir d("classify_split");
+  const StandardSplit s = make_standard_split(d);
+  Rng rng(2);
+  models::ResNetConfig rc;
+  rc.block = models::BlockType::Basic;
+  rc.blocks = {1, 1, 1, 1};
+  rc.width = 4;
+  models::save_model(d / "clf.safetensors", models::build_model(models::ModelConfig::of(rc), rng));
+  // Two inputs with a split file; metrics for images outside EuroSAT's class folders: usage errors.
+  AppResult two = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "a.csv", "--eurosat-split",
+                                       s.lists + "/eurosat-test.txt", s.data, s.data});
+  CHECK(two.exit_code == 2);
+  CHECK_MESSAGE(two.output.find("one input, a EuroSAT MS root") != std::string::npos, two.output);
+  fs::create_directories(d / "flat");
+  fs::copy_file(s.test_paths[0], d / "flat/tile.tif");
+  AppResult none = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "b.csv", "--metrics",
+                                        d / "m.json", d / "flat"});
+  CHECK(none.exit_code == 2);
+  CHECK_MESSAGE(none.output.find("nothing to score") != std::string::npos, none.output);
+  CHECK_FALSE(fs::exists(d / "b.csv"));
+  // Without --metrics, a folder outside EuroSAT's layout is classified and not scored.
+  AppResult plain = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "c.csv", d / "flat"});
+  REQUIRE_MESSAGE(plain.exit_code == 0, plain.output);
+  CHECK(plain.output.find("accuracy") == std::string::npos);
 }
 
 TEST_CASE("train_resnet: without test tiles no test.json, and an earlier run's is removed") {

@@ -135,6 +135,14 @@ TEST_CASE("eurosat: split files of bare names (the standard eurosat-*.txt lists)
   CHECK(two.items()[two.read_split_file(tmp / "placed.txt").at(0)].label == 8);
 }
 
+TEST_CASE("eurosat: the class a path's layout names, or none") {
+  CHECK(eurosat_label_of("/data/EuroSAT_MS/Forest/Forest_12.tif") == 1);
+  CHECK(eurosat_label_of("SeaLake/SeaLake_1.tif") == 9);
+  CHECK(eurosat_label_of("Forest/River_3.tif") == -1);   // folder and name disagree
+  CHECK(eurosat_label_of("gathered/Forest_12.tif") == -1);  // no class folder
+  CHECK(eurosat_label_of("Forests/Forests_1.tif") == -1);
+}
+
 TEST_CASE("eurosat: a folder of split files gives the split (the standard set or a run's own)") {
   TempDir tmp;
   write_tree(tmp / "data", std::vector<int>(10, 4));
