@@ -79,17 +79,20 @@ awk -v dx="$dx" -v dy="$dy" 'BEGIN { exit !(dx > 0 && dy < 0) }' ||
 extent=$(awk -v x0="$x0" -v y0="$y0" -v dx="$dx" -v dy="$dy" -v w="$width" -v h="$height" \
   'BEGIN { printf "%.17g %.17g %.17g %.17g", x0, y0 + dy * h, x0 + dx * w, y0 }')
 
+# GDAL's progress (0...10...100) on a terminal, for a whole granule's minutes; quiet otherwise.
+quiet=(-q) calc_quiet=(--quiet)
+[[ -t 1 ]] && quiet=() calc_quiet=()
 out_dir=$(dirname "$out")
 mkdir -p "$out_dir"
 tmp=$(mktemp -d "$out_dir/.sentinel1_to_grid.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 # shellcheck disable=SC2086  # the extent is four numbers
 gdalsrsinfo -o wkt "$s2" > "$tmp/s2.wkt" 2> /dev/null && grep -q . "$tmp/s2.wkt" || die "$s2: no coordinate system"
-gdalwarp -q -t_srs "$tmp/s2.wkt" -te $extent -ts "$width" "$height" -r "$resampling" "${nodata_args[@]}" \
+gdalwarp "${quiet[@]}" -t_srs "$tmp/s2.wkt" -te $extent -ts "$width" "$height" -r "$resampling" "${nodata_args[@]}" \
   -ot Float32 -dstnodata nan -of GTiff "$s1" "$tmp/grid.tif" || die "gdalwarp could not put $s1 on the grid of $s2"
 if [[ $scale == linear ]]; then
   # 10 log10 of the power; 0 and below (no backscatter, or a fill value) become NaN, not -inf.
-  gdal_calc.py --quiet -A "$tmp/grid.tif" --allBands=A --calc="where(A > 0, 10 * log10(maximum(A, 1e-30)), nan)" \
+  gdal_calc.py "${calc_quiet[@]}" -A "$tmp/grid.tif" --allBands=A --calc="where(A > 0, 10 * log10(maximum(A, 1e-30)), nan)" \
     --type=Float32 --outfile="$tmp/db.tif" > /dev/null || die "gdal_calc.py failed on $s1"  # (its NoDataValue=nan blanks all)
 else
   mv "$tmp/grid.tif" "$tmp/db.tif"
@@ -99,7 +102,7 @@ gdal_translate -q -of VRT "$tmp/db.tif" "$tmp/db.vrt"
 awk 'BEGIN { split("VV VH", name, " "); band = 0 }
   /<VRTRasterBand / { band++; print; print "    <Description>" name[band] "</Description>"; next }
   { print }' "$tmp/db.vrt" > "$tmp/named.vrt"
-gdal_translate -q -of GTiff -a_nodata nan -co TILED=YES -co COMPRESS=DEFLATE -co BIGTIFF=IF_SAFER "$tmp/named.vrt" \
+gdal_translate "${quiet[@]}" -of GTiff -a_nodata nan -co TILED=YES -co COMPRESS=DEFLATE -co BIGTIFF=IF_SAFER "$tmp/named.vrt" \
   "$tmp/out.tif"
 mv -f "$tmp/out.tif" "$out"
 echo "sentinel1_to_grid: $out: VV, VH in dB ($([[ $scale == linear ]] && echo "from linear power" || echo "as given")), ${width} x ${height} pixels on the grid of $s2"

@@ -94,6 +94,9 @@ else
   echo "sentinel2_safe: no MTD_MSIL1C.xml in $safe: no radiometric offset applied (right for products before baseline 04.00)" >&2
 fi
 
+# GDAL's progress (0...10...100) on a terminal, for a whole granule's minutes; quiet otherwise.
+quiet=(-q)
+[[ -t 1 ]] && quiet=()
 out_dir=$(dirname "$out")
 mkdir -p "$out_dir"
 tmp=$(mktemp -d "$out_dir/.sentinel2_safe.XXXXXX")
@@ -118,7 +121,7 @@ want=0
 for o in "${offsets[@]}"; do [[ $o == 0 ]] || want=$((want + 1)); done
 (($(cat "$tmp/offsets") == want)) || die "internal: $want bands have an offset but the VRT took $(cat "$tmp/offsets")"
 
-gdal_translate -q -of GTiff -ot UInt16 -a_nodata 0 -co TILED=YES -co COMPRESS=DEFLATE -co BIGTIFF=IF_SAFER \
+gdal_translate "${quiet[@]}" -of GTiff -ot UInt16 -a_nodata 0 -co TILED=YES -co COMPRESS=DEFLATE -co BIGTIFF=IF_SAFER \
   "$tmp/named.vrt" "$tmp/out.tif"
 mv -f "$tmp/out.tif" "$out"
 size=$(gdalinfo "$out" | sed -n 's/^Size is \(.*\), \(.*\)/\1 x \2/p')
