@@ -89,7 +89,15 @@ std::vector<std::string> collect_inputs(const std::vector<std::string>& args) {
       files.push_back(a);
     }
   }
-  return files;
+  // Each file once, whatever names it (a folder and a folder inside it, a file given twice): it would
+  // be classified, written and scored twice.
+  std::set<fs::path> seen;
+  std::vector<std::string> once;
+  for (std::string& f : files)
+    if (seen.insert(fs::weakly_canonical(f)).second) once.push_back(std::move(f));
+  if (once.size() < files.size())
+    std::fprintf(stderr, "classify: %zu inputs named more than once are classified once\n", files.size() - once.size());
+  return once;
 }
 
 std::string class_name(int k, int classes) {
@@ -156,12 +164,19 @@ int run(int argc, char** argv) {
   if (!split_file.empty() && (p.positionals().size() != 1 || !fs::is_directory(p.positionals()[0])))
     throw cli::UsageError("--eurosat-split takes the tiles under one input, a EuroSAT MS root folder");
   const cli::CommonOptions common = apps::setup_device(p);
+  // The inputs and the class each one's EuroSAT layout names (-1: none): a split's tiles by their class
+  // folders, as train_resnet labels them; other inputs when they are in the layout (eurosat_label_of).
   std::vector<std::string> files;
+  std::vector<int> truth;
   if (split_file.empty()) {
     files = collect_inputs(p.positionals());
+    for (const std::string& f : files) truth.push_back(data::eurosat_label_of(f));
   } else {
     const data::EuroSat ds(p.positionals()[0], /*check_files=*/false);
-    for (size_t i : ds.read_split_file(split_file)) files.push_back(ds.items()[i].path);
+    for (size_t i : ds.read_split_file(split_file)) {
+      files.push_back(ds.items()[i].path);
+      truth.push_back(ds.items()[i].label);
+    }
     NIMBUS_CHECK(!files.empty(), split_file, ": lists no tile");
   }
   std::vector<std::pair<std::string, std::string>> inputs = {{"--weights", weights}};
@@ -171,7 +186,7 @@ int run(int argc, char** argv) {
   cli::prepare_output_file("--out", out, /*stream_ok=*/true);
   if (!metrics.empty()) {
     cli::refuse_output_over_input("--metrics", metrics, inputs);
-    cli::refuse_output_over_input("--metrics", metrics, {{"--out", out}});
+    cli::refuse_one_file_for_two_outputs("--metrics", metrics, "--out", out);
     cli::prepare_output_file("--metrics", metrics, /*stream_ok=*/true);
   }
 
@@ -187,7 +202,7 @@ int run(int argc, char** argv) {
   NIMBUS_CHECK(map_dir.empty() || K < 255, weights, ": ", K, " classes do not fit --map-dir's uint8 maps (255 is "
                "their nodata)");
   if (!metrics.empty()) {  // something to score, before the work
-    if (std::none_of(files.begin(), files.end(), [](const std::string& f) { return data::eurosat_label_of(f) >= 0; }))
+    if (std::none_of(truth.begin(), truth.end(), [](int t) { return t >= 0; }))
       throw cli::UsageError("--metrics " + metrics + ": no input lies in EuroSAT's class folders "
                             "(<Class>/<Class>_<n>.tif): nothing to score");
     NIMBUS_CHECK(K == data::kEuroSatClasses, weights, ": ", K, " classes, not EuroSAT's ", data::kEuroSatClasses,
@@ -266,7 +281,8 @@ int run(int argc, char** argv) {
         throw cli::UsageError(str("--map-dir: ", it->second, " and ", im.path, " would both be mapped to ", im.map,
                                   " (the same file stem): classify them into separate folders"));
       cli::refuse_output_over_input("--map-dir", im.map, inputs);
-      cli::refuse_output_over_input("--map-dir", im.map, {{"--out", out}});
+      cli::refuse_one_file_for_two_outputs("--map-dir", im.map, "--out", out);
+      cli::refuse_one_file_for_two_outputs("--map-dir", im.map, "--metrics", metrics);
     }
     size_t whole = 0;  // larger than a tile one way only: classified whole, so no map
     for (const Image& im : images) whole += im.map.empty() && (im.height > tile || im.width > tile);
@@ -410,30 +426,29 @@ int run(int argc, char** argv) {
                 map_dir.c_str());
   // Scored against the classes EuroSAT's folders name, where the inputs lie in them.
   ConfusionMatrix confusion(K);
-  size_t labelled = 0, unscored = 0;
-  for (const Image& im : images) {
-    const int truth = data::eurosat_label_of(im.path);
-    if (truth < 0) continue;
+  size_t labelled = 0, without_data = 0;
+  for (size_t i = 0; i < images.size(); ++i) {
+    if (truth[i] < 0) continue;
     ++labelled;
-    if (K != data::kEuroSatClasses || im.predicted < 0) ++unscored;
-    else confusion.add(truth, im.predicted);
+    if (images[i].predicted < 0) ++without_data;
+    else if (K == data::kEuroSatClasses) confusion.add(truth[i], images[i].predicted);
   }
   if (labelled > 0 && K != data::kEuroSatClasses) {
     std::printf("classify: %zu images lie in EuroSAT's class folders, but the classifier has %d classes, not EuroSAT's "
                 "%d: not scored\n", labelled, K, data::kEuroSatClasses);
-  } else if (confusion.total() > 0) {
+  } else if (labelled > 0) {
     const Proportion acc = confusion.accuracy();
-    std::printf("classify: accuracy %.4f (95%% interval %.4f-%.4f) on the %lld of %zu images that lie in EuroSAT's "
-                "class folders%s\n", acc.value, acc.lo, acc.hi, (long long)acc.n, files.size(),
-                unscored ? str(" (", unscored, " without data: not scored)").c_str() : "");
+    std::printf("classify: accuracy %.4f (95%% interval %.4f-%.4f): %lld scored of the %zu images in EuroSAT's class "
+                "folders (%zu without data), of %zu inputs\n", acc.value, acc.lo, acc.hi, (long long)acc.n, labelled,
+                without_data, files.size());
   }
-  if (!metrics.empty()) {
-    NIMBUS_CHECK(confusion.total() > 0, "--metrics ", metrics, ": every input in EuroSAT's class folders is "
-                 "without data: nothing to score");
+  if (!metrics.empty()) {  // written whatever the count (no image with data: an accuracy of null)
     std::vector<std::string> names(data::eurosat_class_names().begin(), data::eurosat_class_names().end());
     json::write(metrics, json::object({{"weights", json::string(weights)},
                                        {"split_file", json::string(split_file)},
-                                       {"images", json::number(double(files.size()))},
+                                       {"inputs", json::number(double(files.size()))},
+                                       {"in_class_folders", json::number(double(labelled))},
+                                       {"without_data", json::number(double(without_data))},
                                        {"accuracy", to_json(confusion.accuracy())},
                                        {"confusion", to_json(confusion, names)}}));
   }

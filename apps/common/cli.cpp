@@ -314,20 +314,29 @@ CommonOptions apply_common_options(const Parser& p) {
   return c;
 }
 
+namespace {
+// Whether two paths name one file: the same file when both exist (links, other spellings), else the
+// same path once `.`, `..` and links are resolved.
+bool same_file(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  std::error_code ec_a, ec_b, ec_eq;
+  if (fs::exists(a) && fs::exists(b)) return fs::equivalent(a, b, ec_eq);
+  return fs::weakly_canonical(fs::path(a), ec_a) == fs::weakly_canonical(fs::path(b), ec_b);
+}
+}  // namespace
+
 void refuse_output_over_input(const std::string& out_option, const std::string& out,
                               const std::vector<std::pair<std::string, std::string>>& inputs) {
   if (out.empty()) return;
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path o = fs::weakly_canonical(fs::path(out), ec);
-  for (const auto& [option, in] : inputs) {
-    if (in.empty()) continue;
-    std::error_code ec_in, ec_eq;
-    const bool same = fs::exists(out) && fs::exists(in) ? fs::equivalent(out, in, ec_eq)
-                                                        : fs::weakly_canonical(fs::path(in), ec_in) == o;
-    if (same)
+  for (const auto& [option, in] : inputs)
+    if (!in.empty() && same_file(out, in))
       throw UsageError(str(out_option, " ", out, " is also ", option, " (an input): refusing to overwrite it"));
-  }
+}
+
+void refuse_one_file_for_two_outputs(const std::string& option_a, const std::string& a, const std::string& option_b,
+                                     const std::string& b) {
+  if (!a.empty() && !b.empty() && same_file(a, b))
+    throw UsageError(str(option_a, " ", a, " is also ", option_b, ": two outputs cannot share one file"));
 }
 
 void prepare_output_file(const std::string& out_option, const std::string& out, bool stream_ok) {

@@ -110,6 +110,9 @@ std::vector<int64_t> parse_int_list(const std::string& s, const std::string& wha
 // (option, path) pairs, after resolving paths (".", "..", links); empty paths are ignored.
 void refuse_output_over_input(const std::string& out_option, const std::string& out,
                               const std::vector<std::pair<std::string, std::string>>& inputs);
+// Two outputs of one run named the same file (the same comparison): a usage error naming both options.
+void refuse_one_file_for_two_outputs(const std::string& option_a, const std::string& a, const std::string& option_b,
+                                     const std::string& b);
 
 // Before the work that produces it: `out` (the value of out_option) must be a file that can be written
 // at the end. Throws UsageError when it is a folder, or a device or a pipe that the writer cannot

@@ -66,6 +66,11 @@ const json::Value& at(const json::Value& v, const std::string& key) {
   return *m;
 }
 
+void spit_lines(const std::string& path, const std::vector<std::string>& lines) {
+  std::ofstream f(path);
+  for (const std::string& l : lines) f << l << "\n";
+}
+
 // Lines of a file, in order.
 std::vector<std::string> lines_of(const std::string& path) {
   std::ifstream in(path);
@@ -123,7 +128,8 @@ TEST_CASE("train_resnet --splits: trains on the standard lists and scores the te
                                           "--eurosat-split", s.lists + "/eurosat-test.txt", "--metrics",
                                           d / "metrics.json", "--threads", "1", s.data});
   REQUIRE_MESSAGE(scored.exit_code == 0, scored.output);
-  CHECK_MESSAGE(scored.output.find("on the 10 of 10 images that lie in EuroSAT's class folders") != std::string::npos,
+  CHECK_MESSAGE(scored.output.find("10 scored of the 10 images in EuroSAT's class folders (0 without data), of 10 "
+                                   "inputs") != std::string::npos,
                 scored.output);
   const json::Value cm = json::parse(read_file(d / "metrics.json"));
   CHECK(at(at(cm, "accuracy"), "correct").num == double(correct));
@@ -199,6 +205,33 @@ TEST_CASE("classify --eurosat-split and --metrics: what they take and what they 
   AppResult plain = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "c.csv", d / "flat"});
   REQUIRE_MESSAGE(plain.exit_code == 0, plain.output);
   CHECK(plain.output.find("accuracy") == std::string::npos);
+  // A folder and a folder inside it: each tile classified and scored once.
+  AppResult nested = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "n.csv", "--metrics",
+                                          d / "n.json", "--threads", "1", s.data, s.data + "/Forest"});
+  REQUIRE_MESSAGE(nested.exit_code == 0, nested.output);
+  CHECK_MESSAGE(nested.output.find("6 inputs named more than once are classified once") != std::string::npos,
+                nested.output);
+  CHECK(lines_of(d / "n.csv").size() == 61);
+  const json::Value n = json::parse(read_file(d / "n.json"));
+  CHECK(at(at(n, "accuracy"), "total").num == 60);
+  CHECK(at(n, "inputs").num == 60);
+  // A tile of a class folder under another name: labelled by its folder, as train_resnet labels it.
+  fs::rename(s.test_paths[0], fs::path(s.test_paths[0]).parent_path() / "renamed.tif");
+  spit_lines(d / "one.txt", {fs::path(s.test_paths[0]).parent_path().filename().string() + "/renamed.tif"});
+  AppResult renamed = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "r.csv", "--metrics",
+                                           d / "r.json", "--eurosat-split", d / "one.txt", "--threads", "1", s.data});
+  REQUIRE_MESSAGE(renamed.exit_code == 0, renamed.output);
+  CHECK(at(at(json::parse(read_file(d / "r.json")), "accuracy"), "total").num == 1);
+  // --metrics over a map: refused before any work.
+  data::Raster big;
+  big.width = big.height = 130, big.bands = 13;
+  big.data.assign(size_t(13) * 130 * 130, 1200.f);
+  data::write_geotiff(d / "big.tif", big, data::WriteOptions{});
+  AppResult over_map = run_app("classify", {"--weights", d / "clf.safetensors", "--out", d / "m.csv", "--map-dir",
+                                            d / "maps", "--metrics", d / "maps/big_classes.tif", d / "big.tif",
+                                            s.data + "/Forest"});
+  CHECK(over_map.exit_code == 2);
+  CHECK_MESSAGE(over_map.output.find("two outputs cannot share one file") != std::string::npos, over_map.output);
 }
 
 TEST_CASE("train_resnet: without test tiles no test.json, and an earlier run's is removed") {
