@@ -16,7 +16,8 @@ Adam::Adam(const NamedTensors& params, const AdamOptions& o)
 
 void Adam::prepare(Device d, OptimClock* clock, double* steps, void* scalars, bool advance, const StepMask& mask) {
   backend(d, "adam").adam_prepare({clock, steps, static_cast<AdamScalars*>(scalars),
-                                   {opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay}, advance, mask});
+                                   {opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay, opt_.decoupled_weight_decay},
+                                   advance, mask});
 }
 
 void Adam::update(ParamState& s, const Tensor& grad, const void* scalars) {

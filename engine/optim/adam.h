@@ -1,7 +1,9 @@
-// adam.h: Adam with PyTorch's torch.optim.Adam semantics (amsgrad off).
+// adam.h: Adam with PyTorch's torch.optim.Adam semantics (amsgrad off), and AdamW (torch.optim.AdamW,
+// Loshchilov & Hutter's decoupled weight decay) with decoupled_weight_decay.
 //
 //   t = this parameter's update count (1, 2, ...)
-//   g = grad + weight_decay * p                     (L2 added to the gradient, not AdamW)
+//   Adam:  g = grad + weight_decay * p              (L2 added to the gradient)
+//   AdamW: p = p * (1 - lr * weight_decay), g = grad  (the parameter decays, the moments never see it)
 //   m = beta1 * m + (1 - beta1) * g                 state "<param>.exp_avg"
 //   v = beta2 * v + (1 - beta2) * g^2               state "<param>.exp_avg_sq"
 //   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
@@ -17,12 +19,13 @@ struct AdamOptions {
   double beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 0;
+  bool decoupled_weight_decay = false;  // AdamW; its checkpoints say "adamw", which an Adam does not load
 };
 
 class Adam : public Optimizer {
  public:
   Adam(const NamedTensors& params, const AdamOptions& options);
-  const char* type() const override { return "adam"; }
+  const char* type() const override { return opt_.decoupled_weight_decay ? "adamw" : "adam"; }
   const AdamOptions& options() const { return opt_; }
 
  protected:

@@ -15,6 +15,7 @@ namespace nimbus {
 
 struct AdamScalars {
   float b1, b2, one_m_b1, one_m_b2, wd, eps, step_size, bc2_sqrt;
+  float keep;  // AdamW: 1 - lr * weight_decay, the parameter's share kept before the step (else 1)
 };
 struct NadamScalars {
   float b1, b2, one_m_b1, one_m_b2, g_scale, m_scale, v_scale, c_g, c_m, lr, eps;
@@ -34,6 +35,7 @@ struct OptimClock {
 // Hyper-parameters: constant for an optimiser.
 struct AdamHyper {
   double beta1, beta2, eps, weight_decay;
+  bool decoupled;  // AdamW: weight decay applied to the parameter, not added to the gradient
 };
 struct NadamHyper {
   double beta1, beta2, eps, schedule_decay;

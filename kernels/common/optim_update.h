@@ -32,9 +32,15 @@ NIMBUS_OPTIM_FN void advance_clock(OptimClock& c, const NadamHyper* nadam) {
 
 // A parameter's scalars for its t-th update (t counts that parameter's updates).
 NIMBUS_OPTIM_FN AdamScalars adam_scalars(const AdamHyper& h, const OptimClock& c, double t) {
-  return {float(h.beta1),        float(h.beta2), float(1 - h.beta1), float(1 - h.beta2),
-          float(h.weight_decay), float(h.eps),   float(c.lr / (1 - pow(h.beta1, t))),
-          float(sqrt(1 - pow(h.beta2, t)))};
+  return {float(h.beta1),
+          float(h.beta2),
+          float(1 - h.beta1),
+          float(1 - h.beta2),
+          float(h.decoupled ? 0.0 : h.weight_decay),
+          float(h.eps),
+          float(c.lr / (1 - pow(h.beta1, t))),
+          float(sqrt(1 - pow(h.beta2, t))),
+          float(h.decoupled ? 1 - c.lr * h.weight_decay : 1.0)};
 }
 NIMBUS_OPTIM_FN NadamScalars nadam_scalars(const NadamHyper& h, const OptimClock& c) {
   return {float(h.beta1),
@@ -71,8 +77,10 @@ NIMBUS_OPTIM_FN void prepare_param(const OptimPrepare<Hyper, Scalars>& p, const 
   p.scalars[k] = scalars_of(p.h, c, t);
 }
 
-// Adam (PyTorch's, with L2 weight decay folded into the gradient).
+// Adam (PyTorch's, with L2 weight decay folded into the gradient), or AdamW (PyTorch's: the parameter
+// scaled by 1 - lr * weight_decay first, the gradient as it is).
 NIMBUS_OPTIM_FN void adam_element(float* p, float* m, float* v, const float* g, int64_t i, const AdamScalars& s) {
+  if (s.keep != 1.0f) p[i] *= s.keep;
   const float gi = s.wd != 0.0f ? g[i] + s.wd * p[i] : g[i];
   m[i] = m[i] * s.b1 + s.one_m_b1 * gi;
   v[i] = v[i] * s.b2 + s.one_m_b2 * (gi * gi);

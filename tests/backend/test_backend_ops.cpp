@@ -1516,6 +1516,7 @@ int64_t optim_size(size_t k) { return k == 0 ? kN : int64_t(291 + 2 * k); }
 // Adam's reference for one tensor: p, m, v updated in place; sp, sm, sv their scales.
 void adam_ref(const AdamScalars& a, const V& g, V& p, V& m, V& v, V& sp, V& sm, V& sv) {
   for (size_t i = 0; i < p.size(); ++i) {
+    if (a.keep != 1.f) p[i] = double(float(p[i]) * a.keep);  // AdamW's decay, rounded as the kernels do
     const double gi = a.wd != 0.f ? g[i] + double(a.wd) * p[i] : g[i];
     sm[i] = std::fabs(m[i] * a.b1) + std::fabs(a.one_m_b1 * gi);
     m[i] = m[i] * a.b1 + double(a.one_m_b1) * gi;
@@ -1603,9 +1604,10 @@ void moments_full_batch(Run& r, const char* what, const Scalars* configs, const 
 
 void adam_check(Run& r) {
   r.shape = "batch of 3: n=1037, 293, 295";
-  const AdamScalars configs[] = {{0.9f, 0.999f, 0.1f, 0.001f, 0.0f, 1e-8f, 0.05f, 0.3f},
-                                 {0.9f, 0.999f, 0.1f, 0.001f, 0.01f, 1e-8f, 0.05f, 0.3f},
-                                 {0.8f, 0.99f, 0.2f, 0.01f, 0.0f, 1e-6f, 0.01f, 0.7f}};
+  // Plain, L2 weight decay, and AdamW's decoupled decay (keep = 1 - lr * weight_decay).
+  const AdamScalars configs[] = {{0.9f, 0.999f, 0.1f, 0.001f, 0.0f, 1e-8f, 0.05f, 0.3f, 1.0f},
+                                 {0.9f, 0.999f, 0.1f, 0.001f, 0.01f, 1e-8f, 0.05f, 0.3f, 1.0f},
+                                 {0.8f, 0.99f, 0.2f, 0.01f, 0.0f, 1e-6f, 0.01f, 0.7f, 0.998f}};
   const Tensor S = r.up_raw(configs, 3);  // the scalars live in device memory (a step's prepare writes them)
   const auto* dev_configs = reinterpret_cast<const AdamScalars*>(S.data());
   std::vector<V> p, m, v, sp, sm, sv;
@@ -1865,7 +1867,7 @@ void optim_prepare_check(Run& r) {
     const std::string tag = advance ? "" : " (no advance)";
     Tensor clock = r.up_raw(&c0, 1), steps = r.up_raw(counts, 5), sc = r.poison32(5 * sizeof(AdamScalars) / 4);
     r.be().optim_set_lr(reinterpret_cast<OptimClock*>(clock.data()), 0.002);
-    const AdamHyper h{0.9, 0.999, 1e-8, 0.01};
+    const AdamHyper h{0.9, 0.999, 1e-8, 0.01, false};
     r.be().adam_prepare({reinterpret_cast<OptimClock*>(clock.data()), reinterpret_cast<double*>(steps.data()),
                          reinterpret_cast<AdamScalars*>(sc.data()), h, advance, mask});
     const OptimClock c = Run::raw_down<OptimClock>(clock, 1)[0];
@@ -1880,6 +1882,18 @@ void optim_prepare_check(Run& r) {
       close(str("adam_prepare step_size (parameter ", i, ")", tag), s[size_t(i)].step_size, 0.002 / (1 - std::pow(0.9, t)));
       close(str("adam_prepare bc2_sqrt (parameter ", i, ")", tag), s[size_t(i)].bc2_sqrt, std::sqrt(1 - std::pow(0.999, t)));
       close(str("adam_prepare wd (parameter ", i, ")", tag), s[size_t(i)].wd, 0.01);
+      close(str("adam_prepare keep (parameter ", i, ")", tag), s[size_t(i)].keep, 1.0);
+    }
+    // AdamW: the decay is the parameter's (keep = 1 - lr * weight_decay), none in the gradient.
+    Tensor steps_w = r.up_raw(counts, 5), sc_w = r.poison32(5 * sizeof(AdamScalars) / 4);
+    r.be().adam_prepare({reinterpret_cast<OptimClock*>(clock.data()), reinterpret_cast<double*>(steps_w.data()),
+                         reinterpret_cast<AdamScalars*>(sc_w.data()), AdamHyper{0.9, 0.999, 1e-8, 0.01, true}, false,
+                         mask});
+    const std::vector<AdamScalars> w = Run::raw_down<AdamScalars>(sc_w, 5);
+    for (int i = 0; i < 5; ++i) {
+      if (!stepping[i]) continue;
+      close(str("adamw prepare wd (parameter ", i, ")", tag), w[size_t(i)].wd, 0.0);
+      close(str("adamw prepare keep (parameter ", i, ")", tag), w[size_t(i)].keep, 1 - double(float(0.002)) * 0.01);
     }
   }
   // Nadam: the clock carries the schedule; every parameter gets the same scalars. Advancing: t = 7 and

@@ -420,6 +420,7 @@ class SmallNet : public Module {
 std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, const NamedTensors& params) {
   if (kind == "sgd") return std::make_unique<SGD>(params, SGDOptions{0.05, 0.9, 0.0, 1e-4, true});
   if (kind == "adam") return std::make_unique<Adam>(params, AdamOptions{1e-3, 0.9, 0.999, 1e-8, 1e-4});
+  if (kind == "adamw") return std::make_unique<Adam>(params, AdamOptions{1e-3, 0.9, 0.999, 1e-8, 1e-2, true});
   return std::make_unique<Nadam>(params, NadamOptions{2e-3});
 }
 
@@ -515,7 +516,7 @@ void replays_equal_eager(const std::string& kind) {
 }
 
 TEST_CASE("cuda graphs: five replays of a captured training step equal five eager steps, bit for bit") {
-  for (const std::string kind : {"sgd", "adam", "nadam"}) replays_equal_eager(kind);
+  for (const std::string kind : {"sgd", "adam", "adamw", "nadam"}) replays_equal_eager(kind);
 }
 
 // The same with the convolutions on Hopper's kernels (conv2d_wgmma.cu, TF32: tensor maps made on the

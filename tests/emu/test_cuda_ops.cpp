@@ -455,7 +455,7 @@ TEST_CASE("cuda kernels: strided row copy and fused optimiser updates, two block
                            v0 = rand_floats(size_t(n), 65, 0, 1), g = rand_floats(size_t(n), 66);
   // The CPU loops (kernels/cpu/optim.cpp), compiled in the library as the emulated kernels are: both
   // evaluate kernels/common/optim_update.h's element updates, so the compiler contracts them alike.
-  const cuda::AdamScalars a{0.9f, 0.999f, 0.1f, 0.001f, 0.01f, 1e-8f, 0.05f, 0.3f};
+  const cuda::AdamScalars a{0.9f, 0.999f, 0.1f, 0.001f, 0.01f, 1e-8f, 0.05f, 0.3f, 0.999f};  // both decays, to compare
   const cuda::NadamScalars na{0.9f, 0.999f, 0.1f, 0.001f, 1.2f, 1.1f, 1.3f, 0.2f, 0.8f, 0.01f, 1e-8f};
   const cuda::SgdScalars sg{0.1f, 0.001f, 0.9f, 1.0f, false, true, true};
   std::vector<float> pa = p0, ma = m0, va = v0, pn = p0, mn = m0, vn = v0, ps = p0, bs = m0;
@@ -473,9 +473,10 @@ TEST_CASE("cuda kernels: strided row copy and fused optimiser updates, two block
   // An independent check of the CPU loops' Adam element, in double: what the bitwise check relies on.
   {
     const size_t i = 7;
-    const double gi = double(g[i]) + double(a.wd) * p0[i], mi = double(m0[i]) * a.b1 + double(a.one_m_b1) * gi,
+    const double p_kept = double(p0[i]) * a.keep;  // AdamW's decay first, then (here also) L2 in the gradient
+    const double gi = double(g[i]) + double(a.wd) * p_kept, mi = double(m0[i]) * a.b1 + double(a.one_m_b1) * gi,
                  vi = double(v0[i]) * a.b2 + double(a.one_m_b2) * gi * gi;
-    const double pi = p0[i] - double(a.step_size) * mi / (std::sqrt(vi) / a.bc2_sqrt + a.eps);
+    const double pi = p_kept - double(a.step_size) * mi / (std::sqrt(vi) / a.bc2_sqrt + a.eps);
     CHECK(std::fabs(pa[i] - pi) <= 1e-6 * (std::fabs(p0[i]) + std::fabs(pi - p0[i])));
     CHECK(pa[i] != p0[i]);
   }
@@ -559,7 +560,7 @@ TEST_CASE("cuda engine: a small graph of every op, forward and gradients, equals
   for (size_t i = 0; i < g_cpu.size(); ++i) check_close(g_cuda[i], g_cpu[i], 1e-5, 1e-4, names[i]);
 }
 
-TEST_CASE("cuda engine: fused Adam, Nadam and SGD updates equal the CPU loops") {
+TEST_CASE("cuda engine: fused Adam, AdamW, Nadam and SGD updates equal the CPU loops") {
   require_backend();
   Rng rng(9);
   Tensor p0 = Tensor::randn({3, 37}, rng), g0 = Tensor::randn({3, 37}, rng);
@@ -569,13 +570,14 @@ TEST_CASE("cuda engine: fused Adam, Nadam and SGD updates equal the CPU loops") 
     if (which == 0) opt = std::make_unique<Adam>(NamedTensors{{"p", p}}, AdamOptions{1e-2, 0.9, 0.999, 1e-8, 0.01});
     if (which == 1) opt = std::make_unique<Nadam>(NamedTensors{{"p", p}}, NadamOptions{});
     if (which == 2) opt = std::make_unique<SGD>(NamedTensors{{"p", p}}, SGDOptions{0.1, 0.9, 0, 1e-3, true});
+    if (which == 3) opt = std::make_unique<Adam>(NamedTensors{{"p", p}}, AdamOptions{1e-2, 0.9, 0.999, 1e-8, 0.1, true});
     for (int s = 0; s < 3; ++s) {
       p.set_grad(mul_scalar(g0.to(d), float(s + 1)));
       opt->step();
     }
     return p.to(Device::CPU);
   };
-  for (int which = 0; which < 3; ++which) {
+  for (int which = 0; which < 4; ++which) {
     CAPTURE(which);
     check_close(steps(Device::CUDA, which), steps(Device::CPU, which), 1e-7, 1e-6, "parameter after 3 steps");
   }

@@ -68,6 +68,18 @@ std::vector<Setup> setups() {
        0.01,
        3,
        {"exp_avg", "exp_avg_sq", "step"}},
+      {"adamw",
+       [](auto& p) {
+         return std::make_unique<Adam>(p, AdamOptions{.lr = 0.02,
+                                                      .beta1 = 0.8,
+                                                      .beta2 = 0.99,
+                                                      .eps = 1e-6,
+                                                      .weight_decay = 0.1,
+                                                      .decoupled_weight_decay = true});
+       },
+       0.01,
+       3,
+       {"exp_avg", "exp_avg_sq", "step"}},
       {"nadam", [](auto& p) { return std::make_unique<Nadam>(p, NadamOptions{.lr = 0.01}); }, -1, -1, {"m", "v"}},
   };
 }
@@ -88,7 +100,7 @@ void one_step(Optimizer& opt, Params& ps, const Setup& s, int k) {
 
 }  // namespace
 
-TEST_CASE("optim: SGD, Adam match torch.optim and Nadam matches Keras-2 over 10 steps") {
+TEST_CASE("optim: SGD, Adam, AdamW match torch.optim and Nadam matches Keras-2 over 10 steps") {
   for (const Setup& s : setups()) {
     CAPTURE(s.name);
     Params ps;
@@ -122,10 +134,10 @@ TEST_CASE("optim: SGD, Adam match torch.optim and Nadam matches Keras-2 over 10 
 TEST_CASE("optim: the test detects a wrong update (fixture configs differ from each other)") {
   // Guards the test above against vacuous agreement: the trajectories must differ.
   auto w = [](const std::string& n) { return fx().at(n + ".step10.w").to_vector(); };
-  for (const char* a : {"sgd", "sgd_momentum_wd", "sgd_nesterov", "sgd_dampening", "adam", "adam_wd", "nadam"})
+  for (const char* a : {"sgd", "sgd_momentum_wd", "sgd_nesterov", "sgd_dampening", "adam", "adam_wd", "adamw", "nadam"})
     CHECK(all_finite(w(a)));  // differing by NaN would not count
-  for (const char* a : {"sgd", "sgd_momentum_wd", "sgd_nesterov", "sgd_dampening", "adam", "adam_wd", "nadam"})
-    for (const char* b : {"sgd", "sgd_momentum_wd", "sgd_nesterov", "sgd_dampening", "adam", "adam_wd", "nadam"})
+  for (const char* a : {"sgd", "sgd_momentum_wd", "sgd_nesterov", "sgd_dampening", "adam", "adam_wd", "adamw", "nadam"})
+    for (const char* b : {"sgd", "sgd_momentum_wd", "sgd_nesterov", "sgd_dampening", "adam", "adam_wd", "adamw", "nadam"})
       if (std::string(a) != b) CHECK(worst_violation(w(a), w(b), 1e-5, 1e-5) > 0);
   CHECK(worst_violation(w("adam"), fx().at("w0").to_vector(), 1e-3, 0) > 0);  // parameters did move
 }
@@ -183,6 +195,12 @@ TEST_CASE("optim: load_state_dict lists every problem and changes nothing on err
   OptimizerState sgd_state;
   sgd_state.info["type"] = "sgd";
   CHECK_THROWS_WITH_AS(adam.load_state_dict(sgd_state), doctest::Contains("saved by sgd, loading into adam"), Error);
+  // AdamW's state (the same slots) is another optimiser's: its decay would change on resume.
+  Params pw;
+  Adam adamw(pw.named(), {.lr = 0.01, .weight_decay = 0.1, .decoupled_weight_decay = true});
+  CHECK(std::string(adamw.type()) == "adamw");
+  CHECK_THROWS_WITH_AS(adamw.load_state_dict(adam.state_dict()), doctest::Contains("saved by adam, loading into adamw"),
+                       Error);
 }
 
 TEST_CASE("optim: parameters without a gradient are skipped, bad configuration is an Error") {

@@ -7,7 +7,7 @@ Writes (small, committed, so the tests never need torch):
     whose gradient is g = a * (p - c) + 0.1 * p^3 (elementwise, computed in float32).
     "<cfg>.step<k>.w|b" for k = 1..10: parameters after k steps, and
     "<cfg>.state.<w|b>.<slot>": the optimiser state after 10 steps.
-    SGD / Adam configs come from torch.optim; "nadam" from the numpy (float64)
+    SGD / Adam / AdamW configs come from torch.optim; "nadam" from the numpy (float64)
     transcription of Keras 2.x optimizers.Nadam below.
   tests/fixtures/module_names.safetensors
     torch's state_dict of a small nested ResNet-like net (keys in order in the
@@ -41,8 +41,9 @@ CONFIGS = {
     "sgd_dampening": (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0.3), 0.02, 3),
     "adam": (lambda ps: torch.optim.Adam(ps, lr=0.01), None, None),
     "adam_wd": (lambda ps: torch.optim.Adam(ps, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1), 0.01, 3),
+    "adamw": (lambda ps: torch.optim.AdamW(ps, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1), 0.01, 3),
 }
-SLOTS = {"sgd": ["momentum_buffer"], "adam": ["exp_avg", "exp_avg_sq"]}
+SLOTS = {"sgd": ["momentum_buffer"], "adam": ["exp_avg", "exp_avg_sq"], "adamw": ["exp_avg", "exp_avg_sq"]}
 
 
 def run_torch(name, make, lr_after5, skip_b_at, init, problem, out):
