@@ -120,7 +120,9 @@ int run(int argc, char** argv) {
       .range(11, 4096);
   p.add_choice("loss", "carl", {"carl", "l1"}, "CARL (cloud-adaptive, needs the cloud mask) or plain L1 to the target");
   p.add_double("lambda", 1.0, "CARL's weight on the whole-image L1 term").range(0, 1e6);
-  p.add_choice("optimizer", "nadam", {"nadam", "adam"}, "Keras-2 Nadam (DSen2-CR) or PyTorch Adam");
+  p.add_choice("optimizer", "nadam", {"nadam", "adam", "adamw"},
+               "Keras-2 Nadam (DSen2-CR), PyTorch Adam, or AdamW (Adam with decoupled weight decay)");
+  p.add_double("weight-decay", 0, "Adam's L2 term or AdamW's decoupled decay (0: none; Nadam takes none)").range(0, 1);
   p.add_double("lr", 7e-5, "learning rate, constant (DSen2-CR: 7e-5 with Nadam; its PyTorch port: 7e-4 with Adam)")
       .range(1e-12, 10);  // checked when parsed: before the run folder or any file is made
   p.add_int("blocks", 16, "residual blocks B").range(0, models::kMaxDsBlocks);
@@ -132,6 +134,8 @@ int run(int argc, char** argv) {
   apps::add_training_options(p, "the triplets (training, and validation after --val-limit), --crop, --loss, --lambda "
                                 "or --cloud-threshold");  // --workers, --resume, the debug hooks, --device, ...
   p.parse_or_exit(argc, argv);
+  if (p.get_string("optimizer") == "nadam" && p.get_double("weight-decay") != 0)  // before any file is made
+    throw cli::UsageError("--weight-decay: Keras-2 Nadam has none (--optimizer adam or adamw)");
 
   const apps::TrainingOptions training = apps::read_training_options(p, "PATH");
   const int64_t crop = p.get_int("crop");
@@ -198,7 +202,8 @@ int run(int argc, char** argv) {
   models::Model model = models::build_model(models::ModelConfig::of(dc), global_rng());
   models::DSen2CR& net = *model.dsen2cr;
   const double lr = p.get_double("lr");
-  std::unique_ptr<Optimizer> opt = apps::make_optimizer(p.get_string("optimizer"), net.named_parameters(), lr);
+  std::unique_ptr<Optimizer> opt =
+      apps::make_optimizer(p.get_string("optimizer"), net.named_parameters(), lr, p.get_double("weight-decay"));
   // The run is its triplets (training, and validation after --val-limit), its cloud masks, its loss and
   // its crop: the best validation loss a resume compares against was measured with them.
   std::vector<std::string> names;

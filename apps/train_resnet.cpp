@@ -177,6 +177,8 @@ int run(int argc, char** argv) {
   p.add_int("batch-size", 32, "training batch size (the last incomplete batch of an epoch is dropped)")
       .range(1, apps::kMaxBatch);
   p.add_double("lr", 1e-3, "Adam learning rate at the first epoch").range(1e-12, 10);  // checked before any file is made
+  p.add_choice("optimizer", "adam", {"adam", "adamw"}, "PyTorch Adam (the paper's) or AdamW (decoupled weight decay)");
+  p.add_double("weight-decay", 0, "Adam's L2 term or AdamW's decoupled decay (0: none, the paper's)").range(0, 1);
   p.add_int_list("milestones", "50,100,200,250",
                  "after this many epochs the learning rate is divided again (as PyTorch's MultiStepLR: 50 "
                  "divides it from the 51st epoch, metrics.csv's row 51; the paper's 200 and 250 never act in its "
@@ -270,7 +272,8 @@ int run(int argc, char** argv) {
   models::Classifier& clf = *model.classifier;
   if (p.get_flag("sync-bn") && convert_sync_batchnorm(clf, world()) > 0 && world().rank() == 0)
     std::fprintf(stderr, "train_resnet: batch norm synchronised over %d ranks\n", world().size());
-  std::unique_ptr<Optimizer> opt = apps::make_optimizer("adam", clf.named_parameters(), p.get_double("lr"));
+  std::unique_ptr<Optimizer> opt = apps::make_optimizer(p.get_string("optimizer"), clf.named_parameters(),
+                                                        p.get_double("lr"), p.get_double("weight-decay"));
   // The run is its tiles, their split and their band order: a resume with others is refused before
   // anything is written (the split files, the --pack), so a refused resume leaves everything as it was.
   std::vector<std::string> tiles;

@@ -98,19 +98,24 @@ uint64_t host_memory_available() {
   return 0;
 }
 
-std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTensors& params, double lr) {
+std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTensors& params, double lr,
+                                          double weight_decay) {
   NIMBUS_CHECK(lr > 0 && std::isfinite(lr), "--lr must be positive, got ", lr);
-  if (type == "adam") {
+  if (type == "adam" || type == "adamw") {
     AdamOptions o;
     o.lr = lr;
+    o.weight_decay = weight_decay;
+    o.decoupled_weight_decay = type == "adamw";
     return std::make_unique<Adam>(params, o);
   }
   if (type == "nadam") {
+    if (weight_decay != 0)
+      throw cli::UsageError(str("--weight-decay ", weight_decay, ": Keras-2 Nadam has none (--optimizer adam or adamw)"));
     NadamOptions o;
     o.lr = lr;
     return std::make_unique<Nadam>(params, o);
   }
-  throw Error(str("unknown optimiser '", type, "' (adam or nadam)"));
+  throw Error(str("unknown optimiser '", type, "' (adam, adamw or nadam)"));
 }
 
 std::string data_fingerprint(const std::vector<std::string>& names, const std::string& what) {

@@ -57,8 +57,11 @@ class MetricsCsv {
   std::vector<std::string> rows_;
 };
 
-// "adam" (PyTorch Adam) or "nadam" (Keras-2 Nadam), at learning rate lr.
-std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTensors& params, double lr);
+// "adam" (PyTorch Adam; weight_decay as L2 in the gradient), "adamw" (PyTorch AdamW; decoupled) or
+// "nadam" (Keras-2 Nadam, which has no weight decay: a UsageError when weight_decay is not 0), at
+// learning rate lr.
+std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTensors& params, double lr,
+                                          double weight_decay = 0);
 
 // Before a trainer builds its model on the CPU: a UsageError naming `options` (those that size the model)
 // when its weights, gradients and the optimiser's two moments (16 bytes a parameter, counted with

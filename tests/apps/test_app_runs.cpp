@@ -586,6 +586,23 @@ TEST_CASE("train_dsen2cr: NaN loss stops naming the step and the l1 / adam / no-
   CHECK(f.at("head.weight").size(1) == 13);
   CHECK(f.metadata.at("run.loss") == "l1");
   CHECK(f.metadata.at("run.data").rfind("5 triplets (4 train, 1 val), index ", 0) == 0);
+  // AdamW with a decoupled decay: its checkpoint says so; resumed as Adam it is refused; Nadam takes none.
+  std::vector<std::string> w_args = dsen2cr_args(data, d / "adamw");
+  w_args[5] = "1";
+  AppResult adamw = run_app("train_dsen2cr", with(w_args, {"--optimizer", "adamw", "--weight-decay", "0.01"}));
+  REQUIRE_MESSAGE(adamw.exit_code == 0, adamw.output);
+  SafetensorsFile fw = load_safetensors(d / "adamw/last.safetensors");
+  CHECK(fw.metadata.at("optim.type") == "adamw");
+  CHECK(fw.metadata.at("optim.weight_decay") == "0.01");
+  w_args[5] = "2";
+  AppResult as_adam = run_app("train_dsen2cr", with(w_args, {"--resume", "--optimizer", "adam", "--weight-decay",
+                                                              "0.01"}));
+  CHECK(as_adam.exit_code == 1);
+  CHECK_MESSAGE(as_adam.output.find("saved by adamw, loading into adam") != std::string::npos, as_adam.output);
+  AppResult nadam_wd = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "nadam_wd"), {"--weight-decay", "0.1"}));
+  CHECK(nadam_wd.exit_code == 2);
+  CHECK_MESSAGE(nadam_wd.output.find("Keras-2 Nadam has none") != std::string::npos, nadam_wd.output);
+  CHECK_FALSE(fs::exists(d / "nadam_wd"));
   // A crop larger than the 64x64 images: a usage error before any training, naming a file.
   AppResult big = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "big"), {"--crop", "65"}));
   CHECK(big.exit_code == 2);
