@@ -79,7 +79,7 @@ class Optimizer {
   // during a graph capture: the graph would replay the rate it was given at every replay.
   void set_lr(double lr);
   int64_t steps() const { return steps_; }
-  virtual const char* type() const = 0;  // "sgd", "adam", "nadam"
+  virtual const char* type() const = 0;  // "sgd", "adam", "adamw", "nadam"
 
   OptimizerState state_dict() const;
   // Replaces all state. Throws ONE Error listing every missing, unexpected or

@@ -504,6 +504,23 @@ TEST_CASE("trainers: files whose band descriptions contradict the order they are
   CHECK_FALSE(fs::exists(d3 / "cr.pack"));
 }
 
+TEST_CASE("train_resnet: --optimizer adamw --weight-decay trains with AdamW, and its checkpoint says so") {
+  TempDir d("resnet_adamw");
+  const std::string data = make_eurosat(d);
+  std::vector<std::string> args = resnet_args(data, d / "run");
+  args[5] = "1";
+  AppResult r = run_app("train_resnet", with(args, {"--optimizer", "adamw", "--weight-decay", "0.05"}));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  SafetensorsFile f = load_safetensors(d / "run/last.safetensors");
+  CHECK(f.metadata.at("optim.type") == "adamw");
+  CHECK(f.metadata.at("optim.weight_decay") == "0.05");
+  // Another decay on resume: the optimiser's state was made with this one.
+  args[5] = "2";
+  AppResult other = run_app("train_resnet", with(args, {"--resume", "--optimizer", "adamw", "--weight-decay", "0.1"}));
+  CHECK(other.exit_code == 1);
+  CHECK_MESSAGE(other.output.find("weight_decay") != std::string::npos, other.output);
+}
+
 TEST_CASE("train_resnet: input_norm holds the training split's per-band reflectance mean and std (SEN12MS order)") {
   TempDir d("resnet_norm");
   const std::string data = make_eurosat(d);
