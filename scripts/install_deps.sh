@@ -4,6 +4,7 @@
 #   scripts/install_deps.sh --tests  also GDAL's command-line tools, which the tests of
 #                                    scripts/sentinel2_safe.sh and sentinel1_to_grid.sh run
 #                                    (scripts/test.sh; the scripts install it themselves when used)
+#   scripts/install_deps.sh --gdal   GDAL's command-line tools alone (what those two scripts call)
 #   scripts/install_deps.sh --dev    also the Python tools that regenerate test
 #                                    fixtures (python3-torch, rasterio, scipy, skimage)
 #   scripts/install_deps.sh --fuzz   also clang 14 with libFuzzer and its OpenMP (scripts/fuzz.sh)
@@ -13,6 +14,9 @@ set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config libopenblas-dev libopenblas0-openmp doctest-dev libtiff-dev libgeotiff-dev zlib1g-dev libpng-dev libcli11-dev nlohmann-json3-dev libplplot-dev plplot-driver-cairo libopenmpi-dev openmpi-bin python3 xz-utils)
 if [[ "${1:-}" == "--tests" ]]; then
   pkgs+=(gdal-bin)
+fi
+if [[ "${1:-}" == "--gdal" ]]; then
+  pkgs=(gdal-bin)
 fi
 if [[ "${1:-}" == "--dev" ]]; then
   pkgs+=(python3-torch python3-torchvision python3-numpy python3-scipy python3-rasterio python3-skimage)

@@ -50,10 +50,7 @@ for in in "$s1" "$s2"; do
 done
 
 if ! command -v gdalwarp > /dev/null || ! command -v gdal_calc.py > /dev/null; then
-  echo "sentinel1_to_grid: installing gdal-bin (GDAL's command-line tools)" >&2
-  SUDO=""
-  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get install -y -qq --no-install-recommends gdal-bin > /dev/null || die "cannot install gdal-bin"
+  "$(dirname "${BASH_SOURCE[0]}")/install_deps.sh" --gdal >&2 || die "cannot install gdal-bin (GDAL's command-line tools)"
 fi
 
 s1_info=$(gdalinfo "$s1") || die "$s1: GDAL cannot read it"

@@ -49,10 +49,7 @@ esac
 case "$(realpath -m "$out")/" in "$(realpath "$safe")"/*) die "$out: the output may not be inside the product $safe" ;; esac
 
 if ! command -v gdalbuildvrt > /dev/null || ! command -v gdal_translate > /dev/null; then
-  echo "sentinel2_safe: installing gdal-bin (GDAL's command-line tools)" >&2
-  SUDO=""
-  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get install -y -qq --no-install-recommends gdal-bin > /dev/null || die "cannot install gdal-bin"
+  "$(dirname "${BASH_SOURCE[0]}")/install_deps.sh" --gdal >&2 || die "cannot install gdal-bin (GDAL's command-line tools)"
 fi
 
 # The bands, one file each (GRANULE/<id>/IMG_DATA/<tile>_<time>_B01.jp2), in SEN12MS order.
