@@ -259,6 +259,8 @@ int run(int argc, char** argv) {
   loop.device = common.device;
   loop.read_every = training.read_every;
   loop.graphs = training.graphs;
+  loop.clip_grad_norm = training.clip_grad_norm;
+  loop.program = "train_dsen2cr";
   loop.step_inputs = [&](const data::Batch& bt) {
     std::vector<Tensor> in{bt["cloudy"], bt["target"], bt["sar"], bt["mask"]};
     if (augment_on_device) in.push_back(bt["augment"]);  // the codes travel with the batch (and the graph's inputs)

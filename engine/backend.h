@@ -20,6 +20,7 @@
 #include "engine/device.h"
 #include "kernels/common/bfloat16.h"       // bfloat16
 #include "kernels/common/geometry.h"       // ConvGeom, PoolGeom
+#include "kernels/common/grad_clip.h"     // GradBatch
 #include "kernels/common/optim_scalars.h"  // AdamScalars, NadamScalars, SgdScalars
 
 // Table members: an entry is a member of Kernels<float> always, of Kernels<bfloat16> when its

@@ -17,6 +17,7 @@
 #include "apps/common/progress.h"
 #include "engine/distributed/data_parallel.h"
 #include "engine/distributed/gradient_reducer.h"
+#include "engine/optim/clip_grad.h"
 #include "engine/device.h"
 #include "engine/graph.h"
 #include "engine/io/checkpoint.h"
@@ -365,6 +366,9 @@ void add_training_options(cli::Parser& p, const std::string& run_settings) {
   p.add_int("read-every", 16, "steps between reads of the training losses from the device: the host waits for it only then")
       .range(1, kMaxReadEvery);
   p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");
+  p.add_double("clip-grad-norm", 0, "clip the gradients to this 2-norm before every optimiser step, as "
+               "torch.nn.utils.clip_grad_norm_ (0: no clipping, the papers'); each epoch then reports the norms")
+      .range(0, 1e12);
   p.add_string("pack", "", "read the training and validation GeoTIFFs from this raster pack, built from them at the "
                "first run and rebuilt when one changes (decoded once: no TIFF decoding per sample)", "FILE");
   p.add_choice("augment-on", "auto", {"auto", "host", "device"},
@@ -423,6 +427,7 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   if (o.resume && o.overwrite) throw cli::UsageError("--resume continues a run and --overwrite starts anew: give one");
   o.read_every = p.get_int("read-every");
   o.graphs = !p.get_flag("eager");
+  o.clip_grad_norm = p.get_double("clip-grad-norm");
   o.pack = p.get_string("pack");
   o.augment_on = p.get_string("augment-on");
   o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step"),
@@ -490,7 +495,8 @@ namespace {
 // Runs the training steps: eagerly, or (CUDA) as a replayed graph of the step (see training.h).
 class StepRunner {
  public:
-  explicit StepRunner(const EpochLoop& L) : L_(L), reducer_(L.model->module().named_parameters(), world()) {}
+  explicit StepRunner(const EpochLoop& L)
+      : L_(L), params_(L.model->module().named_parameters()), reducer_(params_, world()) {}
 
   // One step on the batch's host tensors. The loss and kept tensors it returns are on the device and
   // valid until the next run().
@@ -545,10 +551,13 @@ class StepRunner {
     kept.clear();
     loss = L_.step_loss(inputs, kept);
     reducer_.backward(loss);  // with several ranks, every rank then holds the same mean gradients
+    // The norm before clipping, read back with the loss (kept last: read_back takes it off).
+    if (L_.clip_grad_norm > 0) kept.push_back(clip_grad_norm(params_, L_.clip_grad_norm));
     L_.optimizer->step();
   }
 
   const EpochLoop& L_;
+  NamedTensors params_;
   GradientReducer reducer_;
   bool warmed_up_ = false, capture_failed_ = false;
   DeviceGraph graph_;
@@ -556,6 +565,23 @@ class StepRunner {
   std::vector<Tensor> inputs_;  // the tensors the captured step reads
   Tensor loss_;                 // and writes
   std::vector<Tensor> kept_;
+};
+
+// An epoch's gradient norms before clipping (--clip-grad-norm), as the steps are read back.
+struct GradNorms {
+  double sum = 0, max = 0;
+  int64_t steps = 0, clipped = 0, nonfinite = 0;
+  void add(double norm, double limit) {
+    ++steps;
+    if (!std::isfinite(norm)) return void(++nonfinite);  // the loss check stops the run at the next read
+    sum += norm, max = std::max(max, norm), clipped += norm > limit;
+  }
+  void print(const std::string& program, int epoch, double limit) const {
+    const int64_t finite = steps - nonfinite;
+    std::fprintf(stderr, "%s: epoch %d gradient norm before clipping: mean %.4g, max %.4g; %lld of %lld steps clipped to %g\n",
+                 program.c_str(), epoch + 1, finite ? sum / double(finite) : 0.0, max, (long long)clipped,
+                 (long long)steps, limit);
+  }
 };
 
 // The steps whose losses (and kept tensors) wait on the device to be read back: copied, in step
@@ -646,7 +672,9 @@ void train_epochs(const EpochLoop& L) {
   if (L.first_epoch >= L.epochs && ranks.rank() == 0)  // a --resume of a finished run
     std::fprintf(stderr, "the run has done %d epochs already, --epochs %lld: nothing to train (raise --epochs to "
                          "go on)\n", L.first_epoch, (long long)L.epochs);
+  const bool clipping = L.clip_grad_norm > 0;
   for (int epoch = L.first_epoch; epoch < L.epochs; ++epoch) {
+    GradNorms norms;
     L.optimizer->set_lr(L.lr_at(epoch));
     L.train_mode();
     // Counted in the global batch's images (every rank's), so the rate is the run's.
@@ -655,7 +683,11 @@ void train_epochs(const EpochLoop& L) {
                  "img");
     auto read_back = [&] {
       pending.read([&](int64_t step, size_t b, const std::vector<int64_t>& labels, double value,
-                       const std::vector<Tensor>& kept) {
+                       std::vector<Tensor> kept) {
+        if (clipping) {  // the step's gradient norm, which the app did not keep
+          norms.add(kept.back().item(), L.clip_grad_norm);
+          kept.pop_back();
+        }
         if (ranks.size() > 1) {  // the global batch's loss: the mean of the ranks' means
           ranks.all_reduce_sum(&value, 1);
           value /= double(ranks.size());
@@ -692,7 +724,10 @@ void train_epochs(const EpochLoop& L) {
     NIMBUS_CHECK(!v.loss || std::isfinite(*v.loss), "epoch ", epoch + 1, ": the validation loss is ", *v.loss,
                  " though every training loss was finite: the epoch's last step left non-finite weights or "
                  "statistics; nothing of this epoch is saved (", L.paths->last, " keeps epoch ", epoch, ")");
-    if (ranks.rank() == 0) L.report(epoch);  // metrics.csv's row first (see training.h); rank 0 alone
+    if (ranks.rank() == 0) {
+      L.report(epoch);  // metrics.csv's row first (see training.h); rank 0 alone
+      if (clipping) norms.print(L.program, epoch, L.clip_grad_norm);
+    }
     models::SaveOptions so;
     so.epoch = epoch + 1;
     so.extra = v.extra;

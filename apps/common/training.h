@@ -145,7 +145,8 @@ struct DebugHooks {
 // The options every trainer takes besides its own. add_training_options() declares, after the
 // trainer's: --workers N (data loader threads), --resume, --read-every N (steps between reads of the
 // losses from the device), --eager (no CUDA graph), --pack, --augment-on, the debug hooks, then the common options
-// (--device, --threads, --seed). read_training_options() reads them back with --data, --out,
+// (--device, --threads, --seed), and --clip-grad-norm X (engine/optim/clip_grad.h before every optimiser
+// step; 0, the default and both papers' choice, clips nothing). read_training_options() reads them back with --data, --out,
 // --epochs and --batch-size, which each trainer declares first with its own defaults; it throws
 // cli::UsageError when --data or --out is missing ("--data <data_metavar> is required") or a count
 // is below 1.
@@ -158,6 +159,7 @@ struct TrainingOptions {
   int64_t epochs = 0, batch = 0, workers = 0;
   int64_t read_every = 16;  // --read-every: steps between reads of the losses
   bool graphs = true;       // off with --eager
+  double clip_grad_norm = 0;  // --clip-grad-norm: the gradients' largest 2-norm (0: not clipped)
   bool resume = false;
   bool overwrite = false;  // --overwrite: a fresh run may replace an earlier run's checkpoints in --out
   std::string pack;  // --pack FILE: read the samples' GeoTIFFs from this raster pack ("" = from the files)
@@ -191,12 +193,15 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 
 // The epoch loop both trainers run. For each epoch from `first_epoch` to `epochs` (0-based): the
 // learning rate lr_at(epoch), train_mode(), then for every batch of the loader: the debug hooks, the
-// batch's tensors (step_inputs) put on `device`, zero_grad, loss = step_loss(inputs), backward, the
-// optimiser step. The host does not wait for the device in a step: each step's loss (and what
+// batch's tensors (step_inputs) put on `device`, zero_grad, loss = step_loss(inputs), backward, with
+// clip_grad_norm > 0 the gradients clipped to that norm (engine/optim/clip_grad.h, after a data-parallel
+// run's all-reduce, so every rank clips the same mean gradients), the optimiser step. The host does not wait for the device in a step: each step's loss (and what
 // step_loss kept, the logits) is copied aside on the device, and every `read_every` steps and at the
 // end of the epoch all of them are read back at once, each loss checked finite (a NaN stops training
-// naming its step) and passed to after_step, and the progress bar advances, noted with note(). Then
-// validate(epoch) says whether the model improved and which metadata to store; the loop writes
+// naming its step) and passed to after_step, and the progress bar advances, noted with note(). When
+// clipping, each step's norm before clipping is read back with its loss, and after report(epoch) a line
+// "<program>: epoch E gradient norm before clipping: mean M, max X; C of S steps clipped to N" goes to
+// stderr (rank 0). Then validate(epoch) says whether the model improved and which metadata to store; the loop writes
 // <best> (when improved) and <last> (with optimiser and RNG, for --resume). report(epoch), which
 // writes metrics.csv's row, runs before the checkpoints: a run killed between the two then has the
 // row and not the checkpoint, and a resume redoes the epoch and rewrites the row; in the other order
@@ -226,6 +231,8 @@ struct EpochLoop {
   Device device = Device::CPU;  // the model's
   int64_t read_every = 16;      // steps between reads of the losses (one host wait each)
   bool graphs = true;           // on CUDA: capture the step once and replay it
+  double clip_grad_norm = 0;    // > 0: the gradients clipped to this 2-norm before each optimiser step
+  std::string program;          // the trainer's name, for the lines train_epochs prints itself
   std::function<double(int epoch)> lr_at;
   std::function<void()> train_mode;
   // The batch's tensors the step reads, on the host: the model's inputs, then its targets.

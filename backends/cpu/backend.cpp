@@ -13,6 +13,7 @@
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/grad_clip.h"
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/optim.h"
 #include "kernels/cpu/pool.h"

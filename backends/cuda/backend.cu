@@ -39,6 +39,7 @@
 #include "kernels/cuda/copy.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/grad_clip.h"
 #include "kernels/cuda/linear_tc.h"
 #include "kernels/cuda/loss.h"
 #include "kernels/cuda/optim.h"

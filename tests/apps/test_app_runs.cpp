@@ -252,6 +252,36 @@ TEST_CASE("train_resnet: --augment-on device trains bit for bit as the host augm
   CHECK(read_file(d / "none/metrics.csv") != read_file(d / "device/metrics.csv"));
 }
 
+// --clip-grad-norm: a limit no step reaches leaves the run bit for bit the unclipped one (the coefficient
+// is exactly 1), one every step exceeds changes it; each epoch reports the norms and how many steps were
+// clipped. train_dsen2cr takes the same option (training.cpp's loop is shared).
+TEST_CASE("trainers: --clip-grad-norm clips every step above the limit, reports it, and changes nothing below") {
+  TempDir d("clip");
+  const std::string data = make_eurosat(d), cr = make_sen12mscr(d);
+  AppResult plain = run_app("train_resnet", resnet_args(data, d / "plain"));
+  REQUIRE_MESSAGE(plain.exit_code == 0, plain.output);
+  CHECK(plain.output.find("gradient norm") == std::string::npos);
+  AppResult high = run_app("train_resnet", with(resnet_args(data, d / "high"), {"--clip-grad-norm", "1e9"}));
+  REQUIRE_MESSAGE(high.exit_code == 0, high.output);
+  check_same_tensors(d / "plain/last.safetensors", d / "high/last.safetensors");
+  CHECK(read_file(d / "plain/metrics.csv") == read_file(d / "high/metrics.csv"));
+  for (const char* epoch : {"1", "2", "3"})
+    CHECK_MESSAGE(high.output.find(std::string("train_resnet: epoch ") + epoch + " gradient norm before clipping: mean ") !=
+                      std::string::npos, high.output);
+  CHECK_MESSAGE(high.output.find("; 0 of 6 steps clipped to 1e+09") != std::string::npos, high.output);
+  AppResult low = run_app("train_resnet", with(resnet_args(data, d / "low"), {"--clip-grad-norm", "0.001"}));
+  REQUIRE_MESSAGE(low.exit_code == 0, low.output);
+  CHECK_MESSAGE(low.output.find("; 6 of 6 steps clipped to 0.001") != std::string::npos, low.output);
+  CHECK(read_file(d / "plain/metrics.csv") != read_file(d / "low/metrics.csv"));
+  AppResult bad = run_app("train_resnet", with(resnet_args(data, d / "bad"), {"--clip-grad-norm", "-1"}));
+  CHECK(bad.exit_code == 2);
+  CHECK_MESSAGE(bad.output.find("--clip-grad-norm") != std::string::npos, bad.output);
+  AppResult c = run_app("train_dsen2cr", with(dsen2cr_args(cr, d / "cr"), {"--clip-grad-norm", "0.001"}));
+  REQUIRE_MESSAGE(c.exit_code == 0, c.output);
+  CHECK_MESSAGE(c.output.find("train_dsen2cr: epoch 1 gradient norm before clipping: mean ") != std::string::npos,
+                c.output);
+}
+
 TEST_CASE("train_resnet: a NaN loss stops training naming the step and keeps the last good checkpoint") {
   TempDir d("resnet_nan");
   const std::string data = make_eurosat(d);

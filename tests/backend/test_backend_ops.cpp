@@ -46,6 +46,7 @@
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/grad_clip.h"
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/pool.h"
 #include "tests/common/check.h"
@@ -1710,6 +1711,79 @@ void sgd_check(Run& r) {
       [&](const SgdBatch& full) { r.be().sgd_update(full); });
 }
 
+// ---- gradient-norm clipping: 35 gradients (more than one kOptimBatch batch, so slots past 32 are
+// written by a second call) of odd sizes, the largest crossing many CUDA grid strides. The partial sums
+// (poisoned with NaN first) must add up to each tensor's sum of squares in double (bound: 1e-12 of the
+// sum, far below one float32 rounding); the norm must be the reference sqrt(sum) rounded to float32
+// (within one float32 rounding, 2^-23 relative); the coefficient exactly kernels/common/grad_clip.h's
+// formula from that norm; grad_scale exactly float(g * coef). Both ways round: clipping (max_norm half
+// the norm) and not (twice the norm: coef exactly 1, gradients unchanged). A NaN gradient makes the norm
+// and every gradient NaN; an infinite one makes the norm infinite, coef 0, itself NaN and the rest 0. ----
+void grad_clip_check(Run& r) {
+  std::vector<int64_t> sizes = {40013, 1037, 1, 8193, 31, 0};
+  while (sizes.size() < 35) sizes.push_back(int64_t(3 + 7 * sizes.size()));
+  r.shape = "35 gradients: n = 40013, 1037, 1, 8193, 31, 0, 45, 52, ...";
+  const int64_t count = int64_t(sizes.size());
+  auto check_close = [&](const std::string& what, double got, double want, double bound) {
+    const bool ok = std::isnan(want) ? std::isnan(got) : (std::isinf(want) ? got == want : std::fabs(got - want) <= bound);
+    REQUIRE_MESSAGE(ok, r.where(), ": ", what, ": got ", got, ", expected ", want, " (bound ", bound, ")");
+  };
+  enum class Special { none, nan, inf };
+  for (const Special special : {Special::none, Special::nan, Special::inf}) {
+    for (const double ratio : {0.5, 2.0}) {
+      if (special != Special::none && ratio != 0.5) continue;
+      std::vector<V> g;
+      for (int64_t n : sizes) g.push_back(r.rand(size_t(n)));
+      if (special == Special::nan) g[3][17] = kNaN;
+      if (special == Special::inf) g[33][2] = -kInf;
+      std::vector<Tensor> G;
+      for (const V& v : g) G.push_back(r.up32(v));
+      Tensor partial = r.poison32(size_t(2 * count * kGradChunks));
+      double* sums = reinterpret_cast<double*>(partial.data());
+      Tensor norm = r.poison32(1), coef = r.poison32(1);
+      auto batches = [&](auto kernel) {
+        GradBatch b;
+        for (int64_t i = 0; i < count; ++i) {
+          b.t[b.count++] = {G[size_t(i)].data(), sizes[size_t(i)], i};
+          if (b.count == kOptimBatch || i == count - 1) kernel(b), b.count = 0;
+        }
+      };
+      batches([&](const GradBatch& b) { r.be().grad_sumsq(b, sums); });
+      const std::vector<double> got_sums = Run::raw_down<double>(partial, size_t(count * kGradChunks));
+      double total = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        const double want = cpu::grad_sumsq_ref(g[size_t(i)].data(), sizes[size_t(i)]);
+        double got = 0;
+        for (int c = 0; c < kGradChunks; ++c) got += got_sums[size_t(i * kGradChunks + c)];
+        check_close(str("grad_sumsq of gradient ", i, " (n = ", sizes[size_t(i)], ")"), got, want, 1e-12 * want);
+        total += want;
+      }
+      const double max_norm = special == Special::none ? ratio * std::sqrt(total) : 1.0;
+      r.be().grad_clip_coef(norm.data(), coef.data(), sums, count, float(max_norm));
+      const float got_norm = Run::down(norm)[0], got_coef = Run::down(coef)[0];
+      const double want_norm = double(float(std::sqrt(total)));
+      check_close("grad_clip_coef norm", got_norm, want_norm, std::ldexp(want_norm, -23));
+      float norm_of_got = 0, want_coef = 0;
+      clip_coefficient(double(got_norm) * double(got_norm), float(max_norm), &norm_of_got, &want_coef);
+      REQUIRE((norm_of_got == got_norm || (std::isnan(norm_of_got) && std::isnan(got_norm))));  // a float's square is exact in double, and its sqrt that float
+      expect_exact(r, "grad_clip_coef coefficient", {got_coef}, {double(want_coef)});
+      // What the coefficient must be, said without the formula: about the ratio's inverse, or exactly 1,
+      // NaN for a NaN gradient (PyTorch's clamp keeps it), 0 for an infinite one.
+      const bool as_said = special == Special::nan   ? std::isnan(got_coef)
+                           : special == Special::inf ? got_coef == 0.f
+                           : ratio > 1               ? got_coef == 1.f
+                                                     : got_coef > 0.49f && got_coef < 0.51f;
+      CHECK_MESSAGE(as_said, r.where(), ": coefficient ", got_coef, " (max_norm ", max_norm, ")");
+      batches([&](const GradBatch& b) { r.be().grad_scale(b, coef.data()); });
+      for (int64_t i = 0; i < count; ++i) {
+        V want(g[size_t(i)].size());
+        for (size_t j = 0; j < want.size(); ++j) want[j] = double(float(g[size_t(i)][j]) * got_coef);
+        expect_exact(r, str("grad_scale of gradient ", i), Run::down(G[size_t(i)]), want);
+      }
+    }
+  }
+}
+
 // ============================================================================================
 // The table.
 
@@ -1993,6 +2067,7 @@ BACKEND_CASE(carl, "carl_forward carl_backward", carl_check, nullptr, carl_grad)
 BACKEND_CASE(adam, "adam_update", adam_check, nullptr, nullptr)
 BACKEND_CASE(nadam, "nadam_update", nadam_check, nullptr, nullptr)
 BACKEND_CASE(sgd, "sgd_update", sgd_check, nullptr, nullptr)
+BACKEND_CASE(grad_clip, "grad_sumsq grad_clip_coef grad_scale", grad_clip_check, nullptr, nullptr)
 BACKEND_CASE(optim_prepare, "adam_prepare nadam_prepare sgd_prepare optim_set_lr", optim_prepare_check, nullptr, nullptr)
 BACKEND_CASE(cast, "cast_f32_to_bf16 cast_bf16_to_f32", cast_check, nullptr, nullptr)
 

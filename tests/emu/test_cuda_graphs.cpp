@@ -28,6 +28,7 @@
 #include "engine/nn/layers.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
+#include "engine/optim/clip_grad.h"
 #include "engine/optim/lr_schedule.h"
 #include "engine/optim/nadam.h"
 #include "engine/optim/sgd.h"
@@ -434,10 +435,13 @@ std::vector<std::vector<float>> weights(Module& net) {
 // Five eager steps against a warm-up step, one capture and five replays of the same step, for the
 // optimiser `kind`: the weights and the optimiser's state bit for bit. Batches 0..5 on the device: 0
 // warms up, 1..5 are the compared steps. The rate is divided by 10 from step 3 (a milestone between
-// replays).
-void replays_equal_eager(const std::string& kind) {
+// replays). With clip > 0, every step clips the gradients to that norm (clip_grad_norm, between
+// backward and the step) and the norms the replays return equal the eager steps'.
+void replays_equal_eager(const std::string& kind, double clip = 0) {
   REQUIRE(cuda::register_cuda_backend());
   CAPTURE(kind);
+  CAPTURE(clip);
+  std::vector<float> eager_norms;
   Rng data_rng(11);
   std::vector<Tensor> xs, ys;
   for (int k = 0; k < 6; ++k) {
@@ -456,8 +460,10 @@ void replays_equal_eager(const std::string& kind) {
     opt_a->set_lr(base * schedule.lr_at(k));
     opt_a->zero_grad();
     cross_entropy(a.forward(xs[size_t(k)]), ys[size_t(k)]).backward();
+    if (clip > 0) eager_norms.push_back(clip_grad_norm(a.named_parameters(), clip).item());
     opt_a->step();
   }
+  for (float n : eager_norms) CHECK(n > clip);  // every step clipped: the comparison sees clipping
   // Captured: the same warm-up step eagerly, then the step captured once with its inputs in two
   // fixed tensors, and replayed with each batch copied into them.
   Rng rng_b(1);
@@ -465,11 +471,12 @@ void replays_equal_eager(const std::string& kind) {
   b.to(Device::CUDA);
   b.train();
   auto opt_b = make_optimizer(kind, b.named_parameters());
-  Tensor x = xs[0].clone(), y = ys[0].clone(), loss;
+  Tensor x = xs[0].clone(), y = ys[0].clone(), loss, norm;
   auto step = [&] {
     opt_b->zero_grad();
     loss = cross_entropy(b.forward(x), y);
     loss.backward();
+    if (clip > 0) norm = clip_grad_norm(b.named_parameters(), clip);
     opt_b->step();
   };
   opt_b->set_lr(base * schedule.lr_at(0));
@@ -497,6 +504,7 @@ void replays_equal_eager(const std::string& kind) {
     CHECK(after.launches - before.launches == (k == 3 ? 1u : 0u));
     CHECK(after.host_waits == before.host_waits);
     CHECK(after.copies - before.copies == 2);  // the two inputs, device to device
+    if (clip > 0) CHECK(norm.item() == eager_norms[size_t(k)]);
   }
   const auto wa = weights(a), wb = weights(b);
   REQUIRE(wa.size() == wb.size());
@@ -517,6 +525,10 @@ void replays_equal_eager(const std::string& kind) {
 
 TEST_CASE("cuda graphs: five replays of a captured training step equal five eager steps, bit for bit") {
   for (const std::string kind : {"sgd", "adam", "adamw", "nadam"}) replays_equal_eager(kind);
+}
+
+TEST_CASE("cuda graphs: a captured step that clips its gradients (clip_grad_norm) replays as the eager steps") {
+  for (const std::string kind : {"sgd", "adam"}) replays_equal_eager(kind, 0.05);
 }
 
 // The same with the convolutions on Hopper's kernels (conv2d_wgmma.cu, TF32: tensor maps made on the

@@ -27,6 +27,7 @@
 #include "engine/ops/pool.h"
 #include "engine/ops/shape_ops.h"
 #include "engine/optim/adam.h"
+#include "engine/optim/clip_grad.h"
 #include "engine/optim/nadam.h"
 #include "engine/optim/sgd.h"
 #include "engine/random.h"
@@ -49,6 +50,7 @@
 #include "models/dsen2cr.h"
 #include "models/resnet.h"
 #include "tests/common/check.h"
+#include "tests/common/clip_grad_fixture.h"
 #include "tests/emu/emu_util.h"
 
 using namespace nimbus;
@@ -581,6 +583,31 @@ TEST_CASE("cuda engine: fused Adam, AdamW, Nadam and SGD updates equal the CPU l
     CAPTURE(which);
     check_close(steps(Device::CUDA, which), steps(Device::CPU, which), 1e-7, 1e-6, "parameter after 3 steps");
   }
+}
+
+TEST_CASE("cuda engine: clip_grad_norm matches torch.nn.utils.clip_grad_norm_, alone and before six Adam steps") {
+  require_backend();
+  const uint64_t waits = cuda::work_counts().host_waits;
+  check_clip_cases_against_torch(Device::CUDA);
+  check_clipped_adam_against_torch(Device::CUDA);
+  CHECK(cuda::work_counts().host_waits > waits);  // sanity: the counter counts (the checks read back)
+}
+
+TEST_CASE("cuda engine: clip_grad_norm queues its launches and never waits for the device") {
+  require_backend();
+  Rng rng(4);
+  std::vector<Tensor> params;
+  for (int i = 0; i < 40; ++i) {  // two batches of gradients
+    Tensor p = Tensor::zeros({int64_t(5 + 11 * i)}, Device::CUDA).set_requires_grad(true);
+    p.set_grad(Tensor::randn({int64_t(5 + 11 * i)}, rng).to(Device::CUDA));
+    params.push_back(p);
+  }
+  const cuda::WorkCounts before = cuda::work_counts();
+  const Tensor norm = clip_grad_norm(params, 0.1);
+  const cuda::WorkCounts after = cuda::work_counts();
+  CHECK(after.host_waits == before.host_waits);
+  CHECK(after.launches - before.launches == 5);  // 2 sums, 1 coefficient, 2 scalings
+  CHECK(norm.item() > 0.1f);
 }
 
 // One training step (forward, loss, backward, optimiser) of a module on `d`; returns its
