@@ -26,6 +26,7 @@
 #include "engine/ops/linear.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
+#include "engine/optim/clip_grad.h"
 #include "engine/optim/sgd.h"
 #include "engine/random.h"
 #include "tests/apps/app_runner.h"
@@ -202,7 +203,7 @@ TEST_CASE("gradient reducer: every rank gets the ranks' mean gradient, bucket by
   CHECK(n.params[0].second.grad().to_vector() == alone[0][0]);
 }
 
-TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one process with the whole batch, SGD and Adam") {
+TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one process with the whole batch, SGD, Adam, Adam clipped") {
   // Net's input for the whole batch: rank 0's 4 samples then rank 1's. mse_loss is a mean, so the
   // whole batch's gradient is the mean of the two halves' gradients.
   const auto batch_of = [](int rank) {
@@ -214,8 +215,12 @@ TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one proce
                            n.params[3].second),
                     t);
   };
-  for (const std::string kind : {"sgd", "adam"}) {
+  // "adam clipped": the gradients clipped to norm 0.05 after the all-reduce (as the trainers do), so every
+  // rank clips the whole batch's mean gradient and takes the whole batch's step.
+  for (const std::string kind : {"sgd", "adam", "adam clipped"}) {
     CAPTURE(kind);
+    const double clip = kind == "adam clipped" ? 0.05 : 0;
+    std::vector<float> norms_whole, norms_rank0;
     auto make = [&](const NamedTensors& p) -> std::unique_ptr<Optimizer> {
       if (kind == "sgd") return std::make_unique<SGD>(p, SGDOptions{0.1, 0.9});
       AdamOptions o;
@@ -235,6 +240,7 @@ TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one proce
       for (int step = 0; step < 4; ++step) {
         opt->zero_grad();
         loss_of(whole, x, t).backward();
+        if (clip > 0) norms_whole.push_back(clip_grad_norm(whole.params, clip).item());
         opt->step();
       }
     }
@@ -248,6 +254,10 @@ TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one proce
       for (int step = 0; step < 4; ++step) {
         opt->zero_grad();
         reducer.backward(loss_of(n, x, t));
+        if (clip > 0) {
+          const float norm = clip_grad_norm(n.params, clip).item();
+          if (g.rank() == 0) norms_rank0.push_back(norm);
+        }
         opt->step();
       }
       for (size_t i = 0; i < 4; ++i) ranks[size_t(g.rank())].push_back(n.params[i].second.to_vector());
@@ -261,6 +271,11 @@ TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one proce
       for (size_t k = 0; k < w.size(); ++k) moved = std::max(moved, double(std::fabs(w[k] - s0[k])));
     }
     CHECK(moved > 1e-3);  // the comparison is not between two unmoved models
+    REQUIRE(norms_whole.size() == norms_rank0.size());
+    for (size_t k = 0; k < norms_whole.size(); ++k) {
+      CHECK(norms_whole[k] > clip);  // every step clipped
+      CHECK(norms_rank0[k] == doctest::Approx(norms_whole[k]).epsilon(1e-5));
+    }
   }
 }
 
