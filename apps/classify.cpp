@@ -48,6 +48,7 @@
 #include "apps/common/band_order.h"
 #include "apps/common/device.h"
 #include "apps/common/experiment.h"
+#include "apps/common/geotiff_output.h"
 #include "apps/common/progress.h"
 #include "data/eurosat.h"
 #include "engine/autograd.h"
@@ -133,6 +134,7 @@ int run(int argc, char** argv) {
                "with inputs in EuroSAT's class folders: also write their accuracy (95% interval) and confusion "
                "matrix as JSON (written atomically)",
                "FILE");
+  apps::add_compress_option(p);
   p.add_positional("inputs", "GeoTIFF files, or folders searched recursively for .tif files");
   cli::add_common_options(p);
   apps::add_precision_option(p);
@@ -311,6 +313,7 @@ int run(int argc, char** argv) {
         m.nodata = kMapNoData;
         data::WriteOptions wo;
         wo.type = data::SampleType::UInt8;
+        wo.deflate = apps::compress_deflate(p);
         data::write_geotiff(im.map, m, wo);
         ++maps_written;
       }

@@ -24,6 +24,7 @@
 
 #include "apps/common/band_order.h"
 #include "apps/common/cli.h"
+#include "apps/common/geotiff_output.h"
 #include "apps/common/progress.h"
 #include "data/sentinel2.h"
 #include "data/cloud_detector.h"
@@ -51,6 +52,7 @@ int run(int argc, char** argv) {
             "13 bands take 0.57 GB per 1,000 rows); the output does not depend on it")
       .range(16, 1000000);
   apps::add_bands_option(p);
+  apps::add_compress_option(p);
   p.parse_or_exit(argc, argv);
   const std::string in = p.get_string("s2"), out = p.get_string("out");
   if (in.empty() || out.empty()) throw cli::UsageError("--s2 FILE and --out FILE are required");
@@ -129,6 +131,7 @@ int run(int argc, char** argv) {
   data::WriteOptions wo;
   wo.type = data::SampleType::UInt8;
   wo.tile_size = T;
+  wo.deflate = apps::compress_deflate(p);
   std::optional<double> mask_nodata;
   if (info.nodata) mask_nodata = kNodataMask;
   data::TiledGeoTiffWriter writer(out, W, H, 1, wo, info.geo, {}, mask_nodata);

@@ -29,6 +29,7 @@
 #include "apps/common/band_order.h"
 #include "apps/common/cloud_removal.h"
 #include "apps/common/device.h"
+#include "apps/common/geotiff_output.h"
 #include "apps/common/progress.h"
 #include "data/geotiff.h"
 #include "data/normalize.h"
@@ -72,7 +73,7 @@ int output_tile(int height, int width) { return std::min(256, (std::max(height, 
 // tile and stripe sizes, not on the image's. s1_path may be empty.
 void process(models::DSen2CR& net, const std::string& weights, const std::string& s2_path,
              const std::string& s1_path, const std::string& out_path, apps::TileOptions to,
-             apps::FileBands& file_bands) {
+             apps::FileBands& file_bands, bool deflate) {
   const data::TiffInfo i2 = data::read_tiff_info(s2_path);
   NIMBUS_CHECK(i2.bands == models::kS2Bands, s2_path, ": has ", i2.bands, " bands; DSen2-CR needs ", models::kS2Bands,
                "-band Sentinel-2 (B1..B8, B8A, B9..B12)");
@@ -105,6 +106,7 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
   data::WriteOptions wo;
   wo.type = data::SampleType::UInt16;
   wo.tile_size = T;
+  wo.deflate = deflate;
   std::vector<std::string> names;
   for (int b : sen12ms) names.emplace_back(data::kS2BandNames[size_t(b)]);
   const fs::path parent = fs::path(out_path).parent_path();
@@ -235,9 +237,11 @@ int run(int argc, char** argv) {
             "stripe's edge run for both stripes (0: the whole width)")
       .range(0, 1 << 20);
   apps::add_bands_option(p);
+  apps::add_compress_option(p);
   cli::add_common_options(p);
   apps::add_precision_option(p);
   p.parse_or_exit(argc, argv);
+  const bool deflate = apps::compress_deflate(p);
   const std::string weights = p.get_string("weights"), s2 = p.get_string("s2"), root = p.get_string("data");
   const bool folder = !root.empty();
   if (weights.empty()) throw cli::UsageError("--weights FILE is required");
@@ -290,7 +294,7 @@ int run(int argc, char** argv) {
       if (!bar) bar = std::make_unique<Progress>("remove_clouds", int64_t(total), stderr, Progress::Mode::Auto, "tile");
       bar->update(int64_t(done));
     };
-    process(net, weights, s2, net.config().sar ? s1 : "", p.get_string("out"), to, file_bands);
+    process(net, weights, s2, net.config().sar ? s1 : "", p.get_string("out"), to, file_bands, deflate);
     if (bar) bar->finish();
     std::printf("remove_clouds: %s -> %s\n", s2.c_str(), p.get_string("out").c_str());
     return 0;
@@ -320,7 +324,7 @@ int run(int argc, char** argv) {
   Progress bar("remove_clouds " + split_name, int64_t(ts.size()), stderr, Progress::Mode::Auto, "img");
   for (size_t i = 0; i < ts.size(); ++i) {
     process(net, weights, ts[i].s2_cloudy, net.config().sar ? ts[i].s1 : "",
-            out_dir + "/" + fs::path(ts[i].s2_cloudy).filename().string(), to, file_bands);
+            out_dir + "/" + fs::path(ts[i].s2_cloudy).filename().string(), to, file_bands, deflate);
     bar.update(int64_t(i + 1));
   }
   bar.finish();

@@ -343,6 +343,10 @@ TiffInfo info_of(const TiffFile& f) {
   info.block_rows = int(std::clamp<uint32_t>(block_rows, 1, std::max<uint32_t>(h, 1)));
   info.planar_separate = planar == PLANARCONFIG_SEPARATE;
   info.compression = comp;
+  uint16_t predictor = 1;  // a codec's own tag: asked only where a codec that has it is set
+  if (comp == COMPRESSION_ADOBE_DEFLATE || comp == COMPRESSION_DEFLATE || comp == COMPRESSION_LZW)
+    TIFFGetFieldDefaulted(tif, TIFFTAG_PREDICTOR, &predictor);
+  info.predictor = predictor;
   info.geo = read_geo(tif);
   info.band_names = read_band_names(tif, info.bands);
   info.nodata = read_nodata(f);
@@ -550,6 +554,9 @@ Blocks set_tags(TIFF* tif, int width, int height, int bands, const WriteOptions&
     TIFFSetField(tif, TIFFTAG_EXTRASAMPLES, uint16_t(extra.size()), extra.data());
   }
   TIFFSetField(tif, TIFFTAG_COMPRESSION, opt.deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_NONE);
+  if (opt.deflate)
+    TIFFSetField(tif, TIFFTAG_PREDICTOR,
+                 uint16_t(opt.type == SampleType::Float32 ? PREDICTOR_FLOATINGPOINT : PREDICTOR_HORIZONTAL));
   Blocks b;
   if (opt.tiled) {
     TIFFSetField(tif, TIFFTAG_TILEWIDTH, uint32_t(opt.tile_size));

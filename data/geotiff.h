@@ -49,6 +49,7 @@ struct TiffInfo {
   int block_rows = 1;            // rows of a strip or a tile: a window's read decodes whole blocks
   bool planar_separate = false;  // PlanarConfiguration 2 (band-interleaved)
   int compression = 1;           // TIFF code: 1 none, 5 LZW, 8/32946 Deflate
+  int predictor = 1;             // TIFF code: 1 none, 2 horizontal differencing, 3 floating point
   GeoInfo geo;
   // Band descriptions ("B1", "B8A", ...) from the GDAL_METADATA tag (42112), where GDAL and
   // rasterio keep them; empty when the file has none, else one per band ("" where a band has none).
@@ -107,7 +108,10 @@ Raster read_geotiff(const std::string& path, const ReadProgress& progress);
 
 struct WriteOptions {
   SampleType type = SampleType::UInt16;
-  bool deflate = false;  // uncompressed by default, like the distributed datasets
+  // Deflate (TIFF compression 8, GDAL's COMPRESS=DEFLATE) with a predictor, as GDAL's PREDICTOR=2 for
+  // integers (each pixel stored as the difference from its left neighbour) and PREDICTOR=3 for float32:
+  // lossless, and GDAL, QGIS and rasterio read it. Uncompressed by default, like the distributed datasets.
+  bool deflate = false;
   // Layout (added; the defaults give what GDAL writes by default):
   bool tiled = false;            // square tiles of tile_size (a multiple of 16) instead of strips
   int tile_size = 256;

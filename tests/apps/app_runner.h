@@ -32,6 +32,15 @@ inline std::string app_path(const std::string& name) {
   return (fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "bin" / name).string();
 }
 
+// A program on the PATH ("" when there is none): the GDAL tools the interoperability tests run.
+inline std::string on_path(const std::string& name) {
+  namespace fs = std::filesystem;
+  std::stringstream path(std::getenv("PATH") ? std::getenv("PATH") : "");
+  for (std::string dir; std::getline(path, dir, ':');)
+    if (!dir.empty() && fs::exists(fs::path(dir) / name)) return (fs::path(dir) / name).string();
+  return "";
+}
+
 // Runs the program `exe` with `args`, its stdout and stderr captured together.
 inline AppResult run_program(const std::string& exe, const std::vector<std::string>& args) {
   namespace fs = std::filesystem;

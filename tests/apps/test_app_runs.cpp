@@ -1338,6 +1338,18 @@ TEST_CASE("remove_clouds: output equals the model's forward (tiled or not) with 
   CHECK(w.type == data::SampleType::UInt16);
   check_close(w.data, want, 1.0, 0, "whole vs forward (DN)");
   check_close(tl.data, w.data, 1.0, 0, "tiled vs whole (DN)");
+  // --compress deflate: the same pixels and georeferencing, Deflate with GDAL's integer predictor.
+  AppResult packed = run_app("remove_clouds", {"--weights", ckpt, "--s2", t.s2_cloudy, "--s1", t.s1, "--out",
+                                               d / "deflate.tif", "--threads", "1", "--compress", "deflate"});
+  REQUIRE_MESSAGE(packed.exit_code == 0, packed.output);
+  const data::TiffInfo packed_info = data::read_tiff_info(d / "deflate.tif");
+  CHECK(packed_info.compression == 8);
+  CHECK(packed_info.predictor == 2);
+  CHECK(data::read_tiff_info(d / "whole.tif").compression == 1);
+  const data::Raster pw = data::read_geotiff(d / "deflate.tif");
+  check_close(pw.data, w.data, 0, 0, "--compress deflate vs none");
+  CHECK(pw.geo == w.geo);
+  CHECK(pw.band_names == w.band_names);
   // Georeferencing carried over.
   REQUIRE(s2.geo.present());
   CHECK(w.geo == s2.geo);  // georeferencing kept

@@ -106,6 +106,12 @@ TEST_CASE("classify --map-dir: one pixel per tile holds that tile's class, on th
   CHECK(map.geo.tiepoints == img.geo.tiepoints);
   CHECK(map.geo.geokeys == img.geo.geokeys);
   CHECK(map.band_names == std::vector<std::string>{"class"});
+  // --compress deflate: the same map, compressed.
+  AppResult packed = run_app("classify", {"--weights", ckpt, "--out", d / "p2.csv", "--map-dir", d / "packed",
+                                          "--threads", "1", "--compress", "deflate", d / "scene.tif"});
+  REQUIRE_MESSAGE(packed.exit_code == 0, packed.output);
+  CHECK(data::read_tiff_info(d / "packed/scene_classes.tif").compression == 8);
+  CHECK(data::read_geotiff(d / "packed/scene_classes.tif").data == map.data);
 
   // Refused before any work: another mode, two images that would share a map.
   AppResult center = run_app("classify", {"--weights", ckpt, "--out", d / "c.csv", "--map-dir", d / "maps2",

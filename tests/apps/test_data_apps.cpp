@@ -153,6 +153,15 @@ TEST_CASE("cloud_mask: writes the detector's 0/1 mask with the input's georefere
   AppResult striped = run_app("cloud_mask", {"--s2", input, "--out", d / "mask40.tif", "--stripe", "40"});
   REQUIRE_MESSAGE(striped.exit_code == 0, striped.output);
   CHECK(read_file(d / "mask40.tif") == read_file(out));
+  // --compress deflate: the same mask, compressed (Deflate, GDAL's integer predictor).
+  AppResult packed = run_app("cloud_mask", {"--s2", input, "--out", d / "deflate.tif", "--compress", "deflate"});
+  REQUIRE_MESSAGE(packed.exit_code == 0, packed.output);
+  CHECK(data::read_tiff_info(d / "deflate.tif").compression == 8);
+  CHECK(data::read_tiff_info(d / "deflate.tif").predictor == 2);
+  CHECK(fs::file_size(d / "deflate.tif") < fs::file_size(out) / 4);  // a mask is mostly runs
+  check_close(data::read_geotiff(d / "deflate.tif").data, want, 0, 0, "the deflated mask");
+  AppResult bad = run_app("cloud_mask", {"--s2", input, "--out", d / "x.tif", "--compress", "zstd"});
+  CHECK(bad.exit_code == 2);
   // A file stored in strips of 100 rows: stripes of whole strips (none decoded for every stripe), said.
   data::WriteOptions strips;
   strips.type = data::read_tiff_info(input).type;

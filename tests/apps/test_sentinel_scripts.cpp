@@ -26,14 +26,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A program on the PATH ("" when there is none).
-std::string on_path(const std::string& name) {
-  std::stringstream path(std::getenv("PATH") ? std::getenv("PATH") : "");
-  for (std::string dir; std::getline(path, dir, ':');)
-    if (fs::exists(fs::path(dir) / name)) return (fs::path(dir) / name).string();
-  return "";
-}
-
 const std::string kScript = (fs::path(NIMBUS_FIXTURES).parent_path().parent_path() / "scripts/sentinel2_safe.sh").string();
 const char* kBands[13] = {"B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"};
 const int kMetres[13] = {60, 10, 10, 10, 20, 20, 20, 10, 20, 60, 60, 20, 20};

@@ -191,6 +191,7 @@ TEST_CASE("geotiff: write -> read round trip for every type and layout") {
       CHECK(info.tiled == lay.tiled);
       CHECK(info.planar_separate == lay.separate);
       CHECK(info.compression == (lay.deflate ? 8 : 1));
+      CHECK(info.predictor == (!lay.deflate ? 1 : tc.type == SampleType::Float32 ? 3 : 2));
       Raster back = read_geotiff(path);
       CHECK(back.type == tc.type);
       REQUIRE(back.width == 41);
