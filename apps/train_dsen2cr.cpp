@@ -150,9 +150,10 @@ int run(int argc, char** argv) {
       csv_list ? data::read_sen12mscr_list(training.data) : data::scan_sen12mscr(training.data);
   const std::vector<data::Sen12mscrTriplet> train = index.split(data::Split::Train);
   std::vector<data::Sen12mscrTriplet> val = index.split(data::Split::Val);
-  NIMBUS_CHECK(train.size() >= size_t(training.batch) * size_t(world().size()), training.data, ": ", train.size(),
-               " training triplets (benchmark split), fewer than one batch of ", training.batch,
-               world().size() > 1 ? str(" on each of ", world().size(), " ranks") : std::string());
+  NIMBUS_CHECK(train.size() >= size_t(training.batch * training.accumulate) * size_t(world().size()), training.data,
+               ": ", train.size(), " training triplets (benchmark split), fewer than ",
+               training.accumulate > 1 ? str("one step's ", training.accumulate, " batches of ") : std::string("one batch of "),
+               training.batch, world().size() > 1 ? str(" on each of ", world().size(), " ranks") : std::string());
   if (const int64_t lim = p.get_int("val-limit"); lim > 0 && size_t(lim) < val.size()) {
     std::vector<data::Sen12mscrTriplet> v;
     for (int64_t k = 0; k < lim; ++k) v.push_back(val[size_t(k) * val.size() / size_t(lim)]);
@@ -260,6 +261,7 @@ int run(int argc, char** argv) {
   loop.read_every = training.read_every;
   loop.graphs = training.graphs;
   loop.clip_grad_norm = training.clip_grad_norm;
+  loop.accumulate = training.accumulate;
   loop.program = "train_dsen2cr";
   loop.step_inputs = [&](const data::Batch& bt) {
     std::vector<Tensor> in{bt["cloudy"], bt["target"], bt["sar"], bt["mask"]};

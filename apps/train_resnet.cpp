@@ -244,11 +244,13 @@ int run(int argc, char** argv) {
     for (const std::string& f : split_files) inputs.emplace_back("--splits", f);
     for (const std::string& f : split_out) cli::refuse_output_over_input("--out", f, inputs);
   }
-  // One global batch at least (each rank takes --batch-size of it), before the split files are written.
-  const size_t global_batch = size_t(training.batch) * size_t(world().size());
+  // One step at least (each rank takes --batch-size of each of its --accumulate batches), before the split
+  // files are written.
+  const size_t global_batch = size_t(training.batch * training.accumulate) * size_t(world().size());
   NIMBUS_CHECK(split.train.size() >= global_batch, splits_dir.empty() ? training.data : split_files[0], ": ",
-               split.train.size(), " training tiles, fewer than one batch of ", training.batch,
-               world().size() > 1 ? str(" on each of ", world().size(), " ranks") : std::string());
+               split.train.size(), " training tiles, fewer than ",
+               training.accumulate > 1 ? str("one step's ", training.accumulate, " batches of ") : std::string("one batch of "),
+               training.batch, world().size() > 1 ? str(" on each of ", world().size(), " ranks") : std::string());
   const data::BandList file_bands = data::parse_bands(p.get_string("bands"), "--bands");
   NIMBUS_CHECK(file_bands.size() == size_t(data::kS2Bands), "--bands: a EuroSAT MS tile has ", data::kS2Bands,
                " bands, not ", file_bands.size(), " (", data::bands_csv(file_bands), ")");
@@ -369,6 +371,7 @@ int run(int argc, char** argv) {
   loop.read_every = training.read_every;
   loop.graphs = training.graphs;
   loop.clip_grad_norm = training.clip_grad_norm;
+  loop.accumulate = training.accumulate;
   loop.program = "train_resnet";
   loop.step_inputs = [&](const data::Batch& bt) {
     std::vector<Tensor> in{bt["image"], label_tensor(bt.labels)};

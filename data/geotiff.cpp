@@ -344,8 +344,14 @@ TiffInfo info_of(const TiffFile& f) {
   info.planar_separate = planar == PLANARCONFIG_SEPARATE;
   info.compression = comp;
   uint16_t predictor = 1;  // a codec's own tag: asked only where a codec that has it is set
-  if (comp == COMPRESSION_ADOBE_DEFLATE || comp == COMPRESSION_DEFLATE || comp == COMPRESSION_LZW)
-    TIFFGetFieldDefaulted(tif, TIFFTAG_PREDICTOR, &predictor);
+  bool has_predictor = comp == COMPRESSION_ADOBE_DEFLATE || comp == COMPRESSION_DEFLATE || comp == COMPRESSION_LZW;
+#ifdef COMPRESSION_ZSTD
+  has_predictor |= comp == COMPRESSION_ZSTD;
+#endif
+#ifdef COMPRESSION_LZMA
+  has_predictor |= comp == COMPRESSION_LZMA;
+#endif
+  if (has_predictor) TIFFGetFieldDefaulted(tif, TIFFTAG_PREDICTOR, &predictor);
   info.predictor = predictor;
   info.geo = read_geo(tif);
   info.band_names = read_band_names(tif, info.bands);

@@ -17,11 +17,13 @@
 #include "apps/common/progress.h"
 #include "engine/distributed/data_parallel.h"
 #include "engine/distributed/gradient_reducer.h"
-#include "engine/optim/clip_grad.h"
 #include "engine/device.h"
 #include "engine/graph.h"
 #include "engine/io/checkpoint.h"
+#include "engine/ops/arith.h"
 #include "engine/optim/adam.h"
+#include "engine/optim/clip_grad.h"
+#include "kernels/common/grad_clip.h"  // clip_coefficient
 #include "engine/optim/nadam.h"
 
 namespace nimbus::apps {
@@ -369,6 +371,10 @@ void add_training_options(cli::Parser& p, const std::string& run_settings) {
   p.add_double("clip-grad-norm", 0, "clip the gradients to this 2-norm before every optimiser step, as "
                "torch.nn.utils.clip_grad_norm_ (0: no clipping, the papers'); each epoch then reports the norms")
       .range(0, 1e12);
+  p.add_int("accumulate", 1, "gradient accumulation: batches whose mean gradient makes one optimiser step, so a step "
+            "sees --batch-size x N samples (x ranks) in the memory of one batch; batch norm still normalises each "
+            "batch alone; an epoch's last batches that do not make N are left out")
+      .range(1, kMaxAccumulate);
   p.add_string("pack", "", "read the training and validation GeoTIFFs from this raster pack, built from them at the "
                "first run and rebuilt when one changes (decoded once: no TIFF decoding per sample)", "FILE");
   p.add_choice("augment-on", "auto", {"auto", "host", "device"},
@@ -428,6 +434,7 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   o.read_every = p.get_int("read-every");
   o.graphs = !p.get_flag("eager");
   o.clip_grad_norm = p.get_double("clip-grad-norm");
+  o.accumulate = p.get_int("accumulate");
   o.pack = p.get_string("pack");
   o.augment_on = p.get_string("augment-on");
   o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step"),
@@ -492,31 +499,36 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 
 namespace {
 
-// Runs the training steps: eagerly, or (CUDA) as a replayed graph of the step (see training.h).
+// Runs the training steps: eagerly, or (CUDA) as a replayed graph of the step (see training.h). A step
+// is a group of batches (one without accumulation); each batch's inputs, loss and kept tensors are
+// indexed by its place in the group.
 class StepRunner {
  public:
+  using Group = std::vector<std::vector<Tensor>>;  // per batch: its tensors
+
   explicit StepRunner(const EpochLoop& L)
       : L_(L), params_(L.model->module().named_parameters()), reducer_(params_, world()) {}
 
-  // One step on the batch's host tensors. The loss and kept tensors it returns are on the device and
+  // One step on the group's host tensors. The losses and kept tensors it returns are on the device and
   // valid until the next run().
-  void run(const std::vector<Tensor>& host, Tensor& loss, std::vector<Tensor>& kept) {
+  void run(const Group& host, std::vector<Tensor>& losses, std::vector<std::vector<Tensor>>& kept) {
     std::vector<Shape> shapes;
-    for (const Tensor& t : host) shapes.push_back(t.shape());
+    for (const auto& batch : host)
+      for (const Tensor& t : batch) shapes.push_back(t.shape());
     // Several ranks: the gradient all-reduce waits on the host, which a captured graph cannot hold.
     const bool want = L_.graphs && L_.device == Device::CUDA && !capture_failed_ && world().size() == 1;
     if (want && !graph_.empty() && shapes == shapes_) {
-      for (size_t i = 0; i < host.size(); ++i) inputs_[i].copy_(host[i]);  // staged uploads, no wait
+      for (size_t b = 0; b < host.size(); ++b)
+        for (size_t i = 0; i < host[b].size(); ++i) inputs_[b][i].copy_(host[b][i]);  // staged uploads, no wait
       graph_.replay();
-      loss = loss_, kept = kept_;
+      losses = losses_, kept = kept_;
       return;
     }
     if (want && graph_.empty() && warmed_up_) {
-      inputs_.clear();
-      for (const Tensor& t : host) inputs_.push_back(t.to(L_.device));
+      inputs_ = on_device(host);
       shapes_ = shapes;
       try {
-        graph_ = DeviceGraph::capture(L_.device, [&] { body(inputs_, loss_, kept_); });
+        graph_ = DeviceGraph::capture(L_.device, [&] { body(inputs_, losses_, kept_); });
       } catch (const Error& e) {
         capture_failed_ = true;
         std::fprintf(stderr, "note: the training step cannot be captured as a CUDA graph, running it eagerly (%s)\n",
@@ -524,13 +536,11 @@ class StepRunner {
       }
       if (!graph_.empty()) {
         graph_.replay();  // capturing ran nothing: this is the step
-        loss = loss_, kept = kept_;
+        losses = losses_, kept = kept_;
         return;
       }
     }
-    std::vector<Tensor> inputs;
-    for (const Tensor& t : host) inputs.push_back(t.to(L_.device));
-    body(inputs, loss, kept);
+    body(on_device(host), losses, kept);
     warmed_up_ = true;
   }
 
@@ -541,18 +551,32 @@ class StepRunner {
   void release_graph() {
     graph_ = DeviceGraph();
     inputs_.clear();
-    loss_ = Tensor();
+    losses_.clear();
     kept_.clear();
   }
 
  private:
-  void body(const std::vector<Tensor>& inputs, Tensor& loss, std::vector<Tensor>& kept) {
+  Group on_device(const Group& host) const {
+    Group g(host.size());
+    for (size_t b = 0; b < host.size(); ++b)
+      for (const Tensor& t : host[b]) g[b].push_back(t.to(L_.device));
+    return g;
+  }
+
+  void body(const Group& inputs, std::vector<Tensor>& losses, std::vector<std::vector<Tensor>>& kept) {
     L_.optimizer->zero_grad();
-    kept.clear();
-    loss = L_.step_loss(inputs, kept);
-    reducer_.backward(loss);  // with several ranks, every rank then holds the same mean gradients
-    // The norm before clipping, read back with the loss (kept last: read_back takes it off).
-    if (L_.clip_grad_norm > 0) kept.push_back(clip_grad_norm(params_, L_.clip_grad_norm));
+    const size_t n = inputs.size();
+    losses.assign(n, Tensor());
+    kept.assign(n, {});
+    for (size_t b = 0; b < n; ++b) {
+      losses[b] = L_.step_loss(inputs[b], kept[b]);
+      // Accumulating: each batch's share of the step's mean; the gradients add up in .grad.
+      const Tensor share = n == 1 ? losses[b] : mul_scalar(losses[b], 1.f / float(n));
+      if (b + 1 < n) share.backward();
+      else reducer_.backward(share);  // with several ranks, every rank then holds the same mean gradients
+    }
+    // The norm before clipping, read back with the last batch's loss (kept last: read_back takes it off).
+    if (L_.clip_grad_norm > 0) kept.back().push_back(clip_grad_norm(params_, L_.clip_grad_norm));
     L_.optimizer->step();
   }
 
@@ -562,24 +586,29 @@ class StepRunner {
   bool warmed_up_ = false, capture_failed_ = false;
   DeviceGraph graph_;
   std::vector<Shape> shapes_;
-  std::vector<Tensor> inputs_;  // the tensors the captured step reads
-  Tensor loss_;                 // and writes
-  std::vector<Tensor> kept_;
+  Group inputs_;                           // the tensors the captured step reads
+  std::vector<Tensor> losses_;             // and writes
+  std::vector<std::vector<Tensor>> kept_;
 };
 
 // An epoch's gradient norms before clipping (--clip-grad-norm), as the steps are read back.
+// A norm that is not finite stops the run there (its loss was finite, so nothing else would name the
+// step: its NaN or zeroed gradients would show only in the next step's loss).
 struct GradNorms {
   double sum = 0, max = 0;
-  int64_t steps = 0, clipped = 0, nonfinite = 0;
-  void add(double norm, double limit) {
-    ++steps;
-    if (!std::isfinite(norm)) return void(++nonfinite);  // the loss check stops the run at the next read
-    sum += norm, max = std::max(max, norm), clipped += norm > limit;
+  int64_t steps = 0, clipped = 0;
+  void add(float norm, double limit, int64_t step, int epoch, size_t batch, const std::string& kept) {
+    if (!std::isfinite(norm))
+      throw Error(str("the gradient norm is ", std::isnan(norm) ? "NaN" : "infinite", " at step ", step, " (epoch ",
+                      epoch + 1, ", batch ", batch + 1, ") though its loss was finite; training stopped, the last good "
+                      "checkpoint is kept: ", fs::exists(kept) ? kept : std::string("(none written yet)")));
+    float n = 0, coef = 1;
+    clip_coefficient(double(norm) * double(norm), float(limit), &n, &coef);  // as the device decided (exact)
+    ++steps, sum += norm, max = std::max(max, double(norm)), clipped += coef < 1.f;
   }
   void print(const std::string& program, int epoch, double limit) const {
-    const int64_t finite = steps - nonfinite;
     std::fprintf(stderr, "%s: epoch %d gradient norm before clipping: mean %.4g, max %.4g; %lld of %lld steps clipped to %g\n",
-                 program.c_str(), epoch + 1, finite ? sum / double(finite) : 0.0, max, (long long)clipped,
+                 program.c_str(), epoch + 1, steps ? sum / double(steps) : 0.0, max, (long long)clipped,
                  (long long)steps, limit);
   }
 };
@@ -598,10 +627,10 @@ class PendingSteps {
       NIMBUS_CHECK(t.dtype() == DType::F32, "pending steps: a kept tensor must be float32, got ", describe(t));
       need += t.numel();
     }
-    if (!buffer_.defined() || buffer_.numel() < need * read_every) {
-      NIMBUS_CHECK(steps_.empty(), "pending steps: buffer resized with steps pending");
-      buffer_ = Tensor::empty({need * read_every}, device_);
-    }
+    // Sized (when empty) for twice read_every steps like this one: steps may differ a little (the step
+    // that ends an accumulated group keeps the gradient norm too), and reads come by count, not space.
+    if (steps_.empty() && (!buffer_.defined() || buffer_.numel() < need * read_every))
+      buffer_ = Tensor::empty({2 * need * read_every}, device_);
     NIMBUS_CHECK(used_ + need <= buffer_.numel(), "pending steps: buffer full (read them first)");
     Pending p{step, batch, std::move(labels), used_, {}};
     const DeviceRuntime& rt = device_runtime(device_);
@@ -661,7 +690,12 @@ class PendingSteps {
 
 void train_epochs(const EpochLoop& L) {
   NIMBUS_CHECK(L.read_every >= 1, "train_epochs: read_every must be >= 1");
-  const size_t nb = L.loader->batches_per_epoch();
+  NIMBUS_CHECK(L.accumulate >= 1, "train_epochs: accumulate must be >= 1");
+  const size_t nb = L.loader->batches_per_epoch(), group = size_t(L.accumulate);
+  if (nb < group)
+    throw cli::UsageError(str("--accumulate ", group, ": an epoch has ", nb, " batch", nb == 1 ? "" : "es",
+                              " of --batch-size ", L.batch, " here, fewer than one step's ", group));
+  const size_t used = nb / group * group;  // the batches that make whole steps; the rest are left out
   ProcessGroup& ranks = world();
   if (ranks.size() > 1) {  // the same start on every rank: rank 0's weights and buffers
     broadcast_tensors(L.model->module().named_parameters(), ranks);
@@ -679,13 +713,15 @@ void train_epochs(const EpochLoop& L) {
     L.train_mode();
     // Counted in the global batch's images (every rank's), so the rate is the run's.
     const int64_t per_step = L.batch * int64_t(ranks.size());
-    Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(nb) * per_step, stderr, Progress::Mode::Auto,
+    Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(used) * per_step, stderr, Progress::Mode::Auto,
                  "img");
     auto read_back = [&] {
       pending.read([&](int64_t step, size_t b, const std::vector<int64_t>& labels, double value,
                        std::vector<Tensor> kept) {
-        if (clipping) {  // the step's gradient norm, which the app did not keep
-          norms.add(kept.back().item(), L.clip_grad_norm);
+        float norm = 0;
+        const bool has_norm = clipping && (b + 1) % group == 0;  // the step's gradient norm, with its last batch
+        if (has_norm) {
+          norm = kept.back().item();
           kept.pop_back();
         }
         if (ranks.size() > 1) {  // the global batch's loss: the mean of the ranks' means
@@ -694,25 +730,36 @@ void train_epochs(const EpochLoop& L) {
         }
         const double l = L.debug->loss(value, step);
         check_loss_finite(l, step, epoch, b, L.paths->last);
+        if (has_norm) norms.add(norm, L.clip_grad_norm, step, epoch, b, L.paths->last);
         L.after_step(labels, l, kept);
         bar.update(int64_t(b + 1) * per_step);
       });
       bar.set_note(L.note());
     };
-    Tensor loss;
-    std::vector<Tensor> kept;
-    for (size_t b = 0; b < nb; ++b) {
-      const int64_t step = int64_t(epoch) * int64_t(nb) + int64_t(b);
-      L.debug->before_step(step);
-      data::Batch bt = L.loader->next();
-      runner.run(L.step_inputs(bt), loss, kept);
-      if (pending.size() > 0 && !pending.fits(kept)) read_back();
-      pending.add(step, b, bt.labels, loss, kept, L.read_every);
-      if (int64_t(pending.size()) >= L.read_every) read_back();
+    std::vector<Tensor> losses;
+    std::vector<std::vector<Tensor>> kept;
+    for (size_t b0 = 0; b0 < used; b0 += group) {
+      StepRunner::Group inputs;
+      std::vector<std::vector<int64_t>> labels;
+      for (size_t b = b0; b < b0 + group; ++b) {
+        L.debug->before_step(int64_t(epoch) * int64_t(nb) + int64_t(b));
+        data::Batch bt = L.loader->next();
+        inputs.push_back(L.step_inputs(bt));
+        labels.push_back(std::move(bt.labels));
+      }
+      runner.run(inputs, losses, kept);
+      for (size_t k = 0; k < group; ++k) {
+        const size_t b = b0 + k;
+        if (pending.size() > 0 && !pending.fits(kept[k])) read_back();
+        pending.add(int64_t(epoch) * int64_t(nb) + int64_t(b), b, std::move(labels[k]), losses[k], kept[k],
+                    L.read_every);
+        if (int64_t(pending.size()) >= L.read_every) read_back();
+      }
     }
+    for (size_t b = used; b < nb; ++b) L.loader->next();  // not a whole step: drawn, left out
     read_back();  // before validating and saving: a NaN stops the run before any checkpoint has it
     bar.finish();
-    loss = Tensor(), kept.clear();  // the captured step's outputs: its pool goes back with them
+    losses.clear(), kept.clear();  // the captured step's outputs: its pool goes back with them
     runner.release_graph();
     L.optimizer->zero_grad();  // nor are the gradients held through validation (the next step drops them anyway)
     // Per-rank batch norm leaves each rank its own running statistics: validate rank 0's, which it saves.

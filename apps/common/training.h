@@ -145,14 +145,16 @@ struct DebugHooks {
 // The options every trainer takes besides its own. add_training_options() declares, after the
 // trainer's: --workers N (data loader threads), --resume, --read-every N (steps between reads of the
 // losses from the device), --eager (no CUDA graph), --pack, --augment-on, the debug hooks, then the common options
-// (--device, --threads, --seed), and --clip-grad-norm X (engine/optim/clip_grad.h before every optimiser
-// step; 0, the default and both papers' choice, clips nothing). read_training_options() reads them back with --data, --out,
+// (--device, --threads, --seed), --clip-grad-norm X (engine/optim/clip_grad.h before every optimiser
+// step; 0, the default and both papers' choice, clips nothing) and --accumulate N (gradient accumulation:
+// N batches a step; EpochLoop). read_training_options() reads them back with --data, --out,
 // --epochs and --batch-size, which each trainer declares first with its own defaults; it throws
 // cli::UsageError when --data or --out is missing ("--data <data_metavar> is required") or a count
 // is below 1.
 // Bounds of the trainers' shared options (beyond them a typo, not a plan): loader threads, batch
 // size, epochs.
-constexpr int64_t kMaxWorkers = 256, kMaxBatch = 65536, kMaxEpochs = 1000000, kMaxReadEvery = 4096;
+constexpr int64_t kMaxWorkers = 256, kMaxBatch = 65536, kMaxEpochs = 1000000, kMaxReadEvery = 4096,
+                  kMaxAccumulate = 4096;
 
 struct TrainingOptions {
   std::string data, out;
@@ -160,6 +162,7 @@ struct TrainingOptions {
   int64_t read_every = 16;  // --read-every: steps between reads of the losses
   bool graphs = true;       // off with --eager
   double clip_grad_norm = 0;  // --clip-grad-norm: the gradients' largest 2-norm (0: not clipped)
+  int64_t accumulate = 1;     // --accumulate: batches whose gradients make one optimiser step
   bool resume = false;
   bool overwrite = false;  // --overwrite: a fresh run may replace an earlier run's checkpoints in --out
   std::string pack;  // --pack FILE: read the samples' GeoTIFFs from this raster pack ("" = from the files)
@@ -207,7 +210,15 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // row and not the checkpoint, and a resume redoes the epoch and rewrites the row; in the other order
 // it lost the row for good.
 //
-// On CUDA, unless `graphs` is off, the step is captured as a CUDA graph at the second batch (the first
+// Gradient accumulation (accumulate = N > 1): a step takes N batches of the loader in turn, zero_grad
+// once, then for each its loss, scaled by 1/N, and backward (the gradients add up: the mean gradient
+// of the N batches, as of one batch N times larger when the loss is a mean over samples), then the
+// all-reduce (data-parallel), clipping and one optimiser step. Each batch's own loss is read back and
+// checked as above ("step" in messages counts batches). Batch norm still normalises each batch of
+// `batch` samples alone. The last batches of an epoch that do not make N are drawn and left out (a
+// usage error when an epoch has fewer than N). Memory is that of one batch.
+//
+// On CUDA, unless `graphs` is off, the step (its N batches with accumulation) is captured as a CUDA graph at the second batch (the first
 // creates the optimiser state) and replayed for every batch of the same shapes, its inputs copied into
 // the tensors the capture used (engine/graph.h); a batch of other shapes runs eagerly (the loader
 // drops the last, partial batch, so in the apps none comes). A step that cannot be captured runs
@@ -232,6 +243,7 @@ struct EpochLoop {
   int64_t read_every = 16;      // steps between reads of the losses (one host wait each)
   bool graphs = true;           // on CUDA: capture the step once and replay it
   double clip_grad_norm = 0;    // > 0: the gradients clipped to this 2-norm before each optimiser step
+  int64_t accumulate = 1;       // batches a step (gradient accumulation): see above
   std::string program;          // the trainer's name, for the lines train_epochs prints itself
   std::function<double(int epoch)> lr_at;
   std::function<void()> train_mode;

@@ -11,8 +11,10 @@
 // with the losses). Parameters without a gradient are skipped, as in PyTorch; with none at all the
 // norm is 0. A NaN or infinite gradient makes the norm NaN or infinite, and then every gradient NaN
 // (coef NaN) or zero times itself (coef 0: infinities become NaN), as in PyTorch: the step's weights
-// show it and the trainers stop at the next loss they read. max_norm is fixed when a step is captured
-// (a kernel argument), as it is fixed for a run.
+// show it (the trainers stop at once: they read each step's norm with its loss). One difference from
+// PyTorch: the squares are summed in double, so a gradient above about 1.8e19, whose square overflows
+// PyTorch's float32 sum (norm inf, every gradient zeroed), is clipped here by its true norm. max_norm is
+// fixed when a step is captured (a kernel argument), as it is fixed for a run.
 //
 // Refused (an Error, nothing changed): max_norm not finite or not > 0; an undefined parameter; one
 // given twice (its gradient would be counted and scaled twice); a gradient that is not float32 (mixed

@@ -8,8 +8,10 @@
 
 namespace nimbus::cpu {
 
-// Each tensor's kGradChunks partial sums of squares (in double) at partial[slot * kGradChunks ...]:
-// chunk c is elements [c n / kGradChunks, (c + 1) n / kGradChunks), summed in order.
+// Each tensor's kGradChunks partial sums of squares (in double) at partial[slot * kGradChunks ...], whose
+// sum is the tensor's sum of squares: that is what every backend must give (how a backend splits the
+// elements is its own; here chunk c is elements [c n / kGradChunks, (c + 1) n / kGradChunks) in order,
+// in CUDA's grad_clip.cu every kGradChunks-th run of 256).
 void grad_sumsq(const GradBatch& b, double* partial);
 // norm[0] and coef[0] from the partial sums of `tensors` tensors (clip_coefficient).
 void grad_clip_coef(float* norm, float* coef, const double* partial, int64_t tensors, float max_norm);

@@ -727,7 +727,6 @@ TEST_CASE("trainers: --pack gives the same weights as the files, builds once, re
   CHECK(read_file(list) == "s1,s2,s2_cloudy\n");
 }
 
-#ifdef NIMBUS_MPIEXEC  // the data-parallel tests' helpers
 namespace {
 
 // The largest relative difference between two checkpoints' tensors (NaN never passes).
@@ -749,6 +748,55 @@ double checkpoint_difference(const std::string& a, const std::string& b) {
   MESSAGE(a, " vs ", b, ": largest relative difference ", worst);
   return worst;
 }
+
+}  // namespace
+
+// --accumulate 2 of batch 1 takes the steps of batch 2 (DSen2-CR has no batch norm; CARL is a mean over
+// the batch, so the two halves' gradients, each halved, add up to the whole's): every tensor within a few
+// float32 roundings after 3 epochs, with Adam and with Keras' Nadam; batch 1 alone is another run. The
+// epoch's training loss is the mean of its batches' either way. Fewer batches in an epoch than one step
+// takes is refused before any work.
+TEST_CASE("train_dsen2cr: --accumulate 2 of batch 1 trains as batch 2, and fewer batches than a step is refused") {
+  TempDir d("accumulate");
+  const std::string data = make_sen12mscr(d);  // 4 train triplets: 2 steps of 2 an epoch
+  auto args = [&](const std::string& out, const char* batch, const char* optimizer) {
+    std::vector<std::string> a = with(dsen2cr_args(data, d / out), {"--optimizer", optimizer, "--lr", "1e-3"});
+    a[7] = batch;  // --batch-size
+    return a;
+  };
+  for (const char* opt : {"nadam", "adam"}) {
+    CAPTURE(opt);
+    const std::string whole = str("whole_", opt), acc = str("acc_", opt);
+    AppResult r1 = run_app("train_dsen2cr", args(whole, "2", opt));
+    REQUIRE_MESSAGE(r1.exit_code == 0, r1.output);
+    AppResult r2 = run_app("train_dsen2cr", with(args(acc, "1", opt), {"--accumulate", "2"}));
+    REQUIRE_MESSAGE(r2.exit_code == 0, r2.output);
+    CHECK(checkpoint_difference(d / whole + "/last.safetensors", d / acc + "/last.safetensors") < 1e-4);
+    // metrics.csv's training loss (column 3): the same batches' mean, to the last digits.
+    const std::string a = read_file(d / whole + "/metrics.csv"), b = read_file(d / acc + "/metrics.csv");
+    REQUIRE(a.find('\n') != std::string::npos);
+    const std::string row_a = a.substr(a.find('\n') + 1, a.find('\n', a.find('\n') + 1) - a.find('\n') - 1);
+    const std::string row_b = b.substr(b.find('\n') + 1, b.find('\n', b.find('\n') + 1) - b.find('\n') - 1);
+    auto train_loss = [](const std::string& row) {
+      std::istringstream cells(row);
+      std::string cell;
+      for (int i = 0; i < 3; ++i) std::getline(cells, cell, ',');
+      return std::stod(cell);
+    };
+    CHECK(train_loss(row_b) == doctest::Approx(train_loss(row_a)).epsilon(1e-5));
+  }
+  AppResult single = run_app("train_dsen2cr", args("single", "1", "adam"));
+  REQUIRE_MESSAGE(single.exit_code == 0, single.output);
+  CHECK(checkpoint_difference(d / "whole_adam/last.safetensors", d / "single/last.safetensors") > 1e-2);
+  AppResult too_many = run_app("train_dsen2cr", with(args("too_many", "1", "adam"), {"--accumulate", "5"}));
+  CHECK(too_many.exit_code == 1);
+  CHECK_MESSAGE(too_many.output.find("4 training triplets (benchmark split), fewer than one step's 5 batches of 1") !=
+                    std::string::npos,
+                too_many.output);
+}
+
+#ifdef NIMBUS_MPIEXEC  // the data-parallel tests' helpers
+namespace {
 
 // metrics.csv's numbers, row by row (the header skipped).
 std::vector<std::vector<double>> csv_numbers(const std::string& path) {
@@ -799,6 +847,13 @@ TEST_CASE("data parallel: 2 ranks of batch 1 train DSen2-CR as 1 rank of batch 2
   AppResult wrong = run_app_mpi(2, "train_dsen2cr", args("two_b2", "2", "adam"));
   REQUIRE_MESSAGE(wrong.exit_code == 0, wrong.output);
   CHECK(close(d / "one_adam/last.safetensors", d / "two_b2/last.safetensors") > 1e-2);
+  // With --accumulate 2, each rank's 2 batches of 1 add up before the all-reduce: a step of 4 triplets,
+  // as one process with batch 4.
+  AppResult four = run_app("train_dsen2cr", args("one_b4", "4", "adam"));
+  REQUIRE_MESSAGE(four.exit_code == 0, four.output);
+  AppResult acc = run_app_mpi(2, "train_dsen2cr", with(args("two_acc", "1", "adam"), {"--accumulate", "2"}));
+  REQUIRE_MESSAGE(acc.exit_code == 0, acc.output);
+  CHECK(close(d / "one_b4/last.safetensors", d / "two_acc/last.safetensors") < 1e-4);
   // Rank 0 alone wrote: one metrics.csv with one row per epoch, and the run folder is rank 0's. Given
   // an --out of its own, rank 1 leaves it unmade: it writes nothing anywhere it is told to.
   const std::string csv = read_file(d / "two_adam/metrics.csv");

@@ -111,7 +111,12 @@ TEST_CASE("classify --map-dir: one pixel per tile holds that tile's class, on th
                                           "--threads", "1", "--compress", "deflate", d / "scene.tif"});
   REQUIRE_MESSAGE(packed.exit_code == 0, packed.output);
   CHECK(data::read_tiff_info(d / "packed/scene_classes.tif").compression == 8);
+  CHECK(data::read_tiff_info(d / "packed/scene_classes.tif").predictor == 2);
   CHECK(data::read_geotiff(d / "packed/scene_classes.tif").data == map.data);
+  AppResult no_maps = run_app("classify", {"--weights", ckpt, "--out", d / "p3.csv", "--compress", "deflate",
+                                           d / "scene.tif"});
+  CHECK(no_maps.exit_code == 2);
+  CHECK_MESSAGE(no_maps.output.find("--compress applies to --map-dir's maps") != std::string::npos, no_maps.output);
 
   // Refused before any work: another mode, two images that would share a map.
   AppResult center = run_app("classify", {"--weights", ckpt, "--out", d / "c.csv", "--map-dir", d / "maps2",

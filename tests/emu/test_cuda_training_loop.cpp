@@ -2,8 +2,9 @@
  * CUDA backend: a step replayed as a captured graph trains exactly as the eager step does, the host
  * waits for the device only when it reads the losses back (every --read-every steps and at the end
  * of an epoch), and a batch of other shapes runs eagerly between replays; with the emulator's deferred
- * streams (work run as late as a GPU may) it trains the same, bit for bit. And on the CPU: a validation
- * loss that is not finite stops the run before the epoch is recorded or saved.
+ * streams (work run as late as a GPU may) it trains the same, bit for bit; so do accumulated, clipped
+ * steps. And on the CPU: a validation loss that is not finite stops the run before the epoch is recorded
+ * or saved, and so does, when clipping, a gradient norm that is not finite under a finite loss.
  */
 #include <doctest/doctest.h>
 
@@ -15,6 +16,7 @@
 
 #include "apps/common/training.h"
 #include "backends/cuda/backend.h"
+#include "engine/autograd.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
@@ -39,8 +41,8 @@ struct Run {
 };
 
 // `epochs` epochs of 5 batches of 3 tiles of 8x8 pixels (the emulator is slow); batch 3 has 2 tiles (other
-// shapes: eager).
-Run train(bool graphs, const std::string& dir, int64_t epochs = 1) {
+// shapes: eager). With `accumulate` batches a step and the gradients clipped to `clip` (> 0).
+Run train(bool graphs, const std::string& dir, int64_t epochs = 1, int64_t accumulate = 1, double clip = 0) {
   Rng rng(4);
   models::Model model = models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
   models::Classifier& clf = *model.classifier;
@@ -65,6 +67,8 @@ Run train(bool graphs, const std::string& dir, int64_t epochs = 1) {
   loop.device = Device::CUDA;
   loop.read_every = 3;
   loop.graphs = graphs;
+  loop.accumulate = accumulate;
+  loop.clip_grad_norm = clip;
   loop.lr_at = [](int epoch) { return epoch == 0 ? 1e-3 : 5e-4; };
   loop.train_mode = [&] {
     clf.train();
@@ -188,6 +192,33 @@ TEST_CASE("cuda training loop: the replayed graph trains bit for bit as the eage
   std::filesystem::remove_all(dir);
 }
 
+// Gradient accumulation, 2 batches a step, clipped: batches {0, 1} make the first step (eager: it creates
+// the optimiser state), {2, 3} the second (captured: the group's shapes, batch 3 being smaller), and batch
+// 4 is drawn and left out; in the second epoch the first group is captured and the second, of other
+// shapes, runs eagerly. Graph and eager train the same bits, and both differ from the unaccumulated run.
+TEST_CASE("cuda training loop: accumulated steps (2 batches a step, clipped) replay as the eager loop, bit for bit") {
+  REQUIRE(cuda::register_cuda_backend());
+  const std::string dir = (std::filesystem::temp_directory_path() / "nimbus_test_training_loop_acc").string();
+  std::filesystem::remove_all(dir);
+  const Run eager = train(false, dir + "/eager", 2, 2, 0.5);
+  const Run graph = train(true, dir + "/graph", 2, 2, 0.5);
+  const Run single = train(false, dir + "/single", 2);
+  CHECK(eager.steps_seen == 8);  // 2 of the 5 batches an epoch... times 2, and batch 4 left out
+  CHECK(graph.steps_seen == 8);
+  CHECK(graph.losses == eager.losses);
+  REQUIRE(graph.weights.size() == eager.weights.size());
+  size_t differing = 0, from_single = 0;
+  for (size_t i = 0; i < eager.weights.size(); ++i) {
+    differing += graph.weights[i] != eager.weights[i];
+    from_single += single.weights[i] != eager.weights[i];
+  }
+  CHECK(differing == 0);
+  CHECK(from_single > 0);
+  CHECK(graph.epoch.graph_launches == 1);  // the first epoch's second step, replayed once
+  CHECK(graph.epoch.launches < eager.epoch.launches);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 
 namespace {
@@ -242,6 +273,63 @@ TEST_CASE("training loop: a non-finite validation loss stops the run before the 
   // The checkpoints are the first epoch's: the second wrote neither.
   CHECK(load_safetensors(paths.last).metadata.at("epoch") == "1");
   CHECK(load_safetensors(paths.best).metadata.at("epoch") == "1");
+  std::filesystem::remove_all(dir);
+}
+
+
+// With clipping, a step whose loss is finite but whose gradients are not (an op's backward gave NaN):
+// the run stops at that step, naming it, with the previous epoch's checkpoint kept. Without the check the
+// NaN would first show in the next step's loss, blaming a step that did nothing wrong.
+TEST_CASE("training loop: with clipping, a gradient norm that is not finite stops the run naming its step") {
+  const std::string dir = (std::filesystem::temp_directory_path() / "nimbus_test_training_loop_norm").string();
+  std::filesystem::remove_all(dir);
+  Rng rng(4);
+  models::Model model = models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
+  models::Classifier& clf = *model.classifier;
+  Adam adam(clf.named_parameters(), AdamOptions{1e-3});
+  const data::SampleFn fn = [](size_t i, Rng&) {
+    data::Sample s;
+    s.add("image", {13, 8, 8}, std::vector<float>(13 * 8 * 8, float(100 * i)));
+    s.label = int64_t(i % 10);
+    return s;
+  };
+  data::Loader loader(6, fn, apps::loader_options(3, 1, 9, 0));
+  apps::RunPaths paths(dir, "test");
+  apps::DebugHooks debug;
+  apps::EpochLoop loop{2, 3, 0, &loader, &adam, &model, &paths, &debug, 9};
+  loop.clip_grad_norm = 1.0;
+  loop.lr_at = [](int) { return 1e-3; };
+  loop.train_mode = [&] { clf.train(); };
+  loop.step_inputs = [&](const data::Batch& bt) {
+    std::vector<float> labels(bt.labels.begin(), bt.labels.end());
+    return std::vector<Tensor>{bt["image"], Tensor::from_vector({int64_t(labels.size())}, labels)};
+  };
+  int calls = 0;
+  loop.step_loss = [&](const std::vector<Tensor>& in, std::vector<Tensor>&) {
+    Tensor logits = clf.logits(in[0]);
+    if (calls++ == 2) {  // step 2 (epoch 2, batch 1): the same values, a NaN gradient
+      Tensor y = logits.view(logits.shape());
+      const Shape s = logits.shape();
+      record("nan_grad", {logits}, y, [s](const Tensor&, GradSink& sink) { sink.set(0, Tensor::full(s, NAN)); });
+      logits = y;
+    }
+    return cross_entropy(logits, in[1]);
+  };
+  int steps = 0;
+  loop.after_step = [&](const std::vector<int64_t>&, double l, const std::vector<Tensor>& kept) {
+    CHECK(std::isfinite(l));
+    CHECK(kept.empty());  // the norm is the loop's, not the app's
+    ++steps;
+  };
+  loop.note = [] { return std::string(); };
+  loop.validate = [&](int) { return apps::EpochLoop::Validation{}; };
+  loop.report = [&](int) {};
+  CHECK_THROWS_WITH_AS(apps::train_epochs(loop),
+                       doctest::Contains("the gradient norm is NaN at step 2 (epoch 2, batch 1) though its loss was "
+                                         "finite; training stopped, the last good checkpoint is kept"),
+                       Error);
+  CHECK(steps == 2);  // the steps before it (its own loss was checked, then its norm stopped the run)
+  CHECK(load_safetensors(paths.last).metadata.at("epoch") == "1");
   std::filesystem::remove_all(dir);
 }
 

@@ -25,6 +25,7 @@
 #include "engine/ops/batchnorm.h"
 #include "engine/ops/linear.h"
 #include "engine/ops/loss.h"
+#include "engine/ops/arith.h"
 #include "engine/optim/adam.h"
 #include "engine/optim/clip_grad.h"
 #include "engine/optim/sgd.h"
@@ -203,7 +204,7 @@ TEST_CASE("gradient reducer: every rank gets the ranks' mean gradient, bucket by
   CHECK(n.params[0].second.grad().to_vector() == alone[0][0]);
 }
 
-TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one process with the whole batch, SGD, Adam, Adam clipped") {
+TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one process with the whole batch, SGD, Adam, clipped, accumulated") {
   // Net's input for the whole batch: rank 0's 4 samples then rank 1's. mse_loss is a mean, so the
   // whole batch's gradient is the mean of the two halves' gradients.
   const auto batch_of = [](int rank) {
@@ -215,14 +216,19 @@ TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one proce
                            n.params[3].second),
                     t);
   };
-  // "adam clipped": the gradients clipped to norm 0.05 after the all-reduce (as the trainers do), so every
-  // rank clips the whole batch's mean gradient and takes the whole batch's step.
-  for (const std::string kind : {"sgd", "adam", "adam clipped"}) {
+  // "sgd clipped": the gradients clipped to norm 0.05 after the all-reduce (as the trainers do), so every
+  // rank clips the whole batch's mean gradient and takes the whole batch's step (SGD's step scales with
+  // the gradient: the clipped run must differ from "sgd").
+  // "adam accumulated": each rank's 4 samples as 2 batches of 2, each loss halved, their gradients added
+  // up before the all-reduce (the trainers' --accumulate 2): the same mean gradient again.
+  std::vector<std::vector<float>> sgd_whole;  // the unclipped SGD run's weights
+  for (const std::string kind : {"sgd", "adam", "sgd clipped", "adam accumulated"}) {
     CAPTURE(kind);
-    const double clip = kind == "adam clipped" ? 0.05 : 0;
+    const double clip = kind == "sgd clipped" ? 0.05 : 0;
+    const bool accumulate = kind == "adam accumulated";
     std::vector<float> norms_whole, norms_rank0;
     auto make = [&](const NamedTensors& p) -> std::unique_ptr<Optimizer> {
-      if (kind == "sgd") return std::make_unique<SGD>(p, SGDOptions{0.1, 0.9});
+      if (kind.rfind("sgd", 0) == 0) return std::make_unique<SGD>(p, SGDOptions{0.1, 0.9});
       AdamOptions o;
       o.lr = 1e-2;
       return std::make_unique<Adam>(p, o);
@@ -251,9 +257,19 @@ TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one proce
       GradientReducer reducer(n.params, g, 50);
       auto opt = make(n.params);
       const auto [x, t] = batch_of(g.rank());
+      const std::vector<float> xv = x.to_vector(), tv = t.to_vector();
+      auto rows = [](const std::vector<float>& v, int64_t first, int64_t count, int64_t width) {
+        return Tensor::from_vector({count, width}, std::vector<float>(v.begin() + first * width,
+                                                                      v.begin() + (first + count) * width));
+      };
       for (int step = 0; step < 4; ++step) {
         opt->zero_grad();
-        reducer.backward(loss_of(n, x, t));
+        if (accumulate) {
+          mul_scalar(loss_of(n, rows(xv, 0, 2, 6), rows(tv, 0, 2, 5)), 0.5f).backward();
+          reducer.backward(mul_scalar(loss_of(n, rows(xv, 2, 2, 6), rows(tv, 2, 2, 5)), 0.5f));
+        } else {
+          reducer.backward(loss_of(n, x, t));
+        }
         if (clip > 0) {
           const float norm = clip_grad_norm(n.params, clip).item();
           if (g.rank() == 0) norms_rank0.push_back(norm);
@@ -271,6 +287,14 @@ TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one proce
       for (size_t k = 0; k < w.size(); ++k) moved = std::max(moved, double(std::fabs(w[k] - s0[k])));
     }
     CHECK(moved > 1e-3);  // the comparison is not between two unmoved models
+    if (kind == "sgd")
+      for (size_t i = 0; i < 4; ++i) sgd_whole.push_back(whole.params[i].second.to_vector());
+    if (clip > 0) {
+      double from_unclipped = 0;
+      for (size_t i = 0; i < 4; ++i)
+        from_unclipped = std::max(from_unclipped, worst_violation(whole.params[i].second.to_vector(), sgd_whole[i], 1e-4, 0));
+      CHECK(from_unclipped > 0);  // clipping changed the steps
+    }
     REQUIRE(norms_whole.size() == norms_rank0.size());
     for (size_t k = 0; k < norms_whole.size(); ++k) {
       CHECK(norms_whole[k] > clip);  // every step clipped
