@@ -223,41 +223,64 @@ TEST_CASE("cuda training loop: accumulated steps (2 batches a step, clipped) rep
 
 namespace {
 
-// An epoch on the CPU whose validation loss is NaN though every training loss was finite (what a last
-// step leaving NaN weights gives): the loop stops with an error naming the epoch, before metrics.csv's
-// row and before either checkpoint. A NaN model must never become last.safetensors, let alone best.
-TEST_CASE("training loop: a non-finite validation loss stops the run before the epoch's row and checkpoints") {
-  const std::string dir = (std::filesystem::temp_directory_path() / "nimbus_test_training_loop_nan").string();
-  std::filesystem::remove_all(dir);
-  Rng rng(4);
-  models::Model model = models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
-  models::Classifier& clf = *model.classifier;
-  Adam adam(clf.named_parameters(), AdamOptions{1e-3});
-  const data::SampleFn fn = [](size_t i, Rng&) {
+// A two-epoch loop on the CPU over 6 constant tiles in batches of 3 (2 steps an epoch), its run folder in
+// the temporary folder `name`, the loop's functions set but step_loss, after_step, validate and report.
+struct CpuLoop {
+  explicit CpuLoop(const std::string& name)
+      : dir((std::filesystem::temp_directory_path() / name).string()),
+        model(build()),
+        clf(*model.classifier),
+        adam(clf.named_parameters(), AdamOptions{1e-3}),
+        loader(6, sample, apps::loader_options(3, 1, 9, 0)),
+        paths(fresh(dir), "test"),
+        loop{2, 3, 0, &loader, &adam, &model, &paths, &debug, 9} {
+    loop.lr_at = [](int) { return 1e-3; };
+    loop.train_mode = [this] { clf.train(); };
+    loop.step_inputs = [](const data::Batch& bt) {
+      std::vector<float> labels(bt.labels.begin(), bt.labels.end());
+      return std::vector<Tensor>{bt["image"], Tensor::from_vector({int64_t(labels.size())}, labels)};
+    };
+    loop.note = [] { return std::string(); };
+  }
+  ~CpuLoop() { std::filesystem::remove_all(dir); }
+  static const std::string& fresh(const std::string& d) {  // an earlier run's folder removed first
+    std::filesystem::remove_all(d);
+    return d;
+  }
+  static models::Model build() {
+    Rng rng(4);
+    return models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
+  }
+  static data::Sample sample(size_t i, Rng&) {
     data::Sample s;
     s.add("image", {13, 8, 8}, std::vector<float>(13 * 8 * 8, float(100 * i)));
     s.label = int64_t(i % 10);
     return s;
-  };
-  data::Loader loader(6, fn, apps::loader_options(3, 1, 9, 0));
-  apps::RunPaths paths(dir, "test");
+  }
+  std::string dir;
+  models::Model model;
+  models::Classifier& clf;
+  Adam adam;
+  data::Loader loader;
+  apps::RunPaths paths;
   apps::DebugHooks debug;
-  apps::EpochLoop loop{2, 3, 0, &loader, &adam, &model, &paths, &debug, 9};
-  loop.lr_at = [](int) { return 1e-3; };
-  loop.train_mode = [&] { clf.train(); };
-  loop.step_inputs = [&](const data::Batch& bt) {
-    std::vector<float> labels(bt.labels.begin(), bt.labels.end());
-    return std::vector<Tensor>{bt["image"], Tensor::from_vector({int64_t(labels.size())}, labels)};
-  };
+  apps::EpochLoop loop;
+};
+
+// An epoch on the CPU whose validation loss is NaN though every training loss was finite (what a last
+// step leaving NaN weights gives): the loop stops with an error naming the epoch, before metrics.csv's
+// row and before either checkpoint. A NaN model must never become last.safetensors, let alone best.
+TEST_CASE("training loop: a non-finite validation loss stops the run before the epoch's row and checkpoints") {
+  CpuLoop c("nimbus_test_training_loop_nan");
+  apps::EpochLoop& loop = c.loop;
   loop.step_loss = [&](const std::vector<Tensor>& in, std::vector<Tensor>&) {
-    return cross_entropy(clf.logits(in[0]), in[1]);
+    return cross_entropy(c.clf.logits(in[0]), in[1]);
   };
   int steps = 0, reports = 0;
   loop.after_step = [&](const std::vector<int64_t>&, double l, const std::vector<Tensor>&) {
     CHECK(std::isfinite(l));
     ++steps;
   };
-  loop.note = [] { return std::string(); };
   loop.validate = [&](int epoch) {
     apps::EpochLoop::Validation v;
     v.improved = true;  // as a NaN model scoring class 0's share would claim
@@ -271,42 +294,20 @@ TEST_CASE("training loop: a non-finite validation loss stops the run before the 
   CHECK(steps == 4);    // both epochs trained
   CHECK(reports == 1);  // the first epoch's row only
   // The checkpoints are the first epoch's: the second wrote neither.
-  CHECK(load_safetensors(paths.last).metadata.at("epoch") == "1");
-  CHECK(load_safetensors(paths.best).metadata.at("epoch") == "1");
-  std::filesystem::remove_all(dir);
+  CHECK(load_safetensors(c.paths.last).metadata.at("epoch") == "1");
+  CHECK(load_safetensors(c.paths.best).metadata.at("epoch") == "1");
 }
-
 
 // With clipping, a step whose loss is finite but whose gradients are not (an op's backward gave NaN):
 // the run stops at that step, naming it, with the previous epoch's checkpoint kept. Without the check the
 // NaN would first show in the next step's loss, blaming a step that did nothing wrong.
 TEST_CASE("training loop: with clipping, a gradient norm that is not finite stops the run naming its step") {
-  const std::string dir = (std::filesystem::temp_directory_path() / "nimbus_test_training_loop_norm").string();
-  std::filesystem::remove_all(dir);
-  Rng rng(4);
-  models::Model model = models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
-  models::Classifier& clf = *model.classifier;
-  Adam adam(clf.named_parameters(), AdamOptions{1e-3});
-  const data::SampleFn fn = [](size_t i, Rng&) {
-    data::Sample s;
-    s.add("image", {13, 8, 8}, std::vector<float>(13 * 8 * 8, float(100 * i)));
-    s.label = int64_t(i % 10);
-    return s;
-  };
-  data::Loader loader(6, fn, apps::loader_options(3, 1, 9, 0));
-  apps::RunPaths paths(dir, "test");
-  apps::DebugHooks debug;
-  apps::EpochLoop loop{2, 3, 0, &loader, &adam, &model, &paths, &debug, 9};
+  CpuLoop c("nimbus_test_training_loop_norm");
+  apps::EpochLoop& loop = c.loop;
   loop.clip_grad_norm = 1.0;
-  loop.lr_at = [](int) { return 1e-3; };
-  loop.train_mode = [&] { clf.train(); };
-  loop.step_inputs = [&](const data::Batch& bt) {
-    std::vector<float> labels(bt.labels.begin(), bt.labels.end());
-    return std::vector<Tensor>{bt["image"], Tensor::from_vector({int64_t(labels.size())}, labels)};
-  };
   int calls = 0;
   loop.step_loss = [&](const std::vector<Tensor>& in, std::vector<Tensor>&) {
-    Tensor logits = clf.logits(in[0]);
+    Tensor logits = c.clf.logits(in[0]);
     if (calls++ == 2) {  // step 2 (epoch 2, batch 1): the same values, a NaN gradient
       Tensor y = logits.view(logits.shape());
       const Shape s = logits.shape();
@@ -321,7 +322,6 @@ TEST_CASE("training loop: with clipping, a gradient norm that is not finite stop
     CHECK(kept.empty());  // the norm is the loop's, not the app's
     ++steps;
   };
-  loop.note = [] { return std::string(); };
   loop.validate = [&](int) { return apps::EpochLoop::Validation{}; };
   loop.report = [&](int) {};
   CHECK_THROWS_WITH_AS(apps::train_epochs(loop),
@@ -329,8 +329,7 @@ TEST_CASE("training loop: with clipping, a gradient norm that is not finite stop
                                          "finite; training stopped, the last good checkpoint is kept"),
                        Error);
   CHECK(steps == 2);  // the steps before it (its own loss was checked, then its norm stopped the run)
-  CHECK(load_safetensors(paths.last).metadata.at("epoch") == "1");
-  std::filesystem::remove_all(dir);
+  CHECK(load_safetensors(c.paths.last).metadata.at("epoch") == "1");
 }
 
 }  // namespace
