@@ -240,9 +240,8 @@ int run(int argc, char** argv) {
                        done);
   data::Loader loader(train.size(), data::sen12mscr_sample_fn(train, train_opt),
                       apps::loader_options(training.batch, training.workers, common.seed, done));
-  const size_t nb = loader.batches_per_epoch();
 
-  double loss_sum = 0;  // this epoch's training loss, summed over batches
+  double loss_sum = 0;  // this epoch's training loss, summed over the batches trained (steps of them)
   size_t steps = 0;
   ValResult v;
   bool improved = false;
@@ -293,17 +292,17 @@ int run(int argc, char** argv) {
   loop.report = [&](int epoch) {
     const ImageMetrics& m = v.metrics;
     const double nan = std::nan("");
-    csv.append({double(epoch + 1), lr, loss_sum / double(nb), v.loss, v.images ? m.mae : nan,
+    csv.append({double(epoch + 1), lr, loss_sum / double(steps), v.loss, v.images ? m.mae : nan,
                 v.images ? m.rmse : nan, v.images ? m.psnr : nan, v.images ? m.ssim : nan,
                 v.images ? m.sam : nan});
     if (v.images > 0)
       std::fprintf(stderr,
                    "train_dsen2cr: epoch %d/%lld  train loss %.5f  val loss %.5f  MAE %.4f  PSNR %.2f  SAM %.2f%s\n",
-                   epoch + 1, (long long)training.epochs, loss_sum / double(nb), v.loss, m.mae, m.psnr, m.sam,
+                   epoch + 1, (long long)training.epochs, loss_sum / double(steps), v.loss, m.mae, m.psnr, m.sam,
                    improved ? "  (best)" : "");
     else  // no validation set (said once at the start): no NaN columns on the console
       std::fprintf(stderr, "train_dsen2cr: epoch %d/%lld  train loss %.5f  (no validation)\n", epoch + 1,
-                   (long long)training.epochs, loss_sum / double(nb));
+                   (long long)training.epochs, loss_sum / double(steps));
   };
   apps::train_epochs(loop);
   if (world().rank() == 0)

@@ -10,7 +10,10 @@
 namespace nimbus {
 
 namespace {
-void cpu_copy(void* dst, Device, const void* src, Device, size_t bytes) { std::memcpy(dst, src, bytes); }
+// Nothing for 0 bytes: an empty tensor's data may be null, which memcpy may not be given even then.
+void cpu_copy(void* dst, Device, const void* src, Device, size_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+}
 void cpu_fill(float* dst, float v, size_t n) { cpu::fill(dst, v, int64_t(n)); }
 void cpu_sync() {}
 

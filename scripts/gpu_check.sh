@@ -250,6 +250,7 @@ commit=""
 [[ -f ${manifest:-/nonexistent} ]] && commit=$(awk '/^commit/ {print substr($2, 1, 12)}' "$manifest")
 [[ -z $commit ]] && commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || true)
 export NIMBUS_RESULTS=$results NIMBUS_COMMIT=${commit:-unknown}
+export NIMBUS_FIXTURES=$root/tests/fixtures  # the test programs' fixtures, in this copy of the tree
 results_py=$root/scripts/gpu/results.py
 # Runs a program whose stdout has JSON rows: rows go to results.jsonl (annotated with the phase,
 # commit, GPU and current SM clock), other lines to the log.

@@ -365,14 +365,15 @@ void add_training_options(cli::Parser& p, const std::string& run_settings) {
                        "the same order, grouped into other batches");
   p.add_flag("overwrite", "start anew in an --out that holds an earlier run's checkpoints, removing them (without it, "
                           "or --resume, such a folder is refused)");
-  p.add_int("read-every", 16, "steps between reads of the training losses from the device: the host waits for it only then")
+  p.add_int("read-every", 16, "batches between reads of the training losses from the device: the host waits for it only "
+            "then")
       .range(1, kMaxReadEvery);
   p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");
   p.add_double("clip-grad-norm", 0, "clip the gradients to this 2-norm before every optimiser step, as "
                "torch.nn.utils.clip_grad_norm_ (0: no clipping, the papers'); each epoch then reports the norms")
       .range(0, 1e12);
   p.add_int("accumulate", 1, "gradient accumulation: batches whose mean gradient makes one optimiser step, so a step "
-            "sees --batch-size x N samples (x ranks) in the memory of one batch; batch norm still normalises each "
+            "sees --batch-size x N samples (x ranks) with one batch's activations in memory; batch norm still normalises each "
             "batch alone; an epoch's last batches that do not make N are left out")
       .range(1, kMaxAccumulate);
   p.add_string("pack", "", "read the training and validation GeoTIFFs from this raster pack, built from them at the "
@@ -525,10 +526,11 @@ class StepRunner {
       return;
     }
     if (want && graph_.empty() && warmed_up_) {
-      inputs_ = on_device(host);
+      inputs_.clear();  // a graph reads every batch of the group from its own tensors
+      for (const auto& batch : host) inputs_.push_back(on_device(batch));
       shapes_ = shapes;
       try {
-        graph_ = DeviceGraph::capture(L_.device, [&] { body(inputs_, losses_, kept_); });
+        graph_ = DeviceGraph::capture(L_.device, [&] { body(inputs_, false, losses_, kept_); });
       } catch (const Error& e) {
         capture_failed_ = true;
         std::fprintf(stderr, "note: the training step cannot be captured as a CUDA graph, running it eagerly (%s)\n",
@@ -540,7 +542,7 @@ class StepRunner {
         return;
       }
     }
-    body(on_device(host), losses, kept);
+    body(host, true, losses, kept);
     warmed_up_ = true;
   }
 
@@ -556,20 +558,21 @@ class StepRunner {
   }
 
  private:
-  Group on_device(const Group& host) const {
-    Group g(host.size());
-    for (size_t b = 0; b < host.size(); ++b)
-      for (const Tensor& t : host[b]) g[b].push_back(t.to(L_.device));
-    return g;
+  std::vector<Tensor> on_device(const std::vector<Tensor>& batch) const {
+    std::vector<Tensor> d;
+    for (const Tensor& t : batch) d.push_back(t.to(L_.device));
+    return d;
   }
 
-  void body(const Group& inputs, std::vector<Tensor>& losses, std::vector<std::vector<Tensor>>& kept) {
+  // The step on `group`: its batches' host tensors, each uploaded just before its forward (upload), or
+  // the graph's tensors on the device.
+  void body(const Group& group, bool upload, std::vector<Tensor>& losses, std::vector<std::vector<Tensor>>& kept) {
     L_.optimizer->zero_grad();
-    const size_t n = inputs.size();
+    const size_t n = group.size();
     losses.assign(n, Tensor());
     kept.assign(n, {});
     for (size_t b = 0; b < n; ++b) {
-      losses[b] = L_.step_loss(inputs[b], kept[b]);
+      losses[b] = L_.step_loss(upload ? on_device(group[b]) : group[b], kept[b]);
       // Accumulating: each batch's share of the step's mean; the gradients add up in .grad.
       const Tensor share = n == 1 ? losses[b] : mul_scalar(losses[b], 1.f / float(n));
       if (b + 1 < n) share.backward();
@@ -597,11 +600,15 @@ class StepRunner {
 struct GradNorms {
   double sum = 0, max = 0;
   int64_t steps = 0, clipped = 0;
-  void add(float norm, double limit, int64_t step, int epoch, size_t batch, const std::string& kept) {
+  // step and batch: the step's last batch's (0-based); group: its batches (--accumulate).
+  void add(float norm, double limit, int64_t step, int epoch, size_t batch, size_t group, const std::string& kept) {
     if (!std::isfinite(norm))
-      throw Error(str("the gradient norm is ", std::isnan(norm) ? "NaN" : "infinite", " at step ", step, " (epoch ",
-                      epoch + 1, ", batch ", batch + 1, ") though its loss was finite; training stopped, the last good "
-                      "checkpoint is kept: ", fs::exists(kept) ? kept : std::string("(none written yet)")));
+      throw Error(str("the gradient norm is ", std::isnan(norm) ? "NaN" : "infinite", " at step ",
+                      group == 1 ? str(step, " (epoch ", epoch + 1, ", batch ", batch + 1, ")")
+                                 : str(step - int64_t(group) + 1, "-", step, " (epoch ", epoch + 1, ", batches ",
+                                       batch + 2 - group, "-", batch + 1, ", one optimiser step)"),
+                      " though ", group == 1 ? "its loss was" : "their losses were", " finite; training stopped, "
+                      "the last good checkpoint is kept: ", fs::exists(kept) ? kept : std::string("(none written yet)")));
     float n = 0, coef = 1;
     clip_coefficient(double(norm) * double(norm), float(limit), &n, &coef);  // as the device decided (exact)
     ++steps, sum += norm, max = std::max(max, double(norm)), clipped += coef < 1.f;
@@ -730,7 +737,7 @@ void train_epochs(const EpochLoop& L) {
         }
         const double l = L.debug->loss(value, step);
         check_loss_finite(l, step, epoch, b, L.paths->last);
-        if (has_norm) norms.add(norm, L.clip_grad_norm, step, epoch, b, L.paths->last);
+        if (has_norm) norms.add(norm, L.clip_grad_norm, step, epoch, b, group, L.paths->last);
         L.after_step(labels, l, kept);
         bar.update(int64_t(b + 1) * per_step);
       });

@@ -154,7 +154,7 @@ struct DebugHooks {
 // Bounds of the trainers' shared options (beyond them a typo, not a plan): loader threads, batch
 // size, epochs.
 constexpr int64_t kMaxWorkers = 256, kMaxBatch = 65536, kMaxEpochs = 1000000, kMaxReadEvery = 4096,
-                  kMaxAccumulate = 4096;
+                  kMaxAccumulate = 256;
 
 struct TrainingOptions {
   std::string data, out;
@@ -216,9 +216,12 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // all-reduce (data-parallel), clipping and one optimiser step. Each batch's own loss is read back and
 // checked as above ("step" in messages counts batches). Batch norm still normalises each batch of
 // `batch` samples alone. The last batches of an epoch that do not make N are drawn and left out (a
-// usage error when an epoch has fewer than N). Memory is that of one batch.
+// usage error when an epoch has fewer than N; they are still read by the loader, and the debug hooks'
+// step numbers never name them). The activations kept for backward are one batch's, each batch uploaded
+// just before its forward; the host holds the group's N batches, and a captured graph N batches' inputs on
+// the device.
 //
-// On CUDA, unless `graphs` is off, the step (its N batches with accumulation) is captured as a CUDA graph at the second batch (the first
+// On CUDA, unless `graphs` is off, the step (its N batches with accumulation) is captured as a CUDA graph at the second step (the first
 // creates the optimiser state) and replayed for every batch of the same shapes, its inputs copied into
 // the tensors the capture used (engine/graph.h); a batch of other shapes runs eagerly (the loader
 // drops the last, partial batch, so in the apps none comes). A step that cannot be captured runs

@@ -72,6 +72,8 @@ void GradientReducer::ready(size_t i) {
   NIMBUS_CHECK(g.dtype() == DType::F32, "GradientReducer: the gradient of ", params_[i].first, " is ", describe(g),
                ", expected float32 (master weights)");
   const size_t n = size_t(g.numel());
+  if (staged_.size() != params_.size()) staged_.assign(params_.size(), 0);
+  staged_[i] = 1;
   const Device grads = g.device(), where = pg_.reduces_on(grads) ? grads : Device::CPU;
   if (open_ < buckets_.size()) {
     const Bucket& b = buckets_[open_];
@@ -134,6 +136,13 @@ size_t GradientReducer::finish() {
   open_ = 0;
   last_ = step_;
   step_ = StepStats{};
+  staged_.resize(params_.size(), 0);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    NIMBUS_CHECK(staged_[i] || !params_[i].second.grad().defined(), "GradientReducer: ", params_[i].first,
+                 " has a gradient that was not all-reduced: it took no part in the step's last backward (with "
+                 "gradient accumulation, an earlier batch's); the ranks' weights would drift apart");
+    staged_[i] = 0;
+  }
   return last_.collectives;
 }
 

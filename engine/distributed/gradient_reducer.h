@@ -44,6 +44,9 @@ class GradientReducer {
   void ready(size_t i);
   // Starts the open bucket, waits for all of them, and writes the ranks' mean into every staged
   // .grad. Returns the number of all-reduces of this step (0 with one rank: nothing is touched).
+  // A parameter that holds a gradient yet was not staged (with gradient accumulation: one that took
+  // part in an earlier backward of the step but not in the last, whose hook stages) is an Error naming
+  // it: its gradient would stay this rank's own, and the ranks' weights would drift apart in silence.
   size_t finish();
 
   struct StepStats {
@@ -81,6 +84,7 @@ class GradientReducer {
   size_t bucket_floats_;
   std::vector<Bucket> buckets_;  // this step's, reused (with their staging memory) step after step
   size_t open_ = 0;              // index of the bucket being filled
+  std::vector<char> staged_;     // per parameter: staged this step (finish() checks every gradient was)
   bool in_backward_ = false;
   StepStats step_, last_;
 };

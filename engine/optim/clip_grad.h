@@ -11,7 +11,7 @@
 // with the losses). Parameters without a gradient are skipped, as in PyTorch; with none at all the
 // norm is 0. A NaN or infinite gradient makes the norm NaN or infinite, and then every gradient NaN
 // (coef NaN) or zero times itself (coef 0: infinities become NaN), as in PyTorch: the step's weights
-// show it (the trainers stop at once: they read each step's norm with its loss). One difference from
+// show it (the trainers stop naming the step when they read its norm, with its loss). One difference from
 // PyTorch: the squares are summed in double, so a gradient above about 1.8e19, whose square overflows
 // PyTorch's float32 sum (norm inf, every gradient zeroed), is clipped here by its true norm. max_norm is
 // fixed when a step is captured (a kernel argument), as it is fixed for a run.

@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -20,7 +21,12 @@
 
 namespace nimbus::test {
 
-inline std::string fixture(const std::string& name) { return std::string(NIMBUS_FIXTURES) + "/" + name; }
+// The fixtures' folder is the source tree's at build time, or NIMBUS_FIXTURES from the environment when
+// set: scripts/gpu_check.sh runs test_cuda_real, built elsewhere, in the device machine's copy of the tree.
+inline std::string fixture(const std::string& name) {
+  const char* moved = std::getenv("NIMBUS_FIXTURES");
+  return std::string(moved && *moved ? moved : NIMBUS_FIXTURES) + "/" + name;
+}
 
 // The real Sentinel files (tests/fixtures/real/PROVENANCE.md), unpacked by CMake into the build
 // tree. `rel` is the path inside the set, as SHA256SUMS names it ("eurosat_ms/...").

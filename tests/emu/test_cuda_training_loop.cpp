@@ -34,15 +34,18 @@ namespace {
 struct Run {
   std::vector<std::vector<float>> weights;
   std::vector<double> losses;             // as after_step saw them, in order
+  std::vector<std::vector<int64_t>> labels;  // each batch's, as after_step saw them
   std::vector<double> accuracy_inputs;    // the first logit of each kept batch, in order
   cuda::WorkCounts epoch;                 // what the epoch's training steps cost
   std::vector<cuda::WorkCounts> at_step;  // the counters as each step starts, then as validation does
   int64_t steps_seen = 0;
 };
 
-// `epochs` epochs of 5 batches of 3 tiles of 8x8 pixels (the emulator is slow); batch 3 has 2 tiles (other
-// shapes: eager). With `accumulate` batches a step and the gradients clipped to `clip` (> 0).
-Run train(bool graphs, const std::string& dir, int64_t epochs = 1, int64_t accumulate = 1, double clip = 0) {
+// `epochs` epochs of 5 batches of 3 tiles of 8x8 pixels (the emulator is slow); the run's batch 3 has 2
+// tiles (other shapes: eager). With `accumulate` batches a step, the gradients clipped to `clip` (> 0), and
+// `samples` tiles an epoch (3 a batch).
+Run train(bool graphs, const std::string& dir, int64_t epochs = 1, int64_t accumulate = 1, double clip = 0,
+          size_t samples = 15) {
   Rng rng(4);
   models::Model model = models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
   models::Classifier& clf = *model.classifier;
@@ -58,7 +61,7 @@ Run train(bool graphs, const std::string& dir, int64_t epochs = 1, int64_t accum
     return s;
   };
   data::LoaderOptions lo = apps::loader_options(3, 1, 9, 0);
-  data::Loader loader(15, fn, lo);
+  data::Loader loader(samples, fn, lo);
   apps::RunPaths paths(dir, "test");
   apps::DebugHooks debug;
   apps::EpochLoop loop{epochs, 3, 0, &loader, &adam, &model, &paths, &debug, 9};
@@ -91,8 +94,9 @@ Run train(bool graphs, const std::string& dir, int64_t epochs = 1, int64_t accum
     keep.push_back(logits.detach());
     return cross_entropy(logits, in[1]);
   };
-  loop.after_step = [&](const std::vector<int64_t>&, double l, const std::vector<Tensor>& kept) {
+  loop.after_step = [&](const std::vector<int64_t>& labels, double l, const std::vector<Tensor>& kept) {
     out.losses.push_back(l);
+    out.labels.push_back(labels);
     REQUIRE(kept.size() == 1);
     CHECK(kept[0].device() == Device::CPU);
     out.accuracy_inputs.push_back(kept[0].to_vector()[0]);
@@ -192,19 +196,27 @@ TEST_CASE("cuda training loop: the replayed graph trains bit for bit as the eage
   std::filesystem::remove_all(dir);
 }
 
-// Gradient accumulation, 2 batches a step, clipped: batches {0, 1} make the first step (eager: it creates
-// the optimiser state), {2, 3} the second (captured: the group's shapes, batch 3 being smaller), and batch
-// 4 is drawn and left out; in the second epoch the first group is captured and the second, of other
-// shapes, runs eagerly. Graph and eager train the same bits, and both differ from the unaccumulated run.
+// Gradient accumulation, 2 batches a step, clipped, 7 batches an epoch. Epoch 1: batches {0, 1} make the
+// first step (eager: it creates the optimiser state), {2, 3} the second (captured: the group's shapes, batch
+// 3 being smaller), {4, 5} of other shapes than the graph's run eagerly, batch 6 is drawn and left out.
+// Epoch 2: {0, 1} captured, {2, 3} and {4, 5} replayed with their own inputs. Graph and eager train the same
+// bits; both see the batches the unaccumulated run sees, in its order, less each epoch's last; and both
+// train otherwise than it.
 TEST_CASE("cuda training loop: accumulated steps (2 batches a step, clipped) replay as the eager loop, bit for bit") {
   REQUIRE(cuda::register_cuda_backend());
   const std::string dir = (std::filesystem::temp_directory_path() / "nimbus_test_training_loop_acc").string();
   std::filesystem::remove_all(dir);
-  const Run eager = train(false, dir + "/eager", 2, 2, 0.5);
-  const Run graph = train(true, dir + "/graph", 2, 2, 0.5);
-  const Run single = train(false, dir + "/single", 2);
-  CHECK(eager.steps_seen == 8);  // 2 of the 5 batches an epoch... times 2, and batch 4 left out
-  CHECK(graph.steps_seen == 8);
+  const Run eager = train(false, dir + "/eager", 2, 2, 0.5, 21);
+  const Run graph = train(true, dir + "/graph", 2, 2, 0.5, 21);
+  const Run single = train(false, dir + "/single", 2, 1, 0, 21);
+  CHECK(eager.steps_seen == 12);  // 6 of the 7 batches an epoch, twice
+  CHECK(graph.steps_seen == 12);
+  REQUIRE(single.labels.size() == 14);
+  for (size_t b = 0; b < 12; ++b) {
+    CAPTURE(b);
+    CHECK(eager.labels[b] == single.labels[b < 6 ? b : b + 1]);  // epoch 2 starts at its own first batch
+  }
+  CHECK(graph.labels == eager.labels);
   CHECK(graph.losses == eager.losses);
   REQUIRE(graph.weights.size() == eager.weights.size());
   size_t differing = 0, from_single = 0;

@@ -204,6 +204,28 @@ TEST_CASE("gradient reducer: every rank gets the ranks' mean gradient, bucket by
   CHECK(n.params[0].second.grad().to_vector() == alone[0][0]);
 }
 
+// A gradient from an earlier backward of the step (gradient accumulation) on a parameter the last backward
+// does not reach is never staged, so never all-reduced: finish() refuses it on every rank, naming it,
+// rather than let each rank keep its own gradient and the weights drift apart.
+TEST_CASE("gradient reducer: a gradient the step's last backward did not reach is refused, not left unreduced") {
+  std::vector<std::string> errors(2);
+  run_ranks(2, [&](ProcessGroup& g) {
+    Net n;
+    GradientReducer reducer(n.params, g, 100);
+    mul_scalar(n.params[4].second, 2.f).backward(Tensor::ones({7}));  // an earlier batch's backward reached "unused"
+    try {
+      reducer.backward(n.loss(g.rank()));
+    } catch (const Error& e) {
+      errors[size_t(g.rank())] = e.what();
+    }
+    // The step after it, without that gradient, goes through.
+    for (auto& [name, p] : n.params) p.zero_grad();
+    reducer.backward(n.loss(g.rank()));
+  });
+  for (const std::string& e : errors)
+    CHECK_MESSAGE(e.find("GradientReducer: unused has a gradient that was not all-reduced") != std::string::npos, e);
+}
+
 TEST_CASE("gradient reducer: 2 ranks of half a batch take the steps of one process with the whole batch, SGD, Adam, clipped, accumulated") {
   // Net's input for the whole batch: rank 0's 4 samples then rank 1's. mse_loss is a mean, so the
   // whole batch's gradient is the mean of the two halves' gradients.
