@@ -764,6 +764,17 @@ TEST_CASE("train_dsen2cr: --accumulate 2 of batch 1 trains as batch 2, and fewer
     a[7] = batch;  // --batch-size
     return a;
   };
+  // metrics.csv's training loss (column 3) of the first epoch.
+  const auto first_train_loss = [&](const std::string& run) {
+    std::istringstream rows(read_file(d / run + "/metrics.csv"));
+    std::string row, cell;
+    std::getline(rows, row);  // the header
+    std::getline(rows, row);
+    std::istringstream cells(row);
+    for (int i = 0; i < 3; ++i) std::getline(cells, cell, ',');
+    REQUIRE_MESSAGE(!cell.empty(), run, "/metrics.csv has no first row");
+    return std::stod(cell);
+  };
   for (const char* opt : {"nadam", "adam"}) {
     CAPTURE(opt);
     const std::string whole = str("whole_", opt), acc = str("acc_", opt);
@@ -772,22 +783,19 @@ TEST_CASE("train_dsen2cr: --accumulate 2 of batch 1 trains as batch 2, and fewer
     AppResult r2 = run_app("train_dsen2cr", with(args(acc, "1", opt), {"--accumulate", "2"}));
     REQUIRE_MESSAGE(r2.exit_code == 0, r2.output);
     CHECK(checkpoint_difference(d / whole + "/last.safetensors", d / acc + "/last.safetensors") < 1e-4);
-    // metrics.csv's training loss (column 3): the same batches' mean, to the last digits.
-    const std::string a = read_file(d / whole + "/metrics.csv"), b = read_file(d / acc + "/metrics.csv");
-    REQUIRE(a.find('\n') != std::string::npos);
-    const std::string row_a = a.substr(a.find('\n') + 1, a.find('\n', a.find('\n') + 1) - a.find('\n') - 1);
-    const std::string row_b = b.substr(b.find('\n') + 1, b.find('\n', b.find('\n') + 1) - b.find('\n') - 1);
-    auto train_loss = [](const std::string& row) {
-      std::istringstream cells(row);
-      std::string cell;
-      for (int i = 0; i < 3; ++i) std::getline(cells, cell, ',');
-      return std::stod(cell);
-    };
-    CHECK(train_loss(row_b) == doctest::Approx(train_loss(row_a)).epsilon(1e-5));
+    // The first epoch's training loss: the same batches' mean, to the last digits.
+    CHECK(first_train_loss(acc) == doctest::Approx(first_train_loss(whole)).epsilon(1e-5));
   }
   AppResult single = run_app("train_dsen2cr", args("single", "1", "adam"));
   REQUIRE_MESSAGE(single.exit_code == 0, single.output);
   CHECK(checkpoint_difference(d / "whole_adam/last.safetensors", d / "single/last.safetensors") > 1e-2);
+  // 3 batches a step of the 4: one step an epoch, the fourth batch left out; the epoch's training loss is
+  // the mean of the 3 trained (as batch 3's, which leaves the same triplet out), not their sum over 4.
+  AppResult three = run_app("train_dsen2cr", with(args("acc3", "1", "adam"), {"--accumulate", "3"}));
+  REQUIRE_MESSAGE(three.exit_code == 0, three.output);
+  AppResult b3 = run_app("train_dsen2cr", args("b3", "3", "adam"));
+  REQUIRE_MESSAGE(b3.exit_code == 0, b3.output);
+  CHECK(first_train_loss("acc3") == doctest::Approx(first_train_loss("b3")).epsilon(1e-5));
   AppResult too_many = run_app("train_dsen2cr", with(args("too_many", "1", "adam"), {"--accumulate", "5"}));
   CHECK(too_many.exit_code == 1);
   CHECK_MESSAGE(too_many.output.find("4 training triplets (benchmark split), fewer than one step's 5 batches of 1") !=
