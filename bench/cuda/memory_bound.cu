@@ -8,7 +8,8 @@
  *   dsen2cr  (16, 256, 128, 128): DSen2-CR B16/F256 at batch 16 on 128x128 crops, a body activation;
  *            its loss at the output, (16, 13, 128, 128)
  * and the optimisers' whole step (the engine's Adam, SGD with momentum and Nadam: one prepare and one
- * multi-tensor launch) over ResNet-50's and DSen2-CR's parameters.
+ * multi-tensor launch) and gradient-norm clipping (clip_grad_norm: the sums of squares, the coefficient,
+ * the scaling) over ResNet-50's and DSen2-CR's parameters.
  * `bytes` is what a case must move at least: each operand read once, each result written once (a
  * kernel that reads twice, as the batch-norm statistics' two passes do, shows it as a lower fraction).
  * The reference, timed in the same run right after each case: cudaMemcpyAsync of bytes / 2 from one
@@ -34,6 +35,7 @@
 #include "bench/cuda/bench_util.cuh"
 #include "engine/backend.h"
 #include "engine/optim/adam.h"
+#include "engine/optim/clip_grad.h"
 #include "engine/optim/nadam.h"
 #include "engine/optim/sgd.h"
 #include "engine/random.h"
@@ -275,23 +277,35 @@ bool validate_kernel_case(const KernelCase& c) {
   return ok;
 }
 
-// ---- the optimisers' step over a model's parameters -------------------------------------------------
+// ---- the optimisers' step, and clipping, over a model's parameters -----------------------------------
 struct OptimCase {
   std::string name;
   bool resnet;  // ResNet-50's parameters, else DSen2-CR B16/F256's
   double bytes_per_param;
-  std::function<std::unique_ptr<Optimizer>(const NamedTensors& p)> make;
+  // What one run does to the parameters and their gradients (the returned function).
+  std::function<std::function<void()>(const NamedTensors& p)> make;
 };
 
+template <typename Opt, typename Options>
+std::function<std::function<void()>(const NamedTensors&)> stepping(Options o) {
+  return [o](const NamedTensors& p) {
+    const std::shared_ptr<Optimizer> opt = std::make_shared<Opt>(p, o);
+    return std::function<void()>([opt] { opt->step(); });
+  };
+}
+
 std::vector<OptimCase> optim_cases() {
+  // Clipping to a norm below the gradients' (each run scales them once more, by about 1 after the first).
+  const auto clipping = [](const NamedTensors& p) { return std::function<void()>([p] { clip_grad_norm(p, 1.0); }); };
   return {
       // Adam: reads p, g, m, v and writes p, m, v: 7 floats a parameter.
-      {"adam_step_resnet50", true, 28, [](const NamedTensors& p) { return std::make_unique<Adam>(p, AdamOptions{}); }},
+      {"adam_step_resnet50", true, 28, stepping<Adam>(AdamOptions{})},
       // SGD with momentum: reads p, g, the velocity, writes p and the velocity: 5.
-      {"sgd_momentum_step_resnet50", true, 20,
-       [](const NamedTensors& p) { return std::make_unique<SGD>(p, SGDOptions{0.1, 0.9}); }},
-      {"nadam_step_dsen2cr", false, 28,
-       [](const NamedTensors& p) { return std::make_unique<Nadam>(p, NadamOptions{}); }},
+      {"sgd_momentum_step_resnet50", true, 20, stepping<SGD>(SGDOptions{0.1, 0.9})},
+      {"nadam_step_dsen2cr", false, 28, stepping<Nadam>(NadamOptions{})},
+      // Clipping: reads g for the sums, then reads and writes it: 3 floats a parameter.
+      {"clip_grad_norm_resnet50", true, 12, clipping},
+      {"clip_grad_norm_dsen2cr", false, 12, clipping},
   };
 }
 
@@ -323,24 +337,28 @@ NamedTensors make_params(const OptimCase& c, bool small, Device d) {
   return params;
 }
 
-// Two steps on the CPU and on CUDA from the same parameters and gradients: every parameter within 1e-5 of
-// 1 + |cpu| (the same formulas; fused multiply-adds may round differently).
+// Two runs on the CPU and on CUDA from the same parameters and gradients: every parameter and gradient
+// within 1e-5 of 1 + |cpu| (the same formulas; fused multiply-adds may round differently).
 bool validate_optim_case(const OptimCase& c) {
   NamedTensors cpu = make_params(c, true, Device::CPU), gpu = make_params(c, true, Device::CUDA);
-  std::unique_ptr<Optimizer> a = c.make(cpu), b = c.make(gpu);
-  for (int i = 0; i < 2; ++i) a->step(), b->step();
+  const std::function<void()> a = c.make(cpu), b = c.make(gpu);
+  for (int i = 0; i < 2; ++i) a(), b();
   double worst = 0;
   int64_t count = 0;
-  for (size_t i = 0; i < cpu.size(); ++i) {
-    const std::vector<float> want = cpu[i].second.to_vector(), got = gpu[i].second.to(Device::CPU).to_vector();
+  const auto compare = [&](const Tensor& want_t, const Tensor& got_t) {
+    const std::vector<float> want = want_t.to_vector(), got = got_t.to(Device::CPU).to_vector();
     count += int64_t(want.size());
     for (size_t j = 0; j < want.size(); ++j) {
       const double e = std::fabs(double(got[j]) - want[j]) / (1e-5 * (1 + std::fabs(double(want[j]))));
       worst = std::isfinite(e) ? std::max(worst, e) : INFINITY;
     }
+  };
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    compare(cpu[i].second, gpu[i].second);
+    compare(cpu[i].second.grad(), gpu[i].second.grad());
   }
   const bool ok = worst <= 1;
-  std::printf("%-36s small (%zu tensors, %ld values): two steps, CUDA vs CPU %s (%.3g of tolerance)\n", c.name.c_str(),
+  std::printf("%-36s small (%zu tensors, %ld values): two runs, CUDA vs CPU %s (%.3g of tolerance)\n", c.name.c_str(),
               cpu.size(), long(count), ok ? "OK" : "WRONG", worst);
   return ok;
 }
@@ -472,10 +490,10 @@ bool time_case(const Case& cs, const Backend& k, double budget_ms, const std::st
   const NamedTensors params = make_params(c, false, Device::CUDA);
   int64_t count = 0;
   for (const auto& [name, p] : params) count += p.numel();
-  std::unique_ptr<Optimizer> opt = c.make(params);
-  opt->step();  // the slots exist from the first step on
+  const std::function<void()> run = c.make(params);
+  run();  // an optimiser's slots exist from the first step on
   const double bytes = c.bytes_per_param * double(count);
-  const Timing t = time_runs([&] { opt->step(); }, budget_ms);
+  const Timing t = time_runs(run, budget_ms);
   print_row(c.name.c_str(), str(params.size(), " tensors, ", count, " parameters"), bytes, t, copy_ms(bytes, budget_ms),
             device);
   return true;
