@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cmath>
 #include <cstdio>
@@ -714,6 +715,7 @@ void train_epochs(const EpochLoop& L) {
     std::fprintf(stderr, "the run has done %d epochs already, --epochs %lld: nothing to train (raise --epochs to "
                          "go on)\n", L.first_epoch, (long long)L.epochs);
   const bool clipping = L.clip_grad_norm > 0;
+  const auto started = std::chrono::steady_clock::now();  // this process's first epoch (a resume's too)
   for (int epoch = L.first_epoch; epoch < L.epochs; ++epoch) {
     GradNorms norms;
     L.optimizer->set_lr(L.lr_at(epoch));
@@ -781,6 +783,14 @@ void train_epochs(const EpochLoop& L) {
     if (ranks.rank() == 0) {
       L.report(epoch);  // metrics.csv's row first (see training.h); rank 0 alone
       if (clipping) norms.print(L.program, epoch, L.clip_grad_norm);
+      // The run's time so far and what the epochs still to come will take at this process's mean rate.
+      const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      const int done_here = epoch + 1 - L.first_epoch, left = int(L.epochs) - epoch - 1;
+      const std::string so_far = L.first_epoch == 0 ? str("in ", format_duration(took))
+                                                    : str("(", done_here, " since the resume, in ", format_duration(took), ")");
+      if (left > 0)
+        std::fprintf(stderr, "%s: %d of %lld epochs done %s; about %s left\n", L.program.c_str(), epoch + 1,
+                     (long long)L.epochs, so_far.c_str(), format_duration(took / done_here * left).c_str());
     }
     models::SaveOptions so;
     so.epoch = epoch + 1;

@@ -204,7 +204,10 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // naming its step) and passed to after_step, and the progress bar advances, noted with note(). When
 // clipping, each step's norm before clipping is read back with its loss, and after report(epoch) a line
 // "<program>: epoch E gradient norm before clipping: mean M, max X; C of S steps clipped to N" goes to
-// stderr (rank 0). Then validate(epoch) says whether the model improved and which metadata to store; the loop writes
+// stderr (rank 0). After each epoch's report but the last, rank 0 says how many epochs are done, in what
+// time, and about how long the rest take at this process's mean rate ("<program>: 3 of 200 epochs done in
+// 0:12:03; about 13:11:10 left"; a resume counts from its own start). Then validate(epoch) says whether
+// the model improved and which metadata to store; the loop writes
 // <best> (when improved) and <last> (with optimiser and RNG, for --resume). report(epoch), which
 // writes metrics.csv's row, runs before the checkpoints: a run killed between the two then has the
 // row and not the checkpoint, and a resume redoes the epoch and rewrites the row; in the other order

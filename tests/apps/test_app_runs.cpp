@@ -114,15 +114,21 @@ void check_augment_on_device(const std::string& app,
   CHECK(read_file(d / "host/metrics.csv") == read_file(d / "device/metrics.csv"));
 }
 
+// Also the run's time line after each epoch but the last (3 epochs; the kill falls in the second).
 void check_kill_resume(const std::string& app, const std::vector<std::string>& args_a,
                        const std::vector<std::string>& args_b, int64_t kill_step) {
   AppResult a = run_app(app, args_a);
   REQUIRE_MESSAGE(a.exit_code == 0, a.output);
+  for (const char* done : {"1 of 3 epochs done in ", "2 of 3 epochs done in "})
+    CHECK_MESSAGE(a.output.find(app + ": " + done) != std::string::npos, a.output);
+  CHECK(a.output.find("3 of 3 epochs done") == std::string::npos);
   AppResult killed = run_app(app, with(args_b, {"--debug-sigkill-at-step", std::to_string(kill_step)}));
   CHECK(killed.signal == SIGKILL);
   AppResult resumed = run_app(app, with(args_b, {"--resume"}));
   REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.output);
   CHECK(resumed.output.find("resuming from") != std::string::npos);
+  CHECK_MESSAGE(resumed.output.find(app + ": 2 of 3 epochs done (1 since the resume, in ") != std::string::npos,
+                resumed.output);
 }
 
 }  // namespace
