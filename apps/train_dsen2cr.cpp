@@ -261,6 +261,7 @@ int run(int argc, char** argv) {
   loop.graphs = training.graphs;
   loop.clip_grad_norm = training.clip_grad_norm;
   loop.accumulate = training.accumulate;
+  loop.warmup_epochs = training.warmup_epochs;
   loop.program = "train_dsen2cr";
   loop.step_inputs = [&](const data::Batch& bt) {
     std::vector<Tensor> in{bt["cloudy"], bt["target"], bt["sar"], bt["mask"]};

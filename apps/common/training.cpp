@@ -377,6 +377,10 @@ void add_training_options(cli::Parser& p, const std::string& run_settings) {
             "sees --batch-size x N samples (x ranks) with one batch's activations in memory; batch norm still normalises each "
             "batch alone; an epoch's last batches that do not make N are left out")
       .range(1, kMaxAccumulate);
+  p.add_double("warmup-epochs", 0, "ramp the learning rate up linearly over this many epochs, step by step from "
+               "lr / steps to lr (0: none, the papers'); for the larger global batches of several ranks or "
+               "--accumulate, with a larger --lr")
+      .range(0, 1000);
   p.add_string("pack", "", "read the training and validation GeoTIFFs from this raster pack, built from them at the "
                "first run and rebuilt when one changes (decoded once: no TIFF decoding per sample)", "FILE");
   p.add_choice("augment-on", "auto", {"auto", "host", "device"},
@@ -437,6 +441,7 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   o.graphs = !p.get_flag("eager");
   o.clip_grad_norm = p.get_double("clip-grad-norm");
   o.accumulate = p.get_int("accumulate");
+  o.warmup_epochs = p.get_double("warmup-epochs");
   o.pack = p.get_string("pack");
   o.augment_on = p.get_string("augment-on");
   o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step"),
@@ -704,6 +709,9 @@ void train_epochs(const EpochLoop& L) {
     throw cli::UsageError(str("--accumulate ", group, ": an epoch has ", nb, " batch", nb == 1 ? "" : "es",
                               " of --batch-size ", L.batch, " here, fewer than one step's ", group));
   const size_t used = nb / group * group;  // the batches that make whole steps; the rest are left out
+  const int64_t steps_per_epoch = int64_t(used / group);
+  const int64_t warmup_steps =
+      L.warmup_epochs > 0 ? std::max<int64_t>(1, std::llround(L.warmup_epochs * double(steps_per_epoch))) : 0;
   ProcessGroup& ranks = world();
   if (ranks.size() > 1) {  // the same start on every rank: rank 0's weights and buffers
     broadcast_tensors(L.model->module().named_parameters(), ranks);
@@ -718,7 +726,10 @@ void train_epochs(const EpochLoop& L) {
   const auto started = std::chrono::steady_clock::now();  // this process's first epoch (a resume's too)
   for (int epoch = L.first_epoch; epoch < L.epochs; ++epoch) {
     GradNorms norms;
-    L.optimizer->set_lr(L.lr_at(epoch));
+    const double lr = L.lr_at(epoch);
+    // Step t's rate (warm-up, training.h); set_lr launches only when it changes.
+    const auto rate = [&](int64_t t) { return t < warmup_steps ? lr * double(t + 1) / double(warmup_steps) : lr; };
+    L.optimizer->set_lr(rate(int64_t(epoch) * steps_per_epoch));
     L.train_mode();
     // Counted in the global batch's images (every rank's), so the rate is the run's.
     const int64_t per_step = L.batch * int64_t(ranks.size());
@@ -748,6 +759,8 @@ void train_epochs(const EpochLoop& L) {
     std::vector<Tensor> losses;
     std::vector<std::vector<Tensor>> kept;
     for (size_t b0 = 0; b0 < used; b0 += group) {
+      const int64_t t = int64_t(epoch) * steps_per_epoch + int64_t(b0 / group);  // the run's optimiser step
+      L.optimizer->set_lr(rate(t));
       StepRunner::Group inputs;
       std::vector<std::vector<int64_t>> labels;
       for (size_t b = b0; b < b0 + group; ++b) {

@@ -163,6 +163,7 @@ struct TrainingOptions {
   bool graphs = true;       // off with --eager
   double clip_grad_norm = 0;  // --clip-grad-norm: the gradients' largest 2-norm (0: not clipped)
   int64_t accumulate = 1;     // --accumulate: batches whose gradients make one optimiser step
+  double warmup_epochs = 0;   // --warmup-epochs: the learning rate's linear warm-up (EpochLoop)
   bool resume = false;
   bool overwrite = false;  // --overwrite: a fresh run may replace an earlier run's checkpoints in --out
   std::string pack;  // --pack FILE: read the samples' GeoTIFFs from this raster pack ("" = from the files)
@@ -224,6 +225,12 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // just before its forward; the host holds the group's N batches, and a captured graph N batches' inputs on
 // the device.
 //
+// Warm-up (warmup_epochs = E > 0): over the first W = round(E x steps an epoch) optimiser steps (at least
+// 1), step t (0-based, counted from the run's start, a resume's too) runs at lr_at(epoch) x (t + 1) / W,
+// then lr_at(epoch) itself: a linear ramp from lr / W to lr (Goyal et al.'s for large batches; PyTorch's
+// LinearLR(start_factor = 1/W, total_iters = W - 1) stepped per batch). The rate is set before each step
+// (a one-thread launch when it changes, between graph replays); metrics.csv's lr column stays lr_at.
+//
 // On CUDA, unless `graphs` is off, the step (its N batches with accumulation) is captured as a CUDA graph at the second step (the first
 // creates the optimiser state) and replayed for every batch of the same shapes, its inputs copied into
 // the tensors the capture used (engine/graph.h); a batch of other shapes runs eagerly (the loader
@@ -250,6 +257,7 @@ struct EpochLoop {
   bool graphs = true;           // on CUDA: capture the step once and replay it
   double clip_grad_norm = 0;    // > 0: the gradients clipped to this 2-norm before each optimiser step
   int64_t accumulate = 1;       // batches a step (gradient accumulation): see above
+  double warmup_epochs = 0;     // > 0: the learning rate's linear warm-up over this many epochs: see above
   std::string program;          // the trainer's name, for the lines train_epochs prints itself
   std::function<double(int epoch)> lr_at;
   std::function<void()> train_mode;

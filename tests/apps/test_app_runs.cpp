@@ -222,6 +222,21 @@ TEST_CASE("train_resnet: SIGKILL mid-epoch then --resume ends with the weights o
   check_best_score(d / "a", "best_val_acc", 5, false);
 }
 
+// --warmup-epochs 2.5 (6 steps an epoch: the rate ramps over 15 steps): killed at step 10, inside the
+// warm-up, and resumed, the run ends with the uninterrupted run's bits (the ramp is a function of the
+// run's step, not of the process); and the warm-up changed the run.
+TEST_CASE("train_resnet: --warmup-epochs ramps the rate, and a resume inside the warm-up ends as the uninterrupted run") {
+  TempDir d("resnet_warmup");
+  const std::string data = make_eurosat(d);
+  const std::vector<std::string> warm = {"--warmup-epochs", "2.5"};
+  check_kill_resume("train_resnet", with(resnet_args(data, d / "a"), warm), with(resnet_args(data, d / "b"), warm), 10);
+  check_same_tensors(d / "a/last.safetensors", d / "b/last.safetensors");
+  CHECK(read_file(d / "a/metrics.csv") == read_file(d / "b/metrics.csv"));
+  AppResult plain = run_app("train_resnet", resnet_args(data, d / "plain"));
+  REQUIRE_MESSAGE(plain.exit_code == 0, plain.output);
+  CHECK(read_file(d / "a/metrics.csv") != read_file(d / "plain/metrics.csv"));
+}
+
 // A run's weights and metrics must not depend on --threads: the per-image convolution summed its weight
 // gradient per thread, and OpenBLAS split its products by the thread count (kernels/cpu/gemm.h). Both
 // trainers, on 1 and 2 threads: every tensor and metrics.csv the same bits.

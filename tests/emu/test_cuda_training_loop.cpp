@@ -35,6 +35,7 @@ struct Run {
   std::vector<std::vector<float>> weights;
   std::vector<double> losses;             // as after_step saw them, in order
   std::vector<std::vector<int64_t>> labels;  // each batch's, as after_step saw them
+  std::vector<double> lrs;                // the optimiser's rate as each batch is drawn
   std::vector<double> accuracy_inputs;    // the first logit of each kept batch, in order
   cuda::WorkCounts epoch;                 // what the epoch's training steps cost
   std::vector<cuda::WorkCounts> at_step;  // the counters as each step starts, then as validation does
@@ -42,10 +43,10 @@ struct Run {
 };
 
 // `epochs` epochs of 5 batches of 3 tiles of 8x8 pixels (the emulator is slow); the run's batch 3 has 2
-// tiles (other shapes: eager). With `accumulate` batches a step, the gradients clipped to `clip` (> 0), and
-// `samples` tiles an epoch (3 a batch).
+// tiles (other shapes: eager). With `accumulate` batches a step, the gradients clipped to `clip` (> 0),
+// `samples` tiles an epoch (3 a batch), and a warm-up of `warmup` epochs.
 Run train(bool graphs, const std::string& dir, int64_t epochs = 1, int64_t accumulate = 1, double clip = 0,
-          size_t samples = 15) {
+          size_t samples = 15, double warmup = 0) {
   Rng rng(4);
   models::Model model = models::build_model(models::ModelConfig::of(tiny_resnet()), rng);
   models::Classifier& clf = *model.classifier;
@@ -72,6 +73,7 @@ Run train(bool graphs, const std::string& dir, int64_t epochs = 1, int64_t accum
   loop.graphs = graphs;
   loop.accumulate = accumulate;
   loop.clip_grad_norm = clip;
+  loop.warmup_epochs = warmup;
   loop.lr_at = [](int epoch) { return epoch == 0 ? 1e-3 : 5e-4; };
   loop.train_mode = [&] {
     clf.train();
@@ -79,6 +81,7 @@ Run train(bool graphs, const std::string& dir, int64_t epochs = 1, int64_t accum
   };
   loop.step_inputs = [&](const data::Batch& bt) {
     out.at_step.push_back(cuda::work_counts());
+    out.lrs.push_back(adam.lr());
     Tensor x = bt["image"];
     std::vector<float> labels(bt.labels.begin(), bt.labels.end());
     if (bt.step == 3) {  // a smaller batch
@@ -228,6 +231,35 @@ TEST_CASE("cuda training loop: accumulated steps (2 batches a step, clipped) rep
   CHECK(from_single > 0);
   CHECK(graph.epoch.graph_launches == 1);  // the first epoch's second step, replayed once
   CHECK(graph.epoch.launches < eager.epoch.launches);
+  std::filesystem::remove_all(dir);
+}
+
+// A warm-up of 1.5 epochs (5 steps an epoch: W = 8 steps): step t at the epoch's rate x (t + 1) / 8, the
+// second epoch's rate (5e-4) from step 8 on; the graph, whose replays read the rate from the device,
+// trains the same bits as the eager loop, and otherwise than without the warm-up.
+TEST_CASE("cuda training loop: a warm-up's rate, step by step, replayed by the graph as the eager loop runs it") {
+  REQUIRE(cuda::register_cuda_backend());
+  const std::string dir = (std::filesystem::temp_directory_path() / "nimbus_test_training_loop_warmup").string();
+  std::filesystem::remove_all(dir);
+  const Run eager = train(false, dir + "/eager", 2, 1, 0, 15, 1.5);
+  const Run graph = train(true, dir + "/graph", 2, 1, 0, 15, 1.5);
+  const Run plain = train(true, dir + "/plain", 2);
+  REQUIRE(eager.lrs.size() == 10);
+  for (int64_t t = 0; t < 10; ++t) {
+    CAPTURE(t);
+    const double base = t < 5 ? 1e-3 : 5e-4;
+    CHECK(eager.lrs[size_t(t)] == (t < 8 ? base * double(t + 1) / 8.0 : base));
+  }
+  CHECK(graph.lrs == eager.lrs);
+  CHECK(graph.losses == eager.losses);
+  REQUIRE(graph.weights.size() == eager.weights.size());
+  size_t differing = 0, from_plain = 0;
+  for (size_t i = 0; i < eager.weights.size(); ++i) {
+    differing += graph.weights[i] != eager.weights[i];
+    from_plain += plain.weights[i] != graph.weights[i];
+  }
+  CHECK(differing == 0);
+  CHECK(from_plain > 0);
   std::filesystem::remove_all(dir);
 }
 
