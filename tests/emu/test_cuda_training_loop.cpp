@@ -121,6 +121,14 @@ Run train(bool graphs, const std::string& dir, int64_t epochs = 1, int64_t accum
   return out;
 }
 
+// How many of two runs' tensors (weights, then buffers) differ in any bit.
+size_t tensors_differing(const Run& a, const Run& b) {
+  REQUIRE(a.weights.size() == b.weights.size());
+  size_t n = 0;
+  for (size_t i = 0; i < a.weights.size(); ++i) n += a.weights[i] != b.weights[i];
+  return n;
+}
+
 TEST_CASE("cuda training loop: the replayed graph trains bit for bit as the eager loop, waiting only to read losses, captured again each epoch") {
   REQUIRE(cuda::register_cuda_backend());
   const std::string dir = (std::filesystem::temp_directory_path() / "nimbus_test_training_loop").string();
@@ -131,10 +139,7 @@ TEST_CASE("cuda training loop: the replayed graph trains bit for bit as the eage
   REQUIRE(graph.steps_seen == 10);
   CHECK(graph.losses == eager.losses);
   CHECK(graph.accuracy_inputs == eager.accuracy_inputs);
-  REQUIRE(graph.weights.size() == eager.weights.size());
-  size_t differing = 0;
-  for (size_t i = 0; i < eager.weights.size(); ++i) differing += graph.weights[i] != eager.weights[i];
-  CHECK(differing == 0);
+  CHECK(tensors_differing(graph, eager) == 0);
   // The first epoch, 5 steps, read every 3: the two reads of the losses are the only host waits in steady state. With
   // the graph, step 0 runs eagerly (it creates the optimiser state), step 1 is captured and replayed,
   // steps 2 and 4 replay it, and the smaller batch 3 runs eagerly; eager, every step launches all its
@@ -192,10 +197,7 @@ TEST_CASE("cuda training loop: the replayed graph trains bit for bit as the eage
     return train(true, dir + "/late", 2);
   }();
   CHECK(late.losses == graph.losses);
-  REQUIRE(late.weights.size() == graph.weights.size());
-  differing = 0;
-  for (size_t i = 0; i < graph.weights.size(); ++i) differing += late.weights[i] != graph.weights[i];
-  CHECK(differing == 0);
+  CHECK(tensors_differing(late, graph) == 0);
   std::filesystem::remove_all(dir);
 }
 
@@ -221,14 +223,8 @@ TEST_CASE("cuda training loop: accumulated steps (2 batches a step, clipped) rep
   }
   CHECK(graph.labels == eager.labels);
   CHECK(graph.losses == eager.losses);
-  REQUIRE(graph.weights.size() == eager.weights.size());
-  size_t differing = 0, from_single = 0;
-  for (size_t i = 0; i < eager.weights.size(); ++i) {
-    differing += graph.weights[i] != eager.weights[i];
-    from_single += single.weights[i] != eager.weights[i];
-  }
-  CHECK(differing == 0);
-  CHECK(from_single > 0);
+  CHECK(tensors_differing(graph, eager) == 0);
+  CHECK(tensors_differing(single, eager) > 0);
   CHECK(graph.epoch.graph_launches == 1);  // the first epoch's second step, replayed once
   CHECK(graph.epoch.launches < eager.epoch.launches);
   std::filesystem::remove_all(dir);
@@ -252,14 +248,8 @@ TEST_CASE("cuda training loop: a warm-up's rate, step by step, replayed by the g
   }
   CHECK(graph.lrs == eager.lrs);
   CHECK(graph.losses == eager.losses);
-  REQUIRE(graph.weights.size() == eager.weights.size());
-  size_t differing = 0, from_plain = 0;
-  for (size_t i = 0; i < eager.weights.size(); ++i) {
-    differing += graph.weights[i] != eager.weights[i];
-    from_plain += plain.weights[i] != graph.weights[i];
-  }
-  CHECK(differing == 0);
-  CHECK(from_plain > 0);
+  CHECK(tensors_differing(graph, eager) == 0);
+  CHECK(tensors_differing(plain, graph) > 0);
   std::filesystem::remove_all(dir);
 }
 
