@@ -408,9 +408,11 @@ int run(int argc, char** argv) {
     return v;
   };
   loop.report = [&](int epoch) {
-    csv.append({double(epoch + 1), opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc()});
+    // The schedule's rate (a warm-up scales it within its steps: training.h).
+    const double lr = schedule.lr_at(epoch);
+    csv.append({double(epoch + 1), lr, tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc()});
     std::fprintf(stderr, "train_resnet: epoch %d/%lld  lr %.3g  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s\n",
-                 epoch + 1, (long long)training.epochs, opt->lr(), tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc(),
+                 epoch + 1, (long long)training.epochs, lr, tr.mean_loss(), tr.acc(), va.mean_loss(), va.acc(),
                  improved ? "  (best)" : "");
   };
   apps::train_epochs(loop);

@@ -377,9 +377,9 @@ void add_training_options(cli::Parser& p, const std::string& run_settings) {
             "sees --batch-size x N samples (x ranks) with one batch's activations in memory; batch norm still normalises each "
             "batch alone; an epoch's last batches that do not make N are left out")
       .range(1, kMaxAccumulate);
-  p.add_double("warmup-epochs", 0, "ramp the learning rate up linearly over this many epochs, step by step from "
-               "lr / steps to lr (0: none, the papers'); for the larger global batches of several ranks or "
-               "--accumulate, with a larger --lr")
+  p.add_double("warmup-epochs", 0, "ramp the learning rate up linearly over the first W = this x (optimiser steps an "
+               "epoch) steps, step by step from lr / W to lr (0: none, the papers'); for the larger global batches of "
+               "several ranks or --accumulate, with a larger --lr")
       .range(0, 1000);
   p.add_string("pack", "", "read the training and validation GeoTIFFs from this raster pack, built from them at the "
                "first run and rebuilt when one changes (decoded once: no TIFF decoding per sample)", "FILE");

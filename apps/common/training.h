@@ -207,7 +207,7 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // "<program>: epoch E gradient norm before clipping: mean M, max X; C of S steps clipped to N" goes to
 // stderr (rank 0). After each epoch's report but the last, rank 0 says how many epochs are done, in what
 // time, and about how long the rest take at this process's mean rate ("<program>: 3 of 200 epochs done in
-// 0:12:03; about 13:11:10 left"; a resume counts from its own start). Then validate(epoch) says whether
+// 12:03; about 13:11:10 left"; a resume counts from its own start). Then validate(epoch) says whether
 // the model improved and which metadata to store; the loop writes
 // <best> (when improved) and <last> (with optimiser and RNG, for --resume). report(epoch), which
 // writes metrics.csv's row, runs before the checkpoints: a run killed between the two then has the
@@ -228,8 +228,10 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // Warm-up (warmup_epochs = E > 0): over the first W = round(E x steps an epoch) optimiser steps (at least
 // 1), step t (0-based, counted from the run's start, a resume's too) runs at lr_at(epoch) x (t + 1) / W,
 // then lr_at(epoch) itself: a linear ramp from lr / W to lr (Goyal et al.'s for large batches; PyTorch's
-// LinearLR(start_factor = 1/W, total_iters = W - 1) stepped per batch). The rate is set before each step
-// (a one-thread launch when it changes, between graph replays); metrics.csv's lr column stays lr_at.
+// LinearLR(start_factor = 1/W, total_iters = W - 1) stepped per optimiser step), on top of the schedule
+// (a milestone inside the ramp moves its target). The rate is set before each step (a one-thread launch
+// when it changes, between graph replays); the trainers' metrics.csv lr column is lr_at's. A resume that
+// changes the steps an epoch (--batch-size, --accumulate, the ranks) changes W and where t stands.
 //
 // On CUDA, unless `graphs` is off, the step (its N batches with accumulation) is captured as a CUDA graph at the second step (the first
 // creates the optimiser state) and replayed for every batch of the same shapes, its inputs copied into

@@ -12,6 +12,8 @@
  * the scaling) over ResNet-50's and DSen2-CR's parameters.
  * `bytes` is what a case must move at least: each operand read once, each result written once (a
  * kernel that reads twice, as the batch-norm statistics' two passes do, shows it as a lower fraction).
+ * Clipping is the exception: it must read the gradients twice, since the norm of all of them comes before
+ * any is scaled, so its bytes count both reads and the write.
  * The reference, timed in the same run right after each case: cudaMemcpyAsync of bytes / 2 from one
  * device buffer to another, which moves the same traffic; `fraction` = copy time / case time.
  *
