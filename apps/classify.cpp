@@ -145,7 +145,7 @@ int run(int argc, char** argv) {
   if (p.positionals().empty()) throw cli::UsageError("give at least one GeoTIFF or folder");
   if (batch < 1) throw cli::UsageError("--batch-size must be >= 1");
   const std::string map_dir = p.get_string("map-dir");
-  if (map_dir.empty() && p.given("compress"))
+  if (map_dir.empty() && apps::compress_deflate(p))
     throw cli::UsageError("--compress applies to --map-dir's maps, the only GeoTIFFs classify writes; give --map-dir");
   if (!map_dir.empty()) {
     if (p.get_string("classify") != "tiles")

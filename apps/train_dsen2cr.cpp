@@ -123,7 +123,8 @@ int run(int argc, char** argv) {
   p.add_choice("optimizer", "nadam", {"nadam", "adam", "adamw"},
                "Keras-2 Nadam (DSen2-CR), PyTorch Adam, or AdamW (Adam with decoupled weight decay)");
   p.add_double("weight-decay", 0, "Adam's L2 term or AdamW's decoupled decay (0: none; Nadam takes none)").range(0, 1);
-  p.add_double("lr", 7e-5, "learning rate, constant (DSen2-CR: 7e-5 with Nadam; its PyTorch port: 7e-4 with Adam)")
+  p.add_double("lr", 7e-5, "learning rate, constant after --warmup-epochs' ramp when given (DSen2-CR: 7e-5 with "
+               "Nadam; its PyTorch port: 7e-4 with Adam)")
       .range(1e-12, 10);  // checked when parsed: before the run folder or any file is made
   p.add_int("blocks", 16, "residual blocks B").range(0, models::kMaxDsBlocks);
   p.add_int("features", 256, "features F of every conv").range(1, models::kMaxDsFeatures);
@@ -241,8 +242,8 @@ int run(int argc, char** argv) {
   data::Loader loader(train.size(), data::sen12mscr_sample_fn(train, train_opt),
                       apps::loader_options(training.batch, training.workers, common.seed, done));
 
-  double loss_sum = 0;  // this epoch's training loss, summed over the batches trained (steps of them)
-  size_t steps = 0;
+  double loss_sum = 0;  // this epoch's training loss, summed over the batches trained
+  size_t batches_trained = 0;
   ValResult v;
   bool improved = false;
   std::vector<data::Sen12mscrTriplet> val_mine;  // this rank's share of the validation triplets (all of them alone)
@@ -254,7 +255,7 @@ int run(int argc, char** argv) {
   loop.train_mode = [&] {
     net.train();
     loss_sum = 0;
-    steps = 0;
+    batches_trained = 0;
   };
   loop.device = common.device;
   loop.read_every = training.read_every;
@@ -273,10 +274,10 @@ int run(int argc, char** argv) {
     const Inputs in{turned(t[0]), turned(t[1]), turned(t[2]), turned(t[3])};
     return loss_of(loss_kind, lambda, predict(net, in), in);
   };
-  loop.after_step = [&](const std::vector<int64_t>&, double l, const std::vector<Tensor>&) { loss_sum += l, ++steps; };
+  loop.after_step = [&](const std::vector<int64_t>&, double l, const std::vector<Tensor>&) { loss_sum += l, ++batches_trained; };
   loop.note = [&] {
     char note[48];
-    std::snprintf(note, sizeof note, "loss %.4f", loss_sum / double(steps));
+    std::snprintf(note, sizeof note, "loss %.4f", loss_sum / double(batches_trained));
     return std::string(note);
   };
   loop.validate = [&](int) {
@@ -293,17 +294,17 @@ int run(int argc, char** argv) {
   loop.report = [&](int epoch) {
     const ImageMetrics& m = v.metrics;
     const double nan = std::nan("");
-    csv.append({double(epoch + 1), lr, loss_sum / double(steps), v.loss, v.images ? m.mae : nan,
+    csv.append({double(epoch + 1), lr, loss_sum / double(batches_trained), v.loss, v.images ? m.mae : nan,
                 v.images ? m.rmse : nan, v.images ? m.psnr : nan, v.images ? m.ssim : nan,
                 v.images ? m.sam : nan});
     if (v.images > 0)
       std::fprintf(stderr,
                    "train_dsen2cr: epoch %d/%lld  train loss %.5f  val loss %.5f  MAE %.4f  PSNR %.2f  SAM %.2f%s\n",
-                   epoch + 1, (long long)training.epochs, loss_sum / double(steps), v.loss, m.mae, m.psnr, m.sam,
+                   epoch + 1, (long long)training.epochs, loss_sum / double(batches_trained), v.loss, m.mae, m.psnr, m.sam,
                    improved ? "  (best)" : "");
     else  // no validation set (said once at the start): no NaN columns on the console
       std::fprintf(stderr, "train_dsen2cr: epoch %d/%lld  train loss %.5f  (no validation)\n", epoch + 1,
-                   (long long)training.epochs, loss_sum / double(steps));
+                   (long long)training.epochs, loss_sum / double(batches_trained));
   };
   apps::train_epochs(loop);
   if (world().rank() == 0)

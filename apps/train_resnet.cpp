@@ -176,7 +176,8 @@ int run(int argc, char** argv) {
   p.add_int("epochs", 200, "epochs to train in total (a resumed run stops at the same total)").range(1, apps::kMaxEpochs);
   p.add_int("batch-size", 32, "training batch size (the last incomplete batch of an epoch is dropped)")
       .range(1, apps::kMaxBatch);
-  p.add_double("lr", 1e-3, "Adam learning rate at the first epoch").range(1e-12, 10);  // checked before any file is made
+  p.add_double("lr", 1e-3, "Adam learning rate at the first epoch (after --warmup-epochs' ramp, when given)")
+      .range(1e-12, 10);  // checked before any file is made
   p.add_choice("optimizer", "adam", {"adam", "adamw"}, "PyTorch Adam (the paper's) or AdamW (decoupled weight decay)");
   p.add_double("weight-decay", 0, "Adam's L2 term or AdamW's decoupled decay (0: none, the paper's)").range(0, 1);
   p.add_int_list("milestones", "50,100,200,250",
@@ -246,8 +247,8 @@ int run(int argc, char** argv) {
   }
   // One step at least (each rank takes --batch-size of each of its --accumulate batches), before the split
   // files are written.
-  const size_t global_batch = size_t(training.batch * training.accumulate) * size_t(world().size());
-  NIMBUS_CHECK(split.train.size() >= global_batch, splits_dir.empty() ? training.data : split_files[0], ": ",
+  const size_t step_samples = size_t(training.batch * training.accumulate) * size_t(world().size());
+  NIMBUS_CHECK(split.train.size() >= step_samples, splits_dir.empty() ? training.data : split_files[0], ": ",
                split.train.size(), " training tiles, fewer than ",
                training.accumulate > 1 ? str("one step's ", training.accumulate, " batches of ") : std::string("one batch of "),
                training.batch, world().size() > 1 ? str(" on each of ", world().size(), " ranks") : std::string());

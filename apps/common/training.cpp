@@ -24,7 +24,6 @@
 #include "engine/ops/arith.h"
 #include "engine/optim/adam.h"
 #include "engine/optim/clip_grad.h"
-#include "kernels/common/grad_clip.h"  // clip_coefficient
 #include "engine/optim/nadam.h"
 
 namespace nimbus::apps {
@@ -331,11 +330,11 @@ double metadata_number(const Metadata& m, const std::string& key, double fallbac
   return v;
 }
 
-void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const std::string& kept) {
+void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const std::string& last_checkpoint) {
   if (std::isfinite(loss)) return;
   throw Error(str("loss is ", std::isnan(loss) ? "NaN" : "infinite", " at step ", step, " (epoch ", epoch + 1,
                   ", batch ", batch + 1, "); training stopped, the last good checkpoint is kept: ",
-                  fs::exists(kept) ? kept : std::string("(none written yet)")));
+                  fs::exists(last_checkpoint) ? last_checkpoint : std::string("(none written yet)")));
 }
 
 bool DebugHooks::here() const { return rank < 0 || rank == world().rank(); }
@@ -362,24 +361,24 @@ void add_training_options(cli::Parser& p, const std::string& run_settings) {
   p.add_int("workers", 2, "data loader threads").range(1, kMaxWorkers);
   p.add_flag("resume", "continue from <out>/last.safetensors (model, optimiser, epoch, RNG, sample order) at the "
                        "start of the next epoch; refused when --seed, the model, or " + run_settings +
-                       " differ from the run's. --batch-size and the number of ranks may change: the samples come in "
-                       "the same order, grouped into other batches");
+                       " differ from the run's. --batch-size, --accumulate and the number of ranks may change: the "
+                       "samples come in the same order, grouped into other batches (and steps: a warm-up counts them)");
   p.add_flag("overwrite", "start anew in an --out that holds an earlier run's checkpoints, removing them (without it, "
                           "or --resume, such a folder is refused)");
-  p.add_int("read-every", 16, "batches between reads of the training losses from the device: the host waits for it only "
-            "then")
+  p.add_int("read-every", 16, "batches between reads of the training losses from the device: the host waits for "
+            "it only then")
       .range(1, kMaxReadEvery);
   p.add_flag("eager", "on CUDA, launch every kernel of every step instead of replaying the step as a captured graph");
   p.add_double("clip-grad-norm", 0, "clip the gradients to this 2-norm before every optimiser step, as "
                "torch.nn.utils.clip_grad_norm_ (0: no clipping, the papers'); each epoch then reports the norms")
       .range(0, 1e12);
-  p.add_int("accumulate", 1, "gradient accumulation: batches whose mean gradient makes one optimiser step, so a step "
-            "sees --batch-size x N samples (x ranks) with one batch's activations in memory; batch norm still normalises each "
-            "batch alone; an epoch's last batches that do not make N are left out")
+  p.add_int("accumulate", 1, "gradient accumulation: batches whose mean gradient makes one optimiser step, so a "
+            "step sees --batch-size x N samples (x ranks) with one batch's activations in memory; batch norm still "
+            "normalises each batch alone; an epoch's last batches that do not make N are left out")
       .range(1, kMaxAccumulate);
-  p.add_double("warmup-epochs", 0, "ramp the learning rate up linearly over the first W = this x (optimiser steps an "
+  p.add_double("warmup-epochs", 0, "ramp the learning rate up linearly over the first W = E x (optimiser steps an "
                "epoch) steps, step by step from lr / W to lr (0: none, the papers'); for the larger global batches of "
-               "several ranks or --accumulate, with a larger --lr")
+               "several ranks or --accumulate, with a larger --lr", "E")
       .range(0, 1000);
   p.add_string("pack", "", "read the training and validation GeoTIFFs from this raster pack, built from them at the "
                "first run and rebuilt when one changes (decoded once: no TIFF decoding per sample)", "FILE");
@@ -531,7 +530,7 @@ class StepRunner {
       losses = losses_, kept = kept_;
       return;
     }
-    if (want && graph_.empty() && warmed_up_) {
+    if (want && graph_.empty() && stepped_eagerly_) {
       inputs_.clear();  // a graph reads every batch of the group from its own tensors
       for (const auto& batch : host) inputs_.push_back(on_device(batch));
       shapes_ = shapes;
@@ -549,7 +548,7 @@ class StepRunner {
       }
     }
     body(host, true, losses, kept);
-    warmed_up_ = true;
+    stepped_eagerly_ = true;
   }
 
   // Gives the captured step's private memory pool back to the allocator (engine/graph.h), before the
@@ -592,7 +591,7 @@ class StepRunner {
   const EpochLoop& L_;
   NamedTensors params_;
   GradientReducer reducer_;
-  bool warmed_up_ = false, capture_failed_ = false;
+  bool stepped_eagerly_ = false, capture_failed_ = false;
   DeviceGraph graph_;
   std::vector<Shape> shapes_;
   Group inputs_;                           // the tensors the captured step reads
@@ -607,20 +606,21 @@ struct GradNorms {
   double sum = 0, max = 0;
   int64_t steps = 0, clipped = 0;
   // step and batch: the step's last batch's (0-based); group: its batches (--accumulate).
-  void add(float norm, double limit, int64_t step, int epoch, size_t batch, size_t group, const std::string& kept) {
+  void add(float norm, double limit, int64_t step, int epoch, size_t batch, size_t group,
+           const std::string& last_checkpoint) {
     if (!std::isfinite(norm))
       throw Error(str("the gradient norm is ", std::isnan(norm) ? "NaN" : "infinite", " at step ",
                       group == 1 ? str(step, " (epoch ", epoch + 1, ", batch ", batch + 1, ")")
                                  : str(step - int64_t(group) + 1, "-", step, " (epoch ", epoch + 1, ", batches ",
                                        batch + 2 - group, "-", batch + 1, ", one optimiser step)"),
                       " though ", group == 1 ? "its loss was" : "their losses were", " finite; training stopped, "
-                      "the last good checkpoint is kept: ", fs::exists(kept) ? kept : std::string("(none written yet)")));
-    float n = 0, coef = 1;
-    clip_coefficient(double(norm) * double(norm), float(limit), &n, &coef);  // as the device decided (exact)
-    ++steps, sum += norm, max = std::max(max, double(norm)), clipped += coef < 1.f;
+                      "the last good checkpoint is kept: ",
+                      fs::exists(last_checkpoint) ? last_checkpoint : std::string("(none written yet)")));
+    ++steps, sum += norm, max = std::max(max, double(norm)), clipped += clip_scales(norm, limit);
   }
   void print(const std::string& program, int epoch, double limit) const {
-    std::fprintf(stderr, "%s: epoch %d gradient norm before clipping: mean %.4g, max %.4g; %lld of %lld steps clipped to %g\n",
+    std::fprintf(stderr,
+                 "%s: epoch %d gradient norm before clipping: mean %.4g, max %.4g; %lld of %lld steps clipped to %g\n",
                  program.c_str(), epoch + 1, steps ? sum / double(steps) : 0.0, max, (long long)clipped,
                  (long long)steps, limit);
   }
@@ -727,13 +727,12 @@ void train_epochs(const EpochLoop& L) {
   for (int epoch = L.first_epoch; epoch < L.epochs; ++epoch) {
     GradNorms norms;
     const double lr = L.lr_at(epoch);
-    // Step t's rate (warm-up, training.h); set_lr launches only when it changes.
+    // Step t's rate (warm-up, training.h), set before each step; set_lr launches only when it changes.
     const auto rate = [&](int64_t t) { return t < warmup_steps ? lr * double(t + 1) / double(warmup_steps) : lr; };
-    L.optimizer->set_lr(rate(int64_t(epoch) * steps_per_epoch));
     L.train_mode();
     // Counted in the global batch's images (every rank's), so the rate is the run's.
-    const int64_t per_step = L.batch * int64_t(ranks.size());
-    Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(used) * per_step, stderr, Progress::Mode::Auto,
+    const int64_t per_batch = L.batch * int64_t(ranks.size());
+    Progress bar("train epoch " + std::to_string(epoch + 1), int64_t(used) * per_batch, stderr, Progress::Mode::Auto,
                  "img");
     auto read_back = [&] {
       pending.read([&](int64_t step, size_t b, const std::vector<int64_t>& labels, double value,
@@ -752,7 +751,7 @@ void train_epochs(const EpochLoop& L) {
         check_loss_finite(l, step, epoch, b, L.paths->last);
         if (has_norm) norms.add(norm, L.clip_grad_norm, step, epoch, b, group, L.paths->last);
         L.after_step(labels, l, kept);
-        bar.update(int64_t(b + 1) * per_step);
+        bar.update(int64_t(b + 1) * per_batch);
       });
       bar.set_note(L.note());
     };

@@ -123,7 +123,7 @@ double metadata_number(const Metadata& m, const std::string& key, double fallbac
 
 // Stops training on a NaN or infinite loss: Error naming the global step, the
 // epoch and batch, and the checkpoint that is kept.
-void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const std::string& kept);
+void check_loss_finite(double loss, int64_t step, int epoch, size_t batch, const std::string& last_checkpoint);
 
 // Testing hooks, listed in --help under "debug-": --debug-inject-nan-at-step S
 // replaces the loss of global step S (0-based) by NaN before the check (the
@@ -143,23 +143,24 @@ struct DebugHooks {
 };
 
 // The options every trainer takes besides its own. add_training_options() declares, after the
-// trainer's: --workers N (data loader threads), --resume, --read-every N (steps between reads of the
-// losses from the device), --eager (no CUDA graph), --pack, --augment-on, the debug hooks, then the common options
-// (--device, --threads, --seed), --clip-grad-norm X (engine/optim/clip_grad.h before every optimiser
-// step; 0, the default and both papers' choice, clips nothing) and --accumulate N (gradient accumulation:
-// N batches a step; EpochLoop). read_training_options() reads them back with --data, --out,
+// trainer's: --workers N (data loader threads), --resume, --overwrite, --read-every N (batches between
+// reads of the losses from the device), --eager (no CUDA graph), --clip-grad-norm X (engine/optim/
+// clip_grad.h before every optimiser step; 0, the default and both papers' choice, clips nothing),
+// --accumulate N (gradient accumulation: N batches a step), --warmup-epochs E (a linear warm-up of the
+// rate; EpochLoop says both), --pack, --augment-on, the debug hooks, then the common options (--device,
+// --threads, --seed) and --precision. read_training_options() reads them back with --data, --out,
 // --epochs and --batch-size, which each trainer declares first with its own defaults; it throws
 // cli::UsageError when --data or --out is missing ("--data <data_metavar> is required") or a count
 // is below 1.
 // Bounds of the trainers' shared options (beyond them a typo, not a plan): loader threads, batch
-// size, epochs.
+// size, epochs, batches between reads, batches a step.
 constexpr int64_t kMaxWorkers = 256, kMaxBatch = 65536, kMaxEpochs = 1000000, kMaxReadEvery = 4096,
                   kMaxAccumulate = 256;
 
 struct TrainingOptions {
   std::string data, out;
   int64_t epochs = 0, batch = 0, workers = 0;
-  int64_t read_every = 16;  // --read-every: steps between reads of the losses
+  int64_t read_every = 16;  // --read-every: batches between reads of the losses
   bool graphs = true;       // off with --eager
   double clip_grad_norm = 0;  // --clip-grad-norm: the gradients' largest 2-norm (0: not clipped)
   int64_t accumulate = 1;     // --accumulate: batches whose gradients make one optimiser step
@@ -196,34 +197,35 @@ Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& 
 data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed, int first_epoch);
 
 // The epoch loop both trainers run. For each epoch from `first_epoch` to `epochs` (0-based): the
-// learning rate lr_at(epoch), train_mode(), then for every batch of the loader: the debug hooks, the
-// batch's tensors (step_inputs) put on `device`, zero_grad, loss = step_loss(inputs), backward, with
-// clip_grad_norm > 0 the gradients clipped to that norm (engine/optim/clip_grad.h, after a data-parallel
-// run's all-reduce, so every rank clips the same mean gradients), the optimiser step. The host does not wait for the device in a step: each step's loss (and what
-// step_loss kept, the logits) is copied aside on the device, and every `read_every` steps and at the
-// end of the epoch all of them are read back at once, each loss checked finite (a NaN stops training
-// naming its step) and passed to after_step, and the progress bar advances, noted with note(). When
-// clipping, each step's norm before clipping is read back with its loss, and after report(epoch) a line
-// "<program>: epoch E gradient norm before clipping: mean M, max X; C of S steps clipped to N" goes to
-// stderr (rank 0). After each epoch's report but the last, rank 0 says how many epochs are done, in what
-// time, and about how long the rest take at this process's mean rate ("<program>: 3 of 200 epochs done in
-// 12:03; about 13:11:10 left"; a resume counts from its own start). Then validate(epoch) says whether
-// the model improved and which metadata to store; the loop writes
-// <best> (when improved) and <last> (with optimiser and RNG, for --resume). report(epoch), which
+// learning rate lr_at(epoch) (ramped by a warm-up, below), train_mode(), then one optimiser step after
+// another, each of `accumulate` batches of the loader (one without accumulation): for each batch, the
+// debug hooks and its tensors (step_inputs) put on `device`; zero_grad; for each batch its loss =
+// step_loss(inputs) and backward; with clip_grad_norm > 0 the gradients clipped to that norm
+// (engine/optim/clip_grad.h, after a data-parallel run's all-reduce, so every rank clips the same mean
+// gradients); the optimiser step. The host does not wait for the device in a step: each batch's loss (and
+// what step_loss kept, the logits) is copied aside on the device, and every `read_every` batches and at
+// the end of the epoch all of them are read back at once, each loss checked finite (a NaN stops training
+// naming its step: "step" in messages and in the debug hooks counts batches) and passed to after_step,
+// and the progress bar advances, noted with note(). When clipping, each step's norm before clipping is
+// read back with its last batch's loss; a norm that is not finite stops training naming the step's
+// batches, and after report(epoch) a line "<program>: epoch E gradient norm before clipping: mean M, max
+// X; C of S steps clipped to N" goes to stderr (rank 0). After each epoch's report but the last, rank 0
+// says how many epochs are done, in what time, and about how long the rest take at this process's mean
+// rate ("<program>: 3 of 200 epochs done in 12:03; about 13:11:10 left"; a resume counts from its own
+// start). Then validate(epoch) says whether the model improved and which metadata to store; the loop
+// writes <best> (when improved) and <last> (with optimiser and RNG, for --resume). report(epoch), which
 // writes metrics.csv's row, runs before the checkpoints: a run killed between the two then has the
 // row and not the checkpoint, and a resume redoes the epoch and rewrites the row; in the other order
 // it lost the row for good.
 //
-// Gradient accumulation (accumulate = N > 1): a step takes N batches of the loader in turn, zero_grad
-// once, then for each its loss, scaled by 1/N, and backward (the gradients add up: the mean gradient
-// of the N batches, as of one batch N times larger when the loss is a mean over samples), then the
-// all-reduce (data-parallel), clipping and one optimiser step. Each batch's own loss is read back and
-// checked as above ("step" in messages counts batches). Batch norm still normalises each batch of
-// `batch` samples alone. The last batches of an epoch that do not make N are drawn and left out (a
-// usage error when an epoch has fewer than N; they are still read by the loader, and the debug hooks'
-// step numbers never name them). The activations kept for backward are one batch's, each batch uploaded
-// just before its forward; the host holds the group's N batches, and a captured graph N batches' inputs on
-// the device.
+// Gradient accumulation (accumulate = N > 1): each batch's loss is scaled by 1/N before its backward,
+// so the gradients add up to the mean gradient of the N batches, as of one batch N times larger when the
+// loss is a mean over samples; the all-reduce, clipping and step come once, after the last. Batch norm
+// still normalises each batch of `batch` samples alone. The last batches of an epoch that do not make N
+// are drawn and left out (a usage error when an epoch has fewer than N; they are still read by the
+// loader, and no step number names them). The activations kept for backward are one batch's, each batch
+// uploaded just before its forward; the host holds the step's N batches, and a captured graph N batches'
+// inputs on the device.
 //
 // Warm-up (warmup_epochs = E > 0): over the first W = round(E x steps an epoch) optimiser steps (at least
 // 1), step t (0-based, counted from the run's start, a resume's too) runs at lr_at(epoch) x (t + 1) / W,
@@ -233,13 +235,13 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // when it changes, between graph replays); the trainers' metrics.csv lr column is lr_at's. A resume that
 // changes the steps an epoch (--batch-size, --accumulate, the ranks) changes W and where t stands.
 //
-// On CUDA, unless `graphs` is off, the step (its N batches with accumulation) is captured as a CUDA graph at the second step (the first
-// creates the optimiser state) and replayed for every batch of the same shapes, its inputs copied into
-// the tensors the capture used (engine/graph.h); a batch of other shapes runs eagerly (the loader
-// drops the last, partial batch, so in the apps none comes). A step that cannot be captured runs
-// eagerly, with a note on stderr saying why. The graph is released before each validation (its memory
-// pool would otherwise stay reserved beside the validation's) and captured again at the next epoch's
-// first step.
+// On CUDA, unless `graphs` is off, the step (its N batches with accumulation) is captured as a CUDA graph
+// at the second step (the first creates the optimiser state) and replayed for every step of the same
+// shapes, its inputs copied into the tensors the capture used (engine/graph.h); a step of other shapes
+// runs eagerly (the loader drops the last, partial batch, so in the apps none comes). A step that cannot
+// be captured runs eagerly, with a note on stderr saying why. The graph is released before each
+// validation (its memory pool would otherwise stay reserved beside the validation's) and captured again
+// at the next epoch's first step.
 struct EpochLoop {
   EpochLoop(int64_t epochs_, int64_t batch_, int first_epoch_, data::Loader* loader_, Optimizer* optimizer_,
             models::Model* model_, const RunPaths* paths_, const DebugHooks* debug_, uint64_t seed_)
@@ -255,7 +257,7 @@ struct EpochLoop {
   uint64_t seed = 0;
   RunSettings settings;         // written into every checkpoint (see RunSetting)
   Device device = Device::CPU;  // the model's
-  int64_t read_every = 16;      // steps between reads of the losses (one host wait each)
+  int64_t read_every = 16;      // batches between reads of the losses (one host wait each)
   bool graphs = true;           // on CUDA: capture the step once and replay it
   double clip_grad_norm = 0;    // > 0: the gradients clipped to this 2-norm before each optimiser step
   int64_t accumulate = 1;       // batches a step (gradient accumulation): see above
@@ -263,12 +265,12 @@ struct EpochLoop {
   std::string program;          // the trainer's name, for the lines train_epochs prints itself
   std::function<double(int epoch)> lr_at;
   std::function<void()> train_mode;
-  // The batch's tensors the step reads, on the host: the model's inputs, then its targets.
+  // The batch's tensors a step reads, on the host: the model's inputs, then its targets.
   std::function<std::vector<Tensor>(const data::Batch& batch)> step_inputs;
-  // The step's loss from those tensors on `device` (the forward pass only). Tensors after_step needs
+  // A batch's loss from those tensors on `device` (the forward pass only). Tensors after_step needs
   // besides the loss (the logits) are appended to `keep`.
   std::function<Tensor(const std::vector<Tensor>& inputs, std::vector<Tensor>& keep)> step_loss;
-  // Once a step's loss has been read back: the batch's labels, its loss and the kept tensors (host).
+  // Once a batch's loss has been read back: its labels, its loss and the kept tensors (host).
   std::function<void(const std::vector<int64_t>& labels, double loss, const std::vector<Tensor>& kept)> after_step;
   std::function<std::string()> note;
   struct Validation {

@@ -32,6 +32,7 @@ void PinnedFree::operator()(float* p) const {
 GradientReducer::GradientReducer(NamedTensors params, ProcessGroup& pg, size_t bucket_floats)
     : params_(std::move(params)), pg_(pg), bucket_floats_(bucket_floats) {
   NIMBUS_CHECK(bucket_floats_ > 0, "GradientReducer: empty buckets");
+  staged_.assign(params_.size(), 0);
   size_t total = 0;
   for (const auto& [name, p] : params_) {
     impls_.push_back(p.impl());
@@ -72,7 +73,6 @@ void GradientReducer::ready(size_t i) {
   NIMBUS_CHECK(g.dtype() == DType::F32, "GradientReducer: the gradient of ", params_[i].first, " is ", describe(g),
                ", expected float32 (master weights)");
   const size_t n = size_t(g.numel());
-  if (staged_.size() != params_.size()) staged_.assign(params_.size(), 0);
   staged_[i] = 1;
   const Device grads = g.device(), where = pg_.reduces_on(grads) ? grads : Device::CPU;
   if (open_ < buckets_.size()) {
@@ -136,13 +136,14 @@ size_t GradientReducer::finish() {
   open_ = 0;
   last_ = step_;
   step_ = StepStats{};
-  staged_.resize(params_.size(), 0);
-  for (size_t i = 0; i < params_.size(); ++i) {
-    NIMBUS_CHECK(staged_[i] || !params_[i].second.grad().defined(), "GradientReducer: ", params_[i].first,
-                 " has a gradient that was not all-reduced: it took no part in the step's last backward (with "
-                 "gradient accumulation, an earlier batch's); the ranks' weights would drift apart");
-    staged_[i] = 0;
-  }
+  size_t unreduced = params_.size();  // the first parameter with a gradient that was never staged
+  for (size_t i = 0; i < params_.size() && unreduced == params_.size(); ++i)
+    if (!staged_[i] && params_[i].second.grad().defined()) unreduced = i;
+  std::fill(staged_.begin(), staged_.end(), 0);  // the next step starts clean, whatever happens here
+  NIMBUS_CHECK(unreduced == params_.size(), "GradientReducer: ", params_[unreduced].first,
+               " has a gradient that was not all-reduced: it took no part in the step's last backward, only in an "
+               "earlier one (with --accumulate, an earlier batch's); the ranks' weights would drift apart. Train "
+               "without --accumulate, or make every batch's loss reach it");
   return last_.collectives;
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/backend.h"
+#include "kernels/common/grad_clip.h"  // the kernels' batches and clip_coefficient
 
 namespace nimbus {
 
@@ -52,6 +53,12 @@ Tensor clip_grad_norm(const NamedTensors& params, double max_norm) {
   batches([&](const GradBatch& b) { be.grad_scale(b, coef.data()); });
   for (Tensor& g : grads) g.mark_written();
   return norm;
+}
+
+bool clip_scales(float norm, double max_norm) {
+  float total = 0, coef = 1;
+  clip_coefficient(double(norm) * double(norm), float(max_norm), &total, &coef);  // a float's square: exact
+  return coef < 1.f;
 }
 
 Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {

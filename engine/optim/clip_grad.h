@@ -28,5 +28,8 @@ namespace nimbus {
 
 Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 Tensor clip_grad_norm(const NamedTensors& params, double max_norm);  // Module::named_parameters()
+// Did clip_grad_norm scale gradients whose norm (its return value, read back) is `norm`? The device's
+// float32 arithmetic on the host: coefficient < 1, so also a norm a hair above max_norm - 1e-6.
+bool clip_scales(float norm, double max_norm);
 
 }  // namespace nimbus

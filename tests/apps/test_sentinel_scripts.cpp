@@ -10,10 +10,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "data/geotiff.h"
 #include "data/sentinel2.h"
