@@ -640,8 +640,8 @@ class PendingSteps {
       NIMBUS_CHECK(t.dtype() == DType::F32, "pending steps: a kept tensor must be float32, got ", describe(t));
       need += t.numel();
     }
-    // Sized (when empty) for twice read_every steps like this one: steps may differ a little (the step
-    // that ends an accumulated group keeps the gradient norm too), and reads come by count, not space.
+    // Sized (when empty) for twice read_every batches like this one: batches may differ a little (a step's
+    // last batch keeps the gradient norm too, when clipping), and reads come by count, not space.
     if (steps_.empty() && (!buffer_.defined() || buffer_.numel() < need * read_every))
       buffer_ = Tensor::empty({2 * need * read_every}, device_);
     NIMBUS_CHECK(used_ + need <= buffer_.numel(), "pending steps: buffer full (read them first)");
