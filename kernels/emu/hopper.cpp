@@ -537,10 +537,12 @@ EMU_NO_TSAN std::string wgmma_model(void* const* lanes) {
 }
 
 EMU_NO_TSAN std::string wgmma_fence_model(void* const*) {
+  TsanIgnore ignore;
   block().groups[warpgroup_of_caller()].fenced = true;
   return "";
 }
 EMU_NO_TSAN std::string wgmma_commit_model(void* const*) {
+  TsanIgnore ignore;
   ++block().groups[warpgroup_of_caller()].committed;
   return "";
 }
@@ -715,6 +717,7 @@ EMU_NO_TSAN uint64_t mbarrier_arrive(uint64_t* bar, uint32_t count, bool expect_
       if (err.empty()) {
         token = m->phase;
         m->pending -= count;
+        tsan_release(m);  // an arrive releases (PTX: .release.cta by default); the waiter's test acquires
         err = maybe_complete(*m);
       }
     }
@@ -753,7 +756,10 @@ EMU_NO_TSAN bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t parity, const 
       m = find_bar(bar, "mbarrier.try_wait.parity", file, line, err);
       if (m && parity > 1) err = str("mbarrier.try_wait.parity at ", site(file, line), ": parity ", parity, " is not 0 or 1");
       if (m && err.empty()) err = run_engine(*m);
-      if (m && err.empty() && (m->phase & 1) != parity) return true;
+      if (m && err.empty() && (m->phase & 1) != parity) {
+        tsan_acquire(m);  // the phase this thread waited for: what every arrival did before it arrived
+        return true;
+      }
     }
     if (!err.empty()) fail(std::move(err));
     ++m->waiters;
@@ -889,13 +895,20 @@ EMU_NO_TSAN void fence_mbarrier_init() {
 void wgmma_mma_async(const WgmmaShape& shape, float* d, const uint32_t* a, uint64_t desc_a, uint64_t desc_b,
                      int scale_d, const char* file, int line) {
   WgmmaLane lane{&shape, d, a, desc_a, desc_b, scale_d, file, line};
-  // The name is per shape; the model reads the shape from the lanes.
-  thread_local std::map<const WgmmaShape*, std::string> names;
-  std::string& name = names[&shape];
-  if (name.empty())
-    name = str("wgmma.mma_async.sync.aligned.m64n", shape.n, shape.type == WgmmaType::BF16 ? "k16.f32.bf16.bf16" : "k8.f32.tf32.tf32",
-               shape.a_in_registers ? " (A in registers)" : "");
-  group_collective(name.c_str(), wgmma_model, &lane, file, line);
+  // The name is per shape; the model reads the shape from the lanes. (A cache of the emulator's, shared
+  // by every fiber of the OS thread: hidden from TSan.)
+  const char* name = nullptr;
+  {
+    TsanIgnore ignore;
+    thread_local std::map<const WgmmaShape*, std::string> names;
+    std::string& cached = names[&shape];
+    if (cached.empty())
+      cached = str("wgmma.mma_async.sync.aligned.m64n", shape.n,
+                   shape.type == WgmmaType::BF16 ? "k16.f32.bf16.bf16" : "k8.f32.tf32.tf32",
+                   shape.a_in_registers ? " (A in registers)" : "");
+    name = cached.c_str();
+  }
+  group_collective(name, wgmma_model, &lane, file, line);
 }
 void wgmma_fence(const char* file, int line) {
   group_collective("wgmma.fence.sync.aligned", wgmma_fence_model, nullptr, file, line);

@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "kernels/common/error.h"
 #include "kernels/emu/device.h"
 #include "kernels/emu/hopper.h"
+#include "kernels/emu/tsan_ignore.h"
 
 #if defined(__SANITIZE_ADDRESS__) && !defined(EMU_ASAN)
 #define EMU_ASAN 1
@@ -39,7 +41,13 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 #ifdef EMU_TSAN
+#include <link.h>
 #include <sanitizer/tsan_interface.h>
+// TSan's interface for Java heaps, the one public way to make TSan forget what happened to a range
+// (its AnnotateNewMemory does nothing in GCC 12's libtsan): free drops the range's metadata (sync
+// objects, heap blocks), alloc then clears its shadow (no access recorded) and records one heap block.
+extern "C" void __tsan_java_alloc(unsigned long ptr, unsigned long size);
+extern "C" void __tsan_java_free(unsigned long ptr, unsigned long size);
 #endif
 
 namespace nimbus::emu {
@@ -54,6 +62,47 @@ thread_local const Coords* tls_coords = nullptr;
 thread_local __attribute__((aligned(1024))) unsigned char nimbus_dyn_smem[kMaxDynamicSmemOptIn];
 thread_local uint64_t tls_block_serial = 0;  // counts blocks run on this OS thread
 thread_local size_t tls_smem_bytes = 0;      // the running launch's dynamic shared memory
+
+#ifdef EMU_TSAN
+void tsan_forget(const void* p, size_t bytes) {
+  if (bytes == 0) return;
+  __tsan_java_free(reinterpret_cast<unsigned long>(p), bytes);
+  __tsan_java_alloc(reinterpret_cast<unsigned long>(p), bytes);
+}
+
+// Shared memory belongs to one block on a GPU, but here one OS thread's copy serves every block it runs
+// (dynamic: nimbus_dyn_smem; static: `__shared__` is thread_local), and so do the thread_locals the
+// emulator keeps per block. Blocks of a launch are unordered for TSan (FiberPool, tls_launch_token), so
+// each block starts with TSan forgetting every earlier access to them: the launch's part of
+// nimbus_dyn_smem and the rest of the executable's static TLS block, which on x86-64 (TLS variant II)
+// ends at the thread pointer and is its PT_TLS segment rounded up to the segment's alignment.
+// Forgetting hides nothing but these reused locations' history.
+EMU_NO_TSAN void forget_block_memory() {
+  static const size_t tls_bytes = [] {
+    size_t bytes = 0;
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, size_t, void* out) {
+          for (int i = 0; i < info->dlpi_phnum; ++i)
+            if (info->dlpi_phdr[i].p_type == PT_TLS) {
+              const size_t align = std::max<size_t>(info->dlpi_phdr[i].p_align, 1);
+              *static_cast<size_t*>(out) = (info->dlpi_phdr[i].p_memsz + align - 1) / align * align;
+            }
+          return 1;  // the first object is the executable
+        },
+        &bytes);
+    return bytes;
+  }();
+  char* const end = static_cast<char*>(__builtin_thread_pointer());
+  char* const begin = end - tls_bytes;
+  char* const smem = reinterpret_cast<char*>(nimbus_dyn_smem);
+  NIMBUS_CHECK(begin <= smem && smem + sizeof nimbus_dyn_smem <= end,
+               "cuda emulator (TSan): the emulator's shared memory is not in the executable's static TLS block "
+               "(is the emulator in a shared library?)");
+  tsan_forget(begin, size_t(smem - begin));
+  tsan_forget(smem, tls_smem_bytes);
+  tsan_forget(smem + sizeof nimbus_dyn_smem, size_t(end - smem) - sizeof nimbus_dyn_smem);
+}
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Context switch: the only two functions that know how a fiber's registers are kept.
@@ -101,7 +150,7 @@ nimbus_emu_switch:
 struct Context {
   void* sp = nullptr;
 };
-void context_make(Context& c, char* stack, size_t size, void (*entry)()) {
+EMU_NO_TSAN void context_make(Context& c, char* stack, size_t size, void (*entry)()) {
   // The new stack, top 16-byte aligned: [control words][r15 r14 r13 r12 rbx rbp = 0][entry][0].
   // After the switch's `ret` into entry, rsp = top - 8, as after a call (the ABI's alignment).
   auto top = reinterpret_cast<uintptr_t>(stack + size) & ~uintptr_t(15);
@@ -116,19 +165,19 @@ void context_make(Context& c, char* stack, size_t size, void (*entry)()) {
   *--slot = uint64_t(mxcsr) | uint64_t(fpucw) << 32;
   c.sp = slot;
 }
-void context_switch(Context& from, Context& to) { nimbus_emu_switch(&from.sp, to.sp); }
+EMU_NO_TSAN void context_switch(Context& from, Context& to) { nimbus_emu_switch(&from.sp, to.sp); }
 #else
 struct Context {
   ucontext_t uc;
 };
-void context_make(Context& c, char* stack, size_t size, void (*entry)()) {
+EMU_NO_TSAN void context_make(Context& c, char* stack, size_t size, void (*entry)()) {
   getcontext(&c.uc);
   c.uc.uc_stack.ss_sp = stack;
   c.uc.uc_stack.ss_size = size;
   c.uc.uc_link = nullptr;  // entry never returns: it switches away for the last time
   makecontext(&c.uc, entry, 0);
 }
-void context_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+EMU_NO_TSAN void context_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -167,18 +216,7 @@ class StackPool {
     all_.push_back(m);
     return {static_cast<char*>(m) + page, size};
   }
-  void put(Stack s) {
-#ifdef EMU_TSAN
-    // TSan cannot be told that a stack changed owner, so fibers get fresh memory (munmap resets
-    // TSan's shadow); otherwise two fibers' frames on one stack would look like a race.
-    size_t page = size_t(sysconf(_SC_PAGESIZE));
-    munmap(s.base - page, s.size + page);
-    all_.erase(std::find(all_.begin(), all_.end(), static_cast<void*>(s.base - page)));
-    return;
-#endif
-    free_.push_back(s);
-  }
-  size_t in_use() const { return all_.size() - free_.size(); }
+  void put(Stack s) { free_.push_back(s); }
   ~StackPool() {
     size_t page = size_t(sysconf(_SC_PAGESIZE));
     for (void* m : all_) munmap(m, stack_bytes() + page);
@@ -188,6 +226,62 @@ class StackPool {
   std::vector<Stack> free_;
   std::vector<void*> all_;
 };
+
+#ifdef EMU_TSAN
+// Under TSan each CUDA thread runs as a TSan fiber. Making one costs ~0.6 ms and ~0.8 MB, so they are
+// pooled per OS thread, each with the one stack it always runs on (a stack with two owners would look
+// like a race between their frames). A block takes the fibers of its slot, its linear index modulo
+// the slots, max(2, 1024 / threads per block) of them (no more than the grid's blocks): fibers of
+// different slots never synchronise, so their blocks are unordered for TSan, as blocks are on a GPU;
+// the blocks of one slot share fibers and are ordered, so a conflict between two blocks whose indices
+// differ by a multiple of the slot count is not seen. A fiber is made from a fiber that has seen
+// nothing since the pool began, and acquires its launch's token when it starts a CUDA thread.
+class FiberPool {
+ public:
+  static int slots(int64_t blocks, int threads) {
+    return int(std::min<int64_t>(blocks, std::max(2, 1024 / threads)));
+  }
+  // The fiber and stack of thread `tid` of a block in `slot`, made on first use.
+  // Bookkeeping, hidden from TSan like the scheduler's (between the switches, TSan's current fiber is
+  // parent_).
+  EMU_NO_TSAN void take(int slot, int threads, int tid, void*& fiber, Stack& stack) {
+    TsanIgnore ignore;
+    const size_t i = size_t(slot) * size_t(threads) + size_t(tid);
+    if (i >= entries_.size()) entries_.resize(i + 1);
+    Entry& e = entries_[i];
+    if (!e.stack.base) e.stack = stacks_.get();
+    if (!e.fiber) {
+      if (!parent_) parent_ = __tsan_create_fiber(0);
+      void* sched = __tsan_get_current_fiber();
+      __tsan_switch_to_fiber(parent_, __tsan_switch_to_fiber_no_sync);
+      e.fiber = __tsan_create_fiber(0);
+      __tsan_switch_to_fiber(sched, __tsan_switch_to_fiber_no_sync);
+    }
+    fiber = e.fiber;
+    stack = e.stack;
+  }
+  // A thread abandoned mid-kernel (after an error): its fiber and stack are not reused.
+  EMU_NO_TSAN void retire(void* fiber) {
+    TsanIgnore ignore;
+    for (Entry& e : entries_)
+      if (e.fiber == fiber) {
+        __tsan_destroy_fiber(e.fiber);
+        e.fiber = nullptr;
+        e.stack = {};  // its mapping stays with stacks_ until the OS thread ends
+      }
+  }
+
+ private:
+  struct Entry {
+    void* fiber = nullptr;
+    Stack stack;
+  };
+  std::vector<Entry> entries_;
+  StackPool stacks_;  // hands out each stack once: Entry keeps it
+  void* parent_ = nullptr;
+};
+thread_local FiberPool tls_fibers;
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // One emulated CUDA thread and one block.
@@ -223,13 +317,28 @@ struct Block {
   std::string error;  // set by a faulting fiber or by the scheduler
   LaunchStats stats;
   StackPool pool;
+  int live = 0;   // threads started and not finished (each holds a stack)
+  int slot = 0;   // TSan: the block's slot in tls_fibers
   const void* main_stack_bottom = nullptr;  // the scheduler's stack, for ASan
   size_t main_stack_size = 0;
   void* tsan_sched = nullptr;
-  char barrier_token = 0, launch_token = 0, exit_token = 0;  // TSan sync objects (addresses)
-  char warp_token[32] = {};
+  char exit_token = 0;  // TSan sync object (an address): released by the threads, acquired by the scheduler
+  struct Tokens {       // TSan sync objects of the block's barriers and warp primitives, fresh per block
+    char barrier = 0;
+    char warp[32] = {};
+  };
+  std::unique_ptr<Tokens> tokens;
 };
 thread_local Block tls_block;
+
+#ifdef EMU_TSAN
+// The running launch's TSan sync object, released by the host as the launch starts and acquired by
+// each CUDA thread as it starts: the kernel sees what the host wrote before the launch. Threads
+// acquire nothing else from the scheduler, which has seen the work of every thread and block it ran,
+// so no block of a launch is ordered after another (FiberPool's slots allowing), as on a GPU, and TSan
+// reports a conflict between two blocks' global-memory accesses.
+thread_local const char* tls_launch_token = nullptr;
+#endif
 
 std::string site(const char* file, int line) { return str(file, ":", line); }
 // One source file? (__FILE__ strings: usually the same pointer; compared without a std::string, which
@@ -308,7 +417,11 @@ EMU_NO_TSAN void switch_to_scheduler(Block& b, Thread& t, bool final) {
 // A kernel bug found inside a fiber: record it and leave for good (the fiber is abandoned, so
 // nothing on its stack is destroyed: the message is moved out, not copied, to leak nothing).
 [[noreturn]] EMU_NO_TSAN void fault(Block& b, Thread& t, std::string&& msg) {
-  b.error = std::move(msg);
+  {
+    TsanIgnore ignore;  // the scheduler's own checks of b.error are not ordered before this thread
+    b.error = std::move(msg);
+  }
+  TsanIgnore::end_all();  // a model's scope that found the fault (its fiber is abandoned)
   t.state = State::Faulted;
   switch_to_scheduler(b, t, false);
   __builtin_unreachable();
@@ -321,7 +434,7 @@ EMU_NO_TSAN void fiber_entry() {
   __sanitizer_finish_switch_fiber(nullptr, &b.main_stack_bottom, &b.main_stack_size);
 #endif
 #ifdef EMU_TSAN
-  __tsan_acquire(&b.launch_token);  // the kernel sees the host's writes before the launch
+  __tsan_acquire(const_cast<char*>(tls_launch_token));  // the kernel sees the host's writes before the launch
 #endif
   std::string escaped;
   try {
@@ -347,11 +460,15 @@ EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask)
                 (me.op != WarpOp::Collective ||
                  (o.coll_fn == me.coll_fn && o.line == me.line && same_file(o.file, me.file)));
     if (same) continue;
-    std::string msg = str("warp ", warp, ": lane ", l, " is in ", op_name(o), "(mask 0x", std::hex, o.mask, std::dec, ") at ",
-                          site(o.file, o.line), " while lane ", me.tid % 32, " is in ", op_name(me), "(mask 0x",
-                          std::hex, mask, std::dec, ") at ", site(me.file, me.line),
-                          me.op == WarpOp::Collective ? ": all 32 lanes must execute the same instruction (.aligned)"
-                                                      : ": lanes of a mask must meet at one primitive");
+    std::string msg;
+    {
+      TsanIgnore ignore;  // other threads' records, which the scheduler wrote
+      msg = str("warp ", warp, ": lane ", l, " is in ", op_name(o), "(mask 0x", std::hex, o.mask, std::dec, ") at ",
+                site(o.file, o.line), " while lane ", me.tid % 32, " is in ", op_name(me), "(mask 0x",
+                std::hex, mask, std::dec, ") at ", site(me.file, me.line),
+                me.op == WarpOp::Collective ? ": all 32 lanes must execute the same instruction (.aligned)"
+                                            : ": lanes of a mask must meet at one primitive");
+    }
     fault(b, me, std::move(msg));
   }
   if (me.op == WarpOp::Collective) {
@@ -390,8 +507,12 @@ EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask)
       case WarpOp::Syncwarp: t.result = 0; break;
       default:
         if (valid && !(mask >> j & 1)) {
-          std::string msg = str(op_name(t.op), " at ", site(t.file, t.line), ": lane ", l, " reads lane ", j,
-                                " which is not in mask 0x", std::hex, mask, std::dec, " (undefined on a GPU)");
+          std::string msg;
+          {
+            TsanIgnore ignore;  // other threads' records, which the scheduler wrote
+            msg = str(op_name(t.op), " at ", site(t.file, t.line), ": lane ", l, " reads lane ", j,
+                      " which is not in mask 0x", std::hex, mask, std::dec, " (undefined on a GPU)");
+          }
           fault(b, me, std::move(msg));
         }
         t.result = valid ? lanes[j].value : t.value;
@@ -413,12 +534,20 @@ void permutation(std::vector<int>& p, int n, const OrderSpec& o, std::mt19937_64
 
 EMU_NO_TSAN void start_or_resume(Block& b, Thread& t) {
   if (t.state == State::Fresh) {
-    t.stack = b.pool.get();
-    b.stats.max_stacks = std::max<int64_t>(b.stats.max_stacks, int64_t(b.pool.in_use()));
-    context_make(t.ctx, t.stack.base, t.stack.size, fiber_entry);
 #ifdef EMU_TSAN
-    t.tsan_fiber = __tsan_create_fiber(0);
+    tls_fibers.take(b.slot, int(b.threads.size()), t.tid, t.tsan_fiber, t.stack);
+    // TSan's reports name the fiber this way (for the earlier access of a report: the block it ran last).
+    char name[64];
+    std::snprintf(name, sizeof name, "CUDA thread (%u,%u,%u) of block (%u,%u,%u)", t.coords.thread_idx.x,
+                  t.coords.thread_idx.y, t.coords.thread_idx.z, t.coords.block_idx.x, t.coords.block_idx.y,
+                  t.coords.block_idx.z);
+    __tsan_set_fiber_name(t.tsan_fiber, name);
+#else
+    t.stack = b.pool.get();
 #endif
+    ++b.live;
+    b.stats.max_stacks = std::max<int64_t>(b.stats.max_stacks, b.live);
+    context_make(t.ctx, t.stack.base, t.stack.size, fiber_entry);
   }
   t.state = State::Running;
   b.current = &t;
@@ -428,12 +557,12 @@ EMU_NO_TSAN void start_or_resume(Block& b, Thread& t) {
   __tsan_acquire(&b.exit_token);  // the scheduler reads what the fiber left (error text); fibers never acquire it
 #endif
   if (t.state == State::Done) {
+#ifndef EMU_TSAN
     b.pool.put(t.stack);
-    t.stack = {};
-#ifdef EMU_TSAN
-    __tsan_destroy_fiber(t.tsan_fiber);
-    t.tsan_fiber = nullptr;
 #endif
+    t.stack = {};
+    t.tsan_fiber = nullptr;  // TSan: it stays in tls_fibers with its stack
+    --b.live;
   }
 }
 
@@ -557,7 +686,9 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
 #endif
 #ifdef EMU_TSAN
   b.tsan_sched = __tsan_get_current_fiber();
-  __tsan_release(&b.launch_token);
+  b.slot = int(block_linear % uint64_t(FiberPool::slots(int64_t(grid.x) * grid.y * grid.z, n)));
+  b.tokens = std::make_unique<Block::Tokens>();  // fresh: freeing the last block's dropped its sync objects
+  forget_block_memory();
 #endif
   std::mt19937_64 rng(order_spec.seed * 0x9E3779B97F4A7C15ull + block_linear);
   ++b.stats.blocks;
@@ -582,15 +713,21 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
     b.error = release_or_diagnose(b, strict_mode);
     if (!b.error.empty()) break;
   }
-  // Abandon whatever did not finish (only after an error): its stack goes back to the pool.
+  // Abandon whatever did not finish (only after an error): its stack goes back to the pool (under
+  // TSan, its fiber and stack are dropped: the fiber's state is mid-kernel).
   for (Thread& t : b.threads) {
-    if (t.stack.base) b.pool.put(t.stack), t.stack = {};
 #ifdef EMU_TSAN
-    if (t.tsan_fiber) __tsan_destroy_fiber(t.tsan_fiber), t.tsan_fiber = nullptr;
+    if (t.tsan_fiber) tls_fibers.retire(t.tsan_fiber);
+#else
+    if (t.stack.base) b.pool.put(t.stack);
 #endif
+    t.stack = {};
+    t.tsan_fiber = nullptr;
   }
+  b.live = 0;
 #ifdef EMU_TSAN
   __tsan_acquire(&b.exit_token);
+  b.tokens.reset();
 #endif
 #ifdef EMU_ASAN
   ASAN_UNPOISON_MEMORY_REGION(nimbus_dyn_smem, kMaxDynamicSmemOptIn);
@@ -639,11 +776,11 @@ EMU_NO_TSAN void syncthreads(const char* file, int line) {
   t.file = file;
   t.line = line;
 #ifdef EMU_TSAN
-  __tsan_release(&b.barrier_token);
+  __tsan_release(&b.tokens->barrier);
 #endif
   switch_to_scheduler(b, t, false);
 #ifdef EMU_TSAN
-  __tsan_acquire(&b.barrier_token);
+  __tsan_acquire(&b.tokens->barrier);
 #endif
 }
 
@@ -675,17 +812,26 @@ EMU_NO_TSAN uint32_t warp_arrive(WarpOp op, uint32_t mask, uint32_t value, int a
   t.line = line;
   t.state = State::AtWarp;
 #ifdef EMU_TSAN
-  __tsan_release(&b.warp_token[warp]);
+  __tsan_release(&b.tokens->warp[warp]);
 #endif
   bool complete = true;
   for (int l = 0; l < 32 && complete; ++l)
     if ((mask >> l & 1) && b.threads[size_t(warp * 32 + l)].state != State::AtWarp) complete = false;
-  if (complete)
-    complete_warp_op(b, t, warp, mask);
-  else
-    switch_to_scheduler(b, t, false);
+  if (complete) {
 #ifdef EMU_TSAN
-  __tsan_acquire(&b.warp_token[warp]);
+    // The last lane computes for all: it reads what the others wrote before they arrived (an mma's
+    // operands on their stacks) and writes what they read once resumed.
+    __tsan_acquire(&b.tokens->warp[warp]);
+#endif
+    complete_warp_op(b, t, warp, mask);
+#ifdef EMU_TSAN
+    __tsan_release(&b.tokens->warp[warp]);
+#endif
+  } else {
+    switch_to_scheduler(b, t, false);
+  }
+#ifdef EMU_TSAN
+  __tsan_acquire(&b.tokens->warp[warp]);
 #endif
   return t.result;
 }
@@ -712,14 +858,18 @@ EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_
   t.file = file;
   t.line = line;
   if (first + 128 > b.threads.size()) {
-    std::string msg = str(name, " at ", site(file, line), ": thread ", t.tid, " is in warpgroup ", wg, " (threads ",
-                          first, "-", first + 127, "), which a block of ", b.threads.size(),
-                          " threads does not contain: warpgroup instructions need all 4 warps of the warpgroup");
+    std::string msg;
+    {
+      TsanIgnore ignore;  // other threads' records, which the scheduler wrote
+      msg = str(name, " at ", site(file, line), ": thread ", t.tid, " is in warpgroup ", wg, " (threads ",
+                first, "-", first + 127, "), which a block of ", b.threads.size(),
+                " threads does not contain: warpgroup instructions need all 4 warps of the warpgroup");
+    }
     fault(b, t, std::move(msg));
   }
   t.state = State::AtWarp;
 #ifdef EMU_TSAN
-  __tsan_release(&b.warp_token[wg % 32]);
+  __tsan_release(&b.tokens->warp[wg % 32]);
 #endif
   bool complete = true;
   for (size_t i = first; i < first + 128; ++i)
@@ -727,12 +877,19 @@ EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_
   if (!complete) {
     switch_to_scheduler(b, t, false);
   } else {
+#ifdef EMU_TSAN
+    __tsan_acquire(&b.tokens->warp[wg % 32]);  // as in warp_arrive: the last thread computes for all
+#endif
     for (size_t i = first; i < first + 128; ++i) {
       const Thread& o = b.threads[i];
       if (o.op == WarpOp::Group && o.coll_fn == fn && o.line == line && same_file(o.file, file)) continue;
-      std::string msg = str("warpgroup ", wg, ": thread ", o.tid, " is in ", op_name(o), " at ", site(o.file, o.line),
-                            " while thread ", t.tid, " is in ", name, " at ", site(file, line),
-                            ": all 128 threads of a warpgroup must execute the same instruction (.aligned)");
+      std::string msg;
+      {
+        TsanIgnore ignore;  // other threads' records, which the scheduler wrote
+        msg = str("warpgroup ", wg, ": thread ", o.tid, " is in ", op_name(o), " at ", site(o.file, o.line),
+                  " while thread ", t.tid, " is in ", name, " at ", site(file, line),
+                  ": all 128 threads of a warpgroup must execute the same instruction (.aligned)");
+      }
       fault(b, t, std::move(msg));
     }
     void* data[128];
@@ -746,9 +903,12 @@ EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_
     for (size_t i = first; i < first + 128; ++i) b.threads[i].state = State::Ready;
     t.state = State::Running;
     ++b.stats.warp_syncs;
+#ifdef EMU_TSAN
+    __tsan_release(&b.tokens->warp[wg % 32]);
+#endif
   }
 #ifdef EMU_TSAN
-  __tsan_acquire(&b.warp_token[wg % 32]);
+  __tsan_acquire(&b.tokens->warp[wg % 32]);
 #endif
 }
 
@@ -821,13 +981,25 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
   bool failed = false;  // stop at the first broken block
   LaunchStats total;
   int nthreads = int(std::min<int64_t>(block_threads(), nblocks));
+#ifdef EMU_TSAN
+  // One OS thread: libgomp's own synchronisation (its thread pool, the region's shared variables) is
+  // invisible to TSan, and blocks on one OS thread are already unordered for it (FiberPool).
+  nthreads = 1;
+#endif
   // A mutex rather than `omp critical`: TSan sees pthread mutexes but not libgomp's own sync, so
   // locking it on entry and exit of the region orders host -> blocks -> host for TSan too.
   std::mutex merge;
   { std::lock_guard<std::mutex> lock(merge); }
+#ifdef EMU_TSAN
+  const auto launch_token = std::make_unique<char>();  // fresh memory: no other launch's sync object
+  __tsan_release(launch_token.get());
+#endif
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
     { std::lock_guard<std::mutex> lock(merge); }
+#ifdef EMU_TSAN
+    tls_launch_token = launch_token.get();
+#endif
     tls_block.stats = {};
 #pragma omp for schedule(dynamic)
     for (int64_t k = 0; k < nblocks; ++k) {
@@ -841,6 +1013,9 @@ void run_kernel(dim3 grid, dim3 block, size_t smem, void (*fn)(void*), void* arg
       }
       if (!errors[size_t(k)].empty()) __atomic_store_n(&failed, true, __ATOMIC_RELAXED);
     }
+#ifdef EMU_TSAN
+    tls_launch_token = nullptr;
+#endif
     {
       std::lock_guard<std::mutex> lock(merge);
       add_stats(total, tls_block.stats);

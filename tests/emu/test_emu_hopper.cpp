@@ -503,6 +503,7 @@ union CutlassGmmaDescriptor {
 
 __global__ void desc_kernel(uint64_t* out) {
   DYNAMIC_SMEM(unsigned char, smem);
+  if (threadIdx.x != 0) return;  // one writer (TSan reports the same value written by every thread)
   out[0] = wgmma_desc(smem + 2048 + 32, 16, 1024, WgmmaSwizzle::B128);
   out[1] = wgmma_desc(smem + 16, 128, 256, WgmmaSwizzle::None);
   out[2] = uint64_t(smem_address(smem + 4096));
@@ -789,7 +790,7 @@ __global__ void wgmma_misuse_kernel(int mode, float* out) {
   const int tid = int(threadIdx.x);
   if (mode == kWarpMissing && tid >= 96) return;
   uint16_t* h = reinterpret_cast<uint16_t*>(smem);
-  for (int i = tid; i < 8192 / 2; i += 128) h[i] = 0x3F80;  // bf16 1.0 everywhere
+  for (int i = tid; i < 8192 / 2; i += int(blockDim.x)) h[i] = 0x3F80;  // bf16 1.0 everywhere, each by one thread
   if (mode != kNoProxyFence) fence_proxy_async_shared();
   __syncthreads();
   uint64_t da = wgmma_desc(smem, 128, 256, WgmmaSwizzle::None);

@@ -431,6 +431,44 @@ TEST_CASE("emu: a missing barrier is exposed by changing the thread order") {
   MESSAGE("racy tree sum: forward ", fwd, ", reverse ", rev, ", shuffled ", shuf, ", correct ", want);
 }
 
+// Each block writes its partial sum, then block 0 adds the partials up, with nothing between: a race
+// between blocks (a GPU runs them in any order, at once; only a second launch or a grid-wide
+// synchronisation would order them). Serial execution hides it in one block order and not another,
+// and under TSan (kernels/emu/tsan_check.sh) the emulator reports it as a race between two blocks.
+__global__ void inter_block_sum_kernel(float* partial, float* out, const float* x) {
+  __shared__ float s[32];
+  int t = int(threadIdx.x), b = int(blockIdx.x);
+  s[t] = x[b * 32 + t];
+  __syncthreads();
+  if (t == 0) {
+    float sum = 0;
+    for (int i = 0; i < 32; ++i) sum += s[i];
+    partial[b] = sum;
+  }
+  if (b == 0 && t == 0) {  // the bug: the other blocks' partials may not be written yet
+    float total = 0;
+    for (int i = 0; i < int(gridDim.x); ++i) total += partial[i];
+    out[0] = total;
+  }
+}
+
+TEST_CASE("emu: a race between blocks is exposed by changing the block order") {
+  std::vector<float> x(4 * 32);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 5 + 1);
+  const float want = std::accumulate(x.begin(), x.end(), 0.0f);
+  DeviceBuffer<float> dx(x), partial(4), out(1);
+  auto run = [&](Order o) {
+    partial.upload(std::vector<float>(4, 0.f));
+    ScopedOrder so(o, 3);
+    launch(inter_block_sum_kernel, 4, 32, 0, nullptr, partial.p, out.p, dx.p);
+    return out.download()[0];
+  };
+  const float fwd = run(Order::Forward), rev = run(Order::Reverse);
+  CHECK(rev == want);  // block 0 ran last: every partial was there
+  CHECK(fwd != want);  // block 0 ran first: only its own
+  MESSAGE("racy sum over blocks: forward ", fwd, ", reverse ", rev, ", correct ", want);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runtime shim.
 TEST_CASE("emu: cudaMalloc poisons, cudaMemcpy checks direction and bounds") {
