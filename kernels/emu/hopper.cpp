@@ -154,6 +154,9 @@ struct Mbarrier {
   int waiters = 0;
   bool init_visible = false;  // a fence since the init made it visible to the async proxy (TMA)
   std::vector<BulkCopy> copies;
+  // TSan sync objects (addresses), by the parity of the phase arrived at: a late waiter of phase p
+  // must not acquire arrivals for p + 1, which a pipeline's producer makes while it still reads p.
+  char parity_token[2] = {};
 };
 
 struct WgmmaOp {  // an mma_async not yet covered by a wait_group
@@ -717,7 +720,7 @@ EMU_NO_TSAN uint64_t mbarrier_arrive(uint64_t* bar, uint32_t count, bool expect_
       if (err.empty()) {
         token = m->phase;
         m->pending -= count;
-        tsan_release(m);  // an arrive releases (PTX: .release.cta by default); the waiter's test acquires
+        tsan_release(&m->parity_token[m->phase & 1]);  // an arrive releases (PTX: .release.cta by default)
         err = maybe_complete(*m);
       }
     }
@@ -757,7 +760,7 @@ EMU_NO_TSAN bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t parity, const 
       if (m && parity > 1) err = str("mbarrier.try_wait.parity at ", site(file, line), ": parity ", parity, " is not 0 or 1");
       if (m && err.empty()) err = run_engine(*m);
       if (m && err.empty() && (m->phase & 1) != parity) {
-        tsan_acquire(m);  // the phase this thread waited for: what every arrival did before it arrived
+        tsan_acquire(&m->parity_token[parity]);  // the completed phase: what its arrivals did before them
         return true;
       }
     }

@@ -9,8 +9,9 @@
  *
  * Fibers never move between OS threads (TLS addresses are cached by the compiler): with
  * EMU_THREADS=n, blocks run in parallel under OpenMP, each OS thread with its own scheduler,
- * stack pool and shared memory. Sanitizer fiber hooks: EMU_ASAN / EMU_TSAN (set automatically
- * under -fsanitize=address / thread).
+ * stack pool and shared memory (under TSan one OS thread: see run_kernel). Sanitizer fiber hooks:
+ * EMU_ASAN / EMU_TSAN (set automatically under -fsanitize=address / thread); under TSan the blocks of a
+ * launch are unordered, as on a GPU (FiberPool, tls_launch_token, forget_block_memory).
  */
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -46,6 +47,7 @@
 // TSan's interface for Java heaps, the one public way to make TSan forget what happened to a range
 // (its AnnotateNewMemory does nothing in GCC 12's libtsan): free drops the range's metadata (sync
 // objects, heap blocks), alloc then clears its shadow (no access recorded) and records one heap block.
+// Their checks that a Java heap was declared are debug-only in the runtime (a debug libtsan aborts).
 extern "C" void __tsan_java_alloc(unsigned long ptr, unsigned long size);
 extern "C" void __tsan_java_free(unsigned long ptr, unsigned long size);
 #endif
@@ -74,26 +76,36 @@ void tsan_forget(const void* p, size_t bytes) {
 // (dynamic: nimbus_dyn_smem; static: `__shared__` is thread_local), and so do the thread_locals the
 // emulator keeps per block. Blocks of a launch are unordered for TSan (FiberPool, tls_launch_token), so
 // each block starts with TSan forgetting every earlier access to them: the launch's part of
-// nimbus_dyn_smem and the rest of the executable's static TLS block, which on x86-64 (TLS variant II)
-// ends at the thread pointer and is its PT_TLS segment rounded up to the segment's alignment.
-// Forgetting hides nothing but these reused locations' history.
+// nimbus_dyn_smem and the rest of the executable's static TLS block. On x86-64 (TLS variant II) glibc
+// puts that block `offset` below the thread pointer: its PT_TLS size rounded up to the segment's
+// alignment, keeping the segment's misalignment (_dl_determine_tlsoffset, the first module). Forgetting
+// hides nothing but these reused locations' history.
+#if !defined(__x86_64__)
+#error "the emulator's TSan mode knows x86-64's static TLS layout only (forget_block_memory)"
+#endif
 EMU_NO_TSAN void forget_block_memory() {
-  static const size_t tls_bytes = [] {
-    size_t bytes = 0;
+  struct Tls {
+    size_t offset = 0, bytes = 0;
+  };
+  static const Tls tls = [] {
+    Tls t;
     dl_iterate_phdr(
         [](dl_phdr_info* info, size_t, void* out) {
-          for (int i = 0; i < info->dlpi_phnum; ++i)
-            if (info->dlpi_phdr[i].p_type == PT_TLS) {
-              const size_t align = std::max<size_t>(info->dlpi_phdr[i].p_align, 1);
-              *static_cast<size_t*>(out) = (info->dlpi_phdr[i].p_memsz + align - 1) / align * align;
-            }
+          for (int i = 0; i < info->dlpi_phnum; ++i) {
+            const ElfW(Phdr)& h = info->dlpi_phdr[i];
+            if (h.p_type != PT_TLS) continue;
+            const size_t align = std::max<size_t>(h.p_align, 1), firstbyte = (0 - h.p_vaddr) & (align - 1);
+            auto* tls = static_cast<Tls*>(out);
+            tls->bytes = h.p_memsz;
+            tls->offset = (h.p_memsz - firstbyte + align - 1) / align * align + firstbyte;
+          }
           return 1;  // the first object is the executable
         },
-        &bytes);
-    return bytes;
+        &t);
+    return t;
   }();
-  char* const end = static_cast<char*>(__builtin_thread_pointer());
-  char* const begin = end - tls_bytes;
+  char* const begin = static_cast<char*>(__builtin_thread_pointer()) - tls.offset;
+  char* const end = begin + tls.bytes;
   char* const smem = reinterpret_cast<char*>(nimbus_dyn_smem);
   NIMBUS_CHECK(begin <= smem && smem + sizeof nimbus_dyn_smem <= end,
                "cuda emulator (TSan): the emulator's shared memory is not in the executable's static TLS block "
@@ -260,15 +272,24 @@ class FiberPool {
     fiber = e.fiber;
     stack = e.stack;
   }
-  // A thread abandoned mid-kernel (after an error): its fiber and stack are not reused.
+  // A thread abandoned mid-kernel (after an error): its fiber is replaced (its state is mid-kernel),
+  // and TSan forgets what it did on its stack, which the new fiber gets.
   EMU_NO_TSAN void retire(void* fiber) {
     TsanIgnore ignore;
     for (Entry& e : entries_)
       if (e.fiber == fiber) {
         __tsan_destroy_fiber(e.fiber);
         e.fiber = nullptr;
-        e.stack = {};  // its mapping stays with stacks_ until the OS thread ends
+        tsan_forget(e.stack.base, e.stack.size);
       }
+  }
+  FiberPool() = default;
+  FiberPool(const FiberPool&) = delete;
+  FiberPool& operator=(const FiberPool&) = delete;
+  ~FiberPool() {  // the OS thread ends (before stacks_ unmaps the stacks)
+    for (Entry& e : entries_)
+      if (e.fiber) __tsan_destroy_fiber(e.fiber);
+    if (parent_) __tsan_destroy_fiber(parent_);
   }
 
  private:
@@ -323,9 +344,17 @@ struct Block {
   size_t main_stack_size = 0;
   void* tsan_sched = nullptr;
   char exit_token = 0;  // TSan sync object (an address): released by the threads, acquired by the scheduler
-  struct Tokens {       // TSan sync objects of the block's barriers and warp primitives, fresh per block
-    char barrier = 0;
-    char warp[32] = {};
+  uint64_t barriers_released = 0;  // in this block
+  // TSan sync objects (addresses) of the block's barriers and warp primitives, fresh for every block.
+  // A barrier's token is its generation's parity: a thread resumed from barrier k can reach k + 1
+  // before another has resumed from k, never k + 2, so one token per generation would let the late
+  // thread acquire the early one's work after k. Warp and warpgroup primitives: each thread releases
+  // its own arrive token; the thread that completes the primitive acquires those of the mask, computes
+  // for all, and releases each one's wake token, which that thread acquires when it resumes.
+  struct Tokens {
+    char barrier[2] = {};
+    char arrive[1024] = {};
+    char wake[1024] = {};
   };
   std::unique_ptr<Tokens> tokens;
 };
@@ -374,7 +403,7 @@ const char* op_name(WarpOp op) {
   }
   return "?";
 }
-const char* op_name(const Thread& t) {
+EMU_NO_TSAN const char* op_name(const Thread& t) {  // reads another thread's record: uninstrumented
   return (t.op == WarpOp::Collective || t.op == WarpOp::Group) && t.coll_name ? t.coll_name : op_name(t.op);
 }
 
@@ -659,6 +688,7 @@ EMU_NO_TSAN std::string release_or_diagnose(Block& b, bool strict_mode) {
   for (Thread& t : b.threads)
     if (t.state == State::AtBarrier) t.state = State::Ready;
   ++b.stats.barriers;
+  ++b.barriers_released;
   return "";
 }
 
@@ -671,6 +701,7 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
   b.fn = fn;
   b.arg = arg;
   b.error.clear();
+  b.barriers_released = 0;
   for (int i = 0; i < n; ++i) {
     Thread& t = b.threads[size_t(i)];
     t.tid = i;
@@ -776,11 +807,12 @@ EMU_NO_TSAN void syncthreads(const char* file, int line) {
   t.file = file;
   t.line = line;
 #ifdef EMU_TSAN
-  __tsan_release(&b.tokens->barrier);
+  char* const token = &b.tokens->barrier[b.barriers_released & 1];
+  __tsan_release(token);
 #endif
   switch_to_scheduler(b, t, false);
 #ifdef EMU_TSAN
-  __tsan_acquire(&b.tokens->barrier);
+  __tsan_acquire(token);
 #endif
 }
 
@@ -812,7 +844,7 @@ EMU_NO_TSAN uint32_t warp_arrive(WarpOp op, uint32_t mask, uint32_t value, int a
   t.line = line;
   t.state = State::AtWarp;
 #ifdef EMU_TSAN
-  __tsan_release(&b.tokens->warp[warp]);
+  __tsan_release(&b.tokens->arrive[t.tid]);
 #endif
   bool complete = true;
   for (int l = 0; l < 32 && complete; ++l)
@@ -821,17 +853,19 @@ EMU_NO_TSAN uint32_t warp_arrive(WarpOp op, uint32_t mask, uint32_t value, int a
 #ifdef EMU_TSAN
     // The last lane computes for all: it reads what the others wrote before they arrived (an mma's
     // operands on their stacks) and writes what they read once resumed.
-    __tsan_acquire(&b.tokens->warp[warp]);
+    for (int l = 0; l < 32; ++l)
+      if (mask >> l & 1) __tsan_acquire(&b.tokens->arrive[warp * 32 + l]);
 #endif
     complete_warp_op(b, t, warp, mask);
 #ifdef EMU_TSAN
-    __tsan_release(&b.tokens->warp[warp]);
+    for (int l = 0; l < 32; ++l)
+      if (mask >> l & 1) __tsan_release(&b.tokens->wake[warp * 32 + l]);
 #endif
   } else {
     switch_to_scheduler(b, t, false);
   }
 #ifdef EMU_TSAN
-  __tsan_acquire(&b.tokens->warp[warp]);
+  __tsan_acquire(&b.tokens->wake[t.tid]);
 #endif
   return t.result;
 }
@@ -869,7 +903,7 @@ EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_
   }
   t.state = State::AtWarp;
 #ifdef EMU_TSAN
-  __tsan_release(&b.tokens->warp[wg % 32]);
+  __tsan_release(&b.tokens->arrive[t.tid]);
 #endif
   bool complete = true;
   for (size_t i = first; i < first + 128; ++i)
@@ -878,7 +912,7 @@ EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_
     switch_to_scheduler(b, t, false);
   } else {
 #ifdef EMU_TSAN
-    __tsan_acquire(&b.tokens->warp[wg % 32]);  // as in warp_arrive: the last thread computes for all
+    for (size_t i = first; i < first + 128; ++i) __tsan_acquire(&b.tokens->arrive[i]);  // as in warp_arrive
 #endif
     for (size_t i = first; i < first + 128; ++i) {
       const Thread& o = b.threads[i];
@@ -904,11 +938,11 @@ EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_
     t.state = State::Running;
     ++b.stats.warp_syncs;
 #ifdef EMU_TSAN
-    __tsan_release(&b.tokens->warp[wg % 32]);
+    for (size_t i = first; i < first + 128; ++i) __tsan_release(&b.tokens->wake[i]);
 #endif
   }
 #ifdef EMU_TSAN
-  __tsan_acquire(&b.tokens->warp[wg % 32]);
+  __tsan_acquire(&b.tokens->wake[t.tid]);
 #endif
 }
 
@@ -945,6 +979,7 @@ EMU_NO_TSAN MemSpace classify_address(const void* p, size_t bytes) {
   return MemSpace::Other;
 }
 EMU_NO_TSAN int current_thread_id() { return tls_block.current->tid; }
+EMU_NO_TSAN bool in_kernel() { return tls_coords != nullptr; }
 EMU_NO_TSAN uint64_t current_block_serial() { return tls_block_serial; }
 EMU_NO_TSAN LaunchStats& current_block_stats() { return tls_block.stats; }
 

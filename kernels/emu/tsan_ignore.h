@@ -13,6 +13,8 @@ extern "C" void __tsan_ignore_thread_begin();
 extern "C" void __tsan_ignore_thread_end();
 extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
+extern "C" void AnnotateIgnoreSyncBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreSyncEnd(const char* file, int line);
 #endif
 
 namespace nimbus::emu {
@@ -39,6 +41,28 @@ struct TsanIgnore {
   static void pause() {}
   static void resume() {}
   static void end_all() {}
+#endif
+};
+
+// TsanIgnore, and the locks taken in the scope order nothing for TSan, when `on`: a CUDA thread's
+// lookup in a registry the host guards with a mutex would otherwise order its block after every block
+// that looked up before it (the mutex still excludes; only TSan's view changes).
+struct TsanIgnoreSync {
+#ifdef EMU_TSAN
+  explicit TsanIgnoreSync(bool on) : on_(on) {
+    if (on_) __tsan_ignore_thread_begin(), ++tsan_ignore_depth, AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+  }
+  ~TsanIgnoreSync() {
+    if (on_) AnnotateIgnoreSyncEnd(__FILE__, __LINE__), --tsan_ignore_depth, __tsan_ignore_thread_end();
+  }
+  TsanIgnoreSync(const TsanIgnoreSync&) = delete;
+  TsanIgnoreSync& operator=(const TsanIgnoreSync&) = delete;
+
+ private:
+  bool on_;
+#else
+  explicit TsanIgnoreSync(bool) {}
+  ~TsanIgnoreSync() {}
 #endif
 };
 

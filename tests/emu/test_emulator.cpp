@@ -14,6 +14,7 @@
 #include <string>
 
 #include "kernels/common/error.h"
+#include "kernels/cuda/tensor_core.h"  // cp_async_ca
 #include "tests/emu/emu_util.h"
 
 using namespace nimbus;
@@ -431,6 +432,35 @@ TEST_CASE("emu: a missing barrier is exposed by changing the thread order") {
   MESSAGE("racy tree sum: forward ", fwd, ", reverse ", rev, ", shuffled ", shuf, ", correct ", want);
 }
 
+// Between two barriers each thread reads its neighbour's value and overwrites its own, which the
+// other neighbour reads in the same interval: a missing barrier in the middle of a kernel. Serial
+// execution gives the right answer in the forward order only; under TSan (tsan_check.sh) it is a race
+// even though barriers come before and after it.
+__global__ void missing_middle_barrier_kernel(float* out, const float* x) {
+  __shared__ float s[64];
+  const int t = int(threadIdx.x);
+  s[t] = x[t];
+  __syncthreads();
+  const float next = t + 1 < 64 ? s[t + 1] : 0.f;
+  s[t] = 2 * next;  // the bug: thread t - 1 may not have read s[t] yet
+  __syncthreads();
+  out[t] = s[t];
+}
+
+TEST_CASE("emu: a missing barrier between two barriers is exposed by changing the thread order") {
+  std::vector<float> x(64), want(64);
+  for (int i = 0; i < 64; ++i) x[size_t(i)] = float(i + 1);
+  for (int i = 0; i + 1 < 64; ++i) want[size_t(i)] = 2 * x[size_t(i + 1)];  // want[63] = 0
+  DeviceBuffer<float> dx(x), out(64);
+  auto run = [&](Order o) {
+    ScopedOrder so(o, 3);
+    launch(missing_middle_barrier_kernel, 1, 64, 0, nullptr, out.p, dx.p);
+    return out.download();
+  };
+  CHECK(run(Order::Forward) == want);  // thread t reads s[t + 1] before thread t + 1 overwrites it
+  CHECK(run(Order::Reverse) != want);  // thread t + 1 has overwritten it
+}
+
 // Each block writes its partial sum, then block 0 adds the partials up, with nothing between: a race
 // between blocks (a GPU runs them in any order, at once; only a second launch or a grid-wide
 // synchronisation would order them). Serial execution hides it in one block order and not another,
@@ -457,6 +487,7 @@ TEST_CASE("emu: a race between blocks is exposed by changing the block order") {
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 5 + 1);
   const float want = std::accumulate(x.begin(), x.end(), 0.0f);
   DeviceBuffer<float> dx(x), partial(4), out(1);
+  const ScopedBlockThreads serial(1);  // the block order decides the result: one OS thread
   auto run = [&](Order o) {
     partial.upload(std::vector<float>(4, 0.f));
     ScopedOrder so(o, 3);
@@ -467,6 +498,36 @@ TEST_CASE("emu: a race between blocks is exposed by changing the block order") {
   CHECK(rev == want);  // block 0 ran last: every partial was there
   CHECK(fwd != want);  // block 0 ran first: only its own
   MESSAGE("racy sum over blocks: forward ", fwd, ", reverse ", rev, ", correct ", want);
+}
+
+// The same kind of bug around a cp.async, whose address check takes the emulator's allocation-registry
+// lock: under TSan that lock must not order block 1 after block 0 (it did once, hiding races).
+// Block 0 writes scratch[0] before its copy; block 1 reads it after its own, in the same launch.
+__global__ void cp_async_inter_block_kernel(float* scratch, float* out, const float* x) {
+  DYNAMIC_SMEM(float, s);
+  const int t = int(threadIdx.x), b = int(blockIdx.x);
+  if (t == 0) scratch[b] = float(b + 1);
+  cp_async_ca<4>(s + t, x + b * 32 + t);
+  cp_async_wait_all();
+  __syncthreads();
+  if (t == 0 && b == 1) out[0] = scratch[0] + s[0];  // the bug: block 0 may not have written it
+}
+
+TEST_CASE("emu: a race between blocks around a cp.async is exposed by changing the block order") {
+  std::vector<float> x(64);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(10 * i);
+  DeviceBuffer<float> dx(x), scratch(2), out(1);
+  const ScopedBlockThreads serial(1);
+  auto run = [&](Order o) {
+    scratch.upload({0.f, 0.f});
+    ScopedOrder so(o, 3);
+    launch(cp_async_inter_block_kernel, 2, 32, 32 * sizeof(float), nullptr, scratch.p, out.p, dx.p);
+    return out.download()[0];
+  };
+  CHECK(run(Order::Forward) == 1 + x[32]);  // block 0 ran first
+#ifndef __SANITIZE_THREAD__  // under TSan the forward order alone: there only a false order could hide it
+  CHECK(run(Order::Reverse) == x[32]);      // block 1 ran first: scratch[0] still 0
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
