@@ -92,6 +92,7 @@ inline T shfl_generic(WarpOp op, uint32_t mask, T var, int arg, int width, const
 
 // Dynamic shared memory: one agreed name for the whole project (see DYNAMIC_SMEM in compat.h).
 constexpr size_t kMaxDynamicSmem = 48 * 1024;        // CUDA's default limit without an opt-in attribute
+constexpr int kMaxBlockThreads = 1024;              // threads in a block (every architecture since sm_20)
 constexpr size_t kMaxDynamicSmemOptIn = 227 * 1024;  // sm_90's most, after cudaFuncSetAttribute (sm_80: 163 KiB)
 
 // ---------------------------------------------------------------------------------------------

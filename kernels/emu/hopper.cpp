@@ -674,8 +674,8 @@ EMU_NO_TSAN void mbarrier_init(uint64_t* bar, uint32_t count, const char* file, 
       err = str("mbarrier.init at ", site(file, line), ": the mbarrier at ", static_cast<const void*>(bar),
                 " still has bulk copies in flight or threads waiting");
     if (err.empty()) {
+      h.bars.erase(a);  // a fresh record: freeing the old one drops its TSan sync objects (parity_token)
       Mbarrier& m = h.bars[a];
-      m = Mbarrier{};
       m.addr = a;
       m.expected = m.pending = count;
       m.init_tid = current_thread_id();

@@ -345,16 +345,14 @@ struct Block {
   void* tsan_sched = nullptr;
   char exit_token = 0;  // TSan sync object (an address): released by the threads, acquired by the scheduler
   uint64_t barriers_released = 0;  // in this block
-  // TSan sync objects (addresses) of the block's barriers and warp primitives, fresh for every block.
-  // A barrier's token is its generation's parity: a thread resumed from barrier k can reach k + 1
-  // before another has resumed from k, never k + 2, so one token per generation would let the late
-  // thread acquire the early one's work after k. Warp and warpgroup primitives: each thread releases
-  // its own arrive token; the thread that completes the primitive acquires those of the mask, computes
-  // for all, and releases each one's wake token, which that thread acquires when it resumes.
+  // TSan sync objects (addresses) of the block's barriers and __syncwarp, fresh for every block. A
+  // barrier's token is its generation's parity: a thread resumed from barrier k can reach k + 1 before
+  // another has resumed from k, never k + 2, so one token for all would let the late thread acquire the
+  // early one's work after k. __syncwarp: per-thread arrive and wake tokens (warp_arrive).
   struct Tokens {
     char barrier[2] = {};
-    char arrive[1024] = {};
-    char wake[1024] = {};
+    char arrive[kMaxBlockThreads] = {};
+    char wake[kMaxBlockThreads] = {};
   };
   std::unique_ptr<Tokens> tokens;
 };
@@ -503,7 +501,13 @@ EMU_NO_TSAN void complete_warp_op(Block& b, Thread& me, int warp, uint32_t mask)
   if (me.op == WarpOp::Collective) {
     void* data[32];
     for (int l = 0; l < 32; ++l) data[l] = lanes[l].coll_data;
-    std::string err = me.coll_fn(data);
+    std::string err;
+    {
+      // The model reads the other lanes' operands and writes their results, on their stacks: register
+      // traffic, which orders no memory (mma.sync, ldmatrix are no fences), so TSan does not see it.
+      TsanIgnore ignore;
+      err = me.coll_fn(data);
+    }
     if (!err.empty()) {
       std::string msg = str(me.coll_name, " at ", site(me.file, me.line), ", warp ", warp, ": ", err);
       std::string().swap(err);  // fault() never returns: nothing left on this stack is destroyed
@@ -725,27 +729,31 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
   ++b.stats.blocks;
   b.stats.threads += n;
   thread_local std::vector<int> round;
-  for (;;) {
-    bool ran = false;
-    permutation(round, n, order_spec, rng);
-    for (int i : round) {
-      Thread& t = b.threads[size_t(i)];
-      if (t.state != State::Fresh && t.state != State::Ready) continue;
-      start_or_resume(b, t);
-      ran = true;
+  try {  // the scheduler's own failures (no memory for a stack) end the block as a kernel error does
+    for (;;) {
+      bool ran = false;
+      permutation(round, n, order_spec, rng);
+      for (int i : round) {
+        Thread& t = b.threads[size_t(i)];
+        if (t.state != State::Fresh && t.state != State::Ready) continue;
+        start_or_resume(b, t);
+        ran = true;
+        if (!b.error.empty()) break;
+      }
+      if (!b.error.empty()) break;
+      if (ran) continue;
+      if (std::all_of(b.threads.begin(), b.threads.end(), [](const Thread& t) { return t.state == State::Done; })) {
+        b.error = block_exit_check();  // hopper.h
+        break;
+      }
+      b.error = release_or_diagnose(b, strict_mode);
       if (!b.error.empty()) break;
     }
-    if (!b.error.empty()) break;
-    if (ran) continue;
-    if (std::all_of(b.threads.begin(), b.threads.end(), [](const Thread& t) { return t.state == State::Done; })) {
-      b.error = block_exit_check();  // hopper.h
-      break;
-    }
-    b.error = release_or_diagnose(b, strict_mode);
-    if (!b.error.empty()) break;
+  } catch (const std::exception& e) {
+    b.error = e.what();
   }
   // Abandon whatever did not finish (only after an error): its stack goes back to the pool (under
-  // TSan, its fiber and stack are dropped: the fiber's state is mid-kernel).
+  // TSan, its fiber is replaced, its state being mid-kernel, and its stack forgotten: FiberPool).
   for (Thread& t : b.threads) {
 #ifdef EMU_TSAN
     if (t.tsan_fiber) tls_fibers.retire(t.tsan_fiber);
@@ -843,30 +851,34 @@ EMU_NO_TSAN uint32_t warp_arrive(WarpOp op, uint32_t mask, uint32_t value, int a
   t.file = file;
   t.line = line;
   t.state = State::AtWarp;
+  // Of the warp primitives only __syncwarp orders memory among its lanes (CUDA guide: shuffles and
+  // votes guarantee no memory ordering; mma.sync and ldmatrix are no fences either): for TSan each lane
+  // releases its arrive token, the lane that completes it acquires those of the mask and releases each
+  // lane's wake token, which the lane acquires when it resumes.
+  const bool fence = op == WarpOp::Syncwarp;
 #ifdef EMU_TSAN
-  __tsan_release(&b.tokens->arrive[t.tid]);
+  if (fence) __tsan_release(&b.tokens->arrive[t.tid]);
 #endif
   bool complete = true;
   for (int l = 0; l < 32 && complete; ++l)
     if ((mask >> l & 1) && b.threads[size_t(warp * 32 + l)].state != State::AtWarp) complete = false;
   if (complete) {
 #ifdef EMU_TSAN
-    // The last lane computes for all: it reads what the others wrote before they arrived (an mma's
-    // operands on their stacks) and writes what they read once resumed.
     for (int l = 0; l < 32; ++l)
-      if (mask >> l & 1) __tsan_acquire(&b.tokens->arrive[warp * 32 + l]);
+      if (fence && (mask >> l & 1)) __tsan_acquire(&b.tokens->arrive[warp * 32 + l]);
 #endif
     complete_warp_op(b, t, warp, mask);
 #ifdef EMU_TSAN
     for (int l = 0; l < 32; ++l)
-      if (mask >> l & 1) __tsan_release(&b.tokens->wake[warp * 32 + l]);
+      if (fence && (mask >> l & 1)) __tsan_release(&b.tokens->wake[warp * 32 + l]);
 #endif
   } else {
     switch_to_scheduler(b, t, false);
   }
 #ifdef EMU_TSAN
-  __tsan_acquire(&b.tokens->wake[t.tid]);
+  if (fence) __tsan_acquire(&b.tokens->wake[t.tid]);
 #endif
+  (void)fence;
   return t.result;
 }
 }  // namespace
@@ -902,18 +914,12 @@ EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_
     fault(b, t, std::move(msg));
   }
   t.state = State::AtWarp;
-#ifdef EMU_TSAN
-  __tsan_release(&b.tokens->arrive[t.tid]);
-#endif
-  bool complete = true;
+  bool complete = true;  // no memory ordering: a warpgroup instruction is no fence (as in warp_arrive)
   for (size_t i = first; i < first + 128; ++i)
     if (b.threads[i].state != State::AtWarp) complete = false;
   if (!complete) {
     switch_to_scheduler(b, t, false);
   } else {
-#ifdef EMU_TSAN
-    for (size_t i = first; i < first + 128; ++i) __tsan_acquire(&b.tokens->arrive[i]);  // as in warp_arrive
-#endif
     for (size_t i = first; i < first + 128; ++i) {
       const Thread& o = b.threads[i];
       if (o.op == WarpOp::Group && o.coll_fn == fn && o.line == line && same_file(o.file, file)) continue;
@@ -928,7 +934,11 @@ EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_
     }
     void* data[128];
     for (size_t i = 0; i < 128; ++i) data[i] = b.threads[first + i].coll_data;
-    std::string err = fn(data);
+    std::string err;
+    {
+      TsanIgnore ignore;  // register traffic between the threads, as in complete_warp_op
+      err = fn(data);
+    }
     if (!err.empty()) {
       std::string msg = str(name, " at ", site(file, line), ", warpgroup ", wg, ": ", err);
       std::string().swap(err);
@@ -937,13 +947,7 @@ EMU_NO_TSAN void group_collective(const char* name, CollectiveFn fn, void* lane_
     for (size_t i = first; i < first + 128; ++i) b.threads[i].state = State::Ready;
     t.state = State::Running;
     ++b.stats.warp_syncs;
-#ifdef EMU_TSAN
-    for (size_t i = first; i < first + 128; ++i) __tsan_release(&b.tokens->wake[i]);
-#endif
   }
-#ifdef EMU_TSAN
-  __tsan_acquire(&b.tokens->wake[t.tid]);
-#endif
 }
 
 EMU_NO_TSAN void event_wait(const void* key, const char* name, DescribeFn describe, const char* file, int line) {
@@ -988,8 +992,8 @@ EMU_NO_TSAN LaunchStats& current_block_stats() { return tls_block.stats; }
 bool launch_config_ok(dim3 grid, dim3 block, size_t smem, size_t smem_limit) {
   uint64_t threads = uint64_t(block.x) * block.y * block.z;
   smem_limit = std::min(smem_limit, kMaxDynamicSmemOptIn);
-  if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
-      grid.y > 65535 || grid.z > 65535 || smem > smem_limit) {
+  if (threads == 0 || threads > uint64_t(kMaxBlockThreads) || block.z > 64 || grid.x == 0 || grid.y == 0 ||
+      grid.z == 0 || grid.y > 65535 || grid.z > 65535 || smem > smem_limit) {
     set_last_error(cudaErrorInvalidConfiguration,
                    str("launch: grid (", grid.x, ",", grid.y, ",", grid.z, ") block (", block.x, ",", block.y, ",",
                        block.z, ") with ", smem, " bytes of dynamic shared memory is not a valid configuration "

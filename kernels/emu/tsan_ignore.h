@@ -23,6 +23,7 @@ namespace nimbus::emu {
 // Scopes open in the running fiber (no scope spans a switch to another fiber, so one count per OS
 // thread is the running fiber's). Changed only while ignoring: TSan never sees it.
 inline thread_local int tsan_ignore_depth = 0;
+inline thread_local int tsan_ignore_sync_depth = 0;  // TsanIgnoreSync scopes among them
 #endif
 
 struct TsanIgnore {
@@ -34,6 +35,7 @@ struct TsanIgnore {
   // A fiber leaving for good from inside scopes (a kernel fault found by the model) ends them: TSan
   // refuses to destroy a fiber that still ignores ("finished with ignores enabled").
   static void end_all() {
+    while (tsan_ignore_sync_depth > 0) --tsan_ignore_sync_depth, AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
     while (tsan_ignore_depth > 0) --tsan_ignore_depth, __tsan_ignore_thread_end();
   }
 #else
@@ -50,10 +52,14 @@ struct TsanIgnore {
 struct TsanIgnoreSync {
 #ifdef EMU_TSAN
   explicit TsanIgnoreSync(bool on) : on_(on) {
-    if (on_) __tsan_ignore_thread_begin(), ++tsan_ignore_depth, AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+    if (on_)
+      __tsan_ignore_thread_begin(), ++tsan_ignore_depth, AnnotateIgnoreSyncBegin(__FILE__, __LINE__),
+          ++tsan_ignore_sync_depth;
   }
   ~TsanIgnoreSync() {
-    if (on_) AnnotateIgnoreSyncEnd(__FILE__, __LINE__), --tsan_ignore_depth, __tsan_ignore_thread_end();
+    if (on_)
+      --tsan_ignore_sync_depth, AnnotateIgnoreSyncEnd(__FILE__, __LINE__), --tsan_ignore_depth,
+          __tsan_ignore_thread_end();
   }
   TsanIgnoreSync(const TsanIgnoreSync&) = delete;
   TsanIgnoreSync& operator=(const TsanIgnoreSync&) = delete;

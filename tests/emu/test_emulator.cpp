@@ -461,6 +461,28 @@ TEST_CASE("emu: a missing barrier between two barriers is exposed by changing th
   CHECK(run(Order::Reverse) != want);  // thread t + 1 has overwritten it
 }
 
+// Each lane writes shared memory, the warp exchanges values with a shuffle, and each lane then reads
+// what its neighbour wrote. A shuffle orders no memory (CUDA: only __syncwarp does among a warp's
+// lanes), so since Volta this is a race, although every order gives the right values here (a shuffle
+// waits for the whole warp). Under TSan (tsan_check.sh) it is reported.
+__global__ void shuffle_is_no_fence_kernel(float* out) {
+  __shared__ float s[32];
+  const int lane = int(threadIdx.x);
+  s[lane] = float(lane);
+  const float v = __shfl_xor_sync(0xffffffffu, float(lane), 1);
+  out[lane] = s[lane ^ 1] + v;  // the bug: __syncwarp() belongs before this read
+}
+
+TEST_CASE("emu: a shuffle is no memory fence (the same values in every order)") {
+  DeviceBuffer<float> out(32);
+  for (Order o : kAllOrders) {
+    ScopedOrder so(o, 3);
+    launch(shuffle_is_no_fence_kernel, 1, 32, 0, nullptr, out.p);
+    const std::vector<float> got = out.download();
+    for (int lane = 0; lane < 32; ++lane) CHECK(got[size_t(lane)] == float(2 * (lane ^ 1)));
+  }
+}
+
 // Each block writes its partial sum, then block 0 adds the partials up, with nothing between: a race
 // between blocks (a GPU runs them in any order, at once; only a second launch or a grid-wide
 // synchronisation would order them). Serial execution hides it in one block order and not another,
