@@ -73,7 +73,7 @@ __device__ __forceinline__ uint32_t smem_address(const void* p NIMBUS_HP_SITE) {
 }
 
 // ---- mbarrier ---------------------------------------------------------------------------------------------
-// One thread initialises; the others may use it after a __syncthreads() (emulator: or a warp sync).
+// One thread initialises; the others may use it after a __syncthreads() (its own warp: a __syncwarp()).
 __device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count NIMBUS_HP_SITE) {
 #ifdef __CUDACC__
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(bar))),

@@ -115,6 +115,8 @@ enum class MemSpace { DynamicShared, Global, Local, Other };
 MemSpace classify_address(const void* p, size_t bytes);
 int current_thread_id();          // linear id in the block of the running CUDA thread
 bool in_kernel();                 // a block is running on this OS thread (its threads, or its scheduler)
+uint64_t block_barriers();        // __syncthreads() releases so far in the running block
+uint64_t block_syncwarps(int warp);  // __syncwarp() completions so far in that warp of the running block
 uint64_t current_block_serial();  // changes with every block run on this OS thread
 struct LaunchStats;
 LaunchStats& current_block_stats();  // the running block's counters (summed into last_launch_stats)

@@ -13,8 +13,9 @@
  * complete_tx lowers it; when pending = 0 and tx-count = 0 the phase completes: phase + 1, pending =
  * expected, tx-count = 0, and waiting threads wake. try_wait.parity(p) is true when the current phase's
  * parity is not p (the phase of parity p, the current or the one before it, completed). Checked:
- * init count in [1, 2^20 - 1]; use before init; use by another thread before any __syncthreads() or
- * warp sync since the init (the init is a plain shared-memory write: others see it after a barrier);
+ * init count in [1, 2^20 - 1]; use before init; use by another thread before any __syncthreads() since
+ * the init, or __syncwarp() of its warp for a thread of that warp (the init is a plain shared-memory
+ * write: others see it after a barrier; a shuffle or vote orders no memory);
  * arrive count above the pending arrivals; tx-count outside [-(2^20 - 1), 2^20 - 1]; re-init or inval
  * while copies are in flight or threads wait; a bulk copy signalling an mbarrier whose init no fence
  * has made visible to the async proxy since (fence.mbarrier_init by the thread that initialised it, or
@@ -148,7 +149,7 @@ struct Mbarrier {
   int64_t tx = 0;
   uint64_t phase = 0;
   int init_tid = 0;
-  int64_t init_syncs = 0;  // barrier + warp-sync releases of the block when it was initialised
+  uint64_t init_barriers = 0, init_syncwarps = 0;  // the block's barriers and the init warp's __syncwarps then
   const char* init_file = "";
   int init_line = 0;
   int waiters = 0;
@@ -200,9 +201,12 @@ EMU_NO_TSAN HopperBlock& block() {
   return h;
 }
 
-int64_t syncs() {
-  const LaunchStats& s = current_block_stats();
-  return s.barriers + s.warp_syncs;
+// Has thread `tid` seen the init? Its own; another thread's after a __syncthreads() since, or after a
+// __syncwarp() of the initialising thread's warp when it is in that warp. (A shuffle, vote or warp
+// collective orders no memory: the init, a plain shared-memory write, stays unseen.)
+bool init_seen_by(const Mbarrier& m, int tid) {
+  if (m.init_tid == tid || block_barriers() > m.init_barriers) return true;
+  return tid / 32 == m.init_tid / 32 && block_syncwarps(m.init_tid / 32) > m.init_syncwarps;
 }
 
 const char* space_name(MemSpace s) {
@@ -239,11 +243,11 @@ EMU_NO_TSAN Mbarrier* find_bar(const uint64_t* bar, const char* op, const char* 
     if (it == h.bars.end()) {
       err = str(op, " at ", site(file, line), ": the mbarrier at ", static_cast<const void*>(bar),
                 " was never initialised (mbarrier.init) in this block");
-    } else if (it->second.init_tid != current_thread_id() && it->second.init_syncs == syncs()) {
+    } else if (!init_seen_by(it->second, current_thread_id())) {
       err = str(op, " at ", site(file, line), " by thread ", current_thread_id(), ": the mbarrier at ",
                 static_cast<const void*>(bar), " was initialised by thread ", it->second.init_tid, " at ",
                 site(it->second.init_file, it->second.init_line),
-                " and no __syncthreads() or warp sync since has made that visible");
+                " and no __syncthreads() since (or __syncwarp() of that warp) has made that visible");
     } else {
       return &it->second;
     }
@@ -679,7 +683,8 @@ EMU_NO_TSAN void mbarrier_init(uint64_t* bar, uint32_t count, const char* file, 
       m.addr = a;
       m.expected = m.pending = count;
       m.init_tid = current_thread_id();
-      m.init_syncs = syncs();
+      m.init_barriers = block_barriers();
+      m.init_syncwarps = block_syncwarps(m.init_tid / 32);
       m.init_file = file;
       m.init_line = line;
     }
@@ -881,11 +886,10 @@ EMU_NO_TSAN void fence_proxy_async_shared() {
   TsanIgnore ignore;
   HopperBlock& h = block();
   std::memcpy(h.view.data(), dynamic_smem(), h.view.size());
-  // The inits this thread has seen: its own, and those a barrier or warp sync has shown it since.
+  // The inits this thread has seen: its own, and those a barrier (or its warp's __syncwarp) has shown it.
   const int tid = current_thread_id();
-  const int64_t now = syncs();
   for (auto& [a, m] : h.bars)
-    if (m.init_tid == tid || m.init_syncs < now) m.init_visible = true;
+    if (init_seen_by(m, tid)) m.init_visible = true;
 }
 
 EMU_NO_TSAN void fence_mbarrier_init() {

@@ -345,6 +345,7 @@ struct Block {
   void* tsan_sched = nullptr;
   char exit_token = 0;  // TSan sync object (an address): released by the threads, acquired by the scheduler
   uint64_t barriers_released = 0;  // in this block
+  uint64_t syncwarps[kMaxBlockThreads / 32] = {};  // __syncwarp completions in this block, by warp
   // TSan sync objects (addresses) of the block's barriers and __syncwarp, fresh for every block. A
   // barrier's token is its generation's parity: a thread resumed from barrier k can reach k + 1 before
   // another has resumed from k, never k + 2, so one token for all would let the late thread acquire the
@@ -706,6 +707,7 @@ EMU_NO_TSAN std::string run_block(dim3 grid, dim3 block, uint3 bidx, size_t smem
   b.arg = arg;
   b.error.clear();
   b.barriers_released = 0;
+  std::fill(std::begin(b.syncwarps), std::end(b.syncwarps), 0);
   for (int i = 0; i < n; ++i) {
     Thread& t = b.threads[size_t(i)];
     t.tid = i;
@@ -868,6 +870,7 @@ EMU_NO_TSAN uint32_t warp_arrive(WarpOp op, uint32_t mask, uint32_t value, int a
       if (fence && (mask >> l & 1)) __tsan_acquire(&b.tokens->arrive[warp * 32 + l]);
 #endif
     complete_warp_op(b, t, warp, mask);
+    if (fence) ++b.syncwarps[warp];
 #ifdef EMU_TSAN
     for (int l = 0; l < 32; ++l)
       if (fence && (mask >> l & 1)) __tsan_release(&b.tokens->wake[warp * 32 + l]);
@@ -878,7 +881,7 @@ EMU_NO_TSAN uint32_t warp_arrive(WarpOp op, uint32_t mask, uint32_t value, int a
 #ifdef EMU_TSAN
   if (fence) __tsan_acquire(&b.tokens->wake[t.tid]);
 #endif
-  (void)fence;
+
   return t.result;
 }
 }  // namespace
@@ -984,6 +987,8 @@ EMU_NO_TSAN MemSpace classify_address(const void* p, size_t bytes) {
 }
 EMU_NO_TSAN int current_thread_id() { return tls_block.current->tid; }
 EMU_NO_TSAN bool in_kernel() { return tls_coords != nullptr; }
+EMU_NO_TSAN uint64_t block_barriers() { return tls_block.barriers_released; }
+EMU_NO_TSAN uint64_t block_syncwarps(int warp) { return tls_block.syncwarps[warp]; }
 EMU_NO_TSAN uint64_t current_block_serial() { return tls_block_serial; }
 EMU_NO_TSAN LaunchStats& current_block_stats() { return tls_block.stats; }
 

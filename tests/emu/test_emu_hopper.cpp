@@ -103,7 +103,10 @@ TEST_CASE("hopper: mbarrier phases over several rounds with several producers") 
   }
 }
 
-enum BarMisuse { kNoInit, kNoSync, kCountZero, kTooMany, kTxOverflow, kTxUnderflow, kNeverCompletes, kBadParity };
+enum BarMisuse {
+  kNoInit, kNoSync, kShuffleOnly, kSyncwarpSameWarp, kSyncwarpOtherWarp, kCountZero, kTooMany, kTxOverflow,
+  kTxUnderflow, kNeverCompletes, kBadParity
+};
 __global__ void mbarrier_misuse_kernel(int mode) {
   __shared__ uint64_t bar;
   const int tid = int(threadIdx.x);
@@ -116,10 +119,18 @@ __global__ void mbarrier_misuse_kernel(int mode) {
     return;
   }
   if (tid == 0) mbarrier_init(&bar, 2);
-  if (mode != kNoSync) __syncthreads();
+  if (mode == kShuffleOnly) (void)__shfl_sync(0xffffffffu, tid, 0);  // orders no memory
+  if (mode == kSyncwarpSameWarp || mode == kSyncwarpOtherWarp) __syncwarp();  // orders each warp's lanes
+  if (mode != kNoSync && mode != kShuffleOnly && mode != kSyncwarpSameWarp && mode != kSyncwarpOtherWarp)
+    __syncthreads();
   switch (mode) {
     case kNoSync:  // thread 1 arrives on a barrier whose init no barrier has published
+    case kShuffleOnly:
+    case kSyncwarpSameWarp:  // thread 1 is in thread 0's warp: its __syncwarp published the init
       if (tid == 1) (void)mbarrier_arrive(&bar);
+      break;
+    case kSyncwarpOtherWarp:  // thread 33 is not
+      if (tid == 33) (void)mbarrier_arrive(&bar);
       break;
     case kTooMany:
       if (tid == 0) (void)mbarrier_arrive(&bar, 3);
@@ -146,8 +157,13 @@ TEST_CASE("hopper: mbarrier misuse is reported") {
   CHECK_MESSAGE((contains(m, "mbarrier.arrive at") && contains(m, "was never initialised")), m);
   m = run(kNoSync);
   CHECK_MESSAGE((contains(m, "by thread 1") && contains(m, "initialised by thread 0") &&
-                    contains(m, "no __syncthreads() or warp sync since")),
+                    contains(m, "no __syncthreads() since (or __syncwarp() of that warp)")),
                 m);
+  m = run(kShuffleOnly);  // a shuffle orders no memory
+  CHECK_MESSAGE((contains(m, "by thread 1") && contains(m, "no __syncthreads() since")), m);
+  CHECK(run(kSyncwarpSameWarp) == "(no error)");
+  m = run(kSyncwarpOtherWarp);
+  CHECK_MESSAGE((contains(m, "by thread 33") && contains(m, "initialised by thread 0")), m);
   m = run(kCountZero);
   CHECK_MESSAGE(contains(m, "count 0 is not in [1, 2^20 - 1]"), m);
   m = run(kTooMany);
