@@ -365,7 +365,7 @@ thread_local Block tls_block;
 // acquire nothing else from the scheduler, which has seen the work of every thread and block it ran,
 // so no block of a launch is ordered after another (FiberPool's slots allowing), as on a GPU, and TSan
 // reports a conflict between two blocks' global-memory accesses.
-thread_local const char* tls_launch_token = nullptr;
+thread_local char* tls_launch_token = nullptr;
 #endif
 
 std::string site(const char* file, int line) { return str(file, ":", line); }
@@ -462,7 +462,7 @@ EMU_NO_TSAN void fiber_entry() {
   __sanitizer_finish_switch_fiber(nullptr, &b.main_stack_bottom, &b.main_stack_size);
 #endif
 #ifdef EMU_TSAN
-  __tsan_acquire(const_cast<char*>(tls_launch_token));  // the kernel sees the host's writes before the launch
+  __tsan_acquire(tls_launch_token);  // the kernel sees the host's writes before the launch
 #endif
   std::string escaped;
   try {
