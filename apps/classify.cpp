@@ -227,14 +227,15 @@ int run(int argc, char** argv) {
   struct Crop {
     size_t image;
     int x0, y0, w, h;
-    int index;  // in its image's crops: row-major, as classify_crops gives them
+    int64_t index;  // in its image's crops: row-major, as classify_crops gives them
   };
   struct Image {
     std::string path;
     data::BandList bands;
     std::optional<double> nodata;  // the file's GDAL nodata value
-    int height = 0, width = 0, crops = 0, done = 0;
-    int counted = 0;          // crops with data: a crop that is nodata in every pixel and band is left out
+    int height = 0, width = 0;
+    int64_t crops = 0, done = 0;  // 64 bits: a huge image at a small --classifier-tile
+    int64_t counted = 0;      // crops with data: a crop that is nodata in every pixel and band is left out
     std::vector<double> sum;  // of the counted crops' probabilities
     data::GeoInfo geo;        // with --map-dir
     std::string map;          // --map-dir: its map's path ("" when it gets none)
@@ -263,13 +264,13 @@ int run(int argc, char** argv) {
     const bool whole = mode == apps::ClassifyMode::Full || im.height <= tile || im.width <= tile;
     const std::vector<std::pair<int, int>> corners =
         whole ? std::vector<std::pair<int, int>>{{0, 0}} : apps::classify_crops(im.height, im.width, mode, tile);
-    im.crops = int(corners.size());
+    im.crops = int64_t(corners.size());
     for (size_t k = 0; k < corners.size(); ++k)
       crops.push_back({i, corners[k].second, corners[k].first, whole ? im.width : tile, whole ? im.height : tile,
-                       int(k)});
+                       int64_t(k)});
     if (!map_dir.empty() && !whole) {
       im.map_cols = int(std::count_if(corners.begin(), corners.end(), [&](const auto& c) { return c.first == 0; }));
-      im.map_rows = im.crops / im.map_cols;
+      im.map_rows = int(im.crops / im.map_cols);
       im.map = (fs::path(map_dir) / (fs::path(im.path).stem().string() + "_classes.tif")).string();
       im.geo = info.geo;
     }

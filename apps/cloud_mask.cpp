@@ -119,7 +119,7 @@ int run(int argc, char** argv) {
     // then the sums: data/cloud_scene.h).
     const bool twice = data::scene_counts_first(H, W, info.nodata.has_value());
     Progress bar("cloud_mask statistics", twice ? 2 * int64_t(H) : H, stderr, Progress::Mode::Auto, "row");
-    thresholds = data::scene_shadow_thresholds(reader, stripe_rows, [&](int rows) { bar.update(rows); });
+    thresholds = data::scene_shadow_thresholds(reader, stripe_rows, [&](int64_t rows) { bar.update(rows); });
   }
   finite.check(in);
   NIMBUS_CHECK(thresholds.with_data > 0, in, ": every pixel is the nodata value ", info.nodata.value_or(0),

@@ -11,11 +11,19 @@
 // another size or band count), so that a script tells "differ" from "could not look", as with cmp. For comparing one program's output on two devices
 // (scripts/gpu_check.sh: remove_clouds on the GPU against the CPU) or two versions of a run; the
 // line is a results row of scripts/gpu/results.py when --case is given.
+//
+// The files are read in stripes of --stripe rows (raised to whole strips or tiles of both, so that
+// no block is decoded twice), so two mosaics larger than memory compare in ~2 x stripe x width x bands
+// floats; the answer is the whole-image comparison's, whatever the stripe.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <numeric>
 #include <string>
+#include <vector>
 
 #include "apps/common/cli.h"
+#include "apps/common/progress.h"
 #include "data/geotiff.h"
 #include "engine/io/json.h"
 
@@ -31,12 +39,14 @@ int run(int argc, char** argv) {
   p.add_double("max", 0, "largest absolute difference allowed (0: the files' values must be equal)").range(0, 1e30);
   p.add_string("case", "", "name of the comparison, written as the JSON line's \"case\" (scripts/gpu/results.py)",
                "NAME");
+  p.add_int("stripe", 512, "rows read at a time from each file (raised to whole strips or tiles of both)")
+      .range(1, data::kMaxTiffSide);
   p.parse_or_exit(argc, argv);
   const std::vector<std::string> files = p.positionals();
   if (files.size() != 2) throw cli::UsageError(str("two GeoTIFFs to compare, got ", files.size()));
-  data::Raster a, b;
+  data::TiffInfo a, b;
   try {
-    a = data::read_geotiff(files[0]), b = data::read_geotiff(files[1]);
+    a = data::read_tiff_info(files[0]), b = data::read_tiff_info(files[1]);
     NIMBUS_CHECK(a.width == b.width && a.height == b.height && a.bands == b.bands, files[1], " is ", b.width, "x",
                  b.height, " with ", b.bands, " bands, but ", files[0], " is ", a.width, "x", a.height, " with ",
                  a.bands, " bands");
@@ -44,28 +54,57 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "raster_diff: cannot compare: %s\n", e.what());
     return 3;
   }
-  const size_t plane = size_t(a.width) * size_t(a.height);
-  double worst = 0;
-  size_t at = 0, differ = 0, nan_mismatch = 0;
-  for (size_t i = 0; i < a.data.size(); ++i) {
-    const double x = a.data[i], y = b.data[i];
-    if (std::isnan(x) || std::isnan(y)) {
-      nan_mismatch += std::isnan(x) != std::isnan(y);
-      continue;
+  const int H = a.height, W = a.width, C = a.bands;
+  // Whole blocks of both files: a multiple of both block heights (their least common multiple; the
+  // whole image when that is taller).
+  const int64_t blocks = std::lcm(int64_t(a.block_rows), int64_t(b.block_rows));
+  const int64_t stripe = std::min<int64_t>((p.get_int("stripe") + blocks - 1) / blocks * blocks, H);
+
+  // Per band, its largest difference and the first pixel (row-major) where it is: the whole image's
+  // largest is then the first band's that reaches it (the first in band-major order, as one pass over
+  // the whole image would find it).
+  std::vector<double> worst(size_t(C), 0.0);
+  std::vector<size_t> at(size_t(C), 0);  // pixel offset y * W + x in its band
+  size_t differ = 0, nan_mismatch = 0;
+  Progress bar("raster_diff", H, stderr, Progress::Mode::Auto, "row");
+  for (int64_t y0 = 0; y0 < H; y0 += stripe) {
+    const int rows = int(std::min<int64_t>(stripe, H - y0));
+    const data::Window win{0, int(y0), W, rows};
+    data::Raster ra, rb;
+    try {
+      ra = data::read_geotiff(files[0], win), rb = data::read_geotiff(files[1], win);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "raster_diff: cannot compare: %s\n", e.what());
+      return 3;
     }
-    const double d = std::fabs(x - y);
-    differ += d != 0;
-    if (d > worst) worst = d, at = i;
+    const size_t plane = size_t(rows) * size_t(W);
+    for (int c = 0; c < C; ++c) {
+      const float* x = ra.band(c);
+      const float* y = rb.band(c);
+      for (size_t q = 0; q < plane; ++q) {
+        if (std::isnan(x[q]) || std::isnan(y[q])) {
+          nan_mismatch += std::isnan(x[q]) != std::isnan(y[q]);
+          continue;
+        }
+        const double d = std::fabs(double(x[q]) - double(y[q]));
+        differ += d != 0;
+        if (d > worst[size_t(c)]) worst[size_t(c)] = d, at[size_t(c)] = size_t(y0) * size_t(W) + q;
+      }
+    }
+    bar.update(y0 + rows);
   }
+  bar.finish();
+  const size_t band = size_t(std::max_element(worst.begin(), worst.end()) - worst.begin());  // the first largest
+  const double largest = worst[band];
+  const size_t pixel = largest > 0 ? at[band] : 0;
   const double bound = p.get_double("max");
-  const bool ok = nan_mismatch == 0 && worst <= bound;
-  const size_t pixel = plane ? at % plane : 0;
+  const bool ok = nan_mismatch == 0 && largest <= bound;
   std::printf("{\"case\":%s,\"impl\":\"nimbus\",\"ok\":%s,\"max_abs_diff\":%.9g,\"bound_max\":%.9g,"
               "\"at_band\":%zu,\"at_row\":%zu,\"at_col\":%zu,\"values_differing\":%zu,\"values\":%zu,"
               "\"nan_mismatches\":%zu,\"width\":%d,\"height\":%d,\"bands\":%d}\n",
-              json::quote(p.get_string("case")).c_str(), ok ? "true" : "false", worst, bound, plane ? at / plane + 1 : 0,
-              a.width ? pixel / size_t(a.width) : 0, a.width ? pixel % size_t(a.width) : 0, differ, a.data.size(),
-              nan_mismatch, a.width, a.height, a.bands);
+              json::quote(p.get_string("case")).c_str(), ok ? "true" : "false", largest, bound,
+              largest > 0 ? band + 1 : 1, pixel / size_t(W), pixel % size_t(W), differ,
+              size_t(C) * size_t(H) * size_t(W), nan_mismatch, W, H, C);
   return ok ? 0 : 1;
 }
 

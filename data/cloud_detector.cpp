@@ -59,10 +59,10 @@ inline float norm_diff(float a, float b) {
 
 // scipy.ndimage mode 'reflect' (d c b a | a b c d | d c b a), for any offset.
 inline int reflect(int i, int n) {
-  int p = 2 * n;
-  i %= p;
-  if (i < 0) i += p;
-  return i < n ? i : p - 1 - i;
+  const int64_t p = 2 * int64_t(n);  // 64 bits: n may be an image's width, up to kMaxTiffSide
+  int64_t j = i % p;
+  if (j < 0) j += p;
+  return int(j < n ? j : p - 1 - j);
 }
 
 bool parallel(int h, int w) { return int64_t(h) * w > cpu::kParallelGrain; }

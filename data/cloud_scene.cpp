@@ -32,13 +32,14 @@ bool scene_counts_first(int height, int width, bool has_nodata, size_t keep_byte
   return has_nodata && 8 * size_t(height) * size_t(width) > keep_bytes;
 }
 
-SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const std::function<void(int)>& progress,
+SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const std::function<void(int64_t)>& progress,
                                         size_t keep_bytes) {
   check_scene(in, stripe);
   const int H = in.height;
   std::vector<float> dn;
   std::vector<uint8_t> valid;
-  int rows = 0, rows_read = 0, next = 0;
+  int rows = 0, next = 0;
+  int64_t rows_read = 0;  // up to twice the height
   auto read_stripe = [&] {
     rows = std::min(stripe, H - next);
     read_rows(in, next, rows, dn, valid);

@@ -50,7 +50,7 @@ struct SceneStripe {
 // twice it when scene_counts_first. When no pixel of the scene has data, with_data is 0 (and
 // scene_masks refuses the thresholds).
 constexpr size_t kSceneKeepBytes = size_t(2) << 30;  // a granule with nodata keeps its indices (0.96 GB)
-SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const std::function<void(int)>& progress,
+SceneThresholds scene_shadow_thresholds(const SceneReader& in, int stripe, const std::function<void(int64_t)>& progress,
                                         size_t keep_bytes = kSceneKeepBytes);
 // Does pass 1 read the scene twice (a count first)? Only with nodata, above keep_bytes of indices.
 bool scene_counts_first(int height, int width, bool has_nodata, size_t keep_bytes = kSceneKeepBytes);

@@ -50,6 +50,23 @@ namespace {
 
 int bytes_of(SampleType t) { return t == SampleType::UInt8 ? 1 : t == SampleType::Float32 ? 4 : 2; }
 
+// Classic TIFF addresses 4 GiB: an image whose pixels take more than 3.75 GiB uncompressed (the rest
+// for its tags and offsets; deflate rarely grows data) is written as BigTIFF, as GDAL's
+// BIGTIFF=IF_SAFER does. Decided when the file is opened, before any pixel is written.
+const char* write_mode(uint64_t pixel_bytes) { return pixel_bytes > (uint64_t(15) << 28) ? "w8" : "w"; }
+
+// This machine's memory in bytes (0 when unknown): a read needing more fails before allocating.
+uint64_t physical_memory() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
+}
+
+std::string gib(uint64_t bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f GiB", double(bytes) / double(uint64_t(1) << 30));
+  return b;
+}
+
 // f(T()) with T the C++ type of one sample of type t, so one template serves every type.
 template <typename F>
 void with_sample_type(SampleType t, F&& f) {
@@ -318,7 +335,12 @@ TiffInfo info_of(const TiffFile& f) {
   TIFFGetFieldDefaulted(tif, TIFFTAG_COMPRESSION, &comp);
   TIFFGetField(tif, TIFFTAG_PHOTOMETRIC, &photo);
   if (w == 0 || h == 0 || spp == 0) f.fail(str("empty image (", w, "x", h, "x", spp, ")"));
-  if (uint64_t(w) * h * spp > (uint64_t(1) << 31)) f.fail(str("image too large (", w, "x", h, "x", spp, ")"));
+  if (w > uint32_t(kMaxTiffSide) || h > uint32_t(kMaxTiffSide))
+    f.fail(str("image of ", w, "x", h, " pixels: sides up to ", kMaxTiffSide, " are supported"));
+  // 2^56 values at most, so that no byte count of the image or of a window of it wraps in 64 bits
+  // (2^56 float32 values are 256 PiB: no real image comes near).
+  if (uint64_t(w) * h > (uint64_t(1) << 56) / spp)
+    f.fail(str("image of ", w, "x", h, "x", spp, " values: more than 2^56"));
   if (fmt == SAMPLEFORMAT_UINT && bps == 8)
     info.type = SampleType::UInt8;
   else if (fmt == SAMPLEFORMAT_UINT && bps == 16)
@@ -425,8 +447,8 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   TiffFile f(path, "r");
   TiffInfo info = info_of(f);
   Window win = window ? *window : Window{0, 0, info.width, info.height};
-  if (win.width <= 0 || win.height <= 0 || win.x0 < 0 || win.y0 < 0 || win.x0 + win.width > info.width ||
-      win.y0 + win.height > info.height)
+  if (win.width <= 0 || win.height <= 0 || win.x0 < 0 || win.y0 < 0 ||
+      int64_t(win.x0) + win.width > info.width || int64_t(win.y0) + win.height > info.height)
     f.fail(str("window x0=", win.x0, " y0=", win.y0, " ", win.width, "x", win.height, " is outside the ",
                info.width, "x", info.height, " image"));
   // A corrupt header can claim any size: the pixels a window asks for must fit in
@@ -439,6 +461,15 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   if (!ec && want > limit)
     f.fail(str("header claims ", info.width, "x", info.height, "x", info.bands, " ", sample_type_name(info.type),
                " pixels but the file has only ", file_bytes, " bytes (truncated or corrupt)"));
+  // A true image can still be larger than this machine: the raster (float32) must fit in its memory.
+  // (2^56 values at most, checked with the header: the product cannot wrap.)
+  const uint64_t raster_bytes = uint64_t(win.width) * uint64_t(win.height) * uint64_t(info.bands) * sizeof(float);
+  if (const uint64_t memory = physical_memory(); memory > 0 && raster_bytes > memory)
+    f.fail(str(window ? str("a ", win.width, "x", win.height, " window") : std::string("the whole image"), " of ",
+               info.width, "x", info.height, "x", info.bands, " needs ", gib(raster_bytes),
+               " as float32, more than this machine's ", gib(memory),
+               " of memory (cloud_mask, remove_clouds, classify --classify tiles and raster_diff read large "
+               "images in stripes)"));
   Raster out;
   out.width = win.width;
   out.height = win.height;
@@ -658,11 +689,16 @@ TiffInfo read_tiff_info(const std::string& path) {
 // Memory exhaustion while reading (the file's dimensions are bounded before allocating, but a large
 // valid image can still exceed what this machine has): an Error naming the file, not std::bad_alloc.
 Raster read_checked(const std::string& path, const Window* window, const ReadProgress* progress = nullptr) {
+  const auto out_of_memory = [&] {
+    return Error(str(path, ": out of memory while reading this GeoTIFF",
+                     window ? str(" (window ", window->width, "x", window->height, ")") : std::string()));
+  };
   try {
     return read_window(path, window, progress);
   } catch (const std::bad_alloc&) {
-    throw Error(str(path, ": out of memory while reading this GeoTIFF",
-                    window ? str(" (window ", window->width, "x", window->height, ")") : std::string()));
+    throw out_of_memory();
+  } catch (const std::length_error&) {  // a size past what a vector holds
+    throw out_of_memory();
   }
 }
 
@@ -673,7 +709,9 @@ Raster read_geotiff(const std::string& path, const ReadProgress& progress) {
 }
 
 void write_geotiff(const std::string& path, const Raster& raster, const WriteOptions& options) {
-  NIMBUS_CHECK(raster.width > 0 && raster.height > 0 && raster.bands > 0 && raster.bands < 65536, "geotiff: ", path,
+  NIMBUS_CHECK(raster.width > 0 && raster.height > 0 && raster.bands > 0 && raster.bands < 65536 &&
+                   raster.width <= kMaxTiffSide && raster.height <= kMaxTiffSide,
+               "geotiff: ", path,
                ": cannot write a ", raster.width, "x", raster.height, "x", raster.bands, " raster");
   NIMBUS_CHECK(raster.data.size() == size_t(raster.bands) * raster.width * raster.height, "geotiff: ", path,
                ": raster holds ", raster.data.size(), " values but ", raster.bands, "x", raster.height, "x",
@@ -693,7 +731,7 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
       str(target, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
   const TempFile guard(tmp);  // removed if a signal stops the process before the rename
   try {
-    TiffFile f(tmp, "w");
+    TiffFile f(tmp, write_mode(uint64_t(raster.data.size()) * bytes_of(options.type)));
     write_to(f, raster, options);
     std::error_code ec;
     keep_target_mode(tmp, target);
@@ -737,7 +775,9 @@ TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int h
   m.width = width, m.height = height, m.bands = bands;
   m.opt = options;
   m.opt.tiled = true;
-  NIMBUS_CHECK(width > 0 && height > 0 && bands > 0 && bands < 65536, "geotiff: ", path, ": cannot write a ", width,
+  NIMBUS_CHECK(width > 0 && height > 0 && bands > 0 && bands < 65536 && width <= kMaxTiffSide &&
+                   height <= kMaxTiffSide,
+               "geotiff: ", path, ": cannot write a ", width,
                "x", height, "x", bands, " raster");
   NIMBUS_CHECK(!options.planar_separate, "geotiff: ", path, ": the tiled writer writes pixel-interleaved tiles only");
   NIMBUS_CHECK(m.opt.tile_size >= 16 && m.opt.tile_size % 16 == 0, "geotiff: ", path, ": tile size ",
@@ -747,12 +787,15 @@ TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int h
   m.target = atomic_output_path(path);  // no device or pipe; a link's file, the link kept
   m.tmp = str(m.target, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
   m.guard = std::make_unique<TempFile>(m.tmp);
-  // Classic TIFF addresses 4 GiB: larger outputs (whole tiles, uncompressed) are written as BigTIFF,
-  // decided here, before any work is done.
-  const uint64_t bytes = uint64_t((width + m.opt.tile_size - 1) / m.opt.tile_size) *
-                         uint64_t((height + m.opt.tile_size - 1) / m.opt.tile_size) * uint64_t(m.opt.tile_size) *
-                         uint64_t(m.opt.tile_size) * uint64_t(bands) * bytes_of(m.opt.type);
-  m.file = std::make_unique<TiffFile>(m.tmp, bytes > (uint64_t(15) << 28) ? "w8" : "w");
+  // libtiff numbers tiles with 32 bits.
+  const uint64_t tiles = uint64_t((width + m.opt.tile_size - 1) / m.opt.tile_size) *
+                         uint64_t((height + m.opt.tile_size - 1) / m.opt.tile_size);
+  NIMBUS_CHECK(tiles <= std::numeric_limits<uint32_t>::max(), "geotiff: ", path, ": ", tiles, " tiles of ",
+               m.opt.tile_size, " pixels: more than a TIFF numbers; use larger tiles");
+  // Whole tiles, uncompressed: BigTIFF above 3.75 GiB.
+  const uint64_t bytes = tiles * uint64_t(m.opt.tile_size) * uint64_t(m.opt.tile_size) * uint64_t(bands) *
+                         bytes_of(m.opt.type);
+  m.file = std::make_unique<TiffFile>(m.tmp, write_mode(bytes));
   set_tags(m.file->get(), width, height, bands, m.opt, geo, band_names, nodata);
   m.written.assign(size_t(tiles_x()) * size_t(tiles_y()), 0);
 }

@@ -17,6 +17,12 @@
 namespace nimbus::data {
 
 enum class SampleType { UInt8, UInt16, Int16, Float32 };
+
+// The widest and tallest image read or written: 2^30 - 2048 pixels a side, so that every int sum of a
+// coordinate and a block, tile or stripe size (up to about twice a side) stays below 2^31. The
+// image's value count is not limited by int (a window's reads and every index use 64 bits); a read
+// must fit in this machine's memory as float32 (an Error says so before allocating).
+constexpr int kMaxTiffSide = (1 << 30) - 2048;
 const char* sample_type_name(SampleType t);  // "uint8", ...
 
 struct GeoInfo {

@@ -71,17 +71,17 @@ std::array<double, 11> gaussian11() {
 
 // VALID 2-D filtering of an (h, w) plane with the separable window: out is (h-10, w-10).
 void filter_valid(const double* in, int h, int w, const std::array<double, 11>& g, double* tmp, double* out) {
-  const int ow = w - 10, oh = h - 10;
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < ow; ++x) {
+  const size_t ow = size_t(w) - 10, oh = size_t(h) - 10;  // a plane may hold more than 2^31 values
+  for (size_t y = 0; y < size_t(h); ++y)
+    for (size_t x = 0; x < ow; ++x) {
       double s = 0;
-      for (int k = 0; k < 11; ++k) s += g[size_t(k)] * in[y * w + x + k];
+      for (size_t k = 0; k < 11; ++k) s += g[k] * in[y * size_t(w) + x + k];
       tmp[y * ow + x] = s;
     }
-  for (int y = 0; y < oh; ++y)
-    for (int x = 0; x < ow; ++x) {
+  for (size_t y = 0; y < oh; ++y)
+    for (size_t x = 0; x < ow; ++x) {
       double s = 0;
-      for (int k = 0; k < 11; ++k) s += g[size_t(k)] * tmp[(y + k) * ow + x];
+      for (size_t k = 0; k < 11; ++k) s += g[k] * tmp[(y + k) * ow + x];
       out[y * ow + x] = s;
     }
 }

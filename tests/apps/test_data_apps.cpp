@@ -342,6 +342,56 @@ TEST_CASE("cloud_mask, classify and remove_clouds refuse an output that names on
   CHECK(read_file(weights) == read_file(fixture("models_resnet_basic.safetensors")));
 }
 
+// raster_diff reads both files in stripes (whole strips of both: here 2 and 3 rows, so stripes of 6,
+// 12, ... rows): whatever --stripe says, the same answer as one pass over the whole images, computed
+// here. The largest difference is tied between bands 3 and 2 (band 2's first, in a later stripe than
+// band 3's), and band 1 has a larger-looking value that is NaN in both files.
+TEST_CASE("raster_diff: stripes of any height give the whole images' answer") {
+  TempDir d("raster_diff_stripes");
+  data::Raster a;
+  a.bands = 3, a.height = 23, a.width = 37;
+  for (size_t i = 0; i < size_t(3 * 23 * 37); ++i) a.data.push_back(float(i * 7919 % 1000) / 8.f);
+  data::Raster b = a;
+  const auto at = [&](int c, int y, int x) { return size_t(c) * 23 * 37 + size_t(y) * 37 + size_t(x); };
+  b.data[at(2, 1, 5)] += 4.5f;   // band 3, first stripe
+  b.data[at(1, 20, 30)] += 4.5f;  // band 2, last stripe: the same difference, first in band-major order
+  b.data[at(1, 9, 2)] -= 2.f;
+  b.data[at(0, 7, 7)] += 1.f;
+  a.data[at(0, 12, 12)] = b.data[at(0, 12, 12)] = NAN;  // equal
+  b.data[at(0, 3, 4)] = NAN;                              // a mismatch
+  data::WriteOptions sa, sb;
+  sa.type = sb.type = data::SampleType::Float32;
+  sa.rows_per_strip = 2, sb.rows_per_strip = 3;
+  data::write_geotiff(d / "a.tif", a, sa);
+  data::write_geotiff(d / "b.tif", b, sb);
+  // The whole-image answer, band-major, the first largest difference kept.
+  double worst = 0;
+  size_t where = 0, differ = 0, nan_mismatch = 0;
+  for (size_t i = 0; i < a.data.size(); ++i) {
+    const float x = a.data[i], y = b.data[i];
+    if (std::isnan(x) || std::isnan(y)) {
+      nan_mismatch += std::isnan(x) != std::isnan(y);
+      continue;
+    }
+    const double diff = std::fabs(double(x) - double(y));
+    differ += diff != 0;
+    if (diff > worst) worst = diff, where = i;
+  }
+  REQUIRE(where == at(1, 20, 30));
+  const std::string want = str("\"max_abs_diff\":4.5,\"bound_max\":5,\"at_band\":2,\"at_row\":20,\"at_col\":30,",
+                               "\"values_differing\":", differ, ",\"values\":2553,\"nan_mismatches\":", nan_mismatch,
+                               ",\"width\":37,\"height\":23,\"bands\":3}");
+  CHECK(differ == 4);
+  CHECK(nan_mismatch == 1);
+  for (const char* stripe : {"1", "5", "6", "7", "13", "23", "1000"}) {
+    CAPTURE(stripe);
+    AppResult r = run_app("raster_diff", {d / "a.tif", d / "b.tif", "--max", "5", "--stripe", stripe});
+    CHECK(r.exit_code == 1);  // the NaN mismatch
+    CHECK_MESSAGE(r.output.find(want) != std::string::npos, r.output);
+  }
+  CHECK(run_app("raster_diff", {d / "a.tif", d / "b.tif", "--stripe", "0"}).exit_code == 2);
+}
+
 TEST_CASE("raster_diff: the largest difference and where it is, within --max or not, NaN and size mismatches") {
   TempDir d("raster_diff");
   data::Raster r;

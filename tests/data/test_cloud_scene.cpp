@@ -43,9 +43,10 @@ void check_stripes(const std::vector<float>& dn, int H, int W, const std::vector
   CloudDetectorOptions o;
   o.valid = valid.empty() ? nullptr : valid.data();
   const CloudShadowMasks want = detect_clouds(dn.data(), kS2Bands, H, W, o);
-  int reads = 0, progress = 0;
+  int reads = 0;
+  int64_t progress = 0;
   const SceneReader r = reader_of(dn, H, W, valid, &reads);
-  const SceneThresholds t = scene_shadow_thresholds(r, stripe, [&](int rows) { progress = rows; }, keep_bytes);
+  const SceneThresholds t = scene_shadow_thresholds(r, stripe, [&](int64_t rows) { progress = rows; }, keep_bytes);
   // Read once, or twice when the count of pixels with data must come before the sums.
   const int passes = scene_counts_first(H, W, !valid.empty(), keep_bytes) ? 2 : 1;
   CHECK(passes == (!valid.empty() && keep_bytes == 0 ? 2 : 1));

@@ -289,6 +289,7 @@ void patch_tag(std::string& bytes, uint16_t tag, uint32_t v) {
   for (size_t k = 0, n = u16(ifd); k < n; ++k) {
     const size_t e = ifd + 2 + 12 * k;
     if (u16(e) != tag) continue;
+    if (u16(e + 2) == TIFF_SHORT && v > 0xFFFF) bytes[e + 2] = char(TIFF_LONG), bytes[e + 3] = 0;  // widened
     const int width = u16(e + 2) == TIFF_SHORT ? 2 : 4;
     for (int b = 0; b < width; ++b) bytes[e + 8 + size_t(b)] = char((v >> (8 * b)) & 0xFF);
     return;
@@ -374,6 +375,128 @@ TEST_CASE("geotiff: a single-strip compressed file claiming more than it holds i
   o.rows_per_strip = 1300;
   write_geotiff(tmp / "big_one_strip.tif", big, o);
   CHECK(read_geotiff(tmp / "big_one_strip.tif").data == big.data);
+}
+
+// An image with more than 2^32 pixels in its one band (65536 x 65536 uint8, a BigTIFF): windows read
+// exactly wherever they lie, at offsets past what 32 bits index. The file takes 4 MB: 4096 deflated
+// 1024 x 1024 tiles, copied raw from a small file written by write_geotiff (zeros, or a pattern in
+// two of them), so that nothing of its 4 GiB of pixels is ever encoded.
+TEST_CASE("geotiff: windows of an image of more than 2^32 pixels a band read exactly (BigTIFF)") {
+  TempDir tmp;
+  constexpr int kTile = 1024, kSide = 65536, kTiles = kSide / kTile;
+  const auto pattern = [](int x, int y) { return float((x * 7 + y * 13) % 251); };  // in a patterned tile
+  Raster two;  // tile 0: zeros; tile 1: the pattern
+  two.bands = 1, two.width = 2 * kTile, two.height = kTile;
+  two.data.assign(size_t(2) * kTile * kTile, 0.f);
+  for (int y = 0; y < kTile; ++y)
+    for (int x = 0; x < kTile; ++x) two.data[size_t(y) * 2 * kTile + kTile + size_t(x)] = pattern(x, y);
+  WriteOptions o;
+  o.type = SampleType::UInt8;
+  o.deflate = true;
+  o.tiled = true;
+  o.tile_size = kTile;
+  write_geotiff(tmp / "two_tiles.tif", two, o);
+  std::vector<std::vector<unsigned char>> raw(2);
+  {
+    TIFF* t = TIFFOpen((tmp / "two_tiles.tif").c_str(), "r");
+    REQUIRE(t != nullptr);
+    for (uint32_t k = 0; k < 2; ++k) {
+      raw[k].resize(size_t(TIFFRawStripSize64(t, k)));  // a tile's raw size, for a tiled file
+      REQUIRE(TIFFReadRawTile(t, k, raw[k].data(), tmsize_t(raw[k].size())) == tmsize_t(raw[k].size()));
+    }
+    TIFFClose(t);
+  }
+  // Patterned tiles: the last one, and one whose first pixel lies past 2^31 in row-major order.
+  const auto patterned = [&](int tx, int ty) { return (tx == kTiles - 1 && ty == kTiles - 1) || (tx == 40 && ty == 33); };
+  const std::string big = tmp / "big.tif";
+  {
+    TIFF* t = TIFFOpen(big.c_str(), "w8");
+    REQUIRE(t != nullptr);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, uint32_t(kSide));
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, uint32_t(kSide));
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, uint16_t(1));
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, uint16_t(8));
+    TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, uint16_t(SAMPLEFORMAT_UINT));
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_ADOBE_DEFLATE);
+    TIFFSetField(t, TIFFTAG_PREDICTOR, uint16_t(PREDICTOR_HORIZONTAL));  // as write_geotiff's tiles
+    TIFFSetField(t, TIFFTAG_TILEWIDTH, uint32_t(kTile));
+    TIFFSetField(t, TIFFTAG_TILELENGTH, uint32_t(kTile));
+    for (int ty = 0; ty < kTiles; ++ty)
+      for (int tx = 0; tx < kTiles; ++tx) {
+        std::vector<unsigned char>& b = raw[patterned(tx, ty) ? 1 : 0];
+        REQUIRE(TIFFWriteRawTile(t, uint32_t(ty * kTiles + tx), b.data(), tmsize_t(b.size())) ==
+                tmsize_t(b.size()));
+      }
+    TIFFClose(t);
+  }
+  CHECK(slurp(big).substr(0, 4) == std::string("II+\0", 4));  // BigTIFF
+  const TiffInfo info = read_tiff_info(big);
+  CHECK(info.width == kSide);
+  CHECK(info.height == kSide);
+  CHECK(info.bands == 1);
+  CHECK(info.tiled);
+  const auto expected = [&](int x, int y) {
+    return patterned(x / kTile, y / kTile) ? pattern(x % kTile, y % kTile) : 0.f;
+  };
+  // Across four tiles at the far corner, inside the middle patterned tile, and across its edges.
+  for (Window w : {Window{kSide - 1500, kSide - 1100, 1500, 1100}, Window{40 * kTile, 33 * kTile, kTile, kTile},
+                   Window{40 * kTile - 3, 33 * kTile - 5, 9, kTile + 10}, Window{0, kSide - 1, kSide, 1}}) {
+    CAPTURE(w.x0);
+    CAPTURE(w.y0);
+    const Raster r = read_geotiff(big, w);
+    REQUIRE(r.data.size() == size_t(w.width) * size_t(w.height));
+    size_t wrong = 0, nonzero = 0;
+    for (int y = 0; y < w.height; ++y)
+      for (int x = 0; x < w.width; ++x) {
+        const float v = r.data[size_t(y) * size_t(w.width) + size_t(x)];
+        wrong += v != expected(w.x0 + x, w.y0 + y);
+        nonzero += v != 0.f;
+      }
+    CHECK(wrong == 0);
+    CHECK(nonzero > 0);  // every window meets a patterned tile
+  }
+}
+
+// What replaced the old cap of 2^31 values an image: a side past kMaxTiffSide is refused with the
+// header, and a read larger than this machine's memory (a 1,000,000 x 1,000,000 claim: 3.6 TiB as
+// float32) fails before allocating, naming the file, even when the file's size allows the claim (a
+// sparse 1 GiB file: compressed pixels may inflate 4096x).
+TEST_CASE("geotiff: a side past the limit, or a read larger than memory, is refused before allocating") {
+  TempDir tmp;
+  Raster r = random_raster(1, 64, 64, 0, 200, 6);
+  WriteOptions o;
+  o.type = SampleType::UInt8;
+  o.deflate = true;
+  o.rows_per_strip = 16;
+  const std::string good = tmp / "small.tif";
+  write_geotiff(good, r, o);
+  std::string bytes = slurp(good);
+  patch_tag(bytes, TIFFTAG_IMAGEWIDTH, uint32_t(kMaxTiffSide) + 1);
+  const std::string wide = tmp / "too_wide.tif";
+  spit(wide, bytes);
+  CHECK_THROWS_WITH_AS(read_tiff_info(wide), doctest::Contains("sides up to 1073739776"), Error);
+  CHECK_THROWS_WITH_AS(read_geotiff(wide), doctest::Contains(wide.c_str()), Error);
+
+  bytes = slurp(good);
+  patch_tag(bytes, TIFFTAG_IMAGEWIDTH, 1000000);
+  patch_tag(bytes, TIFFTAG_IMAGELENGTH, 1000000);
+  const std::string huge = tmp / "huge.tif";
+  spit(huge, bytes);
+  std::filesystem::resize_file(huge, uint64_t(1) << 30);  // sparse: no disk used
+  CHECK(read_tiff_info(huge).width == 1000000);
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  CHECK_THROWS_WITH_AS(read_geotiff(huge), doctest::Contains("the whole image of 1000000x1000000x1 needs 3725.3 GiB"),
+                       Error);
+  CHECK_THROWS_WITH_AS(read_geotiff(huge), doctest::Contains("more than this machine's"), Error);
+  CHECK_THROWS_WITH_AS(read_geotiff(huge), doctest::Contains(huge.c_str()), Error);
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  CHECK(after.ru_maxrss - before.ru_maxrss < 64 * 1024);  // KiB
+  // The writers refuse such a side too.
+  CHECK_THROWS_WITH_AS(TiledGeoTiffWriter(tmp / "w.tif", kMaxTiffSide + 1, 1, 1, o, GeoInfo{}, {}),
+                       doctest::Contains("cannot write"), Error);
 }
 
 // The progress callback: rows after each row of blocks, ending at the total, the same pixels as a plain
