@@ -240,7 +240,8 @@ int run(int argc, char** argv) {
                         "val_sam"},
                        done);
   data::Loader loader(train.size(), data::sen12mscr_sample_fn(train, train_opt),
-                      apps::loader_options(training.batch, training.workers, common.seed, done));
+                      apps::loader_options(training.batch, training.workers, common.seed, done,
+                                           training.accumulate));
 
   double loss_sum = 0;  // this epoch's training loss, summed over the batches trained
   size_t batches_trained = 0;

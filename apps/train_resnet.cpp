@@ -356,7 +356,8 @@ int run(int argc, char** argv) {
 
   apps::MetricsCsv csv(paths.metrics, {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"}, done);
   data::Loader loader(split.train.size(), train_fn,
-                      apps::loader_options(training.batch, training.workers, common.seed, done));
+                      apps::loader_options(training.batch, training.workers, common.seed, done,
+                                           training.accumulate));
 
   Score tr, va;  // this epoch's training and validation scores
   bool improved = false;

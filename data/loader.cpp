@@ -56,6 +56,8 @@ Loader::Loader(size_t num_samples, SampleFn fn, LoaderOptions options)
   batches_per_epoch_ = n_ / (opt_.batch_size * size_t(opt_.ranks));
   NIMBUS_CHECK(batches_per_epoch_ > 0, "loader: ", n_, " samples make no full batch of ", opt_.batch_size,
                opt_.ranks > 1 ? str(" on each of ", opt_.ranks, " ranks") : std::string());
+  NIMBUS_CHECK(opt_.group >= 1, "loader: group (", opt_.group, ") must be at least 1");
+  batches_taken_ = batches_per_epoch_ >= opt_.group ? batches_per_epoch_ / opt_.group * opt_.group : batches_per_epoch_;
   NIMBUS_CHECK(fn_ != nullptr, "loader: no sample function");
   for (int t = 0; t < opt_.threads; ++t) threads_.emplace_back([this] { work(); });
 }
@@ -104,8 +106,8 @@ Shape batched(const Shape& s, size_t B) {
 
 Batch Loader::make_batch(uint64_t g) {
   Batch b;
-  b.epoch = opt_.first_epoch + int(g / batches_per_epoch_);
-  b.step = size_t(g % batches_per_epoch_);
+  b.epoch = opt_.first_epoch + int(g / batches_taken_);
+  b.step = size_t(g % batches_taken_);
   auto order = order_of(b.epoch);
   const size_t B = opt_.batch_size;
   for (size_t i = 0; i < B; ++i) {

@@ -7,7 +7,9 @@
 //
 // Order and randomness: epoch e visits the samples in epoch_order(n, seed, e)
 // (a fresh shuffle each epoch; same seed -> same order), in floor(n / batch)
-// batches (the remainder is dropped, as in the reference). Each sample gets
+// batches (the remainder is dropped, as in the reference; with gradient
+// accumulation, so are the batches after the last whole group of them, which
+// are never made). Each sample gets
 // its own Rng seeded from (seed, epoch, index), so what a sample looks like
 // does not depend on which thread made it. Batches come out in order.
 //
@@ -70,6 +72,11 @@ struct LoaderOptions {
   // rank then sees floor(n / (ranks x batch_size)) batches per epoch, and together they visit what
   // one process with batch ranks x batch_size would.
   int rank = 0, ranks = 1;
+  // Gradient accumulation: an optimiser step takes `group` batches in turn, and an epoch's batches after
+  // its last whole group are left out. They are never made (decoding them would only be thrown away):
+  // next() goes from the last whole group to the next epoch. An epoch of fewer batches than a group is
+  // left whole (the trainer refuses such a run with a usage error).
+  size_t group = 1;
 };
 
 class Loader {
@@ -80,6 +87,8 @@ class Loader {
   Loader& operator=(const Loader&) = delete;
 
   size_t batches_per_epoch() const { return batches_per_epoch_; }
+  // What next() hands out of each epoch: batches_per_epoch() rounded down to whole groups.
+  size_t batches_taken_per_epoch() const { return batches_taken_; }
   // The next batch; epochs follow one another without end.
   Batch next();
   // Most batches ever outstanding at once (made or being made, not yet taken).
@@ -103,6 +112,7 @@ class Loader {
   const SampleFn fn_;
   const LoaderOptions opt_;
   size_t batches_per_epoch_ = 0;
+  size_t batches_taken_ = 0;  // of each epoch: whole groups
 
   mutable std::mutex mu_;
   std::condition_variable cv_work_, cv_ready_;

@@ -491,8 +491,10 @@ Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& 
   return Tensor::from_vector(Shape(dims), all);
 }
 
-data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed, int first_epoch) {
+data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed, int first_epoch,
+                                   int64_t accumulate) {
   data::LoaderOptions lo;
+  lo.group = size_t(accumulate);  // an epoch's batches after its last whole step are never made
   lo.batch_size = size_t(batch);
   lo.threads = int(workers);
   lo.prefetch = int(std::max<int64_t>(4, workers));
@@ -709,6 +711,9 @@ void train_epochs(const EpochLoop& L) {
     throw cli::UsageError(str("--accumulate ", group, ": an epoch has ", nb, " batch", nb == 1 ? "" : "es",
                               " of --batch-size ", L.batch, " here, fewer than one step's ", group));
   const size_t used = nb / group * group;  // the batches that make whole steps; the rest are left out
+  NIMBUS_CHECK(L.loader->batches_taken_per_epoch() == used, "train_epochs: the loader hands out ",
+               L.loader->batches_taken_per_epoch(), " batches an epoch, not the ", used, " of whole steps of ", group,
+               " (its options' group must be --accumulate)");
   const int64_t steps_per_epoch = int64_t(used / group);
   const int64_t warmup_steps =
       L.warmup_epochs > 0 ? std::max<int64_t>(1, std::llround(L.warmup_epochs * double(steps_per_epoch))) : 0;
@@ -777,7 +782,6 @@ void train_epochs(const EpochLoop& L) {
         if (int64_t(pending.size()) >= L.read_every) read_back();
       }
     }
-    for (size_t b = used; b < nb; ++b) L.loader->next();  // not a whole step: drawn, left out
     read_back();  // before validating and saving: a NaN stops the run before any checkpoint has it
     bar.finish();
     losses.clear(), kept.clear();  // the captured step's outputs: its pool goes back with them

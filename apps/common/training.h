@@ -194,7 +194,8 @@ Tensor stack_field(const std::vector<data::Sample>& samples, const std::string& 
 
 // The loader of a training run: batches of `batch` over `count` samples from `fn`, `workers`
 // threads, the order a pure function of (seed, epoch), starting at epoch `first_epoch` on resume.
-data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed, int first_epoch);
+data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed, int first_epoch,
+                                   int64_t accumulate);
 
 // The epoch loop both trainers run. For each epoch from `first_epoch` to `epochs` (0-based): the
 // learning rate lr_at(epoch) (ramped by a warm-up, below), train_mode(), then one optimiser step after
@@ -222,8 +223,8 @@ data::LoaderOptions loader_options(int64_t batch, int64_t workers, uint64_t seed
 // so the gradients add up to the mean gradient of the N batches, as of one batch N times larger when the
 // loss is a mean over samples; the all-reduce, clipping and step come once, after the last. Batch norm
 // still normalises each batch of `batch` samples alone. The last batches of an epoch that do not make N
-// are drawn and left out (a usage error when an epoch has fewer than N; they are still read by the
-// loader, and no step number names them). The activations kept for backward are one batch's, each batch
+// are left out (a usage error when an epoch has fewer than N): the loader, made with loader_options'
+// `accumulate`, never reads them, and no step number names them. The activations kept for backward are one batch's, each batch
 // uploaded just before its forward; the host holds the step's N batches, and a captured graph N batches'
 // inputs on the device.
 //

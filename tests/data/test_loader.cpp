@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -83,6 +84,54 @@ TEST_CASE("loader: epochs of floor(N/B) batches, reshuffled each epoch, in order
   auto sorted = Loader::epoch_order(23, 11, 0, true);
   std::sort(sorted.begin(), sorted.end());
   CHECK(sorted == Loader::epoch_order(23, 11, 0, false));  // a permutation of 0..22
+}
+
+// Gradient accumulation in groups of 3 batches: of an epoch's 7 batches, the 7th makes no whole group
+// and is never made (no sample of it decoded, here with no shuffle: samples 12 and 13); the batches
+// handed out are the ungrouped loader's, less each epoch's last, with the same values. An epoch shorter
+// than a group is left whole.
+TEST_CASE("loader: with groups, an epoch's batches after its last whole group are never made") {
+  std::atomic<int> calls{0};
+  std::vector<int> made(15, 0);  // per sample index
+  std::mutex mu;
+  const SampleFn counting = [&](size_t i, Rng& rng) {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      ++made[i];
+    }
+    return toy(&calls)(i, rng);
+  };
+  LoaderOptions o{.batch_size = 2, .threads = 2, .prefetch = 3, .seed = 8, .shuffle = false};
+  o.group = 3;
+  const Seen whole = run(15, LoaderOptions{.batch_size = 2, .threads = 1, .prefetch = 1, .seed = 8, .shuffle = false},
+                         3 * 7);
+  {
+    Loader l(15, counting, o);
+    CHECK(l.batches_per_epoch() == 7);
+    CHECK(l.batches_taken_per_epoch() == 6);
+    for (int e = 0; e < 3; ++e)
+      for (size_t b = 0; b < 6; ++b) {
+        Batch bt = l.next();
+        CHECK(bt.epoch == e);
+        CHECK(bt.step == b);
+        const size_t w = size_t(e) * 7 + b;  // the ungrouped loader's batch
+        CHECK(bt.indices == std::vector<size_t>(whole.indices.begin() + std::ptrdiff_t(2 * w),
+                                                whole.indices.begin() + std::ptrdiff_t(2 * w + 2)));
+        const std::vector<float> v = bt["x"].to_vector();
+        CHECK(v == std::vector<float>(whole.values.begin() + std::ptrdiff_t(12 * w),
+                                      whole.values.begin() + std::ptrdiff_t(12 * w + 12)));
+      }
+  }  // the workers stop: made[] is final
+  CHECK(made[12] == 0);
+  CHECK(made[13] == 0);
+  CHECK(made[14] == 0);  // the remainder of 15 samples in batches of 2
+  CHECK(made[0] >= 3);   // every epoch's first batch (and some of the fourth's, prefetched)
+  LoaderOptions longer = o;
+  longer.group = 8;
+  CHECK(Loader(15, toy(), longer).batches_taken_per_epoch() == 7);
+  LoaderOptions none = o;
+  none.group = 0;
+  CHECK_THROWS_WITH_AS(Loader(15, toy(), none), doctest::Contains("group (0) must be at least 1"), Error);
 }
 
 TEST_CASE("loader: same seed -> same batches, whatever the thread count, new seed -> new order") {
