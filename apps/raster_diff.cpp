@@ -12,9 +12,10 @@
 // (scripts/gpu_check.sh: remove_clouds on the GPU against the CPU) or two versions of a run; the
 // line is a results row of scripts/gpu/results.py when --case is given.
 //
-// The files are read in stripes of --stripe rows (raised to whole strips or tiles of both, so that
-// no block is decoded twice), so two mosaics larger than memory compare in ~2 x stripe x width x bands
-// floats; the answer is the whole-image comparison's, whatever the stripe.
+// The files are read in stripes of --stripe rows (raised to whole strips or tiles of both where that
+// costs little), so two mosaics larger than memory compare in ~2 x stripe x width x bands floats; the
+// answer is the whole-image comparison's, whatever the stripe. A progress bar on stderr when it is a
+// terminal (lines every 10% otherwise).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -31,6 +32,46 @@ using namespace nimbus;
 
 namespace {
 
+// Per band, its largest difference and the first pixel (row-major) where it is: the whole image's
+// largest is then the first band's that reaches it (the first in band-major order, as one pass over the
+// whole image would find it).
+struct Difference {
+  std::vector<double> worst;
+  std::vector<size_t> at;  // pixel offset y * W + x in its band
+  size_t differ = 0, nan_mismatch = 0;
+};
+
+// Both files (H x W x C), `stripe` rows at a time; throws when a stripe cannot be read.
+Difference compare(const std::vector<std::string>& files, int H, int W, int C, int64_t stripe) {
+  Difference d;
+  d.worst.assign(size_t(C), 0.0);
+  d.at.assign(size_t(C), 0);
+  Progress bar("raster_diff", H, stderr, Progress::Mode::Auto, "row");
+  for (int64_t y0 = 0; y0 < H; y0 += stripe) {
+    const int rows = int(std::min<int64_t>(stripe, H - y0));
+    const data::Window win{0, int(y0), W, rows};
+    const data::Raster ra = data::read_geotiff(files[0], win), rb = data::read_geotiff(files[1], win);
+    const size_t plane = size_t(rows) * size_t(W);
+    for (int c = 0; c < C; ++c) {
+      const float* x = ra.band(c);
+      const float* y = rb.band(c);
+      double& worst = d.worst[size_t(c)];
+      for (size_t q = 0; q < plane; ++q) {
+        if (std::isnan(x[q]) || std::isnan(y[q])) {
+          d.nan_mismatch += std::isnan(x[q]) != std::isnan(y[q]);
+          continue;
+        }
+        const double diff = std::fabs(double(x[q]) - double(y[q]));
+        d.differ += diff != 0;
+        if (diff > worst) worst = diff, d.at[size_t(c)] = size_t(y0) * size_t(W) + q;
+      }
+    }
+    bar.update(y0 + rows);
+  }
+  bar.finish();
+  return d;
+}
+
 int run(int argc, char** argv) {
   cli::Parser p("raster_diff",
                 "Compare two GeoTIFFs of the same size and band count: the largest absolute difference, where it "
@@ -39,7 +80,7 @@ int run(int argc, char** argv) {
   p.add_double("max", 0, "largest absolute difference allowed (0: the files' values must be equal)").range(0, 1e30);
   p.add_string("case", "", "name of the comparison, written as the JSON line's \"case\" (scripts/gpu/results.py)",
                "NAME");
-  p.add_int("stripe", 512, "rows read at a time from each file (raised to whole strips or tiles of both)")
+  p.add_int("stripe", 512, "rows read at a time from each file (raised to whole strips or tiles of both where that costs little)")
       .range(1, data::kMaxTiffSide);
   p.parse_or_exit(argc, argv);
   const std::vector<std::string> files = p.positionals();
@@ -55,48 +96,24 @@ int run(int argc, char** argv) {
     return 3;
   }
   const int H = a.height, W = a.width, C = a.bands;
-  // Whole blocks of both files: a multiple of both block heights (their least common multiple; the
-  // whole image when that is taller).
-  const int64_t blocks = std::lcm(int64_t(a.block_rows), int64_t(b.block_rows));
-  const int64_t stripe = std::min<int64_t>((p.get_int("stripe") + blocks - 1) / blocks * blocks, H);
-
-  // Per band, its largest difference and the first pixel (row-major) where it is: the whole image's
-  // largest is then the first band's that reaches it (the first in band-major order, as one pass over
-  // the whole image would find it).
-  std::vector<double> worst(size_t(C), 0.0);
-  std::vector<size_t> at(size_t(C), 0);  // pixel offset y * W + x in its band
-  size_t differ = 0, nan_mismatch = 0;
-  Progress bar("raster_diff", H, stderr, Progress::Mode::Auto, "row");
-  for (int64_t y0 = 0; y0 < H; y0 += stripe) {
-    const int rows = int(std::min<int64_t>(stripe, H - y0));
-    const data::Window win{0, int(y0), W, rows};
-    data::Raster ra, rb;
-    try {
-      ra = data::read_geotiff(files[0], win), rb = data::read_geotiff(files[1], win);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "raster_diff: cannot compare: %s\n", e.what());
-      return 3;
-    }
-    const size_t plane = size_t(rows) * size_t(W);
-    for (int c = 0; c < C; ++c) {
-      const float* x = ra.band(c);
-      const float* y = rb.band(c);
-      for (size_t q = 0; q < plane; ++q) {
-        if (std::isnan(x[q]) || std::isnan(y[q])) {
-          nan_mismatch += std::isnan(x[q]) != std::isnan(y[q]);
-          continue;
-        }
-        const double d = std::fabs(double(x[q]) - double(y[q]));
-        differ += d != 0;
-        if (d > worst[size_t(c)]) worst[size_t(c)] = d, at[size_t(c)] = size_t(y0) * size_t(W) + q;
-      }
-    }
-    bar.update(y0 + rows);
+  // Whole blocks of both files where that costs little: a multiple of both block heights (their least
+  // common multiple), else of the taller (the other file's blocks at a stripe's edge are then decoded
+  // twice); the whole image when that is taller. A file stored as one strip is read whole.
+  const int64_t asked = p.get_int("stripe"), rows_a = a.block_rows, rows_b = b.block_rows;
+  int64_t unit = std::lcm(rows_a, rows_b);
+  if (unit > std::max(asked, 4 * std::max(rows_a, rows_b))) unit = std::max(rows_a, rows_b);
+  const int64_t stripe = std::min<int64_t>((asked + unit - 1) / unit * unit, H);
+  Difference d;
+  try {
+    d = compare(files, H, W, C, stripe);
+  } catch (const std::exception& e) {  // a stripe that cannot be read
+    std::fprintf(stderr, "raster_diff: cannot compare: %s\n", e.what());
+    return 3;
   }
-  bar.finish();
-  const size_t band = size_t(std::max_element(worst.begin(), worst.end()) - worst.begin());  // the first largest
-  const double largest = worst[band];
-  const size_t pixel = largest > 0 ? at[band] : 0;
+  const size_t band = size_t(std::max_element(d.worst.begin(), d.worst.end()) - d.worst.begin());  // the first largest
+  const double largest = d.worst[band];
+  const size_t pixel = largest > 0 ? d.at[band] : 0;
+  const size_t differ = d.differ, nan_mismatch = d.nan_mismatch;
   const double bound = p.get_double("max");
   const bool ok = nan_mismatch == 0 && largest <= bound;
   std::printf("{\"case\":%s,\"impl\":\"nimbus\",\"ok\":%s,\"max_abs_diff\":%.9g,\"bound_max\":%.9g,"

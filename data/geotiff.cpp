@@ -50,20 +50,39 @@ namespace {
 
 int bytes_of(SampleType t) { return t == SampleType::UInt8 ? 1 : t == SampleType::Float32 ? 4 : 2; }
 
-// Classic TIFF addresses 4 GiB: an image whose pixels take more than 3.75 GiB uncompressed (the rest
-// for its tags and offsets; deflate rarely grows data) is written as BigTIFF, as GDAL's
-// BIGTIFF=IF_SAFER does. Decided when the file is opened, before any pixel is written.
-const char* write_mode(uint64_t pixel_bytes) { return pixel_bytes > (uint64_t(15) << 28) ? "w8" : "w"; }
-
-// This machine's memory in bytes (0 when unknown): a read needing more fails before allocating.
-uint64_t physical_memory() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
+// Classic TIFF addresses 4 GiB: an image whose blocks take more than 3.75 GiB uncompressed (the rest
+// for its tags and offsets; deflate rarely grows data), tiles padded to whole tiles, is written as
+// BigTIFF (GDAL's BIGTIFF=IF_NEEDED, with a margin). Decided when the file is opened, before any pixel
+// is written; the "w" or "w8" of TIFFOpen.
+const char* write_mode(int width, int height, int bands, const WriteOptions& opt) {
+  uint64_t w = uint64_t(width), h = uint64_t(height);
+  if (opt.tiled) {
+    const uint64_t t = uint64_t(opt.tile_size);
+    w = (w + t - 1) / t * t, h = (h + t - 1) / t * t;
+  }
+  return w * h * uint64_t(bands) * uint64_t(bytes_of(opt.type)) > (uint64_t(15) << 28) ? "w8" : "w";
 }
 
-std::string gib(uint64_t bytes) {
+// The memory this process may use, in bytes (0 when unknown): the machine's, or its control group's
+// limit when lower (a container's; cgroup v2, then v1). A read needing more fails before allocating.
+uint64_t memory_limit() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  uint64_t limit = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
+  for (const char* file : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::FILE* f = std::fopen(file, "r");
+    if (!f) continue;
+    unsigned long long v = 0;
+    const bool number = std::fscanf(f, "%llu", &v) == 1;  // "max": no limit
+    std::fclose(f);
+    if (number && v > 0 && (limit == 0 || v < limit)) limit = v;
+  }
+  return limit;
+}
+
+std::string gib(uint64_t bytes) {  // "3.5 GiB", or "12.0 MiB" below a GiB
   char b[32];
-  std::snprintf(b, sizeof b, "%.1f GiB", double(bytes) / double(uint64_t(1) << 30));
+  const bool large = bytes >= (uint64_t(1) << 30);
+  std::snprintf(b, sizeof b, "%.1f %s", double(bytes) / double(uint64_t(1) << (large ? 30 : 20)), large ? "GiB" : "MiB");
   return b;
 }
 
@@ -461,15 +480,6 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   if (!ec && want > limit)
     f.fail(str("header claims ", info.width, "x", info.height, "x", info.bands, " ", sample_type_name(info.type),
                " pixels but the file has only ", file_bytes, " bytes (truncated or corrupt)"));
-  // A true image can still be larger than this machine: the raster (float32) must fit in its memory.
-  // (2^56 values at most, checked with the header: the product cannot wrap.)
-  const uint64_t raster_bytes = uint64_t(win.width) * uint64_t(win.height) * uint64_t(info.bands) * sizeof(float);
-  if (const uint64_t memory = physical_memory(); memory > 0 && raster_bytes > memory)
-    f.fail(str(window ? str("a ", win.width, "x", win.height, " window") : std::string("the whole image"), " of ",
-               info.width, "x", info.height, "x", info.bands, " needs ", gib(raster_bytes),
-               " as float32, more than this machine's ", gib(memory),
-               " of memory (cloud_mask, remove_clouds, classify --classify tiles and raster_diff read large "
-               "images in stripes)"));
   Raster out;
   out.width = win.width;
   out.height = win.height;
@@ -486,6 +496,16 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   const tmsize_t block_bytes = info.tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
   const tmsize_t want_max = tmsize_t(b.bw) * b.bh * spp_blk * nbytes;
   if (block_bytes < want_max) f.fail(str("block size ", block_bytes, " bytes is smaller than its pixels need"));
+  // A true image can still be larger than this machine: the raster (float32) and the block buffer must
+  // fit in the memory this process may use. (2^56 values at most, checked with the header, and a block
+  // no larger than the image rounded up to 16: the sum cannot wrap.)
+  const uint64_t raster_bytes = uint64_t(win.width) * uint64_t(win.height) * uint64_t(info.bands) * sizeof(float);
+  if (const uint64_t memory = memory_limit(); memory > 0 && raster_bytes + uint64_t(block_bytes) > memory)
+    f.fail(str(window ? str("a ", win.width, "x", win.height, " window") : std::string("the whole image"), " of ",
+               info.width, "x", info.height, "x", info.bands, " needs ", gib(raster_bytes), " as float32 and ",
+               gib(uint64_t(block_bytes)), " for a ", info.tiled ? "tile" : "strip", ", more than the ", gib(memory),
+               " of memory this process may use (cloud_mask, remove_clouds, classify --classify tiles and raster_diff "
+               "read large images in stripes)"));
   // Strips above kVerifyBlockBytes get their buffer only after a verification by rows (below).
   std::vector<unsigned char> buf;
 
@@ -718,8 +738,8 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
                raster.width, " needs ", size_t(raster.bands) * raster.width * raster.height);
   NIMBUS_CHECK(raster.band_names.empty() || raster.band_names.size() == size_t(raster.bands), "geotiff: ", path, ": ",
                raster.band_names.size(), " band names for ", raster.bands, " bands");
-  NIMBUS_CHECK(!options.tiled || (options.tile_size >= 16 && options.tile_size % 16 == 0), "geotiff: ", path,
-               ": tile size ", options.tile_size, " must be a positive multiple of 16");
+  NIMBUS_CHECK(!options.tiled || (options.tile_size >= 16 && options.tile_size <= 65536 && options.tile_size % 16 == 0),
+               "geotiff: ", path, ": tile size ", options.tile_size, " must be a multiple of 16 from 16 to 65536");
   if (options.type != SampleType::Float32)
     for (float v : raster.data)
       NIMBUS_CHECK(!std::isnan(v), "geotiff: ", path, ": cannot write NaN as ", sample_type_name(options.type));
@@ -731,7 +751,7 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
       str(target, ".tmp", uint64_t(::getpid()), "_", g_tmp_counter.fetch_add(1, std::memory_order_relaxed));
   const TempFile guard(tmp);  // removed if a signal stops the process before the rename
   try {
-    TiffFile f(tmp, write_mode(uint64_t(raster.data.size()) * bytes_of(options.type)));
+    TiffFile f(tmp, write_mode(raster.width, raster.height, raster.bands, options));
     write_to(f, raster, options);
     std::error_code ec;
     keep_target_mode(tmp, target);
@@ -780,8 +800,8 @@ TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int h
                "geotiff: ", path, ": cannot write a ", width,
                "x", height, "x", bands, " raster");
   NIMBUS_CHECK(!options.planar_separate, "geotiff: ", path, ": the tiled writer writes pixel-interleaved tiles only");
-  NIMBUS_CHECK(m.opt.tile_size >= 16 && m.opt.tile_size % 16 == 0, "geotiff: ", path, ": tile size ",
-               m.opt.tile_size, " must be a positive multiple of 16");
+  NIMBUS_CHECK(m.opt.tile_size >= 16 && m.opt.tile_size <= 65536 && m.opt.tile_size % 16 == 0, "geotiff: ", path,
+               ": tile size ", m.opt.tile_size, " must be a multiple of 16 from 16 to 65536");
   NIMBUS_CHECK(band_names.empty() || band_names.size() == size_t(bands), "geotiff: ", path, ": ", band_names.size(),
                " band names for ", bands, " bands");
   m.target = atomic_output_path(path);  // no device or pipe; a link's file, the link kept
@@ -792,10 +812,7 @@ TiledGeoTiffWriter::TiledGeoTiffWriter(const std::string& path, int width, int h
                          uint64_t((height + m.opt.tile_size - 1) / m.opt.tile_size);
   NIMBUS_CHECK(tiles <= std::numeric_limits<uint32_t>::max(), "geotiff: ", path, ": ", tiles, " tiles of ",
                m.opt.tile_size, " pixels: more than a TIFF numbers; use larger tiles");
-  // Whole tiles, uncompressed: BigTIFF above 3.75 GiB.
-  const uint64_t bytes = tiles * uint64_t(m.opt.tile_size) * uint64_t(m.opt.tile_size) * uint64_t(bands) *
-                         bytes_of(m.opt.type);
-  m.file = std::make_unique<TiffFile>(m.tmp, write_mode(bytes));
+  m.file = std::make_unique<TiffFile>(m.tmp, write_mode(width, height, bands, m.opt));
   set_tags(m.file->get(), width, height, bands, m.opt, geo, band_names, nodata);
   m.written.assign(size_t(tiles_x()) * size_t(tiles_y()), 0);
 }

@@ -10,6 +10,7 @@
 #include <doctest/doctest.h>
 
 #include <sys/stat.h>
+#include <tiffio.h>
 
 #include <filesystem>
 #include <fstream>
@@ -390,6 +391,23 @@ TEST_CASE("raster_diff: stripes of any height give the whole images' answer") {
     CHECK_MESSAGE(r.output.find(want) != std::string::npos, r.output);
   }
   CHECK(run_app("raster_diff", {d / "a.tif", d / "b.tif", "--stripe", "0"}).exit_code == 2);
+  // A stripe that cannot be read after others were compared: exit 3 ("could not look"), naming the file.
+  sb.deflate = true;
+  data::write_geotiff(d / "broken.tif", b, sb);
+  {
+    TIFF* t = TIFFOpen((d / "broken.tif").c_str(), "r+");
+    REQUIRE(t != nullptr);
+    const uint32_t last = TIFFNumberOfStrips(t) - 1;
+    const uint64_t offset = TIFFGetStrileOffset(t, last), count = TIFFGetStrileByteCount(t, last);
+    TIFFClose(t);
+    std::fstream f(d / "broken.tif", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::streamoff(offset));
+    for (uint64_t k = 0; k < count; ++k) f.put(char(0xA5));  // no longer a zlib stream
+  }
+  AppResult broken = run_app("raster_diff", {d / "a.tif", d / "broken.tif", "--stripe", "1"});
+  CHECK(broken.exit_code == 3);
+  CHECK(broken.output.find("raster_diff: stopped at 18/23") != std::string::npos);  // three stripes compared
+  CHECK_MESSAGE(broken.output.find("cannot compare: geotiff: " + d / "broken.tif: cannot decode strip 7") != std::string::npos, broken.output);
 }
 
 TEST_CASE("raster_diff: the largest difference and where it is, within --max or not, NaN and size mismatches") {

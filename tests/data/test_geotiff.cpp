@@ -401,7 +401,7 @@ TEST_CASE("geotiff: windows of an image of more than 2^32 pixels a band read exa
     TIFF* t = TIFFOpen((tmp / "two_tiles.tif").c_str(), "r");
     REQUIRE(t != nullptr);
     for (uint32_t k = 0; k < 2; ++k) {
-      raw[k].resize(size_t(TIFFRawStripSize64(t, k)));  // a tile's raw size, for a tiled file
+      raw[k].resize(size_t(TIFFGetStrileByteCount(t, k)));  // tile k's bytes as stored
       REQUIRE(TIFFReadRawTile(t, k, raw[k].data(), tmsize_t(raw[k].size())) == tmsize_t(raw[k].size()));
     }
     TIFFClose(t);
@@ -487,16 +487,45 @@ TEST_CASE("geotiff: a side past the limit, or a read larger than memory, is refu
   CHECK(read_tiff_info(huge).width == 1000000);
   rusage before{};
   getrusage(RUSAGE_SELF, &before);
-  CHECK_THROWS_WITH_AS(read_geotiff(huge), doctest::Contains("the whole image of 1000000x1000000x1 needs 3725.3 GiB"),
+  CHECK_THROWS_WITH_AS(read_geotiff(huge), doctest::Contains("the whole image of 1000000x1000000x1 needs 3725.3 GiB as float32 and "),
                        Error);
-  CHECK_THROWS_WITH_AS(read_geotiff(huge), doctest::Contains("more than this machine's"), Error);
+  CHECK_THROWS_WITH_AS(read_geotiff(huge), doctest::Contains("of memory this process may use"), Error);
   CHECK_THROWS_WITH_AS(read_geotiff(huge), doctest::Contains(huge.c_str()), Error);
   rusage after{};
   getrusage(RUSAGE_SELF, &after);
   CHECK(after.ru_maxrss - before.ru_maxrss < 64 * 1024);  // KiB
-  // The writers refuse such a side too.
+  // The writers refuse such a side too, and more tiles than libtiff's 32-bit tile numbers.
   CHECK_THROWS_WITH_AS(TiledGeoTiffWriter(tmp / "w.tif", kMaxTiffSide + 1, 1, 1, o, GeoInfo{}, {}),
                        doctest::Contains("cannot write"), Error);
+  o.tile_size = 16;
+  CHECK_THROWS_WITH_AS(TiledGeoTiffWriter(tmp / "w.tif", kMaxTiffSide, kMaxTiffSide, 1, o, GeoInfo{}, {}),
+                       doctest::Contains("tiles of 16 pixels: more than a TIFF numbers"), Error);
+  Raster wide_raster;
+  wide_raster.width = kMaxTiffSide + 1, wide_raster.height = 1, wide_raster.bands = 1;
+  CHECK_THROWS_WITH_AS(write_geotiff(tmp / "w.tif", wide_raster, o), doctest::Contains("cannot write"), Error);
+  CHECK(!fs::exists(tmp / "w.tif"));
+}
+
+// Classic TIFF addresses 4 GiB: a file whose whole tiles take more than 3.75 GiB (padding included) is
+// opened as a BigTIFF, one at the limit as a classic TIFF (the header, written when the file is opened,
+// says which; no tile is written, and the unfinished writer removes its temporary file).
+TEST_CASE("geotiff: the writers open a BigTIFF past 3.75 GiB of whole tiles") {
+  TempDir tmp;
+  WriteOptions o;
+  o.type = SampleType::UInt8;
+  o.tile_size = 1024;
+  const auto magic = [&](int width, int height) {
+    const std::string out = tmp / str("w", width, "x", height, ".tif");
+    TiledGeoTiffWriter w(out, width, height, 1, o, GeoInfo{}, {});
+    std::vector<std::string> temporaries = glob_files(tmp.path.string(), "");
+    std::erase_if(temporaries, [&](const std::string& f) { return f.find(out + ".tmp") != 0; });
+    REQUIRE(temporaries.size() == 1);
+    return slurp(temporaries[0]).substr(0, 4);
+  };
+  CHECK(magic(65536, 61440) == std::string("II*\0", 4));  // exactly 3.75 GiB
+  CHECK(magic(65536, 61441) == std::string("II+\0", 4));  // one more row of tiles
+  CHECK(magic(61441, 65536) == std::string("II+\0", 4));  // one more column
+  CHECK(glob_files(tmp.path.string(), "").empty());
 }
 
 // The progress callback: rows after each row of blocks, ending at the total, the same pixels as a plain
