@@ -65,7 +65,8 @@ const char* write_mode(int width, int height, int bands, const WriteOptions& opt
 
 // The memory this process may use, in bytes (0 when unknown): the machine's, or its control group's
 // limit when lower (a container's; cgroup v2, then v1). A read needing more fails before allocating.
-uint64_t memory_limit() {
+// Read once: the training loaders read a window a sample.
+uint64_t read_memory_limit() {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
   uint64_t limit = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
   for (const char* file : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
@@ -76,6 +77,10 @@ uint64_t memory_limit() {
     std::fclose(f);
     if (number && v > 0 && (limit == 0 || v < limit)) limit = v;
   }
+  return limit;
+}
+uint64_t memory_limit() {
+  static const uint64_t limit = read_memory_limit();
   return limit;
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tsan_check.sh [OUTDIR]: the CUDA emulator under ThreadSanitizer (fiber annotations on: EMU_TSAN).
+# tsan_check.sh [--all] [OUTDIR]: the CUDA emulator under ThreadSanitizer (fiber annotations on: EMU_TSAN).
 #  1. The emulator-mechanics tests, built by hand (~15 s): TSan must report exactly the five races
 #     planted on purpose, three inside a block (tree_sum_kernel without its barrier,
 #     missing_middle_barrier_kernel: a race between two barriers, shuffle_is_no_fence_kernel: shared
@@ -9,9 +9,17 @@
 #     to build, ~1 min to run): every hand-written kernel, at the tests' sizes, and TSan must report
 #     nothing: no two CUDA threads of a block, and no two blocks of a launch, touch one location
 #     without a barrier between them, where one of them writes.
+#  3. With --all (by hand; ~30 min on 2 cores, too long for CI): every other test case of test_emu as
+#     well, in two processes of about equal length: the tensor-core sweeps (every configuration and
+#     split of the mma.sync and wgmma convolutions, the linear layers, the batch-norm epilogue and
+#     prologue; ~17 min on one core) with the accumulating training loop (~12 min), and the rest
+#     (training steps, captured graphs and their replays, the other training loops, the gradient
+#     reducer, the allocator's pools; ~27 min). Nothing may be reported there either.
 # Not part of ctest: TSan and ASan cannot share a build.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
+all=0
+if [[ ${1:-} == --all ]]; then all=1; shift; fi
 out=${1:-$root/build-tsan-emu}
 mkdir -p "$out"
 flags=(-std=gnu++20 -O1 -g -fsanitize=thread -fopenmp -I"$root" -DNIMBUS_FIXTURES='"unused"' -DNIMBUS_REAL='"unused"'
@@ -76,3 +84,35 @@ if (( ${cases:-0} < min_cases )); then
   exit 1
 fi
 echo "tsan_check: kernels OK ($cases test cases, no report, $((SECONDS - start)) s)"
+(( all )) || exit 0
+
+# 3. Everything else, two processes (one a core): the sweeps with the longest training loop, and the
+# rest. A group passes when its tests pass, at least `min` cases ran, and TSan reported nothing.
+sweeps="cuda tensor cores: conv2d*,cuda wgmma: conv2d*,cuda tensor cores: batch-norm*,cuda tensor cores: the batch norm*"
+sweeps+=",cuda tensor cores: linear*,cuda wgmma: the weight gradient*,cuda tensor cores: the weight gradient*"
+sweeps+=",cuda training loop: accumulated*"
+start=$SECONDS
+OMP_NUM_THREADS=1 TSAN_OPTIONS="exitcode=0 ${TSAN_OPTIONS:-}" "$build/tests/test_emu" -tc="$sweeps" \
+  > "$out/sweeps.log" 2>&1 &
+sweeps_pid=$!
+OMP_NUM_THREADS=1 TSAN_OPTIONS="exitcode=0 ${TSAN_OPTIONS:-}" "$build/tests/test_emu" -tce="$planted,$kernels,$sweeps" \
+  > "$out/rest.log" 2>&1 &
+rest_pid=$!
+wait "$sweeps_pid" || true
+wait "$rest_pid" || true
+for group in sweeps:14 rest:30; do
+  name=${group%%:*} min=${group##*:} log="$out/${group%%:*}.log"
+  grep -q "Status: SUCCESS" "$log" || { tail -80 "$log"; echo "tsan_check: the $name tests failed" >&2; exit 1; }
+  if grep -q "WARNING: ThreadSanitizer" "$log"; then
+    grep -A40 "WARNING: ThreadSanitizer" "$log" | head -200
+    echo "tsan_check: TSan reported the $name tests (above; all of it in $log)" >&2
+    exit 1
+  fi
+  cases=$(grep -o "test cases: *[0-9]*" "$log" | head -1 | grep -o "[0-9]*$" || true)
+  if (( ${cases:-0} < min )); then
+    echo "tsan_check: only ${cases:-0} $name test cases ran (at least $min expected): a filter lost its tests" >&2
+    exit 1
+  fi
+  echo "tsan_check: $name OK ($cases test cases, no report)"
+done
+echo "tsan_check: --all OK ($((SECONDS - start)) s)"
