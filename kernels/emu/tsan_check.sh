@@ -62,49 +62,26 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE
   || { cat "$out/cmake.log"; exit 1; }
 cmake --build "$build" --target test_emu -- -j"$(nproc)" > "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
 # Every kernel of kernels/cuda, each instruction model, and the backend's dispatch of the tensor-core
-# families (mma.sync and wgmma); the tensor-core sweeps and the training steps take hours under TSan.
+# families (mma.sync and wgmma); the tensor-core sweeps and the training steps (~56 min of one core
+# under TSan) are --all's.
 kernels="cuda kernels*,tensor core*,hopper*,emu*,cuda backend*,cuda wgmma: the backend runs*,cuda wgmma: w and dy*"
 kernels+=",cuda tensor cores: a table line*,cuda engine: clip_grad_norm*"
-min_cases=70  # a filter that matches nothing still passes
 planted="emu: a missing barrier is exposed*,emu: a missing barrier between two barriers*,emu: a race between blocks*"
 planted+=",emu: a shuffle is no memory fence*"
-klog="$out/kernels.log"
-start=$SECONDS
-OMP_NUM_THREADS=1 TSAN_OPTIONS="exitcode=0 ${TSAN_OPTIONS:-}" "$build/tests/test_emu" -tc="$kernels" -tce="$planted" \
-  > "$klog" 2>&1 && grep -q "Status: SUCCESS" "$klog" || { tail -80 "$klog"; echo "tsan_check: kernel tests failed" >&2; exit 1; }
-if grep -q "WARNING: ThreadSanitizer" "$klog"; then
-  grep -A40 "WARNING: ThreadSanitizer" "$klog" | head -200
-  grep "SUMMARY: ThreadSanitizer" "$klog" | sort | uniq -c
-  echo "tsan_check: TSan reported the kernel tests (above; all of it in $klog)" >&2
-  exit 1
-fi
-cases=$(grep -o "test cases: *[0-9]*" "$klog" | head -1 | grep -o "[0-9]*$" || true)
-if (( ${cases:-0} < min_cases )); then
-  echo "tsan_check: only ${cases:-0} kernel test cases ran (at least $min_cases expected): a filter lost its tests" >&2
-  exit 1
-fi
-echo "tsan_check: kernels OK ($cases test cases, no report, $((SECONDS - start)) s)"
-(( all )) || exit 0
-
-# 3. Everything else, two processes (one a core): the sweeps with the longest training loop, and the
-# rest. A group passes when its tests pass, at least `min` cases ran, and TSan reported nothing.
-sweeps="cuda tensor cores: conv2d*,cuda wgmma: conv2d*,cuda tensor cores: batch-norm*,cuda tensor cores: the batch norm*"
-sweeps+=",cuda tensor cores: linear*,cuda wgmma: the weight gradient*,cuda tensor cores: the weight gradient*"
-sweeps+=",cuda training loop: accumulated*"
-start=$SECONDS
-OMP_NUM_THREADS=1 TSAN_OPTIONS="exitcode=0 ${TSAN_OPTIONS:-}" "$build/tests/test_emu" -tc="$sweeps" \
-  > "$out/sweeps.log" 2>&1 &
-sweeps_pid=$!
-OMP_NUM_THREADS=1 TSAN_OPTIONS="exitcode=0 ${TSAN_OPTIONS:-}" "$build/tests/test_emu" -tce="$planted,$kernels,$sweeps" \
-  > "$out/rest.log" 2>&1 &
-rest_pid=$!
-wait "$sweeps_pid" || true
-wait "$rest_pid" || true
-for group in sweeps:14 rest:30; do
-  name=${group%%:*} min=${group##*:} log="$out/${group%%:*}.log"
+# run_tests LOG ARGS...: test_emu with ARGS (filters), its output in LOG. Blocks on one OS thread.
+run_tests() {
+  local log=$1
+  shift
+  OMP_NUM_THREADS=1 TSAN_OPTIONS="exitcode=0 ${TSAN_OPTIONS:-}" "$build/tests/test_emu" "$@" > "$log" 2>&1 || true
+}
+# check_log NAME LOG MIN: the tests in LOG passed, at least MIN cases ran (a filter that matches nothing
+# still passes), and TSan reported nothing; else what went wrong, and exit 1.
+check_log() {
+  local name=$1 log=$2 min=$3 cases
   grep -q "Status: SUCCESS" "$log" || { tail -80 "$log"; echo "tsan_check: the $name tests failed" >&2; exit 1; }
   if grep -q "WARNING: ThreadSanitizer" "$log"; then
     grep -A40 "WARNING: ThreadSanitizer" "$log" | head -200
+    grep "SUMMARY: ThreadSanitizer" "$log" | sort | uniq -c
     echo "tsan_check: TSan reported the $name tests (above; all of it in $log)" >&2
     exit 1
   fi
@@ -113,6 +90,25 @@ for group in sweeps:14 rest:30; do
     echo "tsan_check: only ${cases:-0} $name test cases ran (at least $min expected): a filter lost its tests" >&2
     exit 1
   fi
-  echo "tsan_check: $name OK ($cases test cases, no report)"
-done
+  echo "tsan_check: $name OK ($cases test cases, no report, $((SECONDS - start)) s)"
+}
+start=$SECONDS
+run_tests "$out/kernels.log" -tc="$kernels" -tce="$planted"
+check_log kernels "$out/kernels.log" 70
+(( all )) || exit 0
+
+# 3. Everything else, two processes (one a core): the sweeps with the longest training loop, and the
+# rest.
+sweeps="cuda tensor cores: conv2d*,cuda wgmma: conv2d*,cuda tensor cores: batch-norm*,cuda tensor cores: the batch norm*"
+sweeps+=",cuda tensor cores: linear*,cuda wgmma: the weight gradient*,cuda tensor cores: the weight gradient*"
+sweeps+=",cuda training loop: accumulated*"
+start=$SECONDS
+run_tests "$out/sweeps.log" -tc="$sweeps" &
+sweeps_pid=$!
+run_tests "$out/rest.log" -tce="$planted,$kernels,$sweeps" &
+rest_pid=$!
+wait "$sweeps_pid"
+wait "$rest_pid"
+check_log sweeps "$out/sweeps.log" 14
+check_log rest "$out/rest.log" 30
 echo "tsan_check: --all OK ($((SECONDS - start)) s)"
