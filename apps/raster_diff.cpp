@@ -111,17 +111,16 @@ int run(int argc, char** argv) {
     return 3;
   }
   const size_t band = size_t(std::max_element(d.worst.begin(), d.worst.end()) - d.worst.begin());  // the first largest
-  const double largest = d.worst[band];
-  const size_t pixel = largest > 0 ? d.at[band] : 0;
-  const size_t differ = d.differ, nan_mismatch = d.nan_mismatch;
+  const double largest = d.worst[band];  // 0 when nothing differs: band 1, pixel 0
+  const size_t pixel = d.at[band];
   const double bound = p.get_double("max");
-  const bool ok = nan_mismatch == 0 && largest <= bound;
+  const bool ok = d.nan_mismatch == 0 && largest <= bound;
   std::printf("{\"case\":%s,\"impl\":\"nimbus\",\"ok\":%s,\"max_abs_diff\":%.9g,\"bound_max\":%.9g,"
               "\"at_band\":%zu,\"at_row\":%zu,\"at_col\":%zu,\"values_differing\":%zu,\"values\":%zu,"
               "\"nan_mismatches\":%zu,\"width\":%d,\"height\":%d,\"bands\":%d}\n",
               json::quote(p.get_string("case")).c_str(), ok ? "true" : "false", largest, bound,
-              largest > 0 ? band + 1 : 1, pixel / size_t(W), pixel % size_t(W), differ,
-              size_t(C) * size_t(H) * size_t(W), nan_mismatch, W, H, C);
+              band + 1, pixel / size_t(W), pixel % size_t(W), d.differ,
+              size_t(C) * size_t(H) * size_t(W), d.nan_mismatch, W, H, C);
   return ok ? 0 : 1;
 }
 
