@@ -8,7 +8,8 @@
 //
 // Pixels move block by block (a strip or a tile, one band of it when the file
 // is band-interleaved): a read decodes only the blocks its window touches and
-// scatters them into the band-major (C, H, W) float buffer.
+// scatters them into the band-major (C, H, W) float buffer. A block the file does not store (GDAL's
+// sparse files) is filled with what GDAL reads there, the nodata value or 0.
 #include "data/geotiff.h"
 
 #include <tiffio.h>
@@ -434,6 +435,35 @@ Blocks blocks_of(const TiffFile& f, const TiffInfo& info) {
   return b;
 }
 
+// How many byte counts the file's directory lists for its blocks (the count of its StripByteCounts or
+// TileByteCounts entry), read from the directory itself; nullopt when it has none (libtiff then
+// estimates them for an uncompressed image) or it cannot be read. libtiff pads a list shorter than
+// the blocks need with zeros, which would read as sparse blocks: a header whose size was damaged,
+// not a file GDAL wrote (a sparse file lists every block, with 0 for those it leaves out).
+std::optional<uint64_t> listed_byte_counts(TIFF* tif) {
+  const int fd = TIFFFileno(tif);
+  const bool big = TIFFIsBigTIFF(tif), big_endian = TIFFIsBigEndian(tif);
+  const uint64_t dir = TIFFCurrentDirOffset(tif);
+  auto get = [&](const unsigned char* p, int bytes) {  // an unsigned integer in the file's byte order
+    uint64_t v = 0;
+    for (int k = 0; k < bytes; ++k) v |= uint64_t(p[big_endian ? bytes - 1 - k : k]) << (8 * k);
+    return v;
+  };
+  unsigned char head[8];
+  const int count_bytes = big ? 8 : 2, entry_bytes = big ? 20 : 12;
+  if (pread(fd, head, size_t(count_bytes), off_t(dir)) != count_bytes) return std::nullopt;
+  const uint64_t entries = get(head, count_bytes);
+  if (entries == 0 || entries > 65535) return std::nullopt;  // libtiff has read this directory already
+  std::vector<unsigned char> d(size_t(entries) * entry_bytes);
+  if (pread(fd, d.data(), d.size(), off_t(dir + uint64_t(count_bytes))) != ssize_t(d.size())) return std::nullopt;
+  for (uint64_t e = 0; e < entries; ++e) {
+    const unsigned char* p = d.data() + e * entry_bytes;
+    const uint64_t tag = get(p, 2);
+    if (tag == TIFFTAG_STRIPBYTECOUNTS || tag == TIFFTAG_TILEBYTECOUNTS) return get(p + 4, big ? 8 : 4);
+  }
+  return std::nullopt;
+}
+
 template <typename T>
 void scatter(const unsigned char* src, int bw, int spp_blk, int band0, int nbands_blk, int bx0, int by0, int r0, int r1,
              int c0, int c1, const Window& win, Raster& out) {
@@ -444,6 +474,27 @@ void scatter(const unsigned char* src, int bw, int spp_blk, int band0, int nband
       for (int k = 0; k < nbands_blk; ++k)
         out.band(band0 + k)[size_t(r - win.y0) * win.width + (c - win.x0)] = float(px[k]);
     }
+}
+
+// A block the file does not store (GDAL's SPARSE_OK=TRUE omits blocks that are all nodata, or all 0
+// without a nodata value): offset and byte count 0. GDAL and rasterio read its pixels as the nodata
+// value, or 0; libtiff would fail to decode it.
+bool is_sparse(TIFF* tif, uint32_t block) { return TIFFGetStrileByteCount(tif, block) == 0; }
+
+// What every pixel of a sparse block reads as: the file's nodata value in its type (rounded and
+// clamped to an integer type, as GDAL converts it; NaN there is 0), else 0.
+float sparse_value(SampleType type, std::optional<double> nodata) {
+  if (!nodata) return 0.f;
+  float v = 0.f;
+  with_sample_type(type, [&](auto sample) {
+    using T = decltype(sample);
+    if constexpr (std::is_same_v<T, float>)
+      v = float(*nodata);
+    else if (!std::isnan(*nodata))
+      v = float(T(std::clamp(std::round(*nodata), double(std::numeric_limits<T>::min()),
+                             double(std::numeric_limits<T>::max()))));
+  });
+  return v;
 }
 
 // The largest block buffer read_window allocates before a suspicious compressed file is verified.
@@ -462,7 +513,8 @@ void verify_by_rows(const std::string& path, const TiffInfo& info, const Window&
   const int planes = info.planar_separate ? info.bands : 1;
   for (int p = 0; p < planes; ++p)
     for (int y = first; y < win.y0 + win.height; ++y)
-      if (TIFFReadScanline(tif, row.data(), uint32_t(y), uint16_t(p)) < 0)
+      if (is_sparse(tif, TIFFComputeStrip(tif, uint32_t(y), uint16_t(p)))) continue;  // nothing stored
+      else if (TIFFReadScanline(tif, row.data(), uint32_t(y), uint16_t(p)) < 0)
         f.fail(str("cannot decode row ", y, info.planar_separate ? str(" of band ", p + 1) : std::string(),
                    " (truncated or corrupt file?)"));
 }
@@ -475,16 +527,6 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
       int64_t(win.x0) + win.width > info.width || int64_t(win.y0) + win.height > info.height)
     f.fail(str("window x0=", win.x0, " y0=", win.y0, " ", win.width, "x", win.height, " is outside the ",
                info.width, "x", info.height, " image"));
-  // A corrupt header can claim any size: the pixels a window asks for must fit in
-  // the file (uncompressed) or a generous inflation of it (compressed), before
-  // anything is allocated.
-  std::error_code ec;
-  const uint64_t file_bytes = std::filesystem::file_size(path, ec);
-  const uint64_t want = uint64_t(win.width) * uint64_t(win.height) * uint64_t(info.bands) * bytes_of(info.type);
-  const uint64_t limit = info.compression == COMPRESSION_NONE ? file_bytes : file_bytes * 4096 + (1u << 20);
-  if (!ec && want > limit)
-    f.fail(str("header claims ", info.width, "x", info.height, "x", info.bands, " ", sample_type_name(info.type),
-               " pixels but the file has only ", file_bytes, " bytes (truncated or corrupt)"));
   Raster out;
   out.width = win.width;
   out.height = win.height;
@@ -501,6 +543,7 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   const tmsize_t block_bytes = info.tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
   const tmsize_t want_max = tmsize_t(b.bw) * b.bh * spp_blk * nbytes;
   if (block_bytes < want_max) f.fail(str("block size ", block_bytes, " bytes is smaller than its pixels need"));
+  const char* kind = info.tiled ? "tile" : "strip";
   // A true image can still be larger than this machine: the raster (float32) and the block buffer must
   // fit in the memory this process may use. (2^56 values at most, checked with the header, and a block
   // no larger than the image rounded up to 16: the sum cannot wrap.)
@@ -508,46 +551,81 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   if (const uint64_t memory = memory_limit(); memory > 0 && raster_bytes + uint64_t(block_bytes) > memory)
     f.fail(str(window ? str("a ", win.width, "x", win.height, " window") : std::string("the whole image"), " of ",
                info.width, "x", info.height, "x", info.bands, " needs ", gib(raster_bytes), " as float32 and ",
-               gib(uint64_t(block_bytes)), " for a ", info.tiled ? "tile" : "strip", ", more than the ", gib(memory),
+               gib(uint64_t(block_bytes)), " for a ", kind, ", more than the ", gib(memory),
                " of memory this process may use (cloud_mask, remove_clouds, classify --classify tiles and raster_diff "
                "read large images in stripes)"));
-  // Strips above kVerifyBlockBytes get their buffer only after a verification by rows (below).
-  std::vector<unsigned char> buf;
-
   const int planes = info.planar_separate ? info.bands : 1;
-  // The rows decoded so far, for `progress`, of this many: one pass, or two with the verification below.
-  int64_t rows_done = 0, rows_total = win.height;
-  // Decodes every block the window needs; with `keep`, scatters it into `out`.
-  auto decode_blocks = [&](bool keep) {
-    buf.resize(static_cast<size_t>(block_bytes));
+  const uint64_t blocks = info.tiled ? TIFFNumberOfTiles(tif) : TIFFNumberOfStrips(tif);
+  if (const auto listed = listed_byte_counts(tif); listed && *listed < blocks)
+    f.fail(str("the ", info.width, "x", info.height, "x", info.bands, " header needs ", blocks, " ", kind,
+               "s but the file lists the byte counts of ", *listed, " (truncated or corrupt)"));
+  // Calls block(id, by0, bx0, plane, r0, r1, c0, c1) for every block the window needs, in file order
+  // within each row of blocks, and row(by0) after each row of blocks; rows [r0, r1) and columns
+  // [c0, c1) of the window lie in the block.
+  auto visit_blocks = [&](auto&& block, auto&& row) {
     for (int by0 = (win.y0 / b.bh) * b.bh; by0 < win.y0 + win.height; by0 += b.bh) {
       for (int bx0 = (win.x0 / b.bw) * b.bw; bx0 < win.x0 + win.width; bx0 += b.bw)
         for (int p = 0; p < planes; ++p) {
           const int r0 = std::max(by0, win.y0), r1 = std::min({by0 + b.bh, win.y0 + win.height, info.height});
           const int c0 = std::max(bx0, win.x0), c1 = std::min(bx0 + b.bw, win.x0 + win.width);
-          uint32_t id;
-          tmsize_t got;
-          if (info.tiled) {
-            id = TIFFComputeTile(tif, uint32_t(bx0), uint32_t(by0), 0, uint16_t(p));
-            got = TIFFReadEncodedTile(tif, id, buf.data(), block_bytes);
-          } else {
-            id = TIFFComputeStrip(tif, uint32_t(by0), uint16_t(p));
-            got = TIFFReadEncodedStrip(tif, id, buf.data(), block_bytes);
-          }
-          const char* kind = info.tiled ? "tile" : "strip";
-          if (got < 0) f.fail(str("cannot decode ", kind, " ", id, " (truncated or corrupt file?)"));
-          // Bytes up to the end of the last row this window uses.
-          const tmsize_t need = tmsize_t(r1 - by0) * b.bw * spp_blk * nbytes;
-          if (got < need) f.fail(str(kind, " ", id, " is truncated: ", got, " of ", need, " bytes"));
-          if (!keep) continue;
-          const int band0 = info.planar_separate ? p : 0, nb = info.planar_separate ? 1 : info.bands;
-          with_sample_type(info.type, [&](auto sample) {
-            scatter<decltype(sample)>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
-          });
+          const uint32_t id = info.tiled ? TIFFComputeTile(tif, uint32_t(bx0), uint32_t(by0), 0, uint16_t(p))
+                                         : TIFFComputeStrip(tif, uint32_t(by0), uint16_t(p));
+          block(id, by0, bx0, p, r0, r1, c0, c1);
         }
+      row(by0);
+    }
+  };
+  // A corrupt header can claim any size: the pixels a window asks for in the blocks the file stores
+  // must fit in the file (uncompressed) or a generous inflation of it (compressed), before anything
+  // is allocated. (Sparse blocks hold nothing: what they read as costs the file no bytes.)
+  std::error_code ec;
+  const uint64_t file_bytes = std::filesystem::file_size(path, ec);
+  uint64_t want = 0;  // bytes of the window's pixels in stored blocks
+  visit_blocks(
+      [&](uint32_t id, int, int, int, int r0, int r1, int c0, int c1) {
+        if (!is_sparse(tif, id))
+          want += uint64_t(r1 - r0) * uint64_t(c1 - c0) * uint64_t(spp_blk) * uint64_t(nbytes);
+      },
+      [](int) {});
+  const uint64_t limit = info.compression == COMPRESSION_NONE ? file_bytes : file_bytes * 4096 + (1u << 20);
+  if (!ec && want > limit)
+    f.fail(str("header claims ", info.width, "x", info.height, "x", info.bands, " ", sample_type_name(info.type),
+               " pixels but the file has only ", file_bytes, " bytes (truncated or corrupt)"));
+  // Strips above kVerifyBlockBytes get their buffer only after a verification by rows (below).
+  std::vector<unsigned char> buf;
+
+  const float sparse = sparse_value(info.type, info.nodata);  // what a sparse block's pixels read as
+  // The rows decoded so far, for `progress`, of this many: one pass, or two with the verification below.
+  int64_t rows_done = 0, rows_total = win.height;
+  // Decodes every block the window needs; with `keep`, scatters it into `out`.
+  auto decode_blocks = [&](bool keep) {
+    buf.resize(static_cast<size_t>(block_bytes));
+    auto block = [&](uint32_t id, int by0, int bx0, int p, int r0, int r1, int c0, int c1) {
+      const int band0 = info.planar_separate ? p : 0, nb = info.planar_separate ? 1 : info.bands;
+      if (is_sparse(tif, id)) {
+        if (keep)
+          for (int k = band0; k < band0 + nb; ++k)
+            for (int r = r0; r < r1; ++r) {
+              float* row = out.band(k) + size_t(r - win.y0) * win.width;
+              std::fill(row + (c0 - win.x0), row + (c1 - win.x0), sparse);
+            }
+        return;
+      }
+      const tmsize_t got = info.tiled ? TIFFReadEncodedTile(tif, id, buf.data(), block_bytes)
+                                      : TIFFReadEncodedStrip(tif, id, buf.data(), block_bytes);
+      if (got < 0) f.fail(str("cannot decode ", kind, " ", id, " (truncated or corrupt file?)"));
+      // Bytes up to the end of the last row this window uses.
+      const tmsize_t need = tmsize_t(r1 - by0) * b.bw * spp_blk * nbytes;
+      if (got < need) f.fail(str(kind, " ", id, " is truncated: ", got, " of ", need, " bytes"));
+      if (!keep) return;
+      with_sample_type(info.type, [&](auto sample) {
+        scatter<decltype(sample)>(buf.data(), b.bw, spp_blk, band0, nb, bx0, by0, r0, r1, c0, c1, win, out);
+      });
+    };
+    visit_blocks(block, [&](int by0) {
       rows_done += std::min(by0 + b.bh, win.y0 + win.height) - std::max(by0, win.y0);
       if (progress) (*progress)(rows_done, rows_total);
-    }
+    });
   };
   // A compressed file that claims far more pixels than its bytes (64x here; real Sentinel tiles
   // compress 2-4x) is decoded once before the raster is allocated, so a file that does not hold

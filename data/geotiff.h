@@ -103,7 +103,9 @@ struct FiniteCount {
 };
 
 TiffInfo read_tiff_info(const std::string& path);
-// Reads the whole image, or only `window` (only the strips/tiles it touches).
+// Reads the whole image, or only `window` (only the strips/tiles it touches). A strip or tile the file
+// does not store (GDAL's SPARSE_OK=TRUE: offset and byte count 0) reads as the nodata value in the
+// file's type, or 0 without one, as GDAL reads it.
 Raster read_geotiff(const std::string& path);
 Raster read_geotiff(const std::string& path, const Window& window);
 // The whole image, calling `progress(done, total)` after each row of strips or tiles is decoded: done

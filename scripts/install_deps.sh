@@ -6,7 +6,7 @@
 #                                    (scripts/test.sh; the scripts install it themselves when used)
 #   scripts/install_deps.sh --gdal   GDAL's command-line tools alone (what those two scripts call)
 #   scripts/install_deps.sh --dev    also the Python tools that regenerate test
-#                                    fixtures (python3-torch, rasterio, scipy, skimage)
+#                                    fixtures (python3-torch, rasterio, tifffile, scipy, skimage)
 #   scripts/install_deps.sh --fuzz   also clang 14 with libFuzzer and its OpenMP (scripts/fuzz.sh)
 # Safe to run again: it does nothing when everything is present.
 set -euo pipefail
@@ -19,7 +19,7 @@ if [[ "${1:-}" == "--gdal" ]]; then
   pkgs=(gdal-bin)
 fi
 if [[ "${1:-}" == "--dev" ]]; then
-  pkgs+=(python3-torch python3-torchvision python3-numpy python3-scipy python3-rasterio python3-skimage)
+  pkgs+=(python3-torch python3-torchvision python3-numpy python3-scipy python3-rasterio python3-tifffile python3-skimage)
 fi
 if [[ "${1:-}" == "--fuzz" ]]; then
   pkgs+=(clang-14 libclang-rt-14-dev libomp-14-dev)

@@ -12,7 +12,9 @@
 #include <tiffio.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "data/geotiff.h"
 #include "engine/io/input_files.h"
@@ -65,7 +67,7 @@ const char* real_s2 = "sen12ms_cr/xufangchn+GLF-CR/data/s2_cloudy/ROIs1970_fall_
 
 TEST_CASE("geotiff: every fixture file reads exactly what rasterio reads") {
   auto files = all_fixture_tifs();
-  CHECK(files.size() >= 27 + 5);  // the 27 real files carried + our 5 GDAL-written layouts
+  CHECK(files.size() >= 27 + 7);  // the 27 real files carried + our 7 GDAL-written layouts
   for (auto& [key, path] : files) {
     CAPTURE(key);
     const json::Value* e = expected_files().get(key);
@@ -282,16 +284,25 @@ void write_raw_tiff(const std::string& path, uint16_t bps, uint16_t fmt) {
 }
 // A little-endian classic TIFF's first IFD entry for `tag` gets the value `v` (SHORT or LONG).
 void patch_tag(std::string& bytes, uint16_t tag, uint32_t v) {
-  auto u16 = [&](size_t at) { return uint16_t(uint8_t(bytes[at]) | uint8_t(bytes[at + 1]) << 8); };
-  auto u32 = [&](size_t at) { return uint32_t(u16(at)) | uint32_t(u16(at + 2)) << 16; };
-  REQUIRE(bytes.substr(0, 2) == "II");
-  const size_t ifd = u32(4);
-  for (size_t k = 0, n = u16(ifd); k < n; ++k) {
-    const size_t e = ifd + 2 + 12 * k;
-    if (u16(e) != tag) continue;
-    if (u16(e + 2) == TIFF_SHORT && v > 0xFFFF) bytes[e + 2] = char(TIFF_LONG), bytes[e + 3] = 0;  // widened
-    const int width = u16(e + 2) == TIFF_SHORT ? 2 : 4;
-    for (int b = 0; b < width; ++b) bytes[e + 8 + size_t(b)] = char((v >> (8 * b)) & 0xFF);
+  const bool be = bytes.substr(0, 2) == "MM";  // either byte order, classic TIFF or BigTIFF
+  REQUIRE((be || bytes.substr(0, 2) == "II"));
+  auto get = [&](size_t at, int n) {
+    uint64_t x = 0;
+    for (int k = 0; k < n; ++k) x |= uint64_t(uint8_t(bytes[at + size_t(be ? n - 1 - k : k)])) << (8 * k);
+    return x;
+  };
+  auto put = [&](size_t at, int n, uint64_t x) {
+    for (int k = 0; k < n; ++k) bytes[at + size_t(be ? n - 1 - k : k)] = char((x >> (8 * k)) & 0xFF);
+  };
+  const bool big = get(2, 2) == 43;
+  const size_t ifd = big ? get(8, 8) : get(4, 4), entries = big ? get(ifd, 8) : get(ifd, 2);
+  const size_t first = ifd + (big ? 8 : 2), entry_bytes = big ? 20 : 12, value = big ? 12 : 8;
+  for (size_t k = 0; k < entries; ++k) {
+    const size_t e = first + entry_bytes * k;
+    if (get(e, 2) != tag) continue;
+    if (get(e + 2, 2) == TIFF_SHORT && v > 0xFFFF) put(e + 2, 2, TIFF_LONG);  // widened
+    const uint64_t type = get(e + 2, 2);
+    put(e + value, type == TIFF_SHORT ? 2 : type == TIFF_LONG8 ? 8 : 4, v);
     return;
   }
   FAIL("tag ", tag, " not found");
@@ -375,6 +386,223 @@ TEST_CASE("geotiff: a single-strip compressed file claiming more than it holds i
   o.rows_per_strip = 1300;
   write_geotiff(tmp / "big_one_strip.tif", big, o);
   CHECK(read_geotiff(tmp / "big_one_strip.tif").data == big.data);
+}
+
+// Blocks a file does not store: GDAL with SPARSE_OK=TRUE leaves out a block that is all nodata (or
+// all 0 without a nodata value), with offset and byte count 0, and reads it as nodata, or 0.
+namespace {
+
+int count_sparse_blocks(const std::string& path) {
+  TIFF* t = TIFFOpen(path.c_str(), "r");
+  REQUIRE(t != nullptr);
+  const uint32_t n = TIFFIsTiled(t) ? TIFFNumberOfTiles(t) : TIFFNumberOfStrips(t);
+  int sparse = 0;
+  for (uint32_t k = 0; k < n; ++k) sparse += TIFFGetStrileByteCount(t, k) == 0;
+  TIFFClose(t);
+  return sparse;
+}
+
+// A 16x16-tiled image (deflate, or uncompressed with `deflate` false) of `bands` bands of `type` in
+// which only tile 0 is stored (every sample 7; band-interleaved when `separate`, where each band's
+// tile 0 is stored), or every tile with `all_tiles`; with GDAL's nodata tag when `nodata` is not null.
+// The other tiles are never written: libtiff leaves their offsets and byte counts 0, as GDAL does.
+// `mode` is libtiff's: "w" little-endian, "wb" big-endian, "w8" BigTIFF.
+void write_sparse_tiled(const std::string& path, int width, int height, int bands, SampleType type,
+                        const char* nodata, bool separate, bool deflate = true, const char* mode = "w",
+                        bool all_tiles = false) {
+  TIFF* t = TIFFOpen(path.c_str(), mode);
+  REQUIRE(t != nullptr);
+  static const TIFFFieldInfo nodata_tag = {TIFFTAG_GDAL_NODATA, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_ASCII,
+                                           FIELD_CUSTOM,        1,             0,             const_cast<char*>("GDALNoDataValue")};
+  TIFFMergeFieldInfo(t, &nodata_tag, 1);
+  const int bytes = type == SampleType::UInt8 ? 1 : type == SampleType::Float32 ? 4 : 2;
+  const uint16_t format = type == SampleType::Float32 ? SAMPLEFORMAT_IEEEFP
+                          : type == SampleType::Int16 ? SAMPLEFORMAT_INT
+                                                      : SAMPLEFORMAT_UINT;
+  TIFFSetField(t, TIFFTAG_IMAGEWIDTH, uint32_t(width));
+  TIFFSetField(t, TIFFTAG_IMAGELENGTH, uint32_t(height));
+  TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, uint16_t(bands));
+  TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, uint16_t(8 * bytes));
+  TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, format);
+  TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+  TIFFSetField(t, TIFFTAG_PLANARCONFIG, separate ? PLANARCONFIG_SEPARATE : PLANARCONFIG_CONTIG);
+  TIFFSetField(t, TIFFTAG_COMPRESSION, deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_NONE);
+  TIFFSetField(t, TIFFTAG_TILEWIDTH, 16u);
+  TIFFSetField(t, TIFFTAG_TILELENGTH, 16u);
+  if (nodata) TIFFSetField(t, TIFFTAG_GDAL_NODATA, nodata);
+  const int per_tile = 16 * 16 * (separate ? 1 : bands);
+  std::vector<unsigned char> sevens(size_t(per_tile) * bytes), tile;
+  for (int k = 0; k < per_tile; ++k) {
+    unsigned char* d = sevens.data() + size_t(k) * bytes;
+    if (type == SampleType::Float32) {
+      const float v = 7.f;
+      std::memcpy(d, &v, 4);
+    } else if (bytes == 2) {
+      const uint16_t v = 7;
+      std::memcpy(d, &v, 2);
+    } else {
+      d[0] = 7;
+    }
+  }
+  for (int p = 0; p < (separate ? bands : 1); ++p)
+    for (int y = 0; y < (all_tiles ? height : 1); y += 16)
+      for (int x = 0; x < (all_tiles ? width : 1); x += 16) {
+        tile = sevens;  // (libtiff byte-swaps the buffer it is given in place for a big-endian file)
+        REQUIRE(TIFFWriteEncodedTile(t, TIFFComputeTile(t, uint32_t(x), uint32_t(y), 0, uint16_t(p)), tile.data(),
+                                     tmsize_t(tile.size())) == tmsize_t(tile.size()));
+      }
+  TIFFClose(t);
+}
+
+}  // namespace
+
+TEST_CASE("geotiff: blocks a file does not store (GDAL's SPARSE_OK) read as the nodata value, or 0") {
+  SUBCASE("GDAL's sparse files: every pixel of a missing block is the fill, and windows agree") {
+    // (The values of these files against rasterio's are checked with every fixture above.)
+    for (auto [name, fill] : {std::pair{"sparse_deflate_tiled_uint16.tif", 65535.f},
+                              std::pair{"sparse_stripped_separate_int16.tif", 0.f}}) {
+      CAPTURE(name);
+      const std::string path = fixture(str("geotiff/", name));
+      const int sparse = count_sparse_blocks(path);
+      CHECK(sparse == int(expected_files().get(str("tests/fixtures/geotiff/", name))->get("sparse_blocks")->num));
+      REQUIRE(sparse >= 2);  // the fixture does leave blocks out
+      const Raster r = read_geotiff(path);
+      // Every block's pixels: the fill where the block is missing, never the fill elsewhere (the data
+      // avoids it), so a reader that misplaced a missing block would fail here.
+      TIFF* t = TIFFOpen(path.c_str(), "r");
+      REQUIRE(t != nullptr);
+      const TiffInfo info = read_tiff_info(path);
+      uint32_t bw = uint32_t(info.width), bh = uint32_t(info.block_rows);
+      if (info.tiled) TIFFGetField(t, TIFFTAG_TILEWIDTH, &bw);
+      int checked_sparse = 0;
+      for (int p = 0; p < (info.planar_separate ? info.bands : 1); ++p)
+        for (uint32_t y0 = 0; y0 < uint32_t(info.height); y0 += bh)
+          for (uint32_t x0 = 0; x0 < uint32_t(info.width); x0 += bw) {
+            const uint32_t id = info.tiled ? TIFFComputeTile(t, x0, y0, 0, uint16_t(p)) : TIFFComputeStrip(t, y0, uint16_t(p));
+            const bool missing = TIFFGetStrileByteCount(t, id) == 0;
+            checked_sparse += missing;
+            for (int c = (info.planar_separate ? p : 0); c < (info.planar_separate ? p + 1 : info.bands); ++c)
+              for (uint32_t y = y0; y < std::min(y0 + bh, uint32_t(info.height)); ++y)
+                for (uint32_t x = x0; x < std::min(x0 + bw, uint32_t(info.width)); ++x) {
+                  const float v = r.band(c)[size_t(y) * r.width + x];
+                  if (missing) REQUIRE(v == fill);
+                  else REQUIRE(v != fill);
+                }
+          }
+      TIFFClose(t);
+      CHECK(checked_sparse == sparse);
+      // Windows crossing missing and stored blocks read what the whole read holds there.
+      for (Window w : {Window{3, 2, 30, 20}, Window{0, 0, 16, 16}, Window{17, 11, 23, 19}, Window{1, 14, 1, 3}}) {
+        CAPTURE(w.x0);
+        CAPTURE(w.y0);
+        const Raster rw = read_geotiff(path, w);
+        for (int c = 0; c < r.bands; ++c)
+          for (int y = 0; y < w.height; ++y)
+            for (int x = 0; x < w.width; ++x)
+              REQUIRE(rw.band(c)[size_t(y) * w.width + x] == r.band(c)[size_t(w.y0 + y) * r.width + (w.x0 + x)]);
+      }
+    }
+  }
+  SUBCASE("the nodata value in the file's type: rounded and clamped for integers, NaN kept for float32") {
+    TempDir tmp;
+    struct Case {
+      SampleType type;
+      const char* nodata;
+      float fill;
+      bool separate;
+      const char* mode = "w";  // byte order and BigTIFF, for the reader's own read of the byte-count list
+    };
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (const Case& k : {Case{SampleType::UInt16, nullptr, 0.f, false}, Case{SampleType::UInt16, "-9999.7", 0.f, true, "wb"},
+                          Case{SampleType::UInt16, "4000.4", 4000.f, false}, Case{SampleType::UInt8, "300.6", 255.f, true, "w8"},
+                          Case{SampleType::Int16, "-40000", -32768.f, false}, Case{SampleType::Int16, "nan", 0.f, false},
+                          Case{SampleType::Float32, "nan", nan, true, "w8b"}, Case{SampleType::Float32, "-9999.5", -9999.5f, false},
+                          Case{SampleType::Float32, nullptr, 0.f, false}}) {
+      CAPTURE(sample_type_name(k.type));
+      CAPTURE(k.nodata ? k.nodata : "none");
+      CAPTURE(k.separate);
+      CAPTURE(k.mode);
+      const std::string path = tmp / "sparse.tif";
+      write_sparse_tiled(path, 40, 24, 3, k.type, k.nodata, k.separate, true, k.mode);
+      REQUIRE(count_sparse_blocks(path) == (k.separate ? 3 : 1) * 5);  // 3 x 2 tiles, one stored
+      const Raster r = read_geotiff(path);
+      for (int c = 0; c < 3; ++c)
+        for (int y = 0; y < 24; ++y)
+          for (int x = 0; x < 40; ++x) {
+            const float v = r.band(c)[size_t(y) * 40 + x];
+            if (x < 16 && y < 16) REQUIRE(v == 7.f);
+            else if (std::isnan(k.fill)) REQUIRE(std::isnan(v));
+            else REQUIRE(v == k.fill);
+          }
+    }
+  }
+  SUBCASE("a small uncompressed file may claim a large image it leaves out, and reads as nodata") {
+    // Refused before sparse files were read: an uncompressed file must hold its pixels' bytes, but
+    // missing blocks need none. 2000x2000x2 uint16 (16 MB) in the ~130 KB of its tile tables.
+    TempDir tmp;
+    const std::string path = tmp / "mostly_empty.tif";
+    write_sparse_tiled(path, 2000, 2000, 2, SampleType::UInt16, "1234", false, false);
+    CHECK(fs::file_size(path) < 200000);
+    const Raster r = read_geotiff(path);
+    size_t stored = 0, fill = 0;
+    for (int c = 0; c < 2; ++c)
+      for (int y = 0; y < 2000; ++y)
+        for (int x = 0; x < 2000; ++x) {
+          const float v = r.band(c)[size_t(y) * 2000 + x];
+          stored += x < 16 && y < 16 && v == 7.f;
+          fill += !(x < 16 && y < 16) && v == 1234.f;
+        }
+    CHECK(stored == 2 * 16 * 16);
+    CHECK(fill == 2 * (size_t(2000) * 2000 - 16 * 16));
+    const Raster w = read_geotiff(path, Window{1990, 7, 10, 20});
+    CHECK(std::count(w.data.begin(), w.data.end(), 1234.f) == 2 * 10 * 20);
+  }
+  SUBCASE("a header whose size was damaged is refused, not read as sparse, in either byte order and BigTIFF") {
+    // libtiff pads a byte-count list shorter than the blocks with zeros; the reader counts the list in
+    // the directory itself. A 32x32 image with its 4 tiles stored, its size patched to 2000x2000.
+    TempDir tmp;
+    for (const char* mode : {"w", "wb", "w8", "w8b"}) {
+      CAPTURE(mode);
+      const std::string good = tmp / str("good_", mode, ".tif"), bad = tmp / str("bad_", mode, ".tif");
+      write_sparse_tiled(good, 32, 32, 2, SampleType::UInt16, nullptr, false, true, mode, true);
+      REQUIRE(count_sparse_blocks(good) == 0);
+      const Raster r = read_geotiff(good);
+      CHECK(std::count(r.data.begin(), r.data.end(), 7.f) == 2 * 32 * 32);
+      std::string bytes = slurp(good);
+      patch_tag(bytes, TIFFTAG_IMAGEWIDTH, 2000);
+      patch_tag(bytes, TIFFTAG_IMAGELENGTH, 2000);
+      spit(bad, bytes);
+      CHECK_THROWS_WITH_AS(read_geotiff(bad), doctest::Contains("needs 15625 tiles but the file lists the byte counts of 4"),
+                           Error);
+    }
+  }
+  SUBCASE("a single-strip band left out is skipped by the row-by-row check of a very compressible file") {
+    // Two bands, each one 3000x3000 float32 strip (36 MB, above the 32 MiB a block buffer gets before a
+    // very compressible file is verified): band 1 stored (constant, ~35 KB deflated), band 2 left out.
+    TempDir tmp;
+    const std::string path = tmp / "one_strip_sparse.tif";
+    TIFF* t = TIFFOpen(path.c_str(), "w");
+    REQUIRE(t != nullptr);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 3000u);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 3000u);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, uint16_t(2));
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, uint16_t(32));
+    TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, uint16_t(SAMPLEFORMAT_IEEEFP));
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_SEPARATE);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_ADOBE_DEFLATE);
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, 3000u);
+    std::vector<float> band(size_t(3000) * 3000, 2.5f);
+    REQUIRE(TIFFWriteEncodedStrip(t, 0, band.data(), tmsize_t(band.size() * 4)) == tmsize_t(band.size() * 4));
+    TIFFClose(t);
+    REQUIRE(count_sparse_blocks(path) == 1);
+    int64_t last_total = 0;
+    const ReadProgress progress = [&](int64_t, int64_t total) { last_total = total; };
+    const Raster r = read_geotiff(path, progress);
+    CHECK(last_total == 2 * 3000);  // the file was verified before the raster was allocated
+    CHECK(std::count(r.band(0), r.band(0) + band.size(), 2.5f) == std::ptrdiff_t(band.size()));
+    CHECK(std::count(r.band(1), r.band(1) + band.size(), 0.f) == std::ptrdiff_t(band.size()));
+  }
 }
 
 // An image with more than 2^32 pixels in its one band (65536 x 65536 uint8, a BigTIFF): windows read

@@ -4,7 +4,8 @@
 Run with Debian's /usr/bin/python3 (rasterio 1.3 / GDAL 3.6, tifffile). It
   1. writes small format fixtures with GDAL (via rasterio) into tests/fixtures/geotiff/: the layouts
      the real files do not have (tiled, band-interleaved, LZW, Deflate with predictors, int16, RGB+alpha
-     uint8), so the C++ reader is checked against a writer that is not ours;
+     uint8, sparse files whose empty blocks are not stored), so the C++ reader is checked against a
+     writer that is not ours;
   2. reads every .tif under /work/shared/fixtures and tests/fixtures/geotiff with rasterio (pixels,
      stats, a window and its transform) and tifffile (raw GeoTIFF tags), and writes
      tests/fixtures/geotiff/expected.json. The C++ test globs the .tif files at test time and fails on
@@ -64,6 +65,35 @@ def write_format_fixtures():
             dst.write(a)
 
 
+def write_sparse_fixtures():
+    """Files with blocks GDAL does not store (SPARSE_OK=TRUE omits a block that is all nodata, or all 0
+    without a nodata value: offset and byte count 0). GDAL reads such a block as nodata, or 0."""
+    rng = np.random.default_rng(20261207)
+    crs = "EPSG:32631"
+    tr = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5700000.0)
+    # Deflate, 16x16 tiles, pixel-interleaved, nodata 65535 (outside the data): tiles (0, 0) and (1, 2)
+    # are left out; the describe() window crosses the first.
+    a = (smooth(rng, 3, 40, 50) * 12000).astype(np.uint16)
+    a[:, 0:16, 0:16] = 65535
+    a[:, 16:32, 32:48] = 65535
+    with rasterio.open(os.path.join(OUT, "sparse_deflate_tiled_uint16.tif"), "w", driver="GTiff", width=50,
+                       height=40, count=3, dtype="uint16", crs=crs, transform=tr, nodata=65535, tiled=True,
+                       blockxsize=16, blockysize=16, compress="deflate", predictor=2, interleave="pixel",
+                       sparse_ok=True) as dst:
+        dst.write(a)
+    # Uncompressed strips of 5 rows, band-interleaved, no nodata value (so missing strips read as 0):
+    # band 1's strips 0-2 and band 2's strips 2 and 5 are left out; the data is never 0.
+    b = (smooth(rng, 2, 33, 40) * 60000 - 30000).astype(np.int16)
+    b[b == 0] = 1
+    b[0, 0:15, :] = 0
+    b[1, 10:15, :] = 0
+    b[1, 25:30, :] = 0
+    with rasterio.open(os.path.join(OUT, "sparse_stripped_separate_int16.tif"), "w", driver="GTiff", width=40,
+                       height=33, count=2, dtype="int16", crs=crs, transform=tr, tiled=False, blockysize=5,
+                       interleave="band", sparse_ok=True) as dst:
+        dst.write(b)
+
+
 def positions(h, w):
     return [(0, 0), (h - 1, w - 1), (h // 2, w // 3), (h // 3, w - 2), (1, 2), (h - 2, 0)]
 
@@ -99,12 +129,14 @@ def describe(path):
         e["tiled"] = bool(p.is_tiled)
         e["planar_separate"] = int(p.planarconfig) == 2
         e["compression"] = int(p.compression)
+        e["sparse_blocks"] = sum(1 for n in p.databytecounts if n == 0)  # blocks the file does not store
     return e
 
 
 def main():
     os.makedirs(OUT, exist_ok=True)
     write_format_fixtures()
+    write_sparse_fixtures()
     files = {}
     for path in sorted(glob.glob(os.path.join(SHARED, "fixtures", "**", "*.tif"), recursive=True)):
         files[os.path.relpath(path, SHARED)] = describe(path)
