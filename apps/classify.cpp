@@ -341,6 +341,9 @@ int run(int argc, char** argv) {
   data::Raster band;  // rows [band_y0, band_y0 + band.height) of image band_image, all columns
   std::vector<uint8_t> band_nodata;  // with a NaN nodata value: 1 where a pixel of `band` is NaN in every band
   size_t band_image = SIZE_MAX;
+  // The open image's reader (a file in one compressed strip is decoded by rows as its tile rows move down).
+  std::optional<data::TiffReader> reader;
+  size_t reader_image = SIZE_MAX;
   int band_y0 = -1;
   std::vector<Crop> pending;
   std::vector<char> has_data;  // per pending crop: not nodata in every pixel and band
@@ -353,7 +356,8 @@ int run(int argc, char** argv) {
       Image& im = images[c.image];
       if (c.image != band_image || c.y0 < band_y0 || c.y0 + c.h > band_y0 + band.height) {
         // One read for the whole row of crops: the band of rows [y0, y0 + h), every column.
-        band = data::read_geotiff(im.path, data::Window{0, c.y0, im.width, c.h});
+        if (c.image != reader_image) reader.emplace(im.path), reader_image = c.image;
+        band = reader->read(data::Window{0, c.y0, im.width, c.h});
         // A NaN nodata value: a pixel NaN in every band has no data; it is zeroed (a tile with any data
         // is classified as a whole) and its tile's has_data comes from the mask. Any other NaN is an error.
         band_nodata.clear();

@@ -66,13 +66,15 @@ int run(int argc, char** argv) {
   if (!(threshold > 0 && threshold <= 1))
     throw cli::UsageError(str("--", threshold_name, " must be in (0, 1], got ", threshold));
   int stripe_rows = int(p.get_int("stripe"));
-  const data::TiffInfo info = data::read_tiff_info(in);
+  data::TiffReader tiff(in);  // every stripe through one reader (a file in one compressed strip: by rows)
+  const data::TiffInfo info = tiff.info();
   NIMBUS_CHECK(info.bands == data::kS2Bands, in, " has ", info.bands,
                " bands; the detector needs a 13-band Sentinel-2 image (B1..B8, B8A, B9..B12)");
   const int H = info.height, W = info.width;
   // A read decodes whole strips or tiles: stripes of whole blocks, so that none is decoded for every
-  // stripe (a file stored as one strip is then read whole, once per pass).
-  const int64_t whole_blocks = (int64_t(stripe_rows) + info.block_rows - 1) / info.block_rows * info.block_rows;
+  // stripe (a file in large compressed strips is decoded a row at a time and needs no such height).
+  const int64_t unit = tiff.stripe_rows();
+  const int64_t whole_blocks = (int64_t(stripe_rows) + unit - 1) / unit * unit;
   if (whole_blocks > stripe_rows && stripe_rows < H) {
     const int rows = int(std::min<int64_t>(whole_blocks, H));
     std::fprintf(stderr, "cloud_mask: --stripe %d raised to %d rows: %s stores %d rows a %s\n", stripe_rows, rows,
@@ -95,7 +97,7 @@ int run(int argc, char** argv) {
   data::SceneReader reader;
   reader.height = H, reader.width = W;
   reader.read = [&](int y0, int rows, std::vector<float>& dn, std::vector<uint8_t>& valid) {
-    data::Raster r = data::read_geotiff(in, data::Window{0, y0, W, rows});
+    data::Raster r = tiff.read(data::Window{0, y0, W, rows});
     const size_t hw = size_t(rows) * size_t(W);
     if (info.nodata) {
       const bool nan_nodata = std::isnan(*info.nodata);

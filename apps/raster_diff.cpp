@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,7 +43,7 @@ struct Difference {
 };
 
 // Both files (H x W x C), `stripe` rows at a time; throws when a stripe cannot be read.
-Difference compare(const std::vector<std::string>& files, int H, int W, int C, int64_t stripe) {
+Difference compare(data::TiffReader& fa, data::TiffReader& fb, int H, int W, int C, int64_t stripe) {
   Difference d;
   d.worst.assign(size_t(C), 0.0);
   d.at.assign(size_t(C), 0);
@@ -50,7 +51,7 @@ Difference compare(const std::vector<std::string>& files, int H, int W, int C, i
   for (int64_t y0 = 0; y0 < H; y0 += stripe) {
     const int rows = int(std::min<int64_t>(stripe, H - y0));
     const data::Window win{0, int(y0), W, rows};
-    const data::Raster ra = data::read_geotiff(files[0], win), rb = data::read_geotiff(files[1], win);
+    const data::Raster ra = fa.read(win), rb = fb.read(win);
     const size_t plane = size_t(rows) * size_t(W);
     for (int c = 0; c < C; ++c) {
       const float* x = ra.band(c);
@@ -85,9 +86,10 @@ int run(int argc, char** argv) {
   p.parse_or_exit(argc, argv);
   const std::vector<std::string> files = p.positionals();
   if (files.size() != 2) throw cli::UsageError(str("two GeoTIFFs to compare, got ", files.size()));
-  data::TiffInfo a, b;
+  std::optional<data::TiffReader> fa, fb;
   try {
-    a = data::read_tiff_info(files[0]), b = data::read_tiff_info(files[1]);
+    fa.emplace(files[0]), fb.emplace(files[1]);
+    const data::TiffInfo &a = fa->info(), &b = fb->info();
     NIMBUS_CHECK(a.width == b.width && a.height == b.height && a.bands == b.bands, files[1], " is ", b.width, "x",
                  b.height, " with ", b.bands, " bands, but ", files[0], " is ", a.width, "x", a.height, " with ",
                  a.bands, " bands");
@@ -95,17 +97,18 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "raster_diff: cannot compare: %s\n", e.what());
     return 3;
   }
-  const int H = a.height, W = a.width, C = a.bands;
+  const int H = fa->info().height, W = fa->info().width, C = fa->info().bands;
   // Whole blocks of both files where that costs little: a multiple of both block heights (their least
   // common multiple), else of the taller (the other file's blocks at a stripe's edge are then decoded
-  // twice); the whole image when that is taller. A file stored as one strip is read whole.
-  const int64_t asked = p.get_int("stripe"), rows_a = a.block_rows, rows_b = b.block_rows;
+  // twice); the whole image when that is taller. A file in large compressed strips (one strip for the
+  // whole image) is decoded a row at a time and asks for no particular height.
+  const int64_t asked = p.get_int("stripe"), rows_a = fa->stripe_rows(), rows_b = fb->stripe_rows();
   int64_t unit = std::lcm(rows_a, rows_b);
   if (unit > std::max(asked, 4 * std::max(rows_a, rows_b))) unit = std::max(rows_a, rows_b);
   const int64_t stripe = std::min<int64_t>((asked + unit - 1) / unit * unit, H);
   Difference d;
   try {
-    d = compare(files, H, W, C, stripe);
+    d = compare(*fa, *fb, H, W, C, stripe);
   } catch (const std::exception& e) {  // a stripe that cannot be read
     std::fprintf(stderr, "raster_diff: cannot compare: %s\n", e.what());
     return 3;

@@ -45,12 +45,13 @@ namespace {
 // other values, in double), found by reading it a block of rows at a time; nullopt when it has no
 // NaN (integer files never do, and are not read), NaN when it has nothing else. The sum runs in fill_nan_with_mean's order (band
 // by band, row by row), one pass per band, so the value is the same bits.
-std::optional<float> nan_fill_value(const std::string& path, const data::TiffInfo& info) {
+std::optional<float> nan_fill_value(data::TiffReader& file) {
+  const data::TiffInfo& info = file.info();
   if (info.type != data::SampleType::Float32) return std::nullopt;
   constexpr int kRows = 256;
   auto blocks = [&](const std::function<void(const data::Raster&)>& visit) {
     for (int y0 = 0; y0 < info.height; y0 += kRows)
-      visit(data::read_geotiff(path, data::Window{0, y0, info.width, std::min(kRows, info.height - y0)}));
+      visit(file.read(data::Window{0, y0, info.width, std::min(kRows, info.height - y0)}));
   };
   bool any_nan = false;
   blocks([&](const data::Raster& r) { any_nan = any_nan || std::any_of(r.data.begin(), r.data.end(), [](float v) { return std::isnan(v); }); });
@@ -74,7 +75,10 @@ int output_tile(int height, int width) { return std::min(256, (std::max(height, 
 void process(models::DSen2CR& net, const std::string& weights, const std::string& s2_path,
              const std::string& s1_path, const std::string& out_path, apps::TileOptions to,
              apps::FileBands& file_bands, bool deflate) {
-  const data::TiffInfo i2 = data::read_tiff_info(s2_path);
+  // Every window through one reader per file (a file in one compressed strip is decoded by rows).
+  data::TiffReader r2(s2_path);
+  std::optional<data::TiffReader> r1;
+  const data::TiffInfo i2 = r2.info();
   NIMBUS_CHECK(i2.bands == models::kS2Bands, s2_path, ": has ", i2.bands, " bands; DSen2-CR needs ", models::kS2Bands,
                "-band Sentinel-2 (B1..B8, B8A, B9..B12)");
   const int H = i2.height, W = i2.width;
@@ -84,7 +88,8 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
                ") needs S1 SAR input: give --s1 FILE for ", s2_path);
   data::TiffInfo i1;
   if (sar) {
-    i1 = data::read_tiff_info(s1_path);
+    r1.emplace(s1_path);
+    i1 = r1->info();
     NIMBUS_CHECK(i1.bands == models::kS1Bands, s1_path, ": has ", i1.bands, " bands; S1 SAR needs 2 (VV, VH in dB)");
     data::check_s1_band_order(s1_path, i1.band_names);
     NIMBUS_CHECK(i1.width == W && i1.height == H, s1_path, " is ", i1.width, "x", i1.height, " but ", s2_path, " is ",
@@ -95,7 +100,7 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
   }
   // NaN is filled with the whole file's mean, as DSen2-CR does per patch (integer files have none). A
   // file of nothing but NaN: S2 0 (fill_nan_with_mean's), S1 its bands' clip floors (fill_s1_nan's).
-  const std::optional<float> fill2 = nan_fill_value(s2_path, i2), fill1 = sar ? nan_fill_value(s1_path, i1) : std::nullopt;
+  const std::optional<float> fill2 = nan_fill_value(r2), fill1 = sar ? nan_fill_value(*r1) : std::nullopt;
   auto fill = [](std::vector<float>& v, std::optional<float> with) {
     if (with)
       for (float& x : v)
@@ -127,7 +132,7 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
   apps::TileIO io;
   io.read = [&](int x0, int y0, int w, int h, float* s2, float* s1) {
     const data::Window win{x0, y0, w, h};
-    data::Raster in = data::read_geotiff(s2_path, win);
+    data::Raster in = r2.read(win);
     if (out_nodata) {
       if (x0 != nd_x0 || w != nd_w) nd_x0 = x0, nd_w = w, nd_y0 = y0, no_data.clear();  // a new stripe
       NIMBUS_CHECK(y0 >= nd_y0, "remove_clouds: internal: window at row ", y0, " above the nodata rows kept");
@@ -143,7 +148,7 @@ void process(models::DSen2CR& net, const std::string& weights, const std::string
     fill(v, fill2);
     std::copy(v.begin(), v.end(), s2);
     if (s1) {
-      std::vector<float> r = data::read_geotiff(s1_path, win).data;
+      std::vector<float> r = r1->read(win).data;
       data::check_s1_in_db(s1_path, r.data(), r.size());  // window by window: a granule is never held whole
       if (fill1 && std::isnan(*fill1)) data::fill_s1_nan(r.data(), r.size() / 2);
       else fill(r, fill1);

@@ -23,6 +23,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <new>
 #include <filesystem>
 #include <limits>
@@ -435,12 +436,16 @@ Blocks blocks_of(const TiffFile& f, const TiffInfo& info) {
   return b;
 }
 
-// How many byte counts the file's directory lists for its blocks (the count of its StripByteCounts or
-// TileByteCounts entry), read from the directory itself; nullopt when it has none (libtiff then
-// estimates them for an uncompressed image) or it cannot be read. libtiff pads a list shorter than
-// the blocks need with zeros, which would read as sparse blocks: a header whose size was damaged,
-// not a file GDAL wrote (a sparse file lists every block, with 0 for those it leaves out).
-std::optional<uint64_t> listed_byte_counts(TIFF* tif) {
+// What the file's directory itself says about its blocks, read from it rather than from libtiff,
+// which changes both: it pads a byte-count list shorter than the blocks with zeros (which would read
+// as sparse blocks), and it cuts an uncompressed image stored as one strip into strips of a few rows.
+struct DirectoryBlocks {
+  std::optional<uint64_t> byte_counts;  // entries of StripByteCounts or TileByteCounts; none: absent
+  uint64_t rows_per_strip = 0xFFFFFFFF; // RowsPerStrip (the TIFF default when absent)
+  bool read = false;                    // false: the directory could not be read (libtiff did)
+};
+DirectoryBlocks directory_blocks(TIFF* tif) {
+  DirectoryBlocks out;
   const int fd = TIFFFileno(tif);
   const bool big = TIFFIsBigTIFF(tif), big_endian = TIFFIsBigEndian(tif);
   const uint64_t dir = TIFFCurrentDirOffset(tif);
@@ -451,17 +456,21 @@ std::optional<uint64_t> listed_byte_counts(TIFF* tif) {
   };
   unsigned char head[8];
   const int count_bytes = big ? 8 : 2, entry_bytes = big ? 20 : 12;
-  if (pread(fd, head, size_t(count_bytes), off_t(dir)) != count_bytes) return std::nullopt;
+  if (pread(fd, head, size_t(count_bytes), off_t(dir)) != count_bytes) return out;
   const uint64_t entries = get(head, count_bytes);
-  if (entries == 0 || entries > 65535) return std::nullopt;  // libtiff has read this directory already
+  if (entries == 0 || entries > 65535) return out;  // libtiff has read this directory already
   std::vector<unsigned char> d(size_t(entries) * entry_bytes);
-  if (pread(fd, d.data(), d.size(), off_t(dir + uint64_t(count_bytes))) != ssize_t(d.size())) return std::nullopt;
+  if (pread(fd, d.data(), d.size(), off_t(dir + uint64_t(count_bytes))) != ssize_t(d.size())) return out;
+  out.read = true;
   for (uint64_t e = 0; e < entries; ++e) {
     const unsigned char* p = d.data() + e * entry_bytes;
-    const uint64_t tag = get(p, 2);
-    if (tag == TIFFTAG_STRIPBYTECOUNTS || tag == TIFFTAG_TILEBYTECOUNTS) return get(p + 4, big ? 8 : 4);
+    const uint64_t tag = get(p, 2), type = get(p + 2, 2), count = get(p + 4, big ? 8 : 4);
+    const unsigned char* value = p + (big ? 12 : 8);  // a single value lies in the entry itself
+    if ((tag == TIFFTAG_STRIPBYTECOUNTS || tag == TIFFTAG_TILEBYTECOUNTS) && !out.byte_counts) out.byte_counts = count;
+    if (tag == TIFFTAG_ROWSPERSTRIP && count == 1 && (type == TIFF_SHORT || type == TIFF_LONG || type == TIFF_LONG8))
+      out.rows_per_strip = get(value, type == TIFF_SHORT ? 2 : type == TIFF_LONG ? 4 : 8);
   }
-  return std::nullopt;
+  return out;
 }
 
 template <typename T>
@@ -478,8 +487,11 @@ void scatter(const unsigned char* src, int bw, int spp_blk, int band0, int nband
 
 // A block the file does not store (GDAL's SPARSE_OK=TRUE omits blocks that are all nodata, or all 0
 // without a nodata value): offset and byte count 0. GDAL and rasterio read its pixels as the nodata
-// value, or 0; libtiff would fail to decode it.
-bool is_sparse(TIFF* tif, uint32_t block) { return TIFFGetStrileByteCount(tif, block) == 0; }
+// value, or 0; libtiff would fail to decode it. (A byte count of 0 at an offset is a truncated block:
+// libtiff gives one to a strip past the end of a file it estimates or cuts the strips of.)
+bool is_sparse(TIFF* tif, uint32_t block) {
+  return TIFFGetStrileByteCount(tif, block) == 0 && TIFFGetStrileOffset(tif, block) == 0;
+}
 
 // What every pixel of a sparse block reads as: the file's nodata value in its type (rounded and
 // clamped to an integer type, as GDAL converts it; NaN there is 0), else 0.
@@ -519,14 +531,9 @@ void verify_by_rows(const std::string& path, const TiffInfo& info, const Window&
                    " (truncated or corrupt file?)"));
 }
 
-Raster read_window(const std::string& path, const Window* window, const ReadProgress* progress) {
-  TiffFile f(path, "r");
-  TiffInfo info = info_of(f);
-  Window win = window ? *window : Window{0, 0, info.width, info.height};
-  if (win.width <= 0 || win.height <= 0 || win.x0 < 0 || win.y0 < 0 ||
-      int64_t(win.x0) + win.width > info.width || int64_t(win.y0) + win.height > info.height)
-    f.fail(str("window x0=", win.x0, " y0=", win.y0, " ", win.width, "x", win.height, " is outside the ",
-               info.width, "x", info.height, " image"));
+// A raster for `win` of the file `info` describes, without its pixels: its size, the file's type, band
+// names and nodata value, and the georeferencing moved to the window's corner.
+Raster window_raster(const TiffInfo& info, const Window& win) {
   Raster out;
   out.width = win.width;
   out.height = win.height;
@@ -535,6 +542,157 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   out.geo = shift_geo(info.geo, win.x0, win.y0);
   out.band_names = info.band_names;
   out.nodata = info.nodata;
+  return out;
+}
+
+// Refuses a directory that lists fewer byte counts than its own geometry needs (see directory_blocks).
+void check_listed_blocks(const TiffFile& f, const TiffInfo& info) {
+  TIFF* tif = f.get();
+  const DirectoryBlocks d = directory_blocks(tif);
+  if (!d.read || !d.byte_counts) return;
+  // The blocks the directory's own geometry needs: libtiff's tiles, or strips of its RowsPerStrip
+  // (libtiff's count is of the strips it cut a single uncompressed one into).
+  const uint64_t rows = std::clamp<uint64_t>(d.rows_per_strip, 1, uint64_t(info.height));
+  const uint64_t blocks = info.tiled ? TIFFNumberOfTiles(tif)
+                                     : (uint64_t(info.height) + rows - 1) / rows *
+                                           uint64_t(info.planar_separate ? info.bands : 1);
+  if (*d.byte_counts < blocks)
+    f.fail(str("the ", info.width, "x", info.height, "x", info.bands, " header needs ", blocks, " ",
+               info.tiled ? "tile" : "strip", "s but the file lists the byte counts of ", *d.byte_counts,
+               " (truncated or corrupt)"));
+}
+
+// Whether windows of this file are decoded a row at a time (RowDecoder): compressed strips of more than
+// `above` bytes, which a window's read would otherwise decode whole (a whole image stored as one strip,
+// tifffile's and some exporters' default). libtiff cuts an uncompressed strip into strips of a few rows
+// itself.
+bool decoded_by_rows(const TiffFile& f, const TiffInfo& info, int64_t above) {
+  return !info.tiled && info.compression != COMPRESSION_NONE && int64_t(TIFFStripSize(f.get())) > above;
+}
+
+// The rows of a strip image decoded one at a time, in order, through one open handle per plane (a
+// handle's scanline interface decodes its strip forward from the last row it gave, and restarts the
+// strip for a row above it), keeping the full-width rows of the last window read: a window that starts
+// inside them decodes only the rows below them. Memory: a window's rows at full width, and the window.
+class RowDecoder {
+ public:
+  RowDecoder(std::string path, const TiffInfo& info) : path_(std::move(path)), info_(info) {
+    sparse_ = sparse_value(info.type, info.nodata);
+  }
+
+  Raster read(const Window& win) {
+    TiffFile& f = plane(0);
+    const uint64_t W = uint64_t(info_.width), bands = uint64_t(info_.bands);
+    const uint64_t kept = uint64_t(win.height) * W * bands * sizeof(float);
+    const uint64_t window_bytes = uint64_t(win.width) * uint64_t(win.height) * bands * sizeof(float);
+    if (const uint64_t memory = memory_limit(); memory > 0 && kept + window_bytes > memory)
+      f.fail(str("a ", win.width, "x", win.height, " window of ", info_.width, "x", info_.height, "x", info_.bands,
+                 " needs ", gib(kept), " for its rows and ", gib(window_bytes), " as float32, more than the ",
+                 gib(memory), " of memory this process may use"));
+    check_listed_blocks(f, info_);
+    // As read_window: the rows the window decodes from stored strips within 4096 times the file's bytes.
+    std::error_code ec;
+    const uint64_t file_bytes = std::filesystem::file_size(path_, ec);
+    uint64_t want = 0;
+    const int planes = info_.planar_separate ? info_.bands : 1;
+    // (At full width: the rows are decoded whole.)
+    const uint64_t per_plane = W * (bands / uint64_t(planes)) * uint64_t(bytes_of(info_.type));
+    for (int p = 0; p < planes; ++p)
+      for (int y = win.y0; y < win.y0 + win.height;) {
+        const uint32_t strip = TIFFComputeStrip(f.get(), uint32_t(y), uint16_t(p));
+        const int next = std::min(win.y0 + win.height, (y / info_.block_rows + 1) * info_.block_rows);
+        if (!is_sparse(f.get(), strip)) want += uint64_t(next - y) * per_plane;
+        y = next;
+      }
+    if (!ec && want > file_bytes * 4096 + (1u << 20))
+      f.fail(str("header claims ", info_.width, "x", info_.height, "x", info_.bands, " ",
+                 sample_type_name(info_.type), " pixels but the file has only ", file_bytes,
+                 " bytes (truncated or corrupt)"));
+
+    if (win.y0 < y0_ || win.y0 > y0_ + int64_t(rows_.size())) {  // above the kept rows, or past them
+      rows_.clear();
+      y0_ = win.y0;
+    }
+    while (y0_ < win.y0) rows_.pop_front(), ++y0_;
+    while (y0_ + int64_t(rows_.size()) < win.y0 + win.height) {
+      const int y = int(y0_ + int64_t(rows_.size()));
+      rows_.emplace_back();
+      decode_row(y, rows_.back());
+    }
+    Raster out = window_raster(info_, win);
+    out.data.resize(size_t(bands) * size_t(win.width) * size_t(win.height));
+    for (int b = 0; b < info_.bands; ++b)
+      for (int r = 0; r < win.height; ++r) {
+        const float* src = rows_[size_t(r + win.y0 - y0_)].data() + size_t(b) * W + size_t(win.x0);
+        std::copy(src, src + win.width, out.band(b) + size_t(r) * size_t(win.width));
+      }
+    return out;
+  }
+
+ private:
+  TiffFile& plane(int p) {
+    if (planes_.empty()) {
+      planes_.resize(size_t(info_.planar_separate ? info_.bands : 1));
+      next_.assign(planes_.size(), -1);
+    }
+    auto& h = planes_[size_t(p)];
+    if (!h) {
+      h = std::make_unique<TiffFile>(path_, "r");
+      line_.resize(std::max(line_.size(), size_t(TIFFScanlineSize(h->get()))));
+    }
+    return *h;
+  }
+
+  // Row y of every band into `row` (bands x width floats, band-major).
+  void decode_row(int y, std::vector<float>& row) {
+    const size_t W = size_t(info_.width);
+    row.assign(size_t(info_.bands) * W, 0.f);
+    const int planes = info_.planar_separate ? info_.bands : 1, nb = info_.planar_separate ? 1 : info_.bands;
+    for (int p = 0; p < planes; ++p) {
+      TiffFile& h = plane(p);
+      const int band0 = info_.planar_separate ? p : 0;
+      if (is_sparse(h.get(), TIFFComputeStrip(h.get(), uint32_t(y), uint16_t(p)))) {
+        std::fill(row.begin() + std::ptrdiff_t(size_t(band0) * W), row.begin() + std::ptrdiff_t(size_t(band0 + nb) * W),
+                  sparse_);
+        continue;
+      }
+      // libtiff's codecs decode a strip forward only, without skipping rows: from the next row this
+      // handle gives, or from the strip's first row when y lies above that or in a later strip.
+      const int first = y / info_.block_rows * info_.block_rows;
+      int64_t& next = next_[size_t(p)];
+      if (next > y || next < first) next = first;
+      for (; next <= y; ++next)
+        if (TIFFReadScanline(h.get(), line_.data(), uint32_t(next), uint16_t(p)) < 0)
+          h.fail(str("cannot decode row ", next, info_.planar_separate ? str(" of band ", p + 1) : std::string(),
+                     " (truncated or corrupt file?)"));
+      with_sample_type(info_.type, [&](auto sample) {
+        using T = decltype(sample);
+        const T* s = reinterpret_cast<const T*>(line_.data());
+        for (size_t c = 0; c < W; ++c)
+          for (int k = 0; k < nb; ++k) row[size_t(band0 + k) * W + c] = float(s[c * size_t(nb) + size_t(k)]);
+      });
+    }
+  }
+
+  std::string path_;
+  TiffInfo info_;
+  float sparse_ = 0.f;
+  std::vector<std::unique_ptr<TiffFile>> planes_;  // opened as first needed
+  std::vector<int64_t> next_;                      // per plane: the row its handle gives next (-1: none yet)
+  std::vector<unsigned char> line_;                // one scanline of the widest plane
+  std::deque<std::vector<float>> rows_;            // rows [y0_, y0_ + rows_.size())
+  int64_t y0_ = 0;
+};
+
+Raster read_window(const std::string& path, const Window* window, const ReadProgress* progress) {
+  TiffFile f(path, "r");
+  TiffInfo info = info_of(f);
+  Window win = window ? *window : Window{0, 0, info.width, info.height};
+  if (win.width <= 0 || win.height <= 0 || win.x0 < 0 || win.y0 < 0 ||
+      int64_t(win.x0) + win.width > info.width || int64_t(win.y0) + win.height > info.height)
+    f.fail(str("window x0=", win.x0, " y0=", win.y0, " ", win.width, "x", win.height, " is outside the ",
+               info.width, "x", info.height, " image"));
+  Raster out = window_raster(info, win);
 
   TIFF* tif = f.get();
   Blocks b = blocks_of(f, info);
@@ -543,6 +701,8 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   const tmsize_t block_bytes = info.tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
   const tmsize_t want_max = tmsize_t(b.bw) * b.bh * spp_blk * nbytes;
   if (block_bytes < want_max) f.fail(str("block size ", block_bytes, " bytes is smaller than its pixels need"));
+  // A window of a file in very large compressed strips: its rows alone, one at a time.
+  if (window && decoded_by_rows(f, info, kVerifyBlockBytes)) return RowDecoder(path, info).read(win);
   const char* kind = info.tiled ? "tile" : "strip";
   // A true image can still be larger than this machine: the raster (float32) and the block buffer must
   // fit in the memory this process may use. (2^56 values at most, checked with the header, and a block
@@ -555,10 +715,7 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
                " of memory this process may use (cloud_mask, remove_clouds, classify --classify tiles and raster_diff "
                "read large images in stripes)"));
   const int planes = info.planar_separate ? info.bands : 1;
-  const uint64_t blocks = info.tiled ? TIFFNumberOfTiles(tif) : TIFFNumberOfStrips(tif);
-  if (const auto listed = listed_byte_counts(tif); listed && *listed < blocks)
-    f.fail(str("the ", info.width, "x", info.height, "x", info.bands, " header needs ", blocks, " ", kind,
-               "s but the file lists the byte counts of ", *listed, " (truncated or corrupt)"));
+  check_listed_blocks(f, info);
   // Calls block(id, by0, bx0, plane, r0, r1, c0, c1) for every block the window needs, in file order
   // within each row of blocks, and row(by0) after each row of blocks; rows [r0, r1) and columns
   // [c0, c1) of the window lie in the block.
@@ -581,17 +738,22 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   std::error_code ec;
   const uint64_t file_bytes = std::filesystem::file_size(path, ec);
   uint64_t want = 0;  // bytes of the window's pixels in stored blocks
+  bool any_stored = false;
   visit_blocks(
       [&](uint32_t id, int, int, int, int r0, int r1, int c0, int c1) {
-        if (!is_sparse(tif, id))
-          want += uint64_t(r1 - r0) * uint64_t(c1 - c0) * uint64_t(spp_blk) * uint64_t(nbytes);
+        if (is_sparse(tif, id)) return;
+        any_stored = true;
+        want += uint64_t(r1 - r0) * uint64_t(c1 - c0) * uint64_t(spp_blk) * uint64_t(nbytes);
       },
       [](int) {});
+  // A stored block is decoded whole into the block buffer: the file must be able to hold one.
+  if (any_stored) want = std::max(want, uint64_t(block_bytes));
   const uint64_t limit = info.compression == COMPRESSION_NONE ? file_bytes : file_bytes * 4096 + (1u << 20);
   if (!ec && want > limit)
     f.fail(str("header claims ", info.width, "x", info.height, "x", info.bands, " ", sample_type_name(info.type),
                " pixels but the file has only ", file_bytes, " bytes (truncated or corrupt)"));
-  // Strips above kVerifyBlockBytes get their buffer only after a verification by rows (below).
+  // The block buffer, allocated at the first stored block decoded (strips above kVerifyBlockBytes only
+  // after a verification by rows, below).
   std::vector<unsigned char> buf;
 
   const float sparse = sparse_value(info.type, info.nodata);  // what a sparse block's pixels read as
@@ -599,7 +761,6 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   int64_t rows_done = 0, rows_total = win.height;
   // Decodes every block the window needs; with `keep`, scatters it into `out`.
   auto decode_blocks = [&](bool keep) {
-    buf.resize(static_cast<size_t>(block_bytes));
     auto block = [&](uint32_t id, int by0, int bx0, int p, int r0, int r1, int c0, int c1) {
       const int band0 = info.planar_separate ? p : 0, nb = info.planar_separate ? 1 : info.bands;
       if (is_sparse(tif, id)) {
@@ -611,6 +772,7 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
             }
         return;
       }
+      buf.resize(static_cast<size_t>(block_bytes));  // at the first stored block: none for a sparse window
       const tmsize_t got = info.tiled ? TIFFReadEncodedTile(tif, id, buf.data(), block_bytes)
                                       : TIFFReadEncodedStrip(tif, id, buf.data(), block_bytes);
       if (got < 0) f.fail(str("cannot decode ", kind, " ", id, " (truncated or corrupt file?)"));
@@ -802,6 +964,41 @@ Raster read_checked(const std::string& path, const Window* window, const ReadPro
     throw out_of_memory();
   } catch (const std::length_error&) {  // a size past what a vector holds
     throw out_of_memory();
+  }
+}
+
+struct TiffReader::Impl {
+  std::string path;
+  TiffInfo info;
+  bool by_rows = false;
+  std::unique_ptr<RowDecoder> rows;  // when by_rows
+};
+
+TiffReader::TiffReader(const std::string& path, int64_t rows_above) : impl_(std::make_unique<Impl>()) {
+  TiffFile f(path, "r");
+  impl_->path = path;
+  impl_->info = info_of(f);
+  impl_->by_rows = decoded_by_rows(f, impl_->info, rows_above);
+  if (impl_->by_rows) impl_->rows = std::make_unique<RowDecoder>(path, impl_->info);
+}
+TiffReader::~TiffReader() = default;
+TiffReader::TiffReader(TiffReader&&) noexcept = default;
+TiffReader& TiffReader::operator=(TiffReader&&) noexcept = default;
+const TiffInfo& TiffReader::info() const { return impl_->info; }
+bool TiffReader::by_rows() const { return impl_->by_rows; }
+int TiffReader::stripe_rows() const { return impl_->by_rows ? 1 : impl_->info.block_rows; }
+
+Raster TiffReader::read(const Window& w) {
+  if (!impl_->by_rows) return read_geotiff(impl_->path, w);
+  const TiffInfo& info = impl_->info;
+  if (w.width <= 0 || w.height <= 0 || w.x0 < 0 || w.y0 < 0 || int64_t(w.x0) + w.width > info.width ||
+      int64_t(w.y0) + w.height > info.height)
+    throw Error(str("geotiff: ", impl_->path, ": window x0=", w.x0, " y0=", w.y0, " ", w.width, "x", w.height,
+                    " is outside the ", info.width, "x", info.height, " image"));
+  try {
+    return impl_->rows->read(w);
+  } catch (const std::bad_alloc&) {
+    throw Error(str(impl_->path, ": out of memory while reading this GeoTIFF (window ", w.width, "x", w.height, ")"));
   }
 }
 

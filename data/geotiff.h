@@ -114,6 +114,33 @@ Raster read_geotiff(const std::string& path, const Window& window);
 using ReadProgress = std::function<void(int64_t done, int64_t total)>;
 Raster read_geotiff(const std::string& path, const ReadProgress& progress);
 
+// Windows of one file, read in turn through handles it keeps open: what read_geotiff(path, window)
+// returns, for a tool that streams a large image (stripes of rows, or windows moving down). A file
+// stored in compressed strips of more than `rows_above` bytes (a whole image in one deflated strip, as
+// tifffile and some exporters write by default), which a window's read would decode whole, is decoded
+// a row at a time instead, keeping the full-width rows of the last window: each row is decoded once
+// per pass down the image, in memory of a window's rows (a window above the kept rows starts that
+// strip's decoding again). Not for several threads at once.
+class TiffReader {
+ public:
+  static constexpr int64_t kRowsAbove = int64_t(32) << 20;  // read_geotiff's windows use the same bound
+  explicit TiffReader(const std::string& path, int64_t rows_above = kRowsAbove);
+  ~TiffReader();
+  TiffReader(TiffReader&&) noexcept;
+  TiffReader& operator=(TiffReader&&) noexcept;
+
+  const TiffInfo& info() const;
+  bool by_rows() const;  // decoded a row at a time
+  // The rows a stripe should be a multiple of so that no strip or tile is decoded for two stripes:
+  // the file's block rows, or 1 when decoded a row at a time.
+  int stripe_rows() const;
+  Raster read(const Window& window);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 struct WriteOptions {
   SampleType type = SampleType::UInt16;
   // Deflate (TIFF compression 8, GDAL's COMPRESS=DEFLATE) with a predictor, as GDAL's PREDICTOR=2 for

@@ -1,7 +1,8 @@
 // test_geotiff.cpp: the GeoTIFF reader against rasterio/tifffile on every
 // fixture file (expected values in tests/fixtures/geotiff/expected.json, made by
 // tests/torch/gen_expected_geotiff.py), window reads, write->read round trips
-// for every type and layout, and clear errors for bad files.
+// for every type and layout, sparse files (blocks not stored), TiffReader's
+// decoding of large compressed strips a row at a time, and clear errors for bad files.
 #include <doctest/doctest.h>
 
 #include <signal.h>
@@ -402,6 +403,47 @@ int count_sparse_blocks(const std::string& path) {
   return sparse;
 }
 
+// The layout of a file written with libtiff directly (tests/data/test_geotiff.cpp's sparse and
+// single-strip files: layouts write_geotiff does not make).
+struct TiffLayout {
+  int width = 0, height = 0, bands = 1;
+  SampleType type = SampleType::UInt16;
+  bool separate = false;                          // band-interleaved
+  uint16_t compression = COMPRESSION_ADOBE_DEFLATE;
+  uint32_t rows_per_strip = 0;                    // strips of this many rows, or (0)
+  uint32_t tile = 0;                              // square tiles of this side
+  const char* nodata = nullptr;                   // GDAL's nodata tag, when not null
+  const char* mode = "w";                         // libtiff's: "wb" big-endian, "w8" BigTIFF
+};
+// A new file with `l`'s tags set, for the caller to write blocks into and close.
+TIFF* new_tiff(const std::string& path, const TiffLayout& l) {
+  TIFF* t = TIFFOpen(path.c_str(), l.mode);
+  REQUIRE(t != nullptr);
+  static const TIFFFieldInfo nodata_tag = {TIFFTAG_GDAL_NODATA, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_ASCII,
+                                           FIELD_CUSTOM,        1,             0,             const_cast<char*>("GDALNoDataValue")};
+  TIFFMergeFieldInfo(t, &nodata_tag, 1);
+  const int bytes = l.type == SampleType::UInt8 ? 1 : l.type == SampleType::Float32 ? 4 : 2;
+  const uint16_t format = l.type == SampleType::Float32 ? SAMPLEFORMAT_IEEEFP
+                          : l.type == SampleType::Int16 ? SAMPLEFORMAT_INT
+                                                        : SAMPLEFORMAT_UINT;
+  TIFFSetField(t, TIFFTAG_IMAGEWIDTH, uint32_t(l.width));
+  TIFFSetField(t, TIFFTAG_IMAGELENGTH, uint32_t(l.height));
+  TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, uint16_t(l.bands));
+  TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, uint16_t(8 * bytes));
+  TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, format);
+  TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+  TIFFSetField(t, TIFFTAG_PLANARCONFIG, l.separate ? PLANARCONFIG_SEPARATE : PLANARCONFIG_CONTIG);
+  TIFFSetField(t, TIFFTAG_COMPRESSION, l.compression);
+  if (l.tile) {
+    TIFFSetField(t, TIFFTAG_TILEWIDTH, l.tile);
+    TIFFSetField(t, TIFFTAG_TILELENGTH, l.tile);
+  } else {
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, l.rows_per_strip);
+  }
+  if (l.nodata) TIFFSetField(t, TIFFTAG_GDAL_NODATA, l.nodata);
+  return t;
+}
+
 // A 16x16-tiled image (deflate, or uncompressed with `deflate` false) of `bands` bands of `type` in
 // which only tile 0 is stored (every sample 7; band-interleaved when `separate`, where each band's
 // tile 0 is stored), or every tile with `all_tiles`; with GDAL's nodata tag when `nodata` is not null.
@@ -410,26 +452,10 @@ int count_sparse_blocks(const std::string& path) {
 void write_sparse_tiled(const std::string& path, int width, int height, int bands, SampleType type,
                         const char* nodata, bool separate, bool deflate = true, const char* mode = "w",
                         bool all_tiles = false) {
-  TIFF* t = TIFFOpen(path.c_str(), mode);
-  REQUIRE(t != nullptr);
-  static const TIFFFieldInfo nodata_tag = {TIFFTAG_GDAL_NODATA, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_ASCII,
-                                           FIELD_CUSTOM,        1,             0,             const_cast<char*>("GDALNoDataValue")};
-  TIFFMergeFieldInfo(t, &nodata_tag, 1);
+  TIFF* t = new_tiff(path, {.width = width, .height = height, .bands = bands, .type = type, .separate = separate,
+                            .compression = uint16_t(deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_NONE), .tile = 16,
+                            .nodata = nodata, .mode = mode});
   const int bytes = type == SampleType::UInt8 ? 1 : type == SampleType::Float32 ? 4 : 2;
-  const uint16_t format = type == SampleType::Float32 ? SAMPLEFORMAT_IEEEFP
-                          : type == SampleType::Int16 ? SAMPLEFORMAT_INT
-                                                      : SAMPLEFORMAT_UINT;
-  TIFFSetField(t, TIFFTAG_IMAGEWIDTH, uint32_t(width));
-  TIFFSetField(t, TIFFTAG_IMAGELENGTH, uint32_t(height));
-  TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, uint16_t(bands));
-  TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, uint16_t(8 * bytes));
-  TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, format);
-  TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
-  TIFFSetField(t, TIFFTAG_PLANARCONFIG, separate ? PLANARCONFIG_SEPARATE : PLANARCONFIG_CONTIG);
-  TIFFSetField(t, TIFFTAG_COMPRESSION, deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_NONE);
-  TIFFSetField(t, TIFFTAG_TILEWIDTH, 16u);
-  TIFFSetField(t, TIFFTAG_TILELENGTH, 16u);
-  if (nodata) TIFFSetField(t, TIFFTAG_GDAL_NODATA, nodata);
   const int per_tile = 16 * 16 * (separate ? 1 : bands);
   std::vector<unsigned char> sevens(size_t(per_tile) * bytes), tile;
   for (int k = 0; k < per_tile; ++k) {
@@ -513,7 +539,7 @@ TEST_CASE("geotiff: blocks a file does not store (GDAL's SPARSE_OK) read as the 
       const char* mode = "w";  // byte order and BigTIFF, for the reader's own read of the byte-count list
     };
     const float nan = std::numeric_limits<float>::quiet_NaN();
-    for (const Case& k : {Case{SampleType::UInt16, nullptr, 0.f, false}, Case{SampleType::UInt16, "-9999.7", 0.f, true, "wb"},
+    for (const Case& k : {Case{SampleType::UInt16, nullptr, 0.f, false}, Case{SampleType::UInt16, "-9999.7", 0.f, true, "wb"}, Case{SampleType::UInt16, "70000", 65535.f, true, "wb"},
                           Case{SampleType::UInt16, "4000.4", 4000.f, false}, Case{SampleType::UInt8, "300.6", 255.f, true, "w8"},
                           Case{SampleType::Int16, "-40000", -32768.f, false}, Case{SampleType::Int16, "nan", 0.f, false},
                           Case{SampleType::Float32, "nan", nan, true, "w8b"}, Case{SampleType::Float32, "-9999.5", -9999.5f, false},
@@ -575,23 +601,79 @@ TEST_CASE("geotiff: blocks a file does not store (GDAL's SPARSE_OK) read as the 
       CHECK_THROWS_WITH_AS(read_geotiff(bad), doctest::Contains("needs 15625 tiles but the file lists the byte counts of 4"),
                            Error);
     }
+    // Strips, band-interleaved: 2 bands of 4 strips of 16 rows, the height patched to 2000 (125 strips a band).
+    Raster r = random_raster(2, 64, 64, 0, 1000, 9);
+    WriteOptions o;
+    o.deflate = true;
+    o.rows_per_strip = 16;
+    o.planar_separate = true;
+    write_geotiff(tmp / "strips.tif", r, o);
+    REQUIRE(read_geotiff(tmp / "strips.tif").data == r.data);
+    std::string bytes = slurp(tmp / "strips.tif");
+    patch_tag(bytes, TIFFTAG_IMAGELENGTH, 2000);
+    spit(tmp / "strips_bad.tif", bytes);
+    CHECK_THROWS_WITH_AS(read_geotiff(tmp / "strips_bad.tif"),
+                         doctest::Contains("needs 250 strips but the file lists the byte counts of 8"), Error);
+  }
+  SUBCASE("an uncompressed image in one strip, which libtiff cuts into strips of a few rows, is not sparse") {
+    // libtiff's count of strips is then of its own cutting, not the directory's one; a byte count cut
+    // short leaves libtiff's later strips a count of 0 at an offset, which is a truncated file.
+    TempDir tmp;
+    for (bool separate : {false, true}) {
+      CAPTURE(separate);
+      Raster r = random_raster(13, 64, 64, 0, 10000, 8);
+      WriteOptions o;
+      o.rows_per_strip = 64;
+      o.planar_separate = separate;
+      const std::string path = tmp / "one_strip_raw.tif";
+      write_geotiff(path, r, o);
+      CHECK(read_geotiff(path).data == r.data);
+      CHECK(read_geotiff(path, Window{7, 30, 50, 34}).data == read_geotiff(path, Window{7, 30, 50, 34}).data);
+      if (separate) continue;
+      CHECK(read_tiff_info(path).block_rows < 64);  // libtiff did cut it
+      // Its strip moved to end half-way past the file's end (a truncated file): libtiff clamps the byte
+      // count to the file and gives the strips it cut past the end a byte count and an offset of 0,
+      // which must not read as sparse blocks.
+      std::string bytes = slurp(path);
+      patch_tag(bytes, TIFFTAG_STRIPOFFSETS, uint32_t(bytes.size() - 64 * 64 * 13));
+      spit(tmp / "cut_short.tif", bytes);
+      CHECK_THROWS_WITH_AS(read_geotiff(tmp / "cut_short.tif"), doctest::Contains("cut_short.tif"), Error);
+    }
+  }
+  SUBCASE("a window in blocks left out needs no block buffer") {
+    // 20000 x 20000 uint8 in four 16384 x 16384 tiles, only the last stored (one byte, never decoded:
+    // libtiff writes no tile table without a tile): a block would take 268 MB. In a child, so that its
+    // peak RSS is its own.
+    TempDir tmp;
+    const std::string path = tmp / "huge_tiles.tif";
+    TIFF* t = new_tiff(path, {.width = 20000, .height = 20000, .type = SampleType::UInt8, .tile = 16384});
+    unsigned char byte = 0;
+    REQUIRE(TIFFWriteRawTile(t, 3, &byte, 1) == 1);
+    TIFFClose(t);
+    REQUIRE(count_sparse_blocks(path) == 3);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      rusage before{}, after{};
+      getrusage(RUSAGE_SELF, &before);
+      const Raster r = read_geotiff(path, Window{14000, 14000, 2000, 2000});  // in tile 0
+      getrusage(RUSAGE_SELF, &after);
+      const bool zeros = std::count(r.data.begin(), r.data.end(), 0.f) == 2000 * 2000;
+      std::fprintf(stderr, "a window of empty tiles: %s, peak RSS rose %ld KiB\n", zeros ? "zeros" : "NOT ZEROS",
+                   after.ru_maxrss - before.ru_maxrss);
+      ::_exit(zeros && after.ru_maxrss - before.ru_maxrss < 64 * 1024 ? 0 : 1);
+    }
+    const int status = wait_child(child, 120);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
   }
   SUBCASE("a single-strip band left out is skipped by the row-by-row check of a very compressible file") {
     // Two bands, each one 3000x3000 float32 strip (36 MB, above the 32 MiB a block buffer gets before a
     // very compressible file is verified): band 1 stored (constant, ~35 KB deflated), band 2 left out.
     TempDir tmp;
     const std::string path = tmp / "one_strip_sparse.tif";
-    TIFF* t = TIFFOpen(path.c_str(), "w");
-    REQUIRE(t != nullptr);
-    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 3000u);
-    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 3000u);
-    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, uint16_t(2));
-    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, uint16_t(32));
-    TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, uint16_t(SAMPLEFORMAT_IEEEFP));
-    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
-    TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_SEPARATE);
-    TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_ADOBE_DEFLATE);
-    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, 3000u);
+    TIFF* t = new_tiff(path, {.width = 3000, .height = 3000, .bands = 2, .type = SampleType::Float32, .separate = true,
+                              .rows_per_strip = 3000});
     std::vector<float> band(size_t(3000) * 3000, 2.5f);
     REQUIRE(TIFFWriteEncodedStrip(t, 0, band.data(), tmsize_t(band.size() * 4)) == tmsize_t(band.size() * 4));
     TIFFClose(t);
@@ -603,6 +685,127 @@ TEST_CASE("geotiff: blocks a file does not store (GDAL's SPARSE_OK) read as the 
     CHECK(std::count(r.band(0), r.band(0) + band.size(), 2.5f) == std::ptrdiff_t(band.size()));
     CHECK(std::count(r.band(1), r.band(1) + band.size(), 0.f) == std::ptrdiff_t(band.size()));
   }
+}
+
+// TiffReader: a file in large compressed strips (forced here with rows_above 0) is decoded a row at a
+// time; every window, in the orders the streaming tools use and at random, is what read_geotiff gives
+// (which decodes whole strips for files this small).
+TEST_CASE("geotiff: TiffReader decodes large compressed strips a row at a time, reading what read_geotiff reads") {
+  TempDir tmp;
+  struct Layout {
+    const char* name;
+    SampleType type;
+    int bands;
+    bool separate;
+    int rows_per_strip;  // 0: one strip for the whole image
+  };
+  for (const Layout& l : {Layout{"one strip, pixel-interleaved uint16", SampleType::UInt16, 13, false, 0},
+                          Layout{"one strip a band, float32", SampleType::Float32, 3, true, 0},
+                          Layout{"strips of 23 rows, int16", SampleType::Int16, 2, false, 23}}) {
+    CAPTURE(l.name);
+    const int H = 70, W = 53;
+    Raster r = random_raster(l.bands, H, W, l.type == SampleType::Int16 ? -3000 : 0, 9000, 11, l.type);
+    if (l.type == SampleType::Float32)
+      for (float& v : r.data) v = v / 7.f - 300.f;
+    WriteOptions o;
+    o.type = l.type;
+    o.deflate = true;
+    o.planar_separate = l.separate;
+    o.rows_per_strip = l.rows_per_strip ? l.rows_per_strip : H;
+    const std::string path = tmp / "strips.tif";
+    write_geotiff(path, r, o);
+    TiffReader rows(path, 0);
+    REQUIRE(rows.by_rows());
+    CHECK(rows.stripe_rows() == 1);
+    TiffReader blocks(path);  // the default bound: these strips are small, read as read_geotiff reads
+    CHECK_FALSE(blocks.by_rows());
+    CHECK(blocks.stripe_rows() == (l.rows_per_strip ? l.rows_per_strip : H));
+    std::vector<Window> windows;
+    for (int y0 = 0; y0 < H; y0 += 16) windows.push_back({0, y0, W, std::min(16, H - y0)});  // stripes
+    for (int y0 = 0; y0 + 20 <= H; y0 += 12) windows.push_back({5, y0, 30, 20});  // overlapping, moving down
+    windows.push_back({0, 3, W, 4});                                               // back above the kept rows
+    windows.push_back({40, 60, 13, 10});                                           // past them
+    Rng rng(5);
+    for (int k = 0; k < 12; ++k) {
+      const int x0 = int(rng.below(W)), y0 = int(rng.below(H));
+      windows.push_back({x0, y0, 1 + int(rng.below(uint64_t(W - x0))), 1 + int(rng.below(uint64_t(H - y0)))});
+    }
+    for (const Window& w : windows) {
+      CAPTURE(w.x0);
+      CAPTURE(w.y0);
+      CAPTURE(w.width);
+      CAPTURE(w.height);
+      const Raster want = read_geotiff(path, w), got = rows.read(w), plain = blocks.read(w);
+      REQUIRE(got.width == w.width);
+      REQUIRE(got.height == w.height);
+      CHECK(got.data == want.data);
+      CHECK(plain.data == want.data);
+      CHECK(got.geo == want.geo);
+      CHECK(got.type == want.type);
+    }
+    CHECK_THROWS_WITH_AS(rows.read(Window{0, H - 1, W, 2}), doctest::Contains("is outside the"), Error);
+  }
+  // A band left out (sparse) in a one-strip-a-band file reads as its nodata value through the rows too.
+  const std::string path = tmp / "sparse_band.tif";
+  {
+    TIFF* t = new_tiff(path, {.width = 40, .height = 30, .bands = 2, .separate = true, .rows_per_strip = 30,
+                              .nodata = "321"});
+    std::vector<uint16_t> band(40 * 30);
+    for (size_t i = 0; i < band.size(); ++i) band[i] = uint16_t(i);
+    REQUIRE(TIFFWriteEncodedStrip(t, 1, band.data(), tmsize_t(band.size() * 2)) == tmsize_t(band.size() * 2));
+    TIFFClose(t);
+  }
+  TiffReader rows(path, 0);
+  REQUIRE(rows.by_rows());
+  const Raster got = rows.read(Window{3, 4, 30, 20});
+  CHECK(got.data == read_geotiff(path, Window{3, 4, 30, 20}).data);
+  CHECK(std::count(got.band(0), got.band(0) + 600, 321.f) == 600);
+  CHECK(got.band(1)[0] == float(4 * 40 + 3));
+}
+
+// A whole image stored as one deflated strip (2000 x 2000 x 13 uint16, 104 MB decoded): read_geotiff's
+// windows and a TiffReader's stripes take memory of a window, not of the image (before, every window
+// decoded the whole strip into a 104 MB buffer). In a child process, so that its peak RSS is its own.
+TEST_CASE("geotiff: a whole image in one compressed strip is read in windows in bounded memory") {
+  TempDir tmp;
+  const std::string path = tmp / "one_strip.tif";
+  const int W = 2000, H = 2000, C = 13;
+  auto value = [](int b, int y, int x) { return uint16_t(b * 1000 + (y % 97) + (x % 5)); };
+  {
+    TIFF* t = new_tiff(path, {.width = W, .height = H, .bands = C, .rows_per_strip = uint32_t(H)});
+    std::vector<uint16_t> line(size_t(W) * C);
+    for (int y = 0; y < H; ++y) {
+      for (int x = 0; x < W; ++x)
+        for (int b = 0; b < C; ++b) line[size_t(x) * C + size_t(b)] = value(b, y, x);
+      REQUIRE(TIFFWriteScanline(t, line.data(), uint32_t(y), 0) == 1);
+    }
+    TIFFClose(t);
+  }
+  REQUIRE(read_tiff_info(path).block_rows == H);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    rusage before{}, after{};
+    getrusage(RUSAGE_SELF, &before);
+    bool ok = true;
+    TiffReader reader(path);
+    ok &= reader.by_rows() && reader.stripe_rows() == 1;
+    for (int y0 = 0; y0 < H; y0 += 100) {
+      const Raster r = reader.read(Window{0, y0, W, 100});
+      ok &= r.band(12)[size_t(57) * W + 1234] == float(value(12, y0 + 57, 1234));
+    }
+    const Raster last = read_geotiff(path, Window{1500, 1900, 500, 100});
+    ok &= last.band(3)[size_t(99) * 500 + 499] == float(value(3, 1999, 1999));
+    getrusage(RUSAGE_SELF, &after);
+    // A stripe is 10.4 MB as floats, kept and returned; the whole strip would be 104 MB.
+    std::fprintf(stderr, "one strip, read in windows: values %s, peak RSS rose %ld KiB\n", ok ? "right" : "WRONG",
+                 after.ru_maxrss - before.ru_maxrss);
+    ok &= after.ru_maxrss - before.ru_maxrss < 48 * 1024;  // KiB
+    ::_exit(ok ? 0 : 1);
+  }
+  const int status = wait_child(child, 300);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 // An image with more than 2^32 pixels in its one band (65536 x 65536 uint8, a BigTIFF): windows read
