@@ -47,7 +47,7 @@ namespace {
 // by band, row by row), one pass per band, so the value is the same bits.
 std::optional<float> nan_fill_value(data::TiffReader& file) {
   const data::TiffInfo& info = file.info();
-  if (info.type != data::SampleType::Float32) return std::nullopt;
+  if (!data::is_floating(info.type)) return std::nullopt;
   constexpr int kRows = 256;
   auto blocks = [&](const std::function<void(const data::Raster&)>& visit) {
     for (int y0 = 0; y0 < info.height; y0 += kRows)

@@ -38,19 +38,34 @@
 
 namespace nimbus::data {
 
-const char* sample_type_name(SampleType t) {
-  switch (t) {
-    case SampleType::UInt8: return "uint8";
-    case SampleType::UInt16: return "uint16";
-    case SampleType::Int16: return "int16";
-    case SampleType::Float32: return "float32";
-  }
-  return "?";
-}
-
 namespace {
 
-int bytes_of(SampleType t) { return t == SampleType::UInt8 ? 1 : t == SampleType::Float32 ? 4 : 2; }
+// Every sample type: its name, and its TIFF BitsPerSample and SampleFormat.
+struct SampleLayout {
+  SampleType type;
+  const char* name;
+  uint16_t bits, format;
+};
+constexpr SampleLayout kSampleTypes[] = {
+    {SampleType::UInt8, "uint8", 8, SAMPLEFORMAT_UINT},       {SampleType::Int8, "int8", 8, SAMPLEFORMAT_INT},
+    {SampleType::UInt16, "uint16", 16, SAMPLEFORMAT_UINT},    {SampleType::Int16, "int16", 16, SAMPLEFORMAT_INT},
+    {SampleType::UInt32, "uint32", 32, SAMPLEFORMAT_UINT},    {SampleType::Int32, "int32", 32, SAMPLEFORMAT_INT},
+    {SampleType::Float32, "float32", 32, SAMPLEFORMAT_IEEEFP}, {SampleType::Float64, "float64", 64, SAMPLEFORMAT_IEEEFP}};
+
+const SampleLayout& layout_of(SampleType t) {
+  for (const SampleLayout& l : kSampleTypes)
+    if (l.type == t) return l;
+  throw Error(str("geotiff: sample type ", int(t), " is not one"));
+}
+
+int bytes_of(SampleType t) { return layout_of(t).bits / 8; }
+
+}  // namespace
+
+const char* sample_type_name(SampleType t) { return layout_of(t).name; }
+bool is_floating(SampleType t) { return layout_of(t).format == SAMPLEFORMAT_IEEEFP; }
+
+namespace {
 
 // Classic TIFF addresses 4 GiB: an image whose blocks take more than 3.75 GiB uncompressed (the rest
 // for its tags and offsets; deflate rarely grows data), tiles padded to whole tiles, is written as
@@ -101,6 +116,10 @@ void with_sample_type(SampleType t, F&& f) {
     case SampleType::UInt16: return f(uint16_t());
     case SampleType::Int16: return f(int16_t());
     case SampleType::Float32: return f(float());
+    case SampleType::Int8: return f(int8_t());
+    case SampleType::UInt32: return f(uint32_t());
+    case SampleType::Int32: return f(int32_t());
+    case SampleType::Float64: return f(double());
   }
 }
 
@@ -367,17 +386,15 @@ TiffInfo info_of(const TiffFile& f) {
   // (2^56 float32 values are 256 PiB: no real image comes near).
   if (uint64_t(w) * h > (uint64_t(1) << 56) / spp)
     f.fail(str("image of ", w, "x", h, "x", spp, " values: more than 2^56"));
-  if (fmt == SAMPLEFORMAT_UINT && bps == 8)
-    info.type = SampleType::UInt8;
-  else if (fmt == SAMPLEFORMAT_UINT && bps == 16)
-    info.type = SampleType::UInt16;
-  else if (fmt == SAMPLEFORMAT_INT && bps == 16)
-    info.type = SampleType::Int16;
-  else if (fmt == SAMPLEFORMAT_IEEEFP && bps == 32)
-    info.type = SampleType::Float32;
-  else
-    f.fail(str("unsupported sample type: ", bps, "-bit ", sample_format_name(fmt),
-               " (supported: uint8, uint16, int16, float32)"));
+  const SampleLayout* layout = nullptr;
+  std::string supported;
+  for (const SampleLayout& l : kSampleTypes) {
+    if (l.bits == bps && l.format == fmt) layout = &l;
+    supported += str(supported.empty() ? "" : ", ", l.name);
+  }
+  if (!layout)
+    f.fail(str("unsupported sample type: ", bps, "-bit ", sample_format_name(fmt), " (supported: ", supported, ")"));
+  info.type = layout->type;
   if (photo == PHOTOMETRIC_YCBCR || photo == PHOTOMETRIC_PALETTE)
     f.fail(str("unsupported photometric interpretation ", photo, " (YCbCr/palette)"));
   if (!TIFFIsCODECConfigured(comp)) f.fail(str("compression ", comp, " is not supported by this libtiff"));
@@ -467,7 +484,7 @@ DirectoryBlocks directory_blocks(TIFF* tif) {
     const uint64_t tag = get(p, 2), type = get(p + 2, 2), count = get(p + 4, big ? 8 : 4);
     const unsigned char* value = p + (big ? 12 : 8);  // a single value lies in the entry itself
     if ((tag == TIFFTAG_STRIPBYTECOUNTS || tag == TIFFTAG_TILEBYTECOUNTS) && !out.byte_counts) out.byte_counts = count;
-    if (tag == TIFFTAG_ROWSPERSTRIP && count == 1 && (type == TIFF_SHORT || type == TIFF_LONG || type == TIFF_LONG8))
+    if (tag == TIFFTAG_ROWSPERSTRIP && count == 1 && (type == TIFF_SHORT || type == TIFF_LONG || (big && type == TIFF_LONG8)))
       out.rows_per_strip = get(value, type == TIFF_SHORT ? 2 : type == TIFF_LONG ? 4 : 8);
   }
   return out;
@@ -500,7 +517,7 @@ float sparse_value(SampleType type, std::optional<double> nodata) {
   float v = 0.f;
   with_sample_type(type, [&](auto sample) {
     using T = decltype(sample);
-    if constexpr (std::is_same_v<T, float>)
+    if constexpr (std::is_floating_point_v<T>)
       v = float(*nodata);
     else if (!std::isnan(*nodata))
       v = float(T(std::clamp(std::round(*nodata), double(std::numeric_limits<T>::min()),
@@ -562,53 +579,71 @@ void check_listed_blocks(const TiffFile& f, const TiffInfo& info) {
                " (truncated or corrupt)"));
 }
 
-// Whether windows of this file are decoded a row at a time (RowDecoder): compressed strips of more than
-// `above` bytes, which a window's read would otherwise decode whole (a whole image stored as one strip,
-// tifffile's and some exporters' default). libtiff cuts an uncompressed strip into strips of a few rows
-// itself.
+// Whether windows of this file are decoded a row at a time (RowDecoder): strips of more than `above`
+// bytes, which a window's read would otherwise decode whole (a whole image stored as one strip,
+// tifffile's and some exporters' default; or one strip a band). libtiff itself cuts an uncompressed
+// pixel-interleaved single strip into strips of a few rows, which stay below any such bound.
 bool decoded_by_rows(const TiffFile& f, const TiffInfo& info, int64_t above) {
-  return !info.tiled && info.compression != COMPRESSION_NONE && int64_t(TIFFStripSize(f.get())) > above;
+  return !info.tiled && int64_t(TIFFStripSize(f.get())) > above;
 }
 
 // The rows of a strip image decoded one at a time, in order, through one open handle per plane (a
 // handle's scanline interface decodes its strip forward from the last row it gave, and restarts the
-// strip for a row above it), keeping the full-width rows of the last window read: a window that starts
-// inside them decodes only the rows below them. Memory: a window's rows at full width, and the window.
+// strip for a row above it). With `keep` (TiffReader), the full-width rows of the last window stay:
+// a window that starts inside them decodes only the rows below them; memory is the window's rows at
+// full width and the window. Without (one read_geotiff window), rows go straight into the window.
 class RowDecoder {
  public:
-  RowDecoder(std::string path, const TiffInfo& info) : path_(std::move(path)), info_(info) {
+  RowDecoder(std::string path, const TiffInfo& info, bool keep) : path_(std::move(path)), info_(info), keep_(keep) {
     sparse_ = sparse_value(info.type, info.nodata);
   }
 
   Raster read(const Window& win) {
     TiffFile& f = plane(0);
     const uint64_t W = uint64_t(info_.width), bands = uint64_t(info_.bands);
-    const uint64_t kept = uint64_t(win.height) * W * bands * sizeof(float);
+    const uint64_t kept = uint64_t(keep_ ? win.height : 1) * W * bands * sizeof(float);
     const uint64_t window_bytes = uint64_t(win.width) * uint64_t(win.height) * bands * sizeof(float);
     if (const uint64_t memory = memory_limit(); memory > 0 && kept + window_bytes > memory)
       f.fail(str("a ", win.width, "x", win.height, " window of ", info_.width, "x", info_.height, "x", info_.bands,
-                 " needs ", gib(kept), " for its rows and ", gib(window_bytes), " as float32, more than the ",
+                 " needs ", gib(window_bytes), " as float32 and ", gib(kept), " for the rows it decodes, more than the ",
                  gib(memory), " of memory this process may use"));
     check_listed_blocks(f, info_);
-    // As read_window: the rows the window decodes from stored strips within 4096 times the file's bytes.
+    // As read_window: the rows the window decodes from stored strips (at full width) within the file's
+    // bytes (uncompressed) or 4096 times them.
     std::error_code ec;
     const uint64_t file_bytes = std::filesystem::file_size(path_, ec);
     uint64_t want = 0;
     const int planes = info_.planar_separate ? info_.bands : 1;
-    // (At full width: the rows are decoded whole.)
-    const uint64_t per_plane = W * (bands / uint64_t(planes)) * uint64_t(bytes_of(info_.type));
+    const uint64_t per_row = W * (bands / uint64_t(planes)) * uint64_t(bytes_of(info_.type));
     for (int p = 0; p < planes; ++p)
       for (int y = win.y0; y < win.y0 + win.height;) {
         const uint32_t strip = TIFFComputeStrip(f.get(), uint32_t(y), uint16_t(p));
         const int next = std::min(win.y0 + win.height, (y / info_.block_rows + 1) * info_.block_rows);
-        if (!is_sparse(f.get(), strip)) want += uint64_t(next - y) * per_plane;
+        if (!is_sparse(f.get(), strip)) want += uint64_t(next - y) * per_row;
         y = next;
       }
-    if (!ec && want > file_bytes * 4096 + (1u << 20))
+    const uint64_t limit = info_.compression == COMPRESSION_NONE ? file_bytes : file_bytes * 4096 + (1u << 20);
+    if (!ec && want > limit)
       f.fail(str("header claims ", info_.width, "x", info_.height, "x", info_.bands, " ",
                  sample_type_name(info_.type), " pixels but the file has only ", file_bytes,
                  " bytes (truncated or corrupt)"));
 
+    Raster out = window_raster(info_, win);
+    out.data.resize(size_t(bands) * size_t(win.width) * size_t(win.height));
+    auto crop = [&](const std::vector<float>& row, int r) {  // row r of the window from a full-width row
+      for (int b = 0; b < info_.bands; ++b) {
+        const float* src = row.data() + size_t(b) * W + size_t(win.x0);
+        std::copy(src, src + win.width, out.band(b) + size_t(r) * size_t(win.width));
+      }
+    };
+    if (!keep_) {
+      std::vector<float> row;
+      for (int r = 0; r < win.height; ++r) {
+        decode_row(win.y0 + r, row);
+        crop(row, r);
+      }
+      return out;
+    }
     if (win.y0 < y0_ || win.y0 > y0_ + int64_t(rows_.size())) {  // above the kept rows, or past them
       rows_.clear();
       y0_ = win.y0;
@@ -617,15 +652,14 @@ class RowDecoder {
     while (y0_ + int64_t(rows_.size()) < win.y0 + win.height) {
       const int y = int(y0_ + int64_t(rows_.size()));
       rows_.emplace_back();
-      decode_row(y, rows_.back());
-    }
-    Raster out = window_raster(info_, win);
-    out.data.resize(size_t(bands) * size_t(win.width) * size_t(win.height));
-    for (int b = 0; b < info_.bands; ++b)
-      for (int r = 0; r < win.height; ++r) {
-        const float* src = rows_[size_t(r + win.y0 - y0_)].data() + size_t(b) * W + size_t(win.x0);
-        std::copy(src, src + win.width, out.band(b) + size_t(r) * size_t(win.width));
+      try {
+        decode_row(y, rows_.back());
+      } catch (...) {  // no half-decoded row stays kept (decode_row has reset the handles)
+        rows_.pop_back();
+        throw;
       }
+    }
+    for (int r = 0; r < win.height; ++r) crop(rows_[size_t(r + win.y0 - y0_)], r);
     return out;
   }
 
@@ -643,28 +677,33 @@ class RowDecoder {
     return *h;
   }
 
-  // Row y of every band into `row` (bands x width floats, band-major).
+  // Row y of every band into `row` (bands x width floats, band-major). On an error every handle's
+  // position is forgotten (libtiff's is then one row past ours): the next row restarts its strip.
   void decode_row(int y, std::vector<float>& row) {
     const size_t W = size_t(info_.width);
     row.assign(size_t(info_.bands) * W, 0.f);
     const int planes = info_.planar_separate ? info_.bands : 1, nb = info_.planar_separate ? 1 : info_.bands;
     for (int p = 0; p < planes; ++p) {
-      TiffFile& h = plane(p);
       const int band0 = info_.planar_separate ? p : 0;
-      if (is_sparse(h.get(), TIFFComputeStrip(h.get(), uint32_t(y), uint16_t(p)))) {
+      // (A left-out band opens no handle: strip numbers are the file's, any handle answers.)
+      if (is_sparse(plane(0).get(), TIFFComputeStrip(plane(0).get(), uint32_t(y), uint16_t(p)))) {
         std::fill(row.begin() + std::ptrdiff_t(size_t(band0) * W), row.begin() + std::ptrdiff_t(size_t(band0 + nb) * W),
                   sparse_);
         continue;
       }
+      TiffFile& h = plane(p);
       // libtiff's codecs decode a strip forward only, without skipping rows: from the next row this
       // handle gives, or from the strip's first row when y lies above that or in a later strip.
       const int first = y / info_.block_rows * info_.block_rows;
       int64_t& next = next_[size_t(p)];
       if (next > y || next < first) next = first;
       for (; next <= y; ++next)
-        if (TIFFReadScanline(h.get(), line_.data(), uint32_t(next), uint16_t(p)) < 0)
-          h.fail(str("cannot decode row ", next, info_.planar_separate ? str(" of band ", p + 1) : std::string(),
+        if (TIFFReadScanline(h.get(), line_.data(), uint32_t(next), uint16_t(p)) < 0) {
+          const int64_t bad = next;
+          std::fill(next_.begin(), next_.end(), -1);
+          h.fail(str("cannot decode row ", bad, info_.planar_separate ? str(" of band ", p + 1) : std::string(),
                      " (truncated or corrupt file?)"));
+        }
       with_sample_type(info_.type, [&](auto sample) {
         using T = decltype(sample);
         const T* s = reinterpret_cast<const T*>(line_.data());
@@ -676,11 +715,12 @@ class RowDecoder {
 
   std::string path_;
   TiffInfo info_;
+  bool keep_ = true;
   float sparse_ = 0.f;
   std::vector<std::unique_ptr<TiffFile>> planes_;  // opened as first needed
   std::vector<int64_t> next_;                      // per plane: the row its handle gives next (-1: none yet)
   std::vector<unsigned char> line_;                // one scanline of the widest plane
-  std::deque<std::vector<float>> rows_;            // rows [y0_, y0_ + rows_.size())
+  std::deque<std::vector<float>> rows_;            // with keep: rows [y0_, y0_ + rows_.size())
   int64_t y0_ = 0;
 };
 
@@ -701,8 +741,8 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   const tmsize_t block_bytes = info.tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
   const tmsize_t want_max = tmsize_t(b.bw) * b.bh * spp_blk * nbytes;
   if (block_bytes < want_max) f.fail(str("block size ", block_bytes, " bytes is smaller than its pixels need"));
-  // A window of a file in very large compressed strips: its rows alone, one at a time.
-  if (window && decoded_by_rows(f, info, kVerifyBlockBytes)) return RowDecoder(path, info).read(win);
+  // A window of a file in very large strips: its rows alone, one at a time.
+  if (window && decoded_by_rows(f, info, kVerifyBlockBytes)) return RowDecoder(path, info, false).read(win);
   const char* kind = info.tiled ? "tile" : "strip";
   // A true image can still be larger than this machine: the raster (float32) and the block buffer must
   // fit in the memory this process may use. (2^56 values at most, checked with the header, and a block
@@ -813,8 +853,8 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
 // One float -> the file's type: round to nearest and clamp for integers.
 template <typename T>
 T encode(float v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
+  if constexpr (std::is_floating_point_v<T>) {
+    return T(v);
   } else {
     double r = std::round(double(v));
     r = std::clamp(r, double(std::numeric_limits<T>::min()), double(std::numeric_limits<T>::max()));
@@ -840,10 +880,7 @@ std::atomic<uint64_t> g_tmp_counter{0};
 // Every tag of a new image: size, sample layout, strips or tiles, georeferencing, band names.
 Blocks set_tags(TIFF* tif, int width, int height, int bands, const WriteOptions& opt, const GeoInfo& geo,
                 const std::vector<std::string>& band_names, std::optional<double> nodata) {
-  const uint16_t bps = uint16_t(8 * bytes_of(opt.type));
-  const uint16_t fmt = opt.type == SampleType::Float32 ? SAMPLEFORMAT_IEEEFP
-                       : opt.type == SampleType::Int16 ? SAMPLEFORMAT_INT
-                                                       : SAMPLEFORMAT_UINT;
+  const uint16_t bps = layout_of(opt.type).bits, fmt = layout_of(opt.type).format;
   TIFFSetField(tif, TIFFTAG_IMAGEWIDTH, uint32_t(width));
   TIFFSetField(tif, TIFFTAG_IMAGELENGTH, uint32_t(height));
   TIFFSetField(tif, TIFFTAG_SAMPLESPERPIXEL, uint16_t(bands));
@@ -858,7 +895,7 @@ Blocks set_tags(TIFF* tif, int width, int height, int bands, const WriteOptions&
   TIFFSetField(tif, TIFFTAG_COMPRESSION, opt.deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_NONE);
   if (opt.deflate)
     TIFFSetField(tif, TIFFTAG_PREDICTOR,
-                 uint16_t(opt.type == SampleType::Float32 ? PREDICTOR_FLOATINGPOINT : PREDICTOR_HORIZONTAL));
+                 uint16_t(is_floating(opt.type) ? PREDICTOR_FLOATINGPOINT : PREDICTOR_HORIZONTAL));
   Blocks b;
   if (opt.tiled) {
     TIFFSetField(tif, TIFFTAG_TILEWIDTH, uint32_t(opt.tile_size));
@@ -979,7 +1016,7 @@ TiffReader::TiffReader(const std::string& path, int64_t rows_above) : impl_(std:
   impl_->path = path;
   impl_->info = info_of(f);
   impl_->by_rows = decoded_by_rows(f, impl_->info, rows_above);
-  if (impl_->by_rows) impl_->rows = std::make_unique<RowDecoder>(path, impl_->info);
+  if (impl_->by_rows) impl_->rows = std::make_unique<RowDecoder>(path, impl_->info, true);
 }
 TiffReader::~TiffReader() = default;
 TiffReader::TiffReader(TiffReader&&) noexcept = default;
@@ -995,10 +1032,15 @@ Raster TiffReader::read(const Window& w) {
       int64_t(w.y0) + w.height > info.height)
     throw Error(str("geotiff: ", impl_->path, ": window x0=", w.x0, " y0=", w.y0, " ", w.width, "x", w.height,
                     " is outside the ", info.width, "x", info.height, " image"));
+  const auto out_of_memory = [&] {
+    return Error(str(impl_->path, ": out of memory while reading this GeoTIFF (window ", w.width, "x", w.height, ")"));
+  };
   try {
     return impl_->rows->read(w);
   } catch (const std::bad_alloc&) {
-    throw Error(str(impl_->path, ": out of memory while reading this GeoTIFF (window ", w.width, "x", w.height, ")"));
+    throw out_of_memory();
+  } catch (const std::length_error&) {  // a size past what a vector holds
+    throw out_of_memory();
   }
 }
 
@@ -1020,7 +1062,7 @@ void write_geotiff(const std::string& path, const Raster& raster, const WriteOpt
                raster.band_names.size(), " band names for ", raster.bands, " bands");
   NIMBUS_CHECK(!options.tiled || (options.tile_size >= 16 && options.tile_size <= 65536 && options.tile_size % 16 == 0),
                "geotiff: ", path, ": tile size ", options.tile_size, " must be a multiple of 16 from 16 to 65536");
-  if (options.type != SampleType::Float32)
+  if (!is_floating(options.type))
     for (float v : raster.data)
       NIMBUS_CHECK(!std::isnan(v), "geotiff: ", path, ": cannot write NaN as ", sample_type_name(options.type));
   refuse_if_input(path);
@@ -1121,7 +1163,7 @@ void TiledGeoTiffWriter::write_tile(int tx, int ty, const float* chw) {
   m.block.height = std::min(T, m.height - y0);
   m.block.bands = m.bands;
   m.block.data.assign(chw, chw + size_t(m.bands) * size_t(m.block.width) * size_t(m.block.height));
-  if (m.opt.type != SampleType::Float32)
+  if (!is_floating(m.opt.type))
     for (float v : m.block.data)
       NIMBUS_CHECK(!std::isnan(v), "geotiff: ", m.path, ": cannot write NaN as ", sample_type_name(m.opt.type));
   write_block(*m.file, m.block, m.opt, 0, 0, m.bands, 0, 0, T, T, m.buf, uint32_t(x0), uint32_t(y0));

@@ -1,8 +1,8 @@
 // geotiff.h: read and write Sentinel GeoTIFFs with libtiff (+ libgeotiff tags).
 //
 // In memory every raster is float32, band-major (C, H, W), whatever the file's
-// sample type: uint8, uint16 and int16 are exact in float32, and the engine
-// works in float32 anyway. The georeferencing tags are carried as they are
+// sample type: uint8, int8, uint16 and int16 are exact in float32, int32 and uint32
+// up to 2^24, float64 rounded to float32, and the engine works in float32 anyway. The georeferencing tags are carried as they are
 // (pixel scale, tie points or transformation, GeoKeys, double and ASCII
 // params) so an output written with the input's GeoInfo opens aligned with it
 // in GDAL or QGIS.
@@ -16,7 +16,12 @@
 
 namespace nimbus::data {
 
-enum class SampleType { UInt8, UInt16, Int16, Float32 };
+// A file's sample type. (The first four are the datasets' and the writers' usual ones; the order is
+// raster packs' type code.) Reading, int32 and uint32 values beyond 2^24 in magnitude are rounded to
+// float32, and float64 values too (those beyond float32's range become infinite, which the apps refuse
+// as not finite); writing, integers are rounded and clamped to the type.
+enum class SampleType { UInt8, UInt16, Int16, Float32, Int8, UInt32, Int32, Float64 };
+bool is_floating(SampleType t);  // float32 or float64: can hold NaN
 
 // The widest and tallest image read or written: 2^30 - 2048 pixels a side, so that every int sum of a
 // coordinate and a block, tile or stripe size (up to about twice a side) stays below 2^31. The
@@ -114,13 +119,14 @@ Raster read_geotiff(const std::string& path, const Window& window);
 using ReadProgress = std::function<void(int64_t done, int64_t total)>;
 Raster read_geotiff(const std::string& path, const ReadProgress& progress);
 
-// Windows of one file, read in turn through handles it keeps open: what read_geotiff(path, window)
-// returns, for a tool that streams a large image (stripes of rows, or windows moving down). A file
-// stored in compressed strips of more than `rows_above` bytes (a whole image in one deflated strip, as
-// tifffile and some exporters write by default), which a window's read would decode whole, is decoded
-// a row at a time instead, keeping the full-width rows of the last window: each row is decoded once
-// per pass down the image, in memory of a window's rows (a window above the kept rows starts that
-// strip's decoding again). Not for several threads at once.
+// Windows of one file, read in turn: what read_geotiff(path, window) returns, for a tool that streams a
+// large image (stripes of rows, or windows moving down). A file stored in strips of more than
+// `rows_above` bytes (a whole image in one deflated strip, as tifffile and some exporters write by
+// default; or one strip a band), which a window's read would decode whole, is decoded a row at a time
+// instead, through handles kept open (one a band when band-interleaved), keeping the full-width rows
+// of the last window: each row is decoded once per pass down the image, in memory of about twice a
+// window's rows at full width (a window above the kept rows starts that strip's decoding again). Any
+// other file is read window by window as read_geotiff does. Not for several threads at once.
 class TiffReader {
  public:
   static constexpr int64_t kRowsAbove = int64_t(32) << 20;  // read_geotiff's windows use the same bound

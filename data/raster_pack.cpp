@@ -13,7 +13,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
+#include <type_traits>
 
 #include "engine/io/input_files.h"
 #include "engine/io/output_path.h"
@@ -32,12 +34,37 @@ constexpr uint64_t kMaxPathBytes = 4096, kMaxSide = 1 << 20, kMaxBands = 1024, k
 
 size_t sample_bytes(SampleType t) {
   switch (t) {
-    case SampleType::UInt8: return 1;
+    case SampleType::UInt8:
+    case SampleType::Int8: return 1;
     case SampleType::UInt16:
     case SampleType::Int16: return 2;
-    case SampleType::Float32: return 4;
+    case SampleType::Float32:
+    case SampleType::UInt32:
+    case SampleType::Int32: return 4;
+    case SampleType::Float64: return 8;
   }
   return 0;
+}
+
+// One stored sample of type T as read_geotiff's float. (memcpy: the map is only byte-aligned as far as
+// the compiler knows.)
+template <typename T>
+float load(const unsigned char* at) {
+  T v;
+  std::memcpy(&v, at, sizeof(T));
+  return float(v);
+}
+// read_geotiff's float `v` of a sample of type T, stored so that load<T> gives `v` back: a value of an
+// integer file is integral and within its type, but int32 and uint32 values past 2^24 were rounded to
+// float, up to one past the type's largest, hence the clamp.
+template <typename T>
+void store(float v, unsigned char* at) {
+  T t;
+  if constexpr (std::is_floating_point_v<T>)
+    t = T(v);
+  else
+    t = T(std::clamp(double(v), double(std::numeric_limits<T>::min()), double(std::numeric_limits<T>::max())));
+  std::memcpy(at, &t, sizeof(T));
 }
 
 struct SourceStat {
@@ -124,7 +151,7 @@ std::shared_ptr<const RasterPack> RasterPack::open(const std::string& path, bool
     e.offset = c.get<uint64_t>("a data offset");
     e.bytes = c.get<uint64_t>("a data size");
     NIMBUS_CHECK(bands > 0 && bands <= kMaxBands && height > 0 && height <= kMaxSide && width > 0 &&
-                     width <= kMaxSide && type <= uint32_t(SampleType::Float32),
+                     width <= kMaxSide && type <= uint32_t(SampleType::Float64),
                  path, ": raster pack entry ", key, ": ", bands, " bands of ", width, "x", height, ", type ", type,
                  " (corrupt)");
     e.bands = int(bands), e.height = int(height), e.width = int(width), e.type = SampleType(type);
@@ -208,11 +235,16 @@ Raster RasterPack::read(const std::string& source, const Window& win) const {
       const unsigned char* row =
           base + ((size_t(b) * size_t(e.height) + size_t(win.y0 + y)) * size_t(e.width) + size_t(win.x0)) * es;
       for (int x = 0; x < win.width; ++x, ++out) {
-        switch (e.type) {  // memcpy: the map is only byte-aligned as far as the compiler knows
-          case SampleType::UInt8: *out = float(row[x]); break;
-          case SampleType::UInt16: { uint16_t v; std::memcpy(&v, row + 2 * size_t(x), 2); *out = float(v); break; }
-          case SampleType::Int16: { int16_t v; std::memcpy(&v, row + 2 * size_t(x), 2); *out = float(v); break; }
-          case SampleType::Float32: std::memcpy(out, row + 4 * size_t(x), 4); break;
+        const unsigned char* at = row + es * size_t(x);
+        switch (e.type) {
+          case SampleType::UInt8: *out = load<uint8_t>(at); break;
+          case SampleType::Int8: *out = load<int8_t>(at); break;
+          case SampleType::UInt16: *out = load<uint16_t>(at); break;
+          case SampleType::Int16: *out = load<int16_t>(at); break;
+          case SampleType::UInt32: *out = load<uint32_t>(at); break;
+          case SampleType::Int32: *out = load<int32_t>(at); break;
+          case SampleType::Float32: *out = load<float>(at); break;
+          case SampleType::Float64: *out = load<double>(at); break;
         }
       }
     }
@@ -284,13 +316,18 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
       const Raster r = read_geotiff(sources[i]);
       const size_t es = sample_bytes(r.type), n = r.data.size();
       std::string bytes(n * es, '\0');
-      for (size_t k = 0; k < n; ++k) {  // lossless: read_geotiff's floats hold the file's values exactly
+      for (size_t k = 0; k < n; ++k) {  // what read_geotiff read, back exactly (store's comment)
         const float v = r.data[k];
+        unsigned char* at = reinterpret_cast<unsigned char*>(&bytes[es * k]);
         switch (r.type) {
-          case SampleType::UInt8: bytes[k] = char(uint8_t(v)); break;
-          case SampleType::UInt16: { const uint16_t u = uint16_t(v); std::memcpy(&bytes[2 * k], &u, 2); break; }
-          case SampleType::Int16: { const int16_t s = int16_t(v); std::memcpy(&bytes[2 * k], &s, 2); break; }
-          case SampleType::Float32: std::memcpy(&bytes[4 * k], &v, 4); break;
+          case SampleType::UInt8: store<uint8_t>(v, at); break;
+          case SampleType::Int8: store<int8_t>(v, at); break;
+          case SampleType::UInt16: store<uint16_t>(v, at); break;
+          case SampleType::Int16: store<int16_t>(v, at); break;
+          case SampleType::UInt32: store<uint32_t>(v, at); break;
+          case SampleType::Int32: store<int32_t>(v, at); break;
+          case SampleType::Float32: store<float>(v, at); break;
+          case SampleType::Float64: store<double>(v, at); break;
         }
       }
       const uint64_t pad = (kAlign - at % kAlign) % kAlign;

@@ -173,24 +173,25 @@ TEST_CASE("cloud_mask: writes the detector's 0/1 mask with the input's georefere
   REQUIRE_MESSAGE(tall.exit_code == 0, tall.output);
   CHECK_MESSAGE(tall.output.find("--stripe 40 raised to 100 rows") != std::string::npos, tall.output);
   CHECK(read_file(d / "mask100.tif") == read_file(out));
-  // The scene tiled 5 x 5 (1280 x 1280) and stored as one deflated strip (42.6 MB decoded, so decoded a
-  // row at a time): stripes of 40 rows as asked, not the whole image, and the mask of the same pixels
-  // stored in ordinary strips.
+  // The scene tiled 4 x 4 (1024 x 1024) and stored as float32 in one deflated strip (54.5 MB decoded, so
+  // decoded a row at a time): stripes of 40 rows as asked, not the whole image, and the mask of the
+  // same pixels stored in ordinary strips.
   data::Raster big = s2;
-  big.width = big.height = 5 * s2.width;
+  big.width = big.height = 4 * s2.width;
   big.data.assign(size_t(big.bands) * size_t(big.width) * size_t(big.height), 0.f);
   for (int b = 0; b < big.bands; ++b)
     for (int y = 0; y < big.height; ++y)
       for (int x = 0; x < big.width; ++x)
         big.band(b)[size_t(y) * size_t(big.width) + size_t(x)] =
             s2.band(b)[size_t(y % s2.height) * size_t(s2.width) + size_t(x % s2.width)];
-  data::WriteOptions one = strips;
+  data::WriteOptions one;
+  one.type = data::SampleType::Float32;
   one.deflate = true;
   one.rows_per_strip = big.height;
   data::write_geotiff(d / "one_strip.tif", big, one);
   REQUIRE(data::TiffReader(d / "one_strip.tif").by_rows());
   data::WriteOptions plain_strips;
-  plain_strips.type = strips.type;
+  plain_strips.type = data::SampleType::Float32;
   data::write_geotiff(d / "plain.tif", big, plain_strips);
   AppResult by_rows = run_app("cloud_mask", {"--s2", d / "one_strip.tif", "--out", d / "mask_rows.tif", "--stripe", "40"});
   REQUIRE_MESSAGE(by_rows.exit_code == 0, by_rows.output);

@@ -35,8 +35,8 @@ std::vector<std::string> glf_files() {
   return out;
 }
 
-// A small raster of each sample type, with values that use the type's range (negative for int16,
-// fractions and NaN for float32).
+// A small raster of each sample type, with values that use the type's range (negative for the signed
+// types, past 2^24 for the 32-bit integers, fractions and NaN for float32 and float64).
 std::string write_typed(const TempDir& tmp, SampleType type) {
   Raster r;
   r.width = 7, r.height = 5, r.bands = 3, r.type = type;
@@ -46,6 +46,10 @@ std::string write_typed(const TempDir& tmp, SampleType type) {
       case SampleType::UInt16: r.data.push_back(float((i * 4099) % 65536)); break;
       case SampleType::Int16: r.data.push_back(float((i * 977) % 65536 - 32768)); break;
       case SampleType::Float32: r.data.push_back(i == 11 ? NAN : float(i) * 0.3f - 7.f); break;
+      case SampleType::Int8: r.data.push_back(float((i * 37) % 256 - 128)); break;
+      case SampleType::UInt32: r.data.push_back(float((uint64_t(i) * 123456789u) % 4294967296u)); break;  // past 2^24
+      case SampleType::Int32: r.data.push_back(float(int64_t((uint64_t(i) * 123456789u) % 4294967296u) - 2147483648)); break;
+      case SampleType::Float64: r.data.push_back(i == 11 ? NAN : float(i) * 0.3f - 7.f); break;
     }
   }
   const std::string path = tmp / str("typed_", sample_type_name(type), ".tif");
@@ -67,10 +71,11 @@ bool same_values(const std::vector<float>& a, const std::vector<float>& b) {  //
 TEST_CASE("raster pack: windows equal read_geotiff's on the real fixtures and every sample type") {
   TempDir tmp;
   std::vector<std::string> files = glf_files();
-  for (SampleType t : {SampleType::UInt8, SampleType::UInt16, SampleType::Int16, SampleType::Float32})
+  for (SampleType t : {SampleType::UInt8, SampleType::UInt16, SampleType::Int16, SampleType::Float32, SampleType::Int8,
+                       SampleType::UInt32, SampleType::Int32, SampleType::Float64})
     files.push_back(write_typed(tmp, t));
   for (const std::string& f : glob_files(real_fixture(kEuroSat), ".tif")) files.push_back(f);
-  REQUIRE(files.size() == 6 + 4 + 20);
+  REQUIRE(files.size() == 6 + 8 + 20);
   const std::string pack_path = tmp / "all.pack";
   size_t calls = 0;
   build_raster_pack(pack_path, files, [&](size_t done, size_t total) {

@@ -49,6 +49,14 @@ def write_format_fixtures():
          dict(tiled=False, blockysize=3, compress="lzw", interleave="pixel", photometric="RGB", alpha="YES")),
         ("none_tiled_uint16.tif", "uint16", 13, 24, 33,
          dict(tiled=True, blockxsize=16, blockysize=16, interleave="pixel")),
+        # The wider types a user's own pipeline writes (numpy's float64, int32 label maps, GDAL's Int8):
+        # read as float32, so the expected values below are float32's.
+        ("deflate_tiled_separate_float64.tif", "float64", 2, 30, 35,
+         dict(tiled=True, blockxsize=16, blockysize=16, compress="deflate", predictor=3, interleave="band")),
+        ("lzw_stripped_int32.tif", "int32", 2, 25, 30,
+         dict(tiled=False, blockysize=7, compress="lzw", predictor=2, interleave="pixel")),
+        ("none_stripped_uint32.tif", "uint32", 1, 20, 21, dict(tiled=False, blockysize=4)),
+        ("deflate_stripped_int8.tif", "int8", 3, 19, 23, dict(tiled=False, blockysize=5, compress="deflate")),
     ]
     for name, dtype, bands, h, w, opts in cases:
         f = smooth(rng, bands, h, w)
@@ -58,6 +66,14 @@ def write_format_fixtures():
             a = (f * 60000 - 30000).astype(np.int16)
         elif dtype == "uint8":
             a = (f * 255).astype(np.uint8)
+        elif dtype == "float64":
+            a = f * 1e6 - 3.3e5  # digits past float32's
+        elif dtype == "int32":
+            a = (f * 4e9 - 2e9).astype(np.int32)  # past 2^24
+        elif dtype == "uint32":
+            a = (f * 4e9).astype(np.uint32)
+        elif dtype == "int8":
+            a = (f * 255 - 128).astype(np.int8)
         else:
             a = (f * 35 - 35).astype(np.float32)
         with rasterio.open(os.path.join(OUT, name), "w", driver="GTiff", width=w, height=h, count=bands,
@@ -101,16 +117,16 @@ def positions(h, w):
 def describe(path):
     e = {}
     with rasterio.open(path) as src:
-        a = src.read()  # (bands, h, w)
+        a = src.read().astype(np.float32)  # (bands, h, w), as every reader of ours holds it (exact up to 2^24)
         h, w = src.height, src.width
-        e.update(width=w, height=h, bands=src.count, dtype=str(a.dtype))
+        e.update(width=w, height=h, bands=src.count, dtype=src.dtypes[0])
         d = a.astype(np.float64)
         e["min"] = [float(v) for v in d.min(axis=(1, 2))]
         e["max"] = [float(v) for v in d.max(axis=(1, 2))]
         e["mean"] = [float(v) for v in d.mean(axis=(1, 2))]
         e["pixels"] = [{"row": r, "col": c, "values": [float(v) for v in d[:, r, c]]} for r, c in positions(h, w)]
         win = Window(col_off=w // 4, row_off=h // 3, width=w // 2, height=h // 3)
-        wa = src.read(window=win).astype(np.float64)
+        wa = src.read(window=win).astype(np.float32).astype(np.float64)
         wt = src.window_transform(win)
         e["window"] = {"x0": w // 4, "y0": h // 3, "width": w // 2, "height": h // 3,
                        "mean": [float(v) for v in wa.mean(axis=(1, 2))],
