@@ -629,7 +629,6 @@ class RowDecoder {
                  " bytes (truncated or corrupt)"));
 
     Raster out = window_raster(info_, win);
-    out.data.resize(size_t(bands) * size_t(win.width) * size_t(win.height));
     auto crop = [&](const std::vector<float>& row, int r) {  // row r of the window from a full-width row
       for (int b = 0; b < info_.bands; ++b) {
         const float* src = row.data() + size_t(b) * W + size_t(win.x0);
@@ -638,6 +637,14 @@ class RowDecoder {
     };
     if (!keep_) {
       std::vector<float> row;
+      // As read_window: a compressed file claiming far more than its bytes is decoded once (a row at a
+      // time) before the window is allocated, so that one not holding what it claims fails in bounded
+      // memory.
+      if (info_.compression != COMPRESSION_NONE && !ec && want > 64 * file_bytes) {
+        for (int r = 0; r < win.height; ++r) decode_row(win.y0 + r, row);
+        std::fill(next_.begin(), next_.end(), -1);  // decode again from the strips' starts
+      }
+      out.data.resize(size_t(bands) * size_t(win.width) * size_t(win.height));
       for (int r = 0; r < win.height; ++r) {
         decode_row(win.y0 + r, row);
         crop(row, r);
@@ -659,6 +666,7 @@ class RowDecoder {
         throw;
       }
     }
+    out.data.resize(size_t(bands) * size_t(win.width) * size_t(win.height));  // after the rows: a bad strip fails first
     for (int r = 0; r < win.height; ++r) crop(rows_[size_t(r + win.y0 - y0_)], r);
     return out;
   }

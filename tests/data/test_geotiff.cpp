@@ -384,6 +384,17 @@ TEST_CASE("geotiff: a single-strip compressed file claiming more than it holds i
   write_geotiff(good, r, o);
   check_claim_refused(good, tmp / "claims_one_strip.tif",
                       {{TIFFTAG_IMAGEWIDTH, 2000}, {TIFFTAG_IMAGELENGTH, 2000}, {TIFFTAG_ROWSPERSTRIP, 2000}});
+  // A window of it (decoded a row at a time: the strip is over 32 MiB) is checked before the 156 MB
+  // window is allocated, and so is a TiffReader's stripe (which allocates only as rows decode).
+  rusage before{}, after{};
+  getrusage(RUSAGE_SELF, &before);
+  CHECK_THROWS_WITH_AS(read_geotiff(tmp / "claims_one_strip.tif", Window{0, 0, 2000, 1500}),
+                       doctest::Contains("cannot decode row"), Error);
+  TiffReader reader(tmp / "claims_one_strip.tif");
+  CHECK(reader.by_rows());
+  CHECK_THROWS_WITH_AS(reader.read(Window{0, 0, 2000, 1500}), doctest::Contains("cannot decode row"), Error);
+  getrusage(RUSAGE_SELF, &after);
+  CHECK(after.ru_maxrss - before.ru_maxrss < 64 * 1024);  // KiB
   Raster big;
   big.bands = 13;
   big.width = big.height = 1300;
