@@ -339,7 +339,7 @@ int run(int argc, char** argv) {
     }
   };
   data::Raster band;  // rows [band_y0, band_y0 + band.height) of image band_image, all columns
-  std::vector<uint8_t> band_nodata;  // with a NaN nodata value: 1 where a pixel of `band` is NaN in every band
+  std::vector<uint8_t> band_nodata;  // with a NaN or infinite nodata value: 1 where a pixel of `band` is it in every band
   size_t band_image = SIZE_MAX;
   // The open image's reader (a file in one compressed strip is decoded by rows as its tile rows move down).
   std::optional<data::TiffReader> reader;
@@ -358,14 +358,16 @@ int run(int argc, char** argv) {
         // One read for the whole row of crops: the band of rows [y0, y0 + h), every column.
         if (c.image != reader_image) reader.emplace(im.path), reader_image = c.image;
         band = reader->read(data::Window{0, c.y0, im.width, c.h});
-        // A NaN nodata value: a pixel NaN in every band has no data; it is zeroed (a tile with any data
-        // is classified as a whole) and its tile's has_data comes from the mask. Any other NaN is an error.
+        // A NaN nodata value, or one that is infinite as float32 (a float64 file's -1.797e308): a pixel
+        // that is it in every band has no data; it is zeroed (a tile with any data is classified as a
+        // whole) and its tile's has_data comes from the mask. Any other NaN or infinity is an error.
         band_nodata.clear();
-        if (im.nodata && std::isnan(*im.nodata)) {
+        if (im.nodata && !std::isfinite(float(*im.nodata))) {
           const size_t hw = size_t(band.height) * size_t(band.width);
           band_nodata.assign(hw, 1);
           for (int b = 0; b < band.bands; ++b)
-            for (size_t q = 0; q < hw; ++q) band_nodata[q] &= std::isnan(band.data[size_t(b) * hw + q]) ? 1 : 0;
+            for (size_t q = 0; q < hw; ++q)
+              band_nodata[q] &= data::is_nodata(band.data[size_t(b) * hw + q], im.nodata) ? 1 : 0;
           for (int b = 0; b < band.bands; ++b)
             for (size_t q = 0; q < hw; ++q)
               if (band_nodata[q]) band.data[size_t(b) * hw + q] = 0.f;
@@ -380,7 +382,7 @@ int run(int argc, char** argv) {
           std::copy_n(band.data.data() + size_t(b) * plane + size_t(c.y0 - band_y0 + y) * size_t(band.width) +
                           size_t(c.x0),
                       size_t(w), crop.data() + size_t(b) * whw + size_t(y) * size_t(w));
-      if (!band_nodata.empty()) {  // NaN nodata: the mask of the zeroed pixels
+      if (!band_nodata.empty()) {  // NaN or infinite nodata: the mask of the zeroed pixels
         bool any = false;
         for (int y = 0; y < h && !any; ++y)
           for (int x = 0; x < w && !any; ++x)

@@ -1,7 +1,9 @@
 // raster_diff: how far apart two GeoTIFFs of the same grid are, pixel by pixel.
 //
 //   raster_diff A.tif B.tif [--max D] [--case NAME]
-// reads both (any type our reader takes: uint8/16, int16, float32; stripped or tiled), requires the
+// reads both (any type our reader takes: 8-, 16- and 32-bit integers, float32 and float64, compared as
+// the float32 values the reader gives, so below float32's resolution float64 files and 32-bit integers
+// past 2^24 compare equal; stripped or tiled), requires the
 // same width, height and band count, and prints one JSON line: the largest absolute difference, where
 // it is (at_band counts from 1 as GDAL's bands do, at_row and at_col from 0 as pixel offsets do; the
 // first value when nothing differs), how many values differ at all, and whether the largest is at most

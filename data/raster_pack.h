@@ -6,7 +6,8 @@
 // sample than that. A pack holds the pixels of many files in their own sample type, back to back,
 // with a directory. A read is a copy out of a memory-mapped file (the page cache), no decoding.
 //
-// A pack is built once from the files (build_raster_pack: read with read_geotiff, stored losslessly)
+// A pack is built once from the files (build_raster_pack: read with read_geotiff, stored so that a read
+// gives read_geotiff's values back exactly)
 // and records each source's size and modification time. open() refuses a pack whose sources changed
 // or went missing, naming the first one; ensure_raster_pack() builds a pack that is missing or
 // stale. Everything read from a pack file is checked before it is used (sizes, offsets, counts),

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include <cmath>
+#include <limits>
 #include <cstdlib>
 #include <csignal>
 #include <filesystem>
@@ -1799,6 +1800,20 @@ TEST_CASE("classify: tiles without data are left out, an image without data has 
   AppResult nan_run = run_app("classify", {"--weights", ckpt, "--out", d / "q.csv", "--threads", "1", d / "c_nan_edge.tif"});
   REQUIRE_MESSAGE(nan_run.exit_code == 0, nan_run.output);
   check_close(read_probabilities(d / "q.csv").at(d / "c_nan_edge.tif"), want, 1e-7, 1e-5, "NaN nodata: the same mean");
+  // The same in float64 with -1.797e308 as its nodata value (a common float64 convention, infinite as
+  // float32): the same tiles left out, and no "not finite" error.
+  data::Raster low_edge = nan_edge;
+  low_edge.nodata = -1.797e308;
+  for (float& v : low_edge.data)
+    if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
+  data::WriteOptions f64;
+  f64.type = data::SampleType::Float64;
+  data::write_geotiff(d / "c_low_edge.tif", low_edge, f64);
+  REQUIRE(data::read_tiff_info(d / "c_low_edge.tif").type == data::SampleType::Float64);
+  AppResult low_run = run_app("classify", {"--weights", ckpt, "--out", d / "q64.csv", "--threads", "1", d / "c_low_edge.tif"});
+  REQUIRE_MESSAGE(low_run.exit_code == 0, low_run.output);
+  check_close(read_probabilities(d / "q64.csv").at(d / "c_low_edge.tif"), want, 1e-7, 1e-5,
+              "float64 nodata -1.797e308: the same mean");
 }
 
 TEST_CASE("classify: a PyTorch classifier that names its bands classifies EuroSAT tiles as PyTorch does") {

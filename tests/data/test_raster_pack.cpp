@@ -47,8 +47,15 @@ std::string write_typed(const TempDir& tmp, SampleType type) {
       case SampleType::Int16: r.data.push_back(float((i * 977) % 65536 - 32768)); break;
       case SampleType::Float32: r.data.push_back(i == 11 ? NAN : float(i) * 0.3f - 7.f); break;
       case SampleType::Int8: r.data.push_back(float((i * 37) % 256 - 128)); break;
-      case SampleType::UInt32: r.data.push_back(float((uint64_t(i) * 123456789u) % 4294967296u)); break;  // past 2^24
-      case SampleType::Int32: r.data.push_back(float(int64_t((uint64_t(i) * 123456789u) % 4294967296u) - 2147483648)); break;
+      // past 2^24, and the types' ends (float32 rounds 2^32 - 1 and 2^31 - 1 up past them: the pack clamps)
+      case SampleType::UInt32:
+        r.data.push_back(i == 3 ? 4294967295.f : float((uint64_t(i) * 123456789u) % 4294967296u));
+        break;
+      case SampleType::Int32:
+        r.data.push_back(i == 3   ? 2147483647.f
+                         : i == 4 ? -2147483648.f
+                                  : float(int64_t((uint64_t(i) * 123456789u) % 4294967296u) - 2147483648));
+        break;
       case SampleType::Float64: r.data.push_back(i == 11 ? NAN : float(i) * 0.3f - 7.f); break;
     }
   }
