@@ -526,27 +526,8 @@ float sparse_value(SampleType type, std::optional<double> nodata) {
   return v;
 }
 
-// The largest block buffer read_window allocates before a suspicious compressed file is verified.
-constexpr tmsize_t kVerifyBlockBytes = tmsize_t(32) << 20;
-
-// Decodes the strips' rows the window needs, one row at a time (TIFFReadScanline on a second
-// handle: memory is one row plus the compressed strip), failing like read_window on a short or
-// corrupt strip. For a strip image whose claimed size is not yet believed.
-void verify_by_rows(const std::string& path, const TiffInfo& info, const Window& win) {
-  TiffFile f(path, "r");
-  TIFF* tif = f.get();
-  std::vector<unsigned char> row(static_cast<size_t>(TIFFScanlineSize(tif)));
-  uint32_t rows_per_strip = 0;
-  TIFFGetFieldDefaulted(tif, TIFFTAG_ROWSPERSTRIP, &rows_per_strip);
-  const int first = rows_per_strip > 0 ? int(uint32_t(win.y0) / rows_per_strip * rows_per_strip) : 0;
-  const int planes = info.planar_separate ? info.bands : 1;
-  for (int p = 0; p < planes; ++p)
-    for (int y = first; y < win.y0 + win.height; ++y)
-      if (is_sparse(tif, TIFFComputeStrip(tif, uint32_t(y), uint16_t(p)))) continue;  // nothing stored
-      else if (TIFFReadScanline(tif, row.data(), uint32_t(y), uint16_t(p)) < 0)
-        f.fail(str("cannot decode row ", y, info.planar_separate ? str(" of band ", p + 1) : std::string(),
-                   " (truncated or corrupt file?)"));
-}
+// Strips of more bytes than this are decoded a row at a time (RowDecoder), not whole into a buffer.
+constexpr tmsize_t kRowStripBytes = tmsize_t(32) << 20;
 
 // A raster for `win` of the file `info` describes, without its pixels: its size, the file's type, band
 // names and nodata value, and the georeferencing moved to the window's corner.
@@ -598,7 +579,9 @@ class RowDecoder {
     sparse_ = sparse_value(info.type, info.nodata);
   }
 
-  Raster read(const Window& win) {
+  // With `progress` (without keep): called with the rows decoded so far after each row, of the
+  // window's height, or twice it when a very compressible file is first decoded once (below).
+  Raster read(const Window& win, const ReadProgress* progress = nullptr) {
     TiffFile& f = plane(0);
     const uint64_t W = uint64_t(info_.width), bands = uint64_t(info_.bands);
     const uint64_t kept = uint64_t(keep_ ? win.height : 1) * W * bands * sizeof(float);
@@ -639,15 +622,22 @@ class RowDecoder {
       std::vector<float> row;
       // As read_window: a compressed file claiming far more than its bytes is decoded once (a row at a
       // time) before the window is allocated, so that one not holding what it claims fails in bounded
-      // memory.
-      if (info_.compression != COMPRESSION_NONE && !ec && want > 64 * file_bytes) {
-        for (int r = 0; r < win.height; ++r) decode_row(win.y0 + r, row);
+      // memory (one row and the compressed strip, which the file's size bounds).
+      const bool verify = info_.compression != COMPRESSION_NONE && !ec && want > 64 * file_bytes;
+      const int64_t total = (verify ? 2 : 1) * int64_t(win.height);
+      int64_t done = 0;
+      if (verify) {
+        for (int r = 0; r < win.height; ++r) {
+          decode_row(win.y0 + r, row);
+          if (progress) (*progress)(++done, total);
+        }
         std::fill(next_.begin(), next_.end(), -1);  // decode again from the strips' starts
       }
       out.data.resize(size_t(bands) * size_t(win.width) * size_t(win.height));
       for (int r = 0; r < win.height; ++r) {
         decode_row(win.y0 + r, row);
         crop(row, r);
+        if (progress) (*progress)(++done, total);
       }
       return out;
     }
@@ -749,8 +739,8 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   const tmsize_t block_bytes = info.tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
   const tmsize_t want_max = tmsize_t(b.bw) * b.bh * spp_blk * nbytes;
   if (block_bytes < want_max) f.fail(str("block size ", block_bytes, " bytes is smaller than its pixels need"));
-  // A window of a file in very large strips: its rows alone, one at a time.
-  if (window && decoded_by_rows(f, info, kVerifyBlockBytes)) return RowDecoder(path, info, false).read(win);
+  // A file in very large strips (a whole image in one): the window's rows alone, one at a time.
+  if (decoded_by_rows(f, info, kRowStripBytes)) return RowDecoder(path, info, false).read(win, progress);
   const char* kind = info.tiled ? "tile" : "strip";
   // A true image can still be larger than this machine: the raster (float32) and the block buffer must
   // fit in the memory this process may use. (2^56 values at most, checked with the header, and a block
@@ -800,8 +790,7 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
   if (!ec && want > limit)
     f.fail(str("header claims ", info.width, "x", info.height, "x", info.bands, " ", sample_type_name(info.type),
                " pixels but the file has only ", file_bytes, " bytes (truncated or corrupt)"));
-  // The block buffer, allocated at the first stored block decoded (strips above kVerifyBlockBytes only
-  // after a verification by rows, below).
+  // The block buffer, allocated at the first stored block decoded.
   std::vector<unsigned char> buf;
 
   const float sparse = sparse_value(info.type, info.nodata);  // what a sparse block's pixels read as
@@ -838,20 +827,12 @@ Raster read_window(const std::string& path, const Window* window, const ReadProg
     });
   };
   // A compressed file that claims far more pixels than its bytes (64x here; real Sentinel tiles
-  // compress 2-4x) is decoded once before the raster is allocated, so a file that does not hold
-  // what it claims fails with bounded memory: into the one block buffer, or, for strips too large
-  // for that to be bounded (a whole image in one strip), a row at a time through libtiff's scanline
-  // interface on a second handle (one row's buffer and the compressed strip, which the file's size
-  // bounds). A true, very compressible image pays a second decode.
+  // compress 2-4x) is decoded once into the one block buffer (at most kRowStripBytes for strips:
+  // larger ones go a row at a time, above) before the raster is allocated, so a file that does not
+  // hold what it claims fails with bounded memory. A true, very compressible image pays a second decode.
   if (info.compression != COMPRESSION_NONE && !ec && want > 64 * file_bytes) {
     rows_total = 2 * int64_t(win.height);
-    if (!info.tiled && block_bytes > kVerifyBlockBytes) {
-      verify_by_rows(path, info, win);
-      rows_done = win.height;
-      if (progress) (*progress)(rows_done, rows_total);
-    } else {
-      decode_blocks(false);
-    }
+    decode_blocks(false);
   }
   out.data.assign(size_t(out.bands) * out.width * out.height, 0.f);
   decode_blocks(true);

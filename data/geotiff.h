@@ -129,7 +129,7 @@ Raster read_geotiff(const std::string& path, const ReadProgress& progress);
 // other file is read window by window as read_geotiff does. Not for several threads at once.
 class TiffReader {
  public:
-  static constexpr int64_t kRowsAbove = int64_t(32) << 20;  // read_geotiff's windows use the same bound
+  static constexpr int64_t kRowsAbove = int64_t(32) << 20;  // read_geotiff uses the same bound
   explicit TiffReader(const std::string& path, int64_t rows_above = kRowsAbove);
   ~TiffReader();
   TiffReader(TiffReader&&) noexcept;
