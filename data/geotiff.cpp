@@ -668,10 +668,7 @@ class RowDecoder {
       next_.assign(planes_.size(), -1);
     }
     auto& h = planes_[size_t(p)];
-    if (!h) {
-      h = std::make_unique<TiffFile>(path_, "r");
-      line_.resize(std::max(line_.size(), size_t(TIFFScanlineSize(h->get()))));
-    }
+    if (!h) h = std::make_unique<TiffFile>(path_, "r");
     return *h;
   }
 
@@ -690,6 +687,8 @@ class RowDecoder {
         continue;
       }
       TiffFile& h = plane(p);
+      // (Sized here, after read()'s checks: a header can claim a row of gigabytes.)
+      line_.resize(std::max(line_.size(), size_t(TIFFScanlineSize(h.get()))));
       // libtiff's codecs decode a strip forward only, without skipping rows: from the next row this
       // handle gives, or from the strip's first row when y lies above that or in a later strip.
       const int first = y / info_.block_rows * info_.block_rows;
