@@ -28,7 +28,15 @@ namespace {
 
 namespace fs = std::filesystem;
 constexpr char kMagic[8] = {'N', 'I', 'M', 'B', 'U', 'S', 'R', 'P'};
-constexpr uint32_t kVersion = 2;
+// Version 2 holds uint8, uint16, int16 and float32 entries; version 3 adds int8, uint32, int32 and
+// float64. A pack is written with the lowest version that holds its types, so a build that reads only
+// version 2 still reads every pack it could (and calls a pack with the newer types stale, not corrupt).
+constexpr uint32_t kOldestVersion = 2, kVersion = 3;
+uint32_t version_for(SampleType t) {
+  return t == SampleType::UInt8 || t == SampleType::UInt16 || t == SampleType::Int16 || t == SampleType::Float32
+             ? 2
+             : 3;
+}
 constexpr uint64_t kHeaderBytes = 64, kAlign = 64;
 constexpr uint64_t kMaxPathBytes = 4096, kMaxSide = 1 << 20, kMaxBands = 1024, kMaxNameBytes = 1024;
 
@@ -122,8 +130,8 @@ std::shared_ptr<const RasterPack> RasterPack::open(const std::string& path, bool
   NIMBUS_CHECK(std::memcmp(pack->map_, kMagic, sizeof kMagic) == 0, path, ": not a raster pack (no NIMBUSRP magic)");
   h.at = sizeof kMagic;
   const uint32_t version = h.get<uint32_t>("the version");
-  NIMBUS_CHECK(version == kVersion, path, ": raster pack version ", version, ", this build reads ", kVersion,
-               " (rebuild it)");
+  NIMBUS_CHECK(version >= kOldestVersion && version <= kVersion, path, ": raster pack version ", version,
+               ", this build reads ", kOldestVersion, " to ", kVersion, " (rebuild it)");
   h.get<uint32_t>("the header");
   const uint64_t count = h.get<uint64_t>("the entry count"), dir_at = h.get<uint64_t>("the directory offset"),
                  dir_bytes = h.get<uint64_t>("the directory size"), total = h.get<uint64_t>("the file size");
@@ -151,9 +159,10 @@ std::shared_ptr<const RasterPack> RasterPack::open(const std::string& path, bool
     e.offset = c.get<uint64_t>("a data offset");
     e.bytes = c.get<uint64_t>("a data size");
     NIMBUS_CHECK(bands > 0 && bands <= kMaxBands && height > 0 && height <= kMaxSide && width > 0 &&
-                     width <= kMaxSide && type <= uint32_t(SampleType::Float64),
+                     width <= kMaxSide && type <= uint32_t(SampleType::Float64) &&
+                     version_for(SampleType(type)) <= version,
                  path, ": raster pack entry ", key, ": ", bands, " bands of ", width, "x", height, ", type ", type,
-                 " (corrupt)");
+                 " in a version ", version, " pack (corrupt)");
     e.bands = int(bands), e.height = int(height), e.width = int(width), e.type = SampleType(type);
     const uint64_t want = uint64_t(bands) * height * width * sample_bytes(e.type);  // < 2^62 by the limits above
     NIMBUS_CHECK(e.bytes == want && e.offset >= kHeaderBytes && e.offset % kAlign == 0 && e.offset <= dir_at &&
@@ -305,6 +314,7 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
     uint64_t at = kHeaderBytes;
     f.write(std::string(kHeaderBytes, '\0').data(), std::streamsize(kHeaderBytes));
     std::set<std::string> packed;  // a file named twice (a triplet list may share one) is packed once
+    uint32_t version = kOldestVersion;
     for (size_t i = 0; i < sources.size(); ++i) {
       const std::string key = pack_key(sources[i]);
       if (!packed.insert(key).second) {
@@ -342,6 +352,7 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
       put<uint32_t>(dir, uint32_t(r.height));
       put<uint32_t>(dir, uint32_t(r.width));
       put<uint32_t>(dir, uint32_t(r.type));
+      version = std::max(version, version_for(r.type));
       put<uint64_t>(dir, at);
       put<uint64_t>(dir, uint64_t(bytes.size()));
       NIMBUS_CHECK(r.band_names.empty() || r.band_names.size() == size_t(r.bands), sources[i], ": ",
@@ -358,7 +369,7 @@ void build_raster_pack(const std::string& path, const std::vector<std::string>& 
     const uint64_t dir_at = at, total = at + dir.size();
     f.write(dir.data(), std::streamsize(dir.size()));
     std::string head(kMagic, sizeof kMagic);
-    put<uint32_t>(head, kVersion);
+    put<uint32_t>(head, version);
     put<uint32_t>(head, 0);
     put<uint64_t>(head, uint64_t(packed.size()));
     put<uint64_t>(head, dir_at);

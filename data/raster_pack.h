@@ -14,7 +14,7 @@
 // so a truncated or corrupt pack is an Error naming the file, never a crash.
 //
 // File layout, little-endian:
-//   [0, 64)  header: "NIMBUSRP", u32 version (2), u32 0, u64 entries, u64 directory offset,
+//   [0, 64)  header: "NIMBUSRP", u32 version (2 or 3, below), u32 0, u64 entries, u64 directory offset,
 //            u64 directory bytes, u64 file bytes, 16 bytes 0
 //   data     each entry's pixels, band-major (bands, height, width) in its sample type, each entry
 //            starting on a 64-byte boundary
@@ -24,7 +24,10 @@
 //            u32 band names (0, or one per band), each u32 bytes + the name (the GDAL band
 //            descriptions: the trainers check the band order they declare, data/sentinel2.h)
 // Georeferencing is not kept: the loaders need pixels and band names only. Version 1 had no names;
-// a pack of another version is stale (ensure_raster_pack rebuilds it).
+// version 2 holds uint8, uint16, int16 and float32 entries, version 3 also int8, uint32, int32 and
+// float64. A pack is written as version 2 unless an entry needs 3, so a build that reads version 2
+// only still reads it; a pack of a version this build does not read is stale (ensure_raster_pack
+// rebuilds it).
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -247,8 +247,8 @@ TEST_CASE("raster pack: a truncated or corrupt pack is an Error naming it, at ev
     CHECK_THROWS_WITH_AS(RasterPack::open(bad, false), doctest::Contains(expected), Error);
   };
   patched(0, "X", "no NIMBUSRP magic");
-  patched(8, std::string("\x03\0\0\0", 4), "version 3");
-  patched(8, std::string("\x01\0\0\0", 4), "raster pack version 1, this build reads 2 (rebuild it)");
+  patched(8, std::string("\x04\0\0\0", 4), "raster pack version 4, this build reads 2 to 3 (rebuild it)");
+  patched(8, std::string("\x01\0\0\0", 4), "raster pack version 1, this build reads 2 to 3 (rebuild it)");
   patched(16, std::string("\xff\xff\xff\xff\xff\xff\xff\x0f", 8), "entries in a");  // 2^60 entries
   patched(24, std::string("\x08\0\0\0\0\0\0\0", 8), "does not end the");           // directory inside the header
   // The first entry's band count (after its u32 path length, the path, size and time) set to 0.
@@ -301,8 +301,42 @@ TEST_CASE("raster pack: band descriptions travel in the pack, and a version-1 pa
   spit(path, v1);
   std::string said;
   pack = ensure_raster_pack(path, {named, plain}, [&](const std::string& m) { said = m; });
-  CHECK_MESSAGE(said.find("version 1, this build reads 2") != std::string::npos, said);
+  CHECK_MESSAGE(said.find("version 1, this build reads 2 to 3") != std::string::npos, said);
   CHECK(pack->info(named).band_names == r.band_names);
+}
+
+// A pack is written with the lowest version that holds its types: 2 for the four types the datasets
+// are distributed in, so that a build reading version 2 only still reads it; 3 with int8, uint32,
+// int32 or float64 entries, which such a build then calls stale (rebuilt), not corrupt.
+TEST_CASE("raster pack: the version written is the lowest that holds the entries' types") {
+  TempDir tmp;
+  auto version_of = [](const std::string& pack) {
+    const std::string bytes = slurp(pack);
+    REQUIRE(bytes.size() >= 12);
+    uint32_t v = 0;
+    std::memcpy(&v, bytes.data() + 8, 4);
+    return v;
+  };
+  std::vector<std::string> old_types;
+  for (SampleType t : {SampleType::UInt8, SampleType::UInt16, SampleType::Int16, SampleType::Float32})
+    old_types.push_back(write_typed(tmp, t));
+  build_raster_pack(tmp / "old.pack", old_types);
+  CHECK(version_of(tmp / "old.pack") == 2);
+  for (SampleType t : {SampleType::Int8, SampleType::UInt32, SampleType::Int32, SampleType::Float64}) {
+    CAPTURE(int(t));
+    const std::string newer = write_typed(tmp, t), pack = tmp / "new.pack";
+    std::vector<std::string> sources = old_types;
+    sources.push_back(newer);
+    build_raster_pack(pack, sources);
+    CHECK(version_of(pack) == 3);
+    CHECK(RasterPack::open(pack)->read(newer).data.size() == read_geotiff(newer).data.size());
+    // The same pack labelled version 2: an entry of a type version 2 cannot hold is corrupt.
+    std::string bytes = slurp(pack);
+    bytes.replace(8, 4, std::string("\x02\0\0\0", 4));
+    spit(tmp / "relabelled.pack", bytes);
+    CHECK_THROWS_WITH_AS(RasterPack::open(tmp / "relabelled.pack", false),
+                         doctest::Contains("in a version 2 pack (corrupt)"), Error);
+  }
 }
 
 // Only a pack may be replaced: a --pack path naming someone's file (a tile, a checkpoint) is refused
