@@ -3,7 +3,8 @@
 //
 // The fixtures (tests/fixtures/keras/, written by tests/torch/gen_keras_dsen2cr.py with h5py in Keras
 // 2.2.4's layout: Keras itself is not in Debian) are two small DSen2-CRs, a whole-model checkpoint with
-// SAR (B=5, F=4: conv2d_10 sorts before conv2d_2) and a save_weights file without SAR (its layer list
+// SAR (B=5, F=4: conv2d_10 sorts before conv2d_2), the same as Keras's multi_gpu_model saves it (the
+// network one layer of another), and a save_weights file without SAR (its layer list
 // split in two, as Keras splits a long one), and the Keras network's float64 outputs on one input. The
 // converted file, loaded as the apps load a model, must give those outputs: a kernel transposed wrongly,
 // a layer taken out of order or a bias misplaced moves them by far more than float32's rounding. Then
@@ -73,10 +74,11 @@ TEST_CASE("import_keras_dsen2cr.py: the converted model computes what the Keras 
     const char* out;
   };
   for (const Case& c : {Case{"dsen2cr_B5_F4_sar.hdf5", "dsen2cr(B=5, F=4, SAR)", true, "out_sar"},
+                        Case{"dsen2cr_B5_F4_sar_multigpu.hdf5", "dsen2cr(B=5, F=4, SAR)", true, "out_sar"},
                         Case{"dsen2cr_B1_F4_nosar_weights.h5", "dsen2cr(B=1, F=4, no SAR)", false, "out_nosar"}}) {
     const std::string file = c.file;
     CAPTURE(file);
-    const std::string out = d / (std::string(c.out) + ".safetensors");
+    const std::string out = d / (file + ".safetensors");
     const AppResult r = import({(kKeras / c.file).string(), out, "--loss", "carl"});
     REQUIRE_MESSAGE(r.exit_code == 0, r.output);
     CHECK_MESSAGE(r.output.find(c.config) != std::string::npos, r.output);

@@ -13,6 +13,8 @@ Writes tests/fixtures/keras/:
                                   optimizer_weights beside them; 12 convolutions named conv2d_1 ..
                                   conv2d_12, so that their names' sorted order (and HDF5's, which
                                   lists groups sorted) is not the network's
+  dsen2cr_B5_F4_sar_multigpu.hdf5 the same weights as Keras's multi_gpu_model saves them: the whole
+                                  network one layer ("model_1") of the parallel model
   dsen2cr_B1_F4_nosar_weights.h5  save_weights' file (the weights at the root), its layer_names
                                   split in two (layer_names0, layer_names1) as Keras splits a long list
   bad_theano.h5, bad_nan.h5, bad_tail.h5, bad_missing_conv.h5, bad_dense.h5
@@ -150,6 +152,12 @@ def main():
     s1 = rng.uniform(0.0, 2.0, (2, 10, 14))
     sar_layers, sar_convs = model_layers(5, sar=True)
     write_model(os.path.join(OUT, "dsen2cr_B5_F4_sar.hdf5"), sar_layers)
+    # The same network as Keras's multi_gpu_model saves it: the template model is one layer of the
+    # parallel model ("model_1", between the inputs' slices and the outputs' merge), its weights those of
+    # the template's layers in order, each at model_1/<its name>.
+    multi = [("input_1", []), ("input_2", []), ("lambda_7", []), ("lambda_8", []), ("lambda_9", []),
+             ("lambda_10", []), ("model_1", [w for _, ws in sar_layers for w in ws]), ("concatenate_3", [])]
+    write_model(os.path.join(OUT, "dsen2cr_B5_F4_sar_multigpu.hdf5"), multi)
     nosar_layers, nosar_convs = model_layers(1, sar=False)
     write_weights_file(os.path.join(OUT, "dsen2cr_B1_F4_nosar_weights.h5"), nosar_layers, split=True)
     st.save(os.path.join(OUT, "expected.safetensors"), {
