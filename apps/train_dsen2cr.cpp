@@ -13,6 +13,8 @@
 // reflectance units (data/image_metrics.h) per epoch in <out>/metrics.csv.
 // Checkpoints after every epoch: <out>/last.safetensors (with optimiser,
 // epoch, RNG for --resume) and <out>/best.safetensors (lowest validation loss).
+// --init FILE fine-tunes a model of the same B, F and SAR (an earlier run's, or the authors' published
+// weights through scripts/import_keras_dsen2cr.py) instead of starting from He-uniform weights.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -216,10 +218,12 @@ int run(int argc, char** argv) {
       {"loss", p.get_string("loss") == "carl" ? str("carl --lambda ", exact_str(p.get_double("lambda")))
                                               : p.get_string("loss")},
       {"cloud-threshold", exact_str(thr)},
-      {"crop", str(crop)}};  // validation scores the top-left crop x crop window
+      {"crop", str(crop)},  // validation scores the top-left crop x crop window
+      {"init", apps::init_setting(training.init)}};
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_dsen2cr", paths, common.seed, settings, model,
                                          *opt, &saved);
+  if (done == 0 && !training.init.empty()) apps::init_weights(training.init, model, "train_dsen2cr");
   double best = apps::metadata_number(saved, "best_val_loss", INFINITY, paths.last, 0, INFINITY);
   // The --pack after the resume check: a refused resume must not rebuild it from other data.
   std::vector<std::string> sources;

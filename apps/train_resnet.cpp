@@ -20,7 +20,8 @@
 // <out>/metrics.csv. At the end the test split is scored once, with
 // best.safetensors read back from its file (last.safetensors without
 // validation tiles): accuracy with its 95% interval and the confusion matrix
-// in <out>/test.json.
+// in <out>/test.json. --init FILE fine-tunes instead (models::init_from): the backbone from another
+// model file, fc anew when its classes differ, input_norm the file's when it has one.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -297,7 +298,8 @@ int run(int argc, char** argv) {
       {"split", splits_dir.empty() ? str("--train-fraction ", exact_str(p.get_double("train-fraction")),
                                          " --val-fraction ", exact_str(p.get_double("val-fraction")))
                                    : split_fingerprint()},
-      {"bands", data::bands_csv(file_bands)}};
+      {"bands", data::bands_csv(file_bands)},
+      {"init", apps::init_setting(training.init)}};
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_resnet", paths, common.seed, settings, model,
                                          *opt, &saved);
@@ -338,7 +340,17 @@ int run(int argc, char** argv) {
                  splits_dir.empty() ? str("--val-fraction ", p.get_double("val-fraction")).c_str()
                                     : str(split_files[1], " lists none").c_str());
 
-  if (done == 0) {
+  bool norm_from_init = false;  // --init: a classifier's input_norm is its file's, as its weights were trained with
+  if (done == 0 && !training.init.empty()) {
+    const models::InitReport ir = apps::init_weights(training.init, model, "train_resnet");
+    if (const auto it = ir.metadata.find(apps::kBandsKey); it != ir.metadata.end())
+      NIMBUS_CHECK(it->second == data::bands_csv(model_bands), training.init, ": its metadata says it takes bands ",
+                   it->second, " but train_resnet's classifier takes ", data::bands_csv(model_bands));
+    norm_from_init = ir.input_norm;
+    if (norm_from_init && world().rank() == 0)
+      std::fprintf(stderr, "train_resnet: --init: input_norm from the file, not measured on these tiles\n");
+  }
+  if (done == 0 && !norm_from_init) {
     std::vector<float> mean, std;
     input_norm_stats(stats_fn, split.train.size(), size_t(std::max<int64_t>(0, p.get_int("norm-samples"))), mean,
                      std);

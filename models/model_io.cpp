@@ -2,6 +2,7 @@
 #include "models/model_io.h"
 
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "engine/io/checkpoint.h"
@@ -86,9 +87,9 @@ namespace {
 // norm's negative running variance, or an input normalisation's std that is not positive would turn
 // every prediction into NaN with exit 0; such a file is refused at load, naming it, every bad tensor
 // and how many of its values are bad.
-void check_weights(const std::string& path, const Module& m) {
+void check_weights(const std::string& path, const NamedTensors& tensors) {
   std::string problems;
-  for (const auto& [name, t] : m.state_dict()) {
+  for (const auto& [name, t] : tensors) {
     const std::vector<float> v = t.to_vector();
     const bool is_var = name.ends_with("running_var"), is_std = name == "input_norm.std";
     int64_t non_finite = 0, out_of_range = 0;
@@ -102,6 +103,7 @@ void check_weights(const std::string& path, const Module& m) {
   }
   NIMBUS_CHECK(problems.empty(), path, ": refusing these weights", problems);
 }
+void check_weights(const std::string& path, const Module& m) { check_weights(path, m.state_dict()); }
 }  // namespace
 
 LoadedModel load_model(const std::string& path) {
@@ -176,6 +178,72 @@ int64_t load_training_state(const std::string& path, Model& model, Optimizer& op
     }
   }
   return parse_epoch(meta, path);
+}
+
+
+InitReport init_from(const std::string& path, Model& model) {
+  SafetensorsFile file = load_safetensors(path);
+  if (file.metadata.count("nimbus.checksum")) verify_checkpoint(file, path);
+  std::map<std::string, const Tensor*> held;
+  for (const auto& [n, t] : file.tensors)
+    if (!starts_with(n, "optim.")) held[n] = &t;
+  const auto what_file_is = [&] {  // for the errors: the file's own model, when it can tell
+    const auto cfg = file.metadata.find(kModelKey);
+    try {
+      return (cfg != file.metadata.end() ? ModelConfig::from_json(cfg->second, path) : infer_config(file, path)).str();
+    } catch (const Error&) {
+      return std::string("a model it does not describe");
+    }
+  };
+  Module& m = model.module();
+  const bool classifier = model.classifier != nullptr;
+  InitReport report;
+  NamedTensors take;
+  std::vector<std::string> missing, shaped;
+  std::set<std::string> mine;
+  for (const auto& [name, t] : m.state_dict()) {
+    mine.insert(name);
+    const auto it = held.find(name);
+    const bool head = classifier && starts_with(name, "fc."), norm = classifier && starts_with(name, "input_norm.");
+    if (it != held.end() && it->second->shape() == t.shape()) {
+      take.emplace_back(name, *it->second);
+      continue;
+    }
+    if (head) {  // a head for other classes, or none (a backbone): fc starts anew
+      report.kept.push_back(it == held.end() ? str(name, " (not in the file)")
+                                             : str(name, " (", it->second->shape().str(), " in the file, ",
+                                                   t.shape().str(), " here: another number of classes)"));
+    } else if (norm && it == held.end()) {  // a PyTorch file: the trainer measures it on its data
+      report.kept.push_back(str(name, " (not in the file)"));
+    } else if (it == held.end()) {
+      missing.push_back(name);
+    } else {
+      shaped.push_back(str(name, " ", it->second->shape().str(), " in the file, ", t.shape().str(), " here"));
+    }
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& [name, t] : held)
+    if (!mine.count(name)) unexpected.push_back(name);
+  if (!missing.empty() || !shaped.empty() || !unexpected.empty()) {
+    const auto some = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", " : "") + v[i];
+      return v.size() > 8 ? str(s, " and ", v.size() - 8, " more") : s;
+    };
+    std::string problems;
+    if (!missing.empty()) problems += str("; ", missing.size(), " missing: ", some(missing));
+    if (!shaped.empty()) problems += str("; ", shaped.size(), " shaped otherwise: ", some(shaped));
+    if (!unexpected.empty()) problems += str("; ", unexpected.size(), " not in this model: ", some(unexpected));
+    throw Error(str(path, ": holds ", what_file_is(), ", which does not fit this run's ", model.config.str(),
+                    problems));
+  }
+  check_weights(path, take);
+  m.load_state_dict(take, /*strict=*/false);
+  report.copied = int(take.size());
+  report.input_norm = classifier && held.count(kInputNorm[0]) && held.count(kInputNorm[1]);
+  for (const auto& [k, v] : file.metadata)
+    if (!starts_with(k, "nimbus.") && !starts_with(k, "optim.")) report.metadata[k] = v;
+  return report;
 }
 
 }  // namespace nimbus::models

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/io/safetensors.h"
 #include "engine/optim/optimizer.h"
@@ -43,6 +44,22 @@ LoadedModel load_model(const std::string& path);
 // and its optimiser (the file's config must equal the model's), restores `rng`
 // when given and the file has one. Returns the saved epoch (-1 if none).
 int64_t load_training_state(const std::string& path, Model& model, Optimizer& optimizer, Rng* rng = nullptr);
+
+// Fine-tuning (the trainers' --init): copies the weights of the model file `path` into `model`, which a
+// trainer has just built. The file is any that load_model reads (a nimbus checkpoint, a PyTorch
+// state_dict saved as safetensors, a converted Keras DSen2-CR), and names and shapes decide: every
+// tensor of `model` must come from the file, with its shape, except a classifier's fc.* (a head for
+// other classes, or none at all: a backbone) and input_norm.* (PyTorch files have none), which then
+// keep the model's own values. The file may hold nothing else (a nimbus checkpoint's optimiser state
+// aside): another architecture is refused, not half-loaded. Values as load_model checks them (finite,
+// variances >= 0, stds > 0). Errors name the file and list every problem; `model` is then unchanged.
+struct InitReport {
+  int copied = 0;                 // tensors taken from the file
+  std::vector<std::string> kept;  // the model's own (fc.*, input_norm.*), with why
+  bool input_norm = false;        // a classifier's input_norm came from the file
+  Metadata metadata;              // the file's metadata, less the nimbus.* and optim.* entries
+};
+InitReport init_from(const std::string& path, Model& model);
 
 // The configuration a set of PyTorch-named tensors belongs to (ResNet: block
 // type from conv3, blocks per stage from layerX.N, width from conv1, input

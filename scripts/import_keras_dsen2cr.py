@@ -5,8 +5,9 @@
 
 Meraner et al. released DSen2-CR trained on SEN12MS-CR (CARL and L1 losses, with and without SAR)
 as Keras 2.2.4 / TensorFlow HDF5 checkpoints (github.com/ameraner/dsen2-cr, README). Training one
-takes GPU-days; converted, it runs in `remove_clouds --model OUT.safetensors` and
-`cloud_impact --cr OUT.safetensors` at once. OUT holds PyTorch's names (head.*, blocks.<i>.conv1/
+takes GPU-days; converted, it runs in `remove_clouds --weights OUT.safetensors` and
+`cloud_impact --cr OUT.safetensors` (`--cr-nosar` for the models without SAR) at once, and
+`train_dsen2cr --init OUT.safetensors` fine-tunes it. OUT holds PyTorch's names (head.*, blocks.<i>.conv1/
 conv2.*, tail.*), which models::load_model reads without metadata: B, F and SAR from the shapes.
 
 What is read, as Keras 2.2.4 writes it (keras/engine/saving.py):
@@ -32,15 +33,17 @@ model's long skip adds the normalised cloudy S2 as the Keras model does. The Ker
 training output (prediction, cloudy input, zeros) is a loss-side trick: its first 13 channels are the
 prediction, which is what nimbus's DSen2-CR returns.
 
-Checked before anything is written: an HDF5 file (h5py), TensorFlow's backend (Theano stored flipped
-kernels), Keras 2 (Keras 1 named and laid out weights otherwise), exactly 2B + 2 convolutions with a
+Checked before anything is written: an HDF5 file (h5py), TensorFlow's or CNTK's backend (Theano
+stored flipped kernels), Keras 2 (Keras 1 named and laid out weights otherwise; a file without a
+keras_version is Keras 1 to Keras's loader too), exactly 2B + 2 convolutions with a
 3x3 kernel and a bias each, shaped as DSen2-CR's (13 + 2 or 13 -> F, B x 2 x (F -> F), F -> 13),
 every value finite. Written to a temporary file beside OUT and renamed into place; OUT is never the
 input, and an existing OUT is replaced only with --overwrite.
 
 Needs python3-h5py and python3-numpy (Debian's: scripts/install_deps.sh --keras installs them; run it
 with /usr/bin/python3 when another python3 comes first on the PATH).
-Exit status: 0 converted, 1 the file is not a DSen2-CR Keras checkpoint (the message says why), 2 usage.
+Exit status: 0 converted, 1 the file is not a DSen2-CR Keras checkpoint or OUT cannot be written (the
+message says why), 2 usage (a missing input, OUT existing or the input, OUT's folder missing).
 """
 import argparse
 import json
@@ -63,7 +66,8 @@ def text(v):
 def string_list(group, name):
     """A list attribute as Keras writes it: whole, or split as name0, name1, ... when it was long."""
     if name in group.attrs:
-        return [text(v) for v in group.attrs[name]]
+        v = group.attrs[name]
+        return [text(v)] if isinstance(v, (bytes, str)) else [text(x) for x in v]
     out, k = [], 0
     while f"{name}{k}" in group.attrs:
         out += [text(v) for v in group.attrs[f"{name}{k}"]]
@@ -89,10 +93,11 @@ def keras_weights(path):
         if not layers:
             raise NotDSen2CR("no Keras weights: neither a \"model_weights\" group nor a \"layer_names\" attribute")
         backend = text(root.attrs.get("backend", f.attrs.get("backend", b"tensorflow")))
-        if backend != "tensorflow":
-            raise NotDSen2CR(f"saved by Keras's {backend} backend; only TensorFlow's kernel layout is read "
-                             "(Theano's kernels are stored flipped)")
-        version = text(root.attrs.get("keras_version", f.attrs.get("keras_version", b"2")))
+        if backend not in ("tensorflow", "cntk"):
+            raise NotDSen2CR(f"saved by Keras's {backend} backend; only TensorFlow's (and CNTK's) kernel layout is "
+                             "read (Theano's kernels are stored flipped)")
+        # As Keras's loader: a file that does not say is Keras 1's (keras/engine/saving.py).
+        version = text(root.attrs.get("keras_version", f.attrs.get("keras_version", b"1")))
         if version.startswith("1"):
             raise NotDSen2CR(f"saved by Keras {version}; Keras 1 laid its weights out otherwise (Keras 2 needed)")
         out = []
@@ -104,6 +109,8 @@ def keras_weights(path):
                 if name not in g:
                     raise NotDSen2CR(f"layer \"{layer}\" lists weight \"{name}\" but has no such dataset")
                 d = g[name]
+                if not isinstance(d, h5py.Dataset):
+                    raise NotDSen2CR(f"layer \"{layer}\" lists weight \"{name}\", which is a group, not a dataset")
                 if d.dtype.kind != "f":
                     raise NotDSen2CR(f"weight \"{name}\" of layer \"{layer}\" is {d.dtype}, not floating point")
                 a = np.asarray(d[()], dtype=np.float64)
@@ -171,7 +178,9 @@ def write_safetensors(path, tensors, metadata):
             f.write(struct.pack("<Q", len(h)) + h)
             for raw in blobs:
                 f.write(raw)
-        os.chmod(tmp, 0o644)
+        umask = os.umask(0)  # mkstemp's file is 0600: give it what a new file gets, as the C++ writers do
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -189,7 +198,7 @@ def main():
     a = p.parse_args()
     if not os.path.isfile(a.model):
         print(f"{a.model}: no such file", file=sys.stderr)
-        return 1
+        return 2
     if not os.path.isdir(os.path.dirname(os.path.abspath(a.out))):
         print(f"{a.out}: its folder does not exist", file=sys.stderr)
         return 2
@@ -212,7 +221,11 @@ def main():
         meta.update({"run.loss": "carl --lambda 1", "run.cloud-threshold": "0.2"})
     elif a.loss == "l1":
         meta["run.loss"] = "l1"
-    write_safetensors(a.out, tensors, meta)
+    try:
+        write_safetensors(a.out, tensors, meta)
+    except OSError as e:
+        print(f"{a.out}: cannot write it ({e.strerror or e})", file=sys.stderr)
+        return 1
     print(f"{a.out}: dsen2cr(B={blocks}, F={features}, {'SAR' if sar else 'no SAR'}), {2 * blocks + 2} "
           f"convolutions, {params:,} parameters, from {a.model}")
     return 0

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -130,6 +131,32 @@ std::string data_fingerprint(const std::vector<std::string>& names, const std::s
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
   return str(names.size(), " ", what, ", index ", hex);
+}
+
+std::string init_setting(const std::string& path) {
+  if (path.empty()) return "none";
+  std::ifstream in(path, std::ios::binary);
+  NIMBUS_CHECK(in.good(), "--init ", path, ": cannot open it (", std::strerror(errno), ")");
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a, 64 bits, over the file's bytes
+  std::vector<char> buf(size_t(1) << 20);
+  while (in) {
+    in.read(buf.data(), std::streamsize(buf.size()));
+    for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<unsigned char>(buf[size_t(i)])) * 0x100000001b3ull;
+  }
+  NIMBUS_CHECK(in.eof(), "--init ", path, ": cannot read it");
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+  return str(fs::path(path).filename().string(), ", content ", hex);
+}
+
+models::InitReport init_weights(const std::string& path, models::Model& model, const std::string& program) {
+  models::InitReport r = models::init_from(path, model);
+  if (world().rank() == 0) {
+    std::fprintf(stderr, "%s: --init: %d tensors from %s\n", program.c_str(), r.copied, path.c_str());
+    for (const std::string& k : r.kept)
+      std::fprintf(stderr, "%s: --init: kept this run's own %s\n", program.c_str(), k.c_str());
+  }
+  return r;
 }
 
 namespace {
@@ -380,6 +407,10 @@ void add_training_options(cli::Parser& p, const std::string& run_settings) {
                "epoch) steps, step by step from lr / W to lr (0: none, the papers'); for the larger global batches of "
                "several ranks or --accumulate, with a larger --lr", "E")
       .range(0, 1000);
+  p.add_string("init", "", "start from the weights of this model file: fine-tuning (a checkpoint of an earlier run, a "
+               "converted Keras DSen2-CR, a PyTorch state_dict as safetensors); a classifier's fc may be for other "
+               "classes or absent, and starts anew then. Only for a run's first epoch: a --resume continues from its "
+               "checkpoint, and must name the same file (compared by content)", "FILE");
   p.add_string("pack", "", "read the training and validation GeoTIFFs from this raster pack, built from them at the "
                "first run and rebuilt when one changes (decoded once: no TIFF decoding per sample)", "FILE");
   p.add_choice("augment-on", "auto", {"auto", "host", "device"},
@@ -442,6 +473,7 @@ TrainingOptions read_training_options(const cli::Parser& p, const std::string& d
   o.accumulate = p.get_int("accumulate");
   o.warmup_epochs = p.get_double("warmup-epochs");
   o.pack = p.get_string("pack");
+  o.init = p.get_string("init");
   o.augment_on = p.get_string("augment-on");
   o.debug = {p.get_int("debug-inject-nan-at-step"), p.get_int("debug-sigkill-at-step"),
              p.get_int("debug-sigkill-after-epoch"), p.get_int("debug-rank")};

@@ -111,9 +111,15 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
 // option with its value and rank 0's. resume_or_start compares the run settings (the data's names)
 // the same way. One rank: nothing to compare.
 void check_ranks_agree(const cli::Parser& p, const std::vector<std::string>& per_rank);
-// The trainers' per-rank options: a rank's own --out (a disk of its own), the data's and the pack's
-// paths (the data is compared by its names), and its threads.
-inline const std::vector<std::string> kPerRankOptions = {"out", "data", "pack", "threads", "workers"};
+// The trainers' per-rank options: a rank's own --out (a disk of its own), the data's, the pack's and
+// --init's paths (the data is compared by its names, --init's file by its content), and its threads.
+inline const std::vector<std::string> kPerRankOptions = {"out", "data", "pack", "init", "threads", "workers"};
+
+// --init: the run setting "init" ("none", or the file's name and a hash of its bytes: a resume, and
+// every rank, must start from the same weights); and the weights copied into the freshly built model
+// (models::init_from), rank 0 saying how many and which of the model's own it kept.
+std::string init_setting(const std::string& path);
+models::InitReport init_weights(const std::string& path, models::Model& model, const std::string& program);
 
 // A number stored in a checkpoint's metadata (the best validation score): `fallback` when the key
 // is absent; an Error naming the file and the key when the text is not a number, or is NaN or
@@ -167,6 +173,7 @@ struct TrainingOptions {
   double warmup_epochs = 0;   // --warmup-epochs: the learning rate's linear warm-up (EpochLoop)
   bool resume = false;
   bool overwrite = false;  // --overwrite: a fresh run may replace an earlier run's checkpoints in --out
+  std::string init;  // --init FILE: the model file a fresh run starts from ("" = the usual initialisation)
   std::string pack;  // --pack FILE: read the samples' GeoTIFFs from this raster pack ("" = from the files)
   std::string augment_on = "auto";  // --augment-on auto|host|device: where the training flips are applied
   DebugHooks debug;

@@ -78,6 +78,18 @@ std::vector<std::string> dsen2cr_args(const std::string& data, const std::string
           "--blocks", "1",  "--features", "8", "--threads", "1", "--workers",    "1"};
 }
 
+// A ResNet classifier small enough for app tests: basic blocks, one per stage, width 4 (resnet_args').
+models::ResNetConfig tiny_classifier_config() {
+  models::ResNetConfig rc;
+  rc.block = models::BlockType::Basic;
+  rc.blocks = {1, 1, 1, 1};
+  rc.width = 4;
+  return rc;
+}
+models::Model tiny_classifier(Rng& rng) {
+  return models::build_model(models::ModelConfig::of(tiny_classifier_config()), rng);
+}
+
 std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& more) {
   a.insert(a.end(), more.begin(), more.end());
   return a;
@@ -615,6 +627,155 @@ TEST_CASE("train_resnet: input_norm holds the training split's per-band reflecta
   CHECK(f.metadata.at("bands") == "B1,B2,B3,B4,B5,B6,B7,B8,B8A,B9,B10,B11,B12");  // what it trained on
 }
 
+namespace {
+// The parameters (not the buffers: batch norm's running statistics move whatever the rate) of two files
+// within `atol`: a run at --lr 1e-12 moves each by about 1e-12 a step, so its last checkpoint holds the
+// weights it started from. Names in `except` are left out; returns how many were compared.
+int check_parameters_close(const std::string& a, const std::string& b, double atol,
+                           const std::vector<std::string>& except = {}) {
+  SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);
+  int compared = 0;
+  for (const auto& [name, t] : fa.tensors) {
+    const bool param = name.ends_with(".weight") || name.ends_with(".bias");
+    if (!param || name.starts_with("optim.") || std::find(except.begin(), except.end(), name) != except.end())
+      continue;
+    const Tensor* u = fb.find(name);
+    REQUIRE_MESSAGE(u, name, " missing in ", b);
+    check_close(t.to_vector(), u->to_vector(), atol, 0, name);
+    ++compared;
+  }
+  return compared;
+}
+}  // namespace
+
+// --init FILE: a fresh run starts from a model file's weights. At --lr 1e-12 its first epoch's
+// checkpoint still holds them (within 1e-10, where the weights are ~1e-2 and up), while the same run
+// without --init holds the usual initialisation (it differs by far more).
+TEST_CASE("train_dsen2cr: --init starts from a model file's weights, refuses one that does not fit, and a resume names it") {
+  TempDir d("dsen2cr_init");
+  const std::string data = make_sen12mscr(d);
+  Rng rng(7);
+  models::Model m = models::build_model(models::ModelConfig::of(models::DSen2CRConfig{1, 8, true}), rng);
+  for (auto& [name, t] : m.module().named_parameters())  // biases 0 at build: give them values to carry
+    if (name.ends_with(".bias")) t.copy_(Tensor::from_vector(t.shape(), std::vector<float>(size_t(t.numel()), 0.03f)));
+  const std::string from = d / "from.safetensors";
+  models::save_model(from, m);
+  std::vector<std::string> args = dsen2cr_args(data, d / "run");
+  args[5] = "1";  // --epochs
+  AppResult r = run_app("train_dsen2cr", with(args, {"--init", from, "--lr", "1e-12"}));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK_MESSAGE(r.output.find("train_dsen2cr: --init: 8 tensors from " + from) != std::string::npos, r.output);
+  CHECK(check_parameters_close(from, d / "run/last.safetensors", 1e-10) == 8);
+  CHECK(load_safetensors(d / "run/last.safetensors").metadata.at("run.init").starts_with("from.safetensors, content "));
+  // Without --init: the run's own initialisation, far from the file's.
+  AppResult plain = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "plain"), {"--epochs", "1", "--lr", "1e-12"}));
+  REQUIRE_MESSAGE(plain.exit_code == 0, plain.output);
+  const std::vector<float> a = load_safetensors(from).at("head.weight").to_vector(),
+                           b = load_safetensors(d / "plain/last.safetensors").at("head.weight").to_vector();
+  double far = 0;
+  for (size_t i = 0; i < a.size(); ++i) far = std::max(far, double(std::fabs(a[i] - b[i])));
+  CHECK(far > 0.05);
+  // A resume with another --init (or none) is another run's; with the same file it continues.
+  args[5] = "2";
+  AppResult other = run_app("train_dsen2cr", with(args, {"--resume", "--lr", "1e-12"}));
+  CHECK(other.exit_code == 1);
+  CHECK_MESSAGE(other.output.find("init: 'from.safetensors, content ") != std::string::npos, other.output);
+  AppResult same = run_app("train_dsen2cr", with(args, {"--resume", "--init", from, "--lr", "1e-12"}));
+  CHECK_MESSAGE(same.exit_code == 0, same.output);
+  CHECK_MESSAGE(same.output.find("--init: ") == std::string::npos, same.output);  // weights from last.safetensors
+  // Another model: refused before training, listing what does not fit, the run folder not left behind.
+  AppResult wider = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "wider"), {"--init", from, "--features", "4"}));
+  CHECK(wider.exit_code == 1);
+  CHECK_MESSAGE(wider.output.find(from + ": holds dsen2cr(B=1, F=8, SAR), which does not fit this run's dsen2cr(B=1, "
+                                  "F=4, SAR); 7 shaped otherwise: head.weight (8,15,3,3) in the file, (4,15,3,3) "
+                                  "here") != std::string::npos,
+                wider.output);
+  CHECK_FALSE(fs::exists(d / "wider"));
+  AppResult nosar = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "nosar"), {"--init", from, "--no-sar"}));
+  CHECK(nosar.exit_code == 1);
+  CHECK_MESSAGE(nosar.output.find("1 shaped otherwise: head.weight (8,15,3,3) in the file, (8,13,3,3) here") !=
+                    std::string::npos,
+                nosar.output);
+  // A classifier is not a DSen2-CR: every name missing, every one of its own unexpected.
+  Rng rng2(8);
+  models::save_model(d / "clf.safetensors", tiny_classifier(rng2));
+  AppResult clf = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "clf"), {"--init", d / "clf.safetensors"}));
+  CHECK(clf.exit_code == 1);
+  CHECK_MESSAGE(clf.output.find(": holds resnet(basic [1,1,1,1] width 4, 13 -> 10), which does not fit this run's "
+                                "dsen2cr(B=1, F=8, SAR); 8 missing: head.weight, head.bias") != std::string::npos,
+                clf.output);
+  AppResult none = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "none"), {"--init", d / "no_such.safetensors"}));
+  CHECK(none.exit_code != 0);
+  CHECK_MESSAGE(none.output.find("no_such.safetensors") != std::string::npos, none.output);
+}
+
+// A classifier from another task: the backbone carried over, fc started anew when its classes differ or
+// it has none; input_norm the file's when it has one (its weights were trained on that scaling), else
+// measured on this run's tiles.
+TEST_CASE("train_resnet: --init carries a backbone over, fc starts anew for other classes, input_norm as the file says") {
+  TempDir d("resnet_init");
+  const std::string data = make_eurosat(d);
+  models::ResNetConfig rc = tiny_classifier_config();
+  rc.classes = 7;  // another task's head
+  Rng rng(11);
+  models::Model m = models::build_model(models::ModelConfig::of(rc), rng);
+  std::vector<float> mean(13), sd(13);
+  for (int c = 0; c < 13; ++c) mean[size_t(c)] = 0.1f + 0.01f * float(c), sd[size_t(c)] = 0.05f + 0.002f * float(c);
+  m.classifier->set_input_norm(mean, sd);
+  const std::string from = d / "seven.safetensors";
+  models::SaveOptions so;
+  so.extra = {{"bands", "B1,B2,B3,B4,B5,B6,B7,B8,B8A,B9,B10,B11,B12"}};
+  models::save_model(from, m, so);
+  const auto run = [&](const std::string& out, const std::vector<std::string>& more) {
+    std::vector<std::string> args = resnet_args(data, d / out);
+    args[5] = "1";
+    AppResult r = run_app("train_resnet", with(with(args, {"--lr", "1e-12"}), more));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+    return r;
+  };
+  const AppResult r = run("run", {"--init", from});
+  CHECK_MESSAGE(r.output.find("kept this run's own fc.weight ((7,32) in the file, (10,32) here: another number of "
+                              "classes)") != std::string::npos,
+                r.output);
+  CHECK_MESSAGE(r.output.find("input_norm from the file") != std::string::npos, r.output);
+  const std::string last = d / "run/last.safetensors";
+  CHECK(check_parameters_close(from, last, 1e-10, {"fc.weight", "fc.bias"}) > 10);
+  const SafetensorsFile f = load_safetensors(last);
+  CHECK(f.at("input_norm.mean").to_vector() == mean);
+  CHECK(f.at("input_norm.std").to_vector() == sd);
+  // fc as the run without --init made it (the same draws: --init takes none), not the file's.
+  run("plain", {});
+  const std::string plain = d / "plain/last.safetensors";
+  SafetensorsFile fp = load_safetensors(plain);
+  check_close(f.at("fc.weight").to_vector(), fp.at("fc.weight").to_vector(), 1e-10, 0, "fc.weight vs the plain run");
+  CHECK(f.at("conv1.weight").to_vector() != fp.at("conv1.weight").to_vector());
+  // A backbone as PyTorch files come (no metadata, no fc, no input_norm): input_norm measured on the tiles.
+  std::vector<std::pair<std::string, Tensor>> backbone;
+  for (auto& [name, t] : m.module().state_dict())
+    if (!name.starts_with("fc.") && !name.starts_with("input_norm.")) backbone.emplace_back(name, t);
+  save_safetensors(d / "backbone.safetensors", backbone, {});
+  const AppResult b = run("bb", {"--init", d / "backbone.safetensors"});
+  CHECK_MESSAGE(b.output.find("kept this run's own fc.weight (not in the file)") != std::string::npos, b.output);
+  CHECK_MESSAGE(b.output.find("kept this run's own input_norm.mean (not in the file)") != std::string::npos, b.output);
+  const SafetensorsFile fb = load_safetensors(d / "bb/last.safetensors");
+  CHECK(fb.at("input_norm.mean").to_vector() == fp.at("input_norm.mean").to_vector());
+  CHECK(check_parameters_close(from, d / "bb/last.safetensors", 1e-10, {"fc.weight", "fc.bias"}) > 10);
+  // A file whose metadata says another band order: its conv1 would see the bands shuffled.
+  so.extra = {{"bands", "B2,B3,B4,B5,B6,B7,B8,B11,B12,B1,B9,B10,B8A"}};
+  models::save_model(d / "shuffled.safetensors", m, so);
+  std::vector<std::string> args = resnet_args(data, d / "shuffled");
+  AppResult shuffled = run_app("train_resnet", with(args, {"--init", d / "shuffled.safetensors"}));
+  CHECK(shuffled.exit_code == 1);
+  CHECK_MESSAGE(shuffled.output.find("shuffled.safetensors: its metadata says it takes bands B2,B3,") != std::string::npos,
+                shuffled.output);
+  // Another width: refused, naming the file's model and this run's.
+  AppResult wide = run_app("train_resnet", with(args, {"--init", from, "--width", "8", "--overwrite"}));
+  CHECK(wide.exit_code == 1);
+  CHECK_MESSAGE(wide.output.find("seven.safetensors: holds resnet(basic [1,1,1,1] width 4, 13 -> 7), which does not fit "
+                                 "this run's resnet(basic [1,1,1,1] width 8, 13 -> 10)") != std::string::npos,
+                wide.output);
+}
+
 TEST_CASE("train_dsen2cr: SIGKILL then --resume equals an uninterrupted run with metrics per epoch") {
   TempDir d("dsen2cr_kill");
   const std::string data = make_sen12mscr(d);
@@ -1134,16 +1295,6 @@ TEST_CASE("data parallel: a rank that fails at start-up stops every rank, and le
 }
 #endif
 
-namespace {
-// A ResNet classifier small enough for app tests: basic blocks, one per stage, width 4.
-models::Model tiny_classifier(Rng& rng) {
-  models::ResNetConfig rc;
-  rc.block = models::BlockType::Basic;
-  rc.blocks = {1, 1, 1, 1};
-  rc.width = 4;
-  return models::build_model(models::ModelConfig::of(rc), rng);
-}
-}  // namespace
 
 TEST_CASE("classify: probabilities equal the model's forward, each file in the band order it says, and errors") {
   TempDir d("classify");

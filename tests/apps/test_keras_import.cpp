@@ -123,6 +123,7 @@ TEST_CASE("import_keras_dsen2cr.py: what is not a DSen2-CR Keras checkpoint is r
                        Bad{"bad_nan.h5", "weight \"conv2d_2/kernel:0\" of layer \"conv2d_2\" holds NaN or infinity"},
                        Bad{"bad_tail.h5", "convolution \"conv2d_4\" maps 4 -> 3 channels where DSen2-CR"},
                        Bad{"bad_missing_conv.h5", "3 convolutions: DSen2-CR has 2B + 2"},
+                       Bad{"bad_no_version.h5", "saved by Keras 1; Keras 1 laid its weights out otherwise"},
                        Bad{"bad_dense.h5", "layer \"dense_1\": kernel (4, 4) and bias (4,) are not a 3x3 convolution's"},
                        Bad{"expected.safetensors", "not an HDF5 file"}}) {
     const std::string file = b.file;
@@ -135,7 +136,9 @@ TEST_CASE("import_keras_dsen2cr.py: what is not a DSen2-CR Keras checkpoint is r
   const AppResult text = import({not_hdf5, d / "out.safetensors"});
   CHECK(text.exit_code == 1);
   CHECK_MESSAGE(text.output.find(not_hdf5 + ": not an HDF5 file") != std::string::npos, text.output);
-  CHECK(files_in(d.path) == std::vector<std::string>{"not.h5"});  // no output, no temporary file
+  // No output: every refusal comes before the temporary file is made (the write's own failure, which
+  // removes it, cannot be made here: root writes into a read-only folder).
+  CHECK(files_in(d.path) == std::vector<std::string>{"not.h5"});
 
   // An existing output is replaced only with --overwrite; the input never.
   const std::string good = (kKeras / "dsen2cr_B1_F4_nosar_weights.h5").string(), out = d / "model.safetensors";
@@ -153,6 +156,9 @@ TEST_CASE("import_keras_dsen2cr.py: what is not a DSen2-CR Keras checkpoint is r
   CHECK(self.exit_code == 2);
   CHECK_MESSAGE(self.output.find("is the input; choose another output") != std::string::npos, self.output);
   CHECK(fs::file_size(d / "copy.h5") == fs::file_size(good));
+  const AppResult absent = import({d / "no_such.h5", d / "m.safetensors"});
+  CHECK(absent.exit_code == 2);
+  CHECK_MESSAGE(absent.output.find(d / "no_such.h5" + ": no such file") != std::string::npos, absent.output);
   const AppResult nowhere = import({good, d / "no_such_folder/m.safetensors"});
   CHECK(nowhere.exit_code == 2);
   CHECK_MESSAGE(nowhere.output.find("its folder does not exist") != std::string::npos, nowhere.output);

@@ -30,6 +30,14 @@ void check_same_state(const Module& a, const Module& b) {
 }
 
 void write_bytes(const std::string& path, const std::string& b) { std::ofstream(path, std::ios::binary) << b; }
+
+// One optimiser step of a DSen2-CR towards zero output (L1): weights and optimiser state that a
+// checkpoint then holds.
+void l1_step(Model& m, Optimizer& opt, const Tensor& s2, const Tensor& s1) {
+  opt.zero_grad();
+  l1_loss(m.dsen2cr->forward(s2, s1), Tensor::zeros(s2.shape())).backward();
+  opt.step();
+}
 }  // namespace
 
 TEST_CASE("model config: JSON round trip and errors naming the field") {
@@ -139,11 +147,7 @@ TEST_CASE("load_training_state: weights, Adam state, epoch and RNG resume exactl
   Model m = build_model(ModelConfig::of(DSen2CRConfig{1, 4, true}), rng);
   Adam adam(m.module().named_parameters(), AdamOptions{});
   Tensor s2 = Tensor::uniform({1, 13, 8, 8}, rng, 0, 1), s1 = Tensor::uniform({1, 2, 8, 8}, rng, 0, 1);
-  auto step = [&](Model& mm, Adam& opt) {
-    opt.zero_grad();
-    l1_loss(mm.dsen2cr->forward(s2, s1), Tensor::zeros({1, 13, 8, 8})).backward();
-    opt.step();
-  };
+  auto step = [&](Model& mm, Adam& opt) { l1_step(mm, opt, s2, s1); };
   step(m, adam);
   Rng data_rng(77);
   data_rng.next_u64();
@@ -280,4 +284,57 @@ TEST_CASE("load_model: weights with NaN, infinity, a negative running variance o
                        doctest::Contains("bn1.running_var: 1 of 8 values are negative"), Error);
   CHECK_THROWS_WITH_AS(load_model(with("input_norm.std", 2, 0.f)),
                        doctest::Contains("input_norm.std: 1 of 13 values are not > 0"), Error);
+}
+
+// init_from (the trainers' --init) at the model level: a training checkpoint's weights without its
+// optimiser state, a bfloat16 file converted, and a bad file refused with the model left as it was.
+TEST_CASE("init_from: copies a checkpoint's weights (not its optimiser state), converts dtypes, refuses NaN unchanged") {
+  TempDir dir;
+  Rng rng(21);
+  Model src = build_model(ModelConfig::of(DSen2CRConfig{1, 4, true}), rng);
+  Adam adam(src.module().named_parameters(), AdamOptions{});
+  Tensor s2 = Tensor::uniform({1, 13, 8, 8}, rng, 0, 1), s1 = Tensor::uniform({1, 2, 8, 8}, rng, 0, 1);
+  l1_step(src, adam, s2, s1);
+  save_model(dir / "ckpt.safetensors", src, SaveOptions{&adam, 1, nullptr, {{"note", "kept"}}});
+  Model dst = build_model(ModelConfig::of(DSen2CRConfig{1, 4, true}), rng);
+  const InitReport r = init_from(dir / "ckpt.safetensors", dst);
+  CHECK(r.copied == 8);
+  CHECK(r.kept.empty());
+  CHECK_FALSE(r.input_norm);
+  CHECK(r.metadata.at("note") == "kept");
+  CHECK(r.metadata.count("optim.type") == 0);
+  check_same_state(dst.module(), src.module());
+  // The same weights in bfloat16 (as PyTorch saves a half-precision model): converted, each within
+  // bfloat16's rounding (2^-8 relative) of the float32 value.
+  NamedTensors bf;
+  for (auto& [n, t] : src.module().state_dict()) bf.emplace_back(n, t.to(DType::BF16));
+  save_safetensors(dir / "bf16.safetensors", bf);
+  Model half = build_model(ModelConfig::of(DSen2CRConfig{1, 4, true}), rng);
+  CHECK(init_from(dir / "bf16.safetensors", half).copied == 8);
+  auto sh = half.module().state_dict(), ss = src.module().state_dict();
+  for (size_t i = 0; i < sh.size(); ++i) {
+    CHECK(sh[i].second.dtype() == DType::F32);
+    check_close(sh[i].second.to_vector(), ss[i].second.to_vector(), 1e-30, 1.0 / 256, sh[i].first);
+  }
+  // A NaN: refused, naming the file and the tensor, and the model keeps its own weights.
+  NamedTensors bad;
+  for (auto& [n, t] : src.module().state_dict()) {
+    std::vector<float> v = t.to_vector();
+    if (n == "blocks.0.conv2.weight") v[5] = NAN;
+    bad.emplace_back(n, Tensor::from_vector(t.shape(), v));
+  }
+  save_safetensors(dir / "nan.safetensors", bad);
+  Model fresh = build_model(ModelConfig::of(DSen2CRConfig{1, 4, true}), rng);
+  NamedTensors before;
+  for (auto& [n, t] : fresh.module().state_dict()) before.emplace_back(n, t.clone());
+  CHECK_THROWS_WITH_AS(init_from(dir / "nan.safetensors", fresh),
+                       doctest::Contains("nan.safetensors: refusing these weights; blocks.0.conv2.weight: 1 of"), Error);
+  auto after = fresh.module().state_dict();
+  for (size_t i = 0; i < after.size(); ++i) check_close(after[i].second, before[i].second, 0, 0, after[i].first);
+  // A damaged nimbus checkpoint: its checksum says so before anything is read from it.
+  std::ifstream in(dir / "ckpt.safetensors", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  bytes[bytes.size() - 3] ^= 0x10;
+  write_bytes(dir / "flipped.safetensors", bytes);
+  CHECK_THROWS_WITH_AS(init_from(dir / "flipped.safetensors", fresh), doctest::Contains("flipped.safetensors"), Error);
 }

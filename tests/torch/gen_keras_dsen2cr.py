@@ -17,9 +17,10 @@ Writes tests/fixtures/keras/:
                                   network one layer ("model_1") of the parallel model
   dsen2cr_B1_F4_nosar_weights.h5  save_weights' file (the weights at the root), its layer_names
                                   split in two (layer_names0, layer_names1) as Keras splits a long list
-  bad_theano.h5, bad_nan.h5, bad_tail.h5, bad_missing_conv.h5, bad_dense.h5
+  bad_theano.h5, bad_nan.h5, bad_tail.h5, bad_missing_conv.h5, bad_no_version.h5, bad_dense.h5
                                   one defect each (a Theano backend, a NaN weight, an output conv
-                                  F -> 3, a block with one conv, a Dense layer among the convs)
+                                  F -> 3, a block with one conv, no keras_version, a Dense layer
+                                  among the convs)
   expected.safetensors            s2 (1,13,10,14) and s1 (1,2,10,14) in the normalised domain,
                                   out_sar and out_nosar (1,13,10,14): the two networks' outputs
 
@@ -177,6 +178,9 @@ def main():
     write_weights_file(os.path.join(OUT, "bad_tail.h5"), tail)
     missing = [(n, ws) for n, ws in nosar_layers if n != "conv2d_3"]
     write_weights_file(os.path.join(OUT, "bad_missing_conv.h5"), missing)
+    write_weights_file(os.path.join(OUT, "bad_no_version.h5"), nosar_layers)
+    with h5py.File(os.path.join(OUT, "bad_no_version.h5"), "a") as f:
+        del f.attrs["keras_version"]  # Keras's loader takes such a file for Keras 1's
     dense = list(nosar_layers)
     dense.insert(4, ("dense_1", [("dense_1/kernel:0", rng.standard_normal((4, 4)).astype(np.float32)),
                                  ("dense_1/bias:0", np.zeros(4, np.float32))]))
