@@ -146,7 +146,7 @@ int run(int argc, char** argv) {
   const cli::CommonOptions common = apps::setup_device(p);
   apps::check_ranks_agree(p, apps::kPerRankOptions);  // before any collective
   const apps::RunPaths paths(training.out, "train_dsen2cr");
-  paths.refuse_over({{"--data", training.data}});
+  paths.refuse_over({{"--data", training.data}, {"--init", training.init}});
 
   const bool csv_list = training.data.size() > 4 && training.data.substr(training.data.size() - 4) == ".csv";
   const data::Sen12mscrIndex index =
@@ -213,13 +213,13 @@ int run(int argc, char** argv) {
   std::vector<std::string> names;
   for (const data::Sen12mscrTriplet& t : train) names.push_back("train " + t.name());
   for (const data::Sen12mscrTriplet& t : val) names.push_back("val " + t.name());
-  const apps::RunSettings settings{
+  apps::RunSettings settings{
       {"data", apps::data_fingerprint(names, str("triplets (", train.size(), " train, ", val.size(), " val)"))},
       {"loss", p.get_string("loss") == "carl" ? str("carl --lambda ", exact_str(p.get_double("lambda")))
                                               : p.get_string("loss")},
       {"cloud-threshold", exact_str(thr)},
       {"crop", str(crop)},  // validation scores the top-left crop x crop window
-      {"init", apps::init_setting(training.init)}};
+      apps::init_setting(training.init)};
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_dsen2cr", paths, common.seed, settings, model,
                                          *opt, &saved);

@@ -230,7 +230,7 @@ int run(int argc, char** argv) {
     apps::check_ranks_agree(p, per_rank);
   }
   const apps::RunPaths paths(training.out, "train_resnet");
-  paths.refuse_over({{"--data", training.data}});
+  paths.refuse_over({{"--data", training.data}, {"--init", training.init}});
   const std::array<std::string, 3> split_out = {paths.out + "/split_train.txt", paths.out + "/split_val.txt",
                                                 paths.out + "/split_test.txt"};
   const std::string test_json = paths.out + "/test.json";
@@ -293,16 +293,27 @@ int run(int argc, char** argv) {
     }
     return text;
   };
-  const apps::RunSettings settings{
+  apps::RunSettings settings{
       {"data", apps::data_fingerprint(tiles, "tiles")},
       {"split", splits_dir.empty() ? str("--train-fraction ", exact_str(p.get_double("train-fraction")),
                                          " --val-fraction ", exact_str(p.get_double("val-fraction")))
                                    : split_fingerprint()},
       {"bands", data::bands_csv(file_bands)},
-      {"init", apps::init_setting(training.init)}};
+      apps::init_setting(training.init)};
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_resnet", paths, common.seed, settings, model,
                                          *opt, &saved);
+  // --init before anything is written: a file that does not fit leaves the run folder as it was.
+  bool norm_from_init = false;  // a classifier's input_norm is its file's, as its weights were trained with
+  if (done == 0 && !training.init.empty()) {
+    const models::InitReport ir = apps::init_weights(training.init, model, "train_resnet");
+    if (const auto it = ir.metadata.find(apps::kBandsKey); it != ir.metadata.end())
+      NIMBUS_CHECK(it->second == data::bands_csv(model_bands), training.init, ": its metadata says it takes bands ",
+                   it->second, " but train_resnet's classifier takes ", data::bands_csv(model_bands));
+    norm_from_init = ir.input_norm;
+    if (norm_from_init && world().rank() == 0)
+      std::fprintf(stderr, "train_resnet: --init: input_norm from the file, not measured on these tiles\n");
+  }
   if (world().rank() == 0) {  // rank 0 alone writes into the run folder
     // An earlier score goes now: this run may replace best.safetensors and stop before scoring it anew,
     // and the old score would then be read as the new checkpoint's (cloud_impact reports it).
@@ -340,16 +351,6 @@ int run(int argc, char** argv) {
                  splits_dir.empty() ? str("--val-fraction ", p.get_double("val-fraction")).c_str()
                                     : str(split_files[1], " lists none").c_str());
 
-  bool norm_from_init = false;  // --init: a classifier's input_norm is its file's, as its weights were trained with
-  if (done == 0 && !training.init.empty()) {
-    const models::InitReport ir = apps::init_weights(training.init, model, "train_resnet");
-    if (const auto it = ir.metadata.find(apps::kBandsKey); it != ir.metadata.end())
-      NIMBUS_CHECK(it->second == data::bands_csv(model_bands), training.init, ": its metadata says it takes bands ",
-                   it->second, " but train_resnet's classifier takes ", data::bands_csv(model_bands));
-    norm_from_init = ir.input_norm;
-    if (norm_from_init && world().rank() == 0)
-      std::fprintf(stderr, "train_resnet: --init: input_norm from the file, not measured on these tiles\n");
-  }
   if (done == 0 && !norm_from_init) {
     std::vector<float> mean, std;
     input_norm_stats(stats_fn, split.train.size(), size_t(std::max<int64_t>(0, p.get_int("norm-samples"))), mean,

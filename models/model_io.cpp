@@ -224,6 +224,8 @@ InitReport init_from(const std::string& path, Model& model) {
   std::vector<std::string> unexpected;
   for (const auto& [name, t] : held)
     if (!mine.count(name)) unexpected.push_back(name);
+  if (classifier && held.count(kInputNorm[0]) != held.count(kInputNorm[1]))  // half a scaling fits no data
+    missing.push_back(held.count(kInputNorm[0]) ? kInputNorm[1] : kInputNorm[0]);
   if (!missing.empty() || !shaped.empty() || !unexpected.empty()) {
     const auto some = [](const std::vector<std::string>& v) {
       std::string s;

@@ -133,8 +133,8 @@ std::string data_fingerprint(const std::vector<std::string>& names, const std::s
   return str(names.size(), " ", what, ", index ", hex);
 }
 
-std::string init_setting(const std::string& path) {
-  if (path.empty()) return "none";
+RunSetting init_setting(const std::string& path) {
+  if (path.empty()) return {"init", "", true};
   std::ifstream in(path, std::ios::binary);
   NIMBUS_CHECK(in.good(), "--init ", path, ": cannot open it (", std::strerror(errno), ")");
   uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a, 64 bits, over the file's bytes
@@ -146,7 +146,7 @@ std::string init_setting(const std::string& path) {
   NIMBUS_CHECK(in.eof(), "--init ", path, ": cannot read it");
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
-  return str(fs::path(path).filename().string(), ", content ", hex);
+  return {"init", str(fs::path(path).filename().string(), ", content ", hex), true};
 }
 
 models::InitReport init_weights(const std::string& path, models::Model& model, const std::string& program) {
@@ -239,7 +239,7 @@ void check_ranks_agree(const cli::Parser& p, const std::vector<std::string>& per
 }
 
 int resume_or_start(const TrainingOptions& options, const std::string& program, const RunPaths& paths, uint64_t seed,
-                    const RunSettings& settings, models::Model& model, Optimizer& optimizer, Metadata* metadata) {
+                    RunSettings& settings, models::Model& model, Optimizer& optimizer, Metadata* metadata) {
   const std::string& last = paths.last;
   ProcessGroup& g = world();
   {  // the run itself (the data by its names, not its path; the split, the bands, ...): the same everywhere
@@ -317,10 +317,17 @@ int resume_or_start(const TrainingOptions& options, const std::string& program, 
   NIMBUS_CHECK(s == meta.end() || s->second == std::to_string(seed), last, ": the run used --seed ", s->second,
                " (its split and sample order depend on it) but this one has --seed ", seed);
   std::string differ_list;
-  for (const RunSetting& rs : settings) {
+  for (RunSetting& rs : settings) {
     auto it = meta.find(kRunSettingPrefix + rs.name);
-    if (it != meta.end() && it->second != rs.value)
+    if (rs.may_omit) {
+      const std::string recorded = it == meta.end() ? std::string() : it->second;
+      if (rs.value.empty()) rs.value = recorded;  // not repeated: the run's own carries on
+      else if (recorded != rs.value)
+        differ_list += str("\n  ", rs.name, ": '", recorded.empty() ? "(none)" : recorded, "' in the checkpoint, '",
+                           rs.value, "' now");
+    } else if (it != meta.end() && it->second != rs.value) {
       differ_list += str("\n  ", rs.name, ": '", it->second, "' in the checkpoint, '", rs.value, "' now");
+    }
   }
   NIMBUS_CHECK(differ_list.empty(), last, ": belongs to another run; --resume continues a run on the data and "
                "settings it started with, and these differ:", differ_list,
@@ -410,7 +417,7 @@ void add_training_options(cli::Parser& p, const std::string& run_settings) {
   p.add_string("init", "", "start from the weights of this model file: fine-tuning (a checkpoint of an earlier run, a "
                "converted Keras DSen2-CR, a PyTorch state_dict as safetensors); a classifier's fc may be for other "
                "classes or absent, and starts anew then. Only for a run's first epoch: a --resume continues from its "
-               "checkpoint, and must name the same file (compared by content)", "FILE");
+               "checkpoint, and need not name the file again (one naming another file is refused)", "FILE");
   p.add_string("pack", "", "read the training and validation GeoTIFFs from this raster pack, built from them at the "
                "first run and rebuilt when one changes (decoded once: no TIFF decoding per sample)", "FILE");
   p.add_choice("augment-on", "auto", {"auto", "host", "device"},

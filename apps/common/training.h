@@ -81,9 +81,13 @@ inline constexpr const char* kSeedKey = "seed";
 // were trained on other data, or its best score is not comparable. What a resumed run may change
 // (--epochs, --lr, --workers, ...) is not a setting. Checkpoints written before a setting existed
 // lack its key and resume as before.
+// A setting that a resume need not repeat (--init: the weights then come from the checkpoint) is
+// `may_omit`: when this run's value is "" it is not compared and the checkpoint's value carries on into
+// the next checkpoints; a checkpoint written before the setting existed holds "" for it.
 struct RunSetting {
   std::string name;   // "data", "split", "bands", "loss", ...
   std::string value;  // compared as text: "27000 tiles, index 5f0c3a91d2e4b877"
+  bool may_omit = false;
 };
 using RunSettings = std::vector<RunSetting>;
 inline constexpr const char* kRunSettingPrefix = "run.";
@@ -99,8 +103,9 @@ std::string data_fingerprint(const std::vector<std::string>& names, const std::s
 // would overwrite its last.safetensors and keep its best.safetensors, which the next step of a
 // pipeline would take for this run's); --overwrite removes them first, saying so.
 struct TrainingOptions;
+// `settings`' may_omit entries left "" take the checkpoint's values.
 int resume_or_start(const TrainingOptions& options, const std::string& program, const RunPaths& paths, uint64_t seed,
-                    const RunSettings& settings, models::Model& model, Optimizer& optimizer,
+                    RunSettings& settings, models::Model& model, Optimizer& optimizer,
                     Metadata* metadata = nullptr);
 
 // Before the first collective of a data-parallel run: every rank must have been given the same options
@@ -115,10 +120,11 @@ void check_ranks_agree(const cli::Parser& p, const std::vector<std::string>& per
 // --init's paths (the data is compared by its names, --init's file by its content), and its threads.
 inline const std::vector<std::string> kPerRankOptions = {"out", "data", "pack", "init", "threads", "workers"};
 
-// --init: the run setting "init" ("none", or the file's name and a hash of its bytes: a resume, and
-// every rank, must start from the same weights); and the weights copied into the freshly built model
-// (models::init_from), rank 0 saying how many and which of the model's own it kept.
-std::string init_setting(const std::string& path);
+// --init: the run setting "init" (may_omit: "" without --init, else the file's name and a hash of its
+// bytes: every rank, and a resume that names it, must start from the same weights); and the weights
+// copied into the freshly built model (models::init_from), rank 0 saying how many and which of the
+// model's own it kept.
+RunSetting init_setting(const std::string& path);
 models::InitReport init_weights(const std::string& path, models::Model& model, const std::string& program);
 
 // A number stored in a checkpoint's metadata (the best validation score): `fallback` when the key

@@ -675,14 +675,29 @@ TEST_CASE("train_dsen2cr: --init starts from a model file's weights, refuses one
   double far = 0;
   for (size_t i = 0; i < a.size(); ++i) far = std::max(far, double(std::fabs(a[i] - b[i])));
   CHECK(far > 0.05);
-  // A resume with another --init (or none) is another run's; with the same file it continues.
+  // A resume need not name the file again (its weights come from last.safetensors, which goes on saying
+  // where the run started); naming another file, or one for a run that started without, is refused.
   args[5] = "2";
-  AppResult other = run_app("train_dsen2cr", with(args, {"--resume", "--lr", "1e-12"}));
+  models::save_model(d / "other.safetensors", models::build_model(models::ModelConfig::of(models::DSen2CRConfig{1, 8, true}), rng));
+  AppResult other = run_app("train_dsen2cr", with(args, {"--resume", "--init", d / "other.safetensors"}));
   CHECK(other.exit_code == 1);
   CHECK_MESSAGE(other.output.find("init: 'from.safetensors, content ") != std::string::npos, other.output);
-  AppResult same = run_app("train_dsen2cr", with(args, {"--resume", "--init", from, "--lr", "1e-12"}));
+  AppResult same = run_app("train_dsen2cr", with(args, {"--resume", "--lr", "1e-12"}));
   CHECK_MESSAGE(same.exit_code == 0, same.output);
   CHECK_MESSAGE(same.output.find("--init: ") == std::string::npos, same.output);  // weights from last.safetensors
+  CHECK(load_safetensors(d / "run/last.safetensors").metadata.at("run.init").starts_with("from.safetensors, content "));
+  args[5] = "3";
+  AppResult again = run_app("train_dsen2cr", with(args, {"--resume", "--init", from, "--lr", "1e-12"}));
+  CHECK_MESSAGE(again.exit_code == 0, again.output);
+  AppResult late = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "plain"), {"--epochs", "2", "--resume", "--init", from}));
+  CHECK(late.exit_code == 1);
+  CHECK_MESSAGE(late.output.find("init: '(none)' in the checkpoint, 'from.safetensors, content ") != std::string::npos,
+                late.output);
+  // The run's own checkpoint as --init of a run that would replace it: refused, the file kept.
+  AppResult own = run_app("train_dsen2cr", with(args, {"--overwrite", "--init", d / "run/last.safetensors"}));
+  CHECK(own.exit_code == 2);
+  CHECK_MESSAGE(own.output.find("is also --init (an input): refusing to overwrite it") != std::string::npos, own.output);
+  CHECK(fs::exists(d / "run/last.safetensors"));
   // Another model: refused before training, listing what does not fit, the run folder not left behind.
   AppResult wider = run_app("train_dsen2cr", with(dsen2cr_args(data, d / "wider"), {"--init", from, "--features", "4"}));
   CHECK(wider.exit_code == 1);
@@ -768,6 +783,7 @@ TEST_CASE("train_resnet: --init carries a backbone over, fc starts anew for othe
   CHECK(shuffled.exit_code == 1);
   CHECK_MESSAGE(shuffled.output.find("shuffled.safetensors: its metadata says it takes bands B2,B3,") != std::string::npos,
                 shuffled.output);
+  CHECK_FALSE(fs::exists(d / "shuffled"));  // refused before the split files: the new folder went with it
   // Another width: refused, naming the file's model and this run's.
   AppResult wide = run_app("train_resnet", with(args, {"--init", from, "--width", "8", "--overwrite"}));
   CHECK(wide.exit_code == 1);

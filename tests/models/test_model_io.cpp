@@ -337,4 +337,13 @@ TEST_CASE("init_from: copies a checkpoint's weights (not its optimiser state), c
   bytes[bytes.size() - 3] ^= 0x10;
   write_bytes(dir / "flipped.safetensors", bytes);
   CHECK_THROWS_WITH_AS(init_from(dir / "flipped.safetensors", fresh), doctest::Contains("flipped.safetensors"), Error);
+  // A classifier file with half an input scaling (a mean, no std): refused, not half taken.
+  Model clf = build_model(ModelConfig::of(kTiny), rng);
+  NamedTensors half_norm;
+  for (auto& [n, t] : clf.module().state_dict())
+    if (n != "input_norm.std") half_norm.emplace_back(n, t);
+  save_safetensors(dir / "half_norm.safetensors", half_norm);
+  Model target = build_model(ModelConfig::of(kTiny), rng);
+  CHECK_THROWS_WITH_AS(init_from(dir / "half_norm.safetensors", target), doctest::Contains("1 missing: input_norm.std"),
+                       Error);
 }
