@@ -21,7 +21,7 @@
 // best.safetensors read back from its file (last.safetensors without
 // validation tiles): accuracy with its 95% interval and the confusion matrix
 // in <out>/test.json. --init FILE fine-tunes instead (models::init_from): the backbone from another
-// model file, fc anew when its classes differ, input_norm the file's when it has one.
+// model file, fc anew when its classes differ, input_norm the file's when it has one (--input-norm).
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -206,6 +206,10 @@ int run(int argc, char** argv) {
                "sen12ms order, which the checkpoint records under \"bands\"",
                "ORDER");
   p.add_int("norm-samples", 2000, "training tiles used for the input_norm mean/std (0 = all of them)").range(0, 1e9);
+  p.add_choice("input-norm", "auto", {"auto", "measure", "identity"},
+               "the classifier's per-band scaling of reflectance (DN / 10000): its mean and std over the training "
+               "tiles (measure), none (identity: plain reflectance, for --init weights trained on DN / 10000), or "
+               "auto: an --init file's own when it has one, else measured");
   p.add_flag("no-augment", "no flips / rot90 (default: random flip and quarter turn per tile and epoch)");
   p.add_flag("sync-bn", "with several ranks (mpirun), batch norm statistics over the global batch (every rank's "
              "samples) instead of each rank's own; no effect with one process");
@@ -310,7 +314,7 @@ int run(int argc, char** argv) {
     if (const auto it = ir.metadata.find(apps::kBandsKey); it != ir.metadata.end())
       NIMBUS_CHECK(it->second == data::bands_csv(model_bands), training.init, ": its metadata says it takes bands ",
                    it->second, " but train_resnet's classifier takes ", data::bands_csv(model_bands));
-    norm_from_init = ir.input_norm;
+    norm_from_init = ir.input_norm && p.get_string("input-norm") == "auto";
     if (norm_from_init && world().rank() == 0)
       std::fprintf(stderr, "train_resnet: --init: input_norm from the file, not measured on these tiles\n");
   }
@@ -352,9 +356,10 @@ int run(int argc, char** argv) {
                                     : str(split_files[1], " lists none").c_str());
 
   if (done == 0 && !norm_from_init) {
-    std::vector<float> mean, std;
-    input_norm_stats(stats_fn, split.train.size(), size_t(std::max<int64_t>(0, p.get_int("norm-samples"))), mean,
-                     std);
+    std::vector<float> mean(data::kS2Bands, 0.f), std(data::kS2Bands, 1.f);  // identity: plain reflectance
+    if (p.get_string("input-norm") != "identity")
+      input_norm_stats(stats_fn, split.train.size(), size_t(std::max<int64_t>(0, p.get_int("norm-samples"))), mean,
+                       std);
     clf.set_input_norm(mean, std);
   }
   double best = apps::metadata_number(saved, "best_val_acc", -1.0, paths.last, -1, 1);  // -1: none yet

@@ -775,6 +775,15 @@ TEST_CASE("train_resnet: --init carries a backbone over, fc starts anew for othe
   const SafetensorsFile fb = load_safetensors(d / "bb/last.safetensors");
   CHECK(fb.at("input_norm.mean").to_vector() == fp.at("input_norm.mean").to_vector());
   CHECK(check_parameters_close(from, d / "bb/last.safetensors", 1e-10, {"fc.weight", "fc.bias"}) > 10);
+  // --input-norm: plain reflectance (a torchgeo backbone's scaling), or measured despite the file's own.
+  run("identity", {"--init", d / "backbone.safetensors", "--input-norm", "identity"});
+  const SafetensorsFile fi = load_safetensors(d / "identity/last.safetensors");
+  CHECK(fi.at("input_norm.mean").to_vector() == std::vector<float>(13, 0.f));
+  CHECK(fi.at("input_norm.std").to_vector() == std::vector<float>(13, 1.f));
+  const AppResult measured = run("measured", {"--init", from, "--input-norm", "measure"});
+  CHECK_MESSAGE(measured.output.find("input_norm from the file") == std::string::npos, measured.output);
+  const SafetensorsFile fm = load_safetensors(d / "measured/last.safetensors");
+  CHECK(fm.at("input_norm.std").to_vector() == fp.at("input_norm.std").to_vector());
   // A file whose metadata says another band order: its conv1 would see the bands shuffled.
   so.extra = {{"bands", "B2,B3,B4,B5,B6,B7,B8,B11,B12,B1,B9,B10,B8A"}};
   models::save_model(d / "shuffled.safetensors", m, so);

@@ -29,31 +29,31 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kRoot = fs::path(NIMBUS_FIXTURES).parent_path().parent_path();
-const std::string kScript = (kRoot / "scripts/import_keras_dsen2cr.py").string();
-const fs::path kKeras = fs::path(NIMBUS_FIXTURES) / "keras";
+const fs::path kKerasRepoRoot = fs::path(NIMBUS_FIXTURES).parent_path().parent_path();
+const std::string kKerasImporter = (kKerasRepoRoot / "scripts/import_keras_dsen2cr.py").string();
+const fs::path kKerasFixtures = fs::path(NIMBUS_FIXTURES) / "keras";
 // Debian's python, where apt installs h5py (a python3 earlier on the PATH may be another one).
-const std::string kPython = "/usr/bin/python3";
+const std::string kDebianPython = "/usr/bin/python3";
 
-void require_h5py() {
-  const AppResult r = run_program(kPython, {"-c", "import h5py, numpy"});
+void require_debian_h5py() {
+  const AppResult r = run_program(kDebianPython, {"-c", "import h5py, numpy"});
   REQUIRE_MESSAGE(r.exit_code == 0, "/usr/bin/python3 cannot import h5py and numpy: scripts/install_deps.sh --tests "
                                     "installs python3-h5py and python3-numpy\n" << r.output);
 }
 
-AppResult import(const std::vector<std::string>& args) {
-  std::vector<std::string> all = {kScript};
+AppResult run_keras_import(const std::vector<std::string>& args) {
+  std::vector<std::string> all = {kKerasImporter};
   all.insert(all.end(), args.begin(), args.end());
-  return run_program(kPython, all);
+  return run_program(kDebianPython, all);
 }
 
-const Tensor& fixture(const SafetensorsFile& f, const std::string& name) {
+const Tensor& keras_expected(const SafetensorsFile& f, const std::string& name) {
   const Tensor* t = f.find(name);
   REQUIRE_MESSAGE(t != nullptr, "expected.safetensors has no ", name);
   return *t;
 }
 
-std::vector<std::string> files_in(const fs::path& dir) {
+std::vector<std::string> keras_folder_listing(const fs::path& dir) {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
   std::sort(out.begin(), out.end());
@@ -63,10 +63,10 @@ std::vector<std::string> files_in(const fs::path& dir) {
 }  // namespace
 
 TEST_CASE("import_keras_dsen2cr.py: the converted model computes what the Keras network computes") {
-  require_h5py();
+  require_debian_h5py();
   TempDir d("keras_import");
-  const SafetensorsFile expected = load_safetensors((kKeras / "expected.safetensors").string());
-  const Tensor &s2 = fixture(expected, "s2"), &s1 = fixture(expected, "s1");
+  const SafetensorsFile expected = load_safetensors((kKerasFixtures / "expected.safetensors").string());
+  const Tensor &s2 = keras_expected(expected, "s2"), &s1 = keras_expected(expected, "s1");
   struct Case {
     const char* file;
     const char* config;
@@ -79,7 +79,7 @@ TEST_CASE("import_keras_dsen2cr.py: the converted model computes what the Keras 
     const std::string file = c.file;
     CAPTURE(file);
     const std::string out = d / (file + ".safetensors");
-    const AppResult r = import({(kKeras / c.file).string(), out, "--loss", "carl"});
+    const AppResult r = run_keras_import({(kKerasFixtures / c.file).string(), out, "--loss", "carl"});
     REQUIRE_MESSAGE(r.exit_code == 0, r.output);
     CHECK_MESSAGE(r.output.find(c.config) != std::string::npos, r.output);
     models::LoadedModel lm = models::load_model(out);
@@ -95,23 +95,23 @@ TEST_CASE("import_keras_dsen2cr.py: the converted model computes what the Keras 
     // float32 through 4 or 12 convolutions of at most 135 terms each, values of order 1: the largest
     // difference is about 1e-6 (some exceed 1e-6 without SAR); a kernel transposed (kh <-> kw) moves
     // outputs by more than 2.
-    check_close(got, fixture(expected, c.out), 1e-5, 1e-5, c.out);
+    check_close(got, keras_expected(expected, c.out), 1e-5, 1e-5, c.out);
   }
   // --loss l1 records the plain loss; without --loss the file says none (cloud_impact: "a loss its
   // file does not name").
-  const AppResult l1 = import({(kKeras / "dsen2cr_B1_F4_nosar_weights.h5").string(), d / "l1.safetensors", "--loss",
-                               "l1"});
+  const std::string nosar = (kKerasFixtures / "dsen2cr_B1_F4_nosar_weights.h5").string();
+  const AppResult l1 = run_keras_import({nosar, d / "l1.safetensors", "--loss", "l1"});
   REQUIRE_MESSAGE(l1.exit_code == 0, l1.output);
   models::LoadedModel lm1 = models::load_model(d / "l1.safetensors");
   CHECK(lm1.metadata["run.loss"] == "l1");
   CHECK(lm1.metadata.count("run.cloud-threshold") == 0);
-  const AppResult plain = import({(kKeras / "dsen2cr_B1_F4_nosar_weights.h5").string(), d / "plain.safetensors"});
+  const AppResult plain = run_keras_import({nosar, d / "plain.safetensors"});
   REQUIRE_MESSAGE(plain.exit_code == 0, plain.output);
   CHECK(models::load_model(d / "plain.safetensors").metadata.count("run.loss") == 0);
 }
 
 TEST_CASE("import_keras_dsen2cr.py: what is not a DSen2-CR Keras checkpoint is refused, naming the file, writing nothing") {
-  require_h5py();
+  require_debian_h5py();
   TempDir d("keras_refusals");
   struct Bad {
     const char* file;
@@ -128,38 +128,38 @@ TEST_CASE("import_keras_dsen2cr.py: what is not a DSen2-CR Keras checkpoint is r
                        Bad{"expected.safetensors", "not an HDF5 file"}}) {
     const std::string file = b.file;
     CAPTURE(file);
-    const std::string in = (kKeras / b.file).string();
-    const AppResult r = import({in, d / "out.safetensors"});
+    const std::string in = (kKerasFixtures / b.file).string();
+    const AppResult r = run_keras_import({in, d / "out.safetensors"});
     CHECK(r.exit_code == 1);
     CHECK_MESSAGE(r.output.find(in + ": " + b.why) != std::string::npos, r.output);
   }
-  const AppResult text = import({not_hdf5, d / "out.safetensors"});
+  const AppResult text = run_keras_import({not_hdf5, d / "out.safetensors"});
   CHECK(text.exit_code == 1);
   CHECK_MESSAGE(text.output.find(not_hdf5 + ": not an HDF5 file") != std::string::npos, text.output);
   // No output: every refusal comes before the temporary file is made (the write's own failure, which
   // removes it, cannot be made here: root writes into a read-only folder).
-  CHECK(files_in(d.path) == std::vector<std::string>{"not.h5"});
+  CHECK(keras_folder_listing(d.path) == std::vector<std::string>{"not.h5"});
 
   // An existing output is replaced only with --overwrite; the input never.
-  const std::string good = (kKeras / "dsen2cr_B1_F4_nosar_weights.h5").string(), out = d / "model.safetensors";
+  const std::string good = (kKerasFixtures / "dsen2cr_B1_F4_nosar_weights.h5").string(), out = d / "model.safetensors";
   std::ofstream(out) << "someone's file";
-  const AppResult kept = import({good, out});
+  const AppResult kept = run_keras_import({good, out});
   CHECK(kept.exit_code == 2);
   CHECK_MESSAGE(kept.output.find(out + ": exists; pass --overwrite to replace it") != std::string::npos, kept.output);
-  CHECK(files_in(d.path) == std::vector<std::string>{"model.safetensors", "not.h5"});
+  CHECK(keras_folder_listing(d.path) == std::vector<std::string>{"model.safetensors", "not.h5"});
   CHECK(fs::file_size(out) == std::string("someone's file").size());
-  const AppResult replaced = import({good, out, "--overwrite"});
+  const AppResult replaced = run_keras_import({good, out, "--overwrite"});
   REQUIRE_MESSAGE(replaced.exit_code == 0, replaced.output);
   CHECK(models::load_model(out).model.dsen2cr);
   fs::copy_file(good, d / "copy.h5");
-  const AppResult self = import({d / "copy.h5", d / "copy.h5", "--overwrite"});
+  const AppResult self = run_keras_import({d / "copy.h5", d / "copy.h5", "--overwrite"});
   CHECK(self.exit_code == 2);
   CHECK_MESSAGE(self.output.find("is the input; choose another output") != std::string::npos, self.output);
   CHECK(fs::file_size(d / "copy.h5") == fs::file_size(good));
-  const AppResult absent = import({d / "no_such.h5", d / "m.safetensors"});
+  const AppResult absent = run_keras_import({d / "no_such.h5", d / "m.safetensors"});
   CHECK(absent.exit_code == 2);
   CHECK_MESSAGE(absent.output.find(d / "no_such.h5" + ": no such file") != std::string::npos, absent.output);
-  const AppResult nowhere = import({good, d / "no_such_folder/m.safetensors"});
+  const AppResult nowhere = run_keras_import({good, d / "no_such_folder/m.safetensors"});
   CHECK(nowhere.exit_code == 2);
   CHECK_MESSAGE(nowhere.output.find("its folder does not exist") != std::string::npos, nowhere.output);
 }
