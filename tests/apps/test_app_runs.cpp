@@ -1068,6 +1068,18 @@ TEST_CASE("data parallel: 2 ranks of batch 1 train DSen2-CR as 1 rank of batch 2
   AppResult wrong = run_app_mpi(2, "train_dsen2cr", args("two_b2", "2", "adam"));
   REQUIRE_MESSAGE(wrong.exit_code == 0, wrong.output);
   CHECK(close(d / "one_adam/last.safetensors", d / "two_b2/last.safetensors") > 1e-2);
+  // --init on 2 ranks: every rank starts from the file (its name and bytes a run setting they agree on)
+  // and trains as one process from it; far from the run without --init.
+  Rng init_rng(31);
+  models::save_model(d / "init.safetensors",
+                     models::build_model(models::ModelConfig::of(models::DSen2CRConfig{1, 8, true}), init_rng));
+  const std::vector<std::string> from = {"--init", d / "init.safetensors"};
+  AppResult one_init = run_app("train_dsen2cr", with(args("one_init", "2", "adam"), from));
+  REQUIRE_MESSAGE(one_init.exit_code == 0, one_init.output);
+  AppResult two_init = run_app_mpi(2, "train_dsen2cr", with(args("two_init", "1", "adam"), from));
+  REQUIRE_MESSAGE(two_init.exit_code == 0, two_init.output);
+  CHECK(close(d / "one_init/last.safetensors", d / "two_init/last.safetensors") < 1e-4);
+  CHECK(close(d / "one_adam/last.safetensors", d / "two_init/last.safetensors") > 1e-2);
   // With --accumulate 2, each rank's 2 batches of 1 add up before the all-reduce: a step of 4 triplets,
   // as one process with batch 4.
   AppResult four = run_app("train_dsen2cr", args("one_b4", "4", "adam"));
