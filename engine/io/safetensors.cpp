@@ -200,6 +200,22 @@ SafetensorsFile load_safetensors(const std::string& path) {
 }
 
 namespace {
+// The weight files a user may hand us instead, by their first 8 bytes; nullptr for anything else.
+const char* other_weight_format(const unsigned char* b) {
+  static const unsigned char kHdf5[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  if (std::memcmp(b, kHdf5, 8) == 0)
+    return "HDF5 (a Keras checkpoint?): scripts/import_keras_dsen2cr.py converts Meraner et al.'s DSen2-CR "
+           "weights into a model file";
+  if (b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4)
+    return "a zip archive (torch.save's format since PyTorch 1.6?): save the model's state_dict with "
+           "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')";
+  if (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+    return "a Python pickle (an older torch.save?): save the model's state_dict with "
+           "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')";
+  if (b[0] == 0x93 && std::memcmp(b + 1, "NUMPY", 5) == 0) return "a NumPy .npy array, not a model's weights";
+  return nullptr;
+}
+
 SafetensorsFile load_unchecked(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   NIMBUS_CHECK(f, path, ": cannot open safetensors file: ", std::strerror(errno));
@@ -210,8 +226,12 @@ SafetensorsFile load_unchecked(const std::string& path) {
   unsigned char lenb[8];
   f.read(reinterpret_cast<char*>(lenb), 8);
   uint64_t hlen = load_le<uint64_t>(lenb);
-  NIMBUS_CHECK(hlen <= file_size - 8 && hlen < (uint64_t(100) << 20), path, ": corrupt safetensors header length ", hlen,
-               " (file has ", file_size, " bytes)");
+  if (hlen > file_size - 8 || hlen >= (uint64_t(100) << 20)) {
+    // Not safetensors: say what it is when it is another framework's weights, and how to convert them.
+    if (const char* other = other_weight_format(lenb))
+      throw Error(str(path, ": not a safetensors file but ", other));
+    throw Error(str(path, ": corrupt safetensors header length ", hlen, " (file has ", file_size, " bytes)"));
+  }
   std::string header(size_t(hlen), '\0');
   f.read(header.data(), std::streamsize(hlen));
   NIMBUS_CHECK(f, path, ": truncated safetensors header");

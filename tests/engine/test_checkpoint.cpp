@@ -400,6 +400,17 @@ TEST_CASE("checkpoint: truncated, bit-flipped and foreign files are clear Errors
   auto target = small_model(2);
   CHECK_THROWS_WITH_AS(load_checkpoint(bad, *target), doctest::Contains("not a nimbus checkpoint"), Error);
   CHECK_THROWS_WITH_AS(load_checkpoint(dir.path + "/absent.safetensors", *target), doctest::Contains("absent"), Error);
+  // Another framework's weights: named, with the way to convert them (a Keras HDF5 file, torch.save's
+  // zip and its older pickle), not "corrupt".
+  const std::pair<std::string, const char*> others[] = {
+      {std::string("\x89HDF\r\n\x1a\n", 8) + std::string(64, '\0'), "not a safetensors file but HDF5 (a Keras "
+                                                                   "checkpoint?): scripts/import_keras_dsen2cr.py"},
+      {std::string("PK\x03\x04", 4) + std::string(64, '\0'), "not a safetensors file but a zip archive"},
+      {std::string("\x80\x02\x8a\x0a", 4) + std::string(64, '\0'), "not a safetensors file but a Python pickle"}};
+  for (const auto& [head, says] : others) {
+    write_all(bad, head);
+    CHECK_THROWS_WITH_AS(load_safetensors(bad), doctest::Contains(says), Error);
+  }
 }
 
 TEST_CASE("checkpoint: rng state text round trip and malformed text") {
