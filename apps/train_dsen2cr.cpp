@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <optional>
 
 #include "apps/common/device.h"
 #include "apps/common/progress.h"
@@ -220,10 +221,13 @@ int run(int argc, char** argv) {
       {"cloud-threshold", exact_str(thr)},
       {"crop", str(crop)},  // validation scores the top-left crop x crop window
       apps::init_setting(training.init)};
+  // --init before resume_or_start: a file that does not fit is refused before --overwrite removes anything.
+  std::optional<models::InitReport> init;
+  if (!training.init.empty()) init = apps::init_weights(training.init, model);
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_dsen2cr", paths, common.seed, settings, model,
                                          *opt, &saved);
-  if (done == 0 && !training.init.empty()) apps::init_weights(training.init, model, "train_dsen2cr");
+  if (done == 0 && init) apps::say_init(*init, training.init, "train_dsen2cr");
   double best = apps::metadata_number(saved, "best_val_loss", INFINITY, paths.last, 0, INFINITY);
   // The --pack after the resume check: a refused resume must not rebuild it from other data.
   std::vector<std::string> sources;

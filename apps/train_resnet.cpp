@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "apps/common/accuracy.h"
 #include "apps/common/band_order.h"
@@ -304,17 +305,22 @@ int run(int argc, char** argv) {
                                    : split_fingerprint()},
       {"bands", data::bands_csv(file_bands)},
       apps::init_setting(training.init)};
+  // --init before resume_or_start: a file that does not fit leaves the run folder as it was, even with
+  // --overwrite (which would remove the earlier run's checkpoints).
+  std::optional<models::InitReport> init;
+  if (!training.init.empty()) {
+    init = apps::init_weights(training.init, model);
+    if (const auto it = init->metadata.find(apps::kBandsKey); it != init->metadata.end())
+      NIMBUS_CHECK(it->second == data::bands_csv(model_bands), training.init, ": its metadata says it takes bands ",
+                   it->second, " but train_resnet's classifier takes ", data::bands_csv(model_bands));
+  }
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_resnet", paths, common.seed, settings, model,
                                          *opt, &saved);
-  // --init before anything is written: a file that does not fit leaves the run folder as it was.
   bool norm_from_init = false;  // a classifier's input_norm is its file's, as its weights were trained with
-  if (done == 0 && !training.init.empty()) {
-    const models::InitReport ir = apps::init_weights(training.init, model, "train_resnet");
-    if (const auto it = ir.metadata.find(apps::kBandsKey); it != ir.metadata.end())
-      NIMBUS_CHECK(it->second == data::bands_csv(model_bands), training.init, ": its metadata says it takes bands ",
-                   it->second, " but train_resnet's classifier takes ", data::bands_csv(model_bands));
-    norm_from_init = ir.input_norm && p.get_string("input-norm") == "auto";
+  if (done == 0 && init) {
+    apps::say_init(*init, training.init, "train_resnet");
+    norm_from_init = init->input_norm && p.get_string("input-norm") == "auto";
     if (norm_from_init && world().rank() == 0)
       std::fprintf(stderr, "train_resnet: --init: input_norm from the file, not measured on these tiles\n");
   }

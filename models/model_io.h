@@ -52,7 +52,8 @@ int64_t load_training_state(const std::string& path, Model& model, Optimizer& op
 // other classes, or none at all: a backbone) and input_norm.* (PyTorch files have none), which then
 // keep the model's own values. The file may hold nothing else (a nimbus checkpoint's optimiser state
 // aside): another architecture is refused, not half-loaded. Values as load_model checks them (finite,
-// variances >= 0, stds > 0). Errors name the file and list every problem; `model` is then unchanged.
+// variances >= 0, stds > 0). Errors name the file and each kind of problem with its tensors (the first 8
+// of each, and how many more); `model` is then unchanged.
 struct InitReport {
   int copied = 0;                 // tensors taken from the file
   std::vector<std::string> kept;  // the model's own (fc.*, input_norm.*), with why

@@ -42,8 +42,8 @@ input, and an existing OUT is replaced only with --overwrite.
 
 Needs python3-h5py and python3-numpy (Debian's: scripts/install_deps.sh --keras installs them; run it
 with /usr/bin/python3 when another python3 comes first on the PATH).
-Exit status: 0 converted, 1 the file is not a DSen2-CR Keras checkpoint or OUT cannot be written (the
-message says why), 2 usage (a missing input, OUT existing or the input, OUT's folder missing).
+Exit status: 0 converted, 1 the file is not a DSen2-CR Keras checkpoint, OUT cannot be written or h5py
+is missing (the message says why), 2 usage (a missing input, OUT existing or the input, OUT's folder missing).
 """
 import argparse
 import json
@@ -113,14 +113,17 @@ def keras_weights(path):
                     raise NotDSen2CR(f"layer \"{layer}\" lists weight \"{name}\", which is a group, not a dataset")
                 if d.dtype.kind != "f":
                     raise NotDSen2CR(f"weight \"{name}\" of layer \"{layer}\" is {d.dtype}, not floating point")
-                a = np.asarray(d[()], dtype=np.float64)
+                try:
+                    a = np.asarray(d[()], dtype=np.float64)
+                except (OSError, TypeError, ValueError) as e:  # a damaged dataset, an empty one
+                    raise NotDSen2CR(f"weight \"{name}\" of layer \"{layer}\" cannot be read ({e})")
                 if not np.all(np.isfinite(a)):
                     raise NotDSen2CR(f"weight \"{name}\" of layer \"{layer}\" holds NaN or infinity")
                 a32 = a.astype(np.float32)
                 if not np.all(np.isfinite(a32)):
                     raise NotDSen2CR(f"weight \"{name}\" of layer \"{layer}\" holds values past float32's range")
                 out.append((layer, name, a32))
-        return out, version
+        return out, version, backend
 
 
 def dsen2cr_tensors(weights):
@@ -210,13 +213,13 @@ def main():
             print(f"{a.out}: exists; pass --overwrite to replace it", file=sys.stderr)
             return 2
     try:
-        weights, version = keras_weights(a.model)
+        weights, version, backend = keras_weights(a.model)
         tensors, blocks, features, sar = dsen2cr_tensors(weights)
     except NotDSen2CR as e:
         print(f"{a.model}: {e}", file=sys.stderr)
         return 1
     params = sum(t.size for t in tensors.values())
-    meta = {"converted_from": os.path.basename(a.model), "source_format": f"Keras {version} HDF5 (TensorFlow)"}
+    meta = {"converted_from": os.path.basename(a.model), "source_format": f"Keras {version} HDF5 ({backend} backend)"}
     if a.loss == "carl":  # train_dsen2cr's "run." settings (apps/common/training.h): the paper's values
         meta.update({"run.loss": "carl --lambda 1", "run.cloud-threshold": "0.2"})
     elif a.loss == "l1":

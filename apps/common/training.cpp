@@ -149,14 +149,15 @@ RunSetting init_setting(const std::string& path) {
   return {"init", str(fs::path(path).filename().string(), ", content ", hex), true};
 }
 
-models::InitReport init_weights(const std::string& path, models::Model& model, const std::string& program) {
-  models::InitReport r = models::init_from(path, model);
-  if (world().rank() == 0) {
-    std::fprintf(stderr, "%s: --init: %d tensors from %s\n", program.c_str(), r.copied, path.c_str());
-    for (const std::string& k : r.kept)
-      std::fprintf(stderr, "%s: --init: kept this run's own %s\n", program.c_str(), k.c_str());
-  }
-  return r;
+models::InitReport init_weights(const std::string& path, models::Model& model) {
+  return models::init_from(path, model);
+}
+
+void say_init(const models::InitReport& r, const std::string& path, const std::string& program) {
+  if (world().rank() != 0) return;
+  std::fprintf(stderr, "%s: --init: %d tensors from %s\n", program.c_str(), r.copied, path.c_str());
+  for (const std::string& k : r.kept)
+    std::fprintf(stderr, "%s: --init: kept this run's own %s\n", program.c_str(), k.c_str());
 }
 
 namespace {

@@ -209,7 +209,8 @@ const char* other_weight_format(const unsigned char* b) {
   if (b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4)
     return "a zip archive (torch.save's format since PyTorch 1.6?): save the model's state_dict with "
            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')";
-  if (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+  // A pickle's protocol opcode, then more opcodes: not a short header length's zero upper bytes.
+  if (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5 && (b[2] | b[3] | b[4] | b[5] | b[6] | b[7]) != 0)
     return "a Python pickle (an older torch.save?): save the model's state_dict with "
            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')";
   if (b[0] == 0x93 && std::memcmp(b + 1, "NUMPY", 5) == 0) return "a NumPy .npy array, not a model's weights";

@@ -136,9 +136,16 @@ TEST_CASE("import_keras_dsen2cr.py: what is not a DSen2-CR Keras checkpoint is r
   const AppResult text = run_keras_import({not_hdf5, d / "out.safetensors"});
   CHECK(text.exit_code == 1);
   CHECK_MESSAGE(text.output.find(not_hdf5 + ": not an HDF5 file") != std::string::npos, text.output);
-  // No output: every refusal comes before the temporary file is made (the write's own failure, which
-  // removes it, cannot be made here: root writes into a read-only folder).
+  // No output: every refusal comes before the temporary file is made.
   CHECK(keras_folder_listing(d.path) == std::vector<std::string>{"not.h5"});
+  // A write that fails (OUT a folder: the rename cannot replace it): exit 1, the temporary file removed.
+  fs::create_directory(d / "a_folder.safetensors");
+  const AppResult onto = run_keras_import({(kKerasFixtures / "dsen2cr_B1_F4_nosar_weights.h5").string(),
+                                           d / "a_folder.safetensors", "--overwrite"});
+  CHECK(onto.exit_code == 1);
+  CHECK_MESSAGE(onto.output.find("a_folder.safetensors: cannot write it") != std::string::npos, onto.output);
+  CHECK(keras_folder_listing(d.path) == std::vector<std::string>{"a_folder.safetensors", "not.h5"});
+  fs::remove(d / "a_folder.safetensors");
 
   // An existing output is replaced only with --overwrite; the input never.
   const std::string good = (kKerasFixtures / "dsen2cr_B1_F4_nosar_weights.h5").string(), out = d / "model.safetensors";

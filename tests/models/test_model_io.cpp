@@ -336,7 +336,8 @@ TEST_CASE("init_from: copies a checkpoint's weights (not its optimiser state), c
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   bytes[bytes.size() - 3] ^= 0x10;
   write_bytes(dir / "flipped.safetensors", bytes);
-  CHECK_THROWS_WITH_AS(init_from(dir / "flipped.safetensors", fresh), doctest::Contains("flipped.safetensors"), Error);
+  CHECK_THROWS_WITH_AS(init_from(dir / "flipped.safetensors", fresh),
+                       doctest::Contains("flipped.safetensors: checksum mismatch"), Error);
   // A classifier file with half an input scaling (a mean, no std): refused, not half taken.
   Model clf = build_model(ModelConfig::of(kTiny), rng);
   NamedTensors half_norm;
