@@ -1092,6 +1092,18 @@ TEST_CASE("data parallel: 2 ranks of batch 1 train DSen2-CR as 1 rank of batch 2
   REQUIRE_MESSAGE(two_init.exit_code == 0, two_init.output);
   CHECK(close(d / "one_init/last.safetensors", d / "two_init/last.safetensors") < 1e-4);
   CHECK(close(d / "one_adam/last.safetensors", d / "two_init/last.safetensors") > 1e-2);
+  // Ranks given files of other contents (each rank may have its own path): stopped before training.
+  Rng other_rng(32);
+  models::save_model(d / "other_init.safetensors",
+                     models::build_model(models::ModelConfig::of(models::DSen2CRConfig{1, 8, true}), other_rng));
+  AppResult differ = run_app_mpmd("train_dsen2cr", {with(args("two_differ", "1", "adam"), from),
+                                                   with(args("two_differ", "1", "adam"),
+                                                        {"--init", d / "other_init.safetensors"})});
+  CHECK(differ.exit_code != 0);
+  CHECK_MESSAGE(differ.output.find("this rank was given other run settings than rank 0: init 'other_init.safetensors, "
+                                   "content ") != std::string::npos,
+                differ.output);
+  CHECK_FALSE(fs::exists(d / "two_differ/last.safetensors"));
   // With --accumulate 2, each rank's 2 batches of 1 add up before the all-reduce: a step of 4 triplets,
   // as one process with batch 4.
   AppResult four = run_app("train_dsen2cr", args("one_b4", "4", "adam"));

@@ -163,6 +163,11 @@ TEST_CASE("import_keras_dsen2cr.py: what is not a DSen2-CR Keras checkpoint is r
   CHECK(self.exit_code == 2);
   CHECK_MESSAGE(self.output.find("is the input; choose another output") != std::string::npos, self.output);
   CHECK(fs::file_size(d / "copy.h5") == fs::file_size(good));
+  // Without h5py (python -S: no site packages, where Debian's python3-h5py lives): how to install it.
+  const AppResult no_h5py = run_program(kDebianPython, {"-S", kKerasImporter, good, d / "m.safetensors"});
+  CHECK(no_h5py.exit_code == 1);
+  CHECK_MESSAGE(no_h5py.output.find("scripts/install_deps.sh --keras installs python3-h5py") != std::string::npos,
+                no_h5py.output);
   const AppResult absent = run_keras_import({d / "no_such.h5", d / "m.safetensors"});
   CHECK(absent.exit_code == 2);
   CHECK_MESSAGE(absent.output.find(d / "no_such.h5" + ": no such file") != std::string::npos, absent.output);
