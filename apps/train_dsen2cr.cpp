@@ -223,7 +223,7 @@ int run(int argc, char** argv) {
       apps::init_setting(training.init)};
   // --init before resume_or_start: a file that does not fit is refused before --overwrite removes anything.
   std::optional<models::InitReport> init;
-  if (!training.init.empty()) init = apps::init_weights(training.init, model);
+  if (!training.init.empty()) init = models::init_from(training.init, model);
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_dsen2cr", paths, common.seed, settings, model,
                                          *opt, &saved);

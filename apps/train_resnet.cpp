@@ -309,7 +309,7 @@ int run(int argc, char** argv) {
   // --overwrite (which would remove the earlier run's checkpoints).
   std::optional<models::InitReport> init;
   if (!training.init.empty()) {
-    init = apps::init_weights(training.init, model);
+    init = models::init_from(training.init, model);
     if (const auto it = init->metadata.find(apps::kBandsKey); it != init->metadata.end())
       NIMBUS_CHECK(it->second == data::bands_csv(model_bands), training.init, ": its metadata says it takes bands ",
                    it->second, " but train_resnet's classifier takes ", data::bands_csv(model_bands));

@@ -149,10 +149,6 @@ RunSetting init_setting(const std::string& path) {
   return {"init", str(fs::path(path).filename().string(), ", content ", hex), true};
 }
 
-models::InitReport init_weights(const std::string& path, models::Model& model) {
-  return models::init_from(path, model);
-}
-
 void say_init(const models::InitReport& r, const std::string& path, const std::string& program) {
   if (world().rank() != 0) return;
   std::fprintf(stderr, "%s: --init: %d tensors from %s\n", program.c_str(), r.copied, path.c_str());

@@ -121,13 +121,12 @@ void check_ranks_agree(const cli::Parser& p, const std::vector<std::string>& per
 inline const std::vector<std::string> kPerRankOptions = {"out", "data", "pack", "init", "threads", "workers"};
 
 // --init: the run setting "init" (may_omit: "" without --init, else the file's name and a hash of its
-// bytes: every rank, and a resume that names it, must start from the same weights). The weights are
-// copied into the freshly built model before resume_or_start (models::init_from), so that a file that
-// does not fit is refused before --overwrite removes an earlier run's checkpoints; a resumed run then
-// loads its checkpoint over them. say_init: rank 0 says what came from the file and which of the
+// bytes: every rank, and a resume that names it, must start from the same weights). The trainers copy
+// the weights into the freshly built model before resume_or_start (models::init_from), so that a file
+// that does not fit is refused before --overwrite removes an earlier run's checkpoints; a resumed run
+// then loads its checkpoint over them. say_init: rank 0 says what came from the file and which of the
 // model's own were kept, when the run starts afresh.
 RunSetting init_setting(const std::string& path);
-models::InitReport init_weights(const std::string& path, models::Model& model);
 void say_init(const models::InitReport& r, const std::string& path, const std::string& program);
 
 // A number stored in a checkpoint's metadata (the best validation score): `fallback` when the key
