@@ -180,7 +180,6 @@ int64_t load_training_state(const std::string& path, Model& model, Optimizer& op
   return parse_epoch(meta, path);
 }
 
-
 InitReport init_from(const std::string& path, Model& model) {
   SafetensorsFile file = load_safetensors(path);
   if (file.metadata.count("nimbus.checksum")) verify_checkpoint(file, path);
