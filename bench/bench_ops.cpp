@@ -1,6 +1,7 @@
 // bench_ops.cpp: timings of the compute-heavy CPU ops against the machine's FP32 peak.
 //
-//   bench_ops [--cases gemm2048,conv256_fwd,conv256_fwdbwd,conv256x128_fwd,conv256x128_dx,conv256x128_dw]
+//   bench_ops [--cases gemm2048,conv256_fwd,conv256_fwdbwd,conv256x128_fwd,conv256x128_dx,conv256x128_dw,
+//              conv256x128_{fwd,dx}_{direct,winograd}]
 //             [--iters N] [--warmup N] [--peak GFLOPS]
 //
 // Each case: warm-up iterations (untimed: first-touch page faults, allocator
@@ -28,6 +29,8 @@
 #include "engine/ops/conv.h"
 #include "engine/random.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/conv2d_direct.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/gemm.h"
 
 using namespace nimbus;
@@ -108,7 +111,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: %s [--cases gemm2048,conv256_fwd,conv256_fwdbwd,conv256x128_fwd,conv256x128_dx,"
-                   "conv256x128_dw] [--iters N] [--warmup N] [--peak GFLOPS]\n",
+                   "conv256x128_dw,conv256x128_{fwd,dx}_{direct,winograd}] [--iters N] [--warmup N] [--peak GFLOPS]\n",
                    argv[0]);
       return 2;
     }
@@ -138,7 +141,7 @@ int main(int argc, char** argv) {
     gy = Tensor::randn({1, 256, 128, 128}, rng);
     C = Tensor::empty({1, 256, 128, 128});  // y or dx
     A = Tensor::empty({256, 256, 3, 3});    // dw
-    ws.assign(size_t(cpu::conv2d_workspace(g128)), 0.f);
+    ws.assign(size_t(std::max(cpu::conv2d_workspace(g128), cpu::conv2d_winograd_workspace(g128))), 0.f);
   };
   const double conv128_flop = 2.0 * 256 * 256 * 9 * 128 * 128;
   std::vector<Case> all = {
@@ -170,6 +173,16 @@ int main(int argc, char** argv) {
        [&] { cpu::conv2d_backward(C.data(), nullptr, nullptr, gy.data(), x.data(), w.data(), g128, ws.data()); }},
       {"conv256x128_dw", conv128_flop, conv128_setup,
        [&] { cpu::conv2d_backward(nullptr, A.data(), nullptr, gy.data(), x.data(), w.data(), g128, ws.data()); }},
+      // The two 3x3 algorithms side by side (conv2d_forward picks one): gflops counts the direct
+      // convolution's multiply-adds for both, so Winograd's figure is the direct rate it equals.
+      {"conv256x128_fwd_direct", conv128_flop, conv128_setup,
+       [&] { cpu::conv2d_direct_forward(C.data(), x.data(), w.data(), b.data(), g128, ws.data()); }},
+      {"conv256x128_fwd_winograd", conv128_flop, conv128_setup,
+       [&] { cpu::conv2d_winograd_forward(C.data(), x.data(), w.data(), b.data(), g128, ws.data()); }},
+      {"conv256x128_dx_direct", conv128_flop, conv128_setup,
+       [&] { cpu::conv2d_direct_backward(C.data(), nullptr, nullptr, gy.data(), x.data(), w.data(), g128, ws.data()); }},
+      {"conv256x128_dx_winograd", conv128_flop, conv128_setup,
+       [&] { cpu::conv2d_winograd_backward_data(C.data(), gy.data(), w.data(), g128, ws.data()); }},
   };
   bool any = false;
   for (const Case& c : all)

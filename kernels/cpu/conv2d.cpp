@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/cpu/conv2d_direct.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/common/parallel.h"
@@ -170,7 +171,8 @@ int64_t conv2d_group(const ConvGeom& g) {
 
 namespace {
 // Which fast path a geometry takes:
-//   Direct3x3: 3x3 stride 1 on rows of >= 16 pixels: no GEMM (conv2d_direct.cpp).
+//   Direct3x3: 3x3 stride 1 on rows of >= 16 pixels: no GEMM (conv2d_direct.cpp); the forward and
+//              the data gradient by Winograd F(2x2, 3x3) where conv2d_winograd.h says it is faster.
 //   PerImage:  a batch of images of >= 64 output pixels: the threads split the
 //              images, each running single-threaded GEMMs (OpenBLAS runs
 //              serially inside a parallel region) straight on its image's
@@ -385,7 +387,11 @@ void gather(float* tmp, const float* dy, int64_t count, int64_t K, int64_t PQ) {
 }  // namespace
 
 const char* conv2d_path(const ConvGeom& g, bool forward) {
-  if (forward && path_of(g) != Path::Direct3x3 && use_kvec(g)) return "kvec";
+  if (path_of(g) == Path::Direct3x3) {
+    if (forward) return conv2d_winograd_applies(g) ? "winograd" : "direct3x3";
+    return conv2d_winograd_applies_data_grad(g) ? "direct3x3, winograd dx" : "direct3x3";
+  }
+  if (forward && use_kvec(g)) return "kvec";
   if (forward && conv2d_pointwise_applies(g)) return "direct1x1";
   switch (path_of(g)) {
     case Path::Direct3x3: return "direct3x3";
@@ -404,7 +410,10 @@ int64_t conv2d_workspace(const ConvGeom& g) {
                        : conv2d_pointwise_applies(g) ? conv2d_pointwise_workspace(g)
                                                      : 0;
   switch (path_of(g)) {
-    case Path::Direct3x3: return conv2d_direct_workspace(g);
+    case Path::Direct3x3:
+      return conv2d_winograd_applies(g) || conv2d_winograd_applies_data_grad(g)
+                 ? std::max(conv2d_direct_workspace(g), conv2d_winograd_workspace(g))
+                 : conv2d_direct_workspace(g);
     case Path::PerImage: return std::max(kvec, per_image_workspace(g));
     case Path::Pointwise: return kvec;
     case Path::Shifted: {  // the backward's; the forward takes the k-vectorised kernel when it applies
@@ -452,7 +461,9 @@ void conv2d_forward_gemm(float* y, const float* x, const float* w, const float* 
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
                     bool relu) {
-  if (path_of(g) == Path::Direct3x3) return conv2d_direct_forward(y, x, w, b, g, ws, relu);
+  if (path_of(g) == Path::Direct3x3)
+    return conv2d_winograd_applies(g) ? conv2d_winograd_forward(y, x, w, b, g, ws, relu)
+                                      : conv2d_direct_forward(y, x, w, b, g, ws, relu);
   if (conv2d_pointwise_applies(g)) return conv2d_pointwise_forward(y, x, w, b, g, ws, relu);
   conv2d_forward_gemm(y, x, w, b, g, ws);
   if (relu) relu_forward(y, y, g.N * g.K * g.P() * g.Q());  // a second pass on the GEMM paths
@@ -464,7 +475,11 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   const int64_t CHW = g.C * g.H * g.W, KPQ = g.K * PQ;
   const Path path = path_of(g);
   if (dw && g.N == 0) std::fill(dw, dw + g.K * CRS, 0.f);  // no image, no GEMM to write it
-  if (path == Path::Direct3x3) return conv2d_direct_backward(dx, dw, db, dy, x, w, g, ws);
+  if (path == Path::Direct3x3) {
+    if (!dx || !conv2d_winograd_applies_data_grad(g)) return conv2d_direct_backward(dx, dw, db, dy, x, w, g, ws);
+    if (dw || db) conv2d_direct_backward(nullptr, dw, db, dy, x, w, g, ws);
+    return conv2d_winograd_backward_data(dx, dy, w, g, ws);
+  }
   if (path == Path::PerImage) {
     per_image_backward(dx, dw, dy, x, w, g, ws);
     if (db) bias_backward(db, dy, g.N, g.K, PQ);

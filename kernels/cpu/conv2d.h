@@ -34,7 +34,8 @@ template <typename T> void conv2d_backward_weight_ref(T* dw, const T* dy, const 
 // (taken from the caching allocator once per call, never inside the loops).
 int64_t conv2d_group(const ConvGeom& g);
 // Which implementation runs the forward (forward = true) or the backward:
-// "direct3x3", "kvec" (forward only), "per_image", "pointwise", "shifted" or "im2col".
+// "winograd" (forward), "direct3x3, winograd dx" (backward), "direct3x3", "kvec" (forward only),
+// "per_image", "pointwise", "shifted" or "im2col".
 const char* conv2d_path(const ConvGeom& g, bool forward);
 int64_t conv2d_workspace(const ConvGeom& g);
 // relu: y = max(y, 0) afterwards, fused into the store where the path allows (conv2d_relu).

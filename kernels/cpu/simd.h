@@ -1,4 +1,4 @@
-// simd.h: a 16-float vector for the hand-vectorised CPU kernels (conv2d_direct.cpp).
+// simd.h: a 16-float vector for the hand-vectorised CPU kernels (conv2d_direct.cpp, conv2d_winograd.cpp).
 //
 // GCC vector extensions rather than intrinsics (__builtin_shuffle is GCC's):
 // with -march=native on an AVX-512 machine a Vec16 is one zmm register and
@@ -22,6 +22,18 @@ NIMBUS_SIMD_INLINE Vec16 splat(float x) { return x - Vec16{}; }
 // The first n lanes only (a row's last, partial vector).
 NIMBUS_SIMD_INLINE void store_first(float* p, Vec16 v, int n) {
   for (int i = 0; i < n; ++i) p[i] = v[i];
+}
+
+// The lanes of the 32 floats a ++ b that 16 constant indices pick (0-15 from a, 16-31 from b).
+template <int... I>
+NIMBUS_SIMD_INLINE Vec16 pick(Vec16 a, Vec16 b) {
+  static_assert(sizeof...(I) == kLanes);
+#if defined(__clang__)
+  return __builtin_shufflevector(a, b, I...);
+#else
+  typedef int Vec16i __attribute__((vector_size(64)));
+  return __builtin_shuffle(a, b, Vec16i{I...});
+#endif
 }
 
 // In place: v[c][r] <- v[r][c] for a 16 x 16 block held as 16 row vectors.

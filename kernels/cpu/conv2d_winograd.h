@@ -1,0 +1,66 @@
+// conv2d_winograd.h: the 3x3 stride-1 convolution by Winograd's minimal filtering, F(2x2, 3x3)
+// (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural Networks").
+//
+// A 2x2 block of outputs of one channel pair (k, c) needs 2*2*9 = 36 multiplies done directly.
+// Winograd computes the same block from a 4x4 tile d of the input (rows and columns 2t .. 2t+3 of
+// the zero-padded plane) with 16:
+//
+//   Y (2x2) = A^T [ (G g G^T) .* (B^T d B) ] A       g: the 3x3 filter w[k, c]
+//
+//   B^T = | 1  0 -1  0 |    G = | 1    0    0  |    A^T = | 1  1  1  0 |
+//         | 0  1  1  0 |        | 1/2  1/2  1/2|          | 0  1 -1 -1 |
+//         | 0 -1  1  0 |        | 1/2 -1/2  1/2|
+//         | 0  1  0 -1 |        | 0    0    1  |
+//
+// and the sum over c moves inside, between the transforms: with U[xi][k][c] = (G g G^T)[xi] and
+// V[xi][c][t] = (B^T d_t B)[xi] for each tile t and each of the 16 positions xi,
+//
+//   M[xi][k][t] = sum_c U[xi][k][c] V[xi][c][t]      16 independent (K x C) x (C x T) products
+//   y[k, tile t] = A^T M[.][k][t] A                  (+ bias, then the fused ReLU)
+//
+// so the multiplies per output fall from 9*C to 4*C: 2.25x fewer. The transforms are additions
+// (G's halves are exact), done once per tile and channel, not per channel pair. The price could be
+// rounding: V's entries are sums of up to 4 inputs, U's of up to 9 weights, and the output transform
+// adds 9 products. Measured, it is not: the largest error is about 2^-22.4 of sum_{c,r,s} |w| |x| + |b|,
+// the direct kernel's about 2^-22 (its longer sums round as much); the tests hold it to 2^-20. A NaN
+// input reaches exactly the outputs whose window holds it (the transforms are additions, no 0 * NaN);
+// an infinite one may give NaN where the direct sum gives an infinity (Inf - Inf in a transform).
+//
+// Layout: the input is copied once into row-interleaved zero-padded planes (row h of every channel
+// side by side, as conv2d_direct.cpp's Planes); a tile vector is 16 horizontally adjacent tiles of
+// one tile row, so its 4x4 inputs are read as 2 x 32 consecutive floats per input row and split into
+// even and odd columns. A job is (image, block of kTileVectors tile vectors): transform the inputs of
+// its 16 * kTileVectors tiles for every channel (V, kept in L2), then for each block of 8 output
+// channels the 16 products (8 outputs x 16 tiles x 3 vectors = 24 accumulators, as the direct
+// kernel's tile) and the output transform. Each output is computed by one job in a fixed order: the
+// same bits for any thread count.
+//
+// conv2d.cpp runs it, in place of the direct kernels, for the 3x3 stride-1 convolutions where it was
+// measured faster on this project's 2-core AVX-512 VM (docs/perf-notes.md, "Winograd F(2x2, 3x3)"): at
+// least 32 output channels (a product tile has 8; DSen2-CR's 13-band tail is faster direct) and output
+// rows of at least 20 pixels (a tile vector is 16 tiles of 2 columns: at 16 pixels half its lanes are
+// wasted and it loses). That is DSen2-CR's convolutions at 128x128, but the data gradient of its head
+// and the forward of its tail (13 channels), and none of ResNet-50's at EuroSAT's 64x64. NIMBUS_CPU_WINOGRAD=0 in the environment (read once) or
+// set_winograd_enabled(false) keeps the direct kernels. Shapes and the meaning of ws are those of conv2d.h.
+#pragma once
+#include <cstdint>
+
+#include "kernels/cpu/conv2d.h"
+
+namespace nimbus::cpu {
+
+// Whether conv2d.cpp takes Winograd for the forward, and for the data gradient, of g.
+bool conv2d_winograd_applies(const ConvGeom& g);
+bool conv2d_winograd_applies_data_grad(const ConvGeom& g);
+bool winograd_enabled();
+void set_winograd_enabled(bool on);
+int64_t conv2d_winograd_workspace(const ConvGeom& g);
+// The kernels themselves run any 3x3 stride-1 geometry with pad <= 2 (the tests run them on shapes
+// the routing never gives them).
+// y = b + conv(x, w) (b may be null), then max(y, 0) when relu.
+void conv2d_winograd_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
+                             bool relu = false);
+// dx = the data gradient of that convolution (the same kernel on dy padded by 2 - pad, w flipped).
+void conv2d_winograd_backward_data(float* dx, const float* dy, const float* w, const ConvGeom& g, float* ws);
+
+}  // namespace nimbus::cpu
