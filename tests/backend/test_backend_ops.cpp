@@ -603,7 +603,8 @@ std::string conv_str(const ConvGeom& g) {
 // (ResNet's stem on Sentinel-2), and a pointwise 1x1/1. The last three reach the CPU backend's other
 // paths (kernels/cpu/conv2d.cpp picks one by geometry; the report names it): direct 3x3 (rows of
 // >= 16 outputs; 19 = a full 16-lane tile and a partial one), direct 1x1 (H*W a multiple of 16:
-// that path's precondition, so H*W = 32 here) and the shifted GEMMs (stride 1, >= 32 input channels).
+// that path's precondition, so H*W = 32 here), the shifted GEMMs (stride 1, >= 32 input channels) and
+// Winograd F(2x2, 3x3) for the forward and dx (>= 32 outputs each way, rows of >= 20: 10 tiles of 16).
 const ConvGeom kConvGeoms[] = {
     {2, 5, 9, 11, 7, 3, 3, 1, 1},   //
     {2, 6, 9, 7, 5, 1, 1, 2, 0},    //
@@ -612,6 +613,7 @@ const ConvGeom kConvGeoms[] = {
     {2, 3, 5, 19, 5, 3, 3, 1, 1},   // direct3x3
     {1, 7, 4, 8, 5, 1, 1, 1, 0},    // direct1x1 forward
     {1, 33, 7, 9, 3, 3, 3, 1, 1},   // shifted
+    {1, 32, 3, 20, 32, 3, 3, 1, 1}, // winograd (forward and dx)
 };
 
 struct ConvRef {
