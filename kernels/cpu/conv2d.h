@@ -37,6 +37,9 @@ int64_t conv2d_group(const ConvGeom& g);
 // "winograd" (forward), "direct3x3, winograd dx" (backward), "direct3x3", "kvec" (forward only),
 // "per_image", "pointwise", "shifted" or "im2col".
 const char* conv2d_path(const ConvGeom& g, bool forward);
+// The per-image and Winograd paths keep a slice of it per OpenMP thread: the size holds for the
+// omp_get_max_threads() (and set_winograd_enabled) in force when it is asked, which the call must not
+// exceed (the engine asks right before each call).
 int64_t conv2d_workspace(const ConvGeom& g);
 // relu: y = max(y, 0) afterwards, fused into the store where the path allows (conv2d_relu).
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,

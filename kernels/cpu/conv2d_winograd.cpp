@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -31,7 +32,7 @@ constexpr int kV = 3;             // ... x vectors of 16 tiles (24 accumulators)
 constexpr int kTileVectors = 3;   // tile vectors per job: one product tile (V then fits in L2 beside U's stream)
 constexpr int kTB = kTileVectors * kLanes;  // tiles per job
 constexpr int kGroup = kV * kLanes;         // tiles per product tile
-static_assert(kTileVectors % kV == 0 && kV <= 4);
+static_assert(kTileVectors % kV == 0 && kV == 3);  // winograd_conv's switch covers 1-3 vectors
 constexpr int64_t kMinOutputs = 32;  // output channels (conv2d_winograd.h says why)
 constexpr int64_t kMinRow = 20;      // output pixels a row
 
@@ -271,7 +272,6 @@ void winograd_conv(float* y, const float* x, const float* w, const float* b, con
           for (int xi = 0; xi < kXi; ++xi)
             for (int v0 = 0; v0 < nv; v0 += kV) {
               switch (std::min(kV, nv - v0)) {
-                case 4: product_tile<4>(M, U, V, kb, xi, v0, s); break;
                 case 3: product_tile<3>(M, U, V, kb, xi, v0, s); break;
                 case 2: product_tile<2>(M, U, V, kb, xi, v0, s); break;
                 default: product_tile<1>(M, U, V, kb, xi, v0, s); break;
@@ -286,8 +286,9 @@ void winograd_conv(float* y, const float* x, const float* w, const float* b, con
 Wino forward_shape(const ConvGeom& g) { return Wino(g.N, g.C, g.H, g.W, g.pad, g.K); }
 Wino data_grad_shape(const ConvGeom& g) { return Wino(g.N, g.K, g.P(), g.Q(), 2 - g.pad, g.C); }
 
-bool& winograd_switch() {
-  static bool on = [] {
+// Atomic: a test may switch it while nothing runs; reading it costs nothing beside a convolution.
+std::atomic<bool>& winograd_switch() {
+  static std::atomic<bool> on = [] {
     const char* e = std::getenv("NIMBUS_CPU_WINOGRAD");
     return !(e && std::string(e) == "0");
   }();
@@ -301,7 +302,7 @@ bool fits(const ConvGeom& g, int64_t outputs, int64_t row) {
 }  // namespace
 
 bool winograd_enabled() { return wg::winograd_switch(); }
-void set_winograd_enabled(bool on) { wg::winograd_switch() = on; }
+void set_winograd_enabled(bool on) { wg::winograd_switch().store(on); }
 bool conv2d_winograd_applies(const ConvGeom& g) { return wg::fits(g, g.K, g.Q()); }
 bool conv2d_winograd_applies_data_grad(const ConvGeom& g) { return wg::fits(g, g.C, g.W); }
 

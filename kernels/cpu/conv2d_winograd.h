@@ -40,8 +40,9 @@
 // least 32 output channels (a product tile has 8; DSen2-CR's 13-band tail is faster direct) and output
 // rows of at least 20 pixels (a tile vector is 16 tiles of 2 columns: at 16 pixels half its lanes are
 // wasted and it loses). That is DSen2-CR's convolutions at 128x128, but the data gradient of its head
-// and the forward of its tail (13 channels), and none of ResNet-50's at EuroSAT's 64x64. NIMBUS_CPU_WINOGRAD=0 in the environment (read once) or
-// set_winograd_enabled(false) keeps the direct kernels. Shapes and the meaning of ws are those of conv2d.h.
+// (15 input channels with SAR, 13 without) and the forward of its tail (13 outputs), and none of
+// ResNet-50's at EuroSAT's 64x64. NIMBUS_CPU_WINOGRAD=0 in the environment (read once) or
+// set_winograd_enabled(false) keeps the direct kernels (switch it before sizing a workspace: conv2d.h). Shapes and the meaning of ws are those of conv2d.h.
 #pragma once
 #include <cstdint>
 

@@ -22,7 +22,7 @@ namespace {
 // Geometries for the kernels themselves (any 3x3 stride-1 one with pad <= 2, routed there or not).
 std::vector<ConvGeom> winograd_geoms() {
   return {
-      {1, 32, 8, 8, 32, 3, 3, 1, 1},     // one tile vector of 4 real tiles, one job
+      {1, 32, 8, 8, 32, 3, 3, 1, 1},     // 4 tile vectors (one a tile row) of 4 real tiles: jobs of 3 and 1
       {2, 33, 13, 37, 41, 3, 3, 1, 1},   // odd P and Q (a last tile half outside), 19 tiles a row: a second,
                                          // 3-tile vector; 41 = 8 * 5 + 1 outputs; 33 inputs
       {1, 40, 9, 70, 35, 3, 3, 1, 0},    // no padding: P = 7, Q = 68, 3 vectors a row, the last of 2 tiles
