@@ -214,16 +214,16 @@ int run(int argc, char** argv) {
   std::vector<std::string> names;
   for (const data::Sen12mscrTriplet& t : train) names.push_back("train " + t.name());
   for (const data::Sen12mscrTriplet& t : val) names.push_back("val " + t.name());
+  // --init before resume_or_start: a file that does not fit is refused before --overwrite removes anything.
+  std::optional<models::InitReport> init;
+  if (!training.init.empty()) init = models::init_from(training.init, model);
   apps::RunSettings settings{
       {"data", apps::data_fingerprint(names, str("triplets (", train.size(), " train, ", val.size(), " val)"))},
       {"loss", p.get_string("loss") == "carl" ? str("carl --lambda ", exact_str(p.get_double("lambda")))
                                               : p.get_string("loss")},
       {"cloud-threshold", exact_str(thr)},
       {"crop", str(crop)},  // validation scores the top-left crop x crop window
-      apps::init_setting(training.init)};
-  // --init before resume_or_start: a file that does not fit is refused before --overwrite removes anything.
-  std::optional<models::InitReport> init;
-  if (!training.init.empty()) init = models::init_from(training.init, model);
+      apps::init_setting(training.init, init ? &*init : nullptr)};
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_dsen2cr", paths, common.seed, settings, model,
                                          *opt, &saved);

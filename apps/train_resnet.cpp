@@ -298,13 +298,6 @@ int run(int argc, char** argv) {
     }
     return text;
   };
-  apps::RunSettings settings{
-      {"data", apps::data_fingerprint(tiles, "tiles")},
-      {"split", splits_dir.empty() ? str("--train-fraction ", exact_str(p.get_double("train-fraction")),
-                                         " --val-fraction ", exact_str(p.get_double("val-fraction")))
-                                   : split_fingerprint()},
-      {"bands", data::bands_csv(file_bands)},
-      apps::init_setting(training.init)};
   // --init before resume_or_start: a file that does not fit leaves the run folder as it was, even with
   // --overwrite (which would remove the earlier run's checkpoints).
   std::optional<models::InitReport> init;
@@ -314,6 +307,13 @@ int run(int argc, char** argv) {
       NIMBUS_CHECK(it->second == data::bands_csv(model_bands), training.init, ": its metadata says it takes bands ",
                    it->second, " but train_resnet's classifier takes ", data::bands_csv(model_bands));
   }
+  apps::RunSettings settings{
+      {"data", apps::data_fingerprint(tiles, "tiles")},
+      {"split", splits_dir.empty() ? str("--train-fraction ", exact_str(p.get_double("train-fraction")),
+                                         " --val-fraction ", exact_str(p.get_double("val-fraction")))
+                                   : split_fingerprint()},
+      {"bands", data::bands_csv(file_bands)},
+      apps::init_setting(training.init, init ? &*init : nullptr)};
   Metadata saved;
   const int done = apps::resume_or_start(training, "train_resnet", paths, common.seed, settings, model,
                                          *opt, &saved);

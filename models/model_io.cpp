@@ -181,7 +181,8 @@ int64_t load_training_state(const std::string& path, Model& model, Optimizer& op
 }
 
 InitReport init_from(const std::string& path, Model& model) {
-  SafetensorsFile file = load_safetensors(path);
+  uint64_t content = 0;
+  SafetensorsFile file = load_safetensors(path, &content);
   if (file.metadata.count("nimbus.checksum")) verify_checkpoint(file, path);
   std::map<std::string, const Tensor*> held;
   for (const auto& [n, t] : file.tensors)
@@ -197,6 +198,7 @@ InitReport init_from(const std::string& path, Model& model) {
   Module& m = model.module();
   const bool classifier = model.classifier != nullptr;
   InitReport report;
+  report.content_fnv1a = content;
   NamedTensors take;
   std::vector<std::string> missing, shaped;
   std::set<std::string> mine;

@@ -59,6 +59,7 @@ struct InitReport {
   std::vector<std::string> kept;  // the model's own (fc.*, input_norm.*), with why
   bool input_norm = false;        // a classifier's input_norm came from the file
   Metadata metadata;              // the file's metadata, less the nimbus.* and optim.* entries
+  uint64_t content_fnv1a = 0;     // of the file's bytes, as this read them (engine/io/fnv1a.h)
 };
 InitReport init_from(const std::string& path, Model& model);
 

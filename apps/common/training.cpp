@@ -22,6 +22,7 @@
 #include "engine/device.h"
 #include "engine/graph.h"
 #include "engine/io/checkpoint.h"
+#include "engine/io/fnv1a.h"
 #include "engine/ops/arith.h"
 #include "engine/optim/adam.h"
 #include "engine/optim/clip_grad.h"
@@ -123,12 +124,6 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& type, const NamedTe
 }
 
 namespace {
-// FNV-1a, 64 bits: the fingerprints of a run's data (names) and of its --init file (bytes).
-constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ull;
-uint64_t fnv1a(uint64_t h, const char* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(p[i])) * 0x100000001b3ull;
-  return h;
-}
 std::string hex16(uint64_t h) {
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
@@ -137,23 +132,15 @@ std::string hex16(uint64_t h) {
 }  // namespace
 
 std::string data_fingerprint(const std::vector<std::string>& names, const std::string& what) {
-  uint64_t h = kFnvOffset;
-  for (const std::string& n : names) h = fnv1a(fnv1a(h, n.data(), n.size()), "", 1);  // a 0 byte ends each name
-  return str(names.size(), " ", what, ", index ", hex16(h));
+  Fnv1a h;
+  for (const std::string& n : names) h.text(n);  // a 0 byte ends each name
+  return str(names.size(), " ", what, ", index ", hex16(h.h));
 }
 
-RunSetting init_setting(const std::string& path) {
+RunSetting init_setting(const std::string& path, const models::InitReport* loaded) {
   if (path.empty()) return {"init", "", true};
-  std::ifstream in(path, std::ios::binary);
-  NIMBUS_CHECK(in.good(), "--init ", path, ": cannot open it (", std::strerror(errno), ")");
-  uint64_t h = kFnvOffset;  // over the file's bytes
-  std::vector<char> buf(size_t(1) << 20);
-  while (in) {
-    in.read(buf.data(), std::streamsize(buf.size()));
-    h = fnv1a(h, buf.data(), size_t(in.gcount()));
-  }
-  NIMBUS_CHECK(in.eof(), "--init ", path, ": cannot read it");
-  return {"init", str(fs::path(path).filename().string(), ", content ", hex16(h)), true};
+  NIMBUS_CHECK(loaded, "--init ", path, ": init_setting needs the file's init_from report");
+  return {"init", str(fs::path(path).filename().string(), ", content ", hex16(loaded->content_fnv1a)), true};
 }
 
 void say_init(const models::InitReport& r, const std::string& path, const std::string& program) {

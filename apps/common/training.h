@@ -120,13 +120,14 @@ void check_ranks_agree(const cli::Parser& p, const std::vector<std::string>& per
 // --init's paths (the data is compared by its names, --init's file by its content), and its threads.
 inline const std::vector<std::string> kPerRankOptions = {"out", "data", "pack", "init", "threads", "workers"};
 
-// --init: the run setting "init" (may_omit: "" without --init, else the file's name and a hash of its
-// bytes: every rank, and a resume that names it, must start from the same weights). The trainers copy
-// the weights into the freshly built model before resume_or_start (models::init_from), so that a file
-// that does not fit is refused before --overwrite removes an earlier run's checkpoints; a resumed run
-// then loads its checkpoint over them. say_init: rank 0 says what came from the file and which of the
-// model's own were kept, when the run starts afresh.
-RunSetting init_setting(const std::string& path);
+// --init: the run setting "init" (may_omit: "" without --init, else the file's name and the FNV-1a of
+// its bytes, from the read that loaded it: every rank, and a resume that names it, must start from the
+// same weights). The trainers copy the weights into the freshly built model before resume_or_start
+// (models::init_from, whose report carries the hash), so that a file that does not fit is refused
+// before --overwrite removes an earlier run's checkpoints; a resumed run then loads its checkpoint over
+// them. say_init: rank 0 says what came from the file and which of the model's own were kept, when the
+// run starts afresh.
+RunSetting init_setting(const std::string& path, const models::InitReport* loaded);
 void say_init(const models::InitReport& r, const std::string& path, const std::string& program);
 
 // A number stored in a checkpoint's metadata (the best validation score): `fallback` when the key

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "engine/io/fnv1a.h"
+
 namespace nimbus {
 
 namespace {
@@ -16,15 +18,6 @@ const char* const kOptim = "optim.";
 const char* const kChecksumKey = "nimbus.checksum";
 
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
-
-struct Fnv1a {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  void bytes(const void* p, size_t n) {
-    const unsigned char* c = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 0x100000001b3ULL;
-  }
-  void text(const std::string& s) { bytes(s.c_str(), s.size() + 1); }  // with the '\0' separator
-};
 
 // Over tensors sorted by name and metadata sorted by key (the checksum itself excluded).
 std::string checksum(const NamedTensors& tensors, const Metadata& metadata) {

@@ -1,6 +1,7 @@
 // safetensors.cpp: checked reader, atomic writer (format in safetensors.h).
 #include "engine/io/safetensors.h"
 
+#include "engine/io/fnv1a.h"
 #include "engine/io/input_files.h"
 #include "engine/io/output_path.h"
 #include "engine/io/temp_files.h"
@@ -186,14 +187,14 @@ void convert(const std::string& dt, const unsigned char* src, float* dst, size_t
 }  // namespace
 
 namespace {
-SafetensorsFile load_unchecked(const std::string& path);
+SafetensorsFile load_unchecked(const std::string& path, uint64_t* content_fnv1a);
 }  // namespace
 
 // Memory exhaustion (sizes are checked against the file before allocating, but a large valid file can
 // still exceed this machine): an Error naming the file, not std::bad_alloc.
-SafetensorsFile load_safetensors(const std::string& path) {
+SafetensorsFile load_safetensors(const std::string& path, uint64_t* content_fnv1a) {
   try {
-    return load_unchecked(path);
+    return load_unchecked(path, content_fnv1a);
   } catch (const std::bad_alloc&) {
     throw Error(str(path, ": out of memory while loading this safetensors file"));
   }
@@ -217,7 +218,7 @@ const char* other_weight_format(const unsigned char* b) {
   return nullptr;
 }
 
-SafetensorsFile load_unchecked(const std::string& path) {
+SafetensorsFile load_unchecked(const std::string& path, uint64_t* content_fnv1a) {
   std::ifstream f(path, std::ios::binary);
   NIMBUS_CHECK(f, path, ": cannot open safetensors file: ", std::strerror(errno));
   f.seekg(0, std::ios::end);
@@ -247,6 +248,13 @@ SafetensorsFile load_unchecked(const std::string& path) {
   std::vector<unsigned char> data(static_cast<size_t>(data_size));
   f.read(reinterpret_cast<char*>(data.data()), std::streamsize(data_size));
   NIMBUS_CHECK(f || data_size == 0, path, ": could not read tensor data");
+  if (content_fnv1a) {  // the bytes in file order: length, header, data
+    Fnv1a h;
+    h.bytes(lenb, 8);
+    h.bytes(header.data(), header.size());
+    h.bytes(data.data(), data.size());
+    *content_fnv1a = h.h;
+  }
 
   SafetensorsFile out;
   struct Span {

@@ -35,7 +35,9 @@ struct SafetensorsFile {
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const Metadata& metadata = {});
-SafetensorsFile load_safetensors(const std::string& path);
+// content_fnv1a, when given, receives the FNV-1a 64 (engine/io/fnv1a.h) of the file's bytes as read:
+// what a run records of its --init file, from the same read that loaded it.
+SafetensorsFile load_safetensors(const std::string& path, uint64_t* content_fnv1a = nullptr);
 
 // Write `bytes` to path atomically (temporary file + fsync + rename). Used by
 // every writer of outputs in nimbus. A path that exists and is not a regular

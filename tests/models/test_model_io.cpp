@@ -8,6 +8,7 @@
 
 #include "tests/common/check.h"
 #include "engine/io/checkpoint.h"
+#include "engine/io/fnv1a.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/adam.h"
 #include "models/model_io.h"
@@ -304,6 +305,14 @@ TEST_CASE("init_from: copies a checkpoint's weights (not its optimiser state), c
   CHECK(r.metadata.at("note") == "kept");
   CHECK(r.metadata.count("optim.type") == 0);
   check_same_state(dst.module(), src.module());
+  {  // the hash a run records of its --init file: FNV-1a over the file's bytes, from the same read
+    std::ifstream in(dir / "ckpt.safetensors", std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    Fnv1a h;
+    h.bytes(bytes.data(), bytes.size());
+    CHECK(bytes.size() > 1000);
+    CHECK(r.content_fnv1a == h.h);
+  }
   // The same weights in bfloat16 (as PyTorch saves a half-precision model): converted, each within
   // bfloat16's rounding (2^-8 relative) of the float32 value.
   NamedTensors bf;
