@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/elementwise.h"  // relu_forward
 #include "kernels/cpu/gemm.h"  // bias_backward
+#include "kernels/cpu/planes.h"
 #include "kernels/common/parallel.h"
 #include "kernels/cpu/simd.h"
 
@@ -30,51 +31,10 @@ constexpr int64_t kBlockPixels = 128;   // weight gradient: pixels per block of 
 int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 int64_t blocks(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Zero-padded planes of C channels per image, Hp rows of Wp floats each, so
-// tap (r, s) of output (p, q) of channel c is base + c*cs + (p+r)*rs + q+s.
-// Two layouts of the same C*Hp*Wp floats per image:
-//   planar (NCHW)       cs = Hp*Wp, rs = Wp
-//   row-interleaved     cs = Wp, rs = C*Wp: row h of every channel side by side.
-// The q-vectorised kernels use the second: a tile sweeps C channels of the same
-// 3 rows, which then lie in one contiguous block read with a short stride that
-// the hardware prefetchers follow. Planar planes 66 KiB apart (128x128) defeat
-// them and cost a TLB entry per channel: 256 -> 256 at 128x128 ran at 77% of
-// peak (forward) and 75% (dx) planar, 87% and 86% interleaved.
-// Wp also leaves room for a row's last vector to run past Q (lanes computed,
-// then dropped). min_wp: 0 when only scalars are read (the k-vectorised kernel).
-struct Planes {
-  int64_t Hp, Wp, L, cs, rs;  // L = Hp*Wp floats per channel; an image is C*L floats
-  Planes(int64_t H, int64_t W, int64_t pad, int64_t min_wp, int64_t C = 1, bool interleaved = false)
-      : Hp(H + 2 * pad), Wp(std::max(W + 2 * pad, min_wp)), L(Hp * Wp), cs(interleaved ? Wp : L),
-        rs(interleaved ? C * Wp : Wp) {}
-  // Unpadded planar planes: the tensor can be used as is.
-  bool is_identity(int64_t H, int64_t W) const { return Hp == H && Wp == W && cs == L; }
-};
 // Row-interleaved planes of C channels for the q-vectorised 3x3 kernels
 // producing rows of Q outputs.
 Planes row_planes(int64_t H, int64_t W, int64_t pad, int64_t Q, int64_t C) {
   return Planes(H, W, pad, round_up(Q, kLanes) + 2, C, true);
-}
-
-// N images of C planes of H x W at src -> padded planes at dst.
-void pad_planes(float* dst, const float* src, int64_t N, int64_t C, int64_t H, int64_t W, int64_t pad,
-                const Planes& pl) {
-#pragma omp parallel for collapse(2) schedule(static) if (N * C * pl.L > kParallelGrain)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) {
-      float* d = dst + n * C * pl.L + c * pl.cs;
-      const float* s = src + (n * C + c) * H * W;
-      for (int64_t h = 0; h < pl.Hp; ++h) {
-        float* row = d + h * pl.rs;
-        if (h < pad || h >= H + pad) {
-          std::fill(row, row + pl.Wp, 0.f);
-          continue;
-        }
-        std::fill(row, row + pad, 0.f);
-        std::memcpy(row + pad, s + (h - pad) * W, sizeof(float) * W);
-        std::fill(row + pad + W, row + pl.Wp, 0.f);
-      }
-    }
 }
 
 // Weights for both tile kernels: wpk[ob][i][t][j] = weight from input i to

@@ -11,10 +11,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "kernels/common/parallel.h"
+#include "kernels/cpu/planes.h"
 #include "kernels/cpu/simd.h"
 
 namespace nimbus::cpu {
@@ -23,7 +23,7 @@ using simd::kLanes;
 using simd::Vec16;
 
 // File-local, in a namespace of its own: a unity build (the sanitizer build) compiles this file
-// together with conv2d_direct.cpp, whose file-local names (kKB, blocks, pad_planes...) these repeat.
+// together with conv2d_direct.cpp, whose file-local names (kKB, blocks...) these repeat.
 namespace {
 namespace wg {
 constexpr int kXi = 16;           // positions of a transformed 4x4 tile
@@ -42,46 +42,20 @@ int64_t blocks(int64_t a, int64_t b) { return (a + b - 1) / b; }
 struct Wino {
   int64_t N, Cin, H, W, pad, Cout, P, Q;
   int64_t TP, TQv, nvec, njobs;  // tile rows, tile vectors per tile row, tile vectors per image, jobs per image
-  int64_t Hp, Wp, rs, L;         // padded planes: Hp rows of Wp floats, row h of every channel side by side
+  Planes pl;                     // the input, padded, row h of every channel side by side (planes.h)
   int64_t KB;                    // blocks of kKB outputs
   Wino(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t p, int64_t cout)
-      : N(n), Cin(cin), H(h), W(w), pad(p), Cout(cout), P(h + 2 * p - 2), Q(w + 2 * p - 2) {
-    TP = blocks(P, 2);
-    TQv = blocks(blocks(Q, 2), kLanes);
-    nvec = TP * TQv;
-    njobs = blocks(nvec, kTileVectors);
-    Hp = 2 * TP + 2;
-    Wp = 2 * kLanes * TQv + 2;  // a tile vector reads 34 columns from 32 * its index
-    rs = Cin * Wp;
-    L = Hp * rs;
-    KB = blocks(Cout, kKB);
-  }
-  int64_t planes_floats() const { return N * L; }
+      : N(n), Cin(cin), H(h), W(w), pad(p), Cout(cout), P(h + 2 * p - 2), Q(w + 2 * p - 2),
+        TP(blocks(P, 2)), TQv(blocks(blocks(Q, 2), kLanes)), nvec(TP * TQv), njobs(blocks(nvec, kTileVectors)),
+        // The last tile row reads 2 rows past the output's; a tile vector 34 columns from 32 * its index.
+        pl(h, w, p, 2 * kLanes * TQv + 2, cin, true, 2 * TP + 2), KB(blocks(Cout, kKB)) {}
+  int64_t image_floats() const { return Cin * pl.L; }
+  int64_t planes_floats() const { return N * image_floats(); }
   int64_t u_floats() const { return kXi * KB * Cin * kKB; }
   int64_t v_floats() const { return kXi * Cin * kTB; }
   int64_t m_floats() const { return kXi * kKB * kTB; }
   int64_t workspace() const { return planes_floats() + u_floats() + omp_get_max_threads() * (v_floats() + m_floats()); }
 };
-
-// N images of Cin planes of H x W at src -> the row-interleaved padded planes at dst (zero outside).
-void pad_planes(float* dst, const float* src, const Wino& s) {
-#pragma omp parallel for collapse(2) schedule(static) if (s.N * s.L > kParallelGrain)
-  for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t h = 0; h < s.Hp; ++h) {
-      float* row = dst + n * s.L + h * s.rs;
-      const int64_t ih = h - s.pad;
-      if (ih < 0 || ih >= s.H) {
-        std::fill(row, row + s.rs, 0.f);
-        continue;
-      }
-      for (int64_t c = 0; c < s.Cin; ++c) {
-        float* r = row + c * s.Wp;
-        std::fill(r, r + s.pad, 0.f);
-        std::memcpy(r + s.pad, src + ((n * s.Cin + c) * s.H + ih) * s.W, sizeof(float) * s.W);
-        std::fill(r + s.pad + s.W, r + s.Wp, 0.f);
-      }
-    }
-}
 
 // U[xi][kb][c][j] = (G g G^T)[xi] for output kb*8 + j and input c (0 past the last output), in double
 // and rounded once. g = w[k, c] (w: Cout x Cin x 3 x 3), or for the data gradient (flip) w[c, k]
@@ -147,13 +121,13 @@ NIMBUS_SIMD_INLINE const float* v_at(const float* V, int xi, int v, int64_t c, c
 // its v-th in the job, every input channel c.
 void transform_inputs(float* V, const float* xp, int64_t vec, int v, const Wino& s) {
   const int64_t tp = vec / s.TQv, col0 = 2 * kLanes * (vec % s.TQv);
-  const float* base = xp + 2 * tp * s.rs + col0;
+  const float* base = xp + 2 * tp * s.pl.rs + col0;
   for (int64_t c = 0; c < s.Cin; ++c) {
     Vec16 t[4][4];  // B^T d: t[i][j] over the tiles
     Vec16 d[4][4];  // d[r][j]: row r, column j of each tile's 4x4 input
 #pragma GCC unroll 4
     for (int r = 0; r < 4; ++r) {
-      const float* p = base + r * s.rs + c * s.Wp;
+      const float* p = base + r * s.pl.rs + c * s.pl.cs;
       const Vec16 a0 = simd::load(p), a1 = simd::load(p + kLanes), b0 = simd::load(p + 2), b1 = simd::load(p + 2 + kLanes);
       d[r][0] = even(a0, a1);
       d[r][1] = odd(a0, a1);
@@ -255,7 +229,7 @@ void winograd_conv(float* y, const float* x, const float* w, const float* b, con
   float* planes = ws;
   float* U = planes + s.planes_floats();
   float* scratch = U + s.u_floats();
-  pad_planes(planes, x, s);
+  pad_planes(planes, x, s.N, s.Cin, s.H, s.W, s.pad, s.pl);
   transform_weights(U, w, s, flip);
 #pragma omp parallel
   {
@@ -266,7 +240,7 @@ void winograd_conv(float* y, const float* x, const float* w, const float* b, con
       for (int64_t job = 0; job < s.njobs; ++job) {
         const int64_t first = job * kTileVectors;
         const int nv = int(std::min<int64_t>(kTileVectors, s.nvec - first));
-        const float* xp = planes + n * s.L;
+        const float* xp = planes + n * s.image_floats();
         for (int v = 0; v < nv; ++v) transform_inputs(V, xp, first + v, v, s);
         for (int64_t kb = 0; kb < s.KB; ++kb) {
           for (int xi = 0; xi < kXi; ++xi)

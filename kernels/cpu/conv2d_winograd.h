@@ -27,7 +27,7 @@
 // an infinite one may give NaN where the direct sum gives an infinity (Inf - Inf in a transform).
 //
 // Layout: the input is copied once into row-interleaved zero-padded planes (row h of every channel
-// side by side, as conv2d_direct.cpp's Planes); a tile vector is 16 horizontally adjacent tiles of
+// side by side, kernels/cpu/planes.h); a tile vector is 16 horizontally adjacent tiles of
 // one tile row, so its 4x4 inputs are read as 2 x 32 consecutive floats per input row and split into
 // even and odd columns. A job is (image, block of kTileVectors tile vectors): transform the inputs of
 // its 16 * kTileVectors tiles for every channel (V, kept in L2), then for each block of 8 output

@@ -43,20 +43,12 @@ NIMBUS_SIMD_INLINE Vec16 pick(Vec16 a, Vec16 b) {
 // 64 two-vector shuffles (one vpermt2ps each on AVX-512) instead of 256
 // scalar loads and stores.
 NIMBUS_SIMD_INLINE void transpose16(Vec16 v[kLanes]) {
-  typedef int Vec16i __attribute__((vector_size(64)));
-  [[maybe_unused]] const Vec16i lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-  [[maybe_unused]] const Vec16i hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
   for (int round = 0; round < 4; ++round) {
     Vec16 t[kLanes];
 #pragma GCC unroll 8
     for (int i = 0; i < kLanes / 2; ++i) {
-#if defined(__clang__)  // clang's spelling (the fuzz build, scripts/fuzz.sh): constant indices
-      t[2 * i] = __builtin_shufflevector(v[i], v[i + 8], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-      t[2 * i + 1] = __builtin_shufflevector(v[i], v[i + 8], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-#else
-      t[2 * i] = __builtin_shuffle(v[i], v[i + 8], lo);
-      t[2 * i + 1] = __builtin_shuffle(v[i], v[i + 8], hi);
-#endif
+      t[2 * i] = pick<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(v[i], v[i + 8]);
+      t[2 * i + 1] = pick<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(v[i], v[i + 8]);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < kLanes; ++i) v[i] = t[i];
