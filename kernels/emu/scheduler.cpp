@@ -601,8 +601,35 @@ EMU_NO_TSAN void start_or_resume(Block& b, Thread& t) {
 }
 
 // Nothing is runnable and not everyone is done: release the barrier if that is legal, else
-// describe the problem.
+// describe the problem. The legal release is the common case (every __syncthreads() of every block):
+// checked first without allocating; the diagnosis, out of line, checks it again and builds the message.
+EMU_NO_TSAN std::string diagnose_stall(Block& b, bool strict_mode);
+
 EMU_NO_TSAN std::string release_or_diagnose(Block& b, bool strict_mode) {
+  const Thread* t0 = nullptr;  // the first thread at a barrier
+  bool exited = false, one_barrier = true;
+  for (const Thread& t : b.threads) {
+    if (t.state == State::Done) {
+      exited = true;
+    } else if (t.state != State::AtBarrier) {
+      one_barrier = false;  // waits in a warp primitive or on an event: diagnose_stall says which
+      break;
+    } else if (!t0) {
+      t0 = &t;
+    } else if (t.line != t0->line || !same_file(t.file, t0->file)) {
+      one_barrier = false;
+      break;
+    }
+  }
+  if (!one_barrier || !t0 || (exited && strict_mode)) return diagnose_stall(b, strict_mode);
+  for (Thread& t : b.threads)
+    if (t.state == State::AtBarrier) t.state = State::Ready;
+  ++b.stats.barriers;
+  ++b.barriers_released;
+  return "";
+}
+
+[[gnu::noinline, gnu::cold]] EMU_NO_TSAN std::string diagnose_stall(Block& b, bool strict_mode) {
   std::vector<int> done, at_barrier, at_warp, at_event;
   for (const Thread& t : b.threads)
     (t.state == State::Done        ? done
@@ -827,6 +854,22 @@ EMU_NO_TSAN void syncthreads(const char* file, int line) {
 }
 
 namespace {
+// Why a warp primitive's arguments are wrong, or "" (out of line and cold: the messages' streams would
+// otherwise give warp_arrive, which runs once per lane per primitive, a frame ASan poisons on every call).
+[[gnu::noinline, gnu::cold]] EMU_NO_TSAN std::string warp_arrive_error(const Block& b, const Thread& t, uint32_t mask,
+                                                                      int width, const char* file, int line) {
+  const int lane = t.tid % 32, warp = t.tid / 32;
+  if (b.threads.size() % 32 != 0)
+    return str(op_name(t), " at ", site(file, line), ": block of ", b.threads.size(),
+               " threads; warp primitives need a multiple of 32");
+  if (!(mask >> lane & 1))
+    return str(op_name(t), " at ", site(file, line), ": lane ", lane, " of warp ", warp, " calls it with mask 0x",
+               std::hex, mask, std::dec, " that excludes itself");
+  if (width < 1 || width > 32 || (width & (width - 1)))
+    return str(op_name(t), " at ", site(file, line), ": width ", width, " is not a power of two in [1, 32]");
+  return "";
+}
+
 EMU_NO_TSAN uint32_t warp_arrive(WarpOp op, uint32_t mask, uint32_t value, int arg, int width, const char* file,
                                  int line, CollectiveFn fn, const char* name, void* data) {
   Block& b = tls_block;
@@ -835,17 +878,11 @@ EMU_NO_TSAN uint32_t warp_arrive(WarpOp op, uint32_t mask, uint32_t value, int a
   t.coll_name = name;
   t.coll_data = data;
   t.op = op;
-  int lane = t.tid % 32, warp = t.tid / 32;
-  std::string msg;  // built before fault(): temporaries of its own statement are freed
-  if (b.threads.size() % 32 != 0)
-    msg = str(op_name(t), " at ", site(file, line), ": block of ", b.threads.size(),
-              " threads; warp primitives need a multiple of 32");
-  else if (!(mask >> lane & 1))
-    msg = str(op_name(t), " at ", site(file, line), ": lane ", lane, " of warp ", warp, " calls it with mask 0x",
-              std::hex, mask, std::dec, " that excludes itself");
-  else if (width < 1 || width > 32 || (width & (width - 1)))
-    msg = str(op_name(t), " at ", site(file, line), ": width ", width, " is not a power of two in [1, 32]");
-  if (!msg.empty()) fault(b, t, std::move(msg));
+  const int lane = t.tid % 32, warp = t.tid / 32;
+  if (b.threads.size() % 32 != 0 || !(mask >> lane & 1) || width < 1 || width > 32 || (width & (width - 1))) {
+    std::string msg = warp_arrive_error(b, t, mask, width, file, line);  // its own statement: fault never returns
+    fault(b, t, std::move(msg));
+  }
   t.mask = mask;
   t.value = value;
   t.arg = arg;

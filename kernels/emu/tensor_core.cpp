@@ -322,6 +322,38 @@ void ldmatrix(uint32_t* r, int num, bool trans, const void* row, const char* fil
   std::memcpy(r, lane.r, sizeof(uint32_t) * size_t(num));
 }
 
+// What is wrong with a cp.async. The check is cheap and inline; the message is built out of line
+// (cold: its streams would otherwise give cp_async, which runs once per thread per copy, a frame ASan
+// poisons on every call).
+enum class CpAsyncFault { None, Size, CgSize, SrcSize, Alignment, NotShared, SourceNotDevice, Overlap };
+
+[[gnu::noinline, gnu::cold]] std::string cp_async_message(CpAsyncFault f, void* smem_dst, const void* gmem_src,
+                                                         int cp_size, int src_size, bool cg, const char* file,
+                                                         int line, uintptr_t overlapped) {
+  const char* kind = cg ? "cp.async.cg.shared.global" : "cp.async.ca.shared.global";
+  const std::string at = str(kind, " at ", site(file, line), ": ");
+  switch (f) {
+    case CpAsyncFault::Size: return str(at, "cp-size ", cp_size, " is not 4, 8 or 16");
+    case CpAsyncFault::CgSize: return str(at, ".cg copies 16 bytes only, not ", cp_size);
+    case CpAsyncFault::SrcSize: return str(at, "src-size ", src_size, " is not in [0, ", cp_size, "]");
+    case CpAsyncFault::Alignment:
+      return str(at, "destination ", smem_dst, " and source ", gmem_src, " must be ", cp_size, "-byte aligned");
+    case CpAsyncFault::NotShared:
+      return str(at, "destination ", smem_dst, " is in ",
+                 where(classify_address(smem_dst, size_t(cp_size))), "; cp.async writes shared memory");
+    case CpAsyncFault::SourceNotDevice:
+      return str(at, "source ", gmem_src, " (", src_size,
+                 " bytes) is not inside one cudaMalloc allocation; cp.async reads global memory");
+    case CpAsyncFault::Overlap:
+      return str(at, "destination ", smem_dst, " (", cp_size,
+                 " bytes) overlaps the destination of a cp.async still in flight at ",
+                 reinterpret_cast<const void*>(overlapped),
+                 " (wait for it with cp.async.wait_group before reusing the buffer)");
+    case CpAsyncFault::None: break;
+  }
+  return "";
+}
+
 EMU_NO_TSAN void cp_async(void* smem_dst, const void* gmem_src, int cp_size, int src_size, bool cg, const char* file,
                           int line) {
   TsanIgnore ignore;
@@ -329,34 +361,33 @@ EMU_NO_TSAN void cp_async(void* smem_dst, const void* gmem_src, int cp_size, int
   auto* dst = static_cast<unsigned char*>(smem_dst);
   const auto* src = static_cast<const unsigned char*>(gmem_src);
   const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
-  std::string msg;
-  const char* kind = cg ? "cp.async.cg.shared.global" : "cp.async.ca.shared.global";
-  MemSpace dspace = classify_address(dst, size_t(cp_size > 0 ? cp_size : 0));
+  CpAsyncFault fault = CpAsyncFault::None;
+  uintptr_t overlapped = 0;
+  const MemSpace dspace = classify_address(dst, size_t(cp_size > 0 ? cp_size : 0));
   if (cp_size != 4 && cp_size != 8 && cp_size != 16)
-    msg = str(kind, " at ", site(file, line), ": cp-size ", cp_size, " is not 4, 8 or 16");
+    fault = CpAsyncFault::Size;
   else if (cg && cp_size != 16)
-    msg = str(kind, " at ", site(file, line), ": .cg copies 16 bytes only, not ", cp_size);
+    fault = CpAsyncFault::CgSize;
   else if (src_size < 0 || src_size > cp_size)
-    msg = str(kind, " at ", site(file, line), ": src-size ", src_size, " is not in [0, ", cp_size, "]");
+    fault = CpAsyncFault::SrcSize;
   else if (d % unsigned(cp_size) || s % unsigned(cp_size))
-    msg = str(kind, " at ", site(file, line), ": destination ", smem_dst, " and source ", gmem_src, " must be ",
-              cp_size, "-byte aligned");
+    fault = CpAsyncFault::Alignment;
   else if (dspace == MemSpace::Global || dspace == MemSpace::Local)
-    msg = str(kind, " at ", site(file, line), ": destination ", smem_dst, " is in ", where(dspace),
-              "; cp.async writes shared memory");
+    fault = CpAsyncFault::NotShared;
   else if (src_size > 0 && !is_device_range(src, size_t(src_size)))
-    msg = str(kind, " at ", site(file, line), ": source ", gmem_src, " (", src_size,
-              " bytes) is not inside one cudaMalloc allocation; cp.async reads global memory");
-  if (msg.empty() && strict()) {
+    fault = CpAsyncFault::SourceNotDevice;
+  else if (strict()) {
     auto& inflight = tls_copies.inflight;
     auto it = inflight.upper_bound(d + unsigned(cp_size) - 1);  // first start past our end
-    if (it != inflight.begin() && std::prev(it)->second > d)
-      msg = str(kind, " at ", site(file, line), ": destination ", smem_dst, " (", cp_size,
-                " bytes) overlaps the destination of a cp.async still in flight at ",
-                reinterpret_cast<const void*>(std::prev(it)->first),
-                " (wait for it with cp.async.wait_group before reusing the buffer)");
+    if (it != inflight.begin() && std::prev(it)->second > d) {
+      fault = CpAsyncFault::Overlap;
+      overlapped = std::prev(it)->first;
+    }
   }
-  if (!msg.empty()) kernel_fault(std::move(msg));
+  if (fault != CpAsyncFault::None) {  // the message in its own statement: kernel_fault never returns
+    std::string msg = cp_async_message(fault, smem_dst, gmem_src, cp_size, src_size, cg, file, line, overlapped);
+    kernel_fault(std::move(msg));
+  }
   TsanIgnore::pause();
   std::memset(dst, 0xFF, size_t(cp_size));  // poison until the matching wait
   TsanIgnore::resume();
