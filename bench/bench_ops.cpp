@@ -1,7 +1,7 @@
 // bench_ops.cpp: timings of the compute-heavy CPU ops against the machine's FP32 peak.
 //
 //   bench_ops [--cases gemm2048,conv256_fwd,conv256_fwdbwd,conv256x128_fwd,conv256x128_dx,conv256x128_dw,
-//              conv256x128_{fwd,dx}_{direct,winograd}]
+//              conv256x128_{fwd,dx,dw}_{direct,winograd}]
 //             [--iters N] [--warmup N] [--peak GFLOPS]
 //
 // Each case: warm-up iterations (untimed: first-touch page faults, allocator
@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: %s [--cases gemm2048,conv256_fwd,conv256_fwdbwd,conv256x128_fwd,conv256x128_dx,"
-                   "conv256x128_dw,conv256x128_{fwd,dx}_{direct,winograd}] [--iters N] [--warmup N] [--peak GFLOPS]\n",
+                   "conv256x128_dw,conv256x128_{fwd,dx,dw}_{direct,winograd}] [--iters N] [--warmup N] [--peak GFLOPS]\n",
                    argv[0]);
       return 2;
     }
@@ -183,6 +183,10 @@ int main(int argc, char** argv) {
        [&] { cpu::conv2d_direct_backward(C.data(), nullptr, nullptr, gy.data(), x.data(), w.data(), g128, ws.data()); }},
       {"conv256x128_dx_winograd", conv128_flop, conv128_setup,
        [&] { cpu::conv2d_winograd_backward_data(C.data(), gy.data(), w.data(), g128, ws.data()); }},
+      {"conv256x128_dw_direct", conv128_flop, conv128_setup,
+       [&] { cpu::conv2d_direct_backward(nullptr, A.data(), nullptr, gy.data(), x.data(), w.data(), g128, ws.data()); }},
+      {"conv256x128_dw_winograd", conv128_flop, conv128_setup,
+       [&] { cpu::conv2d_winograd_backward_weight(A.data(), gy.data(), x.data(), g128, ws.data()); }},
   };
   bool any = false;
   for (const Case& c : all)

@@ -172,7 +172,8 @@ int64_t conv2d_group(const ConvGeom& g) {
 namespace {
 // Which fast path a geometry takes:
 //   Direct3x3: 3x3 stride 1 on rows of >= 16 pixels: no GEMM (conv2d_direct.cpp); the forward and
-//              the data gradient by Winograd F(2x2, 3x3) where conv2d_winograd.h says it is faster.
+//              the data gradient by Winograd F(2x2, 3x3), the weight gradient by F(3x3, 2x2), where
+//              conv2d_winograd.h says it is faster.
 //   PerImage:  a batch of images of >= 64 output pixels: the threads split the
 //              images, each running single-threaded GEMMs (OpenBLAS runs
 //              serially inside a parallel region) straight on its image's
@@ -389,7 +390,8 @@ void gather(float* tmp, const float* dy, int64_t count, int64_t K, int64_t PQ) {
 const char* conv2d_path(const ConvGeom& g, bool forward) {
   if (path_of(g) == Path::Direct3x3) {
     if (forward) return conv2d_winograd_applies(g) ? "winograd" : "direct3x3";
-    return conv2d_winograd_applies_data_grad(g) ? "direct3x3, winograd dx" : "direct3x3";
+    const bool dx = conv2d_winograd_applies_data_grad(g), dw = conv2d_winograd_applies_weight_grad(g);
+    return dx && dw ? "winograd dx, dw" : dx ? "direct3x3, winograd dx" : dw ? "direct3x3, winograd dw" : "direct3x3";
   }
   if (forward && use_kvec(g)) return "kvec";
   if (forward && conv2d_pointwise_applies(g)) return "direct1x1";
@@ -411,7 +413,7 @@ int64_t conv2d_workspace(const ConvGeom& g) {
                                                      : 0;
   switch (path_of(g)) {
     case Path::Direct3x3:
-      return conv2d_winograd_applies(g) || conv2d_winograd_applies_data_grad(g)
+      return conv2d_winograd_applies(g) || conv2d_winograd_applies_data_grad(g) || conv2d_winograd_applies_weight_grad(g)
                  ? std::max(conv2d_direct_workspace(g), conv2d_winograd_workspace(g))
                  : conv2d_direct_workspace(g);
     case Path::PerImage: return std::max(kvec, per_image_workspace(g));
@@ -475,10 +477,12 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   const int64_t CHW = g.C * g.H * g.W, KPQ = g.K * PQ;
   const Path path = path_of(g);
   if (dw && g.N == 0) std::fill(dw, dw + g.K * CRS, 0.f);  // no image, no GEMM to write it
-  if (path == Path::Direct3x3) {
-    if (!dx || !conv2d_winograd_applies_data_grad(g)) return conv2d_direct_backward(dx, dw, db, dy, x, w, g, ws);
-    if (dw || db) conv2d_direct_backward(nullptr, dw, db, dy, x, w, g, ws);
-    return conv2d_winograd_backward_data(dx, dy, w, g, ws);
+  if (path == Path::Direct3x3) {  // each gradient by Winograd where it applies (one after another: ws is shared)
+    const bool wdx = dx && conv2d_winograd_applies_data_grad(g), wdw = dw && g.N > 0 && conv2d_winograd_applies_weight_grad(g);
+    if ((dx && !wdx) || (dw && !wdw) || db) conv2d_direct_backward(wdx ? nullptr : dx, wdw ? nullptr : dw, db, dy, x, w, g, ws);
+    if (wdw) conv2d_winograd_backward_weight(dw, dy, x, g, ws);
+    if (wdx) conv2d_winograd_backward_data(dx, dy, w, g, ws);
+    return;
   }
   if (path == Path::PerImage) {
     per_image_backward(dx, dw, dy, x, w, g, ws);

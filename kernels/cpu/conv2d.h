@@ -34,7 +34,8 @@ template <typename T> void conv2d_backward_weight_ref(T* dw, const T* dy, const 
 // (taken from the caching allocator once per call, never inside the loops).
 int64_t conv2d_group(const ConvGeom& g);
 // Which implementation runs the forward (forward = true) or the backward:
-// "winograd" (forward), "direct3x3, winograd dx" (backward), "direct3x3", "kvec" (forward only),
+// "winograd" (forward), "winograd dx, dw", "direct3x3, winograd dx" or "direct3x3, winograd dw"
+// (backward: which gradients Winograd computes), "direct3x3", "kvec" (forward only),
 // "per_image", "pointwise", "shifted" or "im2col".
 const char* conv2d_path(const ConvGeom& g, bool forward);
 // The per-image and Winograd paths keep a slice of it per OpenMP thread: the size holds for the

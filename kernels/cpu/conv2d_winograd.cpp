@@ -1,5 +1,6 @@
 // conv2d_winograd.cpp: the 3x3 stride-1 convolution by Winograd F(2x2, 3x3), forward and data
-// gradient (see conv2d_winograd.h for the maths, the layout and the error bound).
+// gradient, and its weight gradient by F(3x3, 2x2) (see conv2d_winograd.h for the maths, the layout
+// and the error bound).
 //
 // The data gradient of a stride-1 3x3 convolution is itself one (conv2d_direct.h): dy padded by
 // 2 - pad, convolved with w transposed (k <-> c) and flipped (r, s -> 2-r, 2-s). Only the weight
@@ -35,6 +36,7 @@ constexpr int kGroup = kV * kLanes;         // tiles per product tile
 static_assert(kTileVectors % kV == 0 && kV == 3);  // winograd_conv's switch covers 1-3 vectors
 constexpr int64_t kMinOutputs = 32;  // output channels (conv2d_winograd.h says why)
 constexpr int64_t kMinRow = 20;      // output pixels a row
+constexpr int64_t kMinDwChannels = 128;  // input and output channels, for the weight gradient (conv2d_winograd.h)
 
 int64_t blocks(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -117,36 +119,50 @@ NIMBUS_SIMD_INLINE const float* v_at(const float* V, int xi, int v, int64_t c, c
   return v_at(const_cast<float*>(V), xi, v, c, s);
 }
 
+// out[xi] = (B^T d B)[xi] for 16 horizontally adjacent tiles of one channel, d read from row-interleaved
+// padded planes at `base` (the tiles' top-left input), rows rs floats apart.
+NIMBUS_SIMD_INLINE void tile_inputs(Vec16 out[kXi], const float* base, int64_t rs) {
+  Vec16 t[4][4];  // B^T d: t[i][j] over the tiles
+  Vec16 d[4][4];  // d[r][j]: row r, column j of each tile's 4x4 input
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r) {
+    const float* p = base + r * rs;
+    const Vec16 a0 = simd::load(p), a1 = simd::load(p + kLanes), b0 = simd::load(p + 2), b1 = simd::load(p + 2 + kLanes);
+    d[r][0] = even(a0, a1);
+    d[r][1] = odd(a0, a1);
+    d[r][2] = even(b0, b1);
+    d[r][3] = odd(b0, b1);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {  // t = B^T d, a column at a time
+    t[0][j] = d[0][j] - d[2][j];
+    t[1][j] = d[1][j] + d[2][j];
+    t[2][j] = d[2][j] - d[1][j];
+    t[3][j] = d[1][j] - d[3][j];
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {  // V = t B, a row at a time
+    out[i * 4 + 0] = t[i][0] - t[i][2];
+    out[i * 4 + 1] = t[i][1] + t[i][2];
+    out[i * 4 + 2] = t[i][2] - t[i][1];
+    out[i * 4 + 3] = t[i][1] - t[i][3];
+  }
+}
+
+// The top-left input of tile vector `vec` of one image's planes xp (channel 0).
+const float* tile_vector_base(const float* xp, int64_t vec, const Wino& s) {
+  return xp + 2 * (vec / s.TQv) * s.pl.rs + 2 * kLanes * (vec % s.TQv);
+}
+
 // V[xi][c][tile] = B^T d B for the 16 tiles of tile vector `vec` of one image (planes xp),
 // its v-th in the job, every input channel c.
 void transform_inputs(float* V, const float* xp, int64_t vec, int v, const Wino& s) {
-  const int64_t tp = vec / s.TQv, col0 = 2 * kLanes * (vec % s.TQv);
-  const float* base = xp + 2 * tp * s.pl.rs + col0;
+  const float* base = tile_vector_base(xp, vec, s);
   for (int64_t c = 0; c < s.Cin; ++c) {
-    Vec16 t[4][4];  // B^T d: t[i][j] over the tiles
-    Vec16 d[4][4];  // d[r][j]: row r, column j of each tile's 4x4 input
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r) {
-      const float* p = base + r * s.pl.rs + c * s.pl.cs;
-      const Vec16 a0 = simd::load(p), a1 = simd::load(p + kLanes), b0 = simd::load(p + 2), b1 = simd::load(p + 2 + kLanes);
-      d[r][0] = even(a0, a1);
-      d[r][1] = odd(a0, a1);
-      d[r][2] = even(b0, b1);
-      d[r][3] = odd(b0, b1);
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {  // t = B^T d, a column at a time
-      t[0][j] = d[0][j] - d[2][j];
-      t[1][j] = d[1][j] + d[2][j];
-      t[2][j] = d[2][j] - d[1][j];
-      t[3][j] = d[1][j] - d[3][j];
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {  // V = t B, a row at a time
-      const Vec16 out[4] = {t[i][0] - t[i][2], t[i][1] + t[i][2], t[i][2] - t[i][1], t[i][1] - t[i][3]};
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) simd::store(v_at(V, i * 4 + j, v, c, s), out[j]);
-    }
+    Vec16 out[kXi];
+    tile_inputs(out, base + c * s.pl.cs, s.pl.rs);
+#pragma GCC unroll 16
+    for (int xi = 0; xi < kXi; ++xi) simd::store(v_at(V, xi, v, c, s), out[xi]);
   }
 }
 
@@ -257,6 +273,217 @@ void winograd_conv(float* y, const float* x, const float* w, const float* b, con
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The weight gradient, F(3x3, 2x2): for each 2x2 tile t of dy and the 4x4 input tile d_t under it,
+//   dW[k, c] (3x3) += G^T [ (A dy_t[k] A^T) .* (B^T d_t[c] B) ] G
+// with the forward's A, B and G (conv2d_winograd.h). The sum over tiles moves inside, as the sum over c
+// does in the forward: Mw[xi][k][c] = sum_t Y[xi][k][t] X[xi][t][c], 16 (K x T) x (T x C) products, then
+// one output transform per (k, c). Tiles run in chunks of tile vectors (over images and tile rows, in
+// order; as many as keep X and Y near kChunkBytes, at most 64): transform the chunk's inputs (X, channels
+// side by side, transposed from the tile-major transform) and gradients (Y), then add the chunk's 16
+// products to Mw, each element of Mw owned by one product tile: the same bits for any thread count.
+// (docs/perf-notes.md has the layouts, loop orders and chunk sizes tried.)
+constexpr int64_t kChunkBytes = 8 << 20;  // X and Y of a chunk: 16 tile vectors at 256 channels and 256 outputs
+
+struct WinoDw {
+  Wino s;             // the forward's tiling of the output (dy) and planes of the input (x)
+  int64_t Cp, Kp;     // channels rounded up to 16, outputs to kKB
+  int64_t vectors;    // tile vectors of all images
+  int64_t chunk;      // tile vectors a chunk
+  int64_t Tc;         // tiles a chunk
+  explicit WinoDw(const ConvGeom& g)
+      : s(g.N, g.C, g.H, g.W, g.pad, g.K),
+        Cp(blocks(g.C, kLanes) * kLanes), Kp(s.KB * kKB), vectors(g.N * s.nvec),
+        chunk(std::clamp<int64_t>(kChunkBytes / (kXi * (Cp + Kp) * kLanes * int64_t(sizeof(float))), 1, 64)),
+        Tc(chunk * kLanes), cv(Cp / kLanes), n3(cv % kV == 1 && cv > 1 ? cv / kV - 1 : cv / kV) {}
+  // The product tiles' blocks of channel vectors: 3 vectors each, then 2 + 2 where one would be left
+  // over (a 1-vector tile does 8 multiply-adds per load of x, a 2-vector one 16), or the 1 or 2 left.
+  int64_t cv;  // vectors of 16 channels
+  int64_t n3;  // blocks of 3 vectors, first
+  int64_t cblocks() const { return n3 + blocks(cv - kV * n3, 2); }
+  int64_t block_of(int64_t vec) const { return vec < kV * n3 ? vec / kV : n3 + (vec - kV * n3) / 2; }
+  int64_t block_start(int64_t cb) const { return cb < n3 ? kV * cb : kV * n3 + 2 * (cb - n3); }  // in vectors
+  int64_t block_vectors(int64_t cb) const { return std::min<int64_t>(cb < n3 ? kV : 2, cv - block_start(cb)); }
+  int64_t x_floats() const { return kXi * Tc * Cp; }  // X[xi][block of channels][t][channel in it]
+  int64_t y_floats() const { return kXi * Kp * Tc; }  // Y[xi][k][t]
+  int64_t m_floats() const { return kXi * Kp * Cp; }  // Mw[xi][k][c]
+  int64_t workspace() const { return s.planes_floats() + x_floats() + y_floats() + m_floats(); }
+};
+
+// X holds, for each position xi and each block of channels (WinoDw::block_*), the chunk's tiles one
+// after another, the block's channels side by side: a product tile reads one contiguous block (T x 48
+// floats; rows of all Cp channels would be 1 KiB apart, and such rows share a few L1 sets).
+// X's row of tile t in the block that holds channel c (a multiple of 16), and the row's length.
+NIMBUS_SIMD_INLINE float* x_at(float* X, int xi, int64_t t, int64_t c, const WinoDw& d, int64_t* width = nullptr) {
+  const int64_t cb = d.block_of(c / kLanes), c0 = d.block_start(cb) * kLanes, w = d.block_vectors(cb) * kLanes;
+  if (width) *width = w;
+  return X + (xi * d.Cp + c0) * d.Tc + t * w + (c - c0);
+}
+
+// X[xi][t][c] for the 16 tiles of the chunk's tile vector tv (tile vector `vec` of image n) and the 16
+// channels from c0 (0 past the last): transformed tile-major, then transposed to channels side by side.
+void dw_transform_inputs(float* X, const float* planes, int64_t n, int64_t vec, int64_t tv, int64_t c0,
+                         const WinoDw& d) {
+  const Wino& s = d.s;
+  const float* base = tile_vector_base(planes + n * s.image_floats(), vec, s);
+  Vec16 out[kLanes][kXi];  // [channel][xi], lanes over tiles
+  for (int j = 0; j < kLanes; ++j) {
+    if (c0 + j < s.Cin) {
+      tile_inputs(out[j], base + (c0 + j) * s.pl.cs, s.pl.rs);
+    } else {
+      for (Vec16& o : out[j]) o = Vec16{};
+    }
+  }
+  for (int xi = 0; xi < kXi; ++xi) {
+    Vec16 col[kLanes];
+#pragma GCC unroll 16
+    for (int j = 0; j < kLanes; ++j) col[j] = out[j][xi];
+    simd::transpose16(col);  // col[tile], lanes over the 16 channels
+    int64_t width = 0;
+    float* dst = x_at(X, xi, tv * kLanes, c0, d, &width);
+#pragma GCC unroll 16
+    for (int t = 0; t < kLanes; ++t) simd::store(dst + t * width, col[t]);
+  }
+}
+
+// Y[xi][k][tv*16 ...] = (A dy_t A^T)[xi] for the 16 tiles of the chunk's tile vector tv (tile vector `vec`
+// of image n), output k (0 past the last output, and for tiles or tile rows past dy's edge).
+void dw_transform_grads(float* Y, const float* dy, int64_t n, int64_t vec, int64_t tv, int64_t k, const WinoDw& d) {
+  const Wino& s = d.s;
+  Vec16 e[2], o[2];  // rows 2 tp + a of the tiles: their even (left) and odd (right) columns
+  const int64_t tp = vec / s.TQv, q0 = 2 * kLanes * (vec % s.TQv), nq = std::min<int64_t>(2 * kLanes, s.Q - q0);
+  for (int a = 0; a < 2; ++a) {
+    const int64_t p = 2 * tp + a;
+    if (k >= s.Cout || p >= s.P) {
+      e[a] = o[a] = Vec16{};
+      continue;
+    }
+    const float* src = dy + ((n * s.Cout + k) * s.P + p) * s.Q + q0;
+    Vec16 lo, hi;
+    if (nq == 2 * kLanes) {
+      lo = simd::load(src);
+      hi = simd::load(src + kLanes);
+    } else {  // the row's last tile vector: zeros past Q
+      alignas(64) float row[2 * kLanes] = {};
+      for (int64_t j = 0; j < nq; ++j) row[j] = src[j];
+      lo = simd::load(row);
+      hi = simd::load(row + kLanes);
+    }
+    e[a] = even(lo, hi);
+    o[a] = odd(lo, hi);
+  }
+  // A dy (4 x 2): rows dy0, dy0 + dy1, dy0 - dy1, -dy1; then (A dy) A^T the same along the columns.
+  const Vec16 r[4][2] = {{e[0], o[0]}, {e[0] + e[1], o[0] + o[1]}, {e[0] - e[1], o[0] - o[1]}, {-e[1], -o[1]}};
+  float* dst = Y + k * d.Tc + tv * kLanes;
+  const int64_t step = d.Kp * d.Tc;  // from position xi to xi + 1
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    simd::store(dst + (4 * i + 0) * step, r[i][0]);
+    simd::store(dst + (4 * i + 1) * step, r[i][0] + r[i][1]);
+    simd::store(dst + (4 * i + 2) * step, r[i][0] - r[i][1]);
+    simd::store(dst + (4 * i + 3) * step, -r[i][1]);
+  }
+}
+
+// Mw[xi][kb*8 + i][c0 + 16 v ...] (+)= sum over the chunk's T tiles of Y[xi][kb*8 + i][t] X[xi][t][c0 + 16 v ...]:
+// 8 outputs x NV vectors of 16 channels, as the forward's product tile; first: store, not add.
+template <int NV>
+void dw_product_tile(float* Mw, const float* Y, const float* X, int xi, int64_t kb, int64_t c0, int64_t T, bool first,
+                     const WinoDw& d) {
+  Vec16 acc[kKB][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kKB; ++i)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[i][v] = Vec16{};
+  const float* y = Y + (xi * d.Kp + kb * kKB) * d.Tc;
+  const float* x = x_at(const_cast<float*>(X), xi, 0, c0, d);
+  for (int64_t t = 0; t < T; ++t, x += NV * kLanes) {
+    Vec16 xv[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) xv[v] = simd::load(x + v * kLanes);
+#pragma GCC unroll 16
+    for (int i = 0; i < kKB; ++i) {
+      const Vec16 yi = simd::splat(y[i * d.Tc + t]);
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) acc[i][v] += yi * xv[v];
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kKB; ++i)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      float* m = Mw + (xi * d.Kp + kb * kKB + i) * d.Cp + c0 + v * kLanes;
+      simd::store(m, first ? acc[i][v] : simd::load(m) + acc[i][v]);
+    }
+}
+
+// dw[k, c] (3x3) = G^T Mw[.][k][c] G for the 16 channels from c0 (fewer at the end), G^T = rows
+// (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0), (0, 1/2, 1/2, 1).
+void dw_transform_outputs(float* dw, const float* Mw, int64_t k, int64_t c0, const WinoDw& d) {
+  Vec16 m[kXi];
+#pragma GCC unroll 16
+  for (int xi = 0; xi < kXi; ++xi) m[xi] = simd::load(Mw + (xi * d.Kp + k) * d.Cp + c0);
+  Vec16 h[3][4];  // G^T m, a column at a time
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const Vec16 sum = 0.5f * (m[4 + j] + m[8 + j]), diff = 0.5f * (m[4 + j] - m[8 + j]);
+    h[0][j] = m[j] + sum;
+    h[1][j] = diff;
+    h[2][j] = sum + m[12 + j];
+  }
+  alignas(64) float out[9][kLanes];  // (G^T m) G: tap (r, s), lanes over channels
+#pragma GCC unroll 3
+  for (int r = 0; r < 3; ++r) {
+    const Vec16 sum = 0.5f * (h[r][1] + h[r][2]), diff = 0.5f * (h[r][1] - h[r][2]);
+    simd::store(out[r * 3 + 0], h[r][0] + sum);
+    simd::store(out[r * 3 + 1], diff);
+    simd::store(out[r * 3 + 2], sum + h[r][3]);
+  }
+  const int64_t nc = std::min<int64_t>(kLanes, d.s.Cin - c0);
+  for (int64_t j = 0; j < nc; ++j)
+    for (int tap = 0; tap < 9; ++tap) dw[(k * d.s.Cin + c0 + j) * 9 + tap] = out[tap][j];
+}
+
+// dw (K, C, 3, 3) = the weight gradient of the 3x3 stride-1 convolution of x (N, C, H, W) padded by pad,
+// given dy (N, K, P, Q); ws: WinoDw::workspace() floats.
+void winograd_weight_grad(float* dw, const float* dy, const float* x, const WinoDw& d, float* ws) {
+  const Wino& s = d.s;
+  float* planes = ws;
+  float* X = planes + s.planes_floats();
+  float* Y = X + d.x_floats();
+  float* Mw = Y + d.y_floats();
+  pad_planes(planes, x, s.N, s.Cin, s.H, s.W, s.pad, s.pl);
+  const int64_t CG = d.cv, CB = d.cblocks();
+#pragma omp parallel
+  for (int64_t first = 0; first < d.vectors; first += d.chunk) {
+    const int64_t nv = std::min<int64_t>(d.chunk, d.vectors - first);
+#pragma omp for collapse(2) schedule(static) nowait
+    for (int64_t tv = 0; tv < nv; ++tv)
+      for (int64_t cg = 0; cg < CG; ++cg)
+        dw_transform_inputs(X, planes, (first + tv) / s.nvec, (first + tv) % s.nvec, tv, cg * kLanes, d);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t k = 0; k < d.Kp; ++k)
+      for (int64_t tv = 0; tv < nv; ++tv)  // innermost: Y's rows are written in order
+        dw_transform_grads(Y, dy, (first + tv) / s.nvec, (first + tv) % s.nvec, tv, k, d);
+    // (the barrier: X and Y complete)
+#pragma omp for collapse(3) schedule(static)
+    for (int xi = 0; xi < kXi; ++xi)
+      for (int64_t cb = 0; cb < CB; ++cb)
+        for (int64_t kb = 0; kb < s.KB; ++kb) {  // innermost: the tile's X block stays in L1
+          const int64_t c0 = d.block_start(cb) * kLanes;
+          switch (d.block_vectors(cb)) {
+            case 3: dw_product_tile<3>(Mw, Y, X, xi, kb, c0, nv * kLanes, first == 0, d); break;
+            case 2: dw_product_tile<2>(Mw, Y, X, xi, kb, c0, nv * kLanes, first == 0, d); break;
+            default: dw_product_tile<1>(Mw, Y, X, xi, kb, c0, nv * kLanes, first == 0, d); break;
+          }
+        }
+    // (the barrier: the next chunk overwrites X and Y)
+  }
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t k = 0; k < s.Cout; ++k)
+    for (int64_t cg = 0; cg < CG; ++cg) dw_transform_outputs(dw, Mw, k, cg * kLanes, d);
+}
+
 Wino forward_shape(const ConvGeom& g) { return Wino(g.N, g.C, g.H, g.W, g.pad, g.K); }
 Wino data_grad_shape(const ConvGeom& g) { return Wino(g.N, g.K, g.P(), g.Q(), 2 - g.pad, g.C); }
 
@@ -279,9 +506,12 @@ bool winograd_enabled() { return wg::winograd_switch(); }
 void set_winograd_enabled(bool on) { wg::winograd_switch().store(on); }
 bool conv2d_winograd_applies(const ConvGeom& g) { return wg::fits(g, g.K, g.Q()); }
 bool conv2d_winograd_applies_data_grad(const ConvGeom& g) { return wg::fits(g, g.C, g.W); }
+bool conv2d_winograd_applies_weight_grad(const ConvGeom& g) {
+  return wg::fits(g, g.K, g.Q()) && std::min(g.C, g.K) >= wg::kMinDwChannels;
+}
 
 int64_t conv2d_winograd_workspace(const ConvGeom& g) {
-  return std::max(wg::forward_shape(g).workspace(), wg::data_grad_shape(g).workspace());
+  return std::max({wg::forward_shape(g).workspace(), wg::data_grad_shape(g).workspace(), wg::WinoDw(g).workspace()});
 }
 
 void conv2d_winograd_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g, float* ws,
@@ -291,6 +521,14 @@ void conv2d_winograd_forward(float* y, const float* x, const float* w, const flo
 
 void conv2d_winograd_backward_data(float* dx, const float* dy, const float* w, const ConvGeom& g, float* ws) {
   wg::winograd_conv(dx, dy, w, nullptr, wg::data_grad_shape(g), true, false, ws);
+}
+
+void conv2d_winograd_backward_weight(float* dw, const float* dy, const float* x, const ConvGeom& g, float* ws) {
+  if (g.N == 0 || g.P() <= 0 || g.Q() <= 0) {
+    std::fill(dw, dw + g.K * g.C * 9, 0.f);
+    return;
+  }
+  wg::winograd_weight_grad(dw, dy, x, wg::WinoDw(g), ws);
 }
 
 }  // namespace nimbus::cpu

@@ -104,11 +104,13 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
   for (const ConvGeom& g : direct) CHECK(cpu::conv2d_path(g, true) == std::string("direct3x3"));
   gs.insert(gs.end(), direct.begin(), direct.end());
   // >= 32 outputs on rows of >= 20: the forward and dx by Winograd F(2x2, 3x3) (test_conv_winograd.cpp),
-  // dw by the direct kernel.
-  const ConvGeom winograd{2, 32, 10, 41, 40, 3, 3, 1, 1};
+  // dw by the direct kernel; with >= 128 channels and outputs, dw by Winograd F(3x3, 2x2) too.
+  const ConvGeom winograd{2, 32, 10, 41, 40, 3, 3, 1, 1}, winograd_dw{2, 128, 5, 22, 136, 3, 3, 1, 1};
   CHECK(cpu::conv2d_path(winograd, true) == std::string("winograd"));
   CHECK(cpu::conv2d_path(winograd, false) == std::string("direct3x3, winograd dx"));
+  CHECK(cpu::conv2d_path(winograd_dw, false) == std::string("winograd dx, dw"));
   gs.push_back(winograd);
+  gs.push_back(winograd_dw);
   // Batches of >= 64-pixel images: threads split the images (per-image GEMMs,
   // dW summed in fixed groups of images); and the k-vectorised forward of strided convs.
   const std::vector<std::pair<ConvGeom, std::string>> routed = {
@@ -195,6 +197,7 @@ TEST_CASE("conv2d fast paths: forward and gradients the same bits on 1 and 2 thr
       {16, 24, 16, 16, 32, 1, 1, 1, 0},  // per_image, pointwise
       {8, 16, 12, 12, 24, 3, 3, 2, 1},   // im2col, grouped images
       {2, 64, 20, 20, 128, 3, 3, 1, 1},  // winograd (forward and dx), direct3x3 (dw)
+      {2, 128, 6, 24, 128, 3, 3, 1, 1},  // winograd (forward, dx and dw)
       {2, 64, 16, 16, 128, 3, 3, 1, 1},  // direct3x3
       {1, 64, 12, 13, 64, 3, 3, 1, 1},   // shifted
       {4, 64, 8, 8, 96, 3, 3, 1, 1},     // kvec forward, rows < 16

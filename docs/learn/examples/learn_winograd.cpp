@@ -1,8 +1,9 @@
 // learn_winograd.cpp: the numbers of docs/learn/02-convolution.md's Winograd section. F(2,3) in one
 // dimension (4 multiplies for 2 outputs instead of 6), then F(2x2,3x3) on one 4x4 tile with every
 // matrix printed (B^T d B, G g G^T, their product, A^T M A), nimbus' kernel
-// (kernels/cpu/conv2d_winograd.cpp) on a small image against the direct formula, and what the
-// transforms cost beside the products on DSen2-CR's 256-channel layer.
+// (kernels/cpu/conv2d_winograd.cpp) on a small image against the direct formula, the weight gradient's
+// F(3,2) and nimbus' weight-gradient kernel on the same image, and what the transforms cost beside the
+// products on DSen2-CR's 256-channel layer.
 // docs/learn/build.py pastes this output into the page; ctest checks the page still matches.
 //
 // Inputs and filters are small integers: G's halves make U multiples of 1/4 and every sum below is
@@ -124,7 +125,44 @@ int main() {
               "%zu of %zu outputs equal the direct formula\n",
               (long long)((gi.P() + 1) / 2), (long long)((gi.Q() + 1) / 2), equal, y.size());
 
-  // ================= 4. what the transforms cost on DSen2-CR's layer =================
+  // ================= 4. the weight gradient: F(3,2), the same matrices read the other way =================
+  // dw_r = sum_i dy_i d_{i+r}: 3 outputs of a 2-tap "filter" dy over the same 4 inputs. The forward's sum
+  // y . dy = g . G^T [(A dy) .* (B^T d)] (A = (A^T)^T) gives dw = G^T [(A dy) .* (B^T d)]: 4 multiplies, not 6.
+  const std::vector<double> dy1 = {2, -1};
+  const double w0 = dy1[0] * d[0] + dy1[1] * d[1], w1 = dy1[0] * d[1] + dy1[1] * d[2], w2 = dy1[0] * d[2] + dy1[1] * d[3];
+  const Mat Ady = mul(transpose(AT), Mat{{dy1[0]}, {dy1[1]}}), BTd = mul(BT, Mat{{d[0]}, {d[1]}, {d[2]}, {d[3]}});
+  Mat m(4, std::vector<double>(1));
+  for (int j = 0; j < 4; ++j) m[size_t(j)][0] = Ady[size_t(j)][0] * BTd[size_t(j)][0];
+  const Mat dw1 = mul(transpose(G), m);
+  std::printf("\nF(3,2), the weight gradient: dw_r = sum_i dy_i d_(i+r) for dy = (2, -1) over the same d\n");
+  std::printf("  direct:   dw = (%g, %g, %g)   (6 multiplies)\n", w0, w1, w2);
+  std::printf("  Winograd: A dy = (%g, %g, %g, %g), B^T d = (%g, %g, %g, %g), m = (%g, %g, %g, %g)   (4 multiplies)\n",
+              Ady[0][0], Ady[1][0], Ady[2][0], Ady[3][0], BTd[0][0], BTd[1][0], BTd[2][0], BTd[3][0], m[0][0], m[1][0],
+              m[2][0], m[3][0]);
+  std::printf("            dw = G^T m = (%g, %g, %g): equal: %s\n", dw1[0][0], dw1[1][0], dw1[2][0],
+              yes(dw1[0][0] == w0 && dw1[1][0] == w1 && dw1[2][0] == w2));
+  // nimbus' kernel: dw of the image above for a small-integer dy (its sums are exact in float).
+  std::vector<float> dyi(y.size()), dw(w.size());
+  for (size_t i = 0; i < dyi.size(); ++i) dyi[i] = float(int(i * 3 % 5) - 2);
+  cpu::conv2d_winograd_backward_weight(dw.data(), dyi.data(), x.data(), gi, ws.data());
+  size_t dw_equal = 0;
+  for (int64_t k = 0; k < gi.K; ++k)
+    for (int64_t c = 0; c < gi.C; ++c)
+      for (int64_t r = 0; r < 3; ++r)
+        for (int64_t s = 0; s < 3; ++s) {
+          double sum = 0;
+          for (int64_t p = 0; p < gi.P(); ++p)
+            for (int64_t q = 0; q < gi.Q(); ++q) {
+              const int64_t h = p - 1 + r, v = q - 1 + s;
+              if (h >= 0 && h < gi.H && v >= 0 && v < gi.W)
+                sum += double(dyi[size_t((k * gi.P() + p) * gi.Q() + q)]) * double(x[size_t((c * gi.H + h) * gi.W + v)]);
+            }
+          dw_equal += double(dw[size_t(((k * gi.C + c) * 3 + r) * 3 + s)]) == sum;
+        }
+  std::printf("nimbus' cpu::conv2d_winograd_backward_weight on that image: %zu of %zu weights equal the direct formula\n",
+              dw_equal, dw.size());
+
+  // ================= 5. what the transforms cost on DSen2-CR's layer =================
   const int64_t C = 256, K = 256, HW = 128 * 128, tiles = HW / 4;
   const double direct_mul = double(HW) * double(K) * double(C) * 9, product_mul = double(tiles) * 16 * double(K) * double(C);
   // Additions (conv2d_winograd.cpp): V = B^T d B, 4 per column then 4 per row, 32 per tile and input
@@ -135,8 +173,9 @@ int main() {
   std::printf("  %-33s %.4g (%.2fx fewer)\n", "Winograd products' multiply-adds", product_mul, direct_mul / product_mul);
   std::printf("  transforms' additions: inputs %.4g, outputs %.4g (%.1f%% of the products' work)\n", input_adds,
               output_adds, 100 * (input_adds + output_adds) / product_mul);
-  std::printf("  routed to Winograd by conv2d_forward: %s; its data gradient: %s\n",
-              yes(cpu::conv2d_winograd_applies(ConvGeom{1, C, 128, 128, K, 3, 3, 1, 1})),
-              yes(cpu::conv2d_winograd_applies_data_grad(ConvGeom{1, C, 128, 128, K, 3, 3, 1, 1})));
+  const ConvGeom layer{1, C, 128, 128, K, 3, 3, 1, 1};
+  std::printf("  routed to Winograd by conv2d_forward: %s; its data gradient: %s; its weight gradient: %s\n",
+              yes(cpu::conv2d_winograd_applies(layer)), yes(cpu::conv2d_winograd_applies_data_grad(layer)),
+              yes(cpu::conv2d_winograd_applies_weight_grad(layer)));
   return 0;
 }
