@@ -46,7 +46,7 @@
 // The sum over tiles moves inside: Mw[xi][k][c] = sum_t (A dy_t A^T)[xi][k] (B^T d_t B)[xi][c], 16
 // (K x T) x (T x C) products, then one output transform per (k, c): 16 multiplies per tile and pair
 // instead of 36, 2.25x fewer. Each tile's input transform is the forward's; the tiles run in chunks
-// (about 4 MiB of transformed inputs and gradients), and each element of Mw is summed by one product
+// (about 8 MiB of transformed inputs and gradients), and each element of Mw is summed by one product
 // tile, in tile order: the same bits for any thread count. Measured, its error is no larger than the
 // direct kernel's (2^-22 of sum_{n,p,q} |dy| |x| at worst on the tests' shapes, 2^-25 at 256
 // channels x 128^2 with 16 outputs, where the direct kernel's is 2^-22): the same 2^-20 bound holds.

@@ -106,11 +106,14 @@ TEST_CASE("conv2d fast path: forward and all gradients match the reference") {
   // >= 32 outputs on rows of >= 20: the forward and dx by Winograd F(2x2, 3x3) (test_conv_winograd.cpp),
   // dw by the direct kernel; with >= 128 channels and outputs, dw by Winograd F(3x3, 2x2) too.
   const ConvGeom winograd{2, 32, 10, 41, 40, 3, 3, 1, 1}, winograd_dw{2, 128, 5, 22, 136, 3, 3, 1, 1};
+  const ConvGeom winograd_dw_only{1, 128, 5, 18, 128, 3, 3, 1, 2};  // pad 2: dy's rows of 20, x's of 18
   CHECK(cpu::conv2d_path(winograd, true) == std::string("winograd"));
   CHECK(cpu::conv2d_path(winograd, false) == std::string("direct3x3, winograd dx"));
   CHECK(cpu::conv2d_path(winograd_dw, false) == std::string("winograd dx, dw"));
+  CHECK(cpu::conv2d_path(winograd_dw_only, false) == std::string("direct3x3, winograd dw"));
   gs.push_back(winograd);
   gs.push_back(winograd_dw);
+  gs.push_back(winograd_dw_only);
   // Batches of >= 64-pixel images: threads split the images (per-image GEMMs,
   // dW summed in fixed groups of images); and the k-vectorised forward of strided convs.
   const std::vector<std::pair<ConvGeom, std::string>> routed = {
