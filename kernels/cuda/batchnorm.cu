@@ -144,25 +144,25 @@ __global__ void batchnorm_combine_moments_kernel(float* mean, float* invstd, flo
 }
 
 // batchnorm_stats_from_moments: the chunks a convolution's epilogue wrote (bn_moments.cuh), up to
-// N*P*Q / 32 per channel (tens of thousands at ResNet-50's stem), so a block of kMergeThreads per channel
-// (blocks stride over the channels): thread t merges chunks t, t + kMergeThreads, ... in order, then
-// thread t merges thread t + 128, 64, ..., 1 through shared memory (a fixed tree whose result thread 0
-// holds): deterministic.
+// N*P*Q / 32 per channel (tens of thousands at ResNet-50's stem), so a block of T threads per channel
+// (blocks stride over the channels; T a power of two, kMergeThreads or fewer when there are fewer
+// chunks): thread t merges chunks t, t + T, ... in order, then thread t merges thread t + T/2, ..., 1
+// through shared memory (a fixed tree whose result thread 0 holds): deterministic.
 constexpr int kMergeThreads = 256;
 __global__ void __launch_bounds__(kMergeThreads)
     batchnorm_merge_chunks_kernel(float* mean, float* invstd, float* rm, float* rv, float* count, const float* part,
                                   int64_t C, int S, float momentum, float eps, float unbias) {
   __shared__ float sn[kMergeThreads], sm[kMergeThreads], sm2[kMergeThreads];
-  const int t = int(threadIdx.x);
+  const int t = int(threadIdx.x), T = int(blockDim.x);
   for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
     float n = 0.0f, m = 0.0f, m2 = 0.0f;
-    for (int s = t; s < S; s += kMergeThreads) {
+    for (int s = t; s < S; s += T) {
       const float* p = part + (c * S + s) * 3;
       merge_moments(n, m, m2, p[0], p[1], p[2]);
     }
     sn[t] = n, sm[t] = m, sm2[t] = m2;
     __syncthreads();
-    for (int off = kMergeThreads / 2; off > 0; off /= 2) {
+    for (int off = T / 2; off > 0; off /= 2) {
       if (t < off) {
         merge_moments(n, m, m2, sn[t + off], sm[t + off], sm2[t + off]);
         sn[t] = n, sm[t] = m, sm2[t] = m2;
@@ -338,6 +338,13 @@ static void check_block(int block, const char* what) {
                " threads; the reductions need a multiple of 32 in [32, 1024]");
 }
 
+// A block for one channel of M values: `block` threads, or fewer when fewer warps cover the channel (a
+// thread with no value still takes part in every reduction: on a GPU idle warps cost little, in the
+// emulator they were most of a tiny test model's step).
+static int channel_block(int block, int64_t M) {
+  return int(std::clamp<int64_t>((M + 31) / 32 * 32, 32, block));
+}
+
 // Index arithmetic in int (FastDivmod): every tensor below 2^31 elements.
 static void check_size(int64_t n, const char* what) {
   NIMBUS_CHECK(n < (int64_t(1) << 31), what, ": ", n, " elements (the kernels index in 32 bits)");
@@ -367,8 +374,8 @@ void batchnorm_train_stats(float* mean, float* invstd, float* running_mean, floa
   const float unbias = float(M) / float(M - 1);
   const FastDivmod by_hw{int(HW)};
   if (splits <= 1) {
-    launch(batchnorm_train_stats_kernel<T>, unsigned(C), block, 0, launch_stream(), mean, invstd, running_mean,
-           running_var, count, x, C, HW, M, by_hw, momentum, eps, unbias);
+    launch(batchnorm_train_stats_kernel<T>, unsigned(C), channel_block(block, M), 0, launch_stream(), mean, invstd,
+           running_mean, running_var, count, x, C, HW, M, by_hw, momentum, eps, unbias);
     check_launch("cuda::batchnorm_train_stats");
     return;
   }
@@ -388,7 +395,9 @@ void batchnorm_stats_from_moments(float* mean, float* invstd, float* running_mea
   NIMBUS_CHECK(M > 1 && chunks > 0, "cuda::batchnorm_stats_from_moments: ", M, " values in ", chunks,
                " chunks per channel");
   const float unbias = float(M) / float(M - 1);
-  launch(batchnorm_merge_chunks_kernel, unsigned(std::min<int64_t>(C, 65535)), kMergeThreads, 0, launch_stream(),
+  int threads = 32;  // a power of two, at least the chunks up to kMergeThreads (see the kernel)
+  while (threads < chunks && threads < kMergeThreads) threads *= 2;
+  launch(batchnorm_merge_chunks_kernel, unsigned(std::min<int64_t>(C, 65535)), threads, 0, launch_stream(),
          mean, invstd, running_mean, running_var, count, moments, C, chunks, momentum, eps, unbias);
   check_launch("cuda::batchnorm_stats_from_moments");
 }
@@ -421,8 +430,8 @@ void batchnorm_backward(T* dx, float* dweight, float* dbias, const T* dy, const 
   const int M = int(N * HW);
   const FastDivmod by_hw{int(HW)};
   if (splits <= 1) {
-    launch(batchnorm_backward_kernel<T>, unsigned(C), block, 0, launch_stream(), dx, dweight, dbias, dy, x, mean,
-           invstd, weight, relu_y, C, HW, M, by_hw, training);
+    launch(batchnorm_backward_kernel<T>, unsigned(C), channel_block(block, M), 0, launch_stream(), dx, dweight,
+           dbias, dy, x, mean, invstd, weight, relu_y, C, HW, M, by_hw, training);
     check_launch("cuda::batchnorm_backward");
     return;
   }

@@ -3,7 +3,9 @@
  * Same layout and maths as kernels/cpu/batchnorm.h: x, y, dy, dx are (N, C, HW); mean, var,
  * invstd, weight, bias, dweight, dbias, running_* are (C); weight/bias may be null. Activations
  * are T (float or bfloat16), everything per channel float32. Device
- * pointers. `block`: threads per channel for the reductions (multiple of 32, <= 1024).
+ * pointers. `block`: threads per channel for the reductions (multiple of 32, <= 1024); a channel of
+ * fewer values runs on as many warps as cover them (a thread with no value would still take part in
+ * every reduction, and in the CUDA emulator those idle threads were most of a tiny model's step).
  */
 #pragma once
 #include <cstdint>
