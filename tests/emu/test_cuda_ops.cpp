@@ -259,8 +259,10 @@ TEST_CASE("cuda kernels: conv2d forward, backward-data, backward-weight, bias") 
 
 TEST_CASE("cuda kernels: batch norm statistics, forward, backward (training and eval)") {
   require_backend();
-  // HW 7: element by element; HW 8: the forward and dx kernels move 16-byte packs (a pack in one channel).
-  for (const int64_t HW : {int64_t(7), int64_t(8)}) {
+  // HW 7: element by element; HW 8: the forward and dx kernels move 16-byte packs (a pack in one channel);
+  // HW 15: M = 45 values a channel, so one block per channel runs 2 warps at block 64 (a channel of 21
+  // or 24 runs on one warp whatever the block: batchnorm.cu's channel_block).
+  for (const int64_t HW : {int64_t(7), int64_t(8), int64_t(15)}) {
     CAPTURE(HW);
     const int64_t N = 3, C = 5, M = N * HW, n = N * C * HW;
     const std::vector<float> x = rand_floats(size_t(n), 21, 1, 3), dy = rand_floats(size_t(n), 22),
