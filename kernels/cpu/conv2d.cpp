@@ -478,7 +478,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   const Path path = path_of(g);
   if (dw && g.N == 0) std::fill(dw, dw + g.K * CRS, 0.f);  // no image, no GEMM to write it
   if (path == Path::Direct3x3) {  // each gradient by Winograd where it applies (one after another: ws is shared)
-    const bool wdx = dx && conv2d_winograd_applies_data_grad(g), wdw = dw && g.N > 0 && conv2d_winograd_applies_weight_grad(g);
+    const bool wdx = dx && conv2d_winograd_applies_data_grad(g), wdw = dw && conv2d_winograd_applies_weight_grad(g);
     if ((dx && !wdx) || (dw && !wdw) || db) conv2d_direct_backward(wdx ? nullptr : dx, wdw ? nullptr : dw, db, dy, x, w, g, ws);
     if (wdw) conv2d_winograd_backward_weight(dw, dy, x, g, ws);
     if (wdx) conv2d_winograd_backward_data(dx, dy, w, g, ws);

@@ -313,11 +313,11 @@ struct WinoDw {
 // X holds, for each position xi and each block of channels (WinoDw::block_*), the chunk's tiles one
 // after another, the block's channels side by side: a product tile reads one contiguous block (T x 48
 // floats; rows of all Cp channels would be 1 KiB apart, and such rows share a few L1 sets).
-// X's row of tile t in the block that holds channel c (a multiple of 16), and the row's length.
-NIMBUS_SIMD_INLINE float* x_at(float* X, int xi, int64_t t, int64_t c, const WinoDw& d, int64_t* width = nullptr) {
+// Where in X tile t's row of the block that holds channel c (a multiple of 16) starts, and the row's length.
+NIMBUS_SIMD_INLINE int64_t x_offset(int xi, int64_t t, int64_t c, const WinoDw& d, int64_t* width = nullptr) {
   const int64_t cb = d.block_of(c / kLanes), c0 = d.block_start(cb) * kLanes, w = d.block_vectors(cb) * kLanes;
   if (width) *width = w;
-  return X + (xi * d.Cp + c0) * d.Tc + t * w + (c - c0);
+  return (xi * d.Cp + c0) * d.Tc + t * w + (c - c0);
 }
 
 // X[xi][t][c] for the 16 tiles of the chunk's tile vector tv (tile vector `vec` of image n) and the 16
@@ -340,7 +340,7 @@ void dw_transform_inputs(float* X, const float* planes, int64_t n, int64_t vec, 
     for (int j = 0; j < kLanes; ++j) col[j] = out[j][xi];
     simd::transpose16(col);  // col[tile], lanes over the 16 channels
     int64_t width = 0;
-    float* dst = x_at(X, xi, tv * kLanes, c0, d, &width);
+    float* dst = X + x_offset(xi, tv * kLanes, c0, d, &width);
 #pragma GCC unroll 16
     for (int t = 0; t < kLanes; ++t) simd::store(dst + t * width, col[t]);
   }
@@ -396,7 +396,7 @@ void dw_product_tile(float* Mw, const float* Y, const float* X, int xi, int64_t 
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[i][v] = Vec16{};
   const float* y = Y + (xi * d.Kp + kb * kKB) * d.Tc;
-  const float* x = x_at(const_cast<float*>(X), xi, 0, c0, d);
+  const float* x = X + x_offset(xi, 0, c0, d);
   for (int64_t t = 0; t < T; ++t, x += NV * kLanes) {
     Vec16 xv[NV];
 #pragma GCC unroll 16
